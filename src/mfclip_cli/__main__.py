@@ -1,0 +1,3 @@
+from mfclip_cli.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""File helpers every layer shares: hashing, atomic writes, and refusing unsafe weight files."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
+_PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+
+class UnsafeFileError(ValueError):
+    """A weights file mfclip will not load because loading it could run code, or it is malformed."""
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temporary file in the same folder, renamed into place on success.
+
+    Readers never see a half-written file, and a crash leaves the previous file intact. An
+    existing file is replaced only with ``overwrite=True``.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def write_json_atomic(path: str | Path, document: object, *, overwrite: bool = False) -> None:
+    data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    with atomic_writer(path, overwrite=overwrite) as handle:
+        handle.write(data)
+
+
+def check_safetensors(path: str | Path) -> dict:
+    """Return the parsed safetensors header of ``path``, or raise ``UnsafeFileError``.
+
+    Pickled PyTorch files (``torch.save`` zips and raw pickles) are refused by content, not just
+    by name: unpickling a file someone handed us can execute arbitrary code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if head.startswith(_ZIP_MAGIC) or (head[:1] and head[0] == _PICKLE_PROTOCOL) or (
+            path.suffix.lower() in PICKLE_SUFFIXES
+        ):
+            raise UnsafeFileError(
+                f"refusing to load {path}: it is a pickled PyTorch file, and unpickling can run "
+                "arbitrary code. mfclip loads only .safetensors weights; convert the file on a "
+                "machine you trust (safetensors.torch.save_file(torch.load(...), 'out.safetensors'))."
+            )
+        if len(head) < 8:
+            raise UnsafeFileError(f"{path} is not a safetensors file (only {len(head)} bytes)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len <= 1 or header_len > _MAX_SAFETENSORS_HEADER:
+            raise UnsafeFileError(f"{path} is not a safetensors file (bad header length)")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UnsafeFileError(f"{path} is not a safetensors file (header is not JSON)") from error
+    if not isinstance(header, dict):
+        raise UnsafeFileError(f"{path} is not a safetensors file (header is not an object)")
+    return header

@@ -1,0 +1,178 @@
+"""The open_clip backbone: building its two towers and putting LoRA adapters on them.
+
+open_clip builds the architecture and loads pretrained weights (a tag it knows, or a local
+``.safetensors`` file); peft injects the LoRA adapters. The base weights are frozen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import open_clip
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
+from torch import nn
+from torch.func import functional_call
+
+from mfclip_cli.files import check_safetensors
+from mfclip_cli.model.config import ClipSettings, LoraSettings
+
+OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
+
+# Inside one residual block of an open_clip transformer: the attention module (nn.MultiheadAttention,
+# whose in- and out-projections peft adapts together) and the two MLP linears. Targeting
+# ``attn.out_proj`` alone would do nothing: nn.MultiheadAttention never calls that submodule.
+LORA_TARGETS = r".*transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
+
+
+class BackboneError(RuntimeError):
+    """The CLIP backbone could not be built as asked (unknown architecture, weights unavailable)."""
+
+
+@functools.cache
+def register_open_clip_configs() -> None:
+    """Make mfclip's own open_clip architectures (``mfclip-tiny``) known to open_clip."""
+    open_clip.add_model_config(OPEN_CLIP_CONFIG_DIR)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """open_clip warns on the root logger whenever it initialises randomly, which we often mean to."""
+    notice_filter = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice_filter)
+
+
+@dataclass
+class ClipTowers:
+    visual: nn.Module
+    text: nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    embed_dim: int
+    image_size: int
+    quick_gelu: bool
+
+
+def _resolve_quick_gelu(settings: ClipSettings) -> bool:
+    if settings.quick_gelu is not None:
+        return settings.quick_gelu
+    if settings.pretrained and not os.path.isfile(settings.pretrained):
+        tag_config = open_clip.get_pretrained_cfg(settings.architecture, settings.pretrained)
+        return bool(tag_config.get("quick_gelu", False))
+    return False
+
+
+def create_clip_towers(settings: ClipSettings, *, load_weights: bool = True) -> ClipTowers:
+    """Build the open_clip model named by ``settings`` and return its vision and text towers.
+
+    ``settings.pretrained`` is an open_clip tag (fetched by open_clip, so it needs internet), a
+    local ``.safetensors`` file, or ``None``. With ``load_weights=False`` or ``None`` the towers are
+    randomly initialised (the architecture, QuickGELU included, still follows the tag).
+    """
+    register_open_clip_configs()
+    architecture = settings.architecture
+    pretrained = settings.pretrained if load_weights else None
+    if architecture not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip architecture {architecture!r}")
+    if pretrained and os.path.exists(pretrained):
+        check_safetensors(pretrained)
+        if not pretrained.endswith(".safetensors"):
+            raise BackboneError(f"local CLIP weights must be a .safetensors file: {pretrained}")
+    elif pretrained and not open_clip.get_pretrained_cfg(architecture, pretrained):
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
+        raise BackboneError(
+            f"{pretrained!r} is neither a local file nor an open_clip tag of {architecture} "
+            f"(tags: {known})"
+        )
+    quick_gelu = _resolve_quick_gelu(settings)
+    try:
+        with _quiet_random_init_warning():
+            model = open_clip.create_model(
+                architecture,
+                pretrained=pretrained,
+                force_custom_text=True,
+                force_quick_gelu=quick_gelu,
+                pretrained_text=False,
+            )
+    except RuntimeError as error:
+        hint = ""
+        if pretrained and not os.path.exists(pretrained):
+            hint = (
+                " (open_clip tags are downloaded from the model hub; offline, pass a local "
+                ".safetensors file instead)"
+            )
+        raise BackboneError(f"could not build {architecture} with weights {pretrained!r}: {error}{hint}") from error
+    model_config = open_clip.get_model_config(architecture)
+    image_size = model_config["vision_cfg"]["image_size"]
+    tokenizer = open_clip.get_tokenizer(architecture)
+    return ClipTowers(
+        visual=model.visual,
+        text=model.text,
+        tokenizer=tokenizer,
+        embed_dim=model_config["embed_dim"],
+        image_size=image_size if isinstance(image_size, int) else image_size[0],
+        quick_gelu=quick_gelu,
+    )
+
+
+class FunctionalLoraMultiheadAttention(PeftLoraMultiheadAttention):
+    """peft's LoRA for ``nn.MultiheadAttention`` without touching the frozen base weights.
+
+    peft's own layer merges the adapter into ``in_proj_weight`` before every forward and subtracts
+    it afterwards, so the frozen weights drift by rounding error at every step and are re-created
+    as new Parameters. Here the adapted weights are passed to the base module functionally: the
+    base tensors are never written, and gradients reach only the adapters.
+    """
+
+    def forward(self, query: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
+        self._check_forward_args(query, *args, **kwargs)
+        base = self.get_base_layer()
+        active = [name for name in self.active_adapters if name in self.lora_A]
+        if self.disable_adapters or self.merged or not active:
+            return base(query, *args, **kwargs)
+        out_linear = base.out_proj.get_base_layer()
+        in_weight, out_weight = base.in_proj_weight, out_linear.weight
+        for name in active:
+            in_weight = in_weight + self.get_delta_weight(name).to(in_weight.dtype)
+            out_weight = out_weight + base.out_proj.get_delta_weight(name).to(out_weight.dtype)
+        return functional_call(
+            base,
+            {"in_proj_weight": in_weight, "out_proj.base_layer.weight": out_weight},
+            (query, *args),
+            kwargs,
+        )
+
+
+def apply_lora(tower: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Freeze ``tower`` and inject LoRA adapters into its attention and MLP layers (in place)."""
+    for parameter in tower.parameters():
+        parameter.requires_grad_(False)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=LORA_TARGETS,
+        bias="none",
+    )
+    config._register_custom_module({nn.MultiheadAttention: FunctionalLoraMultiheadAttention})
+    inject_adapter_in_model(config, tower)
+    adapters = [name for name, _ in tower.named_parameters() if "lora_" in name]
+    if not adapters:
+        raise BackboneError("LoRA found no attention or MLP layers to adapt in this architecture")
+    return tower

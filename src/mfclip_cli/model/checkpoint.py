@@ -1,0 +1,117 @@
+"""Checkpoints: a ``.safetensors`` tensor file plus a readable ``.json`` sidecar.
+
+The resolved model config travels inside the safetensors header as well, so the tensor file alone
+rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too.
+The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
+is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from mfclip_cli import __version__
+from mfclip_cli.files import UnsafeFileError, atomic_writer, check_safetensors, sha256_file, write_json_atomic
+from mfclip_cli.model.config import ConfigError, ModelConfig, config_from_dict
+from mfclip_cli.model.mfclip import MFCLIP, build_model
+
+CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: not safetensors, not ours, or not matching its config."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    sha256: str
+    config: ModelConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sidecar(self) -> Path:
+        return sidecar_path(self.path)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(
+    model: MFCLIP, path: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False
+) -> CheckpointInfo:
+    """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's id."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors: {path}")
+    for target in (path, sidecar_path(path)):
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
+    config = model.config.to_dict()
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    header = {"format": CHECKPOINT_FORMAT, "mfclip_version": __version__, "config": json.dumps(config)}
+    with atomic_writer(path, overwrite=overwrite) as handle:
+        handle.write(save(tensors, metadata=header))
+    digest = sha256_file(path)
+    total, trainable = model.parameter_counts()
+    sidecar = {
+        "format": CHECKPOINT_FORMAT,
+        "mfclip_version": __version__,
+        "weights": path.name,
+        "sha256": digest,
+        "classes": list(model.classes),
+        "architecture": config["clip"]["architecture"],
+        "preprocessing": config["preprocess"],
+        "lora": config["lora"],
+        "prompts": config["prompts"],
+        "parameters": {"total": total, "trainable": trainable},
+        "config": config,
+        **(metadata or {}),
+    }
+    write_json_atomic(sidecar_path(path), sidecar, overwrite=True)
+    return CheckpointInfo(path, digest, model.config, dict(metadata or {}))
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Validate a checkpoint file without building the model: safetensors, our format, a valid config."""
+    path = Path(path)
+    header = check_safetensors(path)
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an mfclip checkpoint (format {meta.get('format')!r})"
+        )
+    try:
+        config = config_from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: the embedded model config is unreadable: {error}") from error
+    metadata: dict[str, Any] = {}
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            metadata = {}
+    return CheckpointInfo(path, sha256_file(path), config, metadata)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MFCLIP, CheckpointInfo]:
+    """Rebuild the model from the embedded config and load its tensors (no download, no pickle)."""
+    info = read_checkpoint_info(path)
+    model = build_model(info.config, pretrained=False)
+    state = load_file(str(info.path), device="cpu")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not match its config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.to(device).eval(), info
+

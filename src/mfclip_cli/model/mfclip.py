@@ -1,0 +1,106 @@
+"""The MFCLIP model: vision encoder, language encoder, heads and loss in one module, and its factory."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import open_clip
+import torch
+from torch import nn
+
+from mfclip_cli.model.backbone import ClipTowers, apply_lora, create_clip_towers
+from mfclip_cli.model.config import ModelConfig
+from mfclip_cli.model.language import FineGrainedLanguageEncoder
+from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
+from mfclip_cli.model.noise import NoiseBranch
+from mfclip_cli.model.prompts import LabelSet
+from mfclip_cli.model.vision import Fusion, MultiModalVisionEncoder
+
+
+def _mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim_out))
+
+
+class MFCLIP(nn.Module):
+    """Multi-modal fine-grained CLIP.
+
+    ``forward`` (inference) uses the vision side and the 3-way head only; ``loss`` adds the
+    language side for training. Faces are aligned crops [B, 3, crop, crop] with values in [0, 1].
+    """
+
+    def __init__(self, config: ModelConfig, towers: ClipTowers):
+        super().__init__()
+        self.config = config
+        dim = towers.embed_dim
+        self.vision = MultiModalVisionEncoder(
+            image_tower=towers.visual,
+            noise_branch=NoiseBranch(dim, config.noise.patch_size, config.noise.width, config.noise.clip),
+            fusion=Fusion(dim, config.fusion),
+            image_size=towers.image_size,
+            mean=config.preprocess.mean,
+            std=config.preprocess.std,
+        )
+        self.language = FineGrainedLanguageEncoder(towers.text, towers.tokenizer, config.prompts)
+        self.head = _mlp(dim, config.head.hidden, len(config.classes), config.head.dropout)
+        self.text_predictor = _mlp(dim, dim, dim)
+        self.criterion = MFCLIPLoss(config.loss)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.config.classes)
+
+    @property
+    def crop_size(self) -> int:
+        return self.config.preprocess.crop_size
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, 3] (real, diffusion, gan)."""
+        return self.head(self.vision(faces))
+
+    @torch.no_grad()
+    def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(faces).float(), dim=-1)
+
+    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossBreakdown:
+        if len(label_sets) != faces.shape[0]:
+            raise ValueError(f"{faces.shape[0]} faces but {len(label_sets)} label sets")
+        visual = self.vision(faces)
+        targets = torch.tensor([self.classes.index(labels.label) for labels in label_sets], device=faces.device)
+        return self.criterion(
+            class_logits=self.head(visual),
+            targets=targets,
+            visual=visual,
+            text=self.language(label_sets),
+            predicted_text=self.text_predictor(visual),
+        )
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        return total, sum(p.numel() for p in self.trainable_parameters())
+
+
+def _resolve_config(config: ModelConfig, towers: ClipTowers) -> ModelConfig:
+    """Record what was decided at build time, so a checkpoint rebuilds the same network."""
+    changes: dict = {"clip": {"quick_gelu": towers.quick_gelu}}
+    tag = config.clip.pretrained
+    tag_config = open_clip.get_pretrained_cfg(config.clip.architecture, tag) if tag else {}
+    if tag_config.get("mean") and tag_config.get("std"):
+        changes["preprocess"] = {"mean": list(tag_config["mean"]), "std": list(tag_config["std"])}
+    return config.replace(**changes)
+
+
+def build_model(config: ModelConfig, *, pretrained: bool = True) -> MFCLIP:
+    """Build MFCLIP from a config: CLIP towers with the weights of ``config.clip.pretrained`` (or
+    random ones with ``pretrained=False``, when a checkpoint will fill them), LoRA on the vision
+    tower (and on the text tower if configured), and the rest of the backbone frozen."""
+    towers = create_clip_towers(config.clip, load_weights=pretrained)
+    apply_lora(towers.visual, config.lora)
+    if config.lora.text:
+        apply_lora(towers.text, config.lora)
+    else:
+        towers.text.requires_grad_(False)
+    return MFCLIP(_resolve_config(config, towers), towers)

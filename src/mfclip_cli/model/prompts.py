@@ -1,0 +1,48 @@
+"""Hierarchical text prompts built from a sample's labels (the four levels of the FLE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mfclip_cli.model.config import CLASS_NAMES, PromptSettings
+
+PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labels a sample's text prompts depend on; equal label sets share one text embedding."""
+
+    label: str  # real | diffusion | gan
+    forgery_type: str = ""  # none, efs, fs, fe, t2i, i2i, ... ("" when unknown)
+    generator: str = ""  # free text ("" when unknown)
+
+    def __post_init__(self) -> None:
+        if self.label not in CLASS_NAMES:
+            raise ValueError(f"label must be one of {', '.join(CLASS_NAMES)}, not {self.label!r}")
+
+    @property
+    def is_real(self) -> bool:
+        return self.label == "real"
+
+
+def _name(value: str, names: dict[str, str] | object, unknown: str) -> str:
+    value = value.strip()
+    if not value or value.lower() in ("none", "unknown"):
+        return unknown
+    return dict(names).get(value.lower(), value)  # type: ignore[call-overload]
+
+
+def build_prompts(labels: LabelSet, settings: PromptSettings) -> tuple[str, str, str, str]:
+    """One prompt per level; a real face has nothing finer to say, so it repeats level 1."""
+    if labels.is_real:
+        return (settings.real,) * len(PROMPT_LEVELS)  # type: ignore[return-value]
+    family = _name(labels.label, settings.family_names, settings.unknown)
+    forgery = _name(labels.forgery_type, settings.forgery_type_names, settings.unknown)
+    generator = labels.generator.strip() or f"an unknown {labels.label} model"
+    return (
+        settings.fake,
+        settings.forgery_type.format(forgery_type=forgery),
+        settings.family.format(family=family),
+        settings.generator.format(generator=generator),
+    )

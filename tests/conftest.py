@@ -1,0 +1,28 @@
+"""Shared fixtures. Nothing here reaches the network: open_clip and the hub run offline."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from mfclip_cli.model import build_model, load_model_config
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return load_model_config("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    torch.manual_seed(0)
+    return build_model(tiny_config)
+
+
+@pytest.fixture
+def faces(tiny_config):
+    generator = torch.Generator().manual_seed(1)
+    size = tiny_config.preprocess.crop_size
+    return torch.rand(6, 3, size, size, generator=generator)
