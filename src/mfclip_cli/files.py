@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 _PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -59,35 +58,37 @@ def write_json_atomic(path: str | Path, document: object, *, overwrite: bool = F
         handle.write(data)
 
 
+def _looks_pickled(head: bytes) -> bool:
+    return head.startswith(_ZIP_MAGIC) or (len(head) > 0 and head[0] == _PICKLE_PROTOCOL)
+
+
 def check_safetensors(path: str | Path) -> dict:
     """Return the parsed safetensors header of ``path``, or raise ``UnsafeFileError``.
 
-    Pickled PyTorch files (``torch.save`` zips and raw pickles) are refused by content, not just
-    by name: unpickling a file someone handed us can execute arbitrary code.
+    Decided by content, not by name. Pickled PyTorch files (``torch.save`` zips and raw pickles)
+    get their own message: unpickling a file someone handed us can execute arbitrary code.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
-        if head.startswith(_ZIP_MAGIC) or (head[:1] and head[0] == _PICKLE_PROTOCOL) or (
-            path.suffix.lower() in PICKLE_SUFFIXES
-        ):
-            raise UnsafeFileError(
-                f"refusing to load {path}: it is a pickled PyTorch file, and unpickling can run "
-                "arbitrary code. mfclip loads only .safetensors weights; convert the file on a "
-                "machine you trust (safetensors.torch.save_file(torch.load(...), 'out.safetensors'))."
-            )
-        if len(head) < 8:
-            raise UnsafeFileError(f"{path} is not a safetensors file (only {len(head)} bytes)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len <= 1 or header_len > _MAX_SAFETENSORS_HEADER:
-            raise UnsafeFileError(f"{path} is not a safetensors file (bad header length)")
-        raw = handle.read(header_len)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UnsafeFileError(f"{path} is not a safetensors file (header is not JSON)") from error
-    if not isinstance(header, dict):
-        raise UnsafeFileError(f"{path} is not a safetensors file (header is not an object)")
-    return header
+        header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        plausible = 2 <= header_len <= min(_MAX_SAFETENSORS_HEADER, size - 8)
+        raw = handle.read(header_len) if plausible else b""
+    header = None
+    if raw.startswith(b"{"):
+        try:
+            header = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    if isinstance(header, dict):
+        return header
+    if _looks_pickled(head):
+        raise UnsafeFileError(
+            f"refusing to load {path}: it is a pickled PyTorch file, and unpickling can run "
+            "arbitrary code. mfclip loads only .safetensors weights; convert the file on a "
+            "machine you trust (safetensors.torch.save_file(torch.load(...), 'out.safetensors'))."
+        )
+    raise UnsafeFileError(f"{path} is not a safetensors file ({size} bytes, no valid safetensors header)")

@@ -107,11 +107,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     info = read_checkpoint_info(path)
     model = build_model(info.config, pretrained=False)
     state = load_file(str(info.path), device="cpu")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or reshaped:
         raise CheckpointError(
-            f"{path} does not match its config: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+            f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shape {reshaped[:3]}"
         )
+    model.load_state_dict(state)
     return model.to(device).eval(), info
 

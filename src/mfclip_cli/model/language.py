@@ -29,6 +29,8 @@ class FineGrainedLanguageEncoder(nn.Module):
         self.prompts = prompts
         self.level_logits = nn.Parameter(torch.zeros(len(PROMPT_LEVELS)))
         self._cache: dict[LabelSet, torch.Tensor] = {}
+        # New weights make cached embeddings stale.
+        self.register_load_state_dict_post_hook(lambda module, _: module.clear_cache())
 
     @property
     def text_tower_trainable(self) -> bool:

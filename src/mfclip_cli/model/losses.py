@@ -71,7 +71,8 @@ def sample_pair_weights(
     negative of image i, entry (i, j) of the second weighs image j as a negative of text i.
     """
     with torch.no_grad():
-        images, texts = image_embeddings.float(), text_embeddings.float()
+        dtype = torch.promote_types(image_embeddings.dtype, torch.float32)
+        images, texts = image_embeddings.to(dtype), text_embeddings.to(dtype)
         text_similarity = (texts @ texts.t()).clamp(-1.0, 1.0)
         relevance = 1.0 - torch.exp(-(1.0 - text_similarity) / settings.identity_eps)
         cross = images @ texts.t()

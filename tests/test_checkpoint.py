@@ -1,0 +1,162 @@
+"""Checkpoints round-trip exactly and nothing pickled is ever loaded."""
+
+import hashlib
+import json
+import pickle
+
+import open_clip
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save, save_file
+
+from mfclip_cli.files import UnsafeFileError
+from mfclip_cli.model import CheckpointError, build_model, load_checkpoint, read_checkpoint_info, save_checkpoint
+from mfclip_cli.model.backbone import BackboneError, create_clip_towers
+
+
+def _perturb(model):
+    """Move every trainable tensor away from its initial value, as training would."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+
+
+def test_save_load_gives_bit_identical_outputs(tiny_model, faces, tmp_path):
+    _perturb(tiny_model)
+    tiny_model.eval()
+    path = tmp_path / "run" / "best.safetensors"
+    info = save_checkpoint(tiny_model, path, metadata={"metrics": {"val_auc": 0.5}})
+    assert info.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    loaded, loaded_info = load_checkpoint(path)
+    assert loaded_info.sha256 == info.sha256 and loaded_info.config == tiny_model.config
+    with torch.no_grad():
+        assert torch.equal(loaded(faces), tiny_model(faces))
+    original = tiny_model.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, original[name]), name
+
+
+def test_sidecar_describes_the_checkpoint(tiny_model, tmp_path):
+    path = tmp_path / "model.safetensors"
+    info = save_checkpoint(tiny_model, path, metadata={"training_data": {"samples": 12}})
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == info.sha256 and sidecar["weights"] == "model.safetensors"
+    assert sidecar["classes"] == ["real", "diffusion", "gan"]
+    assert sidecar["architecture"] == "mfclip-tiny"
+    assert sidecar["preprocessing"]["crop_size"] == 128
+    assert sidecar["lora"] == {"rank": 4, "alpha": 8, "dropout": 0.0, "text": False}
+    assert sidecar["prompts"]["real"] == "a photo of a real face"
+    assert sidecar["training_data"] == {"samples": 12}
+    total, trainable = tiny_model.parameter_counts()
+    assert sidecar["parameters"] == {"total": total, "trainable": trainable}
+
+
+def test_tensor_file_alone_rebuilds_the_model(tiny_model, faces, tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    path.with_suffix(".json").unlink()
+    loaded, _ = load_checkpoint(path)
+    tiny_model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(faces), tiny_model(faces))
+
+
+def test_existing_checkpoint_is_not_overwritten_unless_asked(tiny_model, tmp_path):
+    path = tmp_path / "model.safetensors"
+    first = save_checkpoint(tiny_model, path)
+    _perturb(tiny_model)
+    with pytest.raises(FileExistsError):
+        save_checkpoint(tiny_model, path)
+    assert read_checkpoint_info(path).sha256 == first.sha256
+    assert save_checkpoint(tiny_model, path, overwrite=True).sha256 != first.sha256
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.safetensors", "model.bin"])
+def test_pickled_files_are_refused(tiny_model, tmp_path, name):
+    path = tmp_path / name
+    torch.save(tiny_model.state_dict(), path)
+    with pytest.raises(UnsafeFileError, match="pickled"):
+        load_checkpoint(path)
+
+
+def test_raw_pickle_is_refused_without_being_unpickled(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(pickle.dumps(Boom(), protocol=4))
+    with pytest.raises(UnsafeFileError, match="pickled"):
+        load_checkpoint(path)
+
+
+def test_non_checkpoints_are_refused_clearly(tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(UnsafeFileError, match="not a safetensors file"):
+        load_checkpoint(empty)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(UnsafeFileError, match="not a safetensors file"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not an mfclip checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def _rewrite(path, target, edit):
+    """Copy checkpoint ``path`` to ``target`` with its tensors edited, keeping its header metadata."""
+    metadata = safe_open(str(path), "pt").metadata()
+    state = edit(load_file(path))
+    target.write_bytes(save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))
+    return target
+
+
+def test_tensors_not_matching_the_config_are_reported(tiny_model, tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    name = next(k for k in tiny_model.state_dict() if "lora_A" in k)
+    missing = _rewrite(path, tmp_path / "missing.safetensors", lambda s: {k: v for k, v in s.items() if k != name})
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        load_checkpoint(missing)
+    reshaped = _rewrite(path, tmp_path / "reshaped.safetensors", lambda s: {**s, name: torch.zeros(1, 1)})
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        load_checkpoint(reshaped)
+
+
+def test_local_clip_weights_load_from_safetensors(tiny_config, tmp_path):
+    torch.manual_seed(5)
+    source = create_clip_towers(tiny_config.clip)
+    full = open_clip.create_model("mfclip-tiny", force_custom_text=True)
+    full.visual.load_state_dict(source.visual.state_dict())
+    full.text.load_state_dict(source.text.state_dict())
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, weights)
+
+    model = build_model(tiny_config.replace(clip={"pretrained": str(weights)}))
+    assert model.config.clip.pretrained == str(weights)
+    images = torch.rand(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():  # LoRA starts as the identity, so the adapted tower is the loaded one
+        assert torch.equal(model.vision.image_tower(images), source.visual.eval()(images))
+        tokens = source.tokenizer(["a photo of a real face"])
+        assert torch.equal(model.language.text_tower(tokens), source.text.eval()(tokens))
+
+    pickled = tmp_path / "clip.pt"
+    torch.save(full.state_dict(), pickled)
+    with pytest.raises(UnsafeFileError, match="pickled"):
+        build_model(tiny_config.replace(clip={"pretrained": str(pickled)}))
+
+
+def test_unknown_tag_or_missing_file_is_a_clear_error(tiny_config):
+    with pytest.raises(BackboneError, match="neither a local file nor an open_clip tag"):
+        build_model(tiny_config.replace(clip={"pretrained": "no-such-tag"}))
+    with pytest.raises(BackboneError, match="unknown open_clip architecture"):
+        build_model(tiny_config.replace(clip={"architecture": "ViT-Q-99"}))

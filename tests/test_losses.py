@@ -1,0 +1,114 @@
+"""Sample pair attention and the contrastive / distillation losses against direct computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mfclip_cli.model.config import LossSettings, SpaSettings
+from mfclip_cli.model.losses import (
+    INITIAL_LOGIT_SCALE,
+    MFCLIPLoss,
+    clip_loss,
+    contrastive_loss,
+    distillation_loss,
+    sample_pair_weights,
+)
+
+
+def _unit(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def _reference_clip_loss(images, texts, scale):
+    """Symmetric CLIP cross-entropy written out term by term."""
+    n = images.shape[0]
+    total = 0.0
+    for i in range(n):
+        row = [scale * float(images[i] @ texts[j]) for j in range(n)]
+        column = [scale * float(texts[i] @ images[j]) for j in range(n)]
+        total += -row[i] + math.log(sum(math.exp(v) for v in row))
+        total += -column[i] + math.log(sum(math.exp(v) for v in column))
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_spa_off_equals_plain_symmetric_clip_loss(n):
+    images, texts = _unit(n, 16, 0), _unit(n, 16, 1)
+    texts[-1] = texts[0]  # duplicates are what SPA would change; off, they must not matter
+    scale = torch.tensor(INITIAL_LOGIT_SCALE, dtype=torch.float64)
+    off = SpaSettings(enabled=False)
+    expected = _reference_clip_loss(images, texts, math.exp(INITIAL_LOGIT_SCALE))
+    assert abs(float(contrastive_loss(images, texts, scale, off)) - expected) < 1e-6
+    assert abs(float(contrastive_loss(images, texts, scale, None)) - expected) < 1e-6
+
+
+def test_unit_weights_reduce_to_plain_loss():
+    logits = torch.randn(5, 5, dtype=torch.float64)
+    ones = torch.ones(5, 5, dtype=torch.float64)
+    assert torch.allclose(clip_loss(logits, ones, ones), clip_loss(logits), atol=1e-12)
+
+
+def test_identical_texts_weigh_less_as_negatives_than_different_texts():
+    # Texts 0 and 1 are identical (same labels); text 2 differs. Image 0 is equally similar to
+    # texts 1 and 2, so only the texts' relation can tell the two negatives apart.
+    d = 8
+    t0 = F.normalize(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0]), dim=0)
+    t2 = F.normalize(torch.tensor([0.0, 1, 0, 0, 0, 0, 0, 0]), dim=0)
+    texts = torch.stack([t0, t0, t2]).double()
+    images = F.normalize(torch.tensor([[1.0, 1, 0.2, 0, 0, 0, 0, 0], [1.0, 0, 0, 1, 0, 0, 0, 0], [0.0, 1, 0, 0, 1, 0, 0, 0]]), dim=-1).double()
+    assert torch.isclose(images[0] @ texts[1], images[0] @ texts[2])
+    spa = SpaSettings(enabled=True)
+    rows, columns = sample_pair_weights(images, texts, spa)
+    assert rows[0, 1] < 1e-6 < 0.5 < rows[0, 2]
+    assert torch.all(torch.diagonal(rows) == 1) and torch.all(torch.diagonal(columns) == 1)
+
+    # The same shows in the gradient: the loss pushes image 0 away from text 2, barely from text 1.
+    logits = (math.exp(INITIAL_LOGIT_SCALE) * images @ texts.t()).requires_grad_(True)
+    clip_loss(logits, rows, columns).backward()
+    assert abs(float(logits.grad[0, 1])) < 1e-3 * abs(float(logits.grad[0, 2]))
+    assert float(logits.grad[0, 2]) > 0
+
+    # Without SPA, the identical-text pair is pushed apart just as hard.
+    plain = (math.exp(INITIAL_LOGIT_SCALE) * images @ texts.t()).requires_grad_(True)
+    clip_loss(plain).backward()
+    assert torch.isclose(plain.grad[0, 1], plain.grad[0, 2])
+
+
+def test_harder_negatives_weigh_more():
+    texts = F.normalize(torch.eye(3, 4, dtype=torch.float64), dim=-1)  # all different
+    images = F.normalize(torch.tensor([[1.0, 0.6, 0.1, 0.0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]], dtype=torch.float64), dim=-1)
+    rows, _ = sample_pair_weights(images, texts, SpaSettings(hardness=5.0))
+    assert rows[0, 1] > 1.0 > rows[0, 2]  # text 1 looks more like image 0 than text 2 does
+    assert torch.isclose(rows[0, 1] + rows[0, 2], torch.tensor(2.0, dtype=torch.float64), atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 3, 64])
+def test_spa_loss_works_for_any_batch_size(n):
+    images = _unit(n, 32, 2).float().requires_grad_(True)
+    labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(n))
+    texts = _unit(4, 32, 3).float()[labels]  # repeated label sets, as in real batches
+    loss = contrastive_loss(images, texts, torch.tensor(INITIAL_LOGIT_SCALE), SpaSettings())
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(images.grad).all()
+    if n == 1:
+        assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_is_zero_for_a_perfect_predictor_and_positive_otherwise():
+    texts = _unit(4, 16, 5).float()[torch.tensor([0, 1, 1, 2])]
+    scale = torch.tensor(INITIAL_LOGIT_SCALE)
+    assert float(distillation_loss(texts * 3.0, texts, scale, 2.0)) == pytest.approx(0.0, abs=1e-5)
+    assert float(distillation_loss(_unit(4, 16, 6).float(), texts, scale, 2.0)) > 0.01
+
+
+def test_total_loss_combines_terms_with_configured_weights():
+    settings = LossSettings(contrastive_weight=0.25, distill_weight=2.0)
+    criterion = MFCLIPLoss(settings)
+    visual, text, predicted = torch.randn(4, 8), _unit(4, 8, 7).float(), torch.randn(4, 8)
+    logits, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    parts = criterion(logits, targets, visual, text, predicted)
+    expected = parts.classification + 0.25 * parts.contrastive + 2.0 * parts.distillation
+    assert torch.isclose(parts.total, expected)
+    assert torch.isclose(parts.classification, F.cross_entropy(logits, targets))
