@@ -1,0 +1,201 @@
+"""Decoding evidence files into upright 8-bit RGB pixels, with a clear error for anything else.
+
+Images go through Pillow: EXIF orientation applied, grey / 16-bit / palette / CMYK / alpha images
+converted, the first frame of animated images, a decompression-bomb limit checked from the header
+before any pixel is decoded, and truncated or corrupt files refused rather than half-decoded.
+Videos go through OpenCV and are sampled at a rate or a number of frames.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jp2", ".j2k"}
+)
+DEFAULT_MAX_PIXELS = 100_000_000
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
+Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header) gives the clearer message
+
+
+class DecodeError(Exception):
+    """A file that cannot be turned into pixels; the message is meant for the report."""
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
+    format: str
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+@dataclass
+class VideoFrame:
+    index: int
+    timestamp: float  # seconds
+    pixels: np.ndarray
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_media(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(grey * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if grey.max(initial=0) <= 1.0 else 1.0
+        grey = np.clip(np.round(grey * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Upright RGB pixels of an image file, or ``DecodeError`` saying why not."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or error}") from error
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DecodeError(
+                        f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the "
+                        f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit"
+                    )
+                image_format = image.format or path.suffix.lstrip(".").upper()
+                if getattr(image, "n_frames", 1) > 1:
+                    image.seek(0)  # animated: the first frame
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                pixels = _to_rgb(upright)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not a recognised image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DecodeError(f"decompression bomb: {error}") from None
+    except OSError as error:
+        message = str(error) or type(error).__name__
+        if "truncated" in message or "broken data stream" in message:
+            raise DecodeError(f"truncated or corrupt image: {message}") from None
+        raise DecodeError(f"cannot decode image: {message}") from None
+    except (ValueError, SyntaxError, MemoryError, EOFError) as error:
+        raise DecodeError(f"corrupt image: {error or type(error).__name__}") from None
+    return DecodedImage(np.ascontiguousarray(pixels), image_format)
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    codec: str
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
+
+
+def _frame_plan(info: VideoInfo, fps: float | None, frames: int | None) -> list[int]:
+    """Frame indices to sample: ``frames`` evenly spread, else one every 1/``fps`` seconds."""
+    count = info.frame_count
+    if count <= 0:
+        return []
+    if frames:
+        if frames >= count:
+            return list(range(count))
+        return sorted({int(math.floor((i + 0.5) * count / frames)) for i in range(frames)})
+    rate = fps or 1.0
+    step = info.fps / rate if info.fps > 0 else 1.0
+    plan, position = [], 0.0
+    while round(position) < count:
+        plan.append(int(round(position)))
+        position += max(step, 1.0)
+    return sorted(set(plan))
+
+
+def open_video(path: Path):
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise DecodeError("cannot open video (unsupported codec or corrupt file)")
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
+    info = VideoInfo(
+        fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
+        frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        codec="".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown",
+    )
+    return capture, info
+
+
+def sample_video(path: Path, fps: float | None = 1.0, frames: int | None = None) -> tuple[VideoInfo, Iterator[VideoFrame]]:
+    """Open a video and return its info and an iterator over the sampled frames (RGB)."""
+    import cv2
+
+    if path.stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    capture, info = open_video(path)
+    wanted = _frame_plan(info, fps, frames)
+    if not wanted:
+        capture.release()
+        raise DecodeError("video has no readable frames")
+
+    def frames_iter() -> Iterator[VideoFrame]:
+        try:
+            targets = iter(wanted)
+            target = next(targets, None)
+            index = 0
+            while target is not None:
+                if not capture.grab():
+                    break
+                if index == target:
+                    ok, frame = capture.retrieve()
+                    if ok:
+                        yield VideoFrame(index, index / info.fps if info.fps > 0 else 0.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                    target = next(targets, None)
+                index += 1
+        finally:
+            capture.release()
+
+    return info, frames_iter()

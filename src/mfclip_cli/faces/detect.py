@@ -1,0 +1,97 @@
+"""Face detection with facenet-pytorch's MTCNN networks and weights, batched over images.
+
+The library's ``detect_face`` handles a batch of equally sized images in one pass; we group the
+images of a chunk by their detection size so every group is one batch. Large images are detected
+on a copy whose longest side is ``max_side`` (boxes and landmarks are mapped back to the full-
+resolution upright image, where alignment takes its crops).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import detect_face
+
+MTCNN_MIN_WINDOW = 12  # P-Net's receptive field: the smallest face MTCNN can see at scale 1
+DETECT_CHUNK = 16  # images per detect_face call (bounds the pyramid's memory)
+
+
+@dataclass
+class Detection:
+    box: np.ndarray  # [4] x1, y1, x2, y2 in the upright image's pixels (clipped to the image)
+    landmarks: np.ndarray  # [5, 2] left eye, right eye, nose, mouth left, mouth right (x, y)
+    score: float
+
+
+class FaceDetector:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        max_side: int = 1600,
+        factor: float = 0.709,
+    ):
+        self.device = torch.device(device)
+        self.min_face_size = min_face_size
+        self.thresholds = tuple(thresholds)
+        self.max_side = max_side
+        self.factor = factor
+        networks = MTCNN(device=self.device)  # loads the P/R/O-Net weights shipped in the wheel
+        self.pnet, self.rnet, self.onet = networks.pnet, networks.rnet, networks.onet
+
+    def _detection_scale(self, height: int, width: int) -> float:
+        longest = max(height, width)
+        return min(1.0, self.max_side / longest) if self.max_side and longest > self.max_side else 1.0
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Faces of each RGB uint8 image [H, W, 3], highest detection score first."""
+        results: list[list[Detection]] = [[] for _ in images]
+        groups: dict[tuple[int, int, float], list[int]] = defaultdict(list)
+        scaled: dict[int, np.ndarray] = {}
+        scales: dict[int, float] = {}
+        for i, pixels in enumerate(images):
+            height, width = pixels.shape[:2]
+            scale = self._detection_scale(height, width)
+            if scale < 1.0:
+                size = (max(1, round(width * scale)), max(1, round(height * scale)))
+                scaled[i] = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+            else:
+                scaled[i] = pixels
+            scales[i] = scale
+            min_size = max(float(MTCNN_MIN_WINDOW), self.min_face_size * scale)
+            groups[(*scaled[i].shape[:2], min_size)].append(i)
+        for (height, width, min_size), members in groups.items():
+            if min(height, width) < MTCNN_MIN_WINDOW:
+                continue  # too small to hold any face MTCNN can find
+            for start in range(0, len(members), DETECT_CHUNK):
+                chunk = members[start : start + DETECT_CHUNK]
+                batch = np.stack([scaled[i] for i in chunk])
+                with torch.no_grad():
+                    boxes, points = detect_face(
+                        batch, min_size, self.pnet, self.rnet, self.onet, self.thresholds, self.factor, self.device
+                    )
+                for i, image_boxes, image_points in zip(chunk, boxes, points):
+                    results[i] = self._to_detections(image_boxes, image_points, scales[i], images[i].shape[:2])
+        return results
+
+    @staticmethod
+    def _to_detections(boxes: np.ndarray, points: np.ndarray, scale: float, shape: tuple[int, int]) -> list[Detection]:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
+        height, width = shape
+        detections = []
+        for box, landmarks in zip(boxes, points):
+            xyxy = box[:4] / scale
+            xyxy[[0, 2]] = np.clip(xyxy[[0, 2]], 0, width)
+            xyxy[[1, 3]] = np.clip(xyxy[[1, 3]], 0, height)
+            if xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
+                continue
+            detections.append(Detection(xyxy, landmarks / scale, float(box[4])))
+        detections.sort(key=lambda d: -d.score)
+        return detections
