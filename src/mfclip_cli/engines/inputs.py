@@ -1,0 +1,94 @@
+"""Turning what the user named (files, folders, globs, ``-`` for stdin) into an ordered list of inputs.
+
+Order is deterministic: the order given, and within a folder, names sorted. Folders are walked
+recursively (unless told not to) following symbolic links, each real folder once, so a link loop
+ends; a folder that cannot be read becomes an error entry instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from mfclip_cli.faces.decode import is_media
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    path: Path
+    error: str | None = None  # set when the input cannot even be listed (missing, unreadable folder)
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+
+def _walk(root: Path, recursive: bool, seen_dirs: set[str]) -> Iterable[InputItem]:
+    real = os.path.realpath(root)
+    if real in seen_dirs:
+        return
+    seen_dirs.add(real)
+    try:
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        yield InputItem(root, f"cannot read directory: {error.strerror or error}")
+        return
+    for entry in entries:
+        path = root / entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+            is_file = not is_dir and entry.is_file(follow_symlinks=True)
+        except OSError:
+            is_dir = is_file = False
+        if is_dir:
+            if recursive:
+                yield from _walk(path, recursive, seen_dirs)
+        elif is_file and is_media(path):
+            yield InputItem(path)
+
+
+def collect_inputs(specs: Iterable[str], recursive: bool = True, stdin: TextIO | None = None) -> list[InputItem]:
+    """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``."""
+    items: list[InputItem] = []
+    seen_files: set[str] = set()
+    seen_dirs: set[str] = set()
+
+    def add(item: InputItem) -> None:
+        key = os.path.realpath(item.path) if item.error is None else f"error:{item.path}"
+        if key not in seen_files:
+            seen_files.add(key)
+            items.append(item)
+
+    def expand(spec: str) -> None:
+        path = Path(spec)
+        if path.is_dir():
+            for item in _walk(path, recursive, seen_dirs):
+                add(item)
+        elif path.exists() or path.is_symlink():
+            add(InputItem(path))  # named explicitly: always attempted, whatever its name says
+        elif GLOB_CHARS & set(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                add(InputItem(path, "no file matches this pattern"))
+            for match in matches:
+                expand(match) if Path(match).is_dir() else add(InputItem(Path(match)))
+        else:
+            add(InputItem(path, "no such file or directory"))
+
+    for spec in specs:
+        if spec == "-":
+            if stdin is None:
+                continue
+            for line in stdin:
+                line = line.rstrip("\r\n")
+                if line:
+                    expand(line)
+        else:
+            expand(spec)
+    return items

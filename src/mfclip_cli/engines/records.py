@@ -1,0 +1,80 @@
+"""Per-file and per-face result records: the scan output contract (DESIGN §6) as data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+
+
+def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+@dataclass
+class FaceRecord:
+    index: int
+    box: list[float]  # x1, y1, x2, y2 in the upright image's pixels
+    landmarks: list[list[float]]  # 5 x (x, y)
+    det_score: float
+    probs: dict[str, float]
+    label: str
+    frame: int | None = None  # video frames only
+    timestamp: float | None = None  # seconds, video frames only
+
+    @classmethod
+    def create(cls, index, box, landmarks, det_score, probs: dict[str, float], label, frame=None, timestamp=None):
+        return cls(
+            index=index,
+            box=_round(box),
+            landmarks=_round(landmarks),
+            det_score=round(float(det_score), 6),
+            probs={name: round(float(value), 6) for name, value in probs.items()},
+            label=label,
+            frame=frame,
+            timestamp=None if timestamp is None else round(float(timestamp), 3),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        if self.frame is None:
+            del record["frame"], record["timestamp"]
+        return record
+
+
+@dataclass
+class FileRecord:
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    status: str = STATUS_OK
+    error: str | None = None
+    faces: list[FaceRecord] = field(default_factory=list)
+    video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {
+            "type": "file",
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "status": self.status,
+            "error": self.error,
+            "faces": [face.to_dict() for face in self.faces],
+        }
+        if self.video is not None:
+            record["video"] = self.video
+        return record
+
+    def fail(self, message: str) -> "FileRecord":
+        self.status, self.error, self.faces = STATUS_ERROR, message, []
+        return self

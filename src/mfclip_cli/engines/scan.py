@@ -1,0 +1,353 @@
+"""The scan engine: inputs -> decode -> detect -> align -> classify -> records -> sinks.
+
+Images are processed in chunks (detection batched per chunk, classification batched over all
+faces of the chunk), so memory stays flat in the number of files while records still come out
+one per input, in input order. A failure in one file never stops the run: it becomes that file's
+error record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence, TextIO
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mfclip_cli import __version__
+from mfclip_cli.engines.inputs import InputItem, collect_inputs
+from mfclip_cli.engines.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FaceRecord, FileRecord
+from mfclip_cli.engines.report import (
+    AnnotateSink,
+    CsvSink,
+    JsonlSink,
+    JsonSink,
+    Sink,
+    TableSink,
+    jsonl_done_records,
+)
+from mfclip_cli.engines.weights import load_weights, resolve_weights
+from mfclip_cli.faces.align import align_faces
+from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, is_video, sample_video
+from mfclip_cli.faces.detect import Detection, FaceDetector
+from mfclip_cli.files import sha256_file
+from mfclip_cli.model import MFCLIP
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
+
+
+class ScanUsageError(ValueError):
+    """Options that cannot work together or point at the wrong place (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    device: str = "auto"
+    batch_size: int = 32  # faces per model batch
+    chunk_images: int = 8  # images decoded and detected together
+    min_face: int = 20  # pixels, in the upright full-resolution image
+    detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    detect_max_side: int = 1600  # 0: detect at full resolution
+    fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
+    fps: float = 1.0
+    frames: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def resolve_device(spec: str) -> torch.device:
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:
+        raise ScanUsageError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ScanUsageError("CUDA was asked for but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ScanUsageError(f"{spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device.type != "cpu":
+        raise ScanUsageError(f"unsupported device {spec!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+class Scanner:
+    """Faces and their class probabilities for files, in input order."""
+
+    def __init__(self, model: MFCLIP, settings: ScanSettings, device: torch.device):
+        self.model = model.eval().to(device)
+        self.settings = settings
+        self.device = device
+        self.classes = model.classes
+        self.detector = FaceDetector(
+            device,
+            min_face_size=settings.min_face,
+            thresholds=settings.detection_thresholds,
+            max_side=settings.detect_max_side,
+        )
+
+    # -- model stage -------------------------------------------------------------------------
+    @torch.no_grad()
+    def classify(self, crops: torch.Tensor) -> np.ndarray:
+        """Class probabilities [F, 3] of aligned crops; bf16 autocast on CUDA, fp32 on CPU."""
+        results = []
+        for start in range(0, len(crops), self.settings.batch_size):
+            batch = crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                logits = self.model(batch)
+            results.append(torch.softmax(logits.float(), dim=-1).cpu())
+        return torch.cat(results).numpy() if results else np.zeros((0, len(self.classes)))
+
+    def label(self, probs: np.ndarray) -> str:
+        real = self.classes.index("real")
+        if 1.0 - probs[real] < self.settings.fake_threshold:
+            return "real"
+        fakes = [i for i in range(len(self.classes)) if i != real]
+        return self.classes[max(fakes, key=lambda i: probs[i])]
+
+    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[tuple[Detection, np.ndarray]]]:
+        """Detect, align and classify the faces of several RGB images."""
+        detections = self.detector.detect(list(images))
+        crops = []
+        config = self.model.config.preprocess
+        for pixels, found in zip(images, detections):
+            if found:
+                tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1).float().div_(255.0)
+                landmarks = np.stack([d.landmarks for d in found])
+                crops.append(align_faces(tensor, landmarks, config.crop_size, config.margin))
+        probs = self.classify(torch.cat(crops)) if crops else np.zeros((0, 3))
+        results, offset = [], 0
+        for found in detections:
+            results.append(list(zip(found, probs[offset : offset + len(found)])))
+            offset += len(found)
+        return results
+
+    def _face_records(self, found: list[tuple[Detection, np.ndarray]], start: int = 0, frame=None) -> list[FaceRecord]:
+        return [
+            FaceRecord.create(
+                index=start + i,
+                box=detection.box,
+                landmarks=detection.landmarks,
+                det_score=detection.score,
+                probs=dict(zip(self.classes, probs.tolist())),
+                label=self.label(probs),
+                frame=None if frame is None else frame.index,
+                timestamp=None if frame is None else frame.timestamp,
+            )
+            for i, (detection, probs) in enumerate(found)
+        ]
+
+    # -- files -------------------------------------------------------------------------------
+    @staticmethod
+    def open_record(item: InputItem) -> FileRecord:
+        record = FileRecord(path=item.display)
+        if item.error:
+            return record.fail(item.error)
+        try:
+            if not item.path.is_file():
+                return record.fail("not a regular file")
+            record.size = item.path.stat().st_size
+            record.sha256 = sha256_file(item.path)
+        except OSError as error:
+            return record.fail(f"cannot read file: {error.strerror or error}")
+        return record
+
+    def _finish_images(self, pending: list[tuple[FileRecord, np.ndarray | None]]) -> Iterator[FileRecord]:
+        images = [pixels for _, pixels in pending if pixels is not None]
+        try:
+            found = self.faces_of(images) if images else []
+        except Exception:  # isolate the file that broke the batch; the others still get results
+            found = []
+            for pixels in images:
+                try:
+                    found.extend(self.faces_of([pixels]))
+                except Exception as error:  # noqa: BLE001 - reported in that file's record
+                    found.append(error)  # type: ignore[arg-type]
+        results = iter(found)
+        for record, pixels in pending:
+            if pixels is not None:
+                faces = next(results)
+                if isinstance(faces, Exception):
+                    record.fail(f"face analysis failed: {type(faces).__name__}: {faces}")
+                else:
+                    record.faces = self._face_records(faces)
+                    record.status = STATUS_OK if faces else STATUS_NO_FACE
+            yield record
+
+    def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
+        settings = self.settings
+        try:
+            info, frames = sample_video(path, fps=settings.fps, frames=settings.frames)
+            record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
+            record.width, record.height = info.width, info.height
+            sampled, with_faces, chunk = 0, 0, []
+            for frame in [*frames, None]:
+                if frame is not None:
+                    chunk.append(frame)
+                    sampled += 1
+                if chunk and (frame is None or len(chunk) >= settings.chunk_images):
+                    for video_frame, found in zip(chunk, self.faces_of([f.pixels for f in chunk])):
+                        with_faces += bool(found)
+                        record.faces += self._face_records(found, start=len(record.faces), frame=video_frame)
+                    chunk = []
+        except DecodeError as error:
+            return record.fail(str(error))
+        if sampled == 0:
+            return record.fail("video has no readable frames")
+        probs = np.array([[face.probs[name] for name in self.classes] for face in record.faces]).reshape(-1, 3)
+        record.video = {
+            "fps": round(info.fps, 3),
+            "frame_count": info.frame_count,
+            "duration": round(info.duration, 3),
+            "sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
+            "frames_sampled": sampled,
+            "frames_with_faces": with_faces,
+            "faces": len(record.faces),
+            "mean": dict(zip(self.classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,
+            "max": dict(zip(self.classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
+        }
+        record.status = STATUS_OK if record.faces else STATUS_NO_FACE
+        return record
+
+    def scan(self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None) -> Iterator[FileRecord]:
+        pending: list[tuple[FileRecord, np.ndarray | None]] = []
+        decoded = 0
+        for item in items:
+            record = self.open_record(item)
+            if record.status != STATUS_ERROR and skip is not None and skip(record):
+                continue
+            if record.status == STATUS_ERROR:
+                pending.append((record, None))
+                continue
+            if is_video(item.path):
+                yield from self._finish_images(pending)
+                pending, decoded = [], 0
+                yield self.scan_video(item.path, record)
+                continue
+            try:
+                image = decode_image(item.path, self.settings.max_pixels)
+            except DecodeError as error:
+                pending.append((record.fail(str(error)), None))
+                continue
+            record.format, record.width, record.height = image.format, image.width, image.height
+            pending.append((record, image.pixels))
+            decoded += 1
+            if decoded >= self.settings.chunk_images:
+                yield from self._finish_images(pending)
+                pending, decoded = [], 0
+        yield from self._finish_images(pending)
+
+
+@dataclass
+class ScanRequest:
+    """Everything ``mfclip scan`` was asked to do."""
+
+    inputs: list[str]
+    settings: ScanSettings = field(default_factory=ScanSettings)
+    weights: str | None = None
+    recursive: bool = True
+    json_path: str | None = None
+    jsonl_path: str | None = None
+    csv_path: str | None = None
+    annotate_dir: str | None = None
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+    fail_on_fake: bool = False
+
+
+def _check_request(request: ScanRequest) -> None:
+    if request.resume and (not request.jsonl_path or request.jsonl_path == "-"):
+        raise ScanUsageError("--resume needs --jsonl FILE (the report to continue)")
+    if request.annotate_dir:
+        annotate = os.path.realpath(request.annotate_dir)
+        for spec in request.inputs:
+            if spec != "-" and Path(spec).is_dir():
+                source = os.path.realpath(spec)
+                if annotate == source or annotate.startswith(source + os.sep):
+                    raise ScanUsageError(f"--annotate {request.annotate_dir} lies inside the input folder {spec}")
+    if request.settings.frames is not None and request.settings.frames < 1:
+        raise ScanUsageError("--frames must be at least 1")
+    if request.settings.fps <= 0:
+        raise ScanUsageError("--fps must be positive")
+
+
+def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
+    """Run a scan end to end and return the exit code (0, 3 or 4; usage errors raise)."""
+    _check_request(request)
+    device = resolve_device(request.settings.device)
+    resolved = resolve_weights(request.weights)
+    model, info, demo = load_weights(resolved, device)
+    if demo:
+        error_console.print(
+            "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic artifacts: "
+            "the probabilities are not evidence. Pass --weights for a real checkpoint."
+        )
+    items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
+    settings = request.settings
+    meta = {
+        "type": "meta",
+        "tool": "mfclip",
+        "version": __version__,
+        "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
+                    "config": info.config.name},
+        "demo": demo,
+        "device": str(device),
+        "thresholds": {"fake": settings.fake_threshold, "detection": list(settings.detection_thresholds),
+                       "min_face": settings.min_face},
+        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": len(items),
+    }
+
+    done: set[tuple[str, str]] = set()
+    if request.resume:
+        try:
+            done = jsonl_done_records(Path(request.jsonl_path), info.sha256)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ScanUsageError(str(error)) from error
+    sinks: list[Sink] = []
+    stdout_taken = request.jsonl_path == "-"
+    if request.jsonl_path:
+        sinks.append(JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))
+    if request.json_path:
+        sinks.append(JsonSink(request.json_path, force=request.force))
+    if request.csv_path:
+        sinks.append(CsvSink(request.csv_path, force=request.force))
+    if request.annotate_dir:
+        sinks.append(AnnotateSink(request.annotate_dir, force=request.force))
+    if not stdout_taken and console.is_terminal:
+        sinks.append(TableSink(console))
+    elif not (request.jsonl_path or request.json_path or request.csv_path):
+        sinks.append(JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+
+    scanner = Scanner(model, settings, device)
+    for sink in sinks:
+        sink.begin(meta)
+    errors = fakes = 0
+    show_progress = not request.quiet and error_console.is_terminal
+    progress = Progress(
+        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"), console=error_console, disable=not show_progress, transient=True,
+    )
+    skip = (lambda record: (record.path, record.sha256) in done) if done else None
+    try:
+        with progress:
+            task = progress.add_task("scan", total=len(items), current="")
+            for record in scanner.scan(items, skip=skip):
+                errors += record.status == STATUS_ERROR
+                fakes += any(face.label != "real" for face in record.faces)
+                for sink in sinks:
+                    sink.write(record)
+                progress.update(task, advance=1, current=Path(record.path).name)
+    finally:
+        for sink in sinks:
+            sink.close()
+    if request.fail_on_fake and fakes:
+        return EXIT_FAKE
+    return EXIT_UNREADABLE if errors else EXIT_OK

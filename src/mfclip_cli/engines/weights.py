@@ -1,0 +1,88 @@
+"""Which checkpoint to use: ``--weights NAME|PATH``, then ``MFCLIP_WEIGHTS``, then the bundled demo.
+
+Names are looked up in the registry ``weights/registry.json`` at the repository root, whose entries
+record each checkpoint's file, SHA-256 and whether it is the demo. A registered file whose hash
+does not match its entry is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfclip_cli.files import sha256_file
+from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
+REGISTRY_FILE = "registry.json"
+WEIGHTS_ENV = "MFCLIP_WEIGHTS"
+
+
+class WeightsError(RuntimeError):
+    """No usable checkpoint: named but missing, failing its hash, or none found at all."""
+
+
+@dataclass
+class ResolvedWeights:
+    path: Path
+    name: str
+    demo: bool
+    source: str  # "--weights", MFCLIP_WEIGHTS or "bundled demo"
+    registry_entry: dict[str, Any] | None = None
+
+
+def read_registry(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
+    path = weights_dir / REGISTRY_FILE
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("weights", []))
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        raise WeightsError(f"weights registry {path} is unreadable: {error}") from error
+
+
+def _from_registry(entry: dict[str, Any], source: str, weights_dir: Path) -> ResolvedWeights:
+    path = weights_dir / entry["file"]
+    if not path.is_file():
+        raise WeightsError(f"registered weights {entry['name']!r} are missing: {path}")
+    digest = sha256_file(path)
+    if entry.get("sha256") and digest != entry["sha256"]:
+        raise WeightsError(
+            f"registered weights {entry['name']!r} fail their hash check: {path} has SHA-256 {digest}, "
+            f"the registry says {entry['sha256']}"
+        )
+    return ResolvedWeights(path, entry["name"], bool(entry.get("demo")), source, entry)
+
+
+def resolve_weights(value: str | None, weights_dir: Path = WEIGHTS_DIR) -> ResolvedWeights:
+    source = "--weights"
+    if not value:
+        value, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
+    registry = read_registry(weights_dir)
+    if not value:
+        defaults = [entry for entry in registry if entry.get("default")]
+        if not defaults:
+            raise WeightsError(
+                f"no weights given: pass --weights PATH (a .safetensors checkpoint) or set {WEIGHTS_ENV}"
+            )
+        return _from_registry(defaults[0], "bundled demo", weights_dir)
+    by_name = {entry["name"]: entry for entry in registry}
+    if value in by_name and not Path(value).exists():
+        return _from_registry(by_name[value], source, weights_dir)
+    path = Path(value)
+    if not path.is_file():
+        known = f" (registered names: {', '.join(by_name)})" if by_name else ""
+        raise WeightsError(f"weights not found: {value}{known}")
+    return ResolvedWeights(path, path.stem, False, source)
+
+
+def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLIP, CheckpointInfo, bool]:
+    """Load the checkpoint; it counts as the demo if the registry or its own sidecar says so."""
+    model, info = load_checkpoint(resolved.path, device=device)
+    demo = resolved.demo or bool(info.metadata.get("demo"))
+    return model, info, demo

@@ -1,0 +1,101 @@
+"""Test media made on the fly from scikit-image's public-domain pictures (astronaut: NASA)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from skimage import data
+
+# facenet-pytorch's MTCNN on astronaut(): DESIGN §8 gives about [181, 62, 268, 172].
+ASTRONAUT_BOX = (181.05, 62.16, 267.75, 172.05)
+
+
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+def mosaic() -> np.ndarray:
+    """2x2 mosaic: the astronaut and mirrored copies, four faces."""
+    image = astronaut()
+    top = np.concatenate([image, image[:, ::-1]], axis=1)
+    return np.concatenate([top, top[:, ::-1]], axis=0)
+
+
+def face_free() -> np.ndarray:
+    return data.coffee()
+
+
+def save_exif_rotated(path: Path, orientation: int) -> None:
+    """Store the astronaut so that a viewer must apply EXIF ``orientation`` (6 or 8) to see it upright."""
+    upright = Image.fromarray(astronaut())
+    # 6 = "rotate 90 CW to view": the stored pixels are the upright picture turned 90 CCW.
+    stored = upright.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def save_truncated_jpeg(path: Path) -> None:
+    Image.fromarray(astronaut()).save(path, "JPEG", quality=90)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def save_decompression_bomb(path: Path, side: int = 30000) -> None:
+    """A tiny PNG whose header claims side x side pixels (900 MP by default)."""
+    Image.new("L", (1, 1)).save(path, "PNG")
+    raw = bytearray(path.read_bytes())
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4 : ihdr + 12] = struct.pack(">II", side, side)
+    crc = zlib.crc32(bytes(raw[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    raw[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(raw))
+
+
+def save_variants(folder: Path) -> dict[str, Path]:
+    """The astronaut in every awkward encoding an evidence folder may hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(astronaut())
+    paths = {}
+    paths["cmyk"] = folder / "cmyk.jpg"
+    image.convert("CMYK").save(paths["cmyk"], "JPEG", quality=95)
+    paths["grey16"] = folder / "grey16.png"
+    grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(paths["grey16"])  # mode I;16
+    paths["palette"] = folder / "palette.png"
+    image.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(paths["palette"])
+    paths["rgba"] = folder / "rgba.png"
+    rgba = image.convert("RGBA")
+    rgba.putalpha(255)
+    rgba.save(paths["rgba"])
+    paths["gif"] = folder / "animated.gif"
+    second = Image.fromarray(face_free()).resize(image.size)
+    image.convert("P").save(paths["gif"], save_all=True, append_images=[second.convert("P")], duration=100, loop=0)
+    paths["webp"] = folder / "face.webp"
+    image.save(paths["webp"], "WEBP", quality=90)
+    paths["unicode"] = folder / "астронавт 宇航员.png"
+    image.save(paths["unicode"])
+    return paths
+
+
+def save_video(path: Path, frames: int = 10, fps: float = 5.0) -> None:
+    """An mp4 of the astronaut, the face shifting a little each frame."""
+    frame = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.roll(frame, 4 * i, axis=1))
+    writer.release()
+
+
+def iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)

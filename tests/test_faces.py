@@ -1,0 +1,140 @@
+"""The face pipeline in process: decoding every awkward file, detection against facenet, alignment."""
+
+import numpy as np
+import pytest
+import torch
+from facenet_pytorch import MTCNN
+from PIL import Image
+
+from media import (
+    ASTRONAUT_BOX,
+    astronaut,
+    face_free,
+    iou,
+    mosaic,
+    save_decompression_bomb,
+    save_exif_rotated,
+    save_truncated_jpeg,
+    save_variants,
+    save_video,
+)
+from mfclip_cli.faces import DecodeError, FaceDetector, align_faces, decode_image, sample_video, template_points
+from mfclip_cli.faces.align import similarity_transforms
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector("cpu")
+
+
+@pytest.fixture(scope="module")
+def library():
+    return MTCNN(keep_all=True, device="cpu")
+
+
+def _library_boxes(library, pixels):
+    boxes, _ = library.detect(Image.fromarray(pixels))
+    return [] if boxes is None else boxes.tolist()
+
+
+@pytest.mark.parametrize("make", [astronaut, mosaic, face_free], ids=["astronaut", "mosaic", "face-free"])
+def test_detections_match_facenet(detector, library, make):
+    pixels = make()
+    ours = detector.detect([pixels])[0]
+    theirs = _library_boxes(library, pixels)
+    assert len(ours) == len(theirs)
+    for detection in ours:
+        assert max(iou(detection.box, box) for box in theirs) >= 0.95
+
+
+def test_astronaut_and_mosaic_face_counts(detector):
+    found = detector.detect([astronaut(), mosaic(), face_free()])
+    assert [len(f) for f in found] == [1, 4, 0]
+    assert iou(found[0][0].box, ASTRONAUT_BOX) >= 0.9 and found[0][0].score > 0.999
+
+
+def test_large_images_are_detected_on_a_smaller_copy_with_full_resolution_boxes(library):
+    big = np.asarray(Image.fromarray(astronaut()).resize((2048, 2048), Image.Resampling.BICUBIC))
+    ours = FaceDetector("cpu", max_side=1024).detect([big])[0]
+    theirs = _library_boxes(library, big)
+    assert len(ours) == len(theirs) == 1
+    assert iou(ours[0].box, theirs[0]) >= 0.9
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_orientation_gives_the_upright_image(tmp_path, detector, orientation):
+    path = tmp_path / f"rotated{orientation}.jpg"
+    save_exif_rotated(path, orientation)
+    with Image.open(path) as stored:
+        assert stored.size == (512, 512) and stored.getexif()[0x0112] == orientation
+    decoded = decode_image(path)
+    assert np.abs(decoded.pixels.astype(int) - astronaut().astype(int)).mean() < 3  # JPEG loss only
+    (face,) = detector.detect([decoded.pixels])[0]
+    assert iou(face.box, ASTRONAUT_BOX) >= 0.9
+
+
+def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector):
+    paths = save_variants(tmp_path)
+    decoded = {name: decode_image(path) for name, path in paths.items()}
+    assert {name: image.format for name, image in decoded.items()} == {
+        "cmyk": "JPEG", "grey16": "PNG", "palette": "PNG", "rgba": "PNG", "gif": "GIF", "webp": "WEBP", "unicode": "PNG",
+    }
+    for name, image in decoded.items():
+        assert image.pixels.dtype == np.uint8 and image.pixels.shape == (512, 512, 3), name
+    assert decoded["grey16"].pixels.max() > 200  # 16-bit values are scaled, not clipped to white
+    faces = detector.detect([image.pixels for image in decoded.values()])
+    assert [len(f) for f in faces] == [1] * len(decoded)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (save_truncated_jpeg, "truncated"),
+        (lambda p: p.write_text("this is not a picture"), "not a recognised image format"),
+        (save_decompression_bomb, "decompression-bomb limit"),
+    ],
+    ids=["zero-byte", "truncated", "text", "bomb"],
+)
+def test_bad_files_raise_a_readable_error(tmp_path, make, message):
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(DecodeError, match=message):
+        decode_image(path)
+
+
+def test_video_frames_are_sampled_by_rate_or_count(tmp_path):
+    path = tmp_path / "clip.mp4"
+    save_video(path, frames=10, fps=5.0)
+    info, frames = sample_video(path, fps=1.0)
+    assert info.frame_count == 10 and info.fps == pytest.approx(5.0)
+    assert [(f.index, f.timestamp) for f in frames] == [(0, 0.0), (5, 1.0)]
+    _, frames = sample_video(path, fps=None, frames=4)
+    sampled = list(frames)
+    assert [f.index for f in sampled] == [1, 3, 6, 8]
+    assert sampled[0].pixels.shape == (512, 512, 3)
+
+
+def test_alignment_puts_landmarks_on_the_template(detector):
+    pixels = astronaut()
+    (face,) = detector.detect([pixels])[0]
+    crop = align_faces(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, face.landmarks[None], 128, 1.3)
+    assert crop.shape == (1, 3, 128, 128) and 0 <= float(crop.min()) and float(crop.max()) <= 1
+    # Where the similarity fit says the landmarks land in the crop ...
+    a, t = similarity_transforms(torch.from_numpy(face.landmarks[None]), torch.from_numpy(template_points(128, 1.3)))[0]
+    mapped = a * torch.complex(*torch.from_numpy(face.landmarks).T) + t
+    expected = np.stack([mapped.real.numpy(), mapped.imag.numpy()], axis=1)
+    assert np.abs(expected - template_points(128, 1.3)).max() < 6  # a real face is not the template
+    # ... is where MTCNN finds them again in the warped crop.
+    (again,) = FaceDetector("cpu").detect([(crop[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)])[0]
+    assert np.abs(again.landmarks - expected).max() < 2.0
+
+
+def test_alignment_of_a_large_face_is_not_aliased():
+    """A face 8x larger than the crop is box-filtered first: stripes finer than the crop average out."""
+    stripes = np.zeros((1024, 1024, 3), np.float32)
+    stripes[:, ::2] = 1.0  # 1-pixel stripes
+    image = torch.from_numpy(stripes).permute(2, 0, 1)
+    landmarks = template_points(1024, 1.3)[None]
+    crop = align_faces(image, landmarks, 128, 1.3)
+    assert abs(float(crop.mean()) - 0.5) < 0.02 and float(crop.std()) < 0.05
