@@ -71,7 +71,7 @@ def scan(
     from mfclip_cli.files import UnsafeFileError
     from mfclip_cli.model import CheckpointError
 
-    error_console = Console(stderr=True)
+    error_console = Console(stderr=True, soft_wrap=True)
     request = ScanRequest(
         inputs=paths,
         settings=ScanSettings(

@@ -1,0 +1,216 @@
+"""``mfclip scan`` end to end, run as a subprocess the way an analyst runs it."""
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from media import (
+    ASTRONAUT_BOX,
+    astronaut,
+    face_free,
+    iou,
+    mosaic,
+    save_decompression_bomb,
+    save_exif_rotated,
+    save_truncated_jpeg,
+    save_variants,
+    save_video,
+)
+from mfclip_cli.model import build_model, load_model_config, save_checkpoint
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
+BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png"}
+
+
+def run(*args, stdin=None, cwd=None, env=None):
+    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
+    environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run(
+        [MFCLIP, "scan", *args], input=stdin, capture_output=True, text=True, timeout=600, cwd=cwd, env=environment
+    )
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_checkpoint(build_model(load_model_config("tiny")), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evidence(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evidence")
+    Image.fromarray(astronaut()).save(root / "astronaut.png")
+    save_exif_rotated(root / "rotated6.jpg", 6)
+    save_exif_rotated(root / "rotated8.jpg", 8)
+    Image.fromarray(mosaic()).save(root / "mosaic.png")
+    Image.fromarray(face_free()).save(root / "face_free.png")
+    save_video(root / "clip.mp4", frames=10, fps=5.0)
+    (root / "zero.jpg").write_bytes(b"")
+    save_truncated_jpeg(root / "truncated.jpg")
+    (root / "text.png").write_text("not an image")
+    save_decompression_bomb(root / "bomb.png")
+    save_variants(root / "variants")
+    (root / "notes.txt").write_text("not media: skipped when walking folders")
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_scan(evidence, weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    result = run(
+        str(evidence), "--weights", str(weights), "--json", str(out / "r.json"), "--jsonl", str(out / "r.jsonl"),
+        "--csv", str(out / "r.csv"), "--annotate", str(out / "annotated"),
+    )
+    return result, out
+
+
+def test_exit_code_three_and_every_file_reported(full_scan, evidence):
+    result, out = full_scan
+    assert result.returncode == 3, result.stderr
+    document = json.loads((out / "r.json").read_text())
+    names = [Path(f["path"]).name for f in document["files"]]
+    assert set(names) == GOOD | BAD | {p.name for p in (evidence / "variants").iterdir()}
+    assert "notes.txt" not in names
+    paths = [f["path"] for f in document["files"]]
+    assert paths == sorted(paths, key=lambda p: [part for part in Path(p).relative_to(evidence).parts])
+
+
+def test_bad_files_get_error_records_with_readable_messages(full_scan):
+    _, out = full_scan
+    files = {Path(f["path"]).name: f for f in json.loads((out / "r.json").read_text())["files"]}
+    expected = {"zero.jpg": "empty file", "truncated.jpg": "truncated", "text.png": "not a recognised image",
+                "bomb.png": "decompression-bomb"}
+    for name, message in expected.items():
+        assert files[name]["status"] == "error" and message in files[name]["error"], files[name]
+        assert files[name]["faces"] == []
+
+
+def test_faces_boxes_and_statuses(full_scan, evidence):
+    _, out = full_scan
+    files = {Path(f["path"]).name: f for f in json.loads((out / "r.json").read_text())["files"]}
+    for name in ("astronaut.png", "rotated6.jpg", "rotated8.jpg"):
+        record = files[name]
+        assert record["status"] == "ok" and (record["width"], record["height"]) == (512, 512)
+        (face,) = record["faces"]
+        assert iou(face["box"], ASTRONAUT_BOX) >= 0.9, (name, face["box"])
+    assert len(files["mosaic.png"]["faces"]) == 4
+    assert [f["index"] for f in files["mosaic.png"]["faces"]] == [0, 1, 2, 3]
+    assert files["face_free.png"]["status"] == "no_face" and files["face_free.png"]["faces"] == []
+    for path in (evidence / "variants").iterdir():
+        assert files[path.name]["status"] == "ok" and len(files[path.name]["faces"]) == 1, path.name
+
+
+def test_video_frames_and_summary(full_scan):
+    _, out = full_scan
+    files = {Path(f["path"]).name: f for f in json.loads((out / "r.json").read_text())["files"]}
+    video = files["clip.mp4"]
+    assert video["status"] == "ok"
+    assert [(f["frame"], f["timestamp"]) for f in video["faces"]] == [(0, 0.0), (5, 1.0)]
+    summary = video["video"]
+    assert summary["frames_sampled"] == 2 and summary["faces"] == 2 and summary["fps"] == 5.0
+    probs = np.array([[f["probs"][c] for c in ("real", "diffusion", "gan")] for f in video["faces"]])
+    for i, name in enumerate(("real", "diffusion", "gan")):
+        assert summary["mean"][name] == pytest.approx(probs[:, i].mean(), abs=1e-5)
+        assert summary["max"][name] == pytest.approx(probs[:, i].max(), abs=1e-5)
+
+
+def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
+    _, out = full_scan
+    document = json.loads((out / "r.json").read_text())
+    lines = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
+    meta = lines[0]
+    assert meta["type"] == "meta" and meta["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert meta["demo"] is False and meta["device"] == "cpu" and meta["thresholds"]["fake"] == 0.5
+    assert meta["started_utc"].endswith("+00:00") and meta["version"]
+    assert document["meta"] == {k: v for k, v in meta.items() if k != "type"}
+    assert [{k: v for k, v in line.items() if k != "type"} for line in lines[1:]] == document["files"]
+    for record in document["files"]:
+        assert set(record) >= {"path", "sha256", "size", "format", "width", "height", "status", "error", "faces"}
+        if record["size"]:
+            assert record["sha256"] == hashlib.sha256(Path(record["path"]).read_bytes()).hexdigest()
+            assert record["size"] == Path(record["path"]).stat().st_size
+        for face in record["faces"]:
+            assert set(face) >= {"index", "box", "landmarks", "det_score", "probs", "label"}
+            assert len(face["box"]) == 4 and np.asarray(face["landmarks"]).shape == (5, 2)
+            assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+            assert face["label"] in ("real", "diffusion", "gan")
+    rows = list(csv.DictReader((out / "r.csv").open(encoding="utf-8")))
+    faces = sum(len(r["faces"]) for r in document["files"])
+    faceless = sum(1 for r in document["files"] if not r["faces"])
+    assert len(rows) == faces + faceless
+    assert all(row["weights_sha256"] == meta["weights"]["sha256"] and row["demo"] == "false" for row in rows)
+    first = next(r for r in rows if r["face_index"] == "0" and r["path"].endswith("astronaut.png"))
+    astro = next(r for r in document["files"] if r["path"].endswith("astronaut.png"))["faces"][0]
+    assert float(first["real"]) == pytest.approx(astro["probs"]["real"]) and first["label"] == astro["label"]
+
+
+def test_annotated_copies_are_written_beside_not_over_the_inputs(full_scan, evidence):
+    _, out = full_scan
+    annotated = sorted(p.name for p in (out / "annotated").iterdir())
+    assert any(name.startswith("mosaic.") for name in annotated) and not any(n.startswith("clip.") for n in annotated)
+    assert len(annotated) == len([n for n in annotated if n.endswith(".png")])
+    result = run(str(evidence), "--weights", "x.safetensors", "--annotate", str(evidence / "out"))
+    assert result.returncode == 2 and "inside the input folder" in result.stderr
+
+
+def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
+    report = tmp_path / "r.jsonl"
+    first = run(str(evidence / "astronaut.png"), str(evidence / "zero.jpg"), "--weights", str(weights), "--jsonl", str(report))
+    assert first.returncode == 3
+    with report.open("a") as handle:
+        handle.write('{"type": "file", "path": "cut off by a cra')  # a crash mid-line
+    again = run(str(evidence / "astronaut.png"), str(evidence / "zero.jpg"), str(evidence / "mosaic.png"),
+                "--weights", str(weights), "--jsonl", str(report), "--resume")
+    assert again.returncode == 0, again.stderr  # only mosaic.png was scanned this time
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [Path(l["path"]).name for l in lines[1:]] == ["astronaut.png", "zero.jpg", "mosaic.png"]
+    refused = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report))
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+
+
+def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
+    names = ["mosaic.png", "astronaut.png", "missing.png"]
+    stdin = "".join(f"{evidence / name}\n" for name in names)
+    result = run("-", "--weights", str(weights), "--jsonl", "-", stdin=stdin)
+    assert result.returncode == 3, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "meta"
+    assert [Path(l["path"]).name for l in lines[1:]] == names
+    assert lines[3]["status"] == "error" and "no such file" in lines[3]["error"]
+
+
+def test_fail_on_fake_and_clean_exit(evidence, weights):
+    faked = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--fake-threshold", "0", "--fail-on-fake", "--jsonl", "-")
+    assert faked.returncode == 4, faked.stderr
+    clean = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--fake-threshold", "1", "--fail-on-fake", "--jsonl", "-")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout.splitlines()[1])["faces"][0]["label"] == "real"
+
+
+def test_usage_and_fatal_errors(evidence, weights, tmp_path):
+    no_weights = run(str(evidence / "astronaut.png"), cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""})
+    assert no_weights.returncode in (0, 1, 3)  # the bundled demo, when shipped, is used instead
+    missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
+    assert missing.returncode == 1 and "weights not found" in missing.stderr
+    pickled = tmp_path / "evil.safetensors"
+    torch.save({"w": torch.zeros(1)}, pickled)
+    refused = run(str(evidence / "astronaut.png"), "--weights", str(pickled))
+    assert refused.returncode == 1 and "pickled" in refused.stderr
+    bad_device = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--device", "tpu")
+    assert bad_device.returncode == 2
+    assert run("--weights", str(weights)).returncode == 2  # no paths
+    resume_without_file = run(str(evidence), "--weights", str(weights), "--resume")
+    assert resume_without_file.returncode == 2 and "--resume needs --jsonl" in resume_without_file.stderr
