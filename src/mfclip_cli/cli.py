@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from mfclip_cli import __version__
 
@@ -34,9 +37,26 @@ def root(
     """mfclip: multi-modal fine-grained CLIP (MFCLIP) for synthetic-face forensics."""
 
 
-def _fail(error_console: Console, message: str, code: int) -> None:
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+@contextlib.contextmanager
+def _errors_reported() -> Iterator[Console]:
+    """Expected failures become one readable line on stderr and their exit code, never a traceback."""
+    from mfclip_cli.data import DataError, ProtocolError
+    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_USAGE, UsageError
+    from mfclip_cli.engines.weights import WeightsError
+    from mfclip_cli.files import UnsafeFileError
+    from mfclip_cli.model import CheckpointError, ConfigError
+
+    error_console = Console(stderr=True, soft_wrap=True)
+    code = None
+    try:
+        yield error_console
+    except (WeightsError, CheckpointError, UnsafeFileError, DataError, FileNotFoundError) as error:
+        message, code = str(error), EXIT_FATAL
+    except (UsageError, ConfigError, ProtocolError, FileExistsError) as error:
+        message, code = str(error), EXIT_USAGE
+    if code is not None:
+        error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -66,12 +86,8 @@ def scan(
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
     could not be read; 4 with --fail-on-fake when any face is labelled non-real.
     """
-    from mfclip_cli.engines.scan import EXIT_FATAL, EXIT_USAGE, ScanRequest, ScanSettings, ScanUsageError, run_scan
-    from mfclip_cli.engines.weights import WeightsError
-    from mfclip_cli.files import UnsafeFileError
-    from mfclip_cli.model import CheckpointError
+    from mfclip_cli.engines.scan import ScanRequest, ScanSettings, run_scan
 
-    error_console = Console(stderr=True, soft_wrap=True)
     request = ScanRequest(
         inputs=paths,
         settings=ScanSettings(
@@ -95,13 +111,180 @@ def scan(
         quiet=quiet,
         fail_on_fake=fail_on_fake,
     )
-    try:
+    with _errors_reported() as error_console:
         code = run_scan(request, stdin=sys.stdin if "-" in paths else None, console=Console(), error_console=error_console)
-    except (ScanUsageError, FileExistsError) as error:
-        _fail(error_console, str(error), EXIT_USAGE)
-    except (WeightsError, CheckpointError, UnsafeFileError, FileNotFoundError) as error:
-        _fail(error_console, str(error), EXIT_FATAL)
     raise typer.Exit(code)
+
+
+@app.command()
+def prepare(
+    source: str = typer.Argument(..., help="A labelled dataset (folder, genface, diff or manifest layout) of images and videos."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for the aligned crops, manifest.jsonl and prepare.json."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="folder, genface, diff or manifest (default: detected)."),
+    config: str = typer.Option("vit-b-16", "--config", help="Model config whose crop size and margin the crops get."),
+    frames: int = typer.Option(8, "--frames", help="Frames sampled per video, evenly spread."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Keep every face, not only the largest of each image or frame."),
+    min_face: int = typer.Option(20, "--min-face", min=1, help="Smallest face searched for, in pixels."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted prepare into the same --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Detect and align the faces of a labelled dataset once, for train and eval.
+
+    Exit codes: 0 every file prepared; 1 fatal; 2 usage; 3 some files could not be read (listed in prepare.json).
+    """
+    from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
+
+    request = PrepareRequest(source=source, out=out, layout=layout, config=config, frames=frames,
+                             all_faces=all_faces, min_face=min_face, device=device, resume=resume, quiet=quiet)
+    with _errors_reported() as error_console:
+        code = run_prepare(request, console=Console(), error_console=error_console)
+    raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled face dataset (a prepare output, or folder / genface / diff / manifest layout)."),
+    out: str = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, train.json."),
+    settings_file: Optional[str] = typer.Option(None, "--settings", help="TOML file with a [train] table; options given here override it."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Protocol name or TOML file (default in-domain)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: detected)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Model config name or JSON/TOML file (default vit-b-16)."),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="open_clip pretrained tag or local .safetensors file."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the train split (default 5)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch (split across torchrun processes; default 32)."),
+    accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches per optimiser step (default 1)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default 2e-4)."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default: the config's)."),
+    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: the config's)."),
+    balanced: Optional[bool] = typer.Option(None, "--balanced/--no-balanced", help="Class-balanced sampling."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Optimiser steps between validations (default: each epoch)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Optimiser steps between last.* saves (default: at validation)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes (default 1)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped (its saved settings are used)."),
+) -> None:
+    """Train MFCLIP: best.safetensors by val AUC, last.* for --resume, metrics.jsonl per step.
+
+    Launch with `torchrun --nproc-per-node N -m mfclip_cli train ...` for data-parallel training.
+    """
+    from mfclip_cli.engines.runtime import UsageError
+    from mfclip_cli.engines.train import TrainSettings, load_train_settings, train as run_training
+
+    given = dict(data=data, protocol=protocol, layout=layout, config=config, clip_weights=clip_weights, epochs=epochs,
+                 batch_size=batch_size, accumulate=accumulate, lr=lr, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                 balanced=balanced, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers)
+    with _errors_reported() as error_console:
+        settings = None
+        if resume:
+            ignored = sorted(name for name, value in given.items() if value is not None)
+            if ignored or settings_file:
+                raise UsageError(f"--resume continues with the run's saved settings; drop {', '.join(ignored) or '--settings'}")
+        elif settings_file:
+            settings = load_train_settings(settings_file, out=out, **given)
+        else:
+            if not data:
+                raise UsageError("--data is required (or --settings FILE naming it)")
+            settings = TrainSettings(out=out, **{k: v for k, v in given.items() if v is not None})
+        result = run_training(settings, out=out, resume=resume, device=device, console=error_console)
+        best = result["best"]
+        if best:
+            error_console.print(f"done: {result['step']} steps, {result['samples_seen']} samples; best val "
+                                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> {out}/best.safetensors",
+                                highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled face dataset (same layouts as train)."),
+    protocol: str = typer.Option("in-domain", "--protocol", help="Protocol name or TOML file; its test split is scored."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Checkpoint: registry name or .safetensors path."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: detected)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model batch."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading processes."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Fake-score threshold of acc, real_acc and fake_acc."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the metrics report to FILE."),
+    predictions: Optional[str] = typer.Option(None, "--predictions", help="Write per-sample probabilities to FILE (CSV: path,label,real,diffusion,gan,...)."),
+    plots: Optional[str] = typer.Option(None, "--plots", help="Write ROC curves (PNG) into DIR."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    list_protocols: bool = typer.Option(False, "--list-protocols", help="List the shipped protocols and exit."),
+) -> None:
+    """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way accuracy, macro-F1."""
+    from mfclip_cli.engines.runtime import UsageError
+
+    with _errors_reported() as error_console:
+        if list_protocols:
+            from mfclip_cli.data import shipped_protocols
+
+            table = Table(title="shipped protocols")
+            table.add_column("name")
+            table.add_column("what it tests")
+            for name, description in shipped_protocols().items():
+                table.add_row(name, description)
+            Console().print(table)
+            return
+        if not data:
+            raise UsageError("--data is required")
+        from mfclip_cli.engines.evaluate import EvalRequest, evaluate as run_evaluation
+
+        request = EvalRequest(data=data, protocol=protocol, weights=weights, layout=layout, device=device,
+                              batch_size=batch_size, workers=workers, threshold=threshold, json_path=json_path,
+                              predictions_path=predictions, plots_dir=plots, force=force)
+        run_evaluation(request, console=Console(), error_console=error_console)
+
+
+@app.command()
+def synth(
+    out: str = typer.Argument(..., help="Folder to create (folder layout)."),
+    n: int = typer.Option(200, "--n", min=1, help="Images per class."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same bytes."),
+    size: int = typer.Option(256, "--size", min=64, help="Image side in pixels."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+) -> None:
+    """Write a SYNTHETIC labelled dataset (documented artifacts on public-domain faces) for demos and smoke tests.
+
+    It is not evidence and not a benchmark: real GAN and diffusion faces look nothing like it.
+    """
+    from mfclip_cli.data.synth import write_synth_dataset
+
+    with _errors_reported():
+        summary = write_synth_dataset(Path(out), n, seed=seed, size=size, overwrite=force)
+    Console().print_json(data=summary)
+
+
+weights_app = typer.Typer(help="The checkpoint registry: list the known weights, or inspect and verify a file.",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Registered checkpoints with their hash check."""
+    from mfclip_cli.engines.weights import registry_status
+
+    with _errors_reported():
+        rows = registry_status()
+    table = Table(title="registered weights")
+    for column in ("name", "file", "config", "demo", "default", "sha256 check", "trained on"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["file"], row.get("config", ""), str(row.get("demo", False)),
+                      str(row.get("default", False)), row["check"], row.get("trained_on", ""))
+    Console().print(table)
+
+
+@weights_app.command("info")
+def weights_info(
+    target: str = typer.Argument(..., help="A registry name or a .safetensors checkpoint."),
+) -> None:
+    """A checkpoint's config, provenance and metrics, with its SHA-256 verified."""
+    from mfclip_cli.engines.weights import weights_info as describe
+
+    with _errors_reported():
+        info = describe(target)
+    Console().print_json(data=info)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ error record.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +30,13 @@ from mfclip_cli.engines.report import (
     TableSink,
     jsonl_done_records,
 )
+from mfclip_cli.engines.runtime import EXIT_FAKE, EXIT_OK, EXIT_UNREADABLE, UsageError, resolve_device, utc_now
 from mfclip_cli.engines.weights import load_weights, resolve_weights
-from mfclip_cli.faces.align import align_faces
 from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, is_video, sample_video
-from mfclip_cli.faces.detect import Detection, FaceDetector
+from mfclip_cli.faces.detect import Detection
+from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
 from mfclip_cli.model import MFCLIP
-
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
-
-
-class ScanUsageError(ValueError):
-    """Options that cannot work together or point at the wrong place (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -59,24 +53,6 @@ class ScanSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def resolve_device(spec: str) -> torch.device:
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as error:
-        raise ScanUsageError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ScanUsageError("CUDA was asked for but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ScanUsageError(f"{spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif device.type != "cpu":
-        raise ScanUsageError(f"unsupported device {spec!r} (use auto, cpu, cuda or cuda:N)")
-    return device
-
-
 class Scanner:
     """Faces and their class probabilities for files, in input order."""
 
@@ -85,11 +61,16 @@ class Scanner:
         self.settings = settings
         self.device = device
         self.classes = model.classes
-        self.detector = FaceDetector(
+        config = model.config.preprocess
+        self.cropper = FaceCropper(
+            FaceSearch(
+                crop_size=config.crop_size,
+                margin=config.margin,
+                min_face=settings.min_face,
+                thresholds=settings.detection_thresholds,
+                detect_max_side=settings.detect_max_side,
+            ),
             device,
-            min_face_size=settings.min_face,
-            thresholds=settings.detection_thresholds,
-            max_side=settings.detect_max_side,
         )
 
     # -- model stage -------------------------------------------------------------------------
@@ -113,19 +94,14 @@ class Scanner:
 
     def faces_of(self, images: Sequence[np.ndarray]) -> list[list[tuple[Detection, np.ndarray]]]:
         """Detect, align and classify the faces of several RGB images."""
-        detections = self.detector.detect(list(images))
-        crops = []
-        config = self.model.config.preprocess
-        for pixels, found in zip(images, detections):
-            if found:
-                tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1).float().div_(255.0)
-                landmarks = np.stack([d.landmarks for d in found])
-                crops.append(align_faces(tensor, landmarks, config.crop_size, config.margin))
-        probs = self.classify(torch.cat(crops)) if crops else np.zeros((0, 3))
+        found = self.cropper(images)
+        crops = [faces.crops for faces in found if faces.detections]
+        probs = self.classify(torch.cat(crops)) if crops else np.zeros((0, len(self.classes)))
         results, offset = [], 0
-        for found in detections:
-            results.append(list(zip(found, probs[offset : offset + len(found)])))
-            offset += len(found)
+        for faces in found:
+            count = len(faces.detections)
+            results.append(list(zip(faces.detections, probs[offset : offset + count])))
+            offset += count
         return results
 
     def _face_records(self, found: list[tuple[Detection, np.ndarray]], start: int = 0, frame=None) -> list[FaceRecord]:
@@ -264,18 +240,18 @@ class ScanRequest:
 
 def _check_request(request: ScanRequest) -> None:
     if request.resume and (not request.jsonl_path or request.jsonl_path == "-"):
-        raise ScanUsageError("--resume needs --jsonl FILE (the report to continue)")
+        raise UsageError("--resume needs --jsonl FILE (the report to continue)")
     if request.annotate_dir:
         annotate = os.path.realpath(request.annotate_dir)
         for spec in request.inputs:
             if spec != "-" and Path(spec).is_dir():
                 source = os.path.realpath(spec)
                 if annotate == source or annotate.startswith(source + os.sep):
-                    raise ScanUsageError(f"--annotate {request.annotate_dir} lies inside the input folder {spec}")
+                    raise UsageError(f"--annotate {request.annotate_dir} lies inside the input folder {spec}")
     if request.settings.frames is not None and request.settings.frames < 1:
-        raise ScanUsageError("--frames must be at least 1")
+        raise UsageError("--frames must be at least 1")
     if request.settings.fps <= 0:
-        raise ScanUsageError("--fps must be positive")
+        raise UsageError("--fps must be positive")
 
 
 def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
@@ -301,7 +277,7 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         "device": str(device),
         "thresholds": {"fake": settings.fake_threshold, "detection": list(settings.detection_thresholds),
                        "min_face": settings.min_face},
-        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": utc_now(),
         "inputs": len(items),
     }
 
@@ -310,7 +286,7 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         try:
             done = jsonl_done_records(Path(request.jsonl_path), info.sha256)  # type: ignore[arg-type]
         except ValueError as error:
-            raise ScanUsageError(str(error)) from error
+            raise UsageError(str(error)) from error
     sinks: list[Sink] = []
     stdout_taken = request.jsonl_path == "-"
     if request.jsonl_path:

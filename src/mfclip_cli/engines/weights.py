@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mfclip_cli.files import sha256_file
-from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint
+from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint, read_checkpoint_info
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 REGISTRY_FILE = "registry.json"
@@ -86,3 +86,35 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLI
     model, info = load_checkpoint(resolved.path, device=device)
     demo = resolved.demo or bool(info.metadata.get("demo"))
     return model, info, demo
+
+
+def registry_status(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
+    """Every registry entry with the result of checking its file against its recorded SHA-256."""
+    rows = []
+    for entry in read_registry(weights_dir):
+        path = weights_dir / entry["file"]
+        if not path.is_file():
+            check = "MISSING"
+        else:
+            digest = sha256_file(path)
+            check = "ok" if digest == entry.get("sha256") else f"MISMATCH ({digest[:12]}...)"
+        rows.append({**entry, "check": check})
+    return rows
+
+
+def weights_info(target: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """What a checkpoint is, where it came from and how it scored; a registered one must match its hash."""
+    resolved = resolve_weights(target, weights_dir)
+    info = read_checkpoint_info(resolved.path)
+    entry = resolved.registry_entry
+    return {
+        "name": resolved.name,
+        "path": str(resolved.path),
+        "sha256": info.sha256,
+        "hash_check": "matches the registry" if entry else "not registered (hash computed, nothing to compare with)",
+        "demo": resolved.demo or bool(info.metadata.get("demo")),
+        "config": info.config.to_dict(),
+        "parameters": info.metadata.get("parameters"),
+        "training": info.metadata.get("training"),
+        "registry": entry,
+    }

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
-from mfclip_cli.files import UnsafeFileError, atomic_writer, check_safetensors, sha256_file, write_json_atomic
+from mfclip_cli.files import atomic_writer, check_safetensors, sha256_file, write_json_atomic
 from mfclip_cli.model.config import ConfigError, ModelConfig, config_from_dict
 from mfclip_cli.model.mfclip import MFCLIP, build_model
 

@@ -1,0 +1,416 @@
+"""Evaluation protocols as data: TOML files that split samples into train / val / test.
+
+A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.toml`` path works)::
+
+    name = "my-protocol"          # optional; default: the file's stem
+    description = "..."
+    holdout = "generator"         # generator | forgery_type | dataset; omit (or "none") for none
+    holdout_values = "auto"       # or a list, e.g. ["midjourney", "sdxl"]
+    val_fraction = 0.1
+    test_fraction = 0.2
+    use_layout_split = false      # use a sample's own split (DiFF's folders) instead of the hash
+    report_by = "generator"       # generator | forgery_type | dataset | label
+    seed = 0
+
+    [train]                       # optional filters, per split: [train], [val], [test]
+    include = { dataset = ["DiFF"] }
+    exclude = { generator = ["sd21"] }
+
+Semantics (``select``):
+
+1. Group key. A sample's group is its ``video`` if set, else its ``path``; its hash is
+   ``u = int.from_bytes(sha256(f"{seed}:{group}")[:8], "big") / 2**64`` in [0, 1). Every frame of a
+   video therefore lands in the same split (no leakage between splits), and video keys are full
+   relative paths, so ``A/000_003.mp4`` and ``B/000_003.mp4`` are different groups. (With a holdout,
+   this holds as long as the frames of a video share their labels, as frames of one video do.)
+2. Position. ``test`` if ``u < test_fraction``, else ``val`` if ``u < test_fraction + val_fraction``,
+   else ``train``; with ``use_layout_split``, a sample that carries a ``split`` takes that instead.
+3. No holdout (in-domain): each sample goes to its position.
+4. Holdout on field F with held-out values H. The samples F applies to are the fakes (for F =
+   ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
+   in H goes to train or val only: val if ``u < val_fraction`` else train (with
+   ``use_layout_split``, its own split: train or val, and one the layout puts in test is dropped);
+   one whose F is empty (unknown) is dropped, since it could be a held-out value in disguise. The
+   remaining samples (the reals, when F is generator or forgery_type) go to their position. So no
+   held-out value of F ever appears in train or val.
+5. ``holdout_values = "auto"``: the distinct non-empty F values among the fakes (among all samples
+   for ``dataset``), sorted; the last ``ceil(n / 3)`` are held out (at least one, and at least one
+   stays for training). Fewer than two values is an error, as is an explicit held-out value that
+   no sample has.
+6. Filters. ``[train]`` / ``[val]`` / ``[test]`` tables apply last: a sample in that split is kept
+   only if, for every field in ``include``, its value is one of the listed ones, and, for no field
+   in ``exclude``, its value is listed (exact, case-sensitive matches; an unset video/split
+   matches ""). Rejected samples are dropped.
+7. An empty train, val or test split is an error. Test reports: ``Splits.test_subsets()`` gives,
+   for each ``report_by`` value among the test fakes, those fakes plus every test real.
+
+Model selection must use val only, never test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from mfclip_cli.data.samples import SAMPLE_FIELDS, DataIndex, Sample, summarize
+
+PROTOCOL_DIR = Path(__file__).parent / "protocols"
+HOLDOUT_FIELDS = ("generator", "forgery_type", "dataset")
+REPORT_FIELDS = ("generator", "forgery_type", "dataset", "label")
+SPLIT_NAMES = ("train", "val", "test")
+_KEYS = (
+    "name",
+    "description",
+    "holdout",
+    "holdout_values",
+    "val_fraction",
+    "test_fraction",
+    "use_layout_split",
+    "report_by",
+    "seed",
+    *SPLIT_NAMES,
+)
+_FILTER_KEYS = ("include", "exclude")
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot be read, or that cannot split the samples it was given."""
+
+
+def _field_value(sample: Sample, name: str) -> str:
+    value = getattr(sample, name)
+    return "" if value is None else value
+
+
+def _conditions(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{field: [values]}`` (or the tuple form) -> a sorted tuple of ``(field, values)``."""
+    if isinstance(value, tuple):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"{where} must be a table of field = [values], not {value!r}")
+    conditions = []
+    for name, values in value.items():
+        if name not in SAMPLE_FIELDS:
+            raise ProtocolError(f"{where}: unknown sample field {name!r} (fields: {', '.join(SAMPLE_FIELDS)})")
+        if isinstance(values, str):
+            values = (values,)
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise ProtocolError(f"{where}.{name} must be a list of strings, not {values!r}")
+        conditions.append((name, tuple(values)))
+    return tuple(sorted(conditions))
+
+
+@dataclass(frozen=True)
+class SplitFilter:
+    """``include`` / ``exclude`` conditions of one split, as sorted ``(field, values)`` pairs."""
+
+    include: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    exclude: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "include", _conditions(self.include, "include"))
+        object.__setattr__(self, "exclude", _conditions(self.exclude, "exclude"))
+
+    def accepts(self, sample: Sample) -> bool:
+        if any(_field_value(sample, name) not in values for name, values in self.include):
+            return False
+        return not any(_field_value(sample, name) in values for name, values in self.exclude)
+
+    def to_dict(self) -> dict[str, dict[str, list[str]]]:
+        document: dict[str, dict[str, list[str]]] = {}
+        if self.include:
+            document["include"] = {name: list(values) for name, values in self.include}
+        if self.exclude:
+            document["exclude"] = {name: list(values) for name, values in self.exclude}
+        return document
+
+
+def _fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ProtocolError(f"{name} must be a number in [0, 1), not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol (see the module docstring for what each field does)."""
+
+    name: str
+    description: str = ""
+    holdout: str | None = None
+    holdout_values: tuple[str, ...] | str = ()  # a tuple, or "auto"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    use_layout_split: bool = False
+    report_by: str = "generator"
+    seed: int = 0
+    train: SplitFilter = field(default_factory=SplitFilter)
+    val: SplitFilter = field(default_factory=SplitFilter)
+    test: SplitFilter = field(default_factory=SplitFilter)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ProtocolError(f"name must be a non-empty string, not {self.name!r}")
+        if not isinstance(self.description, str):
+            raise ProtocolError(f"description must be a string, not {self.description!r}")
+        holdout = self.holdout
+        if isinstance(holdout, str) and holdout.strip().lower() in ("", "none"):
+            holdout = None
+        if holdout is not None and holdout not in HOLDOUT_FIELDS:
+            raise ProtocolError(f"holdout must be one of {', '.join(HOLDOUT_FIELDS)} (or none), not {holdout!r}")
+        values = self.holdout_values
+        if values == "auto":
+            if holdout is None:
+                raise ProtocolError("holdout_values = 'auto' needs a holdout field")
+        elif isinstance(values, (list, tuple)) and all(isinstance(v, str) and v for v in values):
+            values = tuple(values)
+            if holdout is None and values:
+                raise ProtocolError("holdout_values are given but holdout names no field")
+            if holdout is not None and not values:
+                raise ProtocolError("holdout_values must list at least one value, or be 'auto'")
+            if len(set(values)) != len(values):
+                raise ProtocolError(f"holdout_values lists a value twice: {list(values)}")
+        else:
+            raise ProtocolError(f"holdout_values must be 'auto' or a list of non-empty strings, not {values!r}")
+        val_fraction = _fraction(self.val_fraction, "val_fraction")
+        test_fraction = _fraction(self.test_fraction, "test_fraction")
+        if val_fraction + test_fraction >= 1.0:
+            raise ProtocolError(f"val_fraction + test_fraction must be below 1 (got {val_fraction} + {test_fraction})")
+        if not isinstance(self.use_layout_split, bool):
+            raise ProtocolError(f"use_layout_split must be true or false, not {self.use_layout_split!r}")
+        if self.report_by not in REPORT_FIELDS:
+            raise ProtocolError(f"report_by must be one of {', '.join(REPORT_FIELDS)}, not {self.report_by!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
+        for split in SPLIT_NAMES:
+            if not isinstance(getattr(self, split), SplitFilter):
+                raise ProtocolError(f"{split} must be a SplitFilter, not {getattr(self, split)!r}")
+        object.__setattr__(self, "holdout", holdout)
+        object.__setattr__(self, "holdout_values", values)
+        object.__setattr__(self, "val_fraction", val_fraction)
+        object.__setattr__(self, "test_fraction", test_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able document (for run configs); ``parse_protocol`` rebuilds the same protocol."""
+        document: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "holdout": self.holdout,
+            "holdout_values": self.holdout_values if self.holdout_values == "auto" else list(self.holdout_values),
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "use_layout_split": self.use_layout_split,
+            "report_by": self.report_by,
+            "seed": self.seed,
+        }
+        for split in SPLIT_NAMES:
+            conditions = getattr(self, split).to_dict()
+            if conditions:
+                document[split] = conditions
+        return document
+
+
+def parse_protocol(document: Mapping[str, Any], *, name: str | None = None, source: str = "protocol") -> Protocol:
+    """Build a protocol from a parsed TOML/JSON document; errors start with ``source``."""
+    try:
+        if not isinstance(document, Mapping):
+            raise ProtocolError(f"a protocol must be a table, not {type(document).__name__}")
+        unknown = sorted(set(document) - set(_KEYS))
+        if unknown:
+            raise ProtocolError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_KEYS)})")
+        values = dict(document)
+        values.setdefault("name", name)
+        if values.get("holdout") not in (None, "", "none") and "holdout_values" not in values:
+            values["holdout_values"] = "auto"
+        for split in SPLIT_NAMES:
+            if split not in values:
+                continue
+            table = values[split]
+            if not isinstance(table, Mapping):
+                raise ProtocolError(f"[{split}] must be a table with include / exclude, not {table!r}")
+            extra = sorted(set(table) - set(_FILTER_KEYS))
+            if extra:
+                shown = ", ".join(map(repr, extra))
+                raise ProtocolError(f"[{split}]: unknown key(s) {shown} (allowed: include, exclude)")
+            try:
+                values[split] = SplitFilter(table.get("include", {}), table.get("exclude", {}))
+            except ProtocolError as error:
+                raise ProtocolError(f"[{split}] {error}") from None
+        return Protocol(**values)
+    except ProtocolError as error:
+        raise ProtocolError(f"{source}: {error}") from None
+
+
+def shipped_protocol_names() -> list[str]:
+    return sorted(path.stem for path in PROTOCOL_DIR.glob("*.toml"))
+
+
+def shipped_protocols() -> dict[str, str]:
+    """``{name: description}`` of every shipped protocol, sorted by name."""
+    return {name: load_protocol(name).description for name in shipped_protocol_names()}
+
+
+def load_protocol(name_or_path: str | Path | Protocol) -> Protocol:
+    """A shipped protocol by name (``cross-generator``) or a protocol TOML file by path."""
+    if isinstance(name_or_path, Protocol):
+        return name_or_path
+    text = str(name_or_path)
+    looks_like_path = isinstance(name_or_path, Path) or text.lower().endswith(".toml") or "/" in text or os.sep in text
+    shipped = PROTOCOL_DIR / f"{text}.toml"
+    if not looks_like_path and shipped.is_file():
+        path, source = shipped, shipped.name
+    elif looks_like_path or Path(text).is_file():
+        path, source = Path(text), text
+        if not path.is_file():
+            raise ProtocolError(f"{text}: protocol file not found")
+    else:
+        raise ProtocolError(
+            f"no protocol named {text!r} (shipped: {', '.join(shipped_protocol_names())}; or give a .toml file)"
+        )
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"{source}: not valid TOML ({error})") from None
+    return parse_protocol(document, name=path.stem, source=source)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def group_fraction(group: str, seed: int) -> float:
+    """The stable hash of a group key in [0, 1): sha256 of ``f"{seed}:{group}"``, first 8 bytes."""
+    digest = hashlib.sha256(f"{seed}:{group}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+@dataclass
+class Splits:
+    """The train / val / test samples a protocol selects, in input order."""
+
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    held_out: tuple[str, ...] = ()
+    protocol: Protocol | None = None
+    dropped: list[Sample] = field(default_factory=list)  # samples no split takes
+
+    def test_subsets(self) -> dict[str, list[Sample]]:
+        """``{value: that value's test fakes + every test real}`` per ``report_by`` value, sorted."""
+        report_by = self.protocol.report_by if self.protocol is not None else "generator"
+
+        def key(sample: Sample) -> str:
+            return _field_value(sample, report_by) or "unknown"
+
+        keys = sorted({key(s) for s in self.test if not s.is_real})
+        return {value: [s for s in self.test if s.is_real or key(s) == value] for value in keys}
+
+    def summary(self) -> dict[str, Any]:
+        """What a run records about its data: the protocol, held-out values and counts per split."""
+        return {
+            "protocol": self.protocol.to_dict() if self.protocol is not None else None,
+            "held_out": list(self.held_out),
+            "train": summarize(self.train),
+            "val": summarize(self.val),
+            "test": summarize(self.test),
+            "dropped": len(self.dropped),
+        }
+
+
+def _applies(sample: Sample, holdout: str) -> bool:
+    return holdout == "dataset" or not sample.is_real
+
+
+def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str, ...]:
+    """The held-out values of ``protocol.holdout`` for these samples (``()`` without a holdout)."""
+    holdout = protocol.holdout
+    if holdout is None:
+        return ()
+    who = "samples" if holdout == "dataset" else "fake samples"
+    found = sorted({_field_value(s, holdout) for s in samples if _applies(s, holdout)} - {""})
+    if len(found) < 2:
+        raise ProtocolError(
+            f"protocol {protocol.name!r} holds out by {holdout} and needs at least two {holdout} values "
+            f"among the {who}; found {len(found)}: {found}"
+        )
+    if protocol.holdout_values == "auto":
+        count = min(max(1, math.ceil(len(found) / 3)), len(found) - 1)
+        return tuple(found[-count:])
+    missing = [value for value in protocol.holdout_values if value not in found]
+    if missing:
+        raise ProtocolError(
+            f"protocol {protocol.name!r}: held-out {holdout} value(s) {missing} not found among the {who} "
+            f"(found: {found})"
+        )
+    if set(found) <= set(protocol.holdout_values):
+        raise ProtocolError(
+            f"protocol {protocol.name!r} holds out every {holdout} ({found}); at least one must stay for training"
+        )
+    return tuple(protocol.holdout_values)
+
+
+def select(data: DataIndex | Iterable[Sample], protocol: Protocol | str | Path) -> Splits:
+    """Split ``data`` by ``protocol`` (a ``Protocol``, a shipped name or a TOML path)."""
+    protocol = load_protocol(protocol)
+    samples = list(data.samples if isinstance(data, DataIndex) else data)
+    for sample in samples:
+        if not isinstance(sample, Sample):
+            raise TypeError(f"select() takes Sample objects, not {type(sample).__name__}")
+    holdout = protocol.holdout
+    held = resolve_holdout(samples, protocol)
+    held_set = set(held)
+    test_cut = protocol.test_fraction
+    val_cut = protocol.test_fraction + protocol.val_fraction
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
+    dropped: list[Sample] = []
+    for sample in samples:
+        u = group_fraction(sample.group, protocol.seed)
+        layout_split = sample.split if protocol.use_layout_split else None
+        if holdout is not None and _applies(sample, holdout):
+            value = _field_value(sample, holdout)
+            if not value:
+                destination = None
+            elif value in held_set:
+                destination = "test"
+            elif layout_split is not None:
+                destination = layout_split if layout_split != "test" else None
+            else:
+                destination = "val" if u < protocol.val_fraction else "train"
+        elif layout_split is not None:
+            destination = layout_split
+        else:
+            destination = "test" if u < test_cut else "val" if u < val_cut else "train"
+        if destination is not None and getattr(protocol, destination).accepts(sample):
+            splits[destination].append(sample)
+        else:
+            dropped.append(sample)
+    for name in SPLIT_NAMES:
+        if not splits[name]:
+            raise ProtocolError(
+                f"protocol {protocol.name!r} leaves the {name} split empty "
+                f"({len(samples)} samples in, train/val/test = "
+                f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, {len(dropped)} dropped)"
+            )
+    return Splits(splits["train"], splits["val"], splits["test"], held, protocol, dropped)
+
+
+__all__ = [
+    "HOLDOUT_FIELDS",
+    "PROTOCOL_DIR",
+    "REPORT_FIELDS",
+    "Protocol",
+    "ProtocolError",
+    "SplitFilter",
+    "Splits",
+    "group_fraction",
+    "load_protocol",
+    "parse_protocol",
+    "resolve_holdout",
+    "select",
+    "shipped_protocol_names",
+    "shipped_protocols",
+]

@@ -1,0 +1,171 @@
+"""The prepare engine: detect and align the faces of a labelled dataset once, with scan's pipeline.
+
+``OUT/faces/`` receives lossless PNG crops (the model's crop size and margin), ``OUT/prepare.jsonl``
+one line per source file as it is done (its faces, or why it was skipped: that is what
+``--resume`` continues from), and at the end ``OUT/manifest.jsonl``, a ``manifest``-layout
+dataset carrying every crop's labels, with the full relative path of its video as the video key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mfclip_cli import __version__
+from mfclip_cli.data import Sample, read_dataset, write_manifest
+from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, UsageError, resolve_device, utc_now
+from mfclip_cli.faces import DecodeError, FaceCropper, FaceSearch, FoundFaces, decode_image, is_video, sample_video
+from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
+from mfclip_cli.model import load_model_config
+
+LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = "prepare.jsonl", "manifest.jsonl", "prepare.json", "faces"
+
+
+@dataclass
+class PrepareRequest:
+    source: str
+    out: str
+    layout: str | None = None
+    config: str = "vit-b-16"  # crop size and margin come from this model config
+    frames: int = 8  # per video, evenly spread
+    all_faces: bool = False  # default: the largest face of each image / frame
+    min_face: int = 20
+    device: str = "auto"
+    resume: bool = False
+    quiet: bool = False
+
+
+def _done_sources(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Records of sources already prepared, keyed by (path, sha256); a cut-off last line is dropped."""
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if not log.is_file():
+        return done
+    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        kept.append(line)
+        done[(record["source"], record["sha256"])] = record
+    if len(kept) != len(lines):
+        with atomic_writer(log, overwrite=True) as handle:
+            handle.write("".join(kept).encode("utf-8"))
+    return done
+
+
+def _largest(found: FoundFaces) -> list[int]:
+    areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found.detections]
+    return [int(np.argmax(areas))] if areas else []
+
+
+class Preparer:
+    def __init__(self, request: PrepareRequest):
+        self.request = request
+        self.out = Path(request.out)
+        config = load_model_config(request.config).preprocess
+        self.search = FaceSearch(crop_size=config.crop_size, margin=config.margin, min_face=request.min_face)
+        self.cropper = FaceCropper(self.search, resolve_device(request.device))
+
+    def _write_faces(self, source: str, found: FoundFaces, frame: int | None) -> list[dict[str, Any]]:
+        chosen = range(len(found.detections)) if self.request.all_faces else _largest(found)
+        pixels = (found.crops.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        faces = []
+        for i in chosen:
+            stem = f"{source}.frame{frame:06d}_{i}" if frame is not None else f"{source}_{i}"
+            relative = f"{FACES_DIR}/{stem}.png"
+            target = self.out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[i]).save(target, format="PNG")
+            detection = found.detections[i]
+            faces.append({"path": relative, "frame": frame, "box": np.round(detection.box, 2).tolist(),
+                          "det_score": round(float(detection.score), 6)})
+        return faces
+
+    def prepare(self, sample: Sample, path: Path) -> dict[str, Any]:
+        record: dict[str, Any] = {"source": sample.path, "sha256": sha256_file(path), "status": "ok", "error": None,
+                                  "video": is_video(path), "faces": []}
+        try:
+            if is_video(path):
+                _, frames = sample_video(path, fps=None, frames=self.request.frames)
+                for frame in frames:
+                    record["faces"] += self._write_faces(sample.path, self.cropper([frame.pixels])[0], frame.index)
+            else:
+                image = decode_image(path)
+                record["faces"] = self._write_faces(sample.path, self.cropper([image.pixels])[0], None)
+        except DecodeError as error:
+            record.update(status="error", error=str(error), faces=[])
+        if record["status"] == "ok" and not record["faces"]:
+            record["status"] = "no_face"
+        return record
+
+
+def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
+    for face in record["faces"]:
+        video = source.path if record["video"] else source.video
+        yield Sample(path=face["path"], label=source.label, forgery_type=source.forgery_type,
+                     generator=source.generator, dataset=source.dataset, video=video, split=source.split)
+
+
+def run_prepare(request: PrepareRequest, *, console: Console, error_console: Console) -> int:
+    """Prepare every source file; return 0, or 3 when some could not be read."""
+    if request.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    out = Path(request.out)
+    source_root = Path(request.source).resolve()
+    if out.resolve() == source_root or source_root in out.resolve().parents:
+        raise UsageError(f"--out {out} lies inside the source dataset {request.source}")
+    log = out / LOG_FILE
+    if out.exists() and any(out.iterdir()) and not request.resume:
+        raise UsageError(f"{out} is not empty (pass --resume to continue preparing into it)")
+    index = read_dataset(Path(request.source), request.layout, include_videos=True)
+    done = _done_sources(log) if request.resume else {}
+    preparer = Preparer(request)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[tuple[Sample, dict[str, Any]]] = []
+    show = not request.quiet and error_console.is_terminal
+    bar = Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=error_console, disable=not show, transient=True)
+    with bar, open(log, "a", encoding="utf-8") as handle:
+        task = bar.add_task("prepare", total=len(index.samples))
+        for sample in index.samples:
+            path = index.absolute(sample)
+            try:
+                key = (sample.path, sha256_file(path))
+            except OSError as error:
+                record = {"source": sample.path, "sha256": None, "status": "error",
+                          "error": f"cannot read file: {error.strerror or error}", "video": is_video(path), "faces": []}
+            else:
+                record = done.get(key) or preparer.prepare(sample, path)
+                if key not in done:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    handle.flush()
+            records.append((sample, record))
+            bar.update(task, advance=1)
+    crops = [crop for sample, record in records for crop in _crop_samples(sample, record)]
+    write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
+    statuses = [record["status"] for _, record in records]
+    skipped = [{"source": record["source"], "status": record["status"], "error": record["error"]}
+               for _, record in records if record["status"] != "ok"]
+    summary = {
+        "tool": "mfclip", "version": __version__, "finished_utc": utc_now(),
+        "source": str(source_root), "layout": index.layout,
+        "crop_size": preparer.search.crop_size, "margin": preparer.search.margin,
+        "files": len(records), "ok": statuses.count("ok"), "no_face": statuses.count("no_face"),
+        "error": statuses.count("error"), "faces": len(crops), "skipped": skipped,
+    }
+    write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
+    console.print(
+        f"prepared {summary['files']} files: {summary['faces']} faces written to {out / FACES_DIR}, "
+        f"{summary['no_face']} without a face, {summary['error']} unreadable (see {out / SUMMARY_FILE})",
+        highlight=False,
+    )
+    return EXIT_UNREADABLE if summary["error"] else EXIT_OK

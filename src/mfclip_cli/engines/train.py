@@ -1,0 +1,419 @@
+"""The train engine: MFCLIP on a labelled face dataset under a protocol, resumable and data-parallel.
+
+A run folder holds everything: ``train.json`` (the settings, written once), ``metrics.jsonl`` (one
+line per optimiser step and per validation), ``best.safetensors`` (highest val AUC; test is never
+looked at), ``last.safetensors`` (the latest weights) and ``last.state.safetensors`` (trainable
+weights, optimiser, schedule, data position and RNG: what ``--resume`` needs to continue exactly).
+All of them are written atomically, and only by rank 0 under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save
+
+from mfclip_cli import __version__
+from mfclip_cli.data import DataIndex, Sample, Splits, load_protocol, read_dataset, select
+from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
+from mfclip_cli.engines.evaluate import predict, score_samples
+from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
+from mfclip_cli.files import atomic_writer, check_safetensors, write_json_atomic
+from mfclip_cli.model import MFCLIP, build_model, load_checkpoint, load_model_config, save_checkpoint
+
+STATE_FORMAT = "mfclip-train-state/1"
+SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run depends on; saved to RUN/train.json and reused by ``--resume``."""
+
+    data: str
+    out: str
+    protocol: str = "in-domain"
+    layout: str | None = None
+    config: str = "vit-b-16"
+    clip_weights: str | None = None  # open_clip tag or local file; None: the config's own
+    lora_rank: int | None = None  # None: the config's own
+    lora_alpha: float | None = None
+    epochs: int = 5
+    batch_size: int = 32  # global: split across torchrun processes
+    accumulate: int = 1  # micro-batches per optimiser step
+    lr: float = 2e-4
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # fraction of all optimiser steps spent warming up
+    balanced: bool = False  # class-balanced sampling (with replacement)
+    seed: int = 0
+    val_every: int = 0  # optimiser steps between validations; 0: at the end of each epoch
+    checkpoint_every: int = 0  # optimiser steps between last.* saves; 0: at each validation
+    workers: int = 1
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulate"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if not 0 <= self.warmup < 1:
+            raise UsageError("warmup is a fraction of the optimiser steps, in [0, 1)")
+        if self.lr <= 0:
+            raise UsageError("lr must be positive")
+
+
+def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
+    """Settings from a TOML file's ``[train]`` table (or top level), then explicit overrides."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"cannot read training settings {path}: {error}") from error
+    table = document.get("train", document)
+    known = {f.name for f in fields(TrainSettings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UsageError(f"{path}: unknown training settings {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+# -- distributed --------------------------------------------------------------------------------
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def _join_world(device_spec: str) -> tuple[World, torch.device]:
+    """Under torchrun: one process per device (NCCL) or per CPU share (gloo)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(), resolve_device(device_spec)
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_spec)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, device
+
+
+class _LossStep(torch.nn.Module):
+    """The training forward as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: MFCLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, faces: torch.Tensor, label_sets: list) -> tuple[torch.Tensor, ...]:
+        parts = self.model.loss(faces, label_sets)
+        return parts.total, parts.classification.detach(), parts.contrastive.detach(), parts.distillation.detach()
+
+
+# -- state ----------------------------------------------------------------------------------------
+@dataclass
+class RunPosition:
+    """Where a run stands; saved in the state file's header."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0
+    next_batch: int = 0  # first global batch of ``epoch`` not yet trained on
+    samples_seen: int = 0
+    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}
+
+
+def _save_state(path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer, progress: RunPosition) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            tensors[f"param/{name}"] = parameter.detach().cpu().contiguous()
+    optimizer_state = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim/{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    header = {
+        "format": STATE_FORMAT,
+        "progress": json.dumps(asdict(progress)),
+        "param_groups": json.dumps(optimizer_state["param_groups"]),
+        "optim_scalars": json.dumps(scalars),
+    }
+    with atomic_writer(path, overwrite=True) as handle:
+        handle.write(save(tensors, metadata=header))
+
+
+def _load_state(path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer) -> RunPosition:
+    header = check_safetensors(path).get("__metadata__") or {}
+    if header.get("format") != STATE_FORMAT:
+        raise UsageError(f"{path} is not an mfclip training state")
+    tensors = load_file(str(path), device="cpu")
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("param/"):
+                parameters[key.removeprefix("param/")].copy_(value)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in json.loads(header["optim_scalars"]).items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
+    torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    return RunPosition(**json.loads(header["progress"]))
+
+
+def _schedule(total_steps: int, warmup: float):
+    warmup_steps = int(round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / remaining)))
+
+    return factor
+
+
+# -- the run --------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, settings: TrainSettings, *, resume: bool, device: str, console: Console):
+        self.settings = settings
+        self.console = console
+        self.world, self.device = _join_world(device)
+        self.run = Path(settings.out)
+        self._check_run_folder(resume)
+        self.index: DataIndex = read_dataset(Path(settings.data), settings.layout)
+        self.protocol = load_protocol(settings.protocol)
+        self.splits: Splits = select(self.index, self.protocol)
+        self.train_samples: list[Sample] = self.splits.train
+        if settings.batch_size % self.world.size:
+            raise UsageError(f"batch size {settings.batch_size} is not divisible by {self.world.size} processes")
+        if len(self.train_samples) < settings.batch_size:
+            raise UsageError(f"the train split has {len(self.train_samples)} samples, fewer than one batch ({settings.batch_size})")
+
+        self.model = self._build_model(resume)
+        self.order = EpochOrder(
+            [self.model.classes.index(s.label) for s in self.train_samples], settings.batch_size, settings.seed, settings.balanced
+        )
+        self.steps_per_epoch = math.ceil(self.order.batches_per_epoch / settings.accumulate)
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.progress = _load_state(self.run / STATE, self.model, self.optimizer) if resume else RunPosition()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.total_steps, settings.warmup))
+        for _ in range(self.progress.step):  # the schedule is a pure function of the step
+            self.scheduler.step()
+        self.step_module: torch.nn.Module = _LossStep(self.model)
+        if self.world.size > 1:
+            self.step_module = torch.nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.images = FaceImages(self.index.root, [s.path for s in self.train_samples], self.model.crop_size,
+                                 flip_seed=settings.seed)
+
+    def _check_run_folder(self, resume: bool) -> None:
+        if resume:
+            for name in (SETTINGS_FILE, LAST, STATE):
+                if not (self.run / name).is_file():
+                    raise UsageError(f"cannot resume: {self.run / name} is missing")
+        elif self.run.exists() and any(self.run.iterdir()):
+            raise UsageError(f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)")
+        self.world.barrier()
+        if self.world.main and not resume:
+            self.run.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)})
+
+    def _build_model(self, resume: bool) -> MFCLIP:
+        if resume:
+            model, _ = load_checkpoint(self.run / LAST)  # frozen weights never change, so any save has them
+            return model.to(self.device)
+        settings = self.settings
+        config = load_model_config(settings.config)
+        changes: dict[str, Any] = {}
+        if settings.clip_weights:
+            changes["clip"] = {"pretrained": settings.clip_weights}
+        lora = {k: v for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha)) if v is not None}
+        if lora:
+            changes["lora"] = lora
+        torch.manual_seed(settings.seed)  # random-initialised parts (and tiny's whole backbone)
+        return build_model(config.replace(**changes) if changes else config).to(self.device)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.world.main:
+            with open(self.run / METRICS_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """On resume, forget what was logged after the state we continue from."""
+        path = self.run / METRICS_FILE
+        if not (self.world.main and path.is_file()):
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.progress.step:
+                    kept.append(line + "\n")
+            except json.JSONDecodeError:
+                break  # a line cut off by the interruption
+        with atomic_writer(path, overwrite=True) as handle:
+            handle.write("".join(kept).encode("utf-8"))
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "demo": False,
+            "training": {
+                "settings": asdict(self.settings),
+                "data": {"root": str(self.index.root), "layout": self.index.layout, "counts": self.index.counts()},
+                "protocol": {"name": self.protocol.name,
+                             "held_out": list(self.splits.held_out),
+                             "sizes": {"train": len(self.splits.train), "val": len(self.splits.val), "test": len(self.splits.test)}},
+                "step": self.progress.step,
+                "epoch": self.progress.epoch,
+                "samples_seen": self.progress.samples_seen,
+                "finished_utc": utc_now(),
+            },
+        }
+
+    def _save_last(self) -> None:
+        if self.world.main:
+            save_checkpoint(self.model, self.run / LAST, metadata=self._metadata(), overwrite=True)
+            _save_state(self.run / STATE, self.model, self.optimizer, self.progress)
+        self.world.barrier()
+
+    def validate(self) -> dict[str, Any] | None:
+        """Val metrics; a new best (by val AUC, else 3-way accuracy) is saved as best.safetensors."""
+        result = None
+        if self.world.main:
+            probs = predict(self.model, self.index.root, self.splits.val, self.device,
+                            batch_size=self.settings.batch_size, workers=self.settings.workers)
+            result = score_samples(self.splits.val, probs, self.settings.threshold)
+            self.model.train()
+            metric = "auc" if result["auc"] is not None else "acc3"
+            value = result[metric]
+            self._log({"type": "val", "step": self.progress.step, "epoch": self.progress.epoch, **result})
+            best = self.progress.best
+            if value is not None and (not best or value > best["value"]):
+                self.progress.best = {"metric": metric, "value": value, "step": self.progress.step}
+                metadata = self._metadata()
+                metadata["training"]["val"] = result
+                save_checkpoint(self.model, self.run / BEST, metadata=metadata, overwrite=True)
+        self.world.barrier()
+        return result
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        self.images.epoch = epoch
+        batches = list(self.order.batches(epoch, start=start, rank=self.world.rank, world=self.world.size))
+        return torch.utils.data.DataLoader(
+            self.images, batch_sampler=BatchList(batches), num_workers=self.settings.workers,
+            collate_fn=collate_faces, pin_memory=self.device.type == "cuda",
+        )
+
+    def _optimiser_step(self, micro_batches: list[tuple[torch.Tensor, list[int]]]) -> dict[str, float]:
+        sums = torch.zeros(4)
+        for position, (faces, indices) in enumerate(micro_batches):
+            label_sets = [self.train_samples[i].label_set for i in indices]
+            faces = faces.to(self.device, non_blocking=True)
+            last = position == len(micro_batches) - 1
+            sync = self.step_module.no_sync() if (self.world.size > 1 and not last) else contextlib.nullcontext()
+            with sync, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                total, *parts = self.step_module(faces, label_sets)
+                (total / len(micro_batches)).backward()
+            sums += torch.stack([total.detach().float().cpu(), *(p.float().cpu() for p in parts)])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        means = (sums / len(micro_batches)).tolist()
+        return dict(zip(("loss", "classification", "contrastive", "distillation"), means))
+
+    def fit(self) -> dict[str, Any]:
+        settings, progress = self.settings, self.progress
+        self._trim_metrics()
+        self.model.train()
+        show = self.world.main and self.console.is_terminal
+        bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=self.console,
+                       disable=not show, transient=True)
+        with bar:
+            task = bar.add_task("train", total=self.total_steps, completed=progress.step, status="")
+            while progress.epoch < settings.epochs:
+                pending: list[tuple[torch.Tensor, list[int]]] = []
+                remaining = self.order.batches_per_epoch - progress.next_batch
+                tick = time.perf_counter()
+                for faces, indices in self._loader(progress.epoch, progress.next_batch):
+                    pending.append((faces, indices))
+                    remaining -= 1
+                    if len(pending) < settings.accumulate and remaining > 0:
+                        continue
+                    losses = self._optimiser_step(pending)
+                    progress.step += 1
+                    progress.next_batch += len(pending)
+                    progress.samples_seen += len(pending) * settings.batch_size
+                    elapsed = time.perf_counter() - tick
+                    self._log({"type": "step", "step": progress.step, "epoch": progress.epoch,
+                               "lr": self.scheduler.get_last_lr()[0], **losses,
+                               "samples_seen": progress.samples_seen,
+                               "faces_per_s": len(pending) * settings.batch_size / max(elapsed, 1e-9)})
+                    pending = []
+                    bar.update(task, completed=progress.step, status=f"loss {losses['loss']:.4f}")
+                    if settings.val_every and progress.step % settings.val_every == 0:
+                        self.validate()
+                        self._save_last()
+                    elif settings.checkpoint_every and progress.step % settings.checkpoint_every == 0:
+                        self._save_last()
+                    tick = time.perf_counter()
+                progress.epoch += 1
+                progress.next_batch = 0
+                if not settings.val_every:
+                    self.validate()
+                self._save_last()
+        if self.world.size > 1:
+            dist.destroy_process_group()
+        return {"step": progress.step, "samples_seen": progress.samples_seen, "best": progress.best,
+                "run": str(self.run)}
+
+
+def train(settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console) -> dict[str, Any]:
+    """Train a new run (``settings``) or continue the one in ``out`` (``resume``)."""
+    if resume:
+        try:
+            saved = json.loads((Path(out) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})") from error
+        saved.pop("mfclip_version", None)
+        settings = replace(TrainSettings(**saved), out=out)
+    assert settings is not None
+    return Trainer(settings, resume=resume, device=device, console=console).fit()

@@ -1,0 +1,412 @@
+"""The data layer: dataset layouts, manifests, and protocols that split without leakage."""
+
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mfclip_cli.data import (
+    DataError,
+    DataIndex,
+    Protocol,
+    ProtocolError,
+    Sample,
+    detect_layout,
+    group_fraction,
+    load_protocol,
+    parse_protocol,
+    read_dataset,
+    read_manifest,
+    select,
+    shipped_protocols,
+    write_manifest,
+)
+
+_PNG = None
+
+
+def _touch(root: Path, *relatives: str) -> None:
+    """Write a tiny real PNG at each relative path (and a video file where the name says so)."""
+    global _PNG
+    if _PNG is None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4), (120, 80, 40)).save(buffer, format="PNG")
+        _PNG = buffer.getvalue()
+    for relative in relatives:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_PNG if not relative.endswith(".mp4") else b"not really a video")
+
+
+def _by_path(index: DataIndex) -> dict[str, Sample]:
+    return {sample.path: sample for sample in index.samples}
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def test_folder_layout(tmp_path):
+    root = tmp_path / "faces"
+    _touch(
+        root,
+        "real/ffhq/00001.png",
+        "Real/celeba/sub/00002.jpg",
+        "real/00003.png",
+        "diffusion/t2i/sdxl/a.png",
+        "diffusion/T2I/sdxl/deeper/b.webp",
+        "diffusion/fs/c.png",
+        "diffusion/d.png",
+        "GAN/efs/stylegan2/e.png",
+        "gan/efs/stylegan2/A/000_003.mp4/0001.png",
+        "gan/efs/stylegan2/B/000_003.mp4/0001.png",
+        "real/000_004.mp4/0001.png",
+        "real/notes.txt",
+        "real/clip.mp4",
+        ".hidden/x.png",
+    )
+    assert detect_layout(root) == "folder"
+    index = read_dataset(root)
+    assert index.layout == "folder" and index.root == root.absolute()
+    samples = _by_path(index)
+    assert list(samples) == sorted(samples) and len(samples) == 11
+    got = {p: (s.label, s.forgery_type, s.generator, s.dataset, s.video, s.split) for p, s in samples.items()}
+    assert got["real/ffhq/00001.png"] == ("real", "none", "ffhq", "faces", None, None)
+    assert got["Real/celeba/sub/00002.jpg"] == ("real", "none", "celeba", "faces", None, None)
+    assert got["real/00003.png"] == ("real", "none", "", "faces", None, None)
+    assert got["diffusion/t2i/sdxl/a.png"] == ("diffusion", "t2i", "sdxl", "faces", None, None)
+    assert got["diffusion/T2I/sdxl/deeper/b.webp"] == ("diffusion", "t2i", "sdxl", "faces", None, None)
+    assert got["diffusion/fs/c.png"] == ("diffusion", "fs", "", "faces", None, None)
+    assert got["diffusion/d.png"] == ("diffusion", "", "", "faces", None, None)
+    assert got["GAN/efs/stylegan2/e.png"] == ("gan", "efs", "stylegan2", "faces", None, None)
+    a, b = samples["gan/efs/stylegan2/A/000_003.mp4/0001.png"], samples["gan/efs/stylegan2/B/000_003.mp4/0001.png"]
+    assert (a.video, b.video) == ("gan/efs/stylegan2/A/000_003.mp4", "gan/efs/stylegan2/B/000_003.mp4")
+    assert (a.forgery_type, a.generator) == ("efs", "stylegan2")
+    # a video folder directly under real/ is not a source name
+    assert got["real/000_004.mp4/0001.png"] == ("real", "none", "", "faces", "real/000_004.mp4", None)
+    assert index.absolute(samples["diffusion/d.png"]) == root.absolute() / "diffusion" / "d.png"
+    assert read_dataset(root, layout="folder", dataset="mine").samples[0].dataset == "mine"
+    # mfclip prepare reads video files as samples too, labelled by their place
+    with_videos = _by_path(read_dataset(root, include_videos=True))
+    assert len(with_videos) == 12 and with_videos["real/clip.mp4"].label == "real"
+    assert with_videos["real/clip.mp4"].video is None
+    counts = index.counts()
+    assert counts["total"] == 11 and counts["label"] == {"real": 4, "diffusion": 4, "gan": 3}
+    assert counts["generator"]["diffusion"] == {"sdxl": 2, "unknown": 2} and counts["videos"] == 3
+
+
+def test_genface_layout(tmp_path):
+    root = tmp_path / "genface"
+    _touch(
+        root,
+        "real/FFHQ/0001.png",
+        "real/celeba/x/0002.png",
+        "fake/EFS/Diffusion/ddpm_0001.png",
+        "fake/EFS/GAN/stylegan3_0002.png",
+        "fake/FS/Diffusion/diffswap/0003.png",
+        "fake/AM/GAN/stgan/sub/0004.png",
+        "fake/AM/GAN/0005.png",
+    )
+    assert detect_layout(root) == "genface"
+    index = read_dataset(root)
+    got = {p: (s.label, s.forgery_type, s.generator, s.dataset) for p, s in _by_path(index).items()}
+    assert got == {
+        "fake/AM/GAN/0005.png": ("gan", "am", "", "GenFace"),
+        "fake/AM/GAN/stgan/sub/0004.png": ("gan", "am", "stgan", "GenFace"),
+        "fake/EFS/Diffusion/ddpm_0001.png": ("diffusion", "efs", "ddpm", "GenFace"),
+        "fake/EFS/GAN/stylegan3_0002.png": ("gan", "efs", "stylegan3", "GenFace"),
+        "fake/FS/Diffusion/diffswap/0003.png": ("diffusion", "fs", "diffswap", "GenFace"),
+        "real/FFHQ/0001.png": ("real", "none", "FFHQ", "GenFace"),
+        "real/celeba/x/0002.png": ("real", "none", "celeba", "GenFace"),
+    }
+    _touch(root, "fake/FS/GAN/simswap_07.mp4")
+    video = _by_path(read_dataset(root, include_videos=True))["fake/FS/GAN/simswap_07.mp4"]
+    assert (video.label, video.forgery_type, video.generator) == ("gan", "fs", "simswap")
+    _touch(root, "fake/EFS/Other/0006.png")
+    with pytest.raises(DataError, match=r"1 image\(s\) do not fit the genface layout.*fake/EFS/Other/0006.png"):
+        read_dataset(root)
+
+
+def test_diff_layout(tmp_path):
+    root = tmp_path / "DiFF"
+    _touch(
+        root,
+        "DiFF_real/train/0001.png",
+        "DiFF_real/val/0002.png",
+        "DiFF_real/test/0003.png",
+        "train/T2I/Midjourney/0004.png",
+        "val/I2I/SDXL_Refiner/0005.png",
+        "test/FS/DiffSwap/deep/0006.png",
+        "test/FE/DCFace/0007.png",
+    )
+    assert detect_layout(root) == "diff"
+    index = read_dataset(root)
+    got = {p: (s.label, s.forgery_type, s.generator, s.dataset, s.split) for p, s in _by_path(index).items()}
+    assert got == {
+        "DiFF_real/test/0003.png": ("real", "none", "", "DiFF", "test"),
+        "DiFF_real/train/0001.png": ("real", "none", "", "DiFF", "train"),
+        "DiFF_real/val/0002.png": ("real", "none", "", "DiFF", "val"),
+        "test/FE/DCFace/0007.png": ("diffusion", "fe", "DCFace", "DiFF", "test"),
+        "test/FS/DiffSwap/deep/0006.png": ("diffusion", "fs", "DiffSwap", "DiFF", "test"),
+        "train/T2I/Midjourney/0004.png": ("diffusion", "t2i", "Midjourney", "DiFF", "train"),
+        "val/I2I/SDXL_Refiner/0005.png": ("diffusion", "i2i", "SDXL_Refiner", "DiFF", "val"),
+    }
+    # the layout's own split is what in-domain uses
+    splits = select(index, "in-domain")
+    assert {s.path for s in splits.test} == {p for p, v in got.items() if v[-1] == "test"}
+
+
+def test_manifest_layouts_and_round_trip(tmp_path):
+    samples = [
+        Sample("b/2.png", "gan", "EFS", "StyleGAN2", "mine", video="b/clip.mp4", split="train"),
+        Sample("a/1.png", "real", dataset="mine"),
+        Sample("c/3.png", "diffusion", "t2i", "", "other", split="test"),
+        Sample("d/é 4.png", "diffusion", "", "sd,\"21\"", "mine"),
+    ]
+    assert samples[0].forgery_type == "efs" and samples[1].forgery_type == "none"
+    for name in ("manifest.jsonl", "manifest.csv"):
+        folder = tmp_path / name.replace(".", "_")
+        path = write_manifest(folder / name, samples)
+        assert read_manifest(path) == samples  # exact, in file order
+        assert read_manifest(folder) == samples
+        assert detect_layout(folder) == "manifest" and detect_layout(path) == "manifest"
+        index = read_dataset(folder)
+        assert index.layout == "manifest" and index.root == folder.absolute()
+        assert [s.path for s in index.samples] == sorted(s.path for s in samples)
+        with pytest.raises(FileExistsError):
+            write_manifest(path, samples)
+        write_manifest(path, samples[:1], overwrite=True)
+        assert read_manifest(path) == samples[:1]
+    # a missing dataset is filled in from the folder name by read_dataset
+    folder = tmp_path / "nameless"
+    folder.mkdir()
+    (folder / "manifest.jsonl").write_text('{"path": "x.png", "label": "real"}\n\n')
+    assert read_dataset(folder).samples[0].dataset == "nameless"
+    assert read_manifest(folder)[0].dataset == ""
+    assert read_dataset(folder / "manifest.jsonl", dataset="given").samples[0].dataset == "given"
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("m.jsonl", '{"path": "a.png", "label": "real"}\n\n{"path": "b.png", "label": "fake"}\n', r"line 3:.*'label'"),
+        ("m.jsonl", '{"path": "a.png", "label": "real"}\n{"path": "b.png"\n', r"line 2: not valid JSON"),
+        ("m.jsonl", '{"label": "real"}\n', r"line 1: missing required field 'path'"),
+        ("m.jsonl", '{"path": "a.png", "label": "gan", "generater": "x"}\n', r"line 1: unknown field.*'generater'"),
+        ("m.jsonl", '{"path": "a.png", "label": "gan", "generator": 3}\n', r"line 1: field 'generator' must be a string"),
+        ("m.jsonl", '{"path": "a.png", "label": "gan"}\n{"path": "a.png", "label": "real"}\n', r"line 2:.*line 1"),
+        ("m.jsonl", '[1, 2]\n', r"line 1: a sample must be an object"),
+        ("m.csv", "path,label,split\na.png,real,train\nb.png,gan,holdout\n", r"line 3: field 'split'"),
+        ("m.csv", "path,labels\na.png,real\n", r"line 1: unknown column.*'labels'"),
+        ("m.csv", "path,label\na.png,real,extra\n", r"line 2: more cells"),
+    ],
+)
+def test_bad_manifest_lines_name_the_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_manifest(path)
+
+
+def test_unknown_layouts_and_empty_datasets(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(DataError, match="expected one of: manifest.*diff.*genface.*folder"):
+        detect_layout(tmp_path)
+    with pytest.raises(DataError, match="unknown layout 'ffpp' .*folder, genface, diff, manifest"):
+        read_dataset(tmp_path, layout="ffpp")
+    _touch(tmp_path, "real/a.mp4")
+    with pytest.raises(DataError, match=r"no samples.*1 video file\(s\).*mfclip prepare"):
+        read_dataset(tmp_path)
+    _touch(tmp_path, "stuff/x.png")
+    with pytest.raises(DataError, match="do not fit the folder layout"):
+        read_dataset(tmp_path, layout="folder")
+    with pytest.raises(FileNotFoundError):
+        read_dataset(tmp_path / "missing")
+
+
+def test_sample_dict_round_trip_and_errors():
+    sample = Sample("x/y.png", "Diffusion", "T2I", " sdxl ", "d", video="x", split="Validation")
+    assert (sample.label, sample.forgery_type, sample.generator, sample.split) == ("diffusion", "t2i", "sdxl", "val")
+    assert Sample.from_dict(json.loads(json.dumps(sample.to_dict()))) == sample
+    assert sample.label_set.label == "diffusion" and sample.label_set.generator == "sdxl"
+    with pytest.raises(ValueError, match="field 'label'"):
+        Sample.from_dict({"path": "a", "label": "fake"})
+    with pytest.raises(ValueError, match="missing required field 'label'"):
+        Sample.from_dict({"path": "a"})
+    with pytest.raises(ValueError, match="real sample must be 'none'"):
+        Sample("a", "real", "fs")
+
+
+def test_the_data_layer_does_not_import_torch():
+    code = "import sys, mfclip_cli.data as d; d.load_protocol('in-domain'); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def _synthetic(n: int = 1200, frames: int = 1) -> list[Sample]:
+    """Reals and fakes over 3 datasets, 3 forgery types and 6 generators; ``frames`` per video."""
+    generators = {"efs": ("ddpm", "sd21"), "fs": ("diffswap", "simswap"), "fe": ("dcface", "stgan")}
+    samples = []
+    for i in range(n):
+        j = i // frames  # the video (or the image itself): every frame of a video shares its labels
+        dataset = ("alpha", "beta", "gamma")[j % 3]
+        video = f"{dataset}/{j:04d}.mp4" if frames > 1 else None
+        if j % 4 == 0:
+            samples.append(Sample(f"{dataset}/real/{i:05d}.png", "real", dataset=dataset, video=video))
+            continue
+        forgery_type = ("efs", "fs", "fe")[(j // 4) % 3]
+        generator = generators[forgery_type][(j // 12) % 2]
+        label = "gan" if generator in ("stgan", "simswap") else "diffusion"
+        samples.append(Sample(f"{dataset}/{generator}/{i:05d}.png", label, forgery_type, generator, dataset, video=video))
+    return samples
+
+
+def _check_partition(samples, splits):
+    chosen = splits.train + splits.val + splits.test + splits.dropped
+    assert sorted(s.path for s in chosen) == sorted(s.path for s in samples)
+
+
+def test_shipped_protocols():
+    shipped = shipped_protocols()
+    assert list(shipped) == ["cross-dataset", "cross-forgery", "cross-generator", "in-domain"]
+    assert all("test" in description for description in shipped.values())
+    in_domain = load_protocol("in-domain")
+    assert (in_domain.holdout, in_domain.use_layout_split, in_domain.val_fraction, in_domain.test_fraction) == (
+        None, True, 0.1, 0.2
+    )
+    assert load_protocol("cross-forgery").report_by == "forgery_type"
+    assert load_protocol("cross-dataset").report_by == "dataset"
+    for name in shipped:
+        protocol = load_protocol(name)
+        assert parse_protocol(json.loads(json.dumps(protocol.to_dict()))) == protocol
+    with pytest.raises(ProtocolError, match="no protocol named 'cross-everything'.*in-domain"):
+        load_protocol("cross-everything")
+
+
+def test_in_domain_partitions_with_the_right_fractions():
+    samples = _synthetic(1000)
+    splits = select(samples, "in-domain")
+    _check_partition(samples, splits)
+    assert not splits.dropped and splits.held_out == ()
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 1000
+    assert len({s.path for s in splits.train} | {s.path for s in splits.val} | {s.path for s in splits.test}) == 1000
+    assert abs(len(splits.test) / 1000 - 0.2) < 0.04 and abs(len(splits.val) / 1000 - 0.1) < 0.03
+    again = select(list(samples), load_protocol("in-domain"))
+    assert (again.train, again.val, again.test) == (splits.train, splits.val, splits.test)
+    subsets = splits.test_subsets()
+    assert list(subsets) == sorted(subsets) and len(subsets) == 6
+    reals = [s for s in splits.test if s.is_real]
+    assert all(set(reals) <= set(subset) for subset in subsets.values())
+    assert all({s.generator for s in subset if not s.is_real} == {name} for name, subset in subsets.items())
+    summary = splits.summary()
+    assert summary["protocol"]["name"] == "in-domain" and summary["test"]["total"] == len(splits.test)
+
+
+def test_frames_of_one_video_share_a_split():
+    samples = _synthetic(1200, frames=6)
+    for name in ("in-domain", "cross-generator"):
+        splits = select(samples, name)
+        where: dict[str, set[str]] = {}
+        for split in ("train", "val", "test"):
+            for sample in getattr(splits, split):
+                where.setdefault(sample.video, set()).add(split)
+        assert all(len(places) == 1 for places in where.values())
+    # the video key is the full relative path, so same-named videos in two folders are two groups
+    a, b = "A/000_003.mp4", "B/000_003.mp4"
+    assert group_fraction(a, 0) != group_fraction(b, 0)
+    many = [Sample(f"{folder}/{i:03d}_003.mp4/0001.png", "real", video=f"{folder}/{i:03d}_003.mp4") for folder in "AB" for i in range(200)]
+    splits = select(many, Protocol("p", val_fraction=0.3, test_fraction=0.3))
+    place = {s.video: split for split in ("train", "val", "test") for s in getattr(splits, split)}
+    assert sum(place[f"A/{i:03d}_003.mp4"] != place[f"B/{i:03d}_003.mp4"] for i in range(200)) > 50
+
+
+@pytest.mark.parametrize("name, field", [("cross-generator", "generator"), ("cross-forgery", "forgery_type")])
+def test_cross_protocols_never_train_on_a_test_value(name, field):
+    samples = _synthetic(1200)
+    splits = select(samples, name)
+    _check_partition(samples, splits)
+    values = sorted({getattr(s, field) for s in samples if not s.is_real})
+    expected = tuple(values[-max(1, -(-len(values) // 3)):])
+    assert splits.held_out == expected
+    test_values = {getattr(s, field) for s in splits.test if not s.is_real}
+    seen = {getattr(s, field) for s in splits.train + splits.val if not s.is_real}
+    assert test_values == set(expected) and not test_values & seen and seen
+    assert any(s.is_real for s in splits.train) and any(s.is_real for s in splits.test)
+    assert set(splits.test_subsets()) == set(expected)
+    assert select(samples, name).test == splits.test  # deterministic
+
+
+def test_cross_dataset_holds_out_whole_datasets():
+    samples = _synthetic(1200)
+    splits = select(samples, "cross-dataset")
+    _check_partition(samples, splits)
+    assert splits.held_out == ("gamma",)
+    assert {s.dataset for s in splits.test} == {"gamma"}
+    assert {s.dataset for s in splits.train} == {s.dataset for s in splits.val} == {"alpha", "beta"}
+    assert list(splits.test_subsets()) == ["gamma"]
+
+
+def test_a_holdout_needs_two_values():
+    one_generator = [Sample(f"{i}.png", "real" if i % 2 else "gan", "efs" if i % 2 == 0 else "", "stylegan2" if i % 2 == 0 else "") for i in range(50)]
+    with pytest.raises(ProtocolError, match=r"needs at least two generator values.*found 1: \['stylegan2'\]"):
+        select(one_generator, "cross-generator")
+    with pytest.raises(ProtocolError, match=r"needs at least two dataset values.*found 0"):
+        select(one_generator, "cross-dataset")
+
+
+def test_a_user_protocol_file_with_filters(tmp_path):
+    path = tmp_path / "sd-only.toml"
+    path.write_text(
+        'description = "train on alpha without stgan; test on two generators"\n'
+        'holdout = "generator"\nholdout_values = ["dcface", "stgan"]\n'
+        "val_fraction = 0.2\ntest_fraction = 0.25\nseed = 7\n"
+        '[train]\ninclude = { dataset = ["alpha"] }\nexclude = { generator = ["ddpm"] }\n'
+        '[test]\nexclude = { dataset = ["beta"] }\n'
+    )
+    protocol = load_protocol(path)
+    assert protocol.name == "sd-only" and protocol.holdout_values == ("dcface", "stgan") and protocol.seed == 7
+    samples = _synthetic(1200)
+    splits = select(samples, str(path))
+    _check_partition(samples, splits)
+    assert {s.dataset for s in splits.train} == {"alpha"}
+    assert "ddpm" not in {s.generator for s in splits.train} and "ddpm" in {s.generator for s in splits.val}
+    assert {s.generator for s in splits.test if not s.is_real} == {"dcface", "stgan"}
+    assert "beta" not in {s.dataset for s in splits.test}
+    assert not {"dcface", "stgan"} & {s.generator for s in splits.train + splits.val}
+    assert splits.dropped
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('holdout = "generator"\nhold_out_values = "auto"\n', r"bad.toml: unknown key\(s\) 'hold_out_values'"),
+        ('holdout = "model"\n', r"bad.toml: holdout must be one of"),
+        ("val_fraction = 0.5\ntest_fraction = 0.5\n", r"bad.toml: val_fraction \+ test_fraction"),
+        ('[train]\ninclude = { generatr = ["x"] }\n', r"bad.toml: \[train\] include: unknown sample field 'generatr'"),
+        ('report_by = "colour"\n', r"bad.toml: report_by"),
+        ("seed = 1.5\n", r"bad.toml: seed must be an integer"),
+        ("val_fraction = \n", r"bad.toml: not valid TOML"),
+    ],
+)
+def test_bad_protocol_files_name_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ProtocolError, match=message):
+        load_protocol(path)
+
+
+def test_unusable_selections_are_errors():
+    samples = _synthetic(300)
+    with pytest.raises(ProtocolError, match=r"held-out generator value\(s\) \['sdxl'\] not found"):
+        select(samples, Protocol("p", holdout="generator", holdout_values=("sdxl",)))
+    with pytest.raises(ProtocolError, match="protocol 'p' leaves the val split empty"):
+        select(samples, Protocol("p", val_fraction=0.0))
+    counts = Counter(s.generator for s in select(samples, Protocol("p", holdout="generator", holdout_values="auto")).test)
+    assert set(counts) == {"", "stgan", "simswap"}  # reals ("") and the last third of the generators

@@ -1,0 +1,210 @@
+"""``mfclip train`` and ``mfclip eval`` end to end on a small dataset whose fakes carry learnable traces.
+
+Reals are smooth colour fields with fine sensor-like grain; "gan" fakes add a periodic
+checkerboard (two periods = two generators); "diffusion" fakes have the grain smoothed away (two
+blur strengths = two generators). The tiny model must learn that on CPU within the test's budget.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from scipy.ndimage import gaussian_filter
+from sklearn.metrics import roc_auc_score
+
+from mfclip_cli.data.faceset import EpochOrder
+from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.engines.train import TrainSettings, load_train_settings
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+SIZE = 128  # the tiny config's crop size
+GENERATORS = {"gan": ("checker2", "checker4"), "diffusion": ("blur1", "blur2")}
+
+
+def _face(rng: np.random.Generator, label: str, generator: str) -> np.ndarray:
+    base = gaussian_filter(rng.random((SIZE, SIZE, 3)), sigma=(12, 12, 0))
+    base = (base - base.min()) / (np.ptp(base) + 1e-9) * 0.6 + 0.2
+    grain = rng.normal(0, 0.06, (SIZE, SIZE, 1))
+    if label == "diffusion":
+        grain = gaussian_filter(grain, sigma=(1.0 if generator == "blur1" else 2.0, 1.0 if generator == "blur1" else 2.0, 0))
+    image = base + grain
+    if label == "gan":
+        period = 2 if generator == "checker2" else 4
+        y, x = np.mgrid[0:SIZE, 0:SIZE]
+        image = image + 0.08 * (((y // (period // 2)) + (x // (period // 2))) % 2 - 0.5)[..., None]
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def make_dataset(root: Path, per_class: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label in ("real", "gan", "diffusion"):
+        for i in range(per_class):
+            if label == "real":
+                folder = root / "real" / "camera"
+                generator = ""
+            else:
+                generator = GENERATORS[label][i % 2]
+                folder = root / label / "efs" / generator
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_face(rng, label, generator)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("artifacts") / "artifacts", per_class=60)
+
+
+def run(*args, check=True, env=None, timeout=900):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    result = subprocess.run([*args], capture_output=True, text=True, timeout=timeout, env=environment)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [MFCLIP, "train", "--data", str(data), "--out", str(out), "--config", "tiny", "--device", "cpu",
+            "--batch-size", "16", "--lr", "3e-3", "--workers", "0", *extra]
+
+
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    run(*train_args(dataset, out, "--epochs", "8"))
+    return out
+
+
+def test_training_learns_the_artifact_and_selects_on_val(trained):
+    lines = metrics_lines(trained)
+    val = [line for line in lines if line["type"] == "val"]
+    steps = [line for line in lines if line["type"] == "step"]
+    assert len(val) == 8 and steps[-1]["step"] == len(steps)
+    assert max(line["auc"] for line in val) >= 0.9
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    sidecar = json.loads((trained / "best.json").read_text())
+    best_val = sidecar["training"]["val"]
+    assert best_val["auc"] == max(line["auc"] for line in val)  # selection by val AUC
+    assert sidecar["training"]["protocol"]["name"] == "in-domain"
+    assert {"best.safetensors", "last.safetensors", "last.state.safetensors", "train.json"} <= {p.name for p in trained.iterdir()}
+
+
+def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trained, tmp_path):
+    report_path, predictions, plots = tmp_path / "report.json", tmp_path / "pred.csv", tmp_path / "plots"
+    result = run(MFCLIP, "eval", "--data", str(dataset), "--protocol", "in-domain", "--weights",
+                 str(trained / "best.safetensors"), "--device", "cpu", "--json", str(report_path),
+                 "--predictions", str(predictions), "--plots", str(plots))
+    report = json.loads(report_path.read_text())
+    overall = report["overall"]
+    assert overall["auc"] >= 0.9
+    for key in ("auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1", "confusion"):
+        assert key in overall
+    assert report["protocol"]["sizes"]["test"] == overall["n"]
+    with predictions.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:5] == ["path", "label", "real", "diffusion", "gan"]
+    labels = [row["label"] != "real" for row in rows]
+    scores = [1 - float(row["real"]) for row in rows]
+    assert roc_auc_score(labels, scores) == pytest.approx(overall["auc"], abs=1e-6)
+    assert (plots / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "auc" in result.stdout
+    again = run(MFCLIP, "eval", "--data", str(dataset), "--weights", str(trained / "best.safetensors"),
+                "--json", str(report_path), check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tmp_path):
+    report_path = tmp_path / "cross.json"
+    run(MFCLIP, "eval", "--data", str(dataset), "--protocol", "cross-generator", "--weights",
+        str(trained / "best.safetensors"), "--device", "cpu", "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    held_out = set(report["protocol"]["held_out"])
+    assert held_out and set(report["subsets"]) == held_out
+
+
+def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
+    common = ("--epochs", "2", "--checkpoint-every", "1", "--val-every", "4")
+    straight = tmp_path / "straight"
+    run(*train_args(dataset, straight, *common))
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(train_args(dataset, interrupted, *common), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    state = interrupted / "last.state.safetensors"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it get a little further, possibly mid-write
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    total = metrics_lines(straight)[-1]["step"]
+    assert metrics_lines(interrupted)[-1]["step"] < total, "the run finished before it could be interrupted"
+
+    run(MFCLIP, "train", "--out", str(interrupted), "--resume", "--device", "cpu")
+    expected, resumed = load_file(str(straight / "last.safetensors")), load_file(str(interrupted / "last.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    steps = [line["step"] for line in metrics_lines(interrupted) if line["type"] == "step"]
+    assert steps == list(range(1, total + 1))  # nothing logged twice, nothing lost
+
+
+def test_two_process_torchrun_sees_the_same_samples(dataset, tmp_path):
+    single, double = tmp_path / "single", tmp_path / "double"
+    env = {"OMP_NUM_THREADS": "1"}
+    run(*train_args(dataset, single, "--epochs", "1"), env=env)
+    run(TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "mfclip_cli",
+        *train_args(dataset, double, "--epochs", "1")[1:], env=env)
+    one, two = metrics_lines(single), metrics_lines(double)
+    assert [line["samples_seen"] for line in one if line["type"] == "step"] == \
+           [line["samples_seen"] for line in two if line["type"] == "step"]
+    assert (double / "best.safetensors").is_file()
+
+
+def test_epoch_order_is_deterministic_and_ranks_partition_each_batch():
+    order = EpochOrder(classes=[0] * 30 + [1] * 7 + [2] * 13, batch_size=8, seed=3)
+    assert order.batches_per_epoch == 6
+    first = list(order.batches(1))
+    assert first == list(order.batches(1)) and first != list(order.batches(2))
+    halves = [list(order.batches(1, rank=r, world=2)) for r in range(2)]
+    for whole, a, b in zip(first, *halves):
+        assert sorted(a + b) == sorted(whole) and len(a) == len(b) == 4
+    assert list(order.batches(1, start=4)) == first[4:]
+    balanced = EpochOrder(classes=[0] * 90 + [1] * 5 + [2] * 5, batch_size=10, seed=0, balanced=True)
+    drawn = np.bincount([balanced.classes[i] for i in balanced.indices(0)], minlength=3)
+    assert drawn[1] + drawn[2] > 30  # rare classes drawn far above their 10 % share
+
+
+def test_settings_from_toml_and_their_errors(tmp_path):
+    good = tmp_path / "train.toml"
+    good.write_text('[train]\ndata = "d"\nconfig = "tiny"\nepochs = 2\nbatch_size = 8\n')
+    settings = load_train_settings(good, out="run", epochs=3)
+    assert settings == TrainSettings(data="d", out="run", config="tiny", epochs=3, batch_size=8)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\ndata = "d"\nepochz = 2\n')
+    with pytest.raises(UsageError, match="epochz"):
+        load_train_settings(bad, out="run")
+    with pytest.raises(UsageError, match="batch_size"):
+        TrainSettings(data="d", out="o", batch_size=0)
+
+
+def test_train_refuses_a_used_run_folder_and_a_bad_resume(dataset, trained, tmp_path):
+    again = run(*train_args(dataset, trained, "--epochs", "1"), check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    missing = run(MFCLIP, "train", "--out", str(tmp_path / "nothing"), "--resume", check=False)
+    assert missing.returncode == 2 and "cannot resume" in missing.stderr
