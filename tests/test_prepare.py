@@ -1,0 +1,69 @@
+"""``mfclip prepare`` as a subprocess: real faces in, aligned crops and a labelled manifest out."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from media import astronaut, face_free, mosaic, save_video
+from mfclip_cli.data import read_dataset
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+
+
+def prepare(*args):
+    return subprocess.run([MFCLIP, "prepare", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
+    source = tmp_path / "source"
+    (source / "real" / "nasa").mkdir(parents=True)
+    (source / "gan" / "efs" / "stylegan2").mkdir(parents=True)
+    (source / "real" / "clips").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real" / "nasa" / "astronaut.png")
+    Image.fromarray(mosaic()).save(source / "gan" / "efs" / "stylegan2" / "mosaic.png")
+    Image.fromarray(face_free()).save(source / "gan" / "efs" / "stylegan2" / "empty.png")
+    (source / "gan" / "efs" / "stylegan2" / "broken.png").write_text("not an image")
+    save_video(source / "real" / "clips" / "clip.mp4", frames=6, fps=3.0)
+    out = tmp_path / "prepared"
+
+    result = prepare(str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu")
+    assert result.returncode == 3, result.stderr  # one file could not be read
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["files"] == 5 and summary["error"] == 1 and summary["no_face"] == 1
+    reasons = {Path(item["source"]).name: item for item in summary["skipped"]}
+    assert reasons["broken.png"]["status"] == "error" and "not a recognised image" in reasons["broken.png"]["error"]
+    assert reasons["empty.png"]["status"] == "no_face"
+
+    index = read_dataset(out)  # the manifest is a dataset in its own right
+    assert index.layout == "manifest"
+    by_source = {}
+    for sample in index.samples:
+        with Image.open(out / sample.path) as crop:
+            assert crop.size == (128, 128) and crop.format == "PNG"
+        by_source.setdefault(sample.video or sample.path.split("_")[0], []).append(sample)
+    frames = [s for s in index.samples if s.video]
+    assert len(frames) == 3 and {s.video for s in frames} == {"real/clips/clip.mp4"}
+    assert all(s.label == "real" for s in frames)
+    mosaic_faces = [s for s in index.samples if "mosaic" in s.path]
+    assert len(mosaic_faces) == 1  # the largest face only, by default
+    assert mosaic_faces[0].label == "gan" and mosaic_faces[0].generator == "stylegan2"
+    assert mosaic_faces[0].forgery_type == "efs"
+
+    # Resume: only the new file is prepared; nothing is logged twice.
+    Image.fromarray(np.ascontiguousarray(astronaut()[:, ::-1])).save(source / "real" / "nasa" / "mirrored.png")
+    again = prepare(str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu", "--resume")
+    assert again.returncode == 3
+    log = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and len({entry["source"] for entry in log}) == 6
+    assert len(read_dataset(out).samples) == len(index.samples) + 1
+
+    refused = prepare(str(source), "--out", str(out), "--config", "tiny")
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    inside = prepare(str(source), "--out", str(source / "crops"), "--config", "tiny")
+    assert inside.returncode == 2 and "inside the source" in inside.stderr
