@@ -338,6 +338,12 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
             f"among the {who}; found {len(found)}: {found}"
         )
     if protocol.holdout_values == "auto":
+        if holdout == "generator":  # hold out within each family, so train and test both see GANs and diffusion
+            families = [sorted({s.generator for s in samples if s.label == label and s.generator})
+                        for label in sorted({s.label for s in samples if not s.is_real})]
+            per_family = [names[-math.ceil(len(names) / 3):] for names in families if len(names) >= 2]
+            if per_family:
+                return tuple(sorted(name for names in per_family for name in names))
         count = min(max(1, math.ceil(len(found) / 3)), len(found) - 1)
         return tuple(found[-count:])
     missing = [value for value in protocol.holdout_values if value not in found]
