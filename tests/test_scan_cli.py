@@ -201,8 +201,9 @@ def test_fail_on_fake_and_clean_exit(evidence, weights):
 
 
 def test_usage_and_fatal_errors(evidence, weights, tmp_path):
-    no_weights = run(str(evidence / "astronaut.png"), cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""})
-    assert no_weights.returncode in (0, 1, 3)  # the bundled demo, when shipped, is used instead
+    demo = run(str(evidence / "astronaut.png"), "--jsonl", "-", cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""})
+    assert demo.returncode == 0 and "DEMO" in demo.stderr  # no weights named: the bundled demo, loudly
+    assert json.loads(demo.stdout.splitlines()[0])["demo"] is True
     missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 1 and "weights not found" in missing.stderr
     pickled = tmp_path / "evil.safetensors"

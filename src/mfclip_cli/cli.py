@@ -266,13 +266,45 @@ def weights_list() -> None:
 
     with _errors_reported():
         rows = registry_status()
-    table = Table(title="registered weights")
-    for column in ("name", "file", "config", "demo", "default", "sha256 check", "trained on"):
-        table.add_column(column)
+    table = Table(title="registered weights (details: mfclip weights info NAME)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("config")
+    table.add_column("demo")
+    table.add_column("default")
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("hash check")
+    table.add_column("test AUC", justify="right")
     for row in rows:
-        table.add_row(row["name"], row["file"], row.get("config", ""), str(row.get("demo", False)),
-                      str(row.get("default", False)), row["check"], row.get("trained_on", ""))
+        auc = (row.get("metrics") or {}).get("test", {}).get("auc")
+        table.add_row(row["name"], row.get("config", ""), "yes" if row.get("demo") else "no",
+                      "yes" if row.get("default") else "no", row.get("sha256", "")[:12], row["check"],
+                      "-" if auc is None else f"{auc:.4f}")
     Console().print(table)
+
+
+@weights_app.command("add")
+def weights_add(
+    checkpoint: str = typer.Argument(..., help="An mfclip .safetensors checkpoint (e.g. RUN/best.safetensors)."),
+    name: str = typer.Option(..., "--name", help="Registry name, usable as --weights NAME."),
+    eval_report: Optional[str] = typer.Option(None, "--eval", help="An `mfclip eval --json` report whose metrics are recorded with it."),
+    trained_on: str = typer.Option("", "--trained-on", help="What it was trained on, in words."),
+    demo: bool = typer.Option(False, "--demo", help="Mark it as demo weights: every report says so."),
+    default: bool = typer.Option(False, "--default", help="Use it when neither --weights nor MFCLIP_WEIGHTS is given."),
+    force: bool = typer.Option(False, "--force", help="Replace a registered checkpoint of the same name."),
+) -> None:
+    """Copy a checkpoint into weights/ and register it with its SHA-256."""
+    import json
+
+    from mfclip_cli.engines.weights import register_weights
+
+    with _errors_reported():
+        metrics = None
+        if eval_report:
+            report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
+            metrics = {"protocol": report["protocol"], "test": report["overall"], "subsets": report["subsets"]}
+        entry = register_weights(checkpoint, name, demo=demo, default=default, trained_on=trained_on,
+                                 metrics=metrics, force=force)
+    Console().print_json(data=entry)
 
 
 @weights_app.command("info")

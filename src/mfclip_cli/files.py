@@ -28,6 +28,12 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
@@ -45,6 +51,7 @@ def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[Bina
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from colleagues
         os.replace(temp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

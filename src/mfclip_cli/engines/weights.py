@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mfclip_cli.files import sha256_file
+from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint, read_checkpoint_info
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
@@ -118,3 +118,43 @@ def weights_info(target: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]
         "training": info.metadata.get("training"),
         "registry": entry,
     }
+
+
+def register_weights(
+    source: str | Path,
+    name: str,
+    *,
+    demo: bool = False,
+    default: bool = False,
+    trained_on: str = "",
+    metrics: dict[str, Any] | None = None,
+    force: bool = False,
+    weights_dir: Path = WEIGHTS_DIR,
+) -> dict[str, Any]:
+    """Copy a checkpoint (and its sidecar) into the registry folder and record its name and hash."""
+    info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
+    registry = [entry for entry in read_registry(weights_dir) if entry["name"] != name or not force]
+    if any(entry["name"] == name for entry in registry):
+        raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")
+    target = weights_dir / f"{name}.safetensors"
+    with atomic_writer(target, overwrite=force) as handle:
+        handle.write(Path(source).read_bytes())
+    sidecar = {**info.metadata, "demo": demo, "registered_name": name}
+    if metrics is not None:
+        sidecar["metrics"] = metrics
+    write_json_atomic(target.with_suffix(".json"), sidecar, overwrite=True)
+    entry = {
+        "name": name,
+        "file": target.name,
+        "sha256": info.sha256,
+        "config": info.config.name,
+        "demo": demo,
+        "default": default,
+        "trained_on": trained_on,
+        "metrics": metrics or {},
+    }
+    if default:
+        registry = [{**other, "default": False} for other in registry]
+    registry.append(entry)
+    write_json_atomic(weights_dir / REGISTRY_FILE, {"weights": registry}, overwrite=True)
+    return entry

@@ -1,0 +1,87 @@
+"""The bundled demo checkpoint and the registry: hashes, lookup, and the README's quick start."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mfclip_cli.engines.weights import (
+    WEIGHTS_DIR,
+    WeightsError,
+    read_registry,
+    register_weights,
+    resolve_weights,
+    weights_info,
+)
+from mfclip_cli.model import build_model, load_model_config, save_checkpoint
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def mfclip(*args, env=None):
+    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
+    environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([MFCLIP, *args], capture_output=True, text=True, timeout=600, env=environment)
+
+
+def test_demo_checkpoint_matches_its_registry_entry():
+    entries = read_registry()
+    demo = [entry for entry in entries if entry.get("demo")]
+    assert len(demo) == 1 and demo[0]["default"] and demo[0]["config"] == "tiny"
+    path = WEIGHTS_DIR / demo[0]["file"]
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == demo[0]["sha256"]
+    assert demo[0]["trained_on"] and demo[0]["metrics"]["test"]["auc"] is not None
+    assert json.loads(path.with_suffix(".json").read_text())["demo"] is True
+
+
+def test_register_and_verify(tmp_path, tiny_config):
+    source = tmp_path / "run" / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    folder = tmp_path / "weights"
+    entry = register_weights(source, "mine", default=True, trained_on="nothing", weights_dir=folder)
+    assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert resolve_weights(None, folder).name == "mine"  # the default
+    assert weights_info("mine", folder)["hash_check"] == "matches the registry"
+    with pytest.raises(WeightsError, match="already registered"):
+        register_weights(source, "mine", weights_dir=folder)
+    register_weights(source, "other", default=True, weights_dir=folder)
+    assert [e["default"] for e in read_registry(folder)] == [False, True]
+    tampered = folder / "mine.safetensors"
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b" ")
+    with pytest.raises(WeightsError, match="fail their hash check"):
+        resolve_weights("mine", folder)
+
+
+def test_weights_list_and_info_commands():
+    listed = mfclip("weights", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "mfclip-demo-tiny" in listed.stdout and "ok" in listed.stdout
+    info = mfclip("weights", "info", "mfclip-demo-tiny")
+    assert info.returncode == 0, info.stderr
+    document = json.loads(info.stdout)
+    assert document["demo"] is True and document["hash_check"] == "matches the registry"
+    assert document["training"]["protocol"]["name"] == "in-domain"
+
+
+def test_quick_start_scan_of_the_examples_with_the_demo_weights():
+    result = mfclip("scan", str(EXAMPLES), "--jsonl", "-", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "DEMO" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "meta" and lines[0]["demo"] is True
+    files = {Path(line["path"]).name: line for line in lines[1:]}
+    labels = {name: [face["label"] for face in record["faces"]] for name, record in files.items()}
+    assert labels["astronaut.jpg"] == ["real"]
+    assert labels["astronaut_exif_rotated.jpg"] == ["real"]
+    assert labels["astronaut_synthetic_gan.png"] == ["gan"]
+    assert labels["astronaut_synthetic_diffusion.png"] == ["diffusion"]
+    assert len(labels["mosaic_four_faces.jpg"]) == 4
+    assert files["no_face.jpg"]["status"] == "no_face"
+    video = files["astronaut_clip.mp4"]
+    assert video["video"]["frames_sampled"] >= 2 and all("frame" in face for face in video["faces"])
