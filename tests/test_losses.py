@@ -53,7 +53,6 @@ def test_unit_weights_reduce_to_plain_loss():
 def test_identical_texts_weigh_less_as_negatives_than_different_texts():
     # Texts 0 and 1 are identical (same labels); text 2 differs. Image 0 is equally similar to
     # texts 1 and 2, so only the texts' relation can tell the two negatives apart.
-    d = 8
     t0 = F.normalize(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0]), dim=0)
     t2 = F.normalize(torch.tensor([0.0, 1, 0, 0, 0, 0, 0, 0]), dim=0)
     texts = torch.stack([t0, t0, t2]).double()

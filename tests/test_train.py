@@ -122,7 +122,7 @@ def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trai
     scores = [1 - float(row["real"]) for row in rows]
     assert roc_auc_score(labels, scores) == pytest.approx(overall["auc"], abs=1e-6)
     assert (plots / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "auc" in result.stdout
+    assert "AUC" in result.stdout and "overall" in result.stdout
     again = run(MFCLIP, "eval", "--data", str(dataset), "--weights", str(trained / "best.safetensors"),
                 "--json", str(report_path), check=False)
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -17,7 +17,7 @@ from mfclip_cli.engines.weights import (
     resolve_weights,
     weights_info,
 )
-from mfclip_cli.model import build_model, load_model_config, save_checkpoint
+from mfclip_cli.model import build_model, save_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

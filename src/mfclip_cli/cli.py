@@ -254,6 +254,30 @@ def synth(
     Console().print_json(data=summary)
 
 
+@app.command()
+def bench(
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    config: str = typer.Option("vit-b-16", "--config", help="Model config (random weights)."),
+    images: int = typer.Option(64, "--images", min=1, help="Generated JPEGs, one face each."),
+    size: int = typer.Option(1024, "--size", min=64, help="Their side in pixels."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model and training batch."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the figures to FILE."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --json FILE."),
+) -> None:
+    """Measure model, detection, end-to-end scan and training rates beside the naive pipeline, in one run."""
+    from mfclip_cli.engines.bench import BenchRequest, run_bench
+    from mfclip_cli.engines.runtime import UsageError
+    from mfclip_cli.files import write_json_atomic
+
+    with _errors_reported():
+        if json_path and Path(json_path).exists() and not force:
+            raise UsageError(f"{json_path} already exists (pass --force to overwrite it)")
+        results = run_bench(BenchRequest(device=device, config=config, images=images, size=size,
+                                         batch_size=batch_size), Console())
+        if json_path:
+            write_json_atomic(json_path, results, overwrite=force)
+
+
 weights_app = typer.Typer(help="The checkpoint registry: list the known weights, or inspect and verify a file.",
                           no_args_is_help=True)
 app.add_typer(weights_app, name="weights")

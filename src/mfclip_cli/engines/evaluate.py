@@ -27,7 +27,8 @@ from mfclip_cli.engines.weights import load_weights, resolve_weights
 from mfclip_cli.files import atomic_writer, write_json_atomic
 from mfclip_cli.model import MFCLIP
 
-REPORTED = ("n", "auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1")
+REPORTED = {"n": "n", "auc": "AUC", "ap": "AP", "eer": "EER", "acc": "ACC", "real_acc": "real\nACC",
+            "fake_acc": "fake\nACC", "acc3": "3-way\nACC"}  # the table; the JSON has every metric
 
 
 @torch.no_grad()
@@ -110,14 +111,14 @@ def _write_plots(folder: str, groups: dict[str, tuple[Sequence[Sample], np.ndarr
 
 def _table(report: dict) -> Table:
     table = Table(title=f"mfclip eval: protocol {report['protocol']['name']}, test split")
-    table.add_column("subset")
-    for key in REPORTED:
-        table.add_column(key, justify="right")
+    table.add_column("subset", overflow="fold", min_width=12)
+    for header in REPORTED.values():
+        table.add_column(header, justify="right", no_wrap=True)
     rows = [("overall", report["overall"]), *report["subsets"].items()]
     if report["overall"].get("video"):
         rows.append(("overall (video)", report["overall"]["video"]))
     for name, values in rows:
-        table.add_row(name, *("-" if values.get(k) is None else (str(values[k]) if k == "n" else f"{values[k]:.4f}")
+        table.add_row(name, *("-" if values.get(k) is None else (str(values[k]) if k == "n" else f"{values[k]:.3f}")
                               for k in REPORTED))
     return table
 

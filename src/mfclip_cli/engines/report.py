@@ -163,8 +163,11 @@ class TableSink:
         if self.meta.get("demo"):
             title += " [DEMO: synthetic-artifact weights, not evidence]"
         table = Table(title=title)
-        for column in ("file", "status", "face", "box", *CLASS_COLUMNS, "label / note"):
-            table.add_column(column, overflow="fold")
+        longest = max((len(row[0]) for row in self.rows), default=4)
+        table.add_column("file", overflow="fold", min_width=min(longest, self.console.width // 4))
+        for column in ("status", "face", "box", *CLASS_COLUMNS):
+            table.add_column(column, no_wrap=column in CLASS_COLUMNS, justify="right" if column in CLASS_COLUMNS else "left")
+        table.add_column("label / note", overflow="fold", min_width=9)
         for row in self.rows:
             table.add_row(*row)
         self.console.print(table)

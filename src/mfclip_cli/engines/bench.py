@@ -1,0 +1,169 @@
+"""The benchmark: every stage of scan and training, and the naive pipeline, on the same inputs, in one run.
+
+Inputs are generated JPEGs (``size`` x ``size``, one face each: the public-domain astronaut at a
+random place and scale) and the model has random weights: speed does not depend on what the
+weights have learned, and the output says so. Every figure is items per second of wall time after
+one warm-up pass, with the device synchronised before the clock stops.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from mfclip_cli import __version__
+from mfclip_cli.data.synth import real_sources
+from mfclip_cli.engines.inputs import InputItem
+from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
+from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.faces import decode_image
+from mfclip_cli.model import CLASS_NAMES, LabelSet, build_model, load_model_config
+
+
+@dataclass
+class BenchRequest:
+    device: str = "auto"
+    config: str = "vit-b-16"
+    images: int = 64
+    size: int = 1024
+    batch_size: int = 64  # faces per model / training batch
+    seed: int = 0
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(count: int, run: Callable[[], Any], device: torch.device) -> float:
+    """Items per second of ``run`` (which handles ``count`` items), after one untimed warm-up."""
+    run()
+    _synchronize(device)
+    start = time.perf_counter()
+    run()
+    _synchronize(device)
+    return count / (time.perf_counter() - start)
+
+
+def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[Path]:
+    """JPEGs with one astronaut face each, pasted at a random place and scale on a smooth colour field."""
+    rng = np.random.default_rng(seed)
+    _, astronaut = real_sources()[0]
+    face = Image.fromarray(astronaut[20:220, 130:320])  # the head and shoulders, about 200 x 190
+    paths = []
+    for i in range(count):
+        field = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # a smooth, face-free colour field
+        backdrop = Image.fromarray(field).resize((size, size), Image.Resampling.BICUBIC)
+        side = int(rng.uniform(0.15, 0.3) * size)
+        scaled = face.resize((side, side * face.height // face.width), Image.Resampling.BICUBIC)
+        x = int(rng.integers(0, size - scaled.width))
+        y = int(rng.integers(0, size - scaled.height))
+        backdrop.paste(scaled, (x, y))
+        path = folder / f"bench_{i:05d}.jpg"
+        backdrop.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _naive_rate(paths: list[Path], model, device: torch.device, crop_size: int) -> float:
+    """facenet-pytorch ``MTCNN.detect`` one image at a time, then one fp32 forward per face."""
+    from facenet_pytorch import MTCNN
+
+    mtcnn = MTCNN(keep_all=True, device=device)
+
+    def run() -> None:
+        for path in paths:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+            boxes, _ = mtcnn.detect(rgb)
+            for box in [] if boxes is None else boxes:
+                crop = rgb.crop(tuple(int(v) for v in box)).resize((crop_size, crop_size))
+                tensor = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+                with torch.no_grad():
+                    model(tensor.to(device))
+
+    return _rate(len(paths), run, device)
+
+
+def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
+    if request.images < 1 or request.size < 64:
+        raise UsageError("--images must be at least 1 and --size at least 64")
+    device = resolve_device(request.device)
+    torch.manual_seed(request.seed)
+    config = load_model_config(request.config)
+    model = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).eval()
+    crop = config.preprocess.crop_size
+    batch = request.batch_size
+    faces = torch.rand(batch, 3, crop, crop, device=device)
+    results: dict[str, Any] = {
+        "tool": "mfclip", "version": __version__, "date_utc": utc_now(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "config": config.name, "images": request.images, "size": request.size,
+        "batch_size": batch, "weights": "random (speed does not depend on what the weights learned)",
+    }
+
+    def model_stage() -> None:
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model(faces)
+
+    results["model_faces_per_s"] = _rate(batch, model_stage, device)
+
+    with tempfile.TemporaryDirectory(prefix="mfclip-bench-") as folder:
+        paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
+        scanner = Scanner(model, ScanSettings(batch_size=batch), device)
+        decoded = [decode_image(path).pixels for path in paths]
+        results["detect_images_per_s"] = _rate(len(paths), lambda: scanner.cropper.detector.detect(decoded), device)
+        found: list[int] = []
+
+        def scan_all() -> None:
+            found[:] = [len(record.faces) for record in scanner.scan([InputItem(path) for path in paths])]
+
+        results["end_to_end_images_per_s"] = _rate(len(paths), scan_all, device)
+        results["faces_found"] = int(sum(found))
+        results["naive_images_per_s"] = _naive_rate(paths, model, device, crop)
+
+    trainer = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
+    optimizer = torch.optim.AdamW(trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda")
+    labels = [LabelSet(CLASS_NAMES[i % 3], "efs" if i % 3 else "none", f"g{i % 5}" if i % 3 else "") for i in range(batch)]
+
+    def train_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = trainer.loss(faces, labels).total
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    results["train_faces_per_s"] = _rate(batch, train_step, device)
+    naive = results["naive_images_per_s"]
+    results["end_to_end_vs_naive"] = results["end_to_end_images_per_s"] / naive
+    console.print(_table(results))
+    return results
+
+
+def _table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
+                        f"{results['images']} JPEGs of {results['size']} px, random weights")
+    table.add_column("stage")
+    table.add_column("rate", justify="right")
+    table.add_column("vs naive", justify="right")
+    naive = results["naive_images_per_s"]
+    for name, key, unit in (
+        ("model stage", "model_faces_per_s", "faces/s"),
+        ("detection (batched MTCNN)", "detect_images_per_s", "images/s"),
+        ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
+        ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
+        ("training step", "train_faces_per_s", "faces/s"),
+    ):
+        ratio = f"{results[key] / naive:.2f}x" if unit == "images/s" else ""
+        table.add_row(name, f"{results[key]:.1f} {unit}", ratio)
+    return table
