@@ -1,0 +1,60 @@
+"""What ``scan`` is asked to look at: order, recursion, symlink loops, unreadable folders, globs, stdin."""
+
+import io
+import os
+from pathlib import Path
+
+from mfclip_cli.engines import inputs
+from mfclip_cli.engines.inputs import collect_inputs
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_order_recursion_and_each_file_once(tmp_path):
+    for name in ("b/2.png", "a/1.jpg", "a/deeper/3.mp4", "c.webp", "notes.txt"):
+        _touch(tmp_path / name)
+    os.symlink(tmp_path / "a", tmp_path / "z-link-to-a")  # the same folder twice: read once
+    names = [item.path.relative_to(tmp_path).as_posix() for item in collect_inputs([str(tmp_path), str(tmp_path / "c.webp")])]
+    assert names == ["a/1.jpg", "a/deeper/3.mp4", "b/2.png", "c.webp"]
+    flat = [item.path.name for item in collect_inputs([str(tmp_path)], recursive=False)]
+    assert flat == ["c.webp"]
+
+
+def test_symlink_loop_terminates(tmp_path):
+    _touch(tmp_path / "loop" / "face.png")
+    os.symlink(tmp_path / "loop", tmp_path / "loop" / "again")  # loop/again -> loop
+    items = collect_inputs([str(tmp_path)])
+    assert [item.path.name for item in items] == ["face.png"]
+
+
+def test_unreadable_folder_is_an_error_item_and_the_rest_goes_on(tmp_path, monkeypatch):
+    _touch(tmp_path / "locked" / "secret.png")
+    _touch(tmp_path / "open" / "face.png")
+    real_scandir = os.scandir
+
+    def scandir(path):  # root ignores permission bits, so refuse the way the kernel would
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(inputs.os, "scandir", scandir)
+    items = collect_inputs([str(tmp_path)])
+    assert [(item.path.name, item.error) for item in items] == [
+        ("locked", "cannot read directory: Permission denied"),
+        ("face.png", None),
+    ]
+
+
+def test_globs_missing_paths_and_stdin(tmp_path):
+    for name in ("x/1.png", "x/y/2.png", "x/3.jpg"):
+        _touch(tmp_path / name)
+    pattern = collect_inputs([str(tmp_path / "x" / "**" / "*.png")])
+    assert [item.path.name for item in pattern] == ["1.png", "2.png"]
+    nothing = collect_inputs([str(tmp_path / "*.gif"), str(tmp_path / "gone.png")])
+    assert [item.error for item in nothing] == ["no file matches this pattern", "no such file or directory"]
+    stdin = io.StringIO(f"{tmp_path / 'x' / '3.jpg'}\n\n{tmp_path / 'x' / 'y'}\n")
+    assert [item.path.name for item in collect_inputs(["-"], stdin=stdin)] == ["3.jpg", "2.png"]
