@@ -75,6 +75,13 @@ class FileRecord:
             record["video"] = self.video
         return record
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
+        """The inverse of ``to_dict`` (extra keys such as ``type`` are ignored)."""
+        faces = [FaceRecord(**{"frame": None, "timestamp": None, **face}) for face in document.get("faces", [])]
+        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video")
+        return cls(**{key: document.get(key) for key in fields}, faces=faces)
+
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []
         return self

@@ -8,13 +8,19 @@ error record.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -254,13 +260,74 @@ def _check_request(request: ScanRequest) -> None:
         raise UsageError("--fps must be positive")
 
 
-def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
-    """Run a scan end to end and return the exit code (0, 3 or 4; usage errors raise)."""
-    _check_request(request)
+def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
+    sinks: list[Sink] = []
+    if request.jsonl_path:
+        sinks.append(JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))
+    if request.json_path:
+        sinks.append(JsonSink(request.json_path, force=request.force))
+    if request.csv_path:
+        sinks.append(CsvSink(request.csv_path, force=request.force))
+    if request.annotate_dir:
+        sinks.append(AnnotateSink(request.annotate_dir, force=request.force))
+    if request.jsonl_path != "-" and console.is_terminal:
+        sinks.append(TableSink(console))
+    elif not (request.jsonl_path or request.json_path or request.csv_path):
+        sinks.append(JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+    return sinks
+
+
+def _join_world(request: ScanRequest) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun each rank takes its own GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(request.settings.device)
+    if world == 1:
+        return 0, 1, device
+    if "-" in request.inputs:
+        raise UsageError("under torchrun, name the inputs as paths (stdin reaches only one process)")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # only barriers and one broadcast go through it
+    return int(os.environ["RANK"]), world, device
+
+
+def _distributed_records(
+    scanner: Scanner, items: list[InputItem], skip, rank: int, world: int, parts_base: Path
+) -> Iterator[FileRecord]:
+    """Rank r scans inputs r, r + N, ...; rank 0 then merges every rank's records in input order.
+
+    Each rank streams its records to a part file next to the report, so memory stays flat; the
+    merge is a k-way merge of files already sorted by input position.
+    """
+    folder: list[str | None] = [tempfile.mkdtemp(prefix=".mfclip-scan-parts-", dir=parts_base) if rank == 0 else None]
+    dist.broadcast_object_list(folder, src=0)
+    parts = Path(folder[0])  # type: ignore[arg-type]
+    mine = {item.display: index for index, item in enumerate(items) if index % world == rank}
+    with open(parts / f"rank{rank:05d}.jsonl", "w", encoding="utf-8") as handle:
+        for record in scanner.scan([items[index] for index in mine.values()], skip=skip):
+            handle.write(json.dumps({"input": mine[record.path], **record.to_dict()}, ensure_ascii=False) + "\n")
+    dist.barrier()
+    if rank != 0:
+        return
+    with contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(open(path, encoding="utf-8")) for path in sorted(parts.glob("rank*.jsonl"))]
+        for document in heapq.merge(*(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]):
+            yield FileRecord.from_dict(document)
+    shutil.rmtree(parts, ignore_errors=True)
+
+
+def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
+    """Run a scan end to end and return the exit code (0, 3 or 4; usage errors raise).
+
+    Launched under ``torchrun``, the inputs are split across the processes and rank 0 writes one
+    merged, input-ordered report.
+    """
+    _check_request(request)
+    rank, world, device = _join_world(request)
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
-    if demo:
+    if demo and rank == 0:
         error_console.print(
             "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic artifacts: "
             "the probabilities are not evidence. Pass --weights for a real checkpoint."
@@ -281,41 +348,44 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         "inputs": len(items),
     }
 
-    done: set[tuple[str, str]] = set()
-    if request.resume:
-        try:
-            done = jsonl_done_records(Path(request.jsonl_path), info.sha256)  # type: ignore[arg-type]
-        except ValueError as error:
-            raise UsageError(str(error)) from error
+    if world > 1:
+        meta["processes"] = world
+    # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
     sinks: list[Sink] = []
-    stdout_taken = request.jsonl_path == "-"
-    if request.jsonl_path:
-        sinks.append(JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))
-    if request.json_path:
-        sinks.append(JsonSink(request.json_path, force=request.force))
-    if request.csv_path:
-        sinks.append(CsvSink(request.csv_path, force=request.force))
-    if request.annotate_dir:
-        sinks.append(AnnotateSink(request.annotate_dir, force=request.force))
-    if not stdout_taken and console.is_terminal:
-        sinks.append(TableSink(console))
-    elif not (request.jsonl_path or request.json_path or request.csv_path):
-        sinks.append(JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+    shared: list = [set(), None]  # inputs already done, a refusal to pass on
+    if rank == 0:
+        try:
+            if request.resume:
+                shared[0] = jsonl_done_records(Path(request.jsonl_path), info.sha256)  # type: ignore[arg-type]
+            sinks = _open_sinks(request, console)
+        except (ValueError, FileExistsError) as error:
+            shared[1] = str(error)
+    if world > 1:
+        dist.broadcast_object_list(shared, src=0)
+    done, refusal = shared
+    if refusal:
+        raise UsageError(refusal)
 
     scanner = Scanner(model, settings, device)
     for sink in sinks:
         sink.begin(meta)
     errors = fakes = 0
-    show_progress = not request.quiet and error_console.is_terminal
+    show_progress = rank == 0 and not request.quiet and error_console.is_terminal
     progress = Progress(
         TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[current]}"), console=error_console, disable=not show_progress, transient=True,
     )
     skip = (lambda record: (record.path, record.sha256) in done) if done else None
+    if world > 1:
+        base = Path(request.jsonl_path or request.json_path or request.csv_path or "-")
+        parts_base = base.parent if str(base) != "-" else Path.cwd()
+        records = _distributed_records(scanner, items, skip, rank, world, parts_base.resolve())
+    else:
+        records = scanner.scan(items, skip=skip)
     try:
         with progress:
             task = progress.add_task("scan", total=len(items), current="")
-            for record in scanner.scan(items, skip=skip):
+            for record in records:
                 errors += record.status == STATUS_ERROR
                 fakes += any(face.label != "real" for face in record.faces)
                 for sink in sinks:
@@ -324,6 +394,8 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     finally:
         for sink in sinks:
             sink.close()
+        if world > 1:
+            dist.destroy_process_group()
     if request.fail_on_fake and fakes:
         return EXIT_FAKE
     return EXIT_UNREADABLE if errors else EXIT_OK
