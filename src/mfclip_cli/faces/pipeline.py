@@ -46,7 +46,8 @@ class FaceCropper:
             if not found:
                 results.append(FoundFaces([], torch.zeros(0, 3, size, size, device=self.device)))
                 continue
-            tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(2, 0, 1).float().div_(255.0)
+            pixels = pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels, order="C")
+            tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1).float().div_(255.0)
             landmarks = np.stack([d.landmarks for d in found])
             results.append(FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin)))
         return results

@@ -1,0 +1,40 @@
+"""The batched scan path against the plain one: facenet's ``MTCNN.detect`` image by image, then one
+aligned face at a time through the model in fp32. Batching must not change what is found or said."""
+
+import numpy as np
+import torch
+from facenet_pytorch import MTCNN
+from PIL import Image
+
+from media import astronaut, iou, mosaic
+from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.faces import align_faces
+from mfclip_cli.model import build_model
+
+PROBABILITY_TOLERANCE = 1e-4  # fp32 batched vs one-by-one matmuls differ around 1e-6
+
+
+def test_batched_scan_matches_the_plain_per_image_per_face_path(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    images = [
+        astronaut(),
+        mosaic(),
+        np.ascontiguousarray(astronaut()[:, ::-1]),
+        np.asarray(Image.fromarray(mosaic()).resize((400, 400), Image.Resampling.BICUBIC)),  # another size group
+    ]
+    fast = Scanner(model, ScanSettings(device="cpu", batch_size=3), torch.device("cpu")).faces_of(images)
+
+    library = MTCNN(keep_all=True, device="cpu")
+    crop, margin = tiny_config.preprocess.crop_size, tiny_config.preprocess.margin
+    for pixels, found in zip(images, fast):
+        boxes, _, landmarks = library.detect(Image.fromarray(pixels), landmarks=True)
+        assert len(found) == len(boxes)
+        tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
+        for box, points in zip(boxes, landmarks):
+            match = max(found, key=lambda item: iou(item[0].box, box))
+            assert iou(match[0].box, box) >= 0.95
+            face = align_faces(tensor, np.asarray(points, dtype=np.float64)[None], crop, margin)
+            with torch.no_grad():
+                plain = torch.softmax(model(face).float(), dim=-1)[0].numpy()
+            assert np.abs(plain - match[1]).max() < PROBABILITY_TOLERANCE
