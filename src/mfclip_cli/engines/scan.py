@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import json
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
@@ -50,6 +53,7 @@ class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
     chunk_images: int = 8  # images decoded and detected together
+    decode_workers: int = 2  # threads hashing and decoding ahead of detection
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     detect_max_side: int = 1600  # 0: detect at full resolution
@@ -197,29 +201,54 @@ class Scanner:
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 
+    def _open(self, item: InputItem, skip: Callable[[FileRecord], bool] | None) -> tuple[FileRecord, np.ndarray | None] | None:
+        """Hash and decode one input (in a worker thread); None when ``skip`` says it is done already."""
+        record = self.open_record(item)
+        if record.status == STATUS_ERROR:
+            return record, None
+        if skip is not None and skip(record):
+            return None
+        if is_video(item.path):
+            return record, None
+        try:
+            image = decode_image(item.path, self.settings.max_pixels)
+        except DecodeError as error:
+            return record.fail(str(error)), None
+        record.format, record.width, record.height = image.format, image.width, image.height
+        return record, image.pixels
+
+    def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None]]:
+        """Inputs hashed and decoded ahead by worker threads, in input order, at most two chunks ahead.
+
+        Decoding and hashing release the GIL, so they overlap with detection and the model, and
+        the bounded look-ahead keeps memory flat in the number of files.
+        """
+        lookahead = 2 * self.settings.chunk_images
+        queue: deque[tuple[InputItem, Future]] = deque()
+        remaining = iter(items)
+        with ThreadPoolExecutor(max_workers=self.settings.decode_workers, thread_name_prefix="decode") as pool:
+            for item in itertools.islice(remaining, lookahead):
+                queue.append((item, pool.submit(self._open, item, skip)))
+            while queue:
+                item, future = queue.popleft()
+                following = next(remaining, None)
+                if following is not None:
+                    queue.append((following, pool.submit(self._open, following, skip)))
+                opened = future.result()
+                if opened is not None:
+                    yield item, *opened
+
     def scan(self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None) -> Iterator[FileRecord]:
         pending: list[tuple[FileRecord, np.ndarray | None]] = []
         decoded = 0
-        for item in items:
-            record = self.open_record(item)
-            if record.status != STATUS_ERROR and skip is not None and skip(record):
-                continue
-            if record.status == STATUS_ERROR:
-                pending.append((record, None))
-                continue
-            if is_video(item.path):
+        for item, record, pixels in self._opened(items, skip):
+            if record.status != STATUS_ERROR and is_video(item.path):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
                 yield self.scan_video(item.path, record)
                 continue
-            try:
-                image = decode_image(item.path, self.settings.max_pixels)
-            except DecodeError as error:
-                pending.append((record.fail(str(error)), None))
-                continue
-            record.format, record.width, record.height = image.format, image.width, image.height
-            pending.append((record, image.pixels))
-            decoded += 1
+            pending.append((record, pixels))
+            decoded += pixels is not None
             if decoded >= self.settings.chunk_images:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
