@@ -31,3 +31,33 @@ def test_version_from_console_script_and_module():
 def test_unknown_command_is_a_usage_error():
     result = _run(str(MFCLIP), "frobnicate")
     assert result.returncode == 2
+
+
+def test_eval_lists_the_shipped_protocols():
+    result = _run(str(MFCLIP), "eval", "--list-protocols")
+    assert result.returncode == 0, result.stderr
+    for name in ("in-domain", "cross-generator", "cross-forgery", "cross-dataset"):
+        assert name in result.stdout
+
+
+def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path):
+    from PIL import Image
+
+    for label in ("real", "gan"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "data" / label / f"{i}.png")
+    data, out = str(tmp_path / "data"), str(tmp_path / "run")
+    cases = [
+        ((str(MFCLIP), "train", "--out", out), 2, "--data is required"),
+        ((str(MFCLIP), "train", "--data", data, "--out", out, "--config", "tiny", "--batch-size", "2",
+          "--clip-weights", "no-such-tag"), 2, "neither a local file nor an open_clip tag"),
+        ((str(MFCLIP), "train", "--data", data, "--out", out, "--config", "no-such-config", "--batch-size", "2"), 2,
+         "no-such-config"),
+        ((str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"), 2, "no-such-protocol"),
+        ((str(MFCLIP), "eval", "--data", str(tmp_path / "missing")), 1, "not found"),
+    ]
+    for args, code, message in cases:
+        result = _run(*args)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

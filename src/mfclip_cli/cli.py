@@ -45,6 +45,7 @@ def _errors_reported() -> Iterator[Console]:
     from mfclip_cli.engines.weights import WeightsError
     from mfclip_cli.files import UnsafeFileError
     from mfclip_cli.model import CheckpointError, ConfigError
+    from mfclip_cli.model.backbone import BackboneError
 
     error_console = Console(stderr=True, soft_wrap=True)
     code = None
@@ -52,7 +53,7 @@ def _errors_reported() -> Iterator[Console]:
         yield error_console
     except (WeightsError, CheckpointError, UnsafeFileError, DataError, FileNotFoundError) as error:
         message, code = str(error), EXIT_FATAL
-    except (UsageError, ConfigError, ProtocolError, FileExistsError) as error:
+    except (UsageError, ConfigError, ProtocolError, BackboneError, FileExistsError) as error:
         message, code = str(error), EXIT_USAGE
     if code is not None:
         error_console.print(f"[bold red]error:[/] {message}", highlight=False)

@@ -242,6 +242,8 @@ class Trainer:
             )
         self.images = FaceImages(self.index.root, [s.path for s in self.train_samples], self.model.crop_size,
                                  flip_seed=settings.seed)
+        if not resume:
+            self._start_run_folder()
 
     def _check_run_folder(self, resume: bool) -> None:
         if resume:
@@ -250,8 +252,11 @@ class Trainer:
                     raise UsageError(f"cannot resume: {self.run / name} is missing")
         elif self.run.exists() and any(self.run.iterdir()):
             raise UsageError(f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)")
+
+    def _start_run_folder(self) -> None:
+        """Written only once data, protocol and model are known to work, so a failed start leaves nothing."""
         self.world.barrier()
-        if self.world.main and not resume:
+        if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)})
 
