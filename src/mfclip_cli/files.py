@@ -9,7 +9,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 _PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
@@ -63,6 +63,27 @@ def write_json_atomic(path: str | Path, document: object, *, overwrite: bool = F
     data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     with atomic_writer(path, overwrite=overwrite) as handle:
         handle.write(data)
+
+
+def keep_jsonl_prefix(path: str | Path, keep: Callable[[dict], bool] = lambda record: True) -> list[dict]:
+    """The records of a JSON Lines log up to its first unreadable line (one cut off by a crash),
+    less those ``keep`` rejects; the file is rewritten atomically to exactly what is returned."""
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    kept: list[str] = []
+    records: list[dict] = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if keep(record):
+            kept.append(line if line.endswith("\n") else line + "\n")
+            records.append(record)
+    if len(kept) != len(lines) or (text and not text.endswith("\n")):
+        with atomic_writer(path, overwrite=True) as handle:
+            handle.write("".join(kept).encode("utf-8"))
+    return records
 
 
 def _looks_pickled(head: bytes) -> bool:

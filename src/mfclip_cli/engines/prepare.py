@@ -22,7 +22,7 @@ from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, UsageError, resolve_device, utc_now
 from mfclip_cli.faces import DecodeError, FaceCropper, FaceSearch, FoundFaces, decode_image, is_video, sample_video
-from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
+from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
 
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = "prepare.jsonl", "manifest.jsonl", "prepare.json", "faces"
@@ -44,22 +44,9 @@ class PrepareRequest:
 
 def _done_sources(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Records of sources already prepared, keyed by (path, sha256); a cut-off last line is dropped."""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
     if not log.is_file():
-        return done
-    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        kept.append(line)
-        done[(record["source"], record["sha256"])] = record
-    if len(kept) != len(lines):
-        with atomic_writer(log, overwrite=True) as handle:
-            handle.write("".join(kept).encode("utf-8"))
-    return done
+        return {}
+    return {(record["source"], record["sha256"]): record for record in keep_jsonl_prefix(log)}
 
 
 def _largest(found: FoundFaces) -> list[int]:
@@ -90,8 +77,8 @@ class Preparer:
                           "det_score": round(float(detection.score), 6)})
         return faces
 
-    def prepare(self, sample: Sample, path: Path) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": sample.path, "sha256": sha256_file(path), "status": "ok", "error": None,
+    def prepare(self, sample: Sample, path: Path, sha256: str) -> dict[str, Any]:
+        record: dict[str, Any] = {"source": sample.path, "sha256": sha256, "status": "ok", "error": None,
                                   "video": is_video(path), "faces": []}
         try:
             if is_video(path):
@@ -144,7 +131,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
                 record = {"source": sample.path, "sha256": None, "status": "error",
                           "error": f"cannot read file: {error.strerror or error}", "video": is_video(path), "faces": []}
             else:
-                record = done.get(key) or preparer.prepare(sample, path)
+                record = done.get(key) or preparer.prepare(sample, path, key[1])
                 if key not in done:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()

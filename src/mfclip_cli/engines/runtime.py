@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
 
@@ -34,3 +37,38 @@ def resolve_device(spec: str) -> torch.device:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class World:
+    """This process's place among the processes torchrun started (one process when not under torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def join_world(device_spec: str, backend: str | None = None) -> tuple[World, torch.device]:
+    """The world and this process's device; under torchrun each rank takes its own GPU.
+
+    ``backend`` None picks NCCL on GPUs and gloo on CPUs.
+    """
+    device = resolve_device(device_spec)
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(), device
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    return world, device

@@ -39,7 +39,7 @@ from mfclip_cli.engines.report import (
     TableSink,
     jsonl_done_records,
 )
-from mfclip_cli.engines.runtime import EXIT_FAKE, EXIT_OK, EXIT_UNREADABLE, UsageError, resolve_device, utc_now
+from mfclip_cli.engines.runtime import EXIT_FAKE, EXIT_OK, EXIT_UNREADABLE, UsageError, join_world, utc_now
 from mfclip_cli.engines.weights import load_weights, resolve_weights
 from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, is_video, sample_video
 from mfclip_cli.faces.detect import Detection
@@ -306,21 +306,6 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     return sinks
 
 
-def _join_world(request: ScanRequest) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun each rank takes its own GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(request.settings.device)
-    if world == 1:
-        return 0, 1, device
-    if "-" in request.inputs:
-        raise UsageError("under torchrun, name the inputs as paths (stdin reaches only one process)")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # only barriers and one broadcast go through it
-    return int(os.environ["RANK"]), world, device
-
-
 def _distributed_records(
     scanner: Scanner, items: list[InputItem], skip, rank: int, world: int, parts_base: Path
 ) -> Iterator[FileRecord]:
@@ -353,7 +338,10 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     merged, input-ordered report.
     """
     _check_request(request)
-    rank, world, device = _join_world(request)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
+        raise UsageError("under torchrun, name the inputs as paths (stdin reaches only one process)")
+    processes, device = join_world(request.settings.device, backend="gloo")  # only barriers and a broadcast
+    rank, world = processes.rank, processes.size
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
     if demo and rank == 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -29,8 +28,8 @@ from mfclip_cli import __version__
 from mfclip_cli.data import DataIndex, Sample, Splits, load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.evaluate import predict, score_samples
-from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.files import atomic_writer, check_safetensors, write_json_atomic
+from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
+from mfclip_cli.files import atomic_writer, check_safetensors, keep_jsonl_prefix, write_json_atomic
 from mfclip_cli.model import MFCLIP, build_model, load_checkpoint, load_model_config, save_checkpoint
 
 STATE_FORMAT = "mfclip-train-state/1"
@@ -85,37 +84,6 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     if unknown:
         raise UsageError(f"{path}: unknown training settings {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-# -- distributed --------------------------------------------------------------------------------
-@dataclass
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            dist.barrier()
-
-
-def _join_world(device_spec: str) -> tuple[World, torch.device]:
-    """Under torchrun: one process per device (NCCL) or per CPU share (gloo)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
-        return World(), resolve_device(device_spec)
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = resolve_device(device_spec)
-    if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return world, device
 
 
 class _LossStep(torch.nn.Module):
@@ -209,10 +177,11 @@ class Trainer:
     def __init__(self, settings: TrainSettings, *, resume: bool, device: str, console: Console):
         self.settings = settings
         self.console = console
-        self.world, self.device = _join_world(device)
+        self.world, self.device = join_world(device)
         self.run = Path(settings.out)
         self._check_run_folder(resume)
         self.index: DataIndex = read_dataset(Path(settings.data), settings.layout)
+        self.data_summary = {"root": str(self.index.root), "layout": self.index.layout, "counts": self.index.counts()}
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
@@ -286,22 +255,14 @@ class Trainer:
         path = self.run / METRICS_FILE
         if not (self.world.main and path.is_file()):
             return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.progress.step:
-                    kept.append(line + "\n")
-            except json.JSONDecodeError:
-                break  # a line cut off by the interruption
-        with atomic_writer(path, overwrite=True) as handle:
-            handle.write("".join(kept).encode("utf-8"))
+        keep_jsonl_prefix(path, keep=lambda record: record.get("step", 0) <= self.progress.step)
 
     def _metadata(self) -> dict[str, Any]:
         return {
             "demo": False,
             "training": {
                 "settings": asdict(self.settings),
-                "data": {"root": str(self.index.root), "layout": self.index.layout, "counts": self.index.counts()},
+                "data": self.data_summary,
                 "protocol": {"name": self.protocol.name,
                              "held_out": list(self.splits.held_out),
                              "sizes": {"train": len(self.splits.train), "val": len(self.splits.val), "test": len(self.splits.test)}},
