@@ -48,6 +48,10 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         for i in range(6):
             Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "data" / label / f"{i}.png")
     data, out = str(tmp_path / "data"), str(tmp_path / "run")
+    for label in ("real", "gan"):
+        (tmp_path / "broken" / label).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "broken" / label / f"{i}.png").write_text("not an image")
     cases = [
         ((str(MFCLIP), "train", "--out", out), 2, "--data is required"),
         ((str(MFCLIP), "train", "--data", data, "--out", out, "--config", "tiny", "--batch-size", "2",
@@ -56,6 +60,8 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
          "no-such-config"),
         ((str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"), 2, "no-such-protocol"),
         ((str(MFCLIP), "eval", "--data", str(tmp_path / "missing")), 1, "not found"),
+        ((str(MFCLIP), "train", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "run2"), "--config", "tiny",
+          "--batch-size", "2", "--workers", "0"), 1, "not a recognised image format"),
     ]
     for args, code, message in cases:
         result = _run(*args)

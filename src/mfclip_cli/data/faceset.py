@@ -9,7 +9,6 @@ the same data in the same order as an uninterrupted one, with any number of load
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -18,16 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mfclip_cli.data.protocols import group_fraction
+from mfclip_cli.data.samples import DataError
 from mfclip_cli.faces.decode import DecodeError, decode_image
-
-
-class DataError(RuntimeError):
-    """A dataset file that cannot be used; names the file."""
-
-
-def _unit_hash(*parts: object) -> float:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class FaceImages(torch.utils.data.Dataset):
@@ -52,7 +44,7 @@ class FaceImages(torch.utils.data.Dataset):
         if pixels.shape[0] != self.crop_size or pixels.shape[1] != self.crop_size:
             resized = Image.fromarray(pixels).resize((self.crop_size, self.crop_size), Image.Resampling.LANCZOS)
             pixels = np.asarray(resized)
-        if self.flip_seed is not None and _unit_hash(self.flip_seed, self.epoch, index) < 0.5:
+        if self.flip_seed is not None and group_fraction(f"{self.epoch}:{index}", self.flip_seed) < 0.5:
             pixels = pixels[:, ::-1]
         face = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
         return face, index
