@@ -267,12 +267,11 @@ def bench(
 ) -> None:
     """Measure model, detection, end-to-end scan and training rates beside the naive pipeline, in one run."""
     from mfclip_cli.engines.bench import BenchRequest, run_bench
-    from mfclip_cli.engines.runtime import UsageError
-    from mfclip_cli.files import write_json_atomic
+    from mfclip_cli.files import refuse_existing, write_json_atomic
 
     with _errors_reported():
-        if json_path and Path(json_path).exists() and not force:
-            raise UsageError(f"{json_path} already exists (pass --force to overwrite it)")
+        if json_path:
+            refuse_existing(json_path, force)
         results = run_bench(BenchRequest(device=device, config=config, images=images, size=size,
                                          batch_size=batch_size), Console())
         if json_path:

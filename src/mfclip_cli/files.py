@@ -28,6 +28,12 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def refuse_existing(path: str | Path, force: bool) -> None:
+    """Checked before long work starts, so a report is never overwritten unasked (nor found too late)."""
+    if Path(path).exists() and not force:
+        raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -24,7 +24,7 @@ from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.engines.metrics import detection_metrics, plot_roc, roc_auc, roc_curve, video_metrics
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.weights import load_weights, resolve_weights
-from mfclip_cli.files import atomic_writer, write_json_atomic
+from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
 from mfclip_cli.model import MFCLIP
 
 REPORTED = {"n": "n", "auc": "AUC", "ap": "AP", "eer": "EER", "acc": "ACC", "real_acc": "real\nACC",
@@ -76,8 +76,8 @@ class EvalRequest:
 def _refuse_existing(request: EvalRequest) -> None:
     """Check every output before the (long) scoring starts, not after it."""
     for target in (request.json_path, request.predictions_path):
-        if target and Path(target).exists() and not request.force:
-            raise UsageError(f"{target} already exists (pass --force to overwrite it)")
+        if target:
+            refuse_existing(target, request.force)
     if request.plots_dir and Path(request.plots_dir).is_dir() and any(Path(request.plots_dir).iterdir()):
         if not request.force:
             raise UsageError(f"{request.plots_dir} is not empty (pass --force to write into it)")

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from mfclip_cli.engines.records import STATUS_ERROR, FileRecord
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import write_json_atomic
+from mfclip_cli.files import refuse_existing, write_json_atomic
 
 CLASS_COLUMNS = ("real", "diffusion", "gan")
 LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200, 40, 200)}
@@ -30,11 +30,6 @@ class Sink(Protocol):
     def begin(self, meta: dict[str, Any]) -> None: ...
     def write(self, record: FileRecord) -> None: ...
     def close(self) -> None: ...
-
-
-def _refuse_existing(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
 
 
 class JsonlSink:
@@ -48,7 +43,7 @@ class JsonlSink:
         else:
             path = Path(target)
             if not resume:
-                _refuse_existing(path, force)
+                refuse_existing(path, force)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.stream = open(path, "a" if resume else "w", encoding="utf-8")
 
@@ -74,7 +69,7 @@ class JsonSink:
     def __init__(self, path: str, *, force: bool = False):
         self.path = Path(path)
         self.force = force
-        _refuse_existing(self.path, force)
+        refuse_existing(self.path, force)
         self.meta: dict[str, Any] = {}
         self.files: list[dict[str, Any]] = []
 
@@ -101,7 +96,7 @@ class CsvSink:
 
     def __init__(self, path: str, *, force: bool = False):
         self.path = Path(path)
-        _refuse_existing(self.path, force)
+        refuse_existing(self.path, force)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stream = open(self.path, "w", encoding="utf-8", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=CSV_COLUMNS)
