@@ -20,6 +20,7 @@ from media import (
 )
 from mfclip_cli.faces import DecodeError, FaceDetector, align_faces, decode_image, sample_video, template_points
 from mfclip_cli.faces.align import similarity_transforms
+from mfclip_cli.faces.cascade import MTCNNCascade, cut_boxes, integral_images, pyramid_level
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,58 @@ def test_detections_match_facenet(detector, library, make):
     assert len(ours) == len(theirs)
     for detection in ours:
         assert max(iou(detection.box, box) for box in theirs) >= 0.95
+
+
+def _normalised_area_resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    planar = pixels.permute(0, 3, 1, 2).float()
+    return (torch.nn.functional.interpolate(planar, size=size, mode="area") - 127.5) * 0.0078125
+
+
+def test_pyramid_levels_and_box_crops_equal_area_interpolation():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 157, 203, 3), dtype=torch.uint8, generator=generator)
+    integral = integral_images(images)
+    for size in [(157, 203), (95, 122), (13, 17), (12, 12)]:
+        assert torch.allclose(pyramid_level(integral, *size), _normalised_area_resize(images, size), atol=1e-5)
+    # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output (up-sampling), one pixel
+    rectangles = torch.tensor([[10, 20, 97, 111], [0, 0, 203, 157], [150, 140, 161, 157], [5, 5, 6, 6]])
+    image_index = torch.tensor([0, 1, 1, 0])
+    crops = cut_boxes(integral, image_index, rectangles, 24)
+    for crop, b, (x0, y0, x1, y1) in zip(crops, image_index, rectangles.tolist()):
+        expected = _normalised_area_resize(images[b : b + 1, y0:y1, x0:x1], (24, 24))[0]
+        assert torch.allclose(crop, expected, atol=1e-5)
+
+
+def test_cascade_agrees_with_the_library_detect_face():
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    cascade = MTCNNCascade("cpu")
+    placed = np.full((700, 900, 3), (40, 90, 160), dtype=np.uint8)
+    placed[300:512, 500:712] = astronaut()[100:312, 100:312]  # a face off-centre, off-square image
+    for pixels in [astronaut(), mosaic(), face_free(), placed]:
+        ((boxes, landmarks),) = cascade(torch.from_numpy(pixels)[None], 20.0)
+        with torch.no_grad():
+            expected_boxes, expected_landmarks = detect_face(
+                pixels[None], 20.0, cascade.pnet, cascade.rnet, cascade.onet, cascade.thresholds, cascade.factor, "cpu"
+            )
+        expected_boxes = np.asarray(expected_boxes[0], dtype=np.float64).reshape(-1, 5)
+        expected_landmarks = np.asarray(expected_landmarks[0], dtype=np.float64).reshape(-1, 5, 2)
+        assert boxes.shape == expected_boxes.shape
+        np.testing.assert_allclose(boxes[:, :4], expected_boxes[:, :4], atol=0.01)  # pixels
+        np.testing.assert_allclose(boxes[:, 4], expected_boxes[:, 4], atol=1e-5)
+        np.testing.assert_allclose(landmarks, expected_landmarks, atol=0.01)
+
+
+def test_cascade_batches_like_single_images_and_skips_images_smaller_than_a_face():
+    cascade = MTCNNCascade("cpu")
+    images = [astronaut(), np.ascontiguousarray(mosaic()[:512, :512])]
+    together = cascade(torch.from_numpy(np.stack(images)), 20.0)
+    for pixels, (boxes, landmarks) in zip(images, together):
+        ((alone_boxes, alone_landmarks),) = cascade(torch.from_numpy(pixels)[None], 20.0)
+        np.testing.assert_allclose(boxes, alone_boxes, atol=1e-3)
+        np.testing.assert_allclose(landmarks, alone_landmarks, atol=1e-3)
+    ((boxes, landmarks),) = cascade(torch.from_numpy(astronaut()[:30, :30].copy())[None], 40.0)
+    assert boxes.shape == (0, 5) and landmarks.shape == (0, 5, 2)
 
 
 def test_astronaut_and_mosaic_face_counts(detector):

@@ -35,6 +35,9 @@ def root(
     ),
 ) -> None:
     """mfclip: multi-modal fine-grained CLIP (MFCLIP) for synthetic-face forensics."""
+    from mfclip_cli.engines.runtime import reuse_freed_buffers
+
+    reuse_freed_buffers()
 
 
 @contextlib.contextmanager
