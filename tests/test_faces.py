@@ -20,7 +20,7 @@ from media import (
 )
 from mfclip_cli.faces import DecodeError, FaceDetector, align_faces, decode_image, sample_video, template_points
 from mfclip_cli.faces.align import similarity_transforms
-from mfclip_cli.faces.cascade import MTCNNCascade, cut_boxes, integral_images, pyramid_level
+from mfclip_cli.faces.cascade import MTCNNCascade, cumulative_sums, cut_boxes, integral_images, pyramid_level
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,8 @@ def test_pyramid_levels_and_box_crops_equal_area_interpolation():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 157, 203, 3), dtype=torch.uint8, generator=generator)
     integral = integral_images(images)
+    for dtype in (torch.int32, torch.float64):  # the GPU path's integral, computed here on CPU
+        assert torch.equal(cumulative_sums(images, dtype).to(integral.dtype), integral)
     for size in [(157, 203), (95, 122), (13, 17), (12, 12)]:
         assert torch.allclose(pyramid_level(integral, *size), _normalised_area_resize(images, size), atol=1e-5)
     # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output (up-sampling), one pixel

@@ -37,6 +37,7 @@ class BenchRequest:
     images: int = 64
     size: int = 1024
     batch_size: int = 64  # faces per model / training batch
+    min_face: int = 20  # pixels; the scan and the naive pipeline search for the same faces
     seed: int = 0
 
 
@@ -75,11 +76,11 @@ def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[P
     return paths
 
 
-def _naive_rate(paths: list[Path], model, device: torch.device, crop_size: int) -> float:
+def _naive_rate(paths: list[Path], model, device: torch.device, crop_size: int, min_face: int) -> float:
     """facenet-pytorch ``MTCNN.detect`` one image at a time, then one fp32 forward per face."""
     from facenet_pytorch import MTCNN
 
-    mtcnn = MTCNN(keep_all=True, device=device)
+    mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face)
 
     def run() -> None:
         for path in paths:
@@ -109,7 +110,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         "tool": "mfclip", "version": __version__, "date_utc": utc_now(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "config": config.name, "images": request.images, "size": request.size,
-        "batch_size": batch, "weights": "random (speed does not depend on what the weights learned)",
+        "batch_size": batch, "min_face": request.min_face, "weights": "random (speed does not depend on what the weights learned)",
     }
 
     def model_stage() -> None:
@@ -120,7 +121,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="mfclip-bench-") as folder:
         paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
-        scanner = Scanner(model, ScanSettings(batch_size=batch), device)
+        scanner = Scanner(model, ScanSettings(batch_size=batch, min_face=request.min_face), device)
         decoded = [decode_image(path).pixels for path in paths]
         results["detect_images_per_s"] = _rate(len(paths), lambda: scanner.cropper.detector.detect(decoded), device)
         found: list[int] = []
@@ -130,7 +131,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
         results["end_to_end_images_per_s"] = _rate(len(paths), scan_all, device)
         results["faces_found"] = int(sum(found))
-        results["naive_images_per_s"] = _naive_rate(paths, model, device, crop)
+        results["naive_images_per_s"] = _naive_rate(paths, model, device, crop, request.min_face)
 
     trainer = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
     optimizer = torch.optim.AdamW(trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -152,7 +153,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
 def _table(results: dict[str, Any]) -> Table:
     table = Table(title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
-                        f"{results['images']} JPEGs of {results['size']} px, random weights")
+                        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights")
     table.add_column("stage")
     table.add_column("rate", justify="right")
     table.add_column("vs naive", justify="right")

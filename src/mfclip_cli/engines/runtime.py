@@ -37,6 +37,13 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def reuse_freed_buffers() -> None:
     """Ask glibc to recycle freed buffers of up to 32 MiB instead of handing them back to the kernel.
 

@@ -39,11 +39,19 @@ from mfclip_cli.engines.report import (
     TableSink,
     jsonl_done_records,
 )
-from mfclip_cli.engines.runtime import EXIT_FAKE, EXIT_OK, EXIT_UNREADABLE, UsageError, join_world, utc_now
+from mfclip_cli.engines.runtime import (
+    EXIT_FAKE,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    UsageError,
+    available_cores,
+    join_world,
+    utc_now,
+)
 from mfclip_cli.engines.weights import load_weights, resolve_weights
 from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, is_video, sample_video
 from mfclip_cli.faces.detect import Detection
-from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch, FoundFaces
+from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
 from mfclip_cli.model import MFCLIP
 
@@ -53,7 +61,7 @@ class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
     chunk_images: int = 8  # images decoded and detected together
-    decode_workers: int = 2  # threads hashing, decoding and (on CPU) detecting ahead of the model
+    workers: int = 0  # threads opening files ahead; 0: one per core on CPU, 2 on a GPU
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     detect_max_side: int = 1600  # 0: detect at full resolution
@@ -104,11 +112,8 @@ class Scanner:
 
     def faces_of(self, images: Sequence[np.ndarray]) -> list[list[tuple[Detection, np.ndarray]]]:
         """Detect, align and classify the faces of several RGB images."""
-        return self._classified(self.cropper(images))
-
-    def _classified(self, found: Sequence[FoundFaces]) -> list[list[tuple[Detection, np.ndarray]]]:
-        """Class probabilities for the aligned faces of several images, in one batched model pass."""
-        crops = [faces.crops.to(self.device) for faces in found if faces.detections]
+        found = self.cropper(images)
+        crops = [faces.crops for faces in found if faces.detections]
         probs = self.classify(torch.cat(crops)) if crops else np.zeros((0, len(self.classes)))
         results, offset = [], 0
         for faces in found:
@@ -148,15 +153,12 @@ class Scanner:
         return record
 
     def _finish_images(self, pending: list[tuple[FileRecord, np.ndarray | None, object]]) -> Iterator[FileRecord]:
-        """Records for decoded images: faces found by the workers (CPU) or here in one batch (GPU), then classified."""
-        waiting = [i for i, (_, pixels, found) in enumerate(pending) if pixels is not None and found is None]
-        for i, found in zip(waiting, _each_isolated(self.cropper, [pending[i][1] for i in waiting])):
-            pending[i] = (pending[i][0], pending[i][1], found)
-        analysed = [found for _, _, found in pending if isinstance(found, FoundFaces)]
-        results = iter(_each_isolated(self._classified, analysed))
-        for record, pixels, found in pending:
+        """Records for decoded images, their faces found by the workers (CPU) or here in one batch (GPU)."""
+        waiting = [i for i, (_, pixels, faces) in enumerate(pending) if pixels is not None and faces is None]
+        for i, faces in zip(waiting, _each_isolated(self.faces_of, [pending[i][1] for i in waiting])):
+            pending[i] = (pending[i][0], pending[i][1], faces)
+        for record, pixels, faces in pending:
             if pixels is not None:
-                faces = next(results) if isinstance(found, FoundFaces) else found
                 if isinstance(faces, Exception):
                     record.fail(f"face analysis failed: {type(faces).__name__}: {faces}")
                 else:
@@ -200,10 +202,10 @@ class Scanner:
         return record
 
     def _open(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
-        """Hash, decode and, on CPU, find the faces of one input (in a worker thread).
+        """Hash, decode and, on CPU, analyse one input (in a worker thread).
 
-        Returns (record, pixels, faces found or the error that stopped it, or None when still to
-        do), or None when ``skip`` says the input is done already.
+        Returns (record, pixels, the classified faces or the error that stopped them, or None when
+        still to do), or None when ``skip`` says the input is done already.
         """
         record = self.open_record(item)
         if record.status == STATUS_ERROR:
@@ -217,28 +219,29 @@ class Scanner:
         except DecodeError as error:
             return record.fail(str(error)), None, None
         record.format, record.width, record.height = image.format, image.width, image.height
-        found = _each_isolated(self.cropper, [image.pixels])[0] if self.device.type == "cpu" else None
-        return record, image.pixels, found
+        faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.device.type == "cpu" else None
+        return record, image.pixels, faces
 
     def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
         """Inputs opened ahead by worker threads (``_open``), in input order, at most two chunks ahead.
 
-        On CPU each worker runs torch with one thread and the workers split the images between
-        them: MTCNN's small convolutions keep two cores busier that way than as one image on two
-        threads (detection 1.3-1.6x faster on the 2-core CPU). On a GPU the workers only hash and
-        decode, and detection is batched on the device. The bounded look-ahead keeps memory flat
-        in the number of files.
+        On CPU there is one worker per core, each running the whole per-image pipeline with one
+        torch thread: MTCNN's small convolutions keep the cores busier that way than one image on
+        every core, and no thread pool waits on another (on the 2-core CPU, with the model batched
+        on a third thread, the model stage took 8x longer than alone). On a GPU two workers only
+        hash and decode, and detection and the model are batched on the device. The bounded
+        look-ahead keeps memory flat in the number of files.
         """
-        lookahead = 2 * self.settings.chunk_images
+        cpu = self.device.type == "cpu"
+        workers = self.settings.workers or (available_cores() if cpu else 2)
+        lookahead = max(2 * self.settings.chunk_images, 2 * workers)
         queue: deque[tuple[InputItem, Future]] = deque()
         remaining = iter(items)
         threads = torch.get_num_threads()  # this thread keeps its own count; the workers use one each
-        initializer = (lambda: torch.set_num_threads(1)) if self.device.type == "cpu" else None
+        initializer = (lambda: torch.set_num_threads(1)) if cpu else None
         with contextlib.ExitStack() as stack:
             stack.callback(torch.set_num_threads, threads)
-            pool = stack.enter_context(
-                ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="open", initializer=initializer)
-            )
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="open", initializer=initializer))
             for item in itertools.islice(remaining, lookahead):
                 queue.append((item, pool.submit(self._open, item, skip)))
             while queue:
