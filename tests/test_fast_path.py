@@ -7,6 +7,7 @@ from facenet_pytorch import MTCNN
 from PIL import Image
 
 from media import astronaut, iou, mosaic
+from mfclip_cli.engines.inputs import InputItem
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import align_faces
 from mfclip_cli.model import build_model
@@ -38,3 +39,23 @@ def test_batched_scan_matches_the_plain_per_image_per_face_path(tiny_config):
             with torch.no_grad():
                 plain = torch.softmax(model(face).float(), dim=-1)[0].numpy()
             assert np.abs(plain - match[1]).max() < PROBABILITY_TOLERANCE
+
+
+def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config):
+    """On CPU each worker analyses its own images; that must not change a face or a probability."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    images = [astronaut(), mosaic(), np.ascontiguousarray(astronaut()[:, ::-1])]
+    paths = []
+    for i, pixels in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    scanner = Scanner(model, ScanSettings(device="cpu", batch_size=4, workers=3), torch.device("cpu"))
+    records = list(scanner.scan([InputItem(path) for path in paths]))
+    batched = scanner.faces_of(images)
+    assert [record.path for record in records] == [str(path) for path in paths]
+    for record, found in zip(records, batched):
+        assert len(record.faces) == len(found) > 0
+        for face, (detection, probs) in zip(record.faces, found):
+            assert iou(face.box, detection.box) >= 0.99
+            assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
