@@ -183,7 +183,7 @@ def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
 def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
     names = ["mosaic.png", "astronaut.png", "missing.png"]
     stdin = "".join(f"{evidence / name}\n" for name in names)
-    result = run("-", "--weights", str(weights), "--jsonl", "-", stdin=stdin)
+    result = run("-", "--weights", str(weights), "--jsonl", "-", "--workers", "1", stdin=stdin)
     assert result.returncode == 3, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["type"] == "meta"

@@ -38,10 +38,9 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS tells it, else all of them)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPU cores for this process: those it may run on, shared out among the ranks torchrun started on this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def reuse_freed_buffers() -> None:
