@@ -18,8 +18,9 @@ import torch
 from mfclip_cli.faces.cascade import MTCNN_MIN_WINDOW, MTCNNCascade
 
 # Pixels per cascade call. On CPU two 1024 px images per call ran fastest (sixteen were 1.7x slower:
-# their pyramids no longer fit the caches); a GPU wants many images per call to fill it.
-BATCH_PIXELS = {"cpu": 2 * 1024 * 1024, "cuda": 64 * 1024 * 1024}
+# their pyramids no longer fit the caches). A GPU wants many images per call; sixteen 1024 px images
+# need about 1 GB of GPU memory for P-Net's finest level (not yet measured on a GPU).
+BATCH_PIXELS = {"cpu": 2 * 1024 * 1024, "cuda": 16 * 1024 * 1024}
 
 
 @dataclass
