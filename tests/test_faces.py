@@ -20,7 +20,14 @@ from media import (
 )
 from mfclip_cli.faces import DecodeError, FaceDetector, align_faces, decode_image, sample_video, template_points
 from mfclip_cli.faces.align import similarity_transforms
-from mfclip_cli.faces.cascade import MTCNNCascade, cumulative_sums, cut_boxes, integral_images, pyramid_level
+from mfclip_cli.faces.cascade import (
+    REMAP_MAX_SIDE,
+    MTCNNCascade,
+    cumulative_sums,
+    cut_boxes,
+    integral_images,
+    pyramid_level,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,9 @@ def test_pyramid_levels_and_box_crops_equal_area_interpolation():
         assert torch.equal(cumulative_sums(images, dtype).to(integral.dtype), integral)
     for size in [(157, 203), (95, 122), (13, 17), (12, 12)]:
         assert torch.allclose(pyramid_level(integral, *size), _normalised_area_resize(images, size), atol=1e-5)
+    wide = torch.randint(0, 256, (1, 13, REMAP_MAX_SIDE + 2, 3), dtype=torch.uint8, generator=generator)
+    for size in [(12, 24001), (13, REMAP_MAX_SIDE + 2)]:  # too wide for OpenCV's remap: torch gathers instead
+        assert torch.allclose(pyramid_level(integral_images(wide), *size), _normalised_area_resize(wide, size), atol=1e-5)
     # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output (up-sampling), one pixel
     rectangles = torch.tensor([[10, 20, 97, 111], [0, 0, 203, 157], [150, 140, 161, 157], [5, 5, 6, 6]])
     image_index = torch.tensor([0, 1, 1, 0])

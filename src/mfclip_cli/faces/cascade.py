@@ -52,23 +52,43 @@ def cumulative_sums(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _means(sums: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
-    """Pixel means from exact sums [..., 3] and bin areas [...], normalised as the networks expect, channels first."""
-    means = sums.to(torch.float32) / area.unsqueeze(-1).to(torch.float32)
-    return ((means - 127.5) * 0.0078125).movedim(-1, -3)
+    """Pixel means from sums [..., 3] and bin areas [...], normalised as the networks expect, channels first."""
+    scale = 0.0078125 / area.unsqueeze(-1).to(torch.float32)
+    return sums.to(torch.float32).mul_(scale).sub_(127.5 * 0.0078125).movedim(-1, -3)
 
 
 def pyramid_level(integral: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The whole images area-resampled to ``height`` x ``width``: [B, 3, height, width], channels-last, normalised.
 
-    Equal to ``interpolate(images, (height, width), mode="area")``, from two gathers of the integral image
-    instead of a pass over the whole image per level (about twice as fast on the 2-core CPU).
+    Equal, to float32 rounding, to ``interpolate(images, (height, width), mode="area")``: two gathers
+    of the integral image instead of a pass over the whole image per level (2x faster on CPU).
     """
     zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
     rows_first, rows_end = (b[0] for b in _area_bins(zero, zero + integral.shape[1] - 1, height))
     cols_first, cols_end = (b[0] for b in _area_bins(zero, zero + integral.shape[2] - 1, width))
-    rows = integral.index_select(1, rows_end) - integral.index_select(1, rows_first)
-    sums = rows.index_select(2, cols_end) - rows.index_select(2, cols_first)
+    rows = integral.index_select(1, rows_end) - integral.index_select(1, rows_first)  # whole rows: a fast copy
+    sums = _column_differences(rows.to(torch.float32), cols_first, cols_end)
     return _means(sums, (rows_end - rows_first)[:, None] * (cols_end - cols_first)[None, :])
+
+
+REMAP_MAX_SIDE = 32767  # OpenCV's remap takes images up to this many pixels a side
+
+
+def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """``rows[:, :, end] - rows[:, :, first]`` for float32 rows [B, h, W + 1, 3]: [B, h, w, 3].
+
+    On CPU torch gathers along a middle dimension element by element (17 of the 40 ms that a 1024 px
+    photo's pyramid took on one thread); OpenCV's nearest-neighbour remap does the same gather 7x faster.
+    """
+    if rows.device.type != "cpu" or max(rows.shape[1:3]) > REMAP_MAX_SIDE:
+        return rows.index_select(2, end) - rows.index_select(2, first)
+    y = np.broadcast_to(np.arange(rows.shape[1], dtype=np.float32)[:, None], (rows.shape[1], len(end)))
+    at_end, at_first = (np.stack(np.broadcast_arrays(x.numpy().astype(np.float32)[None, :], y), -1) for x in (end, first))
+    gathered = [
+        cv2.remap(image, at_end, None, cv2.INTER_NEAREST) - cv2.remap(image, at_first, None, cv2.INTER_NEAREST)
+        for image in rows.numpy()
+    ]
+    return torch.from_numpy(np.stack(gathered))
 
 
 def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
