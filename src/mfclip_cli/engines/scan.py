@@ -60,7 +60,7 @@ from mfclip_cli.model import MFCLIP
 class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
-    chunk_images: int = 8  # images decoded and detected together
+    chunk_images: int = 0  # images (or video frames) analysed together; 0: 8 on CPU, one model batch on a GPU
     workers: int = 0  # threads opening files ahead; 0: one per core on CPU, 2 on a GPU
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -79,6 +79,8 @@ class Scanner:
         self.settings = settings
         self.device = device
         self.classes = model.classes
+        # On a GPU a chunk is one detection batch and, at a face or more per image, one full model batch.
+        self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else max(8, settings.batch_size))
         config = model.config.preprocess
         self.cropper = FaceCropper(
             FaceSearch(
@@ -177,7 +179,7 @@ class Scanner:
                 if frame is not None:
                     chunk.append(frame)
                     sampled += 1
-                if chunk and (frame is None or len(chunk) >= settings.chunk_images):
+                if chunk and (frame is None or len(chunk) >= self.chunk_images):
                     for video_frame, found in zip(chunk, self.faces_of([f.pixels for f in chunk])):
                         with_faces += bool(found)
                         record.faces += self._face_records(found, start=len(record.faces), frame=video_frame)
@@ -223,7 +225,7 @@ class Scanner:
         return record, image.pixels, faces
 
     def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
-        """Inputs opened ahead by worker threads (``_open``), in input order, at most two chunks ahead.
+        """Inputs opened ahead by worker threads (``_open``), in input order, at most a chunk ahead.
 
         On CPU there is one worker per core, each running the whole per-image pipeline with one
         torch thread: MTCNN's small convolutions keep the cores busier that way than one image on
@@ -234,7 +236,7 @@ class Scanner:
         """
         cpu = self.device.type == "cpu"
         workers = self.settings.workers or (available_cores() if cpu else 2)
-        lookahead = max(2 * self.settings.chunk_images, 2 * workers)
+        lookahead = max(self.chunk_images, 2 * workers)  # with the chunk being filled: at most two chunks in memory
         queue: deque[tuple[InputItem, Future]] = deque()
         remaining = iter(items)
         threads = torch.get_num_threads()  # this thread keeps its own count; the workers use one each
@@ -264,7 +266,7 @@ class Scanner:
                 continue
             pending.append((record, pixels, found))
             decoded += pixels is not None
-            if decoded >= self.settings.chunk_images:
+            if decoded >= self.chunk_images:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
         yield from self._finish_images(pending)
