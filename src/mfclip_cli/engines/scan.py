@@ -60,7 +60,7 @@ from mfclip_cli.model import MFCLIP
 class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
-    chunk_images: int = 0  # images (or video frames) analysed together; 0: 8 on CPU, one model batch on a GPU
+    chunk_images: int = 0  # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
     workers: int = 0  # threads opening files ahead; 0: one per core on CPU, 2 on a GPU
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -79,8 +79,10 @@ class Scanner:
         self.settings = settings
         self.device = device
         self.classes = model.classes
-        # On a GPU a chunk is one detection batch and, at a face or more per image, one full model batch.
-        self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else max(8, settings.batch_size))
+        # On a GPU a chunk is one detection batch and, at a face or more per image, a full model batch,
+        # up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of memory.
+        gpu_chunk = min(max(8, settings.batch_size), 32)
+        self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
         config = model.config.preprocess
         self.cropper = FaceCropper(
             FaceSearch(
