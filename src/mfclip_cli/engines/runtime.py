@@ -48,7 +48,7 @@ def reuse_freed_buffers() -> None:
 
     Every pyramid level and activation of a 1024 px photo is a fresh tensor of a few megabytes. By
     default glibc maps each with mmap and unmaps it when freed, so the next one page-faults on every
-    page again: on the 2-core CPU this cost 15-25 % of detection time. With the buffers kept in the
+    page again: on the 2-core CPU this cost 15-30 % of detection time. With the buffers kept in the
     heap, memory stays at the high-water mark of one batch, which is flat in the number of files.
     A no-op where the C library is not glibc.
     """

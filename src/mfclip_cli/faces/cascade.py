@@ -180,27 +180,33 @@ class MTCNNCascade:
         corrected = boxes[:, :4] + boxes[:, 5:9] * size
         return rerec(torch.cat([corrected, boxes[:, 4:5]], 1)), image_index
 
-    def _refine(self, integral, boxes, image_index, width, height):
-        """Stage 2: R-Net scores and regresses every candidate."""
+    def _score_crops(self, net, crop_size, threshold, integral, boxes, image_index, width, height):
+        """Run R-Net or O-Net on every candidate's crop; keep those scoring above ``threshold``.
+
+        Returns the kept boxes with their new score [K, 5], their image index, and the network's
+        other outputs (regression, then O-Net's landmarks) for the kept candidates.
+        """
         rectangles, valid = _pixel_rectangles(boxes, width, height)
         boxes, image_index, rectangles = boxes[valid], image_index[valid], rectangles[valid]
-        regression, probabilities = self.rnet(cut_boxes(integral, image_index, rectangles, 24))
+        *outputs, probabilities = net(cut_boxes(integral, image_index, rectangles, crop_size))
         score = probabilities[:, 1]
-        passed = score > self.thresholds[1]
-        boxes = torch.cat([boxes[passed, :4], score[passed, None]], 1)
-        image_index, regression = image_index[passed], regression[passed]
+        passed = score > threshold
+        kept = torch.cat([boxes[passed, :4], score[passed, None]], 1)
+        return kept, image_index[passed], [output[passed] for output in outputs]
+
+    def _refine(self, integral, boxes, image_index, width, height):
+        """Stage 2: R-Net scores and regresses every candidate."""
+        boxes, image_index, (regression,) = self._score_crops(
+            self.rnet, 24, self.thresholds[1], integral, boxes, image_index, width, height
+        )
         keep = batched_nms(boxes[:, :4], boxes[:, 4], image_index, 0.7)
         return rerec(bbreg(boxes[keep], regression[keep])), image_index[keep]
 
     def _output(self, integral, boxes, image_index, width, height):
         """Stage 3: O-Net scores, regresses and places the five landmarks; overlaps resolved by the 'Min' criterion."""
-        rectangles, valid = _pixel_rectangles(boxes, width, height)
-        boxes, image_index, rectangles = boxes[valid], image_index[valid], rectangles[valid]
-        regression, points, probabilities = self.onet(cut_boxes(integral, image_index, rectangles, 48))
-        score = probabilities[:, 1]
-        passed = score > self.thresholds[2]
-        boxes = torch.cat([boxes[passed, :4], score[passed, None]], 1)
-        image_index, regression, points = image_index[passed], regression[passed], points[passed]
+        boxes, image_index, (regression, points) = self._score_crops(
+            self.onet, 48, self.thresholds[2], integral, boxes, image_index, width, height
+        )
         extent = boxes[:, 2:4] - boxes[:, 0:2] + 1
         landmarks = torch.stack([points[:, :5], points[:, 5:]], 2) * extent[:, None, :] + boxes[:, None, 0:2] - 1
         boxes = bbreg(boxes, regression)
