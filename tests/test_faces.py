@@ -23,6 +23,7 @@ from mfclip_cli.faces.align import similarity_transforms
 from mfclip_cli.faces.cascade import (
     REMAP_MAX_SIDE,
     MTCNNCascade,
+    ProposalNet,
     cumulative_sums,
     cut_boxes,
     integral_images,
@@ -80,7 +81,7 @@ def test_pyramid_levels_and_box_crops_equal_area_interpolation():
         assert torch.allclose(crop, expected, atol=1e-5)
 
 
-def test_cascade_agrees_with_the_library_detect_face():
+def test_cascade_agrees_with_the_library_detect_face(library):
     from facenet_pytorch.models.utils.detect_face import detect_face
 
     cascade = MTCNNCascade("cpu")
@@ -90,7 +91,7 @@ def test_cascade_agrees_with_the_library_detect_face():
         ((boxes, landmarks),) = cascade(torch.from_numpy(pixels)[None], 20.0)
         with torch.no_grad():
             expected_boxes, expected_landmarks = detect_face(
-                pixels[None], 20.0, cascade.pnet, cascade.rnet, cascade.onet, cascade.thresholds, cascade.factor, "cpu"
+                pixels[None], 20.0, library.pnet, library.rnet, library.onet, cascade.thresholds, cascade.factor, "cpu"
             )
         expected_boxes = np.asarray(expected_boxes[0], dtype=np.float64).reshape(-1, 5)
         expected_landmarks = np.asarray(expected_landmarks[0], dtype=np.float64).reshape(-1, 5, 2)
@@ -98,6 +99,26 @@ def test_cascade_agrees_with_the_library_detect_face():
         np.testing.assert_allclose(boxes[:, :4], expected_boxes[:, :4], atol=0.01)  # pixels
         np.testing.assert_allclose(boxes[:, 4], expected_boxes[:, 4], atol=1e-5)
         np.testing.assert_allclose(landmarks, expected_landmarks, atol=0.01)
+
+
+@pytest.mark.parametrize("size", [(37, 52), (64, 64), (129, 97)], ids=["odd-even", "even", "odd"])
+def test_proposal_net_computes_the_library_pnet(library, size):
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox
+
+    generator = torch.Generator().manual_seed(sum(size))
+    # pixels as the pyramid gives them, and extremes that drive every PReLU channel to both signs
+    images = (torch.rand(2, 3, *size, generator=generator) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    images[1, :, : size[0] // 2] *= 8
+    proposal = ProposalNet(library.pnet)
+    with torch.no_grad():
+        regression, probabilities = library.pnet(images)
+        ours, _ = proposal(images)
+        threshold = float(probabilities[:, 1].quantile(0.9))  # a tenth of the windows pass
+        expected, expected_index = generateBoundingBox(regression, probabilities[:, 1], 0.5, threshold)
+        windows, index = proposal.candidates(images, 0.5, threshold)
+    torch.testing.assert_close(ours, probabilities[:, 1], atol=1e-5, rtol=0)
+    assert torch.equal(index, expected_index) and len(windows) > 4
+    torch.testing.assert_close(windows, expected, atol=1e-5, rtol=0)
 
 
 def test_cascade_batches_like_single_images_and_skips_images_smaller_than_a_face():

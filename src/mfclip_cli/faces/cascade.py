@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, generateBoundingBox, rerec
+from facenet_pytorch.models.mtcnn import PNet
+from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, rerec
 from torchvision.ops import batched_nms
 
 MTCNN_MIN_WINDOW = 12  # P-Net's receptive field: the smallest face MTCNN can see at scale 1
@@ -118,6 +119,89 @@ def _pixel_rectangles(boxes: torch.Tensor, width: int, height: int) -> tuple[tor
     return torch.stack([x0, y0, x1, y1], 1), (x1 > x0) & (y1 > y0)
 
 
+def _max_pool_2x2(pixels: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(kernel 2, stride 2, ceil_mode=True)`` of [N, H, W, C] contiguous maps, as [N, H', W', C].
+
+    Two element-wise maxima of strided views: 2.5x faster on CPU than ``max_pool2d`` on channels-last maps.
+    """
+    count, height, width, channels = pixels.shape
+    rows = pixels.new_empty(count, (height + 1) // 2, width, channels)
+    torch.maximum(pixels[:, 0 : height - 1 : 2], pixels[:, 1:height:2], out=rows[:, : height // 2])
+    if height % 2:  # ceil mode: the last window holds one row
+        rows[:, -1] = pixels[:, -1]
+    pooled = pixels.new_empty(count, rows.shape[1], (width + 1) // 2, channels)
+    torch.maximum(rows[:, :, 0 : width - 1 : 2], rows[:, :, 1:width:2], out=pooled[:, :, : width // 2])
+    if width % 2:
+        pooled[:, :, -1] = rows[:, :, -1]
+    return pooled
+
+
+class ProposalNet(torch.nn.Module):
+    """P-Net rearranged for speed; the same function as facenet-pytorch's ``PNet`` to float rounding.
+
+    P-Net spends 40 % of its CPU time outside its convolutions, on full-resolution PReLU and
+    max-pooling and on two 1x1 heads. Here:
+
+    - PReLU is applied after pooling. For a non-negative slope PReLU is monotonic, so
+      pool(prelu(x)) = prelu(pool(x)); for a negative slope s, prelu(x) = max(x, s x) and
+      pool(prelu(x)) = max(pool(x), |s| pool(-x)). The first convolution also computes -x for the
+      negative-slope channels (16 outputs run faster than 10), so one pooling pass gives both.
+    - The face probability softmax(l)[1] is sigmoid(l1 - l0): one dot product per position. The
+      box regression is computed only where the probability passes the threshold.
+    """
+
+    def __init__(self, pnet: PNet):
+        super().__init__()
+        slopes = pnet.prelu1.weight.detach()
+        negative = (slopes < 0).nonzero().flatten()
+        steep = (slopes > 1).nonzero().flatten()  # prelu(x) = min(x, s x) there, not max
+        shallow = ((slopes >= 0) & (slopes <= 1)).nonzero().flatten()
+        order = torch.cat([steep, shallow, negative])  # the pooled channels, regrouped
+        self.channels, self.steep, self.monotonic = len(order), len(steep), len(steep) + len(shallow)
+        weight, bias = pnet.conv1.weight.detach(), pnet.conv1.bias.detach()
+        self.register_buffer("conv1_weight", torch.cat([weight[order], -weight[negative]]).contiguous(memory_format=torch.channels_last))
+        self.register_buffer("conv1_bias", torch.cat([bias[order], -bias[negative]]))
+        self.register_buffer("monotonic_slopes", slopes[order[: self.monotonic]].clone())
+        self.register_buffer("negative_slopes", slopes[negative].abs())
+        self.register_buffer("conv2_weight", pnet.conv2.weight.detach()[:, order].contiguous(memory_format=torch.channels_last))
+        self.register_buffer("conv2_bias", pnet.conv2.bias.detach().clone())
+        self.conv3, self.prelu2, self.prelu3 = pnet.conv3, pnet.prelu2, pnet.prelu3
+        logits_weight, logits_bias = pnet.conv4_1.weight.detach().flatten(1), pnet.conv4_1.bias.detach()
+        self.register_buffer("face_weight", logits_weight[1] - logits_weight[0])
+        self.register_buffer("face_bias", logits_bias[1] - logits_bias[0])
+        self.register_buffer("regression_weight", pnet.conv4_2.weight.detach().flatten(1).t().contiguous())
+        self.register_buffer("regression_bias", pnet.conv4_2.bias.detach().clone())
+
+    def _pooled_activations(self, images: torch.Tensor) -> torch.Tensor:
+        """pool(prelu(conv1(images))) as a channels-last [N, 10, H', W'], channels in the regrouped order."""
+        pooled = _max_pool_2x2(F.conv2d(images, self.conv1_weight, self.conv1_bias).permute(0, 2, 3, 1))
+        values, monotonic = pooled[..., : self.channels], self.monotonic
+        other = torch.empty_like(values)
+        torch.mul(values[..., :monotonic], self.monotonic_slopes, out=other[..., :monotonic])
+        torch.mul(pooled[..., self.channels :], self.negative_slopes, out=other[..., monotonic:])
+        activations = torch.maximum(values, other)
+        if self.steep:
+            torch.minimum(values[..., : self.steep], other[..., : self.steep], out=activations[..., : self.steep])
+        return activations.permute(0, 3, 1, 2)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position face probability [N, H', W'] and P-Net's features [N, H', W', 32] for the regression."""
+        hidden = self.prelu2(F.conv2d(self._pooled_activations(images), self.conv2_weight, self.conv2_bias))
+        features = self.prelu3(self.conv3(hidden)).permute(0, 2, 3, 1)
+        logits = torch.mv(features.reshape(-1, features.shape[-1]), self.face_weight).add_(self.face_bias)
+        return torch.sigmoid_(logits).view(features.shape[:3]), features
+
+    def candidates(self, images: torch.Tensor, scale: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The library's ``generateBoundingBox``: windows [K, 9] (x1 y1 x2 y2 score, regression) and their image."""
+        probabilities, features = self(images)
+        passed = probabilities >= threshold
+        where = passed.nonzero()
+        regression = torch.addmm(self.regression_bias, features[passed], self.regression_weight)
+        corner = where[:, 1:].flip(1).to(regression.dtype) * 2  # stride 2, 12 px window
+        windows = [((corner + 1) / scale).floor(), ((corner + MTCNN_MIN_WINDOW) / scale).floor()]
+        return torch.cat([*windows, probabilities[passed][:, None], regression], 1), where[:, 0]
+
+
 class MTCNNCascade:
     """P-Net over a scale pyramid, then R-Net and O-Net on every candidate of a batch at once."""
 
@@ -131,9 +215,8 @@ class MTCNNCascade:
         self.thresholds = tuple(thresholds)
         self.factor = factor
         networks = MTCNN(device=self.device)  # loads the P/R/O-Net weights shipped in the wheel
-        self.pnet, self.rnet, self.onet = (
-            net.eval().to(memory_format=torch.channels_last) for net in (networks.pnet, networks.rnet, networks.onet)
-        )
+        self.rnet, self.onet = (net.eval().to(memory_format=torch.channels_last) for net in (networks.rnet, networks.onet))
+        self.pnet = ProposalNet(networks.pnet).eval().to(self.device, memory_format=torch.channels_last)
 
     def scales(self, height: int, width: int, min_size: float) -> list[float]:
         """The pyramid's scales: the first maps ``min_size`` onto P-Net's 12 px window."""
@@ -166,8 +249,7 @@ class MTCNNCascade:
         found, found_index = [], []
         for scale in self.scales(height, width, min_size):
             level = pyramid_level(integral, int(height * scale + 1), int(width * scale + 1))
-            regression, probabilities = self.pnet(level)
-            candidates, index = generateBoundingBox(regression, probabilities[:, 1], scale, self.thresholds[0])
+            candidates, index = self.pnet.candidates(level, scale, self.thresholds[0])
             keep = batched_nms(candidates[:, :4], candidates[:, 4], index, 0.5)
             found.append(candidates[keep])
             found_index.append(index[keep])
