@@ -12,6 +12,7 @@ to float rounding (``tests/test_faces.py`` compares them on real photos).
 
 from __future__ import annotations
 
+import functools
 import cv2
 import numpy as np
 import torch
@@ -83,13 +84,22 @@ def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tens
     """
     if rows.device.type != "cpu" or max(rows.shape[1:3]) > REMAP_MAX_SIDE:
         return rows.index_select(2, end) - rows.index_select(2, first)
-    y = np.broadcast_to(np.arange(rows.shape[1], dtype=np.float32)[:, None], (rows.shape[1], len(end)))
-    at_end, at_first = (np.stack(np.broadcast_arrays(x.numpy().astype(np.float32)[None, :], y), -1) for x in (end, first))
+    at_end, at_first = _remap_maps(rows.shape[1], tuple(end.tolist())), _remap_maps(rows.shape[1], tuple(first.tolist()))
     gathered = [
-        cv2.remap(image, at_end, None, cv2.INTER_NEAREST) - cv2.remap(image, at_first, None, cv2.INTER_NEAREST)
+        cv2.subtract(cv2.remap(image, at_end, None, cv2.INTER_NEAREST), cv2.remap(image, at_first, None, cv2.INTER_NEAREST))
         for image in rows.numpy()
     ]
     return torch.from_numpy(np.stack(gathered))
+
+
+@functools.lru_cache(maxsize=48)  # two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
+def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
+    """The (x, y) map that gathers ``columns`` from each of ``rows`` rows; kept, since every photo of a size reuses it."""
+    y = np.broadcast_to(np.arange(rows, dtype=np.float32)[:, None], (rows, len(columns)))
+    x = np.broadcast_to(np.asarray(columns, dtype=np.float32)[None, :], (rows, len(columns)))
+    maps = np.stack([x, y], -1)
+    maps.flags.writeable = False
+    return maps
 
 
 def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
