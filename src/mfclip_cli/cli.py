@@ -268,6 +268,7 @@ def bench(
     size: int = typer.Option(1024, "--size", min=64, help="Their side in pixels."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model and training batch."),
     min_face: int = typer.Option(20, "--min-face", min=12, help="Smallest face in pixels, for the scan and the naive pipeline alike."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timed rounds of the image stages; each reports its median."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the figures to FILE."),
     force: bool = typer.Option(False, "--force", help="Overwrite --json FILE."),
 ) -> None:
@@ -279,7 +280,7 @@ def bench(
         if json_path:
             refuse_existing(json_path, force)
         results = run_bench(BenchRequest(device=device, config=config, images=images, size=size,
-                                         batch_size=batch_size, min_face=min_face), Console())
+                                         batch_size=batch_size, min_face=min_face, repeats=repeats), Console())
         if json_path:
             write_json_atomic(json_path, results, overwrite=force)
 

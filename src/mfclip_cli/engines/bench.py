@@ -3,14 +3,19 @@
 Inputs are generated JPEGs (``size`` x ``size``, one face each: the public-domain astronaut at a
 random place and scale) and the model has random weights: speed does not depend on what the
 weights have learned, and the output says so. Every figure is items per second of wall time after
-one warm-up pass, with the device synchronised before the clock stops.
+one warm-up pass, with the device synchronised before the clock stops. The image stages (detection,
+end-to-end scan, naive pipeline) are timed in ``repeats`` interleaved rounds and each reports its
+median: on a shared machine the speed drifts by tens of percent over a minute, and interleaving
+lets the drift touch the scan and the naive pipeline alike.
 """
 
 from __future__ import annotations
 
 import platform
+import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +29,7 @@ from rich.table import Table
 from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
 from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
+from mfclip_cli.engines.runtime import UsageError, available_cores, resolve_device, utc_now
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import CLASS_NAMES, LabelSet, build_model, load_model_config
@@ -38,6 +43,7 @@ class BenchRequest:
     size: int = 1024
     batch_size: int = 64  # faces per model / training batch
     min_face: int = 20  # pixels; the scan and the naive pipeline search for the same faces
+    repeats: int = 3  # timed rounds of the image stages; each reports its median
     seed: int = 0
 
 
@@ -48,12 +54,34 @@ def _synchronize(device: torch.device) -> None:
 
 def _rate(count: int, run: Callable[[], Any], device: torch.device) -> float:
     """Items per second of ``run`` (which handles ``count`` items), after one untimed warm-up."""
-    run()
-    _synchronize(device)
-    start = time.perf_counter()
-    run()
-    _synchronize(device)
-    return count / (time.perf_counter() - start)
+    return _interleaved_rates({"run": (count, run)}, device, 1)["run"][0]
+
+
+def _interleaved_rates(stages: dict[str, tuple[int, Callable[[], Any]]], device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Items per second of each stage in each of ``repeats`` rounds, after one untimed warm-up of each.
+
+    Each round runs every stage once, so a slow minute of a shared machine slows all of them.
+    """
+    for _, run in stages.values():
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(repeats):
+        for name, (count, run) in stages.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            run()
+            _synchronize(device)
+            rates[name].append(count / (time.perf_counter() - start))
+    return rates
+
+
+def _detect_all(detector, images: list[np.ndarray], device: torch.device) -> None:
+    """Detection laid out as ``mfclip scan`` lays it out: batched on a GPU; on CPU one image per core, one thread each."""
+    if device.type != "cpu":
+        detector.detect(images)
+        return
+    with ThreadPoolExecutor(available_cores(), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        list(pool.map(lambda image: detector.detect([image]), images))
 
 
 def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[Path]:
@@ -76,7 +104,7 @@ def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[P
     return paths
 
 
-def _naive_rate(paths: list[Path], model, device: torch.device, crop_size: int, min_face: int) -> float:
+def _naive_pipeline(paths: list[Path], model, device: torch.device, crop_size: int, min_face: int) -> Callable[[], None]:
     """facenet-pytorch ``MTCNN.detect`` one image at a time, then one fp32 forward per face."""
     from facenet_pytorch import MTCNN
 
@@ -93,12 +121,12 @@ def _naive_rate(paths: list[Path], model, device: torch.device, crop_size: int, 
                 with torch.no_grad():
                     model(tensor.to(device))
 
-    return _rate(len(paths), run, device)
+    return run
 
 
 def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
-    if request.images < 1 or request.size < 64:
-        raise UsageError("--images must be at least 1 and --size at least 64")
+    if request.images < 1 or request.size < 64 or request.repeats < 1:
+        raise UsageError("--images and --repeats must be at least 1 and --size at least 64")
     device = resolve_device(request.device)
     torch.manual_seed(request.seed)
     config = load_model_config(request.config)
@@ -110,7 +138,8 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         "tool": "mfclip", "version": __version__, "date_utc": utc_now(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "config": config.name, "images": request.images, "size": request.size,
-        "batch_size": batch, "min_face": request.min_face, "weights": "random (speed does not depend on what the weights learned)",
+        "batch_size": batch, "min_face": request.min_face, "repeats": request.repeats,
+        "weights": "random (speed does not depend on what the weights learned)",
     }
 
     def model_stage() -> None:
@@ -123,15 +152,20 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
         scanner = Scanner(model, ScanSettings(batch_size=batch, min_face=request.min_face), device)
         decoded = [decode_image(path).pixels for path in paths]
-        results["detect_images_per_s"] = _rate(len(paths), lambda: scanner.cropper.detector.detect(decoded), device)
         found: list[int] = []
 
         def scan_all() -> None:
             found[:] = [len(record.faces) for record in scanner.scan([InputItem(path) for path in paths])]
 
-        results["end_to_end_images_per_s"] = _rate(len(paths), scan_all, device)
+        count = len(paths)
+        rates = _interleaved_rates({
+            "detect_images_per_s": (count, lambda: _detect_all(scanner.cropper.detector, decoded, device)),
+            "end_to_end_images_per_s": (count, scan_all),
+            "naive_images_per_s": (count, _naive_pipeline(paths, model, device, crop, request.min_face)),
+        }, device, request.repeats)
+        results.update({name: statistics.median(values) for name, values in rates.items()})
+        results["rounds"] = rates
         results["faces_found"] = int(sum(found))
-        results["naive_images_per_s"] = _naive_rate(paths, model, device, crop, request.min_face)
 
     trainer = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
     optimizer = torch.optim.AdamW(trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -153,18 +187,22 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
 def _table(results: dict[str, Any]) -> Table:
     table = Table(title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
-                        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights")
+                        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights; "
+                        f"image stages: median of {results['repeats']} interleaved rounds")
     table.add_column("stage")
     table.add_column("rate", justify="right")
+    table.add_column("rounds (min-max)", justify="right")
     table.add_column("vs naive", justify="right")
     naive = results["naive_images_per_s"]
     for name, key, unit in (
         ("model stage", "model_faces_per_s", "faces/s"),
-        ("detection (batched MTCNN)", "detect_images_per_s", "images/s"),
+        ("detection, laid out as scan does it", "detect_images_per_s", "images/s"),
         ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):
+        rounds = results["rounds"].get(key)
+        spread = f"{min(rounds):.1f}-{max(rounds):.1f}" if rounds else ""
         ratio = f"{results[key] / naive:.2f}x" if unit == "images/s" else ""
-        table.add_row(name, f"{results[key]:.1f} {unit}", ratio)
+        table.add_row(name, f"{results[key]:.1f} {unit}", spread, ratio)
     return table
