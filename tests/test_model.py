@@ -81,6 +81,36 @@ def test_lora_changes_the_attention_output(tiny_model, faces):
     assert not torch.allclose(before, after, atol=1e-4)
 
 
+def test_merged_adapters_give_the_adapted_outputs_and_refuse_training(tiny_model, faces, tmp_path):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from mfclip_cli.model import save_checkpoint
+
+    tiny_model.eval()
+    with torch.no_grad():
+        for name, p in tiny_model.named_parameters():
+            if "lora_B" in name:  # B starts at zero: give every adapter (attention, out-projection, MLP) an effect
+                p.normal_(std=0.5)
+        adapted = tiny_model(faces)
+        bare = {name: p.detach().clone() for name, p in tiny_model.named_parameters() if "lora_" not in name}
+        tiny_model.merge_adapters()
+        merged = tiny_model(faces)
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-4)
+    assert tiny_model.adapters_merged
+    parameters = dict(tiny_model.named_parameters())
+    assert all(isinstance(parameters[name], torch.nn.Parameter) for name in bare)  # still moved by .to()
+    assert any(not torch.equal(parameters[name], bare[name]) for name in bare if "out_proj" in name)
+    with pytest.raises(RuntimeError, match="merged"):
+        tiny_model.loss(faces, LABELS)
+    with pytest.raises(ValueError, match="merged"):
+        save_checkpoint(tiny_model, tmp_path / "merged.safetensors")
+    for layer in tiny_model.modules():  # undoing it restores the base weights (float rounding aside)
+        if isinstance(layer, BaseTunerLayer) and layer.merged:
+            layer.unmerge()
+    for name, value in bare.items():
+        torch.testing.assert_close(dict(tiny_model.named_parameters())[name], value, atol=1e-6, rtol=0)
+
+
 def test_tiny_model_overfits_a_fixed_batch(tiny_config, faces):
     torch.manual_seed(0)
     model = build_model(tiny_config)

@@ -130,7 +130,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     device = resolve_device(request.device)
     torch.manual_seed(request.seed)
     config = load_model_config(request.config)
-    model = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).eval()
+    model = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).eval().merge_adapters()
     crop = config.preprocess.crop_size
     batch = request.batch_size
     faces = torch.rand(batch, 3, crop, crop, device=device)

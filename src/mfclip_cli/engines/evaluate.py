@@ -135,7 +135,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     if demo:
         error_console.print("[bold yellow]warning:[/] evaluating the bundled DEMO weights (trained on synthetic artifacts).")
     started = utc_now()
-    probs = predict(model, index.root, splits.test, device, batch_size=request.batch_size, workers=request.workers)
+    probs = predict(model.merge_adapters(), index.root, splits.test, device, batch_size=request.batch_size, workers=request.workers)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
     report = {

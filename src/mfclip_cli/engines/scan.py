@@ -75,7 +75,7 @@ class Scanner:
     """Faces and their class probabilities for files, in input order."""
 
     def __init__(self, model: MFCLIP, settings: ScanSettings, device: torch.device):
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device).merge_adapters()  # scanning never trains: fold LoRA in
         self.settings = settings
         self.device = device
         self.classes = model.classes

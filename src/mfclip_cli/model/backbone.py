@@ -18,6 +18,7 @@ import open_clip
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 from torch.func import functional_call
 
@@ -158,6 +159,26 @@ class FunctionalLoraMultiheadAttention(PeftLoraMultiheadAttention):
             kwargs,
         )
 
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Fold the adapters into the base weights in place, keeping them Parameters.
+
+        peft 0.21's own merge adds the out-projection's update twice (once itself, once through the
+        out-projection's LoRA layer) and swaps the Parameters for plain tensors that ``.to()`` skips.
+        """
+        base = self.get_base_layer()
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name in self.lora_A:
+                base.in_proj_weight.data += self.get_delta_weight(name).to(base.in_proj_weight.dtype)
+                base.out_proj.merge(safe_merge=safe_merge, adapter_names=[name])
+                self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        base = self.get_base_layer()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            base.in_proj_weight.data -= self.get_delta_weight(name).to(base.in_proj_weight.dtype)
+        base.out_proj.unmerge()
+
 
 def apply_lora(tower: nn.Module, settings: LoraSettings) -> nn.Module:
     """Freeze ``tower`` and inject LoRA adapters into its attention and MLP layers (in place)."""
@@ -176,3 +197,19 @@ def apply_lora(tower: nn.Module, settings: LoraSettings) -> nn.Module:
     if not adapters:
         raise BackboneError("LoRA found no attention or MLP layers to adapt in this architecture")
     return tower
+
+
+@torch.no_grad()
+def merge_lora(module: nn.Module) -> None:
+    """Fold every LoRA adapter in ``module`` into its frozen base weight, for inference.
+
+    The forward then skips the adapters' extra matmuls and element-wise passes (ViT-B-16 on CPU:
+    10 % of a forward). Outputs agree with the unmerged model to float rounding.
+    """
+    for layer in module.modules():  # an attention layer comes before its out-projection, which it merges
+        if isinstance(layer, BaseTunerLayer) and not layer.merged:
+            layer.merge()
+
+
+def lora_merged(module: nn.Module) -> bool:
+    return any(layer.merged for layer in module.modules() if isinstance(layer, BaseTunerLayer))

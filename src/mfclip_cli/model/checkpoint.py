@@ -51,6 +51,8 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {path}")
+    if model.adapters_merged:
+        raise ValueError("this model's LoRA adapters are merged into its base weights; saving it would apply them twice")
     for target in (path, sidecar_path(path)):
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} already exists (refusing to overwrite it)")

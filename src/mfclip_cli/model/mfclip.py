@@ -8,7 +8,7 @@ import open_clip
 import torch
 from torch import nn
 
-from mfclip_cli.model.backbone import ClipTowers, apply_lora, create_clip_towers
+from mfclip_cli.model.backbone import ClipTowers, apply_lora, create_clip_towers, lora_merged, merge_lora
 from mfclip_cli.model.config import ModelConfig
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
@@ -61,7 +61,21 @@ class MFCLIP(nn.Module):
     def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(faces).float(), dim=-1)
 
+    def merge_adapters(self) -> MFCLIP:
+        """For inference only: fold the LoRA adapters into the base weights (faster forward, same outputs).
+
+        A merged model can no longer be trained or saved: its adapters would count twice.
+        """
+        merge_lora(self)
+        return self
+
+    @property
+    def adapters_merged(self) -> bool:
+        return lora_merged(self)
+
     def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossBreakdown:
+        if self.adapters_merged:
+            raise RuntimeError("this model's LoRA adapters are merged for inference; train a model loaded afresh")
         if len(label_sets) != faces.shape[0]:
             raise ValueError(f"{faces.shape[0]} faces but {len(label_sets)} label sets")
         visual = self.vision(faces)
