@@ -6,10 +6,10 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from media import astronaut, iou, mosaic
+from media import astronaut, iou, mosaic, save_video
 from mfclip_cli.engines.inputs import InputItem
 from mfclip_cli.engines.scan import Scanner, ScanSettings
-from mfclip_cli.faces import align_faces
+from mfclip_cli.faces import align_faces, sample_video
 from mfclip_cli.model import build_model
 
 PROBABILITY_TOLERANCE = 1e-4  # fp32 batched vs one-by-one matmuls differ around 1e-6
@@ -50,7 +50,7 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for i, pixels in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(pixels).save(paths[-1])
-    scanner = Scanner(model, ScanSettings(device="cpu", batch_size=4, workers=3), torch.device("cpu"))
+    scanner = Scanner(model, ScanSettings(device="cpu", batch_size=4, workers=3, frames=5), torch.device("cpu"))
     records = list(scanner.scan([InputItem(path) for path in paths]))
     batched = scanner.faces_of(images)
     assert [record.path for record in records] == [str(path) for path in paths]
@@ -59,3 +59,12 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
         for face, (detection, probs) in zip(record.faces, found):
             assert iou(face.box, detection.box) >= 0.99
             assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
+
+    # a video's frames are shared out among the workers the same way, and come back in frame order
+    save_video(tmp_path / "clip.mp4", frames=5)
+    (video,) = list(scanner.scan([InputItem(tmp_path / "clip.mp4")]))
+    frames = [frame.pixels for frame in sample_video(tmp_path / "clip.mp4", fps=None, frames=5)[1]]
+    assert video.video["frames_sampled"] == 5 and [face.frame for face in video.faces] == list(range(5))
+    for face, ((detection, probs),) in zip(video.faces, scanner.faces_of(frames)):
+        assert iou(face.box, detection.box) >= 0.99
+        assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE

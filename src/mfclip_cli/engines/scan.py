@@ -49,7 +49,7 @@ from mfclip_cli.engines.runtime import (
     utc_now,
 )
 from mfclip_cli.engines.weights import load_weights, resolve_weights
-from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, is_video, sample_video
+from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, VideoFrame, decode_image, is_video, sample_video
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
@@ -170,22 +170,38 @@ class Scanner:
                     record.status = STATUS_OK if faces else STATUS_NO_FACE
             yield record
 
+    def _analysed_frames(self, frames: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, list[tuple[Detection, np.ndarray]]]]:
+        """Each sampled frame with its classified faces, in frame order.
+
+        On CPU the workers analyse one frame each, as they do images, while this thread decodes the
+        next ones (at most two per worker ahead); on a GPU frames go to the device in chunks.
+        """
+        if self.device.type != "cpu":
+            while chunk := list(itertools.islice(frames, self.chunk_images)):
+                yield from zip(chunk, self.faces_of([frame.pixels for frame in chunk]))
+            return
+        with self._worker_pool("frames") as pool:
+            ahead: deque[tuple[VideoFrame, Future]] = deque()
+            for frame in frames:
+                ahead.append((frame, pool.submit(self.faces_of, [frame.pixels])))
+                if len(ahead) > 2 * self.workers:
+                    done, future = ahead.popleft()
+                    yield done, future.result()[0]
+            while ahead:
+                done, future = ahead.popleft()
+                yield done, future.result()[0]
+
     def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
         settings = self.settings
         try:
             info, frames = sample_video(path, fps=settings.fps, frames=settings.frames)
             record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
             record.width, record.height = info.width, info.height
-            sampled, with_faces, chunk = 0, 0, []
-            for frame in [*frames, None]:
-                if frame is not None:
-                    chunk.append(frame)
-                    sampled += 1
-                if chunk and (frame is None or len(chunk) >= self.chunk_images):
-                    for video_frame, found in zip(chunk, self.faces_of([f.pixels for f in chunk])):
-                        with_faces += bool(found)
-                        record.faces += self._face_records(found, start=len(record.faces), frame=video_frame)
-                    chunk = []
+            sampled, with_faces = 0, 0
+            for frame, found in self._analysed_frames(frames):
+                sampled += 1
+                with_faces += bool(found)
+                record.faces += self._face_records(found, start=len(record.faces), frame=frame)
         except DecodeError as error:
             return record.fail(str(error))
         if sampled == 0:
@@ -226,6 +242,23 @@ class Scanner:
         faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.device.type == "cpu" else None
         return record, image.pixels, faces
 
+    @property
+    def workers(self) -> int:
+        return self.settings.workers or (available_cores() if self.device.type == "cpu" else 2)
+
+    @contextlib.contextmanager
+    def _worker_pool(self, name: str) -> Iterator[ThreadPoolExecutor]:
+        """``workers`` threads; on CPU each runs one torch thread, and this thread's count is restored after."""
+        cpu = self.device.type == "cpu"
+        threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(
+                self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if cpu else None, initargs=(1,) if cpu else ()
+            ) as pool:
+                yield pool
+        finally:
+            torch.set_num_threads(threads)
+
     def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
         """Inputs opened ahead by worker threads (``_open``), in input order, at most a chunk ahead.
 
@@ -236,16 +269,10 @@ class Scanner:
         hash and decode, and detection and the model are batched on the device. The bounded
         look-ahead keeps memory flat in the number of files.
         """
-        cpu = self.device.type == "cpu"
-        workers = self.settings.workers or (available_cores() if cpu else 2)
-        lookahead = max(self.chunk_images, 2 * workers)  # with the chunk being filled: at most two chunks in memory
+        lookahead = max(self.chunk_images, 2 * self.workers)  # with the chunk being filled: at most two chunks in memory
         queue: deque[tuple[InputItem, Future]] = deque()
         remaining = iter(items)
-        threads = torch.get_num_threads()  # this thread keeps its own count; the workers use one each
-        initializer = (lambda: torch.set_num_threads(1)) if cpu else None
-        with contextlib.ExitStack() as stack:
-            stack.callback(torch.set_num_threads, threads)
-            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="open", initializer=initializer))
+        with self._worker_pool("open") as pool:
             for item in itertools.islice(remaining, lookahead):
                 queue.append((item, pool.submit(self._open, item, skip)))
             while queue:
