@@ -68,3 +68,18 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for face, ((detection, probs),) in zip(video.faces, scanner.faces_of(frames)):
         assert iou(face.box, detection.box) >= 0.99
         assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
+
+
+def test_worker_counts_follow_the_cores(monkeypatch):
+    """CPU: one worker per core. GPU: decoding workers on all cores but one, at least 2, at most 16."""
+    import types
+
+    import mfclip_cli.engines.scan as scan_engine
+
+    def workers(device: str, cores: int, asked: int = 0) -> int:
+        monkeypatch.setattr(scan_engine, "available_cores", lambda: cores)
+        scanner = types.SimpleNamespace(settings=ScanSettings(workers=asked), device=torch.device(device))
+        return Scanner.workers.fget(scanner)
+
+    assert [workers("cpu", 2), workers("cpu", 32), workers("cpu", 32, asked=3)] == [2, 32, 3]
+    assert [workers("cuda", 1), workers("cuda", 8), workers("cuda", 64), workers("cuda", 64, asked=40)] == [2, 7, 16, 40]

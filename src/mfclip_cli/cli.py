@@ -76,7 +76,7 @@ def scan(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into sub-folders."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Faces per model batch."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Threads working ahead on the files (0: one per CPU core on CPU, 2 with a GPU)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, up to 16, with a GPU)."),
     min_face: int = typer.Option(20, "--min-face", min=1, help="Smallest face searched for, in pixels."),
     det_threshold: float = typer.Option(0.7, "--det-threshold", min=0.0, max=1.0, help="MTCNN's final (O-Net) face-score threshold."),
     detect_max_side: int = typer.Option(1600, "--detect-max-side", min=0, help="Detect on a copy no longer than this (0: full resolution); crops always come from the full image."),
