@@ -224,3 +224,42 @@ def test_alignment_of_a_large_face_is_not_aliased():
     landmarks = template_points(1024, 1.3)[None]
     crop = align_faces(image, landmarks, 128, 1.3)
     assert abs(float(crop.mean()) - 0.5) < 0.02 and float(crop.std()) < 0.05
+
+
+def _whole_image_alignment(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float) -> torch.Tensor:
+    """The reference: pool the whole float image by each face's factor, then sample it bilinearly."""
+    a, t = similarity_transforms(torch.from_numpy(landmarks), torch.from_numpy(template_points(crop_size, margin))).T
+    coords = torch.arange(crop_size, dtype=torch.float64)
+    grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
+    crops = []
+    for scale, shift in zip(a, t):
+        factor = max(1, int(torch.floor(1.0 / scale.abs())))
+        pooled = torch.nn.functional.avg_pool2d(image[None], factor)
+        src = (torch.complex(grid_x, grid_y) - shift) / scale
+        x = (src.real - (factor - 1) / 2) / factor
+        y = (src.imag - (factor - 1) / 2) / factor
+        height, width = pooled.shape[-2:]
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], -1).to(image.dtype)[None]
+        crops.append(torch.nn.functional.grid_sample(pooled, grid, padding_mode="border", align_corners=False)[0])
+    return torch.stack(crops).clamp(0, 1)
+
+
+def test_alignment_reads_only_the_faces_region_with_the_whole_images_values():
+    """Crops from the face's region equal crops from the whole image: big and small faces, at edges and corners."""
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator)  # no side a multiple of 3
+    template = template_points(112, 1.0)
+    landmarks = np.stack([
+        template * 3.3 + [1150, 700],  # factor 3, the crop reaching past the right and bottom edges
+        template * 3.3 + [-60, -40],  # factor 3, past the top-left corner
+        template * 0.8 + [700, 400],  # factor 1, inside
+        template * 0.8 + [1440, 3],  # factor 1, past the top-right corner
+        (template - 56) * 2.2 @ np.array([[0.8, 0.6], [-0.6, 0.8]]) + [500, 500],  # factor 2, rotated
+    ])
+    # in float64 the two agree exactly but for summation order; float32 grids round differently (1e-4)
+    exact = pixels.double() / 255
+    torch.testing.assert_close(align_faces(exact, landmarks, 128, 1.3), _whole_image_alignment(exact, landmarks, 128, 1.3),
+                               atol=1e-12, rtol=0)
+    expected = _whole_image_alignment(pixels.float() / 255, landmarks, 128, 1.3)
+    for image in (pixels, pixels.float() / 255):
+        torch.testing.assert_close(align_faces(image, landmarks, 128, 1.3), expected, atol=5e-4, rtol=0)

@@ -35,12 +35,14 @@ def similarity_transforms(source: torch.Tensor, target: torch.Tensor) -> torch.T
 def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float) -> torch.Tensor:
     """Aligned crops [F, 3, S, S] in [0, 1] of the faces of one image.
 
-    ``image`` is [3, H, W] float in [0, 1] (on the target device), ``landmarks`` [F, 5, 2] in its
-    pixels. Faces much larger than the crop are taken from a box-filtered copy (integer factor)
-    so the crop is not aliased; the rest of the scale is bilinear.
+    ``image`` is [3, H, W], uint8 or float in [0, 1] (on the target device), ``landmarks`` [F, 5, 2]
+    in its pixels. Faces much larger than the crop are taken from a box-filtered copy (integer factor)
+    so the crop is not aliased; the rest of the scale is bilinear. Only the region the crops sample
+    is converted and filtered (a 24-megapixel photo is 290 MB as floats, and converting and
+    filtering all of it took longer than detecting its faces).
     """
     if len(landmarks) == 0:
-        return image.new_zeros(0, 3, crop_size, crop_size)
+        return torch.zeros(0, 3, crop_size, crop_size, device=image.device)
     device = image.device
     source = torch.as_tensor(np.asarray(landmarks), dtype=torch.float64, device=device)
     target = torch.as_tensor(template_points(crop_size, margin), dtype=torch.float64, device=device)
@@ -51,20 +53,42 @@ def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, marg
     coords = torch.arange(crop_size, device=device, dtype=torch.float64)
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     crop_points = torch.complex(grid_x, grid_y)  # [S, S]
-    crops = image.new_empty(len(landmarks), 3, crop_size, crop_size)
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    crops = torch.empty(len(landmarks), 3, crop_size, crop_size, device=device, dtype=dtype)
     for factor in sorted(set(factors)):
         members = [i for i, f in enumerate(factors) if f == factor]
-        pooled = F.avg_pool2d(image[None], factor, stride=factor)[0] if factor > 1 else image
-        height, width = pooled.shape[-2:]
         index = torch.tensor(members, device=device)
         src = (crop_points[None] - t[index, None, None]) / a[index, None, None]  # [F, S, S] source px
-        # source pixel centre x maps to pooled pixel centre (x - (k - 1) / 2) / k
-        x = (src.real - (factor - 1) / 2.0) / factor
-        y = (src.imag - (factor - 1) / 2.0) / factor
-        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(image.dtype)
+        (left, top), (right, bottom) = _sampled_region(src, factor, image.shape[-1], image.shape[-2])
+        region = image[:, top:bottom, left:right]
+        region = region if region.is_floating_point() else region.to(dtype).div_(255.0)
+        pooled = F.avg_pool2d(region[None], factor, stride=factor)[0] if factor > 1 else region
+        height, width = pooled.shape[-2:]
+        # source pixel centre x maps to pooled pixel centre (x - left - (k - 1) / 2) / k
+        x = (src.real - left - (factor - 1) / 2.0) / factor
+        y = (src.imag - top - (factor - 1) / 2.0) / factor
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(pooled.dtype)
         sampled = F.grid_sample(
             pooled[None].expand(len(members), -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         crops[index] = sampled
     return crops.clamp(0.0, 1.0)
 
+
+def _sampled_region(src: torch.Tensor, factor: int, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The image rectangle (left, top), (right, bottom) that holds every pixel the crops at ``src`` read.
+
+    Two pooled pixels of margin cover bilinear's neighbours. Left and top are multiples of
+    ``factor`` and the rectangle holds at least one whole block, so its pooling blocks are the
+    whole image's; where the crops reach past the image it stops at the image's edge, so border
+    padding clamps where it did on the whole image.
+    """
+    margin = 2 * factor
+    bounds = []
+    for values, size in ((src.real, width), (src.imag, height)):
+        last_block = max(size // factor - 1, 0) * factor
+        low = min(max(int(np.floor(values.min().item())) - margin, 0), last_block) // factor * factor
+        high = min(max(int(np.ceil(values.max().item())) + margin + 1, low + factor), size)
+        bounds.append((low, high))
+    (left, right), (top, bottom) = bounds
+    return (left, top), (right, bottom)

@@ -47,7 +47,7 @@ class FaceCropper:
                 results.append(FoundFaces([], torch.zeros(0, 3, size, size, device=self.device)))
                 continue
             pixels = pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels, order="C")
-            tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1).float().div_(255.0)
+            tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)  # uint8: align_faces converts what it reads
             landmarks = np.stack([d.landmarks for d in found])
             results.append(FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin)))
         return results
