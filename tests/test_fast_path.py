@@ -69,6 +69,20 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
         assert iou(face.box, detection.box) >= 0.99
         assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
 
+    # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same records
+    (tmp_path / "notes.txt").write_text("not an image")
+    inputs = [InputItem(path) for path in [paths[0], tmp_path / "notes.txt", tmp_path / "clip.mp4", *paths[1:]]]
+    per_core = [record.to_dict() for record in scanner.scan(inputs)]
+    scanner.analyse_in_workers = False
+    batched = [record.to_dict() for record in scanner.scan(inputs)]
+    assert [record["path"] for record in batched] == [str(item.path) for item in inputs]
+    assert [record["status"] for record in batched] == ["ok", "error", "ok", "ok", "ok"]
+    for ours, theirs in zip(batched, per_core):
+        assert len(ours["faces"]) == len(theirs["faces"])
+        for face, other in zip(ours["faces"], theirs["faces"]):
+            assert iou(face["box"], other["box"]) >= 0.99 and face.get("frame") == other.get("frame")
+            assert max(abs(face["probs"][name] - other["probs"][name]) for name in scanner.classes) < PROBABILITY_TOLERANCE
+
 
 def test_worker_counts_follow_the_cores(monkeypatch):
     """CPU: one worker per core. GPU: decoding workers on all cores but one, at least 2, at most 16."""
@@ -78,7 +92,7 @@ def test_worker_counts_follow_the_cores(monkeypatch):
 
     def workers(device: str, cores: int, asked: int = 0) -> int:
         monkeypatch.setattr(scan_engine, "available_cores", lambda: cores)
-        scanner = types.SimpleNamespace(settings=ScanSettings(workers=asked), device=torch.device(device))
+        scanner = types.SimpleNamespace(settings=ScanSettings(workers=asked), analyse_in_workers=device == "cpu")
         return Scanner.workers.fget(scanner)
 
     assert [workers("cpu", 2), workers("cpu", 32), workers("cpu", 32, asked=3)] == [2, 32, 3]

@@ -78,6 +78,9 @@ class Scanner:
         self.model = model.eval().to(device).merge_adapters()  # scanning never trains: fold LoRA in
         self.settings = settings
         self.device = device
+        # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
+        # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
+        self.analyse_in_workers = device.type == "cpu"
         self.classes = model.classes
         # On a GPU a chunk is one detection batch and, at a face or more per image, a full model batch,
         # up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of memory.
@@ -176,7 +179,7 @@ class Scanner:
         On CPU the workers analyse one frame each, as they do images, while this thread decodes the
         next ones (at most two per worker ahead); on a GPU frames go to the device in chunks.
         """
-        if self.device.type != "cpu":
+        if not self.analyse_in_workers:
             while chunk := list(itertools.islice(frames, self.chunk_images)):
                 yield from zip(chunk, self.faces_of([frame.pixels for frame in chunk]))
             return
@@ -239,7 +242,7 @@ class Scanner:
         except DecodeError as error:
             return record.fail(str(error)), None, None
         record.format, record.width, record.height = image.format, image.width, image.height
-        faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.device.type == "cpu" else None
+        faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
         return record, image.pixels, faces
 
     @property
@@ -250,16 +253,16 @@ class Scanner:
         if self.settings.workers:
             return self.settings.workers
         cores = available_cores()
-        return cores if self.device.type == "cpu" else min(16, max(2, cores - 1))
+        return cores if self.analyse_in_workers else min(16, max(2, cores - 1))
 
     @contextlib.contextmanager
     def _worker_pool(self, name: str) -> Iterator[ThreadPoolExecutor]:
-        """``workers`` threads; on CPU each runs one torch thread, and this thread's count is restored after."""
-        cpu = self.device.type == "cpu"
+        """``workers`` threads; those that analyse run one torch thread each, and this thread's count is restored after."""
+        single = self.analyse_in_workers
         threads = torch.get_num_threads()
         try:
             with ThreadPoolExecutor(
-                self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if cpu else None, initargs=(1,) if cpu else ()
+                self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if single else None, initargs=(1,) if single else ()
             ) as pool:
                 yield pool
         finally:
