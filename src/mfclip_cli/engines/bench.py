@@ -15,7 +15,6 @@ import platform
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +28,7 @@ from rich.table import Table
 from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
 from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.runtime import UsageError, available_cores, resolve_device, utc_now
+from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import CLASS_NAMES, LabelSet, build_model, load_model_config
@@ -75,12 +74,13 @@ def _interleaved_rates(stages: dict[str, tuple[int, Callable[[], Any]]], device:
     return rates
 
 
-def _detect_all(detector, images: list[np.ndarray], device: torch.device) -> None:
-    """Detection laid out as ``mfclip scan`` lays it out: batched on a GPU; on CPU one image per core, one thread each."""
-    if device.type != "cpu":
+def _detect_all(scanner: Scanner, images: list[np.ndarray]) -> None:
+    """Detection laid out as ``mfclip scan`` lays it out: one image per worker on CPU, one batch on a GPU."""
+    detector = scanner.cropper.detector
+    if not scanner.analyse_in_workers:
         detector.detect(images)
         return
-    with ThreadPoolExecutor(available_cores(), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with scanner.worker_pool("detect") as pool:
         list(pool.map(lambda image: detector.detect([image]), images))
 
 
@@ -159,7 +159,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
         count = len(paths)
         rates = _interleaved_rates({
-            "detect_images_per_s": (count, lambda: _detect_all(scanner.cropper.detector, decoded, device)),
+            "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
             "end_to_end_images_per_s": (count, scan_all),
             "naive_images_per_s": (count, _naive_pipeline(paths, model, device, crop, request.min_face)),
         }, device, request.repeats)

@@ -183,16 +183,9 @@ class Scanner:
             while chunk := list(itertools.islice(frames, self.chunk_images)):
                 yield from zip(chunk, self.faces_of([frame.pixels for frame in chunk]))
             return
-        with self._worker_pool("frames") as pool:
-            ahead: deque[tuple[VideoFrame, Future]] = deque()
-            for frame in frames:
-                ahead.append((frame, pool.submit(self.faces_of, [frame.pixels])))
-                if len(ahead) > 2 * self.workers:
-                    done, future = ahead.popleft()
-                    yield done, future.result()[0]
-            while ahead:
-                done, future = ahead.popleft()
-                yield done, future.result()[0]
+        with self.worker_pool("frames") as pool:
+            for frame, (found,) in _in_order_ahead(pool, lambda frame: self.faces_of([frame.pixels]), frames, 2 * self.workers):
+                yield frame, found
 
     def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
         settings = self.settings
@@ -256,7 +249,7 @@ class Scanner:
         return cores if self.analyse_in_workers else min(16, max(2, cores - 1))
 
     @contextlib.contextmanager
-    def _worker_pool(self, name: str) -> Iterator[ThreadPoolExecutor]:
+    def worker_pool(self, name: str) -> Iterator[ThreadPoolExecutor]:
         """``workers`` threads; those that analyse run one torch thread each, and this thread's count is restored after."""
         single = self.analyse_in_workers
         threads = torch.get_num_threads()
@@ -279,17 +272,8 @@ class Scanner:
         look-ahead keeps memory flat in the number of files.
         """
         lookahead = max(self.chunk_images, 2 * self.workers)  # with the chunk being filled: at most two chunks in memory
-        queue: deque[tuple[InputItem, Future]] = deque()
-        remaining = iter(items)
-        with self._worker_pool("open") as pool:
-            for item in itertools.islice(remaining, lookahead):
-                queue.append((item, pool.submit(self._open, item, skip)))
-            while queue:
-                item, future = queue.popleft()
-                following = next(remaining, None)
-                if following is not None:
-                    queue.append((following, pool.submit(self._open, following, skip)))
-                opened = future.result()
+        with self.worker_pool("open") as pool:
+            for item, opened in _in_order_ahead(pool, lambda item: self._open(item, skip), items, lookahead):
                 if opened is not None:
                     yield item, *opened
 
@@ -308,6 +292,20 @@ class Scanner:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
         yield from self._finish_images(pending)
+
+
+def _in_order_ahead(pool: ThreadPoolExecutor, function: Callable, items: Iterable, ahead: int) -> Iterator[tuple]:
+    """(item, ``function(item)``) on ``pool``, in input order, with at most ``ahead`` items submitted
+    beyond the one being waited for: the workers stay busy and memory stays bounded."""
+    queue: deque[tuple[object, Future]] = deque()
+    for item in items:
+        queue.append((item, pool.submit(function, item)))
+        if len(queue) > ahead:
+            first, future = queue.popleft()
+            yield first, future.result()
+    while queue:
+        first, future = queue.popleft()
+        yield first, future.result()
 
 
 def _each_isolated(analyse: Callable[[list], list], items: list) -> list:

@@ -41,9 +41,10 @@ def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, marg
     is converted and filtered (a 24-megapixel photo is 290 MB as floats, and converting and
     filtering all of it took longer than detecting its faces).
     """
-    if len(landmarks) == 0:
-        return torch.zeros(0, 3, crop_size, crop_size, device=image.device)
     device = image.device
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    if len(landmarks) == 0:
+        return torch.zeros(0, 3, crop_size, crop_size, device=device, dtype=dtype)
     source = torch.as_tensor(np.asarray(landmarks), dtype=torch.float64, device=device)
     target = torch.as_tensor(template_points(crop_size, margin), dtype=torch.float64, device=device)
     transform = similarity_transforms(source, target)
@@ -53,7 +54,6 @@ def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, marg
     coords = torch.arange(crop_size, device=device, dtype=torch.float64)
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     crop_points = torch.complex(grid_x, grid_y)  # [S, S]
-    dtype = image.dtype if image.is_floating_point() else torch.float32
     crops = torch.empty(len(landmarks), 3, crop_size, crop_size, device=device, dtype=dtype)
     for factor in sorted(set(factors)):
         members = [i for i, f in enumerate(factors) if f == factor]

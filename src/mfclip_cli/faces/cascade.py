@@ -13,6 +13,7 @@ to float rounding (``tests/test_faces.py`` compares them on real photos).
 from __future__ import annotations
 
 import functools
+
 import cv2
 import numpy as np
 import torch
