@@ -194,3 +194,52 @@ def test_plot_roc_writes_png_and_refuses_to_overwrite(tmp_path):
     assert path.read_bytes() != data
     assert [p.name for p in tmp_path.iterdir()] == ["roc.png"]  # no temporary files left behind
 
+
+
+def test_video_level_fields_follow_the_threshold():
+    """Every video-level field at a non-default threshold, recomputed with scikit-learn (issue 19)."""
+    from mfclip_cli.data import Sample
+    from mfclip_cli.engines.evaluate import score_samples
+
+    rng = np.random.default_rng(3)
+    classes = list(CLASS_NAMES)
+    samples, rows = [], []
+    for video in range(40):
+        label = classes[video % 3]
+        centre = rng.dirichlet([4, 1, 1] if label == "real" else [1, 2, 2])
+        for _ in range(int(rng.integers(1, 5))):
+            samples.append(Sample(path=f"v{video}/{len(samples)}.png", label=label, video=f"clips/v{video}.mp4"))
+            rows.append(rng.dirichlet(centre * 20 + 0.5))
+    probs = np.array(rows)
+    threshold = 0.8
+    frame_level = score_samples(samples, probs, threshold)
+    video = frame_level["video"]
+
+    keys = [sample.video for sample in samples]
+    order = list(dict.fromkeys(keys))
+    video_probs = np.array([probs[[i for i, key in enumerate(keys) if key == k]].mean(0) for k in order])
+    video_y = np.array([classes.index(next(s.label for s in samples if s.video == k)) for k in order])
+    is_fake, score = (video_y != 0).astype(int), 1.0 - video_probs[:, 0]
+    said_fake = (score >= threshold).astype(int)
+    fpr, tpr, _ = skm.roc_curve(is_fake, score)
+    eer_at = np.nanargmin(np.abs(fpr - (1 - tpr)))
+    expected = {
+        "n": len(order),
+        "n_real": int((is_fake == 0).sum()),
+        "n_fake": int(is_fake.sum()),
+        "auc": skm.roc_auc_score(is_fake, score),
+        "ap": skm.average_precision_score(is_fake, score),
+        "acc": skm.accuracy_score(is_fake, said_fake),
+        "real_acc": skm.accuracy_score(is_fake[is_fake == 0], said_fake[is_fake == 0]),
+        "fake_acc": skm.accuracy_score(is_fake[is_fake == 1], said_fake[is_fake == 1]),
+        "acc3": skm.accuracy_score(video_y, video_probs.argmax(1)),
+        "macro_f1": skm.f1_score(video_y, video_probs.argmax(1), average="macro"),
+        "confusion": skm.confusion_matrix(video_y, video_probs.argmax(1), labels=[0, 1, 2]).tolist(),
+    }
+    assert set(video) == set(expected) | {"eer"}
+    assert video.pop("confusion") == expected.pop("confusion")
+    for key, value in expected.items():
+        assert video[key] == pytest.approx(value, abs=1e-12), key
+    assert video["eer"] == pytest.approx((fpr[eer_at] + 1 - tpr[eer_at]) / 2, abs=0.05)
+    # The threshold matters here: at 0.5 the accuracy differs, so a default would have been caught.
+    assert video["acc"] != score_samples(samples, probs, 0.5)["video"]["acc"]

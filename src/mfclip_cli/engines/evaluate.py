@@ -53,7 +53,7 @@ def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float
     """Detection metrics of one set of samples, plus video-level ones when frames have video keys."""
     labels = [sample.label for sample in samples]
     result = detection_metrics(labels, probs, threshold=threshold)
-    result["video"] = video_metrics([sample.video for sample in samples], labels, probs)
+    result["video"] = video_metrics([sample.video for sample in samples], labels, probs, threshold)
     return result
 
 

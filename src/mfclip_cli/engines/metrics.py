@@ -211,15 +211,18 @@ def video_level(keys: Sequence[str | None], labels: Sequence[str], probs) -> tup
     return out_keys, out_labels, video_probs
 
 
-def video_metrics(keys: Sequence[str | None], labels: Sequence[str], probs) -> dict | None:
+def video_metrics(
+    keys: Sequence[str | None], labels: Sequence[str], probs, threshold: float = 0.5
+) -> dict | None:
     """``detection_metrics`` over ``video_level`` items, or ``None`` when no sample has a video key.
 
-    Samples without a key count as one-frame items, so the result covers the whole set.
+    Samples without a key count as one-frame items, so the result covers the whole set. The
+    accuracies use the same fake-score ``threshold`` as the frame-level ones.
     """
     if all(key is None for key in keys):
         return None
     _, video_labels, video_probs = video_level(keys, labels, probs)
-    return detection_metrics(video_labels, video_probs)
+    return detection_metrics(video_labels, video_probs, threshold=threshold)
 
 
 def plot_roc(
