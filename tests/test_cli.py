@@ -62,8 +62,17 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         ((str(MFCLIP), "eval", "--data", str(tmp_path / "missing")), 1, "not found"),
         ((str(MFCLIP), "train", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "run2"), "--config", "tiny",
           "--batch-size", "2", "--workers", "0"), 1, "not a recognised image format"),
+        ((str(MFCLIP), "train", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "run2"), "--config", "tiny",
+          "--batch-size", "2", "--workers", "1"), 1, "not a recognised image format"),  # from a worker process
     ]
     for args, code, message in cases:
         result = _run(*args)
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr.strip().splitlines()[-1]
+    # The failed runs left nothing in their folder, so the same --out trains once the data is fixed.
+    assert not (tmp_path / "run2").exists()
+    fixed = _run(str(MFCLIP), "train", "--data", data, "--out", str(tmp_path / "run2"), "--config", "tiny",
+                 "--batch-size", "2", "--workers", "0", "--epochs", "1")
+    assert fixed.returncode == 0, fixed.stderr
+    assert (tmp_path / "run2" / "last.safetensors").is_file()

@@ -418,5 +418,9 @@ def test_unusable_selections_are_errors():
         select(samples, Protocol("p", holdout="generator", holdout_values=("sdxl",)))
     with pytest.raises(ProtocolError, match="protocol 'p' leaves the val split empty"):
         select(samples, Protocol("p", val_fraction=0.0))
+    test_only = select(samples, Protocol("p", val_fraction=0.0), required=("test",))  # what eval asks for
+    assert test_only.test and not test_only.val
+    with pytest.raises(ProtocolError, match="leaves the test split empty"):
+        select(samples, Protocol("p", test_fraction=0.0), required=("test",))
     counts = Counter(s.generator for s in select(samples, Protocol("p", holdout="generator", holdout_values="auto")).test)
     assert set(counts) == {"", *_auto_holdout(samples, "generator")}  # reals ("") and the held-out generators

@@ -24,11 +24,14 @@ def test_order_recursion_and_each_file_once(tmp_path):
     assert flat == ["c.webp"]
 
 
-def test_symlink_loop_terminates(tmp_path):
+def test_symlink_loop_terminates_with_an_error_item(tmp_path):
     _touch(tmp_path / "loop" / "face.png")
     os.symlink(tmp_path / "loop", tmp_path / "loop" / "again")  # loop/again -> loop
+    os.symlink(tmp_path / "self.jpg", tmp_path / "self.jpg")  # a link to itself
     items = collect_inputs([str(tmp_path)])
-    assert [item.path.name for item in items] == ["face.png"]
+    assert [item.path.relative_to(tmp_path).as_posix() for item in items] == ["loop/again", "loop/face.png", "self.jpg"]
+    assert "symbolic link loop" in items[0].error and items[1].error is None
+    assert "symbolic link loop" in items[2].error
 
 
 def test_unreadable_folder_is_an_error_item_and_the_rest_goes_on(tmp_path, monkeypatch):

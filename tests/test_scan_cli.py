@@ -134,8 +134,10 @@ def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
     assert meta["type"] == "meta" and meta["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert meta["demo"] is False and meta["device"] == "cpu" and meta["thresholds"]["fake"] == 0.5
     assert meta["started_utc"].endswith("+00:00") and meta["version"]
-    assert document["meta"] == {k: v for k, v in meta.items() if k != "type"}
-    assert [{k: v for k, v in line.items() if k != "type"} for line in lines[1:]] == document["files"]
+    end = lines[-1]
+    assert end["type"] == "end" and end["complete"] is True and end["files_written"] == len(document["files"])
+    assert document["meta"] == {**{k: v for k, v in meta.items() if k != "type"}, **{k: v for k, v in end.items() if k != "type"}}
+    assert [{k: v for k, v in line.items() if k != "type"} for line in lines[1:-1]] == document["files"]
     for record in document["files"]:
         assert set(record) >= {"path", "sha256", "size", "format", "width", "height", "status", "error", "faces"}
         if record["size"]:
@@ -173,9 +175,12 @@ def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
         handle.write('{"type": "file", "path": "cut off by a cra')  # a crash mid-line
     again = run(str(evidence / "astronaut.png"), str(evidence / "zero.jpg"), str(evidence / "mosaic.png"),
                 "--weights", str(weights), "--jsonl", str(report), "--resume")
-    assert again.returncode == 0, again.stderr  # only mosaic.png was scanned this time
+    assert again.returncode == 3, again.stderr  # zero.jpg is unreadable: the report as a whole says so
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [Path(l["path"]).name for l in lines[1:]] == ["astronaut.png", "zero.jpg", "mosaic.png"]
+    files = [line for line in lines if line["type"] == "file"]
+    assert [Path(line["path"]).name for line in files] == ["astronaut.png", "zero.jpg", "mosaic.png"]
+    assert [line["type"] for line in lines] == ["meta", "file", "file", "end", "file", "end"]
+    assert "2 input(s) already recorded there were skipped" in again.stderr
     refused = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report))
     assert refused.returncode == 2 and "already exists" in refused.stderr
 
@@ -186,8 +191,8 @@ def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
     result = run("-", "--weights", str(weights), "--jsonl", "-", "--workers", "1", stdin=stdin)
     assert result.returncode == 3, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines[0]["type"] == "meta"
-    assert [Path(l["path"]).name for l in lines[1:]] == names
+    assert lines[0]["type"] == "meta" and lines[-1]["type"] == "end"
+    assert [Path(line["path"]).name for line in lines[1:-1]] == names
     assert lines[3]["status"] == "error" and "no such file" in lines[3]["error"]
 
 

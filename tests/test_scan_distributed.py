@@ -41,8 +41,9 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
     one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert two[0]["processes"] == 2 and two[0]["inputs"] == one[0]["inputs"] == 6
-    assert [r["path"] for r in two[1:]] == sorted(str(p) for p in evidence.iterdir())
-    for a, b in zip(one[1:], two[1:]):
+    assert one[-1]["type"] == two[-1]["type"] == "end" and two[-1]["complete"] and two[-1]["files_written"] == 6
+    assert [r["path"] for r in two[1:-1]] == sorted(str(p) for p in evidence.iterdir())
+    for a, b in zip(one[1:-1], two[1:-1]):
         assert a.keys() == b.keys() and a["status"] == b["status"] and a["sha256"] == b["sha256"]
         assert len(a["faces"]) == len(b["faces"])
         for fa, fb in zip(a["faces"], b["faces"]):

@@ -75,7 +75,8 @@ def test_quick_start_scan_of_the_examples_with_the_demo_weights():
     assert "DEMO" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["type"] == "meta" and lines[0]["demo"] is True
-    files = {Path(line["path"]).name: line for line in lines[1:]}
+    assert lines[-1] == {**lines[-1], "type": "end", "complete": True, "files_written": 7}
+    files = {Path(line["path"]).name: line for line in lines[1:-1]}
     labels = {name: [face["label"] for face in record["faces"]] for name, record in files.items()}
     assert labels["astronaut.jpg"] == ["real"]
     assert labels["astronaut_exif_rotated.jpg"] == ["real"]
@@ -85,3 +86,28 @@ def test_quick_start_scan_of_the_examples_with_the_demo_weights():
     assert files["no_face.jpg"]["status"] == "no_face"
     video = files["astronaut_clip.mp4"]
     assert video["video"]["frames_sampled"] >= 2 and all("frame" in face for face in video["faces"])
+
+
+def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
+    """The demo checkpoint copied without its sidecar, or registered under another name, is still the demo."""
+    demo = next(entry for entry in read_registry() if entry.get("demo"))
+    bare = tmp_path / "renamed.safetensors"
+    bare.write_bytes((WEIGHTS_DIR / demo["file"]).read_bytes())
+    scanned = mfclip("scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(bare), "--jsonl", "-", "--quiet")
+    assert scanned.returncode == 0, scanned.stderr
+    assert "DEMO" in scanned.stderr and json.loads(scanned.stdout.splitlines()[0])["demo"] is True
+    assert weights_info(str(bare))["demo"] is True
+    entry = register_weights(bare, "mine", weights_dir=tmp_path / "store")
+    assert entry["demo"] is True and resolve_weights("mine", tmp_path / "store").demo is True
+    assert json.loads((tmp_path / "store" / "mine.json").read_text())["demo"] is True
+
+
+def test_truncated_checkpoint_is_one_readable_error(tmp_path):
+    demo = next(entry for entry in read_registry() if entry.get("demo"))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((WEIGHTS_DIR / demo["file"]).read_bytes()[:-1000])
+    for args in (["weights", "info", str(cut)],
+                 ["scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(cut), "--jsonl", "-"]):
+        result = mfclip(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "truncated" in result.stderr and "Traceback" not in result.stderr, result.stderr

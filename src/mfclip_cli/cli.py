@@ -40,11 +40,19 @@ def root(
     reuse_freed_buffers()
 
 
+def _without_worker_traceback(message: str) -> str:
+    """An error raised again from a DataLoader worker carries the worker's traceback in its message;
+    the user gets the original message (the traceback's last line, less the exception's name)."""
+    if "\nOriginal Traceback" not in message:
+        return message
+    return message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+
+
 @contextlib.contextmanager
 def _errors_reported() -> Iterator[Console]:
     """Expected failures become one readable line on stderr and their exit code, never a traceback."""
     from mfclip_cli.data import DataError, ProtocolError
-    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_USAGE, UsageError
+    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
     from mfclip_cli.engines.weights import WeightsError
     from mfclip_cli.files import UnsafeFileError
     from mfclip_cli.model import CheckpointError, ConfigError
@@ -55,9 +63,11 @@ def _errors_reported() -> Iterator[Console]:
     try:
         yield error_console
     except (WeightsError, CheckpointError, UnsafeFileError, DataError, FileNotFoundError) as error:
-        message, code = str(error), EXIT_FATAL
+        message, code = _without_worker_traceback(str(error)), EXIT_FATAL
     except (UsageError, ConfigError, ProtocolError, BackboneError, FileExistsError) as error:
-        message, code = str(error), EXIT_USAGE
+        message, code = _without_worker_traceback(str(error)), EXIT_USAGE
+    except KeyboardInterrupt:
+        message, code = "interrupted", EXIT_INTERRUPTED
     if code is not None:
         error_console.print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(code)

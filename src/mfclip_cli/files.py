@@ -96,6 +96,21 @@ def _looks_pickled(head: bytes) -> bool:
     return head.startswith(_ZIP_MAGIC) or (len(head) > 0 and head[0] == _PICKLE_PROTOCOL)
 
 
+def _check_data_length(path: Path, header: dict, data_bytes: int) -> None:
+    """The tensors' byte ranges must cover the data exactly: a cut-off download fails here, with a message."""
+    try:
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise UnsafeFileError(f"{path} is not a valid safetensors file (malformed header)") from None
+    needed = max(ends, default=0)
+    if data_bytes < needed:
+        raise UnsafeFileError(f"{path} is truncated: its header describes {needed} bytes of tensors, "
+                              f"the file holds {data_bytes}")
+    if data_bytes > needed:
+        raise UnsafeFileError(f"{path} is not a valid safetensors file ({data_bytes - needed} bytes "
+                              "after its last tensor)")
+
+
 def check_safetensors(path: str | Path) -> dict:
     """Return the parsed safetensors header of ``path``, or raise ``UnsafeFileError``.
 
@@ -118,6 +133,7 @@ def check_safetensors(path: str | Path) -> dict:
         except (UnicodeDecodeError, json.JSONDecodeError):
             header = None
     if isinstance(header, dict):
+        _check_data_length(path, header, size - 8 - header_len)
         return header
     if _looks_pickled(head):
         raise UnsafeFileError(

@@ -55,7 +55,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from mfclip_cli.data.samples import SAMPLE_FIELDS, DataIndex, Sample, summarize
 
@@ -359,8 +359,14 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
     return tuple(protocol.holdout_values)
 
 
-def select(data: DataIndex | Iterable[Sample], protocol: Protocol | str | Path) -> Splits:
-    """Split ``data`` by ``protocol`` (a ``Protocol``, a shipped name or a TOML path)."""
+def select(
+    data: DataIndex | Iterable[Sample], protocol: Protocol | str | Path, required: Sequence[str] = SPLIT_NAMES
+) -> Splits:
+    """Split ``data`` by ``protocol`` (a ``Protocol``, a shipped name or a TOML path).
+
+    The ``required`` splits must not come out empty: training needs all three, evaluation only test
+    (a test-only dataset, with no sample falling into val, is still evaluable).
+    """
     protocol = load_protocol(protocol)
     samples = list(data.samples if isinstance(data, DataIndex) else data)
     for sample in samples:
@@ -394,7 +400,7 @@ def select(data: DataIndex | Iterable[Sample], protocol: Protocol | str | Path) 
             splits[destination].append(sample)
         else:
             dropped.append(sample)
-    for name in SPLIT_NAMES:
+    for name in required:
         if not splits[name]:
             raise ProtocolError(
                 f"protocol {protocol.name!r} leaves the {name} split empty "

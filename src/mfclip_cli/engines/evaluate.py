@@ -129,7 +129,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     device = resolve_device(request.device)
     protocol = load_protocol(request.protocol)
     index = read_dataset(Path(request.data), request.layout)
-    splits: Splits = select(index, protocol)
+    splits: Splits = select(index, protocol, required=("test",))
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
     if demo:

@@ -7,6 +7,7 @@ ends; a folder that cannot be read becomes an error entry instead of stopping th
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 from dataclasses import dataclass
@@ -28,8 +29,16 @@ class InputItem:
         return str(self.path)
 
 
-def _walk(root: Path, recursive: bool, seen_dirs: set[str]) -> Iterable[InputItem]:
+def _walk(root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str, ...] = ()) -> Iterable[InputItem]:
+    """Media files under ``root``, names sorted; a link back to a folder being walked is an error entry.
+
+    A folder reached a second time by another route (a link to a folder walked already) is skipped:
+    its files are in the list once.
+    """
     real = os.path.realpath(root)
+    if real in ancestors:
+        yield InputItem(root, f"symbolic link loop: leads back to {real}, not followed")
+        return
     if real in seen_dirs:
         return
     seen_dirs.add(real)
@@ -46,11 +55,21 @@ def _walk(root: Path, recursive: bool, seen_dirs: set[str]) -> Iterable[InputIte
             is_file = not is_dir and entry.is_file(follow_symlinks=True)
         except OSError:
             is_dir = is_file = False
-        if is_dir:
+        if entry.is_symlink() and not (is_dir or is_file) and _loops(path):
+            yield InputItem(path, "symbolic link loop: the link never reaches a file, not followed")
+        elif is_dir:
             if recursive:
-                yield from _walk(path, recursive, seen_dirs)
+                yield from _walk(path, recursive, seen_dirs, (*ancestors, real))
         elif is_file and is_media(path):
             yield InputItem(path)
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def collect_inputs(specs: Iterable[str], recursive: bool = True, stdin: TextIO | None = None) -> list[InputItem]:

@@ -57,6 +57,7 @@ class FileRecord:
     error: str | None = None
     faces: list[FaceRecord] = field(default_factory=list)
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
+    annotation: dict[str, str] | None = None  # with --annotate: {"path": copy} or {"error": why not}
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -71,15 +72,16 @@ class FileRecord:
             "error": self.error,
             "faces": [face.to_dict() for face in self.faces],
         }
-        if self.video is not None:
-            record["video"] = self.video
+        for extra in ("video", "annotation"):
+            if getattr(self, extra) is not None:
+                record[extra] = getattr(self, extra)
         return record
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
         """The inverse of ``to_dict`` (extra keys such as ``type`` are ignored)."""
         faces = [FaceRecord(**{"frame": None, "timestamp": None, **face}) for face in document.get("faces", [])]
-        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video")
+        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video", "annotation")
         return cls(**{key: document.get(key) for key in fields}, faces=faces)
 
     def fail(self, message: str) -> "FileRecord":

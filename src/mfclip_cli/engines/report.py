@@ -8,9 +8,14 @@ document is written atomically at the end. No sink overwrites an existing file u
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -20,7 +25,7 @@ from rich.table import Table
 
 from mfclip_cli.engines.records import STATUS_ERROR, FileRecord
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import refuse_existing, write_json_atomic
+from mfclip_cli.files import atomic_writer, refuse_existing
 
 CLASS_COLUMNS = ("real", "diffusion", "gan")
 LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200, 40, 200)}
@@ -29,49 +34,118 @@ LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200,
 class Sink(Protocol):
     def begin(self, meta: dict[str, Any]) -> None: ...
     def write(self, record: FileRecord) -> None: ...
-    def close(self) -> None: ...
+    def close(self, summary: dict[str, Any]) -> None: ...
+    def discard(self) -> None: ...
+
+
+def _cannot_write(path: Path, error: OSError) -> ReportError:
+    return ReportError(f"cannot write {path}: {error.strerror or error}")
+
+
+class ReportError(ValueError):
+    """An output that cannot be written, or a report that cannot be resumed (a usage error)."""
+
+
+def _create(path: Path, force: bool, mode: str = "w") -> TextIO:
+    """Open a new report file: created exclusively unless ``force``, so two runs never share one."""
+    refuse_existing(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, mode if force else "x", encoding="utf-8", newline="" if "b" not in mode else None)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists (use --force to overwrite it)") from None
+    except OSError as error:
+        raise _cannot_write(path, error) from error
 
 
 class JsonlSink:
-    """One line per file, flushed as it is written; ``-`` is stdout. Resuming appends."""
+    """One line per file, flushed as it is written; ``-`` is stdout.
+
+    The report is locked while it is written, so a second run cannot append to it at the same
+    time. Resuming appends to it. The last line, ``{"type": "end", "complete": ...}``, says whether
+    the run finished: a report without it, or with ``complete: false``, is partial.
+    """
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
         self.target = target
         self.resume = resume
+        self.created = False
         if target == "-":
             self.stream: TextIO = sys.stdout
+            return
+        path = Path(target)
+        if resume and path.exists():
+            try:
+                self.stream = open(path, "r+", encoding="utf-8", newline="")
+            except OSError as error:
+                raise _cannot_write(path, error) from error
         else:
-            path = Path(target)
-            if not resume:
-                refuse_existing(path, force)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = open(path, "a" if resume else "w", encoding="utf-8")
+            self.stream = _create(path, force)
+            self.created = True
+        try:
+            fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.stream.close()
+            raise ReportError(f"{path} is being written by another mfclip scan") from None
+        self.stream.seek(0, io.SEEK_END)
+
+    def previous(self, meta: dict[str, Any]) -> "ResumeState":
+        """What the report already holds, checked against this run's ``meta``; a cut-off last line is dropped."""
+        if self.created:
+            return ResumeState()
+        path = Path(self.target)
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            raw = raw[: raw.rfind(b"\n") + 1]
+            os.truncate(path, len(raw))
+            self.stream.seek(0, io.SEEK_END)
+        lines = [json.loads(line) for line in io.StringIO(raw.decode("utf-8")) if line.strip()]
+        return ResumeState.from_report(path, lines, meta) if lines else ResumeState()
 
     def _line(self, document: dict[str, Any]) -> None:
         self.stream.write(json.dumps(document, ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def begin(self, meta: dict[str, Any]) -> None:
-        if not self.resume:
+        if self.stream is sys.stdout or self.stream.tell() == 0:
             self._line(meta)
 
     def write(self, record: FileRecord) -> None:
         self._line(record.to_dict())
 
-    def close(self) -> None:
+    def close(self, summary: dict[str, Any]) -> None:
+        self._line({"type": "end", **summary})
         if self.stream is not sys.stdout:
             self.stream.close()
 
+    def discard(self) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+            if self.created:
+                Path(self.target).unlink(missing_ok=True)
+
 
 class JsonSink:
-    """``{meta, files: [...]}`` written atomically once the run ends."""
+    """``{meta, files: [...]}``, written atomically when the run ends.
+
+    The records are staged in a hidden file next to the report as they come (memory stays flat,
+    and an unwritable folder is found before the scan, not after it); the meta, with the run's
+    ``complete`` flag, is known only at the end, so the report is assembled then.
+    """
 
     def __init__(self, path: str, *, force: bool = False):
         self.path = Path(path)
         self.force = force
         refuse_existing(self.path, force)
+        if self.path.is_dir():
+            raise ReportError(f"{self.path} is a folder, not a file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
+        except OSError as error:
+            raise _cannot_write(self.path, error) from error
         self.meta: dict[str, Any] = {}
-        self.files: list[dict[str, Any]] = []
+        self.count = 0
 
     def begin(self, meta: dict[str, Any]) -> None:
         self.meta = {key: value for key, value in meta.items() if key != "type"}
@@ -79,10 +153,22 @@ class JsonSink:
     def write(self, record: FileRecord) -> None:
         document = record.to_dict()
         document.pop("type")
-        self.files.append(document)
+        text = json.dumps(document, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        self.staged.write(("    " if self.count == 0 else ",\n    ") + text)
+        self.count += 1
 
-    def close(self) -> None:
-        write_json_atomic(self.path, {"meta": self.meta, "files": self.files}, overwrite=self.force)
+    def close(self, summary: dict[str, Any]) -> None:
+        meta = json.dumps({**self.meta, **summary}, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        self.staged.seek(0)
+        with atomic_writer(self.path, overwrite=self.force) as handle:
+            handle.write(f'{{\n  "meta": {meta},\n  "files": [\n'.encode("utf-8"))
+            while chunk := self.staged.read(1 << 20):
+                handle.write(chunk.encode("utf-8"))
+            handle.write(("\n  ]\n}\n" if self.count else "  ]\n}\n").encode("utf-8"))
+        self.staged.close()
+
+    def discard(self) -> None:
+        self.staged.close()
 
 
 CSV_COLUMNS = [
@@ -96,9 +182,7 @@ class CsvSink:
 
     def __init__(self, path: str, *, force: bool = False):
         self.path = Path(path)
-        refuse_existing(self.path, force)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.stream = open(self.path, "w", encoding="utf-8", newline="")
+        self.stream = _create(self.path, force)
         self.writer = csv.DictWriter(self.stream, fieldnames=CSV_COLUMNS)
         self.common: dict[str, Any] = {}
 
@@ -107,7 +191,8 @@ class CsvSink:
         self.writer.writeheader()
 
     def write(self, record: FileRecord) -> None:
-        base = {key: getattr(record, key) for key in ("path", "sha256", "size", "format", "width", "height", "status", "error")}
+        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error")
+        base = {key: getattr(record, key) for key in fields}
         base.update(self.common)
         if not record.faces:
             self.writer.writerow(base)
@@ -127,55 +212,114 @@ class CsvSink:
             )
         self.stream.flush()
 
-    def close(self) -> None:
+    def close(self, summary: dict[str, Any]) -> None:
         self.stream.close()
+
+    def discard(self) -> None:
+        self.stream.close()
+        self.path.unlink(missing_ok=True)
+
+
+DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
 
 
 class TableSink:
-    """A rich table on the terminal once the run ends: a row per face, and per faceless file."""
+    """A rich table on the terminal once the run ends: a row per face, and per faceless file.
+
+    On a narrow terminal it drops columns rather than the verdict: first status and box (the
+    label column then carries the status), then the three probabilities for one p(fake), then that
+    too (below 60 columns). The demo
+    notice is a line of its own, wrapped, never cut.
+    """
 
     def __init__(self, console: Console):
         self.console = console
-        self.rows: list[tuple[str, ...]] = []
+        self.records: list[FileRecord] = []
         self.meta: dict[str, Any] = {}
 
     def begin(self, meta: dict[str, Any]) -> None:
         self.meta = meta
 
     def write(self, record: FileRecord) -> None:
-        if not record.faces:
-            detail = record.error if record.status == STATUS_ERROR else "no face found"
-            self.rows.append((record.path, record.status, "", "", "", "", "", detail or ""))
-        for face in record.faces:
-            where = f"#{face.index}" + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else "")
-            box = "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]"
-            probs = [f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS]
-            self.rows.append((record.path, record.status, where, box, *probs, face.label))
+        self.records.append(record)
 
-    def close(self) -> None:
+    def _columns(self) -> list[str]:
+        width = self.console.width
+        if width >= 120:
+            return ["file", "status", "face", "box", *CLASS_COLUMNS, "label / note"]
+        if width >= 90:
+            return ["file", "face", *CLASS_COLUMNS, "label / note"]
+        if width >= 60:
+            return ["file", "face", "p(fake)", "label / note"]
+        return ["file", "face", "label / note"]
+
+    @staticmethod
+    def _cells(record: FileRecord, columns: list[str]) -> list[list[str]]:
+        if not record.faces:
+            note = record.error if record.status == STATUS_ERROR else "no face found"
+            if "status" not in columns:
+                note = f"{record.status}: {note}" if record.status == STATUS_ERROR else note
+            values = {"file": record.path, "status": record.status, "label / note": note or ""}
+            return [[values.get(column, "") for column in columns]]
+        rows = []
+        for face in record.faces:
+            values = {
+                "file": record.path,
+                "status": record.status,
+                "face": f"#{face.index}" + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
+                "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
+                "p(fake)": f"{1.0 - face.probs['real']:.3f}",
+                "label / note": face.label,
+                **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
+            }
+            rows.append([values[column] for column in columns])
+        return rows
+
+    def close(self, summary: dict[str, Any]) -> None:
         weights = self.meta.get("weights", {})
-        title = f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
-        if self.meta.get("demo"):
-            title += " [DEMO: synthetic-artifact weights, not evidence]"
-        table = Table(title=title)
-        longest = max((len(row[0]) for row in self.rows), default=4)
-        table.add_column("file", overflow="fold", min_width=min(longest, self.console.width // 4))
-        for column in ("status", "face", "box", *CLASS_COLUMNS):
-            table.add_column(column, no_wrap=column in CLASS_COLUMNS, justify="right" if column in CLASS_COLUMNS else "left")
-        table.add_column("label / note", overflow="fold", min_width=9)
-        for row in self.rows:
-            table.add_row(*row)
+        table = Table(title=f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})")
+        columns = self._columns()
+        longest = max((len(record.path) for record in self.records), default=4)
+        for column in columns:
+            if column == "file":
+                table.add_column(column, overflow="fold", min_width=min(longest, self.console.width // 4))
+            elif column == "label / note":
+                table.add_column(column, overflow="fold", min_width=9)
+            else:
+                numeric = column in (*CLASS_COLUMNS, "p(fake)")
+                table.add_column(column, no_wrap=numeric, justify="right" if numeric else "left")
+        for record in self.records:
+            for row in self._cells(record, columns):
+                table.add_row(*row)
         self.console.print(table)
+        if self.meta.get("demo"):
+            self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
+        if not summary.get("complete", True):
+            self.console.print("[bold red]partial: the scan was interrupted[/]")
+
+    def discard(self) -> None:
+        pass
 
 
 class AnnotateSink:
-    """Copies of scanned images with each face's box and label drawn, written under ``folder``."""
+    """Copies of scanned images with each face's box and label drawn, written under ``folder``.
+
+    A copy that cannot be written is that file's problem (its record says so under
+    ``annotation``), never the end of the run.
+    """
 
     def __init__(self, folder: str, *, force: bool = False):
         self.folder = Path(folder)
-        if self.folder.exists() and any(self.folder.iterdir()) and not force:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ReportError(f"--annotate {folder} is a file, not a folder")
+        if self.folder.is_dir() and any(self.folder.iterdir()) and not force:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.created = not self.folder.exists()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
+        except OSError as error:
+            raise _cannot_write(self.folder, error) from error
 
     def begin(self, meta: dict[str, Any]) -> None:
         pass
@@ -183,42 +327,73 @@ class AnnotateSink:
     def write(self, record: FileRecord) -> None:
         if record.status == STATUS_ERROR or is_video(Path(record.path)):
             return
+        target = self.folder / f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}.png"
         try:
             image = Image.fromarray(decode_image(Path(record.path)).pixels)
-        except DecodeError:
-            return
-        draw = ImageDraw.Draw(image)
-        width = max(2, round(max(image.size) / 400))
-        for face in record.faces:
-            colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
-            draw.rectangle(face.box, outline=colour, width=width)
-            text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
-            draw.text((face.box[0] + width, max(0, face.box[1] - 12)), text, fill=colour)
-        name = f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}.png"
-        image.save(self.folder / name)
+            draw = ImageDraw.Draw(image)
+            width = max(2, round(max(image.size) / 400))
+            for face in record.faces:
+                colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
+                draw.rectangle(face.box, outline=colour, width=width)
+                text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
+                draw.text((face.box[0] + width, max(0, face.box[1] - 12)), text, fill=colour)
+            with atomic_writer(target, overwrite=True) as handle:
+                image.save(handle, format="PNG")
+            record.annotation = {"path": str(target)}
+        except (OSError, DecodeError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            record.annotation = {"error": f"annotated copy not written: {reason}"}
 
-    def close(self) -> None:
+    def close(self, summary: dict[str, Any]) -> None:
         pass
 
+    def discard(self) -> None:
+        if self.created:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
-def jsonl_done_records(path: Path, weights_sha256: str) -> set[tuple[str, str]]:
-    """(path, sha256) of every file already in a JSON Lines report, for ``--resume``.
 
-    The report must come from the same weights. A last line cut off by a crash is removed.
+@dataclass
+class ResumeState:
+    """What an earlier report holds: the inputs it has done, and what its records add to the exit code.
+
+    Inputs are keyed by the file they name (the real path, resolved from the folder the earlier
+    run started in) and its SHA-256, so ``photos/a.jpg`` and ``/case/photos/a.jpg`` are one input.
     """
-    if not path.is_file():
-        return set()
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(path, "r+b") as handle:
-            handle.truncate(len(raw))
-    lines = [json.loads(line) for line in io.StringIO(raw.decode("utf-8")) if line.strip()]
-    if not lines or lines[0].get("type") != "meta":
-        raise ValueError(f"{path} does not start with an mfclip meta line; cannot resume from it")
-    previous = lines[0].get("weights", {}).get("sha256")
-    if previous != weights_sha256:
-        raise ValueError(
-            f"{path} was written with weights {previous}, not {weights_sha256}; resuming would mix results"
-        )
-    return {(line["path"], line["sha256"]) for line in lines[1:] if line.get("type") == "file" and line.get("sha256")}
+
+    done: set[tuple[str, str]] = field(default_factory=set)
+    records: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # real path: (error, fake)
+
+    @staticmethod
+    def key(path: str, cwd: str | None = None) -> str:
+        return os.path.realpath(os.path.join(cwd or os.getcwd(), path))
+
+    @classmethod
+    def from_report(cls, path: Path, lines: list[dict[str, Any]], meta: dict[str, Any]) -> "ResumeState":
+        if not lines or lines[0].get("type") != "meta":
+            raise ReportError(f"{path} does not start with an mfclip meta line; cannot resume from it")
+        previous = lines[0]
+        differences = [
+            f"{name} {was!r} there, {now!r} now"
+            for name, was, now in [
+                ("weights", previous.get("weights", {}).get("sha256"), meta["weights"]["sha256"]),
+                *((f"thresholds.{key}", previous.get("thresholds", {}).get(key), value)
+                  for key, value in meta["thresholds"].items()),
+                ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
+            ]
+            if was != now
+        ]
+        if differences:
+            raise ReportError(
+                f"{path} was written with other settings ({'; '.join(differences)}); resuming would mix "
+                "results: scan again into a new report, or resume with the same settings"
+            )
+        state = cls()
+        for line in lines[1:]:
+            if line.get("type") != "file":
+                continue
+            key = cls.key(line["path"], previous.get("cwd"))
+            if line.get("sha256"):
+                state.done.add((key, line["sha256"]))
+            faces = line.get("faces") or []
+            state.records[key] = (line.get("status") == STATUS_ERROR, any(f["label"] != "real" for f in faces))
+        return state

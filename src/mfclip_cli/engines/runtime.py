@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
 
 class UsageError(ValueError):

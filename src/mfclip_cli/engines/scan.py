@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,12 +36,14 @@ from mfclip_cli.engines.report import (
     CsvSink,
     JsonlSink,
     JsonSink,
+    ReportError,
+    ResumeState,
     Sink,
     TableSink,
-    jsonl_done_records,
 )
 from mfclip_cli.engines.runtime import (
     EXIT_FAKE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNREADABLE,
     UsageError,
@@ -253,12 +256,14 @@ class Scanner:
         """``workers`` threads; those that analyse run one torch thread each, and this thread's count is restored after."""
         single = self.analyse_in_workers
         threads = torch.get_num_threads()
+        pool = ThreadPoolExecutor(
+            self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if single else None,
+            initargs=(1,) if single else (),
+        )
         try:
-            with ThreadPoolExecutor(
-                self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if single else None, initargs=(1,) if single else ()
-            ) as pool:
-                yield pool
+            yield pool
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after an interruption, nothing more is started
             torch.set_num_threads(threads)
 
     def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
@@ -362,19 +367,31 @@ def _check_request(request: ScanRequest) -> None:
 
 
 def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
-    sinks: list[Sink] = []
-    if request.jsonl_path:
-        sinks.append(JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))
-    if request.json_path:
-        sinks.append(JsonSink(request.json_path, force=request.force))
-    if request.csv_path:
-        sinks.append(CsvSink(request.csv_path, force=request.force))
+    """Every output, opened (or refused) before the scan starts; none is left behind by a refusal.
+
+    Annotated copies come first, so the other reports carry each copy's path or why it failed.
+    """
+    openers: list[Callable[[], Sink]] = []
     if request.annotate_dir:
-        sinks.append(AnnotateSink(request.annotate_dir, force=request.force))
+        openers.append(lambda: AnnotateSink(request.annotate_dir, force=request.force))  # type: ignore[arg-type]
+    if request.jsonl_path:
+        openers.append(lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))  # type: ignore[arg-type]
+    if request.json_path:
+        openers.append(lambda: JsonSink(request.json_path, force=request.force))  # type: ignore[arg-type]
+    if request.csv_path:
+        openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path != "-" and console.is_terminal:
-        sinks.append(TableSink(console))
+        openers.append(lambda: TableSink(console))
     elif not (request.jsonl_path or request.json_path or request.csv_path):
-        sinks.append(JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+        openers.append(lambda: JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+    sinks: list[Sink] = []
+    try:
+        for opener in openers:
+            sinks.append(opener())
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        raise
     return sinks
 
 
@@ -403,11 +420,57 @@ def _distributed_records(
     shutil.rmtree(parts, ignore_errors=True)
 
 
+class Interrupted(Exception):
+    """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed, marked partial."""
+    def stop(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def scan_meta(request: ScanRequest, resolved, info, demo: bool, device: torch.device, inputs: int) -> dict:
+    """The report's meta: what ran, on what, with which settings (a resume must match them)."""
+    settings = request.settings
+    return {
+        "type": "meta",
+        "tool": "mfclip",
+        "version": __version__,
+        "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
+                    "config": info.config.name},
+        "demo": demo,
+        "device": str(device),
+        "thresholds": {
+            "fake": settings.fake_threshold,
+            "detection": list(settings.detection_thresholds),
+            "min_face": settings.min_face,
+            "detect_max_side": settings.detect_max_side,
+        },
+        "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
+        "started_utc": utc_now(),
+        "cwd": os.getcwd(),
+        "inputs": inputs,
+    }
+
+
 def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
-    """Run a scan end to end and return the exit code (0, 3 or 4; usage errors raise).
+    """Run a scan end to end and return the exit code (0, 3, 4, or 130 when interrupted; usage errors raise).
 
     Launched under ``torchrun``, the inputs are split across the processes and rank 0 writes one
-    merged, input-ordered report.
+    merged, input-ordered report. The exit code describes the whole report, records of a resumed
+    run's earlier part included.
     """
     _check_request(request)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
@@ -422,69 +485,89 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
             "the probabilities are not evidence. Pass --weights for a real checkpoint."
         )
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
-    settings = request.settings
-    meta = {
-        "type": "meta",
-        "tool": "mfclip",
-        "version": __version__,
-        "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
-                    "config": info.config.name},
-        "demo": demo,
-        "device": str(device),
-        "thresholds": {"fake": settings.fake_threshold, "detection": list(settings.detection_thresholds),
-                       "min_face": settings.min_face},
-        "started_utc": utc_now(),
-        "inputs": len(items),
-    }
-
+    if not items:
+        raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
+    meta = scan_meta(request, resolved, info, demo, device, len(items))
     if world > 1:
         meta["processes"] = world
+    scanner = Scanner(model, request.settings, device)
+
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
     sinks: list[Sink] = []
-    shared: list = [set(), None]  # inputs already done, a refusal to pass on
+    shared: list = [ResumeState(), None]  # the earlier report's state, a refusal to pass on
     if rank == 0:
         try:
-            if request.resume:
-                shared[0] = jsonl_done_records(Path(request.jsonl_path), info.sha256)  # type: ignore[arg-type]
             sinks = _open_sinks(request, console)
-        except (ValueError, FileExistsError) as error:
+            jsonl = next((sink for sink in sinks if isinstance(sink, JsonlSink)), None)
+            if request.resume and jsonl is not None:
+                shared[0] = jsonl.previous(meta)
+        except (ReportError, FileExistsError) as error:
+            for sink in sinks:
+                sink.discard()
             shared[1] = str(error)
     if world > 1:
         dist.broadcast_object_list(shared, src=0)
-    done, refusal = shared
+    previous, refusal = shared
     if refusal:
         raise UsageError(refusal)
 
-    scanner = Scanner(model, settings, device)
     for sink in sinks:
         sink.begin(meta)
-    errors = fakes = 0
+    skipped: list[str] = []
+
+    def skip(record: FileRecord) -> bool:
+        if (ResumeState.key(record.path), record.sha256) not in previous.done:
+            return False
+        skipped.append(record.path)
+        return True
+
     show_progress = rank == 0 and not request.quiet and error_console.is_terminal
     progress = Progress(
         TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[current]}"), console=error_console, disable=not show_progress, transient=True,
     )
-    skip = (lambda record: (record.path, record.sha256) in done) if done else None
     if world > 1:
         base = Path(request.jsonl_path or request.json_path or request.csv_path or "-")
         parts_base = base.parent if str(base) != "-" else Path.cwd()
-        records = _distributed_records(scanner, items, skip, rank, world, parts_base.resolve())
+        records = _distributed_records(scanner, items, skip if previous.done else None, rank, world, parts_base.resolve())
     else:
-        records = scanner.scan(items, skip=skip)
+        records = scanner.scan(items, skip=skip if previous.done else None)
+    outcome: dict[str, tuple[bool, bool]] = dict(previous.records)  # real path: (error, fake)
+    written = faces = 0
+    complete = False
     try:
-        with progress:
+        with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
-                errors += record.status == STATUS_ERROR
-                fakes += any(face.label != "real" for face in record.faces)
                 for sink in sinks:
                     sink.write(record)
+                annotation_failed = bool(record.annotation and "error" in record.annotation)
+                error = record.status == STATUS_ERROR or annotation_failed
+                outcome[ResumeState.key(record.path)] = (error, any(face.label != "real" for face in record.faces))
+                written += 1
+                faces += len(record.faces)
                 progress.update(task, advance=1, current=Path(record.path).name)
+            complete = True
+    except (KeyboardInterrupt, Interrupted):
+        pass
     finally:
+        records.close()  # stops the workers: what they had not started is dropped
+        summary = {"complete": complete, "files_written": written, "faces": faces, "finished_utc": utc_now()}
+        if skipped:
+            summary["skipped_as_done"] = len(skipped)
         for sink in sinks:
-            sink.close()
+            sink.close(summary)
         if world > 1:
             dist.destroy_process_group()
-    if request.fail_on_fake and fakes:
+    if rank == 0 and skipped:
+        error_console.print(f"resumed {request.jsonl_path}: {len(skipped)} input(s) already recorded there were "
+                            f"skipped, {written} scanned now", highlight=False)
+    if not complete:
+        error_console.print(f"[bold red]interrupted:[/] {written} of {len(items) - len(skipped)} input(s) written; "
+                            "the reports are marked \"complete\": false"
+                            + (f" (continue with --resume --jsonl {request.jsonl_path})" if request.jsonl_path
+                               and request.jsonl_path != "-" else ""), highlight=False)
+        return EXIT_INTERRUPTED
+    if request.fail_on_fake and any(fake for _, fake in outcome.values()):
         return EXIT_FAKE
-    return EXIT_UNREADABLE if errors else EXIT_OK
+    return EXIT_UNREADABLE if any(error for error, _ in outcome.values()) else EXIT_OK

@@ -229,6 +229,16 @@ class Trainer:
             self.run.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)})
 
+    def forget_unresumable_start(self) -> None:
+        """A run that failed before its first ``last.*`` save cannot be resumed; remove what it wrote,
+        so that the same ``--out`` can be used again (a run that saved once stays, for ``--resume``)."""
+        if not self.world.main or (self.run / LAST).exists():
+            return
+        for name in (SETTINGS_FILE, METRICS_FILE, BEST, Path(BEST).with_suffix(".json").name):
+            (self.run / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.run.rmdir()  # only when empty: never anything of the user's
+
     def _build_model(self, resume: bool) -> MFCLIP:
         if resume:
             model, _ = load_checkpoint(self.run / LAST)  # frozen weights never change, so any save has them
@@ -382,4 +392,9 @@ def train(settings: TrainSettings | None, *, out: str, resume: bool, device: str
         saved.pop("mfclip_version", None)
         settings = replace(TrainSettings(**saved), out=out)
     assert settings is not None
-    return Trainer(settings, resume=resume, device=device, console=console).fit()
+    trainer = Trainer(settings, resume=resume, device=device, console=console)
+    try:
+        return trainer.fit()
+    except BaseException:
+        trainer.forget_unresumable_start()
+        raise

@@ -81,11 +81,21 @@ def resolve_weights(value: str | None, weights_dir: Path = WEIGHTS_DIR) -> Resol
     return ResolvedWeights(path, path.stem, False, source)
 
 
+def demo_hashes(weights_dir: Path = WEIGHTS_DIR) -> set[str]:
+    """SHA-256 of every checkpoint registered as demo weights, the bundled registry's always included."""
+    entries = read_registry(WEIGHTS_DIR) + (read_registry(weights_dir) if weights_dir != WEIGHTS_DIR else [])
+    return {entry["sha256"] for entry in entries if entry.get("demo") and entry.get("sha256")}
+
+
+def is_demo(info: CheckpointInfo, weights_dir: Path = WEIGHTS_DIR) -> bool:
+    """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or a new name."""
+    return info.sha256 in demo_hashes(weights_dir) or bool(info.metadata.get("demo"))
+
+
 def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLIP, CheckpointInfo, bool]:
-    """Load the checkpoint; it counts as the demo if the registry or its own sidecar says so."""
+    """Load the checkpoint and say whether it is demo weights (by registry entry, hash or sidecar)."""
     model, info = load_checkpoint(resolved.path, device=device)
-    demo = resolved.demo or bool(info.metadata.get("demo"))
-    return model, info, demo
+    return model, info, resolved.demo or is_demo(info)
 
 
 def registry_status(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
@@ -112,7 +122,7 @@ def weights_info(target: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]
         "path": str(resolved.path),
         "sha256": info.sha256,
         "hash_check": "matches the registry" if entry else "not registered (hash computed, nothing to compare with)",
-        "demo": resolved.demo or bool(info.metadata.get("demo")),
+        "demo": resolved.demo or is_demo(info, weights_dir),
         "config": info.config.to_dict(),
         "parameters": info.metadata.get("parameters"),
         "training": info.metadata.get("training"),
@@ -133,6 +143,7 @@ def register_weights(
 ) -> dict[str, Any]:
     """Copy a checkpoint (and its sidecar) into the registry folder and record its name and hash."""
     info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
+    demo = demo or is_demo(info, weights_dir)  # the demo stays the demo under any name
     registry = [entry for entry in read_registry(weights_dir) if entry["name"] != name or not force]
     if any(entry["name"] == name for entry in registry):
         raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")

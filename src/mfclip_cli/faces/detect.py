@@ -73,17 +73,28 @@ class FaceDetector:
                 chunk = members[start : start + per_call]
                 batch = torch.from_numpy(np.stack([scaled[i] for i in chunk])).to(self.device)
                 for i, (image_boxes, image_points) in zip(chunk, self.cascade(batch, min_size)):
-                    results[i] = self._to_detections(image_boxes, image_points, scales[i], images[i].shape[:2])
+                    results[i] = self._to_detections(
+                        image_boxes, image_points, scales[i], images[i].shape[:2], self.min_face_size
+                    )
         return results
 
     @staticmethod
-    def _to_detections(boxes: np.ndarray, points: np.ndarray, scale: float, shape: tuple[int, int]) -> list[Detection]:
+    def _to_detections(
+        boxes: np.ndarray, points: np.ndarray, scale: float, shape: tuple[int, int], min_face: float
+    ) -> list[Detection]:
+        """Boxes in the full-resolution image, best first; faces smaller than ``min_face`` are dropped.
+
+        The pyramid starts at ``min_face``, but the box regression can still shrink a box below it
+        (``--min-face 150`` found 71 px faces): a face is kept when its box's longer side reaches it.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
         points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
         height, width = shape
         detections = []
         for box, landmarks in zip(boxes, points):
             xyxy = box[:4] / scale
+            if max(xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]) < min_face:
+                continue
             xyxy[[0, 2]] = np.clip(xyxy[[0, 2]], 0, width)
             xyxy[[1, 3]] = np.clip(xyxy[[1, 3]], 0, height)
             if xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
