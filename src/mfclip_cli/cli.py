@@ -89,7 +89,7 @@ def scan(
     workers: int = typer.Option(0, "--workers", min=0, help="Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, up to 16, with a GPU)."),
     min_face: int = typer.Option(20, "--min-face", min=1, help="Smallest face searched for, in pixels."),
     det_threshold: float = typer.Option(0.7, "--det-threshold", min=0.0, max=1.0, help="MTCNN's final (O-Net) face-score threshold."),
-    detect_max_side: int = typer.Option(1600, "--detect-max-side", min=0, help="Detect on a copy no longer than this (0: full resolution); crops always come from the full image."),
+    detect_max_side: int = typer.Option(0, "--detect-max-side", min=0, help="Detect on a copy no longer than this: faster on large photos, but faces under 12 x longest side / N px are not searched (recorded per file as smallest_face). 0 (default): full resolution."),
     fake_threshold: float = typer.Option(0.5, "--fake-threshold", min=0.0, max=1.0, help="A face is labelled fake when 1 - p(real) reaches this."),
     fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Sample this many frames per video, evenly spread (overrides --fps)."),

@@ -58,6 +58,7 @@ class FileRecord:
     faces: list[FaceRecord] = field(default_factory=list)
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
     annotation: dict[str, str] | None = None  # with --annotate: {"path": copy} or {"error": why not}
+    smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -72,7 +73,7 @@ class FileRecord:
             "error": self.error,
             "faces": [face.to_dict() for face in self.faces],
         }
-        for extra in ("video", "annotation"):
+        for extra in ("video", "annotation", "smallest_face"):
             if getattr(self, extra) is not None:
                 record[extra] = getattr(self, extra)
         return record
@@ -81,7 +82,8 @@ class FileRecord:
     def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
         """The inverse of ``to_dict`` (extra keys such as ``type`` are ignored)."""
         faces = [FaceRecord(**{"frame": None, "timestamp": None, **face}) for face in document.get("faces", [])]
-        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video", "annotation")
+        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video", "annotation",
+                  "smallest_face")
         return cls(**{key: document.get(key) for key in fields}, faces=faces)
 
     def fail(self, message: str) -> "FileRecord":

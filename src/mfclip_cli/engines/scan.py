@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -67,7 +68,7 @@ class ScanSettings:
     workers: int = 0  # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    detect_max_side: int = 1600  # 0: detect at full resolution
+    detect_max_side: int = 0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
     fps: float = 1.0
     frames: int | None = None
@@ -148,6 +149,17 @@ class Scanner:
         ]
 
     # -- files -------------------------------------------------------------------------------
+    @property
+    def smallest_face(self) -> float:
+        """The smallest face searched for, in original pixels, wherever detection is at full resolution."""
+        return self.cropper.detector.full_resolution_smallest_face
+
+    def _note_smallest_face(self, record: FileRecord) -> None:
+        """A file detected on a downscaled copy (``--detect-max-side``) says how small a face it could see."""
+        smallest = self.cropper.detector.smallest_face(record.height, record.width)
+        if smallest > self.smallest_face * (1 + 1e-9):
+            record.smallest_face = math.ceil(smallest)
+
     @staticmethod
     def open_record(item: InputItem) -> FileRecord:
         record = FileRecord(path=item.display)
@@ -196,6 +208,7 @@ class Scanner:
             info, frames = sample_video(path, fps=settings.fps, frames=settings.frames)
             record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
             record.width, record.height = info.width, info.height
+            self._note_smallest_face(record)
             sampled, with_faces = 0, 0
             for frame, found in self._analysed_frames(frames):
                 sampled += 1
@@ -238,6 +251,7 @@ class Scanner:
         except DecodeError as error:
             return record.fail(str(error)), None, None
         record.format, record.width, record.height = image.format, image.width, image.height
+        self._note_smallest_face(record)
         faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
         return record, image.pixels, faces
 
@@ -441,7 +455,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def scan_meta(request: ScanRequest, resolved, info, demo: bool, device: torch.device, inputs: int) -> dict:
+def scan_meta(request: ScanRequest, scanner: Scanner, resolved, info, demo: bool, inputs: int) -> dict:
     """The report's meta: what ran, on what, with which settings (a resume must match them)."""
     settings = request.settings
     return {
@@ -451,12 +465,13 @@ def scan_meta(request: ScanRequest, resolved, info, demo: bool, device: torch.de
         "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
                     "config": info.config.name},
         "demo": demo,
-        "device": str(device),
+        "device": str(scanner.device),
         "thresholds": {
             "fake": settings.fake_threshold,
             "detection": list(settings.detection_thresholds),
             "min_face": settings.min_face,
             "detect_max_side": settings.detect_max_side,
+            "smallest_face": scanner.smallest_face,  # in original pixels; a file record says where larger
         },
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
         "started_utc": utc_now(),
@@ -487,10 +502,10 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
     if not items:
         raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
-    meta = scan_meta(request, resolved, info, demo, device, len(items))
+    scanner = Scanner(model, request.settings, device)
+    meta = scan_meta(request, scanner, resolved, info, demo, len(items))
     if world > 1:
         meta["processes"] = world
-    scanner = Scanner(model, request.settings, device)
 
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
     sinks: list[Sink] = []

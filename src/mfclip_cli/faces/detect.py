@@ -1,9 +1,12 @@
 """Face detection with facenet-pytorch's MTCNN networks and weights, batched over images.
 
 The cascade (``cascade.py``) handles a batch of equally sized images in one pass; we group the
-images of a chunk by their detection size so every group is one batch. Large images are detected
-on a copy whose longest side is ``max_side`` (boxes and landmarks are mapped back to the full-
-resolution upright image, where alignment takes its crops).
+images of a chunk by their detection size so every group is one batch. Images are detected at full
+resolution by default: the pyramid then starts at ``min_face`` pixels of the original, and every
+face that facenet-pytorch's MTCNN finds there is found. With ``max_side`` set, larger images are
+detected on a copy whose longest side is ``max_side`` (boxes and landmarks are mapped back to the
+full-resolution upright image, where alignment takes its crops); that is faster on large photos
+but cannot see faces smaller than ``smallest_face`` of the original.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class FaceDetector:
         device: torch.device | str = "cpu",
         min_face_size: int = 20,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-        max_side: int = 1600,
+        max_side: int = 0,
         factor: float = 0.709,
     ):
         self.device = torch.device(device)
@@ -47,6 +50,19 @@ class FaceDetector:
     def _detection_scale(self, height: int, width: int) -> float:
         longest = max(height, width)
         return min(1.0, self.max_side / longest) if self.max_side and longest > self.max_side else 1.0
+
+    def _pyramid_min_size(self, scale: float) -> float:
+        """The smallest face, in detection pixels: ``min_face`` scaled, but never below P-Net's window."""
+        return max(float(MTCNN_MIN_WINDOW), self.min_face_size * scale)
+
+    @property
+    def full_resolution_smallest_face(self) -> float:
+        return self._pyramid_min_size(1.0)
+
+    def smallest_face(self, height: int, width: int) -> float:
+        """The smallest face searched for in an image of this size, in its own (original) pixels."""
+        scale = self._detection_scale(height, width)
+        return self._pyramid_min_size(scale) / scale
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """Faces of each RGB uint8 image [H, W, 3], highest detection score first."""
@@ -63,7 +79,7 @@ class FaceDetector:
             else:
                 scaled[i] = pixels
             scales[i] = scale
-            min_size = max(float(MTCNN_MIN_WINDOW), self.min_face_size * scale)
+            min_size = self._pyramid_min_size(scale)
             groups[(*scaled[i].shape[:2], min_size)].append(i)
         for (height, width, min_size), members in groups.items():
             if min(height, width) < MTCNN_MIN_WINDOW:
