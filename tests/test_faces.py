@@ -56,9 +56,28 @@ def test_detections_match_facenet(detector, library, make):
         assert max(iou(detection.box, box) for box in theirs) >= 0.95
 
 
-def _normalised_area_resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    planar = pixels.permute(0, 3, 1, 2).float()
+def _normalised_area_resize(pixels: torch.Tensor, size: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
+    planar = pixels.permute(0, 3, 1, 2).to(dtype)
     return (torch.nn.functional.interpolate(planar, size=size, mode="area") - 127.5) * 0.0078125
+
+
+def test_integral_sums_that_wrap_around_still_give_exact_bins():
+    """Over 16.8 MP of bright pixels OpenCV's int32 sums wrap past 2^32; bins must still be exact."""
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(200, 256, (1, 4400, 4400, 3), dtype=torch.uint8, generator=generator)
+    integral = integral_images(images)
+    assert integral.dtype == torch.int32
+    exact = cumulative_sums(images, torch.float64)  # the GPU path for such images
+    assert exact[0, -1, -1].max() > 2**32  # the sums do wrap
+    assert torch.equal(integral[0, -1].to(torch.int64) % 2**32, exact[0, -1].to(torch.int64) % 2**32)
+    for size in [(2640, 2640), (1871, 1871), (13, 13)]:  # float64 reference: float32 drifts over huge bins
+        reference = _normalised_area_resize(images, size, torch.float64).float()
+        assert torch.allclose(pyramid_level(integral, *size), reference, atol=1e-5), size
+    rectangles = torch.tensor([[4300, 4310, 4400, 4400], [0, 0, 4400, 4400], [2000, 10, 2048, 4400]])
+    crops = cut_boxes(integral, torch.zeros(3, dtype=torch.int64), rectangles, 48)
+    for crop, (x0, y0, x1, y1) in zip(crops, rectangles.tolist()):
+        expected = _normalised_area_resize(images[:, y0:y1, x0:x1], (48, 48), torch.float64)[0].float()
+        assert torch.allclose(crop, expected, atol=1e-5)
 
 
 def test_pyramid_levels_and_box_crops_equal_area_interpolation():

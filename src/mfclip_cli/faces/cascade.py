@@ -39,19 +39,34 @@ def _area_bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[to
 
 
 def integral_images(images: torch.Tensor) -> torch.Tensor:
-    """[B, H + 1, W + 1, 3] sums of uint8 [B, H, W, 3] images, exact: int32 where it cannot overflow, else float64."""
-    height, width = images.shape[1:3]
-    exact_in_int32 = 255 * height * width < 2**31
+    """[B, H + 1, W + 1, 3] sums of uint8 [B, H, W, 3] images, from which every bin sum is exact.
+
+    On CPU they are OpenCV's int32 sums, which wrap around modulo 2^32 on images of 8.4 megapixels
+    and more: every difference of them is then taken modulo 2^32 (``_differences``), and that is
+    the exact sum, since no bin of a uint8 image sums to 2^32. Half the bytes of float64 sums, and
+    the large photos that need them are those whose pyramid gathers are memory-bound. On a GPU, by
+    cumulative sums: int32 where they cannot overflow, else float64.
+    """
     if images.device.type == "cpu":  # OpenCV's integral is several times faster than two torch cumsums
-        depth = cv2.CV_32S if exact_in_int32 else cv2.CV_64F
-        return torch.from_numpy(np.stack([cv2.integral(image, sdepth=depth) for image in images.numpy()]))
-    return cumulative_sums(images, torch.int32 if exact_in_int32 else torch.float64)
+        return torch.from_numpy(np.stack([cv2.integral(image, sdepth=cv2.CV_32S) for image in images.numpy()]))
+    height, width = images.shape[1:3]
+    return cumulative_sums(images, torch.int32 if 255 * height * width < 2**31 else torch.float64)
 
 
 def cumulative_sums(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The integral image by two cumulative sums, on any device."""
     sums = images.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
     return F.pad(sums, (0, 0, 1, 0, 1, 0))
+
+
+def _differences(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+    """``later - earlier`` of integral-image values as float32; int32 values modulo 2^32 (they may wrap)."""
+    if later.dtype != torch.int32:
+        return (later - earlier).to(torch.float32)
+    if later.device.type == "cpu":  # numpy's unsigned arithmetic wraps by definition
+        wrapped = np.subtract(later.numpy().view(np.uint32), earlier.numpy().view(np.uint32))
+        return torch.from_numpy(wrapped.astype(np.float32))
+    return (later.to(torch.int64) - earlier.to(torch.int64)).bitwise_and_(0xFFFFFFFF).to(torch.float32)
 
 
 def _means(sums: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
@@ -69,8 +84,8 @@ def pyramid_level(integral: torch.Tensor, height: int, width: int) -> torch.Tens
     zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
     rows_first, rows_end = (b[0] for b in _area_bins(zero, zero + integral.shape[1] - 1, height))
     cols_first, cols_end = (b[0] for b in _area_bins(zero, zero + integral.shape[2] - 1, width))
-    rows = integral.index_select(1, rows_end) - integral.index_select(1, rows_first)  # whole rows: a fast copy
-    sums = _column_differences(rows.to(torch.float32), cols_first, cols_end)
+    rows = _differences(integral.index_select(1, rows_end), integral.index_select(1, rows_first))  # whole rows
+    sums = _column_differences(rows, cols_first, cols_end)
     return _means(sums, (rows_end - rows_first)[:, None] * (cols_end - cols_first)[None, :])
 
 
@@ -116,7 +131,11 @@ def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Te
     rows = torch.stack([rows_end, rows_first, rows_end, rows_first])[..., None] + image_index[:, None, None] * height
     cols = torch.stack([cols_end, cols_end, cols_first, cols_first])[:, :, None, :]
     corners = integral.view(-1, 3).index_select(0, (rows * width + cols).flatten()).view(4, len(boxes), size, size, 3)
-    sums = corners[0] - corners[1] - corners[2] + corners[3]
+    if corners.dtype == torch.int32:  # sums that may wrap around: exact modulo 2^32 (see integral_images)
+        corners = corners.to(torch.int64)
+        sums = (corners[0] - corners[1] - corners[2] + corners[3]).bitwise_and_(0xFFFFFFFF)
+    else:
+        sums = corners[0] - corners[1] - corners[2] + corners[3]
     return _means(sums, (rows_end - rows_first)[:, :, None] * (cols_end - cols_first)[:, None, :])
 
 
