@@ -68,6 +68,9 @@ def _errors_reported() -> Iterator[Console]:
         message, code = _without_worker_traceback(str(error)), EXIT_USAGE
     except KeyboardInterrupt:
         message, code = "interrupted", EXIT_INTERRUPTED
+    except OSError as error:  # a full disk, a vanished folder: what failed and where, no traceback
+        where = f" ({error.filename})" if error.filename else ""
+        message, code = f"{error.strerror or error}{where}", EXIT_FATAL
     if code is not None:
         error_console.print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(code)

@@ -570,10 +570,16 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         summary = {"complete": complete, "files_written": written, "faces": faces, "finished_utc": utc_now()}
         if skipped:
             summary["skipped_as_done"] = len(skipped)
-        for sink in sinks:
-            sink.close(summary)
+        failures = []
+        for sink in sinks:  # each report closed, even when another fails (a full disk)
+            try:
+                sink.close(summary)
+            except OSError as error:
+                failures.append(error)
         if world > 1:
             dist.destroy_process_group()
+        if failures:
+            raise failures[0]
     if rank == 0 and skipped:
         error_console.print(f"resumed {request.jsonl_path}: {len(skipped)} input(s) already recorded there were "
                             f"skipped, {written} scanned now", highlight=False)
