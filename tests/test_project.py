@@ -29,3 +29,37 @@ def test_tests_run_offline():
     install, test = _readme_first_commands()
     assert "HF_HUB_OFFLINE=1" in test and "pytest" in test
     assert "[test]" in install
+
+
+def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp_path):
+    """Built as pip builds it; unpacked where no checkout is, it finds its demo weights and configs."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("mfclip-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("mfclip_cli/weights/registry.json", "mfclip_cli/weights/mfclip-demo-tiny.safetensors",
+                   "mfclip_cli/model/configs/tiny.json", "mfclip_cli/data/protocols/in-domain.toml"):
+        assert needed in names, needed
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {**os.environ, "PYTHONPATH": str(installed), "HF_HUB_OFFLINE": "1"}
+    environment.pop("MFCLIP_WEIGHTS", None)
+    scan = subprocess.run(
+        [sys.executable, "-m", "mfclip_cli", "scan", str(ROOT / "examples" / "astronaut.jpg"), "--jsonl", "-"],
+        capture_output=True, text=True, timeout=600, cwd=elsewhere, env=environment,
+    )
+    assert scan.returncode == 0, scan.stderr
+    meta = json.loads(scan.stdout.splitlines()[0])
+    assert meta["demo"] is True and "DEMO" in scan.stderr
+    assert meta["weights"]["path"].startswith(str(installed))  # the unpacked wheel's own copy

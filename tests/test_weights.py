@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from mfclip_cli.engines.weights import (
-    WEIGHTS_DIR,
+    BUNDLED_STORE,
     WeightsError,
     read_registry,
     register_weights,
+    remove_weights,
     resolve_weights,
+    user_store,
     weights_info,
 )
 from mfclip_cli.model import build_model, save_checkpoint
@@ -30,10 +32,10 @@ def mfclip(*args, env=None):
 
 
 def test_demo_checkpoint_matches_its_registry_entry():
-    entries = read_registry()
+    entries = read_registry(BUNDLED_STORE)
     demo = [entry for entry in entries if entry.get("demo")]
     assert len(demo) == 1 and demo[0]["default"] and demo[0]["config"] == "tiny"
-    path = WEIGHTS_DIR / demo[0]["file"]
+    path = BUNDLED_STORE / demo[0]["file"]
     assert path.stat().st_size <= 20 * 1024 * 1024
     assert hashlib.sha256(path.read_bytes()).hexdigest() == demo[0]["sha256"]
     assert demo[0]["trained_on"] and demo[0]["metrics"]["test"]["auc"] is not None
@@ -44,18 +46,47 @@ def test_register_and_verify(tmp_path, tiny_config):
     source = tmp_path / "run" / "best.safetensors"
     save_checkpoint(build_model(tiny_config), source)
     folder = tmp_path / "weights"
-    entry = register_weights(source, "mine", default=True, trained_on="nothing", weights_dir=folder)
+    assert resolve_weights(None, folder).name == "mfclip-demo-tiny"  # nothing of the user's: the bundled default
+    entry = register_weights(source, "mine", default=True, trained_on="nothing", store=folder)
     assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert resolve_weights(None, folder).name == "mine"  # the default
+    assert resolve_weights(None, folder).name == "mine"  # the user's default comes first
     assert weights_info("mine", folder)["hash_check"] == "matches the registry"
+    assert resolve_weights("mfclip-demo-tiny", folder).path.parent == BUNDLED_STORE
     with pytest.raises(WeightsError, match="already registered"):
-        register_weights(source, "mine", weights_dir=folder)
-    register_weights(source, "other", default=True, weights_dir=folder)
+        register_weights(source, "mine", store=folder)
+    with pytest.raises(WeightsError, match="names bundled weights"):
+        register_weights(source, "mfclip-demo-tiny", store=folder)
+    register_weights(source, "other", default=True, store=folder)
     assert [e["default"] for e in read_registry(folder)] == [False, True]
+    removed = remove_weights("other", folder)
+    assert removed["name"] == "other" and not (folder / "other.safetensors").exists()
+    assert not (folder / "other.json").exists() and [e["name"] for e in read_registry(folder)] == ["mine"]
+    with pytest.raises(WeightsError, match="bundled"):
+        remove_weights("mfclip-demo-tiny", folder)
     tampered = folder / "mine.safetensors"
     tampered.write_bytes(tampered.read_bytes()[:-1] + b" ")
     with pytest.raises(WeightsError, match="fail their hash check"):
         resolve_weights("mine", folder)
+    assert not any(BUNDLED_STORE.glob("mine*")) and read_registry(BUNDLED_STORE) == [
+        e for e in read_registry(BUNDLED_STORE) if e["name"] == "mfclip-demo-tiny"]
+
+
+def test_weights_add_list_and_remove_use_the_users_store(tmp_path, tiny_config):
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    home = {"MFCLIP_HOME": str(tmp_path / "home")}
+    added = mfclip("weights", "add", str(source), "--name", "case-17", env=home)
+    assert added.returncode == 0, added.stderr
+    assert (tmp_path / "home" / "weights" / "case-17.safetensors").is_file()
+    listed = mfclip("weights", "list", env={**home, "COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 5}
+    assert "user" in rows["case-17"] and "bundled" in rows["mfclip-demo-tiny"] and "MB" in rows["case-17"]
+    removed = mfclip("weights", "remove", "case-17", env=home)
+    assert removed.returncode == 0 and not (tmp_path / "home" / "weights" / "case-17.safetensors").exists()
+    refused = mfclip("weights", "remove", "mfclip-demo-tiny", env=home)
+    assert refused.returncode == 1 and "bundled" in refused.stderr
+    assert user_store() != BUNDLED_STORE and "mfclip" in str(BUNDLED_STORE)
 
 
 def test_weights_list_and_info_commands():
@@ -90,22 +121,22 @@ def test_quick_start_scan_of_the_examples_with_the_demo_weights():
 
 def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
     """The demo checkpoint copied without its sidecar, or registered under another name, is still the demo."""
-    demo = next(entry for entry in read_registry() if entry.get("demo"))
+    demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     bare = tmp_path / "renamed.safetensors"
-    bare.write_bytes((WEIGHTS_DIR / demo["file"]).read_bytes())
+    bare.write_bytes((BUNDLED_STORE / demo["file"]).read_bytes())
     scanned = mfclip("scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(bare), "--jsonl", "-", "--quiet")
     assert scanned.returncode == 0, scanned.stderr
     assert "DEMO" in scanned.stderr and json.loads(scanned.stdout.splitlines()[0])["demo"] is True
     assert weights_info(str(bare))["demo"] is True
-    entry = register_weights(bare, "mine", weights_dir=tmp_path / "store")
+    entry = register_weights(bare, "mine", store=tmp_path / "store")
     assert entry["demo"] is True and resolve_weights("mine", tmp_path / "store").demo is True
     assert json.loads((tmp_path / "store" / "mine.json").read_text())["demo"] is True
 
 
 def test_truncated_checkpoint_is_one_readable_error(tmp_path):
-    demo = next(entry for entry in read_registry() if entry.get("demo"))
+    demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes((WEIGHTS_DIR / demo["file"]).read_bytes()[:-1000])
+    cut.write_bytes((BUNDLED_STORE / demo["file"]).read_bytes()[:-1000])
     for args in (["weights", "info", str(cut)],
                  ["scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(cut), "--jsonl", "-"]):
         result = mfclip(*args)

@@ -298,32 +298,39 @@ def bench(
             write_json_atomic(json_path, results, overwrite=force)
 
 
-weights_app = typer.Typer(help="The checkpoint registry: list the known weights, or inspect and verify a file.",
+weights_app = typer.Typer(help="Registered checkpoints: the bundled demo and your own store ($MFCLIP_HOME/weights).",
                           no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
 
 @weights_app.command("list")
 def weights_list() -> None:
-    """Registered checkpoints with their hash check."""
-    from mfclip_cli.engines.weights import registry_status
+    """Registered checkpoints, yours and the bundled ones, with their hash check."""
+    from mfclip_cli.engines.weights import registry_status, user_store
 
     with _errors_reported():
         rows = registry_status()
-    table = Table(title="registered weights (details: mfclip weights info NAME)")
-    table.add_column("name", no_wrap=True)
-    table.add_column("config")
-    table.add_column("demo")
-    table.add_column("default")
-    table.add_column("sha256", no_wrap=True)
-    table.add_column("hash check")
-    table.add_column("test AUC", justify="right")
+    table = Table(title=f"registered weights (yours in {user_store()}; details: mfclip weights info NAME)")
+    for column in ("name", "source", "config", "demo", "default", "size", "sha256", "hash check", "test AUC"):
+        table.add_column(column, no_wrap=column in ("name", "sha256"),
+                         justify="right" if column in ("size", "test AUC") else "left")
     for row in rows:
         auc = (row.get("metrics") or {}).get("test", {}).get("auc")
-        table.add_row(row["name"], row.get("config", ""), "yes" if row.get("demo") else "no",
-                      "yes" if row.get("default") else "no", row.get("sha256", "")[:12], row["check"],
+        size = "-" if row["size"] is None else f"{row['size'] / 1e6:.1f} MB"
+        table.add_row(row["name"], row["source"], row.get("config", ""), "yes" if row.get("demo") else "no",
+                      "yes" if row.get("default") else "no", size, row.get("sha256", "")[:12], row["check"],
                       "-" if auc is None else f"{auc:.4f}")
     Console().print(table)
+
+
+@weights_app.command("remove")
+def weights_remove(name: str = typer.Argument(..., help="A name registered in your store.")) -> None:
+    """Unregister a checkpoint of your store and delete its file (bundled weights stay)."""
+    from mfclip_cli.engines.weights import remove_weights
+
+    with _errors_reported():
+        entry = remove_weights(name)
+    Console(stderr=True).print(f"removed {entry['name']} ({entry['sha256'][:12]})", highlight=False)
 
 
 @weights_app.command("add")
@@ -335,8 +342,9 @@ def weights_add(
     demo: bool = typer.Option(False, "--demo", help="Mark it as demo weights: every report says so."),
     default: bool = typer.Option(False, "--default", help="Use it when neither --weights nor MFCLIP_WEIGHTS is given."),
     force: bool = typer.Option(False, "--force", help="Replace a registered checkpoint of the same name."),
+    store: Optional[str] = typer.Option(None, "--store", help="Register into this folder instead of your store (maintainers: the package's bundled weights)."),
 ) -> None:
-    """Copy a checkpoint into weights/ and register it with its SHA-256."""
+    """Copy a checkpoint into your weights store and register it with its SHA-256."""
     import json
 
     from mfclip_cli.engines.weights import register_weights
@@ -347,7 +355,7 @@ def weights_add(
             report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
             metrics = {"protocol": report["protocol"], "test": report["overall"], "subsets": report["subsets"]}
         entry = register_weights(checkpoint, name, demo=demo, default=default, trained_on=trained_on,
-                                 metrics=metrics, force=force)
+                                 metrics=metrics, force=force, store=Path(store) if store else None)
     Console().print_json(data=entry)
 
 

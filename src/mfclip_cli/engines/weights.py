@@ -1,12 +1,15 @@
-"""Which checkpoint to use: ``--weights NAME|PATH``, then ``MFCLIP_WEIGHTS``, then the bundled demo.
+"""Which checkpoint to use: ``--weights NAME|PATH``, then ``MFCLIP_WEIGHTS``, then the default.
 
-Names are looked up in the registry ``weights/registry.json`` at the repository root, whose entries
-record each checkpoint's file, SHA-256 and whether it is the demo. A registered file whose hash
-does not match its entry is refused.
+Two registries name checkpoints, each a folder with ``registry.json`` (file, SHA-256, demo flag):
+the bundled one inside the package (the demo, read-only, found through ``importlib.resources`` so
+a wheel carries it), and the user's store (``$MFCLIP_HOME/weights``, else the platform's per-user
+data folder), where ``mfclip weights add`` registers checkpoints: never the package or a checkout.
+A registered file whose hash does not match its entry is refused.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from dataclasses import dataclass
@@ -18,9 +21,20 @@ import torch
 from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint, read_checkpoint_info
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
+BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 REGISTRY_FILE = "registry.json"
 WEIGHTS_ENV = "MFCLIP_WEIGHTS"
+HOME_ENV = "MFCLIP_HOME"
+
+
+def user_store() -> Path:
+    """The per-user weights folder: ``$MFCLIP_HOME/weights``, else the platform's user data folder."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser() / "weights"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mfclip", appauthor=False)) / "weights"
 
 
 class WeightsError(RuntimeError):
@@ -32,12 +46,12 @@ class ResolvedWeights:
     path: Path
     name: str
     demo: bool
-    source: str  # "--weights", MFCLIP_WEIGHTS or "bundled demo"
+    source: str  # "--weights", MFCLIP_WEIGHTS or "default"
     registry_entry: dict[str, Any] | None = None
 
 
-def read_registry(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
-    path = weights_dir / REGISTRY_FILE
+def read_registry(store: Path) -> list[dict[str, Any]]:
+    path = store / REGISTRY_FILE
     if not path.is_file():
         return []
     try:
@@ -46,8 +60,15 @@ def read_registry(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
         raise WeightsError(f"weights registry {path} is unreadable: {error}") from error
 
 
-def _from_registry(entry: dict[str, Any], source: str, weights_dir: Path) -> ResolvedWeights:
-    path = weights_dir / entry["file"]
+def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, entry) of every registered checkpoint: the user's store first, then the bundled ones."""
+    store = store or user_store()
+    folders = [store] if store.resolve() == BUNDLED_STORE.resolve() else [store, BUNDLED_STORE]
+    return [(folder, entry) for folder in folders for entry in read_registry(folder)]
+
+
+def _from_registry(folder: Path, entry: dict[str, Any], source: str) -> ResolvedWeights:
+    path = folder / entry["file"]
     if not path.is_file():
         raise WeightsError(f"registered weights {entry['name']!r} are missing: {path}")
     digest = sha256_file(path)
@@ -59,21 +80,24 @@ def _from_registry(entry: dict[str, Any], source: str, weights_dir: Path) -> Res
     return ResolvedWeights(path, entry["name"], bool(entry.get("demo")), source, entry)
 
 
-def resolve_weights(value: str | None, weights_dir: Path = WEIGHTS_DIR) -> ResolvedWeights:
+def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWeights:
+    """A registered name or a file path; with neither, the user's default, else the bundled one."""
     source = "--weights"
     if not value:
         value, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
-    registry = read_registry(weights_dir)
+    registered = _registries(store)
     if not value:
-        defaults = [entry for entry in registry if entry.get("default")]
+        defaults = [(folder, entry) for folder, entry in registered if entry.get("default")]
         if not defaults:
             raise WeightsError(
                 f"no weights given: pass --weights PATH (a .safetensors checkpoint) or set {WEIGHTS_ENV}"
             )
-        return _from_registry(defaults[0], "bundled demo", weights_dir)
-    by_name = {entry["name"]: entry for entry in registry}
+        return _from_registry(*defaults[0], "default")
+    by_name: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for folder, entry in registered:
+        by_name.setdefault(entry["name"], (folder, entry))
     if value in by_name and not Path(value).exists():
-        return _from_registry(by_name[value], source, weights_dir)
+        return _from_registry(*by_name[value], source)
     path = Path(value)
     if not path.is_file():
         known = f" (registered names: {', '.join(by_name)})" if by_name else ""
@@ -81,15 +105,14 @@ def resolve_weights(value: str | None, weights_dir: Path = WEIGHTS_DIR) -> Resol
     return ResolvedWeights(path, path.stem, False, source)
 
 
-def demo_hashes(weights_dir: Path = WEIGHTS_DIR) -> set[str]:
-    """SHA-256 of every checkpoint registered as demo weights, the bundled registry's always included."""
-    entries = read_registry(WEIGHTS_DIR) + (read_registry(weights_dir) if weights_dir != WEIGHTS_DIR else [])
-    return {entry["sha256"] for entry in entries if entry.get("demo") and entry.get("sha256")}
+def demo_hashes(store: Path | None = None) -> set[str]:
+    """SHA-256 of every checkpoint registered as demo weights, the bundled ones always included."""
+    return {entry["sha256"] for _, entry in _registries(store) if entry.get("demo") and entry.get("sha256")}
 
 
-def is_demo(info: CheckpointInfo, weights_dir: Path = WEIGHTS_DIR) -> bool:
+def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or a new name."""
-    return info.sha256 in demo_hashes(weights_dir) or bool(info.metadata.get("demo"))
+    return info.sha256 in demo_hashes(store) or bool(info.metadata.get("demo"))
 
 
 def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLIP, CheckpointInfo, bool]:
@@ -98,23 +121,25 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLI
     return model, info, resolved.demo or is_demo(info)
 
 
-def registry_status(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
-    """Every registry entry with the result of checking its file against its recorded SHA-256."""
+def registry_status(store: Path | None = None) -> list[dict[str, Any]]:
+    """Every registered checkpoint, user's and bundled, with its source, size and hash check."""
     rows = []
-    for entry in read_registry(weights_dir):
-        path = weights_dir / entry["file"]
+    for folder, entry in _registries(store):
+        path = folder / entry["file"]
         if not path.is_file():
-            check = "MISSING"
+            check, size = "MISSING", None
         else:
             digest = sha256_file(path)
             check = "ok" if digest == entry.get("sha256") else f"MISMATCH ({digest[:12]}...)"
-        rows.append({**entry, "check": check})
+            size = path.stat().st_size
+        source = "bundled" if folder.resolve() == BUNDLED_STORE.resolve() else "user"
+        rows.append({**entry, "source": source, "path": str(path), "size": size, "check": check})
     return rows
 
 
-def weights_info(target: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
     """What a checkpoint is, where it came from and how it scored; a registered one must match its hash."""
-    resolved = resolve_weights(target, weights_dir)
+    resolved = resolve_weights(target, store)
     info = read_checkpoint_info(resolved.path)
     entry = resolved.registry_entry
     return {
@@ -122,12 +147,27 @@ def weights_info(target: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]
         "path": str(resolved.path),
         "sha256": info.sha256,
         "hash_check": "matches the registry" if entry else "not registered (hash computed, nothing to compare with)",
-        "demo": resolved.demo or is_demo(info, weights_dir),
+        "demo": resolved.demo or is_demo(info, store),
         "config": info.config.to_dict(),
         "parameters": info.metadata.get("parameters"),
         "training": info.metadata.get("training"),
         "registry": entry,
     }
+
+
+def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
+    """Unregister a checkpoint of the user's store and delete its files; bundled ones are read-only."""
+    store = store or user_store()
+    registry = read_registry(store)
+    entry = next((entry for entry in registry if entry["name"] == name), None)
+    if entry is None:
+        if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
+            raise WeightsError(f"weights {name!r} are bundled with mfclip and cannot be removed")
+        raise WeightsError(f"no weights named {name!r} in {store}")
+    write_json_atomic(store / REGISTRY_FILE, {"weights": [e for e in registry if e is not entry]}, overwrite=True)
+    for path in (store / entry["file"], (store / entry["file"]).with_suffix(".json")):
+        path.unlink(missing_ok=True)
+    return entry
 
 
 def register_weights(
@@ -139,15 +179,18 @@ def register_weights(
     trained_on: str = "",
     metrics: dict[str, Any] | None = None,
     force: bool = False,
-    weights_dir: Path = WEIGHTS_DIR,
+    store: Path | None = None,
 ) -> dict[str, Any]:
-    """Copy a checkpoint (and its sidecar) into the registry folder and record its name and hash."""
+    """Copy a checkpoint (and its sidecar) into the store (the user's by default) and record its name and hash."""
+    store = store or user_store()
     info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
-    demo = demo or is_demo(info, weights_dir)  # the demo stays the demo under any name
-    registry = [entry for entry in read_registry(weights_dir) if entry["name"] != name or not force]
+    demo = demo or is_demo(info, store)  # the demo stays the demo under any name
+    if store.resolve() != BUNDLED_STORE.resolve() and any(e["name"] == name for e in read_registry(BUNDLED_STORE)):
+        raise WeightsError(f"{name!r} names bundled weights; choose another name")
+    registry = [entry for entry in read_registry(store) if entry["name"] != name or not force]
     if any(entry["name"] == name for entry in registry):
         raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")
-    target = weights_dir / f"{name}.safetensors"
+    target = store / f"{name}.safetensors"
     with atomic_writer(target, overwrite=force) as handle:
         handle.write(Path(source).read_bytes())
     sidecar = {**info.metadata, "demo": demo, "registered_name": name}
@@ -167,5 +210,5 @@ def register_weights(
     if default:
         registry = [{**other, "default": False} for other in registry]
     registry.append(entry)
-    write_json_atomic(weights_dir / REGISTRY_FILE, {"weights": registry}, overwrite=True)
+    write_json_atomic(store / REGISTRY_FILE, {"weights": registry}, overwrite=True)
     return entry

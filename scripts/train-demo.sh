@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo checkpoint from scratch, offline, with mfclip's own commands.
 #
-#   weights/train-demo.sh [WORK_DIR]        (default: a fresh temporary folder)
+#   scripts/train-demo.sh [WORK_DIR]        (default: a fresh temporary folder)
 #
 # SYNTHETIC data only (see `mfclip synth --help` and the SYNTH.md it writes): the demo weights
 # recognise those documented artifacts, not real GAN or diffusion faces.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bundled="$(cd "$(dirname "${BASH_SOURCE[0]}")/../src/mfclip_cli/weights" && pwd)"
 work="${1:-$(mktemp -d)}"
 export HF_HUB_OFFLINE=1
 
@@ -18,6 +18,7 @@ mfclip train --data "$work/faces" --config tiny --protocol in-domain --epochs 20
 mfclip eval --data "$work/faces" --protocol in-domain --weights "$work/run/best.safetensors" \
   --device cpu --json "$work/eval.json"
 mfclip weights add "$work/run/best.safetensors" --name mfclip-demo-tiny --demo --default --force \
+  --store "$bundled" \
   --eval "$work/eval.json" \
   --trained-on "mfclip synth --n 400 --seed 0 (synthetic artifacts on public-domain faces), prepared with the tiny config, in-domain protocol"
-echo "registered in $here/registry.json (work files in $work)"
+echo "registered in $bundled/registry.json (work files in $work)"
