@@ -85,9 +85,32 @@ def test_a_report_being_written_is_locked(photos, weights, tmp_path):
     before = report.read_bytes()
     with open(report, "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # as another mfclip scan would hold it
-        second = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume")
-    assert second.returncode == 2 and "being written by another mfclip scan" in second.stderr
-    assert report.read_bytes() == before
+        for option in ("--resume", "--force"):
+            second = run(str(photos), "--weights", str(weights), "--jsonl", str(report), option)
+            assert second.returncode == 2 and "being written by another mfclip scan" in second.stderr
+            assert report.read_bytes() == before, option  # not emptied, not appended to
+
+
+def test_resume_refuses_a_file_that_is_not_a_report_and_leaves_it_alone(photos, weights, tmp_path):
+    for name, text in (("notes.txt", "hello world"), ("r.json", '{"meta": {}, "files": []}\n')):
+        target = tmp_path / name
+        target.write_text(text)
+        result = run(str(photos), "--weights", str(weights), "--jsonl", str(target), "--resume",
+                     "--csv", str(tmp_path / "faces.csv"))
+        assert result.returncode == 2 and "cannot resume" in result.stderr and "Traceback" not in result.stderr
+        assert target.read_text() == text and not (tmp_path / "faces.csv").exists()
+
+
+def test_a_refused_forced_run_keeps_the_reports_it_would_have_replaced(photos, weights, tmp_path):
+    jsonl, table = tmp_path / "old.jsonl", tmp_path / "old.csv"
+    jsonl.write_text("earlier report\n")
+    table.write_text("earlier,csv\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run(str(photos), "--weights", str(weights), "--force", "--jsonl", str(jsonl), "--csv", str(table),
+                 "--json", str(blocker / "r.json"))
+    assert result.returncode == 2, result.stderr
+    assert jsonl.read_text() == "earlier report\n" and table.read_text() == "earlier,csv\n"
 
 
 def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):

@@ -323,6 +323,22 @@ def weights_list() -> None:
     Console().print(table)
 
 
+@weights_app.command("pull")
+def weights_pull(
+    source: str = typer.Argument(..., help="An http(s):// URL or a local path of an mfclip .safetensors checkpoint."),
+    name: str = typer.Option(..., "--name", help="Registry name, usable as --weights NAME."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="The SHA-256 its publisher gives: registered only if it matches."),
+    trust: bool = typer.Option(False, "--trust", help="Register without --sha256 (its digest is still recorded)."),
+    force: bool = typer.Option(False, "--force", help="Replace a registered checkpoint of the same name."),
+) -> None:
+    """Download (resumably) or copy a checkpoint into your store, verify it, and register it."""
+    from mfclip_cli.engines.weights import pull_weights
+
+    with _errors_reported() as error_console:
+        entry = pull_weights(source, name, sha256=sha256, trust=trust, force=force, console=error_console)
+    Console().print_json(data=entry)
+
+
 @weights_app.command("remove")
 def weights_remove(name: str = typer.Argument(..., help="A name registered in your store.")) -> None:
     """Unregister a checkpoint of your store and delete its file (bundled weights stay)."""

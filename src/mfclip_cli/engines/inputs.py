@@ -53,9 +53,9 @@ def _walk(root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
             is_file = not is_dir and entry.is_file(follow_symlinks=True)
-        except OSError:
+        except OSError:  # a link that loops (ELOOP), or an entry gone since the listing
             is_dir = is_file = False
-        if entry.is_symlink() and not (is_dir or is_file) and _loops(path):
+        if not (is_dir or is_file) and _loops(path):
             yield InputItem(path, "symbolic link loop: the link never reaches a file, not followed")
         elif is_dir:
             if recursive:

@@ -46,16 +46,40 @@ class ReportError(ValueError):
     """An output that cannot be written, or a report that cannot be resumed (a usage error)."""
 
 
-def _create(path: Path, force: bool, mode: str = "w") -> TextIO:
-    """Open a new report file: created exclusively unless ``force``, so two runs never share one."""
-    refuse_existing(path, force)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, mode if force else "x", encoding="utf-8", newline="" if "b" not in mode else None)
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists (use --force to overwrite it)") from None
-    except OSError as error:
-        raise _cannot_write(path, error) from error
+class _ReportFile:
+    """A report file opened for this run: locked against other runs, emptied only once every
+    output has opened (``begin``), and removed on ``discard`` only if this run created it."""
+
+    def __init__(self, path: Path, *, force: bool, append: bool = False):
+        self.path = path
+        refuse_existing(path, force or append)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.existed = path.exists()
+            flags = os.O_RDWR | os.O_CREAT | (0 if force or append else os.O_EXCL)
+            descriptor = os.open(path, flags, 0o666)
+        except FileExistsError:
+            raise FileExistsError(f"{path} already exists (use --force to overwrite it)") from None
+        except OSError as error:
+            raise _cannot_write(path, error) from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise ReportError(f"{path} is being written by another mfclip scan") from None
+        self.append = append
+        self.stream: TextIO = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
+
+    def begin(self) -> None:
+        if self.append:
+            self.stream.seek(0, io.SEEK_END)
+        else:
+            self.stream.truncate(0)  # a forced overwrite: the old report goes only now
+
+    def discard(self) -> None:
+        self.stream.close()
+        if not self.existed:
+            self.path.unlink(missing_ok=True)
 
 
 class JsonlSink:
@@ -68,45 +92,41 @@ class JsonlSink:
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
         self.target = target
-        self.resume = resume
-        self.created = False
+        self.file: _ReportFile | None = None
         if target == "-":
             self.stream: TextIO = sys.stdout
             return
-        path = Path(target)
-        if resume and path.exists():
-            try:
-                self.stream = open(path, "r+", encoding="utf-8", newline="")
-            except OSError as error:
-                raise _cannot_write(path, error) from error
-        else:
-            self.stream = _create(path, force)
-            self.created = True
-        try:
-            fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.stream.close()
-            raise ReportError(f"{path} is being written by another mfclip scan") from None
-        self.stream.seek(0, io.SEEK_END)
+        self.file = _ReportFile(Path(target), force=force, append=resume)
+        self.stream = self.file.stream
 
     def previous(self, meta: dict[str, Any]) -> "ResumeState":
         """What the report already holds, checked against this run's ``meta``; a cut-off last line is dropped."""
-        if self.created:
+        if self.file is None or not self.file.existed:
             return ResumeState()
-        path = Path(self.target)
-        raw = path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            raw = raw[: raw.rfind(b"\n") + 1]
-            os.truncate(path, len(raw))
-            self.stream.seek(0, io.SEEK_END)
-        lines = [json.loads(line) for line in io.StringIO(raw.decode("utf-8")) if line.strip()]
-        return ResumeState.from_report(path, lines, meta) if lines else ResumeState()
+        path = self.file.path
+        self.stream.seek(0)
+        raw = self.stream.buffer.read()
+        if not raw:
+            return ResumeState()
+        try:
+            complete = raw[: raw.rfind(b"\n") + 1]
+            lines = [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
+            state = ResumeState.from_report(path, lines, meta)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON, UTF-8 or shape
+            if isinstance(error, ReportError):
+                raise
+            raise ReportError(f"{path} is not an mfclip JSON Lines report; cannot resume from it") from None
+        if len(complete) < len(raw):  # a line cut off by a crash: only now, in a report known to be ours
+            self.stream.truncate(len(complete))
+        return state
 
     def _line(self, document: dict[str, Any]) -> None:
         self.stream.write(json.dumps(document, ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def begin(self, meta: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.begin()
         if self.stream is sys.stdout or self.stream.tell() == 0:
             self._line(meta)
 
@@ -119,10 +139,8 @@ class JsonlSink:
             self.stream.close()
 
     def discard(self) -> None:
-        if self.stream is not sys.stdout:
-            self.stream.close()
-            if self.created:
-                Path(self.target).unlink(missing_ok=True)
+        if self.file is not None:
+            self.file.discard()
 
 
 class JsonSink:
@@ -181,12 +199,13 @@ class CsvSink:
     """One row per face; a file with no face or an error gets one row with empty face columns."""
 
     def __init__(self, path: str, *, force: bool = False):
-        self.path = Path(path)
-        self.stream = _create(self.path, force)
+        self.file = _ReportFile(Path(path), force=force)
+        self.stream = self.file.stream
         self.writer = csv.DictWriter(self.stream, fieldnames=CSV_COLUMNS)
         self.common: dict[str, Any] = {}
 
     def begin(self, meta: dict[str, Any]) -> None:
+        self.file.begin()
         self.common = {"weights_sha256": meta["weights"]["sha256"], "demo": str(meta["demo"]).lower()}
         self.writer.writeheader()
 
@@ -216,8 +235,7 @@ class CsvSink:
         self.stream.close()
 
     def discard(self) -> None:
-        self.stream.close()
-        self.path.unlink(missing_ok=True)
+        self.file.discard()
 
 
 DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
@@ -395,5 +413,6 @@ class ResumeState:
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
             faces = line.get("faces") or []
-            state.records[key] = (line.get("status") == STATUS_ERROR, any(f["label"] != "real" for f in faces))
+            error = line.get("status") == STATUS_ERROR or "error" in (line.get("annotation") or {})
+            state.records[key] = (error, any(f["label"] != "real" for f in faces))
         return state

@@ -427,15 +427,19 @@ def _distributed_records(
     dist.barrier()
     if rank != 0:
         return
-    with contextlib.ExitStack() as stack:
-        streams = [stack.enter_context(open(path, encoding="utf-8")) for path in sorted(parts.glob("rank*.jsonl"))]
-        for document in heapq.merge(*(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]):
-            yield FileRecord.from_dict(document)
-    shutil.rmtree(parts, ignore_errors=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            streams = [stack.enter_context(open(path, encoding="utf-8")) for path in sorted(parts.glob("rank*.jsonl"))]
+            for document in heapq.merge(*(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]):
+                yield FileRecord.from_dict(document)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
 
 
-class Interrupted(Exception):
-    """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt)."""
+class Interrupted(BaseException):
+    """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way (a batch retried file by file)
+    swallows it."""
 
 
 @contextlib.contextmanager
@@ -516,9 +520,13 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
             jsonl = next((sink for sink in sinks if isinstance(sink, JsonlSink)), None)
             if request.resume and jsonl is not None:
                 shared[0] = jsonl.previous(meta)
-        except (ReportError, FileExistsError) as error:
+            for sink in sinks:
+                sink.begin(meta)
+        except BaseException as error:
             for sink in sinks:
                 sink.discard()
+            if not isinstance(error, (ReportError, FileExistsError)):
+                raise
             shared[1] = str(error)
     if world > 1:
         dist.broadcast_object_list(shared, src=0)
@@ -526,15 +534,8 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     if refusal:
         raise UsageError(refusal)
 
-    for sink in sinks:
-        sink.begin(meta)
-    skipped: list[str] = []
-
     def skip(record: FileRecord) -> bool:
-        if (ResumeState.key(record.path), record.sha256) not in previous.done:
-            return False
-        skipped.append(record.path)
-        return True
+        return (ResumeState.key(record.path), record.sha256) in previous.done
 
     show_progress = rank == 0 and not request.quiet and error_console.is_terminal
     progress = Progress(
@@ -567,9 +568,11 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         pass
     finally:
         records.close()  # stops the workers: what they had not started is dropped
+        # Every input of a finished run was scanned or skipped: the skips counted on every rank.
+        skipped = len(items) - written if complete and previous.done else 0
         summary = {"complete": complete, "files_written": written, "faces": faces, "finished_utc": utc_now()}
         if skipped:
-            summary["skipped_as_done"] = len(skipped)
+            summary["skipped_as_done"] = skipped
         failures = []
         for sink in sinks:  # each report closed, even when another fails (a full disk)
             try:
@@ -580,11 +583,13 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
             dist.destroy_process_group()
         if failures:
             raise failures[0]
-    if rank == 0 and skipped:
-        error_console.print(f"resumed {request.jsonl_path}: {len(skipped)} input(s) already recorded there were "
+    if rank != 0:
+        return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
+    if skipped:
+        error_console.print(f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
                             f"skipped, {written} scanned now", highlight=False)
     if not complete:
-        error_console.print(f"[bold red]interrupted:[/] {written} of {len(items) - len(skipped)} input(s) written; "
+        error_console.print(f"[bold red]interrupted:[/] {written} input(s) written this run; "
                             "the reports are marked \"complete\": false"
                             + (f" (continue with --resume --jsonl {request.jsonl_path})" if request.jsonl_path
                                and request.jsonl_path != "-" else ""), highlight=False)

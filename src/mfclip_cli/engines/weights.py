@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint, read_checkpoint_info
 
@@ -170,6 +173,71 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     return entry
 
 
+def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
+    """The store's entries that stay when ``name`` is registered; refuses a name in use."""
+    if store.resolve() != BUNDLED_STORE.resolve() and any(e["name"] == name for e in read_registry(BUNDLED_STORE)):
+        raise WeightsError(f"{name!r} names bundled weights; choose another name")
+    registry = [entry for entry in read_registry(store) if entry["name"] != name or not force]
+    if any(entry["name"] == name for entry in registry):
+        raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")
+    return registry
+
+
+def pull_weights(
+    source: str,
+    name: str,
+    *,
+    sha256: str | None,
+    trust: bool = False,
+    force: bool = False,
+    store: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Fetch a checkpoint (URL or path) into the store, check it, and register it.
+
+    Nothing is registered unless the file's SHA-256 equals ``sha256`` (or ``trust`` is given) and it
+    is an mfclip safetensors checkpoint. An interrupted transfer keeps its partial file, and the same
+    command resumes it; any other failure removes it.
+    """
+    from mfclip_cli.engines.download import TransferError, fetch
+
+    store = store or user_store()
+    expected = sha256.lower() if sha256 else None
+    if expected is not None and (len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)):
+        raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
+    _registry_for(name, store, force)  # before any byte is fetched
+    store.mkdir(parents=True, exist_ok=True)
+    partial = store / f".{name}.safetensors.part"
+    progress = Progress(TextColumn(f"pulling {name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TimeRemainingColumn(), console=console or Console(stderr=True), transient=True,
+                        disable=console is None or not console.is_terminal)
+    try:
+        with progress:
+            task = progress.add_task("pull", total=None)
+            fetch(source, partial, on_start=lambda total, done: progress.update(task, total=total, completed=done),
+                  on_bytes=lambda count: progress.advance(task, count))
+    except TransferError as error:
+        if not error.resumable:
+            partial.unlink(missing_ok=True)
+            raise WeightsError(str(error)) from None
+        raise WeightsError(f"{error}; run the same command again to resume") from None
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(f"cannot write {partial}: {error.strerror or error}") from None
+    try:
+        digest = sha256_file(partial)
+        if expected is not None and digest != expected:
+            raise WeightsError(f"{source} has SHA-256 {digest}, not the expected {expected}: not registered")
+        if expected is None and not trust:
+            raise WeightsError(f"{source} has SHA-256 {digest}; not registered. Compare it with the publisher's "
+                               f"and run again with --sha256 {digest} (or --trust)")
+        read_checkpoint_info(partial)  # truncated, pickled or not an mfclip checkpoint: refused here
+        return register_weights(partial, name, force=force, store=store, move=True, origin=source)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def register_weights(
     source: str | Path,
     name: str,
@@ -180,19 +248,20 @@ def register_weights(
     metrics: dict[str, Any] | None = None,
     force: bool = False,
     store: Path | None = None,
+    move: bool = False,
+    origin: str = "",
 ) -> dict[str, Any]:
-    """Copy a checkpoint (and its sidecar) into the store (the user's by default) and record its name and hash."""
+    """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name and hash."""
     store = store or user_store()
     info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
-    if store.resolve() != BUNDLED_STORE.resolve() and any(e["name"] == name for e in read_registry(BUNDLED_STORE)):
-        raise WeightsError(f"{name!r} names bundled weights; choose another name")
-    registry = [entry for entry in read_registry(store) if entry["name"] != name or not force]
-    if any(entry["name"] == name for entry in registry):
-        raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")
+    registry = _registry_for(name, store, force)
     target = store / f"{name}.safetensors"
-    with atomic_writer(target, overwrite=force) as handle:
-        handle.write(Path(source).read_bytes())
+    if move:
+        os.replace(source, target)
+    else:
+        with atomic_writer(target, overwrite=force) as handle:
+            handle.write(Path(source).read_bytes())
     sidecar = {**info.metadata, "demo": demo, "registered_name": name}
     if metrics is not None:
         sidecar["metrics"] = metrics
@@ -207,6 +276,8 @@ def register_weights(
         "trained_on": trained_on,
         "metrics": metrics or {},
     }
+    if origin:
+        entry["origin"] = origin  # where ``weights pull`` fetched it from
     if default:
         registry = [{**other, "default": False} for other in registry]
     registry.append(entry)
