@@ -142,3 +142,14 @@ def test_truncated_checkpoint_is_one_readable_error(tmp_path):
         result = mfclip(*args)
         assert result.returncode == 1, (args, result.stderr)
         assert "truncated" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_cli_and_the_registry_do_not_import_torch():
+    """`mfclip --help` and `weights list` must start fast: torch, open_clip and the faces load only when used."""
+    code = ("import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; weights.registry_status(); "
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') if m in sys.modules); "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    listed = mfclip("weights", "list")
+    assert listed.returncode == 0 and "mfclip-demo-tiny" in listed.stdout

@@ -51,12 +51,17 @@ def _without_worker_traceback(message: str) -> str:
 @contextlib.contextmanager
 def _errors_reported() -> Iterator[Console]:
     """Expected failures become one readable line on stderr and their exit code, never a traceback."""
-    from mfclip_cli.data import DataError, ProtocolError
-    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-    from mfclip_cli.engines.weights import WeightsError
-    from mfclip_cli.files import UnsafeFileError
-    from mfclip_cli.model import CheckpointError, ConfigError
-    from mfclip_cli.model.backbone import BackboneError
+    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
+    from mfclip_cli.errors import (
+        BackboneError,
+        CheckpointError,
+        ConfigError,
+        DataError,
+        ProtocolError,
+        UnsafeFileError,
+        UsageError,
+        WeightsError,
+    )
 
     error_console = Console(stderr=True, soft_wrap=True)
     code = None
@@ -189,7 +194,8 @@ def train(
     Launch with `torchrun --nproc-per-node N -m mfclip_cli train ...` for data-parallel training.
     """
     from mfclip_cli.engines.runtime import UsageError
-    from mfclip_cli.engines.train import TrainSettings, load_train_settings, train as run_training
+    from mfclip_cli.engines.train import TrainSettings, load_train_settings
+    from mfclip_cli.engines.train import train as run_training
 
     given = dict(data=data, protocol=protocol, layout=layout, config=config, clip_weights=clip_weights, epochs=epochs,
                  batch_size=batch_size, accumulate=accumulate, lr=lr, lora_rank=lora_rank, lora_alpha=lora_alpha,
@@ -246,7 +252,8 @@ def evaluate(
             return
         if not data:
             raise UsageError("--data is required")
-        from mfclip_cli.engines.evaluate import EvalRequest, evaluate as run_evaluation
+        from mfclip_cli.engines.evaluate import EvalRequest
+        from mfclip_cli.engines.evaluate import evaluate as run_evaluation
 
         request = EvalRequest(data=data, protocol=protocol, weights=weights, layout=layout, device=device,
                               batch_size=batch_size, workers=workers, threshold=threshold, json_path=json_path,

@@ -11,13 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from mfclip_cli.errors import UnsafeFileError
+
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 _PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
-
-
-class UnsafeFileError(ValueError):
-    """A weights file mfclip will not load because loading it could run code, or it is malformed."""
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

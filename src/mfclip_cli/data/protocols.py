@@ -52,12 +52,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import tomllib
+
 from mfclip_cli.data.samples import SAMPLE_FIELDS, DataIndex, Sample, summarize
+from mfclip_cli.errors import ProtocolError
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 HOLDOUT_FIELDS = ("generator", "forgery_type", "dataset")
@@ -76,10 +78,6 @@ _KEYS = (
     *SPLIT_NAMES,
 )
 _FILTER_KEYS = ("include", "exclude")
-
-
-class ProtocolError(ValueError):
-    """A protocol that cannot be read, or that cannot split the samples it was given."""
 
 
 def _field_value(sample: Sample, name: str) -> str:

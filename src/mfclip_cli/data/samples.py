@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
+from mfclip_cli.errors import DataError
 from mfclip_cli.files import atomic_writer
 
 if TYPE_CHECKING:  # the model package pulls in torch; the data layer must stay light
@@ -69,10 +70,6 @@ SAMPLE_FIELDS = ("path", "label", "forgery_type", "generator", "dataset", "video
 _REQUIRED_FIELDS = ("path", "label")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _UNKNOWN = ("", "none", "unknown")
-
-
-class DataError(ValueError):
-    """A dataset, manifest or sample that cannot be read as described."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,9 @@ class Sample:
 
     @property
     def label_set(self) -> "LabelSet":
-        from mfclip_cli.model.prompts import LabelSet  # imported here: the model package imports torch
+        from mfclip_cli.model.prompts import (
+            LabelSet,  # imported here: the model package imports torch
+        )
 
         return LabelSet(self.label, self.forgery_type, self.generator)
 

@@ -21,7 +21,13 @@ from rich.table import Table
 from mfclip_cli import __version__
 from mfclip_cli.data import Sample, Splits, load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
-from mfclip_cli.engines.metrics import detection_metrics, plot_roc, roc_auc, roc_curve, video_metrics
+from mfclip_cli.engines.metrics import (
+    detection_metrics,
+    plot_roc,
+    roc_auc,
+    roc_curve,
+    video_metrics,
+)
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.weights import load_weights, resolve_weights
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic

@@ -16,12 +16,32 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
-from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, UsageError, resolve_device, utc_now
-from mfclip_cli.faces import DecodeError, FaceCropper, FaceSearch, FoundFaces, decode_image, is_video, sample_video
+from mfclip_cli.engines.runtime import (
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    UsageError,
+    resolve_device,
+    utc_now,
+)
+from mfclip_cli.faces import (
+    DecodeError,
+    FaceCropper,
+    FaceSearch,
+    FoundFaces,
+    decode_image,
+    is_video,
+    sample_video,
+)
 from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
 

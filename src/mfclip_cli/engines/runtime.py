@@ -1,4 +1,8 @@
-"""What every engine needs from its surroundings: the device, the clock, exit codes, usage errors."""
+"""What every engine needs from its surroundings: the device, the clock, exit codes, usage errors.
+
+Importing it does not import torch (commands such as ``weights list`` never need it): the
+functions that do import it when called.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,21 @@ import datetime as dt
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+from mfclip_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
 
-class UsageError(ValueError):
-    """Options that cannot work together or point at the wrong place (exit code 2)."""
-
-
 def resolve_device(spec: str) -> torch.device:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``, checked against the machine."""
+    import torch
+
     spec = spec.strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,6 +87,8 @@ class World:
 
     def barrier(self) -> None:
         if self.size > 1:
+            import torch.distributed as dist
+
             dist.barrier()
 
 
@@ -90,6 +97,9 @@ def join_world(device_spec: str, backend: str | None = None) -> tuple[World, tor
 
     ``backend`` None picks NCCL on GPUs and gloo on CPUs.
     """
+    import torch
+    import torch.distributed as dist
+
     device = resolve_device(device_spec)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:

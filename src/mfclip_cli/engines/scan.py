@@ -27,11 +27,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from mfclip_cli import __version__
 from mfclip_cli.engines.inputs import InputItem, collect_inputs
-from mfclip_cli.engines.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FaceRecord, FileRecord
+from mfclip_cli.engines.records import (
+    STATUS_ERROR,
+    STATUS_NO_FACE,
+    STATUS_OK,
+    FaceRecord,
+    FileRecord,
+)
 from mfclip_cli.engines.report import (
     AnnotateSink,
     CsvSink,
@@ -53,7 +65,14 @@ from mfclip_cli.engines.runtime import (
     utc_now,
 )
 from mfclip_cli.engines.weights import load_weights, resolve_weights
-from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError, VideoFrame, decode_image, is_video, sample_video
+from mfclip_cli.faces.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    VideoFrame,
+    decode_image,
+    is_video,
+    sample_video,
+)
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file

@@ -13,24 +13,49 @@ import contextlib
 import json
 import math
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
-from mfclip_cli.data import DataIndex, Sample, Splits, load_protocol, read_dataset, select
+from mfclip_cli.data import (
+    DataIndex,
+    Sample,
+    Splits,
+    load_protocol,
+    read_dataset,
+    select,
+)
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.evaluate import predict, score_samples
 from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
-from mfclip_cli.files import atomic_writer, check_safetensors, keep_jsonl_prefix, write_json_atomic
-from mfclip_cli.model import MFCLIP, build_model, load_checkpoint, load_model_config, save_checkpoint
+from mfclip_cli.files import (
+    atomic_writer,
+    check_safetensors,
+    keep_jsonl_prefix,
+    write_json_atomic,
+)
+from mfclip_cli.model import (
+    MFCLIP,
+    build_model,
+    load_checkpoint,
+    load_model_config,
+    save_checkpoint,
+)
 
 STATE_FORMAT = "mfclip-train-state/1"
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"

@@ -14,15 +14,26 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.errors import WeightsError
 from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
-from mfclip_cli.model import MFCLIP, CheckpointInfo, load_checkpoint, read_checkpoint_info
+
+if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a checkpoint is read
+    import torch
+
+    from mfclip_cli.model import MFCLIP, CheckpointInfo
 
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 REGISTRY_FILE = "registry.json"
@@ -38,10 +49,6 @@ def user_store() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("mfclip", appauthor=False)) / "weights"
-
-
-class WeightsError(RuntimeError):
-    """No usable checkpoint: named but missing, failing its hash, or none found at all."""
 
 
 @dataclass
@@ -120,6 +127,8 @@ def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
 
 def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLIP, CheckpointInfo, bool]:
     """Load the checkpoint and say whether it is demo weights (by registry entry, hash or sidecar)."""
+    from mfclip_cli.model import load_checkpoint
+
     model, info = load_checkpoint(resolved.path, device=device)
     return model, info, resolved.demo or is_demo(info)
 
@@ -142,6 +151,8 @@ def registry_status(store: Path | None = None) -> list[dict[str, Any]]:
 
 def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
     """What a checkpoint is, where it came from and how it scored; a registered one must match its hash."""
+    from mfclip_cli.model import read_checkpoint_info
+
     resolved = resolve_weights(target, store)
     info = read_checkpoint_info(resolved.path)
     entry = resolved.registry_entry
@@ -200,6 +211,7 @@ def pull_weights(
     command resumes it; any other failure removes it.
     """
     from mfclip_cli.engines.download import TransferError, fetch
+    from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
@@ -252,6 +264,8 @@ def register_weights(
     origin: str = "",
 ) -> dict[str, Any]:
     """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name and hash."""
+    from mfclip_cli.model import read_checkpoint_info
+
     store = store or user_store()
     info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name

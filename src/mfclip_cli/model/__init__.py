@@ -7,7 +7,13 @@ from mfclip_cli.model.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from mfclip_cli.model.config import CLASS_NAMES, ConfigError, ModelConfig, load_model_config, shipped_config_names
+from mfclip_cli.model.config import (
+    CLASS_NAMES,
+    ConfigError,
+    ModelConfig,
+    load_model_config,
+    shipped_config_names,
+)
 from mfclip_cli.model.losses import LossBreakdown
 from mfclip_cli.model.mfclip import MFCLIP, build_model
 from mfclip_cli.model.prompts import LabelSet, build_prompts

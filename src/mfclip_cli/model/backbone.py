@@ -22,6 +22,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 from torch.func import functional_call
 
+from mfclip_cli.errors import BackboneError
 from mfclip_cli.files import check_safetensors
 from mfclip_cli.model.config import ClipSettings, LoraSettings
 
@@ -31,10 +32,6 @@ OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
 # whose in- and out-projections peft adapts together) and the two MLP linears. Targeting
 # ``attn.out_proj`` alone would do nothing: nn.MultiheadAttention never calls that submodule.
 LORA_TARGETS = r".*transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
-
-
-class BackboneError(RuntimeError):
-    """The CLIP backbone could not be built as asked (unknown architecture, weights unavailable)."""
 
 
 @functools.cache

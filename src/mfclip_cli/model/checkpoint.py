@@ -17,15 +17,17 @@ import torch
 from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
-from mfclip_cli.files import atomic_writer, check_safetensors, sha256_file, write_json_atomic
+from mfclip_cli.errors import CheckpointError
+from mfclip_cli.files import (
+    atomic_writer,
+    check_safetensors,
+    sha256_file,
+    write_json_atomic,
+)
 from mfclip_cli.model.config import ConfigError, ModelConfig, config_from_dict
 from mfclip_cli.model.mfclip import MFCLIP, build_model
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: not safetensors, not ours, or not matching its config."""
 
 
 @dataclass

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
+import tomllib
+
+from mfclip_cli.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 CLASS_NAMES = ("real", "diffusion", "gan")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be read or does not describe a valid model."""
 
 
 @dataclass(frozen=True)

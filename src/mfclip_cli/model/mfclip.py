@@ -8,7 +8,13 @@ import open_clip
 import torch
 from torch import nn
 
-from mfclip_cli.model.backbone import ClipTowers, apply_lora, create_clip_towers, lora_merged, merge_lora
+from mfclip_cli.model.backbone import (
+    ClipTowers,
+    apply_lora,
+    create_clip_towers,
+    lora_merged,
+    merge_lora,
+)
 from mfclip_cli.model.config import ModelConfig
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
