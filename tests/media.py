@@ -34,7 +34,9 @@ def save_exif_rotated(path: Path, orientation: int) -> None:
     """Store the astronaut so that a viewer must apply EXIF ``orientation`` (6 or 8) to see it upright."""
     upright = Image.fromarray(astronaut())
     # 6 = "rotate 90 CW to view": the stored pixels are the upright picture turned 90 CCW.
-    stored = upright.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+    stored = upright.transpose(
+        Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270
+    )
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(path, "JPEG", quality=95, exif=exif.tobytes())
@@ -75,7 +77,9 @@ def save_variants(folder: Path) -> dict[str, Path]:
     rgba.save(paths["rgba"])
     paths["gif"] = folder / "animated.gif"
     second = Image.fromarray(face_free()).resize(image.size)
-    image.convert("P").save(paths["gif"], save_all=True, append_images=[second.convert("P")], duration=100, loop=0)
+    image.convert("P").save(
+        paths["gif"], save_all=True, append_images=[second.convert("P")], duration=100, loop=0
+    )
     paths["webp"] = folder / "face.webp"
     image.save(paths["webp"], "WEBP", quality=90)
     paths["unicode"] = folder / "астронавт 宇航员.png"
@@ -86,7 +90,9 @@ def save_variants(folder: Path) -> dict[str, Path]:
 def save_video(path: Path, frames: int = 10, fps: float = 5.0) -> None:
     """An mp4 of the astronaut, the face shifting a little each frame."""
     frame = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0])
+    )
     assert writer.isOpened()
     for i in range(frames):
         writer.write(np.roll(frame, 4 * i, axis=1))

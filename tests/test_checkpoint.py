@@ -11,7 +11,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 
 from mfclip_cli.files import UnsafeFileError
-from mfclip_cli.model import CheckpointError, build_model, load_checkpoint, read_checkpoint_info, save_checkpoint
+from mfclip_cli.model import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from mfclip_cli.model.backbone import BackboneError, create_clip_towers
 
 
@@ -123,10 +129,14 @@ def test_tensors_not_matching_the_config_are_reported(tiny_model, tmp_path):
     path = tmp_path / "model.safetensors"
     save_checkpoint(tiny_model, path)
     name = next(k for k in tiny_model.state_dict() if "lora_A" in k)
-    missing = _rewrite(path, tmp_path / "missing.safetensors", lambda s: {k: v for k, v in s.items() if k != name})
+    missing = _rewrite(
+        path, tmp_path / "missing.safetensors", lambda s: {k: v for k, v in s.items() if k != name}
+    )
     with pytest.raises(CheckpointError, match="does not match its config"):
         load_checkpoint(missing)
-    reshaped = _rewrite(path, tmp_path / "reshaped.safetensors", lambda s: {**s, name: torch.zeros(1, 1)})
+    reshaped = _rewrite(
+        path, tmp_path / "reshaped.safetensors", lambda s: {**s, name: torch.zeros(1, 1)}
+    )
     with pytest.raises(CheckpointError, match="does not match its config"):
         load_checkpoint(reshaped)
 

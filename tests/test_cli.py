@@ -18,7 +18,11 @@ def _run(*args):
 def test_help():
     result = _run(str(MFCLIP), "--help")
     assert result.returncode == 0, result.stderr
-    assert "Usage" in result.stdout and "GAN-generated" in result.stdout and "--version" in result.stdout
+    assert (
+        "Usage" in result.stdout
+        and "GAN-generated" in result.stdout
+        and "--version" in result.stdout
+    )
 
 
 def test_version_from_console_script_and_module():
@@ -54,16 +58,82 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             (tmp_path / "broken" / label / f"{i}.png").write_text("not an image")
     cases = [
         ((str(MFCLIP), "train", "--out", out), 2, "--data is required"),
-        ((str(MFCLIP), "train", "--data", data, "--out", out, "--config", "tiny", "--batch-size", "2",
-          "--clip-weights", "no-such-tag"), 2, "neither a local file nor an open_clip tag"),
-        ((str(MFCLIP), "train", "--data", data, "--out", out, "--config", "no-such-config", "--batch-size", "2"), 2,
-         "no-such-config"),
-        ((str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"), 2, "no-such-protocol"),
+        (
+            (
+                str(MFCLIP),
+                "train",
+                "--data",
+                data,
+                "--out",
+                out,
+                "--config",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--clip-weights",
+                "no-such-tag",
+            ),
+            2,
+            "neither a local file nor an open_clip tag",
+        ),
+        (
+            (
+                str(MFCLIP),
+                "train",
+                "--data",
+                data,
+                "--out",
+                out,
+                "--config",
+                "no-such-config",
+                "--batch-size",
+                "2",
+            ),
+            2,
+            "no-such-config",
+        ),
+        (
+            (str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"),
+            2,
+            "no-such-protocol",
+        ),
         ((str(MFCLIP), "eval", "--data", str(tmp_path / "missing")), 1, "not found"),
-        ((str(MFCLIP), "train", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "run2"), "--config", "tiny",
-          "--batch-size", "2", "--workers", "0"), 1, "not a recognised image format"),
-        ((str(MFCLIP), "train", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "run2"), "--config", "tiny",
-          "--batch-size", "2", "--workers", "1"), 1, "not a recognised image format"),  # from a worker process
+        (
+            (
+                str(MFCLIP),
+                "train",
+                "--data",
+                str(tmp_path / "broken"),
+                "--out",
+                str(tmp_path / "run2"),
+                "--config",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+            ),
+            1,
+            "not a recognised image format",
+        ),
+        (
+            (
+                str(MFCLIP),
+                "train",
+                "--data",
+                str(tmp_path / "broken"),
+                "--out",
+                str(tmp_path / "run2"),
+                "--config",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--workers",
+                "1",
+            ),
+            1,
+            "not a recognised image format",
+        ),  # from a worker process
     ]
     for args, code, message in cases:
         result = _run(*args)
@@ -72,7 +142,21 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         assert message in result.stderr.strip().splitlines()[-1]
     # The failed runs left nothing in their folder, so the same --out trains once the data is fixed.
     assert not (tmp_path / "run2").exists()
-    fixed = _run(str(MFCLIP), "train", "--data", data, "--out", str(tmp_path / "run2"), "--config", "tiny",
-                 "--batch-size", "2", "--workers", "0", "--epochs", "1")
+    fixed = _run(
+        str(MFCLIP),
+        "train",
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / "run2"),
+        "--config",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+    )
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "run2" / "last.safetensors").is_file()

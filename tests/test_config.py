@@ -11,7 +11,11 @@ from mfclip_cli.model.config import config_from_dict
 def test_shipped_configs():
     assert {"tiny", "vit-b-16"} <= set(shipped_config_names())
     real = load_model_config("vit-b-16")
-    assert (real.clip.architecture, real.preprocess.crop_size, real.fusion) == ("ViT-B-16", 256, "gated")
+    assert (real.clip.architecture, real.preprocess.crop_size, real.fusion) == (
+        "ViT-B-16",
+        256,
+        "gated",
+    )
     assert load_model_config("tiny").clip.pretrained is None
 
 
@@ -24,15 +28,24 @@ def test_user_json_extends_a_shipped_config(tmp_path):
     path = tmp_path / "wide.json"
     path.write_text(json.dumps({"extends": "tiny", "lora": {"rank": 8}, "fusion": "sum"}))
     config = load_model_config(path)
-    assert config.name == "wide" and config.lora.rank == 8 and config.lora.alpha == 8 and config.fusion == "sum"
+    assert (
+        config.name == "wide"
+        and config.lora.rank == 8
+        and config.lora.alpha == 8
+        and config.fusion == "sum"
+    )
     assert config.noise == load_model_config("tiny").noise
 
 
 def test_user_toml(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text('extends = "vit-b-16"\nname = "mine"\n[loss]\ndistill_weight = 0.0\n[loss.spa]\nenabled = false\n')
+    path.write_text(
+        'extends = "vit-b-16"\nname = "mine"\n[loss]\ndistill_weight = 0.0\n[loss.spa]\nenabled = false\n'
+    )
     config = load_model_config(path)
-    assert config.name == "mine" and config.loss.distill_weight == 0.0 and not config.loss.spa.enabled
+    assert (
+        config.name == "mine" and config.loss.distill_weight == 0.0 and not config.loss.spa.enabled
+    )
     assert config.loss.contrastive_weight == 0.5
 
 

@@ -74,20 +74,43 @@ def test_folder_layout(tmp_path):
     assert index.layout == "folder" and index.root == root.absolute()
     samples = _by_path(index)
     assert list(samples) == sorted(samples) and len(samples) == 11
-    got = {p: (s.label, s.forgery_type, s.generator, s.dataset, s.video, s.split) for p, s in samples.items()}
+    got = {
+        p: (s.label, s.forgery_type, s.generator, s.dataset, s.video, s.split)
+        for p, s in samples.items()
+    }
     assert got["real/ffhq/00001.png"] == ("real", "none", "ffhq", "faces", None, None)
     assert got["Real/celeba/sub/00002.jpg"] == ("real", "none", "celeba", "faces", None, None)
     assert got["real/00003.png"] == ("real", "none", "", "faces", None, None)
     assert got["diffusion/t2i/sdxl/a.png"] == ("diffusion", "t2i", "sdxl", "faces", None, None)
-    assert got["diffusion/T2I/sdxl/deeper/b.webp"] == ("diffusion", "t2i", "sdxl", "faces", None, None)
+    assert got["diffusion/T2I/sdxl/deeper/b.webp"] == (
+        "diffusion",
+        "t2i",
+        "sdxl",
+        "faces",
+        None,
+        None,
+    )
     assert got["diffusion/fs/c.png"] == ("diffusion", "fs", "", "faces", None, None)
     assert got["diffusion/d.png"] == ("diffusion", "", "", "faces", None, None)
     assert got["GAN/efs/stylegan2/e.png"] == ("gan", "efs", "stylegan2", "faces", None, None)
-    a, b = samples["gan/efs/stylegan2/A/000_003.mp4/0001.png"], samples["gan/efs/stylegan2/B/000_003.mp4/0001.png"]
-    assert (a.video, b.video) == ("gan/efs/stylegan2/A/000_003.mp4", "gan/efs/stylegan2/B/000_003.mp4")
+    a, b = (
+        samples["gan/efs/stylegan2/A/000_003.mp4/0001.png"],
+        samples["gan/efs/stylegan2/B/000_003.mp4/0001.png"],
+    )
+    assert (a.video, b.video) == (
+        "gan/efs/stylegan2/A/000_003.mp4",
+        "gan/efs/stylegan2/B/000_003.mp4",
+    )
     assert (a.forgery_type, a.generator) == ("efs", "stylegan2")
     # a video folder directly under real/ is not a source name
-    assert got["real/000_004.mp4/0001.png"] == ("real", "none", "", "faces", "real/000_004.mp4", None)
+    assert got["real/000_004.mp4/0001.png"] == (
+        "real",
+        "none",
+        "",
+        "faces",
+        "real/000_004.mp4",
+        None,
+    )
     assert index.absolute(samples["diffusion/d.png"]) == root.absolute() / "diffusion" / "d.png"
     assert read_dataset(root, layout="folder", dataset="mine").samples[0].dataset == "mine"
     # mfclip prepare reads video files as samples too, labelled by their place
@@ -127,7 +150,9 @@ def test_genface_layout(tmp_path):
     video = _by_path(read_dataset(root, include_videos=True))["fake/FS/GAN/simswap_07.mp4"]
     assert (video.label, video.forgery_type, video.generator) == ("gan", "fs", "simswap")
     _touch(root, "fake/EFS/Other/0006.png")
-    with pytest.raises(DataError, match=r"1 image\(s\) do not fit the genface layout.*fake/EFS/Other/0006.png"):
+    with pytest.raises(
+        DataError, match=r"1 image\(s\) do not fit the genface layout.*fake/EFS/Other/0006.png"
+    ):
         read_dataset(root)
 
 
@@ -145,7 +170,10 @@ def test_diff_layout(tmp_path):
     )
     assert detect_layout(root) == "diff"
     index = read_dataset(root)
-    got = {p: (s.label, s.forgery_type, s.generator, s.dataset, s.split) for p, s in _by_path(index).items()}
+    got = {
+        p: (s.label, s.forgery_type, s.generator, s.dataset, s.split)
+        for p, s in _by_path(index).items()
+    }
     assert got == {
         "DiFF_real/test/0003.png": ("real", "none", "", "DiFF", "test"),
         "DiFF_real/train/0001.png": ("real", "none", "", "DiFF", "train"),
@@ -165,7 +193,7 @@ def test_manifest_layouts_and_round_trip(tmp_path):
         Sample("b/2.png", "gan", "EFS", "StyleGAN2", "mine", video="b/clip.mp4", split="train"),
         Sample("a/1.png", "real", dataset="mine"),
         Sample("c/3.png", "diffusion", "t2i", "", "other", split="test"),
-        Sample("d/é 4.png", "diffusion", "", "sd,\"21\"", "mine"),
+        Sample("d/é 4.png", "diffusion", "", 'sd,"21"', "mine"),
     ]
     assert samples[0].forgery_type == "efs" and samples[1].forgery_type == "none"
     for name in ("manifest.jsonl", "manifest.csv"):
@@ -193,14 +221,38 @@ def test_manifest_layouts_and_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "name, text, message",
     [
-        ("m.jsonl", '{"path": "a.png", "label": "real"}\n\n{"path": "b.png", "label": "fake"}\n', r"line 3:.*'label'"),
-        ("m.jsonl", '{"path": "a.png", "label": "real"}\n{"path": "b.png"\n', r"line 2: not valid JSON"),
+        (
+            "m.jsonl",
+            '{"path": "a.png", "label": "real"}\n\n{"path": "b.png", "label": "fake"}\n',
+            r"line 3:.*'label'",
+        ),
+        (
+            "m.jsonl",
+            '{"path": "a.png", "label": "real"}\n{"path": "b.png"\n',
+            r"line 2: not valid JSON",
+        ),
         ("m.jsonl", '{"label": "real"}\n', r"line 1: missing required field 'path'"),
-        ("m.jsonl", '{"path": "a.png", "label": "gan", "generater": "x"}\n', r"line 1: unknown field.*'generater'"),
-        ("m.jsonl", '{"path": "a.png", "label": "gan", "generator": 3}\n', r"line 1: field 'generator' must be a string"),
-        ("m.jsonl", '{"path": "a.png", "label": "gan"}\n{"path": "a.png", "label": "real"}\n', r"line 2:.*line 1"),
-        ("m.jsonl", '[1, 2]\n', r"line 1: a sample must be an object"),
-        ("m.csv", "path,label,split\na.png,real,train\nb.png,gan,holdout\n", r"line 3: field 'split'"),
+        (
+            "m.jsonl",
+            '{"path": "a.png", "label": "gan", "generater": "x"}\n',
+            r"line 1: unknown field.*'generater'",
+        ),
+        (
+            "m.jsonl",
+            '{"path": "a.png", "label": "gan", "generator": 3}\n',
+            r"line 1: field 'generator' must be a string",
+        ),
+        (
+            "m.jsonl",
+            '{"path": "a.png", "label": "gan"}\n{"path": "a.png", "label": "real"}\n',
+            r"line 2:.*line 1",
+        ),
+        ("m.jsonl", "[1, 2]\n", r"line 1: a sample must be an object"),
+        (
+            "m.csv",
+            "path,label,split\na.png,real,train\nb.png,gan,holdout\n",
+            r"line 3: field 'split'",
+        ),
         ("m.csv", "path,labels\na.png,real\n", r"line 1: unknown column.*'labels'"),
         ("m.csv", "path,label\na.png,real,extra\n", r"line 2: more cells"),
     ],
@@ -230,7 +282,12 @@ def test_unknown_layouts_and_empty_datasets(tmp_path):
 
 def test_sample_dict_round_trip_and_errors():
     sample = Sample("x/y.png", "Diffusion", "T2I", " sdxl ", "d", video="x", split="Validation")
-    assert (sample.label, sample.forgery_type, sample.generator, sample.split) == ("diffusion", "t2i", "sdxl", "val")
+    assert (sample.label, sample.forgery_type, sample.generator, sample.split) == (
+        "diffusion",
+        "t2i",
+        "sdxl",
+        "val",
+    )
     assert Sample.from_dict(json.loads(json.dumps(sample.to_dict()))) == sample
     assert sample.label_set.label == "diffusion" and sample.label_set.generator == "sdxl"
     with pytest.raises(ValueError, match="field 'label'"):
@@ -243,7 +300,9 @@ def test_sample_dict_round_trip_and_errors():
 
 def test_the_data_layer_does_not_import_torch():
     code = "import sys, mfclip_cli.data as d; d.load_protocol('in-domain'); print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -259,12 +318,23 @@ def _synthetic(n: int = 1200, frames: int = 1) -> list[Sample]:
         dataset = ("alpha", "beta", "gamma")[j % 3]
         video = f"{dataset}/{j:04d}.mp4" if frames > 1 else None
         if j % 4 == 0:
-            samples.append(Sample(f"{dataset}/real/{i:05d}.png", "real", dataset=dataset, video=video))
+            samples.append(
+                Sample(f"{dataset}/real/{i:05d}.png", "real", dataset=dataset, video=video)
+            )
             continue
         forgery_type = ("efs", "fs", "fe")[(j // 4) % 3]
         generator = generators[forgery_type][(j // 12) % 2]
         label = "gan" if generator in ("stgan", "simswap") else "diffusion"
-        samples.append(Sample(f"{dataset}/{generator}/{i:05d}.png", label, forgery_type, generator, dataset, video=video))
+        samples.append(
+            Sample(
+                f"{dataset}/{generator}/{i:05d}.png",
+                label,
+                forgery_type,
+                generator,
+                dataset,
+                video=video,
+            )
+        )
     return samples
 
 
@@ -278,9 +348,12 @@ def test_shipped_protocols():
     assert list(shipped) == ["cross-dataset", "cross-forgery", "cross-generator", "in-domain"]
     assert all("test" in description for description in shipped.values())
     in_domain = load_protocol("in-domain")
-    assert (in_domain.holdout, in_domain.use_layout_split, in_domain.val_fraction, in_domain.test_fraction) == (
-        None, True, 0.1, 0.2
-    )
+    assert (
+        in_domain.holdout,
+        in_domain.use_layout_split,
+        in_domain.val_fraction,
+        in_domain.test_fraction,
+    ) == (None, True, 0.1, 0.2)
     assert load_protocol("cross-forgery").report_by == "forgery_type"
     assert load_protocol("cross-dataset").report_by == "dataset"
     for name in shipped:
@@ -296,7 +369,14 @@ def test_in_domain_partitions_with_the_right_fractions():
     _check_partition(samples, splits)
     assert not splits.dropped and splits.held_out == ()
     assert len(splits.train) + len(splits.val) + len(splits.test) == 1000
-    assert len({s.path for s in splits.train} | {s.path for s in splits.val} | {s.path for s in splits.test}) == 1000
+    assert (
+        len(
+            {s.path for s in splits.train}
+            | {s.path for s in splits.val}
+            | {s.path for s in splits.test}
+        )
+        == 1000
+    )
     assert abs(len(splits.test) / 1000 - 0.2) < 0.04 and abs(len(splits.val) / 1000 - 0.1) < 0.03
     again = select(list(samples), load_protocol("in-domain"))
     assert (again.train, again.val, again.test) == (splits.train, splits.val, splits.test)
@@ -304,9 +384,13 @@ def test_in_domain_partitions_with_the_right_fractions():
     assert list(subsets) == sorted(subsets) and len(subsets) == 6
     reals = [s for s in splits.test if s.is_real]
     assert all(set(reals) <= set(subset) for subset in subsets.values())
-    assert all({s.generator for s in subset if not s.is_real} == {name} for name, subset in subsets.items())
+    assert all(
+        {s.generator for s in subset if not s.is_real} == {name} for name, subset in subsets.items()
+    )
     summary = splits.summary()
-    assert summary["protocol"]["name"] == "in-domain" and summary["test"]["total"] == len(splits.test)
+    assert summary["protocol"]["name"] == "in-domain" and summary["test"]["total"] == len(
+        splits.test
+    )
 
 
 def test_frames_of_one_video_share_a_split():
@@ -321,7 +405,11 @@ def test_frames_of_one_video_share_a_split():
     # the video key is the full relative path, so same-named videos in two folders are two groups
     a, b = "A/000_003.mp4", "B/000_003.mp4"
     assert group_fraction(a, 0) != group_fraction(b, 0)
-    many = [Sample(f"{folder}/{i:03d}_003.mp4/0001.png", "real", video=f"{folder}/{i:03d}_003.mp4") for folder in "AB" for i in range(200)]
+    many = [
+        Sample(f"{folder}/{i:03d}_003.mp4/0001.png", "real", video=f"{folder}/{i:03d}_003.mp4")
+        for folder in "AB"
+        for i in range(200)
+    ]
     splits = select(many, Protocol("p", val_fraction=0.3, test_fraction=0.3))
     place = {s.video: split for split in ("train", "val", "test") for s in getattr(splits, split)}
     assert sum(place[f"A/{i:03d}_003.mp4"] != place[f"B/{i:03d}_003.mp4"] for i in range(200)) > 50
@@ -329,16 +417,26 @@ def test_frames_of_one_video_share_a_split():
 
 def _auto_holdout(samples, field):
     """The last third by name; for generators, the last third within each fake family."""
+
     def last_third(values):
         values = sorted(values)
-        return values[-max(1, -(-len(values) // 3)):]
+        return values[-max(1, -(-len(values) // 3)) :]
+
     if field == "generator":
         families = {s.label for s in samples if not s.is_real}
-        return tuple(sorted(v for label in families for v in last_third({s.generator for s in samples if s.label == label})))
+        return tuple(
+            sorted(
+                v
+                for label in families
+                for v in last_third({s.generator for s in samples if s.label == label})
+            )
+        )
     return tuple(last_third({getattr(s, field) for s in samples if not s.is_real}))
 
 
-@pytest.mark.parametrize("name, field", [("cross-generator", "generator"), ("cross-forgery", "forgery_type")])
+@pytest.mark.parametrize(
+    "name, field", [("cross-generator", "generator"), ("cross-forgery", "forgery_type")]
+)
 def test_cross_protocols_never_train_on_a_test_value(name, field):
     samples = _synthetic(1200)
     splits = select(samples, name)
@@ -364,8 +462,18 @@ def test_cross_dataset_holds_out_whole_datasets():
 
 
 def test_a_holdout_needs_two_values():
-    one_generator = [Sample(f"{i}.png", "real" if i % 2 else "gan", "efs" if i % 2 == 0 else "", "stylegan2" if i % 2 == 0 else "") for i in range(50)]
-    with pytest.raises(ProtocolError, match=r"needs at least two generator values.*found 1: \['stylegan2'\]"):
+    one_generator = [
+        Sample(
+            f"{i}.png",
+            "real" if i % 2 else "gan",
+            "efs" if i % 2 == 0 else "",
+            "stylegan2" if i % 2 == 0 else "",
+        )
+        for i in range(50)
+    ]
+    with pytest.raises(
+        ProtocolError, match=r"needs at least two generator values.*found 1: \['stylegan2'\]"
+    ):
         select(one_generator, "cross-generator")
     with pytest.raises(ProtocolError, match=r"needs at least two dataset values.*found 0"):
         select(one_generator, "cross-dataset")
@@ -381,12 +489,18 @@ def test_a_user_protocol_file_with_filters(tmp_path):
         '[test]\nexclude = { dataset = ["beta"] }\n'
     )
     protocol = load_protocol(path)
-    assert protocol.name == "sd-only" and protocol.holdout_values == ("dcface", "stgan") and protocol.seed == 7
+    assert (
+        protocol.name == "sd-only"
+        and protocol.holdout_values == ("dcface", "stgan")
+        and protocol.seed == 7
+    )
     samples = _synthetic(1200)
     splits = select(samples, str(path))
     _check_partition(samples, splits)
     assert {s.dataset for s in splits.train} == {"alpha"}
-    assert "ddpm" not in {s.generator for s in splits.train} and "ddpm" in {s.generator for s in splits.val}
+    assert "ddpm" not in {s.generator for s in splits.train} and "ddpm" in {
+        s.generator for s in splits.val
+    }
     assert {s.generator for s in splits.test if not s.is_real} == {"dcface", "stgan"}
     assert "beta" not in {s.dataset for s in splits.test}
     assert not {"dcface", "stgan"} & {s.generator for s in splits.train + splits.val}
@@ -396,10 +510,16 @@ def test_a_user_protocol_file_with_filters(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('holdout = "generator"\nhold_out_values = "auto"\n', r"bad.toml: unknown key\(s\) 'hold_out_values'"),
+        (
+            'holdout = "generator"\nhold_out_values = "auto"\n',
+            r"bad.toml: unknown key\(s\) 'hold_out_values'",
+        ),
         ('holdout = "model"\n', r"bad.toml: holdout must be one of"),
         ("val_fraction = 0.5\ntest_fraction = 0.5\n", r"bad.toml: val_fraction \+ test_fraction"),
-        ('[train]\ninclude = { generatr = ["x"] }\n', r"bad.toml: \[train\] include: unknown sample field 'generatr'"),
+        (
+            '[train]\ninclude = { generatr = ["x"] }\n',
+            r"bad.toml: \[train\] include: unknown sample field 'generatr'",
+        ),
         ('report_by = "colour"\n', r"bad.toml: report_by"),
         ("seed = 1.5\n", r"bad.toml: seed must be an integer"),
         ("val_fraction = \n", r"bad.toml: not valid TOML"),
@@ -418,9 +538,17 @@ def test_unusable_selections_are_errors():
         select(samples, Protocol("p", holdout="generator", holdout_values=("sdxl",)))
     with pytest.raises(ProtocolError, match="protocol 'p' leaves the val split empty"):
         select(samples, Protocol("p", val_fraction=0.0))
-    test_only = select(samples, Protocol("p", val_fraction=0.0), required=("test",))  # what eval asks for
+    test_only = select(
+        samples, Protocol("p", val_fraction=0.0), required=("test",)
+    )  # what eval asks for
     assert test_only.test and not test_only.val
     with pytest.raises(ProtocolError, match="leaves the test split empty"):
         select(samples, Protocol("p", test_fraction=0.0), required=("test",))
-    counts = Counter(s.generator for s in select(samples, Protocol("p", holdout="generator", holdout_values="auto")).test)
-    assert set(counts) == {"", *_auto_holdout(samples, "generator")}  # reals ("") and the held-out generators
+    counts = Counter(
+        s.generator
+        for s in select(samples, Protocol("p", holdout="generator", holdout_values="auto")).test
+    )
+    assert set(counts) == {
+        "",
+        *_auto_holdout(samples, "generator"),
+    }  # reals ("") and the held-out generators

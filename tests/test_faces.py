@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 from facenet_pytorch import MTCNN
-from PIL import Image
-
 from media import (
     ASTRONAUT_BOX,
     astronaut,
@@ -18,7 +16,16 @@ from media import (
     save_variants,
     save_video,
 )
-from mfclip_cli.faces import DecodeError, FaceDetector, align_faces, decode_image, sample_video, template_points
+from PIL import Image
+
+from mfclip_cli.faces import (
+    DecodeError,
+    FaceDetector,
+    align_faces,
+    decode_image,
+    sample_video,
+    template_points,
+)
 from mfclip_cli.faces.align import similarity_transforms
 from mfclip_cli.faces.cascade import (
     REMAP_MAX_SIDE,
@@ -46,7 +53,9 @@ def _library_boxes(library, pixels):
     return [] if boxes is None else boxes.tolist()
 
 
-@pytest.mark.parametrize("make", [astronaut, mosaic, face_free], ids=["astronaut", "mosaic", "face-free"])
+@pytest.mark.parametrize(
+    "make", [astronaut, mosaic, face_free], ids=["astronaut", "mosaic", "face-free"]
+)
 def test_detections_match_facenet(detector, library, make):
     pixels = make()
     ours = detector.detect([pixels])[0]
@@ -56,7 +65,9 @@ def test_detections_match_facenet(detector, library, make):
         assert max(iou(detection.box, box) for box in theirs) >= 0.95
 
 
-def _normalised_area_resize(pixels: torch.Tensor, size: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
+def _normalised_area_resize(
+    pixels: torch.Tensor, size: tuple[int, int], dtype=torch.float32
+) -> torch.Tensor:
     planar = pixels.permute(0, 3, 1, 2).to(dtype)
     return (torch.nn.functional.interpolate(planar, size=size, mode="area") - 127.5) * 0.0078125
 
@@ -69,14 +80,24 @@ def test_integral_sums_that_wrap_around_still_give_exact_bins():
     assert integral.dtype == torch.int32
     exact = cumulative_sums(images, torch.float64)  # the GPU path for such images
     assert exact[0, -1, -1].max() > 2**32  # the sums do wrap
-    assert torch.equal(integral[0, -1].to(torch.int64) % 2**32, exact[0, -1].to(torch.int64) % 2**32)
-    for size in [(2640, 2640), (1871, 1871), (13, 13)]:  # float64 reference: float32 drifts over huge bins
+    assert torch.equal(
+        integral[0, -1].to(torch.int64) % 2**32, exact[0, -1].to(torch.int64) % 2**32
+    )
+    for size in [
+        (2640, 2640),
+        (1871, 1871),
+        (13, 13),
+    ]:  # float64 reference: float32 drifts over huge bins
         reference = _normalised_area_resize(images, size, torch.float64).float()
         assert torch.allclose(pyramid_level(integral, *size), reference, atol=1e-5), size
-    rectangles = torch.tensor([[4300, 4310, 4400, 4400], [0, 0, 4400, 4400], [2000, 10, 2048, 4400]])
+    rectangles = torch.tensor(
+        [[4300, 4310, 4400, 4400], [0, 0, 4400, 4400], [2000, 10, 2048, 4400]]
+    )
     crops = cut_boxes(integral, torch.zeros(3, dtype=torch.int64), rectangles, 48)
     for crop, (x0, y0, x1, y1) in zip(crops, rectangles.tolist()):
-        expected = _normalised_area_resize(images[:, y0:y1, x0:x1], (48, 48), torch.float64)[0].float()
+        expected = _normalised_area_resize(images[:, y0:y1, x0:x1], (48, 48), torch.float64)[
+            0
+        ].float()
         assert torch.allclose(crop, expected, atol=1e-5)
 
 
@@ -87,12 +108,25 @@ def test_pyramid_levels_and_box_crops_equal_area_interpolation():
     for dtype in (torch.int32, torch.float64):  # the GPU path's integral, computed here on CPU
         assert torch.equal(cumulative_sums(images, dtype).to(integral.dtype), integral)
     for size in [(157, 203), (95, 122), (13, 17), (12, 12)]:
-        assert torch.allclose(pyramid_level(integral, *size), _normalised_area_resize(images, size), atol=1e-5)
-    wide = torch.randint(0, 256, (1, 13, REMAP_MAX_SIDE + 2, 3), dtype=torch.uint8, generator=generator)
-    for size in [(12, 24001), (13, REMAP_MAX_SIDE + 2)]:  # too wide for OpenCV's remap: torch gathers instead
-        assert torch.allclose(pyramid_level(integral_images(wide), *size), _normalised_area_resize(wide, size), atol=1e-5)
+        assert torch.allclose(
+            pyramid_level(integral, *size), _normalised_area_resize(images, size), atol=1e-5
+        )
+    wide = torch.randint(
+        0, 256, (1, 13, REMAP_MAX_SIDE + 2, 3), dtype=torch.uint8, generator=generator
+    )
+    for size in [
+        (12, 24001),
+        (13, REMAP_MAX_SIDE + 2),
+    ]:  # too wide for OpenCV's remap: torch gathers instead
+        assert torch.allclose(
+            pyramid_level(integral_images(wide), *size),
+            _normalised_area_resize(wide, size),
+            atol=1e-5,
+        )
     # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output (up-sampling), one pixel
-    rectangles = torch.tensor([[10, 20, 97, 111], [0, 0, 203, 157], [150, 140, 161, 157], [5, 5, 6, 6]])
+    rectangles = torch.tensor(
+        [[10, 20, 97, 111], [0, 0, 203, 157], [150, 140, 161, 157], [5, 5, 6, 6]]
+    )
     image_index = torch.tensor([0, 1, 1, 0])
     crops = cut_boxes(integral, image_index, rectangles, 24)
     for crop, b, (x0, y0, x1, y1) in zip(crops, image_index, rectangles.tolist()):
@@ -110,7 +144,14 @@ def test_cascade_agrees_with_the_library_detect_face(library):
         ((boxes, landmarks),) = cascade(torch.from_numpy(pixels)[None], 20.0)
         with torch.no_grad():
             expected_boxes, expected_landmarks = detect_face(
-                pixels[None], 20.0, library.pnet, library.rnet, library.onet, cascade.thresholds, cascade.factor, "cpu"
+                pixels[None],
+                20.0,
+                library.pnet,
+                library.rnet,
+                library.onet,
+                cascade.thresholds,
+                cascade.factor,
+                "cpu",
             )
         expected_boxes = np.asarray(expected_boxes[0], dtype=np.float64).reshape(-1, 5)
         expected_landmarks = np.asarray(expected_landmarks[0], dtype=np.float64).reshape(-1, 5, 2)
@@ -126,14 +167,18 @@ def test_proposal_net_computes_the_library_pnet(library, size):
 
     generator = torch.Generator().manual_seed(sum(size))
     # pixels as the pyramid gives them, and extremes that drive every PReLU channel to both signs
-    images = (torch.rand(2, 3, *size, generator=generator) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    images = (torch.rand(2, 3, *size, generator=generator) * 2 - 1).contiguous(
+        memory_format=torch.channels_last
+    )
     images[1, :, : size[0] // 2] *= 8
     proposal = ProposalNet(library.pnet)
     with torch.no_grad():
         regression, probabilities = library.pnet(images)
         ours, _ = proposal(images)
         threshold = float(probabilities[:, 1].quantile(0.9))  # a tenth of the windows pass
-        expected, expected_index = generateBoundingBox(regression, probabilities[:, 1], 0.5, threshold)
+        expected, expected_index = generateBoundingBox(
+            regression, probabilities[:, 1], 0.5, threshold
+        )
         windows, index = proposal.candidates(images, 0.5, threshold)
     torch.testing.assert_close(ours, probabilities[:, 1], atol=1e-5, rtol=0)
     assert torch.equal(index, expected_index) and len(windows) > 4
@@ -182,7 +227,13 @@ def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector)
     paths = save_variants(tmp_path)
     decoded = {name: decode_image(path) for name, path in paths.items()}
     assert {name: image.format for name, image in decoded.items()} == {
-        "cmyk": "JPEG", "grey16": "PNG", "palette": "PNG", "rgba": "PNG", "gif": "GIF", "webp": "WEBP", "unicode": "PNG",
+        "cmyk": "JPEG",
+        "grey16": "PNG",
+        "palette": "PNG",
+        "rgba": "PNG",
+        "gif": "GIF",
+        "webp": "WEBP",
+        "unicode": "PNG",
     }
     for name, image in decoded.items():
         assert image.pixels.dtype == np.uint8 and image.pixels.shape == (512, 512, 3), name
@@ -223,15 +274,21 @@ def test_video_frames_are_sampled_by_rate_or_count(tmp_path):
 def test_alignment_puts_landmarks_on_the_template(detector):
     pixels = astronaut()
     (face,) = detector.detect([pixels])[0]
-    crop = align_faces(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, face.landmarks[None], 128, 1.3)
+    crop = align_faces(
+        torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, face.landmarks[None], 128, 1.3
+    )
     assert crop.shape == (1, 3, 128, 128) and 0 <= float(crop.min()) and float(crop.max()) <= 1
     # Where the similarity fit says the landmarks land in the crop ...
-    a, t = similarity_transforms(torch.from_numpy(face.landmarks[None]), torch.from_numpy(template_points(128, 1.3)))[0]
+    a, t = similarity_transforms(
+        torch.from_numpy(face.landmarks[None]), torch.from_numpy(template_points(128, 1.3))
+    )[0]
     mapped = a * torch.complex(*torch.from_numpy(face.landmarks).T) + t
     expected = np.stack([mapped.real.numpy(), mapped.imag.numpy()], axis=1)
     assert np.abs(expected - template_points(128, 1.3)).max() < 6  # a real face is not the template
     # ... is where MTCNN finds them again in the warped crop.
-    (again,) = FaceDetector("cpu").detect([(crop[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)])[0]
+    (again,) = FaceDetector("cpu").detect(
+        [(crop[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)]
+    )[0]
     assert np.abs(again.landmarks - expected).max() < 2.0
 
 
@@ -245,9 +302,13 @@ def test_alignment_of_a_large_face_is_not_aliased():
     assert abs(float(crop.mean()) - 0.5) < 0.02 and float(crop.std()) < 0.05
 
 
-def _whole_image_alignment(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float) -> torch.Tensor:
+def _whole_image_alignment(
+    image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float
+) -> torch.Tensor:
     """The reference: pool the whole float image by each face's factor, then sample it bilinearly."""
-    a, t = similarity_transforms(torch.from_numpy(landmarks), torch.from_numpy(template_points(crop_size, margin))).T
+    a, t = similarity_transforms(
+        torch.from_numpy(landmarks), torch.from_numpy(template_points(crop_size, margin))
+    ).T
     coords = torch.arange(crop_size, dtype=torch.float64)
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     crops = []
@@ -258,27 +319,45 @@ def _whole_image_alignment(image: torch.Tensor, landmarks: np.ndarray, crop_size
         x = (src.real - (factor - 1) / 2) / factor
         y = (src.imag - (factor - 1) / 2) / factor
         height, width = pooled.shape[-2:]
-        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], -1).to(image.dtype)[None]
-        crops.append(torch.nn.functional.grid_sample(pooled, grid, padding_mode="border", align_corners=False)[0])
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], -1).to(image.dtype)[
+            None
+        ]
+        crops.append(
+            torch.nn.functional.grid_sample(
+                pooled, grid, padding_mode="border", align_corners=False
+            )[0]
+        )
     return torch.stack(crops).clamp(0, 1)
 
 
 def test_alignment_reads_only_the_faces_region_with_the_whole_images_values():
     """Crops from the face's region equal crops from the whole image: big and small faces, at edges and corners."""
     generator = torch.Generator().manual_seed(3)
-    pixels = torch.randint(0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator)  # no side a multiple of 3
+    pixels = torch.randint(
+        0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator
+    )  # no side a multiple of 3
     template = template_points(112, 1.0)
-    landmarks = np.stack([
-        template * 3.3 + [1150, 700],  # factor 3, the crop reaching past the right and bottom edges
-        template * 3.3 + [-60, -40],  # factor 3, past the top-left corner
-        template * 0.8 + [700, 400],  # factor 1, inside
-        template * 0.8 + [1440, 3],  # factor 1, past the top-right corner
-        (template - 56) * 2.2 @ np.array([[0.8, 0.6], [-0.6, 0.8]]) + [500, 500],  # factor 2, rotated
-    ])
+    landmarks = np.stack(
+        [
+            template * 3.3
+            + [1150, 700],  # factor 3, the crop reaching past the right and bottom edges
+            template * 3.3 + [-60, -40],  # factor 3, past the top-left corner
+            template * 0.8 + [700, 400],  # factor 1, inside
+            template * 0.8 + [1440, 3],  # factor 1, past the top-right corner
+            (template - 56) * 2.2 @ np.array([[0.8, 0.6], [-0.6, 0.8]])
+            + [500, 500],  # factor 2, rotated
+        ]
+    )
     # in float64 the two agree exactly but for summation order; float32 grids round differently (1e-4)
     exact = pixels.double() / 255
-    torch.testing.assert_close(align_faces(exact, landmarks, 128, 1.3), _whole_image_alignment(exact, landmarks, 128, 1.3),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        align_faces(exact, landmarks, 128, 1.3),
+        _whole_image_alignment(exact, landmarks, 128, 1.3),
+        atol=1e-12,
+        rtol=0,
+    )
     expected = _whole_image_alignment(pixels.float() / 255, landmarks, 128, 1.3)
     for image in (pixels, pixels.float() / 255):
-        torch.testing.assert_close(align_faces(image, landmarks, 128, 1.3), expected, atol=5e-4, rtol=0)
+        torch.testing.assert_close(
+            align_faces(image, landmarks, 128, 1.3), expected, atol=5e-4, rtol=0
+        )

@@ -4,9 +4,9 @@ aligned face at a time through the model in fp32. Batching must not change what 
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
+from media import astronaut, iou, mosaic, save_video
 from PIL import Image
 
-from media import astronaut, iou, mosaic, save_video
 from mfclip_cli.engines.inputs import InputItem
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import align_faces, sample_video
@@ -22,9 +22,13 @@ def test_batched_scan_matches_the_plain_per_image_per_face_path(tiny_config):
         astronaut(),
         mosaic(),
         np.ascontiguousarray(astronaut()[:, ::-1]),
-        np.asarray(Image.fromarray(mosaic()).resize((400, 400), Image.Resampling.BICUBIC)),  # another size group
+        np.asarray(
+            Image.fromarray(mosaic()).resize((400, 400), Image.Resampling.BICUBIC)
+        ),  # another size group
     ]
-    fast = Scanner(model, ScanSettings(device="cpu", batch_size=3), torch.device("cpu")).faces_of(images)
+    fast = Scanner(model, ScanSettings(device="cpu", batch_size=3), torch.device("cpu")).faces_of(
+        images
+    )
 
     library = MTCNN(keep_all=True, device="cpu")
     crop, margin = tiny_config.preprocess.crop_size, tiny_config.preprocess.margin
@@ -50,7 +54,9 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for i, pixels in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(pixels).save(paths[-1])
-    scanner = Scanner(model, ScanSettings(device="cpu", batch_size=4, workers=3, frames=5), torch.device("cpu"))
+    scanner = Scanner(
+        model, ScanSettings(device="cpu", batch_size=4, workers=3, frames=5), torch.device("cpu")
+    )
     records = list(scanner.scan([InputItem(path) for path in paths]))
     batched = scanner.faces_of(images)
     assert [record.path for record in records] == [str(path) for path in paths]
@@ -58,20 +64,31 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
         assert len(record.faces) == len(found) > 0
         for face, (detection, probs) in zip(record.faces, found):
             assert iou(face.box, detection.box) >= 0.99
-            assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
+            assert (
+                max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs))
+                < PROBABILITY_TOLERANCE
+            )
 
     # a video's frames are shared out among the workers the same way, and come back in frame order
     save_video(tmp_path / "clip.mp4", frames=5)
     (video,) = list(scanner.scan([InputItem(tmp_path / "clip.mp4")]))
     frames = [frame.pixels for frame in sample_video(tmp_path / "clip.mp4", fps=None, frames=5)[1]]
-    assert video.video["frames_sampled"] == 5 and [face.frame for face in video.faces] == list(range(5))
+    assert video.video["frames_sampled"] == 5 and [face.frame for face in video.faces] == list(
+        range(5)
+    )
     for face, ((detection, probs),) in zip(video.faces, scanner.faces_of(frames)):
         assert iou(face.box, detection.box) >= 0.99
-        assert max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs)) < PROBABILITY_TOLERANCE
+        assert (
+            max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs))
+            < PROBABILITY_TOLERANCE
+        )
 
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same records
     (tmp_path / "notes.txt").write_text("not an image")
-    inputs = [InputItem(path) for path in [paths[0], tmp_path / "notes.txt", tmp_path / "clip.mp4", *paths[1:]]]
+    inputs = [
+        InputItem(path)
+        for path in [paths[0], tmp_path / "notes.txt", tmp_path / "clip.mp4", *paths[1:]]
+    ]
     per_core = [record.to_dict() for record in scanner.scan(inputs)]
     scanner.analyse_in_workers = False
     batched = [record.to_dict() for record in scanner.scan(inputs)]
@@ -80,8 +97,13 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for ours, theirs in zip(batched, per_core):
         assert len(ours["faces"]) == len(theirs["faces"])
         for face, other in zip(ours["faces"], theirs["faces"]):
-            assert iou(face["box"], other["box"]) >= 0.99 and face.get("frame") == other.get("frame")
-            assert max(abs(face["probs"][name] - other["probs"][name]) for name in scanner.classes) < PROBABILITY_TOLERANCE
+            assert iou(face["box"], other["box"]) >= 0.99 and face.get("frame") == other.get(
+                "frame"
+            )
+            assert (
+                max(abs(face["probs"][name] - other["probs"][name]) for name in scanner.classes)
+                < PROBABILITY_TOLERANCE
+            )
 
 
 def test_worker_counts_follow_the_cores(monkeypatch):
@@ -92,8 +114,15 @@ def test_worker_counts_follow_the_cores(monkeypatch):
 
     def workers(device: str, cores: int, asked: int = 0) -> int:
         monkeypatch.setattr(scan_engine, "available_cores", lambda: cores)
-        scanner = types.SimpleNamespace(settings=ScanSettings(workers=asked), analyse_in_workers=device == "cpu")
+        scanner = types.SimpleNamespace(
+            settings=ScanSettings(workers=asked), analyse_in_workers=device == "cpu"
+        )
         return Scanner.workers.fget(scanner)
 
     assert [workers("cpu", 2), workers("cpu", 32), workers("cpu", 32, asked=3)] == [2, 32, 3]
-    assert [workers("cuda", 1), workers("cuda", 8), workers("cuda", 64), workers("cuda", 64, asked=40)] == [2, 7, 16, 40]
+    assert [
+        workers("cuda", 1),
+        workers("cuda", 8),
+        workers("cuda", 64),
+        workers("cuda", 64, asked=40),
+    ] == [2, 7, 16, 40]

@@ -18,7 +18,10 @@ def test_order_recursion_and_each_file_once(tmp_path):
     for name in ("b/2.png", "a/1.jpg", "a/deeper/3.mp4", "c.webp", "notes.txt"):
         _touch(tmp_path / name)
     os.symlink(tmp_path / "a", tmp_path / "z-link-to-a")  # the same folder twice: read once
-    names = [item.path.relative_to(tmp_path).as_posix() for item in collect_inputs([str(tmp_path), str(tmp_path / "c.webp")])]
+    names = [
+        item.path.relative_to(tmp_path).as_posix()
+        for item in collect_inputs([str(tmp_path), str(tmp_path / "c.webp")])
+    ]
     assert names == ["a/1.jpg", "a/deeper/3.mp4", "b/2.png", "c.webp"]
     flat = [item.path.name for item in collect_inputs([str(tmp_path)], recursive=False)]
     assert flat == ["c.webp"]
@@ -29,7 +32,11 @@ def test_symlink_loop_terminates_with_an_error_item(tmp_path):
     os.symlink(tmp_path / "loop", tmp_path / "loop" / "again")  # loop/again -> loop
     os.symlink(tmp_path / "self.jpg", tmp_path / "self.jpg")  # a link to itself
     items = collect_inputs([str(tmp_path)])
-    assert [item.path.relative_to(tmp_path).as_posix() for item in items] == ["loop/again", "loop/face.png", "self.jpg"]
+    assert [item.path.relative_to(tmp_path).as_posix() for item in items] == [
+        "loop/again",
+        "loop/face.png",
+        "self.jpg",
+    ]
     assert "symbolic link loop" in items[0].error and items[1].error is None
     assert "symbolic link loop" in items[2].error
 
@@ -58,6 +65,9 @@ def test_globs_missing_paths_and_stdin(tmp_path):
     pattern = collect_inputs([str(tmp_path / "x" / "**" / "*.png")])
     assert [item.path.name for item in pattern] == ["1.png", "2.png"]
     nothing = collect_inputs([str(tmp_path / "*.gif"), str(tmp_path / "gone.png")])
-    assert [item.error for item in nothing] == ["no file matches this pattern", "no such file or directory"]
+    assert [item.error for item in nothing] == [
+        "no file matches this pattern",
+        "no such file or directory",
+    ]
     stdin = io.StringIO(f"{tmp_path / 'x' / '3.jpg'}\n\n{tmp_path / 'x' / 'y'}\n")
     assert [item.path.name for item in collect_inputs(["-"], stdin=stdin)] == ["3.jpg", "2.png"]

@@ -59,7 +59,11 @@ def test_level_one_changes_the_text_embedding_through_its_template(tiny_config):
 
 
 def test_every_level_weight_receives_gradient(tiny_model):
-    labels = [LabelSet("gan", "efs", "StyleGAN2"), LabelSet("diffusion", "t2i", "SDXL"), LabelSet("real")]
+    labels = [
+        LabelSet("gan", "efs", "StyleGAN2"),
+        LabelSet("diffusion", "t2i", "SDXL"),
+        LabelSet("real"),
+    ]
     probe = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
     (tiny_model.language(labels) * probe).sum().backward()
     grad = tiny_model.language.level_logits.grad
@@ -68,7 +72,9 @@ def test_every_level_weight_receives_gradient(tiny_model):
 
 def test_frozen_text_tower_is_encoded_once_per_distinct_label_set(tiny_model):
     calls = []
-    tiny_model.language.text_tower.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    tiny_model.language.text_tower.register_forward_hook(
+        lambda module, args, out: calls.append(args[0].shape[0])
+    )
     a, b = LabelSet("real"), LabelSet("gan", "efs", "StyleGAN2")
     first = tiny_model.language([a, b, a, a])
     second = tiny_model.language([b, a])

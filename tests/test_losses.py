@@ -18,7 +18,10 @@ from mfclip_cli.model.losses import (
 
 
 def _unit(n, d, seed):
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+    return F.normalize(
+        torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64),
+        dim=-1,
+    )
 
 
 def _reference_clip_loss(images, texts, scale):
@@ -56,7 +59,12 @@ def test_identical_texts_weigh_less_as_negatives_than_different_texts():
     t0 = F.normalize(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0]), dim=0)
     t2 = F.normalize(torch.tensor([0.0, 1, 0, 0, 0, 0, 0, 0]), dim=0)
     texts = torch.stack([t0, t0, t2]).double()
-    images = F.normalize(torch.tensor([[1.0, 1, 0.2, 0, 0, 0, 0, 0], [1.0, 0, 0, 1, 0, 0, 0, 0], [0.0, 1, 0, 0, 1, 0, 0, 0]]), dim=-1).double()
+    images = F.normalize(
+        torch.tensor(
+            [[1.0, 1, 0.2, 0, 0, 0, 0, 0], [1.0, 0, 0, 1, 0, 0, 0, 0], [0.0, 1, 0, 0, 1, 0, 0, 0]]
+        ),
+        dim=-1,
+    ).double()
     assert torch.isclose(images[0] @ texts[1], images[0] @ texts[2])
     spa = SpaSettings(enabled=True)
     rows, columns = sample_pair_weights(images, texts, spa)
@@ -77,7 +85,10 @@ def test_identical_texts_weigh_less_as_negatives_than_different_texts():
 
 def test_harder_negatives_weigh_more():
     texts = F.normalize(torch.eye(3, 4, dtype=torch.float64), dim=-1)  # all different
-    images = F.normalize(torch.tensor([[1.0, 0.6, 0.1, 0.0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]], dtype=torch.float64), dim=-1)
+    images = F.normalize(
+        torch.tensor([[1.0, 0.6, 0.1, 0.0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]], dtype=torch.float64),
+        dim=-1,
+    )
     rows, _ = sample_pair_weights(images, texts, SpaSettings(hardness=5.0))
     assert rows[0, 1] > 1.0 > rows[0, 2]  # text 1 looks more like image 0 than text 2 does
     assert torch.isclose(rows[0, 1] + rows[0, 2], torch.tensor(2.0, dtype=torch.float64), atol=1e-6)

@@ -29,7 +29,11 @@ def _binary_cases():
         y = (rng.random(n) < fake_rate).astype(int)
         y[:2] = [0, 1]  # both classes always present
         noisy = rng.normal(size=n) + y
-        cases += [(y, noisy), (y, np.round(rng.random(n) * 0.6 + 0.4 * y, 1)), (y, np.round(noisy, 0))]
+        cases += [
+            (y, noisy),
+            (y, np.round(rng.random(n) * 0.6 + 0.4 * y, 1)),
+            (y, np.round(noisy, 0)),
+        ]
     cases.append((np.array([0, 1, 0, 1, 1]), np.full(5, 0.5)))
     return cases
 
@@ -53,7 +57,9 @@ def test_equal_error_rate_by_hand():
     # One real (0.5) outranks one fake (0.4). Ranked: F F F R F R R R. After the fourth face the
     # threshold calls 3 of 4 fakes and 1 of 4 reals fake: FPR = 1/4, FNR = 1 - 3/4 = 1/4. That
     # ROC point lies exactly on FPR == FNR, so EER = 0.25 with no interpolation.
-    assert equal_error_rate(y, [0.9, 0.8, 0.7, 0.4, 0.5, 0.3, 0.2, 0.1]) == pytest.approx(0.25, abs=1e-15)
+    assert equal_error_rate(y, [0.9, 0.8, 0.7, 0.4, 0.5, 0.3, 0.2, 0.1]) == pytest.approx(
+        0.25, abs=1e-15
+    )
     # Interpolated: fakes 0.9, 0.7, 0.6 and one real 0.8. ROC points (0, 0), (0, 1/3), (1, 1/3),
     # (1, 2/3), (1, 1). On the segment (0, 1/3) -> (1, 1/3), FNR stays 2/3 while FPR runs from 0
     # to 1, so the two meet at FPR = FNR = 2/3.
@@ -159,7 +165,9 @@ def test_video_level_groups_by_exact_key():
     video_keys, video_labels, video_probs = video_level(keys, labels, probs)
     assert video_keys == ["A/000_003", "B/000_003", None, None]
     assert video_labels == ["diffusion", "real", "gan", "real"]
-    np.testing.assert_allclose(video_probs, [[0.3, 0.5, 0.2], [0.8, 0.2, 0.0], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25]])
+    np.testing.assert_allclose(
+        video_probs, [[0.3, 0.5, 0.2], [0.8, 0.2, 0.0], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25]]
+    )
 
     result = video_metrics(keys, labels, probs)
     assert result == detection_metrics(video_labels, video_probs)
@@ -177,7 +185,10 @@ def test_plot_roc_writes_png_and_refuses_to_overwrite(tmp_path):
     y = np.array([0, 0, 1, 1, 0, 1])
     score = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
     fpr, tpr, _ = roc_curve(y, score)
-    curves = {"frames": (fpr, tpr, roc_auc(y, score)), "empty": (*roc_curve([0, 0], [0.1, 0.2])[:2], math.nan)}
+    curves = {
+        "frames": (fpr, tpr, roc_auc(y, score)),
+        "empty": (*roc_curve([0, 0], [0.1, 0.2])[:2], math.nan),
+    }
     path = tmp_path / "roc.png"
     plot_roc(curves, path, "test ROC")
     data = path.read_bytes()
@@ -195,7 +206,6 @@ def test_plot_roc_writes_png_and_refuses_to_overwrite(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["roc.png"]  # no temporary files left behind
 
 
-
 def test_video_level_fields_follow_the_threshold():
     """Every video-level field at a non-default threshold, recomputed with scikit-learn (issue 19)."""
     from mfclip_cli.data import Sample
@@ -208,7 +218,11 @@ def test_video_level_fields_follow_the_threshold():
         label = classes[video % 3]
         centre = rng.dirichlet([4, 1, 1] if label == "real" else [1, 2, 2])
         for _ in range(int(rng.integers(1, 5))):
-            samples.append(Sample(path=f"v{video}/{len(samples)}.png", label=label, video=f"clips/v{video}.mp4"))
+            samples.append(
+                Sample(
+                    path=f"v{video}/{len(samples)}.png", label=label, video=f"clips/v{video}.mp4"
+                )
+            )
             rows.append(rng.dirichlet(centre * 20 + 0.5))
     probs = np.array(rows)
     threshold = 0.8
@@ -217,8 +231,12 @@ def test_video_level_fields_follow_the_threshold():
 
     keys = [sample.video for sample in samples]
     order = list(dict.fromkeys(keys))
-    video_probs = np.array([probs[[i for i, key in enumerate(keys) if key == k]].mean(0) for k in order])
-    video_y = np.array([classes.index(next(s.label for s in samples if s.video == k)) for k in order])
+    video_probs = np.array(
+        [probs[[i for i, key in enumerate(keys) if key == k]].mean(0) for k in order]
+    )
+    video_y = np.array(
+        [classes.index(next(s.label for s in samples if s.video == k)) for k in order]
+    )
     is_fake, score = (video_y != 0).astype(int), 1.0 - video_probs[:, 0]
     said_fake = (score >= threshold).astype(int)
     fpr, tpr, _ = skm.roc_curve(is_fake, score)
@@ -234,7 +252,9 @@ def test_video_level_fields_follow_the_threshold():
         "fake_acc": skm.accuracy_score(is_fake[is_fake == 1], said_fake[is_fake == 1]),
         "acc3": skm.accuracy_score(video_y, video_probs.argmax(1)),
         "macro_f1": skm.f1_score(video_y, video_probs.argmax(1), average="macro"),
-        "confusion": skm.confusion_matrix(video_y, video_probs.argmax(1), labels=[0, 1, 2]).tolist(),
+        "confusion": skm.confusion_matrix(
+            video_y, video_probs.argmax(1), labels=[0, 1, 2]
+        ).tolist(),
     }
     assert set(video) == set(expected) | {"eer"}
     assert video.pop("confusion") == expected.pop("confusion")

@@ -17,7 +17,15 @@ TRAINABLE = re.compile(
     r"|text_predictor\..*"
     r"|criterion\.log_logit_scale)$"
 )
-GROUPS = ["lora_", "noise_branch", "fusion", "level_logits", "head", "text_predictor", "log_logit_scale"]
+GROUPS = [
+    "lora_",
+    "noise_branch",
+    "fusion",
+    "level_logits",
+    "head",
+    "text_predictor",
+    "log_logit_scale",
+]
 
 LABELS = [
     LabelSet("real"),
@@ -47,7 +55,9 @@ def test_inference_is_batch_independent(tiny_model, faces):
 
 def test_only_adapters_and_new_modules_train(tiny_model, faces):
     names = {name for name, p in tiny_model.named_parameters() if p.requires_grad}
-    assert names and all(TRAINABLE.match(name) for name in names), sorted(n for n in names if not TRAINABLE.match(n))
+    assert names and all(TRAINABLE.match(name) for name in names), sorted(
+        n for n in names if not TRAINABLE.match(n)
+    )
     frozen = {name for name, p in tiny_model.named_parameters() if not p.requires_grad}
     assert any(n.startswith("language.text_tower.") for n in frozen)
     assert any(n.startswith("vision.image_tower.") and "base_layer" in n for n in frozen)
@@ -59,14 +69,20 @@ def test_only_adapters_and_new_modules_train(tiny_model, faces):
         optimiser.zero_grad()
         tiny_model.loss(faces, LABELS).total.backward()
         optimiser.step()
-    changed = {name for name, p in tiny_model.named_parameters() if not torch.equal(p, before[name])}
+    changed = {
+        name for name, p in tiny_model.named_parameters() if not torch.equal(p, before[name])
+    }
     for name in frozen:
-        assert torch.equal(dict(tiny_model.named_parameters())[name], before[name]), f"frozen {name} changed"
+        assert torch.equal(dict(tiny_model.named_parameters())[name], before[name]), (
+            f"frozen {name} changed"
+        )
     assert changed <= names
     for group in GROUPS:
         assert any(group in name for name in changed), f"no parameter of {group} changed"
     assert any("attn.lora_" in n for n in changed) and any("mlp.c_fc.lora_" in n for n in changed)
-    assert any("mlp.c_proj.lora_" in n for n in changed) and any("out_proj.lora_" in n for n in changed)
+    assert any("mlp.c_proj.lora_" in n for n in changed) and any(
+        "out_proj.lora_" in n for n in changed
+    )
 
 
 def test_lora_changes_the_attention_output(tiny_model, faces):
@@ -89,26 +105,38 @@ def test_merged_adapters_give_the_adapted_outputs_and_refuse_training(tiny_model
     tiny_model.eval()
     with torch.no_grad():
         for name, p in tiny_model.named_parameters():
-            if "lora_B" in name:  # B starts at zero: give every adapter (attention, out-projection, MLP) an effect
+            if (
+                "lora_B" in name
+            ):  # B starts at zero: give every adapter (attention, out-projection, MLP) an effect
                 p.normal_(std=0.5)
         adapted = tiny_model(faces)
-        bare = {name: p.detach().clone() for name, p in tiny_model.named_parameters() if "lora_" not in name}
+        bare = {
+            name: p.detach().clone()
+            for name, p in tiny_model.named_parameters()
+            if "lora_" not in name
+        }
         tiny_model.merge_adapters()
         merged = tiny_model(faces)
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-4)
     assert tiny_model.adapters_merged
     parameters = dict(tiny_model.named_parameters())
-    assert all(isinstance(parameters[name], torch.nn.Parameter) for name in bare)  # still moved by .to()
+    assert all(
+        isinstance(parameters[name], torch.nn.Parameter) for name in bare
+    )  # still moved by .to()
     assert any(not torch.equal(parameters[name], bare[name]) for name in bare if "out_proj" in name)
     with pytest.raises(RuntimeError, match="merged"):
         tiny_model.loss(faces, LABELS)
     with pytest.raises(ValueError, match="merged"):
         save_checkpoint(tiny_model, tmp_path / "merged.safetensors")
-    for layer in tiny_model.modules():  # undoing it restores the base weights (float rounding aside)
+    for (
+        layer
+    ) in tiny_model.modules():  # undoing it restores the base weights (float rounding aside)
         if isinstance(layer, BaseTunerLayer) and layer.merged:
             layer.unmerge()
     for name, value in bare.items():
-        torch.testing.assert_close(dict(tiny_model.named_parameters())[name], value, atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            dict(tiny_model.named_parameters())[name], value, atol=1e-6, rtol=0
+        )
 
 
 def test_tiny_model_overfits_a_fixed_batch(tiny_config, faces):
@@ -142,10 +170,19 @@ def test_vit_b_16_structure():
     assert config.clip.architecture == "ViT-B-16" and config.clip.pretrained == "openai"
     model = build_model(config, pretrained=False)
     assert model.config.clip.quick_gelu is True  # the OpenAI tag was trained with QuickGELU
-    adapted = {n.rsplit(".lora_", 1)[0] for n, _ in model.vision.image_tower.named_parameters() if ".lora_" in n}
+    adapted = {
+        n.rsplit(".lora_", 1)[0]
+        for n, _ in model.vision.image_tower.named_parameters()
+        if ".lora_" in n
+    }
     for block in range(12):
         prefix = f"transformer.resblocks.{block}."
-        assert {prefix + "attn", prefix + "attn.base_layer.out_proj", prefix + "mlp.c_fc", prefix + "mlp.c_proj"} <= adapted
+        assert {
+            prefix + "attn",
+            prefix + "attn.base_layer.out_proj",
+            prefix + "mlp.c_fc",
+            prefix + "mlp.c_proj",
+        } <= adapted
     assert model.vision.image_size == 224 and model.crop_size == 256
     total, trainable = model.parameter_counts()
     assert 140e6 < total < 160e6 and trainable < 0.05 * total

@@ -40,7 +40,11 @@ def _random_images(count: int, size: int, seed: int) -> list[np.ndarray]:
     for i in range(count):
         image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         # smooth some of them so patches differ in texture, not just in noise realisation
-        image = ndimage.uniform_filter(image, size=(1 + 2 * (i % 3), 1 + 2 * (i % 3), 1)) if i % 2 else image
+        image = (
+            ndimage.uniform_filter(image, size=(1 + 2 * (i % 3), 1 + 2 * (i % 3), 1))
+            if i % 2
+            else image
+        )
         images.append(image)
     return images
 
@@ -51,7 +55,9 @@ def _skimage_homogeneity(grey: np.ndarray, patch: int) -> np.ndarray:
     for r in range(rows):
         for c in range(cols):
             block = grey[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch]
-            glcm = graycomatrix(block, distances=[1], angles=[0], levels=256, symmetric=False, normed=True)
+            glcm = graycomatrix(
+                block, distances=[1], angles=[0], levels=256, symmetric=False, normed=True
+            )
             result[r, c] = graycoprops(glcm, "homogeneity")[0, 0]
     return result
 
@@ -59,7 +65,9 @@ def _skimage_homogeneity(grey: np.ndarray, patch: int) -> np.ndarray:
 def test_grey_levels_match_bt601_reference():
     images = _random_images(3, 40, seed=3)
     ours = grey_levels(_to_faces(images)).numpy()
-    reference = np.stack([np.round(img.astype(np.float64) @ np.array(GREY_WEIGHTS)) for img in images])
+    reference = np.stack(
+        [np.round(img.astype(np.float64) @ np.array(GREY_WEIGHTS)) for img in images]
+    )
     assert np.abs(ours - reference).max() <= 1  # float32 vs float64 may round a .5 differently
     assert (ours == reference).mean() > 0.999
 
@@ -107,7 +115,9 @@ def test_srm_residuals_equal_scipy_correlation_clipped():
     cols = size // patch
     for i, image in enumerate(images):
         top, left = (int(indices[i]) // cols) * patch, (int(indices[i]) % cols) * patch
-        reference = np.clip(_scipy_srm(image)[:, top : top + patch, left : left + patch], -clip, clip)
+        reference = np.clip(
+            _scipy_srm(image)[:, top : top + patch, left : left + patch], -clip, clip
+        )
         np.testing.assert_allclose(ours[i], reference, atol=1e-5)
     assert ours.min() == -clip and ours.max() == clip  # random noise saturates the truncation
 

@@ -7,17 +7,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
 
-from media import astronaut, face_free, mosaic, save_video
 from mfclip_cli.data import read_dataset
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 def prepare(*args):
-    return subprocess.run([MFCLIP, "prepare", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [MFCLIP, "prepare", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
@@ -32,12 +37,17 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     save_video(source / "real" / "clips" / "clip.mp4", frames=6, fps=3.0)
     out = tmp_path / "prepared"
 
-    result = prepare(str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu")
+    result = prepare(
+        str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu"
+    )
     assert result.returncode == 3, result.stderr  # one file could not be read
     summary = json.loads((out / "prepare.json").read_text())
     assert summary["files"] == 5 and summary["error"] == 1 and summary["no_face"] == 1
     reasons = {Path(item["source"]).name: item for item in summary["skipped"]}
-    assert reasons["broken.png"]["status"] == "error" and "not a recognised image" in reasons["broken.png"]["error"]
+    assert (
+        reasons["broken.png"]["status"] == "error"
+        and "not a recognised image" in reasons["broken.png"]["error"]
+    )
     assert reasons["empty.png"]["status"] == "no_face"
 
     index = read_dataset(out)  # the manifest is a dataset in its own right
@@ -56,8 +66,21 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     assert mosaic_faces[0].forgery_type == "efs"
 
     # Resume: only the new file is prepared; nothing is logged twice.
-    Image.fromarray(np.ascontiguousarray(astronaut()[:, ::-1])).save(source / "real" / "nasa" / "mirrored.png")
-    again = prepare(str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu", "--resume")
+    Image.fromarray(np.ascontiguousarray(astronaut()[:, ::-1])).save(
+        source / "real" / "nasa" / "mirrored.png"
+    )
+    again = prepare(
+        str(source),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--frames",
+        "3",
+        "--device",
+        "cpu",
+        "--resume",
+    )
     assert again.returncode == 3
     log = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()]
     assert len(log) == 6 and len({entry["source"] for entry in log}) == 6

@@ -10,7 +10,11 @@ def _readme_first_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```(?:bash|sh|console)?\n(.*?)```", readme, re.S)
     assert block, "README has no code block"
-    return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in block.group(1).splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_readme_opens_with_exactly_two_commands_and_ci_runs_them():
@@ -40,14 +44,30 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
     import zipfile
 
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("mfclip-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("mfclip_cli/weights/registry.json", "mfclip_cli/weights/mfclip-demo-tiny.safetensors",
-                   "mfclip_cli/model/configs/tiny.json", "mfclip_cli/data/protocols/in-domain.toml"):
+    for needed in (
+        "mfclip_cli/weights/registry.json",
+        "mfclip_cli/weights/mfclip-demo-tiny.safetensors",
+        "mfclip_cli/model/configs/tiny.json",
+        "mfclip_cli/data/protocols/in-domain.toml",
+    ):
         assert needed in names, needed
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
@@ -56,8 +76,20 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
     environment = {**os.environ, "PYTHONPATH": str(installed), "HF_HUB_OFFLINE": "1"}
     environment.pop("MFCLIP_WEIGHTS", None)
     scan = subprocess.run(
-        [sys.executable, "-m", "mfclip_cli", "scan", str(ROOT / "examples" / "astronaut.jpg"), "--jsonl", "-"],
-        capture_output=True, text=True, timeout=600, cwd=elsewhere, env=environment,
+        [
+            sys.executable,
+            "-m",
+            "mfclip_cli",
+            "scan",
+            str(ROOT / "examples" / "astronaut.jpg"),
+            "--jsonl",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=elsewhere,
+        env=environment,
     )
     assert scan.returncode == 0, scan.stderr
     meta = json.loads(scan.stdout.splitlines()[0])

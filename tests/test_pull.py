@@ -32,7 +32,9 @@ class _Files(BaseHTTPRequestHandler):
         if data is None:
             self.send_error(404, "Not Found")
             return
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        start = (
+            int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        )
         if start >= len(data) > 0:
             self.send_error(416, "Range Not Satisfiable")
             return
@@ -68,27 +70,41 @@ def checkpoint(tmp_path_factory):
 
 def pull(home: Path, *args):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MFCLIP_HOME": str(home)}
-    return subprocess.run([MFCLIP, "weights", "pull", *args], capture_output=True, text=True, timeout=600,
-                          env=environment)
+    return subprocess.run(
+        [MFCLIP, "weights", "pull", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
 
 
 def _store_files(home: Path) -> list[str]:
-    return sorted(p.name for p in (home / "weights").iterdir()) if (home / "weights").exists() else []
+    return (
+        sorted(p.name for p in (home / "weights").iterdir()) if (home / "weights").exists() else []
+    )
 
 
-def test_interrupted_download_resumes_and_registers_after_the_hash_check(server, checkpoint, tmp_path):
+def test_interrupted_download_resumes_and_registers_after_the_hash_check(
+    server, checkpoint, tmp_path
+):
     _Files.files["model.safetensors"] = checkpoint
     _Files.cut.add("model.safetensors")
     _Files.ranges.clear()
     digest = hashlib.sha256(checkpoint).hexdigest()
     url = f"{server}/model.safetensors"
     first = pull(tmp_path, url, "--name", "published", "--sha256", digest)
-    assert first.returncode == 1 and "run the same command again to resume" in first.stderr, first.stderr
+    assert first.returncode == 1 and "run the same command again to resume" in first.stderr, (
+        first.stderr
+    )
     partial = tmp_path / "weights" / ".published.safetensors.part"
     assert 0 < partial.stat().st_size < len(checkpoint) and not read_registry(tmp_path / "weights")
     second = pull(tmp_path, url, "--name", "published", "--sha256", digest)
     assert second.returncode == 0, second.stderr
-    assert _Files.ranges == [None, f"bytes={len(checkpoint) // 2}-"]  # the second request continued the first
+    assert _Files.ranges == [
+        None,
+        f"bytes={len(checkpoint) // 2}-",
+    ]  # the second request continued the first
     (entry,) = read_registry(tmp_path / "weights")
     assert entry["name"] == "published" and entry["sha256"] == digest and entry["origin"] == url
     assert (tmp_path / "weights" / "published.safetensors").read_bytes() == checkpoint
@@ -96,18 +112,29 @@ def test_interrupted_download_resumes_and_registers_after_the_hash_check(server,
 
 
 def test_refusals_leave_no_entry_and_no_file(server, checkpoint, tmp_path):
-    _Files.files.update({"model.safetensors": checkpoint, "cut.safetensors": checkpoint[:-1000],
-                         "pickled.safetensors": b"\x80\x04" + b"\x00" * 200})
+    _Files.files.update(
+        {
+            "model.safetensors": checkpoint,
+            "cut.safetensors": checkpoint[:-1000],
+            "pickled.safetensors": b"\x80\x04" + b"\x00" * 200,
+        }
+    )
     digest = hashlib.sha256(checkpoint).hexdigest()
     cases = [
         ((f"{server}/model.safetensors", "--sha256", "0" * 64), "not the expected"),
         ((f"{server}/missing.safetensors", "--sha256", digest), "HTTP 404"),
         ((f"{server}/cut.safetensors", "--trust"), "truncated"),
         ((f"{server}/pickled.safetensors", "--trust"), "pickled"),
-        ((f"{server}/model.safetensors",), f"--sha256 {digest}"),  # no hash given: the digest, not registered
+        (
+            (f"{server}/model.safetensors",),
+            f"--sha256 {digest}",
+        ),  # no hash given: the digest, not registered
         ((str(tmp_path / "nowhere.safetensors"), "--trust"), "no such file"),
         ((f"{server}/model.safetensors", "--sha256", "xyz"), "64 hexadecimal digits"),
-        ((f"{server}/model.safetensors", "--name", "mfclip-demo-tiny", "--trust"), "names bundled weights"),
+        (
+            (f"{server}/model.safetensors", "--name", "mfclip-demo-tiny", "--trust"),
+            "names bundled weights",
+        ),
     ]
     for args, message in cases:
         name = [] if "--name" in args else ["--name", "mine"]

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from media import (
     ASTRONAUT_BOX,
     astronaut,
@@ -25,6 +23,8 @@ from media import (
     save_variants,
     save_video,
 )
+from PIL import Image
+
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
@@ -36,7 +36,13 @@ def run(*args, stdin=None, cwd=None, env=None):
     environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
     environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
     return subprocess.run(
-        [MFCLIP, "scan", *args], input=stdin, capture_output=True, text=True, timeout=600, cwd=cwd, env=environment
+        [MFCLIP, "scan", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=environment,
     )
 
 
@@ -70,8 +76,17 @@ def evidence(tmp_path_factory):
 def full_scan(evidence, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     result = run(
-        str(evidence), "--weights", str(weights), "--json", str(out / "r.json"), "--jsonl", str(out / "r.jsonl"),
-        "--csv", str(out / "r.csv"), "--annotate", str(out / "annotated"),
+        str(evidence),
+        "--weights",
+        str(weights),
+        "--json",
+        str(out / "r.json"),
+        "--jsonl",
+        str(out / "r.jsonl"),
+        "--csv",
+        str(out / "r.csv"),
+        "--annotate",
+        str(out / "annotated"),
     )
     return result, out
 
@@ -84,14 +99,20 @@ def test_exit_code_three_and_every_file_reported(full_scan, evidence):
     assert set(names) == GOOD | BAD | {p.name for p in (evidence / "variants").iterdir()}
     assert "notes.txt" not in names
     paths = [f["path"] for f in document["files"]]
-    assert paths == sorted(paths, key=lambda p: [part for part in Path(p).relative_to(evidence).parts])
+    assert paths == sorted(
+        paths, key=lambda p: [part for part in Path(p).relative_to(evidence).parts]
+    )
 
 
 def test_bad_files_get_error_records_with_readable_messages(full_scan):
     _, out = full_scan
     files = {Path(f["path"]).name: f for f in json.loads((out / "r.json").read_text())["files"]}
-    expected = {"zero.jpg": "empty file", "truncated.jpg": "truncated", "text.png": "not a recognised image",
-                "bomb.png": "decompression-bomb"}
+    expected = {
+        "zero.jpg": "empty file",
+        "truncated.jpg": "truncated",
+        "text.png": "not a recognised image",
+        "bomb.png": "decompression-bomb",
+    }
     for name, message in expected.items():
         assert files[name]["status"] == "error" and message in files[name]["error"], files[name]
         assert files[name]["faces"] == []
@@ -120,7 +141,9 @@ def test_video_frames_and_summary(full_scan):
     assert [(f["frame"], f["timestamp"]) for f in video["faces"]] == [(0, 0.0), (5, 1.0)]
     summary = video["video"]
     assert summary["frames_sampled"] == 2 and summary["faces"] == 2 and summary["fps"] == 5.0
-    probs = np.array([[f["probs"][c] for c in ("real", "diffusion", "gan")] for f in video["faces"]])
+    probs = np.array(
+        [[f["probs"][c] for c in ("real", "diffusion", "gan")] for f in video["faces"]]
+    )
     for i, name in enumerate(("real", "diffusion", "gan")):
         assert summary["mean"][name] == pytest.approx(probs[:, i].mean(), abs=1e-5)
         assert summary["max"][name] == pytest.approx(probs[:, i].max(), abs=1e-5)
@@ -131,15 +154,37 @@ def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
     document = json.loads((out / "r.json").read_text())
     lines = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
     meta = lines[0]
-    assert meta["type"] == "meta" and meta["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (
+        meta["type"] == "meta"
+        and meta["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
     assert meta["demo"] is False and meta["device"] == "cpu" and meta["thresholds"]["fake"] == 0.5
     assert meta["started_utc"].endswith("+00:00") and meta["version"]
     end = lines[-1]
-    assert end["type"] == "end" and end["complete"] is True and end["files_written"] == len(document["files"])
-    assert document["meta"] == {**{k: v for k, v in meta.items() if k != "type"}, **{k: v for k, v in end.items() if k != "type"}}
-    assert [{k: v for k, v in line.items() if k != "type"} for line in lines[1:-1]] == document["files"]
+    assert (
+        end["type"] == "end"
+        and end["complete"] is True
+        and end["files_written"] == len(document["files"])
+    )
+    assert document["meta"] == {
+        **{k: v for k, v in meta.items() if k != "type"},
+        **{k: v for k, v in end.items() if k != "type"},
+    }
+    assert [{k: v for k, v in line.items() if k != "type"} for line in lines[1:-1]] == document[
+        "files"
+    ]
     for record in document["files"]:
-        assert set(record) >= {"path", "sha256", "size", "format", "width", "height", "status", "error", "faces"}
+        assert set(record) >= {
+            "path",
+            "sha256",
+            "size",
+            "format",
+            "width",
+            "height",
+            "status",
+            "error",
+            "faces",
+        }
         if record["size"]:
             assert record["sha256"] == hashlib.sha256(Path(record["path"]).read_bytes()).hexdigest()
             assert record["size"] == Path(record["path"]).stat().st_size
@@ -152,16 +197,24 @@ def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
     faces = sum(len(r["faces"]) for r in document["files"])
     faceless = sum(1 for r in document["files"] if not r["faces"])
     assert len(rows) == faces + faceless
-    assert all(row["weights_sha256"] == meta["weights"]["sha256"] and row["demo"] == "false" for row in rows)
+    assert all(
+        row["weights_sha256"] == meta["weights"]["sha256"] and row["demo"] == "false"
+        for row in rows
+    )
     first = next(r for r in rows if r["face_index"] == "0" and r["path"].endswith("astronaut.png"))
     astro = next(r for r in document["files"] if r["path"].endswith("astronaut.png"))["faces"][0]
-    assert float(first["real"]) == pytest.approx(astro["probs"]["real"]) and first["label"] == astro["label"]
+    assert (
+        float(first["real"]) == pytest.approx(astro["probs"]["real"])
+        and first["label"] == astro["label"]
+    )
 
 
 def test_annotated_copies_are_written_beside_not_over_the_inputs(full_scan, evidence):
     _, out = full_scan
     annotated = sorted(p.name for p in (out / "annotated").iterdir())
-    assert any(name.startswith("mosaic.") for name in annotated) and not any(n.startswith("clip.") for n in annotated)
+    assert any(name.startswith("mosaic.") for name in annotated) and not any(
+        n.startswith("clip.") for n in annotated
+    )
     assert len(annotated) == len([n for n in annotated if n.endswith(".png")])
     result = run(str(evidence), "--weights", "x.safetensors", "--annotate", str(evidence / "out"))
     assert result.returncode == 2 and "inside the input folder" in result.stderr
@@ -169,19 +222,42 @@ def test_annotated_copies_are_written_beside_not_over_the_inputs(full_scan, evid
 
 def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
     report = tmp_path / "r.jsonl"
-    first = run(str(evidence / "astronaut.png"), str(evidence / "zero.jpg"), "--weights", str(weights), "--jsonl", str(report))
+    first = run(
+        str(evidence / "astronaut.png"),
+        str(evidence / "zero.jpg"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        str(report),
+    )
     assert first.returncode == 3
     with report.open("a") as handle:
         handle.write('{"type": "file", "path": "cut off by a cra')  # a crash mid-line
-    again = run(str(evidence / "astronaut.png"), str(evidence / "zero.jpg"), str(evidence / "mosaic.png"),
-                "--weights", str(weights), "--jsonl", str(report), "--resume")
-    assert again.returncode == 3, again.stderr  # zero.jpg is unreadable: the report as a whole says so
+    again = run(
+        str(evidence / "astronaut.png"),
+        str(evidence / "zero.jpg"),
+        str(evidence / "mosaic.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        str(report),
+        "--resume",
+    )
+    assert again.returncode == 3, (
+        again.stderr
+    )  # zero.jpg is unreadable: the report as a whole says so
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     files = [line for line in lines if line["type"] == "file"]
-    assert [Path(line["path"]).name for line in files] == ["astronaut.png", "zero.jpg", "mosaic.png"]
+    assert [Path(line["path"]).name for line in files] == [
+        "astronaut.png",
+        "zero.jpg",
+        "mosaic.png",
+    ]
     assert [line["type"] for line in lines] == ["meta", "file", "file", "end", "file", "end"]
     assert "2 input(s) already recorded there were skipped" in again.stderr
-    refused = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report))
+    refused = run(
+        str(evidence / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report)
+    )
     assert refused.returncode == 2 and "already exists" in refused.stderr
 
 
@@ -197,16 +273,38 @@ def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
 
 
 def test_fail_on_fake_and_clean_exit(evidence, weights):
-    faked = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--fake-threshold", "0", "--fail-on-fake", "--jsonl", "-")
+    faked = run(
+        str(evidence / "astronaut.png"),
+        "--weights",
+        str(weights),
+        "--fake-threshold",
+        "0",
+        "--fail-on-fake",
+        "--jsonl",
+        "-",
+    )
     assert faked.returncode == 4, faked.stderr
-    clean = run(str(evidence / "astronaut.png"), "--weights", str(weights), "--fake-threshold", "1", "--fail-on-fake", "--jsonl", "-")
+    clean = run(
+        str(evidence / "astronaut.png"),
+        "--weights",
+        str(weights),
+        "--fake-threshold",
+        "1",
+        "--fail-on-fake",
+        "--jsonl",
+        "-",
+    )
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout.splitlines()[1])["faces"][0]["label"] == "real"
 
 
 def test_usage_and_fatal_errors(evidence, weights, tmp_path):
-    demo = run(str(evidence / "astronaut.png"), "--jsonl", "-", cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""})
-    assert demo.returncode == 0 and "DEMO" in demo.stderr  # no weights named: the bundled demo, loudly
+    demo = run(
+        str(evidence / "astronaut.png"), "--jsonl", "-", cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""}
+    )
+    assert (
+        demo.returncode == 0 and "DEMO" in demo.stderr
+    )  # no weights named: the bundled demo, loudly
     assert json.loads(demo.stdout.splitlines()[0])["demo"] is True
     missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 1 and "weights not found" in missing.stderr
@@ -218,4 +316,7 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
     assert bad_device.returncode == 2
     assert run("--weights", str(weights)).returncode == 2  # no paths
     resume_without_file = run(str(evidence), "--weights", str(weights), "--resume")
-    assert resume_without_file.returncode == 2 and "--resume needs --jsonl" in resume_without_file.stderr
+    assert (
+        resume_without_file.returncode == 2
+        and "--resume needs --jsonl" in resume_without_file.stderr
+    )

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import torch
+from media import astronaut, face_free, mosaic
 from PIL import Image
 
-from media import astronaut, face_free, mosaic
 from mfclip_cli.model import build_model, save_checkpoint
 
 BIN = Path(sys.executable).parent
@@ -18,8 +18,13 @@ BIN = Path(sys.executable).parent
 def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config):
     evidence = tmp_path / "evidence"
     evidence.mkdir()
-    for name, pixels in (("a.png", astronaut()), ("b.png", mosaic()), ("c.png", face_free()),
-                         ("d.jpg", astronaut()[:, ::-1]), ("e.png", mosaic()[::-1])):
+    for name, pixels in (
+        ("a.png", astronaut()),
+        ("b.png", mosaic()),
+        ("c.png", face_free()),
+        ("d.jpg", astronaut()[:, ::-1]),
+        ("e.png", mosaic()[::-1]),
+    ):
         Image.fromarray(pixels.copy()).save(evidence / name)
     (evidence / "f.jpg").write_bytes(b"")  # an error record must keep its place too
     torch.manual_seed(0)
@@ -29,11 +34,31 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
     env.pop("MFCLIP_WEIGHTS", None)
     common = [str(evidence), "--weights", str(weights), "--device", "cpu", "--quiet"]
 
-    single = subprocess.run([str(BIN / "mfclip"), "scan", *common, "--jsonl", str(tmp_path / "one.jsonl")],
-                            capture_output=True, text=True, timeout=600, env=env)
-    double = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "mfclip_cli", "scan",
-                             *common, "--jsonl", str(tmp_path / "two.jsonl")],
-                            capture_output=True, text=True, timeout=600, env=env)
+    single = subprocess.run(
+        [str(BIN / "mfclip"), "scan", *common, "--jsonl", str(tmp_path / "one.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    double = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mfclip_cli",
+            "scan",
+            *common,
+            "--jsonl",
+            str(tmp_path / "two.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert single.returncode == 3, single.stderr  # the empty file
     # torchrun reports any non-zero exit of a rank as its own failure (exit 1), so the exit code
     # contract holds for single-process scans only; the report is what must agree.
@@ -41,7 +66,11 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
     one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert two[0]["processes"] == 2 and two[0]["inputs"] == one[0]["inputs"] == 6
-    assert one[-1]["type"] == two[-1]["type"] == "end" and two[-1]["complete"] and two[-1]["files_written"] == 6
+    assert (
+        one[-1]["type"] == two[-1]["type"] == "end"
+        and two[-1]["complete"]
+        and two[-1]["files_written"] == 6
+    )
     assert [r["path"] for r in two[1:-1]] == sorted(str(p) for p in evidence.iterdir())
     for a, b in zip(one[1:-1], two[1:-1]):
         assert a.keys() == b.keys() and a["status"] == b["status"] and a["sha256"] == b["sha256"]

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from PIL import Image
 from rich.console import Console
+from test_scan_cli import MFCLIP, run
 
-from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from mfclip_cli.engines.records import FaceRecord, FileRecord
 from mfclip_cli.engines.report import DEMO_NOTICE, TableSink
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
-from test_scan_cli import MFCLIP, run
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,12 @@ def _file_records(path: Path) -> list[dict]:
     return [line for line in _lines(path) if line["type"] == "file"]
 
 
-@pytest.mark.parametrize("options", [[], ["--fail-on-fake", "--fake-threshold", "0.0001"]], ids=["errors", "fakes"])
-def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(photos, weights, tmp_path, options):
+@pytest.mark.parametrize(
+    "options", [[], ["--fail-on-fake", "--fake-threshold", "0.0001"]], ids=["errors", "fakes"]
+)
+def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(
+    photos, weights, tmp_path, options
+):
     whole = tmp_path / "whole.jsonl"
     uninterrupted = run(str(photos), "--weights", str(weights), "--jsonl", str(whole), *options)
     assert uninterrupted.returncode == (4 if options else 3), uninterrupted.stderr
@@ -57,7 +61,9 @@ def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(photos, weig
     # What a crash after two files leaves: the meta line, two records and half of the third.
     partial = tmp_path / "partial.jsonl"
     partial.write_text("".join(lines[:3]) + lines[3][:40])
-    resumed = run(str(photos), "--weights", str(weights), "--jsonl", str(partial), "--resume", *options)
+    resumed = run(
+        str(photos), "--weights", str(weights), "--jsonl", str(partial), "--resume", *options
+    )
     assert resumed.returncode == uninterrupted.returncode, resumed.stderr
     assert "2 input(s) already recorded there were skipped, 2 scanned now" in resumed.stderr
     assert _file_records(partial) == _file_records(whole)
@@ -67,27 +73,46 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
     report = tmp_path / "r.jsonl"
     first = run("b_astronaut.png", "--weights", str(weights), "--jsonl", str(report), cwd=photos)
     assert first.returncode == 0, first.stderr
-    again = run(str(photos / "b_astronaut.png"), str(photos / "c_face_free.png"), "--weights", str(weights),
-                "--jsonl", str(report), "--resume")
+    again = run(
+        str(photos / "b_astronaut.png"),
+        str(photos / "c_face_free.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        str(report),
+        "--resume",
+    )
     assert again.returncode == 0, again.stderr
     assert "1 input(s) already recorded there were skipped, 1 scanned now" in again.stderr
-    assert [Path(line["path"]).name for line in _file_records(report)] == ["b_astronaut.png", "c_face_free.png"]
+    assert [Path(line["path"]).name for line in _file_records(report)] == [
+        "b_astronaut.png",
+        "c_face_free.png",
+    ]
     before = report.read_bytes()
     for option in (["--fake-threshold", "0.7"], ["--min-face", "40"], ["--fps", "2"]):
-        other = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume", *option)
+        other = run(
+            str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume", *option
+        )
         assert other.returncode == 2 and "other settings" in other.stderr, (option, other.stderr)
     assert report.read_bytes() == before
 
 
 def test_a_report_being_written_is_locked(photos, weights, tmp_path):
     report = tmp_path / "r.jsonl"
-    assert run(str(photos / "c_face_free.png"), "--weights", str(weights), "--jsonl", str(report)).returncode == 0
+    assert (
+        run(
+            str(photos / "c_face_free.png"), "--weights", str(weights), "--jsonl", str(report)
+        ).returncode
+        == 0
+    )
     before = report.read_bytes()
     with open(report, "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # as another mfclip scan would hold it
         for option in ("--resume", "--force"):
             second = run(str(photos), "--weights", str(weights), "--jsonl", str(report), option)
-            assert second.returncode == 2 and "being written by another mfclip scan" in second.stderr
+            assert (
+                second.returncode == 2 and "being written by another mfclip scan" in second.stderr
+            )
             assert report.read_bytes() == before, option  # not emptied, not appended to
 
 
@@ -95,9 +120,21 @@ def test_resume_refuses_a_file_that_is_not_a_report_and_leaves_it_alone(photos, 
     for name, text in (("notes.txt", "hello world"), ("r.json", '{"meta": {}, "files": []}\n')):
         target = tmp_path / name
         target.write_text(text)
-        result = run(str(photos), "--weights", str(weights), "--jsonl", str(target), "--resume",
-                     "--csv", str(tmp_path / "faces.csv"))
-        assert result.returncode == 2 and "cannot resume" in result.stderr and "Traceback" not in result.stderr
+        result = run(
+            str(photos),
+            "--weights",
+            str(weights),
+            "--jsonl",
+            str(target),
+            "--resume",
+            "--csv",
+            str(tmp_path / "faces.csv"),
+        )
+        assert (
+            result.returncode == 2
+            and "cannot resume" in result.stderr
+            and "Traceback" not in result.stderr
+        )
         assert target.read_text() == text and not (tmp_path / "faces.csv").exists()
 
 
@@ -107,8 +144,18 @@ def test_a_refused_forced_run_keeps_the_reports_it_would_have_replaced(photos, w
     table.write_text("earlier,csv\n")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = run(str(photos), "--weights", str(weights), "--force", "--jsonl", str(jsonl), "--csv", str(table),
-                 "--json", str(blocker / "r.json"))
+    result = run(
+        str(photos),
+        "--weights",
+        str(weights),
+        "--force",
+        "--jsonl",
+        str(jsonl),
+        "--csv",
+        str(table),
+        "--json",
+        str(blocker / "r.json"),
+    )
     assert result.returncode == 2, result.stderr
     assert jsonl.read_text() == "earlier report\n" and table.read_text() == "earlier,csv\n"
 
@@ -122,12 +169,28 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
     jsonl, document = tmp_path / "r.jsonl", tmp_path / "r.json"
     environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
     process = subprocess.Popen(
-        [MFCLIP, "scan", str(folder), "--weights", str(weights), "--jsonl", str(jsonl), "--json", str(document),
-         "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**environment, "HF_HUB_OFFLINE": "1"},
+        [
+            MFCLIP,
+            "scan",
+            str(folder),
+            "--weights",
+            str(weights),
+            "--jsonl",
+            str(jsonl),
+            "--json",
+            str(document),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**environment, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not jsonl.exists() or jsonl.read_text().count('"type": "file"') < 2):
+    while time.monotonic() < deadline and (
+        not jsonl.exists() or jsonl.read_text().count('"type": "file"') < 2
+    ):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
@@ -136,18 +199,28 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
     lines = _lines(jsonl)
     written = [line for line in lines if line["type"] == "file"]
     assert 2 <= len(written) < 120
-    assert lines[-1]["type"] == "end" and lines[-1]["complete"] is False and lines[-1]["files_written"] == len(written)
+    assert (
+        lines[-1]["type"] == "end"
+        and lines[-1]["complete"] is False
+        and lines[-1]["files_written"] == len(written)
+    )
     report = json.loads(document.read_text())
     assert report["meta"]["complete"] is False and report["meta"]["inputs"] == 120
     assert report["files"] == [{k: v for k, v in line.items() if k != "type"} for line in written]
 
 
-def test_outputs_are_checked_before_the_scan_and_a_refusal_leaves_nothing(photos, weights, tmp_path):
+def test_outputs_are_checked_before_the_scan_and_a_refusal_leaves_nothing(
+    photos, weights, tmp_path
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     jsonl = tmp_path / "r.jsonl"
-    for option in (["--json", str(blocker / "r.json")], ["--csv", str(blocker / "r.csv")],
-                   ["--annotate", str(blocker)], ["--annotate", str(blocker / "copies")]):
+    for option in (
+        ["--json", str(blocker / "r.json")],
+        ["--csv", str(blocker / "r.csv")],
+        ["--annotate", str(blocker)],
+        ["--annotate", str(blocker / "copies")],
+    ):
         result = run(str(photos), "--weights", str(weights), "--jsonl", str(jsonl), *option)
         assert result.returncode == 2, (option, result.stderr)
         assert "Traceback" not in result.stderr and str(blocker) in result.stderr, result.stderr
@@ -162,8 +235,17 @@ def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_pat
     sha = json.loads(astronaut_sha.stdout.splitlines()[1])["sha256"]
     (copies / f"b_astronaut.{sha[:8]}.png").mkdir(parents=True)  # a folder where its copy would go
     report = tmp_path / "r.jsonl"
-    result = run(str(photos / "b_astronaut.png"), str(photos / "d_mosaic.png"), "--weights", str(weights),
-                 "--jsonl", str(report), "--annotate", str(copies), "--force")
+    result = run(
+        str(photos / "b_astronaut.png"),
+        str(photos / "d_mosaic.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        str(report),
+        "--annotate",
+        str(copies),
+        "--force",
+    )
     assert result.returncode == 3, result.stderr
     astronaut_record, mosaic_record = _file_records(report)
     assert astronaut_record["status"] == "ok" and len(astronaut_record["faces"]) == 1
@@ -180,10 +262,23 @@ def test_nothing_to_scan_is_a_usage_error(weights, tmp_path):
 
 def test_min_face_is_a_floor_on_the_reported_faces(photos, weights):
     result = run(str(photos / "d_mosaic.png"), "--weights", str(weights), "--jsonl", "-")
-    sizes = [max(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) for f in json.loads(result.stdout.splitlines()[1])["faces"]]
+    sizes = [
+        max(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1])
+        for f in json.loads(result.stdout.splitlines()[1])["faces"]
+    ]
     floor = sorted(sizes)[1] + 1  # between the faces' sizes
-    result = run(str(photos / "d_mosaic.png"), "--weights", str(weights), "--jsonl", "-", "--min-face", str(int(floor)))
-    (record,) = [json.loads(line) for line in result.stdout.splitlines() if '"type": "file"' in line]
+    result = run(
+        str(photos / "d_mosaic.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        "-",
+        "--min-face",
+        str(int(floor)),
+    )
+    (record,) = [
+        json.loads(line) for line in result.stdout.splitlines() if '"type": "file"' in line
+    ]
     kept = [max(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) for f in record["faces"]]
     assert kept and all(size >= int(floor) for size in kept), (sizes, kept)
 
@@ -193,7 +288,11 @@ def test_symlink_loop_in_a_folder_gets_an_error_record(weights, tmp_path):
     os.symlink(tmp_path, tmp_path / "loop")
     result = run(str(tmp_path), "--weights", str(weights), "--jsonl", "-")
     assert result.returncode == 3, result.stderr
-    records = {Path(line["path"]).name: line for line in map(json.loads, result.stdout.splitlines()) if line["type"] == "file"}
+    records = {
+        Path(line["path"]).name: line
+        for line in map(json.loads, result.stdout.splitlines())
+        if line["type"] == "file"
+    }
     assert records["loop"]["status"] == "error" and "symbolic link loop" in records["loop"]["error"]
     assert records["photo.png"]["status"] == "no_face"
 
@@ -202,16 +301,28 @@ def test_symlink_loop_in_a_folder_gets_an_error_record(weights, tmp_path):
 def test_table_keeps_the_verdict_and_the_demo_notice_at_any_width(width):
     console = Console(width=width, record=True, force_terminal=False)
     sink = TableSink(console)
-    sink.begin({"weights": {"name": "mfclip-demo-tiny", "sha256": "c763148c09fe" + "0" * 52}, "demo": True})
-    face = FaceRecord.create(0, [10, 20, 110, 140], [[0, 0]] * 5, 0.99, {"real": 0.1, "diffusion": 0.7, "gan": 0.2},
-                             "diffusion")
-    sink.write(FileRecord(path="/evidence/case-2026-117/camera-roll/IMG_20260412_1533.jpg", faces=[face]))
+    sink.begin(
+        {"weights": {"name": "mfclip-demo-tiny", "sha256": "c763148c09fe" + "0" * 52}, "demo": True}
+    )
+    face = FaceRecord.create(
+        0,
+        [10, 20, 110, 140],
+        [[0, 0]] * 5,
+        0.99,
+        {"real": 0.1, "diffusion": 0.7, "gan": 0.2},
+        "diffusion",
+    )
+    sink.write(
+        FileRecord(path="/evidence/case-2026-117/camera-roll/IMG_20260412_1533.jpg", faces=[face])
+    )
     sink.write(FileRecord(path="/evidence/broken.jpg", status="error", error="truncated JPEG"))
     sink.close({"complete": True})
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     flat = " ".join(text.split())
-    assert flat.count("diffusion") >= (2 if width >= 90 else 1)  # the label, beside any column header
+    assert flat.count("diffusion") >= (
+        2 if width >= 90 else 1
+    )  # the label, beside any column header
     assert "truncated" in flat
     assert " ".join(DEMO_NOTICE.split()) in flat
 
@@ -224,21 +335,39 @@ def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
     from media import ASTRONAUT_BOX
 
     scale = 24 / (ASTRONAUT_BOX[2] - ASTRONAUT_BOX[0])
-    small = Image.fromarray(astronaut()).resize((round(512 * scale), round(512 * scale)), Image.Resampling.LANCZOS)
+    small = Image.fromarray(astronaut()).resize(
+        (round(512 * scale), round(512 * scale)), Image.Resampling.LANCZOS
+    )
     field = np.random.default_rng(0).integers(0, 256, (2, 8, 3), dtype=np.uint8)
     panorama = Image.fromarray(field).resize((8000, 1000), Image.Resampling.BICUBIC)
     panorama.paste(small, (5000, 400))
     panorama.save(tmp_path / "panorama.png")
-    expected = [5000 + v * scale for v in ASTRONAUT_BOX[::2]], [400 + v * scale for v in ASTRONAUT_BOX[1::2]]
+    expected = (
+        [5000 + v * scale for v in ASTRONAUT_BOX[::2]],
+        [400 + v * scale for v in ASTRONAUT_BOX[1::2]],
+    )
 
     result = run(str(tmp_path / "panorama.png"), "--weights", str(weights), "--jsonl", "-")
     meta, record, _ = map(json.loads, result.stdout.splitlines())
     assert meta["thresholds"]["smallest_face"] == 20 and meta["thresholds"]["detect_max_side"] == 0
     (face,) = record["faces"]
     x1, y1, x2, y2 = face["box"]
-    assert abs((x1 + x2) / 2 - sum(expected[0]) / 2) < 6 and abs((y1 + y2) / 2 - sum(expected[1]) / 2) < 8
+    assert (
+        abs((x1 + x2) / 2 - sum(expected[0]) / 2) < 6
+        and abs((y1 + y2) / 2 - sum(expected[1]) / 2) < 8
+    )
     assert "smallest_face" not in record
 
-    coarse = run(str(tmp_path / "panorama.png"), "--weights", str(weights), "--jsonl", "-", "--detect-max-side", "1600")
+    coarse = run(
+        str(tmp_path / "panorama.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        "-",
+        "--detect-max-side",
+        "1600",
+    )
     _, record, _ = map(json.loads, coarse.stdout.splitlines())
-    assert record["status"] == "no_face" and record["smallest_face"] == 60  # and the report says why
+    assert (
+        record["status"] == "no_face" and record["smallest_face"] == 60
+    )  # and the report says why

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 
 from mfclip_cli.data import synth
-from mfclip_cli.data.synth import SYNTH_GENERATORS, apply_artifact, real_sources, write_synth_dataset
+from mfclip_cli.data.synth import (
+    SYNTH_GENERATORS,
+    apply_artifact,
+    real_sources,
+    write_synth_dataset,
+)
 
 N = 8  # images per class
 GAN = [name for name, spec in SYNTH_GENERATORS.items() if spec.label == "gan"]
@@ -63,7 +68,11 @@ def periodic_peak(grey: np.ndarray, period: int) -> float:
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +132,9 @@ def test_real_sources_ship_with_the_package_and_need_no_scikit_image(monkeypatch
 
 
 def test_package_data_ships_the_assets():
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads(
+        (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    )
     globs = pyproject["tool"]["setuptools"]["package-data"]["mfclip_cli.data"]
     assert "assets/*" in globs and "protocols/*.toml" in globs
 
@@ -134,7 +145,11 @@ def test_package_data_ships_the_assets():
 def test_layout_counts_and_metadata(dataset):
     out, summary = dataset
     files = by_label(out)
-    assert {label: len(paths) for label, paths in files.items()} == {"real": N, "gan": N, "diffusion": N}
+    assert {label: len(paths) for label, paths in files.items()} == {
+        "real": N,
+        "gan": N,
+        "diffusion": N,
+    }
     assert summary["counts"] == {"real": N, "gan": N, "diffusion": N}
     assert summary["out"] == str(out)
     assert {p.parent.name for p in files["real"]} == {"astronaut", "cameraman"}
@@ -142,7 +157,10 @@ def test_layout_counts_and_metadata(dataset):
         assert {p.parent.name for p in files[label]} == set(generators)
         assert all(p.parent.parent.name == "efs" for p in files[label])
         per_generator = summary["per_generator"][label]
-        assert sum(per_generator.values()) == N and max(per_generator.values()) - min(per_generator.values()) <= 1
+        assert (
+            sum(per_generator.values()) == N
+            and max(per_generator.values()) - min(per_generator.values()) <= 1
+        )
     for paths in files.values():
         for path in paths:
             with Image.open(path) as image:
@@ -162,7 +180,9 @@ def test_fakes_use_every_source_for_every_generator(dataset):
             greys = []
             for path in sorted(generator_dir.glob("*.png")):
                 rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
-                greys.append(bool(np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2))  # cameraman is grey
+                greys.append(
+                    bool(np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2)
+                )  # cameraman is grey
             assert set(greys) == {True, False}, generator_dir
 
 
@@ -209,7 +229,9 @@ def test_refuses_to_overwrite(tmp_path):
 def test_diffusion_removes_high_frequencies_that_reals_keep(dataset):
     out, _ = dataset
     files = by_label(out)
-    ratio = {label: [high_frequency_ratio(luminance(p)) for p in paths] for label, paths in files.items()}
+    ratio = {
+        label: [high_frequency_ratio(luminance(p)) for p in paths] for label, paths in files.items()
+    }
     # reals (some JPEG'd, some upscaled) stay sharp; every diffusion artifact is far below them
     assert max(ratio["diffusion"]) < 0.5 * min(ratio["real"])
     assert max(ratio["diffusion"]) < 0.5 * min(ratio["gan"])

@@ -37,7 +37,10 @@ def _face(rng: np.random.Generator, label: str, generator: str) -> np.ndarray:
     base = (base - base.min()) / (np.ptp(base) + 1e-9) * 0.6 + 0.2
     grain = rng.normal(0, 0.06, (SIZE, SIZE, 1))
     if label == "diffusion":
-        grain = gaussian_filter(grain, sigma=(1.0 if generator == "blur1" else 2.0, 1.0 if generator == "blur1" else 2.0, 0))
+        grain = gaussian_filter(
+            grain,
+            sigma=(1.0 if generator == "blur1" else 2.0, 1.0 if generator == "blur1" else 2.0, 0),
+        )
     image = base + grain
     if label == "gan":
         period = 2 if generator == "checker2" else 4
@@ -68,15 +71,34 @@ def dataset(tmp_path_factory) -> Path:
 
 def run(*args, check=True, env=None, timeout=900):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    result = subprocess.run([*args], capture_output=True, text=True, timeout=timeout, env=environment)
+    result = subprocess.run(
+        [*args], capture_output=True, text=True, timeout=timeout, env=environment
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [MFCLIP, "train", "--data", str(data), "--out", str(out), "--config", "tiny", "--device", "cpu",
-            "--batch-size", "16", "--lr", "3e-3", "--workers", "0", *extra]
+    return [
+        MFCLIP,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--workers",
+        "0",
+        *extra,
+    ]
 
 
 def metrics_lines(run_dir: Path) -> list[dict]:
@@ -101,14 +123,35 @@ def test_training_learns_the_artifact_and_selects_on_val(trained):
     best_val = sidecar["training"]["val"]
     assert best_val["auc"] == max(line["auc"] for line in val)  # selection by val AUC
     assert sidecar["training"]["protocol"]["name"] == "in-domain"
-    assert {"best.safetensors", "last.safetensors", "last.state.safetensors", "train.json"} <= {p.name for p in trained.iterdir()}
+    assert {"best.safetensors", "last.safetensors", "last.state.safetensors", "train.json"} <= {
+        p.name for p in trained.iterdir()
+    }
 
 
 def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trained, tmp_path):
-    report_path, predictions, plots = tmp_path / "report.json", tmp_path / "pred.csv", tmp_path / "plots"
-    result = run(MFCLIP, "eval", "--data", str(dataset), "--protocol", "in-domain", "--weights",
-                 str(trained / "best.safetensors"), "--device", "cpu", "--json", str(report_path),
-                 "--predictions", str(predictions), "--plots", str(plots))
+    report_path, predictions, plots = (
+        tmp_path / "report.json",
+        tmp_path / "pred.csv",
+        tmp_path / "plots",
+    )
+    result = run(
+        MFCLIP,
+        "eval",
+        "--data",
+        str(dataset),
+        "--protocol",
+        "in-domain",
+        "--weights",
+        str(trained / "best.safetensors"),
+        "--device",
+        "cpu",
+        "--json",
+        str(report_path),
+        "--predictions",
+        str(predictions),
+        "--plots",
+        str(plots),
+    )
     report = json.loads(report_path.read_text())
     overall = report["overall"]
     assert overall["auc"] >= 0.9
@@ -123,15 +166,36 @@ def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trai
     assert roc_auc_score(labels, scores) == pytest.approx(overall["auc"], abs=1e-6)
     assert (plots / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "AUC" in result.stdout and "overall" in result.stdout
-    again = run(MFCLIP, "eval", "--data", str(dataset), "--weights", str(trained / "best.safetensors"),
-                "--json", str(report_path), check=False)
+    again = run(
+        MFCLIP,
+        "eval",
+        "--data",
+        str(dataset),
+        "--weights",
+        str(trained / "best.safetensors"),
+        "--json",
+        str(report_path),
+        check=False,
+    )
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tmp_path):
     report_path = tmp_path / "cross.json"
-    run(MFCLIP, "eval", "--data", str(dataset), "--protocol", "cross-generator", "--weights",
-        str(trained / "best.safetensors"), "--device", "cpu", "--json", str(report_path))
+    run(
+        MFCLIP,
+        "eval",
+        "--data",
+        str(dataset),
+        "--protocol",
+        "cross-generator",
+        "--weights",
+        str(trained / "best.safetensors"),
+        "--device",
+        "cpu",
+        "--json",
+        str(report_path),
+    )
     report = json.loads(report_path.read_text())
     held_out = set(report["protocol"]["held_out"])
     assert held_out and set(report["subsets"]) == held_out
@@ -143,8 +207,12 @@ def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
     run(*train_args(dataset, straight, *common))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(train_args(dataset, interrupted, *common), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        train_args(dataset, interrupted, *common),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     state = interrupted / "last.state.safetensors"
     deadline = time.monotonic() + 300
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -153,10 +221,15 @@ def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     total = metrics_lines(straight)[-1]["step"]
-    assert metrics_lines(interrupted)[-1]["step"] < total, "the run finished before it could be interrupted"
+    assert metrics_lines(interrupted)[-1]["step"] < total, (
+        "the run finished before it could be interrupted"
+    )
 
     run(MFCLIP, "train", "--out", str(interrupted), "--resume", "--device", "cpu")
-    expected, resumed = load_file(str(straight / "last.safetensors")), load_file(str(interrupted / "last.safetensors"))
+    expected, resumed = (
+        load_file(str(straight / "last.safetensors")),
+        load_file(str(interrupted / "last.safetensors")),
+    )
     assert expected.keys() == resumed.keys()
     for name in expected:
         assert torch.equal(expected[name], resumed[name]), name
@@ -168,11 +241,20 @@ def test_two_process_torchrun_sees_the_same_samples(dataset, tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     env = {"OMP_NUM_THREADS": "1"}
     run(*train_args(dataset, single, "--epochs", "1"), env=env)
-    run(TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "mfclip_cli",
-        *train_args(dataset, double, "--epochs", "1")[1:], env=env)
+    run(
+        TORCHRUN,
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mfclip_cli",
+        *train_args(dataset, double, "--epochs", "1")[1:],
+        env=env,
+    )
     one, two = metrics_lines(single), metrics_lines(double)
-    assert [line["samples_seen"] for line in one if line["type"] == "step"] == \
-           [line["samples_seen"] for line in two if line["type"] == "step"]
+    assert [line["samples_seen"] for line in one if line["type"] == "step"] == [
+        line["samples_seen"] for line in two if line["type"] == "step"
+    ]
     assert (double / "best.safetensors").is_file()
 
 
@@ -185,7 +267,9 @@ def test_epoch_order_is_deterministic_and_ranks_partition_each_batch():
     for whole, a, b in zip(first, *halves):
         assert sorted(a + b) == sorted(whole) and len(a) == len(b) == 4
     assert list(order.batches(1, start=4)) == first[4:]
-    balanced = EpochOrder(classes=[0] * 90 + [1] * 5 + [2] * 5, batch_size=10, seed=0, balanced=True)
+    balanced = EpochOrder(
+        classes=[0] * 90 + [1] * 5 + [2] * 5, batch_size=10, seed=0, balanced=True
+    )
     drawn = np.bincount([balanced.classes[i] for i in balanced.indices(0)], minlength=3)
     assert drawn[1] + drawn[2] > 30  # rare classes drawn far above their 10 % share
 

@@ -28,7 +28,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def mfclip(*args, env=None):
     environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
     environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run([MFCLIP, *args], capture_output=True, text=True, timeout=600, env=environment)
+    return subprocess.run(
+        [MFCLIP, *args], capture_output=True, text=True, timeout=600, env=environment
+    )
 
 
 def test_demo_checkpoint_matches_its_registry_entry():
@@ -46,7 +48,9 @@ def test_register_and_verify(tmp_path, tiny_config):
     source = tmp_path / "run" / "best.safetensors"
     save_checkpoint(build_model(tiny_config), source)
     folder = tmp_path / "weights"
-    assert resolve_weights(None, folder).name == "mfclip-demo-tiny"  # nothing of the user's: the bundled default
+    assert (
+        resolve_weights(None, folder).name == "mfclip-demo-tiny"
+    )  # nothing of the user's: the bundled default
     entry = register_weights(source, "mine", default=True, trained_on="nothing", store=folder)
     assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert resolve_weights(None, folder).name == "mine"  # the user's default comes first
@@ -60,7 +64,9 @@ def test_register_and_verify(tmp_path, tiny_config):
     assert [e["default"] for e in read_registry(folder)] == [False, True]
     removed = remove_weights("other", folder)
     assert removed["name"] == "other" and not (folder / "other.safetensors").exists()
-    assert not (folder / "other.json").exists() and [e["name"] for e in read_registry(folder)] == ["mine"]
+    assert not (folder / "other.json").exists() and [e["name"] for e in read_registry(folder)] == [
+        "mine"
+    ]
     with pytest.raises(WeightsError, match="bundled"):
         remove_weights("mfclip-demo-tiny", folder)
     tampered = folder / "mine.safetensors"
@@ -68,7 +74,8 @@ def test_register_and_verify(tmp_path, tiny_config):
     with pytest.raises(WeightsError, match="fail their hash check"):
         resolve_weights("mine", folder)
     assert not any(BUNDLED_STORE.glob("mine*")) and read_registry(BUNDLED_STORE) == [
-        e for e in read_registry(BUNDLED_STORE) if e["name"] == "mfclip-demo-tiny"]
+        e for e in read_registry(BUNDLED_STORE) if e["name"] == "mfclip-demo-tiny"
+    ]
 
 
 def test_weights_add_list_and_remove_use_the_users_store(tmp_path, tiny_config):
@@ -80,10 +87,21 @@ def test_weights_add_list_and_remove_use_the_users_store(tmp_path, tiny_config):
     assert (tmp_path / "home" / "weights" / "case-17.safetensors").is_file()
     listed = mfclip("weights", "list", env={**home, "COLUMNS": "200"})
     assert listed.returncode == 0, listed.stderr
-    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 5}
-    assert "user" in rows["case-17"] and "bundled" in rows["mfclip-demo-tiny"] and "MB" in rows["case-17"]
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in listed.stdout.splitlines()
+        if line.count("│") > 5
+    }
+    assert (
+        "user" in rows["case-17"]
+        and "bundled" in rows["mfclip-demo-tiny"]
+        and "MB" in rows["case-17"]
+    )
     removed = mfclip("weights", "remove", "case-17", env=home)
-    assert removed.returncode == 0 and not (tmp_path / "home" / "weights" / "case-17.safetensors").exists()
+    assert (
+        removed.returncode == 0
+        and not (tmp_path / "home" / "weights" / "case-17.safetensors").exists()
+    )
     refused = mfclip("weights", "remove", "mfclip-demo-tiny", env=home)
     assert refused.returncode == 1 and "bundled" in refused.stderr
     assert user_store() != BUNDLED_STORE and "mfclip" in str(BUNDLED_STORE)
@@ -124,7 +142,9 @@ def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
     demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     bare = tmp_path / "renamed.safetensors"
     bare.write_bytes((BUNDLED_STORE / demo["file"]).read_bytes())
-    scanned = mfclip("scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(bare), "--jsonl", "-", "--quiet")
+    scanned = mfclip(
+        "scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(bare), "--jsonl", "-", "--quiet"
+    )
     assert scanned.returncode == 0, scanned.stderr
     assert "DEMO" in scanned.stderr and json.loads(scanned.stdout.splitlines()[0])["demo"] is True
     assert weights_info(str(bare))["demo"] is True
@@ -137,8 +157,10 @@ def test_truncated_checkpoint_is_one_readable_error(tmp_path):
     demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes((BUNDLED_STORE / demo["file"]).read_bytes()[:-1000])
-    for args in (["weights", "info", str(cut)],
-                 ["scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(cut), "--jsonl", "-"]):
+    for args in (
+        ["weights", "info", str(cut)],
+        ["scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(cut), "--jsonl", "-"],
+    ):
         result = mfclip(*args)
         assert result.returncode == 1, (args, result.stderr)
         assert "truncated" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -146,10 +168,14 @@ def test_truncated_checkpoint_is_one_readable_error(tmp_path):
 
 def test_the_cli_and_the_registry_do_not_import_torch():
     """`mfclip --help` and `weights list` must start fast: torch, open_clip and the faces load only when used."""
-    code = ("import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; weights.registry_status(); "
-            "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') if m in sys.modules); "
-            "assert not heavy, heavy")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; weights.registry_status(); "
+        "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') if m in sys.modules); "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     listed = mfclip("weights", "list")
     assert listed.returncode == 0 and "mfclip-demo-tiny" in listed.stdout

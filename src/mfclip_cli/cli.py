@@ -31,7 +31,11 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
     ),
 ) -> None:
     """mfclip: multi-modal fine-grained CLIP (MFCLIP) for synthetic-face forensics."""
@@ -83,26 +87,73 @@ def _errors_reported() -> Iterator[Console]:
 
 @app.command()
 def scan(
-    paths: list[str] = typer.Argument(..., help="Files, folders, glob patterns, or - to read paths from stdin."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the bundled demo)."),
-    json_path: Optional[str] = typer.Option(None, "--json", help="Write one JSON document {meta, files} to FILE."),
-    jsonl_path: Optional[str] = typer.Option(None, "--jsonl", help="Stream JSON Lines to FILE (- for stdout): a meta line, then one line per file."),
-    csv_path: Optional[str] = typer.Option(None, "--csv", help="Write one CSV row per face to FILE."),
-    annotate: Optional[str] = typer.Option(None, "--annotate", help="Write copies of the images with boxes and labels drawn into DIR."),
-    resume: bool = typer.Option(False, "--resume", help="With --jsonl FILE: skip inputs already recorded there (same path and SHA-256)."),
+    paths: list[str] = typer.Argument(
+        ..., help="Files, folders, glob patterns, or - to read paths from stdin."
+    ),
+    weights: Optional[str] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help="Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the bundled demo).",
+    ),
+    json_path: Optional[str] = typer.Option(
+        None, "--json", help="Write one JSON document {meta, files} to FILE."
+    ),
+    jsonl_path: Optional[str] = typer.Option(
+        None,
+        "--jsonl",
+        help="Stream JSON Lines to FILE (- for stdout): a meta line, then one line per file.",
+    ),
+    csv_path: Optional[str] = typer.Option(
+        None, "--csv", help="Write one CSV row per face to FILE."
+    ),
+    annotate: Optional[str] = typer.Option(
+        None, "--annotate", help="Write copies of the images with boxes and labels drawn into DIR."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With --jsonl FILE: skip inputs already recorded there (same path and SHA-256).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing report files."),
-    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into sub-folders."),
+    recursive: bool = typer.Option(
+        True, "--recursive/--no-recursive", help="Descend into sub-folders."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Faces per model batch."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, up to 16, with a GPU)."),
-    min_face: int = typer.Option(20, "--min-face", min=1, help="Smallest face searched for, in pixels."),
-    det_threshold: float = typer.Option(0.7, "--det-threshold", min=0.0, max=1.0, help="MTCNN's final (O-Net) face-score threshold."),
-    detect_max_side: int = typer.Option(0, "--detect-max-side", min=0, help="Detect on a copy no longer than this: faster on large photos, but faces under 12 x longest side / N px are not searched (recorded per file as smallest_face). 0 (default): full resolution."),
-    fake_threshold: float = typer.Option(0.5, "--fake-threshold", min=0.0, max=1.0, help="A face is labelled fake when 1 - p(real) reaches this."),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, up to 16, with a GPU).",
+    ),
+    min_face: int = typer.Option(
+        20, "--min-face", min=1, help="Smallest face searched for, in pixels."
+    ),
+    det_threshold: float = typer.Option(
+        0.7, "--det-threshold", min=0.0, max=1.0, help="MTCNN's final (O-Net) face-score threshold."
+    ),
+    detect_max_side: int = typer.Option(
+        0,
+        "--detect-max-side",
+        min=0,
+        help="Detect on a copy no longer than this: faster on large photos, but faces under 12 x longest side / N px are not searched (recorded per file as smallest_face). 0 (default): full resolution.",
+    ),
+    fake_threshold: float = typer.Option(
+        0.5,
+        "--fake-threshold",
+        min=0.0,
+        max=1.0,
+        help="A face is labelled fake when 1 - p(real) reaches this.",
+    ),
     fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Sample this many frames per video, evenly spread (overrides --fps)."),
+    frames: Optional[int] = typer.Option(
+        None, "--frames", help="Sample this many frames per video, evenly spread (overrides --fps)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."),
+    fail_on_fake: bool = typer.Option(
+        False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."
+    ),
 ) -> None:
     """Find every face, classify it real / diffusion / GAN, and report per-face probabilities.
 
@@ -136,21 +187,41 @@ def scan(
         fail_on_fake=fail_on_fake,
     )
     with _errors_reported() as error_console:
-        code = run_scan(request, stdin=sys.stdin if "-" in paths else None, console=Console(), error_console=error_console)
+        code = run_scan(
+            request,
+            stdin=sys.stdin if "-" in paths else None,
+            console=Console(),
+            error_console=error_console,
+        )
     raise typer.Exit(code)
 
 
 @app.command()
 def prepare(
-    source: str = typer.Argument(..., help="A labelled dataset (folder, genface, diff or manifest layout) of images and videos."),
-    out: str = typer.Option(..., "--out", "-o", help="Folder for the aligned crops, manifest.jsonl and prepare.json."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="folder, genface, diff or manifest (default: detected)."),
-    config: str = typer.Option("vit-b-16", "--config", help="Model config whose crop size and margin the crops get."),
+    source: str = typer.Argument(
+        ...,
+        help="A labelled dataset (folder, genface, diff or manifest layout) of images and videos.",
+    ),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Folder for the aligned crops, manifest.jsonl and prepare.json."
+    ),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="folder, genface, diff or manifest (default: detected)."
+    ),
+    config: str = typer.Option(
+        "vit-b-16", "--config", help="Model config whose crop size and margin the crops get."
+    ),
     frames: int = typer.Option(8, "--frames", help="Frames sampled per video, evenly spread."),
-    all_faces: bool = typer.Option(False, "--all-faces", help="Keep every face, not only the largest of each image or frame."),
-    min_face: int = typer.Option(20, "--min-face", min=1, help="Smallest face searched for, in pixels."),
+    all_faces: bool = typer.Option(
+        False, "--all-faces", help="Keep every face, not only the largest of each image or frame."
+    ),
+    min_face: int = typer.Option(
+        20, "--min-face", min=1, help="Smallest face searched for, in pixels."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted prepare into the same --out."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted prepare into the same --out."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Detect and align the faces of a labelled dataset once, for train and eval.
@@ -159,8 +230,18 @@ def prepare(
     """
     from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
 
-    request = PrepareRequest(source=source, out=out, layout=layout, config=config, frames=frames,
-                             all_faces=all_faces, min_face=min_face, device=device, resume=resume, quiet=quiet)
+    request = PrepareRequest(
+        source=source,
+        out=out,
+        layout=layout,
+        config=config,
+        frames=frames,
+        all_faces=all_faces,
+        min_face=min_face,
+        device=device,
+        resume=resume,
+        quiet=quiet,
+    )
     with _errors_reported() as error_console:
         code = run_prepare(request, console=Console(), error_console=error_console)
     raise typer.Exit(code)
@@ -168,26 +249,72 @@ def prepare(
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Option(None, "--data", help="Labelled face dataset (a prepare output, or folder / genface / diff / manifest layout)."),
-    out: str = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, train.json."),
-    settings_file: Optional[str] = typer.Option(None, "--settings", help="TOML file with a [train] table; options given here override it."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="Protocol name or TOML file (default in-domain)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: detected)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Model config name or JSON/TOML file (default vit-b-16)."),
-    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="open_clip pretrained tag or local .safetensors file."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the train split (default 5)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch (split across torchrun processes; default 32)."),
-    accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches per optimiser step (default 1)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default 2e-4)."),
-    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default: the config's)."),
-    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: the config's)."),
-    balanced: Optional[bool] = typer.Option(None, "--balanced/--no-balanced", help="Class-balanced sampling."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Optimiser steps between validations (default: each epoch)."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Optimiser steps between last.* saves (default: at validation)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes (default 1)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped (its saved settings are used)."),
+    data: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help="Labelled face dataset (a prepare output, or folder / genface / diff / manifest layout).",
+    ),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, train.json."
+    ),
+    settings_file: Optional[str] = typer.Option(
+        None, "--settings", help="TOML file with a [train] table; options given here override it."
+    ),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="Protocol name or TOML file (default in-domain)."
+    ),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="Dataset layout (default: detected)."
+    ),
+    config: Optional[str] = typer.Option(
+        None, "--config", help="Model config name or JSON/TOML file (default vit-b-16)."
+    ),
+    clip_weights: Optional[str] = typer.Option(
+        None, "--clip-weights", help="open_clip pretrained tag or local .safetensors file."
+    ),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Passes over the train split (default 5)."
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Global batch (split across torchrun processes; default 32)."
+    ),
+    accumulate: Optional[int] = typer.Option(
+        None, "--accumulate", help="Micro-batches per optimiser step (default 1)."
+    ),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", help="Peak learning rate of AdamW (default 2e-4)."
+    ),
+    lora_rank: Optional[int] = typer.Option(
+        None, "--lora-rank", help="LoRA rank (default: the config's)."
+    ),
+    lora_alpha: Optional[float] = typer.Option(
+        None, "--lora-alpha", help="LoRA alpha (default: the config's)."
+    ),
+    balanced: Optional[bool] = typer.Option(
+        None, "--balanced/--no-balanced", help="Class-balanced sampling."
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Seed of every random choice (default 0)."
+    ),
+    val_every: Optional[int] = typer.Option(
+        None, "--val-every", help="Optimiser steps between validations (default: each epoch)."
+    ),
+    checkpoint_every: Optional[int] = typer.Option(
+        None,
+        "--checkpoint-every",
+        help="Optimiser steps between last.* saves (default: at validation).",
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="Data-loading processes (default 1)."
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run in --out exactly where it stopped (its saved settings are used).",
+    ),
 ) -> None:
     """Train MFCLIP: best.safetensors by val AUC, last.* for --resume, metrics.jsonl per step.
 
@@ -197,44 +324,87 @@ def train(
     from mfclip_cli.engines.train import TrainSettings, load_train_settings
     from mfclip_cli.engines.train import train as run_training
 
-    given = dict(data=data, protocol=protocol, layout=layout, config=config, clip_weights=clip_weights, epochs=epochs,
-                 batch_size=batch_size, accumulate=accumulate, lr=lr, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                 balanced=balanced, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers)
+    given = dict(
+        data=data,
+        protocol=protocol,
+        layout=layout,
+        config=config,
+        clip_weights=clip_weights,
+        epochs=epochs,
+        batch_size=batch_size,
+        accumulate=accumulate,
+        lr=lr,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        balanced=balanced,
+        seed=seed,
+        val_every=val_every,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
+    )
     with _errors_reported() as error_console:
         settings = None
         if resume:
             ignored = sorted(name for name, value in given.items() if value is not None)
             if ignored or settings_file:
-                raise UsageError(f"--resume continues with the run's saved settings; drop {', '.join(ignored) or '--settings'}")
+                raise UsageError(
+                    f"--resume continues with the run's saved settings; drop {', '.join(ignored) or '--settings'}"
+                )
         elif settings_file:
             settings = load_train_settings(settings_file, out=out, **given)
         else:
             if not data:
                 raise UsageError("--data is required (or --settings FILE naming it)")
             settings = TrainSettings(out=out, **{k: v for k, v in given.items() if v is not None})
-        result = run_training(settings, out=out, resume=resume, device=device, console=error_console)
+        result = run_training(
+            settings, out=out, resume=resume, device=device, console=error_console
+        )
         best = result["best"]
         if best:
-            error_console.print(f"done: {result['step']} steps, {result['samples_seen']} samples; best val "
-                                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> {out}/best.safetensors",
-                                highlight=False)
+            error_console.print(
+                f"done: {result['step']} steps, {result['samples_seen']} samples; best val "
+                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> {out}/best.safetensors",
+                highlight=False,
+            )
 
 
 @app.command("eval")
 def evaluate(
-    data: Optional[str] = typer.Option(None, "--data", help="Labelled face dataset (same layouts as train)."),
-    protocol: str = typer.Option("in-domain", "--protocol", help="Protocol name or TOML file; its test split is scored."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Checkpoint: registry name or .safetensors path."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: detected)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Labelled face dataset (same layouts as train)."
+    ),
+    protocol: str = typer.Option(
+        "in-domain", "--protocol", help="Protocol name or TOML file; its test split is scored."
+    ),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", "-w", help="Checkpoint: registry name or .safetensors path."
+    ),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="Dataset layout (default: detected)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model batch."),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading processes."),
-    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Fake-score threshold of acc, real_acc and fake_acc."),
-    json_path: Optional[str] = typer.Option(None, "--json", help="Write the metrics report to FILE."),
-    predictions: Optional[str] = typer.Option(None, "--predictions", help="Write per-sample probabilities to FILE (CSV: path,label,real,diffusion,gan,...)."),
+    threshold: float = typer.Option(
+        0.5,
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Fake-score threshold of acc, real_acc and fake_acc.",
+    ),
+    json_path: Optional[str] = typer.Option(
+        None, "--json", help="Write the metrics report to FILE."
+    ),
+    predictions: Optional[str] = typer.Option(
+        None,
+        "--predictions",
+        help="Write per-sample probabilities to FILE (CSV: path,label,real,diffusion,gan,...).",
+    ),
     plots: Optional[str] = typer.Option(None, "--plots", help="Write ROC curves (PNG) into DIR."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    list_protocols: bool = typer.Option(False, "--list-protocols", help="List the shipped protocols and exit."),
+    list_protocols: bool = typer.Option(
+        False, "--list-protocols", help="List the shipped protocols and exit."
+    ),
 ) -> None:
     """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way accuracy, macro-F1."""
     from mfclip_cli.engines.runtime import UsageError
@@ -255,9 +425,20 @@ def evaluate(
         from mfclip_cli.engines.evaluate import EvalRequest
         from mfclip_cli.engines.evaluate import evaluate as run_evaluation
 
-        request = EvalRequest(data=data, protocol=protocol, weights=weights, layout=layout, device=device,
-                              batch_size=batch_size, workers=workers, threshold=threshold, json_path=json_path,
-                              predictions_path=predictions, plots_dir=plots, force=force)
+        request = EvalRequest(
+            data=data,
+            protocol=protocol,
+            weights=weights,
+            layout=layout,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            threshold=threshold,
+            json_path=json_path,
+            predictions_path=predictions,
+            plots_dir=plots,
+            force=force,
+        )
         run_evaluation(request, console=Console(), error_console=error_console)
 
 
@@ -286,9 +467,21 @@ def bench(
     config: str = typer.Option("vit-b-16", "--config", help="Model config (random weights)."),
     images: int = typer.Option(64, "--images", min=1, help="Generated JPEGs, one face each."),
     size: int = typer.Option(1024, "--size", min=64, help="Their side in pixels."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model and training batch."),
-    min_face: int = typer.Option(20, "--min-face", min=12, help="Smallest face in pixels, for the scan and the naive pipeline alike."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timed rounds of the image stages; each reports its median."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=1, help="Faces per model and training batch."
+    ),
+    min_face: int = typer.Option(
+        20,
+        "--min-face",
+        min=12,
+        help="Smallest face in pixels, for the scan and the naive pipeline alike.",
+    ),
+    repeats: int = typer.Option(
+        3,
+        "--repeats",
+        min=1,
+        help="Interleaved timed rounds of the image stages; each reports its median.",
+    ),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the figures to FILE."),
     force: bool = typer.Option(False, "--force", help="Overwrite --json FILE."),
 ) -> None:
@@ -299,14 +492,26 @@ def bench(
     with _errors_reported():
         if json_path:
             refuse_existing(json_path, force)
-        results = run_bench(BenchRequest(device=device, config=config, images=images, size=size,
-                                         batch_size=batch_size, min_face=min_face, repeats=repeats), Console())
+        results = run_bench(
+            BenchRequest(
+                device=device,
+                config=config,
+                images=images,
+                size=size,
+                batch_size=batch_size,
+                min_face=min_face,
+                repeats=repeats,
+            ),
+            Console(),
+        )
         if json_path:
             write_json_atomic(json_path, results, overwrite=force)
 
 
-weights_app = typer.Typer(help="Registered checkpoints: the bundled demo and your own store ($MFCLIP_HOME/weights).",
-                          no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Registered checkpoints: the bundled demo and your own store ($MFCLIP_HOME/weights).",
+    no_args_is_help=True,
+)
 app.add_typer(weights_app, name="weights")
 
 
@@ -317,37 +522,72 @@ def weights_list() -> None:
 
     with _errors_reported():
         rows = registry_status()
-    table = Table(title=f"registered weights (yours in {user_store()}; details: mfclip weights info NAME)")
-    for column in ("name", "source", "config", "demo", "default", "size", "sha256", "hash check", "test AUC"):
-        table.add_column(column, no_wrap=column in ("name", "sha256"),
-                         justify="right" if column in ("size", "test AUC") else "left")
+    table = Table(
+        title=f"registered weights (yours in {user_store()}; details: mfclip weights info NAME)"
+    )
+    for column in (
+        "name",
+        "source",
+        "config",
+        "demo",
+        "default",
+        "size",
+        "sha256",
+        "hash check",
+        "test AUC",
+    ):
+        table.add_column(
+            column,
+            no_wrap=column in ("name", "sha256"),
+            justify="right" if column in ("size", "test AUC") else "left",
+        )
     for row in rows:
         auc = (row.get("metrics") or {}).get("test", {}).get("auc")
         size = "-" if row["size"] is None else f"{row['size'] / 1e6:.1f} MB"
-        table.add_row(row["name"], row["source"], row.get("config", ""), "yes" if row.get("demo") else "no",
-                      "yes" if row.get("default") else "no", size, row.get("sha256", "")[:12], row["check"],
-                      "-" if auc is None else f"{auc:.4f}")
+        table.add_row(
+            row["name"],
+            row["source"],
+            row.get("config", ""),
+            "yes" if row.get("demo") else "no",
+            "yes" if row.get("default") else "no",
+            size,
+            row.get("sha256", "")[:12],
+            row["check"],
+            "-" if auc is None else f"{auc:.4f}",
+        )
     Console().print(table)
 
 
 @weights_app.command("pull")
 def weights_pull(
-    source: str = typer.Argument(..., help="An http(s):// URL or a local path of an mfclip .safetensors checkpoint."),
+    source: str = typer.Argument(
+        ..., help="An http(s):// URL or a local path of an mfclip .safetensors checkpoint."
+    ),
     name: str = typer.Option(..., "--name", help="Registry name, usable as --weights NAME."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="The SHA-256 its publisher gives: registered only if it matches."),
-    trust: bool = typer.Option(False, "--trust", help="Register without --sha256 (its digest is still recorded)."),
-    force: bool = typer.Option(False, "--force", help="Replace a registered checkpoint of the same name."),
+    sha256: Optional[str] = typer.Option(
+        None, "--sha256", help="The SHA-256 its publisher gives: registered only if it matches."
+    ),
+    trust: bool = typer.Option(
+        False, "--trust", help="Register without --sha256 (its digest is still recorded)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a registered checkpoint of the same name."
+    ),
 ) -> None:
     """Download (resumably) or copy a checkpoint into your store, verify it, and register it."""
     from mfclip_cli.engines.weights import pull_weights
 
     with _errors_reported() as error_console:
-        entry = pull_weights(source, name, sha256=sha256, trust=trust, force=force, console=error_console)
+        entry = pull_weights(
+            source, name, sha256=sha256, trust=trust, force=force, console=error_console
+        )
     Console().print_json(data=entry)
 
 
 @weights_app.command("remove")
-def weights_remove(name: str = typer.Argument(..., help="A name registered in your store.")) -> None:
+def weights_remove(
+    name: str = typer.Argument(..., help="A name registered in your store."),
+) -> None:
     """Unregister a checkpoint of your store and delete its file (bundled weights stay)."""
     from mfclip_cli.engines.weights import remove_weights
 
@@ -358,14 +598,28 @@ def weights_remove(name: str = typer.Argument(..., help="A name registered in yo
 
 @weights_app.command("add")
 def weights_add(
-    checkpoint: str = typer.Argument(..., help="An mfclip .safetensors checkpoint (e.g. RUN/best.safetensors)."),
+    checkpoint: str = typer.Argument(
+        ..., help="An mfclip .safetensors checkpoint (e.g. RUN/best.safetensors)."
+    ),
     name: str = typer.Option(..., "--name", help="Registry name, usable as --weights NAME."),
-    eval_report: Optional[str] = typer.Option(None, "--eval", help="An `mfclip eval --json` report whose metrics are recorded with it."),
+    eval_report: Optional[str] = typer.Option(
+        None, "--eval", help="An `mfclip eval --json` report whose metrics are recorded with it."
+    ),
     trained_on: str = typer.Option("", "--trained-on", help="What it was trained on, in words."),
-    demo: bool = typer.Option(False, "--demo", help="Mark it as demo weights: every report says so."),
-    default: bool = typer.Option(False, "--default", help="Use it when neither --weights nor MFCLIP_WEIGHTS is given."),
-    force: bool = typer.Option(False, "--force", help="Replace a registered checkpoint of the same name."),
-    store: Optional[str] = typer.Option(None, "--store", help="Register into this folder instead of your store (maintainers: the package's bundled weights)."),
+    demo: bool = typer.Option(
+        False, "--demo", help="Mark it as demo weights: every report says so."
+    ),
+    default: bool = typer.Option(
+        False, "--default", help="Use it when neither --weights nor MFCLIP_WEIGHTS is given."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a registered checkpoint of the same name."
+    ),
+    store: Optional[str] = typer.Option(
+        None,
+        "--store",
+        help="Register into this folder instead of your store (maintainers: the package's bundled weights).",
+    ),
 ) -> None:
     """Copy a checkpoint into your weights store and register it with its SHA-256."""
     import json
@@ -376,9 +630,21 @@ def weights_add(
         metrics = None
         if eval_report:
             report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
-            metrics = {"protocol": report["protocol"], "test": report["overall"], "subsets": report["subsets"]}
-        entry = register_weights(checkpoint, name, demo=demo, default=default, trained_on=trained_on,
-                                 metrics=metrics, force=force, store=Path(store) if store else None)
+            metrics = {
+                "protocol": report["protocol"],
+                "test": report["overall"],
+                "subsets": report["subsets"],
+            }
+        entry = register_weights(
+            checkpoint,
+            name,
+            demo=demo,
+            default=default,
+            trained_on=trained_on,
+            metrics=metrics,
+            force=force,
+            store=Path(store) if store else None,
+        )
     Console().print_json(data=entry)
 
 

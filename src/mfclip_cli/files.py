@@ -69,7 +69,9 @@ def write_json_atomic(path: str | Path, document: object, *, overwrite: bool = F
         handle.write(data)
 
 
-def keep_jsonl_prefix(path: str | Path, keep: Callable[[dict], bool] = lambda record: True) -> list[dict]:
+def keep_jsonl_prefix(
+    path: str | Path, keep: Callable[[dict], bool] = lambda record: True
+) -> list[dict]:
     """The records of a JSON Lines log up to its first unreadable line (one cut off by a crash),
     less those ``keep`` rejects; the file is rewritten atomically to exactly what is returned."""
     text = Path(path).read_text(encoding="utf-8")
@@ -97,16 +99,26 @@ def _looks_pickled(head: bytes) -> bool:
 def _check_data_length(path: Path, header: dict, data_bytes: int) -> None:
     """The tensors' byte ranges must cover the data exactly: a cut-off download fails here, with a message."""
     try:
-        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+        ends = [
+            int(entry["data_offsets"][1])
+            for name, entry in header.items()
+            if name != "__metadata__"
+        ]
     except (TypeError, KeyError, IndexError, ValueError):
-        raise UnsafeFileError(f"{path} is not a valid safetensors file (malformed header)") from None
+        raise UnsafeFileError(
+            f"{path} is not a valid safetensors file (malformed header)"
+        ) from None
     needed = max(ends, default=0)
     if data_bytes < needed:
-        raise UnsafeFileError(f"{path} is truncated: its header describes {needed} bytes of tensors, "
-                              f"the file holds {data_bytes}")
+        raise UnsafeFileError(
+            f"{path} is truncated: its header describes {needed} bytes of tensors, "
+            f"the file holds {data_bytes}"
+        )
     if data_bytes > needed:
-        raise UnsafeFileError(f"{path} is not a valid safetensors file ({data_bytes - needed} bytes "
-                              "after its last tensor)")
+        raise UnsafeFileError(
+            f"{path} is not a valid safetensors file ({data_bytes - needed} bytes "
+            "after its last tensor)"
+        )
 
 
 def check_safetensors(path: str | Path) -> dict:
@@ -139,4 +151,6 @@ def check_safetensors(path: str | Path) -> dict:
             "arbitrary code. mfclip loads only .safetensors weights; convert the file on a "
             "machine you trust (safetensors.torch.save_file(torch.load(...), 'out.safetensors'))."
         )
-    raise UnsafeFileError(f"{path} is not a safetensors file ({size} bytes, no valid safetensors header)")
+    raise UnsafeFileError(
+        f"{path} is not a safetensors file ({size} bytes, no valid safetensors header)"
+    )

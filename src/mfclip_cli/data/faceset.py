@@ -25,7 +25,9 @@ from mfclip_cli.faces.decode import DecodeError, decode_image
 class FaceImages(torch.utils.data.Dataset):
     """Item i: (face [3, S, S] float in [0, 1], i)."""
 
-    def __init__(self, root: Path, paths: Sequence[str], crop_size: int, *, flip_seed: int | None = None):
+    def __init__(
+        self, root: Path, paths: Sequence[str], crop_size: int, *, flip_seed: int | None = None
+    ):
         self.root = Path(root)
         self.paths = list(paths)
         self.crop_size = crop_size
@@ -42,9 +44,14 @@ class FaceImages(torch.utils.data.Dataset):
         except DecodeError as error:
             raise DataError(f"{path}: {error}") from None
         if pixels.shape[0] != self.crop_size or pixels.shape[1] != self.crop_size:
-            resized = Image.fromarray(pixels).resize((self.crop_size, self.crop_size), Image.Resampling.LANCZOS)
+            resized = Image.fromarray(pixels).resize(
+                (self.crop_size, self.crop_size), Image.Resampling.LANCZOS
+            )
             pixels = np.asarray(resized)
-        if self.flip_seed is not None and group_fraction(f"{self.epoch}:{index}", self.flip_seed) < 0.5:
+        if (
+            self.flip_seed is not None
+            and group_fraction(f"{self.epoch}:{index}", self.flip_seed) < 0.5
+        ):
             pixels = pixels[:, ::-1]
         face = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
         return face, index
@@ -82,7 +89,9 @@ class EpochOrder:
         weights = 1.0 / torch.bincount(labels).float()[labels]
         return torch.multinomial(weights, count, replacement=True, generator=generator).tolist()
 
-    def batches(self, epoch: int, *, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[list[int]]:
+    def batches(
+        self, epoch: int, *, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[list[int]]:
         order = self.indices(epoch)
         for batch in range(start, self.batches_per_epoch):
             yield order[batch * self.batch_size : (batch + 1) * self.batch_size][rank::world]

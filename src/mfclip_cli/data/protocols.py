@@ -94,7 +94,9 @@ def _conditions(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ..
     conditions = []
     for name, values in value.items():
         if name not in SAMPLE_FIELDS:
-            raise ProtocolError(f"{where}: unknown sample field {name!r} (fields: {', '.join(SAMPLE_FIELDS)})")
+            raise ProtocolError(
+                f"{where}: unknown sample field {name!r} (fields: {', '.join(SAMPLE_FIELDS)})"
+            )
         if isinstance(values, str):
             values = (values,)
         if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
@@ -160,7 +162,9 @@ class Protocol:
         if isinstance(holdout, str) and holdout.strip().lower() in ("", "none"):
             holdout = None
         if holdout is not None and holdout not in HOLDOUT_FIELDS:
-            raise ProtocolError(f"holdout must be one of {', '.join(HOLDOUT_FIELDS)} (or none), not {holdout!r}")
+            raise ProtocolError(
+                f"holdout must be one of {', '.join(HOLDOUT_FIELDS)} (or none), not {holdout!r}"
+            )
         values = self.holdout_values
         if values == "auto":
             if holdout is None:
@@ -174,15 +178,23 @@ class Protocol:
             if len(set(values)) != len(values):
                 raise ProtocolError(f"holdout_values lists a value twice: {list(values)}")
         else:
-            raise ProtocolError(f"holdout_values must be 'auto' or a list of non-empty strings, not {values!r}")
+            raise ProtocolError(
+                f"holdout_values must be 'auto' or a list of non-empty strings, not {values!r}"
+            )
         val_fraction = _fraction(self.val_fraction, "val_fraction")
         test_fraction = _fraction(self.test_fraction, "test_fraction")
         if val_fraction + test_fraction >= 1.0:
-            raise ProtocolError(f"val_fraction + test_fraction must be below 1 (got {val_fraction} + {test_fraction})")
+            raise ProtocolError(
+                f"val_fraction + test_fraction must be below 1 (got {val_fraction} + {test_fraction})"
+            )
         if not isinstance(self.use_layout_split, bool):
-            raise ProtocolError(f"use_layout_split must be true or false, not {self.use_layout_split!r}")
+            raise ProtocolError(
+                f"use_layout_split must be true or false, not {self.use_layout_split!r}"
+            )
         if self.report_by not in REPORT_FIELDS:
-            raise ProtocolError(f"report_by must be one of {', '.join(REPORT_FIELDS)}, not {self.report_by!r}")
+            raise ProtocolError(
+                f"report_by must be one of {', '.join(REPORT_FIELDS)}, not {self.report_by!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
         for split in SPLIT_NAMES:
@@ -199,7 +211,9 @@ class Protocol:
             "name": self.name,
             "description": self.description,
             "holdout": self.holdout,
-            "holdout_values": self.holdout_values if self.holdout_values == "auto" else list(self.holdout_values),
+            "holdout_values": self.holdout_values
+            if self.holdout_values == "auto"
+            else list(self.holdout_values),
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
             "use_layout_split": self.use_layout_split,
@@ -213,14 +227,18 @@ class Protocol:
         return document
 
 
-def parse_protocol(document: Mapping[str, Any], *, name: str | None = None, source: str = "protocol") -> Protocol:
+def parse_protocol(
+    document: Mapping[str, Any], *, name: str | None = None, source: str = "protocol"
+) -> Protocol:
     """Build a protocol from a parsed TOML/JSON document; errors start with ``source``."""
     try:
         if not isinstance(document, Mapping):
             raise ProtocolError(f"a protocol must be a table, not {type(document).__name__}")
         unknown = sorted(set(document) - set(_KEYS))
         if unknown:
-            raise ProtocolError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_KEYS)})")
+            raise ProtocolError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_KEYS)})"
+            )
         values = dict(document)
         values.setdefault("name", name)
         if values.get("holdout") not in (None, "", "none") and "holdout_values" not in values:
@@ -230,11 +248,15 @@ def parse_protocol(document: Mapping[str, Any], *, name: str | None = None, sour
                 continue
             table = values[split]
             if not isinstance(table, Mapping):
-                raise ProtocolError(f"[{split}] must be a table with include / exclude, not {table!r}")
+                raise ProtocolError(
+                    f"[{split}] must be a table with include / exclude, not {table!r}"
+                )
             extra = sorted(set(table) - set(_FILTER_KEYS))
             if extra:
                 shown = ", ".join(map(repr, extra))
-                raise ProtocolError(f"[{split}]: unknown key(s) {shown} (allowed: include, exclude)")
+                raise ProtocolError(
+                    f"[{split}]: unknown key(s) {shown} (allowed: include, exclude)"
+                )
             try:
                 values[split] = SplitFilter(table.get("include", {}), table.get("exclude", {}))
             except ProtocolError as error:
@@ -258,7 +280,12 @@ def load_protocol(name_or_path: str | Path | Protocol) -> Protocol:
     if isinstance(name_or_path, Protocol):
         return name_or_path
     text = str(name_or_path)
-    looks_like_path = isinstance(name_or_path, Path) or text.lower().endswith(".toml") or "/" in text or os.sep in text
+    looks_like_path = (
+        isinstance(name_or_path, Path)
+        or text.lower().endswith(".toml")
+        or "/" in text
+        or os.sep in text
+    )
     shipped = PROTOCOL_DIR / f"{text}.toml"
     if not looks_like_path and shipped.is_file():
         path, source = shipped, shipped.name
@@ -336,10 +363,16 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
             f"among the {who}; found {len(found)}: {found}"
         )
     if protocol.holdout_values == "auto":
-        if holdout == "generator":  # hold out within each family, so train and test both see GANs and diffusion
-            families = [sorted({s.generator for s in samples if s.label == label and s.generator})
-                        for label in sorted({s.label for s in samples if not s.is_real})]
-            per_family = [names[-math.ceil(len(names) / 3):] for names in families if len(names) >= 2]
+        if (
+            holdout == "generator"
+        ):  # hold out within each family, so train and test both see GANs and diffusion
+            families = [
+                sorted({s.generator for s in samples if s.label == label and s.generator})
+                for label in sorted({s.label for s in samples if not s.is_real})
+            ]
+            per_family = [
+                names[-math.ceil(len(names) / 3) :] for names in families if len(names) >= 2
+            ]
             if per_family:
                 return tuple(sorted(name for names in per_family for name in names))
         count = min(max(1, math.ceil(len(found) / 3)), len(found) - 1)
@@ -358,7 +391,9 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
 
 
 def select(
-    data: DataIndex | Iterable[Sample], protocol: Protocol | str | Path, required: Sequence[str] = SPLIT_NAMES
+    data: DataIndex | Iterable[Sample],
+    protocol: Protocol | str | Path,
+    required: Sequence[str] = SPLIT_NAMES,
 ) -> Splits:
     """Split ``data`` by ``protocol`` (a ``Protocol``, a shipped name or a TOML path).
 

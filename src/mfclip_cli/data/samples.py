@@ -63,12 +63,20 @@ if TYPE_CHECKING:  # the model package pulls in torch; the data layer must stay 
 LABELS = ("real", "diffusion", "gan")  # the same order as mfclip_cli.model.config.CLASS_NAMES
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+)
 LAYOUTS = ("folder", "genface", "diff", "manifest")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 SAMPLE_FIELDS = ("path", "label", "forgery_type", "generator", "dataset", "video", "split")
 _REQUIRED_FIELDS = ("path", "label")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 _UNKNOWN = ("", "none", "unknown")
 
 
@@ -88,11 +96,15 @@ class Sample:
         for name in ("path", "label", "forgery_type", "generator", "dataset"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise DataError(f"field {name!r} must be a string, not {type(value).__name__} ({value!r})")
+                raise DataError(
+                    f"field {name!r} must be a string, not {type(value).__name__} ({value!r})"
+                )
         for name in ("video", "split"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise DataError(f"field {name!r} must be a string or null, not {type(value).__name__} ({value!r})")
+                raise DataError(
+                    f"field {name!r} must be a string or null, not {type(value).__name__} ({value!r})"
+                )
         if not self.path or "\x00" in self.path:
             raise DataError(f"field 'path' must be a non-empty path, not {self.path!r}")
         label = self.label.strip().lower()
@@ -101,7 +113,9 @@ class Sample:
         forgery_type = self.forgery_type.strip().lower()
         if label == "real":
             if forgery_type not in _UNKNOWN:
-                raise DataError(f"field 'forgery_type' of a real sample must be 'none', not {self.forgery_type!r}")
+                raise DataError(
+                    f"field 'forgery_type' of a real sample must be 'none', not {self.forgery_type!r}"
+                )
             forgery_type = "none"
         elif forgery_type in _UNKNOWN:
             forgery_type = ""
@@ -110,7 +124,9 @@ class Sample:
             split = None
         if split is not None:
             if split not in _SPLIT_ALIASES:
-                raise DataError(f"field 'split' must be one of {', '.join(SPLITS)} (or empty), not {self.split!r}")
+                raise DataError(
+                    f"field 'split' must be one of {', '.join(SPLITS)} (or empty), not {self.split!r}"
+                )
             split = _SPLIT_ALIASES[split]
         video = self.video.strip() if self.video is not None else None
         normalised = {
@@ -202,7 +218,9 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
     return {
         "total": len(samples),
         "label": {label: labels[label] for label in LABELS if labels[label]},
-        "generator": {label: ordered(by_generator[label]) for label in LABELS if label in by_generator},
+        "generator": {
+            label: ordered(by_generator[label]) for label in LABELS if label in by_generator
+        },
         "forgery_type": ordered(Counter(sample.forgery_type or "unknown" for sample in samples)),
         "dataset": ordered(Counter(sample.dataset or "unknown" for sample in samples)),
         "split": ordered(Counter(sample.split for sample in samples if sample.split)),
@@ -252,7 +270,12 @@ def _split_path(relative: str) -> tuple[list[str], str | None]:
 
 
 def _read_tree(
-    root: Path, layout: str, expected: str, classify: _Classifier, dataset: str, include_videos: bool
+    root: Path,
+    layout: str,
+    expected: str,
+    classify: _Classifier,
+    dataset: str,
+    include_videos: bool,
 ) -> list[Sample]:
     root = Path(root)
     if not root.is_dir():
@@ -270,7 +293,9 @@ def _read_tree(
         else:
             samples.append(sample)
     if misplaced:
-        shown = ", ".join(misplaced[:3]) + (f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else "")
+        shown = ", ".join(misplaced[:3]) + (
+            f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else ""
+        )
         raise DataError(
             f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout ({expected}): {shown}"
         )
@@ -295,23 +320,36 @@ def _prefix(name: str) -> str:
     return stem.split("_", 1)[0] if "_" in stem else ""
 
 
-def _classify_folder(folders: list[str], relative: str, video: str | None, dataset: str) -> Sample | None:
+def _classify_folder(
+    folders: list[str], relative: str, video: str | None, dataset: str
+) -> Sample | None:
     if not folders or folders[0].lower() not in LABELS:
         return None
     label, rest = folders[0].lower(), folders[1:]
     if label == "real":
-        return Sample(relative, label, "none", rest[0] if rest else "", dataset=dataset, video=video)
+        return Sample(
+            relative, label, "none", rest[0] if rest else "", dataset=dataset, video=video
+        )
     forgery_type = rest[0] if rest else ""
     generator = rest[1] if len(rest) > 1 else ""
     return Sample(relative, label, forgery_type, generator, dataset=dataset, video=video)
 
 
-def _classify_genface(folders: list[str], relative: str, video: str | None, dataset: str) -> Sample | None:
+def _classify_genface(
+    folders: list[str], relative: str, video: str | None, dataset: str
+) -> Sample | None:
     if not folders:
         return None
     top = folders[0].lower()
     if top == "real":
-        return Sample(relative, "real", "none", folders[1] if len(folders) > 1 else "", dataset=dataset, video=video)
+        return Sample(
+            relative,
+            "real",
+            "none",
+            folders[1] if len(folders) > 1 else "",
+            dataset=dataset,
+            video=video,
+        )
     if top != "fake" or len(folders) < 3 or folders[2].lower() not in ("diffusion", "gan"):
         return None
     if len(folders) > 3:
@@ -322,7 +360,9 @@ def _classify_genface(folders: list[str], relative: str, video: str | None, data
     return Sample(relative, folders[2].lower(), folders[1], generator, dataset=dataset, video=video)
 
 
-def _classify_diff(folders: list[str], relative: str, video: str | None, dataset: str) -> Sample | None:
+def _classify_diff(
+    folders: list[str], relative: str, video: str | None, dataset: str
+) -> Sample | None:
     if len(folders) < 2:
         return None
     top = folders[0].lower()
@@ -335,10 +375,14 @@ def _classify_diff(folders: list[str], relative: str, video: str | None, dataset
     if split is None:
         return None
     generator = folders[2] if len(folders) > 2 else ""
-    return Sample(relative, "diffusion", folders[1], generator, dataset=dataset, video=video, split=split)
+    return Sample(
+        relative, "diffusion", folders[1], generator, dataset=dataset, video=video, split=split
+    )
 
 
-def read_folder(root: str | Path, *, dataset: str | None = None, include_videos: bool = False) -> list[Sample]:
+def read_folder(
+    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
+) -> list[Sample]:
     """``ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]**``; dataset = the root's name."""
     root = Path(root)
     name = dataset if dataset is not None else root.absolute().name
@@ -346,14 +390,18 @@ def read_folder(root: str | Path, *, dataset: str | None = None, include_videos:
     return _read_tree(root, "folder", expected, _classify_folder, name, include_videos)
 
 
-def read_genface(root: str | Path, *, dataset: str | None = None, include_videos: bool = False) -> list[Sample]:
+def read_genface(
+    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
+) -> list[Sample]:
     """``real/<source>/...`` and ``fake/<type>/<Diffusion|GAN>/<gen>_*`` (or ``.../<gen>/...``)."""
     expected = "real/<source>/... or fake/<EFS|FS|AM>/<Diffusion|GAN>/<gen>_*"
     name = dataset if dataset is not None else "GenFace"
     return _read_tree(Path(root), "genface", expected, _classify_genface, name, include_videos)
 
 
-def read_diff(root: str | Path, *, dataset: str | None = None, include_videos: bool = False) -> list[Sample]:
+def read_diff(
+    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
+) -> list[Sample]:
     """DiFF: ``DiFF_real/<split>/...`` and ``<split>/<T2I|I2I|FS|FE>/<gen>/...``, all fakes diffusion."""
     expected = "DiFF_real/{train,val,test}/... or {train,val,test}/{T2I,I2I,FS,FE}/<gen>/..."
     name = dataset if dataset is not None else "DiFF"
@@ -372,7 +420,9 @@ def find_manifest(root: str | Path) -> Path:
         raise FileNotFoundError(f"manifest or dataset folder not found: {root}")
     found = [root / name for name in MANIFEST_NAMES if (root / name).is_file()]
     if len(found) > 1:
-        raise DataError(f"{root} holds both {' and '.join(p.name for p in found)}; name the one to read")
+        raise DataError(
+            f"{root} holds both {' and '.join(p.name for p in found)}; name the one to read"
+        )
     if not found:
         raise DataError(f"{root} holds no manifest ({' or '.join(MANIFEST_NAMES)})")
     return found[0]
@@ -394,7 +444,9 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
+            raise DataError(
+                f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})"
+            ) from None
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
@@ -409,8 +461,12 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     if unknown or missing:
         problem = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else ""
         if missing:
-            problem += ("; " if problem else "") + f"missing column(s) {', '.join(map(repr, missing))}"
-        raise DataError(f"{path}, line 1: {problem} (the header names the fields: {', '.join(SAMPLE_FIELDS)})")
+            problem += (
+                "; " if problem else ""
+            ) + f"missing column(s) {', '.join(map(repr, missing))}"
+        raise DataError(
+            f"{path}, line 1: {problem} (the header names the fields: {', '.join(SAMPLE_FIELDS)})"
+        )
     for row in reader:
         number = reader.line_num
         if "\x00extra" in row:
@@ -441,7 +497,9 @@ def read_manifest(path: str | Path, *, dataset: str | None = None) -> list[Sampl
         except (ValueError, TypeError) as error:
             raise DataError(f"{path}, line {number}: {error}") from None
         if sample.path in seen:
-            raise DataError(f"{path}, line {number}: path {sample.path!r} already listed on line {seen[sample.path]}")
+            raise DataError(
+                f"{path}, line {number}: path {sample.path!r} already listed on line {seen[sample.path]}"
+            )
         seen[sample.path] = number
         if dataset is not None and not sample.dataset:
             sample = Sample(**{**sample.to_dict(), "dataset": dataset})
@@ -483,7 +541,11 @@ def detect_layout(root: str | Path) -> str:
         raise FileNotFoundError(f"dataset folder not found: {root}")
     if any((root / name).is_file() for name in MANIFEST_NAMES):
         return "manifest"
-    folders = {entry.name.lower() for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
+    folders = {
+        entry.name.lower()
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    }
     if "diff_real" in folders:
         return "diff"
     if {"real", "fake"} <= folders:
@@ -507,7 +569,11 @@ _READERS: dict[str, Callable[..., list[Sample]]] = {
 
 
 def read_dataset(
-    root: str | Path, layout: str | None = None, dataset: str | None = None, *, include_videos: bool = False
+    root: str | Path,
+    layout: str | None = None,
+    dataset: str | None = None,
+    *,
+    include_videos: bool = False,
 ) -> DataIndex:
     """Read the dataset at ``root`` (a folder, or a manifest file) into a ``DataIndex``.
 

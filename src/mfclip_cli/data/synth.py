@@ -95,35 +95,49 @@ SYNTH_GENERATORS: dict[str, GeneratorSpec] = {
     spec.name: spec
     for spec in (
         GeneratorSpec(
-            "synth-gan-checker2", "gan", "efs",
+            "synth-gan-checker2",
+            "gan",
+            "efs",
             "adds a 2-px transposed-convolution checkerboard (stride 2, 3-tap kernel; amplitude 8%, random phase)",
             period=2,
         ),
         GeneratorSpec(
-            "synth-gan-checker3", "gan", "efs",
+            "synth-gan-checker3",
+            "gan",
+            "efs",
             "adds a 3-px transposed-convolution checkerboard (stride 3, 4-tap kernel; amplitude 6%, random phase)",
             period=3,
         ),
         GeneratorSpec(
-            "synth-gan-checker4", "gan", "efs",
+            "synth-gan-checker4",
+            "gan",
+            "efs",
             "adds a 4-px transposed-convolution checkerboard (stride 4, 6-tap kernel; amplitude 6%, random phase)",
             period=4,
         ),
         GeneratorSpec(
-            "synth-gan-grid6", "gan", "efs",
+            "synth-gan-grid6",
+            "gan",
+            "efs",
             "adds dark 1-px tile-seam lines every 6 px in both directions (amplitude 6%, random phase)",
             period=6,
         ),
         GeneratorSpec(
-            "synth-diff-lowpass", "diffusion", "efs",
+            "synth-diff-lowpass",
+            "diffusion",
+            "efs",
             "replaces the high band v - G_2(v) by 0.45-0.6 x its Gaussian-smoothed (sigma 1.1-1.4 px) copy",
         ),
         GeneratorSpec(
-            "synth-diff-bilateral", "diffusion", "efs",
+            "synth-diff-bilateral",
+            "diffusion",
+            "efs",
             "edge-preserving smoothing: 3 bilateral passes (d 7, sigma colour 25-35, space 3) then Gaussian sigma 1.3 px",
         ),
         GeneratorSpec(
-            "synth-diff-residual", "diffusion", "efs",
+            "synth-diff-residual",
+            "diffusion",
+            "efs",
             "Gaussian low-pass (sigma 1.4-1.7 px) plus a faint smoothed-noise residual (noise blurred sigma 1.5 px, std 1.5-2.5 levels)",
         ),
     )
@@ -142,17 +156,29 @@ _GAN_TILES: dict[str, tuple[tuple[float, ...], float]] = {
 class _Source:
     name: str
     file: str
-    face_box: tuple[float, float, float, float]  # x1, y1, x2, y2 of the face (MTCNN) in the base image
+    face_box: tuple[
+        float, float, float, float
+    ]  # x1, y1, x2, y2 of the face (MTCNN) in the base image
     max_upscale: float
     licence: str
 
 
 # Face boxes as facenet-pytorch's MTCNN finds them in the full base images.
 _SOURCES = (
-    _Source("astronaut", "astronaut.png", (181.1, 62.2, 267.7, 172.1), 1.6,
-            "Eileen Collins, NASA; public domain (via scikit-image, skimage.data.astronaut)"),
-    _Source("cameraman", "cameraman.png", (199.2, 118.9, 254.3, 192.3), 1.6,
-            "Lav Varshney; CC0 (via scikit-image, skimage.data.camera)"),
+    _Source(
+        "astronaut",
+        "astronaut.png",
+        (181.1, 62.2, 267.7, 172.1),
+        1.6,
+        "Eileen Collins, NASA; public domain (via scikit-image, skimage.data.astronaut)",
+    ),
+    _Source(
+        "cameraman",
+        "cameraman.png",
+        (199.2, 118.9, 254.3, 192.3),
+        1.6,
+        "Lav Varshney; CC0 (via scikit-image, skimage.data.camera)",
+    ),
 )
 
 
@@ -180,7 +206,9 @@ def _gan_tile(name: str) -> np.ndarray:
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.GaussianBlur(
+        image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
+    )
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -190,7 +218,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def apply_artifact(rgb_uint8: np.ndarray, generator: str, rng: np.random.Generator) -> np.ndarray:
     """The image with ``generator``'s artifact over the whole of it; [H, W, 3] uint8 in and out."""
     if generator not in SYNTH_GENERATORS:
-        raise KeyError(f"unknown synthetic generator {generator!r}; known: {', '.join(SYNTH_GENERATORS)}")
+        raise KeyError(
+            f"unknown synthetic generator {generator!r}; known: {', '.join(SYNTH_GENERATORS)}"
+        )
     image = np.asarray(rgb_uint8)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
@@ -241,7 +271,9 @@ def _source(name: str) -> _Source:
     raise KeyError(f"unknown base image {name!r}; known: {', '.join(s.name for s in _SOURCES)}")
 
 
-def _view_matrix(source: _Source, scale: float, angle: float, centre: tuple[float, float]) -> np.ndarray:
+def _view_matrix(
+    source: _Source, scale: float, angle: float, centre: tuple[float, float]
+) -> np.ndarray:
     """2x3 affine base -> view: scale and rotate (degrees, counter-clockwise) about the face, face to ``centre``."""
     x1, y1, x2, y2 = source.face_box
     face = ((x1 + x2) / 2, (y1 + y2) / 2)
@@ -267,20 +299,30 @@ def warp_view(
     """
     matrix = _view_matrix(_source(source), scale, angle, centre)
     if flip:
-        matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return cv2.warpAffine(base, matrix, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101)
+        matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
+            [matrix, [0.0, 0.0, 1.0]]
+        )
+    return cv2.warpAffine(
+        base, matrix, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101
+    )
 
 
 def _outside(base_shape: tuple[int, ...], matrix: np.ndarray, size: int) -> float:
     """How far (base pixels) the view's corners fall outside the base image; 0 when inside."""
-    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], dtype=np.float64)
+    corners = np.array(
+        [[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], dtype=np.float64
+    )
     points = (corners - matrix[:, 2]) @ np.linalg.inv(matrix[:, :2]).T
     height, width = base_shape[:2]
-    excess = np.concatenate([-points[:, 0], points[:, 0] - (width - 1), -points[:, 1], points[:, 1] - (height - 1)])
+    excess = np.concatenate(
+        [-points[:, 0], points[:, 0] - (width - 1), -points[:, 1], points[:, 1] - (height - 1)]
+    )
     return float(max(excess.max(), 0.0))
 
 
-def random_view(base: np.ndarray, source: str, rng: np.random.Generator, size: int = 256) -> np.ndarray:
+def random_view(
+    base: np.ndarray, source: str, rng: np.random.Generator, size: int = 256
+) -> np.ndarray:
     """One augmented ``size`` x ``size`` view of a base image from ``real_sources()`` (module docstring)."""
     spec = _source(source)
     face_height = spec.face_box[3] - spec.face_box[1]
@@ -294,9 +336,13 @@ def random_view(base: np.ndarray, source: str, rng: np.random.Generator, size: i
     # for the scan's 1.3x face crop.
     margin = min(0.45 * size, max(0.25 * size, 0.68 * scale * face_height))
     candidates = rng.uniform(margin, size - margin, size=(16, 2))
-    outside = [_outside(base.shape, _view_matrix(spec, scale, angle, tuple(c)), size) for c in candidates]
+    outside = [
+        _outside(base.shape, _view_matrix(spec, scale, angle, tuple(c)), size) for c in candidates
+    ]
     centre = tuple(candidates[int(np.argmin(outside))])
-    view = warp_view(base, source, scale=scale, angle=angle, centre=centre, flip=flip, size=size).astype(np.float32)
+    view = warp_view(
+        base, source, scale=scale, angle=angle, centre=centre, flip=flip, size=size
+    ).astype(np.float32)
 
     contrast, brightness = rng.uniform(0.85, 1.15), rng.uniform(-15.0, 15.0)
     saturation, gamma = rng.uniform(0.8, 1.2), rng.uniform(0.9, 1.1)
@@ -326,7 +372,7 @@ def _synth_md(n: int, seed: int, size: int) -> str:
         f"(n = {n} per class, seed = {seed}, size = {size} px).",
         "",
         "**This is synthetic demonstration data.** No image here comes from a GAN or a diffusion",
-        "model. The \"fakes\" are views of public-domain photographs with hand-made artifacts that",
+        'model. The "fakes" are views of public-domain photographs with hand-made artifacts that',
         "imitate the two families' best-known frequency traces. A model trained on it learns these",
         "artifacts only: use it to try the pipeline, never as evidence about a real image, and",
         "never report its scores as detection accuracy.",
@@ -355,7 +401,9 @@ def _image_rng(seed: int, label: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _LABELS.index(label), index])
 
 
-def write_synth_dataset(out: Path, n: int, seed: int = 0, size: int = 256, overwrite: bool = False) -> dict:
+def write_synth_dataset(
+    out: Path, n: int, seed: int = 0, size: int = 256, overwrite: bool = False
+) -> dict:
     """Write ``n`` images per class (real, gan, diffusion) under ``out`` in the folder layout.
 
     Deterministic: the same (n, seed, size) writes the same bytes; image i of a class depends on
@@ -374,14 +422,19 @@ def write_synth_dataset(out: Path, n: int, seed: int = 0, size: int = 256, overw
         if not overwrite:
             raise FileExistsError(f"{out} is not empty (refusing to overwrite it; pass overwrite)")
         if not (out / "synth.json").is_file():
-            raise FileExistsError(f"{out} is not empty and holds no synthetic data set (no synth.json); not overwriting it")
+            raise FileExistsError(
+                f"{out} is not empty and holds no synthetic data set (no synth.json); not overwriting it"
+            )
         for name in _LABELS:
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("SYNTH.md", "synth.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    generators = {label: [s.name for s in SYNTH_GENERATORS.values() if s.label == label] for label in ("gan", "diffusion")}
+    generators = {
+        label: [s.name for s in SYNTH_GENERATORS.values() if s.label == label]
+        for label in ("gan", "diffusion")
+    }
     sources = real_sources()
     parameters = {
         "format": SYNTH_FORMAT,
@@ -390,8 +443,10 @@ def write_synth_dataset(out: Path, n: int, seed: int = 0, size: int = 256, overw
         "seed": seed,
         "size": size,
         "sources": [s.name for s in _SOURCES],
-        "generators": {name: {"label": s.label, "forgery_type": s.forgery_type, "description": s.description}
-                       for name, s in SYNTH_GENERATORS.items()},
+        "generators": {
+            name: {"label": s.label, "forgery_type": s.forgery_type, "description": s.description}
+            for name, s in SYNTH_GENERATORS.items()
+        },
     }
     # Written first, so an interrupted run can still be overwritten.
     (out / "synth.json").write_text(json.dumps(parameters, indent=2) + "\n", encoding="utf-8")

@@ -56,7 +56,9 @@ def _rate(count: int, run: Callable[[], Any], device: torch.device) -> float:
     return _interleaved_rates({"run": (count, run)}, device, 1)["run"][0]
 
 
-def _interleaved_rates(stages: dict[str, tuple[int, Callable[[], Any]]], device: torch.device, repeats: int) -> dict[str, list[float]]:
+def _interleaved_rates(
+    stages: dict[str, tuple[int, Callable[[], Any]]], device: torch.device, repeats: int
+) -> dict[str, list[float]]:
     """Items per second of each stage in each of ``repeats`` rounds, after one untimed warm-up of each.
 
     Each round runs every stage once, so a slow minute of a shared machine slows all of them.
@@ -104,7 +106,9 @@ def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[P
     return paths
 
 
-def _naive_pipeline(paths: list[Path], model, device: torch.device, crop_size: int, min_face: int) -> Callable[[], None]:
+def _naive_pipeline(
+    paths: list[Path], model, device: torch.device, crop_size: int, min_face: int
+) -> Callable[[], None]:
     """facenet-pytorch ``MTCNN.detect`` one image at a time, then one fp32 forward per face."""
     from facenet_pytorch import MTCNN
 
@@ -117,7 +121,9 @@ def _naive_pipeline(paths: list[Path], model, device: torch.device, crop_size: i
             boxes, _ = mtcnn.detect(rgb)
             for box in [] if boxes is None else boxes:
                 crop = rgb.crop(tuple(int(v) for v in box)).resize((crop_size, crop_size))
-                tensor = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+                tensor = (
+                    torch.from_numpy(np.array(crop)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+                )
                 with torch.no_grad():
                     model(tensor.to(device))
 
@@ -130,20 +136,38 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     device = resolve_device(request.device)
     torch.manual_seed(request.seed)
     config = load_model_config(request.config)
-    model = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).eval().merge_adapters()
+    model = (
+        build_model(config.replace(clip={"pretrained": None}), pretrained=False)
+        .to(device)
+        .eval()
+        .merge_adapters()
+    )
     crop = config.preprocess.crop_size
     batch = request.batch_size
     faces = torch.rand(batch, 3, crop, crop, device=device)
     results: dict[str, Any] = {
-        "tool": "mfclip", "version": __version__, "date_utc": utc_now(), "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "config": config.name, "images": request.images, "size": request.size,
-        "batch_size": batch, "min_face": request.min_face, "repeats": request.repeats,
+        "tool": "mfclip",
+        "version": __version__,
+        "date_utc": utc_now(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "config": config.name,
+        "images": request.images,
+        "size": request.size,
+        "batch_size": batch,
+        "min_face": request.min_face,
+        "repeats": request.repeats,
         "weights": "random (speed does not depend on what the weights learned)",
     }
 
     def model_stage() -> None:
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with (
+            torch.no_grad(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"),
+        ):
             model(faces)
 
     results["model_faces_per_s"] = _rate(batch, model_stage, device)
@@ -155,21 +179,37 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         found: list[int] = []
 
         def scan_all() -> None:
-            found[:] = [len(record.faces) for record in scanner.scan([InputItem(path) for path in paths])]
+            found[:] = [
+                len(record.faces) for record in scanner.scan([InputItem(path) for path in paths])
+            ]
 
         count = len(paths)
-        rates = _interleaved_rates({
-            "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
-            "end_to_end_images_per_s": (count, scan_all),
-            "naive_images_per_s": (count, _naive_pipeline(paths, model, device, crop, request.min_face)),
-        }, device, request.repeats)
+        rates = _interleaved_rates(
+            {
+                "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
+                "end_to_end_images_per_s": (count, scan_all),
+                "naive_images_per_s": (
+                    count,
+                    _naive_pipeline(paths, model, device, crop, request.min_face),
+                ),
+            },
+            device,
+            request.repeats,
+        )
         results.update({name: statistics.median(values) for name, values in rates.items()})
         results["rounds"] = rates
         results["faces_found"] = int(sum(found))
 
-    trainer = build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
-    optimizer = torch.optim.AdamW(trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda")
-    labels = [LabelSet(CLASS_NAMES[i % 3], "efs" if i % 3 else "none", f"g{i % 5}" if i % 3 else "") for i in range(batch)]
+    trainer = (
+        build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
+    )
+    optimizer = torch.optim.AdamW(
+        trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda"
+    )
+    labels = [
+        LabelSet(CLASS_NAMES[i % 3], "efs" if i % 3 else "none", f"g{i % 5}" if i % 3 else "")
+        for i in range(batch)
+    ]
 
     def train_step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -186,9 +226,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
 
 def _table(results: dict[str, Any]) -> Table:
-    table = Table(title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
-                        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights; "
-                        f"image stages: median of {results['repeats']} interleaved rounds")
+    table = Table(
+        title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
+        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights; "
+        f"image stages: median of {results['repeats']} interleaved rounds"
+    )
     table.add_column("stage")
     table.add_column("rate", justify="right")
     table.add_column("rounds (min-max)", justify="right")

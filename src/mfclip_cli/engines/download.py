@@ -26,8 +26,13 @@ class TransferError(RuntimeError):
         self.resumable = resumable
 
 
-def fetch(source: str, target: Path, *, on_start: Callable[[int | None, int], None],
-          on_bytes: Callable[[int], None]) -> None:
+def fetch(
+    source: str,
+    target: Path,
+    *,
+    on_start: Callable[[int | None, int], None],
+    on_bytes: Callable[[int], None],
+) -> None:
     """Bring ``source`` to ``target``; ``on_start(total, already)`` then ``on_bytes(n)`` report progress.
 
     Local write failures (a full disk) propagate as ``OSError``; transfer failures are ``TransferError``.
@@ -37,7 +42,9 @@ def fetch(source: str, target: Path, *, on_start: Callable[[int | None, int], No
         return
     path = Path(source).expanduser()
     if not path.is_file():
-        raise TransferError(f"{source}: no such file (give an http(s):// URL or a local path)", resumable=False)
+        raise TransferError(
+            f"{source}: no such file (give an http(s):// URL or a local path)", resumable=False
+        )
     on_start(path.stat().st_size, 0)
     with open(path, "rb") as reader, open(target, "wb") as writer:
         while chunk := reader.read(CHUNK):
@@ -69,14 +76,22 @@ def _fetch_http(url: str, target: Path, on_start, on_bytes) -> None:
             while True:
                 try:
                     chunk = response.read(CHUNK)
-                except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError) as error:
-                    raise TransferError(f"{url}: the connection broke after {received} bytes ({error})",
-                                        resumable=True) from None
+                except (
+                    http.client.IncompleteRead,
+                    ConnectionError,
+                    TimeoutError,
+                    OSError,
+                ) as error:
+                    raise TransferError(
+                        f"{url}: the connection broke after {received} bytes ({error})",
+                        resumable=True,
+                    ) from None
                 if not chunk:
                     break
                 writer.write(chunk)
                 received += len(chunk)
                 on_bytes(len(chunk))
     if total is not None and received < total:
-        raise TransferError(f"{url}: the connection closed after {received} of {total} bytes", resumable=True)
-
+        raise TransferError(
+            f"{url}: the connection closed after {received} of {total} bytes", resumable=True
+        )

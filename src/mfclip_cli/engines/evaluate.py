@@ -33,19 +33,37 @@ from mfclip_cli.engines.weights import load_weights, resolve_weights
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
 from mfclip_cli.model import MFCLIP
 
-REPORTED = {"n": "n", "auc": "AUC", "ap": "AP", "eer": "EER", "acc": "ACC", "real_acc": "real\nACC",
-            "fake_acc": "fake\nACC", "acc3": "3-way\nACC"}  # the table; the JSON has every metric
+REPORTED = {
+    "n": "n",
+    "auc": "AUC",
+    "ap": "AP",
+    "eer": "EER",
+    "acc": "ACC",
+    "real_acc": "real\nACC",
+    "fake_acc": "fake\nACC",
+    "acc3": "3-way\nACC",
+}  # the table; the JSON has every metric
 
 
 @torch.no_grad()
 def predict(
-    model: MFCLIP, root: Path, samples: Sequence[Sample], device: torch.device, *, batch_size: int = 64, workers: int = 0
+    model: MFCLIP,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
 ) -> np.ndarray:
     """Class probabilities [N, 3] of dataset samples; bf16 autocast on CUDA, fp32 on CPU."""
     model.eval()
     images = FaceImages(root, [sample.path for sample in samples], model.crop_size)
     loader = torch.utils.data.DataLoader(
-        images, batch_size=batch_size, num_workers=workers, collate_fn=collate_faces, pin_memory=device.type == "cuda"
+        images,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_faces,
+        pin_memory=device.type == "cuda",
     )
     results = []
     for faces, _ in loader:
@@ -84,23 +102,40 @@ def _refuse_existing(request: EvalRequest) -> None:
     for target in (request.json_path, request.predictions_path):
         if target:
             refuse_existing(target, request.force)
-    if request.plots_dir and Path(request.plots_dir).is_dir() and any(Path(request.plots_dir).iterdir()):
+    if (
+        request.plots_dir
+        and Path(request.plots_dir).is_dir()
+        and any(Path(request.plots_dir).iterdir())
+    ):
         if not request.force:
             raise UsageError(f"{request.plots_dir} is not empty (pass --force to write into it)")
 
 
-def _write_predictions(path: str, samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str], force: bool) -> None:
+def _write_predictions(
+    path: str, samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str], force: bool
+) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", *classes, "forgery_type", "generator", "dataset", "video"])
     for sample, row in zip(samples, probs):
-        writer.writerow([sample.path, sample.label, *(f"{value:.8f}" for value in row), sample.forgery_type,
-                         sample.generator, sample.dataset, sample.video or ""])
+        writer.writerow(
+            [
+                sample.path,
+                sample.label,
+                *(f"{value:.8f}" for value in row),
+                sample.forgery_type,
+                sample.generator,
+                sample.dataset,
+                sample.video or "",
+            ]
+        )
     with atomic_writer(path, overwrite=force) as handle:
         handle.write(buffer.getvalue().encode("utf-8"))
 
 
-def _write_plots(folder: str, groups: dict[str, tuple[Sequence[Sample], np.ndarray]], force: bool) -> list[str]:
+def _write_plots(
+    folder: str, groups: dict[str, tuple[Sequence[Sample], np.ndarray]], force: bool
+) -> list[str]:
     curves = {}
     for name, (samples, probs) in groups.items():
         fake = np.array([sample.label != "real" for sample in samples], dtype=int)
@@ -124,8 +159,15 @@ def _table(report: dict) -> Table:
     if report["overall"].get("video"):
         rows.append(("overall (video)", report["overall"]["video"]))
     for name, values in rows:
-        table.add_row(name, *("-" if values.get(k) is None else (str(values[k]) if k == "n" else f"{values[k]:.3f}")
-                              for k in REPORTED))
+        table.add_row(
+            name,
+            *(
+                "-"
+                if values.get(k) is None
+                else (str(values[k]) if k == "n" else f"{values[k]:.3f}")
+                for k in REPORTED
+            ),
+        )
     return table
 
 
@@ -139,9 +181,18 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
     if demo:
-        error_console.print("[bold yellow]warning:[/] evaluating the bundled DEMO weights (trained on synthetic artifacts).")
+        error_console.print(
+            "[bold yellow]warning:[/] evaluating the bundled DEMO weights (trained on synthetic artifacts)."
+        )
     started = utc_now()
-    probs = predict(model.merge_adapters(), index.root, splits.test, device, batch_size=request.batch_size, workers=request.workers)
+    probs = predict(
+        model.merge_adapters(),
+        index.root,
+        splits.test,
+        device,
+        batch_size=request.batch_size,
+        workers=request.workers,
+    )
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
     report = {
@@ -150,12 +201,20 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         "version": __version__,
         "started_utc": started,
         "device": str(device),
-        "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
-                    "config": info.config.name},
+        "weights": {
+            "name": resolved.name,
+            "path": str(resolved.path),
+            "sha256": info.sha256,
+            "demo": demo,
+            "config": info.config.name,
+        },
         "demo": demo,
         "data": {"root": str(index.root), "layout": index.layout, "samples": len(index.samples)},
-        "protocol": {"name": protocol.name, "held_out": list(splits.held_out),
-                     "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}},
+        "protocol": {
+            "name": protocol.name,
+            "held_out": list(splits.held_out),
+            "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        },
         "threshold": request.threshold,
         "overall": score_samples(splits.test, probs, request.threshold),
         "subsets": {},
@@ -166,11 +225,12 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         report["subsets"][name] = score_samples(members, rows, request.threshold)
         groups[name] = (members, rows)
     if request.predictions_path:
-        _write_predictions(request.predictions_path, splits.test, probs, model.classes, request.force)
+        _write_predictions(
+            request.predictions_path, splits.test, probs, model.classes, request.force
+        )
     if request.plots_dir:
         report["plots"] = _write_plots(request.plots_dir, groups, request.force)
     if request.json_path:
         write_json_atomic(request.json_path, report, overwrite=request.force)
     console.print(_table(report))
     return report
-

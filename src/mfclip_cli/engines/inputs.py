@@ -22,14 +22,18 @@ GLOB_CHARS = frozenset("*?[")
 @dataclass(frozen=True)
 class InputItem:
     path: Path
-    error: str | None = None  # set when the input cannot even be listed (missing, unreadable folder)
+    error: str | None = (
+        None  # set when the input cannot even be listed (missing, unreadable folder)
+    )
 
     @property
     def display(self) -> str:
         return str(self.path)
 
 
-def _walk(root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str, ...] = ()) -> Iterable[InputItem]:
+def _walk(
+    root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str, ...] = ()
+) -> Iterable[InputItem]:
     """Media files under ``root``, names sorted; a link back to a folder being walked is an error entry.
 
     A folder reached a second time by another route (a link to a folder walked already) is skipped:
@@ -72,7 +76,9 @@ def _loops(path: Path) -> bool:
     return False
 
 
-def collect_inputs(specs: Iterable[str], recursive: bool = True, stdin: TextIO | None = None) -> list[InputItem]:
+def collect_inputs(
+    specs: Iterable[str], recursive: bool = True, stdin: TextIO | None = None
+) -> list[InputItem]:
     """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``."""
     items: list[InputItem] = []
     seen_files: set[str] = set()

@@ -28,7 +28,9 @@ def _binary_inputs(y_true, score) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
     s = np.asarray(score, dtype=np.float64)
     if y.ndim != 1 or s.ndim != 1 or y.shape != s.shape:
-        raise ValueError(f"y_true and score must be 1-D and the same length, got shapes {y.shape} and {s.shape}")
+        raise ValueError(
+            f"y_true and score must be 1-D and the same length, got shapes {y.shape} and {s.shape}"
+        )
     if not np.isin(y, (0, 1)).all():
         raise ValueError("y_true must hold only 0 (real) and 1 (fake)")
     if np.isnan(s).any():
@@ -132,7 +134,9 @@ def _class_indices(labels: Sequence[str]) -> np.ndarray:
 def _probs_matrix(probs, n: int) -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (n, len(CLASS_NAMES)):
-        raise ValueError(f"probs must have shape ({n}, {len(CLASS_NAMES)}) in {CLASS_NAMES} order, got {p.shape}")
+        raise ValueError(
+            f"probs must have shape ({n}, {len(CLASS_NAMES)}) in {CLASS_NAMES} order, got {p.shape}"
+        )
     if not np.isfinite(p).all():
         raise ValueError("probs contains NaN or infinity")
     return p
@@ -177,10 +181,14 @@ def detection_metrics(labels: Sequence[str], probs, threshold: float = 0.5) -> d
         "macro_f1": float(f1.mean()) if f1.size else math.nan,
         "confusion": confusion.tolist(),
     }
-    return {key: _json_safe(float(v) if isinstance(v, np.floating) else v) for key, v in result.items()}
+    return {
+        key: _json_safe(float(v) if isinstance(v, np.floating) else v) for key, v in result.items()
+    }
 
 
-def video_level(keys: Sequence[str | None], labels: Sequence[str], probs) -> tuple[list, list[str], np.ndarray]:
+def video_level(
+    keys: Sequence[str | None], labels: Sequence[str], probs
+) -> tuple[list, list[str], np.ndarray]:
     """Collapse frame predictions into one prediction per video: the mean of its frames' probabilities.
 
     Keys are compared verbatim, so 'A/000_003' and 'B/000_003' are different videos. A frame
@@ -205,9 +213,13 @@ def video_level(keys: Sequence[str | None], labels: Sequence[str], probs) -> tup
             continue
         slot = slot_of[key]
         if out_labels[slot] != label:
-            raise ValueError(f"video {key!r} has frames labelled both {out_labels[slot]!r} and {label!r}")
+            raise ValueError(
+                f"video {key!r} has frames labelled both {out_labels[slot]!r} and {label!r}"
+            )
         members[slot].append(row)
-    video_probs = np.array([p[rows].mean(axis=0) for rows in members]).reshape(len(members), len(CLASS_NAMES))
+    video_probs = np.array([p[rows].mean(axis=0) for rows in members]).reshape(
+        len(members), len(CLASS_NAMES)
+    )
     return out_keys, out_labels, video_probs
 
 
@@ -248,7 +260,13 @@ def plot_roc(
     for name, (fpr, tpr, auc) in curves.items():
         shown = "n/a" if auc is None or math.isnan(auc) else f"{auc:.3f}"
         axes.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {shown})")
-    axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+    )
     axes.set_aspect("equal")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")

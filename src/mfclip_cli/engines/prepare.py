@@ -45,7 +45,12 @@ from mfclip_cli.faces import (
 from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
 
-LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = "prepare.jsonl", "manifest.jsonl", "prepare.json", "faces"
+LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
+    "prepare.jsonl",
+    "manifest.jsonl",
+    "prepare.json",
+    "faces",
+)
 
 
 @dataclass
@@ -79,10 +84,14 @@ class Preparer:
         self.request = request
         self.out = Path(request.out)
         config = load_model_config(request.config).preprocess
-        self.search = FaceSearch(crop_size=config.crop_size, margin=config.margin, min_face=request.min_face)
+        self.search = FaceSearch(
+            crop_size=config.crop_size, margin=config.margin, min_face=request.min_face
+        )
         self.cropper = FaceCropper(self.search, resolve_device(request.device))
 
-    def _write_faces(self, source: str, found: FoundFaces, frame: int | None) -> list[dict[str, Any]]:
+    def _write_faces(
+        self, source: str, found: FoundFaces, frame: int | None
+    ) -> list[dict[str, Any]]:
         chosen = range(len(found.detections)) if self.request.all_faces else _largest(found)
         pixels = (found.crops.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         faces = []
@@ -93,21 +102,37 @@ class Preparer:
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels[i]).save(target, format="PNG")
             detection = found.detections[i]
-            faces.append({"path": relative, "frame": frame, "box": np.round(detection.box, 2).tolist(),
-                          "det_score": round(float(detection.score), 6)})
+            faces.append(
+                {
+                    "path": relative,
+                    "frame": frame,
+                    "box": np.round(detection.box, 2).tolist(),
+                    "det_score": round(float(detection.score), 6),
+                }
+            )
         return faces
 
     def prepare(self, sample: Sample, path: Path, sha256: str) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": sample.path, "sha256": sha256, "status": "ok", "error": None,
-                                  "video": is_video(path), "faces": []}
+        record: dict[str, Any] = {
+            "source": sample.path,
+            "sha256": sha256,
+            "status": "ok",
+            "error": None,
+            "video": is_video(path),
+            "faces": [],
+        }
         try:
             if is_video(path):
                 _, frames = sample_video(path, fps=None, frames=self.request.frames)
                 for frame in frames:
-                    record["faces"] += self._write_faces(sample.path, self.cropper([frame.pixels])[0], frame.index)
+                    record["faces"] += self._write_faces(
+                        sample.path, self.cropper([frame.pixels])[0], frame.index
+                    )
             else:
                 image = decode_image(path)
-                record["faces"] = self._write_faces(sample.path, self.cropper([image.pixels])[0], None)
+                record["faces"] = self._write_faces(
+                    sample.path, self.cropper([image.pixels])[0], None
+                )
         except DecodeError as error:
             record.update(status="error", error=str(error), faces=[])
         if record["status"] == "ok" and not record["faces"]:
@@ -118,8 +143,15 @@ class Preparer:
 def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
     for face in record["faces"]:
         video = source.path if record["video"] else source.video
-        yield Sample(path=face["path"], label=source.label, forgery_type=source.forgery_type,
-                     generator=source.generator, dataset=source.dataset, video=video, split=source.split)
+        yield Sample(
+            path=face["path"],
+            label=source.label,
+            forgery_type=source.forgery_type,
+            generator=source.generator,
+            dataset=source.dataset,
+            video=video,
+            split=source.split,
+        )
 
 
 def run_prepare(request: PrepareRequest, *, console: Console, error_console: Console) -> int:
@@ -139,8 +171,15 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
-    bar = Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=error_console, disable=not show, transient=True)
+    bar = Progress(
+        TextColumn("preparing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        disable=not show,
+        transient=True,
+    )
     with bar, open(log, "a", encoding="utf-8") as handle:
         task = bar.add_task("prepare", total=len(index.samples))
         for sample in index.samples:
@@ -148,8 +187,14 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
             try:
                 key = (sample.path, sha256_file(path))
             except OSError as error:
-                record = {"source": sample.path, "sha256": None, "status": "error",
-                          "error": f"cannot read file: {error.strerror or error}", "video": is_video(path), "faces": []}
+                record = {
+                    "source": sample.path,
+                    "sha256": None,
+                    "status": "error",
+                    "error": f"cannot read file: {error.strerror or error}",
+                    "video": is_video(path),
+                    "faces": [],
+                }
             else:
                 record = done.get(key) or preparer.prepare(sample, path, key[1])
                 if key not in done:
@@ -160,14 +205,25 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     crops = [crop for sample, record in records for crop in _crop_samples(sample, record)]
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
     statuses = [record["status"] for _, record in records]
-    skipped = [{"source": record["source"], "status": record["status"], "error": record["error"]}
-               for _, record in records if record["status"] != "ok"]
+    skipped = [
+        {"source": record["source"], "status": record["status"], "error": record["error"]}
+        for _, record in records
+        if record["status"] != "ok"
+    ]
     summary = {
-        "tool": "mfclip", "version": __version__, "finished_utc": utc_now(),
-        "source": str(source_root), "layout": index.layout,
-        "crop_size": preparer.search.crop_size, "margin": preparer.search.margin,
-        "files": len(records), "ok": statuses.count("ok"), "no_face": statuses.count("no_face"),
-        "error": statuses.count("error"), "faces": len(crops), "skipped": skipped,
+        "tool": "mfclip",
+        "version": __version__,
+        "finished_utc": utc_now(),
+        "source": str(source_root),
+        "layout": index.layout,
+        "crop_size": preparer.search.crop_size,
+        "margin": preparer.search.margin,
+        "files": len(records),
+        "ok": statuses.count("ok"),
+        "no_face": statuses.count("no_face"),
+        "error": statuses.count("error"),
+        "faces": len(crops),
+        "skipped": skipped,
     }
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
     console.print(

@@ -26,7 +26,17 @@ class FaceRecord:
     timestamp: float | None = None  # seconds, video frames only
 
     @classmethod
-    def create(cls, index, box, landmarks, det_score, probs: dict[str, float], label, frame=None, timestamp=None):
+    def create(
+        cls,
+        index,
+        box,
+        landmarks,
+        det_score,
+        probs: dict[str, float],
+        label,
+        frame=None,
+        timestamp=None,
+    ):
         return cls(
             index=index,
             box=_round(box),
@@ -57,7 +67,9 @@ class FileRecord:
     error: str | None = None
     faces: list[FaceRecord] = field(default_factory=list)
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
-    annotation: dict[str, str] | None = None  # with --annotate: {"path": copy} or {"error": why not}
+    annotation: dict[str, str] | None = (
+        None  # with --annotate: {"path": copy} or {"error": why not}
+    )
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,9 +93,23 @@ class FileRecord:
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
         """The inverse of ``to_dict`` (extra keys such as ``type`` are ignored)."""
-        faces = [FaceRecord(**{"frame": None, "timestamp": None, **face}) for face in document.get("faces", [])]
-        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error", "video", "annotation",
-                  "smallest_face")
+        faces = [
+            FaceRecord(**{"frame": None, "timestamp": None, **face})
+            for face in document.get("faces", [])
+        ]
+        fields = (
+            "path",
+            "sha256",
+            "size",
+            "format",
+            "width",
+            "height",
+            "status",
+            "error",
+            "video",
+            "annotation",
+            "smallest_face",
+        )
         return cls(**{key: document.get(key) for key in fields}, faces=faces)
 
     def fail(self, message: str) -> "FileRecord":

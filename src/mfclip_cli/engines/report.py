@@ -110,13 +110,19 @@ class JsonlSink:
             return ResumeState()
         try:
             complete = raw[: raw.rfind(b"\n") + 1]
-            lines = [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
+            lines = [
+                json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()
+            ]
             state = ResumeState.from_report(path, lines, meta)
         except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON, UTF-8 or shape
             if isinstance(error, ReportError):
                 raise
-            raise ReportError(f"{path} is not an mfclip JSON Lines report; cannot resume from it") from None
-        if len(complete) < len(raw):  # a line cut off by a crash: only now, in a report known to be ours
+            raise ReportError(
+                f"{path} is not an mfclip JSON Lines report; cannot resume from it"
+            ) from None
+        if len(complete) < len(
+            raw
+        ):  # a line cut off by a crash: only now, in a report known to be ours
             self.stream.truncate(len(complete))
         return state
 
@@ -176,7 +182,9 @@ class JsonSink:
         self.count += 1
 
     def close(self, summary: dict[str, Any]) -> None:
-        meta = json.dumps({**self.meta, **summary}, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        meta = json.dumps({**self.meta, **summary}, indent=2, ensure_ascii=False).replace(
+            "\n", "\n  "
+        )
         self.staged.seek(0)
         with atomic_writer(self.path, overwrite=self.force) as handle:
             handle.write(f'{{\n  "meta": {meta},\n  "files": [\n'.encode("utf-8"))
@@ -190,8 +198,26 @@ class JsonSink:
 
 
 CSV_COLUMNS = [
-    "path", "sha256", "size", "format", "width", "height", "status", "error", "frame", "timestamp",
-    "face_index", "x1", "y1", "x2", "y2", "det_score", *CLASS_COLUMNS, "label", "weights_sha256", "demo",
+    "path",
+    "sha256",
+    "size",
+    "format",
+    "width",
+    "height",
+    "status",
+    "error",
+    "frame",
+    "timestamp",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    *CLASS_COLUMNS,
+    "label",
+    "weights_sha256",
+    "demo",
 ]
 
 
@@ -206,7 +232,10 @@ class CsvSink:
 
     def begin(self, meta: dict[str, Any]) -> None:
         self.file.begin()
-        self.common = {"weights_sha256": meta["weights"]["sha256"], "demo": str(meta["demo"]).lower()}
+        self.common = {
+            "weights_sha256": meta["weights"]["sha256"],
+            "demo": str(meta["demo"]).lower(),
+        }
         self.writer.writeheader()
 
     def write(self, record: FileRecord) -> None:
@@ -223,7 +252,10 @@ class CsvSink:
                     "frame": face.frame,
                     "timestamp": face.timestamp,
                     "face_index": face.index,
-                    "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
                     "det_score": face.det_score,
                     **face.probs,
                     "label": face.label,
@@ -284,7 +316,8 @@ class TableSink:
             values = {
                 "file": record.path,
                 "status": record.status,
-                "face": f"#{face.index}" + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
+                "face": f"#{face.index}"
+                + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
                 "label / note": face.label,
@@ -295,12 +328,16 @@ class TableSink:
 
     def close(self, summary: dict[str, Any]) -> None:
         weights = self.meta.get("weights", {})
-        table = Table(title=f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})")
+        table = Table(
+            title=f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
+        )
         columns = self._columns()
         longest = max((len(record.path) for record in self.records), default=4)
         for column in columns:
             if column == "file":
-                table.add_column(column, overflow="fold", min_width=min(longest, self.console.width // 4))
+                table.add_column(
+                    column, overflow="fold", min_width=min(longest, self.console.width // 4)
+                )
             elif column == "label / note":
                 table.add_column(column, overflow="fold", min_width=9)
             else:
@@ -386,16 +423,22 @@ class ResumeState:
         return os.path.realpath(os.path.join(cwd or os.getcwd(), path))
 
     @classmethod
-    def from_report(cls, path: Path, lines: list[dict[str, Any]], meta: dict[str, Any]) -> "ResumeState":
+    def from_report(
+        cls, path: Path, lines: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> "ResumeState":
         if not lines or lines[0].get("type") != "meta":
-            raise ReportError(f"{path} does not start with an mfclip meta line; cannot resume from it")
+            raise ReportError(
+                f"{path} does not start with an mfclip meta line; cannot resume from it"
+            )
         previous = lines[0]
         differences = [
             f"{name} {was!r} there, {now!r} now"
             for name, was, now in [
                 ("weights", previous.get("weights", {}).get("sha256"), meta["weights"]["sha256"]),
-                *((f"thresholds.{key}", previous.get("thresholds", {}).get(key), value)
-                  for key, value in meta["thresholds"].items()),
+                *(
+                    (f"thresholds.{key}", previous.get("thresholds", {}).get(key), value)
+                    for key, value in meta["thresholds"].items()
+                ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
             ]
             if was != now

@@ -45,7 +45,9 @@ def resolve_device(spec: str) -> torch.device:
 
 def available_cores() -> int:
     """CPU cores for this process: those it may run on, shared out among the ranks torchrun started on this node."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 

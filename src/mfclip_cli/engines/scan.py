@@ -83,11 +83,15 @@ from mfclip_cli.model import MFCLIP
 class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
-    chunk_images: int = 0  # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
+    chunk_images: int = (
+        0  # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
+    )
     workers: int = 0  # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    detect_max_side: int = 0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    detect_max_side: int = (
+        0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    )
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
     fps: float = 1.0
     frames: int | None = None
@@ -127,7 +131,9 @@ class Scanner:
         """Class probabilities [F, 3] of aligned crops; bf16 autocast on CUDA, fp32 on CPU."""
         results = []
         for start in range(0, len(crops), self.settings.batch_size):
-            batch = crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
+            batch = crops[start : start + self.settings.batch_size].to(
+                self.device, non_blocking=True
+            )
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 logits = self.model(batch)
             results.append(torch.softmax(logits.float(), dim=-1).cpu())
@@ -152,7 +158,9 @@ class Scanner:
             offset += count
         return results
 
-    def _face_records(self, found: list[tuple[Detection, np.ndarray]], start: int = 0, frame=None) -> list[FaceRecord]:
+    def _face_records(
+        self, found: list[tuple[Detection, np.ndarray]], start: int = 0, frame=None
+    ) -> list[FaceRecord]:
         return [
             FaceRecord.create(
                 index=start + i,
@@ -193,10 +201,18 @@ class Scanner:
             return record.fail(f"cannot read file: {error.strerror or error}")
         return record
 
-    def _finish_images(self, pending: list[tuple[FileRecord, np.ndarray | None, object]]) -> Iterator[FileRecord]:
+    def _finish_images(
+        self, pending: list[tuple[FileRecord, np.ndarray | None, object]]
+    ) -> Iterator[FileRecord]:
         """Records for decoded images, their faces found by the workers (CPU) or here in one batch (GPU)."""
-        waiting = [i for i, (_, pixels, faces) in enumerate(pending) if pixels is not None and faces is None]
-        for i, faces in zip(waiting, _each_isolated(self.faces_of, [pending[i][1] for i in waiting])):
+        waiting = [
+            i
+            for i, (_, pixels, faces) in enumerate(pending)
+            if pixels is not None and faces is None
+        ]
+        for i, faces in zip(
+            waiting, _each_isolated(self.faces_of, [pending[i][1] for i in waiting])
+        ):
             pending[i] = (pending[i][0], pending[i][1], faces)
         for record, pixels, faces in pending:
             if pixels is not None:
@@ -207,7 +223,9 @@ class Scanner:
                     record.status = STATUS_OK if faces else STATUS_NO_FACE
             yield record
 
-    def _analysed_frames(self, frames: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, list[tuple[Detection, np.ndarray]]]]:
+    def _analysed_frames(
+        self, frames: Iterator[VideoFrame]
+    ) -> Iterator[tuple[VideoFrame, list[tuple[Detection, np.ndarray]]]]:
         """Each sampled frame with its classified faces, in frame order.
 
         On CPU the workers analyse one frame each, as they do images, while this thread decodes the
@@ -218,7 +236,9 @@ class Scanner:
                 yield from zip(chunk, self.faces_of([frame.pixels for frame in chunk]))
             return
         with self.worker_pool("frames") as pool:
-            for frame, (found,) in _in_order_ahead(pool, lambda frame: self.faces_of([frame.pixels]), frames, 2 * self.workers):
+            for frame, (found,) in _in_order_ahead(
+                pool, lambda frame: self.faces_of([frame.pixels]), frames, 2 * self.workers
+            ):
                 yield frame, found
 
     def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
@@ -237,7 +257,9 @@ class Scanner:
             return record.fail(str(error))
         if sampled == 0:
             return record.fail("video has no readable frames")
-        probs = np.array([[face.probs[name] for name in self.classes] for face in record.faces]).reshape(-1, 3)
+        probs = np.array(
+            [[face.probs[name] for name in self.classes] for face in record.faces]
+        ).reshape(-1, 3)
         record.video = {
             "fps": round(info.fps, 3),
             "frame_count": info.frame_count,
@@ -246,8 +268,12 @@ class Scanner:
             "frames_sampled": sampled,
             "frames_with_faces": with_faces,
             "faces": len(record.faces),
-            "mean": dict(zip(self.classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,
-            "max": dict(zip(self.classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
+            "mean": dict(zip(self.classes, np.round(probs.mean(0), 6).tolist()))
+            if len(probs)
+            else None,
+            "max": dict(zip(self.classes, np.round(probs.max(0), 6).tolist()))
+            if len(probs)
+            else None,
         }
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
@@ -271,7 +297,9 @@ class Scanner:
             return record.fail(str(error)), None, None
         record.format, record.width, record.height = image.format, image.width, image.height
         self._note_smallest_face(record)
-        faces = _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
+        faces = (
+            _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
+        )
         return record, image.pixels, faces
 
     @property
@@ -290,16 +318,22 @@ class Scanner:
         single = self.analyse_in_workers
         threads = torch.get_num_threads()
         pool = ThreadPoolExecutor(
-            self.workers, thread_name_prefix=name, initializer=torch.set_num_threads if single else None,
+            self.workers,
+            thread_name_prefix=name,
+            initializer=torch.set_num_threads if single else None,
             initargs=(1,) if single else (),
         )
         try:
             yield pool
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # after an interruption, nothing more is started
+            pool.shutdown(
+                wait=True, cancel_futures=True
+            )  # after an interruption, nothing more is started
             torch.set_num_threads(threads)
 
-    def _opened(self, items: Iterable[InputItem], skip) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
+    def _opened(
+        self, items: Iterable[InputItem], skip
+    ) -> Iterator[tuple[InputItem, FileRecord, np.ndarray | None, object]]:
         """Inputs opened ahead by worker threads (``_open``), in input order, at most a chunk ahead.
 
         On CPU there is one worker per core, each running the whole per-image pipeline with one
@@ -309,13 +343,19 @@ class Scanner:
         hash and decode, and detection and the model are batched on the device. The bounded
         look-ahead keeps memory flat in the number of files.
         """
-        lookahead = max(self.chunk_images, 2 * self.workers)  # with the chunk being filled: at most two chunks in memory
+        lookahead = max(
+            self.chunk_images, 2 * self.workers
+        )  # with the chunk being filled: at most two chunks in memory
         with self.worker_pool("open") as pool:
-            for item, opened in _in_order_ahead(pool, lambda item: self._open(item, skip), items, lookahead):
+            for item, opened in _in_order_ahead(
+                pool, lambda item: self._open(item, skip), items, lookahead
+            ):
                 if opened is not None:
                     yield item, *opened
 
-    def scan(self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None) -> Iterator[FileRecord]:
+    def scan(
+        self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None
+    ) -> Iterator[FileRecord]:
         pending: list[tuple[FileRecord, np.ndarray | None, object]] = []
         decoded = 0
         for item, record, pixels, found in self._opened(items, skip):
@@ -332,7 +372,9 @@ class Scanner:
         yield from self._finish_images(pending)
 
 
-def _in_order_ahead(pool: ThreadPoolExecutor, function: Callable, items: Iterable, ahead: int) -> Iterator[tuple]:
+def _in_order_ahead(
+    pool: ThreadPoolExecutor, function: Callable, items: Iterable, ahead: int
+) -> Iterator[tuple]:
     """(item, ``function(item)``) on ``pool``, in input order, with at most ``ahead`` items submitted
     beyond the one being waited for: the workers stay busy and memory stays bounded."""
     queue: deque[tuple[object, Future]] = deque()
@@ -392,7 +434,9 @@ def _check_request(request: ScanRequest) -> None:
             if spec != "-" and Path(spec).is_dir():
                 source = os.path.realpath(spec)
                 if annotate == source or annotate.startswith(source + os.sep):
-                    raise UsageError(f"--annotate {request.annotate_dir} lies inside the input folder {spec}")
+                    raise UsageError(
+                        f"--annotate {request.annotate_dir} lies inside the input folder {spec}"
+                    )
     if request.settings.frames is not None and request.settings.frames < 1:
         raise UsageError("--frames must be at least 1")
     if request.settings.fps <= 0:
@@ -408,7 +452,9 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     if request.annotate_dir:
         openers.append(lambda: AnnotateSink(request.annotate_dir, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path:
-        openers.append(lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume))  # type: ignore[arg-type]
+        openers.append(
+            lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume)
+        )  # type: ignore[arg-type]
     if request.json_path:
         openers.append(lambda: JsonSink(request.json_path, force=request.force))  # type: ignore[arg-type]
     if request.csv_path:
@@ -416,7 +462,9 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     if request.jsonl_path != "-" and console.is_terminal:
         openers.append(lambda: TableSink(console))
     elif not (request.jsonl_path or request.json_path or request.csv_path):
-        openers.append(lambda: JsonlSink("-"))  # piped with no report named: stream JSON Lines to stdout
+        openers.append(
+            lambda: JsonlSink("-")
+        )  # piped with no report named: stream JSON Lines to stdout
     sinks: list[Sink] = []
     try:
         for opener in openers:
@@ -436,20 +484,30 @@ def _distributed_records(
     Each rank streams its records to a part file next to the report, so memory stays flat; the
     merge is a k-way merge of files already sorted by input position.
     """
-    folder: list[str | None] = [tempfile.mkdtemp(prefix=".mfclip-scan-parts-", dir=parts_base) if rank == 0 else None]
+    folder: list[str | None] = [
+        tempfile.mkdtemp(prefix=".mfclip-scan-parts-", dir=parts_base) if rank == 0 else None
+    ]
     dist.broadcast_object_list(folder, src=0)
     parts = Path(folder[0])  # type: ignore[arg-type]
     mine = {item.display: index for index, item in enumerate(items) if index % world == rank}
     with open(parts / f"rank{rank:05d}.jsonl", "w", encoding="utf-8") as handle:
         for record in scanner.scan([items[index] for index in mine.values()], skip=skip):
-            handle.write(json.dumps({"input": mine[record.path], **record.to_dict()}, ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps({"input": mine[record.path], **record.to_dict()}, ensure_ascii=False)
+                + "\n"
+            )
     dist.barrier()
     if rank != 0:
         return
     try:
         with contextlib.ExitStack() as stack:
-            streams = [stack.enter_context(open(path, encoding="utf-8")) for path in sorted(parts.glob("rank*.jsonl"))]
-            for document in heapq.merge(*(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]):
+            streams = [
+                stack.enter_context(open(path, encoding="utf-8"))
+                for path in sorted(parts.glob("rank*.jsonl"))
+            ]
+            for document in heapq.merge(
+                *(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]
+            ):
                 yield FileRecord.from_dict(document)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
@@ -464,6 +522,7 @@ class Interrupted(BaseException):
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed, marked partial."""
+
     def stop(signum, frame):
         raise Interrupted(f"signal {signum}")
 
@@ -478,15 +537,22 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def scan_meta(request: ScanRequest, scanner: Scanner, resolved, info, demo: bool, inputs: int) -> dict:
+def scan_meta(
+    request: ScanRequest, scanner: Scanner, resolved, info, demo: bool, inputs: int
+) -> dict:
     """The report's meta: what ran, on what, with which settings (a resume must match them)."""
     settings = request.settings
     return {
         "type": "meta",
         "tool": "mfclip",
         "version": __version__,
-        "weights": {"name": resolved.name, "path": str(resolved.path), "sha256": info.sha256, "demo": demo,
-                    "config": info.config.name},
+        "weights": {
+            "name": resolved.name,
+            "path": str(resolved.path),
+            "sha256": info.sha256,
+            "demo": demo,
+            "config": info.config.name,
+        },
         "demo": demo,
         "device": str(scanner.device),
         "thresholds": {
@@ -503,7 +569,9 @@ def scan_meta(request: ScanRequest, scanner: Scanner, resolved, info, demo: bool
     }
 
 
-def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console) -> int:
+def run_scan(
+    request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console
+) -> int:
     """Run a scan end to end and return the exit code (0, 3, 4, or 130 when interrupted; usage errors raise).
 
     Launched under ``torchrun``, the inputs are split across the processes and rank 0 writes one
@@ -512,8 +580,12 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     """
     _check_request(request)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
-        raise UsageError("under torchrun, name the inputs as paths (stdin reaches only one process)")
-    processes, device = join_world(request.settings.device, backend="gloo")  # only barriers and a broadcast
+        raise UsageError(
+            "under torchrun, name the inputs as paths (stdin reaches only one process)"
+        )
+    processes, device = join_world(
+        request.settings.device, backend="gloo"
+    )  # only barriers and a broadcast
     rank, world = processes.rank, processes.size
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
@@ -558,13 +630,21 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
 
     show_progress = rank == 0 and not request.quiet and error_console.is_terminal
     progress = Progress(
-        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"), console=error_console, disable=not show_progress, transient=True,
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=error_console,
+        disable=not show_progress,
+        transient=True,
     )
     if world > 1:
         base = Path(request.jsonl_path or request.json_path or request.csv_path or "-")
         parts_base = base.parent if str(base) != "-" else Path.cwd()
-        records = _distributed_records(scanner, items, skip if previous.done else None, rank, world, parts_base.resolve())
+        records = _distributed_records(
+            scanner, items, skip if previous.done else None, rank, world, parts_base.resolve()
+        )
     else:
         records = scanner.scan(items, skip=skip if previous.done else None)
     outcome: dict[str, tuple[bool, bool]] = dict(previous.records)  # real path: (error, fake)
@@ -578,7 +658,10 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
                     sink.write(record)
                 annotation_failed = bool(record.annotation and "error" in record.annotation)
                 error = record.status == STATUS_ERROR or annotation_failed
-                outcome[ResumeState.key(record.path)] = (error, any(face.label != "real" for face in record.faces))
+                outcome[ResumeState.key(record.path)] = (
+                    error,
+                    any(face.label != "real" for face in record.faces),
+                )
                 written += 1
                 faces += len(record.faces)
                 progress.update(task, advance=1, current=Path(record.path).name)
@@ -589,7 +672,12 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
         records.close()  # stops the workers: what they had not started is dropped
         # Every input of a finished run was scanned or skipped: the skips counted on every rank.
         skipped = len(items) - written if complete and previous.done else 0
-        summary = {"complete": complete, "files_written": written, "faces": faces, "finished_utc": utc_now()}
+        summary = {
+            "complete": complete,
+            "files_written": written,
+            "faces": faces,
+            "finished_utc": utc_now(),
+        }
         if skipped:
             summary["skipped_as_done"] = skipped
         failures = []
@@ -605,13 +693,22 @@ def run_scan(request: ScanRequest, *, stdin: TextIO | None, console: Console, er
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:
-        error_console.print(f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
-                            f"skipped, {written} scanned now", highlight=False)
+        error_console.print(
+            f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
+            f"skipped, {written} scanned now",
+            highlight=False,
+        )
     if not complete:
-        error_console.print(f"[bold red]interrupted:[/] {written} input(s) written this run; "
-                            "the reports are marked \"complete\": false"
-                            + (f" (continue with --resume --jsonl {request.jsonl_path})" if request.jsonl_path
-                               and request.jsonl_path != "-" else ""), highlight=False)
+        error_console.print(
+            f"[bold red]interrupted:[/] {written} input(s) written this run; "
+            'the reports are marked "complete": false'
+            + (
+                f" (continue with --resume --jsonl {request.jsonl_path})"
+                if request.jsonl_path and request.jsonl_path != "-"
+                else ""
+            ),
+            highlight=False,
+        )
         return EXIT_INTERRUPTED
     if request.fail_on_fake and any(fake for _, fake in outcome.values()):
         return EXIT_FAKE

@@ -107,7 +107,9 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     known = {f.name for f in fields(TrainSettings)}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise UsageError(f"{path}: unknown training settings {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise UsageError(
+            f"{path}: unknown training settings {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -120,7 +122,12 @@ class _LossStep(torch.nn.Module):
 
     def forward(self, faces: torch.Tensor, label_sets: list) -> tuple[torch.Tensor, ...]:
         parts = self.model.loss(faces, label_sets)
-        return parts.total, parts.classification.detach(), parts.contrastive.detach(), parts.distillation.detach()
+        return (
+            parts.total,
+            parts.classification.detach(),
+            parts.contrastive.detach(),
+            parts.distillation.detach(),
+        )
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -135,7 +142,9 @@ class RunPosition:
     best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}
 
 
-def _save_state(path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer, progress: RunPosition) -> None:
+def _save_state(
+    path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer, progress: RunPosition
+) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -206,36 +215,58 @@ class Trainer:
         self.run = Path(settings.out)
         self._check_run_folder(resume)
         self.index: DataIndex = read_dataset(Path(settings.data), settings.layout)
-        self.data_summary = {"root": str(self.index.root), "layout": self.index.layout, "counts": self.index.counts()}
+        self.data_summary = {
+            "root": str(self.index.root),
+            "layout": self.index.layout,
+            "counts": self.index.counts(),
+        }
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
         if settings.batch_size % self.world.size:
-            raise UsageError(f"batch size {settings.batch_size} is not divisible by {self.world.size} processes")
+            raise UsageError(
+                f"batch size {settings.batch_size} is not divisible by {self.world.size} processes"
+            )
         if len(self.train_samples) < settings.batch_size:
-            raise UsageError(f"the train split has {len(self.train_samples)} samples, fewer than one batch ({settings.batch_size})")
+            raise UsageError(
+                f"the train split has {len(self.train_samples)} samples, fewer than one batch ({settings.batch_size})"
+            )
 
         self.model = self._build_model(resume)
         self.order = EpochOrder(
-            [self.model.classes.index(s.label) for s in self.train_samples], settings.batch_size, settings.seed, settings.balanced
+            [self.model.classes.index(s.label) for s in self.train_samples],
+            settings.batch_size,
+            settings.seed,
+            settings.balanced,
         )
         self.steps_per_epoch = math.ceil(self.order.batches_per_epoch / settings.accumulate)
         self.total_steps = self.steps_per_epoch * settings.epochs
         self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+            self.model.trainable_parameters(),
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
             fused=self.device.type == "cuda",
         )
-        self.progress = _load_state(self.run / STATE, self.model, self.optimizer) if resume else RunPosition()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.total_steps, settings.warmup))
+        self.progress = (
+            _load_state(self.run / STATE, self.model, self.optimizer) if resume else RunPosition()
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _schedule(self.total_steps, settings.warmup)
+        )
         for _ in range(self.progress.step):  # the schedule is a pure function of the step
             self.scheduler.step()
         self.step_module: torch.nn.Module = _LossStep(self.model)
         if self.world.size > 1:
             self.step_module = torch.nn.parallel.DistributedDataParallel(
-                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.step_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
-        self.images = FaceImages(self.index.root, [s.path for s in self.train_samples], self.model.crop_size,
-                                 flip_seed=settings.seed)
+        self.images = FaceImages(
+            self.index.root,
+            [s.path for s in self.train_samples],
+            self.model.crop_size,
+            flip_seed=settings.seed,
+        )
         if not resume:
             self._start_run_folder()
 
@@ -245,14 +276,18 @@ class Trainer:
                 if not (self.run / name).is_file():
                     raise UsageError(f"cannot resume: {self.run / name} is missing")
         elif self.run.exists() and any(self.run.iterdir()):
-            raise UsageError(f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)")
+            raise UsageError(
+                f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)"
+            )
 
     def _start_run_folder(self) -> None:
         """Written only once data, protocol and model are known to work, so a failed start leaves nothing."""
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)})
+            write_json_atomic(
+                self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)}
+            )
 
     def forget_unresumable_start(self) -> None:
         """A run that failed before its first ``last.*`` save cannot be resumed; remove what it wrote,
@@ -266,14 +301,20 @@ class Trainer:
 
     def _build_model(self, resume: bool) -> MFCLIP:
         if resume:
-            model, _ = load_checkpoint(self.run / LAST)  # frozen weights never change, so any save has them
+            model, _ = load_checkpoint(
+                self.run / LAST
+            )  # frozen weights never change, so any save has them
             return model.to(self.device)
         settings = self.settings
         config = load_model_config(settings.config)
         changes: dict[str, Any] = {}
         if settings.clip_weights:
             changes["clip"] = {"pretrained": settings.clip_weights}
-        lora = {k: v for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha)) if v is not None}
+        lora = {
+            k: v
+            for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha))
+            if v is not None
+        }
         if lora:
             changes["lora"] = lora
         torch.manual_seed(settings.seed)  # random-initialised parts (and tiny's whole backbone)
@@ -298,9 +339,15 @@ class Trainer:
             "training": {
                 "settings": asdict(self.settings),
                 "data": self.data_summary,
-                "protocol": {"name": self.protocol.name,
-                             "held_out": list(self.splits.held_out),
-                             "sizes": {"train": len(self.splits.train), "val": len(self.splits.val), "test": len(self.splits.test)}},
+                "protocol": {
+                    "name": self.protocol.name,
+                    "held_out": list(self.splits.held_out),
+                    "sizes": {
+                        "train": len(self.splits.train),
+                        "val": len(self.splits.val),
+                        "test": len(self.splits.test),
+                    },
+                },
                 "step": self.progress.step,
                 "epoch": self.progress.epoch,
                 "samples_seen": self.progress.samples_seen,
@@ -318,13 +365,21 @@ class Trainer:
         """Val metrics; a new best (by val AUC, else 3-way accuracy) is saved as best.safetensors."""
         result = None
         if self.world.main:
-            probs = predict(self.model, self.index.root, self.splits.val, self.device,
-                            batch_size=self.settings.batch_size, workers=self.settings.workers)
+            probs = predict(
+                self.model,
+                self.index.root,
+                self.splits.val,
+                self.device,
+                batch_size=self.settings.batch_size,
+                workers=self.settings.workers,
+            )
             result = score_samples(self.splits.val, probs, self.settings.threshold)
             self.model.train()
             metric = "auc" if result["auc"] is not None else "acc3"
             value = result[metric]
-            self._log({"type": "val", "step": self.progress.step, "epoch": self.progress.epoch, **result})
+            self._log(
+                {"type": "val", "step": self.progress.step, "epoch": self.progress.epoch, **result}
+            )
             best = self.progress.best
             if value is not None and (not best or value > best["value"]):
                 self.progress.best = {"metric": metric, "value": value, "step": self.progress.step}
@@ -337,20 +392,34 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
         self.images.epoch = epoch
-        batches = list(self.order.batches(epoch, start=start, rank=self.world.rank, world=self.world.size))
+        batches = list(
+            self.order.batches(epoch, start=start, rank=self.world.rank, world=self.world.size)
+        )
         return torch.utils.data.DataLoader(
-            self.images, batch_sampler=BatchList(batches), num_workers=self.settings.workers,
-            collate_fn=collate_faces, pin_memory=self.device.type == "cuda",
+            self.images,
+            batch_sampler=BatchList(batches),
+            num_workers=self.settings.workers,
+            collate_fn=collate_faces,
+            pin_memory=self.device.type == "cuda",
         )
 
-    def _optimiser_step(self, micro_batches: list[tuple[torch.Tensor, list[int]]]) -> dict[str, float]:
+    def _optimiser_step(
+        self, micro_batches: list[tuple[torch.Tensor, list[int]]]
+    ) -> dict[str, float]:
         sums = torch.zeros(4)
         for position, (faces, indices) in enumerate(micro_batches):
             label_sets = [self.train_samples[i].label_set for i in indices]
             faces = faces.to(self.device, non_blocking=True)
             last = position == len(micro_batches) - 1
-            sync = self.step_module.no_sync() if (self.world.size > 1 and not last) else contextlib.nullcontext()
-            with sync, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            sync = (
+                self.step_module.no_sync()
+                if (self.world.size > 1 and not last)
+                else contextlib.nullcontext()
+            )
+            with (
+                sync,
+                torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"),
+            ):
                 total, *parts = self.step_module(faces, label_sets)
                 (total / len(micro_batches)).backward()
             sums += torch.stack([total.detach().float().cpu(), *(p.float().cpu() for p in parts)])
@@ -365,9 +434,17 @@ class Trainer:
         self._trim_metrics()
         self.model.train()
         show = self.world.main and self.console.is_terminal
-        bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=self.console,
-                       disable=not show, transient=True)
+        bar = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            disable=not show,
+            transient=True,
+        )
         with bar:
             task = bar.add_task("train", total=self.total_steps, completed=progress.step, status="")
             while progress.epoch < settings.epochs:
@@ -384,16 +461,25 @@ class Trainer:
                     progress.next_batch += len(pending)
                     progress.samples_seen += len(pending) * settings.batch_size
                     elapsed = time.perf_counter() - tick
-                    self._log({"type": "step", "step": progress.step, "epoch": progress.epoch,
-                               "lr": self.scheduler.get_last_lr()[0], **losses,
-                               "samples_seen": progress.samples_seen,
-                               "faces_per_s": len(pending) * settings.batch_size / max(elapsed, 1e-9)})
+                    self._log(
+                        {
+                            "type": "step",
+                            "step": progress.step,
+                            "epoch": progress.epoch,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            **losses,
+                            "samples_seen": progress.samples_seen,
+                            "faces_per_s": len(pending) * settings.batch_size / max(elapsed, 1e-9),
+                        }
+                    )
                     pending = []
                     bar.update(task, completed=progress.step, status=f"loss {losses['loss']:.4f}")
                     if settings.val_every and progress.step % settings.val_every == 0:
                         self.validate()
                         self._save_last()
-                    elif settings.checkpoint_every and progress.step % settings.checkpoint_every == 0:
+                    elif (
+                        settings.checkpoint_every and progress.step % settings.checkpoint_every == 0
+                    ):
                         self._save_last()
                     tick = time.perf_counter()
                 progress.epoch += 1
@@ -403,17 +489,25 @@ class Trainer:
                 self._save_last()
         if self.world.size > 1:
             dist.destroy_process_group()
-        return {"step": progress.step, "samples_seen": progress.samples_seen, "best": progress.best,
-                "run": str(self.run)}
+        return {
+            "step": progress.step,
+            "samples_seen": progress.samples_seen,
+            "best": progress.best,
+            "run": str(self.run),
+        }
 
 
-def train(settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console) -> dict[str, Any]:
+def train(
+    settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console
+) -> dict[str, Any]:
     """Train a new run (``settings``) or continue the one in ``out`` (``resume``)."""
     if resume:
         try:
             saved = json.loads((Path(out) / SETTINGS_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})") from error
+            raise UsageError(
+                f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})"
+            ) from error
         saved.pop("mfclip_version", None)
         settings = replace(TrainSettings(**saved), out=out)
     assert settings is not None

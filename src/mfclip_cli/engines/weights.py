@@ -117,7 +117,11 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
 
 def demo_hashes(store: Path | None = None) -> set[str]:
     """SHA-256 of every checkpoint registered as demo weights, the bundled ones always included."""
-    return {entry["sha256"] for _, entry in _registries(store) if entry.get("demo") and entry.get("sha256")}
+    return {
+        entry["sha256"]
+        for _, entry in _registries(store)
+        if entry.get("demo") and entry.get("sha256")
+    }
 
 
 def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
@@ -125,7 +129,9 @@ def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     return info.sha256 in demo_hashes(store) or bool(info.metadata.get("demo"))
 
 
-def load_weights(resolved: ResolvedWeights, device: torch.device) -> tuple[MFCLIP, CheckpointInfo, bool]:
+def load_weights(
+    resolved: ResolvedWeights, device: torch.device
+) -> tuple[MFCLIP, CheckpointInfo, bool]:
     """Load the checkpoint and say whether it is demo weights (by registry entry, hash or sidecar)."""
     from mfclip_cli.model import load_checkpoint
 
@@ -160,7 +166,9 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
         "name": resolved.name,
         "path": str(resolved.path),
         "sha256": info.sha256,
-        "hash_check": "matches the registry" if entry else "not registered (hash computed, nothing to compare with)",
+        "hash_check": "matches the registry"
+        if entry
+        else "not registered (hash computed, nothing to compare with)",
         "demo": resolved.demo or is_demo(info, store),
         "config": info.config.to_dict(),
         "parameters": info.metadata.get("parameters"),
@@ -178,7 +186,9 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
         if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
             raise WeightsError(f"weights {name!r} are bundled with mfclip and cannot be removed")
         raise WeightsError(f"no weights named {name!r} in {store}")
-    write_json_atomic(store / REGISTRY_FILE, {"weights": [e for e in registry if e is not entry]}, overwrite=True)
+    write_json_atomic(
+        store / REGISTRY_FILE, {"weights": [e for e in registry if e is not entry]}, overwrite=True
+    )
     for path in (store / entry["file"], (store / entry["file"]).with_suffix(".json")):
         path.unlink(missing_ok=True)
     return entry
@@ -186,11 +196,15 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
 
 def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
     """The store's entries that stay when ``name`` is registered; refuses a name in use."""
-    if store.resolve() != BUNDLED_STORE.resolve() and any(e["name"] == name for e in read_registry(BUNDLED_STORE)):
+    if store.resolve() != BUNDLED_STORE.resolve() and any(
+        e["name"] == name for e in read_registry(BUNDLED_STORE)
+    ):
         raise WeightsError(f"{name!r} names bundled weights; choose another name")
     registry = [entry for entry in read_registry(store) if entry["name"] != name or not force]
     if any(entry["name"] == name for entry in registry):
-        raise WeightsError(f"weights {name!r} are already registered (pass --force to replace them)")
+        raise WeightsError(
+            f"weights {name!r} are already registered (pass --force to replace them)"
+        )
     return registry
 
 
@@ -215,19 +229,32 @@ def pull_weights(
 
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
-    if expected is not None and (len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)):
+    if expected is not None and (
+        len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
+    ):
         raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
     _registry_for(name, store, force)  # before any byte is fetched
     store.mkdir(parents=True, exist_ok=True)
     partial = store / f".{name}.safetensors.part"
-    progress = Progress(TextColumn(f"pulling {name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TimeRemainingColumn(), console=console or Console(stderr=True), transient=True,
-                        disable=console is None or not console.is_terminal)
+    progress = Progress(
+        TextColumn(f"pulling {name}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        transient=True,
+        disable=console is None or not console.is_terminal,
+    )
     try:
         with progress:
             task = progress.add_task("pull", total=None)
-            fetch(source, partial, on_start=lambda total, done: progress.update(task, total=total, completed=done),
-                  on_bytes=lambda count: progress.advance(task, count))
+            fetch(
+                source,
+                partial,
+                on_start=lambda total, done: progress.update(task, total=total, completed=done),
+                on_bytes=lambda count: progress.advance(task, count),
+            )
     except TransferError as error:
         if not error.resumable:
             partial.unlink(missing_ok=True)
@@ -239,11 +266,17 @@ def pull_weights(
     try:
         digest = sha256_file(partial)
         if expected is not None and digest != expected:
-            raise WeightsError(f"{source} has SHA-256 {digest}, not the expected {expected}: not registered")
+            raise WeightsError(
+                f"{source} has SHA-256 {digest}, not the expected {expected}: not registered"
+            )
         if expected is None and not trust:
-            raise WeightsError(f"{source} has SHA-256 {digest}; not registered. Compare it with the publisher's "
-                               f"and run again with --sha256 {digest} (or --trust)")
-        read_checkpoint_info(partial)  # truncated, pickled or not an mfclip checkpoint: refused here
+            raise WeightsError(
+                f"{source} has SHA-256 {digest}; not registered. Compare it with the publisher's "
+                f"and run again with --sha256 {digest} (or --trust)"
+            )
+        read_checkpoint_info(
+            partial
+        )  # truncated, pickled or not an mfclip checkpoint: refused here
         return register_weights(partial, name, force=force, store=store, move=True, origin=source)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -267,7 +300,9 @@ def register_weights(
     from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()
-    info = read_checkpoint_info(source)  # refuses anything that is not an mfclip safetensors checkpoint
+    info = read_checkpoint_info(
+        source
+    )  # refuses anything that is not an mfclip safetensors checkpoint
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
     registry = _registry_for(name, store, force)
     target = store / f"{name}.safetensors"

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 
 # The widely used 5-point template (eyes, nose, mouth corners) on a 112x112 face (ArcFace).
 TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
 )
 
 
@@ -32,7 +38,9 @@ def similarity_transforms(source: torch.Tensor, target: torch.Tensor) -> torch.T
     return torch.stack([a, t], dim=-1)
 
 
-def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float) -> torch.Tensor:
+def align_faces(
+    image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float
+) -> torch.Tensor:
     """Aligned crops [F, 3, S, S] in [0, 1] of the faces of one image.
 
     ``image`` is [3, H, W], uint8 or float in [0, 1] (on the target device), ``landmarks`` [F, 5, 2]
@@ -58,8 +66,12 @@ def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, marg
     for factor in sorted(set(factors)):
         members = [i for i, f in enumerate(factors) if f == factor]
         index = torch.tensor(members, device=device)
-        src = (crop_points[None] - t[index, None, None]) / a[index, None, None]  # [F, S, S] source px
-        (left, top), (right, bottom) = _sampled_region(src, factor, image.shape[-1], image.shape[-2])
+        src = (crop_points[None] - t[index, None, None]) / a[
+            index, None, None
+        ]  # [F, S, S] source px
+        (left, top), (right, bottom) = _sampled_region(
+            src, factor, image.shape[-1], image.shape[-2]
+        )
         region = image[:, top:bottom, left:right]
         region = region if region.is_floating_point() else region.to(dtype).div_(255.0)
         pooled = F.avg_pool2d(region[None], factor, stride=factor)[0] if factor > 1 else region
@@ -67,15 +79,23 @@ def align_faces(image: torch.Tensor, landmarks: np.ndarray, crop_size: int, marg
         # source pixel centre x maps to pooled pixel centre (x - left - (k - 1) / 2) / k
         x = (src.real - left - (factor - 1) / 2.0) / factor
         y = (src.imag - top - (factor - 1) / 2.0) / factor
-        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(pooled.dtype)
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(
+            pooled.dtype
+        )
         sampled = F.grid_sample(
-            pooled[None].expand(len(members), -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
+            pooled[None].expand(len(members), -1, -1, -1),
+            grid,
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
         )
         crops[index] = sampled
     return crops.clamp(0.0, 1.0)
 
 
-def _sampled_region(src: torch.Tensor, factor: int, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def _sampled_region(
+    src: torch.Tensor, factor: int, width: int, height: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """The image rectangle (left, top), (right, bottom) that holds every pixel the crops at ``src`` read.
 
     Two pooled pixels of margin cover bilinear's neighbours. Left and top are multiples of
@@ -87,7 +107,9 @@ def _sampled_region(src: torch.Tensor, factor: int, width: int, height: int) -> 
     bounds = []
     for values, size in ((src.real, width), (src.imag, height)):
         last_block = max(size // factor - 1, 0) * factor
-        low = min(max(int(np.floor(values.min().item())) - margin, 0), last_block) // factor * factor
+        low = (
+            min(max(int(np.floor(values.min().item())) - margin, 0), last_block) // factor * factor
+        )
         high = min(max(int(np.ceil(values.max().item())) + margin + 1, low + factor), size)
         bounds.append((low, high))
     (left, right), (top, bottom) = bounds

@@ -26,7 +26,9 @@ from torchvision.ops import batched_nms
 MTCNN_MIN_WINDOW = 12  # P-Net's receptive field: the smallest face MTCNN can see at scale 1
 
 
-def _area_bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _area_bins(
+    start: torch.Tensor, length: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds [first, end) of ``size`` area-interpolation bins over ``length`` pixels from ``start``.
 
     These are ``adaptive_avg_pool``'s bins (``interpolate(mode="area")``): floor(i L / n) to
@@ -47,8 +49,12 @@ def integral_images(images: torch.Tensor) -> torch.Tensor:
     the large photos that need them are those whose pyramid gathers are memory-bound. On a GPU, by
     cumulative sums: int32 where they cannot overflow, else float64.
     """
-    if images.device.type == "cpu":  # OpenCV's integral is several times faster than two torch cumsums
-        return torch.from_numpy(np.stack([cv2.integral(image, sdepth=cv2.CV_32S) for image in images.numpy()]))
+    if (
+        images.device.type == "cpu"
+    ):  # OpenCV's integral is several times faster than two torch cumsums
+        return torch.from_numpy(
+            np.stack([cv2.integral(image, sdepth=cv2.CV_32S) for image in images.numpy()])
+        )
     height, width = images.shape[1:3]
     return cumulative_sums(images, torch.int32 if 255 * height * width < 2**31 else torch.float64)
 
@@ -66,7 +72,9 @@ def _differences(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
     if later.device.type == "cpu":  # numpy's unsigned arithmetic wraps by definition
         wrapped = np.subtract(later.numpy().view(np.uint32), earlier.numpy().view(np.uint32))
         return torch.from_numpy(wrapped.astype(np.float32))
-    return (later.to(torch.int64) - earlier.to(torch.int64)).bitwise_and_(0xFFFFFFFF).to(torch.float32)
+    return (
+        (later.to(torch.int64) - earlier.to(torch.int64)).bitwise_and_(0xFFFFFFFF).to(torch.float32)
+    )
 
 
 def _means(sums: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
@@ -84,7 +92,9 @@ def pyramid_level(integral: torch.Tensor, height: int, width: int) -> torch.Tens
     zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
     rows_first, rows_end = (b[0] for b in _area_bins(zero, zero + integral.shape[1] - 1, height))
     cols_first, cols_end = (b[0] for b in _area_bins(zero, zero + integral.shape[2] - 1, width))
-    rows = _differences(integral.index_select(1, rows_end), integral.index_select(1, rows_first))  # whole rows
+    rows = _differences(
+        integral.index_select(1, rows_end), integral.index_select(1, rows_first)
+    )  # whole rows
     sums = _column_differences(rows, cols_first, cols_end)
     return _means(sums, (rows_end - rows_first)[:, None] * (cols_end - cols_first)[None, :])
 
@@ -100,15 +110,23 @@ def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tens
     """
     if rows.device.type != "cpu" or max(rows.shape[1:3]) > REMAP_MAX_SIDE:
         return rows.index_select(2, end) - rows.index_select(2, first)
-    at_end, at_first = _remap_maps(rows.shape[1], tuple(end.tolist())), _remap_maps(rows.shape[1], tuple(first.tolist()))
+    at_end, at_first = (
+        _remap_maps(rows.shape[1], tuple(end.tolist())),
+        _remap_maps(rows.shape[1], tuple(first.tolist())),
+    )
     gathered = [
-        cv2.subtract(cv2.remap(image, at_end, None, cv2.INTER_NEAREST), cv2.remap(image, at_first, None, cv2.INTER_NEAREST))
+        cv2.subtract(
+            cv2.remap(image, at_end, None, cv2.INTER_NEAREST),
+            cv2.remap(image, at_first, None, cv2.INTER_NEAREST),
+        )
         for image in rows.numpy()
     ]
     return torch.from_numpy(np.stack(gathered))
 
 
-@functools.lru_cache(maxsize=48)  # two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
+@functools.lru_cache(
+    maxsize=48
+)  # two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
 def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
     """The (x, y) map that gathers ``columns`` from each of ``rows`` rows; kept, since every photo of a size reuses it."""
     y = np.broadcast_to(np.arange(rows, dtype=np.float32)[:, None], (rows, len(columns)))
@@ -118,7 +136,9 @@ def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
     return maps
 
 
-def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def cut_boxes(
+    integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int
+) -> torch.Tensor:
     """Area-resample the pixel rectangles ``boxes`` [K, 4] (x0, y0, x1, y1, end-exclusive) to [K, 3, size, size].
 
     Equal to ``interpolate(image[:, y0:y1, x0:x1], (size, size), mode="area")`` box by box, normalised.
@@ -128,10 +148,19 @@ def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Te
     rows_first, rows_end = _area_bins(boxes[:, 1], boxes[:, 3] - boxes[:, 1], size)
     cols_first, cols_end = _area_bins(boxes[:, 0], boxes[:, 2] - boxes[:, 0], size)
     height, width = integral.shape[1:3]
-    rows = torch.stack([rows_end, rows_first, rows_end, rows_first])[..., None] + image_index[:, None, None] * height
+    rows = (
+        torch.stack([rows_end, rows_first, rows_end, rows_first])[..., None]
+        + image_index[:, None, None] * height
+    )
     cols = torch.stack([cols_end, cols_end, cols_first, cols_first])[:, :, None, :]
-    corners = integral.view(-1, 3).index_select(0, (rows * width + cols).flatten()).view(4, len(boxes), size, size, 3)
-    if corners.dtype == torch.int32:  # sums that may wrap around: exact modulo 2^32 (see integral_images)
+    corners = (
+        integral.view(-1, 3)
+        .index_select(0, (rows * width + cols).flatten())
+        .view(4, len(boxes), size, size, 3)
+    )
+    if (
+        corners.dtype == torch.int32
+    ):  # sums that may wrap around: exact modulo 2^32 (see integral_images)
         corners = corners.to(torch.int64)
         sums = (corners[0] - corners[1] - corners[2] + corners[3]).bitwise_and_(0xFFFFFFFF)
     else:
@@ -139,7 +168,9 @@ def cut_boxes(integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Te
     return _means(sums, (rows_end - rows_first)[:, :, None] * (cols_end - cols_first)[:, None, :])
 
 
-def _pixel_rectangles(boxes: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pixel_rectangles(
+    boxes: torch.Tensor, width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The library's ``pad``: truncate the boxes to integers and clip them to the image.
 
     Returns end-exclusive rectangles [K, 4] and which of them are non-empty.
@@ -163,7 +194,9 @@ def _max_pool_2x2(pixels: torch.Tensor) -> torch.Tensor:
     if height % 2:  # ceil mode: the last window holds one row
         rows[:, -1] = pixels[:, -1]
     pooled = pixels.new_empty(count, rows.shape[1], (width + 1) // 2, channels)
-    torch.maximum(rows[:, :, 0 : width - 1 : 2], rows[:, :, 1:width:2], out=pooled[:, :, : width // 2])
+    torch.maximum(
+        rows[:, :, 0 : width - 1 : 2], rows[:, :, 1:width:2], out=pooled[:, :, : width // 2]
+    )
     if width % 2:
         pooled[:, :, -1] = rows[:, :, -1]
     return pooled
@@ -190,41 +223,70 @@ class ProposalNet(torch.nn.Module):
         steep = (slopes > 1).nonzero().flatten()  # prelu(x) = min(x, s x) there, not max
         shallow = ((slopes >= 0) & (slopes <= 1)).nonzero().flatten()
         order = torch.cat([steep, shallow, negative])  # the pooled channels, regrouped
-        self.channels, self.steep, self.monotonic = len(order), len(steep), len(steep) + len(shallow)
+        self.channels, self.steep, self.monotonic = (
+            len(order),
+            len(steep),
+            len(steep) + len(shallow),
+        )
         weight, bias = pnet.conv1.weight.detach(), pnet.conv1.bias.detach()
-        self.register_buffer("conv1_weight", torch.cat([weight[order], -weight[negative]]).contiguous(memory_format=torch.channels_last))
+        self.register_buffer(
+            "conv1_weight",
+            torch.cat([weight[order], -weight[negative]]).contiguous(
+                memory_format=torch.channels_last
+            ),
+        )
         self.register_buffer("conv1_bias", torch.cat([bias[order], -bias[negative]]))
         self.register_buffer("monotonic_slopes", slopes[order[: self.monotonic]].clone())
         self.register_buffer("negative_slopes", slopes[negative].abs())
-        self.register_buffer("conv2_weight", pnet.conv2.weight.detach()[:, order].contiguous(memory_format=torch.channels_last))
+        self.register_buffer(
+            "conv2_weight",
+            pnet.conv2.weight.detach()[:, order].contiguous(memory_format=torch.channels_last),
+        )
         self.register_buffer("conv2_bias", pnet.conv2.bias.detach().clone())
         self.conv3, self.prelu2, self.prelu3 = pnet.conv3, pnet.prelu2, pnet.prelu3
-        logits_weight, logits_bias = pnet.conv4_1.weight.detach().flatten(1), pnet.conv4_1.bias.detach()
+        logits_weight, logits_bias = (
+            pnet.conv4_1.weight.detach().flatten(1),
+            pnet.conv4_1.bias.detach(),
+        )
         self.register_buffer("face_weight", logits_weight[1] - logits_weight[0])
         self.register_buffer("face_bias", logits_bias[1] - logits_bias[0])
-        self.register_buffer("regression_weight", pnet.conv4_2.weight.detach().flatten(1).t().contiguous())
+        self.register_buffer(
+            "regression_weight", pnet.conv4_2.weight.detach().flatten(1).t().contiguous()
+        )
         self.register_buffer("regression_bias", pnet.conv4_2.bias.detach().clone())
 
     def _pooled_activations(self, images: torch.Tensor) -> torch.Tensor:
         """pool(prelu(conv1(images))) as a channels-last [N, 10, H', W'], channels in the regrouped order."""
-        pooled = _max_pool_2x2(F.conv2d(images, self.conv1_weight, self.conv1_bias).permute(0, 2, 3, 1))
+        pooled = _max_pool_2x2(
+            F.conv2d(images, self.conv1_weight, self.conv1_bias).permute(0, 2, 3, 1)
+        )
         values, monotonic = pooled[..., : self.channels], self.monotonic
         other = torch.empty_like(values)
         torch.mul(values[..., :monotonic], self.monotonic_slopes, out=other[..., :monotonic])
         torch.mul(pooled[..., self.channels :], self.negative_slopes, out=other[..., monotonic:])
         activations = torch.maximum(values, other)
         if self.steep:
-            torch.minimum(values[..., : self.steep], other[..., : self.steep], out=activations[..., : self.steep])
+            torch.minimum(
+                values[..., : self.steep],
+                other[..., : self.steep],
+                out=activations[..., : self.steep],
+            )
         return activations.permute(0, 3, 1, 2)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position face probability [N, H', W'] and P-Net's features [N, H', W', 32] for the regression."""
-        hidden = self.prelu2(F.conv2d(self._pooled_activations(images), self.conv2_weight, self.conv2_bias))
+        hidden = self.prelu2(
+            F.conv2d(self._pooled_activations(images), self.conv2_weight, self.conv2_bias)
+        )
         features = self.prelu3(self.conv3(hidden)).permute(0, 2, 3, 1)
-        logits = torch.mv(features.reshape(-1, features.shape[-1]), self.face_weight).add_(self.face_bias)
+        logits = torch.mv(features.reshape(-1, features.shape[-1]), self.face_weight).add_(
+            self.face_bias
+        )
         return torch.sigmoid_(logits).view(features.shape[:3]), features
 
-    def candidates(self, images: torch.Tensor, scale: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(
+        self, images: torch.Tensor, scale: float, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The library's ``generateBoundingBox``: windows [K, 9] (x1 y1 x2 y2 score, regression) and their image."""
         probabilities, features = self(images)
         passed = probabilities >= threshold
@@ -248,8 +310,13 @@ class MTCNNCascade:
         self.thresholds = tuple(thresholds)
         self.factor = factor
         networks = MTCNN(device=self.device)  # loads the P/R/O-Net weights shipped in the wheel
-        self.rnet, self.onet = (net.eval().to(memory_format=torch.channels_last) for net in (networks.rnet, networks.onet))
-        self.pnet = ProposalNet(networks.pnet).eval().to(self.device, memory_format=torch.channels_last)
+        self.rnet, self.onet = (
+            net.eval().to(memory_format=torch.channels_last)
+            for net in (networks.rnet, networks.onet)
+        )
+        self.pnet = (
+            ProposalNet(networks.pnet).eval().to(self.device, memory_format=torch.channels_last)
+        )
 
     def scales(self, height: int, width: int, min_size: float) -> list[float]:
         """The pyramid's scales: the first maps ``min_size`` onto P-Net's 12 px window."""
@@ -263,7 +330,9 @@ class MTCNNCascade:
         return scales
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, min_size: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    def __call__(
+        self, images: torch.Tensor, min_size: float
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(boxes [N, 5] x1 y1 x2 y2 score, landmarks [N, 5, 2]) for each of the uint8 images [B, H, W, 3]."""
         batch, height, width = images.shape[:3]
         integral = integral_images(images)
@@ -272,11 +341,19 @@ class MTCNNCascade:
         if len(boxes):
             boxes, image_index = self._refine(integral, boxes, image_index, width, height)
         if len(boxes):
-            boxes, image_index, landmarks = self._output(integral, boxes, image_index, width, height)
-        boxes, landmarks, image_index = boxes.cpu().numpy(), landmarks.cpu().numpy(), image_index.cpu().numpy()
+            boxes, image_index, landmarks = self._output(
+                integral, boxes, image_index, width, height
+            )
+        boxes, landmarks, image_index = (
+            boxes.cpu().numpy(),
+            landmarks.cpu().numpy(),
+            image_index.cpu().numpy(),
+        )
         return [(boxes[image_index == b], landmarks[image_index == b]) for b in range(batch)]
 
-    def _propose(self, integral: torch.Tensor, min_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _propose(
+        self, integral: torch.Tensor, min_size: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 1: P-Net candidates from every pyramid level, suppressed per level and image, then per image."""
         height, width = integral.shape[1] - 1, integral.shape[2] - 1
         found, found_index = [], []
@@ -287,7 +364,9 @@ class MTCNNCascade:
             found.append(candidates[keep])
             found_index.append(index[keep])
         if not found:  # the image is smaller than the smallest face asked for
-            return torch.zeros(0, 5, device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device)
+            return torch.zeros(0, 5, device=self.device), torch.zeros(
+                0, dtype=torch.int64, device=self.device
+            )
         boxes, image_index = torch.cat(found), torch.cat(found_index)
         keep = batched_nms(boxes[:, :4], boxes[:, 4], image_index, 0.7)
         boxes, image_index = boxes[keep], image_index[keep]
@@ -323,7 +402,11 @@ class MTCNNCascade:
             self.onet, 48, self.thresholds[2], integral, boxes, image_index, width, height
         )
         extent = boxes[:, 2:4] - boxes[:, 0:2] + 1
-        landmarks = torch.stack([points[:, :5], points[:, 5:]], 2) * extent[:, None, :] + boxes[:, None, 0:2] - 1
+        landmarks = (
+            torch.stack([points[:, :5], points[:, 5:]], 2) * extent[:, None, :]
+            + boxes[:, None, 0:2]
+            - 1
+        )
         boxes = bbreg(boxes, regression)
         keep = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_index, 0.7, "Min")
         return boxes[keep], image_index[keep], landmarks[keep]

@@ -17,9 +17,26 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+)
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jp2", ".j2k"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".jp2",
+        ".j2k",
+    }
 )
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -72,7 +89,9 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         scale = 255.0 if grey.max(initial=0) <= 1.0 else 1.0
         grey = np.clip(np.round(grey * scale), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
+        mode == "P" and "transparency" in image.info
+    )
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -117,7 +136,9 @@ def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
         raise DecodeError(f"cannot decode image: {message}") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as error:
         raise DecodeError(f"corrupt image: {error or type(error).__name__}") from None
-    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format)  # a writable copy
+    return DecodedImage(
+        np.array(pixels, dtype=np.uint8, order="C"), image_format
+    )  # a writable copy
 
 
 @dataclass
@@ -164,12 +185,15 @@ def open_video(path: Path):
         frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        codec="".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown",
+        codec="".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
+        or "unknown",
     )
     return capture, info
 
 
-def sample_video(path: Path, fps: float | None = 1.0, frames: int | None = None) -> tuple[VideoInfo, Iterator[VideoFrame]]:
+def sample_video(
+    path: Path, fps: float | None = 1.0, frames: int | None = None
+) -> tuple[VideoInfo, Iterator[VideoFrame]]:
     """Open a video and return its info and an iterator over the sampled frames (RGB)."""
     import cv2
 
@@ -192,7 +216,11 @@ def sample_video(path: Path, fps: float | None = 1.0, frames: int | None = None)
                 if index == target:
                     ok, frame = capture.retrieve()
                     if ok:
-                        yield VideoFrame(index, index / info.fps if info.fps > 0 else 0.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                        yield VideoFrame(
+                            index,
+                            index / info.fps if info.fps > 0 else 0.0,
+                            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
+                        )
                     target = next(targets, None)
                 index += 1
         finally:

@@ -49,7 +49,9 @@ class FaceDetector:
 
     def _detection_scale(self, height: int, width: int) -> float:
         longest = max(height, width)
-        return min(1.0, self.max_side / longest) if self.max_side and longest > self.max_side else 1.0
+        return (
+            min(1.0, self.max_side / longest) if self.max_side and longest > self.max_side else 1.0
+        )
 
     def _pyramid_min_size(self, scale: float) -> float:
         """The smallest face, in detection pixels: ``min_face`` scaled, but never below P-Net's window."""
@@ -84,13 +86,19 @@ class FaceDetector:
         for (height, width, min_size), members in groups.items():
             if min(height, width) < MTCNN_MIN_WINDOW:
                 continue  # too small to hold any face MTCNN can find
-            per_call = max(1, BATCH_PIXELS.get(self.device.type, BATCH_PIXELS["cpu"]) // (height * width))
+            per_call = max(
+                1, BATCH_PIXELS.get(self.device.type, BATCH_PIXELS["cpu"]) // (height * width)
+            )
             for start in range(0, len(members), per_call):
                 chunk = members[start : start + per_call]
                 batch = torch.from_numpy(np.stack([scaled[i] for i in chunk])).to(self.device)
                 for i, (image_boxes, image_points) in zip(chunk, self.cascade(batch, min_size)):
                     results[i] = self._to_detections(
-                        image_boxes, image_points, scales[i], images[i].shape[:2], self.min_face_size
+                        image_boxes,
+                        image_points,
+                        scales[i],
+                        images[i].shape[:2],
+                        self.min_face_size,
                     )
         return results
 

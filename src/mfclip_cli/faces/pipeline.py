@@ -20,7 +20,9 @@ class FaceSearch:
     margin: float
     min_face: int = 20  # pixels, in the upright full-resolution image
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    detect_max_side: int = 0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    detect_max_side: int = (
+        0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    )
 
 
 @dataclass
@@ -36,7 +38,10 @@ class FaceCropper:
         self.search = search
         self.device = torch.device(device)
         self.detector = FaceDetector(
-            self.device, min_face_size=search.min_face, thresholds=search.thresholds, max_side=search.detect_max_side
+            self.device,
+            min_face_size=search.min_face,
+            thresholds=search.thresholds,
+            max_side=search.detect_max_side,
         )
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[FoundFaces]:
@@ -46,8 +51,16 @@ class FaceCropper:
             if not found:
                 results.append(FoundFaces([], torch.zeros(0, 3, size, size, device=self.device)))
                 continue
-            pixels = pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels, order="C")
-            tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)  # uint8: align_faces converts what it reads
+            pixels = (
+                pixels
+                if pixels.flags.writeable and pixels.flags.c_contiguous
+                else np.array(pixels, order="C")
+            )
+            tensor = (
+                torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)
+            )  # uint8: align_faces converts what it reads
             landmarks = np.stack([d.landmarks for d in found])
-            results.append(FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin)))
+            results.append(
+                FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin))
+            )
         return results

@@ -115,7 +115,9 @@ def create_clip_towers(settings: ClipSettings, *, load_weights: bool = True) -> 
                 " (open_clip tags are downloaded from the model hub; offline, pass a local "
                 ".safetensors file instead)"
             )
-        raise BackboneError(f"could not build {architecture} with weights {pretrained!r}: {error}{hint}") from error
+        raise BackboneError(
+            f"could not build {architecture} with weights {pretrained!r}: {error}{hint}"
+        ) from error
     model_config = open_clip.get_model_config(architecture)
     image_size = model_config["vision_cfg"]["image_size"]
     tokenizer = open_clip.get_tokenizer(architecture)
@@ -165,7 +167,9 @@ class FunctionalLoraMultiheadAttention(PeftLoraMultiheadAttention):
         base = self.get_base_layer()
         for name in check_adapters_to_merge(self, adapter_names):
             if name in self.lora_A:
-                base.in_proj_weight.data += self.get_delta_weight(name).to(base.in_proj_weight.dtype)
+                base.in_proj_weight.data += self.get_delta_weight(name).to(
+                    base.in_proj_weight.dtype
+                )
                 base.out_proj.merge(safe_merge=safe_merge, adapter_names=[name])
                 self.merged_adapters.append(name)
 
@@ -203,7 +207,9 @@ def merge_lora(module: nn.Module) -> None:
     The forward then skips the adapters' extra matmuls and element-wise passes (ViT-B-16 on CPU:
     10 % of a forward). Outputs agree with the unmerged model to float rounding.
     """
-    for layer in module.modules():  # an attention layer comes before its out-projection, which it merges
+    for (
+        layer
+    ) in module.modules():  # an attention layer comes before its out-projection, which it merges
         if isinstance(layer, BaseTunerLayer) and not layer.merged:
             layer.merge()
 

@@ -47,20 +47,32 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(
-    model: MFCLIP, path: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False
+    model: MFCLIP,
+    path: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> CheckpointInfo:
     """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's id."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {path}")
     if model.adapters_merged:
-        raise ValueError("this model's LoRA adapters are merged into its base weights; saving it would apply them twice")
+        raise ValueError(
+            "this model's LoRA adapters are merged into its base weights; saving it would apply them twice"
+        )
     for target in (path, sidecar_path(path)):
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
     config = model.config.to_dict()
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    header = {"format": CHECKPOINT_FORMAT, "mfclip_version": __version__, "config": json.dumps(config)}
+    tensors = {
+        name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()
+    }
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "mfclip_version": __version__,
+        "config": json.dumps(config),
+    }
     with atomic_writer(path, overwrite=overwrite) as handle:
         handle.write(save(tensors, metadata=header))
     digest = sha256_file(path)
@@ -95,7 +107,9 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     try:
         config = config_from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as error:
-        raise CheckpointError(f"{path}: the embedded model config is unreadable: {error}") from error
+        raise CheckpointError(
+            f"{path}: the embedded model config is unreadable: {error}"
+        ) from error
     metadata: dict[str, Any] = {}
     sidecar = sidecar_path(path)
     if sidecar.is_file():
@@ -106,7 +120,9 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     return CheckpointInfo(path, sha256_file(path), config, metadata)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MFCLIP, CheckpointInfo]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[MFCLIP, CheckpointInfo]:
     """Rebuild the model from the embedded config and load its tensors (no download, no pickle)."""
     info = read_checkpoint_info(path)
     model = build_model(info.config, pretrained=False)
@@ -122,4 +138,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         )
     model.load_state_dict(state)
     return model.to(device).eval(), info
-

@@ -27,7 +27,9 @@ class ClipSettings:
     """Which open_clip architecture to build and where its pretrained weights come from."""
 
     architecture: str = "ViT-B-16"
-    pretrained: str | None = "openai"  # open_clip tag or local .safetensors file; None = random init
+    pretrained: str | None = (
+        "openai"  # open_clip tag or local .safetensors file; None = random init
+    )
     quick_gelu: bool | None = None  # None: take it from the pretrained tag (OpenAI weights need it)
 
 
@@ -36,7 +38,9 @@ class LoraSettings:
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.0
-    text: bool = False  # also adapt the text tower; if False it stays frozen and its outputs are cached
+    text: bool = (
+        False  # also adapt the text tower; if False it stays frozen and its outputs are cached
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class NoiseSettings:
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    crop_size: int = 256  # side of the aligned face crop the model receives (noise branch works here)
+    crop_size: int = (
+        256  # side of the aligned face crop the model receives (noise branch works here)
+    )
     margin: float = 1.3  # face box enlargement around the alignment template
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -66,7 +72,9 @@ class SpaSettings:
 
     enabled: bool = True
     hardness: float = 5.0  # how strongly similar (hard) negatives are emphasised
-    identity_eps: float = 0.02  # text-similarity scale below 1 at which a pair counts as a false negative
+    identity_eps: float = (
+        0.02  # text-similarity scale below 1 at which a pair counts as a false negative
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
@@ -187,7 +197,9 @@ def _read_document(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.').upper()}: {error}") from error
+        raise ConfigError(
+            f"config {path} is not valid {path.suffix.lstrip('.').upper()}: {error}"
+        ) from error
 
 
 def _resolve(name_or_path: str | Path, seen: tuple[str, ...]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ class FineGrainedLanguageEncoder(nn.Module):
     distinct label set in the batch.
     """
 
-    def __init__(self, text_tower: nn.Module, tokenizer: Callable[..., torch.Tensor], prompts: PromptSettings):
+    def __init__(
+        self, text_tower: nn.Module, tokenizer: Callable[..., torch.Tensor], prompts: PromptSettings
+    ):
         super().__init__()
         self.text_tower = text_tower
         self.tokenizer = tokenizer
@@ -41,7 +43,9 @@ class FineGrainedLanguageEncoder(nn.Module):
 
     def _encode_levels(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
         """[N, levels, D] unit-norm embeddings of each label set's prompts."""
-        prompts = [prompt for labels in label_sets for prompt in build_prompts(labels, self.prompts)]
+        prompts = [
+            prompt for labels in label_sets for prompt in build_prompts(labels, self.prompts)
+        ]
         device = self.level_logits.device
         tokens = self.tokenizer(prompts).to(device)
         features = self.text_tower(tokens).float()

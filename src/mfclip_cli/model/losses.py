@@ -96,7 +96,10 @@ def contrastive_loss(
 
 
 def distillation_loss(
-    predicted_text: torch.Tensor, text_embeddings: torch.Tensor, scale: torch.Tensor, temperature: float
+    predicted_text: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    scale: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
     """KL(teacher || student) * T^2 over the batch's distinct texts as prototypes.
 
@@ -107,7 +110,9 @@ def distillation_loss(
     prototypes = torch.unique(teacher_texts, dim=0)
     scale = scale.detach().exp()
     teacher = F.log_softmax(scale * teacher_texts @ prototypes.t() / temperature, dim=-1)
-    student = F.log_softmax(scale * F.normalize(predicted_text, dim=-1) @ prototypes.t() / temperature, dim=-1)
+    student = F.log_softmax(
+        scale * F.normalize(predicted_text, dim=-1) @ prototypes.t() / temperature, dim=-1
+    )
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
 
@@ -147,8 +152,12 @@ class MFCLIPLoss(nn.Module):
         settings = self.settings
         scale = self.logit_scale()
         classification = F.cross_entropy(class_logits.float(), targets)
-        contrastive = contrastive_loss(F.normalize(visual.float(), dim=-1), text, scale, settings.spa)
-        distillation = distillation_loss(predicted_text.float(), text, scale, settings.distill_temperature)
+        contrastive = contrastive_loss(
+            F.normalize(visual.float(), dim=-1), text, scale, settings.spa
+        )
+        distillation = distillation_loss(
+            predicted_text.float(), text, scale, settings.distill_temperature
+        )
         total = (
             classification
             + settings.contrastive_weight * contrastive

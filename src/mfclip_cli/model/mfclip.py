@@ -24,7 +24,9 @@ from mfclip_cli.model.vision import Fusion, MultiModalVisionEncoder
 
 
 def _mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.0) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim_out))
+    return nn.Sequential(
+        nn.Linear(dim_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim_out)
+    )
 
 
 class MFCLIP(nn.Module):
@@ -40,7 +42,9 @@ class MFCLIP(nn.Module):
         dim = towers.embed_dim
         self.vision = MultiModalVisionEncoder(
             image_tower=towers.visual,
-            noise_branch=NoiseBranch(dim, config.noise.patch_size, config.noise.width, config.noise.clip),
+            noise_branch=NoiseBranch(
+                dim, config.noise.patch_size, config.noise.width, config.noise.clip
+            ),
             fusion=Fusion(dim, config.fusion),
             image_size=towers.image_size,
             mean=config.preprocess.mean,
@@ -81,11 +85,15 @@ class MFCLIP(nn.Module):
 
     def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossBreakdown:
         if self.adapters_merged:
-            raise RuntimeError("this model's LoRA adapters are merged for inference; train a model loaded afresh")
+            raise RuntimeError(
+                "this model's LoRA adapters are merged for inference; train a model loaded afresh"
+            )
         if len(label_sets) != faces.shape[0]:
             raise ValueError(f"{faces.shape[0]} faces but {len(label_sets)} label sets")
         visual = self.vision(faces)
-        targets = torch.tensor([self.classes.index(labels.label) for labels in label_sets], device=faces.device)
+        targets = torch.tensor(
+            [self.classes.index(labels.label) for labels in label_sets], device=faces.device
+        )
         return self.criterion(
             class_logits=self.head(visual),
             targets=targets,

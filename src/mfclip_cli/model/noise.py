@@ -70,7 +70,9 @@ def richest_patch_index(faces: torch.Tensor, patch_size: int) -> torch.Tensor:
     return homogeneity.flatten(1).argmin(dim=1)
 
 
-def srm_residuals(faces: torch.Tensor, patch_index: torch.Tensor, patch_size: int, clip: float) -> torch.Tensor:
+def srm_residuals(
+    faces: torch.Tensor, patch_index: torch.Tensor, patch_size: int, clip: float
+) -> torch.Tensor:
     """SRM residuals of the chosen patch of each face, per colour channel: [B, 9, P, P].
 
     The patch is cut with a 2-pixel halo from the reflect-padded face, so its residuals equal
@@ -84,13 +86,21 @@ def srm_residuals(faces: torch.Tensor, patch_index: torch.Tensor, patch_size: in
     top = (patch_index // cols) * patch_size
     left = (patch_index % cols) * patch_size
     offsets = torch.arange(span, device=faces.device)
-    rows_index = (top[:, None] + offsets).view(batch, 1, span, 1).expand(batch, channels, span, width + 2 * SRM_HALO)
+    rows_index = (
+        (top[:, None] + offsets)
+        .view(batch, 1, span, 1)
+        .expand(batch, channels, span, width + 2 * SRM_HALO)
+    )
     strip = padded.gather(2, rows_index)
-    cols_index = (left[:, None] + offsets).view(batch, 1, 1, span).expand(batch, channels, span, span)
+    cols_index = (
+        (left[:, None] + offsets).view(batch, 1, 1, span).expand(batch, channels, span, span)
+    )
     window = strip.gather(3, cols_index)
     kernels = SRM_KERNELS.to(device=faces.device, dtype=window.dtype)
     weight = kernels.unsqueeze(1).repeat(channels, 1, 1, 1)  # [3 * C, 1, 5, 5], grouped per channel
-    normalisers = torch.tensor(SRM_NORMALISERS, device=faces.device, dtype=window.dtype).repeat(channels)
+    normalisers = torch.tensor(SRM_NORMALISERS, device=faces.device, dtype=window.dtype).repeat(
+        channels
+    )
     residual = F.conv2d(window, weight, groups=channels) / normalisers.view(1, -1, 1, 1)
     return residual.clamp(-clip, clip)
 

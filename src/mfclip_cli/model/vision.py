@@ -51,7 +51,11 @@ class MultiModalVisionEncoder(nn.Module):
     def image_input(self, faces: torch.Tensor) -> torch.Tensor:
         if faces.shape[-1] != self.image_size or faces.shape[-2] != self.image_size:
             faces = F.interpolate(
-                faces, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+                faces,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
             )
         return (faces - self.mean) / self.std
 
