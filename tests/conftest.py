@@ -12,7 +12,8 @@ from mfclip_cli.model import build_model, load_model_config
 
 @pytest.fixture(scope="session", autouse=True)
 def weights_home(tmp_path_factory):
-    """Every test, and every command a test runs, registers weights in a store of its own, not the user's."""
+    """Every test, and every command a test runs, registers weights in a store of its own, not the
+    user's."""
     home = tmp_path_factory.mktemp("mfclip-home")
     previous = os.environ.get("MFCLIP_HOME")
     os.environ["MFCLIP_HOME"] = str(home)

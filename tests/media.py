@@ -31,7 +31,8 @@ def face_free() -> np.ndarray:
 
 
 def save_exif_rotated(path: Path, orientation: int) -> None:
-    """Store the astronaut so that a viewer must apply EXIF ``orientation`` (6 or 8) to see it upright."""
+    """Store the astronaut so that a viewer must apply EXIF ``orientation`` (6 or 8) to see it
+    upright."""
     upright = Image.fromarray(astronaut())
     # 6 = "rotate 90 CW to view": the stored pixels are the upright picture turned 90 CCW.
     stored = upright.transpose(

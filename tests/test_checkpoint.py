@@ -118,7 +118,8 @@ def test_non_checkpoints_are_refused_clearly(tmp_path):
 
 
 def _rewrite(path, target, edit):
-    """Copy checkpoint ``path`` to ``target`` with its tensors edited, keeping its header metadata."""
+    """Copy checkpoint ``path`` to ``target`` with its tensors edited, keeping its header
+    metadata."""
     metadata = safe_open(str(path), "pt").metadata()
     state = edit(load_file(path))
     target.write_bytes(save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))

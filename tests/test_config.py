@@ -40,7 +40,8 @@ def test_user_json_extends_a_shipped_config(tmp_path):
 def test_user_toml(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text(
-        'extends = "vit-b-16"\nname = "mine"\n[loss]\ndistill_weight = 0.0\n[loss.spa]\nenabled = false\n'
+        'extends = "vit-b-16"\nname = "mine"\n[loss]\ndistill_weight = 0.0\n'
+        "[loss.spa]\nenabled = false\n"
     )
     config = load_model_config(path)
     assert (

@@ -299,7 +299,10 @@ def test_sample_dict_round_trip_and_errors():
 
 
 def test_the_data_layer_does_not_import_torch():
-    code = "import sys, mfclip_cli.data as d; d.load_protocol('in-domain'); print('torch' in sys.modules)"
+    code = (
+        "import sys, mfclip_cli.data as d; d.load_protocol('in-domain'); "
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

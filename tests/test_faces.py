@@ -1,4 +1,5 @@
-"""The face pipeline in process: decoding every awkward file, detection against facenet, alignment."""
+"""The face pipeline in process: decoding every awkward file, detection against facenet,
+alignment."""
 
 import numpy as np
 import pytest
@@ -73,7 +74,8 @@ def _normalised_area_resize(
 
 
 def test_integral_sums_that_wrap_around_still_give_exact_bins():
-    """Over 16.8 MP of bright pixels OpenCV's int32 sums wrap past 2^32; bins must still be exact."""
+    """Over 16.8 MP of bright pixels OpenCV's int32 sums wrap past 2^32; bins must still be
+    exact."""
     generator = torch.Generator().manual_seed(3)
     images = torch.randint(200, 256, (1, 4400, 4400, 3), dtype=torch.uint8, generator=generator)
     integral = integral_images(images)
@@ -123,7 +125,8 @@ def test_pyramid_levels_and_box_crops_equal_area_interpolation():
             _normalised_area_resize(wide, size),
             atol=1e-5,
         )
-    # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output (up-sampling), one pixel
+    # x0, y0, x1, y1 end-exclusive: inside, touching every edge, smaller than the output
+    # (up-sampling), one pixel
     rectangles = torch.tensor(
         [[10, 20, 97, 111], [0, 0, 203, 157], [150, 140, 161, 157], [5, 5, 6, 6]]
     )
@@ -293,7 +296,8 @@ def test_alignment_puts_landmarks_on_the_template(detector):
 
 
 def test_alignment_of_a_large_face_is_not_aliased():
-    """A face 8x larger than the crop is box-filtered first: stripes finer than the crop average out."""
+    """A face 8x larger than the crop is box-filtered first: stripes finer than the crop average
+    out."""
     stripes = np.zeros((1024, 1024, 3), np.float32)
     stripes[:, ::2] = 1.0  # 1-pixel stripes
     image = torch.from_numpy(stripes).permute(2, 0, 1)
@@ -305,7 +309,8 @@ def test_alignment_of_a_large_face_is_not_aliased():
 def _whole_image_alignment(
     image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float
 ) -> torch.Tensor:
-    """The reference: pool the whole float image by each face's factor, then sample it bilinearly."""
+    """The reference: pool the whole float image by each face's factor, then sample it
+    bilinearly."""
     a, t = similarity_transforms(
         torch.from_numpy(landmarks), torch.from_numpy(template_points(crop_size, margin))
     ).T
@@ -331,7 +336,8 @@ def _whole_image_alignment(
 
 
 def test_alignment_reads_only_the_faces_region_with_the_whole_images_values():
-    """Crops from the face's region equal crops from the whole image: big and small faces, at edges and corners."""
+    """Crops from the face's region equal crops from the whole image: big and small faces, at edges
+    and corners."""
     generator = torch.Generator().manual_seed(3)
     pixels = torch.randint(
         0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator
@@ -348,7 +354,8 @@ def test_alignment_reads_only_the_faces_region_with_the_whole_images_values():
             + [500, 500],  # factor 2, rotated
         ]
     )
-    # in float64 the two agree exactly but for summation order; float32 grids round differently (1e-4)
+    # in float64 the two agree exactly but for summation order; float32 grids round differently
+    # (1e-4)
     exact = pixels.double() / 255
     torch.testing.assert_close(
         align_faces(exact, landmarks, 128, 1.3),

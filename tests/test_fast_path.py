@@ -83,7 +83,8 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
             < PROBABILITY_TOLERANCE
         )
 
-    # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same records
+    # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
+    # records
     (tmp_path / "notes.txt").write_text("not an image")
     inputs = [
         InputItem(path)
@@ -107,7 +108,8 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
 
 
 def test_worker_counts_follow_the_cores(monkeypatch):
-    """CPU: one worker per core. GPU: decoding workers on all cores but one, at least 2, at most 16."""
+    """CPU: one worker per core. GPU: decoding workers on all cores but one, at least 2, at
+    most 16."""
     import types
 
     import mfclip_cli.engines.scan as scan_engine

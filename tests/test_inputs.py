@@ -1,4 +1,5 @@
-"""What ``scan`` is asked to look at: order, recursion, symlink loops, unreadable folders, globs, stdin."""
+"""What ``scan`` is asked to look at: order, recursion, symlink loops, unreadable folders, globs,
+stdin."""
 
 import io
 import os

@@ -1,4 +1,5 @@
-"""Evaluation metrics: the numpy implementations agree with scikit-learn, ties and thin subsets included."""
+"""Evaluation metrics: the numpy implementations agree with scikit-learn, ties and thin subsets
+included."""
 
 import json
 import math
@@ -207,7 +208,8 @@ def test_plot_roc_writes_png_and_refuses_to_overwrite(tmp_path):
 
 
 def test_video_level_fields_follow_the_threshold():
-    """Every video-level field at a non-default threshold, recomputed with scikit-learn (issue 19)."""
+    """Every video-level field at a non-default threshold, recomputed with scikit-learn
+    (issue 19)."""
     from mfclip_cli.data import Sample
     from mfclip_cli.engines.evaluate import score_samples
 

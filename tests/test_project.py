@@ -36,7 +36,8 @@ def test_tests_run_offline():
 
 
 def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp_path):
-    """Built as pip builds it; unpacked where no checkout is, it finds its demo weights and configs."""
+    """Built as pip builds it; unpacked where no checkout is, it finds its demo weights and
+    configs."""
     import json
     import os
     import subprocess
@@ -95,3 +96,16 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
     meta = json.loads(scan.stdout.splitlines()[0])
     assert meta["demo"] is True and "DEMO" in scan.stderr
     assert meta["weights"]["path"].startswith(str(installed))  # the unpacked wheel's own copy
+
+
+def test_the_code_is_ruff_clean():
+    """Lint (pyflakes, pycodestyle, 100-character lines, sorted imports) and format."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).with_name("ruff")
+    for args in (["check", "src", "tests"], ["format", "--check", "src", "tests"]):
+        result = subprocess.run(
+            [str(ruff), *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

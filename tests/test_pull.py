@@ -1,4 +1,5 @@
-"""``mfclip weights pull``: served from a local HTTP server on 127.0.0.1, cut mid-file, resumed, refused."""
+"""``mfclip weights pull``: served from a local HTTP server on 127.0.0.1, cut mid-file, resumed,
+refused."""
 
 import hashlib
 import json
@@ -19,7 +20,8 @@ MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 class _Files(BaseHTTPRequestHandler):
-    """GET /NAME with Range support; ``cut`` files send their headers, then only half their bytes."""
+    """GET /NAME with Range support; ``cut`` files send their headers, then only half their
+    bytes."""
 
     files: dict[str, bytes] = {}
     cut: set[str] = set()

@@ -1,4 +1,5 @@
-"""``mfclip scan`` under ``torchrun``: the inputs are split across processes, the report is one and in order."""
+"""``mfclip scan`` under ``torchrun``: the inputs are split across processes, the report is one
+and in order."""
 
 import json
 import os

@@ -328,9 +328,11 @@ def test_table_keeps_the_verdict_and_the_demo_notice_at_any_width(width):
 
 
 def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
-    """A face just above --min-face pixels at full resolution, in an 8000 x 1000 panorama (issue 18).
+    """A face just above --min-face pixels at full resolution, in an 8000 x 1000 panorama
+    (issue 18).
 
-    Detected on a 1600 px copy (the old default), it would be under 5 px there: beyond MTCNN's sight.
+    Detected on a 1600 px copy (the old default), it would be under 5 px there: beyond MTCNN's
+    sight.
     """
     from media import ASTRONAUT_BOX
 

@@ -1,4 +1,5 @@
-"""Synthetic demo data: registry, artifacts, layout, determinism, and that the artifacts are there."""
+"""Synthetic demo data: registry, artifacts, layout, determinism, and that the artifacts are
+there."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def high_frequency_ratio(grey: np.ndarray) -> float:
 
 
 def periodic_peak(grey: np.ndarray, period: int) -> float:
-    """Strongest log-power excess at the frequencies (a/period, b/period) over a 7x7 ring around each."""
+    """Strongest log-power excess at the frequencies (a/period, b/period) over a 7x7 ring around
+    each."""
     log_power = np.log(power_spectrum(grey) + 1e-9)
     n = log_power.shape[0]
     step = n // period

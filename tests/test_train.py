@@ -1,4 +1,5 @@
-"""``mfclip train`` and ``mfclip eval`` end to end on a small dataset whose fakes carry learnable traces.
+"""``mfclip train`` and ``mfclip eval`` end to end on a small dataset whose fakes carry learnable
+traces.
 
 Reals are smooth colour fields with fine sensor-like grain; "gan" fakes add a periodic
 checkerboard (two periods = two generators); "diffusion" fakes have the grain smoothed away (two

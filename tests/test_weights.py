@@ -138,7 +138,8 @@ def test_quick_start_scan_of_the_examples_with_the_demo_weights():
 
 
 def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
-    """The demo checkpoint copied without its sidecar, or registered under another name, is still the demo."""
+    """The demo checkpoint copied without its sidecar, or registered under another name, is still
+    the demo."""
     demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     bare = tmp_path / "renamed.safetensors"
     bare.write_bytes((BUNDLED_STORE / demo["file"]).read_bytes())
@@ -167,10 +168,13 @@ def test_truncated_checkpoint_is_one_readable_error(tmp_path):
 
 
 def test_the_cli_and_the_registry_do_not_import_torch():
-    """`mfclip --help` and `weights list` must start fast: torch, open_clip and the faces load only when used."""
+    """`mfclip --help` and `weights list` must start fast: torch, open_clip and the faces load
+    only when used."""
     code = (
-        "import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; weights.registry_status(); "
-        "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') if m in sys.modules); "
+        "import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; "
+        "weights.registry_status(); "
+        "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') "
+        "if m in sys.modules); "
         "assert not heavy, heavy"
     )
     result = subprocess.run(

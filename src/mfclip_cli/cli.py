@@ -15,7 +15,10 @@ from mfclip_cli import __version__
 
 app = typer.Typer(
     name="mfclip",
-    help="Find every face in photos and videos and say how likely it is real, diffusion- or GAN-generated.",
+    help=(
+        "Find every face in photos and videos and say how likely it is real, diffusion- or "
+        "GAN-generated."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,7 +57,8 @@ def _without_worker_traceback(message: str) -> str:
 
 @contextlib.contextmanager
 def _errors_reported() -> Iterator[Console]:
-    """Expected failures become one readable line on stderr and their exit code, never a traceback."""
+    """Expected failures become one readable line on stderr and their exit code, never a
+    traceback."""
     from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
     from mfclip_cli.errors import (
         BackboneError,
@@ -94,7 +98,10 @@ def scan(
         None,
         "--weights",
         "-w",
-        help="Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the bundled demo).",
+        help=(
+            "Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the "
+            "bundled demo)."
+        ),
     ),
     json_path: Optional[str] = typer.Option(
         None, "--json", help="Write one JSON document {meta, files} to FILE."
@@ -125,7 +132,10 @@ def scan(
         0,
         "--workers",
         min=0,
-        help="Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, up to 16, with a GPU).",
+        help=(
+            "Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, "
+            "up to 16, with a GPU)."
+        ),
     ),
     min_face: int = typer.Option(
         20, "--min-face", min=1, help="Smallest face searched for, in pixels."
@@ -137,7 +147,11 @@ def scan(
         0,
         "--detect-max-side",
         min=0,
-        help="Detect on a copy no longer than this: faster on large photos, but faces under 12 x longest side / N px are not searched (recorded per file as smallest_face). 0 (default): full resolution.",
+        help=(
+            "Detect on a copy no longer than this: faster on large photos, but faces under "
+            "12 x longest side / N px are not searched (recorded per file as smallest_face). "
+            "0 (default): full resolution."
+        ),
     ),
     fake_threshold: float = typer.Option(
         0.5,
@@ -226,7 +240,7 @@ def prepare(
 ) -> None:
     """Detect and align the faces of a labelled dataset once, for train and eval.
 
-    Exit codes: 0 every file prepared; 1 fatal; 2 usage; 3 some files could not be read (listed in prepare.json).
+    Exit codes: 0 every file prepared; 1 fatal; 2 usage; 3 unreadable files (in prepare.json).
     """
     from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
 
@@ -252,7 +266,10 @@ def train(
     data: Optional[str] = typer.Option(
         None,
         "--data",
-        help="Labelled face dataset (a prepare output, or folder / genface / diff / manifest layout).",
+        help=(
+            "Labelled face dataset (a prepare output, or folder / genface / diff / manifest "
+            "layout)."
+        ),
     ),
     out: str = typer.Option(
         ..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, train.json."
@@ -348,7 +365,8 @@ def train(
             ignored = sorted(name for name, value in given.items() if value is not None)
             if ignored or settings_file:
                 raise UsageError(
-                    f"--resume continues with the run's saved settings; drop {', '.join(ignored) or '--settings'}"
+                    "--resume continues with the run's saved settings; "
+                    f"drop {', '.join(ignored) or '--settings'}"
                 )
         elif settings_file:
             settings = load_train_settings(settings_file, out=out, **given)
@@ -363,7 +381,8 @@ def train(
         if best:
             error_console.print(
                 f"done: {result['step']} steps, {result['samples_seen']} samples; best val "
-                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> {out}/best.safetensors",
+                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> "
+                f"{out}/best.safetensors",
                 highlight=False,
             )
 
@@ -406,7 +425,7 @@ def evaluate(
         False, "--list-protocols", help="List the shipped protocols and exit."
     ),
 ) -> None:
-    """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way accuracy, macro-F1."""
+    """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way ACC, macro-F1."""
     from mfclip_cli.engines.runtime import UsageError
 
     with _errors_reported() as error_console:
@@ -450,7 +469,7 @@ def synth(
     size: int = typer.Option(256, "--size", min=64, help="Image side in pixels."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
 ) -> None:
-    """Write a SYNTHETIC labelled dataset (documented artifacts on public-domain faces) for demos and smoke tests.
+    """Write a SYNTHETIC labelled dataset (artifacts on public-domain faces) for demos and tests.
 
     It is not evidence and not a benchmark: real GAN and diffusion faces look nothing like it.
     """
@@ -485,7 +504,7 @@ def bench(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the figures to FILE."),
     force: bool = typer.Option(False, "--force", help="Overwrite --json FILE."),
 ) -> None:
-    """Measure model, detection, end-to-end scan and training rates beside the naive pipeline, in one run."""
+    """Measure model, detection, scan and training rates beside the naive pipeline, in one run."""
     from mfclip_cli.engines.bench import BenchRequest, run_bench
     from mfclip_cli.files import refuse_existing, write_json_atomic
 
@@ -618,7 +637,10 @@ def weights_add(
     store: Optional[str] = typer.Option(
         None,
         "--store",
-        help="Register into this folder instead of your store (maintainers: the package's bundled weights).",
+        help=(
+            "Register into this folder instead of your store (maintainers: the package's "
+            "bundled weights)."
+        ),
     ),
 ) -> None:
     """Copy a checkpoint into your weights store and register it with its SHA-256."""

@@ -27,7 +27,8 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def refuse_existing(path: str | Path, force: bool) -> None:
-    """Checked before long work starts, so a report is never overwritten unasked (nor found too late)."""
+    """Checked before long work starts, so a report is never overwritten unasked (nor found too
+    late)."""
     if Path(path).exists() and not force:
         raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
 
@@ -97,7 +98,8 @@ def _looks_pickled(head: bytes) -> bool:
 
 
 def _check_data_length(path: Path, header: dict, data_bytes: int) -> None:
-    """The tensors' byte ranges must cover the data exactly: a cut-off download fails here, with a message."""
+    """The tensors' byte ranges must cover the data exactly: a cut-off download fails here, with a
+    message."""
     try:
         ends = [
             int(entry["data_offsets"][1])

@@ -21,10 +21,12 @@ Semantics (``select``):
 1. Group key. A sample's group is its ``video`` if set, else its ``path``; its hash is
    ``u = int.from_bytes(sha256(f"{seed}:{group}")[:8], "big") / 2**64`` in [0, 1). Every frame of a
    video therefore lands in the same split (no leakage between splits), and video keys are full
-   relative paths, so ``A/000_003.mp4`` and ``B/000_003.mp4`` are different groups. (With a holdout,
-   this holds as long as the frames of a video share their labels, as frames of one video do.)
-2. Position. ``test`` if ``u < test_fraction``, else ``val`` if ``u < test_fraction + val_fraction``,
-   else ``train``; with ``use_layout_split``, a sample that carries a ``split`` takes that instead.
+   relative paths, so ``A/000_003.mp4`` and ``B/000_003.mp4`` are different groups. (With a
+   holdout, this holds as long as the frames of a video share their labels, as frames of one video
+   do.)
+2. Position. ``test`` if ``u < test_fraction``, else ``val`` if
+   ``u < test_fraction + val_fraction``, else ``train``; with ``use_layout_split``, a sample that
+   carries a ``split`` takes that instead.
 3. No holdout (in-domain): each sample goes to its position.
 4. Holdout on field F with held-out values H. The samples F applies to are the fakes (for F =
    ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
@@ -185,7 +187,8 @@ class Protocol:
         test_fraction = _fraction(self.test_fraction, "test_fraction")
         if val_fraction + test_fraction >= 1.0:
             raise ProtocolError(
-                f"val_fraction + test_fraction must be below 1 (got {val_fraction} + {test_fraction})"
+                "val_fraction + test_fraction must be below 1 "
+                f"(got {val_fraction} + {test_fraction})"
             )
         if not isinstance(self.use_layout_split, bool):
             raise ProtocolError(
@@ -295,7 +298,8 @@ def load_protocol(name_or_path: str | Path | Protocol) -> Protocol:
             raise ProtocolError(f"{text}: protocol file not found")
     else:
         raise ProtocolError(
-            f"no protocol named {text!r} (shipped: {', '.join(shipped_protocol_names())}; or give a .toml file)"
+            f"no protocol named {text!r} "
+            f"(shipped: {', '.join(shipped_protocol_names())}; or give a .toml file)"
         )
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -325,7 +329,8 @@ class Splits:
     dropped: list[Sample] = field(default_factory=list)  # samples no split takes
 
     def test_subsets(self) -> dict[str, list[Sample]]:
-        """``{value: that value's test fakes + every test real}`` per ``report_by`` value, sorted."""
+        """``{value: that value's test fakes + every test real}`` per ``report_by`` value,
+        sorted."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
 
         def key(sample: Sample) -> str:
@@ -359,8 +364,8 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
     found = sorted({_field_value(s, holdout) for s in samples if _applies(s, holdout)} - {""})
     if len(found) < 2:
         raise ProtocolError(
-            f"protocol {protocol.name!r} holds out by {holdout} and needs at least two {holdout} values "
-            f"among the {who}; found {len(found)}: {found}"
+            f"protocol {protocol.name!r} holds out by {holdout} and needs at least two "
+            f"{holdout} values among the {who}; found {len(found)}: {found}"
         )
     if protocol.holdout_values == "auto":
         if (
@@ -380,12 +385,13 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
     missing = [value for value in protocol.holdout_values if value not in found]
     if missing:
         raise ProtocolError(
-            f"protocol {protocol.name!r}: held-out {holdout} value(s) {missing} not found among the {who} "
-            f"(found: {found})"
+            f"protocol {protocol.name!r}: held-out {holdout} value(s) {missing} not found "
+            f"among the {who} (found: {found})"
         )
     if set(found) <= set(protocol.holdout_values):
         raise ProtocolError(
-            f"protocol {protocol.name!r} holds out every {holdout} ({found}); at least one must stay for training"
+            f"protocol {protocol.name!r} holds out every {holdout} ({found}); "
+            "at least one must stay for training"
         )
     return tuple(protocol.holdout_values)
 
@@ -438,7 +444,8 @@ def select(
             raise ProtocolError(
                 f"protocol {protocol.name!r} leaves the {name} split empty "
                 f"({len(samples)} samples in, train/val/test = "
-                f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, {len(dropped)} dropped)"
+                f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, "
+                f"{len(dropped)} dropped)"
             )
     return Splits(splits["train"], splits["val"], splits["test"], held, protocol, dropped)
 

@@ -21,8 +21,9 @@ Layouts (``read_dataset`` detects them, or name one):
     first ``_``) or ``fake/<type>/<Diffusion|GAN>/<gen>/...`` (generator = that folder).
     ``dataset`` is ``GenFace`` unless given.
 ``diff``
-    DiFF: ``DiFF_real/{train,val,test}/...`` (real) and ``{train,val,test}/{T2I,I2I,FS,FE}/<gen>/...``
-    (all diffusion; forgery type t2i / i2i / fs / fe). ``split`` comes from the top folder.
+    DiFF: ``DiFF_real/{train,val,test}/...`` (real) and
+    ``{train,val,test}/{T2I,I2I,FS,FE}/<gen>/...`` (all diffusion; forgery type t2i / i2i / fs /
+    fe). ``split`` comes from the top folder.
     ``dataset`` is ``DiFF`` unless given.
 ``manifest``
     ``manifest.jsonl`` (one JSON object per line) or ``manifest.csv`` (a header row) in ROOT, or
@@ -103,7 +104,8 @@ class Sample:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise DataError(
-                    f"field {name!r} must be a string or null, not {type(value).__name__} ({value!r})"
+                    f"field {name!r} must be a string or null, "
+                    f"not {type(value).__name__} ({value!r})"
                 )
         if not self.path or "\x00" in self.path:
             raise DataError(f"field 'path' must be a non-empty path, not {self.path!r}")
@@ -114,7 +116,8 @@ class Sample:
         if label == "real":
             if forgery_type not in _UNKNOWN:
                 raise DataError(
-                    f"field 'forgery_type' of a real sample must be 'none', not {self.forgery_type!r}"
+                    "field 'forgery_type' of a real sample must be 'none', "
+                    f"not {self.forgery_type!r}"
                 )
             forgery_type = "none"
         elif forgery_type in _UNKNOWN:
@@ -125,7 +128,8 @@ class Sample:
         if split is not None:
             if split not in _SPLIT_ALIASES:
                 raise DataError(
-                    f"field 'split' must be one of {', '.join(SPLITS)} (or empty), not {self.split!r}"
+                    f"field 'split' must be one of {', '.join(SPLITS)} (or empty), "
+                    f"not {self.split!r}"
                 )
             split = _SPLIT_ALIASES[split]
         video = self.video.strip() if self.video is not None else None
@@ -165,12 +169,14 @@ class Sample:
         """Build a sample from a mapping of its fields; errors name the field at fault."""
         if not isinstance(data, Mapping):
             raise DataError(
-                f"a sample must be an object with the fields {', '.join(SAMPLE_FIELDS)}, not {type(data).__name__}"
+                f"a sample must be an object with the fields {', '.join(SAMPLE_FIELDS)}, "
+                f"not {type(data).__name__}"
             )
         unknown = sorted(set(data) - set(SAMPLE_FIELDS))
         if unknown:
             raise DataError(
-                f"unknown field(s) {', '.join(map(repr, unknown))} (a sample has: {', '.join(SAMPLE_FIELDS)})"
+                f"unknown field(s) {', '.join(map(repr, unknown))} "
+                f"(a sample has: {', '.join(SAMPLE_FIELDS)})"
             )
         for name in _REQUIRED_FIELDS:
             if data.get(name) in (None, ""):
@@ -205,7 +211,8 @@ class DataIndex:
 
 
 def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
-    """``{"total", "label", "generator" (per label), "forgery_type", "dataset", "split", "videos"}``."""
+    """``{"total", "label", "generator" (per label), "forgery_type", "dataset", "split",
+    "videos"}``."""
     samples = list(samples)
     by_generator: dict[str, Counter] = {}
     for sample in samples:
@@ -297,7 +304,8 @@ def _read_tree(
             f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else ""
         )
         raise DataError(
-            f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout ({expected}): {shown}"
+            f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout "
+            f"({expected}): {shown}"
         )
     _check_not_empty(root, layout, samples, 0 if include_videos else len(videos))
     return samples
@@ -383,7 +391,8 @@ def _classify_diff(
 def read_folder(
     root: str | Path, *, dataset: str | None = None, include_videos: bool = False
 ) -> list[Sample]:
-    """``ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]**``; dataset = the root's name."""
+    """``ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]**``; dataset = the root's
+    name."""
     root = Path(root)
     name = dataset if dataset is not None else root.absolute().name
     expected = "ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]..."
@@ -402,7 +411,8 @@ def read_genface(
 def read_diff(
     root: str | Path, *, dataset: str | None = None, include_videos: bool = False
 ) -> list[Sample]:
-    """DiFF: ``DiFF_real/<split>/...`` and ``<split>/<T2I|I2I|FS|FE>/<gen>/...``, all fakes diffusion."""
+    """DiFF: ``DiFF_real/<split>/...`` and ``<split>/<T2I|I2I|FS|FE>/<gen>/...``, all fakes
+    diffusion."""
     expected = "DiFF_real/{train,val,test}/... or {train,val,test}/{T2I,I2I,FS,FE}/<gen>/..."
     name = dataset if dataset is not None else "DiFF"
     return _read_tree(Path(root), "diff", expected, _classify_diff, name, include_videos)
@@ -477,7 +487,8 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 
 def read_manifest(path: str | Path, *, dataset: str | None = None) -> list[Sample]:
-    """Samples of a JSONL or CSV manifest (or of the manifest in the folder ``path``), in file order.
+    """Samples of a JSONL or CSV manifest (or of the manifest in the folder ``path``), in file
+    order.
 
     A missing or empty ``dataset`` becomes ``dataset`` when given. Paths stay as written (relative
     to the manifest's folder). Errors name the file and the line.
@@ -498,7 +509,8 @@ def read_manifest(path: str | Path, *, dataset: str | None = None) -> list[Sampl
             raise DataError(f"{path}, line {number}: {error}") from None
         if sample.path in seen:
             raise DataError(
-                f"{path}, line {number}: path {sample.path!r} already listed on line {seen[sample.path]}"
+                f"{path}, line {number}: path {sample.path!r} already listed "
+                f"on line {seen[sample.path]}"
             )
         seen[sample.path] = number
         if dataset is not None and not sample.dataset:
@@ -528,7 +540,7 @@ def write_manifest(path: str | Path, samples: Iterable[Sample], *, overwrite: bo
     return path
 
 
-# ----------------------------------------------------------------------------- detection & entry point
+# ------------------------------------------------------------------------- detection & entry point
 
 
 def detect_layout(root: str | Path) -> str:

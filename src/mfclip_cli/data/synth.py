@@ -98,47 +98,54 @@ SYNTH_GENERATORS: dict[str, GeneratorSpec] = {
             "synth-gan-checker2",
             "gan",
             "efs",
-            "adds a 2-px transposed-convolution checkerboard (stride 2, 3-tap kernel; amplitude 8%, random phase)",
+            "adds a 2-px transposed-convolution checkerboard (stride 2, 3-tap kernel; "
+            "amplitude 8%, random phase)",
             period=2,
         ),
         GeneratorSpec(
             "synth-gan-checker3",
             "gan",
             "efs",
-            "adds a 3-px transposed-convolution checkerboard (stride 3, 4-tap kernel; amplitude 6%, random phase)",
+            "adds a 3-px transposed-convolution checkerboard (stride 3, 4-tap kernel; "
+            "amplitude 6%, random phase)",
             period=3,
         ),
         GeneratorSpec(
             "synth-gan-checker4",
             "gan",
             "efs",
-            "adds a 4-px transposed-convolution checkerboard (stride 4, 6-tap kernel; amplitude 6%, random phase)",
+            "adds a 4-px transposed-convolution checkerboard (stride 4, 6-tap kernel; "
+            "amplitude 6%, random phase)",
             period=4,
         ),
         GeneratorSpec(
             "synth-gan-grid6",
             "gan",
             "efs",
-            "adds dark 1-px tile-seam lines every 6 px in both directions (amplitude 6%, random phase)",
+            "adds dark 1-px tile-seam lines every 6 px in both directions "
+            "(amplitude 6%, random phase)",
             period=6,
         ),
         GeneratorSpec(
             "synth-diff-lowpass",
             "diffusion",
             "efs",
-            "replaces the high band v - G_2(v) by 0.45-0.6 x its Gaussian-smoothed (sigma 1.1-1.4 px) copy",
+            "replaces the high band v - G_2(v) by 0.45-0.6 x its Gaussian-smoothed "
+            "(sigma 1.1-1.4 px) copy",
         ),
         GeneratorSpec(
             "synth-diff-bilateral",
             "diffusion",
             "efs",
-            "edge-preserving smoothing: 3 bilateral passes (d 7, sigma colour 25-35, space 3) then Gaussian sigma 1.3 px",
+            "edge-preserving smoothing: 3 bilateral passes (d 7, sigma colour 25-35, space 3) "
+            "then Gaussian sigma 1.3 px",
         ),
         GeneratorSpec(
             "synth-diff-residual",
             "diffusion",
             "efs",
-            "Gaussian low-pass (sigma 1.4-1.7 px) plus a faint smoothed-noise residual (noise blurred sigma 1.5 px, std 1.5-2.5 levels)",
+            "Gaussian low-pass (sigma 1.4-1.7 px) plus a faint smoothed-noise residual "
+            "(noise blurred sigma 1.5 px, std 1.5-2.5 levels)",
         ),
     )
 }
@@ -183,7 +190,8 @@ _SOURCES = (
 
 
 def real_sources() -> list[tuple[str, np.ndarray]]:
-    """The public-domain base images, (name, RGB uint8 [H, W, 3]); greyscale ones as 3 equal channels."""
+    """The public-domain base images, (name, RGB uint8 [H, W, 3]); greyscale ones as 3 equal
+    channels."""
     return [(source.name, _load_source(source)) for source in _SOURCES]
 
 
@@ -274,7 +282,8 @@ def _source(name: str) -> _Source:
 def _view_matrix(
     source: _Source, scale: float, angle: float, centre: tuple[float, float]
 ) -> np.ndarray:
-    """2x3 affine base -> view: scale and rotate (degrees, counter-clockwise) about the face, face to ``centre``."""
+    """2x3 affine base -> view: scale and rotate (degrees, counter-clockwise) about the face, face
+    to ``centre``."""
     x1, y1, x2, y2 = source.face_box
     face = ((x1 + x2) / 2, (y1 + y2) / 2)
     matrix = cv2.getRotationMatrix2D(face, angle, scale)
@@ -323,7 +332,8 @@ def _outside(base_shape: tuple[int, ...], matrix: np.ndarray, size: int) -> floa
 def random_view(
     base: np.ndarray, source: str, rng: np.random.Generator, size: int = 256
 ) -> np.ndarray:
-    """One augmented ``size`` x ``size`` view of a base image from ``real_sources()`` (module docstring)."""
+    """One augmented ``size`` x ``size`` view of a base image from ``real_sources()`` (module
+    docstring)."""
     spec = _source(source)
     face_height = spec.face_box[3] - spec.face_box[1]
     lo, hi = 85.0 * size / 256, 135.0 * size / 256
@@ -379,8 +389,14 @@ def _synth_md(n: int, seed: int, size: int) -> str:
         "",
         "Layout: `real/<source>/NNNNN.png`, `gan/efs/<generator>/NNNNN.png`,",
         "`diffusion/efs/<generator>/NNNNN.png` (NNNNN: index within the class; generators and",
-        "sources round-robin). Every class uses the same views: random scale (face 85-135 px tall),",
-        "rotation within 10 degrees, flip, colour jitter, and a JPEG round-trip (quality 80-95) for",
+        (
+            "sources round-robin). Every class uses the same views: random scale "
+            "(face 85-135 px tall),"
+        ),
+        (
+            "rotation within 10 degrees, flip, colour jitter, and a JPEG round-trip "
+            "(quality 80-95) for"
+        ),
         "half of them *before* any artifact; then the artifact over the whole view; saved as PNG.",
         "MTCNN finds the one face in every view (80-140 px tall); in a few per cent of the",
         "cameraman views it also reports a small false face (his ear).",
@@ -423,7 +439,8 @@ def write_synth_dataset(
             raise FileExistsError(f"{out} is not empty (refusing to overwrite it; pass overwrite)")
         if not (out / "synth.json").is_file():
             raise FileExistsError(
-                f"{out} is not empty and holds no synthetic data set (no synth.json); not overwriting it"
+                f"{out} is not empty and holds no synthetic data set (no synth.json); "
+                "not overwriting it"
             )
         for name in _LABELS:
             shutil.rmtree(out / name, ignore_errors=True)

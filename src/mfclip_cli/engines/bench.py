@@ -1,4 +1,5 @@
-"""The benchmark: every stage of scan and training, and the naive pipeline, on the same inputs, in one run.
+"""The benchmark: every stage of scan and training, and the naive pipeline, on the same inputs,
+in one run.
 
 Inputs are generated JPEGs (``size`` x ``size``, one face each: the public-domain astronaut at a
 random place and scale) and the model has random weights: speed does not depend on what the
@@ -59,7 +60,8 @@ def _rate(count: int, run: Callable[[], Any], device: torch.device) -> float:
 def _interleaved_rates(
     stages: dict[str, tuple[int, Callable[[], Any]]], device: torch.device, repeats: int
 ) -> dict[str, list[float]]:
-    """Items per second of each stage in each of ``repeats`` rounds, after one untimed warm-up of each.
+    """Items per second of each stage in each of ``repeats`` rounds, after one untimed warm-up of
+    each.
 
     Each round runs every stage once, so a slow minute of a shared machine slows all of them.
     """
@@ -77,7 +79,8 @@ def _interleaved_rates(
 
 
 def _detect_all(scanner: Scanner, images: list[np.ndarray]) -> None:
-    """Detection laid out as ``mfclip scan`` lays it out: one image per worker on CPU, one batch on a GPU."""
+    """Detection laid out as ``mfclip scan`` lays it out: one image per worker on CPU, one batch on
+    a GPU."""
     detector = scanner.cropper.detector
     if not scanner.analyse_in_workers:
         detector.detect(images)
@@ -87,7 +90,8 @@ def _detect_all(scanner: Scanner, images: list[np.ndarray]) -> None:
 
 
 def write_bench_images(folder: Path, count: int, size: int, seed: int) -> list[Path]:
-    """JPEGs with one astronaut face each, pasted at a random place and scale on a smooth colour field."""
+    """JPEGs with one astronaut face each, pasted at a random place and scale on a smooth colour
+    field."""
     rng = np.random.default_rng(seed)
     _, astronaut = real_sources()[0]
     face = Image.fromarray(astronaut[20:220, 130:320])  # the head and shoulders, about 200 x 190
@@ -227,8 +231,10 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
 
 def _table(results: dict[str, Any]) -> Table:
     table = Table(
-        title=f"mfclip bench: {results['config']} on {results['device']} ({results['device_name']}), "
-        f"{results['images']} JPEGs of {results['size']} px, min face {results['min_face']} px, random weights; "
+        title=f"mfclip bench: {results['config']} on {results['device']} "
+        f"({results['device_name']}), "
+        f"{results['images']} JPEGs of {results['size']} px, "
+        f"min face {results['min_face']} px, random weights; "
         f"image stages: median of {results['repeats']} interleaved rounds"
     )
     table.add_column("stage")

@@ -19,7 +19,8 @@ TIMEOUT_S = 60
 
 
 class TransferError(RuntimeError):
-    """The transfer failed. ``resumable``: the partial file is kept, and running again continues it."""
+    """The transfer failed. ``resumable``: the partial file is kept, and running again continues
+    it."""
 
     def __init__(self, message: str, resumable: bool):
         super().__init__(message)
@@ -33,9 +34,11 @@ def fetch(
     on_start: Callable[[int | None, int], None],
     on_bytes: Callable[[int], None],
 ) -> None:
-    """Bring ``source`` to ``target``; ``on_start(total, already)`` then ``on_bytes(n)`` report progress.
+    """Bring ``source`` to ``target``; ``on_start(total, already)`` then ``on_bytes(n)`` report
+    progress.
 
-    Local write failures (a full disk) propagate as ``OSError``; transfer failures are ``TransferError``.
+    Local write failures (a full disk) propagate as ``OSError``; transfer failures are
+    ``TransferError``.
     """
     if source.startswith(("http://", "https://")):
         _fetch_http(source, target, on_start, on_bytes)

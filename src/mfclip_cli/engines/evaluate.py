@@ -74,7 +74,8 @@ def predict(
 
 
 def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:
-    """Detection metrics of one set of samples, plus video-level ones when frames have video keys."""
+    """Detection metrics of one set of samples, plus video-level ones when frames have video
+    keys."""
     labels = [sample.label for sample in samples]
     result = detection_metrics(labels, probs, threshold=threshold)
     result["video"] = video_metrics([sample.video for sample in samples], labels, probs, threshold)
@@ -182,7 +183,8 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     model, info, demo = load_weights(resolved, device)
     if demo:
         error_console.print(
-            "[bold yellow]warning:[/] evaluating the bundled DEMO weights (trained on synthetic artifacts)."
+            "[bold yellow]warning:[/] evaluating the bundled DEMO weights "
+            "(trained on synthetic artifacts)."
         )
     started = utc_now()
     probs = predict(

@@ -1,4 +1,5 @@
-"""Turning what the user named (files, folders, globs, ``-`` for stdin) into an ordered list of inputs.
+"""Turning what the user named (files, folders, globs, ``-`` for stdin) into an ordered list of
+inputs.
 
 Order is deterministic: the order given, and within a folder, names sorted. Folders are walked
 recursively (unless told not to) following symbolic links, each real folder once, so a link loop
@@ -34,7 +35,8 @@ class InputItem:
 def _walk(
     root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str, ...] = ()
 ) -> Iterable[InputItem]:
-    """Media files under ``root``, names sorted; a link back to a folder being walked is an error entry.
+    """Media files under ``root``, names sorted; a link back to a folder being walked is an error
+    entry.
 
     A folder reached a second time by another route (a link to a folder walked already) is skipped:
     its files are in the list once.

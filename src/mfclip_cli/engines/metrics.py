@@ -24,7 +24,8 @@ _REAL = CLASS_NAMES.index("real")
 
 
 def _binary_inputs(y_true, score) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and flatten binary labels (1 = fake) and scores; bad input is a caller bug, so it raises."""
+    """Validate and flatten binary labels (1 = fake) and scores; bad input is a caller bug, so it
+    raises."""
     y = np.asarray(y_true)
     s = np.asarray(score, dtype=np.float64)
     if y.ndim != 1 or s.ndim != 1 or y.shape != s.shape:
@@ -53,7 +54,8 @@ def _curve_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def roc_curve(y_true, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points ``(fpr, tpr, thresholds)`` for labels 1 = fake and scores where higher = more fake.
+    """ROC points ``(fpr, tpr, thresholds)`` for labels 1 = fake and scores where higher = more
+    fake.
 
     Like ``sklearn.metrics.roc_curve(drop_intermediate=False)``: one point per distinct score,
     starting at (0, 0) with threshold ``inf``. A rate whose class is absent is all ``nan``.
@@ -72,7 +74,8 @@ def _both_classes(y: np.ndarray) -> bool:
 
 
 def roc_auc(y_true, score) -> float:
-    """Area under the ROC curve by the trapezoid rule (equals ``roc_auc_score``); ``nan`` with one class."""
+    """Area under the ROC curve by the trapezoid rule (equals ``roc_auc_score``); ``nan`` with one
+    class."""
     y, s = _binary_inputs(y_true, score)
     if not _both_classes(y):
         return math.nan
@@ -189,7 +192,8 @@ def detection_metrics(labels: Sequence[str], probs, threshold: float = 0.5) -> d
 def video_level(
     keys: Sequence[str | None], labels: Sequence[str], probs
 ) -> tuple[list, list[str], np.ndarray]:
-    """Collapse frame predictions into one prediction per video: the mean of its frames' probabilities.
+    """Collapse frame predictions into one prediction per video: the mean of its frames'
+    probabilities.
 
     Keys are compared verbatim, so 'A/000_003' and 'B/000_003' are different videos. A frame
     with key ``None`` (a still image) stays an item of its own. Items come out in order of first
@@ -244,7 +248,8 @@ def plot_roc(
     *,
     overwrite: bool = False,
 ) -> None:
-    """Draw ROC curves ``{name: (fpr, tpr, auc)}`` with a chance diagonal to a PNG, written atomically.
+    """Draw ROC curves ``{name: (fpr, tpr, auc)}`` with a chance diagonal to a PNG, written
+    atomically.
 
     matplotlib is imported here so that computing metrics never pays for it. The figure is built
     on the Agg canvas directly, without pyplot, so no GUI backend or global figure state is

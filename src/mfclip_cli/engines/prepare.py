@@ -68,7 +68,8 @@ class PrepareRequest:
 
 
 def _done_sources(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Records of sources already prepared, keyed by (path, sha256); a cut-off last line is dropped."""
+    """Records of sources already prepared, keyed by (path, sha256); a cut-off last line is
+    dropped."""
     if not log.is_file():
         return {}
     return {(record["source"], record["sha256"]): record for record in keep_jsonl_prefix(log)}
@@ -227,8 +228,10 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     }
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
     console.print(
-        f"prepared {summary['files']} files: {summary['faces']} faces written to {out / FACES_DIR}, "
-        f"{summary['no_face']} without a face, {summary['error']} unreadable (see {out / SUMMARY_FILE})",
+        f"prepared {summary['files']} files: {summary['faces']} faces written to "
+        f"{out / FACES_DIR}, "
+        f"{summary['no_face']} without a face, {summary['error']} unreadable "
+        f"(see {out / SUMMARY_FILE})",
         highlight=False,
     )
     return EXIT_UNREADABLE if summary["error"] else EXIT_OK

@@ -100,7 +100,8 @@ class JsonlSink:
         self.stream = self.file.stream
 
     def previous(self, meta: dict[str, Any]) -> "ResumeState":
-        """What the report already holds, checked against this run's ``meta``; a cut-off last line is dropped."""
+        """What the report already holds, checked against this run's ``meta``; a cut-off last line
+        is dropped."""
         if self.file is None or not self.file.existed:
             return ResumeState()
         path = self.file.path
@@ -409,7 +410,8 @@ class AnnotateSink:
 
 @dataclass
 class ResumeState:
-    """What an earlier report holds: the inputs it has done, and what its records add to the exit code.
+    """What an earlier report holds: the inputs it has done, and what its records add to the exit
+    code.
 
     Inputs are keyed by the file they name (the real path, resolved from the folder the earlier
     run started in) and its SHA-256, so ``photos/a.jpg`` and ``/case/photos/a.jpg`` are one input.
@@ -445,7 +447,8 @@ class ResumeState:
         ]
         if differences:
             raise ReportError(
-                f"{path} was written with other settings ({'; '.join(differences)}); resuming would mix "
+                f"{path} was written with other settings ({'; '.join(differences)}); "
+                "resuming would mix "
                 "results: scan again into a new report, or resume with the same settings"
             )
         state = cls()

@@ -23,7 +23,8 @@ EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``, checked against the machine."""
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``, checked against the
+    machine."""
     import torch
 
     spec = spec.strip().lower()
@@ -44,7 +45,8 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def available_cores() -> int:
-    """CPU cores for this process: those it may run on, shared out among the ranks torchrun started on this node."""
+    """CPU cores for this process: those it may run on, shared out among the ranks torchrun
+    started on this node."""
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
@@ -52,7 +54,8 @@ def available_cores() -> int:
 
 
 def reuse_freed_buffers() -> None:
-    """Ask glibc to recycle freed buffers of up to 32 MiB instead of handing them back to the kernel.
+    """Ask glibc to recycle freed buffers of up to 32 MiB instead of handing them back to the
+    kernel.
 
     Every pyramid level and activation of a 1024 px photo is a fresh tensor of a few megabytes. By
     default glibc maps each with mmap and unmaps it when freed, so the next one page-faults on every
@@ -77,7 +80,8 @@ def utc_now() -> str:
 
 @dataclass
 class World:
-    """This process's place among the processes torchrun started (one process when not under torchrun)."""
+    """This process's place among the processes torchrun started (one process when not under
+    torchrun)."""
 
     rank: int = 0
     size: int = 1

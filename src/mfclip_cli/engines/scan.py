@@ -86,7 +86,8 @@ class ScanSettings:
     chunk_images: int = (
         0  # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
     )
-    workers: int = 0  # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
+    # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
+    workers: int = 0
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     detect_max_side: int = (
@@ -109,8 +110,9 @@ class Scanner:
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
         self.classes = model.classes
-        # On a GPU a chunk is one detection batch and, at a face or more per image, a full model batch,
-        # up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of memory.
+        # On a GPU a chunk is one detection batch and, at a face or more per image, a full model
+        # batch, up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of
+        # memory.
         gpu_chunk = min(max(8, settings.batch_size), 32)
         self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
         config = model.config.preprocess
@@ -178,11 +180,13 @@ class Scanner:
     # -- files -------------------------------------------------------------------------------
     @property
     def smallest_face(self) -> float:
-        """The smallest face searched for, in original pixels, wherever detection is at full resolution."""
+        """The smallest face searched for, in original pixels, wherever detection is at full
+        resolution."""
         return self.cropper.detector.full_resolution_smallest_face
 
     def _note_smallest_face(self, record: FileRecord) -> None:
-        """A file detected on a downscaled copy (``--detect-max-side``) says how small a face it could see."""
+        """A file detected on a downscaled copy (``--detect-max-side``) says how small a face it
+        could see."""
         smallest = self.cropper.detector.smallest_face(record.height, record.width)
         if smallest > self.smallest_face * (1 + 1e-9):
             record.smallest_face = math.ceil(smallest)
@@ -204,7 +208,8 @@ class Scanner:
     def _finish_images(
         self, pending: list[tuple[FileRecord, np.ndarray | None, object]]
     ) -> Iterator[FileRecord]:
-        """Records for decoded images, their faces found by the workers (CPU) or here in one batch (GPU)."""
+        """Records for decoded images, their faces found by the workers (CPU) or here in one batch
+        (GPU)."""
         waiting = [
             i
             for i, (_, pixels, faces) in enumerate(pending)
@@ -304,9 +309,9 @@ class Scanner:
 
     @property
     def workers(self) -> int:
-        """On CPU one per core. On a GPU they only hash and decode, and the GPU target needs many of them
-        (800 images/s of 1024 px JPEGs at 8-10 ms each is about 8 cores): all cores but the one that
-        drives the GPU, up to 16, so the look-ahead stays within two chunks."""
+        """On CPU one per core. On a GPU they only hash and decode, and the GPU target needs many of
+        them (800 images/s of 1024 px JPEGs at 8-10 ms each is about 8 cores): all cores but the one
+        that drives the GPU, up to 16, so the look-ahead stays within two chunks."""
         if self.settings.workers:
             return self.settings.workers
         cores = available_cores()
@@ -314,7 +319,8 @@ class Scanner:
 
     @contextlib.contextmanager
     def worker_pool(self, name: str) -> Iterator[ThreadPoolExecutor]:
-        """``workers`` threads; those that analyse run one torch thread each, and this thread's count is restored after."""
+        """``workers`` threads; those that analyse run one torch thread each, and this thread's
+        count is restored after."""
         single = self.analyse_in_workers
         threads = torch.get_num_threads()
         pool = ThreadPoolExecutor(
@@ -375,8 +381,8 @@ class Scanner:
 def _in_order_ahead(
     pool: ThreadPoolExecutor, function: Callable, items: Iterable, ahead: int
 ) -> Iterator[tuple]:
-    """(item, ``function(item)``) on ``pool``, in input order, with at most ``ahead`` items submitted
-    beyond the one being waited for: the workers stay busy and memory stays bounded."""
+    """(item, ``function(item)``) on ``pool``, in input order, with at most ``ahead`` items
+    submitted beyond the one being waited for: the workers stay busy and memory stays bounded."""
     queue: deque[tuple[object, Future]] = deque()
     for item in items:
         queue.append((item, pool.submit(function, item)))
@@ -389,7 +395,8 @@ def _in_order_ahead(
 
 
 def _each_isolated(analyse: Callable[[list], list], items: list) -> list:
-    """``analyse(items)``, or, when that fails, ``analyse([item])`` for each item with its error in its place.
+    """``analyse(items)``, or, when that fails, ``analyse([item])`` for each item with its error
+    in its place.
 
     One file that breaks a batch must not cost the other files of the batch their results.
     """
@@ -521,7 +528,8 @@ class Interrupted(BaseException):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed, marked partial."""
+    """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed,
+    marked partial."""
 
     def stop(signum, frame):
         raise Interrupted(f"signal {signum}")
@@ -560,7 +568,8 @@ def scan_meta(
             "detection": list(settings.detection_thresholds),
             "min_face": settings.min_face,
             "detect_max_side": settings.detect_max_side,
-            "smallest_face": scanner.smallest_face,  # in original pixels; a file record says where larger
+            # in original pixels; a file record says where larger
+            "smallest_face": scanner.smallest_face,
         },
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
         "started_utc": utc_now(),
@@ -572,7 +581,8 @@ def scan_meta(
 def run_scan(
     request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console
 ) -> int:
-    """Run a scan end to end and return the exit code (0, 3, 4, or 130 when interrupted; usage errors raise).
+    """Run a scan end to end and return the exit code (0, 3, 4, or 130 when interrupted; usage
+    errors raise).
 
     Launched under ``torchrun``, the inputs are split across the processes and rank 0 writes one
     merged, input-ordered report. The exit code describes the whole report, records of a resumed
@@ -591,8 +601,8 @@ def run_scan(
     model, info, demo = load_weights(resolved, device)
     if demo and rank == 0:
         error_console.print(
-            "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic artifacts: "
-            "the probabilities are not evidence. Pass --weights for a real checkpoint."
+            "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic "
+            "artifacts: the probabilities are not evidence. Pass --weights for a real checkpoint."
         )
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
     if not items:

@@ -1,4 +1,5 @@
-"""The train engine: MFCLIP on a labelled face dataset under a protocol, resumable and data-parallel.
+"""The train engine: MFCLIP on a labelled face dataset under a protocol, resumable and
+data-parallel.
 
 A run folder holds everything: ``train.json`` (the settings, written once), ``metrics.jsonl`` (one
 line per optimiser step and per validation), ``best.safetensors`` (highest val AUC; test is never
@@ -108,7 +109,8 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(
-            f"{path}: unknown training settings {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            f"{path}: unknown training settings {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
         )
     return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -229,7 +231,8 @@ class Trainer:
             )
         if len(self.train_samples) < settings.batch_size:
             raise UsageError(
-                f"the train split has {len(self.train_samples)} samples, fewer than one batch ({settings.batch_size})"
+                f"the train split has {len(self.train_samples)} samples, "
+                f"fewer than one batch ({settings.batch_size})"
             )
 
         self.model = self._build_model(resume)
@@ -281,7 +284,8 @@ class Trainer:
             )
 
     def _start_run_folder(self) -> None:
-        """Written only once data, protocol and model are known to work, so a failed start leaves nothing."""
+        """Written only once data, protocol and model are known to work, so a failed start leaves
+        nothing."""
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
@@ -290,8 +294,9 @@ class Trainer:
             )
 
     def forget_unresumable_start(self) -> None:
-        """A run that failed before its first ``last.*`` save cannot be resumed; remove what it wrote,
-        so that the same ``--out`` can be used again (a run that saved once stays, for ``--resume``)."""
+        """A run that failed before its first ``last.*`` save cannot be resumed; remove what it
+        wrote, so that the same ``--out`` can be used again (a run that saved once stays, for
+        ``--resume``)."""
         if not self.world.main or (self.run / LAST).exists():
             return
         for name in (SETTINGS_FILE, METRICS_FILE, BEST, Path(BEST).with_suffix(".json").name):
@@ -362,7 +367,8 @@ class Trainer:
         self.world.barrier()
 
     def validate(self) -> dict[str, Any] | None:
-        """Val metrics; a new best (by val AUC, else 3-way accuracy) is saved as best.safetensors."""
+        """Val metrics; a new best (by val AUC, else 3-way accuracy) is saved as
+        best.safetensors."""
         result = None
         if self.world.main:
             probs = predict(

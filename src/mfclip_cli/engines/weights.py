@@ -42,7 +42,8 @@ HOME_ENV = "MFCLIP_HOME"
 
 
 def user_store() -> Path:
-    """The per-user weights folder: ``$MFCLIP_HOME/weights``, else the platform's user data folder."""
+    """The per-user weights folder: ``$MFCLIP_HOME/weights``, else the platform's user data
+    folder."""
     home = os.environ.get(HOME_ENV)
     if home:
         return Path(home).expanduser() / "weights"
@@ -71,7 +72,8 @@ def read_registry(store: Path) -> list[dict[str, Any]]:
 
 
 def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
-    """(folder, entry) of every registered checkpoint: the user's store first, then the bundled ones."""
+    """(folder, entry) of every registered checkpoint: the user's store first, then the bundled
+    ones."""
     store = store or user_store()
     folders = [store] if store.resolve() == BUNDLED_STORE.resolve() else [store, BUNDLED_STORE]
     return [(folder, entry) for folder in folders for entry in read_registry(folder)]
@@ -84,7 +86,8 @@ def _from_registry(folder: Path, entry: dict[str, Any], source: str) -> Resolved
     digest = sha256_file(path)
     if entry.get("sha256") and digest != entry["sha256"]:
         raise WeightsError(
-            f"registered weights {entry['name']!r} fail their hash check: {path} has SHA-256 {digest}, "
+            f"registered weights {entry['name']!r} fail their hash check: "
+            f"{path} has SHA-256 {digest}, "
             f"the registry says {entry['sha256']}"
         )
     return ResolvedWeights(path, entry["name"], bool(entry.get("demo")), source, entry)
@@ -100,7 +103,8 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
         defaults = [(folder, entry) for folder, entry in registered if entry.get("default")]
         if not defaults:
             raise WeightsError(
-                f"no weights given: pass --weights PATH (a .safetensors checkpoint) or set {WEIGHTS_ENV}"
+                "no weights given: pass --weights PATH (a .safetensors checkpoint) "
+                f"or set {WEIGHTS_ENV}"
             )
         return _from_registry(*defaults[0], "default")
     by_name: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -125,14 +129,16 @@ def demo_hashes(store: Path | None = None) -> set[str]:
 
 
 def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
-    """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or a new name."""
+    """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or
+    a new name."""
     return info.sha256 in demo_hashes(store) or bool(info.metadata.get("demo"))
 
 
 def load_weights(
     resolved: ResolvedWeights, device: torch.device
 ) -> tuple[MFCLIP, CheckpointInfo, bool]:
-    """Load the checkpoint and say whether it is demo weights (by registry entry, hash or sidecar)."""
+    """Load the checkpoint and say whether it is demo weights (by registry entry, hash or
+    sidecar)."""
     from mfclip_cli.model import load_checkpoint
 
     model, info = load_checkpoint(resolved.path, device=device)
@@ -156,7 +162,8 @@ def registry_status(store: Path | None = None) -> list[dict[str, Any]]:
 
 
 def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
-    """What a checkpoint is, where it came from and how it scored; a registered one must match its hash."""
+    """What a checkpoint is, where it came from and how it scored; a registered one must match its
+    hash."""
     from mfclip_cli.model import read_checkpoint_info
 
     resolved = resolve_weights(target, store)
@@ -178,7 +185,8 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
 
 
 def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
-    """Unregister a checkpoint of the user's store and delete its files; bundled ones are read-only."""
+    """Unregister a checkpoint of the user's store and delete its files; bundled ones are
+    read-only."""
     store = store or user_store()
     registry = read_registry(store)
     entry = next((entry for entry in registry if entry["name"] == name), None)
@@ -220,9 +228,9 @@ def pull_weights(
 ) -> dict[str, Any]:
     """Fetch a checkpoint (URL or path) into the store, check it, and register it.
 
-    Nothing is registered unless the file's SHA-256 equals ``sha256`` (or ``trust`` is given) and it
-    is an mfclip safetensors checkpoint. An interrupted transfer keeps its partial file, and the same
-    command resumes it; any other failure removes it.
+    Nothing is registered unless the file's SHA-256 equals ``sha256`` (or ``trust`` is given) and
+    it is an mfclip safetensors checkpoint. An interrupted transfer keeps its partial file, and the
+    same command resumes it; any other failure removes it.
     """
     from mfclip_cli.engines.download import TransferError, fetch
     from mfclip_cli.model import read_checkpoint_info
@@ -296,7 +304,8 @@ def register_weights(
     move: bool = False,
     origin: str = "",
 ) -> dict[str, Any]:
-    """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name and hash."""
+    """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name
+    and hash."""
     from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()

@@ -1,4 +1,5 @@
-"""5-point similarity alignment of faces, batched, with crops taken from the full-resolution image."""
+"""5-point similarity alignment of faces, batched, with crops taken from the full-resolution
+image."""
 
 from __future__ import annotations
 
@@ -43,11 +44,11 @@ def align_faces(
 ) -> torch.Tensor:
     """Aligned crops [F, 3, S, S] in [0, 1] of the faces of one image.
 
-    ``image`` is [3, H, W], uint8 or float in [0, 1] (on the target device), ``landmarks`` [F, 5, 2]
-    in its pixels. Faces much larger than the crop are taken from a box-filtered copy (integer factor)
-    so the crop is not aliased; the rest of the scale is bilinear. Only the region the crops sample
-    is converted and filtered (a 24-megapixel photo is 290 MB as floats, and converting and
-    filtering all of it took longer than detecting its faces).
+    ``image`` is [3, H, W], uint8 or float in [0, 1] (on the target device), ``landmarks``
+    [F, 5, 2] in its pixels. Faces much larger than the crop are taken from a box-filtered copy
+    (integer factor) so the crop is not aliased; the rest of the scale is bilinear. Only the region
+    the crops sample is converted and filtered (a 24-megapixel photo is 290 MB as floats, and
+    converting and filtering all of it took longer than detecting its faces).
     """
     device = image.device
     dtype = image.dtype if image.is_floating_point() else torch.float32
@@ -96,7 +97,8 @@ def align_faces(
 def _sampled_region(
     src: torch.Tensor, factor: int, width: int, height: int
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The image rectangle (left, top), (right, bottom) that holds every pixel the crops at ``src`` read.
+    """The image rectangle (left, top), (right, bottom) that holds every pixel the crops at
+    ``src`` read.
 
     Two pooled pixels of margin cover bilinear's neighbours. Left and top are multiples of
     ``factor`` and the rectangle holds at least one whole block, so its pooling blocks are the

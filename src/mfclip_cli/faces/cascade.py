@@ -29,7 +29,8 @@ MTCNN_MIN_WINDOW = 12  # P-Net's receptive field: the smallest face MTCNN can se
 def _area_bins(
     start: torch.Tensor, length: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds [first, end) of ``size`` area-interpolation bins over ``length`` pixels from ``start``.
+    """Bounds [first, end) of ``size`` area-interpolation bins over ``length`` pixels from
+    ``start``.
 
     These are ``adaptive_avg_pool``'s bins (``interpolate(mode="area")``): floor(i L / n) to
     ceil((i + 1) L / n). ``start`` and ``length`` are [K]; the results are [K, size].
@@ -66,7 +67,8 @@ def cumulative_sums(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _differences(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
-    """``later - earlier`` of integral-image values as float32; int32 values modulo 2^32 (they may wrap)."""
+    """``later - earlier`` of integral-image values as float32; int32 values modulo 2^32 (they may
+    wrap)."""
     if later.dtype != torch.int32:
         return (later - earlier).to(torch.float32)
     if later.device.type == "cpu":  # numpy's unsigned arithmetic wraps by definition
@@ -78,16 +80,19 @@ def _differences(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
 
 
 def _means(sums: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
-    """Pixel means from sums [..., 3] and bin areas [...], normalised as the networks expect, channels first."""
+    """Pixel means from sums [..., 3] and bin areas [...], normalised as the networks expect,
+    channels first."""
     scale = 0.0078125 / area.unsqueeze(-1).to(torch.float32)
     return sums.to(torch.float32).mul_(scale).sub_(127.5 * 0.0078125).movedim(-1, -3)
 
 
 def pyramid_level(integral: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The whole images area-resampled to ``height`` x ``width``: [B, 3, height, width], channels-last, normalised.
+    """The whole images area-resampled to ``height`` x ``width``: [B, 3, height, width],
+    channels-last, normalised.
 
-    Equal, to float32 rounding, to ``interpolate(images, (height, width), mode="area")``: two gathers
-    of the integral image instead of a pass over the whole image per level (2x faster on CPU).
+    Equal, to float32 rounding, to ``interpolate(images, (height, width), mode="area")``: two
+    gathers of the integral image instead of a pass over the whole image per level (2x faster on
+    CPU).
     """
     zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
     rows_first, rows_end = (b[0] for b in _area_bins(zero, zero + integral.shape[1] - 1, height))
@@ -105,8 +110,9 @@ REMAP_MAX_SIDE = 32767  # OpenCV's remap takes images up to this many pixels a s
 def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """``rows[:, :, end] - rows[:, :, first]`` for float32 rows [B, h, W + 1, 3]: [B, h, w, 3].
 
-    On CPU torch gathers along a middle dimension element by element (17 of the 40 ms that a 1024 px
-    photo's pyramid took on one thread); OpenCV's nearest-neighbour remap does the same gather 7x faster.
+    On CPU torch gathers along a middle dimension element by element (17 of the 40 ms that a
+    1024 px photo's pyramid took on one thread); OpenCV's nearest-neighbour remap does the same
+    gather 7x faster.
     """
     if rows.device.type != "cpu" or max(rows.shape[1:3]) > REMAP_MAX_SIDE:
         return rows.index_select(2, end) - rows.index_select(2, first)
@@ -128,7 +134,8 @@ def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tens
     maxsize=48
 )  # two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
 def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
-    """The (x, y) map that gathers ``columns`` from each of ``rows`` rows; kept, since every photo of a size reuses it."""
+    """The (x, y) map that gathers ``columns`` from each of ``rows`` rows; kept, since every photo
+    of a size reuses it."""
     y = np.broadcast_to(np.arange(rows, dtype=np.float32)[:, None], (rows, len(columns)))
     x = np.broadcast_to(np.asarray(columns, dtype=np.float32)[None, :], (rows, len(columns)))
     maps = np.stack([x, y], -1)
@@ -139,11 +146,12 @@ def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
 def cut_boxes(
     integral: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int
 ) -> torch.Tensor:
-    """Area-resample the pixel rectangles ``boxes`` [K, 4] (x0, y0, x1, y1, end-exclusive) to [K, 3, size, size].
+    """Area-resample the pixel rectangles ``boxes`` [K, 4] (x0, y0, x1, y1, end-exclusive) to
+    [K, 3, size, size].
 
-    Equal to ``interpolate(image[:, y0:y1, x0:x1], (size, size), mode="area")`` box by box, normalised.
-    The four corners of every bin come in one ``index_select`` of the flattened integral image (2-3x
-    faster on CPU than four advanced-indexing gathers).
+    Equal to ``interpolate(image[:, y0:y1, x0:x1], (size, size), mode="area")`` box by box,
+    normalised. The four corners of every bin come in one ``index_select`` of the flattened
+    integral image (2-3x faster on CPU than four advanced-indexing gathers).
     """
     rows_first, rows_end = _area_bins(boxes[:, 1], boxes[:, 3] - boxes[:, 1], size)
     cols_first, cols_end = _area_bins(boxes[:, 0], boxes[:, 2] - boxes[:, 0], size)
@@ -184,9 +192,11 @@ def _pixel_rectangles(
 
 
 def _max_pool_2x2(pixels: torch.Tensor) -> torch.Tensor:
-    """``max_pool2d(kernel 2, stride 2, ceil_mode=True)`` of [N, H, W, C] contiguous maps, as [N, H', W', C].
+    """``max_pool2d(kernel 2, stride 2, ceil_mode=True)`` of [N, H, W, C] contiguous maps, as
+    [N, H', W', C].
 
-    Two element-wise maxima of strided views: 2.5x faster on CPU than ``max_pool2d`` on channels-last maps.
+    Two element-wise maxima of strided views: 2.5x faster on CPU than ``max_pool2d`` on
+    channels-last maps.
     """
     count, height, width, channels = pixels.shape
     rows = pixels.new_empty(count, (height + 1) // 2, width, channels)
@@ -203,7 +213,8 @@ def _max_pool_2x2(pixels: torch.Tensor) -> torch.Tensor:
 
 
 class ProposalNet(torch.nn.Module):
-    """P-Net rearranged for speed; the same function as facenet-pytorch's ``PNet`` to float rounding.
+    """P-Net rearranged for speed; the same function as facenet-pytorch's ``PNet`` to float
+    rounding.
 
     P-Net spends 40 % of its CPU time outside its convolutions, on full-resolution PReLU and
     max-pooling and on two 1x1 heads. Here:
@@ -256,7 +267,8 @@ class ProposalNet(torch.nn.Module):
         self.register_buffer("regression_bias", pnet.conv4_2.bias.detach().clone())
 
     def _pooled_activations(self, images: torch.Tensor) -> torch.Tensor:
-        """pool(prelu(conv1(images))) as a channels-last [N, 10, H', W'], channels in the regrouped order."""
+        """pool(prelu(conv1(images))) as a channels-last [N, 10, H', W'], channels in the regrouped
+        order."""
         pooled = _max_pool_2x2(
             F.conv2d(images, self.conv1_weight, self.conv1_bias).permute(0, 2, 3, 1)
         )
@@ -274,7 +286,8 @@ class ProposalNet(torch.nn.Module):
         return activations.permute(0, 3, 1, 2)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-position face probability [N, H', W'] and P-Net's features [N, H', W', 32] for the regression."""
+        """Per-position face probability [N, H', W'] and P-Net's features [N, H', W', 32] for the
+        regression."""
         hidden = self.prelu2(
             F.conv2d(self._pooled_activations(images), self.conv2_weight, self.conv2_bias)
         )
@@ -287,7 +300,8 @@ class ProposalNet(torch.nn.Module):
     def candidates(
         self, images: torch.Tensor, scale: float, threshold: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The library's ``generateBoundingBox``: windows [K, 9] (x1 y1 x2 y2 score, regression) and their image."""
+        """The library's ``generateBoundingBox``: windows [K, 9] (x1 y1 x2 y2 score, regression)
+        and their image."""
         probabilities, features = self(images)
         passed = probabilities >= threshold
         where = passed.nonzero()
@@ -333,7 +347,8 @@ class MTCNNCascade:
     def __call__(
         self, images: torch.Tensor, min_size: float
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(boxes [N, 5] x1 y1 x2 y2 score, landmarks [N, 5, 2]) for each of the uint8 images [B, H, W, 3]."""
+        """(boxes [N, 5] x1 y1 x2 y2 score, landmarks [N, 5, 2]) for each of the uint8 images
+        [B, H, W, 3]."""
         batch, height, width = images.shape[:3]
         integral = integral_images(images)
         boxes, image_index = self._propose(integral, min_size)
@@ -354,7 +369,8 @@ class MTCNNCascade:
     def _propose(
         self, integral: torch.Tensor, min_size: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 1: P-Net candidates from every pyramid level, suppressed per level and image, then per image."""
+        """Stage 1: P-Net candidates from every pyramid level, suppressed per level and image, then
+        per image."""
         height, width = integral.shape[1] - 1, integral.shape[2] - 1
         found, found_index = [], []
         for scale in self.scales(height, width, min_size):
@@ -397,7 +413,8 @@ class MTCNNCascade:
         return rerec(bbreg(boxes[keep], regression[keep])), image_index[keep]
 
     def _output(self, integral, boxes, image_index, width, height):
-        """Stage 3: O-Net scores, regresses and places the five landmarks; overlaps resolved by the 'Min' criterion."""
+        """Stage 3: O-Net scores, regresses and places the five landmarks; overlaps resolved by the
+        'Min' criterion."""
         boxes, image_index, (regression, points) = self._score_crops(
             self.onet, 48, self.thresholds[2], integral, boxes, image_index, width, height
         )

@@ -114,7 +114,8 @@ def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
                 width, height = image.size
                 if width * height > max_pixels:
                     raise DecodeError(
-                        f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the "
+                        f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
+                        "over the "
                         f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit"
                     )
                 image_format = image.format or path.suffix.lstrip(".").upper()

@@ -54,7 +54,8 @@ class FaceDetector:
         )
 
     def _pyramid_min_size(self, scale: float) -> float:
-        """The smallest face, in detection pixels: ``min_face`` scaled, but never below P-Net's window."""
+        """The smallest face, in detection pixels: ``min_face`` scaled, but never below P-Net's
+        window."""
         return max(float(MTCNN_MIN_WINDOW), self.min_face_size * scale)
 
     @property
@@ -106,10 +107,12 @@ class FaceDetector:
     def _to_detections(
         boxes: np.ndarray, points: np.ndarray, scale: float, shape: tuple[int, int], min_face: float
     ) -> list[Detection]:
-        """Boxes in the full-resolution image, best first; faces smaller than ``min_face`` are dropped.
+        """Boxes in the full-resolution image, best first; faces smaller than ``min_face`` are
+        dropped.
 
         The pyramid starts at ``min_face``, but the box regression can still shrink a box below it
-        (``--min-face 150`` found 71 px faces): a face is kept when its box's longer side reaches it.
+        (``--min-face 150`` found 71 px faces): a face is kept when its box's longer side reaches
+        it.
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
         points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)

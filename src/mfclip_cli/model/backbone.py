@@ -28,9 +28,10 @@ from mfclip_cli.model.config import ClipSettings, LoraSettings
 
 OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
 
-# Inside one residual block of an open_clip transformer: the attention module (nn.MultiheadAttention,
-# whose in- and out-projections peft adapts together) and the two MLP linears. Targeting
-# ``attn.out_proj`` alone would do nothing: nn.MultiheadAttention never calls that submodule.
+# Inside one residual block of an open_clip transformer: the attention module
+# (nn.MultiheadAttention, whose in- and out-projections peft adapts together) and the two MLP
+# linears. Targeting ``attn.out_proj`` alone would do nothing: nn.MultiheadAttention never calls
+# that submodule.
 LORA_TARGETS = r".*transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
 
 
@@ -47,7 +48,8 @@ class _DropRandomInitNotice(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_random_init_warning() -> Iterator[None]:
-    """open_clip warns on the root logger whenever it initialises randomly, which we often mean to."""
+    """open_clip warns on the root logger whenever it initialises randomly, which we often mean
+    to."""
     notice_filter = _DropRandomInitNotice()
     root = logging.getLogger()
     root.addFilter(notice_filter)
@@ -161,8 +163,9 @@ class FunctionalLoraMultiheadAttention(PeftLoraMultiheadAttention):
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Fold the adapters into the base weights in place, keeping them Parameters.
 
-        peft 0.21's own merge adds the out-projection's update twice (once itself, once through the
-        out-projection's LoRA layer) and swaps the Parameters for plain tensors that ``.to()`` skips.
+        peft 0.21's own merge adds the out-projection's update twice (once itself, once through
+        the out-projection's LoRA layer) and swaps the Parameters for plain tensors that ``.to()``
+        skips.
         """
         base = self.get_base_layer()
         for name in check_adapters_to_merge(self, adapter_names):

@@ -53,13 +53,15 @@ def save_checkpoint(
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> CheckpointInfo:
-    """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's id."""
+    """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's
+    id."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {path}")
     if model.adapters_merged:
         raise ValueError(
-            "this model's LoRA adapters are merged into its base weights; saving it would apply them twice"
+            "this model's LoRA adapters are merged into its base weights; "
+            "saving it would apply them twice"
         )
     for target in (path, sidecar_path(path)):
         if target.exists() and not overwrite:
@@ -96,13 +98,15 @@ def save_checkpoint(
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
-    """Validate a checkpoint file without building the model: safetensors, our format, a valid config."""
+    """Validate a checkpoint file without building the model: safetensors, our format, a valid
+    config."""
     path = Path(path)
     header = check_safetensors(path)
     meta = header.get("__metadata__") or {}
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is a safetensors file but not an mfclip checkpoint (format {meta.get('format')!r})"
+            f"{path} is a safetensors file but not an mfclip checkpoint "
+            f"(format {meta.get('format')!r})"
         )
     try:
         config = config_from_dict(json.loads(meta["config"]))
@@ -133,7 +137,8 @@ def load_checkpoint(
     reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or reshaped:
         raise CheckpointError(
-            f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"{path} does not match its config: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, "
             f"wrong shape {reshaped[:3]}"
         )
     model.load_state_dict(state)

@@ -13,7 +13,8 @@ from mfclip_cli.model.prompts import PROMPT_LEVELS, LabelSet, build_prompts
 
 
 class FineGrainedLanguageEncoder(nn.Module):
-    """Encode each prompt level with the CLIP text tower and combine the levels with learned weights.
+    """Encode each prompt level with the CLIP text tower and combine the levels with learned
+    weights.
 
     The combination is a softmax over per-level logits, so every level always carries a positive
     weight and can change the result. Level embeddings depend only on the label set; while the

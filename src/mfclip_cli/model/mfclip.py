@@ -1,4 +1,5 @@
-"""The MFCLIP model: vision encoder, language encoder, heads and loss in one module, and its factory."""
+"""The MFCLIP model: vision encoder, language encoder, heads and loss in one module, and its
+factory."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ class MFCLIP(nn.Module):
         return torch.softmax(self.forward(faces).float(), dim=-1)
 
     def merge_adapters(self) -> MFCLIP:
-        """For inference only: fold the LoRA adapters into the base weights (faster forward, same outputs).
+        """For inference only: fold the LoRA adapters into the base weights (faster forward, same
+        outputs).
 
         A merged model can no longer be trained or saved: its adapters would count twice.
         """

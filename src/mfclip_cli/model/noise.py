@@ -50,7 +50,8 @@ def grey_levels(faces: torch.Tensor) -> torch.Tensor:
 
 
 def patch_homogeneity(grey: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """GLCM homogeneity (distance 1, angle 0) of each non-overlapping patch: [B, H, W] -> [B, rows, cols].
+    """GLCM homogeneity (distance 1, angle 0) of each non-overlapping patch: [B, H, W] ->
+    [B, rows, cols].
 
     Homogeneity is sum_ij P(i, j) / (1 + (i - j)^2) over the normalised co-occurrence matrix of
     horizontally adjacent pixels, which equals the mean of 1 / (1 + (a - b)^2) over those pixel

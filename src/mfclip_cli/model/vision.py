@@ -10,7 +10,8 @@ from mfclip_cli.model.noise import NoiseBranch
 
 
 class Fusion(nn.Module):
-    """Combine image and noise embeddings: a plain sum, or a learned per-dimension gate on the noise."""
+    """Combine image and noise embeddings: a plain sum, or a learned per-dimension gate on the
+    noise."""
 
     def __init__(self, embed_dim: int, mode: str):
         super().__init__()
