@@ -171,3 +171,34 @@ def test_unknown_tag_or_missing_file_is_a_clear_error(tiny_config):
         build_model(tiny_config.replace(clip={"pretrained": "no-such-tag"}))
     with pytest.raises(BackboneError, match="unknown open_clip architecture"):
         build_model(tiny_config.replace(clip={"architecture": "ViT-Q-99"}))
+
+
+def test_imported_clip_weights_are_found_by_name_for_training(tiny_config, tmp_path):
+    """`weights import-clip` on an open_clip cache folder; `--clip-weights NAME` builds on them."""
+    from mfclip_cli.engines.weights import WeightsError, import_clip, resolve_clip_weights
+    from mfclip_cli.model.backbone import register_open_clip_configs
+
+    register_open_clip_configs()
+    torch.manual_seed(6)
+    full = open_clip.create_model("mfclip-tiny", force_custom_text=True)
+    snapshot = tmp_path / "hub" / "models--someone--tiny-clip" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in full.state_dict().items()},
+        snapshot / "open_clip_model.safetensors",
+    )
+    store = tmp_path / "store"
+    entry = import_clip(tmp_path / "hub", "tiny-clip", "mfclip-tiny", store=store)
+    assert entry["kind"] == "clip" and entry["architecture"] == "mfclip-tiny"
+    path = resolve_clip_weights("tiny-clip", store)
+    assert path == str(store / "clip" / "tiny-clip.safetensors")
+    assert resolve_clip_weights("openai", store) == "openai"  # a tag passes through
+    model = build_model(tiny_config.replace(clip={"pretrained": path}))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.eval().vision.image_tower(images), full.visual.eval()(images))
+    with pytest.raises(BackboneError, match="could not build ViT-B-16"):  # weights of another shape
+        import_clip(snapshot / "open_clip_model.safetensors", "wrong", "ViT-B-16", store=store)
+    with pytest.raises(WeightsError, match="already registered"):
+        import_clip(tmp_path / "hub", "tiny-clip", "mfclip-tiny", store=store)
+    assert not (store / "clip" / "wrong.safetensors").exists()

@@ -603,6 +603,29 @@ def weights_pull(
     Console().print_json(data=entry)
 
 
+@weights_app.command("import-clip")
+def weights_import_clip(
+    path: str = typer.Argument(
+        ..., help="open_clip CLIP weights: a .safetensors file, or a cache folder holding one."
+    ),
+    architecture: str = typer.Option(
+        ..., "--architecture", help="Its open_clip architecture, e.g. ViT-B-16."
+    ),
+    name: str = typer.Option(
+        ..., "--name", help="Registry name, usable as train --clip-weights NAME."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace registered weights of the same name."
+    ),
+) -> None:
+    """Register CLIP weights you have on disk (OpenAI, LAION) for train --clip-weights NAME."""
+    from mfclip_cli.engines.weights import import_clip
+
+    with _errors_reported():
+        entry = import_clip(path, name, architecture, force=force)
+    Console().print_json(data=entry)
+
+
 @weights_app.command("remove")
 def weights_remove(
     name: str = typer.Argument(..., help="A name registered in your store."),

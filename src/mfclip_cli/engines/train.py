@@ -44,6 +44,7 @@ from mfclip_cli.data import (
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.evaluate import predict, score_samples
 from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
+from mfclip_cli.engines.weights import resolve_clip_weights
 from mfclip_cli.files import (
     atomic_writer,
     check_safetensors,
@@ -314,7 +315,7 @@ class Trainer:
         config = load_model_config(settings.config)
         changes: dict[str, Any] = {}
         if settings.clip_weights:
-            changes["clip"] = {"pretrained": settings.clip_weights}
+            changes["clip"] = {"pretrained": resolve_clip_weights(settings.clip_weights)}
         lora = {
             k: v
             for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha))

@@ -98,7 +98,7 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
     source = "--weights"
     if not value:
         value, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
-    registered = _registries(store)
+    registered = [(folder, entry) for folder, entry in _registries(store) if not _is_clip(entry)]
     if not value:
         defaults = [(folder, entry) for folder, entry in registered if entry.get("default")]
         if not defaults:
@@ -117,6 +117,72 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
         known = f" (registered names: {', '.join(by_name)})" if by_name else ""
         raise WeightsError(f"weights not found: {value}{known}")
     return ResolvedWeights(path, path.stem, False, source)
+
+
+def _is_clip(entry: dict[str, Any]) -> bool:
+    """CLIP backbone weights for ``train --clip-weights``, not an mfclip checkpoint."""
+    return entry.get("kind") == "clip"
+
+
+def resolve_clip_weights(value: str, store: Path | None = None) -> str:
+    """``train --clip-weights``: a name registered by ``weights import-clip`` becomes its file (hash
+    checked); a local path or an open_clip tag passes through unchanged."""
+    if Path(value).exists():
+        return value
+    for folder, entry in _registries(store):
+        if _is_clip(entry) and entry["name"] == value:
+            return str(_from_registry(folder, entry, "--clip-weights").path)
+    return value
+
+
+def _clip_file(path: Path) -> Path:
+    """The open_clip weights at ``path``: the file itself, or the one that a folder (an open_clip or
+    Hugging Face cache snapshot) holds."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise WeightsError(f"{path}: no such file or folder")
+    found = sorted(path.rglob("open_clip_model.safetensors")) or sorted(path.rglob("*.safetensors"))
+    if len(found) != 1:
+        listed = ", ".join(str(p.relative_to(path)) for p in found[:5]) or "none"
+        raise WeightsError(
+            f"{path} holds {len(found)} .safetensors files ({listed}); name the one to import"
+        )
+    return found[0]
+
+
+def import_clip(
+    path: str | Path,
+    name: str,
+    architecture: str,
+    *,
+    force: bool = False,
+    store: Path | None = None,
+) -> dict[str, Any]:
+    """Register open_clip CLIP weights for ``train --clip-weights NAME``, after proving that
+    ``architecture`` loads them (every tensor, by name and shape)."""
+    from mfclip_cli.model.backbone import create_clip_towers
+    from mfclip_cli.model.config import ClipSettings
+
+    store = store or user_store()
+    source = _clip_file(Path(path).expanduser())
+    registry = _registry_for(name, store, force)
+    create_clip_towers(ClipSettings(architecture=architecture, pretrained=str(source)))
+    target = store / "clip" / f"{name}.safetensors"
+    with atomic_writer(target, overwrite=force) as handle, open(source, "rb") as reader:
+        while chunk := reader.read(1 << 24):
+            handle.write(chunk)
+    entry = {
+        "name": name,
+        "kind": "clip",
+        "file": f"clip/{target.name}",
+        "sha256": sha256_file(target),
+        "config": f"CLIP {architecture}",
+        "architecture": architecture,
+        "origin": str(source),
+    }
+    write_json_atomic(store / REGISTRY_FILE, {"weights": [*registry, entry]}, overwrite=True)
+    return entry
 
 
 def demo_hashes(store: Path | None = None) -> set[str]:

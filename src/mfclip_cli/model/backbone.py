@@ -110,7 +110,8 @@ def create_clip_towers(settings: ClipSettings, *, load_weights: bool = True) -> 
                 force_quick_gelu=quick_gelu,
                 pretrained_text=False,
             )
-    except RuntimeError as error:
+    # open_clip raises any of these for weights that do not fit (shapes, names, missing tensors)
+    except (RuntimeError, AssertionError, KeyError, ValueError) as error:
         hint = ""
         if pretrained and not os.path.exists(pretrained):
             hint = (
