@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from mfclip_cli.model import build_model, load_model_config
+from mfclip_cli.model import build_model, load_model_config, save_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,6 +22,15 @@ def weights_home(tmp_path_factory):
         del os.environ["MFCLIP_HOME"]
     else:
         os.environ["MFCLIP_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A tiny-config checkpoint with random weights, for scans run the way a user runs them."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_checkpoint(build_model(load_model_config("tiny")), path)
+    return path
 
 
 @pytest.fixture(scope="session")

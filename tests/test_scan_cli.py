@@ -25,8 +25,6 @@ from media import (
 )
 from PIL import Image
 
-from mfclip_cli.model import build_model, load_model_config, save_checkpoint
-
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
 BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png"}
@@ -44,14 +42,6 @@ def run(*args, stdin=None, cwd=None, env=None):
         cwd=cwd,
         env=environment,
     )
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_checkpoint(build_model(load_model_config("tiny")), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from PIL import Image
 from rich.console import Console
@@ -18,15 +17,6 @@ from test_scan_cli import MFCLIP, run
 
 from mfclip_cli.engines.records import FaceRecord, FileRecord
 from mfclip_cli.engines.report import DEMO_NOTICE, TableSink
-from mfclip_cli.model import build_model, load_model_config, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_checkpoint(build_model(load_model_config("tiny")), path)
-    return path
 
 
 @pytest.fixture(scope="module")

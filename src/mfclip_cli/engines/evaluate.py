@@ -29,7 +29,7 @@ from mfclip_cli.engines.metrics import (
     video_metrics,
 )
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.engines.weights import load_weights, resolve_weights
+from mfclip_cli.engines.weights import load_weights, resolve_weights, weights_record
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
 from mfclip_cli.model import MFCLIP
 
@@ -203,13 +203,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         "version": __version__,
         "started_utc": started,
         "device": str(device),
-        "weights": {
-            "name": resolved.name,
-            "path": str(resolved.path),
-            "sha256": info.sha256,
-            "demo": demo,
-            "config": info.config.name,
-        },
+        "weights": weights_record(resolved, info, demo),
         "demo": demo,
         "data": {"root": str(index.root), "layout": index.layout, "samples": len(index.samples)},
         "protocol": {

@@ -64,7 +64,7 @@ from mfclip_cli.engines.runtime import (
     join_world,
     utc_now,
 )
-from mfclip_cli.engines.weights import load_weights, resolve_weights
+from mfclip_cli.engines.weights import load_weights, resolve_weights, weights_record
 from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
@@ -554,13 +554,7 @@ def scan_meta(
         "type": "meta",
         "tool": "mfclip",
         "version": __version__,
-        "weights": {
-            "name": resolved.name,
-            "path": str(resolved.path),
-            "sha256": info.sha256,
-            "demo": demo,
-            "config": info.config.name,
-        },
+        "weights": weights_record(resolved, info, demo),
         "demo": demo,
         "device": str(scanner.device),
         "thresholds": {

@@ -185,6 +185,17 @@ def import_clip(
     return entry
 
 
+def weights_record(resolved: ResolvedWeights, info: CheckpointInfo, demo: bool) -> dict[str, Any]:
+    """How every report names the checkpoint it used."""
+    return {
+        "name": resolved.name,
+        "path": str(resolved.path),
+        "sha256": info.sha256,
+        "demo": demo,
+        "config": info.config.name,
+    }
+
+
 def demo_hashes(store: Path | None = None) -> set[str]:
     """SHA-256 of every checkpoint registered as demo weights, the bundled ones always included."""
     return {
