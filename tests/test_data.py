@@ -541,9 +541,8 @@ def test_unusable_selections_are_errors():
         select(samples, Protocol("p", holdout="generator", holdout_values=("sdxl",)))
     with pytest.raises(ProtocolError, match="protocol 'p' leaves the val split empty"):
         select(samples, Protocol("p", val_fraction=0.0))
-    test_only = select(
-        samples, Protocol("p", val_fraction=0.0), required=("test",)
-    )  # what eval asks for
+    # what eval asks for
+    test_only = select(samples, Protocol("p", val_fraction=0.0), required=("test",))
     assert test_only.test and not test_only.val
     with pytest.raises(ProtocolError, match="leaves the test split empty"):
         select(samples, Protocol("p", test_fraction=0.0), required=("test",))

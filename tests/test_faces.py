@@ -339,9 +339,8 @@ def test_alignment_reads_only_the_faces_region_with_the_whole_images_values():
     """Crops from the face's region equal crops from the whole image: big and small faces, at edges
     and corners."""
     generator = torch.Generator().manual_seed(3)
-    pixels = torch.randint(
-        0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator
-    )  # no side a multiple of 3
+    # no side a multiple of 3
+    pixels = torch.randint(0, 256, (3, 1001, 1502), dtype=torch.uint8, generator=generator)
     template = template_points(112, 1.0)
     landmarks = np.stack(
         [

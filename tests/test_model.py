@@ -120,9 +120,8 @@ def test_merged_adapters_give_the_adapted_outputs_and_refuse_training(tiny_model
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-4)
     assert tiny_model.adapters_merged
     parameters = dict(tiny_model.named_parameters())
-    assert all(
-        isinstance(parameters[name], torch.nn.Parameter) for name in bare
-    )  # still moved by .to()
+    # still moved by .to()
+    assert all(isinstance(parameters[name], torch.nn.Parameter) for name in bare)
     assert any(not torch.equal(parameters[name], bare[name]) for name in bare if "out_proj" in name)
     with pytest.raises(RuntimeError, match="merged"):
         tiny_model.loss(faces, LABELS)

@@ -233,9 +233,8 @@ def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
         str(report),
         "--resume",
     )
-    assert again.returncode == 3, (
-        again.stderr
-    )  # zero.jpg is unreadable: the report as a whole says so
+    # zero.jpg is unreadable: the report as a whole says so
+    assert again.returncode == 3, again.stderr
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     files = [line for line in lines if line["type"] == "file"]
     assert [Path(line["path"]).name for line in files] == [
@@ -292,9 +291,8 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
     demo = run(
         str(evidence / "astronaut.png"), "--jsonl", "-", cwd=tmp_path, env={"MFCLIP_WEIGHTS": ""}
     )
-    assert (
-        demo.returncode == 0 and "DEMO" in demo.stderr
-    )  # no weights named: the bundled demo, loudly
+    # no weights named: the bundled demo, loudly
+    assert demo.returncode == 0 and "DEMO" in demo.stderr
     assert json.loads(demo.stdout.splitlines()[0])["demo"] is True
     missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 1 and "weights not found" in missing.stderr

@@ -310,9 +310,8 @@ def test_table_keeps_the_verdict_and_the_demo_notice_at_any_width(width):
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     flat = " ".join(text.split())
-    assert flat.count("diffusion") >= (
-        2 if width >= 90 else 1
-    )  # the label, beside any column header
+    # the label, beside any column header
+    assert flat.count("diffusion") >= (2 if width >= 90 else 1)
     assert "truncated" in flat
     assert " ".join(DEMO_NOTICE.split()) in flat
 
@@ -360,6 +359,5 @@ def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
         "1600",
     )
     _, record, _ = map(json.loads, coarse.stdout.splitlines())
-    assert (
-        record["status"] == "no_face" and record["smallest_face"] == 60
-    )  # and the report says why
+    # and the report says why
+    assert record["status"] == "no_face" and record["smallest_face"] == 60

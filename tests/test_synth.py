@@ -182,9 +182,8 @@ def test_fakes_use_every_source_for_every_generator(dataset):
             greys = []
             for path in sorted(generator_dir.glob("*.png")):
                 rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
-                greys.append(
-                    bool(np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2)
-                )  # cameraman is grey
+                # cameraman is grey
+                greys.append(bool(np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2))
             assert set(greys) == {True, False}, generator_dir
 
 

@@ -48,9 +48,8 @@ def test_register_and_verify(tmp_path, tiny_config):
     source = tmp_path / "run" / "best.safetensors"
     save_checkpoint(build_model(tiny_config), source)
     folder = tmp_path / "weights"
-    assert (
-        resolve_weights(None, folder).name == "mfclip-demo-tiny"
-    )  # nothing of the user's: the bundled default
+    # nothing of the user's: the bundled default
+    assert resolve_weights(None, folder).name == "mfclip-demo-tiny"
     entry = register_weights(source, "mine", default=True, trained_on="nothing", store=folder)
     assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert resolve_weights(None, folder).name == "mine"  # the user's default comes first

@@ -23,9 +23,8 @@ GLOB_CHARS = frozenset("*?[")
 @dataclass(frozen=True)
 class InputItem:
     path: Path
-    error: str | None = (
-        None  # set when the input cannot even be listed (missing, unreadable folder)
-    )
+    # set when the input cannot even be listed (missing, unreadable folder)
+    error: str | None = None
 
     @property
     def display(self) -> str:

@@ -55,6 +55,11 @@ class FaceRecord:
         return record
 
 
+# The file record's fields in output order (before ``faces``), and those written only when set.
+FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
+OPTIONAL_FILE_FIELDS = ("video", "annotation", "smallest_face")
+
+
 @dataclass
 class FileRecord:
     path: str
@@ -67,25 +72,14 @@ class FileRecord:
     error: str | None = None
     faces: list[FaceRecord] = field(default_factory=list)
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
-    annotation: dict[str, str] | None = (
-        None  # with --annotate: {"path": copy} or {"error": why not}
-    )
+    # with --annotate: {"path": copy} or {"error": why not}
+    annotation: dict[str, str] | None = None
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
 
     def to_dict(self) -> dict[str, Any]:
-        record = {
-            "type": "file",
-            "path": self.path,
-            "sha256": self.sha256,
-            "size": self.size,
-            "format": self.format,
-            "width": self.width,
-            "height": self.height,
-            "status": self.status,
-            "error": self.error,
-            "faces": [face.to_dict() for face in self.faces],
-        }
-        for extra in ("video", "annotation", "smallest_face"):
+        record = {"type": "file", **{key: getattr(self, key) for key in FILE_FIELDS}}
+        record["faces"] = [face.to_dict() for face in self.faces]
+        for extra in OPTIONAL_FILE_FIELDS:
             if getattr(self, extra) is not None:
                 record[extra] = getattr(self, extra)
         return record
@@ -97,19 +91,7 @@ class FileRecord:
             FaceRecord(**{"frame": None, "timestamp": None, **face})
             for face in document.get("faces", [])
         ]
-        fields = (
-            "path",
-            "sha256",
-            "size",
-            "format",
-            "width",
-            "height",
-            "status",
-            "error",
-            "video",
-            "annotation",
-            "smallest_face",
-        )
+        fields = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
         return cls(**{key: document.get(key) for key in fields}, faces=faces)
 
     def fail(self, message: str) -> "FileRecord":

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli.engines.records import STATUS_ERROR, FileRecord
+from mfclip_cli.engines.records import FILE_FIELDS, STATUS_ERROR, FileRecord
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.files import atomic_writer, refuse_existing
 
@@ -109,21 +109,20 @@ class JsonlSink:
         raw = self.stream.buffer.read()
         if not raw:
             return ResumeState()
+        complete = raw[: raw.rfind(b"\n") + 1]
         try:
-            complete = raw[: raw.rfind(b"\n") + 1]
             lines = [
                 json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()
             ]
             state = ResumeState.from_report(path, lines, meta)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON, UTF-8 or shape
-            if isinstance(error, ReportError):
-                raise
+        except ReportError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError):  # JSON, UTF-8 or shape
             raise ReportError(
                 f"{path} is not an mfclip JSON Lines report; cannot resume from it"
             ) from None
-        if len(complete) < len(
-            raw
-        ):  # a line cut off by a crash: only now, in a report known to be ours
+        # A line cut off by a crash goes only now, in a report known to be ours.
+        if len(complete) < len(raw):
             self.stream.truncate(len(complete))
         return state
 
@@ -199,14 +198,7 @@ class JsonSink:
 
 
 CSV_COLUMNS = [
-    "path",
-    "sha256",
-    "size",
-    "format",
-    "width",
-    "height",
-    "status",
-    "error",
+    *FILE_FIELDS,
     "frame",
     "timestamp",
     "face_index",
@@ -240,8 +232,7 @@ class CsvSink:
         self.writer.writeheader()
 
     def write(self, record: FileRecord) -> None:
-        fields = ("path", "sha256", "size", "format", "width", "height", "status", "error")
-        base = {key: getattr(record, key) for key in fields}
+        base = {key: getattr(record, key) for key in FILE_FIELDS}
         base.update(self.common)
         if not record.faces:
             self.writer.writerow(base)
@@ -279,8 +270,7 @@ class TableSink:
 
     On a narrow terminal it drops columns rather than the verdict: first status and box (the
     label column then carries the status), then the three probabilities for one p(fake), then that
-    too (below 60 columns). The demo
-    notice is a line of its own, wrapped, never cut.
+    too (below 60 columns). The demo notice is a line of its own, wrapped, never cut.
     """
 
     def __init__(self, console: Console):

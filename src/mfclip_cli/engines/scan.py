@@ -83,16 +83,14 @@ from mfclip_cli.model import MFCLIP
 class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
-    chunk_images: int = (
-        0  # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
-    )
+    # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
+    chunk_images: int = 0
     # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
     workers: int = 0
     min_face: int = 20  # pixels, in the upright full-resolution image
     detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    detect_max_side: int = (
-        0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
-    )
+    # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    detect_max_side: int = 0
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
     fps: float = 1.0
     frames: int | None = None
@@ -332,9 +330,8 @@ class Scanner:
         try:
             yield pool
         finally:
-            pool.shutdown(
-                wait=True, cancel_futures=True
-            )  # after an interruption, nothing more is started
+            # after an interruption, nothing more is started
+            pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)
 
     def _opened(
@@ -349,9 +346,8 @@ class Scanner:
         hash and decode, and detection and the model are batched on the device. The bounded
         look-ahead keeps memory flat in the number of files.
         """
-        lookahead = max(
-            self.chunk_images, 2 * self.workers
-        )  # with the chunk being filled: at most two chunks in memory
+        # with the chunk being filled: at most two chunks in memory
+        lookahead = max(self.chunk_images, 2 * self.workers)
         with self.worker_pool("open") as pool:
             for item, opened in _in_order_ahead(
                 pool, lambda item: self._open(item, skip), items, lookahead
@@ -469,9 +465,8 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     if request.jsonl_path != "-" and console.is_terminal:
         openers.append(lambda: TableSink(console))
     elif not (request.jsonl_path or request.json_path or request.csv_path):
-        openers.append(
-            lambda: JsonlSink("-")
-        )  # piped with no report named: stream JSON Lines to stdout
+        # piped with no report named: stream JSON Lines to stdout
+        openers.append(lambda: JsonlSink("-"))
     sinks: list[Sink] = []
     try:
         for opener in openers:
@@ -587,9 +582,8 @@ def run_scan(
         raise UsageError(
             "under torchrun, name the inputs as paths (stdin reaches only one process)"
         )
-    processes, device = join_world(
-        request.settings.device, backend="gloo"
-    )  # only barriers and a broadcast
+    # only barriers and a broadcast
+    processes, device = join_world(request.settings.device, backend="gloo")
     rank, world = processes.rank, processes.size
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)

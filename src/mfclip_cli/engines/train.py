@@ -307,9 +307,8 @@ class Trainer:
 
     def _build_model(self, resume: bool) -> MFCLIP:
         if resume:
-            model, _ = load_checkpoint(
-                self.run / LAST
-            )  # frozen weights never change, so any save has them
+            # frozen weights never change, so any save has them
+            model, _ = load_checkpoint(self.run / LAST)
             return model.to(self.device)
         settings = self.settings
         config = load_model_config(settings.config)

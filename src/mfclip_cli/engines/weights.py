@@ -310,7 +310,6 @@ def pull_weights(
     same command resumes it; any other failure removes it.
     """
     from mfclip_cli.engines.download import TransferError, fetch
-    from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
@@ -359,9 +358,7 @@ def pull_weights(
                 f"{source} has SHA-256 {digest}; not registered. Compare it with the publisher's "
                 f"and run again with --sha256 {digest} (or --trust)"
             )
-        read_checkpoint_info(
-            partial
-        )  # truncated, pickled or not an mfclip checkpoint: refused here
+        # register_weights refuses a truncated, pickled or foreign file before it moves it
         return register_weights(partial, name, force=force, store=store, move=True, origin=source)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -386,9 +383,8 @@ def register_weights(
     from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()
-    info = read_checkpoint_info(
-        source
-    )  # refuses anything that is not an mfclip safetensors checkpoint
+    # refuses anything that is not an mfclip safetensors checkpoint
+    info = read_checkpoint_info(source)
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
     registry = _registry_for(name, store, force)
     target = store / f"{name}.safetensors"

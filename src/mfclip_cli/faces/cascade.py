@@ -97,9 +97,8 @@ def pyramid_level(integral: torch.Tensor, height: int, width: int) -> torch.Tens
     zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
     rows_first, rows_end = (b[0] for b in _area_bins(zero, zero + integral.shape[1] - 1, height))
     cols_first, cols_end = (b[0] for b in _area_bins(zero, zero + integral.shape[2] - 1, width))
-    rows = _differences(
-        integral.index_select(1, rows_end), integral.index_select(1, rows_first)
-    )  # whole rows
+    # whole rows: a fast copy
+    rows = _differences(integral.index_select(1, rows_end), integral.index_select(1, rows_first))
     sums = _column_differences(rows, cols_first, cols_end)
     return _means(sums, (rows_end - rows_first)[:, None] * (cols_end - cols_first)[None, :])
 
@@ -130,9 +129,8 @@ def _column_differences(rows: torch.Tensor, first: torch.Tensor, end: torch.Tens
     return torch.from_numpy(np.stack(gathered))
 
 
-@functools.lru_cache(
-    maxsize=48
-)  # two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
+# two photo sizes' pyramids: about 25 MB for 1024 px, 60 MB for 1600 px
+@functools.lru_cache(maxsize=48)
 def _remap_maps(rows: int, columns: tuple[int, ...]) -> np.ndarray:
     """The (x, y) map that gathers ``columns`` from each of ``rows`` rows; kept, since every photo
     of a size reuses it."""

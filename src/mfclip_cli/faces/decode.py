@@ -137,9 +137,8 @@ def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
         raise DecodeError(f"cannot decode image: {message}") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as error:
         raise DecodeError(f"corrupt image: {error or type(error).__name__}") from None
-    return DecodedImage(
-        np.array(pixels, dtype=np.uint8, order="C"), image_format
-    )  # a writable copy
+    # a writable copy
+    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format)
 
 
 @dataclass

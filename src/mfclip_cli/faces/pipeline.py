@@ -20,9 +20,8 @@ class FaceSearch:
     margin: float
     min_face: int = 20  # pixels, in the upright full-resolution image
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    detect_max_side: int = (
-        0  # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
-    )
+    # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
+    detect_max_side: int = 0
 
 
 @dataclass
@@ -56,9 +55,8 @@ class FaceCropper:
                 if pixels.flags.writeable and pixels.flags.c_contiguous
                 else np.array(pixels, order="C")
             )
-            tensor = (
-                torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)
-            )  # uint8: align_faces converts what it reads
+            # uint8: align_faces converts what it reads
+            tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)
             landmarks = np.stack([d.landmarks for d in found])
             results.append(
                 FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin))

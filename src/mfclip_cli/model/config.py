@@ -27,9 +27,8 @@ class ClipSettings:
     """Which open_clip architecture to build and where its pretrained weights come from."""
 
     architecture: str = "ViT-B-16"
-    pretrained: str | None = (
-        "openai"  # open_clip tag or local .safetensors file; None = random init
-    )
+    # open_clip tag or local .safetensors file; None = random init
+    pretrained: str | None = "openai"
     quick_gelu: bool | None = None  # None: take it from the pretrained tag (OpenAI weights need it)
 
 
@@ -38,9 +37,8 @@ class LoraSettings:
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.0
-    text: bool = (
-        False  # also adapt the text tower; if False it stays frozen and its outputs are cached
-    )
+    # also adapt the text tower; if False it stays frozen and its outputs are cached
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,8 @@ class NoiseSettings:
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    crop_size: int = (
-        256  # side of the aligned face crop the model receives (noise branch works here)
-    )
+    # side of the aligned face crop the model receives (noise branch works here)
+    crop_size: int = 256
     margin: float = 1.3  # face box enlargement around the alignment template
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -72,9 +69,8 @@ class SpaSettings:
 
     enabled: bool = True
     hardness: float = 5.0  # how strongly similar (hard) negatives are emphasised
-    identity_eps: float = (
-        0.02  # text-similarity scale below 1 at which a pair counts as a false negative
-    )
+    # text-similarity scale below 1 at which a pair counts as a false negative
+    identity_eps: float = 0.02
 
 
 @dataclass(frozen=True)
