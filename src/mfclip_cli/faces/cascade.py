@@ -18,10 +18,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.mtcnn import PNet
-from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, rerec
-from torchvision.ops import batched_nms
+
+from mfclip_cli.faces.boxes import batched_nms, batched_nms_min, regress, square
+from mfclip_cli.faces.networks import PNet, mtcnn_networks
 
 MTCNN_MIN_WINDOW = 12  # P-Net's receptive field: the smallest face MTCNN can see at scale 1
 
@@ -321,14 +320,11 @@ class MTCNNCascade:
         self.device = torch.device(device)
         self.thresholds = tuple(thresholds)
         self.factor = factor
-        networks = MTCNN(device=self.device)  # loads the P/R/O-Net weights shipped in the wheel
+        pnet, rnet, onet = mtcnn_networks()  # facenet-pytorch's weights
         self.rnet, self.onet = (
-            net.eval().to(memory_format=torch.channels_last)
-            for net in (networks.rnet, networks.onet)
+            net.to(self.device, memory_format=torch.channels_last) for net in (rnet, onet)
         )
-        self.pnet = (
-            ProposalNet(networks.pnet).eval().to(self.device, memory_format=torch.channels_last)
-        )
+        self.pnet = ProposalNet(pnet).eval().to(self.device, memory_format=torch.channels_last)
 
     def scales(self, height: int, width: int, min_size: float) -> list[float]:
         """The pyramid's scales: the first maps ``min_size`` onto P-Net's 12 px window."""
@@ -386,7 +382,7 @@ class MTCNNCascade:
         boxes, image_index = boxes[keep], image_index[keep]
         size = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
         corrected = boxes[:, :4] + boxes[:, 5:9] * size
-        return rerec(torch.cat([corrected, boxes[:, 4:5]], 1)), image_index
+        return square(torch.cat([corrected, boxes[:, 4:5]], 1)), image_index
 
     def _score_crops(self, net, crop_size, threshold, integral, boxes, image_index, width, height):
         """Run R-Net or O-Net on every candidate's crop; keep those scoring above ``threshold``.
@@ -408,7 +404,7 @@ class MTCNNCascade:
             self.rnet, 24, self.thresholds[1], integral, boxes, image_index, width, height
         )
         keep = batched_nms(boxes[:, :4], boxes[:, 4], image_index, 0.7)
-        return rerec(bbreg(boxes[keep], regression[keep])), image_index[keep]
+        return square(regress(boxes[keep], regression[keep])), image_index[keep]
 
     def _output(self, integral, boxes, image_index, width, height):
         """Stage 3: O-Net scores, regresses and places the five landmarks; overlaps resolved by the
@@ -422,6 +418,6 @@ class MTCNNCascade:
             + boxes[:, None, 0:2]
             - 1
         )
-        boxes = bbreg(boxes, regression)
-        keep = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_index, 0.7, "Min")
+        boxes = regress(boxes, regression)
+        keep = batched_nms_min(boxes[:, :4], boxes[:, 4], image_index, 0.7)
         return boxes[keep], image_index[keep], landmarks[keep]
