@@ -118,7 +118,7 @@ def test_merged_adapters_give_the_adapted_outputs_and_refuse_training(tiny_model
         tiny_model.merge_adapters()
         merged = tiny_model(faces)
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-4)
-    assert tiny_model.adapters_merged
+    assert tiny_model.inference_only
     parameters = dict(tiny_model.named_parameters())
     # still moved by .to()
     assert all(isinstance(parameters[name], torch.nn.Parameter) for name in bare)

@@ -218,7 +218,7 @@ def load_weights(
     sidecar)."""
     from mfclip_cli.model import load_checkpoint
 
-    model, info = load_checkpoint(resolved.path, device=device)
+    model, info = load_checkpoint(resolved.path, device=device, inference=True)
     return model, info, resolved.demo or is_demo(info)
 
 

@@ -1,7 +1,9 @@
 """The open_clip backbone: building its two towers and putting LoRA adapters on them.
 
 open_clip builds the architecture and loads pretrained weights (a tag it knows, or a local
-``.safetensors`` file); peft injects the LoRA adapters. The base weights are frozen.
+``.safetensors`` file); peft injects the LoRA adapters. The base weights are frozen. Importing this
+module imports open_clip and peft (seconds): the model core imports it only when it builds a model
+to train or one that ``vit.py`` cannot express, never for a plain inference load.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ import contextlib
 import functools
 import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import open_clip
 import torch
@@ -25,8 +25,7 @@ from torch.func import functional_call
 from mfclip_cli.errors import BackboneError
 from mfclip_cli.files import check_safetensors
 from mfclip_cli.model.config import ClipSettings, LoraSettings
-
-OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
+from mfclip_cli.model.towers import OPEN_CLIP_CONFIG_DIR, ClipTowers
 
 # Inside one residual block of an open_clip transformer: the attention module
 # (nn.MultiheadAttention, whose in- and out-projections peft adapts together) and the two MLP
@@ -57,16 +56,6 @@ def _quiet_random_init_warning() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(notice_filter)
-
-
-@dataclass
-class ClipTowers:
-    visual: nn.Module
-    text: nn.Module
-    tokenizer: Callable[..., torch.Tensor]
-    embed_dim: int
-    image_size: int
-    quick_gelu: bool
 
 
 def _resolve_quick_gelu(settings: ClipSettings) -> bool:
@@ -216,7 +205,3 @@ def merge_lora(module: nn.Module) -> None:
     ) in module.modules():  # an attention layer comes before its out-projection, which it merges
         if isinstance(layer, BaseTunerLayer) and not layer.merged:
             layer.merge()
-
-
-def lora_merged(module: nn.Module) -> bool:
-    return any(layer.merged for layer in module.modules() if isinstance(layer, BaseTunerLayer))

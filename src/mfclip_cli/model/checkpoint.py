@@ -24,8 +24,9 @@ from mfclip_cli.files import (
     sha256_file,
     write_json_atomic,
 )
-from mfclip_cli.model.config import ConfigError, ModelConfig, config_from_dict
+from mfclip_cli.model.config import ConfigError, LoraSettings, ModelConfig, config_from_dict
 from mfclip_cli.model.mfclip import MFCLIP, build_model
+from mfclip_cli.model.towers import inference_towers
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
 
@@ -58,9 +59,9 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {path}")
-    if model.adapters_merged:
+    if model.inference_only:
         raise ValueError(
-            "this model's LoRA adapters are merged into its base weights; "
+            "this model's LoRA adapters are merged into its base weights for inference; "
             "saving it would apply them twice"
         )
     for target in (path, sidecar_path(path)):
@@ -125,12 +126,30 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
 
 
 def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu", *, inference: bool = False
 ) -> tuple[MFCLIP, CheckpointInfo]:
-    """Rebuild the model from the embedded config and load its tensors (no download, no pickle)."""
+    """Rebuild the model from the embedded config and load its tensors (no download, no pickle).
+
+    With ``inference`` the model is built for scoring only: the LoRA adapters folded into the base
+    weights, no language encoder, and, for the plain ViTs ``vit.py`` builds, neither open_clip nor
+    peft imported (seconds of a one-image scan's start-up). Its outputs equal the trainable
+    model's to float rounding.
+    """
     info = read_checkpoint_info(path)
-    model = build_model(info.config, pretrained=False)
     state = load_file(str(info.path), device="cpu")
+    towers = inference_towers(info.config.clip) if inference else None
+    if towers is None:
+        model = build_model(info.config, pretrained=False)
+        _load_state(model, state, path)
+        if inference:
+            model.merge_adapters()
+    else:
+        model = MFCLIP(info.config, towers)
+        _load_state(model, fold_lora(state, info.config.lora), path)
+    return model.to(device).eval(), info
+
+
+def _load_state(model: MFCLIP, state: dict[str, torch.Tensor], path: str | Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -142,4 +161,35 @@ def load_checkpoint(
             f"wrong shape {reshaped[:3]}"
         )
     model.load_state_dict(state)
-    return model.to(device).eval(), info
+
+
+LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"
+
+
+def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, torch.Tensor]:
+    """A trainable model's tensors as an inference model's: every LoRA pair folded into the
+    weight it adapts (W + alpha / rank * B A, as peft merges), peft's ``base_layer`` names
+    dropped, and the language encoder left out.
+
+    peft's layer wrapping a module ``m`` keeps ``m``'s tensors as ``m.base_layer.*`` and its
+    adapter as ``m.lora_A`` / ``m.lora_B``; the update goes to ``m``'s weight, or, for
+    ``nn.MultiheadAttention``, to its ``in_proj_weight`` (its out-projection has its own pair).
+    """
+    scaling = lora.alpha / lora.rank
+    updates = {}
+    for key in state:
+        if key.endswith(LORA_A):
+            module = key[: -len(LORA_A)]
+            if module + LORA_B not in state:
+                raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
+            delta = (state[module + LORA_B].float() @ state[key].float()) * scaling
+            target = f"{module}.base_layer.in_proj_weight"
+            updates[target if target in state else f"{module}.base_layer.weight"] = delta
+    folded = {}
+    for key, tensor in state.items():
+        if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
+            continue
+        if key in updates:
+            tensor = (tensor.float() + updates[key]).to(tensor.dtype)
+        folded[key.replace(".base_layer.", ".")] = tensor
+    return folded

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import open_clip
 import torch
 from torch import nn
 
-from mfclip_cli.model.backbone import (
-    ClipTowers,
-    apply_lora,
-    create_clip_towers,
-    lora_merged,
-    merge_lora,
-)
 from mfclip_cli.model.config import ModelConfig
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
 from mfclip_cli.model.noise import NoiseBranch
 from mfclip_cli.model.prompts import LabelSet
+from mfclip_cli.model.towers import ClipTowers
 from mfclip_cli.model.vision import Fusion, MultiModalVisionEncoder
 
 
@@ -35,6 +28,8 @@ class MFCLIP(nn.Module):
 
     ``forward`` (inference) uses the vision side and the 3-way head only; ``loss`` adds the
     language side for training. Faces are aligned crops [B, 3, crop, crop] with values in [0, 1].
+    Built from towers without a text tower (``towers.inference_towers``), or once its adapters are
+    merged, it is an inference-only model: it refuses ``loss`` and cannot be saved.
     """
 
     def __init__(self, config: ModelConfig, towers: ClipTowers):
@@ -51,7 +46,12 @@ class MFCLIP(nn.Module):
             mean=config.preprocess.mean,
             std=config.preprocess.std,
         )
-        self.language = FineGrainedLanguageEncoder(towers.text, towers.tokenizer, config.prompts)
+        self.language = (
+            FineGrainedLanguageEncoder(towers.text, towers.tokenizer, config.prompts)
+            if towers.text is not None
+            else None
+        )
+        self.inference_only = towers.text is None
         self.head = _mlp(dim, config.head.hidden, len(config.classes), config.head.dropout)
         self.text_predictor = _mlp(dim, dim, dim)
         self.criterion = MFCLIPLoss(config.loss)
@@ -76,19 +76,21 @@ class MFCLIP(nn.Module):
         """For inference only: fold the LoRA adapters into the base weights (faster forward, same
         outputs).
 
-        A merged model can no longer be trained or saved: its adapters would count twice.
+        A merged model can no longer be trained or saved: its adapters would count twice. A model
+        built for inference has its adapters folded in already.
         """
-        merge_lora(self)
+        if not self.inference_only:
+            from mfclip_cli.model.backbone import merge_lora
+
+            merge_lora(self)
+            self.inference_only = True
         return self
 
-    @property
-    def adapters_merged(self) -> bool:
-        return lora_merged(self)
-
     def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossBreakdown:
-        if self.adapters_merged:
+        if self.inference_only:
             raise RuntimeError(
-                "this model's LoRA adapters are merged for inference; train a model loaded afresh"
+                "this model's LoRA adapters are merged for inference (it may have no language "
+                "encoder); train a model loaded afresh"
             )
         if len(label_sets) != faces.shape[0]:
             raise ValueError(f"{faces.shape[0]} faces but {len(label_sets)} label sets")
@@ -115,6 +117,8 @@ class MFCLIP(nn.Module):
 
 def _resolve_config(config: ModelConfig, towers: ClipTowers) -> ModelConfig:
     """Record what was decided at build time, so a checkpoint rebuilds the same network."""
+    import open_clip
+
     changes: dict = {"clip": {"quick_gelu": towers.quick_gelu}}
     tag = config.clip.pretrained
     tag_config = open_clip.get_pretrained_cfg(config.clip.architecture, tag) if tag else {}
@@ -127,6 +131,8 @@ def build_model(config: ModelConfig, *, pretrained: bool = True) -> MFCLIP:
     """Build MFCLIP from a config: CLIP towers with the weights of ``config.clip.pretrained`` (or
     random ones with ``pretrained=False``, when a checkpoint will fill them), LoRA on the vision
     tower (and on the text tower if configured), and the rest of the backbone frozen."""
+    from mfclip_cli.model.backbone import apply_lora, create_clip_towers
+
     towers = create_clip_towers(config.clip, load_weights=pretrained)
     apply_lora(towers.visual, config.lora)
     if config.lora.text:
