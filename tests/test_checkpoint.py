@@ -190,15 +190,23 @@ def test_imported_clip_weights_are_found_by_name_for_training(tiny_config, tmp_p
     store = tmp_path / "store"
     entry = import_clip(tmp_path / "hub", "tiny-clip", "mfclip-tiny", store=store)
     assert entry["kind"] == "clip" and entry["architecture"] == "mfclip-tiny"
-    path = resolve_clip_weights("tiny-clip", store)
-    assert path == str(store / "clip" / "tiny-clip.safetensors")
-    assert resolve_clip_weights("openai", store) == "openai"  # a tag passes through
+    assert entry["quick_gelu"] is False  # mfclip-tiny has no QuickGELU weights: no doubt
+    path = str(store / "clip" / "tiny-clip.safetensors")
+    assert resolve_clip_weights("tiny-clip", store) == {"pretrained": path, "quick_gelu": False}
+    assert resolve_clip_weights("openai", store) == {"pretrained": "openai"}  # a tag passes
     model = build_model(tiny_config.replace(clip={"pretrained": path}))
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model.eval().vision.image_tower(images), full.visual.eval()(images))
+    weights = snapshot / "open_clip_model.safetensors"
+    # OpenAI's ViT-B-16 weights use QuickGELU, LAION's GELU: a file alone leaves it open
+    with pytest.raises(BackboneError, match="QuickGELU .* or with GELU"):
+        import_clip(weights, "wrong", "ViT-B-16", store=store)
+    with pytest.raises(BackboneError, match="QuickGELU .* or with GELU"):
+        clip = {"architecture": "ViT-B-16", "pretrained": path, "quick_gelu": None}
+        build_model(tiny_config.replace(clip=clip))
     with pytest.raises(BackboneError, match="could not build ViT-B-16"):  # weights of another shape
-        import_clip(snapshot / "open_clip_model.safetensors", "wrong", "ViT-B-16", store=store)
+        import_clip(weights, "wrong", "ViT-B-16", quick_gelu=True, store=store)
     with pytest.raises(WeightsError, match="already registered"):
         import_clip(tmp_path / "hub", "tiny-clip", "mfclip-tiny", store=store)
     assert not (store / "clip" / "wrong.safetensors").exists()

@@ -614,6 +614,12 @@ def weights_import_clip(
     name: str = typer.Option(
         ..., "--name", help="Registry name, usable as train --clip-weights NAME."
     ),
+    quick_gelu: Optional[bool] = typer.Option(
+        None,
+        "--quick-gelu/--gelu",
+        help="The activation the weights were trained with: QuickGELU (OpenAI, DFN, MetaCLIP) "
+        "or GELU (LAION, DataComp). Needed where the architecture has weights of both kinds.",
+    ),
     force: bool = typer.Option(
         False, "--force", help="Replace registered weights of the same name."
     ),
@@ -622,7 +628,7 @@ def weights_import_clip(
     from mfclip_cli.engines.weights import import_clip
 
     with _errors_reported():
-        entry = import_clip(path, name, architecture, force=force)
+        entry = import_clip(path, name, architecture, quick_gelu=quick_gelu, force=force)
     Console().print_json(data=entry)
 
 

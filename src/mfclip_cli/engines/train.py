@@ -314,7 +314,7 @@ class Trainer:
         config = load_model_config(settings.config)
         changes: dict[str, Any] = {}
         if settings.clip_weights:
-            changes["clip"] = {"pretrained": resolve_clip_weights(settings.clip_weights)}
+            changes["clip"] = resolve_clip_weights(settings.clip_weights)
         lora = {
             k: v
             for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha))

@@ -124,15 +124,19 @@ def _is_clip(entry: dict[str, Any]) -> bool:
     return entry.get("kind") == "clip"
 
 
-def resolve_clip_weights(value: str, store: Path | None = None) -> str:
-    """``train --clip-weights``: a name registered by ``weights import-clip`` becomes its file (hash
-    checked); a local path or an open_clip tag passes through unchanged."""
+def resolve_clip_weights(value: str, store: Path | None = None) -> dict[str, Any]:
+    """``train --clip-weights``: the model config's ``clip`` settings it stands for. A name
+    registered by ``weights import-clip`` becomes its file (hash checked) and the activation
+    recorded for it; a local path or an open_clip tag passes through unchanged."""
     if Path(value).exists():
-        return value
+        return {"pretrained": value}
     for folder, entry in _registries(store):
         if _is_clip(entry) and entry["name"] == value:
-            return str(_from_registry(folder, entry, "--clip-weights").path)
-    return value
+            path = str(_from_registry(folder, entry, "--clip-weights").path)
+            if entry.get("quick_gelu") is None:  # registered before the activation was recorded
+                return {"pretrained": path}
+            return {"pretrained": path, "quick_gelu": entry["quick_gelu"]}
+    return {"pretrained": value}
 
 
 def _clip_file(path: Path) -> Path:
@@ -156,18 +160,22 @@ def import_clip(
     name: str,
     architecture: str,
     *,
+    quick_gelu: bool | None = None,
     force: bool = False,
     store: Path | None = None,
 ) -> dict[str, Any]:
     """Register open_clip CLIP weights for ``train --clip-weights NAME``, after proving that
-    ``architecture`` loads them (every tensor, by name and shape)."""
+    ``architecture`` loads them (every tensor, by name and shape). ``quick_gelu`` (the activation
+    they were trained with) is recorded; None only where the architecture leaves no doubt."""
     from mfclip_cli.model.backbone import create_clip_towers
     from mfclip_cli.model.config import ClipSettings
 
     store = store or user_store()
     source = _clip_file(Path(path).expanduser())
     registry = _registry_for(name, store, force)
-    create_clip_towers(ClipSettings(architecture=architecture, pretrained=str(source)))
+    towers = create_clip_towers(
+        ClipSettings(architecture=architecture, pretrained=str(source), quick_gelu=quick_gelu)
+    )
     target = store / "clip" / f"{name}.safetensors"
     with atomic_writer(target, overwrite=force) as handle, open(source, "rb") as reader:
         while chunk := reader.read(1 << 24):
@@ -179,6 +187,7 @@ def import_clip(
         "sha256": sha256_file(target),
         "config": f"CLIP {architecture}",
         "architecture": architecture,
+        "quick_gelu": towers.quick_gelu,
         "origin": str(source),
     }
     write_json_atomic(store / REGISTRY_FILE, {"weights": [*registry, entry]}, overwrite=True)

@@ -59,11 +59,30 @@ def _quiet_random_init_warning() -> Iterator[None]:
 
 
 def _resolve_quick_gelu(settings: ClipSettings) -> bool:
+    """The activation the weights were trained with: the setting, else the tag's, else the
+    architecture's.
+
+    A local file does not say which it was: OpenAI, DFN and MetaCLIP weights use QuickGELU, LAION
+    and DataComp ones GELU, often for the same architecture. Building with the wrong one gives no
+    error, only worse features, so an architecture whose tags disagree must be told.
+    """
     if settings.quick_gelu is not None:
         return settings.quick_gelu
-    if settings.pretrained and not os.path.isfile(settings.pretrained):
-        tag_config = open_clip.get_pretrained_cfg(settings.architecture, settings.pretrained)
-        return bool(tag_config.get("quick_gelu", False))
+    architecture, pretrained = settings.architecture, settings.pretrained
+    if not pretrained:
+        return False
+    if not os.path.isfile(pretrained):
+        return bool(open_clip.get_pretrained_cfg(architecture, pretrained).get("quick_gelu", False))
+    if (open_clip.get_model_config(architecture) or {}).get("quick_gelu"):
+        return True  # a -quickgelu architecture: open_clip builds it with QuickGELU anyway
+    tags = open_clip.list_pretrained_tags_by_model(architecture)
+    if any(open_clip.get_pretrained_cfg(architecture, tag).get("quick_gelu") for tag in tags):
+        raise BackboneError(
+            f"{pretrained}: {architecture} weights are trained with QuickGELU (OpenAI, DFN, "
+            "MetaCLIP) or with GELU (LAION, DataComp), and a local file does not say which: "
+            "set clip.quick_gelu in the model config, or register the file with "
+            "'mfclip weights import-clip --quick-gelu' (or --gelu)"
+        )
     return False
 
 
