@@ -19,6 +19,7 @@ from mfclip_cli.model import (
     save_checkpoint,
 )
 from mfclip_cli.model.backbone import BackboneError, create_clip_towers
+from mfclip_cli.model.config import apply_overrides
 
 
 def _perturb(model):
@@ -43,6 +44,45 @@ def test_save_load_gives_bit_identical_outputs(tiny_model, faces, tmp_path):
     original = tiny_model.state_dict()
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, original[name]), name
+
+
+def test_a_checkpoint_records_its_overrides_and_rebuilds_that_model(tiny_config, faces, tmp_path):
+    config = apply_overrides(tiny_config, ["noise.enabled=false", "prompts.levels=2"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    _perturb(model)
+    model.eval()
+    path = tmp_path / "ablation.safetensors"
+    save_checkpoint(model, path)
+    loaded, info = load_checkpoint(path)
+    assert info.config == config and not info.config.noise.enabled
+    assert info.config.prompts.levels == 2
+    assert loaded.vision.noise_branch is None and loaded.language.level_logits.shape == (2,)
+    assert not any(name.startswith("vision.noise_branch.") for name in load_file(path))
+    scanner, _ = load_checkpoint(path, inference=True)  # what scan and eval build
+    assert scanner.vision.noise_branch is None
+    with torch.no_grad():
+        assert torch.equal(loaded(faces), model(faces))
+        torch.testing.assert_close(scanner(faces), model(faces), atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoints_older_than_the_noise_and_levels_switches_still_load(
+    tiny_model, faces, tmp_path
+):
+    """A config written before noise.enabled and prompts.levels existed means the full model."""
+    _perturb(tiny_model)
+    tiny_model.eval()
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(tiny_model, path)
+    with safe_open(str(path), "pt") as handle:
+        header = handle.metadata()
+    config = json.loads(header["config"])
+    del config["noise"]["enabled"], config["prompts"]["levels"]
+    path.write_bytes(save(load_file(path), metadata={**header, "config": json.dumps(config)}))
+    loaded, info = load_checkpoint(path)
+    assert info.config == tiny_model.config
+    with torch.no_grad():
+        assert torch.equal(loaded(faces), tiny_model(faces))
 
 
 def test_sidecar_describes_the_checkpoint(tiny_model, tmp_path):

@@ -92,6 +92,22 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             2,
             "no-such-config",
         ),
+        (  # a bad --set is reported before the data is even looked at
+            (
+                str(MFCLIP),
+                "train",
+                "--data",
+                str(tmp_path / "missing"),
+                "--out",
+                out,
+                "--config",
+                "tiny",
+                "--set",
+                "lora.txt=true",
+            ),
+            2,
+            "unknown key lora.txt: lora has alpha, dropout, rank, text",
+        ),
         (
             (str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"),
             2,

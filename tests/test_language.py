@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mfclip_cli.model import LabelSet, build_model, build_prompts
 from mfclip_cli.model.config import PromptSettings
@@ -93,3 +94,27 @@ def test_lora_tuned_text_tower_gets_gradients_and_is_not_cached(tiny_config):
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
     frozen = [p for n, p in model.language.text_tower.named_parameters() if "lora_" not in n]
     assert all(not p.requires_grad for p in frozen)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_fewer_prompt_levels_are_the_coarsest_ones(tiny_config, levels):
+    config = tiny_config.replace(prompts={"levels": levels})
+    fake = LabelSet("diffusion", "t2i", "Midjourney")
+    assert build_prompts(fake, config.prompts) == build_prompts(fake, PromptSettings())[:levels]
+    assert build_prompts(LabelSet("real"), config.prompts) == ("a photo of a real face",) * levels
+
+    torch.manual_seed(0)
+    model = build_model(config)
+    torch.manual_seed(0)
+    full = build_model(tiny_config)  # the same text tower, with all four levels
+    assert model.language.level_logits.shape == (levels,)
+    labels = [fake, LabelSet("gan", "efs", "StyleGAN2"), LabelSet("real")]
+    with torch.no_grad():
+        expected = F.normalize(full.language.level_embeddings(labels)[:, :levels].mean(1), dim=-1)
+        torch.testing.assert_close(model.language(labels), expected)
+        # label sets apart at a level in use differ; apart at the first unused level, they do not
+        if levels > 1:
+            apart = model.language(list(ONE_LEVEL_APART[levels]))
+            assert not torch.allclose(apart[0], apart[1], atol=1e-4)
+        same = model.language(list(ONE_LEVEL_APART[levels + 1]))
+        torch.testing.assert_close(same[0], same[1])

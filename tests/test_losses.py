@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mfclip_cli.model import LabelSet, build_model
 from mfclip_cli.model.config import LossSettings, SpaSettings
 from mfclip_cli.model.losses import (
     INITIAL_LOGIT_SCALE,
@@ -14,6 +15,7 @@ from mfclip_cli.model.losses import (
     contrastive_loss,
     distillation_loss,
     sample_pair_weights,
+    text_pair_weights,
 )
 
 
@@ -42,15 +44,61 @@ def test_spa_off_equals_plain_symmetric_clip_loss(n):
     texts[-1] = texts[0]  # duplicates are what SPA would change; off, they must not matter
     scale = torch.tensor(INITIAL_LOGIT_SCALE, dtype=torch.float64)
     off = SpaSettings(enabled=False)
+    levels = texts[:, None]
     expected = _reference_clip_loss(images, texts, math.exp(INITIAL_LOGIT_SCALE))
-    assert abs(float(contrastive_loss(images, texts, scale, off)) - expected) < 1e-6
-    assert abs(float(contrastive_loss(images, texts, scale, None)) - expected) < 1e-6
+    assert abs(float(contrastive_loss(images, texts, levels, scale, off)) - expected) < 1e-6
+    assert abs(float(contrastive_loss(images, texts, levels, scale, None)) - expected) < 1e-6
+
+
+def _square(logits):
+    """clip_loss's arguments for a square batch."""
+    return logits, logits.t(), torch.arange(logits.shape[0])
 
 
 def test_unit_weights_reduce_to_plain_loss():
     logits = torch.randn(5, 5, dtype=torch.float64)
     ones = torch.ones(5, 5, dtype=torch.float64)
-    assert torch.allclose(clip_loss(logits, ones, ones), clip_loss(logits), atol=1e-12)
+    assert torch.allclose(
+        clip_loss(*_square(logits), (ones, ones)), clip_loss(*_square(logits)), atol=1e-12
+    )
+
+
+def _reference_spa_loss(images, texts, levels, scale, settings):
+    """The SPA loss of the module docstring written out term by term, one anchor at a time."""
+    n, count = images.shape[0], levels.shape[1]
+
+    def relevance(i, j):
+        dissimilarity = sum(1 - float(levels[i, k] @ levels[j, k]) for k in range(count))
+        return 1 - math.exp(-max(dissimilarity, 0.0) / settings.identity_eps)
+
+    def row_loss(anchors, candidates, i):
+        negatives = [j for j in range(n) if j != i]
+        similarity = {j: float(anchors[i] @ candidates[j]) for j in negatives}
+        norm = sum(math.exp(settings.hardness * similarity[j]) for j in negatives)
+        denominator = math.exp(scale * float(anchors[i] @ candidates[i]))
+        for j in negatives:
+            hardness = (n - 1) * math.exp(settings.hardness * similarity[j]) / norm
+            denominator += relevance(i, j) * hardness * math.exp(scale * similarity[j])
+        return -scale * float(anchors[i] @ candidates[i]) + math.log(denominator)
+
+    rows = sum(row_loss(images, texts, i) for i in range(n))
+    columns = sum(row_loss(texts, images, i) for i in range(n))
+    return (rows + columns) / (2 * n)
+
+
+def test_spa_loss_matches_a_term_by_term_reference():
+    generator = torch.Generator().manual_seed(4)
+    levels = F.normalize(torch.randn(5, 3, 16, generator=generator, dtype=torch.float64), dim=-1)
+    levels = levels[torch.tensor([0, 1, 0, 2, 3, 4])]  # samples 0 and 2 share their labels
+    levels[4, :2] = levels[3, :2]  # 3 and 4 differ at their last level only
+    texts = F.normalize(levels.sum(dim=1), dim=-1)
+    images = _unit(6, 16, 8)
+    settings = SpaSettings(hardness=3.0, identity_eps=0.05)
+    scale = torch.tensor(math.log(10.0), dtype=torch.float64)
+    expected = _reference_spa_loss(images, texts, levels, 10.0, settings)
+    assert float(contrastive_loss(images, texts, levels, scale, settings)) == pytest.approx(
+        expected, rel=1e-9
+    )
 
 
 def test_identical_texts_weigh_less_as_negatives_than_different_texts():
@@ -67,19 +115,19 @@ def test_identical_texts_weigh_less_as_negatives_than_different_texts():
     ).double()
     assert torch.isclose(images[0] @ texts[1], images[0] @ texts[2])
     spa = SpaSettings(enabled=True)
-    rows, columns = sample_pair_weights(images, texts, spa)
+    rows, columns = sample_pair_weights(images, texts, texts[:, None], spa)
     assert rows[0, 1] < 1e-6 < 0.5 < rows[0, 2]
     assert torch.all(torch.diagonal(rows) == 1) and torch.all(torch.diagonal(columns) == 1)
 
     # The same shows in the gradient: the loss pushes image 0 away from text 2, barely from text 1.
     logits = (math.exp(INITIAL_LOGIT_SCALE) * images @ texts.t()).requires_grad_(True)
-    clip_loss(logits, rows, columns).backward()
+    clip_loss(*_square(logits), (rows, columns)).backward()
     assert abs(float(logits.grad[0, 1])) < 1e-3 * abs(float(logits.grad[0, 2]))
     assert float(logits.grad[0, 2]) > 0
 
     # Without SPA, the identical-text pair is pushed apart just as hard.
     plain = (math.exp(INITIAL_LOGIT_SCALE) * images @ texts.t()).requires_grad_(True)
-    clip_loss(plain).backward()
+    clip_loss(*_square(plain)).backward()
     assert torch.isclose(plain.grad[0, 1], plain.grad[0, 2])
 
 
@@ -89,7 +137,7 @@ def test_harder_negatives_weigh_more():
         torch.tensor([[1.0, 0.6, 0.1, 0.0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]], dtype=torch.float64),
         dim=-1,
     )
-    rows, _ = sample_pair_weights(images, texts, SpaSettings(hardness=5.0))
+    rows, _ = sample_pair_weights(images, texts, texts[:, None], SpaSettings(hardness=5.0))
     assert rows[0, 1] > 1.0 > rows[0, 2]  # text 1 looks more like image 0 than text 2 does
     assert torch.isclose(rows[0, 1] + rows[0, 2], torch.tensor(2.0, dtype=torch.float64), atol=1e-6)
 
@@ -99,7 +147,8 @@ def test_spa_loss_works_for_any_batch_size(n):
     images = _unit(n, 32, 2).float().requires_grad_(True)
     labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(n))
     texts = _unit(4, 32, 3).float()[labels]  # repeated label sets, as in real batches
-    loss = contrastive_loss(images, texts, torch.tensor(INITIAL_LOGIT_SCALE), SpaSettings())
+    scale = torch.tensor(INITIAL_LOGIT_SCALE)
+    loss = contrastive_loss(images, texts, texts[:, None], scale, SpaSettings())
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(images.grad).all()
     if n == 1:
@@ -118,7 +167,41 @@ def test_total_loss_combines_terms_with_configured_weights():
     criterion = MFCLIPLoss(settings)
     visual, text, predicted = torch.randn(4, 8), _unit(4, 8, 7).float(), torch.randn(4, 8)
     logits, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
-    parts = criterion(logits, targets, visual, text, predicted)
+    parts = criterion(logits, targets, visual, text, text[:, None], predicted)
     expected = parts.classification + 0.25 * parts.contrastive + 2.0 * parts.distillation
     assert torch.isclose(parts.total, expected)
     assert torch.isclose(parts.classification, F.cross_entropy(logits, targets))
+
+
+SDXL = LabelSet("diffusion", "t2i", "SDXL")
+MIDJOURNEY = LabelSet("diffusion", "t2i", "Midjourney")  # SDXL's prompts but the generator's
+SPA_LABELS = [SDXL, MIDJOURNEY, LabelSet("real"), LabelSet("real", "none", "camera"), SDXL]
+
+
+def _spa_text_weights(config, labels):
+    torch.manual_seed(0)
+    language = build_model(config).language
+    with torch.no_grad():
+        levels = language.level_embeddings(labels)
+        combined = language.combine(levels)
+    return text_pair_weights(levels, config.loss.spa), combined
+
+
+def test_another_generator_of_the_same_class_stays_a_negative(tiny_config):
+    weights, combined = _spa_text_weights(tiny_config, SPA_LABELS)
+    assert torch.allclose(weights, weights.t()) and torch.all(torch.diagonal(weights) < 1e-4)
+    # Identical prompts are false negatives: the same label set twice, and two real faces (real
+    # prompts never name a generator).
+    assert weights[0, 4] < 1e-4 and weights[2, 3] < 1e-4
+    # SDXL and Midjourney share 3 of 4 prompt levels and still count as negatives, as real
+    # against fake does.
+    assert weights[0, 1] > 0.8 and weights[0, 2] > 0.99
+    # The combined text embedding would dilute their one differing level among the shared ones.
+    eps = tiny_config.loss.spa.identity_eps
+    assert 1 - math.exp(-(1 - float(combined[0] @ combined[1])) / eps) < 0.5
+
+
+def test_spa_suppresses_what_the_prompt_levels_in_use_cannot_tell_apart(tiny_config):
+    """Without the generator level, SDXL and Midjourney have the same prompts: false negatives."""
+    weights, _ = _spa_text_weights(tiny_config.replace(prompts={"levels": 3}), SPA_LABELS)
+    assert weights[0, 1] < 1e-4 and weights[0, 2] > 0.99

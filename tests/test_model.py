@@ -188,3 +188,25 @@ def test_vit_b_16_structure():
     model.eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 256, 256)).shape == (1, 3)
+
+
+def _is_noise_part(name: str) -> bool:
+    return name.startswith(("vision.noise_branch.", "vision.fusion."))
+
+
+def test_without_the_noise_branch_the_visual_embedding_is_the_image_embedding(tiny_config, faces):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(noise={"enabled": False}))
+    assert model.vision.noise_branch is None and model.vision.fusion is None
+    full = build_model(tiny_config)
+    names = {name for name, _ in model.named_parameters()}
+    assert names == {name for name, _ in full.named_parameters() if not _is_noise_part(name)}
+    assert any(_is_noise_part(name) for name, _ in full.named_parameters())
+
+    model.eval()
+    with torch.no_grad():
+        image = model.vision.image_tower(model.vision.image_input(faces)).float()
+        torch.testing.assert_close(model(faces), model.head(image), rtol=0, atol=0)
+    model.train()
+    model.loss(faces, LABELS).total.backward()
+    assert all(p.grad is not None for p in model.head.parameters())

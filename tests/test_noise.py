@@ -139,3 +139,15 @@ def test_noise_branch_is_batch_independent():
     assert batched.shape == (5, 16)
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
     assert batched.std(dim=0).min() > 0  # different faces, different embeddings
+
+
+def test_srm_on_the_unit_range_is_the_255_scale_divided_and_never_truncated():
+    """``noise.pixel_range=1`` (the authors' [0, 1] input): the same residuals / 255, so the
+    truncation at 3 that saturates on the 0..255 scale never triggers."""
+    size, patch, clip = 96, 32, 3.0
+    faces = _to_faces(_random_images(3, size, seed=5))
+    indices = torch.tensor([0, 4, 8])
+    unit = srm_residuals(faces, indices, patch, clip, pixel_range=1.0)
+    full = srm_residuals(faces, indices, patch, clip=1e9)  # 0..255, not truncated
+    torch.testing.assert_close(unit, full / 255.0, atol=1e-6, rtol=1e-5)
+    assert unit.abs().max() < clip < srm_residuals(faces, indices, patch, clip).abs().max() + 1e-6

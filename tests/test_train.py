@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 from mfclip_cli.data.faceset import EpochOrder
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train import TrainSettings, load_train_settings
+from mfclip_cli.model import load_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -277,15 +278,37 @@ def test_epoch_order_is_deterministic_and_ranks_partition_each_batch():
 
 def test_settings_from_toml_and_their_errors(tmp_path):
     good = tmp_path / "train.toml"
-    good.write_text('[train]\ndata = "d"\nconfig = "tiny"\nepochs = 2\nbatch_size = 8\n')
+    good.write_text(
+        '[train]\ndata = "d"\nconfig = "tiny"\nepochs = 2\nbatch_size = 8\n'
+        'overrides = ["lora.text=true"]\n'
+    )
     settings = load_train_settings(good, out="run", epochs=3)
-    assert settings == TrainSettings(data="d", out="run", config="tiny", epochs=3, batch_size=8)
+    assert settings == TrainSettings(
+        data="d", out="run", config="tiny", epochs=3, batch_size=8, overrides=("lora.text=true",)
+    )
+    given = load_train_settings(good, out="run", overrides=("fusion=sum",))
+    assert given.overrides == ("fusion=sum",)  # --set replaces the file's list
     bad = tmp_path / "bad.toml"
     bad.write_text('[train]\ndata = "d"\nepochz = 2\n')
     with pytest.raises(UsageError, match="epochz"):
         load_train_settings(bad, out="run")
     with pytest.raises(UsageError, match="batch_size"):
         TrainSettings(data="d", out="o", batch_size=0)
+    with pytest.raises(UsageError, match="list of KEY=VALUE"):
+        TrainSettings(data="d", out="o", overrides="fusion=sum")
+
+
+def test_config_overrides_are_trained_and_recorded_in_the_checkpoint(dataset, tmp_path):
+    out = tmp_path / "ablation"
+    overrides = ["noise.enabled=false", "prompts.levels=2", "lora.text=true", "fusion=sum"]
+    run(*train_args(dataset, out, "--epochs", "1", *(f"--set={item}" for item in overrides)))
+    assert json.loads((out / "train.json").read_text())["overrides"] == overrides
+    for name in ("best.safetensors", "last.safetensors"):
+        model, info = load_checkpoint(out / name)
+        assert not info.config.noise.enabled and info.config.prompts.levels == 2
+        assert info.config.lora.text and info.config.fusion == "sum"
+        assert model.vision.noise_branch is None and model.language.level_logits.shape == (2,)
+        assert model.language.text_tower_trainable
 
 
 def test_train_refuses_a_used_run_folder_and_a_bad_resume(dataset, trained, tmp_path):

@@ -307,6 +307,15 @@ def train(
     lora_alpha: Optional[float] = typer.Option(
         None, "--lora-alpha", help="LoRA alpha (default: the config's)."
     ),
+    overrides: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help=(
+            "Set a model config field, e.g. lora.text=true, loss.spa.enabled=false, "
+            "noise.enabled=false, prompts.levels=2 (repeatable; recorded in the checkpoint)."
+        ),
+    ),
     balanced: Optional[bool] = typer.Option(
         None, "--balanced/--no-balanced", help="Class-balanced sampling."
     ),
@@ -353,6 +362,7 @@ def train(
         lr=lr,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
+        overrides=tuple(overrides) if overrides else None,
         balanced=balanced,
         seed=seed,
         val_every=val_every,
@@ -459,6 +469,67 @@ def evaluate(
             force=force,
         )
         run_evaluation(request, console=Console(), error_console=error_console)
+
+
+@app.command()
+def ablate(
+    data: str = typer.Option(..., "--data", help="Labelled face dataset (as for train)."),
+    config: str = typer.Option("vit-b-16", "--config", help="Model config name or file."),
+    protocol: str = typer.Option("in-domain", "--protocol", help="Protocol name or TOML file."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="Dataset layout (default: detected)."
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Runs per variant, seeds 0..N-1."),
+    variants: Optional[str] = typer.Option(
+        None, "--variants", help="Comma-separated subset of the variants (default: all)."
+    ),
+    settings_file: Optional[str] = typer.Option(
+        None, "--settings", help="TOML [train] table: the schedule every run shares."
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per run."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Model config field set in every run."
+    ),
+    out: Optional[str] = typer.Option(
+        None, "--out", help="Keep the runs here (reused and resumed on a rerun); default: none."
+    ),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the ablation report."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json report."),
+) -> None:
+    """Train and test the full model and each variant (no SPA, no noise branch, one prompt level,
+    sum fusion, frozen text, SRM on [0, 1]) alike; mean ± std over seeds, difference to full."""
+    from mfclip_cli.engines.ablate import VARIANTS, AblationRequest, run_ablation
+    from mfclip_cli.engines.train import TrainSettings, load_train_settings
+
+    given = dict(
+        data=data,
+        config=config,
+        protocol=protocol,
+        layout=layout,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        overrides=tuple(overrides) if overrides else None,
+    )
+    chosen = {k: v for k, v in given.items() if v is not None}
+    with _errors_reported() as error_console:
+        if settings_file:
+            training = load_train_settings(settings_file, out="-", **chosen)
+        else:
+            training = TrainSettings(out="-", **chosen)
+        request = AblationRequest(
+            training=training,
+            seeds=seeds,
+            variants=tuple(v.strip() for v in variants.split(",")) if variants else tuple(VARIANTS),
+            out=out,
+            json_path=json_path,
+            device=device,
+            force=force,
+        )
+        run_ablation(request, Console(), error_console)
 
 
 @app.command()

@@ -53,11 +53,13 @@ from mfclip_cli.files import (
 )
 from mfclip_cli.model import (
     MFCLIP,
+    ModelConfig,
     build_model,
     load_checkpoint,
     load_model_config,
     save_checkpoint,
 )
+from mfclip_cli.model.config import apply_overrides
 
 STATE_FORMAT = "mfclip-train-state/1"
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
@@ -76,6 +78,8 @@ class TrainSettings:
     clip_weights: str | None = None  # open_clip tag or local file; None: the config's own
     lora_rank: int | None = None  # None: the config's own
     lora_alpha: float | None = None
+    # model config KEY=VALUE assignments (train --set), applied last, recorded in the checkpoint
+    overrides: tuple[str, ...] = ()
     epochs: int = 5
     batch_size: int = 32  # global: split across torchrun processes
     accumulate: int = 1  # micro-batches per optimiser step
@@ -90,6 +94,9 @@ class TrainSettings:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        if isinstance(self.overrides, str):
+            raise UsageError("overrides is a list of KEY=VALUE strings, not one string")
+        object.__setattr__(self, "overrides", tuple(self.overrides))  # a list, read from TOML
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1")
@@ -217,6 +224,8 @@ class Trainer:
         self.world, self.device = join_world(device)
         self.run = Path(settings.out)
         self._check_run_folder(resume)
+        # a config that cannot work is reported before the data is read
+        config = None if resume else self._model_config()
         self.index: DataIndex = read_dataset(Path(settings.data), settings.layout)
         self.data_summary = {
             "root": str(self.index.root),
@@ -236,7 +245,7 @@ class Trainer:
                 f"fewer than one batch ({settings.batch_size})"
             )
 
-        self.model = self._build_model(resume)
+        self.model = self._build_model(config)
         self.order = EpochOrder(
             [self.model.classes.index(s.label) for s in self.train_samples],
             settings.batch_size,
@@ -305,11 +314,8 @@ class Trainer:
         with contextlib.suppress(OSError):
             self.run.rmdir()  # only when empty: never anything of the user's
 
-    def _build_model(self, resume: bool) -> MFCLIP:
-        if resume:
-            # frozen weights never change, so any save has them
-            model, _ = load_checkpoint(self.run / LAST)
-            return model.to(self.device)
+    def _model_config(self) -> ModelConfig:
+        """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
         settings = self.settings
         config = load_model_config(settings.config)
         changes: dict[str, Any] = {}
@@ -322,8 +328,17 @@ class Trainer:
         }
         if lora:
             changes["lora"] = lora
-        torch.manual_seed(settings.seed)  # random-initialised parts (and tiny's whole backbone)
-        return build_model(config.replace(**changes) if changes else config).to(self.device)
+        return apply_overrides(config.replace(**changes), settings.overrides)
+
+    def _build_model(self, config: ModelConfig | None) -> MFCLIP:
+        """A new model from ``config``, or (None) the one in the run's last checkpoint."""
+        if config is None:
+            # frozen weights never change, so any save has them
+            model, _ = load_checkpoint(self.run / LAST)
+            return model.to(self.device)
+        # the random-initialised parts (and tiny's whole backbone)
+        torch.manual_seed(self.settings.seed)
+        return build_model(config).to(self.device)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:

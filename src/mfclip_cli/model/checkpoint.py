@@ -146,6 +146,8 @@ def load_checkpoint(
     else:
         model = MFCLIP(info.config, towers)
         _load_state(model, fold_lora(state, info.config.lora), path)
+    if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
+        model.requires_grad_(False)
     return model.to(device).eval(), info
 
 

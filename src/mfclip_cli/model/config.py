@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import tomllib
 
@@ -20,6 +22,7 @@ from mfclip_cli.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CLASS_NAMES = ("real", "diffusion", "gan")
+PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,14 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class NoiseSettings:
+    # False: no noise branch (and no fusion) is built; the visual embedding is CLIP's image alone
+    enabled: bool = True
     patch_size: int = 64  # side of the non-overlapping patches searched for the richest texture
     width: int = 32  # channels of the first noise-encoder stage (doubled twice)
-    clip: float = 3.0  # SRM residuals are truncated to [-clip, clip] (on the 0..255 scale)
+    clip: float = 3.0  # SRM residuals are truncated to [-clip, clip], on the pixel_range scale
+    # pixels are 0..pixel_range for the SRM filters: 255 as in the SRM rich models; 1.0 is the
+    # authors' code ([0, 1]), where the truncation at 3 never triggers
+    pixel_range: float = 255.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class SpaSettings:
 
     enabled: bool = True
     hardness: float = 5.0  # how strongly similar (hard) negatives are emphasised
-    # text-similarity scale below 1 at which a pair counts as a false negative
+    # scale of two texts' dissimilarity (summed over the prompt levels) below which they count
+    # as a false negative
     identity_eps: float = 0.02
 
 
@@ -104,6 +113,8 @@ class PromptSettings:
         default_factory=lambda: {"diffusion": "a diffusion model", "gan": "a GAN"}
     )
     unknown: str = "an unknown method"
+    # how many levels the language encoder uses, from the coarsest: 1 = authenticity only
+    levels: int = len(PROMPT_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,10 @@ class ModelConfig:
             raise ConfigError("noise.patch_size must be at least 8 pixels")
         if self.lora.rank < 1:
             raise ConfigError("lora.rank must be at least 1")
+        if not 1 <= self.prompts.levels <= len(PROMPT_LEVELS):
+            raise ConfigError(
+                f"prompts.levels must be 1 to {len(PROMPT_LEVELS)}, not {self.prompts.levels}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -179,6 +194,105 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
 
 def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     return _build(ModelConfig, data, "config")
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (``true``, ``8``, ``0.5``, ``"x"``, ``[1, 2]``), else JSON (``null``), else
+    the bare text as a string, so that ``fusion=sum`` needs no quotes."""
+    try:
+        document = tomllib.loads(f"value = {text}")
+        if list(document) == ["value"]:
+            return document["value"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _describe(hint: Any) -> str:
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join("null" if arg is type(None) else _describe(arg) for arg in args)
+    if get_origin(hint) is tuple:
+        if args[-1] is Ellipsis:
+            return f"a list of {_describe(args[0])} values"
+        return f"a list of {len(args)} values ({', '.join(_describe(arg) for arg in args)})"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint))
+
+
+def _typed(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the field's type hint asks (an int is a valid float, a list a tuple), or a
+    ConfigError saying what was expected."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is not type(None):
+                try:
+                    return _typed(value, option, key)
+                except ConfigError:
+                    pass
+    elif origin is tuple and isinstance(value, list):
+        items = args[:1] * len(value) if args[-1] is Ellipsis else args
+        if len(items) == len(value):
+            return tuple(_typed(item, arg, key) for item, arg in zip(value, items))
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key} must be {_describe(hint)}, not {json.dumps(value)}")
+
+
+def _keys(section: type) -> str:
+    return ", ".join(sorted(f.name for f in dataclasses.fields(section)))
+
+
+def _override(assignment: str) -> dict[str, Any]:
+    """``"loss.spa.enabled=false"`` -> ``{"loss": {"spa": {"enabled": False}}}``, the key checked
+    against the config's dataclasses and the value against the field's type."""
+    key, equals, text = assignment.partition("=")
+    key = key.strip()
+    if not equals or not key:
+        raise ConfigError(f"override {assignment!r} is not KEY=VALUE (e.g. lora.rank=8)")
+    path = key.split(".")
+    hint: Any = ModelConfig
+    for depth, part in enumerate(path):
+        where = ".".join(path[:depth]) or "the config"
+        if get_origin(hint) is Mapping:  # a table of names (prompts.family_names.gan=...)
+            hint = get_args(hint)[1]
+        elif dataclasses.is_dataclass(hint):
+            if part not in {f.name for f in dataclasses.fields(hint)}:
+                raise ConfigError(f"unknown key {key}: {where} has {_keys(hint)}")
+            hint = get_type_hints(hint)[part]
+        else:
+            raise ConfigError(f"unknown key {key}: {where} is a value, not a section")
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{key} is a section; set one of its keys: {_keys(hint)}")
+    if get_origin(hint) is Mapping:
+        raise ConfigError(f"{key} is a table of names; set one entry: {key}.NAME=VALUE")
+    nested: Any = _typed(_parse_value(text.strip()), hint, key)
+    for part in reversed(path):
+        nested = {part: nested}
+    return nested
+
+
+def apply_overrides(config: ModelConfig, assignments: Sequence[str]) -> ModelConfig:
+    """``config`` with dotted ``KEY=VALUE`` assignments applied, in order (``train --set``).
+
+    Keys name fields of the dataclasses above (``lora.text``, ``loss.spa.enabled``); values are
+    TOML or JSON scalars or lists, type-checked against the field. The result is an ordinary
+    config, validated as any other, so it travels inside the checkpoint like one read from a file.
+    """
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        changes = _deep_merge(changes, _override(assignment))
+    return config.replace(**changes) if changes else config
 
 
 def shipped_config_names() -> list[str]:

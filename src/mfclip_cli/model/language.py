@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.model.config import PromptSettings
-from mfclip_cli.model.prompts import PROMPT_LEVELS, LabelSet, build_prompts
+from mfclip_cli.model.prompts import LabelSet, build_prompts
 
 
 class FineGrainedLanguageEncoder(nn.Module):
     """Encode each prompt level with the CLIP text tower and combine the levels with learned
-    weights.
+    weights (the ``prompts.levels`` coarsest levels of the config).
 
     The combination is a softmax over per-level logits, so every level always carries a positive
     weight and can change the result. Level embeddings depend only on the label set; while the
@@ -30,7 +30,7 @@ class FineGrainedLanguageEncoder(nn.Module):
         self.text_tower = text_tower
         self.tokenizer = tokenizer
         self.prompts = prompts
-        self.level_logits = nn.Parameter(torch.zeros(len(PROMPT_LEVELS)))
+        self.level_logits = nn.Parameter(torch.zeros(prompts.levels))
         self._cache: dict[LabelSet, torch.Tensor] = {}
         # New weights make cached embeddings stale.
         self.register_load_state_dict_post_hook(lambda module, _: module.clear_cache())
@@ -50,7 +50,7 @@ class FineGrainedLanguageEncoder(nn.Module):
         device = self.level_logits.device
         tokens = self.tokenizer(prompts).to(device)
         features = self.text_tower(tokens).float()
-        return F.normalize(features, dim=-1).view(len(label_sets), len(PROMPT_LEVELS), -1)
+        return F.normalize(features, dim=-1).view(len(label_sets), self.prompts.levels, -1)
 
     def level_embeddings(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
         """[N, levels, D] level embeddings, each distinct label set encoded at most once."""
@@ -70,8 +70,11 @@ class FineGrainedLanguageEncoder(nn.Module):
     def level_weights(self) -> torch.Tensor:
         return torch.softmax(self.level_logits, dim=0)
 
-    def forward(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
-        """[N, D] unit-norm text embedding of each label set."""
-        levels = self.level_embeddings(label_sets)
+    def combine(self, levels: torch.Tensor) -> torch.Tensor:
+        """[N, levels, D] level embeddings -> [N, D] unit-norm text embeddings."""
         combined = torch.einsum("l,nld->nd", self.level_weights(), levels)
         return F.normalize(combined, dim=-1)
+
+    def forward(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
+        """[N, D] unit-norm text embedding of each label set."""
+        return self.combine(self.level_embeddings(label_sets))

@@ -3,9 +3,11 @@
 SPA reweights the negative (off-diagonal) pairs of the symmetric CLIP loss. For an anchor i and a
 negative j the weight is the product of
 
-* relevance, ``1 - exp(-(1 - s_ij) / eps)`` from the cosine similarity ``s_ij`` of the two texts:
-  0 for identical texts (a false negative: same labels, so nothing to push apart), close to 1 for
-  clearly different texts; and
+* relevance (``text_pair_weights``), ``1 - exp(-d_ij / eps)`` from the texts' dissimilarity
+  summed over the prompt levels, ``d_ij = sum_l (1 - cos(t_il, t_jl))``: 0 for identical texts (a
+  false negative: same labels, so nothing to push apart), close to 1 for texts that differ at
+  any level, so that two fakes apart only in their generator (3 of 4 levels shared) remain
+  negatives; and
 * hardness, ``(N - 1) * softmax_j(beta * c_ij)`` over the anchor's negatives, from the image-text
   similarity ``c_ij``: a negative that looks like the anchor's positive weighs more, and the
   hardness weights average to 1, so the loss keeps its scale at any batch size.
@@ -14,6 +16,10 @@ A negative's term ``exp(l_ij)`` in the softmax denominator is multiplied by its 
 ``log w`` to its logit). The weights are computed without gradient: they steer the loss but are not
 themselves learned, since a loss left free to learn its own negative weights would learn to drop
 them. With SPA off every weight is 1 and the loss is exactly the plain symmetric CLIP loss.
+
+Under ``torchrun`` the contrastive loss sees the global batch: every process's features are
+gathered, with gradients, and each process scores its own rows against all columns (see
+``contrastive_loss``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -32,67 +39,132 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def clip_loss(
-    logits: torch.Tensor,
-    row_weights: torch.Tensor | None = None,
-    column_weights: torch.Tensor | None = None,
+    image_to_text: torch.Tensor,
+    text_to_image: torch.Tensor,
+    targets: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Symmetric CLIP loss of an [N, N] image-text logit matrix.
+    """Symmetric CLIP loss of image->text and text->image logit rows ([n, N] each, the positive
+    of row i in column ``targets[i]``); for a square batch, ``logits, logits.t(), arange(N)``.
 
-    Optional [N, N] negative weights scale each off-diagonal ``exp(logit)`` in the softmax
-    denominators (``row_weights`` for image->text rows, ``column_weights`` for text->image rows,
-    both indexed [anchor, negative]); without them this is the plain CLIP loss.
+    Optional negative ``weights`` ([n, N] each, indexed [anchor, negative], 1 at the positives)
+    scale each negative's ``exp(logit)`` in its row's softmax denominator; without them this is
+    the plain CLIP loss.
     """
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    rows, columns = logits, logits.t()
-    if row_weights is not None and column_weights is not None:
-        tiny = torch.finfo(logits.dtype).tiny
-        rows = rows + row_weights.to(logits.dtype).clamp_min(tiny).log()
-        columns = columns + column_weights.to(logits.dtype).clamp_min(tiny).log()
-    return 0.5 * (F.cross_entropy(rows, targets) + F.cross_entropy(columns, targets))
+    rows = (image_to_text, text_to_image)
+    if weights is not None:
+        tiny = torch.finfo(image_to_text.dtype).tiny
+        rows = tuple(
+            logits + weight.to(logits.dtype).clamp_min(tiny).log()
+            for logits, weight in zip(rows, weights)
+        )
+    return 0.5 * (F.cross_entropy(rows[0], targets) + F.cross_entropy(rows[1], targets))
 
 
-def _hardness(similarity: torch.Tensor, beta: float) -> torch.Tensor:
-    """Row-wise (N - 1) * softmax over the off-diagonal entries; the diagonal is 1."""
-    n = similarity.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=similarity.device)
-    if n == 1:
+def text_pair_weights(
+    text_levels: torch.Tensor, settings: SpaSettings, others: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SPA's relevance of each pair of texts as negatives: [n, N] from unit-norm level embeddings
+    [n, L, D] and ``others`` [N, L, D] (default: ``text_levels`` itself).
+
+    ``1 - exp(-sum_l (1 - cos_l) / eps)``, that is ``1 - prod_l exp(-(1 - cos_l) / eps)``: a pair
+    is suppressed as a false negative only when its prompts coincide (nearly) at *every* level.
+    The levels are compared one by one, not through the combined text embedding, so that label
+    sets sharing 3 of 4 levels (same class and forgery type, another generator) keep the weight
+    of their one differing level instead of being diluted by the shared ones, and the learned
+    level weights, which may shrink a level, cannot turn a real negative into a false one.
+    """
+    others = text_levels if others is None else others
+    with torch.no_grad():
+        dtype = torch.promote_types(text_levels.dtype, torch.float32)
+        cosines = torch.einsum("ild,jld->ij", text_levels.to(dtype), others.to(dtype))
+        dissimilarity = (text_levels.shape[1] - cosines).clamp_min(0.0)
+        return 1.0 - torch.exp(-dissimilarity / settings.identity_eps)
+
+
+def _hardness(similarity: torch.Tensor, positive: torch.Tensor, beta: float) -> torch.Tensor:
+    """Row-wise (N - 1) * softmax over each row's negatives; 1 at the positive."""
+    count = similarity.shape[1]
+    if count == 1:
         return torch.ones_like(similarity)
-    scores = (beta * similarity).masked_fill(eye, float("-inf"))
-    weights = (n - 1) * torch.softmax(scores, dim=1)
-    return weights.masked_fill(eye, 1.0)
+    scores = (beta * similarity).masked_fill(positive, float("-inf"))
+    return ((count - 1) * torch.softmax(scores, dim=1)).masked_fill(positive, 1.0)
 
 
 def sample_pair_weights(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, settings: SpaSettings
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    text_levels: torch.Tensor,
+    settings: SpaSettings,
+    rows: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPA weights of the negatives for the image->text rows and the text->image rows ([N, N] each).
+    """SPA weights of the negatives for the image->text and text->image rows ``rows`` of the batch.
 
-    Inputs are unit-norm [N, D] embeddings; entry (i, j) of the first matrix weighs text j as a
-    negative of image i, entry (i, j) of the second weighs image j as a negative of text i.
+    Inputs are the whole batch's unit-norm embeddings ([N, D], and [N, L, D] text levels); the
+    result is [n, N] for the n anchors ``rows`` selects: entry (i, j) of the first matrix weighs
+    text j as a negative of image i, entry (i, j) of the second weighs image j as a negative of
+    text i.
     """
     with torch.no_grad():
         dtype = torch.promote_types(image_embeddings.dtype, torch.float32)
         images, texts = image_embeddings.to(dtype), text_embeddings.to(dtype)
-        text_similarity = (texts @ texts.t()).clamp(-1.0, 1.0)
-        relevance = 1.0 - torch.exp(-(1.0 - text_similarity) / settings.identity_eps)
-        cross = images @ texts.t()
-        eye = torch.eye(cross.shape[0], dtype=torch.bool, device=cross.device)
-        image_to_text = (relevance * _hardness(cross, settings.hardness)).masked_fill(eye, 1.0)
-        text_to_image = (relevance * _hardness(cross.t(), settings.hardness)).masked_fill(eye, 1.0)
-    return image_to_text, text_to_image
+        columns = torch.arange(images.shape[0], device=images.device)
+        positive = columns[None, :] == columns[rows][:, None]
+        relevance = text_pair_weights(text_levels[rows], settings, text_levels).to(dtype)
+        image_to_text = relevance * _hardness(images[rows] @ texts.t(), positive, settings.hardness)
+        text_to_image = relevance * _hardness(texts[rows] @ images.t(), positive, settings.hardness)
+    return image_to_text.masked_fill(positive, 1.0), text_to_image.masked_fill(positive, 1.0)
+
+
+def gather_features(*features: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], slice]:
+    """The global batch's features, concatenated in rank order, and the rows that are this
+    process's.
+
+    Under torch.distributed with more than one process this is the functional all_gather that
+    torch recommends in place of ``torch.distributed.nn``'s: its backward (a reduce-scatter)
+    sends each process's gradient w.r.t. every gathered copy back to the process that owns it,
+    summed. On one process, the features themselves. Every process must hold the same number of
+    rows (the train engine splits each global batch evenly).
+    """
+    count = features[0].shape[0]
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return features, slice(0, count)
+    from torch.distributed._functional_collectives import all_gather_single
+
+    rank = dist.get_rank()
+    gathered = tuple(all_gather_single(tensor, 0, dist.group.WORLD) for tensor in features)
+    return gathered, slice(rank * count, (rank + 1) * count)
 
 
 def contrastive_loss(
     image_embeddings: torch.Tensor,
     text_embeddings: torch.Tensor,
+    text_levels: torch.Tensor,
     logit_scale: torch.Tensor,
     spa: SpaSettings | None,
 ) -> torch.Tensor:
-    """Symmetric image-text contrastive loss, with SPA when ``spa`` is given and enabled."""
-    logits = logit_scale.exp() * image_embeddings @ text_embeddings.t()
-    if spa is None or not spa.enabled:
-        return clip_loss(logits)
-    return clip_loss(logits, *sample_pair_weights(image_embeddings, text_embeddings, spa))
+    """Symmetric image-text contrastive loss, with SPA when ``spa`` is given and enabled.
+
+    Inputs are this process's unit-norm embeddings ([n, D]; [n, L, D] text levels, which only SPA
+    reads). Under ``torchrun`` (W processes) its n images and n texts are the rows, scored against
+    the N = W n texts and images of the global batch as columns; the other processes compute the
+    other rows, rather than each process the full N x N matrix, and what their rows contribute
+    to this process's gradient comes back through the gather. Each process's loss is the mean of
+    its rows, so the mean over processes is the single-process loss of the global batch; its
+    gradient w.r.t. its own features is that of the sum over processes, W times the global
+    loss's, and DDP's mean over the W processes makes the parameters' gradient the one a single
+    process would get from the whole batch.
+    """
+    spa = spa if spa is not None and spa.enabled else None
+    local = (image_embeddings, text_embeddings) + (() if spa is None else (text_levels.detach(),))
+    gathered, rows = gather_features(*local)
+    images, texts = gathered[0], gathered[1]
+    scale = logit_scale.exp()
+    targets = torch.arange(rows.start, rows.stop, device=images.device)
+    weights = None if spa is None else sample_pair_weights(images, texts, gathered[2], spa, rows)
+    return clip_loss(
+        scale * image_embeddings @ texts.t(), scale * text_embeddings @ images.t(), targets, weights
+    )
 
 
 def distillation_loss(
@@ -147,13 +219,14 @@ class MFCLIPLoss(nn.Module):
         targets: torch.Tensor,
         visual: torch.Tensor,
         text: torch.Tensor,
+        text_levels: torch.Tensor,
         predicted_text: torch.Tensor,
     ) -> LossBreakdown:
         settings = self.settings
         scale = self.logit_scale()
         classification = F.cross_entropy(class_logits.float(), targets)
         contrastive = contrastive_loss(
-            F.normalize(visual.float(), dim=-1), text, scale, settings.spa
+            F.normalize(visual.float(), dim=-1), text, text_levels, scale, settings.spa
         )
         distillation = distillation_loss(
             predicted_text.float(), text, scale, settings.distill_temperature

@@ -39,9 +39,15 @@ class MFCLIP(nn.Module):
         self.vision = MultiModalVisionEncoder(
             image_tower=towers.visual,
             noise_branch=NoiseBranch(
-                dim, config.noise.patch_size, config.noise.width, config.noise.clip
-            ),
-            fusion=Fusion(dim, config.fusion),
+                dim,
+                config.noise.patch_size,
+                config.noise.width,
+                config.noise.clip,
+                config.noise.pixel_range,
+            )
+            if config.noise.enabled
+            else None,
+            fusion=Fusion(dim, config.fusion) if config.noise.enabled else None,
             image_size=towers.image_size,
             mean=config.preprocess.mean,
             std=config.preprocess.std,
@@ -98,11 +104,13 @@ class MFCLIP(nn.Module):
         targets = torch.tensor(
             [self.classes.index(labels.label) for labels in label_sets], device=faces.device
         )
+        text_levels = self.language.level_embeddings(label_sets)
         return self.criterion(
             class_logits=self.head(visual),
             targets=targets,
             visual=visual,
-            text=self.language(label_sets),
+            text=self.language.combine(text_levels),
+            text_levels=text_levels,
             predicted_text=self.text_predictor(visual),
         )
 

@@ -72,17 +72,21 @@ def richest_patch_index(faces: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def srm_residuals(
-    faces: torch.Tensor, patch_index: torch.Tensor, patch_size: int, clip: float
+    faces: torch.Tensor,
+    patch_index: torch.Tensor,
+    patch_size: int,
+    clip: float,
+    pixel_range: float = 255.0,
 ) -> torch.Tensor:
     """SRM residuals of the chosen patch of each face, per colour channel: [B, 9, P, P].
 
     The patch is cut with a 2-pixel halo from the reflect-padded face, so its residuals equal
-    filtering the whole face and cropping the patch. Pixel values are on the 0..255 scale and the
-    residuals are truncated to [-clip, clip], as in the SRM rich models.
+    filtering the whole face and cropping the patch. Pixel values are on the 0..pixel_range scale
+    (255 in the SRM rich models) and the residuals are truncated to [-clip, clip].
     """
     batch, channels, height, width = faces.shape
     cols = width // patch_size
-    padded = F.pad(faces.float() * 255.0, (SRM_HALO,) * 4, mode="reflect")
+    padded = F.pad(faces.float() * pixel_range, (SRM_HALO,) * 4, mode="reflect")
     span = patch_size + 2 * SRM_HALO
     top = (patch_index // cols) * patch_size
     left = (patch_index % cols) * patch_size
@@ -139,14 +143,17 @@ class NoiseEncoder(nn.Module):
 class NoiseBranch(nn.Module):
     """Aligned faces in [0, 1] -> noise embedding of each face's richest patch."""
 
-    def __init__(self, embed_dim: int, patch_size: int, width: int, clip: float):
+    def __init__(
+        self, embed_dim: int, patch_size: int, width: int, clip: float, pixel_range: float = 255.0
+    ):
         super().__init__()
         self.patch_size = patch_size
         self.clip = clip
+        self.pixel_range = pixel_range
         self.encoder = NoiseEncoder(embed_dim, width, clip)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             index = richest_patch_index(faces, self.patch_size)
-            residuals = srm_residuals(faces, index, self.patch_size, self.clip)
+            residuals = srm_residuals(faces, index, self.patch_size, self.clip, self.pixel_range)
         return self.encoder(residuals)

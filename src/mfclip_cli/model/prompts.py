@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from mfclip_cli.model.config import CLASS_NAMES, PromptSettings
 
-PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
-
 
 @dataclass(frozen=True)
 class LabelSet:
@@ -33,10 +31,11 @@ def _name(value: str, names: dict[str, str] | object, unknown: str) -> str:
     return dict(names).get(value.lower(), value)  # type: ignore[call-overload]
 
 
-def build_prompts(labels: LabelSet, settings: PromptSettings) -> tuple[str, str, str, str]:
-    """One prompt per level; a real face has nothing finer to say, so it repeats level 1."""
+def build_prompts(labels: LabelSet, settings: PromptSettings) -> tuple[str, ...]:
+    """One prompt for each of the ``settings.levels`` coarsest levels; a real face has nothing
+    finer to say, so it repeats level 1."""
     if labels.is_real:
-        return (settings.real,) * len(PROMPT_LEVELS)  # type: ignore[return-value]
+        return (settings.real,) * settings.levels
     family = _name(labels.label, settings.family_names, settings.unknown)
     forgery = _name(labels.forgery_type, settings.forgery_type_names, settings.unknown)
     generator = labels.generator.strip() or f"an unknown {labels.label} model"
@@ -45,4 +44,4 @@ def build_prompts(labels: LabelSet, settings: PromptSettings) -> tuple[str, str,
         settings.forgery_type.format(forgery_type=forgery),
         settings.family.format(family=family),
         settings.generator.format(generator=generator),
-    )
+    )[: settings.levels]

@@ -29,19 +29,22 @@ class MultiModalVisionEncoder(nn.Module):
     """Aligned faces [B, 3, crop, crop] in [0, 1] -> fused visual embedding [B, D].
 
     The image branch sees the face resized to the CLIP tower's input size and normalised; the
-    noise branch works on the full-resolution crop.
+    noise branch works on the full-resolution crop. Without a noise branch (``noise.enabled``
+    false, the ablation) there is nothing to fuse and the image embedding is the visual one.
     """
 
     def __init__(
         self,
         image_tower: nn.Module,
-        noise_branch: NoiseBranch,
-        fusion: Fusion,
+        noise_branch: NoiseBranch | None,
+        fusion: Fusion | None,
         image_size: int,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
     ):
         super().__init__()
+        if (noise_branch is None) != (fusion is None):
+            raise ValueError("a noise branch and its fusion come together, or neither")
         self.image_tower = image_tower
         self.noise_branch = noise_branch
         self.fusion = fusion
@@ -61,6 +64,7 @@ class MultiModalVisionEncoder(nn.Module):
         return (faces - self.mean) / self.std
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        image = self.image_tower(self.image_input(faces))
-        noise = self.noise_branch(faces)
-        return self.fusion(image.float(), noise.float())
+        image = self.image_tower(self.image_input(faces)).float()
+        if self.noise_branch is None or self.fusion is None:
+            return image
+        return self.fusion(image, self.noise_branch(faces).float())

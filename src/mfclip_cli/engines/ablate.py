@@ -1,0 +1,237 @@
+"""The ablate engine: the full MFCLIP and one variant per part switched off, trained and tested
+alike.
+
+Every run is the same training (data, protocol split, schedule) with model-config overrides
+(``train --set``) naming the variant, repeated over the same seeds; each best checkpoint (by
+validation AUC, as ``train`` picks it) is scored on the protocol's test split. The table gives the
+mean and standard deviation over seeds and the difference to the full model, so a claim about any
+part rests on the same runs as the others. Runs live in ``OUT/<variant>/seed-<k>``; a rerun with
+the same ``--out`` reuses finished runs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from mfclip_cli import __version__
+from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.engines.evaluate import predict, score_samples
+from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
+from mfclip_cli.engines.train import SETTINGS_FILE, TrainSettings, train
+from mfclip_cli.files import refuse_existing, write_json_atomic
+from mfclip_cli.model import load_checkpoint
+
+# the model as the paper draws it, on top of the named config: a trained language encoder
+FULL_MODEL = ("lora.text=true",)
+# each variant changes one part of the full model
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "no-spa": ("loss.spa.enabled=false",),
+    "no-noise": ("noise.enabled=false",),
+    "one-level": ("prompts.levels=1",),
+    "sum-fusion": ("fusion=sum",),
+    "frozen-text": ("lora.text=false",),
+    "srm-unit-range": ("noise.pixel_range=1.0",),
+}
+METRICS = ("auc", "ap", "eer", "acc3")
+RESULT_FILE = "ablation-run.json"
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    """``training`` is the template run: its ``out``, ``seed`` and variant overrides are set per
+    run."""
+
+    training: TrainSettings
+    seeds: int = 3
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    out: str | None = None
+    json_path: str | None = None
+    device: str = "auto"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if unknown:
+            raise UsageError(
+                f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+            )
+        if "full" not in self.variants:
+            raise UsageError("the variants must include 'full': every difference is taken to it")
+        if self.seeds < 1:
+            raise UsageError("--seeds must be at least 1")
+
+    def overrides(self, variant: str) -> tuple[str, ...]:
+        return (*self.training.overrides, *FULL_MODEL, *VARIANTS[variant])
+
+
+def _summary(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one seed)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def _settings_of(run: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class _Runner:
+    """Trains (or resumes, or reuses) one run and scores its best checkpoint on the test split."""
+
+    def __init__(self, request: AblationRequest, console: Console):
+        self.request, self.console = request, console
+        settings = request.training
+        self.device = resolve_device(request.device)
+        self.index = read_dataset(Path(settings.data), settings.layout)
+        self.splits = select(self.index, load_protocol(settings.protocol))
+        if not self.splits.test:
+            raise UsageError(f"protocol {settings.protocol} leaves no test samples in this data")
+
+    def __call__(self, folder: Path, variant: str, seed: int) -> dict[str, Any]:
+        run = folder / variant / f"seed-{seed}"
+        overrides = list(self.request.overrides(variant))
+        done = run / RESULT_FILE
+        if done.is_file():
+            result = json.loads(done.read_text(encoding="utf-8"))
+            if result.get("overrides") == overrides and result.get("seed") == seed:
+                return result
+        settings = replace(self.request.training, out=str(run), seed=seed, overrides=overrides)
+        saved = _settings_of(run)
+        resume = saved is not None
+        if resume and (saved.get("overrides") != overrides or saved.get("seed") != seed):
+            raise UsageError(f"{run} holds another run (its train.json differs); use another --out")
+        started = time.perf_counter()
+        train(
+            None if resume else settings,
+            out=str(run),
+            resume=resume,
+            device=self.request.device,
+            console=self.console,
+        )
+        seconds = time.perf_counter() - started
+        model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
+        probs = predict(model, self.index.root, self.splits.test, self.device)
+        metrics = score_samples(self.splits.test, probs)
+        result = {
+            "variant": variant,
+            "seed": seed,
+            "overrides": overrides,
+            "checkpoint_sha256": info.sha256,
+            "train_seconds": round(seconds, 1),
+            **{name: metrics[name] for name in METRICS},
+        }
+        write_json_atomic(done, result, overwrite=True)
+        return result
+
+
+@contextlib.contextmanager
+def _runs_folder(out: str | None) -> Iterator[Path]:
+    if out:
+        yield Path(out)
+    else:  # nothing to keep: the runs go to a temporary folder
+        with tempfile.TemporaryDirectory(prefix="mfclip-ablate-") as folder:
+            yield Path(folder)
+
+
+def run_ablation(request: AblationRequest, console: Console, progress: Console) -> dict[str, Any]:
+    """Train and test every variant over every seed; print the table, write the JSON, return
+    it."""
+    if request.json_path:
+        refuse_existing(Path(request.json_path), request.force)
+    runner = _Runner(request, progress)
+    started = utc_now()
+    per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in request.variants}
+    with _runs_folder(request.out) as folder:
+        for seed in range(request.seeds):
+            for variant in request.variants:
+                progress.print(f"ablate: {variant}, seed {seed}", highlight=False)
+                per_seed[variant].append(runner(folder, variant, seed))
+    variants: dict[str, Any] = {}
+    for name in request.variants:
+        stats = {metric: _summary([r[metric] for r in per_seed[name]]) for metric in METRICS}
+        variants[name] = {
+            "overrides": list(request.overrides(name)),
+            "mean": {metric: mean for metric, (mean, _) in stats.items()},
+            "std": {metric: std for metric, (_, std) in stats.items()},
+            "per_seed": per_seed[name],
+        }
+    for entry in variants.values():
+        entry["delta"] = {
+            metric: entry["mean"][metric] - variants["full"]["mean"][metric] for metric in METRICS
+        }
+    settings = request.training
+    report = {
+        "type": "ablation",
+        "tool": "mfclip",
+        "version": __version__,
+        "started_utc": started,
+        "finished_utc": utc_now(),
+        "device": str(runner.device),
+        "torch_threads": torch.get_num_threads(),
+        "data": {"root": str(runner.index.root), "samples": len(runner.index.samples)},
+        "protocol": {
+            "name": settings.protocol,
+            "sizes": {name: len(getattr(runner.splits, name)) for name in ("train", "val", "test")},
+        },
+        "config": settings.config,
+        "seeds": request.seeds,
+        "training": {
+            key: value
+            for key, value in vars(settings).items()
+            if key not in ("data", "out", "seed", "overrides")
+        },
+        "full_model": list(FULL_MODEL),
+        "variants": variants,
+    }
+    if request.json_path:
+        write_json_atomic(request.json_path, report, overwrite=request.force)
+    console.print(ablation_table(report))
+    return report
+
+
+def _cell(mean: float, std: float, delta: float | None) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    text = f"{mean:.3f} ± {std:.3f}"
+    return text if delta is None else f"{text} ({delta:+.3f})"
+
+
+def ablation_table(report: dict[str, Any]) -> Table:
+    """Mean ± std over the seeds, and (for variants) the difference to the full model."""
+    table = Table(
+        title=(
+            f"mfclip ablate: config {report['config']}, protocol {report['protocol']['name']}, "
+            f"{report['seeds']} seed(s), test split"
+        )
+    )
+    table.add_column("variant")
+    for label in ("AUC", "AP", "EER", "3-way ACC"):
+        table.add_column(label, justify="right")
+    for name, entry in report["variants"].items():
+        table.add_row(
+            name,
+            *(
+                _cell(
+                    entry["mean"][metric],
+                    entry["std"][metric],
+                    None if name == "full" else entry["delta"][metric],
+                )
+                for metric in METRICS
+            ),
+        )
+    return table

@@ -1,0 +1,91 @@
+"""``mfclip ablate``: every variant trained and tested alike, aggregated over seeds, resumable."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from test_train import make_dataset
+
+from mfclip_cli.engines import ablate as ablate_engine
+from mfclip_cli.engines.ablate import AblationRequest, run_ablation
+from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.engines.train import TrainSettings
+from mfclip_cli.model import read_checkpoint_info
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("ablate") / "data", per_class=16)
+
+
+@pytest.fixture
+def console():
+    return Console(file=io.StringIO(), width=120)
+
+
+def _request(data, out, **changes):
+    training = TrainSettings(
+        data=str(data), out="-", config="tiny", epochs=1, batch_size=16, lr=3e-3, workers=0
+    )
+    return AblationRequest(training=training, device="cpu", out=str(out), **changes)
+
+
+def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console, monkeypatch):
+    out = tmp_path / "runs"
+    request = _request(small_data, out, seeds=2, variants=("full", "no-noise", "one-level"))
+    report = run_ablation(request, console, console)
+    full, no_noise = report["variants"]["full"], report["variants"]["no-noise"]
+    assert full["overrides"] == ["lora.text=true"]
+    assert no_noise["overrides"] == ["lora.text=true", "noise.enabled=false"]
+    for name, entry in report["variants"].items():
+        assert [run["seed"] for run in entry["per_seed"]] == [0, 1]
+        for metric in ("auc", "ap", "eer", "acc3"):
+            values = [run[metric] for run in entry["per_seed"]]
+            assert entry["mean"][metric] == pytest.approx(np.mean(values))
+            assert entry["std"][metric] == pytest.approx(np.std(values, ddof=1))
+            assert entry["delta"][metric] == pytest.approx(
+                entry["mean"][metric] - full["mean"][metric]
+            )
+    # each run's checkpoint is the model its variant names
+    config = read_checkpoint_info(out / "no-noise" / "seed-1" / "best.safetensors").config
+    assert not config.noise.enabled and config.lora.text
+    one_level = read_checkpoint_info(out / "one-level" / "seed-0" / "best.safetensors")
+    assert one_level.config.prompts.levels == 1
+    # a rerun with the same --out reuses every finished run instead of training again
+    monkeypatch.setattr(ablate_engine, "train", lambda *a, **k: pytest.fail("trained again"))
+    again = run_ablation(request, console, console)
+    assert again["variants"] == report["variants"]
+
+
+def test_bad_requests_are_usage_errors(small_data, tmp_path):
+    with pytest.raises(UsageError, match="unknown variant"):
+        _request(small_data, tmp_path, variants=("full", "no-such-part"))
+    with pytest.raises(UsageError, match="must include 'full'"):
+        _request(small_data, tmp_path, variants=("no-spa",))
+    with pytest.raises(UsageError, match="seeds"):
+        _request(small_data, tmp_path, seeds=0)
+
+
+def test_ablate_command_writes_its_report(small_data, tmp_path):
+    report_path = tmp_path / "ablation.json"
+    command = [
+        MFCLIP, "ablate", "--data", str(small_data), "--config", "tiny", "--seeds", "1",
+        "--variants", "full,srm-unit-range", "--epochs", "1", "--batch-size", "16",
+        "--device", "cpu", "--json", str(report_path),
+    ]  # fmt: skip
+    wide = {**os.environ, "COLUMNS": "160"}
+    result = subprocess.run(command, capture_output=True, text=True, env=wide)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["type"] == "ablation" and list(report["variants"]) == ["full", "srm-unit-range"]
+    assert "srm-unit-range" in result.stdout and "±" in result.stdout
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
