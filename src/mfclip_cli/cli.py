@@ -114,6 +114,11 @@ def scan(
     csv_path: Optional[str] = typer.Option(
         None, "--csv", help="Write one CSV row per face to FILE."
     ),
+    html_path: Optional[str] = typer.Option(
+        None,
+        "--html",
+        help="Write a self-contained HTML case report (pictures, boxes, face crops) to FILE.",
+    ),
     annotate: Optional[str] = typer.Option(
         None, "--annotate", help="Write copies of the images with boxes and labels drawn into DIR."
     ),
@@ -153,12 +158,13 @@ def scan(
             "0 (default): full resolution."
         ),
     ),
-    fake_threshold: float = typer.Option(
-        0.5,
+    fake_threshold: str = typer.Option(
+        "0.5",
         "--fake-threshold",
-        min=0.0,
-        max=1.0,
-        help="A face is labelled fake when 1 - p(real) reaches this.",
+        help=(
+            "A face is labelled fake when 1 - p(real) reaches this: a number in [0, 1], or "
+            "fpr:0.01 / fpr:0.001 for the checkpoint's threshold of that validation FPR."
+        ),
     ),
     fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second."),
     frames: Optional[int] = typer.Option(
@@ -174,8 +180,13 @@ def scan(
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
     could not be read; 4 with --fail-on-fake when any face is labelled non-real.
     """
+    from mfclip_cli.engines.calibration import parse_fake_threshold
     from mfclip_cli.engines.scan import ScanRequest, ScanSettings, run_scan
 
+    try:
+        fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
     request = ScanRequest(
         inputs=paths,
         settings=ScanSettings(
@@ -185,7 +196,8 @@ def scan(
             min_face=min_face,
             detection_thresholds=(0.6, 0.7, det_threshold),
             detect_max_side=detect_max_side,
-            fake_threshold=fake_threshold,
+            fake_threshold=0.5 if fake_number is None else fake_number,
+            fake_threshold_fpr=fake_fpr,
             fps=fps,
             frames=frames,
         ),
@@ -194,6 +206,7 @@ def scan(
         json_path=json_path,
         jsonl_path=jsonl_path,
         csv_path=csv_path,
+        html_path=html_path,
         annotate_dir=annotate,
         resume=resume,
         force=force,
@@ -208,6 +221,32 @@ def scan(
             error_console=error_console,
         )
     raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    jsonl_path: str = typer.Argument(..., help="A JSON Lines report of mfclip scan (--jsonl)."),
+    html_path: str = typer.Option(..., "--html", help="Write the HTML case report to FILE."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE."),
+) -> None:
+    """Render the HTML case report of an earlier scan from its JSON Lines report.
+
+    The inputs are read again for their pictures (relative paths from the folder the scan ran
+    in). Exit codes: 0 written; 2 not a report, or FILE exists without --force; 3 written, but
+    some inputs were missing or changed (their sections say so).
+    """
+    from mfclip_cli.engines.html_report import report_from_jsonl
+    from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE
+
+    with _errors_reported() as error_console:
+        unreadable = report_from_jsonl(jsonl_path, html_path, force=force)
+    if unreadable:
+        error_console.print(
+            f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again: "
+            f"their pictures are missing from {html_path}",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_OK)
 
 
 @app.command()
@@ -429,13 +468,20 @@ def evaluate(
         "--predictions",
         help="Write per-sample probabilities to FILE (CSV: path,label,real,diffusion,gan,...).",
     ),
-    plots: Optional[str] = typer.Option(None, "--plots", help="Write ROC curves (PNG) into DIR."),
+    plots: Optional[str] = typer.Option(
+        None, "--plots", help="Write ROC curves and reliability diagrams (PNG) into DIR."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0, help="Bootstrap replicates of the 95% intervals (0: none)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     list_protocols: bool = typer.Option(
         False, "--list-protocols", help="List the shipped protocols and exit."
     ),
 ) -> None:
-    """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way ACC, macro-F1."""
+    """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way ACC, macro-F1,
+    calibration (ECE, Brier, NLL) and TPR at FPR 1 % / 0.1 % with thresholds chosen on val."""
     from mfclip_cli.engines.runtime import UsageError
 
     with _errors_reported() as error_console:
@@ -467,8 +513,71 @@ def evaluate(
             predictions_path=predictions,
             plots_dir=plots,
             force=force,
+            bootstrap=bootstrap,
+            seed=seed,
         )
         run_evaluation(request, console=Console(), error_console=error_console)
+
+
+@app.command()
+def calibrate(
+    weights: str = typer.Option(
+        ..., "--weights", "-w", help="Checkpoint to calibrate: registry name or .safetensors path."
+    ),
+    data: str = typer.Option(..., "--data", help="Labelled face dataset (same layouts as train)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="The calibrated checkpoint to write (.safetensors)."
+    ),
+    protocol: str = typer.Option(
+        "in-domain", "--protocol", help="Protocol name or TOML file; its val split is fitted on."
+    ),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="Dataset layout (default: detected)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model batch."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading processes."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+) -> None:
+    """Fit temperature scaling and the FPR 1 % / 0.1 % thresholds on a protocol's val split and
+    write them into a new checkpoint (new SHA-256); the original is left as it is."""
+    with _errors_reported() as error_console:
+        from mfclip_cli.engines.evaluate import CalibrateRequest
+        from mfclip_cli.engines.evaluate import calibrate as run_calibration
+
+        request = CalibrateRequest(
+            weights=weights,
+            data=data,
+            out=out,
+            protocol=protocol,
+            layout=layout,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            force=force,
+        )
+        result = run_calibration(request, error_console=error_console)
+        record = result["calibration"]
+        fitted = record["fitted_on"]
+        lines = [
+            f"temperature {record['temperature']:.4f}: val NLL {record['nll']['before']:.4f} -> "
+            f"{record['nll']['after']:.4f} ({fitted['samples']} samples, {fitted['n_real']} real, "
+            f"protocol {fitted['protocol']})",
+            *(
+                f"{name}: threshold {entry['threshold']:.6f} (val FPR {entry['val_fpr']:.4f}, "
+                f"TPR {entry['val_tpr']:.4f})"
+                for name, entry in record["thresholds"].items()
+            ),
+            f"wrote {result['weights']} (sha256 {result['sha256']})",
+        ]
+        if record["at_bound"]:
+            error_console.print(
+                "[bold yellow]warning:[/] the temperature is at its search bound: the val split "
+                "is (nearly) separated, so the calibrated probabilities are near 0 or 1; "
+                "calibrate on a larger val split",
+                highlight=False,
+            )
+        typer.echo("\n".join(lines))
 
 
 @app.command()

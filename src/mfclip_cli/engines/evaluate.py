@@ -1,8 +1,12 @@
-"""The eval engine: a checkpoint, a dataset and a protocol in; the field's metrics out.
+"""The eval and calibrate engines: a checkpoint, a dataset and a protocol in.
 
-Only the protocol's test split is scored (model selection happened on val, in training). Metrics
-are reported overall, per test subset (the held-out generators, forgery types or datasets, each
-with all test reals) and, where frames carry a video key, at video level.
+Eval reports the field's metrics on the protocol's test split (model selection happened on val,
+in training): overall, per test subset (the held-out generators, forgery types or datasets, each
+with all test reals) and, where frames carry a video key, at video level. Probabilities are the
+checkpoint's calibrated ones where it has a calibration; their ECE, Brier and NLL are reported
+before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on val (never on
+test), with bootstrap confidence intervals. Calibrate fits that calibration on val and writes a
+new checkpoint carrying it. Definitions: docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -19,19 +23,51 @@ from rich.console import Console
 from rich.table import Table
 
 from mfclip_cli import __version__
-from mfclip_cli.data import Sample, Splits, load_protocol, read_dataset, select
+from mfclip_cli.data import (
+    DataIndex,
+    Protocol,
+    Sample,
+    Splits,
+    load_protocol,
+    read_dataset,
+    select,
+)
 from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.engines.calibration import (
+    FPR_TARGETS,
+    CalibrationError,
+    calibration_problem,
+    calibration_summary,
+    fit_calibration,
+    nll,
+    softmax,
+    temperature_of,
+    threshold_key,
+)
 from mfclip_cli.engines.metrics import (
+    bootstrap_intervals,
+    calibration_metrics,
     detection_metrics,
+    json_safe,
+    plot_reliability,
     plot_roc,
+    rates_at_threshold,
     roc_auc,
     roc_curve,
+    threshold_at_fpr,
+    tpr_at_fpr,
     video_metrics,
 )
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.engines.weights import load_weights, resolve_weights, weights_record
+from mfclip_cli.engines.weights import (
+    ResolvedWeights,
+    load_weights,
+    resolve_weights,
+    weights_record,
+)
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
-from mfclip_cli.model import MFCLIP
+from mfclip_cli.model import CLASS_NAMES, MFCLIP, CheckpointInfo
+from mfclip_cli.model.checkpoint import save_calibrated, sidecar_path
 
 REPORTED = {
     "n": "n",
@@ -43,10 +79,18 @@ REPORTED = {
     "fake_acc": "fake\nACC",
     "acc3": "3-way\nACC",
 }  # the table; the JSON has every metric
+CALIBRATION_REPORTED = {
+    "ece_fake": "ECE, P(fake)",
+    "ece_top_label": "ECE, top label",
+    "brier_fake": "Brier, P(fake)",
+    "brier": "Brier, 3 classes",
+    "nll": "NLL",
+}
+_REAL = CLASS_NAMES.index("real")
 
 
 @torch.no_grad()
-def predict(
+def predict_logits(
     model: MFCLIP,
     root: Path,
     samples: Sequence[Sample],
@@ -55,7 +99,8 @@ def predict(
     batch_size: int = 64,
     workers: int = 0,
 ) -> np.ndarray:
-    """Class probabilities [N, 3] of dataset samples; bf16 autocast on CUDA, fp32 on CPU."""
+    """Class logits [N, 3] of dataset samples (what calibration fits); bf16 autocast on CUDA, fp32
+    on CPU."""
     model.eval()
     images = FaceImages(root, [sample.path for sample in samples], model.crop_size)
     loader = torch.utils.data.DataLoader(
@@ -69,8 +114,22 @@ def predict(
     for faces, _ in loader:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(faces.to(device, non_blocking=True))
-        results.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)))
+        results.append(logits.float().cpu())
+    return torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
+
+
+def predict(
+    model: MFCLIP,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> np.ndarray:
+    """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
+    logits = predict_logits(model, root, samples, device, batch_size=batch_size, workers=workers)
+    return softmax(logits)
 
 
 def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:
@@ -96,6 +155,70 @@ class EvalRequest:
     predictions_path: str | None = None
     plots_dir: str | None = None
     force: bool = False
+    bootstrap: int = 1000  # replicates of the confidence intervals; 0: none
+    seed: int = 0  # of the bootstrap
+
+
+@dataclass
+class CalibrateRequest:
+    weights: str
+    data: str
+    out: str
+    protocol: str = "in-domain"
+    layout: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0
+    force: bool = False
+
+
+@dataclass
+class _Scoring:
+    """A checkpoint and a protocol's splits of a dataset, ready to score."""
+
+    device: torch.device
+    protocol: Protocol
+    index: DataIndex
+    splits: Splits
+    resolved: ResolvedWeights
+    model: MFCLIP
+    info: CheckpointInfo
+    demo: bool
+
+    def logits(self, samples: Sequence[Sample], batch_size: int, workers: int) -> np.ndarray:
+        return predict_logits(
+            self.model,
+            self.index.root,
+            samples,
+            self.device,
+            batch_size=batch_size,
+            workers=workers,
+        )
+
+
+def _scoring(
+    data: str,
+    layout: str | None,
+    protocol_name: str,
+    weights: str | None,
+    device_name: str,
+    required: tuple[str, ...],
+    error_console: Console,
+) -> _Scoring:
+    """Data, protocol and checkpoint loaded (cheapest checks first); a demo checkpoint is said
+    so."""
+    device = resolve_device(device_name)
+    protocol = load_protocol(protocol_name)
+    index = read_dataset(Path(data), layout)
+    splits = select(index, protocol, required=required)
+    resolved = resolve_weights(weights)
+    model, info, demo = load_weights(resolved, device)
+    if demo:
+        error_console.print(
+            "[bold yellow]warning:[/] using the bundled DEMO weights "
+            "(trained on synthetic artifacts)."
+        )
+    return _Scoring(device, protocol, index, splits, resolved, model.merge_adapters(), info, demo)
 
 
 def _refuse_existing(request: EvalRequest) -> None:
@@ -110,6 +233,8 @@ def _refuse_existing(request: EvalRequest) -> None:
     ):
         if not request.force:
             raise UsageError(f"{request.plots_dir} is not empty (pass --force to write into it)")
+    if request.bootstrap < 0:
+        raise UsageError("--bootstrap takes a number of replicates, 0 for none")
 
 
 def _write_predictions(
@@ -134,21 +259,123 @@ def _write_predictions(
         handle.write(buffer.getvalue().encode("utf-8"))
 
 
+def _fake(samples: Sequence[Sample]) -> np.ndarray:
+    return np.array([sample.label != "real" for sample in samples], dtype=np.int64)
+
+
+def _fake_score(probs: np.ndarray) -> np.ndarray:
+    return 1.0 - probs[:, _REAL]
+
+
 def _write_plots(
-    folder: str, groups: dict[str, tuple[Sequence[Sample], np.ndarray]], force: bool
+    folder: str,
+    groups: dict[str, tuple[Sequence[Sample], np.ndarray]],
+    reliability: dict[str, np.ndarray],
+    force: bool,
 ) -> list[str]:
+    """ROC curves of ``groups`` and reliability diagrams of the test split's probabilities
+    ``{curve name: probs}`` (uncalibrated, calibrated)."""
     curves = {}
     for name, (samples, probs) in groups.items():
-        fake = np.array([sample.label != "real" for sample in samples], dtype=int)
+        fake = _fake(samples)
         if 0 < fake.sum() < len(fake):
-            fpr, tpr, _ = roc_curve(fake, 1.0 - probs[:, 0])
-            curves[name] = (fpr, tpr, roc_auc(fake, 1.0 - probs[:, 0]))
+            fpr, tpr, _ = roc_curve(fake, _fake_score(probs))
+            curves[name] = (fpr, tpr, roc_auc(fake, _fake_score(probs)))
     written = []
     if curves:
         path = Path(folder) / "roc.png"
         plot_roc(curves, path, title="ROC, fake score = 1 - p(real)", overwrite=force)
         written.append(str(path))
+    test = groups["overall"][0]
+    if test:
+        classes = np.array([CLASS_NAMES.index(sample.label) for sample in test])
+        panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {
+            "P(fake) = 1 - p(real)": {},
+            "top label (3 classes)": {},
+        }
+        for name, probs in reliability.items():
+            panels["P(fake) = 1 - p(real)"][name] = (_fake_score(probs), _fake(test))
+            right = probs.argmax(axis=1) == classes
+            panels["top label (3 classes)"][name] = (probs.max(axis=1), right)
+        path = Path(folder) / "reliability.png"
+        plot_reliability(panels, path, overwrite=force)
+        written.append(str(path))
     return written
+
+
+def _probability_quality(labels: Sequence[str], logits: np.ndarray, temperature: float) -> dict:
+    """ECE, Brier and NLL of softmax(logits / T) on a labelled set."""
+    classes = np.array([CLASS_NAMES.index(label) for label in labels], dtype=np.int64)
+    probs = softmax(logits, temperature)
+    return {**calibration_metrics(labels, probs), "nll": nll(logits, classes, temperature)}
+
+
+def _operating_points(
+    val: Sequence[Sample],
+    val_probs: np.ndarray,
+    test: Sequence[Sample],
+    test_probs: np.ndarray,
+    *,
+    replicates: int,
+    seed: int,
+) -> tuple[dict, dict | None]:
+    """TPR at each target FPR with its threshold chosen on val and applied to test, and the
+    bootstrap intervals (over videos where test frames have them) of AUC, EER and those rates."""
+    problem = calibration_problem([sample.label for sample in val])
+    val_fake, val_score = _fake(val), _fake_score(val_probs)
+    test_fake, test_score = _fake(test), _fake_score(test_probs)
+    thresholds = (
+        [] if problem else [threshold_at_fpr(val_fake, val_score, fpr) for fpr in FPR_TARGETS]
+    )
+    by_video = any(sample.video for sample in test)
+    intervals = None
+    if replicates:
+        intervals = bootstrap_intervals(
+            test_fake,
+            test_score,
+            fprs=FPR_TARGETS,
+            thresholds=thresholds,
+            units=[sample.video or sample.path for sample in test] if by_video else None,
+            replicates=replicates,
+            seed=seed,
+        )
+        intervals["unit"] = "video" if by_video else "sample"
+    points = {}
+    for position, fpr in enumerate(FPR_TARGETS):
+        point: dict = {
+            "target_fpr": fpr,
+            "threshold": None,
+            "val": None,
+            "test": None,
+            "test_oracle_tpr": json_safe(tpr_at_fpr(test_fake, test_score, fpr)),
+            "test_oracle_tpr_ci": intervals["tpr_at_fpr"][position] if intervals else None,
+        }
+        if thresholds:
+            threshold = thresholds[position]
+            at_val = rates_at_threshold(val_fake, val_score, threshold)
+            at_test = rates_at_threshold(test_fake, test_score, threshold)
+            at = intervals["at_threshold"][position] if intervals else {"fpr": None, "tpr": None}
+            point.update(
+                threshold=threshold,
+                val={"fpr": at_val[0], "tpr": at_val[1]},
+                test={
+                    "fpr": json_safe(at_test[0]),
+                    "tpr": json_safe(at_test[1]),
+                    "fpr_ci": at["fpr"],
+                    "tpr_ci": at["tpr"],
+                },
+            )
+        points[threshold_key(fpr)] = point
+    chosen_on = {
+        "split": "val",
+        "samples": len(val),
+        "n_real": int(len(val) - val_fake.sum()),
+        "n_fake": int(val_fake.sum()),
+        "problem": problem,
+    }
+    if intervals:
+        del intervals["tpr_at_fpr"], intervals["at_threshold"]  # shown with their points
+    return {"chosen_on": chosen_on, "points": points}, intervals
 
 
 def _table(report: dict) -> Table:
@@ -172,47 +399,108 @@ def _table(report: dict) -> Table:
     return table
 
 
+def _shown(value: float | None, interval: list[float] | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _calibration_table(report: dict) -> Table:
+    calibration = report["calibration"]
+    shown = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
+    table = Table(title=f"probabilities on test (calibration: {shown})")
+    table.add_column("metric")
+    table.add_column("uncalibrated", justify="right")
+    table.add_column("calibrated", justify="right")
+    before, after = calibration["test"]["before"], calibration["test"]["after"] or {}
+    for key, name in CALIBRATION_REPORTED.items():
+        table.add_row(name, _shown(before.get(key)), _shown(after.get(key)))
+    return table
+
+
+def _operating_table(report: dict) -> Table:
+    intervals = report["intervals"]
+    level = f"{intervals['level']:.0%} CI by {intervals['unit']}" if intervals else "no CI"
+    overall = report["overall"]
+    auc = _shown(overall["auc"], intervals and intervals["auc"])
+    eer = _shown(overall["eer"], intervals and intervals["eer"])
+    table = Table(
+        title=f"operating points, thresholds chosen on val ({level}); AUC {auc}, EER {eer}"
+    )
+    for column in ("target FPR", "threshold", "test FPR", "test TPR", "test's own TPR"):
+        table.add_column(column, justify="right")
+    for name, point in report["operating_points"]["points"].items():
+        test = point["test"] or {}
+        table.add_row(
+            name,
+            _shown(point["threshold"]),
+            _shown(test.get("fpr"), test.get("fpr_ci")),
+            _shown(test.get("tpr"), test.get("tpr_ci")),
+            _shown(point["test_oracle_tpr"], point["test_oracle_tpr_ci"]),
+        )
+    return table
+
+
 def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
     """Score the protocol's test split and write the requested outputs; return the report."""
     _refuse_existing(request)
-    device = resolve_device(request.device)
-    protocol = load_protocol(request.protocol)
-    index = read_dataset(Path(request.data), request.layout)
-    splits: Splits = select(index, protocol, required=("test",))
-    resolved = resolve_weights(request.weights)
-    model, info, demo = load_weights(resolved, device)
-    if demo:
-        error_console.print(
-            "[bold yellow]warning:[/] evaluating the bundled DEMO weights "
-            "(trained on synthetic artifacts)."
-        )
-    started = utc_now()
-    probs = predict(
-        model.merge_adapters(),
-        index.root,
-        splits.test,
-        device,
-        batch_size=request.batch_size,
-        workers=request.workers,
+    scoring = _scoring(
+        request.data,
+        request.layout,
+        request.protocol,
+        request.weights,
+        request.device,
+        ("test",),
+        error_console,
     )
+    splits, calibration = scoring.splits, scoring.info.calibration
+    temperature = temperature_of(calibration)
+    started = utc_now()
+    logits = scoring.logits(splits.test, request.batch_size, request.workers)
+    val_logits = scoring.logits(splits.val, request.batch_size, request.workers)
+    probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
+    test_labels = [sample.label for sample in splits.test]
+    operating_points, intervals = _operating_points(
+        splits.val,
+        softmax(val_logits, temperature),
+        splits.test,
+        probs,
+        replicates=request.bootstrap,
+        seed=request.seed,
+    )
     report = {
         "type": "eval",
         "tool": "mfclip",
         "version": __version__,
         "started_utc": started,
-        "device": str(device),
-        "weights": weights_record(resolved, info, demo),
-        "demo": demo,
-        "data": {"root": str(index.root), "layout": index.layout, "samples": len(index.samples)},
+        "device": str(scoring.device),
+        "weights": weights_record(scoring.resolved, scoring.info, scoring.demo),
+        "demo": scoring.demo,
+        "data": {
+            "root": str(scoring.index.root),
+            "layout": scoring.index.layout,
+            "samples": len(scoring.index.samples),
+        },
         "protocol": {
-            "name": protocol.name,
+            "name": scoring.protocol.name,
             "held_out": list(splits.held_out),
             "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         },
         "threshold": request.threshold,
+        "calibration": {
+            **calibration_summary(calibration),
+            "test": {
+                "before": _probability_quality(test_labels, logits, 1.0),
+                "after": _probability_quality(test_labels, logits, temperature)
+                if calibration
+                else None,
+            },
+        },
         "overall": score_samples(splits.test, probs, request.threshold),
+        "operating_points": operating_points,
+        "intervals": intervals,
         "subsets": {},
     }
     groups = {"overall": (splits.test, probs)}
@@ -222,11 +510,61 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         groups[name] = (members, rows)
     if request.predictions_path:
         _write_predictions(
-            request.predictions_path, splits.test, probs, model.classes, request.force
+            request.predictions_path, splits.test, probs, scoring.model.classes, request.force
         )
     if request.plots_dir:
-        report["plots"] = _write_plots(request.plots_dir, groups, request.force)
+        reliability = {"uncalibrated": softmax(logits)}
+        if calibration:
+            reliability[f"calibrated (T = {temperature:.3g})"] = probs
+        report["plots"] = _write_plots(request.plots_dir, groups, reliability, request.force)
     if request.json_path:
         write_json_atomic(request.json_path, report, overwrite=request.force)
     console.print(_table(report))
+    console.print(_calibration_table(report))
+    console.print(_operating_table(report))
     return report
+
+
+def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
+    """Fit the calibration of an existing checkpoint on a protocol's val split and write it into a
+    new checkpoint (new SHA-256) at ``request.out``; the source is never changed."""
+    out = Path(request.out)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must name a .safetensors file, not {out}")
+    for target in (out, sidecar_path(out)):
+        refuse_existing(target, request.force)
+    scoring = _scoring(
+        request.data,
+        request.layout,
+        request.protocol,
+        request.weights,
+        request.device,
+        ("val",),
+        error_console,
+    )
+    if out.resolve() == scoring.resolved.path.resolve():
+        raise UsageError(f"--out {out} is the checkpoint being calibrated; name a new file")
+    labels = [sample.label for sample in scoring.splits.val]
+    problem = calibration_problem(labels)
+    if problem:  # before the scoring, which can take long
+        raise CalibrationError(problem)
+    logits = scoring.logits(scoring.splits.val, request.batch_size, request.workers)
+    source = scoring.info
+    record = fit_calibration(
+        logits,
+        labels,
+        fitted_on={
+            "data": str(scoring.index.root),
+            "layout": scoring.index.layout,
+            "protocol": scoring.protocol.name,
+        },
+    )
+    record["source_sha256"] = source.sha256
+    record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
+    written = save_calibrated(source, out, record, overwrite=request.force)
+    return {
+        "weights": str(written.path),
+        "sha256": written.sha256,
+        "source": weights_record(scoring.resolved, source, scoring.demo),
+        "calibration": record,
+    }

@@ -7,13 +7,18 @@ scikit-learn's definitions (ties included) without making scikit-learn a runtime
 A metric that is undefined on the data given (an evaluation subset holding only real or only fake
 faces has no ROC curve) is ``nan``, not an exception, so one thin subset cannot abort a whole
 evaluation. ``detection_metrics`` turns those ``nan`` into ``None`` so its result is valid JSON.
+
+The curve metrics (AUC, EER, TPR at a false-positive rate) are computed from ROC rates that may
+carry a leading axis of bootstrap replicates, so the confidence intervals of
+``bootstrap_intervals`` use the very same definitions as the point estimates. Calibration
+(reliability bins, ECE, Brier) and operating points are defined in docs/calibration.md.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -21,6 +26,7 @@ from mfclip_cli.files import atomic_writer
 from mfclip_cli.model.config import CLASS_NAMES
 
 _REAL = CLASS_NAMES.index("real")
+CALIBRATION_BINS = 15
 
 
 def _binary_inputs(y_true, score) -> tuple[np.ndarray, np.ndarray]:
@@ -39,18 +45,34 @@ def _binary_inputs(y_true, score) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), s
 
 
-def _curve_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _curve_counts(
+    y: np.ndarray, s: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative true / false positives at each distinct score, highest score first.
 
     Tied scores form one threshold, so a tie between a real and a fake face counts as a
     diagonal step of the curve rather than an arbitrary order between them (as scikit-learn).
+    With ``weights`` (B, N), how often each sample is drawn in each of B bootstrap replicates,
+    the counts get one row per replicate: the distinct scores, hence the thresholds, are the same
+    in every row, and a sample not drawn adds nothing to its row.
     """
     order = np.argsort(s, kind="mergesort")[::-1]
-    s, y = s[order], y[order]
+    s = s[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[last_of_tie]
-    fps = last_of_tie + 1 - tps
+    drawn = np.ones(s.size, dtype=np.int64) if weights is None else weights[:, order]
+    positives = drawn * y[order]
+    tps = np.cumsum(positives, axis=-1)[..., last_of_tie]
+    fps = np.cumsum(drawn - positives, axis=-1)[..., last_of_tie]
     return tps, fps, s[last_of_tie]
+
+
+def _rates(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC rates ``(fpr, tpr)`` from cumulative counts, the (0, 0) point first; all ``nan`` where
+    a class is absent."""
+    start = np.zeros((*tps.shape[:-1], 1), dtype=tps.dtype)
+    tps, fps = np.concatenate([start, tps], axis=-1), np.concatenate([start, fps], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0: the class is absent
+        return fps / fps[..., -1:], tps / tps[..., -1:]
 
 
 def roc_curve(y_true, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,15 +84,39 @@ def roc_curve(y_true, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     y, s = _binary_inputs(y_true, score)
     tps, fps, thresholds = _curve_counts(y, s)
-    tps, fps = np.r_[0, tps], np.r_[0, fps]
-    n_pos, n_neg = tps[-1], fps[-1]
-    fpr = fps / n_neg if n_neg else np.full(fps.shape, np.nan)
-    tpr = tps / n_pos if n_pos else np.full(tps.shape, np.nan)
+    fpr, tpr = _rates(tps, fps)
     return fpr, tpr, np.r_[np.inf, thresholds]
 
 
 def _both_classes(y: np.ndarray) -> bool:
     return 0 < int(y.sum()) < y.size
+
+
+def _area(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    """Trapezoid area under ROC polylines (the last axis)."""
+    return np.sum(np.diff(fpr, axis=-1) * (tpr[..., 1:] + tpr[..., :-1]), axis=-1) / 2
+
+
+def _crossing(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    """Where ROC polylines (the last axis) cross FPR == FNR; see ``equal_error_rate``."""
+    gap = fpr - (1 - tpr)
+    after = np.argmax(gap >= 0, axis=-1)[..., None]  # gap ends at +1, and starts at -1
+    before = np.maximum(after - 1, 0)
+
+    def at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, index, axis=-1)[..., 0]
+
+    gap0, gap1, fpr0, fpr1 = at(gap, before), at(gap, after), at(fpr, before), at(fpr, after)
+    with np.errstate(invalid="ignore", divide="ignore"):  # only where gap1 == 0, not used there
+        interpolated = fpr0 + (-gap0 / (gap1 - gap0)) * (fpr1 - fpr0)
+    return np.where(gap1 == 0, fpr1, interpolated)
+
+
+def _best_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> np.ndarray:
+    """The highest TPR of a ROC point with FPR <= target (the last axis); ``nan`` where the
+    rates are."""
+    best = np.max(np.where(fpr <= target, tpr, -np.inf), axis=-1)
+    return np.where(np.isnan(fpr[..., -1]) | np.isnan(tpr[..., -1]), np.nan, best)
 
 
 def roc_auc(y_true, score) -> float:
@@ -80,7 +126,7 @@ def roc_auc(y_true, score) -> float:
     if not _both_classes(y):
         return math.nan
     fpr, tpr, _ = roc_curve(y, s)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
+    return float(_area(fpr, tpr))
 
 
 def average_precision(y_true, score) -> float:
@@ -110,19 +156,144 @@ def equal_error_rate(y_true, score) -> float:
     if not _both_classes(y):
         return math.nan
     fpr, tpr, _ = roc_curve(y, s)
-    gap = fpr - (1 - tpr)
-    i = int(np.argmax(gap >= 0))  # gap ends at +1, so such a point always exists, and i >= 1
-    if gap[i] == 0:
-        return float(fpr[i])
-    t = -gap[i - 1] / (gap[i] - gap[i - 1])
-    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+    return float(_crossing(fpr, tpr))
+
+
+def _check_rate(target: float) -> None:
+    if not 0 < target < 1:
+        raise ValueError(f"a false-positive rate lies strictly between 0 and 1, not {target}")
+
+
+def tpr_at_fpr(y_true, score, target: float) -> float:
+    """The test's own best TPR at FPR <= ``target``: the highest TPR among the ROC points whose
+    FPR is at most ``target`` (no interpolation). An oracle figure: its threshold was picked on
+    the data it is measured on. ``nan`` with one class."""
+    _check_rate(target)
+    y, s = _binary_inputs(y_true, score)
+    if not _both_classes(y):
+        return math.nan
+    fpr, tpr, _ = roc_curve(y, s)
+    return float(_best_tpr(fpr, tpr, target))
+
+
+def threshold_at_fpr(y_true, score, target: float) -> float:
+    """The lowest fake-score threshold (fake at ``score >= threshold``) whose FPR is at most
+    ``target``: the most fakes caught at that false-alarm rate.
+
+    A threshold is a score of the data (an ROC point), except where even the highest-scoring real
+    face alone exceeds ``target``: then it lies just above the highest real score, and nothing
+    at or below it is called fake. ``nan`` without real faces (no false-positive rate).
+    """
+    _check_rate(target)
+    y, s = _binary_inputs(y_true, score)
+    if not (y == 0).any():
+        return math.nan
+    fpr, _, thresholds = roc_curve(y, s)
+    i = int(np.flatnonzero(fpr <= target)[-1])
+    return float(thresholds[i]) if i else float(np.nextafter(thresholds[1], np.inf))
+
+
+def rates_at_threshold(y_true, score, threshold: float) -> tuple[float, float]:
+    """``(fpr, tpr)`` when a face is called fake at ``score >= threshold``; ``nan`` for a class
+    absent."""
+    y, s = _binary_inputs(y_true, score)
+    said_fake = s >= threshold
+    return (
+        _ratio(float(said_fake[y == 0].sum()), float((y == 0).sum())),
+        _ratio(float(said_fake[y == 1].sum()), float((y == 1).sum())),
+    )
+
+
+def _interval(values: np.ndarray, level: float) -> list[float] | None:
+    """Percentile interval of the defined replicate values; ``None`` when none is defined."""
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return None
+    tail = 50 * (1 - level)
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_intervals(
+    y_true,
+    score,
+    *,
+    fprs: Sequence[float] = (),
+    thresholds: Sequence[float] = (),
+    units: Sequence[Hashable] | None = None,
+    replicates: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    max_cells: int = 1_000_000,
+) -> dict:
+    """Percentile bootstrap intervals of AUC, EER, TPR at each of ``fprs`` (as ``tpr_at_fpr``)
+    and the (FPR, TPR) at each fixed threshold of ``thresholds``.
+
+    ``units`` (one key per sample, e.g. its video) makes it a cluster bootstrap: whole units are
+    drawn with replacement, so frames of one video, which are not independent, move together;
+    by default each sample is its own unit. Replicates are drawn with a ``seed``ed generator as
+    draw counts per sample, ``max_cells`` samples x replicates at a time, and every statistic of
+    a chunk is computed at once from its ROC rates. A replicate that lacks a class defines no
+    curve metric and is left out (``valid`` counts the others); an interval with no defined
+    replicate is ``None``.
+    """
+    y, s = _binary_inputs(y_true, score)
+    if units is None:
+        members = np.arange(y.size)
+    else:
+        if len(units) != y.size:
+            raise ValueError(f"units and score differ in length ({len(units)} vs {y.size})")
+        slot: dict[Hashable, int] = {}
+        members = np.array([slot.setdefault(unit, len(slot)) for unit in units], dtype=np.int64)
+    n_units = int(members.max()) + 1 if y.size else 0
+    names = ["auc", "eer", *(("tpr", f) for f in fprs)]
+    names += [(kind, t) for t in thresholds for kind in ("fpr_at", "tpr_at")]
+    values: dict = {name: [] for name in names}
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, max_cells // max(1, y.size))
+    for start in range(0, replicates if y.size else 0, per_chunk):
+        count = min(per_chunk, replicates - start)
+        drawn = rng.integers(0, n_units, size=(count, n_units))
+        rows = (drawn + n_units * np.arange(count)[:, None]).ravel()
+        per_unit = np.bincount(rows, minlength=count * n_units).reshape(count, n_units)
+        tps, fps, distinct = _curve_counts(y, s, per_unit[:, members])
+        fpr, tpr = _rates(tps, fps)
+        values["auc"].append(_area(fpr, tpr))
+        values["eer"].append(_crossing(fpr, tpr))
+        for f in fprs:
+            values[("tpr", f)].append(_best_tpr(fpr, tpr, f))
+        for t in thresholds:
+            column = int(np.count_nonzero(distinct >= t))  # the ROC point of "fake at >= t"
+            values[("fpr_at", t)].append(fpr[:, column])
+            values[("tpr_at", t)].append(tpr[:, column])
+    stacked = {
+        name: np.concatenate(chunks) if chunks else np.zeros(0) for name, chunks in values.items()
+    }
+    return {
+        "method": "percentile bootstrap",
+        "level": level,
+        "replicates": replicates,
+        "valid": int(np.count_nonzero(~np.isnan(stacked["auc"]))),
+        "seed": seed,
+        "units": n_units,
+        "auc": _interval(stacked["auc"], level),
+        "eer": _interval(stacked["eer"], level),
+        "tpr_at_fpr": [_interval(stacked[("tpr", f)], level) for f in fprs],
+        "at_threshold": [
+            {
+                "fpr": _interval(stacked[("fpr_at", t)], level),
+                "tpr": _interval(stacked[("tpr_at", t)], level),
+            }
+            for t in thresholds
+        ],
+    }
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def _json_safe(value):
+def json_safe(value: object) -> object:
     """``nan`` is not valid JSON; ``None`` (null) is, and reads as "undefined"."""
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -185,7 +356,7 @@ def detection_metrics(labels: Sequence[str], probs, threshold: float = 0.5) -> d
         "confusion": confusion.tolist(),
     }
     return {
-        key: _json_safe(float(v) if isinstance(v, np.floating) else v) for key, v in result.items()
+        key: json_safe(float(v) if isinstance(v, np.floating) else v) for key, v in result.items()
     }
 
 
@@ -241,6 +412,83 @@ def video_metrics(
     return detection_metrics(video_labels, video_probs, threshold=threshold)
 
 
+def reliability_bins(
+    prob, outcome, bins: int = CALIBRATION_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of predicted probability: ``(count, mean prediction, observed
+    frequency)``.
+
+    Bin k of ``bins`` holds predictions in (k / bins, (k + 1) / bins], the first one 0 as well;
+    an empty bin has ``nan`` means. ``outcome`` is 1 where the predicted event happened.
+    """
+    p = np.asarray(prob, dtype=np.float64)
+    o = np.asarray(outcome, dtype=np.float64)
+    if p.ndim != 1 or p.shape != o.shape:
+        raise ValueError(f"prob and outcome must be 1-D and alike, got {p.shape} and {o.shape}")
+    if not ((p >= 0) & (p <= 1)).all():
+        raise ValueError("probabilities must lie in [0, 1]")
+    which = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], p, side="left")
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty bins: nan
+        mean = np.bincount(which, weights=p, minlength=bins) / count
+        frequency = np.bincount(which, weights=o, minlength=bins) / count
+    return count, mean, frequency
+
+
+def expected_calibration_error(prob, outcome, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the sample-weighted mean gap |observed frequency - mean prediction| over the
+    ``reliability_bins``; ``nan`` without samples."""
+    count, mean, frequency = reliability_bins(prob, outcome, bins)
+    filled = count > 0
+    if not filled.any():
+        return math.nan
+    gaps = count[filled] * np.abs(frequency[filled] - mean[filled])
+    return float(gaps.sum() / count.sum())
+
+
+def calibration_metrics(labels: Sequence[str], probs, bins: int = CALIBRATION_BINS) -> dict:
+    """How far the probabilities are from frequencies, JSON-safe.
+
+    ``ece_fake`` and ``brier_fake`` treat the fake score 1 - p(real) as the binary probability of
+    "fake"; ``ece_top_label`` bins the top class's probability against whether that class is
+    right; ``brier`` is the 3-class Brier score, sum over classes of (p - onehot)^2, in [0, 2].
+    """
+    y = _class_indices(labels)
+    p = _probs_matrix(probs, y.size)
+    is_fake = (y != _REAL).astype(np.float64)
+    fake_score = 1.0 - p[:, _REAL]
+    right = (p.argmax(axis=1) == y).astype(np.float64)
+    onehot = np.eye(len(CLASS_NAMES))[y]
+    result = {
+        "n": int(y.size),
+        "bins": bins,
+        "ece_fake": expected_calibration_error(fake_score, is_fake, bins),
+        "ece_top_label": expected_calibration_error(p.max(axis=1, initial=0.0), right, bins),
+        "brier_fake": float(np.mean((fake_score - is_fake) ** 2)) if y.size else math.nan,
+        "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))) if y.size else math.nan,
+    }
+    return {key: json_safe(value) for key, value in result.items()}
+
+
+def _figure(width: float, height: float):
+    """A matplotlib figure on the Agg canvas: no pyplot, no GUI backend, no global state.
+
+    matplotlib is imported here so that computing metrics never pays for it.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_png(figure, path: str | Path, overwrite: bool) -> None:
+    figure.tight_layout()
+    with atomic_writer(path, overwrite=overwrite) as handle:
+        figure.savefig(handle, format="png")
+
+
 def plot_roc(
     curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]],
     path: str | Path,
@@ -249,17 +497,8 @@ def plot_roc(
     overwrite: bool = False,
 ) -> None:
     """Draw ROC curves ``{name: (fpr, tpr, auc)}`` with a chance diagonal to a PNG, written
-    atomically.
-
-    matplotlib is imported here so that computing metrics never pays for it. The figure is built
-    on the Agg canvas directly, without pyplot, so no GUI backend or global figure state is
-    involved. An existing ``path`` is replaced only with ``overwrite=True``.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5, 5), dpi=100)
-    FigureCanvasAgg(figure)
+    atomically; an existing ``path`` is replaced only with ``overwrite=True``."""
+    figure = _figure(5, 5)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     for name, (fpr, tpr, auc) in curves.items():
@@ -275,6 +514,39 @@ def plot_roc(
     axes.set_aspect("equal")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
-    figure.tight_layout()
-    with atomic_writer(path, overwrite=overwrite) as handle:
-        figure.savefig(handle, format="png")
+    _save_png(figure, path, overwrite)
+
+
+def plot_reliability(
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    path: str | Path,
+    *,
+    bins: int = CALIBRATION_BINS,
+    overwrite: bool = False,
+) -> None:
+    """Reliability diagrams, one panel per ``{title: {curve: (prob, outcome)}}``, to a PNG.
+
+    Each curve joins the filled ``reliability_bins`` at (mean prediction, observed frequency);
+    the diagonal is perfect calibration, and the legend gives each curve's ECE.
+    """
+    figure = _figure(5 * len(panels), 5)
+    for position, (title, curves) in enumerate(panels.items(), start=1):
+        axes = figure.add_subplot(1, len(panels), position)
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+        for name, (prob, outcome) in curves.items():
+            count, mean, frequency = reliability_bins(prob, outcome, bins)
+            filled = count > 0
+            ece = expected_calibration_error(prob, outcome, bins)
+            label = f"{name} (ECE {ece:.3f})"
+            axes.plot(mean[filled], frequency[filled], marker="o", linewidth=1.5, label=label)
+        axes.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="predicted probability",
+            ylabel="observed frequency",
+            title=title,
+        )
+        axes.set_aspect("equal")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left", fontsize="small")
+    _save_png(figure, path, overwrite)

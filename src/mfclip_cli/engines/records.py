@@ -24,6 +24,8 @@ class FaceRecord:
     label: str
     frame: int | None = None  # video frames only
     timestamp: float | None = None  # seconds, video frames only
+    # a PNG saying where the model looked (written only when set; the HTML report shows it)
+    explanation: str | None = None
 
     @classmethod
     def create(
@@ -52,6 +54,8 @@ class FaceRecord:
         record = asdict(self)
         if self.frame is None:
             del record["frame"], record["timestamp"]
+        if self.explanation is None:
+            del record["explanation"]
         return record
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import shutil
@@ -17,13 +18,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Iterable, Iterator, Protocol, TextIO
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli.engines.records import FILE_FIELDS, STATUS_ERROR, FileRecord
+from mfclip_cli.engines.records import FILE_FIELDS, STATUS_ERROR, FaceRecord, FileRecord
+from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.files import atomic_writer, refuse_existing
 
@@ -42,8 +44,22 @@ def _cannot_write(path: Path, error: OSError) -> ReportError:
     return ReportError(f"cannot write {path}: {error.strerror or error}")
 
 
-class ReportError(ValueError):
-    """An output that cannot be written, or a report that cannot be resumed (a usage error)."""
+class ReportError(UsageError):
+    """An output that cannot be written, or a report that cannot be resumed or read."""
+
+
+def report_lines(stream: IO[bytes]) -> Iterator[Any]:
+    """The JSON values of a JSON Lines report, one per line; a last line without its newline (cut
+    off by a crash) is left out.
+
+    Lines are split at newlines only: a JSON string written with ``ensure_ascii=False`` may hold
+    other line separators (U+2028 in a file name).
+    """
+    for line in stream:
+        if not line.endswith(b"\n"):
+            return
+        if line.strip():
+            yield json.loads(line)
 
 
 class _ReportFile:
@@ -111,10 +127,7 @@ class JsonlSink:
             return ResumeState()
         complete = raw[: raw.rfind(b"\n") + 1]
         try:
-            lines = [
-                json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()
-            ]
-            state = ResumeState.from_report(path, lines, meta)
+            state = ResumeState.from_report(path, list(report_lines(io.BytesIO(complete))), meta)
         except ReportError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError):  # JSON, UTF-8 or shape
@@ -149,15 +162,15 @@ class JsonlSink:
             self.file.discard()
 
 
-class JsonSink:
-    """``{meta, files: [...]}``, written atomically when the run ends.
+class StagedReport:
+    """A report written atomically when the run ends, from parts staged as the records come.
 
-    The records are staged in a hidden file next to the report as they come (memory stays flat,
-    and an unwritable folder is found before the scan, not after it); the meta, with the run's
+    The parts go to a hidden file next to the report (memory stays flat, and an unwritable folder
+    is found before the scan, not after it); what the report says first, such as the run's
     ``complete`` flag, is known only at the end, so the report is assembled then.
     """
 
-    def __init__(self, path: str, *, force: bool = False):
+    def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
         self.force = force
         refuse_existing(self.path, force)
@@ -168,6 +181,29 @@ class JsonSink:
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
         except OSError as error:
             raise _cannot_write(self.path, error) from error
+
+    def staged_parts(self) -> Iterator[str]:
+        """What was staged, in chunks of a megabyte."""
+        self.staged.seek(0)
+        while chunk := self.staged.read(1 << 20):
+            yield chunk
+
+    def publish(self, chunks: Iterable[str]) -> None:
+        """Write the report from ``chunks`` (read lazily) into place atomically."""
+        with atomic_writer(self.path, overwrite=self.force) as handle:
+            for chunk in chunks:
+                handle.write(chunk.encode("utf-8"))
+        self.staged.close()
+
+    def discard(self) -> None:
+        self.staged.close()
+
+
+class JsonSink(StagedReport):
+    """``{meta, files: [...]}``, written atomically when the run ends (the records staged)."""
+
+    def __init__(self, path: str, *, force: bool = False):
+        super().__init__(path, force=force)
         self.meta: dict[str, Any] = {}
         self.count = 0
 
@@ -185,16 +221,9 @@ class JsonSink:
         meta = json.dumps({**self.meta, **summary}, indent=2, ensure_ascii=False).replace(
             "\n", "\n  "
         )
-        self.staged.seek(0)
-        with atomic_writer(self.path, overwrite=self.force) as handle:
-            handle.write(f'{{\n  "meta": {meta},\n  "files": [\n'.encode("utf-8"))
-            while chunk := self.staged.read(1 << 20):
-                handle.write(chunk.encode("utf-8"))
-            handle.write(("\n  ]\n}\n" if self.count else "  ]\n}\n").encode("utf-8"))
-        self.staged.close()
-
-    def discard(self) -> None:
-        self.staged.close()
+        head = f'{{\n  "meta": {meta},\n  "files": [\n'
+        tail = "\n  ]\n}\n" if self.count else "  ]\n}\n"
+        self.publish(itertools.chain([head], self.staged_parts(), [tail]))
 
 
 CSV_COLUMNS = [
@@ -347,6 +376,27 @@ class TableSink:
         pass
 
 
+def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1.0) -> None:
+    """Each face's box in its label's colour, with its number, label and probability above it.
+
+    ``scale`` maps the boxes (in the scanned image's pixels) onto ``image``, a resized copy.
+    """
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 400))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 45)))
+    for face in faces:
+        x1, y1, x2, y2 = (value * scale for value in face.box)
+        colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
+        # on a tag of the box's colour, legible on any picture; inside the box at the top edge
+        _, _, text_width, text_height = draw.textbbox((0, 0), text, font=font)
+        tag_height = text_height + 2 * width
+        top = y1 - tag_height if y1 >= tag_height else y1
+        draw.rectangle((x1, top, x1 + text_width + 2 * width, top + tag_height), fill=colour)
+        draw.text((x1 + width, top + width), text, fill=(15, 15, 15), font=font)
+
+
 class AnnotateSink:
     """Copies of scanned images with each face's box and label drawn, written under ``folder``.
 
@@ -376,13 +426,7 @@ class AnnotateSink:
         target = self.folder / f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}.png"
         try:
             image = Image.fromarray(decode_image(Path(record.path)).pixels)
-            draw = ImageDraw.Draw(image)
-            width = max(2, round(max(image.size) / 400))
-            for face in record.faces:
-                colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
-                draw.rectangle(face.box, outline=colour, width=width)
-                text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
-                draw.text((face.box[0] + width, max(0, face.box[1] - 12)), text, fill=colour)
+            draw_faces(image, record.faces)
             with atomic_writer(target, overwrite=True) as handle:
                 image.save(handle, format="PNG")
             record.annotation = {"path": str(target)}

@@ -19,7 +19,7 @@ import signal
 import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
@@ -36,6 +36,12 @@ from rich.progress import (
 )
 
 from mfclip_cli import __version__
+from mfclip_cli.engines.calibration import (
+    calibration_summary,
+    temperature_of,
+    threshold_for_fpr,
+    threshold_key,
+)
 from mfclip_cli.engines.inputs import InputItem, collect_inputs
 from mfclip_cli.engines.records import (
     STATUS_ERROR,
@@ -92,6 +98,8 @@ class ScanSettings:
     # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
     detect_max_side: int = 0
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
+    # --fake-threshold fpr:X: the checkpoint's threshold for validation FPR X, set by run_scan
+    fake_threshold_fpr: float | None = None
     fps: float = 1.0
     frames: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -100,10 +108,17 @@ class ScanSettings:
 class Scanner:
     """Faces and their class probabilities for files, in input order."""
 
-    def __init__(self, model: MFCLIP, settings: ScanSettings, device: torch.device):
+    def __init__(
+        self,
+        model: MFCLIP,
+        settings: ScanSettings,
+        device: torch.device,
+        temperature: float = 1.0,  # the checkpoint's calibration: probs = softmax(logits / T)
+    ):
         self.model = model.eval().to(device).merge_adapters()  # scanning never trains: fold LoRA in
         self.settings = settings
         self.device = device
+        self.temperature = temperature
         # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
@@ -136,7 +151,7 @@ class Scanner:
             )
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 logits = self.model(batch)
-            results.append(torch.softmax(logits.float(), dim=-1).cpu())
+            results.append(torch.softmax(logits.float() / self.temperature, dim=-1).cpu())
         return torch.cat(results).numpy() if results else np.zeros((0, len(self.classes)))
 
     def label(self, probs: np.ndarray) -> str:
@@ -421,6 +436,7 @@ class ScanRequest:
     json_path: str | None = None
     jsonl_path: str | None = None
     csv_path: str | None = None
+    html_path: str | None = None
     annotate_dir: str | None = None
     resume: bool = False
     force: bool = False
@@ -462,9 +478,13 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
         openers.append(lambda: JsonSink(request.json_path, force=request.force))  # type: ignore[arg-type]
     if request.csv_path:
         openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
+    if request.html_path:
+        from mfclip_cli.engines.html_report import HtmlSink  # Jinja2 only where it is used
+
+        openers.append(lambda: HtmlSink(request.html_path, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path != "-" and console.is_terminal:
         openers.append(lambda: TableSink(console))
-    elif not (request.jsonl_path or request.json_path or request.csv_path):
+    elif not (request.jsonl_path or request.json_path or request.csv_path or request.html_path):
         # piped with no report named: stream JSON Lines to stdout
         openers.append(lambda: JsonlSink("-"))
     sinks: list[Sink] = []
@@ -552,8 +572,14 @@ def scan_meta(
         "weights": weights_record(resolved, info, demo),
         "demo": demo,
         "device": str(scanner.device),
+        "calibration": calibration_summary(info.calibration),
         "thresholds": {
             "fake": settings.fake_threshold,
+            **(
+                {"fake_from": threshold_key(settings.fake_threshold_fpr)}
+                if settings.fake_threshold_fpr is not None
+                else {}
+            ),
             "detection": list(settings.detection_thresholds),
             "min_face": settings.min_face,
             "detect_max_side": settings.detect_max_side,
@@ -587,6 +613,9 @@ def run_scan(
     rank, world = processes.rank, processes.size
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
+    if request.settings.fake_threshold_fpr is not None:
+        threshold = threshold_for_fpr(info.calibration, request.settings.fake_threshold_fpr)
+        request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
     if demo and rank == 0:
         error_console.print(
             "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic "
@@ -595,7 +624,7 @@ def run_scan(
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
     if not items:
         raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
-    scanner = Scanner(model, request.settings, device)
+    scanner = Scanner(model, request.settings, device, temperature_of(info.calibration))
     meta = scan_meta(request, scanner, resolved, info, demo, len(items))
     if world > 1:
         meta["processes"] = world
@@ -638,7 +667,9 @@ def run_scan(
         transient=True,
     )
     if world > 1:
-        base = Path(request.jsonl_path or request.json_path or request.csv_path or "-")
+        base = Path(
+            request.jsonl_path or request.json_path or request.csv_path or request.html_path or "-"
+        )
         parts_base = base.parent if str(base) != "-" else Path.cwd()
         records = _distributed_records(
             scanner, items, skip if previous.done else None, rank, world, parts_base.resolve()

@@ -42,7 +42,8 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
-from mfclip_cli.engines.evaluate import predict, score_samples
+from mfclip_cli.engines.calibration import calibration_problem, fit_calibration, softmax
+from mfclip_cli.engines.evaluate import predict_logits, score_samples
 from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
 from mfclip_cli.engines.weights import resolve_clip_weights
 from mfclip_cli.files import (
@@ -235,6 +236,13 @@ class Trainer:
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
+        # best.safetensors carries a calibration fitted on val, where val can give one
+        self.uncalibratable = calibration_problem([s.label for s in self.splits.val])
+        if self.uncalibratable and self.world.main:
+            console.print(
+                f"[bold yellow]warning:[/] best.safetensors will not be calibrated: "
+                f"{self.uncalibratable}"
+            )
         if settings.batch_size % self.world.size:
             raise UsageError(
                 f"batch size {settings.batch_size} is not divisible by {self.world.size} processes"
@@ -386,7 +394,7 @@ class Trainer:
         best.safetensors."""
         result = None
         if self.world.main:
-            probs = predict(
+            logits = predict_logits(
                 self.model,
                 self.index.root,
                 self.splits.val,
@@ -394,7 +402,7 @@ class Trainer:
                 batch_size=self.settings.batch_size,
                 workers=self.settings.workers,
             )
-            result = score_samples(self.splits.val, probs, self.settings.threshold)
+            result = score_samples(self.splits.val, softmax(logits), self.settings.threshold)
             self.model.train()
             metric = "auc" if result["auc"] is not None else "acc3"
             value = result[metric]
@@ -406,7 +414,25 @@ class Trainer:
                 self.progress.best = {"metric": metric, "value": value, "step": self.progress.step}
                 metadata = self._metadata()
                 metadata["training"]["val"] = result
-                save_checkpoint(self.model, self.run / BEST, metadata=metadata, overwrite=True)
+                calibration = None
+                if not self.uncalibratable:
+                    calibration = fit_calibration(
+                        logits,
+                        [s.label for s in self.splits.val],
+                        fitted_on={
+                            "data": self.data_summary["root"],
+                            "layout": self.data_summary["layout"],
+                            "protocol": self.protocol.name,
+                            "step": self.progress.step,
+                        },
+                    )
+                save_checkpoint(
+                    self.model,
+                    self.run / BEST,
+                    metadata=metadata,
+                    calibration=calibration,
+                    overwrite=True,
+                )
         self.world.barrier()
         return result
 

@@ -216,8 +216,10 @@ def demo_hashes(store: Path | None = None) -> set[str]:
 
 def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or
-    a new name."""
-    return info.sha256 in demo_hashes(store) or bool(info.metadata.get("demo"))
+    a new name; a calibrated copy (``mfclip calibrate``) follows the hash it was made from."""
+    hashes = demo_hashes(store)
+    base = (info.calibration or {}).get("base_sha256")
+    return info.sha256 in hashes or base in hashes or bool(info.metadata.get("demo"))
 
 
 def load_weights(
@@ -266,6 +268,7 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
         "config": info.config.to_dict(),
         "parameters": info.metadata.get("parameters"),
         "training": info.metadata.get("training"),
+        "calibration": info.calibration,
         "registry": entry,
     }
 

@@ -1,29 +1,32 @@
-"""The face pipeline: decode evidence files, detect faces (MTCNN), align them for the model."""
+"""The face pipeline: decode evidence files, detect faces (MTCNN), align them for the model.
 
-from mfclip_cli.faces.align import align_faces, template_points
-from mfclip_cli.faces.decode import (
-    DecodedImage,
-    DecodeError,
-    decode_image,
-    is_media,
-    is_video,
-    sample_video,
-)
-from mfclip_cli.faces.detect import Detection, FaceDetector
-from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch, FoundFaces
+The names below are loaded on first use (PEP 562), so that reading a report or decoding an image
+(``faces.decode``) does not import torch and OpenCV with the detector.
+"""
 
-__all__ = [
-    "DecodeError",
-    "DecodedImage",
-    "Detection",
-    "FaceCropper",
-    "FaceDetector",
-    "FaceSearch",
-    "FoundFaces",
-    "align_faces",
-    "decode_image",
-    "is_media",
-    "is_video",
-    "sample_video",
-    "template_points",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "align_faces": "align",
+    "template_points": "align",
+    "DecodeError": "decode",
+    "DecodedImage": "decode",
+    "decode_image": "decode",
+    "is_media": "decode",
+    "is_video": "decode",
+    "sample_video": "decode",
+    "Detection": "detect",
+    "FaceDetector": "detect",
+    "FaceCropper": "pipeline",
+    "FaceSearch": "pipeline",
+    "FoundFaces": "pipeline",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -12,7 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -191,12 +191,40 @@ def open_video(path: Path):
     return capture, info
 
 
+def _read_frames(capture, info: VideoInfo, wanted: list[int]) -> Iterator[VideoFrame]:
+    """The frames at the sorted indices ``wanted`` (RGB), read in order; the capture is released
+    at the end.
+
+    Every frame is grabbed and only the wanted ones decoded: seeking is not frame-exact in every
+    codec, and a frame index must mean the same frame whenever the video is read.
+    """
+    import cv2
+
+    try:
+        targets = iter(wanted)
+        target = next(targets, None)
+        index = 0
+        while target is not None:
+            if not capture.grab():
+                break
+            if index == target:
+                ok, frame = capture.retrieve()
+                if ok:
+                    yield VideoFrame(
+                        index,
+                        index / info.fps if info.fps > 0 else 0.0,
+                        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
+                    )
+                target = next(targets, None)
+            index += 1
+    finally:
+        capture.release()
+
+
 def sample_video(
     path: Path, fps: float | None = 1.0, frames: int | None = None
 ) -> tuple[VideoInfo, Iterator[VideoFrame]]:
     """Open a video and return its info and an iterator over the sampled frames (RGB)."""
-    import cv2
-
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     capture, info = open_video(path)
@@ -204,26 +232,11 @@ def sample_video(
     if not wanted:
         capture.release()
         raise DecodeError("video has no readable frames")
+    return info, _read_frames(capture, info, wanted)
 
-    def frames_iter() -> Iterator[VideoFrame]:
-        try:
-            targets = iter(wanted)
-            target = next(targets, None)
-            index = 0
-            while target is not None:
-                if not capture.grab():
-                    break
-                if index == target:
-                    ok, frame = capture.retrieve()
-                    if ok:
-                        yield VideoFrame(
-                            index,
-                            index / info.fps if info.fps > 0 else 0.0,
-                            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                        )
-                    target = next(targets, None)
-                index += 1
-        finally:
-            capture.release()
 
-    return info, frames_iter()
+def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
+    """The frames of a video at ``indices`` (a scan's sampled frames, to show them again), in
+    frame order; an index past the end is left out."""
+    capture, info = open_video(path)
+    return _read_frames(capture, info, sorted(set(indices)))

@@ -1,7 +1,8 @@
 """Checkpoints: a ``.safetensors`` tensor file plus a readable ``.json`` sidecar.
 
 The resolved model config travels inside the safetensors header as well, so the tensor file alone
-rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too.
+rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too;
+so does the calibration record (``engines/calibration.py``), where a checkpoint has one.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """
@@ -29,6 +30,7 @@ from mfclip_cli.model.mfclip import MFCLIP, build_model
 from mfclip_cli.model.towers import inference_towers
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
+CALIBRATION_KEY = "calibration"  # header entry beside "config": engines/calibration.py's record
 
 
 @dataclass
@@ -37,6 +39,7 @@ class CheckpointInfo:
     sha256: str
     config: ModelConfig
     metadata: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # from the header: covered by the SHA-256
 
     @property
     def sidecar(self) -> Path:
@@ -52,6 +55,7 @@ def save_checkpoint(
     path: str | Path,
     *,
     metadata: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> CheckpointInfo:
     """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's
@@ -76,6 +80,8 @@ def save_checkpoint(
         "mfclip_version": __version__,
         "config": json.dumps(config),
     }
+    if calibration:
+        header[CALIBRATION_KEY] = json.dumps(calibration)
     with atomic_writer(path, overwrite=overwrite) as handle:
         handle.write(save(tensors, metadata=header))
     digest = sha256_file(path)
@@ -93,9 +99,43 @@ def save_checkpoint(
         "parameters": {"total": total, "trainable": trainable},
         "config": config,
         **(metadata or {}),
+        CALIBRATION_KEY: calibration,
     }
     write_json_atomic(sidecar_path(path), sidecar, overwrite=True)
-    return CheckpointInfo(path, digest, model.config, dict(metadata or {}))
+    return CheckpointInfo(path, digest, model.config, dict(metadata or {}), calibration)
+
+
+def save_calibrated(
+    source: CheckpointInfo,
+    target: str | Path,
+    calibration: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> CheckpointInfo:
+    """A new checkpoint at ``target``: ``source``'s tensors and header with ``calibration`` in
+    place of any earlier one, so a new SHA-256; its sidecar is ``source``'s, updated."""
+    target = Path(target)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors: {target}")
+    for path in (target, sidecar_path(target)):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists (refusing to overwrite it)")
+    header = dict(check_safetensors(source.path).get("__metadata__") or {})
+    header[CALIBRATION_KEY] = json.dumps(calibration)
+    tensors = load_file(str(source.path), device="cpu")
+    with atomic_writer(target, overwrite=overwrite) as handle:
+        handle.write(save(tensors, metadata=header))
+    digest = sha256_file(target)
+    sidecar = {
+        "format": CHECKPOINT_FORMAT,
+        "config": source.config.to_dict(),
+        **source.metadata,
+        "weights": target.name,
+        "sha256": digest,
+        CALIBRATION_KEY: calibration,
+    }
+    write_json_atomic(sidecar_path(target), sidecar, overwrite=True)
+    return CheckpointInfo(target, digest, source.config, sidecar, calibration)
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -115,6 +155,10 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         raise CheckpointError(
             f"{path}: the embedded model config is unreadable: {error}"
         ) from error
+    try:
+        calibration = json.loads(meta[CALIBRATION_KEY]) if CALIBRATION_KEY in meta else None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: the embedded calibration is unreadable: {error}") from None
     metadata: dict[str, Any] = {}
     sidecar = sidecar_path(path)
     if sidecar.is_file():
@@ -122,7 +166,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             metadata = {}
-    return CheckpointInfo(path, sha256_file(path), config, metadata)
+    return CheckpointInfo(path, sha256_file(path), config, metadata, calibration)
 
 
 def load_checkpoint(

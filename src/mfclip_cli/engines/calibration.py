@@ -1,0 +1,221 @@
+"""Probabilities an analyst can defend: temperature scaling and operating points chosen on val.
+
+A checkpoint's calibration is one record, fitted on the validation split only (never test): a
+temperature T, so that the reported probabilities are softmax(logits / T) with T minimising the
+validation NLL, and, on those calibrated fake scores 1 - p(real), the thresholds whose validation
+false-positive rate is at most 1 % and 0.1 %. The record travels in the safetensors header next
+to the model config (``model/checkpoint.py``), so the checkpoint's SHA-256 covers it and a lost
+sidecar does not lose it; ``mfclip calibrate`` writes it into a new checkpoint. Definitions:
+docs/calibration.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from mfclip_cli.engines.metrics import rates_at_threshold, threshold_at_fpr
+from mfclip_cli.engines.runtime import utc_now
+from mfclip_cli.errors import UsageError
+from mfclip_cli.model.config import CLASS_NAMES
+
+FPR_TARGETS = (0.01, 0.001)
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+_REAL = CLASS_NAMES.index("real")
+
+
+class CalibrationError(UsageError):
+    """Data that cannot calibrate a checkpoint (exit code 2)."""
+
+
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """log softmax(logits / T) over the last axis, in float64, without overflow."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The class probabilities every report gives: softmax(logits / T), float64."""
+    return np.exp(log_softmax(logits, temperature))
+
+
+def nll(logits: np.ndarray, classes: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true ``classes`` (indices) under softmax(logits / T);
+    from the logits, so a confident mistake costs its true (large) price rather than a clip's."""
+    if not len(classes):
+        return math.nan
+    log_p = log_softmax(logits, temperature)
+    return float(-log_p[np.arange(len(classes)), classes].mean())
+
+
+def fit_temperature(
+    logits: np.ndarray,
+    classes: np.ndarray,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+    tolerance: float = 1e-6,
+) -> float:
+    """The T in ``bounds`` minimising ``nll(logits, classes, T)``, by golden-section search on
+    log T.
+
+    The NLL is convex in 1 / T (a log-sum-exp of a linear function of it, less a linear term),
+    hence unimodal in log T, so the search finds the global minimum in the bounds; it is
+    deterministic and stops when the bracket is under ``tolerance`` (relative, in T).
+    """
+    if not len(classes):
+        raise CalibrationError("temperature scaling needs samples; the validation split is empty")
+    ratio = (math.sqrt(5) - 1) / 2
+    low, high = math.log(bounds[0]), math.log(bounds[1])
+
+    def cost(log_t: float) -> float:
+        return nll(logits, classes, math.exp(log_t))
+
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    cost_a, cost_b = cost(a), cost(b)
+    while high - low > tolerance:
+        if cost_a <= cost_b:
+            high, b, cost_b = b, a, cost_a
+            a = high - ratio * (high - low)
+            cost_a = cost(a)
+        else:
+            low, a, cost_a = a, b, cost_b
+            b = low + ratio * (high - low)
+            cost_b = cost(b)
+    return math.exp((low + high) / 2)
+
+
+def _class_indices(labels: Sequence[str]) -> np.ndarray:
+    return np.array([CLASS_NAMES.index(label) for label in labels], dtype=np.int64)
+
+
+def calibration_problem(labels: Sequence[str]) -> str | None:
+    """Why these validation labels cannot calibrate a checkpoint, or None when they can.
+
+    A threshold at a false-positive rate needs real faces, its true-positive rate and a
+    meaningful temperature need fakes as well.
+    """
+    if not labels:
+        return "the validation split is empty (temperature scaling needs samples)"
+    reals = sum(label == "real" for label in labels)
+    if reals in (0, len(labels)):
+        only = "fake" if reals == 0 else "real"
+        return (
+            f"the validation split holds only {only} faces ({len(labels)}); calibration needs "
+            "real faces (a threshold's false-positive rate) and fake ones"
+        )
+    return None
+
+
+def threshold_key(fpr: float) -> str:
+    """How a threshold is named in the checkpoint and on the command line: ``fpr:0.01``."""
+    return f"fpr:{fpr:g}"
+
+
+def fit_calibration(
+    logits: np.ndarray,
+    labels: Sequence[str],
+    *,
+    fitted_on: dict[str, Any],
+    fprs: Sequence[float] = FPR_TARGETS,
+) -> dict[str, Any]:
+    """The calibration record of a checkpoint from its validation logits [N, 3] and labels.
+
+    ``fitted_on`` says where the split came from (data root, layout, protocol); the split, its
+    size and class counts are added here. Raises ``CalibrationError`` for a split that cannot
+    calibrate (``calibration_problem``).
+    """
+    problem = calibration_problem(labels)
+    if problem:
+        raise CalibrationError(problem)
+    classes = _class_indices(labels)
+    temperature = fit_temperature(logits, classes)
+    is_fake = (classes != _REAL).astype(np.int64)
+    score = 1.0 - softmax(logits, temperature)[:, _REAL]
+    thresholds = {}
+    for fpr in fprs:
+        threshold = threshold_at_fpr(is_fake, score, fpr)
+        val_fpr, val_tpr = rates_at_threshold(is_fake, score, threshold)
+        thresholds[threshold_key(fpr)] = {
+            "fpr": fpr,
+            "threshold": threshold,
+            "val_fpr": val_fpr,
+            "val_tpr": val_tpr,
+        }
+    low, high = TEMPERATURE_BOUNDS
+    return {
+        "method": "temperature scaling",
+        "temperature": temperature,
+        # the optimum lies at a bound: val is (nearly) separable, or the model is inverted
+        "at_bound": bool(math.isclose(temperature, low, rel_tol=1e-4))
+        or bool(math.isclose(temperature, high, rel_tol=1e-4)),
+        "nll": {"before": nll(logits, classes), "after": nll(logits, classes, temperature)},
+        "thresholds": thresholds,
+        "fitted_on": {
+            **fitted_on,
+            "split": "val",
+            "samples": len(labels),
+            "n_real": int(len(labels) - is_fake.sum()),
+            "n_fake": int(is_fake.sum()),
+        },
+        "fitted_utc": utc_now(),
+    }
+
+
+def temperature_of(calibration: dict[str, Any] | None) -> float:
+    """The temperature a checkpoint's probabilities are computed at (1: uncalibrated)."""
+    return float(calibration["temperature"]) if calibration else 1.0
+
+
+def calibration_summary(calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """What every report says about its probabilities: calibrated or not, at what T, on what."""
+    if not calibration:
+        return {"calibrated": False, "temperature": 1.0}
+    return {
+        "calibrated": True,
+        "method": calibration["method"],
+        "temperature": calibration["temperature"],
+        "fitted_on": calibration["fitted_on"],
+        "thresholds": {
+            name: entry["threshold"] for name, entry in calibration.get("thresholds", {}).items()
+        },
+    }
+
+
+def parse_fake_threshold(text: str) -> tuple[float | None, float | None]:
+    """``--fake-threshold``: a number in [0, 1] -> (number, None); ``fpr:X`` -> (None, X), the
+    checkpoint's threshold for validation FPR X. Raises ValueError with the reason."""
+    if text.strip().lower().startswith("fpr:"):
+        try:
+            fpr = float(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{text!r}: fpr: takes a rate, e.g. fpr:0.01") from None
+        if not 0 < fpr < 1:
+            raise ValueError(f"{text!r}: the false-positive rate lies strictly between 0 and 1")
+        return None, fpr
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number in [0, 1] nor fpr:RATE") from None
+    if not 0 <= number <= 1:
+        raise ValueError(f"{text!r} is not in [0, 1]")
+    return number, None
+
+
+def threshold_for_fpr(calibration: dict[str, Any] | None, fpr: float) -> float:
+    """The fake-score threshold a checkpoint records for validation FPR ``fpr``; a usage error
+    naming the ones it has when it has no such threshold."""
+    recorded = (calibration or {}).get("thresholds") or {}
+    for entry in recorded.values():
+        if math.isclose(entry["fpr"], fpr, rel_tol=1e-9):
+            return float(entry["threshold"])
+    if not recorded:
+        raise UsageError(
+            f"--fake-threshold {threshold_key(fpr)}: this checkpoint records no thresholds "
+            "(write a calibrated copy with mfclip calibrate)"
+        )
+    raise UsageError(
+        f"--fake-threshold {threshold_key(fpr)}: this checkpoint records thresholds for "
+        f"{', '.join(recorded)} only"
+    )

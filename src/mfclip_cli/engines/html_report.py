@@ -1,0 +1,316 @@
+"""The HTML case report: one self-contained page a colleague opens offline in any browser.
+
+Images are embedded as data URIs and the style sheet is inline; there is no script and nothing is
+fetched. It is one more sink over the scan's records (``mfclip scan --html``), and
+``report_from_jsonl`` renders the same page from an earlier JSON Lines report (``mfclip report``).
+Each file's pictures are read again and encoded as small JPEGs when its record arrives, and its
+section is staged on disk, so memory stays flat in the number of files; the page is assembled
+atomically at the end, when the summary it opens with is known. Every path and message goes
+through Jinja2's autoescaping, never into markup by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from PIL import Image
+
+from mfclip_cli.engines.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
+from mfclip_cli.engines.report import (
+    CLASS_COLUMNS,
+    DEMO_NOTICE,
+    LABEL_COLOURS,
+    ReportError,
+    StagedReport,
+    draw_faces,
+    report_lines,
+)
+from mfclip_cli.engines.runtime import utc_now
+from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, video_frames
+from mfclip_cli.files import sha256_file
+
+THUMBNAIL_SIDE = 640  # pixels, the longer side of a file's (or a video frame's) picture
+CROP_SIDE = 160  # pixels, a face crop and its explanation
+CROP_MARGIN = 1.3  # the crop's side over the face box's longer side, as the aligner's margin
+JPEG_QUALITY = 85
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("mfclip_cli.engines", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _text(value: Any) -> str:
+    """A meta value in words: settings dicts as ``key value; ...``, lists comma-separated."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key} {_text(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(item) for item in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "—" if value is None else str(value)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit} ({size:,} bytes)"
+    return f"{size} bytes"
+
+
+def _data_uri(image: Image.Image, kind: str = "JPEG") -> str:
+    buffer = io.BytesIO()
+    if kind == "JPEG":
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(buffer, format=kind, optimize=True)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/{kind.lower()};base64,{encoded}"
+
+
+def _face_crop(image: Image.Image, box: list[float]) -> Image.Image:
+    """The face box, squared and widened by ``CROP_MARGIN`` about its centre (black beyond the
+    image's edge), at ``CROP_SIDE``: like the model's aligned crop, without the rotation."""
+    x1, y1, x2, y2 = box
+    half = max(x2 - x1, y2 - y1) * CROP_MARGIN / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    square = (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
+    return image.crop(square).resize((CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS)
+
+
+class HtmlSink(StagedReport):
+    """The HTML case report, staged section by section and written atomically when the run ends.
+
+    Paths in the records are read relative to the meta's ``cwd`` (the folder the scan ran in). An
+    input that cannot be read again, or that changed since the scan (another SHA-256), keeps its
+    section and its faces' results, with a note in place of its pictures.
+    """
+
+    def __init__(self, path: str | Path, *, force: bool = False, source: str | None = None):
+        super().__init__(path, force=force)
+        self.source = source  # the JSON Lines report rendered, for ``mfclip report``
+        self.meta: dict[str, Any] = {}
+        self.base = Path.cwd()
+        self.count = self.faces = self.fake_files = self.unreadable = 0
+        self.labels: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.errors: list[tuple[int, str, str]] = []  # (section number, path, message)
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+        self.base = Path(meta.get("cwd") or os.getcwd())
+
+    def write(self, record: FileRecord) -> None:
+        self.count += 1
+        self.faces += len(record.faces)
+        self.labels.update(face.label for face in record.faces)
+        self.statuses[record.status] += 1
+        self.fake_files += any(face.label != "real" for face in record.faces)
+        if record.status == STATUS_ERROR:
+            self.errors.append((self.count, record.path, record.error or "error"))
+        if record.annotation and "error" in record.annotation:
+            self.errors.append((self.count, record.path, record.annotation["error"]))
+        pictures, note = self._pictures(record)
+        self.unreadable += note is not None
+        section = _TEMPLATES.get_template("file.html").render(
+            number=self.count,
+            file=record,
+            size=_size(record.size),
+            pictures=pictures,
+            note=note,
+        )
+        self.staged.write(section)
+
+    # -- pictures ----------------------------------------------------------------------------
+    def _images(
+        self, record: FileRecord, frames: list[int]
+    ) -> Iterator[tuple[int | None, Image.Image]]:
+        """(frame index or None, PIL image) of each picture of the input, read again."""
+        path = self.base / record.path
+        if sha256_file(path) != record.sha256:
+            raise DecodeError("the file has changed since the scan (its SHA-256 differs)")
+        if is_video(path):
+            for frame in video_frames(path, frames):
+                yield frame.index, Image.fromarray(frame.pixels)
+        else:
+            yield None, Image.fromarray(decode_image(path).pixels)
+
+    def _pictures(self, record: FileRecord) -> tuple[list[dict[str, Any]], str | None]:
+        """A picture per image, or per video frame with faces, each with its faces; and a note
+        when the pictures could not be shown (the faces are listed without them then)."""
+        if record.status == STATUS_ERROR:
+            return [], None
+        groups: dict[int | None, list[FaceRecord]] = {}
+        if record.video is None:
+            groups[None] = []  # an image is shown with or without faces
+        for face in record.faces:
+            groups.setdefault(face.frame, []).append(face)
+        shown: dict[int | None, dict[str, Any]] = {}
+        note = None
+        try:
+            for frame, image in self._images(record, [key for key in groups if key is not None]):
+                shown[frame] = self._picture(groups[frame], image)
+        except FileNotFoundError:
+            note = f"input missing: {self.base / record.path} is not there any more"
+        except (OSError, DecodeError, ValueError) as error:
+            note = f"pictures not shown: {getattr(error, 'strerror', None) or error}"
+        if note is None and len(shown) < len(groups):
+            note = f"{len(groups) - len(shown)} frame(s) could not be decoded again"
+        pictures = [
+            shown.get(frame) or self._picture(faces, None) for frame, faces in groups.items()
+        ]
+        return pictures, note
+
+    def _picture(self, faces: list[FaceRecord], image: Image.Image | None) -> dict[str, Any]:
+        picture = {
+            "frame": faces[0].frame if faces else None,
+            "timestamp": faces[0].timestamp if faces else None,
+            "thumbnail": None,
+            "faces": [self._face(face, image) for face in faces],
+        }
+        if image is not None:
+            width = image.width
+            # in place: the crops are made already
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            draw_faces(image, faces, image.width / width)
+            picture["thumbnail"] = _data_uri(image)
+        return picture
+
+    def _face(self, face: FaceRecord, image: Image.Image | None) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "record": face,
+            "crop": None if image is None else _data_uri(_face_crop(image, face.box)),
+            "explanation": None,
+            "explanation_note": None,
+        }
+        if face.explanation:
+            try:
+                heatmap = Image.fromarray(decode_image(self.base / face.explanation).pixels)
+                heatmap.thumbnail((CROP_SIDE, CROP_SIDE))
+                view["explanation"] = _data_uri(heatmap, "PNG")
+            except DecodeError as error:
+                view["explanation_note"] = f"explanation not shown: {error}"
+        return view
+
+    # -- the page ----------------------------------------------------------------------------
+    def _meta_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        meta = self.meta
+        weights = meta.get("weights") or {}
+        rows = [
+            ("tool", f"{meta.get('tool', 'mfclip')} {meta.get('version', '')}".strip()),
+            ("weights", _text(weights.get("name"))),
+            ("weights SHA-256", _text(weights.get("sha256"))),
+            ("device", _text(meta.get("device"))),
+            ("thresholds", _text(meta.get("thresholds"))),
+            ("video sampling", _text(meta.get("video_sampling"))),
+        ]
+        if "calibration" in meta:
+            rows.append(("calibration", _text(meta["calibration"])))
+        if "processes" in meta:
+            rows.append(("processes", _text(meta["processes"])))
+        rows += [
+            ("started (UTC)", _text(meta.get("started_utc"))),
+            ("finished (UTC)", _text(summary.get("finished_utc"))),
+            ("scanned in", _text(meta.get("cwd"))),
+            ("report written (UTC)", utc_now()),
+        ]
+        if self.source:
+            rows.append(("rendered from", self.source))
+        return rows
+
+    def _summary_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        rows = [("files", str(self.count)), ("faces", str(self.faces))]
+        labels = [*CLASS_COLUMNS, *sorted(set(self.labels) - set(CLASS_COLUMNS))]
+        rows += [(f"faces labelled {label}", str(self.labels[label])) for label in labels]
+        rows += [
+            ("files with a face labelled non-real", str(self.fake_files)),
+            ("files without a face", str(self.statuses[STATUS_NO_FACE])),
+            ("errors", str(len(self.errors))),
+        ]
+        if self.unreadable:
+            rows.append(("inputs not read again (no pictures)", str(self.unreadable)))
+        if summary.get("skipped_as_done"):
+            skipped = str(summary["skipped_as_done"])
+            rows.append(("inputs skipped as done (in the resumed report only)", skipped))
+        return rows
+
+    def close(self, summary: dict[str, Any]) -> None:
+        page = _TEMPLATES.get_template("report.html").generate(
+            meta_rows=self._meta_rows(summary),
+            summary_rows=self._summary_rows(summary),
+            demo=bool(self.meta.get("demo")),
+            demo_notice=DEMO_NOTICE,
+            complete=bool(summary.get("complete")),
+            errors=self.errors,
+            colours={label: f"rgb{colour}" for label, colour in LABEL_COLOURS.items()},
+            sections=self.staged_parts(),
+        )
+        self.publish(page)
+
+
+def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord | dict[str, Any]]:
+    """The file records and end lines of a JSON Lines report after its meta line."""
+    try:
+        for line in lines:
+            if line.get("type") == "file":
+                yield FileRecord.from_dict(line)
+            elif line.get("type") == "end":
+                yield line
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSON, UTF-8 or shape
+        raise ReportError(
+            f"{source} is not an mfclip JSON Lines report: a line after its meta line is not a "
+            "report record"
+        ) from None
+
+
+def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = False) -> int:
+    """Render the HTML case report of an earlier scan from its JSON Lines report (``--jsonl``).
+
+    A line cut off by a crash is left out, and a report without its end line is shown as
+    partial. Returns how many inputs could not be read again for their pictures (their sections
+    say so). Nothing is written when ``source`` is not a report.
+    """
+    source = Path(source)
+    if os.path.realpath(source) == os.path.realpath(target):
+        raise ReportError(f"{target} is the JSON Lines report itself: name another file")
+    try:
+        stream = open(source, "rb")
+    except OSError as error:
+        raise ReportError(f"cannot read {source}: {error.strerror or error}") from None
+    with stream:
+        lines = report_lines(stream)
+        try:
+            meta = next(lines, None)
+        except ValueError:  # JSON or UTF-8
+            meta = None
+        if not isinstance(meta, dict) or meta.get("type") != "meta":
+            raise ReportError(
+                f"{source} is not an mfclip JSON Lines report (it does not start with a meta line)"
+            )
+        sink = HtmlSink(target, force=force, source=str(source))
+        try:
+            sink.begin(meta)
+            end: dict[str, Any] = {"complete": False}
+            for entry in _report_entries(source, lines):
+                if isinstance(entry, FileRecord):
+                    sink.write(entry)
+                else:
+                    end = entry
+            sink.close({key: value for key, value in end.items() if key != "type"})
+        except BaseException:
+            sink.discard()
+            raise
+    return sink.unreadable

@@ -1,0 +1,230 @@
+"""Calibration end to end: ``train`` leaves a calibrated best.safetensors, ``mfclip calibrate``
+writes a calibrated copy, ``eval`` and ``scan`` report and use it; run as subprocesses."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from media import astronaut
+from PIL import Image
+from test_train import MFCLIP, make_dataset, run, train_args
+
+from mfclip_cli.engines.metrics import rates_at_threshold
+from mfclip_cli.model import read_checkpoint_info
+from mfclip_cli.model.checkpoint import sidecar_path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("artifacts") / "artifacts", per_class=40)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    run(*train_args(dataset, out, "--epochs", "3"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def calibrated(dataset, trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibrated") / "calibrated.safetensors"
+    result = run(
+        MFCLIP,
+        "calibrate",
+        "--weights",
+        str(trained / "best.safetensors"),
+        "--data",
+        str(dataset),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
+    assert "temperature" in result.stdout and "fpr:0.01" in result.stdout
+    return out
+
+
+def test_training_stores_temperature_and_val_thresholds_in_the_header(trained, tmp_path):
+    info = read_checkpoint_info(trained / "best.safetensors")
+    record = info.calibration
+    assert record["temperature"] > 0 and record["method"] == "temperature scaling"
+    assert record["fitted_on"]["split"] == "val" and record["fitted_on"]["protocol"] == "in-domain"
+    sizes = json.loads((trained / "best.json").read_text())["training"]["protocol"]["sizes"]
+    assert record["fitted_on"]["samples"] == sizes["val"]
+    assert set(record["thresholds"]) == {"fpr:0.01", "fpr:0.001"}
+    assert json.loads((trained / "best.json").read_text())["calibration"] == record
+    # the tensor file alone carries it: a copy without its sidecar
+    copy = tmp_path / "alone.safetensors"
+    copy.write_bytes((trained / "best.safetensors").read_bytes())
+    assert not sidecar_path(copy).exists()
+    assert read_checkpoint_info(copy).calibration == record
+
+
+def test_calibrate_writes_a_new_checkpoint_and_refuses_to_overwrite(
+    dataset, trained, calibrated, tmp_path
+):
+    source = read_checkpoint_info(trained / "best.safetensors")
+    info = read_checkpoint_info(calibrated)
+    assert info.sha256 != source.sha256
+    record = info.calibration
+    assert record["source_sha256"] == record["base_sha256"] == source.sha256
+    # the same model on the same val split: the training run's fit, up to float rounding
+    assert record["temperature"] == pytest.approx(source.calibration["temperature"], rel=1e-3)
+    before = calibrated.read_bytes()
+    again = run(
+        MFCLIP,
+        "calibrate",
+        "-w",
+        str(trained / "best.safetensors"),
+        "--data",
+        str(dataset),
+        "--out",
+        str(calibrated),
+        "--device",
+        "cpu",
+        check=False,
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert calibrated.read_bytes() == before
+
+    no_reals = tmp_path / "no-reals.toml"
+    no_reals.write_text(
+        'description = "val without reals"\nval_fraction = 0.3\ntest_fraction = 0.2\n'
+        '[val]\ninclude = { label = ["gan", "diffusion"] }\n'
+    )
+    out = tmp_path / "never.safetensors"
+    refused = run(
+        MFCLIP,
+        "calibrate",
+        "-w",
+        str(trained / "best.safetensors"),
+        "--data",
+        str(dataset),
+        "--protocol",
+        str(no_reals),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "only fake faces" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert list(tmp_path.iterdir()) == [no_reals]  # no temporary file left either
+
+
+def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibrated, tmp_path):
+    report_path, predictions, plots = tmp_path / "r.json", tmp_path / "p.csv", tmp_path / "plots"
+    result = run(
+        MFCLIP,
+        "eval",
+        "--data",
+        str(dataset),
+        "--weights",
+        str(calibrated),
+        "--device",
+        "cpu",
+        "--json",
+        str(report_path),
+        "--predictions",
+        str(predictions),
+        "--plots",
+        str(plots),
+        "--bootstrap",
+        "300",
+        "--seed",
+        "5",
+    )
+    report = json.loads(report_path.read_text())
+    record = read_checkpoint_info(calibrated).calibration
+    calibration = report["calibration"]
+    assert calibration["calibrated"] and calibration["temperature"] == record["temperature"]
+    assert calibration["fitted_on"] == record["fitted_on"]
+    for key in ("ece_fake", "ece_top_label", "brier_fake", "brier", "nll"):
+        assert calibration["test"]["before"][key] is not None
+        assert calibration["test"]["after"][key] is not None
+
+    intervals = report["intervals"]
+    assert (intervals["replicates"], intervals["seed"], intervals["unit"]) == (300, 5, "sample")
+    assert intervals["units"] == report["overall"]["n"]
+    low, high = intervals["auc"]
+    assert low <= report["overall"]["auc"] <= high
+
+    # thresholds chosen on val (with the calibrated probabilities), applied to test as they are
+    chosen = report["operating_points"]["chosen_on"]
+    assert chosen["split"] == "val" and chosen["samples"] == report["protocol"]["sizes"]["val"]
+    with predictions.open() as handle:
+        rows = list(csv.DictReader(handle))
+    fake = np.array([row["label"] != "real" for row in rows], dtype=int)
+    score = np.array([1 - float(row["real"]) for row in rows])
+    for name, point in report["operating_points"]["points"].items():
+        assert point["threshold"] == pytest.approx(record["thresholds"][name]["threshold"], 1e-4)
+        expected = rates_at_threshold(fake, score, point["threshold"])
+        assert (point["test"]["fpr"], point["test"]["tpr"]) == pytest.approx(expected, abs=1e-6)
+        assert point["val"]["fpr"] <= point["target_fpr"]
+        assert point["test_oracle_tpr"] is not None and point["test"]["tpr_ci"] is not None
+    assert {p.name for p in plots.iterdir()} == {"roc.png", "reliability.png"}
+    assert "calibrated" in result.stdout and "fpr:0.01" in result.stdout
+
+
+def test_eval_of_an_uncalibrated_checkpoint_says_so(dataset, trained, tmp_path):
+    report_path = tmp_path / "r.json"
+    run(
+        MFCLIP,
+        "eval",
+        "--data",
+        str(dataset),
+        "--weights",
+        str(trained / "last.safetensors"),  # last is never calibrated
+        "--device",
+        "cpu",
+        "--json",
+        str(report_path),
+        "--bootstrap",
+        "0",
+    )
+    report = json.loads(report_path.read_text())
+    assert report["calibration"]["calibrated"] is False
+    assert report["calibration"]["temperature"] == 1.0
+    assert report["calibration"]["test"]["after"] is None
+    assert report["intervals"] is None
+    assert report["operating_points"]["points"]["fpr:0.01"]["threshold"] is not None
+
+
+def _scan(image, *args):
+    return run(MFCLIP, "scan", str(image), "--device", "cpu", "--jsonl", "-", *args, check=False)
+
+
+def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
+    trained, calibrated, tmp_path
+):
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(image)
+    result = _scan(image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.01")
+    assert result.returncode == 0, result.stderr
+    meta, record, *_ = (json.loads(line) for line in result.stdout.splitlines())
+    stored = read_checkpoint_info(calibrated).calibration
+    assert meta["thresholds"]["fake"] == stored["thresholds"]["fpr:0.01"]["threshold"]
+    assert meta["thresholds"]["fake_from"] == "fpr:0.01"
+    assert meta["calibration"]["calibrated"] is True
+    assert meta["calibration"]["temperature"] == stored["temperature"]
+    assert meta["calibration"]["fitted_on"]["split"] == "val"
+    face = record["faces"][0]
+    fake_score = 1 - face["probs"]["real"]
+    assert (face["label"] != "real") == (fake_score >= meta["thresholds"]["fake"])
+
+    unknown = _scan(image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.05")
+    assert unknown.returncode == 2 and "fpr:0.01, fpr:0.001 only" in unknown.stderr
+    assert unknown.stdout == ""  # nothing written
+    plain = _scan(
+        image, "--weights", str(trained / "last.safetensors"), "--fake-threshold", "fpr:0.01"
+    )
+    assert plain.returncode == 2 and "records no thresholds" in plain.stderr
+    number = _scan(image, "--weights", str(trained / "last.safetensors"), "--fake-threshold", "0.3")
+    assert number.returncode == 0, number.stderr
+    meta = json.loads(number.stdout.splitlines()[0])
+    assert meta["thresholds"]["fake"] == 0.3 and "fake_from" not in meta["thresholds"]
+    assert meta["calibration"] == {"calibrated": False, "temperature": 1.0}

@@ -1,0 +1,324 @@
+"""The HTML case report: `mfclip scan --html` and `mfclip report`, run as a user runs them."""
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mfclip_cli.engines.html_report import CROP_SIDE, THUMBNAIL_SIDE, HtmlSink, report_from_jsonl
+from mfclip_cli.engines.records import FileRecord
+from mfclip_cli.engines.report import DEMO_NOTICE, ReportError, report_lines
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+MARKUP_NAME = '<script>alert("x")<.png'  # a file name that is markup
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+DATA_URI = re.compile(r"data:image/(?:jpeg|png);base64,[A-Za-z0-9+/=]*")
+
+
+def mfclip(*args, cwd):
+    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
+    environment["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [MFCLIP, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=environment
+    )
+
+
+class Page(HTMLParser):
+    """A report page parsed: its tags checked for balance, and per file section what it shows."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.problems: list[str] = []
+        self.sources: list[str] = []
+        self.links: list[str] = []
+        self.sections: list[dict] = []
+        self._capture: str | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = (attrs.get("class") or "").split()
+        if tag == "section":
+            self.sections.append(
+                {"id": attrs["id"], "title": [], "images": [], "labels": [], "bars": [], "text": []}
+            )
+        section = self.sections[-1] if self.sections else None
+        if "src" in attrs:
+            self.sources.append(attrs["src"])
+            if section is not None:
+                section["images"].append((attrs.get("class"), attrs.get("alt"), attrs["src"]))
+        if "href" in attrs:
+            self.links.append(attrs["href"])
+        if "fill" in classes:
+            section["bars"].append(re.search(r"width: ([\d.]+)%", attrs["style"]).group(1))
+        if tag == "h2" and section is not None and not section["title"]:
+            self._capture = "title"
+        if "label" in classes:
+            self._capture = "labels"
+        if tag not in VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag == "h2" or (tag == "span" and self._capture == "labels"):
+            self._capture = None
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+        else:
+            self.open.pop()
+
+    def handle_data(self, data):
+        if self.sections:
+            self.sections[-1]["text"].append(data)
+            if self._capture:
+                self.sections[-1][self._capture].append(data)
+
+    def path(self, section: dict) -> str:
+        return section["title"][1]  # after its number, before its status
+
+    def section(self, name: str) -> dict:
+        (found,) = [s for s in self.sections if Path(self.path(s)).name == name]
+        return found
+
+
+def decoded(src: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+    image.load()
+    return image
+
+
+def sections_of(html: str) -> list[str]:
+    return re.findall(r"<section.*?</section>", html, re.S)
+
+
+@pytest.fixture(scope="module")
+def scan(weights, tmp_path_factory):
+    """examples/ and two awkward files scanned into JSON, JSON Lines and HTML from the folder
+    above them, with relative paths."""
+    root = tmp_path_factory.mktemp("html")
+    case = root / "case"
+    case.mkdir()
+    for name in ("astronaut.jpg", "astronaut_clip.mp4", "mosaic_four_faces.jpg", "no_face.jpg"):
+        shutil.copy(EXAMPLES / name, case / name)
+    shutil.copy(EXAMPLES / "astronaut_synthetic_gan.png", case / MARKUP_NAME)
+    (case / "broken.png").write_text("not an image")
+    result = mfclip(
+        "scan",
+        "case",
+        "--weights",
+        str(weights),
+        "--jsonl",
+        "scan.jsonl",
+        "--json",
+        "scan.json",
+        "--html",
+        "report.html",
+        "-q",
+        cwd=root,
+    )
+    assert result.returncode == 3, result.stderr  # broken.png
+    files = json.loads((root / "scan.json").read_text(encoding="utf-8"))["files"]
+    return root, files, (root / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_report_is_well_formed_self_contained_and_has_a_section_per_input(scan):
+    root, files, html = scan
+    page = Page(html)
+    assert not page.problems and page.open == [], (page.problems, page.open)
+    assert [page.path(s) for s in page.sections] == [f["path"] for f in files]  # JSON's order
+    assert len(files) == 6
+    assert page.sources and all(DATA_URI.fullmatch(src) for src in page.sources)
+    section_ids = {s["id"] for s in page.sections}
+    assert page.links and all(link[0] == "#" and link[1:] in section_ids for link in page.links)
+    outside = DATA_URI.sub("", html).lower()
+    for external in ("http", "//", "<link", "<script", "@import", "url(", "<iframe"):
+        assert external not in outside, external
+    assert 'class="warning"' not in html  # the test checkpoint is no demo, the scan finished
+    broken = page.section("broken.png")
+    assert "not a recognised image format" in "".join(broken["text"]) and not broken["images"]
+    assert page.links == [f"#{broken['id']}"]  # the summary's list of errors
+
+
+def test_every_picture_decodes_and_every_face_is_shown_with_its_bars_and_label(scan):
+    _, files, html = scan
+    page = Page(html)
+    for record, section in zip(files, page.sections):
+        thumbnails = [decoded(src) for kind, _, src in section["images"] if kind == "thumb"]
+        crops = [decoded(src) for kind, alt, src in section["images"] if alt.startswith("face ")]
+        assert all(max(image.size) <= THUMBNAIL_SIDE for image in thumbnails)
+        assert all(image.size == (CROP_SIDE, CROP_SIDE) for image in crops)
+        assert len(crops) == len(record["faces"]), record["path"]
+        if record["status"] == "error":
+            assert thumbnails == []
+        elif record.get("video"):
+            frames = sorted({face["frame"] for face in record["faces"]})
+            assert len(thumbnails) == record["video"]["frames_with_faces"] == len(frames) > 1
+            assert all(f"frame {frame} " in "".join(section["text"]) for frame in frames)
+        else:
+            assert len(thumbnails) == 1
+            assert thumbnails[0].size == (record["width"], record["height"])  # 512 px: kept
+        assert section["labels"] == [face["label"] for face in record["faces"]]
+        assert section["bars"] == [
+            f"{100 * value:.1f}" for face in record["faces"] for value in face["probs"].values()
+        ]
+
+
+def test_a_file_name_that_is_markup_is_escaped(scan):
+    _, _, html = scan
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;.png" in html
+    assert Page(html).section(MARKUP_NAME)["labels"]  # its face is reported like any other
+
+
+def test_mfclip_report_renders_the_same_sections_from_the_jsonl(scan, tmp_path):
+    root, _, html = scan
+    elsewhere = tmp_path / "elsewhere"  # relative paths are read from the scan's folder
+    elsewhere.mkdir()
+    result = mfclip("report", str(root / "scan.jsonl"), "--html", "again.html", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    again = (elsewhere / "again.html").read_text(encoding="utf-8")
+    assert sections_of(again) == sections_of(html) and len(sections_of(html)) == 6
+    assert "rendered from" in again and not Page(again).problems
+
+
+def test_an_existing_report_is_replaced_only_with_force(scan, weights, tmp_path):
+    root, _, html = scan
+    refused = mfclip(
+        "scan", "case/no_face.jpg", "--weights", str(weights), "--html", "report.html", cwd=root
+    )
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    target = tmp_path / "r.html"
+    target.write_text("an earlier report")
+    refused = mfclip("report", str(root / "scan.jsonl"), "--html", str(target), cwd=tmp_path)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert target.read_text() == "an earlier report"
+    forced = mfclip(
+        "report", str(root / "scan.jsonl"), "--html", str(target), "--force", cwd=tmp_path
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert sections_of(target.read_text(encoding="utf-8")) == sections_of(html)
+    assert (root / "report.html").read_text(encoding="utf-8") == html
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]  # no staging file left
+
+
+def _report_lines(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "scan.jsonl").read_text("utf-8").splitlines()]
+
+
+def _write_lines(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_missing_and_changed_inputs_are_shown_as_such_not_fatal(scan, tmp_path):
+    root, _, _ = scan
+    shutil.copytree(root / "case", tmp_path / "case")
+    (tmp_path / "case" / "mosaic_four_faces.jpg").unlink()
+    with (tmp_path / "case" / "no_face.jpg").open("ab") as handle:
+        handle.write(b"edited")
+    lines = _report_lines(root)
+    lines[0]["cwd"] = str(tmp_path)
+    source = _write_lines(tmp_path / "moved.jsonl", lines)
+    result = mfclip("report", str(source), "--html", "r.html", cwd=tmp_path)
+    assert result.returncode == 3 and "2 input(s) could not be read again" in result.stderr
+    page = Page((tmp_path / "r.html").read_text(encoding="utf-8"))
+    mosaic = page.section("mosaic_four_faces.jpg")
+    assert "input missing" in "".join(mosaic["text"]) and not mosaic["images"]
+    assert len(mosaic["labels"]) == 4 and len(mosaic["bars"]) == 12  # the results stay
+    changed = page.section("no_face.jpg")
+    assert "changed since the scan" in "".join(changed["text"]) and not changed["images"]
+    assert page.section("astronaut.jpg")["images"]
+
+
+def test_a_report_cut_off_by_a_crash_renders_as_partial(scan, tmp_path):
+    root, files, _ = scan
+    text = (root / "scan.jsonl").read_text(encoding="utf-8")
+    last_file = text.rindex('{"type": "file"')
+    source = tmp_path / "cut.jsonl"
+    source.write_text(text[: last_file + 40], encoding="utf-8")  # no end line, half a record
+    assert report_from_jsonl(source, tmp_path / "r.html") == 0
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert len(sections_of(html)) == len(files) - 1 and "Partial report" in html
+
+
+def test_the_meta_block_warns_of_demo_weights_and_shows_the_calibration(scan, tmp_path):
+    root, _, _ = scan
+    lines = _report_lines(root)
+    lines[0].update(demo=True, calibration={"method": "temperature", "temperature": 1.7})
+    report_from_jsonl(_write_lines(tmp_path / "demo.jsonl", lines), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f'<p class="warning">{DEMO_NOTICE}.</p>' in html
+    assert "<th>calibration</th><td>method temperature; temperature 1.7</td>" in html
+    assert lines[0]["weights"]["sha256"] in html and "<th>device</th><td>cpu</td>" in html
+
+
+def test_an_explanation_is_shown_beside_its_face(scan, tmp_path):
+    root, _, _ = scan
+    lines = _report_lines(root)
+    Image.new("RGB", (224, 224), (250, 0, 0)).save(tmp_path / "heat.png")
+    records = {Path(line.get("path", "")).name: line for line in lines}
+    records["astronaut.jpg"]["faces"][0]["explanation"] = str(tmp_path / "heat.png")
+    records["mosaic_four_faces.jpg"]["faces"][1]["explanation"] = str(tmp_path / "gone.png")
+    report_from_jsonl(_write_lines(tmp_path / "x.jsonl", lines), tmp_path / "r.html")
+    page = Page((tmp_path / "r.html").read_text(encoding="utf-8"))
+    (explanation,) = [
+        src for _, alt, src in page.section("astronaut.jpg")["images"] if "explanation" in alt
+    ]
+    assert explanation.startswith("data:image/png;") and decoded(explanation).size == (160, 160)
+    assert "explanation not shown" in "".join(page.section("mosaic_four_faces.jpg")["text"])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json\n", b'{"type": "file", "path": "a.jpg"}\n', b"\xff\xfe\n", b"[1, 2]\n"],
+)
+def test_what_is_not_a_report_is_refused_and_nothing_written(content, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(content)
+    with pytest.raises(ReportError, match="not an mfclip JSON Lines report"):
+        report_from_jsonl(source, tmp_path / "out" / "r.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_bad_line_after_the_meta_is_refused_from_the_command_line(scan, tmp_path):
+    root, _, _ = scan
+    text = (root / "scan.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join([text[0], "{broken\n", *text[1:]]), encoding="utf-8")
+    result = mfclip("report", str(source), "--html", "r.html", cwd=tmp_path)
+    assert result.returncode == 2 and "not an mfclip JSON Lines report" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    missing = mfclip("report", "nowhere.jsonl", "--html", "r.html", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read nowhere.jsonl" in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_discarded_report_leaves_nothing_and_an_earlier_report_intact(tmp_path):
+    meta = {"type": "meta", "cwd": str(tmp_path), "weights": {}}
+    sink = HtmlSink(tmp_path / "new.html")
+    sink.begin(meta)
+    sink.write(FileRecord(path="gone.jpg", status="error", error="cannot read file"))
+    sink.discard()
+    (tmp_path / "old.html").write_text("earlier")
+    forced = HtmlSink(tmp_path / "old.html", force=True)
+    forced.begin(meta)
+    forced.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.html"]
+    assert (tmp_path / "old.html").read_text() == "earlier"
+
+
+def test_report_lines_split_at_newlines_only_and_drop_a_cut_off_line():
+    """A file name may hold U+2028, which str.splitlines would split a JSON line at."""
+    lines = '{"path": "a\u2028b.jpg"}\n\n{"path": "c.jpg"}\n{"path": "cut'.encode()
+    assert list(report_lines(io.BytesIO(lines))) == [{"path": "a\u2028b.jpg"}, {"path": "c.jpg"}]
