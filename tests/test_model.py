@@ -183,6 +183,9 @@ def test_vit_b_16_structure():
             prefix + "mlp.c_proj",
         } <= adapted
     assert model.vision.image_size == 224 and model.crop_size == 256
+    # the paper's trained language encoder, and SRM on [0, 1] (chosen by docs/ablation.md)
+    assert config.lora.text and config.noise.pixel_range == 1.0
+    assert any(".lora_" in n for n, _ in model.language.named_parameters())
     total, trainable = model.parameter_counts()
     assert 140e6 < total < 160e6 and trainable < 0.05 * total
     model.eval()
