@@ -683,18 +683,18 @@ def run_scan(
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
-                annotation_failed = bool(record.annotation and "error" in record.annotation)
-                error = record.status == STATUS_ERROR or annotation_failed
-                outcome[ResumeState.key(record.path)] = (
-                    error,
-                    any(face.label != "real" for face in record.faces),
-                )
                 # counted just before the reports get it: an interruption while the (staged)
                 # reports are written must not leave a written record out of the end line's count
                 written += 1
                 faces += len(record.faces)
                 for sink in sinks:
                     sink.write(record)
+                # after the reports: the annotated copy is written (or fails) as a report is
+                annotation_failed = bool(record.annotation and "error" in record.annotation)
+                outcome[ResumeState.key(record.path)] = (
+                    record.status == STATUS_ERROR or annotation_failed,
+                    any(face.label != "real" for face in record.faces),
+                )
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
     except (KeyboardInterrupt, Interrupted):
