@@ -62,7 +62,7 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     assert [record.path for record in records] == [str(path) for path in paths]
     for record, found in zip(records, batched):
         assert len(record.faces) == len(found) > 0
-        for face, (detection, probs) in zip(record.faces, found):
+        for face, (detection, probs, *_) in zip(record.faces, found):
             assert iou(face.box, detection.box) >= 0.99
             assert (
                 max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs))
@@ -76,7 +76,7 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     assert video.video["frames_sampled"] == 5 and [face.frame for face in video.faces] == list(
         range(5)
     )
-    for face, ((detection, probs),) in zip(video.faces, scanner.faces_of(frames)):
+    for face, ((detection, probs, *_),) in zip(video.faces, scanner.faces_of(frames)):
         assert iou(face.box, detection.box) >= 0.99
         assert (
             max(abs(face.probs[name] - p) for name, p in zip(scanner.classes, probs))

@@ -122,6 +122,12 @@ def scan(
     annotate: Optional[str] = typer.Option(
         None, "--annotate", help="Write copies of the images with boxes and labels drawn into DIR."
     ),
+    explain: Optional[str] = typer.Option(
+        None,
+        "--explain",
+        help="Write, per face, a PNG of where the model looked (heatmap of what drove the fake "
+        "score, and the noise branch's patch) into DIR; the HTML report shows it.",
+    ),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -208,6 +214,7 @@ def scan(
         csv_path=csv_path,
         html_path=html_path,
         annotate_dir=annotate,
+        explain_dir=explain,
         resume=resume,
         force=force,
         quiet=quiet,

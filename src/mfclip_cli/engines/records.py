@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,14 @@ STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 
 def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+@dataclass
+class FaceEvidence:
+    """What ``--explain`` draws for one face, held only until its PNG is written."""
+
+    crop: Any  # uint8 [crop, crop, 3]: the aligned face the model read
+    heatmap: Any  # float32 [crop, crop] in [0, 1]: 1 = most relevant to the fake score
 
 
 @dataclass
@@ -26,6 +34,10 @@ class FaceRecord:
     timestamp: float | None = None  # seconds, video frames only
     # a PNG saying where the model looked (written only when set; the HTML report shows it)
     explanation: str | None = None
+    # with --explain: the noise branch's square in the aligned crop, x1 y1 x2 y2 (crop pixels)
+    richest_patch: list[int] | None = None
+    # with --explain, until its PNG is written: the crop and heatmap to draw (never serialised)
+    evidence: FaceEvidence | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -51,17 +63,18 @@ class FaceRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         if self.frame is None:
             del record["frame"], record["timestamp"]
-        if self.explanation is None:
-            del record["explanation"]
+        for optional in ("explanation", "richest_patch"):
+            if record[optional] is None:
+                del record[optional]
         return record
 
 
 # The file record's fields in output order (before ``faces``), and those written only when set.
 FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
-OPTIONAL_FILE_FIELDS = ("video", "annotation", "smallest_face")
+OPTIONAL_FILE_FIELDS = ("video", "annotation", "explanation_error", "smallest_face")
 
 
 @dataclass
@@ -78,6 +91,7 @@ class FileRecord:
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
     # with --annotate: {"path": copy} or {"error": why not}
     annotation: dict[str, str] | None = None
+    explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,8 +109,8 @@ class FileRecord:
             FaceRecord(**{"frame": None, "timestamp": None, **face})
             for face in document.get("faces", [])
         ]
-        fields = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
-        return cls(**{key: document.get(key) for key in fields}, faces=faces)
+        names = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
+        return cls(**{key: document.get(key) for key in names}, faces=faces)
 
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []

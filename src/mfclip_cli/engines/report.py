@@ -24,7 +24,13 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli.engines.records import FILE_FIELDS, STATUS_ERROR, FaceRecord, FileRecord
+from mfclip_cli.engines.records import (
+    FILE_FIELDS,
+    STATUS_ERROR,
+    FaceEvidence,
+    FaceRecord,
+    FileRecord,
+)
 from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.files import atomic_writer, refuse_existing
@@ -238,6 +244,8 @@ CSV_COLUMNS = [
     "det_score",
     *CLASS_COLUMNS,
     "label",
+    "explanation",
+    "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
     "demo",
 ]
@@ -280,6 +288,8 @@ class CsvSink:
                     "det_score": face.det_score,
                     **face.probs,
                     "label": face.label,
+                    "explanation": face.explanation,
+                    "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                 }
             )
         self.stream.flush()
@@ -404,10 +414,12 @@ class AnnotateSink:
     ``annotation``), never the end of the run.
     """
 
+    option = "--annotate"
+
     def __init__(self, folder: str, *, force: bool = False):
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
-            raise ReportError(f"--annotate {folder} is a file, not a folder")
+            raise ReportError(f"{self.option} {folder} is a file, not a folder")
         if self.folder.is_dir() and any(self.folder.iterdir()) and not force:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
         self.created = not self.folder.exists()
@@ -420,10 +432,13 @@ class AnnotateSink:
     def begin(self, meta: dict[str, Any]) -> None:
         pass
 
+    def _stem(self, record: FileRecord) -> str:
+        return f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}"
+
     def write(self, record: FileRecord) -> None:
         if record.status == STATUS_ERROR or is_video(Path(record.path)):
             return
-        target = self.folder / f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}.png"
+        target = self.folder / f"{self._stem(record)}.png"
         try:
             image = Image.fromarray(decode_image(Path(record.path)).pixels)
             draw_faces(image, record.faces)
@@ -440,6 +455,52 @@ class AnnotateSink:
     def discard(self) -> None:
         if self.created:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def draw_evidence(evidence: FaceEvidence, richest_patch: list[int] | None) -> Image.Image:
+    """The aligned crop beside the same crop under its heatmap (red: most relevant to the fake
+    score), the noise branch's square outlined in white on both."""
+    import cv2  # the scan has it loaded already; the CLI's start-up does not need it
+
+    crop = evidence.crop
+    heat = (evidence.heatmap * 255).round().astype("uint8")
+    colours = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    weight = 0.6 * evidence.heatmap[..., None]  # unimportant regions stay the face itself
+    overlay = (crop * (1 - weight) + colours * weight).round().astype("uint8")
+    panels = [Image.fromarray(crop), Image.fromarray(overlay)]
+    if richest_patch is not None:
+        x1, y1, x2, y2 = richest_patch
+        for panel in panels:
+            ImageDraw.Draw(panel).rectangle((x1, y1, x2 - 1, y2 - 1), outline=(255, 255, 255))
+    side = crop.shape[1]
+    sheet = Image.new("RGB", (2 * side + 4, crop.shape[0]), (255, 255, 255))
+    sheet.paste(panels[0], (0, 0))
+    sheet.paste(panels[1], (side + 4, 0))
+    return sheet
+
+
+class ExplainSink(AnnotateSink):
+    """Per face, a PNG of where the model looked (``draw_evidence``), written under ``folder``;
+    the face record gets its path. A PNG that cannot be written is that file's problem (its record
+    says so under ``explanation_error``), never the end of the run."""
+
+    option = "--explain"
+
+    def write(self, record: FileRecord) -> None:
+        for face in record.faces:
+            if face.evidence is None:
+                continue
+            frame = "" if face.frame is None else f".frame{face.frame}"
+            target = self.folder / f"{self._stem(record)}{frame}.face{face.index}.png"
+            try:
+                sheet = draw_evidence(face.evidence, face.richest_patch)
+                with atomic_writer(target, overwrite=True) as handle:
+                    sheet.save(handle, format="PNG")
+                face.explanation = str(target)
+            except (OSError, ValueError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                record.explanation_error = f"explanation not written: {reason}"
+            face.evidence = None  # drawn: the crop and heatmap are not kept for the whole run
 
 
 @dataclass
@@ -493,6 +554,10 @@ class ResumeState:
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
             faces = line.get("faces") or []
-            error = line.get("status") == STATUS_ERROR or "error" in (line.get("annotation") or {})
+            error = (
+                line.get("status") == STATUS_ERROR
+                or "error" in (line.get("annotation") or {})
+                or "explanation_error" in line
+            )
             state.records[key] = (error, any(f["label"] != "real" for f in faces))
         return state

@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -47,12 +47,14 @@ from mfclip_cli.engines.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
     STATUS_OK,
+    FaceEvidence,
     FaceRecord,
     FileRecord,
 )
 from mfclip_cli.engines.report import (
     AnnotateSink,
     CsvSink,
+    ExplainSink,
     JsonlSink,
     JsonSink,
     ReportError,
@@ -83,6 +85,7 @@ from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
 from mfclip_cli.model import MFCLIP
+from mfclip_cli.model.explain import explain as explain_faces
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,15 @@ class ScanSettings:
     fps: float = 1.0
     frames: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # heatmaps and richest patches for --explain: one backward pass per model batch
+    explain: bool = False
+
+
+class FoundFace(NamedTuple):
+    detection: Detection
+    probs: np.ndarray  # [3] calibrated class probabilities
+    evidence: FaceEvidence | None = None  # with ScanSettings.explain
+    richest_patch: list[int] | None = None  # with explain and a noise branch
 
 
 class Scanner:
@@ -141,18 +153,35 @@ class Scanner:
         )
 
     # -- model stage -------------------------------------------------------------------------
+    def _batches(self, crops: torch.Tensor) -> Iterator[torch.Tensor]:
+        for start in range(0, len(crops), self.settings.batch_size):
+            yield crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
+
     @torch.no_grad()
     def classify(self, crops: torch.Tensor) -> np.ndarray:
         """Class probabilities [F, 3] of aligned crops; bf16 autocast on CUDA, fp32 on CPU."""
         results = []
-        for start in range(0, len(crops), self.settings.batch_size):
-            batch = crops[start : start + self.settings.batch_size].to(
-                self.device, non_blocking=True
-            )
+        for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 logits = self.model(batch)
             results.append(torch.softmax(logits.float() / self.temperature, dim=-1).cpu())
         return torch.cat(results).numpy() if results else np.zeros((0, len(self.classes)))
+
+    def classify_with_evidence(self, crops: torch.Tensor) -> list[FoundFace]:
+        """Probabilities with the evidence behind them (``FoundFace`` without its detection): the
+        same forward pass, plus one backward pass per batch."""
+        found = []
+        for batch in self._batches(crops):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                result = explain_faces(self.model, batch, self.temperature)
+            probs = torch.softmax(result.logits / self.temperature, dim=-1).cpu().numpy()
+            pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
+            heatmaps = result.heatmaps.float().cpu().numpy()
+            boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
+            for i in range(len(batch)):
+                evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
+                found.append(FoundFace(None, probs[i], evidence, boxes[i] if boxes else None))
+        return found
 
     def label(self, probs: np.ndarray) -> str:
         real = self.classes.index("real")
@@ -161,34 +190,44 @@ class Scanner:
         fakes = [i for i in range(len(self.classes)) if i != real]
         return self.classes[max(fakes, key=lambda i: probs[i])]
 
-    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[tuple[Detection, np.ndarray]]]:
-        """Detect, align and classify the faces of several RGB images."""
+    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
+        """Detect, align and classify (or explain) the faces of several RGB images."""
         found = self.cropper(images)
         crops = [faces.crops for faces in found if faces.detections]
-        probs = self.classify(torch.cat(crops)) if crops else np.zeros((0, len(self.classes)))
+        if not crops:
+            scored: list[FoundFace] = []
+        elif self.settings.explain:
+            scored = self.classify_with_evidence(torch.cat(crops))
+        else:
+            scored = [FoundFace(None, probs) for probs in self.classify(torch.cat(crops))]
         results, offset = [], 0
         for faces in found:
             count = len(faces.detections)
-            results.append(list(zip(faces.detections, probs[offset : offset + count])))
+            results.append(
+                [
+                    face._replace(detection=detection)
+                    for detection, face in zip(faces.detections, scored[offset : offset + count])
+                ]
+            )
             offset += count
         return results
 
-    def _face_records(
-        self, found: list[tuple[Detection, np.ndarray]], start: int = 0, frame=None
-    ) -> list[FaceRecord]:
-        return [
-            FaceRecord.create(
+    def _face_records(self, found: list[FoundFace], start: int = 0, frame=None) -> list[FaceRecord]:
+        records = []
+        for i, face in enumerate(found):
+            record = FaceRecord.create(
                 index=start + i,
-                box=detection.box,
-                landmarks=detection.landmarks,
-                det_score=detection.score,
-                probs=dict(zip(self.classes, probs.tolist())),
-                label=self.label(probs),
+                box=face.detection.box,
+                landmarks=face.detection.landmarks,
+                det_score=face.detection.score,
+                probs=dict(zip(self.classes, face.probs.tolist())),
+                label=self.label(face.probs),
                 frame=None if frame is None else frame.index,
                 timestamp=None if frame is None else frame.timestamp,
             )
-            for i, (detection, probs) in enumerate(found)
-        ]
+            record.evidence, record.richest_patch = face.evidence, face.richest_patch
+            records.append(record)
+        return records
 
     # -- files -------------------------------------------------------------------------------
     @property
@@ -438,6 +477,7 @@ class ScanRequest:
     csv_path: str | None = None
     html_path: str | None = None
     annotate_dir: str | None = None
+    explain_dir: str | None = None
     resume: bool = False
     force: bool = False
     quiet: bool = False
@@ -447,15 +487,18 @@ class ScanRequest:
 def _check_request(request: ScanRequest) -> None:
     if request.resume and (not request.jsonl_path or request.jsonl_path == "-"):
         raise UsageError("--resume needs --jsonl FILE (the report to continue)")
-    if request.annotate_dir:
-        annotate = os.path.realpath(request.annotate_dir)
+    for option, folder in (
+        ("--annotate", request.annotate_dir),
+        ("--explain", request.explain_dir),
+    ):
+        if not folder:
+            continue
+        target = os.path.realpath(folder)
         for spec in request.inputs:
             if spec != "-" and Path(spec).is_dir():
                 source = os.path.realpath(spec)
-                if annotate == source or annotate.startswith(source + os.sep):
-                    raise UsageError(
-                        f"--annotate {request.annotate_dir} lies inside the input folder {spec}"
-                    )
+                if target == source or target.startswith(source + os.sep):
+                    raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
     if request.settings.frames is not None and request.settings.frames < 1:
         raise UsageError("--frames must be at least 1")
     if request.settings.fps <= 0:
@@ -465,11 +508,14 @@ def _check_request(request: ScanRequest) -> None:
 def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     """Every output, opened (or refused) before the scan starts; none is left behind by a refusal.
 
-    Annotated copies come first, so the other reports carry each copy's path or why it failed.
+    Annotated copies and explanations come first, so the other reports carry each PNG's path or
+    why it failed.
     """
     openers: list[Callable[[], Sink]] = []
     if request.annotate_dir:
         openers.append(lambda: AnnotateSink(request.annotate_dir, force=request.force))  # type: ignore[arg-type]
+    if request.explain_dir:
+        openers.append(lambda: ExplainSink(request.explain_dir, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path:
         openers.append(
             lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume)
@@ -611,6 +657,8 @@ def run_scan(
     # only barriers and a broadcast
     processes, device = join_world(request.settings.device, backend="gloo")
     rank, world = processes.rank, processes.size
+    if request.explain_dir:
+        request = replace(request, settings=replace(request.settings, explain=True))
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
     if request.settings.fake_threshold_fpr is not None:
@@ -691,8 +739,9 @@ def run_scan(
                     sink.write(record)
                 # after the reports: the annotated copy is written (or fails) as a report is
                 annotation_failed = bool(record.annotation and "error" in record.annotation)
+                failed = annotation_failed or record.explanation_error is not None
                 outcome[ResumeState.key(record.path)] = (
-                    record.status == STATUS_ERROR or annotation_failed,
+                    record.status == STATUS_ERROR or failed,
                     any(face.label != "real" for face in record.faces),
                 )
                 progress.update(task, advance=1, current=Path(record.path).name)

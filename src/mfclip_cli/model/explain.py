@@ -9,12 +9,14 @@ on its 4 x 4 token grid this put 99 % of the fakes' relevance on that quadrant (
 map once upsampled to the crop, which bleeds past the quadrant's edge), while Grad-CAM's
 token-pooled channel weights on the last block's input put 2-7 % there: a ViT's tokens are no
 feature map whose channels mean the same everywhere. One forward and one backward pass per batch;
-the probabilities come from the same forward pass. The noise branch adds the square it read (the
-richest patch), which the map cannot show through CLIP's tokens.
+the logits come from the same forward pass. The noise branch adds the square it read (the
+richest patch), which the map cannot show through CLIP's tokens. The scan's worker threads share
+one model: each call keeps only the tokens its own thread produced.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +28,7 @@ from mfclip_cli.model.noise import richest_patch_index
 
 @dataclass
 class Explanation:
-    probs: torch.Tensor  # [B, 3] class probabilities of the same forward pass
+    logits: torch.Tensor  # [B, 3] float32 class logits of the same forward pass
     heatmaps: torch.Tensor  # [B, crop, crop] in [0, 1], 1 = most relevant to the fake score
     richest_patch: torch.Tensor | None  # [B, 4] x1 y1 x2 y2 in crop pixels; None: no noise branch
 
@@ -46,11 +48,15 @@ def richest_patch_boxes(faces: torch.Tensor, patch_size: int) -> torch.Tensor:
     return torch.cat([corner, corner + patch_size], 1)
 
 
-def explain(model: MFCLIP, faces: torch.Tensor) -> Explanation:
-    """Probabilities, fake-score heatmaps and noise patches of aligned faces [B, 3, crop, crop]."""
+def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Explanation:
+    """Logits, fake-score heatmaps and noise patches of aligned faces [B, 3, crop, crop]; the fake
+    score is that of the calibrated probabilities (softmax of logits / ``temperature``)."""
     captured: dict[str, torch.Tensor] = {}
+    caller = threading.get_ident()
 
     def keep_input(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if threading.get_ident() != caller:  # another thread's forward through the same model
+            return
         tokens = inputs[0]
         tokens.retain_grad()
         captured["tokens"] = tokens
@@ -59,7 +65,8 @@ def explain(model: MFCLIP, faces: torch.Tensor) -> Explanation:
     try:
         with torch.enable_grad():
             inputs = faces.detach().requires_grad_(True)  # so the tower's graph is recorded
-            probs = torch.softmax(model(inputs).float(), dim=-1)
+            logits = model(inputs).float()
+            probs = torch.softmax(logits / temperature, dim=-1)
             fake = 1.0 - probs[:, model.classes.index("real")]
             fake.sum().backward()
     finally:
@@ -74,4 +81,4 @@ def explain(model: MFCLIP, faces: torch.Tensor) -> Explanation:
     peak = heatmaps.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
     noise = model.vision.noise_branch
     boxes = richest_patch_boxes(faces, noise.patch_size) if noise is not None else None
-    return Explanation(probs.detach(), (heatmaps / peak).detach(), boxes)
+    return Explanation(logits.detach(), (heatmaps / peak).detach(), boxes)

@@ -1,0 +1,153 @@
+"""scan --explain: a PNG per face of where the model looked, its path and the noise branch's square
+in every report, and the same probabilities as a scan without it."""
+
+import csv
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from media import astronaut, mosaic, save_video
+from PIL import Image
+from test_scan_cli import run
+
+from mfclip_cli.engines.inputs import InputItem
+from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.model import build_model, load_model_config
+from mfclip_cli.model.explain import explain
+
+THREADS = 4
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explain_inputs")
+    Image.fromarray(astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(mosaic()).save(folder / "mosaic.png")
+    save_video(folder / "clip.mp4", frames=3)
+    return folder
+
+
+def _files(report):
+    return [
+        line for line in map(json.loads, report.read_text().splitlines()) if line["type"] == "file"
+    ]
+
+
+def test_every_face_gets_its_explanation(photos, weights, tmp_path):
+    config = load_model_config("tiny")
+    crop, patch = config.preprocess.crop_size, config.noise.patch_size
+    plain, explained, table = tmp_path / "plain.jsonl", tmp_path / "x.jsonl", tmp_path / "x.csv"
+    common = [str(photos), "--weights", str(weights), "--frames", "3"]
+    assert run(*common, "--jsonl", str(plain)).returncode == 0
+    outputs = [
+        "--jsonl",
+        str(explained),
+        "--csv",
+        str(table),
+        "--html",
+        str(tmp_path / "case.html"),
+    ]
+    result = run(*common, *outputs, "--explain", str(tmp_path / "why"))
+    assert result.returncode == 0, result.stderr
+
+    faces = [face for record in _files(explained) for face in record["faces"]]
+    assert len(faces) >= 6  # the astronaut, the mosaic's four, the video's frames
+    pngs = set()
+    for face in faces:
+        sheet = np.asarray(Image.open(face["explanation"]).convert("RGB"))
+        assert sheet.shape == (crop, 2 * crop + 4, 3)  # the crop beside its heatmap
+        x1, y1, x2, y2 = face["richest_patch"]
+        assert x2 - x1 == y2 - y1 == patch and 0 <= x1 < x2 <= crop and 0 <= y1 < y2 <= crop
+        pngs.add(face["explanation"])
+    assert len(pngs) == len(faces)  # no face's PNG overwrote another's
+    # the heatmap changes nothing the scan reports
+    for before, after in zip(_files(plain), _files(explained)):
+        assert before["path"] == after["path"] and len(before["faces"]) == len(after["faces"])
+        for a, b in zip(before["faces"], after["faces"]):
+            assert max(abs(a["probs"][k] - b["probs"][k]) for k in a["probs"]) < 1e-5
+            assert a["label"] == b["label"] and "explanation" not in a
+    page = (tmp_path / "case.html").read_text()
+    assert page.count('alt="explanation of face') == len(faces)
+    assert "explanation not shown" not in page
+    rows = [row for row in csv.DictReader(table.open()) if row["face_index"]]
+    assert [row["explanation"] for row in rows] == [face["explanation"] for face in faces]
+    assert [row["richest_patch"] for row in rows] == [
+        " ".join(map(str, face["richest_patch"])) for face in faces
+    ]
+
+
+def test_an_explain_folder_is_checked_before_the_scan(photos, weights, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("the analyst's")
+    report = tmp_path / "r.jsonl"
+    args = [str(photos / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report)]
+    refused = run(*args, "--explain", str(taken))
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    assert not report.exists() and [p.name for p in taken.iterdir()] == ["notes.txt"]
+    inside = run(str(photos), "--weights", str(weights), "--explain", str(photos / "why"))
+    assert inside.returncode == 2 and "inside the input folder" in inside.stderr
+    assert not (photos / "why").exists()
+
+
+def test_a_png_that_cannot_be_written_is_that_files_problem(photos, weights, tmp_path):
+    probe = run(str(photos / "astronaut.png"), "--weights", str(weights), "--jsonl", "-")
+    sha = json.loads(probe.stdout.splitlines()[1])["sha256"]
+    folder = tmp_path / "why"
+    (folder / f"astronaut.{sha[:8]}.face0.png").mkdir(parents=True)  # a folder in its place
+    report = tmp_path / "r.jsonl"
+    args = [str(photos / "astronaut.png"), str(photos / "mosaic.png"), "--weights", str(weights)]
+    result = run(*args, "--jsonl", str(report), "--explain", str(folder), "--force")
+    assert result.returncode == 3, result.stderr
+    astronaut_record, mosaic_record = _files(report)
+    assert "explanation not written" in astronaut_record["explanation_error"]
+    assert "explanation" not in astronaut_record["faces"][0]
+    assert "explanation_error" not in mosaic_record
+    assert all(Image.open(face["explanation"]).size for face in mosaic_record["faces"])
+
+
+def test_threads_sharing_a_model_explain_their_own_faces(tiny_config):
+    """On CPU the scan's workers run one model at once; each heatmap must be that face's own (the
+    capture hook keeps only its own thread's tokens), the one a call on its own computes."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval().merge_adapters()
+    size = tiny_config.preprocess.crop_size
+    generator = torch.Generator().manual_seed(4)
+    batches = [torch.rand(8, 3, size, size, generator=generator) for _ in range(THREADS)]
+    expected = [explain(model, batch).heatmaps for batch in batches]
+    start = threading.Barrier(THREADS)
+
+    def together(batch):
+        start.wait()  # every thread inside the model at the same time
+        return [explain(model, batch).heatmaps for _ in range(3)]
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(together, batches))
+    for reference, repeats in zip(expected, results):
+        for heatmaps in repeats:
+            torch.testing.assert_close(heatmaps, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_scan_workers_keep_each_faces_evidence(tmp_path, tiny_config):
+    """Evidence travels with its face through the workers: a threaded scan gives the crops,
+    squares and heatmaps of a scan with one worker."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    images = [astronaut(), mosaic(), np.ascontiguousarray(astronaut()[::-1, ::-1])]
+    items = []
+    for i, pixels in enumerate(images):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        items.append(InputItem(tmp_path / f"{i}.png"))
+    alone = Scanner(model, ScanSettings(device="cpu", workers=1, explain=True), torch.device("cpu"))
+    expected = [face for record in alone.scan(items) for face in record.faces]
+    assert len(expected) >= 5
+    threaded = Scanner(model, ScanSettings(device="cpu", workers=3, explain=True), alone.device)
+    faces = [face for record in threaded.scan(items) for face in record.faces]
+    assert len(faces) == len(expected)
+    for face, reference in zip(faces, expected):
+        assert face.richest_patch == reference.richest_patch
+        np.testing.assert_array_equal(face.evidence.crop, reference.evidence.crop)
+        np.testing.assert_allclose(face.evidence.heatmap, reference.evidence.heatmap, atol=1e-5)
