@@ -9,8 +9,10 @@ from pathlib import Path
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 KEYS = (
     "model_faces_per_s",
+    "model_explain_faces_per_s",
     "detect_images_per_s",
     "end_to_end_images_per_s",
+    "end_to_end_explain_images_per_s",
     "train_faces_per_s",
     "naive_images_per_s",
 )
@@ -49,6 +51,7 @@ def test_bench_measures_every_stage(tmp_path):
     for key in (
         "detect_images_per_s",
         "end_to_end_images_per_s",
+        "end_to_end_explain_images_per_s",
         "naive_images_per_s",
     ):  # medians of the rounds
         rounds = figures["rounds"][key]

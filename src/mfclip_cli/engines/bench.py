@@ -16,7 +16,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +33,7 @@ from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import CLASS_NAMES, LabelSet, build_model, load_model_config
+from mfclip_cli.model.explain import explain
 
 
 @dataclass
@@ -145,6 +146,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         .to(device)
         .eval()
         .merge_adapters()
+        .requires_grad_(False)  # as scan's inference model: heatmaps take the input's gradient
     )
     crop = config.preprocess.crop_size
     batch = request.batch_size
@@ -174,15 +176,22 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         ):
             model(faces)
 
+    def explained_model_stage() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            explain(model, faces)
+
     results["model_faces_per_s"] = _rate(batch, model_stage, device)
+    results["model_explain_faces_per_s"] = _rate(batch, explained_model_stage, device)
 
     with tempfile.TemporaryDirectory(prefix="mfclip-bench-") as folder:
         paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
-        scanner = Scanner(model, ScanSettings(batch_size=batch, min_face=request.min_face), device)
+        settings = ScanSettings(batch_size=batch, min_face=request.min_face)
+        scanner = Scanner(model, settings, device)
+        explainer = Scanner(model, replace(settings, explain=True), device)  # scan --explain
         decoded = [decode_image(path).pixels for path in paths]
         found: list[int] = []
 
-        def scan_all() -> None:
+        def scan_all(scanner: Scanner = scanner) -> None:
             found[:] = [
                 len(record.faces) for record in scanner.scan([InputItem(path) for path in paths])
             ]
@@ -192,6 +201,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             {
                 "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
                 "end_to_end_images_per_s": (count, scan_all),
+                "end_to_end_explain_images_per_s": (count, lambda: scan_all(explainer)),
                 "naive_images_per_s": (
                     count,
                     _naive_pipeline(paths, model, device, crop, request.min_face),
@@ -244,8 +254,10 @@ def _table(results: dict[str, Any]) -> Table:
     naive = results["naive_images_per_s"]
     for name, key, unit in (
         ("model stage", "model_faces_per_s", "faces/s"),
+        ("model stage with heatmaps (--explain)", "model_explain_faces_per_s", "faces/s"),
         ("detection, laid out as scan does it", "detect_images_per_s", "images/s"),
         ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
+        ("end-to-end scan --explain", "end_to_end_explain_images_per_s", "images/s"),
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):

@@ -14,6 +14,14 @@ def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
+def normalised_entropy(probs: list[float]) -> float:
+    """Predictive entropy of a distribution over its largest possible value, in [0, 1]."""
+    values = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    values = values / values.sum()
+    nonzero = values[values > 0]
+    return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(values)))
+
+
 @dataclass
 class FaceEvidence:
     """What ``--explain`` draws for one face, held only until its PNG is written."""
@@ -30,6 +38,8 @@ class FaceRecord:
     det_score: float
     probs: dict[str, float]
     label: str
+    # the calibrated distribution's entropy over its maximum, log(classes): 0 sure, 1 uniform
+    uncertainty: float | None = None
     frame: int | None = None  # video frames only
     timestamp: float | None = None  # seconds, video frames only
     # a PNG saying where the model looked (written only when set; the HTML report shows it)
@@ -58,6 +68,7 @@ class FaceRecord:
             det_score=round(float(det_score), 6),
             probs={name: round(float(value), 6) for name, value in probs.items()},
             label=label,
+            uncertainty=round(normalised_entropy(list(probs.values())), 6),
             frame=frame,
             timestamp=None if timestamp is None else round(float(timestamp), 3),
         )
@@ -66,7 +77,7 @@ class FaceRecord:
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         if self.frame is None:
             del record["frame"], record["timestamp"]
-        for optional in ("explanation", "richest_patch"):
+        for optional in ("uncertainty", "explanation", "richest_patch"):
             if record[optional] is None:
                 del record[optional]
         return record

@@ -244,6 +244,7 @@ CSV_COLUMNS = [
     "det_score",
     *CLASS_COLUMNS,
     "label",
+    "uncertainty",
     "explanation",
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
@@ -288,6 +289,7 @@ class CsvSink:
                     "det_score": face.det_score,
                     **face.probs,
                     "label": face.label,
+                    "uncertainty": face.uncertainty,
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                 }
@@ -308,8 +310,9 @@ class TableSink:
     """A rich table on the terminal once the run ends: a row per face, and per faceless file.
 
     On a narrow terminal it drops columns rather than the verdict: first status and box (the
-    label column then carries the status), then the three probabilities for one p(fake), then that
-    too (below 60 columns). The demo notice is a line of its own, wrapped, never cut.
+    label column then carries the status), then the three probabilities and the uncertainty for
+    one p(fake), then that too (below 60 columns). The demo notice is a line of its own, wrapped,
+    never cut.
     """
 
     def __init__(self, console: Console):
@@ -326,9 +329,9 @@ class TableSink:
     def _columns(self) -> list[str]:
         width = self.console.width
         if width >= 120:
-            return ["file", "status", "face", "box", *CLASS_COLUMNS, "label / note"]
+            return ["file", "status", "face", "box", *CLASS_COLUMNS, "unc.", "label / note"]
         if width >= 90:
-            return ["file", "face", *CLASS_COLUMNS, "label / note"]
+            return ["file", "face", *CLASS_COLUMNS, "unc.", "label / note"]
         if width >= 60:
             return ["file", "face", "p(fake)", "label / note"]
         return ["file", "face", "label / note"]
@@ -350,6 +353,7 @@ class TableSink:
                 + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
+                "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
                 "label / note": face.label,
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
             }
@@ -371,7 +375,7 @@ class TableSink:
             elif column == "label / note":
                 table.add_column(column, overflow="fold", min_width=9)
             else:
-                numeric = column in (*CLASS_COLUMNS, "p(fake)")
+                numeric = column in (*CLASS_COLUMNS, "p(fake)", "unc.")
                 table.add_column(column, no_wrap=numeric, justify="right" if numeric else "left")
         for record in self.records:
             for row in self._cells(record, columns):
