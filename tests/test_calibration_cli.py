@@ -6,12 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from media import astronaut
 from PIL import Image
 from test_train import MFCLIP, make_dataset, run, train_args
 
+from mfclip_cli.data import read_dataset
+from mfclip_cli.engines.evaluate import predict_logits, predict_outputs
 from mfclip_cli.engines.metrics import rates_at_threshold
-from mfclip_cli.model import read_checkpoint_info
+from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.checkpoint import sidecar_path
 
 
@@ -192,6 +195,37 @@ def test_eval_of_an_uncalibrated_checkpoint_says_so(dataset, trained, tmp_path):
     assert report["calibration"]["test"]["after"] is None
     assert report["intervals"] is None
     assert report["operating_points"]["points"]["fpr:0.01"]["threshold"] is not None
+
+
+def test_eval_draws_the_test_embeddings_from_the_metrics_forward_pass(dataset, trained, tmp_path):
+    figure, report_path = tmp_path / "tsne.png", tmp_path / "r.json"
+    common = [MFCLIP, "eval", "--data", str(dataset), "--device", "cpu", "--bootstrap", "0"]
+    common += ["--weights", str(trained / "best.safetensors")]
+    refused = run(*common, "--embeddings", str(tmp_path / "tsne.jpg"), check=False)
+    assert refused.returncode == 2 and "PNG" in refused.stderr
+    run(*common, "--embeddings", str(figure), "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    embedded = report["embeddings"]
+    assert embedded["faces"] == report["protocol"]["sizes"]["test"] and embedded["seed"] == 0
+    width, height = Image.open(figure).size
+    assert width > 2 * height  # two panels: by class, by generator
+    again = run(*common, "--embeddings", str(figure), check=False)  # never overwritten unasked
+    assert again.returncode == 2 and figure.stat().st_size > 0
+
+
+def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
+    model, _ = load_checkpoint(trained / "best.safetensors", inference=True)
+    index = read_dataset(dataset)
+    samples = index.samples[:6]
+    logits, embeddings = predict_outputs(
+        model, index.root, samples, torch.device("cpu"), embeddings=True
+    )
+    assert embeddings.shape[0] == len(samples) == logits.shape[0]
+    with torch.no_grad():
+        from_embeddings = model.head(torch.from_numpy(embeddings)).numpy()
+    np.testing.assert_allclose(from_embeddings, logits, atol=1e-5)
+    alone = predict_logits(model, index.root, samples, torch.device("cpu"))
+    np.testing.assert_allclose(alone, logits, atol=1e-5)
 
 
 def _scan(image, *args):

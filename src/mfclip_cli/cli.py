@@ -478,6 +478,11 @@ def evaluate(
     plots: Optional[str] = typer.Option(
         None, "--plots", help="Write ROC curves and reliability diagrams (PNG) into DIR."
     ),
+    embeddings: Optional[str] = typer.Option(
+        None,
+        "--embeddings",
+        help="Draw a t-SNE of the test face embeddings, by class and by generator, to FILE.png.",
+    ),
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Bootstrap replicates of the 95% intervals (0: none)."
     ),
@@ -519,6 +524,7 @@ def evaluate(
             json_path=json_path,
             predictions_path=predictions,
             plots_dir=plots,
+            embeddings_path=embeddings,
             force=force,
             bootstrap=bootstrap,
             seed=seed,

@@ -49,6 +49,7 @@ from mfclip_cli.engines.metrics import (
     calibration_metrics,
     detection_metrics,
     json_safe,
+    plot_embeddings,
     plot_reliability,
     plot_roc,
     rates_at_threshold,
@@ -101,6 +102,24 @@ def predict_logits(
 ) -> np.ndarray:
     """Class logits [N, 3] of dataset samples (what calibration fits); bf16 autocast on CUDA, fp32
     on CPU."""
+    logits, _ = predict_outputs(
+        model, root, samples, device, batch_size=batch_size, workers=workers
+    )
+    return logits
+
+
+def predict_outputs(
+    model: MFCLIP,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    embeddings: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class logits [N, 3] of dataset samples and, with ``embeddings``, their face embeddings
+    [N, D] from the same forward pass (None without)."""
     model.eval()
     images = FaceImages(root, [sample.path for sample in samples], model.crop_size)
     loader = torch.utils.data.DataLoader(
@@ -110,12 +129,18 @@ def predict_logits(
         collate_fn=collate_faces,
         pin_memory=device.type == "cuda",
     )
-    results = []
-    for faces, _ in loader:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(faces.to(device, non_blocking=True))
-        results.append(logits.float().cpu())
-    return torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
+    results, vectors = [], []
+    with torch.no_grad():
+        for faces, _ in loader:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
+            results.append(logits.float().cpu())
+            if embeddings:
+                vectors.append(embedded.float().cpu())
+    logits = (
+        torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
+    )
+    return logits, (torch.cat(vectors).numpy() if vectors else None)
 
 
 def predict(
@@ -154,6 +179,7 @@ class EvalRequest:
     json_path: str | None = None
     predictions_path: str | None = None
     plots_dir: str | None = None
+    embeddings_path: str | None = None  # a t-SNE of the test embeddings (PNG)
     force: bool = False
     bootstrap: int = 1000  # replicates of the confidence intervals; 0: none
     seed: int = 0  # of the bootstrap
@@ -186,13 +212,19 @@ class _Scoring:
     demo: bool
 
     def logits(self, samples: Sequence[Sample], batch_size: int, workers: int) -> np.ndarray:
-        return predict_logits(
+        return self.outputs(samples, batch_size, workers)[0]
+
+    def outputs(
+        self, samples: Sequence[Sample], batch_size: int, workers: int, embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        return predict_outputs(
             self.model,
             self.index.root,
             samples,
             self.device,
             batch_size=batch_size,
             workers=workers,
+            embeddings=embeddings,
         )
 
 
@@ -223,7 +255,11 @@ def _scoring(
 
 def _refuse_existing(request: EvalRequest) -> None:
     """Check every output before the (long) scoring starts, not after it."""
-    for target in (request.json_path, request.predictions_path):
+    if request.embeddings_path and not request.embeddings_path.lower().endswith(".png"):
+        raise UsageError(
+            f"--embeddings writes a PNG: name it FILE.png, not {request.embeddings_path}"
+        )
+    for target in (request.json_path, request.predictions_path, request.embeddings_path):
         if target:
             refuse_existing(target, request.force)
     if (
@@ -301,6 +337,35 @@ def _write_plots(
         plot_reliability(panels, path, overwrite=force)
         written.append(str(path))
     return written
+
+
+def _write_embeddings(
+    path: str, samples: Sequence[Sample], embeddings: np.ndarray | None, seed: int, force: bool
+) -> dict:
+    """A seeded t-SNE (scikit-learn) of the test split's face embeddings, drawn twice: coloured
+    by class and by generator (real faces as "real")."""
+    from sklearn.manifold import TSNE  # only here: a second of import for a plot
+
+    count = 0 if embeddings is None else len(embeddings)
+    if count < 5:
+        raise UsageError(
+            f"--embeddings needs at least 5 test faces for a t-SNE, the split has {count}"
+        )
+    perplexity = min(30.0, (count - 1) / 3)
+    points = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed
+    ).fit_transform(embeddings.astype(np.float64))
+    plot_embeddings(
+        points,
+        {
+            "class": [sample.label for sample in samples],
+            "generator": [sample.generator or sample.label for sample in samples],
+        },
+        path,
+        title=f"t-SNE of {count} test face embeddings",
+        overwrite=force,
+    )
+    return {"path": path, "method": "t-SNE", "perplexity": perplexity, "seed": seed, "faces": count}
 
 
 def _probability_quality(labels: Sequence[str], logits: np.ndarray, temperature: float) -> dict:
@@ -456,7 +521,9 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     splits, calibration = scoring.splits, scoring.info.calibration
     temperature = temperature_of(calibration)
     started = utc_now()
-    logits = scoring.logits(splits.test, request.batch_size, request.workers)
+    logits, embeddings = scoring.outputs(
+        splits.test, request.batch_size, request.workers, embeddings=bool(request.embeddings_path)
+    )
     val_logits = scoring.logits(splits.val, request.batch_size, request.workers)
     probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
@@ -517,6 +584,10 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         if calibration:
             reliability[f"calibrated (T = {temperature:.3g})"] = probs
         report["plots"] = _write_plots(request.plots_dir, groups, reliability, request.force)
+    if request.embeddings_path:
+        report["embeddings"] = _write_embeddings(
+            request.embeddings_path, splits.test, embeddings, request.seed, request.force
+        )
     if request.json_path:
         write_json_atomic(request.json_path, report, overwrite=request.force)
     console.print(_table(report))

@@ -550,3 +550,34 @@ def plot_reliability(
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", fontsize="small")
     _save_png(figure, path, overwrite)
+
+
+def plot_embeddings(
+    points: np.ndarray,
+    colourings: dict[str, Sequence[str]],
+    path: str | Path,
+    title: str,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """2-D points [N, 2] drawn once per ``{name: a label per point}``, coloured by that label with
+    a legend, side by side in one PNG."""
+    figure = _figure(6 * len(colourings), 5.5)
+    for position, (name, labels) in enumerate(colourings.items(), start=1):
+        axes = figure.add_subplot(1, len(colourings), position)
+        names = sorted(set(labels))
+        colours = _colours(len(names))
+        for colour, value in zip(colours, names):
+            chosen = np.array([label == value for label in labels])
+            axes.scatter(*points[chosen].T, s=12, color=colour, label=f"{value} ({chosen.sum()})")
+        axes.set(title=f"{title}, by {name}", xticks=[], yticks=[])
+        axes.legend(loc="best", fontsize="small", markerscale=1.5)
+    _save_png(figure, path, overwrite)
+
+
+def _colours(count: int) -> list:
+    """Distinct colours: matplotlib's tab10, then tab20 for more labels."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]

@@ -74,6 +74,12 @@ class MFCLIP(nn.Module):
         """Class logits [B, 3] (real, diffusion, gan)."""
         return self.head(self.vision(faces))
 
+    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vision encoder's face embeddings [B, D] and the class logits [B, 3] read from
+        them: one forward pass for the metrics and the embedding plot."""
+        embeddings = self.vision(faces)
+        return embeddings, self.head(embeddings)
+
     @torch.no_grad()
     def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(faces).float(), dim=-1)
