@@ -12,11 +12,13 @@ import pytest
 from rich.console import Console
 from test_train import make_dataset
 
+from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.engines import ablate as ablate_engine
 from mfclip_cli.engines.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train import TrainSettings
-from mfclip_cli.model import read_checkpoint_info
+from mfclip_cli.model import load_checkpoint, read_checkpoint_info
+from mfclip_cli.model.losses import spa_relevance
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
@@ -40,7 +42,8 @@ def _request(data, out, **changes):
 
 def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console, monkeypatch):
     out = tmp_path / "runs"
-    request = _request(small_data, out, seeds=2, variants=("full", "no-noise", "one-level"))
+    variants = ("full", "no-noise", "one-level", "no-spa")
+    request = _request(small_data, out, seeds=2, variants=variants)
     report = run_ablation(request, console, console)
     full, no_noise = report["variants"]["full"], report["variants"]["no-noise"]
     assert full["overrides"] == ["lora.text=true"]
@@ -59,6 +62,25 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     assert not config.noise.enabled and config.lora.text
     one_level = read_checkpoint_info(out / "one-level" / "seed-0" / "best.safetensors")
     assert one_level.config.prompts.levels == 1
+    # what SPA made of the training label sets, per run, recomputed from the checkpoint
+    assert report["variants"]["no-spa"]["spa_relevance"] is None
+    model, info = load_checkpoint(out / "full" / "seed-1" / "best.safetensors")
+    train = select(read_dataset(small_data), load_protocol("in-domain")).train
+    expected = spa_relevance(model.language, [s.label_set for s in train], info.config.loss.spa)
+    reported = full["per_seed"][1]["spa_relevance"]
+    assert reported["label_sets"] == expected["label_sets"] == len({s.label_set for s in train})
+    relations = expected["by_relation"]
+    assert set(reported["by_relation"]) == set(relations) >= {"class", "generator"}
+    for relation, summary in relations.items():
+        for key in ("mean", "min", "max"):
+            assert reported["by_relation"][relation][key] == pytest.approx(summary[key], abs=1e-5)
+    # another class is a full negative; another generator of the same class is not a false one
+    assert relations["class"]["min"] > 0.9 and relations["generator"]["min"] > 0.01
+    seeds_mean = np.mean(
+        [run["spa_relevance"]["by_relation"]["generator"]["mean"] for run in full["per_seed"]]
+    )
+    assert full["spa_relevance"]["generator"] == pytest.approx(seeds_mean)
+    assert "no SPA" in console.file.getvalue()
     # a rerun with the same --out reuses every finished run instead of training again
     monkeypatch.setattr(ablate_engine, "train", lambda *a, **k: pytest.fail("trained again"))
     again = run_ablation(request, console, console)

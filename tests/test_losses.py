@@ -14,7 +14,9 @@ from mfclip_cli.model.losses import (
     clip_loss,
     contrastive_loss,
     distillation_loss,
+    label_relation,
     sample_pair_weights,
+    spa_relevance,
     text_pair_weights,
 )
 
@@ -185,6 +187,22 @@ def _spa_text_weights(config, labels):
         levels = language.level_embeddings(labels)
         combined = language.combine(levels)
     return text_pair_weights(levels, config.loss.spa), combined
+
+
+def test_spa_relevance_summarises_the_pair_weights_by_where_label_sets_differ(tiny_config):
+    weights, _ = _spa_text_weights(tiny_config, SPA_LABELS[:4])  # SDXL, Midjourney, two reals
+    torch.manual_seed(0)
+    report = spa_relevance(build_model(tiny_config).language, SPA_LABELS, tiny_config.loss.spa)
+    assert report["label_sets"] == 4  # SDXL twice is one label set
+    relations = report["by_relation"]
+    assert relations["generator"]["pairs"] == 1 and relations["real"]["pairs"] == 1
+    assert relations["class"]["pairs"] == 4
+    assert relations["generator"]["mean"] == pytest.approx(float(weights[0, 1]), abs=1e-6)
+    assert relations["real"]["mean"] == pytest.approx(float(weights[2, 3]), abs=1e-6)
+    class_pairs = [float(weights[i, j]) for i in (0, 1) for j in (2, 3)]
+    assert relations["class"]["mean"] == pytest.approx(sum(class_pairs) / 4, abs=1e-6)
+    assert label_relation(SDXL, LabelSet("diffusion", "i2i", "SDXL")) == "forgery_type"
+    assert label_relation(SDXL, SDXL) == "identical"
 
 
 def test_another_generator_of_the_same_class_stays_a_negative(tiny_config):

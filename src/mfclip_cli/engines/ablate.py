@@ -32,6 +32,7 @@ from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.train import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
+from mfclip_cli.model.losses import spa_relevance
 
 # the model as the paper draws it, on top of the named config: a trained language encoder
 FULL_MODEL = ("lora.text=true",)
@@ -134,9 +135,19 @@ class _Runner:
             "checkpoint_sha256": info.sha256,
             "train_seconds": round(seconds, 1),
             **{name: metrics[name] for name in METRICS},
+            "spa_relevance": self._spa_relevance(run / "best.safetensors"),
         }
         write_json_atomic(done, result, overwrite=True)
         return result
+
+    def _spa_relevance(self, checkpoint: Path) -> dict[str, Any] | None:
+        """What SPA made of the training split's label sets under this run's trained prompts
+        (None where the variant has no SPA)."""
+        model, info = load_checkpoint(checkpoint, self.device)  # with its language encoder
+        if not info.config.loss.spa.enabled:
+            return None
+        label_sets = [sample.label_set for sample in self.splits.train]
+        return spa_relevance(model.language, label_sets, info.config.loss.spa)
 
 
 @contextlib.contextmanager
@@ -169,6 +180,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
             "mean": {metric: mean for metric, (mean, _) in stats.items()},
             "std": {metric: std for metric, (_, std) in stats.items()},
             "per_seed": per_seed[name],
+            "spa_relevance": _mean_relevance([r.get("spa_relevance") for r in per_seed[name]]),
         }
     for entry in variants.values():
         entry["delta"] = {
@@ -204,6 +216,18 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     return report
 
 
+def _mean_relevance(runs: list[dict[str, Any] | None]) -> dict[str, float] | None:
+    """Each relation's mean SPA relevance, averaged over the seeds that report one."""
+    reported = [run["by_relation"] for run in runs if run]
+    if not reported:
+        return None
+    relations = sorted({relation for run in reported for relation in run})
+    return {
+        relation: float(np.mean([run[relation]["mean"] for run in reported if relation in run]))
+        for relation in relations
+    }
+
+
 def _cell(mean: float, std: float, delta: float | None) -> str:
     if math.isnan(mean):
         return "n/a"
@@ -222,7 +246,9 @@ def ablation_table(report: dict[str, Any]) -> Table:
     table.add_column("variant")
     for label in ("AUC", "AP", "EER", "3-way ACC"):
         table.add_column(label, justify="right")
+    table.add_column("SPA relevance of negatives\nother generator / type / class", justify="right")
     for name, entry in report["variants"].items():
+        relevance = entry.get("spa_relevance") or {}
         table.add_row(
             name,
             *(
@@ -233,5 +259,11 @@ def ablation_table(report: dict[str, Any]) -> Table:
                 )
                 for metric in METRICS
             ),
+            " / ".join(
+                f"{relevance[key]:.2f}" if key in relevance else "-"
+                for key in ("generator", "forgery_type", "class")
+            )
+            if relevance
+            else "no SPA",
         )
     return table

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.model.config import LossSettings, SpaSettings
+from mfclip_cli.model.prompts import LabelSet
 
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -80,6 +82,47 @@ def text_pair_weights(
         cosines = torch.einsum("ild,jld->ij", text_levels.to(dtype), others.to(dtype))
         dissimilarity = (text_levels.shape[1] - cosines).clamp_min(0.0)
         return 1.0 - torch.exp(-dissimilarity / settings.identity_eps)
+
+
+def label_relation(a: LabelSet, b: LabelSet) -> str:
+    """Where two label sets first differ, from the top of the prompt hierarchy: ``class``,
+    ``forgery_type``, ``generator``, or ``real`` for two real faces (whose prompts never name a
+    generator), ``identical`` for equal sets."""
+    if a.label != b.label:
+        return "class"
+    if a.is_real:
+        return "real"
+    if a.forgery_type != b.forgery_type:
+        return "forgery_type"
+    return "generator" if a.generator != b.generator else "identical"
+
+
+def spa_relevance(
+    language: torch.nn.Module, label_sets: Sequence[LabelSet], settings: SpaSettings
+) -> dict:
+    """The SPA relevance (``text_pair_weights``) each pair of distinct label sets receives as
+    negatives under a language encoder's prompts, summarised by ``label_relation``: mean, min,
+    max and pair count per relation. A relevance near 0 would make a pair a false negative."""
+    distinct = sorted(set(label_sets), key=lambda s: (s.label, s.forgery_type, s.generator))
+    with torch.no_grad():
+        weights = text_pair_weights(language.level_embeddings(distinct), settings).cpu()
+    by_relation: dict[str, list[float]] = {}
+    for i, first in enumerate(distinct):
+        for j in range(i + 1, len(distinct)):
+            relation = label_relation(first, distinct[j])
+            by_relation.setdefault(relation, []).append(float(weights[i, j]))
+    return {
+        "label_sets": len(distinct),
+        "by_relation": {
+            relation: {
+                "mean": sum(values) / len(values),
+                "min": min(values),
+                "max": max(values),
+                "pairs": len(values),
+            }
+            for relation, values in sorted(by_relation.items())
+        },
+    }
 
 
 def _hardness(similarity: torch.Tensor, positive: torch.Tensor, beta: float) -> torch.Tensor:
