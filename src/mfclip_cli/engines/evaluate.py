@@ -166,6 +166,9 @@ def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float
     return result
 
 
+MIN_TSNE_FACES = 5  # t-SNE's perplexity must stay below the number of points
+
+
 @dataclass
 class EvalRequest:
     data: str
@@ -340,17 +343,13 @@ def _write_plots(
 
 
 def _write_embeddings(
-    path: str, samples: Sequence[Sample], embeddings: np.ndarray | None, seed: int, force: bool
+    path: str, samples: Sequence[Sample], embeddings: np.ndarray, seed: int, force: bool
 ) -> dict:
     """A seeded t-SNE (scikit-learn) of the test split's face embeddings, drawn twice: coloured
     by class and by generator (real faces as "real")."""
     from sklearn.manifold import TSNE  # only here: a second of import for a plot
 
-    count = 0 if embeddings is None else len(embeddings)
-    if count < 5:
-        raise UsageError(
-            f"--embeddings needs at least 5 test faces for a t-SNE, the split has {count}"
-        )
+    count = len(embeddings)
     perplexity = min(30.0, (count - 1) / 3)
     points = TSNE(
         n_components=2, perplexity=perplexity, init="pca", random_state=seed
@@ -519,6 +518,11 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         error_console,
     )
     splits, calibration = scoring.splits, scoring.info.calibration
+    if request.embeddings_path and len(splits.test) < MIN_TSNE_FACES:
+        raise UsageError(
+            f"--embeddings needs at least {MIN_TSNE_FACES} test faces for a t-SNE, "
+            f"the split has {len(splits.test)}"
+        )
     temperature = temperature_of(calibration)
     started = utc_now()
     logits, embeddings = scoring.outputs(
