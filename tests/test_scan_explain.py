@@ -72,6 +72,7 @@ def test_every_face_gets_its_explanation(photos, weights, tmp_path):
     page = (tmp_path / "case.html").read_text()
     assert page.count('alt="explanation of face') == len(faces)
     assert "explanation not shown" not in page
+    assert page.count("· uncertainty ") == page.count("· noise patch [") == len(faces)
     rows = [row for row in csv.DictReader(table.open()) if row["face_index"]]
     assert [row["explanation"] for row in rows] == [face["explanation"] for face in faces]
     assert [row["richest_patch"] for row in rows] == [
