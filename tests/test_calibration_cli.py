@@ -12,7 +12,7 @@ from PIL import Image
 from test_train import MFCLIP, make_dataset, run, train_args
 
 from mfclip_cli.data import read_dataset
-from mfclip_cli.engines.evaluate import predict_logits, predict_outputs
+from mfclip_cli.engines.evaluate import predict_outputs
 from mfclip_cli.engines.metrics import rates_at_threshold
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.checkpoint import sidecar_path
@@ -224,7 +224,8 @@ def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
     with torch.no_grad():
         from_embeddings = model.head(torch.from_numpy(embeddings)).numpy()
     np.testing.assert_allclose(from_embeddings, logits, atol=1e-5)
-    alone = predict_logits(model, index.root, samples, torch.device("cpu"))
+    alone, none = predict_outputs(model, index.root, samples, torch.device("cpu"))
+    assert none is None
     np.testing.assert_allclose(alone, logits, atol=1e-5)
 
 

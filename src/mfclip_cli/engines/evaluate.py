@@ -91,23 +91,6 @@ _REAL = CLASS_NAMES.index("real")
 
 
 @torch.no_grad()
-def predict_logits(
-    model: MFCLIP,
-    root: Path,
-    samples: Sequence[Sample],
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-) -> np.ndarray:
-    """Class logits [N, 3] of dataset samples (what calibration fits); bf16 autocast on CUDA, fp32
-    on CPU."""
-    logits, _ = predict_outputs(
-        model, root, samples, device, batch_size=batch_size, workers=workers
-    )
-    return logits
-
-
 def predict_outputs(
     model: MFCLIP,
     root: Path,
@@ -118,8 +101,9 @@ def predict_outputs(
     workers: int = 0,
     embeddings: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class logits [N, 3] of dataset samples and, with ``embeddings``, their face embeddings
-    [N, D] from the same forward pass (None without)."""
+    """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
+    their face embeddings [N, D] from the same forward pass (None without); bf16 autocast on
+    CUDA, fp32 on CPU."""
     model.eval()
     images = FaceImages(root, [sample.path for sample in samples], model.crop_size)
     loader = torch.utils.data.DataLoader(
@@ -130,13 +114,12 @@ def predict_outputs(
         pin_memory=device.type == "cuda",
     )
     results, vectors = [], []
-    with torch.no_grad():
-        for faces, _ in loader:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
-            results.append(logits.float().cpu())
-            if embeddings:
-                vectors.append(embedded.float().cpu())
+    for faces, _ in loader:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
+        results.append(logits.float().cpu())
+        if embeddings:
+            vectors.append(embedded.float().cpu())
     logits = (
         torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
     )
@@ -153,7 +136,9 @@ def predict(
     workers: int = 0,
 ) -> np.ndarray:
     """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
-    logits = predict_logits(model, root, samples, device, batch_size=batch_size, workers=workers)
+    logits, _ = predict_outputs(
+        model, root, samples, device, batch_size=batch_size, workers=workers
+    )
     return softmax(logits)
 
 

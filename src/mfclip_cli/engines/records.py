@@ -123,6 +123,15 @@ class FileRecord:
         names = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
         return cls(**{key: document.get(key) for key in names}, faces=faces)
 
+    @property
+    def failed(self) -> bool:
+        """Whether this file adds to the exit code as an error: unreadable, or an annotated copy
+        or explanation that could not be written."""
+        annotation_failed = bool(self.annotation and "error" in self.annotation)
+        return (
+            self.status == STATUS_ERROR or annotation_failed or self.explanation_error is not None
+        )
+
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []
         return self

@@ -558,10 +558,11 @@ class ResumeState:
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
             faces = line.get("faces") or []
-            error = (
-                line.get("status") == STATUS_ERROR
-                or "error" in (line.get("annotation") or {})
-                or "explanation_error" in line
+            earlier = FileRecord(
+                path=key,
+                status=line.get("status"),
+                annotation=line.get("annotation"),
+                explanation_error=line.get("explanation_error"),
             )
-            state.records[key] = (error, any(f["label"] != "real" for f in faces))
+            state.records[key] = (earlier.failed, any(f["label"] != "real" for f in faces))
         return state

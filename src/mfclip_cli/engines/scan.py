@@ -174,7 +174,7 @@ class Scanner:
         for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 result = explain_faces(self.model, batch, self.temperature)
-            probs = torch.softmax(result.logits / self.temperature, dim=-1).cpu().numpy()
+            probs = result.probs.cpu().numpy()
             pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
@@ -738,10 +738,8 @@ def run_scan(
                 for sink in sinks:
                     sink.write(record)
                 # after the reports: the annotated copy is written (or fails) as a report is
-                annotation_failed = bool(record.annotation and "error" in record.annotation)
-                failed = annotation_failed or record.explanation_error is not None
                 outcome[ResumeState.key(record.path)] = (
-                    record.status == STATUS_ERROR or failed,
+                    record.failed,
                     any(face.label != "real" for face in record.faces),
                 )
                 progress.update(task, advance=1, current=Path(record.path).name)

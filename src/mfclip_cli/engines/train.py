@@ -43,7 +43,7 @@ from mfclip_cli.data import (
 )
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.calibration import calibration_problem, fit_calibration, softmax
-from mfclip_cli.engines.evaluate import predict_logits, score_samples
+from mfclip_cli.engines.evaluate import predict_outputs, score_samples
 from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
 from mfclip_cli.engines.weights import resolve_clip_weights
 from mfclip_cli.files import (
@@ -394,7 +394,7 @@ class Trainer:
         best.safetensors."""
         result = None
         if self.world.main:
-            logits = predict_logits(
+            logits, _ = predict_outputs(
                 self.model,
                 self.index.root,
                 self.splits.val,

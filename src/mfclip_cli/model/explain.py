@@ -9,7 +9,7 @@ on its 4 x 4 token grid this put 99 % of the fakes' relevance on that quadrant (
 map once upsampled to the crop, which bleeds past the quadrant's edge), while Grad-CAM's
 token-pooled channel weights on the last block's input put 2-7 % there: a ViT's tokens are no
 feature map whose channels mean the same everywhere. One forward and one backward pass per batch;
-the logits come from the same forward pass. The noise branch adds the square it read (the
+the probabilities come from the same forward pass. The noise branch adds the square it read (the
 richest patch), which the map cannot show through CLIP's tokens. The scan's worker threads share
 one model: each call keeps only the tokens its own thread produced.
 """
@@ -28,7 +28,7 @@ from mfclip_cli.model.noise import richest_patch_index
 
 @dataclass
 class Explanation:
-    logits: torch.Tensor  # [B, 3] float32 class logits of the same forward pass
+    probs: torch.Tensor  # [B, 3] class probabilities (softmax of logits / T), same forward pass
     heatmaps: torch.Tensor  # [B, crop, crop] in [0, 1], 1 = most relevant to the fake score
     richest_patch: torch.Tensor | None  # [B, 4] x1 y1 x2 y2 in crop pixels; None: no noise branch
 
@@ -49,8 +49,8 @@ def richest_patch_boxes(faces: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Explanation:
-    """Logits, fake-score heatmaps and noise patches of aligned faces [B, 3, crop, crop]; the fake
-    score is that of the calibrated probabilities (softmax of logits / ``temperature``)."""
+    """Probabilities, fake-score heatmaps and noise patches of aligned faces [B, 3, crop, crop];
+    the probabilities, and the fake score explained, are calibrated by ``temperature``."""
     captured: dict[str, torch.Tensor] = {}
     caller = threading.get_ident()
 
@@ -65,8 +65,7 @@ def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Exp
     try:
         with torch.enable_grad():
             inputs = faces.detach().requires_grad_(True)  # so the tower's graph is recorded
-            logits = model(inputs).float()
-            probs = torch.softmax(logits / temperature, dim=-1)
+            probs = torch.softmax(model(inputs).float() / temperature, dim=-1)
             fake = 1.0 - probs[:, model.classes.index("real")]
             fake.sum().backward()
     finally:
@@ -81,4 +80,4 @@ def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Exp
     peak = heatmaps.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
     noise = model.vision.noise_branch
     boxes = richest_patch_boxes(faces, noise.patch_size) if noise is not None else None
-    return Explanation(logits.detach(), (heatmaps / peak).detach(), boxes)
+    return Explanation(probs.detach(), (heatmaps / peak).detach(), boxes)
