@@ -123,9 +123,12 @@ def test_overrides_set_fields_of_every_type():
     [
         ("lora.txt=true", "unknown key lora.txt: lora has alpha, dropout, rank, text$"),
         ("nosie.enabled=false", "the config has classes, clip, fusion, head, lora, loss, name"),
-        ("loss.spa.enable=false", "loss.spa has enabled, hardness, identity_eps$"),
+        ("loss.spa.enable=false", "loss.spa has enabled, false_negatives, hardness, identity_eps$"),
         ("lora.rank.x=1", "lora.rank is a value, not a section"),
-        ("loss.spa=false", "loss.spa is a section; set one of its keys: enabled, hardness"),
+        (
+            "loss.spa=false",
+            "loss.spa is a section; set one of its keys: enabled, false_negatives, hardness",
+        ),
         ("prompts.family_names=x", "set one entry: prompts.family_names.NAME=VALUE"),
         ("lora.text=yes", 'lora.text must be true or false, not "yes"'),
         ("lora.rank=2.5", "lora.rank must be an integer, not 2.5"),

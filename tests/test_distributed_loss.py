@@ -28,7 +28,11 @@ from mfclip_cli.model.config import SpaSettings
 from mfclip_cli.model.losses import INITIAL_LOGIT_SCALE, contrastive_loss
 
 WORLD, LOCAL, DIM, LEVELS = 2, 4, 8, 3
-SETTINGS = {"plain": SpaSettings(enabled=False), "spa": SpaSettings(hardness=3.0)}
+SETTINGS = {
+    "plain": SpaSettings(enabled=False),
+    "spa-embeddings": SpaSettings(hardness=3.0, false_negatives="embeddings"),
+    "spa-prompts": SpaSettings(hardness=3.0, false_negatives="prompts"),
+}
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -38,8 +42,10 @@ def _batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     distinct = torch.randn(3, LEVELS, DIM, generator=generator, dtype=torch.float64)
     distinct[1, :2] = distinct[0, :2]  # label sets 0 and 1 differ at their last level only
-    levels = F.normalize(distinct, dim=-1)[torch.tensor([0, 1, 2, 0, 1, 0, 2, 2])]
+    label_sets = torch.tensor([0, 1, 2, 0, 1, 0, 2, 2])
+    levels = F.normalize(distinct, dim=-1)[label_sets]
     return {
+        "ids": label_sets,
         "images": F.normalize(
             torch.randn(WORLD * LOCAL, DIM, generator=generator, dtype=torch.float64), dim=-1
         ),
@@ -60,10 +66,10 @@ class _Features(nn.Module):
         self.text = nn.Parameter(torch.randn(DIM, DIM, generator=generator, dtype=torch.float64))
         self.log_scale = nn.Parameter(torch.tensor(INITIAL_LOGIT_SCALE, dtype=torch.float64))
 
-    def forward(self, x, levels, spa):
+    def forward(self, x, levels, ids, spa):
         images = F.normalize(x @ self.image, dim=-1)
         texts = F.normalize(levels.sum(dim=1) @ self.text, dim=-1)
-        return contrastive_loss(images, texts, levels, self.log_scale, spa)
+        return contrastive_loss(images, texts, levels, ids, self.log_scale, spa)
 
 
 def _loss_and_gradients(batch, spa, model) -> dict[str, torch.Tensor]:
@@ -72,10 +78,10 @@ def _loss_and_gradients(batch, spa, model) -> dict[str, torch.Tensor]:
     process's share of it."""
     images, texts = (batch[key].clone().requires_grad_(True) for key in ("images", "texts"))
     scale = torch.tensor(INITIAL_LOGIT_SCALE, dtype=torch.float64)
-    loss = contrastive_loss(images, texts, batch["levels"], scale, spa)
+    loss = contrastive_loss(images, texts, batch["levels"], batch["ids"], scale, spa)
     loss.backward()
     model.zero_grad()
-    model(batch["x"], batch["levels"], spa).backward()
+    model(batch["x"], batch["levels"], batch["ids"], spa).backward()
     module = getattr(model, "module", model)
     return {
         "loss": loss.detach(),

@@ -40,6 +40,7 @@ FULL_MODEL = ("lora.text=true",)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "full": (),
     "no-spa": ("loss.spa.enabled=false",),
+    "spa-soft-negatives": ("loss.spa.false_negatives=embeddings",),
     "no-noise": ("noise.enabled=false",),
     "one-level": ("prompts.levels=1",),
     "sum-fusion": ("fusion=sum",),

@@ -23,6 +23,7 @@ from mfclip_cli.errors import ConfigError
 CONFIG_DIR = Path(__file__).parent / "configs"
 CLASS_NAMES = ("real", "diffusion", "gan")
 PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
+FALSE_NEGATIVE_RULES = ("prompts", "embeddings")
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,21 @@ class SpaSettings:
 
     enabled: bool = True
     hardness: float = 5.0  # how strongly similar (hard) negatives are emphasised
+    # what makes a pair a false negative: "prompts", the same prompt texts at every level in use
+    # (exact); "embeddings", level embeddings closer than identity_eps (soft, and it moves as a
+    # trained text tower draws prompts together). The default is the one checkpoints written
+    # before the key existed were trained with; the shipped configs set "prompts".
+    false_negatives: str = "embeddings"
     # scale of two texts' dissimilarity (summed over the prompt levels) below which they count
-    # as a false negative
+    # as a false negative; "embeddings" only
     identity_eps: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.false_negatives not in FALSE_NEGATIVE_RULES:
+            raise ConfigError(
+                f"loss.spa.false_negatives must be one of {', '.join(FALSE_NEGATIVE_RULES)}, "
+                f"not {self.false_negatives!r}"
+            )
 
 
 @dataclass(frozen=True)

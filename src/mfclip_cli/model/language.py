@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Sequence
 
 import torch
@@ -66,6 +67,22 @@ class FineGrainedLanguageEncoder(nn.Module):
             encoded = self._cache
         device = self.level_logits.device
         return torch.stack([encoded[labels] for labels in label_sets]).to(device)
+
+    def prompt_ids(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
+        """[N] int64 key of each label set's prompts at the levels in use: equal exactly when
+        the prompt texts are, and the same on every process (a digest of the texts, not Python's
+        salted ``hash``), so SPA can tell false negatives by the texts themselves."""
+        keys = [
+            hashlib.blake2b(
+                "\n".join(build_prompts(labels, self.prompts)).encode(), digest_size=7
+            ).digest()
+            for labels in label_sets
+        ]
+        return torch.tensor(
+            [int.from_bytes(key, "big") for key in keys],
+            dtype=torch.long,
+            device=self.level_logits.device,
+        )
 
     def level_weights(self) -> torch.Tensor:
         return torch.softmax(self.level_logits, dim=0)

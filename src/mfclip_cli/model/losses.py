@@ -3,11 +3,14 @@
 SPA reweights the negative (off-diagonal) pairs of the symmetric CLIP loss. For an anchor i and a
 negative j the weight is the product of
 
-* relevance (``text_pair_weights``), ``1 - exp(-d_ij / eps)`` from the texts' dissimilarity
-  summed over the prompt levels, ``d_ij = sum_l (1 - cos(t_il, t_jl))``: 0 for identical texts (a
-  false negative: same labels, so nothing to push apart), close to 1 for texts that differ at
-  any level, so that two fakes apart only in their generator (3 of 4 levels shared) remain
-  negatives; and
+* relevance, 0 for a false negative (two samples whose labels say the same thing: nothing to
+  push apart) and 1 otherwise. What counts as a false negative is ``spa.false_negatives``:
+  ``prompts`` (``prompt_pair_weights``), the same prompt texts at every level in use, so two
+  fakes apart only in their generator (3 of 4 levels shared) stay full negatives however close
+  training draws their prompts; or ``embeddings`` (``text_pair_weights``), the soft
+  ``1 - exp(-d_ij / eps)`` of the level embeddings' dissimilarity ``d_ij = sum_l (1 - cos)``.
+  The soft rule was measured to fail on a trained text tower: LoRA on the text side drew the
+  generator prompts to cosine ~0.998, and such pairs fell to weight ~0.1 (docs/ablation.md); and
 * hardness, ``(N - 1) * softmax_j(beta * c_ij)`` over the anchor's negatives, from the image-text
   similarity ``c_ij``: a negative that looks like the anchor's positive weighs more, and the
   hardness weights average to 1, so the loss keeps its scale at any batch size.
@@ -66,15 +69,14 @@ def clip_loss(
 def text_pair_weights(
     text_levels: torch.Tensor, settings: SpaSettings, others: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """SPA's relevance of each pair of texts as negatives: [n, N] from unit-norm level embeddings
-    [n, L, D] and ``others`` [N, L, D] (default: ``text_levels`` itself).
+    """SPA's ``embeddings`` relevance of each pair of texts as negatives: [n, N] from unit-norm
+    level embeddings [n, L, D] and ``others`` [N, L, D] (default: ``text_levels`` itself).
 
     ``1 - exp(-sum_l (1 - cos_l) / eps)``, that is ``1 - prod_l exp(-(1 - cos_l) / eps)``: a pair
     is suppressed as a false negative only when its prompts coincide (nearly) at *every* level.
     The levels are compared one by one, not through the combined text embedding, so that label
-    sets sharing 3 of 4 levels (same class and forgery type, another generator) keep the weight
-    of their one differing level instead of being diluted by the shared ones, and the learned
-    level weights, which may shrink a level, cannot turn a real negative into a false one.
+    sets sharing 3 of 4 levels keep the weight of their one differing level instead of having it
+    diluted by the shared ones.
     """
     others = text_levels if others is None else others
     with torch.no_grad():
@@ -82,6 +84,32 @@ def text_pair_weights(
         cosines = torch.einsum("ild,jld->ij", text_levels.to(dtype), others.to(dtype))
         dissimilarity = (text_levels.shape[1] - cosines).clamp_min(0.0)
         return 1.0 - torch.exp(-dissimilarity / settings.identity_eps)
+
+
+def prompt_pair_weights(text_ids: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+    """SPA's ``prompts`` relevance: [n, N], 0 where two samples' prompt texts are the same at
+    every level in use (``FineGrainedLanguageEncoder.prompt_ids`` [n] and ``others`` [N]), 1
+    elsewhere."""
+    others = text_ids if others is None else others
+    return (text_ids[:, None] != others[None, :]).float()
+
+
+def false_negative_keys(
+    settings: SpaSettings, text_ids: torch.Tensor, text_levels: torch.Tensor
+) -> torch.Tensor:
+    """What SPA's false-negative rule compares: the prompt keys [n], or the level embeddings
+    [n, L, D] (detached: the weights carry no gradient)."""
+    return text_ids if settings.false_negatives == "prompts" else text_levels.detach()
+
+
+def pair_relevance(
+    settings: SpaSettings, keys: torch.Tensor, rows: slice = slice(None)
+) -> torch.Tensor:
+    """[n, N] relevance of the anchors ``rows`` against every sample, from
+    ``false_negative_keys`` by the configured rule."""
+    if settings.false_negatives == "prompts":
+        return prompt_pair_weights(keys[rows], keys)
+    return text_pair_weights(keys[rows], settings, keys)
 
 
 def label_relation(a: LabelSet, b: LabelSet) -> str:
@@ -100,12 +128,16 @@ def label_relation(a: LabelSet, b: LabelSet) -> str:
 def spa_relevance(
     language: torch.nn.Module, label_sets: Sequence[LabelSet], settings: SpaSettings
 ) -> dict:
-    """The SPA relevance (``text_pair_weights``) each pair of distinct label sets receives as
-    negatives under a language encoder's prompts, summarised by ``label_relation``: mean, min,
-    max and pair count per relation. A relevance near 0 would make a pair a false negative."""
+    """The SPA relevance each pair of distinct label sets receives as negatives under a language
+    encoder's prompts and the configured false-negative rule, summarised by ``label_relation``:
+    mean, min, max and pair count per relation. A relevance near 0 makes a pair a false
+    negative."""
     distinct = sorted(set(label_sets), key=lambda s: (s.label, s.forgery_type, s.generator))
     with torch.no_grad():
-        weights = text_pair_weights(language.level_embeddings(distinct), settings).cpu()
+        keys = false_negative_keys(
+            settings, language.prompt_ids(distinct), language.level_embeddings(distinct)
+        )
+        weights = pair_relevance(settings, keys).cpu()
     by_relation: dict[str, list[float]] = {}
     for i, first in enumerate(distinct):
         for j in range(i + 1, len(distinct)):
@@ -137,23 +169,23 @@ def _hardness(similarity: torch.Tensor, positive: torch.Tensor, beta: float) -> 
 def sample_pair_weights(
     image_embeddings: torch.Tensor,
     text_embeddings: torch.Tensor,
-    text_levels: torch.Tensor,
+    relevance: torch.Tensor,
     settings: SpaSettings,
     rows: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SPA weights of the negatives for the image->text and text->image rows ``rows`` of the batch.
 
-    Inputs are the whole batch's unit-norm embeddings ([N, D], and [N, L, D] text levels); the
-    result is [n, N] for the n anchors ``rows`` selects: entry (i, j) of the first matrix weighs
-    text j as a negative of image i, entry (i, j) of the second weighs image j as a negative of
-    text i.
+    Inputs are the whole batch's unit-norm embeddings ([N, D]) and the anchors' relevance
+    ([n, N], ``pair_relevance``); the result is [n, N] for the n anchors ``rows`` selects: entry
+    (i, j) of the first matrix weighs text j as a negative of image i, entry (i, j) of the second
+    weighs image j as a negative of text i.
     """
     with torch.no_grad():
         dtype = torch.promote_types(image_embeddings.dtype, torch.float32)
         images, texts = image_embeddings.to(dtype), text_embeddings.to(dtype)
         columns = torch.arange(images.shape[0], device=images.device)
         positive = columns[None, :] == columns[rows][:, None]
-        relevance = text_pair_weights(text_levels[rows], settings, text_levels).to(dtype)
+        relevance = relevance.to(dtype)
         image_to_text = relevance * _hardness(images[rows] @ texts.t(), positive, settings.hardness)
         text_to_image = relevance * _hardness(texts[rows] @ images.t(), positive, settings.hardness)
     return image_to_text.masked_fill(positive, 1.0), text_to_image.masked_fill(positive, 1.0)
@@ -183,28 +215,35 @@ def contrastive_loss(
     image_embeddings: torch.Tensor,
     text_embeddings: torch.Tensor,
     text_levels: torch.Tensor,
+    text_ids: torch.Tensor,
     logit_scale: torch.Tensor,
     spa: SpaSettings | None,
 ) -> torch.Tensor:
     """Symmetric image-text contrastive loss, with SPA when ``spa`` is given and enabled.
 
-    Inputs are this process's unit-norm embeddings ([n, D]; [n, L, D] text levels, which only SPA
-    reads). Under ``torchrun`` (W processes) its n images and n texts are the rows, scored against
-    the N = W n texts and images of the global batch as columns; the other processes compute the
-    other rows, rather than each process the full N x N matrix, and what their rows contribute
-    to this process's gradient comes back through the gather. Each process's loss is the mean of
-    its rows, so the mean over processes is the single-process loss of the global batch; its
+    Inputs are this process's unit-norm embeddings ([n, D]; [n, L, D] text levels) and prompt
+    keys ([n]); SPA reads the levels or the keys, as its false-negative rule says. Under
+    ``torchrun`` (W processes) its n images and n texts are the rows, scored against the N = W n
+    texts and images of the global batch as columns; the other processes compute the other rows,
+    rather than each process the full N x N matrix, and what their rows contribute to this
+    process's gradient comes back through the gather. Each process's loss is the mean of its
+    rows, so the mean over processes is the single-process loss of the global batch; its
     gradient w.r.t. its own features is that of the sum over processes, W times the global
     loss's, and DDP's mean over the W processes makes the parameters' gradient the one a single
     process would get from the whole batch.
     """
     spa = spa if spa is not None and spa.enabled else None
-    local = (image_embeddings, text_embeddings) + (() if spa is None else (text_levels.detach(),))
+    local: tuple[torch.Tensor, ...] = (image_embeddings, text_embeddings)
+    if spa is not None:
+        local += (false_negative_keys(spa, text_ids, text_levels),)
     gathered, rows = gather_features(*local)
     images, texts = gathered[0], gathered[1]
     scale = logit_scale.exp()
     targets = torch.arange(rows.start, rows.stop, device=images.device)
-    weights = None if spa is None else sample_pair_weights(images, texts, gathered[2], spa, rows)
+    weights = None
+    if spa is not None:
+        relevance = pair_relevance(spa, gathered[2], rows)
+        weights = sample_pair_weights(images, texts, relevance, spa, rows)
     return clip_loss(
         scale * image_embeddings @ texts.t(), scale * text_embeddings @ images.t(), targets, weights
     )
@@ -263,13 +302,14 @@ class MFCLIPLoss(nn.Module):
         visual: torch.Tensor,
         text: torch.Tensor,
         text_levels: torch.Tensor,
+        text_ids: torch.Tensor,
         predicted_text: torch.Tensor,
     ) -> LossBreakdown:
         settings = self.settings
         scale = self.logit_scale()
         classification = F.cross_entropy(class_logits.float(), targets)
         contrastive = contrastive_loss(
-            F.normalize(visual.float(), dim=-1), text, text_levels, scale, settings.spa
+            F.normalize(visual.float(), dim=-1), text, text_levels, text_ids, scale, settings.spa
         )
         distillation = distillation_loss(
             predicted_text.float(), text, scale, settings.distill_temperature

@@ -117,6 +117,7 @@ class MFCLIP(nn.Module):
             visual=visual,
             text=self.language.combine(text_levels),
             text_levels=text_levels,
+            text_ids=self.language.prompt_ids(label_sets),
             predicted_text=self.text_predictor(visual),
         )
 
