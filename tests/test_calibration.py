@@ -42,7 +42,7 @@ from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.engines.weights import BUNDLED_STORE, is_demo
 from mfclip_cli.model import read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import save_calibrated, sidecar_path
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 
 # -- ECE and Brier by hand ------------------------------------------------------------------------
 # Four faces; fake score 1 - p(real) and top-label confidence each land in a bin of their own
@@ -297,7 +297,7 @@ RECORD = {
 def test_calibration_lives_in_the_header_and_a_copy_gets_a_new_hash(tiny_model, tmp_path):
     plain = save_checkpoint(tiny_model, tmp_path / "plain.safetensors")
     assert read_checkpoint_info(plain.path).calibration is None
-    calibrated = save_calibrated(plain, tmp_path / "calibrated.safetensors", RECORD)
+    calibrated = save_fitted(plain, tmp_path / "calibrated.safetensors", calibration=RECORD)
     assert calibrated.sha256 != plain.sha256
     source_tensors, copy_tensors = load_file(plain.path), load_file(calibrated.path)
     assert source_tensors.keys() == copy_tensors.keys()
@@ -308,15 +308,15 @@ def test_calibration_lives_in_the_header_and_a_copy_gets_a_new_hash(tiny_model, 
     info = read_checkpoint_info(calibrated.path)
     assert info.calibration == RECORD and info.sha256 == calibrated.sha256
     with pytest.raises(FileExistsError):
-        save_calibrated(plain, calibrated.path, RECORD)
+        save_fitted(plain, calibrated.path, calibration=RECORD)
     direct = save_checkpoint(tiny_model, tmp_path / "direct.safetensors", calibration=RECORD)
     assert read_checkpoint_info(direct.path).calibration == RECORD
 
 
 def test_a_calibrated_demo_stays_the_demo_without_its_sidecar(tmp_path):
     demo = read_checkpoint_info(BUNDLED_STORE / "mfclip-demo-tiny.safetensors")
-    copy = save_calibrated(
-        demo, tmp_path / "demo-cal.safetensors", {**RECORD, "base_sha256": demo.sha256}
+    copy = save_fitted(
+        demo, tmp_path / "demo-cal.safetensors", calibration={**RECORD, "base_sha256": demo.sha256}
     )
     sidecar_path(copy.path).unlink()
     assert is_demo(read_checkpoint_info(copy.path))
@@ -339,7 +339,8 @@ def test_fake_threshold_spellings_and_lookup():
 def test_scanner_reports_softmax_of_logits_over_temperature(tiny_model, faces):
     settings = ScanSettings(device="cpu", batch_size=4)
     device = torch.device("cpu")
-    raw = Scanner(tiny_model, settings, device).classify(faces)
-    calibrated = Scanner(tiny_model, settings, device, temperature=2.5).classify(faces)
+    raw = np.stack([face.probs for face in Scanner(tiny_model, settings, device).classify(faces)])
+    scanner = Scanner(tiny_model, settings, device, temperature=2.5)
+    calibrated = np.stack([face.probs for face in scanner.classify(faces)])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw), 2.5), atol=1e-5)
     assert not np.allclose(calibrated, raw, atol=1e-3)

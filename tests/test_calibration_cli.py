@@ -9,7 +9,7 @@ import pytest
 import torch
 from media import astronaut
 from PIL import Image
-from test_train import MFCLIP, make_dataset, run, train_args
+from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import read_dataset
 from mfclip_cli.engines.evaluate import predict_outputs
@@ -263,3 +263,40 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     meta = json.loads(number.stdout.splitlines()[0])
     assert meta["thresholds"]["fake"] == 0.3 and "fake_from" not in meta["thresholds"]
     assert meta["calibration"] == {"calibrated": False, "temperature": 1.0}
+
+
+def test_training_and_calibrate_store_out_of_distribution_statistics(dataset, trained, calibrated):
+    best = read_checkpoint_info(trained / "best.safetensors")
+    record = best.ood
+    sizes = json.loads((trained / "best.json").read_text())["training"]["protocol"]["sizes"]
+    assert record["fitted_on"]["train_samples"] == sizes["train"]
+    assert record["fitted_on"]["val_samples"] == sizes["val"]
+    assert record["fitted_on"]["step"] == best.metadata["training"]["step"]
+    assert record["quantile"] == 0.99 and record["threshold"] > 0
+    logged = [line for line in metrics_lines(trained) if line["type"] == "ood"]
+    assert len(logged) == 1 and logged[0]["threshold"] == record["threshold"]
+    # the same model and splits: calibrate fits the same statistics
+    again = read_checkpoint_info(calibrated).ood
+    assert again["threshold"] == pytest.approx(record["threshold"], rel=1e-4)
+    assert again["fitted_on"]["train_samples"] == sizes["train"]
+
+
+def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_path):
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(image)
+    table_csv = tmp_path / "faces.csv"
+    result = _scan(image, "--weights", str(calibrated), "--csv", str(table_csv))
+    assert result.returncode in (0, 4), result.stderr
+    meta, record, *_ = (json.loads(line) for line in result.stdout.splitlines())
+    stored = read_checkpoint_info(calibrated).ood
+    assert meta["ood"]["available"] is True and meta["ood"]["threshold"] == stored["threshold"]
+    face = record["faces"][0]
+    assert face["ood"] == (face["ood_distance"] > stored["threshold"])
+    row = next(csv.DictReader(table_csv.open()))
+    assert row["ood"] == str(face["ood"]).lower()
+    assert float(row["ood_distance"]) == pytest.approx(face["ood_distance"])
+    # a checkpoint without statistics says so and leaves the fields out
+    plain = _scan(image, "--weights", str(trained / "last.safetensors"))
+    meta, record, *_ = (json.loads(line) for line in plain.stdout.splitlines())
+    assert meta["ood"] == {"available": False}
+    assert "ood" not in record["faces"][0] and "ood_distance" not in record["faces"][0]

@@ -476,7 +476,9 @@ def evaluate(
         help="Write per-sample probabilities to FILE (CSV: path,label,real,diffusion,gan,...).",
     ),
     plots: Optional[str] = typer.Option(
-        None, "--plots", help="Write ROC curves and reliability diagrams (PNG) into DIR."
+        None,
+        "--plots",
+        help="Write ROC curves, reliability diagrams and AUC against perturbation (PNG) into DIR.",
     ),
     embeddings: Optional[str] = typer.Option(
         None,
@@ -486,14 +488,28 @@ def evaluate(
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Bootstrap replicates of the 95% intervals (0: none)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the bootstrap, the t-SNE and the noise perturbation."
+    ),
+    perturb: Optional[list[str]] = typer.Option(
+        None,
+        "--perturb",
+        metavar="KIND:S1,S2",
+        help=(
+            "Score the test split again under each severity: jpeg:90,75,50 (quality), "
+            "resize:0.5,0.25 (down and back up), blur:1,2 (sigma px), noise:5,10 (std, 0-255). "
+            "Repeatable; a kind named here replaces the protocol's severities of that kind. "
+            "See docs/robustness.md."
+        ),
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     list_protocols: bool = typer.Option(
         False, "--list-protocols", help="List the shipped protocols and exit."
     ),
 ) -> None:
     """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way ACC, macro-F1,
-    calibration (ECE, Brier, NLL) and TPR at FPR 1 % / 0.1 % with thresholds chosen on val."""
+    calibration (ECE, Brier, NLL), TPR at FPR 1 % / 0.1 % with thresholds chosen on val and,
+    with --perturb, AUC, AP, ACC and ECE under JPEG, resizing, blur and noise."""
     from mfclip_cli.engines.runtime import UsageError
 
     with _errors_reported() as error_console:
@@ -528,6 +544,7 @@ def evaluate(
             force=force,
             bootstrap=bootstrap,
             seed=seed,
+            perturb=tuple(perturb or ()),
         )
         run_evaluation(request, console=Console(), error_console=error_console)
 

@@ -5,6 +5,7 @@ resized to it (antialiased). Augmentation is a horizontal flip only, because eve
 augmentation (blur, resize, JPEG) would erase the very traces the noise branch looks for. Every
 random choice derives from (seed, epoch, sample), never from a global RNG, so a resumed run sees
 the same data in the same order as an uninterrupted one, with any number of loader workers.
+Eval's robustness protocol degrades each crop as stored, before that resize (``data/perturb.py``).
 """
 
 from __future__ import annotations
@@ -17,21 +18,32 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.data.protocols import group_fraction
 from mfclip_cli.data.samples import DataError
 from mfclip_cli.faces.decode import DecodeError, decode_image
 
 
 class FaceImages(torch.utils.data.Dataset):
-    """Item i: (face [3, S, S] float in [0, 1], i)."""
+    """Item i: (face [3, S, S] float in [0, 1], i); with a ``perturbation``, the face degraded
+    at its stored resolution, its noise drawn from (``perturbation_seed``, its path)."""
 
     def __init__(
-        self, root: Path, paths: Sequence[str], crop_size: int, *, flip_seed: int | None = None
+        self,
+        root: Path,
+        paths: Sequence[str],
+        crop_size: int,
+        *,
+        flip_seed: int | None = None,
+        perturbation: Perturbation | None = None,
+        perturbation_seed: int = 0,
     ):
         self.root = Path(root)
         self.paths = list(paths)
         self.crop_size = crop_size
         self.flip_seed = flip_seed  # None: no augmentation
+        self.perturbation = perturbation
+        self.perturbation_seed = perturbation_seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -43,11 +55,16 @@ class FaceImages(torch.utils.data.Dataset):
             pixels = decode_image(path).pixels
         except DecodeError as error:
             raise DataError(f"{path}: {error}") from None
+        if self.perturbation is not None:
+            degraded = self.perturbation.apply(
+                Image.fromarray(pixels), self.paths[index], self.perturbation_seed
+            )
+            pixels = np.array(degraded)
         if pixels.shape[0] != self.crop_size or pixels.shape[1] != self.crop_size:
             resized = Image.fromarray(pixels).resize(
                 (self.crop_size, self.crop_size), Image.Resampling.LANCZOS
             )
-            pixels = np.asarray(resized)
+            pixels = np.array(resized)  # writable, as torch.from_numpy wants
         if (
             self.flip_seed is not None
             and group_fraction(f"{self.epoch}:{index}", self.flip_seed) < 0.5

@@ -11,6 +11,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     use_layout_split = false      # use a sample's own split (DiFF's folders) instead of the hash
     report_by = "generator"       # generator | forgery_type | dataset | label
     seed = 0
+    perturb = ["jpeg:90,75", "blur:1"]  # eval's robustness rows (docs/robustness.md); optional
 
     [train]                       # optional filters, per split: [train], [val], [test]
     include = { dataset = ["DiFF"] }
@@ -46,7 +47,8 @@ Semantics (``select``):
 7. An empty train, val or test split is an error. Test reports: ``Splits.test_subsets()`` gives,
    for each ``report_by`` value among the test fakes, those fakes plus every test real.
 
-Model selection must use val only, never test.
+Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
+the test split once more under each perturbation it names (``data/perturb.py``).
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import tomllib
 
+from mfclip_cli.data.perturb import Perturbation, parse_perturbations
 from mfclip_cli.data.samples import SAMPLE_FIELDS, DataIndex, Sample, summarize
-from mfclip_cli.errors import ProtocolError
+from mfclip_cli.errors import ProtocolError, UsageError
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 HOLDOUT_FIELDS = ("generator", "forgery_type", "dataset")
@@ -77,6 +80,7 @@ _KEYS = (
     "use_layout_split",
     "report_by",
     "seed",
+    "perturb",
     *SPLIT_NAMES,
 )
 _FILTER_KEYS = ("include", "exclude")
@@ -132,6 +136,19 @@ class SplitFilter:
         return document
 
 
+def _perturbations(value: Any) -> tuple[Perturbation, ...]:
+    """``perturb``: Perturbations, or texts such as ``"jpeg:90,75"`` parsed into them."""
+    if not isinstance(value, (list, tuple)):
+        raise ProtocolError(f'perturb must be a list such as ["jpeg:90,75"], not {value!r}')
+    if not all(isinstance(item, (str, Perturbation)) for item in value):
+        raise ProtocolError(f"perturb must be a list of strings, not {value!r}")
+    texts = [item.name if isinstance(item, Perturbation) else item for item in value]
+    try:
+        return tuple(parse_perturbations(texts))
+    except UsageError as error:
+        raise ProtocolError(f"perturb: {error}") from None
+
+
 def _fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ProtocolError(f"{name} must be a number in [0, 1), not {value!r}")
@@ -151,6 +168,7 @@ class Protocol:
     use_layout_split: bool = False
     report_by: str = "generator"
     seed: int = 0
+    perturb: tuple[Perturbation, ...] = ()  # texts such as "jpeg:90,75" are parsed
     train: SplitFilter = field(default_factory=SplitFilter)
     val: SplitFilter = field(default_factory=SplitFilter)
     test: SplitFilter = field(default_factory=SplitFilter)
@@ -200,6 +218,7 @@ class Protocol:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
+        object.__setattr__(self, "perturb", _perturbations(self.perturb))
         for split in SPLIT_NAMES:
             if not isinstance(getattr(self, split), SplitFilter):
                 raise ProtocolError(f"{split} must be a SplitFilter, not {getattr(self, split)!r}")
@@ -223,6 +242,8 @@ class Protocol:
             "report_by": self.report_by,
             "seed": self.seed,
         }
+        if self.perturb:
+            document["perturb"] = [perturbation.name for perturbation in self.perturb]
         for split in SPLIT_NAMES:
             conditions = getattr(self, split).to_dict()
             if conditions:

@@ -5,8 +5,10 @@ in training): overall, per test subset (the held-out generators, forgery types o
 with all test reals) and, where frames carry a video key, at video level. Probabilities are the
 checkpoint's calibrated ones where it has a calibration; their ECE, Brier and NLL are reported
 before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on val (never on
-test), with bootstrap confidence intervals. Calibrate fits that calibration on val and writes a
-new checkpoint carrying it. Definitions: docs/calibration.md.
+test), with bootstrap confidence intervals. With perturbations (``--perturb``, or the protocol's
+``perturb``), the test split is scored again under each and its AUC, AP, ACC and ECE reported
+beside the clean ones. Calibrate fits that calibration on val and writes a new checkpoint carrying
+it. Definitions: docs/calibration.md, docs/robustness.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.data.perturb import KINDS, Perturbation, combine, parse_perturbations
 from mfclip_cli.engines.calibration import (
     FPR_TARGETS,
     CalibrationError,
@@ -51,6 +54,7 @@ from mfclip_cli.engines.metrics import (
     json_safe,
     plot_embeddings,
     plot_reliability,
+    plot_robustness,
     plot_roc,
     rates_at_threshold,
     roc_auc,
@@ -59,6 +63,7 @@ from mfclip_cli.engines.metrics import (
     tpr_at_fpr,
     video_metrics,
 )
+from mfclip_cli.engines.ood import fit_ood, ood_problem
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.weights import (
     ResolvedWeights,
@@ -68,7 +73,7 @@ from mfclip_cli.engines.weights import (
 )
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES, MFCLIP, CheckpointInfo
-from mfclip_cli.model.checkpoint import save_calibrated, sidecar_path
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 
 REPORTED = {
     "n": "n",
@@ -100,12 +105,21 @@ def predict_outputs(
     batch_size: int = 64,
     workers: int = 0,
     embeddings: bool = False,
+    perturbation: Perturbation | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
     their face embeddings [N, D] from the same forward pass (None without); bf16 autocast on
-    CUDA, fp32 on CPU."""
+    CUDA, fp32 on CPU. A ``perturbation`` degrades each face first (its noise seeded by
+    ``seed``)."""
     model.eval()
-    images = FaceImages(root, [sample.path for sample in samples], model.crop_size)
+    images = FaceImages(
+        root,
+        [sample.path for sample in samples],
+        model.crop_size,
+        perturbation=perturbation,
+        perturbation_seed=seed,
+    )
     loader = torch.utils.data.DataLoader(
         images,
         batch_size=batch_size,
@@ -170,7 +184,8 @@ class EvalRequest:
     embeddings_path: str | None = None  # a t-SNE of the test embeddings (PNG)
     force: bool = False
     bootstrap: int = 1000  # replicates of the confidence intervals; 0: none
-    seed: int = 0  # of the bootstrap
+    seed: int = 0  # of the bootstrap, the t-SNE and the noise perturbation
+    perturb: Sequence[str] = ()  # "jpeg:90,75", ...: kinds named here replace the protocol's
 
 
 @dataclass
@@ -199,11 +214,24 @@ class _Scoring:
     info: CheckpointInfo
     demo: bool
 
-    def logits(self, samples: Sequence[Sample], batch_size: int, workers: int) -> np.ndarray:
-        return self.outputs(samples, batch_size, workers)[0]
+    def logits(
+        self,
+        samples: Sequence[Sample],
+        batch_size: int,
+        workers: int,
+        perturbation: Perturbation | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
+        return self.outputs(samples, batch_size, workers, perturbation=perturbation, seed=seed)[0]
 
     def outputs(
-        self, samples: Sequence[Sample], batch_size: int, workers: int, embeddings: bool = False
+        self,
+        samples: Sequence[Sample],
+        batch_size: int,
+        workers: int,
+        embeddings: bool = False,
+        perturbation: Perturbation | None = None,
+        seed: int = 0,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         return predict_outputs(
             self.model,
@@ -213,6 +241,8 @@ class _Scoring:
             batch_size=batch_size,
             workers=workers,
             embeddings=embeddings,
+            perturbation=perturbation,
+            seed=seed,
         )
 
 
@@ -427,6 +457,70 @@ def _operating_points(
     return {"chosen_on": chosen_on, "points": points}, intervals
 
 
+def _robustness_row(samples: Sequence[Sample], probs: np.ndarray, threshold: float) -> dict:
+    """AUC, AP and ACC by the very functions of the overall row, and the ECE of P(fake)."""
+    labels = [sample.label for sample in samples]
+    detection = detection_metrics(labels, probs, threshold=threshold)
+    return {
+        **{key: detection[key] for key in ("n", "auc", "ap", "acc")},
+        "ece": calibration_metrics(labels, probs)["ece_fake"],
+    }
+
+
+def _robustness(
+    scoring: _Scoring,
+    request: EvalRequest,
+    perturbations: Sequence[Perturbation],
+    probs: np.ndarray,
+    temperature: float,
+) -> dict:
+    """The clean test split's row (``probs``) and one per perturbation, each scored afresh and
+    calibrated with the same temperature."""
+    test = scoring.splits.test
+    rows = [
+        {
+            "name": "clean",
+            "perturbation": None,
+            "severity": None,
+            **_robustness_row(test, probs, request.threshold),
+        }
+    ]
+    for perturbation in perturbations:
+        logits = scoring.logits(
+            test, request.batch_size, request.workers, perturbation, request.seed
+        )
+        rows.append(
+            {
+                "name": perturbation.name,
+                "perturbation": perturbation.kind,
+                "severity": perturbation.severity,
+                **_robustness_row(test, softmax(logits, temperature), request.threshold),
+            }
+        )
+    return {
+        "definitions": "docs/robustness.md",
+        "applied_to": "each test face image as stored, before it is resized to the model input",
+        "seed": request.seed,
+        "ece": "ece_fake: P(fake) = 1 - p(real), 15 bins",
+        "rows": rows,
+    }
+
+
+def _write_robustness_plot(folder: str, robustness: dict, force: bool) -> str:
+    """AUC against severity, a panel per perturbation kind, the clean AUC as reference."""
+    clean, *rows = robustness["rows"]
+    curves = {}
+    for kind, spec in KINDS.items():
+        mine = [row for row in rows if row["perturbation"] == kind]
+        if mine:
+            severities = [row["severity"] for row in mine]
+            aucs = [row["auc"] for row in mine]
+            curves[kind] = (severities, aucs, spec.axis, spec.milder_when_higher)
+    path = Path(folder) / "robustness.png"
+    plot_robustness(curves, clean["auc"], path, overwrite=force)
+    return str(path)
+
+
 def _table(report: dict) -> Table:
     table = Table(title=f"mfclip eval: protocol {report['protocol']['name']}, test split")
     table.add_column("subset", overflow="fold", min_width=12)
@@ -490,9 +584,29 @@ def _operating_table(report: dict) -> Table:
     return table
 
 
+def _robustness_table(report: dict) -> Table:
+    robustness = report["robustness"]
+    table = Table(title=f"robustness on test (seed {robustness['seed']}; ECE of P(fake))")
+    table.add_column("perturbation")
+    table.add_column("severity", justify="right")
+    for header in ("n", "AUC", "AP", "ACC", "ECE"):
+        table.add_column(header, justify="right")
+    for row in robustness["rows"]:
+        severity = "-" if row["severity"] is None else row["name"].partition(":")[2]
+        table.add_row(
+            row["perturbation"] or "clean",
+            severity,
+            str(row["n"]),
+            *(_shown(row[key]) for key in ("auc", "ap", "acc", "ece")),
+        )
+    return table
+
+
 def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
-    """Score the protocol's test split and write the requested outputs; return the report."""
+    """Score the protocol's test split (clean, then under each perturbation) and write the
+    requested outputs; return the report."""
     _refuse_existing(request)
+    requested = parse_perturbations(request.perturb)  # before anything is loaded or scored
     scoring = _scoring(
         request.data,
         request.layout,
@@ -503,6 +617,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         error_console,
     )
     splits, calibration = scoring.splits, scoring.info.calibration
+    perturbations = combine(scoring.protocol.perturb, requested)
     if request.embeddings_path and len(splits.test) < MIN_TSNE_FACES:
         raise UsageError(
             f"--embeddings needs at least {MIN_TSNE_FACES} test faces for a t-SNE, "
@@ -564,6 +679,8 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         rows = probs[[position[sample.path] for sample in members]]
         report["subsets"][name] = score_samples(members, rows, request.threshold)
         groups[name] = (members, rows)
+    if perturbations:
+        report["robustness"] = _robustness(scoring, request, perturbations, probs, temperature)
     if request.predictions_path:
         _write_predictions(
             request.predictions_path, splits.test, probs, scoring.model.classes, request.force
@@ -573,6 +690,10 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         if calibration:
             reliability[f"calibrated (T = {temperature:.3g})"] = probs
         report["plots"] = _write_plots(request.plots_dir, groups, reliability, request.force)
+        if perturbations:
+            report["plots"].append(
+                _write_robustness_plot(request.plots_dir, report["robustness"], request.force)
+            )
     if request.embeddings_path:
         report["embeddings"] = _write_embeddings(
             request.embeddings_path, splits.test, embeddings, request.seed, request.force
@@ -582,6 +703,8 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     console.print(_table(report))
     console.print(_calibration_table(report))
     console.print(_operating_table(report))
+    if perturbations:
+        console.print(_robustness_table(report))
     return report
 
 
@@ -608,23 +731,46 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     problem = calibration_problem(labels)
     if problem:  # before the scoring, which can take long
         raise CalibrationError(problem)
-    logits = scoring.logits(scoring.splits.val, request.batch_size, request.workers)
+    val = scoring.splits.val
+    logits, val_embeddings = scoring.outputs(val, request.batch_size, request.workers, True)
     source = scoring.info
-    record = fit_calibration(
-        logits,
-        labels,
-        fitted_on={
-            "data": str(scoring.index.root),
-            "layout": scoring.index.layout,
-            "protocol": scoring.protocol.name,
-        },
-    )
+    fitted_on = {
+        "data": str(scoring.index.root),
+        "layout": scoring.index.layout,
+        "protocol": scoring.protocol.name,
+    }
+    record = fit_calibration(logits, labels, fitted_on=fitted_on)
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
-    written = save_calibrated(source, out, record, overwrite=request.force)
+    train = scoring.splits.train
+    statistics = None
+    ood_refusal = ood_problem([sample.label for sample in train], len(val))
+    if ood_refusal:
+        kept = " (the source's are kept)" if source.ood else ""
+        error_console.print(
+            f"[bold yellow]warning:[/] no out-of-distribution statistics fitted: "
+            f"{ood_refusal}{kept}"
+        )
+    else:
+        _, train_embeddings = scoring.outputs(train, request.batch_size, request.workers, True)
+        statistics = fit_ood(
+            train_embeddings,
+            [sample.label for sample in train],
+            val_embeddings,
+            fitted_on=fitted_on,
+        )
+    written = save_fitted(
+        source,
+        out,
+        calibration=record,
+        ood_record=statistics.record if statistics else None,
+        ood_tensors=statistics.tensors() if statistics else None,
+        overwrite=request.force,
+    )
     return {
         "weights": str(written.path),
         "sha256": written.sha256,
         "source": weights_record(scoring.resolved, source, scoring.demo),
         "calibration": record,
+        "ood": written.ood,
     }

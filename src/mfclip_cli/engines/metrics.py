@@ -552,6 +552,36 @@ def plot_reliability(
     _save_png(figure, path, overwrite)
 
 
+def plot_robustness(
+    curves: dict[str, tuple[Sequence[float], Sequence[float | None], str, bool]],
+    reference: float | None,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """AUC against severity to a PNG, one panel per ``{name: (severities, aucs, axis label,
+    milder when higher)}`` (severities differ in unit, so each has its own x axis, milder to the
+    left), the clean AUC ``reference`` a dashed line in each; an undefined AUC is a gap."""
+    figure = _figure(4 * len(curves), 4)
+    first = None
+    for position, (name, (severities, aucs, axis, milder_when_higher)) in enumerate(
+        curves.items(), start=1
+    ):
+        axes = figure.add_subplot(1, len(curves), position, sharey=first)
+        first = first or axes
+        values = [math.nan if auc is None else auc for auc in aucs]
+        axes.plot(severities, values, marker="o", linewidth=1.5, label=name)
+        if reference is not None:
+            label = f"clean (AUC {reference:.3f})"
+            axes.axhline(reference, linestyle="--", color="grey", linewidth=1, label=label)
+        if milder_when_higher:
+            axes.invert_xaxis()
+        axes.set(xlabel=axis, ylabel="AUC", title=name)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left", fontsize="small")
+    _save_png(figure, path, overwrite)
+
+
 def plot_embeddings(
     points: np.ndarray,
     colourings: dict[str, Sequence[str]],

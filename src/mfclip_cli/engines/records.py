@@ -40,6 +40,10 @@ class FaceRecord:
     label: str
     # the calibrated distribution's entropy over its maximum, log(classes): 0 sure, 1 uniform
     uncertainty: float | None = None
+    # Mahalanobis distance of the face embedding to the nearest training class mean, and whether
+    # it passes the checkpoint's threshold (None: the checkpoint has no OOD statistics)
+    ood_distance: float | None = None
+    ood: bool | None = None
     frame: int | None = None  # video frames only
     timestamp: float | None = None  # seconds, video frames only
     # a PNG saying where the model looked (written only when set; the HTML report shows it)
@@ -60,6 +64,8 @@ class FaceRecord:
         label,
         frame=None,
         timestamp=None,
+        ood_distance: float | None = None,
+        ood_threshold: float | None = None,
     ):
         return cls(
             index=index,
@@ -69,6 +75,8 @@ class FaceRecord:
             probs={name: round(float(value), 6) for name, value in probs.items()},
             label=label,
             uncertainty=round(normalised_entropy(list(probs.values())), 6),
+            ood_distance=None if ood_distance is None else round(float(ood_distance), 4),
+            ood=None if ood_distance is None else bool(ood_distance > ood_threshold),
             frame=frame,
             timestamp=None if timestamp is None else round(float(timestamp), 3),
         )
@@ -77,7 +85,7 @@ class FaceRecord:
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         if self.frame is None:
             del record["frame"], record["timestamp"]
-        for optional in ("uncertainty", "explanation", "richest_patch"):
+        for optional in ("uncertainty", "ood_distance", "ood", "explanation", "richest_patch"):
             if record[optional] is None:
                 del record[optional]
         return record

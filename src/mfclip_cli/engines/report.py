@@ -245,6 +245,8 @@ CSV_COLUMNS = [
     *CLASS_COLUMNS,
     "label",
     "uncertainty",
+    "ood",
+    "ood_distance",
     "explanation",
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
@@ -290,6 +292,8 @@ class CsvSink:
                     **face.probs,
                     "label": face.label,
                     "uncertainty": face.uncertainty,
+                    "ood": None if face.ood is None else str(face.ood).lower(),
+                    "ood_distance": face.ood_distance,
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                 }
@@ -354,7 +358,7 @@ class TableSink:
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
-                "label / note": face.label,
+                "label / note": face.label + (", OOD" if face.ood else ""),
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
             }
             rows.append([values[column] for column in columns])

@@ -43,6 +43,7 @@ from mfclip_cli.engines.calibration import (
     threshold_key,
 )
 from mfclip_cli.engines.inputs import InputItem, collect_inputs
+from mfclip_cli.engines.ood import OodStatistics, ood_of, ood_summary
 from mfclip_cli.engines.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
@@ -115,6 +116,7 @@ class FoundFace(NamedTuple):
     probs: np.ndarray  # [3] calibrated class probabilities
     evidence: FaceEvidence | None = None  # with ScanSettings.explain
     richest_patch: list[int] | None = None  # with explain and a noise branch
+    ood_distance: float | None = None  # where the checkpoint has OOD statistics
 
 
 class Scanner:
@@ -126,11 +128,13 @@ class Scanner:
         settings: ScanSettings,
         device: torch.device,
         temperature: float = 1.0,  # the checkpoint's calibration: probs = softmax(logits / T)
+        ood: OodStatistics | None = None,  # the checkpoint's, for each face's OOD flag
     ):
         self.model = model.eval().to(device).merge_adapters()  # scanning never trains: fold LoRA in
         self.settings = settings
         self.device = device
         self.temperature = temperature
+        self.ood = ood
         # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
@@ -157,15 +161,24 @@ class Scanner:
         for start in range(0, len(crops), self.settings.batch_size):
             yield crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
 
+    def _ood_distances(self, embeddings: torch.Tensor) -> list[float | None]:
+        if self.ood is None:
+            return [None] * len(embeddings)
+        return self.ood.distances(embeddings.float().cpu().numpy()).tolist()
+
     @torch.no_grad()
-    def classify(self, crops: torch.Tensor) -> np.ndarray:
-        """Class probabilities [F, 3] of aligned crops; bf16 autocast on CUDA, fp32 on CPU."""
-        results = []
+    def classify(self, crops: torch.Tensor) -> list[FoundFace]:
+        """Class probabilities of aligned crops, and their OOD distances where the checkpoint
+        has statistics (``FoundFace`` without its detection); bf16 autocast on CUDA, fp32 on
+        CPU."""
+        found = []
         for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                logits = self.model(batch)
-            results.append(torch.softmax(logits.float() / self.temperature, dim=-1).cpu())
-        return torch.cat(results).numpy() if results else np.zeros((0, len(self.classes)))
+                embeddings, logits = self.model.embed_and_classify(batch)
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
+            for row, distance in zip(probs, self._ood_distances(embeddings)):
+                found.append(FoundFace(None, row, ood_distance=distance))
+        return found
 
     def classify_with_evidence(self, crops: torch.Tensor) -> list[FoundFace]:
         """Probabilities with the evidence behind them (``FoundFace`` without its detection): the
@@ -178,9 +191,11 @@ class Scanner:
             pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
+            distances = self._ood_distances(result.embeddings)
             for i in range(len(batch)):
                 evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
-                found.append(FoundFace(None, probs[i], evidence, boxes[i] if boxes else None))
+                patch = boxes[i] if boxes else None
+                found.append(FoundFace(None, probs[i], evidence, patch, distances[i]))
         return found
 
     def label(self, probs: np.ndarray) -> str:
@@ -199,7 +214,7 @@ class Scanner:
         elif self.settings.explain:
             scored = self.classify_with_evidence(torch.cat(crops))
         else:
-            scored = [FoundFace(None, probs) for probs in self.classify(torch.cat(crops))]
+            scored = self.classify(torch.cat(crops))
         results, offset = [], 0
         for faces in found:
             count = len(faces.detections)
@@ -224,6 +239,8 @@ class Scanner:
                 label=self.label(face.probs),
                 frame=None if frame is None else frame.index,
                 timestamp=None if frame is None else frame.timestamp,
+                ood_distance=face.ood_distance,
+                ood_threshold=None if self.ood is None else self.ood.threshold,
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
             records.append(record)
@@ -619,6 +636,7 @@ def scan_meta(
         "demo": demo,
         "device": str(scanner.device),
         "calibration": calibration_summary(info.calibration),
+        "ood": ood_summary(scanner.ood),
         "thresholds": {
             "fake": settings.fake_threshold,
             **(
@@ -672,7 +690,9 @@ def run_scan(
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
     if not items:
         raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
-    scanner = Scanner(model, request.settings, device, temperature_of(info.calibration))
+    scanner = Scanner(
+        model, request.settings, device, temperature_of(info.calibration), ood_of(info)
+    )
     meta = scan_meta(request, scanner, resolved, info, demo, len(items))
     if world > 1:
         meta["processes"] = world

@@ -44,6 +44,7 @@ from mfclip_cli.data import (
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.calibration import calibration_problem, fit_calibration, softmax
 from mfclip_cli.engines.evaluate import predict_outputs, score_samples
+from mfclip_cli.engines.ood import fit_ood_for, ood_problem
 from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
 from mfclip_cli.engines.weights import resolve_clip_weights
 from mfclip_cli.files import (
@@ -60,6 +61,7 @@ from mfclip_cli.model import (
     load_model_config,
     save_checkpoint,
 )
+from mfclip_cli.model.checkpoint import read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides
 
 STATE_FORMAT = "mfclip-train-state/1"
@@ -436,6 +438,47 @@ class Trainer:
         self.world.barrier()
         return result
 
+    def fit_ood(self) -> None:
+        """At the end of training, the best checkpoint's out-of-distribution statistics (its
+        train embeddings' class means and shared precision, the threshold from val) are added
+        to best.safetensors, unless it has them for its step already."""
+        best = self.run / BEST
+        if self.world.main and best.is_file():
+            info = read_checkpoint_info(best)
+            step = (self.progress.best or {}).get("step")
+            problem = ood_problem([s.label for s in self.train_samples], len(self.splits.val))
+            if problem:
+                self.console.print(
+                    f"[bold yellow]warning:[/] best.safetensors has no out-of-distribution "
+                    f"statistics: {problem}"
+                )
+            elif not info.ood or info.ood["fitted_on"].get("step") != step:
+                model, info = load_checkpoint(best, self.device, inference=True)
+                statistics = fit_ood_for(
+                    model,
+                    self.index.root,
+                    self.train_samples,
+                    self.splits.val,
+                    self.device,
+                    batch_size=self.settings.batch_size,
+                    workers=self.settings.workers,
+                    fitted_on={
+                        "data": self.data_summary["root"],
+                        "layout": self.data_summary["layout"],
+                        "protocol": self.protocol.name,
+                        "step": step,
+                    },
+                )
+                save_fitted(
+                    info,
+                    best,
+                    ood_record=statistics.record,
+                    ood_tensors=statistics.tensors(),
+                    overwrite=True,
+                )
+                self._log({"type": "ood", "step": step, **statistics.record})
+        self.world.barrier()
+
     # -- the loop ---------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
         self.images.epoch = epoch
@@ -534,6 +577,7 @@ class Trainer:
                 if not settings.val_every:
                     self.validate()
                 self._save_last()
+        self.fit_ood()
         if self.world.size > 1:
             dist.destroy_process_group()
         return {

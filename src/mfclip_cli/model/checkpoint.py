@@ -2,7 +2,9 @@
 
 The resolved model config travels inside the safetensors header as well, so the tensor file alone
 rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too;
-so does the calibration record (``engines/calibration.py``), where a checkpoint has one.
+so does the calibration record (``engines/calibration.py``), and the out-of-distribution
+statistics (``engines/ood.py``: a header record and tensors named ``ood.*`` beside the model's),
+where a checkpoint has them.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
@@ -31,6 +34,8 @@ from mfclip_cli.model.towers import inference_towers
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
 CALIBRATION_KEY = "calibration"  # header entry beside "config": engines/calibration.py's record
+OOD_KEY = "ood"  # header entry: engines/ood.py's record
+OOD_TENSOR_PREFIX = "ood."  # its tensors, which are not the model's
 
 
 @dataclass
@@ -40,6 +45,7 @@ class CheckpointInfo:
     config: ModelConfig
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # from the header: covered by the SHA-256
+    ood: dict[str, Any] | None = None  # from the header, its tensors in the file
 
     @property
     def sidecar(self) -> Path:
@@ -105,37 +111,60 @@ def save_checkpoint(
     return CheckpointInfo(path, digest, model.config, dict(metadata or {}), calibration)
 
 
-def save_calibrated(
+def save_fitted(
     source: CheckpointInfo,
     target: str | Path,
-    calibration: dict[str, Any],
     *,
+    calibration: dict[str, Any] | None = None,
+    ood_record: dict[str, Any] | None = None,
+    ood_tensors: dict[str, torch.Tensor] | None = None,
     overwrite: bool = False,
 ) -> CheckpointInfo:
-    """A new checkpoint at ``target``: ``source``'s tensors and header with ``calibration`` in
-    place of any earlier one, so a new SHA-256; its sidecar is ``source``'s, updated."""
+    """A new checkpoint at ``target``: ``source``'s tensors and header, with ``calibration`` and
+    the OOD statistics (record and ``ood.*`` tensors) in place of any earlier ones where given,
+    so a new SHA-256; its sidecar is ``source``'s, updated. ``target`` may be ``source`` itself
+    with ``overwrite`` (the end of training adds its statistics to best.safetensors)."""
     target = Path(target)
     if target.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {target}")
     for path in (target, sidecar_path(target)):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (refusing to overwrite it)")
+    if (ood_record is None) != (ood_tensors is None):
+        raise ValueError("OOD statistics need both their record and their tensors")
     header = dict(check_safetensors(source.path).get("__metadata__") or {})
-    header[CALIBRATION_KEY] = json.dumps(calibration)
     tensors = load_file(str(source.path), device="cpu")
+    if calibration is not None:
+        header[CALIBRATION_KEY] = json.dumps(calibration)
+    if ood_record is not None and ood_tensors is not None:
+        if not all(name.startswith(OOD_TENSOR_PREFIX) for name in ood_tensors):
+            raise ValueError(f"OOD tensors are named {OOD_TENSOR_PREFIX}*")
+        header[OOD_KEY] = json.dumps(ood_record)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(OOD_TENSOR_PREFIX)}
+        tensors.update({k: v.contiguous() for k, v in ood_tensors.items()})
     with atomic_writer(target, overwrite=overwrite) as handle:
         handle.write(save(tensors, metadata=header))
     digest = sha256_file(target)
+    kept_calibration = calibration if calibration is not None else source.calibration
+    kept_ood = ood_record if ood_record is not None else source.ood
     sidecar = {
         "format": CHECKPOINT_FORMAT,
         "config": source.config.to_dict(),
         **source.metadata,
         "weights": target.name,
         "sha256": digest,
-        CALIBRATION_KEY: calibration,
+        CALIBRATION_KEY: kept_calibration,
+        OOD_KEY: kept_ood,
     }
     write_json_atomic(sidecar_path(target), sidecar, overwrite=True)
-    return CheckpointInfo(target, digest, source.config, sidecar, calibration)
+    return CheckpointInfo(target, digest, source.config, sidecar, kept_calibration, kept_ood)
+
+
+def read_ood_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``ood.*`` tensors of a checkpoint, without reading the model's."""
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        names = [name for name in handle.keys() if name.startswith(OOD_TENSOR_PREFIX)]
+        return {name: handle.get_tensor(name) for name in names}
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -155,10 +184,12 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         raise CheckpointError(
             f"{path}: the embedded model config is unreadable: {error}"
         ) from error
-    try:
-        calibration = json.loads(meta[CALIBRATION_KEY]) if CALIBRATION_KEY in meta else None
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: the embedded calibration is unreadable: {error}") from None
+    records: dict[str, Any] = {}
+    for key in (CALIBRATION_KEY, OOD_KEY):
+        try:
+            records[key] = json.loads(meta[key]) if key in meta else None
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
     metadata: dict[str, Any] = {}
     sidecar = sidecar_path(path)
     if sidecar.is_file():
@@ -166,7 +197,9 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             metadata = {}
-    return CheckpointInfo(path, sha256_file(path), config, metadata, calibration)
+    return CheckpointInfo(
+        path, sha256_file(path), config, metadata, records[CALIBRATION_KEY], records[OOD_KEY]
+    )
 
 
 def load_checkpoint(
@@ -180,7 +213,11 @@ def load_checkpoint(
     model's to float rounding.
     """
     info = read_checkpoint_info(path)
-    state = load_file(str(info.path), device="cpu")
+    state = {
+        name: tensor
+        for name, tensor in load_file(str(info.path), device="cpu").items()
+        if not name.startswith(OOD_TENSOR_PREFIX)
+    }
     towers = inference_towers(info.config.clip) if inference else None
     if towers is None:
         model = build_model(info.config, pretrained=False)

@@ -29,6 +29,7 @@ from mfclip_cli.model.noise import richest_patch_index
 @dataclass
 class Explanation:
     probs: torch.Tensor  # [B, 3] class probabilities (softmax of logits / T), same forward pass
+    embeddings: torch.Tensor  # [B, D] the face embeddings the head read, same forward pass
     heatmaps: torch.Tensor  # [B, crop, crop] in [0, 1], 1 = most relevant to the fake score
     richest_patch: torch.Tensor | None  # [B, 4] x1 y1 x2 y2 in crop pixels; None: no noise branch
 
@@ -65,7 +66,8 @@ def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Exp
     try:
         with torch.enable_grad():
             inputs = faces.detach().requires_grad_(True)  # so the tower's graph is recorded
-            probs = torch.softmax(model(inputs).float() / temperature, dim=-1)
+            embeddings, logits = model.embed_and_classify(inputs)
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
             fake = 1.0 - probs[:, model.classes.index("real")]
             fake.sum().backward()
     finally:
@@ -80,4 +82,4 @@ def explain(model: MFCLIP, faces: torch.Tensor, temperature: float = 1.0) -> Exp
     peak = heatmaps.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
     noise = model.vision.noise_branch
     boxes = richest_patch_boxes(faces, noise.patch_size) if noise is not None else None
-    return Explanation(probs.detach(), (heatmaps / peak).detach(), boxes)
+    return Explanation(probs.detach(), embeddings.detach(), (heatmaps / peak).detach(), boxes)

@@ -1,0 +1,174 @@
+"""Out-of-distribution flag: is a face's embedding far from everything its checkpoint trained on?
+
+A face the detector has never seen the like of (another camera pipeline, a generator family of
+a new kind, a drawing) gets probabilities as confident as any other: the softmax cannot say "I
+do not know". The flag rests instead on where the face embedding (the vision encoder's output
+that the 3-way head reads) lies: its Mahalanobis distance to the nearest class mean of the
+training embeddings, under one covariance shared by the classes (Lee et al., NeurIPS 2018),
+
+    d(x) = min_c sqrt((x - mu_c)^T P (x - mu_c)),
+
+where P is the inverse of the within-class covariance, estimated with Ledoit-Wolf shrinkage
+(scikit-learn) because a training set can hold fewer faces than the embedding has dimensions. A
+face is flagged when d exceeds the 99th percentile of the validation faces' distances, so about
+1 % of faces like the validation split's are flagged by chance.
+
+The means [C, D] and the precision [D, D] travel as tensors in the checkpoint (a header is too
+small for them), the rest (threshold, classes, shrinkage, what it was fitted on) as its ``ood``
+record; both are covered by the checkpoint's SHA-256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mfclip_cli.data.samples import Sample
+from mfclip_cli.engines.runtime import utc_now
+from mfclip_cli.model.checkpoint import OOD_TENSOR_PREFIX, CheckpointInfo, read_ood_tensors
+from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.model.mfclip import MFCLIP
+
+OOD_QUANTILE = 0.99
+MEANS, PRECISION = f"{OOD_TENSOR_PREFIX}class_means", f"{OOD_TENSOR_PREFIX}precision"
+_ROWS_PER_CHUNK = 4096  # bounds the [rows, C, D] differences a distance computation holds
+
+
+@dataclass
+class OodStatistics:
+    """The training embeddings' class means and shared precision, and the flag's threshold."""
+
+    class_means: np.ndarray  # [C, D] float64, one row per class in record["classes"]
+    precision: np.ndarray  # [D, D] float64
+    record: dict[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.record["threshold"])
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """[N] Mahalanobis distance of each embedding [N, D] to its nearest class mean."""
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.precision.shape[0]:
+            raise ValueError(
+                f"embeddings of shape {embeddings.shape} do not match the checkpoint's "
+                f"{self.precision.shape[0]}-dimensional OOD statistics"
+            )
+        parts = []
+        for start in range(0, len(embeddings), _ROWS_PER_CHUNK):
+            chunk = embeddings[start : start + _ROWS_PER_CHUNK]
+            diff = chunk[:, None, :] - self.class_means[None, :, :]  # [n, C, D]
+            squared = np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+            parts.append(np.sqrt(np.clip(squared, 0.0, None)).min(axis=1))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def flags(self, distances: np.ndarray) -> np.ndarray:
+        return np.asarray(distances) > self.threshold
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            MEANS: torch.from_numpy(np.ascontiguousarray(self.class_means)),
+            PRECISION: torch.from_numpy(np.ascontiguousarray(self.precision)),
+        }
+
+
+def ood_problem(train_labels: Sequence[str], val_count: int) -> str | None:
+    """Why these splits cannot give OOD statistics, or None."""
+    if len(train_labels) < 2:
+        return f"the training split holds {len(train_labels)} face(s); the covariance needs two"
+    if len(set(train_labels)) == len(train_labels):
+        return "no class has two training faces: a within-class covariance needs them"
+    if val_count == 0:
+        return "the validation split is empty: the threshold is its 99th percentile"
+    return None
+
+
+def fit_ood(
+    train_embeddings: np.ndarray,
+    train_labels: Sequence[str],
+    val_embeddings: np.ndarray,
+    *,
+    fitted_on: dict[str, Any],
+) -> OodStatistics:
+    """Class means and shrunk shared precision from the training embeddings [N, D]; the threshold
+    at the 99th percentile of the validation embeddings' distances. Raises ValueError for splits
+    ``ood_problem`` refuses."""
+    from sklearn.covariance import LedoitWolf  # imported here: training and calibrate only
+
+    problem = ood_problem(train_labels, len(val_embeddings))
+    if problem:
+        raise ValueError(problem)
+    train = np.asarray(train_embeddings, dtype=np.float64)
+    labels = np.asarray(train_labels)
+    classes = [name for name in CLASS_NAMES if np.any(labels == name)]
+    means = np.stack([train[labels == name].mean(axis=0) for name in classes])
+    residuals = train - means[[classes.index(label) for label in labels]]
+    estimate = LedoitWolf(assume_centered=True).fit(residuals)
+    precision = np.linalg.pinv(estimate.covariance_, hermitian=True)
+    statistics = OodStatistics(means, precision, {})
+    val = statistics.distances(val_embeddings)
+    threshold = float(np.quantile(val, OOD_QUANTILE))
+    statistics.record = {
+        "method": "Mahalanobis distance to the nearest class mean, shared covariance "
+        "(Ledoit-Wolf shrinkage)",
+        "embedding": "vision encoder output (the head's input)",
+        "classes": classes,
+        "dimensions": int(train.shape[1]),
+        "shrinkage": float(estimate.shrinkage_),
+        "quantile": OOD_QUANTILE,
+        "threshold": threshold,
+        "val_flagged": float(np.mean(val > threshold)),
+        "fitted_on": {**fitted_on, "train_samples": len(train), "val_samples": len(val)},
+        "fitted_utc": utc_now(),
+    }
+    return statistics
+
+
+def fit_ood_for(
+    model: MFCLIP,
+    root: Path,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int,
+    workers: int,
+    fitted_on: dict[str, Any],
+) -> OodStatistics:
+    """``fit_ood`` on a model's embeddings of a dataset's train and val samples."""
+    from mfclip_cli.engines.evaluate import predict_outputs
+
+    vectors = []
+    for samples in (train, val):
+        _, embedded = predict_outputs(
+            model, root, samples, device, batch_size=batch_size, workers=workers, embeddings=True
+        )
+        vectors.append(embedded if embedded is not None else np.zeros((0, 1)))
+    return fit_ood(vectors[0], [s.label for s in train], vectors[1], fitted_on=fitted_on)
+
+
+def ood_of(info: CheckpointInfo) -> OodStatistics | None:
+    """A checkpoint's OOD statistics, or None where it has none."""
+    if not info.ood:
+        return None
+    tensors = read_ood_tensors(info.path)
+    return OodStatistics(
+        tensors[MEANS].double().numpy(), tensors[PRECISION].double().numpy(), info.ood
+    )
+
+
+def ood_summary(statistics: OodStatistics | None) -> dict[str, Any]:
+    """What a scan's meta says about the flag."""
+    if statistics is None:
+        return {"available": False}
+    record = statistics.record
+    return {
+        "available": True,
+        "threshold": record["threshold"],
+        "quantile": record["quantile"],
+        "fitted_on": record["fitted_on"],
+    }
