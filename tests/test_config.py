@@ -122,7 +122,10 @@ def test_overrides_set_fields_of_every_type():
     "assignment, message",
     [
         ("lora.txt=true", "unknown key lora.txt: lora has alpha, dropout, rank, text$"),
-        ("nosie.enabled=false", "the config has classes, clip, fusion, head, lora, loss, name"),
+        (
+            "nosie.enabled=false",
+            "the config has classes, clip, detector, fusion, head, lora, loss, name",
+        ),
         ("loss.spa.enable=false", "loss.spa has enabled, false_negatives, hardness, identity_eps$"),
         ("lora.rank.x=1", "lora.rank is a value, not a section"),
         (

@@ -10,13 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from mfclip_cli.errors import BackboneError, ConfigError, UnsafeFileError
+from mfclip_cli.model.config import CONFIG_DIR, load_model_config
 from mfclip_cli.model.mclcr import (
-    DETECTOR_CONFIG_DIR,
     MCLCR,
     MCLCRSettings,
     build_mclcr,
     gram_style,
-    load_mclcr_config,
     patch_spectra,
     supcon_loss,
 )
@@ -34,7 +33,7 @@ LABEL_SETS = [
 
 @pytest.fixture(scope="module")
 def tiny_settings() -> MCLCRSettings:
-    return load_mclcr_config("mc-lcr-tiny")
+    return load_model_config("mc-lcr-tiny")
 
 
 @pytest.fixture
@@ -227,17 +226,17 @@ def test_loss_refuses_mismatched_labels(tiny, faces):
 
 @pytest.mark.parametrize("name", ["mc-lcr", "mc-lcr-tiny"])
 def test_configs_load_and_round_trip(name, tmp_path):
-    settings = load_mclcr_config(name)
+    settings = load_model_config(name)
     assert settings.name == name
     document = settings.to_dict()
     assert document["detector"] == "mc-lcr"
     assert MCLCRSettings.from_dict(document) == settings
     # the shipped file spells out every setting, so it says what the model is
-    shipped = json.loads((DETECTOR_CONFIG_DIR / f"{name}.json").read_text())
+    shipped = json.loads((CONFIG_DIR / f"{name}.json").read_text())
     assert set(document) - set(shipped) == {"classes"}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(document))
-    assert load_mclcr_config(path) == settings
+    assert load_model_config(path) == settings
 
 
 @pytest.mark.parametrize(
@@ -259,7 +258,7 @@ def test_bad_configs_are_refused(tiny_settings, change, message):
 
 def test_unknown_config_names_are_refused():
     with pytest.raises(ConfigError, match="mc-lcr, mc-lcr-tiny"):
-        load_mclcr_config("mc-lcr-huge")
+        load_model_config("mc-lcr-huge")
 
 
 def test_unknown_style_stages_are_refused(tiny_settings):
@@ -279,9 +278,9 @@ def test_backbone_weights_load_from_safetensors(tiny_settings, tmp_path):
     assert loaded.keys() == source.keys()
     for key, value in source.items():
         assert torch.equal(loaded[key], value), key
-    # load_weights=False leaves the file unread (a checkpoint will fill the backbone)
+    # pretrained=False leaves the file unread (a checkpoint will fill the backbone)
     missing = dataclasses.replace(tiny_settings, pretrained=str(tmp_path / "none.safetensors"))
-    build_mclcr(missing, load_weights=False)
+    build_mclcr(missing, pretrained=False)
     with pytest.raises(FileNotFoundError):
         build_mclcr(missing)
 
@@ -311,7 +310,7 @@ def test_full_config_taps_are_legacy_xception_features():
     """The tapped run of legacy_xception ends where timm's own forward_features does, and taps
     entry-flow blocks 1-3 (128, 256, 728 channels); a 96-pixel input keeps this quick."""
     torch.manual_seed(0)
-    model = build_mclcr(load_mclcr_config("mc-lcr")).eval()
+    model = build_mclcr(load_model_config("mc-lcr")).eval()
     image = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
         shallow, last = model.spatial(image)
@@ -322,7 +321,7 @@ def test_full_config_taps_are_legacy_xception_features():
 
 def test_full_config_gives_three_logits_at_299_pixels():
     """Random init (no download): the shape check of the 28M-parameter model, a few seconds."""
-    settings = load_mclcr_config("mc-lcr")
+    settings = load_model_config("mc-lcr")
     assert (settings.backbone, settings.crop_size, settings.pretrained) == (
         "legacy_xception",
         299,

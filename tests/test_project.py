@@ -67,7 +67,7 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
         "mfclip_cli/weights/registry.json",
         "mfclip_cli/weights/mfclip-demo-tiny.safetensors",
         "mfclip_cli/model/configs/tiny.json",
-        "mfclip_cli/model/detector_configs/mc-lcr.json",
+        "mfclip_cli/model/configs/mc-lcr.json",
         "mfclip_cli/data/protocols/in-domain.toml",
         "mfclip_cli/engines/templates/report.html",
         "mfclip_cli/engines/templates/file.html",

@@ -32,7 +32,8 @@ from mfclip_cli.engines.inputs import InputItem
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
 from mfclip_cli.engines.scan import Scanner, ScanSettings
 from mfclip_cli.faces import decode_image
-from mfclip_cli.model import CLASS_NAMES, LabelSet, build_model, load_model_config
+from mfclip_cli.model import CLASS_NAMES, LabelSet, build_detector, detector_of, load_model_config
+from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
 from mfclip_cli.model.explain import explain
 
 
@@ -141,14 +142,17 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     device = resolve_device(request.device)
     torch.manual_seed(request.seed)
     config = load_model_config(request.config)
+    if "clip" in config.to_dict():  # speed does not depend on the weights: none are read
+        config = replace_config(config, clip={"pretrained": None})
+    explains = detector_of(config) == MFCLIP_DETECTOR  # heatmaps are MFCLIP's alone
     model = (
-        build_model(config.replace(clip={"pretrained": None}), pretrained=False)
+        build_detector(config, pretrained=False)
         .to(device)
         .eval()
         .merge_adapters()
         .requires_grad_(False)  # as scan's inference model: heatmaps take the input's gradient
     )
-    crop = config.preprocess.crop_size
+    crop = model.crop_size
     batch = request.batch_size
     faces = torch.rand(batch, 3, crop, crop, device=device)
     results: dict[str, Any] = {
@@ -161,6 +165,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "config": config.name,
+        "detector": detector_of(config),
         "images": request.images,
         "size": request.size,
         "batch_size": batch,
@@ -181,7 +186,8 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             explain(model, faces)
 
     results["model_faces_per_s"] = _rate(batch, model_stage, device)
-    results["model_explain_faces_per_s"] = _rate(batch, explained_model_stage, device)
+    if explains:
+        results["model_explain_faces_per_s"] = _rate(batch, explained_model_stage, device)
 
     with tempfile.TemporaryDirectory(prefix="mfclip-bench-") as folder:
         paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
@@ -201,7 +207,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             {
                 "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
                 "end_to_end_images_per_s": (count, scan_all),
-                "end_to_end_explain_images_per_s": (count, lambda: scan_all(explainer)),
+                **(
+                    {"end_to_end_explain_images_per_s": (count, lambda: scan_all(explainer))}
+                    if explains
+                    else {}
+                ),
                 "naive_images_per_s": (
                     count,
                     _naive_pipeline(paths, model, device, crop, request.min_face),
@@ -214,9 +224,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         results["rounds"] = rates
         results["faces_found"] = int(sum(found))
 
-    trainer = (
-        build_model(config.replace(clip={"pretrained": None}), pretrained=False).to(device).train()
-    )
+    trainer = build_detector(config, pretrained=False).to(device).train()
     optimizer = torch.optim.AdamW(
         trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda"
     )
@@ -261,6 +269,8 @@ def _table(results: dict[str, Any]) -> Table:
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):
+        if key not in results:  # a stage this detector has not (heatmaps: MFCLIP only)
+            continue
         rounds = results["rounds"].get(key)
         spread = f"{min(rounds):.1f}-{max(rounds):.1f}" if rounds else ""
         ratio = f"{results[key] / naive:.2f}x" if unit == "images/s" else ""

@@ -31,7 +31,7 @@ from mfclip_cli.data.samples import Sample
 from mfclip_cli.engines.runtime import utc_now
 from mfclip_cli.model.checkpoint import OOD_TENSOR_PREFIX, CheckpointInfo, read_ood_tensors
 from mfclip_cli.model.config import CLASS_NAMES
-from mfclip_cli.model.mfclip import MFCLIP
+from mfclip_cli.model.detectors import Detector
 
 OOD_QUANTILE = 0.99
 MEANS, PRECISION = f"{OOD_TENSOR_PREFIX}class_means", f"{OOD_TENSOR_PREFIX}precision"
@@ -129,7 +129,7 @@ def fit_ood(
 
 
 def fit_ood_for(
-    model: MFCLIP,
+    model: Detector,
     root: Path,
     train: Sequence[Sample],
     val: Sequence[Sample],

@@ -85,7 +85,8 @@ from mfclip_cli.faces.decode import (
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
-from mfclip_cli.model import MFCLIP
+from mfclip_cli.model import Detector, detector_of
+from mfclip_cli.model.config import MFCLIP_DETECTOR
 from mfclip_cli.model.explain import explain as explain_faces
 
 
@@ -124,7 +125,7 @@ class Scanner:
 
     def __init__(
         self,
-        model: MFCLIP,
+        model: Detector,
         settings: ScanSettings,
         device: torch.device,
         temperature: float = 1.0,  # the checkpoint's calibration: probs = softmax(logits / T)
@@ -144,11 +145,10 @@ class Scanner:
         # memory.
         gpu_chunk = min(max(8, settings.batch_size), 32)
         self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
-        config = model.config.preprocess
         self.cropper = FaceCropper(
             FaceSearch(
-                crop_size=config.crop_size,
-                margin=config.margin,
+                crop_size=model.crop_size,
+                margin=model.crop_margin,
                 min_face=settings.min_face,
                 thresholds=settings.detection_thresholds,
                 detect_max_side=settings.detect_max_side,
@@ -679,6 +679,11 @@ def run_scan(
         request = replace(request, settings=replace(request.settings, explain=True))
     resolved = resolve_weights(request.weights)
     model, info, demo = load_weights(resolved, device)
+    if request.explain_dir and detector_of(info.config) != MFCLIP_DETECTOR:
+        raise UsageError(
+            f"--explain draws MFCLIP's heatmaps and noise patches; this checkpoint's detector "
+            f"is {detector_of(info.config)}"
+        )
     if request.settings.fake_threshold_fpr is not None:
         threshold = threshold_for_fpr(info.calibration, request.settings.fake_threshold_fpr)
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))

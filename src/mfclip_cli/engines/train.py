@@ -1,5 +1,5 @@
-"""The train engine: MFCLIP on a labelled face dataset under a protocol, resumable and
-data-parallel.
+"""The train engine: a detector (MFCLIP, or a sibling its config names) on a labelled face dataset
+under a protocol, resumable and data-parallel.
 
 A run folder holds everything: ``train.json`` (the settings, written once), ``metrics.jsonl`` (one
 line per optimiser step and per validation), ``best.safetensors`` (highest val AUC; test is never
@@ -54,15 +54,15 @@ from mfclip_cli.files import (
     write_json_atomic,
 )
 from mfclip_cli.model import (
-    MFCLIP,
-    ModelConfig,
-    build_model,
+    Detector,
+    build_detector,
+    detector_of,
     load_checkpoint,
     load_model_config,
     save_checkpoint,
 )
 from mfclip_cli.model.checkpoint import read_checkpoint_info, save_fitted
-from mfclip_cli.model.config import apply_overrides
+from mfclip_cli.model.config import apply_overrides, replace_config
 
 STATE_FORMAT = "mfclip-train-state/1"
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
@@ -127,20 +127,19 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
 
 
 class _LossStep(torch.nn.Module):
-    """The training forward as a module, so DistributedDataParallel can wrap it."""
+    """The training forward as a module, so DistributedDataParallel can wrap it: the total loss,
+    then the detector's loss terms (detached), named in ``names`` (``loss`` for the total)."""
 
-    def __init__(self, model: MFCLIP):
+    def __init__(self, model: Detector):
         super().__init__()
         self.model = model
+        self.names: tuple[str, ...] = ()
 
     def forward(self, faces: torch.Tensor, label_sets: list) -> tuple[torch.Tensor, ...]:
-        parts = self.model.loss(faces, label_sets)
-        return (
-            parts.total,
-            parts.classification.detach(),
-            parts.contrastive.detach(),
-            parts.distillation.detach(),
-        )
+        parts = vars(self.model.loss(faces, label_sets))  # a dataclass of tensors, total first
+        self.names = ("loss", *list(parts)[1:])
+        total, *terms = parts.values()
+        return (total, *(term.detach() for term in terms))
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ class RunPosition:
 
 
 def _save_state(
-    path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer, progress: RunPosition
+    path: Path, model: Detector, optimizer: torch.optim.Optimizer, progress: RunPosition
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for name, parameter in model.named_parameters():
@@ -183,7 +182,7 @@ def _save_state(
         handle.write(save(tensors, metadata=header))
 
 
-def _load_state(path: Path, model: MFCLIP, optimizer: torch.optim.Optimizer) -> RunPosition:
+def _load_state(path: Path, model: Detector, optimizer: torch.optim.Optimizer) -> RunPosition:
     header = check_safetensors(path).get("__metadata__") or {}
     if header.get("format") != STATE_FORMAT:
         raise UsageError(f"{path} is not an mfclip training state")
@@ -278,7 +277,8 @@ class Trainer:
         )
         for _ in range(self.progress.step):  # the schedule is a pure function of the step
             self.scheduler.step()
-        self.step_module: torch.nn.Module = _LossStep(self.model)
+        self.loss_step = _LossStep(self.model)
+        self.step_module: torch.nn.Module = self.loss_step
         if self.world.size > 1:
             self.step_module = torch.nn.parallel.DistributedDataParallel(
                 self.step_module,
@@ -324,7 +324,7 @@ class Trainer:
         with contextlib.suppress(OSError):
             self.run.rmdir()  # only when empty: never anything of the user's
 
-    def _model_config(self) -> ModelConfig:
+    def _model_config(self) -> Any:
         """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
         settings = self.settings
         config = load_model_config(settings.config)
@@ -338,9 +338,16 @@ class Trainer:
         }
         if lora:
             changes["lora"] = lora
-        return apply_overrides(config.replace(**changes), settings.overrides)
+        sections = config.to_dict()
+        for section, option in (("clip", "--clip-weights"), ("lora", "--lora-rank/--lora-alpha")):
+            if section in changes and section not in sections:
+                raise UsageError(
+                    f"{option}: the {detector_of(config)} detector (config {config.name}) has "
+                    f"no {section} settings"
+                )
+        return apply_overrides(replace_config(config, **changes), settings.overrides)
 
-    def _build_model(self, config: ModelConfig | None) -> MFCLIP:
+    def _build_model(self, config: Any | None) -> Detector:
         """A new model from ``config``, or (None) the one in the run's last checkpoint."""
         if config is None:
             # frozen weights never change, so any save has them
@@ -348,7 +355,7 @@ class Trainer:
             return model.to(self.device)
         # the random-initialised parts (and tiny's whole backbone)
         torch.manual_seed(self.settings.seed)
-        return build_model(config).to(self.device)
+        return build_detector(config).to(self.device)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -476,7 +483,7 @@ class Trainer:
                     ood_tensors=statistics.tensors(),
                     overwrite=True,
                 )
-                self._log({"type": "ood", "step": step, **statistics.record})
+                self._log({"type": "ood", "step": self.progress.step, **statistics.record})
         self.world.barrier()
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -496,7 +503,7 @@ class Trainer:
     def _optimiser_step(
         self, micro_batches: list[tuple[torch.Tensor, list[int]]]
     ) -> dict[str, float]:
-        sums = torch.zeros(4)
+        sums: torch.Tensor | None = None
         for position, (faces, indices) in enumerate(micro_batches):
             label_sets = [self.train_samples[i].label_set for i in indices]
             faces = faces.to(self.device, non_blocking=True)
@@ -512,12 +519,14 @@ class Trainer:
             ):
                 total, *parts = self.step_module(faces, label_sets)
                 (total / len(micro_batches)).backward()
-            sums += torch.stack([total.detach().float().cpu(), *(p.float().cpu() for p in parts)])
+            step = torch.stack([total.detach().float().cpu(), *(p.float().cpu() for p in parts)])
+            sums = step if sums is None else sums + step
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        assert sums is not None
         means = (sums / len(micro_batches)).tolist()
-        return dict(zip(("loss", "classification", "contrastive", "distillation"), means))
+        return dict(zip(self.loss_step.names, means))
 
     def fit(self) -> dict[str, Any]:
         settings, progress = self.settings, self.progress

@@ -33,7 +33,7 @@ from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a checkpoint is read
     import torch
 
-    from mfclip_cli.model import MFCLIP, CheckpointInfo
+    from mfclip_cli.model import CheckpointInfo, Detector
 
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 REGISTRY_FILE = "registry.json"
@@ -224,7 +224,7 @@ def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
 
 def load_weights(
     resolved: ResolvedWeights, device: torch.device
-) -> tuple[MFCLIP, CheckpointInfo, bool]:
+) -> tuple[Detector, CheckpointInfo, bool]:
     """Load the checkpoint and say whether it is demo weights (by registry entry, hash or
     sidecar)."""
     from mfclip_cli.model import load_checkpoint

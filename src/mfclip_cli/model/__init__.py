@@ -1,4 +1,5 @@
-"""The MFCLIP model core: configuration, backbone, encoders, losses and checkpoints."""
+"""The model core: MFCLIP (configuration, backbone, encoders, losses), its sibling detectors
+behind one interface (``detectors.py``), and checkpoints."""
 
 from mfclip_cli.model.checkpoint import (
     CheckpointError,
@@ -14,12 +15,15 @@ from mfclip_cli.model.config import (
     load_model_config,
     shipped_config_names,
 )
+from mfclip_cli.model.detectors import DETECTORS, Detector, build_detector, detector_of
 from mfclip_cli.model.losses import LossBreakdown
 from mfclip_cli.model.mfclip import MFCLIP, build_model
 from mfclip_cli.model.prompts import LabelSet, build_prompts
 
 __all__ = [
     "CLASS_NAMES",
+    "DETECTORS",
+    "Detector",
     "MFCLIP",
     "CheckpointError",
     "CheckpointInfo",
@@ -27,8 +31,10 @@ __all__ = [
     "LabelSet",
     "LossBreakdown",
     "ModelConfig",
+    "build_detector",
     "build_model",
     "build_prompts",
+    "detector_of",
     "load_checkpoint",
     "load_model_config",
     "read_checkpoint_info",

@@ -28,8 +28,14 @@ from mfclip_cli.files import (
     sha256_file,
     write_json_atomic,
 )
-from mfclip_cli.model.config import ConfigError, LoraSettings, ModelConfig, config_from_dict
-from mfclip_cli.model.mfclip import MFCLIP, build_model
+from mfclip_cli.model.config import (
+    MFCLIP_DETECTOR,
+    ConfigError,
+    LoraSettings,
+    config_from_dict,
+)
+from mfclip_cli.model.detectors import Detector, build_detector, detector_of
+from mfclip_cli.model.mfclip import MFCLIP
 from mfclip_cli.model.towers import inference_towers
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
@@ -42,7 +48,7 @@ OOD_TENSOR_PREFIX = "ood."  # its tensors, which are not the model's
 class CheckpointInfo:
     path: Path
     sha256: str
-    config: ModelConfig
+    config: Any  # the config of the checkpoint's detector (``detectors.py``)
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # from the header: covered by the SHA-256
     ood: dict[str, Any] | None = None  # from the header, its tensors in the file
@@ -57,7 +63,7 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(
-    model: MFCLIP,
+    model: Detector,
     path: str | Path,
     *,
     metadata: dict[str, Any] | None = None,
@@ -97,11 +103,10 @@ def save_checkpoint(
         "mfclip_version": __version__,
         "weights": path.name,
         "sha256": digest,
+        "detector": detector_of(model.config),
         "classes": list(model.classes),
-        "architecture": config["clip"]["architecture"],
-        "preprocessing": config["preprocess"],
-        "lora": config["lora"],
-        "prompts": config["prompts"],
+        "crop": {"size": model.crop_size, "margin": model.crop_margin},
+        **_mfclip_summary(config),
         "parameters": {"total": total, "trainable": trainable},
         "config": config,
         **(metadata or {}),
@@ -109,6 +114,18 @@ def save_checkpoint(
     }
     write_json_atomic(sidecar_path(path), sidecar, overwrite=True)
     return CheckpointInfo(path, digest, model.config, dict(metadata or {}), calibration)
+
+
+def _mfclip_summary(config: dict[str, Any]) -> dict[str, Any]:
+    """What an MFCLIP checkpoint's sidecar repeats of its config for people."""
+    if config.get("detector", MFCLIP_DETECTOR) != MFCLIP_DETECTOR:
+        return {}
+    return {
+        "architecture": config["clip"]["architecture"],
+        "preprocessing": config["preprocess"],
+        "lora": config["lora"],
+        "prompts": config["prompts"],
+    }
 
 
 def save_fitted(
@@ -204,13 +221,14 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
 
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", *, inference: bool = False
-) -> tuple[MFCLIP, CheckpointInfo]:
-    """Rebuild the model from the embedded config and load its tensors (no download, no pickle).
+) -> tuple[Detector, CheckpointInfo]:
+    """Rebuild the model of the detector the embedded config names and load its tensors (no
+    download, no pickle).
 
-    With ``inference`` the model is built for scoring only: the LoRA adapters folded into the base
-    weights, no language encoder, and, for the plain ViTs ``vit.py`` builds, neither open_clip nor
-    peft imported (seconds of a one-image scan's start-up). Its outputs equal the trainable
-    model's to float rounding.
+    With ``inference`` the model is built for scoring only: no gradients kept for its weights,
+    and for MFCLIP the LoRA adapters folded into the base weights, no language encoder, and, for
+    the plain ViTs ``vit.py`` builds, neither open_clip nor peft imported (seconds of a one-image
+    scan's start-up). Its outputs equal the trainable model's to float rounding.
     """
     info = read_checkpoint_info(path)
     state = {
@@ -218,9 +236,11 @@ def load_checkpoint(
         for name, tensor in load_file(str(info.path), device="cpu").items()
         if not name.startswith(OOD_TENSOR_PREFIX)
     }
-    towers = inference_towers(info.config.clip) if inference else None
+    is_mfclip = detector_of(info.config) == MFCLIP_DETECTOR
+    towers = inference_towers(info.config.clip) if inference and is_mfclip else None
+    model: Detector
     if towers is None:
-        model = build_model(info.config, pretrained=False)
+        model = build_detector(info.config, pretrained=False)
         _load_state(model, state, path)
         if inference:
             model.merge_adapters()
@@ -232,14 +252,15 @@ def load_checkpoint(
     return model.to(device).eval(), info
 
 
-def _load_state(model: MFCLIP, state: dict[str, torch.Tensor], path: str | Path) -> None:
+def _load_state(model: Detector, state: dict[str, torch.Tensor], path: str | Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or reshaped:
         raise CheckpointError(
-            f"{path} does not match its config: missing {missing[:3]}, "
+            f"{path} does not match its config (detector {detector_of(model.config)}): "
+            f"missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, "
             f"wrong shape {reshaped[:3]}"
         )

@@ -24,6 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 CLASS_NAMES = ("real", "diffusion", "gan")
 PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
 FALSE_NEGATIVE_RULES = ("prompts", "embeddings")
+MFCLIP_DETECTOR = "mfclip"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,10 @@ class PromptSettings:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """MFCLIP's configuration; other detectors have their own (``detectors.py``)."""
+
     name: str
+    detector: str = MFCLIP_DETECTOR  # left out by the configs written before there was a choice
     clip: ClipSettings = field(default_factory=ClipSettings)
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -144,6 +148,8 @@ class ModelConfig:
     classes: tuple[str, ...] = CLASS_NAMES
 
     def __post_init__(self) -> None:
+        if self.detector != MFCLIP_DETECTOR:
+            raise ConfigError(f"an MFCLIP config's detector is {MFCLIP_DETECTOR!r}")
         if self.fusion not in ("sum", "gated"):
             raise ConfigError(f"fusion must be 'sum' or 'gated', not {self.fusion!r}")
         if tuple(self.classes) != CLASS_NAMES:
@@ -167,7 +173,13 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with top-level fields changed; nested sections take dicts of overrides."""
-        return config_from_dict(_deep_merge(self.to_dict(), changes))
+        return replace_config(self, **changes)
+
+
+def replace_config(config: Any, **changes: Any) -> Any:
+    """A copy of any detector's config with fields changed (nested sections take dicts), rebuilt
+    and validated as one read from a file."""
+    return config_from_dict(_deep_merge(config.to_dict(), changes))
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -205,8 +217,14 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
-    return _build(ModelConfig, data, "config")
+def config_from_dict(data: Mapping[str, Any]) -> Any:
+    """The config of the detector that ``data`` names (MFCLIP's when it names none)."""
+    detector = data.get("detector", MFCLIP_DETECTOR) if isinstance(data, Mapping) else None
+    if detector == MFCLIP_DETECTOR or detector is None:
+        return _build(ModelConfig, data, "config")
+    from mfclip_cli.model.detectors import detector_kind
+
+    return detector_kind(detector).settings_class().from_dict(data)
 
 
 def _parse_value(text: str) -> Any:
@@ -266,7 +284,7 @@ def _keys(section: type) -> str:
     return ", ".join(sorted(f.name for f in dataclasses.fields(section)))
 
 
-def _override(assignment: str) -> dict[str, Any]:
+def _override(assignment: str, root: type) -> dict[str, Any]:
     """``"loss.spa.enabled=false"`` -> ``{"loss": {"spa": {"enabled": False}}}``, the key checked
     against the config's dataclasses and the value against the field's type."""
     key, equals, text = assignment.partition("=")
@@ -274,7 +292,7 @@ def _override(assignment: str) -> dict[str, Any]:
     if not equals or not key:
         raise ConfigError(f"override {assignment!r} is not KEY=VALUE (e.g. lora.rank=8)")
     path = key.split(".")
-    hint: Any = ModelConfig
+    hint: Any = root
     for depth, part in enumerate(path):
         where = ".".join(path[:depth]) or "the config"
         if get_origin(hint) is Mapping:  # a table of names (prompts.family_names.gan=...)
@@ -295,17 +313,18 @@ def _override(assignment: str) -> dict[str, Any]:
     return nested
 
 
-def apply_overrides(config: ModelConfig, assignments: Sequence[str]) -> ModelConfig:
+def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
     """``config`` with dotted ``KEY=VALUE`` assignments applied, in order (``train --set``).
 
-    Keys name fields of the dataclasses above (``lora.text``, ``loss.spa.enabled``); values are
+    Keys name fields of the config's dataclasses (for MFCLIP ``lora.text``, ``loss.spa.enabled``;
+    any detector's settings alike); values are
     TOML or JSON scalars or lists, type-checked against the field. The result is an ordinary
     config, validated as any other, so it travels inside the checkpoint like one read from a file.
     """
     changes: dict[str, Any] = {}
     for assignment in assignments:
-        changes = _deep_merge(changes, _override(assignment))
-    return config.replace(**changes) if changes else config
+        changes = _deep_merge(changes, _override(assignment, type(config)))
+    return replace_config(config, **changes) if changes else config
 
 
 def shipped_config_names() -> list[str]:
@@ -346,8 +365,9 @@ def _resolve(name_or_path: str | Path, seen: tuple[str, ...]) -> dict[str, Any]:
     return _deep_merge(base, document)
 
 
-def load_model_config(name_or_path: str | Path) -> ModelConfig:
-    """A shipped config by name (``tiny``, ``vit-b-16``) or a user JSON/TOML file."""
+def load_model_config(name_or_path: str | Path) -> Any:
+    """A shipped config by name (``tiny``, ``vit-b-16``, ``mc-lcr-tiny``, ...) or a user JSON/TOML
+    file: the config of the detector it names."""
     document = _resolve(name_or_path, (str(name_or_path),))
     document.setdefault("name", Path(name_or_path).stem)
     return config_from_dict(document)

@@ -76,7 +76,6 @@ from mfclip_cli.model.config import CLASS_NAMES, _typed
 from mfclip_cli.model.prompts import LabelSet
 
 DETECTOR = "mc-lcr"
-DETECTOR_CONFIG_DIR = Path(__file__).parent / "detector_configs"
 BACKBONES = ("legacy_xception", "tiny-xception")
 POSITIVE_RULES = ("class", "label_set")
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -87,6 +86,7 @@ class MCLCRSettings:
     """Every hyper-parameter of MC-LCR as data (see the module's Assumptions)."""
 
     name: str = DETECTOR
+    detector: str = DETECTOR
     backbone: str = "legacy_xception"  # one of BACKBONES
     # stem and four block widths of "tiny-xception"; null for legacy_xception
     backbone_widths: tuple[int, ...] | None = None
@@ -122,6 +122,8 @@ class MCLCRSettings:
             raise ConfigError("backbone_widths is required by tiny-xception and only by it")
         if self.backbone_widths is not None and len(self.backbone_widths) != 5:
             raise ConfigError("backbone_widths must list 5 widths: the stem and four blocks")
+        if self.detector != DETECTOR:
+            raise ConfigError(f"not an {DETECTOR} config: its detector is {self.detector!r}")
         if tuple(self.classes) != CLASS_NAMES:
             raise ConfigError(f"classes must be {list(CLASS_NAMES)}, not {list(self.classes)}")
         if self.contrastive_positives not in POSITIVE_RULES:
@@ -149,16 +151,12 @@ class MCLCRSettings:
         return self.crop_size // self.patch_size
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON document that ``from_dict`` reads back, its detector named."""
-        return {"detector": DETECTOR, **json.loads(json.dumps(dataclasses.asdict(self)))}
+        """The settings as a JSON document that ``from_dict`` reads back."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MCLCRSettings:
         """Settings from a JSON document; every key is type-checked, unknown keys refused."""
-        data = dict(data)
-        detector = data.pop("detector", DETECTOR)
-        if detector != DETECTOR:
-            raise ConfigError(f"not an {DETECTOR} config: its detector is {detector!r}")
         hints = get_type_hints(cls)
         unknown = sorted(set(data) - set(hints))
         if unknown:
@@ -167,31 +165,6 @@ class MCLCRSettings:
                 f"{', '.join(sorted(hints))}"
             )
         return cls(**{key: _typed(value, hints[key], key) for key, value in data.items()})
-
-
-def shipped_mclcr_configs() -> list[str]:
-    return sorted(p.stem for p in DETECTOR_CONFIG_DIR.glob("*.json"))
-
-
-def load_mclcr_config(name_or_path: str | Path) -> MCLCRSettings:
-    """A shipped config by name (``mc-lcr``, ``mc-lcr-tiny``) or a user JSON file."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".json" and path.is_file()):
-        path = DETECTOR_CONFIG_DIR / f"{name_or_path}.json"
-        if not path.is_file():
-            raise ConfigError(
-                f"no {DETECTOR} config {str(name_or_path)!r}: not a .json file and not one of "
-                f"{', '.join(shipped_mclcr_configs())}"
-            )
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from error
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"config {path} is not valid JSON: {error}") from error
-    if not isinstance(document, dict):
-        raise ConfigError(f"config {path} is not a JSON object")
-    return MCLCRSettings.from_dict(document)
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -547,7 +520,8 @@ class MCLCR(nn.Module):
 
     def __init__(self, settings: MCLCRSettings, backbone: nn.Module):
         super().__init__()
-        self.settings = settings
+        self.config = settings
+        self.inference_only = False  # no adapters to merge: it trains and saves as it scores
         self.spatial = XceptionTaps(backbone, settings.style_stages)
         self.style = ShallowStyleBlock(
             [self.spatial.channels[name] for name in settings.style_stages], settings
@@ -567,11 +541,19 @@ class MCLCR(nn.Module):
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.settings.classes)
+        return tuple(self.config.classes)
 
     @property
     def crop_size(self) -> int:
-        return self.settings.crop_size
+        return self.config.crop_size
+
+    @property
+    def crop_margin(self) -> float:
+        return self.config.margin
+
+    def merge_adapters(self) -> MCLCR:
+        """Nothing to merge (MFCLIP folds its LoRA adapters here); the scan calls it alike."""
+        return self
 
     def embed(self, faces: torch.Tensor) -> torch.Tensor:
         """The fused embedding [B, fused_dim] that the head reads and SupCon shapes."""
@@ -599,7 +581,7 @@ class MCLCR(nn.Module):
 
     def contrastive_keys(self, label_sets: Sequence[LabelSet]) -> list[Any]:
         """What makes two samples SupCon positives: their class, or their whole label set."""
-        if self.settings.contrastive_positives == "class":
+        if self.config.contrastive_positives == "class":
             return [labels.label for labels in label_sets]
         return list(label_sets)
 
@@ -614,8 +596,8 @@ class MCLCR(nn.Module):
         keys = self.contrastive_keys(label_sets)
         groups = torch.tensor([keys.index(key) for key in keys], device=faces.device)
         classification = F.cross_entropy(logits.float(), targets)
-        contrastive = supcon_loss(embeddings, groups, self.settings.supcon_temperature)
-        total = classification + self.settings.supcon_weight * contrastive
+        contrastive = supcon_loss(embeddings, groups, self.config.supcon_temperature)
+        total = classification + self.config.supcon_weight * contrastive
         return MCLCRLossBreakdown(total, classification, contrastive)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -627,7 +609,7 @@ class MCLCR(nn.Module):
         return total, sum(p.numel() for p in self.trainable_parameters())
 
 
-def build_mclcr(settings: MCLCRSettings, *, load_weights: bool = True) -> MCLCR:
+def build_mclcr(settings: MCLCRSettings, *, pretrained: bool = True) -> MCLCR:
     """Build MC-LCR from its settings: the backbone with the weights of ``settings.pretrained``
-    (unless ``load_weights`` is false, when a checkpoint will fill them), the rest random."""
-    return MCLCR(settings, _backbone(settings, load_weights))
+    (unless ``pretrained`` is false, when a checkpoint will fill them), the rest random."""
+    return MCLCR(settings, _backbone(settings, pretrained))

@@ -70,6 +70,10 @@ class MFCLIP(nn.Module):
     def crop_size(self) -> int:
         return self.config.preprocess.crop_size
 
+    @property
+    def crop_margin(self) -> float:
+        return self.config.preprocess.margin
+
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Class logits [B, 3] (real, diffusion, gan)."""
         return self.head(self.vision(faces))
