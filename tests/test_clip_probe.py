@@ -15,9 +15,8 @@ from mfclip_cli.model.clip_probe import (
     ClipProbe,
     ClipProbeSettings,
     build_clip_probe,
-    load_clip_probe_config,
 )
-from mfclip_cli.model.config import CONFIG_DIR, apply_overrides
+from mfclip_cli.model.config import CONFIG_DIR, apply_overrides, load_model_config
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.model.towers import inference_towers
 
@@ -31,7 +30,7 @@ LABEL_SETS = [
 
 @pytest.fixture(scope="module")
 def tiny_settings() -> ClipProbeSettings:
-    return load_clip_probe_config("clip-probe-tiny")
+    return load_model_config("clip-probe-tiny")
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ def faces(tiny_settings) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["clip-probe", "clip-probe-tiny"])
 def test_configs_load_and_round_trip(name, tmp_path):
-    settings = load_clip_probe_config(name)
+    settings = load_model_config(name)
     assert settings.name == name
     document = settings.to_dict()
     assert document["detector"] == "clip-probe"
@@ -61,11 +60,11 @@ def test_configs_load_and_round_trip(name, tmp_path):
     assert {k: v for k, v in document.items() if k != "classes"} == shipped
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(document))
-    assert load_clip_probe_config(path) == settings
+    assert load_model_config(path) == settings
 
 
 def test_full_config_is_unifd():
-    settings = load_clip_probe_config("clip-probe")
+    settings = load_model_config("clip-probe")
     assert settings.clip == dataclasses.replace(
         settings.clip, architecture="ViT-L-14", pretrained="openai"
     )
@@ -100,11 +99,11 @@ def test_bad_configs_are_refused(tiny_settings, change, message):
         ClipProbeSettings.from_dict(document)
 
 
-def test_other_detectors_configs_and_unknown_names_are_refused():
+def test_other_detectors_configs_and_unknown_names_are_refused(tiny_settings):
     with pytest.raises(ConfigError, match="not a clip-probe config: its detector is 'mfclip'"):
-        load_clip_probe_config("tiny")
+        ClipProbeSettings.from_dict({**tiny_settings.to_dict(), "detector": "mfclip"})
     with pytest.raises(ConfigError, match="clip-probe-tiny"):
-        load_clip_probe_config("clip-probe-huge")
+        load_model_config("clip-probe-huge")
 
 
 def test_overrides_apply_to_the_probe(tiny_settings):

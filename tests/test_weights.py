@@ -182,3 +182,37 @@ def test_the_cli_and_the_registry_do_not_import_torch():
     assert result.returncode == 0, result.stderr
     listed = mfclip("weights", "list")
     assert listed.returncode == 0 and "mfclip-demo-tiny" in listed.stdout
+
+
+def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_config):
+    source = tmp_path / "best.safetensors"
+    info = save_checkpoint(build_model(tiny_config), source)
+    metrics = {"n": 10, "auc": 0.75}
+    report = {
+        "type": "eval",
+        "weights": {"sha256": info.sha256},
+        "protocol": {"name": "in-domain"},
+        "overall": metrics,
+        "subsets": {},
+    }
+    good, other, comparison, broken = (tmp_path / f"{n}.json" for n in "abcd")
+    good.write_text(json.dumps(report))
+    other.write_text(json.dumps({**report, "weights": {"sha256": "f" * 64}}))
+    comparison.write_text(json.dumps({"type": "eval-comparison", "comparison": {}}))
+    broken.write_text("{not json")
+    home = {"MFCLIP_HOME": str(tmp_path / "home")}
+    added = mfclip("weights", "add", str(source), "--name", "ok", "--eval", str(good), env=home)
+    assert added.returncode == 0, added.stderr
+    (entry,) = read_registry(tmp_path / "home" / "weights")
+    assert entry["metrics"]["test"] == metrics
+    for report_file, reason in [
+        (other, "scored checkpoint ffffffffffff"),
+        (comparison, "not the JSON report of a single-checkpoint"),
+        (broken, "cannot read it as a JSON report"),
+    ]:
+        refused = mfclip(
+            "weights", "add", str(source), "--name", "no", "--eval", str(report_file), env=home
+        )
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert [e["name"] for e in read_registry(tmp_path / "home" / "weights")] == ["ok"]

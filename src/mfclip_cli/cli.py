@@ -451,8 +451,15 @@ def evaluate(
     protocol: str = typer.Option(
         "in-domain", "--protocol", help="Protocol name or TOML file; its test split is scored."
     ),
-    weights: Optional[str] = typer.Option(
-        None, "--weights", "-w", help="Checkpoint: registry name or .safetensors path."
+    weights: Optional[list[str]] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help=(
+            "Checkpoint: registry name or .safetensors path. Repeat it to compare checkpoints on "
+            "the same test samples, with DeLong's test of each pair's AUC difference "
+            "(docs/comparison.md)."
+        ),
     ),
     layout: Optional[str] = typer.Option(
         None, "--layout", help="Dataset layout (default: detected)."
@@ -509,7 +516,8 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint on a protocol's test split: AUC, AP, EER, ACC, 3-way ACC, macro-F1,
     calibration (ECE, Brier, NLL), TPR at FPR 1 % / 0.1 % with thresholds chosen on val and,
-    with --perturb, AUC, AP, ACC and ECE under JPEG, resizing, blur and noise."""
+    with --perturb, AUC, AP, ACC and ECE under JPEG, resizing, blur and noise. Several --weights
+    are compared side by side (--predictions, --plots and --embeddings take one)."""
     from mfclip_cli.engines.runtime import UsageError
 
     with _errors_reported() as error_console:
@@ -525,13 +533,14 @@ def evaluate(
             return
         if not data:
             raise UsageError("--data is required")
-        from mfclip_cli.engines.evaluate import EvalRequest
+        from mfclip_cli.engines.evaluate import EvalRequest, compare
         from mfclip_cli.engines.evaluate import evaluate as run_evaluation
 
+        chosen = weights or []
         request = EvalRequest(
             data=data,
             protocol=protocol,
-            weights=weights,
+            weights=chosen[0] if len(chosen) == 1 else None,
             layout=layout,
             device=device,
             batch_size=batch_size,
@@ -546,7 +555,10 @@ def evaluate(
             seed=seed,
             perturb=tuple(perturb or ()),
         )
-        run_evaluation(request, console=Console(), error_console=error_console)
+        if len(chosen) > 1:
+            compare(request, chosen, console=Console(), error_console=error_console)
+        else:
+            run_evaluation(request, console=Console(), error_console=error_console)
 
 
 @app.command()
@@ -883,19 +895,10 @@ def weights_add(
     ),
 ) -> None:
     """Copy a checkpoint into your weights store and register it with its SHA-256."""
-    import json
-
-    from mfclip_cli.engines.weights import register_weights
+    from mfclip_cli.engines.weights import read_eval_metrics, register_weights
 
     with _errors_reported():
-        metrics = None
-        if eval_report:
-            report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
-            metrics = {
-                "protocol": report["protocol"],
-                "test": report["overall"],
-                "subsets": report["subsets"],
-            }
+        metrics = read_eval_metrics(eval_report) if eval_report else None
         entry = register_weights(
             checkpoint,
             name,

@@ -7,14 +7,18 @@ checkpoint's calibrated ones where it has a calibration; their ECE, Brier and NL
 before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on val (never on
 test), with bootstrap confidence intervals. With perturbations (``--perturb``, or the protocol's
 ``perturb``), the test split is scored again under each and its AUC, AP, ACC and ECE reported
-beside the clean ones. Calibrate fits that calibration on val and writes a new checkpoint carrying
-it. Definitions: docs/calibration.md, docs/robustness.md.
+beside the clean ones. Several checkpoints are compared on the same test samples: each gets
+that report, and every pair DeLong's test of its AUC difference. Calibrate fits that calibration
+on val and writes a new checkpoint carrying it. Definitions: docs/calibration.md,
+docs/robustness.md, docs/comparison.md.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -65,6 +69,7 @@ from mfclip_cli.engines.metrics import (
 )
 from mfclip_cli.engines.ood import fit_ood, ood_problem
 from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
+from mfclip_cli.engines.significance import delong_test
 from mfclip_cli.engines.weights import (
     ResolvedWeights,
     load_weights,
@@ -72,7 +77,7 @@ from mfclip_cli.engines.weights import (
     weights_record,
 )
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
-from mfclip_cli.model import CLASS_NAMES, MFCLIP, CheckpointInfo
+from mfclip_cli.model import CLASS_NAMES, CheckpointInfo, Detector
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 
 REPORTED = {
@@ -97,7 +102,7 @@ _REAL = CLASS_NAMES.index("real")
 
 @torch.no_grad()
 def predict_outputs(
-    model: MFCLIP,
+    model: Detector,
     root: Path,
     samples: Sequence[Sample],
     device: torch.device,
@@ -141,7 +146,7 @@ def predict_outputs(
 
 
 def predict(
-    model: MFCLIP,
+    model: Detector,
     root: Path,
     samples: Sequence[Sample],
     device: torch.device,
@@ -210,7 +215,7 @@ class _Scoring:
     index: DataIndex
     splits: Splits
     resolved: ResolvedWeights
-    model: MFCLIP
+    model: Detector
     info: CheckpointInfo
     demo: bool
 
@@ -246,6 +251,30 @@ class _Scoring:
         )
 
 
+def _split_data(
+    data: str, layout: str | None, protocol_name: str, device_name: str, required: tuple[str, ...]
+) -> tuple[torch.device, Protocol, DataIndex, Splits]:
+    """The device, and the protocol's splits of the dataset (cheapest checks first)."""
+    device = resolve_device(device_name)
+    protocol = load_protocol(protocol_name)
+    index = read_dataset(Path(data), layout)
+    return device, protocol, index, select(index, protocol, required=required)
+
+
+def _checkpoint(
+    weights: str | None, device: torch.device, error_console: Console
+) -> tuple[ResolvedWeights, Detector, CheckpointInfo, bool]:
+    """A checkpoint loaded for scoring; a demo checkpoint is said so."""
+    resolved = resolve_weights(weights)
+    model, info, demo = load_weights(resolved, device)
+    if demo:
+        error_console.print(
+            "[bold yellow]warning:[/] using the bundled DEMO weights "
+            "(trained on synthetic artifacts)."
+        )
+    return resolved, model.merge_adapters(), info, demo
+
+
 def _scoring(
     data: str,
     layout: str | None,
@@ -255,20 +284,11 @@ def _scoring(
     required: tuple[str, ...],
     error_console: Console,
 ) -> _Scoring:
-    """Data, protocol and checkpoint loaded (cheapest checks first); a demo checkpoint is said
-    so."""
-    device = resolve_device(device_name)
-    protocol = load_protocol(protocol_name)
-    index = read_dataset(Path(data), layout)
-    splits = select(index, protocol, required=required)
-    resolved = resolve_weights(weights)
-    model, info, demo = load_weights(resolved, device)
-    if demo:
-        error_console.print(
-            "[bold yellow]warning:[/] using the bundled DEMO weights "
-            "(trained on synthetic artifacts)."
-        )
-    return _Scoring(device, protocol, index, splits, resolved, model.merge_adapters(), info, demo)
+    """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
+    device, protocol, index, splits = _split_data(
+        data, layout, protocol_name, device_name, required
+    )
+    return _Scoring(device, protocol, index, splits, *_checkpoint(weights, device, error_console))
 
 
 def _refuse_existing(request: EvalRequest) -> None:
@@ -602,27 +622,23 @@ def _robustness_table(report: dict) -> Table:
     return table
 
 
-def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
-    """Score the protocol's test split (clean, then under each perturbation) and write the
-    requested outputs; return the report."""
-    _refuse_existing(request)
-    requested = parse_perturbations(request.perturb)  # before anything is loaded or scored
-    scoring = _scoring(
-        request.data,
-        request.layout,
-        request.protocol,
-        request.weights,
-        request.device,
-        ("test",),
-        error_console,
-    )
+@dataclass
+class _Scored:
+    """One checkpoint's report on the test split and what its optional outputs are drawn from."""
+
+    report: dict
+    logits: np.ndarray  # test, uncalibrated
+    probs: np.ndarray  # test, calibrated
+    embeddings: np.ndarray | None
+    groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
+
+
+def _score(
+    scoring: _Scoring, request: EvalRequest, perturbations: Sequence[Perturbation]
+) -> _Scored:
+    """Score the protocol's test split (clean, then under each perturbation) and val (for the
+    operating points) with one checkpoint: every figure of its report, nothing written."""
     splits, calibration = scoring.splits, scoring.info.calibration
-    perturbations = combine(scoring.protocol.perturb, requested)
-    if request.embeddings_path and len(splits.test) < MIN_TSNE_FACES:
-        raise UsageError(
-            f"--embeddings needs at least {MIN_TSNE_FACES} test faces for a t-SNE, "
-            f"the split has {len(splits.test)}"
-        )
     temperature = temperature_of(calibration)
     started = utc_now()
     logits, embeddings = scoring.outputs(
@@ -649,16 +665,8 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         "device": str(scoring.device),
         "weights": weights_record(scoring.resolved, scoring.info, scoring.demo),
         "demo": scoring.demo,
-        "data": {
-            "root": str(scoring.index.root),
-            "layout": scoring.index.layout,
-            "samples": len(scoring.index.samples),
-        },
-        "protocol": {
-            "name": scoring.protocol.name,
-            "held_out": list(splits.held_out),
-            "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        },
+        "data": _data_record(scoring.index),
+        "protocol": _protocol_record(scoring.protocol, splits),
         "threshold": request.threshold,
         "calibration": {
             **calibration_summary(calibration),
@@ -681,22 +689,65 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         groups[name] = (members, rows)
     if perturbations:
         report["robustness"] = _robustness(scoring, request, perturbations, probs, temperature)
+    return _Scored(report, logits, probs, embeddings, groups)
+
+
+def _data_record(index: DataIndex) -> dict:
+    return {"root": str(index.root), "layout": index.layout, "samples": len(index.samples)}
+
+
+def _protocol_record(protocol: Protocol, splits: Splits) -> dict:
+    return {
+        "name": protocol.name,
+        "held_out": list(splits.held_out),
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+    }
+
+
+def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
+    """Score the protocol's test split (clean, then under each perturbation) and write the
+    requested outputs; return the report."""
+    _refuse_existing(request)
+    requested = parse_perturbations(request.perturb)  # before anything is loaded or scored
+    scoring = _scoring(
+        request.data,
+        request.layout,
+        request.protocol,
+        request.weights,
+        request.device,
+        ("test",),
+        error_console,
+    )
+    splits, calibration = scoring.splits, scoring.info.calibration
+    perturbations = combine(scoring.protocol.perturb, requested)
+    if request.embeddings_path and len(splits.test) < MIN_TSNE_FACES:
+        raise UsageError(
+            f"--embeddings needs at least {MIN_TSNE_FACES} test faces for a t-SNE, "
+            f"the split has {len(splits.test)}"
+        )
+    scored = _score(scoring, request, perturbations)
+    report = scored.report
     if request.predictions_path:
         _write_predictions(
-            request.predictions_path, splits.test, probs, scoring.model.classes, request.force
+            request.predictions_path,
+            splits.test,
+            scored.probs,
+            scoring.model.classes,
+            request.force,
         )
     if request.plots_dir:
-        reliability = {"uncalibrated": softmax(logits)}
+        reliability = {"uncalibrated": softmax(scored.logits)}
         if calibration:
-            reliability[f"calibrated (T = {temperature:.3g})"] = probs
-        report["plots"] = _write_plots(request.plots_dir, groups, reliability, request.force)
+            temperature = temperature_of(calibration)
+            reliability[f"calibrated (T = {temperature:.3g})"] = scored.probs
+        report["plots"] = _write_plots(request.plots_dir, scored.groups, reliability, request.force)
         if perturbations:
             report["plots"].append(
                 _write_robustness_plot(request.plots_dir, report["robustness"], request.force)
             )
     if request.embeddings_path:
         report["embeddings"] = _write_embeddings(
-            request.embeddings_path, splits.test, embeddings, request.seed, request.force
+            request.embeddings_path, splits.test, scored.embeddings, request.seed, request.force
         )
     if request.json_path:
         write_json_atomic(request.json_path, report, overwrite=request.force)
@@ -705,6 +756,204 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     console.print(_operating_table(report))
     if perturbations:
         console.print(_robustness_table(report))
+    return report
+
+
+ONE_CHECKPOINT_OPTIONS = {
+    "predictions_path": "--predictions",
+    "plots_dir": "--plots",
+    "embeddings_path": "--embeddings",
+}  # EvalRequest fields that write one checkpoint's files: refused when several are compared
+COMPARED = ("n", "auc", "ap", "eer", "acc")  # each checkpoint's overall figures, side by side
+PAIR_FIGURES = ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value")
+SHA_SHOWN = 8  # hex digits of a SHA-256 in the tables
+
+
+def _refuse_incomparable(given: Sequence[str], scorings: Sequence[_Scoring]) -> None:
+    """One checkpoint named twice compares with itself; checkpoints with different classes do not
+    score the same question."""
+    seen: dict[str, str] = {}
+    for name, scoring in zip(given, scorings):
+        info = scoring.info
+        if info.sha256 in seen:
+            raise UsageError(
+                f"--weights {seen[info.sha256]} and --weights {name} are the same checkpoint "
+                f"(SHA-256 {info.sha256[:SHA_SHOWN]}...); name each checkpoint once"
+            )
+        seen[info.sha256] = name
+    classes = {tuple(scoring.model.classes) for scoring in scorings}
+    if len(classes) > 1:
+        listed = " / ".join(", ".join(group) for group in sorted(classes))
+        raise UsageError(f"the checkpoints' classes differ ({listed}): their scores do not compare")
+
+
+def _pairs(
+    fake: np.ndarray, scores: Sequence[np.ndarray], aucs: Sequence[float | None]
+) -> list[dict]:
+    """DeLong's test of AUC_a = AUC_b for every pair a < b of checkpoints scored on the same test
+    faces, or why it cannot run (its variances need two faces of each class); an infinite z
+    (zero standard error, different AUCs) is null in JSON."""
+    n_fake, n_real = int(fake.sum()), int(len(fake) - fake.sum())
+    problem = None
+    if min(n_fake, n_real) < 2:
+        problem = (
+            "DeLong's test needs at least two fake and two real test faces, "
+            f"the test split has {n_fake} fake and {n_real} real"
+        )
+    pairs = []
+    for a, b in itertools.combinations(range(len(scores)), 2):
+        if problem:
+            defined = None not in (aucs[a], aucs[b])
+            figures = {
+                **dict.fromkeys(PAIR_FIGURES),
+                "auc_a": aucs[a],
+                "auc_b": aucs[b],
+                "difference": aucs[a] - aucs[b] if defined else None,
+            }
+        else:
+            test = delong_test(fake, scores[a], scores[b])
+            figures = {key: test[key] for key in PAIR_FIGURES}
+            if not math.isfinite(figures["z"]):
+                figures["z"] = None
+        pairs.append({"a": a, "b": b, **figures, "problem": problem})
+    return pairs
+
+
+def _compared(scoring: _Scoring, report: dict) -> dict:
+    """One checkpoint's line of the comparison: who it is, its calibration, its figures (the
+    TPRs at the val-chosen thresholds of its operating points)."""
+    points = report["operating_points"]["points"]
+    return {
+        **report["weights"],
+        "calibration": calibration_summary(scoring.info.calibration),
+        "metrics": {
+            **{key: report["overall"][key] for key in COMPARED},
+            "tpr_at_fpr": {key: (point["test"] or {}).get("tpr") for key, point in points.items()},
+        },
+    }
+
+
+def _comparison_table(report: dict) -> Table:
+    comparison = report["comparison"]
+    test = comparison["test"]
+    table = Table(
+        title=f"mfclip eval: {len(comparison['weights'])} checkpoints, protocol "
+        f"{report['protocol']['name']}, the same {test['n']} test faces "
+        f"({test['n_fake']} fake, {test['n_real']} real)"
+    )
+    table.add_column("weights", overflow="fold")
+    table.add_column("SHA-256", no_wrap=True)
+    for key in COMPARED:
+        table.add_column(REPORTED[key], justify="right", no_wrap=True)
+    for fpr in FPR_TARGETS:
+        table.add_column(f"TPR at\nFPR\n{fpr * 100:g}%", justify="right", no_wrap=True)
+    for position, weights in enumerate(comparison["weights"]):
+        metrics = weights["metrics"]
+        table.add_row(
+            f"#{position} {weights['name']}" + (" (DEMO)" if weights["demo"] else ""),
+            weights["sha256"][:SHA_SHOWN],
+            str(metrics["n"]),
+            *(_shown(metrics[key]) for key in COMPARED[1:]),
+            *(_shown(metrics["tpr_at_fpr"][threshold_key(fpr)]) for fpr in FPR_TARGETS),
+        )
+    return table
+
+
+def _pairs_table(report: dict) -> Table:
+    """Every pair's test; why none ran (the test faces are the same for every pair) below it."""
+    weights, pairs = report["comparison"]["weights"], report["comparison"]["pairs"]
+    table = Table(
+        title="AUC differences, DeLong's test (two-sided)",
+        caption=pairs[0]["problem"],
+    )
+    table.add_column("a")
+    table.add_column("b")
+    for column in ("AUC a", "AUC b", "a - b", "SE", "z", "p"):
+        table.add_column(column, justify="right")
+    for pair in pairs:
+        p_value = pair["p_value"]
+        table.add_row(
+            f"#{pair['a']} {weights[pair['a']]['name']}",
+            f"#{pair['b']} {weights[pair['b']]['name']}",
+            *(_shown(pair[key]) for key in ("auc_a", "auc_b", "difference", "standard_error")),
+            "-" if pair["z"] is None else f"{pair['z']:.2f}",
+            "-" if p_value is None else f"{p_value:.3g}",
+        )
+    return table
+
+
+def _robustness_comparison_table(report: dict) -> Table:
+    """AUC under each perturbation, a column per checkpoint."""
+    reports = report["comparison"]["reports"]
+    seed = reports[0]["robustness"]["seed"]
+    table = Table(title=f"AUC under perturbation (test, seed {seed})")
+    table.add_column("perturbation")
+    for position, single in enumerate(reports):
+        table.add_column(f"#{position} {single['weights']['name']}", justify="right")
+    for rows in zip(*(single["robustness"]["rows"] for single in reports)):
+        table.add_row(rows[0]["name"], *(_shown(row["auc"]) for row in rows))
+    return table
+
+
+def compare(
+    request: EvalRequest, weights: Sequence[str], console: Console, error_console: Console
+) -> dict:
+    """Evaluate several checkpoints on the same test samples: each one's full eval report (the
+    code of ``evaluate``), their figures side by side and DeLong's test of every pair's AUC
+    difference. ``weights`` names the checkpoints (``request.weights`` is not read); every
+    check, and the loading of every checkpoint, comes before any scoring."""
+    if len(weights) < 2:
+        raise ValueError("compare takes two or more checkpoints; evaluate takes one")
+    for field, option in ONE_CHECKPOINT_OPTIONS.items():
+        if getattr(request, field):
+            raise UsageError(
+                f"{option} writes one checkpoint's file: with several --weights, run eval "
+                "once per checkpoint for it"
+            )
+    _refuse_existing(request)
+    requested = parse_perturbations(request.perturb)
+    device, protocol, index, splits = _split_data(
+        request.data, request.layout, request.protocol, request.device, ("test",)
+    )
+    scorings = [
+        _Scoring(device, protocol, index, splits, *_checkpoint(name, device, error_console))
+        for name in weights
+    ]
+    _refuse_incomparable(weights, scorings)
+    perturbations = combine(protocol.perturb, requested)
+    started = utc_now()
+    scored = [_score(scoring, request, perturbations) for scoring in scorings]
+    fake = _fake(splits.test)
+    scores = [_fake_score(one.probs) for one in scored]
+    aucs = [one.report["overall"]["auc"] for one in scored]
+    report = {
+        "type": "eval-comparison",
+        "tool": "mfclip",
+        "version": __version__,
+        "started_utc": started,
+        "device": str(device),
+        "data": _data_record(index),
+        "protocol": _protocol_record(protocol, splits),
+        "threshold": request.threshold,
+        "comparison": {
+            "definitions": "docs/comparison.md",
+            "score": "fake score 1 - p(real), with each checkpoint's calibrated probabilities",
+            "test": {
+                "n": len(fake),
+                "n_real": int(len(fake) - fake.sum()),
+                "n_fake": int(fake.sum()),
+            },
+            "weights": [_compared(scoring, one.report) for scoring, one in zip(scorings, scored)],
+            "pairs": _pairs(fake, scores, aucs),
+            "reports": [one.report for one in scored],
+        },
+    }
+    if request.json_path:
+        write_json_atomic(request.json_path, report, overwrite=request.force)
+    console.print(_comparison_table(report))
+    console.print(_pairs_table(report))
+    if perturbations:
+        console.print(_robustness_comparison_table(report))
     return report
 
 

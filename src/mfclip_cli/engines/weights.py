@@ -377,6 +377,27 @@ def pull_weights(
         raise
 
 
+def read_eval_metrics(path: str | Path) -> dict[str, Any]:
+    """What ``weights add --eval`` records: the protocol and test metrics of a single-checkpoint
+    ``mfclip eval --json`` report, and the SHA-256 of the checkpoint it scored; a usage error
+    for a file that is not one (a comparison of several checkpoints included)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"--eval {path}: cannot read it as a JSON report ({error})") from error
+    if not isinstance(report, dict) or report.get("type") != "eval":
+        raise UsageError(
+            f"--eval {path} is not the JSON report of a single-checkpoint mfclip eval "
+            f"(type {report.get('type') if isinstance(report, dict) else None!r})"
+        )
+    return {
+        "protocol": report["protocol"],
+        "test": report["overall"],
+        "subsets": report["subsets"],
+        "weights_sha256": (report.get("weights") or {}).get("sha256"),
+    }
+
+
 def register_weights(
     source: str | Path,
     name: str,
@@ -397,6 +418,11 @@ def register_weights(
     store = store or user_store()
     # refuses anything that is not an mfclip safetensors checkpoint
     info = read_checkpoint_info(source)
+    scored = (metrics or {}).get("weights_sha256")
+    if scored is not None and scored != info.sha256:
+        raise UsageError(
+            f"the --eval report scored checkpoint {scored[:12]}, not {source} ({info.sha256[:12]})"
+        )
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
     registry = _registry_for(name, store, force)
     target = store / f"{name}.safetensors"

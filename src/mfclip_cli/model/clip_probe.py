@@ -35,8 +35,7 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +47,8 @@ from mfclip_cli.model.config import (
     ClipSettings,
     PreprocessSettings,
     _build,
-    _typed,
-    load_model_config,
 )
+from mfclip_cli.model.detectors import LossTerms
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.model.towers import ClipTowers
 from mfclip_cli.model.vision import MultiModalVisionEncoder
@@ -85,50 +83,7 @@ class ClipProbeSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipProbeSettings:
         """Settings from a JSON document; every key is type-checked, unknown keys refused."""
-        return _build(cls, _type_checked(cls, data, ""), f"{DETECTOR} config")
-
-
-def _type_checked(cls: type, data: Any, prefix: str) -> Any:
-    """``data`` with the value of every field of ``cls`` (nested sections too) passed through
-    ``_typed``, since ``_build`` checks the keys but not the values. Unknown keys and sections
-    that are not tables are left as they are, for ``_build`` to refuse."""
-    if not isinstance(data, Mapping):
-        return data
-    hints = get_type_hints(cls)
-    checked = {}
-    for key, value in data.items():
-        hint = hints.get(key)
-        if hint is None:
-            checked[key] = value
-        elif dataclasses.is_dataclass(hint):
-            checked[key] = _type_checked(hint, value, f"{prefix}{key}.")
-        else:
-            checked[key] = _typed(value, hint, f"{prefix}{key}")
-    return checked
-
-
-def load_clip_probe_config(name_or_path: str | Path) -> ClipProbeSettings:
-    """A shipped config by name (``clip-probe``, ``clip-probe-tiny``) or a user JSON/TOML file,
-    read as any model config is (``load_model_config``), refused unless it is the probe's."""
-    settings = load_model_config(name_or_path)
-    if not isinstance(settings, ClipProbeSettings):
-        raise ConfigError(
-            f"{name_or_path} is not a {DETECTOR} config: its detector is "
-            f"{getattr(settings, 'detector', 'mfclip')!r}"
-        )
-    return settings
-
-
-@dataclass
-class ClipProbeLossBreakdown:
-    """The probe's loss: cross-entropy alone. The train engine logs every field (``vars``), so
-    MFCLIP's ``LossBreakdown`` would log contrastive and distillation terms the probe has not."""
-
-    total: torch.Tensor
-    classification: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in vars(self).items()}
+        return _build(cls, data, f"{DETECTOR} config")
 
 
 class ClipProbe(nn.Module):
@@ -198,7 +153,7 @@ class ClipProbe(nn.Module):
         """The model itself: it has no adapters to fold in (the scan calls this on any model)."""
         return self
 
-    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> ClipProbeLossBreakdown:
+    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossTerms:
         """Cross-entropy on the 3-way head, the whole loss."""
         if len(label_sets) != faces.shape[0]:
             raise ValueError(f"{faces.shape[0]} faces but {len(label_sets)} label sets")
@@ -206,7 +161,7 @@ class ClipProbe(nn.Module):
             [self.classes.index(labels.label) for labels in label_sets], device=faces.device
         )
         classification = F.cross_entropy(self.forward(faces).float(), targets)
-        return ClipProbeLossBreakdown(classification, classification)
+        return LossTerms(classification, classification)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The head's parameters: the only ones trained."""

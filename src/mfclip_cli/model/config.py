@@ -197,10 +197,10 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}")
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
+        elif get_origin(hint) is Mapping:  # a table of names: checked by its dataclass
             kwargs[key] = value
+        else:
+            kwargs[key] = _typed(value, hint, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as error:
@@ -267,7 +267,7 @@ def _typed(value: Any, hint: Any, key: str) -> Any:
                     return _typed(value, option, key)
                 except ConfigError:
                     pass
-    elif origin is tuple and isinstance(value, list):
+    elif origin is tuple and isinstance(value, (list, tuple)):
         items = args[:1] * len(value) if args[-1] is Ellipsis else args
         if len(items) == len(value):
             return tuple(_typed(item, arg, key) for item, arg in zip(value, items))

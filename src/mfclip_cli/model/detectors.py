@@ -22,6 +22,18 @@ from mfclip_cli.errors import ConfigError
 from mfclip_cli.model.prompts import LabelSet
 
 
+@dataclass
+class LossTerms:
+    """A detector's training loss: ``total`` (what is minimised) first, then its terms; a
+    detector with more terms subclasses it. The train engine logs every field by its name."""
+
+    total: torch.Tensor
+    classification: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {name: float(value.detach()) for name, value in vars(self).items()}
+
+
 class Detector(Protocol):
     """What the engines see of a detector: a torch module with these members."""
 
@@ -41,7 +53,7 @@ class Detector(Protocol):
 
     def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> Any: ...
+    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossTerms: ...
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
 

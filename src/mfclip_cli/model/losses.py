@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.model.config import LossSettings, SpaSettings
+from mfclip_cli.model.detectors import LossTerms
 from mfclip_cli.model.prompts import LabelSet
 
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
@@ -271,14 +272,11 @@ def distillation_loss(
 
 
 @dataclass
-class LossBreakdown:
-    total: torch.Tensor
-    classification: torch.Tensor
+class LossBreakdown(LossTerms):
+    """MFCLIP's loss: CE, SPA contrastive and text distillation."""
+
     contrastive: torch.Tensor
     distillation: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in vars(self).items()}
 
 
 class MFCLIPLoss(nn.Module):

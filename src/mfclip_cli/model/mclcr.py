@@ -65,14 +65,15 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_type_hints
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.errors import BackboneError, ConfigError
-from mfclip_cli.model.config import CLASS_NAMES, _typed
+from mfclip_cli.model.config import CLASS_NAMES, _build
+from mfclip_cli.model.detectors import LossTerms
 from mfclip_cli.model.prompts import LabelSet
 
 DETECTOR = "mc-lcr"
@@ -157,14 +158,7 @@ class MCLCRSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MCLCRSettings:
         """Settings from a JSON document; every key is type-checked, unknown keys refused."""
-        hints = get_type_hints(cls)
-        unknown = sorted(set(data) - set(hints))
-        if unknown:
-            raise ConfigError(
-                f"{DETECTOR} config: unknown key(s) {', '.join(unknown)}; expected "
-                f"{', '.join(sorted(hints))}"
-            )
-        return cls(**{key: _typed(value, hints[key], key) for key, value in data.items()})
+        return _build(cls, data, f"{DETECTOR} config")
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -503,15 +497,10 @@ def load_backbone_weights(network: nn.Module, path: str | Path) -> None:
 
 
 @dataclass
-class MCLCRLossBreakdown:
-    """MC-LCR's loss and its parts (it has no distillation term, unlike ``LossBreakdown``)."""
+class MCLCRLossBreakdown(LossTerms):
+    """MC-LCR's loss: CE and SupCon."""
 
-    total: torch.Tensor
-    classification: torch.Tensor
     contrastive: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in vars(self).items()}
 
 
 class MCLCR(nn.Module):

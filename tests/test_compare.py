@@ -1,0 +1,203 @@
+"""``mfclip eval`` with several ``--weights``: the checkpoints side by side on the same test
+samples, each with the report a single-weights eval gives it, and DeLong's test of every pair's
+AUC difference; run as subprocesses."""
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from rich.console import Console
+from test_train import MFCLIP, make_dataset, run
+
+from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.engines.calibration import softmax, temperature_of
+from mfclip_cli.engines.evaluate import (
+    CalibrateRequest,
+    _refuse_incomparable,
+    calibrate,
+    predict_outputs,
+)
+from mfclip_cli.engines.significance import delong_test
+from mfclip_cli.errors import UsageError
+from mfclip_cli.model import (
+    CLASS_NAMES,
+    build_model,
+    load_checkpoint,
+    load_model_config,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("faces") / "faces", per_class=12)
+
+
+@pytest.fixture(scope="module")
+def protocol_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("protocol") / "small.toml"
+    path.write_text('description = "small splits"\nval_fraction = 0.3\ntest_fraction = 0.4\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibrated(weights, dataset, protocol_file, tmp_path_factory):
+    """The random tiny checkpoint (seed 0) with a temperature and thresholds fitted on val."""
+    out = tmp_path_factory.mktemp("calibrated") / "calibrated.safetensors"
+    request = CalibrateRequest(
+        weights=str(weights),
+        data=str(dataset),
+        out=str(out),
+        protocol=str(protocol_file),
+        device="cpu",
+    )
+    calibrate(request, Console(stderr=True, quiet=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    """Another random tiny checkpoint (seed 1), uncalibrated."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("other") / "other.safetensors"
+    save_checkpoint(build_model(load_model_config("tiny")), path)
+    return path
+
+
+def _eval(dataset, protocol) -> list[str]:
+    return [MFCLIP, "eval", "--data", str(dataset), "--protocol", str(protocol), "--device", "cpu"]
+
+
+def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
+    dataset, protocol_file, calibrated, other, tmp_path
+):
+    common = _eval(dataset, protocol_file) + ["--bootstrap", "50", "--perturb", "jpeg:50"]
+    path = tmp_path / "compare.json"
+    result = run(*common, "-w", str(calibrated), "--weights", str(other), "--json", str(path))
+    report = json.loads(path.read_text())
+    assert report["type"] == "eval-comparison"
+    comparison = report["comparison"]
+    assert len(comparison["weights"]) == len(comparison["reports"]) == 2
+    for position, checkpoint in enumerate((calibrated, other)):
+        single_path = tmp_path / f"single-{position}.json"
+        run(*common, "--weights", str(checkpoint), "--json", str(single_path))
+        single = json.loads(single_path.read_text())
+        # the per-checkpoint report is the single eval's, figure for figure
+        assert {**comparison["reports"][position], "started_utc": None} == {
+            **single,
+            "started_utc": None,
+        }
+        entry, info = comparison["weights"][position], read_checkpoint_info(checkpoint)
+        assert (entry["path"], entry["sha256"]) == (str(checkpoint), info.sha256)
+        metrics = entry["metrics"]
+        for key in ("n", "auc", "ap", "eer", "acc"):
+            assert metrics[key] == single["overall"][key]
+        points = single["operating_points"]["points"]
+        assert metrics["tpr_at_fpr"] == {key: point["test"]["tpr"] for key, point in points.items()}
+        assert entry["calibration"] == {
+            key: value for key, value in single["calibration"].items() if key != "test"
+        }
+        assert f"#{position} {checkpoint.stem}" in result.stdout
+        assert info.sha256[:8] in result.stdout  # the table lists both
+        rows = comparison["reports"][position]["robustness"]["rows"]
+        assert [row["name"] for row in rows] == ["clean", "jpeg:50"]
+    assert comparison["weights"][0]["calibration"]["calibrated"]
+    assert not comparison["weights"][1]["calibration"]["calibrated"]
+    assert "DeLong" in result.stdout and "AUC under perturbation" in result.stdout
+
+    # DeLong recomputed here from the same samples' calibrated fake scores
+    index = read_dataset(dataset)
+    test = select(index, load_protocol(protocol_file), required=("test",)).test
+    fake = [int(sample.label != "real") for sample in test]
+    assert comparison["test"] == {"n": len(fake), "n_real": fake.count(0), "n_fake": sum(fake)}
+    scores = []
+    for checkpoint in (calibrated, other):
+        model, info = load_checkpoint(checkpoint, inference=True)
+        logits, _ = predict_outputs(model, index.root, test, torch.device("cpu"))
+        probs = softmax(logits, temperature_of(info.calibration))
+        scores.append(1 - probs[:, CLASS_NAMES.index("real")])
+    expected = delong_test(fake, *scores)
+    (pair,) = comparison["pairs"]
+    assert (pair["a"], pair["b"], pair["problem"]) == (0, 1, None)
+    assert pair["difference"] != 0  # two different detectors, not a trivial pair
+    for key in ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value"):
+        assert pair[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-9)
+    assert pair["auc_a"] == pytest.approx(comparison["weights"][0]["metrics"]["auc"])
+
+
+def test_a_test_split_delong_cannot_use_still_prints_the_table(
+    dataset, calibrated, other, tmp_path
+):
+    fakes_only = tmp_path / "fakes.toml"
+    fakes_only.write_text(
+        'description = "no real test faces"\nval_fraction = 0.3\ntest_fraction = 0.4\n'
+        '[test]\ninclude = { label = ["gan", "diffusion"] }\n'
+    )
+    path = tmp_path / "compare.json"
+    result = run(
+        *_eval(dataset, fakes_only), "-w", str(calibrated), "-w", str(other), "--json", str(path)
+    )
+    (pair,) = json.loads(path.read_text())["comparison"]["pairs"]
+    assert "at least two fake and two real" in pair["problem"]
+    assert pair["auc_a"] is pair["p_value"] is pair["z"] is None
+    assert "#1 other" in result.stdout and "0 real" in result.stdout
+
+
+def test_the_same_checkpoint_twice_is_refused_and_nothing_written(dataset, calibrated, tmp_path):
+    copy = tmp_path / "copy.safetensors"  # another path, the same SHA-256
+    shutil.copy(calibrated, copy)
+    report_path = tmp_path / "never.json"
+    for second in (calibrated, copy):
+        refused = run(
+            *_eval(dataset, "in-domain"),
+            "-w",
+            str(calibrated),
+            "-w",
+            str(second),
+            "--json",
+            str(report_path),
+            check=False,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "the same checkpoint" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [copy]
+
+
+@pytest.mark.parametrize(
+    "option, target",
+    [("--predictions", "pred.csv"), ("--plots", "plots"), ("--embeddings", "tsne.png")],
+)
+def test_one_checkpoint_outputs_are_refused_with_several_weights(
+    dataset, calibrated, other, tmp_path, option, target
+):
+    refused = run(
+        *_eval(dataset, "in-domain"),
+        "-w",
+        str(calibrated),
+        "-w",
+        str(other),
+        option,
+        str(tmp_path / target),
+        "--json",
+        str(tmp_path / "never.json"),
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"{option} writes one checkpoint's file" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoints_with_different_classes_are_refused():
+    def scoring(digest: str, classes: tuple[str, ...]) -> SimpleNamespace:
+        return SimpleNamespace(
+            info=SimpleNamespace(sha256=digest), model=SimpleNamespace(classes=classes)
+        )
+
+    three = scoring("a" * 64, CLASS_NAMES)
+    _refuse_incomparable(["A", "B"], [three, scoring("b" * 64, CLASS_NAMES)])
+    with pytest.raises(UsageError, match="classes differ"):
+        _refuse_incomparable(["A", "B"], [three, scoring("b" * 64, ("real", "fake"))])
