@@ -841,7 +841,8 @@ def _comparison_table(report: dict) -> Table:
         f"{report['protocol']['name']}, the same {test['n']} test faces "
         f"({test['n_fake']} fake, {test['n_real']} real)"
     )
-    table.add_column("weights", overflow="fold")
+    table.add_column("weights", overflow="fold", min_width=7)
+    table.add_column("config", overflow="fold", min_width=11)
     table.add_column("SHA-256", no_wrap=True)
     for key in COMPARED:
         table.add_column(REPORTED[key], justify="right", no_wrap=True)
@@ -851,6 +852,7 @@ def _comparison_table(report: dict) -> Table:
         metrics = weights["metrics"]
         table.add_row(
             f"#{position} {weights['name']}" + (" (DEMO)" if weights["demo"] else ""),
+            weights["config"],
             weights["sha256"][:SHA_SHOWN],
             str(metrics["n"]),
             *(_shown(metrics[key]) for key in COMPARED[1:]),

@@ -202,6 +202,7 @@ def weights_record(resolved: ResolvedWeights, info: CheckpointInfo, demo: bool) 
         "sha256": info.sha256,
         "demo": demo,
         "config": info.config.name,
+        "detector": getattr(info.config, "detector", "mfclip"),
     }
 
 

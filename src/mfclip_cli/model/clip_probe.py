@@ -48,7 +48,7 @@ from mfclip_cli.model.config import (
     PreprocessSettings,
     _build,
 )
-from mfclip_cli.model.detectors import LossTerms
+from mfclip_cli.model.detectors import Detector, LossTerms
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.model.towers import ClipTowers
 from mfclip_cli.model.vision import MultiModalVisionEncoder
@@ -86,15 +86,13 @@ class ClipProbeSettings:
         return _build(cls, data, f"{DETECTOR} config")
 
 
-class ClipProbe(nn.Module):
+class ClipProbe(Detector):
     """A frozen CLIP image tower and a linear 3-way head: aligned faces [B, 3, S, S] in [0, 1]
     in, logits out. Faces of another size than ``crop_size`` are resized all the same.
 
     Nothing is adapted, so nothing needs merging: ``merge_adapters`` is the identity and the
     model can always be trained and saved (``inference_only`` stays false).
     """
-
-    inference_only = False
 
     def __init__(self, settings: ClipProbeSettings, towers: ClipTowers):
         super().__init__()
@@ -113,18 +111,6 @@ class ClipProbe(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.train()  # puts the tower in eval mode from the start
 
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.config.classes)
-
-    @property
-    def crop_size(self) -> int:
-        return self.config.preprocess.crop_size
-
-    @property
-    def crop_margin(self) -> float:
-        return self.config.preprocess.margin
-
     def train(self, mode: bool = True) -> ClipProbe:
         """Set the head's mode; the frozen tower stays in eval mode whatever ``mode`` is."""
         super().train(mode)
@@ -136,23 +122,6 @@ class ClipProbe(nn.Module):
         features = self.vision(faces)
         return F.normalize(features, dim=-1) if self.config.normalize_features else features
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """Class logits [B, 3] (real, diffusion, gan)."""
-        return self.head(self.embed(faces))
-
-    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image features [B, D] and the class logits [B, 3] read from them, in one pass."""
-        embeddings = self.embed(faces)
-        return embeddings, self.head(embeddings)
-
-    @torch.no_grad()
-    def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.forward(faces).float(), dim=-1)
-
-    def merge_adapters(self) -> ClipProbe:
-        """The model itself: it has no adapters to fold in (the scan calls this on any model)."""
-        return self
-
     def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossTerms:
         """Cross-entropy on the 3-way head, the whole loss."""
         if len(label_sets) != faces.shape[0]:
@@ -162,15 +131,6 @@ class ClipProbe(nn.Module):
         )
         classification = F.cross_entropy(self.forward(faces).float(), targets)
         return LossTerms(classification, classification)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The head's parameters: the only ones trained."""
-        return [p for p in self.head.parameters() if p.requires_grad]
-
-    def parameter_counts(self) -> tuple[int, int]:
-        """(total, trainable) parameter counts."""
-        total = sum(p.numel() for p in self.parameters())
-        return total, sum(p.numel() for p in self.trainable_parameters())
 
 
 def _resolved(settings: ClipProbeSettings, towers: ClipTowers) -> ClipProbeSettings:

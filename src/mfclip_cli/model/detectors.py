@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -34,32 +34,66 @@ class LossTerms:
         return {name: float(value.detach()) for name, value in vars(self).items()}
 
 
-class Detector(Protocol):
-    """What the engines see of a detector: a torch module with these members."""
+class Detector(nn.Module):
+    """The base of every detector, and all that the engines use of one.
 
-    config: Any  # its settings dataclass; travels inside every checkpoint
-    inference_only: bool  # True once it can no longer be trained or saved (MFCLIP's merge)
+    A detector reads aligned face crops [B, 3, S, S] in [0, 1] (``crop_size``, aligned with
+    ``crop_margin``), embeds them (``embed``: the vector its head reads, which the t-SNE and the
+    OOD statistics use) and classifies the embedding with ``head`` into 3-way logits (real,
+    diffusion, gan); ``loss`` is its training objective. Its settings are ``config``, which
+    travels inside every checkpoint. The crop defaults read ``config.preprocess``.
+    """
+
+    config: Any
+    head: nn.Module
+    # True once it can no longer be trained or saved (MFCLIP with its adapters merged)
+    inference_only: bool = False
 
     @property
-    def classes(self) -> tuple[str, ...]: ...
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.config.classes)
 
     @property
-    def crop_size(self) -> int: ...
+    def crop_size(self) -> int:
+        return self.config.preprocess.crop_size
 
     @property
-    def crop_margin(self) -> float: ...
+    def crop_margin(self) -> float:
+        return self.config.preprocess.margin
 
-    def __call__(self, faces: torch.Tensor) -> torch.Tensor: ...
+    def embed(self, faces: torch.Tensor) -> torch.Tensor:
+        """The face embeddings [B, D] the head reads."""
+        raise NotImplementedError
 
-    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossTerms:
+        raise NotImplementedError
 
-    def loss(self, faces: torch.Tensor, label_sets: Sequence[LabelSet]) -> LossTerms: ...
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, 3] (real, diffusion, gan)."""
+        return self.head(self.embed(faces))
 
-    def trainable_parameters(self) -> list[nn.Parameter]: ...
+    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embeddings [B, D] and the logits [B, 3] read from them: one forward pass for the
+        metrics, the embedding plot and the OOD distances."""
+        embeddings = self.embed(faces)
+        return embeddings, self.head(embeddings)
 
-    def parameter_counts(self) -> tuple[int, int]: ...
+    @torch.no_grad()
+    def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(faces).float(), dim=-1)
 
-    def merge_adapters(self) -> Any: ...
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        return total, sum(p.numel() for p in self.trainable_parameters())
+
+    def merge_adapters(self) -> Detector:
+        """For inference: fold any adapters into the base weights (MFCLIP's LoRA); the scan calls
+        it on every detector, and one without adapters is returned as it is."""
+        return self
 
 
 def _resolve(qualified: str) -> Any:

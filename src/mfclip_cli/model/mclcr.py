@@ -73,7 +73,7 @@ from torch import nn
 
 from mfclip_cli.errors import BackboneError, ConfigError
 from mfclip_cli.model.config import CLASS_NAMES, _build
-from mfclip_cli.model.detectors import LossTerms
+from mfclip_cli.model.detectors import Detector, LossTerms
 from mfclip_cli.model.prompts import LabelSet
 
 DETECTOR = "mc-lcr"
@@ -503,14 +503,13 @@ class MCLCRLossBreakdown(LossTerms):
     contrastive: torch.Tensor
 
 
-class MCLCR(nn.Module):
+class MCLCR(Detector):
     """MC-LCR with MFCLIP's public surface: aligned faces [B, 3, S, S] in [0, 1] in, 3-way
     logits out; ``loss`` for training. Faces of another size are resized to ``crop_size``."""
 
     def __init__(self, settings: MCLCRSettings, backbone: nn.Module):
         super().__init__()
         self.config = settings
-        self.inference_only = False  # no adapters to merge: it trains and saves as it scores
         self.spatial = XceptionTaps(backbone, settings.style_stages)
         self.style = ShallowStyleBlock(
             [self.spatial.channels[name] for name in settings.style_stages], settings
@@ -529,20 +528,12 @@ class MCLCR(nn.Module):
         self.register_buffer("std", torch.tensor(settings.std).view(1, 3, 1, 1), persistent=False)
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.config.classes)
-
-    @property
     def crop_size(self) -> int:
         return self.config.crop_size
 
     @property
     def crop_margin(self) -> float:
         return self.config.margin
-
-    def merge_adapters(self) -> MCLCR:
-        """Nothing to merge (MFCLIP folds its LoRA adapters here); the scan calls it alike."""
-        return self
 
     def embed(self, faces: torch.Tensor) -> torch.Tensor:
         """The fused embedding [B, fused_dim] that the head reads and SupCon shapes."""
@@ -554,19 +545,6 @@ class MCLCR(nn.Module):
         shallow, last = self.spatial((faces - self.mean) / self.std)
         features = [last.mean(dim=(2, 3)), self.style(shallow), self.frequency(faces)]
         return self.fusion(torch.cat([f.float() for f in features], dim=-1))
-
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """Class logits [B, 3] (real, diffusion, gan)."""
-        return self.head(self.embed(faces))
-
-    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused embeddings [B, D] and the class logits [B, 3] read from them, in one pass."""
-        embeddings = self.embed(faces)
-        return embeddings, self.head(embeddings)
-
-    @torch.no_grad()
-    def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.forward(faces).float(), dim=-1)
 
     def contrastive_keys(self, label_sets: Sequence[LabelSet]) -> list[Any]:
         """What makes two samples SupCon positives: their class, or their whole label set."""
@@ -588,14 +566,6 @@ class MCLCR(nn.Module):
         contrastive = supcon_loss(embeddings, groups, self.config.supcon_temperature)
         total = classification + self.config.supcon_weight * contrastive
         return MCLCRLossBreakdown(total, classification, contrastive)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def parameter_counts(self) -> tuple[int, int]:
-        """(total, trainable) parameter counts."""
-        total = sum(p.numel() for p in self.parameters())
-        return total, sum(p.numel() for p in self.trainable_parameters())
 
 
 def build_mclcr(settings: MCLCRSettings, *, pretrained: bool = True) -> MCLCR:

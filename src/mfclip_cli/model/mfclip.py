@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mfclip_cli.model.config import ModelConfig
+from mfclip_cli.model.detectors import Detector
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
 from mfclip_cli.model.noise import NoiseBranch
@@ -23,7 +24,7 @@ def _mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.0) -> nn.Seq
     )
 
 
-class MFCLIP(nn.Module):
+class MFCLIP(Detector):
     """Multi-modal fine-grained CLIP.
 
     ``forward`` (inference) uses the vision side and the 3-way head only; ``loss`` adds the
@@ -62,31 +63,10 @@ class MFCLIP(nn.Module):
         self.text_predictor = _mlp(dim, dim, dim)
         self.criterion = MFCLIPLoss(config.loss)
 
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.config.classes)
-
-    @property
-    def crop_size(self) -> int:
-        return self.config.preprocess.crop_size
-
-    @property
-    def crop_margin(self) -> float:
-        return self.config.preprocess.margin
-
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """Class logits [B, 3] (real, diffusion, gan)."""
-        return self.head(self.vision(faces))
-
-    def embed_and_classify(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The vision encoder's face embeddings [B, D] and the class logits [B, 3] read from
-        them: one forward pass for the metrics and the embedding plot."""
-        embeddings = self.vision(faces)
-        return embeddings, self.head(embeddings)
-
-    @torch.no_grad()
-    def predict_proba(self, faces: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.forward(faces).float(), dim=-1)
+    def embed(self, faces: torch.Tensor) -> torch.Tensor:
+        """The vision encoder's face embeddings [B, D]: CLIP's image branch fused with the noise
+        branch."""
+        return self.vision(faces)
 
     def merge_adapters(self) -> MFCLIP:
         """For inference only: fold the LoRA adapters into the base weights (faster forward, same
@@ -124,14 +104,6 @@ class MFCLIP(nn.Module):
             text_ids=self.language.prompt_ids(label_sets),
             predicted_text=self.text_predictor(visual),
         )
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def parameter_counts(self) -> tuple[int, int]:
-        """(total, trainable) parameter counts."""
-        total = sum(p.numel() for p in self.parameters())
-        return total, sum(p.numel() for p in self.trainable_parameters())
 
 
 def _resolve_config(config: ModelConfig, towers: ClipTowers) -> ModelConfig:
