@@ -15,11 +15,11 @@ from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.engines.calibration import softmax, temperature_of
 from mfclip_cli.engines.evaluate import (
     CalibrateRequest,
-    _refuse_incomparable,
     calibrate,
     predict_outputs,
 )
 from mfclip_cli.engines.significance import delong_test
+from mfclip_cli.engines.weights import refuse_incomparable
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import (
     CLASS_NAMES,
@@ -198,6 +198,6 @@ def test_checkpoints_with_different_classes_are_refused():
         )
 
     three = scoring("a" * 64, CLASS_NAMES)
-    _refuse_incomparable(["A", "B"], [three, scoring("b" * 64, CLASS_NAMES)])
+    refuse_incomparable(["A", "B"], [three, scoring("b" * 64, CLASS_NAMES)])
     with pytest.raises(UsageError, match="classes differ"):
-        _refuse_incomparable(["A", "B"], [three, scoring("b" * 64, ("real", "fake"))])
+        refuse_incomparable(["A", "B"], [three, scoring("b" * 64, ("real", "fake"))])

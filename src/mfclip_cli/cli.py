@@ -94,13 +94,15 @@ def scan(
     paths: list[str] = typer.Argument(
         ..., help="Files, folders, glob patterns, or - to read paths from stdin."
     ),
-    weights: Optional[str] = typer.Option(
+    weights: Optional[list[str]] = typer.Option(
         None,
         "--weights",
         "-w",
         help=(
             "Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the "
-            "bundled demo)."
+            "bundled demo). Repeat it to score each face with every checkpoint side by side "
+            "(its 'detectors'); the first is the primary, whose probabilities, label and "
+            "--fail-on-fake the report keeps."
         ),
     ),
     json_path: Optional[str] = typer.Option(
@@ -207,7 +209,7 @@ def scan(
             fps=fps,
             frames=frames,
         ),
-        weights=weights,
+        weights=tuple(weights or ()),
         recursive=recursive,
         json_path=json_path,
         jsonl_path=jsonl_path,

@@ -73,6 +73,7 @@ from mfclip_cli.engines.significance import delong_test
 from mfclip_cli.engines.weights import (
     ResolvedWeights,
     load_weights,
+    refuse_incomparable,
     resolve_weights,
     weights_record,
 )
@@ -769,24 +770,6 @@ PAIR_FIGURES = ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value"
 SHA_SHOWN = 8  # hex digits of a SHA-256 in the tables
 
 
-def _refuse_incomparable(given: Sequence[str], scorings: Sequence[_Scoring]) -> None:
-    """One checkpoint named twice compares with itself; checkpoints with different classes do not
-    score the same question."""
-    seen: dict[str, str] = {}
-    for name, scoring in zip(given, scorings):
-        info = scoring.info
-        if info.sha256 in seen:
-            raise UsageError(
-                f"--weights {seen[info.sha256]} and --weights {name} are the same checkpoint "
-                f"(SHA-256 {info.sha256[:SHA_SHOWN]}...); name each checkpoint once"
-            )
-        seen[info.sha256] = name
-    classes = {tuple(scoring.model.classes) for scoring in scorings}
-    if len(classes) > 1:
-        listed = " / ".join(", ".join(group) for group in sorted(classes))
-        raise UsageError(f"the checkpoints' classes differ ({listed}): their scores do not compare")
-
-
 def _pairs(
     fake: np.ndarray, scores: Sequence[np.ndarray], aucs: Sequence[float | None]
 ) -> list[dict]:
@@ -921,7 +904,7 @@ def compare(
         _Scoring(device, protocol, index, splits, *_checkpoint(name, device, error_console))
         for name in weights
     ]
-    _refuse_incomparable(weights, scorings)
+    refuse_incomparable(weights, scorings)
     perturbations = combine(protocol.perturb, requested)
     started = utc_now()
     scored = [_score(scoring, request, perturbations) for scoring in scorings]

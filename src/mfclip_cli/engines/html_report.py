@@ -30,6 +30,7 @@ from mfclip_cli.engines.report import (
     StagedReport,
     draw_faces,
     report_lines,
+    side_by_side,
 )
 from mfclip_cli.engines.runtime import utc_now
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, video_frames
@@ -217,6 +218,12 @@ class HtmlSink(StagedReport):
             ("thresholds", _text(meta.get("thresholds"))),
             ("video sampling", _text(meta.get("video_sampling"))),
         ]
+        if side_by_side(meta):  # numbered as each face's lines are
+            checkpoints = [
+                f"#{k} {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
+                for k, weights in enumerate(side_by_side(meta))
+            ]
+            rows.append(("side by side", "; ".join(checkpoints)))
         if "calibration" in meta:
             rows.append(("calibration", _text(meta["calibration"])))
         if "processes" in meta:

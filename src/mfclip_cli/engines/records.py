@@ -22,6 +22,24 @@ def normalised_entropy(probs: list[float]) -> float:
     return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(values)))
 
 
+def verdict(
+    probs: dict[str, float],
+    label: str,
+    ood_distance: float | None = None,
+    ood_threshold: float | None = None,
+) -> dict[str, Any]:
+    """One checkpoint's word on a face as the reports hold it: rounded probabilities, label,
+    uncertainty, OOD distance and flag (None without OOD statistics). The face record's own
+    fields and each entry of its ``detectors`` are made alike."""
+    return {
+        "probs": {name: round(float(value), 6) for name, value in probs.items()},
+        "label": label,
+        "uncertainty": round(normalised_entropy(list(probs.values())), 6),
+        "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
+        "ood": None if ood_distance is None else bool(ood_distance > ood_threshold),
+    }
+
+
 @dataclass
 class FaceEvidence:
     """What ``--explain`` draws for one face, held only until its PNG is written."""
@@ -50,6 +68,9 @@ class FaceRecord:
     explanation: str | None = None
     # with --explain: the noise branch's square in the aligned crop, x1 y1 x2 y2 (crop pixels)
     richest_patch: list[int] | None = None
+    # with several --weights: each checkpoint's verdict, in --weights order (the primary's first,
+    # the fields above): {"weights": name, "sha256", "probs", "label", "uncertainty", ood fields}
+    detectors: list[dict[str, Any]] | None = None
     # with --explain, until its PNG is written: the crop and heatmap to draw (never serialised)
     evidence: FaceEvidence | None = field(default=None, repr=False, compare=False)
 
@@ -66,26 +87,31 @@ class FaceRecord:
         timestamp=None,
         ood_distance: float | None = None,
         ood_threshold: float | None = None,
+        detectors: list[dict[str, Any]] | None = None,
     ):
         return cls(
             index=index,
             box=_round(box),
             landmarks=_round(landmarks),
             det_score=round(float(det_score), 6),
-            probs={name: round(float(value), 6) for name, value in probs.items()},
-            label=label,
-            uncertainty=round(normalised_entropy(list(probs.values())), 6),
-            ood_distance=None if ood_distance is None else round(float(ood_distance), 4),
-            ood=None if ood_distance is None else bool(ood_distance > ood_threshold),
+            **verdict(probs, label, ood_distance, ood_threshold),
             frame=frame,
             timestamp=None if timestamp is None else round(float(timestamp), 3),
+            detectors=detectors,
         )
 
     def to_dict(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         if self.frame is None:
             del record["frame"], record["timestamp"]
-        for optional in ("uncertainty", "ood_distance", "ood", "explanation", "richest_patch"):
+        for optional in (
+            "uncertainty",
+            "ood_distance",
+            "ood",
+            "explanation",
+            "richest_patch",
+            "detectors",
+        ):
             if record[optional] is None:
                 del record[optional]
         return record

@@ -252,15 +252,23 @@ CSV_COLUMNS = [
     "weights_sha256",
     "demo",
 ]
+# with several --weights, per compared checkpoint k (1, 2, ... after the primary): "real@1", ...
+COMPARED_CSV_COLUMNS = (*CLASS_COLUMNS, "label", "weights_sha256")
+
+
+def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The weights records of a scan with several checkpoints (``--weights A --weights B``), the
+    primary first; none for a scan with one."""
+    return list(meta.get("compared_weights") or [])
 
 
 class CsvSink:
-    """One row per face; a file with no face or an error gets one row with empty face columns."""
+    """One row per face; a file with no face or an error gets one row with empty face columns.
+    With several checkpoints, each compared one k adds ``real@k`` ... ``weights_sha256@k``."""
 
     def __init__(self, path: str, *, force: bool = False):
         self.file = _ReportFile(Path(path), force=force)
         self.stream = self.file.stream
-        self.writer = csv.DictWriter(self.stream, fieldnames=CSV_COLUMNS)
         self.common: dict[str, Any] = {}
 
     def begin(self, meta: dict[str, Any]) -> None:
@@ -269,7 +277,22 @@ class CsvSink:
             "weights_sha256": meta["weights"]["sha256"],
             "demo": str(meta["demo"]).lower(),
         }
+        columns = [
+            f"{column}@{k}"
+            for k in range(1, len(side_by_side(meta)))
+            for column in COMPARED_CSV_COLUMNS
+        ]
+        self.writer = csv.DictWriter(self.stream, fieldnames=[*CSV_COLUMNS, *columns])
         self.writer.writeheader()
+
+    @staticmethod
+    def _compared(face: FaceRecord) -> dict[str, Any]:
+        """The compared checkpoints' columns of ``face``'s row."""
+        cells = {}
+        for k, entry in enumerate((face.detectors or [])[1:], start=1):
+            values = {**entry["probs"], "label": entry["label"], "weights_sha256": entry["sha256"]}
+            cells.update({f"{column}@{k}": values[column] for column in COMPARED_CSV_COLUMNS})
+        return cells
 
     def write(self, record: FileRecord) -> None:
         base = {key: getattr(record, key) for key in FILE_FIELDS}
@@ -296,6 +319,7 @@ class CsvSink:
                     "ood_distance": face.ood_distance,
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
+                    **self._compared(face),
                 }
             )
         self.stream.flush()
@@ -313,35 +337,42 @@ DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not e
 class TableSink:
     """A rich table on the terminal once the run ends: a row per face, and per faceless file.
 
+    With several checkpoints, each one's p(fake) (a column headed ``#k name``, the primary #0)
+    stands in for the three probabilities; the uncertainty and label are the primary's.
+
     On a narrow terminal it drops columns rather than the verdict: first status and box (the
-    label column then carries the status), then the three probabilities and the uncertainty for
-    one p(fake), then that too (below 60 columns). The demo notice is a line of its own, wrapped,
-    never cut.
+    label column then carries the status), then the probabilities and the uncertainty for the
+    primary's p(fake), then that too (below 60 columns). The demo notice is a line of its own,
+    wrapped, never cut.
     """
 
     def __init__(self, console: Console):
         self.console = console
         self.records: list[FileRecord] = []
         self.meta: dict[str, Any] = {}
+        self.checkpoint_columns: list[str] = []  # "#k name" with several checkpoints
 
     def begin(self, meta: dict[str, Any]) -> None:
         self.meta = meta
+        self.checkpoint_columns = [
+            f"#{k} {weights['name']}" for k, weights in enumerate(side_by_side(meta))
+        ]
 
     def write(self, record: FileRecord) -> None:
         self.records.append(record)
 
     def _columns(self) -> list[str]:
         width = self.console.width
+        probabilities = self.checkpoint_columns or list(CLASS_COLUMNS)
         if width >= 120:
-            return ["file", "status", "face", "box", *CLASS_COLUMNS, "unc.", "label / note"]
+            return ["file", "status", "face", "box", *probabilities, "unc.", "label / note"]
         if width >= 90:
-            return ["file", "face", *CLASS_COLUMNS, "unc.", "label / note"]
+            return ["file", "face", *probabilities, "unc.", "label / note"]
         if width >= 60:
             return ["file", "face", "p(fake)", "label / note"]
         return ["file", "face", "label / note"]
 
-    @staticmethod
-    def _cells(record: FileRecord, columns: list[str]) -> list[list[str]]:
+    def _cells(self, record: FileRecord, columns: list[str]) -> list[list[str]]:
         if not record.faces:
             note = record.error if record.status == STATUS_ERROR else "no face found"
             if "status" not in columns:
@@ -360,16 +391,23 @@ class TableSink:
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
                 "label / note": face.label + (", OOD" if face.ood else ""),
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
+                **{
+                    column: f"{1.0 - entry['probs']['real']:.3f}"
+                    for column, entry in zip(self.checkpoint_columns, face.detectors or [])
+                },
             }
             rows.append([values[column] for column in columns])
         return rows
 
     def close(self, summary: dict[str, Any]) -> None:
         weights = self.meta.get("weights", {})
-        table = Table(
-            title=f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
-        )
+        title = f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
         columns = self._columns()
+        if set(self.checkpoint_columns) & set(columns):
+            title += ", p(fake) per checkpoint"
+        elif self.checkpoint_columns:
+            title += f", the primary of {len(self.checkpoint_columns)} checkpoints"
+        table = Table(title=title)
         longest = max((len(record.path) for record in self.records), default=4)
         for column in columns:
             if column == "file":
@@ -379,7 +417,7 @@ class TableSink:
             elif column == "label / note":
                 table.add_column(column, overflow="fold", min_width=9)
             else:
-                numeric = column in (*CLASS_COLUMNS, "p(fake)", "unc.")
+                numeric = column in (*CLASS_COLUMNS, "p(fake)", "unc.", *self.checkpoint_columns)
                 table.add_column(column, no_wrap=numeric, justify="right" if numeric else "left")
         for record in self.records:
             for row in self._cells(record, columns):
@@ -511,6 +549,15 @@ class ExplainSink(AnnotateSink):
             face.evidence = None  # drawn: the crop and heatmap are not kept for the whole run
 
 
+def _checkpoint_hashes(meta: dict[str, Any]) -> str | list[str] | None:
+    """What a resume must match: the SHA-256 of the report's checkpoint, or the list of them in
+    order for a scan with several."""
+    compared = side_by_side(meta)
+    if compared:
+        return [weights.get("sha256") for weights in compared]
+    return (meta.get("weights") or {}).get("sha256")
+
+
 @dataclass
 class ResumeState:
     """What an earlier report holds: the inputs it has done, and what its records add to the exit
@@ -539,7 +586,7 @@ class ResumeState:
         differences = [
             f"{name} {was!r} there, {now!r} now"
             for name, was, now in [
-                ("weights", previous.get("weights", {}).get("sha256"), meta["weights"]["sha256"]),
+                ("weights", _checkpoint_hashes(previous), _checkpoint_hashes(meta)),
                 *(
                     (f"thresholds.{key}", previous.get("thresholds", {}).get(key), value)
                     for key, value in meta["thresholds"].items()

@@ -21,12 +21,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, TextIO
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,6 +52,7 @@ from mfclip_cli.engines.records import (
     FaceEvidence,
     FaceRecord,
     FileRecord,
+    verdict,
 )
 from mfclip_cli.engines.report import (
     AnnotateSink,
@@ -73,7 +75,13 @@ from mfclip_cli.engines.runtime import (
     join_world,
     utc_now,
 )
-from mfclip_cli.engines.weights import load_weights, resolve_weights, weights_record
+from mfclip_cli.engines.weights import (
+    ResolvedWeights,
+    load_weights,
+    refuse_incomparable,
+    resolve_weights,
+    weights_record,
+)
 from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
@@ -85,7 +93,7 @@ from mfclip_cli.faces.decode import (
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
-from mfclip_cli.model import Detector, detector_of
+from mfclip_cli.model import CheckpointInfo, Detector, detector_of
 from mfclip_cli.model.config import MFCLIP_DETECTOR
 from mfclip_cli.model.explain import explain as explain_faces
 
@@ -118,103 +126,154 @@ class FoundFace(NamedTuple):
     evidence: FaceEvidence | None = None  # with ScanSettings.explain
     richest_patch: list[int] | None = None  # with explain and a noise branch
     ood_distance: float | None = None  # where the checkpoint has OOD statistics
+    # with several checkpoints: the others' verdicts on this face (no detection), in their order
+    compared: tuple[FoundFace, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One checkpoint as a scan scores faces with it. ``scan --weights A --weights B`` runs
+    several on the same detected faces, each on crops aligned for it, at its own calibration."""
+
+    model: Detector
+    temperature: float = 1.0  # its calibration: probs = softmax(logits / T)
+    ood: OodStatistics | None = None  # its statistics, for each face's OOD flag
+    fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
+    weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
+
+    @property
+    def geometry(self) -> tuple[int, float]:
+        """The aligned crop it reads: (crop_size, margin)."""
+        return self.model.crop_size, self.model.crop_margin
 
 
 class Scanner:
-    """Faces and their class probabilities for files, in input order."""
+    """Faces and their class probabilities for files, in input order, by one checkpoint or by
+    several side by side."""
 
     def __init__(
         self,
-        model: Detector,
+        model: Detector | Sequence[Scorer],
         settings: ScanSettings,
         device: torch.device,
-        temperature: float = 1.0,  # the checkpoint's calibration: probs = softmax(logits / T)
-        ood: OodStatistics | None = None,  # the checkpoint's, for each face's OOD flag
+        temperature: float = 1.0,
+        ood: OodStatistics | None = None,
     ):
-        self.model = model.eval().to(device).merge_adapters()  # scanning never trains: fold LoRA in
+        """``model``: one checkpoint's detector, with its calibration ``temperature`` and ``ood``
+        statistics; or the scorers of several, the primary first. Each face is detected once and
+        aligned once per crop geometry the checkpoints read."""
+        scorers = model if isinstance(model, (list, tuple)) else [Scorer(model, temperature, ood)]
+        # scanning never trains: fold LoRA in
+        self.scorers = [
+            replace(scorer, model=scorer.model.eval().to(device).merge_adapters())
+            for scorer in scorers
+        ]
+        self.primary = self.scorers[0]
         self.settings = settings
         self.device = device
-        self.temperature = temperature
-        self.ood = ood
         # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
-        self.classes = model.classes
+        self.classes = self.primary.model.classes
         # On a GPU a chunk is one detection batch and, at a face or more per image, a full model
         # batch, up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of
         # memory.
         gpu_chunk = min(max(8, settings.batch_size), 32)
         self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
+        (crop_size, margin), *more = dict.fromkeys(scorer.geometry for scorer in self.scorers)
         self.cropper = FaceCropper(
             FaceSearch(
-                crop_size=model.crop_size,
-                margin=model.crop_margin,
+                crop_size=crop_size,
+                margin=margin,
                 min_face=settings.min_face,
                 thresholds=settings.detection_thresholds,
                 detect_max_side=settings.detect_max_side,
+                more_crops=tuple(more),
             ),
             device,
         )
+
+    @property
+    def ood(self) -> OodStatistics | None:
+        """The primary checkpoint's OOD statistics."""
+        return self.primary.ood
 
     # -- model stage -------------------------------------------------------------------------
     def _batches(self, crops: torch.Tensor) -> Iterator[torch.Tensor]:
         for start in range(0, len(crops), self.settings.batch_size):
             yield crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
 
-    def _ood_distances(self, embeddings: torch.Tensor) -> list[float | None]:
-        if self.ood is None:
+    @staticmethod
+    def _ood_distances(embeddings: torch.Tensor, scorer: Scorer) -> list[float | None]:
+        if scorer.ood is None:
             return [None] * len(embeddings)
-        return self.ood.distances(embeddings.float().cpu().numpy()).tolist()
+        return scorer.ood.distances(embeddings.float().cpu().numpy()).tolist()
 
     @torch.no_grad()
-    def classify(self, crops: torch.Tensor) -> list[FoundFace]:
-        """Class probabilities of aligned crops, and their OOD distances where the checkpoint
-        has statistics (``FoundFace`` without its detection); bf16 autocast on CUDA, fp32 on
-        CPU."""
+    def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
+        """Class probabilities of aligned crops by ``scorer`` (the primary by default), and their
+        OOD distances where it has statistics (``FoundFace`` without its detection); bf16
+        autocast on CUDA, fp32 on CPU."""
+        scorer = scorer or self.primary
         found = []
         for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                embeddings, logits = self.model.embed_and_classify(batch)
-            probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
-            for row, distance in zip(probs, self._ood_distances(embeddings)):
+                embeddings, logits = scorer.model.embed_and_classify(batch)
+            probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
+            for row, distance in zip(probs, self._ood_distances(embeddings, scorer)):
                 found.append(FoundFace(None, row, ood_distance=distance))
         return found
 
     def classify_with_evidence(self, crops: torch.Tensor) -> list[FoundFace]:
-        """Probabilities with the evidence behind them (``FoundFace`` without its detection): the
-        same forward pass, plus one backward pass per batch."""
+        """The primary's probabilities with the evidence behind them (``FoundFace`` without its
+        detection): the same forward pass, plus one backward pass per batch."""
+        scorer = self.primary
         found = []
         for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                result = explain_faces(self.model, batch, self.temperature)
+                result = explain_faces(scorer.model, batch, scorer.temperature)
             probs = result.probs.cpu().numpy()
             pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
-            distances = self._ood_distances(result.embeddings)
+            distances = self._ood_distances(result.embeddings, scorer)
             for i in range(len(batch)):
                 evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
                 patch = boxes[i] if boxes else None
                 found.append(FoundFace(None, probs[i], evidence, patch, distances[i]))
         return found
 
-    def label(self, probs: np.ndarray) -> str:
+    def fake_threshold(self, scorer: Scorer | None = None) -> float:
+        """``scorer``'s fake threshold (the primary's by default): its own, else the settings'."""
+        threshold = (scorer or self.primary).fake_threshold
+        return self.settings.fake_threshold if threshold is None else threshold
+
+    def label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
         real = self.classes.index("real")
-        if 1.0 - probs[real] < self.settings.fake_threshold:
+        if 1.0 - probs[real] < self.fake_threshold(scorer):
             return "real"
         fakes = [i for i in range(len(self.classes)) if i != real]
         return self.classes[max(fakes, key=lambda i: probs[i])]
 
-    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
-        """Detect, align and classify (or explain) the faces of several RGB images."""
-        found = self.cropper(images)
-        crops = [faces.crops for faces in found if faces.detections]
+    def _scored(self, scorer: Scorer, crops: list[torch.Tensor]) -> list[FoundFace]:
+        """``scorer``'s verdicts on the faces of ``crops``; with --explain the primary's carry
+        their evidence."""
         if not crops:
-            scored: list[FoundFace] = []
-        elif self.settings.explain:
-            scored = self.classify_with_evidence(torch.cat(crops))
-        else:
-            scored = self.classify(torch.cat(crops))
+            return []
+        if self.settings.explain and scorer is self.primary:
+            return self.classify_with_evidence(torch.cat(crops))
+        return self.classify(torch.cat(crops), scorer)
+
+    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
+        """Detect, align and classify (or explain) the faces of several RGB images: detected
+        once, each checkpoint scoring its own crops of them."""
+        found = self.cropper(images)
+        with_faces = [faces for faces in found if faces.detections]
+        verdicts = [
+            self._scored(scorer, [faces.crops_at(scorer.geometry) for faces in with_faces])
+            for scorer in self.scorers
+        ]
+        scored = [face._replace(compared=tuple(others)) for face, *others in zip(*verdicts)]
         results, offset = [], 0
         for faces in found:
             count = len(faces.detections)
@@ -226,6 +285,27 @@ class Scanner:
             )
             offset += count
         return results
+
+    def _verdict(self, scorer: Scorer, face: FoundFace) -> dict[str, Any]:
+        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it."""
+        return verdict(
+            dict(zip(self.classes, face.probs.tolist())),
+            self.label(face.probs, scorer),
+            face.ood_distance,
+            None if scorer.ood is None else scorer.ood.threshold,
+        )
+
+    def _detectors(self, face: FoundFace) -> list[dict[str, Any]] | None:
+        """With several checkpoints, each one's verdict on ``face``, named, in their order."""
+        if len(self.scorers) == 1:
+            return None
+        entries = []
+        for scorer, found in zip(self.scorers, (face, *face.compared)):
+            weights = scorer.weights or {}
+            named = {"weights": weights.get("name"), "sha256": weights.get("sha256")}
+            said = self._verdict(scorer, found)
+            entries.append({**named, **{key: v for key, v in said.items() if v is not None}})
+        return entries
 
     def _face_records(self, found: list[FoundFace], start: int = 0, frame=None) -> list[FaceRecord]:
         records = []
@@ -241,6 +321,7 @@ class Scanner:
                 timestamp=None if frame is None else frame.timestamp,
                 ood_distance=face.ood_distance,
                 ood_threshold=None if self.ood is None else self.ood.threshold,
+                detectors=self._detectors(face),
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
             records.append(record)
@@ -487,7 +568,8 @@ class ScanRequest:
 
     inputs: list[str]
     settings: ScanSettings = field(default_factory=ScanSettings)
-    weights: str | None = None
+    # the checkpoints, the primary first; none: $MFCLIP_WEIGHTS, then the default
+    weights: tuple[str, ...] = ()
     recursive: bool = True
     json_path: str | None = None
     jsonl_path: str | None = None
@@ -626,13 +708,16 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def scan_meta(
     request: ScanRequest, scanner: Scanner, resolved, info, demo: bool, inputs: int
 ) -> dict:
-    """The report's meta: what ran, on what, with which settings (a resume must match them)."""
+    """The report's meta: what ran, on what, with which settings (a resume must match them).
+    With several checkpoints, ``compared_weights`` names them all, the primary first."""
     settings = request.settings
+    several = len(scanner.scorers) > 1
     return {
         "type": "meta",
         "tool": "mfclip",
         "version": __version__,
         "weights": weights_record(resolved, info, demo),
+        **({"compared_weights": [s.weights for s in scanner.scorers]} if several else {}),
         "demo": demo,
         "device": str(scanner.device),
         "calibration": calibration_summary(info.calibration),
@@ -642,6 +727,12 @@ def scan_meta(
             **(
                 {"fake_from": threshold_key(settings.fake_threshold_fpr)}
                 if settings.fake_threshold_fpr is not None
+                else {}
+            ),
+            # each checkpoint's, where several are compared: fpr:X is each one's own threshold
+            **(
+                {"fake_compared": [scanner.fake_threshold(s) for s in scanner.scorers]}
+                if several
                 else {}
             ),
             "detection": list(settings.detection_thresholds),
@@ -655,6 +746,45 @@ def scan_meta(
         "cwd": os.getcwd(),
         "inputs": inputs,
     }
+
+
+class _Checkpoint(NamedTuple):
+    resolved: ResolvedWeights
+    model: Detector
+    info: CheckpointInfo
+    demo: bool
+
+
+def _load_checkpoints(names: Sequence[str], device: torch.device) -> list[_Checkpoint]:
+    """Every ``--weights`` loaded (none: the default one), before anything is written; one named
+    twice, or checkpoints of different classes, are a usage error."""
+    checkpoints = []
+    for name in names or [None]:
+        resolved = resolve_weights(name)
+        checkpoints.append(_Checkpoint(resolved, *load_weights(resolved, device)))
+    if len(checkpoints) > 1:
+        refuse_incomparable(names, checkpoints)
+    return checkpoints
+
+
+def _scorers(checkpoints: Sequence[_Checkpoint], settings: ScanSettings) -> list[Scorer]:
+    """Each checkpoint at its own calibration and OOD statistics; with ``fpr:X`` each at its own
+    threshold for that validation FPR (a compared checkpoint without one is named)."""
+    scorers = []
+    for k, (resolved, model, info, demo) in enumerate(checkpoints):
+        threshold = None
+        if settings.fake_threshold_fpr is not None:
+            try:
+                threshold = threshold_for_fpr(info.calibration, settings.fake_threshold_fpr)
+            except UsageError as error:
+                if k == 0:
+                    raise
+                raise UsageError(f"--weights {resolved.name}: {error}") from None
+        record = weights_record(resolved, info, demo)
+        scorers.append(
+            Scorer(model, temperature_of(info.calibration), ood_of(info), threshold, record)
+        )
+    return scorers
 
 
 def run_scan(
@@ -677,27 +807,29 @@ def run_scan(
     rank, world = processes.rank, processes.size
     if request.explain_dir:
         request = replace(request, settings=replace(request.settings, explain=True))
-    resolved = resolve_weights(request.weights)
-    model, info, demo = load_weights(resolved, device)
+    checkpoints = _load_checkpoints(request.weights, device)
+    resolved, _, info, demo = checkpoints[0]
     if request.explain_dir and detector_of(info.config) != MFCLIP_DETECTOR:
         raise UsageError(
             f"--explain draws MFCLIP's heatmaps and noise patches; this checkpoint's detector "
             f"is {detector_of(info.config)}"
         )
-    if request.settings.fake_threshold_fpr is not None:
-        threshold = threshold_for_fpr(info.calibration, request.settings.fake_threshold_fpr)
+    scorers = _scorers(checkpoints, request.settings)
+    if scorers[0].fake_threshold is not None:
+        threshold = scorers[0].fake_threshold
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
-    if demo and rank == 0:
-        error_console.print(
-            "[bold yellow]warning:[/] using the bundled DEMO weights, trained on synthetic "
-            "artifacts: the probabilities are not evidence. Pass --weights for a real checkpoint."
-        )
+    for checkpoint in checkpoints:
+        if checkpoint.demo and rank == 0:
+            named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
+            error_console.print(
+                f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(named)}, trained "
+                "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
+                "real checkpoint."
+            )
     items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
     if not items:
         raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
-    scanner = Scanner(
-        model, request.settings, device, temperature_of(info.calibration), ood_of(info)
-    )
+    scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, resolved, info, demo, len(items))
     if world > 1:
         meta["processes"] = world

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -204,6 +204,25 @@ def weights_record(resolved: ResolvedWeights, info: CheckpointInfo, demo: bool) 
         "config": info.config.name,
         "detector": getattr(info.config, "detector", "mfclip"),
     }
+
+
+def refuse_incomparable(given: Sequence[str | None], loaded: Sequence[Any]) -> None:
+    """Checkpoints side by side (eval, scan): each of ``loaded`` has ``info`` and ``model``. One
+    named twice compares with itself, and checkpoints with different classes do not score the
+    same question: usage errors."""
+    seen: dict[str, str] = {}
+    for name, one in zip(given, loaded):
+        info = one.info
+        if info.sha256 in seen:
+            raise UsageError(
+                f"--weights {seen[info.sha256]} and --weights {name} are the same checkpoint "
+                f"(SHA-256 {info.sha256[:12]}...); name each checkpoint once"
+            )
+        seen[info.sha256] = name
+    classes = {tuple(one.model.classes) for one in loaded}
+    if len(classes) > 1:
+        listed = " / ".join(", ".join(group) for group in sorted(classes))
+        raise UsageError(f"the checkpoints' classes differ ({listed}): their scores do not compare")
 
 
 def demo_hashes(store: Path | None = None) -> set[str]:

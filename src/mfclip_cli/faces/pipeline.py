@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -22,16 +22,26 @@ class FaceSearch:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
     detect_max_side: int = 0
+    # further (crop_size, margin) each face is aligned at too: checkpoints that read differently
+    # aligned faces share one detection
+    more_crops: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
 class FoundFaces:
     detections: list[Detection]
     crops: torch.Tensor  # [F, 3, crop, crop] in [0, 1], on the cropper's device
+    # the faces at every geometry searched, ``crops``'s and ``more_crops``, by (crop_size, margin)
+    aligned: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)
+
+    def crops_at(self, geometry: tuple[int, float]) -> torch.Tensor:
+        """The faces aligned at ``geometry`` (crop_size, margin), one the search named."""
+        return self.aligned[geometry]
 
 
 class FaceCropper:
-    """Every face of a batch of upright RGB uint8 images, detected together and aligned together."""
+    """Every face of a batch of upright RGB uint8 images, detected together and aligned together,
+    once per crop geometry the search names."""
 
     def __init__(self, search: FaceSearch, device: torch.device | str = "cpu"):
         self.search = search
@@ -45,10 +55,15 @@ class FaceCropper:
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[FoundFaces]:
         results = []
-        size = self.search.crop_size
+        main = (self.search.crop_size, self.search.margin)
+        geometries = dict.fromkeys((main, *self.search.more_crops))
         for pixels, found in zip(images, self.detector.detect(list(images))):
             if not found:
-                results.append(FoundFaces([], torch.zeros(0, 3, size, size, device=self.device)))
+                empty = {
+                    (size, margin): torch.zeros(0, 3, size, size, device=self.device)
+                    for size, margin in geometries
+                }
+                results.append(FoundFaces([], empty[main], empty))
                 continue
             pixels = (
                 pixels
@@ -58,7 +73,9 @@ class FaceCropper:
             # uint8: align_faces converts what it reads
             tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)
             landmarks = np.stack([d.landmarks for d in found])
-            results.append(
-                FoundFaces(found, align_faces(tensor, landmarks, size, self.search.margin))
-            )
+            aligned = {
+                (size, margin): align_faces(tensor, landmarks, size, margin)
+                for size, margin in geometries
+            }
+            results.append(FoundFaces(found, aligned[main], aligned))
         return results
