@@ -5,6 +5,9 @@
 #
 # SYNTHETIC data only (see `mfclip synth --help` and the SYNTH.md it writes): the demo weights
 # recognise those documented artifacts, not real GAN or diffusion faces.
+# The bundled file (2026-12-03) is the earlier run of this script, calibrated afterwards with
+# `mfclip calibrate --data "$work/faces" --protocol in-domain` (temperature, FPR thresholds, OOD
+# statistics); a run of this script now gets all three from training itself.
 set -euo pipefail
 
 bundled="$(cd "$(dirname "${BASH_SOURCE[0]}")/../src/mfclip_cli/weights" && pwd)"
