@@ -50,7 +50,7 @@ from mfclip_cli.model.config import (
 )
 from mfclip_cli.model.detectors import Detector, LossTerms
 from mfclip_cli.model.prompts import LabelSet
-from mfclip_cli.model.towers import ClipTowers
+from mfclip_cli.model.towers import ClipTowers, inference_towers
 from mfclip_cli.model.vision import MultiModalVisionEncoder
 
 DETECTOR = "clip-probe"
@@ -150,9 +150,15 @@ def _resolved(settings: ClipProbeSettings, towers: ClipTowers) -> ClipProbeSetti
 
 
 def build_clip_probe(settings: ClipProbeSettings, *, pretrained: bool = True) -> ClipProbe:
-    """Build the probe: the CLIP image tower with the weights of ``settings.clip.pretrained``
-    (random ones with ``pretrained=False``, when a checkpoint will fill them), frozen, and a
-    fresh head. The text tower open_clip builds beside it is not kept."""
+    """Build the probe: the CLIP image tower with the weights of ``settings.clip.pretrained``,
+    frozen, and a fresh head; the text tower open_clip builds beside it is not kept. With
+    ``pretrained=False`` a checkpoint will fill the weights and its settings are already
+    resolved: the plain ViTs are then built by ``vit.py`` without importing open_clip (a scan's
+    start-up), the others by open_clip with random weights."""
+    if not pretrained:
+        towers = inference_towers(settings.clip)
+        if towers is not None:
+            return ClipProbe(settings, towers)
     from mfclip_cli.model.backbone import create_clip_towers
 
     towers = create_clip_towers(settings.clip, load_weights=pretrained)
