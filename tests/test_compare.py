@@ -8,14 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from rich.console import Console
+from test_perturb import calibrated_copy
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.engines.calibration import softmax, temperature_of
 from mfclip_cli.engines.evaluate import (
-    CalibrateRequest,
-    calibrate,
     predict_outputs,
 )
 from mfclip_cli.engines.significance import delong_test
@@ -47,15 +45,7 @@ def protocol_file(tmp_path_factory):
 def calibrated(weights, dataset, protocol_file, tmp_path_factory):
     """The random tiny checkpoint (seed 0) with a temperature and thresholds fitted on val."""
     out = tmp_path_factory.mktemp("calibrated") / "calibrated.safetensors"
-    request = CalibrateRequest(
-        weights=str(weights),
-        data=str(dataset),
-        out=str(out),
-        protocol=str(protocol_file),
-        device="cpu",
-    )
-    calibrate(request, Console(stderr=True, quiet=True))
-    return out
+    return calibrated_copy(weights, dataset, protocol_file, out)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ that name them, and ``mfclip eval --perturb`` end to end on a tiny calibrated ch
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,19 +201,21 @@ def protocol_file(tmp_path_factory):
     return path
 
 
+def calibrated_copy(weights: Path, dataset: Path, protocol: Path, out: Path) -> Path:
+    """``weights`` with a temperature and thresholds fitted on ``protocol``'s val split, at
+    ``out`` (the calibrate engine, in process)."""
+    request = CalibrateRequest(
+        weights=str(weights), data=str(dataset), out=str(out), protocol=str(protocol), device="cpu"
+    )
+    calibrate(request, Console(stderr=True, quiet=True))
+    return out
+
+
 @pytest.fixture(scope="module")
 def calibrated(weights, dataset, protocol_file, tmp_path_factory):
     """The random tiny checkpoint with a temperature fitted on val (T != 1)."""
     out = tmp_path_factory.mktemp("calibrated") / "calibrated.safetensors"
-    request = CalibrateRequest(
-        weights=str(weights),
-        data=str(dataset),
-        out=str(out),
-        protocol=str(protocol_file),
-        device="cpu",
-    )
-    calibrate(request, Console(stderr=True, quiet=True))
-    return out
+    return calibrated_copy(weights, dataset, protocol_file, out)
 
 
 def test_eval_scores_each_perturbation_beside_the_clean_row(
