@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,9 +30,14 @@ class FaceSearch:
 @dataclass
 class FoundFaces:
     detections: list[Detection]
-    crops: torch.Tensor  # [F, 3, crop, crop] in [0, 1], on the cropper's device
-    # the faces at every geometry searched, ``crops``'s and ``more_crops``, by (crop_size, margin)
-    aligned: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)
+    # the faces [F, 3, crop, crop] in [0, 1], on the cropper's device, at every geometry searched
+    # by (crop_size, margin): the search's own first, then its ``more_crops``
+    aligned: dict[tuple[int, float], torch.Tensor]
+
+    @property
+    def crops(self) -> torch.Tensor:
+        """The faces at the search's own crop size and margin."""
+        return next(iter(self.aligned.values()))
 
     def crops_at(self, geometry: tuple[int, float]) -> torch.Tensor:
         """The faces aligned at ``geometry`` (crop_size, margin), one the search named."""
@@ -63,7 +68,7 @@ class FaceCropper:
                     (size, margin): torch.zeros(0, 3, size, size, device=self.device)
                     for size, margin in geometries
                 }
-                results.append(FoundFaces([], empty[main], empty))
+                results.append(FoundFaces([], empty))
                 continue
             pixels = (
                 pixels
@@ -77,5 +82,5 @@ class FaceCropper:
                 (size, margin): align_faces(tensor, landmarks, size, margin)
                 for size, margin in geometries
             }
-            results.append(FoundFaces(found, aligned[main], aligned))
+            results.append(FoundFaces(found, aligned))
         return results
