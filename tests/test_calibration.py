@@ -11,7 +11,12 @@ from safetensors.torch import load_file
 from scipy.stats import norm
 from sklearn import metrics as skm
 
-from mfclip_cli.engines.calibration import (
+from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.weights.store import BUNDLED_STORE, is_demo
+from mfclip_cli.model import read_checkpoint_info, save_checkpoint
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.calibration import (
     CalibrationError,
     calibration_problem,
     fit_calibration,
@@ -21,7 +26,7 @@ from mfclip_cli.engines.calibration import (
     softmax,
     threshold_for_fpr,
 )
-from mfclip_cli.engines.metrics import (
+from mfclip_cli.scoring.metrics import (
     _area,
     _best_tpr,
     _crossing,
@@ -31,18 +36,13 @@ from mfclip_cli.engines.metrics import (
     calibration_metrics,
     equal_error_rate,
     expected_calibration_error,
-    plot_reliability,
     rates_at_threshold,
     reliability_bins,
     roc_auc,
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from mfclip_cli.engines.runtime import UsageError
-from mfclip_cli.engines.scan import Scanner, ScanSettings
-from mfclip_cli.engines.weights import BUNDLED_STORE, is_demo
-from mfclip_cli.model import read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.plots import plot_reliability
 
 # -- ECE and Brier by hand ------------------------------------------------------------------------
 # Four faces; fake score 1 - p(real) and top-label confidence each land in a bin of their own

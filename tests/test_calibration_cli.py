@@ -12,10 +12,10 @@ from PIL import Image
 from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import read_dataset
-from mfclip_cli.engines.evaluate import predict_outputs
-from mfclip_cli.engines.metrics import rates_at_threshold
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.checkpoint import sidecar_path
+from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.scoring.metrics import rates_at_threshold
 
 
 @pytest.fixture(scope="module")

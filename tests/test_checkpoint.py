@@ -215,7 +215,7 @@ def test_unknown_tag_or_missing_file_is_a_clear_error(tiny_config):
 
 def test_imported_clip_weights_are_found_by_name_for_training(tiny_config, tmp_path):
     """`weights import-clip` on an open_clip cache folder; `--clip-weights NAME` builds on them."""
-    from mfclip_cli.engines.weights import WeightsError, import_clip, resolve_clip_weights
+    from mfclip_cli.engines.weights.store import WeightsError, import_clip, resolve_clip_weights
     from mfclip_cli.model.backbone import register_open_clip_configs
 
     register_open_clip_configs()

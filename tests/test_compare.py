@@ -12,12 +12,10 @@ from test_perturb import calibrated_copy
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.data import load_protocol, read_dataset, select
-from mfclip_cli.engines.calibration import softmax, temperature_of
-from mfclip_cli.engines.evaluate import (
+from mfclip_cli.engines.evaluate.evaluation import (
     predict_outputs,
 )
-from mfclip_cli.engines.significance import delong_test
-from mfclip_cli.engines.weights import refuse_incomparable
+from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import (
     CLASS_NAMES,
@@ -27,6 +25,8 @@ from mfclip_cli.model import (
     read_checkpoint_info,
     save_checkpoint,
 )
+from mfclip_cli.scoring.calibration import softmax, temperature_of
+from mfclip_cli.scoring.significance import delong_test
 
 
 @pytest.fixture(scope="module")

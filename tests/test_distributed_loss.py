@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from mfclip_cli.engines.train import _LossStep
+from mfclip_cli.engines.train.training import _LossStep
 from mfclip_cli.model import LabelSet, build_model, load_model_config
 from mfclip_cli.model.config import SpaSettings
 from mfclip_cli.model.losses import INITIAL_LOGIT_SCALE, contrastive_loss

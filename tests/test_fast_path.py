@@ -7,8 +7,8 @@ from facenet_pytorch import MTCNN
 from media import astronaut, iou, mosaic, save_video
 from PIL import Image
 
-from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
 from mfclip_cli.faces import align_faces, sample_video
 from mfclip_cli.model import build_model
 
@@ -112,7 +112,7 @@ def test_worker_counts_follow_the_cores(monkeypatch):
     most 16."""
     import types
 
-    import mfclip_cli.engines.scan as scan_engine
+    import mfclip_cli.engines.scan.scanner as scan_engine
 
     def workers(device: str, cores: int, asked: int = 0) -> int:
         monkeypatch.setattr(scan_engine, "available_cores", lambda: cores)

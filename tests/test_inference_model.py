@@ -106,7 +106,7 @@ import json, sys
 import numpy as np
 import torch
 from skimage import data
-from mfclip_cli.engines.weights import load_weights, resolve_weights
+from mfclip_cli.engines.weights.store import load_weights, resolve_weights
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 model, info, demo = load_weights(resolve_weights(None), torch.device("cpu"))
 config = model.config.preprocess

@@ -5,8 +5,8 @@ import io
 import os
 from pathlib import Path
 
-from mfclip_cli.engines import inputs
-from mfclip_cli.engines.inputs import collect_inputs
+from mfclip_cli.engines.scan import inputs
+from mfclip_cli.engines.scan.inputs import collect_inputs
 
 
 def _touch(path: Path) -> Path:

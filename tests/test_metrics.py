@@ -9,17 +9,17 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from mfclip_cli.engines.metrics import (
+from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.metrics import (
     average_precision,
     detection_metrics,
     equal_error_rate,
-    plot_roc,
     roc_auc,
     roc_curve,
     video_level,
     video_metrics,
 )
-from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.plots import plot_roc
 
 
 def _binary_cases():
@@ -211,7 +211,7 @@ def test_video_level_fields_follow_the_threshold():
     """Every video-level field at a non-default threshold, recomputed with scikit-learn
     (issue 19)."""
     from mfclip_cli.data import Sample
-    from mfclip_cli.engines.evaluate import score_samples
+    from mfclip_cli.scoring.inference import score_samples
 
     rng = np.random.default_rng(3)
     classes = list(CLASS_NAMES)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
-from mfclip_cli.engines.ood import OOD_QUANTILE, OodStatistics, fit_ood, ood_of, ood_problem
-from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.ood import OOD_QUANTILE, OodStatistics, fit_ood, ood_of, ood_problem
 
 
 def _clusters(seed: int, per_class: int, dim: int = 6):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mfclip_cli.engines.weights import read_registry
+from mfclip_cli.engines.weights.store import read_registry
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))

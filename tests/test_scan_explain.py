@@ -13,8 +13,8 @@ from media import astronaut, mosaic, save_video
 from PIL import Image
 from test_scan_cli import run
 
-from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
 from mfclip_cli.model import build_model, load_model_config
 from mfclip_cli.model.explain import explain
 

@@ -16,13 +16,13 @@ from PIL import Image
 from rich.console import Console
 
 import mfclip_cli.faces.pipeline as pipeline
-from mfclip_cli.engines.calibration import temperature_of
-from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.records import FileRecord
-from mfclip_cli.engines.report import CSV_COLUMNS, TableSink
-from mfclip_cli.engines.scan import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.writers import CSV_COLUMNS, TableSink
 from mfclip_cli.model import build_detector, build_model, load_model_config, save_checkpoint
 from mfclip_cli.model.checkpoint import load_checkpoint
+from mfclip_cli.scoring.calibration import temperature_of
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 NAMES = ("a", "b", "c")  # tiny MFCLIP, tiny MFCLIP calibrated, tiny MC-LCR calibrated

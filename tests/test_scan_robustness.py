@@ -15,8 +15,8 @@ from PIL import Image
 from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
-from mfclip_cli.engines.records import FaceRecord, FileRecord
-from mfclip_cli.engines.report import DEMO_NOTICE, TableSink
+from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
+from mfclip_cli.engines.scan.writers import DEMO_NOTICE, TableSink
 
 
 @pytest.fixture(scope="module")

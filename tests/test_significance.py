@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mfclip_cli.engines.significance import delong_test, delong_variance
+from mfclip_cli.scoring.significance import delong_test, delong_variance
 
 
 def _psi(x: float, y: float) -> float:

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from mfclip_cli.data.faceset import EpochOrder
 from mfclip_cli.engines.runtime import UsageError
-from mfclip_cli.engines.train import TrainSettings, load_train_settings
+from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
 from mfclip_cli.model import load_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))

@@ -10,7 +10,7 @@ from media import astronaut
 from PIL import Image
 from test_scan_cli import run
 
-from mfclip_cli.engines.records import FaceRecord, FileRecord, normalised_entropy
+from mfclip_cli.engines.scan.records import FaceRecord, FileRecord, normalised_entropy
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mfclip_cli.engines.weights import (
+from mfclip_cli.engines.weights.store import (
     BUNDLED_STORE,
     WeightsError,
     read_registry,
@@ -170,7 +170,7 @@ def test_the_cli_and_the_registry_do_not_import_torch():
     """`mfclip --help` and `weights list` must start fast: torch, open_clip and the faces load
     only when used."""
     code = (
-        "import sys, mfclip_cli.cli, mfclip_cli.engines.weights as weights; "
+        "import sys, mfclip_cli.cli, mfclip_cli.engines.weights.store as weights; "
         "weights.registry_status(); "
         "heavy = sorted(m for m in ('torch', 'open_clip', 'facenet_pytorch', 'cv2') "
         "if m in sys.modules); "

@@ -57,11 +57,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from mfclip_cli.errors import DataError
 from mfclip_cli.files import atomic_writer
+from mfclip_cli.model.config import CLASS_NAMES
 
 if TYPE_CHECKING:  # the model package pulls in torch; the data layer must stay light
     from mfclip_cli.model.prompts import LabelSet
 
-LABELS = ("real", "diffusion", "gan")  # the same order as mfclip_cli.model.config.CLASS_NAMES
+LABELS = CLASS_NAMES  # the model's classes, in its order
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset(

@@ -1,2 +1,10 @@
-"""Engines: the jobs (scan, and later train / eval) built on the model core and the face
-pipeline."""
+"""Engines: the jobs mfclip runs, one sub-package or module each, over the model core (``model``),
+the face pipeline (``faces``), the data layer (``data``) and the shared numerics (``scoring``).
+
+- ``scan/``: ``mfclip scan`` and ``mfclip report`` (inputs, records, report writers, HTML);
+- ``evaluate/``: ``mfclip eval`` and ``mfclip calibrate``;
+- ``train/``: ``mfclip train`` and ``mfclip ablate``;
+- ``prepare.py``: ``mfclip prepare``; ``bench.py``: ``mfclip bench``;
+- ``weights/``: the weights registry and store (``mfclip weights ...``) and downloads;
+- ``runtime.py``: devices, exit codes, torchrun, shared by every job.
+"""

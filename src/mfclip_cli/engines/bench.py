@@ -28,13 +28,14 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
-from mfclip_cli.engines.inputs import InputItem
-from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.engines.scan import Scanner, ScanSettings
+from mfclip_cli.engines.runtime import UsageError, resolve_device
+from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import CLASS_NAMES, LabelSet, build_detector, detector_of, load_model_config
 from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
 from mfclip_cli.model.explain import explain
+from mfclip_cli.timestamps import utc_now
 
 
 @dataclass

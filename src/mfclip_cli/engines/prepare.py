@@ -31,7 +31,6 @@ from mfclip_cli.engines.runtime import (
     EXIT_UNREADABLE,
     UsageError,
     resolve_device,
-    utc_now,
 )
 from mfclip_cli.faces import (
     DecodeError,
@@ -44,6 +43,7 @@ from mfclip_cli.faces import (
 )
 from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
+from mfclip_cli.timestamps import utc_now
 
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
     "prepare.jsonl",

@@ -7,7 +7,6 @@ functions that do import it when called.
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import os
 import sys
 from dataclasses import dataclass
@@ -72,10 +71,6 @@ def reuse_freed_buffers() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
     mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass

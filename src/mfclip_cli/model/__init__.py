@@ -1,43 +1,39 @@
 """The model core: MFCLIP (configuration, backbone, encoders, losses), its sibling detectors
-behind one interface (``detectors.py``), and checkpoints."""
+behind one interface (``detectors.py``), and checkpoints.
 
-from mfclip_cli.model.checkpoint import (
-    CheckpointError,
-    CheckpointInfo,
-    load_checkpoint,
-    read_checkpoint_info,
-    save_checkpoint,
-)
-from mfclip_cli.model.config import (
-    CLASS_NAMES,
-    ConfigError,
-    ModelConfig,
-    load_model_config,
-    shipped_config_names,
-)
-from mfclip_cli.model.detectors import DETECTORS, Detector, build_detector, detector_of
-from mfclip_cli.model.losses import LossBreakdown
-from mfclip_cli.model.mfclip import MFCLIP, build_model
-from mfclip_cli.model.prompts import LabelSet, build_prompts
+The names below are loaded on first use (PEP 562), as in ``faces``: reading a config
+(``model.config``) imports no torch.
+"""
 
-__all__ = [
-    "CLASS_NAMES",
-    "DETECTORS",
-    "Detector",
-    "MFCLIP",
-    "CheckpointError",
-    "CheckpointInfo",
-    "ConfigError",
-    "LabelSet",
-    "LossBreakdown",
-    "ModelConfig",
-    "build_detector",
-    "build_model",
-    "build_prompts",
-    "detector_of",
-    "load_checkpoint",
-    "load_model_config",
-    "read_checkpoint_info",
-    "save_checkpoint",
-    "shipped_config_names",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "CheckpointError": "checkpoint",
+    "CheckpointInfo": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_checkpoint_info": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "CLASS_NAMES": "config",
+    "ConfigError": "config",
+    "ModelConfig": "config",
+    "load_model_config": "config",
+    "shipped_config_names": "config",
+    "DETECTORS": "detectors",
+    "Detector": "detectors",
+    "build_detector": "detectors",
+    "detector_of": "detectors",
+    "LossBreakdown": "losses",
+    "MFCLIP": "mfclip",
+    "build_model": "mfclip",
+    "LabelSet": "prompts",
+    "build_prompts": "prompts",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

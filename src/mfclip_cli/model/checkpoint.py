@@ -2,8 +2,8 @@
 
 The resolved model config travels inside the safetensors header as well, so the tensor file alone
 rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too;
-so does the calibration record (``engines/calibration.py``), and the out-of-distribution
-statistics (``engines/ood.py``: a header record and tensors named ``ood.*`` beside the model's),
+so does the calibration record (``scoring/calibration.py``), and the out-of-distribution
+statistics (``scoring/ood.py``: a header record and tensors named ``ood.*`` beside the model's),
 where a checkpoint has them.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
@@ -39,8 +39,8 @@ from mfclip_cli.model.mfclip import MFCLIP
 from mfclip_cli.model.towers import inference_towers
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
-CALIBRATION_KEY = "calibration"  # header entry beside "config": engines/calibration.py's record
-OOD_KEY = "ood"  # header entry: engines/ood.py's record
+CALIBRATION_KEY = "calibration"  # header entry beside "config": scoring/calibration.py's record
+OOD_KEY = "ood"  # header entry: scoring/ood.py's record
 OOD_TENSOR_PREFIX = "ood."  # its tensors, which are not the model's
 
 

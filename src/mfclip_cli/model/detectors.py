@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from mfclip_cli.errors import ConfigError
-from mfclip_cli.model.prompts import LabelSet
+
+if TYPE_CHECKING:  # an annotation only: prompts imports config, which asks this registry
+    from mfclip_cli.model.prompts import LabelSet
 
 
 @dataclass

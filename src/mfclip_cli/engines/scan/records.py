@@ -1,4 +1,5 @@
-"""Per-file and per-face result records: the scan output contract (DESIGN §6) as data."""
+"""Per-file and per-face result records: the scan output contract (README, `mfclip scan`) as
+data."""
 
 from __future__ import annotations
 

@@ -42,11 +42,8 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
-from mfclip_cli.engines.calibration import calibration_problem, fit_calibration, softmax
-from mfclip_cli.engines.evaluate import predict_outputs, score_samples
-from mfclip_cli.engines.ood import fit_ood_for, ood_problem
-from mfclip_cli.engines.runtime import UsageError, join_world, utc_now
-from mfclip_cli.engines.weights import resolve_clip_weights
+from mfclip_cli.engines.runtime import UsageError, join_world
+from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.files import (
     atomic_writer,
     check_safetensors,
@@ -63,6 +60,10 @@ from mfclip_cli.model import (
 )
 from mfclip_cli.model.checkpoint import read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
+from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
+from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.ood import fit_ood_for, ood_problem
+from mfclip_cli.timestamps import utc_now
 
 STATE_FORMAT = "mfclip-train-state/1"
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"

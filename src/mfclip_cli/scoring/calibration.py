@@ -16,10 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mfclip_cli.engines.metrics import rates_at_threshold, threshold_at_fpr
-from mfclip_cli.engines.runtime import utc_now
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.metrics import rates_at_threshold, threshold_at_fpr
+from mfclip_cli.timestamps import utc_now
 
 FPR_TARGETS = (0.01, 0.001)
 TEMPERATURE_BOUNDS = (0.01, 100.0)

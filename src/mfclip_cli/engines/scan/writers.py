@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli.engines.records import (
+from mfclip_cli.engines.scan.records import (
     FILE_FIELDS,
     STATUS_ERROR,
     FaceEvidence,
@@ -34,8 +34,9 @@ from mfclip_cli.engines.records import (
 from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.files import atomic_writer, refuse_existing
+from mfclip_cli.model.config import CLASS_NAMES
 
-CLASS_COLUMNS = ("real", "diffusion", "gan")
+CLASS_COLUMNS = CLASS_NAMES
 LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200, 40, 200)}
 
 

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
-from mfclip_cli.engines.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
-from mfclip_cli.engines.report import (
+from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
+from mfclip_cli.engines.scan.writers import (
     CLASS_COLUMNS,
     DEMO_NOTICE,
     LABEL_COLOURS,
@@ -32,9 +32,9 @@ from mfclip_cli.engines.report import (
     report_lines,
     side_by_side,
 )
-from mfclip_cli.engines.runtime import utc_now
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, video_frames
 from mfclip_cli.files import sha256_file
+from mfclip_cli.timestamps import utc_now
 
 THUMBNAIL_SIDE = 640  # pixels, the longer side of a file's (or a video frame's) picture
 CROP_SIDE = 160  # pixels, a face crop and its explanation
@@ -42,7 +42,7 @@ CROP_MARGIN = 1.3  # the crop's side over the face box's longer side, as the ali
 JPEG_QUALITY = 85
 
 _TEMPLATES = Environment(
-    loader=PackageLoader("mfclip_cli.engines", "templates"),
+    loader=PackageLoader("mfclip_cli.engines.scan", "templates"),
     autoescape=True,
     undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
     trim_blocks=True,

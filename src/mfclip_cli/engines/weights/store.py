@@ -341,7 +341,7 @@ def pull_weights(
     it is an mfclip safetensors checkpoint. An interrupted transfer keeps its partial file, and the
     same command resumes it; any other failure removes it.
     """
-    from mfclip_cli.engines.download import TransferError, fetch
+    from mfclip_cli.engines.weights.download import TransferError, fetch
 
     store = store or user_store()
     expected = sha256.lower() if sha256 else None

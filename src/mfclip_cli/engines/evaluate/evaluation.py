@@ -38,9 +38,19 @@ from mfclip_cli.data import (
     read_dataset,
     select,
 )
-from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.data.perturb import KINDS, Perturbation, combine, parse_perturbations
-from mfclip_cli.engines.calibration import (
+from mfclip_cli.engines.runtime import UsageError, resolve_device
+from mfclip_cli.engines.weights.store import (
+    ResolvedWeights,
+    load_weights,
+    refuse_incomparable,
+    resolve_weights,
+    weights_record,
+)
+from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
+from mfclip_cli.model import CLASS_NAMES, CheckpointInfo, Detector
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.calibration import (
     FPR_TARGETS,
     CalibrationError,
     calibration_problem,
@@ -51,35 +61,22 @@ from mfclip_cli.engines.calibration import (
     temperature_of,
     threshold_key,
 )
-from mfclip_cli.engines.metrics import (
+from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
     calibration_metrics,
     detection_metrics,
     json_safe,
-    plot_embeddings,
-    plot_reliability,
-    plot_robustness,
-    plot_roc,
     rates_at_threshold,
     roc_auc,
     roc_curve,
     threshold_at_fpr,
     tpr_at_fpr,
-    video_metrics,
 )
-from mfclip_cli.engines.ood import fit_ood, ood_problem
-from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.engines.significance import delong_test
-from mfclip_cli.engines.weights import (
-    ResolvedWeights,
-    load_weights,
-    refuse_incomparable,
-    resolve_weights,
-    weights_record,
-)
-from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
-from mfclip_cli.model import CLASS_NAMES, CheckpointInfo, Detector
-from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.ood import fit_ood, ood_problem
+from mfclip_cli.scoring.plots import plot_embeddings, plot_reliability, plot_robustness, plot_roc
+from mfclip_cli.scoring.significance import delong_test
+from mfclip_cli.timestamps import utc_now
 
 REPORTED = {
     "n": "n",
@@ -99,76 +96,6 @@ CALIBRATION_REPORTED = {
     "nll": "NLL",
 }
 _REAL = CLASS_NAMES.index("real")
-
-
-@torch.no_grad()
-def predict_outputs(
-    model: Detector,
-    root: Path,
-    samples: Sequence[Sample],
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-    embeddings: bool = False,
-    perturbation: Perturbation | None = None,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
-    their face embeddings [N, D] from the same forward pass (None without); bf16 autocast on
-    CUDA, fp32 on CPU. A ``perturbation`` degrades each face first (its noise seeded by
-    ``seed``)."""
-    model.eval()
-    images = FaceImages(
-        root,
-        [sample.path for sample in samples],
-        model.crop_size,
-        perturbation=perturbation,
-        perturbation_seed=seed,
-    )
-    loader = torch.utils.data.DataLoader(
-        images,
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate_faces,
-        pin_memory=device.type == "cuda",
-    )
-    results, vectors = [], []
-    for faces, _ in loader:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
-        results.append(logits.float().cpu())
-        if embeddings:
-            vectors.append(embedded.float().cpu())
-    logits = (
-        torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
-    )
-    return logits, (torch.cat(vectors).numpy() if vectors else None)
-
-
-def predict(
-    model: Detector,
-    root: Path,
-    samples: Sequence[Sample],
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-) -> np.ndarray:
-    """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
-    logits, _ = predict_outputs(
-        model, root, samples, device, batch_size=batch_size, workers=workers
-    )
-    return softmax(logits)
-
-
-def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:
-    """Detection metrics of one set of samples, plus video-level ones when frames have video
-    keys."""
-    labels = [sample.label for sample in samples]
-    result = detection_metrics(labels, probs, threshold=threshold)
-    result["video"] = video_metrics([sample.video for sample in samples], labels, probs, threshold)
-    return result
 
 
 MIN_TSNE_FACES = 5  # t-SNE's perplexity must stay below the number of points

@@ -37,15 +37,17 @@ from rich.progress import (
 )
 
 from mfclip_cli import __version__
-from mfclip_cli.engines.calibration import (
-    calibration_summary,
-    temperature_of,
-    threshold_for_fpr,
-    threshold_key,
+from mfclip_cli.engines.runtime import (
+    EXIT_FAKE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    UsageError,
+    available_cores,
+    join_world,
 )
-from mfclip_cli.engines.inputs import InputItem, collect_inputs
-from mfclip_cli.engines.ood import OodStatistics, ood_of, ood_summary
-from mfclip_cli.engines.records import (
+from mfclip_cli.engines.scan.inputs import InputItem, collect_inputs
+from mfclip_cli.engines.scan.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
     STATUS_OK,
@@ -54,7 +56,7 @@ from mfclip_cli.engines.records import (
     FileRecord,
     verdict,
 )
-from mfclip_cli.engines.report import (
+from mfclip_cli.engines.scan.writers import (
     AnnotateSink,
     CsvSink,
     ExplainSink,
@@ -65,17 +67,7 @@ from mfclip_cli.engines.report import (
     Sink,
     TableSink,
 )
-from mfclip_cli.engines.runtime import (
-    EXIT_FAKE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNREADABLE,
-    UsageError,
-    available_cores,
-    join_world,
-    utc_now,
-)
-from mfclip_cli.engines.weights import (
+from mfclip_cli.engines.weights.store import (
     ResolvedWeights,
     load_weights,
     refuse_incomparable,
@@ -96,6 +88,14 @@ from mfclip_cli.files import sha256_file
 from mfclip_cli.model import CheckpointInfo, Detector, detector_of
 from mfclip_cli.model.config import MFCLIP_DETECTOR
 from mfclip_cli.model.explain import explain as explain_faces
+from mfclip_cli.scoring.calibration import (
+    calibration_summary,
+    temperature_of,
+    threshold_for_fpr,
+    threshold_key,
+)
+from mfclip_cli.scoring.ood import OodStatistics, ood_of, ood_summary
+from mfclip_cli.timestamps import utc_now
 
 
 @dataclass(frozen=True)
@@ -624,7 +624,7 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     if request.csv_path:
         openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
     if request.html_path:
-        from mfclip_cli.engines.html_report import HtmlSink  # Jinja2 only where it is used
+        from mfclip_cli.engines.scan.html import HtmlSink  # Jinja2 only where it is used
 
         openers.append(lambda: HtmlSink(request.html_path, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path != "-" and console.is_terminal:

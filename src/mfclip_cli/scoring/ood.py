@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from mfclip_cli.data.samples import Sample
-from mfclip_cli.engines.runtime import utc_now
 from mfclip_cli.model.checkpoint import OOD_TENSOR_PREFIX, CheckpointInfo, read_ood_tensors
 from mfclip_cli.model.config import CLASS_NAMES
 from mfclip_cli.model.detectors import Detector
+from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.timestamps import utc_now
 
 OOD_QUANTILE = 0.99
 MEANS, PRECISION = f"{OOD_TENSOR_PREFIX}class_means", f"{OOD_TENSOR_PREFIX}precision"
@@ -140,8 +141,6 @@ def fit_ood_for(
     fitted_on: dict[str, Any],
 ) -> OodStatistics:
     """``fit_ood`` on a model's embeddings of a dataset's train and val samples."""
-    from mfclip_cli.engines.evaluate import predict_outputs
-
     vectors = []
     for samples in (train, val):
         _, embedded = predict_outputs(

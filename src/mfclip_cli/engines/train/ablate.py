@@ -27,12 +27,13 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data import load_protocol, read_dataset, select
-from mfclip_cli.engines.evaluate import predict, score_samples
-from mfclip_cli.engines.runtime import UsageError, resolve_device, utc_now
-from mfclip_cli.engines.train import SETTINGS_FILE, TrainSettings, train
+from mfclip_cli.engines.runtime import UsageError, resolve_device
+from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance
+from mfclip_cli.scoring.inference import predict, score_samples
+from mfclip_cli.timestamps import utc_now
 
 # the model as the paper draws it, on top of the named config: a trained language encoder
 FULL_MODEL = ("lora.text=true",)

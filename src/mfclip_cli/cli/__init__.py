@@ -1,0 +1,67 @@
+"""The ``mfclip`` command line: thin Typer commands over the engines, one module per command
+group (``scan.py``: scan, report; ``data.py``: prepare, synth; ``train.py``: train, ablate;
+``evaluate.py``: eval, calibrate; ``bench.py``; ``weights.py``), the options they share in
+``options.py`` and the error-to-exit-code mapping in ``errors.py``.
+
+Importing it imports no torch: each command imports its engine when it runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mfclip_cli import __version__
+from mfclip_cli.cli import bench, data, evaluate, scan, train, weights
+
+app = typer.Typer(
+    name="mfclip",
+    help=(
+        "Find every face in photos and videos and say how likely it is real, diffusion- or "
+        "GAN-generated."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no markup to eat "[train]", no "<bool>" on flags
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mfclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """mfclip: multi-modal fine-grained CLIP (MFCLIP) for synthetic-face forensics."""
+    from mfclip_cli.engines.runtime import reuse_freed_buffers
+
+    reuse_freed_buffers()
+
+
+for command, name in (
+    (scan.scan, "scan"),
+    (scan.report, "report"),
+    (data.prepare, "prepare"),
+    (train.train, "train"),
+    (evaluate.evaluate, "eval"),
+    (evaluate.calibrate, "calibrate"),
+    (train.ablate, "ablate"),
+    (data.synth, "synth"),
+    (bench.bench, "bench"),
+):
+    app.command(name)(command)
+app.add_typer(weights.app, name="weights")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,51 @@
+"""Expected failures, mapped in one place to one readable line on stderr and their exit code."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+from rich.console import Console
+
+
+def _without_worker_traceback(message: str) -> str:
+    """An error raised again from a DataLoader worker carries the worker's traceback in its message;
+    the user gets the original message (the traceback's last line, less the exception's name)."""
+    if "\nOriginal Traceback" not in message:
+        return message
+    return message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+
+
+@contextlib.contextmanager
+def errors_reported() -> Iterator[Console]:
+    """Expected failures become one readable line on stderr and their exit code, never a
+    traceback."""
+    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
+    from mfclip_cli.errors import (
+        BackboneError,
+        CheckpointError,
+        ConfigError,
+        DataError,
+        ProtocolError,
+        UnsafeFileError,
+        UsageError,
+        WeightsError,
+    )
+
+    error_console = Console(stderr=True, soft_wrap=True)
+    code = None
+    try:
+        yield error_console
+    except (WeightsError, CheckpointError, UnsafeFileError, DataError, FileNotFoundError) as error:
+        message, code = _without_worker_traceback(str(error)), EXIT_FATAL
+    except (UsageError, ConfigError, ProtocolError, BackboneError, FileExistsError) as error:
+        message, code = _without_worker_traceback(str(error)), EXIT_USAGE
+    except KeyboardInterrupt:
+        message, code = "interrupted", EXIT_INTERRUPTED
+    except OSError as error:  # a full disk, a vanished folder: what failed and where, no traceback
+        where = f" ({error.filename})" if error.filename else ""
+        message, code = f"{error.strerror or error}{where}", EXIT_FATAL
+    if code is not None:
+        error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        raise typer.Exit(code)

@@ -1,0 +1,47 @@
+"""Options that several commands share, defined once: the same name, metavar and help
+everywhere. Each is an ``Annotated`` type; a command gives its default in its signature."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="auto, cpu, cuda or cuda:N (auto: the first GPU if there is one).",
+    ),
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, metavar="N", help="Faces per model batch.")
+]
+LoaderWorkers = Annotated[
+    int, typer.Option("--workers", min=0, metavar="N", help="Data-loading processes.")
+]
+Layout = Annotated[
+    Optional[str],
+    typer.Option(
+        "--layout",
+        metavar="NAME",
+        help="Dataset layout: folder, genface, diff or manifest (default: detected).",
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+MinFace = Annotated[
+    int, typer.Option("--min-face", min=1, metavar="PX", help="Smallest face searched for.")
+]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help=(
+            "Set a model config field, e.g. lora.text=true, loss.spa.enabled=false, "
+            "noise.enabled=false, prompts.levels=2 (repeatable; recorded in the checkpoint)."
+        ),
+    ),
+]

@@ -1,0 +1,214 @@
+"""`mfclip scan` and `mfclip report`: the analyst's commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from mfclip_cli.cli.errors import errors_reported
+from mfclip_cli.cli.options import BatchSize, Device, Force, MinFace, Quiet
+
+
+def scan(
+    paths: list[str] = typer.Argument(
+        ..., help="Files, folders, glob patterns, or - to read paths from stdin.", metavar="PATH"
+    ),
+    weights: Optional[list[str]] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help=(
+            "Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the "
+            "bundled demo). Repeat it to score each face with every checkpoint side by side "
+            "(its 'detectors'); the first is the primary, whose probabilities, label and "
+            "--fail-on-fake the report keeps."
+        ),
+        metavar="NAME|PATH",
+    ),
+    json_path: Optional[str] = typer.Option(
+        None, "--json", help="Write one JSON document {meta, files} to FILE.", metavar="FILE"
+    ),
+    jsonl_path: Optional[str] = typer.Option(
+        None,
+        "--jsonl",
+        help="Stream JSON Lines to FILE (- for stdout): a meta line, then one line per file.",
+        metavar="FILE|-",
+    ),
+    csv_path: Optional[str] = typer.Option(
+        None, "--csv", help="Write one CSV row per face to FILE.", metavar="FILE"
+    ),
+    html_path: Optional[str] = typer.Option(
+        None,
+        "--html",
+        help="Write a self-contained HTML case report (pictures, boxes, face crops) to FILE.",
+        metavar="FILE",
+    ),
+    annotate: Optional[str] = typer.Option(
+        None,
+        "--annotate",
+        help="Write copies of the images with boxes and labels drawn into DIR.",
+        metavar="DIR",
+    ),
+    explain: Optional[str] = typer.Option(
+        None,
+        "--explain",
+        help="Write, per face, a PNG of where the model looked (heatmap of what drove the fake "
+        "score, and the noise branch's patch) into DIR; the HTML report shows it.",
+        metavar="DIR",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With --jsonl FILE: skip inputs already recorded there (same path and SHA-256).",
+    ),
+    force: Force = False,
+    recursive: bool = typer.Option(
+        True, "--recursive/--no-recursive", help="Descend into sub-folders."
+    ),
+    device: Device = "auto",
+    batch_size: BatchSize = 32,
+    workers: int = typer.Option(
+        0,
+        "--threads",
+        "--workers",
+        min=0,
+        help=(
+            "Threads working ahead on the files (0: one per CPU core on CPU, all cores but one, "
+            "up to 16, with a GPU)."
+        ),
+        metavar="N",
+    ),
+    min_face: MinFace = 20,
+    det_threshold: float = typer.Option(
+        0.7,
+        "--det-threshold",
+        min=0.0,
+        max=1.0,
+        help="MTCNN's final (O-Net) face-score threshold.",
+        metavar="P",
+    ),
+    detect_max_side: int = typer.Option(
+        0,
+        "--detect-max-side",
+        min=0,
+        help=(
+            "Detect on a copy no longer than this: faster on large photos, but faces under "
+            "12 x longest side / N px are not searched (recorded per file as smallest_face). "
+            "0 (default): full resolution."
+        ),
+        metavar="PX",
+    ),
+    fake_threshold: str = typer.Option(
+        "0.5",
+        "--fake-threshold",
+        help=(
+            "A face is labelled fake when 1 - p(real) reaches this: a number in [0, 1], or "
+            "fpr:0.01 / fpr:0.001 for the checkpoint's threshold of that validation FPR."
+        ),
+        metavar="X|fpr:X",
+    ),
+    fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second.", metavar="FPS"),
+    frames: Optional[int] = typer.Option(
+        None,
+        "--frames",
+        help="Sample this many frames per video, evenly spread (overrides --fps).",
+        metavar="N",
+    ),
+    quiet: Quiet = False,
+    fail_on_fake: bool = typer.Option(
+        False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."
+    ),
+) -> None:
+    """Find every face; say if it is real, diffusion or GAN.
+
+    Per-face probabilities as a table, JSON, JSON Lines, CSV or an HTML case report.
+
+    Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
+    could not be read; 4 with --fail-on-fake when any face is labelled non-real.
+
+    Examples:
+
+    \b
+      mfclip scan photos/ --json case.json
+      find evidence -name '*.jpg' | mfclip scan - --jsonl - | jq .
+      mfclip scan clip.mp4 --fps 2 --html case.html --fail-on-fake
+    """
+    from mfclip_cli.engines.scan.scanner import ScanRequest, ScanSettings, run_scan
+    from mfclip_cli.scoring.calibration import parse_fake_threshold
+
+    try:
+        fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
+    request = ScanRequest(
+        inputs=paths,
+        settings=ScanSettings(
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            min_face=min_face,
+            detection_thresholds=(0.6, 0.7, det_threshold),
+            detect_max_side=detect_max_side,
+            fake_threshold=0.5 if fake_number is None else fake_number,
+            fake_threshold_fpr=fake_fpr,
+            fps=fps,
+            frames=frames,
+        ),
+        weights=tuple(weights or ()),
+        recursive=recursive,
+        json_path=json_path,
+        jsonl_path=jsonl_path,
+        csv_path=csv_path,
+        html_path=html_path,
+        annotate_dir=annotate,
+        explain_dir=explain,
+        resume=resume,
+        force=force,
+        quiet=quiet,
+        fail_on_fake=fail_on_fake,
+    )
+    with errors_reported() as error_console:
+        code = run_scan(
+            request,
+            stdin=sys.stdin if "-" in paths else None,
+            console=Console(),
+            error_console=error_console,
+        )
+    raise typer.Exit(code)
+
+
+def report(
+    jsonl_path: str = typer.Argument(
+        ..., help="A JSON Lines report of mfclip scan (--jsonl).", metavar="REPORT.jsonl"
+    ),
+    html_path: str = typer.Option(
+        ..., "--html", help="Write the HTML case report to FILE.", metavar="FILE"
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE."),
+) -> None:
+    """Render the HTML case report of an earlier scan's JSON Lines.
+
+    The inputs are read again for their pictures (relative paths from the folder the scan ran
+    in). Exit codes: 0 written; 2 not a report, or FILE exists without --force; 3 written, but
+    some inputs were missing or changed (their sections say so).
+
+    Examples:
+
+    \b
+      mfclip report case.jsonl --html case.html
+    """
+    from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE
+    from mfclip_cli.engines.scan.html import report_from_jsonl
+
+    with errors_reported() as error_console:
+        unreadable = report_from_jsonl(jsonl_path, html_path, force=force)
+    if unreadable:
+        error_console.print(
+            f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again: "
+            f"their pictures are missing from {html_path}",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_OK)

@@ -1,0 +1,252 @@
+"""`mfclip train` and `mfclip ablate`: training runs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from mfclip_cli.cli.errors import errors_reported
+from mfclip_cli.cli.options import Device, Force, Layout, Overrides
+
+
+def train(
+    data: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help=(
+            "Labelled face dataset (a prepare output, or folder / genface / diff / manifest "
+            "layout)."
+        ),
+        metavar="DIR",
+    ),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Run folder: checkpoints, metrics.jsonl, train.json.",
+        metavar="DIR",
+    ),
+    settings_file: Optional[str] = typer.Option(
+        None,
+        "--settings",
+        help="TOML file with a [train] table; options given here override it.",
+        metavar="FILE",
+    ),
+    protocol: Optional[str] = typer.Option(
+        None,
+        "--protocol",
+        help="Protocol name or TOML file (default in-domain).",
+        metavar="NAME|FILE",
+    ),
+    layout: Layout = None,
+    config: Optional[str] = typer.Option(
+        None,
+        "--config",
+        help="Model config name or JSON/TOML file (default vit-b-16).",
+        metavar="NAME|FILE",
+    ),
+    clip_weights: Optional[str] = typer.Option(
+        None,
+        "--clip-weights",
+        help="open_clip pretrained tag or local .safetensors file.",
+        metavar="TAG|FILE",
+    ),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Passes over the train split (default 5).", metavar="N"
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        "--batch-size",
+        help="Global batch (split across torchrun processes; default 32).",
+        metavar="N",
+    ),
+    accumulate: Optional[int] = typer.Option(
+        None, "--accumulate", help="Micro-batches per optimiser step (default 1).", metavar="N"
+    ),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", help="Peak learning rate of AdamW (default 2e-4).", metavar="RATE"
+    ),
+    lora_rank: Optional[int] = typer.Option(
+        None, "--lora-rank", help="LoRA rank (default: the config's).", metavar="N"
+    ),
+    lora_alpha: Optional[float] = typer.Option(
+        None, "--lora-alpha", help="LoRA alpha (default: the config's).", metavar="X"
+    ),
+    overrides: Overrides = None,
+    balanced: Optional[bool] = typer.Option(
+        None, "--balanced/--no-balanced", help="Class-balanced sampling."
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Seed of every random choice (default 0).", metavar="N"
+    ),
+    val_every: Optional[int] = typer.Option(
+        None,
+        "--val-every",
+        help="Optimiser steps between validations (default: each epoch).",
+        metavar="STEPS",
+    ),
+    checkpoint_every: Optional[int] = typer.Option(
+        None,
+        "--checkpoint-every",
+        help="Optimiser steps between last.* saves (default: at validation).",
+        metavar="STEPS",
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="Data-loading processes (default 1).", metavar="N"
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run in --out exactly where it stopped (its saved settings are used).",
+    ),
+) -> None:
+    """Train a detector (MFCLIP by default) on face crops.
+
+    Writes best.safetensors by val AUC, last.* for --resume, metrics.jsonl per step.
+
+    Launch with `torchrun --nproc-per-node N -m mfclip_cli train ...` for data-parallel training.
+
+    Examples:
+
+    \b
+      mfclip train --data faces/ --protocol cross-generator --out run/
+      torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
+    """
+    from mfclip_cli.engines.runtime import UsageError
+    from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+    from mfclip_cli.engines.train.training import train as run_training
+
+    given = dict(
+        data=data,
+        protocol=protocol,
+        layout=layout,
+        config=config,
+        clip_weights=clip_weights,
+        epochs=epochs,
+        batch_size=batch_size,
+        accumulate=accumulate,
+        lr=lr,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        overrides=tuple(overrides) if overrides else None,
+        balanced=balanced,
+        seed=seed,
+        val_every=val_every,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
+    )
+    with errors_reported() as error_console:
+        settings = None
+        if resume:
+            ignored = sorted(name for name, value in given.items() if value is not None)
+            if ignored or settings_file:
+                raise UsageError(
+                    "--resume continues with the run's saved settings; "
+                    f"drop {', '.join(ignored) or '--settings'}"
+                )
+        elif settings_file:
+            settings = load_train_settings(settings_file, out=out, **given)
+        else:
+            if not data:
+                raise UsageError("--data is required (or --settings FILE naming it)")
+            settings = TrainSettings(out=out, **{k: v for k, v in given.items() if v is not None})
+        result = run_training(
+            settings, out=out, resume=resume, device=device, console=error_console
+        )
+        best = result["best"]
+        if best:
+            error_console.print(
+                f"done: {result['step']} steps, {result['samples_seen']} samples; best val "
+                f"{best['metric']} {best['value']:.4f} at step {best['step']} -> "
+                f"{out}/best.safetensors",
+                highlight=False,
+            )
+
+
+def ablate(
+    data: str = typer.Option(
+        ..., "--data", help="Labelled face dataset (as for train).", metavar="DIR"
+    ),
+    config: str = typer.Option(
+        "vit-b-16", "--config", help="Model config name or file.", metavar="NAME|FILE"
+    ),
+    protocol: str = typer.Option(
+        "in-domain", "--protocol", help="Protocol name or TOML file.", metavar="NAME|FILE"
+    ),
+    layout: Layout = None,
+    seeds: int = typer.Option(3, "--seeds", help="Runs per variant, seeds 0..N-1.", metavar="N"),
+    variants: Optional[str] = typer.Option(
+        None,
+        "--variants",
+        help="Comma-separated subset of the variants (default: all).",
+        metavar="A,B,...",
+    ),
+    settings_file: Optional[str] = typer.Option(
+        None,
+        "--settings",
+        help="TOML [train] table: the schedule every run shares.",
+        metavar="FILE",
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per run.", metavar="N"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Global batch size.", metavar="N"
+    ),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate.", metavar="RATE"),
+    overrides: Overrides = None,
+    out: Optional[str] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Keep the runs here (reused and resumed on a rerun); default: none.",
+        metavar="DIR",
+    ),
+    json_path: Optional[str] = typer.Option(
+        None, "--json", help="Write the ablation report.", metavar="FILE"
+    ),
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Train and test the model and each ablation variant.
+
+    Variants: no SPA, no noise branch, one prompt level, sum fusion, frozen text, SRM on
+    [0, 1]; mean ± std over seeds, and each variant's difference to the full model.
+
+    Examples:
+
+    \b
+      mfclip ablate --data faces/ --config tiny --seeds 3 --json ablation.json
+    """
+    from mfclip_cli.engines.train.ablate import VARIANTS, AblationRequest, run_ablation
+    from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+
+    given = dict(
+        data=data,
+        config=config,
+        protocol=protocol,
+        layout=layout,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        overrides=tuple(overrides) if overrides else None,
+    )
+    chosen = {k: v for k, v in given.items() if v is not None}
+    with errors_reported() as error_console:
+        if settings_file:
+            training = load_train_settings(settings_file, out="-", **chosen)
+        else:
+            training = TrainSettings(out="-", **chosen)
+        request = AblationRequest(
+            training=training,
+            seeds=seeds,
+            variants=tuple(v.strip() for v in variants.split(",")) if variants else tuple(VARIANTS),
+            out=out,
+            json_path=json_path,
+            device=device,
+            force=force,
+        )
+        run_ablation(request, Console(), error_console)

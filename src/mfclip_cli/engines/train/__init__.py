@@ -1,0 +1,1 @@
+"""`mfclip train` and `mfclip ablate`: training runs and the ablation over them."""

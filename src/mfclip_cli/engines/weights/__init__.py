@@ -1,0 +1,1 @@
+"""The weights registry: the bundled demo, the per-user store, and downloads into it."""

@@ -1,0 +1,87 @@
+"""Scoring a dataset's faces with a detector: the one inference loop that eval, calibrate,
+training's validation and the out-of-distribution fit share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mfclip_cli.data import Sample
+from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.model.detectors import Detector
+from mfclip_cli.scoring.calibration import softmax
+from mfclip_cli.scoring.metrics import detection_metrics, video_metrics
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: Detector,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    embeddings: bool = False,
+    perturbation: Perturbation | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
+    their face embeddings [N, D] from the same forward pass (None without); bf16 autocast on
+    CUDA, fp32 on CPU. A ``perturbation`` degrades each face first (its noise seeded by
+    ``seed``)."""
+    model.eval()
+    images = FaceImages(
+        root,
+        [sample.path for sample in samples],
+        model.crop_size,
+        perturbation=perturbation,
+        perturbation_seed=seed,
+    )
+    loader = torch.utils.data.DataLoader(
+        images,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_faces,
+        pin_memory=device.type == "cuda",
+    )
+    results, vectors = [], []
+    for faces, _ in loader:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
+        results.append(logits.float().cpu())
+        if embeddings:
+            vectors.append(embedded.float().cpu())
+    logits = (
+        torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
+    )
+    return logits, (torch.cat(vectors).numpy() if vectors else None)
+
+
+def predict(
+    model: Detector,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> np.ndarray:
+    """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
+    logits, _ = predict_outputs(
+        model, root, samples, device, batch_size=batch_size, workers=workers
+    )
+    return softmax(logits)
+
+
+def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:
+    """Detection metrics of one set of samples, plus video-level ones when frames have video
+    keys."""
+    labels = [sample.label for sample in samples]
+    result = detection_metrics(labels, probs, threshold=threshold)
+    result["video"] = video_metrics([sample.video for sample in samples], labels, probs, threshold)
+    return result
