@@ -108,7 +108,8 @@ import torch
 from skimage import data
 from mfclip_cli.engines.weights.store import load_weights, resolve_weights
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
-model, info, demo = load_weights(resolve_weights(None), torch.device("cpu"))
+loaded = load_weights(resolve_weights(None), torch.device("cpu"))
+model, demo = loaded.model, loaded.demo
 config = model.config.preprocess
 cropper = FaceCropper(FaceSearch(crop_size=config.crop_size, margin=config.margin))
 (found,) = cropper([np.ascontiguousarray(data.astronaut())])

@@ -124,7 +124,8 @@ def evaluate(
             return
         if not data:
             raise UsageError("--data is required")
-        from mfclip_cli.engines.evaluate.evaluation import EvalRequest, compare
+        from mfclip_cli.engines.evaluate.compare import compare
+        from mfclip_cli.engines.evaluate.evaluation import EvalRequest
         from mfclip_cli.engines.evaluate.evaluation import evaluate as run_evaluation
 
         chosen = weights or []
@@ -193,8 +194,8 @@ def calibrate(
       mfclip calibrate -w run/best.safetensors --data faces/ -o calibrated.safetensors
     """
     with errors_reported() as error_console:
-        from mfclip_cli.engines.evaluate.evaluation import CalibrateRequest
-        from mfclip_cli.engines.evaluate.evaluation import calibrate as run_calibration
+        from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest
+        from mfclip_cli.engines.evaluate.calibrate import calibrate as run_calibration
 
         request = CalibrateRequest(
             weights=weights,

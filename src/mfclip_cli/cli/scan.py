@@ -136,7 +136,8 @@ def scan(
       find evidence -name '*.jpg' | mfclip scan - --jsonl - | jq .
       mfclip scan clip.mp4 --fps 2 --html case.html --fail-on-fake
     """
-    from mfclip_cli.engines.scan.scanner import ScanRequest, ScanSettings, run_scan
+    from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+    from mfclip_cli.engines.scan.scanner import ScanSettings
     from mfclip_cli.scoring.calibration import parse_fake_threshold
 
     try:

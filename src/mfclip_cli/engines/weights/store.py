@@ -194,13 +194,14 @@ def import_clip(
     return entry
 
 
-def weights_record(resolved: ResolvedWeights, info: CheckpointInfo, demo: bool) -> dict[str, Any]:
+def weights_record(checkpoint: LoadedWeights) -> dict[str, Any]:
     """How every report names the checkpoint it used."""
+    info = checkpoint.info
     return {
-        "name": resolved.name,
-        "path": str(resolved.path),
+        "name": checkpoint.resolved.name,
+        "path": str(checkpoint.resolved.path),
         "sha256": info.sha256,
-        "demo": demo,
+        "demo": checkpoint.demo,
         "config": info.config.name,
         "detector": getattr(info.config, "detector", "mfclip"),
     }
@@ -242,15 +243,25 @@ def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     return info.sha256 in hashes or base in hashes or bool(info.metadata.get("demo"))
 
 
-def load_weights(
-    resolved: ResolvedWeights, device: torch.device
-) -> tuple[Detector, CheckpointInfo, bool]:
-    """Load the checkpoint and say whether it is demo weights (by registry entry, hash or
-    sidecar)."""
+@dataclass
+class LoadedWeights:
+    """A checkpoint ready to score with: where it came from, the inference model (adapters
+    folded), its header and whether it is demo weights. The one loaded-checkpoint type of scan,
+    eval and calibrate."""
+
+    resolved: ResolvedWeights
+    model: Detector
+    info: CheckpointInfo
+    demo: bool
+
+
+def load_weights(resolved: ResolvedWeights, device: torch.device) -> LoadedWeights:
+    """Load the checkpoint for inference and say whether it is demo weights (by registry entry,
+    hash or sidecar)."""
     from mfclip_cli.model import load_checkpoint
 
     model, info = load_checkpoint(resolved.path, device=device, inference=True)
-    return model, info, resolved.demo or is_demo(info)
+    return LoadedWeights(resolved, model.merge_adapters(), info, resolved.demo or is_demo(info))
 
 
 def registry_status(store: Path | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,99 @@
+"""The calibrate job: fit temperature scaling, the FPR thresholds and the out-of-distribution
+statistics of an existing checkpoint on a protocol's val split, and write them into a new
+checkpoint (new SHA-256); the source is never changed. Definitions: docs/calibration.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from mfclip_cli.engines.evaluate.loading import load_scoring
+from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.engines.weights.store import weights_record
+from mfclip_cli.files import refuse_existing
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
+from mfclip_cli.scoring.ood import fit_ood, ood_problem
+
+
+@dataclass
+class CalibrateRequest:
+    weights: str
+    data: str
+    out: str
+    protocol: str = "in-domain"
+    layout: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0
+    force: bool = False
+
+
+def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
+    """Fit the calibration of an existing checkpoint on a protocol's val split and write it into a
+    new checkpoint (new SHA-256) at ``request.out``; the source is never changed."""
+    out = Path(request.out)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must name a .safetensors file, not {out}")
+    for target in (out, sidecar_path(out)):
+        refuse_existing(target, request.force)
+    scoring = load_scoring(
+        request.data,
+        request.layout,
+        request.protocol,
+        request.weights,
+        request.device,
+        ("val",),
+        error_console,
+    )
+    if out.resolve() == scoring.checkpoint.resolved.path.resolve():
+        raise UsageError(f"--out {out} is the checkpoint being calibrated; name a new file")
+    labels = [sample.label for sample in scoring.splits.val]
+    problem = calibration_problem(labels)
+    if problem:  # before the scoring, which can take long
+        raise CalibrationError(problem)
+    val = scoring.splits.val
+    logits, val_embeddings = scoring.outputs(val, request.batch_size, request.workers, True)
+    source = scoring.checkpoint.info
+    fitted_on = {
+        "data": str(scoring.index.root),
+        "layout": scoring.index.layout,
+        "protocol": scoring.protocol.name,
+    }
+    record = fit_calibration(logits, labels, fitted_on=fitted_on)
+    record["source_sha256"] = source.sha256
+    record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
+    train = scoring.splits.train
+    statistics = None
+    ood_refusal = ood_problem([sample.label for sample in train], len(val))
+    if ood_refusal:
+        kept = " (the source's are kept)" if source.ood else ""
+        error_console.print(
+            f"[bold yellow]warning:[/] no out-of-distribution statistics fitted: "
+            f"{ood_refusal}{kept}"
+        )
+    else:
+        _, train_embeddings = scoring.outputs(train, request.batch_size, request.workers, True)
+        statistics = fit_ood(
+            train_embeddings,
+            [sample.label for sample in train],
+            val_embeddings,
+            fitted_on=fitted_on,
+        )
+    written = save_fitted(
+        source,
+        out,
+        calibration=record,
+        ood_record=statistics.record if statistics else None,
+        ood_tensors=statistics.tensors() if statistics else None,
+        overwrite=request.force,
+    )
+    return {
+        "weights": str(written.path),
+        "sha256": written.sha256,
+        "source": weights_record(scoring.checkpoint),
+        "calibration": record,
+        "ood": written.ood,
+    }

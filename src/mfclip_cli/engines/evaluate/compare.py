@@ -1,0 +1,158 @@
+"""mfclip eval with several --weights: each checkpoint scored on the same test samples with the
+single-checkpoint report, side by side, and DeLong's test of every pair's AUC difference
+(docs/comparison.md)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import numpy as np
+from rich.console import Console
+
+from mfclip_cli import __version__
+from mfclip_cli.data.perturb import combine, parse_perturbations
+from mfclip_cli.engines.evaluate.evaluation import (
+    EvalRequest,
+    data_record,
+    fake_labels,
+    fake_scores,
+    protocol_record,
+    refuse_existing_outputs,
+    score_checkpoint,
+)
+from mfclip_cli.engines.evaluate.loading import Scoring, load_checkpoint_for_scoring, split_data
+from mfclip_cli.engines.evaluate.tables import (
+    COMPARED,
+    PAIR_FIGURES,
+    comparison_table,
+    pairs_table,
+    robustness_comparison_table,
+)
+from mfclip_cli.engines.runtime import UsageError
+from mfclip_cli.engines.weights.store import refuse_incomparable
+from mfclip_cli.files import write_json_atomic
+from mfclip_cli.scoring.calibration import calibration_summary
+from mfclip_cli.scoring.significance import delong_test
+from mfclip_cli.timestamps import utc_now
+
+ONE_CHECKPOINT_OPTIONS = {
+    "predictions_path": "--predictions",
+    "plots_dir": "--plots",
+    "embeddings_path": "--embeddings",
+}  # EvalRequest fields that write one checkpoint's files: refused when several are compared
+
+
+def _pairs(
+    fake: np.ndarray, scores: Sequence[np.ndarray], aucs: Sequence[float | None]
+) -> list[dict]:
+    """DeLong's test of AUC_a = AUC_b for every pair a < b of checkpoints scored on the same test
+    faces, or why it cannot run (its variances need two faces of each class); an infinite z
+    (zero standard error, different AUCs) is null in JSON."""
+    n_fake, n_real = int(fake.sum()), int(len(fake) - fake.sum())
+    problem = None
+    if min(n_fake, n_real) < 2:
+        problem = (
+            "DeLong's test needs at least two fake and two real test faces, "
+            f"the test split has {n_fake} fake and {n_real} real"
+        )
+    pairs = []
+    for a, b in itertools.combinations(range(len(scores)), 2):
+        if problem:
+            defined = None not in (aucs[a], aucs[b])
+            figures = {
+                **dict.fromkeys(PAIR_FIGURES),
+                "auc_a": aucs[a],
+                "auc_b": aucs[b],
+                "difference": aucs[a] - aucs[b] if defined else None,
+            }
+        else:
+            test = delong_test(fake, scores[a], scores[b])
+            figures = {key: test[key] for key in PAIR_FIGURES}
+            if not math.isfinite(figures["z"]):
+                figures["z"] = None
+        pairs.append({"a": a, "b": b, **figures, "problem": problem})
+    return pairs
+
+
+def _compared(scoring: Scoring, report: dict) -> dict:
+    """One checkpoint's line of the comparison: who it is, its calibration, its figures (the
+    TPRs at the val-chosen thresholds of its operating points)."""
+    points = report["operating_points"]["points"]
+    return {
+        **report["weights"],
+        "calibration": calibration_summary(scoring.checkpoint.info.calibration),
+        "metrics": {
+            **{key: report["overall"][key] for key in COMPARED},
+            "tpr_at_fpr": {key: (point["test"] or {}).get("tpr") for key, point in points.items()},
+        },
+    }
+
+
+def compare(
+    request: EvalRequest, weights: Sequence[str], console: Console, error_console: Console
+) -> dict:
+    """Evaluate several checkpoints on the same test samples: each one's full eval report (the
+    code of ``evaluate``), their figures side by side and DeLong's test of every pair's AUC
+    difference. ``weights`` names the checkpoints (``request.weights`` is not read); every
+    check, and the loading of every checkpoint, comes before any scoring."""
+    if len(weights) < 2:
+        raise ValueError("compare takes two or more checkpoints; evaluate takes one")
+    for field, option in ONE_CHECKPOINT_OPTIONS.items():
+        if getattr(request, field):
+            raise UsageError(
+                f"{option} writes one checkpoint's file: with several --weights, run eval "
+                "once per checkpoint for it"
+            )
+    refuse_existing_outputs(request)
+    requested = parse_perturbations(request.perturb)
+    device, protocol, index, splits = split_data(
+        request.data, request.layout, request.protocol, request.device, ("test",)
+    )
+    scorings = [
+        Scoring(
+            device,
+            protocol,
+            index,
+            splits,
+            load_checkpoint_for_scoring(name, device, error_console),
+        )
+        for name in weights
+    ]
+    refuse_incomparable(weights, [scoring.checkpoint for scoring in scorings])
+    perturbations = combine(protocol.perturb, requested)
+    started = utc_now()
+    scored = [score_checkpoint(scoring, request, perturbations) for scoring in scorings]
+    fake = fake_labels(splits.test)
+    scores = [fake_scores(one.probs) for one in scored]
+    aucs = [one.report["overall"]["auc"] for one in scored]
+    report = {
+        "type": "eval-comparison",
+        "tool": "mfclip",
+        "version": __version__,
+        "started_utc": started,
+        "device": str(device),
+        "data": data_record(index),
+        "protocol": protocol_record(protocol, splits),
+        "threshold": request.threshold,
+        "comparison": {
+            "definitions": "docs/comparison.md",
+            "score": "fake score 1 - p(real), with each checkpoint's calibrated probabilities",
+            "test": {
+                "n": len(fake),
+                "n_real": int(len(fake) - fake.sum()),
+                "n_fake": int(fake.sum()),
+            },
+            "weights": [_compared(scoring, one.report) for scoring, one in zip(scorings, scored)],
+            "pairs": _pairs(fake, scores, aucs),
+            "reports": [one.report for one in scored],
+        },
+    }
+    if request.json_path:
+        write_json_atomic(request.json_path, report, overwrite=request.force)
+    console.print(comparison_table(report))
+    console.print(pairs_table(report))
+    if perturbations:
+        console.print(robustness_comparison_table(report))
+    return report

@@ -1,0 +1,99 @@
+"""What eval and calibrate both start from: a protocol's splits of a dataset and a checkpoint
+loaded to score them, the data first (its checks are the cheapest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, read_dataset, select
+from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.engines.runtime import resolve_device
+from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
+from mfclip_cli.scoring.inference import predict_outputs
+
+
+@dataclass
+class Scoring:
+    """A checkpoint and a protocol's splits of a dataset, ready to score."""
+
+    device: torch.device
+    protocol: Protocol
+    index: DataIndex
+    splits: Splits
+    checkpoint: LoadedWeights
+
+    def logits(
+        self,
+        samples: Sequence[Sample],
+        batch_size: int,
+        workers: int,
+        perturbation: Perturbation | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
+        return self.outputs(samples, batch_size, workers, perturbation=perturbation, seed=seed)[0]
+
+    def outputs(
+        self,
+        samples: Sequence[Sample],
+        batch_size: int,
+        workers: int,
+        embeddings: bool = False,
+        perturbation: Perturbation | None = None,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        return predict_outputs(
+            self.checkpoint.model,
+            self.index.root,
+            samples,
+            self.device,
+            batch_size=batch_size,
+            workers=workers,
+            embeddings=embeddings,
+            perturbation=perturbation,
+            seed=seed,
+        )
+
+
+def split_data(
+    data: str, layout: str | None, protocol_name: str, device_name: str, required: tuple[str, ...]
+) -> tuple[torch.device, Protocol, DataIndex, Splits]:
+    """The device, and the protocol's splits of the dataset (cheapest checks first)."""
+    device = resolve_device(device_name)
+    protocol = load_protocol(protocol_name)
+    index = read_dataset(Path(data), layout)
+    return device, protocol, index, select(index, protocol, required=required)
+
+
+def load_checkpoint_for_scoring(
+    weights: str | None, device: torch.device, error_console: Console
+) -> LoadedWeights:
+    """A checkpoint loaded for scoring; a demo checkpoint is said so."""
+    loaded = load_weights(resolve_weights(weights), device)
+    if loaded.demo:
+        error_console.print(
+            "[bold yellow]warning:[/] using the bundled DEMO weights "
+            "(trained on synthetic artifacts)."
+        )
+    return loaded
+
+
+def load_scoring(
+    data: str,
+    layout: str | None,
+    protocol_name: str,
+    weights: str | None,
+    device_name: str,
+    required: tuple[str, ...],
+    error_console: Console,
+) -> Scoring:
+    """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
+    device, protocol, index, splits = split_data(data, layout, protocol_name, device_name, required)
+    return Scoring(
+        device, protocol, index, splits, load_checkpoint_for_scoring(weights, device, error_console)
+    )

@@ -1,0 +1,174 @@
+"""The terminal tables of mfclip eval, read from its report: one checkpoint's metrics,
+calibration, operating points and robustness, and several checkpoints side by side."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from mfclip_cli.scoring.calibration import FPR_TARGETS, threshold_key
+
+REPORTED = {
+    "n": "n",
+    "auc": "AUC",
+    "ap": "AP",
+    "eer": "EER",
+    "acc": "ACC",
+    "real_acc": "real\nACC",
+    "fake_acc": "fake\nACC",
+    "acc3": "3-way\nACC",
+}  # the table; the JSON has every metric
+CALIBRATION_REPORTED = {
+    "ece_fake": "ECE, P(fake)",
+    "ece_top_label": "ECE, top label",
+    "brier_fake": "Brier, P(fake)",
+    "brier": "Brier, 3 classes",
+    "nll": "NLL",
+}
+COMPARED = ("n", "auc", "ap", "eer", "acc")  # each checkpoint's overall figures, side by side
+PAIR_FIGURES = ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value")
+SHA_SHOWN = 8  # hex digits of a SHA-256 in the tables
+
+
+def metrics_table(report: dict) -> Table:
+    table = Table(title=f"mfclip eval: protocol {report['protocol']['name']}, test split")
+    table.add_column("subset", overflow="fold", min_width=12)
+    for header in REPORTED.values():
+        table.add_column(header, justify="right", no_wrap=True)
+    rows = [("overall", report["overall"]), *report["subsets"].items()]
+    if report["overall"].get("video"):
+        rows.append(("overall (video)", report["overall"]["video"]))
+    for name, values in rows:
+        table.add_row(
+            name,
+            *(
+                "-"
+                if values.get(k) is None
+                else (str(values[k]) if k == "n" else f"{values[k]:.3f}")
+                for k in REPORTED
+            ),
+        )
+    return table
+
+
+def shown(value: float | None, interval: list[float] | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def calibration_table(report: dict) -> Table:
+    calibration = report["calibration"]
+    shown = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
+    table = Table(title=f"probabilities on test (calibration: {shown})")
+    table.add_column("metric")
+    table.add_column("uncalibrated", justify="right")
+    table.add_column("calibrated", justify="right")
+    before, after = calibration["test"]["before"], calibration["test"]["after"] or {}
+    for key, name in CALIBRATION_REPORTED.items():
+        table.add_row(name, shown(before.get(key)), shown(after.get(key)))
+    return table
+
+
+def operating_table(report: dict) -> Table:
+    intervals = report["intervals"]
+    level = f"{intervals['level']:.0%} CI by {intervals['unit']}" if intervals else "no CI"
+    overall = report["overall"]
+    auc = shown(overall["auc"], intervals and intervals["auc"])
+    eer = shown(overall["eer"], intervals and intervals["eer"])
+    table = Table(
+        title=f"operating points, thresholds chosen on val ({level}); AUC {auc}, EER {eer}"
+    )
+    for column in ("target FPR", "threshold", "test FPR", "test TPR", "test's own TPR"):
+        table.add_column(column, justify="right")
+    for name, point in report["operating_points"]["points"].items():
+        test = point["test"] or {}
+        table.add_row(
+            name,
+            shown(point["threshold"]),
+            shown(test.get("fpr"), test.get("fpr_ci")),
+            shown(test.get("tpr"), test.get("tpr_ci")),
+            shown(point["test_oracle_tpr"], point["test_oracle_tpr_ci"]),
+        )
+    return table
+
+
+def robustness_table(report: dict) -> Table:
+    robustness = report["robustness"]
+    table = Table(title=f"robustness on test (seed {robustness['seed']}; ECE of P(fake))")
+    table.add_column("perturbation")
+    table.add_column("severity", justify="right")
+    for header in ("n", "AUC", "AP", "ACC", "ECE"):
+        table.add_column(header, justify="right")
+    for row in robustness["rows"]:
+        severity = "-" if row["severity"] is None else row["name"].partition(":")[2]
+        table.add_row(
+            row["perturbation"] or "clean",
+            severity,
+            str(row["n"]),
+            *(shown(row[key]) for key in ("auc", "ap", "acc", "ece")),
+        )
+    return table
+
+
+def comparison_table(report: dict) -> Table:
+    comparison = report["comparison"]
+    test = comparison["test"]
+    table = Table(
+        title=f"mfclip eval: {len(comparison['weights'])} checkpoints, protocol "
+        f"{report['protocol']['name']}, the same {test['n']} test faces "
+        f"({test['n_fake']} fake, {test['n_real']} real)"
+    )
+    table.add_column("weights", overflow="fold", min_width=7)
+    table.add_column("config", overflow="fold", min_width=11)
+    table.add_column("SHA-256", no_wrap=True)
+    for key in COMPARED:
+        table.add_column(REPORTED[key], justify="right", no_wrap=True)
+    for fpr in FPR_TARGETS:
+        table.add_column(f"TPR at\nFPR\n{fpr * 100:g}%", justify="right", no_wrap=True)
+    for position, weights in enumerate(comparison["weights"]):
+        metrics = weights["metrics"]
+        table.add_row(
+            f"#{position} {weights['name']}" + (" (DEMO)" if weights["demo"] else ""),
+            weights["config"],
+            weights["sha256"][:SHA_SHOWN],
+            str(metrics["n"]),
+            *(shown(metrics[key]) for key in COMPARED[1:]),
+            *(shown(metrics["tpr_at_fpr"][threshold_key(fpr)]) for fpr in FPR_TARGETS),
+        )
+    return table
+
+
+def pairs_table(report: dict) -> Table:
+    """Every pair's test; why none ran (the test faces are the same for every pair) below it."""
+    weights, pairs = report["comparison"]["weights"], report["comparison"]["pairs"]
+    table = Table(
+        title="AUC differences, DeLong's test (two-sided)",
+        caption=pairs[0]["problem"],
+    )
+    table.add_column("a")
+    table.add_column("b")
+    for column in ("AUC a", "AUC b", "a - b", "SE", "z", "p"):
+        table.add_column(column, justify="right")
+    for pair in pairs:
+        p_value = pair["p_value"]
+        table.add_row(
+            f"#{pair['a']} {weights[pair['a']]['name']}",
+            f"#{pair['b']} {weights[pair['b']]['name']}",
+            *(shown(pair[key]) for key in ("auc_a", "auc_b", "difference", "standard_error")),
+            "-" if pair["z"] is None else f"{pair['z']:.2f}",
+            "-" if p_value is None else f"{p_value:.3g}",
+        )
+    return table
+
+
+def robustness_comparison_table(report: dict) -> Table:
+    """AUC under each perturbation, a column per checkpoint."""
+    reports = report["comparison"]["reports"]
+    seed = reports[0]["robustness"]["seed"]
+    table = Table(title=f"AUC under perturbation (test, seed {seed})")
+    table.add_column("perturbation")
+    for position, single in enumerate(reports):
+        table.add_column(f"#{position} {single['weights']['name']}", justify="right")
+    for rows in zip(*(single["robustness"]["rows"] for single in reports)):
+        table.add_row(rows[0]["name"], *(shown(row["auc"]) for row in rows))
+    return table

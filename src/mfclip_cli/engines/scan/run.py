@@ -1,0 +1,414 @@
+"""The scan job, end to end: the request checked, checkpoints loaded, sinks opened, resume,
+progress, interruption and the exit code; the scanning itself is ``scanner.py``'s, the records'
+split across torchrun processes ``distributed.py``'s."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TextIO
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from mfclip_cli import __version__
+from mfclip_cli.engines.runtime import (
+    EXIT_FAKE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    UsageError,
+    join_world,
+)
+from mfclip_cli.engines.scan.distributed import distributed_records
+from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.engines.scan.records import (
+    FileRecord,
+)
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.writers import (
+    AnnotateSink,
+    CsvSink,
+    ExplainSink,
+    JsonlSink,
+    JsonSink,
+    ReportError,
+    ResumeState,
+    Sink,
+    TableSink,
+)
+from mfclip_cli.engines.weights.store import (
+    LoadedWeights,
+    load_weights,
+    refuse_incomparable,
+    resolve_weights,
+    weights_record,
+)
+from mfclip_cli.model import detector_of
+from mfclip_cli.model.config import MFCLIP_DETECTOR
+from mfclip_cli.scoring.calibration import (
+    calibration_summary,
+    temperature_of,
+    threshold_for_fpr,
+    threshold_key,
+)
+from mfclip_cli.scoring.ood import ood_of, ood_summary
+from mfclip_cli.timestamps import utc_now
+
+
+@dataclass
+class ScanRequest:
+    """Everything ``mfclip scan`` was asked to do."""
+
+    inputs: list[str]
+    settings: ScanSettings = field(default_factory=ScanSettings)
+    # the checkpoints, the primary first; none: $MFCLIP_WEIGHTS, then the default
+    weights: tuple[str, ...] = ()
+    recursive: bool = True
+    json_path: str | None = None
+    jsonl_path: str | None = None
+    csv_path: str | None = None
+    html_path: str | None = None
+    annotate_dir: str | None = None
+    explain_dir: str | None = None
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+    fail_on_fake: bool = False
+
+
+def _check_request(request: ScanRequest) -> None:
+    if request.resume and (not request.jsonl_path or request.jsonl_path == "-"):
+        raise UsageError("--resume needs --jsonl FILE (the report to continue)")
+    for option, folder in (
+        ("--annotate", request.annotate_dir),
+        ("--explain", request.explain_dir),
+    ):
+        if not folder:
+            continue
+        target = os.path.realpath(folder)
+        for spec in request.inputs:
+            if spec != "-" and Path(spec).is_dir():
+                source = os.path.realpath(spec)
+                if target == source or target.startswith(source + os.sep):
+                    raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
+    if request.settings.frames is not None and request.settings.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if request.settings.fps <= 0:
+        raise UsageError("--fps must be positive")
+
+
+def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
+    """Every output, opened (or refused) before the scan starts; none is left behind by a refusal.
+
+    Annotated copies and explanations come first, so the other reports carry each PNG's path or
+    why it failed.
+    """
+    openers: list[Callable[[], Sink]] = []
+    if request.annotate_dir:
+        openers.append(lambda: AnnotateSink(request.annotate_dir, force=request.force))  # type: ignore[arg-type]
+    if request.explain_dir:
+        openers.append(lambda: ExplainSink(request.explain_dir, force=request.force))  # type: ignore[arg-type]
+    if request.jsonl_path:
+        openers.append(
+            lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume)
+        )  # type: ignore[arg-type]
+    if request.json_path:
+        openers.append(lambda: JsonSink(request.json_path, force=request.force))  # type: ignore[arg-type]
+    if request.csv_path:
+        openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
+    if request.html_path:
+        from mfclip_cli.engines.scan.html import HtmlSink  # Jinja2 only where it is used
+
+        openers.append(lambda: HtmlSink(request.html_path, force=request.force))  # type: ignore[arg-type]
+    if request.jsonl_path != "-" and console.is_terminal:
+        openers.append(lambda: TableSink(console))
+    elif not (request.jsonl_path or request.json_path or request.csv_path or request.html_path):
+        # piped with no report named: stream JSON Lines to stdout
+        openers.append(lambda: JsonlSink("-"))
+    sinks: list[Sink] = []
+    try:
+        for opener in openers:
+            sinks.append(opener())
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        raise
+    return sinks
+
+
+class Interrupted(BaseException):
+    """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way (a batch retried file by file)
+    swallows it."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed,
+    marked partial."""
+
+    def stop(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
+    """The report's meta: what ran, on what, with which settings (a resume must match them).
+    With several checkpoints, ``compared_weights`` names them all, the primary first."""
+    settings = request.settings
+    several = len(scanner.scorers) > 1
+    return {
+        "type": "meta",
+        "tool": "mfclip",
+        "version": __version__,
+        "weights": weights_record(primary),
+        **({"compared_weights": [s.weights for s in scanner.scorers]} if several else {}),
+        "demo": primary.demo,
+        "device": str(scanner.device),
+        "calibration": calibration_summary(primary.info.calibration),
+        "ood": ood_summary(scanner.ood),
+        "thresholds": {
+            "fake": settings.fake_threshold,
+            **(
+                {"fake_from": threshold_key(settings.fake_threshold_fpr)}
+                if settings.fake_threshold_fpr is not None
+                else {}
+            ),
+            # each checkpoint's, where several are compared: fpr:X is each one's own threshold
+            **(
+                {"fake_compared": [scanner.fake_threshold(s) for s in scanner.scorers]}
+                if several
+                else {}
+            ),
+            "detection": list(settings.detection_thresholds),
+            "min_face": settings.min_face,
+            "detect_max_side": settings.detect_max_side,
+            # in original pixels; a file record says where larger
+            "smallest_face": scanner.smallest_face,
+        },
+        "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
+        "started_utc": utc_now(),
+        "cwd": os.getcwd(),
+        "inputs": inputs,
+    }
+
+
+def _load_checkpoints(names: Sequence[str], device: torch.device) -> list[LoadedWeights]:
+    """Every ``--weights`` loaded (none: the default one), before anything is written; one named
+    twice, or checkpoints of different classes, are a usage error."""
+    checkpoints = []
+    for name in names or [None]:
+        resolved = resolve_weights(name)
+        checkpoints.append(load_weights(resolved, device))
+    if len(checkpoints) > 1:
+        refuse_incomparable(names, checkpoints)
+    return checkpoints
+
+
+def _scorers(checkpoints: Sequence[LoadedWeights], settings: ScanSettings) -> list[Scorer]:
+    """Each checkpoint at its own calibration and OOD statistics; with ``fpr:X`` each at its own
+    threshold for that validation FPR (a compared checkpoint without one is named)."""
+    scorers = []
+    for k, checkpoint in enumerate(checkpoints):
+        info = checkpoint.info
+        threshold = None
+        if settings.fake_threshold_fpr is not None:
+            try:
+                threshold = threshold_for_fpr(info.calibration, settings.fake_threshold_fpr)
+            except UsageError as error:
+                if k == 0:
+                    raise
+                raise UsageError(f"--weights {checkpoint.resolved.name}: {error}") from None
+        record = weights_record(checkpoint)
+        scorers.append(
+            Scorer(
+                checkpoint.model, temperature_of(info.calibration), ood_of(info), threshold, record
+            )
+        )
+    return scorers
+
+
+def run_scan(
+    request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console
+) -> int:
+    """Run a scan end to end and return the exit code (0, 3, 4, or 130 when interrupted; usage
+    errors raise).
+
+    Launched under ``torchrun``, the inputs are split across the processes and rank 0 writes one
+    merged, input-ordered report. The exit code describes the whole report, records of a resumed
+    run's earlier part included.
+    """
+    _check_request(request)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
+        raise UsageError(
+            "under torchrun, name the inputs as paths (stdin reaches only one process)"
+        )
+    # only barriers and a broadcast
+    processes, device = join_world(request.settings.device, backend="gloo")
+    rank, world = processes.rank, processes.size
+    if request.explain_dir:
+        request = replace(request, settings=replace(request.settings, explain=True))
+    checkpoints = _load_checkpoints(request.weights, device)
+    primary = checkpoints[0]
+    info = primary.info
+    if request.explain_dir and detector_of(info.config) != MFCLIP_DETECTOR:
+        raise UsageError(
+            f"--explain draws MFCLIP's heatmaps and noise patches; this checkpoint's detector "
+            f"is {detector_of(info.config)}"
+        )
+    scorers = _scorers(checkpoints, request.settings)
+    if scorers[0].fake_threshold is not None:
+        threshold = scorers[0].fake_threshold
+        request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
+    for checkpoint in checkpoints:
+        if checkpoint.demo and rank == 0:
+            named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
+            error_console.print(
+                f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(named)}, trained "
+                "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
+                "real checkpoint."
+            )
+    items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
+    if not items:
+        raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
+    scanner = Scanner(scorers, request.settings, device)
+    meta = scan_meta(request, scanner, primary, len(items))
+    if world > 1:
+        meta["processes"] = world
+
+    # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
+    sinks: list[Sink] = []
+    shared: list = [ResumeState(), None]  # the earlier report's state, a refusal to pass on
+    if rank == 0:
+        try:
+            sinks = _open_sinks(request, console)
+            jsonl = next((sink for sink in sinks if isinstance(sink, JsonlSink)), None)
+            if request.resume and jsonl is not None:
+                shared[0] = jsonl.previous(meta)
+            for sink in sinks:
+                sink.begin(meta)
+        except BaseException as error:
+            for sink in sinks:
+                sink.discard()
+            if not isinstance(error, (ReportError, FileExistsError)):
+                raise
+            shared[1] = str(error)
+    if world > 1:
+        dist.broadcast_object_list(shared, src=0)
+    previous, refusal = shared
+    if refusal:
+        raise UsageError(refusal)
+
+    def skip(record: FileRecord) -> bool:
+        return (ResumeState.key(record.path), record.sha256) in previous.done
+
+    show_progress = rank == 0 and not request.quiet and error_console.is_terminal
+    progress = Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=error_console,
+        disable=not show_progress,
+        transient=True,
+    )
+    if world > 1:
+        base = Path(
+            request.jsonl_path or request.json_path or request.csv_path or request.html_path or "-"
+        )
+        parts_base = base.parent if str(base) != "-" else Path.cwd()
+        records = distributed_records(
+            scanner, items, skip if previous.done else None, rank, world, parts_base.resolve()
+        )
+    else:
+        records = scanner.scan(items, skip=skip if previous.done else None)
+    outcome: dict[str, tuple[bool, bool]] = dict(previous.records)  # real path: (error, fake)
+    written = faces = 0
+    complete = False
+    try:
+        with progress, _terminate_as_interrupt():
+            task = progress.add_task("scan", total=len(items), current="")
+            for record in records:
+                # counted just before the reports get it: an interruption while the (staged)
+                # reports are written must not leave a written record out of the end line's count
+                written += 1
+                faces += len(record.faces)
+                for sink in sinks:
+                    sink.write(record)
+                # after the reports: the annotated copy is written (or fails) as a report is
+                outcome[ResumeState.key(record.path)] = (
+                    record.failed,
+                    any(face.label != "real" for face in record.faces),
+                )
+                progress.update(task, advance=1, current=Path(record.path).name)
+            complete = True
+    except (KeyboardInterrupt, Interrupted):
+        pass
+    finally:
+        records.close()  # stops the workers: what they had not started is dropped
+        # Every input of a finished run was scanned or skipped: the skips counted on every rank.
+        skipped = len(items) - written if complete and previous.done else 0
+        summary = {
+            "complete": complete,
+            "files_written": written,
+            "faces": faces,
+            "finished_utc": utc_now(),
+        }
+        if skipped:
+            summary["skipped_as_done"] = skipped
+        failures = []
+        for sink in sinks:  # each report closed, even when another fails (a full disk)
+            try:
+                sink.close(summary)
+            except OSError as error:
+                failures.append(error)
+        if world > 1:
+            dist.destroy_process_group()
+        if failures:
+            raise failures[0]
+    if rank != 0:
+        return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
+    if skipped:
+        error_console.print(
+            f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
+            f"skipped, {written} scanned now",
+            highlight=False,
+        )
+    if not complete:
+        error_console.print(
+            f"[bold red]interrupted:[/] {written} input(s) written this run; "
+            'the reports are marked "complete": false'
+            + (
+                f" (continue with --resume --jsonl {request.jsonl_path})"
+                if request.jsonl_path and request.jsonl_path != "-"
+                else ""
+            ),
+            highlight=False,
+        )
+        return EXIT_INTERRUPTED
+    if request.fail_on_fake and any(fake for _, fake in outcome.values()):
+        return EXIT_FAKE
+    return EXIT_UNREADABLE if any(error for error, _ in outcome.values()) else EXIT_OK
