@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.labels import LabelTable, Resolver
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
 from mfclip_cli.data.samples import DataError, Sample, read_tree, split_path
 
@@ -56,9 +56,17 @@ def _json_folder(root: Path) -> Path | None:
 
 
 def _method_folders(path: Path) -> list[str]:
-    """The sub-folders of ``path`` that look like DF40 methods (a domain or fake/real inside)."""
-    inside = folders(path)
-    return [name for name in inside.values() if set(folders(path / name)) & {*DOMAINS, *OWN_REALS}]
+    """The sub-folders of ``path`` that look like DF40 methods: a domain folder (ff/, cdf/)
+    inside, or a method the shipped table knows with fake/ or real/ inside."""
+    table = LabelTable.load()
+    found = []
+    for name in folders(path).values():
+        inside = set(folders(path / name))
+        if inside & set(DOMAINS) or (
+            inside & set(OWN_REALS) and table.find("DF40", name) is not None
+        ):
+            found.append(name)
+    return found
 
 
 def fits(root: Path) -> str | None:

@@ -20,8 +20,11 @@ EXPECTED = "ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]..."
 
 def fits(root: Path) -> str | None:
     top = folders(root)
-    if set(top) & set(LABELS):
+    if top and set(top) <= set(LABELS):
         return None
+    if set(top) & set(LABELS):
+        others = shown([name for key, name in top.items() if key not in LABELS])
+        return f"folders other than real/, diffusion/, gan/ beside them ({others})"
     return f"no real/, diffusion/ or gan/ folder (found: {shown(top)})"
 
 

@@ -2,10 +2,11 @@
 
     <Generator>/{train,val}/{ai,nature}/*        (Midjourney, Stable Diffusion V1.4, BigGAN, ...)
     <Generator>/<archive>/{train,val}/{ai,nature}/*   (the same, unzipped into its archive's
-                                                       folder, e.g. imagenet_ai_0419_sdv4)
+                                                       folder: imagenet_ai_0419_sdv4, ...)
 
 ``ai`` holds the fakes, ``nature`` the ImageNet reals paired with them. The generator is the top
-folder's name, else the archive folder's, looked up in the label table. GenImage has no test
+folder's name, else the archive folder's (any folder named imagenet*, as every GenImage archive
+is), looked up in the label table. GenImage has no test
 split: the paper tests on each generator's ``val``, so ``val`` is recorded as ``test`` and a
 protocol carves its validation split out of ``train``. A real's generator field names the
 generator folder it came with, so a per-generator test report pairs each generator's fakes with
@@ -33,11 +34,17 @@ def _holds_splits(path: Path) -> bool:
     )
 
 
+def _is_archive(name: str) -> bool:
+    """An archive folder (``imagenet_ai_0419_sdv4``): GenImage names every archive imagenet_*."""
+    return name.lower().startswith("imagenet")
+
+
 def fits(root: Path) -> str | None:
     top = folders(root)
     for name in top.values():
         if _holds_splits(root / name) or any(
-            _holds_splits(root / name / inner) for inner in folders(root / name).values()
+            _is_archive(inner) and _holds_splits(root / name / inner)
+            for inner in folders(root / name).values()
         ):
             return None
     return f"no <Generator>/[<archive>/]train|val/ai|nature/ folders (found: {shown(top)})"
@@ -50,7 +57,12 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
         if len(parts) >= 3 and parts[1].lower() in SPLITS and parts[2].lower() in KINDS:
             names, split, kind = [parts[0]], parts[1].lower(), parts[2].lower()
-        elif len(parts) >= 4 and parts[2].lower() in SPLITS and parts[3].lower() in KINDS:
+        elif (
+            len(parts) >= 4
+            and _is_archive(parts[1])
+            and parts[2].lower() in SPLITS
+            and parts[3].lower() in KINDS
+        ):
             names, split, kind = [parts[0], parts[1]], parts[2].lower(), parts[3].lower()
         else:
             return None
