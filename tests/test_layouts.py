@@ -3,6 +3,9 @@ each built here as its publisher lays it out, read at the folder a user download
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -461,3 +464,36 @@ def test_standard_protocols_are_shipped():
     for name in ("diff", "genimage", "df40", "genface"):
         protocol = load_protocol(name)
         assert protocol.use_layout_split and protocol.description
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def mfclip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("mfclip")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_data_inspect_and_prepare_dry_run(tmp_path):
+    root = tmp_path / "download"
+    diff_tree(root / "DiFF")
+    report = tmp_path / "report.json"
+    result = mfclip("data", "inspect", str(root), "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "layout diff, 19 samples, 0 videos" in result.stdout
+    assert "test   diffusion  t2i      HPS" in result.stdout
+    written = json.loads(report.read_text())
+    assert written["layout"] == "diff" and written["root"] == str((root / "DiFF").absolute())
+    assert sum(row["count"] for row in written["rows"]) == 19
+    out = tmp_path / "prepared"
+    dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
+    assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()
+    touch(tmp_path / "odd", "train/fe/x/a.png", "train/real/b.png")
+    refused = mfclip("data", "inspect", str(tmp_path / "odd"))
+    assert refused.returncode == 2 and "cannot tell the layout" in refused.stderr
+    assert "diff: no DiFF_real/" in refused.stderr

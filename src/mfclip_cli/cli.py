@@ -262,13 +262,19 @@ def report(
 def prepare(
     source: str = typer.Argument(
         ...,
-        help="A labelled dataset (folder, genface, diff or manifest layout) of images and videos.",
+        help="A labelled dataset in a layout of docs/datasets.md (DiFF, GenFace, DF40, ...).",
     ),
     out: str = typer.Option(
         ..., "--out", "-o", help="Folder for the aligned crops, manifest.jsonl and prepare.json."
     ),
     layout: Optional[str] = typer.Option(
-        None, "--layout", help="folder, genface, diff or manifest (default: detected)."
+        None, "--layout", help="A layout of docs/datasets.md (default: detected)."
+    ),
+    label_map: Optional[str] = typer.Option(
+        None, "--label-map", help="TOML file extending the generator -> class table."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the layout and counts found and stop (no image decoded)."
     ),
     config: str = typer.Option(
         "vit-b-16", "--config", help="Model config whose crop size and margin the crops get."
@@ -290,12 +296,16 @@ def prepare(
 
     Exit codes: 0 every file prepared; 1 fatal; 2 usage; 3 unreadable files (in prepare.json).
     """
+    if dry_run:
+        _print_inspection(source, layout, label_map, include_videos=True)
+        return
     from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
 
     request = PrepareRequest(
         source=source,
         out=out,
         layout=layout,
+        label_map=label_map,
         config=config,
         frames=frames,
         all_faces=all_faces,
@@ -749,6 +759,43 @@ def bench(
         )
         if json_path:
             write_json_atomic(json_path, results, overwrite=force)
+
+
+def _print_inspection(
+    source: str, layout: Optional[str], label_map: Optional[str], *, include_videos: bool = False
+) -> None:
+    from mfclip_cli.data.inspect import inspect_dataset, render
+
+    with _errors_reported():
+        report = inspect_dataset(source, layout, label_map, include_videos=include_videos)
+        typer.echo("\n".join(render(report)))
+
+
+data_app = typer.Typer(help="Look at labelled datasets before preparing or training on them.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    source: str = typer.Argument(..., help="The folder as downloaded, or a manifest."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="A layout of docs/datasets.md (default: detected)."
+    ),
+    label_map: Optional[str] = typer.Option(
+        None, "--label-map", help="TOML file extending the generator -> class table."
+    ),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Also write the report here."),
+) -> None:
+    """Print the layout found and the samples per split, label, forgery type and generator, the
+    videos, and what is skipped and why. Reads folder names only: no image is decoded."""
+    from mfclip_cli.data.inspect import inspect_dataset, render
+    from mfclip_cli.files import write_json_atomic
+
+    with _errors_reported():
+        report = inspect_dataset(source, layout, label_map)
+        if json_path:
+            write_json_atomic(Path(json_path), report)
+        typer.echo("\n".join(render(report)))
 
 
 weights_app = typer.Typer(
