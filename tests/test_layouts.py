@@ -497,3 +497,11 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     refused = mfclip("data", "inspect", str(tmp_path / "odd"))
     assert refused.returncode == 2 and "cannot tell the layout" in refused.stderr
     assert "diff: no DiFF_real/" in refused.stderr
+
+
+def test_docs_print_the_whole_label_table():
+    text = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    table = LabelTable.load()
+    for dataset in table.methods:
+        for method in table.entries(dataset):
+            assert f"| {method.name} | {method.label} |" in text, (dataset, method.name)
