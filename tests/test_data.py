@@ -26,6 +26,7 @@ from mfclip_cli.data import (
     shipped_protocols,
     write_manifest,
 )
+from mfclip_cli.errors import UsageError
 
 _PNG = None
 
@@ -122,72 +123,6 @@ def test_folder_layout(tmp_path):
     assert counts["generator"]["diffusion"] == {"sdxl": 2, "unknown": 2} and counts["videos"] == 3
 
 
-def test_genface_layout(tmp_path):
-    root = tmp_path / "genface"
-    _touch(
-        root,
-        "real/FFHQ/0001.png",
-        "real/celeba/x/0002.png",
-        "fake/EFS/Diffusion/ddpm_0001.png",
-        "fake/EFS/GAN/stylegan3_0002.png",
-        "fake/FS/Diffusion/diffswap/0003.png",
-        "fake/AM/GAN/stgan/sub/0004.png",
-        "fake/AM/GAN/0005.png",
-    )
-    assert detect_layout(root) == "genface"
-    index = read_dataset(root)
-    got = {p: (s.label, s.forgery_type, s.generator, s.dataset) for p, s in _by_path(index).items()}
-    assert got == {
-        "fake/AM/GAN/0005.png": ("gan", "am", "", "GenFace"),
-        "fake/AM/GAN/stgan/sub/0004.png": ("gan", "am", "stgan", "GenFace"),
-        "fake/EFS/Diffusion/ddpm_0001.png": ("diffusion", "efs", "ddpm", "GenFace"),
-        "fake/EFS/GAN/stylegan3_0002.png": ("gan", "efs", "stylegan3", "GenFace"),
-        "fake/FS/Diffusion/diffswap/0003.png": ("diffusion", "fs", "diffswap", "GenFace"),
-        "real/FFHQ/0001.png": ("real", "none", "FFHQ", "GenFace"),
-        "real/celeba/x/0002.png": ("real", "none", "celeba", "GenFace"),
-    }
-    _touch(root, "fake/FS/GAN/simswap_07.mp4")
-    video = _by_path(read_dataset(root, include_videos=True))["fake/FS/GAN/simswap_07.mp4"]
-    assert (video.label, video.forgery_type, video.generator) == ("gan", "fs", "simswap")
-    _touch(root, "fake/EFS/Other/0006.png")
-    with pytest.raises(
-        DataError, match=r"1 image\(s\) do not fit the genface layout.*fake/EFS/Other/0006.png"
-    ):
-        read_dataset(root)
-
-
-def test_diff_layout(tmp_path):
-    root = tmp_path / "DiFF"
-    _touch(
-        root,
-        "DiFF_real/train/0001.png",
-        "DiFF_real/val/0002.png",
-        "DiFF_real/test/0003.png",
-        "train/T2I/Midjourney/0004.png",
-        "val/I2I/SDXL_Refiner/0005.png",
-        "test/FS/DiffSwap/deep/0006.png",
-        "test/FE/DCFace/0007.png",
-    )
-    assert detect_layout(root) == "diff"
-    index = read_dataset(root)
-    got = {
-        p: (s.label, s.forgery_type, s.generator, s.dataset, s.split)
-        for p, s in _by_path(index).items()
-    }
-    assert got == {
-        "DiFF_real/test/0003.png": ("real", "none", "", "DiFF", "test"),
-        "DiFF_real/train/0001.png": ("real", "none", "", "DiFF", "train"),
-        "DiFF_real/val/0002.png": ("real", "none", "", "DiFF", "val"),
-        "test/FE/DCFace/0007.png": ("diffusion", "fe", "DCFace", "DiFF", "test"),
-        "test/FS/DiffSwap/deep/0006.png": ("diffusion", "fs", "DiffSwap", "DiFF", "test"),
-        "train/T2I/Midjourney/0004.png": ("diffusion", "t2i", "Midjourney", "DiFF", "train"),
-        "val/I2I/SDXL_Refiner/0005.png": ("diffusion", "i2i", "SDXL_Refiner", "DiFF", "val"),
-    }
-    # the layout's own split is what in-domain uses
-    splits = select(index, "in-domain")
-    assert {s.path for s in splits.test} == {p for p, v in got.items() if v[-1] == "test"}
-
-
 def test_manifest_layouts_and_round_trip(tmp_path):
     samples = [
         Sample("b/2.png", "gan", "EFS", "StyleGAN2", "mine", video="b/clip.mp4", split="train"),
@@ -266,14 +201,15 @@ def test_bad_manifest_lines_name_the_line(tmp_path, name, text, message):
 
 def test_unknown_layouts_and_empty_datasets(tmp_path):
     (tmp_path / "stuff").mkdir()
-    with pytest.raises(DataError, match="expected one of: manifest.*diff.*genface.*folder"):
+    with pytest.raises(UsageError, match="cannot tell the layout.*manifest: .*diff: .*folder: "):
         detect_layout(tmp_path)
-    with pytest.raises(DataError, match="unknown layout 'ffpp' .*folder, genface, diff, manifest"):
+    with pytest.raises(UsageError, match="unknown layout 'ffpp' .*manifest, diff, genface"):
         read_dataset(tmp_path, layout="ffpp")
-    _touch(tmp_path, "real/a.mp4")
+    videos = tmp_path / "videos"
+    _touch(videos, "real/a.mp4")
     with pytest.raises(DataError, match=r"no samples.*1 video file\(s\).*mfclip prepare"):
-        read_dataset(tmp_path)
-    _touch(tmp_path, "stuff/x.png")
+        read_dataset(videos)
+    _touch(tmp_path, "stuff/x.png", "real/y.png")
     with pytest.raises(DataError, match="do not fit the folder layout"):
         read_dataset(tmp_path, layout="folder")
     with pytest.raises(FileNotFoundError):
@@ -348,7 +284,16 @@ def _check_partition(samples, splits):
 
 def test_shipped_protocols():
     shipped = shipped_protocols()
-    assert list(shipped) == ["cross-dataset", "cross-forgery", "cross-generator", "in-domain"]
+    assert list(shipped) == [
+        "cross-dataset",
+        "cross-forgery",
+        "cross-generator",
+        "df40",
+        "diff",
+        "genface",
+        "genimage",
+        "in-domain",
+    ]
     assert all("test" in description for description in shipped.values())
     in_domain = load_protocol("in-domain")
     assert (
@@ -413,7 +358,7 @@ def test_frames_of_one_video_share_a_split():
         for folder in "AB"
         for i in range(200)
     ]
-    splits = select(many, Protocol("p", val_fraction=0.3, test_fraction=0.3))
+    splits = select(many, Protocol("p", val_fraction=0.3, test_fraction=0.3), required=())
     place = {s.video: split for split in ("train", "val", "test") for s in getattr(splits, split)}
     assert sum(place[f"A/{i:03d}_003.mp4"] != place[f"B/{i:03d}_003.mp4"] for i in range(200)) > 50
 

@@ -1,7 +1,7 @@
 """The ``mfclip`` command line: thin Typer commands over the engines, one module per command
-group (``scan.py``: scan, report; ``data.py``: prepare, synth; ``train.py``: train, ablate;
-``evaluate.py``: eval, calibrate; ``bench.py``; ``weights.py``), the options they share in
-``options.py`` and the error-to-exit-code mapping in ``errors.py``.
+group (``scan.py``: scan, report; ``data.py``: prepare, data inspect, synth; ``train.py``:
+train, ablate; ``evaluate.py``: eval, calibrate; ``bench.py``; ``weights.py``), the options
+they share in ``options.py`` and the error-to-exit-code mapping in ``errors.py``.
 
 Importing it imports no torch: each command imports its engine when it runs.
 """
@@ -60,6 +60,7 @@ for command, name in (
     (bench.bench, "bench"),
 ):
     app.command(name)(command)
+app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
 
 

@@ -1,4 +1,5 @@
-"""`mfclip prepare` and `mfclip synth`: labelled datasets in, aligned face crops out."""
+"""`mfclip prepare`, `mfclip data inspect` and `mfclip synth`: labelled datasets in, aligned face
+crops out."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import typer
 from rich.console import Console
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import Device, MinFace, Quiet
+from mfclip_cli.cli.options import Device, LabelMap, Layout, MinFace, Quiet
 
 
 def prepare(
     source: str = typer.Argument(
         ...,
-        help="A labelled dataset (folder, genface, diff or manifest layout) of images and videos.",
+        help="A labelled dataset in a layout of docs/datasets.md (DiFF, GenFace, DF40, ...).",
         metavar="DIR|FILE",
     ),
     out: str = typer.Option(
@@ -25,11 +26,10 @@ def prepare(
         help="Folder for the aligned crops, manifest.jsonl and prepare.json.",
         metavar="DIR",
     ),
-    layout: Optional[str] = typer.Option(
-        None,
-        "--layout",
-        help="folder, genface, diff or manifest (default: detected).",
-        metavar="NAME",
+    layout: Layout = None,
+    label_map: LabelMap = None,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the layout and counts found and stop (no image decoded)."
     ),
     config: str = typer.Option(
         "vit-b-16",
@@ -60,13 +60,18 @@ def prepare(
 
     \b
       mfclip prepare ~/datasets/DiFF --out faces/ --config vit-b-16
+      mfclip prepare ~/datasets/DF40 --out faces/ --dry-run
     """
+    if dry_run:
+        _print_inspection(source, layout, label_map, include_videos=True)
+        return
     from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
 
     request = PrepareRequest(
         source=source,
         out=out,
         layout=layout,
+        label_map=label_map,
         config=config,
         frames=frames,
         all_faces=all_faces,
@@ -105,3 +110,50 @@ def synth(
     with errors_reported():
         summary = write_synth_dataset(Path(out), n, seed=seed, size=size, overwrite=force)
     Console().print_json(data=summary)
+
+
+def _print_inspection(
+    source: str, layout: Optional[str], label_map: Optional[str], *, include_videos: bool = False
+) -> None:
+    from mfclip_cli.data.inspect import inspect_dataset, render
+
+    with errors_reported():
+        report = inspect_dataset(source, layout, label_map, include_videos=include_videos)
+        typer.echo("\n".join(render(report)))
+
+
+app = typer.Typer(
+    help="Look at labelled datasets before preparing or training on them.", no_args_is_help=True
+)
+
+
+@app.command("inspect")
+def data_inspect(
+    source: str = typer.Argument(
+        ..., help="The folder as downloaded, or a manifest.", metavar="DIR|FILE"
+    ),
+    layout: Layout = None,
+    label_map: LabelMap = None,
+    json_path: Optional[str] = typer.Option(
+        None, "--json", help="Also write the report here.", metavar="FILE"
+    ),
+) -> None:
+    """Print a dataset's layout, counts and skipped files.
+
+    Samples per split, label, forgery type and generator, the videos, and what is skipped and
+    why. Reads folder names only: no image is decoded.
+
+    Examples:
+
+    \b
+      mfclip data inspect ~/datasets/GenImage
+      mfclip data inspect ~/datasets/DF40 --label-map lab.toml --json inspect.json
+    """
+    from mfclip_cli.data.inspect import inspect_dataset, render
+    from mfclip_cli.files import write_json_atomic
+
+    with errors_reported():
+        report = inspect_dataset(source, layout, label_map)
+        if json_path:
+            write_json_atomic(Path(json_path), report)
+        typer.echo("\n".join(render(report)))

@@ -26,7 +26,13 @@ Layout = Annotated[
     typer.Option(
         "--layout",
         metavar="NAME",
-        help="Dataset layout: folder, genface, diff or manifest (default: detected).",
+        help="A dataset layout of docs/datasets.md (default: detected).",
+    ),
+]
+LabelMap = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-map", metavar="FILE", help="TOML file extending the generator -> class table."
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]

@@ -3,6 +3,8 @@
 Light on purpose: nothing here imports torch.
 """
 
+from mfclip_cli.data.layouts import LAYOUTS, detect_layout, locate, read_dataset
+from mfclip_cli.data.layouts.labels import LabelTable
 from mfclip_cli.data.protocols import (
     HOLDOUT_FIELDS,
     REPORT_FIELDS,
@@ -21,18 +23,12 @@ from mfclip_cli.data.protocols import (
 from mfclip_cli.data.samples import (
     IMAGE_EXTENSIONS,
     LABELS,
-    LAYOUTS,
     SAMPLE_FIELDS,
     VIDEO_EXTENSIONS,
     DataError,
     DataIndex,
     Sample,
-    detect_layout,
     find_manifest,
-    read_dataset,
-    read_diff,
-    read_folder,
-    read_genface,
     read_manifest,
     summarize,
     write_manifest,
@@ -48,6 +44,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DataError",
     "DataIndex",
+    "LabelTable",
     "Protocol",
     "ProtocolError",
     "Sample",
@@ -57,11 +54,9 @@ __all__ = [
     "find_manifest",
     "group_fraction",
     "load_protocol",
+    "locate",
     "parse_protocol",
     "read_dataset",
-    "read_diff",
-    "read_folder",
-    "read_genface",
     "read_manifest",
     "resolve_holdout",
     "select",

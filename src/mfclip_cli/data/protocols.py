@@ -8,7 +8,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     holdout_values = "auto"       # or a list, e.g. ["midjourney", "sdxl"]
     val_fraction = 0.1
     test_fraction = 0.2
-    use_layout_split = false      # use a sample's own split (DiFF's folders) instead of the hash
+    use_layout_split = true       # keep a sample's own split (the publisher's) instead of the hash
     report_by = "generator"       # generator | forgery_type | dataset | label
     seed = 0
     perturb = ["jpeg:90,75", "blur:1"]  # eval's robustness rows (docs/robustness.md); optional
@@ -27,7 +27,9 @@ Semantics (``select``):
    do.)
 2. Position. ``test`` if ``u < test_fraction``, else ``val`` if
    ``u < test_fraction + val_fraction``, else ``train``; with ``use_layout_split``, a sample that
-   carries a ``split`` takes that instead.
+   carries a ``split`` (the publisher's) takes that instead, except that where no sample of its
+   dataset and class (real / fake) carries ``val`` (DF40, GenImage give none), a ``train`` one goes
+   to val if ``u < val_fraction``.
 3. No holdout (in-domain): each sample goes to its position.
 4. Holdout on field F with held-out values H. The samples F applies to are the fakes (for F =
    ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
@@ -44,8 +46,11 @@ Semantics (``select``):
    only if, for every field in ``include``, its value is one of the listed ones, and, for no field
    in ``exclude``, its value is listed (exact, case-sensitive matches; an unset video/split
    matches ""). Rejected samples are dropped.
-7. An empty train, val or test split is an error. Test reports: ``Splits.test_subsets()`` gives,
-   for each ``report_by`` value among the test fakes, those fakes plus every test real.
+7. An empty train, val or test split is an error, and so is one without real or without fake
+   faces (training and model selection need both, an AUC needs both). Test reports:
+   ``Splits.test_subsets()`` gives, for each ``report_by`` value among the test fakes, those fakes
+   plus the test reals with the same value (paired reals), or, where none has it, every test real
+   not paired with another value.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -56,6 +61,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -63,7 +69,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import tomllib
 
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
-from mfclip_cli.data.samples import SAMPLE_FIELDS, DataIndex, Sample, summarize
+from mfclip_cli.data.samples import LABELS, SAMPLE_FIELDS, DataIndex, Sample, summarize
 from mfclip_cli.errors import ProtocolError, UsageError
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
@@ -350,15 +356,24 @@ class Splits:
     dropped: list[Sample] = field(default_factory=list)  # samples no split takes
 
     def test_subsets(self) -> dict[str, list[Sample]]:
-        """``{value: that value's test fakes + every test real}`` per ``report_by`` value,
-        sorted."""
+        """``{value: that value's test fakes + its reals}`` per ``report_by`` value, sorted. Its
+        reals are the test reals with the same value (GenImage's and DF40's paired reals, a
+        dataset's own), or, where none has it, every test real not paired with another value."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
 
         def key(sample: Sample) -> str:
             return _field_value(sample, report_by) or "unknown"
 
         keys = sorted({key(s) for s in self.test if not s.is_real})
-        return {value: [s for s in self.test if s.is_real or key(s) == value] for value in keys}
+        reals = [s for s in self.test if s.is_real]
+        unpaired = [s for s in reals if key(s) not in keys]
+        subsets = {}
+        for value in keys:
+            paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
+            fakes = [s for s in self.test if not s.is_real and key(s) == value]
+            chosen = {id(s) for s in fakes + (paired or unpaired)}
+            subsets[value] = [s for s in self.test if id(s) in chosen]
+        return subsets
 
     def summary(self) -> dict[str, Any]:
         """What a run records about its data: the protocol, held-out values and counts per split."""
@@ -417,6 +432,21 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
     return tuple(protocol.holdout_values)
 
 
+def _refuse_one_class(protocol: Protocol, name: str, chosen: list[Sample]) -> None:
+    """A split without real or without fake faces cannot train, select a model or give an AUC:
+    refuse it before any training or scoring, naming the split and its counts."""
+    counts = Counter(sample.label for sample in chosen)
+    if counts["real"] and len(chosen) > counts["real"]:
+        return
+    missing = "real" if not counts["real"] else "fake"
+    shown = ", ".join(f"{label} {counts[label]}" for label in LABELS)
+    raise ProtocolError(
+        f"protocol {protocol.name!r}: the {name} split has no {missing} faces ({shown}); "
+        f"it cannot {'train a detector' if name == 'train' else 'give an AUC'}. Check the data "
+        "(mfclip data inspect) or choose a protocol whose splits hold both"
+    )
+
+
 def select(
     data: DataIndex | Iterable[Sample],
     protocol: Protocol | str | Path,
@@ -439,9 +469,16 @@ def select(
     val_cut = protocol.test_fraction + protocol.val_fraction
     splits: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
     dropped: list[Sample] = []
+    given_val = {(s.dataset, s.is_real) for s in samples if s.split == "val"}
     for sample in samples:
         u = group_fraction(sample.group, protocol.seed)
         layout_split = sample.split if protocol.use_layout_split else None
+        if (
+            layout_split == "train"
+            and (sample.dataset, sample.is_real) not in given_val
+            and u < protocol.val_fraction
+        ):
+            layout_split = "val"  # the publisher gives this class no val split: carve it
         if holdout is not None and _applies(sample, holdout):
             value = _field_value(sample, holdout)
             if not value:
@@ -468,6 +505,8 @@ def select(
                 f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, "
                 f"{len(dropped)} dropped)"
             )
+    for name in required:
+        _refuse_one_class(protocol, name, splits[name])
     return Splits(splits["train"], splits["val"], splits["test"], held, protocol, dropped)
 
 

@@ -7,37 +7,22 @@ one), ``dataset``, an optional ``video`` (the key that groups the frames of one 
 relative path of that video, never a bare folder name) and an optional ``split`` (train / val /
 test, only where the layout itself says so, as DiFF's does).
 
-Layouts (``read_dataset`` detects them, or name one):
-
-``folder``
-    ``ROOT/<label>/[<forgery_type>/][<generator>/]**/*.png``. Label folders are ``real``,
-    ``diffusion`` and ``gan`` (any case). Below a fake label folder, the first folder is the forgery
-    type and the second the generator; deeper folders are just folders. Files directly in the label
-    folder have neither. Below ``real/`` the first folder is the source (stored in ``generator``);
-    the forgery type is ``none``. ``dataset`` is the root folder's name unless given.
-``genface``
-    the GenFace authors' layout: ``real/<source>/...`` and
-    ``fake/<EFS|FS|AM>/<Diffusion|GAN>/<gen>_*.png`` (generator = the file-name prefix before the
-    first ``_``) or ``fake/<type>/<Diffusion|GAN>/<gen>/...`` (generator = that folder).
-    ``dataset`` is ``GenFace`` unless given.
-``diff``
-    DiFF: ``DiFF_real/{train,val,test}/...`` (real) and
-    ``{train,val,test}/{T2I,I2I,FS,FE}/<gen>/...`` (all diffusion; forgery type t2i / i2i / fs /
-    fe). ``split`` comes from the top folder.
-    ``dataset`` is ``DiFF`` unless given.
-``manifest``
-    ``manifest.jsonl`` (one JSON object per line) or ``manifest.csv`` (a header row) in ROOT, or
-    the path of such a file, with the fields above; ``path`` is relative to the manifest's folder
-    (absolute paths are accepted too). Blank lines are ignored. A missing or empty ``dataset`` is
-    the ``dataset`` argument, else (through ``read_dataset``) the manifest folder's name.
+The layouts that read published datasets into samples live in ``data/layouts/`` (one module
+each; ``read_dataset`` there detects them). This module holds what they share: the sample, the
+walk of a directory tree, and the ``manifest`` layout: ``manifest.jsonl`` (one JSON object per
+line) or ``manifest.csv`` (a header row) in ROOT, or the path of such a file, with the fields
+above; ``path`` is relative to the manifest's folder (absolute paths are accepted too). Blank lines
+are ignored. A missing or empty ``dataset`` is the ``dataset`` argument, else (through
+``read_dataset``) the manifest folder's name.
 
 Frames of videos: video files are not samples (except with ``include_videos=True``, which
 ``mfclip prepare`` uses to find them); their frames are, and each frame's ``video`` is the full
 relative path of its video file (``prepare`` writes it into its manifest). In the directory
-layouts, a folder whose name ends in a video extension (``.../A/000_003.mp4/0001.png``) holds the
-frames of that video: every image below it gets ``video`` = the folder's path relative to the root
-(``real/A/000_003.mp4``), and that folder and the ones below it never count as label /
-forgery-type / generator folders.
+layouts, a folder whose name ends in a video extension (``.../A/000_003.mp4/0001.png``), and a
+folder ``frames/<video>/`` (``.../frames/000_003/000.png``, as DeepfakeBench extracts frames),
+hold the frames of one video: every image below it gets ``video`` = the folder's path relative to
+the root, and that folder and the ones below it never count as label / forgery-type / generator
+folders.
 
 Hidden files and folders (names starting with ``.``) are skipped; files that are not images
 (``IMAGE_EXTENSIONS``) are ignored. An image in a place the layout does not define is an error
@@ -68,7 +53,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 )
-LAYOUTS = ("folder", "genface", "diff", "manifest")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 SAMPLE_FIELDS = ("path", "label", "forgery_type", "generator", "dataset", "video", "split")
 _REQUIRED_FIELDS = ("path", "label")
@@ -196,6 +180,7 @@ class DataIndex:
     root: Path
     layout: str
     samples: list[Sample] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # {why: files or folders} not read
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -236,15 +221,21 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- directory layouts
+# ----------------------------------------------------------------------------- directory trees
 
-_Classifier = Callable[[list[str], str, "str | None", str], "Sample | None"]
+SkipFolder = Callable[[str], "str | None"]
+"""Given a folder's relative path, the reason not to read it (derived images, masks), or None."""
+Classifier = Callable[[list[str], str, "str | None"], "Sample | str | None"]
+"""Given the label-carrying folders, the relative path and the video key: the sample, a reason to
+skip the file (an excluded method), or None when the file sits where the layout puts nothing."""
 
 
-def _walk(root: Path) -> tuple[list[str], list[str]]:
-    """Relative POSIX paths of the images and of the video files below ``root``, each sorted."""
+def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], list[str], dict]:
+    """Relative POSIX paths of the images and of the video files below ``root`` (each sorted), and
+    ``{reason: folders}`` of the folders ``skip_folder`` kept out, which are never entered."""
     images: list[str] = []
     videos: list[str] = []
+    skipped: dict[str, int] = {}
     visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -252,9 +243,18 @@ def _walk(root: Path) -> tuple[list[str], list[str]]:
             dirnames[:] = []
             continue
         visited.add(real)
-        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         relative = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if relative == "." else relative + "/"
+        kept = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            reason = skip_folder(prefix + name) if skip_folder is not None else None
+            if reason is None:
+                kept.append(name)
+            else:
+                skipped[f"{prefix}{name}/: {reason}"] = 1
+        dirnames[:] = kept
         for name in filenames:
             if name.startswith("."):
                 continue
@@ -265,41 +265,56 @@ def _walk(root: Path) -> tuple[list[str], list[str]]:
                 videos.append(prefix + name)
     images.sort()
     videos.sort()
-    return images, videos
+    return images, videos, skipped
 
 
-def _split_path(relative: str) -> tuple[list[str], str | None]:
-    """The folders that carry labels (those above a video folder) and the video key, if any."""
+def split_path(relative: str) -> tuple[list[str], str | None]:
+    """The folders that carry labels and the video key, if any.
+
+    A folder named like a video file (``clip.mp4/``) holds that video's frames; so does
+    ``frames/<video>/`` (DeepfakeBench's and DF40's extracted frames): the key is the path of
+    that folder, and it and the folders below it carry no labels.
+    """
     folders = relative.split("/")[:-1]
     for index, name in enumerate(folders):
         if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
             return folders[:index], "/".join(folders[: index + 1])
+    if len(folders) >= 2 and folders[-2].lower() == "frames":
+        return folders[:-2], "/".join(folders)
     return folders, None
 
 
-def _read_tree(
+def read_tree(
     root: Path,
     layout: str,
     expected: str,
-    classify: _Classifier,
-    dataset: str,
-    include_videos: bool,
-) -> list[Sample]:
+    classify: Classifier,
+    *,
+    include_videos: bool = False,
+    skip_folder: SkipFolder | None = None,
+) -> tuple[list[Sample], dict[str, int]]:
+    """Walk ``root`` once and classify every image (and video file with ``include_videos``).
+
+    Returns the samples and ``{reason: count}`` of what was skipped. An image the layout puts
+    nowhere is an error naming it, never silently dropped.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    images, videos = _walk(root)
+    images, videos, skipped = walk(root, skip_folder)
     if include_videos:
         images = sorted(images + videos)
     samples: list[Sample] = []
     misplaced: list[str] = []
     for relative in images:
-        folders, video = _split_path(relative)
-        sample = classify(folders, relative, video, dataset)
-        if sample is None:
+        folders, video = split_path(relative)
+        sample = classify(folders, relative, video)
+        if isinstance(sample, Sample):
+            samples.append(sample)
+        elif sample is None:
             misplaced.append(relative)
         else:
-            samples.append(sample)
+            skipped[sample] = skipped.get(sample, 0) + 1
     if misplaced:
         shown = ", ".join(misplaced[:3]) + (
             f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else ""
@@ -308,11 +323,11 @@ def _read_tree(
             f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout "
             f"({expected}): {shown}"
         )
-    _check_not_empty(root, layout, samples, 0 if include_videos else len(videos))
-    return samples
+    check_not_empty(root, layout, samples, 0 if include_videos else len(videos))
+    return samples, skipped
 
 
-def _check_not_empty(root: Path, layout: str, samples: list[Sample], videos: int = 0) -> None:
+def check_not_empty(root: Path, layout: str, samples: list[Sample], videos: int = 0) -> None:
     if samples:
         return
     hint = (
@@ -321,102 +336,6 @@ def _check_not_empty(root: Path, layout: str, samples: list[Sample], videos: int
         else f" (image files: {', '.join(sorted(IMAGE_EXTENSIONS))})"
     )
     raise DataError(f"{root}: no samples found in the {layout} layout{hint}")
-
-
-def _prefix(name: str) -> str:
-    """``sd21_0001.png`` -> ``sd21``; ``""`` when the name has no ``_``."""
-    stem = os.path.splitext(name)[0]
-    return stem.split("_", 1)[0] if "_" in stem else ""
-
-
-def _classify_folder(
-    folders: list[str], relative: str, video: str | None, dataset: str
-) -> Sample | None:
-    if not folders or folders[0].lower() not in LABELS:
-        return None
-    label, rest = folders[0].lower(), folders[1:]
-    if label == "real":
-        return Sample(
-            relative, label, "none", rest[0] if rest else "", dataset=dataset, video=video
-        )
-    forgery_type = rest[0] if rest else ""
-    generator = rest[1] if len(rest) > 1 else ""
-    return Sample(relative, label, forgery_type, generator, dataset=dataset, video=video)
-
-
-def _classify_genface(
-    folders: list[str], relative: str, video: str | None, dataset: str
-) -> Sample | None:
-    if not folders:
-        return None
-    top = folders[0].lower()
-    if top == "real":
-        return Sample(
-            relative,
-            "real",
-            "none",
-            folders[1] if len(folders) > 1 else "",
-            dataset=dataset,
-            video=video,
-        )
-    if top != "fake" or len(folders) < 3 or folders[2].lower() not in ("diffusion", "gan"):
-        return None
-    if len(folders) > 3:
-        generator = folders[3]
-    else:  # the file (or the video folder of its frames) sits in the family folder: <gen>_*.png
-        parts = relative.split("/")
-        generator = _prefix(parts[3])
-    return Sample(relative, folders[2].lower(), folders[1], generator, dataset=dataset, video=video)
-
-
-def _classify_diff(
-    folders: list[str], relative: str, video: str | None, dataset: str
-) -> Sample | None:
-    if len(folders) < 2:
-        return None
-    top = folders[0].lower()
-    if top == "diff_real":
-        split = _SPLIT_ALIASES.get(folders[1].lower())
-        if split is None:
-            return None
-        return Sample(relative, "real", "none", "", dataset=dataset, video=video, split=split)
-    split = _SPLIT_ALIASES.get(top)
-    if split is None:
-        return None
-    generator = folders[2] if len(folders) > 2 else ""
-    return Sample(
-        relative, "diffusion", folders[1], generator, dataset=dataset, video=video, split=split
-    )
-
-
-def read_folder(
-    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
-) -> list[Sample]:
-    """``ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]**``; dataset = the root's
-    name."""
-    root = Path(root)
-    name = dataset if dataset is not None else root.absolute().name
-    expected = "ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]..."
-    return _read_tree(root, "folder", expected, _classify_folder, name, include_videos)
-
-
-def read_genface(
-    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
-) -> list[Sample]:
-    """``real/<source>/...`` and ``fake/<type>/<Diffusion|GAN>/<gen>_*`` (or ``.../<gen>/...``)."""
-    expected = "real/<source>/... or fake/<EFS|FS|AM>/<Diffusion|GAN>/<gen>_*"
-    name = dataset if dataset is not None else "GenFace"
-    return _read_tree(Path(root), "genface", expected, _classify_genface, name, include_videos)
-
-
-def read_diff(
-    root: str | Path, *, dataset: str | None = None, include_videos: bool = False
-) -> list[Sample]:
-    """DiFF: ``DiFF_real/<split>/...`` and ``<split>/<T2I|I2I|FS|FE>/<gen>/...``, all fakes
-    diffusion."""
-    expected = "DiFF_real/{train,val,test}/... or {train,val,test}/{T2I,I2I,FS,FE}/<gen>/..."
-    name = dataset if dataset is not None else "DiFF"
-    return _read_tree(Path(root), "diff", expected, _classify_diff, name, include_videos)
 
 
 # ----------------------------------------------------------------------------- manifests
@@ -541,95 +460,21 @@ def write_manifest(path: str | Path, samples: Iterable[Sample], *, overwrite: bo
     return path
 
 
-# ------------------------------------------------------------------------- detection & entry point
-
-
-def detect_layout(root: str | Path) -> str:
-    """Which layout ``root`` is in: manifest, diff, genface or folder (checked in that order)."""
-    root = Path(root)
-    if root.is_file():
-        _manifest_format(root)
-        return "manifest"
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    if any((root / name).is_file() for name in MANIFEST_NAMES):
-        return "manifest"
-    folders = {
-        entry.name.lower()
-        for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
-    }
-    if "diff_real" in folders:
-        return "diff"
-    if {"real", "fake"} <= folders:
-        return "genface"
-    if folders & set(LABELS):
-        return "folder"
-    raise DataError(
-        f"cannot tell the layout of {root}; expected one of: "
-        "manifest (manifest.jsonl or manifest.csv), "
-        "diff (DiFF_real/ and train|val|test/<T2I|I2I|FS|FE>/<gen>/), "
-        "genface (real/<source>/ and fake/<EFS|FS|AM>/<Diffusion|GAN>/), "
-        "folder (real/, diffusion/ and/or gan/ folders)"
-    )
-
-
-_READERS: dict[str, Callable[..., list[Sample]]] = {
-    "folder": read_folder,
-    "genface": read_genface,
-    "diff": read_diff,
-}
-
-
-def read_dataset(
-    root: str | Path,
-    layout: str | None = None,
-    dataset: str | None = None,
-    *,
-    include_videos: bool = False,
-) -> DataIndex:
-    """Read the dataset at ``root`` (a folder, or a manifest file) into a ``DataIndex``.
-
-    ``layout`` None detects it. ``dataset`` overrides the dataset name of every sample in the
-    directory layouts, and fills it in where a manifest leaves it empty (default: the folder name).
-    ``include_videos`` (for ``mfclip prepare``) makes video files samples too in the directory
-    layouts, labelled by their place like images (their ``video`` stays None: the file is the
-    video); a manifest lists whatever files it lists either way. Samples are sorted by path.
-    """
-    root = Path(root)
-    if layout is None:
-        layout = detect_layout(root)
-    name = layout.strip().lower()
-    if name not in LAYOUTS:
-        raise DataError(f"unknown layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
-    if name == "manifest":
-        manifest = find_manifest(root)
-        base = manifest.parent.absolute()
-        samples = read_manifest(manifest, dataset=dataset if dataset is not None else base.name)
-        _check_not_empty(manifest, name, samples)
-        samples.sort(key=lambda sample: sample.path)
-        return DataIndex(base, name, samples)
-    samples = _READERS[name](root, dataset=dataset, include_videos=include_videos)
-    return DataIndex(root.absolute(), name, samples)
-
-
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LABELS",
-    "LAYOUTS",
     "SAMPLE_FIELDS",
     "SPLITS",
     "VIDEO_EXTENSIONS",
     "DataError",
     "DataIndex",
     "Sample",
-    "detect_layout",
+    "check_not_empty",
     "find_manifest",
-    "read_dataset",
-    "read_diff",
-    "read_folder",
-    "read_genface",
     "read_manifest",
+    "read_tree",
+    "split_path",
     "summarize",
+    "walk",
     "write_manifest",
 ]

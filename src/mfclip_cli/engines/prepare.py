@@ -58,6 +58,7 @@ class PrepareRequest:
     source: str
     out: str
     layout: str | None = None
+    label_map: str | None = None  # a TOML file extending the generator -> class table
     config: str = "vit-b-16"  # crop size and margin come from this model config
     frames: int = 8  # per video, evenly spread
     all_faces: bool = False  # default: the largest face of each image / frame
@@ -166,7 +167,9 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     log = out / LOG_FILE
     if out.exists() and any(out.iterdir()) and not request.resume:
         raise UsageError(f"{out} is not empty (pass --resume to continue preparing into it)")
-    index = read_dataset(Path(request.source), request.layout, include_videos=True)
+    index = read_dataset(
+        Path(request.source), request.layout, include_videos=True, label_map=request.label_map
+    )
     done = _done_sources(log) if request.resume else {}
     preparer = Preparer(request)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,6 +220,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         "finished_utc": utc_now(),
         "source": str(source_root),
         "layout": index.layout,
+        "skipped_by_layout": index.skipped,
         "crop_size": preparer.search.crop_size,
         "margin": preparer.search.margin,
         "files": len(records),

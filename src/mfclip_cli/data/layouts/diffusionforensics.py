@@ -1,0 +1,66 @@
+"""DiffusionForensics, the benchmark of DIRE (Wang et al., ICCV 2023), as its README lays it out::
+
+    images/{train,val,test}/<source>/real/*           (source: lsun_bedroom, imagenet, celebahq)
+    images/{train,val,test}/<source>/<generator>/*    (adm, sdv1, ...; all diffusion)
+    recons/..., dire/...                              (same tree: derived images)
+
+Only ``images/`` holds samples: ``recons/`` (each image's reconstruction by a diffusion model) and
+``dire/`` (the reconstruction error DIRE trains on) are computed from it and are not read. A real's
+generator field is its source; the generator folder's class and name come from the label table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
+from mfclip_cli.data.samples import Sample, read_tree
+
+NAME = "diffusionforensics"
+DERIVED = {
+    "recons": "reconstructions computed from images/, not samples",
+    "dire": "DIRE reconstruction errors computed from images/, not samples",
+}
+EXPECTED = "images/{train,val,test}/<source>/{real,<generator>}/..."
+
+
+def fits(root: Path) -> str | None:
+    top = folders(root)
+    if "images" in top and set(folders(root / top["images"])) & set(SPLIT_NAMES):
+        return None
+    if "images" in top:
+        return f"images/ holds {shown(folders(root / top['images']))}, not train/val/test"
+    return f"no images/{{train,val,test}}/ folder (found: {shown(top)})"
+
+
+def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
+    dataset = options.dataset if options.dataset is not None else "DiffusionForensics"
+    resolve = Resolver(options.labels, ("DiffusionForensics",))
+
+    def skip_folder(relative: str) -> str | None:
+        return DERIVED.get(relative.lower())
+
+    def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
+        if len(parts) < 4 or parts[0].lower() != "images" or parts[1].lower() not in SPLIT_NAMES:
+            return None
+        split, source, kind = SPLIT_NAMES[parts[1].lower()], parts[2], parts[3]
+        if kind.lower() == "real":
+            return Sample(relative, "real", "none", source, dataset, video, split)
+        method = resolve(kind, relative)
+        if method is None:
+            return "unmapped"
+        if method.excluded:
+            return f"{method.name}: excluded by the label table ({method.note})"
+        return Sample(relative, method.label, "", method.name, dataset, video, split)
+
+    samples, skipped = read_tree(
+        root,
+        NAME,
+        EXPECTED,
+        classify,
+        include_videos=options.include_videos,
+        skip_folder=skip_folder,
+    )
+    resolve.check(root, NAME)
+    return samples, skipped

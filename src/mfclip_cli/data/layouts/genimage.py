@@ -1,0 +1,84 @@
+"""GenImage, as its Readme lays it out::
+
+    <Generator>/{train,val}/{ai,nature}/*        (Midjourney, Stable Diffusion V1.4, BigGAN, ...)
+    <Generator>/<archive>/{train,val}/{ai,nature}/*   (the same, unzipped into its archive's
+                                                       folder: imagenet_ai_0419_sdv4, ...)
+
+``ai`` holds the fakes, ``nature`` the ImageNet reals paired with them. The generator is the top
+folder's name, else the archive folder's (any folder named imagenet*, as every GenImage archive
+is), looked up in the label table. GenImage has no test
+split: the paper tests on each generator's ``val``, so ``val`` is recorded as ``test`` and a
+protocol carves its validation split out of ``train``. A real's generator field names the
+generator folder it came with, so a per-generator test report pairs each generator's fakes with
+its own reals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.tree import ReadOptions, folders, shown
+from mfclip_cli.data.samples import Sample, read_tree
+
+NAME = "genimage"
+SPLITS = {"train": "train", "val": "test"}
+KINDS = ("ai", "nature")
+EXPECTED = "<Generator>/[<archive>/]{train,val}/{ai,nature}/..."
+
+
+def _holds_splits(path: Path) -> bool:
+    inside = folders(path)
+    return any(
+        split in inside and set(folders(path / inside[split])) & set(KINDS) for split in SPLITS
+    )
+
+
+def _is_archive(name: str) -> bool:
+    """An archive folder (``imagenet_ai_0419_sdv4``): GenImage names every archive imagenet_*."""
+    return name.lower().startswith("imagenet")
+
+
+def fits(root: Path) -> str | None:
+    top = folders(root)
+    for name in top.values():
+        if _holds_splits(root / name) or any(
+            _is_archive(inner) and _holds_splits(root / name / inner)
+            for inner in folders(root / name).values()
+        ):
+            return None
+    return f"no <Generator>/[<archive>/]train|val/ai|nature/ folders (found: {shown(top)})"
+
+
+def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
+    dataset = options.dataset if options.dataset is not None else "GenImage"
+    resolve = Resolver(options.labels, ("GenImage",))
+
+    def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
+        if len(parts) >= 3 and parts[1].lower() in SPLITS and parts[2].lower() in KINDS:
+            names, split, kind = [parts[0]], parts[1].lower(), parts[2].lower()
+        elif (
+            len(parts) >= 4
+            and _is_archive(parts[1])
+            and parts[2].lower() in SPLITS
+            and parts[3].lower() in KINDS
+        ):
+            names, split, kind = [parts[0], parts[1]], parts[2].lower(), parts[3].lower()
+        else:
+            return None
+        method = next(
+            (found for name in names if (found := options.labels.find("GenImage", name))), None
+        ) or resolve(names[0], relative)
+        if method is None:
+            return "unmapped"
+        if method.excluded:
+            return f"{method.name}: excluded by the label table ({method.note})"
+        if kind == "nature":
+            return Sample(relative, "real", "none", method.name, dataset, video, SPLITS[split])
+        return Sample(relative, method.label, "", method.name, dataset, video, SPLITS[split])
+
+    samples, skipped = read_tree(
+        root, NAME, EXPECTED, classify, include_videos=options.include_videos
+    )
+    resolve.check(root, NAME)
+    return samples, skipped

@@ -1,0 +1,507 @@
+"""The published layouts (DiFF, GenFace, DF40 + DeepfakeBench JSON, GenImage, DiffusionForensics),
+each built here as its publisher lays it out, read at the folder a user downloads."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mfclip_cli.data import (
+    DataError,
+    LabelTable,
+    ProtocolError,
+    detect_layout,
+    load_protocol,
+    locate,
+    read_dataset,
+    select,
+)
+from mfclip_cli.errors import UsageError
+
+_PNG: list[bytes] = []
+
+
+def touch(root: Path, *relatives: str) -> None:
+    """A tiny real PNG at each relative path."""
+    if not _PNG:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4), (90, 60, 30)).save(buffer, format="PNG")
+        _PNG.append(buffer.getvalue())
+    for relative in relatives:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_PNG[0])
+
+
+def fields(index) -> dict[str, tuple]:
+    return {
+        s.path: (s.label, s.forgery_type, s.generator, s.dataset, s.split, s.video)
+        for s in index.samples
+    }
+
+
+def assert_videos_in_one_split(samples, splits) -> None:
+    where: dict[str, set[str]] = {}
+    for name in ("train", "val", "test"):
+        for sample in getattr(splits, name):
+            where.setdefault(sample.group, set()).add(name)
+    assert all(len(places) == 1 for places in where.values())
+
+
+# ----------------------------------------------------------------------------- DiFF
+
+
+def diff_tree(root: Path, reals: bool = True) -> None:
+    if reals:
+        for split in ("train", "val", "test"):
+            touch(root, *(f"DiFF_real/{split}/{i:04d}.png" for i in range(3)))
+    touch(
+        root,
+        "train/T2I/Midjourney/a.png",
+        "train/T2I/SDXL/b.png",
+        "train/I2I/SDXL_Refiner/c.png",
+        "train/FS/DCFace/d.png",
+        "train/FE/Imagic/e.png",
+        "val/FS/DiffFace/f.png",
+        "val/FE/CycleDiffusion/g.png",
+        "test/T2I/HPS/h.png",
+        "test/I2I/LoRA/sub/i.png",
+        "test/FE/Collaborative_Diffusion/j.png",
+    )
+
+
+def test_diff_at_the_download_folder_and_one_level_up(tmp_path):
+    root = tmp_path / "DiFF"
+    diff_tree(root)
+    assert detect_layout(root) == "diff"
+    index = read_dataset(root)
+    got = fields(index)
+    assert len(got) == 19
+    assert Counter(s.split for s in index.samples) == {"train": 8, "val": 5, "test": 6}
+    assert got["train/I2I/SDXL_Refiner/c.png"][:5] == (
+        "diffusion",
+        "i2i",
+        "SDXL_Refiner",
+        "DiFF",
+        "train",
+    )
+    assert got["test/FE/Collaborative_Diffusion/j.png"][2] == "CollaborativeDiffusion"
+    assert got["DiFF_real/val/0001.png"][:5] == ("real", "none", "", "DiFF", "val")
+    # detected one level below the folder given
+    name, found = locate(tmp_path)
+    assert (name, found) == ("diff", root)
+    assert len(read_dataset(tmp_path).samples) == 19
+
+
+def test_diff_fakes_only_download_is_detected(tmp_path):
+    diff_tree(tmp_path, reals=False)
+    index = read_dataset(tmp_path)
+    assert index.layout == "diff" and len(index.samples) == 10
+    assert {s.label for s in index.samples} == {"diffusion"}
+
+
+def test_a_split_folder_with_real_is_not_diff(tmp_path):
+    touch(tmp_path, "train/fe/x/a.png", "train/real/b.png", "test/t2i/y/c.png", "test/real/d.png")
+    with pytest.raises(UsageError) as caught:
+        detect_layout(tmp_path)
+    message = str(caught.value)
+    for name in ("manifest", "diff", "genface", "df40", "genimage", "diffusionforensics"):
+        assert f"{name}: " in message
+    assert "train/ holds fe, real" in message
+    with pytest.raises(DataError, match=r"do not fit the diff layout.*train/real/b.png"):
+        read_dataset(tmp_path, layout="diff")
+
+
+def test_an_unmapped_generator_is_an_error_naming_it_and_a_label_map_fixes_it(tmp_path):
+    diff_tree(tmp_path)
+    touch(tmp_path, "test/T2I/Imagen9/x.png", "test/T2I/Imagen9/y.png")
+    with pytest.raises(DataError, match=r"'Imagen9' \(2 file\(s\), e.g. test/T2I/Imagen9/x.png\)"):
+        read_dataset(tmp_path)
+    label_map = tmp_path.parent / "labels.toml"
+    label_map.write_text('[DiFF]\nImagen9 = "diffusion"\n')
+    index = read_dataset(tmp_path, label_map=label_map)
+    assert {s.generator for s in index.samples if "Imagen9" in s.path} == {"Imagen9"}
+    # an override replaces a shipped entry
+    label_map.write_text('[DiFF]\nImagen9 = "diffusion"\nHPS = "exclude"\n')
+    index = read_dataset(tmp_path, label_map=label_map)
+    assert not any(s.generator == "HPS" for s in index.samples)
+    assert sum(index.skipped.values()) == 1
+
+
+def test_diff_splits_are_kept_by_every_protocol(tmp_path):
+    diff_tree(tmp_path)
+    for i in range(30):  # enough of each for the cross protocols to find two generators
+        touch(tmp_path, f"train/T2I/Midjourney/m{i}.png", f"train/FS/DCFace/d{i}.png")
+    index = read_dataset(tmp_path)
+    test_paths = {s.path for s in index.samples if s.split == "test"}
+    for name in ("in-domain", "cross-generator", "cross-forgery", "diff"):
+        splits = select(index, name, required=("test",))
+        trained = {s.path for s in splits.train + splits.val}
+        assert not trained & test_paths, name
+    diff = select(index, "diff", required=("test",))
+    assert set(diff.test_subsets()) == {"t2i", "i2i", "fe"}
+
+
+# ----------------------------------------------------------------------------- GenFace
+
+
+def genface_tree(root: Path) -> None:
+    for split in ("train", "val", "test"):
+        touch(
+            root,
+            f"{split}/real/CelebA_HQ/{split}_0.png",
+            f"{split}/real/FFHQ/{split}_1.png",
+            f"{split}/fake/EFS/Diffusion/latentdiffusion_00000.png",
+            f"{split}/fake/EFS/Diffusion/colladiffusion_00001.png",
+            f"{split}/fake/EFS/Diffusion/ddpm_00002.png",
+            f"{split}/fake/FS/GAN/00000_FSLSD.png",
+            f"{split}/fake/FS/GAN/00001_FaceSwapper.png",
+            f"{split}/fake/FS/Diffusion/00000.png",
+            f"{split}/fake/AM/Diffusion/00000.png",
+        )
+
+
+def test_genface_as_the_authors_loader_reads_it(tmp_path):
+    root = tmp_path / "dfdcProtocol"
+    genface_tree(root)
+    assert detect_layout(root) == "genface"
+    index = read_dataset(root)
+    got = fields(index)
+    assert len(got) == 27
+    assert Counter(s.split for s in index.samples) == {"train": 9, "val": 9, "test": 9}
+    assert got["test/fake/FS/GAN/00000_FSLSD.png"][:5] == ("gan", "fs", "FSLSD", "GenFace", "test")
+    assert got["train/fake/EFS/Diffusion/latentdiffusion_00000.png"][:3] == (
+        "diffusion",
+        "efs",
+        "LatentDiffusion",
+    )
+    assert got["val/fake/FS/Diffusion/00000.png"][:3] == ("diffusion", "fs", "DiffFace")
+    assert got["val/fake/AM/Diffusion/00000.png"][:3] == ("diffusion", "am", "DiffAE")
+    assert got["val/real/FFHQ/val_1.png"][:3] == ("real", "none", "FFHQ")
+    generators = Counter(s.generator for s in index.samples if s.label != "real")
+    assert generators == {
+        name: 3
+        for name in (
+            "LatentDiffusion",
+            "CollaborativeDiffusion",
+            "DDPM",
+            "FSLSD",
+            "FaceSwapper",
+            "DiffFace",
+            "DiffAE",
+        )
+    }
+    # at one split folder: no split
+    one = read_dataset(root / "train")
+    assert one.layout == "genface" and {s.split for s in one.samples} == {None}
+    # the authors' cross-generator protocol
+    splits = select(index, "genface")
+    assert {s.generator for s in splits.train} == {"CollaborativeDiffusion", "CelebA_HQ"}
+    assert {s.split for s in splits.test} == {"test"}
+    assert len(splits.test_subsets()) == 7
+
+
+def test_genface_refusals(tmp_path):
+    genface_tree(tmp_path)
+    touch(tmp_path, "test/fake/FS/GAN/00002_Unheard.png")
+    with pytest.raises(DataError, match=r"'Unheard' \(1 file"):
+        read_dataset(tmp_path)
+    (tmp_path / "test/fake/FS/GAN/00002_Unheard.png").unlink()
+    touch(tmp_path, "test/fake/EFS/GAN/ddpm_00009.png")
+    with pytest.raises(DataError, match=r"lies in a GAN folder but the label table files DDPM"):
+        read_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- DF40
+
+
+def df40_tree(root: Path) -> None:
+    """DF40/ (test) and DF40_train/ (train) as the README's Folder Structure, with FF++ reals."""
+    for top in ("DF40", "DF40_train"):
+        for video in ("000_003", "001_870"):
+            touch(root, *(f"{top}/simswap/ff/frames/{video}/{n:03d}.png" for n in range(3)))
+            touch(root, *(f"{top}/simswap/ff/landmarks/{video}/{n:03d}.png" for n in range(3)))
+        touch(root, f"{top}/StyleGAN2/ff/a.png", f"{top}/sd2.1/cdf/frames/id0_0001/000.png")
+        touch(root, f"{top}/faceswap/ff/frames/002_006/000.png")
+    touch(root, "DF40/MidJourney/fake/x.png", "DF40/MidJourney/real/y.png")
+    for video in ("000", "001", "002", "003"):
+        touch(
+            root,
+            *(
+                f"FaceForensics++/original_sequences/youtube/c23/frames/{video}/{n:03d}.png"
+                for n in range(2)
+            ),
+        )
+    touch(root, "FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/000_003/000.png")
+    (root / "FaceForensics++/train.json").write_text('[["000", "003"]]')
+    (root / "FaceForensics++/val.json").write_text('[["001", "870"]]')
+    (root / "FaceForensics++/test.json").write_text('[["002", "006"]]')
+    touch(root, "Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png")
+
+
+def test_df40_folder_tree(tmp_path):
+    df40_tree(tmp_path)
+    assert detect_layout(tmp_path) == "df40"
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    fakes = [s for s in index.samples if s.label != "real"]
+    assert len(fakes) == 2 * (6 + 2) + 1
+    assert len(index.samples) == len(fakes) + 1 + 8
+    frame = got["DF40/simswap/ff/frames/000_003/001.png"]
+    assert frame == ("gan", "fs", "simswap", "DF40-ff", "test", "DF40/simswap/ff/frames/000_003")
+    assert got["DF40_train/sd2.1/cdf/frames/id0_0001/000.png"][:5] == (
+        "diffusion",
+        "efs",
+        "sd2.1",
+        "DF40-cdf",
+        "train",
+    )
+    assert got["DF40/MidJourney/real/y.png"][:5] == ("real", "none", "MidJourney", "DF40", "test")
+    real = "FaceForensics++/original_sequences/youtube/c23/frames/001/000.png"
+    assert got[real] == (
+        "real",
+        "none",
+        "FaceForensics++",
+        "DF40-ff",
+        "val",
+        "FaceForensics++/original_sequences/youtube/c23/frames/001",
+    )
+    assert {
+        got[f"FaceForensics++/original_sequences/youtube/c23/frames/{v}/000.png"][4]
+        for v in ("000", "002", "003")
+    } == {"train", "test"}
+    assert index.counts()["videos"] == 2 * 3 + 4
+    skipped = "\n".join(index.skipped)
+    assert "landmarks/: facial landmarks" in skipped and "Celeb-DF-v2/: not part of DF40" in skipped
+    assert "manipulated_sequences/: not DF40's reals" in skipped
+    assert "faceswap: excluded by the label table (graphics-based" in skipped
+    # the DF40 folder alone: its split is its name
+    alone = read_dataset(tmp_path / "DF40_train")
+    assert alone.layout == "df40" and {s.split for s in alone.samples} == {"train"}
+
+
+def test_df40_protocol_keeps_videos_together_and_pairs_own_reals(tmp_path):
+    df40_tree(tmp_path)
+    for i in range(12):  # more train videos, so the carved val split holds fakes
+        touch(
+            tmp_path,
+            *(f"DF40_train/simswap/ff/frames/1{i:02d}_0{i:02d}/00{n}.png" for n in range(2)),
+        )
+    index = read_dataset(tmp_path)
+    splits = select(index, "df40")
+    assert_videos_in_one_split(index.samples, splits)
+    assert {s.dataset for s in splits.train + splits.val} == {"DF40-ff"}
+    assert {s.split for s in splits.test} == {"test"}
+    subsets = splits.test_subsets()
+    assert {s.path for s in subsets["MidJourney"] if s.is_real} == {"DF40/MidJourney/real/y.png"}
+    assert all(s.generator == "FaceForensics++" for s in subsets["simswap"] if s.is_real)
+
+
+def test_df40_deepfakebench_json(tmp_path):
+    touch(
+        tmp_path,
+        "datasets/DF40/simswap/ff/frames/000_003/000.png",
+        "datasets/DF40/simswap/ff/frames/000_003/001.png",
+        "datasets/FaceForensics++/original_sequences/youtube/c23/frames/000/000.png",
+        "datasets/FaceForensics++/original_sequences/youtube/c23/frames/002/000.png",
+    )
+    old = "/Youtu_Pangu_Security_Public/youtu-pangu-public/zhiyuanyan/deepfakes_detection_datasets"
+    real = lambda v: f"{old}/FaceForensics++/original_sequences/youtube/c23/frames/{v}/000.png"  # noqa: E731
+    document = {
+        "simswap_ff": {
+            "simswap_Real": {
+                "train": {"c23": {"000": {"label": "simswap_Real", "frames": [real("000")]}}},
+                "test": {"c23": {"002": {"label": "simswap_Real", "frames": [real("002")]}}},
+            },
+            "simswap_Fake": {
+                "test": {
+                    "000_003": {
+                        "label": "simswap_Fake",
+                        "frames": [
+                            f"{old}/DF40/simswap/ff/frames/000_003/000.png",
+                            f"{old}/DF40/simswap/ff/frames/000_003/001.png",
+                        ],
+                    }
+                }
+            },
+        }
+    }
+    folder = tmp_path / "preprocessing" / "dataset_json"
+    folder.mkdir(parents=True)
+    (folder / "simswap_ff.json").write_text(json.dumps(document))
+    (folder / "FF-FS.json").write_text(
+        json.dumps({"FF-FS": {"FF-FS": {"test": {"c23": {}}}, "FF-real": {"test": {"c23": {}}}}})
+    )
+    assert detect_layout(tmp_path) == "df40"
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert got["datasets/DF40/simswap/ff/frames/000_003/001.png"] == (
+        "gan",
+        "fs",
+        "simswap",
+        "DF40-ff",
+        "test",
+        "datasets/DF40/simswap/ff/frames/000_003",
+    )
+    first = "datasets/FaceForensics++/original_sequences/youtube/c23/frames/000/000.png"
+    assert got[first][:5] == ("real", "none", "", "DF40-ff", "train")
+    assert len(got) == 4
+    (folder / "more.json").write_text(
+        json.dumps({"x_ff": {"x_Real": {"test": {"9": {"label": "x", "frames": ["/a/b/9.png"]}}}}})
+    )
+    with pytest.raises(
+        DataError, match=r"1 frame\(s\) listed .* are not below it, e.g. /a/b/9.png"
+    ):
+        read_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- GenImage
+
+
+def genimage_tree(root: Path) -> None:
+    for generator in ("Stable Diffusion V1.4", "BigGAN", "Midjourney"):
+        for split in ("train", "val"):
+            for kind in ("ai", "nature"):
+                count = 20 if (generator, split) == ("Stable Diffusion V1.4", "train") else 4
+                touch(root, *(f"{generator}/{split}/{kind}/{i}.png" for i in range(count)))
+    touch(
+        root, "ADM/imagenet_ai_0508_adm/val/ai/0.png", "ADM/imagenet_ai_0508_adm/val/nature/0.png"
+    )
+
+
+def test_genimage(tmp_path):
+    genimage_tree(tmp_path)
+    assert detect_layout(tmp_path) == "genimage"
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert len(got) == 3 * 16 + 2 * 16 + 2
+    assert got["BigGAN/val/ai/1.png"][:5] == ("gan", "", "BigGAN", "GenImage", "test")
+    assert got["BigGAN/train/nature/1.png"][:5] == ("real", "none", "BigGAN", "GenImage", "train")
+    assert got["ADM/imagenet_ai_0508_adm/val/ai/0.png"][:3] == ("diffusion", "", "ADM")
+    splits = select(index, "genimage")
+    assert {s.generator for s in splits.train + splits.val} == {"Stable Diffusion V1.4"}
+    assert splits.val and {s.split for s in splits.test} == {"test"}
+    subsets = splits.test_subsets()
+    assert set(subsets) == {"ADM", "BigGAN", "Midjourney", "Stable Diffusion V1.4"}
+    assert {s.path for s in subsets["BigGAN"]} == {
+        f"BigGAN/val/{k}/{i}.png" for k in ("ai", "nature") for i in range(4)
+    }
+
+
+# ----------------------------------------------------------------------------- DiffusionForensics
+
+
+def test_diffusionforensics_reads_images_only(tmp_path):
+    for top in ("images", "recons", "dire"):
+        for split in ("train", "test"):
+            touch(
+                tmp_path,
+                f"{top}/{split}/lsun_bedroom/real/0.png",
+                f"{top}/{split}/lsun_bedroom/adm/0.png",
+                f"{top}/{split}/imagenet/sdv1/0.png",
+                f"{top}/{split}/imagenet/real/0.png",
+            )
+    assert detect_layout(tmp_path) == "diffusionforensics"
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert len(got) == 8 and all(path.startswith("images/") for path in got)
+    assert got["images/test/imagenet/sdv1/0.png"][:5] == (
+        "diffusion",
+        "",
+        "SD-v1",
+        "DiffusionForensics",
+        "test",
+    )
+    assert got["images/train/lsun_bedroom/real/0.png"][2] == "lsun_bedroom"
+    assert sorted(index.skipped) == [
+        "dire/: DIRE reconstruction errors computed from images/, not samples",
+        "recons/: reconstructions computed from images/, not samples",
+    ]
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_degenerate_splits_are_refused_naming_split_and_counts(tmp_path):
+    # DiFF fakes-only: no real anywhere
+    diff_tree(tmp_path, reals=False)
+    index = read_dataset(tmp_path)
+    with pytest.raises(ProtocolError, match=r"the train split has no real faces \(real 0, "):
+        select(index, "diff")
+    with pytest.raises(ProtocolError, match=r"the test split has no real faces"):
+        select(index, "diff", required=("test",))
+
+
+def test_several_datasets_below_one_folder_must_be_named(tmp_path):
+    diff_tree(tmp_path / "a")
+    genimage_tree(tmp_path / "b")
+    with pytest.raises(UsageError, match=r"holds several datasets: a \(diff\), b \(genimage\)"):
+        read_dataset(tmp_path)
+
+
+def test_label_table_is_complete_for_the_published_method_counts():
+    table = LabelTable.load()
+    assert len(table.entries("DiFF")) == 13
+    assert len(table.entries("DF40")) == 40
+    assert len(table.entries("GenImage")) == 8
+    assert Counter(m.forgery_type for m in table.entries("DF40")) == {
+        "fs": 10,
+        "fr": 13,
+        "efs": 12,
+        "fe": 5,
+    }
+    assert all(m.source for d in table.methods for m in table.entries(d))
+    assert all(m.note for d in table.methods for m in table.entries(d) if m.excluded)
+
+
+def test_standard_protocols_are_shipped():
+    for name in ("diff", "genimage", "df40", "genface"):
+        protocol = load_protocol(name)
+        assert protocol.use_layout_split and protocol.description
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def mfclip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("mfclip")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_data_inspect_and_prepare_dry_run(tmp_path):
+    root = tmp_path / "download"
+    diff_tree(root / "DiFF")
+    report = tmp_path / "report.json"
+    result = mfclip("data", "inspect", str(root), "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "layout diff, 19 samples, 0 videos" in result.stdout
+    assert "test   diffusion  t2i      HPS" in result.stdout
+    written = json.loads(report.read_text())
+    assert written["layout"] == "diff" and written["root"] == str((root / "DiFF").absolute())
+    assert sum(row["count"] for row in written["rows"]) == 19
+    out = tmp_path / "prepared"
+    dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
+    assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()
+    touch(tmp_path / "odd", "train/fe/x/a.png", "train/real/b.png")
+    refused = mfclip("data", "inspect", str(tmp_path / "odd"))
+    assert refused.returncode == 2 and "cannot tell the layout" in refused.stderr
+    assert "diff: no DiFF_real/" in refused.stderr
+
+
+def test_docs_print_the_whole_label_table():
+    text = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    table = LabelTable.load()
+    for dataset in table.methods:
+        for method in table.entries(dataset):
+            assert f"| {method.name} | {method.label} |" in text, (dataset, method.name)
