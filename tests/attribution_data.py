@@ -48,7 +48,7 @@ def write_protocol(path: Path) -> Path:
     held_out = ", ".join(f'"{name}"' for name in HELD_OUT)
     path.write_text(
         'name = "attribution-holdout"\n'
-        "val_fraction = 0.2\ntest_fraction = 0.3\nreport_by = \"generator\"\nseed = 0\n"
+        'val_fraction = 0.2\ntest_fraction = 0.3\nreport_by = "generator"\nseed = 0\n'
         f"[train]\nexclude = {{ generator = [{held_out}] }}\n"
         f"[val]\nexclude = {{ generator = [{held_out}] }}\n",
         encoding="utf-8",

@@ -151,6 +151,9 @@ class Attributor:
     text: np.ndarray  # [K, D] unit-norm text embeddings, one row per record["label_sets"]
     record: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        self.text = np.asarray(self.text, dtype=np.float64)
+
     @property
     def label_sets(self) -> list[dict[str, str]]:
         return self.record["label_sets"]
@@ -176,7 +179,7 @@ class Attributor:
                 f"{self.text.shape[1]}-dimensional label-set embeddings"
             )
         norms = np.linalg.norm(faces, axis=1, keepdims=True)
-        return (faces / np.clip(norms, 1e-12, None)) @ self.text.astype(np.float64).T
+        return (faces / np.clip(norms, 1e-12, None)) @ self.text.T
 
     def label_set_probabilities(self, similarities: np.ndarray) -> np.ndarray:
         """[N, K] softmax of the similarities at the stored logit scale."""
