@@ -341,6 +341,7 @@ class CsvSink:
                     "uncertainty": face.uncertainty,
                     "ood": None if face.ood is None else str(face.ood).lower(),
                     "ood_distance": face.ood_distance,
+                    **attribution_cells(face.attribution),
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                     **self._compared(face),
