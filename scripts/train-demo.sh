@@ -7,7 +7,9 @@
 # recognise those documented artifacts, not real GAN or diffusion faces.
 # The bundled file (2026-12-03) is the earlier run of this script, calibrated afterwards with
 # `mfclip calibrate --data "$work/faces" --protocol in-domain` (temperature, FPR thresholds, OOD
-# statistics); a run of this script now gets all three from training itself.
+# statistics); a run of this script now gets all three from training itself, and the label-set
+# embeddings for generator attribution as well (docs/attribution.md): the demo then names its
+# seven synthetic artifacts, which are not real generators.
 set -euo pipefail
 
 bundled="$(cd "$(dirname "${BASH_SOURCE[0]}")/../src/mfclip_cli/weights" && pwd)"

@@ -8,7 +8,7 @@ from sklearn.covariance import LedoitWolf
 
 from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.model.checkpoint import Fitted, save_fitted, sidecar_path
 from mfclip_cli.scoring.ood import OOD_QUANTILE, OodStatistics, fit_ood, ood_of, ood_problem
 
 
@@ -90,8 +90,7 @@ def _with_statistics(tiny_model, tmp_path, threshold=None):
     fitted = save_fitted(
         plain,
         tmp_path / "fitted.safetensors",
-        ood_record=statistics.record,
-        ood_tensors=statistics.tensors(),
+        fitted={"ood": statistics.fitted()},
     )
     return plain, fitted, statistics, faces
 
@@ -119,8 +118,11 @@ def test_statistics_round_trip_through_the_checkpoint(tiny_model, tmp_path):
     import json
 
     assert json.loads(sidecar_path(calibrated.path).read_text())["ood"] == statistics.record
-    with pytest.raises(ValueError, match="both"):
-        save_fitted(plain, tmp_path / "half.safetensors", ood_record=statistics.record)
+    misnamed = Fitted(statistics.record, {"means": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"named ood\.\*"):
+        save_fitted(plain, tmp_path / "misnamed.safetensors", fitted={"ood": misnamed})
+    with pytest.raises(ValueError, match="unknown fitted"):
+        save_fitted(plain, tmp_path / "other.safetensors", fitted={"other": statistics.fitted()})
 
 
 def test_the_scanner_flags_faces_by_the_checkpoints_threshold(tiny_model, tmp_path):

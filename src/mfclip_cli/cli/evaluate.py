@@ -222,6 +222,14 @@ def calibrate(
             ),
             f"wrote {result['weights']} (sha256 {result['sha256']})",
         ]
+        attribution = result["attribution"]
+        if attribution["available"]:
+            lines.insert(
+                -1,
+                f"attribution among {len(attribution['generators'])} trained generator(s) "
+                f"({', '.join(attribution['generators'])}): similarity threshold "
+                f"{attribution['threshold']:.4f}",
+            )
         if record["at_bound"]:
             error_console.print(
                 "[bold yellow]warning:[/] the temperature is at its search bound: the val split "

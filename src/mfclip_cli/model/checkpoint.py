@@ -2,9 +2,10 @@
 
 The resolved model config travels inside the safetensors header as well, so the tensor file alone
 rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too;
-so does the calibration record (``scoring/calibration.py``), and the out-of-distribution
-statistics (``scoring/ood.py``: a header record and tensors named ``ood.*`` beside the model's),
-where a checkpoint has them.
+so does the calibration record (``scoring/calibration.py``), the out-of-distribution
+statistics (``scoring/ood.py``: a header record and tensors named ``ood.*`` beside the model's)
+and the label-set text embeddings for attribution (``scoring/attribution.py``: a header record
+and tensors named ``attribution.*``), where a checkpoint has them.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """
@@ -42,6 +43,10 @@ CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
 CALIBRATION_KEY = "calibration"  # header entry beside "config": scoring/calibration.py's record
 OOD_KEY = "ood"  # header entry: scoring/ood.py's record
 OOD_TENSOR_PREFIX = "ood."  # its tensors, which are not the model's
+ATTRIBUTION_KEY = "attribution"  # header entry: scoring/attribution.py's record
+ATTRIBUTION_TENSOR_PREFIX = "attribution."  # its tensors, which are not the model's either
+# fitted after training: header key -> the prefix of its tensors
+FITTED = {OOD_KEY: OOD_TENSOR_PREFIX, ATTRIBUTION_KEY: ATTRIBUTION_TENSOR_PREFIX}
 
 
 @dataclass
@@ -52,6 +57,7 @@ class CheckpointInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # from the header: covered by the SHA-256
     ood: dict[str, Any] | None = None  # from the header, its tensors in the file
+    attribution: dict[str, Any] | None = None  # from the header, its tensors in the file
 
     @property
     def sidecar(self) -> Path:
@@ -128,42 +134,55 @@ def _mfclip_summary(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Fitted:
+    """Statistics fitted to a trained model (OOD, attribution): a header record and its tensors,
+    named with the prefix ``FITTED`` gives its key."""
+
+    record: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+
 def save_fitted(
     source: CheckpointInfo,
     target: str | Path,
     *,
     calibration: dict[str, Any] | None = None,
-    ood_record: dict[str, Any] | None = None,
-    ood_tensors: dict[str, torch.Tensor] | None = None,
+    fitted: dict[str, Fitted] | None = None,
     overwrite: bool = False,
 ) -> CheckpointInfo:
     """A new checkpoint at ``target``: ``source``'s tensors and header, with ``calibration`` and
-    the OOD statistics (record and ``ood.*`` tensors) in place of any earlier ones where given,
-    so a new SHA-256; its sidecar is ``source``'s, updated. ``target`` may be ``source`` itself
-    with ``overwrite`` (the end of training adds its statistics to best.safetensors)."""
+    each of ``fitted`` (keyed as ``FITTED``: ``ood``, ``attribution``) in place of any earlier
+    one where given, so a new SHA-256; its sidecar is ``source``'s, updated. ``target`` may be
+    ``source`` itself with ``overwrite`` (the end of training adds its statistics to
+    best.safetensors)."""
     target = Path(target)
     if target.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {target}")
     for path in (target, sidecar_path(target)):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (refusing to overwrite it)")
-    if (ood_record is None) != (ood_tensors is None):
-        raise ValueError("OOD statistics need both their record and their tensors")
+    fitted = fitted or {}
+    unknown = sorted(set(fitted) - set(FITTED))
+    if unknown:
+        raise ValueError(f"unknown fitted statistics {unknown}; known: {sorted(FITTED)}")
     header = dict(check_safetensors(source.path).get("__metadata__") or {})
     tensors = load_file(str(source.path), device="cpu")
     if calibration is not None:
         header[CALIBRATION_KEY] = json.dumps(calibration)
-    if ood_record is not None and ood_tensors is not None:
-        if not all(name.startswith(OOD_TENSOR_PREFIX) for name in ood_tensors):
-            raise ValueError(f"OOD tensors are named {OOD_TENSOR_PREFIX}*")
-        header[OOD_KEY] = json.dumps(ood_record)
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(OOD_TENSOR_PREFIX)}
-        tensors.update({k: v.contiguous() for k, v in ood_tensors.items()})
+    for key, statistics in fitted.items():
+        prefix = FITTED[key]
+        if not all(name.startswith(prefix) for name in statistics.tensors):
+            raise ValueError(f"{key} tensors are named {prefix}*")
+        header[key] = json.dumps(statistics.record)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+        tensors.update({k: v.contiguous() for k, v in statistics.tensors.items()})
     with atomic_writer(target, overwrite=overwrite) as handle:
         handle.write(save(tensors, metadata=header))
     digest = sha256_file(target)
     kept_calibration = calibration if calibration is not None else source.calibration
-    kept_ood = ood_record if ood_record is not None else source.ood
+    kept = {key: getattr(source, key) for key in FITTED}
+    kept.update({key: statistics.record for key, statistics in fitted.items()})
     sidecar = {
         "format": CHECKPOINT_FORMAT,
         "config": source.config.to_dict(),
@@ -171,16 +190,17 @@ def save_fitted(
         "weights": target.name,
         "sha256": digest,
         CALIBRATION_KEY: kept_calibration,
-        OOD_KEY: kept_ood,
+        **kept,
     }
     write_json_atomic(sidecar_path(target), sidecar, overwrite=True)
-    return CheckpointInfo(target, digest, source.config, sidecar, kept_calibration, kept_ood)
+    return CheckpointInfo(target, digest, source.config, sidecar, kept_calibration, **kept)
 
 
-def read_ood_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``ood.*`` tensors of a checkpoint, without reading the model's."""
+def read_fitted_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint named ``prefix*`` (``ood.``, ``attribution.``), without
+    reading the model's."""
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        names = [name for name in handle.keys() if name.startswith(OOD_TENSOR_PREFIX)]
+        names = [name for name in handle.keys() if name.startswith(prefix)]
         return {name: handle.get_tensor(name) for name in names}
 
 
@@ -202,7 +222,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             f"{path}: the embedded model config is unreadable: {error}"
         ) from error
     records: dict[str, Any] = {}
-    for key in (CALIBRATION_KEY, OOD_KEY):
+    for key in (CALIBRATION_KEY, *FITTED):
         try:
             records[key] = json.loads(meta[key]) if key in meta else None
         except json.JSONDecodeError as error:
@@ -214,9 +234,8 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             metadata = {}
-    return CheckpointInfo(
-        path, sha256_file(path), config, metadata, records[CALIBRATION_KEY], records[OOD_KEY]
-    )
+    calibration = records.pop(CALIBRATION_KEY)
+    return CheckpointInfo(path, sha256_file(path), config, metadata, calibration, **records)
 
 
 def load_checkpoint(
@@ -234,7 +253,7 @@ def load_checkpoint(
     state = {
         name: tensor
         for name, tensor in load_file(str(info.path), device="cpu").items()
-        if not name.startswith(OOD_TENSOR_PREFIX)
+        if not name.startswith(tuple(FITTED.values()))
     }
     is_mfclip = detector_of(info.config) == MFCLIP_DETECTOR
     towers = inference_towers(info.config.clip) if inference and is_mfclip else None

@@ -21,17 +21,18 @@ record; both are covered by the checkpoint's SHA-256.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from mfclip_cli.data.samples import Sample
-from mfclip_cli.model.checkpoint import OOD_TENSOR_PREFIX, CheckpointInfo, read_ood_tensors
+from mfclip_cli.model.checkpoint import (
+    OOD_TENSOR_PREFIX,
+    CheckpointInfo,
+    Fitted,
+    read_fitted_tensors,
+)
 from mfclip_cli.model.config import CLASS_NAMES
-from mfclip_cli.model.detectors import Detector
-from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.timestamps import utc_now
 
 OOD_QUANTILE = 0.99
@@ -75,6 +76,10 @@ class OodStatistics:
             MEANS: torch.from_numpy(np.ascontiguousarray(self.class_means)),
             PRECISION: torch.from_numpy(np.ascontiguousarray(self.precision)),
         }
+
+    def fitted(self) -> Fitted:
+        """What a checkpoint stores of it (``save_fitted``)."""
+        return Fitted(self.record, self.tensors())
 
 
 def ood_problem(train_labels: Sequence[str], val_count: int) -> str | None:
@@ -129,32 +134,11 @@ def fit_ood(
     return statistics
 
 
-def fit_ood_for(
-    model: Detector,
-    root: Path,
-    train: Sequence[Sample],
-    val: Sequence[Sample],
-    device: torch.device,
-    *,
-    batch_size: int,
-    workers: int,
-    fitted_on: dict[str, Any],
-) -> OodStatistics:
-    """``fit_ood`` on a model's embeddings of a dataset's train and val samples."""
-    vectors = []
-    for samples in (train, val):
-        _, embedded = predict_outputs(
-            model, root, samples, device, batch_size=batch_size, workers=workers, embeddings=True
-        )
-        vectors.append(embedded if embedded is not None else np.zeros((0, 1)))
-    return fit_ood(vectors[0], [s.label for s in train], vectors[1], fitted_on=fitted_on)
-
-
 def ood_of(info: CheckpointInfo) -> OodStatistics | None:
     """A checkpoint's OOD statistics, or None where it has none."""
     if not info.ood:
         return None
-    tensors = read_ood_tensors(info.path)
+    tensors = read_fitted_tensors(info.path, OOD_TENSOR_PREFIX)
     return OodStatistics(
         tensors[MEANS].double().numpy(), tensors[PRECISION].double().numpy(), info.ood
     )

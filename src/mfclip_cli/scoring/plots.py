@@ -158,3 +158,23 @@ def _colours(count: int) -> list:
 
     palette = colormaps["tab10" if count <= 10 else "tab20"]
     return [palette(i % palette.N) for i in range(count)]
+
+
+def plot_confusion(
+    confusion: dict, path: str | Path, title: str, *, overwrite: bool = False
+) -> None:
+    """A count matrix ``{"rows": [...], "columns": [...], "counts": [[...]]}`` as a heat map to a
+    PNG, each cell labelled with its count; rows are normalised for the colour only."""
+    counts = np.asarray(confusion["counts"], dtype=np.float64)
+    rows, columns = confusion["rows"], confusion["columns"]
+    figure = _figure(max(4.0, 1.0 + 0.9 * len(columns)), max(3.0, 1.2 + 0.6 * len(rows)))
+    axes = figure.add_subplot()
+    shares = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, j in np.ndindex(counts.shape):
+        colour = "white" if shares[i, j] > 0.6 else "black"
+        axes.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=colour)
+    axes.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize="small")
+    axes.set_yticks(range(len(rows)), rows, fontsize="small")
+    axes.set(xlabel="attributed to", ylabel="true generator", title=title)
+    _save_png(figure, path, overwrite)

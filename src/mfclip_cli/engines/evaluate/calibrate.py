@@ -1,6 +1,7 @@
-"""The calibrate job: fit temperature scaling, the FPR thresholds and the out-of-distribution
-statistics of an existing checkpoint on a protocol's val split, and write them into a new
-checkpoint (new SHA-256); the source is never changed. Definitions: docs/calibration.md."""
+"""The calibrate job: fit temperature scaling, the FPR thresholds, the out-of-distribution
+statistics and (MFCLIP) the label-set embeddings for attribution of an existing checkpoint on a
+protocol's train and val splits, and write them into a new checkpoint (new SHA-256); the source
+is never changed. Definitions: docs/calibration.md, docs/attribution.md."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.files import refuse_existing
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
-from mfclip_cli.scoring.ood import fit_ood, ood_problem
+from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
 
 
 @dataclass
@@ -65,30 +67,26 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     record = fit_calibration(logits, labels, fitted_on=fitted_on)
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
-    train = scoring.splits.train
-    statistics = None
-    ood_refusal = ood_problem([sample.label for sample in train], len(val))
-    if ood_refusal:
-        kept = " (the source's are kept)" if source.ood else ""
+    outcome = fit_statistics(
+        scoring.checkpoint.model,
+        source.path,
+        scoring.index.root,
+        scoring.splits.train,
+        val,
+        scoring.device,
+        wanted=fittable(source.config),
+        batch_size=request.batch_size,
+        workers=request.workers,
+        fitted_on=fitted_on,
+        val_embeddings=val_embeddings,
+    )
+    for key, problem in outcome.refused.items():
+        kept = " (the source's are kept)" if getattr(source, key) else ""
         error_console.print(
-            f"[bold yellow]warning:[/] no out-of-distribution statistics fitted: "
-            f"{ood_refusal}{kept}"
-        )
-    else:
-        _, train_embeddings = scoring.outputs(train, request.batch_size, request.workers, True)
-        statistics = fit_ood(
-            train_embeddings,
-            [sample.label for sample in train],
-            val_embeddings,
-            fitted_on=fitted_on,
+            f"[bold yellow]warning:[/] no {FITTED_NAMES[key]} fitted: {problem}{kept}"
         )
     written = save_fitted(
-        source,
-        out,
-        calibration=record,
-        ood_record=statistics.record if statistics else None,
-        ood_tensors=statistics.tensors() if statistics else None,
-        overwrite=request.force,
+        source, out, calibration=record, fitted=outcome.fitted, overwrite=request.force
     )
     return {
         "weights": str(written.path),
@@ -96,4 +94,5 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "source": weights_record(scoring.checkpoint),
         "calibration": record,
         "ood": written.ood,
+        "attribution": attribution_summary(written, attributor_of(written)),
     }

@@ -7,7 +7,10 @@ checkpoint's calibrated ones where it has a calibration; their ECE, Brier and NL
 before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on val (never on
 test), with bootstrap confidence intervals. With perturbations (``--perturb``, or the protocol's
 ``perturb``), the test split is scored again under each and its AUC, AP, ACC and ECE reported
-beside the clean ones. Several checkpoints side by side: ``compare.py``; the tables:
+beside the clean ones. Where the checkpoint stores label-set embeddings, the test fakes are
+attributed to its trained generators (``scoring/attribution.py``, docs/attribution.md): top-1 and
+top-3 accuracy on seen generators, how well "unknown" separates unseen ones, a confusion matrix.
+Several checkpoints side by side: ``compare.py``; the tables:
 ``tables.py``; calibrate: ``calibrate.py``. Definitions: docs/calibration.md, docs/robustness.md.
 """
 
@@ -35,6 +38,7 @@ from mfclip_cli.engines.evaluate.loading import (
     load_scoring,
 )
 from mfclip_cli.engines.evaluate.tables import (
+    attribution_table,
     calibration_table,
     metrics_table,
     operating_table,
@@ -46,6 +50,13 @@ from mfclip_cli.engines.weights.store import (
 )
 from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES
+from mfclip_cli.scoring.attribution import (
+    Attributions,
+    Attributor,
+    attribution_metrics,
+    attributor_of,
+    unavailable_reason,
+)
 from mfclip_cli.scoring.calibration import (
     FPR_TARGETS,
     calibration_problem,
@@ -67,7 +78,14 @@ from mfclip_cli.scoring.metrics import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from mfclip_cli.scoring.plots import plot_embeddings, plot_reliability, plot_robustness, plot_roc
+from mfclip_cli.scoring.ood import ood_of
+from mfclip_cli.scoring.plots import (
+    plot_confusion,
+    plot_embeddings,
+    plot_reliability,
+    plot_robustness,
+    plot_roc,
+)
 from mfclip_cli.timestamps import utc_now
 
 _REAL = CLASS_NAMES.index("real")
@@ -116,24 +134,44 @@ def refuse_existing_outputs(request: EvalRequest) -> None:
         raise UsageError("--bootstrap takes a number of replicates, 0 for none")
 
 
+ATTRIBUTION_COLUMNS = ("generator_top3", "generator_unknown", "generator_similarity")
+
+
 def _write_predictions(
-    path: str, samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str], force: bool
+    path: str,
+    samples: Sequence[Sample],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    force: bool,
+    attributions: Attributions | None = None,
 ) -> None:
+    """One row per test sample; where the checkpoint attributes, its three closest trained
+    generators (best first, ``;``-separated), whether the open-set rule left it unknown, and its
+    best similarity."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", *classes, "forgery_type", "generator", "dataset", "video"])
-    for sample, row in zip(samples, probs):
-        writer.writerow(
-            [
-                sample.path,
-                sample.label,
-                *(f"{value:.8f}" for value in row),
-                sample.forgery_type,
-                sample.generator,
-                sample.dataset,
-                sample.video or "",
+    extra = ATTRIBUTION_COLUMNS if attributions is not None else ()
+    writer.writerow(
+        ["path", "label", *classes, "forgery_type", "generator", "dataset", "video", *extra]
+    )
+    ranked = attributions.ranked() if attributions is not None else []
+    for position, (sample, row) in enumerate(zip(samples, probs)):
+        cells = [
+            sample.path,
+            sample.label,
+            *(f"{value:.8f}" for value in row),
+            sample.forgery_type,
+            sample.generator,
+            sample.dataset,
+            sample.video or "",
+        ]
+        if attributions is not None:
+            cells += [
+                ";".join(ranked[position]),
+                str(bool(attributions.unknown[position])).lower(),
+                f"{attributions.best_similarity[position]:.8f}",
             ]
-        )
+        writer.writerow(cells)
     with atomic_writer(path, overwrite=force) as handle:
         handle.write(buffer.getvalue().encode("utf-8"))
 
@@ -355,6 +393,7 @@ class Scored:
     probs: np.ndarray  # test, calibrated
     embeddings: np.ndarray | None
     groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
+    attributions: Attributions | None = None  # test, where the checkpoint can attribute
 
 
 def score_checkpoint(
@@ -364,11 +403,17 @@ def score_checkpoint(
     operating points) with one checkpoint: every figure of its report, nothing written."""
     splits, calibration = scoring.splits, scoring.checkpoint.info.calibration
     temperature = temperature_of(calibration)
+    attributor = attributor_of(scoring.checkpoint.info)
     started = utc_now()
     logits, embeddings = scoring.outputs(
-        splits.test, request.batch_size, request.workers, embeddings=bool(request.embeddings_path)
+        splits.test,
+        request.batch_size,
+        request.workers,
+        embeddings=bool(request.embeddings_path) or attributor is not None,
     )
-    val_logits = scoring.logits(splits.val, request.batch_size, request.workers)
+    val_logits, val_embeddings = scoring.outputs(
+        splits.val, request.batch_size, request.workers, embeddings=attributor is not None
+    )
     probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
@@ -413,7 +458,36 @@ def score_checkpoint(
         groups[name] = (members, rows)
     if perturbations:
         report["robustness"] = _robustness(scoring, request, perturbations, probs, temperature)
-    return Scored(report, logits, probs, embeddings, groups)
+    attributions = None
+    if attributor is None:
+        report["attribution"] = {
+            "available": False,
+            "reason": unavailable_reason(scoring.checkpoint.info),
+        }
+    else:
+        attributions = _attribute(scoring, attributor, embeddings, val_embeddings)
+        report["attribution"] = attribution_metrics(
+            attributor, splits.test, attributions[0], splits.val, attributions[1]
+        )
+    return Scored(
+        report, logits, probs, embeddings, groups, attributions[0] if attributions else None
+    )
+
+
+def _attribute(
+    scoring: Scoring,
+    attributor: Attributor,
+    test_embeddings: np.ndarray,
+    val_embeddings: np.ndarray,
+) -> tuple[Attributions, Attributions]:
+    """The test and val faces' attributions, each face out of distribution marked unknown as in
+    a scan."""
+    ood = ood_of(scoring.checkpoint.info)
+    results = []
+    for embedded in (test_embeddings, val_embeddings):
+        flags = None if ood is None else ood.flags(ood.distances(embedded)).tolist()
+        results.append(attributor.attribute(embedded, flags))
+    return results[0], results[1]
 
 
 def data_record(index: DataIndex) -> dict:
@@ -458,6 +532,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
             scored.probs,
             scoring.checkpoint.model.classes,
             request.force,
+            scored.attributions,
         )
     if request.plots_dir:
         reliability = {"uncalibrated": softmax(scored.logits)}
@@ -469,6 +544,16 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
             report["plots"].append(
                 _write_robustness_plot(request.plots_dir, report["robustness"], request.force)
             )
+        confusion = report["attribution"].get("confusion")
+        if confusion and confusion["rows"]:
+            path = Path(request.plots_dir) / "attribution-confusion.png"
+            plot_confusion(
+                confusion,
+                path,
+                title="attribution of test fakes (rows: true generator)",
+                overwrite=request.force,
+            )
+            report["plots"].append(str(path))
     if request.embeddings_path:
         report["embeddings"] = _write_embeddings(
             request.embeddings_path, splits.test, scored.embeddings, request.seed, request.force
@@ -480,4 +565,5 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     console.print(operating_table(report))
     if perturbations:
         console.print(robustness_table(report))
+    console.print(attribution_table(report))
     return report

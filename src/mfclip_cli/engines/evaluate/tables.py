@@ -172,3 +172,35 @@ def robustness_comparison_table(report: dict) -> Table:
     for rows in zip(*(single["robustness"]["rows"] for single in reports)):
         table.add_row(rows[0]["name"], *(shown(row["auc"]) for row in rows))
     return table
+
+
+def attribution_table(report: dict) -> Table | str:
+    """Eval's attribution figures; a line saying why there are none otherwise."""
+    attribution = report["attribution"]
+    if not attribution["available"]:
+        return f"attribution: unavailable ({attribution['reason']})"
+    seen, unseen = attribution["seen"], attribution["unseen"]
+    generators = attribution["generators"]
+    table = Table(
+        title=f"attribution of test fakes, only among the {len(generators)} trained generators "
+        f"(top-1 by chance {seen['chance_top1']:.3f})"
+    )
+    table.add_column("test fakes of")
+    table.add_column("n", justify="right")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, key in (
+        ("top-1 accuracy", "top1"),
+        ("top-3 accuracy", "top3"),
+        ("attributed (not unknown)", "attributed"),
+        ("attributed and right", "open_set_top1"),
+    ):
+        table.add_row("seen generators", str(seen["n"]), name, shown(seen[key]))
+    reference = unseen["auroc_reference"]
+    for name, key in (
+        ("named as a trained generator", "named_as_known"),
+        ("unknown", "unknown"),
+        (f"AUROC unknown vs seen ({reference['split']} fakes)", "auroc_unknown"),
+    ):
+        table.add_row("unseen generators", str(unseen["n"]), name, shown(unseen[key]))
+    return table

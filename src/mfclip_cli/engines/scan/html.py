@@ -92,6 +92,17 @@ def _face_crop(image: Image.Image, box: list[float]) -> Image.Image:
     return image.crop(square).resize((CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS)
 
 
+def attribution_words(attribution: dict[str, Any]) -> str:
+    """The meta's attribution in words: which generators the checkpoint can name, or why
+    none."""
+    if not attribution.get("available"):
+        return f"attribution unavailable: {attribution.get('reason', 'no label-set embeddings')}"
+    return (
+        f"{_text(attribution['generators'])} (attribution is only among these trained "
+        f"generators; {attribution['rule']})"
+    )
+
+
 class HtmlSink(StagedReport):
     """The HTML case report, staged section by section and written atomically when the run ends.
 
@@ -226,6 +237,8 @@ class HtmlSink(StagedReport):
             rows.append(("side by side", "; ".join(checkpoints)))
         if "calibration" in meta:
             rows.append(("calibration", _text(meta["calibration"])))
+        if "attribution" in meta:
+            rows.append(("generators known", attribution_words(meta["attribution"])))
         if "processes" in meta:
             rows.append(("processes", _text(meta["processes"])))
         rows += [

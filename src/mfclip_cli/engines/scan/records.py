@@ -72,6 +72,9 @@ class FaceRecord:
     # with several --weights: each checkpoint's verdict, in --weights order (the primary's first,
     # the fields above): {"weights": name, "sha256", "probs", "label", "uncertainty", ood fields}
     detectors: list[dict[str, Any]] | None = None
+    # a face not labelled real, by a checkpoint that stores label-set embeddings: the trained
+    # generator it most resembles or "unknown" (scoring/attribution.py, Attributions.record)
+    attribution: dict[str, Any] | None = None
     # with --explain, until its PNG is written: the crop and heatmap to draw (never serialised)
     evidence: FaceEvidence | None = field(default=None, repr=False, compare=False)
 
@@ -89,6 +92,7 @@ class FaceRecord:
         ood_distance: float | None = None,
         ood_threshold: float | None = None,
         detectors: list[dict[str, Any]] | None = None,
+        attribution: dict[str, Any] | None = None,
     ):
         return cls(
             index=index,
@@ -99,6 +103,7 @@ class FaceRecord:
             frame=frame,
             timestamp=None if timestamp is None else round(float(timestamp), 3),
             detectors=detectors,
+            attribution=attribution,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +117,7 @@ class FaceRecord:
             "explanation",
             "richest_patch",
             "detectors",
+            "attribution",
         ):
             if record[optional] is None:
                 del record[optional]

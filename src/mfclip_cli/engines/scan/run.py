@@ -58,6 +58,7 @@ from mfclip_cli.engines.weights.store import (
 )
 from mfclip_cli.model import detector_of
 from mfclip_cli.model.config import MFCLIP_DETECTOR
+from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import (
     calibration_summary,
     temperature_of,
@@ -189,6 +190,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         "device": str(scanner.device),
         "calibration": calibration_summary(primary.info.calibration),
         "ood": ood_summary(scanner.ood),
+        "attribution": attribution_summary(primary.info, scanner.primary.attribution),
         "thresholds": {
             "fake": settings.fake_threshold,
             **(
@@ -244,7 +246,12 @@ def _scorers(checkpoints: Sequence[LoadedWeights], settings: ScanSettings) -> li
         record = weights_record(checkpoint)
         scorers.append(
             Scorer(
-                checkpoint.model, temperature_of(info.calibration), ood_of(info), threshold, record
+                checkpoint.model,
+                temperature_of(info.calibration),
+                ood_of(info),
+                threshold,
+                record,
+                attributor_of(info),
             )
         )
     return scorers

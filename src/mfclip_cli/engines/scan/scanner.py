@@ -46,6 +46,7 @@ from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
 from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
+from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.ood import OodStatistics
 
 
@@ -77,6 +78,8 @@ class FoundFace(NamedTuple):
     evidence: FaceEvidence | None = None  # with ScanSettings.explain
     richest_patch: list[int] | None = None  # with explain and a noise branch
     ood_distance: float | None = None  # where the checkpoint has OOD statistics
+    # where the checkpoint stores label-set embeddings: the face record's ``attribution``
+    attribution: dict[str, Any] | None = None
     # with several checkpoints: the others' verdicts on this face (no detection), in their order
     compared: tuple[FoundFace, ...] = ()
 
@@ -91,6 +94,7 @@ class Scorer:
     ood: OodStatistics | None = None  # its statistics, for each face's OOD flag
     fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
     weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
+    attribution: Attributor | None = None  # its label-set embeddings, for each face's generator
 
     @property
     def geometry(self) -> tuple[int, float]:
@@ -109,11 +113,16 @@ class Scanner:
         device: torch.device,
         temperature: float = 1.0,
         ood: OodStatistics | None = None,
+        attribution: Attributor | None = None,
     ):
-        """``model``: one checkpoint's detector, with its calibration ``temperature`` and ``ood``
-        statistics; or the scorers of several, the primary first. Each face is detected once and
-        aligned once per crop geometry the checkpoints read."""
-        scorers = model if isinstance(model, (list, tuple)) else [Scorer(model, temperature, ood)]
+        """``model``: one checkpoint's detector, with its calibration ``temperature``, ``ood``
+        statistics and ``attribution``; or the scorers of several, the primary first. Each face
+        is detected once and aligned once per crop geometry the checkpoints read."""
+        scorers = (
+            model
+            if isinstance(model, (list, tuple))
+            else [Scorer(model, temperature, ood, attribution=attribution)]
+        )
         # scanning never trains: fold LoRA in
         self.scorers = [
             replace(scorer, model=scorer.model.eval().to(device).merge_adapters())
@@ -160,6 +169,19 @@ class Scanner:
             return [None] * len(embeddings)
         return scorer.ood.distances(embeddings.float().cpu().numpy()).tolist()
 
+    @staticmethod
+    def _attributions(
+        embeddings: torch.Tensor, distances: list[float | None], scorer: Scorer
+    ) -> list[dict[str, Any] | None]:
+        """Each face's attribution by ``scorer`` (None without stored label-set embeddings); a
+        face out of distribution is of an unknown generator."""
+        if scorer.attribution is None:
+            return [None] * len(embeddings)
+        threshold = None if scorer.ood is None else scorer.ood.threshold
+        flags = [None if d is None else d > threshold for d in distances]
+        result = scorer.attribution.attribute(embeddings.float().cpu().numpy(), flags)
+        return [result.record(i) for i in range(len(embeddings))]
+
     @torch.no_grad()
     def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
         """Class probabilities of aligned crops by ``scorer`` (the primary by default), and their
@@ -171,8 +193,10 @@ class Scanner:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 embeddings, logits = scorer.model.embed_and_classify(batch)
             probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
-            for row, distance in zip(probs, self._ood_distances(embeddings, scorer)):
-                found.append(FoundFace(None, row, ood_distance=distance))
+            distances = self._ood_distances(embeddings, scorer)
+            attributions = self._attributions(embeddings, distances, scorer)
+            for row, distance, attribution in zip(probs, distances, attributions):
+                found.append(FoundFace(None, row, ood_distance=distance, attribution=attribution))
         return found
 
     def classify_with_evidence(self, crops: torch.Tensor) -> list[FoundFace]:
@@ -188,10 +212,13 @@ class Scanner:
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
             distances = self._ood_distances(result.embeddings, scorer)
+            attributions = self._attributions(result.embeddings, distances, scorer)
             for i in range(len(batch)):
                 evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
                 patch = boxes[i] if boxes else None
-                found.append(FoundFace(None, probs[i], evidence, patch, distances[i]))
+                found.append(
+                    FoundFace(None, probs[i], evidence, patch, distances[i], attributions[i])
+                )
         return found
 
     def fake_threshold(self, scorer: Scorer | None = None) -> float:
@@ -261,18 +288,21 @@ class Scanner:
     def _face_records(self, found: list[FoundFace], start: int = 0, frame=None) -> list[FaceRecord]:
         records = []
         for i, face in enumerate(found):
+            label = self.label(face.probs)
             record = FaceRecord.create(
                 index=start + i,
                 box=face.detection.box,
                 landmarks=face.detection.landmarks,
                 det_score=face.detection.score,
                 probs=dict(zip(self.classes, face.probs.tolist())),
-                label=self.label(face.probs),
+                label=label,
                 frame=None if frame is None else frame.index,
                 timestamp=None if frame is None else frame.timestamp,
                 ood_distance=face.ood_distance,
                 ood_threshold=None if self.ood is None else self.ood.threshold,
                 detectors=self._detectors(face),
+                # which generator made it is asked only of a face not labelled real
+                attribution=None if label == "real" else face.attribution,
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
             records.append(record)

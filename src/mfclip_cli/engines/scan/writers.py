@@ -248,6 +248,9 @@ CSV_COLUMNS = [
     "uncertainty",
     "ood",
     "ood_distance",
+    # a face not labelled real: its trained generator ("unknown" in the open set) and probability
+    "attributed_generator",
+    "attribution_probability",
     "explanation",
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
@@ -261,6 +264,26 @@ def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The weights records of a scan with several checkpoints (``--weights A --weights B``), the
     primary first; none for a scan with one."""
     return list(meta.get("compared_weights") or [])
+
+
+def attribution_cells(attribution: dict[str, Any] | None) -> dict[str, Any]:
+    """A face's top-1 attribution columns (empty without one)."""
+    if attribution is None:
+        return {}
+    return {
+        "attributed_generator": attribution["generator"],
+        "attribution_probability": attribution["probability"],
+    }
+
+
+def attribution_note(attribution: dict[str, Any] | None) -> str:
+    """A face's attribution in a few words for the table: ``by NAME 0.71`` or ``generator
+    unknown``."""
+    if attribution is None:
+        return ""
+    if attribution["probability"] is None:
+        return "generator unknown"
+    return f"by {attribution['generator']} {attribution['probability']:.2f}"
 
 
 class CsvSink:
@@ -318,6 +341,7 @@ class CsvSink:
                     "uncertainty": face.uncertainty,
                     "ood": None if face.ood is None else str(face.ood).lower(),
                     "ood_distance": face.ood_distance,
+                    **attribution_cells(face.attribution),
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                     **self._compared(face),
@@ -390,7 +414,15 @@ class TableSink:
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
-                "label / note": face.label + (", OOD" if face.ood else ""),
+                "label / note": ", ".join(
+                    part
+                    for part in (
+                        face.label,
+                        "OOD" if face.ood else "",
+                        attribution_note(face.attribution),
+                    )
+                    if part
+                ),
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
                 **{
                     column: f"{1.0 - entry['probs']['real']:.3f}"
@@ -424,6 +456,15 @@ class TableSink:
             for row in self._cells(record, columns):
                 table.add_row(*row)
         self.console.print(table)
+        attribution = self.meta.get("attribution") or {}
+        if attribution.get("available"):
+            self.console.print(
+                f"generators named only among the {len(attribution['generators'])} this "
+                f"checkpoint was trained on: {', '.join(attribution['generators'])}",
+                soft_wrap=False,
+                overflow="fold",
+                highlight=False,
+            )
         if self.meta.get("demo"):
             self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
         if not summary.get("complete", True):

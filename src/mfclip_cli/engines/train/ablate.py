@@ -31,8 +31,12 @@ from mfclip_cli.engines.runtime import UsageError, resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
+from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.model.losses import spa_relevance
-from mfclip_cli.scoring.inference import predict, score_samples
+from mfclip_cli.scoring.attribution import attributor_of, fakes_of
+from mfclip_cli.scoring.calibration import softmax
+from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.metrics import json_safe
 from mfclip_cli.timestamps import utc_now
 
 # the model as the paper draws it, on top of the named config: a trained language encoder
@@ -48,7 +52,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "frozen-text": ("lora.text=false",),
     "srm-unit-range": ("noise.pixel_range=1.0",),
 }
-METRICS = ("auc", "ap", "eer", "acc3")
+DETECTION_METRICS = ("auc", "ap", "eer", "acc3")
+# on the test fakes of trained generators; None where a run's checkpoint cannot attribute
+ATTRIBUTION_METRICS = ("attribution_top1", "attribution_top3")
+METRICS = (*DETECTION_METRICS, *ATTRIBUTION_METRICS)
 RESULT_FILE = "ablation-run.json"
 
 
@@ -80,9 +87,9 @@ class AblationRequest:
         return (*self.training.overrides, *FULL_MODEL, *VARIANTS[variant])
 
 
-def _summary(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one seed)."""
-    array = np.asarray(values, dtype=np.float64)
+def _summary(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one seed); nan where a value is missing."""
+    array = np.asarray([math.nan if value is None else value for value in values], np.float64)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
@@ -128,19 +135,38 @@ class _Runner:
         )
         seconds = time.perf_counter() - started
         model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
-        probs = predict(model, self.index.root, self.splits.test, self.device)
-        metrics = score_samples(self.splits.test, probs)
+        logits, embeddings = predict_outputs(
+            model, self.index.root, self.splits.test, self.device, embeddings=True
+        )
+        metrics = score_samples(self.splits.test, softmax(logits))
         result = {
             "variant": variant,
             "seed": seed,
             "overrides": overrides,
             "checkpoint_sha256": info.sha256,
             "train_seconds": round(seconds, 1),
-            **{name: metrics[name] for name in METRICS},
+            **{name: metrics[name] for name in DETECTION_METRICS},
+            **self._attribution(info, embeddings),
             "spa_relevance": self._spa_relevance(run / "best.safetensors"),
         }
         write_json_atomic(done, result, overwrite=True)
         return result
+
+    def _attribution(self, info: CheckpointInfo, embeddings: np.ndarray) -> dict[str, Any]:
+        """Closed-set top-1 and top-3 accuracy of the test fakes of trained generators under the
+        checkpoint's stored label-set embeddings (None where it has none)."""
+        attributor = attributor_of(info)
+        if attributor is None:
+            return dict.fromkeys(ATTRIBUTION_METRICS)
+        test = self.splits.test
+        ranked = attributor.attribute(embeddings).ranked()
+        seen = fakes_of(test, attributor.generators)
+        if not seen:
+            return dict.fromkeys(ATTRIBUTION_METRICS)
+        return {
+            "attribution_top1": float(np.mean([ranked[i][0] == test[i].generator for i in seen])),
+            "attribution_top3": float(np.mean([test[i].generator in ranked[i] for i in seen])),
+        }
 
     def _spa_relevance(self, checkpoint: Path) -> dict[str, Any] | None:
         """What SPA made of the training split's label sets under this run's trained prompts
@@ -188,6 +214,9 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
         entry["delta"] = {
             metric: entry["mean"][metric] - variants["full"]["mean"][metric] for metric in METRICS
         }
+    for entry in variants.values():  # a figure no run could give (nan) is null in JSON
+        for key in ("mean", "std", "delta"):
+            entry[key] = {metric: json_safe(value) for metric, value in entry[key].items()}
     settings = request.training
     report = {
         "type": "ablation",
@@ -230,8 +259,8 @@ def _mean_relevance(runs: list[dict[str, Any] | None]) -> dict[str, float] | Non
     }
 
 
-def _cell(mean: float, std: float, delta: float | None) -> str:
-    if math.isnan(mean):
+def _cell(mean: float | None, std: float | None, delta: float | None) -> str:
+    if mean is None or math.isnan(mean):
         return "n/a"
     text = f"{mean:.3f} ± {std:.3f}"
     return text if delta is None else f"{text} ({delta:+.3f})"
@@ -246,7 +275,7 @@ def ablation_table(report: dict[str, Any]) -> Table:
         )
     )
     table.add_column("variant")
-    for label in ("AUC", "AP", "EER", "3-way ACC"):
+    for label in ("AUC", "AP", "EER", "3-way ACC", "attribution\ntop-1", "attribution\ntop-3"):
         table.add_column(label, justify="right")
     table.add_column("SPA relevance of negatives\nother generator / type / class", justify="right")
     for name, entry in report["variants"].items():

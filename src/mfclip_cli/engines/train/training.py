@@ -61,8 +61,8 @@ from mfclip_cli.model import (
 from mfclip_cli.model.checkpoint import read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
+from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
-from mfclip_cli.scoring.ood import fit_ood_for, ood_problem
 from mfclip_cli.timestamps import utc_now
 
 STATE_FORMAT = "mfclip-train-state/1"
@@ -446,46 +446,52 @@ class Trainer:
         self.world.barrier()
         return result
 
-    def fit_ood(self) -> None:
-        """At the end of training, the best checkpoint's out-of-distribution statistics (its
-        train embeddings' class means and shared precision, the threshold from val) are added
-        to best.safetensors, unless it has them for its step already."""
-        best = self.run / BEST
-        if self.world.main and best.is_file():
-            info = read_checkpoint_info(best)
-            step = (self.progress.best or {}).get("step")
-            problem = ood_problem([s.label for s in self.train_samples], len(self.splits.val))
-            if problem:
-                self.console.print(
-                    f"[bold yellow]warning:[/] best.safetensors has no out-of-distribution "
-                    f"statistics: {problem}"
-                )
-            elif not info.ood or info.ood["fitted_on"].get("step") != step:
-                model, info = load_checkpoint(best, self.device, inference=True)
-                statistics = fit_ood_for(
-                    model,
-                    self.index.root,
-                    self.train_samples,
-                    self.splits.val,
-                    self.device,
-                    batch_size=self.settings.batch_size,
-                    workers=self.settings.workers,
-                    fitted_on={
-                        "data": self.data_summary["root"],
-                        "layout": self.data_summary["layout"],
-                        "protocol": self.protocol.name,
-                        "step": step,
-                    },
-                )
-                save_fitted(
-                    info,
-                    best,
-                    ood_record=statistics.record,
-                    ood_tensors=statistics.tensors(),
-                    overwrite=True,
-                )
-                self._log({"type": "ood", "step": self.progress.step, **statistics.record})
+    def fit_statistics(self) -> None:
+        """At the end of training, what scoring with the best checkpoint needs beyond its weights
+        is added to best.safetensors, unless it has it for its step already: the
+        out-of-distribution statistics (its train embeddings' class means and shared precision,
+        the threshold from val) and, for MFCLIP, the label-set embeddings for attribution (its
+        trained language encoder's, the open-set threshold from val)."""
+        if self.world.main and (self.run / BEST).is_file():
+            self._fit_best_statistics(self.run / BEST)
         self.world.barrier()
+
+    def _fit_best_statistics(self, best: Path) -> None:
+        info = read_checkpoint_info(best)
+        step = (self.progress.best or {}).get("step")
+        stale = [
+            key
+            for key in fittable(info.config)
+            if not getattr(info, key) or getattr(info, key)["fitted_on"].get("step") != step
+        ]
+        if not stale:
+            return
+        model, info = load_checkpoint(best, self.device, inference=True)
+        outcome = fit_statistics(
+            model,
+            best,
+            self.index.root,
+            self.train_samples,
+            self.splits.val,
+            self.device,
+            wanted=stale,
+            batch_size=self.settings.batch_size,
+            workers=self.settings.workers,
+            fitted_on={
+                "data": self.data_summary["root"],
+                "layout": self.data_summary["layout"],
+                "protocol": self.protocol.name,
+                "step": step,
+            },
+        )
+        for key, problem in outcome.refused.items():
+            self.console.print(
+                f"[bold yellow]warning:[/] best.safetensors has no {FITTED_NAMES[key]}: {problem}"
+            )
+        if outcome.fitted:
+            save_fitted(info, best, fitted=outcome.fitted, overwrite=True)
+        for key, fitted in outcome.fitted.items():
+            self._log({"type": key, "step": self.progress.step, **fitted.record})
 
     # -- the loop ---------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
@@ -587,7 +593,7 @@ class Trainer:
                 if not settings.val_every:
                     self.validate()
                 self._save_last()
-        self.fit_ood()
+        self.fit_statistics()
         if self.world.size > 1:
             dist.destroy_process_group()
         return {
