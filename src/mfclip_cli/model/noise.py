@@ -106,7 +106,10 @@ def srm_residuals(
     normalisers = torch.tensor(SRM_NORMALISERS, device=faces.device, dtype=window.dtype).repeat(
         channels
     )
-    residual = F.conv2d(window, weight, groups=channels) / normalisers.view(1, -1, 1, 1)
+    # fp32 even under bf16 autocast: bf16 keeps 8 significant bits, so pixels on the 0..255 scale
+    # would be rounded by up to a grey level, about the size of the residuals themselves
+    with torch.autocast(faces.device.type, enabled=False):
+        residual = F.conv2d(window, weight, groups=channels) / normalisers.view(1, -1, 1, 1)
     return residual.clamp(-clip, clip)
 
 
