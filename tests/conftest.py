@@ -10,6 +10,17 @@ import torch
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA device: where there is none they are skipped, not
+    failed (``pytest -m cuda`` selects them where one is)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run on one: pytest -m cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def weights_home(tmp_path_factory):
     """Every test, and every command a test runs, registers weights in a store of its own, not the

@@ -9,7 +9,9 @@ gathered columns). The reference is one process on the whole batch. Compared:
 * the gradient DDP leaves on the parameters of a small model producing the features (its mean over
   processes): exactly the single-process one, the scale that training uses;
 * the same for the tiny MFCLIP trained the way the train engine trains it (its DDP-wrapped loss
-  step), with the distillation term off: its prototypes are each process's own texts.
+  step), with the distillation term off: its prototypes are each process's own texts;
+* one process in a group of one (torchrun on one GPU): the features go through the gather, and
+  loss and gradients are those of no group at all.
 """
 
 import socket
@@ -25,7 +27,7 @@ from torch import nn
 from mfclip_cli.engines.train.training import _LossStep
 from mfclip_cli.model import LabelSet, build_model, load_model_config
 from mfclip_cli.model.config import SpaSettings
-from mfclip_cli.model.losses import INITIAL_LOGIT_SCALE, contrastive_loss
+from mfclip_cli.model.losses import INITIAL_LOGIT_SCALE, contrastive_loss, gather_features
 
 WORLD, LOCAL, DIM, LEVELS = 2, 4, 8, 3
 SETTINGS = {
@@ -186,3 +188,25 @@ def test_ddp_training_of_mfclip_gets_the_single_process_gradient(ranks):
         assert result["mfclip"].keys() == reference.keys()
         for name, gradient in reference.items():
             torch.testing.assert_close(result["mfclip"][name], gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_a_group_of_one_gathers_and_changes_nothing():
+    reference = {
+        name: _loss_and_gradients(_batch(), spa, _Features()) for name, spa in SETTINGS.items()
+    }
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+    try:
+        images = _batch()["images"]
+        (gathered,), rows = gather_features(images)
+        assert rows == slice(0, len(images)) and torch.equal(gathered, images)
+        assert gathered.data_ptr() != images.data_ptr()  # the collective's copy, not the input
+        model = nn.parallel.DistributedDataParallel(_Features())
+        for name, spa in SETTINGS.items():
+            result = _loss_and_gradients(_batch(), spa, model)
+            assert result.keys() == reference[name].keys()
+            for key, value in reference[name].items():
+                torch.testing.assert_close(result[key], value, rtol=1e-12, atol=1e-15)
+    finally:
+        dist.destroy_process_group()

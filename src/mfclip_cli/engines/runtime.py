@@ -81,31 +81,44 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    # a process group was joined: under torchrun, even of one process, so that one GPU runs the
+    # collectives (NCCL, the gathered negatives, DDP) that many do
+    distributed: bool = False
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.size > 1:
+        if self.distributed:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def leave(self) -> None:
+        """Destroy the process group this process joined, if any."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def join_world(device_spec: str, backend: str | None = None) -> tuple[World, torch.device]:
     """The world and this process's device; under torchrun each rank takes its own GPU.
 
-    ``backend`` None picks NCCL on GPUs and gloo on CPUs.
+    Launched by torchrun (``RANK`` set), the process joins a process group even when it is the
+    only one. ``backend`` None picks NCCL on GPUs and gloo on CPUs.
     """
     import torch
     import torch.distributed as dist
 
     device = resolve_device(device_spec)
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+    if size == 1 and "RANK" not in os.environ:
         return World(), device
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(
+        int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), distributed=True
+    )
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)

@@ -196,14 +196,14 @@ def gather_features(*features: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], 
     """The global batch's features, concatenated in rank order, and the rows that are this
     process's.
 
-    Under torch.distributed with more than one process this is the functional all_gather that
-    torch recommends in place of ``torch.distributed.nn``'s: its backward (a reduce-scatter)
-    sends each process's gradient w.r.t. every gathered copy back to the process that owns it,
-    summed. On one process, the features themselves. Every process must hold the same number of
-    rows (the train engine splits each global batch evenly).
+    In a torch.distributed process group (under torchrun, even of one process) this is the
+    functional all_gather that torch recommends in place of ``torch.distributed.nn``'s: its
+    backward (a reduce-scatter) sends each process's gradient w.r.t. every gathered copy back to
+    the process that owns it, summed. Outside one, the features themselves. Every process must
+    hold the same number of rows (the train engine splits each global batch evenly).
     """
     count = features[0].shape[0]
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not (dist.is_available() and dist.is_initialized()):
         return features, slice(0, count)
     from torch.distributed._functional_collectives import all_gather_single
 

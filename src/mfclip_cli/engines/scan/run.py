@@ -392,8 +392,7 @@ def run_scan(
                 sink.close(summary)
             except OSError as error:
                 failures.append(error)
-        if world > 1:
-            dist.destroy_process_group()
+        processes.leave()
         if failures:
             raise failures[0]
     if rank != 0:

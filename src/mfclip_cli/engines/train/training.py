@@ -20,7 +20,6 @@ from typing import Any
 
 import tomllib
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -280,7 +279,7 @@ class Trainer:
             self.scheduler.step()
         self.loss_step = _LossStep(self.model)
         self.step_module: torch.nn.Module = self.loss_step
-        if self.world.size > 1:
+        if self.world.distributed:
             self.step_module = torch.nn.parallel.DistributedDataParallel(
                 self.step_module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -517,7 +516,7 @@ class Trainer:
             last = position == len(micro_batches) - 1
             sync = (
                 self.step_module.no_sync()
-                if (self.world.size > 1 and not last)
+                if (self.world.distributed and not last)
                 else contextlib.nullcontext()
             )
             with (
@@ -594,8 +593,7 @@ class Trainer:
                     self.validate()
                 self._save_last()
         self.fit_statistics()
-        if self.world.size > 1:
-            dist.destroy_process_group()
+        self.world.leave()
         return {
             "step": progress.step,
             "samples_seen": progress.samples_seen,
