@@ -34,7 +34,7 @@ def bench(
         3,
         "--repeats",
         min=1,
-        help="Interleaved timed rounds of the image stages; each reports its median.",
+        help="Timed rounds of every stage (the image stages interleaved); each reports its median.",
         metavar="N",
     ),
     json_path: Optional[str] = typer.Option(

@@ -4,10 +4,10 @@ in one run.
 Inputs are generated JPEGs (``size`` x ``size``, one face each: the public-domain astronaut at a
 random place and scale) and the model has random weights: speed does not depend on what the
 weights have learned, and the output says so. Every figure is items per second of wall time after
-one warm-up pass, with the device synchronised before the clock stops. The image stages (detection,
-end-to-end scan, naive pipeline) are timed in ``repeats`` interleaved rounds and each reports its
-median: on a shared machine the speed drifts by tens of percent over a minute, and interleaving
-lets the drift touch the scan and the naive pipeline alike.
+one warm-up pass, with the device synchronised before the clock stops, timed in ``repeats`` rounds
+and reported as their median. The image stages (detection, end-to-end scan, naive pipeline) take
+their rounds interleaved: on a shared machine the speed drifts by tens of percent over a minute,
+and interleaving lets the drift touch the scan and the naive pipeline alike.
 """
 
 from __future__ import annotations
@@ -46,18 +46,13 @@ class BenchRequest:
     size: int = 1024
     batch_size: int = 64  # faces per model / training batch
     min_face: int = 20  # pixels; the scan and the naive pipeline search for the same faces
-    repeats: int = 3  # timed rounds of the image stages; each reports its median
+    repeats: int = 3  # timed rounds of every stage; each reports its median
     seed: int = 0
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _rate(count: int, run: Callable[[], Any], device: torch.device) -> float:
-    """Items per second of ``run`` (which handles ``count`` items), after one untimed warm-up."""
-    return _interleaved_rates({"run": (count, run)}, device, 1)["run"][0]
 
 
 def _interleaved_rates(
@@ -186,9 +181,14 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             explain(model, faces)
 
-    results["model_faces_per_s"] = _rate(batch, model_stage, device)
-    if explains:
-        results["model_explain_faces_per_s"] = _rate(batch, explained_model_stage, device)
+    rounds = _interleaved_rates(
+        {
+            "model_faces_per_s": (batch, model_stage),
+            **({"model_explain_faces_per_s": (batch, explained_model_stage)} if explains else {}),
+        },
+        device,
+        request.repeats,
+    )
 
     with tempfile.TemporaryDirectory(prefix="mfclip-bench-") as folder:
         paths = write_bench_images(Path(folder), request.images, request.size, request.seed)
@@ -204,7 +204,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             ]
 
         count = len(paths)
-        rates = _interleaved_rates(
+        rounds |= _interleaved_rates(
             {
                 "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
                 "end_to_end_images_per_s": (count, scan_all),
@@ -221,8 +221,6 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             device,
             request.repeats,
         )
-        results.update({name: statistics.median(values) for name, values in rates.items()})
-        results["rounds"] = rates
         results["faces_found"] = int(sum(found))
 
     trainer = build_detector(config, pretrained=False).to(device).train()
@@ -241,7 +239,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    results["train_faces_per_s"] = _rate(batch, train_step, device)
+    rounds |= _interleaved_rates(
+        {"train_faces_per_s": (batch, train_step)}, device, request.repeats
+    )
+    results.update({name: statistics.median(values) for name, values in rounds.items()})
+    results["rounds"] = rounds
     naive = results["naive_images_per_s"]
     results["end_to_end_vs_naive"] = results["end_to_end_images_per_s"] / naive
     console.print(_table(results))
@@ -254,7 +256,7 @@ def _table(results: dict[str, Any]) -> Table:
         f"({results['device_name']}), "
         f"{results['images']} JPEGs of {results['size']} px, "
         f"min face {results['min_face']} px, random weights; "
-        f"image stages: median of {results['repeats']} interleaved rounds"
+        f"median of {results['repeats']} rounds (image stages interleaved)"
     )
     table.add_column("stage")
     table.add_column("rate", justify="right")
