@@ -52,7 +52,8 @@ OUT_DIR=${OUT_DIR:-$WORK/out}
 mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 if [ "$MODE" = run ]; then exec > >(tee -a "$OUT_DIR/gpu-check.log") 2>&1; fi
 BENCH="--images 256 --size 1024 --batch-size 256 --repeats 2"
-PYTEST="$PYTHON -m pytest -m cuda -q -rfEs -p no:cacheprovider"
+# xunit1: the junit files keep what each test measured (record_property)
+PYTEST="$PYTHON -m pytest -m cuda -q -rfEs -p no:cacheprovider -o junit_family=xunit1"
 INSTALL="$PYTHON -m pip install -q --no-index --find-links $WHEELS --no-deps --no-cache-dir"
 STEPS=(
     "install|120|30|$INSTALL --no-compile -r $WORK/requirements.txt && $INSTALL -e ."

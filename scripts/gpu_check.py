@@ -136,19 +136,23 @@ def payload_bytes(folder: Path) -> int:
 def _tests(out: Path) -> list[dict]:
     """Each test of the junit files under ``out``: outcome, seconds and recorded properties."""
     tests = []
-    for report in sorted(out.glob("tests-*.xml")):
+    # in the order they run
+    reports = sorted(
+        out.glob("tests-*.xml"), key=lambda path: (path.name != "tests-core.xml", path)
+    )
+    for report in reports:
         try:
             root = ElementTree.parse(report).getroot()
         except ElementTree.ParseError as error:
             tests.append({"name": report.name, "outcome": f"unreadable report: {error}"})
             continue
         for case in root.iter("testcase"):
-            outcome = "passed"
+            outcome, reason = "passed", ""
             for tag in ("failure", "error", "skipped"):
                 element = case.find(tag)
                 if element is not None:
                     outcome = {"failure": "FAILED", "error": "ERROR"}.get(tag, "skipped")
-                    outcome += f": {(element.get('message') or '').splitlines()[0][:160]}"
+                    reason = ((element.get("message") or "").splitlines() or [""])[0][:200]
                     break
             properties = {
                 item.get("name"): _number(item.get("value")) for item in case.iter("property")
@@ -158,6 +162,7 @@ def _tests(out: Path) -> list[dict]:
                     "name": case.get("name"),
                     "file": report.name,
                     "outcome": outcome,
+                    "reason": reason,
                     "seconds": round(float(case.get("time") or 0), 1),
                     "measured": properties,
                 }
@@ -249,7 +254,9 @@ def render(summary: dict) -> str:
     if not summary["tests"]:
         lines.append("  none ran")
     for test in summary["tests"]:
-        lines.append(f"  {test['outcome'][:70]:<10} {test['name']} ({test.get('seconds', 0)} s)")
+        lines.append(f"  {test['outcome']:<7} {test['name']} ({test.get('seconds', 0)} s)")
+        if test.get("reason"):
+            lines.append(f"      {test['reason']}")
         for name, value in (test.get("measured") or {}).items():
             lines.append(
                 f"      {name} = {value:.4g}"
