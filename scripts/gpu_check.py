@@ -104,8 +104,9 @@ def wheel_problems(folder: Path) -> list[str]:
 
 def requirements() -> list[str]:
     """What to pip-install on the device with --no-deps: the project's dependencies except the
-    image's own torch and torchvision, then what the carried wheels need beyond them. pip keeps
-    whatever the image has that satisfies a line, and takes the rest from the carried wheels."""
+    image's own torch and torchvision, then what the carried wheels need beyond them, at least at
+    the carried version. pip keeps whatever the image has that satisfies a line, and takes the
+    rest from the carried wheels."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     lines = []
     for requirement in project["dependencies"]:
@@ -113,9 +114,9 @@ def requirements() -> list[str]:
         if normalise(name) not in KEPT_FROM_IMAGE:
             lines.append(requirement)
     named = {normalise(re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0]) for line in lines}
-    for key in carried():
+    for key, version in carried().items():
         if key not in named and key not in BUILD_ONLY:
-            lines.append(key)
+            lines.append(f"{key}>={version}")
     return lines
 
 
