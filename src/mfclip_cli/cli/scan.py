@@ -121,13 +121,34 @@ def scan(
     fail_on_fake: bool = typer.Option(
         False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."
     ),
+    fail_on_declared_ai: bool = typer.Option(
+        False,
+        "--fail-on-declared-ai",
+        help="Exit with 4 when a file's own evidence (C2PA, metadata, watermark; any strength) "
+        "declares an AI origin. With --fail-on-fake, either one gates.",
+    ),
+    no_provenance: bool = typer.Option(
+        False,
+        "--no-provenance",
+        help="Skip the provenance checks (C2PA, generator metadata, invisible watermarks).",
+    ),
+    c2pa_trust: Optional[str] = typer.Option(
+        None,
+        "--c2pa-trust",
+        help="PEM file of trust anchors: a C2PA signer chaining to one reads 'trusted' (none "
+        "by default: a good signature reads 'valid', signer not trusted).",
+        metavar="FILE.pem",
+    ),
 ) -> None:
     """Find every face; say if it is real, diffusion or GAN.
 
-    Per-face probabilities as a table, JSON, JSON Lines, CSV or an HTML case report.
+    Per-face probabilities as a table, JSON, JSON Lines, CSV or an HTML case report, beside the
+    evidence each file carries about its origin (C2PA, generator metadata, invisible watermarks;
+    docs/provenance.md).
 
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
-    could not be read; 4 with --fail-on-fake when any face is labelled non-real.
+    could not be read; 4 with --fail-on-fake when any face is labelled non-real, or with
+    --fail-on-declared-ai when any file declares an AI origin.
 
     Examples:
 
@@ -144,6 +165,17 @@ def scan(
         fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
+    from mfclip_cli.provenance import ProvenanceOptions, TrustError
+
+    if no_provenance and (c2pa_trust or fail_on_declared_ai):
+        raise typer.BadParameter(
+            "--no-provenance skips the checks that --c2pa-trust and --fail-on-declared-ai need",
+            param_hint="'--no-provenance'",
+        )
+    try:
+        provenance = None if no_provenance else ProvenanceOptions.with_trust_file(c2pa_trust)
+    except TrustError as error:
+        raise typer.BadParameter(str(error), param_hint="'--c2pa-trust'") from None
     request = ScanRequest(
         inputs=paths,
         settings=ScanSettings(
@@ -157,6 +189,7 @@ def scan(
             fake_threshold_fpr=fake_fpr,
             fps=fps,
             frames=frames,
+            provenance=provenance,
         ),
         weights=tuple(weights or ()),
         recursive=recursive,
@@ -170,6 +203,7 @@ def scan(
         force=force,
         quiet=quiet,
         fail_on_fake=fail_on_fake,
+        fail_on_declared_ai=fail_on_declared_ai,
     )
     with errors_reported() as error_console:
         code = run_scan(

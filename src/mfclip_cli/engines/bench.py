@@ -35,6 +35,7 @@ from mfclip_cli.faces import decode_image
 from mfclip_cli.model import CLASS_NAMES, LabelSet, build_detector, detector_of, load_model_config
 from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
 from mfclip_cli.model.explain import explain
+from mfclip_cli.provenance import inspect as inspect_provenance
 from mfclip_cli.timestamps import utc_now
 
 
@@ -195,7 +196,13 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         settings = ScanSettings(batch_size=batch, min_face=request.min_face)
         scanner = Scanner(model, settings, device)
         explainer = Scanner(model, replace(settings, explain=True), device)  # scan --explain
+        bare = Scanner(model, replace(settings, provenance=None), device)  # --no-provenance
         decoded = [decode_image(path).pixels for path in paths]
+
+        def provenance_all() -> None:
+            for path, pixels in zip(paths, decoded):
+                inspect_provenance(path.read_bytes(), path.suffix, pixels)
+
         found: list[int] = []
 
         def scan_all(scanner: Scanner = scanner) -> None:
@@ -208,6 +215,8 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
             {
                 "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
                 "end_to_end_images_per_s": (count, scan_all),
+                "end_to_end_no_provenance_images_per_s": (count, lambda: scan_all(bare)),
+                "provenance_images_per_s": (count, provenance_all),
                 **(
                     {"end_to_end_explain_images_per_s": (count, lambda: scan_all(explainer))}
                     if explains
@@ -246,6 +255,10 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     results["rounds"] = rounds
     naive = results["naive_images_per_s"]
     results["end_to_end_vs_naive"] = results["end_to_end_images_per_s"] / naive
+    # what the provenance checks add to the scan's time (scan's default; --no-provenance drops it)
+    results["provenance_cost"] = (
+        results["end_to_end_no_provenance_images_per_s"] / results["end_to_end_images_per_s"] - 1
+    )
     console.print(_table(results))
     return results
 
@@ -269,6 +282,12 @@ def _table(results: dict[str, Any]) -> Table:
         ("detection, laid out as scan does it", "detect_images_per_s", "images/s"),
         ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
         ("end-to-end scan --explain", "end_to_end_explain_images_per_s", "images/s"),
+        ("end-to-end scan --no-provenance", "end_to_end_no_provenance_images_per_s", "images/s"),
+        (
+            "provenance checks alone (C2PA, metadata, watermark)",
+            "provenance_images_per_s",
+            "images/s",
+        ),
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):
@@ -278,4 +297,5 @@ def _table(results: dict[str, Any]) -> Table:
         spread = f"{min(rounds):.1f}-{max(rounds):.1f}" if rounds else ""
         ratio = f"{results[key] / naive:.2f}x" if unit == "images/s" else ""
         table.add_row(name, f"{results[key]:.1f} {unit}", spread, ratio)
+    table.caption = f"provenance checks add {100 * results['provenance_cost']:+.1f} % to the scan"
     return table

@@ -116,7 +116,7 @@ class HtmlSink(StagedReport):
         self.source = source  # the JSON Lines report rendered, for ``mfclip report``
         self.meta: dict[str, Any] = {}
         self.base = Path.cwd()
-        self.count = self.faces = self.fake_files = self.unreadable = 0
+        self.count = self.faces = self.fake_files = self.unreadable = self.declared_ai = 0
         self.labels: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.errors: list[tuple[int, str, str]] = []  # (section number, path, message)
@@ -131,6 +131,7 @@ class HtmlSink(StagedReport):
         self.labels.update(face.label for face in record.faces)
         self.statuses[record.status] += 1
         self.fake_files += any(face.label != "real" for face in record.faces)
+        self.declared_ai += record.declares_ai
         if record.status == STATUS_ERROR:
             self.errors.append((self.count, record.path, record.error or "error"))
         if record.annotation and "error" in record.annotation:
@@ -239,6 +240,8 @@ class HtmlSink(StagedReport):
             rows.append(("calibration", _text(meta["calibration"])))
         if "attribution" in meta:
             rows.append(("generators known", attribution_words(meta["attribution"])))
+        if meta.get("provenance"):
+            rows.append(("provenance checks", _text(meta["provenance"])))
         if "processes" in meta:
             rows.append(("processes", _text(meta["processes"])))
         rows += [
@@ -257,6 +260,7 @@ class HtmlSink(StagedReport):
         rows += [(f"faces labelled {label}", str(self.labels[label])) for label in labels]
         rows += [
             ("files with a face labelled non-real", str(self.fake_files)),
+            ("files whose own evidence declares an AI origin", str(self.declared_ai)),
             ("files without a face", str(self.statuses[STATUS_NO_FACE])),
             ("errors", str(len(self.errors))),
         ]

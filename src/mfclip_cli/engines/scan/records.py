@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from mfclip_cli.provenance.record import ProvenanceRecord
+
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 
 
@@ -145,6 +147,8 @@ class FileRecord:
     annotation: dict[str, str] | None = None
     explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
+    # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
+    provenance: ProvenanceRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record = {"type": "file", **{key: getattr(self, key) for key in FILE_FIELDS}}
@@ -152,6 +156,8 @@ class FileRecord:
         for extra in OPTIONAL_FILE_FIELDS:
             if getattr(self, extra) is not None:
                 record[extra] = getattr(self, extra)
+        if self.provenance is not None:
+            record["provenance"] = self.provenance.to_dict()
         return record
 
     @classmethod
@@ -162,7 +168,12 @@ class FileRecord:
             for face in document.get("faces", [])
         ]
         names = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
-        return cls(**{key: document.get(key) for key in names}, faces=faces)
+        provenance = document.get("provenance")
+        return cls(
+            **{key: document.get(key) for key in names},
+            faces=faces,
+            provenance=None if provenance is None else ProvenanceRecord.from_dict(provenance),
+        )
 
     @property
     def failed(self) -> bool:
@@ -172,6 +183,11 @@ class FileRecord:
         return (
             self.status == STATUS_ERROR or annotation_failed or self.explanation_error is not None
         )
+
+    @property
+    def declares_ai(self) -> bool:
+        """Whether evidence in the file itself declares an AI origin (``--fail-on-declared-ai``)."""
+        return self.provenance is not None and self.provenance.declares_ai
 
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []

@@ -87,7 +87,8 @@ class ScanRequest:
     resume: bool = False
     force: bool = False
     quiet: bool = False
-    fail_on_fake: bool = False
+    fail_on_fake: bool = False  # exit 4 when the model labels a face non-real
+    fail_on_declared_ai: bool = False  # exit 4 when a file's own evidence declares AI origin
 
 
 def _check_request(request: ScanRequest) -> None:
@@ -211,6 +212,8 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
             "smallest_face": scanner.smallest_face,
         },
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
+        # which provenance checks ran, with which libraries (null: --no-provenance)
+        "provenance": None if settings.provenance is None else settings.provenance.meta(),
         "started_utc": utc_now(),
         "cwd": os.getcwd(),
         "inputs": inputs,
@@ -352,7 +355,8 @@ def run_scan(
         )
     else:
         records = scanner.scan(items, skip=skip if previous.done else None)
-    outcome: dict[str, tuple[bool, bool]] = dict(previous.records)  # real path: (error, fake)
+    # real path: (error, fake, declared AI)
+    outcome: dict[str, tuple[bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     complete = False
     try:
@@ -369,6 +373,7 @@ def run_scan(
                 outcome[ResumeState.key(record.path)] = (
                     record.failed,
                     any(face.label != "real" for face in record.faces),
+                    record.declares_ai,
                 )
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
@@ -415,6 +420,7 @@ def run_scan(
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    if request.fail_on_fake and any(fake for _, fake in outcome.values()):
-        return EXIT_FAKE
-    return EXIT_UNREADABLE if any(error for error, _ in outcome.values()) else EXIT_OK
+    for gate, column in ((request.fail_on_fake, 1), (request.fail_on_declared_ai, 2)):
+        if gate and any(found[column] for found in outcome.values()):
+            return EXIT_FAKE
+    return EXIT_UNREADABLE if any(found[0] for found in outcome.values()) else EXIT_OK

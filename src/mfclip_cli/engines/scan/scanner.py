@@ -13,7 +13,7 @@ import itertools
 import math
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -46,6 +46,7 @@ from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.files import sha256_file
 from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
+from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, inspect, inspect_video
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.ood import OodStatistics
 
@@ -70,6 +71,8 @@ class ScanSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     # heatmaps and richest patches for --explain: one backward pass per model batch
     explain: bool = False
+    # the provenance checks and their C2PA trust anchors; None: --no-provenance
+    provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
 
 
 class FoundFace(NamedTuple):
@@ -426,17 +429,35 @@ class Scanner:
         if skip is not None and skip(record):
             return None
         if is_video(item.path):
+            self._inspect_provenance(item.path, record, None)
             return record, None, None
         try:
             image = decode_image(item.path, self.settings.max_pixels)
         except DecodeError as error:
+            self._inspect_provenance(item.path, record, None)
             return record.fail(str(error)), None, None
+        self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
         self._note_smallest_face(record)
         faces = (
             _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
         )
         return record, image.pixels, faces
+
+    def _inspect_provenance(self, path: Path, record: FileRecord, pixels: np.ndarray | None):
+        """The file's own evidence of its origin, beside (never inside) the model's opinion."""
+        options = self.settings.provenance
+        if options is None:
+            return
+        try:
+            if is_video(path):
+                with open(path, "rb") as stream:  # streamed by the C2PA library, never held
+                    record.provenance = inspect_video(stream, path.suffix, options)
+            else:
+                # issue 30: the bytes the scan read once, when it reads each image once
+                record.provenance = inspect(path.read_bytes(), path.suffix, pixels, options)
+        except OSError as error:
+            record.provenance = ProvenanceRecord.failed(f"cannot read file: {error.strerror}")
 
     @property
     def workers(self) -> int:

@@ -233,6 +233,39 @@ class JsonSink(StagedReport):
         self.publish(itertools.chain([head], self.staged_parts(), [tail]))
 
 
+# the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
+PROVENANCE_CSV_COLUMNS = (
+    "c2pa",  # trusted | valid | invalid | remote | none_found | not_checked | error
+    "declared_source_type",  # IPTC digital source type(s): C2PA's, else plain XMP's
+    "c2pa_signer",
+    "generator",  # front end and model of generation parameters found in the file
+    "watermark",  # "sdxl 48/48" for each mark found, else none_found / not_checked / error
+    "declares_ai",
+)
+
+
+def provenance_cells(record: FileRecord) -> dict[str, Any]:
+    """A file's provenance as the CSV columns word it."""
+    found = record.provenance
+    if found is None:
+        return {}
+    c2pa, metadata = found.c2pa, found.metadata
+    made = metadata.generation
+    marks = [
+        f"{mark.name} {mark.bits_matched}/{mark.bits_total}"
+        for mark in found.watermark.matches
+        if mark.verdict == "found"
+    ]
+    return {
+        "c2pa": "remote" if c2pa.remote_url else c2pa.state or c2pa.status,
+        "declared_source_type": " ".join(c2pa.digital_source_types) or metadata.digital_source_type,
+        "c2pa_signer": c2pa.signer,
+        "generator": None if made is None else " ".join(filter(None, [made.tool, made.model])),
+        "watermark": " ".join(marks) or found.watermark.status,
+        "declares_ai": str(found.declares_ai).lower(),
+    }
+
+
 CSV_COLUMNS = [
     *FILE_FIELDS,
     "frame",
@@ -255,6 +288,7 @@ CSV_COLUMNS = [
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
     "demo",
+    *PROVENANCE_CSV_COLUMNS,
 ]
 # with several --weights, per compared checkpoint k (1, 2, ... after the primary): "real@1", ...
 COMPARED_CSV_COLUMNS = (*CLASS_COLUMNS, "label", "weights_sha256")
@@ -321,6 +355,7 @@ class CsvSink:
     def write(self, record: FileRecord) -> None:
         base = {key: getattr(record, key) for key in FILE_FIELDS}
         base.update(self.common)
+        base.update(provenance_cells(record))
         if not record.faces:
             self.writer.writerow(base)
         for face in record.faces:
@@ -398,8 +433,11 @@ class TableSink:
         return ["file", "face", "label / note"]
 
     def _cells(self, record: FileRecord, columns: list[str]) -> list[list[str]]:
+        found = record.provenance
+        evidence = found.summary() if found and (found.signals or found.errors) else None
         if not record.faces:
             note = record.error if record.status == STATUS_ERROR else "no face found"
+            note = f"{note}; {evidence}" if evidence else note
             if "status" not in columns:
                 note = f"{record.status}: {note}" if record.status == STATUS_ERROR else note
             values = {"file": record.path, "status": record.status, "label / note": note or ""}
@@ -422,7 +460,8 @@ class TableSink:
                         attribution_note(face.attribution),
                     )
                     if part
-                ),
+                )
+                + (f"; {evidence}" if evidence and face is record.faces[0] else ""),
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
                 **{
                     column: f"{1.0 - entry['probs']['real']:.3f}"
@@ -600,6 +639,12 @@ def _checkpoint_hashes(meta: dict[str, Any]) -> str | list[str] | None:
     return (meta.get("weights") or {}).get("sha256")
 
 
+def _trust(meta: dict[str, Any]) -> str | bool:
+    """A report's provenance setting as a resume must match it: off, or its --c2pa-trust file."""
+    provenance = meta.get("provenance")
+    return False if provenance is None else provenance.get("c2pa_trust") or True
+
+
 @dataclass
 class ResumeState:
     """What an earlier report holds: the inputs it has done, and what its records add to the exit
@@ -610,7 +655,8 @@ class ResumeState:
     """
 
     done: set[tuple[str, str]] = field(default_factory=set)
-    records: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # real path: (error, fake)
+    # real path: (error, fake, declared AI)
+    records: dict[str, tuple[bool, bool, bool]] = field(default_factory=dict)
 
     @staticmethod
     def key(path: str, cwd: str | None = None) -> str:
@@ -634,6 +680,7 @@ class ResumeState:
                     for key, value in meta["thresholds"].items()
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
+                ("provenance trust", _trust(previous), _trust(meta)),
             ]
             if was != now
         ]
@@ -657,5 +704,9 @@ class ResumeState:
                 annotation=line.get("annotation"),
                 explanation_error=line.get("explanation_error"),
             )
-            state.records[key] = (earlier.failed, any(f["label"] != "real" for f in faces))
+            state.records[key] = (
+                earlier.failed,
+                any(f["label"] != "real" for f in faces),
+                bool((line.get("provenance") or {}).get("declares_ai")),
+            )
         return state

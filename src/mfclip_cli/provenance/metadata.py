@@ -1,0 +1,151 @@
+"""Plain metadata that speaks to a file's origin: the IPTC digital source type in XMP, the
+software named in EXIF and XMP, and the generation parameters that Stable Diffusion front ends
+write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI). All of it is unsigned.
+
+Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
+size limits and without decoding pixels; sd-parsers interprets the front ends' parameter formats.
+"""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ElementTree
+from typing import Any
+
+from PIL import Image
+
+from mfclip_cli.provenance.c2pa import source_type_name
+from mfclip_cli.provenance.record import FOUND, NONE_FOUND, Generation, MetadataEvidence
+
+IPTC_EXT = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
+XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
+RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+MAX_XMP_BYTES = 4 << 20  # an XMP packet beyond this is refused, not parsed
+EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
+TIFF_XMP = 700
+# text keys of the generation front ends (sd-parsers' triggers); others are not passed on
+GENERATION_KEYS = frozenset(
+    {
+        "parameters",
+        "prompt",
+        "workflow",
+        "invokeai_metadata",
+        "invokeai_graph",
+        "sd-metadata",
+        "Dream",
+        "Description",
+        "Software",
+        "Source",
+        "Comment",
+        "fooocus_scheme",
+    }
+)
+
+
+class MetadataError(ValueError):
+    """Metadata present but unreadable (broken XMP, a refused packet); the message is for the
+    report."""
+
+
+def read_metadata(data: bytes) -> MetadataEvidence:
+    """The origin-related metadata in an image file's bytes. Raises ``MetadataError`` (or
+    Pillow's errors) for metadata that cannot be read; the caller records them."""
+    with Image.open(io.BytesIO(data)) as image:
+        info = dict(image.info)
+        exif = image.getexif()
+        xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+        if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
+            xmp = image.tag_v2.get(TIFF_XMP)
+    evidence = MetadataEvidence(NONE_FOUND)
+    if exif.get(EXIF_SOFTWARE):
+        evidence.software.append(f"EXIF Software: {_text(exif[EXIF_SOFTWARE])}")
+    if xmp:
+        source_type, creator_tool = _from_xmp(xmp)
+        evidence.digital_source_type = source_type
+        if creator_tool:
+            evidence.software.append(f"XMP CreatorTool: {creator_tool}")
+    texts = {
+        key: value
+        for key, value in info.items()
+        if key in GENERATION_KEYS and isinstance(value, str)
+    }
+    if "Software" in texts:
+        evidence.software.append(f"PNG Software: {texts['Software']}")
+    comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT) if not texts else None
+    if comment:
+        texts = {"parameters": _user_comment(comment)}
+    evidence.generation = _generation(texts) if texts else None
+    if evidence.software or evidence.digital_source_type or evidence.generation:
+        evidence.status = FOUND
+    return evidence
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").rstrip("\x00")
+    return str(value).rstrip("\x00")
+
+
+def _from_xmp(packet: bytes | str) -> tuple[str | None, str | None]:
+    """(IPTC digital source type, xmp:CreatorTool) of an XMP packet. A packet with a DTD is
+    refused (no entity can expand), as is one too large or not well-formed."""
+    raw = packet.encode("utf-8") if isinstance(packet, str) else bytes(packet)
+    if len(raw) > MAX_XMP_BYTES:
+        raise MetadataError(f"XMP packet of {len(raw)} bytes refused (over {MAX_XMP_BYTES})")
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        raise MetadataError("XMP packet declares a DTD or entities (refused)")
+    start = raw.find(b"<x:xmpmeta")
+    end = raw.rfind(b"</x:xmpmeta>")
+    if start >= 0 and end > start:
+        raw = raw[start : end + len(b"</x:xmpmeta>")]
+    try:
+        root = ElementTree.fromstring(raw)
+    except ElementTree.ParseError as error:
+        raise MetadataError(f"XMP is not well-formed XML: {error}") from None
+    source_type = creator_tool = None
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            if name == f"{IPTC_EXT}DigitalSourceType":
+                source_type = value
+            elif name == f"{XMP_BASIC}CreatorTool":
+                creator_tool = value
+        if element.tag == f"{IPTC_EXT}DigitalSourceType":
+            source_type = element.get(RDF_RESOURCE) or (element.text or "").strip() or None
+        elif element.tag == f"{XMP_BASIC}CreatorTool":
+            creator_tool = (element.text or "").strip() or None
+    return (source_type_name(source_type) if source_type else None), creator_tool
+
+
+def _user_comment(raw: Any) -> str:
+    """EXIF UserComment: an 8-byte character-code prefix, then the text (A1111 writes UNICODE,
+    big-endian UTF-16, through piexif)."""
+    if isinstance(raw, str):
+        return raw
+    prefix, body = bytes(raw[:8]), bytes(raw[8:])
+    if prefix.startswith(b"UNICODE"):
+        big_endian = len(body) > 1 and body[0] == 0
+        return body.decode("utf-16-be" if big_endian else "utf-16-le", "replace")
+    return body.decode("utf-8", "replace").rstrip("\x00")
+
+
+def _generation(texts: dict[str, str]) -> Generation | None:
+    """The first front end whose format ``texts`` parse as (sd-parsers' parsers, in its order)."""
+    from sd_parsers.exceptions import ParserError
+    from sd_parsers.parsers import MANAGED_PARSERS
+
+    for parser_class in MANAGED_PARSERS:
+        try:
+            found = parser_class().parse(dict(texts))
+        except (ParserError, KeyError, ValueError, TypeError, AttributeError):
+            continue
+        sampler = found.samplers[0] if found.samplers else None
+        model = next(iter(found.models), None)
+        seed = sampler.parameters.get("seed") if sampler else None
+        return Generation(
+            tool=str(found.generator.value),
+            model=None if model is None else str(model),
+            seed=None if seed is None else str(seed),
+            sampler=sampler.name if sampler else None,
+            prompt=found.full_prompt or None,
+        )
+    return None

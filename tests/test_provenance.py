@@ -1,0 +1,279 @@
+"""Provenance checks on files made here: signed C2PA manifests (a CA and a leaf made at test
+time), front ends' generation parameters, XMP and EXIF, dwtDct watermarks, hostile metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import provenance_media as media
+import pytest
+from PIL import Image
+from skimage.data import astronaut
+
+from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, TrustError, inspect
+from mfclip_cli.provenance.watermark import MESSAGES, SDXL_BITS, block_bits, message_bits
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+AI = "trainedAlgorithmicMedia"
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def authority():
+    return media.Authority()
+
+
+@pytest.fixture(scope="module")
+def signed_png(authority):
+    return authority.sign(media.png_bytes(media.picture(3, 320)), "image/png")
+
+
+def test_signed_ai_declaration_reads_valid_but_untrusted_without_an_anchor(signed_png):
+    record = inspect(signed_png, ".png", decoded(signed_png))
+    c2pa = record.c2pa
+    assert (c2pa.status, c2pa.state) == ("found", "valid")
+    assert c2pa.failures == ["signingCredential.untrusted"]
+    assert c2pa.signer == "Test Generator Signer" and c2pa.issuer == "mfclip test CA"
+    assert c2pa.digital_source_types == [AI] and c2pa.actions == ["c2pa.created"]
+    assert c2pa.claim_generator == "test-generator 1.0" and c2pa.ingredients == 0
+    assert record.declares_ai
+    assert "not trusted" in record.signals[0].strength
+    assert record.summary().startswith("C2PA valid, signer untrusted: trainedAlgorithmicMedia")
+
+
+def test_the_same_file_reads_trusted_with_its_ca_as_anchor(signed_png, authority, tmp_path):
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(authority.ca_pem)
+    options = ProvenanceOptions.with_trust_file(str(anchors))
+    c2pa = inspect(signed_png, ".png", options=options).c2pa
+    assert (c2pa.state, c2pa.failures) == ("trusted", [])
+    # another CA's anchor does not make it trusted
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_bytes(media.Authority().ca_pem)
+    other = inspect(signed_png, ".png", options=ProvenanceOptions.with_trust_file(str(stranger)))
+    assert other.c2pa.state == "valid"
+
+
+def test_pixels_changed_after_signing_read_invalid(signed_png):
+    tampered = media.retouched_png(signed_png)
+    assert not np.array_equal(decoded(tampered), decoded(signed_png))
+    c2pa = inspect(tampered, ".png").c2pa
+    assert (c2pa.status, c2pa.state) == ("found", "invalid")
+    assert "assertion.dataHash.mismatch" in c2pa.failures
+
+
+def test_a_remote_manifest_is_reported_not_fetched(authority):
+    url = "https://example.invalid/m.c2pa"
+    data = authority.sign(media.png_bytes(media.picture(4)), "image/png", remote_url=url)
+    record = inspect(data, ".png")
+    assert (record.c2pa.status, record.c2pa.remote_url) == ("found", url)
+    assert record.c2pa.note == "not fetched" and not record.declares_ai
+    assert record.summary() == "C2PA remote manifest (not fetched)"
+
+
+def test_bad_trust_files_are_refused_before_any_scan(tmp_path):
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificate here")
+    with pytest.raises(TrustError, match="no PEM certificate"):
+        ProvenanceOptions.with_trust_file(str(empty))
+    with pytest.raises(TrustError, match="cannot read"):
+        ProvenanceOptions.with_trust_file(str(tmp_path / "missing.pem"))
+
+
+@pytest.mark.parametrize(
+    "texts, tool, model, seed, sampler, prompt",
+    [
+        (
+            {"parameters": media.A1111_PARAMETERS},
+            "AUTOMATIC1111",
+            "sd_xl_base_1.0",
+            "1234567",
+            "DPM++ 2M Karras",
+            "portrait photo of an astronaut, studio light",
+        ),
+        (
+            {
+                "prompt": json.dumps(media.COMFY_PROMPT),
+                "workflow": json.dumps(media.COMFY_WORKFLOW),
+            },
+            "ComfyUI",
+            "sdxl_base.safetensors",
+            "42",
+            "euler",
+            "a smiling woman",
+        ),
+        (
+            {"invokeai_metadata": json.dumps(media.INVOKEAI_METADATA)},
+            "InvokeAI",
+            "stable-diffusion-v1-5",
+            "987654",
+            "euler",
+            "an old man with a beard",
+        ),
+        (
+            media.NOVELAI_CHUNKS,
+            "NovelAI",
+            "Stable Diffusion",
+            "2718281",
+            "k_euler_ancestral",
+            "a girl with red hair",
+        ),
+    ],
+    ids=["webui", "comfyui", "invokeai", "novelai"],
+)
+def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prompt):
+    data = media.png_bytes(media.picture(5), texts, itxt={"workflow"})
+    record = inspect(data, ".png", decoded(data))
+    made = record.metadata.generation
+    assert (made.tool, made.model, made.seed, made.sampler, made.prompt) == (
+        tool,
+        model,
+        seed,
+        sampler,
+        prompt,
+    )
+    assert record.declares_ai and record.c2pa.status == "none_found"
+    assert record.signals[0].strength.startswith("unsigned metadata")
+
+
+def test_webui_parameters_in_a_jpeg_user_comment():
+    record = inspect(media.a1111_jpeg(media.picture(6)), ".jpg")
+    assert record.metadata.generation.tool == "AUTOMATIC1111"
+    assert record.metadata.generation.seed == "1234567"
+
+
+def test_plain_xmp_digital_source_type_and_creator_tool():
+    attribute = f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}{AI}" xmp:CreatorTool="Generator X"'
+    data = media.jpeg_bytes(media.picture(7), xmp=media.xmp_packet(attribute).encode())
+    record = inspect(data, ".jpg")
+    assert record.metadata.digital_source_type == AI
+    assert record.metadata.software == ["XMP CreatorTool: Generator X"]
+    assert record.declares_ai
+    # a capture-type declaration is reported, and declares nothing about AI
+    capture = media.xmp_packet(f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}digitalCapture"')
+    png = media.png_bytes(media.picture(7), {"XML:com.adobe.xmp": capture})
+    plain = inspect(png, ".png")
+    assert plain.metadata.digital_source_type == "digitalCapture" and not plain.declares_ai
+
+
+def test_exif_software_is_a_hint_not_a_declaration():
+    exif = Image.Exif()
+    exif[0x0131] = "Adobe Photoshop 25.0"
+    record = inspect(media.jpeg_bytes(media.picture(8), exif=exif.tobytes()), ".jpg")
+    assert record.metadata.software == ["EXIF Software: Adobe Photoshop 25.0"]
+    assert not record.declares_ai and record.summary() == "EXIF Software: Adobe Photoshop 25.0"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.[jp][pn]g")))
+def test_example_photos_carry_nothing(name):
+    data = (EXAMPLES / name).read_bytes()
+    record = inspect(data, Path(name).suffix, decoded(data))
+    assert record.signals == [] and record.errors == []
+    assert record.summary() == "none found"
+    assert record.watermark.status in ("none_found", "not_checked")
+
+
+def test_watermark_found_in_png_and_reported_not_found_after_jpeg():
+    """The SDXL mark on the astronaut: every bit in the PNG; after a JPEG q90 re-save 21/48,
+    the level of an unmarked photo, which the record reports as none found and nothing more."""
+    marked = media.embed_dwtdct(astronaut(), SDXL_BITS)
+    png = media.png_bytes(marked)
+    found = inspect(png, ".png", decoded(png))
+    sdxl = found.watermark.matches[0]
+    assert (sdxl.name, sdxl.bits_matched, sdxl.bits_total) == ("sdxl", 48, 48)
+    assert sdxl.verdict == "found"
+    assert found.declares_ai and "anyone can embed" in found.signals[0].strength
+    assert found.summary() == "sdxl invisible watermark 48/48"
+    jpeg = media.jpeg_bytes(marked)
+    resaved = inspect(jpeg, ".jpg", decoded(jpeg))
+    assert resaved.watermark.matches[0].bits_matched < 28
+    assert resaved.watermark.status == "none_found" and not resaved.declares_ai
+    assert resaved.signals == [] and resaved.summary() == "none found"
+
+
+def test_sd1_message_round_trips_and_small_images_are_not_checked():
+    marked = media.embed_dwtdct(media.picture(10), MESSAGES["sd1"])
+    matches = {m.name: m for m in inspect(b"", ".png", marked).watermark.matches}
+    assert matches["sd1"].bits_matched >= 130 and matches["sd1"].verdict == "found"
+    assert matches["sdxl"].verdict == "not_found"
+    small = inspect(b"", ".png", media.picture(11, 128)).watermark
+    assert small.status == "not_checked" and "256x256" in small.note
+
+
+def test_decoder_matches_invisible_watermark_where_it_is_installed():
+    """Our decoder and the test encoder against the package itself (installed with --no-deps,
+    never in the project's requirements); skipped where it is absent."""
+    imwatermark = pytest.importorskip("imwatermark")
+    picture = media.picture(12)
+    encoder = imwatermark.WatermarkEncoder()
+    encoder.set_watermark("bits", SDXL_BITS.tolist())
+    theirs = encoder.encode(np.ascontiguousarray(picture[:, :, ::-1]), "dwtDct")[:, :, ::-1]
+    assert np.array_equal(theirs, media.embed_dwtdct(picture, SDXL_BITS))
+    decoder = imwatermark.WatermarkDecoder("bits", 48)
+    for image in (picture, theirs):
+        bits = decoder.decode(np.ascontiguousarray(image[:, :, ::-1]), "dwtDct")
+        assert np.array_equal(np.asarray(bits, bool), message_bits(block_bits(image), 48))
+
+
+def _hostile_jumbf(png: bytes) -> bytes:
+    box = struct.pack(">I", 0xFFFFFFF0) + b"jumb" + struct.pack(">I", 16) + b"jumdc2pa" + b"\0" * 40
+    return media.with_chunk(png, media.png_chunk(b"caBX", box))
+
+
+@pytest.mark.parametrize(
+    "make, check",
+    [
+        (_hostile_jumbf, "c2pa"),
+        (lambda png: media.with_chunk(png, media.png_chunk(b"caBX", b"c2pa" * 64)), "c2pa"),
+        (
+            lambda png: media.with_chunk(
+                png, media.png_chunk(b"tEXt", b"parameters\0steps", crc=0xDEADBEEF)
+            ),
+            "metadata",
+        ),
+        (
+            lambda png: media.with_chunk(
+                png,
+                media.png_chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"x" * (8 << 20), 9)),
+            ),
+            "metadata",
+        ),
+        (
+            lambda png: media.png_bytes(
+                media.picture(13), {"XML:com.adobe.xmp": "<x:xmpmeta><rdf:RDF>broken"}
+            ),
+            "metadata",
+        ),
+        (
+            lambda png: media.png_bytes(
+                media.picture(13),
+                {"XML:com.adobe.xmp": '<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta/>'},
+            ),
+            "metadata",
+        ),
+    ],
+    ids=["jumbf-box-too-long", "jumbf-garbage", "bad-crc", "ztxt-bomb", "broken-xmp", "xmp-dtd"],
+)
+def test_malformed_metadata_is_that_checks_error(make, check):
+    data = make(media.png_bytes(media.picture(13)))
+    record = inspect(data, ".png")
+    assert getattr(record, check).status == "error"
+    assert record.errors and record.errors[0].startswith(check)
+    assert "provenance error" in record.summary()
+    again = ProvenanceRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again.to_dict() == record.to_dict()
+
+
+def test_record_round_trips_through_json(signed_png):
+    record = inspect(signed_png, ".png", decoded(signed_png))
+    document = json.loads(json.dumps(record.to_dict()))
+    assert document["declares_ai"] is True and document["c2pa"]["state"] == "valid"
+    assert ProvenanceRecord.from_dict(document) == record
