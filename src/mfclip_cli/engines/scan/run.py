@@ -176,6 +176,34 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """One record reaches every report, or none does: a Ctrl-C or SIGTERM arriving while it is
+    written waits until the last report has it, then stops the scan as it would have (the JSON
+    Lines report and the JSON document list the same files)."""
+    arrived: list[int] = []
+
+    def hold(signum, frame):
+        arrived.append(signum)
+
+    try:
+        previous = {
+            number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)
+        }
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if signal.SIGINT in arrived:
+        raise KeyboardInterrupt
+    if arrived:
+        raise Interrupted(f"signal {arrived[0]}")
+
+
 def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
     """The report's meta: what ran, on what, with which settings (a resume must match them).
     With several checkpoints, ``compared_weights`` names them all, the primary first."""
@@ -363,12 +391,11 @@ def run_scan(
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
-                # counted just before the reports get it: an interruption while the (staged)
-                # reports are written must not leave a written record out of the end line's count
-                written += 1
-                faces += len(record.faces)
-                for sink in sinks:
-                    sink.write(record)
+                with _signals_held():  # every report gets the record, or none does
+                    written += 1
+                    faces += len(record.faces)
+                    for sink in sinks:
+                        sink.write(record)
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = (
                     record.failed,
