@@ -254,9 +254,7 @@ def test_label_map_on_train_calibrate_and_eval(tmp_path):
 # ----------------------------------------------------------------------------- one-class test
 
 
-def test_one_class_test_split_is_refused_unless_allowed_then_auc_is_undefined(
-    tmp_path, weights
-):
+def test_one_class_test_split_is_refused_unless_allowed_then_auc_is_undefined(tmp_path, weights):
     fakes = tmp_path / "fakes"
     rng = np.random.default_rng(6)
     samples = []
