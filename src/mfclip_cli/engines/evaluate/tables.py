@@ -68,8 +68,8 @@ def shown(value: float | None, interval: list[float] | None = None) -> str:
 
 def calibration_table(report: dict) -> Table:
     calibration = report["calibration"]
-    shown = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
-    table = Table(title=f"probabilities on test (calibration: {shown})")
+    applied = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
+    table = Table(title=f"probabilities on test (calibration: {applied})")
     table.add_column("metric")
     table.add_column("uncalibrated", justify="right")
     table.add_column("calibrated", justify="right")
