@@ -14,7 +14,6 @@ from rich.console import Console
 from mfclip_cli import __version__
 from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import combine, parse_perturbations
-from mfclip_cli.data.protocols import one_class_problem
 from mfclip_cli.engines.evaluate.evaluation import (
     EvalRequest,
     fake_labels,
@@ -111,12 +110,6 @@ def compare(
     device, protocol, index, splits = split_data(
         request.data_choice(), request.protocol, request.device, ("test",)
     )
-    single = one_class_problem(splits.test)
-    if single:
-        raise UsageError(
-            f"the test split has {single}: comparing checkpoints compares their AUCs, which "
-            "need real and fake faces; run eval once per checkpoint for a TPR-only report"
-        )
     scorings = [
         Scoring(
             device,
