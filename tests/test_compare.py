@@ -125,9 +125,11 @@ def test_a_test_split_delong_cannot_use_still_prints_the_table(
         '[test]\ninclude = { label = ["gan", "diffusion"] }\n'
     )
     path = tmp_path / "compare.json"
-    result = run(
-        *_eval(dataset, fakes_only), "-w", str(calibrated), "-w", str(other), "--json", str(path)
-    )
+    both = ("-w", str(calibrated), "-w", str(other), "--json", str(path))
+    refused = run(*_eval(dataset, fakes_only), *both, check=False)
+    assert refused.returncode == 2 and "the test split has no real faces" in refused.stderr
+    assert not path.exists()
+    result = run(*_eval(dataset, fakes_only), *both, "--allow-one-class")
     (pair,) = json.loads(path.read_text())["comparison"]["pairs"]
     assert "at least two fake and two real" in pair["problem"]
     assert pair["auc_a"] is pair["p_value"] is pair["z"] is None

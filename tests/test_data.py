@@ -286,6 +286,7 @@ def test_shipped_protocols():
     shipped = shipped_protocols()
     assert list(shipped) == [
         "cross-dataset",
+        "cross-dataset-ordered",
         "cross-forgery",
         "cross-generator",
         "df40",

@@ -9,12 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import BatchSize, Device, Force, Layout, LoaderWorkers
+from mfclip_cli.cli.options import BatchSize, Device, Force, LabelMap, Layout, LoaderWorkers
 
 
 def evaluate(
-    data: Optional[str] = typer.Option(
-        None, "--data", help="Labelled face dataset (same layouts as train).", metavar="DIR"
+    data: Optional[list[str]] = typer.Option(
+        None,
+        "--data",
+        help="Labelled face dataset (same layouts as train; repeat it for several).",
+        metavar="DIR",
     ),
     protocol: str = typer.Option(
         "in-domain",
@@ -34,6 +37,7 @@ def evaluate(
         metavar="NAME|PATH",
     ),
     layout: Layout = None,
+    label_map: LabelMap = None,
     device: Device = "auto",
     batch_size: BatchSize = 64,
     workers: LoaderWorkers = 0,
@@ -91,6 +95,14 @@ def evaluate(
             "See docs/robustness.md."
         ),
     ),
+    allow_one_class: bool = typer.Option(
+        False,
+        "--allow-one-class",
+        help=(
+            "Score a test split of one class (all fake: its TPR; all real: its FPR) instead of "
+            "refusing it; AUC, AP and EER are then reported as undefined."
+        ),
+    ),
     force: Force = False,
     list_protocols: bool = typer.Option(
         False, "--list-protocols", help="List the shipped protocols and exit."
@@ -108,6 +120,8 @@ def evaluate(
     \b
       mfclip eval --data faces/ --protocol cross-generator -w run/best.safetensors
       mfclip eval --data faces/ -w a.safetensors -w b.safetensors --json compare.json
+      mfclip eval --data faces/diff --data faces/genimage --protocol cross-dataset-ordered \\
+        -w run/best.safetensors
     """
     from mfclip_cli.engines.runtime import UsageError
 
@@ -130,10 +144,12 @@ def evaluate(
 
         chosen = weights or []
         request = EvalRequest(
-            data=data,
+            data=tuple(data),
             protocol=protocol,
             weights=chosen[0] if len(chosen) == 1 else None,
             layout=layout,
+            label_map=label_map,
+            allow_one_class=allow_one_class,
             device=device,
             batch_size=batch_size,
             workers=workers,
@@ -161,8 +177,11 @@ def calibrate(
         help="Checkpoint to calibrate: registry name or .safetensors path.",
         metavar="NAME|PATH",
     ),
-    data: str = typer.Option(
-        ..., "--data", help="Labelled face dataset (same layouts as train).", metavar="DIR"
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        help="Labelled face dataset (same layouts as train; repeat it for several).",
+        metavar="DIR",
     ),
     out: str = typer.Option(
         ...,
@@ -178,6 +197,7 @@ def calibrate(
         metavar="NAME|FILE",
     ),
     layout: Layout = None,
+    label_map: LabelMap = None,
     device: Device = "auto",
     batch_size: BatchSize = 64,
     workers: LoaderWorkers = 0,
@@ -199,10 +219,11 @@ def calibrate(
 
         request = CalibrateRequest(
             weights=weights,
-            data=data,
+            data=tuple(data),
             out=out,
             protocol=protocol,
             layout=layout,
+            label_map=label_map,
             device=device,
             batch_size=batch_size,
             workers=workers,

@@ -8,16 +8,16 @@ import typer
 from rich.console import Console
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import Device, Force, Layout, Overrides
+from mfclip_cli.cli.options import Device, Force, LabelMap, Layout, Overrides
 
 
 def train(
-    data: Optional[str] = typer.Option(
+    data: Optional[list[str]] = typer.Option(
         None,
         "--data",
         help=(
-            "Labelled face dataset (a prepare output, or folder / genface / diff / manifest "
-            "layout)."
+            "Labelled face dataset (a prepare output, or a layout of docs/datasets.md). Repeat "
+            "it to train on several as one (cross-dataset-ordered: the first trains)."
         ),
         metavar="DIR",
     ),
@@ -41,6 +41,7 @@ def train(
         metavar="NAME|FILE",
     ),
     layout: Layout = None,
+    label_map: LabelMap = None,
     config: Optional[str] = typer.Option(
         None,
         "--config",
@@ -115,6 +116,8 @@ def train(
 
     \b
       mfclip train --data faces/ --protocol cross-generator --out run/
+      mfclip train --data faces/diff --data faces/genimage --protocol cross-dataset-ordered \\
+        --out run/
       torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
     """
     from mfclip_cli.engines.runtime import UsageError
@@ -122,9 +125,10 @@ def train(
     from mfclip_cli.engines.train.training import train as run_training
 
     given = dict(
-        data=data,
+        data=tuple(data) if data else None,
         protocol=protocol,
         layout=layout,
+        label_map=label_map,
         config=config,
         clip_weights=clip_weights,
         epochs=epochs,
@@ -169,8 +173,11 @@ def train(
 
 
 def ablate(
-    data: str = typer.Option(
-        ..., "--data", help="Labelled face dataset (as for train).", metavar="DIR"
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        help="Labelled face dataset (as for train; repeat it for several).",
+        metavar="DIR",
     ),
     config: str = typer.Option(
         "vit-b-16", "--config", help="Model config name or file.", metavar="NAME|FILE"
@@ -179,6 +186,7 @@ def ablate(
         "in-domain", "--protocol", help="Protocol name or TOML file.", metavar="NAME|FILE"
     ),
     layout: Layout = None,
+    label_map: LabelMap = None,
     seeds: int = typer.Option(3, "--seeds", help="Runs per variant, seeds 0..N-1.", metavar="N"),
     variants: Optional[str] = typer.Option(
         None,
@@ -214,7 +222,8 @@ def ablate(
     """Train and test the model and each ablation variant.
 
     Variants: no SPA, no noise branch, one prompt level, sum fusion, frozen text, SRM on
-    [0, 1]; mean ± std over seeds, and each variant's difference to the full model.
+    [0, 1], the authors' prompt wording; mean ± std over seeds, and each variant's difference
+    to the full model.
 
     Examples:
 
@@ -225,10 +234,11 @@ def ablate(
     from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
 
     given = dict(
-        data=data,
+        data=tuple(data),
         config=config,
         protocol=protocol,
         layout=layout,
+        label_map=label_map,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

@@ -3,6 +3,7 @@
 Light on purpose: nothing here imports torch.
 """
 
+from mfclip_cli.data.combine import data_record, read_datasets
 from mfclip_cli.data.layouts import LAYOUTS, detect_layout, locate, read_dataset
 from mfclip_cli.data.layouts.labels import LabelTable
 from mfclip_cli.data.protocols import (
@@ -27,6 +28,7 @@ from mfclip_cli.data.samples import (
     VIDEO_EXTENSIONS,
     DataError,
     DataIndex,
+    DataSource,
     Sample,
     find_manifest,
     read_manifest,
@@ -44,12 +46,14 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DataError",
     "DataIndex",
+    "DataSource",
     "LabelTable",
     "Protocol",
     "ProtocolError",
     "Sample",
     "SplitFilter",
     "Splits",
+    "data_record",
     "detect_layout",
     "find_manifest",
     "group_fraction",
@@ -57,6 +61,7 @@ __all__ = [
     "locate",
     "parse_protocol",
     "read_dataset",
+    "read_datasets",
     "read_manifest",
     "resolve_holdout",
     "select",

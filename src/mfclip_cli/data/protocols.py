@@ -5,7 +5,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     name = "my-protocol"          # optional; default: the file's stem
     description = "..."
     holdout = "generator"         # generator | forgery_type | dataset; omit (or "none") for none
-    holdout_values = "auto"       # or a list, e.g. ["midjourney", "sdxl"]
+    holdout_values = "auto"       # or a list, e.g. ["midjourney", "sdxl"], or "after-first"
     val_fraction = 0.1
     test_fraction = 0.2
     use_layout_split = true       # keep a sample's own split (the publisher's) instead of the hash
@@ -41,16 +41,19 @@ Semantics (``select``):
 5. ``holdout_values = "auto"``: the distinct non-empty F values among the fakes (among all samples
    for ``dataset``), sorted; the last ``ceil(n / 3)`` are held out (at least one, and at least one
    stays for training). Fewer than two values is an error, as is an explicit held-out value that
-   no sample has.
+   no sample has. ``holdout_values = "after-first"`` (with ``holdout = "dataset"``): the datasets
+   of every ``--data`` after the first, so the first trains and the others test; fewer than two
+   ``--data``, or a dataset name in the first and a later one, is an error.
 6. Filters. ``[train]`` / ``[val]`` / ``[test]`` tables apply last: a sample in that split is kept
    only if, for every field in ``include``, its value is one of the listed ones, and, for no field
    in ``exclude``, its value is listed (exact, case-sensitive matches; an unset video/split
    matches ""). Rejected samples are dropped.
 7. An empty train, val or test split is an error, and so is one without real or without fake
-   faces (training and model selection need both, an AUC needs both). Test reports:
-   ``Splits.test_subsets()`` gives, for each ``report_by`` value among the test fakes, those fakes
-   plus the test reals with the same value (paired reals), or, where none has it, every test real
-   not paired with another value.
+   faces (training and model selection need both, an AUC needs both), unless ``select`` is told
+   to allow it (eval --allow-one-class: a test split of one class, reported by TPR or FPR
+   alone). Test reports: ``Splits.test_subsets()`` gives, for each ``report_by`` value among the
+   test fakes, those fakes plus the test reals with the same value (paired reals), or, where none
+   has it, every test real not paired with another value.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -69,13 +72,21 @@ from typing import Any, Iterable, Mapping, Sequence
 import tomllib
 
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
-from mfclip_cli.data.samples import LABELS, SAMPLE_FIELDS, DataIndex, Sample, summarize
+from mfclip_cli.data.samples import (
+    LABELS,
+    SAMPLE_FIELDS,
+    DataIndex,
+    DataSource,
+    Sample,
+    summarize,
+)
 from mfclip_cli.errors import ProtocolError, UsageError
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 HOLDOUT_FIELDS = ("generator", "forgery_type", "dataset")
 REPORT_FIELDS = ("generator", "forgery_type", "dataset", "label")
 SPLIT_NAMES = ("train", "val", "test")
+AFTER_FIRST = "after-first"  # holdout_values: the datasets of every --data after the first
 _KEYS = (
     "name",
     "description",
@@ -168,7 +179,7 @@ class Protocol:
     name: str
     description: str = ""
     holdout: str | None = None
-    holdout_values: tuple[str, ...] | str = ()  # a tuple, or "auto"
+    holdout_values: tuple[str, ...] | str = ()  # a tuple, "auto" or "after-first"
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     use_layout_split: bool = False
@@ -192,9 +203,11 @@ class Protocol:
                 f"holdout must be one of {', '.join(HOLDOUT_FIELDS)} (or none), not {holdout!r}"
             )
         values = self.holdout_values
-        if values == "auto":
+        if values == AFTER_FIRST and holdout != "dataset":
+            raise ProtocolError(f"holdout_values = '{AFTER_FIRST}' needs holdout = 'dataset'")
+        if values in ("auto", AFTER_FIRST):
             if holdout is None:
-                raise ProtocolError("holdout_values = 'auto' needs a holdout field")
+                raise ProtocolError(f"holdout_values = '{values}' needs a holdout field")
         elif isinstance(values, (list, tuple)) and all(isinstance(v, str) and v for v in values):
             values = tuple(values)
             if holdout is None and values:
@@ -205,7 +218,8 @@ class Protocol:
                 raise ProtocolError(f"holdout_values lists a value twice: {list(values)}")
         else:
             raise ProtocolError(
-                f"holdout_values must be 'auto' or a list of non-empty strings, not {values!r}"
+                f"holdout_values must be 'auto', '{AFTER_FIRST}' or a list of non-empty strings, "
+                f"not {values!r}"
             )
         val_fraction = _fraction(self.val_fraction, "val_fraction")
         test_fraction = _fraction(self.test_fraction, "test_fraction")
@@ -240,7 +254,7 @@ class Protocol:
             "description": self.description,
             "holdout": self.holdout,
             "holdout_values": self.holdout_values
-            if self.holdout_values == "auto"
+            if isinstance(self.holdout_values, str)
             else list(self.holdout_values),
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
@@ -391,11 +405,35 @@ def _applies(sample: Sample, holdout: str) -> bool:
     return holdout == "dataset" or not sample.is_real
 
 
-def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str, ...]:
-    """The held-out values of ``protocol.holdout`` for these samples (``()`` without a holdout)."""
+def _after_first(protocol: Protocol, sources: Sequence[DataSource]) -> tuple[str, ...]:
+    """The datasets of every ``--data`` after the first: the first trains, the others test."""
+    if len(sources) < 2:
+        raise ProtocolError(
+            f"protocol {protocol.name!r} trains on the first --data and tests on each later "
+            "one: give two or more --data"
+        )
+    first = set(sources[0].datasets)
+    later = sorted({name for source in sources[1:] for name in source.datasets})
+    shared = sorted(first & set(later))
+    if shared:
+        raise ProtocolError(
+            f"protocol {protocol.name!r}: dataset name(s) {', '.join(shared)} are in the first "
+            f"--data ({sources[0].given}) and in a later one, so their test samples would "
+            "train; give each --data its own dataset"
+        )
+    return tuple(later)
+
+
+def resolve_holdout(
+    samples: Iterable[Sample], protocol: Protocol, sources: Sequence[DataSource] = ()
+) -> tuple[str, ...]:
+    """The held-out values of ``protocol.holdout`` for these samples (``()`` without a holdout);
+    ``sources`` are the several ``--data`` the samples came from (``after-first``)."""
     holdout = protocol.holdout
     if holdout is None:
         return ()
+    if protocol.holdout_values == AFTER_FIRST:
+        return _after_first(protocol, sources)
     who = "samples" if holdout == "dataset" else "fake samples"
     found = sorted({_field_value(s, holdout) for s in samples if _applies(s, holdout)} - {""})
     if len(found) < 2:
@@ -432,18 +470,28 @@ def resolve_holdout(samples: Iterable[Sample], protocol: Protocol) -> tuple[str,
     return tuple(protocol.holdout_values)
 
 
+def one_class_problem(samples: Sequence[Sample]) -> str | None:
+    """``"no real faces (real 0, diffusion 3, gan 2)"`` when the samples hold one class only
+    (real, or fakes only), else None."""
+    counts = Counter(sample.label for sample in samples)
+    if counts["real"] and len(samples) > counts["real"]:
+        return None
+    missing = "real" if not counts["real"] else "fake"
+    shown = ", ".join(f"{label} {counts[label]}" for label in LABELS)
+    return f"no {missing} faces ({shown})"
+
+
 def _refuse_one_class(protocol: Protocol, name: str, chosen: list[Sample]) -> None:
     """A split without real or without fake faces cannot train, select a model or give an AUC:
     refuse it before any training or scoring, naming the split and its counts."""
-    counts = Counter(sample.label for sample in chosen)
-    if counts["real"] and len(chosen) > counts["real"]:
+    problem = one_class_problem(chosen)
+    if problem is None:
         return
-    missing = "real" if not counts["real"] else "fake"
-    shown = ", ".join(f"{label} {counts[label]}" for label in LABELS)
+    hint = " (eval --allow-one-class reports its TPR or FPR alone)" if name == "test" else ""
     raise ProtocolError(
-        f"protocol {protocol.name!r}: the {name} split has no {missing} faces ({shown}); "
+        f"protocol {protocol.name!r}: the {name} split has {problem}; "
         f"it cannot {'train a detector' if name == 'train' else 'give an AUC'}. Check the data "
-        "(mfclip data inspect) or choose a protocol whose splits hold both"
+        f"(mfclip data inspect) or choose a protocol whose splits hold both{hint}"
     )
 
 
@@ -451,11 +499,14 @@ def select(
     data: DataIndex | Iterable[Sample],
     protocol: Protocol | str | Path,
     required: Sequence[str] = SPLIT_NAMES,
+    *,
+    one_class_allowed: Sequence[str] = (),
 ) -> Splits:
     """Split ``data`` by ``protocol`` (a ``Protocol``, a shipped name or a TOML path).
 
     The ``required`` splits must not come out empty: training needs all three, evaluation only test
-    (a test-only dataset, with no sample falling into val, is still evaluable).
+    (a test-only dataset, with no sample falling into val, is still evaluable). Nor may they hold
+    one class only, except those in ``one_class_allowed`` (eval --allow-one-class: test).
     """
     protocol = load_protocol(protocol)
     samples = list(data.samples if isinstance(data, DataIndex) else data)
@@ -463,7 +514,8 @@ def select(
         if not isinstance(sample, Sample):
             raise TypeError(f"select() takes Sample objects, not {type(sample).__name__}")
     holdout = protocol.holdout
-    held = resolve_holdout(samples, protocol)
+    sources = data.sources if isinstance(data, DataIndex) else ()
+    held = resolve_holdout(samples, protocol, sources)
     held_set = set(held)
     test_cut = protocol.test_fraction
     val_cut = protocol.test_fraction + protocol.val_fraction
@@ -506,11 +558,13 @@ def select(
                 f"{len(dropped)} dropped)"
             )
     for name in required:
-        _refuse_one_class(protocol, name, splits[name])
+        if name not in one_class_allowed:
+            _refuse_one_class(protocol, name, splits[name])
     return Splits(splits["train"], splits["val"], splits["test"], held, protocol, dropped)
 
 
 __all__ = [
+    "AFTER_FIRST",
     "HOLDOUT_FIELDS",
     "PROTOCOL_DIR",
     "REPORT_FIELDS",
@@ -520,6 +574,7 @@ __all__ = [
     "Splits",
     "group_fraction",
     "load_protocol",
+    "one_class_problem",
     "parse_protocol",
     "resolve_holdout",
     "select",

@@ -173,14 +173,39 @@ class Sample:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """One ``--data`` of several read together: where it is, how it was read, and the dataset
+    names its samples carry (a cross-dataset protocol names its train and test data by them)."""
+
+    given: str  # as the user gave it
+    root: Path  # the folder its sample paths were relative to
+    layout: str
+    prefix: str  # what its sample paths start with below the combined root ("" for none)
+    datasets: tuple[str, ...]
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.given,
+            "root": str(self.root),
+            "layout": self.layout,
+            "prefix": self.prefix,
+            "datasets": list(self.datasets),
+            "samples": self.samples,
+        }
+
+
 @dataclass
 class DataIndex:
-    """The samples of one dataset, with the root their paths are relative to."""
+    """The samples of one dataset, with the root their paths are relative to (for several
+    ``--data`` read together, the folder that holds them all; ``sources`` says which is which)."""
 
     root: Path
     layout: str
     samples: list[Sample] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # {why: files or folders} not read
+    sources: tuple[DataSource, ...] = ()  # several --data only
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -468,6 +493,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DataError",
     "DataIndex",
+    "DataSource",
     "Sample",
     "check_not_empty",
     "find_manifest",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mfclip_cli.engines.evaluate.loading import load_scoring
+from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.files import refuse_existing
@@ -23,10 +23,11 @@ from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
 @dataclass
 class CalibrateRequest:
     weights: str
-    data: str
+    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
     out: str
     protocol: str = "in-domain"
     layout: str | None = None
+    label_map: str | None = None
     device: str = "auto"
     batch_size: int = 64
     workers: int = 0
@@ -42,8 +43,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     for target in (out, sidecar_path(out)):
         refuse_existing(target, request.force)
     scoring = load_scoring(
-        request.data,
-        request.layout,
+        DataChoice(request.data, request.layout, request.label_map),
         request.protocol,
         request.weights,
         request.device,
@@ -64,6 +64,8 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "layout": scoring.index.layout,
         "protocol": scoring.protocol.name,
     }
+    if scoring.index.sources:
+        fitted_on["sources"] = [source.given for source in scoring.index.sources]
     record = fit_calibration(logits, labels, fitted_on=fitted_on)
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)

@@ -12,10 +12,10 @@ import numpy as np
 from rich.console import Console
 
 from mfclip_cli import __version__
+from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import combine, parse_perturbations
 from mfclip_cli.engines.evaluate.evaluation import (
     EvalRequest,
-    data_record,
     fake_labels,
     fake_scores,
     protocol_record,
@@ -108,7 +108,7 @@ def compare(
     refuse_existing_outputs(request)
     requested = parse_perturbations(request.perturb)
     device, protocol, index, splits = split_data(
-        request.data, request.layout, request.protocol, request.device, ("test",)
+        request.data_choice(), request.protocol, request.device, ("test",)
     )
     scorings = [
         Scoring(

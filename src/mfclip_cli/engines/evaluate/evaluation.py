@@ -27,16 +27,14 @@ from rich.console import Console
 
 from mfclip_cli import __version__
 from mfclip_cli.data import (
-    DataIndex,
     Protocol,
     Sample,
     Splits,
 )
+from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import KINDS, Perturbation, combine, parse_perturbations
-from mfclip_cli.engines.evaluate.loading import (
-    Scoring,
-    load_scoring,
-)
+from mfclip_cli.data.protocols import one_class_problem
+from mfclip_cli.engines.evaluate.loading import DataChoice, Scoring, load_scoring
 from mfclip_cli.engines.evaluate.tables import (
     attribution_table,
     calibration_table,
@@ -92,14 +90,17 @@ _REAL = CLASS_NAMES.index("real")
 
 
 MIN_TSNE_FACES = 5  # t-SNE's perplexity must stay below the number of points
+UNDEFINED_WITH_ONE_CLASS = ("auc", "ap", "eer")  # each needs real and fake faces
 
 
 @dataclass
 class EvalRequest:
-    data: str
+    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
     protocol: str
     weights: str | None = None
     layout: str | None = None
+    label_map: str | None = None
+    allow_one_class: bool = False  # a one-class test split: a TPR-only report, AUC undefined
     device: str = "auto"
     batch_size: int = 64
     workers: int = 0
@@ -112,6 +113,9 @@ class EvalRequest:
     bootstrap: int = 1000  # replicates of the confidence intervals; 0: none
     seed: int = 0  # of the bootstrap, the t-SNE and the noise perturbation
     perturb: Sequence[str] = ()  # "jpeg:90,75", ...: kinds named here replace the protocol's
+
+    def data_choice(self) -> DataChoice:
+        return DataChoice(self.data, self.layout, self.label_map, self.allow_one_class)
 
 
 def refuse_existing_outputs(request: EvalRequest) -> None:
@@ -451,6 +455,9 @@ def score_checkpoint(
         "intervals": intervals,
         "subsets": {},
     }
+    single = one_class_problem(splits.test)
+    if single:
+        report["undefined"] = undefined_metrics(single, splits.test[0].is_real)
     groups = {"overall": (splits.test, probs)}
     for name, members in subsets.items():
         rows = probs[[position[sample.path] for sample in members]]
@@ -490,8 +497,15 @@ def _attribute(
     return results[0], results[1]
 
 
-def data_record(index: DataIndex) -> dict:
-    return {"root": str(index.root), "layout": index.layout, "samples": len(index.samples)}
+def undefined_metrics(problem: str, all_real: bool) -> dict:
+    """What a report of a one-class test split (eval --allow-one-class) says it cannot give."""
+    return {
+        "metrics": list(UNDEFINED_WITH_ONE_CLASS),
+        "why": f"the test split has {problem}",
+        "defined": "real_acc: 1 - FPR at the threshold"
+        if all_real
+        else "fake_acc: TPR at the threshold",
+    }
 
 
 def protocol_record(protocol: Protocol, splits: Splits) -> dict:
@@ -508,8 +522,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     refuse_existing_outputs(request)
     requested = parse_perturbations(request.perturb)  # before anything is loaded or scored
     scoring = load_scoring(
-        request.data,
-        request.layout,
+        request.data_choice(),
         request.protocol,
         request.weights,
         request.device,
@@ -525,6 +538,13 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         )
     scored = score_checkpoint(scoring, request, perturbations)
     report = scored.report
+    if "undefined" in report:
+        undefined = report["undefined"]
+        error_console.print(
+            f"[bold yellow]warning:[/] {', '.join(undefined['metrics']).upper()} undefined: "
+            f"{undefined['why']} (--allow-one-class); reported: {undefined['defined']}",
+            highlight=False,
+        )
     if request.predictions_path:
         _write_predictions(
             request.predictions_path,

@@ -4,18 +4,29 @@ loaded to score them, the data first (its checks are the cheapest)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from rich.console import Console
 
-from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, read_dataset, select
+from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
+from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
 from mfclip_cli.scoring.inference import predict_outputs
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """Which data a job reads and how: one ``--data`` or several, the layout, the label map, and
+    whether a test split of one class is allowed (a TPR-only report, eval's --allow-one-class)."""
+
+    data: str | tuple[str, ...]
+    layout: str | None = None
+    label_map: str | None = None
+    allow_one_class: bool = False
 
 
 @dataclass
@@ -61,13 +72,14 @@ class Scoring:
 
 
 def split_data(
-    data: str, layout: str | None, protocol_name: str, device_name: str, required: tuple[str, ...]
+    choice: DataChoice, protocol_name: str, device_name: str, required: tuple[str, ...]
 ) -> tuple[torch.device, Protocol, DataIndex, Splits]:
-    """The device, and the protocol's splits of the dataset (cheapest checks first)."""
+    """The device, and the protocol's splits of the data (cheapest checks first)."""
     device = resolve_device(device_name)
     protocol = load_protocol(protocol_name)
-    index = read_dataset(Path(data), layout)
-    return device, protocol, index, select(index, protocol, required=required)
+    index = read_datasets(choice.data, choice.layout, label_map=choice.label_map)
+    one_class = ("test",) if choice.allow_one_class else ()
+    return device, protocol, index, select(index, protocol, required, one_class_allowed=one_class)
 
 
 def load_checkpoint_for_scoring(
@@ -84,8 +96,7 @@ def load_checkpoint_for_scoring(
 
 
 def load_scoring(
-    data: str,
-    layout: str | None,
+    choice: DataChoice,
     protocol_name: str,
     weights: str | None,
     device_name: str,
@@ -93,7 +104,7 @@ def load_scoring(
     error_console: Console,
 ) -> Scoring:
     """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
-    device, protocol, index, splits = split_data(data, layout, protocol_name, device_name, required)
+    device, protocol, index, splits = split_data(choice, protocol_name, device_name, required)
     return Scoring(
         device, protocol, index, splits, load_checkpoint_for_scoring(weights, device, error_console)
     )

@@ -30,18 +30,28 @@ SHA_SHOWN = 8  # hex digits of a SHA-256 in the tables
 
 
 def metrics_table(report: dict) -> Table:
-    table = Table(title=f"mfclip eval: protocol {report['protocol']['name']}, test split")
+    undefined = report.get("undefined")
+    table = Table(
+        title=f"mfclip eval: protocol {report['protocol']['name']}, test split",
+        caption=(
+            f"{', '.join(k.upper() for k in undefined['metrics'])} undefined: {undefined['why']}; "
+            f"{undefined['defined']}"
+            if undefined
+            else None
+        ),
+    )
     table.add_column("subset", overflow="fold", min_width=12)
     for header in REPORTED.values():
         table.add_column(header, justify="right", no_wrap=True)
     rows = [("overall", report["overall"]), *report["subsets"].items()]
     if report["overall"].get("video"):
         rows.append(("overall (video)", report["overall"]["video"]))
+    missing = set(undefined["metrics"]) if undefined else set()
     for name, values in rows:
         table.add_row(
             name,
             *(
-                "-"
+                ("undefined" if k in missing else "-")
                 if values.get(k) is None
                 else (str(values[k]) if k == "n" else f"{values[k]:.3f}")
                 for k in REPORTED

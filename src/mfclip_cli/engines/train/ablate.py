@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mfclip_cli import __version__
-from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.data import data_record, load_protocol, read_datasets, select
 from mfclip_cli.engines.runtime import UsageError, resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.files import refuse_existing, write_json_atomic
@@ -51,6 +51,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "sum-fusion": ("fusion=sum",),
     "frozen-text": ("lora.text=false",),
     "srm-unit-range": ("noise.pixel_range=1.0",),
+    "authors-prompts": ("prompts.set=authors",),
 }
 DETECTION_METRICS = ("auc", "ap", "eer", "acc3")
 # on the test fakes of trained generators; None where a run's checkpoint cannot attribute
@@ -107,7 +108,7 @@ class _Runner:
         self.request, self.console = request, console
         settings = request.training
         self.device = resolve_device(request.device)
-        self.index = read_dataset(Path(settings.data), settings.layout)
+        self.index = read_datasets(settings.data, settings.layout, label_map=settings.label_map)
         self.splits = select(self.index, load_protocol(settings.protocol))
         if not self.splits.test:
             raise UsageError(f"protocol {settings.protocol} leaves no test samples in this data")
@@ -226,7 +227,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
         "finished_utc": utc_now(),
         "device": str(runner.device),
         "torch_threads": torch.get_num_threads(),
-        "data": {"root": str(runner.index.root), "samples": len(runner.index.samples)},
+        "data": data_record(runner.index),
         "protocol": {
             "name": settings.protocol,
             "sizes": {name: len(getattr(runner.splits, name)) for name in ("train", "val", "test")},

@@ -37,9 +37,9 @@ from mfclip_cli.data import (
     Sample,
     Splits,
     load_protocol,
-    read_dataset,
     select,
 )
+from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.runtime import UsageError, join_world
 from mfclip_cli.engines.weights.store import resolve_clip_weights
@@ -73,10 +73,11 @@ BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetens
 class TrainSettings:
     """Everything a run depends on; saved to RUN/train.json and reused by ``--resume``."""
 
-    data: str
+    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
     out: str
     protocol: str = "in-domain"
     layout: str | None = None
+    label_map: str | None = None  # TOML extending the generator table of a published layout
     config: str = "vit-b-16"
     clip_weights: str | None = None  # open_clip tag or local file; None: the config's own
     lora_rank: int | None = None  # None: the config's own
@@ -100,6 +101,10 @@ class TrainSettings:
         if isinstance(self.overrides, str):
             raise UsageError("overrides is a list of KEY=VALUE strings, not one string")
         object.__setattr__(self, "overrides", tuple(self.overrides))  # a list, read from TOML
+        data = as_data_list(self.data)  # a list, read from TOML or train.json
+        if not data:
+            raise UsageError("data names no dataset")
+        object.__setattr__(self, "data", data[0] if len(data) == 1 else tuple(data))
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1")
@@ -228,12 +233,16 @@ class Trainer:
         self._check_run_folder(resume)
         # a config that cannot work is reported before the data is read
         config = None if resume else self._model_config()
-        self.index: DataIndex = read_dataset(Path(settings.data), settings.layout)
+        self.index: DataIndex = read_datasets(
+            settings.data, settings.layout, label_map=settings.label_map
+        )
         self.data_summary = {
             "root": str(self.index.root),
             "layout": self.index.layout,
             "counts": self.index.counts(),
         }
+        if self.index.sources:
+            self.data_summary["sources"] = [source.to_dict() for source in self.index.sources]
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train

@@ -1,0 +1,112 @@
+"""Several datasets read as one: ``--data A --data B`` of train, eval, calibrate and ablate.
+
+Each ``--data`` is read on its own (its layout detected, or ``--layout``), so each prepared
+folder's paths stay relative to that folder. The combined index's root is the deepest folder
+holding every source, and each sample's path (and video key) gets its source's place below it as
+a prefix: ``faces/diff`` and ``faces/genimage`` give ``diff/crops/...`` and
+``genimage/crops/...`` below ``faces``. So every file resolves as before, two sources' equal
+relative paths stay two samples, and two sources' equal video keys stay two videos. A sample path
+that is absolute (a manifest may hold them) is kept as it is.
+
+One ``--data`` is read exactly as before (no prefix), so its splits are unchanged; with several,
+the stable hash of a protocol sees the prefixed paths.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from mfclip_cli.data.layouts import read_dataset
+from mfclip_cli.data.samples import DataIndex, DataSource, Sample
+from mfclip_cli.errors import UsageError
+
+
+def as_data_list(data: str | Path | Sequence[str | Path]) -> list[str]:
+    """The ``--data`` values, one or several, as a list of strings."""
+    if isinstance(data, (str, Path)):
+        return [str(data)]
+    return [str(item) for item in data]
+
+
+def _prefixed(prefix: str, relative: str | None) -> str | None:
+    if relative is None or not prefix or posixpath.isabs(relative):
+        return relative
+    return posixpath.join(prefix, relative)
+
+
+def read_datasets(
+    data: str | Path | Sequence[str | Path],
+    layout: str | None = None,
+    *,
+    label_map: str | Path | None = None,
+) -> DataIndex:
+    """One index over every ``--data`` (see the module docstring); ``layout`` and
+    ``label_map`` apply to each."""
+    given = as_data_list(data)
+    if not given:
+        raise UsageError("--data is required")
+    indexes = [read_dataset(Path(item), layout, label_map=label_map) for item in given]
+    if label_map is not None and all(index.layout == "manifest" for index in indexes):
+        raise UsageError(
+            f"--label-map {label_map} labels the generators of a published layout, and "
+            f"{', '.join(given)} {'is a manifest' if len(given) == 1 else 'are manifests'} "
+            "(a prepared folder) whose labels are written in it: prepare the dataset again "
+            "with --label-map"
+        )
+    if len(indexes) == 1:
+        return indexes[0]
+    places = [os.path.realpath(index.root) for index in indexes]
+    for position, place in enumerate(places):
+        if place in places[:position]:
+            first = given[places.index(place)]
+            raise UsageError(
+                f"--data {given[position]} reads the same dataset folder as --data {first} "
+                f"({place}); give each dataset once"
+            )
+    common = Path(os.path.commonpath([str(index.root) for index in indexes]))
+    samples: list[Sample] = []
+    owner: dict[str, str] = {}
+    sources: list[DataSource] = []
+    skipped: Counter = Counter()
+    for item, index in zip(given, indexes):
+        prefix = index.root.relative_to(common).as_posix()
+        prefix = "" if prefix == "." else prefix
+        for sample in index.samples:
+            moved = replace(
+                sample,
+                path=_prefixed(prefix, sample.path),
+                video=_prefixed(prefix, sample.video),
+            )
+            if moved.path in owner:
+                raise UsageError(
+                    f"{moved.path} is a sample of --data {owner[moved.path]} and of "
+                    f"--data {item}: the folders overlap; give each dataset once"
+                )
+            owner[moved.path] = item
+            samples.append(moved)
+        for reason, count in index.skipped.items():
+            skipped[f"{item}: {reason}"] += count
+        names = sorted({sample.dataset for sample in index.samples if sample.dataset})
+        sources.append(
+            DataSource(item, index.root, index.layout, prefix, tuple(names), len(index.samples))
+        )
+    samples.sort(key=lambda sample: sample.path)
+    layouts = "+".join(dict.fromkeys(index.layout for index in indexes))
+    return DataIndex(common, layouts, samples, dict(skipped), tuple(sources))
+
+
+def data_record(index: DataIndex) -> dict:
+    """What a report says about the data it read: the root, layout and size, and with several
+    ``--data`` each one's."""
+    record: dict = {"root": str(index.root), "layout": index.layout, "samples": len(index)}
+    if index.sources:
+        record["sources"] = [source.to_dict() for source in index.sources]
+    return record
+
+
+__all__ = ["as_data_list", "data_record", "read_datasets"]
