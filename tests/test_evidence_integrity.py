@@ -12,8 +12,18 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from media import astronaut, face_free, mosaic, save_video
+from media import (
+    astronaut,
+    face_free,
+    mosaic,
+    save_decompression_bomb,
+    save_exif_rotated,
+    save_truncated_jpeg,
+    save_variants,
+    save_video,
+)
 from PIL import Image
 from rich.console import Console
 from test_html_report import Page, decoded
@@ -21,6 +31,7 @@ from test_scan_cli import MFCLIP
 
 from mfclip_cli.engines.scan import run as scan_run
 from mfclip_cli.engines.scan import scanner as scan_scanner
+from mfclip_cli.engines.scan.evidence import read_image
 from mfclip_cli.engines.scan.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.run import ScanRequest, run_scan
 from mfclip_cli.engines.scan.scanner import ScanSettings
@@ -31,6 +42,32 @@ from mfclip_cli.engines.scan.writers import (
     JsonSink,
     ReportError,
 )
+from mfclip_cli.faces.decode import DecodeError, decode_image
+
+
+def test_the_bytes_read_once_decode_as_the_file_does(tmp_path):
+    """EXIF orientation, every awkward encoding and the refusals are the same from the one read
+    as from the path; the hash is of the bytes on disk."""
+    paths = list(save_variants(tmp_path / "variants").values())
+    for orientation in (6, 8):
+        paths.append(tmp_path / f"rotated{orientation}.jpg")
+        save_exif_rotated(paths[-1], orientation)
+    for path in paths:
+        read = read_image(path)
+        assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        from_bytes, from_path = decode_image(read.data), decode_image(path)
+        assert from_bytes.format == from_path.format, path
+        assert np.array_equal(from_bytes.pixels, from_path.pixels), path
+    save_decompression_bomb(tmp_path / "bomb.png")
+    save_truncated_jpeg(tmp_path / "truncated.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for name in ("bomb.png", "truncated.jpg", "empty.jpg"):
+        messages = []
+        for source in (read_image(tmp_path / name).data, tmp_path / name):
+            with pytest.raises(DecodeError) as refusal:
+                decode_image(source)
+            messages.append(str(refusal.value))
+        assert messages[0] == messages[1], messages
 
 
 def _png(pixels) -> bytes:
