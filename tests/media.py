@@ -88,9 +88,11 @@ def save_variants(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def save_video(path: Path, frames: int = 10, fps: float = 5.0) -> None:
-    """An mp4 of the astronaut, the face shifting a little each frame."""
-    frame = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+def save_video(
+    path: Path, frames: int = 10, fps: float = 5.0, picture: np.ndarray | None = None
+) -> None:
+    """An mp4 of the astronaut (or of ``picture``), shifting a little each frame."""
+    frame = cv2.cvtColor(astronaut() if picture is None else picture, cv2.COLOR_RGB2BGR)
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0])
     )

@@ -8,6 +8,7 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -99,18 +100,23 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Upright RGB pixels of an image file, or ``DecodeError`` saying why not."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise DecodeError(f"cannot read file: {error.strerror or error}") from error
+def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Upright RGB pixels of an image file, or of its bytes as read once (so that a hash of those
+    bytes names what was decoded), or ``DecodeError`` saying why not."""
+    if isinstance(source, bytes):
+        size, stream, suffix = len(source), io.BytesIO(source), ""
+    else:
+        try:
+            size = source.stat().st_size
+        except OSError as error:
+            raise DecodeError(f"cannot read file: {error.strerror or error}") from error
+        stream, suffix = source, source.suffix.lstrip(".").upper()
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(stream) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise DecodeError(
@@ -118,7 +124,7 @@ def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
                         "over the "
                         f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit"
                     )
-                image_format = image.format or path.suffix.lstrip(".").upper()
+                image_format = image.format or suffix or "unknown"
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)  # animated: the first frame
                 image.load()

@@ -3,10 +3,12 @@
 Images are embedded as data URIs and the style sheet is inline; there is no script and nothing is
 fetched. It is one more sink over the scan's records (``mfclip scan --html``), and
 ``report_from_jsonl`` renders the same page from an earlier JSON Lines report (``mfclip report``).
-Each file's pictures are read again and encoded as small JPEGs when its record arrives, and its
-section is staged on disk, so memory stays flat in the number of files; the page is assembled
-atomically at the end, when the summary it opens with is known. Every path and message goes
-through Jinja2's autoescaping, never into markup by hand.
+Each file's pictures are drawn when its record arrives (from the image the scan decoded; a video's
+frames, and every picture of ``mfclip report``, read again once and shown only when the bytes are
+those the record's SHA-256 names) and encoded as small JPEGs, and its section is staged on disk,
+so memory stays flat in the number of files; the page is assembled atomically at the end, when
+the summary it opens with is known. Every path and message goes through Jinja2's autoescaping,
+never into markup by hand.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Iterator
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
+from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers import (
     CLASS_COLUMNS,
@@ -32,8 +35,7 @@ from mfclip_cli.engines.scan.writers import (
     report_lines,
     side_by_side,
 )
-from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, video_frames
-from mfclip_cli.files import sha256_file
+from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.timestamps import utc_now
 
 THUMBNAIL_SIDE = 640  # pixels, the longer side of a file's (or a video frame's) picture
@@ -151,15 +153,14 @@ class HtmlSink(StagedReport):
     def _images(
         self, record: FileRecord, frames: list[int]
     ) -> Iterator[tuple[int | None, Image.Image]]:
-        """(frame index or None, PIL image) of each picture of the input, read again."""
-        path = self.base / record.path
-        if sha256_file(path) != record.sha256:
-            raise DecodeError("the file has changed since the scan (its SHA-256 differs)")
-        if is_video(path):
-            for frame in video_frames(path, frames):
-                yield frame.index, Image.fromarray(frame.pixels)
+        """(frame index or None, PIL image) of each picture of the input: the image the scan
+        decoded, else read again (``evidence.image_of``, ``evidence.frames_of``)."""
+        if is_video(Path(record.path)):
+            with frames_of(record, self.base, frames) as video:
+                for frame in video:
+                    yield frame.index, Image.fromarray(frame.pixels)
         else:
-            yield None, Image.fromarray(decode_image(path).pixels)
+            yield None, Image.fromarray(image_of(record, self.base).pixels)
 
     def _pictures(self, record: FileRecord) -> tuple[list[dict[str, Any]], str | None]:
         """A picture per image, or per video frame with faces, each with its faces; and a note
@@ -176,10 +177,11 @@ class HtmlSink(StagedReport):
         try:
             for frame, image in self._images(record, [key for key in groups if key is not None]):
                 shown[frame] = self._picture(groups[frame], image)
-        except FileNotFoundError:
-            note = f"input missing: {self.base / record.path} is not there any more"
-        except (OSError, DecodeError, ValueError) as error:
+        except (OSError, DecodeError, ValueError, InputChanged) as error:
+            shown.clear()  # a video that changed as its frames were read: none is shown
             note = f"pictures not shown: {getattr(error, 'strerror', None) or error}"
+            if not (self.base / record.path).exists():
+                note = f"input missing: {self.base / record.path} is not there any more"
         if note is None and len(shown) < len(groups):
             note = f"{len(groups) - len(shown)} frame(s) could not be decoded again"
         pictures = [
@@ -303,9 +305,11 @@ def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord |
 def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = False) -> int:
     """Render the HTML case report of an earlier scan from its JSON Lines report (``--jsonl``).
 
-    A line cut off by a crash is left out, and a report without its end line is shown as
-    partial. Returns how many inputs could not be read again for their pictures (their sections
-    say so). Nothing is written when ``source`` is not a report.
+    A line cut off by a crash is left out. A resumed report holds an end line per run that wrote
+    to it: the last line says what the report is, so a report whose last line is not an end line
+    (a record after it: a resumed run that did not finish) is shown as partial. Returns how many
+    inputs could not be read again for their pictures (their sections say so). Nothing is
+    written when ``source`` is not a report.
     """
     source = Path(source)
     if os.path.realpath(source) == os.path.realpath(target):
@@ -331,6 +335,7 @@ def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = F
             for entry in _report_entries(source, lines):
                 if isinstance(entry, FileRecord):
                     sink.write(entry)
+                    end = {"complete": False}  # until an end line follows
                 else:
                     end = entry
             sink.close({key: value for key, value in end.items() if key != "type"})

@@ -128,7 +128,13 @@ class FaceRecord:
 
 # The file record's fields in output order (before ``faces``), and those written only when set.
 FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
-OPTIONAL_FILE_FIELDS = ("video", "annotation", "explanation_error", "smallest_face")
+OPTIONAL_FILE_FIELDS = (
+    "video",
+    "annotation",
+    "explanation_error",
+    "smallest_face",
+    "changed_during_scan",
+)
 
 
 @dataclass
@@ -149,6 +155,12 @@ class FileRecord:
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
     provenance: ProvenanceRecord | None = None
+    # true when the input was written to while it was read or scanned (then an error, no hash)
+    changed_during_scan: bool | None = None
+    # the input as read once (never serialised): an image's bytes, which ``sha256`` names, and
+    # the image decoded from them (``evidence.ImageBytes``), for what the run draws or checks
+    # later; dropped once every report has the record
+    source: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         record = {"type": "file", **{key: getattr(self, key) for key in FILE_FIELDS}}
@@ -191,4 +203,12 @@ class FileRecord:
 
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []
+        return self
+
+    def changed(self, message: str) -> "FileRecord":
+        """An input written to while it was read or scanned: an error, flagged, and without the
+        hash and size of bytes other than those analysed (so a resume scans it again)."""
+        self.fail(message)
+        self.sha256 = self.size = None
+        self.changed_during_scan = True
         return self

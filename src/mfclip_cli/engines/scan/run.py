@@ -151,6 +151,24 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     return sinks
 
 
+class _OutputFailed(Exception):
+    """A report could not be written (its error is in the run's failures): the scan stops."""
+
+
+def _output_failed(sink: Sink, error: OSError, request: ScanRequest) -> OSError:
+    """What a report that could not be written (a full disk) says: which one, that the reports
+    are partial, and how to go on (``--resume`` continues a JSON Lines report)."""
+    if request.jsonl_path and request.jsonl_path != "-":
+        then = f"run the same scan with --resume --jsonl {request.jsonl_path} to continue it"
+    else:
+        then = "scan again (with --jsonl FILE, --resume can continue an interrupted scan)"
+    return OSError(
+        error.errno,
+        f"cannot write {sink.target}: {error.strerror or error}. The scan stopped there and its "
+        f"reports are partial; once {sink.target} can be written (room on a full disk), {then}",
+    )
+
+
 class Interrupted(BaseException):
     """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt). A BaseException, like
     KeyboardInterrupt, so that no ``except Exception`` on the way (a batch retried file by file)
@@ -387,6 +405,7 @@ def run_scan(
     outcome: dict[str, tuple[bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     complete = False
+    failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
     try:
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
@@ -395,7 +414,12 @@ def run_scan(
                     written += 1
                     faces += len(record.faces)
                     for sink in sinks:
-                        sink.write(record)
+                        try:
+                            sink.write(record)
+                        except OSError as error:
+                            failures.append((sink, error))
+                            raise _OutputFailed from error
+                record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = (
                     record.failed,
@@ -404,7 +428,7 @@ def run_scan(
                 )
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted, _OutputFailed):
         pass
     finally:
         records.close()  # stops the workers: what they had not started is dropped
@@ -418,15 +442,14 @@ def run_scan(
         }
         if skipped:
             summary["skipped_as_done"] = skipped
-        failures = []
         for sink in sinks:  # each report closed, even when another fails (a full disk)
             try:
                 sink.close(summary)
             except OSError as error:
-                failures.append(error)
+                failures.append((sink, error))
         processes.leave()
         if failures:
-            raise failures[0]
+            raise _output_failed(*failures[0], request)
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:

@@ -23,6 +23,7 @@ import torch
 from mfclip_cli.engines.runtime import (
     available_cores,
 )
+from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.records import (
     STATUS_ERROR,
@@ -43,7 +44,6 @@ from mfclip_cli.faces.decode import (
 )
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
-from mfclip_cli.files import sha256_file
 from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, inspect, inspect_video
@@ -325,18 +325,23 @@ class Scanner:
         if smallest > self.smallest_face * (1 + 1e-9):
             record.smallest_face = math.ceil(smallest)
 
-    @staticmethod
-    def open_record(item: InputItem) -> FileRecord:
+    def open_record(self, item: InputItem) -> FileRecord:
+        """The record of one input, its bytes read once (``scan/evidence.py``): an image whole,
+        hashed, to be decoded from the same buffer; a video held open by its descriptor and
+        hashed through it. Its ``source`` holds what was read."""
         record = FileRecord(path=item.display)
         if item.error:
             return record.fail(item.error)
         try:
-            if not item.path.is_file():
-                return record.fail("not a regular file")
-            record.size = item.path.stat().st_size
-            record.sha256 = sha256_file(item.path)
-        except OSError as error:
-            return record.fail(f"cannot read file: {error.strerror or error}")
+            if is_video(item.path):
+                source = HeldVideo(item.path)
+            else:
+                source = read_image(item.path, self.settings.max_pixels)
+        except DecodeError as error:
+            return record.fail(str(error))
+        except InputChanged as error:
+            return record.changed(str(error))
+        record.source, record.sha256, record.size = source, source.sha256, source.size
         return record
 
     def _finish_images(
@@ -381,19 +386,32 @@ class Scanner:
                 yield frame, found
 
     def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
+        """The record of a video held open by ``open_record``: its frames decoded through the
+        descriptor that was hashed, and an error without the hash when the file was written to
+        between the hash and the last frame."""
         settings = self.settings
-        try:
-            info, frames = sample_video(path, fps=settings.fps, frames=settings.frames)
-            record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
-            record.width, record.height = info.width, info.height
-            self._note_smallest_face(record)
-            sampled, with_faces = 0, 0
-            for frame, found in self._analysed_frames(frames):
-                sampled += 1
-                with_faces += bool(found)
-                record.faces += self._face_records(found, start=len(record.faces), frame=frame)
-        except DecodeError as error:
-            return record.fail(str(error))
+        video, record.source = record.source, None
+        sampled, with_faces = 0, 0
+        with video:
+            try:
+                info, frames = sample_video(
+                    video.decoder_path, fps=settings.fps, frames=settings.frames
+                )
+                record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
+                record.width, record.height = info.width, info.height
+                self._note_smallest_face(record)
+                for frame, found in self._analysed_frames(frames):
+                    sampled += 1
+                    with_faces += bool(found)
+                    record.faces += self._face_records(found, start=len(record.faces), frame=frame)
+            except DecodeError as error:
+                record.fail(str(error))
+            try:
+                video.check_unchanged()
+            except InputChanged as error:
+                return record.changed(str(error))
+        if record.status == STATUS_ERROR:
+            return record
         if sampled == 0:
             return record.fail("video has no readable frames")
         probs = np.array(
@@ -418,7 +436,7 @@ class Scanner:
         return record
 
     def _open(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
-        """Hash, decode and, on CPU, analyse one input (in a worker thread).
+        """Read, hash, decode and, on CPU, analyse one input (in a worker thread).
 
         Returns (record, pixels, the classified faces or the error that stopped them, or None when
         still to do), or None when ``skip`` says the input is done already.
@@ -427,12 +445,15 @@ class Scanner:
         if record.status == STATUS_ERROR:
             return record, None, None
         if skip is not None and skip(record):
+            if isinstance(record.source, HeldVideo):
+                record.source.close()
             return None
         if is_video(item.path):
             self._inspect_provenance(item.path, record, None)
             return record, None, None
         try:
-            image = decode_image(item.path, self.settings.max_pixels)
+            # the bytes just hashed, never the path again
+            image = record.source.image = decode_image(record.source.data, self.settings.max_pixels)
         except DecodeError as error:
             self._inspect_provenance(item.path, record, None)
             return record.fail(str(error)), None, None
@@ -449,13 +470,15 @@ class Scanner:
         options = self.settings.provenance
         if options is None:
             return
+        source = record.source
         try:
-            if is_video(path):
-                with open(path, "rb") as stream:  # streamed by the C2PA library, never held
+            if isinstance(source, HeldVideo):
+                # the file held open and hashed (streamed by the C2PA library, never held)
+                with open(source.decoder_path, "rb") as stream:
                     record.provenance = inspect_video(stream, path.suffix, options)
             else:
-                # issue 30: the bytes the scan read once, when it reads each image once
-                record.provenance = inspect(path.read_bytes(), path.suffix, pixels, options)
+                # the bytes the scan read once: those its SHA-256 names
+                record.provenance = inspect(source.data, path.suffix, pixels, options)
         except OSError as error:
             record.provenance = ProvenanceRecord.failed(f"cannot read file: {error.strerror}")
 

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
+from mfclip_cli.engines.scan.evidence import InputChanged, image_of
 from mfclip_cli.engines.scan.records import (
     FILE_FIELDS,
     STATUS_ERROR,
@@ -32,7 +33,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
+from mfclip_cli.faces.decode import DecodeError, is_video
 from mfclip_cli.files import atomic_writer, refuse_existing
 from mfclip_cli.model.config import CLASS_NAMES
 
@@ -41,6 +42,8 @@ LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200,
 
 
 class Sink(Protocol):
+    target: str  # what it writes, as the user named it, for messages
+
     def begin(self, meta: dict[str, Any]) -> None: ...
     def write(self, record: FileRecord) -> None: ...
     def close(self, summary: dict[str, Any]) -> None: ...
@@ -49,6 +52,23 @@ class Sink(Protocol):
 
 def _cannot_write(path: Path, error: OSError) -> ReportError:
     return ReportError(f"cannot write {path}: {error.strerror or error}")
+
+
+def _make_folder(folder: Path, output: Path) -> None:
+    """``folder`` and its parents made for ``output``; a part of the path that is a file is named
+    as such (mkdir says "File exists" or "Not a directory")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        blocking = next(
+            (part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()),
+            None,
+        )
+        if blocking is None:
+            raise _cannot_write(output, error) from error
+        raise ReportError(f"cannot write {output}: {blocking} is a file, not a directory") from None
+    except OSError as error:
+        raise _cannot_write(output, error) from error
 
 
 class ReportError(UsageError):
@@ -76,8 +96,8 @@ class _ReportFile:
     def __init__(self, path: Path, *, force: bool, append: bool = False):
         self.path = path
         refuse_existing(path, force or append)
+        _make_folder(path.parent, path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             self.existed = path.exists()
             flags = os.O_RDWR | os.O_CREAT | (0 if force or append else os.O_EXCL)
             descriptor = os.open(path, flags, 0o666)
@@ -114,7 +134,7 @@ class JsonlSink:
     """
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
-        self.target = target
+        self.target = "standard output" if target == "-" else target
         self.file: _ReportFile | None = None
         if target == "-":
             self.stream: TextIO = sys.stdout
@@ -160,9 +180,11 @@ class JsonlSink:
         self._line(record.to_dict())
 
     def close(self, summary: dict[str, Any]) -> None:
-        self._line({"type": "end", **summary})
-        if self.stream is not sys.stdout:
-            self.stream.close()
+        try:
+            self._line({"type": "end", **summary})
+        finally:  # closed (and unlocked) even on a full disk
+            if self.stream is not sys.stdout:
+                self.stream.close()
 
     def discard(self) -> None:
         if self.file is not None:
@@ -183,11 +205,15 @@ class StagedReport:
         refuse_existing(self.path, force)
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
+        _make_folder(self.path.parent, self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
         except OSError as error:
             raise _cannot_write(self.path, error) from error
+
+    @property
+    def target(self) -> str:
+        return str(self.path)
 
     def staged_parts(self) -> Iterator[str]:
         """What was staged, in chunks of a megabyte."""
@@ -326,6 +352,7 @@ class CsvSink:
 
     def __init__(self, path: str, *, force: bool = False):
         self.file = _ReportFile(Path(path), force=force)
+        self.target = path
         self.stream = self.file.stream
         self.common: dict[str, Any] = {}
 
@@ -405,6 +432,8 @@ class TableSink:
     primary's p(fake), then that too (below 60 columns). The demo notice is a line of its own,
     wrapped, never cut.
     """
+
+    target = "the terminal"
 
     def __init__(self, console: Console):
         self.console = console
@@ -549,9 +578,10 @@ class AnnotateSink:
             raise ReportError(f"{self.option} {folder} is a file, not a folder")
         if self.folder.is_dir() and any(self.folder.iterdir()) and not force:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
+        self.target = folder
         self.created = not self.folder.exists()
+        _make_folder(self.folder, self.folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
         except OSError as error:
             raise _cannot_write(self.folder, error) from error
@@ -567,12 +597,13 @@ class AnnotateSink:
             return
         target = self.folder / f"{self._stem(record)}.png"
         try:
-            image = Image.fromarray(decode_image(Path(record.path)).pixels)
+            # the image the scan decoded (a copy: its pixels stay as scanned)
+            image = Image.fromarray(image_of(record, Path.cwd()).pixels)
             draw_faces(image, record.faces)
             with atomic_writer(target, overwrite=True) as handle:
                 image.save(handle, format="PNG")
             record.annotation = {"path": str(target)}
-        except (OSError, DecodeError, ValueError) as error:
+        except (OSError, DecodeError, ValueError, InputChanged) as error:
             reason = getattr(error, "strerror", None) or str(error)
             record.annotation = {"error": f"annotated copy not written: {reason}"}
 

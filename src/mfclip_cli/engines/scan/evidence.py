@@ -1,0 +1,227 @@
+"""Reading an input once, so that the SHA-256 in its record names exactly the bytes analysed.
+
+Hashing a file by its path and decoding it by its path again are two reads, and a file that
+another process rewrites in between gives a record the hash of one version and the faces of the
+other. So an image is read into memory once: its SHA-256 is taken of those bytes, the decoder
+reads the same buffer, and every later use in the run (annotated copies, the HTML report's
+pictures, provenance checks) takes those bytes or that decoded image from the record
+(``FileRecord.source``), never the path again.
+
+A video cannot be held in memory, and OpenCV's decoder seeks (an MP4's index is often at its
+end), so it cannot be hashed as it is decoded. It is opened once and the descriptor held: the
+hash is read through it, the decoder opens the same open file (``/proc/self/fd/N``: the same inode
+even when the path is replaced meanwhile), and the file's size, modification and change times are
+compared before the hash and after the last frame (``FileIdentity``). A video written to in
+between raises ``InputChanged``: its record is an error without a hash (``FileRecord.changed``).
+
+Reading a file again later (``mfclip report``, or a report drawn from records that crossed
+processes) goes through the same single read and draws nothing unless the bytes are those the
+record's SHA-256 names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.faces.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    DecodeError,
+    VideoFrame,
+    decode_image,
+    video_frames,
+)
+
+HASH_CHUNK = 1 << 20
+# An image file larger than this cannot hold an image within the decompression-bomb limit: 8 bytes
+# a pixel (16-bit RGBA, uncompressed) plus room for metadata (EXIF, ICC profiles, previews). It is
+# refused before it is read, so a huge file named .jpg cannot fill the memory.
+BYTES_PER_PIXEL = 8
+METADATA_BYTES = 64 << 20
+
+
+class InputChanged(Exception):
+    """The input changed while it was read or scanned; the message says how, for the report."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What moves when a file's bytes are written: its size and modification time, and its change
+    time, which every write moves and nothing can set back (setting the modification time back
+    moves it). The inode needs no comparing: the descriptor the identity is taken from pins it.
+
+    The change time also moves when a link to the file goes (its path replaced by a rename, the
+    file deleted), which leaves its bytes as they were: with the link count changed, a change
+    time that moved alone is not counted as a change.
+    """
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    links: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileIdentity:
+        return cls(status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_nlink)
+
+    def changes_to(self, later: FileIdentity) -> str | None:
+        """How ``later``'s bytes may differ, in words; None when nothing says they do."""
+        words = []
+        if later.size != self.size:
+            words.append(f"size {self.size} -> {later.size} bytes")
+        if later.mtime_ns != self.mtime_ns:
+            words.append("modification time moved")
+        elif later.ctime_ns != self.ctime_ns and later.links == self.links:
+            words.append("change time moved")
+        return ", ".join(words) or None
+
+
+def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """``path`` opened for reading, and its status; anything but a regular file is refused without
+    blocking (a FIFO would wait for a writer, a device would never end)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise DecodeError("not a regular file")
+    return os.fdopen(descriptor, "rb"), status
+
+
+@dataclass
+class ImageBytes:
+    """An image input as read once: ``data`` is exactly what ``sha256`` names and what ``image``
+    was decoded from. Provenance checks read ``data`` too."""
+
+    data: bytes
+    sha256: str
+    image: DecodedImage | None = None  # once decoded
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageBytes:
+    """The whole file at ``path``, read once, and its SHA-256; ``InputChanged`` when it was written
+    to while it was read (the bytes may then mix two versions), ``DecodeError`` when it cannot be
+    read or is too large to be an image within ``max_pixels``."""
+    handle, before = _open_regular(path)
+    limit = BYTES_PER_PIXEL * max_pixels + METADATA_BYTES
+    with handle:
+        if before.st_size > limit:
+            raise DecodeError(
+                f"file is {before.st_size:,} bytes, more than an image within the "
+                f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit can hold "
+                f"({limit:,}); not read"
+            )
+        try:
+            data = handle.read(before.st_size + 1)  # a byte more: a file growing shows
+            after = os.fstat(handle.fileno())
+        except OSError as error:
+            raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+    identity = FileIdentity.of(before)
+    changes = identity.changes_to(FileIdentity.of(after))
+    if changes is None and len(data) != before.st_size:
+        changes = f"{len(data)} bytes read of {before.st_size}"
+    if changes:
+        raise InputChanged(f"the file changed while it was read ({changes}); scan it again")
+    return ImageBytes(data, hashlib.sha256(data).hexdigest())
+
+
+class HeldVideo:
+    """A video input opened once and held while it is scanned: hashed through the descriptor,
+    decoded through it (``decoder_path``), its identity checked after the last frame."""
+
+    def __init__(self, path: Path):
+        self.handle, status = _open_regular(path)
+        self.identity = FileIdentity.of(status)
+        try:
+            self.sha256 = self._hash()
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def _hash(self) -> str:
+        """The SHA-256 of the held file, read by offset (``pread``): the descriptor's own position
+        stays at 0 where the decoder shares it (``/dev/fd`` duplicates it)."""
+        digest, offset, descriptor = hashlib.sha256(), 0, self.handle.fileno()
+        try:
+            while chunk := os.pread(descriptor, HASH_CHUNK, offset):
+                digest.update(chunk)
+                offset += len(chunk)
+        except OSError as error:
+            raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+        if offset != self.identity.size:
+            raise InputChanged(
+                f"the file changed while it was read ({offset} bytes read of "
+                f"{self.identity.size}); scan it again"
+            )
+        return digest.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
+
+    @property
+    def decoder_path(self) -> Path:
+        """A name of the held file for the decoder to open: the file hashed, whatever the path
+        names by then (Linux: ``/proc/self/fd/N``; macOS and the BSDs: ``/dev/fd/N``)."""
+        folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        return Path(folder, str(self.handle.fileno()))
+
+    def check_unchanged(self, when: str = "scanned") -> None:
+        """``InputChanged`` when the file was written to since it was opened (and hashed)."""
+        changes = self.identity.changes_to(FileIdentity.of(os.fstat(self.handle.fileno())))
+        if changes:
+            raise InputChanged(
+                f"the file changed while it was {when} ({changes}): its frames are not those "
+                "its hash would name; scan it again"
+            )
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> HeldVideo:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _changed_since_scan() -> InputChanged:
+    return InputChanged("the file has changed since the scan (its SHA-256 differs)")
+
+
+def image_of(record: FileRecord, base: Path) -> DecodedImage:
+    """The upright image ``record``'s faces were found in: the scan's own decoded copy, else the
+    file (``base / record.path``) read again once and decoded only if its bytes are those the
+    record's SHA-256 names."""
+    source = record.source
+    if isinstance(source, ImageBytes) and source.image is not None:
+        return source.image
+    read = read_image(base / record.path)
+    if read.sha256 != record.sha256:
+        raise _changed_since_scan()
+    return decode_image(read.data)
+
+
+@contextlib.contextmanager
+def frames_of(record: FileRecord, base: Path, indices: list[int]) -> Iterator[Iterator[VideoFrame]]:
+    """The frames at ``indices`` of ``record``'s video, read again through one held descriptor
+    whose SHA-256 is the record's; ``InputChanged`` at the end when it was written to meanwhile
+    (what was drawn from it must then be dropped)."""
+    with HeldVideo(base / record.path) as video:
+        if video.sha256 != record.sha256:
+            raise _changed_since_scan()
+        yield video_frames(video.decoder_path, indices)
+        video.check_unchanged("read again")

@@ -1,0 +1,440 @@
+"""The SHA-256 in a record names exactly the bytes analysed (issue 30): inputs rewritten while a
+scan runs, a video written to mid-scan, and what the reports say when they cannot be written."""
+
+import builtins
+import errno
+import hashlib
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import (
+    astronaut,
+    face_free,
+    mosaic,
+    save_decompression_bomb,
+    save_exif_rotated,
+    save_truncated_jpeg,
+    save_variants,
+    save_video,
+)
+from PIL import Image
+from rich.console import Console
+from test_html_report import Page, decoded
+from test_scan_cli import MFCLIP
+
+from mfclip_cli.engines.scan import run as scan_run
+from mfclip_cli.engines.scan import scanner as scan_scanner
+from mfclip_cli.engines.scan.evidence import read_image
+from mfclip_cli.engines.scan.html import HtmlSink, report_from_jsonl
+from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+from mfclip_cli.engines.scan.scanner import ScanSettings
+from mfclip_cli.engines.scan.writers import (
+    AnnotateSink,
+    CsvSink,
+    JsonlSink,
+    JsonSink,
+    ReportError,
+)
+from mfclip_cli.faces.decode import DecodeError, decode_image
+
+
+def test_the_bytes_read_once_decode_as_the_file_does(tmp_path):
+    """EXIF orientation, every awkward encoding and the refusals are the same from the one read
+    as from the path; the hash is of the bytes on disk."""
+    paths = list(save_variants(tmp_path / "variants").values())
+    for orientation in (6, 8):
+        paths.append(tmp_path / f"rotated{orientation}.jpg")
+        save_exif_rotated(paths[-1], orientation)
+    for path in paths:
+        read = read_image(path)
+        assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        from_bytes, from_path = decode_image(read.data), decode_image(path)
+        assert from_bytes.format == from_path.format, path
+        assert np.array_equal(from_bytes.pixels, from_path.pixels), path
+    save_decompression_bomb(tmp_path / "bomb.png")
+    save_truncated_jpeg(tmp_path / "truncated.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for name in ("bomb.png", "truncated.jpg", "empty.jpg"):
+        messages = []
+        for source in (read_image(tmp_path / name).data, tmp_path / name):
+            with pytest.raises(DecodeError) as refusal:
+                decode_image(source)
+            messages.append(str(refusal.value))
+        assert messages[0] == messages[1], messages
+
+
+def _png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mp4(path: Path, picture) -> bytes:
+    save_video(path, frames=6, fps=3.0, picture=picture)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """Two versions of an image and of a video, told apart by what a scan finds in them:
+    {kind: [(bytes, width, faces), ...]} (a video's faces: whether any frame has one)."""
+    scratch = tmp_path_factory.mktemp("versions")
+    return {
+        "image": [(_png(astronaut()), 512, 1), (_png(mosaic()), 1024, 4)],
+        "video": [
+            (_mp4(scratch / "a.mp4", astronaut()), 512, True),
+            (_mp4(scratch / "b.mp4", face_free()), 600, False),
+        ],
+    }
+
+
+def _evidence(folder: Path, versions, images: int = 6) -> dict[str, list[bytes]]:
+    """A folder of images and a video, each holding one of its two versions (the images in
+    turn): {real path: [its two versions' bytes]}."""
+    folder.mkdir()
+    image, video = ([data for data, _, _ in versions[kind]] for kind in ("image", "video"))
+    files = {folder / f"photo_{i}.png": image[::-1] if i % 2 else image for i in range(images)}
+    files[folder / "clip.mp4"] = video
+    for path, (first, _) in files.items():
+        path.write_bytes(first)
+    return {os.path.realpath(path): both for path, both in files.items()}
+
+
+class SwapAfterEveryOpen:
+    """Each time an input is opened for reading, the path is replaced at once by the input's
+    other version, atomically (as an editor or a sync tool saves): what was opened stays one
+    version, and any second read of the path sees the other one."""
+
+    def __init__(self, files: dict[str, list[bytes]], monkeypatch):
+        self.files = files
+        self.now = {path: 0 for path in files}  # the version at the path
+        self.lock = threading.Lock()
+        real_os_open, real_open = os.open, builtins.open
+        self.real_open = real_open
+
+        def os_open(path, flags, *args, **kwargs):
+            descriptor = real_os_open(path, flags, *args, **kwargs)
+            if not flags & (os.O_WRONLY | os.O_RDWR):
+                self.swap(path)
+            return descriptor
+
+        def open_(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            if isinstance(file, (str, Path)) and not set(mode) & set("wax+"):
+                self.swap(file)
+            return handle
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+
+    def put(self, path: str, version: int) -> None:
+        temp = f"{path}.swap"
+        with self.real_open(temp, "wb") as handle:
+            handle.write(self.files[path][version])
+        os.replace(temp, path)
+        self.now[path] = version
+
+    def restore(self, path: str, sha256: str) -> None:
+        """Put back the version whose SHA-256 is ``sha256``."""
+        hashes = [hashlib.sha256(data).hexdigest() for data in self.files[path]]
+        self.put(path, hashes.index(sha256))
+
+    def swap(self, path) -> None:
+        key = os.path.realpath(path)
+        if key in self.files:
+            with self.lock:
+                self.put(key, 1 - self.now[key])
+
+
+def _scan(weights, inputs, **outputs) -> int:
+    request = ScanRequest(
+        inputs=[str(path) for path in inputs],
+        settings=ScanSettings(device="cpu", workers=2),
+        weights=(str(weights),),
+        quiet=True,
+        **{key: str(value) for key, value in outputs.items()},
+    )
+    quiet = Console(file=io.StringIO())
+    return run_scan(request, stdin=None, console=quiet, error_console=quiet)
+
+
+def _file_records(path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line["type"] == "file"]
+
+
+def _version_named(record: dict, versions) -> tuple[int, int | bool]:
+    """The version whose SHA-256 the record carries: (width, faces) of it."""
+    kind = "video" if record["path"].endswith(".mp4") else "image"
+    hashes = [hashlib.sha256(data).hexdigest() for data, _, _ in versions[kind]]
+    assert record["sha256"] in hashes, record
+    _, width, faces = versions[kind][hashes.index(record["sha256"])]
+    return width, faces
+
+
+def _assert_findings_match_hash(record: dict, versions) -> None:
+    width, faces = _version_named(record, versions)
+    assert record["status"] != "error" and record["width"] == width, record
+    found = len(record["faces"])
+    assert (bool(found) if record["path"].endswith(".mp4") else found) == faces, record
+
+
+def _thumbnail_widths(page: Page, name: str) -> list[int]:
+    return [decoded(src).width for kind, _, src in page.section(name)["images"] if kind == "thumb"]
+
+
+def test_inputs_replaced_after_every_open_keep_hash_faces_and_pictures_together(
+    versions, weights, tmp_path, monkeypatch
+):
+    """A second read of any path during the scan would see the other version: faces, annotated
+    copies and HTML pictures must all come from the version the record's hash names."""
+    files = _evidence(tmp_path / "case", versions)
+    swapper = SwapAfterEveryOpen(files, monkeypatch)
+    out = tmp_path / "out"
+    code = _scan(
+        weights,
+        [tmp_path / "case"],
+        jsonl_path=out / "r.jsonl",
+        html_path=out / "r.html",
+        annotate_dir=out / "copies",
+    )
+    assert code == 0
+    records = _file_records(out / "r.jsonl")
+    assert len(records) == len(files)
+    for record in records:
+        _assert_findings_match_hash(record, versions)
+        assert "changed_during_scan" not in record  # an atomic replacement never tears a read
+    page = Page((out / "r.html").read_text(encoding="utf-8"))
+    for record in records:
+        if record["path"].endswith(".png"):
+            width, _ = _version_named(record, versions)
+            copy = Image.open(record["annotation"]["path"])
+            assert copy.width == width, record["path"]  # drawn on the analysed version
+            assert _thumbnail_widths(page, Path(record["path"]).name) == [min(width, 640)]
+
+    # mfclip report reads each input once more: put every file back at the version its record
+    # names; the report's read swaps it again, so a second read would draw the other version
+    for record in records:
+        swapper.restore(os.path.realpath(record["path"]), record["sha256"])
+    assert report_from_jsonl(out / "r.jsonl", tmp_path / "again.html") == 0
+    page = Page((tmp_path / "again.html").read_text(encoding="utf-8"))
+    for record in records:
+        width, faces = _version_named(record, versions)
+        shown = _thumbnail_widths(page, Path(record["path"]).name)
+        if record["path"].endswith(".png"):
+            assert shown == [min(width, 640)], record["path"]
+        else:  # a thumbnail per sampled frame with a face, of the version hashed
+            assert shown == [width] * record["video"]["frames_with_faces"], shown
+            assert bool(shown) == faces
+
+
+def test_inputs_rewritten_by_another_process_during_a_scan(versions, weights, tmp_path):
+    """The hostile environment of the issue: another process keeps replacing every input
+    between its two versions while ``mfclip scan`` runs. No record may pair one version's hash
+    with the other's findings."""
+    files = _evidence(tmp_path / "case", versions, images=10)
+    stop = threading.Event()
+    swaps = [0]
+
+    def rewrite_forever():
+        now = dict.fromkeys(files, 0)
+        while not stop.is_set():
+            for path, both in files.items():
+                now[path] = 1 - now[path]
+                temp = f"{path}.swap"
+                Path(temp).write_bytes(both[now[path]])
+                os.replace(temp, path)
+                swaps[0] += 1
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=rewrite_forever, daemon=True)
+    writer.start()
+    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
+    try:
+        result = subprocess.run(
+            [MFCLIP, "scan", str(tmp_path / "case"), "--weights", str(weights), "--jsonl", "-"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**environment, "HF_HUB_OFFLINE": "1"},
+        )
+    finally:
+        stop.set()
+        writer.join()
+    assert swaps[0] > 10 * len(files), swaps  # the files really moved under the scan
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    records = [line for line in lines if line["type"] == "file"]
+    assert len(records) == len(files), result.stderr
+    for record in records:
+        if record.get("changed_during_scan"):
+            assert record["status"] == "error" and record["sha256"] is None, record
+        else:
+            _assert_findings_match_hash(record, versions)
+
+
+def test_a_video_written_to_during_its_scan_is_flagged_without_a_hash(
+    versions, weights, tmp_path, monkeypatch
+):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(versions["video"][0][0])
+    other = versions["video"][1][0]
+    real_sample_video = scan_scanner.sample_video
+
+    def rewritten_after_the_first_frame(path, **kwargs):
+        info, frames = real_sample_video(path, **kwargs)
+
+        def frames_then_rewrite():
+            for index, frame in enumerate(frames):
+                yield frame
+                if index == 0:
+                    clip.write_bytes(other)  # in place: the same file, other bytes
+
+        return info, frames_then_rewrite()
+
+    monkeypatch.setattr(scan_scanner, "sample_video", rewritten_after_the_first_frame)
+    code = _scan(weights, [clip], jsonl_path=tmp_path / "r.jsonl", csv_path=tmp_path / "r.csv")
+    assert code == 3  # an input that could not be scanned as one file
+    (record,) = _file_records(tmp_path / "r.jsonl")
+    assert record["status"] == "error" and record["changed_during_scan"] is True
+    assert record["sha256"] is None and record["size"] is None and record["faces"] == []
+    assert "changed while it was scanned" in record["error"]
+
+
+def test_a_video_replaced_during_its_scan_is_scanned_as_the_file_that_was_opened(
+    versions, weights, tmp_path, monkeypatch
+):
+    """Replacing the path (rename) leaves the opened file whole: the record names it and its
+    frames, as a scan of it alone finds them."""
+    clip = tmp_path / "clip.mp4"
+    original, other = versions["video"][0][0], versions["video"][1][0]
+    clip.write_bytes(original)
+    assert _scan(weights, [clip], jsonl_path=tmp_path / "alone.jsonl") == 0
+    real_sample_video = scan_scanner.sample_video
+
+    def replaced_after_the_first_frame(path, **kwargs):
+        info, frames = real_sample_video(path, **kwargs)
+
+        def frames_then_replace():
+            for index, frame in enumerate(frames):
+                yield frame
+                if index == 0:
+                    (tmp_path / "new.mp4").write_bytes(other)
+                    os.replace(tmp_path / "new.mp4", clip)
+
+        return info, frames_then_replace()
+
+    monkeypatch.setattr(scan_scanner, "sample_video", replaced_after_the_first_frame)
+    assert _scan(weights, [clip], jsonl_path=tmp_path / "r.jsonl") == 0
+    (record,) = _file_records(tmp_path / "r.jsonl")
+    assert record == _file_records(tmp_path / "alone.jsonl")[0]
+    assert record["sha256"] == hashlib.sha256(original).hexdigest() and record["faces"]
+
+
+class DiskFullAfter:
+    """A report's stream on a disk that fills up after ``lines`` lines: ENOSPC from then on."""
+
+    def __init__(self, stream, lines: int):
+        self.stream, self.left = stream, lines
+
+    def write(self, text: str) -> int:
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left -= text.count("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def test_a_full_disk_names_the_report_and_resume_continues_it(
+    versions, weights, tmp_path, monkeypatch
+):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"photo_{i}.png").write_bytes(versions["image"][0][0])
+    report = tmp_path / "r.jsonl"
+    real_open_sinks = scan_run._open_sinks
+
+    def sinks_on_a_full_disk(request, console):
+        sinks = real_open_sinks(request, console)
+        for sink in sinks:
+            if isinstance(sink, JsonlSink):
+                sink.stream = DiskFullAfter(sink.stream, lines=2)  # the meta and one record
+        return sinks
+
+    monkeypatch.setattr(scan_run, "_open_sinks", sinks_on_a_full_disk)
+    with pytest.raises(OSError) as failure:
+        _scan(weights, [folder], jsonl_path=report)
+    message = failure.value.strerror
+    assert f"cannot write {report}: {os.strerror(errno.ENOSPC)}" in message
+    assert f"--resume --jsonl {report}" in message and "partial" in message
+    assert [Path(r["path"]).name for r in _file_records(report)] == ["photo_0.png"]
+
+    monkeypatch.setattr(scan_run, "_open_sinks", real_open_sinks)
+    request = ScanRequest(
+        inputs=[str(folder)],
+        settings=ScanSettings(device="cpu"),
+        weights=(str(weights),),
+        jsonl_path=str(report),
+        resume=True,
+        quiet=True,
+    )
+    quiet = Console(file=io.StringIO())
+    assert run_scan(request, stdin=None, console=quiet, error_console=quiet) == 0
+    names = [Path(r["path"]).name for r in _file_records(report)]
+    assert names == ["photo_0.png", "photo_1.png", "photo_2.png"]
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [
+        lambda path: JsonlSink(str(path)),
+        lambda path: JsonSink(str(path)),
+        lambda path: CsvSink(str(path)),
+        lambda path: HtmlSink(path),
+        lambda path: AnnotateSink(str(path)),
+    ],
+    ids=["jsonl", "json", "csv", "html", "annotate"],
+)
+def test_an_output_under_a_regular_file_is_not_a_directory(opener, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target in (blocker / "report", blocker / "deeper" / "report"):
+        with pytest.raises(ReportError) as refusal:
+            opener(target)
+        assert str(refusal.value) == f"cannot write {target}: {blocker} is a file, not a directory"
+    assert blocker.read_text() == "" and sorted(tmp_path.iterdir()) == [blocker]
+
+
+def _lines_file(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("ends", "partial"),
+    [
+        # interrupted, then resumed to the end: the last end line counts
+        ([{"complete": False, "files_written": 1}, {"complete": True, "files_written": 1}], False),
+        # finished, then a resumed run that died after a record: partial
+        ([{"complete": True, "files_written": 1}, None], True),
+    ],
+    ids=["resumed-to-the-end", "resume-died"],
+)
+def test_mfclip_report_takes_a_resumed_reports_last_end_line(ends, partial, tmp_path):
+    meta = {"type": "meta", "weights": {"name": "w", "sha256": "0" * 64}, "cwd": str(tmp_path)}
+    lines = [meta]
+    for i, end in enumerate(ends):
+        lines.append({"type": "file", "path": f"gone_{i}.png", "status": "error", "error": "x"})
+        if end is not None:
+            lines.append({"type": "end", **end})
+    report_from_jsonl(_lines_file(tmp_path / "r.jsonl", lines), tmp_path / "r.html")
+    assert ("Partial report" in (tmp_path / "r.html").read_text(encoding="utf-8")) == partial
