@@ -58,8 +58,8 @@ def shown(value: float | None, interval: list[float] | None = None) -> str:
 
 def calibration_table(report: dict) -> Table:
     calibration = report["calibration"]
-    shown = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
-    table = Table(title=f"probabilities on test (calibration: {shown})")
+    fitted = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
+    table = Table(title=f"probabilities on test (calibration: {fitted})")
     table.add_column("metric")
     table.add_column("uncalibrated", justify="right")
     table.add_column("calibrated", justify="right")
@@ -171,4 +171,25 @@ def robustness_comparison_table(report: dict) -> Table:
         table.add_column(f"#{position} {single['weights']['name']}", justify="right")
     for rows in zip(*(single["robustness"]["rows"] for single in reports)):
         table.add_row(rows[0]["name"], *(shown(row["auc"]) for row in rows))
+    return table
+
+
+def inconclusive_table(report: dict) -> Table:
+    """The inconclusive band on test: how many faces it marks, the metrics on the rest."""
+    band = report["inconclusive"]
+    threshold = band["uncertainty_threshold"]
+    stored = "none stored" if threshold is None else f"{threshold:.4f}"
+    table = Table(
+        title=f"inconclusive band on test (uncertainty threshold {stored}"
+        f"{', OOD' if band['ood'] else ''}; docs/verdicts.md)"
+    )
+    for column in ("faces", "inconclusive", "share", *(REPORTED[k] for k in COMPARED[1:])):
+        table.add_column(column, justify="right")
+    conclusive = band["conclusive"]
+    table.add_row(
+        str(band["n"]),
+        str(band["n_inconclusive"]),
+        shown(band["share"]),
+        *(shown(conclusive[key]) for key in COMPARED[1:]),
+    )
     return table
