@@ -13,6 +13,7 @@ KEYS = (
     "detect_images_per_s",
     "end_to_end_images_per_s",
     "end_to_end_explain_images_per_s",
+    "end_to_end_stability_images_per_s",
     "train_faces_per_s",
     "naive_images_per_s",
 )
@@ -52,6 +53,7 @@ def test_bench_measures_every_stage(tmp_path):
         "detect_images_per_s",
         "end_to_end_images_per_s",
         "end_to_end_explain_images_per_s",
+        "end_to_end_stability_images_per_s",
         "naive_images_per_s",
     ):  # medians of the rounds
         rounds = figures["rounds"][key]

@@ -119,7 +119,30 @@ def scan(
     ),
     quiet: Quiet = False,
     fail_on_fake: bool = typer.Option(
-        False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."
+        False,
+        "--fail-on-fake",
+        help="Exit with 4 when any face is labelled diffusion or gan (an inconclusive face "
+        "does not count, whatever it leaned to: see --fail-on-inconclusive).",
+    ),
+    fail_on_inconclusive: bool = typer.Option(
+        False,
+        "--fail-on-inconclusive",
+        help="Exit with 5 when any face is inconclusive (4 wins when --fail-on-fake finds a "
+        "fake too).",
+    ),
+    inconclusive: bool = typer.Option(
+        True,
+        "--inconclusive/--no-inconclusive",
+        help="Label inconclusive (keeping the label it leaned to) a face out of distribution, "
+        "above the checkpoint's calibrated uncertainty threshold, or unstable under "
+        "--stability (docs/verdicts.md).",
+    ),
+    stability: bool = typer.Option(
+        False,
+        "--stability",
+        help="Score each face again on its region re-saved as JPEG 75 and 50 and halved and "
+        "restored; report the spread of p(fake) and whether the label flips (a flip makes it "
+        "inconclusive). About 4x the model work per face (docs/verdicts.md).",
     ),
 ) -> None:
     """Find every face; say if it is real, diffusion or GAN.
@@ -127,7 +150,8 @@ def scan(
     Per-face probabilities as a table, JSON, JSON Lines, CSV or an HTML case report.
 
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
-    could not be read; 4 with --fail-on-fake when any face is labelled non-real.
+    could not be read; 4 with --fail-on-fake when any face is labelled diffusion or gan; 5 with
+    --fail-on-inconclusive when any face is inconclusive.
 
     Examples:
 
@@ -157,6 +181,8 @@ def scan(
             fake_threshold_fpr=fake_fpr,
             fps=fps,
             frames=frames,
+            inconclusive=inconclusive,
+            stability=stability,
         ),
         weights=tuple(weights or ()),
         recursive=recursive,
@@ -170,6 +196,7 @@ def scan(
         force=force,
         quiet=quiet,
         fail_on_fake=fail_on_fake,
+        fail_on_inconclusive=fail_on_inconclusive,
     )
     with errors_reported() as error_console:
         code = run_scan(

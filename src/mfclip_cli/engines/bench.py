@@ -195,6 +195,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         settings = ScanSettings(batch_size=batch, min_face=request.min_face)
         scanner = Scanner(model, settings, device)
         explainer = Scanner(model, replace(settings, explain=True), device)  # scan --explain
+        stabler = Scanner(model, replace(settings, stability=True), device)  # scan --stability
         decoded = [decode_image(path).pixels for path in paths]
         found: list[int] = []
 
@@ -213,6 +214,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
                     if explains
                     else {}
                 ),
+                "end_to_end_stability_images_per_s": (count, lambda: scan_all(stabler)),
                 "naive_images_per_s": (
                     count,
                     _naive_pipeline(paths, model, device, crop, request.min_face),
@@ -267,6 +269,7 @@ def _table(results: dict[str, Any]) -> Table:
         ("detection, laid out as scan does it", "detect_images_per_s", "images/s"),
         ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
         ("end-to-end scan --explain", "end_to_end_explain_images_per_s", "images/s"),
+        ("end-to-end scan --stability", "end_to_end_stability_images_per_s", "images/s"),
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):

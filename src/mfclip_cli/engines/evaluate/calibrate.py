@@ -15,6 +15,7 @@ from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.files import refuse_existing
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
+from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
 
 
@@ -29,6 +30,7 @@ class CalibrateRequest:
     batch_size: int = 64
     workers: int = 0
     force: bool = False
+    target_accuracy: float = TARGET_ACCURACY  # of the inconclusive band's threshold
 
 
 def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
@@ -62,7 +64,9 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "layout": scoring.index.layout,
         "protocol": scoring.protocol.name,
     }
-    record = fit_calibration(logits, labels, fitted_on=fitted_on)
+    record = fit_calibration(
+        logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy
+    )
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
     train = scoring.splits.train

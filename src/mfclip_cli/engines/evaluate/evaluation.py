@@ -36,6 +36,7 @@ from mfclip_cli.engines.evaluate.loading import (
 )
 from mfclip_cli.engines.evaluate.tables import (
     calibration_table,
+    inconclusive_table,
     metrics_table,
     operating_table,
     robustness_table,
@@ -55,6 +56,13 @@ from mfclip_cli.scoring.calibration import (
     temperature_of,
     threshold_key,
 )
+from mfclip_cli.scoring.inconclusive import (
+    INCONCLUSIVE,
+    band_curve,
+    band_report,
+    inconclusive_mask,
+    stored_threshold,
+)
 from mfclip_cli.scoring.inference import score_samples
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
@@ -67,7 +75,14 @@ from mfclip_cli.scoring.metrics import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from mfclip_cli.scoring.plots import plot_embeddings, plot_reliability, plot_robustness, plot_roc
+from mfclip_cli.scoring.ood import ood_of
+from mfclip_cli.scoring.plots import (
+    plot_embeddings,
+    plot_inconclusive,
+    plot_reliability,
+    plot_robustness,
+    plot_roc,
+)
 from mfclip_cli.timestamps import utc_now
 
 _REAL = CLASS_NAMES.index("real")
@@ -117,12 +132,28 @@ def refuse_existing_outputs(request: EvalRequest) -> None:
 
 
 def _write_predictions(
-    path: str, samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str], force: bool
+    path: str, samples: Sequence[Sample], scored: Scored, classes: Sequence[str], force: bool
 ) -> None:
+    """Per test sample its probabilities, fields, and the inconclusive band's inputs and call
+    (``ood`` empty where the checkpoint has no OOD statistics)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", *classes, "forgery_type", "generator", "dataset", "video"])
-    for sample, row in zip(samples, probs):
+    writer.writerow(
+        [
+            "path",
+            "label",
+            *classes,
+            "forgery_type",
+            "generator",
+            "dataset",
+            "video",
+            "ood",
+            "inconclusive",
+        ]
+    )
+    threshold = scored.report[INCONCLUSIVE]["uncertainty_threshold"]
+    marked = inconclusive_mask(scored.probs, threshold, scored.ood)
+    for position, (sample, row) in enumerate(zip(samples, scored.probs)):
         writer.writerow(
             [
                 sample.path,
@@ -132,6 +163,8 @@ def _write_predictions(
                 sample.generator,
                 sample.dataset,
                 sample.video or "",
+                "" if scored.ood is None else str(bool(scored.ood[position])).lower(),
+                str(bool(marked[position])).lower(),
             ]
         )
     with atomic_writer(path, overwrite=force) as handle:
@@ -346,6 +379,19 @@ def _write_robustness_plot(folder: str, robustness: dict, force: bool) -> str:
     return str(path)
 
 
+def _write_inconclusive_plot(request: EvalRequest, test: Sequence[Sample], scored: Scored) -> str:
+    """The band's trade-off on test as its threshold sweeps, the stored threshold marked."""
+    band = scored.report[INCONCLUSIVE]
+    labels = [sample.label for sample in test]
+    curve = band_curve(labels, scored.probs, scored.ood, request.threshold)
+    stored = None
+    if band["uncertainty_threshold"] is not None:
+        stored = (band["share"], band["conclusive"]["acc"], band["conclusive"]["auc"])
+    path = Path(request.plots_dir) / "inconclusive.png"  # type: ignore[arg-type]
+    plot_inconclusive(curve, stored, path, overwrite=request.force)
+    return str(path)
+
+
 @dataclass
 class Scored:
     """One checkpoint's report on the test split and what its optional outputs are drawn from."""
@@ -355,6 +401,7 @@ class Scored:
     probs: np.ndarray  # test, calibrated
     embeddings: np.ndarray | None
     groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
+    ood: np.ndarray | None = None  # test faces' OOD flags, where the checkpoint has statistics
 
 
 def score_checkpoint(
@@ -365,9 +412,14 @@ def score_checkpoint(
     splits, calibration = scoring.splits, scoring.checkpoint.info.calibration
     temperature = temperature_of(calibration)
     started = utc_now()
+    statistics = ood_of(scoring.checkpoint.info)
     logits, embeddings = scoring.outputs(
-        splits.test, request.batch_size, request.workers, embeddings=bool(request.embeddings_path)
+        splits.test,
+        request.batch_size,
+        request.workers,
+        embeddings=bool(request.embeddings_path) or statistics is not None,
     )
+    ood = None if statistics is None else statistics.flags(statistics.distances(embeddings))
     val_logits = scoring.logits(splits.val, request.batch_size, request.workers)
     probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
@@ -404,6 +456,13 @@ def score_checkpoint(
         "overall": score_samples(splits.test, probs, request.threshold),
         "operating_points": operating_points,
         "intervals": intervals,
+        INCONCLUSIVE: {
+            "definitions": "docs/verdicts.md",
+            "band": (calibration or {}).get(INCONCLUSIVE),
+            **band_report(
+                test_labels, probs, stored_threshold(calibration), ood, request.threshold
+            ),
+        },
         "subsets": {},
     }
     groups = {"overall": (splits.test, probs)}
@@ -413,7 +472,7 @@ def score_checkpoint(
         groups[name] = (members, rows)
     if perturbations:
         report["robustness"] = _robustness(scoring, request, perturbations, probs, temperature)
-    return Scored(report, logits, probs, embeddings, groups)
+    return Scored(report, logits, probs, embeddings, groups, ood)
 
 
 def data_record(index: DataIndex) -> dict:
@@ -455,7 +514,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         _write_predictions(
             request.predictions_path,
             splits.test,
-            scored.probs,
+            scored,
             scoring.checkpoint.model.classes,
             request.force,
         )
@@ -469,6 +528,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
             report["plots"].append(
                 _write_robustness_plot(request.plots_dir, report["robustness"], request.force)
             )
+        report["plots"].append(_write_inconclusive_plot(request, splits.test, scored))
     if request.embeddings_path:
         report["embeddings"] = _write_embeddings(
             request.embeddings_path, splits.test, scored.embeddings, request.seed, request.force
@@ -478,6 +538,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     console.print(metrics_table(report))
     console.print(calibration_table(report))
     console.print(operating_table(report))
+    console.print(inconclusive_table(report))
     if perturbations:
         console.print(robustness_table(report))
     return report

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+INCONCLUSIVE = "inconclusive"  # the label of a face the model cannot support a verdict on
 
 
 def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
@@ -72,6 +73,13 @@ class FaceRecord:
     # with several --weights: each checkpoint's verdict, in --weights order (the primary's first,
     # the fields above): {"weights": name, "sha256", "probs", "label", "uncertainty", ood fields}
     detectors: list[dict[str, Any]] | None = None
+    # an inconclusive face (label "inconclusive"): the label it leaned to, and why
+    # ("uncertain", "ood", "unstable"; docs/verdicts.md)
+    leaning: str | None = None
+    inconclusive: list[str] | None = None
+    # with --stability: p(fake) and label under each re-encoding, their spread, whether it flips
+    stability: dict[str, Any] | None = None
+    track: int | None = None  # video frames only: the track it belongs to (engines/scan/tracks.py)
     # with --explain, until its PNG is written: the crop and heatmap to draw (never serialised)
     evidence: FaceEvidence | None = field(default=None, repr=False, compare=False)
 
@@ -112,10 +120,30 @@ class FaceRecord:
             "explanation",
             "richest_patch",
             "detectors",
+            "leaning",
+            "inconclusive",
+            "stability",
+            "track",
         ):
             if record[optional] is None:
                 del record[optional]
         return record
+
+    def mark_inconclusive(self, reasons: list[str]) -> None:
+        """Label the face inconclusive for ``reasons`` (none: its verdict stands), keeping the
+        label it leaned to."""
+        if reasons:
+            self.leaning, self.label, self.inconclusive = self.label, INCONCLUSIVE, list(reasons)
+
+    @property
+    def verdict_label(self) -> str:
+        """The label the model gave, inconclusive or not: the one its probabilities stand for."""
+        return self.leaning or self.label
+
+    @property
+    def conclusive_fake(self) -> bool:
+        """Labelled non-real and not inconclusive: what ``--fail-on-fake`` counts."""
+        return self.label not in ("real", INCONCLUSIVE)
 
 
 # The file record's fields in output order (before ``faces``), and those written only when set.
@@ -165,6 +193,17 @@ class FileRecord:
         annotation_failed = bool(self.annotation and "error" in self.annotation)
         return (
             self.status == STATUS_ERROR or annotation_failed or self.explanation_error is not None
+        )
+
+    @property
+    def outcome(self) -> tuple[bool, bool, bool]:
+        """What this file adds to the exit code: (failed, a conclusive fake, an inconclusive
+        face)."""
+        labels = {face.label for face in self.faces}
+        return (
+            self.failed,
+            any(face.conclusive_fake for face in self.faces),
+            INCONCLUSIVE in labels,
         )
 
     def fail(self, message: str) -> "FileRecord":

@@ -26,6 +26,7 @@ from rich.progress import (
 from mfclip_cli import __version__
 from mfclip_cli.engines.runtime import (
     EXIT_FAKE,
+    EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNREADABLE,
@@ -38,6 +39,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
 from mfclip_cli.engines.scan.writers import (
     AnnotateSink,
     CsvSink,
@@ -64,6 +66,7 @@ from mfclip_cli.scoring.calibration import (
     threshold_for_fpr,
     threshold_key,
 )
+from mfclip_cli.scoring.inconclusive import stored_threshold
 from mfclip_cli.scoring.ood import ood_of, ood_summary
 from mfclip_cli.timestamps import utc_now
 
@@ -86,7 +89,8 @@ class ScanRequest:
     resume: bool = False
     force: bool = False
     quiet: bool = False
-    fail_on_fake: bool = False
+    fail_on_fake: bool = False  # exit 4 when a face is labelled diffusion or gan (conclusively)
+    fail_on_inconclusive: bool = False  # exit 5 when a face is inconclusive (and none is fake)
 
 
 def _check_request(request: ScanRequest) -> None:
@@ -209,9 +213,24 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
             "smallest_face": scanner.smallest_face,
         },
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
+        "verdicts": verdicts_meta(settings, scanner),
         "started_utc": utc_now(),
         "cwd": os.getcwd(),
         "inputs": inputs,
+    }
+
+
+def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
+    """What made a face inconclusive in this scan (docs/verdicts.md): whether the band is on, the
+    primary's stored uncertainty threshold, whether OOD statistics flag faces, and the
+    re-encodings of --stability."""
+    return {
+        "inconclusive": settings.inconclusive,
+        "uncertainty_threshold": scanner.primary.uncertainty_threshold
+        if settings.inconclusive
+        else None,
+        "ood": settings.inconclusive and scanner.ood is not None,
+        "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
     }
 
 
@@ -244,7 +263,12 @@ def _scorers(checkpoints: Sequence[LoadedWeights], settings: ScanSettings) -> li
         record = weights_record(checkpoint)
         scorers.append(
             Scorer(
-                checkpoint.model, temperature_of(info.calibration), ood_of(info), threshold, record
+                checkpoint.model,
+                temperature_of(info.calibration),
+                ood_of(info),
+                threshold,
+                record,
+                stored_threshold(info.calibration),
             )
         )
     return scorers
@@ -345,7 +369,8 @@ def run_scan(
         )
     else:
         records = scanner.scan(items, skip=skip if previous.done else None)
-    outcome: dict[str, tuple[bool, bool]] = dict(previous.records)  # real path: (error, fake)
+    # real path: (error, conclusive fake, inconclusive)
+    outcome: dict[str, tuple[bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     complete = False
     try:
@@ -359,10 +384,7 @@ def run_scan(
                 for sink in sinks:
                     sink.write(record)
                 # after the reports: the annotated copy is written (or fails) as a report is
-                outcome[ResumeState.key(record.path)] = (
-                    record.failed,
-                    any(face.label != "real" for face in record.faces),
-                )
+                outcome[ResumeState.key(record.path)] = record.outcome
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
     except (KeyboardInterrupt, Interrupted):
@@ -409,6 +431,8 @@ def run_scan(
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    if request.fail_on_fake and any(fake for _, fake in outcome.values()):
+    if request.fail_on_fake and any(fake for _, fake, _ in outcome.values()):
         return EXIT_FAKE
-    return EXIT_UNREADABLE if any(error for error, _ in outcome.values()) else EXIT_OK
+    if request.fail_on_inconclusive and any(unsure for _, _, unsure in outcome.values()):
+        return EXIT_INCONCLUSIVE
+    return EXIT_UNREADABLE if any(error for error, _, _ in outcome.values()) else EXIT_OK

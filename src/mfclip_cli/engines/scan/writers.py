@@ -26,6 +26,7 @@ from rich.table import Table
 
 from mfclip_cli.engines.scan.records import (
     FILE_FIELDS,
+    INCONCLUSIVE,
     STATUS_ERROR,
     FaceEvidence,
     FaceRecord,
@@ -37,7 +38,12 @@ from mfclip_cli.files import atomic_writer, refuse_existing
 from mfclip_cli.model.config import CLASS_NAMES
 
 CLASS_COLUMNS = CLASS_NAMES
-LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200, 40, 200)}
+LABEL_COLOURS = {
+    "real": (40, 200, 80),
+    "diffusion": (240, 90, 40),
+    "gan": (200, 40, 200),
+    INCONCLUSIVE: (150, 150, 150),
+}
 
 
 class Sink(Protocol):
@@ -248,6 +254,10 @@ CSV_COLUMNS = [
     "uncertainty",
     "ood",
     "ood_distance",
+    "leaning",  # an inconclusive face's label before the band
+    "inconclusive",  # its reasons, space-separated
+    "p_fake_spread",  # with --stability
+    "flips",  # with --stability
     "explanation",
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
@@ -318,6 +328,10 @@ class CsvSink:
                     "uncertainty": face.uncertainty,
                     "ood": None if face.ood is None else str(face.ood).lower(),
                     "ood_distance": face.ood_distance,
+                    "leaning": face.leaning,
+                    "inconclusive": " ".join(face.inconclusive or []) or None,
+                    "p_fake_spread": face.stability["spread"] if face.stability else None,
+                    "flips": str(face.stability["flips"]).lower() if face.stability else None,
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                     **self._compared(face),
@@ -333,6 +347,18 @@ class CsvSink:
 
 
 DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
+
+
+def verdict_note(face: FaceRecord) -> str:
+    """A face's label in words for the table: an inconclusive one with what it leaned to and
+    why, an OOD flag the band did not act on, the spread under --stability."""
+    if face.inconclusive:
+        note = f"{INCONCLUSIVE} (leaning {face.leaning}: {', '.join(face.inconclusive)})"
+    else:
+        note = face.label + (", OOD" if face.ood else "")
+    if face.stability:
+        note += f", spread {face.stability['spread']:.2f}"
+    return note
 
 
 class TableSink:
@@ -390,7 +416,7 @@ class TableSink:
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
-                "label / note": face.label + (", OOD" if face.ood else ""),
+                "label / note": verdict_note(face),
                 **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
                 **{
                     column: f"{1.0 - entry['probs']['real']:.3f}"
@@ -445,7 +471,7 @@ def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1
         x1, y1, x2, y2 = (value * scale for value in face.box)
         colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
+        text = f"{face.index} {face.label} {face.probs[face.verdict_label]:.2f}"
         # on a tag of the box's colour, legible on any picture; inside the box at the top edge
         _, _, text_width, text_height = draw.textbbox((0, 0), text, font=font)
         tag_height = text_height + 2 * width
@@ -569,7 +595,8 @@ class ResumeState:
     """
 
     done: set[tuple[str, str]] = field(default_factory=set)
-    records: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # real path: (error, fake)
+    # real path: FileRecord.outcome, (error, conclusive fake, inconclusive)
+    records: dict[str, tuple[bool, bool, bool]] = field(default_factory=dict)
 
     @staticmethod
     def key(path: str, cwd: str | None = None) -> str:
@@ -593,6 +620,7 @@ class ResumeState:
                     for key, value in meta["thresholds"].items()
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
+                ("verdicts", previous.get("verdicts"), meta["verdicts"]),
             ]
             if was != now
         ]
@@ -609,12 +637,6 @@ class ResumeState:
             key = cls.key(line["path"], previous.get("cwd"))
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
-            faces = line.get("faces") or []
-            earlier = FileRecord(
-                path=key,
-                status=line.get("status"),
-                annotation=line.get("annotation"),
-                explanation_error=line.get("explanation_error"),
-            )
-            state.records[key] = (earlier.failed, any(f["label"] != "real" for f in faces))
+            earlier = FileRecord.from_dict({**line, "path": key})
+            state.records[key] = earlier.outcome
         return state
