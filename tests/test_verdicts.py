@@ -18,7 +18,7 @@ from test_train import make_dataset
 
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.scan.inputs import InputItem
-from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS, reencoded_crops
 from mfclip_cli.faces.align import align_faces
@@ -326,3 +326,85 @@ def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recomp
     for key in ("n", "acc", "auc", "acc3"):
         assert band["conclusive"][key] == pytest.approx(again[key], abs=1e-6)
     assert (plots / "inconclusive.png").stat().st_size > 0
+
+
+def _face_at(frame: int, x: float, y: float = 50.0, side: float = 100.0) -> FaceRecord:
+    """A face record at (x, y) of ``side`` px, landmarks where a frontal face has them."""
+    landmarks = [[x + 0.3 * side, y + 0.4 * side], [x + 0.7 * side, y + 0.4 * side]]
+    landmarks += [[x + 0.5 * side, y + 0.6 * side], [x + 0.35 * side, y + 0.8 * side]]
+    landmarks += [[x + 0.65 * side, y + 0.8 * side]]
+    return FaceRecord.create(
+        index=0,
+        box=[x, y, x + side, y + side],
+        landmarks=landmarks,
+        det_score=0.99,
+        probs={"real": 0.8, "diffusion": 0.1, "gan": 0.1},
+        label="real",
+        frame=frame,
+        timestamp=frame / 10,
+    )
+
+
+def test_gaps_and_single_frame_tracks_follow_the_stated_rules():
+    from mfclip_cli.engines.scan.tracks import MAX_GAP, link_tracks, track_summaries
+
+    frames = list(range(12))
+    # seen at 0-1, missing for MAX_GAP frames, back at 4: one track; then missing for
+    # MAX_GAP + 1 frames (5, 6, 7) and back at 8: a new track; a stranger once at 10
+    seen = [0, 1, 1 + MAX_GAP + 1, 1 + MAX_GAP + 1 + MAX_GAP + 2]
+    faces = [_face_at(frame, 10.0 + 5 * frame) for frame in seen] + [_face_at(10, 400.0)]
+    link_tracks(faces, frames)
+    assert [face.track for face in faces] == [0, 0, 0, 1, 2]
+    summaries = track_summaries(faces, ("real", "diffusion", "gan"), lambda p: "real")
+    assert [s["faces"] for s in summaries] == [3, 1, 1]
+    assert [s["single_frame"] for s in summaries] == [False, True, True]
+    assert summaries[0]["frames"] == seen[:3] and summaries[0]["first"] == 0.0
+    assert summaries[0]["last"] == seen[2] / 10
+
+
+def _crossing_video(path: Path, frames: int = 12) -> None:
+    """Two people crossing: the astronaut's head walking right along the top, its mirror image
+    walking left below it; their boxes overlap as they pass."""
+    head = astronaut()[30:210, 140:310]  # about 180 x 170, the face inside
+    mirrored = head[:, ::-1]
+    width, height = 900, 420
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (width, height))
+    assert writer.isOpened()
+    for i in range(frames):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        a = int(20 + i * (width - 210) / (frames - 1))
+        b = int(width - 190 - i * (width - 210) / (frames - 1))
+        canvas[20:200, a : a + 170] = head
+        canvas[150:330, b : b + 170] = mirrored
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
+    _crossing_video(tmp_path / "crossing.mp4")
+    run(
+        "scan", "crossing.mp4", "-w", weights, "--device", "cpu", "--frames", "12",
+        "--jsonl", "scan.jsonl", "--html", "report.html", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    record = lines[1]
+    faces = record["faces"]
+    assert len(faces) >= 20  # two faces in (nearly) every one of the 12 frames
+    tracks = record["video"]["tracks"]
+    assert [track["track"] for track in tracks] == [0, 1]
+    for track in tracks:
+        mine = [face for face in faces if face["track"] == track["track"]]
+        xs = [face["box"][0] for face in mine]
+        assert xs == sorted(xs) or xs == sorted(xs, reverse=True)  # each keeps its direction
+        assert track["faces"] == len(mine) and track["frames"] == [f["frame"] for f in mine]
+        assert track["first"] == mine[0]["timestamp"] and track["last"] == mine[-1]["timestamp"]
+        for name in ("real", "diffusion", "gan"):
+            values = [face["probs"][name] for face in mine]
+            assert track["mean"][name] == pytest.approx(np.mean(values), abs=1e-6)
+            assert track["max"][name] == pytest.approx(max(values), abs=1e-6)
+        assert track["label"] in ("real", "diffusion", "gan") and not track["single_frame"]
+    assert FileRecord.from_dict(record).to_dict() == record
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('class="strip"') == 2 and html.count("<polyline") == 2
+    run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
+    assert (tmp_path / "again.html").read_text().count("<polyline") == 2
