@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import astronaut, mosaic
+from media import astronaut, face_free, mosaic
 from PIL import Image
 from test_train import make_dataset
 
@@ -408,3 +408,53 @@ def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
     assert html.count('class="strip"') == 2 and html.count("<polyline") == 2
     run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
     assert (tmp_path / "again.html").read_text().count("<polyline") == 2
+
+
+def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts():
+    from mfclip_cli.engines.scan.duplicates import (
+        MAX_DISTANCE,
+        hamming,
+        near_duplicate_groups,
+        perceptual_hash,
+    )
+
+    picture = astronaut()
+    copies = {
+        "original": picture,
+        "jpeg:50": np.array(Perturbation("jpeg", 50).apply(Image.fromarray(picture), "", 0)),
+        "resize:0.5": np.array(Perturbation("resize", 0.5).apply(Image.fromarray(picture), "", 0)),
+        "half size": cv2.resize(picture, (256, 256), interpolation=cv2.INTER_AREA),
+    }
+    hashes = {name: perceptual_hash(pixels) for name, pixels in copies.items()}
+    others = {"coffee": perceptual_hash(face_free()), "mosaic": perceptual_hash(mosaic())}
+    assert all(hamming(hashes["original"], h) <= MAX_DISTANCE for h in hashes.values())
+    assert all(hamming(hashes["original"], h) > MAX_DISTANCE for h in others.values())
+    files = [(name, digest, "real") for name, digest in hashes.items()]
+    files += [(name, digest, "real") for name, digest in others.items()]
+    files[1] = (files[1][0], files[1][1], "fake")  # the JPEG copy got another answer
+    (group,) = near_duplicate_groups(files)
+    assert sorted(group["files"]) == sorted(hashes) and group["disagree"] is True
+    assert group["max_distance"] <= MAX_DISTANCE
+    agreeing = [(name, digest, "real") for name, digest, _ in files]
+    assert near_duplicate_groups(agreeing)[0]["disagree"] is False
+
+
+def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    Image.fromarray(astronaut()).save(tmp_path / "a75.jpg", quality=75)
+    Image.fromarray(mosaic()).save(tmp_path / "other.png")
+    run(
+        "scan", ".", "-w", weights, "--device", "cpu", "--duplicates", "--jsonl", "scan.jsonl",
+        "--html", "report.html", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    files = {line["path"]: line for line in lines if line["type"] == "file"}
+    assert all(len(line["phash"]) == 16 for line in files.values())
+    (group,) = lines[-1]["duplicates"]
+    assert sorted(group["files"]) == ["a.png", "a75.jpg"] and group["disagree"] is False
+    assert lines[0]["verdicts"]["near_duplicate_bits"] == 8
+    for line in files.values():
+        assert FileRecord.from_dict(line).to_dict() == line
+    run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
+    for page in ("report.html", "again.html"):
+        assert "Near-duplicates" in (tmp_path / page).read_text()

@@ -144,6 +144,12 @@ def scan(
         "restored; report the spread of p(fake) and whether the label flips (a flip makes it "
         "inconclusive). About 4x the model work per face (docs/verdicts.md).",
     ),
+    duplicates: bool = typer.Option(
+        False,
+        "--duplicates",
+        help="Hash each image (64-bit DCT pHash, recorded as phash) and list near-duplicate "
+        "files in the report's end, flagging groups whose verdicts disagree.",
+    ),
 ) -> None:
     """Find every face; say if it is real, diffusion or GAN.
 
@@ -183,6 +189,7 @@ def scan(
             frames=frames,
             inconclusive=inconclusive,
             stability=stability,
+            duplicates=duplicates,
         ),
         weights=tuple(weights or ()),
         recursive=recursive,

@@ -302,6 +302,7 @@ class HtmlSink(StagedReport):
             demo_notice=DEMO_NOTICE,
             complete=bool(summary.get("complete")),
             errors=self.errors,
+            duplicates=summary.get("duplicates"),
             colours={label: f"rgb{colour}" for label, colour in LABEL_COLOURS.items()},
             sections=self.staged_parts(),
         )

@@ -148,7 +148,7 @@ class FaceRecord:
 
 # The file record's fields in output order (before ``faces``), and those written only when set.
 FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
-OPTIONAL_FILE_FIELDS = ("video", "annotation", "explanation_error", "smallest_face")
+OPTIONAL_FILE_FIELDS = ("video", "annotation", "explanation_error", "smallest_face", "phash")
 
 
 @dataclass
@@ -167,6 +167,7 @@ class FileRecord:
     annotation: dict[str, str] | None = None
     explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
+    phash: str | None = None  # with --duplicates, images only: 64-bit DCT pHash, 16 hex digits
 
     def to_dict(self) -> dict[str, Any]:
         record = {"type": "file", **{key: getattr(self, key) for key in FILE_FIELDS}}

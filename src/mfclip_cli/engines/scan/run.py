@@ -34,6 +34,7 @@ from mfclip_cli.engines.runtime import (
     join_world,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
+from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.records import (
     FileRecord,
@@ -231,6 +232,7 @@ def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
         else None,
         "ood": settings.inconclusive and scanner.ood is not None,
         "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
+        "near_duplicate_bits": MAX_DISTANCE if settings.duplicates else None,
     }
 
 
@@ -373,6 +375,7 @@ def run_scan(
     outcome: dict[str, tuple[bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     complete = False
+    duplicates = DuplicateTracker() if request.settings.duplicates else None
     try:
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
@@ -385,6 +388,8 @@ def run_scan(
                     sink.write(record)
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = record.outcome
+                if duplicates is not None:
+                    duplicates.add(record)
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
     except (KeyboardInterrupt, Interrupted):
@@ -401,6 +406,8 @@ def run_scan(
         }
         if skipped:
             summary["skipped_as_done"] = skipped
+        if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
+            summary["duplicates"] = duplicates.groups()
         failures = []
         for sink in sinks:  # each report closed, even when another fails (a full disk)
             try:

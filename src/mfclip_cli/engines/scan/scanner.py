@@ -23,6 +23,7 @@ import torch
 from mfclip_cli.engines.runtime import (
     available_cores,
 )
+from mfclip_cli.engines.scan.duplicates import perceptual_hash
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.records import (
     STATUS_ERROR,
@@ -80,6 +81,8 @@ class ScanSettings:
     inconclusive: bool = True
     # --stability: each face scored again under STABILITY_PERTURBATIONS of its region
     stability: bool = False
+    # --duplicates: each image's perceptual hash, for the report's near-duplicate groups
+    duplicates: bool = False
 
 
 class FoundFace(NamedTuple):
@@ -464,6 +467,8 @@ class Scanner:
         except DecodeError as error:
             return record.fail(str(error)), None, None
         record.format, record.width, record.height = image.format, image.width, image.height
+        if self.settings.duplicates:
+            record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
         faces = (
             _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None

@@ -22,6 +22,7 @@ from typing import IO, Any, Iterable, Iterator, Protocol, TextIO
 
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.engines.scan.records import (
@@ -452,6 +453,11 @@ class TableSink:
         self.console.print(table)
         if self.meta.get("demo"):
             self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
+        for group in summary.get("duplicates") or []:
+            said = "; ".join(f"{path} ({verdict})" for path, verdict in group["verdicts"].items())
+            style = "bold red" if group["disagree"] else "yellow"
+            flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
+            self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
         if not summary.get("complete", True):
             self.console.print("[bold red]partial: the scan was interrupted[/]")
 
