@@ -243,6 +243,7 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
         "uncertainty_threshold": threshold,
         "ood": True,
         "stability": ["jpeg:75", "jpeg:50", "resize:0.5"],
+        "near_duplicate_bits": None,  # no --duplicates
     }
     faces = [face for line in files for face in line["faces"]]
     assert len(faces) == 5
