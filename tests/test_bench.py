@@ -20,6 +20,7 @@ KEYS = (
     "end_to_end_explain_images_per_s",
     "end_to_end_no_provenance_images_per_s",
     "provenance_images_per_s",
+    "end_to_end_stability_images_per_s",
     "train_faces_per_s",
     "naive_images_per_s",
 )

@@ -202,11 +202,23 @@ def calibrate(
     batch_size: BatchSize = 64,
     workers: LoaderWorkers = 0,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+    target_accuracy: float = typer.Option(
+        0.95,
+        "--target-accuracy",
+        min=0.01,
+        max=1.0,
+        help=(
+            "The inconclusive band: faces above the largest val uncertainty whose val faces at "
+            "or below it are right this often are inconclusive (docs/verdicts.md)."
+        ),
+        metavar="P",
+    ),
 ) -> None:
     """Fit calibration on val into a new checkpoint.
 
-    Temperature scaling and the FPR 1 % / 0.1 % thresholds, fitted on a protocol's val split,
-    written into a new checkpoint (new SHA-256); the original is left as it is.
+    Temperature scaling, the FPR 1 % / 0.1 % thresholds and the inconclusive band's uncertainty
+    threshold, fitted on a protocol's val split, written into a new checkpoint (new SHA-256);
+    the original is left as it is.
 
     Examples:
 
@@ -228,6 +240,7 @@ def calibrate(
             batch_size=batch_size,
             workers=workers,
             force=force,
+            target_accuracy=target_accuracy,
         )
         result = run_calibration(request, error_console=error_console)
         record = result["calibration"]
@@ -241,6 +254,7 @@ def calibrate(
                 f"TPR {entry['val_tpr']:.4f})"
                 for name, entry in record["thresholds"].items()
             ),
+            _band_line(record["inconclusive"]),
             f"wrote {result['weights']} (sha256 {result['sha256']})",
         ]
         attribution = result["attribution"]
@@ -259,3 +273,17 @@ def calibrate(
                 highlight=False,
             )
         typer.echo("\n".join(lines))
+
+
+def _band_line(band: dict) -> str:
+    """What ``mfclip calibrate`` says about the inconclusive band it stored."""
+    line = (
+        f"inconclusive above uncertainty {band['uncertainty_threshold']:.6f} (target val "
+        f"accuracy {band['target_accuracy']:g}"
+    )
+    if not band["reached"]:
+        return line + ": not reached on val, every face would be inconclusive)"
+    return (
+        f"{line}; val: {band['val_conclusive_share']:.1%} conclusive, accuracy "
+        f"{band['val_conclusive_accuracy']:.4f} on them, {band['val_accuracy']:.4f} on all)"
+    )

@@ -119,7 +119,36 @@ def scan(
     ),
     quiet: Quiet = False,
     fail_on_fake: bool = typer.Option(
-        False, "--fail-on-fake", help="Exit with 4 when any face is labelled non-real."
+        False,
+        "--fail-on-fake",
+        help="Exit with 4 when any face is labelled diffusion or gan (an inconclusive face "
+        "does not count, whatever it leaned to: see --fail-on-inconclusive).",
+    ),
+    fail_on_inconclusive: bool = typer.Option(
+        False,
+        "--fail-on-inconclusive",
+        help="Exit with 5 when any face is inconclusive (4 wins when --fail-on-fake finds a "
+        "fake too).",
+    ),
+    inconclusive: bool = typer.Option(
+        True,
+        "--inconclusive/--no-inconclusive",
+        help="Label inconclusive (keeping the label it leaned to) a face out of distribution, "
+        "above the checkpoint's calibrated uncertainty threshold, or unstable under "
+        "--stability (docs/verdicts.md).",
+    ),
+    stability: bool = typer.Option(
+        False,
+        "--stability",
+        help="Score each face again on its region re-saved as JPEG 75 and 50 and halved and "
+        "restored; report the spread of p(fake) and whether the label flips (a flip makes it "
+        "inconclusive). About 4x the model work per face (docs/verdicts.md).",
+    ),
+    duplicates: bool = typer.Option(
+        False,
+        "--duplicates",
+        help="Hash each image (64-bit DCT pHash, recorded as phash) and list near-duplicate "
+        "files in the report's end, flagging groups whose verdicts disagree.",
     ),
     fail_on_declared_ai: bool = typer.Option(
         False,
@@ -147,8 +176,9 @@ def scan(
     docs/provenance.md).
 
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
-    could not be read; 4 with --fail-on-fake when any face is labelled non-real, or with
-    --fail-on-declared-ai when any file declares an AI origin.
+    could not be read; 4 with --fail-on-fake when any face is labelled diffusion or gan, or with
+    --fail-on-declared-ai when any file declares an AI origin; 5 with --fail-on-inconclusive when
+    any face is inconclusive (and neither gives 4).
 
     Examples:
 
@@ -190,6 +220,9 @@ def scan(
             fps=fps,
             frames=frames,
             provenance=provenance,
+            inconclusive=inconclusive,
+            stability=stability,
+            duplicates=duplicates,
         ),
         weights=tuple(weights or ()),
         recursive=recursive,
@@ -204,6 +237,7 @@ def scan(
         quiet=quiet,
         fail_on_fake=fail_on_fake,
         fail_on_declared_ai=fail_on_declared_ai,
+        fail_on_inconclusive=fail_on_inconclusive,
     )
     with errors_reported() as error_console:
         code = run_scan(

@@ -197,6 +197,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         scanner = Scanner(model, settings, device)
         explainer = Scanner(model, replace(settings, explain=True), device)  # scan --explain
         bare = Scanner(model, replace(settings, provenance=None), device)  # --no-provenance
+        stabler = Scanner(model, replace(settings, stability=True), device)  # scan --stability
         decoded = [decode_image(path).pixels for path in paths]
 
         def provenance_all() -> None:
@@ -222,6 +223,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
                     if explains
                     else {}
                 ),
+                "end_to_end_stability_images_per_s": (count, lambda: scan_all(stabler)),
                 "naive_images_per_s": (
                     count,
                     _naive_pipeline(paths, model, device, crop, request.min_face),
@@ -288,6 +290,7 @@ def _table(results: dict[str, Any]) -> Table:
             "provenance_images_per_s",
             "images/s",
         ),
+        ("end-to-end scan --stability", "end_to_end_stability_images_per_s", "images/s"),
         ("naive: MTCNN.detect per image + fp32 forward per face", "naive_images_per_s", "images/s"),
         ("training step", "train_faces_per_s", "faces/s"),
     ):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
+EXIT_INCONCLUSIVE = 5  # scan --fail-on-inconclusive: no conclusive fake, some face inconclusive
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, TARGET_ACCURACY, fit_uncertainty_threshold
 from mfclip_cli.scoring.metrics import rates_at_threshold, threshold_at_fpr
 from mfclip_cli.timestamps import utc_now
 
@@ -119,12 +120,14 @@ def fit_calibration(
     *,
     fitted_on: dict[str, Any],
     fprs: Sequence[float] = FPR_TARGETS,
+    target_accuracy: float = TARGET_ACCURACY,
 ) -> dict[str, Any]:
     """The calibration record of a checkpoint from its validation logits [N, 3] and labels.
 
     ``fitted_on`` says where the split came from (data root, layout, protocol); the split, its
-    size and class counts are added here. Raises ``CalibrationError`` for a split that cannot
-    calibrate (``calibration_problem``).
+    size and class counts are added here. The inconclusive band's uncertainty threshold is chosen
+    on the calibrated probabilities for ``target_accuracy`` (``scoring/inconclusive.py``).
+    Raises ``CalibrationError`` for a split that cannot calibrate (``calibration_problem``).
     """
     problem = calibration_problem(labels)
     if problem:
@@ -152,6 +155,9 @@ def fit_calibration(
         or bool(math.isclose(temperature, high, rel_tol=1e-4)),
         "nll": {"before": nll(logits, classes), "after": nll(logits, classes, temperature)},
         "thresholds": thresholds,
+        INCONCLUSIVE: fit_uncertainty_threshold(
+            labels, softmax(logits, temperature), target_accuracy
+        ),
         "fitted_on": {
             **fitted_on,
             "split": "val",
@@ -180,6 +186,11 @@ def calibration_summary(calibration: dict[str, Any] | None) -> dict[str, Any]:
         "thresholds": {
             name: entry["threshold"] for name, entry in calibration.get("thresholds", {}).items()
         },
+        **(
+            {INCONCLUSIVE: calibration[INCONCLUSIVE]["uncertainty_threshold"]}
+            if calibration.get(INCONCLUSIVE)
+            else {}
+        ),
     }
 
 

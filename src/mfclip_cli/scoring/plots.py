@@ -178,3 +178,35 @@ def plot_confusion(
     axes.set_yticks(range(len(rows)), rows, fontsize="small")
     axes.set(xlabel="attributed to", ylabel="true generator", title=title)
     _save_png(figure, path, overwrite)
+
+
+def plot_inconclusive(
+    curve: dict[str, list],
+    stored: tuple[float, float | None, float | None] | None,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Accuracy and AUC on the conclusive faces against the share marked inconclusive, as the
+    uncertainty threshold sweeps (``inconclusive.band_curve``); ``stored`` (share, accuracy,
+    AUC) marks the checkpoint's own threshold."""
+    figure = _figure(5.5, 4.5)
+    axes = figure.add_subplot()
+    for key, name in (("acc", "accuracy"), ("auc", "AUC")):
+        values = [math.nan if value is None else value for value in curve[key]]
+        axes.plot(curve["share"], values, marker=".", linewidth=1.5, label=f"{name}, conclusive")
+    if stored is not None:
+        share, acc, auc = stored
+        for value, name in ((acc, "accuracy"), (auc, "AUC")):
+            if value is not None:
+                axes.plot([share], [value], "k*", markersize=12)
+        axes.axvline(share, color="grey", linestyle="--", linewidth=1, label="stored threshold")
+    axes.set(
+        xlim=(0, 1),
+        xlabel="share of test faces inconclusive",
+        ylabel="on the conclusive faces",
+        title="the inconclusive band on test",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize="small")
+    _save_png(figure, path, overwrite)

@@ -18,6 +18,7 @@ from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
+from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 
 
 @dataclass
@@ -32,6 +33,7 @@ class CalibrateRequest:
     batch_size: int = 64
     workers: int = 0
     force: bool = False
+    target_accuracy: float = TARGET_ACCURACY  # of the inconclusive band's threshold
 
 
 def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
@@ -66,7 +68,9 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     }
     if scoring.index.sources:
         fitted_on["sources"] = [source.given for source in scoring.index.sources]
-    record = fit_calibration(logits, labels, fitted_on=fitted_on)
+    record = fit_calibration(
+        logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy
+    )
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
     outcome = fit_statistics(

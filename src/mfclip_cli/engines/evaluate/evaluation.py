@@ -38,6 +38,7 @@ from mfclip_cli.engines.evaluate.loading import DataChoice, Scoring, load_scorin
 from mfclip_cli.engines.evaluate.tables import (
     attribution_table,
     calibration_table,
+    inconclusive_table,
     metrics_table,
     operating_table,
     robustness_table,
@@ -64,6 +65,13 @@ from mfclip_cli.scoring.calibration import (
     temperature_of,
     threshold_key,
 )
+from mfclip_cli.scoring.inconclusive import (
+    INCONCLUSIVE,
+    band_curve,
+    band_report,
+    inconclusive_mask,
+    stored_threshold,
+)
 from mfclip_cli.scoring.inference import score_samples
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
@@ -80,6 +88,7 @@ from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.plots import (
     plot_confusion,
     plot_embeddings,
+    plot_inconclusive,
     plot_reliability,
     plot_robustness,
     plot_roc,
@@ -144,22 +153,36 @@ ATTRIBUTION_COLUMNS = ("generator_top3", "generator_unknown", "generator_similar
 def _write_predictions(
     path: str,
     samples: Sequence[Sample],
-    probs: np.ndarray,
+    scored: Scored,
     classes: Sequence[str],
     force: bool,
-    attributions: Attributions | None = None,
 ) -> None:
-    """One row per test sample; where the checkpoint attributes, its three closest trained
-    generators (best first, ``;``-separated), whether the open-set rule left it unknown, and its
-    best similarity."""
+    """Per test sample its probabilities, fields, and the inconclusive band's inputs and call
+    (``ood`` empty where the checkpoint has no OOD statistics); where the checkpoint attributes,
+    its three closest trained generators (best first, ``;``-separated), whether the open-set
+    rule left it unknown, and its best similarity."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    attributions = scored.attributions
     extra = ATTRIBUTION_COLUMNS if attributions is not None else ()
     writer.writerow(
-        ["path", "label", *classes, "forgery_type", "generator", "dataset", "video", *extra]
+        [
+            "path",
+            "label",
+            *classes,
+            "forgery_type",
+            "generator",
+            "dataset",
+            "video",
+            "ood",
+            "inconclusive",
+            *extra,
+        ]
     )
+    threshold = scored.report[INCONCLUSIVE]["uncertainty_threshold"]
+    marked = inconclusive_mask(scored.probs, threshold, scored.ood)
     ranked = attributions.ranked() if attributions is not None else []
-    for position, (sample, row) in enumerate(zip(samples, probs)):
+    for position, (sample, row) in enumerate(zip(samples, scored.probs)):
         cells = [
             sample.path,
             sample.label,
@@ -168,6 +191,8 @@ def _write_predictions(
             sample.generator,
             sample.dataset,
             sample.video or "",
+            "" if scored.ood is None else str(bool(scored.ood[position])).lower(),
+            str(bool(marked[position])).lower(),
         ]
         if attributions is not None:
             cells += [
@@ -388,6 +413,19 @@ def _write_robustness_plot(folder: str, robustness: dict, force: bool) -> str:
     return str(path)
 
 
+def _write_inconclusive_plot(request: EvalRequest, test: Sequence[Sample], scored: Scored) -> str:
+    """The band's trade-off on test as its threshold sweeps, the stored threshold marked."""
+    band = scored.report[INCONCLUSIVE]
+    labels = [sample.label for sample in test]
+    curve = band_curve(labels, scored.probs, scored.ood, request.threshold)
+    stored = None
+    if band["uncertainty_threshold"] is not None:
+        stored = (band["share"], band["conclusive"]["acc"], band["conclusive"]["auc"])
+    path = Path(request.plots_dir) / "inconclusive.png"  # type: ignore[arg-type]
+    plot_inconclusive(curve, stored, path, overwrite=request.force)
+    return str(path)
+
+
 @dataclass
 class Scored:
     """One checkpoint's report on the test split and what its optional outputs are drawn from."""
@@ -398,6 +436,7 @@ class Scored:
     embeddings: np.ndarray | None
     groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
     attributions: Attributions | None = None  # test, where the checkpoint can attribute
+    ood: np.ndarray | None = None  # test faces' OOD flags, where the checkpoint has statistics
 
 
 def score_checkpoint(
@@ -409,15 +448,20 @@ def score_checkpoint(
     temperature = temperature_of(calibration)
     attributor = attributor_of(scoring.checkpoint.info)
     started = utc_now()
+    statistics = ood_of(scoring.checkpoint.info)
     logits, embeddings = scoring.outputs(
         splits.test,
         request.batch_size,
         request.workers,
-        embeddings=bool(request.embeddings_path) or attributor is not None,
+        # one pass for both: attribution and the OOD flags read the same test embeddings
+        embeddings=bool(request.embeddings_path)
+        or attributor is not None
+        or statistics is not None,
     )
     val_logits, val_embeddings = scoring.outputs(
         splits.val, request.batch_size, request.workers, embeddings=attributor is not None
     )
+    ood = None if statistics is None else statistics.flags(statistics.distances(embeddings))
     probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
@@ -453,6 +497,13 @@ def score_checkpoint(
         "overall": score_samples(splits.test, probs, request.threshold),
         "operating_points": operating_points,
         "intervals": intervals,
+        INCONCLUSIVE: {
+            "definitions": "docs/verdicts.md",
+            "band": (calibration or {}).get(INCONCLUSIVE),
+            **band_report(
+                test_labels, probs, stored_threshold(calibration), ood, request.threshold
+            ),
+        },
         "subsets": {},
     }
     single = one_class_problem(splits.test)
@@ -477,7 +528,13 @@ def score_checkpoint(
             attributor, splits.test, attributions[0], splits.val, attributions[1]
         )
     return Scored(
-        report, logits, probs, embeddings, groups, attributions[0] if attributions else None
+        report,
+        logits,
+        probs,
+        embeddings,
+        groups,
+        attributions=attributions[0] if attributions else None,
+        ood=ood,
     )
 
 
@@ -549,10 +606,9 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         _write_predictions(
             request.predictions_path,
             splits.test,
-            scored.probs,
+            scored,
             scoring.checkpoint.model.classes,
             request.force,
-            scored.attributions,
         )
     if request.plots_dir:
         reliability = {"uncalibrated": softmax(scored.logits)}
@@ -574,6 +630,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
                 overwrite=request.force,
             )
             report["plots"].append(str(path))
+        report["plots"].append(_write_inconclusive_plot(request, splits.test, scored))
     if request.embeddings_path:
         report["embeddings"] = _write_embeddings(
             request.embeddings_path, splits.test, scored.embeddings, request.seed, request.force
@@ -583,6 +640,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     console.print(metrics_table(report))
     console.print(calibration_table(report))
     console.print(operating_table(report))
+    console.print(inconclusive_table(report))
     if perturbations:
         console.print(robustness_table(report))
     console.print(attribution_table(report))

@@ -214,3 +214,24 @@ def attribution_table(report: dict) -> Table | str:
     ):
         table.add_row("unseen generators", str(unseen["n"]), name, shown(unseen[key]))
     return table
+
+
+def inconclusive_table(report: dict) -> Table:
+    """The inconclusive band on test: how many faces it marks, the metrics on the rest."""
+    band = report["inconclusive"]
+    threshold = band["uncertainty_threshold"]
+    stored = "none stored" if threshold is None else f"{threshold:.4f}"
+    table = Table(
+        title=f"inconclusive band on test (uncertainty threshold {stored}"
+        f"{', OOD' if band['ood'] else ''}; docs/verdicts.md)"
+    )
+    for column in ("faces", "inconclusive", "share", *(REPORTED[k] for k in COMPARED[1:])):
+        table.add_column(column, justify="right")
+    conclusive = band["conclusive"]
+    table.add_row(
+        str(band["n"]),
+        str(band["n_inconclusive"]),
+        shown(band["share"]),
+        *(shown(conclusive[key]) for key in COMPARED[1:]),
+    )
+    return table

@@ -105,6 +105,40 @@ def attribution_words(attribution: dict[str, Any]) -> str:
     )
 
 
+STRIP_WIDTH, STRIP_HEIGHT = 320, 60  # pixels, a track's p(fake) line
+
+
+def _track_strips(record: FileRecord, pictures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per track of a video: its summary, its faces' crops in time order (where the frames could
+    be read again) and its p(fake) over time as an SVG polyline's points."""
+    summaries = (record.video or {}).get("tracks") or []
+    crops: dict[tuple[int | None, int], str | None] = {
+        (view["record"].frame, view["record"].index): view["crop"]
+        for picture in pictures
+        for view in picture["faces"]
+    }
+    times = [face.timestamp or 0.0 for face in record.faces]
+    start, span = min(times, default=0.0), (max(times, default=0.0) - min(times, default=0.0))
+    strips = []
+    for summary in summaries:
+        faces = [face for face in record.faces if face.track == summary["track"]]
+        points = [
+            (
+                STRIP_WIDTH * ((face.timestamp or 0.0) - start) / (span or 1.0),
+                STRIP_HEIGHT * face.probs["real"],  # p(fake) 1 at the top
+            )
+            for face in faces
+        ]
+        strips.append(
+            {
+                "summary": summary,
+                "crops": [crops.get((face.frame, face.index)) for face in faces],
+                "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
+            }
+        )
+    return strips
+
+
 class HtmlSink(StagedReport):
     """The HTML case report, staged section by section and written atomically when the run ends.
 
@@ -118,7 +152,8 @@ class HtmlSink(StagedReport):
         self.source = source  # the JSON Lines report rendered, for ``mfclip report``
         self.meta: dict[str, Any] = {}
         self.base = Path.cwd()
-        self.count = self.faces = self.fake_files = self.unreadable = self.declared_ai = 0
+        self.count = self.faces = self.fake_files = self.inconclusive_files = self.unreadable = 0
+        self.declared_ai = 0
         self.labels: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.errors: list[tuple[int, str, str]] = []  # (section number, path, message)
@@ -132,7 +167,8 @@ class HtmlSink(StagedReport):
         self.faces += len(record.faces)
         self.labels.update(face.label for face in record.faces)
         self.statuses[record.status] += 1
-        self.fake_files += any(face.label != "real" for face in record.faces)
+        self.fake_files += any(face.conclusive_fake for face in record.faces)
+        self.inconclusive_files += any(face.inconclusive for face in record.faces)
         self.declared_ai += record.declares_ai
         if record.status == STATUS_ERROR:
             self.errors.append((self.count, record.path, record.error or "error"))
@@ -146,6 +182,9 @@ class HtmlSink(StagedReport):
             size=_size(record.size),
             pictures=pictures,
             note=note,
+            tracks=_track_strips(record, pictures),
+            strip_width=STRIP_WIDTH,
+            strip_height=STRIP_HEIGHT,
         )
         self.staged.write(section)
 
@@ -231,6 +270,7 @@ class HtmlSink(StagedReport):
             ("device", _text(meta.get("device"))),
             ("thresholds", _text(meta.get("thresholds"))),
             ("video sampling", _text(meta.get("video_sampling"))),
+            ("inconclusive band", _text(meta.get("verdicts"))),
         ]
         if side_by_side(meta):  # numbered as each face's lines are
             checkpoints = [
@@ -261,7 +301,8 @@ class HtmlSink(StagedReport):
         labels = [*CLASS_COLUMNS, *sorted(set(self.labels) - set(CLASS_COLUMNS))]
         rows += [(f"faces labelled {label}", str(self.labels[label])) for label in labels]
         rows += [
-            ("files with a face labelled non-real", str(self.fake_files)),
+            ("files with a face labelled diffusion or gan", str(self.fake_files)),
+            ("files with an inconclusive face", str(self.inconclusive_files)),
             ("files whose own evidence declares an AI origin", str(self.declared_ai)),
             ("files without a face", str(self.statuses[STATUS_NO_FACE])),
             ("errors", str(len(self.errors))),
@@ -281,6 +322,7 @@ class HtmlSink(StagedReport):
             demo_notice=DEMO_NOTICE,
             complete=bool(summary.get("complete")),
             errors=self.errors,
+            duplicates=summary.get("duplicates"),
             colours={label: f"rgb{colour}" for label, colour in LABEL_COLOURS.items()},
             sections=self.staged_parts(),
         )

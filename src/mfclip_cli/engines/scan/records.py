@@ -11,6 +11,7 @@ import numpy as np
 from mfclip_cli.provenance.record import ProvenanceRecord
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+INCONCLUSIVE = "inconclusive"  # the label of a face the model cannot support a verdict on
 
 
 def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
@@ -77,6 +78,13 @@ class FaceRecord:
     # a face not labelled real, by a checkpoint that stores label-set embeddings: the trained
     # generator it most resembles or "unknown" (scoring/attribution.py, Attributions.record)
     attribution: dict[str, Any] | None = None
+    # an inconclusive face (label "inconclusive"): the label it leaned to, and why
+    # ("uncertain", "ood", "unstable"; docs/verdicts.md)
+    leaning: str | None = None
+    inconclusive: list[str] | None = None
+    # with --stability: p(fake) and label under each re-encoding, their spread, whether it flips
+    stability: dict[str, Any] | None = None
+    track: int | None = None  # video frames only: the track it belongs to (engines/scan/tracks.py)
     # with --explain, until its PNG is written: the crop and heatmap to draw (never serialised)
     evidence: FaceEvidence | None = field(default=None, repr=False, compare=False)
 
@@ -120,10 +128,30 @@ class FaceRecord:
             "richest_patch",
             "detectors",
             "attribution",
+            "leaning",
+            "inconclusive",
+            "stability",
+            "track",
         ):
             if record[optional] is None:
                 del record[optional]
         return record
+
+    def mark_inconclusive(self, reasons: list[str]) -> None:
+        """Label the face inconclusive for ``reasons`` (none: its verdict stands), keeping the
+        label it leaned to."""
+        if reasons:
+            self.leaning, self.label, self.inconclusive = self.label, INCONCLUSIVE, list(reasons)
+
+    @property
+    def verdict_label(self) -> str:
+        """The label the model gave, inconclusive or not: the one its probabilities stand for."""
+        return self.leaning or self.label
+
+    @property
+    def conclusive_fake(self) -> bool:
+        """Labelled non-real and not inconclusive: what ``--fail-on-fake`` counts."""
+        return self.label not in ("real", INCONCLUSIVE)
 
 
 # The file record's fields in output order (before ``faces``), and those written only when set.
@@ -134,6 +162,7 @@ OPTIONAL_FILE_FIELDS = (
     "explanation_error",
     "smallest_face",
     "changed_during_scan",
+    "phash",
 )
 
 
@@ -155,6 +184,7 @@ class FileRecord:
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
     provenance: ProvenanceRecord | None = None
+    phash: str | None = None  # with --duplicates, images only: 64-bit DCT pHash, 16 hex digits
     # true when the input was written to while it was read or scanned (then an error, no hash)
     changed_during_scan: bool | None = None
     # the input as read once (never serialised): an image's bytes, which ``sha256`` names, and
@@ -200,6 +230,18 @@ class FileRecord:
     def declares_ai(self) -> bool:
         """Whether evidence in the file itself declares an AI origin (``--fail-on-declared-ai``)."""
         return self.provenance is not None and self.provenance.declares_ai
+
+    @property
+    def outcome(self) -> tuple[bool, bool, bool, bool]:
+        """What this file adds to the exit code: (failed, a conclusive fake, an inconclusive
+        face, its own evidence declares an AI origin)."""
+        labels = {face.label for face in self.faces}
+        return (
+            self.failed,
+            any(face.conclusive_fake for face in self.faces),
+            INCONCLUSIVE in labels,
+            self.declares_ai,
+        )
 
     def fail(self, message: str) -> "FileRecord":
         self.status, self.error, self.faces = STATUS_ERROR, message, []

@@ -26,6 +26,7 @@ from rich.progress import (
 from mfclip_cli import __version__
 from mfclip_cli.engines.runtime import (
     EXIT_FAKE,
+    EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNREADABLE,
@@ -33,11 +34,13 @@ from mfclip_cli.engines.runtime import (
     join_world,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
+from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
 from mfclip_cli.engines.scan.writers import (
     AnnotateSink,
     CsvSink,
@@ -65,6 +68,7 @@ from mfclip_cli.scoring.calibration import (
     threshold_for_fpr,
     threshold_key,
 )
+from mfclip_cli.scoring.inconclusive import stored_threshold
 from mfclip_cli.scoring.ood import ood_of, ood_summary
 from mfclip_cli.timestamps import utc_now
 
@@ -87,8 +91,9 @@ class ScanRequest:
     resume: bool = False
     force: bool = False
     quiet: bool = False
-    fail_on_fake: bool = False  # exit 4 when the model labels a face non-real
+    fail_on_fake: bool = False  # exit 4 when a face is labelled diffusion or gan (conclusively)
     fail_on_declared_ai: bool = False  # exit 4 when a file's own evidence declares AI origin
+    fail_on_inconclusive: bool = False  # exit 5 when a face is inconclusive (and none is fake)
 
 
 def _check_request(request: ScanRequest) -> None:
@@ -260,9 +265,25 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
         # which provenance checks ran, with which libraries (null: --no-provenance)
         "provenance": None if settings.provenance is None else settings.provenance.meta(),
+        "verdicts": verdicts_meta(settings, scanner),
         "started_utc": utc_now(),
         "cwd": os.getcwd(),
         "inputs": inputs,
+    }
+
+
+def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
+    """What made a face inconclusive in this scan (docs/verdicts.md): whether the band is on, the
+    primary's stored uncertainty threshold, whether OOD statistics flag faces, and the
+    re-encodings of --stability."""
+    return {
+        "inconclusive": settings.inconclusive,
+        "uncertainty_threshold": scanner.primary.uncertainty_threshold
+        if settings.inconclusive
+        else None,
+        "ood": settings.inconclusive and scanner.ood is not None,
+        "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
+        "near_duplicate_bits": MAX_DISTANCE if settings.duplicates else None,
     }
 
 
@@ -300,7 +321,8 @@ def _scorers(checkpoints: Sequence[LoadedWeights], settings: ScanSettings) -> li
                 ood_of(info),
                 threshold,
                 record,
-                attributor_of(info),
+                attribution=attributor_of(info),
+                uncertainty_threshold=stored_threshold(info.calibration),
             )
         )
     return scorers
@@ -401,11 +423,12 @@ def run_scan(
         )
     else:
         records = scanner.scan(items, skip=skip if previous.done else None)
-    # real path: (error, fake, declared AI)
-    outcome: dict[str, tuple[bool, bool, bool]] = dict(previous.records)
+    # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
+    outcome: dict[str, tuple[bool, bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     complete = False
     failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
+    duplicates = DuplicateTracker() if request.settings.duplicates else None
     try:
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
@@ -421,11 +444,9 @@ def run_scan(
                             raise _OutputFailed from error
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
-                outcome[ResumeState.key(record.path)] = (
-                    record.failed,
-                    any(face.label != "real" for face in record.faces),
-                    record.declares_ai,
-                )
+                outcome[ResumeState.key(record.path)] = record.outcome
+                if duplicates is not None:
+                    duplicates.add(record)
                 progress.update(task, advance=1, current=Path(record.path).name)
             complete = True
     except (KeyboardInterrupt, Interrupted, _OutputFailed):
@@ -442,6 +463,8 @@ def run_scan(
         }
         if skipped:
             summary["skipped_as_done"] = skipped
+        if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
+            summary["duplicates"] = duplicates.groups()
         for sink in sinks:  # each report closed, even when another fails (a full disk)
             try:
                 sink.close(summary)
@@ -470,7 +493,9 @@ def run_scan(
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    for gate, column in ((request.fail_on_fake, 1), (request.fail_on_declared_ai, 2)):
+    for gate, column in ((request.fail_on_fake, 1), (request.fail_on_declared_ai, 3)):
         if gate and any(found[column] for found in outcome.values()):
             return EXIT_FAKE
+    if request.fail_on_inconclusive and any(found[2] for found in outcome.values()):
+        return EXIT_INCONCLUSIVE
     return EXIT_UNREADABLE if any(found[0] for found in outcome.values()) else EXIT_OK

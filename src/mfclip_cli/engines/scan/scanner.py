@@ -23,6 +23,7 @@ import torch
 from mfclip_cli.engines.runtime import (
     available_cores,
 )
+from mfclip_cli.engines.scan.duplicates import perceptual_hash
 from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.records import (
@@ -34,6 +35,12 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
     verdict,
 )
+from mfclip_cli.engines.scan.stability import (
+    STABILITY_PERTURBATIONS,
+    reencoded_crops,
+    stability_record,
+)
+from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
 from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
@@ -43,11 +50,12 @@ from mfclip_cli.faces.decode import (
     sample_video,
 )
 from mfclip_cli.faces.detect import Detection
-from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
+from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch, FoundFaces
 from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, inspect, inspect_video
 from mfclip_cli.scoring.attribution import Attributor
+from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.ood import OodStatistics
 
 
@@ -73,6 +81,12 @@ class ScanSettings:
     explain: bool = False
     # the provenance checks and their C2PA trust anchors; None: --no-provenance
     provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
+    # the inconclusive band (docs/verdicts.md); --no-inconclusive: every face keeps its label
+    inconclusive: bool = True
+    # --stability: each face scored again under STABILITY_PERTURBATIONS of its region
+    stability: bool = False
+    # --duplicates: each image's perceptual hash, for the report's near-duplicate groups
+    duplicates: bool = False
 
 
 class FoundFace(NamedTuple):
@@ -85,6 +99,7 @@ class FoundFace(NamedTuple):
     attribution: dict[str, Any] | None = None
     # with several checkpoints: the others' verdicts on this face (no detection), in their order
     compared: tuple[FoundFace, ...] = ()
+    stability: dict[str, Any] | None = None  # with ScanSettings.stability: stability_record's
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,8 @@ class Scorer:
     fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
     weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
     attribution: Attributor | None = None  # its label-set embeddings, for each face's generator
+    # the inconclusive band's threshold its calibration stores (None: none stored)
+    uncertainty_threshold: float | None = None
 
     @property
     def geometry(self) -> tuple[int, float]:
@@ -245,13 +262,51 @@ class Scanner:
             return self.classify_with_evidence(torch.cat(crops))
         return self.classify(torch.cat(crops), scorer)
 
+    def _scored_with_stability(
+        self, crops: list[torch.Tensor], images: list[tuple[np.ndarray, FoundFaces]]
+    ) -> list[FoundFace]:
+        """The primary's verdicts on the faces of ``crops``, each with its ``stability``: the
+        re-encoded crops of ``images`` (pixels, faces) scored in the same model batches (apart,
+        with --explain: they need no heatmap)."""
+        scorer, count, device = self.primary, len(STABILITY_PERTURBATIONS), self.device
+        size, margin = scorer.geometry
+        variants = [
+            reencoded_crops(pixels, [d.landmarks for d in found.detections], size, margin, device)
+            for pixels, found in images
+        ]
+        faces = sum(len(crop) for crop in crops)
+        if self.settings.explain:
+            clean = self._scored(scorer, crops)
+            shaken = self.classify(torch.cat(variants), scorer) if faces else []
+        else:
+            both = self._scored(scorer, crops + variants)
+            clean, shaken = both[:faces], both[faces:]
+        real = self.classes.index("real")
+        return [
+            face._replace(
+                stability=stability_record(
+                    face.probs,
+                    [other.probs for other in shaken[i * count : (i + 1) * count]],
+                    lambda probs: self.label(probs, scorer),
+                    real_index=real,
+                )
+            )
+            for i, face in enumerate(clean)
+        ]
+
     def faces_of(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
         """Detect, align and classify (or explain) the faces of several RGB images: detected
-        once, each checkpoint scoring its own crops of them."""
+        once, each checkpoint scoring its own crops of them (the primary, with --stability, its
+        re-encoded crops too)."""
         found = self.cropper(images)
         with_faces = [faces for faces in found if faces.detections]
         verdicts = [
-            self._scored(scorer, [faces.crops_at(scorer.geometry) for faces in with_faces])
+            self._scored_with_stability(
+                [faces.crops_at(scorer.geometry) for faces in with_faces],
+                [(pixels, faces) for pixels, faces in zip(images, found) if faces.detections],
+            )
+            if self.settings.stability and scorer is self.primary
+            else self._scored(scorer, [faces.crops_at(scorer.geometry) for faces in with_faces])
             for scorer in self.scorers
         ]
         scored = [face._replace(compared=tuple(others)) for face, *others in zip(*verdicts)]
@@ -308,6 +363,13 @@ class Scanner:
                 attribution=None if label == "real" else face.attribution,
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
+            record.stability = face.stability
+            if self.settings.inconclusive:
+                flips = None if face.stability is None else face.stability["flips"]
+                threshold = self.primary.uncertainty_threshold
+                record.mark_inconclusive(
+                    inconclusive_reasons(record.uncertainty, threshold, record.ood, flips)
+                )
             records.append(record)
         return records
 
@@ -391,7 +453,7 @@ class Scanner:
         between the hash and the last frame."""
         settings = self.settings
         video, record.source = record.source, None
-        sampled, with_faces = 0, 0
+        sampled, with_faces, indices = 0, 0, []
         with video:
             try:
                 info, frames = sample_video(
@@ -403,6 +465,7 @@ class Scanner:
                 for frame, found in self._analysed_frames(frames):
                     sampled += 1
                     with_faces += bool(found)
+                    indices.append(frame.index)
                     record.faces += self._face_records(found, start=len(record.faces), frame=frame)
             except DecodeError as error:
                 record.fail(str(error))
@@ -432,6 +495,8 @@ class Scanner:
             if len(probs)
             else None,
         }
+        link_tracks(record.faces, indices)
+        record.video["tracks"] = track_summaries(record.faces, self.classes, self.label)
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 
@@ -459,6 +524,8 @@ class Scanner:
             return record.fail(str(error)), None, None
         self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
+        if self.settings.duplicates:
+            record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
         faces = (
             _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None

@@ -22,11 +22,13 @@ from typing import IO, Any, Iterable, Iterator, Protocol, TextIO
 
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.engines.scan.evidence import InputChanged, image_of
 from mfclip_cli.engines.scan.records import (
     FILE_FIELDS,
+    INCONCLUSIVE,
     STATUS_ERROR,
     FaceEvidence,
     FaceRecord,
@@ -38,7 +40,12 @@ from mfclip_cli.files import atomic_writer, refuse_existing
 from mfclip_cli.model.config import CLASS_NAMES
 
 CLASS_COLUMNS = CLASS_NAMES
-LABEL_COLOURS = {"real": (40, 200, 80), "diffusion": (240, 90, 40), "gan": (200, 40, 200)}
+LABEL_COLOURS = {
+    "real": (40, 200, 80),
+    "diffusion": (240, 90, 40),
+    "gan": (200, 40, 200),
+    INCONCLUSIVE: (150, 150, 150),
+}
 
 
 class Sink(Protocol):
@@ -310,6 +317,10 @@ CSV_COLUMNS = [
     # a face not labelled real: its trained generator ("unknown" in the open set) and probability
     "attributed_generator",
     "attribution_probability",
+    "leaning",  # an inconclusive face's label before the band
+    "inconclusive",  # its reasons, space-separated
+    "p_fake_spread",  # with --stability
+    "flips",  # with --stability
     "explanation",
     "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
     "weights_sha256",
@@ -404,6 +415,10 @@ class CsvSink:
                     "ood": None if face.ood is None else str(face.ood).lower(),
                     "ood_distance": face.ood_distance,
                     **attribution_cells(face.attribution),
+                    "leaning": face.leaning,
+                    "inconclusive": " ".join(face.inconclusive or []) or None,
+                    "p_fake_spread": face.stability["spread"] if face.stability else None,
+                    "flips": str(face.stability["flips"]).lower() if face.stability else None,
                     "explanation": face.explanation,
                     "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
                     **self._compared(face),
@@ -419,6 +434,18 @@ class CsvSink:
 
 
 DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
+
+
+def verdict_note(face: FaceRecord) -> str:
+    """A face's label in words for the table: an inconclusive one with what it leaned to and
+    why, an OOD flag the band did not act on, the spread under --stability."""
+    if face.inconclusive:
+        note = f"{INCONCLUSIVE} (leaning {face.leaning}: {', '.join(face.inconclusive)})"
+    else:
+        note = face.label + (", OOD" if face.ood else "")
+    if face.stability:
+        note += f", spread {face.stability['spread']:.2f}"
+    return note
 
 
 class TableSink:
@@ -483,11 +510,7 @@ class TableSink:
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
                 "label / note": ", ".join(
                     part
-                    for part in (
-                        face.label,
-                        "OOD" if face.ood else "",
-                        attribution_note(face.attribution),
-                    )
+                    for part in (verdict_note(face), attribution_note(face.attribution))
                     if part
                 )
                 + (f"; {evidence}" if evidence and face is record.faces[0] else ""),
@@ -535,6 +558,11 @@ class TableSink:
             )
         if self.meta.get("demo"):
             self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
+        for group in summary.get("duplicates") or []:
+            said = "; ".join(f"{path} ({verdict})" for path, verdict in group["verdicts"].items())
+            style = "bold red" if group["disagree"] else "yellow"
+            flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
+            self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
         if not summary.get("complete", True):
             self.console.print("[bold red]partial: the scan was interrupted[/]")
 
@@ -554,7 +582,7 @@ def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1
         x1, y1, x2, y2 = (value * scale for value in face.box)
         colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        text = f"{face.index} {face.label} {face.probs[face.label]:.2f}"
+        text = f"{face.index} {face.label} {face.probs[face.verdict_label]:.2f}"
         # on a tag of the box's colour, legible on any picture; inside the box at the top edge
         _, _, text_width, text_height = draw.textbbox((0, 0), text, font=font)
         tag_height = text_height + 2 * width
@@ -686,8 +714,8 @@ class ResumeState:
     """
 
     done: set[tuple[str, str]] = field(default_factory=set)
-    # real path: (error, fake, declared AI)
-    records: dict[str, tuple[bool, bool, bool]] = field(default_factory=dict)
+    # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
+    records: dict[str, tuple[bool, bool, bool, bool]] = field(default_factory=dict)
 
     @staticmethod
     def key(path: str, cwd: str | None = None) -> str:
@@ -712,6 +740,7 @@ class ResumeState:
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 ("provenance trust", _trust(previous), _trust(meta)),
+                ("verdicts", previous.get("verdicts"), meta["verdicts"]),
             ]
             if was != now
         ]
@@ -728,16 +757,6 @@ class ResumeState:
             key = cls.key(line["path"], previous.get("cwd"))
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
-            faces = line.get("faces") or []
-            earlier = FileRecord(
-                path=key,
-                status=line.get("status"),
-                annotation=line.get("annotation"),
-                explanation_error=line.get("explanation_error"),
-            )
-            state.records[key] = (
-                earlier.failed,
-                any(f["label"] != "real" for f in faces),
-                bool((line.get("provenance") or {}).get("declares_ai")),
-            )
+            earlier = FileRecord.from_dict({**line, "path": key})
+            state.records[key] = earlier.outcome
         return state

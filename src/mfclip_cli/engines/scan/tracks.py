@@ -1,0 +1,127 @@
+"""Faces followed through a video: the faces of consecutive sampled frames linked into tracks,
+and a summary per track.
+
+Linking, frame by frame in sampling order: each face of a frame is matched to at most one open
+track (one whose last face was seen at most ``MAX_GAP`` sampled frames earlier) by the minimum
+total cost over all pairs (Hungarian assignment, scipy), where a pair's cost is
+
+    (1 - IoU of the boxes) + (mean distance of the five landmarks / diagonal of the track's box),
+
+and a pair is allowed only when IoU >= ``MIN_IOU`` or the landmark term <= ``MAX_LANDMARK``. Two
+people crossing keep their tracks: their landmarks stay apart even where their boxes overlap. A
+face left unmatched starts a new track. Frames without faces: a track stays open across at most
+``MAX_GAP`` sampled frames without a match, then ends; a face that reappears later starts a new
+track. Tracks are numbered from 0 in order of first appearance.
+
+Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
+fewer than half of its faces, the track is ``inconclusive`` (leaning to the label of the mean of
+all its faces' probabilities); otherwise its label is the scan's label rule (``--fake-threshold``)
+applied to the mean probabilities of its conclusive faces. A track seen in a single frame has a
+summary and a verdict like any other, marked ``"single_frame": true``: one glimpse is weaker
+evidence than a face followed for seconds. Definitions: docs/verdicts.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mfclip_cli.engines.scan.records import INCONCLUSIVE, FaceRecord
+
+MIN_IOU = 0.3
+MAX_LANDMARK = 0.5  # mean landmark distance over the box diagonal
+MAX_GAP = 2  # sampled frames without the face before its track ends
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pair_cost(last: FaceRecord, face: FaceRecord) -> float | None:
+    """The cost of continuing ``last``'s track with ``face``; None when the pair is not allowed."""
+    overlap = _iou(last.box, face.box)
+    diagonal = float(np.hypot(last.box[2] - last.box[0], last.box[3] - last.box[1])) or 1.0
+    shift = np.linalg.norm(np.subtract(last.landmarks, face.landmarks), axis=1).mean()
+    landmark = float(shift) / diagonal
+    if overlap < MIN_IOU and landmark > MAX_LANDMARK:
+        return None
+    return (1.0 - overlap) + landmark
+
+
+def _assign(costs: np.ndarray) -> list[tuple[int, int]]:
+    """Minimum-cost pairs (row, column) of a cost matrix whose forbidden pairs are inf."""
+    from scipy.optimize import linear_sum_assignment  # scipy comes with scikit-learn
+
+    finite = np.where(np.isfinite(costs), costs, 1e6)
+    rows, columns = linear_sum_assignment(finite)
+    return [(r, c) for r, c in zip(rows.tolist(), columns.tolist()) if np.isfinite(costs[r, c])]
+
+
+def link_tracks(faces: Sequence[FaceRecord], sampled_frames: Sequence[int]) -> None:
+    """Set each face's ``track``; ``sampled_frames`` are the frame indices sampled, in order
+    (frames without faces among them count toward a track's gap)."""
+    position = {frame: i for i, frame in enumerate(sampled_frames)}
+    by_frame: dict[int, list[FaceRecord]] = {}
+    for face in faces:
+        by_frame.setdefault(face.frame, []).append(face)  # type: ignore[arg-type]
+    open_tracks: list[tuple[int, FaceRecord]] = []  # (track, its last face)
+    count = 0
+    for frame in sampled_frames:
+        current = by_frame.get(frame, [])
+        here = position[frame]
+        open_tracks = [
+            (track, last)
+            for track, last in open_tracks
+            if here - position[last.frame] <= MAX_GAP + 1  # type: ignore[index]
+        ]
+        costs = np.full((len(open_tracks), len(current)), np.inf)
+        for r, (_, last) in enumerate(open_tracks):
+            for c, face in enumerate(current):
+                cost = pair_cost(last, face)
+                costs[r, c] = np.inf if cost is None else cost
+        matched = _assign(costs) if costs.size else []
+        for r, c in matched:
+            current[c].track = open_tracks[r][0]
+        for face in current:
+            if face.track is None:
+                face.track, count = count, count + 1
+        continued = {open_tracks[r][0] for r, _ in matched}
+        open_tracks = [(t, last) for t, last in open_tracks if t not in continued]
+        open_tracks += [(face.track, face) for face in current]  # type: ignore[misc]
+
+
+def track_summaries(
+    faces: Sequence[FaceRecord], classes: Sequence[str], label_of: Callable[[np.ndarray], str]
+) -> list[dict[str, Any]]:
+    """Per track, in track order: its frames, first and last time, mean and max of each class
+    probability, how many faces were inconclusive, and its verdict (the module's rule)."""
+    tracks: dict[int, list[FaceRecord]] = {}
+    for face in faces:
+        tracks.setdefault(face.track, []).append(face)  # type: ignore[arg-type]
+    summaries = []
+    for track in sorted(tracks):
+        members = tracks[track]
+        probs = np.array([[face.probs[name] for name in classes] for face in members])
+        conclusive = [i for i, face in enumerate(members) if face.label != INCONCLUSIVE]
+        summary: dict[str, Any] = {
+            "track": track,
+            "faces": len(members),
+            "frames": [face.frame for face in members],
+            "first": members[0].timestamp,
+            "last": members[-1].timestamp,
+            "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())),
+            "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())),
+            "inconclusive_faces": len(members) - len(conclusive),
+            "single_frame": len(members) == 1,
+        }
+        if 2 * len(conclusive) < len(members):
+            summary["label"], summary["leaning"] = INCONCLUSIVE, label_of(probs.mean(0))
+        else:
+            summary["label"] = label_of(probs[conclusive].mean(0))
+        summaries.append(summary)
+    return summaries

@@ -1,0 +1,461 @@
+"""Verdicts an analyst can act on (docs/verdicts.md): the inconclusive band's threshold rule,
+stability under re-encoding, and both end to end through calibrate, scan, report and eval."""
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from media import astronaut, face_free, mosaic
+from PIL import Image
+from test_train import make_dataset
+
+from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS, reencoded_crops
+from mfclip_cli.faces.align import align_faces
+from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
+from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info
+from mfclip_cli.model.checkpoint import save_fitted
+from mfclip_cli.model.detectors import Detector
+from mfclip_cli.scoring.inconclusive import (
+    fit_uncertainty_threshold,
+    inconclusive_mask,
+    uncertainties,
+)
+from mfclip_cli.scoring.metrics import detection_metrics
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+CPU = torch.device("cpu")
+
+
+def _reference_threshold(labels, probs, target):
+    """The rule of scoring/inconclusive.py, spelled out face by face."""
+    spread = uncertainties(probs)
+    right = [(label != "real") == (1 - row[0] >= 0.5) for label, row in zip(labels, probs)]
+    best = None
+    for u in sorted(set(spread)):
+        kept = [r for r, s in zip(right, spread) if s <= u]
+        if sum(kept) / len(kept) >= target:
+            best = u
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_threshold_rule_against_a_face_by_face_reference(seed):
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet([0.6, 0.6, 0.6], size=60)
+    # the surer the model, the likelier it is right: accuracy falls with uncertainty
+    said_fake = 1 - probs[:, 0] >= 0.5
+    right = rng.random(len(probs)) > uncertainties(probs)
+    truth = ["gan" if fake == ok else "real" for fake, ok in zip(said_fake, right)]
+    for target in (0.7, 0.9):
+        band = fit_uncertainty_threshold(truth, probs, target)
+        expected = _reference_threshold(truth, probs, target)
+        assert band["reached"] == (expected is not None)
+        assert band["uncertainty_threshold"] == pytest.approx(expected or 0.0)
+        kept = uncertainties(probs) <= band["uncertainty_threshold"]
+        assert band["val_conclusive_share"] == pytest.approx(kept.mean())
+        assert band["val_conclusive_accuracy"] >= target
+
+
+def test_a_target_no_faces_reach_makes_every_face_inconclusive():
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.4, 0.4]])
+    band = fit_uncertainty_threshold(["gan", "real"], probs, 0.95)  # both wrong
+    assert band["reached"] is False and band["uncertainty_threshold"] == 0.0
+    assert inconclusive_mask(probs, band["uncertainty_threshold"]).all()
+    assert band["val_conclusive_accuracy"] is None and band["val_accuracy"] == 0.0
+
+
+def test_a_reencoded_crop_is_the_crop_of_the_whole_picture_reencoded():
+    config = load_model_config("tiny")
+    size, margin = config.preprocess.crop_size, config.preprocess.margin
+    cropper = FaceCropper(FaceSearch(size, margin), CPU)
+    picture = mosaic()
+    landmarks = [d.landmarks for d in cropper([picture])[0].detections]
+    assert len(landmarks) == 4
+    variants = reencoded_crops(picture, landmarks, size, margin, CPU)
+    count = len(STABILITY_PERTURBATIONS)
+    for v, perturbation in enumerate(STABILITY_PERTURBATIONS):
+        # the whole picture re-saved, aligned at the original landmarks
+        whole = np.array(perturbation.apply(Image.fromarray(picture), "", 0))
+        aligned = align_faces(
+            torch.from_numpy(whole).permute(2, 0, 1), np.stack(landmarks), size, margin
+        )
+        # the same pixels, up to float rounding of the sampling grid (a grey level is 0.004)
+        torch.testing.assert_close(variants[v::count], aligned, atol=1e-4, rtol=0)
+
+
+class ArtifactDetector(Detector):
+    """Calls a crop GAN when its finest-scale energy (a 3x3 second-difference filter) is above
+    ``level``: a detector of an artifact that JPEG removes."""
+
+    def __init__(self, level: float):
+        super().__init__()
+        self.config = load_model_config("tiny")
+        self.level = level
+        self.head = torch.nn.Identity()
+
+    @staticmethod
+    def energy(faces: torch.Tensor) -> torch.Tensor:
+        kernel = torch.tensor([[1.0, -2, 1], [-2, 4, -2], [1, -2, 1]]).view(1, 1, 3, 3)
+        response = torch.nn.functional.conv2d(faces, kernel.repeat(3, 1, 1, 1), groups=3)
+        return response.abs().mean(dim=(1, 2, 3))[:, None]
+
+    def embed(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.energy(faces)
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        margin = (self.embed(faces) - self.level) * 2000
+        return torch.cat([-margin, torch.full_like(margin, -50.0), margin], dim=1)
+
+    def embed_and_classify(self, faces):
+        return self.embed(faces), self.forward(faces)
+
+
+def _with_artifact(amplitude: int) -> np.ndarray:
+    """The astronaut, smoothed, plus a +-``amplitude`` pixel checkerboard: a fine trace that
+    JPEG's quantisation removes."""
+    smooth = cv2.GaussianBlur(astronaut(), (0, 0), 2.0).astype(np.int16)
+    rows, columns = np.mgrid[: smooth.shape[0], : smooth.shape[1]]
+    checker = np.where((rows + columns) % 2 == 0, amplitude, -amplitude)[..., None]
+    return np.clip(smooth + checker, 0, 255).astype(np.uint8)
+
+
+def _scan(scanner: Scanner, paths) -> list[FileRecord]:
+    return list(scanner.scan([InputItem(Path(path)) for path in paths]))
+
+
+def test_a_face_whose_verdict_jpeg_removes_is_inconclusive_with_stability(tmp_path):
+    marked, plain = tmp_path / "marked.png", tmp_path / "plain.png"
+    Image.fromarray(_with_artifact(3)).save(marked)
+    Image.fromarray(_with_artifact(0)).save(plain)
+    detector = ArtifactDetector(level=0.015)
+    # the premise, measured: the trace is there in the crop, and gone after JPEG 75
+    cropper = FaceCropper(FaceSearch(detector.crop_size, detector.crop_margin), CPU)
+    found = cropper([_with_artifact(3)])[0]
+    jpeg75 = reencoded_crops(
+        _with_artifact(3),
+        [found.detections[0].landmarks],
+        detector.crop_size,
+        detector.crop_margin,
+        CPU,
+    )[:1]
+    assert detector.energy(found.crops).item() > 2 * detector.level
+    assert detector.energy(jpeg75).item() < detector.level / 2
+    assert Perturbation("jpeg", 75) == STABILITY_PERTURBATIONS[0]
+
+    settings = ScanSettings(device="cpu", batch_size=3)
+    before = _scan(Scanner(detector, settings, CPU), [marked, plain])
+    assert [r.faces[0].label for r in before] == ["gan", "real"]
+    assert all(r.faces[0].stability is None and r.faces[0].inconclusive is None for r in before)
+
+    stable = _scan(Scanner(detector, replace(settings, stability=True), CPU), [marked, plain])
+    face, other = stable[0].faces[0], stable[1].faces[0]
+    assert face.label == "inconclusive" and face.leaning == "gan"
+    assert face.inconclusive == ["unstable"]
+    assert face.stability["labels"]["jpeg:75"] == "real" and face.stability["flips"] is True
+    assert face.stability["spread"] == pytest.approx(
+        max(1 - face.probs["real"], *face.stability["p_fake"].values())
+        - min(1 - face.probs["real"], *face.stability["p_fake"].values()),
+        abs=2e-6,
+    )
+    assert other.label == "real" and other.stability["flips"] is False
+    assert other.inconclusive is None and set(other.stability["labels"].values()) == {"real"}
+    # re-encodings ride along: the faces' own probabilities are those of the plain scan
+    for a, b in zip(before, stable):
+        assert a.faces[0].probs == b.faces[0].probs
+    # a pipeline that wants plain labels can have them
+    off = replace(settings, stability=True, inconclusive=False)
+    assert _scan(Scanner(detector, off, CPU), [marked])[0].faces[0].label == "gan"
+
+
+def test_the_scanner_marks_inconclusive_exactly_above_the_stored_threshold(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(load_model_config("tiny"))
+    path = tmp_path / "mosaic.png"
+    Image.fromarray(mosaic()).save(path)
+    settings = ScanSettings(device="cpu")
+    plain = _scan(Scanner(model, settings, CPU), [path])[0].faces
+    spread = sorted(face.uncertainty for face in plain)
+    threshold = (spread[1] + spread[2]) / 2  # two faces above it, two at or below
+    scorer = Scorer(model, uncertainty_threshold=threshold)
+    banded = _scan(Scanner([scorer], settings, CPU), [path])[0].faces
+    for before, after in zip(plain, banded):
+        assert after.probs == before.probs and after.uncertainty == before.uncertainty
+        if before.uncertainty > threshold:
+            assert (after.label, after.leaning) == ("inconclusive", before.label)
+            assert after.inconclusive == ["uncertain"]
+        else:
+            assert after.label == before.label and after.leaning is None
+    assert sum(face.label == "inconclusive" for face in banded) == 2
+
+
+def run(*args, cwd=None, check=True):
+    result = subprocess.run(
+        [MFCLIP, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def calibrated(weights, tmp_path_factory):
+    """A random tiny checkpoint calibrated by ``mfclip calibrate`` on a small dataset."""
+    root = tmp_path_factory.mktemp("verdicts")
+    data = make_dataset(root / "data", per_class=12)
+    out = root / "calibrated.safetensors"
+    result = run(
+        "calibrate", "-w", weights, "--data", data, "--out", out, "--device", "cpu",
+        "--target-accuracy", "0.6",
+    )  # fmt: skip
+    assert "inconclusive above uncertainty" in result.stdout
+    return data, out
+
+
+def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_trips(
+    calibrated, tmp_path
+):
+    _, weights = calibrated
+    band = read_checkpoint_info(weights).calibration["inconclusive"]
+    assert band["target_accuracy"] == 0.6 and band["uncertainty_threshold"] >= 0
+    threshold = band["uncertainty_threshold"]
+    Image.fromarray(mosaic()).save(tmp_path / "mosaic.png")
+    Image.fromarray(_with_artifact(3)).save(tmp_path / "marked.png")
+    scanned = run(
+        "scan", "mosaic.png", "marked.png", "-w", weights, "--device", "cpu", "--stability",
+        "--jsonl", "scan.jsonl", "--csv", "scan.csv", "--fail-on-inconclusive", "-q",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    meta, files = lines[0], [line for line in lines if line["type"] == "file"]
+    assert meta["verdicts"] == {
+        "inconclusive": True,
+        "uncertainty_threshold": threshold,
+        "ood": True,
+        "stability": ["jpeg:75", "jpeg:50", "resize:0.5"],
+        "near_duplicate_bits": None,  # no --duplicates
+    }
+    faces = [face for line in files for face in line["faces"]]
+    assert len(faces) == 5
+    for face in faces:
+        expected = [
+            reason
+            for reason, applies in (
+                ("uncertain", face["uncertainty"] > threshold),
+                ("ood", face["ood"]),
+                ("unstable", face["stability"]["flips"]),
+            )
+            if applies
+        ]
+        assert face.get("inconclusive", []) == expected
+        assert (face["label"] == "inconclusive") == bool(expected)
+        assert set(face["stability"]) == {"p_fake", "labels", "spread", "flips"}
+    any_inconclusive = any(face["label"] == "inconclusive" for face in faces)
+    assert scanned.returncode == (5 if any_inconclusive else 0), scanned.stderr
+    for line in files:  # JSON Lines -> record -> JSON Lines, unchanged
+        assert FileRecord.from_dict(line).to_dict() == line
+    rows = list(csv.DictReader((tmp_path / "scan.csv").open()))
+    for row, face in zip(rows, faces):
+        assert row["label"] == face["label"] and row["leaning"] == face.get("leaning", "")
+        assert row["inconclusive"] == " ".join(face.get("inconclusive", []))
+        assert float(row["p_fake_spread"]) == face["stability"]["spread"]
+        assert row["flips"] == str(face["stability"]["flips"]).lower()
+    run("report", "scan.jsonl", "--html", "report.html", cwd=tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("re-encoded:") == 5 and "inconclusive band" in html
+    for face in faces:
+        if face.get("leaning"):
+            assert f"leaning <strong>{face['leaning']}</strong>" in html
+
+
+def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
+    _, weights = calibrated
+    info = read_checkpoint_info(weights)
+    record = info.calibration
+    band = {**record["inconclusive"], "uncertainty_threshold": 0.0}  # every face inconclusive
+    unsure = save_fitted(
+        info, tmp_path / "unsure.safetensors", calibration={**record, "inconclusive": band}
+    )
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    common = ["scan", "a.png", "-w", unsure.path, "--device", "cpu", "--jsonl", "-", "-q"]
+    common += ["--fake-threshold", "0"]  # the face leans fake
+
+    def scan(*extra):
+        result = run(*common, *extra, cwd=tmp_path, check=False)
+        return result.returncode, json.loads(result.stdout.splitlines()[1])["faces"][0]
+
+    code, face = scan("--fail-on-fake")
+    assert (code, face["label"], face["inconclusive"]) == (0, "inconclusive", ["uncertain"])
+    assert face["leaning"] in ("diffusion", "gan")
+    assert scan("--fail-on-fake", "--fail-on-inconclusive")[0] == 5
+    assert scan("--fail-on-inconclusive")[0] == 5
+    code, face = scan("--fail-on-fake", "--fail-on-inconclusive", "--no-inconclusive")
+    assert (code, face["label"]) == (4, face["label"]) and face["label"] != "real"
+
+
+def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recompute(
+    calibrated, tmp_path
+):
+    data, weights = calibrated
+    report_path, predictions, plots = tmp_path / "r.json", tmp_path / "p.csv", tmp_path / "plots"
+    run(
+        "eval", "--data", data, "-w", weights, "--device", "cpu", "--bootstrap", "0",
+        "--json", report_path, "--predictions", predictions, "--plots", plots,
+    )  # fmt: skip
+    report = json.loads(report_path.read_text())
+    band = report["inconclusive"]
+    stored = read_checkpoint_info(weights).calibration["inconclusive"]
+    assert band["uncertainty_threshold"] == stored["uncertainty_threshold"] and band["ood"]
+    rows = list(csv.DictReader(predictions.open()))
+    probs = np.array([[float(row[name]) for name in ("real", "diffusion", "gan")] for row in rows])
+    ood = np.array([row["ood"] == "true" for row in rows])
+    marked = inconclusive_mask(probs, stored["uncertainty_threshold"], ood)
+    assert [row["inconclusive"] == "true" for row in rows] == marked.tolist()
+    assert band["n_inconclusive"] == marked.sum() and band["share"] == pytest.approx(marked.mean())
+    kept = [row["label"] for row, mark in zip(rows, marked) if not mark]
+    again = detection_metrics(kept, probs[~marked], 0.5)
+    for key in ("n", "acc", "auc", "acc3"):
+        assert band["conclusive"][key] == pytest.approx(again[key], abs=1e-6)
+    assert (plots / "inconclusive.png").stat().st_size > 0
+
+
+def _face_at(frame: int, x: float, y: float = 50.0, side: float = 100.0) -> FaceRecord:
+    """A face record at (x, y) of ``side`` px, landmarks where a frontal face has them."""
+    landmarks = [[x + 0.3 * side, y + 0.4 * side], [x + 0.7 * side, y + 0.4 * side]]
+    landmarks += [[x + 0.5 * side, y + 0.6 * side], [x + 0.35 * side, y + 0.8 * side]]
+    landmarks += [[x + 0.65 * side, y + 0.8 * side]]
+    return FaceRecord.create(
+        index=0,
+        box=[x, y, x + side, y + side],
+        landmarks=landmarks,
+        det_score=0.99,
+        probs={"real": 0.8, "diffusion": 0.1, "gan": 0.1},
+        label="real",
+        frame=frame,
+        timestamp=frame / 10,
+    )
+
+
+def test_gaps_and_single_frame_tracks_follow_the_stated_rules():
+    from mfclip_cli.engines.scan.tracks import MAX_GAP, link_tracks, track_summaries
+
+    frames = list(range(12))
+    # seen at 0-1, missing for MAX_GAP frames, back at 4: one track; then missing for
+    # MAX_GAP + 1 frames (5, 6, 7) and back at 8: a new track; a stranger once at 10
+    seen = [0, 1, 1 + MAX_GAP + 1, 1 + MAX_GAP + 1 + MAX_GAP + 2]
+    faces = [_face_at(frame, 10.0 + 5 * frame) for frame in seen] + [_face_at(10, 400.0)]
+    link_tracks(faces, frames)
+    assert [face.track for face in faces] == [0, 0, 0, 1, 2]
+    summaries = track_summaries(faces, ("real", "diffusion", "gan"), lambda p: "real")
+    assert [s["faces"] for s in summaries] == [3, 1, 1]
+    assert [s["single_frame"] for s in summaries] == [False, True, True]
+    assert summaries[0]["frames"] == seen[:3] and summaries[0]["first"] == 0.0
+    assert summaries[0]["last"] == seen[2] / 10
+
+
+def _crossing_video(path: Path, frames: int = 12) -> None:
+    """Two people crossing: the astronaut's head walking right along the top, its mirror image
+    walking left below it; their boxes overlap as they pass."""
+    head = astronaut()[30:210, 140:310]  # about 180 x 170, the face inside
+    mirrored = head[:, ::-1]
+    width, height = 900, 420
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (width, height))
+    assert writer.isOpened()
+    for i in range(frames):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        a = int(20 + i * (width - 210) / (frames - 1))
+        b = int(width - 190 - i * (width - 210) / (frames - 1))
+        canvas[20:200, a : a + 170] = head
+        canvas[150:330, b : b + 170] = mirrored
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
+    _crossing_video(tmp_path / "crossing.mp4")
+    run(
+        "scan", "crossing.mp4", "-w", weights, "--device", "cpu", "--frames", "12",
+        "--jsonl", "scan.jsonl", "--html", "report.html", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    record = lines[1]
+    faces = record["faces"]
+    assert len(faces) >= 20  # two faces in (nearly) every one of the 12 frames
+    tracks = record["video"]["tracks"]
+    assert [track["track"] for track in tracks] == [0, 1]
+    for track in tracks:
+        mine = [face for face in faces if face["track"] == track["track"]]
+        xs = [face["box"][0] for face in mine]
+        assert xs == sorted(xs) or xs == sorted(xs, reverse=True)  # each keeps its direction
+        assert track["faces"] == len(mine) and track["frames"] == [f["frame"] for f in mine]
+        assert track["first"] == mine[0]["timestamp"] and track["last"] == mine[-1]["timestamp"]
+        for name in ("real", "diffusion", "gan"):
+            values = [face["probs"][name] for face in mine]
+            assert track["mean"][name] == pytest.approx(np.mean(values), abs=1e-6)
+            assert track["max"][name] == pytest.approx(max(values), abs=1e-6)
+        assert track["label"] in ("real", "diffusion", "gan") and not track["single_frame"]
+    assert FileRecord.from_dict(record).to_dict() == record
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('class="strip"') == 2 and html.count("<polyline") == 2
+    run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
+    assert (tmp_path / "again.html").read_text().count("<polyline") == 2
+
+
+def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts():
+    from mfclip_cli.engines.scan.duplicates import (
+        MAX_DISTANCE,
+        hamming,
+        near_duplicate_groups,
+        perceptual_hash,
+    )
+
+    picture = astronaut()
+    copies = {
+        "original": picture,
+        "jpeg:50": np.array(Perturbation("jpeg", 50).apply(Image.fromarray(picture), "", 0)),
+        "resize:0.5": np.array(Perturbation("resize", 0.5).apply(Image.fromarray(picture), "", 0)),
+        "half size": cv2.resize(picture, (256, 256), interpolation=cv2.INTER_AREA),
+    }
+    hashes = {name: perceptual_hash(pixels) for name, pixels in copies.items()}
+    others = {"coffee": perceptual_hash(face_free()), "mosaic": perceptual_hash(mosaic())}
+    assert all(hamming(hashes["original"], h) <= MAX_DISTANCE for h in hashes.values())
+    assert all(hamming(hashes["original"], h) > MAX_DISTANCE for h in others.values())
+    files = [(name, digest, "real") for name, digest in hashes.items()]
+    files += [(name, digest, "real") for name, digest in others.items()]
+    files[1] = (files[1][0], files[1][1], "fake")  # the JPEG copy got another answer
+    (group,) = near_duplicate_groups(files)
+    assert sorted(group["files"]) == sorted(hashes) and group["disagree"] is True
+    assert group["max_distance"] <= MAX_DISTANCE
+    agreeing = [(name, digest, "real") for name, digest, _ in files]
+    assert near_duplicate_groups(agreeing)[0]["disagree"] is False
+
+
+def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    Image.fromarray(astronaut()).save(tmp_path / "a75.jpg", quality=75)
+    Image.fromarray(mosaic()).save(tmp_path / "other.png")
+    run(
+        "scan", ".", "-w", weights, "--device", "cpu", "--duplicates", "--jsonl", "scan.jsonl",
+        "--html", "report.html", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    files = {line["path"]: line for line in lines if line["type"] == "file"}
+    assert all(len(line["phash"]) == 16 for line in files.values())
+    (group,) = lines[-1]["duplicates"]
+    assert sorted(group["files"]) == ["a.png", "a75.jpg"] and group["disagree"] is False
+    assert lines[0]["verdicts"]["near_duplicate_bits"] == 8
+    for line in files.values():
+        assert FileRecord.from_dict(line).to_dict() == line
+    run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
+    for page in ("report.html", "again.html"):
+        assert "Near-duplicates" in (tmp_path / page).read_text()
