@@ -181,22 +181,29 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def _signal_handlers(handler: Callable, numbers: Sequence[int]) -> Iterator[None]:
+    """``handler`` for the signals ``numbers`` while the block runs, the previous handlers after
+    it; off the main thread, where Python installs no handler, signals are left alone."""
+    try:
+        previous = {number: signal.signal(number, handler) for number in numbers}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
+
+
+def _terminate_as_interrupt() -> contextlib.AbstractContextManager[None]:
     """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed,
     marked partial."""
 
     def stop(signum, frame):
         raise Interrupted(f"signal {signum}")
 
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _signal_handlers(stop, (signal.SIGTERM,))
 
 
 @contextlib.contextmanager
@@ -205,22 +212,10 @@ def _signals_held() -> Iterator[None]:
     written waits until the last report has it, then stops the scan as it would have (the JSON
     Lines report and the JSON document list the same files)."""
     arrived: list[int] = []
-
-    def hold(signum, frame):
-        arrived.append(signum)
-
-    try:
-        previous = {
-            number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)
-        }
-    except ValueError:  # not the main thread: leave signals alone
+    with _signal_handlers(
+        lambda signum, frame: arrived.append(signum), (signal.SIGINT, signal.SIGTERM)
+    ):
         yield
-        return
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     if signal.SIGINT in arrived:
         raise KeyboardInterrupt
     if arrived:
