@@ -14,6 +14,8 @@ import gpu_check  # noqa: E402  (scripts/ is no package)
 
 KEYS = (
     "model_faces_per_s",
+    "model_int8_faces_per_s",
+    "end_to_end_int8_images_per_s",
     "model_explain_faces_per_s",
     "detect_images_per_s",
     "end_to_end_images_per_s",
@@ -76,3 +78,10 @@ def test_bench_measures_every_stage(tmp_path):
     assert f"({scan:.1f}x naive)" in summary and "bench-tiny       ok" in summary
     written = json.loads((tmp_path / "gpu-check.json").read_text())
     assert written["bench"]["tiny"] == figures and written["targets"][0]["measured"] is None
+    # the int8 model beside fp32: every Linear layer of the tiny model quantized
+    quantized = figures["int8"]
+    assert quantized["quantized_linear_layers"] == quantized["linear_layers"] > 0
+    assert figures["int8_model_speedup"] == (
+        figures["model_int8_faces_per_s"] / figures["model_faces_per_s"]
+    )
+    assert "int8 vs fp32" in result.stdout

@@ -1,5 +1,6 @@
 """Calibration end to end: ``train`` leaves a calibrated best.safetensors, ``mfclip calibrate``
-writes a calibrated copy, ``eval`` and ``scan`` report and use it; run as subprocesses."""
+writes a calibrated copy, ``eval`` and ``scan`` report and use it; run as subprocesses. With it
+goes the int8 model's parity with fp32, which decides ``--precision auto``."""
 
 import csv
 import json
@@ -7,15 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from media import astronaut
+from media import astronaut, mosaic
 from PIL import Image
 from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
-from mfclip_cli.data import read_dataset
-from mfclip_cli.model import load_checkpoint, read_checkpoint_info
+from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import sidecar_path
 from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import rates_at_threshold
+from mfclip_cli.scoring.precision import MAX_LABEL_CHANGE_SHARE, measure_parity, model_at
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,8 @@ def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibr
         "300",
         "--seed",
         "5",
+        "--precision",
+        "fp32",  # the checkpoint's own calibration (int8 has its own: a test below)
     )
     report = json.loads(report_path.read_text())
     record = read_checkpoint_info(calibrated).calibration
@@ -244,7 +248,9 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
 ):
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut()).save(image)
-    result = _scan(image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.01")
+    result = _scan(
+        image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.01", "--precision", "fp32"
+    )
     assert result.returncode == 0, result.stderr
     meta, record, *_ = (json.loads(line) for line in result.stdout.splitlines())
     stored = read_checkpoint_info(calibrated).calibration
@@ -307,3 +313,138 @@ def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_p
     meta, record, *_ = (json.loads(line) for line in plain.stdout.splitlines())
     assert meta["ood"] == {"available": False}
     assert "ood" not in record["faces"][0] and "ood_distance" not in record["faces"][0]
+
+
+def _val_split(dataset):
+    index = read_dataset(dataset)
+    return index, select(index, load_protocol("in-domain"), required=("val",)).val
+
+
+def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, calibrated):
+    best = read_checkpoint_info(trained / "best.safetensors")
+    step = best.metadata["training"]["step"]
+    assert best.calibration["int8"]["fitted_on"]["step"] == step
+    logged = [line for line in metrics_lines(trained) if line["type"] == "int8"]
+    assert (
+        len(logged) == 1 and logged[0]["samples"] == best.calibration["int8"]["parity"]["samples"]
+    )
+    record = read_checkpoint_info(calibrated).calibration
+    int8 = record["int8"]
+    quantized = int8["quantization"]
+    assert quantized["quantized_linear_layers"] == quantized["linear_layers"] > 0
+    assert set(int8["thresholds"]) == {"fpr:0.01", "fpr:0.001"} and int8["temperature"] > 0
+    # the parity figures, computed again from both models' val logits (same batches)
+    index, val = _val_split(dataset)
+    model, _ = load_checkpoint(calibrated, inference=True)
+    fp32_logits, _ = predict_outputs(model, index.root, val, torch.device("cpu"))
+    int8_logits, _ = predict_outputs(model_at(model, "int8"), index.root, val, torch.device("cpu"))
+    labels = [sample.label for sample in val]
+    expected = measure_parity(
+        fp32_logits, int8_logits, labels, record["temperature"], int8["temperature"]
+    )
+    parity = int8["parity"]
+    assert parity["samples"] == len(val) and parity["split"] == "val"
+    assert parity["label_changes"] == expected["label_changes"]
+    assert parity["max_fake_change"] == pytest.approx(expected["max_fake_change"], abs=1e-6)
+    assert parity["fp32"]["auc"] == pytest.approx(expected["fp32"]["auc"])
+    assert parity["int8"]["ece_fake"] == pytest.approx(expected["int8"]["ece_fake"], abs=1e-6)
+    assert parity["int8_allowed"] == (parity["label_change_share"] <= MAX_LABEL_CHANGE_SHARE)
+
+
+def _faces(result) -> tuple[dict, list[dict]]:
+    meta, *lines = (json.loads(line) for line in result.stdout.splitlines())
+    return meta, [face for line in lines if line["type"] == "file" for face in line["faces"]]
+
+
+def test_scan_names_its_precision_and_int8_stays_within_the_recorded_bound(calibrated, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut()).save(photos / "astronaut.png")
+    Image.fromarray(mosaic()).save(photos / "mosaic.png")
+    int8 = read_checkpoint_info(calibrated).calibration["int8"]
+    scans = {}
+    for precision in ("fp32", "int8", "auto"):
+        result = _scan(photos, "--weights", str(calibrated), "--precision", precision)
+        assert result.returncode in (0, 4), result.stderr
+        scans[precision] = _faces(result)
+    allowed = int8["parity"]["int8_allowed"]
+    for precision, used in (
+        ("fp32", "fp32"),
+        ("int8", "int8"),
+        ("auto", "int8" if allowed else "fp32"),
+    ):
+        meta = scans[precision][0]
+        assert meta["precision"]["requested"] == precision and meta["precision"]["used"] == used
+    assert scans["int8"][0]["calibration"]["temperature"] == int8["temperature"]
+    fp32_faces, int8_faces = scans["fp32"][1], scans["int8"][1]
+    assert len(fp32_faces) == len(int8_faces) == 5
+    bound = int8["parity"]["max_fake_change"]
+    for ours, reference in zip(int8_faces, fp32_faces):
+        assert abs(ours["probs"]["real"] - reference["probs"]["real"]) <= bound
+        assert ours["label"] == reference["label"]
+    # explanations run in fp32, and int8 cannot be asked for with them
+    explained = _scan(photos, "--weights", str(calibrated), "--explain", str(tmp_path / "x"))
+    assert _faces(explained)[0]["precision"]["used"] == "fp32"
+    refused = _scan(
+        photos, "-w", str(calibrated), "--explain", str(tmp_path / "y"), "--precision", "int8"
+    )
+    assert refused.returncode == 2 and "fp32" in refused.stderr
+
+
+def test_eval_scores_at_the_precision_asked_with_its_calibration(dataset, calibrated, tmp_path):
+    report_path = tmp_path / "r.json"
+    common = [MFCLIP, "eval", "--data", str(dataset), "--weights", str(calibrated)]
+    run(
+        *common,
+        "--device",
+        "cpu",
+        "--precision",
+        "int8",
+        "--bootstrap",
+        "0",
+        "--json",
+        str(report_path),
+    )
+    report = json.loads(report_path.read_text())
+    int8 = read_checkpoint_info(calibrated).calibration["int8"]
+    assert report["precision"]["used"] == "int8"
+    assert report["calibration"]["temperature"] == int8["temperature"]
+    assert report["calibration"]["thresholds"] == {
+        name: entry["threshold"] for name, entry in int8["thresholds"].items()
+    }
+
+
+def test_auto_keeps_fp32_for_a_checkpoint_whose_int8_labels_change(dataset, trained, tmp_path):
+    """A checkpoint built to fail parity: one hidden unit of the head gets a huge input weight
+    and no output weight. fp32 ignores it, but int8's one scale per tensor, set by that weight,
+    rounds the layer's other weights to zero."""
+    model, _ = load_checkpoint(trained / "best.safetensors")
+    with torch.no_grad():
+        model.head[0].weight[0, 0] = 1e4
+        model.head[3].weight[:, 0] = 0.0
+    fragile = tmp_path / "fragile.safetensors"
+    save_checkpoint(model, fragile)
+    calibrated = tmp_path / "fragile-calibrated.safetensors"
+    result = run(
+        MFCLIP,
+        "calibrate",
+        "-w",
+        str(fragile),
+        "--data",
+        str(dataset),
+        "--out",
+        str(calibrated),
+        "--device",
+        "cpu",
+    )
+    assert "auto keeps fp32" in result.stdout
+    parity = read_checkpoint_info(calibrated).calibration["int8"]["parity"]
+    assert parity["int8_allowed"] is False
+    assert parity["label_change_share"] > MAX_LABEL_CHANGE_SHARE
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(image)
+    meta, _ = _faces(_scan(image, "--weights", str(calibrated)))
+    assert meta["precision"]["used"] == "fp32" and "labels" in meta["precision"]["reason"]
+    forced = _scan(image, "--weights", str(calibrated), "--precision", "int8")
+    assert _faces(forced)[0]["precision"]["used"] == "int8"
+    assert "warning" in forced.stderr and "labels" in forced.stderr

@@ -56,7 +56,9 @@ def other(tmp_path_factory):
 
 
 def _eval(dataset, protocol) -> list[str]:
-    return [MFCLIP, "eval", "--data", str(dataset), "--protocol", str(protocol), "--device", "cpu"]
+    """eval of the fp32 models, whose scores the tests recompute."""
+    command = [MFCLIP, "eval", "--data", str(dataset), "--protocol", str(protocol)]
+    return command + ["--device", "cpu", "--precision", "fp32"]
 
 
 def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(

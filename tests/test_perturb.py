@@ -225,6 +225,7 @@ def test_eval_scores_each_perturbation_beside_the_clean_row(
     report_path, plots = tmp_path / "report.json", tmp_path / "plots"
     common = [MFCLIP, "eval", "--data", str(dataset), "--protocol", str(protocol_file)]
     common += ["--weights", str(calibrated), "--device", "cpu", "--bootstrap", "0"]
+    common += ["--precision", "fp32"]  # the fp32 model, recomputed below
     result = run(
         *common,
         "--perturb",

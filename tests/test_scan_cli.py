@@ -248,6 +248,19 @@ def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
         str(evidence / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report)
     )
     assert refused.returncode == 2 and "already exists" in refused.stderr
+    # an uncalibrated checkpoint has no int8 parity: auto ran fp32, and int8 would mix verdicts
+    assert lines[0]["precision"]["used"] == "fp32"
+    mixed = run(
+        str(evidence / "astronaut.png"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        str(report),
+        "--resume",
+        "--precision",
+        "int8",
+    )
+    assert mixed.returncode == 2 and "precision 'fp32' there, 'int8' now" in mixed.stderr
 
 
 def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):

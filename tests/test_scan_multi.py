@@ -152,7 +152,12 @@ def test_the_primary_keeps_the_single_scan_record(scans):
         assert {**record, "faces": faces} == reference
     meta, single = together[0], alone["a"][0]
     assert meta["weights"] == single["weights"]
-    assert meta["compared_weights"] == [alone[name][0]["weights"] for name in NAMES]
+    # each compared checkpoint named, with the precision it ran at (as it runs alone)
+    assert meta["compared_weights"] == [
+        {**alone[name][0]["weights"], "precision": alone[name][0]["precision"]["used"]}
+        for name in NAMES
+    ]
+    assert meta["precision"] == single["precision"]
     assert meta["calibration"] == single["calibration"]
     assert meta["thresholds"] == {**single["thresholds"], "fake_compared": [0.5, 0.5, 0.5]}
 

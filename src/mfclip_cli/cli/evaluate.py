@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import BatchSize, Device, Force, LabelMap, Layout, LoaderWorkers
+from mfclip_cli.cli.options import (
+    BatchSize,
+    Device,
+    Force,
+    LabelMap,
+    Layout,
+    LoaderWorkers,
+    Precision,
+)
 
 
 def evaluate(
@@ -39,6 +47,7 @@ def evaluate(
     layout: Layout = None,
     label_map: LabelMap = None,
     device: Device = "auto",
+    precision: Precision = "auto",
     batch_size: BatchSize = 64,
     workers: LoaderWorkers = 0,
     threshold: float = typer.Option(
@@ -151,6 +160,7 @@ def evaluate(
             label_map=label_map,
             allow_one_class=allow_one_class,
             device=device,
+            precision=precision,
             batch_size=batch_size,
             workers=workers,
             threshold=threshold,
@@ -255,6 +265,7 @@ def calibrate(
                 for name, entry in record["thresholds"].items()
             ),
             _band_line(record["inconclusive"]),
+            _parity_line(record["int8"]),
             f"wrote {result['weights']} (sha256 {result['sha256']})",
         ]
         attribution = result["attribution"]
@@ -286,4 +297,21 @@ def _band_line(band: dict) -> str:
     return (
         f"{line}; val: {band['val_conclusive_share']:.1%} conclusive, accuracy "
         f"{band['val_conclusive_accuracy']:.4f} on them, {band['val_accuracy']:.4f} on all)"
+    )
+
+
+def _parity_line(int8: dict) -> str:
+    """What calibrate measured of the int8 model against fp32 on val, in one line."""
+    parity = int8["parity"]
+    verdict = "auto runs int8 on a CPU" if parity["int8_allowed"] else "auto keeps fp32"
+    figures = ", ".join(
+        f"{name} fp32 {parity['fp32'][key]:.4f} int8 {parity['int8'][key]:.4f}"
+        for name, key in (("AUC", "auc"), ("ECE", "ece_fake"))
+        if parity["fp32"][key] is not None and parity["int8"][key] is not None
+    )
+    return (
+        f"int8: temperature {int8['temperature']:.4f}; {parity['label_changes']} of "
+        f"{parity['samples']} val labels changed ({parity['label_change_share']:.2%}, at most "
+        f"{parity['max_label_change_share']:.0%} for auto), p(fake) by at most "
+        f"{parity['max_fake_change']:.4f}; {figures}: {verdict}"
     )

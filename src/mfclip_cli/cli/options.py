@@ -15,6 +15,18 @@ Device = Annotated[
         help="auto, cpu, cuda or cuda:N (auto: the first GPU if there is one).",
     ),
 ]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        metavar="fp32|int8|auto",
+        help=(
+            "fp32, int8 (CPU only: the faster int8 model), or auto: int8 on a CPU where the "
+            "checkpoint's recorded validation parity allows it (mfclip calibrate measures it), "
+            "else fp32; bf16 autocast on a GPU. --explain runs fp32. See docs/performance.md."
+        ),
+    ),
+]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, metavar="N", help="Faces per model batch.")
 ]

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import BatchSize, Device, Force, MinFace, Quiet
+from mfclip_cli.cli.options import BatchSize, Device, Force, MinFace, Precision, Quiet
 
 
 def scan(
@@ -69,6 +69,7 @@ def scan(
         True, "--recursive/--no-recursive", help="Descend into sub-folders."
     ),
     device: Device = "auto",
+    precision: Precision = "auto",
     batch_size: BatchSize = 32,
     workers: int = typer.Option(
         0,
@@ -210,6 +211,7 @@ def scan(
         inputs=paths,
         settings=ScanSettings(
             device=device,
+            precision=precision,
             batch_size=batch_size,
             workers=workers,
             min_face=min_face,

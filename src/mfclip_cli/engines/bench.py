@@ -7,7 +7,8 @@ weights have learned, and the output says so. Every figure is items per second o
 one warm-up pass, with the device synchronised before the clock stops, timed in ``repeats`` rounds
 and reported as their median. The image stages (detection, end-to-end scan, naive pipeline) take
 their rounds interleaved: on a shared machine the speed drifts by tens of percent over a minute,
-and interleaving lets the drift touch the scan and the naive pipeline alike.
+and interleaving lets the drift touch the scan and the naive pipeline alike. On a CPU the model
+stage and the scan are timed in fp32 and with the int8 model (``model/quantize.py``) side by side.
 """
 
 from __future__ import annotations
@@ -30,12 +31,23 @@ from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
 from mfclip_cli.engines.runtime import UsageError, resolve_device
 from mfclip_cli.engines.scan.inputs import InputItem
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
 from mfclip_cli.faces import decode_image
-from mfclip_cli.model import CLASS_NAMES, LabelSet, build_detector, detector_of, load_model_config
+from mfclip_cli.model import (
+    CLASS_NAMES,
+    Detector,
+    LabelSet,
+    build_detector,
+    detector_of,
+    load_checkpoint,
+    load_model_config,
+    save_checkpoint,
+)
 from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
 from mfclip_cli.model.explain import explain
+from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.provenance import inspect as inspect_provenance
+from mfclip_cli.scoring.precision import INT8, Precision
 from mfclip_cli.timestamps import utc_now
 
 
@@ -133,6 +145,16 @@ def _naive_pipeline(
     return run
 
 
+def _inference_model(config: Any, device: torch.device) -> Detector:
+    """The model a scan runs, with random weights: saved and loaded for inference as a scan
+    loads its checkpoint (for MFCLIP: ``vit.py``'s tower, adapters folded in, no language
+    encoder)."""
+    with tempfile.TemporaryDirectory(prefix="mfclip-bench-model-") as folder:
+        path = Path(folder) / "random.safetensors"
+        save_checkpoint(build_detector(config, pretrained=False), path)
+        return load_checkpoint(path, device, inference=True)[0]
+
+
 def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     if request.images < 1 or request.size < 64 or request.repeats < 1:
         raise UsageError("--images and --repeats must be at least 1 and --size at least 64")
@@ -142,13 +164,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     if "clip" in config.to_dict():  # speed does not depend on the weights: none are read
         config = replace_config(config, clip={"pretrained": None})
     explains = detector_of(config) == MFCLIP_DETECTOR  # heatmaps are MFCLIP's alone
-    model = (
-        build_detector(config, pretrained=False)
-        .to(device)
-        .eval()
-        .merge_adapters()
-        .requires_grad_(False)  # as scan's inference model: heatmaps take the input's gradient
-    )
+    model = _inference_model(config, device)
+    # the int8 model runs on CPUs only: on a GPU the scan runs bf16
+    int8 = None
+    if device.type == "cpu":
+        int8, summary = quantize_int8(model)
     crop = model.crop_size
     batch = request.batch_size
     faces = torch.rand(batch, 3, crop, crop, device=device)
@@ -169,14 +189,15 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         "min_face": request.min_face,
         "repeats": request.repeats,
         "weights": "random (speed does not depend on what the weights learned)",
+        **({"int8": summary.record()} if int8 is not None else {}),
     }
 
-    def model_stage() -> None:
+    def model_stage(scoring: torch.nn.Module = model) -> None:
         with (
             torch.no_grad(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"),
         ):
-            model(faces)
+            scoring(faces)
 
     def explained_model_stage() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -185,6 +206,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     rounds = _interleaved_rates(
         {
             "model_faces_per_s": (batch, model_stage),
+            **(
+                {"model_int8_faces_per_s": (batch, lambda: model_stage(int8))}
+                if int8 is not None
+                else {}
+            ),
             **({"model_explain_faces_per_s": (batch, explained_model_stage)} if explains else {}),
         },
         device,
@@ -198,6 +224,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
         explainer = Scanner(model, replace(settings, explain=True), device)  # scan --explain
         bare = Scanner(model, replace(settings, provenance=None), device)  # --no-provenance
         stabler = Scanner(model, replace(settings, stability=True), device)  # scan --stability
+        int8_scanner = (
+            Scanner([Scorer(int8, precision=Precision(INT8, INT8, "bench"))], settings, device)
+            if int8 is not None
+            else None
+        )
         decoded = [decode_image(path).pixels for path in paths]
 
         def provenance_all() -> None:
@@ -217,6 +248,11 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
                 "detect_images_per_s": (count, lambda: _detect_all(scanner, decoded)),
                 "end_to_end_images_per_s": (count, scan_all),
                 "end_to_end_no_provenance_images_per_s": (count, lambda: scan_all(bare)),
+                **(
+                    {"end_to_end_int8_images_per_s": (count, lambda: scan_all(int8_scanner))}
+                    if int8_scanner
+                    else {}
+                ),
                 "provenance_images_per_s": (count, provenance_all),
                 **(
                     {"end_to_end_explain_images_per_s": (count, lambda: scan_all(explainer))}
@@ -257,6 +293,13 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     results["rounds"] = rounds
     naive = results["naive_images_per_s"]
     results["end_to_end_vs_naive"] = results["end_to_end_images_per_s"] / naive
+    if int8 is not None:
+        results["int8_model_speedup"] = (
+            results["model_int8_faces_per_s"] / results["model_faces_per_s"]
+        )
+        results["int8_end_to_end_speedup"] = (
+            results["end_to_end_int8_images_per_s"] / results["end_to_end_images_per_s"]
+        )
     # what the provenance checks add to the scan's time (scan's default; --no-provenance drops it)
     results["provenance_cost"] = (
         results["end_to_end_no_provenance_images_per_s"] / results["end_to_end_images_per_s"] - 1
@@ -277,12 +320,19 @@ def _table(results: dict[str, Any]) -> Table:
     table.add_column("rate", justify="right")
     table.add_column("rounds (min-max)", justify="right")
     table.add_column("vs naive", justify="right")
+    table.add_column("int8 vs fp32", justify="right")
     naive = results["naive_images_per_s"]
+    speedups = {
+        "model_int8_faces_per_s": results.get("int8_model_speedup"),
+        "end_to_end_int8_images_per_s": results.get("int8_end_to_end_speedup"),
+    }
     for name, key, unit in (
         ("model stage", "model_faces_per_s", "faces/s"),
+        ("model stage, int8", "model_int8_faces_per_s", "faces/s"),
         ("model stage with heatmaps (--explain)", "model_explain_faces_per_s", "faces/s"),
         ("detection, laid out as scan does it", "detect_images_per_s", "images/s"),
         ("end-to-end scan", "end_to_end_images_per_s", "images/s"),
+        ("end-to-end scan, int8", "end_to_end_int8_images_per_s", "images/s"),
         ("end-to-end scan --explain", "end_to_end_explain_images_per_s", "images/s"),
         ("end-to-end scan --no-provenance", "end_to_end_no_provenance_images_per_s", "images/s"),
         (
@@ -299,6 +349,7 @@ def _table(results: dict[str, Any]) -> Table:
         rounds = results["rounds"].get(key)
         spread = f"{min(rounds):.1f}-{max(rounds):.1f}" if rounds else ""
         ratio = f"{results[key] / naive:.2f}x" if unit == "images/s" else ""
-        table.add_row(name, f"{results[key]:.1f} {unit}", spread, ratio)
+        speedup = f"{speedups[key]:.2f}x" if speedups.get(key) else ""
+        table.add_row(name, f"{results[key]:.1f} {unit}", spread, ratio, speedup)
     table.caption = f"provenance checks add {100 * results['provenance_cost']:+.1f} % to the scan"
     return table

@@ -29,11 +29,12 @@ def predict_outputs(
     embeddings: bool = False,
     perturbation: Perturbation | None = None,
     seed: int = 0,
+    bf16: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
-    their face embeddings [N, D] from the same forward pass (None without); bf16 autocast on
-    CUDA, fp32 on CPU. A ``perturbation`` degrades each face first (its noise seeded by
-    ``seed``)."""
+    their face embeddings [N, D] from the same forward pass (None without); with bf16 autocast
+    (``bf16``; None: on CUDA) or in the model's own precision. A ``perturbation`` degrades each
+    face first (its noise seeded by ``seed``)."""
     model.eval()
     images = FaceImages(
         root,
@@ -50,8 +51,9 @@ def predict_outputs(
         pin_memory=device.type == "cuda",
     )
     results, vectors = [], []
+    autocast = device.type == "cuda" if bf16 is None else bf16
     for faces, _ in loader:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
         results.append(logits.float().cpu())
         if embeddings:

@@ -19,6 +19,7 @@ from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
+from mfclip_cli.scoring.precision import FP32, INT8_KEY, fit_int8_calibration
 
 
 @dataclass
@@ -51,6 +52,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         request.device,
         ("val",),
         error_console,
+        None,  # the device's default precision; int8 is measured beside it
     )
     if out.resolve() == scoring.checkpoint.resolved.path.resolve():
         raise UsageError(f"--out {out} is the checkpoint being calibrated; name a new file")
@@ -73,6 +75,17 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     )
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
+    record[INT8_KEY] = fit_int8_calibration(
+        scoring.checkpoint.model,
+        scoring.index.root,
+        val,
+        scoring.device,
+        fp32_logits=logits if scoring.precision.used == FP32 else None,
+        fp32_temperature=record["temperature"],
+        fitted_on=fitted_on,
+        batch_size=request.batch_size,
+        workers=request.workers,
+    )
     outcome = fit_statistics(
         scoring.checkpoint.model,
         source.path,

@@ -82,7 +82,8 @@ def _compared(scoring: Scoring, report: dict) -> dict:
     points = report["operating_points"]["points"]
     return {
         **report["weights"],
-        "calibration": calibration_summary(scoring.checkpoint.info.calibration),
+        "precision": scoring.precision.used,
+        "calibration": calibration_summary(scoring.calibration),
         "metrics": {
             **{key: report["overall"][key] for key in COMPARED},
             "tpr_at_fpr": {key: (point["test"] or {}).get("tpr") for key, point in points.items()},
@@ -116,7 +117,7 @@ def compare(
             protocol,
             index,
             splits,
-            load_checkpoint_for_scoring(name, device, error_console),
+            *load_checkpoint_for_scoring(name, device, error_console, request.precision),
         )
         for name in weights
     ]

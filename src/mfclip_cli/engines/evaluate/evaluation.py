@@ -111,6 +111,7 @@ class EvalRequest:
     label_map: str | None = None
     allow_one_class: bool = False  # a one-class test split: a TPR-only report, AUC undefined
     device: str = "auto"
+    precision: str = "auto"  # fp32, int8 or auto (scoring/precision.py)
     batch_size: int = 64
     workers: int = 0
     threshold: float = 0.5
@@ -444,7 +445,7 @@ def score_checkpoint(
 ) -> Scored:
     """Score the protocol's test split (clean, then under each perturbation) and val (for the
     operating points) with one checkpoint: every figure of its report, nothing written."""
-    splits, calibration = scoring.splits, scoring.checkpoint.info.calibration
+    splits, calibration = scoring.splits, scoring.calibration
     temperature = temperature_of(calibration)
     attributor = attributor_of(scoring.checkpoint.info)
     started = utc_now()
@@ -480,6 +481,7 @@ def score_checkpoint(
         "version": __version__,
         "started_utc": started,
         "device": str(scoring.device),
+        "precision": scoring.precision.record(),
         "weights": weights_record(scoring.checkpoint),
         "demo": scoring.checkpoint.demo,
         "data": data_record(scoring.index),
@@ -585,8 +587,9 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         request.device,
         ("test",),
         error_console,
+        request.precision,
     )
-    splits, calibration = scoring.splits, scoring.checkpoint.info.calibration
+    splits, calibration = scoring.splits, scoring.calibration
     perturbations = combine(scoring.protocol.perturb, requested)
     if request.embeddings_path and len(splits.test) < MIN_TSNE_FACES:
         raise UsageError(

@@ -3,8 +3,8 @@ loaded to score them, the data first (its checks are the cheapest)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,14 @@ from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
 from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.scoring.precision import (
+    BF16,
+    Precision,
+    calibration_at,
+    choose_precision,
+    default_precision,
+    model_at,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,13 @@ class Scoring:
     protocol: Protocol
     index: DataIndex
     splits: Splits
-    checkpoint: LoadedWeights
+    checkpoint: LoadedWeights  # its model at ``precision``
+    precision: Precision
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration its probabilities are computed with, at its precision."""
+        return calibration_at(self.checkpoint.info.calibration, self.precision.used)
 
     def logits(
         self,
@@ -68,6 +82,7 @@ class Scoring:
             embeddings=embeddings,
             perturbation=perturbation,
             seed=seed,
+            bf16=self.precision.used == BF16,
         )
 
 
@@ -83,16 +98,24 @@ def split_data(
 
 
 def load_checkpoint_for_scoring(
-    weights: str | None, device: torch.device, error_console: Console
-) -> LoadedWeights:
-    """A checkpoint loaded for scoring; a demo checkpoint is said so."""
+    weights: str | None, device: torch.device, error_console: Console, precision: str | None
+) -> tuple[LoadedWeights, Precision]:
+    """A checkpoint loaded for scoring at ``precision`` (``--precision``; None: the device's
+    default, never int8); a demo checkpoint, and int8 not known to keep its verdicts, are said
+    so."""
     loaded = load_weights(resolve_weights(weights), device)
     if loaded.demo:
         error_console.print(
             "[bold yellow]warning:[/] using the bundled DEMO weights "
             "(trained on synthetic artifacts)."
         )
-    return loaded
+    if precision is None:
+        chosen = Precision("auto", default_precision(device), "the device's default")
+    else:
+        chosen = choose_precision(precision, device, loaded.info.calibration)
+    if chosen.warning:
+        error_console.print(f"[bold yellow]warning:[/] {chosen.warning}", highlight=False)
+    return replace(loaded, model=model_at(loaded.model, chosen.used)), chosen
 
 
 def load_scoring(
@@ -102,9 +125,9 @@ def load_scoring(
     device_name: str,
     required: tuple[str, ...],
     error_console: Console,
+    precision: str | None,
 ) -> Scoring:
     """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
     device, protocol, index, splits = split_data(choice, protocol_name, device_name, required)
-    return Scoring(
-        device, protocol, index, splits, load_checkpoint_for_scoring(weights, device, error_console)
-    )
+    loaded = load_checkpoint_for_scoring(weights, device, error_console, precision)
+    return Scoring(device, protocol, index, splits, *loaded)

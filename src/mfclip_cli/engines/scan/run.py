@@ -70,6 +70,7 @@ from mfclip_cli.scoring.calibration import (
 )
 from mfclip_cli.scoring.inconclusive import stored_threshold
 from mfclip_cli.scoring.ood import ood_of, ood_summary
+from mfclip_cli.scoring.precision import calibration_at, choose_precision, model_at
 from mfclip_cli.timestamps import utc_now
 
 
@@ -227,15 +228,24 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
     With several checkpoints, ``compared_weights`` names them all, the primary first."""
     settings = request.settings
     several = len(scanner.scorers) > 1
+    precision = scanner.primary.precision
+    assert precision is not None  # set by the Scanner
+    compared = [
+        {**(s.weights or {}), "precision": s.precision.used if s.precision else None}
+        for s in scanner.scorers
+    ]
     return {
         "type": "meta",
         "tool": "mfclip",
         "version": __version__,
         "weights": weights_record(primary),
-        **({"compared_weights": [s.weights for s in scanner.scorers]} if several else {}),
+        **({"compared_weights": compared} if several else {}),
         "demo": primary.demo,
         "device": str(scanner.device),
-        "calibration": calibration_summary(primary.info.calibration),
+        "precision": precision.record(),
+        "calibration": calibration_summary(
+            calibration_at(primary.info.calibration, precision.used)
+        ),
         "ood": ood_summary(scanner.ood),
         "attribution": attribution_summary(primary.info, scanner.primary.attribution),
         "thresholds": {
@@ -294,30 +304,38 @@ def _load_checkpoints(names: Sequence[str], device: torch.device) -> list[Loaded
     return checkpoints
 
 
-def _scorers(checkpoints: Sequence[LoadedWeights], settings: ScanSettings) -> list[Scorer]:
-    """Each checkpoint at its own calibration and OOD statistics; with ``fpr:X`` each at its own
-    threshold for that validation FPR (a compared checkpoint without one is named)."""
+def _scorers(
+    checkpoints: Sequence[LoadedWeights], settings: ScanSettings, device: torch.device
+) -> list[Scorer]:
+    """Each checkpoint at its own precision (``--precision``: with --explain the primary runs
+    fp32), calibration and OOD statistics; with ``fpr:X`` each at its own threshold for that
+    validation FPR (a compared checkpoint without one is named)."""
     scorers = []
     for k, checkpoint in enumerate(checkpoints):
         info = checkpoint.info
-        threshold = None
-        if settings.fake_threshold_fpr is not None:
-            try:
-                threshold = threshold_for_fpr(info.calibration, settings.fake_threshold_fpr)
-            except UsageError as error:
-                if k == 0:
-                    raise
-                raise UsageError(f"--weights {checkpoint.resolved.name}: {error}") from None
+        try:
+            precision = choose_precision(
+                settings.precision, device, info.calibration, explain=settings.explain and k == 0
+            )
+            calibration = calibration_at(info.calibration, precision.used)
+            threshold = None
+            if settings.fake_threshold_fpr is not None:
+                threshold = threshold_for_fpr(calibration, settings.fake_threshold_fpr)
+        except UsageError as error:
+            if k == 0:
+                raise
+            raise UsageError(f"--weights {checkpoint.resolved.name}: {error}") from None
         record = weights_record(checkpoint)
         scorers.append(
             Scorer(
-                checkpoint.model,
-                temperature_of(info.calibration),
+                model_at(checkpoint.model, precision.used),
+                temperature_of(calibration),
                 ood_of(info),
                 threshold,
                 record,
                 attribution=attributor_of(info),
                 uncertainty_threshold=stored_threshold(info.calibration),
+                precision=precision,
             )
         )
     return scorers
@@ -351,11 +369,15 @@ def run_scan(
             f"--explain draws MFCLIP's heatmaps and noise patches; this checkpoint's detector "
             f"is {detector_of(info.config)}"
         )
-    scorers = _scorers(checkpoints, request.settings)
+    scorers = _scorers(checkpoints, request.settings, device)
     if scorers[0].fake_threshold is not None:
         threshold = scorers[0].fake_threshold
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
-    for checkpoint in checkpoints:
+    for checkpoint, scorer in zip(checkpoints, scorers):
+        if scorer.precision and scorer.precision.warning and rank == 0:
+            error_console.print(
+                f"[bold yellow]warning:[/] {escape(scorer.precision.warning)}", highlight=False
+            )
         if checkpoint.demo and rank == 0:
             named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
             error_console.print(

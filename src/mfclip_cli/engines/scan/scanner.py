@@ -57,6 +57,7 @@ from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, inspect, 
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.ood import OodStatistics
+from mfclip_cli.scoring.precision import BF16, Precision, default_precision
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class ScanSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     # heatmaps and richest patches for --explain: one backward pass per model batch
     explain: bool = False
+    # fp32, int8 or auto (int8 on a CPU where the checkpoint's parity allows): scoring/precision.py
+    precision: str = "auto"
     # the provenance checks and their C2PA trust anchors; None: --no-provenance
     provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
     # the inconclusive band (docs/verdicts.md); --no-inconclusive: every face keeps its label
@@ -115,6 +118,7 @@ class Scorer:
     attribution: Attributor | None = None  # its label-set embeddings, for each face's generator
     # the inconclusive band's threshold its calibration stores (None: none stored)
     uncertainty_threshold: float | None = None
+    precision: Precision | None = None  # what ``model`` runs at; None: the device's default
 
     @property
     def geometry(self) -> tuple[int, float]:
@@ -144,8 +148,13 @@ class Scanner:
             else [Scorer(model, temperature, ood, attribution=attribution)]
         )
         # scanning never trains: fold LoRA in
+        default = Precision("auto", default_precision(device), "the device's default")
         self.scorers = [
-            replace(scorer, model=scorer.model.eval().to(device).merge_adapters())
+            replace(
+                scorer,
+                model=scorer.model.eval().to(device).merge_adapters(),
+                precision=scorer.precision or default,
+            )
             for scorer in scorers
         ]
         self.primary = self.scorers[0]
@@ -205,12 +214,14 @@ class Scanner:
     @torch.no_grad()
     def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
         """Class probabilities of aligned crops by ``scorer`` (the primary by default), and their
-        OOD distances where it has statistics (``FoundFace`` without its detection); bf16
-        autocast on CUDA, fp32 on CPU."""
+        OOD distances where it has statistics (``FoundFace`` without its detection), at the
+        scorer's precision."""
         scorer = scorer or self.primary
+        assert scorer.precision is not None  # set by __init__
+        bf16 = scorer.precision.used == BF16
         found = []
         for batch in self._batches(crops):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 embeddings, logits = scorer.model.embed_and_classify(batch)
             probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
             distances = self._ood_distances(embeddings, scorer)
@@ -223,9 +234,11 @@ class Scanner:
         """The primary's probabilities with the evidence behind them (``FoundFace`` without its
         detection): the same forward pass, plus one backward pass per batch."""
         scorer = self.primary
+        assert scorer.precision is not None  # set by __init__: fp32, or bf16 on a GPU
+        bf16 = scorer.precision.used == BF16
         found = []
         for batch in self._batches(crops):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 result = explain_faces(scorer.model, batch, scorer.temperature)
             probs = result.probs.cpu().numpy()
             pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()

@@ -698,6 +698,15 @@ def _checkpoint_hashes(meta: dict[str, Any]) -> str | list[str] | None:
     return (meta.get("weights") or {}).get("sha256")
 
 
+def _precision_used(meta: dict[str, Any]) -> str | None:
+    """The precision a report's scan ran at; one from before ``--precision`` ran the device's
+    default (bf16 on CUDA, fp32 on CPU)."""
+    recorded = meta.get("precision")
+    if recorded:
+        return recorded.get("used")
+    return "bf16" if str(meta.get("device", "cpu")).startswith("cuda") else "fp32"
+
+
 def _trust(meta: dict[str, Any]) -> str | bool:
     """A report's provenance setting as a resume must match it: off, or its --c2pa-trust file."""
     provenance = meta.get("provenance")
@@ -741,6 +750,8 @@ class ResumeState:
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 ("provenance trust", _trust(previous), _trust(meta)),
                 ("verdicts", previous.get("verdicts"), meta["verdicts"]),
+                # int8 and fp32 may label a face differently
+                ("precision", _precision_used(previous), _precision_used(meta)),
             ]
             if was != now
         ]

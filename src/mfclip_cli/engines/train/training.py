@@ -62,6 +62,7 @@ from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
 from mfclip_cli.timestamps import utc_now
 
 STATE_FORMAT = "mfclip-train-state/1"
@@ -437,12 +438,7 @@ class Trainer:
                     calibration = fit_calibration(
                         logits,
                         [s.label for s in self.splits.val],
-                        fitted_on={
-                            "data": self.data_summary["root"],
-                            "layout": self.data_summary["layout"],
-                            "protocol": self.protocol.name,
-                            "step": self.progress.step,
-                        },
+                        fitted_on=self._fitted_on(self.progress.step),
                     )
                 save_checkpoint(
                     self.model,
@@ -458,11 +454,48 @@ class Trainer:
         """At the end of training, what scoring with the best checkpoint needs beyond its weights
         is added to best.safetensors, unless it has it for its step already: the
         out-of-distribution statistics (its train embeddings' class means and shared precision,
-        the threshold from val) and, for MFCLIP, the label-set embeddings for attribution (its
-        trained language encoder's, the open-set threshold from val)."""
+        the threshold from val), for MFCLIP the label-set embeddings for attribution (its
+        trained language encoder's, the open-set threshold from val), and the int8 entry of its
+        calibration."""
         if self.world.main and (self.run / BEST).is_file():
             self._fit_best_statistics(self.run / BEST)
+            self._fit_best_int8(self.run / BEST)
         self.world.barrier()
+
+    def _fitted_on(self, step: int | None) -> dict[str, Any]:
+        """Where a record fitted on this run's data comes from."""
+        return {
+            "data": self.data_summary["root"],
+            "layout": self.data_summary["layout"],
+            "protocol": self.protocol.name,
+            "step": step,
+        }
+
+    def _fit_best_int8(self, best: Path) -> None:
+        """The int8 model's temperature, thresholds and parity with fp32 on val
+        (``scoring/precision.py``), added to the best checkpoint's calibration unless it has them
+        for its step. A checkpoint without a calibration has none to add them to, and
+        ``--precision auto`` keeps fp32 for it."""
+        info = read_checkpoint_info(best)
+        step = (self.progress.best or {}).get("step")
+        recorded = (info.calibration or {}).get(INT8_KEY) or {}
+        if not info.calibration or recorded.get("fitted_on", {}).get("step") == step:
+            return
+        model, info = load_checkpoint(best, self.device, inference=True)
+        int8 = fit_int8_calibration(
+            model,
+            self.index.root,
+            self.splits.val,
+            self.device,
+            fp32_logits=None,
+            fp32_temperature=info.calibration["temperature"],
+            fitted_on=self._fitted_on(step),
+            batch_size=self.settings.batch_size,
+            workers=self.settings.workers,
+        )
+        calibration = {**info.calibration, INT8_KEY: int8}
+        save_fitted(info, best, calibration=calibration, overwrite=True)
+        self._log({"type": "int8", "step": self.progress.step, **int8["parity"]})
 
     def _fit_best_statistics(self, best: Path) -> None:
         info = read_checkpoint_info(best)
@@ -485,12 +518,7 @@ class Trainer:
             wanted=stale,
             batch_size=self.settings.batch_size,
             workers=self.settings.workers,
-            fitted_on={
-                "data": self.data_summary["root"],
-                "layout": self.data_summary["layout"],
-                "protocol": self.protocol.name,
-                "step": step,
-            },
+            fitted_on=self._fitted_on(step),
         )
         for key, problem in outcome.refused.items():
             self.console.print(

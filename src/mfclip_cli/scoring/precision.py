@@ -1,0 +1,205 @@
+"""The precision the model runs at (``--precision``), and whether int8 keeps a checkpoint's
+verdicts.
+
+On a CPU the int8 model (``model/quantize.py``) scores faces faster; whether it says what the
+fp32 model says is measured, not assumed: ``mfclip calibrate`` (and the end of training) scores
+the validation split with both, fits the int8 model's own temperature and thresholds (int8 moves
+the logits a little, so the fp32 temperature would be slightly off for it) and records, inside
+the checkpoint's calibration, the largest change of the reported p(fake), the share of faces
+whose label changes, and the AUC and ECE of both. ``--precision auto`` runs int8 on a CPU only
+where that share is at most ``MAX_LABEL_CHANGE_SHARE``; GPUs keep bf16 autocast (or fp32, asked
+for). Definitions: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mfclip_cli.data import Sample
+from mfclip_cli.errors import UsageError
+from mfclip_cli.model import CLASS_NAMES, Detector
+from mfclip_cli.model.quantize import quantize_int8
+from mfclip_cli.scoring.calibration import fit_calibration, softmax
+from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.scoring.metrics import calibration_metrics, json_safe, roc_auc
+
+FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
+REQUESTABLE = (AUTO, FP32, INT8)
+# the largest share of validation faces whose label may change for auto to choose int8
+MAX_LABEL_CHANGE_SHARE = 0.01
+INT8_KEY = "int8"  # the calibration record's entry for the int8 model
+LABEL_THRESHOLD = 0.5  # parity compares labels at scan's default fake threshold
+_REAL = CLASS_NAMES.index("real")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What ran: ``used`` (fp32, bf16 or int8) for ``requested`` (auto, fp32 or int8), and
+    why; ``warning`` when int8 was asked for where it is not known to keep the verdicts."""
+
+    requested: str
+    used: str
+    reason: str
+    warning: str | None = None
+
+    def record(self) -> dict[str, str]:
+        return {"requested": self.requested, "used": self.used, "reason": self.reason}
+
+
+def default_precision(device: torch.device) -> str:
+    """What runs where no int8 model is chosen: bf16 autocast on CUDA, fp32 elsewhere."""
+    return BF16 if device.type == "cuda" else FP32
+
+
+def int8_parity(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The parity a checkpoint records for its int8 model, or None."""
+    return ((calibration or {}).get(INT8_KEY) or {}).get("parity")
+
+
+def _parity_words(parity: dict[str, Any]) -> str:
+    return (
+        f"int8 changed {parity['label_change_share']:.2%} of {parity['samples']} validation "
+        f"labels (at most {MAX_LABEL_CHANGE_SHARE:.0%} allowed), p(fake) by at most "
+        f"{parity['max_fake_change']:.4f}"
+    )
+
+
+def choose_precision(
+    requested: str,
+    device: torch.device,
+    calibration: dict[str, Any] | None,
+    *,
+    explain: bool = False,
+) -> Precision:
+    """The precision a checkpoint runs at on ``device``: ``auto`` is int8 on a CPU where its
+    recorded parity allows, else the device's default; ``--explain`` needs the fp32 model's
+    gradients. A usage error for int8 on a GPU or with ``--explain``."""
+    if requested not in REQUESTABLE:
+        raise UsageError(f"--precision {requested!r}: choose from {', '.join(REQUESTABLE)}")
+    if device.type != "cpu":
+        if requested == INT8:
+            raise UsageError(
+                "--precision int8 is the CPU path; on a GPU the model runs bf16 (auto) or fp32"
+            )
+        if requested == FP32:
+            return Precision(requested, FP32, "asked for")
+        return Precision(requested, BF16, "bf16 autocast on the GPU")
+    if explain:
+        if requested == INT8:
+            raise UsageError(
+                "--explain runs in fp32 (its heatmaps need gradients the int8 model has not); "
+                "drop --precision int8"
+            )
+        return Precision(requested, FP32, "--explain runs in fp32 (heatmaps need gradients)")
+    if requested == FP32:
+        return Precision(requested, FP32, "asked for")
+    parity = int8_parity(calibration)
+    allowed = parity is not None and parity["label_change_share"] <= MAX_LABEL_CHANGE_SHARE
+    if requested == INT8:
+        if parity is None:
+            unknown = "this checkpoint records no int8 parity (mfclip calibrate measures it)"
+            return Precision(requested, INT8, f"asked for; {unknown}", f"int8: {unknown}")
+        words = _parity_words(parity)
+        return Precision(requested, INT8, f"asked for; {words}", None if allowed else words)
+    if parity is None:
+        return Precision(
+            requested, FP32, "no int8 parity recorded in this checkpoint (mfclip calibrate)"
+        )
+    return Precision(requested, INT8 if allowed else FP32, _parity_words(parity))
+
+
+def calibration_at(calibration: dict[str, Any] | None, used: str) -> dict[str, Any] | None:
+    """The calibration a precision's probabilities are computed with: the int8 model's own fit
+    where the checkpoint has one, the checkpoint's otherwise."""
+    if used == INT8 and calibration and calibration.get(INT8_KEY):
+        return calibration[INT8_KEY]
+    return calibration
+
+
+def model_at(model: Detector, used: str) -> Detector:
+    """The model that runs at precision ``used``: an int8 copy for int8, ``model`` otherwise."""
+    return quantize_int8(model)[0] if used == INT8 else model
+
+
+def verdict_labels(probs: np.ndarray, threshold: float = LABEL_THRESHOLD) -> np.ndarray:
+    """Each face's label as a scan gives it (class indices): real when the fake score
+    1 - p(real) is under ``threshold``, else the likelier fake class."""
+    fakes = np.array(probs, dtype=np.float64)
+    fakes[:, _REAL] = -np.inf
+    return np.where(1.0 - probs[:, _REAL] < threshold, _REAL, fakes.argmax(axis=1))
+
+
+def _quality(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
+    is_fake = np.array([label != "real" for label in labels], dtype=np.int64)
+    return {
+        "auc": json_safe(roc_auc(is_fake, 1.0 - probs[:, _REAL])),
+        "ece_fake": calibration_metrics(labels, probs)["ece_fake"],
+    }
+
+
+def measure_parity(
+    fp32_logits: np.ndarray,
+    int8_logits: np.ndarray,
+    labels: Sequence[str],
+    fp32_temperature: float,
+    int8_temperature: float,
+) -> dict[str, Any]:
+    """How far the int8 model's reported probabilities (at its temperature) are from the fp32
+    model's (at its own) on the same faces."""
+    fp32 = softmax(fp32_logits, fp32_temperature)
+    int8 = softmax(int8_logits, int8_temperature)
+    change = np.abs(fp32[:, _REAL] - int8[:, _REAL])  # |change of 1 - p(real)|
+    changed = int(np.sum(verdict_labels(fp32) != verdict_labels(int8)))
+    share = changed / len(labels) if len(labels) else 0.0
+    return {
+        "split": "val",
+        "samples": len(labels),
+        "max_fake_change": float(change.max(initial=0.0)),
+        "mean_fake_change": float(change.mean()) if len(labels) else 0.0,
+        "label_threshold": LABEL_THRESHOLD,
+        "label_changes": changed,
+        "label_change_share": share,
+        "max_label_change_share": MAX_LABEL_CHANGE_SHARE,
+        "int8_allowed": share <= MAX_LABEL_CHANGE_SHARE,
+        "fp32": {"temperature": fp32_temperature, **_quality(labels, fp32)},
+        "int8": {"temperature": int8_temperature, **_quality(labels, int8)},
+    }
+
+
+def fit_int8_calibration(
+    model: Detector,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    fp32_logits: np.ndarray | None,
+    fp32_temperature: float,
+    fitted_on: dict[str, Any],
+    batch_size: int,
+    workers: int,
+) -> dict[str, Any]:
+    """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
+    thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
+
+    ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
+    GPU, whose logits are bf16: they are computed here with autocast off); the int8 model runs on
+    the CPU, the only place its kernels exist.
+    """
+    settings = {"batch_size": batch_size, "workers": workers}
+    if fp32_logits is None:
+        fp32_logits, _ = predict_outputs(model, root, samples, device, bf16=False, **settings)
+    quantized, summary = quantize_int8(model)
+    cpu = torch.device("cpu")
+    int8_logits, _ = predict_outputs(quantized, root, samples, cpu, **settings)
+    labels = [sample.label for sample in samples]
+    record = fit_calibration(int8_logits, labels, fitted_on=fitted_on)
+    record["quantization"] = summary.record()
+    record["parity"] = measure_parity(
+        fp32_logits, int8_logits, labels, fp32_temperature, record["temperature"]
+    )
+    return record
