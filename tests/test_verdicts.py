@@ -32,6 +32,7 @@ from mfclip_cli.scoring.inconclusive import (
     uncertainties,
 )
 from mfclip_cli.scoring.metrics import detection_metrics
+from mfclip_cli.scoring.precision import calibration_at
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 CPU = torch.device("cpu")
@@ -226,9 +227,10 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     calibrated, tmp_path
 ):
     _, weights = calibrated
-    band = read_checkpoint_info(weights).calibration["inconclusive"]
-    assert band["target_accuracy"] == 0.6 and band["uncertainty_threshold"] >= 0
-    threshold = band["uncertainty_threshold"]
+    calibration = read_checkpoint_info(weights).calibration
+    for record in (calibration, calibration["int8"]):  # each precision has its own band
+        band = record["inconclusive"]
+        assert band["target_accuracy"] == 0.6 and band["uncertainty_threshold"] >= 0
     Image.fromarray(mosaic()).save(tmp_path / "mosaic.png")
     Image.fromarray(_with_artifact(3)).save(tmp_path / "marked.png")
     scanned = run(
@@ -238,6 +240,9 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     )  # fmt: skip
     lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
     meta, files = lines[0], [line for line in lines if line["type"] == "file"]
+    threshold = calibration_at(calibration, meta["precision"]["used"])["inconclusive"][
+        "uncertainty_threshold"
+    ]
     assert meta["verdicts"] == {
         "inconclusive": True,
         "uncertainty_threshold": threshold,
@@ -281,11 +286,13 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
 def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
     _, weights = calibrated
     info = read_checkpoint_info(weights)
-    record = info.calibration
-    band = {**record["inconclusive"], "uncertainty_threshold": 0.0}  # every face inconclusive
-    unsure = save_fitted(
-        info, tmp_path / "unsure.safetensors", calibration={**record, "inconclusive": band}
-    )
+
+    def unsure_band(record):  # every face inconclusive
+        return {**record, "inconclusive": {**record["inconclusive"], "uncertainty_threshold": 0}}
+
+    # at either precision the scan runs (the int8 model has its own fitted band)
+    calibration = {**unsure_band(info.calibration), "int8": unsure_band(info.calibration["int8"])}
+    unsure = save_fitted(info, tmp_path / "unsure.safetensors", calibration=calibration)
     Image.fromarray(astronaut()).save(tmp_path / "a.png")
     common = ["scan", "a.png", "-w", unsure.path, "--device", "cpu", "--jsonl", "-", "-q"]
     common += ["--fake-threshold", "0"]  # the face leans fake
@@ -314,7 +321,11 @@ def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recomp
     )  # fmt: skip
     report = json.loads(report_path.read_text())
     band = report["inconclusive"]
-    stored = read_checkpoint_info(weights).calibration["inconclusive"]
+    # the band eval applies is the one fitted at the precision it ran (int8 has its own fit)
+    calibration = calibration_at(
+        read_checkpoint_info(weights).calibration, report["precision"]["used"]
+    )
+    stored = calibration["inconclusive"]
     assert band["uncertainty_threshold"] == stored["uncertainty_threshold"] and band["ood"]
     rows = list(csv.DictReader(predictions.open()))
     probs = np.array([[float(row[name]) for name in ("real", "diffusion", "gan")] for row in rows])

@@ -25,6 +25,7 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.model import CLASS_NAMES, Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import fit_calibration, softmax
+from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import calibration_metrics, json_safe, roc_auc
 
@@ -182,6 +183,7 @@ def fit_int8_calibration(
     fitted_on: dict[str, Any],
     batch_size: int,
     workers: int,
+    target_accuracy: float = TARGET_ACCURACY,
 ) -> dict[str, Any]:
     """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
     thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
@@ -197,7 +199,9 @@ def fit_int8_calibration(
     cpu = torch.device("cpu")
     int8_logits, _ = predict_outputs(quantized, root, samples, cpu, **settings)
     labels = [sample.label for sample in samples]
-    record = fit_calibration(int8_logits, labels, fitted_on=fitted_on)
+    record = fit_calibration(
+        int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
+    )
     record["quantization"] = summary.record()
     record["parity"] = measure_parity(
         fp32_logits, int8_logits, labels, fp32_temperature, record["temperature"]

@@ -85,6 +85,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         fitted_on=fitted_on,
         batch_size=request.batch_size,
         workers=request.workers,
+        target_accuracy=request.target_accuracy,
     )
     outcome = fit_statistics(
         scoring.checkpoint.model,

@@ -334,7 +334,7 @@ def _scorers(
                 threshold,
                 record,
                 attribution=attributor_of(info),
-                uncertainty_threshold=stored_threshold(info.calibration),
+                uncertainty_threshold=stored_threshold(calibration),
                 precision=precision,
             )
         )
