@@ -15,7 +15,8 @@ from test_train import MFCLIP, run
 
 from mfclip_cli.data import Sample
 from mfclip_cli.engines.scan.records import FileRecord
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import save_fitted
 from mfclip_cli.model.prompts import LabelSet
@@ -283,7 +284,7 @@ def test_the_scanner_attributes_each_face_from_its_forward_pass(tiny_model, lang
     scanner = Scanner(
         tiny_model, ScanSettings(device="cpu"), torch.device("cpu"), attribution=attributor
     )
-    found = scanner.classify(faces)
+    found = scanner.model_stage.classify(faces)
     assert all(face.attribution is not None for face in found)
     with torch.no_grad():
         embeddings = tiny_model.embed(faces).numpy()

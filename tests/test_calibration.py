@@ -12,7 +12,8 @@ from scipy.stats import norm
 from sklearn import metrics as skm
 
 from mfclip_cli.engines.runtime import UsageError
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.weights.store import BUNDLED_STORE, is_demo
 from mfclip_cli.model import read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
@@ -339,8 +340,10 @@ def test_fake_threshold_spellings_and_lookup():
 def test_scanner_reports_softmax_of_logits_over_temperature(tiny_model, faces):
     settings = ScanSettings(device="cpu", batch_size=4)
     device = torch.device("cpu")
-    raw = np.stack([face.probs for face in Scanner(tiny_model, settings, device).classify(faces)])
+    raw = np.stack(
+        [face.probs for face in Scanner(tiny_model, settings, device).model_stage.classify(faces)]
+    )
     scanner = Scanner(tiny_model, settings, device, temperature=2.5)
-    calibrated = np.stack([face.probs for face in scanner.classify(faces)])
+    calibrated = np.stack([face.probs for face in scanner.model_stage.classify(faces)])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw), 2.5), atol=1e-5)
     assert not np.allclose(calibrated, raw, atol=1e-3)

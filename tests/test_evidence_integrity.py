@@ -34,7 +34,7 @@ from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
 from mfclip_cli.engines.scan.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.run import ScanRequest, run_scan
-from mfclip_cli.engines.scan.scanner import ScanSettings
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers import (
     AnnotateSink,
     CsvSink,

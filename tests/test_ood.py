@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import Fitted, save_fitted, sidecar_path
 from mfclip_cli.scoring.ood import OOD_QUANTILE, OodStatistics, fit_ood, ood_of, ood_problem
@@ -130,17 +131,18 @@ def test_the_scanner_flags_faces_by_the_checkpoints_threshold(tiny_model, tmp_pa
     settings = ScanSettings(device="cpu", batch_size=5)
     device = torch.device("cpu")
     scanner = Scanner(tiny_model, settings, device, ood=ood_of(read_checkpoint_info(fitted.path)))
-    found = scanner.classify(faces)
+    found = scanner.model_stage.classify(faces)
     with torch.no_grad():
         embeddings = tiny_model.embed_and_classify(faces)[0].numpy()
     expected = statistics.distances(embeddings)
     np.testing.assert_allclose([face.ood_distance for face in found], expected, rtol=1e-5)
     # --explain's forward pass gives the same distances
     explaining = Scanner(
-        tiny_model, ScanSettings(device="cpu", explain=True), device, ood=scanner.ood
+        tiny_model, ScanSettings(device="cpu", explain=True), device, ood=scanner.model_stage.ood
     )
-    explained = explaining.classify_with_evidence(faces)
+    explained = explaining.model_stage.classify_with_evidence(faces)
     np.testing.assert_allclose([face.ood_distance for face in explained], expected, rtol=1e-4)
     assert all(
-        face.ood_distance is None for face in Scanner(tiny_model, settings, device).classify(faces)
+        face.ood_distance is None
+        for face in Scanner(tiny_model, settings, device).model_stage.classify(faces)
     )

@@ -14,7 +14,8 @@ from PIL import Image
 from test_scan_cli import run
 
 from mfclip_cli.engines.scan.inputs import InputItem
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.model import build_model, load_model_config
 from mfclip_cli.model.explain import explain
 

@@ -17,8 +17,10 @@ from rich.console import Console
 
 import mfclip_cli.faces.pipeline as pipeline
 from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import FileRecord
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers import CSV_COLUMNS, TableSink
 from mfclip_cli.model import build_detector, build_model, load_model_config, save_checkpoint
 from mfclip_cli.model.checkpoint import load_checkpoint

@@ -18,8 +18,10 @@ from test_train import make_dataset
 
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.scan.inputs import InputItem
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS, reencoded_crops
 from mfclip_cli.faces.align import align_faces
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch

@@ -189,7 +189,7 @@ def scan(
       mfclip scan clip.mp4 --fps 2 --html case.html --fail-on-fake
     """
     from mfclip_cli.engines.scan.run import ScanRequest, run_scan
-    from mfclip_cli.engines.scan.scanner import ScanSettings
+    from mfclip_cli.engines.scan.settings import ScanSettings
     from mfclip_cli.scoring.calibration import parse_fake_threshold
 
     try:

@@ -31,7 +31,9 @@ from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
 from mfclip_cli.engines.runtime import UsageError, resolve_device
 from mfclip_cli.engines.scan.inputs import InputItem
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.model_stage import Scorer
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import (
     CLASS_NAMES,

@@ -36,10 +36,12 @@ from mfclip_cli.engines.runtime import (
 from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
-from mfclip_cli.engines.scan.scanner import Scanner, ScanSettings, Scorer
+from mfclip_cli.engines.scan.scanner import Scanner
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
 from mfclip_cli.engines.scan.writers import (
     AnnotateSink,
@@ -226,13 +228,13 @@ def _signals_held() -> Iterator[None]:
 def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
     """The report's meta: what ran, on what, with which settings (a resume must match them).
     With several checkpoints, ``compared_weights`` names them all, the primary first."""
-    settings = request.settings
-    several = len(scanner.scorers) > 1
-    precision = scanner.primary.precision
+    settings, stage = request.settings, scanner.model_stage
+    several = len(stage.scorers) > 1
+    precision = stage.primary.precision
     assert precision is not None  # set by the Scanner
     compared = [
         {**(s.weights or {}), "precision": s.precision.used if s.precision else None}
-        for s in scanner.scorers
+        for s in stage.scorers
     ]
     return {
         "type": "meta",
@@ -246,8 +248,8 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         "calibration": calibration_summary(
             calibration_at(primary.info.calibration, precision.used)
         ),
-        "ood": ood_summary(scanner.ood),
-        "attribution": attribution_summary(primary.info, scanner.primary.attribution),
+        "ood": ood_summary(stage.ood),
+        "attribution": attribution_summary(primary.info, stage.primary.attribution),
         "thresholds": {
             "fake": settings.fake_threshold,
             **(
@@ -257,7 +259,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
             ),
             # each checkpoint's, where several are compared: fpr:X is each one's own threshold
             **(
-                {"fake_compared": [scanner.fake_threshold(s) for s in scanner.scorers]}
+                {"fake_compared": [stage.fake_threshold(s) for s in stage.scorers]}
                 if several
                 else {}
             ),
@@ -281,12 +283,13 @@ def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
     """What made a face inconclusive in this scan (docs/verdicts.md): whether the band is on, the
     primary's stored uncertainty threshold, whether OOD statistics flag faces, and the
     re-encodings of --stability."""
+    stage = scanner.model_stage
     return {
         "inconclusive": settings.inconclusive,
-        "uncertainty_threshold": scanner.primary.uncertainty_threshold
+        "uncertainty_threshold": stage.primary.uncertainty_threshold
         if settings.inconclusive
         else None,
-        "ood": settings.inconclusive and scanner.ood is not None,
+        "ood": settings.inconclusive and stage.ood is not None,
         "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
         "near_duplicate_bits": MAX_DISTANCE if settings.duplicates else None,
     }

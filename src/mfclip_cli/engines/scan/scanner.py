@@ -1,4 +1,5 @@
-"""The scanner: inputs -> decode -> detect -> align -> classify -> per-file records.
+"""The scanner: inputs -> read and hash -> decode -> detect -> align -> the model stage
+(``model_stage.py``) -> per-file records.
 
 Images are processed in chunks (detection batched per chunk, classification batched over all
 faces of the chunk), so memory stays flat in the number of files while records still come out
@@ -13,117 +14,27 @@ import itertools
 import math
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from mfclip_cli.engines.runtime import (
-    available_cores,
-)
+from mfclip_cli.engines.runtime import available_cores
 from mfclip_cli.engines.scan.duplicates import perceptual_hash
 from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import InputItem
-from mfclip_cli.engines.scan.records import (
-    STATUS_ERROR,
-    STATUS_NO_FACE,
-    STATUS_OK,
-    FaceEvidence,
-    FaceRecord,
-    FileRecord,
-    verdict,
-)
-from mfclip_cli.engines.scan.stability import (
-    STABILITY_PERTURBATIONS,
-    reencoded_crops,
-    stability_record,
-)
+from mfclip_cli.engines.scan.model_stage import FoundFace, ModelStage, Scorer
+from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FileRecord
+from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
-from mfclip_cli.faces.decode import (
-    DEFAULT_MAX_PIXELS,
-    DecodeError,
-    VideoFrame,
-    decode_image,
-    is_video,
-    sample_video,
-)
+from mfclip_cli.faces.decode import DecodeError, VideoFrame, decode_image, is_video, sample_video
 from mfclip_cli.faces.detect import Detection
-from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch, FoundFaces
+from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import Detector
-from mfclip_cli.model.explain import explain as explain_faces
-from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, inspect, inspect_video
+from mfclip_cli.provenance import ProvenanceRecord, inspect, inspect_video
 from mfclip_cli.scoring.attribution import Attributor
-from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.ood import OodStatistics
-from mfclip_cli.scoring.precision import BF16, Precision, default_precision
-
-
-@dataclass(frozen=True)
-class ScanSettings:
-    device: str = "auto"
-    batch_size: int = 32  # faces per model batch
-    # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
-    chunk_images: int = 0
-    # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
-    workers: int = 0
-    min_face: int = 20  # pixels, in the upright full-resolution image
-    detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
-    detect_max_side: int = 0
-    fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
-    # --fake-threshold fpr:X: the checkpoint's threshold for validation FPR X, set by run_scan
-    fake_threshold_fpr: float | None = None
-    fps: float = 1.0
-    frames: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    # heatmaps and richest patches for --explain: one backward pass per model batch
-    explain: bool = False
-    # fp32, int8 or auto (int8 on a CPU where the checkpoint's parity allows): scoring/precision.py
-    precision: str = "auto"
-    # the provenance checks and their C2PA trust anchors; None: --no-provenance
-    provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
-    # the inconclusive band (docs/verdicts.md); --no-inconclusive: every face keeps its label
-    inconclusive: bool = True
-    # --stability: each face scored again under STABILITY_PERTURBATIONS of its region
-    stability: bool = False
-    # --duplicates: each image's perceptual hash, for the report's near-duplicate groups
-    duplicates: bool = False
-
-
-class FoundFace(NamedTuple):
-    detection: Detection
-    probs: np.ndarray  # [3] calibrated class probabilities
-    evidence: FaceEvidence | None = None  # with ScanSettings.explain
-    richest_patch: list[int] | None = None  # with explain and a noise branch
-    ood_distance: float | None = None  # where the checkpoint has OOD statistics
-    # where the checkpoint stores label-set embeddings: the face record's ``attribution``
-    attribution: dict[str, Any] | None = None
-    # with several checkpoints: the others' verdicts on this face (no detection), in their order
-    compared: tuple[FoundFace, ...] = ()
-    stability: dict[str, Any] | None = None  # with ScanSettings.stability: stability_record's
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """One checkpoint as a scan scores faces with it. ``scan --weights A --weights B`` runs
-    several on the same detected faces, each on crops aligned for it, at its own calibration."""
-
-    model: Detector
-    temperature: float = 1.0  # its calibration: probs = softmax(logits / T)
-    ood: OodStatistics | None = None  # its statistics, for each face's OOD flag
-    fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
-    weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
-    attribution: Attributor | None = None  # its label-set embeddings, for each face's generator
-    # the inconclusive band's threshold its calibration stores (None: none stored)
-    uncertainty_threshold: float | None = None
-    precision: Precision | None = None  # what ``model`` runs at; None: the device's default
-
-    @property
-    def geometry(self) -> tuple[int, float]:
-        """The aligned crop it reads: (crop_size, margin)."""
-        return self.model.crop_size, self.model.crop_margin
 
 
 class Scanner:
@@ -147,29 +58,19 @@ class Scanner:
             if isinstance(model, (list, tuple))
             else [Scorer(model, temperature, ood, attribution=attribution)]
         )
-        # scanning never trains: fold LoRA in
-        default = Precision("auto", default_precision(device), "the device's default")
-        self.scorers = [
-            replace(
-                scorer,
-                model=scorer.model.eval().to(device).merge_adapters(),
-                precision=scorer.precision or default,
-            )
-            for scorer in scorers
-        ]
-        self.primary = self.scorers[0]
+        self.model_stage = ModelStage(scorers, settings, device)
         self.settings = settings
         self.device = device
         # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
-        self.classes = self.primary.model.classes
         # On a GPU a chunk is one detection batch and, at a face or more per image, a full model
         # batch, up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of
         # memory.
         gpu_chunk = min(max(8, settings.batch_size), 32)
         self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
-        (crop_size, margin), *more = dict.fromkeys(scorer.geometry for scorer in self.scorers)
+        scorers = self.model_stage.scorers
+        (crop_size, margin), *more = dict.fromkeys(scorer.geometry for scorer in scorers)
         self.cropper = FaceCropper(
             FaceSearch(
                 crop_size=crop_size,
@@ -182,209 +83,10 @@ class Scanner:
             device,
         )
 
-    @property
-    def ood(self) -> OodStatistics | None:
-        """The primary checkpoint's OOD statistics."""
-        return self.primary.ood
-
-    # -- model stage -------------------------------------------------------------------------
-    def _batches(self, crops: torch.Tensor) -> Iterator[torch.Tensor]:
-        for start in range(0, len(crops), self.settings.batch_size):
-            yield crops[start : start + self.settings.batch_size].to(self.device, non_blocking=True)
-
-    @staticmethod
-    def _ood_distances(embeddings: torch.Tensor, scorer: Scorer) -> list[float | None]:
-        if scorer.ood is None:
-            return [None] * len(embeddings)
-        return scorer.ood.distances(embeddings.float().cpu().numpy()).tolist()
-
-    @staticmethod
-    def _attributions(
-        embeddings: torch.Tensor, distances: list[float | None], scorer: Scorer
-    ) -> list[dict[str, Any] | None]:
-        """Each face's attribution by ``scorer`` (None without stored label-set embeddings); a
-        face out of distribution is of an unknown generator."""
-        if scorer.attribution is None:
-            return [None] * len(embeddings)
-        threshold = None if scorer.ood is None else scorer.ood.threshold
-        flags = [None if d is None else d > threshold for d in distances]
-        result = scorer.attribution.attribute(embeddings.float().cpu().numpy(), flags)
-        return [result.record(i) for i in range(len(embeddings))]
-
-    @torch.no_grad()
-    def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
-        """Class probabilities of aligned crops by ``scorer`` (the primary by default), and their
-        OOD distances where it has statistics (``FoundFace`` without its detection), at the
-        scorer's precision."""
-        scorer = scorer or self.primary
-        assert scorer.precision is not None  # set by __init__
-        bf16 = scorer.precision.used == BF16
-        found = []
-        for batch in self._batches(crops):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                embeddings, logits = scorer.model.embed_and_classify(batch)
-            probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
-            distances = self._ood_distances(embeddings, scorer)
-            attributions = self._attributions(embeddings, distances, scorer)
-            for row, distance, attribution in zip(probs, distances, attributions):
-                found.append(FoundFace(None, row, ood_distance=distance, attribution=attribution))
-        return found
-
-    def classify_with_evidence(self, crops: torch.Tensor) -> list[FoundFace]:
-        """The primary's probabilities with the evidence behind them (``FoundFace`` without its
-        detection): the same forward pass, plus one backward pass per batch."""
-        scorer = self.primary
-        assert scorer.precision is not None  # set by __init__: fp32, or bf16 on a GPU
-        bf16 = scorer.precision.used == BF16
-        found = []
-        for batch in self._batches(crops):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                result = explain_faces(scorer.model, batch, scorer.temperature)
-            probs = result.probs.cpu().numpy()
-            pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
-            heatmaps = result.heatmaps.float().cpu().numpy()
-            boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
-            distances = self._ood_distances(result.embeddings, scorer)
-            attributions = self._attributions(result.embeddings, distances, scorer)
-            for i in range(len(batch)):
-                evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
-                patch = boxes[i] if boxes else None
-                found.append(
-                    FoundFace(None, probs[i], evidence, patch, distances[i], attributions[i])
-                )
-        return found
-
-    def fake_threshold(self, scorer: Scorer | None = None) -> float:
-        """``scorer``'s fake threshold (the primary's by default): its own, else the settings'."""
-        threshold = (scorer or self.primary).fake_threshold
-        return self.settings.fake_threshold if threshold is None else threshold
-
-    def label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
-        real = self.classes.index("real")
-        if 1.0 - probs[real] < self.fake_threshold(scorer):
-            return "real"
-        fakes = [i for i in range(len(self.classes)) if i != real]
-        return self.classes[max(fakes, key=lambda i: probs[i])]
-
-    def _scored(self, scorer: Scorer, crops: list[torch.Tensor]) -> list[FoundFace]:
-        """``scorer``'s verdicts on the faces of ``crops``; with --explain the primary's carry
-        their evidence."""
-        if not crops:
-            return []
-        if self.settings.explain and scorer is self.primary:
-            return self.classify_with_evidence(torch.cat(crops))
-        return self.classify(torch.cat(crops), scorer)
-
-    def _scored_with_stability(
-        self, crops: list[torch.Tensor], images: list[tuple[np.ndarray, FoundFaces]]
-    ) -> list[FoundFace]:
-        """The primary's verdicts on the faces of ``crops``, each with its ``stability``: the
-        re-encoded crops of ``images`` (pixels, faces) scored in the same model batches (apart,
-        with --explain: they need no heatmap)."""
-        scorer, count, device = self.primary, len(STABILITY_PERTURBATIONS), self.device
-        size, margin = scorer.geometry
-        variants = [
-            reencoded_crops(pixels, [d.landmarks for d in found.detections], size, margin, device)
-            for pixels, found in images
-        ]
-        faces = sum(len(crop) for crop in crops)
-        if self.settings.explain:
-            clean = self._scored(scorer, crops)
-            shaken = self.classify(torch.cat(variants), scorer) if faces else []
-        else:
-            both = self._scored(scorer, crops + variants)
-            clean, shaken = both[:faces], both[faces:]
-        real = self.classes.index("real")
-        return [
-            face._replace(
-                stability=stability_record(
-                    face.probs,
-                    [other.probs for other in shaken[i * count : (i + 1) * count]],
-                    lambda probs: self.label(probs, scorer),
-                    real_index=real,
-                )
-            )
-            for i, face in enumerate(clean)
-        ]
-
     def faces_of(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
-        """Detect, align and classify (or explain) the faces of several RGB images: detected
-        once, each checkpoint scoring its own crops of them (the primary, with --stability, its
-        re-encoded crops too)."""
-        found = self.cropper(images)
-        with_faces = [faces for faces in found if faces.detections]
-        verdicts = [
-            self._scored_with_stability(
-                [faces.crops_at(scorer.geometry) for faces in with_faces],
-                [(pixels, faces) for pixels, faces in zip(images, found) if faces.detections],
-            )
-            if self.settings.stability and scorer is self.primary
-            else self._scored(scorer, [faces.crops_at(scorer.geometry) for faces in with_faces])
-            for scorer in self.scorers
-        ]
-        scored = [face._replace(compared=tuple(others)) for face, *others in zip(*verdicts)]
-        results, offset = [], 0
-        for faces in found:
-            count = len(faces.detections)
-            results.append(
-                [
-                    face._replace(detection=detection)
-                    for detection, face in zip(faces.detections, scored[offset : offset + count])
-                ]
-            )
-            offset += count
-        return results
-
-    def _verdict(self, scorer: Scorer, face: FoundFace) -> dict[str, Any]:
-        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it."""
-        return verdict(
-            dict(zip(self.classes, face.probs.tolist())),
-            self.label(face.probs, scorer),
-            face.ood_distance,
-            None if scorer.ood is None else scorer.ood.threshold,
-        )
-
-    def _detectors(self, face: FoundFace) -> list[dict[str, Any]] | None:
-        """With several checkpoints, each one's verdict on ``face``, named, in their order."""
-        if len(self.scorers) == 1:
-            return None
-        entries = []
-        for scorer, found in zip(self.scorers, (face, *face.compared)):
-            weights = scorer.weights or {}
-            named = {"weights": weights.get("name"), "sha256": weights.get("sha256")}
-            said = self._verdict(scorer, found)
-            entries.append({**named, **{key: v for key, v in said.items() if v is not None}})
-        return entries
-
-    def _face_records(self, found: list[FoundFace], start: int = 0, frame=None) -> list[FaceRecord]:
-        records = []
-        for i, face in enumerate(found):
-            label = self.label(face.probs)
-            record = FaceRecord.create(
-                index=start + i,
-                box=face.detection.box,
-                landmarks=face.detection.landmarks,
-                det_score=face.detection.score,
-                probs=dict(zip(self.classes, face.probs.tolist())),
-                label=label,
-                frame=None if frame is None else frame.index,
-                timestamp=None if frame is None else frame.timestamp,
-                ood_distance=face.ood_distance,
-                ood_threshold=None if self.ood is None else self.ood.threshold,
-                detectors=self._detectors(face),
-                # which generator made it is asked only of a face not labelled real
-                attribution=None if label == "real" else face.attribution,
-            )
-            record.evidence, record.richest_patch = face.evidence, face.richest_patch
-            record.stability = face.stability
-            if self.settings.inconclusive:
-                flips = None if face.stability is None else face.stability["flips"]
-                threshold = self.primary.uncertainty_threshold
-                record.mark_inconclusive(
-                    inconclusive_reasons(record.uncertainty, threshold, record.ood, flips)
-                )
-            records.append(record)
-        return records
+        """Detect and align the faces of several RGB images (each face once, at every crop
+        geometry the checkpoints read) and have the model stage score them."""
+        return self.model_stage.score(images, self.cropper(images))
 
     # -- files -------------------------------------------------------------------------------
     @property
@@ -438,7 +140,7 @@ class Scanner:
                 if isinstance(faces, Exception):
                     record.fail(f"face analysis failed: {type(faces).__name__}: {faces}")
                 else:
-                    record.faces = self._face_records(faces)
+                    record.faces = self.model_stage.face_records(faces)
                     record.status = STATUS_OK if faces else STATUS_NO_FACE
             yield record
 
@@ -479,7 +181,8 @@ class Scanner:
                     sampled += 1
                     with_faces += bool(found)
                     indices.append(frame.index)
-                    record.faces += self._face_records(found, start=len(record.faces), frame=frame)
+                    start = len(record.faces)
+                    record.faces += self.model_stage.face_records(found, start, frame)
             except DecodeError as error:
                 record.fail(str(error))
             try:
@@ -490,9 +193,11 @@ class Scanner:
             return record
         if sampled == 0:
             return record.fail("video has no readable frames")
-        probs = np.array(
-            [[face.probs[name] for name in self.classes] for face in record.faces]
-        ).reshape(-1, 3)
+        stage = self.model_stage
+        classes = stage.classes
+        probs = np.array([[face.probs[name] for name in classes] for face in record.faces]).reshape(
+            -1, 3
+        )
         record.video = {
             "fps": round(info.fps, 3),
             "frame_count": info.frame_count,
@@ -501,15 +206,11 @@ class Scanner:
             "frames_sampled": sampled,
             "frames_with_faces": with_faces,
             "faces": len(record.faces),
-            "mean": dict(zip(self.classes, np.round(probs.mean(0), 6).tolist()))
-            if len(probs)
-            else None,
-            "max": dict(zip(self.classes, np.round(probs.max(0), 6).tolist()))
-            if len(probs)
-            else None,
+            "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,
+            "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
         }
         link_tracks(record.faces, indices)
-        record.video["tracks"] = track_summaries(record.faces, self.classes, self.label)
+        record.video["tracks"] = track_summaries(record.faces, classes, stage.label)
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 
