@@ -32,16 +32,13 @@ from test_scan_cli import MFCLIP
 from mfclip_cli.engines.scan import run as scan_run
 from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
-from mfclip_cli.engines.scan.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.run import ScanRequest, run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.engines.scan.writers import (
-    AnnotateSink,
-    CsvSink,
-    JsonlSink,
-    JsonSink,
-    ReportError,
-)
+from mfclip_cli.engines.scan.writers.common import ReportError
+from mfclip_cli.engines.scan.writers.csv_report import CsvSink
+from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
+from mfclip_cli.engines.scan.writers.images import AnnotateSink
+from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.faces.decode import DecodeError, decode_image
 
 

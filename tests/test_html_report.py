@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mfclip_cli.engines.scan.html import CROP_SIDE, THUMBNAIL_SIDE, HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.records import FileRecord
-from mfclip_cli.engines.scan.writers import DEMO_NOTICE, ReportError, report_lines
+from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE, ReportError, report_lines
+from mfclip_cli.engines.scan.writers.html import (
+    CROP_SIDE,
+    THUMBNAIL_SIDE,
+    HtmlSink,
+    report_from_jsonl,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))

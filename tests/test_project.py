@@ -69,8 +69,8 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
         "mfclip_cli/model/configs/tiny.json",
         "mfclip_cli/model/configs/mc-lcr.json",
         "mfclip_cli/data/protocols/in-domain.toml",
-        "mfclip_cli/engines/scan/templates/report.html",
-        "mfclip_cli/engines/scan/templates/file.html",
+        "mfclip_cli/engines/scan/writers/templates/report.html",
+        "mfclip_cli/engines/scan/writers/templates/file.html",
     ):
         assert needed in names, needed
     installed = tmp_path / "site"

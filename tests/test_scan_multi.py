@@ -21,7 +21,8 @@ from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.engines.scan.writers import CSV_COLUMNS, TableSink
+from mfclip_cli.engines.scan.writers.csv_report import CSV_COLUMNS
+from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.model import build_detector, build_model, load_model_config, save_checkpoint
 from mfclip_cli.model.checkpoint import load_checkpoint
 from mfclip_cli.scoring.calibration import temperature_of

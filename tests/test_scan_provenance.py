@@ -16,7 +16,7 @@ from media import astronaut
 from rich.console import Console
 
 from mfclip_cli.engines.scan.records import FileRecord
-from mfclip_cli.engines.scan.writers import TableSink
+from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.provenance import inspect
 from mfclip_cli.provenance.watermark import SDXL_BITS
 

@@ -16,7 +16,8 @@ from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
-from mfclip_cli.engines.scan.writers import DEMO_NOTICE, TableSink
+from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE
+from mfclip_cli.engines.scan.writers.table import TableSink
 
 
 @pytest.fixture(scope="module")

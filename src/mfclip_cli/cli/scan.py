@@ -272,7 +272,7 @@ def report(
       mfclip report case.jsonl --html case.html
     """
     from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE
-    from mfclip_cli.engines.scan.html import report_from_jsonl
+    from mfclip_cli.engines.scan.writers.html import report_from_jsonl
 
     with errors_reported() as error_console:
         unreadable = report_from_jsonl(jsonl_path, html_path, force=force)

@@ -43,17 +43,12 @@ from mfclip_cli.engines.scan.records import (
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
-from mfclip_cli.engines.scan.writers import (
-    AnnotateSink,
-    CsvSink,
-    ExplainSink,
-    JsonlSink,
-    JsonSink,
-    ReportError,
-    ResumeState,
-    Sink,
-    TableSink,
-)
+from mfclip_cli.engines.scan.writers.common import ReportError, Sink
+from mfclip_cli.engines.scan.writers.csv_report import CsvSink
+from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
+from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
+from mfclip_cli.engines.scan.writers.resume import ResumeState
+from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.engines.weights.store import (
     LoadedWeights,
     load_weights,
@@ -140,7 +135,7 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     if request.csv_path:
         openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
     if request.html_path:
-        from mfclip_cli.engines.scan.html import HtmlSink  # Jinja2 only where it is used
+        from mfclip_cli.engines.scan.writers.html import HtmlSink  # Jinja2 only where it is used
 
         openers.append(lambda: HtmlSink(request.html_path, force=request.force))  # type: ignore[arg-type]
     if request.jsonl_path != "-" and console.is_terminal:

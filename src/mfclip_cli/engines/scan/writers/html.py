@@ -25,16 +25,16 @@ from PIL import Image
 
 from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
-from mfclip_cli.engines.scan.writers import (
+from mfclip_cli.engines.scan.writers.common import (
     CLASS_COLUMNS,
     DEMO_NOTICE,
     LABEL_COLOURS,
     ReportError,
-    StagedReport,
-    draw_faces,
     report_lines,
     side_by_side,
 )
+from mfclip_cli.engines.scan.writers.images import draw_faces
+from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
 from mfclip_cli.timestamps import utc_now
 
@@ -44,7 +44,7 @@ CROP_MARGIN = 1.3  # the crop's side over the face box's longer side, as the ali
 JPEG_QUALITY = 85
 
 _TEMPLATES = Environment(
-    loader=PackageLoader("mfclip_cli.engines.scan", "templates"),
+    loader=PackageLoader("mfclip_cli.engines.scan.writers", "templates"),
     autoescape=True,
     undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
     trim_blocks=True,

@@ -1,0 +1,121 @@
+"""What every writer of a scan's results shares: the sink interface, the error for an output
+that cannot be written, a report file locked for one run, the class columns and colours, and
+reading a JSON Lines report back."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, Iterator, Protocol, TextIO
+
+from mfclip_cli.engines.scan.records import (
+    INCONCLUSIVE,
+    FileRecord,
+)
+from mfclip_cli.errors import UsageError
+from mfclip_cli.files import refuse_existing
+from mfclip_cli.model.config import CLASS_NAMES
+
+CLASS_COLUMNS = CLASS_NAMES
+LABEL_COLOURS = {
+    "real": (40, 200, 80),
+    "diffusion": (240, 90, 40),
+    "gan": (200, 40, 200),
+    INCONCLUSIVE: (150, 150, 150),
+}
+
+
+class Sink(Protocol):
+    target: str  # what it writes, as the user named it, for messages
+
+    def begin(self, meta: dict[str, Any]) -> None: ...
+    def write(self, record: FileRecord) -> None: ...
+    def close(self, summary: dict[str, Any]) -> None: ...
+    def discard(self) -> None: ...
+
+
+def cannot_write(path: Path, error: OSError) -> ReportError:
+    return ReportError(f"cannot write {path}: {error.strerror or error}")
+
+
+def make_folder(folder: Path, output: Path) -> None:
+    """``folder`` and its parents made for ``output``; a part of the path that is a file is named
+    as such (mkdir says "File exists" or "Not a directory")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        blocking = next(
+            (part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()),
+            None,
+        )
+        if blocking is None:
+            raise cannot_write(output, error) from error
+        raise ReportError(f"cannot write {output}: {blocking} is a file, not a directory") from None
+    except OSError as error:
+        raise cannot_write(output, error) from error
+
+
+class ReportError(UsageError):
+    """An output that cannot be written, or a report that cannot be resumed or read."""
+
+
+def report_lines(stream: IO[bytes]) -> Iterator[Any]:
+    """The JSON values of a JSON Lines report, one per line; a last line without its newline (cut
+    off by a crash) is left out.
+
+    Lines are split at newlines only: a JSON string written with ``ensure_ascii=False`` may hold
+    other line separators (U+2028 in a file name).
+    """
+    for line in stream:
+        if not line.endswith(b"\n"):
+            return
+        if line.strip():
+            yield json.loads(line)
+
+
+def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The weights records of a scan with several checkpoints (``--weights A --weights B``), the
+    primary first; none for a scan with one."""
+    return list(meta.get("compared_weights") or [])
+
+
+DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
+
+
+class ReportFile:
+    """A report file opened for this run: locked against other runs, emptied only once every
+    output has opened (``begin``), and removed on ``discard`` only if this run created it."""
+
+    def __init__(self, path: Path, *, force: bool, append: bool = False):
+        self.path = path
+        refuse_existing(path, force or append)
+        make_folder(path.parent, path)
+        try:
+            self.existed = path.exists()
+            flags = os.O_RDWR | os.O_CREAT | (0 if force or append else os.O_EXCL)
+            descriptor = os.open(path, flags, 0o666)
+        except FileExistsError:
+            raise FileExistsError(f"{path} already exists (use --force to overwrite it)") from None
+        except OSError as error:
+            raise cannot_write(path, error) from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise ReportError(f"{path} is being written by another mfclip scan") from None
+        self.append = append
+        self.stream: TextIO = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
+
+    def begin(self) -> None:
+        if self.append:
+            self.stream.seek(0, io.SEEK_END)
+        else:
+            self.stream.truncate(0)  # a forced overwrite: the old report goes only now
+
+    def discard(self) -> None:
+        self.stream.close()
+        if not self.existed:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,164 @@
+"""The CSV report: a row per face (and per faceless file), written as each file finishes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from mfclip_cli.engines.scan.records import (
+    FILE_FIELDS,
+    FaceRecord,
+    FileRecord,
+)
+from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, ReportFile, side_by_side
+
+# the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
+PROVENANCE_CSV_COLUMNS = (
+    "c2pa",  # trusted | valid | invalid | remote | none_found | not_checked | error
+    "declared_source_type",  # IPTC digital source type(s): C2PA's, else plain XMP's
+    "c2pa_signer",
+    "generator",  # front end and model of generation parameters found in the file
+    "watermark",  # "sdxl 48/48" for each mark found, else none_found / not_checked / error
+    "declares_ai",
+)
+
+
+def provenance_cells(record: FileRecord) -> dict[str, Any]:
+    """A file's provenance as the CSV columns word it."""
+    found = record.provenance
+    if found is None:
+        return {}
+    c2pa, metadata = found.c2pa, found.metadata
+    made = metadata.generation
+    marks = [
+        f"{mark.name} {mark.bits_matched}/{mark.bits_total}"
+        for mark in found.watermark.matches
+        if mark.verdict == "found"
+    ]
+    return {
+        "c2pa": "remote" if c2pa.remote_url else c2pa.state or c2pa.status,
+        "declared_source_type": " ".join(c2pa.digital_source_types) or metadata.digital_source_type,
+        "c2pa_signer": c2pa.signer,
+        "generator": None if made is None else " ".join(filter(None, [made.tool, made.model])),
+        "watermark": " ".join(marks) or found.watermark.status,
+        "declares_ai": str(found.declares_ai).lower(),
+    }
+
+
+CSV_COLUMNS = [
+    *FILE_FIELDS,
+    "frame",
+    "timestamp",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    *CLASS_COLUMNS,
+    "label",
+    "uncertainty",
+    "ood",
+    "ood_distance",
+    # a face not labelled real: its trained generator ("unknown" in the open set) and probability
+    "attributed_generator",
+    "attribution_probability",
+    "leaning",  # an inconclusive face's label before the band
+    "inconclusive",  # its reasons, space-separated
+    "p_fake_spread",  # with --stability
+    "flips",  # with --stability
+    "explanation",
+    "richest_patch",  # "x1 y1 x2 y2" in the aligned crop, with --explain
+    "weights_sha256",
+    "demo",
+    *PROVENANCE_CSV_COLUMNS,
+]
+# with several --weights, per compared checkpoint k (1, 2, ... after the primary): "real@1", ...
+COMPARED_CSV_COLUMNS = (*CLASS_COLUMNS, "label", "weights_sha256")
+
+
+def attribution_cells(attribution: dict[str, Any] | None) -> dict[str, Any]:
+    """A face's top-1 attribution columns (empty without one)."""
+    if attribution is None:
+        return {}
+    return {
+        "attributed_generator": attribution["generator"],
+        "attribution_probability": attribution["probability"],
+    }
+
+
+class CsvSink:
+    """One row per face; a file with no face or an error gets one row with empty face columns.
+    With several checkpoints, each compared one k adds ``real@k`` ... ``weights_sha256@k``."""
+
+    def __init__(self, path: str, *, force: bool = False):
+        self.file = ReportFile(Path(path), force=force)
+        self.target = path
+        self.stream = self.file.stream
+        self.common: dict[str, Any] = {}
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        self.file.begin()
+        self.common = {
+            "weights_sha256": meta["weights"]["sha256"],
+            "demo": str(meta["demo"]).lower(),
+        }
+        columns = [
+            f"{column}@{k}"
+            for k in range(1, len(side_by_side(meta)))
+            for column in COMPARED_CSV_COLUMNS
+        ]
+        self.writer = csv.DictWriter(self.stream, fieldnames=[*CSV_COLUMNS, *columns])
+        self.writer.writeheader()
+
+    @staticmethod
+    def _compared(face: FaceRecord) -> dict[str, Any]:
+        """The compared checkpoints' columns of ``face``'s row."""
+        cells = {}
+        for k, entry in enumerate((face.detectors or [])[1:], start=1):
+            values = {**entry["probs"], "label": entry["label"], "weights_sha256": entry["sha256"]}
+            cells.update({f"{column}@{k}": values[column] for column in COMPARED_CSV_COLUMNS})
+        return cells
+
+    def write(self, record: FileRecord) -> None:
+        base = {key: getattr(record, key) for key in FILE_FIELDS}
+        base.update(self.common)
+        base.update(provenance_cells(record))
+        if not record.faces:
+            self.writer.writerow(base)
+        for face in record.faces:
+            x1, y1, x2, y2 = face.box
+            self.writer.writerow(
+                {
+                    **base,
+                    "frame": face.frame,
+                    "timestamp": face.timestamp,
+                    "face_index": face.index,
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "det_score": face.det_score,
+                    **face.probs,
+                    "label": face.label,
+                    "uncertainty": face.uncertainty,
+                    "ood": None if face.ood is None else str(face.ood).lower(),
+                    "ood_distance": face.ood_distance,
+                    **attribution_cells(face.attribution),
+                    "leaning": face.leaning,
+                    "inconclusive": " ".join(face.inconclusive or []) or None,
+                    "p_fake_spread": face.stability["spread"] if face.stability else None,
+                    "flips": str(face.stability["flips"]).lower() if face.stability else None,
+                    "explanation": face.explanation,
+                    "richest_patch": " ".join(map(str, face.richest_patch or [])) or None,
+                    **self._compared(face),
+                }
+            )
+        self.stream.flush()
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.stream.close()
+
+    def discard(self) -> None:
+        self.file.discard()

@@ -1,0 +1,145 @@
+"""Annotated copies of the images (boxes and labels) and, with --explain, each face's evidence."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image, ImageDraw, ImageFont
+
+from mfclip_cli.engines.scan.evidence import InputChanged, image_of
+from mfclip_cli.engines.scan.records import (
+    STATUS_ERROR,
+    FaceEvidence,
+    FaceRecord,
+    FileRecord,
+)
+from mfclip_cli.engines.scan.writers.common import (
+    LABEL_COLOURS,
+    ReportError,
+    cannot_write,
+    make_folder,
+)
+from mfclip_cli.faces.decode import DecodeError, is_video
+from mfclip_cli.files import atomic_writer
+
+
+def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1.0) -> None:
+    """Each face's box in its label's colour, with its number, label and probability above it.
+
+    ``scale`` maps the boxes (in the scanned image's pixels) onto ``image``, a resized copy.
+    """
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 400))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 45)))
+    for face in faces:
+        x1, y1, x2, y2 = (value * scale for value in face.box)
+        colour = LABEL_COLOURS.get(face.label, (255, 255, 0))
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        text = f"{face.index} {face.label} {face.probs[face.verdict_label]:.2f}"
+        # on a tag of the box's colour, legible on any picture; inside the box at the top edge
+        _, _, text_width, text_height = draw.textbbox((0, 0), text, font=font)
+        tag_height = text_height + 2 * width
+        top = y1 - tag_height if y1 >= tag_height else y1
+        draw.rectangle((x1, top, x1 + text_width + 2 * width, top + tag_height), fill=colour)
+        draw.text((x1 + width, top + width), text, fill=(15, 15, 15), font=font)
+
+
+class AnnotateSink:
+    """Copies of scanned images with each face's box and label drawn, written under ``folder``.
+
+    A copy that cannot be written is that file's problem (its record says so under
+    ``annotation``), never the end of the run.
+    """
+
+    option = "--annotate"
+
+    def __init__(self, folder: str, *, force: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ReportError(f"{self.option} {folder} is a file, not a folder")
+        if self.folder.is_dir() and any(self.folder.iterdir()) and not force:
+            raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
+        self.target = folder
+        self.created = not self.folder.exists()
+        make_folder(self.folder, self.folder)
+        try:
+            tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
+        except OSError as error:
+            raise cannot_write(self.folder, error) from error
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def _stem(self, record: FileRecord) -> str:
+        return f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}"
+
+    def write(self, record: FileRecord) -> None:
+        if record.status == STATUS_ERROR or is_video(Path(record.path)):
+            return
+        target = self.folder / f"{self._stem(record)}.png"
+        try:
+            # the image the scan decoded (a copy: its pixels stay as scanned)
+            image = Image.fromarray(image_of(record, Path.cwd()).pixels)
+            draw_faces(image, record.faces)
+            with atomic_writer(target, overwrite=True) as handle:
+                image.save(handle, format="PNG")
+            record.annotation = {"path": str(target)}
+        except (OSError, DecodeError, ValueError, InputChanged) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            record.annotation = {"error": f"annotated copy not written: {reason}"}
+
+    def close(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def discard(self) -> None:
+        if self.created:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def draw_evidence(evidence: FaceEvidence, richest_patch: list[int] | None) -> Image.Image:
+    """The aligned crop beside the same crop under its heatmap (red: most relevant to the fake
+    score), the noise branch's square outlined in white on both."""
+    import cv2  # the scan has it loaded already; the CLI's start-up does not need it
+
+    crop = evidence.crop
+    heat = (evidence.heatmap * 255).round().astype("uint8")
+    colours = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    weight = 0.6 * evidence.heatmap[..., None]  # unimportant regions stay the face itself
+    overlay = (crop * (1 - weight) + colours * weight).round().astype("uint8")
+    panels = [Image.fromarray(crop), Image.fromarray(overlay)]
+    if richest_patch is not None:
+        x1, y1, x2, y2 = richest_patch
+        for panel in panels:
+            ImageDraw.Draw(panel).rectangle((x1, y1, x2 - 1, y2 - 1), outline=(255, 255, 255))
+    side = crop.shape[1]
+    sheet = Image.new("RGB", (2 * side + 4, crop.shape[0]), (255, 255, 255))
+    sheet.paste(panels[0], (0, 0))
+    sheet.paste(panels[1], (side + 4, 0))
+    return sheet
+
+
+class ExplainSink(AnnotateSink):
+    """Per face, a PNG of where the model looked (``draw_evidence``), written under ``folder``;
+    the face record gets its path. A PNG that cannot be written is that file's problem (its record
+    says so under ``explanation_error``), never the end of the run."""
+
+    option = "--explain"
+
+    def write(self, record: FileRecord) -> None:
+        for face in record.faces:
+            if face.evidence is None:
+                continue
+            frame = "" if face.frame is None else f".frame{face.frame}"
+            target = self.folder / f"{self._stem(record)}{frame}.face{face.index}.png"
+            try:
+                sheet = draw_evidence(face.evidence, face.richest_patch)
+                with atomic_writer(target, overwrite=True) as handle:
+                    sheet.save(handle, format="PNG")
+                face.explanation = str(target)
+            except (OSError, ValueError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                record.explanation_error = f"explanation not written: {reason}"
+            face.evidence = None  # drawn: the crop and heatmap are not kept for the whole run

@@ -1,0 +1,159 @@
+"""The JSON Lines report (one line per file as it finishes, resumable) and the JSON document
+(staged beside its target and published atomically at the end)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TextIO
+
+from mfclip_cli.engines.scan.records import (
+    FileRecord,
+)
+from mfclip_cli.engines.scan.writers.common import (
+    ReportError,
+    ReportFile,
+    cannot_write,
+    make_folder,
+    report_lines,
+)
+from mfclip_cli.engines.scan.writers.resume import ResumeState
+from mfclip_cli.files import atomic_writer, refuse_existing
+
+
+class JsonlSink:
+    """One line per file, flushed as it is written; ``-`` is stdout.
+
+    The report is locked while it is written, so a second run cannot append to it at the same
+    time. Resuming appends to it. The last line, ``{"type": "end", "complete": ...}``, says whether
+    the run finished: a report without it, or with ``complete: false``, is partial.
+    """
+
+    def __init__(self, target: str, *, force: bool = False, resume: bool = False):
+        self.target = "standard output" if target == "-" else target
+        self.file: ReportFile | None = None
+        if target == "-":
+            self.stream: TextIO = sys.stdout
+            return
+        self.file = ReportFile(Path(target), force=force, append=resume)
+        self.stream = self.file.stream
+
+    def previous(self, meta: dict[str, Any]) -> "ResumeState":
+        """What the report already holds, checked against this run's ``meta``; a cut-off last line
+        is dropped."""
+        if self.file is None or not self.file.existed:
+            return ResumeState()
+        path = self.file.path
+        self.stream.seek(0)
+        raw = self.stream.buffer.read()
+        if not raw:
+            return ResumeState()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        try:
+            state = ResumeState.from_report(path, list(report_lines(io.BytesIO(complete))), meta)
+        except ReportError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError):  # JSON, UTF-8 or shape
+            raise ReportError(
+                f"{path} is not an mfclip JSON Lines report; cannot resume from it"
+            ) from None
+        # A line cut off by a crash goes only now, in a report known to be ours.
+        if len(complete) < len(raw):
+            self.stream.truncate(len(complete))
+        return state
+
+    def _line(self, document: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(document, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.begin()
+        if self.stream is sys.stdout or self.stream.tell() == 0:
+            self._line(meta)
+
+    def write(self, record: FileRecord) -> None:
+        self._line(record.to_dict())
+
+    def close(self, summary: dict[str, Any]) -> None:
+        try:
+            self._line({"type": "end", **summary})
+        finally:  # closed (and unlocked) even on a full disk
+            if self.stream is not sys.stdout:
+                self.stream.close()
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.discard()
+
+
+class StagedReport:
+    """A report written atomically when the run ends, from parts staged as the records come.
+
+    The parts go to a hidden file next to the report (memory stays flat, and an unwritable folder
+    is found before the scan, not after it); what the report says first, such as the run's
+    ``complete`` flag, is known only at the end, so the report is assembled then.
+    """
+
+    def __init__(self, path: str | Path, *, force: bool = False):
+        self.path = Path(path)
+        self.force = force
+        refuse_existing(self.path, force)
+        if self.path.is_dir():
+            raise ReportError(f"{self.path} is a folder, not a file")
+        make_folder(self.path.parent, self.path)
+        try:
+            self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
+        except OSError as error:
+            raise cannot_write(self.path, error) from error
+
+    @property
+    def target(self) -> str:
+        return str(self.path)
+
+    def staged_parts(self) -> Iterator[str]:
+        """What was staged, in chunks of a megabyte."""
+        self.staged.seek(0)
+        while chunk := self.staged.read(1 << 20):
+            yield chunk
+
+    def publish(self, chunks: Iterable[str]) -> None:
+        """Write the report from ``chunks`` (read lazily) into place atomically."""
+        with atomic_writer(self.path, overwrite=self.force) as handle:
+            for chunk in chunks:
+                handle.write(chunk.encode("utf-8"))
+        self.staged.close()
+
+    def discard(self) -> None:
+        self.staged.close()
+
+
+class JsonSink(StagedReport):
+    """``{meta, files: [...]}``, written atomically when the run ends (the records staged)."""
+
+    def __init__(self, path: str, *, force: bool = False):
+        super().__init__(path, force=force)
+        self.meta: dict[str, Any] = {}
+        self.count = 0
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        self.meta = {key: value for key, value in meta.items() if key != "type"}
+
+    def write(self, record: FileRecord) -> None:
+        document = record.to_dict()
+        document.pop("type")
+        text = json.dumps(document, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        self.staged.write(("    " if self.count == 0 else ",\n    ") + text)
+        self.count += 1
+
+    def close(self, summary: dict[str, Any]) -> None:
+        meta = json.dumps({**self.meta, **summary}, indent=2, ensure_ascii=False).replace(
+            "\n", "\n  "
+        )
+        head = f'{{\n  "meta": {meta},\n  "files": [\n'
+        tail = "\n  ]\n}\n" if self.count else "  ]\n}\n"
+        self.publish(itertools.chain([head], self.staged_parts(), [tail]))

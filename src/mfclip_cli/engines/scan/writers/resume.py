@@ -1,0 +1,97 @@
+"""Resuming a JSON Lines report: what an earlier run did, and the settings it must share."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mfclip_cli.engines.scan.records import (
+    FileRecord,
+)
+from mfclip_cli.engines.scan.writers.common import ReportError, side_by_side
+
+
+def _checkpoint_hashes(meta: dict[str, Any]) -> str | list[str] | None:
+    """What a resume must match: the SHA-256 of the report's checkpoint, or the list of them in
+    order for a scan with several."""
+    compared = side_by_side(meta)
+    if compared:
+        return [weights.get("sha256") for weights in compared]
+    return (meta.get("weights") or {}).get("sha256")
+
+
+def _precision_used(meta: dict[str, Any]) -> str | None:
+    """The precision a report's scan ran at; one from before ``--precision`` ran the device's
+    default (bf16 on CUDA, fp32 on CPU)."""
+    recorded = meta.get("precision")
+    if recorded:
+        return recorded.get("used")
+    return "bf16" if str(meta.get("device", "cpu")).startswith("cuda") else "fp32"
+
+
+def _trust(meta: dict[str, Any]) -> str | bool:
+    """A report's provenance setting as a resume must match it: off, or its --c2pa-trust file."""
+    provenance = meta.get("provenance")
+    return False if provenance is None else provenance.get("c2pa_trust") or True
+
+
+@dataclass
+class ResumeState:
+    """What an earlier report holds: the inputs it has done, and what its records add to the exit
+    code.
+
+    Inputs are keyed by the file they name (the real path, resolved from the folder the earlier
+    run started in) and its SHA-256, so ``photos/a.jpg`` and ``/case/photos/a.jpg`` are one input.
+    """
+
+    done: set[tuple[str, str]] = field(default_factory=set)
+    # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
+    records: dict[str, tuple[bool, bool, bool, bool]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(path: str, cwd: str | None = None) -> str:
+        return os.path.realpath(os.path.join(cwd or os.getcwd(), path))
+
+    @classmethod
+    def from_report(
+        cls, path: Path, lines: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> "ResumeState":
+        if not lines or lines[0].get("type") != "meta":
+            raise ReportError(
+                f"{path} does not start with an mfclip meta line; cannot resume from it"
+            )
+        previous = lines[0]
+        differences = [
+            f"{name} {was!r} there, {now!r} now"
+            for name, was, now in [
+                ("weights", _checkpoint_hashes(previous), _checkpoint_hashes(meta)),
+                *(
+                    (f"thresholds.{key}", previous.get("thresholds", {}).get(key), value)
+                    for key, value in meta["thresholds"].items()
+                ),
+                ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
+                ("provenance trust", _trust(previous), _trust(meta)),
+                ("verdicts", previous.get("verdicts"), meta["verdicts"]),
+                # int8 and fp32 may label a face differently
+                ("precision", _precision_used(previous), _precision_used(meta)),
+            ]
+            if was != now
+        ]
+        if differences:
+            raise ReportError(
+                f"{path} was written with other settings ({'; '.join(differences)}); "
+                "resuming would mix "
+                "results: scan again into a new report, or resume with the same settings"
+            )
+        state = cls()
+        for line in lines[1:]:
+            if line.get("type") != "file":
+                continue
+            key = cls.key(line["path"], previous.get("cwd"))
+            if line.get("sha256"):
+                state.done.add((key, line["sha256"]))
+            earlier = FileRecord.from_dict({**line, "path": key})
+            state.records[key] = earlier.outcome
+        return state

@@ -1,0 +1,161 @@
+"""The terminal table printed once the run ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mfclip_cli.engines.scan.records import (
+    INCONCLUSIVE,
+    STATUS_ERROR,
+    FaceRecord,
+    FileRecord,
+)
+from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, DEMO_NOTICE, side_by_side
+
+
+def verdict_note(face: FaceRecord) -> str:
+    """A face's label in words for the table: an inconclusive one with what it leaned to and
+    why, an OOD flag the band did not act on, the spread under --stability."""
+    if face.inconclusive:
+        note = f"{INCONCLUSIVE} (leaning {face.leaning}: {', '.join(face.inconclusive)})"
+    else:
+        note = face.label + (", OOD" if face.ood else "")
+    if face.stability:
+        note += f", spread {face.stability['spread']:.2f}"
+    return note
+
+
+def attribution_note(attribution: dict[str, Any] | None) -> str:
+    """A face's attribution in a few words for the table: ``by NAME 0.71`` or ``generator
+    unknown``."""
+    if attribution is None:
+        return ""
+    if attribution["probability"] is None:
+        return "generator unknown"
+    return f"by {attribution['generator']} {attribution['probability']:.2f}"
+
+
+class TableSink:
+    """A rich table on the terminal once the run ends: a row per face, and per faceless file.
+
+    With several checkpoints, each one's p(fake) (a column headed ``#k name``, the primary #0)
+    stands in for the three probabilities; the uncertainty and label are the primary's.
+
+    On a narrow terminal it drops columns rather than the verdict: first status and box (the
+    label column then carries the status), then the probabilities and the uncertainty for the
+    primary's p(fake), then that too (below 60 columns). The demo notice is a line of its own,
+    wrapped, never cut.
+    """
+
+    target = "the terminal"
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.records: list[FileRecord] = []
+        self.meta: dict[str, Any] = {}
+        self.checkpoint_columns: list[str] = []  # "#k name" with several checkpoints
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+        self.checkpoint_columns = [
+            f"#{k} {weights['name']}" for k, weights in enumerate(side_by_side(meta))
+        ]
+
+    def write(self, record: FileRecord) -> None:
+        self.records.append(record)
+
+    def _columns(self) -> list[str]:
+        width = self.console.width
+        probabilities = self.checkpoint_columns or list(CLASS_COLUMNS)
+        if width >= 120:
+            return ["file", "status", "face", "box", *probabilities, "unc.", "label / note"]
+        if width >= 90:
+            return ["file", "face", *probabilities, "unc.", "label / note"]
+        if width >= 60:
+            return ["file", "face", "p(fake)", "label / note"]
+        return ["file", "face", "label / note"]
+
+    def _cells(self, record: FileRecord, columns: list[str]) -> list[list[str]]:
+        found = record.provenance
+        evidence = found.summary() if found and (found.signals or found.errors) else None
+        if not record.faces:
+            note = record.error if record.status == STATUS_ERROR else "no face found"
+            note = f"{note}; {evidence}" if evidence else note
+            if "status" not in columns:
+                note = f"{record.status}: {note}" if record.status == STATUS_ERROR else note
+            values = {"file": record.path, "status": record.status, "label / note": note or ""}
+            return [[values.get(column, "") for column in columns]]
+        rows = []
+        for face in record.faces:
+            values = {
+                "file": record.path,
+                "status": record.status,
+                "face": f"#{face.index}"
+                + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
+                "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
+                "p(fake)": f"{1.0 - face.probs['real']:.3f}",
+                "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
+                "label / note": ", ".join(
+                    part
+                    for part in (verdict_note(face), attribution_note(face.attribution))
+                    if part
+                )
+                + (f"; {evidence}" if evidence and face is record.faces[0] else ""),
+                **{name: f"{face.probs[name]:.3f}" for name in CLASS_COLUMNS},
+                **{
+                    column: f"{1.0 - entry['probs']['real']:.3f}"
+                    for column, entry in zip(self.checkpoint_columns, face.detectors or [])
+                },
+            }
+            rows.append([values[column] for column in columns])
+        return rows
+
+    def close(self, summary: dict[str, Any]) -> None:
+        weights = self.meta.get("weights", {})
+        title = f"mfclip scan — weights {weights.get('name')} ({str(weights.get('sha256'))[:12]})"
+        columns = self._columns()
+        if set(self.checkpoint_columns) & set(columns):
+            title += ", p(fake) per checkpoint"
+        elif self.checkpoint_columns:
+            title += f", the primary of {len(self.checkpoint_columns)} checkpoints"
+        table = Table(title=title)
+        longest = max((len(record.path) for record in self.records), default=4)
+        for column in columns:
+            if column == "file":
+                table.add_column(
+                    column, overflow="fold", min_width=min(longest, self.console.width // 4)
+                )
+            elif column == "label / note":
+                table.add_column(column, overflow="fold", min_width=9)
+            else:
+                numeric = column in (*CLASS_COLUMNS, "p(fake)", "unc.", *self.checkpoint_columns)
+                table.add_column(column, no_wrap=numeric, justify="right" if numeric else "left")
+        for record in self.records:
+            for row in self._cells(record, columns):
+                table.add_row(*row)
+        self.console.print(table)
+        attribution = self.meta.get("attribution") or {}
+        if attribution.get("available"):
+            self.console.print(
+                f"generators named only among the {len(attribution['generators'])} this "
+                f"checkpoint was trained on: {', '.join(attribution['generators'])}",
+                soft_wrap=False,
+                overflow="fold",
+                highlight=False,
+            )
+        if self.meta.get("demo"):
+            self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
+        for group in summary.get("duplicates") or []:
+            said = "; ".join(f"{path} ({verdict})" for path, verdict in group["verdicts"].items())
+            style = "bold red" if group["disagree"] else "yellow"
+            flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
+            self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
+        if not summary.get("complete", True):
+            self.console.print("[bold red]partial: the scan was interrupted[/]")
+
+    def discard(self) -> None:
+        pass
