@@ -17,11 +17,14 @@ carry a leading axis of bootstrap replicates, so the confidence intervals of
 from __future__ import annotations
 
 import math
-from typing import Hashable, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
 from mfclip_cli.model.config import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from mfclip_cli.data import Sample
 
 _REAL = CLASS_NAMES.index("real")
 CALIBRATION_BINS = 15
@@ -466,3 +469,13 @@ def calibration_metrics(labels: Sequence[str], probs, bins: int = CALIBRATION_BI
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))) if y.size else math.nan,
     }
     return {key: json_safe(value) for key, value in result.items()}
+
+
+def fake_labels(samples: Sequence[Sample]) -> np.ndarray:
+    """1 for each fake sample, 0 for each real one: the positives of every detection metric."""
+    return np.array([sample.label != "real" for sample in samples], dtype=np.int64)
+
+
+def fake_scores(probs: np.ndarray) -> np.ndarray:
+    """The fake score 1 - p(real) of each row of class probabilities."""
+    return 1.0 - probs[:, CLASS_NAMES.index("real")]

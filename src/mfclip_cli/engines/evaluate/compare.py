@@ -16,8 +16,6 @@ from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import combine, parse_perturbations
 from mfclip_cli.engines.evaluate.evaluation import (
     EvalRequest,
-    fake_labels,
-    fake_scores,
     protocol_record,
     refuse_existing_outputs,
     score_checkpoint,
@@ -34,6 +32,7 @@ from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.files import write_json_atomic
 from mfclip_cli.scoring.calibration import calibration_summary
+from mfclip_cli.scoring.metrics import fake_labels, fake_scores
 from mfclip_cli.scoring.significance import delong_test
 from mfclip_cli.timestamps import utc_now
 

@@ -10,14 +10,13 @@ test), with bootstrap confidence intervals. With perturbations (``--perturb``, o
 beside the clean ones. Where the checkpoint stores label-set embeddings, the test fakes are
 attributed to its trained generators (``scoring/attribution.py``, docs/attribution.md): top-1 and
 top-3 accuracy on seen generators, how well "unknown" separates unseen ones, a confusion matrix.
-Several checkpoints side by side: ``compare.py``; the tables:
-``tables.py``; calibrate: ``calibrate.py``. Definitions: docs/calibration.md, docs/robustness.md.
+Several checkpoints side by side: ``compare.py``; the files written beside the report:
+``outputs.py``; the tables: ``tables.py``; calibrate: ``calibrate.py``. Definitions:
+docs/calibration.md, docs/robustness.md.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,9 +31,17 @@ from mfclip_cli.data import (
     Splits,
 )
 from mfclip_cli.data.combine import data_record
-from mfclip_cli.data.perturb import KINDS, Perturbation, combine, parse_perturbations
+from mfclip_cli.data.perturb import Perturbation, combine, parse_perturbations
 from mfclip_cli.data.protocols import one_class_problem
 from mfclip_cli.engines.evaluate.loading import DataChoice, Scoring, load_scoring
+from mfclip_cli.engines.evaluate.outputs import (
+    Scored,
+    write_embeddings,
+    write_inconclusive_plot,
+    write_plots,
+    write_predictions,
+    write_robustness_plot,
+)
 from mfclip_cli.engines.evaluate.tables import (
     attribution_table,
     calibration_table,
@@ -47,7 +54,7 @@ from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import (
     weights_record,
 )
-from mfclip_cli.files import atomic_writer, refuse_existing, write_json_atomic
+from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.scoring.attribution import (
     Attributions,
@@ -67,9 +74,7 @@ from mfclip_cli.scoring.calibration import (
 )
 from mfclip_cli.scoring.inconclusive import (
     INCONCLUSIVE,
-    band_curve,
     band_report,
-    inconclusive_mask,
     stored_threshold,
 )
 from mfclip_cli.scoring.inference import score_samples
@@ -77,26 +82,18 @@ from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
     calibration_metrics,
     detection_metrics,
+    fake_labels,
+    fake_scores,
     json_safe,
     rates_at_threshold,
-    roc_auc,
-    roc_curve,
     threshold_at_fpr,
     tpr_at_fpr,
 )
 from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.plots import (
     plot_confusion,
-    plot_embeddings,
-    plot_inconclusive,
-    plot_reliability,
-    plot_robustness,
-    plot_roc,
 )
 from mfclip_cli.timestamps import utc_now
-
-_REAL = CLASS_NAMES.index("real")
-
 
 MIN_TSNE_FACES = 5  # t-SNE's perplexity must stay below the number of points
 UNDEFINED_WITH_ONE_CLASS = ("auc", "ap", "eer")  # each needs real and fake faces
@@ -146,133 +143,6 @@ def refuse_existing_outputs(request: EvalRequest) -> None:
             raise UsageError(f"{request.plots_dir} is not empty (pass --force to write into it)")
     if request.bootstrap < 0:
         raise UsageError("--bootstrap takes a number of replicates, 0 for none")
-
-
-ATTRIBUTION_COLUMNS = ("generator_top3", "generator_unknown", "generator_similarity")
-
-
-def _write_predictions(
-    path: str,
-    samples: Sequence[Sample],
-    scored: Scored,
-    classes: Sequence[str],
-    force: bool,
-) -> None:
-    """Per test sample its probabilities, fields, and the inconclusive band's inputs and call
-    (``ood`` empty where the checkpoint has no OOD statistics); where the checkpoint attributes,
-    its three closest trained generators (best first, ``;``-separated), whether the open-set
-    rule left it unknown, and its best similarity."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    attributions = scored.attributions
-    extra = ATTRIBUTION_COLUMNS if attributions is not None else ()
-    writer.writerow(
-        [
-            "path",
-            "label",
-            *classes,
-            "forgery_type",
-            "generator",
-            "dataset",
-            "video",
-            "ood",
-            "inconclusive",
-            *extra,
-        ]
-    )
-    threshold = scored.report[INCONCLUSIVE]["uncertainty_threshold"]
-    marked = inconclusive_mask(scored.probs, threshold, scored.ood)
-    ranked = attributions.ranked() if attributions is not None else []
-    for position, (sample, row) in enumerate(zip(samples, scored.probs)):
-        cells = [
-            sample.path,
-            sample.label,
-            *(f"{value:.8f}" for value in row),
-            sample.forgery_type,
-            sample.generator,
-            sample.dataset,
-            sample.video or "",
-            "" if scored.ood is None else str(bool(scored.ood[position])).lower(),
-            str(bool(marked[position])).lower(),
-        ]
-        if attributions is not None:
-            cells += [
-                ";".join(ranked[position]),
-                str(bool(attributions.unknown[position])).lower(),
-                f"{attributions.best_similarity[position]:.8f}",
-            ]
-        writer.writerow(cells)
-    with atomic_writer(path, overwrite=force) as handle:
-        handle.write(buffer.getvalue().encode("utf-8"))
-
-
-def fake_labels(samples: Sequence[Sample]) -> np.ndarray:
-    return np.array([sample.label != "real" for sample in samples], dtype=np.int64)
-
-
-def fake_scores(probs: np.ndarray) -> np.ndarray:
-    return 1.0 - probs[:, _REAL]
-
-
-def _write_plots(
-    folder: str,
-    groups: dict[str, tuple[Sequence[Sample], np.ndarray]],
-    reliability: dict[str, np.ndarray],
-    force: bool,
-) -> list[str]:
-    """ROC curves of ``groups`` and reliability diagrams of the test split's probabilities
-    ``{curve name: probs}`` (uncalibrated, calibrated)."""
-    curves = {}
-    for name, (samples, probs) in groups.items():
-        fake = fake_labels(samples)
-        if 0 < fake.sum() < len(fake):
-            fpr, tpr, _ = roc_curve(fake, fake_scores(probs))
-            curves[name] = (fpr, tpr, roc_auc(fake, fake_scores(probs)))
-    written = []
-    if curves:
-        path = Path(folder) / "roc.png"
-        plot_roc(curves, path, title="ROC, fake score = 1 - p(real)", overwrite=force)
-        written.append(str(path))
-    test = groups["overall"][0]
-    if test:
-        classes = np.array([CLASS_NAMES.index(sample.label) for sample in test])
-        panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {
-            "P(fake) = 1 - p(real)": {},
-            "top label (3 classes)": {},
-        }
-        for name, probs in reliability.items():
-            panels["P(fake) = 1 - p(real)"][name] = (fake_scores(probs), fake_labels(test))
-            right = probs.argmax(axis=1) == classes
-            panels["top label (3 classes)"][name] = (probs.max(axis=1), right)
-        path = Path(folder) / "reliability.png"
-        plot_reliability(panels, path, overwrite=force)
-        written.append(str(path))
-    return written
-
-
-def _write_embeddings(
-    path: str, samples: Sequence[Sample], embeddings: np.ndarray, seed: int, force: bool
-) -> dict:
-    """A seeded t-SNE (scikit-learn) of the test split's face embeddings, drawn twice: coloured
-    by class and by generator (real faces as "real")."""
-    from sklearn.manifold import TSNE  # only here: a second of import for a plot
-
-    count = len(embeddings)
-    perplexity = min(30.0, (count - 1) / 3)
-    points = TSNE(
-        n_components=2, perplexity=perplexity, init="pca", random_state=seed
-    ).fit_transform(embeddings.astype(np.float64))
-    plot_embeddings(
-        points,
-        {
-            "class": [sample.label for sample in samples],
-            "generator": [sample.generator or sample.label for sample in samples],
-        },
-        path,
-        title=f"t-SNE of {count} test face embeddings",
-        overwrite=force,
-    )
-    return {"path": path, "method": "t-SNE", "perplexity": perplexity, "seed": seed, "faces": count}
 
 
 def _probability_quality(labels: Sequence[str], logits: np.ndarray, temperature: float) -> dict:
@@ -397,47 +267,6 @@ def _robustness(
         "ece": "ece_fake: P(fake) = 1 - p(real), 15 bins",
         "rows": rows,
     }
-
-
-def _write_robustness_plot(folder: str, robustness: dict, force: bool) -> str:
-    """AUC against severity, a panel per perturbation kind, the clean AUC as reference."""
-    clean, *rows = robustness["rows"]
-    curves = {}
-    for kind, spec in KINDS.items():
-        mine = [row for row in rows if row["perturbation"] == kind]
-        if mine:
-            severities = [row["severity"] for row in mine]
-            aucs = [row["auc"] for row in mine]
-            curves[kind] = (severities, aucs, spec.axis, spec.milder_when_higher)
-    path = Path(folder) / "robustness.png"
-    plot_robustness(curves, clean["auc"], path, overwrite=force)
-    return str(path)
-
-
-def _write_inconclusive_plot(request: EvalRequest, test: Sequence[Sample], scored: Scored) -> str:
-    """The band's trade-off on test as its threshold sweeps, the stored threshold marked."""
-    band = scored.report[INCONCLUSIVE]
-    labels = [sample.label for sample in test]
-    curve = band_curve(labels, scored.probs, scored.ood, request.threshold)
-    stored = None
-    if band["uncertainty_threshold"] is not None:
-        stored = (band["share"], band["conclusive"]["acc"], band["conclusive"]["auc"])
-    path = Path(request.plots_dir) / "inconclusive.png"  # type: ignore[arg-type]
-    plot_inconclusive(curve, stored, path, overwrite=request.force)
-    return str(path)
-
-
-@dataclass
-class Scored:
-    """One checkpoint's report on the test split and what its optional outputs are drawn from."""
-
-    report: dict
-    logits: np.ndarray  # test, uncalibrated
-    probs: np.ndarray  # test, calibrated
-    embeddings: np.ndarray | None
-    groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
-    attributions: Attributions | None = None  # test, where the checkpoint can attribute
-    ood: np.ndarray | None = None  # test faces' OOD flags, where the checkpoint has statistics
 
 
 def score_checkpoint(
@@ -606,7 +435,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
             highlight=False,
         )
     if request.predictions_path:
-        _write_predictions(
+        write_predictions(
             request.predictions_path,
             splits.test,
             scored,
@@ -618,10 +447,10 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         if calibration:
             temperature = temperature_of(calibration)
             reliability[f"calibrated (T = {temperature:.3g})"] = scored.probs
-        report["plots"] = _write_plots(request.plots_dir, scored.groups, reliability, request.force)
+        report["plots"] = write_plots(request.plots_dir, scored.groups, reliability, request.force)
         if perturbations:
             report["plots"].append(
-                _write_robustness_plot(request.plots_dir, report["robustness"], request.force)
+                write_robustness_plot(request.plots_dir, report["robustness"], request.force)
             )
         confusion = report["attribution"].get("confusion")
         if confusion and confusion["rows"]:
@@ -633,9 +462,13 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
                 overwrite=request.force,
             )
             report["plots"].append(str(path))
-        report["plots"].append(_write_inconclusive_plot(request, splits.test, scored))
+        report["plots"].append(
+            write_inconclusive_plot(
+                request.plots_dir, splits.test, scored, request.threshold, request.force
+            )
+        )
     if request.embeddings_path:
-        report["embeddings"] = _write_embeddings(
+        report["embeddings"] = write_embeddings(
             request.embeddings_path, splits.test, scored.embeddings, request.seed, request.force
         )
     if request.json_path:
