@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
 from mfclip_cli.data import (
@@ -42,10 +41,9 @@ from mfclip_cli.data import (
 from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.runtime import UsageError, join_world
+from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.files import (
-    atomic_writer,
-    check_safetensors,
     keep_jsonl_prefix,
     write_json_atomic,
 )
@@ -65,7 +63,6 @@ from mfclip_cli.scoring.inference import predict_outputs, score_samples
 from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
 from mfclip_cli.timestamps import utc_now
 
-STATE_FORMAT = "mfclip-train-state/1"
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
 
@@ -148,70 +145,6 @@ class _LossStep(torch.nn.Module):
         return (total, *(term.detach() for term in terms))
 
 
-# -- state ----------------------------------------------------------------------------------------
-@dataclass
-class RunPosition:
-    """Where a run stands; saved in the state file's header."""
-
-    step: int = 0  # optimiser steps done
-    epoch: int = 0
-    next_batch: int = 0  # first global batch of ``epoch`` not yet trained on
-    samples_seen: int = 0
-    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}
-
-
-def _save_state(
-    path: Path, model: Detector, optimizer: torch.optim.Optimizer, progress: RunPosition
-) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            tensors[f"param/{name}"] = parameter.detach().cpu().contiguous()
-    optimizer_state = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim/{index}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    tensors["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng/cuda"] = torch.cuda.get_rng_state()
-    header = {
-        "format": STATE_FORMAT,
-        "progress": json.dumps(asdict(progress)),
-        "param_groups": json.dumps(optimizer_state["param_groups"]),
-        "optim_scalars": json.dumps(scalars),
-    }
-    with atomic_writer(path, overwrite=True) as handle:
-        handle.write(save(tensors, metadata=header))
-
-
-def _load_state(path: Path, model: Detector, optimizer: torch.optim.Optimizer) -> RunPosition:
-    header = check_safetensors(path).get("__metadata__") or {}
-    if header.get("format") != STATE_FORMAT:
-        raise UsageError(f"{path} is not an mfclip training state")
-    tensors = load_file(str(path), device="cpu")
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key.startswith("param/"):
-                parameters[key.removeprefix("param/")].copy_(value)
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in json.loads(header["optim_scalars"]).items():
-        state.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
-    torch.set_rng_state(tensors["rng/torch"])
-    if "rng/cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng/cuda"])
-    return RunPosition(**json.loads(header["progress"]))
-
-
 def _schedule(total_steps: int, warmup: float):
     warmup_steps = int(round(warmup * total_steps))
 
@@ -280,7 +213,7 @@ class Trainer:
             fused=self.device.type == "cuda",
         )
         self.progress = (
-            _load_state(self.run / STATE, self.model, self.optimizer) if resume else RunPosition()
+            load_state(self.run / STATE, self.model, self.optimizer) if resume else RunPosition()
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(self.total_steps, settings.warmup)
@@ -405,7 +338,7 @@ class Trainer:
     def _save_last(self) -> None:
         if self.world.main:
             save_checkpoint(self.model, self.run / LAST, metadata=self._metadata(), overwrite=True)
-            _save_state(self.run / STATE, self.model, self.optimizer, self.progress)
+            save_state(self.run / STATE, self.model, self.optimizer, self.progress)
         self.world.barrier()
 
     def validate(self) -> dict[str, Any] | None:
