@@ -291,7 +291,15 @@ RECORD = {
         "fpr:0.01": {"fpr": 0.01, "threshold": 0.9, "val_fpr": 0.01, "val_tpr": 0.5},
         "fpr:0.001": {"fpr": 0.001, "threshold": 0.99, "val_fpr": 0.0, "val_tpr": 0.2},
     },
-    "fitted_on": {"data": "D", "protocol": "in-domain", "split": "val", "samples": 10},
+    # written before thresholds kept their support: it is derived from n_real and val_fpr
+    "fitted_on": {
+        "data": {"name": "D", "samples": 8000, "index_sha256": "0" * 64},
+        "protocol": "in-domain",
+        "split": "val",
+        "samples": 8000,
+        "n_real": 5000,
+        "n_fake": 3000,
+    },
 }
 
 

@@ -15,6 +15,7 @@ from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import sidecar_path
+from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import rates_at_threshold
 from mfclip_cli.scoring.precision import MAX_LABEL_CHANGE_SHARE, measure_parity, model_at
@@ -174,6 +175,12 @@ def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibr
         expected = rates_at_threshold(fake, score, point["threshold"])
         assert (point["test"]["fpr"], point["test"]["tpr"]) == pytest.approx(expected, abs=1e-6)
         assert point["val"]["fpr"] <= point["target_fpr"]
+        # the val split's word on it, as the checkpoint records it (the same split and model)
+        stored = record["thresholds"][name]
+        for key in ("n_real", "false_positives", "supported", "reals_needed"):
+            assert point["val"][key] == stored[key]
+        assert point["val"]["fpr_upper_95"] == pytest.approx(stored["fpr_upper_95"])
+        assert f"{stored['fpr_upper_95']:.3f}" in result.stdout
         assert point["test_oracle_tpr"] is not None and point["test"]["tpr_ci"] is not None
     written = {p.name for p in plots.iterdir()}
     # the inconclusive band's curve always; the attribution confusion where the checkpoint
@@ -248,14 +255,26 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
 ):
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut()).save(image)
-    result = _scan(
-        image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.01", "--precision", "fp32"
-    )
-    assert result.returncode == 0, result.stderr
-    meta, record, *_ = (json.loads(line) for line in result.stdout.splitlines())
     stored = read_checkpoint_info(calibrated).calibration
-    assert meta["thresholds"]["fake"] == stored["thresholds"]["fpr:0.01"]["threshold"]
+    entry = stored["thresholds"]["fpr:0.01"]
+    # a val split of a few dozen faces cannot show a 1 % false-positive rate: refused...
+    assert entry["supported"] is False and entry["n_real"] == stored["fitted_on"]["n_real"] < 299
+    refused = _scan(image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.01")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "fpr:0.01: this threshold is unsupported" in refused.stderr
+    assert "--accept-unsupported-fpr" in refused.stderr
+    # ... unless accepted, and then the report says so
+    accepted = ("--fake-threshold", "fpr:0.01", "--accept-unsupported-fpr")
+    result = _scan(image, "--weights", str(calibrated), *accepted, "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    meta, record, *_ = [json.loads(line) for line in result.stdout.splitlines()]
+    assert meta["thresholds"]["fake"] == entry["threshold"]
     assert meta["thresholds"]["fake_from"] == "fpr:0.01"
+    assert meta["operating_point"] == {
+        "target": "fpr:0.01",
+        **{key: entry[key] for key in OPERATING_POINT_FIELDS},
+        "accepted_unsupported": True,
+    }
     assert meta["calibration"]["calibrated"] is True
     assert meta["calibration"]["temperature"] == stored["temperature"]
     assert meta["calibration"]["fitted_on"]["split"] == "val"
@@ -263,8 +282,26 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     fake_score = 1 - face["probs"]["real"]
     leaned = face.get("leaning", face["label"])  # an inconclusive face keeps what it leaned to
     assert (leaned != "real") == (fake_score >= meta["thresholds"]["fake"])
+    # the int8 model's own threshold, and what its val split says of it
+    at_int8 = _scan(image, "--weights", str(calibrated), *accepted, "--precision", "int8")
+    assert at_int8.returncode == 0, at_int8.stderr
+    meta = [json.loads(line) for line in at_int8.stdout.splitlines()][0]
+    int8_entry = stored["int8"]["thresholds"]["fpr:0.01"]
+    assert meta["thresholds"]["fake"] == int8_entry["threshold"]
+    assert meta["operating_point"] == {
+        "target": "fpr:0.01",
+        **{key: int8_entry[key] for key in OPERATING_POINT_FIELDS},
+        "accepted_unsupported": True,
+    }
 
-    unknown = _scan(image, "--weights", str(calibrated), "--fake-threshold", "fpr:0.05")
+    unknown = _scan(
+        image,
+        "--weights",
+        str(calibrated),
+        "--fake-threshold",
+        "fpr:0.05",
+        "--accept-unsupported-fpr",
+    )
     assert unknown.returncode == 2 and "fpr:0.01, fpr:0.001 only" in unknown.stderr
     assert unknown.stdout == ""  # nothing written
     plain = _scan(
@@ -273,8 +310,9 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     assert plain.returncode == 2 and "records no thresholds" in plain.stderr
     number = _scan(image, "--weights", str(trained / "last.safetensors"), "--fake-threshold", "0.3")
     assert number.returncode == 0, number.stderr
-    meta = json.loads(number.stdout.splitlines()[0])
+    meta = [json.loads(line) for line in number.stdout.splitlines()][0]
     assert meta["thresholds"]["fake"] == 0.3 and "fake_from" not in meta["thresholds"]
+    assert "operating_point" not in meta
     assert meta["calibration"] == {"calibrated": False, "temperature": 1.0}
 
 
@@ -300,7 +338,7 @@ def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_p
     table_csv = tmp_path / "faces.csv"
     result = _scan(image, "--weights", str(calibrated), "--csv", str(table_csv))
     assert result.returncode in (0, 4), result.stderr
-    meta, record, *_ = (json.loads(line) for line in result.stdout.splitlines())
+    meta, record, *_ = [json.loads(line) for line in result.stdout.splitlines()]
     stored = read_checkpoint_info(calibrated).ood
     assert meta["ood"]["available"] is True and meta["ood"]["threshold"] == stored["threshold"]
     face = record["faces"][0]
@@ -310,7 +348,7 @@ def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_p
     assert float(row["ood_distance"]) == pytest.approx(face["ood_distance"])
     # a checkpoint without statistics says so and leaves the fields out
     plain = _scan(image, "--weights", str(trained / "last.safetensors"))
-    meta, record, *_ = (json.loads(line) for line in plain.stdout.splitlines())
+    meta, record, *_ = [json.loads(line) for line in plain.stdout.splitlines()]
     assert meta["ood"] == {"available": False}
     assert "ood" not in record["faces"][0] and "ood_distance" not in record["faces"][0]
 

@@ -26,6 +26,7 @@ from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.model import build_detector, build_model, load_model_config, save_checkpoint
 from mfclip_cli.model.checkpoint import load_checkpoint
 from mfclip_cli.scoring.calibration import temperature_of
+from mfclip_cli.scoring.fpr_bounds import fpr_support
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 NAMES = ("a", "b", "c")  # tiny MFCLIP, tiny MFCLIP calibrated, tiny MC-LCR calibrated
@@ -46,11 +47,20 @@ def run(*args, cwd=None):
 
 
 def _calibration(temperature: float, threshold: float) -> dict:
+    """A made-up calibration whose 1 % threshold its 400 validation reals support."""
     return {
         "method": "temperature",
         "temperature": temperature,
-        "fitted_on": {"data": "made up for the test"},
-        "thresholds": {"fpr:0.01": {"fpr": 0.01, "threshold": threshold}},
+        "fitted_on": {"data": "made up for the test", "n_real": 400},
+        "thresholds": {
+            "fpr:0.01": {
+                "fpr": 0.01,
+                "threshold": threshold,
+                "val_fpr": 0.0,
+                "val_tpr": 0.5,
+                **fpr_support(0.01, 400, 0),
+            }
+        },
     }
 
 

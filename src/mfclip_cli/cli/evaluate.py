@@ -238,6 +238,7 @@ def calibrate(
     with errors_reported() as error_console:
         from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest
         from mfclip_cli.engines.evaluate.calibrate import calibrate as run_calibration
+        from mfclip_cli.scoring.fpr_bounds import unsupported_message
 
         request = CalibrateRequest(
             weights=weights,
@@ -261,7 +262,8 @@ def calibrate(
             f"protocol {fitted['protocol']})",
             *(
                 f"{name}: threshold {entry['threshold']:.6f} (val FPR {entry['val_fpr']:.4f}, "
-                f"TPR {entry['val_tpr']:.4f})"
+                f"TPR {entry['val_tpr']:.4f}; FPR <= {entry['fpr_upper_95']:.4f} at 95 %)"
+                + ("" if entry["supported"] else f"; {unsupported_message('it', entry)}")
                 for name, entry in record["thresholds"].items()
             ),
             _band_line(record["inconclusive"]),

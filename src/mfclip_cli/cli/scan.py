@@ -107,9 +107,18 @@ def scan(
         "--fake-threshold",
         help=(
             "A face is labelled fake when 1 - p(real) reaches this: a number in [0, 1], or "
-            "fpr:0.01 / fpr:0.001 for the checkpoint's threshold of that validation FPR."
+            "fpr:0.01 / fpr:0.001 for the checkpoint's threshold of that validation FPR "
+            "(refused when its validation split had too few real faces to support it)."
         ),
         metavar="X|fpr:X",
+    ),
+    accept_unsupported_fpr: bool = typer.Option(
+        False,
+        "--accept-unsupported-fpr",
+        help=(
+            "Use an fpr:X threshold even where the checkpoint's validation split cannot support "
+            "that rate; the report's meta records it under operating_point."
+        ),
     ),
     fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second.", metavar="FPS"),
     frames: Optional[int] = typer.Option(
@@ -219,6 +228,7 @@ def scan(
             detect_max_side=detect_max_side,
             fake_threshold=0.5 if fake_number is None else fake_number,
             fake_threshold_fpr=fake_fpr,
+            accept_unsupported_fpr=accept_unsupported_fpr,
             fps=fps,
             frames=frames,
             provenance=provenance,

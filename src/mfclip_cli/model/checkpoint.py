@@ -89,7 +89,7 @@ def save_checkpoint(
     for target in (path, sidecar_path(path)):
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
-    config = model.config.to_dict()
+    config = portable_config(model.config.to_dict())
     tensors = {
         name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()
     }
@@ -120,6 +120,30 @@ def save_checkpoint(
     }
     write_json_atomic(sidecar_path(path), sidecar, overwrite=True)
     return CheckpointInfo(path, digest, model.config, dict(metadata or {}), calibration)
+
+
+def portable_name(value: str) -> str:
+    """A local file or folder (an absolute path, or one that exists) by its name only, as a
+    checkpoint records it: it travels, and the folders of the machine that built it mean nothing
+    elsewhere. Anything else (an open_clip tag, a shipped protocol's name) is kept as it is."""
+    path = Path(value)
+    return path.name if path.is_absolute() or path.exists() else value
+
+
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a checkpoint records it: a local weights file it was built from (any
+    ``pretrained`` entry that is a path: CLIP's, MC-LCR's backbone) by its name only
+    (``portable_name``). A checkpoint's weights are its own tensors, so the path is never read
+    again; what the build decided from it (activation, mean and std) is already resolved into
+    the config."""
+    portable = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = portable_config(value)
+        elif key == "pretrained" and isinstance(value, str):
+            value = portable_name(value)
+        portable[key] = value
+    return portable
 
 
 def _mfclip_summary(config: dict[str, Any]) -> dict[str, Any]:

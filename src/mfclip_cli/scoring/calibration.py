@@ -3,7 +3,9 @@
 A checkpoint's calibration is one record, fitted on the validation split only (never test): a
 temperature T, so that the reported probabilities are softmax(logits / T) with T minimising the
 validation NLL, and, on those calibrated fake scores 1 - p(real), the thresholds whose validation
-false-positive rate is at most 1 % and 0.1 %. The record travels in the safetensors header next
+false-positive rate is at most 1 % and 0.1 %, each with what the split can show about it
+(``fpr_bounds.py``: the false positives seen, an exact 95 % upper bound, whether the split has
+enough reals to support the target at all). The record travels in the safetensors header next
 to the model config (``model/checkpoint.py``), so the checkpoint's SHA-256 covers it and a lost
 sidecar does not lose it; ``mfclip calibrate`` writes it into a new checkpoint. Definitions:
 docs/calibration.md.
@@ -18,6 +20,7 @@ import numpy as np
 
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.fpr_bounds import fpr_support, unsupported_message
 from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, TARGET_ACCURACY, fit_uncertainty_threshold
 from mfclip_cli.scoring.metrics import rates_at_threshold, threshold_at_fpr
 from mfclip_cli.timestamps import utc_now
@@ -136,15 +139,18 @@ def fit_calibration(
     temperature = fit_temperature(logits, classes)
     is_fake = (classes != _REAL).astype(np.int64)
     score = 1.0 - softmax(logits, temperature)[:, _REAL]
+    n_real = int(len(labels) - is_fake.sum())
     thresholds = {}
     for fpr in fprs:
         threshold = threshold_at_fpr(is_fake, score, fpr)
         val_fpr, val_tpr = rates_at_threshold(is_fake, score, threshold)
+        false_positives = int((score[is_fake == 0] >= threshold).sum())
         thresholds[threshold_key(fpr)] = {
             "fpr": fpr,
             "threshold": threshold,
             "val_fpr": val_fpr,
             "val_tpr": val_tpr,
+            **fpr_support(fpr, n_real, false_positives),
         }
     low, high = TEMPERATURE_BOUNDS
     return {
@@ -162,7 +168,7 @@ def fit_calibration(
             **fitted_on,
             "split": "val",
             "samples": len(labels),
-            "n_real": int(len(labels) - is_fake.sum()),
+            "n_real": n_real,
             "n_fake": int(is_fake.sum()),
         },
         "fitted_utc": utc_now(),
@@ -214,13 +220,18 @@ def parse_fake_threshold(text: str) -> tuple[float | None, float | None]:
     return number, None
 
 
-def threshold_for_fpr(calibration: dict[str, Any] | None, fpr: float) -> float:
-    """The fake-score threshold a checkpoint records for validation FPR ``fpr``; a usage error
-    naming the ones it has when it has no such threshold."""
+def operating_point(calibration: dict[str, Any] | None, fpr: float) -> dict[str, Any]:
+    """The threshold entry a checkpoint records for validation FPR ``fpr``, with its support
+    (``fpr_bounds.fpr_support``; derived from ``fitted_on.n_real`` and ``val_fpr`` for a record
+    written before it was kept); a usage error naming the ones it has when it has none."""
     recorded = (calibration or {}).get("thresholds") or {}
     for entry in recorded.values():
         if math.isclose(entry["fpr"], fpr, rel_tol=1e-9):
-            return float(entry["threshold"])
+            if "supported" in entry:
+                return dict(entry)
+            n_real = int((calibration or {}).get("fitted_on", {}).get("n_real", 0))
+            seen = round(entry["val_fpr"] * n_real) if n_real else 0
+            return {**entry, **fpr_support(entry["fpr"], n_real, seen)}
     if not recorded:
         raise UsageError(
             f"--fake-threshold {threshold_key(fpr)}: this checkpoint records no thresholds "
@@ -230,3 +241,19 @@ def threshold_for_fpr(calibration: dict[str, Any] | None, fpr: float) -> float:
         f"--fake-threshold {threshold_key(fpr)}: this checkpoint records thresholds for "
         f"{', '.join(recorded)} only"
     )
+
+
+def threshold_for_fpr(
+    calibration: dict[str, Any] | None, fpr: float, *, accept_unsupported: bool = False
+) -> float:
+    """The fake-score threshold a checkpoint records for validation FPR ``fpr``. A usage error
+    when it has none, or when its validation split cannot support that rate and
+    ``accept_unsupported`` is not given."""
+    entry = operating_point(calibration, fpr)
+    if not entry["supported"] and not accept_unsupported:
+        raise UsageError(
+            f"--fake-threshold {threshold_key(fpr)}: "
+            f"{unsupported_message('this threshold', entry)}. Calibrate on more real faces, "
+            "or pass --accept-unsupported-fpr to use it anyway (the report records that)"
+        )
+    return float(entry["threshold"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import weights_record
@@ -64,12 +65,10 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     logits, val_embeddings = scoring.outputs(val, request.batch_size, request.workers, True)
     source = scoring.checkpoint.info
     fitted_on = {
-        "data": str(scoring.index.root),
+        "data": dataset_identity(scoring.index),  # a name and digest: the checkpoint travels
         "layout": scoring.index.layout,
         "protocol": scoring.protocol.name,
     }
-    if scoring.index.sources:
-        fitted_on["sources"] = [source.given for source in scoring.index.sources]
     record = fit_calibration(
         logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy
     )

@@ -72,6 +72,7 @@ from mfclip_cli.scoring.calibration import (
     temperature_of,
     threshold_key,
 )
+from mfclip_cli.scoring.fpr_bounds import fpr_support
 from mfclip_cli.scoring.inconclusive import (
     INCONCLUSIVE,
     band_report,
@@ -195,11 +196,13 @@ def _operating_points(
         if thresholds:
             threshold = thresholds[position]
             at_val = rates_at_threshold(val_fake, val_score, threshold)
+            val_reals = val_score[val_fake == 0]
+            support = fpr_support(fpr, len(val_reals), int((val_reals >= threshold).sum()))
             at_test = rates_at_threshold(test_fake, test_score, threshold)
             at = intervals["at_threshold"][position] if intervals else {"fpr": None, "tpr": None}
             point.update(
                 threshold=threshold,
-                val={"fpr": at_val[0], "tpr": at_val[1]},
+                val={"fpr": at_val[0], "tpr": at_val[1], **support},
                 test={
                     "fpr": json_safe(at_test[0]),
                     "tpr": json_safe(at_test[1]),

@@ -66,6 +66,14 @@ def shown(value: float | None, interval: list[float] | None = None) -> str:
     return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+def _bound_shown(val: dict | None) -> str:
+    """A threshold's 95 % upper bound on its validation FPR, and whether val supports it."""
+    if not val or val.get("fpr_upper_95") is None:
+        return "-"
+    bound = f"{val['fpr_upper_95']:.3f}"
+    return bound if val["supported"] else f"{bound} (unsupported: < {val['reals_needed']} reals)"
+
+
 def calibration_table(report: dict) -> Table:
     calibration = report["calibration"]
     applied = f"T = {calibration['temperature']:.3f}" if calibration["calibrated"] else "none"
@@ -88,13 +96,15 @@ def operating_table(report: dict) -> Table:
     table = Table(
         title=f"operating points, thresholds chosen on val ({level}); AUC {auc}, EER {eer}"
     )
-    for column in ("target FPR", "threshold", "test FPR", "test TPR", "test's own TPR"):
+    columns = ("target FPR", "threshold", "val FPR <= (95 %)", "test FPR", "test TPR")
+    for column in (*columns, "test's own TPR"):
         table.add_column(column, justify="right")
     for name, point in report["operating_points"]["points"].items():
         test = point["test"] or {}
         table.add_row(
             name,
             shown(point["threshold"]),
+            _bound_shown(point["val"]),
             shown(test.get("fpr"), test.get("fpr_ci")),
             shown(test.get("tpr"), test.get("tpr_ci")),
             shown(point["test_oracle_tpr"], point["test_oracle_tpr_ci"]),
@@ -143,9 +153,18 @@ def comparison_table(report: dict) -> Table:
             weights["sha256"][:SHA_SHOWN],
             str(metrics["n"]),
             *(shown(metrics[key]) for key in COMPARED[1:]),
-            *(shown(metrics["tpr_at_fpr"][threshold_key(fpr)]) for fpr in FPR_TARGETS),
+            *(
+                shown(metrics["tpr_at_fpr"][threshold_key(fpr)])
+                + _bound_suffix(metrics["val_fpr_upper_95"][threshold_key(fpr)])
+                for fpr in FPR_TARGETS
+            ),
         )
     return table
+
+
+def _bound_suffix(bound: float | None) -> str:
+    """Under a TPR at FPR in the comparison: the 95 % upper bound on its threshold's val FPR."""
+    return "" if bound is None else f"\n(FPR<={bound:.3f})"
 
 
 def pairs_table(report: dict) -> Table:

@@ -61,10 +61,12 @@ from mfclip_cli.model.config import MFCLIP_DETECTOR
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import (
     calibration_summary,
+    operating_point,
     temperature_of,
     threshold_for_fpr,
     threshold_key,
 )
+from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.inconclusive import stored_threshold
 from mfclip_cli.scoring.ood import ood_of, ood_summary
 from mfclip_cli.scoring.precision import calibration_at, choose_precision, model_at
@@ -231,6 +233,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         {**(s.weights or {}), "precision": s.precision.used if s.precision else None}
         for s in stage.scorers
     ]
+    calibration = calibration_at(primary.info.calibration, precision.used)
     return {
         "type": "meta",
         "tool": "mfclip",
@@ -240,9 +243,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         "demo": primary.demo,
         "device": str(scanner.device),
         "precision": precision.record(),
-        "calibration": calibration_summary(
-            calibration_at(primary.info.calibration, precision.used)
-        ),
+        "calibration": calibration_summary(calibration),
         "ood": ood_summary(stage.ood),
         "attribution": attribution_summary(primary.info, stage.primary.attribution),
         "thresholds": {
@@ -264,6 +265,11 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
             # in original pixels; a file record says where larger
             "smallest_face": scanner.smallest_face,
         },
+        **(
+            {"operating_point": _operating_point_used(calibration, settings.fake_threshold_fpr)}
+            if settings.fake_threshold_fpr is not None
+            else {}
+        ),
         "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
         # which provenance checks ran, with which libraries (null: --no-provenance)
         "provenance": None if settings.provenance is None else settings.provenance.meta(),
@@ -271,6 +277,18 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
         "started_utc": utc_now(),
         "cwd": os.getcwd(),
         "inputs": inputs,
+    }
+
+
+def _operating_point_used(calibration: dict | None, fpr: float) -> dict:
+    """What the primary checkpoint's validation split says about the ``fpr:X`` threshold in use
+    (``calibration``: the one at the precision it runs), and whether an unsupported one was
+    accepted (``--accept-unsupported-fpr``)."""
+    entry = operating_point(calibration, fpr)
+    return {
+        "target": threshold_key(entry["fpr"]),
+        **{key: entry[key] for key in OPERATING_POINT_FIELDS},
+        "accepted_unsupported": not entry["supported"],
     }
 
 
@@ -318,7 +336,11 @@ def _scorers(
             calibration = calibration_at(info.calibration, precision.used)
             threshold = None
             if settings.fake_threshold_fpr is not None:
-                threshold = threshold_for_fpr(calibration, settings.fake_threshold_fpr)
+                threshold = threshold_for_fpr(
+                    calibration,
+                    settings.fake_threshold_fpr,
+                    accept_unsupported=settings.accept_unsupported_fpr,
+                )
         except UsageError as error:
             if k == 0:
                 raise

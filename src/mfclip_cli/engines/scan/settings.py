@@ -23,6 +23,8 @@ class ScanSettings:
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this
     # --fake-threshold fpr:X: the checkpoint's threshold for validation FPR X, set by run_scan
     fake_threshold_fpr: float | None = None
+    # --accept-unsupported-fpr: use an fpr:X threshold its validation split cannot support
+    accept_unsupported_fpr: bool = False
     fps: float = 1.0
     frames: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS

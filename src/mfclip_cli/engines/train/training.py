@@ -40,6 +40,7 @@ from mfclip_cli.data import (
 )
 from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
+from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.runtime import UsageError, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
@@ -55,7 +56,7 @@ from mfclip_cli.model import (
     load_model_config,
     save_checkpoint,
 )
-from mfclip_cli.model.checkpoint import read_checkpoint_info, save_fitted
+from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
@@ -129,6 +130,23 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
 
 
+PATH_SETTINGS = ("data", "out", "protocol", "label_map", "clip_weights")
+
+
+def portable_settings(settings: TrainSettings) -> dict[str, Any]:
+    """The settings as a checkpoint records them: the data and run folders, a protocol or label
+    map file and a local CLIP weights file by name only (``portable_name``: a checkpoint
+    travels). RUN/train.json keeps them as given, for ``--resume``."""
+    recorded = asdict(settings)
+    for key in PATH_SETTINGS:
+        value = recorded[key]
+        if isinstance(value, tuple):
+            recorded[key] = [portable_name(item) for item in value]
+        elif value is not None:
+            recorded[key] = portable_name(value)
+    return recorded
+
+
 class _LossStep(torch.nn.Module):
     """The training forward as a module, so DistributedDataParallel can wrap it: the total loss,
     then the detector's loss terms (detached), named in ``names`` (``loss`` for the total)."""
@@ -170,13 +188,12 @@ class Trainer:
         self.index: DataIndex = read_datasets(
             settings.data, settings.layout, label_map=settings.label_map
         )
+        self.data_identity = dataset_identity(self.index)  # its name and digest, not its path
         self.data_summary = {
-            "root": str(self.index.root),
+            **self.data_identity,
             "layout": self.index.layout,
             "counts": self.index.counts(),
         }
-        if self.index.sources:
-            self.data_summary["sources"] = [source.to_dict() for source in self.index.sources]
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
@@ -317,7 +334,7 @@ class Trainer:
         return {
             "demo": False,
             "training": {
-                "settings": asdict(self.settings),
+                "settings": portable_settings(self.settings),
                 "data": self.data_summary,
                 "protocol": {
                     "name": self.protocol.name,
@@ -398,7 +415,7 @@ class Trainer:
     def _fitted_on(self, step: int | None) -> dict[str, Any]:
         """Where a record fitted on this run's data comes from."""
         return {
-            "data": self.data_summary["root"],
+            "data": self.data_identity,
             "layout": self.data_summary["layout"],
             "protocol": self.protocol.name,
             "step": step,

@@ -1,0 +1,93 @@
+"""Honest operating points: the exact binomial bound on a threshold's false-positive rate, the
+reals a target needs, and a split too small for its targets (docs/calibration.md)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import beta, binom
+
+from mfclip_cli.errors import UsageError
+from mfclip_cli.scoring.calibration import (
+    fit_calibration,
+    operating_point,
+    softmax,
+    threshold_for_fpr,
+)
+from mfclip_cli.scoring.fpr_bounds import fpr_support, fpr_upper_bound, reals_needed
+
+
+@pytest.mark.parametrize(
+    "false_positives, n",
+    [(0, 1), (0, 37), (1, 37), (3, 37), (5, 100), (10, 1000), (99, 100), (250, 50_000)],
+)
+def test_clopper_pearson_upper_bound_matches_scipy(false_positives, n):
+    bound = fpr_upper_bound(false_positives, n)
+    assert bound == pytest.approx(beta.ppf(0.95, false_positives + 1, n - false_positives), 1e-9)
+    # its definition: seeing at most k false positives is a 5 % event at that rate
+    assert binom.cdf(false_positives, n, bound) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_clopper_pearson_by_hand():
+    # zero false positives: (1 - p) ** n = 0.05, the "rule of three" (about 3 / n)
+    assert fpr_upper_bound(0, 37) == pytest.approx(1 - 0.05 ** (1 / 37), rel=1e-12)
+    assert fpr_upper_bound(0, 37) == pytest.approx(0.0778, abs=5e-5)  # the issue's "about 8 %"
+    # one false positive in 2: P(X <= 1) = 1 - p^2 = 0.05, so p = sqrt(0.95)
+    assert fpr_upper_bound(1, 2) == pytest.approx(math.sqrt(0.95), rel=1e-12)
+    assert fpr_upper_bound(4, 4) == 1.0
+    assert math.isnan(fpr_upper_bound(0, 0))
+    with pytest.raises(ValueError):
+        fpr_upper_bound(5, 4)
+
+
+@pytest.mark.parametrize("target, needed", [(0.01, 299), (0.001, 2995), (0.05, 59)])
+def test_reals_needed_is_the_smallest_split_that_can_show_the_target(target, needed):
+    assert reals_needed(target) == needed
+    assert fpr_upper_bound(0, needed) <= target < fpr_upper_bound(0, needed - 1)
+
+
+def _split(n_real: int, n_fake: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = ["real"] * n_real + ["gan"] * n_fake
+    classes = np.array([0] * n_real + [2] * n_fake)
+    return rng.normal(0, 1, (len(labels), 3)) + 3 * np.eye(3)[classes], labels
+
+
+def test_a_split_of_37_reals_cannot_support_one_percent_or_a_tenth_of_it():
+    logits, labels = _split(37, 76)
+    record = fit_calibration(logits, labels, fitted_on={"protocol": "in-domain"})
+    for name, needed in (("fpr:0.01", 299), ("fpr:0.001", 2995)):
+        entry = record["thresholds"][name]
+        assert entry["n_real"] == 37 and entry["resolution"] == pytest.approx(1 / 37)
+        assert entry["supported"] is False and entry["reals_needed"] == needed
+        assert entry["false_positives"] == round(entry["val_fpr"] * 37) == 0
+        assert entry["fpr_upper_95"] == pytest.approx(beta.ppf(0.95, 1, 37))
+        with pytest.raises(UsageError, match=f"{name}.*unsupported.*{needed} validation reals"):
+            threshold_for_fpr(record, entry["fpr"])
+        accepted = threshold_for_fpr(record, entry["fpr"], accept_unsupported=True)
+        assert accepted == entry["threshold"]
+
+
+def test_a_large_split_supports_its_targets_and_counts_the_false_positives():
+    logits, labels = _split(3000, 500, seed=1)
+    record = fit_calibration(logits, labels, fitted_on={})
+    reals = 1 - softmax(logits[:3000], record["temperature"])[:, 0]  # their fake scores
+    for entry in record["thresholds"].values():
+        seen = int((reals >= entry["threshold"]).sum())
+        assert entry["false_positives"] == seen == round(entry["val_fpr"] * 3000)
+        assert entry["supported"] is True
+        assert entry["fpr_upper_95"] == pytest.approx(beta.ppf(0.95, seen + 1, 3000 - seen))
+        assert threshold_for_fpr(record, entry["fpr"]) == entry["threshold"]
+
+
+def test_a_record_written_before_support_was_kept_gets_it_from_its_counts():
+    legacy = {
+        "thresholds": {"fpr:0.01": {"fpr": 0.01, "threshold": 0.8, "val_fpr": 0.02, "val_tpr": 1}},
+        "fitted_on": {"n_real": 50},
+    }
+    assert operating_point(legacy, 0.01) == {
+        **legacy["thresholds"]["fpr:0.01"],
+        **fpr_support(0.01, 50, 1),
+    }
+    with pytest.raises(UsageError, match="unsupported"):
+        threshold_for_fpr(legacy, 0.01)
