@@ -3,7 +3,6 @@ the probabilities against a direct computation, the open-set rule on a held-out 
 the fields through calibrate, eval, scan, JSON Lines and ``mfclip report``."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from attribution_data import HELD_OUT, TRAINED, make_attribution_dataset, write_protocol
 from media import astronaut
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from test_train import MFCLIP, run
 
 from mfclip_cli.data import Sample
@@ -197,7 +197,7 @@ def test_eval_attribution_equals_a_recomputation_from_its_predictions(data, cali
         "--weights", str(calibrated), "--device", "cpu", "--json", str(report_path),
         "--predictions", str(predictions), "--plots", str(plots), "--bootstrap", "0",
     )  # fmt: skip
-    attribution = json.loads(report_path.read_text())["attribution"]
+    attribution = check_json_file(report_path, "eval")["attribution"]
     rows = list(csv.DictReader(predictions.open()))
     seen = [row for row in rows if row["generator"] in TRAINED]
     unseen = [row for row in rows if row["generator"] in HELD_OUT]
@@ -248,7 +248,7 @@ def test_scan_records_round_trip_and_an_old_checkpoint_scans_as_before(
             "--fake-threshold", fake_threshold,
         )  # fmt: skip
         assert result.returncode in (0, 4), result.stderr
-        lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        lines = check_scan_lines(jsonl.read_text().splitlines())
         reports[name] = (lines, next(csv.DictReader(table.open())), jsonl)
     (meta, record, *_), row, jsonl = reports["new"]
     assert meta["attribution"]["available"] and meta["attribution"]["generators"] == sorted(TRAINED)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from media import astronaut, mosaic
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import load_protocol, read_dataset, select
@@ -148,7 +149,7 @@ def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibr
         "--precision",
         "fp32",  # the checkpoint's own calibration (int8 has its own: a test below)
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     record = read_checkpoint_info(calibrated).calibration
     calibration = report["calibration"]
     assert calibration["calibrated"] and calibration["temperature"] == record["temperature"]
@@ -206,7 +207,7 @@ def test_eval_of_an_uncalibrated_checkpoint_says_so(dataset, trained, tmp_path):
         "--bootstrap",
         "0",
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     assert report["calibration"]["calibrated"] is False
     assert report["calibration"]["temperature"] == 1.0
     assert report["calibration"]["test"]["after"] is None
@@ -221,7 +222,7 @@ def test_eval_draws_the_test_embeddings_from_the_metrics_forward_pass(dataset, t
     refused = run(*common, "--embeddings", str(tmp_path / "tsne.jpg"), check=False)
     assert refused.returncode == 2 and "PNG" in refused.stderr
     run(*common, "--embeddings", str(figure), "--json", str(report_path))
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     embedded = report["embeddings"]
     assert embedded["faces"] == report["protocol"]["sizes"]["test"] and embedded["seed"] == 0
     width, height = Image.open(figure).size
@@ -267,7 +268,7 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     accepted = ("--fake-threshold", "fpr:0.01", "--accept-unsupported-fpr")
     result = _scan(image, "--weights", str(calibrated), *accepted, "--precision", "fp32")
     assert result.returncode == 0, result.stderr
-    meta, record, *_ = [json.loads(line) for line in result.stdout.splitlines()]
+    meta, record, *_ = check_scan_lines(result.stdout.splitlines())
     assert meta["thresholds"]["fake"] == entry["threshold"]
     assert meta["thresholds"]["fake_from"] == "fpr:0.01"
     assert meta["operating_point"] == {
@@ -310,7 +311,7 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     assert plain.returncode == 2 and "records no thresholds" in plain.stderr
     number = _scan(image, "--weights", str(trained / "last.safetensors"), "--fake-threshold", "0.3")
     assert number.returncode == 0, number.stderr
-    meta = [json.loads(line) for line in number.stdout.splitlines()][0]
+    meta = check_scan_lines(number.stdout.splitlines())[0]
     assert meta["thresholds"]["fake"] == 0.3 and "fake_from" not in meta["thresholds"]
     assert "operating_point" not in meta
     assert meta["calibration"] == {"calibrated": False, "temperature": 1.0}
@@ -338,7 +339,7 @@ def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_p
     table_csv = tmp_path / "faces.csv"
     result = _scan(image, "--weights", str(calibrated), "--csv", str(table_csv))
     assert result.returncode in (0, 4), result.stderr
-    meta, record, *_ = [json.loads(line) for line in result.stdout.splitlines()]
+    meta, record, *_ = check_scan_lines(result.stdout.splitlines())
     stored = read_checkpoint_info(calibrated).ood
     assert meta["ood"]["available"] is True and meta["ood"]["threshold"] == stored["threshold"]
     face = record["faces"][0]
@@ -348,7 +349,7 @@ def test_scan_reports_each_faces_distance_to_training(trained, calibrated, tmp_p
     assert float(row["ood_distance"]) == pytest.approx(face["ood_distance"])
     # a checkpoint without statistics says so and leaves the fields out
     plain = _scan(image, "--weights", str(trained / "last.safetensors"))
-    meta, record, *_ = [json.loads(line) for line in plain.stdout.splitlines()]
+    meta, record, *_ = check_scan_lines(plain.stdout.splitlines())
     assert meta["ood"] == {"available": False}
     assert "ood" not in record["faces"][0] and "ood_distance" not in record["faces"][0]
 

@@ -2,12 +2,12 @@
 samples, each with the report a single-weights eval gives it, and DeLong's test of every pair's
 AUC difference; run as subprocesses."""
 
-import json
 import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
+from report_schemas import check_json_file
 from test_perturb import calibrated_copy
 from test_train import MFCLIP, make_dataset, run
 
@@ -67,14 +67,14 @@ def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
     common = _eval(dataset, protocol_file) + ["--bootstrap", "50", "--perturb", "jpeg:50"]
     path = tmp_path / "compare.json"
     result = run(*common, "-w", str(calibrated), "--weights", str(other), "--json", str(path))
-    report = json.loads(path.read_text())
+    report = check_json_file(path, "eval")
     assert report["type"] == "eval-comparison"
     comparison = report["comparison"]
     assert len(comparison["weights"]) == len(comparison["reports"]) == 2
     for position, checkpoint in enumerate((calibrated, other)):
         single_path = tmp_path / f"single-{position}.json"
         run(*common, "--weights", str(checkpoint), "--json", str(single_path))
-        single = json.loads(single_path.read_text())
+        single = check_json_file(single_path, "eval")
         # the per-checkpoint report is the single eval's, figure for figure
         assert {**comparison["reports"][position], "started_utc": None} == {
             **single,
@@ -132,7 +132,7 @@ def test_a_test_split_delong_cannot_use_still_prints_the_table(
     assert refused.returncode == 2 and "the test split has no real faces" in refused.stderr
     assert not path.exists()
     result = run(*_eval(dataset, fakes_only), *both, "--allow-one-class")
-    (pair,) = json.loads(path.read_text())["comparison"]["pairs"]
+    (pair,) = check_json_file(path, "eval")["comparison"]["pairs"]
     assert "at least two fake and two real" in pair["problem"]
     assert pair["auc_a"] is pair["p_value"] is pair["z"] is None
     assert "#1 other" in result.stdout and "0 real" in result.stdout

@@ -7,11 +7,11 @@ the CPU): probabilities may differ by ``BF16_PROBABILITY_BOUND``, fitted statist
 may change. Every test records what it measured as a junit property.
 """
 
-import json
 import statistics
 from pathlib import Path
 
 import pytest
+from report_schemas import check_json_file
 from test_cuda import BF16_PROBABILITY_BOUND, BOX_TOLERANCE, EXAMPLES
 from test_train import MFCLIP, TORCHRUN, make_dataset, metrics_lines, run, train_args
 
@@ -84,7 +84,9 @@ def test_torchrun_on_one_gpu_trains_through_nccl_and_the_gathered_negatives(
 def _scan(device: str, report: Path, *extra: str) -> dict[str, dict]:
     """``mfclip scan examples/`` with the demo weights; its records by file name."""
     run(MFCLIP, "scan", str(EXAMPLES), "--device", device, "--json", str(report), "-q", *extra)
-    return {Path(record["path"]).name: record for record in json.loads(report.read_text())["files"]}
+    return {
+        Path(record["path"]).name: record for record in check_json_file(report, "scan")["files"]
+    }
 
 
 def test_scan_on_cuda_gives_the_cpu_labels_with_and_without_explain(tmp_path, record_property):

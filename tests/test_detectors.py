@@ -7,6 +7,7 @@ import pytest
 import torch
 from media import astronaut
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.errors import ConfigError
@@ -105,7 +106,7 @@ def test_train_eval_and_scan_run_mc_lcr(mclcr_run, tmp_path):
         MFCLIP, "eval", "--weights", str(out / "best.safetensors"), "--data", str(data),
         "--device", "cpu", "--json", str(report), "--bootstrap", "0",
     )  # fmt: skip
-    assert 0 <= json.loads(report.read_text())["overall"]["auc"] <= 1
+    assert 0 <= check_json_file(report, "eval")["overall"]["auc"] <= 1
 
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut()).save(image)
@@ -114,7 +115,7 @@ def test_train_eval_and_scan_run_mc_lcr(mclcr_run, tmp_path):
         "--device", "cpu", "--jsonl", "-", check=False,
     )  # fmt: skip
     assert scan.returncode in (0, 4), scan.stderr
-    meta, record, *_ = (json.loads(line) for line in scan.stdout.splitlines())
+    meta, record, *_ = check_scan_lines(scan.stdout.splitlines())
     assert meta["weights"]["config"] == "mc-lcr-tiny"
     (face,) = record["faces"]
     assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-5)

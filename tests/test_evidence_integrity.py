@@ -25,6 +25,7 @@ from media import (
     save_video,
 )
 from PIL import Image
+from report_schemas import check_scan_lines
 from rich.console import Console
 from test_html_report import Page, decoded
 from test_scan_cli import MFCLIP
@@ -163,7 +164,7 @@ def _scan(weights, inputs, **outputs) -> int:
 
 
 def _file_records(path: Path) -> list[dict]:
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = check_scan_lines(path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line["type"] == "file"]
 
 
@@ -266,7 +267,7 @@ def test_inputs_rewritten_by_another_process_during_a_scan(versions, weights, tm
         stop.set()
         writer.join()
     assert swaps[0] > 10 * len(files), swaps  # the files really moved under the scan
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = check_scan_lines(result.stdout.splitlines())
     records = [line for line in lines if line["type"] == "file"]
     assert len(records) == len(files), result.stderr
     for record in records:

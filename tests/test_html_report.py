@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from report_schemas import check_scan_outputs
 
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE, ReportError, report_lines
@@ -133,6 +134,7 @@ def scan(weights, tmp_path_factory):
         cwd=root,
     )
     assert result.returncode == 3, result.stderr  # broken.png
+    check_scan_outputs(root / "scan.json", root / "scan.jsonl")
     files = json.loads((root / "scan.json").read_text(encoding="utf-8"))["files"]
     return root, files, (root / "report.html").read_text(encoding="utf-8")
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from media import astronaut
 from PIL import Image, JpegImagePlugin
+from report_schemas import check_json_file
 from rich.console import Console
 from scipy.ndimage import gaussian_filter
 from test_train import MFCLIP, make_dataset, run
@@ -237,7 +238,7 @@ def test_eval_scores_each_perturbation_beside_the_clean_row(
         "--plots",
         str(plots),
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     robustness = report["robustness"]
     rows = {row["name"]: row for row in robustness["rows"]}
     # the command line's jpeg replaces the protocol's jpeg:90; its noise:5 stays

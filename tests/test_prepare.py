@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
+from report_schemas import check_prepared
 
 from mfclip_cli.data import read_dataset
 
@@ -41,6 +42,7 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
         str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu"
     )
     assert result.returncode == 3, result.stderr  # one file could not be read
+    check_prepared(out)  # prepare.json and every prepare.jsonl line
     summary = json.loads((out / "prepare.json").read_text())
     assert summary["files"] == 5 and summary["error"] == 1 and summary["no_face"] == 1
     reasons = {Path(item["source"]).name: item for item in summary["skipped"]}
@@ -82,6 +84,7 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
         "--resume",
     )
     assert again.returncode == 3
+    check_prepared(out)
     log = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()]
     assert len(log) == 6 and len({entry["source"] for entry in log}) == 6
     assert len(read_dataset(out).samples) == len(index.samples) + 1

@@ -71,6 +71,9 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
         "mfclip_cli/data/protocols/in-domain.toml",
         "mfclip_cli/engines/scan/writers/templates/report.html",
         "mfclip_cli/engines/scan/writers/templates/file.html",
+        "mfclip_cli/schemas/scan.schema.json",
+        "mfclip_cli/schemas/eval.schema.json",
+        "mfclip_cli/schemas/prepare.schema.json",
     ):
         assert needed in names, needed
     installed = tmp_path / "site"
@@ -99,6 +102,21 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
     meta = json.loads(scan.stdout.splitlines()[0])
     assert meta["demo"] is True and "DEMO" in scan.stderr
     assert meta["weights"]["path"].startswith(str(installed))  # the unpacked wheel's own copy
+    # the quick start's report validates, outside mfclip, against the schema the wheel prints
+    printed = subprocess.run(
+        [sys.executable, "-m", "mfclip_cli", "schema", "scan"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=elsewhere,
+        env=environment,
+    )
+    assert printed.returncode == 0, printed.stderr
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(json.loads(printed.stdout))
+    for line in scan.stdout.splitlines():
+        validator.validate(json.loads(line))
 
 
 def test_the_code_is_ruff_clean():

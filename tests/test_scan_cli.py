@@ -24,6 +24,7 @@ from media import (
     save_video,
 )
 from PIL import Image
+from report_schemas import check_scan_lines, check_scan_outputs
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
@@ -139,6 +140,11 @@ def test_video_frames_and_summary(full_scan):
         assert summary["max"][name] == pytest.approx(probs[:, i].max(), abs=1e-5)
 
 
+def test_json_and_jsonl_reports_follow_the_published_schema(full_scan):
+    _, out = full_scan
+    check_scan_outputs(out / "r.json", out / "r.jsonl")  # faces, no-face, errors, a video
+
+
 def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
     _, out = full_scan
     document = json.loads((out / "r.json").read_text())
@@ -235,7 +241,7 @@ def test_resume_skips_files_already_recorded(evidence, weights, tmp_path):
     )
     # zero.jpg is unreadable: the report as a whole says so
     assert again.returncode == 3, again.stderr
-    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    lines = check_scan_lines(report.read_text().splitlines())  # the cut-off line is gone
     files = [line for line in lines if line["type"] == "file"]
     assert [Path(line["path"]).name for line in files] == [
         "astronaut.png",
@@ -268,7 +274,7 @@ def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
     stdin = "".join(f"{evidence / name}\n" for name in names)
     result = run("-", "--weights", str(weights), "--jsonl", "-", "--workers", "1", stdin=stdin)
     assert result.returncode == 3, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = check_scan_lines(result.stdout.splitlines())
     assert lines[0]["type"] == "meta" and lines[-1]["type"] == "end"
     assert [Path(line["path"]).name for line in lines[1:-1]] == names
     assert lines[3]["status"] == "error" and "no such file" in lines[3]["error"]
@@ -297,7 +303,7 @@ def test_fail_on_fake_and_clean_exit(evidence, weights):
         "-",
     )
     assert clean.returncode == 0, clean.stderr
-    assert json.loads(clean.stdout.splitlines()[1])["faces"][0]["label"] == "real"
+    assert check_scan_lines(clean.stdout.splitlines())[1]["faces"][0]["label"] == "real"
 
 
 def test_usage_and_fatal_errors(evidence, weights, tmp_path):
@@ -306,7 +312,8 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
     )
     # no weights named: the bundled demo, loudly
     assert demo.returncode == 0 and "DEMO" in demo.stderr
-    assert json.loads(demo.stdout.splitlines()[0])["demo"] is True
+    meta = check_scan_lines(demo.stdout.splitlines())[0]
+    assert meta["demo"] is True and meta["weights"]["demo"] is True
     missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 1 and "weights not found" in missing.stderr
     pickled = tmp_path / "evil.safetensors"

@@ -1,7 +1,6 @@
 """``mfclip scan`` under ``torchrun``: the inputs are split across processes, the report is one
 and in order."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 from media import astronaut, face_free, mosaic
 from PIL import Image
+from report_schemas import check_scan_lines
 
 from mfclip_cli.model import build_model, save_checkpoint
 
@@ -64,8 +64,8 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
     # torchrun reports any non-zero exit of a rank as its own failure (exit 1), so the exit code
     # contract holds for single-process scans only; the report is what must agree.
     assert double.returncode == 1 and "exitcode  : 3" in double.stderr, double.stderr[-3000:]
-    one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
-    two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    one = check_scan_lines((tmp_path / "one.jsonl").read_text().splitlines())
+    two = check_scan_lines((tmp_path / "two.jsonl").read_text().splitlines())
     assert two[0]["processes"] == 2 and two[0]["inputs"] == one[0]["inputs"] == 6
     assert (
         one[-1]["type"] == two[-1]["type"] == "end"

@@ -2,7 +2,6 @@
 in every report, and the same probabilities as a scan without it."""
 
 import csv
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from media import astronaut, mosaic, save_video
 from PIL import Image
+from report_schemas import check_scan_lines
 from test_scan_cli import run
 
 from mfclip_cli.engines.scan.inputs import InputItem
@@ -33,7 +33,7 @@ def photos(tmp_path_factory):
 
 def _files(report):
     return [
-        line for line in map(json.loads, report.read_text().splitlines()) if line["type"] == "file"
+        line for line in check_scan_lines(report.read_text().splitlines()) if line["type"] == "file"
     ]
 
 
@@ -97,7 +97,7 @@ def test_an_explain_folder_is_checked_before_the_scan(photos, weights, tmp_path)
 
 def test_a_png_that_cannot_be_written_is_that_files_problem(photos, weights, tmp_path):
     probe = run(str(photos / "astronaut.png"), "--weights", str(weights), "--jsonl", "-")
-    sha = json.loads(probe.stdout.splitlines()[1])["sha256"]
+    sha = check_scan_lines(probe.stdout.splitlines())[1]["sha256"]
     folder = tmp_path / "why"
     (folder / f"astronaut.{sha[:8]}.face0.png").mkdir(parents=True)  # a folder in its place
     report = tmp_path / "r.jsonl"

@@ -2,7 +2,6 @@
 faces, run as a subprocess the way an analyst runs it, against single-weights scans."""
 
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import torch
 from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from rich.console import Console
 
 import mfclip_cli.faces.pipeline as pipeline
@@ -100,7 +100,7 @@ def _weights(checkpoints, *names):
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return check_scan_lines(path.read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def scans(checkpoints, evidence, tmp_path_factory):
     for name in NAMES:
         result = run(str(evidence), *_weights(checkpoints, name), "--frames", "2", "--jsonl", "-")
         assert result.returncode == 0, result.stderr
-        alone[name] = [json.loads(line) for line in result.stdout.splitlines()]
+        alone[name] = check_scan_lines(result.stdout.splitlines())
     result = run(
         str(evidence),
         *_weights(checkpoints, *NAMES),
@@ -177,7 +177,7 @@ def test_the_primary_keeps_the_single_scan_record(scans):
 
 def test_every_report_carries_the_detectors(scans, checkpoints):
     _, together, out = scans
-    document = json.loads((out / "m.json").read_text())
+    document = check_json_file(out / "m.json", "scan")
     assert document["files"] == [
         {k: v for k, v in line.items() if k != "type"} for line in _files(together)
     ]
@@ -279,7 +279,7 @@ def test_explain_and_fpr_thresholds_with_several_checkpoints(checkpoints, eviden
         "-",
     )
     assert result.returncode == 0, result.stderr
-    meta, record, _ = [json.loads(line) for line in result.stdout.splitlines()]
+    meta, record, _ = check_scan_lines(result.stdout.splitlines())
     assert meta["thresholds"]["fake"] == 0.7 and meta["thresholds"]["fake_compared"] == [0.7, 0.05]
     (face,) = record["faces"]
     assert Path(face["explanation"]).is_file() and face["richest_patch"]

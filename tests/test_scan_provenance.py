@@ -4,7 +4,6 @@ trust anchors, --no-provenance, and the --fail-on-declared-ai gate."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import provenance_media as media
 import pytest
 from media import astronaut
+from report_schemas import check_scan_lines
 from rich.console import Console
 
 from mfclip_cli.engines.scan.records import FileRecord
@@ -59,7 +59,7 @@ def case(tmp_path_factory):
 
 
 def records(jsonl: str) -> dict[str, dict]:
-    lines = [json.loads(line) for line in jsonl.splitlines()]
+    lines = check_scan_lines(jsonl.splitlines())
     return {Path(line["path"]).name: line for line in lines if line["type"] == "file"}
 
 
@@ -77,7 +77,7 @@ def scanned(case, weights, tmp_path_factory):
 
 def test_each_file_reports_exactly_its_evidence(scanned):
     lines = (scanned / "r.jsonl").read_text().splitlines()
-    meta = json.loads(lines[0])
+    meta = check_scan_lines(lines)[0]
     assert meta["provenance"]["c2pa_trust"] is None
     assert set(meta["provenance"]["checks"]) == {"c2pa", "metadata", "watermark"}
     found = {name: record["provenance"] for name, record in records("\n".join(lines)).items()}
@@ -132,7 +132,9 @@ def test_trust_anchor_gate_and_switch(case, weights):
     clean = mfclip("scan", str(root / "clean.png"), *common, "--fail-on-declared-ai")
     assert clean.returncode == 0, clean.stderr
     off = mfclip("scan", signed, *common, "--no-provenance")
-    assert off.returncode == 0 and json.loads(off.stdout.splitlines()[0])["provenance"] is None
+    assert (
+        off.returncode == 0 and check_scan_lines(off.stdout.splitlines())[0]["provenance"] is None
+    )
     assert "provenance" not in records(off.stdout)["c2pa_ai.jpg"]
     refused = mfclip("scan", signed, *common, "--c2pa-trust", str(root / "clean.png"))
     assert refused.returncode == 2 and "c2pa-trust" in refused.stderr

@@ -1,7 +1,6 @@
 """Nothing lost, nothing mislabelled: resume, interruption, unwritable outputs, narrow terminals."""
 
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
@@ -32,7 +32,7 @@ def photos(tmp_path_factory):
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return check_scan_lines(path.read_text().splitlines())
 
 
 def _file_records(path: Path) -> list[dict]:
@@ -195,7 +195,7 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
         and lines[-1]["complete"] is False
         and lines[-1]["files_written"] == len(written)
     )
-    report = json.loads(document.read_text())
+    report = check_json_file(document, "scan")
     assert report["meta"]["complete"] is False and report["meta"]["inputs"] == 120
     assert report["files"] == [{k: v for k, v in line.items() if k != "type"} for line in written]
 
@@ -223,7 +223,7 @@ def test_outputs_are_checked_before_the_scan_and_a_refusal_leaves_nothing(
 def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_path):
     copies = tmp_path / "copies"
     astronaut_sha = run(str(photos / "b_astronaut.png"), "--weights", str(weights), "--jsonl", "-")
-    sha = json.loads(astronaut_sha.stdout.splitlines()[1])["sha256"]
+    sha = check_scan_lines(astronaut_sha.stdout.splitlines())[1]["sha256"]
     (copies / f"b_astronaut.{sha[:8]}.png").mkdir(parents=True)  # a folder where its copy would go
     report = tmp_path / "r.jsonl"
     result = run(
@@ -255,7 +255,7 @@ def test_min_face_is_a_floor_on_the_reported_faces(photos, weights):
     result = run(str(photos / "d_mosaic.png"), "--weights", str(weights), "--jsonl", "-")
     sizes = [
         max(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1])
-        for f in json.loads(result.stdout.splitlines()[1])["faces"]
+        for f in check_scan_lines(result.stdout.splitlines())[1]["faces"]
     ]
     floor = sorted(sizes)[1] + 1  # between the faces' sizes
     result = run(
@@ -268,7 +268,7 @@ def test_min_face_is_a_floor_on_the_reported_faces(photos, weights):
         str(int(floor)),
     )
     (record,) = [
-        json.loads(line) for line in result.stdout.splitlines() if '"type": "file"' in line
+        line for line in check_scan_lines(result.stdout.splitlines()) if line["type"] == "file"
     ]
     kept = [max(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) for f in record["faces"]]
     assert kept and all(size >= int(floor) for size in kept), (sizes, kept)
@@ -281,7 +281,7 @@ def test_symlink_loop_in_a_folder_gets_an_error_record(weights, tmp_path):
     assert result.returncode == 3, result.stderr
     records = {
         Path(line["path"]).name: line
-        for line in map(json.loads, result.stdout.splitlines())
+        for line in check_scan_lines(result.stdout.splitlines())
         if line["type"] == "file"
     }
     assert records["loop"]["status"] == "error" and "symbolic link loop" in records["loop"]["error"]
@@ -340,7 +340,7 @@ def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
     )
 
     result = run(str(tmp_path / "panorama.png"), "--weights", str(weights), "--jsonl", "-")
-    meta, record, _ = map(json.loads, result.stdout.splitlines())
+    meta, record, _ = check_scan_lines(result.stdout.splitlines())
     assert meta["thresholds"]["smallest_face"] == 20 and meta["thresholds"]["detect_max_side"] == 0
     (face,) = record["faces"]
     x1, y1, x2, y2 = face["box"]
@@ -359,6 +359,6 @@ def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
         "--detect-max-side",
         "1600",
     )
-    _, record, _ = map(json.loads, coarse.stdout.splitlines())
+    _, record, _ = check_scan_lines(coarse.stdout.splitlines())
     # and the report says why
     assert record["status"] == "no_face" and record["smallest_face"] == 60

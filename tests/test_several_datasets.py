@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from report_schemas import check_json_file
 from rich.console import Console
 from test_train import _face
 
@@ -199,7 +200,7 @@ def test_train_eval_and_calibrate_on_two_prepared_folders(two, tmp_path):
     weights = str(run / "best.safetensors")
     eval_args = ("--protocol", "cross-dataset-ordered", "-w", weights, "--device", "cpu")
     mfclip("eval", *data, *eval_args, "--bootstrap", "0", "--json", str(report_path))
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     assert report["protocol"]["held_out"] == ["beta"]
     assert report["protocol"]["sizes"]["test"] == 24 and list(report["subsets"]) == ["beta"]
     assert [source["data"] for source in report["data"]["sources"]] == [str(alpha), str(beta)]
@@ -247,7 +248,7 @@ def test_label_map_on_train_calibrate_and_eval(tmp_path):
         "eval", *data, "--label-map", label_map, "-w", str(calibrated), "--device", "cpu",
         "--bootstrap", "0", "--json", str(report_path),
     )  # fmt: skip
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     assert report["overall"]["n"] == 8 and list(report["subsets"]) == ["t2i"]
 
 
@@ -270,7 +271,7 @@ def test_one_class_test_split_is_refused_unless_allowed_then_auc_is_undefined(tm
     assert "--allow-one-class" in refused.stderr
     report_path = tmp_path / "eval.json"
     allowed = mfclip(*args, "--allow-one-class", "--bootstrap", "50", "--json", str(report_path))
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     assert report["undefined"]["metrics"] == ["auc", "ap", "eer"]
     why = "the test split has no real faces (real 0, diffusion 3, gan 3)"
     assert report["undefined"]["why"] == why

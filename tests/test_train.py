@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from report_schemas import check_json_file
 from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
@@ -154,7 +155,7 @@ def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trai
         "--plots",
         str(plots),
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     overall = report["overall"]
     assert overall["auc"] >= 0.9
     for key in ("auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1", "confusion"):
@@ -198,7 +199,7 @@ def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tm
         "--json",
         str(report_path),
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     held_out = set(report["protocol"]["held_out"])
     assert held_out and set(report["subsets"]) == held_out
 

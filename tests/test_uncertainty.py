@@ -2,12 +2,12 @@
 in every report."""
 
 import csv
-import json
 import math
 
 import pytest
 from media import astronaut
 from PIL import Image
+from report_schemas import check_scan_lines
 from test_scan_cli import run
 
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord, normalised_entropy
@@ -55,7 +55,7 @@ def test_scan_reports_the_uncertainty_of_the_probabilities_it_reports(weights, t
         str(table),
     )
     assert result.returncode == 0, result.stderr
-    (face,) = json.loads(report.read_text().splitlines()[1])["faces"]
+    (face,) = check_scan_lines(report.read_text().splitlines())[1]["faces"]
     assert 0 <= face["uncertainty"] <= 1
     assert face["uncertainty"] == pytest.approx(
         normalised_entropy(list(face["probs"].values())), abs=1e-5

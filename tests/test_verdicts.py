@@ -2,7 +2,6 @@
 stability under re-encoding, and both end to end through calibrate, scan, report and eval."""
 
 import csv
-import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +13,7 @@ import pytest
 import torch
 from media import astronaut, face_free, mosaic
 from PIL import Image
+from report_schemas import check_json_file, check_scan_lines
 from test_train import make_dataset
 
 from mfclip_cli.data.perturb import Perturbation
@@ -240,7 +240,7 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
         "--jsonl", "scan.jsonl", "--csv", "scan.csv", "--fail-on-inconclusive", "-q",
         cwd=tmp_path, check=False,
     )  # fmt: skip
-    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    lines = check_scan_lines((tmp_path / "scan.jsonl").read_text().splitlines())
     meta, files = lines[0], [line for line in lines if line["type"] == "file"]
     threshold = calibration_at(calibration, meta["precision"]["used"])["inconclusive"][
         "uncertainty_threshold"
@@ -301,7 +301,7 @@ def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
 
     def scan(*extra):
         result = run(*common, *extra, cwd=tmp_path, check=False)
-        return result.returncode, json.loads(result.stdout.splitlines()[1])["faces"][0]
+        return result.returncode, check_scan_lines(result.stdout.splitlines())[1]["faces"][0]
 
     code, face = scan("--fail-on-fake")
     assert (code, face["label"], face["inconclusive"]) == (0, "inconclusive", ["uncertain"])
@@ -321,7 +321,7 @@ def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recomp
         "eval", "--data", data, "-w", weights, "--device", "cpu", "--bootstrap", "0",
         "--json", report_path, "--predictions", predictions, "--plots", plots,
     )  # fmt: skip
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     band = report["inconclusive"]
     # the band eval applies is the one fitted at the precision it ran (int8 has its own fit)
     calibration = calibration_at(
@@ -400,7 +400,7 @@ def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
         "scan", "crossing.mp4", "-w", weights, "--device", "cpu", "--frames", "12",
         "--jsonl", "scan.jsonl", "--html", "report.html", "-q", cwd=tmp_path,
     )  # fmt: skip
-    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    lines = check_scan_lines((tmp_path / "scan.jsonl").read_text().splitlines())
     record = lines[1]
     faces = record["faces"]
     assert len(faces) >= 20  # two faces in (nearly) every one of the 12 frames
@@ -461,7 +461,7 @@ def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):
         "scan", ".", "-w", weights, "--device", "cpu", "--duplicates", "--jsonl", "scan.jsonl",
         "--html", "report.html", "-q", cwd=tmp_path,
     )  # fmt: skip
-    lines = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    lines = check_scan_lines((tmp_path / "scan.jsonl").read_text().splitlines())
     files = {line["path"]: line for line in lines if line["type"] == "file"}
     assert all(len(line["phash"]) == 16 for line in files.values())
     (group,) = lines[-1]["duplicates"]

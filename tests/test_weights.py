@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from report_schemas import check_scan_lines
 
 from mfclip_cli.engines.weights.store import (
     BUNDLED_STORE,
@@ -121,7 +122,7 @@ def test_quick_start_scan_of_the_examples_with_the_demo_weights():
     result = mfclip("scan", str(EXAMPLES), "--jsonl", "-", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "DEMO" in result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = check_scan_lines(result.stdout.splitlines())
     assert lines[0]["type"] == "meta" and lines[0]["demo"] is True
     assert lines[-1] == {**lines[-1], "type": "end", "complete": True, "files_written": 7}
     files = {Path(line["path"]).name: line for line in lines[1:-1]}
@@ -146,7 +147,10 @@ def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
         "scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(bare), "--jsonl", "-", "--quiet"
     )
     assert scanned.returncode == 0, scanned.stderr
-    assert "DEMO" in scanned.stderr and json.loads(scanned.stdout.splitlines()[0])["demo"] is True
+    assert (
+        "DEMO" in scanned.stderr
+        and check_scan_lines(scanned.stdout.splitlines())[0]["demo"] is True
+    )
     assert weights_info(str(bare))["demo"] is True
     entry = register_weights(bare, "mine", store=tmp_path / "store")
     assert entry["demo"] is True and resolve_weights("mine", tmp_path / "store").demo is True

@@ -1,7 +1,7 @@
 """The ``mfclip`` command line: thin Typer commands over the engines, one module per command
 group (``scan.py``: scan, report; ``data.py``: prepare, data inspect, synth; ``train.py``:
-train, ablate; ``evaluate.py``: eval, calibrate; ``bench.py``; ``weights.py``), the options
-they share in ``options.py`` and the error-to-exit-code mapping in ``errors.py``.
+train, ablate; ``evaluate.py``: eval, calibrate; ``bench.py``; ``schema.py``; ``weights.py``),
+the options they share in ``options.py`` and the error-to-exit-code mapping in ``errors.py``.
 
 Importing it imports no torch: each command imports its engine when it runs.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from mfclip_cli import __version__
-from mfclip_cli.cli import bench, data, evaluate, scan, train, weights
+from mfclip_cli.cli import bench, data, evaluate, scan, schema, train, weights
 
 app = typer.Typer(
     name="mfclip",
@@ -58,6 +58,7 @@ for command, name in (
     (train.ablate, "ablate"),
     (data.synth, "synth"),
     (bench.bench, "bench"),
+    (schema.schema, "schema"),
 ):
     app.command(name)(command)
 app.add_typer(data.app, name="data")

@@ -43,6 +43,7 @@ from mfclip_cli.faces import (
 )
 from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
@@ -215,6 +216,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         if record["status"] != "ok"
     ]
     summary = {
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "finished_utc": utc_now(),

@@ -31,6 +31,7 @@ from mfclip_cli.engines.evaluate.tables import (
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.files import write_json_atomic
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import calibration_summary
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores
 from mfclip_cli.scoring.significance import delong_test
@@ -133,6 +134,7 @@ def compare(
     aucs = [one.report["overall"]["auc"] for one in scored]
     report = {
         "type": "eval-comparison",
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "started_utc": started,

@@ -56,6 +56,7 @@ from mfclip_cli.engines.weights.store import (
 )
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.attribution import (
     Attributions,
     Attributor,
@@ -309,6 +310,7 @@ def score_checkpoint(
     )
     report = {
         "type": "eval",
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "started_utc": started,

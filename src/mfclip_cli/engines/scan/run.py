@@ -58,6 +58,7 @@ from mfclip_cli.engines.weights.store import (
 )
 from mfclip_cli.model import detector_of
 from mfclip_cli.model.config import MFCLIP_DETECTOR
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import (
     calibration_summary,
@@ -236,6 +237,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
     calibration = calibration_at(primary.info.calibration, precision.used)
     return {
         "type": "meta",
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "weights": weights_record(primary),

@@ -1,0 +1,48 @@
+"""The report contract: JSON Schema (draft 2020-12) of every record mfclip writes, as package data.
+
+One schema per report kind, each a JSON file here (read through ``importlib.resources``, so a
+wheel install has them), each accepting every record of its kind:
+
+- ``scan``: the ``--json`` document, and each ``--jsonl`` line (meta, file, end);
+- ``eval``: ``eval --json`` with one checkpoint (type ``eval``) or several (``eval-comparison``);
+- ``prepare``: ``OUT/prepare.json`` and each line of ``OUT/prepare.jsonl``.
+
+Every report names the format it follows in ``schema_version`` (the scan's meta, the eval
+report, prepare's summary). Additions bump the minor version, removals and renames the major one;
+a schema reads every report of its major version. Building blocks sit under ``$defs``, open
+(``*_fields``, ``meta``, ``run_summary``, ``file``) where a record extends them and closed where a
+record is complete (``unevaluatedProperties: false``); each schema stands alone, and a block the
+scan and eval schemas both hold is the same in both. To add a field, add it to the
+``properties`` of its ``$defs`` entry (in every schema holding it), bump ``SCHEMA_VERSION`` and
+note it in docs/output.md.
+
+Printing a schema needs nothing beyond the standard library; validating one needs
+``jsonschema`` (a test dependency, or any validator of the consumer's choice).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+SCHEMA_VERSION = "1.0.0"
+SCHEMA_NAMES = ("scan", "eval", "prepare")
+
+
+class UnknownSchemaError(ValueError):
+    """A schema name mfclip does not ship."""
+
+
+def schema_text(name: str) -> str:
+    """The schema ``name`` as shipped, JSON text."""
+    if name not in SCHEMA_NAMES:
+        raise UnknownSchemaError(
+            f"no schema named {name!r}; mfclip ships {', '.join(SCHEMA_NAMES)}"
+        )
+    return resources.files(__name__).joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema ``name``, parsed."""
+    return json.loads(schema_text(name))

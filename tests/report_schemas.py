@@ -1,0 +1,76 @@
+"""Reports checked against the JSON Schemas mfclip ships, the way a consumer outside mfclip would:
+``jsonschema`` on the files and streams as written. A test that writes a report calls one of
+these, so a format change the schema does not describe fails the suite."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from mfclip_cli.schemas import SCHEMA_VERSION, load_schema
+
+
+@cache
+def validator(kind: str) -> Draft202012Validator:
+    schema = load_schema(kind)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_errors(record: Any, kind: str) -> list[str]:
+    """Why ``record`` is not a valid ``kind`` record (empty when it is): the most relevant error
+    of each failing branch, with where it lies."""
+    errors = list(validator(kind).iter_errors(record))
+    if not errors:
+        return []
+    error = best_match(errors)
+    where = "/".join(map(str, error.absolute_path)) or "(top)"
+    return [f"{where}: {error.message}"]
+
+
+def check(record: Any, kind: str) -> Any:
+    """``record``, asserted to be a valid ``kind`` record of this schema version."""
+    problems = schema_errors(record, kind)
+    assert not problems, f"not a valid {kind} record: {problems[0]}"
+    version = _version_of(record)
+    assert version in (None, SCHEMA_VERSION), f"schema_version {version}, not {SCHEMA_VERSION}"
+    return record
+
+
+def _version_of(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    return (record.get("meta") or record).get("schema_version")
+
+
+def check_scan_lines(lines: Iterable[str]) -> list[dict]:
+    """The records of a scan's JSON Lines output, each validated; the first must be its meta."""
+    records = [check(json.loads(line), "scan") for line in lines if line.strip()]
+    assert records and records[0]["type"] == "meta", "a scan's JSON Lines start with its meta"
+    return records
+
+
+def check_scan_outputs(json_path: Path | None = None, jsonl_path: Path | None = None) -> None:
+    """A scan's ``--json`` document and ``--jsonl`` file, as written."""
+    if json_path is not None:
+        check(json.loads(Path(json_path).read_text(encoding="utf-8")), "scan")
+    if jsonl_path is not None:
+        check_scan_lines(Path(jsonl_path).read_text(encoding="utf-8").splitlines())
+
+
+def check_json_file(path: Path, kind: str) -> dict:
+    """A JSON report file (eval --json, prepare.json), validated and returned."""
+    return check(json.loads(Path(path).read_text(encoding="utf-8")), kind)
+
+
+def check_prepared(out: Path) -> None:
+    """Everything ``mfclip prepare`` writes about its run: OUT/prepare.json and each line of
+    OUT/prepare.jsonl."""
+    check_json_file(out / "prepare.json", "prepare")
+    for line in (out / "prepare.jsonl").read_text(encoding="utf-8").splitlines():
+        check(json.loads(line), "prepare")
