@@ -9,7 +9,9 @@
 # `mfclip calibrate --data "$work/faces" --protocol in-domain` (temperature, FPR thresholds, OOD
 # statistics); a run of this script now gets all three from training itself, and the label-set
 # embeddings for generator attribution as well (docs/attribution.md): the demo then names its
-# seven synthetic artifacts, which are not real generators.
+# seven synthetic artifacts, which are not real generators. A run now also names its data by
+# folder name and sample-list digest, never by path, and gives each FPR threshold its support
+# (docs/calibration.md); the bundled file predates that and still records its build folders.
 set -euo pipefail
 
 bundled="$(cd "$(dirname "${BASH_SOURCE[0]}")/../src/mfclip_cli/weights" && pwd)"
