@@ -286,7 +286,7 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     # the int8 model's own threshold, and what its val split says of it
     at_int8 = _scan(image, "--weights", str(calibrated), *accepted, "--precision", "int8")
     assert at_int8.returncode == 0, at_int8.stderr
-    meta = [json.loads(line) for line in at_int8.stdout.splitlines()][0]
+    meta = check_scan_lines(at_int8.stdout.splitlines())[0]
     int8_entry = stored["int8"]["thresholds"]["fpr:0.01"]
     assert meta["thresholds"]["fake"] == int8_entry["threshold"]
     assert meta["operating_point"] == {
@@ -391,7 +391,7 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
 
 
 def _faces(result) -> tuple[dict, list[dict]]:
-    meta, *lines = (json.loads(line) for line in result.stdout.splitlines())
+    meta, *lines = check_scan_lines(result.stdout.splitlines())
     return meta, [face for line in lines if line["type"] == "file" for face in line["faces"]]
 
 
@@ -444,7 +444,7 @@ def test_eval_scores_at_the_precision_asked_with_its_calibration(dataset, calibr
         "--json",
         str(report_path),
     )
-    report = json.loads(report_path.read_text())
+    report = check_json_file(report_path, "eval")
     int8 = read_checkpoint_info(calibrated).calibration["int8"]
     assert report["precision"]["used"] == "int8"
     assert report["calibration"]["temperature"] == int8["temperature"]
