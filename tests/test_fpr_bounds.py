@@ -15,6 +15,7 @@ from mfclip_cli.scoring.calibration import (
     threshold_for_fpr,
 )
 from mfclip_cli.scoring.fpr_bounds import fpr_support, fpr_upper_bound, reals_needed
+from mfclip_cli.scoring.inconclusive import fit_uncertainty_threshold
 
 
 @pytest.mark.parametrize(
@@ -91,3 +92,19 @@ def test_a_record_written_before_support_was_kept_gets_it_from_its_counts():
     }
     with pytest.raises(UsageError, match="unsupported"):
         threshold_for_fpr(legacy, 0.01)
+
+
+def test_the_inconclusive_band_keeps_the_lower_bound_of_its_conclusive_accuracy():
+    # 20 val faces, sure to unsure: the 12 surest are right but the 11th, so the target 0.9 keeps
+    # exactly those 12 (11 right) and the bound is Beta(11, 2)'s 5 % quantile
+    sure = np.linspace(0.99, 0.60, 20)
+    probs = np.stack([1 - sure, sure / 2, sure / 2], axis=1)  # every face said fake
+    labels = ["gan"] * 20
+    labels[10] = "real"
+    for i in range(12, 20):
+        labels[i] = "real"
+    band = fit_uncertainty_threshold(labels, probs, target=0.9)
+    assert band["val_conclusive_faces"] == 12 and band["val_conclusive_accuracy"] == 11 / 12
+    assert band["val_conclusive_accuracy_lower_95"] == pytest.approx(beta.ppf(0.05, 11, 2))
+    # the same as one minus the upper bound on 1 error in 12
+    assert band["val_conclusive_accuracy_lower_95"] == pytest.approx(1 - fpr_upper_bound(1, 12))

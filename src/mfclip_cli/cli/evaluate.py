@@ -298,7 +298,9 @@ def _band_line(band: dict) -> str:
         return line + ": not reached on val, every face would be inconclusive)"
     return (
         f"{line}; val: {band['val_conclusive_share']:.1%} conclusive, accuracy "
-        f"{band['val_conclusive_accuracy']:.4f} on them, {band['val_accuracy']:.4f} on all)"
+        f"{band['val_conclusive_accuracy']:.4f} on them (95 % lower bound "
+        f"{band['val_conclusive_accuracy_lower_95']:.4f} from {band['val_conclusive_faces']} "
+        f"faces), {band['val_accuracy']:.4f} on all)"
     )
 
 

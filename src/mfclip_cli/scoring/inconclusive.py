@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound
 
 INCONCLUSIVE = "inconclusive"
 TARGET_ACCURACY = 0.95
@@ -66,6 +67,8 @@ def fit_uncertainty_threshold(
     reaching = np.flatnonzero(last_of_tie & (cumulative >= target - 1e-12))
     threshold = float(sorted_spread[reaching[-1]]) if len(reaching) else 0.0
     conclusive = spread <= threshold if len(reaching) else np.zeros(len(spread), bool)
+    kept = int(conclusive.sum())
+    errors = kept - int(right[conclusive].sum())
     return {
         "uncertainty_threshold": threshold,
         "rule": "largest val uncertainty whose val faces at or below it are right (real vs "
@@ -74,6 +77,10 @@ def fit_uncertainty_threshold(
         "reached": bool(len(reaching)),
         "val_conclusive_share": float(conclusive.mean()) if len(spread) else None,
         "val_conclusive_accuracy": float(right[conclusive].mean()) if conclusive.any() else None,
+        # what so few faces can show: the exact binomial (Clopper-Pearson) 95 % lower bound on
+        # the accuracy of faces like the conclusive ones, from their error count
+        "val_conclusive_faces": kept,
+        "val_conclusive_accuracy_lower_95": 1.0 - fpr_upper_bound(errors, kept) if kept else None,
         "val_accuracy": float(right.mean()) if len(right) else None,
     }
 
