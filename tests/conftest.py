@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from build_paths import BUNDLED_DEMO, checkpoint_build_paths
+from build_paths import checkpoint_build_paths
 
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
 
@@ -42,13 +42,10 @@ def checkpoints_name_no_build_paths(tmp_path_factory):
     under the session's temporary folder: none may record an absolute path of this machine in its
     header or sidecar (a checkpoint travels; issue 31)."""
     yield
-    # A copy of the bundled demo (calibrated, registered) repeats what the demo records: those
-    # are the demo's own, which test_portable_checkpoints checks (none once it is rebuilt).
-    inherited = set(checkpoint_build_paths(BUNDLED_DEMO))
     found = {
         str(path): paths
         for path in sorted(tmp_path_factory.getbasetemp().rglob("*.safetensors"))
-        if path.is_file() and (paths := sorted(set(_build_paths_of(path)) - inherited))
+        if path.is_file() and (paths := _build_paths_of(path))
     }
     assert not found, f"checkpoints recording absolute paths: {found}"
 

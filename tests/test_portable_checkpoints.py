@@ -15,11 +15,6 @@ from mfclip_cli.engines.weights.store import BUNDLED_STORE, read_registry
 from mfclip_cli.model.checkpoint import portable_config, sidecar_path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bundled demo predates issue 31: rebuild it with scripts/train-demo.sh "
-    "(new SHA-256 in the registry and README), then drop this mark",
-)
 def test_the_bundled_demo_records_no_absolute_path():
     # the sidecar ships too, and is checked with the header
     assert sidecar_path(BUNDLED_DEMO).is_file()
