@@ -6,6 +6,9 @@ until tests/snapshots/cli-surface.json is regenerated on purpose
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import typer.main
 from mfclip_cli.cli import app
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "cli-surface.json"
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 def _default(param) -> object:
@@ -94,3 +98,16 @@ def test_the_snapshot_covers_every_command():
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
     SNAPSHOT.write_text(json.dumps(surface(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
+
+
+def test_help_shows_metavars_and_no_type_labels():
+    # what a user reads: no "<bool>" on flags, no "<str>" or "<list[str]>" after a metavar
+    for path in [[], *(name.split() for name in surface())]:
+        shown = subprocess.run(
+            [MFCLIP, *path, "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "100"},
+            check=True,
+        ).stdout
+        assert not re.search(r"<(bool|str|int|float|Path|path|list\[[^\]]*\])>", shown), path

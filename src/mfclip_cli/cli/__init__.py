@@ -9,6 +9,7 @@ Importing it imports no torch: each command imports its engine when it runs.
 from __future__ import annotations
 
 import typer
+from typer.core import TyperArgument, TyperGroup
 
 from mfclip_cli import __version__
 from mfclip_cli.cli import bench, data, evaluate, scan, schema, train, weights
@@ -65,5 +66,21 @@ app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
 
 
+def command() -> TyperGroup:
+    """The click command tree of ``app``, its arguments' help showing their metavar alone: typer's
+    plain help appends its own type label to an argument (``PATH <list[str]>``), which says
+    nothing the metavar and help do not, and which no option shows."""
+    root_command = typer.main.get_command(app)
+    assert isinstance(root_command, TyperGroup)
+    pending = [root_command]
+    while pending:
+        current = pending.pop()
+        pending += getattr(current, "commands", {}).values()
+        for param in current.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    return root_command
+
+
 def main() -> None:
-    app()
+    command()()

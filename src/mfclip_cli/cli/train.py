@@ -98,7 +98,10 @@ def train(
         None, "--workers", help="Data-loading processes (default 1).", metavar="N"
     ),
     device: str = typer.Option(
-        "auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)."
+        "auto",
+        "--device",
+        help="auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU).",
+        metavar="DEVICE",
     ),
     resume: bool = typer.Option(
         False,
