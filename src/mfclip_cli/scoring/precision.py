@@ -27,7 +27,7 @@ from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import fit_calibration, softmax
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.inference import predict_outputs
-from mfclip_cli.scoring.metrics import calibration_metrics, json_safe, roc_auc
+from mfclip_cli.scoring.metrics import calibration_metrics, fake_scores, json_safe, roc_auc
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
 REQUESTABLE = (AUTO, FP32, INT8)
@@ -132,13 +132,13 @@ def verdict_labels(probs: np.ndarray, threshold: float = LABEL_THRESHOLD) -> np.
     1 - p(real) is under ``threshold``, else the likelier fake class."""
     fakes = np.array(probs, dtype=np.float64)
     fakes[:, _REAL] = -np.inf
-    return np.where(1.0 - probs[:, _REAL] < threshold, _REAL, fakes.argmax(axis=1))
+    return np.where(fake_scores(probs) < threshold, _REAL, fakes.argmax(axis=1))
 
 
 def _quality(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
     is_fake = np.array([label != "real" for label in labels], dtype=np.int64)
     return {
-        "auc": json_safe(roc_auc(is_fake, 1.0 - probs[:, _REAL])),
+        "auc": json_safe(roc_auc(is_fake, fake_scores(probs))),
         "ece_fake": calibration_metrics(labels, probs)["ece_fake"],
     }
 
