@@ -177,12 +177,16 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**environment, "HF_HUB_OFFLINE": "1"},
+        # Ctrl-C as a terminal sends it, even where pytest itself runs as a background job (whose
+        # children a shell starts with SIGINT ignored, which Python then leaves ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (
         not jsonl.exists() or jsonl.read_text().count('"type": "file"') < 2
     ):
         time.sleep(0.05)
+    assert process.poll() is None, "the scan ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
