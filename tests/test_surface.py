@@ -111,3 +111,27 @@ def test_help_shows_metavars_and_no_type_labels():
             check=True,
         ).stdout
         assert not re.search(r"<(bool|str|int|float|Path|path|list\[[^\]]*\])>", shown), path
+
+
+def test_an_option_never_takes_another_option_for_its_value(tmp_path):
+    # "--explain --jsonl out.jsonl": Click would hand "--jsonl" to --explain as its folder
+    image = Path(__file__).parents[1] / "examples" / "no_face.jpg"
+    result = subprocess.run(
+        [MFCLIP, "scan", str(image), "--explain", "--jsonl", "out.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "'--jsonl', an option of this command" in result.stderr and "--explain" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no folder named --jsonl, no report
+    # a value that merely starts with a dash is still a value
+    missing = subprocess.run(
+        [MFCLIP, "scan", "--jsonl", "-", "-not-an-option.jpg"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert "an option of this command" not in missing.stderr

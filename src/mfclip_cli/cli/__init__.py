@@ -9,7 +9,7 @@ Importing it imports no torch: each command imports its engine when it runs.
 from __future__ import annotations
 
 import typer
-from typer.core import TyperArgument, TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from mfclip_cli import __version__
 from mfclip_cli.cli import bench, data, evaluate, scan, schema, train, weights
@@ -66,16 +66,43 @@ app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
 
 
+def _refuse_option_names_as_values(current: typer.core.TyperCommand | TyperGroup) -> None:
+    """Click gives an option that takes a value the next word whatever it is, so
+    ``--explain --jsonl out.jsonl`` would write heatmaps into a folder named ``--jsonl`` and scan
+    ``out.jsonl`` as an input; a value that is one of the command's own option names is refused
+    as a usage error instead."""
+    names = {name for param in current.params for name in (*param.opts, *param.secondary_opts)}
+    for param in current.params:
+        if not isinstance(param, TyperOption) or param.is_flag or param.count:
+            continue
+
+        def process_value(ctx, value, param=param, original=param.process_value):
+            given = value if isinstance(value, (list, tuple)) else (value,)
+            clash = next((item for item in given if isinstance(item, str) and item in names), None)
+            if clash is not None:
+                raise typer.BadParameter(
+                    f"got {clash!r}, an option of this command, as its value: give "
+                    f"{param.opts[0]} its {param.metavar or 'value'} first",
+                    ctx=ctx,
+                    param=param,
+                )
+            return original(ctx, value)
+
+        param.process_value = process_value  # type: ignore[method-assign]
+
+
 def command() -> TyperGroup:
     """The click command tree of ``app``, its arguments' help showing their metavar alone: typer's
     plain help appends its own type label to an argument (``PATH <list[str]>``), which says
-    nothing the metavar and help do not, and which no option shows."""
+    nothing the metavar and help do not, and which no option shows; and no option takes another
+    option's name for its value (``_refuse_option_names_as_values``)."""
     root_command = typer.main.get_command(app)
     assert isinstance(root_command, TyperGroup)
     pending = [root_command]
     while pending:
         current = pending.pop()
         pending += getattr(current, "commands", {}).values()
+        _refuse_option_names_as_values(current)
         for param in current.params:
             if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
