@@ -5,13 +5,11 @@
 #
 # SYNTHETIC data only (see `mfclip synth --help` and the SYNTH.md it writes): the demo weights
 # recognise those documented artifacts, not real GAN or diffusion faces.
-# The bundled file (2026-12-03) is the earlier run of this script, calibrated afterwards with
-# `mfclip calibrate --data "$work/faces" --protocol in-domain` (temperature, FPR thresholds, OOD
-# statistics); a run of this script now gets all three from training itself, and the label-set
-# embeddings for generator attribution as well (docs/attribution.md): the demo then names its
-# seven synthetic artifacts, which are not real generators. A run now also names its data by
-# folder name and sample-list digest, never by path, and gives each FPR threshold its support
-# (docs/calibration.md); the bundled file predates that and still records its build folders.
+# The bundled file is this script's output, as it is. Training itself adds the temperature, the
+# FPR thresholds with their support, the inconclusive band, the OOD statistics, the int8 entry and
+# the generator model for attribution (docs/attribution.md): the demo names its seven synthetic
+# artifacts, which are not real generators. Its records name the data by folder name and
+# sample-list digest, never by path.
 set -euo pipefail
 
 bundled="$(cd "$(dirname "${BASH_SOURCE[0]}")/../src/mfclip_cli/weights" && pwd)"

@@ -1,6 +1,7 @@
-"""Open-set generator attribution: the stored label-set embeddings against the language encoder,
-the probabilities against a direct computation, the open-set rule on a held-out generator, and
-the fields through calibrate, eval, scan, JSON Lines and ``mfclip report``."""
+"""Open-set generator attribution: the fingerprints against a NumPy/SciPy computation, the
+generator model against Gaussian posteriors, the open-set rule on held-out generators of real
+synthetic images, and the fields through calibrate, eval, scan, JSON Lines and
+``mfclip report``."""
 
 import csv
 
@@ -11,24 +12,28 @@ from attribution_data import HELD_OUT, TRAINED, make_attribution_dataset, write_
 from media import astronaut
 from PIL import Image
 from report_schemas import check_json_file, check_scan_lines
+from scipy import ndimage
+from scipy.stats import multivariate_normal
 from test_train import MFCLIP, run
 
-from mfclip_cli.data import Sample
+from mfclip_cli.data import Sample, load_protocol, read_dataset, select
+from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import save_fitted
+from mfclip_cli.model import read_checkpoint_info
+from mfclip_cli.model.checkpoint import Fitted, save_fitted
+from mfclip_cli.model.noise import SRM_KERNELS, SRM_NORMALISERS
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.scoring.attribution import (
     KEEP_FRACTION,
     UNKNOWN,
-    Attributor,
     attribution_metrics,
     attribution_problem,
     attributor_of,
     fit_attribution,
 )
+from mfclip_cli.scoring.fingerprints import FEATURES, GRID, GRID_ROWS, RINGS, face_fingerprints
 
 FAMILY = {name: "gan" if "-gan-" in name else "diffusion" for name in (*TRAINED, *HELD_OUT)}
 
@@ -37,94 +42,107 @@ def _fake(name: str, index: int) -> Sample:
     return Sample(f"{name}/{index}.png", FAMILY[name], "efs", name)
 
 
-def _label_set(name: str) -> LabelSet:
-    return LabelSet(FAMILY[name], "efs", name)
+# -- the fingerprint ----------------------------------------------------------------------------
+def _reference_fingerprint(face: np.ndarray) -> np.ndarray:
+    """One face [3, H, W] in [0, 1], computed plainly: BT.601 grey levels, SciPy's correlation
+    with the SRM kernels (mirrored border), NumPy's Hann window and FFT, cell and ring means."""
+    grey = np.round(np.tensordot([0.299, 0.587, 0.114], face.astype(np.float64) * 255, axes=1))
+    height, width = grey.shape
+    window = np.outer(np.hanning(height), np.hanning(width))
+    fy = (np.arange(height) - height // 2) / height
+    fx = (np.arange(width) - width // 2) / width
+    radius = np.hypot(fy[:, None], fx[None, :]) / np.hypot(0.5, 0.5)
+    ring = np.minimum(np.floor(radius * RINGS + 1e-9).astype(int), RINGS - 1)
+    features = []
+    for kernel, normaliser in zip(SRM_KERNELS.numpy(), SRM_NORMALISERS):
+        residual = ndimage.correlate(grey, kernel.astype(np.float64), mode="mirror") / normaliser
+        residual -= residual.mean()
+        power = np.fft.fftshift(np.abs(np.fft.fft2(residual * window)) ** 2)
+        cells = power.reshape(GRID, height // GRID, GRID, width // GRID).mean(axis=(1, 3))
+        features += [cells[:GRID_ROWS].ravel(), [power[ring == k].mean() for k in range(RINGS)]]
+    return np.log(np.concatenate(features) + 1e-6)
 
 
-def _near(rng, centre: torch.Tensor, count: int, spread: float) -> np.ndarray:
-    """``count`` embeddings scattered about ``centre`` (scaled: attribution reads directions)."""
-    points = centre.numpy()[None, :] + spread * rng.normal(size=(count, centre.shape[0]))
-    return points * rng.uniform(0.5, 3.0, size=(count, 1))
+def test_fingerprints_equal_a_direct_computation():
+    faces = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fingerprints = face_fingerprints(faces).numpy()
+    assert fingerprints.shape == (2, FEATURES) and fingerprints.dtype == np.float32
+    for face, row in zip(faces.numpy(), fingerprints):
+        # float32 FFT against float64: log power within 0.1 %
+        np.testing.assert_allclose(row, _reference_fingerprint(face), atol=1e-3)
 
 
-@pytest.fixture
-def language(tiny_model):
-    """The tiny model's text embedding of each generator's label set, trained or not."""
-    with torch.no_grad():
-        names = (*TRAINED, *HELD_OUT)
-        return dict(zip(names, tiny_model.language([_label_set(name) for name in names])))
+def test_a_periodic_trace_shows_where_its_period_says():
+    """A 4-px period across the face adds power at 1/4 cycle/px: in the ring there, in the
+    horizontal SRM residual (the 2-D ones cancel a trace constant down the columns)."""
+    rng = np.random.default_rng(0)
+    flat = np.clip(0.5 + rng.normal(0, 0.02, (1, 3, 128, 128)), 0, 1)
+    x = np.arange(128)
+    traced = np.clip(flat + 0.04 * np.cos(np.pi * x / 2), 0, 1)
+    prints = face_fingerprints(torch.from_numpy(np.r_[flat, traced]).float()).numpy()
+    rings = prints.reshape(2, 3, -1)[:, 2, GRID * GRID_ROWS :]  # the horizontal residual's
+    quarter = int(0.25 / np.hypot(0.5, 0.5) * RINGS)
+    gain = (rings[1] - rings[0])[1:]  # ring 0 (near zero frequency) holds next to no power
+    assert gain[quarter - 1] > 2.0 and gain[quarter - 1] == gain.max()
 
 
-def _fitted(tiny_model, language, rng):
-    """Attribution fitted on val embeddings near each trained generator's own text."""
-    val = [_fake(name, i) for name in TRAINED for i in range(40)]
-    embeddings = np.concatenate([_near(rng, language[name], 40, 0.02) for name in TRAINED])
+# -- the generator model ------------------------------------------------------------------------
+def _clouds(rng, count: int, centres: dict[str, np.ndarray], spread: float = 1.0) -> np.ndarray:
+    return np.concatenate(
+        [centres[name] + spread * rng.normal(size=(count, 8)) for name in centres]
+    )
+
+
+def _fit_on_clouds(rng):
+    """A model fitted on 8-number fingerprints scattered about one centre per generator."""
+    centres = {name: rng.normal(scale=4.0, size=8) for name in (*TRAINED, *HELD_OUT)}
+    trained = {name: centres[name] for name in TRAINED}
+    train = [_fake(name, i) for name in TRAINED for i in range(40)]
+    val = [_fake(name, i) for name in TRAINED for i in range(20)]
     reals = [Sample(f"real/{i}.png", "real") for i in range(5)]
-    train = [_label_set(name) for name in TRAINED for _ in range(3)] + [LabelSet("real")]
     attributor = fit_attribution(
-        tiny_model, train, [*reals, *val], np.r_[np.ones((5, 64)), embeddings], fitted_on={}
+        [*reals, *train],
+        np.r_[rng.normal(size=(5, 8)), _clouds(rng, 40, trained)],
+        val,
+        _clouds(rng, 20, trained),
+        fitted_on={},
     )
-    return attributor, val, embeddings
+    return attributor, centres, val
 
 
-def test_the_stored_embeddings_are_the_language_encoders(tiny_model, language, tmp_path):
-    attributor, *_ = _fitted(tiny_model, language, np.random.default_rng(0))
+def test_probabilities_are_the_gaussian_posteriors_of_the_stored_model():
+    rng = np.random.default_rng(1)
+    attributor, centres, _ = _fit_on_clouds(rng)
     assert attributor.generators == sorted(TRAINED)  # by family, then name
-    plain = save_checkpoint(tiny_model, tmp_path / "plain.safetensors")
-    fitted = save_fitted(
-        plain, tmp_path / "fitted.safetensors", fitted={"attribution": attributor.fitted()}
-    )
-    info = read_checkpoint_info(fitted.path)
-    assert info.attribution == attributor.record and attributor_of(plain) is None
-    stored = attributor_of(info)
-    model, _ = load_checkpoint(fitted.path)  # with its language encoder
-    label_sets = [LabelSet(**{k: s[k] for k in ("label", "forgery_type")}, generator=s["generator"])
-                  for s in stored.label_sets]  # fmt: skip
-    with torch.no_grad():
-        expected = model.language(label_sets).numpy()
-    np.testing.assert_allclose(stored.text, expected, rtol=0, atol=1e-6)
-    assert stored.logit_scale == pytest.approx(float(model.criterion.logit_scale().detach().exp()))
-    # the model loads as before: its tensors are not the embeddings
-    for name, tensor in tiny_model.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], tensor)
-
-
-def test_probabilities_sum_to_one_and_follow_the_stored_temperature(tiny_model, language):
-    attributor, _, _ = _fitted(tiny_model, language, np.random.default_rng(1))
-    faces = torch.rand(6, 3, tiny_model.crop_size, tiny_model.crop_size)
-    with torch.no_grad():
-        embeddings = tiny_model.eval().embed(faces)
-    result = attributor.attribute(embeddings.numpy())
+    assert [s["train_samples"] for s in attributor.label_sets] == [40] * 4
+    prints = _clouds(rng, 3, centres)
+    result = attributor.attribute(prints)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-12)
-    text = torch.from_numpy(attributor.text)
-    cosine = torch.nn.functional.normalize(embeddings.double(), dim=-1) @ text.T
-    expected = torch.softmax(attributor.logit_scale * cosine, dim=-1).numpy()
+    # the posterior of equal-prior Gaussians with the stored means and shared covariance
+    standard = (prints - attributor.center) / attributor.scale
+    covariance = np.linalg.inv(attributor.precision)
+    densities = np.stack(
+        [multivariate_normal(mean, covariance).logpdf(standard) for mean in attributor.means], 1
+    )
+    expected = np.exp(densities - densities.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
     order = [attributor.generators.index(s["generator"]) for s in attributor.label_sets]
     np.testing.assert_allclose(result.probs[:, order], expected, atol=1e-9)
-    np.testing.assert_allclose(result.best_similarity, cosine.max(dim=1).values, atol=1e-9)
-    hotter = Attributor(attributor.text, {**attributor.record, "logit_scale": 1.0})
-    flatter = hotter.attribute(embeddings.numpy()).probs
-    assert flatter.max() < result.probs.max()
-    np.testing.assert_allclose(flatter[:, order], torch.softmax(cosine, dim=-1).numpy(), atol=1e-9)
+    nearest = np.sqrt(
+        [[(z - m) @ attributor.precision @ (z - m) for m in attributor.means] for z in standard]
+    ).min(axis=1)
+    np.testing.assert_allclose(result.distance, nearest, atol=1e-9)
+    # the stored means are the training fakes' per-generator means, standardised
+    assert attributor.record["fitted_on"]["train_fakes"] == 160
 
 
-def test_a_held_out_generator_is_unknown_more_often_than_any_known_name(tiny_model, language):
-    """Faces of each trained generator lie near its text embedding, as training draws them;
-    those of a generator held out of training near a direction that no trained prompt was
-    aligned with (a trace of a new kind)."""
+def test_a_held_out_generator_is_unknown_more_often_than_any_known_name():
     rng = np.random.default_rng(2)
-    attributor, val, val_embeddings = _fitted(tiny_model, language, rng)
-    for name in HELD_OUT:
-        language[name] = torch.nn.functional.normalize(torch.randn(64), dim=0)
+    attributor, centres, val = _fit_on_clouds(rng)
     record = attributor.record
-    best = attributor.similarities(val_embeddings).max(axis=1)
-    assert record["threshold"] == pytest.approx(np.quantile(best, 1 - KEEP_FRACTION))
     assert record["val"]["attributed"] >= KEEP_FRACTION and record["val"]["fakes"] == len(val)
     test = [_fake(name, i) for name in (*TRAINED, *HELD_OUT) for i in range(30)]
-    test_embeddings = np.concatenate(
-        [_near(rng, language[name], 30, 0.02) for name in (*TRAINED, *HELD_OUT)]
-    )
-    result = attributor.attribute(test_embeddings)
+    result = attributor.attribute(_clouds(rng, 30, centres))
     named = result.named()
     for held_out in HELD_OUT:
         said = [name for name, sample in zip(named, test) if sample.generator == held_out]
@@ -132,42 +150,81 @@ def test_a_held_out_generator_is_unknown_more_often_than_any_known_name(tiny_mod
         assert counts.get(UNKNOWN, 0) > max(
             [count for name, count in counts.items() if name != UNKNOWN], default=0
         ), counts
-    metrics = attribution_metrics(
-        attributor, test, result, val, attributor.attribute(val_embeddings)
-    )
-    assert metrics["seen"]["top1"] > 0.75 and metrics["seen"]["n"] == 30 * len(TRAINED)
+    metrics = attribution_metrics(attributor, test, result, val, result)
+    assert metrics["seen"]["top1"] > 0.9 and metrics["seen"]["n"] == 30 * len(TRAINED)
     assert metrics["unseen"]["named_as_known"] < 0.5 and metrics["unseen"]["auroc_unknown"] > 0.8
     confusion = metrics["confusion"]
     assert np.sum(confusion["counts"]) == len(test) and confusion["columns"][-1] == UNKNOWN
-    # an out-of-distribution face is unknown whatever its similarity
-    flagged = attributor.attribute(test_embeddings[:2], [True, False])
+    # an out-of-distribution face is unknown whatever its distance
+    near = np.stack([centres[TRAINED[0]]] * 2)
+    flagged = attributor.attribute(near, [True, False])
     assert flagged.record(0)["generator"] == UNKNOWN
     assert flagged.record(0)["reason"] == "out of distribution"
     assert flagged.record(1)["generator"] == TRAINED[0] and "reason" not in flagged.record(1)
     assert flagged.record(0)["probability"] is None and len(flagged.record(0)["top"]) == 3
+    far = attributor.attribute(near + 100.0).record(0)
+    assert far["generator"] == UNKNOWN and far["reason"] == "beyond the distance threshold"
+
+
+def test_the_threshold_keeps_the_stated_share_of_val_fakes():
+    rng = np.random.default_rng(3)
+    centres = {name: rng.normal(scale=4.0, size=8) for name in TRAINED}
+    val = [_fake(name, i) for name in TRAINED for i in range(20)]
+    val_prints = _clouds(rng, 20, centres)
+    train = [_fake(name, i) for name in TRAINED for i in range(40)]
+    train_prints = _clouds(rng, 40, centres)
+    refit = fit_attribution(train, train_prints, val, val_prints, fitted_on={})
+    distance = refit.attribute(val_prints).distance
+    assert refit.threshold == pytest.approx(np.quantile(distance, KEEP_FRACTION))
 
 
 def test_splits_that_cannot_give_attribution_say_why():
     reals = [LabelSet("real")]
     assert "names its generator" in attribution_problem([*reals, LabelSet("gan", "efs")], [])
     val = [Sample("a.png", "gan", "efs", "other")]
-    assert "no fake of a trained generator" in attribution_problem(
-        [LabelSet("gan", "efs", "mine")], val
-    )
+    mine = LabelSet("gan", "efs", "mine")
+    assert "no fake of a trained generator" in attribution_problem([mine] * 3, val)
+    assert "too few" in attribution_problem([mine, mine], [Sample("b.png", "gan", "efs", "mine")])
 
 
-# -- end to end: calibrate adds attribution, eval measures it, scan reports it ---------------------
+# -- on images: the synthetic protocol ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("attribution")
-    return make_attribution_dataset(root / "data", per_generator=12), write_protocol(
+    return make_attribution_dataset(root / "data", per_generator=16), write_protocol(
         root / "holdout.toml"
     )
 
 
+def _fingerprints(root, samples) -> np.ndarray:
+    images = FaceImages(root, [sample.path for sample in samples], 128)
+    faces, _ = collate_faces([images[i] for i in range(len(samples))])
+    return face_fingerprints(faces).numpy()
+
+
+def test_fingerprints_of_the_synthetic_generators_tell_same_family_ones_apart(data):
+    """The acceptance's setting on its images: four trained generators, two per family, two
+    held out; attribution among the trained ones is well above the within-family chance."""
+    dataset, protocol = data
+    index = read_dataset(dataset)
+    splits = select(index, load_protocol(str(protocol)), ("train", "val", "test"))
+    attributor = fit_attribution(
+        splits.train,
+        _fingerprints(index.root, splits.train),
+        splits.val,
+        _fingerprints(index.root, splits.val),
+        fitted_on={},
+    )
+    result = attributor.attribute(_fingerprints(index.root, splits.test))
+    metrics = attribution_metrics(attributor, splits.test, result, splits.val, result)
+    assert metrics["seen"]["n"] >= 15 and metrics["seen"]["top1"] >= 0.8, metrics["seen"]
+    assert metrics["unseen"]["auroc_unknown"] > 0.6, metrics["unseen"]
+
+
+# -- end to end: calibrate adds attribution, eval measures it, scan reports it ---------------------
 @pytest.fixture(scope="module")
 def calibrated(data, weights, tmp_path_factory):
-    """The random tiny checkpoint calibrated on the protocol: its label-set embeddings added."""
+    """The random tiny checkpoint calibrated on the protocol: its generator model added."""
     dataset, protocol = data
     out = tmp_path_factory.mktemp("calibrated") / "attributing.safetensors"
     result = run(
@@ -178,15 +235,25 @@ def calibrated(data, weights, tmp_path_factory):
     return out
 
 
-def test_calibrate_stores_the_trained_generators(calibrated, weights):
+def test_calibrate_stores_the_generator_model_of_the_training_fakes(data, calibrated):
+    dataset, protocol = data
     info = read_checkpoint_info(calibrated)
     assert info.attribution["generators"] == sorted(TRAINED)
     assert info.attribution["fitted_on"]["protocol"] == "attribution-holdout"
-    model, _ = load_checkpoint(weights)
-    label_sets = [_label_set(name) for name in info.attribution["generators"]]
-    with torch.no_grad():
-        expected = model.language(label_sets).numpy()
-    np.testing.assert_allclose(attributor_of(info).text, expected, atol=1e-6)
+    index = read_dataset(dataset)
+    splits = select(index, load_protocol(str(protocol)), ("train", "val"))
+    expected = fit_attribution(
+        splits.train,
+        _fingerprints(index.root, splits.train),
+        splits.val,
+        _fingerprints(index.root, splits.val),
+        fitted_on={},
+    )
+    stored = attributor_of(info)
+    for name in ("center", "scale", "means"):
+        np.testing.assert_allclose(getattr(stored, name), getattr(expected, name), rtol=1e-5)
+    np.testing.assert_allclose(stored.precision, expected.precision, rtol=1e-4, atol=1e-4)
+    assert stored.threshold == pytest.approx(expected.threshold, rel=1e-5)
 
 
 def test_eval_attribution_equals_a_recomputation_from_its_predictions(data, calibrated, tmp_path):
@@ -206,12 +273,19 @@ def test_eval_attribution_equals_a_recomputation_from_its_predictions(data, cali
     assert attribution["seen"]["top1"] == pytest.approx(
         np.mean([t[0] == row["generator"] for t, row in zip(top, seen)])
     )
+    assert attribution["seen"]["top1"] > 0.5  # the within-family chance
     assert attribution["seen"]["top3"] == pytest.approx(
         np.mean([row["generator"] in t for t, row in zip(top, seen)])
     )
     assert attribution["unseen"]["n"] == len(unseen) > 0
     assert attribution["unseen"]["named_as_known"] == pytest.approx(
         np.mean([row["generator_unknown"] == "false" for row in unseen])
+    )
+    distances = [float(row["generator_distance"]) for row in seen + unseen]
+    assert all(
+        (row["generator_unknown"] == "true") == (d > attribution["threshold"])
+        for row, d in zip(seen + unseen, distances)
+        if row["ood"] != "true"
     )
     assert sorted(attribution["unseen"]["generators"]) == sorted(HELD_OUT)
     assert (plots / "attribution-confusion.png").read_bytes()[:4] == b"\x89PNG"
@@ -222,24 +296,32 @@ def _scan(*args):
     return run(MFCLIP, "scan", "--device", "cpu", *args, check=False)
 
 
-def test_scan_records_round_trip_and_an_old_checkpoint_scans_as_before(
+def test_scan_records_round_trip_and_older_checkpoints_scan_as_before(
     calibrated, weights, tmp_path
 ):
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut()).save(image)
-    # the old checkpoint with calibrate's embeddings and nothing else added, at a threshold every
-    # face passes, so that this random model names a generator
+    # the plain checkpoint with calibrate's generator model and nothing else added, at a threshold
+    # every face passes, so that a face is named
     attributor = attributor_of(read_checkpoint_info(calibrated))
-    attributor.record["threshold"] = -1.0
+    attributor.record["threshold"] = 1e9
     naming = save_fitted(
         read_checkpoint_info(weights),
         tmp_path / "naming.safetensors",
         fitted={"attribution": attributor.fitted()},
     )
+    # a checkpoint with the earlier text-prompt attribution record: read as none, and said why
+    text_record = {k: v for k, v in attributor.record.items() if k != "features"}
+    text_era = save_fitted(
+        read_checkpoint_info(weights),
+        tmp_path / "text-era.safetensors",
+        fitted={"attribution": Fitted(text_record, {})},
+    )
     reports = {}
     for name, checkpoint, fake_threshold in (
         ("new", naming.path, "0"),  # every face labelled non-real: each is attributed
         ("old", weights, "0"),
+        ("text", text_era.path, "0"),
         ("real", naming.path, "1"),  # every face labelled real: none is
     ):
         jsonl, table = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.csv"
@@ -265,28 +347,34 @@ def test_scan_records_round_trip_and_an_old_checkpoint_scans_as_before(
     run(MFCLIP, "report", str(jsonl), "--html", str(html))
     page = html.read_text()
     assert f"<strong>{attribution['generator']}</strong>" in page and "generators known" in page
-    # the old checkpoint: the same verdict, no attribution anywhere, the meta says why
-    (old_meta, old_record, *_), old_row, _ = reports["old"]
-    assert old_meta["attribution"]["available"] is False
-    assert "no label-set embeddings" in old_meta["attribution"]["reason"]
-    old_face = old_record["faces"][0]
-    assert "attribution" not in old_face
-    assert old_face == {key: value for key, value in face.items() if key != "attribution"}
-    assert old_row["attributed_generator"] == "" and old_row["attribution_probability"] == ""
+    # the checkpoints without a usable generator model: the same verdict, no attribution, the
+    # meta says why
+    for name, reason in (("old", "no generator fingerprints"), ("text", "text-prompt")):
+        (old_meta, old_record, *_), old_row, _ = reports[name]
+        assert old_meta["attribution"]["available"] is False
+        assert reason in old_meta["attribution"]["reason"]
+        old_face = old_record["faces"][0]
+        assert "attribution" not in old_face
+        assert old_face == {key: value for key, value in face.items() if key != "attribution"}
+        assert old_row["attributed_generator"] == "" and old_row["attribution_probability"] == ""
     (_, real_record, *_), real_row, _ = reports["real"]
     assert real_record["faces"][0]["label"] == "real"
     assert "attribution" not in real_record["faces"][0] and real_row["attributed_generator"] == ""
 
 
-def test_the_scanner_attributes_each_face_from_its_forward_pass(tiny_model, language):
-    attributor, *_ = _fitted(tiny_model, language, np.random.default_rng(3))
+def test_the_scanner_attributes_each_face_from_its_fingerprint(tiny_model):
     faces = torch.rand(4, 3, tiny_model.crop_size, tiny_model.crop_size)
+    prints = face_fingerprints(faces).numpy()
+    # a generator model on these faces' own fingerprints, jittered
+    train = [_fake(TRAINED[i % 4], i) for i in range(4)] * 3
+    jitter = np.random.default_rng(5).normal(scale=0.1, size=(12, FEATURES))
+    attributor = fit_attribution(
+        train, np.tile(prints, (3, 1)) + jitter, train[:4], prints, fitted_on={}
+    )
     scanner = Scanner(
         tiny_model, ScanSettings(device="cpu"), torch.device("cpu"), attribution=attributor
     )
     found = scanner.model_stage.classify(faces)
     assert all(face.attribution is not None for face in found)
-    with torch.no_grad():
-        embeddings = tiny_model.embed(faces).numpy()
-    expected = attributor.attribute(embeddings)
+    expected = attributor.attribute(prints)
     assert [face.attribution for face in found] == [expected.record(i) for i in range(4)]

@@ -14,8 +14,10 @@ from report_schemas import check_json_file, check_scan_lines
 from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import sidecar_path
+from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import rates_at_threshold
@@ -235,16 +237,20 @@ def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
     model, _ = load_checkpoint(trained / "best.safetensors", inference=True)
     index = read_dataset(dataset)
     samples = index.samples[:6]
-    logits, embeddings = predict_outputs(
-        model, index.root, samples, torch.device("cpu"), embeddings=True
+    logits, embeddings, fingerprints = predict_outputs(
+        model, index.root, samples, torch.device("cpu"), embeddings=True, fingerprints=True
     )
-    assert embeddings.shape[0] == len(samples) == logits.shape[0]
+    assert embeddings.shape[0] == len(samples) == logits.shape[0] == fingerprints.shape[0]
     with torch.no_grad():
         from_embeddings = model.head(torch.from_numpy(embeddings)).numpy()
     np.testing.assert_allclose(from_embeddings, logits, atol=1e-5)
-    alone, none = predict_outputs(model, index.root, samples, torch.device("cpu"))
-    assert none is None
-    np.testing.assert_allclose(alone, logits, atol=1e-5)
+    faces, _ = collate_faces(
+        [FaceImages(index.root, [s.path for s in samples], model.crop_size)[i] for i in range(6)]
+    )
+    np.testing.assert_allclose(fingerprints, face_fingerprints(faces).numpy(), atol=1e-5)
+    alone = predict_outputs(model, index.root, samples, torch.device("cpu"))
+    assert alone.embeddings is None and alone.fingerprints is None
+    np.testing.assert_allclose(alone.logits, logits, atol=1e-5)
 
 
 def _scan(image, *args):
@@ -375,8 +381,9 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
     # the parity figures, computed again from both models' val logits (same batches)
     index, val = _val_split(dataset)
     model, _ = load_checkpoint(calibrated, inference=True)
-    fp32_logits, _ = predict_outputs(model, index.root, val, torch.device("cpu"))
-    int8_logits, _ = predict_outputs(model_at(model, "int8"), index.root, val, torch.device("cpu"))
+    fp32_logits = predict_outputs(model, index.root, val, torch.device("cpu")).logits
+    int8_model = model_at(model, "int8")
+    int8_logits = predict_outputs(int8_model, index.root, val, torch.device("cpu")).logits
     labels = [sample.label for sample in val]
     expected = measure_parity(
         fp32_logits, int8_logits, labels, record["temperature"], int8["temperature"]

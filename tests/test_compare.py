@@ -106,7 +106,7 @@ def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
     scores = []
     for checkpoint in (calibrated, other):
         model, info = load_checkpoint(checkpoint, inference=True)
-        logits, _ = predict_outputs(model, index.root, test, torch.device("cpu"))
+        logits = predict_outputs(model, index.root, test, torch.device("cpu")).logits
         probs = softmax(logits, temperature_of(info.calibration))
         scores.append(1 - probs[:, CLASS_NAMES.index("real")])
     expected = delong_test(fake, *scores)

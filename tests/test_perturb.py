@@ -270,7 +270,7 @@ def test_eval_scores_each_perturbation_beside_the_clean_row(
     index = read_dataset(dataset)
     test = select(index, load_protocol(protocol_file), required=("test",)).test
     (noise,) = parse_perturbations(["noise:5"])
-    logits, _ = predict_outputs(
+    logits = predict_outputs(
         model,
         index.root,
         test,
@@ -279,7 +279,7 @@ def test_eval_scores_each_perturbation_beside_the_clean_row(
         workers=2,
         perturbation=noise,
         seed=0,
-    )
+    ).logits
     probs = softmax(logits, read_checkpoint_info(calibrated).calibration["temperature"])
     labels = [sample.label for sample in test]
     expected = detection_metrics(labels, probs)

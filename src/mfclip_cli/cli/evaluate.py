@@ -275,8 +275,8 @@ def calibrate(
             lines.insert(
                 -1,
                 f"attribution among {len(attribution['generators'])} trained generator(s) "
-                f"({', '.join(attribution['generators'])}): similarity threshold "
-                f"{attribution['threshold']:.4f}",
+                f"({', '.join(attribution['generators'])}): distance threshold "
+                f"{attribution['threshold']:.2f}",
             )
         if record["at_bound"]:
             error_console.print(

@@ -4,8 +4,8 @@ The resolved model config travels inside the safetensors header as well, so the 
 rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers the config too;
 so does the calibration record (``scoring/calibration.py``), the out-of-distribution
 statistics (``scoring/ood.py``: a header record and tensors named ``ood.*`` beside the model's)
-and the label-set text embeddings for attribution (``scoring/attribution.py``: a header record
-and tensors named ``attribution.*``), where a checkpoint has them.
+and the generator model for attribution (``scoring/attribution.py``: a header record and
+tensors named ``attribution.*``), where a checkpoint has them.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """

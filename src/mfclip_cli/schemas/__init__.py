@@ -26,7 +26,7 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "2.0.0"
 SCHEMA_NAMES = ("scan", "eval", "prepare")
 
 

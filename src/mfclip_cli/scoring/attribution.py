@@ -1,26 +1,28 @@
-"""Open-set generator attribution from MFCLIP's fine-grained prompts: which trained generator a
-fake face most resembles, or "unknown".
+"""Open-set generator attribution: which trained generator a fake face's fingerprint most
+resembles, or "unknown".
 
-Training aligns each fake face's embedding with the text embedding of its label set (the four
-prompt levels, authenticity to generator name, combined by the language encoder's learnt level
-weights). At the end of training, and in ``mfclip calibrate``, the trained language encoder
-embeds once every fake label set that the training split holds with a generator name; those
-embeddings [K, D] travel in the checkpoint (tensor ``attribution.text_embeddings``; the label
-sets, the logit scale and the threshold in its ``attribution`` header record), so scanning needs
-no text tower. For a face embedding x (the vision encoder's output, as the contrastive loss reads
-it, unit-normalised):
+A face's generator fingerprint is the power spectrum of its SRM noise residuals
+(``fingerprints.py``). At the end of training, and in ``mfclip calibrate``, the fingerprints of
+the training split's fakes are modelled per label set (family, forgery type, generator) as
+Gaussians with one shared covariance: linear discriminant analysis, the covariance shrunk by
+Ledoit and Wolf's rule, since a few hundred fakes cannot estimate 216 x 216 numbers. The class
+means, the precision matrix and the feature scaling travel in the checkpoint (tensors
+``attribution.*``; the label sets and the threshold in its ``attribution`` header record). For a
+face's fingerprint x, standardised as the training fakes were:
 
-* s_k = cos(x, t_k), its similarity to each stored label set k;
-* p_k = softmax_k(scale * s_k), with ``scale`` the model's learnt contrastive logit scale
-  (exp of ``criterion.log_logit_scale``); a generator's probability is the sum over its label
-  sets, and so are a family's and a forgery type's;
-* open set: the face is "unknown" when it is out of distribution (``ood.py``) or when
-  max_k s_k is below the threshold, the 5th percentile of max_k s_k over the validation split's
-  fakes of the trained generators (so 95 % of faces like those are attributed). A generator absent
-  from training whose faces resemble no trained prompt is left unknown, not forced onto the
-  nearest name.
+* d_k, its Mahalanobis distance to each stored label set's mean;
+* p_k = softmax_k(-d_k^2 / 2) (equal priors: the training split's mix of generators says nothing
+  about a case's); a generator's probability is the sum over its label sets, and so are a
+  family's and a forgery type's;
+* open set: the face is "unknown" when it is out of distribution (``ood.py``) or when min_k d_k is
+  above the threshold, the 95th percentile of min_k d_k over the validation split's fakes of the
+  trained generators (so 95 % of faces like those are attributed). A generator absent from
+  training whose faces resemble no trained one is left unknown, not forced onto the nearest name.
 
-Attribution is only ever among the generators the checkpoint was trained on.
+MFCLIP's generator-level prompt is not used here: scoring face embeddings against the trained
+label sets' text embeddings was built and measured first, and stayed at the within-family chance
+(docs/attribution.md). The fingerprints need no prompt, so every detector's checkpoint can carry
+attribution. It is only ever among the generators the checkpoint was trained on.
 """
 
 from __future__ import annotations
@@ -39,22 +41,26 @@ from mfclip_cli.model.checkpoint import (
     Fitted,
     read_fitted_tensors,
 )
-from mfclip_cli.model.config import MFCLIP_DETECTOR
-from mfclip_cli.model.detectors import detector_of
 from mfclip_cli.model.prompts import LabelSet
+from mfclip_cli.scoring.fingerprints import DESCRIPTION, FEATURES, FINGERPRINT_NAME
 from mfclip_cli.scoring.metrics import json_safe, roc_auc
 from mfclip_cli.timestamps import utc_now
 
-TEXT = f"{ATTRIBUTION_TENSOR_PREFIX}text_embeddings"
+TENSORS = ("center", "scale", "means", "precision")  # each ATTRIBUTION_TENSOR_PREFIX + name
 KEEP_FRACTION = 0.95  # of the val fakes of trained generators that stay attributed
+MIN_SPREAD_FAKES = 2  # training fakes beyond one per label set, to estimate their spread
 TOP_COUNT = 3  # generators listed per face
 UNKNOWN = "unknown"
-RULE = (
-    "unknown when the face is out of distribution or its best similarity to a trained label set "
-    f"is below the {1 - KEEP_FRACTION:.0%} quantile of the validation fakes' best similarities "
-    f"(keeps {KEEP_FRACTION:.0%} of val fakes of trained generators attributed)"
+METHOD = (
+    "linear discriminant analysis of generator fingerprints: one Gaussian per trained label set, "
+    "a shared Ledoit-Wolf-shrunk covariance, equal priors"
 )
-OUT_OF_DISTRIBUTION, BELOW_THRESHOLD = "out of distribution", "below the similarity threshold"
+RULE = (
+    "unknown when the face is out of distribution or its Mahalanobis distance to the nearest "
+    f"trained label set is above the {KEEP_FRACTION:.0%} quantile of the validation fakes' "
+    f"distances (keeps {KEEP_FRACTION:.0%} of val fakes of trained generators attributed)"
+)
+OUT_OF_DISTRIBUTION, BEYOND_THRESHOLD = "out of distribution", "beyond the distance threshold"
 
 
 def fakes_of(
@@ -81,6 +87,12 @@ def attribution_problem(train_label_sets: Sequence[LabelSet], val: Sequence[Samp
     known = known_label_sets(train_label_sets)
     if not known:
         return "no fake in the training split names its generator"
+    fakes = sum(1 for labels in train_label_sets if labels in set(known))
+    if fakes < len(known) + MIN_SPREAD_FAKES:
+        return (
+            f"the training split holds {fakes} fake(s) of {len(known)} named label set(s): too "
+            "few to estimate how their fingerprints spread"
+        )
     if not fakes_of(val, {labels.generator for labels in known}):
         return (
             "the validation split holds no fake of a trained generator: the open-set threshold "
@@ -90,13 +102,16 @@ def attribution_problem(train_label_sets: Sequence[LabelSet], val: Sequence[Samp
 
 
 def unavailable_reason(info: CheckpointInfo) -> str:
-    """Why a checkpoint without attribution has none, in words for the reports."""
-    detector = detector_of(info.config)
-    if detector != MFCLIP_DETECTOR:
-        return f"the {detector} detector has no text prompts to attribute with"
+    """Why a checkpoint without usable attribution has none, in words for the reports."""
+    if info.attribution and info.attribution.get("features", {}).get("name") != FINGERPRINT_NAME:
+        return (
+            "this checkpoint's attribution is the earlier text-prompt scoring, which measured at "
+            "the within-family chance and is no longer read; mfclip calibrate fits generator "
+            "fingerprints in its place"
+        )
     return (
-        "this checkpoint stores no label-set embeddings (written before attribution existed, or "
-        "its training named no generators); mfclip calibrate adds them"
+        "this checkpoint stores no generator fingerprints (written before attribution existed, "
+        "or its training named no generators); mfclip calibrate adds them"
     )
 
 
@@ -106,7 +121,7 @@ class Attributions:
 
     generators: list[str]  # the columns of ``probs``
     probs: np.ndarray  # [N, G] over the trained generators; rows sum to 1
-    best_similarity: np.ndarray  # [N] max_k cos(face, label set k)
+    distance: np.ndarray  # [N] min_k Mahalanobis distance to a trained label set
     unknown: np.ndarray  # [N] bool
     reasons: list[str | None]  # [N] why unknown (None when attributed)
     family: list[str]  # [N] the family (label) of highest summed probability
@@ -125,8 +140,8 @@ class Attributions:
 
     def record(self, index: int) -> dict[str, Any]:
         """A face record's ``attribution``: its generator (or ``unknown`` and why), the family and
-        forgery type of the trained label sets it resembles, its best similarity, and the closest
-        trained generators with their probabilities (listed even when it is unknown)."""
+        forgery type of the trained label sets it resembles, its distance to the nearest, and the
+        closest trained generators with their probabilities (listed even when it is unknown)."""
         row = self.probs[index]
         order = np.argsort(-row, kind="stable")[:TOP_COUNT]
         unknown = bool(self.unknown[index])
@@ -135,7 +150,7 @@ class Attributions:
             "probability": None if unknown else round(float(row[order[0]]), 6),
             "family": self.family[index],
             "forgery_type": self.forgery_type[index],
-            "similarity": round(float(self.best_similarity[index]), 6),
+            "distance": round(float(self.distance[index]), 6),
             **({"reason": self.reasons[index]} if unknown else {}),
             "top": [
                 {"generator": self.generators[j], "probability": round(float(row[j]), 6)}
@@ -146,13 +161,18 @@ class Attributions:
 
 @dataclass
 class Attributor:
-    """A checkpoint's stored label-set embeddings and what attributing with them needs."""
+    """A checkpoint's generator model: the fingerprint scaling, each trained label set's mean
+    and the shared precision matrix, in the standardised space."""
 
-    text: np.ndarray  # [K, D] unit-norm text embeddings, one row per record["label_sets"]
+    center: np.ndarray  # [F] the training fakes' mean fingerprint
+    scale: np.ndarray  # [F] their standard deviation (1 where constant)
+    means: np.ndarray  # [K, F] each label set's mean, standardised; rows as record["label_sets"]
+    precision: np.ndarray  # [F, F] inverse of the shared (shrunk) covariance
     record: dict[str, Any]
 
     def __post_init__(self) -> None:
-        self.text = np.asarray(self.text, dtype=np.float64)
+        for name in TENSORS:
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
 
     @property
     def label_sets(self) -> list[dict[str, str]]:
@@ -163,27 +183,25 @@ class Attributor:
         return list(self.record["generators"])
 
     @property
-    def logit_scale(self) -> float:
-        return float(self.record["logit_scale"])
-
-    @property
     def threshold(self) -> float:
         return float(self.record["threshold"])
 
-    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
-        """[N, K] cosine similarity of each face embedding [N, D] to each label set."""
-        faces = np.asarray(embeddings, dtype=np.float64)
-        if faces.ndim != 2 or faces.shape[1] != self.text.shape[1]:
+    def distances(self, fingerprints: np.ndarray) -> np.ndarray:
+        """[N, K] Mahalanobis distance of each face's fingerprint [N, F] to each label set."""
+        rows = np.asarray(fingerprints, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.center.shape[0]:
             raise ValueError(
-                f"embeddings of shape {faces.shape} do not match the checkpoint's "
-                f"{self.text.shape[1]}-dimensional label-set embeddings"
+                f"fingerprints of shape {rows.shape} do not match the checkpoint's "
+                f"{self.center.shape[0]}-number generator fingerprints"
             )
-        norms = np.linalg.norm(faces, axis=1, keepdims=True)
-        return (faces / np.clip(norms, 1e-12, None)) @ self.text.T
+        offsets = ((rows - self.center) / self.scale)[:, None, :] - self.means[None]
+        squared = np.einsum("nkf,fg,nkg->nk", offsets, self.precision, offsets)
+        return np.sqrt(np.clip(squared, 0.0, None))
 
-    def label_set_probabilities(self, similarities: np.ndarray) -> np.ndarray:
-        """[N, K] softmax of the similarities at the stored logit scale."""
-        logits = self.logit_scale * similarities
+    @staticmethod
+    def label_set_probabilities(distances: np.ndarray) -> np.ndarray:
+        """[N, K] the label sets' posterior probabilities, equal priors."""
+        logits = -0.5 * np.square(distances)
         logits = logits - logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         return weights / weights.sum(axis=1, keepdims=True)
@@ -198,25 +216,25 @@ class Attributor:
         return values, probs @ membership
 
     def attribute(
-        self, embeddings: np.ndarray, ood_flags: Sequence[bool | None] | None = None
+        self, fingerprints: np.ndarray, ood_flags: Sequence[bool | None] | None = None
     ) -> Attributions:
-        """The attribution of each face embedding [N, D]; ``ood_flags`` (None where unknown)
-        mark faces out of distribution."""
-        similarities = self.similarities(embeddings)
-        probs = self.label_set_probabilities(similarities)
+        """The attribution of each face by its fingerprint [N, F]; ``ood_flags`` (None where
+        unknown) mark faces out of distribution."""
+        distances = self.distances(fingerprints)
+        probs = self.label_set_probabilities(distances)
         generators, by_generator = self._summed(probs, "generator")
         families, by_family = self._summed(probs, "label")
         types, by_type = self._summed(probs, "forgery_type")
-        best = similarities.max(axis=1) if similarities.shape[1] else np.zeros(len(probs))
-        flags = list(ood_flags) if ood_flags is not None else [None] * len(best)
+        nearest = distances.min(axis=1) if distances.shape[1] else np.zeros(len(probs))
+        flags = list(ood_flags) if ood_flags is not None else [None] * len(nearest)
         reasons = [
-            OUT_OF_DISTRIBUTION if flag else BELOW_THRESHOLD if value < self.threshold else None
-            for flag, value in zip(flags, best)
+            OUT_OF_DISTRIBUTION if flag else BEYOND_THRESHOLD if value > self.threshold else None
+            for flag, value in zip(flags, nearest)
         ]
         return Attributions(
             generators,
             by_generator,
-            best,
+            nearest,
             np.array([reason is not None for reason in reasons], dtype=bool),
             reasons,
             [families[j] for j in by_family.argmax(axis=1)],
@@ -225,45 +243,51 @@ class Attributor:
 
     def fitted(self) -> Fitted:
         """What a checkpoint stores of it (``save_fitted``)."""
-        return Fitted(self.record, {TEXT: torch.from_numpy(self.text.astype(np.float32))})
-
-
-@torch.no_grad()
-def label_set_embeddings(model: torch.nn.Module, label_sets: Sequence[LabelSet]) -> np.ndarray:
-    """[K, D] the trained language encoder's unit-norm text embedding of each label set."""
-    was_training = model.training
-    model.eval()
-    try:
-        return model.language(list(label_sets)).float().cpu().numpy()
-    finally:
-        model.train(was_training)
+        tensors = {
+            f"{ATTRIBUTION_TENSOR_PREFIX}{name}": torch.from_numpy(
+                getattr(self, name).astype(np.float32)
+            )
+            for name in TENSORS
+        }
+        return Fitted(self.record, tensors)
 
 
 def fit_attribution(
-    model: torch.nn.Module,
-    train_label_sets: Sequence[LabelSet],
+    train: Sequence[Sample],
+    train_fingerprints: np.ndarray,
     val: Sequence[Sample],
-    val_embeddings: np.ndarray,
+    val_fingerprints: np.ndarray,
     *,
     fitted_on: dict[str, Any],
 ) -> Attributor:
-    """The label-set embeddings of a trainable MFCLIP ``model`` (its language encoder and learnt
-    logit scale) for every fake label set of the training split that names a generator, and the
-    open-set threshold from the validation fakes of those generators (``val_embeddings``: the
-    embeddings of ``val``, in order). Raises ValueError for splits ``attribution_problem``
-    refuses."""
-    problem = attribution_problem(train_label_sets, val)
+    """The generator model of the training split's fakes that name a generator (their
+    fingerprints: rows of ``train_fingerprints``, in the order of ``train``) and the open-set
+    threshold from the validation fakes of those generators. Raises ValueError for splits
+    ``attribution_problem`` refuses."""
+    from sklearn.covariance import ledoit_wolf  # scikit-learn is slow to import
+
+    problem = attribution_problem([sample.label_set for sample in train], val)
     if problem:
         raise ValueError(problem)
-    known = known_label_sets(train_label_sets)
-    counts = Counter(train_label_sets)
-    generators = list(dict.fromkeys(labels.generator for labels in known))
+    known = known_label_sets(sample.label_set for sample in train)
+    row_of = {labels: k for k, labels in enumerate(known)}
+    chosen = [i for i, sample in enumerate(train) if sample.label_set in row_of]
+    classes = np.array([row_of[train[i].label_set] for i in chosen])
+    rows = np.asarray(train_fingerprints, dtype=np.float64)[chosen]
+    center, scale = rows.mean(axis=0), rows.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    standard = (rows - center) / scale
+    means = np.stack([standard[classes == k].mean(axis=0) for k in range(len(known))])
+    covariance, shrinkage = ledoit_wolf(standard - means[classes], assume_centered=True)
+    counts = Counter(train[i].label_set for i in chosen)
     attributor = Attributor(
-        label_set_embeddings(model, known),
+        center,
+        scale,
+        means,
+        np.linalg.inv(covariance),
         {
-            "method": "cosine similarity of the face embedding to each trained label set's text "
-            "embedding, softmax at the model's learnt logit scale",
-            "embedding": "vision encoder output, unit-normalised as the contrastive loss reads it",
+            "method": METHOD,
+            "features": {"name": FINGERPRINT_NAME, "count": FEATURES, "description": DESCRIPTION},
             "label_sets": [
                 {
                     "label": labels.label,
@@ -273,20 +297,16 @@ def fit_attribution(
                 }
                 for labels in known
             ],
-            "generators": generators,
-            "logit_scale": float(model.criterion.logit_scale().detach().exp()),
+            "generators": list(dict.fromkeys(labels.generator for labels in known)),
+            "shrinkage": float(shrinkage),
         },
     )
-    chosen = [
-        i
-        for i, sample in enumerate(val)
-        if sample.label != "real" and sample.generator in generators
-    ]
-    similarities = attributor.similarities(np.asarray(val_embeddings)[chosen])
-    best = similarities.max(axis=1)
-    threshold = float(np.quantile(best, 1 - KEEP_FRACTION))
+    val_chosen = fakes_of(val, attributor.generators)
+    distances = attributor.distances(np.asarray(val_fingerprints)[val_chosen])
+    nearest = distances.min(axis=1)
+    threshold = float(np.quantile(nearest, KEEP_FRACTION))
     names, by_generator = attributor._summed(
-        attributor.label_set_probabilities(similarities), "generator"
+        attributor.label_set_probabilities(distances), "generator"
     )
     top = [names[j] for j in by_generator.argmax(axis=1)]
     attributor.record.update(
@@ -294,22 +314,26 @@ def fit_attribution(
         rule=RULE,
         keep_fraction=KEEP_FRACTION,
         val={
-            "fakes": len(chosen),
-            "attributed": float(np.mean(best >= threshold)),
-            "top1": float(np.mean([a == val[i].generator for a, i in zip(top, chosen)])),
+            "fakes": len(val_chosen),
+            "attributed": float(np.mean(nearest <= threshold)),
+            "top1": float(np.mean([a == val[i].generator for a, i in zip(top, val_chosen)])),
         },
-        fitted_on={**fitted_on, "val_fakes": len(chosen)},
+        fitted_on={**fitted_on, "train_fakes": len(chosen), "val_fakes": len(val_chosen)},
         fitted_utc=utc_now(),
     )
     return attributor
 
 
 def attributor_of(info: CheckpointInfo) -> Attributor | None:
-    """A checkpoint's attribution, or None where it stores none."""
-    if not info.attribution:
+    """A checkpoint's attribution, or None where it stores none this version reads."""
+    record = info.attribution
+    if not record or record.get("features", {}).get("name") != FINGERPRINT_NAME:
         return None
     tensors = read_fitted_tensors(info.path, ATTRIBUTION_TENSOR_PREFIX)
-    return Attributor(tensors[TEXT].double().numpy(), info.attribution)
+    return Attributor(
+        *(tensors[f"{ATTRIBUTION_TENSOR_PREFIX}{name}"].double().numpy() for name in TENSORS),
+        record,
+    )
 
 
 def attribution_summary(info: CheckpointInfo, attributor: Attributor | None) -> dict[str, Any]:
@@ -323,8 +347,8 @@ def attribution_summary(info: CheckpointInfo, attributor: Attributor | None) -> 
         "generators": attributor.generators,
         "families": {labels["generator"]: labels["label"] for labels in attributor.label_sets},
         "only_among": "the generators this checkpoint was trained on",
+        "method": record["method"],
         "threshold": record["threshold"],
-        "logit_scale": record["logit_scale"],
         "rule": record["rule"],
         "fitted_on": record["fitted_on"],
     }
@@ -345,7 +369,7 @@ def attribution_metrics(
 
     Seen generators (trained on): closed-set top-1 and top-3 accuracy, the share attributed and
     the open-set top-1 (attributed and right). Unseen generators (named, not trained on): the
-    share named as a trained generator, and the AUROC of 1 - best similarity separating them from
+    share named as a trained generator, and the AUROC of the distance separating them from
     fakes of seen generators (test ones where the test split has them, else val's, as the
     cross-generator protocol holds seen generators out of test). The confusion matrix counts the
     open-set decision per true generator.
@@ -361,8 +385,8 @@ def attribution_metrics(
     report: dict[str, Any] = {
         "available": True,
         "generators": attributor.generators,
+        "method": attributor.record["method"],
         "threshold": attributor.threshold,
-        "logit_scale": attributor.logit_scale,
         "rule": attributor.record["rule"],
         "applies_to": "every test fake, whatever the 3-way head says of it",
         "seen": {
@@ -375,10 +399,10 @@ def attribution_metrics(
         },
     }
     if seen:
-        reference, reference_scores = "test", 1 - test_result.best_similarity[seen]
+        reference, reference_scores = "test", test_result.distance[seen]
     else:
-        reference, reference_scores = "val", 1 - val_result.best_similarity[fakes_of(val, known)]
-    unseen_scores = 1 - test_result.best_similarity[unseen]
+        reference, reference_scores = "val", val_result.distance[fakes_of(val, known)]
+    unseen_scores = test_result.distance[unseen]
     auroc = (
         roc_auc(
             np.r_[np.ones(len(unseen)), np.zeros(len(reference_scores))],

@@ -4,7 +4,7 @@ training's validation and the out-of-distribution fit share."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,16 @@ from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.calibration import softmax
+from mfclip_cli.scoring.fingerprints import FEATURES, face_fingerprints
 from mfclip_cli.scoring.metrics import detection_metrics, video_metrics
+
+
+class Outputs(NamedTuple):
+    """What one pass over a dataset's faces gives, in sample order."""
+
+    logits: np.ndarray  # [N, 3] class logits
+    embeddings: np.ndarray | None  # [N, D] face embeddings, where asked for
+    fingerprints: np.ndarray | None  # [N, F] generator fingerprints (fingerprints.py), if asked
 
 
 @torch.no_grad()
@@ -27,14 +36,16 @@ def predict_outputs(
     batch_size: int = 64,
     workers: int = 0,
     embeddings: bool = False,
+    fingerprints: bool = False,
     perturbation: Perturbation | None = None,
     seed: int = 0,
     bf16: bool | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> Outputs:
     """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
-    their face embeddings [N, D] from the same forward pass (None without); with bf16 autocast
-    (``bf16``; None: on CUDA) or in the model's own precision. A ``perturbation`` degrades each
-    face first (its noise seeded by ``seed``)."""
+    their face embeddings [N, D] from the same forward pass, with ``fingerprints`` the faces'
+    generator fingerprints (None without); with bf16 autocast (``bf16``; None: on CUDA) or in the
+    model's own precision. A ``perturbation`` degrades each face first (its noise seeded by
+    ``seed``)."""
     model.eval()
     images = FaceImages(
         root,
@@ -50,18 +61,26 @@ def predict_outputs(
         collate_fn=collate_faces,
         pin_memory=device.type == "cuda",
     )
-    results, vectors = [], []
+    results, vectors, prints = [], [], []
     autocast = device.type == "cuda" if bf16 is None else bf16
     for faces, _ in loader:
+        faces = faces.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            embedded, logits = model.embed_and_classify(faces.to(device, non_blocking=True))
+            embedded, logits = model.embed_and_classify(faces)
         results.append(logits.float().cpu())
         if embeddings:
             vectors.append(embedded.float().cpu())
+        if fingerprints:
+            prints.append(face_fingerprints(faces).cpu())
     logits = (
         torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
     )
-    return logits, (torch.cat(vectors).numpy() if vectors else None)
+    fingerprint_rows = torch.cat(prints).numpy() if prints else np.zeros((0, FEATURES), np.float32)
+    return Outputs(
+        logits,
+        torch.cat(vectors).numpy() if vectors else None,
+        fingerprint_rows if fingerprints else None,
+    )
 
 
 def predict(
@@ -74,10 +93,8 @@ def predict(
     workers: int = 0,
 ) -> np.ndarray:
     """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
-    logits, _ = predict_outputs(
-        model, root, samples, device, batch_size=batch_size, workers=workers
-    )
-    return softmax(logits)
+    outputs = predict_outputs(model, root, samples, device, batch_size=batch_size, workers=workers)
+    return softmax(outputs.logits)
 
 
 def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:

@@ -194,10 +194,10 @@ def fit_int8_calibration(
     """
     settings = {"batch_size": batch_size, "workers": workers}
     if fp32_logits is None:
-        fp32_logits, _ = predict_outputs(model, root, samples, device, bf16=False, **settings)
+        fp32_logits = predict_outputs(model, root, samples, device, bf16=False, **settings).logits
     quantized, summary = quantize_int8(model)
     cpu = torch.device("cpu")
-    int8_logits, _ = predict_outputs(quantized, root, samples, cpu, **settings)
+    int8_logits = predict_outputs(quantized, root, samples, cpu, **settings).logits
     labels = [sample.label for sample in samples]
     record = fit_calibration(
         int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy

@@ -1,5 +1,5 @@
 """The calibrate job: fit temperature scaling, the FPR thresholds, the out-of-distribution
-statistics and (MFCLIP) the label-set embeddings for attribution of an existing checkpoint on a
+statistics and the generator fingerprints for attribution of an existing checkpoint on a
 protocol's train and val splits, and write them into a new checkpoint (new SHA-256); the source
 is never changed. Definitions: docs/calibration.md, docs/attribution.md."""
 
@@ -18,7 +18,7 @@ from mfclip_cli.files import refuse_existing
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
-from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
+from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.precision import FP32, INT8_KEY, fit_int8_calibration
 
@@ -62,7 +62,10 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     if problem:  # before the scoring, which can take long
         raise CalibrationError(problem)
     val = scoring.splits.val
-    logits, val_embeddings = scoring.outputs(val, request.batch_size, request.workers, True)
+    val_outputs = scoring.outputs(
+        val, request.batch_size, request.workers, embeddings=True, fingerprints=True
+    )
+    logits = val_outputs.logits
     source = scoring.checkpoint.info
     fitted_on = {
         "data": dataset_identity(scoring.index),  # a name and digest: the checkpoint travels
@@ -88,16 +91,15 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     )
     outcome = fit_statistics(
         scoring.checkpoint.model,
-        source.path,
         scoring.index.root,
         scoring.splits.train,
         val,
         scoring.device,
-        wanted=fittable(source.config),
+        wanted=tuple(FITTED_NAMES),
         batch_size=request.batch_size,
         workers=request.workers,
         fitted_on=fitted_on,
-        val_embeddings=val_embeddings,
+        val_outputs=val_outputs,
     )
     for key, problem in outcome.refused.items():
         kept = " (the source's are kept)" if getattr(source, key) else ""

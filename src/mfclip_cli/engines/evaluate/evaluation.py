@@ -7,7 +7,7 @@ checkpoint's calibrated ones where it has a calibration; their ECE, Brier and NL
 before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on val (never on
 test), with bootstrap confidence intervals. With perturbations (``--perturb``, or the protocol's
 ``perturb``), the test split is scored again under each and its AUC, AP, ACC and ECE reported
-beside the clean ones. Where the checkpoint stores label-set embeddings, the test fakes are
+beside the clean ones. Where the checkpoint stores generator fingerprints, the test fakes are
 attributed to its trained generators (``scoring/attribution.py``, docs/attribution.md): top-1 and
 top-3 accuracy on seen generators, how well "unknown" separates unseen ones, a confusion matrix.
 Several checkpoints side by side: ``compare.py``; the files written beside the report:
@@ -79,7 +79,7 @@ from mfclip_cli.scoring.inconclusive import (
     band_report,
     stored_threshold,
 )
-from mfclip_cli.scoring.inference import score_samples
+from mfclip_cli.scoring.inference import Outputs, score_samples
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
     calibration_metrics,
@@ -91,7 +91,7 @@ from mfclip_cli.scoring.metrics import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from mfclip_cli.scoring.ood import ood_of
+from mfclip_cli.scoring.ood import OodStatistics, ood_of
 from mfclip_cli.scoring.plots import (
     plot_confusion,
 )
@@ -283,18 +283,23 @@ def score_checkpoint(
     attributor = attributor_of(scoring.checkpoint.info)
     started = utc_now()
     statistics = ood_of(scoring.checkpoint.info)
-    logits, embeddings = scoring.outputs(
+    test_outputs = scoring.outputs(
         splits.test,
         request.batch_size,
         request.workers,
-        # one pass for both: attribution and the OOD flags read the same test embeddings
-        embeddings=bool(request.embeddings_path)
-        or attributor is not None
-        or statistics is not None,
+        # one pass for all: the OOD flags read the test embeddings, attribution the fingerprints
+        embeddings=bool(request.embeddings_path) or statistics is not None,
+        fingerprints=attributor is not None,
     )
-    val_logits, val_embeddings = scoring.outputs(
-        splits.val, request.batch_size, request.workers, embeddings=attributor is not None
+    val_outputs = scoring.outputs(
+        splits.val,
+        request.batch_size,
+        request.workers,
+        embeddings=attributor is not None and statistics is not None,
+        fingerprints=attributor is not None,
     )
+    logits, embeddings = test_outputs.logits, test_outputs.embeddings
+    val_logits = val_outputs.logits
     ood = None if statistics is None else statistics.flags(statistics.distances(embeddings))
     probs = softmax(logits, temperature)
     position = {sample.path: i for i, sample in enumerate(splits.test)}
@@ -359,7 +364,7 @@ def score_checkpoint(
             "reason": unavailable_reason(scoring.checkpoint.info),
         }
     else:
-        attributions = _attribute(scoring, attributor, embeddings, val_embeddings)
+        attributions = _attribute(statistics, attributor, test_outputs, val_outputs)
         report["attribution"] = attribution_metrics(
             attributor, splits.test, attributions[0], splits.val, attributions[1]
         )
@@ -375,18 +380,20 @@ def score_checkpoint(
 
 
 def _attribute(
-    scoring: Scoring,
+    statistics: OodStatistics | None,
     attributor: Attributor,
-    test_embeddings: np.ndarray,
-    val_embeddings: np.ndarray,
+    test: Outputs,
+    val: Outputs,
 ) -> tuple[Attributions, Attributions]:
     """The test and val faces' attributions, each face out of distribution marked unknown as in
     a scan."""
-    ood = ood_of(scoring.checkpoint.info)
     results = []
-    for embedded in (test_embeddings, val_embeddings):
-        flags = None if ood is None else ood.flags(ood.distances(embedded)).tolist()
-        results.append(attributor.attribute(embedded, flags))
+    for outputs in (test, val):
+        flags = None
+        if statistics is not None and outputs.embeddings is not None:
+            flags = statistics.flags(statistics.distances(outputs.embeddings)).tolist()
+        assert outputs.fingerprints is not None  # asked for where there is an attributor
+        results.append(attributor.attribute(outputs.fingerprints, flags))
     return results[0], results[1]
 
 

@@ -15,7 +15,7 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
-from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.scoring.inference import Outputs, predict_outputs
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
@@ -61,7 +61,9 @@ class Scoring:
         perturbation: Perturbation | None = None,
         seed: int = 0,
     ) -> np.ndarray:
-        return self.outputs(samples, batch_size, workers, perturbation=perturbation, seed=seed)[0]
+        return self.outputs(
+            samples, batch_size, workers, perturbation=perturbation, seed=seed
+        ).logits
 
     def outputs(
         self,
@@ -69,9 +71,10 @@ class Scoring:
         batch_size: int,
         workers: int,
         embeddings: bool = False,
+        fingerprints: bool = False,
         perturbation: Perturbation | None = None,
         seed: int = 0,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> Outputs:
         return predict_outputs(
             self.checkpoint.model,
             self.index.root,
@@ -80,6 +83,7 @@ class Scoring:
             batch_size=batch_size,
             workers=workers,
             embeddings=embeddings,
+            fingerprints=fingerprints,
             perturbation=perturbation,
             seed=seed,
             bf16=self.precision.used == BF16,

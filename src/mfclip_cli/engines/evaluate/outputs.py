@@ -42,7 +42,7 @@ class Scored:
     ood: np.ndarray | None = None  # test faces' OOD flags, where the checkpoint has statistics
 
 
-ATTRIBUTION_COLUMNS = ("generator_top3", "generator_unknown", "generator_similarity")
+ATTRIBUTION_COLUMNS = ("generator_top3", "generator_unknown", "generator_distance")
 
 
 def write_predictions(
@@ -55,7 +55,7 @@ def write_predictions(
     """Per test sample its probabilities, fields, and the inconclusive band's inputs and call
     (``ood`` empty where the checkpoint has no OOD statistics); where the checkpoint attributes,
     its three closest trained generators (best first, ``;``-separated), whether the open-set
-    rule left it unknown, and its best similarity."""
+    rule left it unknown, and its distance to the nearest trained label set."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     attributions = scored.attributions
@@ -93,7 +93,7 @@ def write_predictions(
             cells += [
                 ";".join(ranked[position]),
                 str(bool(attributions.unknown[position])).lower(),
-                f"{attributions.best_similarity[position]:.8f}",
+                f"{attributions.distance[position]:.8f}",
             ]
         writer.writerow(cells)
     with atomic_writer(path, overwrite=force) as handle:

@@ -27,6 +27,7 @@ from mfclip_cli.faces.pipeline import FoundFaces
 from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
+from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.ood import OodStatistics
 from mfclip_cli.scoring.precision import BF16, Precision, default_precision
@@ -38,7 +39,7 @@ class FoundFace(NamedTuple):
     evidence: FaceEvidence | None = None  # with ScanSettings.explain
     richest_patch: list[int] | None = None  # with explain and a noise branch
     ood_distance: float | None = None  # where the checkpoint has OOD statistics
-    # where the checkpoint stores label-set embeddings: the face record's ``attribution``
+    # where the checkpoint stores generator fingerprints: the face record's ``attribution``
     attribution: dict[str, Any] | None = None
     # with several checkpoints: the others' verdicts on this face (no detection), in their order
     compared: tuple[FoundFace, ...] = ()
@@ -55,7 +56,7 @@ class Scorer:
     ood: OodStatistics | None = None  # its statistics, for each face's OOD flag
     fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
     weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
-    attribution: Attributor | None = None  # its label-set embeddings, for each face's generator
+    attribution: Attributor | None = None  # its generator model, for each face's generator
     # the inconclusive band's threshold its calibration stores (None: none stored)
     uncertainty_threshold: float | None = None
     precision: Precision | None = None  # what ``model`` runs at; None: the device's default
@@ -103,16 +104,17 @@ class ModelStage:
 
     @staticmethod
     def _attributions(
-        embeddings: torch.Tensor, distances: list[float | None], scorer: Scorer
+        faces: torch.Tensor, distances: list[float | None], scorer: Scorer
     ) -> list[dict[str, Any] | None]:
-        """Each face's attribution by ``scorer`` (None without stored label-set embeddings); a
-        face out of distribution is of an unknown generator."""
+        """Each face's attribution by ``scorer`` from its fingerprint (None without a stored
+        generator model); a face out of distribution is of an unknown generator."""
         if scorer.attribution is None:
-            return [None] * len(embeddings)
+            return [None] * len(faces)
         threshold = None if scorer.ood is None else scorer.ood.threshold
         flags = [None if d is None else d > threshold for d in distances]
-        result = scorer.attribution.attribute(embeddings.float().cpu().numpy(), flags)
-        return [result.record(i) for i in range(len(embeddings))]
+        fingerprints = face_fingerprints(faces).cpu().numpy()
+        result = scorer.attribution.attribute(fingerprints, flags)
+        return [result.record(i) for i in range(len(faces))]
 
     @torch.no_grad()
     def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
@@ -128,7 +130,7 @@ class ModelStage:
                 embeddings, logits = scorer.model.embed_and_classify(batch)
             probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
             distances = self._ood_distances(embeddings, scorer)
-            attributions = self._attributions(embeddings, distances, scorer)
+            attributions = self._attributions(batch, distances, scorer)
             for row, distance, attribution in zip(probs, distances, attributions):
                 found.append(FoundFace(None, row, ood_distance=distance, attribution=attribution))
         return found
@@ -148,7 +150,7 @@ class ModelStage:
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
             distances = self._ood_distances(result.embeddings, scorer)
-            attributions = self._attributions(result.embeddings, distances, scorer)
+            attributions = self._attributions(batch, distances, scorer)
             for i in range(len(batch)):
                 evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
                 patch = boxes[i] if boxes else None

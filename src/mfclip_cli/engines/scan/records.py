@@ -75,7 +75,7 @@ class FaceRecord:
     # with several --weights: each checkpoint's verdict, in --weights order (the primary's first,
     # the fields above): {"weights": name, "sha256", "probs", "label", "uncertainty", ood fields}
     detectors: list[dict[str, Any]] | None = None
-    # a face not labelled real, by a checkpoint that stores label-set embeddings: the trained
+    # a face not labelled real, by a checkpoint that stores generator fingerprints: the trained
     # generator it most resembles or "unknown" (scoring/attribution.py, Attributions.record)
     attribution: dict[str, Any] | None = None
     # an inconclusive face (label "inconclusive"): the label it leaned to, and why

@@ -31,9 +31,7 @@ from mfclip_cli.engines.runtime import UsageError, resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
-from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.model.losses import spa_relevance
-from mfclip_cli.scoring.attribution import attributor_of, fakes_of
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
 from mfclip_cli.scoring.metrics import json_safe
@@ -53,10 +51,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "srm-unit-range": ("noise.pixel_range=1.0",),
     "authors-prompts": ("prompts.set=authors",),
 }
-DETECTION_METRICS = ("auc", "ap", "eer", "acc3")
+METRICS = ("auc", "ap", "eer", "acc3")
 # on the test fakes of trained generators; None where a run's checkpoint cannot attribute
-ATTRIBUTION_METRICS = ("attribution_top1", "attribution_top3")
-METRICS = (*DETECTION_METRICS, *ATTRIBUTION_METRICS)
 RESULT_FILE = "ablation-run.json"
 
 
@@ -136,38 +132,19 @@ class _Runner:
         )
         seconds = time.perf_counter() - started
         model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
-        logits, embeddings = predict_outputs(
-            model, self.index.root, self.splits.test, self.device, embeddings=True
-        )
-        metrics = score_samples(self.splits.test, softmax(logits))
+        outputs = predict_outputs(model, self.index.root, self.splits.test, self.device)
+        metrics = score_samples(self.splits.test, softmax(outputs.logits))
         result = {
             "variant": variant,
             "seed": seed,
             "overrides": overrides,
             "checkpoint_sha256": info.sha256,
             "train_seconds": round(seconds, 1),
-            **{name: metrics[name] for name in DETECTION_METRICS},
-            **self._attribution(info, embeddings),
+            **{name: metrics[name] for name in METRICS},
             "spa_relevance": self._spa_relevance(run / "best.safetensors"),
         }
         write_json_atomic(done, result, overwrite=True)
         return result
-
-    def _attribution(self, info: CheckpointInfo, embeddings: np.ndarray) -> dict[str, Any]:
-        """Closed-set top-1 and top-3 accuracy of the test fakes of trained generators under the
-        checkpoint's stored label-set embeddings (None where it has none)."""
-        attributor = attributor_of(info)
-        if attributor is None:
-            return dict.fromkeys(ATTRIBUTION_METRICS)
-        test = self.splits.test
-        ranked = attributor.attribute(embeddings).ranked()
-        seen = fakes_of(test, attributor.generators)
-        if not seen:
-            return dict.fromkeys(ATTRIBUTION_METRICS)
-        return {
-            "attribution_top1": float(np.mean([ranked[i][0] == test[i].generator for i in seen])),
-            "attribution_top3": float(np.mean([test[i].generator in ranked[i] for i in seen])),
-        }
 
     def _spa_relevance(self, checkpoint: Path) -> dict[str, Any] | None:
         """What SPA made of the training split's label sets under this run's trained prompts
@@ -276,7 +253,7 @@ def ablation_table(report: dict[str, Any]) -> Table:
         )
     )
     table.add_column("variant")
-    for label in ("AUC", "AP", "EER", "3-way ACC", "attribution\ntop-1", "attribution\ntop-3"):
+    for label in ("AUC", "AP", "EER", "3-way ACC"):
         table.add_column(label, justify="right")
     table.add_column("SPA relevance of negatives\nother generator / type / class", justify="right")
     for name, entry in report["variants"].items():

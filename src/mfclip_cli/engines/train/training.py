@@ -59,7 +59,7 @@ from mfclip_cli.model import (
 from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
-from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics, fittable
+from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
 from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
 from mfclip_cli.timestamps import utc_now
@@ -363,7 +363,7 @@ class Trainer:
         best.safetensors."""
         result = None
         if self.world.main:
-            logits, _ = predict_outputs(
+            outputs = predict_outputs(
                 self.model,
                 self.index.root,
                 self.splits.val,
@@ -371,6 +371,7 @@ class Trainer:
                 batch_size=self.settings.batch_size,
                 workers=self.settings.workers,
             )
+            logits = outputs.logits
             result = score_samples(self.splits.val, softmax(logits), self.settings.threshold)
             self.model.train()
             metric = "auc" if result["auc"] is not None else "acc3"
@@ -404,9 +405,9 @@ class Trainer:
         """At the end of training, what scoring with the best checkpoint needs beyond its weights
         is added to best.safetensors, unless it has it for its step already: the
         out-of-distribution statistics (its train embeddings' class means and shared precision,
-        the threshold from val), for MFCLIP the label-set embeddings for attribution (its
-        trained language encoder's, the open-set threshold from val), and the int8 entry of its
-        calibration."""
+        the threshold from val), the generator fingerprints for attribution (the train fakes'
+        label-set means and shared precision, the open-set threshold from val), and the int8
+        entry of its calibration."""
         if self.world.main and (self.run / BEST).is_file():
             self._fit_best_statistics(self.run / BEST)
             self._fit_best_int8(self.run / BEST)
@@ -452,7 +453,7 @@ class Trainer:
         step = (self.progress.best or {}).get("step")
         stale = [
             key
-            for key in fittable(info.config)
+            for key in FITTED_NAMES
             if not getattr(info, key) or getattr(info, key)["fitted_on"].get("step") != step
         ]
         if not stale:
@@ -460,7 +461,6 @@ class Trainer:
         model, info = load_checkpoint(best, self.device, inference=True)
         outcome = fit_statistics(
             model,
-            best,
             self.index.root,
             self.train_samples,
             self.splits.val,

@@ -98,7 +98,7 @@ def attribution_words(attribution: dict[str, Any]) -> str:
     """The meta's attribution in words: which generators the checkpoint can name, or why
     none."""
     if not attribution.get("available"):
-        return f"attribution unavailable: {attribution.get('reason', 'no label-set embeddings')}"
+        return f"attribution unavailable: {attribution.get('reason', 'no generator fingerprints')}"
     return (
         f"{_text(attribution['generators'])} (attribution is only among these trained "
         f"generators; {attribution['rule']})"
