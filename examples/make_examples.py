@@ -26,7 +26,8 @@ GAN_GENERATOR = "synth-gan-checker4"
 DIFFUSION_GENERATOR = "synth-diff-lowpass"
 ORIENTATION = 0x0112  # EXIF tag
 
-# file -> faces a correct reader should find (exif: after applying the orientation; video: per frame)
+# file -> faces a correct reader should find
+# (exif: after applying the orientation; video: per frame)
 EXPECTED_FACES = {
     "astronaut.jpg": 1,
     "astronaut_synthetic_gan.png": 1,
@@ -64,8 +65,13 @@ def make(out: Path) -> None:
     save_jpeg(out / "no_face.jpg", data.coffee(), quality=90)
 
     # 2x2 mosaic of four augmented views (256 px each) of the astronaut.
-    views = [random_view(base, "astronaut", np.random.default_rng([SEED, 1, i]), size=256) for i in range(4)]
-    mosaic = np.concatenate([np.concatenate(views[:2], axis=1), np.concatenate(views[2:], axis=1)], axis=0)
+    views = [
+        random_view(base, "astronaut", np.random.default_rng([SEED, 1, i]), size=256)
+        for i in range(4)
+    ]
+    mosaic = np.concatenate(
+        [np.concatenate(views[:2], axis=1), np.concatenate(views[2:], axis=1)], axis=0
+    )
     save_jpeg(out / "mosaic_four_faces.jpg", mosaic)
 
     # Pixels stored rotated 90 degrees counter-clockwise; EXIF Orientation 6 says "rotate 90 degrees
@@ -73,11 +79,19 @@ def make(out: Path) -> None:
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     stored = Image.fromarray(base).transpose(Image.Transpose.ROTATE_90)
-    stored.save(out / "astronaut_exif_rotated.jpg", format="JPEG", quality=92, optimize=True, exif=exif.tobytes())
+    stored.save(
+        out / "astronaut_exif_rotated.jpg",
+        format="JPEG",
+        quality=92,
+        optimize=True,
+        exif=exif.tobytes(),
+    )
 
     # 2.5 s at 10 fps: a slow zoom, pan and tilt over the astronaut, 288 x 288 px.
     frames, size = 25, 288
-    writer = cv2.VideoWriter(str(out / "astronaut_clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size))
+    writer = cv2.VideoWriter(
+        str(out / "astronaut_clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size)
+    )
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write mp4v video here")
     try:
@@ -96,7 +110,8 @@ def make(out: Path) -> None:
 
 
 def count_faces(out: Path) -> dict[str, list[int]]:
-    """MTCNN face counts per file (per frame for the video), as a reader that honours EXIF sees it."""
+    """MTCNN face counts per file (per frame for the video), as a reader that honours EXIF sees
+    it."""
     from facenet_pytorch import MTCNN
 
     mtcnn = MTCNN(keep_all=True, device="cpu")
@@ -128,7 +143,11 @@ def check(out: Path) -> bool:
     for name, per_item in count_faces(out).items():
         good = bool(per_item) and all(n == EXPECTED_FACES[name] for n in per_item)
         ok &= good
-        detail = f"{len(per_item)} frames, faces {sorted(set(per_item))}" if len(per_item) > 1 else f"faces {per_item[0]}"
+        detail = (
+            f"{len(per_item)} frames, faces {sorted(set(per_item))}"
+            if len(per_item) > 1
+            else f"faces {per_item[0]}"
+        )
         print(f"{'ok ' if good else 'BAD'} {name}: {detail} (expected {EXPECTED_FACES[name]})")
 
     with Image.open(out / "astronaut_exif_rotated.jpg") as stored:
@@ -136,9 +155,14 @@ def check(out: Path) -> bool:
         upright = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"), dtype=np.float64)
     reference = np.asarray(Image.open(out / "astronaut.jpg").convert("RGB"), dtype=np.float64)
     error = np.abs(upright - reference).mean() if upright.shape == reference.shape else np.inf
-    good = error < 4.0 and np.abs(raw - reference).mean() > 20.0  # upright matches; the stored pixels do not
+    good = (
+        error < 4.0 and np.abs(raw - reference).mean() > 20.0
+    )  # upright matches; the stored pixels do not
     ok &= good
-    print(f"{'ok ' if good else 'BAD'} astronaut_exif_rotated.jpg: exif_transpose gives the upright image (mean |diff| {error:.2f})")
+    print(
+        f"{'ok ' if good else 'BAD'} astronaut_exif_rotated.jpg: exif_transpose gives the "
+        f"upright image (mean |diff| {error:.2f})"
+    )
     return ok
 
 

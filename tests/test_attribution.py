@@ -202,9 +202,8 @@ def _fingerprints(root, samples) -> np.ndarray:
     return face_fingerprints(faces).numpy()
 
 
-def test_fingerprints_of_the_synthetic_generators_tell_same_family_ones_apart(data):
-    """The acceptance's setting on its images: four trained generators, two per family, two
-    held out; attribution among the trained ones is well above the within-family chance."""
+def _fit_on_images(data):
+    """The generator model of the protocol's train split, fitted here: (it, index, splits)."""
     dataset, protocol = data
     index = read_dataset(dataset)
     splits = select(index, load_protocol(str(protocol)), ("train", "val", "test"))
@@ -215,6 +214,13 @@ def test_fingerprints_of_the_synthetic_generators_tell_same_family_ones_apart(da
         _fingerprints(index.root, splits.val),
         fitted_on={},
     )
+    return attributor, index, splits
+
+
+def test_fingerprints_of_the_synthetic_generators_tell_same_family_ones_apart(data):
+    """The acceptance's setting on its images: four trained generators, two per family, two
+    held out; attribution among the trained ones is well above the within-family chance."""
+    attributor, index, splits = _fit_on_images(data)
     result = attributor.attribute(_fingerprints(index.root, splits.test))
     metrics = attribution_metrics(attributor, splits.test, result, splits.val, result)
     assert metrics["seen"]["n"] >= 15 and metrics["seen"]["top1"] >= 0.8, metrics["seen"]
@@ -236,19 +242,10 @@ def calibrated(data, weights, tmp_path_factory):
 
 
 def test_calibrate_stores_the_generator_model_of_the_training_fakes(data, calibrated):
-    dataset, protocol = data
     info = read_checkpoint_info(calibrated)
     assert info.attribution["generators"] == sorted(TRAINED)
     assert info.attribution["fitted_on"]["protocol"] == "attribution-holdout"
-    index = read_dataset(dataset)
-    splits = select(index, load_protocol(str(protocol)), ("train", "val"))
-    expected = fit_attribution(
-        splits.train,
-        _fingerprints(index.root, splits.train),
-        splits.val,
-        _fingerprints(index.root, splits.val),
-        fitted_on={},
-    )
+    expected, *_ = _fit_on_images(data)
     stored = attributor_of(info)
     for name in ("center", "scale", "means"):
         np.testing.assert_allclose(getattr(stored, name), getattr(expected, name), rtol=1e-5)

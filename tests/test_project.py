@@ -125,7 +125,8 @@ def test_the_code_is_ruff_clean():
     import sys
 
     ruff = Path(sys.executable).with_name("ruff")
-    for args in (["check", "src", "tests"], ["format", "--check", "src", "tests"]):
+    paths = ["src", "tests", "examples", "scripts"]
+    for args in (["check", *paths], ["format", "--check", *paths]):
         result = subprocess.run(
             [str(ruff), *args], capture_output=True, text=True, cwd=ROOT, timeout=120
         )
