@@ -260,8 +260,19 @@ def test_eval_attribution_equals_a_recomputation_from_its_predictions(data, cali
         MFCLIP, "eval", "--data", str(dataset), "--protocol", str(protocol),
         "--weights", str(calibrated), "--device", "cpu", "--json", str(report_path),
         "--predictions", str(predictions), "--plots", str(plots), "--bootstrap", "0",
+        "--perturb", "jpeg:50",
     )  # fmt: skip
-    attribution = check_json_file(report_path, "eval")["attribution"]
+    report = check_json_file(report_path, "eval")
+    attribution = report["attribution"]
+    # the robustness rows: the clean one repeats the seen block, the perturbed one has its own
+    clean, jpeg = report["robustness"]["rows"]
+    seen_block = attribution["seen"]
+    assert (
+        clean["attribution_top1"],
+        clean["attribution_attributed"],
+        clean["attribution_open_set_top1"],
+    ) == (seen_block["top1"], seen_block["attributed"], seen_block["open_set_top1"])
+    assert jpeg["name"] == "jpeg:50" and 0 <= jpeg["attribution_top1"] <= 1
     rows = list(csv.DictReader(predictions.open()))
     seen = [row for row in rows if row["generator"] in TRAINED]
     unseen = [row for row in rows if row["generator"] in HELD_OUT]

@@ -62,6 +62,7 @@ from mfclip_cli.scoring.attribution import (
     Attributor,
     attribution_metrics,
     attributor_of,
+    fakes_of,
     unavailable_reason,
 )
 from mfclip_cli.scoring.calibration import (
@@ -234,34 +235,73 @@ def _robustness_row(samples: Sequence[Sample], probs: np.ndarray, threshold: flo
     }
 
 
+ROBUSTNESS_ATTRIBUTION = (
+    "closed-set top-1, the share attributed (not unknown) and the share attributed and right, "
+    "over the test fakes of trained generators, under the row's perturbation"
+)
+ATTRIBUTION_ROW_KEYS = ("attribution_top1", "attribution_attributed", "attribution_open_set_top1")
+
+
+def _attribution_row(
+    attributor: Attributor | None, statistics: OodStatistics | None, test: Sequence[Sample],
+    outputs: Outputs,
+) -> dict:  # fmt: skip
+    """A robustness row's attribution figures, as eval's ``seen`` block computes them on clean
+    faces (nothing where the checkpoint does not attribute)."""
+    if attributor is None:
+        return {}
+    seen = fakes_of(test, attributor.generators)
+    if not seen:
+        return dict.fromkeys(ATTRIBUTION_ROW_KEYS)
+    attributed = _attribute(statistics, attributor, outputs)
+    ranked, named = attributed.ranked(1), attributed.named()
+    truth = [test[i].generator for i in seen]
+    return {
+        "attribution_top1": float(np.mean([ranked[i][0] == g for i, g in zip(seen, truth)])),
+        "attribution_attributed": float(np.mean([not attributed.unknown[i] for i in seen])),
+        "attribution_open_set_top1": float(np.mean([named[i] == g for i, g in zip(seen, truth)])),
+    }
+
+
 def _robustness(
     scoring: Scoring,
     request: EvalRequest,
     perturbations: Sequence[Perturbation],
-    probs: np.ndarray,
+    clean: Outputs,
     temperature: float,
+    attributor: Attributor | None,
 ) -> dict:
-    """The clean test split's row (``probs``) and one per perturbation, each scored afresh and
-    calibrated with the same temperature."""
+    """The clean test split's row (``clean``: its outputs) and one per perturbation, each scored
+    afresh and calibrated with the same temperature; where the checkpoint attributes, each row's
+    attribution figures as well (the faces out of distribution unknown, as in a scan)."""
     test = scoring.splits.test
+    statistics = ood_of(scoring.checkpoint.info)
     rows = [
         {
             "name": "clean",
             "perturbation": None,
             "severity": None,
-            **_robustness_row(test, probs, request.threshold),
+            **_robustness_row(test, softmax(clean.logits, temperature), request.threshold),
+            **_attribution_row(attributor, statistics, test, clean),
         }
     ]
     for perturbation in perturbations:
-        logits = scoring.logits(
-            test, request.batch_size, request.workers, perturbation, request.seed
+        perturbed = scoring.outputs(
+            test,
+            request.batch_size,
+            request.workers,
+            embeddings=attributor is not None and statistics is not None,
+            fingerprints=attributor is not None,
+            perturbation=perturbation,
+            seed=request.seed,
         )
         rows.append(
             {
                 "name": perturbation.name,
                 "perturbation": perturbation.kind,
                 "severity": perturbation.severity,
-                **_robustness_row(test, softmax(logits, temperature), request.threshold),
+                **_robustness_row(test, softmax(perturbed.logits, temperature), request.threshold),
+                **_attribution_row(attributor, statistics, test, perturbed),
             }
         )
     return {
@@ -269,6 +309,7 @@ def _robustness(
         "applied_to": "each test face image as stored, before it is resized to the model input",
         "seed": request.seed,
         "ece": "ece_fake: P(fake) = 1 - p(real), 15 bins",
+        **({"attribution": ROBUSTNESS_ATTRIBUTION} if attributor is not None else {}),
         "rows": rows,
     }
 
@@ -356,7 +397,9 @@ def score_checkpoint(
         report["subsets"][name] = score_samples(members, rows, request.threshold)
         groups[name] = (members, rows)
     if perturbations:
-        report["robustness"] = _robustness(scoring, request, perturbations, probs, temperature)
+        report["robustness"] = _robustness(
+            scoring, request, perturbations, test_outputs, temperature, attributor
+        )
     attributions = None
     if attributor is None:
         report["attribution"] = {
@@ -364,7 +407,10 @@ def score_checkpoint(
             "reason": unavailable_reason(scoring.checkpoint.info),
         }
     else:
-        attributions = _attribute(statistics, attributor, test_outputs, val_outputs)
+        attributions = (
+            _attribute(statistics, attributor, test_outputs),
+            _attribute(statistics, attributor, val_outputs),
+        )
         report["attribution"] = attribution_metrics(
             attributor, splits.test, attributions[0], splits.val, attributions[1]
         )
@@ -380,21 +426,15 @@ def score_checkpoint(
 
 
 def _attribute(
-    statistics: OodStatistics | None,
-    attributor: Attributor,
-    test: Outputs,
-    val: Outputs,
-) -> tuple[Attributions, Attributions]:
-    """The test and val faces' attributions, each face out of distribution marked unknown as in
-    a scan."""
-    results = []
-    for outputs in (test, val):
-        flags = None
-        if statistics is not None and outputs.embeddings is not None:
-            flags = statistics.flags(statistics.distances(outputs.embeddings)).tolist()
-        assert outputs.fingerprints is not None  # asked for where there is an attributor
-        results.append(attributor.attribute(outputs.fingerprints, flags))
-    return results[0], results[1]
+    statistics: OodStatistics | None, attributor: Attributor, outputs: Outputs
+) -> Attributions:
+    """The faces' attributions from their fingerprints, each face out of distribution marked
+    unknown as in a scan."""
+    flags = None
+    if statistics is not None and outputs.embeddings is not None:
+        flags = statistics.flags(statistics.distances(outputs.embeddings)).tolist()
+    assert outputs.fingerprints is not None  # asked for where there is an attributor
+    return attributor.attribute(outputs.fingerprints, flags)
 
 
 def undefined_metrics(problem: str, all_real: bool) -> dict:

@@ -117,7 +117,16 @@ def robustness_table(report: dict) -> Table:
     table = Table(title=f"robustness on test (seed {robustness['seed']}; ECE of P(fake))")
     table.add_column("perturbation")
     table.add_column("severity", justify="right")
-    for header in ("n", "AUC", "AP", "ACC", "ECE"):
+    keys = ["auc", "ap", "acc", "ece"]
+    headers = ["n", "AUC", "AP", "ACC", "ECE"]
+    if "attribution" in robustness:  # the checkpoint attributes: its figures beside detection
+        keys += ["attribution_top1", "attribution_attributed", "attribution_open_set_top1"]
+        headers += ["attr.\ntop-1", "attr.\nnamed", "attr.\nright"]
+        table.caption = (
+            "attr.: attribution of the test fakes of trained generators: closed-set top-1, "
+            "share named (not unknown), share named right"
+        )
+    for header in headers:
         table.add_column(header, justify="right")
     for row in robustness["rows"]:
         severity = "-" if row["severity"] is None else row["name"].partition(":")[2]
@@ -125,7 +134,7 @@ def robustness_table(report: dict) -> Table:
             row["perturbation"] or "clean",
             severity,
             str(row["n"]),
-            *(shown(row[key]) for key in ("auc", "ap", "acc", "ece")),
+            *(shown(row[key]) for key in keys),
         )
     return table
 
