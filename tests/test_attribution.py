@@ -110,7 +110,7 @@ def _fit_on_clouds(rng):
     return attributor, centres, val
 
 
-def test_probabilities_are_the_gaussian_posteriors_of_the_stored_model():
+def test_probabilities_are_the_gaussian_posteriors_of_the_stored_model_at_its_temperature():
     rng = np.random.default_rng(1)
     attributor, centres, _ = _fit_on_clouds(rng)
     assert attributor.generators == sorted(TRAINED)  # by family, then name
@@ -118,12 +118,14 @@ def test_probabilities_are_the_gaussian_posteriors_of_the_stored_model():
     prints = _clouds(rng, 3, centres)
     result = attributor.attribute(prints)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-12)
-    # the posterior of equal-prior Gaussians with the stored means and shared covariance
+    # the posterior of equal-prior Gaussians with the stored means and shared covariance, its
+    # log-densities divided by the stored temperature
     standard = (prints - attributor.center) / attributor.scale
     covariance = np.linalg.inv(attributor.precision)
     densities = np.stack(
         [multivariate_normal(mean, covariance).logpdf(standard) for mean in attributor.means], 1
     )
+    densities /= attributor.temperature
     expected = np.exp(densities - densities.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     order = [attributor.generators.index(s["generator"]) for s in attributor.label_sets]
@@ -164,6 +166,30 @@ def test_a_held_out_generator_is_unknown_more_often_than_any_known_name():
     assert flagged.record(0)["probability"] is None and len(flagged.record(0)["top"]) == 3
     far = attributor.attribute(near + 100.0).record(0)
     assert far["generator"] == UNKNOWN and far["reason"] == "beyond the distance threshold"
+
+
+def test_the_temperature_softens_a_model_surer_than_it_is_right():
+    """Generators whose fingerprints overlap: the model's posteriors are too sure, the fitted
+    temperature (>= 1) lowers the val NLL, and the probabilities follow the stored value."""
+    rng = np.random.default_rng(6)
+    centres = {name: rng.normal(scale=0.6, size=8) for name in TRAINED}
+    train = [_fake(name, i) for name in TRAINED for i in range(40)]
+    val = [_fake(name, i) for name in TRAINED for i in range(40)]
+    attributor = fit_attribution(
+        train, _clouds(rng, 40, centres), val, _clouds(rng, 40, centres), fitted_on={}
+    )
+    record = attributor.record
+    assert 1 < attributor.temperature < 1e4 and record["val"]["top1"] < 1
+    assert record["val"]["nll"]["calibrated"] < record["val"]["nll"]["model"]
+    prints = _clouds(rng, 2, centres)
+    distances = attributor.distances(prints)
+    for temperature in (1.0, attributor.temperature, 50.0):
+        record["temperature"] = temperature
+        logits = -0.5 * distances**2 / temperature
+        expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+        expected /= expected.sum(axis=1, keepdims=True)
+        order = [attributor.generators.index(s["generator"]) for s in attributor.label_sets]
+        np.testing.assert_allclose(attributor.attribute(prints).probs[:, order], expected)
 
 
 def test_the_threshold_keeps_the_stated_share_of_val_fakes():

@@ -11,9 +11,11 @@ means, the precision matrix and the feature scaling travel in the checkpoint (te
 face's fingerprint x, standardised as the training fakes were:
 
 * d_k, its Mahalanobis distance to each stored label set's mean;
-* p_k = softmax_k(-d_k^2 / 2) (equal priors: the training split's mix of generators says nothing
-  about a case's); a generator's probability is the sum over its label sets, and so are a
-  family's and a forgery type's;
+* p_k = softmax_k(-d_k^2 / (2 T)): the model's posterior (equal priors: the training split's mix
+  of generators says nothing about a case's) softened by a temperature T >= 1 fitted on the
+  validation fakes of the trained generators (their negative log-likelihood), since a Gaussian
+  model of 216 numbers is sure of itself far more often than it is right; a generator's
+  probability is the sum over its label sets, and so are a family's and a forgery type's;
 * open set: the face is "unknown" when it is out of distribution (``ood.py``) or when min_k d_k is
   above the threshold, the 95th percentile of min_k d_k over the validation split's fakes of the
   trained generators (so 95 % of faces like those are attributed). A generator absent from
@@ -49,6 +51,7 @@ from mfclip_cli.timestamps import utc_now
 TENSORS = ("center", "scale", "means", "precision")  # each ATTRIBUTION_TENSOR_PREFIX + name
 KEEP_FRACTION = 0.95  # of the val fakes of trained generators that stay attributed
 MIN_SPREAD_FAKES = 2  # training fakes beyond one per label set, to estimate their spread
+MAX_TEMPERATURE = 1e4  # the search's upper bound; the lower is 1, the model's own posterior
 TOP_COUNT = 3  # generators listed per face
 UNKNOWN = "unknown"
 METHOD = (
@@ -186,6 +189,11 @@ class Attributor:
     def threshold(self) -> float:
         return float(self.record["threshold"])
 
+    @property
+    def temperature(self) -> float:
+        # fitted before the temperature was: the model's own posterior, as they were read then
+        return float(self.record.get("temperature", 1.0))
+
     def distances(self, fingerprints: np.ndarray) -> np.ndarray:
         """[N, K] Mahalanobis distance of each face's fingerprint [N, F] to each label set."""
         rows = np.asarray(fingerprints, dtype=np.float64)
@@ -198,13 +206,9 @@ class Attributor:
         squared = np.einsum("nkf,fg,nkg->nk", offsets, self.precision, offsets)
         return np.sqrt(np.clip(squared, 0.0, None))
 
-    @staticmethod
-    def label_set_probabilities(distances: np.ndarray) -> np.ndarray:
-        """[N, K] the label sets' posterior probabilities, equal priors."""
-        logits = -0.5 * np.square(distances)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        weights = np.exp(logits)
-        return weights / weights.sum(axis=1, keepdims=True)
+    def label_set_probabilities(self, distances: np.ndarray) -> np.ndarray:
+        """[N, K] the label sets' posterior probabilities, equal priors, at the temperature."""
+        return _posteriors(distances, self.temperature)
 
     def _summed(self, probs: np.ndarray, field: str) -> tuple[list[str], np.ndarray]:
         """The distinct values of a label-set field and each face's summed probability [N, V]."""
@@ -250,6 +254,38 @@ class Attributor:
             for name in TENSORS
         }
         return Fitted(self.record, tensors)
+
+
+def _posteriors(distances: np.ndarray, temperature: float) -> np.ndarray:
+    logits = -0.5 * np.square(distances) / temperature
+    logits = logits - logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _fit_temperature(
+    attributor: Attributor, distances: np.ndarray, truth: Sequence[str]
+) -> dict[str, Any]:
+    """The temperature T in [1, MAX_TEMPERATURE] that minimises the negative log-likelihood of
+    the true generators of faces at these ``distances`` [N, K], and that NLL before and after."""
+    from scipy.optimize import minimize_scalar
+
+    columns = [attributor.generators.index(name) for name in truth]
+
+    def nll(log_temperature: float) -> float:
+        _, by_generator = attributor._summed(
+            _posteriors(distances, float(np.exp(log_temperature))), "generator"
+        )
+        chosen = by_generator[np.arange(len(columns)), columns]
+        return float(-np.mean(np.log(np.clip(chosen, 1e-300, None))))
+
+    found = minimize_scalar(nll, bounds=(0.0, np.log(MAX_TEMPERATURE)), method="bounded")
+    temperature = float(np.exp(found.x)) if nll(found.x) < nll(0.0) else 1.0
+    return {
+        "temperature": temperature,
+        "nll": {"model": nll(0.0), "calibrated": nll(np.log(temperature))},
+        "at_bound": bool(np.isclose(temperature, MAX_TEMPERATURE, rtol=1e-3)),
+    }
 
 
 def fit_attribution(
@@ -305,6 +341,9 @@ def fit_attribution(
     distances = attributor.distances(np.asarray(val_fingerprints)[val_chosen])
     nearest = distances.min(axis=1)
     threshold = float(np.quantile(nearest, KEEP_FRACTION))
+    truth = [val[i].generator for i in val_chosen]
+    calibration = _fit_temperature(attributor, distances, truth)
+    attributor.record["temperature"] = calibration["temperature"]
     names, by_generator = attributor._summed(
         attributor.label_set_probabilities(distances), "generator"
     )
@@ -316,7 +355,9 @@ def fit_attribution(
         val={
             "fakes": len(val_chosen),
             "attributed": float(np.mean(nearest <= threshold)),
-            "top1": float(np.mean([a == val[i].generator for a, i in zip(top, val_chosen)])),
+            "top1": float(np.mean([a == b for a, b in zip(top, truth)])),
+            "nll": calibration["nll"],
+            "temperature_at_bound": calibration["at_bound"],
         },
         fitted_on={**fitted_on, "train_fakes": len(chosen), "val_fakes": len(val_chosen)},
         fitted_utc=utc_now(),
@@ -348,6 +389,7 @@ def attribution_summary(info: CheckpointInfo, attributor: Attributor | None) -> 
         "families": {labels["generator"]: labels["label"] for labels in attributor.label_sets},
         "only_among": "the generators this checkpoint was trained on",
         "method": record["method"],
+        "temperature": attributor.temperature,
         "threshold": record["threshold"],
         "rule": record["rule"],
         "fitted_on": record["fitted_on"],
