@@ -4,10 +4,11 @@ these, so a format change the schema does not describe fails the suite."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -64,7 +65,8 @@ def check_scan_outputs(json_path: Path | None = None, jsonl_path: Path | None = 
 
 
 def check_json_file(path: Path, kind: str) -> dict:
-    """A JSON report file (eval --json, prepare.json), validated and returned."""
+    """A JSON report file (eval, data inspect, bench or ablate --json; prepare.json), validated
+    and returned."""
     return check(json.loads(Path(path).read_text(encoding="utf-8")), kind)
 
 
@@ -74,3 +76,26 @@ def check_prepared(out: Path) -> None:
     check_json_file(out / "prepare.json", "prepare")
     for line in (out / "prepare.jsonl").read_text(encoding="utf-8").splitlines():
         check(json.loads(line), "prepare")
+
+
+def broken(record: Any, path: list, change: Callable[[Any, Any], None]) -> Any:
+    """A deep copy of ``record`` with ``change(container, key)`` applied at ``path``: a record
+    a test expects the schema to refuse."""
+    copied = copy.deepcopy(record)
+    container = copied
+    for key in path[:-1]:
+        container = container[key]
+    change(container, path[-1])
+    return copied
+
+
+def add_unknown(container: Any, key: Any) -> None:
+    container[key] = "not in the contract"
+
+
+def drop(container: Any, key: Any) -> None:
+    del container[key]
+
+
+def set_to(value: Any) -> Callable[[Any, Any], None]:
+    return lambda container, key: container.__setitem__(key, value)

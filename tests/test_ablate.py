@@ -9,6 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_schemas import (
+    add_unknown,
+    broken,
+    check,
+    check_json_file,
+    drop,
+    schema_errors,
+    set_to,
+)
 from rich.console import Console
 from test_train import make_dataset
 
@@ -19,6 +28,7 @@ from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.train.training import TrainSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
+from mfclip_cli.schemas import SCHEMA_VERSION
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
@@ -45,6 +55,7 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     variants = ("full", "no-noise", "one-level", "no-spa")
     request = _request(small_data, out, seeds=2, variants=variants)
     report = run_ablation(request, console, console)
+    check(json.loads(json.dumps(report)), "ablate")  # as --json would write it
     full, no_noise = report["variants"]["full"], report["variants"]["no-noise"]
     assert full["overrides"] == ["lora.text=true"]
     assert no_noise["overrides"] == ["lora.text=true", "noise.enabled=false"]
@@ -96,8 +107,10 @@ def test_bad_requests_are_usage_errors(small_data, tmp_path):
         _request(small_data, tmp_path, seeds=0)
 
 
-def test_ablate_command_writes_its_report(small_data, tmp_path):
-    report_path = tmp_path / "ablation.json"
+@pytest.fixture(scope="module")
+def ablate_command(small_data, tmp_path_factory):
+    """One ``mfclip ablate --json``: the command, its result and the report it wrote."""
+    report_path = tmp_path_factory.mktemp("ablate-command") / "ablation.json"
     command = [
         MFCLIP, "ablate", "--data", str(small_data), "--config", "tiny", "--seeds", "1",
         "--variants", "full,srm-unit-range", "--epochs", "1", "--batch-size", "16",
@@ -106,8 +119,41 @@ def test_ablate_command_writes_its_report(small_data, tmp_path):
     wide = {**os.environ, "COLUMNS": "160"}
     result = subprocess.run(command, capture_output=True, text=True, env=wide)
     assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
+    return command, result, report_path
+
+
+def test_ablate_command_writes_its_report(ablate_command):
+    command, result, report_path = ablate_command
+    report = check_json_file(report_path, "ablate")
+    assert report["schema_version"] == SCHEMA_VERSION
     assert report["type"] == "ablation" and list(report["variants"]) == ["full", "srm-unit-range"]
     assert "srm-unit-range" in result.stdout and "±" in result.stdout
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "path, change",
+    [
+        (["variants", "full", "per_seed", 0, "attribution_top1"], set_to(0.5)),
+        (["variants", "full", "median"], add_unknown),
+        (["training", "data"], add_unknown),
+        (["variants", "no-such-part"], set_to({})),
+        (["variants", "full", "spa_relevance", "identical"], set_to(0.5)),
+        (
+            ["variants", "full", "per_seed", 0, "spa_relevance", "by_relation", "class", "pairs"],
+            drop,
+        ),
+        (["schema_version"], drop),
+        (["variants", "full"], drop),
+        (["variants", "full", "delta"], drop),
+        (["variants", "full", "per_seed", 0, "checkpoint_sha256"], set_to("best.safetensors")),
+        (["variants", "full", "mean", "auc"], set_to(1.5)),
+        (["variants", "full", "std", "eer"], set_to(-0.1)),
+        (["data", "samples"], set_to("48")),
+    ],
+)
+def test_a_wrong_ablate_report_fails_validation(ablate_command, path, change):
+    report = json.loads(ablate_command[2].read_text())
+    assert schema_errors(report, "ablate") == []
+    assert schema_errors(broken(report, path, change), "ablate") != []

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from report_schemas import add_unknown, broken, check_json_file, drop, schema_errors, set_to
+
+from mfclip_cli.schemas import SCHEMA_VERSION, load_schema
+
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GPU_CHECK = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 sys.path.insert(0, str(GPU_CHECK.parent))
@@ -28,7 +33,11 @@ KEYS = (
 )
 
 
-def test_bench_measures_every_stage(tmp_path):
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One ``mfclip bench --json`` on CPU with the tiny config: the command's result, the folder
+    and the report it wrote, validated."""
+    tmp_path = tmp_path_factory.mktemp("bench")
     report = tmp_path / "bench-tiny.json"  # as scripts/gpu-check.sh names it
     result = subprocess.run(
         [
@@ -55,7 +64,11 @@ def test_bench_measures_every_stage(tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(report.read_text())
+    return result, tmp_path, check_json_file(report, "bench")
+
+
+def test_bench_measures_every_stage(bench_run):
+    result, tmp_path, figures = bench_run
     assert figures["device"] == "cpu" and figures["config"] == "tiny"
     assert all(figures[key] > 0 for key in KEYS)
     for key in KEYS:  # medians of the rounds
@@ -85,3 +98,43 @@ def test_bench_measures_every_stage(tmp_path):
         figures["model_int8_faces_per_s"] / figures["model_faces_per_s"]
     )
     assert "int8 vs fp32" in result.stdout
+
+
+def test_the_bench_report_follows_its_schema(bench_run):
+    """Every stage is in the schema; an unknown or missing figure fails, and the int8 figures
+    belong to a CPU's report only."""
+    figures = bench_run[2]
+    assert figures["schema_version"] == SCHEMA_VERSION
+    stages = load_schema("bench")["$defs"]["stage_rounds"]["properties"]
+    assert set(stages) == set(KEYS) == set(figures["rounds"])
+    for path, change in (
+        (["gpu_memory"], add_unknown),
+        (["int8", "bits"], add_unknown),
+        (["rounds", "decode_images_per_s"], set_to([1.0])),
+        (["schema_version"], drop),
+        (["naive_images_per_s"], drop),
+        (["rounds", "train_faces_per_s"], drop),
+        (["int8"], drop),  # a CPU run times the int8 model
+        (["model_explain_faces_per_s"], drop),  # and MFCLIP's heatmaps
+        (["detect_images_per_s"], set_to(0)),
+        (["rounds", "detect_images_per_s"], set_to([])),
+        (["faces_found"], set_to(-1)),
+    ):
+        assert schema_errors(broken(figures, path, change), "bench") != [], path
+    # a GPU run has no int8 figures (the int8 model runs on CPUs), and may not claim any
+    gpu = {**figures, "device": "cuda:0", "rounds": dict(figures["rounds"])}
+    for key in ("int8", "model_int8_faces_per_s", "end_to_end_int8_images_per_s"):
+        gpu.pop(key)
+        gpu["rounds"].pop(key, None)
+    assert schema_errors(gpu, "bench") != []  # the int8 speedups are still there
+    for key in ("int8_model_speedup", "int8_end_to_end_speedup"):
+        gpu.pop(key)
+    assert schema_errors(gpu, "bench") == []
+    assert schema_errors({**gpu, "int8": figures["int8"]}, "bench") != []
+    # another detector has no heatmap stages
+    other = {**gpu, "detector": "clip-probe", "rounds": dict(gpu["rounds"])}
+    assert schema_errors(other, "bench") != []
+    for key in ("model_explain_faces_per_s", "end_to_end_explain_images_per_s"):
+        other.pop(key)
+        other["rounds"].pop(key)
+    assert schema_errors(other, "bench") == []

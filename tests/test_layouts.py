@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from report_schemas import check_json_file
 
 from mfclip_cli.data import (
     DataError,
@@ -487,7 +488,7 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "layout diff, 19 samples, 0 videos" in result.stdout
     assert "test   diffusion  t2i      HPS" in result.stdout
-    written = json.loads(report.read_text())
+    written = check_json_file(report, "inspect")
     assert written["layout"] == "diff" and written["root"] == str((root / "DiFF").absolute())
     assert sum(row["count"] for row in written["rows"]) == 19
     out = tmp_path / "prepared"

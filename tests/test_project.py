@@ -74,6 +74,9 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
         "mfclip_cli/schemas/scan.schema.json",
         "mfclip_cli/schemas/eval.schema.json",
         "mfclip_cli/schemas/prepare.schema.json",
+        "mfclip_cli/schemas/inspect.schema.json",
+        "mfclip_cli/schemas/bench.schema.json",
+        "mfclip_cli/schemas/ablate.schema.json",
     ):
         assert needed in names, needed
     installed = tmp_path / "site"

@@ -1,7 +1,7 @@
 """The published report contract: the shipped JSON Schemas, the command that prints them, and
 records that break them. Every test that writes a report validates it (report_schemas.py)."""
 
-import copy
+import itertools
 import json
 import subprocess
 import sys
@@ -11,7 +11,17 @@ import pytest
 from jsonschema import Draft202012Validator
 from media import astronaut
 from PIL import Image
-from report_schemas import check, check_scan_lines, schema_errors
+from report_schemas import (
+    add_unknown,
+    broken,
+    check,
+    check_json_file,
+    check_scan_lines,
+    drop,
+    schema_errors,
+    set_to,
+)
+from test_layouts import diff_tree
 
 from mfclip_cli.schemas import SCHEMA_NAMES, SCHEMA_VERSION, load_schema, schema_text
 
@@ -48,12 +58,74 @@ def test_the_schema_command_prints_the_shipped_schema(tmp_path):
 
 
 def test_the_blocks_two_schemas_share_are_the_same():
-    """Each schema stands alone (a consumer loads one file), so the blocks the scan and eval
-    schemas both define (probs, weights, calibration, fitted_on, ...) must not drift apart."""
-    scan, evaluation = (load_schema(name)["$defs"] for name in ("scan", "eval"))
-    shared = sorted(set(scan) & set(evaluation))
-    assert {"probs", "weights", "calibration_summary", "fitted_on", "fpr_support"} <= set(shared)
-    assert [name for name in shared if scan[name] != evaluation[name]] == []
+    """Each schema stands alone (a consumer loads one file), so the blocks two schemas both
+    define (probs, weights, calibration, fitted_on, data, label, ...) must not drift apart."""
+    blocks = {name: load_schema(name)["$defs"] for name in SCHEMA_NAMES}
+    scan, evaluation = blocks["scan"], blocks["eval"]
+    shared = set(scan) & set(evaluation)
+    assert {"probs", "weights", "calibration_summary", "fitted_on", "fpr_support"} <= shared
+    assert "data" in blocks["ablate"] and "label" in blocks["inspect"]
+    drifted = [
+        (first, second, block)
+        for first, second in itertools.combinations(SCHEMA_NAMES, 2)
+        for block in sorted(set(blocks[first]) & set(blocks[second]))
+        if blocks[first][block] != blocks[second][block]
+    ]
+    assert drifted == []
+
+
+def test_the_ablate_schema_names_what_ablate_can_write():
+    """The variants and SPA's label relations are enums in the schema: a new one is a minor
+    change of the contract, not a silent one."""
+    from mfclip_cli.engines.train.ablate import METRICS, VARIANTS
+
+    blocks = load_schema("ablate")["$defs"]
+    assert blocks["ablation"]["properties"]["variants"]["propertyNames"]["enum"] == list(VARIANTS)
+    assert blocks["seed_run"]["properties"]["variant"]["enum"] == list(VARIANTS)
+    assert blocks["metric_means"]["required"] == list(METRICS)
+    assert set(METRICS) <= set(blocks["seed_run"]["required"])
+    relations = set(blocks["relation"]["enum"])
+    assert relations == {"class", "forgery_type", "generator", "real"}  # never "identical"
+
+
+@pytest.fixture(scope="module")
+def inspect_report(tmp_path_factory):
+    """``data inspect --json`` of a DiFF tree with a generator excluded by a label map, so that
+    the report says what it skipped."""
+    root = tmp_path_factory.mktemp("schema-inspect")
+    diff_tree(root / "DiFF")
+    label_map = root / "labels.toml"
+    label_map.write_text('[DiFF]\nHPS = "exclude"\n')
+    report = root / "inspect.json"
+    result = _mfclip(
+        "data", "inspect", str(root / "DiFF"), "--label-map", str(label_map), "--json", str(report)
+    )
+    assert result.returncode == 0, result.stderr
+    return check_json_file(report, "inspect")
+
+
+def test_the_inspect_report_names_its_version_and_what_it_skipped(inspect_report):
+    assert inspect_report["schema_version"] == SCHEMA_VERSION
+    assert inspect_report["skipped"] and inspect_report["rows"]
+
+
+@pytest.mark.parametrize(
+    "path, change",
+    [
+        (["folders"], add_unknown),
+        (["rows", 0, "share"], add_unknown),
+        (["schema_version"], drop),
+        (["skipped"], drop),
+        (["rows", 0, "generator"], drop),
+        (["rows", 0, "label"], set_to("human")),
+        (["rows", 0, "split"], set_to("holdout")),
+        (["rows", 0, "count"], set_to(0)),
+        (["datasets", "DiFF"], set_to("19")),
+        (["schema_version"], set_to("1.0.0")),
+    ],
+)
+def test_a_wrong_inspect_report_fails_validation(inspect_report, path, change):
+    assert schema_errors(broken(inspect_report, path, change), "inspect") != []
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +152,6 @@ def test_every_scan_record_names_its_schema_version(scan_report):
     assert meta["schema_version"] == document["meta"]["schema_version"] == SCHEMA_VERSION
     assert [record["type"] for record in files] == ["file"] * 3 and end["type"] == "end"
     assert end["duplicates"] and files[0]["provenance"] and files[0]["faces"][0]["stability"]
-
-
-def _broken(record, path, change):
-    """A deep copy of ``record`` with ``change(container, key)`` applied at ``path``."""
-    broken = copy.deepcopy(record)
-    container = broken
-    for key in path[:-1]:
-        container = container[key]
-    change(container, path[-1])
-    return broken
-
-
-def _add(container, key):
-    container[key] = "not in the contract"
-
-
-def _drop(container, key):
-    del container[key]
 
 
 def _records(scan_report) -> dict:
@@ -129,7 +183,7 @@ def _records(scan_report) -> dict:
 def test_an_unknown_field_fails_validation(scan_report, which, path):
     record = _records(scan_report)[which]
     assert schema_errors(record, "scan") == []
-    assert schema_errors(_broken(record, path, _add), "scan") != []
+    assert schema_errors(broken(record, path, add_unknown), "scan") != []
 
 
 @pytest.mark.parametrize(
@@ -154,25 +208,21 @@ def test_an_unknown_field_fails_validation(scan_report, which, path):
 )
 def test_a_missing_required_field_fails_validation(scan_report, which, path):
     record = _records(scan_report)[which]
-    assert schema_errors(_broken(record, path, _drop), "scan") != []
-
-
-def _set(value):
-    return lambda container, key: container.__setitem__(key, value)
+    assert schema_errors(broken(record, path, drop), "scan") != []
 
 
 def test_a_wrong_type_or_another_major_version_fails_validation(scan_report):
     records = _records(scan_report)
     meta, face_file = records["meta"], records["file"]
-    assert schema_errors(_broken(face_file, ["faces", 0, "label"], _set("human")), "scan") != []
-    box = _broken(face_file, ["faces", 0, "box"], lambda c, k: c[k].pop())
+    assert schema_errors(broken(face_file, ["faces", 0, "label"], set_to("human")), "scan") != []
+    box = broken(face_file, ["faces", 0, "box"], lambda c, k: c[k].pop())
     assert schema_errors(box, "scan") != []
-    assert schema_errors(_broken(face_file, ["phash"], _set("not hex")), "scan") != []
+    assert schema_errors(broken(face_file, ["phash"], set_to("not hex")), "scan") != []
     major = int(SCHEMA_VERSION.split(".")[0])
     for other in (major - 1, major + 1):  # removals and renames bump the major: not readable
-        changed = _broken(meta, ["schema_version"], _set(f"{other}.0.0"))
+        changed = broken(meta, ["schema_version"], set_to(f"{other}.0.0"))
         assert schema_errors(changed, "scan") != []
-    minor = _broken(meta, ["schema_version"], _set(f"{major}.7.0"))
+    minor = broken(meta, ["schema_version"], set_to(f"{major}.7.0"))
     assert schema_errors(minor, "scan") == []  # additions bump the minor: still readable
 
 

@@ -6,13 +6,17 @@ import typer
 
 
 def schema(
-    name: str = typer.Argument(..., help="The report kind: scan, eval or prepare.", metavar="NAME"),
+    name: str = typer.Argument(
+        ...,
+        help="The report kind: scan, eval, prepare, inspect, bench or ablate.",
+        metavar="NAME",
+    ),
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of a report kind, as this version writes it.
 
     scan: --json and each --jsonl line; eval: --json, one checkpoint or a comparison; prepare:
-    prepare.json and each prepare.jsonl line. Every report names its schema_version
-    (docs/output.md).
+    prepare.json and each prepare.jsonl line; inspect: data inspect --json; bench: bench --json;
+    ablate: ablate --json. Every report names its schema_version (docs/output.md).
 
     Examples:
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mfclip_cli.data.layouts import read_dataset
+from mfclip_cli.schemas import SCHEMA_VERSION
 
 
 def inspect_dataset(
@@ -27,6 +28,7 @@ def inspect_dataset(
         (s.split or "-", s.label, s.forgery_type or "-", s.generator or "-") for s in index.samples
     )
     return {
+        "schema_version": SCHEMA_VERSION,
         "root": str(index.root),
         "layout": index.layout,
         "samples": len(index.samples),

@@ -49,6 +49,7 @@ from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
 from mfclip_cli.model.explain import explain
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.provenance import inspect as inspect_provenance
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.precision import INT8, Precision
 from mfclip_cli.timestamps import utc_now
 
@@ -175,6 +176,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     batch = request.batch_size
     faces = torch.rand(batch, 3, crop, crop, device=device)
     results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "date_utc": utc_now(),

@@ -5,16 +5,19 @@ wheel install has them), each accepting every record of its kind:
 
 - ``scan``: the ``--json`` document, and each ``--jsonl`` line (meta, file, end);
 - ``eval``: ``eval --json`` with one checkpoint (type ``eval``) or several (``eval-comparison``);
-- ``prepare``: ``OUT/prepare.json`` and each line of ``OUT/prepare.jsonl``.
+- ``prepare``: ``OUT/prepare.json`` and each line of ``OUT/prepare.jsonl``;
+- ``inspect``: ``data inspect --json``;
+- ``bench``: ``bench --json`` (the int8 figures on a CPU only, the heatmap ones for MFCLIP only);
+- ``ablate``: ``ablate --json``, with every run of every variant.
 
 Every report names the format it follows in ``schema_version`` (the scan's meta, the eval
-report, prepare's summary). Additions bump the minor version, removals and renames the major one;
-a schema reads every report of its major version. Building blocks sit under ``$defs``, open
-(``*_fields``, ``meta``, ``run_summary``, ``file``) where a record extends them and closed where a
-record is complete (``unevaluatedProperties: false``); each schema stands alone, and a block the
-scan and eval schemas both hold is the same in both. To add a field, add it to the
-``properties`` of its ``$defs`` entry (in every schema holding it), bump ``SCHEMA_VERSION`` and
-note it in docs/output.md.
+report, prepare's summary, the inspect, bench and ablate reports). Additions bump the minor
+version, removals and renames the major one; a schema reads every report of its major version.
+Building blocks sit under ``$defs``, open (``*_fields``, ``meta``, ``run_summary``, ``file``)
+where a record extends them and closed where a record is complete (``unevaluatedProperties:
+false``); each schema stands alone, and a block two schemas both hold (by the same name) is the
+same in both. To add a field, add it to the ``properties`` of its ``$defs`` entry (in every
+schema holding it), bump ``SCHEMA_VERSION`` and note it in docs/output.md.
 
 Printing a schema needs nothing beyond the standard library; validating one needs
 ``jsonschema`` (a test dependency, or any validator of the consumer's choice).
@@ -26,8 +29,8 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "2.0.0"
-SCHEMA_NAMES = ("scan", "eval", "prepare")
+SCHEMA_VERSION = "2.1.0"
+SCHEMA_NAMES = ("scan", "eval", "prepare", "inspect", "bench", "ablate")
 
 
 class UnknownSchemaError(ValueError):

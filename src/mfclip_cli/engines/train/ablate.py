@@ -32,6 +32,7 @@ from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, trai
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
 from mfclip_cli.scoring.metrics import json_safe
@@ -198,6 +199,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     settings = request.training
     report = {
         "type": "ablation",
+        "schema_version": SCHEMA_VERSION,
         "tool": "mfclip",
         "version": __version__,
         "started_utc": started,
