@@ -55,6 +55,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 METRICS = ("auc", "ap", "eer", "acc3")
 # on the test fakes of trained generators; None where a run's checkpoint cannot attribute
 RESULT_FILE = "ablation-run.json"
+RETIRED_RUN_FIELDS = ("attribution_top1", "attribution_top3")  # not reported since 2.0.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class _Runner:
         if done.is_file():
             result = json.loads(done.read_text(encoding="utf-8"))
             if result.get("overrides") == overrides and result.get("seed") == seed:
-                return result
+                # a run finished before report 2.0.0 also has its text-prompt attribution
+                return {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
         settings = replace(self.request.training, out=str(run), seed=seed, overrides=overrides)
         saved = _settings_of(run)
         resume = saved is not None
