@@ -36,6 +36,7 @@ SCORE_TOLERANCE = 1e-3
 FP32_PROBABILITY_BOUND = 1e-3
 BF16_PROBABILITY_BOUND = 0.01
 HEATMAP_CORRELATION = 0.9  # per face, bf16 autocast on CUDA against fp32 on CPU
+FINGERPRINT_TOLERANCE = 1e-2  # log power: float32 FFTs of two libraries
 FACE_PHOTOS = (
     "astronaut.jpg",
     "astronaut_synthetic_diffusion.png",
@@ -204,3 +205,15 @@ def test_explain_under_bf16_autocast_matches_fp32_on_the_cpu(record_property):
     assert probability_difference <= BF16_PROBABILITY_BOUND
     assert torch.equal(result.richest_patch.cpu(), expected.richest_patch)
     assert min(correlations) >= HEATMAP_CORRELATION
+
+
+def test_generator_fingerprints_on_cuda_equal_the_cpu_ones(record_property):
+    """cuFFT against pocketfft, both float32: the log power of each cell and ring."""
+    from mfclip_cli.scoring.fingerprints import face_fingerprints
+
+    faces = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    on_cpu = face_fingerprints(faces).numpy()
+    on_cuda = face_fingerprints(faces.to(DEVICE)).cpu().numpy()
+    largest = float(np.abs(on_cuda - on_cpu).max())
+    record_property("fingerprint_max_log_power_difference", largest)
+    assert largest <= FINGERPRINT_TOLERANCE
