@@ -491,6 +491,16 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     written = check_json_file(report, "inspect")
     assert written["layout"] == "diff" and written["root"] == str((root / "DiFF").absolute())
     assert sum(row["count"] for row in written["rows"]) == 19
+    # an existing report is refused before the inspection, and replaced with --force
+    report.write_text("mine\n")
+    again = mfclip("data", "inspect", str(root), "--json", str(report))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert report.read_text() == "mine\n"
+    forced = mfclip("data", "inspect", str(root), "--json", str(report), "--force")
+    assert forced.returncode == 0 and check_json_file(report, "inspect") == {
+        **written,
+        "seconds": check_json_file(report, "inspect")["seconds"],
+    }
     out = tmp_path / "prepared"
     dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()

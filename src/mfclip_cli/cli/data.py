@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from mfclip_cli.cli.errors import errors_reported
-from mfclip_cli.cli.options import Device, LabelMap, Layout, MinFace, Quiet
+from mfclip_cli.cli.options import Device, Force, LabelMap, Layout, MinFace, Quiet
 
 
 def prepare(
@@ -137,6 +137,7 @@ def data_inspect(
     json_path: Optional[str] = typer.Option(
         None, "--json", help="Also write the report here.", metavar="FILE"
     ),
+    force: Force = False,
 ) -> None:
     """Print a dataset's layout, counts and skipped files.
 
@@ -150,10 +151,12 @@ def data_inspect(
       mfclip data inspect ~/datasets/DF40 --label-map lab.toml --json inspect.json
     """
     from mfclip_cli.data.inspect import inspect_dataset, render
-    from mfclip_cli.files import write_json_atomic
+    from mfclip_cli.files import refuse_existing, write_json_atomic
 
     with errors_reported():
+        if json_path:
+            refuse_existing(json_path, force)
         report = inspect_dataset(source, layout, label_map)
         if json_path:
-            write_json_atomic(Path(json_path), report)
+            write_json_atomic(Path(json_path), report, overwrite=force)
         typer.echo("\n".join(render(report)))
