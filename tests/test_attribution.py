@@ -18,6 +18,7 @@ from test_train import MFCLIP, run
 
 from mfclip_cli.data import Sample, load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.data.perturb import parse_perturbations
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -27,11 +28,13 @@ from mfclip_cli.model.noise import SRM_KERNELS, SRM_NORMALISERS
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.scoring.attribution import (
     KEEP_FRACTION,
+    LAUNDERING,
     UNKNOWN,
     attribution_metrics,
     attribution_problem,
     attributor_of,
     fit_attribution,
+    fit_sample,
 )
 from mfclip_cli.scoring.fingerprints import FEATURES, GRID, GRID_ROWS, RINGS, face_fingerprints
 
@@ -204,6 +207,27 @@ def test_the_threshold_keeps_the_stated_share_of_val_fakes():
     assert refit.threshold == pytest.approx(np.quantile(distance, KEEP_FRACTION))
 
 
+def test_a_fit_reads_each_face_as_stored_and_laundered_and_caps_its_sample(monkeypatch):
+    rng = np.random.default_rng(7)
+    centres = {name: rng.normal(scale=4.0, size=8) for name in TRAINED}
+    train = [_fake(name, i) for name in TRAINED for i in range(40)]
+    val = [_fake(name, i) for name in TRAINED for i in range(20)]
+    train_prints, val_prints = _clouds(rng, 40, centres), _clouds(rng, 20, centres)
+    shifted = {"jpeg:50": (train_prints + 3.0, val_prints + 3.0)}
+    attributor = fit_attribution(
+        train, train_prints, val, val_prints, fitted_on={}, laundered=shifted
+    )
+    np.testing.assert_allclose(attributor.center, train_prints.mean(axis=0) + 1.5)
+    assert attributor.record["views"] == ["as stored", "jpeg:50"]
+    assert attributor.record["fitted_on"]["train_fakes"] == len(train)  # faces, not views
+    # the sample: fakes naming a generator (of the given ones), at most the cap per label set
+    monkeypatch.setattr("mfclip_cli.scoring.attribution.MAX_FAKES_PER_LABEL_SET", 3)
+    mixed = [Sample("r.png", "real"), Sample("n.png", "gan", "efs"), *train]
+    chosen = fit_sample(mixed)
+    assert [mixed[i].generator for i in chosen] == [name for name in TRAINED for _ in range(3)]
+    assert [mixed[i].generator for i in fit_sample(mixed, [TRAINED[1]])] == [TRAINED[1]] * 3
+
+
 def test_splits_that_cannot_give_attribution_say_why():
     reals = [LabelSet("real")]
     assert "names its generator" in attribution_problem([*reals, LabelSet("gan", "efs")], [])
@@ -222,24 +246,33 @@ def data(tmp_path_factory):
     )
 
 
-def _fingerprints(root, samples) -> np.ndarray:
-    images = FaceImages(root, [sample.path for sample in samples], 128)
+def _fingerprints(root, samples, perturbation: str | None = None) -> np.ndarray:
+    (degraded,) = parse_perturbations([perturbation]) if perturbation else (None,)
+    images = FaceImages(root, [sample.path for sample in samples], 128, perturbation=degraded)
     faces, _ = collate_faces([images[i] for i in range(len(samples))])
     return face_fingerprints(faces).numpy()
 
 
 def _fit_on_images(data):
-    """The generator model of the protocol's train split, fitted here: (it, index, splits)."""
+    """The generator model of the protocol's train split, fitted here as calibrate fits it, the
+    faces read as stored and laundered: (it, index, splits)."""
     dataset, protocol = data
     index = read_dataset(dataset)
     splits = select(index, load_protocol(str(protocol)), ("train", "val", "test"))
+    train = [splits.train[i] for i in fit_sample(splits.train)]
+    val = [splits.val[i] for i in fit_sample(splits.val, {s.generator for s in train})]
     attributor = fit_attribution(
-        splits.train,
-        _fingerprints(index.root, splits.train),
-        splits.val,
-        _fingerprints(index.root, splits.val),
+        train,
+        _fingerprints(index.root, train),
+        val,
+        _fingerprints(index.root, val),
         fitted_on={},
+        laundered={
+            name: (_fingerprints(index.root, train, name), _fingerprints(index.root, val, name))
+            for name in LAUNDERING
+        },
     )
+    assert attributor.record["views"] == ["as stored", *LAUNDERING]
     return attributor, index, splits
 
 

@@ -52,6 +52,10 @@ TENSORS = ("center", "scale", "means", "precision")  # each ATTRIBUTION_TENSOR_P
 KEEP_FRACTION = 0.95  # of the val fakes of trained generators that stay attributed
 MIN_SPREAD_FAKES = 2  # training fakes beyond one per label set, to estimate their spread
 MAX_TEMPERATURE = 1e4  # the search's upper bound; the lower is 1, the model's own posterior
+# Each fitting face also counts under these (data/perturb.py), as re-saved and shrunk copies of
+# an image come to a case: measured in docs/attribution.md, "Under perturbation".
+LAUNDERING = ("jpeg:90", "jpeg:75", "jpeg:50", "resize:0.75")
+MAX_FAKES_PER_LABEL_SET = 2000  # a fit's sample: 216 numbers need hundreds, not a whole split
 TOP_COUNT = 3  # generators listed per face
 UNKNOWN = "unknown"
 METHOD = (
@@ -61,7 +65,7 @@ METHOD = (
 RULE = (
     "unknown when the face is out of distribution or its Mahalanobis distance to the nearest "
     f"trained label set is above the {KEEP_FRACTION:.0%} quantile of the validation fakes' "
-    f"distances (keeps {KEEP_FRACTION:.0%} of val fakes of trained generators attributed)"
+    f"distances, as stored and laundered (keeps {KEEP_FRACTION:.0%} of those attributed)"
 )
 OUT_OF_DISTRIBUTION, BEYOND_THRESHOLD = "out of distribution", "beyond the distance threshold"
 
@@ -288,6 +292,23 @@ def _fit_temperature(
     }
 
 
+def fit_sample(samples: Sequence[Sample], generators: Iterable[str] | None = None) -> list[int]:
+    """Positions of the fakes a fit reads, in order: those that name a generator (one of
+    ``generators`` where given), at most ``MAX_FAKES_PER_LABEL_SET`` of each label set."""
+    allowed = None if generators is None else set(generators)
+    taken: Counter[LabelSet] = Counter()
+    chosen = []
+    for i, sample in enumerate(samples):
+        if sample.label == "real" or not sample.generator.strip():
+            continue
+        if allowed is not None and sample.generator not in allowed:
+            continue
+        if taken[sample.label_set] < MAX_FAKES_PER_LABEL_SET:
+            taken[sample.label_set] += 1
+            chosen.append(i)
+    return chosen
+
+
 def fit_attribution(
     train: Sequence[Sample],
     train_fingerprints: np.ndarray,
@@ -295,11 +316,14 @@ def fit_attribution(
     val_fingerprints: np.ndarray,
     *,
     fitted_on: dict[str, Any],
+    laundered: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Attributor:
     """The generator model of the training split's fakes that name a generator (their
     fingerprints: rows of ``train_fingerprints``, in the order of ``train``) and the open-set
-    threshold from the validation fakes of those generators. Raises ValueError for splits
-    ``attribution_problem`` refuses."""
+    threshold and temperature from the validation fakes of those generators. ``laundered`` maps
+    a perturbation's name to the same faces' fingerprints under it, (train rows, val rows): each
+    counts as one more view of every face. Raises ValueError for splits ``attribution_problem``
+    refuses."""
     from sklearn.covariance import ledoit_wolf  # scikit-learn is slow to import
 
     problem = attribution_problem([sample.label_set for sample in train], val)
@@ -308,8 +332,9 @@ def fit_attribution(
     known = known_label_sets(sample.label_set for sample in train)
     row_of = {labels: k for k, labels in enumerate(known)}
     chosen = [i for i, sample in enumerate(train) if sample.label_set in row_of]
-    classes = np.array([row_of[train[i].label_set] for i in chosen])
-    rows = np.asarray(train_fingerprints, dtype=np.float64)[chosen]
+    views = [(train_fingerprints, val_fingerprints), *(laundered or {}).values()]
+    classes = np.tile([row_of[train[i].label_set] for i in chosen], len(views))
+    rows = np.concatenate([np.asarray(view, dtype=np.float64)[chosen] for view, _ in views])
     center, scale = rows.mean(axis=0), rows.std(axis=0)
     scale[scale < 1e-9] = 1.0
     standard = (rows - center) / scale
@@ -335,13 +360,16 @@ def fit_attribution(
             ],
             "generators": list(dict.fromkeys(labels.generator for labels in known)),
             "shrinkage": float(shrinkage),
+            "views": ["as stored", *(laundered or {})],
         },
     )
     val_chosen = fakes_of(val, attributor.generators)
-    distances = attributor.distances(np.asarray(val_fingerprints)[val_chosen])
+    distances = np.concatenate(
+        [attributor.distances(np.asarray(view)[val_chosen]) for _, view in views]
+    )
     nearest = distances.min(axis=1)
     threshold = float(np.quantile(nearest, KEEP_FRACTION))
-    truth = [val[i].generator for i in val_chosen]
+    truth = [val[i].generator for i in val_chosen] * len(views)
     calibration = _fit_temperature(attributor, distances, truth)
     attributor.record["temperature"] = calibration["temperature"]
     names, by_generator = attributor._summed(

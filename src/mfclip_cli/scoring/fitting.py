@@ -12,11 +12,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mfclip_cli.data.perturb import parse_perturbations
 from mfclip_cli.data.samples import Sample
 from mfclip_cli.model.checkpoint import ATTRIBUTION_KEY, OOD_KEY, Fitted
 from mfclip_cli.model.detectors import Detector
-from mfclip_cli.scoring.attribution import attribution_problem, fit_attribution
-from mfclip_cli.scoring.inference import Outputs, predict_outputs
+from mfclip_cli.scoring.attribution import (
+    LAUNDERING,
+    attribution_problem,
+    fit_attribution,
+    fit_sample,
+)
+from mfclip_cli.scoring.inference import Outputs, predict_fingerprints, predict_outputs
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
 
 FITTED_NAMES = {
@@ -81,15 +87,61 @@ def fit_statistics(
         )
         outcome.fitted[OOD_KEY] = statistics.fitted()
     if ATTRIBUTION_KEY in todo:
-        attributor = fit_attribution(
-            train,
-            _rows(train_outputs.fingerprints),
-            val,
-            _rows(val_outputs.fingerprints),
+        outcome.fitted[ATTRIBUTION_KEY] = _fit_generator_model(
+            model,
+            root,
+            device,
+            (train, _rows(train_outputs.fingerprints)),
+            (val, _rows(val_outputs.fingerprints)),
+            batch_size=batch_size,
+            workers=workers,
             fitted_on=fitted_on,
         )
-        outcome.fitted[ATTRIBUTION_KEY] = attributor.fitted()
     return outcome
+
+
+def _fit_generator_model(
+    model: Detector,
+    root: Path,
+    device: torch.device,
+    train: tuple[Sequence[Sample], np.ndarray],
+    val: tuple[Sequence[Sample], np.ndarray],
+    *,
+    batch_size: int,
+    workers: int,
+    fitted_on: dict[str, Any],
+) -> Fitted:
+    """Attribution's generator model from the fakes ``fit_sample`` takes of each split (given
+    with their fingerprints as stored), each face read again under every ``LAUNDERING``."""
+    train_at = fit_sample(train[0])
+    val_at = fit_sample(val[0], {train[0][i].generator for i in train_at})
+    fitting = [train[0][i] for i in train_at], [val[0][i] for i in val_at]
+
+    def laundered(name: str) -> tuple[np.ndarray, np.ndarray]:
+        (perturbation,) = parse_perturbations([name])
+        train_rows, val_rows = (
+            predict_fingerprints(
+                root,
+                samples,
+                model.crop_size,
+                device,
+                batch_size=batch_size,
+                workers=workers,
+                perturbation=perturbation,
+            )
+            for samples in fitting
+        )
+        return train_rows, val_rows
+
+    attributor = fit_attribution(
+        fitting[0],
+        train[1][train_at],
+        fitting[1],
+        val[1][val_at],
+        fitted_on=fitted_on,
+        laundered={name: laundered(name) for name in LAUNDERING},
+    )
+    return attributor.fitted()
 
 
 def _rows(values: np.ndarray | None) -> np.ndarray:

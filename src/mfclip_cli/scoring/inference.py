@@ -26,6 +26,53 @@ class Outputs(NamedTuple):
     fingerprints: np.ndarray | None  # [N, F] generator fingerprints (fingerprints.py), if asked
 
 
+def _face_batches(
+    root: Path,
+    samples: Sequence[Sample],
+    crop_size: int,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    perturbation: Perturbation | None,
+    seed: int,
+) -> torch.utils.data.DataLoader:
+    """The samples' aligned faces in batches, each degraded by ``perturbation`` first."""
+    images = FaceImages(
+        root,
+        [sample.path for sample in samples],
+        crop_size,
+        perturbation=perturbation,
+        perturbation_seed=seed,
+    )
+    return torch.utils.data.DataLoader(
+        images,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_faces,
+        pin_memory=device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def predict_fingerprints(
+    root: Path,
+    samples: Sequence[Sample],
+    crop_size: int,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    perturbation: Perturbation | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """The generator fingerprints [N, F] of dataset samples alone: no model runs."""
+    loader = _face_batches(
+        root, samples, crop_size, device, batch_size, workers, perturbation, seed
+    )
+    rows = [face_fingerprints(faces.to(device)).cpu() for faces, _ in loader]
+    return torch.cat(rows).numpy() if rows else np.zeros((0, FEATURES), np.float32)
+
+
 @torch.no_grad()
 def predict_outputs(
     model: Detector,
@@ -47,19 +94,8 @@ def predict_outputs(
     model's own precision. A ``perturbation`` degrades each face first (its noise seeded by
     ``seed``)."""
     model.eval()
-    images = FaceImages(
-        root,
-        [sample.path for sample in samples],
-        model.crop_size,
-        perturbation=perturbation,
-        perturbation_seed=seed,
-    )
-    loader = torch.utils.data.DataLoader(
-        images,
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate_faces,
-        pin_memory=device.type == "cuda",
+    loader = _face_batches(
+        root, samples, model.crop_size, device, batch_size, workers, perturbation, seed
     )
     results, vectors, prints = [], [], []
     autocast = device.type == "cuda" if bf16 is None else bf16
