@@ -22,7 +22,7 @@ from mfclip_cli.scoring.attribution import (
     fit_attribution,
     fit_sample,
 )
-from mfclip_cli.scoring.inference import Outputs, predict_fingerprints, predict_outputs
+from mfclip_cli.scoring.inference import predict_fingerprints, predict_outputs
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
 
 FITTED_NAMES = {
@@ -48,11 +48,10 @@ def fit_statistics(
     batch_size: int,
     workers: int,
     fitted_on: dict[str, Any],
-    val_outputs: Outputs | None = None,
+    val_embeddings: np.ndarray | None = None,
 ) -> FitOutcome:
     """The ``wanted`` statistics (``ood``, ``attribution``) of the inference ``model``; the
-    outputs of ``val`` may be given (calibrate has them), with the embeddings and fingerprints
-    that are wanted."""
+    embeddings of ``val`` may be given (calibrate has them)."""
     outcome = FitOutcome()
     problems = {
         OOD_KEY: ood_problem([sample.label for sample in train], len(val)),
@@ -65,34 +64,27 @@ def fit_statistics(
     if not todo:
         return outcome
 
-    def outputs(samples: Sequence[Sample]) -> Outputs:
-        return predict_outputs(
-            model,
-            root,
-            samples,
-            device,
-            batch_size=batch_size,
-            workers=workers,
-            embeddings=OOD_KEY in todo,
-            fingerprints=ATTRIBUTION_KEY in todo,
-        )
+    def embeddings(samples: Sequence[Sample]) -> np.ndarray:
+        embedded = predict_outputs(
+            model, root, samples, device, batch_size=batch_size, workers=workers, embeddings=True
+        ).embeddings
+        return embedded if embedded is not None else np.zeros((0, 1))
 
-    train_outputs, val_outputs = outputs(train), val_outputs or outputs(val)
     if OOD_KEY in todo:
         statistics = fit_ood(
-            _rows(train_outputs.embeddings),
+            embeddings(train),
             [s.label for s in train],
-            _rows(val_outputs.embeddings),
+            val_embeddings if val_embeddings is not None else embeddings(val),
             fitted_on=fitted_on,
         )
         outcome.fitted[OOD_KEY] = statistics.fitted()
     if ATTRIBUTION_KEY in todo:
         outcome.fitted[ATTRIBUTION_KEY] = _fit_generator_model(
-            model,
+            model.crop_size,
             root,
             device,
-            (train, _rows(train_outputs.fingerprints)),
-            (val, _rows(val_outputs.fingerprints)),
+            train,
+            val,
             batch_size=batch_size,
             workers=workers,
             fitted_on=fitted_on,
@@ -101,48 +93,44 @@ def fit_statistics(
 
 
 def _fit_generator_model(
-    model: Detector,
+    crop_size: int,
     root: Path,
     device: torch.device,
-    train: tuple[Sequence[Sample], np.ndarray],
-    val: tuple[Sequence[Sample], np.ndarray],
+    train: Sequence[Sample],
+    val: Sequence[Sample],
     *,
     batch_size: int,
     workers: int,
     fitted_on: dict[str, Any],
 ) -> Fitted:
-    """Attribution's generator model from the fakes ``fit_sample`` takes of each split (given
-    with their fingerprints as stored), each face read again under every ``LAUNDERING``."""
-    train_at = fit_sample(train[0])
-    val_at = fit_sample(val[0], {train[0][i].generator for i in train_at})
-    fitting = [train[0][i] for i in train_at], [val[0][i] for i in val_at]
+    """Attribution's generator model from the fakes ``fit_sample`` takes of each split, each
+    face's fingerprint read as stored and under every ``LAUNDERING`` (no model runs)."""
+    train_sample = [train[i] for i in fit_sample(train)]
+    val_sample = [val[i] for i in fit_sample(val, {sample.generator for sample in train_sample})]
 
-    def laundered(name: str) -> tuple[np.ndarray, np.ndarray]:
-        (perturbation,) = parse_perturbations([name])
+    def views(perturbation: str | None) -> tuple[np.ndarray, np.ndarray]:
+        (degraded,) = parse_perturbations([perturbation]) if perturbation else (None,)
         train_rows, val_rows = (
             predict_fingerprints(
                 root,
                 samples,
-                model.crop_size,
+                crop_size,
                 device,
                 batch_size=batch_size,
                 workers=workers,
-                perturbation=perturbation,
+                perturbation=degraded,
             )
-            for samples in fitting
+            for samples in (train_sample, val_sample)
         )
         return train_rows, val_rows
 
+    stored_train, stored_val = views(None)
     attributor = fit_attribution(
-        fitting[0],
-        train[1][train_at],
-        fitting[1],
-        val[1][val_at],
+        train_sample,
+        stored_train,
+        val_sample,
+        stored_val,
         fitted_on=fitted_on,
-        laundered={name: laundered(name) for name in LAUNDERING},
+        laundered={name: views(name) for name in LAUNDERING},
     )
     return attributor.fitted()
-
-
-def _rows(values: np.ndarray | None) -> np.ndarray:
-    return values if values is not None else np.zeros((0, 1))

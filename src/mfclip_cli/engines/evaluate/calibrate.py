@@ -62,9 +62,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     if problem:  # before the scoring, which can take long
         raise CalibrationError(problem)
     val = scoring.splits.val
-    val_outputs = scoring.outputs(
-        val, request.batch_size, request.workers, embeddings=True, fingerprints=True
-    )
+    val_outputs = scoring.outputs(val, request.batch_size, request.workers, embeddings=True)
     logits = val_outputs.logits
     source = scoring.checkpoint.info
     fitted_on = {
@@ -99,7 +97,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         batch_size=request.batch_size,
         workers=request.workers,
         fitted_on=fitted_on,
-        val_outputs=val_outputs,
+        val_embeddings=val_outputs.embeddings,
     )
     for key, problem in outcome.refused.items():
         kept = " (the source's are kept)" if getattr(source, key) else ""
