@@ -108,9 +108,15 @@ def attribution_problem(train_label_sets: Sequence[LabelSet], val: Sequence[Samp
     return None
 
 
+def _readable(record: dict[str, Any]) -> bool:
+    """Whether a checkpoint's attribution record is of the fingerprints this version reads (not
+    the earlier text-prompt scoring's)."""
+    return record.get("features", {}).get("name") == FINGERPRINT_NAME
+
+
 def unavailable_reason(info: CheckpointInfo) -> str:
     """Why a checkpoint without usable attribution has none, in words for the reports."""
-    if info.attribution and info.attribution.get("features", {}).get("name") != FINGERPRINT_NAME:
+    if info.attribution and not _readable(info.attribution):
         return (
             "this checkpoint's attribution is the earlier text-prompt scoring, which measured at "
             "the within-family chance and is no longer read; mfclip calibrate fits generator "
@@ -396,7 +402,7 @@ def fit_attribution(
 def attributor_of(info: CheckpointInfo) -> Attributor | None:
     """A checkpoint's attribution, or None where it stores none this version reads."""
     record = info.attribution
-    if not record or record.get("features", {}).get("name") != FINGERPRINT_NAME:
+    if not record or not _readable(record):
         return None
     tensors = read_fitted_tensors(info.path, ATTRIBUTION_TENSOR_PREFIX)
     return Attributor(
@@ -428,6 +434,23 @@ def _share(flags: Sequence[bool]) -> float | None:
     return float(np.mean(flags)) if len(flags) else None
 
 
+def seen_figures(
+    attributor: Attributor, samples: Sequence[Sample], result: Attributions
+) -> dict[str, Any]:
+    """Over the fakes of trained generators among ``samples`` (``result``: their attributions):
+    how many, closed-set top-1 and top-3 accuracy, the share attributed and the open-set top-1
+    (attributed and right); None where there is no such fake."""
+    seen = fakes_of(samples, attributor.generators)
+    ranked, named = result.ranked(), result.named()
+    return {
+        "n": len(seen),
+        "top1": _share([ranked[i][0] == samples[i].generator for i in seen]),
+        "top3": _share([samples[i].generator in ranked[i] for i in seen]),
+        "attributed": _share([not result.unknown[i] for i in seen]),
+        "open_set_top1": _share([named[i] == samples[i].generator for i in seen]),
+    }
+
+
 def attribution_metrics(
     attributor: Attributor,
     test: Sequence[Sample],
@@ -445,8 +468,9 @@ def attribution_metrics(
     open-set decision per true generator.
     """
     known = set(attributor.generators)
-    ranked, named = test_result.ranked(), test_result.named()
-    seen = [i for i, s in enumerate(test) if s.label != "real" and s.generator in known]
+    named = test_result.named()
+    seen = fakes_of(test, known)
+    figures = seen_figures(attributor, test, test_result)
     unseen = [
         i
         for i, s in enumerate(test)
@@ -459,14 +483,7 @@ def attribution_metrics(
         "threshold": attributor.threshold,
         "rule": attributor.record["rule"],
         "applies_to": "every test fake, whatever the 3-way head says of it",
-        "seen": {
-            "n": len(seen),
-            "chance_top1": 1 / len(known),
-            "top1": _share([ranked[i][0] == test[i].generator for i in seen]),
-            "top3": _share([test[i].generator in ranked[i] for i in seen]),
-            "attributed": _share([not test_result.unknown[i] for i in seen]),
-            "open_set_top1": _share([named[i] == test[i].generator for i in seen]),
-        },
+        "seen": {"n": figures.pop("n"), "chance_top1": 1 / len(known), **figures},
     }
     if seen:
         reference, reference_scores = "test", test_result.distance[seen]

@@ -62,7 +62,7 @@ from mfclip_cli.scoring.attribution import (
     Attributor,
     attribution_metrics,
     attributor_of,
-    fakes_of,
+    seen_figures,
     unavailable_reason,
 )
 from mfclip_cli.scoring.calibration import (
@@ -239,27 +239,21 @@ ROBUSTNESS_ATTRIBUTION = (
     "closed-set top-1, the share attributed (not unknown) and the share attributed and right, "
     "over the test fakes of trained generators, under the row's perturbation"
 )
-ATTRIBUTION_ROW_KEYS = ("attribution_top1", "attribution_attributed", "attribution_open_set_top1")
 
 
 def _attribution_row(
     attributor: Attributor | None, statistics: OodStatistics | None, test: Sequence[Sample],
     outputs: Outputs,
 ) -> dict:  # fmt: skip
-    """A robustness row's attribution figures, as eval's ``seen`` block computes them on clean
-    faces (nothing where the checkpoint does not attribute)."""
+    """A robustness row's attribution figures: eval's ``seen`` block under the row's
+    perturbation (nothing where the checkpoint does not attribute)."""
     if attributor is None:
         return {}
-    seen = fakes_of(test, attributor.generators)
-    if not seen:
-        return dict.fromkeys(ATTRIBUTION_ROW_KEYS)
-    attributed = _attribute(statistics, attributor, outputs)
-    ranked, named = attributed.ranked(1), attributed.named()
-    truth = [test[i].generator for i in seen]
+    figures = seen_figures(attributor, test, _attribute(statistics, attributor, outputs))
     return {
-        "attribution_top1": float(np.mean([ranked[i][0] == g for i, g in zip(seen, truth)])),
-        "attribution_attributed": float(np.mean([not attributed.unknown[i] for i in seen])),
-        "attribution_open_set_top1": float(np.mean([named[i] == g for i, g in zip(seen, truth)])),
+        "attribution_top1": figures["top1"],
+        "attribution_attributed": figures["attributed"],
+        "attribution_open_set_top1": figures["open_set_top1"],
     }
 
 
