@@ -85,35 +85,25 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
     elsewhere.mkdir()
     environment = {**os.environ, "PYTHONPATH": str(installed), "HF_HUB_OFFLINE": "1"}
     environment.pop("MFCLIP_WEIGHTS", None)
-    scan = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mfclip_cli",
-            "scan",
-            str(ROOT / "examples" / "astronaut.jpg"),
-            "--jsonl",
-            "-",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=elsewhere,
-        env=environment,
-    )
+
+    def unpacked_mfclip(*args: str) -> subprocess.CompletedProcess:
+        """``mfclip ARGS`` from the unpacked wheel, run where no checkout is."""
+        return subprocess.run(
+            [sys.executable, "-m", "mfclip_cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=elsewhere,
+            env=environment,
+        )
+
+    scan = unpacked_mfclip("scan", str(ROOT / "examples" / "astronaut.jpg"), "--jsonl", "-")
     assert scan.returncode == 0, scan.stderr
     meta = json.loads(scan.stdout.splitlines()[0])
     assert meta["demo"] is True and "DEMO" in scan.stderr
     assert meta["weights"]["path"].startswith(str(installed))  # the unpacked wheel's own copy
     # the quick start's report validates, outside mfclip, against the schema the wheel prints
-    printed = subprocess.run(
-        [sys.executable, "-m", "mfclip_cli", "schema", "scan"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=elsewhere,
-        env=environment,
-    )
+    printed = unpacked_mfclip("schema", "scan")
     assert printed.returncode == 0, printed.stderr
     from jsonschema import Draft202012Validator
 
