@@ -1,12 +1,16 @@
 """The batched scan path against the plain one: facenet's ``MTCNN.detect`` image by image, then one
 aligned face at a time through the model in fp32. Batching must not change what is found or said."""
 
+import gc
+
 import numpy as np
+import pytest
 import torch
 from facenet_pytorch import MTCNN
 from media import astronaut, iou, mosaic, save_video
 from PIL import Image
 
+from mfclip_cli.engines.runtime import long_lived_imports
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -130,3 +134,21 @@ def test_worker_counts_follow_the_cores(monkeypatch):
         workers("cuda", 64),
         workers("cuda", 64, asked=40),
     ] == [2, 7, 16, 40]
+
+
+def test_long_lived_imports_pause_the_collector_then_freeze_what_they_made():
+    """The scan's engine imports run with the collector paused; afterwards it runs again (also
+    when an import fails) and what the imports made is out of its passes."""
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    try:
+        with long_lived_imports():
+            assert not gc.isenabled()
+            kept = [[] for _ in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(kept)
+        with pytest.raises(ImportError), long_lived_imports():
+            import mfclip_cli.no_such_module  # noqa: F401
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -197,15 +197,18 @@ def scan(
       find evidence -name '*.jpg' | mfclip scan - --jsonl - | jq .
       mfclip scan clip.mp4 --fps 2 --html case.html --fail-on-fake
     """
-    from mfclip_cli.engines.scan.run import ScanRequest, run_scan
-    from mfclip_cli.engines.scan.settings import ScanSettings
-    from mfclip_cli.scoring.calibration import parse_fake_threshold
+    from mfclip_cli.engines.runtime import long_lived_imports
+
+    with long_lived_imports():
+        from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+        from mfclip_cli.engines.scan.settings import ScanSettings
+        from mfclip_cli.provenance import ProvenanceOptions, TrustError
+        from mfclip_cli.scoring.calibration import parse_fake_threshold
 
     try:
         fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
-    from mfclip_cli.provenance import ProvenanceOptions, TrustError
 
     if no_provenance and (c2pa_trust or fail_on_declared_ai):
         raise typer.BadParameter(

@@ -6,11 +6,13 @@ functions that do import it when called.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from mfclip_cli.errors import UsageError
 
@@ -72,6 +74,25 @@ def reuse_freed_buffers() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
     mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
+@contextlib.contextmanager
+def long_lived_imports() -> Iterator[None]:
+    """Import a command's engine with the garbage collector paused, then freeze what the imports
+    made out of its passes.
+
+    torch and the model stack leave a few hundred thousand objects that live until the process
+    ends and make no garbage; yet the collector walks them on its full passes while they load,
+    again on every later full pass, and once more as the interpreter exits. On the 2-core CPU
+    this was 0.5-0.7 s of a one-image scan (2.6-2.9 s -> 2.1-2.2 s of wall time). Garbage the
+    run makes later is collected as before.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 @dataclass
