@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from mfclip_cli.provenance.watermark import HAAR, haar_bands
+from mfclip_cli.provenance.watermark import HAAR
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 A1111_PARAMETERS = (
@@ -290,6 +290,21 @@ def retouched_png(signed: bytes) -> bytes:
 
 
 # -- invisible-watermark's dwtDct encoder ----------------------------------------------------------
+
+
+def haar_bands(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``pywt.dwt2(plane, "haar")`` as (approximation, horizontal, vertical, diagonal), in
+    pywt's order of operations: the encoder writes into the approximation band and rebuilds the
+    image from all four."""
+    a, b, c, d = plane[0::2, 0::2], plane[0::2, 1::2], plane[1::2, 0::2], plane[1::2, 1::2]
+    low_left, low_right = a * HAAR + c * HAAR, b * HAAR + d * HAAR
+    high_left, high_right = a * HAAR - c * HAAR, b * HAAR - d * HAAR
+    return (
+        low_left * HAAR + low_right * HAAR,
+        high_left * HAAR + high_right * HAAR,
+        low_left * HAAR - low_right * HAAR,
+        high_left * HAAR - high_right * HAAR,
+    )
 
 
 def embed_dwtdct(rgb: np.ndarray, bits: np.ndarray, scale: float = 36.0) -> np.ndarray:

@@ -16,7 +16,13 @@ from PIL import Image
 from skimage.data import astronaut
 
 from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, TrustError, inspect
-from mfclip_cli.provenance.watermark import MESSAGES, SDXL_BITS, block_bits, message_bits
+from mfclip_cli.provenance.watermark import (
+    MESSAGES,
+    SDXL_BITS,
+    block_bits,
+    haar_approximation,
+    message_bits,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 AI = "trainedAlgorithmicMedia"
@@ -206,6 +212,16 @@ def test_sd1_message_round_trips_and_small_images_are_not_checked():
     assert matches["sdxl"].verdict == "not_found"
     small = inspect(b"", ".png", media.picture(11, 128)).watermark
     assert small.status == "not_checked" and "256x256" in small.note
+
+
+def test_the_decoders_haar_band_is_the_full_transforms_to_the_last_bit():
+    """The decoder computes the approximation band alone, straight from the uint8 U plane; it is
+    the full DWT's band of the float plane, bit for bit (the bits compare remainders)."""
+    rng = np.random.default_rng(5)
+    plane = rng.integers(0, 256, size=(96, 132), dtype=np.uint8)
+    expected = media.haar_bands(plane.astype(np.float64))[0]
+    got = haar_approximation(plane)
+    assert got.dtype == np.float64 and np.array_equal(got, expected)
 
 
 def test_decoder_matches_invisible_watermark_where_it_is_installed():

@@ -61,19 +61,14 @@ FOUND_AT = {
 HAAR = math.sqrt(2) / 2  # 0.7071067811865476, pywt's Haar filter tap (1 / sqrt(2) rounds lower)
 
 
-def haar_bands(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One level of the 2-D Haar DWT, (approximation, horizontal, vertical, diagonal), computed
-    in the order of operations of ``pywt.dwt2(plane, "haar")`` so that the floats (and the bits
-    read from them, which compare remainders) are the same to the last digit."""
+def haar_approximation(plane: np.ndarray) -> np.ndarray:
+    """The approximation band of one level of the 2-D Haar DWT (the only band the decoder reads),
+    computed in the order of operations of ``pywt.dwt2(plane, "haar")[0]`` so that the floats
+    (and the bits read from them, which compare remainders) are the same to the last digit.
+    ``plane`` may be uint8: each product promotes its pixel to float64 exactly."""
     a, b, c, d = plane[0::2, 0::2], plane[0::2, 1::2], plane[1::2, 0::2], plane[1::2, 1::2]
     low_left, low_right = a * HAAR + c * HAAR, b * HAAR + d * HAAR
-    high_left, high_right = a * HAAR - c * HAAR, b * HAAR - d * HAAR
-    return (
-        low_left * HAAR + low_right * HAAR,
-        high_left * HAAR + high_right * HAAR,
-        low_left * HAAR - low_right * HAAR,
-        high_left * HAAR - high_right * HAAR,
-    )
+    return low_left * HAAR + low_right * HAAR
 
 
 def block_bits(rgb: np.ndarray) -> np.ndarray:
@@ -81,8 +76,7 @@ def block_bits(rgb: np.ndarray) -> np.ndarray:
     RGB image (uint8 [H, W, 3]; the library is fed BGR, the same pixels reordered)."""
     height, width = (rgb.shape[0] // BLOCK) * BLOCK, (rgb.shape[1] // BLOCK) * BLOCK
     u = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV)[:height, :width, 1]
-    u = u.astype(np.float64)
-    band = haar_bands(u)[0]
+    band = haar_approximation(u)
     rows, cols = band.shape[0] // BLOCK, band.shape[1] // BLOCK
     blocks = (
         band[: rows * BLOCK, : cols * BLOCK]
