@@ -78,6 +78,28 @@ def check_prepared(out: Path) -> None:
         check(json.loads(line), "prepare")
 
 
+def _strict_json(text: str) -> Any:
+    """``text`` parsed as JSON proper: Python's ``NaN`` and ``Infinity`` are refused, as a
+    consumer's parser would refuse them."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def check_train_run(run_dir: Path) -> tuple[dict, list[dict]]:
+    """Everything ``mfclip train`` writes about its run: RUN/train.json (the settings, naming the
+    schema version of the run folder) and each line of RUN/metrics.jsonl, validated; returned."""
+    run_dir = Path(run_dir)
+    settings = check(_strict_json((run_dir / "train.json").read_text(encoding="utf-8")), "train")
+    assert settings["schema_version"] == SCHEMA_VERSION, "train.json names the run's format"
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [check(_strict_json(line), "train") for line in lines]
+    assert records and all("type" in record for record in records), "metrics lines have a type"
+    return settings, records
+
+
 def broken(record: Any, path: list, change: Callable[[Any, Any], None]) -> Any:
     """A deep copy of ``record`` with ``change(container, key)`` applied at ``path``: a record
     a test expects the schema to refuse."""

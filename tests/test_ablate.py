@@ -14,6 +14,7 @@ from report_schemas import (
     broken,
     check,
     check_json_file,
+    check_train_run,
     drop,
     schema_errors,
     set_to,
@@ -68,6 +69,12 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
             assert entry["delta"][metric] == pytest.approx(
                 entry["mean"][metric] - full["mean"][metric]
             )
+    # each run is a training run like any other: its train.json and metrics lines validate
+    runs = sorted(out.glob("*/seed-*"))
+    assert len(runs) == len(variants) * 2
+    for folder in runs:
+        settings, _ = check_train_run(folder)
+        assert settings["overrides"] == report["variants"][folder.parent.name]["overrides"]
     # each run's checkpoint is the model its variant names
     config = read_checkpoint_info(out / "no-noise" / "seed-1" / "best.safetensors").config
     assert not config.noise.enabled and config.lora.text

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report_schemas import check_train_run
+
 from mfclip_cli import __version__
 
 MFCLIP = Path(sys.executable).with_name("mfclip")
@@ -176,3 +178,4 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
     )
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "run2" / "last.safetensors").is_file()
+    check_train_run(tmp_path / "run2")

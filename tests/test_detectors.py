@@ -7,7 +7,7 @@ import pytest
 import torch
 from media import astronaut
 from PIL import Image
-from report_schemas import check_json_file, check_scan_lines
+from report_schemas import check_json_file, check_scan_lines, check_train_run
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.errors import ConfigError
@@ -97,8 +97,9 @@ def test_train_eval_and_scan_run_mc_lcr(mclcr_run, tmp_path):
     best = read_checkpoint_info(out / "best.safetensors")
     assert detector_of(best.config) == "mc-lcr"
     assert best.calibration["temperature"] > 0 and best.ood["threshold"] > 0
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    step = next(line for line in steps if line["type"] == "step")
+    settings, lines = check_train_run(out)
+    assert settings["config"] == "mc-lcr-tiny"
+    step = next(line for line in lines if line["type"] == "step")
     assert {"loss", "classification", "contrastive"} <= set(step) and "distillation" not in step
 
     report = tmp_path / "eval.json"

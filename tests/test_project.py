@@ -77,6 +77,7 @@ def test_the_wheel_carries_what_the_tool_needs_and_runs_without_the_checkout(tmp
         "mfclip_cli/schemas/inspect.schema.json",
         "mfclip_cli/schemas/bench.schema.json",
         "mfclip_cli/schemas/ablate.schema.json",
+        "mfclip_cli/schemas/train.schema.json",
     ):
         assert needed in names, needed
     installed = tmp_path / "site"

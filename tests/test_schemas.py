@@ -52,9 +52,9 @@ def test_the_schema_command_prints_the_shipped_schema(tmp_path):
         printed = _mfclip("schema", name, cwd=tmp_path)
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout == schema_text(name) and json.loads(printed.stdout)
-    unknown = _mfclip("schema", "train", cwd=tmp_path)
+    unknown = _mfclip("schema", "report", cwd=tmp_path)
     flat = " ".join(unknown.stderr.replace("│", " ").split())  # out of its wrapped box
-    assert unknown.returncode == 2 and "no schema named 'train'; mfclip ships scan, eval" in flat
+    assert unknown.returncode == 2 and "no schema named 'report'; mfclip ships scan, eval" in flat
 
 
 def test_the_blocks_two_schemas_share_are_the_same():
@@ -86,6 +86,40 @@ def test_the_ablate_schema_names_what_ablate_can_write():
     assert set(METRICS) <= set(blocks["seed_run"]["required"])
     relations = set(blocks["relation"]["enum"])
     assert relations == {"class", "forgery_type", "generator", "real"}  # never "identical"
+
+
+def test_the_train_schema_names_what_a_run_can_write():
+    """train.json holds the settings (every field of TrainSettings) beside its schema_version and
+    mfclip_version; a metrics line is one of the types train logs, and a step line may carry any
+    detector's loss terms (the total as ``loss``). A new setting, line type or loss term is a
+    minor change of the contract, not a silent one."""
+    import dataclasses
+    import importlib
+
+    from mfclip_cli.engines.train.training import RUN_RECORD_KEYS, TrainSettings
+    from mfclip_cli.model.detectors import DETECTORS, LossTerms
+    from mfclip_cli.scoring.fitting import FITTED_NAMES
+    from mfclip_cli.scoring.precision import INT8_KEY
+
+    blocks = load_schema("train")["$defs"]
+    settings = blocks["run_settings"]
+    fields = [field.name for field in dataclasses.fields(TrainSettings)]
+    assert list(settings["properties"]) == settings["required"] == [*RUN_RECORD_KEYS, *fields]
+    ablate_training = load_schema("ablate")["$defs"]["training"]["properties"]
+    assert {k: settings["properties"][k] for k in ablate_training} == ablate_training
+    lines = [branch["$ref"].rsplit("/", 1)[1] for branch in load_schema("train")["oneOf"]]
+    types = {blocks[name]["properties"]["type"]["const"] for name in lines[1:]}
+    assert lines[0] == "run_settings" and types == {"step", "val", INT8_KEY, *FITTED_NAMES}
+    for kind in DETECTORS.values():  # each detector's module defines its loss terms
+        importlib.import_module(kind.factory.partition(":")[0])
+    kinds, terms = [LossTerms], set()
+    while kinds:
+        kind = kinds.pop()
+        kinds.extend(kind.__subclasses__())
+        terms |= {"loss" if f.name == "total" else f.name for f in dataclasses.fields(kind)}
+    step = blocks["step_line"]
+    assert terms <= set(step["properties"]) and {"loss", "classification"} <= set(step["required"])
+    assert terms - set(step["required"]) == {"contrastive", "distillation"}
 
 
 @pytest.fixture(scope="module")

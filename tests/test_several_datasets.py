@@ -3,7 +3,6 @@ training data by order, ``--label-map`` on train / eval / calibrate / ablate, an
 ``--allow-one-class`` TPR-only report."""
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_schemas import check_json_file
+from report_schemas import check_json_file, check_train_run
 from rich.console import Console
 from test_train import _face
 
@@ -194,7 +193,7 @@ def test_train_eval_and_calibrate_on_two_prepared_folders(two, tmp_path):
     data = ("--data", str(alpha), "--data", str(beta))
     run = tmp_path / "run"
     mfclip("train", *data, "--protocol", "cross-dataset-ordered", "--out", str(run), *TINY)
-    saved = json.loads((run / "train.json").read_text())
+    saved, _ = check_train_run(run)
     assert saved["data"] == [str(alpha), str(beta)]
     report_path = tmp_path / "eval.json"
     weights = str(run / "best.safetensors")
@@ -239,7 +238,7 @@ def test_label_map_on_train_calibrate_and_eval(tmp_path):
     assert refused.returncode == 1 and "Imagen9" in refused.stderr  # a data error
     run = tmp_path / "run"
     mfclip("train", *data, "--label-map", label_map, "--out", str(run), *TINY)
-    assert json.loads((run / "train.json").read_text())["label_map"] == label_map
+    assert check_train_run(run)[0]["label_map"] == label_map
     weights = str(run / "best.safetensors")
     calibrated = tmp_path / "calibrated.safetensors"
     mfclip("calibrate", *data, "--label-map", label_map, "-w", weights, "-o", str(calibrated))

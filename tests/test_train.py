@@ -9,6 +9,7 @@ blur strengths = two generators). The tiny model must learn that on CPU within t
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from report_schemas import check_json_file
+from report_schemas import (
+    add_unknown,
+    broken,
+    check_json_file,
+    check_train_run,
+    drop,
+    schema_errors,
+    set_to,
+)
 from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
@@ -28,6 +37,7 @@ from mfclip_cli.data.faceset import EpochOrder
 from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
 from mfclip_cli.model import load_checkpoint
+from mfclip_cli.schemas import SCHEMA_VERSION
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -116,7 +126,13 @@ def trained(dataset, tmp_path_factory) -> Path:
 
 
 def test_training_learns_the_artifact_and_selects_on_val(trained):
-    lines = metrics_lines(trained)
+    settings, lines = check_train_run(trained)
+    assert settings["schema_version"] == SCHEMA_VERSION and settings["epochs"] == 8
+    # every kind of line a run writes: the fits come once, at its end
+    kinds = [line["type"] for line in lines]
+    assert set(kinds) == {"step", "val", "ood", "attribution", "int8"}
+    assert sorted(kinds[-3:]) == ["attribution", "int8", "ood"]
+    assert set(kinds[:-3]) == {"step", "val"}
     val = [line for line in lines if line["type"] == "val"]
     steps = [line for line in lines if line["type"] == "step"]
     assert len(val) == 8 and steps[-1]["step"] == len(steps)
@@ -229,6 +245,8 @@ def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
     )
 
     run(MFCLIP, "train", "--out", str(interrupted), "--resume", "--device", "cpu")
+    check_train_run(straight)
+    check_train_run(interrupted)
     expected, resumed = (
         load_file(str(straight / "last.safetensors")),
         load_file(str(interrupted / "last.safetensors")),
@@ -254,7 +272,7 @@ def test_two_process_torchrun_sees_the_same_samples(dataset, tmp_path):
         *train_args(dataset, double, "--epochs", "1")[1:],
         env=env,
     )
-    one, two = metrics_lines(single), metrics_lines(double)
+    (_, one), (_, two) = check_train_run(single), check_train_run(double)
     assert [line["samples_seen"] for line in one if line["type"] == "step"] == [
         line["samples_seen"] for line in two if line["type"] == "step"
     ]
@@ -303,7 +321,7 @@ def test_config_overrides_are_trained_and_recorded_in_the_checkpoint(dataset, tm
     out = tmp_path / "ablation"
     overrides = ["noise.enabled=false", "prompts.levels=2", "lora.text=true", "fusion=sum"]
     run(*train_args(dataset, out, "--epochs", "1", *(f"--set={item}" for item in overrides)))
-    assert json.loads((out / "train.json").read_text())["overrides"] == overrides
+    assert check_train_run(out)[0]["overrides"] == overrides
     for name in ("best.safetensors", "last.safetensors"):
         model, info = load_checkpoint(out / name)
         assert not info.config.noise.enabled and info.config.prompts.levels == 2
@@ -317,3 +335,79 @@ def test_train_refuses_a_used_run_folder_and_a_bad_resume(dataset, trained, tmp_
     assert again.returncode == 2 and "not empty" in again.stderr
     missing = run(MFCLIP, "train", "--out", str(tmp_path / "nothing"), "--resume", check=False)
     assert missing.returncode == 2 and "cannot resume" in missing.stderr
+
+
+def test_a_run_folder_from_before_schema_2_2_resumes(trained, tmp_path):
+    """train.json gained schema_version in 2.2.0; --resume reads the settings of a run folder
+    started before, without one (here a finished run: resuming it reads train.json, the data and
+    the state, trains nothing and finds its fits done), and leaves its train.json as it was."""
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    settings = json.loads((old / "train.json").read_text())
+    del settings["schema_version"]
+    (old / "train.json").write_text(json.dumps(settings))
+    lines = (old / "metrics.jsonl").read_text()
+    resumed = run(MFCLIP, "train", "--out", str(old), "--resume", "--device", "cpu")
+    assert "done:" in resumed.stderr
+    assert json.loads((old / "train.json").read_text()) == settings  # not rewritten
+    assert (old / "metrics.jsonl").read_text() == lines
+    assert schema_errors(settings, "train") != []  # it predates the contract
+
+
+@pytest.fixture(scope="module")
+def run_records(trained) -> dict:
+    """The trained run's train.json and the first metrics line of each type."""
+    settings, lines = check_train_run(trained)
+    first = {}
+    for line in lines:
+        first.setdefault(line["type"], line)
+    return {"settings": settings, **first}
+
+
+@pytest.mark.parametrize(
+    "which, path, change",
+    [
+        ("settings", ["schema_version"], drop),
+        ("settings", ["schema_version"], set_to("1.4.0")),
+        ("settings", ["seed"], drop),
+        ("settings", ["resume"], add_unknown),
+        ("settings", ["epochs"], set_to(0)),
+        ("settings", ["data"], set_to([])),
+        ("settings", ["overrides"], set_to("fusion=sum")),
+        ("settings", ["lora_rank"], set_to("8")),
+        ("step", ["loss"], drop),
+        ("step", ["loss"], set_to(None)),
+        ("step", ["gradient_norm"], add_unknown),
+        ("step", ["step"], set_to(0)),
+        ("step", ["type"], set_to("steps")),
+        ("val", ["video"], drop),
+        ("val", ["auc"], set_to("0.9")),
+        ("val", ["calibration"], add_unknown),
+        ("val", ["confusion"], set_to([[1, 2], [3, 4]])),
+        ("ood", ["fitted_on", "train_samples"], drop),
+        ("ood", ["fitted_on", "split"], add_unknown),  # a calibration's, not these
+        ("ood", ["fitted_on", "surprise"], add_unknown),
+        ("attribution", ["fitted_on", "train_samples"], set_to(40)),
+        ("ood", ["classes"], set_to(["human"])),
+        ("ood", ["threshold"], drop),
+        ("ood", ["val_flagged"], set_to(1.5)),
+        ("attribution", ["val", "top1"], drop),
+        ("attribution", ["label_sets", 0, "share"], add_unknown),
+        ("attribution", ["views"], set_to(["jpeg:90"])),
+        ("attribution", ["temperature"], set_to(0.5)),
+        ("int8", ["split"], set_to("test")),
+        ("int8", ["int8_allowed"], drop),
+        ("int8", ["fp32", "auc"], set_to("high")),
+        ("int8", ["int8", "bits"], add_unknown),
+    ],
+)
+def test_a_wrong_run_record_fails_validation(run_records, which, path, change):
+    record = run_records[which]
+    assert schema_errors(record, "train") == []
+    assert schema_errors(broken(record, path, change), "train") != []
+
+
+def test_an_undefined_val_metric_is_null_and_valid(run_records):
+    """A val split of one class has no AUC: null, as eval writes it."""
+    val = run_records["val"]
+    assert schema_errors(broken(val, ["auc"], set_to(None)), "train") == []

@@ -8,7 +8,7 @@ import typer
 def schema(
     name: str = typer.Argument(
         ...,
-        help="The report kind: scan, eval, prepare, inspect, bench or ablate.",
+        help="The report kind: scan, eval, prepare, inspect, bench, ablate or train.",
         metavar="NAME",
     ),
 ) -> None:
@@ -16,7 +16,8 @@ def schema(
 
     scan: --json and each --jsonl line; eval: --json, one checkpoint or a comparison; prepare:
     prepare.json and each prepare.jsonl line; inspect: data inspect --json; bench: bench --json;
-    ablate: ablate --json. Every report names its schema_version (docs/output.md).
+    ablate: ablate --json; train: a run folder's train.json and each metrics.jsonl line. Every
+    report names its schema_version (docs/output.md).
 
     Examples:
 

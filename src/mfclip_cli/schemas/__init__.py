@@ -8,11 +8,17 @@ wheel install has them), each accepting every record of its kind:
 - ``prepare``: ``OUT/prepare.json`` and each line of ``OUT/prepare.jsonl``;
 - ``inspect``: ``data inspect --json``;
 - ``bench``: ``bench --json`` (the int8 figures on a CPU only, the heatmap ones for MFCLIP only);
-- ``ablate``: ``ablate --json``, with every run of every variant.
+- ``ablate``: ``ablate --json``, with every run of every variant;
+- ``train``: a training run's ``RUN/train.json`` (its settings) and each line of
+  ``RUN/metrics.jsonl`` (step, val, and the ood, attribution and int8 fits at its end).
 
 Every report names the format it follows in ``schema_version`` (the scan's meta, the eval
-report, prepare's summary, the inspect, bench and ablate reports). Additions bump the minor
-version, removals and renames the major one; a schema reads every report of its major version.
+report, prepare's summary, the inspect, bench and ablate reports, a run's ``train.json``). The
+lines of a JSON Lines log name it once, in the record they belong to: a scan's file and end lines
+in its meta, ``prepare.jsonl`` in ``prepare.json``, ``metrics.jsonl`` in its run's ``train.json``
+(written when the run starts, read back by ``--resume``, never rewritten; a run folder started
+before 2.2.0 has none). Additions bump the minor version, removals and renames the major one; a
+schema reads every report of its major version.
 Building blocks sit under ``$defs``, open (``*_fields``, ``meta``, ``run_summary``, ``file``)
 where a record extends them and closed where a record is complete (``unevaluatedProperties:
 false``); each schema stands alone, and a block two schemas both hold (by the same name) is the
@@ -29,8 +35,8 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "2.1.0"
-SCHEMA_NAMES = ("scan", "eval", "prepare", "inspect", "bench", "ablate")
+SCHEMA_VERSION = "2.2.0"
+SCHEMA_NAMES = ("scan", "eval", "prepare", "inspect", "bench", "ablate", "train")
 
 
 class UnknownSchemaError(ValueError):

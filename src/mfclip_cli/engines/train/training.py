@@ -2,10 +2,16 @@
 under a protocol, resumable and data-parallel.
 
 A run folder holds everything: ``train.json`` (the settings, written once), ``metrics.jsonl`` (one
-line per optimiser step and per validation), ``best.safetensors`` (highest val AUC; test is never
-looked at), ``last.safetensors`` (the latest weights) and ``last.state.safetensors`` (trainable
-weights, optimiser, schedule, data position and RNG: what ``--resume`` needs to continue exactly).
-All of them are written atomically, and only by rank 0 under ``torchrun``.
+line per optimiser step and per validation, then the statistics fitted into the best checkpoint),
+``best.safetensors`` (highest val AUC; test is never looked at), ``last.safetensors`` (the latest
+weights) and ``last.state.safetensors`` (trainable weights, optimiser, schedule, data position and
+RNG: what ``--resume`` needs to continue exactly). All of them are written atomically, and only by
+rank 0 under ``torchrun``.
+
+``train.json`` and every line of ``metrics.jsonl`` follow the ``train`` schema
+(``mfclip schema train``). ``train.json`` names its ``schema_version``, for the whole run folder
+(the lines carry none: they are the same run's, as a scan's file lines are its meta's); a folder
+started before 2.2.0 has none, and ``--resume`` continues it all the same.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from mfclip_cli.model import (
 )
 from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inference import predict_outputs, score_samples
@@ -65,6 +72,8 @@ from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
 from mfclip_cli.timestamps import utc_now
 
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
+# what train.json holds beside the settings (a folder started before 2.2.0 has no schema_version)
+RUN_RECORD_KEYS = ("schema_version", "mfclip_version")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
 
 
@@ -269,9 +278,8 @@ class Trainer:
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(
-                self.run / SETTINGS_FILE, {"mfclip_version": __version__, **asdict(self.settings)}
-            )
+            record = {"schema_version": SCHEMA_VERSION, "mfclip_version": __version__}
+            write_json_atomic(self.run / SETTINGS_FILE, {**record, **asdict(self.settings)})
 
     def forget_unresumable_start(self) -> None:
         """A run that failed before its first ``last.*`` save cannot be resumed; remove what it
@@ -600,7 +608,8 @@ def train(
             raise UsageError(
                 f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})"
             ) from error
-        saved.pop("mfclip_version", None)
+        for key in RUN_RECORD_KEYS:
+            saved.pop(key, None)
         settings = replace(TrainSettings(**saved), out=out)
     assert settings is not None
     trainer = Trainer(settings, resume=resume, device=device, console=console)
