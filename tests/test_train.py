@@ -8,6 +8,7 @@ blur strengths = two generators). The tiny model must learn that on CPU within t
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -335,6 +336,33 @@ def test_train_refuses_a_used_run_folder_and_a_bad_resume(dataset, trained, tmp_
     assert again.returncode == 2 and "not empty" in again.stderr
     missing = run(MFCLIP, "train", "--out", str(tmp_path / "nothing"), "--resume", check=False)
     assert missing.returncode == 2 and "cannot resume" in missing.stderr
+
+
+def test_resume_refuses_settings_it_does_not_know(trained, tmp_path):
+    """A train.json from a newer mfclip (a setting this one lacks) is refused by name, exit 2."""
+    newer = tmp_path / "newer"
+    shutil.copytree(trained, newer)
+    settings = json.loads((newer / "train.json").read_text())
+    (newer / "train.json").write_text(json.dumps({**settings, "sharpness_aware": True}))
+    refused = run(MFCLIP, "train", "--out", str(newer), "--resume", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "does not know: sharpness_aware" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_training_stops_at_gradients_that_are_not_finite(dataset, tmp_path):
+    """An absurd learning rate overflows the weights after one AdamW step; the next step's
+    gradients are NaN, and training stops there (exit 1, one line) instead of going on on NaN.
+    The run saved after step 1 stays, its log that one finite step, its weights finite."""
+    out = tmp_path / "diverged"
+    args = ("--epochs", "1", "--lr", "1e30", "--checkpoint-every", "1")
+    result = run(*train_args(dataset, out, *args), check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "training stopped at step 2: its gradients are not finite" in result.stderr
+    assert "--lr (this run's: 1e+30)" in result.stderr and "Traceback" not in result.stderr
+    logged = metrics_lines(out)
+    assert [record["step"] for record in logged] == [1] and math.isfinite(logged[0]["loss"])
+    weights = load_file(out / "last.safetensors")
+    assert all(bool(torch.isfinite(tensor).all()) for tensor in weights.values())
 
 
 def test_a_run_folder_from_before_schema_2_2_resumes(trained, tmp_path):

@@ -33,5 +33,9 @@ class DataError(ValueError):
     """A dataset, manifest or sample that cannot be read as described."""
 
 
+class TrainingError(RuntimeError):
+    """Training that cannot go on: its gradients stopped being finite numbers."""
+
+
 class ProtocolError(ValueError):
     """A protocol that cannot be read, or that cannot split the samples it was given."""

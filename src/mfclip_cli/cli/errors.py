@@ -28,6 +28,7 @@ def errors_reported() -> Iterator[Console]:
         ConfigError,
         DataError,
         ProtocolError,
+        TrainingError,
         UnsafeFileError,
         UsageError,
         WeightsError,
@@ -37,7 +38,14 @@ def errors_reported() -> Iterator[Console]:
     code = None
     try:
         yield error_console
-    except (WeightsError, CheckpointError, UnsafeFileError, DataError, FileNotFoundError) as error:
+    except (
+        WeightsError,
+        CheckpointError,
+        UnsafeFileError,
+        DataError,
+        TrainingError,
+        FileNotFoundError,
+    ) as error:
         message, code = _without_worker_traceback(str(error)), EXIT_FATAL
     except (UsageError, ConfigError, ProtocolError, BackboneError, FileExistsError) as error:
         message, code = _without_worker_traceback(str(error)), EXIT_USAGE

@@ -50,6 +50,7 @@ from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.runtime import UsageError, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
+from mfclip_cli.errors import TrainingError
 from mfclip_cli.files import (
     keep_jsonl_prefix,
     write_json_atomic,
@@ -522,12 +523,34 @@ class Trainer:
                 (total / len(micro_batches)).backward()
             step = torch.stack([total.detach().float().cpu(), *(p.float().cpu() for p in parts)])
             sums = step if sums is None else sums + step
+        assert sums is not None
+        self._refuse_non_finite_gradients(sums)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        assert sums is not None
         means = (sums / len(micro_batches)).tolist()
         return dict(zip(self.loss_step.names, means))
+
+    def _refuse_non_finite_gradients(self, loss_sums: torch.Tensor) -> None:
+        """Stop, before the optimiser takes them, at gradients that are not finite numbers: one
+        such step turns every weight it touches into NaN, and the run would go on training, and
+        selecting its best checkpoint, on NaN. Under torchrun the gradients are the ranks'
+        all-reduced mean, the same on every rank, so every rank stops at the same step."""
+        gradients = [p.grad for p in self.model.trainable_parameters() if p.grad is not None]
+        if not gradients:
+            return
+        norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in gradients])
+        if bool(torch.isfinite(norms).all()):
+            return
+        losses = ", ".join(
+            f"{name} {value:.4g}" for name, value in zip(self.loss_step.names, loss_sums.tolist())
+        )
+        raise TrainingError(
+            f"training stopped at step {self.progress.step + 1}: its gradients are not finite "
+            f"(this process's {losses}), and the weights were not updated with them. Train "
+            f"again with a lower --lr (this run's: {self.settings.lr:g}) or a larger "
+            f"--batch-size / --accumulate."
+        )
 
     def fit(self) -> dict[str, Any]:
         settings, progress = self.settings, self.progress
@@ -597,6 +620,26 @@ class Trainer:
         }
 
 
+def _saved_settings(saved: Any, out: str) -> TrainSettings:
+    """The settings a run folder's train.json holds, less its record keys; one this mfclip
+    cannot read as settings (another program's, or a newer mfclip's with settings it does not
+    know) is refused by name rather than half-understood."""
+    if not isinstance(saved, dict):
+        raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} holds no training settings")
+    written_by = saved.get("mfclip_version", "an unknown version")
+    settings = {key: value for key, value in saved.items() if key not in RUN_RECORD_KEYS}
+    unknown = sorted(set(settings) - {field.name for field in fields(TrainSettings)})
+    if unknown:
+        raise UsageError(
+            f"cannot resume {out}: its {SETTINGS_FILE}, written by mfclip {written_by}, holds "
+            f"settings this mfclip ({__version__}) does not know: {', '.join(unknown)}"
+        )
+    try:
+        return TrainSettings(**settings)
+    except TypeError as error:  # a setting every run records is missing
+        raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is incomplete ({error})") from None
+
+
 def train(
     settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console
 ) -> dict[str, Any]:
@@ -608,9 +651,7 @@ def train(
             raise UsageError(
                 f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})"
             ) from error
-        for key in RUN_RECORD_KEYS:
-            saved.pop(key, None)
-        settings = replace(TrainSettings(**saved), out=out)
+        settings = replace(_saved_settings(saved, out), out=out)
     assert settings is not None
     trainer = Trainer(settings, resume=resume, device=device, console=console)
     try:
