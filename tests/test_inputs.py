@@ -42,6 +42,21 @@ def test_symlink_loop_terminates_with_an_error_item(tmp_path):
     assert "symbolic link loop" in items[2].error
 
 
+def test_special_files_and_broken_links_with_media_names_are_error_items(tmp_path):
+    """A folder's FIFO named like a photo is reported, never opened (reading it would block);
+    so is a link to a photo that is gone. Other names stay out of the walk, as before."""
+    _touch(tmp_path / "face.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.mkfifo(tmp_path / "pipe.log")
+    os.symlink(tmp_path / "deleted.png", tmp_path / "gone.png")
+    items = collect_inputs([str(tmp_path)])
+    assert [(item.path.name, item.error) for item in items] == [
+        ("face.png", None),
+        ("gone.png", f"broken symbolic link: its target {tmp_path / 'deleted.png'} does not exist"),
+        ("pipe.jpg", "not a regular file (a FIFO, socket or device): not read"),
+    ]
+
+
 def test_unreadable_folder_is_an_error_item_and_the_rest_goes_on(tmp_path, monkeypatch):
     _touch(tmp_path / "locked" / "secret.png")
     _touch(tmp_path / "open" / "face.png")

@@ -292,6 +292,36 @@ def test_symlink_loop_in_a_folder_gets_an_error_record(weights, tmp_path):
     assert records["photo.png"]["status"] == "no_face"
 
 
+def test_special_files_and_broken_videos_get_records_and_ffmpeg_stays_quiet(weights, tmp_path):
+    """A FIFO named like a photo in a folder is reported, not opened (the scan would hang on it);
+    a video FFmpeg cannot open is an error record, and FFmpeg's own complaint is printed nowhere:
+    not on stderr, and not into the JSON Lines on stdout, where OpenCV prints it when the user
+    has set FFmpeg's log level."""
+    Image.fromarray(face_free()).save(tmp_path / "photo.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4000))
+    result = run(str(tmp_path), "--weights", str(weights), "--jsonl", "-")
+    assert result.returncode == 3, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(result.stdout.splitlines())
+        if line["type"] == "file"
+    }
+    assert records["pipe.jpg"]["status"] == "error"
+    assert "not a regular file" in records["pipe.jpg"]["error"]
+    assert records["broken.mp4"]["status"] == "error" and "moov" not in result.stderr
+    verbose = run(
+        str(tmp_path / "broken.mp4"),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        "-",
+        env={"OPENCV_FFMPEG_LOGLEVEL": "16"},
+    )
+    assert verbose.returncode == 3 and "moov" not in verbose.stdout + verbose.stderr
+    check_scan_lines(verbose.stdout.splitlines())
+
+
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 160])
 def test_table_keeps_the_verdict_and_the_demo_notice_at_any_width(width):
     console = Console(width=width, record=True, force_terminal=False)

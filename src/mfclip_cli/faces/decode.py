@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,9 +179,18 @@ def _frame_plan(info: VideoInfo, fps: float | None, frames: int | None) -> list[
     return sorted(set(plan))
 
 
+FFMPEG_LOG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first starts FFmpeg
+FFMPEG_QUIET = "-8"  # AV_LOG_QUIET
+
+
 def open_video(path: Path):
+    """An OpenCV capture of ``path`` and what it says of the video. FFmpeg's own log is off,
+    whatever the environment asks: left at its default it prints to stderr, around the progress
+    bar, a line per damaged frame (what failed is in the file's record already); at a level the
+    user sets, OpenCV (5.1 here) prints it to stdout, into a ``--jsonl -`` stream."""
     import cv2
 
+    os.environ[FFMPEG_LOG_LEVEL] = FFMPEG_QUIET
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()

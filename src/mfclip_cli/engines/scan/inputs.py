@@ -65,8 +65,17 @@ def _walk(
         elif is_dir:
             if recursive:
                 yield from _walk(path, recursive, seen_dirs, (*ancestors, real))
-        elif is_file and is_media(path):
-            yield InputItem(path)
+        elif is_media(path):
+            yield InputItem(path) if is_file else InputItem(path, _not_a_file(path))
+
+
+def _not_a_file(path: Path) -> str:
+    """Why an entry with a picture's or a video's name is not read: a folder's FIFO would block
+    the scan waiting for a writer and a device might never end, so neither is opened; but the
+    name is in the evidence, so the report says it was there."""
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link: its target {os.readlink(path)} does not exist"
+    return "not a regular file (a FIFO, socket or device): not read"
 
 
 def _loops(path: Path) -> bool:
