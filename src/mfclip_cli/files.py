@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -18,9 +20,27 @@ _PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
+class NotARegularFile(OSError):
+    """A path naming a FIFO, a socket or a device: reading it could wait for a writer forever or
+    never end."""
+
+
+def open_regular(path: str | Path) -> tuple[BinaryIO, os.stat_result]:
+    """``path`` opened for reading, and its status; anything but a regular file is refused
+    (``NotARegularFile``) without blocking on it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(descriptor, "rb"), status
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a regular file's bytes (a FIFO or a device is refused, not waited on)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    handle, _ = open_regular(path)
+    with handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -38,6 +37,7 @@ from mfclip_cli.faces.decode import (
     decode_image,
     video_frames,
 )
+from mfclip_cli.files import NotARegularFile, open_regular
 
 HASH_CHUNK = 1 << 20
 # An image file larger than this cannot hold an image within the decompression-bomb limit: 8 bytes
@@ -84,17 +84,13 @@ class FileIdentity:
 
 
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
-    """``path`` opened for reading, and its status; anything but a regular file is refused without
-    blocking (a FIFO would wait for a writer, a device would never end)."""
+    """``files.open_regular``, its refusals as the file's ``DecodeError``."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return open_regular(path)
+    except NotARegularFile:
+        raise DecodeError("not a regular file") from None
     except OSError as error:
         raise DecodeError(f"cannot read file: {error.strerror or error}") from None
-    status = os.fstat(descriptor)
-    if not stat.S_ISREG(status.st_mode):
-        os.close(descriptor)
-        raise DecodeError("not a regular file")
-    return os.fdopen(descriptor, "rb"), status
 
 
 @dataclass
