@@ -298,6 +298,23 @@ def test_what_is_not_a_report_is_refused_and_nothing_written(content, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
+@pytest.mark.parametrize(
+    "change, refusal",
+    [
+        ({"schema_version": "3.0.0"}, "in report format 3.0.0; this mfclip renders"),
+        ({"tool": "other-scanner"}, "written by 'other-scanner', not by mfclip"),
+    ],
+)
+def test_another_tools_or_another_major_formats_report_is_refused(scan, tmp_path, change, refusal):
+    lines = (scan[0] / "scan.jsonl").read_text().splitlines()
+    meta = {**json.loads(lines[0]), **change}
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join([json.dumps(meta), *lines[1:]]) + "\n")
+    with pytest.raises(ReportError, match=re.escape(refusal)):
+        report_from_jsonl(source, tmp_path / "out" / "r.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_a_bad_line_after_the_meta_is_refused_from_the_command_line(scan, tmp_path):
     root, _, _ = scan
     text = (root / "scan.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)

@@ -1,6 +1,7 @@
 """Nothing lost, nothing mislabelled: resume, interruption, unwritable outputs, narrow terminals."""
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -86,6 +87,11 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
         )
         assert other.returncode == 2 and "other settings" in other.stderr, (option, other.stderr)
     assert report.read_bytes() == before
+    lines = report.read_text().splitlines()
+    older = {**json.loads(lines[0]), "schema_version": "2.0.0"}
+    report.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
+    mixed = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume")
+    assert mixed.returncode == 2 and "report format '2.0.0' there" in mixed.stderr, mixed.stderr
 
 
 def test_a_report_being_written_is_locked(photos, weights, tmp_path):

@@ -36,6 +36,7 @@ from mfclip_cli.engines.scan.writers.common import (
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
+from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
 THUMBNAIL_SIDE = 640  # pixels, the longer side of a file's (or a video frame's) picture
@@ -344,6 +345,19 @@ def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord |
         ) from None
 
 
+def _check_renderable(source: Path, meta: dict[str, Any]) -> None:
+    """Another tool's report, or one in a report format of another major version (whose fields
+    may be named or mean otherwise), is refused rather than drawn wrong."""
+    if meta.get("tool", "mfclip") != "mfclip":
+        raise ReportError(f"{source} was written by {meta['tool']!r}, not by mfclip")
+    version = meta.get("schema_version")
+    if version is not None and str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise ReportError(
+            f"{source} is in report format {version}; this mfclip renders {SCHEMA_VERSION} and "
+            "the formats of its major version only (docs/output.md lists what changed)"
+        )
+
+
 def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = False) -> int:
     """Render the HTML case report of an earlier scan from its JSON Lines report (``--jsonl``).
 
@@ -368,8 +382,10 @@ def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = F
             meta = None
         if not isinstance(meta, dict) or meta.get("type") != "meta":
             raise ReportError(
-                f"{source} is not an mfclip JSON Lines report (it does not start with a meta line)"
+                f"{source} is not an mfclip JSON Lines report (its first line is not a complete "
+                "meta line)"
             )
+        _check_renderable(source, meta)
         sink = HtmlSink(target, force=force, source=str(source))
         try:
             sink.begin(meta)

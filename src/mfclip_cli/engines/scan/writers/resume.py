@@ -72,6 +72,8 @@ class ResumeState:
                     for key, value in meta["thresholds"].items()
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
+                # the meta line names the format of every line after it
+                ("report format", previous.get("schema_version"), meta["schema_version"]),
                 ("provenance trust", _trust(previous), _trust(meta)),
                 ("verdicts", previous.get("verdicts"), meta["verdicts"]),
                 # int8 and fp32 may label a face differently
