@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -26,6 +27,7 @@ from mfclip_cli.data import (
     shipped_protocols,
     write_manifest,
 )
+from mfclip_cli.data import samples as samples_module
 from mfclip_cli.errors import UsageError
 
 _PNG = None
@@ -214,6 +216,31 @@ def test_unknown_layouts_and_empty_datasets(tmp_path):
         read_dataset(tmp_path, layout="folder")
     with pytest.raises(FileNotFoundError):
         read_dataset(tmp_path / "missing")
+
+
+def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, monkeypatch):
+    """FIFOs and broken links named like images are not samples (reading a FIFO blocks), an
+    unreadable folder is not skipped silently, hidden entries and a second route to a folder
+    are left out; the rest is read as before."""
+    root = tmp_path / "faces"
+    _touch(root, "real/ffhq/1.png", "gan/stylegan/2.png", "real/locked/3.png", "real/.cache/4.png")
+    os.mkfifo(root / "real" / "ffhq" / "pipe.png")
+    os.symlink(root / "gone.png", root / "gan" / "stylegan" / "broken.png")
+    os.symlink(root / "real", root / "real" / "ffhq" / "loop")  # leads back up: read once
+    real_scandir = os.scandir
+
+    def scandir(path):  # root ignores permission bits, so refuse the way the kernel would
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(samples_module.os, "scandir", scandir)
+    index = read_dataset(root, layout="folder")
+    assert sorted(_by_path(index)) == ["gan/stylegan/2.png", "real/ffhq/1.png"]
+    assert index.skipped == {
+        samples_module.NOT_A_FILE: 2,
+        "real/locked/: cannot read folder (Permission denied)": 1,
+    }
 
 
 def test_sample_dict_round_trip_and_errors():

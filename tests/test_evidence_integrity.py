@@ -41,6 +41,7 @@ from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.faces.decode import DecodeError, decode_image
+from mfclip_cli.files import NotARegularFile, sha256_file
 
 
 def test_the_bytes_read_once_decode_as_the_file_does(tmp_path):
@@ -436,3 +437,11 @@ def test_mfclip_report_takes_a_resumed_reports_last_end_line(ends, partial, tmp_
             lines.append({"type": "end", **end})
     report_from_jsonl(_lines_file(tmp_path / "r.jsonl", lines), tmp_path / "r.html")
     assert ("Partial report" in (tmp_path / "r.html").read_text(encoding="utf-8")) == partial
+
+
+def test_hashing_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    """``sha256_file`` (prepare's, the checkpoints') opens regular files only: a FIFO in a
+    manifest would otherwise block the run forever."""
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(NotARegularFile, match="not a regular file"):
+        sha256_file(tmp_path / "pipe.png")

@@ -12,6 +12,7 @@ from PIL import Image
 from report_schemas import check_prepared
 
 from mfclip_cli.data import read_dataset
+from mfclip_cli.data.samples import NOT_A_FILE
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
@@ -35,23 +36,23 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     Image.fromarray(mosaic()).save(source / "gan" / "efs" / "stylegan2" / "mosaic.png")
     Image.fromarray(face_free()).save(source / "gan" / "efs" / "stylegan2" / "empty.png")
     (source / "gan" / "efs" / "stylegan2" / "broken.png").write_text("not an image")
-    os.mkfifo(source / "gan" / "efs" / "stylegan2" / "pipe.png")  # hashing it used to hang
+    os.mkfifo(source / "gan" / "efs" / "stylegan2" / "pipe.png")  # reading it would hang
     save_video(source / "real" / "clips" / "clip.mp4", frames=6, fps=3.0)
     out = tmp_path / "prepared"
 
     result = prepare(
         str(source), "--out", str(out), "--config", "tiny", "--frames", "3", "--device", "cpu"
     )
-    assert result.returncode == 3, result.stderr  # two files could not be read
+    assert result.returncode == 3, result.stderr  # one file could not be read
     check_prepared(out)  # prepare.json and every prepare.jsonl line
     summary = json.loads((out / "prepare.json").read_text())
-    assert summary["files"] == 6 and summary["error"] == 2 and summary["no_face"] == 1
+    assert summary["files"] == 5 and summary["error"] == 1 and summary["no_face"] == 1
+    assert summary["skipped_by_layout"] == {NOT_A_FILE: 1}  # the FIFO, never opened
     reasons = {Path(item["source"]).name: item for item in summary["skipped"]}
     assert (
         reasons["broken.png"]["status"] == "error"
         and "not a recognised image" in reasons["broken.png"]["error"]
     )
-    assert reasons["pipe.png"]["error"] == "cannot read file: not a regular file"
     assert reasons["empty.png"]["status"] == "no_face"
 
     index = read_dataset(out)  # the manifest is a dataset in its own right

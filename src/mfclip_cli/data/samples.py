@@ -255,42 +255,68 @@ Classifier = Callable[[list[str], str, "str | None"], "Sample | str | None"]
 skip the file (an excluded method), or None when the file sits where the layout puts nothing."""
 
 
+NOT_A_FILE = "not a regular file (a FIFO, socket, device or broken link)"
+
+
 def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], list[str], dict]:
     """Relative POSIX paths of the images and of the video files below ``root`` (each sorted), and
-    ``{reason: folders}`` of the folders ``skip_folder`` kept out, which are never entered."""
+    ``{reason: count}`` of what was kept out: the folders ``skip_folder`` names (never entered),
+    folders that cannot be read, and entries named like media that are not regular files (a FIFO
+    would block whoever reads it). Hidden entries are left out; a folder reached twice (a symlink
+    loop, or two links to it) is read once. The type of each entry comes from its directory
+    listing, so a large tree is read without a stat per file.
+    """
     images: list[str] = []
     videos: list[str] = []
     skipped: dict[str, int] = {}
     visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink loop, or a second link to a folder already read
-            dirnames[:] = []
+    pending = [(str(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        real = os.path.realpath(folder)
+        if real in visited:
             continue
         visited.add(real)
-        relative = Path(dirpath).relative_to(root).as_posix()
-        prefix = "" if relative == "." else relative + "/"
-        kept = []
-        for name in sorted(dirnames):
-            if name.startswith("."):
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            skipped[f"{prefix or './'}: cannot read folder ({error.strerror or error})"] = 1
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            reason = skip_folder(prefix + name) if skip_folder is not None else None
-            if reason is None:
-                kept.append(name)
-            else:
-                skipped[f"{prefix}{name}/: {reason}"] = 1
-        dirnames[:] = kept
-        for name in filenames:
-            if name.startswith("."):
+            relative = prefix + entry.name
+            if _is(entry.is_dir):
+                reason = skip_folder(relative) if skip_folder is not None else None
+                if reason is None:
+                    pending.append((entry.path, relative + "/"))
+                else:
+                    skipped[f"{relative}/: {reason}"] = 1
                 continue
-            suffix = os.path.splitext(name)[1].lower()
+            suffix = os.path.splitext(entry.name)[1].lower()
             if suffix in IMAGE_EXTENSIONS:
-                images.append(prefix + name)
+                found = images
             elif suffix in VIDEO_EXTENSIONS:
-                videos.append(prefix + name)
+                found = videos
+            else:
+                continue
+            if _is(entry.is_file):
+                found.append(relative)
+            else:
+                skipped[NOT_A_FILE] = skipped.get(NOT_A_FILE, 0) + 1
     images.sort()
     videos.sort()
     return images, videos, skipped
+
+
+def _is(test: Callable[[], bool]) -> bool:
+    """A directory entry's type test, following links; False where the link cannot be followed
+    (a loop, a target gone since the listing)."""
+    try:
+        return test()
+    except OSError:
+        return False
 
 
 def split_path(relative: str) -> tuple[list[str], str | None]:
