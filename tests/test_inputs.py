@@ -87,3 +87,12 @@ def test_globs_missing_paths_and_stdin(tmp_path):
     ]
     stdin = io.StringIO(f"{tmp_path / 'x' / '3.jpg'}\n\n{tmp_path / 'x' / 'y'}\n")
     assert [item.path.name for item in collect_inputs(["-"], stdin=stdin)] == ["3.jpg", "2.png"]
+
+
+def test_nul_separated_stdin_keeps_names_with_newlines_whole(tmp_path):
+    """``find -print0 | mfclip scan - --null``: a name holding a newline is one path."""
+    odd = _touch(tmp_path / "line\nbreak.png")
+    plain = _touch(tmp_path / "plain.png")
+    stdin = io.StringIO(f"{odd}\0{plain}\0\0")
+    items = collect_inputs(["-"], stdin=stdin, separator="\0")
+    assert [(item.path, item.error) for item in items] == [(odd, None), (plain, None)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from PIL import Image
-from report_schemas import check_json_file, check_scan_lines
+from report_schemas import check_json_file, check_scan_lines, check_scan_outputs
 from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
@@ -346,6 +346,75 @@ def test_table_keeps_the_verdict_and_the_demo_notice_at_any_width(width):
     assert flat.count("diffusion") >= (2 if width >= 90 else 1)
     assert "truncated" in flat
     assert " ".join(DEMO_NOTICE.split()) in flat
+
+
+def test_the_table_shows_file_names_exactly_and_inertly():
+    """A name is shown as it is: no rich markup read in it (``a[bold]b.jpg`` is not ``ab.jpg``
+    in bold), its control characters escaped (ESC sequences in evidence must not drive the
+    analyst's terminal; a newline must not make one name look like two), and bytes that are not
+    UTF-8 as \\xNN."""
+    console = Console(width=200, record=True, force_terminal=False)
+    sink = TableSink(console)
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
+    names = ["a[bold]b[red]c.jpg", "evil\x1b[31mRED\x1b[0m\x07.jpg", "line\nbreak.jpg"]
+    names.append(os.fsdecode(b"caf\xe9.jpg"))
+    for name in names:
+        sink.write(FileRecord(path=f"/evidence/{name}", status="no_face"))
+    sink.close({"complete": True})
+    text = console.export_text()
+    for expected in (
+        "a[bold]b[red]c.jpg",
+        "evil\\x1b[31mRED\\x1b[0m\\x07.jpg",
+        "line\\nbreak.jpg",
+        "caf\\xe9.jpg",
+    ):
+        assert expected in text, (expected, text)
+    assert "\x1b" not in text and "\x07" not in text
+
+
+def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, tmp_path):
+    """A folder holding a name that is not UTF-8 (a scan stopped on it with a traceback) and one
+    holding a newline: every report is written, ``path`` shows the name readably and
+    ``path_bytes`` holds its exact bytes; resume and ``mfclip report`` find the file again
+    from them; and ``find -print0 | mfclip scan - --null`` reads both names whole."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    odd = os.fsdecode(b"caf\xe9.png")
+    Image.fromarray(astronaut()).save(evidence / odd)
+    Image.fromarray(face_free()).save(evidence / "line\nbreak.png")
+    reports = {kind: tmp_path / f"scan.{kind}" for kind in ("jsonl", "json", "csv", "html")}
+    options = [f"--{kind}={path}" for kind, path in reports.items()]
+    result = run(str(evidence), "--weights", str(weights), *options)
+    assert result.returncode == 0, result.stderr
+    check_scan_outputs(reports["json"], reports["jsonl"])
+    records = {line["path"]: line for line in _file_records(reports["jsonl"])}
+    weird = records[str(evidence / "caf\\xe9.png")]
+    assert bytes.fromhex(weird["path_bytes"]) == os.fsencode(evidence / odd)
+    assert weird["status"] == "ok" and len(weird["faces"]) == 1
+    newline = records[str(evidence / "line\nbreak.png")]
+    assert "path_bytes" not in newline and newline["status"] == "no_face"
+    assert "caf\\xe9.png" in reports["csv"].read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in reports["html"].read_text(encoding="utf-8")
+
+    again = run(str(evidence), "--weights", str(weights), f"--jsonl={reports['jsonl']}", "--resume")
+    assert again.returncode == 0 and "2 input(s) already recorded" in again.stderr, again.stderr
+    redrawn = subprocess.run(
+        [MFCLIP, "report", str(reports["jsonl"]), "--html", str(tmp_path / "again.html")],
+        capture_output=True,
+        text=True,
+    )
+    assert redrawn.returncode == 0, redrawn.stderr  # the inputs were found again for pictures
+
+    names = b"\0".join(os.fsencode(evidence / name) for name in (odd, "line\nbreak.png"))
+    piped = subprocess.run(
+        [MFCLIP, "scan", "-", "--null", "--weights", str(weights), "--jsonl", "-"],
+        input=names + b"\0",
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert piped.returncode == 0, piped.stderr.decode(errors="replace")
+    lines = check_scan_lines(piped.stdout.decode("utf-8").splitlines())
+    assert sorted(line["status"] for line in lines if line["type"] == "file") == ["no_face", "ok"]
 
 
 def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):

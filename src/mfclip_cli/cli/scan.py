@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import sys
-from typing import Optional
+from typing import Optional, TextIO
 
 import typer
 from rich.console import Console
@@ -67,6 +68,13 @@ def scan(
     force: Force = False,
     recursive: bool = typer.Option(
         True, "--recursive/--no-recursive", help="Descend into sub-folders."
+    ),
+    null: bool = typer.Option(
+        False,
+        "--null",
+        "-0",
+        help="The paths read from stdin (-) end with a NUL byte, not a newline "
+        "(find -print0): names holding a newline arrive whole.",
     ),
     device: Device = "auto",
     precision: Precision = "auto",
@@ -241,6 +249,7 @@ def scan(
         ),
         weights=tuple(weights or ()),
         recursive=recursive,
+        null_separated=null,
         json_path=json_path,
         jsonl_path=jsonl_path,
         csv_path=csv_path,
@@ -257,7 +266,7 @@ def scan(
     with errors_reported() as error_console:
         code = run_scan(
             request,
-            stdin=sys.stdin if "-" in paths else None,
+            stdin=_stdin_as_paths() if "-" in paths else None,
             console=Console(),
             error_console=error_console,
         )
@@ -296,3 +305,11 @@ def report(
             highlight=False,
         )
     raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_OK)
+
+
+def _stdin_as_paths() -> TextIO:
+    """stdin read the way the file system decodes names: bytes that are not UTF-8 are kept (as
+    surrogates), so that such a name, piped from ``find``, still opens its file."""
+    return io.TextIOWrapper(
+        sys.stdin.buffer, encoding=sys.getfilesystemencoding(), errors="surrogateescape"
+    )

@@ -13,7 +13,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, TextIO
 
 from mfclip_cli.faces.decode import is_media
 
@@ -87,9 +87,14 @@ def _loops(path: Path) -> bool:
 
 
 def collect_inputs(
-    specs: Iterable[str], recursive: bool = True, stdin: TextIO | None = None
+    specs: Iterable[str],
+    recursive: bool = True,
+    stdin: TextIO | None = None,
+    separator: str = "\n",
 ) -> list[InputItem]:
-    """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``."""
+    """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``, one
+    per line, or each ended by ``separator`` ("\\0" for ``find -print0``, whose names may hold a
+    newline)."""
     items: list[InputItem] = []
     seen_files: set[str] = set()
     seen_dirs: set[str] = set()
@@ -120,10 +125,19 @@ def collect_inputs(
         if spec == "-":
             if stdin is None:
                 continue
-            for line in stdin:
-                line = line.rstrip("\r\n")
-                if line:
-                    expand(line)
+            for line in _stdin_paths(stdin, separator):
+                expand(line)
         else:
             expand(spec)
     return items
+
+
+def _stdin_paths(stdin: TextIO, separator: str) -> Iterator[str]:
+    """The non-empty paths on ``stdin``: lines (a trailing carriage return dropped), or the
+    pieces between ``separator`` characters, kept exactly."""
+    if separator == "\n":
+        for line in stdin:
+            if line := line.rstrip("\r\n"):
+                yield line
+        return
+    yield from (path for path in stdin.read().split(separator) if path)

@@ -3,6 +3,7 @@ data."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -154,6 +155,44 @@ class FaceRecord:
         return self.label not in ("real", INCONCLUSIVE)
 
 
+def readable(text: str) -> str:
+    """``text`` as a report can hold it. A file name's bytes that are not UTF-8 reach Python as
+    lone surrogates, which no UTF-8 writer accepts (a scan of a folder holding one stopped with
+    a traceback): they are shown as ``\\xNN``, as ``ls -b`` shows them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+# C0 and C1 control characters and DEL, as ``ls -b`` writes them
+_CONTROL_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+def shown(text: str) -> str:
+    """``text`` as a terminal may show it: ``readable``, and with control characters escaped. A
+    file name in the evidence holding ESC sequences would otherwise restyle or rewrite the
+    analyst's terminal; a newline would make one name look like two."""
+    return readable(text).translate(_CONTROL_ESCAPES)
+
+
+def readable_strings(value: Any) -> Any:
+    """``value`` with every string in it ``readable`` (dicts and lists walked)."""
+    if isinstance(value, str):
+        return readable(value)
+    if isinstance(value, dict):
+        return {key: readable_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [readable_strings(item) for item in value]
+    return value
+
+
 # The file record's fields in output order (before ``faces``), and those written only when set.
 FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
 OPTIONAL_FILE_FIELDS = (
@@ -200,7 +239,17 @@ class FileRecord:
                 record[extra] = getattr(self, extra)
         if self.provenance is not None:
             record["provenance"] = self.provenance.to_dict()
+        record = readable_strings(record)
+        if record["path"] != self.path:  # the exact name, whatever its bytes
+            record["path_bytes"] = os.fsencode(self.path).hex()
         return record
+
+    @staticmethod
+    def path_of(document: dict[str, Any]) -> str:
+        """The input's path as the file system names it: from ``path_bytes`` where the name is
+        not UTF-8 (``path`` then shows it readably), else ``path``."""
+        exact = document.get("path_bytes")
+        return os.fsdecode(bytes.fromhex(exact)) if exact else document["path"]
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
@@ -212,7 +261,8 @@ class FileRecord:
         names = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
         provenance = document.get("provenance")
         return cls(
-            **{key: document.get(key) for key in names},
+            **{key: document.get(key) for key in names if key != "path"},
+            path=cls.path_of(document),
             faces=faces,
             provenance=None if provenance is None else ProvenanceRecord.from_dict(provenance),
         )

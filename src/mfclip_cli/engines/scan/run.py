@@ -39,6 +39,7 @@ from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import (
     FileRecord,
+    shown,
 )
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -83,6 +84,7 @@ class ScanRequest:
     # the checkpoints, the primary first; none: $MFCLIP_WEIGHTS, then the default
     weights: tuple[str, ...] = ()
     recursive: bool = True
+    null_separated: bool = False  # paths on stdin end with NUL (find -print0), not a newline
     json_path: str | None = None
     jsonl_path: str | None = None
     csv_path: str | None = None
@@ -407,7 +409,12 @@ def run_scan(
                 "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
                 "real checkpoint."
             )
-    items = collect_inputs(request.inputs, recursive=request.recursive, stdin=stdin)
+    items = collect_inputs(
+        request.inputs,
+        recursive=request.recursive,
+        stdin=stdin,
+        separator="\0" if request.null_separated else "\n",
+    )
     if not items:
         raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
     scanner = Scanner(scorers, request.settings, device)
@@ -486,7 +493,7 @@ def run_scan(
                 outcome[ResumeState.key(record.path)] = record.outcome
                 if duplicates is not None:
                     duplicates.add(record)
-                progress.update(task, advance=1, current=Path(record.path).name)
+                progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
             complete = True
     except (KeyboardInterrupt, Interrupted, _OutputFailed):
         pass

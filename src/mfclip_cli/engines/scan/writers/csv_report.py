@@ -10,6 +10,7 @@ from mfclip_cli.engines.scan.records import (
     FILE_FIELDS,
     FaceRecord,
     FileRecord,
+    readable_strings,
 )
 from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, ReportFile, side_by_side
 
@@ -126,10 +127,10 @@ class CsvSink:
         base.update(self.common)
         base.update(provenance_cells(record))
         if not record.faces:
-            self.writer.writerow(base)
+            self.writer.writerow(readable_strings(base))
         for face in record.faces:
             x1, y1, x2, y2 = face.box
-            self.writer.writerow(
+            row = readable_strings(
                 {
                     **base,
                     "frame": face.frame,
@@ -155,6 +156,7 @@ class CsvSink:
                     **self._compared(face),
                 }
             )
+            self.writer.writerow(row)
         self.stream.flush()
 
     def close(self, summary: dict[str, Any]) -> None:

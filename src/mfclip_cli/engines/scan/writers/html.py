@@ -24,7 +24,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
 from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
-from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
+from mfclip_cli.engines.scan.records import (
+    STATUS_ERROR,
+    STATUS_NO_FACE,
+    FaceRecord,
+    FileRecord,
+    readable,
+)
 from mfclip_cli.engines.scan.writers.common import (
     CLASS_COLUMNS,
     DEMO_NOTICE,
@@ -50,6 +56,7 @@ _TEMPLATES = Environment(
     undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=lambda value: readable(value) if isinstance(value, str) else value,
 )
 
 

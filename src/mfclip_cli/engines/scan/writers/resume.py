@@ -91,7 +91,7 @@ class ResumeState:
         for line in lines[1:]:
             if line.get("type") != "file":
                 continue
-            key = cls.key(line["path"], previous.get("cwd"))
+            key = cls.key(FileRecord.path_of(line), previous.get("cwd"))
             if line.get("sha256"):
                 state.done.add((key, line["sha256"]))
             earlier = FileRecord.from_dict({**line, "path": key})

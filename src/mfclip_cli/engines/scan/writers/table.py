@@ -7,12 +7,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mfclip_cli.engines.scan.records import (
     INCONCLUSIVE,
     STATUS_ERROR,
     FaceRecord,
     FileRecord,
+    shown,
 )
 from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, DEMO_NOTICE, side_by_side
 
@@ -87,7 +89,11 @@ class TableSink:
             note = f"{note}; {evidence}" if evidence else note
             if "status" not in columns:
                 note = f"{record.status}: {note}" if record.status == STATUS_ERROR else note
-            values = {"file": record.path, "status": record.status, "label / note": note or ""}
+            values = {
+                "file": record.path,
+                "status": record.status,
+                "label / note": note or "",
+            }
             return [[values.get(column, "") for column in columns]]
         rows = []
         for face in record.faces:
@@ -123,7 +129,7 @@ class TableSink:
         elif self.checkpoint_columns:
             title += f", the primary of {len(self.checkpoint_columns)} checkpoints"
         table = Table(title=title)
-        longest = max((len(record.path) for record in self.records), default=4)
+        longest = max((len(shown(record.path)) for record in self.records), default=4)
         for column in columns:
             if column == "file":
                 table.add_column(
@@ -136,7 +142,7 @@ class TableSink:
                 table.add_column(column, no_wrap=numeric, justify="right" if numeric else "left")
         for record in self.records:
             for row in self._cells(record, columns):
-                table.add_row(*row)
+                table.add_row(*(Text(shown(cell)) for cell in row))
         self.console.print(table)
         attribution = self.meta.get("attribution") or {}
         if attribution.get("available"):
@@ -150,7 +156,8 @@ class TableSink:
         if self.meta.get("demo"):
             self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
         for group in summary.get("duplicates") or []:
-            said = "; ".join(f"{path} ({verdict})" for path, verdict in group["verdicts"].items())
+            verdicts = group["verdicts"].items()
+            said = "; ".join(f"{shown(path)} ({verdict})" for path, verdict in verdicts)
             style = "bold red" if group["disagree"] else "yellow"
             flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
             self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
