@@ -219,14 +219,16 @@ def test_unknown_layouts_and_empty_datasets(tmp_path):
 
 
 def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, monkeypatch):
-    """FIFOs and broken links named like images are not samples (reading a FIFO blocks), an
-    unreadable folder is not skipped silently, hidden entries and a second route to a folder
-    are left out; the rest is read as before."""
+    """FIFOs and broken links named like images are not samples (reading a FIFO blocks), nor is
+    a name that is not UTF-8 (manifests and reports name samples as text: prepare stopped on
+    one with a traceback); an unreadable folder is not skipped silently; hidden entries and a
+    second route to a folder are left out; the rest is read as before."""
     root = tmp_path / "faces"
     _touch(root, "real/ffhq/1.png", "gan/stylegan/2.png", "real/locked/3.png", "real/.cache/4.png")
     os.mkfifo(root / "real" / "ffhq" / "pipe.png")
     os.symlink(root / "gone.png", root / "gan" / "stylegan" / "broken.png")
     os.symlink(root / "real", root / "real" / "ffhq" / "loop")  # leads back up: read once
+    (root / "gan" / "stylegan" / os.fsdecode(b"caf\xe9.png")).write_bytes(b"x")  # not UTF-8
     real_scandir = os.scandir
 
     def scandir(path):  # root ignores permission bits, so refuse the way the kernel would
@@ -239,6 +241,7 @@ def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, monkeypatc
     assert sorted(_by_path(index)) == ["gan/stylegan/2.png", "real/ffhq/1.png"]
     assert index.skipped == {
         samples_module.NOT_A_FILE: 2,
+        samples_module.NOT_TEXT: 1,
         "real/locked/: cannot read folder (Permission denied)": 1,
     }
 

@@ -36,6 +36,18 @@ def open_regular(path: str | Path) -> tuple[BinaryIO, os.stat_result]:
     return os.fdopen(descriptor, "rb"), status
 
 
+def readable(text: str) -> str:
+    """``text`` (a file name, or a message holding one) as a report can hold it. A name's bytes
+    that are not UTF-8 reach Python as lone surrogates, which no UTF-8 writer accepts (a scan of
+    a folder holding one stopped with a traceback): they are shown as ``\\xNN``, as ``ls -b``
+    shows them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """The SHA-256 of a regular file's bytes (a FIFO or a device is refused, not waited on)."""
     digest = hashlib.sha256()

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from mfclip_cli.errors import DataError
-from mfclip_cli.files import atomic_writer
+from mfclip_cli.files import atomic_writer, readable
 from mfclip_cli.model.config import CLASS_NAMES
 
 if TYPE_CHECKING:  # the model package pulls in torch; the data layer must stay light
@@ -256,6 +256,7 @@ skip the file (an excluded method), or None when the file sits where the layout 
 
 
 NOT_A_FILE = "not a regular file (a FIFO, socket, device or broken link)"
+NOT_TEXT = "name not UTF-8 (rename it to use it: manifests and reports name samples as text)"
 
 
 def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], list[str], dict]:
@@ -287,6 +288,10 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
             if entry.name.startswith("."):
                 continue
             relative = prefix + entry.name
+            if readable(entry.name) != entry.name:
+                key = f"{readable(relative)}/: {NOT_TEXT}" if _is(entry.is_dir) else NOT_TEXT
+                skipped[key] = skipped.get(key, 0) + 1
+                continue
             if _is(entry.is_dir):
                 reason = skip_folder(relative) if skip_folder is not None else None
                 if reason is None:

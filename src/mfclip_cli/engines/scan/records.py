@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mfclip_cli.files import readable
 from mfclip_cli.provenance.record import ProvenanceRecord
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
@@ -153,17 +154,6 @@ class FaceRecord:
     def conclusive_fake(self) -> bool:
         """Labelled non-real and not inconclusive: what ``--fail-on-fake`` counts."""
         return self.label not in ("real", INCONCLUSIVE)
-
-
-def readable(text: str) -> str:
-    """``text`` as a report can hold it. A file name's bytes that are not UTF-8 reach Python as
-    lone surrogates, which no UTF-8 writer accepts (a scan of a folder holding one stopped with
-    a traceback): they are shown as ``\\xNN``, as ``ls -b`` shows them."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 # C0 and C1 control characters and DEL, as ``ls -b`` writes them

@@ -29,7 +29,6 @@ from mfclip_cli.engines.scan.records import (
     STATUS_NO_FACE,
     FaceRecord,
     FileRecord,
-    readable,
 )
 from mfclip_cli.engines.scan.writers.common import (
     CLASS_COLUMNS,
@@ -42,6 +41,7 @@ from mfclip_cli.engines.scan.writers.common import (
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
+from mfclip_cli.files import readable
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
