@@ -84,3 +84,17 @@ def faces(tiny_config):
     generator = torch.Generator().manual_seed(1)
     size = tiny_config.preprocess.crop_size
     return torch.rand(6, 3, size, size, generator=generator)
+
+
+@pytest.fixture
+def locked_folders(monkeypatch):
+    """Folders named ``locked`` refuse to be listed, as the kernel refuses a user without read
+    permission: the tests run as root, which ignores permission bits."""
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

@@ -218,7 +218,7 @@ def test_unknown_layouts_and_empty_datasets(tmp_path):
         read_dataset(tmp_path / "missing")
 
 
-def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, monkeypatch):
+def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, locked_folders):
     """FIFOs and broken links named like images are not samples (reading a FIFO blocks), nor is
     a name that is not UTF-8 (manifests and reports name samples as text: prepare stopped on
     one with a traceback); an unreadable folder is not skipped silently; hidden entries and a
@@ -229,14 +229,6 @@ def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, monkeypatc
     os.symlink(root / "gone.png", root / "gan" / "stylegan" / "broken.png")
     os.symlink(root / "real", root / "real" / "ffhq" / "loop")  # leads back up: read once
     (root / "gan" / "stylegan" / os.fsdecode(b"caf\xe9.png")).write_bytes(b"x")  # not UTF-8
-    real_scandir = os.scandir
-
-    def scandir(path):  # root ignores permission bits, so refuse the way the kernel would
-        if Path(path).name == "locked":
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(samples_module.os, "scandir", scandir)
     index = read_dataset(root, layout="folder")
     assert sorted(_by_path(index)) == ["gan/stylegan/2.png", "real/ffhq/1.png"]
     assert index.skipped == {

@@ -5,7 +5,6 @@ import io
 import os
 from pathlib import Path
 
-from mfclip_cli.engines.scan import inputs
 from mfclip_cli.engines.scan.inputs import collect_inputs
 
 
@@ -57,17 +56,9 @@ def test_special_files_and_broken_links_with_media_names_are_error_items(tmp_pat
     ]
 
 
-def test_unreadable_folder_is_an_error_item_and_the_rest_goes_on(tmp_path, monkeypatch):
+def test_unreadable_folder_is_an_error_item_and_the_rest_goes_on(tmp_path, locked_folders):
     _touch(tmp_path / "locked" / "secret.png")
     _touch(tmp_path / "open" / "face.png")
-    real_scandir = os.scandir
-
-    def scandir(path):  # root ignores permission bits, so refuse the way the kernel would
-        if Path(path).name == "locked":
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(inputs.os, "scandir", scandir)
     items = collect_inputs([str(tmp_path)])
     assert [(item.path.name, item.error) for item in items] == [
         ("locked", "cannot read directory: Permission denied"),
