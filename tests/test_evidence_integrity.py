@@ -33,6 +33,7 @@ from test_scan_cli import MFCLIP
 from mfclip_cli.engines.scan import run as scan_run
 from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
+from mfclip_cli.engines.scan.records import shown
 from mfclip_cli.engines.scan.run import ScanRequest, run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import ReportError
@@ -41,7 +42,7 @@ from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.faces.decode import DecodeError, decode_image
-from mfclip_cli.files import NotARegularFile, sha256_file
+from mfclip_cli.files import NotARegularFile, readable, sha256_file
 
 
 def test_the_bytes_read_once_decode_as_the_file_does(tmp_path):
@@ -445,3 +446,13 @@ def test_hashing_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     with pytest.raises(NotARegularFile, match="not a regular file"):
         sha256_file(tmp_path / "pipe.png")
+
+
+def test_names_as_reports_and_terminals_show_them():
+    """Reports hold a name's bytes that are not UTF-8 as \\xNN (any other lone surrogate, say
+    from a JSON escape, as \\uNNNN); terminals also get its control characters escaped."""
+    assert readable("été.jpg") == "été.jpg"
+    assert readable(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
+    assert readable("x\ud800y.jpg") == "x\\ud800y.jpg"
+    assert shown("a\x1b[31mb\nc\x9b\x7f.jpg") == "a\\x1b[31mb\\nc\\x9b\\x7f.jpg"
+    assert shown(os.fsdecode(b"caf\xe9\t.jpg")) == "caf\\xe9\\t.jpg"

@@ -45,7 +45,11 @@ def readable(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
+        pass
+    try:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file system name decodes to ("\ud800" in JSON)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
