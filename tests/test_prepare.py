@@ -96,3 +96,26 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     assert refused.returncode == 2 and "not empty" in refused.stderr
     inside = prepare(str(source), "--out", str(source / "crops"), "--config", "tiny")
     assert inside.returncode == 2 and "inside the source" in inside.stderr
+
+
+def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):
+    """Crops of another size in one folder would be resized by the training loader without a
+    word (their noise residuals resampled): a resume with another config's crop is refused,
+    after a finished run (its prepare.json) and after an interrupted one (a crop it wrote)."""
+    source = tmp_path / "source"
+    (source / "real" / "nasa").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real" / "nasa" / "astronaut.png")
+    out = tmp_path / "prepared"
+    tiny = ("--out", str(out), "--config", "tiny", "--device", "cpu")
+    first = prepare(str(source), *tiny)
+    assert first.returncode == 0, first.stderr
+    for interrupted in (False, True):
+        if interrupted:
+            (out / "prepare.json").unlink()
+        other = prepare(
+            str(source), "--out", str(out), "--config", "vit-b-16", "--device", "cpu", "--resume"
+        )
+        assert other.returncode == 2, other.stderr
+        assert "other settings (crop_size 128 there, 256 now)" in other.stderr
+    same = prepare(str(source), *tiny, "--resume")
+    assert same.returncode == 0, same.stderr

@@ -77,6 +77,33 @@ def _done_sources(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(record["source"], record["sha256"]): record for record in keep_jsonl_prefix(log)}
 
 
+def _refuse_other_crops(out: Path, done: dict[Any, dict[str, Any]], search: FaceSearch) -> None:
+    """A folder is continued only into crops like those it holds: the training loader resizes
+    any crop to its model's size, so crops of another size or margin would be trained on
+    silently, their noise residuals resampled. What the folder holds comes from its summary
+    (a finished run), else from a crop it wrote (an interrupted one: its size)."""
+    summary = out / SUMMARY_FILE
+    try:
+        held = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+    except (OSError, ValueError):
+        held = {}
+    if not held:
+        crop = next((f["path"] for r in done.values() for f in r.get("faces", [])), None)
+        if crop is not None and (out / crop).is_file():
+            with Image.open(out / crop) as image:
+                held = {"crop_size": image.width}
+    differences = [
+        f"{name} {held[name]} there, {now} now"
+        for name, now in (("crop_size", search.crop_size), ("margin", search.margin))
+        if name in held and held[name] != now
+    ]
+    if differences:
+        raise UsageError(
+            f"{out} holds crops made with other settings ({'; '.join(differences)}): prepare "
+            "into a new folder, or resume with the --config that made them"
+        )
+
+
 def _largest(found: FoundFaces) -> list[int]:
     areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found.detections]
     return [int(np.argmax(areas))] if areas else []
@@ -173,6 +200,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     )
     done = _done_sources(log) if request.resume else {}
     preparer = Preparer(request)
+    _refuse_other_crops(out, done, preparer.search)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
