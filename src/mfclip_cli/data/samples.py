@@ -287,12 +287,12 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            relative = prefix + entry.name
+            relative, is_dir = prefix + entry.name, _is(entry.is_dir)
             if readable(entry.name) != entry.name:
-                key = f"{readable(relative)}/: {NOT_TEXT}" if _is(entry.is_dir) else NOT_TEXT
+                key = f"{readable(relative)}/: {NOT_TEXT}" if is_dir else NOT_TEXT
                 skipped[key] = skipped.get(key, 0) + 1
                 continue
-            if _is(entry.is_dir):
+            if is_dir:
                 reason = skip_folder(relative) if skip_folder is not None else None
                 if reason is None:
                     pending.append((entry.path, relative + "/"))

@@ -24,12 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
 from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
-from mfclip_cli.engines.scan.records import (
-    STATUS_ERROR,
-    STATUS_NO_FACE,
-    FaceRecord,
-    FileRecord,
-)
+from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers.common import (
     CLASS_COLUMNS,
     DEMO_NOTICE,

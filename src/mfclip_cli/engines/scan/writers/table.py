@@ -89,11 +89,7 @@ class TableSink:
             note = f"{note}; {evidence}" if evidence else note
             if "status" not in columns:
                 note = f"{record.status}: {note}" if record.status == STATUS_ERROR else note
-            values = {
-                "file": record.path,
-                "status": record.status,
-                "label / note": note or "",
-            }
+            values = {"file": record.path, "status": record.status, "label / note": note or ""}
             return [[values.get(column, "") for column in columns]]
         rows = []
         for face in record.faces:
