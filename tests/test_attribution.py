@@ -249,7 +249,7 @@ def data(tmp_path_factory):
 def _fingerprints(root, samples, perturbation: str | None = None) -> np.ndarray:
     (degraded,) = parse_perturbations([perturbation]) if perturbation else (None,)
     images = FaceImages(root, [sample.path for sample in samples], 128, perturbation=degraded)
-    faces, _ = collate_faces([images[i] for i in range(len(samples))])
+    faces = collate_faces([images[i] for i in range(len(samples))]).faces
     return face_fingerprints(faces).numpy()
 
 

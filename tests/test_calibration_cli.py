@@ -237,16 +237,17 @@ def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
     model, _ = load_checkpoint(trained / "best.safetensors", inference=True)
     index = read_dataset(dataset)
     samples = index.samples[:6]
-    logits, embeddings, fingerprints = predict_outputs(
+    logits, embeddings, fingerprints, scored, unreadable = predict_outputs(
         model, index.root, samples, torch.device("cpu"), embeddings=True, fingerprints=True
     )
     assert embeddings.shape[0] == len(samples) == logits.shape[0] == fingerprints.shape[0]
+    assert scored == samples and unreadable == []
     with torch.no_grad():
         from_embeddings = model.head(torch.from_numpy(embeddings)).numpy()
     np.testing.assert_allclose(from_embeddings, logits, atol=1e-5)
-    faces, _ = collate_faces(
+    faces = collate_faces(
         [FaceImages(index.root, [s.path for s in samples], model.crop_size)[i] for i in range(6)]
-    )
+    ).faces
     np.testing.assert_allclose(fingerprints, face_fingerprints(faces).numpy(), atol=1e-5)
     alone = predict_outputs(model, index.root, samples, torch.device("cpu"))
     assert alone.embeddings is None and alone.fingerprints is None

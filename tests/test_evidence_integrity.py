@@ -33,7 +33,6 @@ from test_scan_cli import MFCLIP
 from mfclip_cli.engines.scan import run as scan_run
 from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
-from mfclip_cli.engines.scan.records import shown
 from mfclip_cli.engines.scan.run import ScanRequest, run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import ReportError
@@ -42,7 +41,7 @@ from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.faces.decode import DecodeError, decode_image
-from mfclip_cli.files import NotARegularFile, readable, sha256_file
+from mfclip_cli.files import NotARegularFile, readable, sha256_file, shown
 
 
 def test_the_bytes_read_once_decode_as_the_file_does(tmp_path):

@@ -52,6 +52,22 @@ def readable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# C0 and C1 control characters and DEL, as ``ls -b`` writes them
+_CONTROL_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+def shown(text: str) -> str:
+    """``text`` as a terminal may show it: ``readable``, and with control characters escaped. A
+    file name in the evidence holding ESC sequences would otherwise restyle or rewrite the
+    analyst's terminal; a newline would make one name look like two."""
+    return readable(text).translate(_CONTROL_ESCAPES)
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """The SHA-256 of a regular file's bytes (a FIFO or a device is refused, not waited on)."""
     digest = hashlib.sha256()

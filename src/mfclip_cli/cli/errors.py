@@ -57,3 +57,18 @@ def errors_reported() -> Iterator[Console]:
     if code is not None:
         error_console.print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(code)
+
+
+def exit_if_unreadable(count: int, fate: str, error_console: Console) -> None:
+    """Exit code 3 where a command finished without ``count`` samples it could not read (each
+    said on stderr as met, and listed in its outputs), as a scan does for files: a pipeline
+    learns that its figures rest on fewer samples than the data holds."""
+    if not count:
+        return
+    from mfclip_cli.engines.runtime import EXIT_UNREADABLE
+
+    error_console.print(
+        f"[bold yellow]finished without {count} sample(s) that could not be read:[/] {fate}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_UNREADABLE)

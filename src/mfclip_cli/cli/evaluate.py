@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli.cli.errors import errors_reported
+from mfclip_cli.cli.errors import errors_reported, exit_if_unreadable
 from mfclip_cli.cli.options import (
     BatchSize,
     Device,
@@ -174,9 +174,15 @@ def evaluate(
             perturb=tuple(perturb or ()),
         )
         if len(chosen) > 1:
-            compare(request, chosen, console=Console(), error_console=error_console)
+            report = compare(request, chosen, console=Console(), error_console=error_console)
         else:
-            run_evaluation(request, console=Console(), error_console=error_console)
+            report = run_evaluation(request, console=Console(), error_console=error_console)
+        left_out = report["protocol"].get("unreadable", {})
+        exit_if_unreadable(
+            sum(len(missing) for missing in left_out.values()),
+            "they were left out of the scores (the report's protocol.unreadable lists them)",
+            error_console,
+        )
 
 
 def calibrate(
@@ -286,6 +292,7 @@ def calibrate(
                 highlight=False,
             )
         typer.echo("\n".join(lines))
+        exit_if_unreadable(result["unreadable"], "they were left out of the fit", error_console)
 
 
 def _band_line(band: dict) -> str:

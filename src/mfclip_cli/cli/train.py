@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mfclip_cli.cli.errors import errors_reported
+from mfclip_cli.cli.errors import errors_reported, exit_if_unreadable
 from mfclip_cli.cli.options import Device, Force, LabelMap, Layout, Overrides
 
 
@@ -173,6 +173,12 @@ def train(
                 f"{out}/best.safetensors",
                 highlight=False,
             )
+        exit_if_unreadable(
+            result["unreadable"],
+            "each train sample's place was taken by another of its class, each val sample was "
+            "left out (listed in metrics.jsonl)",
+            error_console,
+        )
 
 
 def ablate(

@@ -6,13 +6,17 @@ augmentation (blur, resize, JPEG) would erase the very traces the noise branch l
 random choice derives from (seed, epoch, sample), never from a global RNG, so a resumed run sees
 the same data in the same order as an uninterrupted one, with any number of loader workers.
 Eval's robustness protocol degrades each crop as stored, before that resize (``data/perturb.py``).
+
+A sample whose image cannot be decoded never ends a pass: scoring leaves it out and says so
+(``scoring/inference.py``), training stands the next readable sample of its class in for it, which
+keeps every batch the same size, as gathered negatives need, and records it (``stand_ins``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -20,13 +24,27 @@ from PIL import Image
 
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.data.protocols import group_fraction
-from mfclip_cli.data.samples import DataError
+from mfclip_cli.data.samples import DataError, Unreadable
 from mfclip_cli.faces.decode import DecodeError, decode_image
 
 
+class FaceItem(NamedTuple):
+    face: torch.Tensor | None  # [3, S, S] in [0, 1]; None where unreadable and none stands in
+    index: int  # the sample the face is of: a stand-in's own index
+    unreadable: Unreadable | None  # the sample asked for, where it could not be read
+
+
+class FaceBatch(NamedTuple):
+    faces: torch.Tensor  # [B, 3, S, S] of the readable (or stood-in) samples
+    indices: list[int]  # the sample of each face
+    unreadable: list[Unreadable]  # the samples asked for that could not be read
+
+
 class FaceImages(torch.utils.data.Dataset):
-    """Item i: (face [3, S, S] float in [0, 1], i); with a ``perturbation``, the face degraded
-    at its stored resolution, its noise drawn from (``perturbation_seed``, its path)."""
+    """Item i: a ``FaceItem`` of sample i's face [3, S, S] float in [0, 1]; with a
+    ``perturbation``, the face degraded at its stored resolution, its noise drawn from
+    (``perturbation_seed``, its path). With ``stand_ins`` (a class per sample), an unreadable
+    sample's item holds the face of the next readable sample of its class, in sample order."""
 
     def __init__(
         self,
@@ -37,6 +55,7 @@ class FaceImages(torch.utils.data.Dataset):
         flip_seed: int | None = None,
         perturbation: Perturbation | None = None,
         perturbation_seed: int = 0,
+        stand_ins: Sequence[int] | None = None,
     ):
         self.root = Path(root)
         self.paths = list(paths)
@@ -44,17 +63,40 @@ class FaceImages(torch.utils.data.Dataset):
         self.flip_seed = flip_seed  # None: no augmentation
         self.perturbation = perturbation
         self.perturbation_seed = perturbation_seed
+        self.classes = None if stand_ins is None else list(stand_ins)
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.root / self.paths[index]
+    def __getitem__(self, index: int) -> FaceItem:
         try:
-            pixels = decode_image(path).pixels
+            return FaceItem(self._face(index), index, None)
         except DecodeError as error:
-            raise DataError(f"{path}: {error}") from None
+            missing = Unreadable(index, self.paths[index], str(error))
+        if self.classes is None:
+            return FaceItem(None, index, missing)
+        for other in self._same_class_after(index):
+            try:
+                return FaceItem(self._face(other), other, missing)
+            except DecodeError:
+                continue
+        raise DataError(
+            f"{self.root / missing.path}: {missing.error}, and no other sample of its class "
+            "can be read to stand in for it"
+        )
+
+    def _same_class_after(self, index: int) -> Iterator[int]:
+        """The other samples of ``index``'s class, from the next one on, wrapping round."""
+        assert self.classes is not None
+        count = len(self.paths)
+        for step in range(1, count):
+            other = (index + step) % count
+            if self.classes[other] == self.classes[index]:
+                yield other
+
+    def _face(self, index: int) -> torch.Tensor:
+        pixels = decode_image(self.root / self.paths[index]).pixels
         if self.perturbation is not None:
             degraded = self.perturbation.apply(
                 Image.fromarray(pixels), self.paths[index], self.perturbation_seed
@@ -70,12 +112,17 @@ class FaceImages(torch.utils.data.Dataset):
             and group_fraction(f"{self.epoch}:{index}", self.flip_seed) < 0.5
         ):
             pixels = pixels[:, ::-1]
-        face = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
-        return face, index
+        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
 
 
-def collate_faces(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
-    return torch.stack([face for face, _ in items]), [index for _, index in items]
+def collate_faces(items: list[FaceItem]) -> FaceBatch:
+    present = [item for item in items if item.face is not None]
+    faces = torch.stack([item.face for item in present]) if present else torch.empty(0, 3, 0, 0)
+    return FaceBatch(
+        faces,
+        [item.index for item in present],
+        [item.unreadable for item in items if item.unreadable is not None],
+    )
 
 
 @dataclass

@@ -65,7 +65,7 @@ import hashlib
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -78,6 +78,7 @@ from mfclip_cli.data.samples import (
     DataIndex,
     DataSource,
     Sample,
+    Unreadable,
     summarize,
 )
 from mfclip_cli.errors import ProtocolError, UsageError
@@ -368,6 +369,19 @@ class Splits:
     held_out: tuple[str, ...] = ()
     protocol: Protocol | None = None
     dropped: list[Sample] = field(default_factory=list)  # samples no split takes
+    # per split, the samples left out because their images could not be read when scored
+    unreadable: dict[str, list[Unreadable]] = field(default_factory=dict)
+
+    def leaving_out(self, split: str, unreadable: Sequence[Unreadable]) -> Splits:
+        """These splits with the ``unreadable`` samples of ``split`` left out, and recorded."""
+        if not unreadable:
+            return self
+        gone = {missing.path for missing in unreadable}
+        return replace(
+            self,
+            **{split: [sample for sample in getattr(self, split) if sample.path not in gone]},
+            unreadable={**self.unreadable, split: [*self.unreadable.get(split, []), *unreadable]},
+        )
 
     def test_subsets(self) -> dict[str, list[Sample]]:
         """``{value: that value's test fakes + its reals}`` per ``report_by`` value, sorted. Its

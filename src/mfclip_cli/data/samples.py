@@ -38,7 +38,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from mfclip_cli.errors import DataError
 from mfclip_cli.files import atomic_writer, readable
@@ -171,6 +171,14 @@ class Sample:
             if values.get(name) is None:
                 values[name] = ""
         return cls(**values)
+
+
+class Unreadable(NamedTuple):
+    """A sample whose image could not be decoded when it was read, and why."""
+
+    index: int  # its place in the list it was read from
+    path: str
+    error: str
 
 
 @dataclass(frozen=True)

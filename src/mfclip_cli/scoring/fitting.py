@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mfclip_cli.data.perturb import parse_perturbations
-from mfclip_cli.data.samples import Sample
+from mfclip_cli.data.samples import Sample, Unreadable
 from mfclip_cli.model.checkpoint import ATTRIBUTION_KEY, OOD_KEY, Fitted
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.attribution import (
@@ -22,7 +22,7 @@ from mfclip_cli.scoring.attribution import (
     fit_attribution,
     fit_sample,
 )
-from mfclip_cli.scoring.inference import predict_fingerprints, predict_outputs
+from mfclip_cli.scoring.inference import Fingerprints, predict_fingerprints, predict_outputs
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
 
 FITTED_NAMES = {
@@ -35,6 +35,8 @@ FITTED_NAMES = {
 class FitOutcome:
     fitted: dict[str, Fitted] = field(default_factory=dict)  # keyed as checkpoint.FITTED
     refused: dict[str, str] = field(default_factory=dict)  # key: why it could not be fitted
+    # the samples left out of the fits because they could not be read, by path
+    unreadable: dict[str, Unreadable] = field(default_factory=dict)
 
 
 def fit_statistics(
@@ -64,22 +66,26 @@ def fit_statistics(
     if not todo:
         return outcome
 
-    def embeddings(samples: Sequence[Sample]) -> np.ndarray:
-        embedded = predict_outputs(
+    def embeddings(samples: Sequence[Sample]) -> tuple[np.ndarray, list[Sample]]:
+        """The readable samples' embeddings, and those samples."""
+        outputs = predict_outputs(
             model, root, samples, device, batch_size=batch_size, workers=workers, embeddings=True
-        ).embeddings
-        return embedded if embedded is not None else np.zeros((0, 1))
+        )
+        outcome.unreadable.update((missing.path, missing) for missing in outputs.unreadable)
+        embedded = outputs.embeddings
+        return (embedded if embedded is not None else np.zeros((0, 1))), outputs.samples
 
     if OOD_KEY in todo:
+        train_rows, train_scored = embeddings(train)
         statistics = fit_ood(
-            embeddings(train),
-            [s.label for s in train],
-            val_embeddings if val_embeddings is not None else embeddings(val),
+            train_rows,
+            [s.label for s in train_scored],
+            val_embeddings if val_embeddings is not None else embeddings(val)[0],
             fitted_on=fitted_on,
         )
         outcome.fitted[OOD_KEY] = statistics.fitted()
     if ATTRIBUTION_KEY in todo:
-        outcome.fitted[ATTRIBUTION_KEY] = _fit_generator_model(
+        outcome.fitted[ATTRIBUTION_KEY], missing = _fit_generator_model(
             model.crop_size,
             root,
             device,
@@ -89,6 +95,7 @@ def fit_statistics(
             workers=workers,
             fitted_on=fitted_on,
         )
+        outcome.unreadable.update((sample.path, sample) for sample in missing)
     return outcome
 
 
@@ -102,29 +109,35 @@ def _fit_generator_model(
     batch_size: int,
     workers: int,
     fitted_on: dict[str, Any],
-) -> Fitted:
+) -> tuple[Fitted, list[Unreadable]]:
     """Attribution's generator model from the fakes ``fit_sample`` takes of each split, each
-    face's fingerprint read as stored and under every ``LAUNDERING`` (no model runs)."""
+    face's fingerprint read as stored and under every ``LAUNDERING`` (no model runs), and the
+    samples left out of it because they could not be read."""
     train_sample = [train[i] for i in fit_sample(train)]
     val_sample = [val[i] for i in fit_sample(val, {sample.generator for sample in train_sample})]
 
-    def views(perturbation: str | None) -> tuple[np.ndarray, np.ndarray]:
+    def fingerprints(samples: Sequence[Sample], perturbation: str | None) -> Fingerprints:
         (degraded,) = parse_perturbations([perturbation]) if perturbation else (None,)
-        train_rows, val_rows = (
-            predict_fingerprints(
-                root,
-                samples,
-                crop_size,
-                device,
-                batch_size=batch_size,
-                workers=workers,
-                perturbation=degraded,
-            )
-            for samples in (train_sample, val_sample)
+        return predict_fingerprints(
+            root,
+            samples,
+            crop_size,
+            device,
+            batch_size=batch_size,
+            workers=workers,
+            perturbation=degraded,
         )
-        return train_rows, val_rows
 
-    stored_train, stored_val = views(None)
+    # the stored faces first: a sample that cannot be read is left out of every view
+    stored_train, train_sample, missing_train = fingerprints(train_sample, None)
+    stored_val, val_sample, missing_val = fingerprints(val_sample, None)
+
+    def views(perturbation: str) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            fingerprints(train_sample, perturbation).rows,
+            fingerprints(val_sample, perturbation).rows,
+        )
+
     attributor = fit_attribution(
         train_sample,
         stored_train,
@@ -133,4 +146,4 @@ def _fit_generator_model(
         fitted_on=fitted_on,
         laundered={name: views(name) for name in LAUNDERING},
     )
-    return attributor.fitted()
+    return attributor.fitted(), missing_train + missing_val

@@ -4,29 +4,41 @@ training's validation and the out-of-distribution fit share."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from rich.markup import escape
 
-from mfclip_cli.data import Sample
+from mfclip_cli.data import DataError, Sample, Unreadable
 from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.files import shown
 from mfclip_cli.model.detectors import Detector
-from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.fingerprints import FEATURES, face_fingerprints
 from mfclip_cli.scoring.metrics import detection_metrics, video_metrics
 
 
 class Outputs(NamedTuple):
-    """What one pass over a dataset's faces gives, in sample order."""
+    """What one pass over a dataset's faces gives: a row per readable sample, in ``samples``'
+    order; the samples whose images could not be decoded are left out, in ``unreadable``."""
 
     logits: np.ndarray  # [N, 3] class logits
     embeddings: np.ndarray | None  # [N, D] face embeddings, where asked for
     fingerprints: np.ndarray | None  # [N, F] generator fingerprints (fingerprints.py), if asked
+    samples: list[Sample]  # the N samples scored
+    unreadable: list[Unreadable]  # the others
 
 
-def _face_batches(
+class Fingerprints(NamedTuple):
+    """The generator fingerprints of one pass, a row per readable sample as in ``Outputs``."""
+
+    rows: np.ndarray  # [N, F]
+    samples: list[Sample]
+    unreadable: list[Unreadable]
+
+
+def _readable_batches(
     root: Path,
     samples: Sequence[Sample],
     crop_size: int,
@@ -35,8 +47,10 @@ def _face_batches(
     workers: int,
     perturbation: Perturbation | None,
     seed: int,
-) -> torch.utils.data.DataLoader:
-    """The samples' aligned faces in batches, each degraded by ``perturbation`` first."""
+    unreadable: list[Unreadable],
+) -> Iterator[tuple[torch.Tensor, list[int]]]:
+    """The samples' faces, each degraded by ``perturbation`` first, in batches on ``device``
+    with their sample indices; the samples that cannot be read are added to ``unreadable``."""
     images = FaceImages(
         root,
         [sample.path for sample in samples],
@@ -44,13 +58,17 @@ def _face_batches(
         perturbation=perturbation,
         perturbation_seed=seed,
     )
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         images,
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_faces,
         pin_memory=device.type == "cuda",
     )
+    for batch in loader:
+        unreadable.extend(batch.unreadable)
+        if batch.indices:
+            yield batch.faces.to(device, non_blocking=True), batch.indices
 
 
 @torch.no_grad()
@@ -64,13 +82,19 @@ def predict_fingerprints(
     workers: int = 0,
     perturbation: Perturbation | None = None,
     seed: int = 0,
-) -> np.ndarray:
-    """The generator fingerprints [N, F] of dataset samples alone: no model runs."""
-    loader = _face_batches(
-        root, samples, crop_size, device, batch_size, workers, perturbation, seed
+) -> Fingerprints:
+    """The generator fingerprints [N, F] of the readable dataset samples: no model runs."""
+    rows, scored, unreadable = [], [], []
+    for faces, indices in _readable_batches(
+        root, samples, crop_size, device, batch_size, workers, perturbation, seed, unreadable
+    ):
+        rows.append(face_fingerprints(faces).cpu())
+        scored.extend(samples[i] for i in indices)
+    return Fingerprints(
+        torch.cat(rows).numpy() if rows else np.zeros((0, FEATURES), np.float32),
+        scored,
+        unreadable,
     )
-    rows = [face_fingerprints(faces.to(device)).cpu() for faces, _ in loader]
-    return torch.cat(rows).numpy() if rows else np.zeros((0, FEATURES), np.float32)
 
 
 @torch.no_grad()
@@ -88,19 +112,17 @@ def predict_outputs(
     seed: int = 0,
     bf16: bool | None = None,
 ) -> Outputs:
-    """Class logits [N, 3] of dataset samples (what calibration fits) and, with ``embeddings``,
-    their face embeddings [N, D] from the same forward pass, with ``fingerprints`` the faces'
-    generator fingerprints (None without); with bf16 autocast (``bf16``; None: on CUDA) or in the
-    model's own precision. A ``perturbation`` degrades each face first (its noise seeded by
-    ``seed``)."""
+    """Class logits [N, 3] of the readable dataset samples (what calibration fits) and, with
+    ``embeddings``, their face embeddings [N, D] from the same forward pass, with ``fingerprints``
+    the faces' generator fingerprints (None without); with bf16 autocast (``bf16``; None: on
+    CUDA) or in the model's own precision. A ``perturbation`` degrades each face first (its noise
+    seeded by ``seed``)."""
     model.eval()
-    loader = _face_batches(
-        root, samples, model.crop_size, device, batch_size, workers, perturbation, seed
-    )
-    results, vectors, prints = [], [], []
+    results, vectors, prints, scored, unreadable = [], [], [], [], []
     autocast = device.type == "cuda" if bf16 is None else bf16
-    for faces, _ in loader:
-        faces = faces.to(device, non_blocking=True)
+    for faces, indices in _readable_batches(
+        root, samples, model.crop_size, device, batch_size, workers, perturbation, seed, unreadable
+    ):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             embedded, logits = model.embed_and_classify(faces)
         results.append(logits.float().cpu())
@@ -108,6 +130,7 @@ def predict_outputs(
             vectors.append(embedded.float().cpu())
         if fingerprints:
             prints.append(face_fingerprints(faces).cpu())
+        scored.extend(samples[i] for i in indices)
     logits = (
         torch.cat(results).numpy() if results else np.zeros((0, len(model.classes)), np.float32)
     )
@@ -116,21 +139,29 @@ def predict_outputs(
         logits,
         torch.cat(vectors).numpy() if vectors else None,
         fingerprint_rows if fingerprints else None,
+        scored,
+        unreadable,
     )
 
 
-def predict(
-    model: Detector,
-    root: Path,
-    samples: Sequence[Sample],
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-) -> np.ndarray:
-    """Uncalibrated class probabilities [N, 3] of dataset samples (model selection in training)."""
-    outputs = predict_outputs(model, root, samples, device, batch_size=batch_size, workers=workers)
-    return softmax(outputs.logits)
+def require_all_read(outputs: Outputs, root: Path) -> None:
+    """Refuse a pass over samples read a moment ago where one could no longer be read: its rows
+    would no longer pair with the earlier pass's."""
+    if outputs.unreadable:
+        missing = outputs.unreadable[0]
+        raise DataError(
+            f"{root / missing.path}: {missing.error} (it was read a moment ago: did the dataset "
+            "change while it was scored?)"
+        )
+
+
+def unreadable_warning(split: str, missing: Unreadable, fate: str) -> str:
+    """The stderr line for a ``split`` sample that cannot be read and its ``fate`` (rich markup,
+    the name shown inertly)."""
+    return (
+        f"[bold yellow]warning:[/] {split} sample {escape(shown(missing.path))} cannot be read "
+        f"({escape(missing.error)}); {fate}"
+    )
 
 
 def score_samples(samples: Sequence[Sample], probs: np.ndarray, threshold: float = 0.5) -> dict:

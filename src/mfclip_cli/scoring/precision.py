@@ -26,7 +26,7 @@ from mfclip_cli.model import CLASS_NAMES, Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import fit_calibration, softmax
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
-from mfclip_cli.scoring.inference import predict_outputs
+from mfclip_cli.scoring.inference import predict_outputs, require_all_read
 from mfclip_cli.scoring.metrics import calibration_metrics, fake_scores, json_safe, roc_auc
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
@@ -189,15 +189,19 @@ def fit_int8_calibration(
     thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
 
     ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
-    GPU, whose logits are bf16: they are computed here with autocast off); the int8 model runs on
-    the CPU, the only place its kernels exist.
+    GPU, whose logits are bf16: they are computed here with autocast off, and a sample that
+    cannot be read is left out); the int8 model runs on the CPU, the only place its kernels
+    exist.
     """
     settings = {"batch_size": batch_size, "workers": workers}
     if fp32_logits is None:
-        fp32_logits = predict_outputs(model, root, samples, device, bf16=False, **settings).logits
+        fp32 = predict_outputs(model, root, samples, device, bf16=False, **settings)
+        fp32_logits, samples = fp32.logits, fp32.samples
     quantized, summary = quantize_int8(model)
     cpu = torch.device("cpu")
-    int8_logits = predict_outputs(quantized, root, samples, cpu, **settings).logits
+    int8 = predict_outputs(quantized, root, samples, cpu, **settings)
+    require_all_read(int8, root)
+    int8_logits = int8.logits
     labels = [sample.label for sample in samples]
     record = fit_calibration(
         int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy

@@ -20,6 +20,7 @@ from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
+from mfclip_cli.scoring.inference import unreadable_warning
 from mfclip_cli.scoring.precision import FP32, INT8_KEY, fit_int8_calibration
 
 
@@ -57,12 +58,15 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     )
     if out.resolve() == scoring.checkpoint.resolved.path.resolve():
         raise UsageError(f"--out {out} is the checkpoint being calibrated; name a new file")
-    labels = [sample.label for sample in scoring.splits.val]
-    problem = calibration_problem(labels)
+    problem = calibration_problem([sample.label for sample in scoring.splits.val])
     if problem:  # before the scoring, which can take long
         raise CalibrationError(problem)
-    val = scoring.splits.val
-    val_outputs = scoring.outputs(val, request.batch_size, request.workers, embeddings=True)
+    val_outputs = scoring.split_outputs("val", request.batch_size, request.workers, embeddings=True)
+    val = scoring.splits.val  # without the samples that could not be read
+    labels = [sample.label for sample in val]
+    problem = calibration_problem(labels)
+    if problem:
+        raise CalibrationError(f"{problem}, once the samples that cannot be read are left out")
     logits = val_outputs.logits
     source = scoring.checkpoint.info
     fitted_on = {
@@ -99,6 +103,10 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         fitted_on=fitted_on,
         val_embeddings=val_outputs.embeddings,
     )
+    for missing in outcome.unreadable.values():  # train samples: val's were left out above
+        error_console.print(
+            unreadable_warning("train", missing, "left out of the fits"), highlight=False
+        )
     for key, problem in outcome.refused.items():
         kept = " (the source's are kept)" if getattr(source, key) else ""
         error_console.print(
@@ -114,4 +122,5 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "calibration": record,
         "ood": written.ood,
         "attribution": attribution_summary(written, attributor_of(written)),
+        "unreadable": len(scoring.splits.unreadable.get("val", [])) + len(outcome.unreadable),
     }

@@ -12,6 +12,7 @@ import numpy as np
 from rich.console import Console
 
 from mfclip_cli import __version__
+from mfclip_cli.data import DataError
 from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import combine, parse_perturbations
 from mfclip_cli.engines.evaluate.evaluation import (
@@ -122,6 +123,7 @@ def compare(
             index,
             splits,
             *load_checkpoint_for_scoring(name, device, error_console, request.precision),
+            error_console,
         )
         for name in weights
     ]
@@ -129,6 +131,12 @@ def compare(
     perturbations = combine(protocol.perturb, requested)
     started = utc_now()
     scored = [score_checkpoint(scoring, request, perturbations) for scoring in scorings]
+    splits = scorings[0].splits  # as scored: without the samples that could not be read
+    if any(scoring.splits.test != splits.test for scoring in scorings[1:]):
+        raise DataError(
+            "the checkpoints could not read the same test samples: did the dataset change while "
+            "it was scored? A comparison pairs each face's scores"
+        )
     fake = fake_labels(splits.test)
     scores = [fake_scores(one.probs) for one in scored]
     aucs = [one.report["overall"]["auc"] for one in scored]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -54,7 +54,7 @@ from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import (
     weights_record,
 )
-from mfclip_cli.files import refuse_existing, write_json_atomic
+from mfclip_cli.files import readable, refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.attribution import (
@@ -80,7 +80,7 @@ from mfclip_cli.scoring.inconclusive import (
     band_report,
     stored_threshold,
 )
-from mfclip_cli.scoring.inference import Outputs, score_samples
+from mfclip_cli.scoring.inference import Outputs, require_all_read, score_samples
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
     calibration_metrics,
@@ -289,6 +289,7 @@ def _robustness(
             perturbation=perturbation,
             seed=request.seed,
         )
+        require_all_read(perturbed, scoring.index.root)
         rows.append(
             {
                 "name": perturbation.name,
@@ -313,26 +314,27 @@ def score_checkpoint(
 ) -> Scored:
     """Score the protocol's test split (clean, then under each perturbation) and val (for the
     operating points) with one checkpoint: every figure of its report, nothing written."""
-    splits, calibration = scoring.splits, scoring.calibration
+    calibration = scoring.calibration
     temperature = temperature_of(calibration)
     attributor = attributor_of(scoring.checkpoint.info)
     started = utc_now()
     statistics = ood_of(scoring.checkpoint.info)
-    test_outputs = scoring.outputs(
-        splits.test,
+    test_outputs = scoring.split_outputs(
+        "test",
         request.batch_size,
         request.workers,
         # one pass for all: the OOD flags read the test embeddings, attribution the fingerprints
         embeddings=bool(request.embeddings_path) or statistics is not None,
         fingerprints=attributor is not None,
     )
-    val_outputs = scoring.outputs(
-        splits.val,
+    val_outputs = scoring.split_outputs(
+        "val",
         request.batch_size,
         request.workers,
         embeddings=attributor is not None and statistics is not None,
         fingerprints=attributor is not None,
     )
+    splits = scoring.splits  # without the samples that could not be read
     logits, embeddings = test_outputs.logits, test_outputs.embeddings
     val_logits = val_outputs.logits
     ood = None if statistics is None else statistics.flags(statistics.distances(embeddings))
@@ -443,11 +445,19 @@ def undefined_metrics(problem: str, all_real: bool) -> dict:
 
 
 def protocol_record(protocol: Protocol, splits: Splits) -> dict:
-    return {
+    """The protocol, the sizes of its splits as scored, and the samples left out of them because
+    they could not be read."""
+    record: dict[str, Any] = {
         "name": protocol.name,
         "held_out": list(splits.held_out),
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
     }
+    if splits.unreadable:
+        record["unreadable"] = {
+            split: [{"path": readable(m.path), "error": readable(m.error)} for m in missing]
+            for split, missing in splits.unreadable.items()
+        }
+    return record
 
 
 def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
@@ -472,7 +482,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
             f"the split has {len(splits.test)}"
         )
     scored = score_checkpoint(scoring, request, perturbations)
-    report = scored.report
+    splits, report = scoring.splits, scored.report  # the splits as scored
     if "undefined" in report:
         undefined = report["undefined"]
         error_console.print(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -15,7 +14,7 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
-from mfclip_cli.scoring.inference import Outputs, predict_outputs
+from mfclip_cli.scoring.inference import Outputs, predict_outputs, unreadable_warning
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
@@ -47,23 +46,23 @@ class Scoring:
     splits: Splits
     checkpoint: LoadedWeights  # its model at ``precision``
     precision: Precision
+    error_console: Console  # where a sample that cannot be read is said to be left out
 
     @property
     def calibration(self) -> dict[str, Any] | None:
         """The calibration its probabilities are computed with, at its precision."""
         return calibration_at(self.checkpoint.info.calibration, self.precision.used)
 
-    def logits(
-        self,
-        samples: Sequence[Sample],
-        batch_size: int,
-        workers: int,
-        perturbation: Perturbation | None = None,
-        seed: int = 0,
-    ) -> np.ndarray:
-        return self.outputs(
-            samples, batch_size, workers, perturbation=perturbation, seed=seed
-        ).logits
+    def split_outputs(self, split: str, batch_size: int, workers: int, **options: Any) -> Outputs:
+        """One pass over the split ``split`` (``outputs``' options). A sample that cannot be read
+        is said on stderr and left out of ``splits`` from then on, where the report lists it."""
+        outputs = self.outputs(getattr(self.splits, split), batch_size, workers, **options)
+        for missing in outputs.unreadable:
+            self.error_console.print(
+                unreadable_warning(split, missing, "left out"), highlight=False
+            )
+        self.splits = self.splits.leaving_out(split, outputs.unreadable)
+        return outputs
 
     def outputs(
         self,
@@ -134,4 +133,4 @@ def load_scoring(
     """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
     device, protocol, index, splits = split_data(choice, protocol_name, device_name, required)
     loaded = load_checkpoint_for_scoring(weights, device, error_console, precision)
-    return Scoring(device, protocol, index, splits, *loaded)
+    return Scoring(device, protocol, index, splits, *loaded, error_console)

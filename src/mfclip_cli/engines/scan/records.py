@@ -156,22 +156,6 @@ class FaceRecord:
         return self.label not in ("real", INCONCLUSIVE)
 
 
-# C0 and C1 control characters and DEL, as ``ls -b`` writes them
-_CONTROL_ESCAPES = {
-    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
-    0x09: "\\t",
-    0x0A: "\\n",
-    0x0D: "\\r",
-}
-
-
-def shown(text: str) -> str:
-    """``text`` as a terminal may show it: ``readable``, and with control characters escaped. A
-    file name in the evidence holding ESC sequences would otherwise restyle or rewrite the
-    analyst's terminal; a newline would make one name look like two."""
-    return readable(text).translate(_CONTROL_ESCAPES)
-
-
 def readable_strings(value: Any) -> Any:
     """``value`` with every string in it ``readable`` (dicts and lists walked)."""
     if isinstance(value, str):

@@ -37,10 +37,7 @@ from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.model_stage import Scorer
-from mfclip_cli.engines.scan.records import (
-    FileRecord,
-    shown,
-)
+from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
@@ -57,6 +54,7 @@ from mfclip_cli.engines.weights.store import (
     resolve_weights,
     weights_record,
 )
+from mfclip_cli.files import shown
 from mfclip_cli.model import detector_of
 from mfclip_cli.model.config import MFCLIP_DETECTOR
 from mfclip_cli.schemas import SCHEMA_VERSION

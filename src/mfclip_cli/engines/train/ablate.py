@@ -34,7 +34,7 @@ from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import softmax
-from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.scoring.metrics import json_safe
 from mfclip_cli.timestamps import utc_now
 
@@ -136,7 +136,9 @@ class _Runner:
         seconds = time.perf_counter() - started
         model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
         outputs = predict_outputs(model, self.index.root, self.splits.test, self.device)
-        metrics = score_samples(self.splits.test, softmax(outputs.logits))
+        for missing in outputs.unreadable:
+            self.console.print(unreadable_warning("test", missing, "left out"), highlight=False)
+        metrics = score_samples(outputs.samples, softmax(outputs.logits))
         result = {
             "variant": variant,
             "seed": seed,

@@ -42,6 +42,7 @@ from mfclip_cli.data import (
     DataIndex,
     Sample,
     Splits,
+    Unreadable,
     load_protocol,
     select,
 )
@@ -69,11 +70,12 @@ from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
-from mfclip_cli.scoring.inference import predict_outputs, score_samples
+from mfclip_cli.scoring.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
 from mfclip_cli.timestamps import utc_now
 
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
+UNREADABLE_LINE = "unreadable"  # metrics.jsonl's line for a sample that cannot be read
 # what train.json holds beside the settings (a folder started before 2.2.0 has no schema_version)
 RUN_RECORD_KEYS = ("schema_version", "mfclip_version")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
@@ -209,11 +211,11 @@ class Trainer:
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
         # best.safetensors carries a calibration fitted on val, where val can give one
-        self.uncalibratable = calibration_problem([s.label for s in self.splits.val])
-        if self.uncalibratable and self.world.main:
+        uncalibratable = calibration_problem([s.label for s in self.splits.val])
+        if uncalibratable and self.world.main:
             console.print(
                 f"[bold yellow]warning:[/] best.safetensors will not be calibrated: "
-                f"{self.uncalibratable}"
+                f"{uncalibratable}"
             )
         if settings.batch_size % self.world.size:
             raise UsageError(
@@ -260,7 +262,9 @@ class Trainer:
             [s.path for s in self.train_samples],
             self.model.crop_size,
             flip_seed=settings.seed,
+            stand_ins=self.order.classes,
         )
+        self.reported_unreadable: set[tuple[str, str]] = set()  # (split, path) warned of
         if not resume:
             self._start_run_folder()
 
@@ -328,17 +332,47 @@ class Trainer:
         return build_detector(config).to(self.device)
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.world.main:
+    def _log(self, record: dict[str, Any], *, every_process: bool = False) -> None:
+        """One line of metrics.jsonl, from the main process (or, ``every_process``, from any:
+        a line is one append, which the ranks' other appends cannot split)."""
+        if self.world.main or every_process:
             with open(self.run / METRICS_FILE, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def _report_unreadable(self, split: str, unreadable: list[Unreadable], fate: str) -> None:
+        """Each sample of ``split`` found unreadable, and its ``fate``, said once per run on
+        stderr and in metrics.jsonl."""
+        for missing in unreadable:
+            if (split, missing.path) in self.reported_unreadable:
+                continue
+            self.reported_unreadable.add((split, missing.path))
+            self.console.print(unreadable_warning(split, missing, fate), highlight=False)
+            self._log(
+                {
+                    "type": UNREADABLE_LINE,
+                    "step": self.progress.step,
+                    "epoch": self.progress.epoch,
+                    "split": split,
+                    "path": missing.path,
+                    "error": missing.error,
+                },
+                every_process=split == "train",
+            )
+
     def _trim_metrics(self) -> None:
-        """On resume, forget what was logged after the state we continue from."""
+        """On resume, forget what was logged after the state we continue from, and remember the
+        unreadable samples logged before it (each is logged once per run)."""
         path = self.run / METRICS_FILE
-        if not (self.world.main and path.is_file()):
-            return
-        keep_jsonl_prefix(path, keep=lambda record: record.get("step", 0) <= self.progress.step)
+        if self.world.main and path.is_file():
+            keep_jsonl_prefix(path, keep=lambda record: record.get("step", 0) <= self.progress.step)
+        self.world.barrier()
+        if path.is_file():
+            records = map(json.loads, path.read_text(encoding="utf-8").splitlines())
+            self.reported_unreadable = {
+                (record["split"], record["path"])
+                for record in records
+                if record["type"] == UNREADABLE_LINE
+            }
 
     def _metadata(self) -> dict[str, Any]:
         return {
@@ -381,6 +415,9 @@ class Trainer:
                 batch_size=self.settings.batch_size,
                 workers=self.settings.workers,
             )
+            if outputs.unreadable:  # left out from now on: of calibration and fitting too
+                self._report_unreadable("val", outputs.unreadable, "left out")
+                self.splits = self.splits.leaving_out("val", outputs.unreadable)
             logits = outputs.logits
             result = score_samples(self.splits.val, softmax(logits), self.settings.threshold)
             self.model.train()
@@ -395,7 +432,7 @@ class Trainer:
                 metadata = self._metadata()
                 metadata["training"]["val"] = result
                 calibration = None
-                if not self.uncalibratable:
+                if not calibration_problem([s.label for s in self.splits.val]):
                     calibration = fit_calibration(
                         logits,
                         [s.label for s in self.splits.val],
@@ -480,6 +517,8 @@ class Trainer:
             workers=self.settings.workers,
             fitted_on=self._fitted_on(step),
         )
+        # train samples (val's were left out at validation), most met and stood in for already
+        self._report_unreadable("train", list(outcome.unreadable.values()), "left out of the fits")
         for key, problem in outcome.refused.items():
             self.console.print(
                 f"[bold yellow]warning:[/] best.safetensors has no {FITTED_NAMES[key]}: {problem}"
@@ -574,7 +613,10 @@ class Trainer:
                 pending: list[tuple[torch.Tensor, list[int]]] = []
                 remaining = self.order.batches_per_epoch - progress.next_batch
                 tick = time.perf_counter()
-                for faces, indices in self._loader(progress.epoch, progress.next_batch):
+                for faces, indices, unreadable in self._loader(progress.epoch, progress.next_batch):
+                    self._report_unreadable(
+                        "train", unreadable, "its place taken by the next readable one of its class"
+                    )
                     pending.append((faces, indices))
                     remaining -= 1
                     if len(pending) < settings.accumulate and remaining > 0:
@@ -617,6 +659,7 @@ class Trainer:
             "samples_seen": progress.samples_seen,
             "best": progress.best,
             "run": str(self.run),
+            "unreadable": len(self.reported_unreadable),
         }
 
 

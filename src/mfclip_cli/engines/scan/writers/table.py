@@ -9,14 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mfclip_cli.engines.scan.records import (
-    INCONCLUSIVE,
-    STATUS_ERROR,
-    FaceRecord,
-    FileRecord,
-    shown,
-)
+from mfclip_cli.engines.scan.records import INCONCLUSIVE, STATUS_ERROR, FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, DEMO_NOTICE, side_by_side
+from mfclip_cli.files import shown
 
 
 def verdict_note(face: FaceRecord) -> str:

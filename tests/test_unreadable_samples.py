@@ -1,0 +1,162 @@
+"""A dataset image that cannot be decoded never ends a pass: training stands the next readable
+sample of its class in for it, scoring (eval, calibrate, validation) leaves it out and says so,
+and the command ends with exit code 3. Before, the first truncated file stopped ``mfclip train``
+mid-epoch, and ``--resume`` stopped on it again."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from report_schemas import check_json_file, check_train_run
+from test_train import MFCLIP, make_dataset, run, train_args
+
+from mfclip_cli.data import DataError, Unreadable, read_dataset, select
+from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.model.checkpoint import read_checkpoint_info
+from mfclip_cli.scoring.inference import predict_outputs
+
+
+def _truncate(path: Path) -> None:
+    """Keep the first third of an image file: its header reads, its pixels do not."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _pictures(root: Path, count: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(count):
+        name = f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / name)
+        names.append(name)
+    return names
+
+
+def test_scoring_leaves_an_unreadable_sample_out_and_says_why(tmp_path):
+    names = _pictures(tmp_path, 4)
+    _truncate(tmp_path / names[1])
+    images = FaceImages(tmp_path, names, 32)
+    item = images[1]
+    assert item.face is None and item.index == 1
+    assert item.unreadable.path == names[1] and "truncated" in item.unreadable.error
+    batch = collate_faces([images[i] for i in range(4)])
+    assert batch.indices == [0, 2, 3] and batch.faces.shape == (3, 3, 32, 32)
+    assert [missing.path for missing in batch.unreadable] == [names[1]]
+    torch.testing.assert_close(batch.faces[1], images[2].face, rtol=0, atol=0)
+
+
+def test_training_stands_the_next_readable_sample_of_its_class_in(tmp_path):
+    names = _pictures(tmp_path, 5)
+    classes = [0, 0, 1, 0, 1]
+    for broken in (names[1], names[3]):
+        _truncate(tmp_path / broken)
+    images = FaceImages(tmp_path, names, 32, stand_ins=classes)
+    # sample 1's class (0) goes on at 3 (unreadable too), then wraps round to 0
+    item = images[1]
+    assert item.index == 0 and item.unreadable.path == names[1]
+    torch.testing.assert_close(item.face, images[0].face, rtol=0, atol=0)
+    assert images[2].unreadable is None and images[2].index == 2
+    _truncate(tmp_path / names[0])  # now no sample of class 0 can be read
+    with pytest.raises(DataError, match="no other sample of its class"):
+        images[1]
+
+
+def test_leaving_out_records_the_samples_per_split(tmp_path):
+    root = make_dataset(tmp_path / "faces", per_class=16)
+    splits = select(read_dataset(root), "in-domain")
+    gone = splits.test[0]
+    missing = [Unreadable(0, gone.path, "truncated")]
+    after = splits.leaving_out("test", missing)
+    assert gone not in after.test and len(after.test) == len(splits.test) - 1
+    assert after.unreadable == {"test": missing} and after.val == splits.val
+    assert splits.leaving_out("val", []) is splits
+
+
+def test_outputs_pair_each_row_with_a_readable_sample(tmp_path, tiny_model):
+    root = make_dataset(tmp_path / "faces", per_class=3)
+    samples = read_dataset(root).samples[:6]
+    _truncate(root / samples[2].path)
+    outputs = predict_outputs(tiny_model, root, samples, torch.device("cpu"), batch_size=4)
+    readable = [sample for i, sample in enumerate(samples) if i != 2]
+    assert outputs.samples == readable
+    assert [missing.path for missing in outputs.unreadable] == [samples[2].path]
+    alone = predict_outputs(tiny_model, root, readable, torch.device("cpu"), batch_size=4)
+    np.testing.assert_allclose(outputs.logits, alone.logits, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> tuple[Path, dict]:
+    """A dataset with one truncated fake in each split (val keeps fakes beside it)."""
+    root = make_dataset(tmp_path_factory.mktemp("damaged") / "faces", per_class=30)
+    splits = select(read_dataset(root), "in-domain")
+    chosen = {
+        name: next(s for s in getattr(splits, name) if not s.is_real)
+        for name in ("train", "val", "test")
+    }
+    assert sum(not s.is_real for s in splits.val) >= 2
+    for sample in chosen.values():
+        _truncate(root / sample.path)
+    sizes = {name: len(getattr(splits, name)) for name in chosen}
+    return root, {name: (sample.path, sizes[name]) for name, sample in chosen.items()}
+
+
+def test_train_goes_on_past_unreadable_samples_and_exits_3(damaged, tmp_path):
+    root, chosen = damaged
+    out = tmp_path / "run"
+    result = run(*train_args(root, out, "--epochs", "2"), check=False)
+    assert result.returncode == 3, result.stderr[-3000:]
+    train_path, val_path = chosen["train"][0], chosen["val"][0]
+    assert f"train sample {train_path} cannot be read" in result.stderr
+    assert f"val sample {val_path} cannot be read" in result.stderr
+    assert "finished without 2 sample(s) that could not be read" in result.stderr
+    assert (out / "best.safetensors").is_file()
+    _, lines = check_train_run(out)
+    unreadable = [line for line in lines if line["type"] == "unreadable"]
+    # once per run and split, though the train sample comes round in both epochs
+    assert sorted((line["split"], line["path"]) for line in unreadable) == [
+        ("train", train_path),
+        ("val", val_path),
+    ]
+    assert all("truncated" in line["error"] for line in unreadable)
+    steps = [line for line in lines if line["type"] == "step"]
+    assert len(steps) == 2 * ((chosen["train"][1]) // 16)  # no batch lost or shortened
+    # resuming the finished run trains nothing, logs nothing again and still says what it lacks
+    logged = (out / "metrics.jsonl").read_text(encoding="utf-8")
+    again = run(MFCLIP, "train", "--out", str(out), "--resume", "--device", "cpu", check=False)
+    assert again.returncode == 3, again.stderr[-3000:]
+    assert (out / "metrics.jsonl").read_text(encoding="utf-8") == logged
+
+
+def test_eval_leaves_unreadable_samples_out_of_its_figures_and_exits_3(damaged, tmp_path):
+    root, chosen = damaged
+    report_path = tmp_path / "eval.json"
+    result = run(
+        MFCLIP, "eval", "--data", str(root), "--device", "cpu", "--json", str(report_path),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert f"test sample {chosen['test'][0]} cannot be read" in result.stderr
+    report = check_json_file(report_path, "eval")
+    protocol = report["protocol"]
+    assert [m["path"] for m in protocol["unreadable"]["test"]] == [chosen["test"][0]]
+    assert [m["path"] for m in protocol["unreadable"]["val"]] == [chosen["val"][0]]
+    assert protocol["sizes"]["test"] == chosen["test"][1] - 1
+    assert report["overall"]["n"] == chosen["test"][1] - 1
+
+
+def test_calibrate_fits_without_unreadable_samples_and_exits_3(damaged, tmp_path):
+    root, chosen = damaged
+    out = tmp_path / "calibrated.safetensors"
+    result = run(
+        MFCLIP, "calibrate", "-w", "mfclip-demo-tiny", "--data", str(root), "--device", "cpu",
+        "--out", str(out),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert f"val sample {chosen['val'][0]} cannot be read" in result.stderr
+    assert f"train sample {chosen['train'][0]} cannot be read" in result.stderr  # OOD's fit
+    assert "finished without 2 sample(s)" in result.stderr
+    calibration = read_checkpoint_info(out).calibration
+    assert calibration["fitted_on"]["samples"] == chosen["val"][1] - 1
