@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from report_schemas import check_json_file, check_train_run
+from report_schemas import check_json_file, check_train_run, schema_errors
 from test_train import MFCLIP, make_dataset, run, train_args
 
 from mfclip_cli.data import DataError, Unreadable, read_dataset, select
@@ -120,6 +120,9 @@ def test_train_goes_on_past_unreadable_samples_and_exits_3(damaged, tmp_path):
         ("val", val_path),
     ]
     assert all("truncated" in line["error"] for line in unreadable)
+    line = unreadable[0]  # what the schema refuses of such a line
+    assert schema_errors({**line, "split": "test"}, "train")  # train and val only
+    assert schema_errors({k: v for k, v in line.items() if k != "error"}, "train")
     steps = [line for line in lines if line["type"] == "step"]
     assert len(steps) == 2 * ((chosen["train"][1]) // 16)  # no batch lost or shortened
     # resuming the finished run trains nothing, logs nothing again and still says what it lacks
@@ -143,6 +146,7 @@ def test_eval_leaves_unreadable_samples_out_of_its_figures_and_exits_3(damaged, 
     assert [m["path"] for m in protocol["unreadable"]["test"]] == [chosen["test"][0]]
     assert [m["path"] for m in protocol["unreadable"]["val"]] == [chosen["val"][0]]
     assert protocol["sizes"]["test"] == chosen["test"][1] - 1
+    assert schema_errors({**report, "protocol": {**protocol, "unreadable": {"test": []}}}, "eval")
     assert report["overall"]["n"] == chosen["test"][1] - 1
 
 
