@@ -88,7 +88,8 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     )
     assert again.returncode == 3
     check_prepared(out)
-    log = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()]
+    settings, *log = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()]
+    assert settings["type"] == "settings" and settings["frames"] == 3  # written once, first
     assert len(log) == 6 and len({entry["source"] for entry in log}) == 6
     assert len(read_dataset(out).samples) == len(index.samples) + 1
 
@@ -101,7 +102,8 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
 def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):
     """Crops of another size in one folder would be resized by the training loader without a
     word (their noise residuals resampled): a resume with another config's crop is refused,
-    after a finished run (its prepare.json) and after an interrupted one (a crop it wrote)."""
+    after a finished run and after an interrupted one; in a folder from before 2.3.0, whose log
+    has no settings line, from its prepare.json, else from a crop it wrote."""
     source = tmp_path / "source"
     (source / "real" / "nasa").mkdir(parents=True)
     Image.fromarray(astronaut()).save(source / "real" / "nasa" / "astronaut.png")
@@ -109,9 +111,15 @@ def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):
     tiny = ("--out", str(out), "--config", "tiny", "--device", "cpu")
     first = prepare(str(source), *tiny)
     assert first.returncode == 0, first.stderr
-    for interrupted in (False, True):
-        if interrupted:
-            (out / "prepare.json").unlink()
+    log = out / "prepare.jsonl"
+    summary = (out / "prepare.json").read_text()
+    for before_2_3, interrupted in ((False, False), (False, True), (True, False), (True, True)):
+        if before_2_3:  # its log without the settings line
+            settings, *sources = log.read_text().splitlines(keepends=True)
+            log.write_text("".join(sources if '"settings"' in settings else [settings, *sources]))
+        (out / "prepare.json").unlink(missing_ok=True)
+        if not interrupted:
+            (out / "prepare.json").write_text(summary)
         other = prepare(
             str(source), "--out", str(out), "--config", "vit-b-16", "--device", "cpu", "--resume"
         )
@@ -119,3 +127,27 @@ def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):
         assert "other settings (crop_size 128 there, 256 now)" in other.stderr
     same = prepare(str(source), *tiny, "--resume")
     assert same.returncode == 0, same.stderr
+
+
+def test_resume_refuses_to_take_other_faces_than_the_folder_began_with(tmp_path):
+    """--min-face, --all-faces and --frames decide which faces a folder holds: a resume with
+    others would take the rest of the dataset's faces another way than its start's."""
+    source = tmp_path / "source"
+    (source / "real" / "nasa").mkdir(parents=True)
+    Image.fromarray(mosaic()).save(source / "real" / "nasa" / "mosaic.png")
+    out = tmp_path / "prepared"
+    tiny = ("--out", str(out), "--config", "tiny", "--device", "cpu")
+    first = prepare(str(source), *tiny, "--frames", "4")
+    assert first.returncode == 0, first.stderr
+    check_prepared(out)
+    summary = json.loads((out / "prepare.json").read_text())
+    assert (summary["min_face"], summary["all_faces"], summary["frames"]) == (20, False, 4)
+    (out / "prepare.json").unlink()  # as after an interruption: the log's line decides
+    changed = prepare(
+        str(source), *tiny, "--resume", "--all-faces", "--min-face", "30", "--frames", "4"
+    )
+    assert changed.returncode == 2, changed.stderr
+    assert "(min_face 20 there, 30 now; all_faces False there, True now)" in changed.stderr
+    same = prepare(str(source), *tiny, "--resume", "--frames", "4")
+    assert same.returncode == 0, same.stderr
+    assert len(read_dataset(out).samples) == 1  # the largest face, as at the start

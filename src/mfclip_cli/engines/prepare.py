@@ -1,9 +1,11 @@
 """The prepare engine: detect and align the faces of a labelled dataset once, with scan's pipeline.
 
 ``OUT/faces/`` receives lossless PNG crops (the model's crop size and margin), ``OUT/prepare.jsonl``
-one line per source file as it is done (its faces, or why it was skipped: that is what
-``--resume`` continues from), and at the end ``OUT/manifest.jsonl``, a ``manifest``-layout
-dataset carrying every crop's labels, with the full relative path of its video as the video key.
+a first line of the settings that decide which faces are taken and how they are cropped, then one
+line per source file as it is done (its faces, or why it was skipped: that is what ``--resume``
+continues from, with those same settings only), and at the end ``OUT/manifest.jsonl``, a
+``manifest``-layout dataset carrying every crop's labels, with the full relative path of its video
+as the video key.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
     "prepare.json",
     "faces",
 )
+SETTINGS_LINE = "settings"  # the type of the log's first line
 
 
 @dataclass
@@ -69,38 +72,52 @@ class PrepareRequest:
     quiet: bool = False
 
 
-def _done_sources(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Records of sources already prepared, keyed by (path, sha256); a cut-off last line is
+def _read_log(log: Path) -> tuple[dict[str, Any] | None, dict[tuple[str, str], dict[str, Any]]]:
+    """The settings line of a log (None in a folder from before 2.3.0, or an empty log) and the
+    records of sources already prepared, keyed by (path, sha256); a cut-off last line is
     dropped."""
     if not log.is_file():
-        return {}
-    return {(record["source"], record["sha256"]): record for record in keep_jsonl_prefix(log)}
+        return None, {}
+    records = keep_jsonl_prefix(log)
+    settings = records[0] if records and records[0].get("type") == SETTINGS_LINE else None
+    done = {(r["source"], r["sha256"]): r for r in records if r.get("type") != SETTINGS_LINE}
+    return settings, done
 
 
-def _refuse_other_crops(out: Path, done: dict[Any, dict[str, Any]], search: FaceSearch) -> None:
-    """A folder is continued only into crops like those it holds: the training loader resizes
-    any crop to its model's size, so crops of another size or margin would be trained on
-    silently, their noise residuals resampled. What the folder holds comes from its summary
-    (a finished run), else from a crop it wrote (an interrupted one: its size)."""
-    summary = out / SUMMARY_FILE
-    try:
-        held = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
-    except (OSError, ValueError):
-        held = {}
+def _refuse_other_settings(
+    out: Path,
+    logged: dict[str, Any] | None,
+    done: dict[Any, dict[str, Any]],
+    now: dict[str, Any],
+) -> None:
+    """A folder is continued only with the settings it was begun with. Crops of another size or
+    margin would be resized by the training loader without a word, their noise residuals
+    resampled; another --min-face, --all-faces or --frames would take other faces from the rest
+    of the dataset than from its start. What the folder holds comes from its log's settings
+    line; in a folder from before 2.3.0, from its summary (a finished run), else from a crop it
+    wrote (an interrupted one: its size)."""
+    held = logged
+    if held is None:
+        summary = out / SUMMARY_FILE
+        try:
+            held = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+        except (OSError, ValueError):
+            held = {}
     if not held:
         crop = next((f["path"] for r in done.values() for f in r.get("faces", [])), None)
         if crop is not None and (out / crop).is_file():
             with Image.open(out / crop) as image:
                 held = {"crop_size": image.width}
     differences = [
-        f"{name} {held[name]} there, {now} now"
-        for name, now in (("crop_size", search.crop_size), ("margin", search.margin))
-        if name in held and held[name] != now
+        f"{name} {held[name]} there, {value} now"
+        for name, value in now.items()
+        if name in held and held[name] != value
     ]
     if differences:
         raise UsageError(
-            f"{out} holds crops made with other settings ({'; '.join(differences)}): prepare "
-            "into a new folder, or resume with the --config that made them"
+            f"{out} holds faces prepared with other settings ({'; '.join(differences)}): "
+            "prepare into a new folder, or resume with the --config, --min-face, --all-faces "
+            "and --frames that made them"
         )
 
 
@@ -118,6 +135,17 @@ class Preparer:
             crop_size=config.crop_size, margin=config.margin, min_face=request.min_face
         )
         self.cropper = FaceCropper(self.search, resolve_device(request.device))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What decides which faces are taken and how they are cropped."""
+        return {
+            "crop_size": self.search.crop_size,
+            "margin": self.search.margin,
+            "min_face": self.request.min_face,
+            "all_faces": self.request.all_faces,
+            "frames": self.request.frames,
+        }
 
     def _write_faces(
         self, source: str, found: FoundFaces, frame: int | None
@@ -198,9 +226,9 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     index = read_dataset(
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
-    done = _done_sources(log) if request.resume else {}
+    logged, done = _read_log(log) if request.resume else (None, {})
     preparer = Preparer(request)
-    _refuse_other_crops(out, done, preparer.search)
+    _refuse_other_settings(out, logged, done, preparer.settings)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
@@ -215,6 +243,9 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     )
     with bar, open(log, "a", encoding="utf-8") as handle:
         task = bar.add_task("prepare", total=len(index.samples))
+        if handle.tell() == 0:  # a new log (a folder from before 2.3.0 keeps its own)
+            settings = {"type": SETTINGS_LINE, "schema_version": SCHEMA_VERSION}
+            handle.write(json.dumps({**settings, **preparer.settings}) + "\n")
         for sample in index.samples:
             path = index.absolute(sample)
             try:
@@ -251,8 +282,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         "source": str(source_root),
         "layout": index.layout,
         "skipped_by_layout": index.skipped,
-        "crop_size": preparer.search.crop_size,
-        "margin": preparer.search.margin,
+        **preparer.settings,
         "files": len(records),
         "ok": statuses.count("ok"),
         "no_face": statuses.count("no_face"),
