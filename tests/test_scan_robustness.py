@@ -382,28 +382,36 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     odd = os.fsdecode(b"caf\xe9.png")
     Image.fromarray(astronaut()).save(evidence / odd)
     Image.fromarray(face_free()).save(evidence / "line\nbreak.png")
+    Image.fromarray(face_free()).save(evidence / "esc\x1b[31m.png")
     reports = {kind: tmp_path / f"scan.{kind}" for kind in ("jsonl", "json", "csv", "html")}
     options = [f"--{kind}={path}" for kind, path in reports.items()]
-    result = run(str(evidence), "--weights", str(weights), *options)
+    explained = tmp_path / "why"
+    result = run(str(evidence), "--weights", str(weights), *options, f"--explain={explained}")
     assert result.returncode == 0, result.stderr
     check_scan_outputs(reports["json"], reports["jsonl"])
     records = {line["path"]: line for line in _file_records(reports["jsonl"])}
     weird = records[str(evidence / "caf\\xe9.png")]
     assert bytes.fromhex(weird["path_bytes"]) == os.fsencode(evidence / odd)
     assert weird["status"] == "ok" and len(weird["faces"]) == 1
+    # the PNG drawn from it is named as the report names it, so a later read finds it
+    assert Path(weird["faces"][0]["explanation"]).name.startswith("caf\\xe9.")
+    assert Path(weird["faces"][0]["explanation"]).is_file()
     newline = records[str(evidence / "line\nbreak.png")]
     assert "path_bytes" not in newline and newline["status"] == "no_face"
     assert "caf\\xe9.png" in reports["csv"].read_text(encoding="utf-8")
-    assert "caf\\xe9.png" in reports["html"].read_text(encoding="utf-8")
+    page = reports["html"].read_text(encoding="utf-8")  # names shown as the table shows them
+    assert all(name in page for name in ("caf\\xe9.png", "line\\nbreak.png", "esc\\x1b[31m.png"))
+    assert "\x1b" not in page and "line\nbreak" not in page
 
     again = run(str(evidence), "--weights", str(weights), f"--jsonl={reports['jsonl']}", "--resume")
-    assert again.returncode == 0 and "2 input(s) already recorded" in again.stderr, again.stderr
+    assert again.returncode == 0 and "3 input(s) already recorded" in again.stderr, again.stderr
     redrawn = subprocess.run(
         [MFCLIP, "report", str(reports["jsonl"]), "--html", str(tmp_path / "again.html")],
         capture_output=True,
         text=True,
     )
     assert redrawn.returncode == 0, redrawn.stderr  # the inputs were found again for pictures
+    assert "explanation not shown" not in (tmp_path / "again.html").read_text(encoding="utf-8")
 
     names = b"\0".join(os.fsencode(evidence / name) for name in (odd, "line\nbreak.png"))
     piped = subprocess.run(

@@ -36,7 +36,7 @@ from mfclip_cli.engines.scan.writers.common import (
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import readable
+from mfclip_cli.files import shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
@@ -51,7 +51,8 @@ _TEMPLATES = Environment(
     undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
     trim_blocks=True,
     lstrip_blocks=True,
-    finalize=lambda value: readable(value) if isinstance(value, str) else value,
+    # every string as the table shows it: control characters in a file name escaped
+    finalize=lambda value: shown(value) if isinstance(value, str) else value,
 )
 
 

@@ -23,7 +23,7 @@ from mfclip_cli.engines.scan.writers.common import (
     make_folder,
 )
 from mfclip_cli.faces.decode import DecodeError, is_video
-from mfclip_cli.files import atomic_writer
+from mfclip_cli.files import atomic_writer, shown
 
 
 def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1.0) -> None:
@@ -74,7 +74,10 @@ class AnnotateSink:
         pass
 
     def _stem(self, record: FileRecord) -> str:
-        return f"{Path(record.path).stem}.{(record.sha256 or 'nohash')[:8]}"
+        """The name of what is drawn from ``record``: its input's, shown as the reports show it
+        (bytes that are not UTF-8 as \\xNN, control characters escaped), so the path the reports
+        record names the file exactly, for ``mfclip report`` to find again."""
+        return f"{shown(Path(record.path).stem)}.{(record.sha256 or 'nohash')[:8]}"
 
     def write(self, record: FileRecord) -> None:
         if record.status == STATUS_ERROR or is_video(Path(record.path)):
