@@ -67,7 +67,7 @@ def test_leaving_out_records_the_samples_per_split(tmp_path):
     root = make_dataset(tmp_path / "faces", per_class=16)
     splits = select(read_dataset(root), "in-domain")
     gone = splits.test[0]
-    missing = [Unreadable(0, gone.path, "truncated")]
+    missing = [Unreadable(gone.path, "truncated")]
     after = splits.leaving_out("test", missing)
     assert gone not in after.test and len(after.test) == len(splits.test) - 1
     assert after.unreadable == {"test": missing} and after.val == splits.val

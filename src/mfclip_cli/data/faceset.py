@@ -73,7 +73,7 @@ class FaceImages(torch.utils.data.Dataset):
         try:
             return FaceItem(self._face(index), index, None)
         except DecodeError as error:
-            missing = Unreadable(index, self.paths[index], str(error))
+            missing = Unreadable(self.paths[index], str(error))
         if self.classes is None:
             return FaceItem(None, index, missing)
         for other in self._same_class_after(index):

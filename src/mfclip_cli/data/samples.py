@@ -176,7 +176,6 @@ class Sample:
 class Unreadable(NamedTuple):
     """A sample whose image could not be decoded when it was read, and why."""
 
-    index: int  # its place in the list it was read from
     path: str
     error: str
 
