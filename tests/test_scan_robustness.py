@@ -402,6 +402,7 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     page = reports["html"].read_text(encoding="utf-8")  # names shown as the table shows them
     assert all(name in page for name in ("caf\\xe9.png", "line\\nbreak.png", "esc\\x1b[31m.png"))
     assert "\x1b" not in page and "line\nbreak" not in page
+    assert page.count("\\n") == page.count("line\\nbreak.png")  # the page's own newlines kept
 
     again = run(str(evidence), "--weights", str(weights), f"--jsonl={reports['jsonl']}", "--resume")
     assert again.returncode == 0 and "3 input(s) already recorded" in again.stderr, again.stderr

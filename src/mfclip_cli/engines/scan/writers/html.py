@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from PIL import Image
 
 from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
@@ -51,8 +52,11 @@ _TEMPLATES = Environment(
     undefined=StrictUndefined,  # a misspelt field fails the tests instead of rendering empty
     trim_blocks=True,
     lstrip_blocks=True,
-    # every string as the table shows it: control characters in a file name escaped
-    finalize=lambda value: shown(value) if isinstance(value, str) else value,
+    # every string as the table shows it (control characters in a file name escaped), but
+    # the page's own markup: its file sections are rendered first and kept as they are
+    finalize=lambda value: (
+        shown(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+    ),
 )
 
 
