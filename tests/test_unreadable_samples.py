@@ -111,7 +111,8 @@ def test_train_goes_on_past_unreadable_samples_and_exits_3(damaged, tmp_path):
     assert f"train sample {train_path} cannot be read" in result.stderr
     assert f"val sample {val_path} cannot be read" in result.stderr
     assert "finished without 2 sample(s) that could not be read" in result.stderr
-    assert (out / "best.safetensors").is_file()
+    training = read_checkpoint_info(out / "best.safetensors").metadata["training"]
+    assert training["unreadable"] == {"train": [train_path], "val": [val_path]}
     _, lines = check_train_run(out)
     unreadable = [line for line in lines if line["type"] == "unreadable"]
     # once per run and split, though the train sample comes round in both epochs

@@ -375,6 +375,11 @@ class Trainer:
             }
 
     def _metadata(self) -> dict[str, Any]:
+        """What a checkpoint of this run records about it; the samples that could not be read
+        (met up to its step), where there were any."""
+        unreadable: dict[str, list[str]] = {}
+        for split, path in sorted(self.reported_unreadable):
+            unreadable.setdefault(split, []).append(path)
         return {
             "demo": False,
             "training": {
@@ -393,6 +398,7 @@ class Trainer:
                 "epoch": self.progress.epoch,
                 "samples_seen": self.progress.samples_seen,
                 "finished_utc": utc_now(),
+                **({"unreadable": unreadable} if unreadable else {}),
             },
         }
 
