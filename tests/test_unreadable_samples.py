@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 from report_schemas import check_json_file, check_train_run, schema_errors
-from test_train import MFCLIP, make_dataset, run, train_args
+from test_train import MFCLIP, TORCHRUN, make_dataset, run, train_args
 
 from mfclip_cli.data import DataError, Unreadable, read_dataset, select
-from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.data.faceset import EpochOrder, FaceImages, collate_faces
+from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.model.checkpoint import read_checkpoint_info
 from mfclip_cli.scoring.inference import predict_outputs
 
@@ -131,6 +132,29 @@ def test_train_goes_on_past_unreadable_samples_and_exits_3(damaged, tmp_path):
     again = run(MFCLIP, "train", "--out", str(out), "--resume", "--device", "cpu", check=False)
     assert again.returncode == 3, again.stderr[-3000:]
     assert (out / "metrics.jsonl").read_text(encoding="utf-8") == logged
+
+
+def test_under_torchrun_each_process_meets_its_own_and_the_checkpoint_lists_all(tmp_path):
+    """Under torchrun each process reads its own share of every batch: a sample that the second
+    process cannot read is logged by it, and reaches the checkpoint rank 0 writes."""
+    root = make_dataset(tmp_path / "faces", per_class=30)
+    train = select(read_dataset(root), "in-domain").train
+    order = EpochOrder([CLASS_NAMES.index(s.label) for s in train], batch_size=16, seed=0)
+    first_of_second_process = next(order.batches(0, rank=1, world=2))[0]
+    broken = train[first_of_second_process].path
+    _truncate(root / broken)
+    out = tmp_path / "run"
+    result = run(
+        TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "mfclip_cli",
+        *train_args(root, out, "--epochs", "1", "--seed", "0")[1:],
+        env={"OMP_NUM_THREADS": "1"}, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, "torchrun ends 1 where a process ends 3"
+    assert f"train sample {broken} cannot be read" in result.stderr, result.stderr[-3000:]
+    _, lines = check_train_run(out)
+    assert [line["path"] for line in lines if line["type"] == "unreadable"] == [broken]
+    training = read_checkpoint_info(out / "best.safetensors").metadata["training"]
+    assert training["unreadable"] == {"train": [broken]}
 
 
 def test_eval_leaves_unreadable_samples_out_of_its_figures_and_exits_3(damaged, tmp_path):

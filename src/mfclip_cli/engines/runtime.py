@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mfclip_cli.errors import UsageError
 
@@ -116,6 +116,16 @@ class World:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def union(self, values: set[Any]) -> set[Any]:
+        """The union of every process's ``values`` (picklable), on every process."""
+        if not self.distributed:
+            return values
+        import torch.distributed as dist
+
+        gathered: list[set[Any] | None] = [None] * self.size
+        dist.all_gather_object(gathered, values)
+        return set().union(*(part for part in gathered if part))
 
     def leave(self) -> None:
         """Destroy the process group this process joined, if any."""

@@ -402,7 +402,13 @@ class Trainer:
             },
         }
 
+    def _gather_unreadable(self) -> None:
+        """Every process's unreadable samples, known to all before a checkpoint records them
+        (each process meets those of its own share of the batches)."""
+        self.reported_unreadable = self.world.union(self.reported_unreadable)
+
     def _save_last(self) -> None:
+        self._gather_unreadable()
         if self.world.main:
             save_checkpoint(self.model, self.run / LAST, metadata=self._metadata(), overwrite=True)
             save_state(self.run / STATE, self.model, self.optimizer, self.progress)
@@ -412,6 +418,7 @@ class Trainer:
         """Val metrics; a new best (by val AUC, else 3-way accuracy) is saved as
         best.safetensors."""
         result = None
+        self._gather_unreadable()
         if self.world.main:
             outputs = predict_outputs(
                 self.model,
