@@ -87,6 +87,30 @@ def test_outputs_pair_each_row_with_a_readable_sample(tmp_path, tiny_model):
     np.testing.assert_allclose(outputs.logits, alone.logits, atol=1e-5)
 
 
+def test_data_inspect_verify_finds_them_before_a_run_does(tmp_path):
+    """``data inspect --verify`` decodes every image as train and eval will: the truncated ones
+    are listed with why (exit 3); without it, nothing is decoded and all is well (exit 0)."""
+    root = make_dataset(tmp_path / "faces", per_class=4)
+    samples = read_dataset(root).samples
+    broken = sorted([samples[1].path, samples[6].path])
+    for path in broken:
+        _truncate(root / path)
+    report_path = tmp_path / "inspect.json"
+    verified = run(
+        MFCLIP, "data", "inspect", str(root), "--verify", "--workers", "2",
+        "--json", str(report_path), check=False,
+    )  # fmt: skip
+    assert verified.returncode == 3, verified.stderr
+    report = check_json_file(report_path, "inspect")
+    assert report["verified"]["images"] == len(samples) and report["verified"]["workers"] == 2
+    assert [item["path"] for item in report["verified"]["unreadable"]] == broken
+    assert all("truncated" in item["error"] for item in report["verified"]["unreadable"])
+    assert f"cannot be decoded: {broken[0]}" in verified.stdout
+    assert f"{len(samples)} images, 2 cannot be decoded" in verified.stdout
+    quick = run(MFCLIP, "data", "inspect", str(root))
+    assert "no image decoded" in quick.stdout and "cannot be decoded" not in quick.stdout
+
+
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> tuple[Path, dict]:
     """A dataset with one truncated fake in each split (val keeps fakes beside it)."""

@@ -3,8 +3,9 @@ crops out."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -112,6 +113,38 @@ def synth(
     Console().print_json(data=summary)
 
 
+@contextlib.contextmanager
+def _decoding_bar(console: Console) -> Iterator[Callable[[int], Callable[[], None]]]:
+    """--verify's progress on stderr (on a terminal only): given the number of images, the step
+    to take after each."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("decoding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
+
+    def start(total: int) -> Callable[[], None]:
+        task = bar.add_task("decode", total=total)
+        return lambda: bar.advance(task)
+
+    with bar:
+        yield start
+
+
 def _print_inspection(
     source: str, layout: Optional[str], label_map: Optional[str], *, include_videos: bool = False
 ) -> None:
@@ -137,26 +170,46 @@ def data_inspect(
     json_path: Optional[str] = typer.Option(
         None, "--json", help="Also write the report here.", metavar="FILE"
     ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Also decode every image, as train and eval will, and list those that cannot be "
+        "(exit 3 when there are any).",
+    ),
+    workers: Optional[int] = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Threads decoding for --verify (default: one per core).",
+        metavar="N",
+    ),
     force: Force = False,
 ) -> None:
     """Print a dataset's layout, counts and skipped files.
 
     Samples per split, label, forgery type and generator, the videos, and what is skipped and
-    why. Reads folder names only: no image is decoded.
+    why. Reads folder names only, no image decoded; --verify decodes every image too.
 
     Examples:
 
     \b
       mfclip data inspect ~/datasets/GenImage
       mfclip data inspect ~/datasets/DF40 --label-map lab.toml --json inspect.json
+      mfclip data inspect ~/datasets/DiFF --verify --workers 16
     """
     from mfclip_cli.data.inspect import inspect_dataset, render
+    from mfclip_cli.engines.runtime import EXIT_UNREADABLE
     from mfclip_cli.files import refuse_existing, write_json_atomic
 
-    with errors_reported():
+    with errors_reported() as error_console:
         if json_path:
             refuse_existing(json_path, force)
-        report = inspect_dataset(source, layout, label_map)
+        with _decoding_bar(error_console) as progress:
+            report = inspect_dataset(
+                source, layout, label_map, verify=verify, workers=workers, progress=progress
+            )
         if json_path:
             write_json_atomic(Path(json_path), report, overwrite=force)
         typer.echo("\n".join(render(report)))
+    if report.get("verified", {}).get("unreadable"):
+        raise typer.Exit(EXIT_UNREADABLE)
