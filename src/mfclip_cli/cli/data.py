@@ -117,25 +117,9 @@ def synth(
 def _decoding_bar(console: Console) -> Iterator[Callable[[int], Callable[[], None]]]:
     """--verify's progress on stderr (on a terminal only): given the number of images, the step
     to take after each."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from mfclip_cli.engines.runtime import counting_bar
 
-    bar = Progress(
-        TextColumn("decoding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-        transient=True,
-    )
+    bar = counting_bar("decoding", console, show=console.is_terminal)
 
     def start(total: int) -> Callable[[], None]:
         task = bar.add_task("decode", total=total)

@@ -18,13 +18,6 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
@@ -32,6 +25,7 @@ from mfclip_cli.engines.runtime import (
     EXIT_OK,
     EXIT_UNREADABLE,
     UsageError,
+    counting_bar,
     resolve_device,
 )
 from mfclip_cli.faces import (
@@ -232,15 +226,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
-    bar = Progress(
-        TextColumn("preparing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=error_console,
-        disable=not show,
-        transient=True,
-    )
+    bar = counting_bar("preparing", error_console, show=show)
     with bar, open(log, "a", encoding="utf-8") as handle:
         task = bar.add_task("prepare", total=len(index.samples))
         if handle.tell() == 0:  # a new log (a folder from before 2.3.0 keeps its own)

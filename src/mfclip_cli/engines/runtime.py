@@ -18,6 +18,8 @@ from mfclip_cli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
+    from rich.console import Console
+    from rich.progress import Progress
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
 EXIT_INCONCLUSIVE = 5  # scan --fail-on-inconclusive: no conclusive fake, some face inconclusive
@@ -74,6 +76,32 @@ def reuse_freed_buffers() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
     mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
+def counting_bar(label: str, console: Console, *, show: bool, status: bool = False) -> Progress:
+    """The progress bar of a job that counts its steps (prepare's files, training's steps,
+    verify's images): on ``console`` (stderr) where ``show``, gone when done; with ``status``, a
+    text field ``status`` after the times."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *([TextColumn("{task.fields[status]}")] if status else []),
+        console=console,
+        disable=not show,
+        transient=True,
+    )
 
 
 @contextlib.contextmanager

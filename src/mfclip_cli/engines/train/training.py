@@ -27,14 +27,6 @@ from typing import Any
 import tomllib
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch.nn.utils import get_total_norm
 
 from mfclip_cli import __version__
@@ -49,7 +41,7 @@ from mfclip_cli.data import (
 from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.runtime import UsageError, join_world
+from mfclip_cli.engines.runtime import UsageError, counting_bar, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.errors import TrainingError
@@ -609,17 +601,7 @@ class Trainer:
         self._trim_metrics()
         self.model.train()
         show = self.world.main and self.console.is_terminal
-        bar = Progress(
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.console,
-            disable=not show,
-            transient=True,
-        )
+        bar = counting_bar("training", self.console, show=show, status=True)
         with bar:
             task = bar.add_task("train", total=self.total_steps, completed=progress.step, status="")
             while progress.epoch < settings.epochs:
