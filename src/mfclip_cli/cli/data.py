@@ -182,7 +182,7 @@ def data_inspect(
       mfclip data inspect ~/datasets/DiFF --verify --workers 16
     """
     from mfclip_cli.data.inspect import inspect_dataset, render
-    from mfclip_cli.engines.runtime import EXIT_UNREADABLE
+    from mfclip_cli.engines.runtime import EXIT_UNREADABLE, available_cores
     from mfclip_cli.files import refuse_existing, write_json_atomic
 
     with errors_reported() as error_console:
@@ -190,7 +190,12 @@ def data_inspect(
             refuse_existing(json_path, force)
         with _decoding_bar(error_console) as progress:
             report = inspect_dataset(
-                source, layout, label_map, verify=verify, workers=workers, progress=progress
+                source,
+                layout,
+                label_map,
+                verify=verify,
+                workers=workers or available_cores(),
+                progress=progress,
             )
         if json_path:
             write_json_atomic(Path(json_path), report, overwrite=force)

@@ -6,7 +6,6 @@ generator, the videos, and what is skipped and why. One walk of the tree, no ima
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +28,12 @@ def inspect_dataset(
     *,
     include_videos: bool = False,
     verify: bool = False,
-    workers: int | None = None,
+    workers: int = 1,
     progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """A JSON-able report of the dataset at ``root`` (see the module docstring); ``verify``
-    decodes every image in ``workers`` threads (None: one per core), calling ``progress(total)``
-    for the callback to call after each image."""
+    decodes every image in ``workers`` threads, calling ``progress(total)`` for the callback to
+    call after each image."""
     started = time.perf_counter()
     index = read_dataset(root, layout, include_videos=include_videos, label_map=label_map)
     verified = verify_images(index, workers, progress) if verify else None
@@ -60,7 +59,7 @@ def inspect_dataset(
 
 def verify_images(
     index: DataIndex,
-    workers: int | None = None,
+    workers: int = 1,
     progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """Decode every image sample of ``index`` as training and eval will (threads: decoding
@@ -78,10 +77,9 @@ def verify_images(
             if advance:
                 advance()
 
-    threads = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         failures = [found for found in pool.map(failure, images) if found]
-    return {"images": len(images), "workers": threads, "unreadable": failures}
+    return {"images": len(images), "workers": workers, "unreadable": failures}
 
 
 def render(report: dict[str, Any]) -> list[str]:
