@@ -382,6 +382,26 @@ def test_a_run_folder_from_before_schema_2_2_resumes(trained, tmp_path):
     assert schema_errors(settings, "train") != []  # it predates the contract
 
 
+def test_resume_refuses_data_that_changed_since_the_run_began(dataset, trained, tmp_path):
+    """The batches of every epoch come from the train split's sample list: a run resumed on
+    data with a file removed (or added, or relabelled) would train on other batches than the
+    run it continues, without a word. The same data, moved elsewhere, resumes."""
+    data = Path(shutil.copytree(dataset, tmp_path / "moved" / dataset.name))
+    folder = Path(shutil.copytree(trained, tmp_path / "run"))
+    settings = json.loads((folder / "train.json").read_text())
+    (folder / "train.json").write_text(json.dumps({**settings, "data": str(data)}))
+    resume = (MFCLIP, "train", "--out", str(folder), "--resume", "--device", "cpu")
+    moved = run(*resume)
+    assert "done:" in moved.stderr  # finished already: nothing trained, nothing refused
+    images = sorted(data.rglob("*.png"))
+    images[0].unlink()
+    changed = run(*resume, check=False)
+    assert changed.returncode == 2, changed.stderr
+    said = " ".join(changed.stderr.split())
+    assert f"its data differ from those it began with ({len(images)} samples" in said, said
+    assert f"; {len(images) - 1}, " in said and "Traceback" not in said
+
+
 @pytest.fixture(scope="module")
 def run_records(trained) -> dict:
     """The trained run's train.json and the first metrics line of each type."""

@@ -202,6 +202,8 @@ class Trainer:
         self.protocol = load_protocol(settings.protocol)
         self.splits: Splits = select(self.index, self.protocol)
         self.train_samples: list[Sample] = self.splits.train
+        if resume:
+            self._refuse_other_data()
         # best.safetensors carries a calibration fitted on val, where val can give one
         uncalibratable = calibration_problem([s.label for s in self.splits.val])
         if uncalibratable and self.world.main:
@@ -269,6 +271,29 @@ class Trainer:
             raise UsageError(
                 f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)"
             )
+
+    def _refuse_other_data(self) -> None:
+        """A run continues only on the data it began with: the batches of every epoch are drawn
+        from the train split's sample list, so with files added, removed or relabelled since,
+        the resumed run would train on other batches than the run it continues, without a word.
+        The last checkpoint names its data by the digest of its sample list and its split sizes
+        (a run folder from before they were recorded is not checked)."""
+        trained = read_checkpoint_info(self.run / LAST).metadata.get("training") or {}
+        then = trained.get("data") or {}
+        then_train = ((trained.get("protocol") or {}).get("sizes") or {}).get("train")
+        now = self.data_identity
+        same_list = then.get("index_sha256") in (None, now["index_sha256"])
+        same_split = then_train in (None, len(self.train_samples))
+        if same_list and same_split:
+            return
+        raise UsageError(
+            f"cannot resume {self.run}: its data differ from those it began with "
+            f"({then.get('samples')} samples, {then_train} in its train split, sample list "
+            f"{str(then.get('index_sha256'))[:12]} then; {now['samples']}, "
+            f"{len(self.train_samples)} and {now['index_sha256'][:12]} now): files were added, "
+            "removed or relabelled, or the protocol changed. Restore the data, or train into a "
+            "new --out"
+        )
 
     def _start_run_folder(self) -> None:
         """Written only once data, protocol and model are known to work, so a failed start leaves
