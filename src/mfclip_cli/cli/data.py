@@ -188,7 +188,8 @@ def data_inspect(
     with errors_reported() as error_console:
         if json_path:
             refuse_existing(json_path, force)
-        with _decoding_bar(error_console) as progress:
+        bar = _decoding_bar(error_console) if verify else contextlib.nullcontext()
+        with bar as progress:
             report = inspect_dataset(
                 source,
                 layout,
