@@ -199,6 +199,25 @@ def test_eval_leaves_unreadable_samples_out_of_its_figures_and_exits_3(damaged, 
     assert report["overall"]["n"] == chosen["test"][1] - 1
 
 
+def test_eval_of_a_test_split_left_with_one_class_says_what_is_undefined(tmp_path):
+    """Every test real unreadable: the report scores the fakes it has, its AUC undefined and
+    said so, never computed over one class."""
+    root = make_dataset(tmp_path / "faces", per_class=30)
+    reals = [s for s in select(read_dataset(root), "in-domain").test if s.is_real]
+    for sample in reals:
+        _truncate(root / sample.path)
+    report_path = tmp_path / "eval.json"
+    result = run(
+        MFCLIP, "eval", "--data", str(root), "--device", "cpu", "--json", str(report_path),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    report = check_json_file(report_path, "eval")
+    assert len(report["protocol"]["unreadable"]["test"]) == len(reals)
+    assert report["overall"]["auc"] is None and report["overall"]["n_real"] == 0
+    assert "no real faces" in report["undefined"]["why"]
+
+
 def test_calibrate_fits_without_unreadable_samples_and_exits_3(damaged, tmp_path):
     root, chosen = damaged
     out = tmp_path / "calibrated.safetensors"
