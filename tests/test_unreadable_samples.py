@@ -216,6 +216,10 @@ def test_eval_of_a_test_split_left_with_one_class_says_what_is_undefined(tmp_pat
     assert len(report["protocol"]["unreadable"]["test"]) == len(reals)
     assert report["overall"]["auc"] is None and report["overall"]["n_real"] == 0
     assert "no real faces" in report["undefined"]["why"]
+    assert (
+        "AUC, AP, EER undefined" in result.stderr
+        and "the others could not be read" in result.stderr
+    )
 
 
 def test_calibrate_fits_without_unreadable_samples_and_exits_3(damaged, tmp_path):

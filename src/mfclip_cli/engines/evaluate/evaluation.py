@@ -485,9 +485,11 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
     splits, report = scoring.splits, scored.report  # the splits as scored
     if "undefined" in report:
         undefined = report["undefined"]
+        # without --allow-one-class, only unreadable images can have left one class
+        why = "--allow-one-class" if request.allow_one_class else "the others could not be read"
         error_console.print(
             f"[bold yellow]warning:[/] {', '.join(undefined['metrics']).upper()} undefined: "
-            f"{undefined['why']} (--allow-one-class); reported: {undefined['defined']}",
+            f"{undefined['why']} ({why}); reported: {undefined['defined']}",
             highlight=False,
         )
     if request.predictions_path:
