@@ -22,7 +22,12 @@ from mfclip_cli.scoring.attribution import (
     fit_attribution,
     fit_sample,
 )
-from mfclip_cli.scoring.inference import Fingerprints, predict_fingerprints, predict_outputs
+from mfclip_cli.scoring.inference import (
+    Fingerprints,
+    predict_fingerprints,
+    predict_outputs,
+    require_all_read,
+)
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
 
 FITTED_NAMES = {
@@ -133,10 +138,10 @@ def _fit_generator_model(
     stored_val, val_sample, missing_val = fingerprints(val_sample, None)
 
     def views(perturbation: str) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            fingerprints(train_sample, perturbation).rows,
-            fingerprints(val_sample, perturbation).rows,
-        )
+        passes = fingerprints(train_sample, perturbation), fingerprints(val_sample, perturbation)
+        for laundered in passes:  # the rows must pair with the stored faces'
+            require_all_read(laundered, root)
+        return passes[0].rows, passes[1].rows
 
     attributor = fit_attribution(
         train_sample,

@@ -144,7 +144,7 @@ def predict_outputs(
     )
 
 
-def require_all_read(outputs: Outputs, root: Path) -> None:
+def require_all_read(outputs: Outputs | Fingerprints, root: Path) -> None:
     """Refuse a pass over samples read a moment ago where one could no longer be read: its rows
     would no longer pair with the earlier pass's."""
     if outputs.unreadable:

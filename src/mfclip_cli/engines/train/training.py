@@ -462,11 +462,10 @@ class Trainer:
                 metadata = self._metadata()
                 metadata["training"]["val"] = result
                 calibration = None
-                if not calibration_problem([s.label for s in self.splits.val]):
+                labels = [s.label for s in self.splits.val]
+                if not calibration_problem(labels):
                     calibration = fit_calibration(
-                        logits,
-                        [s.label for s in self.splits.val],
-                        fitted_on=self._fitted_on(self.progress.step),
+                        logits, labels, fitted_on=self._fitted_on(self.progress.step)
                     )
                 save_checkpoint(
                     self.model,
