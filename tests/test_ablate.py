@@ -23,10 +23,10 @@ from rich.console import Console
 from test_train import make_dataset
 
 from mfclip_cli.data import load_protocol, read_dataset, select
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train import ablate as ablate_engine
 from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.train.training import TrainSettings
+from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION

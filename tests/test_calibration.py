@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from scipy.stats import norm
 from sklearn import metrics as skm
 
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.weights.store import BUNDLED_STORE, is_demo
+from mfclip_cli.errors import UsageError
 from mfclip_cli.model import read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.calibration import (

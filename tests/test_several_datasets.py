@@ -25,9 +25,9 @@ from mfclip_cli.data import (
     select,
     write_manifest,
 )
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train.ablate import AblationRequest, _Runner
 from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+from mfclip_cli.errors import UsageError
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GENERATORS = {"gan": "checker2", "diffusion": "blur1"}

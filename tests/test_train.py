@@ -35,8 +35,8 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
 from mfclip_cli.data.faceset import EpochOrder
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.schemas import SCHEMA_VERSION
 

@@ -132,7 +132,7 @@ def evaluate(
       mfclip eval --data faces/diff --data faces/genimage --protocol cross-dataset-ordered \\
         -w run/best.safetensors
     """
-    from mfclip_cli.engines.runtime import UsageError
+    from mfclip_cli.errors import UsageError
 
     with errors_reported() as error_console:
         if list_protocols:

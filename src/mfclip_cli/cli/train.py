@@ -123,9 +123,9 @@ def train(
         --out run/
       torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
     """
-    from mfclip_cli.engines.runtime import UsageError
     from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
     from mfclip_cli.engines.train.training import train as run_training
+    from mfclip_cli.errors import UsageError
 
     given = dict(
         data=tuple(data) if data else None,

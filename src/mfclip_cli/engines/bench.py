@@ -29,23 +29,25 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
-from mfclip_cli.engines.runtime import UsageError, resolve_device
+from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
+from mfclip_cli.errors import UsageError
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import (
     CLASS_NAMES,
     Detector,
     LabelSet,
     build_detector,
+    detector_kind,
     detector_of,
     load_checkpoint,
     load_model_config,
     save_checkpoint,
 )
-from mfclip_cli.model.config import MFCLIP_DETECTOR, replace_config
+from mfclip_cli.model.config import replace_config
 from mfclip_cli.model.explain import explain
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.provenance import inspect as inspect_provenance
@@ -166,7 +168,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     config = load_model_config(request.config)
     if "clip" in config.to_dict():  # speed does not depend on the weights: none are read
         config = replace_config(config, clip={"pretrained": None})
-    explains = detector_of(config) == MFCLIP_DETECTOR  # heatmaps are MFCLIP's alone
+    explains = detector_kind(detector_of(config)).explains
     model = _inference_model(config, device)
     # the int8 model runs on CPUs only: on a GPU the scan runs bf16
     int8 = None

@@ -24,10 +24,10 @@ from mfclip_cli.data import Sample, read_dataset, write_manifest
 from mfclip_cli.engines.runtime import (
     EXIT_OK,
     EXIT_UNREADABLE,
-    UsageError,
     counting_bar,
     resolve_device,
 )
+from mfclip_cli.errors import UsageError
 from mfclip_cli.faces import (
     DecodeError,
     FaceCropper,

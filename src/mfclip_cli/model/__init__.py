@@ -22,6 +22,7 @@ _HOMES = {
     "DETECTORS": "detectors",
     "Detector": "detectors",
     "build_detector": "detectors",
+    "detector_kind": "detectors",
     "detector_of": "detectors",
     "LossBreakdown": "losses",
     "MFCLIP": "mfclip",

@@ -32,9 +32,6 @@ class LossTerms:
     total: torch.Tensor
     classification: torch.Tensor
 
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in vars(self).items()}
-
 
 class Detector(nn.Module):
     """The base of every detector, and all that the engines use of one.
@@ -106,12 +103,14 @@ def _resolve(qualified: str) -> Any:
 
 @dataclass(frozen=True)
 class DetectorKind:
-    """A detector's name, and where its settings class and factory are (``module:name``)."""
+    """A detector's name, where its settings class and factory are (``module:name``), and
+    whether the scan's ``--explain`` can draw its heatmaps (they read MFCLIP's noise branch)."""
 
     name: str
     settings: str
     factory: str
     summary: str
+    explains: bool = False
 
     def settings_class(self) -> Any:
         return _resolve(self.settings)
@@ -128,6 +127,7 @@ DETECTORS: dict[str, DetectorKind] = {
             "mfclip_cli.model.config:ModelConfig",
             "mfclip_cli.model.mfclip:build_model",
             "MFCLIP: multi-modal fine-grained CLIP (the tool's own model)",
+            explains=True,
         ),
         DetectorKind(
             "mc-lcr",
@@ -156,6 +156,8 @@ def detector_kind(name: str) -> DetectorKind:
 
 
 def detector_of(config: Any) -> str:
+    """The detector a config describes (MFCLIP's configs written before there was a choice
+    name none)."""
     return str(getattr(config, "detector", "mfclip"))
 
 

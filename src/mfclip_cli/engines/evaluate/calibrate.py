@@ -12,8 +12,8 @@ from rich.console import Console
 
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import weights_record
+from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of

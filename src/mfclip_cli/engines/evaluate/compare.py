@@ -29,8 +29,8 @@ from mfclip_cli.engines.evaluate.tables import (
     pairs_table,
     robustness_comparison_table,
 )
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import refuse_incomparable
+from mfclip_cli.errors import UsageError
 from mfclip_cli.files import write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import calibration_summary

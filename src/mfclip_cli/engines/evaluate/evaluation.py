@@ -50,10 +50,10 @@ from mfclip_cli.engines.evaluate.tables import (
     operating_table,
     robustness_table,
 )
-from mfclip_cli.engines.runtime import UsageError
 from mfclip_cli.engines.weights.store import (
     weights_record,
 )
+from mfclip_cli.errors import UsageError
 from mfclip_cli.files import readable, refuse_existing, write_json_atomic
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.schemas import SCHEMA_VERSION

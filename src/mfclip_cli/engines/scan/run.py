@@ -30,7 +30,6 @@ from mfclip_cli.engines.runtime import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNREADABLE,
-    UsageError,
     join_world,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
@@ -54,9 +53,9 @@ from mfclip_cli.engines.weights.store import (
     resolve_weights,
     weights_record,
 )
+from mfclip_cli.errors import UsageError
 from mfclip_cli.files import shown
-from mfclip_cli.model import detector_of
-from mfclip_cli.model.config import MFCLIP_DETECTOR
+from mfclip_cli.model import detector_kind, detector_of
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import (
@@ -386,7 +385,7 @@ def run_scan(
     checkpoints = _load_checkpoints(request.weights, device)
     primary = checkpoints[0]
     info = primary.info
-    if request.explain_dir and detector_of(info.config) != MFCLIP_DETECTOR:
+    if request.explain_dir and not detector_kind(detector_of(info.config)).explains:
         raise UsageError(
             f"--explain draws MFCLIP's heatmaps and noise patches; this checkpoint's detector "
             f"is {detector_of(info.config)}"

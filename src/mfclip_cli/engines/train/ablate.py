@@ -27,8 +27,9 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
-from mfclip_cli.engines.runtime import UsageError, resolve_device
+from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
+from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance

@@ -41,10 +41,10 @@ from mfclip_cli.data import (
 from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.runtime import UsageError, counting_bar, join_world
+from mfclip_cli.engines.runtime import counting_bar, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
-from mfclip_cli.errors import TrainingError
+from mfclip_cli.errors import TrainingError, UsageError
 from mfclip_cli.files import (
     keep_jsonl_prefix,
     write_json_atomic,

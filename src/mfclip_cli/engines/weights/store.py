@@ -26,8 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from mfclip_cli.engines.runtime import UsageError
-from mfclip_cli.errors import WeightsError
+from mfclip_cli.errors import UsageError, WeightsError
 from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a checkpoint is read
@@ -196,6 +195,8 @@ def import_clip(
 
 def weights_record(checkpoint: LoadedWeights) -> dict[str, Any]:
     """How every report names the checkpoint it used."""
+    from mfclip_cli.model.detectors import detector_of  # the checkpoint, loaded, imported torch
+
     info = checkpoint.info
     return {
         "name": checkpoint.resolved.name,
@@ -203,7 +204,7 @@ def weights_record(checkpoint: LoadedWeights) -> dict[str, Any]:
         "sha256": info.sha256,
         "demo": checkpoint.demo,
         "config": info.config.name,
-        "detector": getattr(info.config, "detector", "mfclip"),
+        "detector": detector_of(info.config),
     }
 
 
