@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,19 @@ def test_bad_requests_are_usage_errors(small_data, tmp_path):
         _request(small_data, tmp_path, variants=("no-spa",))
     with pytest.raises(UsageError, match="seeds"):
         _request(small_data, tmp_path, seeds=0)
+
+
+def test_a_variant_the_config_already_holds_is_left_out(small_data, tmp_path, console):
+    """On a config whose noise branch reads [0, 1] pixels, srm-unit-range is the full model."""
+    variants = ("full", "srm-unit-range", "no-noise")
+    request = _request(small_data, tmp_path, variants=variants)
+    assert ablate_engine.distinct_variants(request, console) == variants
+    holds = replace(request.training, overrides=("noise.pixel_range=1.0",))
+    request = replace(request, training=holds)
+    assert ablate_engine.distinct_variants(request, console) == ("full", "no-noise")
+    said = console.file.getvalue()
+    assert "srm-unit-range left out: on config tiny it is the full model" in said
+    assert "no-noise left out" not in said
 
 
 @pytest.fixture(scope="module")

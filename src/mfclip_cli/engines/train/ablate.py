@@ -171,11 +171,36 @@ def _runs_folder(out: str | None) -> Iterator[Path]:
             yield Path(folder)
 
 
+def distinct_variants(request: AblationRequest, progress: Console) -> tuple[str, ...]:
+    """The requested variants that change the model built from the run's config. A variant whose
+    override the config already holds (``srm-unit-range`` on ``vit-b-16``, whose noise branch
+    reads [0, 1] pixels) would only retrain the full model under another name; it is left out,
+    with a line that says so."""
+
+    def config_of(variant: str) -> dict[str, Any]:
+        settings = replace(request.training, overrides=request.overrides(variant))
+        return settings.model_config().to_dict()
+
+    full = config_of("full")
+    kept = []
+    for name in request.variants:
+        if name != "full" and config_of(name) == full:
+            progress.print(
+                f"ablate: {name} left out: on config {request.training.config} it is the full "
+                f"model ({', '.join(VARIANTS[name])} changes nothing)",
+                highlight=False,
+            )
+        else:
+            kept.append(name)
+    return tuple(kept)
+
+
 def run_ablation(request: AblationRequest, console: Console, progress: Console) -> dict[str, Any]:
     """Train and test every variant over every seed; print the table, write the JSON, return
     it."""
     if request.json_path:
         refuse_existing(Path(request.json_path), request.force)
+    request = replace(request, variants=distinct_variants(request, progress))
     runner = _Runner(request, progress)
     started = utc_now()
     per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in request.variants}

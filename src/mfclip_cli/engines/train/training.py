@@ -117,6 +117,26 @@ class TrainSettings:
         if self.lr <= 0:
             raise UsageError("lr must be positive")
 
+    def model_config(self) -> Any:
+        """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
+        config = load_model_config(self.config)
+        changes: dict[str, Any] = {}
+        if self.clip_weights:
+            changes["clip"] = resolve_clip_weights(self.clip_weights)
+        lora = {
+            k: v for k, v in (("rank", self.lora_rank), ("alpha", self.lora_alpha)) if v is not None
+        }
+        if lora:
+            changes["lora"] = lora
+        sections = config.to_dict()
+        for section, option in (("clip", "--clip-weights"), ("lora", "--lora-rank/--lora-alpha")):
+            if section in changes and section not in sections:
+                raise UsageError(
+                    f"{option}: the {detector_of(config)} detector (config {config.name}) has "
+                    f"no {section} settings"
+                )
+        return apply_overrides(replace_config(config, **changes), self.overrides)
+
 
 def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     """Settings from a TOML file's ``[train]`` table (or top level), then explicit overrides."""
@@ -189,7 +209,7 @@ class Trainer:
         self.run = Path(settings.out)
         self._check_run_folder(resume)
         # a config that cannot work is reported before the data is read
-        config = None if resume else self._model_config()
+        config = None if resume else self.settings.model_config()
         self.index: DataIndex = read_datasets(
             settings.data, settings.layout, label_map=settings.label_map
         )
@@ -314,29 +334,6 @@ class Trainer:
             (self.run / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.run.rmdir()  # only when empty: never anything of the user's
-
-    def _model_config(self) -> Any:
-        """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
-        settings = self.settings
-        config = load_model_config(settings.config)
-        changes: dict[str, Any] = {}
-        if settings.clip_weights:
-            changes["clip"] = resolve_clip_weights(settings.clip_weights)
-        lora = {
-            k: v
-            for k, v in (("rank", settings.lora_rank), ("alpha", settings.lora_alpha))
-            if v is not None
-        }
-        if lora:
-            changes["lora"] = lora
-        sections = config.to_dict()
-        for section, option in (("clip", "--clip-weights"), ("lora", "--lora-rank/--lora-alpha")):
-            if section in changes and section not in sections:
-                raise UsageError(
-                    f"{option}: the {detector_of(config)} detector (config {config.name}) has "
-                    f"no {section} settings"
-                )
-        return apply_overrides(replace_config(config, **changes), settings.overrides)
 
     def _build_model(self, config: Any | None) -> Detector:
         """A new model from ``config``, or (None) the one in the run's last checkpoint."""
