@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TextIO
 
@@ -117,33 +118,43 @@ def _check_request(request: ScanRequest) -> None:
         raise UsageError("--fps must be positive")
 
 
+def _html_sink(path: str, request: ScanRequest) -> Sink:
+    from mfclip_cli.engines.scan.writers.html import HtmlSink  # Jinja2 only where it is used
+
+    return HtmlSink(path, force=request.force)
+
+
+# What a scan writes to the paths its request names, one sink per request field, in the order
+# they are opened: annotated copies and explanations first, so that the reports carry each PNG's
+# path or why it failed. A new format is a sink in writers/ and a line here.
+FILE_SINKS: tuple[tuple[str, Callable[[str, ScanRequest], Sink]], ...] = (
+    ("annotate_dir", lambda folder, request: AnnotateSink(folder, force=request.force)),
+    ("explain_dir", lambda folder, request: ExplainSink(folder, force=request.force)),
+    (
+        "jsonl_path",
+        lambda path, request: JsonlSink(path, force=request.force, resume=request.resume),
+    ),
+    ("json_path", lambda path, request: JsonSink(path, force=request.force)),
+    ("csv_path", lambda path, request: CsvSink(path, force=request.force)),
+    ("html_path", _html_sink),
+)
+IMAGE_FOLDERS = ("annotate_dir", "explain_dir")  # the rest are reports
+
+
 def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     """Every output, opened (or refused) before the scan starts; none is left behind by a refusal.
 
-    Annotated copies and explanations come first, so the other reports carry each PNG's path or
-    why it failed.
+    On a terminal the table comes too (unless JSON Lines go to stdout); piped with no report
+    named, JSON Lines stream to stdout.
     """
-    openers: list[Callable[[], Sink]] = []
-    if request.annotate_dir:
-        openers.append(lambda: AnnotateSink(request.annotate_dir, force=request.force))  # type: ignore[arg-type]
-    if request.explain_dir:
-        openers.append(lambda: ExplainSink(request.explain_dir, force=request.force))  # type: ignore[arg-type]
-    if request.jsonl_path:
-        openers.append(
-            lambda: JsonlSink(request.jsonl_path, force=request.force, resume=request.resume)
-        )  # type: ignore[arg-type]
-    if request.json_path:
-        openers.append(lambda: JsonSink(request.json_path, force=request.force))  # type: ignore[arg-type]
-    if request.csv_path:
-        openers.append(lambda: CsvSink(request.csv_path, force=request.force))  # type: ignore[arg-type]
-    if request.html_path:
-        from mfclip_cli.engines.scan.writers.html import HtmlSink  # Jinja2 only where it is used
-
-        openers.append(lambda: HtmlSink(request.html_path, force=request.force))  # type: ignore[arg-type]
+    openers: list[Callable[[], Sink]] = [
+        partial(open_sink, getattr(request, name), request)
+        for name, open_sink in FILE_SINKS
+        if getattr(request, name)
+    ]
     if request.jsonl_path != "-" and console.is_terminal:
         openers.append(lambda: TableSink(console))
-    elif not (request.jsonl_path or request.json_path or request.csv_path or request.html_path):
-        # piped with no report named: stream JSON Lines to stdout
+    elif not any(getattr(request, name) for name, _ in FILE_SINKS if name not in IMAGE_FOLDERS):
         openers.append(lambda: JsonlSink("-"))
     sinks: list[Sink] = []
     try:
