@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from mfclip_cli.data.layouts.labels import LabelTable, Resolver
+from mfclip_cli.data.layouts.labels import LabelTable, Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
 from mfclip_cli.data.samples import DataError, Sample, read_tree, split_path
 
@@ -146,10 +146,8 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         if where not in (*DOMAINS, *OWN_REALS):
             return None
         method = resolve(parts[0], relative)
-        if method is None:
-            return "unmapped"
-        if method.excluded:
-            return f"{method.name}: excluded by the label table ({method.note})"
+        if (reason := skip_reason(method)) is not None:
+            return reason
         dataset = options.dataset or DOMAINS.get(where, "DF40")
         if where == "real":
             return Sample(relative, "real", "none", method.name, dataset, video, split)
@@ -239,10 +237,9 @@ def _read_json(
                         if name.lower().endswith(suffix):
                             name = name[: -len(suffix)]
                     method = resolve(name, f"{path.name}: {label_name}")
-                    if method is None:
+                    if method is None:  # Resolver.check names it
                         continue
-                    if method.excluded:
-                        reason = f"{method.name}: excluded by the label table ({method.note})"
+                    if (reason := skip_reason(method)) is not None:
                         skipped[reason] = skipped.get(reason, 0) + 1
                         continue
                 if not isinstance(splits, dict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.labels import Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
 from mfclip_cli.data.samples import Sample, read_tree
 
@@ -52,10 +52,8 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         if len(parts) < 3 or parts[0].lower() not in SPLIT_NAMES or parts[1].lower() not in SUBSETS:
             return None
         method = resolve(parts[2], relative)
-        if method is None:
-            return "unmapped"
-        if method.excluded:
-            return f"{method.name}: excluded by the label table ({method.note})"
+        if (reason := skip_reason(method)) is not None:
+            return reason
         split = SPLIT_NAMES[parts[0].lower()]
         return Sample(relative, method.label, parts[1], method.name, dataset, video, split)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.labels import Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
 from mfclip_cli.data.samples import Sample, read_tree
 
@@ -48,10 +48,8 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         if kind.lower() == "real":
             return Sample(relative, "real", "none", source, dataset, video, split)
         method = resolve(kind, relative)
-        if method is None:
-            return "unmapped"
-        if method.excluded:
-            return f"{method.name}: excluded by the label table ({method.note})"
+        if (reason := skip_reason(method)) is not None:
+            return reason
         return Sample(relative, method.label, "", method.name, dataset, video, split)
 
     samples, skipped = read_tree(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.labels import Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown, stem
 from mfclip_cli.data.samples import DataError, Sample, read_tree
 
@@ -86,10 +86,8 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
             return None
         token = rest[3] if len(rest) > 3 else _token(kind, family, relative, offset + 3)
         method = resolve(token, relative)
-        if method is None:
-            return "unmapped"
-        if method.excluded:
-            return f"{method.name}: excluded by the label table ({method.note})"
+        if (reason := skip_reason(method)) is not None:
+            return reason
         if method.label != family:
             raise DataError(
                 f"{root}: {relative} lies in a {rest[2]} folder but the label table files "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfclip_cli.data.layouts.labels import Resolver
+from mfclip_cli.data.layouts.labels import Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import ReadOptions, folders, shown
 from mfclip_cli.data.samples import Sample, read_tree
 
@@ -69,10 +69,8 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         method = next(
             (found for name in names if (found := options.labels.find("GenImage", name))), None
         ) or resolve(names[0], relative)
-        if method is None:
-            return "unmapped"
-        if method.excluded:
-            return f"{method.name}: excluded by the label table ({method.note})"
+        if (reason := skip_reason(method)) is not None:
+            return reason
         if kind == "nature":
             return Sample(relative, "real", "none", method.name, dataset, video, SPLITS[split])
         return Sample(relative, method.label, "", method.name, dataset, video, SPLITS[split])

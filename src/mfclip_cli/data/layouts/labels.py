@@ -42,6 +42,16 @@ class Method:
         return self.label == "exclude"
 
 
+def skip_reason(method: Method | None) -> str | None:
+    """Why a file of ``method`` is not a sample, or None when it is: ``unmapped`` where the label
+    table lacks the name (the reader's ``Resolver.check`` names them all), or its exclusion."""
+    if method is None:
+        return "unmapped"
+    if method.excluded:
+        return f"{method.name}: excluded by the label table ({method.note})"
+    return None
+
+
 def _method(name: str, value: Any, where: str) -> Method:
     if isinstance(value, str):
         value = {"label": value}
@@ -152,4 +162,4 @@ class Resolver:
         )
 
 
-__all__ = ["CLASSES", "TABLE_PATH", "LabelTable", "Method", "Resolver", "normalise"]
+__all__ = ["CLASSES", "TABLE_PATH", "LabelTable", "Method", "Resolver", "normalise", "skip_reason"]
