@@ -49,6 +49,23 @@ def save_truncated_jpeg(path: Path) -> None:
     path.write_bytes(raw[: len(raw) // 2])
 
 
+def save_tiff_without_size(path: Path) -> None:
+    """A two-page TIFF whose second page lost its width and height tags: Pillow fails on it with
+    a TypeError, not the OSError of a plainly truncated file."""
+    page = Image.fromarray(face_free())
+    page.save(path, "TIFF", save_all=True, append_images=[page])
+    raw = bytearray(path.read_bytes())
+    first = struct.unpack_from("<I", raw, 4)[0]
+    count = struct.unpack_from("<H", raw, first)[0]
+    second = struct.unpack_from("<I", raw, first + 2 + 12 * count)[0]
+    for entry in range(struct.unpack_from("<H", raw, second)[0]):
+        offset = second + 2 + 12 * entry
+        tag = struct.unpack_from("<H", raw, offset)[0]
+        if tag in (256, 257):  # ImageWidth, ImageLength: renamed to private tags
+            struct.pack_into("<H", raw, offset, 0xFFF0 + tag - 256)
+    path.write_bytes(bytes(raw))
+
+
 def save_decompression_bomb(path: Path, side: int = 30000) -> None:
     """A tiny PNG whose header claims side x side pixels (900 MP by default)."""
     Image.new("L", (1, 1)).save(path, "PNG")

@@ -13,6 +13,7 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
     save_video,
@@ -252,8 +253,9 @@ def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector)
         (save_truncated_jpeg, "truncated"),
         (lambda p: p.write_text("this is not a picture"), "not a recognised image format"),
         (save_decompression_bomb, "decompression-bomb limit"),
+        (save_tiff_without_size, "corrupt image: TypeError"),
     ],
-    ids=["zero-byte", "truncated", "text", "bomb"],
+    ids=["zero-byte", "truncated", "text", "bomb", "tiff-page-without-size"],
 )
 def test_bad_files_raise_a_readable_error(tmp_path, make, message):
     path = tmp_path / "bad.png"

@@ -19,6 +19,7 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
     save_video,
@@ -28,7 +29,7 @@ from report_schemas import check_scan_lines, check_scan_outputs
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
-BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png"}
+BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif"}
 
 
 def run(*args, stdin=None, cwd=None, env=None):
@@ -58,6 +59,7 @@ def evidence(tmp_path_factory):
     save_truncated_jpeg(root / "truncated.jpg")
     (root / "text.png").write_text("not an image")
     save_decompression_bomb(root / "bomb.png")
+    save_tiff_without_size(root / "pages.tif")  # sorts after the good files it must not cost
     save_variants(root / "variants")
     (root / "notes.txt").write_text("not media: skipped when walking folders")
     return root
@@ -103,6 +105,7 @@ def test_bad_files_get_error_records_with_readable_messages(full_scan):
         "truncated.jpg": "truncated",
         "text.png": "not a recognised image",
         "bomb.png": "decompression-bomb",
+        "pages.tif": "corrupt image: TypeError",
     }
     for name, message in expected.items():
         assert files[name]["status"] == "error" and message in files[name]["error"], files[name]

@@ -144,6 +144,9 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise DecodeError(f"cannot decode image: {message}") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as error:
         raise DecodeError(f"corrupt image: {error or type(error).__name__}") from None
+    except Exception as error:  # noqa: BLE001 - a damaged file breaks a plugin in any way
+        # (a TIFF page without its size tags: TypeError); that file fails, never the scan
+        raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
     # a writable copy
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format)
 

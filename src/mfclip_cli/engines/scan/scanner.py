@@ -218,8 +218,17 @@ class Scanner:
         """Read, hash, decode and, on CPU, analyse one input (in a worker thread).
 
         Returns (record, pixels, the classified faces or the error that stopped them, or None when
-        still to do), or None when ``skip`` says the input is done already.
+        still to do), or None when ``skip`` says the input is done already. A failure nobody
+        foresaw (a library meeting a file damaged in a new way) is that file's error record: one
+        file never ends the scan.
         """
+        try:
+            return self._open_input(item, skip)
+        except Exception as error:  # noqa: BLE001 - reported in that file's record
+            failure = f"cannot read this file ({type(error).__name__}: {error})"
+            return FileRecord(path=item.display).fail(failure), None, None
+
+    def _open_input(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
         record = self.open_record(item)
         if record.status == STATUS_ERROR:
             return record, None, None
