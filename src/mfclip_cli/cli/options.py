@@ -23,7 +23,7 @@ Precision = Annotated[
         help=(
             "fp32, int8 (CPU only: the faster int8 model), or auto: int8 on a CPU where the "
             "checkpoint's recorded validation parity allows it (mfclip calibrate measures it), "
-            "else fp32; bf16 autocast on a GPU. --explain runs fp32. See docs/performance.md."
+            "else fp32; bf16 autocast on a GPU; scan --explain runs fp32. See docs/performance.md."
         ),
     ),
 ]

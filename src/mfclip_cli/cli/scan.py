@@ -23,9 +23,9 @@ def scan(
         "-w",
         help=(
             "Checkpoint: registry name or .safetensors path (default: $MFCLIP_WEIGHTS, then the "
-            "bundled demo). Repeat it to score each face with every checkpoint side by side "
-            "(its 'detectors'); the first is the primary, whose probabilities, label and "
-            "--fail-on-fake the report keeps."
+            "checkpoint registered with weights add --default, then the bundled demo). Repeat it "
+            "to score each face with every checkpoint side by side (its 'detectors'); the first "
+            "is the primary, whose probabilities, label and --fail-on-fake the report keeps."
         ),
         metavar="NAME|PATH",
     ),

@@ -65,7 +65,7 @@ def weights_pull(
     source: str = typer.Argument(
         ...,
         help="An http(s):// URL or a local path of an mfclip .safetensors checkpoint.",
-        metavar="DIR|FILE",
+        metavar="URL|PATH",
     ),
     name: str = typer.Option(
         ..., "--name", help="Registry name, usable as --weights NAME.", metavar="NAME"
