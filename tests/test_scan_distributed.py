@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from media import astronaut, face_free, mosaic
 from PIL import Image
-from report_schemas import check_scan_lines
+from report_schemas import check_json_file, check_scan_lines
 
 from mfclip_cli.model import build_model, save_checkpoint
 
@@ -42,24 +42,18 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
         timeout=600,
         env=env,
     )
-    double = subprocess.run(
-        [
-            str(BIN / "torchrun"),
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "mfclip_cli",
-            "scan",
-            *common,
-            "--jsonl",
-            str(tmp_path / "two.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+
+    def two_processes(*options: str) -> subprocess.CompletedProcess:
+        launch = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m"]
+        return subprocess.run(
+            [*launch, "mfclip_cli", "scan", *common, *options],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+
+    double = two_processes("--jsonl", str(tmp_path / "two.jsonl"))
     assert single.returncode == 3, single.stderr  # the empty file
     # torchrun reports any non-zero exit of a rank as its own failure (exit 1), so the exit code
     # contract holds for single-process scans only; the report is what must agree.
@@ -80,3 +74,12 @@ def test_two_process_scan_gives_the_single_process_records(tmp_path, tiny_config
             assert fa["box"] == fb["box"] and fa["label"] == fb["label"]
             assert all(abs(fa["probs"][k] - fb["probs"][k]) < 1e-5 for k in fa["probs"])
     assert not list(tmp_path.glob(".mfclip-scan-parts-*"))  # the part files are cleaned up
+    # resumed: the JSON is written whole, each input skipped by its earlier record in its place
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join((tmp_path / "one.jsonl").read_text().splitlines(True)[:4]))
+    resumed = two_processes("--jsonl", str(partial), "--resume", "--json", str(tmp_path / "r.json"))
+    assert "exitcode  : 3" in resumed.stderr, resumed.stderr[-3000:]
+    document = check_json_file(tmp_path / "r.json", "scan")
+    assert [f["path"] for f in document["files"]] == [r["path"] for r in one[1:-1]]
+    earlier = [{k: v for k, v in record.items() if k != "type"} for record in one[1:4]]
+    assert document["files"][:3] == earlier

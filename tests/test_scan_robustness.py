@@ -46,19 +46,27 @@ def _file_records(path: Path) -> list[dict]:
 def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(
     photos, weights, tmp_path, options
 ):
-    whole = tmp_path / "whole.jsonl"
-    uninterrupted = run(str(photos), "--weights", str(weights), "--jsonl", str(whole), *options)
+    whole, again = tmp_path / "whole", tmp_path / "again"
+    reports = ["--jsonl", "r.jsonl", "--json", "r.json", "--csv", "r.csv", "--html", "r.html"]
+    whole.mkdir()
+    again.mkdir()
+    uninterrupted = run(str(photos), "--weights", str(weights), *reports, *options, cwd=whole)
     assert uninterrupted.returncode == (4 if options else 3), uninterrupted.stderr
-    lines = whole.read_text().splitlines(keepends=True)
+    lines = (whole / "r.jsonl").read_text().splitlines(keepends=True)
     # What a crash after two files leaves: the meta line, two records and half of the third.
-    partial = tmp_path / "partial.jsonl"
-    partial.write_text("".join(lines[:3]) + lines[3][:40])
-    resumed = run(
-        str(photos), "--weights", str(weights), "--jsonl", str(partial), "--resume", *options
-    )
+    (again / "r.jsonl").write_text("".join(lines[:3]) + lines[3][:40])
+    resumed = run(str(photos), "--weights", str(weights), *reports, "--resume", *options, cwd=again)
     assert resumed.returncode == uninterrupted.returncode, resumed.stderr
     assert "2 input(s) already recorded there were skipped, 2 scanned now" in resumed.stderr
-    assert _file_records(partial) == _file_records(whole)
+    assert _file_records(again / "r.jsonl") == _file_records(whole / "r.jsonl")
+    # the reports written whole hold every input, the skipped ones by their earlier records
+    documents = [check_json_file(folder / "r.json", "scan") for folder in (whole, again)]
+    assert documents[1]["files"] == documents[0]["files"]
+    assert len(documents[1]["files"]) == 4 and documents[1]["meta"]["complete"]
+    assert (again / "r.csv").read_text() == (whole / "r.csv").read_text()
+    page = (again / "r.html").read_text()
+    assert all(photo.name in page for photo in photos.iterdir())
+    assert page.count('<section class="card file"') == 4
 
 
 def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos, weights, tmp_path):

@@ -36,10 +36,8 @@ def distributed_records(
     mine = {item.display: index for index, item in enumerate(items) if index % world == rank}
     with open(parts / f"rank{rank:05d}.jsonl", "w", encoding="utf-8") as handle:
         for record in scanner.scan([items[index] for index in mine.values()], skip=skip):
-            handle.write(
-                json.dumps({"input": mine[record.path], **record.to_dict()}, ensure_ascii=False)
-                + "\n"
-            )
+            line = {"input": mine[record.path], "resumed": record.resumed, **record.to_dict()}
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     dist.barrier()
     if rank != 0:
         return
@@ -52,6 +50,8 @@ def distributed_records(
             for document in heapq.merge(
                 *(map(json.loads, stream) for stream in streams), key=lambda d: d["input"]
             ):
-                yield FileRecord.from_dict(document)
+                record = FileRecord.from_dict(document)
+                record.resumed = document["resumed"]
+                yield record
     finally:
         shutil.rmtree(parts, ignore_errors=True)

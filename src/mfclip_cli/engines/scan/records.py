@@ -204,6 +204,9 @@ class FileRecord:
     # the image decoded from them (``evidence.ImageBytes``), for what the run draws or checks
     # later; dropped once every report has the record
     source: Any = field(default=None, repr=False, compare=False)
+    # an input a resumed run skipped as done (never serialised): the reports rewritten whole get
+    # its earlier record in its place (``ResumeState.earlier``)
+    resumed: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         record = {"type": "file", **{key: getattr(self, key) for key in FILE_FIELDS}}

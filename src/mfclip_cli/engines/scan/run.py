@@ -171,6 +171,16 @@ class _OutputFailed(Exception):
     """A report could not be written (its error is in the run's failures): the scan stops."""
 
 
+def _write(record: FileRecord, sinks: list[Sink], failures: list[tuple[Sink, OSError]]) -> None:
+    with _signals_held():  # every report gets the record, or none does
+        for sink in sinks:
+            try:
+                sink.write(record)
+            except OSError as error:
+                failures.append((sink, error))
+                raise _OutputFailed from error
+
+
 def _output_failed(sink: Sink, error: OSError, request: ScanRequest) -> OSError:
     """What a report that could not be written (a full disk) says: which one, that the reports
     are partial, and how to go on (``--resume`` continues a JSON Lines report)."""
@@ -487,15 +497,13 @@ def run_scan(
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
-                with _signals_held():  # every report gets the record, or none does
-                    written += 1
-                    faces += len(record.faces)
-                    for sink in sinks:
-                        try:
-                            sink.write(record)
-                        except OSError as error:
-                            failures.append((sink, error))
-                            raise _OutputFailed from error
+                if record.resumed:  # done by an earlier run: its record, where a report needs it
+                    _write(previous.earlier(record), [s for s in sinks if s.whole_report], failures)
+                    progress.update(task, advance=1)
+                    continue
+                written += 1
+                faces += len(record.faces)
+                _write(record, sinks, failures)
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = record.outcome

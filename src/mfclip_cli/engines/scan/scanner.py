@@ -218,7 +218,8 @@ class Scanner:
         """Read, hash, decode and, on CPU, analyse one input (in a worker thread).
 
         Returns (record, pixels, the classified faces or the error that stopped them, or None when
-        still to do), or None when ``skip`` says the input is done already. A failure nobody
+        still to do); an input ``skip`` says is done already is a record marked ``resumed``,
+        neither decoded nor analysed. A failure nobody
         foresaw (a library meeting a file damaged in a new way) is that file's error record: one
         file never ends the scan.
         """
@@ -235,7 +236,8 @@ class Scanner:
         if skip is not None and skip(record):
             if isinstance(record.source, HeldVideo):
                 record.source.close()
-            return None
+            record.source, record.resumed = None, True
+            return record, None, None
         if is_video(item.path):
             self._inspect_provenance(item.path, record, None)
             return record, None, None
@@ -319,8 +321,7 @@ class Scanner:
             for item, opened in _in_order_ahead(
                 pool, lambda item: self._open(item, skip), items, lookahead
             ):
-                if opened is not None:
-                    yield item, *opened
+                yield item, *opened
 
     def scan(
         self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None
@@ -328,7 +329,7 @@ class Scanner:
         pending: list[tuple[FileRecord, np.ndarray | None, object]] = []
         decoded = 0
         for item, record, pixels, found in self._opened(items, skip):
-            if record.status != STATUS_ERROR and is_video(item.path):
+            if record.status != STATUS_ERROR and not record.resumed and is_video(item.path):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
                 yield self.scan_video(item.path, record)

@@ -30,6 +30,10 @@ LABEL_COLOURS = {
 
 class Sink(Protocol):
     target: str  # what it writes, as the user named it, for messages
+    # a report of every input, written anew by each run: a resumed run gives it the earlier
+    # records of the inputs it skips as done (the JSON Lines report has them already; the
+    # annotated copies and heatmaps were drawn then)
+    whole_report: bool
 
     def begin(self, meta: dict[str, Any]) -> None: ...
     def write(self, record: FileRecord) -> None: ...
@@ -64,16 +68,23 @@ class ReportError(UsageError):
 
 def report_lines(stream: IO[bytes]) -> Iterator[Any]:
     """The JSON values of a JSON Lines report, one per line; a last line without its newline (cut
-    off by a crash) is left out.
+    off by a crash) is left out."""
+    return (value for _, value in report_lines_at(stream))
+
+
+def report_lines_at(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """(byte offset, JSON value) of each line of a JSON Lines report, as ``report_lines``.
 
     Lines are split at newlines only: a JSON string written with ``ensure_ascii=False`` may hold
     other line separators (U+2028 in a file name).
     """
+    offset = 0
     for line in stream:
         if not line.endswith(b"\n"):
             return
         if line.strip():
-            yield json.loads(line)
+            yield offset, json.loads(line)
+        offset += len(line)
 
 
 def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -93,6 +93,8 @@ class CsvSink:
     """One row per face; a file with no face or an error gets one row with empty face columns.
     With several checkpoints, each compared one k adds ``real@k`` ... ``weights_sha256@k``."""
 
+    whole_report = True
+
     def __init__(self, path: str, *, force: bool = False):
         self.file = ReportFile(Path(path), force=force)
         self.target = path

@@ -55,6 +55,7 @@ class AnnotateSink:
     """
 
     option = "--annotate"
+    whole_report = False
 
     def __init__(self, folder: str, *, force: bool = False):
         self.folder = Path(folder)

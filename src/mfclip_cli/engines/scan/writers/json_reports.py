@@ -19,7 +19,7 @@ from mfclip_cli.engines.scan.writers.common import (
     ReportFile,
     cannot_write,
     make_folder,
-    report_lines,
+    report_lines_at,
 )
 from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.files import atomic_writer, refuse_existing
@@ -32,6 +32,8 @@ class JsonlSink:
     time. Resuming appends to it. The last line, ``{"type": "end", "complete": ...}``, says whether
     the run finished: a report without it, or with ``complete: false``, is partial.
     """
+
+    whole_report = False  # resuming appends to it
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
         self.target = "standard output" if target == "-" else target
@@ -54,7 +56,8 @@ class JsonlSink:
             return ResumeState()
         complete = raw[: raw.rfind(b"\n") + 1]
         try:
-            state = ResumeState.from_report(path, list(report_lines(io.BytesIO(complete))), meta)
+            lines = list(report_lines_at(io.BytesIO(complete)))
+            state = ResumeState.from_report(path, lines, meta)
         except ReportError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError):  # JSON, UTF-8 or shape
@@ -98,6 +101,8 @@ class StagedReport:
     is found before the scan, not after it); what the report says first, such as the run's
     ``complete`` flag, is known only at the end, so the report is assembled then.
     """
+
+    whole_report = True
 
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)

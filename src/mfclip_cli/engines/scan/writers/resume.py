@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,25 @@ class ResumeState:
 
     Inputs are keyed by the file they name (the real path, resolved from the folder the earlier
     run started in) and its SHA-256, so ``photos/a.jpg`` and ``/case/photos/a.jpg`` are one input.
+    Each done input keeps where its record starts in the report, not the record: memory stays
+    flat, and ``earlier`` reads it back when a report rewritten whole needs it.
     """
 
-    done: set[tuple[str, str]] = field(default_factory=set)
+    report: Path | None = None
+    # (real path, SHA-256) of each input done: the byte offset of its record's line
+    done: dict[tuple[str, str], int] = field(default_factory=dict)
     # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
     records: dict[str, tuple[bool, bool, bool, bool]] = field(default_factory=dict)
+
+    def earlier(self, record: FileRecord) -> FileRecord:
+        """The earlier record of an input this run skipped as done (``record``, marked
+        ``resumed``), named as this run names it."""
+        offset = self.done[(self.key(record.path), record.sha256 or "")]
+        with open(self.report, "rb") as stream:  # type: ignore[arg-type]
+            stream.seek(offset)
+            earlier = FileRecord.from_dict(json.loads(stream.readline()))
+        earlier.path = record.path
+        return earlier
 
     @staticmethod
     def key(path: str, cwd: str | None = None) -> str:
@@ -56,13 +71,14 @@ class ResumeState:
 
     @classmethod
     def from_report(
-        cls, path: Path, lines: list[dict[str, Any]], meta: dict[str, Any]
+        cls, path: Path, lines: list[tuple[int, dict[str, Any]]], meta: dict[str, Any]
     ) -> "ResumeState":
-        if not lines or lines[0].get("type") != "meta":
+        """The state of the report at ``path`` from its lines, each with its byte offset."""
+        if not lines or lines[0][1].get("type") != "meta":
             raise ReportError(
                 f"{path} does not start with an mfclip meta line; cannot resume from it"
             )
-        previous = lines[0]
+        previous = lines[0][1]
         differences = [
             f"{name} {was!r} there, {now!r} now"
             for name, was, now in [
@@ -87,13 +103,13 @@ class ResumeState:
                 "resuming would mix "
                 "results: scan again into a new report, or resume with the same settings"
             )
-        state = cls()
-        for line in lines[1:]:
+        state = cls(report=path)
+        for offset, line in lines[1:]:
             if line.get("type") != "file":
                 continue
             key = cls.key(FileRecord.path_of(line), previous.get("cwd"))
             if line.get("sha256"):
-                state.done.add((key, line["sha256"]))
+                state.done[(key, line["sha256"])] = offset
             earlier = FileRecord.from_dict({**line, "path": key})
             state.records[key] = earlier.outcome
         return state

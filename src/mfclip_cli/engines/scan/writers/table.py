@@ -49,6 +49,7 @@ class TableSink:
     """
 
     target = "the terminal"
+    whole_report = True
 
     def __init__(self, console: Console):
         self.console = console
