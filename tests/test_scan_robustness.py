@@ -1,6 +1,8 @@
 """Nothing lost, nothing mislabelled: resume, interruption, unwritable outputs, narrow terminals."""
 
+import csv
 import fcntl
+import io
 import json
 import os
 import signal
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from media import astronaut, face_free, mosaic, save_truncated_jpeg
 from PIL import Image
-from report_schemas import check_json_file, check_scan_lines, check_scan_outputs
+from report_schemas import check, check_json_file, check_scan_lines, check_scan_outputs
 from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
@@ -236,6 +238,33 @@ def test_outputs_are_checked_before_the_scan_and_a_refusal_leaves_nothing(
         assert not jsonl.exists()  # the retry is not blocked by an empty report
     retry = run(str(photos / "c_face_free.png"), "--weights", str(weights), "--jsonl", str(jsonl))
     assert retry.returncode == 0, retry.stderr
+
+
+def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tmp_path):
+    photo = str(photos / "b_astronaut.png")
+    same = tmp_path / "same.out"
+    for options, says in (
+        (["--json", str(same), "--csv", str(same)], "--json and --csv both name"),
+        (["--jsonl", str(same), "--html", str(tmp_path / "." / "same.out")], "both name"),
+        (["--json", "-", "--jsonl", "-"], "--jsonl and --json both name standard output"),
+        (["--html", "-"], "name a file"),
+    ):
+        result = run(photo, "--weights", str(weights), *options, "--force", cwd=tmp_path)
+        assert result.returncode == 2 and says in result.stderr, (options, result.stderr)
+        assert not same.exists() and not (tmp_path / "-").exists()
+
+
+def test_json_and_csv_can_go_to_standard_output(photos, weights, tmp_path):
+    photo = str(photos / "b_astronaut.png")
+    document = run(photo, "--weights", str(weights), "--json", "-", cwd=tmp_path)
+    assert document.returncode == 0, document.stderr
+    files = check(json.loads(document.stdout), "scan")["files"]
+    assert [record["path"] for record in files] == [photo] and files[0]["faces"]
+    table = run(photo, "--weights", str(weights), "--csv", "-", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert [row["path"] for row in rows] == [photo] and rows[0]["label"]
+    assert not (tmp_path / "-").exists()
 
 
 def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_path):

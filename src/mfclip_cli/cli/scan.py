@@ -30,7 +30,10 @@ def scan(
         metavar="NAME|PATH",
     ),
     json_path: Optional[str] = typer.Option(
-        None, "--json", help="Write one JSON document {meta, files} to FILE.", metavar="FILE"
+        None,
+        "--json",
+        help="Write one JSON document {meta, files} to FILE (- for stdout, once the run ends).",
+        metavar="FILE|-",
     ),
     jsonl_path: Optional[str] = typer.Option(
         None,
@@ -39,7 +42,7 @@ def scan(
         metavar="FILE|-",
     ),
     csv_path: Optional[str] = typer.Option(
-        None, "--csv", help="Write one CSV row per face to FILE.", metavar="FILE"
+        None, "--csv", help="Write one CSV row per face to FILE (- for stdout).", metavar="FILE|-"
     ),
     html_path: Optional[str] = typer.Option(
         None,

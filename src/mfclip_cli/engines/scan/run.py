@@ -41,7 +41,7 @@ from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
-from mfclip_cli.engines.scan.writers.common import ReportError, Sink
+from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
@@ -97,9 +97,40 @@ class ScanRequest:
     fail_on_inconclusive: bool = False  # exit 5 when a face is inconclusive (and none is fake)
 
 
+REPORT_OPTIONS = {
+    "jsonl_path": "--jsonl",
+    "json_path": "--json",
+    "csv_path": "--csv",
+    "html_path": "--html",
+}
+
+
+def _check_outputs(request: ScanRequest) -> None:
+    """Each output its own file, and standard output (``-``) for one report at most: two reports
+    in one file would leave the last one written, and the table or another report in a stream
+    would spoil it for whatever reads it."""
+    options = {**REPORT_OPTIONS, "annotate_dir": "--annotate", "explain_dir": "--explain"}
+    named = {option: getattr(request, name) for name, option in options.items()}
+    named = {option: path for option, path in named.items() if path}
+    if named.get("--html") == STDOUT:
+        raise UsageError("--html -: the case report is a page; name a file for it")
+    streamed = [option for option, path in named.items() if path == STDOUT]
+    if len(streamed) > 1:
+        raise UsageError(f"{' and '.join(streamed)} both name standard output (-); name a file")
+    seen: dict[str, str] = {}
+    for option, path in named.items():
+        if path == STDOUT:
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
+        seen[real] = option
+
+
 def _check_request(request: ScanRequest) -> None:
-    if request.resume and (not request.jsonl_path or request.jsonl_path == "-"):
+    if request.resume and (not request.jsonl_path or request.jsonl_path == STDOUT):
         raise UsageError("--resume needs --jsonl FILE (the report to continue)")
+    _check_outputs(request)
     for option, folder in (
         ("--annotate", request.annotate_dir),
         ("--explain", request.explain_dir),
@@ -138,7 +169,6 @@ FILE_SINKS: tuple[tuple[str, Callable[[str, ScanRequest], Sink]], ...] = (
     ("csv_path", lambda path, request: CsvSink(path, force=request.force)),
     ("html_path", _html_sink),
 )
-IMAGE_FOLDERS = ("annotate_dir", "explain_dir")  # the rest are reports
 
 
 def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
@@ -152,10 +182,11 @@ def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
         for name, open_sink in FILE_SINKS
         if getattr(request, name)
     ]
-    if request.jsonl_path != "-" and console.is_terminal:
+    streamed = any(getattr(request, name) == STDOUT for name in REPORT_OPTIONS)
+    if not streamed and console.is_terminal:
         openers.append(lambda: TableSink(console))
-    elif not any(getattr(request, name) for name, _ in FILE_SINKS if name not in IMAGE_FOLDERS):
-        openers.append(lambda: JsonlSink("-"))
+    elif not any(getattr(request, name) for name in REPORT_OPTIONS):
+        openers.append(lambda: JsonlSink(STDOUT))
     sinks: list[Sink] = []
     try:
         for opener in openers:
@@ -184,7 +215,7 @@ def _write(record: FileRecord, sinks: list[Sink], failures: list[tuple[Sink, OSE
 def _output_failed(sink: Sink, error: OSError, request: ScanRequest) -> OSError:
     """What a report that could not be written (a full disk) says: which one, that the reports
     are partial, and how to go on (``--resume`` continues a JSON Lines report)."""
-    if request.jsonl_path and request.jsonl_path != "-":
+    if request.jsonl_path and request.jsonl_path != STDOUT:
         then = f"run the same scan with --resume --jsonl {request.jsonl_path} to continue it"
     else:
         then = "scan again (with --jsonl FILE, --resume can continue an interrupted scan)"
@@ -549,7 +580,7 @@ def run_scan(
             'the reports are marked "complete": false'
             + (
                 f" (continue with --resume --jsonl {request.jsonl_path})"
-                if request.jsonl_path and request.jsonl_path != "-"
+                if request.jsonl_path and request.jsonl_path != STDOUT
                 else ""
             ),
             highlight=False,

@@ -28,6 +28,9 @@ LABEL_COLOURS = {
 }
 
 
+STDOUT = "-"  # the path that names standard output (--jsonl, --json, --csv)
+
+
 class Sink(Protocol):
     target: str  # what it writes, as the user named it, for messages
     # a report of every input, written anew by each run: a resumed run gives it the earlier

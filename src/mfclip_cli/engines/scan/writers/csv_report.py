@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,12 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
     readable_strings,
 )
-from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, ReportFile, side_by_side
+from mfclip_cli.engines.scan.writers.common import (
+    CLASS_COLUMNS,
+    STDOUT,
+    ReportFile,
+    side_by_side,
+)
 
 # the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
 PROVENANCE_CSV_COLUMNS = (
@@ -96,13 +102,18 @@ class CsvSink:
     whole_report = True
 
     def __init__(self, path: str, *, force: bool = False):
-        self.file = ReportFile(Path(path), force=force)
+        self.file: ReportFile | None = None
         self.target = path
-        self.stream = self.file.stream
+        if path == STDOUT:
+            self.target, self.stream = "standard output", sys.stdout
+        else:
+            self.file = ReportFile(Path(path), force=force)
+            self.stream = self.file.stream
         self.common: dict[str, Any] = {}
 
     def begin(self, meta: dict[str, Any]) -> None:
-        self.file.begin()
+        if self.file is not None:
+            self.file.begin()
         self.common = {
             "weights_sha256": meta["weights"]["sha256"],
             "demo": str(meta["demo"]).lower(),
@@ -162,7 +173,9 @@ class CsvSink:
         self.stream.flush()
 
     def close(self, summary: dict[str, Any]) -> None:
-        self.stream.close()
+        if self.file is not None:
+            self.stream.close()
 
     def discard(self) -> None:
-        self.file.discard()
+        if self.file is not None:
+            self.file.discard()

@@ -15,6 +15,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.engines.scan.writers.common import (
+    STDOUT,
     ReportError,
     ReportFile,
     cannot_write,
@@ -36,9 +37,9 @@ class JsonlSink:
     whole_report = False  # resuming appends to it
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
-        self.target = "standard output" if target == "-" else target
+        self.target = "standard output" if target == STDOUT else target
         self.file: ReportFile | None = None
-        if target == "-":
+        if target == STDOUT:
             self.stream: TextIO = sys.stdout
             return
         self.file = ReportFile(Path(target), force=force, append=resume)
@@ -99,7 +100,8 @@ class StagedReport:
 
     The parts go to a hidden file next to the report (memory stays flat, and an unwritable folder
     is found before the scan, not after it); what the report says first, such as the run's
-    ``complete`` flag, is known only at the end, so the report is assembled then.
+    ``complete`` flag, is known only at the end, so the report is assembled then. ``-`` is
+    standard output, written once the run ends.
     """
 
     whole_report = True
@@ -107,6 +109,9 @@ class StagedReport:
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
         self.force = force
+        if str(path) == STDOUT:
+            self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
+            return
         refuse_existing(self.path, force)
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
@@ -118,7 +123,7 @@ class StagedReport:
 
     @property
     def target(self) -> str:
-        return str(self.path)
+        return "standard output" if str(self.path) == STDOUT else str(self.path)
 
     def staged_parts(self) -> Iterator[str]:
         """What was staged, in chunks of a megabyte."""
@@ -128,6 +133,11 @@ class StagedReport:
 
     def publish(self, chunks: Iterable[str]) -> None:
         """Write the report from ``chunks`` (read lazily) into place atomically."""
+        if str(self.path) == STDOUT:
+            sys.stdout.writelines(chunks)
+            sys.stdout.flush()
+            self.staged.close()
+            return
         with atomic_writer(self.path, overwrite=self.force) as handle:
             for chunk in chunks:
                 handle.write(chunk.encode("utf-8"))
