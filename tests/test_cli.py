@@ -179,3 +179,12 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "run2" / "last.safetensors").is_file()
     check_train_run(tmp_path / "run2")
+
+
+def test_errors_show_bracketed_names_as_they_are(tmp_path):
+    """A message is text, not markup: a name with brackets is shown whole and never breaks the
+    line it is in (``[/x]`` was a MarkupError traceback, ``[bold]`` vanished)."""
+    for name in ("nope[/x]", "nope[bold]dir"):
+        result = _run(str(MFCLIP), "data", "inspect", str(tmp_path / name))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"dataset folder not found: {tmp_path / name}" in result.stderr

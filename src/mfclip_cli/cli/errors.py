@@ -7,6 +7,7 @@ from typing import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def _without_worker_traceback(message: str) -> str:
@@ -55,7 +56,7 @@ def errors_reported() -> Iterator[Console]:
         where = f" ({error.filename})" if error.filename else ""
         message, code = f"{error.strerror or error}{where}", EXIT_FATAL
     if code is not None:
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         raise typer.Exit(code)
 
 
@@ -68,7 +69,8 @@ def exit_if_unreadable(count: int, fate: str, error_console: Console) -> None:
     from mfclip_cli.engines.runtime import EXIT_UNREADABLE
 
     error_console.print(
-        f"[bold yellow]finished without {count} sample(s) that could not be read:[/] {fate}",
+        f"[bold yellow]finished without {count} sample(s) that could not be read:[/] "
+        f"{escape(fate)}",
         highlight=False,
     )
     raise typer.Exit(EXIT_UNREADABLE)

@@ -8,6 +8,7 @@ from typing import Optional, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli.cli.errors import errors_reported
 from mfclip_cli.cli.options import BatchSize, Device, Force, MinFace, Precision, Quiet
@@ -304,7 +305,7 @@ def report(
     if unreadable:
         error_console.print(
             f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again: "
-            f"their pictures are missing from {html_path}",
+            f"their pictures are missing from {escape(html_path)}",
             highlight=False,
         )
     raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_OK)

@@ -172,6 +172,7 @@ def train(
                 f"{best['metric']} {best['value']:.4f} at step {best['step']} -> "
                 f"{out}/best.safetensors",
                 highlight=False,
+                markup=False,
             )
         exit_if_unreadable(
             result["unreadable"],

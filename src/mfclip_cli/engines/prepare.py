@@ -283,5 +283,6 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         f"{summary['no_face']} without a face, {summary['error']} unreadable "
         f"(see {out / SUMMARY_FILE})",
         highlight=False,
+        markup=False,
     )
     return EXIT_UNREADABLE if summary["error"] else EXIT_OK

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
@@ -110,7 +111,8 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     for key, problem in outcome.refused.items():
         kept = " (the source's are kept)" if getattr(source, key) else ""
         error_console.print(
-            f"[bold yellow]warning:[/] no {FITTED_NAMES[key]} fitted: {problem}{kept}"
+            f"[bold yellow]warning:[/] no {FITTED_NAMES[key]} fitted: {escape(problem)}{kept}",
+            highlight=False,
         )
     written = save_fitted(
         source, out, calibration=record, fitted=outcome.fitted, overwrite=request.force

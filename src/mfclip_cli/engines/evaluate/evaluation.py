@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli import __version__
 from mfclip_cli.data import (
@@ -489,7 +490,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         why = "--allow-one-class" if request.allow_one_class else "the others could not be read"
         error_console.print(
             f"[bold yellow]warning:[/] {', '.join(undefined['metrics']).upper()} undefined: "
-            f"{undefined['why']} ({why}); reported: {undefined['defined']}",
+            f"{escape(undefined['why'])} ({why}); reported: {undefined['defined']}",
             highlight=False,
         )
     if request.predictions_path:

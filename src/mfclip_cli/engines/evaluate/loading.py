@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
@@ -117,7 +118,7 @@ def load_checkpoint_for_scoring(
     else:
         chosen = choose_precision(precision, device, loaded.info.calibration)
     if chosen.warning:
-        error_console.print(f"[bold yellow]warning:[/] {chosen.warning}", highlight=False)
+        error_console.print(f"[bold yellow]warning:[/] {escape(chosen.warning)}", highlight=False)
     return replace(loaded, model=model_at(loaded.model, chosen.used)), chosen
 
 

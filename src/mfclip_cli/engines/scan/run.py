@@ -573,13 +573,14 @@ def run_scan(
             f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
             f"skipped, {written} scanned now",
             highlight=False,
+            markup=False,
         )
     if not complete:
         error_console.print(
             f"[bold red]interrupted:[/] {written} input(s) written this run; "
             'the reports are marked "complete": false'
             + (
-                f" (continue with --resume --jsonl {request.jsonl_path})"
+                f" (continue with --resume --jsonl {escape(request.jsonl_path)})"
                 if request.jsonl_path and request.jsonl_path != STDOUT
                 else ""
             ),

@@ -189,6 +189,7 @@ def distinct_variants(request: AblationRequest, progress: Console) -> tuple[str,
                 f"ablate: {name} left out: on config {request.training.config} it is the full "
                 f"model ({', '.join(VARIANTS[name])} changes nothing)",
                 highlight=False,
+                markup=False,
             )
         else:
             kept.append(name)
@@ -207,7 +208,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     with _runs_folder(request.out) as folder:
         for seed in range(request.seeds):
             for variant in request.variants:
-                progress.print(f"ablate: {variant}, seed {seed}", highlight=False)
+                progress.print(f"ablate: {variant}, seed {seed}", highlight=False, markup=False)
                 per_seed[variant].append(runner(folder, variant, seed))
     variants: dict[str, Any] = {}
     for name in request.variants:

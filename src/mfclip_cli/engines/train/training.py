@@ -27,6 +27,7 @@ from typing import Any
 import tomllib
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch.nn.utils import get_total_norm
 
 from mfclip_cli import __version__
@@ -229,7 +230,8 @@ class Trainer:
         if uncalibratable and self.world.main:
             console.print(
                 f"[bold yellow]warning:[/] best.safetensors will not be calibrated: "
-                f"{uncalibratable}"
+                f"{escape(uncalibratable)}",
+                highlight=False,
             )
         if settings.batch_size % self.world.size:
             raise UsageError(
@@ -547,7 +549,9 @@ class Trainer:
         self._report_unreadable("train", list(outcome.unreadable.values()), "left out of the fits")
         for key, problem in outcome.refused.items():
             self.console.print(
-                f"[bold yellow]warning:[/] best.safetensors has no {FITTED_NAMES[key]}: {problem}"
+                f"[bold yellow]warning:[/] best.safetensors has no {FITTED_NAMES[key]}: "
+                f"{escape(problem)}",
+                highlight=False,
             )
         if outcome.fitted:
             save_fitted(info, best, fitted=outcome.fitted, overwrite=True)
