@@ -215,10 +215,14 @@ def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tm
         "cpu",
         "--json",
         str(report_path),
+        "--allow-training-overlap",  # trained in-domain: refused without it (test_held_out.py)
     )
     report = check_json_file(report_path, "eval")
     held_out = set(report["protocol"]["held_out"])
     assert held_out and set(report["subsets"]) == held_out
+    # the training run recorded its protocol whole, so the overlap is counted
+    overlap = report["protocol"]["training_overlap"]
+    assert overlap["protocol"] == "in-domain" and overlap["train"] > 0
 
 
 def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from mfclip_cli.cli.errors import errors_reported, exit_if_unreadable
 from mfclip_cli.cli.options import (
+    AllowTrainingOverlap,
     BatchSize,
     Device,
     Force,
@@ -27,10 +28,13 @@ def evaluate(
         help="Labelled face dataset (same layouts as train; repeat it for several).",
         metavar="DIR",
     ),
-    protocol: str = typer.Option(
-        "in-domain",
+    protocol: Optional[str] = typer.Option(
+        None,
         "--protocol",
-        help="Protocol name or TOML file; its test split is scored.",
+        help=(
+            "Protocol name or TOML file; its test split is scored. Default: the checkpoint's "
+            "training protocol on the data it was trained on, else in-domain."
+        ),
         metavar="NAME|FILE",
     ),
     weights: Optional[list[str]] = typer.Option(
@@ -112,6 +116,7 @@ def evaluate(
             "refusing it; AUC, AP and EER are then reported as undefined."
         ),
     ),
+    allow_training_overlap: AllowTrainingOverlap = False,
     force: Force = False,
     list_protocols: bool = typer.Option(
         False, "--list-protocols", help="List the shipped protocols and exit."
@@ -159,6 +164,7 @@ def evaluate(
             layout=layout,
             label_map=label_map,
             allow_one_class=allow_one_class,
+            allow_training_overlap=allow_training_overlap,
             device=device,
             precision=precision,
             batch_size=batch_size,
@@ -206,10 +212,13 @@ def calibrate(
         help="The calibrated checkpoint to write (.safetensors).",
         metavar="FILE.safetensors",
     ),
-    protocol: str = typer.Option(
-        "in-domain",
+    protocol: Optional[str] = typer.Option(
+        None,
         "--protocol",
-        help="Protocol name or TOML file; its val split is fitted on.",
+        help=(
+            "Protocol name or TOML file; its val split is fitted on. Default: the checkpoint's "
+            "training protocol on the data it was trained on, else in-domain."
+        ),
         metavar="NAME|FILE",
     ),
     layout: Layout = None,
@@ -217,6 +226,7 @@ def calibrate(
     device: Device = "auto",
     batch_size: BatchSize = 64,
     workers: LoaderWorkers = 0,
+    allow_training_overlap: AllowTrainingOverlap = False,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     target_accuracy: float = typer.Option(
         0.95,
@@ -258,6 +268,7 @@ def calibrate(
             workers=workers,
             force=force,
             target_accuracy=target_accuracy,
+            allow_training_overlap=allow_training_overlap,
         )
         result = run_calibration(request, error_console=error_console)
         record = result["calibration"]

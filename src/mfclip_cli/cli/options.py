@@ -48,6 +48,16 @@ LabelMap = Annotated[
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+AllowTrainingOverlap = Annotated[
+    bool,
+    typer.Option(
+        "--allow-training-overlap",
+        help=(
+            "Score samples the checkpoint was trained on (or, for eval, selected with) instead "
+            "of refusing; eval's report counts them (protocol.training_overlap)."
+        ),
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 MinFace = Annotated[
     int, typer.Option("--min-face", min=1, metavar="PX", help="Smallest face searched for.")

@@ -30,7 +30,8 @@ class CalibrateRequest:
     weights: str
     data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
     out: str
-    protocol: str = "in-domain"
+    protocol: str | None = None  # None: the checkpoint's own on its data, else in-domain
+    allow_training_overlap: bool = False  # fit on val samples the checkpoint trained on
     layout: str | None = None
     label_map: str | None = None
     device: str = "auto"
@@ -49,11 +50,16 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     for target in (out, sidecar_path(out)):
         refuse_existing(target, request.force)
     scoring = load_scoring(
-        DataChoice(request.data, request.layout, request.label_map),
+        DataChoice(
+            request.data,
+            request.layout,
+            request.label_map,
+            allow_training_overlap=request.allow_training_overlap,
+        ),
         request.protocol,
         request.weights,
         request.device,
-        ("val",),
+        "val",
         error_console,
         None,  # the device's default precision; int8 is measured beside it
     )

@@ -21,7 +21,12 @@ from mfclip_cli.engines.evaluate.evaluation import (
     refuse_existing_outputs,
     score_checkpoint,
 )
-from mfclip_cli.engines.evaluate.loading import Scoring, load_checkpoint_for_scoring, split_data
+from mfclip_cli.engines.evaluate.loading import (
+    Scoring,
+    held_out_check,
+    load_checkpoint_for_scoring,
+    split_data,
+)
 from mfclip_cli.engines.evaluate.tables import (
     COMPARED,
     PAIR_FIGURES,
@@ -113,20 +118,19 @@ def compare(
             )
     refuse_existing_outputs(request)
     requested = parse_perturbations(request.perturb)
+    choice = request.data_choice()
     device, protocol, index, splits = split_data(
-        request.data_choice(), request.protocol, request.device, ("test",)
+        choice, request.protocol, request.device, ("test",), weights, error_console
     )
-    scorings = [
-        Scoring(
-            device,
-            protocol,
-            index,
-            splits,
-            *load_checkpoint_for_scoring(name, device, error_console, request.precision),
-            error_console,
+    scorings = []
+    for name in weights:
+        loaded, precision = load_checkpoint_for_scoring(
+            name, device, error_console, request.precision
         )
-        for name in weights
-    ]
+        overlap = held_out_check(choice, loaded, index, protocol, splits, "test")
+        scorings.append(
+            Scoring(device, protocol, index, splits, loaded, precision, error_console, overlap)
+        )
     refuse_incomparable(weights, [scoring.checkpoint for scoring in scorings])
     perturbations = combine(protocol.perturb, requested)
     started = utc_now()

@@ -106,11 +106,13 @@ UNDEFINED_WITH_ONE_CLASS = ("auc", "ap", "eer")  # each needs real and fake face
 @dataclass
 class EvalRequest:
     data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
-    protocol: str
+    protocol: str | None  # None: the checkpoint's own on the data it trained on, else in-domain
     weights: str | None = None
     layout: str | None = None
     label_map: str | None = None
     allow_one_class: bool = False  # a one-class test split: a TPR-only report, AUC undefined
+    # score test samples the checkpoint trained or was selected with (the report says how many)
+    allow_training_overlap: bool = False
     device: str = "auto"
     precision: str = "auto"  # fp32, int8 or auto (scoring/precision.py)
     batch_size: int = 64
@@ -126,7 +128,13 @@ class EvalRequest:
     perturb: Sequence[str] = ()  # "jpeg:90,75", ...: kinds named here replace the protocol's
 
     def data_choice(self) -> DataChoice:
-        return DataChoice(self.data, self.layout, self.label_map, self.allow_one_class)
+        return DataChoice(
+            self.data,
+            self.layout,
+            self.label_map,
+            self.allow_one_class,
+            self.allow_training_overlap,
+        )
 
 
 def refuse_existing_outputs(request: EvalRequest) -> None:
@@ -362,7 +370,10 @@ def score_checkpoint(
         "weights": weights_record(scoring.checkpoint),
         "demo": scoring.checkpoint.demo,
         "data": data_record(scoring.index),
-        "protocol": protocol_record(scoring.protocol, splits),
+        "protocol": {
+            **protocol_record(scoring.protocol, splits),
+            "training_overlap": overlap.record() if (overlap := scoring.training_overlap) else None,
+        },
         "threshold": request.threshold,
         "calibration": {
             **calibration_summary(calibration),
@@ -471,7 +482,7 @@ def evaluate(request: EvalRequest, console: Console, error_console: Console) -> 
         request.protocol,
         request.weights,
         request.device,
-        ("test",),
+        "test",
         error_console,
         request.precision,
     )

@@ -13,8 +13,15 @@ from rich.markup import escape
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.engines.evaluate.held_out import (
+    Overlap,
+    refuse_training_overlap,
+    trained_protocol,
+    training_overlap,
+)
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
+from mfclip_cli.model.checkpoint import read_checkpoint_info
 from mfclip_cli.scoring.inference import Outputs, predict_outputs, unreadable_warning
 from mfclip_cli.scoring.precision import (
     BF16,
@@ -25,16 +32,20 @@ from mfclip_cli.scoring.precision import (
     model_at,
 )
 
+DEFAULT_PROTOCOL = "in-domain"  # where the checkpoint's own cannot be used (held_out.py)
+
 
 @dataclass(frozen=True)
 class DataChoice:
-    """Which data a job reads and how: one ``--data`` or several, the layout, the label map, and
-    whether a test split of one class is allowed (a TPR-only report, eval's --allow-one-class)."""
+    """Which data a job reads and how: one ``--data`` or several, the layout, the label map,
+    whether a test split of one class is allowed (a TPR-only report, eval's --allow-one-class)
+    and whether samples the checkpoint met in training may be scored (``held_out.py``)."""
 
     data: str | tuple[str, ...]
     layout: str | None = None
     label_map: str | None = None
     allow_one_class: bool = False
+    allow_training_overlap: bool = False
 
 
 @dataclass
@@ -48,6 +59,8 @@ class Scoring:
     checkpoint: LoadedWeights  # its model at ``precision``
     precision: Precision
     error_console: Console  # where a sample that cannot be read is said to be left out
+    # the scored samples the checkpoint met in training; None where that cannot be told
+    training_overlap: Overlap | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -90,15 +103,59 @@ class Scoring:
         )
 
 
+def default_protocol(
+    weights: Sequence[str | None], index: DataIndex, error_console: Console
+) -> Protocol:
+    """With no ``--protocol``: the checkpoints' training protocol, where every one was trained
+    with the same one on this very data (its test split is then held out by construction), else
+    ``DEFAULT_PROTOCOL``."""
+    found = [
+        trained_protocol(read_checkpoint_info(resolve_weights(name).path), index)
+        for name in weights
+    ]
+    first = found[0]
+    if first is None or any(p is None or p.to_dict() != first.to_dict() for p in found[1:]):
+        return load_protocol(DEFAULT_PROTOCOL)
+    error_console.print(
+        f"protocol: {first.name}, the one the checkpoint was trained with on this data",
+        highlight=False,
+        markup=False,
+    )
+    return first
+
+
 def split_data(
-    choice: DataChoice, protocol_name: str, device_name: str, required: tuple[str, ...]
+    choice: DataChoice,
+    protocol_name: str | None,
+    device_name: str,
+    required: tuple[str, ...],
+    weights: Sequence[str | None],
+    error_console: Console,
 ) -> tuple[torch.device, Protocol, DataIndex, Splits]:
-    """The device, and the protocol's splits of the data (cheapest checks first)."""
+    """The device, and the protocol's splits of the data (cheapest checks first); no
+    ``protocol_name``: ``default_protocol``."""
     device = resolve_device(device_name)
-    protocol = load_protocol(protocol_name)
+    protocol = load_protocol(protocol_name) if protocol_name else None
     index = read_datasets(choice.data, choice.layout, label_map=choice.label_map)
+    if protocol is None:
+        protocol = default_protocol(weights, index, error_console)
     one_class = ("test",) if choice.allow_one_class else ()
     return device, protocol, index, select(index, protocol, required, one_class_allowed=one_class)
+
+
+def held_out_check(
+    choice: DataChoice,
+    loaded: LoadedWeights,
+    index: DataIndex,
+    protocol: Protocol,
+    splits: Splits,
+    split: str,
+) -> Overlap | None:
+    """The scored ``split``'s overlap with the checkpoint's training, refused unless allowed."""
+    overlap = training_overlap(loaded.info, index, split, getattr(splits, split))
+    if not choice.allow_training_overlap:
+        refuse_training_overlap(overlap, split, protocol.name)
+    return overlap
 
 
 def load_checkpoint_for_scoring(
@@ -124,14 +181,18 @@ def load_checkpoint_for_scoring(
 
 def load_scoring(
     choice: DataChoice,
-    protocol_name: str,
+    protocol_name: str | None,
     weights: str | None,
     device_name: str,
-    required: tuple[str, ...],
+    split: str,
     error_console: Console,
     precision: str | None,
 ) -> Scoring:
-    """Data, protocol and checkpoint loaded, the data first (its checks are the cheapest)."""
-    device, protocol, index, splits = split_data(choice, protocol_name, device_name, required)
-    loaded = load_checkpoint_for_scoring(weights, device, error_console, precision)
-    return Scoring(device, protocol, index, splits, *loaded, error_console)
+    """Data, protocol and checkpoint loaded to score ``split``, the data first (its checks are
+    the cheapest); the split's samples the checkpoint trained on refused (``held_out.py``)."""
+    device, protocol, index, splits = split_data(
+        choice, protocol_name, device_name, (split,), [weights], error_console
+    )
+    loaded, precision_used = load_checkpoint_for_scoring(weights, device, error_console, precision)
+    overlap = held_out_check(choice, loaded, index, protocol, splits, split)
+    return Scoring(device, protocol, index, splits, loaded, precision_used, error_console, overlap)

@@ -403,6 +403,8 @@ class Trainer:
                 "data": self.data_summary,
                 "protocol": {
                     "name": self.protocol.name,
+                    # whole: eval and calibrate recompute its splits (engines/evaluate/held_out)
+                    "definition": self.protocol.to_dict(),
                     "held_out": list(self.splits.held_out),
                     "sizes": {
                         "train": len(self.splits.train),

@@ -1,0 +1,105 @@
+"""Whether the samples eval scores (or calibrate fits on) were held out from the checkpoint.
+
+A checkpoint records the data it was trained on (a digest of the sample list) and its protocol.
+Scored on that very data, its train and val splits can be recomputed exactly (the protocols split
+by a stable hash), so a test split of another protocol that holds samples it trained on (train)
+or was selected and calibrated with (val) is found before any scoring: its figures would not be
+those of held-out data. On other data nothing can be told, and the report says so (null).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
+from mfclip_cli.data.identity import index_digest
+from mfclip_cli.data.protocols import ProtocolError, parse_protocol
+from mfclip_cli.errors import DataError, UsageError
+from mfclip_cli.model.checkpoint import CheckpointInfo
+
+# what each scored split must not share with the checkpoint's own splits
+TRAINED_ON = {"test": ("train", "val"), "val": ("train",)}
+ALLOW_OPTION = "--allow-training-overlap"
+
+
+def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
+    """The protocol a checkpoint was trained with, where it was trained on this very data (the
+    same sample list) and the protocol can still be read: recorded whole since report format
+    2.4.0, else found by its name among the shipped ones. None where that cannot be told."""
+    training = info.metadata.get("training") or {}
+    if (training.get("data") or {}).get("index_sha256") != index_digest(index):
+        return None
+    recorded = training.get("protocol") or {}
+    try:
+        if recorded.get("definition"):
+            return parse_protocol(recorded["definition"])
+        return load_protocol(str(recorded["name"])) if recorded.get("name") else None
+    except (ProtocolError, OSError):
+        return None
+
+
+def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
+    protocol = trained_protocol(info, index)
+    if protocol is None:
+        return None
+    try:
+        splits = select(index, protocol, ())
+    except (ProtocolError, DataError):
+        return None
+    recorded = ((info.metadata.get("training") or {}).get("protocol") or {}).get("sizes") or {}
+    if recorded.get("train") not in (None, len(splits.train)):
+        return None  # a protocol file of that name that says otherwise now
+    return splits
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How many scored samples the checkpoint met in each of its own splits."""
+
+    protocol: str  # the checkpoint's training protocol
+    counts: dict[str, int]
+
+    def record(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, **self.counts}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def training_overlap(
+    info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
+) -> Overlap | None:
+    """The ``samples`` of the scored ``split`` that lie in the checkpoint's own train (and, for
+    test, val) split, by path or by video (frames of one video are one group); None where it
+    cannot be told."""
+    trained = _trained_splits(info, index)
+    if trained is None:
+        return None
+    counts = {}
+    for role in TRAINED_ON[split]:
+        met = getattr(trained, role)
+        paths = {sample.path for sample in met}
+        videos = {sample.video for sample in met if sample.video}
+        counts[role] = sum(
+            sample.path in paths or (sample.video is not None and sample.video in videos)
+            for sample in samples
+        )
+    return Overlap(trained.protocol.name, counts)
+
+
+def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: str) -> None:
+    """A usage error naming the overlap, unless there is none (or it cannot be told)."""
+    if overlap is None or not overlap.total:
+        return
+    met = " and ".join(
+        f"{count} in its {role} split" for role, count in overlap.counts.items() if count
+    )
+    raise UsageError(
+        f"the {split} split of protocol {scored_with!r} holds samples this checkpoint was "
+        f"trained or selected with ({met}, under its training protocol {overlap.protocol!r}): "
+        f"its figures would not be held out. Use --protocol {overlap.protocol} (the default on "
+        f"the data it was trained on), or {ALLOW_OPTION} to score them anyway (the report "
+        "records the overlap)"
+    )

@@ -1,0 +1,137 @@
+"""eval and calibrate refuse to score samples a checkpoint was trained or selected with: its own
+splits are recomputed from the protocol it records, on the data it was trained on."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from report_schemas import check_json_file
+from test_train import make_dataset
+
+from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.data.identity import dataset_identity
+from mfclip_cli.engines.evaluate.held_out import training_overlap
+from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info, save_checkpoint
+
+MFCLIP = str(Path(sys.executable).with_name("mfclip"))
+
+
+def _trained_with(data: Path, protocol: str, path: Path) -> Path:
+    """A checkpoint whose training record says: trained on ``data`` with ``protocol`` (the
+    record training writes; its weights are random, which this check never reads)."""
+    index = read_dataset(data)
+    splits = select(index, protocol)
+    torch.manual_seed(0)
+    training = {
+        "data": dataset_identity(index),
+        "protocol": {
+            "name": splits.protocol.name,
+            "definition": load_protocol(protocol).to_dict(),
+            "held_out": list(splits.held_out),
+            "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
+        },
+    }
+    save_checkpoint(build_model(load_model_config("tiny")), path, metadata={"training": training})
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("held-out") / "faces", per_class=12)
+
+
+@pytest.fixture(scope="module")
+def in_domain(data, tmp_path_factory):
+    return _trained_with(
+        data, "in-domain", tmp_path_factory.mktemp("ckpt") / "in-domain.safetensors"
+    )
+
+
+def _expected(data: Path, trained: str, scored: str, split: str) -> dict[str, int]:
+    """The reference: the scored split's samples in each of the trained protocol's splits."""
+    index = read_dataset(data)
+    own, other = select(index, trained), select(index, scored, ())
+    paths = {path for path in (s.path for s in getattr(other, split))}
+    return {role: len(paths & {s.path for s in getattr(own, role)}) for role in ("train", "val")}
+
+
+def test_the_overlap_is_counted_against_the_recomputed_training_splits(data, in_domain, tmp_path):
+    index = read_dataset(data)
+    info = read_checkpoint_info(in_domain)
+    test = select(index, "cross-generator").test
+    overlap = training_overlap(info, index, "test", test)
+    expected = _expected(data, "in-domain", "cross-generator", "test")
+    assert overlap.protocol == "in-domain" and overlap.counts == expected
+    assert expected["train"] > 0  # the held-out generators' fakes were trained on in-domain
+    # its own protocol's test split is held out by construction
+    assert training_overlap(info, index, "test", select(index, "in-domain").test).total == 0
+    # other data (one file less): nothing can be told
+    other = read_dataset(data)
+    other.samples.pop()
+    assert training_overlap(info, other, "test", test) is None
+
+
+def _eval(data, weights, out, *options):
+    command = [MFCLIP, "eval", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    return subprocess.run(
+        [*command, "--bootstrap", "0", "--json", str(out), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tmp_path):
+    refused = _eval(data, in_domain, tmp_path / "r.json", "--protocol", "cross-generator")
+    assert refused.returncode == 2, refused.stderr
+    expected = _expected(data, "in-domain", "cross-generator", "test")
+    assert f"{expected['train']} in its train split" in refused.stderr
+    assert "--allow-training-overlap" in refused.stderr and not (tmp_path / "r.json").exists()
+    allowed = _eval(
+        data,
+        in_domain,
+        tmp_path / "allowed.json",
+        "--protocol",
+        "cross-generator",
+        "--allow-training-overlap",
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    report = check_json_file(tmp_path / "allowed.json", "eval")
+    assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", **expected}
+    # no --protocol: the checkpoint's own, on the data it was trained on
+    default = _eval(data, in_domain, tmp_path / "default.json")
+    assert default.returncode == 0, default.stderr
+    assert "protocol: in-domain, the one the checkpoint was trained with" in default.stderr
+    report = json.loads((tmp_path / "default.json").read_text())
+    assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", "train": 0, "val": 0}
+
+
+def test_calibrate_refuses_a_val_split_the_checkpoint_trained_on(data, tmp_path):
+    """A cross-generator checkpoint calibrated on in-domain's val: the held-in generators' fakes
+    there are in its train split (both protocols split by the same hash)."""
+    weights = _trained_with(data, "cross-generator", tmp_path / "cg.safetensors")
+    expected = _expected(data, "cross-generator", "in-domain", "val")["train"]
+    assert expected > 0
+    command = [MFCLIP, "calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    refused = subprocess.run(
+        [*command, "--protocol", "in-domain", "-o", str(tmp_path / "c.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "the val split of protocol 'in-domain' holds samples" in refused.stderr
+    assert f"({expected} in its train split," in refused.stderr
+    assert not (tmp_path / "c.safetensors").exists()
+    # no --protocol: the checkpoint's own val split, which it never trained on
+    own = subprocess.run(
+        [*command, "-o", str(tmp_path / "own.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert own.returncode == 0, own.stderr
+    assert "protocol: cross-generator, the one the checkpoint was trained with" in own.stderr
