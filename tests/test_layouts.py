@@ -133,6 +133,12 @@ def test_an_unmapped_generator_is_an_error_naming_it_and_a_label_map_fixes_it(tm
     index = read_dataset(tmp_path, label_map=label_map)
     assert not any(s.generator == "HPS" for s in index.samples)
     assert sum(index.skipped.values()) == 1
+    # a section names its dataset in any case; one that names none is an error, never ignored
+    label_map.write_text('[diff]\nImagen9 = "diffusion"\nhps = "exclude"\n')
+    assert read_dataset(tmp_path, label_map=label_map).samples == index.samples
+    label_map.write_text('[DiFF]\nImagen9 = "diffusion"\n[Nonexistent]\nHPS = "exclude"\n')
+    with pytest.raises(DataError, match=r"\[Nonexistent\] is no dataset of the label table"):
+        read_dataset(tmp_path, label_map=label_map)
 
 
 def test_diff_splits_are_kept_by_every_protocol(tmp_path):
@@ -504,6 +510,14 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     out = tmp_path / "prepared"
     dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()
+    # a label map on a prepared folder (a manifest) would be ignored: refused, as train does
+    label_map = tmp_path / "labels.toml"
+    label_map.write_text('[DiFF]\nHPS = "exclude"\n')
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label\nDiFF/DiFF_real/train/a.png,real\n")
+    for command in (["data", "inspect"], ["prepare", "--dry-run", "--out", str(out)]):
+        ignored = mfclip(*command, str(manifest), "--label-map", str(label_map))
+        assert ignored.returncode == 2 and "prepare the dataset again" in ignored.stderr
     touch(tmp_path / "odd", "train/fe/x/a.png", "train/real/b.png")
     refused = mfclip("data", "inspect", str(tmp_path / "odd"))
     assert refused.returncode == 2 and "cannot tell the layout" in refused.stderr

@@ -39,6 +39,20 @@ def _prefixed(prefix: str, relative: str | None) -> str | None:
     return posixpath.join(prefix, relative)
 
 
+def refuse_unused_label_map(
+    label_map: str | Path | None, indexes: Sequence[DataIndex], given: Sequence[str]
+) -> None:
+    """A label map that no dataset read can use (every one a manifest, whose labels are written
+    in it) is a usage error, never silently ignored."""
+    if label_map is not None and all(index.layout == "manifest" for index in indexes):
+        raise UsageError(
+            f"--label-map {label_map} labels the generators of a published layout, and "
+            f"{', '.join(given)} {'is a manifest' if len(given) == 1 else 'are manifests'} "
+            "(a prepared folder) whose labels are written in it: prepare the dataset again "
+            "with --label-map"
+        )
+
+
 def read_datasets(
     data: str | Path | Sequence[str | Path],
     layout: str | None = None,
@@ -51,13 +65,7 @@ def read_datasets(
     if not given:
         raise UsageError("--data is required")
     indexes = [read_dataset(Path(item), layout, label_map=label_map) for item in given]
-    if label_map is not None and all(index.layout == "manifest" for index in indexes):
-        raise UsageError(
-            f"--label-map {label_map} labels the generators of a published layout, and "
-            f"{', '.join(given)} {'is a manifest' if len(given) == 1 else 'are manifests'} "
-            "(a prepared folder) whose labels are written in it: prepare the dataset again "
-            "with --label-map"
-        )
+    refuse_unused_label_map(label_map, indexes, [str(item) for item in given])
     if len(indexes) == 1:
         return indexes[0]
     places = [os.path.realpath(index.root) for index in indexes]
@@ -109,4 +117,4 @@ def data_record(index: DataIndex) -> dict:
     return record
 
 
-__all__ = ["as_data_list", "data_record", "read_datasets"]
+__all__ = ["as_data_list", "data_record", "read_datasets", "refuse_unused_label_map"]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.data.layouts import read_dataset
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
@@ -36,6 +37,7 @@ def inspect_dataset(
     call after each image."""
     started = time.perf_counter()
     index = read_dataset(root, layout, include_videos=include_videos, label_map=label_map)
+    refuse_unused_label_map(label_map, [index], [str(root)])
     verified = verify_images(index, workers, progress) if verify else None
     groups = Counter(
         (s.split or "-", s.label, s.forgery_type or "-", s.generator or "-") for s in index.samples

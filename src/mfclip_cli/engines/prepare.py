@@ -21,6 +21,7 @@ from rich.console import Console
 
 from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
+from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.engines.runtime import (
     EXIT_OK,
     EXIT_UNREADABLE,
@@ -220,6 +221,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     index = read_dataset(
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
+    refuse_unused_label_map(request.label_map, [index], [request.source])
     logged, done = _read_log(log) if request.resume else (None, {})
     preparer = Preparer(request)
     _refuse_other_settings(out, logged, done, preparer.settings)

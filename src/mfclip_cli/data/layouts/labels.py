@@ -93,20 +93,32 @@ class LabelTable:
         table = cls()
         table.merge(TABLE_PATH)
         if override is not None:
-            table.merge(Path(override))
+            table.merge(Path(override), sections_known=True)
         return table
 
-    def merge(self, path: Path) -> None:
-        """Add the entries of a label-map file; an entry with a known spelling replaces it."""
+    def merge(self, path: Path, *, sections_known: bool = False) -> None:
+        """Add the entries of a label-map file; an entry with a known spelling replaces it.
+
+        With ``sections_known`` (a user's file), a section names a dataset of the table in any
+        case (``[diff]`` is ``[DiFF]``), and a section naming none is an error: an override
+        that no reader would look up must not be dropped in silence."""
         if not path.is_file():
             raise DataError(f"label map not found: {path}")
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise DataError(f"{path}: not valid TOML ({error})") from None
+        sections = {name.lower(): name for name in self.methods}
         for dataset, entries in document.items():
             if not isinstance(entries, Mapping):
                 raise DataError(f"{path}: [{dataset}] must be a table of methods")
+            if sections_known:
+                if dataset.lower() not in sections:
+                    raise DataError(
+                        f"{path}: [{dataset}] is no dataset of the label table; its sections "
+                        f"are {', '.join(f'[{name}]' for name in self.methods)}"
+                    )
+                dataset = sections[dataset.lower()]
             known = self.methods.setdefault(dataset, {})
             for name, value in entries.items():
                 method = _method(name, value, f"{path} [{dataset}]")
