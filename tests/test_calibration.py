@@ -25,6 +25,7 @@ from mfclip_cli.scoring.calibration import (
     nll,
     parse_fake_threshold,
     softmax,
+    temperature_warning,
     threshold_for_fpr,
 )
 from mfclip_cli.scoring.metrics import (
@@ -134,6 +135,20 @@ def test_calibration_record_thresholds_are_on_calibrated_val_scores():
         )
     assert record["nll"]["after"] <= record["nll"]["before"]
     json.dumps(record, allow_nan=False)
+
+
+def test_a_temperature_at_a_bound_is_said_for_what_it_means():
+    labels = ["real"] * 20 + ["gan"] * 20
+    classes = np.array([0] * 20 + [2] * 20)
+    separated = fit_calibration(20 * np.eye(3)[classes], labels, fitted_on={})
+    inverted = fit_calibration(5 * np.eye(3)[2 - classes], labels, fitted_on={})
+    healthy = np.random.default_rng(0).normal(0, 1, (40, 3)) + 2 * np.eye(3)[classes]
+    assert separated["at_bound"] and inverted["at_bound"]
+    assert "lower search bound" in temperature_warning(separated)
+    said = temperature_warning(inverted)
+    assert "upper search bound (T = 100)" in said and "near uniform" in said
+    assert temperature_warning(fit_calibration(healthy, labels, fitted_on={})) is None
+    assert temperature_warning(None) is None
 
 
 def test_one_class_or_empty_validation_cannot_calibrate():

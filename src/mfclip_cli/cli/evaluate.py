@@ -254,6 +254,7 @@ def calibrate(
     with errors_reported() as error_console:
         from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest
         from mfclip_cli.engines.evaluate.calibrate import calibrate as run_calibration
+        from mfclip_cli.scoring.calibration import temperature_warning
         from mfclip_cli.scoring.fpr_bounds import unsupported_message
 
         request = CalibrateRequest(
@@ -295,13 +296,8 @@ def calibrate(
                 f"({', '.join(attribution['generators'])}): distance threshold "
                 f"{attribution['threshold']:.2f}",
             )
-        if record["at_bound"]:
-            error_console.print(
-                "[bold yellow]warning:[/] the temperature is at its search bound: the val split "
-                "is (nearly) separated, so the calibrated probabilities are near 0 or 1; "
-                "calibrate on a larger val split",
-                highlight=False,
-            )
+        if warning := temperature_warning(record):
+            error_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
         typer.echo("\n".join(lines))
         exit_if_unreadable(result["unreadable"], "they were left out of the fit", error_console)
 

@@ -27,6 +27,30 @@ from mfclip_cli.timestamps import utc_now
 
 FPR_TARGETS = (0.01, 0.001)
 TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
+def temperature_warning(record: dict[str, Any] | None) -> str | None:
+    """What a temperature at a bound of its search means, or None: at the low bound val is
+    (nearly) separated and the probabilities are near 0 or 1; at the high bound the logits tell
+    val's classes apart hardly at all (or the wrong way round) and the probabilities are near
+    uniform, every face inconclusive."""
+    if not record or not record.get("at_bound"):
+        return None
+    temperature = record["temperature"]
+    if temperature < 1:
+        return (
+            f"the temperature is at its lower search bound (T = {temperature:.3g}): the val "
+            "split is (nearly) separated, so the calibrated probabilities are near 0 or 1; "
+            "calibrate on a larger val split"
+        )
+    return (
+        f"the temperature is at its upper search bound (T = {temperature:.3g}): on the val split "
+        "the model's scores hardly tell the classes apart (or point the wrong way), so the "
+        "calibrated probabilities are near uniform and every face will be inconclusive; check "
+        "that the checkpoint was trained for this data, or train it longer"
+    )
+
+
 _REAL = CLASS_NAMES.index("real")
 
 

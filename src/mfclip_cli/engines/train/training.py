@@ -61,7 +61,12 @@ from mfclip_cli.model import (
 from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
 from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.schemas import SCHEMA_VERSION
-from mfclip_cli.scoring.calibration import calibration_problem, fit_calibration, softmax
+from mfclip_cli.scoring.calibration import (
+    calibration_problem,
+    fit_calibration,
+    softmax,
+    temperature_warning,
+)
 from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
@@ -527,6 +532,8 @@ class Trainer:
 
     def _fit_best_statistics(self, best: Path) -> None:
         info = read_checkpoint_info(best)
+        if warning := temperature_warning(info.calibration):
+            self.console.print(f"[bold yellow]warning:[/] best.safetensors: {warning}")
         step = (self.progress.best or {}).get("step")
         stale = [
             key
