@@ -436,7 +436,7 @@ def write_synth_dataset(
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty (refusing to overwrite it; pass overwrite)")
+            raise FileExistsError(f"{out} is not empty (use --force to write into it)")
         if not (out / "synth.json").is_file():
             raise FileExistsError(
                 f"{out} is not empty and holds no synthetic data set (no synth.json); "

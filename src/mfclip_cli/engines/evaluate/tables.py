@@ -3,6 +3,7 @@ calibration, operating points and robustness, and several checkpoints side by si
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.scoring.calibration import FPR_TARGETS, threshold_key
@@ -140,16 +141,25 @@ def robustness_table(report: dict) -> Table:
 
 
 def comparison_table(report: dict) -> Table:
+    """Each checkpoint's figures in a row headed by its number; what each number names (path,
+    config, SHA-256) in the caption below, which wraps, so the figures keep their columns on an
+    80-column terminal or log."""
     comparison = report["comparison"]
     test = comparison["test"]
+    legend = [
+        f"#{position} {weights['name']}"
+        + (" (DEMO)" if weights["demo"] else "")
+        + f": config {weights['config']}, SHA-256 {weights['sha256'][:SHA_SHOWN]}"
+        for position, weights in enumerate(comparison["weights"])
+    ]
     table = Table(
         title=f"mfclip eval: {len(comparison['weights'])} checkpoints, protocol "
         f"{report['protocol']['name']}, the same {test['n']} test faces "
-        f"({test['n_fake']} fake, {test['n_real']} real)"
+        f"({test['n_fake']} fake, {test['n_real']} real)",
+        caption="\n".join(escape(line) for line in legend),
+        caption_justify="left",
     )
-    table.add_column("weights", overflow="fold", min_width=7)
-    table.add_column("config", overflow="fold", min_width=11)
-    table.add_column("SHA-256", no_wrap=True)
+    table.add_column("#", no_wrap=True)
     for key in COMPARED:
         table.add_column(REPORTED[key], justify="right", no_wrap=True)
     for fpr in FPR_TARGETS:
@@ -157,9 +167,7 @@ def comparison_table(report: dict) -> Table:
     for position, weights in enumerate(comparison["weights"]):
         metrics = weights["metrics"]
         table.add_row(
-            f"#{position} {weights['name']}" + (" (DEMO)" if weights["demo"] else ""),
-            weights["config"],
-            weights["sha256"][:SHA_SHOWN],
+            f"#{position}",
             str(metrics["n"]),
             *(shown(metrics[key]) for key in COMPARED[1:]),
             *(
