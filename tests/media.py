@@ -119,6 +119,19 @@ def save_video(
     writer.release()
 
 
+def save_mjpeg_video(path: Path, frames: int = 30, fps: float = 10.0) -> None:
+    """An AVI of MJPEG frames (exact frame count in its header), the astronaut shifting a little
+    each frame; cut in half, it is a truncated video whose header still counts every frame."""
+    frame = cv2.cvtColor(astronaut()[::2, ::2], cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frame.shape[1], frame.shape[0])
+    )
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.roll(frame, 2 * i, axis=1))
+    writer.release()
+
+
 def iou(a, b) -> float:
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])

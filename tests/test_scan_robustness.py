@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import astronaut, face_free, mosaic, save_truncated_jpeg
+from media import astronaut, face_free, mosaic, save_mjpeg_video, save_truncated_jpeg
 from PIL import Image
 from report_schemas import check, check_json_file, check_scan_lines, check_scan_outputs
 from rich.console import Console
@@ -21,6 +21,7 @@ from test_scan_cli import MFCLIP, run
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE
 from mfclip_cli.engines.scan.writers.table import TableSink
+from mfclip_cli.faces.decode import FrameReader, open_video
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +355,42 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
     )
     assert verbose.returncode == 3 and "moov" not in verbose.stdout + verbose.stderr
     check_scan_lines(verbose.stdout.splitlines())
+
+
+def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
+    save_mjpeg_video(tmp_path / "full.avi")
+    raw = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(raw[: len(raw) // 2])
+    result = run(str(tmp_path), "--weights", str(weights), "--fps", "10", "--jsonl", "-")
+    assert result.returncode == 3, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(result.stdout.splitlines())
+        if line["type"] == "file"
+    }
+    full, cut = records["full.avi"]["video"], records["cut.avi"]["video"]
+    assert full["frames_sampled"] == 30 and full["frames_unread"] == 0
+    assert full["incomplete"] is None
+    assert cut["frame_count"] == 30 and cut["frames_sampled"] + cut["frames_unread"] == 30
+    assert 0 < cut["frames_sampled"] < 30 and records["cut.avi"]["status"] == "ok"
+    assert f"{cut['frames_unread']} of the 30 frames sampled could not be read" in cut["incomplete"]
+    alone = run(str(tmp_path / "full.avi"), "--weights", str(weights), "--jsonl", "-")
+    assert alone.returncode == 0, alone.stderr
+
+
+def test_a_frame_count_the_container_overestimates_is_not_a_truncation(tmp_path):
+    """Some containers only estimate their frame count: frames missing within its last second
+    are counted, not called a damaged file."""
+    save_mjpeg_video(tmp_path / "v.avi", frames=30, fps=10.0)
+    capture, info = open_video(tmp_path / "v.avi")
+    info.frame_count = 33  # the estimate: three frames more than the stream holds
+    reader = FrameReader(capture, info, list(range(0, 33, 2)))
+    assert [frame.index for frame in reader] == list(range(0, 30, 2))
+    assert reader.unread == [30, 32] and reader.shortfall() is None
+    capture, info = open_video(tmp_path / "v.avi")
+    info.frame_count = 60  # three seconds more than it holds
+    reader = FrameReader(capture, info, list(range(0, 60, 5)))
+    assert len(list(reader)) == 6 and "6 of the 12 frames sampled" in reader.shortfall()
 
 
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 160])

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -210,40 +210,65 @@ def open_video(path: Path):
     return capture, info
 
 
-def _read_frames(capture, info: VideoInfo, wanted: list[int]) -> Iterator[VideoFrame]:
-    """The frames at the sorted indices ``wanted`` (RGB), read in order; the capture is released
-    at the end.
+class FrameReader:
+    """The frames at the sorted indices ``wanted`` (RGB), read in order once iterated; the
+    capture is released at the end. ``unread`` then lists the wanted frames that could not be
+    decoded: the stream ended before them (a truncated file, or a frame count that the container
+    only estimates) or the frame is damaged.
 
     Every frame is grabbed and only the wanted ones decoded: seeking is not frame-exact in every
     codec, and a frame index must mean the same frame whenever the video is read.
     """
-    import cv2
 
-    try:
-        targets = iter(wanted)
-        target = next(targets, None)
-        index = 0
-        while target is not None:
-            if not capture.grab():
-                break
-            if index == target:
-                ok, frame = capture.retrieve()
-                if ok:
-                    yield VideoFrame(
-                        index,
-                        index / info.fps if info.fps > 0 else 0.0,
-                        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                    )
-                target = next(targets, None)
-            index += 1
-    finally:
-        capture.release()
+    def __init__(self, capture: Any, info: VideoInfo, wanted: list[int]):
+        self.capture, self.info, self.wanted = capture, info, wanted
+        self.unread: list[int] = []
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        import cv2
+
+        read: set[int] = set()
+        try:
+            targets = iter(self.wanted)
+            target = next(targets, None)
+            index = 0
+            while target is not None:
+                if not self.capture.grab():
+                    break
+                if index == target:
+                    ok, frame = self.capture.retrieve()
+                    if ok:
+                        read.add(index)
+                        yield VideoFrame(
+                            index,
+                            index / self.info.fps if self.info.fps > 0 else 0.0,
+                            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
+                        )
+                    target = next(targets, None)
+                index += 1
+        finally:
+            self.capture.release()
+            self.unread = [index for index in self.wanted if index not in read]
+
+    def shortfall(self) -> str | None:
+        """Why some wanted frames are missing, once read, or None: all read, or only frames
+        within the last second of the container's frame count (which some formats estimate)."""
+        if not self.unread:
+            return None
+        last = max(set(self.wanted) - set(self.unread), default=-1)
+        tail = all(index > last for index in self.unread)
+        if tail and self.info.frame_count - (last + 1) <= max(self.info.fps, 1.0):
+            return None
+        return (
+            f"{len(self.unread)} of the {len(self.wanted)} frames sampled could not be read "
+            f"(from frame {self.unread[0]}): the file is truncated or damaged"
+        )
 
 
 def sample_video(
     path: Path, fps: float | None = 1.0, frames: int | None = None
-) -> tuple[VideoInfo, Iterator[VideoFrame]]:
-    """Open a video and return its info and an iterator over the sampled frames (RGB)."""
+) -> tuple[VideoInfo, FrameReader]:
+    """Open a video and return its info and a reader of the sampled frames (RGB)."""
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     capture, info = open_video(path)
@@ -251,11 +276,11 @@ def sample_video(
     if not wanted:
         capture.release()
         raise DecodeError("video has no readable frames")
-    return info, _read_frames(capture, info, wanted)
+    return info, FrameReader(capture, info, wanted)
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
     """The frames of a video at ``indices`` (a scan's sampled frames, to show them again), in
     frame order; an index past the end is left out."""
     capture, info = open_video(path)
-    return _read_frames(capture, info, sorted(set(indices)))
+    return iter(FrameReader(capture, info, sorted(set(indices))))

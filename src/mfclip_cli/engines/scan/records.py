@@ -246,11 +246,14 @@ class FileRecord:
 
     @property
     def failed(self) -> bool:
-        """Whether this file adds to the exit code as an error: unreadable, or an annotated copy
-        or explanation that could not be written."""
+        """Whether this file adds to the exit code as an error: unreadable (a video in part), or
+        an annotated copy or explanation that could not be written."""
         annotation_failed = bool(self.annotation and "error" in self.annotation)
         return (
-            self.status == STATUS_ERROR or annotation_failed or self.explanation_error is not None
+            self.status == STATUS_ERROR
+            or annotation_failed
+            or self.explanation_error is not None
+            or bool(self.video and self.video.get("incomplete"))
         )
 
     @property

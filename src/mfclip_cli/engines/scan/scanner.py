@@ -204,6 +204,10 @@ class Scanner:
             "duration": round(info.duration, 3),
             "sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
             "frames_sampled": sampled,
+            # sampled frames that could not be decoded, and why where it is more than a
+            # container's estimated frame count (decode.FrameReader.shortfall)
+            "frames_unread": len(frames.unread),
+            "incomplete": frames.shortfall(),
             "frames_with_faces": with_faces,
             "faces": len(record.faces),
             "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,

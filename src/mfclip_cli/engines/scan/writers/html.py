@@ -182,6 +182,8 @@ class HtmlSink(StagedReport):
             self.errors.append((self.count, record.path, record.error or "error"))
         if record.annotation and "error" in record.annotation:
             self.errors.append((self.count, record.path, record.annotation["error"]))
+        if record.video and record.video.get("incomplete"):
+            self.errors.append((self.count, record.path, record.video["incomplete"]))
         pictures, note = self._pictures(record)
         self.unreadable += note is not None
         section = _TEMPLATES.get_template("file.html").render(

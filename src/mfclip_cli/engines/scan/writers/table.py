@@ -80,6 +80,8 @@ class TableSink:
     def _cells(self, record: FileRecord, columns: list[str]) -> list[list[str]]:
         found = record.provenance
         evidence = found.summary() if found and (found.signals or found.errors) else None
+        # what holds for the whole file, said once: a video read in part, the file's evidence
+        evidence = "; ".join(n for n in ((record.video or {}).get("incomplete"), evidence) if n)
         if not record.faces:
             note = record.error if record.status == STATUS_ERROR else "no face found"
             note = f"{note}; {evidence}" if evidence else note
