@@ -293,3 +293,13 @@ def test_record_round_trips_through_json(signed_png):
     document = json.loads(json.dumps(record.to_dict()))
     assert document["declares_ai"] is True and document["c2pa"]["state"] == "valid"
     assert ProvenanceRecord.from_dict(document) == record
+
+
+def test_an_error_message_is_the_same_on_every_run():
+    """Pillow names a BytesIO by its memory address when it cannot identify an image; the
+    record leaves the address out, so the same file gives the same report."""
+    records = [inspect(b"this is not an image", ".jpg").to_dict() for _ in range(2)]
+    assert records[0] == records[1]
+    assert records[0]["metadata"]["status"] == "error"
+    assert "object at 0x" not in json.dumps(records[0])
+    assert "UnidentifiedImageError: cannot identify image file" in json.dumps(records[0])

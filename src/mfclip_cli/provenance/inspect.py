@@ -3,6 +3,7 @@ becomes that check's error in the record, and the others still report."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -66,11 +67,16 @@ class ProvenanceOptions:
         }
 
 
+# an object's repr in a library's message (Pillow: "<_io.BytesIO object at 0x7f...>") names a
+# memory address: the same file's report would differ from run to run
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _guarded(check: Callable[[], Evidence], empty: Callable[..., Evidence]) -> Evidence:
     try:
         return check()
     except Exception as error:  # noqa: BLE001 - any failure is this check's error, not the scan's
-        message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
+        message = _OBJECT_REPR.sub("", f"{type(error).__name__}: {error}")[:MAX_ERROR]
         return empty(ERROR, error=message)
 
 
