@@ -49,6 +49,10 @@ def save_truncated_jpeg(path: Path) -> None:
     path.write_bytes(raw[: len(raw) // 2])
 
 
+# the first bytes of an iPhone photo: an ISO BMFF "ftyp" box of brand heic
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+
+
 def save_tiff_without_size(path: Path) -> None:
     """A two-page TIFF whose second page lost its width and height tags: Pillow fails on it with
     a TypeError, not the OSError of a plainly truncated file."""

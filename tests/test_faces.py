@@ -7,6 +7,7 @@ import torch
 from facenet_pytorch import MTCNN
 from media import (
     ASTRONAUT_BOX,
+    HEIC_HEAD,
     astronaut,
     face_free,
     iou,
@@ -254,8 +255,9 @@ def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector)
         (lambda p: p.write_text("this is not a picture"), "not a recognised image format"),
         (save_decompression_bomb, "decompression-bomb limit"),
         (save_tiff_without_size, "corrupt image: TypeError"),
+        (lambda p: p.write_bytes(HEIC_HEAD + bytes(64)), "HEIC/HEIF image"),
     ],
-    ids=["zero-byte", "truncated", "text", "bomb", "tiff-page-without-size"],
+    ids=["zero-byte", "truncated", "text", "bomb", "tiff-page-without-size", "heic"],
 )
 def test_bad_files_raise_a_readable_error(tmp_path, make, message):
     path = tmp_path / "bad.png"

@@ -13,6 +13,7 @@ import pytest
 import torch
 from media import (
     ASTRONAUT_BOX,
+    HEIC_HEAD,
     astronaut,
     face_free,
     iou,
@@ -29,7 +30,7 @@ from report_schemas import check_scan_lines, check_scan_outputs
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
-BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif"}
+BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif", "phone.heic"}
 
 
 def run(*args, stdin=None, cwd=None, env=None):
@@ -60,6 +61,7 @@ def evidence(tmp_path_factory):
     (root / "text.png").write_text("not an image")
     save_decompression_bomb(root / "bomb.png")
     save_tiff_without_size(root / "pages.tif")  # sorts after the good files it must not cost
+    (root / "phone.heic").write_bytes(HEIC_HEAD + bytes(64))  # no decoder: a record, not a gap
     save_variants(root / "variants")
     (root / "notes.txt").write_text("not media: skipped when walking folders")
     return root
@@ -106,6 +108,7 @@ def test_bad_files_get_error_records_with_readable_messages(full_scan):
         "text.png": "not a recognised image",
         "bomb.png": "decompression-bomb",
         "pages.tif": "corrupt image: TypeError",
+        "phone.heic": "HEIC/HEIF image: this build has no HEIF decoder",
     }
     for name, message in expected.items():
         assert files[name]["status"] == "error" and message in files[name]["error"], files[name]

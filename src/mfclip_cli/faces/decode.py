@@ -27,6 +27,8 @@ IMAGE_SUFFIXES = frozenset(
         ".jpg",
         ".jpeg",
         ".jpe",
+        ".jfif",
+        ".mpo",  # a camera's multi-picture JPEG: its first picture
         ".png",
         ".bmp",
         ".gif",
@@ -38,8 +40,15 @@ IMAGE_SUFFIXES = frozenset(
         ".pbm",
         ".jp2",
         ".j2k",
+        ".avif",
+        # no decoder here, but a phone's photos must not vanish from a folder's report: each is
+        # an error record that says why (HEIF_BRANDS)
+        ".heic",
+        ".heif",
     }
 )
+# ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx"})
 DEFAULT_MAX_PIXELS = 100_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
@@ -101,6 +110,14 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(12)
+    except OSError:
+        return b""
+
+
 def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Upright RGB pixels of an image file, or of its bytes as read once (so that a hash of those
     bytes names what was decoded), or ``DecodeError`` saying why not."""
@@ -134,6 +151,12 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except DecodeError:
         raise
     except UnidentifiedImageError:
+        head = source[:12] if isinstance(source, bytes) else _head(source)
+        if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+            raise DecodeError(
+                "HEIC/HEIF image: this build has no HEIF decoder; convert it (to PNG or JPEG) to "
+                "scan it"
+            ) from None
         raise DecodeError("not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError(f"decompression bomb: {error}") from None
