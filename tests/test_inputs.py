@@ -25,6 +25,12 @@ def test_order_recursion_and_each_file_once(tmp_path):
     assert names == ["a/1.jpg", "a/deeper/3.mp4", "b/2.png", "c.webp"]
     flat = [item.path.name for item in collect_inputs([str(tmp_path)], recursive=False)]
     assert flat == ["c.webp"]
+    # a link sorted before the file it names: the file is kept, under its own name
+    os.symlink(tmp_path / "c.webp", tmp_path / "0-alias.webp")
+    flat = [item.path.name for item in collect_inputs([str(tmp_path)], recursive=False)]
+    assert flat == ["c.webp"]
+    alone = collect_inputs([str(tmp_path / "0-alias.webp")])  # a link named alone stays itself
+    assert [item.path.name for item in alone] == ["0-alias.webp"]
 
 
 def test_symlink_loop_terminates_with_an_error_item(tmp_path):

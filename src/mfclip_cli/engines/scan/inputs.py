@@ -94,16 +94,20 @@ def collect_inputs(
 ) -> list[InputItem]:
     """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``, one
     per line, or each ended by ``separator`` ("\\0" for ``find -print0``, whose names may hold a
-    newline)."""
+    newline). A file reached by a symbolic link and by its own name is kept under its own name,
+    in the place of the first."""
     items: list[InputItem] = []
-    seen_files: set[str] = set()
+    seen_files: dict[str, int] = {}  # real path: its place in ``items``
     seen_dirs: set[str] = set()
 
     def add(item: InputItem) -> None:
         key = os.path.realpath(item.path) if item.error is None else f"error:{item.path}"
         if key not in seen_files:
-            seen_files.add(key)
+            seen_files[key] = len(items)
             items.append(item)
+        elif item.error is None and items[seen_files[key]].path.is_symlink():
+            if not item.path.is_symlink():
+                items[seen_files[key]] = item
 
     def expand(spec: str) -> None:
         path = Path(spec)
