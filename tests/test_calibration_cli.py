@@ -15,11 +15,11 @@ from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
+from mfclip_cli.engines.inference import predict_outputs
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import sidecar_path
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
-from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import rates_at_threshold
 from mfclip_cli.scoring.precision import MAX_LABEL_CHANGE_SHARE, measure_parity, model_at
 

@@ -12,6 +12,7 @@ from test_perturb import calibrated_copy
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.engines.inference import predict_outputs
 from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import (
@@ -23,7 +24,6 @@ from mfclip_cli.model import (
     save_checkpoint,
 )
 from mfclip_cli.scoring.calibration import softmax, temperature_of
-from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.significance import delong_test
 
 

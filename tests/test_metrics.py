@@ -211,7 +211,7 @@ def test_video_level_fields_follow_the_threshold():
     """Every video-level field at a non-default threshold, recomputed with scikit-learn
     (issue 19)."""
     from mfclip_cli.data import Sample
-    from mfclip_cli.scoring.inference import score_samples
+    from mfclip_cli.engines.inference import score_samples
 
     rng = np.random.default_rng(3)
     classes = list(CLASS_NAMES)

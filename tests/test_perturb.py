@@ -24,10 +24,10 @@ from mfclip_cli.data.perturb import (
     parse_perturbations,
 )
 from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest, calibrate
+from mfclip_cli.engines.inference import predict_outputs
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.scoring.calibration import softmax
-from mfclip_cli.scoring.inference import predict_outputs
 from mfclip_cli.scoring.metrics import calibration_metrics, detection_metrics
 
 KINDS_AT = ["jpeg:50", "resize:0.5", "blur:1.5", "noise:8"]

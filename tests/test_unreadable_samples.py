@@ -15,9 +15,9 @@ from test_train import MFCLIP, TORCHRUN, make_dataset, run, train_args
 
 from mfclip_cli.data import DataError, Unreadable, read_dataset, select
 from mfclip_cli.data.faceset import EpochOrder, FaceImages, collate_faces
+from mfclip_cli.engines.inference import predict_outputs
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.model.checkpoint import read_checkpoint_info
-from mfclip_cli.scoring.inference import predict_outputs
 
 
 def _truncate(path: Path) -> None:

@@ -8,7 +8,7 @@ the same data in the same order as an uninterrupted one, with any number of load
 Eval's robustness protocol degrades each crop as stored, before that resize (``data/perturb.py``).
 
 A sample whose image cannot be decoded never ends a pass: scoring leaves it out and says so
-(``scoring/inference.py``), training stands the next readable sample of its class in for it, which
+(``engines/inference.py``), training stands the next readable sample of its class in for it, which
 keeps every batch the same size, as gathered negatives need, and records it (``stand_ins``).
 """
 

@@ -6,5 +6,7 @@ the face pipeline (``faces``), the data layer (``data``) and the shared numerics
 - ``train/``: ``mfclip train`` and ``mfclip ablate``;
 - ``prepare.py``: ``mfclip prepare``; ``bench.py``: ``mfclip bench``;
 - ``weights/``: the weights registry and store (``mfclip weights ...``) and downloads;
+- ``inference.py``: a detector's passes over a dataset's samples, for eval, calibrate, train and
+  ablate; ``fitting.py``: what those fit into a checkpoint (OOD, attribution, int8);
 - ``runtime.py``: devices, exit codes, torchrun, shared by every job.
 """

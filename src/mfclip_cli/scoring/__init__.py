@@ -1,2 +1,3 @@
-"""The numerics the jobs share: inference over a dataset, metrics, calibration,
-out-of-distribution statistics, significance tests, and plots (apart from the numbers)."""
+"""The numerics the jobs share, on arrays a pass over the data has given (the passes themselves
+are ``engines/inference.py``): metrics, calibration, the inconclusive band, out-of-distribution
+statistics, attribution, the precision choice, significance tests, and plots."""

@@ -3,7 +3,7 @@ verdicts.
 
 On a CPU the int8 model (``model/quantize.py``) scores faces faster; whether it says what the
 fp32 model says is measured, not assumed: ``mfclip calibrate`` (and the end of training) scores
-the validation split with both, fits the int8 model's own temperature and thresholds (int8 moves
+the validation split with both (``engines/fitting.fit_int8_calibration``), fits the int8 model's own temperature and thresholds (int8 moves
 the logits a little, so the fp32 temperature would be slightly off for it) and records, inside
 the checkpoint's calibration, the largest change of the reported p(fake), the share of faces
 whose label changes, and the AUC and ECE of both. ``--precision auto`` runs int8 on a CPU only
@@ -14,19 +14,15 @@ for). Definitions: docs/performance.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from mfclip_cli.data import Sample
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import CLASS_NAMES, Detector
 from mfclip_cli.model.quantize import quantize_int8
-from mfclip_cli.scoring.calibration import fit_calibration, softmax
-from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
-from mfclip_cli.scoring.inference import predict_outputs, require_all_read
+from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.metrics import calibration_metrics, fake_scores, json_safe, roc_auc
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
@@ -170,44 +166,3 @@ def measure_parity(
         "fp32": {"temperature": fp32_temperature, **_quality(labels, fp32)},
         "int8": {"temperature": int8_temperature, **_quality(labels, int8)},
     }
-
-
-def fit_int8_calibration(
-    model: Detector,
-    root: Path,
-    samples: Sequence[Sample],
-    device: torch.device,
-    *,
-    fp32_logits: np.ndarray | None,
-    fp32_temperature: float,
-    fitted_on: dict[str, Any],
-    batch_size: int,
-    workers: int,
-    target_accuracy: float = TARGET_ACCURACY,
-) -> dict[str, Any]:
-    """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
-    thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
-
-    ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
-    GPU, whose logits are bf16: they are computed here with autocast off, and a sample that
-    cannot be read is left out); the int8 model runs on the CPU, the only place its kernels
-    exist.
-    """
-    settings = {"batch_size": batch_size, "workers": workers}
-    if fp32_logits is None:
-        fp32 = predict_outputs(model, root, samples, device, bf16=False, **settings)
-        fp32_logits, samples = fp32.logits, fp32.samples
-    quantized, summary = quantize_int8(model)
-    cpu = torch.device("cpu")
-    int8 = predict_outputs(quantized, root, samples, cpu, **settings)
-    require_all_read(int8, root)
-    int8_logits = int8.logits
-    labels = [sample.label for sample in samples]
-    record = fit_calibration(
-        int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
-    )
-    record["quantization"] = summary.record()
-    record["parity"] = measure_parity(
-        fp32_logits, int8_logits, labels, fp32_temperature, record["temperature"]
-    )
-    return record

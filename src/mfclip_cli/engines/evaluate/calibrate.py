@@ -13,16 +13,16 @@ from rich.markup import escape
 
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
+from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
+from mfclip_cli.engines.inference import unreadable_warning
 from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
-from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
-from mfclip_cli.scoring.inference import unreadable_warning
-from mfclip_cli.scoring.precision import FP32, INT8_KEY, fit_int8_calibration
+from mfclip_cli.scoring.precision import FP32, INT8_KEY
 
 
 @dataclass

@@ -51,6 +51,7 @@ from mfclip_cli.engines.evaluate.tables import (
     operating_table,
     robustness_table,
 )
+from mfclip_cli.engines.inference import Outputs, require_all_read, score_samples
 from mfclip_cli.engines.weights.store import (
     weights_record,
 )
@@ -81,7 +82,6 @@ from mfclip_cli.scoring.inconclusive import (
     band_report,
     stored_threshold,
 )
-from mfclip_cli.scoring.inference import Outputs, require_all_read, score_samples
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
     calibration_metrics,

@@ -19,10 +19,10 @@ from mfclip_cli.engines.evaluate.held_out import (
     trained_protocol,
     training_overlap,
 )
+from mfclip_cli.engines.inference import Outputs, predict_outputs, unreadable_warning
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
 from mfclip_cli.model.checkpoint import read_checkpoint_info
-from mfclip_cli.scoring.inference import Outputs, predict_outputs, unreadable_warning
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
+from mfclip_cli.engines.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.errors import UsageError
@@ -35,7 +36,6 @@ from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import softmax
-from mfclip_cli.scoring.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.scoring.metrics import json_safe
 from mfclip_cli.timestamps import utc_now
 

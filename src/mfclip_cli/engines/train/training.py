@@ -42,6 +42,8 @@ from mfclip_cli.data import (
 from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
+from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
+from mfclip_cli.engines.inference import predict_outputs, score_samples, unreadable_warning
 from mfclip_cli.engines.runtime import counting_bar, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
@@ -67,9 +69,7 @@ from mfclip_cli.scoring.calibration import (
     softmax,
     temperature_warning,
 )
-from mfclip_cli.scoring.fitting import FITTED_NAMES, fit_statistics
-from mfclip_cli.scoring.inference import predict_outputs, score_samples, unreadable_warning
-from mfclip_cli.scoring.precision import INT8_KEY, fit_int8_calibration
+from mfclip_cli.scoring.precision import INT8_KEY
 from mfclip_cli.timestamps import utc_now
 
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"

@@ -1,7 +1,8 @@
 """What a trained checkpoint carries besides its weights, fitted on a protocol's train and val
-splits: the out-of-distribution statistics (``ood.py``) and the generator fingerprints for
-attribution (``attribution.py``). The end of training and ``mfclip calibrate`` both fit them
-here, from one pass over each split."""
+splits: the out-of-distribution statistics (``scoring/ood.py``), the generator fingerprints for
+attribution (``scoring/attribution.py``) and the int8 model's own calibration and parity with
+fp32 (``scoring/precision.py``). The end of training and ``mfclip calibrate`` both fit them here,
+from passes over the splits (``inference.py``); the numerics they fit live in ``scoring``."""
 
 from __future__ import annotations
 
@@ -14,21 +15,25 @@ import torch
 
 from mfclip_cli.data.perturb import parse_perturbations
 from mfclip_cli.data.samples import Sample, Unreadable
+from mfclip_cli.engines.inference import (
+    Fingerprints,
+    predict_fingerprints,
+    predict_outputs,
+    require_all_read,
+)
 from mfclip_cli.model.checkpoint import ATTRIBUTION_KEY, OOD_KEY, Fitted
 from mfclip_cli.model.detectors import Detector
+from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.attribution import (
     LAUNDERING,
     attribution_problem,
     fit_attribution,
     fit_sample,
 )
-from mfclip_cli.scoring.inference import (
-    Fingerprints,
-    predict_fingerprints,
-    predict_outputs,
-    require_all_read,
-)
+from mfclip_cli.scoring.calibration import fit_calibration
+from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.ood import fit_ood, ood_problem
+from mfclip_cli.scoring.precision import measure_parity
 
 FITTED_NAMES = {
     OOD_KEY: "out-of-distribution statistics",
@@ -152,3 +157,44 @@ def _fit_generator_model(
         laundered={name: views(name) for name in LAUNDERING},
     )
     return attributor.fitted(), missing_train + missing_val
+
+
+def fit_int8_calibration(
+    model: Detector,
+    root: Path,
+    samples: Sequence[Sample],
+    device: torch.device,
+    *,
+    fp32_logits: np.ndarray | None,
+    fp32_temperature: float,
+    fitted_on: dict[str, Any],
+    batch_size: int,
+    workers: int,
+    target_accuracy: float = TARGET_ACCURACY,
+) -> dict[str, Any]:
+    """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
+    thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
+
+    ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
+    GPU, whose logits are bf16: they are computed here with autocast off, and a sample that
+    cannot be read is left out); the int8 model runs on the CPU, the only place its kernels
+    exist.
+    """
+    settings = {"batch_size": batch_size, "workers": workers}
+    if fp32_logits is None:
+        fp32 = predict_outputs(model, root, samples, device, bf16=False, **settings)
+        fp32_logits, samples = fp32.logits, fp32.samples
+    quantized, summary = quantize_int8(model)
+    cpu = torch.device("cpu")
+    int8 = predict_outputs(quantized, root, samples, cpu, **settings)
+    require_all_read(int8, root)
+    int8_logits = int8.logits
+    labels = [sample.label for sample in samples]
+    record = fit_calibration(
+        int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
+    )
+    record["quantization"] = summary.record()
+    record["parity"] = measure_parity(
+        fp32_logits, int8_logits, labels, fp32_temperature, record["temperature"]
+    )
+    return record
