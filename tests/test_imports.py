@@ -128,3 +128,15 @@ def test_layers_point_one_way():
         if layer(module) is not None and layer(target) is not None and layer(target) < layer(module)
     ]
     assert not upward, upward
+
+
+def test_the_model_and_the_data_layer_do_not_import_each_other():
+    """Siblings: both read the classes and a sample's label set from ``labels.py``, below them
+    (the data layer imported the model's config for them, and with it the model package)."""
+    crossing = [
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if {module.split(".")[1], target.split(".")[1]} == {"model", "data"}
+    ]
+    assert not crossing, crossing

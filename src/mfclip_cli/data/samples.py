@@ -38,14 +38,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from mfclip_cli.errors import DataError
 from mfclip_cli.files import atomic_writer, readable
-from mfclip_cli.model.config import CLASS_NAMES
-
-if TYPE_CHECKING:  # the model package pulls in torch; the data layer must stay light
-    from mfclip_cli.model.prompts import LabelSet
+from mfclip_cli.labels import CLASS_NAMES, LabelSet
 
 LABELS = CLASS_NAMES  # the model's classes, in its order
 SPLITS = ("train", "val", "test")
@@ -139,11 +136,7 @@ class Sample:
         return self.video if self.video is not None else self.path
 
     @property
-    def label_set(self) -> "LabelSet":
-        from mfclip_cli.model.prompts import (
-            LabelSet,  # imported here: the model package imports torch
-        )
-
+    def label_set(self) -> LabelSet:
         return LabelSet(self.label, self.forgery_type, self.generator)
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.errors import ConfigError
+from mfclip_cli.labels import LabelSet
 from mfclip_cli.model.config import (
     CLASS_NAMES,
     ClipSettings,
@@ -49,7 +50,6 @@ from mfclip_cli.model.config import (
     _build,
 )
 from mfclip_cli.model.detectors import Detector, LossTerms
-from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.model.towers import ClipTowers, inference_towers
 from mfclip_cli.model.vision import MultiModalVisionEncoder
 

@@ -20,9 +20,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import tomllib
 
 from mfclip_cli.errors import ConfigError
+from mfclip_cli.labels import CLASS_NAMES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-CLASS_NAMES = ("real", "diffusion", "gan")
 PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
 FALSE_NEGATIVE_RULES = ("prompts", "embeddings")
 MFCLIP_DETECTOR = "mfclip"

@@ -21,7 +21,7 @@ from torch import nn
 from mfclip_cli.errors import ConfigError
 
 if TYPE_CHECKING:  # an annotation only: prompts imports config, which asks this registry
-    from mfclip_cli.model.prompts import LabelSet
+    from mfclip_cli.labels import LabelSet
 
 
 @dataclass

@@ -36,9 +36,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mfclip_cli.labels import LabelSet
 from mfclip_cli.model.config import LossSettings, SpaSettings
 from mfclip_cli.model.detectors import LossTerms
-from mfclip_cli.model.prompts import LabelSet
 
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)

@@ -72,9 +72,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfclip_cli.errors import BackboneError, ConfigError
-from mfclip_cli.model.config import CLASS_NAMES, _build
+from mfclip_cli.labels import CLASS_NAMES, LabelSet
+from mfclip_cli.model.config import _build
 from mfclip_cli.model.detectors import Detector, LossTerms
-from mfclip_cli.model.prompts import LabelSet
 
 DETECTOR = "mc-lcr"
 BACKBONES = ("legacy_xception", "tiny-xception")

@@ -8,12 +8,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mfclip_cli.labels import LabelSet
 from mfclip_cli.model.config import ModelConfig
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
 from mfclip_cli.model.noise import NoiseBranch
-from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.model.towers import ClipTowers
 from mfclip_cli.model.vision import Fusion, MultiModalVisionEncoder
 

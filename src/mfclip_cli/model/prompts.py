@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from mfclip_cli.model.config import CLASS_NAMES, PromptSettings
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """The labels a sample's text prompts depend on; equal label sets share one text embedding."""
-
-    label: str  # real | diffusion | gan
-    forgery_type: str = ""  # none, efs, fs, fe, t2i, i2i, ... ("" when unknown)
-    generator: str = ""  # free text ("" when unknown)
-
-    def __post_init__(self) -> None:
-        if self.label not in CLASS_NAMES:
-            raise ValueError(f"label must be one of {', '.join(CLASS_NAMES)}, not {self.label!r}")
-
-    @property
-    def is_real(self) -> bool:
-        return self.label == "real"
+from mfclip_cli.labels import LabelSet
+from mfclip_cli.model.config import PromptSettings
 
 
 def _name(value: str, names: dict[str, str] | object, unknown: str) -> str:

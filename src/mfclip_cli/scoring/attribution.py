@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from mfclip_cli.data.samples import Sample
+from mfclip_cli.labels import LabelSet
 from mfclip_cli.model.checkpoint import (
     ATTRIBUTION_TENSOR_PREFIX,
     CheckpointInfo,
     Fitted,
     read_fitted_tensors,
 )
-from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.scoring.fingerprints import DESCRIPTION, FEATURES, FINGERPRINT_NAME
 from mfclip_cli.scoring.metrics import json_safe, roc_auc
 from mfclip_cli.timestamps import utc_now

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mfclip_cli.errors import UsageError
-from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.scoring.fpr_bounds import fpr_support, unsupported_message
 from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, TARGET_ACCURACY, fit_uncertainty_threshold
 from mfclip_cli.scoring.metrics import rates_at_threshold, threshold_at_fpr

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound
 
 INCONCLUSIVE = "inconclusive"

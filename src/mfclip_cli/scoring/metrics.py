@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
-from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 
 if TYPE_CHECKING:
     from mfclip_cli.data import Sample

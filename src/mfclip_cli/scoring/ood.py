@@ -26,13 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.model.checkpoint import (
     OOD_TENSOR_PREFIX,
     CheckpointInfo,
     Fitted,
     read_fitted_tensors,
 )
-from mfclip_cli.model.config import CLASS_NAMES
 from mfclip_cli.timestamps import utc_now
 
 OOD_QUANTILE = 0.99

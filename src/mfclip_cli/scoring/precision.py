@@ -3,12 +3,13 @@ verdicts.
 
 On a CPU the int8 model (``model/quantize.py``) scores faces faster; whether it says what the
 fp32 model says is measured, not assumed: ``mfclip calibrate`` (and the end of training) scores
-the validation split with both (``engines/fitting.fit_int8_calibration``), fits the int8 model's own temperature and thresholds (int8 moves
-the logits a little, so the fp32 temperature would be slightly off for it) and records, inside
-the checkpoint's calibration, the largest change of the reported p(fake), the share of faces
-whose label changes, and the AUC and ECE of both. ``--precision auto`` runs int8 on a CPU only
-where that share is at most ``MAX_LABEL_CHANGE_SHARE``; GPUs keep bf16 autocast (or fp32, asked
-for). Definitions: docs/performance.md.
+the validation split with both (``engines/fitting.fit_int8_calibration``), fits the int8 model's
+own temperature and thresholds (int8 moves the logits a little, so the fp32 temperature would be
+slightly off for it) and records, inside the checkpoint's calibration, the largest change of the
+reported p(fake), the share of faces whose label changes, and the AUC and ECE of both.
+``--precision auto`` runs int8 on a CPU only where that share is at most
+``MAX_LABEL_CHANGE_SHARE``; GPUs keep bf16 autocast (or fp32, asked for). Definitions:
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from mfclip_cli.errors import UsageError
-from mfclip_cli.model import CLASS_NAMES, Detector
+from mfclip_cli.labels import CLASS_NAMES
+from mfclip_cli.model import Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.metrics import calibration_metrics, fake_scores, json_safe, roc_auc

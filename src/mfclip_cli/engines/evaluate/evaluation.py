@@ -57,7 +57,7 @@ from mfclip_cli.engines.weights.store import (
 )
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import readable, refuse_existing, write_json_atomic
-from mfclip_cli.model import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.attribution import (
     Attributions,

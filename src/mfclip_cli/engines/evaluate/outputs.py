@@ -16,7 +16,7 @@ import numpy as np
 from mfclip_cli.data import Sample
 from mfclip_cli.data.perturb import KINDS
 from mfclip_cli.files import atomic_writer
-from mfclip_cli.model import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.scoring.attribution import Attributions
 from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, band_curve, inconclusive_mask
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores, roc_auc, roc_curve

@@ -17,7 +17,7 @@ from mfclip_cli.engines.scan.records import (
 )
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing
-from mfclip_cli.model.config import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES
 
 CLASS_COLUMNS = CLASS_NAMES
 LABEL_COLOURS = {
