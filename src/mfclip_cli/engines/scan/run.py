@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.distributed as dist
@@ -446,18 +446,8 @@ def run_scan(
     if scorers[0].fake_threshold is not None:
         threshold = scorers[0].fake_threshold
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
-    for checkpoint, scorer in zip(checkpoints, scorers):
-        if scorer.precision and scorer.precision.warning and rank == 0:
-            error_console.print(
-                f"[bold yellow]warning:[/] {escape(scorer.precision.warning)}", highlight=False
-            )
-        if checkpoint.demo and rank == 0:
-            named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
-            error_console.print(
-                f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(named)}, trained "
-                "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
-                "real checkpoint."
-            )
+    if rank == 0:
+        _warn_of_weights(checkpoints, scorers, error_console)
     items = collect_inputs(
         request.inputs,
         recursive=request.recursive,
@@ -587,9 +577,36 @@ def run_scan(
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    for gate, column in ((request.fail_on_fake, 1), (request.fail_on_declared_ai, 3)):
-        if gate and any(found[column] for found in outcome.values()):
-            return EXIT_FAKE
-    if request.fail_on_inconclusive and any(found[2] for found in outcome.values()):
+    return _exit_code(request, outcome.values())
+
+
+def _warn_of_weights(
+    checkpoints: Sequence[LoadedWeights], scorers: Sequence[Scorer], error_console: Console
+) -> None:
+    """Each checkpoint that is the demo, and each precision that may change verdicts, said."""
+    for checkpoint, scorer in zip(checkpoints, scorers):
+        if scorer.precision and scorer.precision.warning:
+            error_console.print(
+                f"[bold yellow]warning:[/] {escape(scorer.precision.warning)}", highlight=False
+            )
+        if checkpoint.demo:
+            named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
+            error_console.print(
+                f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(named)}, trained "
+                "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
+                "real checkpoint."
+            )
+
+
+def _exit_code(request: ScanRequest, outcomes: Iterable[tuple[bool, bool, bool, bool]]) -> int:
+    """The exit code of a finished scan, from every record's ``FileRecord.outcome`` (error,
+    conclusive fake, inconclusive, declared AI): the first that applies of 4, 5, 3, 0."""
+    failed = fake = inconclusive = declared = False
+    for error, conclusive_fake, undecided, declares in outcomes:
+        failed, fake = failed or error, fake or conclusive_fake
+        inconclusive, declared = inconclusive or undecided, declared or declares
+    if (request.fail_on_fake and fake) or (request.fail_on_declared_ai and declared):
+        return EXIT_FAKE
+    if request.fail_on_inconclusive and inconclusive:
         return EXIT_INCONCLUSIVE
-    return EXIT_UNREADABLE if any(found[0] for found in outcome.values()) else EXIT_OK
+    return EXIT_UNREADABLE if failed else EXIT_OK
