@@ -11,25 +11,27 @@ import torch
 from report_schemas import check_json_file
 from test_train import make_dataset
 
-from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.data import read_dataset, select
+from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.evaluate.held_out import training_overlap
+from mfclip_cli.engines.evaluate.held_out import trained_protocol, training_overlap
 from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info, save_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
-def _trained_with(data: Path, protocol: str, path: Path) -> Path:
-    """A checkpoint whose training record says: trained on ``data`` with ``protocol`` (the
-    record training writes; its weights are random, which this check never reads)."""
-    index = read_dataset(data)
+def _trained_with(data: Path | list[str], protocol: str, path: Path) -> Path:
+    """A checkpoint whose training record says: trained on ``data`` (one folder, or several
+    read as one in this order) with ``protocol``: the record training writes; its weights are
+    random, which this check never reads."""
+    index = read_datasets(data if isinstance(data, list) else str(data))
     splits = select(index, protocol)
     torch.manual_seed(0)
     training = {
         "data": dataset_identity(index),
         "protocol": {
             "name": splits.protocol.name,
-            "definition": load_protocol(protocol).to_dict(),
+            "definition": splits.protocol.to_dict(),
             "held_out": list(splits.held_out),
             "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
         },
@@ -135,3 +137,24 @@ def test_calibrate_refuses_a_val_split_the_checkpoint_trained_on(data, tmp_path)
     )
     assert own.returncode == 0, own.stderr
     assert "protocol: cross-generator, the one the checkpoint was trained with" in own.stderr
+
+
+def test_the_order_of_several_data_does_not_hide_an_overlap(tmp_path):
+    """cross-dataset-ordered trains on the first --data: named the other way round at eval, its
+    test split would be the training data. The checkpoint's held-out datasets are pinned to
+    those it held out, so the overlap is found whatever the order."""
+    first = make_dataset(tmp_path / "alpha", per_class=6)
+    second = make_dataset(tmp_path / "beta", per_class=6, seed=1)
+    weights = _trained_with(
+        [str(first), str(second)], "cross-dataset-ordered", tmp_path / "w.safetensors"
+    )
+    splits = select(read_datasets([str(first), str(second)]), "cross-dataset-ordered")
+    info = read_checkpoint_info(weights)
+    swapped = read_datasets([str(second), str(first)])
+    test = select(swapped, "cross-dataset-ordered").test  # alpha: what it trained on
+    overlap = training_overlap(info, swapped, "test", test)
+    assert overlap is not None and overlap.counts["train"] == len(splits.train)
+    # its own protocol, pinned, tests beta whatever the order
+    own = select(swapped, trained_protocol(info, swapped))
+    assert {s.path for s in own.test} == {s.path for s in splits.test}
+    assert training_overlap(info, swapped, "test", own.test).total == 0

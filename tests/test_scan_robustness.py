@@ -3,6 +3,7 @@
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import signal
@@ -387,6 +388,16 @@ def test_a_frame_count_the_container_overestimates_is_not_a_truncation(tmp_path)
     reader = FrameReader(capture, info, list(range(0, 33, 2)))
     assert [frame.index for frame in reader] == list(range(0, 30, 2))
     assert reader.unread == [30, 32] and reader.shortfall() is None
+    # taken in chunks, as the GPU path does, the frames go on where the last chunk stopped
+    capture, info = open_video(tmp_path / "v.avi")
+    reader = FrameReader(capture, info, list(range(0, 30, 3)))
+    chunks = [list(itertools.islice(reader, 4)) for _ in range(3)]
+    assert [[f.index for f in chunk] for chunk in chunks] == [
+        [0, 3, 6, 9],
+        [12, 15, 18, 21],
+        [24, 27],
+    ]
+    assert reader.unread == [] and reader.shortfall() is None
     capture, info = open_video(tmp_path / "v.avi")
     info.frame_count = 60  # three seconds more than it holds
     reader = FrameReader(capture, info, list(range(0, 60, 5)))

@@ -137,6 +137,12 @@ def test_training_learns_the_artifact_and_selects_on_val(trained):
     val = [line for line in lines if line["type"] == "val"]
     steps = [line for line in lines if line["type"] == "step"]
     assert len(val) == 8 and steps[-1]["step"] == len(steps)
+    # one x-axis for every line: a validation at an epoch's end has done that many epochs
+    per_epoch = len(steps) / 8
+    assert [line["epochs_done"] for line in val] == [float(k) for k in range(1, 9)]
+    assert [line["epochs_done"] for line in steps] == [
+        round(line["step"] / per_epoch, 6) for line in steps
+    ]
     assert max(line["auc"] for line in val) >= 0.9
     assert steps[-1]["loss"] < steps[0]["loss"]
     sidecar = json.loads((trained / "best.json").read_text())

@@ -246,8 +246,15 @@ class FrameReader:
     def __init__(self, capture: Any, info: VideoInfo, wanted: list[int]):
         self.capture, self.info, self.wanted = capture, info, wanted
         self.unread: list[int] = []
+        self._frames = self._read()  # one pass: chunks taken from it in turn continue it
 
     def __iter__(self) -> Iterator[VideoFrame]:
+        return self._frames
+
+    def __next__(self) -> VideoFrame:
+        return next(self._frames)
+
+    def _read(self) -> Iterator[VideoFrame]:
         import cv2
 
         read: set[int] = set()
@@ -306,4 +313,4 @@ def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
     """The frames of a video at ``indices`` (a scan's sampled frames, to show them again), in
     frame order; an index past the end is left out."""
     capture, info = open_video(path)
-    return iter(FrameReader(capture, info, sorted(set(indices))))
+    return FrameReader(capture, info, sorted(set(indices)))

@@ -26,15 +26,24 @@ ALLOW_OPTION = "--allow-training-overlap"
 def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
     """The protocol a checkpoint was trained with, where it was trained on this very data (the
     same sample list) and the protocol can still be read: recorded whole since report format
-    2.4.0, else found by its name among the shipped ones. None where that cannot be told."""
+    2.4.0, else found by its name among the shipped ones. Its held-out values are pinned to those
+    it held out then, so that it splits alike whatever the order of ``--data`` now (an
+    ``after-first`` protocol holds out every --data after the first). None where it cannot be
+    told."""
     training = info.metadata.get("training") or {}
     if (training.get("data") or {}).get("index_sha256") != index_digest(index):
         return None
     recorded = training.get("protocol") or {}
     try:
         if recorded.get("definition"):
-            return parse_protocol(recorded["definition"])
-        return load_protocol(str(recorded["name"])) if recorded.get("name") else None
+            definition = dict(recorded["definition"])
+        elif recorded.get("name"):
+            definition = load_protocol(str(recorded["name"])).to_dict()
+        else:
+            return None
+        if definition.get("holdout") and recorded.get("held_out"):
+            definition["holdout_values"] = list(recorded["held_out"])
+        return parse_protocol(definition)
     except (ProtocolError, OSError):
         return None
 

@@ -194,6 +194,9 @@ class _LossStep(torch.nn.Module):
         return (total, *(term.detach() for term in terms))
 
 
+EPOCH_LINES = ("step", "val", UNREADABLE_LINE)  # the metrics lines placed in the schedule
+
+
 def _schedule(total_steps: int, warmup: float):
     warmup_steps = int(round(warmup * total_steps))
 
@@ -355,7 +358,12 @@ class Trainer:
     # -- bookkeeping ------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any], *, every_process: bool = False) -> None:
         """One line of metrics.jsonl, from the main process (or, ``every_process``, from any:
-        a line is one append, which the ranks' other appends cannot split)."""
+        a line is one append, which the ranks' other appends cannot split). Step, val and
+        unreadable lines carry ``epochs_done``, the one x-axis that means the same on each:
+        their ``epoch`` counts the epoch under way, but a validation at an epoch's end counts
+        the epochs completed (kept as it is: it is the report format's)."""
+        if record["type"] in EPOCH_LINES:
+            record["epochs_done"] = round(record["step"] / self.steps_per_epoch, 6)
         if self.world.main or every_process:
             with open(self.run / METRICS_FILE, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
