@@ -98,8 +98,10 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     ]
     per_core = [record.to_dict() for record in scanner.scan(inputs)]
     scanner.analyse_in_workers = False
+    scanner.chunk_images = 2  # the video's 5 frames in three chunks, each continuing the last
     batched = [record.to_dict() for record in scanner.scan(inputs)]
     assert [record["path"] for record in batched] == [str(item.path) for item in inputs]
+    assert batched[2]["video"]["frames_sampled"] == 5 and batched[2]["video"]["incomplete"] is None
     assert [record["status"] for record in batched] == ["ok", "error", "ok", "ok", "ok"]
     for ours, theirs in zip(batched, per_core):
         assert len(ours["faces"]) == len(theirs["faces"])
