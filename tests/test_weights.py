@@ -20,6 +20,7 @@ from mfclip_cli.engines.weights.store import (
     user_store,
     weights_info,
 )
+from mfclip_cli.errors import UsageError
 from mfclip_cli.model import build_model, save_checkpoint
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
@@ -220,3 +221,56 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
     assert [e["name"] for e in read_registry(tmp_path / "home" / "weights")] == ["ok"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "sub/dir", "", ".hidden", "registry", "a\\b"])
+def test_a_name_that_is_no_file_name_of_the_store_is_refused(tmp_path, tiny_config, name):
+    """A name becomes NAME.safetensors and NAME.json in the store: '../escape' wrote outside it,
+    'registry' overwrote the registry (and its removal deleted it)."""
+    source = tmp_path / "source" / "best.safetensors"
+    source.parent.mkdir()
+    save_checkpoint(build_model(tiny_config), source)
+    store = tmp_path / "home" / "store"
+    with pytest.raises(UsageError, match="cannot name weights"):
+        register_weights(source, name, store=store)
+    assert not (tmp_path / "home").exists()  # nothing written, in the store or beside it
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"weights": null}',
+        '{"weights": 5}',
+        '{"weights": [{"name": "x"}]}',
+        '{"weights": [{"file": "x.safetensors"}]}',
+        '{"weights": ["x"]}',
+        "[]",
+        "\udcff\udcfe",
+    ],
+)
+def test_a_registry_edited_by_hand_is_one_error_naming_it(tmp_path, text):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "registry.json").write_bytes(os.fsencode(text))
+    with pytest.raises(WeightsError, match=r"weights registry .*registry.json is unreadable"):
+        read_registry(store)
+    listed = mfclip("weights", "list", env={"MFCLIP_HOME": str(tmp_path)})
+    assert listed.returncode in (0, 1) and "Traceback" not in listed.stderr
+
+
+def test_registrations_made_at_once_all_land(tmp_path, tiny_config):
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    home = {**os.environ, "MFCLIP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    adding = [
+        subprocess.Popen(
+            [MFCLIP, "weights", "add", str(source), "--name", f"c{i}"],
+            env=home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(4)
+    ]
+    assert all(process.wait(timeout=600) == 0 for process in adding)
+    names = {entry["name"] for entry in read_registry(tmp_path / "home" / "weights")}
+    assert names == {"c0", "c1", "c2", "c3"}

@@ -9,12 +9,14 @@ A registered file whose hash does not match its entry is refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.resources
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -61,13 +63,56 @@ class ResolvedWeights:
 
 
 def read_registry(store: Path) -> list[dict[str, Any]]:
+    """The store's entries; a registry that is not one (edited by hand, damaged) is one error
+    naming it, whatever is wrong with it."""
     path = store / REGISTRY_FILE
     if not path.is_file():
         return []
     try:
-        return list(json.loads(path.read_text(encoding="utf-8")).get("weights", []))
-    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise WeightsError(f"weights registry {path} is unreadable: {error}") from error
+    entries = document.get("weights") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("file"), str)
+        for entry in entries
+    ):
+        raise WeightsError(
+            f'weights registry {path} is unreadable: not {{"weights": [{{"name", "file", ...}}]}}'
+        )
+    return entries
+
+
+def check_name(name: str) -> None:
+    """A name a checkpoint can be registered under: its files are NAME.safetensors and NAME.json
+    in the store, so a name must stay a file name there and leave the registry's own alone."""
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or name.startswith(".")  # hidden: the partial files of weights pull
+        or any(char in name for char in "/\\\0")
+        or name.lower() == Path(REGISTRY_FILE).stem
+    ):
+        raise UsageError(
+            f"{name!r} cannot name weights: use a file name without a path separator, not "
+            f"starting with '.', other than {Path(REGISTRY_FILE).stem!r}"
+        )
+
+
+@contextlib.contextmanager
+def _registry_locked(store: Path) -> Iterator[None]:
+    """The store's registry held by this process while it is read, changed and written back, so
+    that two commands registering at once both land. The lock is on the store's folder (the
+    registry itself is replaced, not rewritten, so a lock on it would not hold)."""
+    store.mkdir(parents=True, exist_ok=True)
+    folder = os.open(store, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
@@ -309,17 +354,21 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     """Unregister a checkpoint of the user's store and delete its files; bundled ones are
     read-only."""
     store = store or user_store()
-    registry = read_registry(store)
-    entry = next((entry for entry in registry if entry["name"] == name), None)
-    if entry is None:
-        if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
-            raise WeightsError(f"weights {name!r} are bundled with mfclip and cannot be removed")
-        raise WeightsError(f"no weights named {name!r} in {store}")
-    write_json_atomic(
-        store / REGISTRY_FILE, {"weights": [e for e in registry if e is not entry]}, overwrite=True
-    )
-    for path in (store / entry["file"], (store / entry["file"]).with_suffix(".json")):
-        path.unlink(missing_ok=True)
+    with _registry_locked(store):
+        registry = read_registry(store)
+        entry = next((entry for entry in registry if entry["name"] == name), None)
+        if entry is None:
+            if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
+                raise WeightsError(
+                    f"weights {name!r} are bundled with mfclip and cannot be removed"
+                )
+            raise WeightsError(f"no weights named {name!r} in {store}")
+        remaining = [e for e in registry if e is not entry]
+        write_json_atomic(store / REGISTRY_FILE, {"weights": remaining}, overwrite=True)
+        files = store / Path(entry["file"]).name  # an entry names a file of the store, no path
+        for path in (files, files.with_suffix(".json")):
+            if path.name != REGISTRY_FILE:
+                path.unlink(missing_ok=True)
     return entry
 
 
@@ -361,6 +410,7 @@ def pull_weights(
         len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
     ):
         raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
+    check_name(name)
     _registry_for(name, store, force)  # before any byte is fetched
     store.mkdir(parents=True, exist_ok=True)
     partial = store / f".{name}.safetensors.part"
@@ -448,6 +498,7 @@ def register_weights(
     from mfclip_cli.model import read_checkpoint_info
 
     store = store or user_store()
+    check_name(name)
     # refuses anything that is not an mfclip safetensors checkpoint
     info = read_checkpoint_info(source)
     scored = (metrics or {}).get("weights_sha256")
@@ -456,31 +507,34 @@ def register_weights(
             f"the --eval report scored checkpoint {scored[:12]}, not {source} ({info.sha256[:12]})"
         )
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
-    registry = _registry_for(name, store, force)
-    target = store / f"{name}.safetensors"
-    if move:
-        os.replace(source, target)
-    else:
-        with atomic_writer(target, overwrite=force) as handle:
-            handle.write(Path(source).read_bytes())
-    sidecar = {**info.metadata, "demo": demo, "registered_name": name}
-    if metrics is not None:
-        sidecar["metrics"] = metrics
-    write_json_atomic(target.with_suffix(".json"), sidecar, overwrite=True)
-    entry = {
-        "name": name,
-        "file": target.name,
-        "sha256": info.sha256,
-        "config": info.config.name,
-        "demo": demo,
-        "default": default,
-        "trained_on": trained_on,
-        "metrics": metrics or {},
-    }
-    if origin:
-        entry["origin"] = origin  # where ``weights pull`` fetched it from
-    if default:
-        registry = [{**other, "default": False} for other in registry]
-    registry.append(entry)
-    write_json_atomic(store / REGISTRY_FILE, {"weights": registry}, overwrite=True)
-    return entry
+    with _registry_locked(store):
+        registry = _registry_for(name, store, force)
+        target = store / f"{name}.safetensors"
+        if move:
+            os.replace(source, target)
+        else:
+            with atomic_writer(target, overwrite=force) as handle:
+                with open(source, "rb") as stream:  # in chunks: a checkpoint may be large
+                    while chunk := stream.read(1 << 24):
+                        handle.write(chunk)
+        sidecar = {**info.metadata, "demo": demo, "registered_name": name}
+        if metrics is not None:
+            sidecar["metrics"] = metrics
+        write_json_atomic(target.with_suffix(".json"), sidecar, overwrite=True)
+        entry = {
+            "name": name,
+            "file": target.name,
+            "sha256": info.sha256,
+            "config": info.config.name,
+            "demo": demo,
+            "default": default,
+            "trained_on": trained_on,
+            "metrics": metrics or {},
+        }
+        if origin:
+            entry["origin"] = origin  # where ``weights pull`` fetched it from
+        if default:
+            registry = [{**other, "default": False} for other in registry]
+        registry.append(entry)
+        write_json_atomic(store / REGISTRY_FILE, {"weights": registry}, overwrite=True)
+        return entry
