@@ -3,6 +3,7 @@ time), front ends' generation parameters, XMP and EXIF, dwtDct watermarks, hosti
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import struct
@@ -303,3 +304,16 @@ def test_an_error_message_is_the_same_on_every_run():
     assert records[0]["metadata"]["status"] == "error"
     assert "object at 0x" not in json.dumps(records[0])
     assert "UnidentifiedImageError: cannot identify image file" in json.dumps(records[0])
+
+
+def test_a_librarys_private_error_class_is_named_by_its_public_base():
+    module = importlib.import_module("mfclip_cli.provenance.inspect")  # the package's inspect()
+
+    class _Private(ValueError):
+        pass
+
+    def fail() -> None:
+        raise _Private("asset could not be parsed")
+
+    record = module._guarded(fail, module.MetadataEvidence)
+    assert record.error == "ValueError: asset could not be parsed"

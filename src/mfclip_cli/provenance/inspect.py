@@ -76,7 +76,9 @@ def _guarded(check: Callable[[], Evidence], empty: Callable[..., Evidence]) -> E
     try:
         return check()
     except Exception as error:  # noqa: BLE001 - any failure is this check's error, not the scan's
-        message = _OBJECT_REPR.sub("", f"{type(error).__name__}: {error}")[:MAX_ERROR]
+        # a library's private class (c2pa's _C2paOther) is named by its public base
+        kind = next(c.__name__ for c in type(error).__mro__ if not c.__name__.startswith("_"))
+        message = _OBJECT_REPR.sub("", f"{kind}: {error}")[:MAX_ERROR]
         return empty(ERROR, error=message)
 
 
