@@ -442,7 +442,7 @@ def test_the_table_shows_file_names_exactly_and_inertly():
     sink = TableSink(console)
     sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
     names = ["a[bold]b[red]c.jpg", "evil\x1b[31mRED\x1b[0m\x07.jpg", "line\nbreak.jpg"]
-    names.append(os.fsdecode(b"caf\xe9.jpg"))
+    names += [os.fsdecode(b"caf\xe9.jpg"), "back\\nslash.jpg"]  # a backslash and an n
     for name in names:
         sink.write(FileRecord(path=f"/evidence/{name}", status="no_face"))
     sink.close({"complete": True})
@@ -452,6 +452,7 @@ def test_the_table_shows_file_names_exactly_and_inertly():
         "evil\\x1b[31mRED\\x1b[0m\\x07.jpg",
         "line\\nbreak.jpg",
         "caf\\xe9.jpg",
+        "back\\\\nslash.jpg",  # the backslash doubled: not the name with a newline
     ):
         assert expected in text, (expected, text)
     assert "\x1b" not in text and "\x07" not in text

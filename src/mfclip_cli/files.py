@@ -62,10 +62,23 @@ _CONTROL_ESCAPES = {
 
 
 def shown(text: str) -> str:
-    """``text`` as a terminal may show it: ``readable``, and with control characters escaped. A
-    file name in the evidence holding ESC sequences would otherwise restyle or rewrite the
-    analyst's terminal; a newline would make one name look like two."""
-    return readable(text).translate(_CONTROL_ESCAPES)
+    """``text`` as a terminal may show it, as ``ls -b`` does: a byte that is not UTF-8 as
+    ``\\xNN``, control characters escaped, and a backslash doubled, so that no two names look
+    alike (a newline shown as ``\\n`` and a name holding a backslash and an n). A file name in
+    the evidence holding ESC sequences would otherwise restyle or rewrite the analyst's
+    terminal; a newline would make one name look like two."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte of a name that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate no name decodes to
+            out.append(f"\\u{code:04x}")
+        elif char == "\\":
+            out.append("\\\\")
+        else:
+            out.append(_CONTROL_ESCAPES.get(code, char))
+    return "".join(out)
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
