@@ -209,7 +209,7 @@ FFMPEG_LOG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first star
 FFMPEG_QUIET = "-8"  # AV_LOG_QUIET
 
 
-def open_video(path: Path):
+def open_video(path: Path) -> tuple[Any, VideoInfo]:
     """An OpenCV capture of ``path`` and what it says of the video. FFmpeg's own log is off,
     whatever the environment asks: left at its default it prints to stderr, around the progress
     bar, a line per damaged frame (what failed is in the file's record already); at a level the

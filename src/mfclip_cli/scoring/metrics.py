@@ -20,6 +20,7 @@ import math
 from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mfclip_cli.labels import CLASS_NAMES
 
@@ -30,7 +31,7 @@ _REAL = CLASS_NAMES.index("real")
 CALIBRATION_BINS = 15
 
 
-def _binary_inputs(y_true, score) -> tuple[np.ndarray, np.ndarray]:
+def _binary_inputs(y_true: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validate and flatten binary labels (1 = fake) and scores; bad input is a caller bug, so it
     raises."""
     y = np.asarray(y_true)
@@ -76,7 +77,7 @@ def _rates(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return fps / fps[..., -1:], tps / tps[..., -1:]
 
 
-def roc_curve(y_true, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(y_true: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points ``(fpr, tpr, thresholds)`` for labels 1 = fake and scores where higher = more
     fake.
 
@@ -120,7 +121,7 @@ def _best_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> np.ndarray:
     return np.where(np.isnan(fpr[..., -1]) | np.isnan(tpr[..., -1]), np.nan, best)
 
 
-def roc_auc(y_true, score) -> float:
+def roc_auc(y_true: ArrayLike, score: ArrayLike) -> float:
     """Area under the ROC curve by the trapezoid rule (equals ``roc_auc_score``); ``nan`` with one
     class."""
     y, s = _binary_inputs(y_true, score)
@@ -130,7 +131,7 @@ def roc_auc(y_true, score) -> float:
     return float(_area(fpr, tpr))
 
 
-def average_precision(y_true, score) -> float:
+def average_precision(y_true: ArrayLike, score: ArrayLike) -> float:
     """Step-wise average precision, sum of (recall gain) x precision per threshold.
 
     Equals ``average_precision_score`` (no interpolation). ``nan`` unless both classes are
@@ -144,7 +145,7 @@ def average_precision(y_true, score) -> float:
     return float(np.sum(recall_gain * tps / (tps + fps)))
 
 
-def equal_error_rate(y_true, score) -> float:
+def equal_error_rate(y_true: ArrayLike, score: ArrayLike) -> float:
     """The error rate where false positives and false negatives are equally likely.
 
     Defined as the point where the ROC polyline (ROC points joined by straight lines, as the
@@ -165,7 +166,7 @@ def _check_rate(target: float) -> None:
         raise ValueError(f"a false-positive rate lies strictly between 0 and 1, not {target}")
 
 
-def tpr_at_fpr(y_true, score, target: float) -> float:
+def tpr_at_fpr(y_true: ArrayLike, score: ArrayLike, target: float) -> float:
     """The test's own best TPR at FPR <= ``target``: the highest TPR among the ROC points whose
     FPR is at most ``target`` (no interpolation). An oracle figure: its threshold was picked on
     the data it is measured on. ``nan`` with one class."""
@@ -177,7 +178,7 @@ def tpr_at_fpr(y_true, score, target: float) -> float:
     return float(_best_tpr(fpr, tpr, target))
 
 
-def threshold_at_fpr(y_true, score, target: float) -> float:
+def threshold_at_fpr(y_true: ArrayLike, score: ArrayLike, target: float) -> float:
     """The lowest fake-score threshold (fake at ``score >= threshold``) whose FPR is at most
     ``target``: the most fakes caught at that false-alarm rate.
 
@@ -194,7 +195,9 @@ def threshold_at_fpr(y_true, score, target: float) -> float:
     return float(thresholds[i]) if i else float(np.nextafter(thresholds[1], np.inf))
 
 
-def rates_at_threshold(y_true, score, threshold: float) -> tuple[float, float]:
+def rates_at_threshold(
+    y_true: ArrayLike, score: ArrayLike, threshold: float
+) -> tuple[float, float]:
     """``(fpr, tpr)`` when a face is called fake at ``score >= threshold``; ``nan`` for a class
     absent."""
     y, s = _binary_inputs(y_true, score)
@@ -306,7 +309,7 @@ def _class_indices(labels: Sequence[str]) -> np.ndarray:
     return np.array([CLASS_NAMES.index(label) for label in labels], dtype=np.int64)
 
 
-def _probs_matrix(probs, n: int) -> np.ndarray:
+def _probs_matrix(probs: ArrayLike, n: int) -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (n, len(CLASS_NAMES)):
         raise ValueError(
@@ -317,7 +320,7 @@ def _probs_matrix(probs, n: int) -> np.ndarray:
     return p
 
 
-def detection_metrics(labels: Sequence[str], probs, threshold: float = 0.5) -> dict:
+def detection_metrics(labels: Sequence[str], probs: ArrayLike, threshold: float = 0.5) -> dict:
     """Binary real-vs-fake and 3-way metrics for one evaluation set, as a flat JSON-safe dict.
 
     ``probs`` is (N, 3) in ``CLASS_NAMES`` order. The binary metrics score each face by
@@ -436,7 +439,9 @@ def reliability_bins(
     return count, mean, frequency
 
 
-def expected_calibration_error(prob, outcome, bins: int = CALIBRATION_BINS) -> float:
+def expected_calibration_error(
+    prob: ArrayLike, outcome: ArrayLike, bins: int = CALIBRATION_BINS
+) -> float:
     """ECE: the sample-weighted mean gap |observed frequency - mean prediction| over the
     ``reliability_bins``; ``nan`` without samples."""
     count, mean, frequency = reliability_bins(prob, outcome, bins)
@@ -447,7 +452,9 @@ def expected_calibration_error(prob, outcome, bins: int = CALIBRATION_BINS) -> f
     return float(gaps.sum() / count.sum())
 
 
-def calibration_metrics(labels: Sequence[str], probs, bins: int = CALIBRATION_BINS) -> dict:
+def calibration_metrics(
+    labels: Sequence[str], probs: ArrayLike, bins: int = CALIBRATION_BINS
+) -> dict:
     """How far the probabilities are from frequencies, JSON-safe.
 
     ``ece_fake`` and ``brier_fake`` treat the fake score 1 - p(real) as the binary probability of

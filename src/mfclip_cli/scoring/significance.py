@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def _inputs(labels, *scores) -> tuple[np.ndarray, list[np.ndarray]]:
+def _inputs(labels: ArrayLike, *scores: ArrayLike) -> tuple[np.ndarray, list[np.ndarray]]:
     """Labels as a boolean 'positive' mask and the scores as float64, validated; bad input is a
     caller bug, so it raises."""
     y = np.asarray(labels)
@@ -69,14 +70,16 @@ def _variance(v10: np.ndarray, v01: np.ndarray) -> float:
     return float(np.var(v10, ddof=1)) / v10.size + float(np.var(v01, ddof=1)) / v01.size
 
 
-def delong_variance(labels, scores) -> tuple[float, float]:
+def delong_variance(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
     """(AUC, DeLong variance of the AUC) of one score vector (higher = more positive)."""
     positive, (array,) = _inputs(labels, scores)
     v10, v01 = placement_values(positive, array)
     return float(v10.mean()), _variance(v10, v01)
 
 
-def delong_test(labels, scores_a, scores_b) -> dict[str, float | int]:
+def delong_test(
+    labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike
+) -> dict[str, float | int]:
     """DeLong's two-sided test of AUC_a = AUC_b for two detectors scored on the same samples.
 
     Returns both AUCs, their variances and covariance, ``difference`` (a - b), its standard

@@ -9,7 +9,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch.distributed as dist
 
@@ -21,7 +21,12 @@ from mfclip_cli.engines.scan.scanner import Scanner
 
 
 def distributed_records(
-    scanner: Scanner, items: list[InputItem], skip, rank: int, world: int, parts_base: Path
+    scanner: Scanner,
+    items: list[InputItem],
+    skip: Callable[[FileRecord], bool] | None,
+    rank: int,
+    world: int,
+    parts_base: Path,
 ) -> Iterator[FileRecord]:
     """Rank r scans inputs r, r + N, ...; rank 0 then merges every rank's records in input order.
 

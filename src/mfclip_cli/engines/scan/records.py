@@ -93,19 +93,19 @@ class FaceRecord:
     @classmethod
     def create(
         cls,
-        index,
-        box,
-        landmarks,
-        det_score,
+        index: int,
+        box: np.ndarray | list[float],
+        landmarks: np.ndarray | list[list[float]],
+        det_score: float,
         probs: dict[str, float],
-        label,
-        frame=None,
-        timestamp=None,
+        label: str,
+        frame: int | None = None,
+        timestamp: float | None = None,
         ood_distance: float | None = None,
         ood_threshold: float | None = None,
         detectors: list[dict[str, Any]] | None = None,
         attribution: dict[str, Any] | None = None,
-    ):
+    ) -> "FaceRecord":
         return cls(
             index=index,
             box=_round(box),
