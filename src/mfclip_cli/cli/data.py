@@ -3,9 +3,8 @@ crops out."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -113,30 +112,14 @@ def synth(
     Console().print_json(data=summary)
 
 
-@contextlib.contextmanager
-def _decoding_bar(console: Console) -> Iterator[Callable[[int], Callable[[], None]]]:
-    """--verify's progress on stderr (on a terminal only): given the number of images, the step
-    to take after each."""
-    from mfclip_cli.engines.runtime import counting_bar
-
-    bar = counting_bar("decoding", console, show=console.is_terminal)
-
-    def start(total: int) -> Callable[[], None]:
-        task = bar.add_task("decode", total=total)
-        return lambda: bar.advance(task)
-
-    with bar:
-        yield start
-
-
 def _print_inspection(
     source: str, layout: Optional[str], label_map: Optional[str], *, include_videos: bool = False
 ) -> None:
-    from mfclip_cli.data.inspect import inspect_dataset, render
+    from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 
-    with errors_reported():
-        report = inspect_dataset(source, layout, label_map, include_videos=include_videos)
-        typer.echo("\n".join(render(report)))
+    with errors_reported() as error_console:
+        request = InspectRequest(source, layout, label_map, include_videos=include_videos)
+        run_inspect(request, Console(), error_console)
 
 
 app = typer.Typer(
@@ -181,25 +164,17 @@ def data_inspect(
       mfclip data inspect ~/datasets/DF40 --label-map lab.toml --json inspect.json
       mfclip data inspect ~/datasets/DiFF --verify --workers 16
     """
-    from mfclip_cli.data.inspect import inspect_dataset, render
-    from mfclip_cli.engines.runtime import EXIT_UNREADABLE, available_cores
-    from mfclip_cli.files import refuse_existing, write_json_atomic
+    from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 
     with errors_reported() as error_console:
-        if json_path:
-            refuse_existing(json_path, force)
-        bar = _decoding_bar(error_console) if verify else contextlib.nullcontext()
-        with bar as progress:
-            report = inspect_dataset(
-                source,
-                layout,
-                label_map,
-                verify=verify,
-                workers=workers or available_cores(),
-                progress=progress,
-            )
-        if json_path:
-            write_json_atomic(Path(json_path), report, overwrite=force)
-        typer.echo("\n".join(render(report)))
-    if report.get("verified", {}).get("unreadable"):
-        raise typer.Exit(EXIT_UNREADABLE)
+        request = InspectRequest(
+            source,
+            layout,
+            label_map,
+            verify=verify,
+            workers=workers,
+            json_path=json_path,
+            force=force,
+        )
+        code = run_inspect(request, Console(), error_console)
+    raise typer.Exit(code)

@@ -6,20 +6,80 @@ generator, the videos, and what is skipped and why. One walk of the tree, no ima
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
 
 from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.data.layouts import read_dataset
 from mfclip_cli.data.samples import DataIndex, Sample
+from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import readable, shown
+from mfclip_cli.files import readable, refuse_existing, shown, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION
 
 SHOWN_UNREADABLE = 20  # the text report's list; the JSON has every one
+
+
+@dataclass(frozen=True)
+class InspectRequest:
+    """``data inspect`` (and ``prepare --dry-run``, with videos): what to read, how, and where
+    the JSON goes."""
+
+    source: str
+    layout: str | None = None
+    label_map: str | None = None
+    include_videos: bool = False
+    verify: bool = False
+    workers: int | None = None  # decoding threads of ``verify``; None: one per core
+    json_path: str | None = None
+    force: bool = False
+
+
+def run_inspect(request: InspectRequest, console: Console, error_console: Console) -> int:
+    """Inspect, print the report on ``console``, write its JSON; the exit code (3 where
+    ``verify`` found images that cannot be decoded)."""
+    if request.json_path:
+        refuse_existing(request.json_path, request.force)
+    with _decoding_bar(error_console, show=request.verify) as progress:
+        report = inspect_dataset(
+            request.source,
+            request.layout,
+            request.label_map,
+            include_videos=request.include_videos,
+            verify=request.verify,
+            workers=request.workers or available_cores(),
+            progress=progress,
+        )
+    if request.json_path:
+        write_json_atomic(Path(request.json_path), report, overwrite=request.force)
+    console.print("\n".join(render(report)), markup=False, highlight=False, soft_wrap=True)
+    return EXIT_UNREADABLE if report.get("verified", {}).get("unreadable") else EXIT_OK
+
+
+@contextlib.contextmanager
+def _decoding_bar(
+    console: Console, show: bool
+) -> Iterator[Callable[[int], Callable[[], None]] | None]:
+    """--verify's progress on stderr (on a terminal only): given the number of images, the step
+    to take after each."""
+    if not show:
+        yield None
+        return
+    bar = counting_bar("decoding", console, show=console.is_terminal)
+
+    def start(total: int) -> Callable[[], None]:
+        task = bar.add_task("decode", total=total)
+        return lambda: bar.advance(task)
+
+    with bar:
+        yield start
 
 
 def inspect_dataset(
