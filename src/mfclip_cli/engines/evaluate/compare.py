@@ -21,12 +21,7 @@ from mfclip_cli.engines.evaluate.evaluation import (
     refuse_existing_outputs,
     score_checkpoint,
 )
-from mfclip_cli.engines.evaluate.loading import (
-    Scoring,
-    held_out_check,
-    load_checkpoint_for_scoring,
-    split_data,
-)
+from mfclip_cli.engines.evaluate.loading import Scoring, load_scorings
 from mfclip_cli.engines.evaluate.tables import (
     COMPARED,
     PAIR_FIGURES,
@@ -118,19 +113,16 @@ def compare(
             )
     refuse_existing_outputs(request)
     requested = parse_perturbations(request.perturb)
-    choice = request.data_choice()
-    device, protocol, index, splits = split_data(
-        choice, request.protocol, request.device, ("test",), weights, error_console
+    scorings = load_scorings(
+        request.data_choice(),
+        request.protocol,
+        weights,
+        request.device,
+        "test",
+        error_console,
+        request.precision,
     )
-    scorings = []
-    for name in weights:
-        loaded, precision = load_checkpoint_for_scoring(
-            name, device, error_console, request.precision
-        )
-        overlap = held_out_check(choice, loaded, index, protocol, splits, "test")
-        scorings.append(
-            Scoring(device, protocol, index, splits, loaded, precision, error_console, overlap)
-        )
+    device, protocol, index = scorings[0].device, scorings[0].protocol, scorings[0].index
     refuse_incomparable(weights, [scoring.checkpoint for scoring in scorings])
     perturbations = combine(protocol.perturb, requested)
     started = utc_now()

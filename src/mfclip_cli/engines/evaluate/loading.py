@@ -22,7 +22,7 @@ from mfclip_cli.engines.evaluate.held_out import (
 from mfclip_cli.engines.inference import Outputs, predict_outputs, unreadable_warning
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
-from mfclip_cli.model.checkpoint import read_checkpoint_info
+from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
@@ -104,15 +104,12 @@ class Scoring:
 
 
 def default_protocol(
-    weights: Sequence[str | None], index: DataIndex, error_console: Console
+    checkpoints: Sequence[CheckpointInfo], index: DataIndex, error_console: Console
 ) -> Protocol:
     """With no ``--protocol``: the checkpoints' training protocol, where every one was trained
     with the same one on this very data (its test split is then held out by construction), else
     ``DEFAULT_PROTOCOL``."""
-    found = [
-        trained_protocol(read_checkpoint_info(resolve_weights(name).path), index)
-        for name in weights
-    ]
+    found = [trained_protocol(info, index) for info in checkpoints]
     first = found[0]
     if first is None or any(p is None or p.to_dict() != first.to_dict() for p in found[1:]):
         return load_protocol(DEFAULT_PROTOCOL)
@@ -122,25 +119,6 @@ def default_protocol(
         markup=False,
     )
     return first
-
-
-def split_data(
-    choice: DataChoice,
-    protocol_name: str | None,
-    device_name: str,
-    required: tuple[str, ...],
-    weights: Sequence[str | None],
-    error_console: Console,
-) -> tuple[torch.device, Protocol, DataIndex, Splits]:
-    """The device, and the protocol's splits of the data (cheapest checks first); no
-    ``protocol_name``: ``default_protocol``."""
-    device = resolve_device(device_name)
-    protocol = load_protocol(protocol_name) if protocol_name else None
-    index = read_datasets(choice.data, choice.layout, label_map=choice.label_map)
-    if protocol is None:
-        protocol = default_protocol(weights, index, error_console)
-    one_class = ("test",) if choice.allow_one_class else ()
-    return device, protocol, index, select(index, protocol, required, one_class_allowed=one_class)
 
 
 def held_out_check(
@@ -179,6 +157,51 @@ def load_checkpoint_for_scoring(
     return replace(loaded, model=model_at(loaded.model, chosen.used)), chosen
 
 
+def load_scorings(
+    choice: DataChoice,
+    protocol_name: str | None,
+    weights: Sequence[str | None],
+    device_name: str,
+    split: str,
+    error_console: Console,
+    precision: str | None,
+) -> list[Scoring]:
+    """Data, protocol and checkpoints loaded to score ``split``, the cheapest checks first (a
+    named protocol's splits before any checkpoint; without one, the checkpoints say which,
+    ``default_protocol``); each checkpoint's samples of the split it trained on refused
+    (``held_out.py``)."""
+    device = resolve_device(device_name)
+    protocol = load_protocol(protocol_name) if protocol_name else None
+    index = read_datasets(choice.data, choice.layout, label_map=choice.label_map)
+    one_class = ("test",) if choice.allow_one_class else ()
+
+    def splits_of(protocol: Protocol) -> Splits:
+        return select(index, protocol, (split,), one_class_allowed=one_class)
+
+    splits = splits_of(protocol) if protocol is not None else None
+    checkpoints = [
+        load_checkpoint_for_scoring(name, device, error_console, precision) for name in weights
+    ]
+    if protocol is None:
+        protocol = default_protocol(
+            [loaded.info for loaded, _ in checkpoints], index, error_console
+        )
+        splits = splits_of(protocol)
+    return [
+        Scoring(
+            device,
+            protocol,
+            index,
+            splits,
+            loaded,
+            chosen,
+            error_console,
+            held_out_check(choice, loaded, index, protocol, splits, split),
+        )
+        for loaded, chosen in checkpoints
+    ]
+
+
 def load_scoring(
     choice: DataChoice,
     protocol_name: str | None,
@@ -188,11 +211,8 @@ def load_scoring(
     error_console: Console,
     precision: str | None,
 ) -> Scoring:
-    """Data, protocol and checkpoint loaded to score ``split``, the data first (its checks are
-    the cheapest); the split's samples the checkpoint trained on refused (``held_out.py``)."""
-    device, protocol, index, splits = split_data(
-        choice, protocol_name, device_name, (split,), [weights], error_console
+    """``load_scorings`` of one checkpoint."""
+    (scoring,) = load_scorings(
+        choice, protocol_name, [weights], device_name, split, error_console, precision
     )
-    loaded, precision_used = load_checkpoint_for_scoring(weights, device, error_console, precision)
-    overlap = held_out_check(choice, loaded, index, protocol, splits, split)
-    return Scoring(device, protocol, index, splits, loaded, precision_used, error_console, overlap)
+    return scoring
