@@ -250,6 +250,7 @@ def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tm
         (["--jsonl", str(same), "--html", str(tmp_path / "." / "same.out")], "both name"),
         (["--json", "-", "--jsonl", "-"], "--jsonl and --json both name standard output"),
         (["--html", "-"], "name a file"),
+        (["--annotate", "-", "--json", "-"], "--annotate -: it writes pictures into a folder"),
     ):
         result = run(photo, "--weights", str(weights), *options, "--force", cwd=tmp_path)
         assert result.returncode == 2 and says in result.stderr, (options, result.stderr)

@@ -114,6 +114,9 @@ def _check_outputs(request: ScanRequest) -> None:
     named = {option: path for option, path in named.items() if path}
     if named.get("--html") == STDOUT:
         raise UsageError("--html -: the case report is a page; name a file for it")
+    for option in ("--annotate", "--explain"):
+        if named.get(option) == STDOUT:
+            raise UsageError(f"{option} -: it writes pictures into a folder; name the folder")
     streamed = [option for option, path in named.items() if path == STDOUT]
     if len(streamed) > 1:
         raise UsageError(f"{' and '.join(streamed)} both name standard output (-); name a file")

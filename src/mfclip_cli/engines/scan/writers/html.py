@@ -321,7 +321,7 @@ class HtmlSink(StagedReport):
             rows.append(("inputs not read again (no pictures)", str(self.unreadable)))
         if summary.get("skipped_as_done"):
             skipped = str(summary["skipped_as_done"])
-            rows.append(("inputs skipped as done (in the resumed report only)", skipped))
+            rows.append(("inputs recorded by an earlier run (shown as it recorded them)", skipped))
         return rows
 
     def close(self, summary: dict[str, Any]) -> None:
