@@ -159,7 +159,8 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
     path = Path(value)
     if not path.is_file():
         known = f" (registered names: {', '.join(by_name)})" if by_name else ""
-        raise WeightsError(f"weights not found: {value}{known}")
+        named = f" (from ${WEIGHTS_ENV})" if source == WEIGHTS_ENV else ""
+        raise WeightsError(f"weights not found: {value}{named}{known}")
     return ResolvedWeights(path, path.stem, False, source)
 
 
