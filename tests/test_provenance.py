@@ -285,6 +285,8 @@ def test_malformed_metadata_is_that_checks_error(make, check):
     assert getattr(record, check).status == "error"
     assert record.errors and record.errors[0].startswith(check)
     assert "provenance error" in record.summary()
+    if not record.signals:  # nothing found, but not everything could be looked at
+        assert record.summary().startswith("none found by the checks that ran")
     again = ProvenanceRecord.from_dict(json.loads(json.dumps(record.to_dict())))
     assert again.to_dict() == record.to_dict()
 

@@ -205,7 +205,8 @@ class ProvenanceRecord:
 
     def summary(self) -> str:
         """A few words for the table: what was found, or that nothing was."""
-        parts = [_short(signal, self.c2pa) for signal in self.signals] or ["none found"]
+        nothing = "none found by the checks that ran" if self.errors else "none found"
+        parts = [_short(signal, self.c2pa) for signal in self.signals] or [nothing]
         if self.errors:
             failed = ", ".join(error.split(":")[0] for error in self.errors)
             parts.append(f"provenance error ({failed})")
