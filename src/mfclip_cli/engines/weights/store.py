@@ -28,7 +28,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from mfclip_cli.errors import UsageError, WeightsError
+from mfclip_cli.errors import CheckpointError, UnsafeFileError, UsageError, WeightsError
 from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a checkpoint is read
@@ -454,7 +454,12 @@ def pull_weights(
                 f"and run again with --sha256 {digest} (or --trust)"
             )
         # register_weights refuses a truncated, pickled or foreign file before it moves it
-        return register_weights(partial, name, force=force, store=store, move=True, origin=source)
+        try:
+            return register_weights(
+                partial, name, force=force, store=store, move=True, origin=source
+            )
+        except (CheckpointError, UnsafeFileError) as error:  # named as the user named it
+            raise type(error)(str(error).replace(str(partial), source)) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
