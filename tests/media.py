@@ -110,29 +110,22 @@ def save_variants(folder: Path) -> dict[str, Path]:
 
 
 def save_video(
-    path: Path, frames: int = 10, fps: float = 5.0, picture: np.ndarray | None = None
+    path: Path,
+    frames: int = 10,
+    fps: float = 5.0,
+    picture: np.ndarray | None = None,
+    codec: str = "mp4v",
 ) -> None:
-    """An mp4 of the astronaut (or of ``picture``), shifting a little each frame."""
+    """A video of the astronaut (or of ``picture``), shifting a little each frame: an mp4, or
+    with ``codec="MJPG"`` an AVI whose header counts its frames exactly (cut in half, a truncated
+    video that still claims every frame)."""
     frame = cv2.cvtColor(astronaut() if picture is None else picture, cv2.COLOR_RGB2BGR)
     writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0])
+        str(path), cv2.VideoWriter_fourcc(*codec), fps, (frame.shape[1], frame.shape[0])
     )
     assert writer.isOpened()
     for i in range(frames):
         writer.write(np.roll(frame, 4 * i, axis=1))
-    writer.release()
-
-
-def save_mjpeg_video(path: Path, frames: int = 30, fps: float = 10.0) -> None:
-    """An AVI of MJPEG frames (exact frame count in its header), the astronaut shifting a little
-    each frame; cut in half, it is a truncated video whose header still counts every frame."""
-    frame = cv2.cvtColor(astronaut()[::2, ::2], cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frame.shape[1], frame.shape[0])
-    )
-    assert writer.isOpened()
-    for i in range(frames):
-        writer.write(np.roll(frame, 2 * i, axis=1))
     writer.release()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import astronaut, face_free, mosaic, save_mjpeg_video, save_truncated_jpeg
+from media import astronaut, face_free, mosaic, save_truncated_jpeg, save_video
 from PIL import Image
 from report_schemas import check, check_json_file, check_scan_lines, check_scan_outputs
 from rich.console import Console
@@ -359,8 +359,12 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
     check_scan_lines(verbose.stdout.splitlines())
 
 
+def save_mjpeg_video(path: Path, frames: int, fps: float) -> None:
+    save_video(path, frames, fps, np.ascontiguousarray(astronaut()[::2, ::2]), codec="MJPG")
+
+
 def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
-    save_mjpeg_video(tmp_path / "full.avi")
+    save_mjpeg_video(tmp_path / "full.avi", frames=30, fps=10.0)
     raw = (tmp_path / "full.avi").read_bytes()
     (tmp_path / "cut.avi").write_bytes(raw[: len(raw) // 2])
     result = run(str(tmp_path), "--weights", str(weights), "--fps", "10", "--jsonl", "-")
