@@ -278,26 +278,34 @@ def test_inputs_rewritten_by_another_process_during_a_scan(versions, weights, tm
             _assert_findings_match_hash(record, versions)
 
 
+def _after_the_first_frame(monkeypatch, act) -> None:
+    """The scan's video reader calls ``act`` once it has read the first frame."""
+    sample_video = scan_scanner.sample_video
+
+    def sample(path, **kwargs):
+        info, reader = sample_video(path, **kwargs)
+        frames = reader._frames
+
+        def then_act():
+            for index, frame in enumerate(frames):
+                yield frame
+                if index == 0:
+                    act()
+
+        reader._frames = then_act()
+        return info, reader
+
+    monkeypatch.setattr(scan_scanner, "sample_video", sample)
+
+
 def test_a_video_written_to_during_its_scan_is_flagged_without_a_hash(
     versions, weights, tmp_path, monkeypatch
 ):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(versions["video"][0][0])
     other = versions["video"][1][0]
-    real_sample_video = scan_scanner.sample_video
-
-    def rewritten_after_the_first_frame(path, **kwargs):
-        info, frames = real_sample_video(path, **kwargs)
-
-        def frames_then_rewrite():
-            for index, frame in enumerate(frames):
-                yield frame
-                if index == 0:
-                    clip.write_bytes(other)  # in place: the same file, other bytes
-
-        return info, frames_then_rewrite()
-
-    monkeypatch.setattr(scan_scanner, "sample_video", rewritten_after_the_first_frame)
+    # in place: the same file, other bytes
+    _after_the_first_frame(monkeypatch, lambda: clip.write_bytes(other))
     code = _scan(weights, [clip], jsonl_path=tmp_path / "r.jsonl", csv_path=tmp_path / "r.csv")
     assert code == 3  # an input that could not be scanned as one file
     (record,) = _file_records(tmp_path / "r.jsonl")
@@ -315,21 +323,12 @@ def test_a_video_replaced_during_its_scan_is_scanned_as_the_file_that_was_opened
     original, other = versions["video"][0][0], versions["video"][1][0]
     clip.write_bytes(original)
     assert _scan(weights, [clip], jsonl_path=tmp_path / "alone.jsonl") == 0
-    real_sample_video = scan_scanner.sample_video
 
-    def replaced_after_the_first_frame(path, **kwargs):
-        info, frames = real_sample_video(path, **kwargs)
+    def replace() -> None:
+        (tmp_path / "new.mp4").write_bytes(other)
+        os.replace(tmp_path / "new.mp4", clip)
 
-        def frames_then_replace():
-            for index, frame in enumerate(frames):
-                yield frame
-                if index == 0:
-                    (tmp_path / "new.mp4").write_bytes(other)
-                    os.replace(tmp_path / "new.mp4", clip)
-
-        return info, frames_then_replace()
-
-    monkeypatch.setattr(scan_scanner, "sample_video", replaced_after_the_first_frame)
+    _after_the_first_frame(monkeypatch, replace)
     assert _scan(weights, [clip], jsonl_path=tmp_path / "r.jsonl") == 0
     (record,) = _file_records(tmp_path / "r.jsonl")
     assert record == _file_records(tmp_path / "alone.jsonl")[0]
