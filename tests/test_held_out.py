@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_schemas import check_json_file
+from report_schemas import broken, check_json_file, drop, schema_errors, set_to
 from test_train import make_dataset
 
 from mfclip_cli.data import read_dataset, select
@@ -103,6 +103,8 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert allowed.returncode == 0, allowed.stderr
     report = check_json_file(tmp_path / "allowed.json", "eval")
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", **expected}
+    for wrong in (set_to(-1), set_to("3"), drop):
+        assert schema_errors(broken(report, ["protocol", "training_overlap", "val"], wrong), "eval")
     # no --protocol: the checkpoint's own, on the data it was trained on
     default = _eval(data, in_domain, tmp_path / "default.json")
     assert default.returncode == 0, default.stderr

@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 from media import astronaut, face_free, mosaic, save_truncated_jpeg, save_video
 from PIL import Image
-from report_schemas import check, check_json_file, check_scan_lines, check_scan_outputs
+from report_schemas import (
+    broken,
+    check,
+    check_json_file,
+    check_scan_lines,
+    check_scan_outputs,
+    schema_errors,
+    set_to,
+)
 from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
@@ -380,6 +388,9 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
     assert cut["frame_count"] == 30 and cut["frames_sampled"] + cut["frames_unread"] == 30
     assert 0 < cut["frames_sampled"] < 30 and records["cut.avi"]["status"] == "ok"
     assert f"{cut['frames_unread']} of the 30 frames sampled could not be read" in cut["incomplete"]
+    for wrong in (set_to(-1), set_to(None)):
+        assert schema_errors(broken(records["cut.avi"], ["video", "frames_unread"], wrong), "scan")
+    assert schema_errors(broken(records["cut.avi"], ["video", "incomplete"], set_to(3)), "scan")
     alone = run(str(tmp_path / "full.avi"), "--weights", str(weights), "--jsonl", "-")
     assert alone.returncode == 0, alone.stderr
 
