@@ -7,6 +7,7 @@ blur strengths = two generators). The tiny model must learn that on CPU within t
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from report_schemas import (
     schema_errors,
     set_to,
 )
+from rich.console import Console
 from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
@@ -469,3 +471,29 @@ def test_an_undefined_val_metric_is_null_and_valid(run_records):
     """A val split of one class has no AUC: null, as eval writes it."""
     val = run_records["val"]
     assert schema_errors(broken(val, ["auc"], set_to(None)), "train") == []
+
+
+def test_a_resume_from_an_epochs_last_step_validates_it_once(tmp_path, monkeypatch):
+    """A state saved at an epoch's last step (--checkpoint-every) comes before the epoch's
+    validation: a run killed after validating resumes to validate again, and logs it once."""
+    from mfclip_cli.engines.train import training
+
+    data = make_dataset(tmp_path / "data", per_class=20)
+    settings = TrainSettings(
+        data=str(data), out=str(tmp_path / "run"), config="tiny", epochs=2, batch_size=16,
+        lr=3e-3, workers=0, checkpoint_every=1,
+    )  # fmt: skip
+    validate = training.Trainer.validate
+
+    def validate_then_die(self):
+        validate(self)
+        raise KeyboardInterrupt  # killed before the epoch's own save
+
+    monkeypatch.setattr(training.Trainer, "validate", validate_then_die)
+    console = Console(file=io.StringIO())
+    with pytest.raises(KeyboardInterrupt):
+        training.train(settings, out=settings.out, resume=False, device="cpu", console=console)
+    monkeypatch.setattr(training.Trainer, "validate", validate)
+    training.train(None, out=settings.out, resume=True, device="cpu", console=console)
+    val_steps = [line["step"] for line in metrics_lines(tmp_path / "run") if line["type"] == "val"]
+    assert len(val_steps) == 2 and len(set(val_steps)) == 2, val_steps

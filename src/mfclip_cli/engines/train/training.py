@@ -390,10 +390,22 @@ class Trainer:
 
     def _trim_metrics(self) -> None:
         """On resume, forget what was logged after the state we continue from, and remember the
-        unreadable samples logged before it (each is logged once per run)."""
+        unreadable samples logged before it (each is logged once per run). A state saved at an
+        epoch's last step (``--checkpoint-every``) comes before that epoch's validation, which
+        the resumed run does again: a val line of that step goes too, or it would be logged
+        twice."""
         path = self.run / METRICS_FILE
+        step = self.progress.step
+        redone = (
+            not self.settings.val_every and self.progress.next_batch >= self.order.batches_per_epoch
+        )
+
+        def keep(record: dict[str, Any]) -> bool:
+            at = record.get("step", 0)
+            return at < step or (at == step and not (redone and record["type"] == "val"))
+
         if self.world.main and path.is_file():
-            keep_jsonl_prefix(path, keep=lambda record: record.get("step", 0) <= self.progress.step)
+            keep_jsonl_prefix(path, keep=keep)
         self.world.barrier()
         if path.is_file():
             records = map(json.loads, path.read_text(encoding="utf-8").splitlines())
