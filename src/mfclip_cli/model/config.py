@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,23 @@ class ClipSettings:
     quick_gelu: bool | None = None  # None: take it from the pretrained tag (OpenAI weights need it)
 
 
+def _check_range(
+    key: str, value: float, *, low: float, high: float | None = None, open_low: bool = False
+) -> None:
+    """A setting that can only train to NaN or crash deep in torch is refused where it is read,
+    naming its key: ``low <= value`` (``<`` with ``open_low``), ``value < high``, finite."""
+    if (
+        isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < low
+        or (open_low and value == low)
+        or (high is not None and value >= high)
+    ):
+        bounds = f"{'above' if open_low else 'at least'} {low:g}"
+        bounds += f" and below {high:g}" if high is not None else ""
+        raise ConfigError(f"{key} must be a finite number {bounds}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int = 16
@@ -45,6 +63,11 @@ class LoraSettings:
     dropout: float = 0.0
     # also adapt the text tower; if False it stays frozen and its outputs are cached
     text: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("lora.rank", self.rank, low=1)
+        _check_range("lora.alpha", self.alpha, low=0, open_low=True)
+        _check_range("lora.dropout", self.dropout, low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,11 @@ class NoiseSettings:
     # pixels are 0..pixel_range for the SRM filters: 255 as in the SRM rich models; 1.0 is the
     # authors' code ([0, 1]), where the truncation at 3 never triggers
     pixel_range: float = 255.0
+
+    def __post_init__(self) -> None:
+        _check_range("noise.width", self.width, low=1)
+        _check_range("noise.clip", self.clip, low=0, open_low=True)
+        _check_range("noise.pixel_range", self.pixel_range, low=0, open_low=True)
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,10 @@ class PreprocessSettings:
 class HeadSettings:
     hidden: int = 512
     dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_range("head.hidden", self.hidden, low=1)
+        _check_range("head.dropout", self.dropout, low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,8 @@ class SpaSettings:
     identity_eps: float = 0.02
 
     def __post_init__(self) -> None:
+        _check_range("loss.spa.hardness", self.hardness, low=0)
+        _check_range("loss.spa.identity_eps", self.identity_eps, low=0)
         if self.false_negatives not in FALSE_NEGATIVE_RULES:
             raise ConfigError(
                 f"loss.spa.false_negatives must be one of {', '.join(FALSE_NEGATIVE_RULES)}, "
@@ -103,6 +137,11 @@ class LossSettings:
     distill_weight: float = 0.5  # lambda_k
     distill_temperature: float = 2.0  # T
     spa: SpaSettings = field(default_factory=SpaSettings)
+
+    def __post_init__(self) -> None:
+        _check_range("loss.contrastive_weight", self.contrastive_weight, low=0)
+        _check_range("loss.distill_weight", self.distill_weight, low=0)
+        _check_range("loss.distill_temperature", self.distill_temperature, low=0, open_low=True)
 
 
 # Named prompt wordings a config selects with ``prompts.set``; its other ``prompts`` keys are
@@ -225,8 +264,6 @@ class ModelConfig:
             )
         if self.noise.patch_size < 8:
             raise ConfigError("noise.patch_size must be at least 8 pixels")
-        if self.lora.rank < 1:
-            raise ConfigError("lora.rank must be at least 1")
         if not 1 <= self.prompts.levels <= len(PROMPT_LEVELS):
             raise ConfigError(
                 f"prompts.levels must be 1 to {len(PROMPT_LEVELS)}, not {self.prompts.levels}"
