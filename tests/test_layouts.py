@@ -530,3 +530,23 @@ def test_docs_print_the_whole_label_table():
     for dataset in table.methods:
         for method in table.entries(dataset):
             assert f"| {method.name} | {method.label} |" in text, (dataset, method.name)
+
+
+def test_video_files_are_counted_where_they_are_not_samples(tmp_path):
+    """A raw folder's video files are not samples for train or eval (their frames are, once
+    prepared): inspect says they were skipped and why; prepare --dry-run counts them."""
+    from media import save_video
+
+    from mfclip_cli.data.samples import VIDEO_FILES_SKIPPED
+    from mfclip_cli.engines.inspect import inspect_dataset
+
+    touch(
+        tmp_path, *(f"{label}/{i}.png" for label in ("real/camera", "gan/efs/sg2") for i in (0, 1))
+    )
+    save_video(tmp_path / "real" / "camera" / "clip.mp4", frames=3)
+    save_video(tmp_path / "gan" / "efs" / "sg2" / "clip.avi", frames=3)
+    read = inspect_dataset(tmp_path)
+    assert read["samples"] == 4 and read["videos"] == 0
+    assert read["skipped"] == {VIDEO_FILES_SKIPPED: 2}
+    planned = inspect_dataset(tmp_path, include_videos=True)
+    assert planned["samples"] == 6 and planned["videos"] == 2 and planned["skipped"] == {}

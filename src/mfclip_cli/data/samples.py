@@ -360,6 +360,8 @@ def read_tree(
     images, videos, skipped = walk(root, skip_folder)
     if include_videos:
         images = sorted(images + videos)
+    elif videos:  # said, never dropped in silence
+        skipped[VIDEO_FILES_SKIPPED] = len(videos)
     samples: list[Sample] = []
     misplaced: list[str] = []
     for relative in images:
@@ -381,6 +383,9 @@ def read_tree(
         )
     check_not_empty(root, layout, samples, 0 if include_videos else len(videos))
     return samples, skipped
+
+
+VIDEO_FILES_SKIPPED = "video file: its frames are the samples (mfclip prepare extracts them)"
 
 
 def check_not_empty(root: Path, layout: str, samples: list[Sample], videos: int = 0) -> None:

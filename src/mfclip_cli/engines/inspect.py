@@ -107,7 +107,9 @@ def inspect_dataset(
         "root": str(index.root),
         "layout": index.layout,
         "samples": len(index.samples),
-        "videos": len({s.video for s in index.samples if s.video is not None}),
+        # videos whose frames are samples, and video files (prepare --dry-run) to take them from
+        "videos": len({s.video for s in index.samples if s.video is not None})
+        + sum(is_video(Path(s.path)) for s in index.samples),
         "datasets": dict(sorted(Counter(s.dataset for s in index.samples).items())),
         "rows": [
             {"split": k[0], "label": k[1], "forgery_type": k[2], "generator": k[3], "count": n}
