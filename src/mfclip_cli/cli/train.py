@@ -165,6 +165,7 @@ def train(
         result = run_training(
             settings, out=out, resume=resume, device=device, console=error_console
         )
+        error_console.quiet = not result["main"]  # one summary, not one per process
         best = result["best"]
         if best:
             error_console.print(

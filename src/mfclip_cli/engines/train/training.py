@@ -709,6 +709,7 @@ class Trainer:
             "best": progress.best,
             "run": str(self.run),
             "unreadable": len(self.reported_unreadable),
+            "main": self.world.main,  # under torchrun, the process that speaks for the run
         }
 
 
