@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -272,8 +273,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(self.total_steps, settings.warmup)
         )
-        for _ in range(self.progress.step):  # the schedule is a pure function of the step
-            self.scheduler.step()
+        with warnings.catch_warnings():  # torch warns of a replay before any optimiser step
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for _ in range(self.progress.step):  # the schedule is a pure function of the step
+                self.scheduler.step()
         self.loss_step = _LossStep(self.model)
         self.step_module: torch.nn.Module = self.loss_step
         if self.world.distributed:
