@@ -497,3 +497,23 @@ def test_a_resume_from_an_epochs_last_step_validates_it_once(tmp_path, monkeypat
     training.train(None, out=settings.out, resume=True, device="cpu", console=console)
     val_steps = [line["step"] for line in metrics_lines(tmp_path / "run") if line["type"] == "val"]
     assert len(val_steps) == 2 and len(set(val_steps)) == 2, val_steps
+
+
+def test_a_run_begun_with_relative_paths_resumes_from_another_folder(tmp_path):
+    """train.json keeps --data as typed ('faces'); a resume from another folder reads it from
+    the folder the run began in (before: 'dataset folder not found: faces')."""
+    project = tmp_path / "project"
+    make_dataset(project / "faces", per_class=20)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    begun = subprocess.run(
+        train_args(Path("faces"), Path("run"), "--epochs", "1"),
+        cwd=project, capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert begun.returncode == 0, begun.stderr[-2000:]
+    settings = json.loads((project / "run" / "train.json").read_text())
+    assert settings["data"] == "faces" and settings["cwd"] == str(project)
+    resumed = subprocess.run(
+        [MFCLIP, "train", "--out", str(project / "run"), "--resume"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

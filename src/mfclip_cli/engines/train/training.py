@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -76,7 +77,9 @@ from mfclip_cli.timestamps import utc_now
 SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
 UNREADABLE_LINE = "unreadable"  # metrics.jsonl's line for a sample that cannot be read
 # what train.json holds beside the settings (a folder started before 2.2.0 has no schema_version)
-RUN_RECORD_KEYS = ("schema_version", "mfclip_version")
+# train.json's record of the run, beside its settings: the format, the mfclip that wrote it, and
+# the folder it started in (relative paths in the settings are relative to it)
+RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
 
 
@@ -334,7 +337,11 @@ class Trainer:
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
-            record = {"schema_version": SCHEMA_VERSION, "mfclip_version": __version__}
+            record = {
+                "schema_version": SCHEMA_VERSION,
+                "mfclip_version": __version__,
+                "cwd": os.getcwd(),
+            }
             write_json_atomic(self.run / SETTINGS_FILE, {**record, **asdict(self.settings)})
 
     def forget_unresumable_start(self) -> None:
@@ -736,6 +743,28 @@ def _saved_settings(saved: Any, out: str) -> TrainSettings:
         raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is incomplete ({error})") from None
 
 
+def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> TrainSettings:
+    """A resumed run's relative paths (``--data faces``) as the run that began them meant them:
+    from the folder it started in (train.json's ``cwd``), where they are not found from here."""
+    began = saved.get("cwd")
+    if not isinstance(began, str):
+        return settings
+
+    def rebased(value: str) -> str:
+        if Path(value).is_absolute() or Path(value).exists():
+            return value
+        return str(Path(began) / value) if (Path(began) / value).exists() else value
+
+    changes: dict[str, Any] = {
+        key: rebased(value)
+        for key in ("label_map", "protocol", "clip_weights")
+        if isinstance(value := getattr(settings, key), str)
+    }
+    data = settings.data
+    changes["data"] = rebased(data) if isinstance(data, str) else tuple(map(rebased, data))
+    return replace(settings, **changes)
+
+
 def train(
     settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console
 ) -> dict[str, Any]:
@@ -747,7 +776,7 @@ def train(
             raise UsageError(
                 f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})"
             ) from error
-        settings = replace(_saved_settings(saved, out), out=out)
+        settings = _from_where_it_began(replace(_saved_settings(saved, out), out=out), saved)
     assert settings is not None
     trainer = Trainer(settings, resume=resume, device=device, console=console)
     try:
