@@ -196,7 +196,7 @@ def test_loss_is_cross_entropy_alone(tiny, faces):
     targets = torch.tensor([0, 1, 2, 0])
     expected = torch.nn.functional.cross_entropy(tiny(faces), targets)
     torch.testing.assert_close(parts.total, expected)
-    floats = {name: float(value) for name, value in vars(parts).items()}
+    floats = {name: float(value.detach()) for name, value in vars(parts).items()}
     assert set(floats) == {"total", "classification"}  # no term the probe has not
     assert floats["total"] == pytest.approx(floats["classification"])
     with pytest.raises(ValueError, match="4 faces but 3 label sets"):

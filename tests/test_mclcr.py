@@ -189,7 +189,7 @@ def test_tiny_loss_trains_every_parameter(tiny, faces):
     tiny.train()
     losses = tiny.loss(faces, LABEL_SETS)
     losses.total.backward()
-    floats = {name: float(value) for name, value in vars(losses).items()}
+    floats = {name: float(value.detach()) for name, value in vars(losses).items()}
     assert set(floats) == {"total", "classification", "contrastive"}
     expected = floats["classification"] + 0.5 * floats["contrastive"]
     assert floats["total"] == pytest.approx(expected, rel=1e-6)
