@@ -212,7 +212,8 @@ def test_unknown_layouts_and_empty_datasets(tmp_path):
     with pytest.raises(DataError, match=r"no samples.*1 video file\(s\).*mfclip prepare"):
         read_dataset(videos)
     _touch(tmp_path, "stuff/x.png", "real/y.png")
-    with pytest.raises(DataError, match="do not fit the folder layout"):
+    # named with --layout, a tree that does not fit it is a usage error (exit 2)
+    with pytest.raises(UsageError, match="--layout folder does not fit.*do not fit the folder"):
         read_dataset(tmp_path, layout="folder")
     with pytest.raises(FileNotFoundError):
         read_dataset(tmp_path / "missing")

@@ -115,7 +115,7 @@ def test_a_split_folder_with_real_is_not_diff(tmp_path):
     for name in ("manifest", "diff", "genface", "df40", "genimage", "diffusionforensics"):
         assert f"{name}: " in message
     assert "train/ holds fe, real" in message
-    with pytest.raises(DataError, match=r"do not fit the diff layout.*train/real/b.png"):
+    with pytest.raises(UsageError, match=r"do not fit the diff layout.*train/real/b.png"):
         read_dataset(tmp_path, layout="diff")
 
 

@@ -33,6 +33,11 @@ class DataError(ValueError):
     """A dataset, manifest or sample that cannot be read as described."""
 
 
+class LayoutMismatch(DataError):
+    """Images a layout puts nowhere: the tree is not that layout, or not all of it (a usage
+    error where the user named the layout, ``read_dataset``)."""
+
+
 class TrainingError(RuntimeError):
     """Training that cannot go on: its gradients stopped being finite numbers."""
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
-from mfclip_cli.errors import DataError
+from mfclip_cli.errors import DataError, LayoutMismatch
 from mfclip_cli.files import atomic_writer, readable
 from mfclip_cli.labels import CLASS_NAMES, LabelSet
 
@@ -377,7 +377,7 @@ def read_tree(
         shown = ", ".join(misplaced[:3]) + (
             f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else ""
         )
-        raise DataError(
+        raise LayoutMismatch(
             f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout "
             f"({expected}): {shown}"
         )

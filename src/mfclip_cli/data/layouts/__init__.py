@@ -23,7 +23,7 @@ from mfclip_cli.data.samples import (
     find_manifest,
     read_manifest,
 )
-from mfclip_cli.errors import UsageError
+from mfclip_cli.errors import LayoutMismatch, UsageError
 
 READERS: dict[str, ModuleType] = {
     module.NAME: module for module in (diff, genface, df40, genimage, diffusionforensics, folder)
@@ -114,7 +114,12 @@ def read_dataset(
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     options = ReadOptions(dataset, include_videos, LabelTable.load(label_map))
-    samples, skipped = READERS[name].read(root, options)
+    try:
+        samples, skipped = READERS[name].read(root, options)
+    except LayoutMismatch as error:
+        if layout is None:  # detected: the tree has that shape, and files that do not fit it
+            raise
+        raise UsageError(f"--layout {name} does not fit this folder: {error}") from None
     return DataIndex(root.absolute(), name, samples, skipped)
 
 
