@@ -8,6 +8,7 @@ import fcntl
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import IO, Any, Iterator, Protocol, TextIO
 
@@ -123,13 +124,47 @@ class ReportFile:
         self.append = append
         self.stream: TextIO = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 
+    @property
+    def target(self) -> str:
+        return str(self.path)
+
     def begin(self) -> None:
         if self.append:
             self.stream.seek(0, io.SEEK_END)
         else:
             self.stream.truncate(0)  # a forced overwrite: the old report goes only now
 
+    def close(self) -> None:
+        self.stream.close()  # and unlocked
+
     def discard(self) -> None:
         self.stream.close()
         if not self.existed:
             self.path.unlink(missing_ok=True)
+
+
+class StandardOutput:
+    """Standard output where a report is named ``-``, as a ``ReportFile``: nothing to lock,
+    empty, resume from or remove, and left open."""
+
+    target = "standard output"
+    existed = False
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stdout
+
+    def begin(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def discard(self) -> None:
+        pass
+
+
+def report_file(target: str, *, force: bool, append: bool = False) -> ReportFile | StandardOutput:
+    """The stream a streamed report (JSON Lines, CSV) writes to: a file, or stdout for ``-``."""
+    if target == STDOUT:
+        return StandardOutput()
+    return ReportFile(Path(target), force=force, append=append)

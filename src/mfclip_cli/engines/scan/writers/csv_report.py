@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
-from pathlib import Path
 from typing import Any
 
 from mfclip_cli.engines.scan.records import (
@@ -13,12 +11,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
     readable_strings,
 )
-from mfclip_cli.engines.scan.writers.common import (
-    CLASS_COLUMNS,
-    STDOUT,
-    ReportFile,
-    side_by_side,
-)
+from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, report_file, side_by_side
 
 # the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
 PROVENANCE_CSV_COLUMNS = (
@@ -102,18 +95,12 @@ class CsvSink:
     whole_report = True
 
     def __init__(self, path: str, *, force: bool = False):
-        self.file: ReportFile | None = None
-        self.target = path
-        if path == STDOUT:
-            self.target, self.stream = "standard output", sys.stdout
-        else:
-            self.file = ReportFile(Path(path), force=force)
-            self.stream = self.file.stream
+        self.file = report_file(path, force=force)
+        self.target, self.stream = self.file.target, self.file.stream
         self.common: dict[str, Any] = {}
 
     def begin(self, meta: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.file.begin()
+        self.file.begin()
         self.common = {
             "weights_sha256": meta["weights"]["sha256"],
             "demo": str(meta["demo"]).lower(),
@@ -173,9 +160,7 @@ class CsvSink:
         self.stream.flush()
 
     def close(self, summary: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.stream.close()
+        self.file.close()
 
     def discard(self) -> None:
-        if self.file is not None:
-            self.file.discard()
+        self.file.discard()

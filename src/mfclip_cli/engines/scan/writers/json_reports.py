@@ -9,7 +9,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator
 
 from mfclip_cli.engines.scan.records import (
     FileRecord,
@@ -20,6 +20,7 @@ from mfclip_cli.engines.scan.writers.common import (
     ReportFile,
     cannot_write,
     make_folder,
+    report_file,
     report_lines_at,
 )
 from mfclip_cli.engines.scan.writers.resume import ResumeState
@@ -37,18 +38,13 @@ class JsonlSink:
     whole_report = False  # resuming appends to it
 
     def __init__(self, target: str, *, force: bool = False, resume: bool = False):
-        self.target = "standard output" if target == STDOUT else target
-        self.file: ReportFile | None = None
-        if target == STDOUT:
-            self.stream: TextIO = sys.stdout
-            return
-        self.file = ReportFile(Path(target), force=force, append=resume)
-        self.stream = self.file.stream
+        self.file = report_file(target, force=force, append=resume)
+        self.target, self.stream = self.file.target, self.file.stream
 
     def previous(self, meta: dict[str, Any]) -> "ResumeState":
         """What the report already holds, checked against this run's ``meta``; a cut-off last line
         is dropped."""
-        if self.file is None or not self.file.existed:
+        if not isinstance(self.file, ReportFile) or not self.file.existed:
             return ResumeState()
         path = self.file.path
         self.stream.seek(0)
@@ -75,9 +71,8 @@ class JsonlSink:
         self.stream.flush()
 
     def begin(self, meta: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.file.begin()
-        if self.stream is sys.stdout or self.stream.tell() == 0:
+        self.file.begin()
+        if not self.file.existed or self.stream.tell() == 0:  # a resumed report has its meta
             self._line(meta)
 
     def write(self, record: FileRecord) -> None:
@@ -87,12 +82,10 @@ class JsonlSink:
         try:
             self._line({"type": "end", **summary})
         finally:  # closed (and unlocked) even on a full disk
-            if self.stream is not sys.stdout:
-                self.stream.close()
+            self.file.close()
 
     def discard(self) -> None:
-        if self.file is not None:
-            self.file.discard()
+        self.file.discard()
 
 
 class StagedReport:
