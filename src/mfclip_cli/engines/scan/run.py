@@ -517,12 +517,15 @@ def run_scan(
     complete = False
     failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
     duplicates = DuplicateTracker() if request.settings.duplicates else None
+    # the reports an input done by an earlier run needs its record in: read back only for them
+    whole_reports = [sink for sink in sinks if sink.whole_report]
     try:
         with progress, _terminate_as_interrupt():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
-                if record.resumed:  # done by an earlier run: its record, where a report needs it
-                    _write(previous.earlier(record), [s for s in sinks if s.whole_report], failures)
+                if record.resumed:
+                    if whole_reports:
+                        _write(previous.earlier(record), whole_reports, failures)
                     progress.update(task, advance=1)
                     continue
                 written += 1
