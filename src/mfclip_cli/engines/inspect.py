@@ -179,4 +179,4 @@ def render(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["inspect_dataset", "render", "verify_images"]
+__all__ = ["InspectRequest", "inspect_dataset", "render", "run_inspect", "verify_images"]

@@ -755,13 +755,12 @@ def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> Trai
             return value
         return str(Path(began) / value) if (Path(began) / value).exists() else value
 
-    changes: dict[str, Any] = {
-        key: rebased(value)
-        for key in ("label_map", "protocol", "clip_weights")
-        if isinstance(value := getattr(settings, key), str)
-    }
-    data = settings.data
-    changes["data"] = rebased(data) if isinstance(data, str) else tuple(map(rebased, data))
+    changes: dict[str, Any] = {}
+    for key in PATH_SETTINGS:
+        value = getattr(settings, key)
+        if key == "out" or value is None:  # out is where --resume was pointed
+            continue
+        changes[key] = rebased(value) if isinstance(value, str) else tuple(map(rebased, value))
     return replace(settings, **changes)
 
 

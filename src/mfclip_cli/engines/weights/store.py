@@ -14,6 +14,7 @@ import fcntl
 import importlib.resources
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -519,10 +520,8 @@ def register_weights(
         if move:
             os.replace(source, target)
         else:
-            with atomic_writer(target, overwrite=force) as handle:
-                with open(source, "rb") as stream:  # in chunks: a checkpoint may be large
-                    while chunk := stream.read(1 << 24):
-                        handle.write(chunk)
+            with atomic_writer(target, overwrite=force) as handle, open(source, "rb") as stream:
+                shutil.copyfileobj(stream, handle)  # in chunks: a checkpoint may be large
         sidecar = {**info.metadata, "demo": demo, "registered_name": name}
         if metrics is not None:
             sidecar["metrics"] = metrics
