@@ -15,7 +15,7 @@ from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
-from mfclip_cli.engines.inference import predict_outputs
+from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mfclip_cli.model.checkpoint import sidecar_path
 from mfclip_cli.scoring.fingerprints import face_fingerprints
@@ -237,8 +237,9 @@ def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
     model, _ = load_checkpoint(trained / "best.safetensors", inference=True)
     index = read_dataset(dataset)
     samples = index.samples[:6]
+    source = FaceSource(index.root, torch.device("cpu"))
     logits, embeddings, fingerprints, scored, unreadable = predict_outputs(
-        model, index.root, samples, torch.device("cpu"), embeddings=True, fingerprints=True
+        model, source, samples, embeddings=True, fingerprints=True
     )
     assert embeddings.shape[0] == len(samples) == logits.shape[0] == fingerprints.shape[0]
     assert scored == samples and unreadable == []
@@ -249,7 +250,7 @@ def test_embeddings_and_logits_come_from_one_forward_pass(dataset, trained):
         [FaceImages(index.root, [s.path for s in samples], model.crop_size)[i] for i in range(6)]
     ).faces
     np.testing.assert_allclose(fingerprints, face_fingerprints(faces).numpy(), atol=1e-5)
-    alone = predict_outputs(model, index.root, samples, torch.device("cpu"))
+    alone = predict_outputs(model, source, samples)
     assert alone.embeddings is None and alone.fingerprints is None
     np.testing.assert_allclose(alone.logits, logits, atol=1e-5)
 
@@ -382,9 +383,10 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
     # the parity figures, computed again from both models' val logits (same batches)
     index, val = _val_split(dataset)
     model, _ = load_checkpoint(calibrated, inference=True)
-    fp32_logits = predict_outputs(model, index.root, val, torch.device("cpu")).logits
+    source = FaceSource(index.root, torch.device("cpu"))
+    fp32_logits = predict_outputs(model, source, val).logits
     int8_model = model_at(model, "int8")
-    int8_logits = predict_outputs(int8_model, index.root, val, torch.device("cpu")).logits
+    int8_logits = predict_outputs(int8_model, source, val).logits
     labels = [sample.label for sample in val]
     expected = measure_parity(
         fp32_logits, int8_logits, labels, record["temperature"], int8["temperature"]

@@ -12,7 +12,7 @@ from test_perturb import calibrated_copy
 from test_train import MFCLIP, make_dataset, run
 
 from mfclip_cli.data import load_protocol, read_dataset, select
-from mfclip_cli.engines.inference import predict_outputs
+from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import (
@@ -106,7 +106,7 @@ def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
     scores = []
     for checkpoint in (calibrated, other):
         model, info = load_checkpoint(checkpoint, inference=True)
-        logits = predict_outputs(model, index.root, test, torch.device("cpu")).logits
+        logits = predict_outputs(model, FaceSource(index.root, torch.device("cpu")), test).logits
         probs = softmax(logits, temperature_of(info.calibration))
         scores.append(1 - probs[:, CLASS_NAMES.index("real")])
     expected = delong_test(fake, *scores)

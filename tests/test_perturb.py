@@ -24,7 +24,7 @@ from mfclip_cli.data.perturb import (
     parse_perturbations,
 )
 from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest, calibrate
-from mfclip_cli.engines.inference import predict_outputs
+from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.scoring.calibration import softmax
@@ -272,11 +272,8 @@ def test_eval_scores_each_perturbation_beside_the_clean_row(
     (noise,) = parse_perturbations(["noise:5"])
     logits = predict_outputs(
         model,
-        index.root,
+        FaceSource(index.root, torch.device("cpu"), batch_size=3, workers=2),
         test,
-        torch.device("cpu"),
-        batch_size=3,
-        workers=2,
         perturbation=noise,
         seed=0,
     ).logits

@@ -15,7 +15,7 @@ from test_train import MFCLIP, TORCHRUN, make_dataset, run, train_args
 
 from mfclip_cli.data import DataError, Unreadable, read_dataset, select
 from mfclip_cli.data.faceset import EpochOrder, FaceImages, collate_faces
-from mfclip_cli.engines.inference import predict_outputs
+from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.model.checkpoint import read_checkpoint_info
 
@@ -80,11 +80,11 @@ def test_outputs_pair_each_row_with_a_readable_sample(tmp_path, tiny_model):
     root = make_dataset(tmp_path / "faces", per_class=3)
     samples = read_dataset(root).samples[:6]
     _truncate(root / samples[2].path)
-    outputs = predict_outputs(tiny_model, root, samples, torch.device("cpu"), batch_size=4)
+    outputs = predict_outputs(tiny_model, FaceSource(root, torch.device("cpu"), 4), samples)
     readable = [sample for i, sample in enumerate(samples) if i != 2]
     assert outputs.samples == readable
     assert [missing.path for missing in outputs.unreadable] == [samples[2].path]
-    alone = predict_outputs(tiny_model, root, readable, torch.device("cpu"), batch_size=4)
+    alone = predict_outputs(tiny_model, FaceSource(root, torch.device("cpu"), 4), readable)
     np.testing.assert_allclose(outputs.logits, alone.logits, atol=1e-5)
 
 

@@ -6,8 +6,7 @@ from passes over the splits (``inference.py``); the numerics they fit live in ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from mfclip_cli.data.perturb import parse_perturbations
 from mfclip_cli.data.samples import Sample, Unreadable
 from mfclip_cli.engines.inference import (
+    FaceSource,
     Fingerprints,
     predict_fingerprints,
     predict_outputs,
@@ -51,14 +51,11 @@ class FitOutcome:
 
 def fit_statistics(
     model: Detector,
-    root: Path,
+    source: FaceSource,
     train: Sequence[Sample],
     val: Sequence[Sample],
-    device: torch.device,
     *,
     wanted: Sequence[str],
-    batch_size: int,
-    workers: int,
     fitted_on: dict[str, Any],
     val_embeddings: np.ndarray | None = None,
 ) -> FitOutcome:
@@ -78,9 +75,7 @@ def fit_statistics(
 
     def embeddings(samples: Sequence[Sample]) -> tuple[np.ndarray, list[Sample]]:
         """The readable samples' embeddings, and those samples."""
-        outputs = predict_outputs(
-            model, root, samples, device, batch_size=batch_size, workers=workers, embeddings=True
-        )
+        outputs = predict_outputs(model, source, samples, embeddings=True)
         outcome.unreadable.update((missing.path, missing) for missing in outputs.unreadable)
         embedded = outputs.embeddings
         return (embedded if embedded is not None else np.zeros((0, 1))), outputs.samples
@@ -96,14 +91,7 @@ def fit_statistics(
         outcome.fitted[OOD_KEY] = statistics.fitted()
     if ATTRIBUTION_KEY in todo:
         outcome.fitted[ATTRIBUTION_KEY], missing = _fit_generator_model(
-            model.crop_size,
-            root,
-            device,
-            train,
-            val,
-            batch_size=batch_size,
-            workers=workers,
-            fitted_on=fitted_on,
+            model.crop_size, source, train, val, fitted_on=fitted_on
         )
         outcome.unreadable.update((sample.path, sample) for sample in missing)
     return outcome
@@ -111,13 +99,10 @@ def fit_statistics(
 
 def _fit_generator_model(
     crop_size: int,
-    root: Path,
-    device: torch.device,
+    source: FaceSource,
     train: Sequence[Sample],
     val: Sequence[Sample],
     *,
-    batch_size: int,
-    workers: int,
     fitted_on: dict[str, Any],
 ) -> tuple[Fitted, list[Unreadable]]:
     """Attribution's generator model from the fakes ``fit_sample`` takes of each split, each
@@ -128,15 +113,7 @@ def _fit_generator_model(
 
     def fingerprints(samples: Sequence[Sample], perturbation: str | None) -> Fingerprints:
         (degraded,) = parse_perturbations([perturbation]) if perturbation else (None,)
-        return predict_fingerprints(
-            root,
-            samples,
-            crop_size,
-            device,
-            batch_size=batch_size,
-            workers=workers,
-            perturbation=degraded,
-        )
+        return predict_fingerprints(source, samples, crop_size, perturbation=degraded)
 
     # the stored faces first: a sample that cannot be read is left out of every view
     stored_train, train_sample, missing_train = fingerprints(train_sample, None)
@@ -145,7 +122,7 @@ def _fit_generator_model(
     def views(perturbation: str) -> tuple[np.ndarray, np.ndarray]:
         passes = fingerprints(train_sample, perturbation), fingerprints(val_sample, perturbation)
         for laundered in passes:  # the rows must pair with the stored faces'
-            require_all_read(laundered, root)
+            require_all_read(laundered, source.root)
         return passes[0].rows, passes[1].rows
 
     attributor = fit_attribution(
@@ -161,15 +138,12 @@ def _fit_generator_model(
 
 def fit_int8_calibration(
     model: Detector,
-    root: Path,
+    source: FaceSource,
     samples: Sequence[Sample],
-    device: torch.device,
     *,
     fp32_logits: np.ndarray | None,
     fp32_temperature: float,
     fitted_on: dict[str, Any],
-    batch_size: int,
-    workers: int,
     target_accuracy: float = TARGET_ACCURACY,
 ) -> dict[str, Any]:
     """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
@@ -180,14 +154,12 @@ def fit_int8_calibration(
     cannot be read is left out); the int8 model runs on the CPU, the only place its kernels
     exist.
     """
-    settings = {"batch_size": batch_size, "workers": workers}
     if fp32_logits is None:
-        fp32 = predict_outputs(model, root, samples, device, bf16=False, **settings)
+        fp32 = predict_outputs(model, source, samples, bf16=False)
         fp32_logits, samples = fp32.logits, fp32.samples
     quantized, summary = quantize_int8(model)
-    cpu = torch.device("cpu")
-    int8 = predict_outputs(quantized, root, samples, cpu, **settings)
-    require_all_read(int8, root)
+    int8 = predict_outputs(quantized, replace(source, device=torch.device("cpu")), samples)
+    require_all_read(int8, source.root)
     int8_logits = int8.logits
     labels = [sample.label for sample in samples]
     record = fit_calibration(

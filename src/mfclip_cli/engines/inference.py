@@ -3,6 +3,7 @@ training's validation and the out-of-distribution fit share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -38,21 +39,30 @@ class Fingerprints(NamedTuple):
     unreadable: list[Unreadable]
 
 
+@dataclass(frozen=True)
+class FaceSource:
+    """Where a pass over a dataset reads its faces and how: the dataset's root folder, the
+    device the batches go to, their size and the loader's worker processes."""
+
+    root: Path
+    device: torch.device
+    batch_size: int = 64
+    workers: int = 0
+
+
 def _readable_batches(
-    root: Path,
+    source: FaceSource,
     samples: Sequence[Sample],
     crop_size: int,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
     perturbation: Perturbation | None,
     seed: int,
     unreadable: list[Unreadable],
 ) -> Iterator[tuple[torch.Tensor, list[int]]]:
-    """The samples' faces, each degraded by ``perturbation`` first, in batches on ``device``
-    with their sample indices; the samples that cannot be read are added to ``unreadable``."""
+    """The samples' faces, each degraded by ``perturbation`` first, in batches on the source's
+    device with their sample indices; the samples that cannot be read are added to
+    ``unreadable``."""
     images = FaceImages(
-        root,
+        source.root,
         [sample.path for sample in samples],
         crop_size,
         perturbation=perturbation,
@@ -60,33 +70,30 @@ def _readable_batches(
     )
     loader = torch.utils.data.DataLoader(
         images,
-        batch_size=batch_size,
-        num_workers=workers,
+        batch_size=source.batch_size,
+        num_workers=source.workers,
         collate_fn=collate_faces,
-        pin_memory=device.type == "cuda",
+        pin_memory=source.device.type == "cuda",
     )
     for batch in loader:
         unreadable.extend(batch.unreadable)
         if batch.indices:
-            yield batch.faces.to(device, non_blocking=True), batch.indices
+            yield batch.faces.to(source.device, non_blocking=True), batch.indices
 
 
 @torch.no_grad()
 def predict_fingerprints(
-    root: Path,
+    source: FaceSource,
     samples: Sequence[Sample],
     crop_size: int,
-    device: torch.device,
     *,
-    batch_size: int = 64,
-    workers: int = 0,
     perturbation: Perturbation | None = None,
     seed: int = 0,
 ) -> Fingerprints:
     """The generator fingerprints [N, F] of the readable dataset samples: no model runs."""
     rows, scored, unreadable = [], [], []
     for faces, indices in _readable_batches(
-        root, samples, crop_size, device, batch_size, workers, perturbation, seed, unreadable
+        source, samples, crop_size, perturbation, seed, unreadable
     ):
         rows.append(face_fingerprints(faces).cpu())
         scored.extend(samples[i] for i in indices)
@@ -100,12 +107,9 @@ def predict_fingerprints(
 @torch.no_grad()
 def predict_outputs(
     model: Detector,
-    root: Path,
+    source: FaceSource,
     samples: Sequence[Sample],
-    device: torch.device,
     *,
-    batch_size: int = 64,
-    workers: int = 0,
     embeddings: bool = False,
     fingerprints: bool = False,
     perturbation: Perturbation | None = None,
@@ -119,9 +123,9 @@ def predict_outputs(
     seeded by ``seed``)."""
     model.eval()
     results, vectors, prints, scored, unreadable = [], [], [], [], []
-    autocast = device.type == "cuda" if bf16 is None else bf16
+    autocast = source.device.type == "cuda" if bf16 is None else bf16
     for faces, indices in _readable_batches(
-        root, samples, model.crop_size, device, batch_size, workers, perturbation, seed, unreadable
+        source, samples, model.crop_size, perturbation, seed, unreadable
     ):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             embedded, logits = model.embed_and_classify(faces)

@@ -86,27 +86,22 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     )
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
+    faces = scoring.face_source(request.batch_size, request.workers)
     record[INT8_KEY] = fit_int8_calibration(
         scoring.checkpoint.model,
-        scoring.index.root,
+        faces,
         val,
-        scoring.device,
         fp32_logits=logits if scoring.precision.used == FP32 else None,
         fp32_temperature=record["temperature"],
         fitted_on=fitted_on,
-        batch_size=request.batch_size,
-        workers=request.workers,
         target_accuracy=request.target_accuracy,
     )
     outcome = fit_statistics(
         scoring.checkpoint.model,
-        scoring.index.root,
+        faces,
         scoring.splits.train,
         val,
-        scoring.device,
         wanted=tuple(FITTED_NAMES),
-        batch_size=request.batch_size,
-        workers=request.workers,
         fitted_on=fitted_on,
         val_embeddings=val_outputs.embeddings,
     )

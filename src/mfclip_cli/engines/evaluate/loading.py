@@ -19,7 +19,12 @@ from mfclip_cli.engines.evaluate.held_out import (
     trained_protocol,
     training_overlap,
 )
-from mfclip_cli.engines.inference import Outputs, predict_outputs, unreadable_warning
+from mfclip_cli.engines.inference import (
+    FaceSource,
+    Outputs,
+    predict_outputs,
+    unreadable_warning,
+)
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
 from mfclip_cli.model.checkpoint import CheckpointInfo
@@ -67,6 +72,10 @@ class Scoring:
         """The calibration its probabilities are computed with, at its precision."""
         return calibration_at(self.checkpoint.info.calibration, self.precision.used)
 
+    def face_source(self, batch_size: int, workers: int) -> FaceSource:
+        """Where and how passes over the dataset read its faces."""
+        return FaceSource(self.index.root, self.device, batch_size, workers)
+
     def split_outputs(self, split: str, batch_size: int, workers: int, **options: Any) -> Outputs:
         """One pass over the split ``split`` (``outputs``' options). A sample that cannot be read
         is said on stderr and left out of ``splits`` from then on, where the report lists it."""
@@ -90,11 +99,8 @@ class Scoring:
     ) -> Outputs:
         return predict_outputs(
             self.checkpoint.model,
-            self.index.root,
+            self.face_source(batch_size, workers),
             samples,
-            self.device,
-            batch_size=batch_size,
-            workers=workers,
             embeddings=embeddings,
             fingerprints=fingerprints,
             perturbation=perturbation,

@@ -27,7 +27,12 @@ from rich.table import Table
 
 from mfclip_cli import __version__
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
-from mfclip_cli.engines.inference import predict_outputs, score_samples, unreadable_warning
+from mfclip_cli.engines.inference import (
+    FaceSource,
+    predict_outputs,
+    score_samples,
+    unreadable_warning,
+)
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
 from mfclip_cli.errors import UsageError
@@ -136,7 +141,7 @@ class _Runner:
         )
         seconds = time.perf_counter() - started
         model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
-        outputs = predict_outputs(model, self.index.root, self.splits.test, self.device)
+        outputs = predict_outputs(model, FaceSource(self.index.root, self.device), self.splits.test)
         for missing in outputs.unreadable:
             self.console.print(unreadable_warning("test", missing, "left out"), highlight=False)
         metrics = score_samples(outputs.samples, softmax(outputs.logits))

@@ -45,7 +45,12 @@ from mfclip_cli.data.combine import as_data_list, read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
-from mfclip_cli.engines.inference import predict_outputs, score_samples, unreadable_warning
+from mfclip_cli.engines.inference import (
+    FaceSource,
+    predict_outputs,
+    score_samples,
+    unreadable_warning,
+)
 from mfclip_cli.engines.runtime import counting_bar, join_world
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
@@ -473,14 +478,7 @@ class Trainer:
         result = None
         self._gather_unreadable()
         if self.world.main:
-            outputs = predict_outputs(
-                self.model,
-                self.index.root,
-                self.splits.val,
-                self.device,
-                batch_size=self.settings.batch_size,
-                workers=self.settings.workers,
-            )
+            outputs = predict_outputs(self.model, self.face_source, self.splits.val)
             if outputs.unreadable:  # left out from now on: of calibration and fitting too
                 self._report_unreadable("val", outputs.unreadable, "left out")
                 self.splits = self.splits.leaving_out("val", outputs.unreadable)
@@ -525,6 +523,13 @@ class Trainer:
             self._fit_best_int8(self.run / BEST)
         self.world.barrier()
 
+    @property
+    def face_source(self) -> FaceSource:
+        """Where and how validation and the fits read the dataset's faces."""
+        return FaceSource(
+            self.index.root, self.device, self.settings.batch_size, self.settings.workers
+        )
+
     def _fitted_on(self, step: int | None) -> dict[str, Any]:
         """Where a record fitted on this run's data comes from."""
         return {
@@ -547,14 +552,11 @@ class Trainer:
         model, info = load_checkpoint(best, self.device, inference=True)
         int8 = fit_int8_calibration(
             model,
-            self.index.root,
+            self.face_source,
             self.splits.val,
-            self.device,
             fp32_logits=None,
             fp32_temperature=info.calibration["temperature"],
             fitted_on=self._fitted_on(step),
-            batch_size=self.settings.batch_size,
-            workers=self.settings.workers,
         )
         calibration = {**info.calibration, INT8_KEY: int8}
         save_fitted(info, best, calibration=calibration, overwrite=True)
@@ -575,13 +577,10 @@ class Trainer:
         model, info = load_checkpoint(best, self.device, inference=True)
         outcome = fit_statistics(
             model,
-            self.index.root,
+            self.face_source,
             self.train_samples,
             self.splits.val,
-            self.device,
             wanted=stale,
-            batch_size=self.settings.batch_size,
-            workers=self.settings.workers,
             fitted_on=self._fitted_on(step),
         )
         # train samples (val's were left out at validation), most met and stood in for already
