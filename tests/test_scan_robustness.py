@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -276,6 +277,37 @@ def test_json_and_csv_can_go_to_standard_output(photos, weights, tmp_path):
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
     assert [row["path"] for row in rows] == [photo] and rows[0]["label"]
     assert not (tmp_path / "-").exists()
+
+
+def test_reports_go_through_pipes_and_devices_as_they_are(photos, weights, tmp_path):
+    """A shell's ``--json >(jq ...)`` is a pipe that exists before the scan, and ``/dev/null``
+    a device: each is written through (not refused as an existing file, nor replaced, nor
+    staged beside it in /dev), and /dev/null may take several reports."""
+    photo = str(photos / "b_astronaut.png")
+    pipes = {name: tmp_path / f"{name}.fifo" for name in ("json", "jsonl")}
+    read: dict[str, bytes] = {}
+
+    def drain(name: str) -> None:
+        read[name] = pipes[name].read_bytes()
+
+    for pipe in pipes.values():
+        os.mkfifo(pipe)
+    readers = [threading.Thread(target=drain, args=(name,), daemon=True) for name in pipes]
+    for reader in readers:
+        reader.start()
+    outputs = ["--json", str(pipes["json"]), "--jsonl", str(pipes["jsonl"])]
+    devices = ["--csv", os.devnull, "--html", os.devnull]
+    result = run(photo, "--weights", str(weights), *outputs, *devices)
+    for reader in readers:
+        reader.join(timeout=60)
+    assert result.returncode == 0, result.stderr
+    files = check(json.loads(read["json"]), "scan")["files"]
+    lines = check_scan_lines(read["jsonl"].decode().splitlines())
+    assert [record["path"] for record in files] == [photo] and files[0]["faces"]
+    assert [line["type"] for line in lines] == ["meta", "file", "end"]
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    resumed = run(photo, "--weights", str(weights), "--jsonl", os.devnull, "--resume")
+    assert resumed.returncode == 2 and "cannot be read back" in resumed.stderr, resumed.stderr
 
 
 def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_path):

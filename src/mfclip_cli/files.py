@@ -91,10 +91,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` names a pipe or a character device (``/dev/null``, ``/dev/stdout``, a
+    shell's ``>(gzip > out.gz)``): an output written straight through, as ``tee`` writes it, never
+    refused as existing, replaced, locked or removed."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def refuse_existing(path: str | Path, force: bool) -> None:
     """Checked before long work starts, so a report is never overwritten unasked (nor found too
-    late)."""
-    if Path(path).exists() and not force:
+    late). A pipe or a device is no file to keep: it is written to."""
+    if Path(path).exists() and not force and not is_stream(path):
         raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
 
 
@@ -109,9 +120,14 @@ def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[Bina
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
 
     Readers never see a half-written file, and a crash leaves the previous file intact. An
-    existing file is replaced only with ``overwrite=True``.
+    existing file is replaced only with ``overwrite=True``. A pipe or a device (``is_stream``) is
+    written straight through.
     """
     target = Path(path)
+    if is_stream(target):
+        with open(target, "wb") as handle:
+            yield handle
+        return
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
     target.parent.mkdir(parents=True, exist_ok=True)

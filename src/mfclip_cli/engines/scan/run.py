@@ -108,7 +108,7 @@ REPORT_OPTIONS = {
 def _check_outputs(request: ScanRequest) -> None:
     """Each output its own file, and standard output (``-``) for one report at most: two reports
     in one file would leave the last one written, and the table or another report in a stream
-    would spoil it for whatever reads it."""
+    would spoil it for whatever reads it. ``/dev/null`` takes as many as are sent to it."""
     options = {**REPORT_OPTIONS, "annotate_dir": "--annotate", "explain_dir": "--explain"}
     named = {option: getattr(request, name) for name, option in options.items()}
     named = {option: path for option, path in named.items() if path}
@@ -122,9 +122,9 @@ def _check_outputs(request: ScanRequest) -> None:
         raise UsageError(f"{' and '.join(streamed)} both name standard output (-); name a file")
     seen: dict[str, str] = {}
     for option, path in named.items():
-        if path == STDOUT:
-            continue
         real = os.path.realpath(path)
+        if path == STDOUT or real == os.devnull:
+            continue
         if real in seen:
             raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
         seen[real] = option

@@ -17,7 +17,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import refuse_existing
+from mfclip_cli.files import is_stream, refuse_existing
 from mfclip_cli.labels import CLASS_NAMES
 
 CLASS_COLUMNS = CLASS_NAMES
@@ -102,10 +102,22 @@ DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not e
 
 class ReportFile:
     """A report file opened for this run: locked against other runs, emptied only once every
-    output has opened (``begin``), and removed on ``discard`` only if this run created it."""
+    output has opened (``begin``), and removed on ``discard`` only if this run created it. A pipe
+    or a device (``/dev/null``, a shell's ``>(...)``) is written straight through."""
 
     def __init__(self, path: Path, *, force: bool, append: bool = False):
         self.path = path
+        self.append = append
+        self.passing_through = is_stream(path)  # nothing to lock, empty or remove
+        self.existed = False  # with nothing in it to resume from
+        if self.passing_through:
+            if append:
+                raise ReportError(f"cannot resume {path}: a pipe or a device cannot be read back")
+            try:
+                self.stream: TextIO = open(path, "w", encoding="utf-8", newline="")
+            except OSError as error:
+                raise cannot_write(path, error) from error
+            return
         refuse_existing(path, force or append)
         make_folder(path.parent, path)
         try:
@@ -121,8 +133,7 @@ class ReportFile:
         except OSError:
             os.close(descriptor)
             raise ReportError(f"{path} is being written by another mfclip scan") from None
-        self.append = append
-        self.stream: TextIO = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
+        self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 
     @property
     def target(self) -> str:
@@ -131,7 +142,7 @@ class ReportFile:
     def begin(self) -> None:
         if self.append:
             self.stream.seek(0, io.SEEK_END)
-        else:
+        elif not self.passing_through:
             self.stream.truncate(0)  # a forced overwrite: the old report goes only now
 
     def close(self) -> None:
@@ -139,7 +150,7 @@ class ReportFile:
 
     def discard(self) -> None:
         self.stream.close()
-        if not self.existed:
+        if not self.existed and not self.passing_through:
             self.path.unlink(missing_ok=True)
 
 

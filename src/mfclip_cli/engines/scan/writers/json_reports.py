@@ -24,7 +24,7 @@ from mfclip_cli.engines.scan.writers.common import (
     report_lines_at,
 )
 from mfclip_cli.engines.scan.writers.resume import ResumeState
-from mfclip_cli.files import atomic_writer, refuse_existing
+from mfclip_cli.files import atomic_writer, is_stream, refuse_existing
 
 
 class JsonlSink:
@@ -102,7 +102,7 @@ class StagedReport:
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
         self.force = force
-        if str(path) == STDOUT:
+        if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
         refuse_existing(self.path, force)
