@@ -141,6 +141,24 @@ def test_an_unmapped_generator_is_an_error_naming_it_and_a_label_map_fixes_it(tm
         read_dataset(tmp_path, label_map=label_map)
 
 
+def test_unmapped_generators_are_named_even_where_no_generator_is_known(tmp_path):
+    """Where every generator is unknown (DiFF's names guessed wrong), the error names them and
+    the label map, rather than "no samples found"."""
+    touch(tmp_path, "test/T2I/MJv5/a.png", "test/FE/CoDiffusion/b.png")
+    with pytest.raises(DataError, match=r"2 method\(s\).*'CoDiffusion'.*'MJv5'.*--label-map"):
+        read_dataset(tmp_path)
+
+
+def test_diff_zipped_on_macos_is_detected(tmp_path):
+    """DiFF's archives were zipped on a Mac: each split folder holds a __MACOSX/ of "._" files
+    beside the four subsets (its publisher: "just delete the __MACOSX")."""
+    diff_tree(tmp_path, reals=False)
+    for split in ("train", "val", "test"):
+        touch(tmp_path, f"{split}/__MACOSX/T2I/HPS/._h.png")
+    index = read_dataset(tmp_path)
+    assert index.layout == "diff" and len(index.samples) == 10
+
+
 def test_diff_splits_are_kept_by_every_protocol(tmp_path):
     diff_tree(tmp_path)
     for i in range(30):  # enough of each for the cross protocols to find two generators
@@ -405,6 +423,8 @@ def test_genimage(tmp_path):
 
 
 def test_diffusionforensics_reads_images_only(tmp_path):
+    # DIRE's compute_dire.sh writes recons_test/<generator>/ and dire_test/<generator>/
+    touch(tmp_path, "recons_test/sdv1/0.png", "dire_test/sdv1/0.png")
     for top in ("images", "recons", "dire"):
         for split in ("train", "test"):
             touch(
@@ -428,7 +448,9 @@ def test_diffusionforensics_reads_images_only(tmp_path):
     assert got["images/train/lsun_bedroom/real/0.png"][2] == "lsun_bedroom"
     assert sorted(index.skipped) == [
         "dire/: DIRE reconstruction errors computed from images/, not samples",
+        "dire_test/: DIRE reconstruction errors computed from images/, not samples",
         "recons/: reconstructions computed from images/, not samples",
+        "recons_test/: reconstructions computed from images/, not samples",
     ]
 
 

@@ -38,7 +38,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 
 from mfclip_cli.errors import DataError, LayoutMismatch
 from mfclip_cli.files import atomic_writer, readable
@@ -340,6 +340,13 @@ def split_path(relative: str) -> tuple[list[str], str | None]:
     return folders, None
 
 
+class NameCheck(Protocol):
+    """What a reader looked its folder names up in (``layouts.labels.Resolver``)."""
+
+    def check(self, root: Path, layout: str) -> None:
+        """Fail naming every name it could not place."""
+
+
 def read_tree(
     root: Path,
     layout: str,
@@ -348,11 +355,13 @@ def read_tree(
     *,
     include_videos: bool = False,
     skip_folder: SkipFolder | None = None,
+    names: NameCheck | None = None,
 ) -> tuple[list[Sample], dict[str, int]]:
     """Walk ``root`` once and classify every image (and video file with ``include_videos``).
 
     Returns the samples and ``{reason: count}`` of what was skipped. An image the layout puts
-    nowhere is an error naming it, never silently dropped.
+    nowhere is an error naming it, never silently dropped; so is a name ``classify`` looked up in
+    ``names`` and could not place, said before "no samples" (which it would explain).
     """
     root = Path(root)
     if not root.is_dir():
@@ -381,6 +390,8 @@ def read_tree(
             f"{root}: {len(misplaced)} image(s) do not fit the {layout} layout "
             f"({expected}): {shown}"
         )
+    if names is not None:
+        names.check(root, layout)
     check_not_empty(root, layout, samples, 0 if include_videos else len(videos))
     return samples, skipped
 

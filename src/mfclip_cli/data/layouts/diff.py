@@ -57,8 +57,6 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         split = SPLIT_NAMES[parts[0].lower()]
         return Sample(relative, method.label, parts[1], method.name, dataset, video, split)
 
-    samples, skipped = read_tree(
-        root, NAME, EXPECTED, classify, include_videos=options.include_videos
+    return read_tree(
+        root, NAME, EXPECTED, classify, include_videos=options.include_videos, names=resolve
     )
-    resolve.check(root, NAME)
-    return samples, skipped

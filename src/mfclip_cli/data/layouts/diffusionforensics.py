@@ -3,9 +3,10 @@
     images/{train,val,test}/<source>/real/*           (source: lsun_bedroom, imagenet, celebahq)
     images/{train,val,test}/<source>/<generator>/*    (adm, sdv1, ...; all diffusion)
     recons/..., dire/...                              (same tree: derived images)
+    recons_test/<generator>/, dire_test/<generator>/  (DIRE's compute_dire.sh writes these)
 
-Only ``images/`` holds samples: ``recons/`` (each image's reconstruction by a diffusion model) and
-``dire/`` (the reconstruction error DIRE trains on) are computed from it and are not read. A real's
+Only ``images/`` holds samples: ``recons*/`` (each image's reconstruction by a diffusion model) and
+``dire*/`` (the reconstruction error DIRE trains on) are computed from it and are not read. A real's
 generator field is its source; the generator folder's class and name come from the label table.
 """
 
@@ -39,7 +40,9 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
     resolve = Resolver(options.labels, ("DiffusionForensics",))
 
     def skip_folder(relative: str) -> str | None:
-        return DERIVED.get(relative.lower())
+        """A top folder of derived images: ``recons/``, ``dire/``, ``recons_test/``, ..."""
+        top = relative.lower()
+        return None if "/" in top else DERIVED.get(top.split("_", 1)[0])
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
         if len(parts) < 4 or parts[0].lower() != "images" or parts[1].lower() not in SPLIT_NAMES:
@@ -52,13 +55,12 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
             return reason
         return Sample(relative, method.label, "", method.name, dataset, video, split)
 
-    samples, skipped = read_tree(
+    return read_tree(
         root,
         NAME,
         EXPECTED,
         classify,
         include_videos=options.include_videos,
         skip_folder=skip_folder,
+        names=resolve,
     )
-    resolve.check(root, NAME)
-    return samples, skipped

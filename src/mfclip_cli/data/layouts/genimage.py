@@ -75,8 +75,6 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
             return Sample(relative, "real", "none", method.name, dataset, video, SPLITS[split])
         return Sample(relative, method.label, "", method.name, dataset, video, SPLITS[split])
 
-    samples, skipped = read_tree(
-        root, NAME, EXPECTED, classify, include_videos=options.include_videos
+    return read_tree(
+        root, NAME, EXPECTED, classify, include_videos=options.include_videos, names=resolve
     )
-    resolve.check(root, NAME)
-    return samples, skipped

@@ -20,14 +20,20 @@ class ReadOptions:
     labels: LabelTable = field(default_factory=LabelTable.load)
 
 
+ARCHIVE_RESIDUE = "__macosx"  # what macOS's zip adds beside the files: AppleDouble "._" files
+
+
 def folders(path: Path) -> dict[str, str]:
-    """``{lower-case name: name}`` of the visible sub-folders of ``path`` (none if unreadable)."""
+    """``{lower-case name: name}`` of the visible sub-folders of ``path`` (none if unreadable),
+    without a zip's ``__MACOSX/`` (DiFF's archives carry one)."""
     try:
         with os.scandir(path) as entries:
             return {
                 entry.name.lower(): entry.name
                 for entry in entries
-                if not entry.name.startswith(".") and entry.is_dir()
+                if not entry.name.startswith(".")
+                and entry.name.lower() != ARCHIVE_RESIDUE
+                and entry.is_dir()
             }
     except OSError:
         return {}
