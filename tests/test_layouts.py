@@ -417,6 +417,16 @@ def test_genimage(tmp_path):
     assert {s.path for s in subsets["BigGAN"]} == {
         f"BigGAN/val/{k}/{i}.png" for k in ("ai", "nature") for i in range(4)
     }
+    # one generator's folder alone, as the Readme's tutorial trains ("only ... V1.4/ folder")
+    alone = read_dataset(tmp_path / "Stable Diffusion V1.4")
+    assert alone.layout == "genimage" and len(alone.samples) == 2 * 20 + 2 * 4
+    assert fields(alone)["val/ai/1.png"][:5] == (
+        "diffusion",
+        "",
+        "Stable Diffusion V1.4",
+        "GenImage",
+        "test",
+    )
 
 
 # ----------------------------------------------------------------------------- DiffusionForensics

@@ -6,7 +6,8 @@
 
 ``ai`` holds the fakes, ``nature`` the ImageNet reals paired with them. The generator is the top
 folder's name, else the archive folder's (any folder named imagenet*, as every GenImage archive
-is), looked up in the label table. GenImage has no test
+is), looked up in the label table. One generator's folder read alone (the Readme trains on
+"only ... Stable Diffusion V1.4/") is named by itself. GenImage has no test
 split: the paper tests on each generator's ``val``, so ``val`` is recorded as ``test`` and a
 protocol carves its validation split out of ``train``. A real's generator field names the
 generator folder it came with, so a per-generator test report pairs each generator's fakes with
@@ -24,7 +25,7 @@ from mfclip_cli.data.samples import Sample, read_tree
 NAME = "genimage"
 SPLITS = {"train": "train", "val": "test"}
 KINDS = ("ai", "nature")
-EXPECTED = "<Generator>/[<archive>/]{train,val}/{ai,nature}/..."
+EXPECTED = "[<Generator>/][<archive>/]{train,val}/{ai,nature}/..."
 
 
 def _holds_splits(path: Path) -> bool:
@@ -40,6 +41,8 @@ def _is_archive(name: str) -> bool:
 
 
 def fits(root: Path) -> str | None:
+    if _holds_splits(root):  # one generator's folder
+        return None
     top = folders(root)
     for name in top.values():
         if _holds_splits(root / name) or any(
@@ -47,15 +50,18 @@ def fits(root: Path) -> str | None:
             for inner in folders(root / name).values()
         ):
             return None
-    return f"no <Generator>/[<archive>/]train|val/ai|nature/ folders (found: {shown(top)})"
+    return f"no [<Generator>/][<archive>/]train|val/ai|nature/ folders (found: {shown(top)})"
 
 
 def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
     dataset = options.dataset if options.dataset is not None else "GenImage"
     resolve = Resolver(options.labels, ("GenImage",))
+    alone = root.resolve().name  # the generator of a folder read alone
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
-        if len(parts) >= 3 and parts[1].lower() in SPLITS and parts[2].lower() in KINDS:
+        if len(parts) >= 2 and parts[0].lower() in SPLITS and parts[1].lower() in KINDS:
+            names, split, kind = [alone], parts[0].lower(), parts[1].lower()
+        elif len(parts) >= 3 and parts[1].lower() in SPLITS and parts[2].lower() in KINDS:
             names, split, kind = [parts[0]], parts[1].lower(), parts[2].lower()
         elif (
             len(parts) >= 4
