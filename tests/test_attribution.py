@@ -207,6 +207,18 @@ def test_the_threshold_keeps_the_stated_share_of_val_fakes():
     assert refit.threshold == pytest.approx(np.quantile(distance, KEEP_FRACTION))
 
 
+def test_faces_alike_to_the_last_pixel_give_no_preference_rather_than_an_error():
+    """Flat test images leave every fingerprint equal and the covariance singular: training
+    ended with a LinAlgError after its last step; the model now names no generator over
+    another."""
+    train = [_fake(name, i) for name in TRAINED for i in range(10)]
+    val = [_fake(name, i) for name in TRAINED for i in range(5)]
+    same = np.ones((len(train) + len(val), 8))
+    attributor = fit_attribution(train, same[: len(train)], val, same[len(train) :], fitted_on={})
+    attributed = attributor.attribute(np.ones((3, 8)))
+    np.testing.assert_allclose(attributed.probs, 1 / len(TRAINED))
+
+
 def test_a_fit_reads_each_face_as_stored_and_laundered_and_caps_its_sample(monkeypatch):
     rng = np.random.default_rng(7)
     centres = {name: rng.normal(scale=4.0, size=8) for name in TRAINED}

@@ -351,7 +351,9 @@ def fit_attribution(
         center,
         scale,
         means,
-        np.linalg.inv(covariance),
+        # a pseudo-inverse, as ood.py's: faces alike to the last pixel (flat test images) leave
+        # no variation, and a singular covariance, not a LinAlgError after the whole training
+        np.linalg.pinv(covariance, hermitian=True),
         {
             "method": METHOD,
             "features": {"name": FINGERPRINT_NAME, "count": FEATURES, "description": DESCRIPTION},
