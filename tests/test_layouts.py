@@ -23,6 +23,7 @@ from mfclip_cli.data import (
     read_dataset,
     select,
 )
+from mfclip_cli.data.protocols import parse_protocol
 from mfclip_cli.errors import UsageError
 
 _PNG: list[bytes] = []
@@ -229,7 +230,12 @@ def test_genface_as_the_authors_loader_reads_it(tmp_path):
     splits = select(index, "genface")
     assert {s.generator for s in splits.train} == {"CollaborativeDiffusion", "CelebA_HQ"}
     assert {s.split for s in splits.test} == {"test"}
-    assert len(splits.test_subsets()) == 7
+    subsets = splits.test_subsets()
+    assert len(subsets) == 7
+    # each generator against the reals the authors' test_mfclip.py pairs it with
+    reals = {name: {s.generator for s in chosen if s.is_real} for name, chosen in subsets.items()}
+    assert reals == {name: {"FFHQ" if name == "DiffAE" else "CelebA_HQ"} for name in subsets}
+    assert parse_protocol(load_protocol("genface").to_dict()) == load_protocol("genface")
 
 
 def test_genface_refusals(tmp_path):

@@ -17,6 +17,10 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     include = { dataset = ["DiFF"] }
     exclude = { generator = ["sd21"] }
 
+    [paired_reals]                # optional: the test reals each report_by value is scored
+    DiffAE = ["FFHQ"]             # against, by the reals' own report_by value; "*" for the
+    "*" = ["CelebA_HQ"]           # values not named (GenFace's authors pair them so)
+
 Semantics (``select``):
 
 1. Group key. A sample's group is its ``video`` if set, else its ``path``; its hash is
@@ -53,7 +57,8 @@ Semantics (``select``):
    to allow it (eval --allow-one-class: a test split of one class, reported by TPR or FPR
    alone). Test reports: ``Splits.test_subsets()`` gives, for each ``report_by`` value among the
    test fakes, those fakes plus the test reals with the same value (paired reals), or, where none
-   has it, every test real not paired with another value.
+   has it, every test real not paired with another value; a ``[paired_reals]`` table names the
+   reals' values instead, for the values it covers.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -99,6 +104,7 @@ _KEYS = (
     "report_by",
     "seed",
     "perturb",
+    "paired_reals",
     *SPLIT_NAMES,
 )
 _FILTER_KEYS = ("include", "exclude")
@@ -167,6 +173,24 @@ def _perturbations(value: Any) -> tuple[Perturbation, ...]:
         raise ProtocolError(f"perturb: {error}") from None
 
 
+def _pairings(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[paired_reals]``: ``{value: [real values]}`` (or the tuple form) -> sorted pairs."""
+    if isinstance(value, tuple):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"[paired_reals] must be a table of value = [values], not {value!r}")
+    pairs = []
+    for name, reals in value.items():
+        if isinstance(reals, str):
+            reals = (reals,)
+        if not isinstance(reals, (list, tuple)) or not all(
+            isinstance(real, str) and real for real in reals
+        ):
+            raise ProtocolError(f"[paired_reals] {name!r} must list strings, not {reals!r}")
+        pairs.append((name, tuple(reals)))
+    return tuple(sorted(pairs))
+
+
 def _fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ProtocolError(f"{name} must be a number in [0, 1), not {value!r}")
@@ -187,6 +211,8 @@ class Protocol:
     report_by: str = "generator"
     seed: int = 0
     perturb: tuple[Perturbation, ...] = ()  # texts such as "jpeg:90,75" are parsed
+    # {report_by value, or "*": the report_by values of the test reals it is scored against}
+    paired_reals: tuple[tuple[str, tuple[str, ...]], ...] = ()
     train: SplitFilter = field(default_factory=SplitFilter)
     val: SplitFilter = field(default_factory=SplitFilter)
     test: SplitFilter = field(default_factory=SplitFilter)
@@ -240,6 +266,7 @@ class Protocol:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
         object.__setattr__(self, "perturb", _perturbations(self.perturb))
+        object.__setattr__(self, "paired_reals", _pairings(self.paired_reals))
         for split in SPLIT_NAMES:
             if not isinstance(getattr(self, split), SplitFilter):
                 raise ProtocolError(f"{split} must be a SplitFilter, not {getattr(self, split)!r}")
@@ -265,6 +292,8 @@ class Protocol:
         }
         if self.perturb:
             document["perturb"] = [perturbation.name for perturbation in self.perturb]
+        if self.paired_reals:
+            document["paired_reals"] = {name: list(reals) for name, reals in self.paired_reals}
         for split in SPLIT_NAMES:
             conditions = getattr(self, split).to_dict()
             if conditions:
@@ -385,9 +414,11 @@ class Splits:
 
     def test_subsets(self) -> dict[str, list[Sample]]:
         """``{value: that value's test fakes + its reals}`` per ``report_by`` value, sorted. Its
-        reals are the test reals with the same value (GenImage's and DF40's paired reals, a
-        dataset's own), or, where none has it, every test real not paired with another value."""
+        reals are those the protocol's ``[paired_reals]`` names for it (GenFace's), else the test
+        reals with the same value (GenImage's and DF40's paired reals, a dataset's own), or, where
+        none has it, every test real not paired with another value."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
+        pairings = dict(self.protocol.paired_reals) if self.protocol is not None else {}
 
         def key(sample: Sample) -> str:
             return _field_value(sample, report_by) or "unknown"
@@ -397,7 +428,11 @@ class Splits:
         unpaired = [s for s in reals if key(s) not in keys]
         subsets = {}
         for value in keys:
-            paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
+            named = pairings.get(value, pairings.get("*"))
+            if named is not None:
+                paired = [s for s in reals if key(s) in named]
+            else:
+                paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
             fakes = [s for s in self.test if not s.is_real and key(s) == value]
             chosen = {id(s) for s in fakes + (paired or unpaired)}
             subsets[value] = [s for s in self.test if id(s) in chosen]
