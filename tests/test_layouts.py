@@ -99,6 +99,9 @@ def test_diff_at_the_download_folder_and_one_level_up(tmp_path):
     name, found = locate(tmp_path)
     assert (name, found) == ("diff", root)
     assert len(read_dataset(tmp_path).samples) == 19
+    # one split folder of it, as DiFF's test fakes come: its parent is named
+    with pytest.raises(UsageError, match=r"DiFF is a diff dataset: give that folder"):
+        read_dataset(root / "test")
 
 
 def test_diff_fakes_only_download_is_detected(tmp_path):

@@ -68,9 +68,16 @@ def locate(root: str | Path) -> tuple[str, Path]:
             "with its own --data"
         )
     listed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    parent = root.resolve().parent
+    above = next((name for name, reason in _why_not(parent).items() if reason is None), None)
+    hint = (
+        f"{parent} is a {above} dataset: give that folder (its splits and labels are read from "
+        "the whole tree)"
+        if above
+        else "Name one with --layout, or see docs/datasets.md"
+    )
     raise UsageError(
-        f"cannot tell the layout of {root} (nor of a folder just below it). Tried {listed}. "
-        "Name one with --layout, or see docs/datasets.md"
+        f"cannot tell the layout of {root} (nor of a folder just below it). Tried {listed}. " + hint
     )
 
 
