@@ -23,6 +23,7 @@ from mfclip_cli.data import (
     read_dataset,
     select,
 )
+from mfclip_cli.data.layouts.df40 import LISTED_AGAIN
 from mfclip_cli.errors import UsageError
 
 _PNG: list[bytes] = []
@@ -357,13 +358,65 @@ def test_df40_deepfakebench_json(tmp_path):
         "datasets/DF40/simswap/ff/frames/000_003",
     )
     first = "datasets/FaceForensics++/original_sequences/youtube/c23/frames/000/000.png"
-    assert got[first][:5] == ("real", "none", "", "DF40-ff", "train")
+    assert got[first][:5] == ("real", "none", "FaceForensics++", "DF40-ff", "train")
     assert len(got) == 4
-    (folder / "more.json").write_text(
-        json.dumps({"x_ff": {"x_Real": {"test": {"9": {"label": "x", "frames": ["/a/b/9.png"]}}}}})
+
+
+FFPP_FRAMES = "FaceForensics++/original_sequences/youtube/c23/frames"
+
+
+def listed(root: Path, label: str, folder: str, n: int = 2) -> dict:
+    """A DeepfakeBench video entry for ``n`` frames in ``folder``, written below ``root`` (the
+    frame paths keep the publisher's machine's prefix)."""
+    touch(root, *(f"{folder}/{i:03d}.png" for i in range(n)))
+    old = "/Youtu_Pangu_Security_Public/deepfakes_detection_datasets"
+    return {"label": label, "frames": [f"{old}/{folder}/{i:03d}.png" for i in range(n)]}
+
+
+def write_json(root: Path, name: str, document: dict) -> None:
+    folder = root / "preprocessing" / "dataset_json"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(document))
+
+
+def test_df40_json_frame_under_several_splits_is_read_once_out_of_training(tmp_path):
+    # DeepfakeBench's rearrange.py writes Celeb-DF test videos under test and val, and DFDC's
+    # val as one {label, frames}; DF40's simswap branch writes its fakes under train, test, val
+    real = listed(tmp_path, "CelebDFv2_real", "Celeb-DF-v2/Celeb-real/frames/id0_0000")
+    fake = listed(tmp_path, "simswap_Fake", "DF40/simswap/ff/frames/000_003")
+    ff_real = listed(tmp_path, "FF-real", f"{FFPP_FRAMES}/000")
+    write_json(
+        tmp_path,
+        "Celeb-DF-v2.json",
+        {"Celeb-DF-v2": {"CelebDFv2_real": {"test": {"id0": real}, "val": {"id0": real}}}},
     )
+    write_json(tmp_path, "DFDC.json", {"DFDC": {"DFDC_Real": {"val": real}}})
+    simswap = {
+        "simswap_Real": {"train": {"000": ff_real}},
+        "simswap_Fake": {split: {"000_003": fake} for split in ("train", "test", "val")},
+    }
+    write_json(tmp_path, "simswap_ff.json", {"simswap_ff": simswap})
+    # the same FF++ reals under DeepfakeBench's FaceForensics++.json; of this video, one frame
+    # is listed as test there, so the whole video is test
+    ffpp = {
+        "FF-real": {
+            "train": {"c23": {"000": ff_real}},
+            "test": {"c23": {"0": ff_real | {"frames": ff_real["frames"][:1]}}},
+        }
+    }
+    write_json(tmp_path, "FaceForensics++.json", {"FaceForensics++": ffpp})
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert len(got) == 6
+    assert {split for _, _, _, _, split, _ in got.values()} == {"test"}
+    assert got[f"{FFPP_FRAMES}/000/001.png"][:3] == ("real", "none", "FaceForensics++")
+    assert index.skipped[LISTED_AGAIN] == 2 * 2 + 2 * 2 + 2 + 1
+    # listings that disagree on what a frame is are refused, saying what differs
+    write_json(tmp_path, "x.json", {"x": {"simswap_Fake": {"test": {"000": ff_real}}}})
     with pytest.raises(
-        DataError, match=r"1 frame\(s\) listed .* are not below it, e.g. /a/b/9.png"
+        DataError,
+        match=r"000/000.png is listed twice.*label 'real' in "
+        r"FaceForensics\+\+.json: .*but 'gan' in x.json",
     ):
         read_dataset(tmp_path)
 
