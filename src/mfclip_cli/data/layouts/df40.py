@@ -1,27 +1,36 @@
-"""DF40 (Yan et al., NeurIPS 2024), as the YZY-stack/DF40 README's "Folder Structure" lays it out,
-and the DeepfakeBench dataset JSON files it also ships::
+"""DF40 (Yan et al., NeurIPS 2024), as the YZY-stack/DF40 README's "Folder Structure" lays it out
+and as its archives unpack, and the DeepfakeBench dataset JSON files it also ships::
 
     DF40/<method>/{ff,cdf}/frames/<video>/NNN.png    test fakes of the FF++ / Celeb-DF domain
     DF40/<method>/{fake,real}/*                      the 9 "unknown" methods, their own reals
-    DF40_train/<method>/{ff,cdf}/...                 train fakes
+    DF40_train/<method>/{ff,cdf}/...                 train fakes (README)
+    DF40_train/<method>/frames/<video>/, DF40_train/<method>/<video id>/   train fakes as
+                                                     downloaded: FF++ domain only, no ff/ level
     FaceForensics++/original_sequences/youtube/<c23>/frames/<video>/NNN.png   FF++ reals
     FaceForensics++/{train,val,test}.json            FF++'s split lists (or dataset/splits/)
 
-Read at the folder holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/
-itself. Split: DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from
-FF++'s lists (none without them). Dataset: ``DF40-ff`` / ``DF40-cdf`` by domain folder (the FF++
-reals are ``DF40-ff``), ``DF40`` for the methods with their own reals, whose generator field names
-that method so each method's report pairs its fakes with its reals. ``landmarks/`` and
-``masks/`` (DeepfakeBench's preprocessing outputs) are not samples; other folders at the top
-(Celeb-DF-v2, FF++'s own fakes) are not read, and inspect lists them.
+A method folder doubled by its archive (``styleclip/styleclip/``) counts once. Read at the folder
+holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/ itself. Split:
+DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from FF++'s lists (none
+without them), ``<c23>/videos/<id>.mp4`` too, grouped with ``frames/<id>/``. Dataset: ``DF40-ff``
+/ ``DF40-cdf`` by domain folder (the FF++ reals are ``DF40-ff``), ``DF40`` for the methods with
+their own reals, whose generator field names that method so each method's report pairs its
+fakes with its reals. ``landmarks/``, ``masks/`` and ``frames_wocropface/`` (preprocessing
+outputs) are not samples; other folders at the top (Celeb-DF-v2, FF++'s own fakes) are not read,
+and inspect lists them.
 
 DeepfakeBench's JSON (``dataset_json/*.json`` or ``preprocessing/dataset_json/*.json`` below
-ROOT): ``{dataset: {label: {split: [{compression:}] {video: {"label", "frames": [paths]}}}}}``.
-A label ending in ``real`` is real; another is a method (``simswap_Fake`` -> simswap; FF-DF ->
-Deepfakes) looked up in the DF40 and FaceForensics tables. Frame paths were written on the
-authors' machine: each is matched to a file below ROOT (or one of its folders) by its longest
-existing tail, found once per distinct prefix; a frame found nowhere is an error. Of several
-compression levels, c23 is read.
+ROOT): ``{dataset: {label: {split: [{compression:}] {video: {"label", "frames": [paths]}}}}}``
+(DFDC's val: one ``{"label", "frames"}``). A label ending in ``real`` is real, with the generator
+a folder read would give it (FF++'s, or the method of ``DF40/<method>/real``); another names a
+method (``simswap_Fake`` -> simswap; FF-DF -> Deepfakes) looked up in the DF40 and FaceForensics
+tables, else (``FSAll_Fake``) the frame's method folder below DF40[_train]/ is. Frame paths were
+written on the authors' machine: each is matched to a file below ROOT (or one of its folders) by
+its longest existing tail, found once per distinct prefix. The publishers list frames under
+several splits and files: each is read once, in the split that keeps it out of training (test
+over val over train, for all frames of its video). Counted under skipped: the extra listings,
+listed frames not on disk (the DF40 authors: leave them out), files on disk no JSON lists. Of
+several compression levels, c23 is read.
 """
 
 from __future__ import annotations
