@@ -276,7 +276,8 @@ def _listings(json_folder: Path) -> Iterator[_Listing]:
 
 
 class _PathFinder:
-    """Maps a frame path written on another machine to a file below ROOT, by its longest tail."""
+    """Maps a frame path written on another machine to a file below ROOT, by its longest tail,
+    looked up in the one walk of ROOT (``files``), not with a stat per frame."""
 
     def __init__(self, files: set[str], bases: Iterable[str]):
         self.files = files
