@@ -23,7 +23,8 @@ from mfclip_cli.data import (
     read_dataset,
     select,
 )
-from mfclip_cli.data.protocols import parse_protocol
+from mfclip_cli.data.layouts.df40 import LISTED_AGAIN, NOT_ON_DISK
+from mfclip_cli.data.protocols import Splits, parse_protocol
 from mfclip_cli.errors import UsageError
 
 _PNG: list[bytes] = []
@@ -384,15 +385,223 @@ def test_df40_deepfakebench_json(tmp_path):
         "datasets/DF40/simswap/ff/frames/000_003",
     )
     first = "datasets/FaceForensics++/original_sequences/youtube/c23/frames/000/000.png"
-    assert got[first][:5] == ("real", "none", "", "DF40-ff", "train")
+    assert got[first][:5] == ("real", "none", "FaceForensics++", "DF40-ff", "train")
     assert len(got) == 4
-    (folder / "more.json").write_text(
-        json.dumps({"x_ff": {"x_Real": {"test": {"9": {"label": "x", "frames": ["/a/b/9.png"]}}}}})
+
+
+FFPP_FRAMES = "FaceForensics++/original_sequences/youtube/c23/frames"
+
+
+def listed(root: Path, label: str, folder: str, n: int = 2) -> dict:
+    """A DeepfakeBench video entry for ``n`` frames in ``folder``, written below ``root`` (the
+    frame paths keep the publisher's machine's prefix)."""
+    touch(root, *(f"{folder}/{i:03d}.png" for i in range(n)))
+    old = "/Youtu_Pangu_Security_Public/deepfakes_detection_datasets"
+    return {"label": label, "frames": [f"{old}/{folder}/{i:03d}.png" for i in range(n)]}
+
+
+def write_json(root: Path, name: str, document: dict) -> None:
+    folder = root / "preprocessing" / "dataset_json"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(document))
+
+
+def test_df40_json_frame_under_several_splits_is_read_once_out_of_training(tmp_path):
+    # DeepfakeBench's rearrange.py writes Celeb-DF test videos under test and val, and DFDC's
+    # val as one {label, frames}; DF40's simswap branch writes its fakes under train, test, val
+    real = listed(tmp_path, "CelebDFv2_real", "Celeb-DF-v2/Celeb-real/frames/id0_0000")
+    fake = listed(tmp_path, "simswap_Fake", "DF40/simswap/ff/frames/000_003")
+    ff_real = listed(tmp_path, "FF-real", f"{FFPP_FRAMES}/000")
+    write_json(
+        tmp_path,
+        "Celeb-DF-v2.json",
+        {"Celeb-DF-v2": {"CelebDFv2_real": {"test": {"id0": real}, "val": {"id0": real}}}},
     )
+    write_json(tmp_path, "DFDC.json", {"DFDC": {"DFDC_Real": {"val": real}}})
+    simswap = {
+        "simswap_Real": {"train": {"000": ff_real}},
+        "simswap_Fake": {split: {"000_003": fake} for split in ("train", "test", "val")},
+    }
+    write_json(tmp_path, "simswap_ff.json", {"simswap_ff": simswap})
+    # the same FF++ reals under DeepfakeBench's FaceForensics++.json; of this video, one frame
+    # is listed as test there, so the whole video is test
+    ffpp = {
+        "FF-real": {
+            "train": {"c23": {"000": ff_real}},
+            "test": {"c23": {"0": ff_real | {"frames": ff_real["frames"][:1]}}},
+        }
+    }
+    write_json(tmp_path, "FaceForensics++.json", {"FaceForensics++": ffpp})
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert len(got) == 6
+    assert {split for _, _, _, _, split, _ in got.values()} == {"test"}
+    assert got[f"{FFPP_FRAMES}/000/001.png"][:3] == ("real", "none", "FaceForensics++")
+    assert index.skipped[LISTED_AGAIN] == 2 * 2 + 2 * 2 + 2 + 1
+    # listings that disagree on what a frame is are refused, saying what differs
+    write_json(tmp_path, "x.json", {"x": {"simswap_Fake": {"test": {"000": ff_real}}}})
     with pytest.raises(
-        DataError, match=r"1 frame\(s\) listed .* are not below it, e.g. /a/b/9.png"
+        DataError,
+        match=r"000/000.png is listed twice.*label 'real' in "
+        r"FaceForensics\+\+.json: .*but 'gan' in x.json",
     ):
         read_dataset(tmp_path)
+
+
+def test_df40_ffpp_reals_uncropped_copies_and_video_files_follow_ffpp_split(tmp_path):
+    # DF40's preprocess.py writes every raw frame to frames_wocropface/<video>/; DeepfakeBench's
+    # tree keeps the source videos at <c23>/videos/<id>.mp4 (prepare makes each a sample)
+    df40_tree(tmp_path)
+    c23 = "FaceForensics++/original_sequences/youtube/c23"
+    touch(tmp_path, f"{c23}/frames_wocropface/002/000.png", f"{c23}/frames_wocropface/002/001.png")
+    (tmp_path / c23 / "videos").mkdir()
+    (tmp_path / c23 / "videos/002.mp4").write_bytes(b"x")
+    index = read_dataset(tmp_path, include_videos=True)
+    got = fields(index)
+    assert not [path for path in got if "frames_wocropface" in path]
+    assert f"{c23}/frames_wocropface/: uncropped copies of frames/" in "\n".join(index.skipped)
+    assert got[f"{c23}/videos/002.mp4"][4:] == ("test", f"{c23}/frames/002")
+    assert got[f"{c23}/frames/002/000.png"][4:] == ("test", f"{c23}/frames/002")
+
+
+def test_df40_train_as_downloaded(tmp_path):
+    # DF40_train unpacks without ff/: <method>/frames/<video>/ (FS, FR) and <method>/<video id>/
+    # (EFS); some DF40/ archives double the method folder
+    touch(
+        tmp_path,
+        "DF40_train/simswap/frames/000_003/000.png",
+        "DF40_train/simswap/frames/000_003/001.png",
+        "DF40_train/VQGAN/440/seed0188.png",
+        "DF40_train/VQGAN/440/seed0189.png",
+        "DF40/styleclip/styleclip/fake/1.jpg",
+        "DF40/styleclip/styleclip/real/1.jpg",
+        "DF40/simswap/ff/frames/001_870/000.png",
+        f"{FFPP_FRAMES}/000/000.png",
+    )
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert got["DF40_train/simswap/frames/000_003/001.png"] == (
+        "gan",
+        "fs",
+        "simswap",
+        "DF40-ff",
+        "train",
+        "DF40_train/simswap/frames/000_003",
+    )
+    assert got["DF40_train/VQGAN/440/seed0189.png"] == (
+        "gan",
+        "efs",
+        "VQGAN",
+        "DF40-ff",
+        "train",
+        "DF40_train/VQGAN/440",
+    )
+    assert got["DF40/styleclip/styleclip/fake/1.jpg"][:5] == (
+        "gan",
+        "fe",
+        "styleclip",
+        "DF40",
+        "test",
+    )
+    assert got["DF40/styleclip/styleclip/real/1.jpg"][:5] == (
+        "real",
+        "none",
+        "styleclip",
+        "DF40",
+        "test",
+    )
+    alone = read_dataset(tmp_path / "DF40_train")
+    assert alone.layout == "df40" and len(alone) == 4
+    assert {s.split for s in alone} == {"train"} and {s.dataset for s in alone} == {"DF40-ff"}
+    # a test method without its domain folder is still not guessed
+    touch(tmp_path, "DF40/uniface/frames/000_003/000.png")
+    with pytest.raises(DataError, match=r"1 image\(s\) do not fit .*DF40/uniface/frames"):
+        read_dataset(tmp_path)
+
+
+def df40_json_tree(root: Path) -> None:
+    """simswap_ff.json as DF40's rearrange.py writes it (FF++ reals, train and test fakes)."""
+    document = {
+        "simswap_Real": {
+            "train": {"000": listed(root, "simswap_Real", f"{FFPP_FRAMES}/000")},
+            "test": {"001": listed(root, "simswap_Real", f"{FFPP_FRAMES}/001")},
+        },
+        "simswap_Fake": {
+            "train": {"000_003": listed(root, "simswap_Fake", "DF40_train/simswap/frames/000_003")},
+            "test": {"001_870": listed(root, "simswap_Fake", "DF40/simswap/ff/frames/001_870")},
+        },
+    }
+    write_json(root, "simswap_ff.json", {"simswap_ff": document})
+
+
+def test_df40_json_missing_and_unlisted_files_are_counted(tmp_path):
+    df40_json_tree(tmp_path)
+    (tmp_path / "DF40/simswap/ff/frames/001_870/001.png").unlink()  # the authors: leave it out
+    touch(tmp_path, "DF40/fomm/ff/frames/000_003/000.png", "DF40/fomm/ff/frames/000_003/001.png")
+    touch(tmp_path, "DF40/stargan/fake/1.jpg")
+    excluded = {"train": {"c23": {"000_003": listed(tmp_path, "FF-FS", "FF/FaceSwap/000", 3)}}}
+    write_json(tmp_path, "FF-FS.json", {"FF-FS": {"FF-FS": excluded}})
+    index = read_dataset(tmp_path)
+    assert len(index) == 7
+    assert index.skipped[NOT_ON_DISK] == 1
+    assert index.skipped["DF40/fomm/: not listed in any dataset_json/*.json"] == 2
+    assert index.skipped["DF40/stargan/: not listed in any dataset_json/*.json"] == 1
+    assert [count for reason, count in index.skipped.items() if "FaceSwap: excluded" in reason] == [
+        3
+    ]
+    # nothing listed is on disk: the wrong folder, said with an example
+    for path in tmp_path.rglob("*.png"):
+        path.unlink()
+    with pytest.raises(
+        DataError, match=r"no frame the JSON files .* list is below it \(e.g. /Yout"
+    ):
+        read_dataset(tmp_path)
+
+
+def test_df40_aggregate_json_takes_each_frame_method_from_its_path(tmp_path):
+    # DF40's Protocol-1 trains on FSAll_ff.json, whose label names no method
+    fakes = {
+        "000_003": listed(tmp_path, "FSAll_Fake", "DF40_train/simswap/frames/000_003"),
+        "003_000": listed(tmp_path, "FSAll_Fake", "DF40_train/faceswap/frames/003_000"),
+    }
+    real = {"000": listed(tmp_path, "FSAll_Real", f"{FFPP_FRAMES}/000")}
+    labels = {"FSAll_Real": {"train": real}, "FSAll_Fake": {"train": fakes}}
+    write_json(tmp_path, "FSAll_ff.json", {"FSAll_ff": labels})
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert got["DF40_train/simswap/frames/000_003/000.png"][:5] == (
+        "gan",
+        "fs",
+        "simswap",
+        "DF40-ff",
+        "train",
+    )
+    assert len(got) == 4
+    assert [count for reason, count in index.skipped.items() if "faceswap: excl" in reason] == [2]
+    # a frame whose label and path both name no known method is still an unmapped name
+    write_json(
+        tmp_path, "x.json", {"x": {"FRAll_Fake": {"test": {"v": listed(tmp_path, "x", "x/v")}}}}
+    )
+    with pytest.raises(DataError, match=r"'FRAll' \(2 file"):
+        read_dataset(tmp_path)
+
+
+def test_df40_json_own_reals_carry_their_method(tmp_path):
+    # each JSON is a test set of its own fakes and reals; FF++'s reals are shared by the methods
+    df40_json_tree(tmp_path)
+    stargan = {
+        "stargan_Real": {"test": {"1": listed(tmp_path, "stargan_Real", "DF40/stargan/real", 3)}},
+        "stargan_Fake": {"test": {"1": listed(tmp_path, "stargan_Fake", "DF40/stargan/fake", 3)}},
+    }
+    write_json(tmp_path, "stargan.json", {"stargan": stargan})
+    index = read_dataset(tmp_path)
+    assert fields(index)["DF40/stargan/real/000.png"][:3] == ("real", "none", "stargan")
+    test = [s for s in index if s.split == "test"]
+    subsets = Splits([], [], test, (), load_protocol("df40")).test_subsets()
+    assert {s.path for s in subsets["stargan"] if s.is_real} == {
+        f"DF40/stargan/real/{i:03d}.png" for i in range(3)
+    }
+    assert {s.generator for s in subsets["simswap"] if s.is_real} == {"FaceForensics++"}
 
 
 # ----------------------------------------------------------------------------- GenImage

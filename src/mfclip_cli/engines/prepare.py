@@ -195,7 +195,9 @@ class Preparer:
 
 def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
     for face in record["faces"]:
-        video = source.path if record["video"] else source.video
+        # a video file's faces group under its path, or the frames it was extracted to where the
+        # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/)
+        video = (source.video or source.path) if record["video"] else source.video
         yield Sample(
             path=face["path"],
             label=source.label,

@@ -100,9 +100,10 @@ def read_dataset(
     that fits). ``dataset`` overrides the dataset name of every sample in the directory layouts,
     and fills it in where a manifest leaves it empty (default: the folder name). ``include_videos``
     (for ``mfclip prepare``) makes video files samples too in the directory layouts, labelled by
-    their place like images (their ``video`` stays None: the file is the video); a manifest lists
-    whatever files it lists either way. ``label_map`` extends or overrides the generator table.
-    Samples are sorted by path.
+    their place like images (their ``video`` is None: the file is the video, unless the layout
+    ties it to extracted frames, as DF40's FF++ ``videos/<id>.mp4`` to ``frames/<id>/``); a
+    manifest lists whatever files it lists either way. ``label_map`` extends or overrides the
+    generator table. Samples are sorted by path.
     """
     root = Path(root)
     if layout is None:

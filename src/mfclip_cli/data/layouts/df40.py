@@ -1,45 +1,69 @@
-"""DF40 (Yan et al., NeurIPS 2024), as the YZY-stack/DF40 README's "Folder Structure" lays it out,
-and the DeepfakeBench dataset JSON files it also ships::
+"""DF40 (Yan et al., NeurIPS 2024), as the YZY-stack/DF40 README's "Folder Structure" lays it out
+and as its archives unpack, and the DeepfakeBench dataset JSON files it also ships::
 
     DF40/<method>/{ff,cdf}/frames/<video>/NNN.png    test fakes of the FF++ / Celeb-DF domain
     DF40/<method>/{fake,real}/*                      the 9 "unknown" methods, their own reals
-    DF40_train/<method>/{ff,cdf}/...                 train fakes
+    DF40_train/<method>/{ff,cdf}/...                 train fakes (README)
+    DF40_train/<method>/frames/<video>/, DF40_train/<method>/<video id>/   train fakes as
+                                                     downloaded: FF++ domain only, no ff/ level
     FaceForensics++/original_sequences/youtube/<c23>/frames/<video>/NNN.png   FF++ reals
     FaceForensics++/{train,val,test}.json            FF++'s split lists (or dataset/splits/)
 
-Read at the folder holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/
-itself. Split: DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from
-FF++'s lists (none without them). Dataset: ``DF40-ff`` / ``DF40-cdf`` by domain folder (the FF++
-reals are ``DF40-ff``), ``DF40`` for the methods with their own reals, whose generator field names
-that method so each method's report pairs its fakes with its reals. ``landmarks/`` and
-``masks/`` (DeepfakeBench's preprocessing outputs) are not samples; other folders at the top
-(Celeb-DF-v2, FF++'s own fakes) are not read, and inspect lists them.
+A method folder doubled by its archive (``styleclip/styleclip/``) counts once. Read at the folder
+holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/ itself. Split:
+DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from FF++'s lists (none
+without them), ``<c23>/videos/<id>.mp4`` too, grouped with ``frames/<id>/``. Dataset: ``DF40-ff``
+/ ``DF40-cdf`` by domain folder (the FF++ reals are ``DF40-ff``), ``DF40`` for the methods with
+their own reals, whose generator field names that method so each method's report pairs its
+fakes with its reals. ``landmarks/``, ``masks/`` and ``frames_wocropface/`` (preprocessing
+outputs) are not samples; other folders at the top (Celeb-DF-v2, FF++'s own fakes) are not read,
+and inspect lists them.
 
 DeepfakeBench's JSON (``dataset_json/*.json`` or ``preprocessing/dataset_json/*.json`` below
-ROOT): ``{dataset: {label: {split: [{compression:}] {video: {"label", "frames": [paths]}}}}}``.
-A label ending in ``real`` is real; another is a method (``simswap_Fake`` -> simswap; FF-DF ->
-Deepfakes) looked up in the DF40 and FaceForensics tables. Frame paths were written on the
-authors' machine: each is matched to a file below ROOT (or one of its folders) by its longest
-existing tail, found once per distinct prefix; a frame found nowhere is an error. Of several
-compression levels, c23 is read.
+ROOT): ``{dataset: {label: {split: [{compression:}] {video: {"label", "frames": [paths]}}}}}``
+(DFDC's val: one ``{"label", "frames"}``). A label ending in ``real`` is real, with the generator
+a folder read would give it (FF++'s, or the method of ``DF40/<method>/real``); another names a
+method (``simswap_Fake`` -> simswap; FF-DF -> Deepfakes) looked up in the DF40 and FaceForensics
+tables, else (``FSAll_Fake``) the frame's method folder below DF40[_train]/ is. Frame paths were
+written on the authors' machine: each is matched to a file below ROOT (or one of its folders) by
+its longest existing tail, found once per distinct prefix. The publishers list frames under
+several splits and files: each is read once, in the split that keeps it out of training (test
+over val over train, for all frames of its video). Counted under skipped: the extra listings,
+listed frames not on disk (the DF40 authors: leave them out), files on disk no JSON lists. Of
+several compression levels, c23 is read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
-from mfclip_cli.data.layouts.labels import LabelTable, Resolver, skip_reason
-from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown
-from mfclip_cli.data.samples import DataError, Sample, read_tree, split_path
+from mfclip_cli.data.layouts.labels import LabelTable, Method, Resolver, skip_reason
+from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown, stem
+from mfclip_cli.data.samples import (
+    VIDEO_EXTENSIONS,
+    DataError,
+    Sample,
+    read_tree,
+    split_path,
+    walk,
+)
 
 NAME = "df40"
 SPLIT_ROOTS = {"df40": "test", "df40_train": "train"}
 DOMAINS = {"ff": "DF40-ff", "cdf": "DF40-cdf"}
 OWN_REALS = ("fake", "real")
 FFPP = "faceforensics++"
-DERIVED = {"landmarks": "facial landmarks, not samples", "masks": "forgery masks, not samples"}
+FFPP_REALS = "FaceForensics++"  # the generator field of FF++'s reals
+TABLES = ("DF40", "FaceForensics")
+DERIVED = {
+    "landmarks": "facial landmarks, not samples",
+    "masks": "forgery masks, not samples",
+    "frames_wocropface": "uncropped copies of frames/ (DF40's preprocessing), not samples",
+}
 JSON_FOLDERS = ("dataset_json", "preprocessing/dataset_json")
 EXPECTED = (
     "[DF40/|DF40_train/]<method>/{ff,cdf,fake,real}/... and "
@@ -73,6 +97,8 @@ def fits(root: Path) -> str | None:
     top = folders(root)
     if set(top) & set(SPLIT_ROOTS) or _json_folder(root) is not None:
         return None
+    if root.absolute().name.lower() in SPLIT_ROOTS:  # DF40/ or DF40_train/ itself
+        return None
     if _method_folders(root):
         return None
     return (
@@ -104,12 +130,28 @@ def _ffpp_splits(ffpp: Path) -> dict[str, str]:
 def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
     json_folder = _json_folder(root)
     if json_folder is not None:
-        return _read_json(root, json_folder, options)
+        return _JsonReader(root, json_folder, options).read()
     return _read_folders(root, options)
 
 
+def _is_video(relative: str) -> bool:
+    return os.path.splitext(relative)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _skip_derived(relative: str) -> str | None:
+    return DERIVED.get(relative.rsplit("/", 1)[-1].lower())
+
+
+def _method_index(parts: list[str]) -> int | None:
+    """Where the method folder is in a path's folders: just below DF40/ or DF40_train/."""
+    for index, part in enumerate(parts[:-1]):
+        if part.lower() in SPLIT_ROOTS:
+            return index + 1
+    return None
+
+
 def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
-    resolve = Resolver(options.labels, ("DF40", "FaceForensics"))
+    resolve = Resolver(options.labels, TABLES)
     top = folders(root)
     nested = bool(set(top) & set(SPLIT_ROOTS))
     own_split = SPLIT_ROOTS.get(root.absolute().name.lower())
@@ -117,8 +159,8 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
 
     def skip_folder(relative: str) -> str | None:
         parts = relative.lower().split("/")
-        if parts[-1] in DERIVED:
-            return DERIVED[parts[-1]]
+        if (reason := _skip_derived(relative)) is not None:
+            return reason
         if nested and len(parts) == 1 and parts[0] not in (*SPLIT_ROOTS, FFPP):
             return "not part of DF40 (not read)"
         if parts[0] == FFPP and len(parts) >= 2 and parts[1] != "original_sequences":
@@ -128,24 +170,36 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
     def ffpp_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
         if len(parts) < 3 or [p.lower() for p in parts[1:3]] != ["original_sequences", "youtube"]:
             return None
+        if video is None and parts[-1].lower() == "videos" and _is_video(relative):
+            # <c>/videos/<id>.mp4 is the video whose frames are <c>/frames/<id>/: one group
+            video = "/".join([*parts[:-1], "frames", stem(relative)])
         name = (video or "").rsplit("/", 1)[-1]
         split = ffpp_splits.get(name) or ffpp_splits.get(name[:3])
-        return Sample(relative, "real", "none", "FaceForensics++", "DF40-ff", video, split)
+        return Sample(relative, "real", "none", FFPP_REALS, "DF40-ff", video, split)
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
-        split = own_split
+        split, below = own_split, parts
         if nested:
             if parts and parts[0].lower() == FFPP:
                 return ffpp_real(parts, relative, video)
             if not parts or parts[0].lower() not in SPLIT_ROOTS:
                 return None
-            split, parts = SPLIT_ROOTS[parts[0].lower()], parts[1:]
-        if len(parts) < 2:
+            split, below = SPLIT_ROOTS[parts[0].lower()], parts[1:]
+        if not below:
             return None
-        where = parts[1].lower()
+        rest = below[1:]
+        if rest and rest[0].lower() == below[0].lower():  # styleclip/styleclip/ in some archives
+            rest = rest[1:]
+        where = rest[0].lower() if rest else None
         if where not in (*DOMAINS, *OWN_REALS):
-            return None
-        method = resolve(parts[0], relative)
+            if split != "train":
+                return None
+            # DF40_train as downloaded: <method>/frames/<video>/ or <method>/<video id>/, and
+            # only the FF++ domain (the DF40 README)
+            where = "ff"
+            if video is None and rest:
+                video = "/".join(parts[: len(parts) - len(rest) + 1])
+        method = resolve(below[0], relative)
         if (reason := skip_reason(method)) is not None:
             return reason
         dataset = options.dataset or DOMAINS.get(where, "DF40")
@@ -170,9 +224,14 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
 
 
 def _videos(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The ``(video, info)`` pairs under one split, through a compression level if there is one."""
+    """The ``(video, info)`` pairs under one split, through a compression level if there is one.
+    DeepfakeBench's DFDC branch writes one ``{label, frames}`` there, not a table: its video is
+    ``""``."""
     if not isinstance(node, dict):
         raise DataError(f"{where}: expected a table of videos, not {type(node).__name__}")
+    if isinstance(node.get("frames"), list):
+        yield "", node
+        return
     if not node or any(isinstance(v, dict) and "frames" in v for v in node.values()):
         yield from node.items()
         return
@@ -180,44 +239,19 @@ def _videos(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     yield from _videos(node[level], f"{where}.{level}")
 
 
-class _PathFinder:
-    """Maps a frame path written on another machine to a file below ROOT, by its longest tail."""
+class _Listing(NamedTuple):
+    """One video entry of a JSON file: where it is (for messages), its top key, label and split."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.bases = [Path()] + [Path(name) for name in sorted(folders(root).values())]
-        self.prefixes: dict[tuple[str, ...], Path] = {}
-
-    def __call__(self, written: str) -> str | None:
-        pieces = written.replace("\\", "/").split("/")
-        parts = tuple(part for part in pieces if part not in ("", "."))
-        for length in range(len(parts)):
-            base = self.prefixes.get(parts[:length])
-            if base is not None and (self.root / base / Path(*parts[length:])).is_file():
-                return (base / Path(*parts[length:])).as_posix()
-        for length in range(len(parts)):
-            for base in self.bases:
-                if (self.root / base / Path(*parts[length:])).is_file():
-                    self.prefixes[parts[:length]] = base
-                    return (base / Path(*parts[length:])).as_posix()
-        return None
+    where: str
+    key: str
+    label: str
+    split: str | None
+    video: str
+    frames: list[Any]
 
 
-def _dataset_name(key: str) -> str:
-    for suffix, name in (("_ff", "DF40-ff"), ("_cdf", "DF40-cdf")):
-        if key.lower().endswith(suffix):
-            return name
-    return key
-
-
-def _read_json(
-    root: Path, json_folder: Path, options: ReadOptions
-) -> tuple[list[Sample], dict[str, int]]:
-    resolve = Resolver(options.labels, ("DF40", "FaceForensics"))
-    find = _PathFinder(root)
-    by_path: dict[str, Sample] = {}
-    missing: list[str] = []
-    skipped: dict[str, int] = {}
+def _listings(json_folder: Path) -> Iterator[_Listing]:
+    """Every video entry of the JSON files in ``json_folder``, in file order."""
     for path in sorted(json_folder.glob("*.json")):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
@@ -228,57 +262,185 @@ def _read_json(
         for key, labels in document.items():
             if not isinstance(labels, dict):
                 raise DataError(f"{path}: {key!r} is not a table of labels")
-            for label_name, splits in labels.items():
-                real = label_name.lower().endswith("real")
-                method = None
-                if not real:
-                    name = label_name
-                    for suffix in ("_fake", "-fake"):
-                        if name.lower().endswith(suffix):
-                            name = name[: -len(suffix)]
-                    method = resolve(name, f"{path.name}: {label_name}")
-                    if method is None:  # Resolver.check names it
-                        continue
-                    if (reason := skip_reason(method)) is not None:
-                        skipped[reason] = skipped.get(reason, 0) + 1
-                        continue
+            for label, splits in labels.items():
                 if not isinstance(splits, dict):
-                    raise DataError(f"{path}: {key}.{label_name} is not a table of splits")
+                    raise DataError(f"{path}: {key}.{label} is not a table of splits")
                 for split_name, node in splits.items():
+                    where = f"{path.name}: {key}.{label}.{split_name}"
                     split = SPLIT_NAMES.get(split_name.lower())
-                    where = f"{path.name}: {key}.{label_name}.{split_name}"
-                    for video_name, info in _videos(node, where):
+                    for video, info in _videos(node, where):
                         frames = info.get("frames") if isinstance(info, dict) else None
                         if not isinstance(frames, list):
-                            raise DataError(f"{where}.{video_name}: no frames list")
-                        for written in frames:
-                            relative = find(str(written))
-                            if relative is None:
-                                missing.append(str(written))
-                                continue
-                            video = split_path(relative)[1] or f"{key}/{label_name}/{video_name}"
-                            sample = Sample(
-                                relative,
-                                "real" if method is None else method.label,
-                                "none" if method is None else method.forgery_type,
-                                "" if method is None else method.name,
-                                options.dataset or _dataset_name(key),
-                                video,
-                                split,
-                            )
-                            old = by_path.setdefault(relative, sample)
-                            if old != sample:
-                                raise DataError(
-                                    f"{where}: {relative} is listed twice with different labels "
-                                    f"({old.label}/{old.split} and {sample.label}/{sample.split})"
-                                )
-    resolve.check(root, NAME)
-    if missing:
-        raise DataError(
-            f"{root}: {len(missing)} frame(s) listed in {json_folder} are not below it, e.g. "
-            f"{', '.join(missing[:3])}"
+                            raise DataError(f"{where}.{video}: no frames list")
+                        yield _Listing(where, key, label, split, video, frames)
+
+
+class _PathFinder:
+    """Maps a frame path written on another machine to a file below ROOT, by its longest tail,
+    looked up in the one walk of ROOT (``files``), not with a stat per frame."""
+
+    def __init__(self, files: set[str], bases: Iterable[str]):
+        self.files = files
+        self.bases = ["", *(f"{name}/" for name in sorted(bases))]
+        self.prefixes: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, written: str) -> str | None:
+        pieces = written.replace("\\", "/").split("/")
+        parts = tuple(part for part in pieces if part not in ("", "."))
+        for length in range(len(parts)):
+            base = self.prefixes.get(parts[:length])
+            if base is not None and base + "/".join(parts[length:]) in self.files:
+                return base + "/".join(parts[length:])
+        for length in range(len(parts)):
+            tail = "/".join(parts[length:])
+            for base in self.bases:
+                if base + tail in self.files:
+                    self.prefixes[parts[:length]] = base
+                    return base + tail
+        return None
+
+
+def _dataset_name(key: str) -> str:
+    for suffix, name in (("_ff", "DF40-ff"), ("_cdf", "DF40-cdf")):
+        if key.lower().endswith(suffix):
+            return name
+    return key
+
+
+# a frame or video listed under several splits keeps the first of these: out of training
+SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
+LISTED_AGAIN = (
+    "listed again in dataset_json (another split, key or file): read once, in its split "
+    "test over val over train"
+)
+NOT_ON_DISK = "listed in dataset_json, not on disk (left out, as the DF40 authors advise)"
+
+
+def _rank(split: str | None) -> int:
+    return SPLIT_RANK.get(split or "", len(SPLIT_RANK))
+
+
+class _JsonReader:
+    """Turns the frames the JSON files list into samples; what is left out goes to ``skipped``."""
+
+    def __init__(self, root: Path, json_folder: Path, options: ReadOptions):
+        self.root, self.json_folder, self.options = root, json_folder, options
+        self.resolve = Resolver(options.labels, TABLES)
+        images, videos, self.skipped = walk(root, _skip_derived)
+        self.on_disk = set(images) | set(videos)
+        self.find = _PathFinder(self.on_disk, folders(root).values())
+        self.kept: dict[str, tuple[Sample, str]] = {}  # path -> (sample, where it was listed)
+        self.listed: set[str] = set()
+        self.missing: list[str] = []  # a few, for the message when nothing is found
+
+    def count(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def known(self, name: str) -> Method | None:
+        """The method the table has under ``name``, without noting it as unmapped."""
+        for table in TABLES:
+            if (method := self.options.labels.find(table, name)) is not None:
+                return method
+        return None
+
+    def fake(self, label: str, parts: list[str], where: str) -> Method | None:
+        """A fake's method: the one its label names, else (aggregate labels such as FSAll_Fake)
+        the method folder of its path."""
+        name = label
+        for suffix in ("_fake", "-fake"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+        index = _method_index(parts)
+        return self.known(name) or self.resolve(name if index is None else parts[index], where)
+
+    def real_source(self, parts: list[str]) -> str:
+        """A real's generator, as in folder mode: FF++'s reals, or the method whose own reals
+        they are (DF40/<method>/real/), so its report pairs them with its fakes."""
+        if "original_sequences" in (part.lower() for part in parts):
+            return FFPP_REALS
+        index = _method_index(parts)
+        if index is None:
+            return ""
+        method = self.known(parts[index])
+        return parts[index] if method is None else method.name
+
+    def sample(self, listing: _Listing, relative: str) -> Sample | str:
+        parts, video = split_path(relative)
+        if video is None and listing.video:
+            video = f"{listing.key}/{listing.label}/{listing.video}"
+        dataset = self.options.dataset or _dataset_name(listing.key)
+        if listing.label.lower().endswith("real"):
+            source = self.real_source(parts)
+            return Sample(relative, "real", "none", source, dataset, video, listing.split)
+        method = self.fake(listing.label, parts, f"{listing.where}: {relative}")
+        if (reason := skip_reason(method)) is not None:
+            return reason
+        return Sample(
+            relative, method.label, method.forgery_type, method.name, dataset, video, listing.split
         )
-    samples = sorted(by_path.values(), key=lambda sample: sample.path)
-    if not samples:
-        raise DataError(f"{json_folder}: the JSON files list no frames")
-    return samples, skipped
+
+    def keep(self, sample: Sample, where: str) -> None:
+        """Keep a frame once: of several listings, the one whose split keeps it out of training;
+        listings that disagree on what the frame is are an error saying how."""
+        old = self.kept.get(sample.path)
+        if old is None:
+            self.kept[sample.path] = (sample, where)
+            return
+        differ = [
+            f"{name} {getattr(old[0], name)!r} in {old[1]} but {getattr(sample, name)!r} in {where}"
+            for name in ("label", "forgery_type", "generator")
+            if getattr(old[0], name) != getattr(sample, name)
+        ]
+        if differ:
+            raise DataError(
+                f"{sample.path} is listed twice as different samples: {'; '.join(differ)}"
+            )
+        self.count(LISTED_AGAIN)
+        if _rank(sample.split) < _rank(old[0].split):
+            self.kept[sample.path] = (sample, where)
+
+    def read(self) -> tuple[list[Sample], dict[str, int]]:
+        for listing in _listings(self.json_folder):
+            for written in listing.frames:
+                relative = self.find(str(written))
+                if relative is None:
+                    self.missing = self.missing[:2] + [str(written)]
+                    self.count(NOT_ON_DISK)
+                    continue
+                self.listed.add(relative)
+                sample = self.sample(listing, relative)
+                if isinstance(sample, Sample):
+                    self.keep(sample, listing.where)
+                else:
+                    self.count(sample)
+        self.resolve.check(self.root, NAME)
+        for relative in sorted(self.on_disk - self.listed):
+            self.count(f"{_group(relative)}: not listed in any {self.json_folder.name}/*.json")
+        samples = _one_split_per_video([sample for sample, _ in self.kept.values()])
+        if not samples:
+            raise DataError(
+                f"{self.root}: no frame the JSON files in {self.json_folder} list is below it "
+                f"(e.g. {', '.join(self.missing) or 'none listed'})"
+            )
+        return sorted(samples, key=lambda sample: sample.path), self.skipped
+
+
+def _group(relative: str) -> str:
+    """The folder an unlisted file is reported under: its DF40 method folder, else its top two."""
+    parts = relative.split("/")[:-1]
+    index = _method_index(parts)
+    shown = parts[: index + 1] if index is not None else parts[:2]
+    return "/".join(shown) + "/" if shown else "./"
+
+
+def _one_split_per_video(samples: list[Sample]) -> list[Sample]:
+    """Frames of one video listed under different splits all take the one that keeps them out of
+    training, so no video falls in two splits."""
+    best: dict[str, str | None] = {}
+    for sample in samples:
+        if sample.video is not None:
+            best[sample.video] = min(best.get(sample.video, sample.split), sample.split, key=_rank)
+    return [
+        sample if sample.video is None else replace(sample, split=best[sample.video])
+        for sample in samples
+    ]
