@@ -208,16 +208,15 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         forgery_type = method.forgery_type
         return Sample(relative, method.label, forgery_type, method.name, dataset, video, split)
 
-    samples, skipped = read_tree(
+    return read_tree(
         root,
         NAME,
         EXPECTED,
         classify,
         include_videos=options.include_videos,
         skip_folder=skip_folder,
+        names=resolve,
     )
-    resolve.check(root, NAME)
-    return samples, skipped
 
 
 # ----------------------------------------------------------------------------- DeepfakeBench JSON
