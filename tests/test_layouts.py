@@ -437,6 +437,8 @@ def test_df40_json_frame_under_several_splits_is_read_once_out_of_training(tmp_p
     assert len(got) == 6
     assert {split for _, _, _, _, split, _ in got.values()} == {"test"}
     assert got[f"{FFPP_FRAMES}/000/001.png"][:3] == ("real", "none", "FaceForensics++")
+    # named as DF40's simswap_ff.json names them, whichever file gave their split
+    assert {got[f"{FFPP_FRAMES}/000/{i:03d}.png"][3] for i in range(2)} == {"DF40-ff"}
     assert index.skipped[LISTED_AGAIN] == 2 * 2 + 2 * 2 + 2 + 1
     # listings that disagree on what a frame is are refused, saying what differs
     write_json(tmp_path, "x.json", {"x": {"simswap_Fake": {"test": {"000": ff_real}}}})

@@ -379,8 +379,10 @@ class _JsonReader:
         )
 
     def keep(self, sample: Sample, where: str) -> None:
-        """Keep a frame once: of several listings, the one whose split keeps it out of training;
-        listings that disagree on what the frame is are an error saying how."""
+        """Keep a frame once: of several listings, the one whose split keeps it out of training,
+        named by a DF40 file's dataset (``DF40-ff``, which the df40 protocol trains on) where one
+        lists it beside DeepfakeBench's ``FaceForensics++.json``; listings that disagree on what
+        the frame is are an error saying how."""
         old = self.kept.get(sample.path)
         if old is None:
             self.kept[sample.path] = (sample, where)
@@ -395,8 +397,13 @@ class _JsonReader:
                 f"{sample.path} is listed twice as different samples: {'; '.join(differ)}"
             )
         self.count(LISTED_AGAIN)
+        dataset = next(
+            (name for name in (old[0].dataset, sample.dataset) if name.startswith("DF40")),
+            old[0].dataset,
+        )
         if _rank(sample.split) < _rank(old[0].split):
-            self.kept[sample.path] = (sample, where)
+            old = (sample, where)
+        self.kept[sample.path] = (replace(old[0], dataset=dataset), old[1])
 
     def read(self) -> tuple[list[Sample], dict[str, int]]:
         for listing in _listings(self.json_folder):
