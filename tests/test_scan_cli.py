@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def full_scan(evidence, weights, tmp_path_factory):
 def test_exit_code_three_and_every_file_reported(full_scan, evidence):
     result, out = full_scan
     assert result.returncode == 3, result.stderr
+    assert f"{len(BAD)} of " in result.stderr and "input(s) could not be read" in result.stderr
     document = json.loads((out / "r.json").read_text())
     names = [Path(f["path"]).name for f in document["files"]]
     assert set(names) == GOOD | BAD | {p.name for p in (evidence / "variants").iterdir()}
@@ -168,6 +170,9 @@ def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
         and end["complete"] is True
         and end["files_written"] == len(document["files"])
     )
+    statuses = Counter(record["status"] for record in document["files"])
+    assert end["files_by_status"] == {"ok": 0, "no_face": 0, "error": 0, **statuses}
+    assert statuses["error"] > 0
     assert document["meta"] == {
         **{k: v for k, v in meta.items() if k != "type"},
         **{k: v for k, v in end.items() if k != "type"},

@@ -13,6 +13,7 @@ from mfclip_cli.files import readable
 from mfclip_cli.provenance.record import ProvenanceRecord
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR)
 INCONCLUSIVE = "inconclusive"  # the label of a face the model cannot support a verdict on
 
 

@@ -37,7 +37,7 @@ from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.model_stage import Scorer
-from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
@@ -514,6 +514,7 @@ def run_scan(
     # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
     outcome: dict[str, tuple[bool, bool, bool, bool]] = dict(previous.records)
     written = faces = 0
+    by_status = dict.fromkeys(STATUSES, 0)  # this run's records, as the end line counts them
     complete = False
     failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
     duplicates = DuplicateTracker() if request.settings.duplicates else None
@@ -530,6 +531,7 @@ def run_scan(
                     continue
                 written += 1
                 faces += len(record.faces)
+                by_status[record.status] += 1
                 _write(record, sinks, failures)
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
@@ -547,6 +549,7 @@ def run_scan(
         summary = {
             "complete": complete,
             "files_written": written,
+            "files_by_status": by_status,
             "faces": faces,
             "finished_utc": utc_now(),
         }
@@ -568,6 +571,13 @@ def run_scan(
         error_console.print(
             f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
             f"skipped, {written} scanned now",
+            highlight=False,
+            markup=False,
+        )
+    if by_status[STATUS_ERROR]:
+        error_console.print(
+            f"{by_status[STATUS_ERROR]} of {written} input(s) could not be read: their records "
+            'say why ("status": "error")',
             highlight=False,
             markup=False,
         )
