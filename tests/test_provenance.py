@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import provenance_media as media
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from skimage.data import astronaut
 
 from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, TrustError, inspect
@@ -149,6 +149,29 @@ def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prom
     )
     assert record.declares_ai and record.c2pa.status == "none_found"
     assert record.signals[0].strength.startswith("unsigned metadata")
+
+
+def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypatch):
+    """Pillow reaches a PNG's chunks after its pixel data only by decoding the image: a file
+    that declared 100000 x 100000 pixels took every byte of memory the machine had."""
+    monkeypatch.setattr(
+        PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("pixels decoded")
+    )
+    png = media.png_bytes(media.picture(5))
+    iend = len(png) - 12
+    text = media.png_chunk(b"tEXt", b"parameters\0" + media.A1111_PARAMETERS.encode("latin-1"))
+    exif = Image.Exif()
+    exif[0x0131] = "Photoshop"  # Software
+    software = media.png_chunk(b"eXIf", exif.tobytes())
+    record = inspect(png[:iend] + text + software + png[iend:], ".png")
+    assert record.metadata.generation.tool == "AUTOMATIC1111"
+    assert record.metadata.software == ["EXIF Software: Photoshop"]
+    # as a scan runs it: faces/decode.py has its own pixel limit in place of Pillow's
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    head = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    declared = b"\x89PNG\r\n\x1a\n" + media.png_chunk(b"IHDR", head)
+    declared += media.png_chunk(b"IDAT", zlib.compress(b"\0" * 10)) + media.png_chunk(b"IEND", b"")
+    assert inspect(declared, ".png").metadata.status == "none_found"
 
 
 def test_webui_parameters_in_a_jpeg_user_comment():

@@ -3,16 +3,19 @@ software named in EXIF and XMP, and the generation parameters that Stable Diffus
 write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI). All of it is unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
-size limits and without decoding pixels; sd-parsers interprets the front ends' parameter formats.
+size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
+Pillow reaches them only by decoding the whole image); sd-parsers interprets the front ends'
+parameter formats.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from mfclip_cli.provenance.c2pa import source_type_name
 from mfclip_cli.provenance.record import FOUND, NONE_FOUND, Generation, MetadataEvidence
@@ -52,7 +55,13 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     Pillow's errors) for metadata that cannot be read; the caller records them."""
     with Image.open(io.BytesIO(data)) as image:
         info = dict(image.info)
-        exif = image.getexif()
+        if image.format == "PNG":  # its getexif() decodes every pixel first
+            info.update(_png_chunks_after_pixels(data))
+            exif = Image.Exif()
+            if info.get("exif"):
+                exif.load(info["exif"])
+        else:
+            exif = image.getexif()
         xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
         if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
             xmp = image.tag_v2.get(TIFF_XMP)
@@ -78,6 +87,41 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     if evidence.software or evidence.digital_source_type or evidence.generation:
         evidence.status = FOUND
     return evidence
+
+
+PNG_METADATA_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
+
+
+def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
+    """The text and EXIF chunks a PNG holds after its pixel data, parsed by Pillow's own chunk
+    readers without decoding a pixel: a file that only declares 100000 x 100000 pixels cost all
+    the memory of the machine when ``getexif()`` decoded it, and every other PNG a second
+    decode."""
+    offset, after_pixels = 8, None
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"IEND":
+            break
+        offset += 12 + length
+        if kind in (b"IDAT", b"fdAT"):
+            after_pixels = offset
+    if after_pixels is None:
+        return {}
+    stream = PngImagePlugin.PngStream(io.BytesIO(data))
+    stream.fp.seek(after_pixels)
+    while True:
+        try:
+            kind, position, length = stream.read()
+        except (struct.error, SyntaxError):
+            break
+        if kind == b"IEND":
+            break
+        if kind in PNG_METADATA_CHUNKS:
+            stream.call(kind, position, length)
+        else:
+            stream.fp.seek(length, io.SEEK_CUR)
+        stream.fp.read(4)  # its CRC
+    return stream.im_info
 
 
 def _text(value: Any) -> str:
