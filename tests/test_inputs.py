@@ -5,7 +5,10 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.errors import UsageError
 
 
 def _touch(path: Path) -> Path:
@@ -93,3 +96,40 @@ def test_nul_separated_stdin_keeps_names_with_newlines_whole(tmp_path):
     stdin = io.StringIO(f"{odd}\0{plain}\0\0")
     items = collect_inputs(["-"], stdin=stdin, separator="\0")
     assert [(item.path, item.error) for item in items] == [(odd, None), (plain, None)]
+
+
+def test_a_name_the_shell_left_empty_or_a_nul_without_null_is_a_usage_error(tmp_path):
+    """``mfclip scan "$CASE_DIR"`` with the variable unset scanned the current folder; a
+    ``find -print0`` list read as lines ended in a traceback."""
+    with pytest.raises(UsageError, match="an empty path was named"):
+        collect_inputs([""])
+    stdin = io.StringIO(f"{_touch(tmp_path / 'a.png')}\0{_touch(tmp_path / 'b.png')}\0")
+    with pytest.raises(UsageError, match="read find -print0 with --null"):
+        collect_inputs(["-"], stdin=stdin)
+
+
+def test_a_path_through_a_folder_without_search_permission_is_an_error_item(tmp_path, monkeypatch):
+    """``find`` lists names in a folder its user may read but not enter; asking about them
+    raised PermissionError, which ended the whole scan (the tests run as root: the refusal is
+    the kernel's, played here)."""
+    blocked = _touch(tmp_path / "noexec" / "a.png")
+    plain = _touch(tmp_path / "b.png")
+    real_is_dir = Path.is_dir
+
+    def is_dir(self):
+        if self.parent.name == "noexec":
+            raise PermissionError(13, "Permission denied")
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    items = collect_inputs([str(blocked), str(plain)])
+    assert [(item.path, item.error) for item in items] == [
+        (blocked, "cannot read: Permission denied"),
+        (plain, None),
+    ]
+
+
+def test_a_special_file_walked_and_named_is_one_input(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    items = collect_inputs([str(tmp_path), str(tmp_path / "pipe.jpg")])
+    assert [item.path.name for item in items] == ["pipe.jpg"] and items[0].error

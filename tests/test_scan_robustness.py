@@ -517,12 +517,19 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     Image.fromarray(astronaut()).save(evidence / odd)
     Image.fromarray(face_free()).save(evidence / "line\nbreak.png")
     Image.fromarray(face_free()).save(evidence / "esc\x1b[31m.png")
+    Image.fromarray(astronaut()).save(evidence / "copy.png")  # a near duplicate of café
     reports = {kind: tmp_path / f"scan.{kind}" for kind in ("jsonl", "json", "csv", "html")}
     options = [f"--{kind}={path}" for kind, path in reports.items()]
     explained = tmp_path / "why"
-    result = run(str(evidence), "--weights", str(weights), *options, f"--explain={explained}")
+    result = run(
+        str(evidence), "--weights", str(weights), *options, f"--explain={explained}", "--duplicates"
+    )
     assert result.returncode == 0, result.stderr
     check_scan_outputs(reports["json"], reports["jsonl"])
+    # the near-duplicate groups name files as their records do (their raw names ended the scan)
+    groups = _lines(reports["jsonl"])[-1]["duplicates"]
+    copies = next(group for group in groups if str(evidence / "copy.png") in group["files"])
+    assert sorted(copies["files"]) == [str(evidence / n) for n in ("caf\\xe9.png", "copy.png")]
     records = {line["path"]: line for line in _file_records(reports["jsonl"])}
     weird = records[str(evidence / "caf\\xe9.png")]
     assert bytes.fromhex(weird["path_bytes"]) == os.fsencode(evidence / odd)
@@ -538,8 +545,15 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     assert "\x1b" not in page and "line\nbreak" not in page
     assert page.count("\\n") == page.count("line\\nbreak.png")  # the page's own newlines kept
 
-    again = run(str(evidence), "--weights", str(weights), f"--jsonl={reports['jsonl']}", "--resume")
-    assert again.returncode == 0 and "3 input(s) already recorded" in again.stderr, again.stderr
+    again = run(
+        str(evidence),
+        "--weights",
+        str(weights),
+        f"--jsonl={reports['jsonl']}",
+        "--resume",
+        "--duplicates",
+    )
+    assert again.returncode == 0 and "4 input(s) already recorded" in again.stderr, again.stderr
     redrawn = subprocess.run(
         [MFCLIP, "report", str(reports["jsonl"]), "--html", str(tmp_path / "again.html")],
         capture_output=True,
@@ -548,7 +562,9 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     assert redrawn.returncode == 0, redrawn.stderr  # the inputs were found again for pictures
     assert "explanation not shown" not in (tmp_path / "again.html").read_text(encoding="utf-8")
 
-    names = b"\0".join(os.fsencode(evidence / name) for name in (odd, "line\nbreak.png"))
+    Image.fromarray(face_free()).save(evidence / "cr\rface.png")  # read whole, not as a newline
+    piped_names = (odd, "line\nbreak.png", "cr\rface.png")
+    names = b"\0".join(os.fsencode(evidence / name) for name in piped_names)
     piped = subprocess.run(
         [MFCLIP, "scan", "-", "--null", "--weights", str(weights), "--jsonl", "-"],
         input=names + b"\0",
@@ -557,7 +573,8 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     )
     assert piped.returncode == 0, piped.stderr.decode(errors="replace")
     lines = check_scan_lines(piped.stdout.decode("utf-8").splitlines())
-    assert sorted(line["status"] for line in lines if line["type"] == "file") == ["no_face", "ok"]
+    statuses = sorted(line["status"] for line in lines if line["type"] == "file")
+    assert statuses == ["no_face", "no_face", "ok"]
 
 
 def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):

@@ -31,6 +31,9 @@ from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.inconclusive import (
     fit_uncertainty_threshold,
     inconclusive_mask,
+    reasons,
+    shown_threshold,
+    stored_threshold,
     uncertainties,
 )
 from mfclip_cli.scoring.metrics import detection_metrics
@@ -41,8 +44,8 @@ CPU = torch.device("cpu")
 
 
 def _reference_threshold(labels, probs, target):
-    """The rule of scoring/inconclusive.py, spelled out face by face."""
-    spread = uncertainties(probs)
+    """The rule of scoring/inconclusive.py, spelled out face by face (at a record's 6 digits)."""
+    spread = [round(float(u), 6) for u in uncertainties(probs)]
     right = [(label != "real") == (1 - row[0] >= 0.5) for label, row in zip(labels, probs)]
     best = None
     for u in sorted(set(spread)):
@@ -65,9 +68,13 @@ def test_the_threshold_rule_against_a_face_by_face_reference(seed):
         expected = _reference_threshold(truth, probs, target)
         assert band["reached"] == (expected is not None)
         assert band["uncertainty_threshold"] == pytest.approx(expected or 0.0)
-        kept = uncertainties(probs) <= band["uncertainty_threshold"]
+        kept = np.round(uncertainties(probs), 6) <= band["uncertainty_threshold"]
         assert band["val_conclusive_share"] == pytest.approx(kept.mean())
         assert band["val_conclusive_accuracy"] >= target
+        # the faces the record counts conclusive are those the verdicts leave conclusive
+        threshold = stored_threshold({"inconclusive": band})
+        np.testing.assert_array_equal(inconclusive_mask(probs, threshold), ~kept)
+        assert [bool(reasons(u, threshold)) for u in uncertainties(probs)] == list(~kept)
 
 
 def test_a_target_no_faces_reach_makes_every_face_inconclusive():
@@ -76,6 +83,12 @@ def test_a_target_no_faces_reach_makes_every_face_inconclusive():
     assert band["reached"] is False and band["uncertainty_threshold"] == 0.0
     assert inconclusive_mask(probs, band["uncertainty_threshold"]).all()
     assert band["val_conclusive_accuracy"] is None and band["val_accuracy"] == 0.0
+    # the surest faces too: a model sure to the last digit has uncertainty 0, not above 0
+    sure = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    band = fit_uncertainty_threshold(["gan", "real"], sure, 0.95)
+    threshold = stored_threshold({"inconclusive": band})
+    assert band["reached"] is False and inconclusive_mask(sure, threshold).all()
+    assert reasons(0.0, threshold) == ["uncertain"] and shown_threshold(threshold) == 0.0
 
 
 def test_a_reencoded_crop_is_the_crop_of_the_whole_picture_reencoded():

@@ -313,7 +313,11 @@ def report(
 
 def _stdin_as_paths() -> TextIO:
     """stdin read the way the file system decodes names: bytes that are not UTF-8 are kept (as
-    surrogates), so that such a name, piped from ``find``, still opens its file."""
+    surrogates), so that such a name, piped from ``find``, still opens its file; and a carriage
+    return in a name stays one (lines end at a newline only)."""
     return io.TextIOWrapper(
-        sys.stdin.buffer, encoding=sys.getfilesystemencoding(), errors="surrogateescape"
+        sys.stdin.buffer,
+        encoding=sys.getfilesystemencoding(),
+        errors="surrogateescape",
+        newline="\n",
     )

@@ -14,7 +14,9 @@ real-vs-fake accuracy (fake at 1 - p(real) >= 0.5) of the val faces with uncerta
 at least the target (default 0.95). Faces above it are where, on val, the model's verdicts stop
 being right often enough. When no such ``u`` exists (not even the most certain faces reach the
 target) the threshold is 0: every face is inconclusive, and the record says the target was not
-reached. It is part of the calibration record (``fit_calibration``), so ``mfclip calibrate`` and
+reached. Uncertainties and the threshold are compared at the 6 digits a face record gives (the
+val face that sets the threshold stays conclusive, and a record's verdict can be checked from the
+record). It is part of the calibration record (``fit_calibration``), so ``mfclip calibrate`` and
 the end of training store it in the checkpoint. Definitions: docs/verdicts.md.
 """
 
@@ -57,7 +59,7 @@ def fit_uncertainty_threshold(
     threshold by the module's rule, and what it gives on val."""
     if not 0 < target <= 1:
         raise ValueError(f"the target accuracy lies in (0, 1], not {target}")
-    spread = uncertainties(probs)
+    spread = np.round(uncertainties(probs), 6)  # as face records give them, and verdicts compare
     right = binary_right(labels, probs)
     order = np.argsort(spread, kind="stable")
     cumulative = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
@@ -85,11 +87,28 @@ def fit_uncertainty_threshold(
     }
 
 
+NOTHING_CONCLUSIVE = -1.0  # below every uncertainty: the band's target was not reached
+
+
 def stored_threshold(calibration: dict[str, Any] | None) -> float | None:
-    """The uncertainty threshold a checkpoint's calibration stores, or None (calibrated before
-    the band existed, or not calibrated)."""
+    """The uncertainty threshold a checkpoint's calibration stores, as the verdicts apply it:
+    ``NOTHING_CONCLUSIVE`` where its target was not reached (stored as 0, which would leave the
+    surest faces conclusive), None where there is none (calibrated before the band existed, or
+    not calibrated)."""
     band = (calibration or {}).get(INCONCLUSIVE)
-    return None if not band else float(band["uncertainty_threshold"])
+    if not band:
+        return None
+    return float(band["uncertainty_threshold"]) if band.get("reached", True) else NOTHING_CONCLUSIVE
+
+
+def shown_threshold(threshold: float | None) -> float | None:
+    """A threshold as reports give it: the stored 0 for one whose target was not reached."""
+    return None if threshold is None else max(threshold, 0.0)
+
+
+def _above(spread: Any, threshold: float) -> Any:
+    """Uncertainty above the threshold, both at the 6 digits a face record gives."""
+    return np.round(spread, 6) > round(threshold, 6)
 
 
 def reasons(
@@ -100,7 +119,7 @@ def reasons(
 ) -> list[str]:
     """Why a face is inconclusive, in ``REASONS`` order; empty when its verdict stands."""
     found = []
-    if threshold is not None and uncertainty is not None and uncertainty > threshold:
+    if threshold is not None and uncertainty is not None and _above(uncertainty, threshold):
         found.append("uncertain")
     if ood:
         found.append("ood")
@@ -112,11 +131,11 @@ def reasons(
 def inconclusive_mask(
     probs: np.ndarray, threshold: float | None, ood: np.ndarray | None = None
 ) -> np.ndarray:
-    """[N] which faces of an evaluation set the band marks: uncertainty (rounded as records
-    round it) above ``threshold``, or out of distribution."""
+    """[N] which faces of an evaluation set the band marks: uncertainty above ``threshold`` (as
+    ``stored_threshold`` gives it), or out of distribution."""
     marked = np.zeros(len(probs), dtype=bool)
     if threshold is not None:
-        marked |= np.round(uncertainties(probs), 6) > threshold
+        marked |= _above(uncertainties(probs), threshold)
     if ood is not None:
         marked |= np.asarray(ood, dtype=bool)
     return marked
@@ -136,7 +155,7 @@ def band_report(
     marked = inconclusive_mask(probs, threshold, ood)
     kept = ~marked
     return {
-        "uncertainty_threshold": threshold,
+        "uncertainty_threshold": shown_threshold(threshold),
         "ood": ood is not None,
         "n": int(len(marked)),
         "n_inconclusive": int(marked.sum()),

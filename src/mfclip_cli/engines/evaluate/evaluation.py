@@ -80,6 +80,7 @@ from mfclip_cli.scoring.fpr_bounds import fpr_support
 from mfclip_cli.scoring.inconclusive import (
     INCONCLUSIVE,
     band_report,
+    inconclusive_mask,
     stored_threshold,
 )
 from mfclip_cli.scoring.metrics import (
@@ -428,6 +429,7 @@ def score_checkpoint(
         probs,
         embeddings,
         groups,
+        inconclusive_mask(probs, stored_threshold(calibration), ood),
         attributions=attributions[0] if attributions else None,
         ood=ood,
     )

@@ -18,7 +18,7 @@ from mfclip_cli.data.perturb import KINDS
 from mfclip_cli.files import atomic_writer
 from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.scoring.attribution import Attributions
-from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, band_curve, inconclusive_mask
+from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, band_curve
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores, roc_auc, roc_curve
 from mfclip_cli.scoring.plots import (
     plot_embeddings,
@@ -38,6 +38,7 @@ class Scored:
     probs: np.ndarray  # test, calibrated
     embeddings: np.ndarray | None
     groups: dict[str, tuple[Sequence[Sample], np.ndarray]]  # overall and each subset: ROC curves
+    inconclusive: np.ndarray  # [N] test faces the band marks (docs/verdicts.md)
     attributions: Attributions | None = None  # test, where the checkpoint can attribute
     ood: np.ndarray | None = None  # test faces' OOD flags, where the checkpoint has statistics
 
@@ -74,8 +75,7 @@ def write_predictions(
             *extra,
         ]
     )
-    threshold = scored.report[INCONCLUSIVE]["uncertainty_threshold"]
-    marked = inconclusive_mask(scored.probs, threshold, scored.ood)
+    marked = scored.inconclusive
     ranked = attributions.ranked() if attributions is not None else []
     for position, (sample, row) in enumerate(zip(samples, scored.probs)):
         cells = [

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from mfclip_cli.engines.scan.records import INCONCLUSIVE, STATUS_OK, FileRecord
+from mfclip_cli.files import readable
 
 MAX_DISTANCE = 8  # bits of 64; JPEG re-saves and resizes of one picture measured 0-4 here
 _BANDS = [(start, min(start + 7, 64)) for start in range(0, 64, 7)]  # 9 bands, 7 bits or fewer
@@ -98,8 +99,8 @@ class DuplicateTracker:
         self.files: list[tuple[str, str, str]] = []
 
     def add(self, record: FileRecord) -> None:
-        if record.phash:
-            self.files.append((record.path, record.phash, file_verdict(record)))
+        if record.phash:  # named as its record names it (a name not UTF-8 could not be written)
+            self.files.append((readable(record.path), record.phash, file_verdict(record)))
 
     def groups(self) -> list[dict[str, Any]]:
         return near_duplicate_groups(self.files)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import is_media
 
 GLOB_CHARS = frozenset("*?[")
@@ -101,7 +102,8 @@ def collect_inputs(
     seen_dirs: set[str] = set()
 
     def add(item: InputItem) -> None:
-        key = os.path.realpath(item.path) if item.error is None else f"error:{item.path}"
+        # by the file it names, error or not: a FIFO a folder's walk listed is named once more
+        key = os.path.realpath(item.path)
         if key not in seen_files:
             seen_files[key] = len(items)
             items.append(item)
@@ -110,6 +112,14 @@ def collect_inputs(
                 items[seen_files[key]] = item
 
     def expand(spec: str) -> None:
+        if not spec:  # Path("") is the current folder: "$CASE_DIR" unset would scan it
+            raise UsageError("an empty path was named (an unset shell variable?)")
+        try:
+            found(spec)
+        except OSError as error:  # a folder on the way without search permission
+            add(InputItem(Path(spec), f"cannot read: {error.strerror or error}"))
+
+    def found(spec: str) -> None:
         path = Path(spec)
         if path.is_dir():
             for item in _walk(path, recursive, seen_dirs):
@@ -121,7 +131,7 @@ def collect_inputs(
             if not matches:
                 add(InputItem(path, "no file matches this pattern"))
             for match in matches:
-                expand(match) if Path(match).is_dir() else add(InputItem(Path(match)))
+                expand(match)
         else:
             add(InputItem(path, "no such file or directory"))
 
@@ -141,6 +151,8 @@ def _stdin_paths(stdin: TextIO, separator: str) -> Iterator[str]:
     pieces between ``separator`` characters, kept exactly."""
     if separator == "\n":
         for line in stdin:
+            if "\0" in line:
+                raise UsageError("a path on stdin holds a NUL byte: read find -print0 with --null")
             if line := line.rstrip("\r\n"):
                 yield line
         return

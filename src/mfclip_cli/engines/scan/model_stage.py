@@ -128,7 +128,9 @@ class ModelStage:
         for batch in self._batches(crops):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 embeddings, logits = scorer.model.embed_and_classify(batch)
-            probs = torch.softmax(logits.float() / scorer.temperature, dim=-1).cpu().numpy()
+            # in float64, as eval's and calibration's: thresholds sit one float64 step above a
+            # val face's score (scoring/metrics.threshold_at_fpr)
+            probs = torch.softmax(logits.double() / scorer.temperature, dim=-1).cpu().numpy()
             distances = self._ood_distances(embeddings, scorer)
             attributions = self._attributions(batch, distances, scorer)
             for row, distance, attribution in zip(probs, distances, attributions):
@@ -166,7 +168,7 @@ class ModelStage:
 
     def label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
         real = self.classes.index("real")
-        if 1.0 - probs[real] < self.fake_threshold(scorer):
+        if 1.0 - float(probs[real]) < self.fake_threshold(scorer):  # in float64, not float32
             return "real"
         fakes = [i for i in range(len(self.classes)) if i != real]
         return self.classes[max(fakes, key=lambda i: probs[i])]

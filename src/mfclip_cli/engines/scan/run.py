@@ -67,7 +67,7 @@ from mfclip_cli.scoring.calibration import (
     threshold_key,
 )
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
-from mfclip_cli.scoring.inconclusive import stored_threshold
+from mfclip_cli.scoring.inconclusive import shown_threshold, stored_threshold
 from mfclip_cli.scoring.ood import ood_of, ood_summary
 from mfclip_cli.scoring.precision import calibration_at, choose_precision, model_at
 from mfclip_cli.timestamps import utc_now
@@ -355,7 +355,7 @@ def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
     stage = scanner.model_stage
     return {
         "inconclusive": settings.inconclusive,
-        "uncertainty_threshold": stage.primary.uncertainty_threshold
+        "uncertainty_threshold": shown_threshold(stage.primary.uncertainty_threshold)
         if settings.inconclusive
         else None,
         "ood": settings.inconclusive and stage.ood is not None,
@@ -557,14 +557,19 @@ def run_scan(
             summary["skipped_as_done"] = skipped
         if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
             summary["duplicates"] = duplicates.groups()
+        broken: list[Exception] = []  # what no report should meet: raised once all are closed
         for sink in sinks:  # each report closed, even when another fails (a full disk)
             try:
                 sink.close(summary)
             except OSError as error:
                 failures.append((sink, error))
+            except Exception as error:
+                broken.append(error)
         processes.leave()
         if failures:
             raise _output_failed(*failures[0], request)
+        if broken:
+            raise broken[0]
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:
