@@ -258,6 +258,7 @@ def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tm
         (["--json", str(same), "--csv", str(same)], "--json and --csv both name"),
         (["--jsonl", str(same), "--html", str(tmp_path / "." / "same.out")], "both name"),
         (["--json", "-", "--jsonl", "-"], "--jsonl and --json both name standard output"),
+        (["--jsonl", "/dev/stdout", "--csv", "-"], "--jsonl and --csv both name standard output"),
         (["--html", "-"], "name a file"),
         (["--annotate", "-", "--json", "-"], "--annotate -: it writes pictures into a folder"),
     ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -128,6 +129,27 @@ def _check_outputs(request: ScanRequest) -> None:
         if real in seen:
             raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
         seen[real] = option
+
+
+def _as_standard_output(request: ScanRequest) -> ScanRequest:
+    """A report named ``/dev/stdout`` (or ``/dev/fd/1``, or any name of the stream stdout is)
+    taken as ``-``: checked with the others that name stdout, and the table kept off it."""
+    try:
+        out = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no stdout at all
+        return request
+    renamed = {}
+    for name in REPORT_OPTIONS:
+        path = getattr(request, name)
+        if not path or path == STDOUT or os.path.realpath(path) == os.devnull:
+            continue
+        try:
+            here = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino):
+            renamed[name] = STDOUT
+    return replace(request, **renamed) if renamed else request
 
 
 def _check_request(request: ScanRequest) -> None:
@@ -427,6 +449,7 @@ def run_scan(
     merged, input-ordered report. The exit code describes the whole report, records of a resumed
     run's earlier part included.
     """
+    request = _as_standard_output(request)
     _check_request(request)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
         raise UsageError(
