@@ -540,7 +540,8 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     assert Path(weird["faces"][0]["explanation"]).is_file()
     newline = records[str(evidence / "line\nbreak.png")]
     assert "path_bytes" not in newline and newline["status"] == "no_face"
-    assert "caf\\xe9.png" in reports["csv"].read_text(encoding="utf-8")
+    rows = {row["path"]: row for row in csv.DictReader(io.StringIO(reports["csv"].read_text()))}
+    assert rows[str(evidence / "caf\\xe9.png")]["path_bytes"] == weird["path_bytes"]
     page = reports["html"].read_text(encoding="utf-8")  # names shown as the table shows them
     assert all(name in page for name in ("caf\\xe9.png", "line\\nbreak.png", "esc\\x1b[31m.png"))
     assert "\x1b" not in page and "line\nbreak" not in page
@@ -576,6 +577,17 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     lines = check_scan_lines(piped.stdout.decode("utf-8").splitlines())
     statuses = sorted(line["status"] for line in lines if line["type"] == "file")
     assert statuses == ["no_face", "no_face", "ok"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(weights, tmp_path):
+    """File names are chosen by whoever made the evidence: "=HYPERLINK(...)" became a live
+    formula when the analyst opened faces.csv."""
+    for name in ("=HYPERLINK(1).png", "+1.png", "@cmd.png", "plain.png"):
+        Image.fromarray(face_free()).save(tmp_path / name)
+    result = run(".", "--weights", str(weights), "--csv", "-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    paths = [row["path"] for row in csv.DictReader(io.StringIO(result.stdout))]
+    assert paths == ["'+1.png", "'=HYPERLINK(1).png", "'@cmd.png", "plain.png"]
 
 
 def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):

@@ -1,8 +1,15 @@
-"""The CSV report: a row per face (and per faceless file), written as each file finishes."""
+"""The CSV report: a row per face (and per faceless file), written as each file finishes.
+
+A spreadsheet opens it, and the file names in it are the evidence's, chosen by whoever made the
+files: a text cell that a spreadsheet would run as a formula (starting ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return; OWASP's "CSV injection") is written with a leading ``'``,
+which shows it as text. The JSON reports keep every value exactly.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
 from typing import Any
 
 from mfclip_cli.engines.scan.records import (
@@ -73,7 +80,19 @@ CSV_COLUMNS = [
     "weights_sha256",
     "demo",
     *PROVENANCE_CSV_COLUMNS,
+    "path_bytes",  # the name's exact bytes (hex), where it is not UTF-8, as in the JSON reports
 ]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as a report holds it (``readable_strings``), no text cell a formula."""
+    return {
+        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+        for key, value in readable_strings(row).items()
+    }
+
+
 # with several --weights, per compared checkpoint k (1, 2, ... after the primary): "real@1", ...
 COMPARED_CSV_COLUMNS = (*CLASS_COLUMNS, "label", "weights_sha256")
 
@@ -126,11 +145,13 @@ class CsvSink:
         base = {key: getattr(record, key) for key in FILE_FIELDS}
         base.update(self.common)
         base.update(provenance_cells(record))
+        if readable_strings(record.path) != record.path:
+            base["path_bytes"] = os.fsencode(record.path).hex()
         if not record.faces:
-            self.writer.writerow(readable_strings(base))
+            self.writer.writerow(_inert(base))
         for face in record.faces:
             x1, y1, x2, y2 = face.box
-            row = readable_strings(
+            row = _inert(
                 {
                     **base,
                     "frame": face.frame,
