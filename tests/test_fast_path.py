@@ -2,6 +2,7 @@
 aligned face at a time through the model in fp32. Batching must not change what is found or said."""
 
 import gc
+import signal
 
 import numpy as np
 import pytest
@@ -154,3 +155,39 @@ def test_long_lived_imports_pause_the_collector_then_freeze_what_they_made():
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+def test_a_ctrl_c_during_the_imports_waits_for_their_end():
+    """torch swallows a KeyboardInterrupt raised while it imports NumPy from C++, leaving NumPy
+    half made: the signal is held until the imports are done, then raised."""
+    handler = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt), long_lived_imports():
+        signal.raise_signal(signal.SIGINT)
+        done.append("the rest of the imports")
+    assert done and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_video_whose_analysis_fails_is_that_files_error_record(tiny_config, tmp_path):
+    """An image whose analysis raises gets an error record; a video's ended the whole run."""
+    model = build_model(tiny_config).eval()
+    save_video(tmp_path / "clip.mp4", frames=3)
+    Image.fromarray(astronaut()).save(tmp_path / "face.png")
+    scanner = Scanner(model, ScanSettings(device="cpu", workers=1, frames=3), torch.device("cpu"))
+    analyse, calls = scanner.faces_of, []
+
+    def faces_of(images):
+        calls.append(len(images))
+        if len(calls) == 1:  # the video's first frame
+            raise RuntimeError("broken kernel")
+        return analyse(images)
+
+    scanner.faces_of = faces_of
+    video, image = scanner.scan(
+        [InputItem(tmp_path / "clip.mp4"), InputItem(tmp_path / "face.png")]
+    )
+    assert (
+        video.status == "error"
+        and video.error == "face analysis failed: RuntimeError: broken kernel"
+    )
+    assert image.status == "ok" and len(image.faces) == 1

@@ -10,7 +10,9 @@ import contextlib
 import ctypes
 import gc
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -114,13 +116,24 @@ def long_lived_imports() -> Iterator[None]:
     again on every later full pass, and once more as the interpreter exits. On the 2-core CPU
     this was 0.5-0.7 s of a one-image scan (2.6-2.9 s -> 2.1-2.2 s of wall time). Garbage the
     run makes later is collected as before.
+
+    A Ctrl-C during the imports waits for their end: torch imports NumPy from C++ and swallows
+    the KeyboardInterrupt, leaving NumPy half made (every file then failed with an
+    AttributeError, and the run ended in a traceback).
     """
+    held: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: held.append(1)) if main_thread else None
     gc.disable()
     try:
         yield
     finally:
         gc.freeze()
         gc.enable()
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 @dataclass

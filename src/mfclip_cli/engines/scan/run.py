@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.distributed as dist
@@ -273,14 +273,56 @@ def _signal_handlers(handler: Callable, numbers: Sequence[int]) -> Iterator[None
             signal.signal(number, earlier)
 
 
-def _terminate_as_interrupt() -> contextlib.AbstractContextManager[None]:
-    """SIGTERM (``timeout``, a batch system) ends the scan the way Ctrl-C does: reports closed,
-    marked partial."""
+@dataclass
+class _HeldOff:
+    """Signals ignored, and the handlers they had (none off the main thread)."""
+
+    previous: dict[int, Any]
+
+    def restore(self) -> None:
+        for number, earlier in self.previous.items():
+            signal.signal(number, earlier)
+
+
+def _held_off(*numbers: int) -> _HeldOff:
+    try:
+        return _HeldOff({number: signal.signal(number, signal.SIG_IGN) for number in numbers})
+    except ValueError:  # off the main thread, where Python installs no handler
+        return _HeldOff({})
+
+
+STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C, and SIGTERM (``timeout``, a batch system) the same way, end the scan: reports
+    closed, marked partial. Only the first counts: the others are ignored from then on, for the
+    process is ending (a second Ctrl-C broke off the workers' shutdown, and C++ aborted the
+    exit)."""
 
     def stop(signum, frame):
+        for number in STOPPING:
+            signal.signal(number, signal.SIG_IGN)
+        stopped.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Interrupted(f"signal {signum}")
 
-    return _signal_handlers(stop, (signal.SIGTERM,))
+    stopped: list[int] = []
+    try:
+        previous = {
+            number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)
+        }
+    except ValueError:  # off the main thread, where Python installs no handler
+        yield
+        return
+    try:
+        yield
+    finally:
+        if not stopped:
+            for number, earlier in previous.items():
+                signal.signal(number, earlier)
 
 
 @contextlib.contextmanager
@@ -293,10 +335,8 @@ def _signals_held() -> Iterator[None]:
         lambda signum, frame: arrived.append(signum), (signal.SIGINT, signal.SIGTERM)
     ):
         yield
-    if signal.SIGINT in arrived:
-        raise KeyboardInterrupt
-    if arrived:
-        raise Interrupted(f"signal {arrived[0]}")
+    if arrived:  # handled now, as if it came now (by _stop_on_signals, in a scan)
+        signal.raise_signal(arrived[0])
 
 
 def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
@@ -544,7 +584,7 @@ def run_scan(
     # the reports an input done by an earlier run needs its record in: read back only for them
     whole_reports = [sink for sink in sinks if sink.whole_report]
     try:
-        with progress, _terminate_as_interrupt():
+        with progress, _stop_on_signals():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
                 if record.resumed:
@@ -566,33 +606,40 @@ def run_scan(
     except (KeyboardInterrupt, Interrupted, _OutputFailed):
         pass
     finally:
-        records.close()  # stops the workers: what they had not started is dropped
-        # Every input of a finished run was scanned or skipped: the skips counted on every rank.
-        skipped = len(items) - written if complete and previous.done else 0
-        summary = {
-            "complete": complete,
-            "files_written": written,
-            "files_by_status": by_status,
-            "faces": faces,
-            "finished_utc": utc_now(),
-        }
-        if skipped:
-            summary["skipped_as_done"] = skipped
-        if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
-            summary["duplicates"] = duplicates.groups()
-        broken: list[Exception] = []  # what no report should meet: raised once all are closed
-        for sink in sinks:  # each report closed, even when another fails (a full disk)
-            try:
-                sink.close(summary)
-            except OSError as error:
-                failures.append((sink, error))
-            except Exception as error:
-                broken.append(error)
-        processes.leave()
-        if failures:
-            raise _output_failed(*failures[0], request)
-        if broken:
-            raise broken[0]
+        # a second Ctrl-C (or SIGTERM) stopped the workers' shutdown half way, or the exit after
+        # it, where C++ aborted: held off while the reports close, for good once a run stopped
+        held = _held_off(*STOPPING)
+        try:
+            records.close()  # stops the workers: what they had not started is dropped
+            # Every input of a finished run was scanned or skipped: the skips counted on every rank.
+            skipped = len(items) - written if complete and previous.done else 0
+            summary = {
+                "complete": complete,
+                "files_written": written,
+                "files_by_status": by_status,
+                "faces": faces,
+                "finished_utc": utc_now(),
+            }
+            if skipped:
+                summary["skipped_as_done"] = skipped
+            if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
+                summary["duplicates"] = duplicates.groups()
+            broken: list[Exception] = []  # what no report should meet: raised once all are closed
+            for sink in sinks:  # each report closed, even when another fails (a full disk)
+                try:
+                    sink.close(summary)
+                except OSError as error:
+                    failures.append((sink, error))
+                except Exception as error:
+                    broken.append(error)
+            processes.leave()
+            if failures:
+                raise _output_failed(*failures[0], request)
+            if broken:
+                raise broken[0]
+        finally:
+            if complete:
+                held.restore()
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:

@@ -185,6 +185,8 @@ class Scanner:
                     record.faces += self.model_stage.face_records(found, start, frame)
             except DecodeError as error:
                 record.fail(str(error))
+            except Exception as error:  # noqa: BLE001 - one video's fault, as an image's is
+                record.fail(f"face analysis failed: {type(error).__name__}: {error}")
             try:
                 video.check_unchanged()
             except InputChanged as error:
