@@ -11,6 +11,7 @@ import torch
 from media import astronaut, mosaic
 from PIL import Image
 from report_schemas import check_json_file, check_scan_lines
+from scipy.stats import beta
 from test_train import MFCLIP, make_dataset, metrics_lines, run, train_args
 
 from mfclip_cli.data import load_protocol, read_dataset, select
@@ -185,6 +186,13 @@ def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibr
         assert point["val"]["fpr_upper_95"] == pytest.approx(stored["fpr_upper_95"])
         assert f"{stored['fpr_upper_95']:.3f}" in result.stdout
         assert point["test_oracle_tpr"] is not None and point["test"]["tpr_ci"] is not None
+        # never narrower than the exact binomial interval: a bootstrap cannot leave 0 or 1
+        called = score >= point["threshold"]
+        for rate, of in (("fpr", fake == 0), ("tpr", fake == 1)):
+            hits, n = int((called & of).sum()), int(of.sum())
+            low, high = point["test"][f"{rate}_ci"]
+            assert low <= beta.ppf(0.025, hits, n - hits + 1) if hits else low == 0.0
+            assert high >= beta.ppf(0.975, hits + 1, n - hits) if hits < n else high == 1.0
     written = {p.name for p in plots.iterdir()}
     # the inconclusive band's curve always; the attribution confusion where the checkpoint
     # attributes

@@ -14,7 +14,12 @@ from mfclip_cli.scoring.calibration import (
     softmax,
     threshold_for_fpr,
 )
-from mfclip_cli.scoring.fpr_bounds import fpr_support, fpr_upper_bound, reals_needed
+from mfclip_cli.scoring.fpr_bounds import (
+    exact_interval,
+    fpr_support,
+    fpr_upper_bound,
+    reals_needed,
+)
 from mfclip_cli.scoring.inconclusive import fit_uncertainty_threshold
 
 
@@ -39,6 +44,21 @@ def test_clopper_pearson_by_hand():
     assert math.isnan(fpr_upper_bound(0, 0))
     with pytest.raises(ValueError):
         fpr_upper_bound(5, 4)
+
+
+@pytest.mark.parametrize("hits, n", [(0, 30), (0, 300), (0, 1000), (3, 37), (37, 37), (1, 2)])
+def test_the_two_sided_exact_interval_by_its_definition(hits, n):
+    """Each end is where seeing ``hits`` (or fewer, or more) becomes a 2.5 % event: with 0 of
+    300 reals called fake the FPR is bounded at 0.0122, where a bootstrap said [0, 0]."""
+    low, high = exact_interval(hits, n)
+    assert low == (0.0 if hits == 0 else pytest.approx(beta.ppf(0.025, hits, n - hits + 1)))
+    if hits < n:
+        assert binom.cdf(hits, n, high) == pytest.approx(0.025, rel=1e-6)
+    else:
+        assert high == 1.0
+    if hits:
+        assert binom.sf(hits - 1, n, low) == pytest.approx(0.025, rel=1e-6)
+    assert exact_interval(0, 0) is None
 
 
 @pytest.mark.parametrize("target, needed", [(0.01, 299), (0.001, 2995), (0.05, 59)])

@@ -44,6 +44,22 @@ def fpr_upper_bound(false_positives: int, n: int, confidence: float = CONFIDENCE
     return float(betaincinv(false_positives + 1, n - false_positives, confidence))
 
 
+def exact_interval(hits: int, n: int, level: float = CONFIDENCE) -> list[float] | None:
+    """The two-sided Clopper-Pearson interval of a rate seen ``hits`` times in ``n`` trials (None
+    without trials). Unlike a percentile bootstrap it leaves the boundary: 0 of 300 test reals
+    over a threshold bounds their FPR at [0, 0.0122], not [0, 0]."""
+    if n <= 0:
+        return None
+    if not 0 <= hits <= n:
+        raise ValueError(f"{hits} hits out of {n} trials")
+    from scipy.stats import beta  # only where an interval is computed, not at start-up
+
+    tail = (1.0 - level) / 2
+    low = 0.0 if hits == 0 else float(beta.ppf(tail, hits, n - hits + 1))
+    high = 1.0 if hits == n else float(beta.ppf(1.0 - tail, hits + 1, n - hits))
+    return [low, high]
+
+
 def reals_needed(target_fpr: float, confidence: float = CONFIDENCE) -> int:
     """The fewest validation reals whose zero false positives bound the FPR at ``target_fpr``:
     the smallest ``n`` with ``(1 - target_fpr) ** n <= 1 - confidence``."""

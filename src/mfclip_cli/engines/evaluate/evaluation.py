@@ -76,7 +76,7 @@ from mfclip_cli.scoring.calibration import (
     temperature_of,
     threshold_key,
 )
-from mfclip_cli.scoring.fpr_bounds import fpr_support
+from mfclip_cli.scoring.fpr_bounds import exact_interval, fpr_support
 from mfclip_cli.scoring.inconclusive import (
     INCONCLUSIVE,
     band_report,
@@ -212,6 +212,14 @@ def _operating_points(
             support = fpr_support(fpr, len(val_reals), int((val_reals >= threshold).sum()))
             at_test = rates_at_threshold(test_fake, test_score, threshold)
             at = intervals["at_threshold"][position] if intervals else {"fpr": None, "tpr": None}
+            if intervals:  # no narrower than the exact binomial interval of the test faces
+                called = test_score >= threshold
+                at = {
+                    rate: _hull(
+                        at[rate], exact_interval(int((called & chosen).sum()), chosen.sum())
+                    )
+                    for rate, chosen in (("fpr", test_fake == 0), ("tpr", test_fake == 1))
+                }
             point.update(
                 threshold=threshold,
                 val={"fpr": at_val[0], "tpr": at_val[1], **support},
@@ -233,6 +241,13 @@ def _operating_points(
     if intervals:
         del intervals["tpr_at_fpr"], intervals["at_threshold"]  # shown with their points
     return {"chosen_on": chosen_on, "points": points}, intervals
+
+
+def _hull(bootstrap: list[float] | None, exact: list[float] | None) -> list[float] | None:
+    """The narrowest interval holding both (either may be None: undefined)."""
+    if bootstrap is None or exact is None:
+        return bootstrap or exact
+    return [min(bootstrap[0], exact[0]), max(bootstrap[1], exact[1])]
 
 
 def _robustness_row(samples: Sequence[Sample], probs: np.ndarray, threshold: float) -> dict:
