@@ -370,3 +370,16 @@ def test_scanner_reports_softmax_of_logits_over_temperature(tiny_model, faces):
     calibrated = np.stack([face.probs for face in scanner.model_stage.classify(faces)])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw), 2.5), atol=1e-5)
     assert not np.allclose(calibrated, raw, atol=1e-3)
+
+
+def test_eval_says_where_fake_scores_round_to_0_or_1_and_tie():
+    """At T = 0.01 (a calibration on a separable val split) a face's p(real) of 1e-20 leaves a
+    fake score of exactly 1.0: such faces tie, and AUC and the low-FPR figures lose their order
+    (the demo's AUC fell from 0.923 to 0.862 with no word why)."""
+    from mfclip_cli.engines.evaluate.evaluation import saturation_warning
+
+    logits = np.array([[0.0, 5, 0], [0, 6, 0], [3, 0, 0], [0.1, 0, 0]])
+    at_bound = {"at_bound": True, "temperature": 0.01}
+    warning = saturation_warning(softmax(logits, 0.01), at_bound)
+    assert warning.startswith("3 of 4 test faces") and "lower bound" in warning
+    assert saturation_warning(softmax(logits, 1.0), None) is None

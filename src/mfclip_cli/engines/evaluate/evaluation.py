@@ -243,6 +243,29 @@ def _operating_points(
     return {"chosen_on": chosen_on, "points": points}, intervals
 
 
+def saturation_warning(probs: np.ndarray, calibration: dict | None) -> str | None:
+    """Where test faces' fake scores 1 - p(real) reach exactly 0 or 1 (p(real) beyond what a
+    float64 beside 1 can hold, as at a temperature on its lower bound), they tie, and the
+    figures that rank faces (AUC, AP, EER, TPR at low FPR) lose their order: said, not hidden."""
+    scores, real = fake_scores(probs), CLASS_NAMES.index("real")
+    others = np.delete(probs, real, axis=1).sum(axis=1)
+    saturated = int(((scores == 1.0) & (probs[:, real] > 0)).sum())  # p(real) lost beside 1
+    saturated += int(((scores == 0.0) & (others > 0)).sum())  # p(fake) lost beside 1
+    if saturated < 2:
+        return None
+    why = ""
+    if (calibration or {}).get("at_bound") and calibration["temperature"] < 1:
+        why = (
+            f" (the calibration temperature T = {calibration['temperature']:.3g} sits at its "
+            "lower bound: calibrate on a larger val split)"
+        )
+    return (
+        f"{saturated} of {len(probs)} test faces have a fake score 1 - p(real) rounded to exactly "
+        "0 or 1 (a float64 beside 1 cannot hold it): they tie, and AUC, AP, EER and the low-FPR "
+        f"figures cannot order them{why}"
+    )
+
+
 def _hull(bootstrap: list[float] | None, exact: list[float] | None) -> list[float] | None:
     """The narrowest interval holding both (either may be None: undefined)."""
     if bootstrap is None or exact is None:
@@ -364,6 +387,11 @@ def score_checkpoint(
     val_logits = val_outputs.logits
     ood = None if statistics is None else statistics.flags(statistics.distances(embeddings))
     probs = softmax(logits, temperature)
+    if warning := saturation_warning(probs, calibration):
+        scoring.error_console.print(
+            f"[bold yellow]warning:[/] {escape(scoring.checkpoint.resolved.name)}: {warning}",
+            highlight=False,
+        )
     position = {sample.path: i for i, sample in enumerate(splits.test)}
     subsets = splits.test_subsets()
     test_labels = [sample.label for sample in splits.test]
