@@ -93,6 +93,14 @@ def test_one_class_is_undefined_not_an_error():
     json.dumps(result, allow_nan=False)  # no NaN leaks into the JSON
 
 
+def test_scores_must_be_finite():
+    """Two infinite scores differ by NaN, so they did not tie: roc_auc([1, 0], [inf, inf]) was
+    0 or 1 by the order of its input. Scores are refused as NaN is."""
+    for bad in (np.inf, -np.inf, np.nan):
+        with pytest.raises(ValueError, match="NaN or an infinity"):
+            roc_auc([1, 0], [bad, bad])
+
+
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="0 \\(real\\) and 1"):
         roc_auc([0, 2], [0.1, 0.2])

@@ -42,8 +42,8 @@ def _binary_inputs(y_true: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.
         )
     if not np.isin(y, (0, 1)).all():
         raise ValueError("y_true must hold only 0 (real) and 1 (fake)")
-    if np.isnan(s).any():
-        raise ValueError("score contains NaN")
+    if not np.isfinite(s).all():  # two infinite scores differ by NaN: they would not tie
+        raise ValueError("score contains NaN or an infinity")
     return y.astype(np.int64), s
 
 
