@@ -582,6 +582,30 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, 
     assert statuses == ["no_face", "no_face", "ok"]
 
 
+def test_a_name_of_255_bytes_gets_its_annotated_copy_and_heatmaps(weights, tmp_path):
+    """The pictures drawn from a file are named after it, plus its hash and a face: a name near
+    the file system's 255 bytes left no room, and every such file failed with exit 3."""
+    name = "é" * 120 + ".png"  # 240 + 4 bytes
+    Image.fromarray(astronaut()).save(tmp_path / name)
+    copies, why = tmp_path / "copies", tmp_path / "why"
+    result = run(
+        str(tmp_path / name),
+        "--weights",
+        str(weights),
+        "--jsonl",
+        "-",
+        f"--annotate={copies}",
+        f"--explain={why}",
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = [
+        line for line in check_scan_lines(result.stdout.splitlines()) if line["type"] == "file"
+    ]
+    assert Path(record["annotation"]["path"]).is_file()
+    assert Path(record["faces"][0]["explanation"]).is_file()
+    assert Path(record["annotation"]["path"]).name.startswith("é" * 100)
+
+
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(weights, tmp_path):
     """File names are chosen by whoever made the evidence: "=HYPERLINK(...)" became a live
     formula when the analyst opened faces.csv."""

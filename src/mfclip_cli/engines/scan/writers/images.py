@@ -25,6 +25,10 @@ from mfclip_cli.engines.scan.writers.common import (
 from mfclip_cli.faces.decode import DecodeError, is_video
 from mfclip_cli.files import atomic_writer, shown
 
+# of a 255-byte name: the hash (9), a frame and face (".frame123456.face12"), ".png", and the
+# temporary file's "." and ".XXXXXXXX.tmp" around the whole
+STEM_BYTES = 200
+
 
 def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1.0) -> None:
     """Each face's box in its label's colour, with its number, label and probability above it.
@@ -77,8 +81,12 @@ class AnnotateSink:
     def _stem(self, record: FileRecord) -> str:
         """The name of what is drawn from ``record``: its input's, shown as the reports show it
         (bytes that are not UTF-8 as \\xNN, control characters escaped), so the path the reports
-        record names the file exactly, for ``mfclip report`` to find again."""
-        return f"{shown(Path(record.path).stem)}.{(record.sha256 or 'nohash')[:8]}"
+        record names the file exactly, for ``mfclip report`` to find again; cut to
+        ``STEM_BYTES`` (a name of 255 bytes, the most a file system allows, left no room for the
+        hash, the frame and face and the temporary file's affixes)."""
+        name = shown(Path(record.path).stem).encode("utf-8")[:STEM_BYTES]
+        stem = name.decode("utf-8", "ignore")  # not a character cut in two
+        return f"{stem}.{(record.sha256 or 'nohash')[:8]}"
 
     def write(self, record: FileRecord) -> None:
         if record.status == STATUS_ERROR or is_video(Path(record.path)):
