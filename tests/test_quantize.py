@@ -118,6 +118,17 @@ def test_auto_runs_int8_on_a_cpu_only_where_the_recorded_parity_allows():
     assert allowed.record() == {"requested": "auto", "used": "int8", "reason": allowed.reason}
 
 
+def test_the_reason_says_what_so_many_validation_faces_can_show():
+    """0 label changes among the demo's 113 val faces bound the share at 2.6 % (95 %), not the
+    1 % auto asks for: the reason says so (it read as if the 1 % had been shown)."""
+    parity = {"label_change_share": 0.0, "label_changes": 0, "max_fake_change": 0.01}
+    few = {"temperature": 1.5, "int8": {"temperature": 1.5, "parity": {**parity, "samples": 113}}}
+    reason = choose_precision("auto", CPU, few).reason
+    assert "bound the share only at 2.62% (95 %): 299 would be needed" in reason
+    many = {"temperature": 1.5, "int8": {"temperature": 1.5, "parity": {**parity, "samples": 400}}}
+    assert "at most 0.75% with 95 % confidence" in choose_precision("auto", CPU, many).reason
+
+
 def test_int8_probabilities_use_the_int8_models_own_calibration():
     calibration = _calibration(0.0)
     assert calibration_at(calibration, "int8") is calibration["int8"]
