@@ -314,6 +314,22 @@ def test_reports_go_through_pipes_and_devices_as_they_are(photos, weights, tmp_p
     assert resumed.returncode == 2 and "cannot be read back" in resumed.stderr, resumed.stderr
 
 
+def test_a_closed_standard_stream_is_a_usage_error_not_a_traceback(photos, weights):
+    photo = str(photos / "b_astronaut.png")
+    for args, closed, says in (
+        ([photo, "--jsonl", "-"], 1, "standard output is closed"),
+        (["-", "--jsonl", os.devnull], 0, "standard input is closed"),
+    ):
+        result = subprocess.run(
+            [MFCLIP, "scan", *args, "--weights", str(weights)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            preexec_fn=lambda fd=closed: os.close(fd),
+        )
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+
+
 def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_path):
     copies = tmp_path / "copies"
     astronaut_sha = run(str(photos / "b_astronaut.png"), "--weights", str(weights), "--jsonl", "-")

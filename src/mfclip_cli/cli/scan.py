@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from mfclip_cli.cli.errors import errors_reported
 from mfclip_cli.cli.options import BatchSize, Device, Force, MinFace, Precision, Quiet
+from mfclip_cli.errors import UsageError
 
 
 def scan(
@@ -315,6 +316,8 @@ def _stdin_as_paths() -> TextIO:
     """stdin read the way the file system decodes names: bytes that are not UTF-8 are kept (as
     surrogates), so that such a name, piped from ``find``, still opens its file; and a carriage
     return in a name stays one (lines end at a newline only)."""
+    if sys.stdin is None:  # started with it closed ("<&-")
+        raise UsageError("standard input is closed: '-' has no paths to read")
     return io.TextIOWrapper(
         sys.stdin.buffer,
         encoding=sys.getfilesystemencoding(),

@@ -162,6 +162,8 @@ class StandardOutput:
     existed = False
 
     def __init__(self) -> None:
+        if sys.stdout is None:  # started with it closed (">&-")
+            raise ReportError("standard output is closed: name a file for the report")
         self.stream: TextIO = sys.stdout
 
     def begin(self) -> None:
