@@ -494,7 +494,7 @@ def test_a_user_protocol_file_with_filters(tmp_path):
         ),
         ('report_by = "colour"\n', r"bad.toml: report_by"),
         ("seed = 1.5\n", r"bad.toml: seed must be an integer"),
-        ('[paired_reals]\nDiffAE = [""]\n', r"bad.toml: \[paired_reals\] 'DiffAE' must list"),
+        ("[paired_reals]\nDiffAE = [1]\n", r"bad.toml: \[paired_reals\].DiffAE must be a list"),
         ('paired_reals = ["FFHQ"]\n', r"bad.toml: \[paired_reals\] must be a table"),
         ("val_fraction = \n", r"bad.toml: not valid TOML"),
     ],

@@ -115,24 +115,32 @@ def _field_value(sample: Sample, name: str) -> str:
     return "" if value is None else value
 
 
-def _conditions(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``{field: [values]}`` (or the tuple form) -> a sorted tuple of ``(field, values)``."""
+def _lists_by_name(value: Any, where: str, named: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{name: [values]}`` (or the tuple form; a string is a list of one) -> a sorted tuple of
+    ``(name, values)``; ``named`` says what the names are, in errors."""
     if isinstance(value, tuple):
         value = dict(value)
     if not isinstance(value, Mapping):
-        raise ProtocolError(f"{where} must be a table of field = [values], not {value!r}")
-    conditions = []
+        raise ProtocolError(f"{where} must be a table of {named} = [values], not {value!r}")
+    pairs = []
     for name, values in value.items():
-        if name not in SAMPLE_FIELDS:
-            raise ProtocolError(
-                f"{where}: unknown sample field {name!r} (fields: {', '.join(SAMPLE_FIELDS)})"
-            )
         if isinstance(values, str):
             values = (values,)
         if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
             raise ProtocolError(f"{where}.{name} must be a list of strings, not {values!r}")
-        conditions.append((name, tuple(values)))
-    return tuple(sorted(conditions))
+        pairs.append((name, tuple(values)))
+    return tuple(sorted(pairs))
+
+
+def _conditions(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{field: [values]}`` (or the tuple form) -> a sorted tuple of ``(field, values)``."""
+    conditions = _lists_by_name(value, where, "field")
+    for name, _ in conditions:
+        if name not in SAMPLE_FIELDS:
+            raise ProtocolError(
+                f"{where}: unknown sample field {name!r} (fields: {', '.join(SAMPLE_FIELDS)})"
+            )
+    return conditions
 
 
 @dataclass(frozen=True)
@@ -171,24 +179,6 @@ def _perturbations(value: Any) -> tuple[Perturbation, ...]:
         return tuple(parse_perturbations(texts))
     except UsageError as error:
         raise ProtocolError(f"perturb: {error}") from None
-
-
-def _pairings(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``[paired_reals]``: ``{value: [real values]}`` (or the tuple form) -> sorted pairs."""
-    if isinstance(value, tuple):
-        value = dict(value)
-    if not isinstance(value, Mapping):
-        raise ProtocolError(f"[paired_reals] must be a table of value = [values], not {value!r}")
-    pairs = []
-    for name, reals in value.items():
-        if isinstance(reals, str):
-            reals = (reals,)
-        if not isinstance(reals, (list, tuple)) or not all(
-            isinstance(real, str) and real for real in reals
-        ):
-            raise ProtocolError(f"[paired_reals] {name!r} must list strings, not {reals!r}")
-        pairs.append((name, tuple(reals)))
-    return tuple(sorted(pairs))
 
 
 def _fraction(value: Any, name: str) -> float:
@@ -266,7 +256,8 @@ class Protocol:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
         object.__setattr__(self, "perturb", _perturbations(self.perturb))
-        object.__setattr__(self, "paired_reals", _pairings(self.paired_reals))
+        pairings = _lists_by_name(self.paired_reals, "[paired_reals]", "report value")
+        object.__setattr__(self, "paired_reals", pairings)
         for split in SPLIT_NAMES:
             if not isinstance(getattr(self, split), SplitFilter):
                 raise ProtocolError(f"{split} must be a SplitFilter, not {getattr(self, split)!r}")
