@@ -5,6 +5,7 @@ AUC difference; run as subprocesses."""
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from report_schemas import check_json_file
@@ -193,3 +194,14 @@ def test_checkpoints_with_different_classes_are_refused():
     refuse_incomparable(["A", "B"], [three, scoring("b" * 64, CLASS_NAMES)])
     with pytest.raises(UsageError, match="classes differ"):
         refuse_incomparable(["A", "B"], [three, scoring("b" * 64, ("real", "fake"))])
+
+
+def test_a_zero_standard_error_gives_no_p_value_rather_than_zero():
+    """Two checkpoints that each order every fake-real pair of 2 + 2 faces alike: DeLong's z is
+    infinite and its p 0, which those four faces cannot show."""
+    from mfclip_cli.engines.evaluate.compare import _pairs
+
+    fake = np.array([0, 0, 1, 1])
+    (pair,) = _pairs(fake, [np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5)], [1.0, 0.5])
+    assert pair["z"] is None and pair["p_value"] is None
+    assert pair["difference"] == 0.5 and "standard error of 0" in pair["problem"]

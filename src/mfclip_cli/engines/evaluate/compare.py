@@ -45,12 +45,19 @@ ONE_CHECKPOINT_OPTIONS = {
 }  # EvalRequest fields that write one checkpoint's files: refused when several are compared
 
 
+ZERO_ERROR = (
+    "the AUCs differ with a standard error of 0 (each checkpoint orders every fake-real pair of "
+    "these test faces alike): DeLong's test gives no p-value; more test faces would"
+)
+
+
 def _pairs(
     fake: np.ndarray, scores: Sequence[np.ndarray], aucs: Sequence[float | None]
 ) -> list[dict]:
     """DeLong's test of AUC_a = AUC_b for every pair a < b of checkpoints scored on the same test
-    faces, or why it cannot run (its variances need two faces of each class); an infinite z
-    (zero standard error, different AUCs) is null in JSON."""
+    faces, or why it cannot run (its variances need two faces of each class). A zero standard
+    error with different AUCs gives no p-value: DeLong's z is infinite and its p 0, a certainty
+    that 2 fake and 2 real faces cannot give (an exact permutation test gives 0.125 there)."""
     n_fake, n_real = int(fake.sum()), int(len(fake) - fake.sum())
     problem = None
     if min(n_fake, n_real) < 2:
@@ -72,7 +79,9 @@ def _pairs(
             test = delong_test(fake, scores[a], scores[b])
             figures = {key: test[key] for key in PAIR_FIGURES}
             if not math.isfinite(figures["z"]):
-                figures["z"] = None
+                figures["z"] = figures["p_value"] = None
+                pairs.append({"a": a, "b": b, **figures, "problem": ZERO_ERROR})
+                continue
         pairs.append({"a": a, "b": b, **figures, "problem": problem})
     return pairs
 

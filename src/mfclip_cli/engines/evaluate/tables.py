@@ -189,7 +189,9 @@ def pairs_table(report: dict) -> Table:
     weights, pairs = report["comparison"]["weights"], report["comparison"]["pairs"]
     table = Table(
         title="AUC differences, DeLong's test (two-sided)",
-        caption=pairs[0]["problem"],
+        # the split's problem (every pair's), or a pair's own (a zero standard error), once each
+        caption="; ".join(dict.fromkeys(pair["problem"] for pair in pairs if pair["problem"]))
+        or None,
     )
     table.add_column("a")
     table.add_column("b")
