@@ -133,3 +133,14 @@ def test_a_special_file_walked_and_named_is_one_input(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
     items = collect_inputs([str(tmp_path), str(tmp_path / "pipe.jpg")])
     assert [item.path.name for item in items] == ["pipe.jpg"] and items[0].error
+
+
+def test_a_file_reached_through_a_linked_folder_is_kept_under_its_own_name(tmp_path):
+    """``alink -> real`` sorts first: its files were listed as ``alink/...`` and ``real/``,
+    walked already, was skipped, so the files never appeared under their own names."""
+    _touch(tmp_path / "real" / "a.jpg")
+    os.symlink(tmp_path / "real", tmp_path / "alink")
+    items = collect_inputs([str(tmp_path)])
+    assert [item.path.relative_to(tmp_path).as_posix() for item in items] == ["real/a.jpg"]
+    alone = collect_inputs([str(tmp_path / "alink")])  # a linked folder named alone stays itself
+    assert [item.path.relative_to(tmp_path).as_posix() for item in alone] == ["alink/a.jpg"]

@@ -33,21 +33,23 @@ class InputItem:
 
 
 def _walk(
-    root: Path, recursive: bool, seen_dirs: set[str], ancestors: tuple[str, ...] = ()
+    root: Path, recursive: bool, seen_dirs: dict[str, bool], ancestors: tuple[str, ...] = ()
 ) -> Iterable[InputItem]:
     """Media files under ``root``, names sorted; a link back to a folder being walked is an error
     entry.
 
     A folder reached a second time by another route (a link to a folder walked already) is skipped:
-    its files are in the list once.
+    its files are in the list once. Reached first through a link and then by its own name, it is
+    walked again, for ``collect_inputs`` to keep each file under its own name.
     """
     real = os.path.realpath(root)
     if real in ancestors:
         yield InputItem(root, f"symbolic link loop: leads back to {real}, not followed")
         return
-    if real in seen_dirs:
+    own_name = not _through_link(root)
+    if real in seen_dirs and (seen_dirs[real] or not own_name):
         return
-    seen_dirs.add(real)
+    seen_dirs[real] = own_name
     try:
         with os.scandir(root) as listing:
             entries = sorted(listing, key=lambda entry: entry.name)
@@ -79,6 +81,12 @@ def _not_a_file(path: Path) -> str:
     return "not a regular file (a FIFO, socket or device): not read"
 
 
+def _through_link(path: Path) -> bool:
+    """Whether ``path`` reaches its file or folder through a symbolic link (its own or a
+    folder's on the way)."""
+    return os.path.realpath(path) != os.path.abspath(path)
+
+
 def _loops(path: Path) -> bool:
     try:
         os.stat(path)
@@ -99,7 +107,7 @@ def collect_inputs(
     in the place of the first."""
     items: list[InputItem] = []
     seen_files: dict[str, int] = {}  # real path: its place in ``items``
-    seen_dirs: set[str] = set()
+    seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
 
     def add(item: InputItem) -> None:
         # by the file it names, error or not: a FIFO a folder's walk listed is named once more
@@ -107,8 +115,8 @@ def collect_inputs(
         if key not in seen_files:
             seen_files[key] = len(items)
             items.append(item)
-        elif item.error is None and items[seen_files[key]].path.is_symlink():
-            if not item.path.is_symlink():
+        elif item.error is None and _through_link(items[seen_files[key]].path):
+            if not _through_link(item.path):
                 items[seen_files[key]] = item
 
     def expand(spec: str) -> None:
