@@ -314,6 +314,14 @@ def test_reports_go_through_pipes_and_devices_as_they_are(photos, weights, tmp_p
     assert resumed.returncode == 2 and "cannot be read back" in resumed.stderr, resumed.stderr
 
 
+def test_an_error_names_a_file_that_is_not_utf8_as_reports_do(photos, weights, tmp_path):
+    existing = tmp_path / os.fsdecode(b"o\xff.json")
+    existing.write_text("")
+    photo = str(photos / "b_astronaut.png")
+    result = run(photo, "--weights", str(weights), "--json", str(existing))
+    assert result.returncode == 2 and "o\\xff.json already exists" in result.stderr, result.stderr
+
+
 def test_a_closed_standard_stream_is_a_usage_error_not_a_traceback(photos, weights):
     photo = str(photos / "b_astronaut.png")
     for args, closed, says in (

@@ -56,7 +56,9 @@ def errors_reported() -> Iterator[Console]:
         where = f" ({error.filename})" if error.filename else ""
         message, code = f"{error.strerror or error}{where}", EXIT_FATAL
     if code is not None:
-        error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        from mfclip_cli.files import readable  # a name that is not UTF-8 as \xNN, as reports do
+
+        error_console.print(f"[bold red]error:[/] {escape(readable(message))}", highlight=False)
         raise typer.Exit(code)
 
 
