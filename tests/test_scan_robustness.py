@@ -336,6 +336,15 @@ def test_a_closed_standard_stream_is_a_usage_error_not_a_traceback(photos, weigh
             preexec_fn=lambda fd=closed: os.close(fd),
         )
         assert result.returncode == 2 and says in result.stderr, result.stderr
+    with open("/dev/full", "w") as full:  # a full disk behind stdout: the output is named
+        result = subprocess.run(
+            [MFCLIP, "scan", photo, "--jsonl", "-", "--weights", str(weights)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    assert "cannot write standard output: No space left on device" in result.stderr
 
 
 def test_a_failing_annotated_copy_is_that_files_problem(photos, weights, tmp_path):

@@ -42,7 +42,7 @@ from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
-from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink
+from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink, cannot_write
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
@@ -537,7 +537,10 @@ def run_scan(
             if request.resume and jsonl is not None:
                 shared[0] = jsonl.previous(meta)
             for sink in sinks:
-                sink.begin(meta)
+                try:
+                    sink.begin(meta)
+                except OSError as error:  # stdout on a full disk (">/dev/full"): named
+                    raise cannot_write(sink.target, error) from error
         except BaseException as error:
             for sink in sinks:
                 sink.discard()
