@@ -391,6 +391,23 @@ def test_a_full_disk_names_the_report_and_resume_continues_it(
     assert names == ["photo_0.png", "photo_1.png", "photo_2.png"]
 
 
+def test_a_full_disk_at_the_end_says_the_scan_finished(versions, weights, tmp_path, monkeypatch):
+    """The JSON document is written as the run ends: a full disk then leaves a finished scan
+    whose JSON Lines report is whole; the message said the reports were partial."""
+    (tmp_path / "photo.png").write_bytes(versions["image"][0][0])
+    report, document = tmp_path / "r.jsonl", tmp_path / "r.json"
+
+    def publish(self, chunks):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(JsonSink, "publish", publish)
+    with pytest.raises(OSError) as failure:
+        _scan(weights, [tmp_path / "photo.png"], jsonl_path=report, json_path=document)
+    assert "The scan finished and the other reports are whole" in failure.value.strerror
+    end = check_scan_lines(report.read_text(encoding="utf-8").splitlines())[-1]
+    assert end["type"] == "end" and end["complete"] is True
+
+
 @pytest.mark.parametrize(
     "opener",
     [

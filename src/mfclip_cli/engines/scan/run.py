@@ -237,16 +237,27 @@ def _write(record: FileRecord, sinks: list[Sink], failures: list[tuple[Sink, OSE
                 raise _OutputFailed from error
 
 
-def _output_failed(sink: Sink, error: OSError, request: ScanRequest) -> OSError:
+def _output_failed(
+    sink: Sink, error: OSError, request: ScanRequest, finished: bool = False
+) -> OSError:
     """What a report that could not be written (a full disk) says: which one, that the reports
-    are partial, and how to go on (``--resume`` continues a JSON Lines report)."""
+    are partial, and how to go on (``--resume`` continues a JSON Lines report); or, where the
+    scan had finished and only closing it failed, that the others are whole."""
+    reason = error.strerror or error
+    if finished:
+        return OSError(
+            error.errno,
+            f"cannot write {sink.target}: {reason}. The scan finished and the other reports are "
+            f"whole; once {sink.target} can be written (room on a full disk), scan again for it "
+            "(or, for the HTML page, mfclip report from a JSON Lines report)",
+        )
     if request.jsonl_path and request.jsonl_path != STDOUT:
         then = f"run the same scan with --resume --jsonl {request.jsonl_path} to continue it"
     else:
         then = "scan again (with --jsonl FILE, --resume can continue an interrupted scan)"
     return OSError(
         error.errno,
-        f"cannot write {sink.target}: {error.strerror or error}. The scan stopped there and its "
+        f"cannot write {sink.target}: {reason}. The scan stopped there and its "
         f"reports are partial; once {sink.target} can be written (room on a full disk), {then}",
     )
 
@@ -637,7 +648,7 @@ def run_scan(
                     broken.append(error)
             processes.leave()
             if failures:
-                raise _output_failed(*failures[0], request)
+                raise _output_failed(*failures[0], request, finished=complete)
             if broken:
                 raise broken[0]
         finally:
