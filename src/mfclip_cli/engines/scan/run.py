@@ -592,7 +592,7 @@ def run_scan(
     outcome: dict[str, tuple[bool, bool, bool, bool]] = dict(previous.records)
     written = faces = 0
     by_status = dict.fromkeys(STATUSES, 0)  # this run's records, as the end line counts them
-    complete = False
+    complete = stopped = False  # stopped: by Ctrl-C or SIGTERM
     failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
     duplicates = DuplicateTracker() if request.settings.duplicates else None
     # the reports an input done by an earlier run needs its record in: read back only for them
@@ -617,7 +617,9 @@ def run_scan(
                     duplicates.add(record)
                 progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
             complete = True
-    except (KeyboardInterrupt, Interrupted, _OutputFailed):
+    except (KeyboardInterrupt, Interrupted):
+        stopped = True
+    except _OutputFailed:
         pass
     finally:
         # a second Ctrl-C (or SIGTERM) stopped the workers' shutdown half way, or the exit after
@@ -652,7 +654,7 @@ def run_scan(
             if broken:
                 raise broken[0]
         finally:
-            if complete:
+            if not stopped:
                 held.restore()
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
