@@ -639,6 +639,28 @@ def test_a_name_of_255_bytes_gets_its_annotated_copy_and_heatmaps(weights, tmp_p
     assert Path(record["annotation"]["path"]).name.startswith("é" * 100)
 
 
+def test_a_misnamed_file_is_scanned_as_what_its_bytes_are(weights, tmp_path):
+    """Evidence comes misnamed: a JPEG saved as .mp4 failed as a video with no readable frames,
+    an MP4 named .jpg as "not a recognised image format"."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    Image.fromarray(astronaut()).save(evidence / "photo.mp4", format="JPEG")
+    save_video(evidence / "clip.mp4", frames=3)
+    (evidence / "clip.mp4").rename(evidence / "clip.jpg")
+    copies = tmp_path / "copies"
+    result = run(str(evidence), "--weights", str(weights), "--jsonl", "-", f"--annotate={copies}")
+    assert result.returncode == 0, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(result.stdout.splitlines())
+        if line["type"] == "file"
+    }
+    photo, clip = records["photo.mp4"], records["clip.jpg"]
+    assert photo["format"] == "JPEG" and len(photo["faces"]) == 1 and "video" not in photo
+    assert Path(photo["annotation"]["path"]).is_file()
+    assert clip["format"].startswith("video (") and clip["video"]["frames_sampled"] >= 1
+
+
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(weights, tmp_path):
     """File names are chosen by whoever made the evidence: "=HYPERLINK(...)" became a live
     formula when the analyst opened faces.csv."""

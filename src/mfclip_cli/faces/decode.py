@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from mfclip_cli.files import open_regular
+
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 )
@@ -82,6 +84,31 @@ class VideoFrame:
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+# the first bytes of each kind, where they say it beyond doubt
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3",)  # Matroska / WebM (EBML)
+STILL_BRANDS = HEIF_BRANDS | {b"avif", b"avis"}  # ISO BMFF brands of still images
+
+
+def holds_video(path: Path) -> bool:
+    """Whether ``path`` is read as a video: as its name says, unless its first bytes say beyond
+    doubt that it is the other kind. Evidence comes misnamed (a JPEG saved as .mp4 failed as a
+    video "with no readable frames", an MP4 named .jpg as "not a recognised image format"); a
+    file that cannot be opened here keeps what its name says, and fails as that."""
+    named_video = is_video(path)
+    try:
+        stream, _ = open_regular(path)
+        with stream:
+            head = stream.read(16)
+    except OSError:
+        return named_video
+    riff = head[:4] == b"RIFF"
+    if named_video:
+        return not (head.startswith(IMAGE_MAGIC) or (riff and head[8:12] == b"WEBP"))
+    container = head[4:8] == b"ftyp" and head[8:12] not in STILL_BRANDS
+    return container or head.startswith(VIDEO_MAGIC) or (riff and head[8:12] == b"AVI ")
 
 
 def is_media(path: Path) -> bool:

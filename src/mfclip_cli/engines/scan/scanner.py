@@ -28,7 +28,14 @@ from mfclip_cli.engines.scan.model_stage import FoundFace, ModelStage, Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FileRecord
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
-from mfclip_cli.faces.decode import DecodeError, VideoFrame, decode_image, is_video, sample_video
+from mfclip_cli.faces.decode import (
+    DecodeError,
+    VideoFrame,
+    decode_image,
+    holds_video,
+    is_video,
+    sample_video,
+)
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import Detector
@@ -110,7 +117,7 @@ class Scanner:
         if item.error:
             return record.fail(item.error)
         try:
-            if is_video(item.path):
+            if holds_video(item.path):  # by its bytes where its name misleads
                 source = HeldVideo(item.path)
             else:
                 source = read_image(item.path, self.settings.max_pixels)
@@ -174,7 +181,8 @@ class Scanner:
                 info, frames = sample_video(
                     video.decoder_path, fps=settings.fps, frames=settings.frames
                 )
-                record.format = f"{path.suffix.lstrip('.').upper()} ({info.codec})"
+                container = path.suffix.lstrip(".").upper() if is_video(path) else "video"
+                record.format = f"{container} ({info.codec})"
                 record.width, record.height = info.width, info.height
                 self._note_smallest_face(record)
                 for frame, found in self._analysed_frames(frames):
@@ -244,7 +252,7 @@ class Scanner:
                 record.source.close()
             record.source, record.resumed = None, True
             return record, None, None
-        if is_video(item.path):
+        if isinstance(record.source, HeldVideo):
             self._inspect_provenance(item.path, record, None)
             return record, None, None
         try:
@@ -335,7 +343,7 @@ class Scanner:
         pending: list[tuple[FileRecord, np.ndarray | None, object]] = []
         decoded = 0
         for item, record, pixels, found in self._opened(items, skip):
-            if record.status != STATUS_ERROR and not record.resumed and is_video(item.path):
+            if record.status != STATUS_ERROR and isinstance(record.source, HeldVideo):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
                 yield self.scan_video(item.path, record)

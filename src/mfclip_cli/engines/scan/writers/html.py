@@ -36,7 +36,7 @@ from mfclip_cli.engines.scan.writers.common import (
 )
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
-from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
+from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
@@ -204,7 +204,7 @@ class HtmlSink(StagedReport):
     ) -> Iterator[tuple[int | None, Image.Image]]:
         """(frame index or None, PIL image) of each picture of the input: the image the scan
         decoded, else read again (``evidence.image_of``, ``evidence.frames_of``)."""
-        if is_video(Path(record.path)):
+        if record.video is not None:
             with frames_of(record, self.base, frames) as video:
                 for frame in video:
                     yield frame.index, Image.fromarray(frame.pixels)

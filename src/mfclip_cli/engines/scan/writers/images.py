@@ -22,7 +22,7 @@ from mfclip_cli.engines.scan.writers.common import (
     cannot_write,
     make_folder,
 )
-from mfclip_cli.faces.decode import DecodeError, is_video
+from mfclip_cli.faces.decode import DecodeError
 from mfclip_cli.files import atomic_writer, shown
 
 # of a 255-byte name: the hash (9), a frame and face (".frame123456.face12"), ".png", and the
@@ -89,7 +89,7 @@ class AnnotateSink:
         return f"{stem}.{(record.sha256 or 'nohash')[:8]}"
 
     def write(self, record: FileRecord) -> None:
-        if record.status == STATUS_ERROR or is_video(Path(record.path)):
+        if record.status == STATUS_ERROR or record.video is not None:
             return
         target = self.folder / f"{self._stem(record)}.png"
         try:
