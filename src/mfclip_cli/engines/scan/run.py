@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.distributed as dist
@@ -269,9 +269,12 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def _signal_handlers(handler: Callable, numbers: Sequence[int]) -> Iterator[None]:
+def _signal_handlers(
+    handler: Callable | int, numbers: Sequence[int], restore: Callable[[], bool] = lambda: True
+) -> Iterator[None]:
     """``handler`` for the signals ``numbers`` while the block runs, the previous handlers after
-    it; off the main thread, where Python installs no handler, signals are left alone."""
+    it unless ``restore()`` says no; off the main thread, where Python installs no handler,
+    signals are left alone."""
     try:
         previous = {number: signal.signal(number, handler) for number in numbers}
     except ValueError:
@@ -280,26 +283,9 @@ def _signal_handlers(handler: Callable, numbers: Sequence[int]) -> Iterator[None
     try:
         yield
     finally:
-        for number, earlier in previous.items():
-            signal.signal(number, earlier)
-
-
-@dataclass
-class _HeldOff:
-    """Signals ignored, and the handlers they had (none off the main thread)."""
-
-    previous: dict[int, Any]
-
-    def restore(self) -> None:
-        for number, earlier in self.previous.items():
-            signal.signal(number, earlier)
-
-
-def _held_off(*numbers: int) -> _HeldOff:
-    try:
-        return _HeldOff({number: signal.signal(number, signal.SIG_IGN) for number in numbers})
-    except ValueError:  # off the main thread, where Python installs no handler
-        return _HeldOff({})
+        if restore():
+            for number, earlier in previous.items():
+                signal.signal(number, earlier)
 
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
@@ -321,19 +307,8 @@ def _stop_on_signals() -> Iterator[None]:
         raise Interrupted(f"signal {signum}")
 
     stopped: list[int] = []
-    try:
-        previous = {
-            number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)
-        }
-    except ValueError:  # off the main thread, where Python installs no handler
+    with _signal_handlers(stop, STOPPING, restore=lambda: not stopped):
         yield
-        return
-    try:
-        yield
-    finally:
-        if not stopped:
-            for number, earlier in previous.items():
-                signal.signal(number, earlier)
 
 
 @contextlib.contextmanager
@@ -624,8 +599,7 @@ def run_scan(
     finally:
         # a second Ctrl-C (or SIGTERM) stopped the workers' shutdown half way, or the exit after
         # it, where C++ aborted: held off while the reports close, for good once a run stopped
-        held = _held_off(*STOPPING)
-        try:
+        with _signal_handlers(signal.SIG_IGN, STOPPING, restore=lambda: not stopped):
             records.close()  # stops the workers: what they had not started is dropped
             # Every input of a finished run was scanned or skipped: the skips counted on every rank.
             skipped = len(items) - written if complete and previous.done else 0
@@ -653,9 +627,6 @@ def run_scan(
                 raise _output_failed(*failures[0], request, finished=complete)
             if broken:
                 raise broken[0]
-        finally:
-            if not stopped:
-                held.restore()
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:
