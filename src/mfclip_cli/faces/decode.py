@@ -96,14 +96,8 @@ def holds_video(path: Path) -> bool:
     """Whether ``path`` is read as a video: as its name says, unless its first bytes say beyond
     doubt that it is the other kind. Evidence comes misnamed (a JPEG saved as .mp4 failed as a
     video "with no readable frames", an MP4 named .jpg as "not a recognised image format"); a
-    file that cannot be opened here keeps what its name says, and fails as that."""
-    named_video = is_video(path)
-    try:
-        stream, _ = open_regular(path)
-        with stream:
-            head = stream.read(16)
-    except OSError:
-        return named_video
+    file that cannot be read here keeps what its name says, and fails as that."""
+    named_video, head = is_video(path), _head(path)
     riff = head[:4] == b"RIFF"
     if named_video:
         return not (head.startswith(IMAGE_MAGIC) or (riff and head[8:12] == b"WEBP"))
@@ -138,9 +132,12 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _head(path: Path) -> bytes:
+    """A file's first 16 bytes, where it has them: empty for one that cannot be read, and for a
+    FIFO or device, which is never waited on."""
     try:
-        with open(path, "rb") as stream:
-            return stream.read(12)
+        stream, _ = open_regular(path)
+        with stream:
+            return stream.read(16)
     except OSError:
         return b""
 
