@@ -12,9 +12,8 @@ import gc
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mfclip_cli.errors import UsageError
 
@@ -121,19 +120,44 @@ def long_lived_imports() -> Iterator[None]:
     the KeyboardInterrupt, leaving NumPy half made (every file then failed with an
     AttributeError, and the run ended in a traceback).
     """
-    held: list[int] = []
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: held.append(1)) if main_thread else None
     gc.disable()
     try:
-        yield
+        with signals_held((signal.SIGINT,)):
+            yield
     finally:
         gc.freeze()
         gc.enable()
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signal_handlers(
+    handler: Callable | int, numbers: Sequence[int], restore: Callable[[], bool] = lambda: True
+) -> Iterator[None]:
+    """``handler`` for the signals ``numbers`` while the block runs, the previous handlers after
+    it unless ``restore()`` says no; off the main thread, where Python installs no handler,
+    signals are left alone."""
+    try:
+        previous = {number: signal.signal(number, handler) for number in numbers}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        if restore():
+            for number, earlier in previous.items():
+                signal.signal(number, earlier)
+
+
+@contextlib.contextmanager
+def signals_held(numbers: Sequence[int]) -> Iterator[None]:
+    """The signals ``numbers`` arriving while the block runs wait for its end, then arrive as
+    they would have (the first of them, to the handlers of before)."""
+    arrived: list[int] = []
+    with signal_handlers(lambda signum, frame: arrived.append(signum), numbers):
+        yield
+    if arrived:
+        signal.raise_signal(arrived[0])
 
 
 @dataclass

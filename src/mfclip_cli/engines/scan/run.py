@@ -33,6 +33,8 @@ from mfclip_cli.engines.runtime import (
     EXIT_OK,
     EXIT_UNREADABLE,
     join_world,
+    signal_handlers,
+    signals_held,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
@@ -228,7 +230,9 @@ class _OutputFailed(Exception):
 
 
 def _write(record: FileRecord, sinks: list[Sink], failures: list[tuple[Sink, OSError]]) -> None:
-    with _signals_held():  # every report gets the record, or none does
+    # every report gets the record, or none does: a Ctrl-C or SIGTERM arriving meanwhile waits
+    # until the last report has it, then stops the scan as it would have
+    with signals_held(STOPPING):
         for sink in sinks:
             try:
                 sink.write(record)
@@ -268,26 +272,6 @@ class Interrupted(BaseException):
     swallows it."""
 
 
-@contextlib.contextmanager
-def _signal_handlers(
-    handler: Callable | int, numbers: Sequence[int], restore: Callable[[], bool] = lambda: True
-) -> Iterator[None]:
-    """``handler`` for the signals ``numbers`` while the block runs, the previous handlers after
-    it unless ``restore()`` says no; off the main thread, where Python installs no handler,
-    signals are left alone."""
-    try:
-        previous = {number: signal.signal(number, handler) for number in numbers}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        if restore():
-            for number, earlier in previous.items():
-                signal.signal(number, earlier)
-
-
 STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
 
 
@@ -307,22 +291,8 @@ def _stop_on_signals() -> Iterator[None]:
         raise Interrupted(f"signal {signum}")
 
     stopped: list[int] = []
-    with _signal_handlers(stop, STOPPING, restore=lambda: not stopped):
+    with signal_handlers(stop, STOPPING, restore=lambda: not stopped):
         yield
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """One record reaches every report, or none does: a Ctrl-C or SIGTERM arriving while it is
-    written waits until the last report has it, then stops the scan as it would have (the JSON
-    Lines report and the JSON document list the same files)."""
-    arrived: list[int] = []
-    with _signal_handlers(
-        lambda signum, frame: arrived.append(signum), (signal.SIGINT, signal.SIGTERM)
-    ):
-        yield
-    if arrived:  # handled now, as if it came now (by _stop_on_signals, in a scan)
-        signal.raise_signal(arrived[0])
 
 
 def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
@@ -599,7 +569,7 @@ def run_scan(
     finally:
         # a second Ctrl-C (or SIGTERM) stopped the workers' shutdown half way, or the exit after
         # it, where C++ aborted: held off while the reports close, for good once a run stopped
-        with _signal_handlers(signal.SIG_IGN, STOPPING, restore=lambda: not stopped):
+        with signal_handlers(signal.SIG_IGN, STOPPING, restore=lambda: not stopped):
             records.close()  # stops the workers: what they had not started is dropped
             # Every input of a finished run was scanned or skipped: the skips counted on every rank.
             skipped = len(items) - written if complete and previous.done else 0
