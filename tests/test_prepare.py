@@ -151,3 +151,22 @@ def test_resume_refuses_to_take_other_faces_than_the_folder_began_with(tmp_path)
     same = prepare(str(source), *tiny, "--resume", "--frames", "4")
     assert same.returncode == 0, same.stderr
     assert len(read_dataset(out).samples) == 1  # the largest face, as at the start
+
+
+def test_prepare_reads_a_misnamed_file_as_what_its_bytes_are(tmp_path):
+    """As scan does: an MP4 named .jpg in a dataset was an error ("not a recognised image
+    format") and its frames were lost; a JPEG named .mp4 failed as a video."""
+    clips = tmp_path / "source" / "real" / "clips"
+    clips.mkdir(parents=True)
+    save_video(clips / "clip.mp4", frames=6, fps=3.0)
+    (clips / "clip.mp4").rename(clips / "clip.jpg")
+    Image.fromarray(astronaut()).save(clips / "photo.mp4", format="JPEG")
+    out = tmp_path / "prepared"
+    result = prepare(
+        str(tmp_path / "source"), "--out", str(out), "--config", "tiny", "--frames", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    samples = read_dataset(out).samples
+    assert {s.video for s in samples} == {"real/clips/clip.jpg", None}
+    assert len([s for s in samples if s.video]) == 3
+    assert len([s for s in samples if s.video is None]) == 1

@@ -35,6 +35,7 @@ from mfclip_cli.faces import (
     FaceSearch,
     FoundFaces,
     decode_image,
+    holds_video,
     is_video,
     sample_video,
 )
@@ -166,16 +167,17 @@ class Preparer:
         return faces
 
     def prepare(self, sample: Sample, path: Path, sha256: str) -> dict[str, Any]:
+        video = holds_video(path)  # a misnamed file is read as what its first bytes say
         record: dict[str, Any] = {
             "source": sample.path,
             "sha256": sha256,
             "status": "ok",
             "error": None,
-            "video": is_video(path),
+            "video": video,
             "faces": [],
         }
         try:
-            if is_video(path):
+            if video:
                 _, frames = sample_video(path, fps=None, frames=self.request.frames)
                 for frame in frames:
                     record["faces"] += self._write_faces(

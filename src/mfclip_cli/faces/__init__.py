@@ -13,6 +13,7 @@ _HOMES = {
     "DecodeError": "decode",
     "DecodedImage": "decode",
     "decode_image": "decode",
+    "holds_video": "decode",
     "is_media": "decode",
     "is_video": "decode",
     "sample_video": "decode",
