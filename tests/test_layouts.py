@@ -672,10 +672,14 @@ def test_diffusionforensics_reads_images_only(tmp_path):
         "diffusion",
         "",
         "SD-v1",
-        "DiffusionForensics",
+        "DiffusionForensics-imagenet",  # one test set per source, as DIRE reports them
         "test",
     )
-    assert got["images/train/lsun_bedroom/real/0.png"][2] == "lsun_bedroom"
+    assert got["images/train/lsun_bedroom/adm/0.png"][3] == "DiffusionForensics-lsun_bedroom"
+    assert got["images/train/lsun_bedroom/real/0.png"][2:4] == (
+        "lsun_bedroom",
+        "DiffusionForensics-lsun_bedroom",
+    )
     assert sorted(index.skipped) == [
         "dire/: DIRE reconstruction errors computed from images/, not samples",
         "dire_test/: DIRE reconstruction errors computed from images/, not samples",

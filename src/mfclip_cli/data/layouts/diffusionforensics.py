@@ -8,6 +8,8 @@
 Only ``images/`` holds samples: ``recons*/`` (each image's reconstruction by a diffusion model) and
 ``dire*/`` (the reconstruction error DIRE trains on) are computed from it and are not read. A real's
 generator field is its source; the generator folder's class and name come from the label table.
+The dataset is named by source (``DiffusionForensics-lsun_bedroom``): DIRE reports each source on
+its own, and ADM's bedrooms and ImageNet pictures are one generator but two test sets.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, show
 from mfclip_cli.data.samples import Sample, read_tree
 
 NAME = "diffusionforensics"
+NAME_SHOWN = "DiffusionForensics"  # its label table's name, and its datasets' stem
 DERIVED = {
     "recons": "reconstructions computed from images/, not samples",
     "dire": "DIRE reconstruction errors computed from images/, not samples",
@@ -36,8 +39,7 @@ def fits(root: Path) -> str | None:
 
 
 def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
-    dataset = options.dataset if options.dataset is not None else "DiffusionForensics"
-    resolve = Resolver(options.labels, ("DiffusionForensics",))
+    resolve = Resolver(options.labels, (NAME_SHOWN,))
 
     def skip_folder(relative: str) -> str | None:
         """A top folder of derived images: ``recons/``, ``dire/``, ``recons_test/``, ..."""
@@ -48,6 +50,7 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         if len(parts) < 4 or parts[0].lower() != "images" or parts[1].lower() not in SPLIT_NAMES:
             return None
         split, source, kind = SPLIT_NAMES[parts[1].lower()], parts[2], parts[3]
+        dataset = options.dataset if options.dataset is not None else f"{NAME_SHOWN}-{source}"
         if kind.lower() == "real":
             return Sample(relative, "real", "none", source, dataset, video, split)
         method = resolve(kind, relative)
