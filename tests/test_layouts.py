@@ -766,6 +766,14 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     out = tmp_path / "prepared"
     dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()
+    # a dry run checks what the run would: the options it took and ignored passed unseen
+    for wrong, said in (
+        (["--config", "no-such-config"], "no model config 'no-such-config'"),
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--out", str(root / "DiFF" / "crops")], "lies inside the source dataset"),
+    ):
+        odd = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run", *wrong)
+        assert odd.returncode == 2 and said in odd.stderr, odd.stderr
     # a label map on a prepared folder (a manifest) would be ignored: refused, as train does
     label_map = tmp_path / "labels.toml"
     label_map.write_text('[DiFF]\nHPS = "exclude"\n')

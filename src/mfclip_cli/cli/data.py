@@ -29,7 +29,9 @@ def prepare(
     layout: Layout = None,
     label_map: LabelMap = None,
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the layout and counts found and stop (no image decoded)."
+        False,
+        "--dry-run",
+        help="Check the options, print the layout and counts found and stop (no image decoded).",
     ),
     config: str = typer.Option(
         "vit-b-16",
@@ -62,9 +64,6 @@ def prepare(
       mfclip prepare ~/datasets/DiFF --out faces/ --config vit-b-16
       mfclip prepare ~/datasets/DF40 --out faces/ --dry-run
     """
-    if dry_run:
-        _print_inspection(source, layout, label_map, include_videos=True)
-        return
     from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
 
     request = PrepareRequest(
@@ -79,6 +78,7 @@ def prepare(
         device=device,
         resume=resume,
         quiet=quiet,
+        dry_run=dry_run,
     )
     with errors_reported() as error_console:
         code = run_prepare(request, console=Console(), error_console=error_console)
@@ -110,16 +110,6 @@ def synth(
     with errors_reported():
         summary = write_synth_dataset(Path(out), n, seed=seed, size=size, overwrite=force)
     Console().print_json(data=summary)
-
-
-def _print_inspection(
-    source: str, layout: Optional[str], label_map: Optional[str], *, include_videos: bool = False
-) -> None:
-    from mfclip_cli.engines.inspect import InspectRequest, run_inspect
-
-    with errors_reported() as error_console:
-        request = InspectRequest(source, layout, label_map, include_videos=include_videos)
-        run_inspect(request, Console(), error_console)
 
 
 app = typer.Typer(

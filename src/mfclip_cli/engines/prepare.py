@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from PIL import Image
@@ -22,6 +22,7 @@ from rich.console import Console
 from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
+from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 from mfclip_cli.engines.runtime import (
     EXIT_OK,
     EXIT_UNREADABLE,
@@ -43,6 +44,9 @@ from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
+
+if TYPE_CHECKING:
+    import torch
 
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
     "prepare.jsonl",
@@ -66,6 +70,7 @@ class PrepareRequest:
     device: str = "auto"
     resume: bool = False
     quiet: bool = False
+    dry_run: bool = False  # check the request, print what would be read, prepare nothing
 
 
 def _read_log(log: Path) -> tuple[dict[str, Any] | None, dict[tuple[str, str], dict[str, Any]]]:
@@ -122,26 +127,28 @@ def _largest(found: FoundFaces) -> list[int]:
     return [int(np.argmax(areas))] if areas else []
 
 
+def _settings(request: PrepareRequest) -> dict[str, Any]:
+    """What decides which faces are taken and how they are cropped (a wrong --config is
+    refused here)."""
+    preprocess = load_model_config(request.config).preprocess
+    return {
+        "crop_size": preprocess.crop_size,
+        "margin": preprocess.margin,
+        "min_face": request.min_face,
+        "all_faces": request.all_faces,
+        "frames": request.frames,
+    }
+
+
 class Preparer:
-    def __init__(self, request: PrepareRequest):
+    def __init__(self, request: PrepareRequest, settings: dict[str, Any], device: torch.device):
         self.request = request
         self.out = Path(request.out)
-        config = load_model_config(request.config).preprocess
+        self.settings = settings
         self.search = FaceSearch(
-            crop_size=config.crop_size, margin=config.margin, min_face=request.min_face
+            crop_size=settings["crop_size"], margin=settings["margin"], min_face=request.min_face
         )
-        self.cropper = FaceCropper(self.search, resolve_device(request.device))
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """What decides which faces are taken and how they are cropped."""
-        return {
-            "crop_size": self.search.crop_size,
-            "margin": self.search.margin,
-            "min_face": self.request.min_face,
-            "all_faces": self.request.all_faces,
-            "frames": self.request.frames,
-        }
+        self.cropper = FaceCropper(self.search, device)
 
     def _write_faces(
         self, source: str, found: FoundFaces, frame: int | None
@@ -212,7 +219,8 @@ def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
 
 
 def run_prepare(request: PrepareRequest, *, console: Console, error_console: Console) -> int:
-    """Prepare every source file; return 0, or 3 when some could not be read."""
+    """Prepare every source file; return 0, or 3 when some could not be read. A dry run makes
+    the same checks, prints what would be read, and returns the inspection's code."""
     if request.frames < 1:
         raise UsageError("--frames must be at least 1")
     out = Path(request.out)
@@ -220,15 +228,24 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     if out.resolve() == source_root or source_root in out.resolve().parents:
         raise UsageError(f"--out {out} lies inside the source dataset {request.source}")
     log = out / LOG_FILE
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not request.resume:
         raise UsageError(f"{out} is not empty (pass --resume to continue preparing into it)")
+    settings, device = _settings(request), resolve_device(request.device)
+    logged, done = _read_log(log) if request.resume else (None, {})
+    _refuse_other_settings(out, logged, done, settings)
+    if request.dry_run:
+        return run_inspect(
+            InspectRequest(request.source, request.layout, request.label_map, include_videos=True),
+            console,
+            error_console,
+        )
     index = read_dataset(
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
     refuse_unused_label_map(request.label_map, [index], [request.source])
-    logged, done = _read_log(log) if request.resume else (None, {})
-    preparer = Preparer(request)
-    _refuse_other_settings(out, logged, done, preparer.settings)
+    preparer = Preparer(request, settings, device)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
