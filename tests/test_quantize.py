@@ -18,12 +18,12 @@ from mfclip_cli.model.quantize import SelfAttention, quantize_int8
 from mfclip_cli.model.towers import architecture_config
 from mfclip_cli.model.vit import VisionTransformer
 from mfclip_cli.scoring.calibration import softmax
+from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.precision import (
     MAX_LABEL_CHANGE_SHARE,
     calibration_at,
     choose_precision,
     measure_parity,
-    verdict_labels,
 )
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

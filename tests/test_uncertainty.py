@@ -4,13 +4,19 @@ in every report."""
 import csv
 import math
 
+import numpy as np
 import pytest
 from media import astronaut
 from PIL import Image
 from report_schemas import check_scan_lines
 from test_scan_cli import run
 
-from mfclip_cli.engines.scan.records import FaceRecord, FileRecord, normalised_entropy
+from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
+from mfclip_cli.scoring.inconclusive import uncertainties
+
+
+def normalised_entropy(probs: list[float]) -> float:
+    return float(uncertainties(np.array([probs]))[0])
 
 
 @pytest.mark.parametrize(

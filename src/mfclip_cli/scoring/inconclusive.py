@@ -37,7 +37,8 @@ _REAL = CLASS_NAMES.index("real")
 
 
 def uncertainties(probs: np.ndarray) -> np.ndarray:
-    """[N] normalised entropy of each row of ``probs`` [N, C], as every face record gives it."""
+    """[N] normalised entropy of each row of ``probs`` [N, C] over its largest possible value,
+    in [0, 1]: every face record's uncertainty."""
     values = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
     values = values / values.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,7 +26,13 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound, reals_needed
-from mfclip_cli.scoring.metrics import calibration_metrics, fake_scores, json_safe, roc_auc
+from mfclip_cli.scoring.metrics import (
+    calibration_metrics,
+    fake_scores,
+    json_safe,
+    roc_auc,
+    verdict_labels,
+)
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
 REQUESTABLE = (AUTO, FP32, INT8)
@@ -139,14 +145,6 @@ def model_at(model: Detector, used: str) -> Detector:
     return quantize_int8(model)[0] if used == INT8 else model
 
 
-def verdict_labels(probs: np.ndarray, threshold: float = LABEL_THRESHOLD) -> np.ndarray:
-    """Each face's label as a scan gives it (class indices): real when the fake score
-    1 - p(real) is under ``threshold``, else the likelier fake class."""
-    fakes = np.array(probs, dtype=np.float64)
-    fakes[:, _REAL] = -np.inf
-    return np.where(fake_scores(probs) < threshold, _REAL, fakes.argmax(axis=1))
-
-
 def _quality(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
     is_fake = np.array([label != "real" for label in labels], dtype=np.int64)
     return {
@@ -167,7 +165,9 @@ def measure_parity(
     fp32 = softmax(fp32_logits, fp32_temperature)
     int8 = softmax(int8_logits, int8_temperature)
     change = np.abs(fp32[:, _REAL] - int8[:, _REAL])  # |change of 1 - p(real)|
-    changed = int(np.sum(verdict_labels(fp32) != verdict_labels(int8)))
+    changed = int(
+        np.sum(verdict_labels(fp32, LABEL_THRESHOLD) != verdict_labels(int8, LABEL_THRESHOLD))
+    )
     share = changed / len(labels) if len(labels) else 0.0
     return {
         "split": "val",

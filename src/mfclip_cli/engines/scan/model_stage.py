@@ -29,6 +29,7 @@ from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
+from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
 from mfclip_cli.scoring.precision import BF16, Precision, default_precision
 
@@ -167,11 +168,8 @@ class ModelStage:
         return self.settings.fake_threshold if threshold is None else threshold
 
     def label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
-        real = self.classes.index("real")
-        if 1.0 - float(probs[real]) < self.fake_threshold(scorer):  # in float64, not float32
-            return "real"
-        fakes = [i for i in range(len(self.classes)) if i != real]
-        return self.classes[max(fakes, key=lambda i: probs[i])]
+        """One face's label by ``scorer``'s threshold: the rule int8's parity check applies."""
+        return self.classes[int(verdict_labels(probs[None], self.fake_threshold(scorer))[0])]
 
     def _scored(self, scorer: Scorer, crops: list[torch.Tensor]) -> list[FoundFace]:
         """``scorer``'s verdicts on the faces of ``crops``; with --explain the primary's carry

@@ -11,6 +11,7 @@ import numpy as np
 
 from mfclip_cli.files import readable
 from mfclip_cli.provenance.record import ProvenanceRecord
+from mfclip_cli.scoring.inconclusive import uncertainties
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR)
@@ -19,14 +20,6 @@ INCONCLUSIVE = "inconclusive"  # the label of a face the model cannot support a 
 
 def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
-
-
-def normalised_entropy(probs: list[float]) -> float:
-    """Predictive entropy of a distribution over its largest possible value, in [0, 1]."""
-    values = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
-    values = values / values.sum()
-    nonzero = values[values > 0]
-    return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(values)))
 
 
 def verdict(
@@ -41,7 +34,7 @@ def verdict(
     return {
         "probs": {name: round(float(value), 6) for name, value in probs.items()},
         "label": label,
-        "uncertainty": round(normalised_entropy(list(probs.values())), 6),
+        "uncertainty": round(float(uncertainties(np.array([list(probs.values())]))[0]), 6),
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
         "ood": None if ood_distance is None else bool(ood_distance > ood_threshold),
     }
