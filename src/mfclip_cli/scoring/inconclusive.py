@@ -119,14 +119,13 @@ def reasons(
     flips: bool | None = None,
 ) -> list[str]:
     """Why a face is inconclusive, in ``REASONS`` order; empty when its verdict stands."""
-    found = []
-    if threshold is not None and uncertainty is not None and _above(uncertainty, threshold):
-        found.append("uncertain")
-    if ood:
-        found.append("ood")
-    if flips:
-        found.append("unstable")
-    return found
+    uncertain = threshold is not None and uncertainty is not None
+    holds = {
+        "uncertain": uncertain and bool(_above(uncertainty, threshold)),
+        "ood": bool(ood),
+        "unstable": bool(flips),
+    }
+    return [reason for reason in REASONS if holds[reason]]
 
 
 def inconclusive_mask(

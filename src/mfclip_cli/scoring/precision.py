@@ -62,6 +62,11 @@ def default_precision(device: torch.device) -> str:
     return BF16 if device.type == "cuda" else FP32
 
 
+def device_default(device: torch.device) -> Precision:
+    """The precision of a model no one chose one for (never int8)."""
+    return Precision("auto", default_precision(device), "the device's default")
+
+
 def int8_parity(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
     """The parity a checkpoint records for its int8 model, or None."""
     return ((calibration or {}).get(INT8_KEY) or {}).get("parity")

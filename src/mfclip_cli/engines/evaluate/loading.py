@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
@@ -26,14 +25,19 @@ from mfclip_cli.engines.inference import (
     unreadable_warning,
 )
 from mfclip_cli.engines.runtime import resolve_device
-from mfclip_cli.engines.weights.store import LoadedWeights, load_weights, resolve_weights
+from mfclip_cli.engines.weights.store import (
+    LoadedWeights,
+    load_weights,
+    resolve_weights,
+    say_caveats,
+)
 from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
     calibration_at,
     choose_precision,
-    default_precision,
+    device_default,
     model_at,
 )
 
@@ -149,17 +153,11 @@ def load_checkpoint_for_scoring(
     default, never int8); a demo checkpoint, and int8 not known to keep its verdicts, are said
     so."""
     loaded = load_weights(resolve_weights(weights), device)
-    if loaded.demo:
-        error_console.print(
-            "[bold yellow]warning:[/] using the bundled DEMO weights "
-            "(trained on synthetic artifacts)."
-        )
     if precision is None:
-        chosen = Precision("auto", default_precision(device), "the device's default")
+        chosen = device_default(device)
     else:
         chosen = choose_precision(precision, device, loaded.info.calibration)
-    if chosen.warning:
-        error_console.print(f"[bold yellow]warning:[/] {escape(chosen.warning)}", highlight=False)
+    say_caveats(loaded, chosen, error_console)
     return replace(loaded, model=model_at(loaded.model, chosen.used)), chosen
 
 

@@ -31,7 +31,7 @@ from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
-from mfclip_cli.scoring.precision import BF16, Precision, default_precision
+from mfclip_cli.scoring.precision import BF16, Precision, device_default
 
 
 class FoundFace(NamedTuple):
@@ -73,7 +73,7 @@ class ModelStage:
 
     def __init__(self, scorers: Sequence[Scorer], settings: ScanSettings, device: torch.device):
         # scanning never trains: fold LoRA in
-        default = Precision("auto", default_precision(device), "the device's default")
+        default = device_default(device)
         self.scorers = [
             replace(
                 scorer,

@@ -55,6 +55,7 @@ from mfclip_cli.engines.weights.store import (
     load_weights,
     refuse_incomparable,
     resolve_weights,
+    say_caveats,
     weights_record,
 )
 from mfclip_cli.errors import UsageError
@@ -469,7 +470,8 @@ def run_scan(
         threshold = scorers[0].fake_threshold
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
     if rank == 0:
-        _warn_of_weights(checkpoints, scorers, error_console)
+        for checkpoint, scorer in zip(checkpoints, scorers):
+            say_caveats(checkpoint, scorer.precision, error_console, named=len(checkpoints) > 1)
     items = collect_inputs(
         request.inputs,
         recursive=request.recursive,
@@ -626,24 +628,6 @@ def run_scan(
         )
         return EXIT_INTERRUPTED
     return _exit_code(request, outcome.values())
-
-
-def _warn_of_weights(
-    checkpoints: Sequence[LoadedWeights], scorers: Sequence[Scorer], error_console: Console
-) -> None:
-    """Each checkpoint that is the demo, and each precision that may change verdicts, said."""
-    for checkpoint, scorer in zip(checkpoints, scorers):
-        if scorer.precision and scorer.precision.warning:
-            error_console.print(
-                f"[bold yellow]warning:[/] {escape(scorer.precision.warning)}", highlight=False
-            )
-        if checkpoint.demo:
-            named = f" (--weights {checkpoint.resolved.name})" if len(checkpoints) > 1 else ""
-            error_console.print(
-                f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(named)}, trained "
-                "on synthetic artifacts: the probabilities are not evidence. Pass --weights for a "
-                "real checkpoint."
-            )
 
 
 def _exit_code(request: ScanRequest, outcomes: Iterable[tuple[bool, bool, bool, bool]]) -> int:

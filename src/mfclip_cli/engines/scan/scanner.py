@@ -75,7 +75,8 @@ class Scanner:
         # batch, up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of
         # memory.
         gpu_chunk = min(max(8, settings.batch_size), 32)
-        self.chunk_images = settings.chunk_images or (8 if device.type == "cpu" else gpu_chunk)
+        # images (or video frames) analysed together
+        self.chunk_images = 8 if device.type == "cpu" else gpu_chunk
         scorers = self.model_stage.scorers
         (crop_size, margin), *more = dict.fromkeys(scorer.geometry for scorer in scorers)
         self.cropper = FaceCropper(

@@ -12,8 +12,6 @@ from mfclip_cli.provenance import ProvenanceOptions
 class ScanSettings:
     device: str = "auto"
     batch_size: int = 32  # faces per model batch
-    # images (or video frames) analysed together; 0: 8 on CPU, a model batch (<= 32) on a GPU
-    chunk_images: int = 0
     # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
     workers: int = 0
     min_face: int = 20  # pixels, in the upright full-resolution image

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a 
     import torch
 
     from mfclip_cli.model import CheckpointInfo, Detector
+    from mfclip_cli.scoring.precision import Precision
 
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 REGISTRY_FILE = "registry.json"
@@ -310,6 +312,22 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> LoadedWeigh
 
     model, info = load_checkpoint(resolved.path, device=device, inference=True)
     return LoadedWeights(resolved, model.merge_adapters(), info, resolved.demo or is_demo(info))
+
+
+def say_caveats(
+    loaded: LoadedWeights, precision: Precision, console: Console, *, named: bool = False
+) -> None:
+    """On stderr, before any result: a precision that may change verdicts, and demo weights
+    (``named``: the checkpoint's name too, where several are compared)."""
+    if precision.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(precision.warning)}", highlight=False)
+    if loaded.demo:
+        which = f" (--weights {loaded.resolved.name})" if named else ""
+        console.print(
+            f"[bold yellow]warning:[/] using the bundled DEMO weights{escape(which)}, trained on "
+            "synthetic artifacts: the probabilities are not evidence. Pass --weights for a real "
+            "checkpoint."
+        )
 
 
 def registry_status(store: Path | None = None) -> list[dict[str, Any]]:
