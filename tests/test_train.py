@@ -37,7 +37,11 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
 from mfclip_cli.data.faceset import EpochOrder
-from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+from mfclip_cli.engines.train.training import (
+    TrainSettings,
+    load_train_settings,
+    resolve_train_settings,
+)
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.schemas import SCHEMA_VERSION
@@ -328,6 +332,27 @@ def test_settings_from_toml_and_their_errors(tmp_path):
         TrainSettings(data="d", out="o", batch_size=0)
     with pytest.raises(UsageError, match="list of KEY=VALUE"):
         TrainSettings(data="d", out="o", overrides="fusion=sum")
+
+
+def test_a_commands_options_become_its_settings(tmp_path):
+    """train and ablate read their options the one way: a file under the options, the options
+    alone, or nothing at all for a resume."""
+    file = tmp_path / "train.toml"
+    file.write_text('[train]\ndata = "d"\nepochs = 2\nlr = 0.01\n')
+    given = {"data": None, "epochs": 5, "lr": None}
+    assert resolve_train_settings(given, out="o", settings_file=str(file)) == TrainSettings(
+        data="d", out="o", epochs=5, lr=0.01
+    )
+    assert resolve_train_settings({**given, "data": ("x",)}, out="o") == TrainSettings(
+        data=("x",), out="o", epochs=5
+    )
+    with pytest.raises(UsageError, match="--data is required"):
+        resolve_train_settings(given, out="o")
+    assert resolve_train_settings({"epochs": None}, out="o", resume=True) is None
+    with pytest.raises(UsageError, match="saved settings; drop epochs"):
+        resolve_train_settings(given, out="o", resume=True)
+    with pytest.raises(UsageError, match="drop --settings"):
+        resolve_train_settings({}, out="o", settings_file=str(file), resume=True)
 
 
 def test_config_overrides_are_trained_and_recorded_in_the_checkpoint(dataset, tmp_path):

@@ -123,9 +123,8 @@ def train(
         --out run/
       torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
     """
-    from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+    from mfclip_cli.engines.train.training import resolve_train_settings
     from mfclip_cli.engines.train.training import train as run_training
-    from mfclip_cli.errors import UsageError
 
     given = dict(
         data=tuple(data) if data else None,
@@ -148,20 +147,9 @@ def train(
         workers=workers,
     )
     with errors_reported() as error_console:
-        settings = None
-        if resume:
-            ignored = sorted(name for name, value in given.items() if value is not None)
-            if ignored or settings_file:
-                raise UsageError(
-                    "--resume continues with the run's saved settings; "
-                    f"drop {', '.join(ignored) or '--settings'}"
-                )
-        elif settings_file:
-            settings = load_train_settings(settings_file, out=out, **given)
-        else:
-            if not data:
-                raise UsageError("--data is required (or --settings FILE naming it)")
-            settings = TrainSettings(out=out, **{k: v for k, v in given.items() if v is not None})
+        settings = resolve_train_settings(
+            given, out=out, settings_file=settings_file, resume=resume
+        )
         result = run_training(
             settings, out=out, resume=resume, device=device, console=error_console
         )
@@ -242,7 +230,7 @@ def ablate(
       mfclip ablate --data faces/ --config tiny --seeds 3 --json ablation.json
     """
     from mfclip_cli.engines.train.ablate import VARIANTS, AblationRequest, run_ablation
-    from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+    from mfclip_cli.engines.train.training import resolve_train_settings
 
     given = dict(
         data=tuple(data),
@@ -255,12 +243,8 @@ def ablate(
         lr=lr,
         overrides=tuple(overrides) if overrides else None,
     )
-    chosen = {k: v for k, v in given.items() if v is not None}
     with errors_reported() as error_console:
-        if settings_file:
-            training = load_train_settings(settings_file, out="-", **chosen)
-        else:
-            training = TrainSettings(out="-", **chosen)
+        training = resolve_train_settings(given, out="-", settings_file=settings_file)
         request = AblationRequest(
             training=training,
             seeds=seeds,

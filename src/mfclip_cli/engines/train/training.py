@@ -170,6 +170,27 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
 
 
+def resolve_train_settings(
+    given: dict[str, Any], *, out: str, settings_file: str | None = None, resume: bool = False
+) -> TrainSettings | None:
+    """A command's settings from its options (``given``: None where an option was not passed):
+    a ``--settings`` file with the options over it, else the options alone; None for a
+    ``--resume``, which continues with the run's saved settings and takes none."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if resume:
+        if chosen or settings_file:
+            raise UsageError(
+                "--resume continues with the run's saved settings; "
+                f"drop {', '.join(sorted(chosen)) or '--settings'}"
+            )
+        return None
+    if settings_file:
+        return load_train_settings(settings_file, out=out, **chosen)
+    if not chosen.get("data"):
+        raise UsageError("--data is required (or --settings FILE naming it)")
+    return TrainSettings(out=out, **chosen)
+
+
 PATH_SETTINGS = ("data", "out", "protocol", "label_map", "clip_weights")
 
 
