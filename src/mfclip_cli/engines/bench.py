@@ -27,7 +27,6 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli import __version__
 from mfclip_cli.data.synth import real_sources
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.scan.inputs import InputItem
@@ -51,7 +50,7 @@ from mfclip_cli.model.config import replace_config
 from mfclip_cli.model.explain import explain
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.provenance import inspect as inspect_provenance
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.precision import INT8, Precision
 from mfclip_cli.timestamps import utc_now
 
@@ -174,9 +173,7 @@ def run_bench(request: BenchRequest, console: Console) -> dict[str, Any]:
     int8, summary = quantize_int8(model) if device.type == "cpu" else (None, None)
     faces = torch.rand(request.batch_size, 3, model.crop_size, model.crop_size, device=device)
     results: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header(),
         "date_utc": utc_now(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)

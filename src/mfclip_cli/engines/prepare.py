@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from mfclip_cli import __version__
 from mfclip_cli.data import Sample, read_dataset, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
@@ -42,7 +41,7 @@ from mfclip_cli.faces import (
 )
 from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
 from mfclip_cli.model import load_model_config
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import SCHEMA_VERSION, report_header
 from mfclip_cli.timestamps import utc_now
 
 if TYPE_CHECKING:
@@ -284,9 +283,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         if record["status"] != "ok"
     ]
     summary = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header(),
         "finished_utc": utc_now(),
         "source": str(source_root),
         "layout": index.layout,

@@ -52,6 +52,15 @@ def schema_text(name: str) -> str:
     return resources.files(__name__).joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
 
 
+def report_header(kind: str | None = None) -> dict[str, str]:
+    """The fields a report opens with: its ``type`` (where its schema holds several), the format
+    it follows, and the tool and version that wrote it."""
+    from mfclip_cli import __version__
+
+    header = {"type": kind} if kind else {}
+    return {**header, "schema_version": SCHEMA_VERSION, "tool": "mfclip", "version": __version__}
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """The schema ``name``, parsed."""
     return json.loads(schema_text(name))

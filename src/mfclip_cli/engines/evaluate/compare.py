@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 from rich.console import Console
 
-from mfclip_cli import __version__
 from mfclip_cli.data import DataError
 from mfclip_cli.data.combine import data_record
 from mfclip_cli.data.perturb import combine, parse_perturbations
@@ -32,7 +31,7 @@ from mfclip_cli.engines.evaluate.tables import (
 from mfclip_cli.engines.weights.store import refuse_incomparable
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import write_json_atomic
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import calibration_summary
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores
 from mfclip_cli.scoring.significance import delong_test
@@ -146,10 +145,7 @@ def compare(
     scores = [fake_scores(one.probs) for one in scored]
     aucs = [one.report["overall"]["auc"] for one in scored]
     report = {
-        "type": "eval-comparison",
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header("eval-comparison"),
         "started_utc": started,
         "device": str(device),
         "data": data_record(index),

@@ -25,7 +25,6 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from mfclip_cli import __version__
 from mfclip_cli.data import (
     Protocol,
     Sample,
@@ -58,7 +57,7 @@ from mfclip_cli.engines.weights.store import (
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import readable, refuse_existing, write_json_atomic
 from mfclip_cli.labels import CLASS_NAMES
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.attribution import (
     Attributions,
     Attributor,
@@ -404,10 +403,7 @@ def score_checkpoint(
         seed=request.seed,
     )
     report = {
-        "type": "eval",
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header("eval"),
         "started_utc": started,
         "device": str(scoring.device),
         "precision": scoring.precision.record(),

@@ -25,7 +25,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from mfclip_cli import __version__
 from mfclip_cli.engines.runtime import (
     EXIT_FAKE,
     EXIT_INCONCLUSIVE,
@@ -61,7 +60,7 @@ from mfclip_cli.engines.weights.store import (
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import shown
 from mfclip_cli.model import detector_kind, detector_of
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import (
     calibration_summary,
@@ -309,10 +308,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
     ]
     calibration = calibration_at(primary.info.calibration, precision.used)
     return {
-        "type": "meta",
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header("meta"),
         "weights": weights_record(primary),
         **({"compared_weights": compared} if several else {}),
         "demo": primary.demo,

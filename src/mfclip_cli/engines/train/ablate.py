@@ -25,7 +25,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mfclip_cli import __version__
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
 from mfclip_cli.engines.inference import (
     FaceSource,
@@ -39,7 +38,7 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.losses import spa_relevance
-from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.metrics import json_safe
 from mfclip_cli.timestamps import utc_now
@@ -234,10 +233,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
             entry[key] = {metric: json_safe(value) for metric, value in entry[key].items()}
     settings = request.training
     report = {
-        "type": "ablation",
-        "schema_version": SCHEMA_VERSION,
-        "tool": "mfclip",
-        "version": __version__,
+        **report_header("ablation"),
         "started_utc": started,
         "finished_utc": utc_now(),
         "device": str(runner.device),
