@@ -8,13 +8,17 @@ import io
 import json
 from typing import Any, BinaryIO
 
+from mfclip_cli.faces.decode import HEIF_BRANDS
 from mfclip_cli.provenance.record import FOUND, NONE_FOUND, NOT_CHECKED, C2paEvidence
 
-# The container formats we scan that the library reads, by file suffix.
+# The container formats we scan that the library reads, by file suffix (where the first bytes
+# do not say, see mime_type).
 MIME_TYPES = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".jpe": "image/jpeg",
+    ".jfif": "image/jpeg",
+    ".mpo": "image/jpeg",  # a camera's multi-picture JPEG
     ".png": "image/png",
     ".webp": "image/webp",
     ".gif": "image/gif",
@@ -24,6 +28,26 @@ MIME_TYPES = {
     ".m4v": "video/x-m4v",
     ".mov": "video/quicktime",
     ".avi": "video/avi",
+    ".avif": "image/avif",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
+# the first bytes of each format, where they say it beyond doubt
+MAGIC_MIME_TYPES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF8", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+RIFF_MIME_TYPES = {b"WEBP": "image/webp", b"AVI ": "video/avi"}
+# ISO BMFF brands (bytes 8-12, after "ftyp") the library names apart; other brands are MP4
+BRAND_MIME_TYPES = {
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif",
+    b"qt  ": "video/quicktime",
 }
 IPTC_PREFIX = "digitalsourcetype/"
 # Every embedding (JPEG APP11, PNG caBX, BMFF and RIFF boxes, TIFF tags) stores the JUMBF manifest
@@ -38,11 +62,33 @@ def source_type_name(uri: str) -> str:
     return uri.rsplit(IPTC_PREFIX, 1)[-1] if IPTC_PREFIX in uri else uri
 
 
+def mime_type(head: bytes, suffix: str) -> str | None:
+    """The library's name for a file's format: what its first 12 bytes say where they say it
+    (evidence comes misnamed, and an iPhone's HEIC is not an AVIF), else what its suffix says;
+    None for a format the library does not read."""
+    for magic, mime in MAGIC_MIME_TYPES:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] in RIFF_MIME_TYPES:
+        return RIFF_MIME_TYPES[head[8:12]]
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        default = "image/heic" if brand in HEIF_BRANDS else "video/mp4"
+        return BRAND_MIME_TYPES.get(brand, default)
+    return MIME_TYPES.get(suffix.lower())
+
+
 def read_c2pa(source: bytes | BinaryIO, suffix: str, trust_pem: str | None = None) -> C2paEvidence:
     """The C2PA manifest store in ``source`` (a file's bytes, or a seekable stream for a video),
     validated against ``trust_pem``'s anchors (none: a good signature is "valid", never
     "trusted"). Library errors propagate: the caller records them as this check's error."""
-    mime = MIME_TYPES.get(suffix.lower())
+    if isinstance(source, (bytes, bytearray)):
+        head = bytes(source[:12])
+    else:
+        start = source.tell()
+        head = source.read(12)
+        source.seek(start)
+    mime = mime_type(head, suffix)
     if mime is None:
         return C2paEvidence(NOT_CHECKED, note=f"the C2PA library does not read {suffix} files")
     if isinstance(source, (bytes, bytearray)):

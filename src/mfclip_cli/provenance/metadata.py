@@ -15,10 +15,17 @@ import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from mfclip_cli.faces.decode import HEIF_BRANDS
 from mfclip_cli.provenance.c2pa import source_type_name
-from mfclip_cli.provenance.record import FOUND, NONE_FOUND, Generation, MetadataEvidence
+from mfclip_cli.provenance.record import (
+    FOUND,
+    NONE_FOUND,
+    NOT_CHECKED,
+    Generation,
+    MetadataEvidence,
+)
 
 IPTC_EXT = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
@@ -52,8 +59,16 @@ class MetadataError(ValueError):
 
 def read_metadata(data: bytes) -> MetadataEvidence:
     """The origin-related metadata in an image file's bytes. Raises ``MetadataError`` (or
-    Pillow's errors) for metadata that cannot be read; the caller records them."""
-    with Image.open(io.BytesIO(data)) as image:
+    Pillow's errors) for metadata that cannot be read; the caller records them. A HEIC/HEIF
+    file (a phone's photo) is not checked: Pillow has no reader for it here, and the file is
+    not broken for that."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            return MetadataEvidence(NOT_CHECKED, note="HEIC/HEIF: no reader for its metadata here")
+        raise
+    with image:
         info = dict(image.info)
         if image.format == "PNG":  # its getexif() decodes every pixel first
             info.update(_png_chunks_after_pixels(data))
