@@ -183,6 +183,43 @@ def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prom
     assert record.signals[0].strength.startswith("unsigned metadata")
 
 
+def comfy_with_lora() -> dict[str, str]:
+    """ComfyUI's texts for a graph with a LoraLoader between the checkpoint and the sampler, as
+    in ComfyUI_examples' lora.png: sd-parsers takes the loader's ``model`` link for a name."""
+    prompt = json.loads(json.dumps(media.COMFY_PROMPT))
+    prompt["10"] = {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "lora_name": "epiNoiseoffset_v2.safetensors",
+            "strength_model": 1,
+            "strength_clip": 1,
+            "model": ["4", 0],
+            "clip": ["4", 1],
+        },
+    }
+    prompt["3"]["inputs"]["model"] = ["10", 0]
+    workflow = json.loads(json.dumps(media.COMFY_WORKFLOW))
+    workflow["nodes"].append({"id": 10, "type": "LoraLoader"})
+    workflow["links"][0] = [1, 10, 0, 3, 0, "MODEL"]
+    workflow["links"].append([10, 4, 0, 10, 0, "MODEL"])
+    return {"prompt": json.dumps(prompt), "workflow": json.dumps(workflow)}
+
+
+def test_a_field_sd_parsers_cannot_compute_loses_that_field_only():
+    """A LoRA in a ComfyUI graph made the metadata check an error (TypeError: unhashable type:
+    'list'), so the file declared nothing; the front end is still recognised, without a model."""
+    data = media.png_bytes(media.picture(5), comfy_with_lora(), itxt={"workflow"})
+    record = inspect(data, ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed, made.prompt) == (
+        "ComfyUI",
+        None,
+        "42",
+        "a smiling woman",
+    )
+
+
 def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypatch):
     """Pillow reaches a PNG's chunks after its pixel data only by decoding the image: a file
     that declared 100000 x 100000 pixels took every byte of memory the machine had."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import xml.etree.ElementTree as ElementTree
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -198,13 +198,23 @@ def _generation(texts: dict[str, str]) -> Generation | None:
         except (ParserError, KeyError, ValueError, TypeError, AttributeError):
             continue
         sampler = found.samplers[0] if found.samplers else None
-        model = next(iter(found.models), None)
         seed = sampler.parameters.get("seed") if sampler else None
+        models = _field(lambda: list(found.models)) or []
         return Generation(
             tool=str(found.generator.value),
-            model=None if model is None else str(model),
+            model=str(models[0]) if models else None,
             seed=None if seed is None else str(seed),
             sampler=sampler.name if sampler else None,
-            prompt=found.full_prompt or None,
+            prompt=_field(lambda: found.full_prompt),
         )
     return None
+
+
+def _field(read: Callable[[], Any]) -> Any:
+    """One of sd-parsers' fields that it computes only when asked, or None where the front end's
+    data breaks it (a ComfyUI LoRA loader's graph link, taken for a model name, cannot be
+    hashed): the front end was recognised all the same, which is what declares the origin."""
+    try:
+        return read() or None
+    except Exception:  # noqa: BLE001 - any failure of a parser's property loses that field only
+        return None
