@@ -220,6 +220,25 @@ def test_a_field_sd_parsers_cannot_compute_loses_that_field_only():
     )
 
 
+def test_comfyui_webp_keeps_its_graph_in_exif_make_and_model():
+    """ComfyUI's WebP outputs (its video and animated ones: Wan, Mochi, LTXV) have no text
+    chunks; their prompt and workflow sat unread in EXIF Model and Make."""
+    exif = Image.Exif()
+    exif[0x0110] = "prompt:" + json.dumps(media.COMFY_PROMPT)  # Model
+    exif[0x010F] = "workflow:" + json.dumps(media.COMFY_WORKFLOW)  # Make
+    buffer = io.BytesIO()
+    Image.fromarray(media.picture(5)).save(buffer, "WEBP", exif=exif.tobytes())
+    record = inspect(buffer.getvalue(), ".webp")
+    made = record.metadata.generation
+    assert (made.tool, made.model, made.seed) == ("ComfyUI", "sdxl_base.safetensors", "42")
+    assert record.declares_ai
+    # a camera's Make and Model are neither
+    camera = Image.Exif()
+    camera[0x010F], camera[0x0110] = "Canon", "prompt: EOS R5"
+    plain = inspect(media.jpeg_bytes(media.picture(5), exif=camera.tobytes()), ".jpg")
+    assert plain.metadata.status == "none_found" and not plain.declares_ai
+
+
 def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypatch):
     """Pillow reaches a PNG's chunks after its pixel data only by decoding the image: a file
     that declared 100000 x 100000 pixels took every byte of memory the machine had."""

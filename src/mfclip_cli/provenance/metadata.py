@@ -32,6 +32,9 @@ XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
 RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
 MAX_XMP_BYTES = 4 << 20  # an XMP packet beyond this is refused, not parsed
 EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
+# ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
+# into EXIF Model and "workflow:{json}" into EXIF Make
+COMFY_EXIF_TAGS = (0x0110, 0x010F)
 TIFF_XMP = 700
 # text keys of the generation front ends (sd-parsers' triggers); others are not passed on
 GENERATION_KEYS = frozenset(
@@ -88,7 +91,7 @@ def read_metadata(data: bytes) -> MetadataEvidence:
         evidence.digital_source_type = source_type
         if creator_tool:
             evidence.software.append(f"XMP CreatorTool: {creator_tool}")
-    texts = {
+    texts = _comfy_exif_texts(exif) | {
         key: value
         for key, value in info.items()
         if key in GENERATION_KEYS and isinstance(value, str)
@@ -137,6 +140,16 @@ def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
             stream.fp.seek(length, io.SEEK_CUR)
         stream.fp.read(4)  # its CRC
     return stream.im_info
+
+
+def _comfy_exif_texts(exif: Image.Exif) -> dict[str, str]:
+    """The ComfyUI ``prompt`` and ``workflow`` texts a WebP keeps in EXIF Model and Make."""
+    texts = {}
+    for tag in COMFY_EXIF_TAGS:
+        key, _, value = _text(exif.get(tag, "")).partition(":")
+        if key in ("prompt", "workflow") and value.lstrip().startswith("{"):
+            texts[key] = value
+    return texts
 
 
 def _text(value: Any) -> str:
