@@ -109,6 +109,76 @@ def test_pixels_changed_after_signing_read_invalid(signed_png):
     assert "assertion.dataHash.mismatch" in c2pa.failures
 
 
+def store(state: str, own: dict[str, list[str]], statuses: list[tuple[str, str]]) -> dict:
+    """A manifest store as c2pa-python's ``Reader.json()`` gives it, cut to what the record
+    reads: the active manifest ``m1``'s own results (``own``: success and failure codes) and
+    ``validation_status`` (code, manifest) over the whole store, ingredient ``m0``'s included.
+    Shaped on what the library gives for c2pa-rs's video1.mp4, CIE-sig-CA.jpg and
+    C_with_CAWG_data.jpg (files of several hundred KB, not kept here)."""
+    entries = {kind: [{"code": code} for code in codes] for kind, codes in own.items()}
+    return {
+        "active_manifest": "m1",
+        "manifests": {"m1": {"signature_info": {"common_name": "Signer"}}},
+        "validation_state": state,
+        "validation_results": {"activeManifest": entries},
+        "validation_status": [
+            {"code": code, "url": f"self#jumbf=/c2pa/{label}/c2pa.signature"}
+            for code, label in statuses
+        ],
+    }
+
+
+UNTRUSTED, TRUSTED = "signingCredential.untrusted", "signingCredential.trusted"
+
+
+@pytest.mark.parametrize(
+    "document, failures, ingredient_failures, strength",
+    [
+        (  # video1.mp4 with its CA as anchor: the ingredient's signer is the untrusted one
+            store("Valid", {"success": [TRUSTED]}, [(UNTRUSTED, "m0")]),
+            [],
+            [UNTRUSTED],
+            "signed and intact, signer chains to a --c2pa-trust anchor; "
+            "an ingredient's manifest fails signingCredential.untrusted",
+        ),
+        (  # C_with_CAWG_data.jpg: the identity assertion's credential is the untrusted one
+            store(
+                "Valid",
+                {"success": [TRUSTED], "failure": ["cawg.x509.credential.untrusted"]},
+                [("cawg.x509.credential.untrusted", "m1")],
+            ),
+            ["cawg.x509.credential.untrusted"],
+            [],
+            "signed and intact, signer chains to a --c2pa-trust anchor; "
+            "this manifest fails cawg.x509.credential.untrusted",
+        ),
+        (  # CIE-sig-CA.jpg: intact itself, "Invalid" for its ingredient's broken signature
+            store(
+                "Invalid",
+                {"success": ["claimSignature.validated"], "failure": [UNTRUSTED]},
+                [(UNTRUSTED, "m1"), (UNTRUSTED, "m0"), ("claimSignature.mismatch", "m0")],
+            ),
+            [UNTRUSTED],
+            [UNTRUSTED, "claimSignature.mismatch"],
+            "signed and intact, signer not trusted (no trust anchor for it); "
+            "an ingredient's manifest fails signingCredential.untrusted, claimSignature.mismatch",
+        ),
+    ],
+    ids=["ingredient-untrusted", "identity-untrusted", "ingredient-invalid"],
+)
+def test_an_ingredients_failures_are_reported_apart_from_the_files_own(
+    document, failures, ingredient_failures, strength
+):
+    """An ingredient's untrusted signer read as the file's own ("signer not trusted" for a
+    trusted signer), and an ingredient's broken signature as the file's ("does not verify"),
+    its code dropped."""
+    from mfclip_cli.provenance.c2pa import _evidence
+
+    c2pa = _evidence(document, None)
+    assert (c2pa.failures, c2pa.ingredient_failures) == (failures, ingredient_failures)
+    assert ProvenanceRecord(c2pa=c2pa).signals[0].strength == strength
+
+
 def test_a_remote_manifest_is_reported_not_fetched(authority):
     url = "https://example.invalid/m.c2pa"
     data = authority.sign(media.png_bytes(media.picture(4)), "image/png", remote_url=url)

@@ -9,7 +9,14 @@ import json
 from typing import Any, BinaryIO
 
 from mfclip_cli.faces.decode import HEIF_BRANDS
-from mfclip_cli.provenance.record import FOUND, NONE_FOUND, NOT_CHECKED, C2paEvidence
+from mfclip_cli.provenance.record import (
+    FOUND,
+    NONE_FOUND,
+    NOT_CHECKED,
+    SIGNER_TRUSTED,
+    SIGNER_UNTRUSTED,
+    C2paEvidence,
+)
 
 # The container formats we scan that the library reads, by file suffix (where the first bytes
 # do not say, see mime_type).
@@ -130,9 +137,10 @@ def _evidence(store: dict[str, Any], remote_url: str | None) -> C2paEvidence:
     """The active manifest of a manifest store (c2pa-rs's JSON) as the report holds it."""
     manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
     signature = manifest.get("signature_info") or {}
-    results = (store.get("validation_results") or {}).get("activeManifest") or {}
-    failures = [entry.get("code") for entry in results.get("failure", [])] or [
-        entry.get("code") for entry in store.get("validation_status", [])
+    failures, ingredient_failures = _failures(store)
+    own = (store.get("validation_results") or {}).get("activeManifest") or {}
+    checked_signer = [
+        entry.get("code") for entry in own.get("success", []) + own.get("failure", [])
     ]
     actions: list[str] = []
     source_types: list[str] = []
@@ -147,7 +155,13 @@ def _evidence(store: dict[str, Any], remote_url: str | None) -> C2paEvidence:
     return C2paEvidence(
         FOUND,
         state=str(store.get("validation_state", "")).lower() or None,
-        failures=[str(code) for code in failures if code],
+        failures=failures,
+        ingredient_failures=ingredient_failures,
+        signer_trusted=(
+            SIGNER_TRUSTED in checked_signer
+            if {SIGNER_TRUSTED, SIGNER_UNTRUSTED} & set(checked_signer)
+            else None
+        ),
         signer=signature.get("common_name"),
         issuer=signature.get("issuer"),
         signing_time=signature.get("time"),
@@ -157,6 +171,30 @@ def _evidence(store: dict[str, Any], remote_url: str | None) -> C2paEvidence:
         ingredients=len(manifest.get("ingredients", [])),
         remote_url=remote_url,
     )
+
+
+def _failures(store: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The failing status codes of the active manifest itself, and those of the ingredients'
+    manifests it carries: the library's state and its ``validation_status`` cover the whole
+    store, and an ingredient's untrusted signer read as this file's."""
+    results = store.get("validation_results") or {}
+    own_url = f"/c2pa/{store.get('active_manifest')}/"
+    statuses = store.get("validation_status") or []
+    if "activeManifest" in results:
+        own = [entry.get("code") for entry in results["activeManifest"].get("failure", [])]
+    else:  # a library without per-manifest results: each code by the manifest its url names
+        own = [entry.get("code") for entry in statuses if own_url in entry.get("url", own_url)]
+    theirs = [
+        entry.get("code")
+        for delta in results.get("ingredientDeltas") or []
+        for entry in (delta.get("validationDeltas") or {}).get("failure", [])
+    ] + [entry.get("code") for entry in statuses if own_url not in entry.get("url", own_url)]
+    return _codes(own), _codes(theirs)
+
+
+def _codes(codes: list[Any]) -> list[str]:
+    """Status codes once each, in order."""
+    return list(dict.fromkeys(str(code) for code in codes if code))
 
 
 def _claim_generator(manifest: dict[str, Any]) -> str | None:
