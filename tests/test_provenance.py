@@ -109,6 +109,24 @@ def test_pixels_changed_after_signing_read_invalid(signed_png):
     assert "assertion.dataHash.mismatch" in c2pa.failures
 
 
+def test_an_ai_declaration_in_an_ingredients_manifest_declares_ai(authority, signed_png):
+    """A generated image opened and cropped in a C2PA editor: the editor's manifest declares no
+    source type, the generator's (its parent's, in the same store) does. It read "no digital
+    source type", declares_ai false, and the gate let it pass."""
+    record = inspect(authority.edit(signed_png, "image/png"), ".png")
+    c2pa = record.c2pa
+    assert c2pa.digital_source_types == [] and c2pa.ingredients == 1
+    assert c2pa.ingredient_digital_source_types == [AI]
+    assert record.declares_ai
+    signal = record.signals[1]
+    assert (signal.source, signal.declares_ai) == ("c2pa-ingredient", True)
+    assert signal.strength.startswith("declared by an ingredient")
+    assert record.summary() == (
+        "C2PA valid, signer untrusted; C2PA ingredient: trainedAlgorithmicMedia"
+    )
+    assert ProvenanceRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
 def store(state: str, own: dict[str, list[str]], statuses: list[tuple[str, str]]) -> dict:
     """A manifest store as c2pa-python's ``Reader.json()`` gives it, cut to what the record
     reads: the active manifest ``m1``'s own results (``own``: success and failure codes) and

@@ -142,16 +142,7 @@ def _evidence(store: dict[str, Any], remote_url: str | None) -> C2paEvidence:
     checked_signer = [
         entry.get("code") for entry in own.get("success", []) + own.get("failure", [])
     ]
-    actions: list[str] = []
-    source_types: list[str] = []
-    for assertion in manifest.get("assertions", []):
-        if str(assertion.get("label", "")).startswith("c2pa.actions"):
-            for action in (assertion.get("data") or {}).get("actions", []):
-                actions.append(str(action.get("action")))
-                if action.get("digitalSourceType"):
-                    name = source_type_name(str(action["digitalSourceType"]))
-                    if name not in source_types:
-                        source_types.append(name)
+    actions = _actions(manifest)
     return C2paEvidence(
         FOUND,
         state=str(store.get("validation_state", "")).lower() or None,
@@ -166,11 +157,50 @@ def _evidence(store: dict[str, Any], remote_url: str | None) -> C2paEvidence:
         issuer=signature.get("issuer"),
         signing_time=signature.get("time"),
         claim_generator=_claim_generator(manifest),
-        digital_source_types=source_types,
-        actions=actions,
+        digital_source_types=_source_types(actions),
+        ingredient_digital_source_types=_ingredient_source_types(store, manifest),
+        actions=[str(action.get("action")) for action in actions],
         ingredients=len(manifest.get("ingredients", [])),
         remote_url=remote_url,
     )
+
+
+def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The actions a manifest's ``c2pa.actions`` assertions list."""
+    return [
+        action
+        for assertion in manifest.get("assertions", [])
+        if str(assertion.get("label", "")).startswith("c2pa.actions")
+        for action in (assertion.get("data") or {}).get("actions", [])
+    ]
+
+
+def _source_types(actions: list[dict[str, Any]]) -> list[str]:
+    """The IPTC digital source types the actions declare, once each."""
+    names = (
+        source_type_name(str(action["digitalSourceType"]))
+        for action in actions
+        if action.get("digitalSourceType")
+    )
+    return list(dict.fromkeys(names))
+
+
+def _ingredient_source_types(store: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """The digital source types declared by the manifests of ``manifest``'s ingredients, and of
+    theirs in turn: an editor's manifest over a generated image declares none (it opened and
+    cropped it), and the generator's declaration is its parent's."""
+    manifests = store.get("manifests", {})
+    found: list[str] = []
+    seen: set[str] = set()
+    pending = [manifest]
+    while pending:
+        for ingredient in pending.pop().get("ingredients", []):
+            label = ingredient.get("active_manifest")
+            if label in manifests and label not in seen:
+                seen.add(label)
+                found += _source_types(_actions(manifests[label]))
+                pending.append(manifests[label])
+    return list(dict.fromkeys(found))
 
 
 def _failures(store: dict[str, Any]) -> tuple[list[str], list[str]]:

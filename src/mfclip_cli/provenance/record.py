@@ -26,6 +26,9 @@ C2PA_STRENGTH = {
 # the status codes of the signer's trust (c2pa-rs reports one of them per manifest)
 SIGNER_TRUSTED, SIGNER_UNTRUSTED = "signingCredential.trusted", "signingCredential.untrusted"
 UNSIGNED = "unsigned metadata: anyone can write or strip it"
+INGREDIENT = (
+    "declared by an ingredient (a file this one was made from), in this file's manifest store"
+)
 
 
 def _compact(value: Any) -> Any:
@@ -53,6 +56,8 @@ class C2paEvidence:
     signing_time: str | None = None  # only where a time-stamp authority countersigned
     claim_generator: str | None = None
     digital_source_types: list[str] = field(default_factory=list)  # IPTC names, per action
+    # those its ingredients' manifests declare (an edit of a generated image declares none itself)
+    ingredient_digital_source_types: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     ingredients: int | None = None
     remote_url: str | None = None  # a manifest stored elsewhere: never fetched
@@ -126,7 +131,7 @@ class WatermarkEvidence:
 class Signal:
     """One piece of evidence found, worded for a reader: where, what it claims, how strong."""
 
-    source: str  # c2pa | xmp | exif | png-text | watermark
+    source: str  # c2pa | c2pa-ingredient | xmp | generator | software | watermark
     claim: str
     strength: str
     declares_ai: bool
@@ -167,6 +172,17 @@ class ProvenanceRecord:
                         bool(AI_SOURCE_TYPES & set(c2pa.digital_source_types)),
                     )
                 )
+                if c2pa.ingredient_digital_source_types:
+                    found.append(
+                        Signal(
+                            "c2pa-ingredient",
+                            "C2PA ingredient manifest ("
+                            + ", ".join(c2pa.ingredient_digital_source_types)
+                            + ")",
+                            f"{INGREDIENT}; this file's own manifest: {c2pa_strength(c2pa)[1]}",
+                            bool(AI_SOURCE_TYPES & set(c2pa.ingredient_digital_source_types)),
+                        )
+                    )
         metadata = self.metadata
         if metadata.digital_source_type:
             found.append(
@@ -266,6 +282,8 @@ def _short(signal: Signal, c2pa: C2paEvidence) -> str:
         state = c2pa_strength(c2pa)[0]
         types = "/".join(c2pa.digital_source_types)
         return f"C2PA {state}" + (f": {types}" if types else "")
+    if signal.source == "c2pa-ingredient":
+        return "C2PA ingredient: " + "/".join(c2pa.ingredient_digital_source_types)
     if signal.source == "watermark":
         return f"{signal.claim} {signal.strength.split(' ')[0]}"
     return signal.claim[:60] + ("" if signal.source == "software" else " (unsigned)")
