@@ -327,6 +327,28 @@ def test_comfyui_webp_keeps_its_graph_in_exif_make_and_model():
     assert plain.metadata.status == "none_found" and not plain.declares_ai
 
 
+def test_a_prompt_given_as_a_list_is_one_string_and_the_table_cuts_whole_words():
+    """Fooocus writes its full prompt as a list, which reached the JSON as an array; the table
+    cut the claim at 60 characters, inside the model's name, with no sign of the cut."""
+    parameters = {
+        "base_model": "juggernautXL_v8Rundiffusion",
+        "base_model_hash": "aeb7e9e689",
+        "full_prompt": ["cinematic still a smiling goldfish", "a smiling goldfish, deep focus"],
+        "prompt": "a smiling goldfish",
+        "negative_prompt": "",
+        "sampler": "dpmpp_2m_sde_gpu",
+        "seed": "6952411511246973023",
+        "steps": 30,
+        "version": "Fooocus v2.4.3",
+    }
+    texts = {"parameters": json.dumps(parameters), "fooocus_scheme": "fooocus"}
+    record = inspect(media.png_bytes(media.picture(5), texts), ".png")
+    made = record.metadata.generation
+    assert (made.tool, made.model) == ("Fooocus", "juggernautXL_v8Rundiffusion")
+    assert made.prompt == "cinematic still a smiling goldfish, a smiling goldfish, deep focus"
+    assert record.summary() == "Fooocus generation parameters (model… (unsigned)"
+
+
 def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypatch):
     """Pillow reaches a PNG's chunks after its pixel data only by decoding the image: a file
     that declared 100000 x 100000 pixels took every byte of memory the machine had."""

@@ -218,9 +218,15 @@ def _generation(texts: dict[str, str]) -> Generation | None:
             model=str(models[0]) if models else None,
             seed=None if seed is None else str(seed),
             sampler=sampler.name if sampler else None,
-            prompt=_field(lambda: found.full_prompt),
+            prompt=_field(lambda: _one_text(found.full_prompt)),
         )
     return None
+
+
+def _one_text(prompt: Any) -> str:
+    """A prompt as one string: Fooocus writes its full prompt as a list (the styled prompt and
+    its expansion), which sd-parsers passes on."""
+    return ", ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
 
 
 def _field(read: Callable[[], Any]) -> Any:

@@ -286,4 +286,13 @@ def _short(signal: Signal, c2pa: C2paEvidence) -> str:
         return "C2PA ingredient: " + "/".join(c2pa.ingredient_digital_source_types)
     if signal.source == "watermark":
         return f"{signal.claim} {signal.strength.split(' ')[0]}"
-    return signal.claim[:60] + ("" if signal.source == "software" else " (unsigned)")
+    return _cut(signal.claim, 60) + ("" if signal.source == "software" else " (unsigned)")
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut after a whole word with an ellipsis: a model
+    name cut in two reads as another model."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    return (head.rsplit(" ", 1)[0] if " " in head else head) + "…"
