@@ -75,6 +75,21 @@ INVOKEAI_METADATA = {
     "scheduler": "euler",
     "model": {"model_name": "stable-diffusion-v1-5", "base_model": "sd-1", "model_type": "main"},
 }
+# SwarmUI's "parameters" text (the layout its public readers parse; no SwarmUI PNG is public)
+SWARMUI_PARAMETERS = {
+    "sui_image_params": {
+        "prompt": "a portrait of an old sailor",
+        "negativeprompt": "blurry",
+        "model": "OfficialStableDiffusion/sd_xl_base_1.0",
+        "seed": 1234,
+        "steps": 20,
+        "cfgscale": 7,
+        "sampler": "euler",
+        "width": 1024,
+        "height": 1024,
+    },
+    "sui_extra_data": {"date": "2024-06-01", "generation_time": "3.1 seconds"},
+}
 NOVELAI_CHUNKS = {
     "Title": "AI generated image",
     "Description": "a girl with red hair",

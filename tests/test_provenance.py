@@ -253,8 +253,16 @@ def test_bad_trust_files_are_refused_before_any_scan(tmp_path):
             "k_euler_ancestral",
             "a girl with red hair",
         ),
+        (
+            {"parameters": json.dumps(media.SWARMUI_PARAMETERS)},
+            "SwarmUI",
+            "OfficialStableDiffusion/sd_xl_base_1.0",
+            "1234",
+            "euler",
+            "a portrait of an old sailor",
+        ),
     ],
-    ids=["webui", "comfyui", "invokeai", "novelai"],
+    ids=["webui", "comfyui", "invokeai", "novelai", "swarmui"],
 )
 def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prompt):
     data = media.png_bytes(media.picture(5), texts, itxt={"workflow"})

@@ -1,6 +1,7 @@
 """Plain metadata that speaks to a file's origin: the IPTC digital source type in XMP, the
 software named in EXIF and XMP, and the generation parameters that Stable Diffusion front ends
-write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI). All of it is unsigned.
+write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI, SwarmUI). All of it is
+unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
@@ -11,6 +12,7 @@ parameter formats.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable
@@ -35,6 +37,7 @@ EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
 # into EXIF Model and "workflow:{json}" into EXIF Make
 COMFY_EXIF_TAGS = (0x0110, 0x010F)
+SWARMUI_FIELDS = ("model", "seed", "sampler", "prompt")  # its sui_image_params keys, as ours
 TIFF_XMP = 700
 # text keys of the generation front ends (sd-parsers' triggers); others are not passed on
 GENERATION_KEYS = frozenset(
@@ -220,7 +223,21 @@ def _generation(texts: dict[str, str]) -> Generation | None:
             sampler=sampler.name if sampler else None,
             prompt=_field(lambda: _one_text(found.full_prompt)),
         )
-    return None
+    return _swarmui(texts.get("parameters"))
+
+
+def _swarmui(parameters: str | None) -> Generation | None:
+    """SwarmUI's parameters, which sd-parsers does not know: JSON in the same ``parameters``
+    text as AUTOMATIC1111's, ``{"sui_image_params": {"prompt", "model", "seed", ...}}``."""
+    try:
+        found = json.loads(parameters or "")
+    except ValueError:
+        return None
+    made = found.get("sui_image_params") if isinstance(found, dict) else None
+    if not isinstance(made, dict):
+        return None
+    texts = {key: None if made.get(key) is None else str(made[key]) for key in SWARMUI_FIELDS}
+    return Generation(tool="SwarmUI", **texts)
 
 
 def _one_text(prompt: Any) -> str:
