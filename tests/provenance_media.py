@@ -75,6 +75,21 @@ INVOKEAI_METADATA = {
     "scheduler": "euler",
     "model": {"model_name": "stable-diffusion-v1-5", "base_model": "sd-1", "model_type": "main"},
 }
+# SwarmUI's "parameters" text (the layout its public readers parse; no SwarmUI PNG is public)
+SWARMUI_PARAMETERS = {
+    "sui_image_params": {
+        "prompt": "a portrait of an old sailor",
+        "negativeprompt": "blurry",
+        "model": "OfficialStableDiffusion/sd_xl_base_1.0",
+        "seed": 1234,
+        "steps": 20,
+        "cfgscale": 7,
+        "sampler": "euler",
+        "width": 1024,
+        "height": 1024,
+    },
+    "sui_extra_data": {"date": "2024-06-01", "generation_time": "3.1 seconds"},
+}
 NOVELAI_CHUNKS = {
     "Title": "AI generated image",
     "Description": "a girl with red hair",
@@ -235,21 +250,32 @@ class Authority:
     ) -> bytes:
         """``asset`` with a manifest whose c2pa.created action declares ``source_type``:
         embedded, or only referenced at ``remote_url``."""
+        created = {"action": "c2pa.created", "digitalSourceType": IPTC + source_type}
+        return self._signed([created], asset, mime, remote_url=remote_url)
+
+    def edit(self, signed: bytes, mime: str) -> bytes:
+        """``signed`` opened and cropped in a C2PA editor: a manifest declaring no source type
+        over the original's, its parentOf ingredient (the layout the C2PA spec gives an edit)."""
+        actions = [
+            {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+            {"action": "c2pa.cropped"},
+        ]
+        return self._signed(actions, signed, mime, parent=signed)
+
+    def _signed(
+        self,
+        actions: list[dict],
+        asset: bytes,
+        mime: str,
+        remote_url: str | None = None,
+        parent: bytes | None = None,
+    ) -> bytes:
         import c2pa
 
         manifest = {
             "claim_generator_info": [{"name": "test-generator", "version": "1.0"}],
             "title": "generated",
-            "assertions": [
-                {
-                    "label": "c2pa.actions",
-                    "data": {
-                        "actions": [
-                            {"action": "c2pa.created", "digitalSourceType": IPTC + source_type}
-                        ]
-                    },
-                }
-            ],
+            "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
         }
         signer = c2pa.Signer.from_info(
             c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.chain_pem, self.key_pem, None)
@@ -260,6 +286,9 @@ class Authority:
             if remote_url:
                 builder.set_no_embed()
                 builder.set_remote_url(remote_url)
+            if parent is not None:
+                ingredient = {"title": "parent", "relationship": "parentOf", "label": "parent"}
+                builder.add_ingredient(ingredient, mime, io.BytesIO(parent))
             builder.sign(signer, mime, io.BytesIO(asset), output)
         return output.getvalue()
 

@@ -69,12 +69,132 @@ def test_the_same_file_reads_trusted_with_its_ca_as_anchor(signed_png, authority
     assert other.c2pa.state == "valid"
 
 
+def avif_bytes(rgb: np.ndarray, brand: bytes = b"avif") -> bytes:
+    """An AVIF as Pillow writes it; another major brand (``heic``) makes it read as a HEIC,
+    which Pillow cannot open, as it cannot open an iPhone's photo."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "AVIF")
+    data = buffer.getvalue()
+    return data[:8] + brand + data[12:]
+
+
+@pytest.mark.parametrize(
+    "suffix, make, mime",
+    [
+        (".avif", lambda rgb: avif_bytes(rgb), "image/avif"),
+        (".heic", lambda rgb: avif_bytes(rgb, b"heic"), "image/heic"),
+        (".heif", lambda rgb: avif_bytes(rgb, b"mif1"), "image/heif"),
+        (".jfif", media.jpeg_bytes, "image/jpeg"),
+        (".mpo", media.jpeg_bytes, "image/jpeg"),
+        (".bmp", media.jpeg_bytes, "image/jpeg"),  # misnamed: its first bytes say JPEG
+    ],
+)
+def test_manifests_are_read_in_every_format_the_library_reads(authority, suffix, make, mime):
+    """HEIC (a phone's camera format), AVIF, .jfif and .mpo were "not_checked", with a note
+    blaming the library, which reads them all; a signed AI image in them passed the gate."""
+    data = authority.sign(make(media.picture(3, 64)), mime)
+    record = inspect(data, suffix)
+    assert (record.c2pa.status, record.c2pa.state) == ("found", "valid")
+    assert record.c2pa.digital_source_types == [AI] and record.declares_ai
+    assert record.errors == []  # a HEIC's metadata is not_checked, not an error
+    if suffix == ".heic":
+        assert record.metadata.status == "not_checked" and "HEIF" in record.metadata.note
+
+
 def test_pixels_changed_after_signing_read_invalid(signed_png):
     tampered = media.retouched_png(signed_png)
     assert not np.array_equal(decoded(tampered), decoded(signed_png))
     c2pa = inspect(tampered, ".png").c2pa
     assert (c2pa.status, c2pa.state) == ("found", "invalid")
     assert "assertion.dataHash.mismatch" in c2pa.failures
+
+
+def test_an_ai_declaration_in_an_ingredients_manifest_declares_ai(authority, signed_png):
+    """A generated image opened and cropped in a C2PA editor: the editor's manifest declares no
+    source type, the generator's (its parent's, in the same store) does. It read "no digital
+    source type", declares_ai false, and the gate let it pass."""
+    record = inspect(authority.edit(signed_png, "image/png"), ".png")
+    c2pa = record.c2pa
+    assert c2pa.digital_source_types == [] and c2pa.ingredients == 1
+    assert c2pa.ingredient_digital_source_types == [AI]
+    assert record.declares_ai
+    signal = record.signals[1]
+    assert (signal.source, signal.declares_ai) == ("c2pa-ingredient", True)
+    assert signal.strength.startswith("declared by an ingredient")
+    assert record.summary() == (
+        "C2PA valid, signer untrusted; C2PA ingredient: trainedAlgorithmicMedia"
+    )
+    assert ProvenanceRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def store(state: str, own: dict[str, list[str]], statuses: list[tuple[str, str]]) -> dict:
+    """A manifest store as c2pa-python's ``Reader.json()`` gives it, cut to what the record
+    reads: the active manifest ``m1``'s own results (``own``: success and failure codes) and
+    ``validation_status`` (code, manifest) over the whole store, ingredient ``m0``'s included.
+    Shaped on what the library gives for c2pa-rs's video1.mp4, CIE-sig-CA.jpg and
+    C_with_CAWG_data.jpg (files of several hundred KB, not kept here)."""
+    entries = {kind: [{"code": code} for code in codes] for kind, codes in own.items()}
+    return {
+        "active_manifest": "m1",
+        "manifests": {"m1": {"signature_info": {"common_name": "Signer"}}},
+        "validation_state": state,
+        "validation_results": {"activeManifest": entries},
+        "validation_status": [
+            {"code": code, "url": f"self#jumbf=/c2pa/{label}/c2pa.signature"}
+            for code, label in statuses
+        ],
+    }
+
+
+UNTRUSTED, TRUSTED = "signingCredential.untrusted", "signingCredential.trusted"
+
+
+@pytest.mark.parametrize(
+    "document, failures, ingredient_failures, strength",
+    [
+        (  # video1.mp4 with its CA as anchor: the ingredient's signer is the untrusted one
+            store("Valid", {"success": [TRUSTED]}, [(UNTRUSTED, "m0")]),
+            [],
+            [UNTRUSTED],
+            "signed and intact, signer chains to a --c2pa-trust anchor; "
+            "an ingredient's manifest fails signingCredential.untrusted",
+        ),
+        (  # C_with_CAWG_data.jpg: the identity assertion's credential is the untrusted one
+            store(
+                "Valid",
+                {"success": [TRUSTED], "failure": ["cawg.x509.credential.untrusted"]},
+                [("cawg.x509.credential.untrusted", "m1")],
+            ),
+            ["cawg.x509.credential.untrusted"],
+            [],
+            "signed and intact, signer chains to a --c2pa-trust anchor; "
+            "this manifest fails cawg.x509.credential.untrusted",
+        ),
+        (  # CIE-sig-CA.jpg: intact itself, "Invalid" for its ingredient's broken signature
+            store(
+                "Invalid",
+                {"success": ["claimSignature.validated"], "failure": [UNTRUSTED]},
+                [(UNTRUSTED, "m1"), (UNTRUSTED, "m0"), ("claimSignature.mismatch", "m0")],
+            ),
+            [UNTRUSTED],
+            [UNTRUSTED, "claimSignature.mismatch"],
+            "signed and intact, signer not trusted (no trust anchor for it); "
+            "an ingredient's manifest fails signingCredential.untrusted, claimSignature.mismatch",
+        ),
+    ],
+    ids=["ingredient-untrusted", "identity-untrusted", "ingredient-invalid"],
+)
+def test_an_ingredients_failures_are_reported_apart_from_the_files_own(
+    document, failures, ingredient_failures, strength
+):
+    """An ingredient's untrusted signer read as the file's own ("signer not trusted" for a
+    trusted signer), and an ingredient's broken signature as the file's ("does not verify"),
+    its code dropped."""
+    from mfclip_cli.provenance.c2pa import _evidence
+
+    c2pa = _evidence(document, None)
+    assert (c2pa.failures, c2pa.ingredient_failures) == (failures, ingredient_failures)
+    assert ProvenanceRecord(c2pa=c2pa).signals[0].strength == strength
 
 
 def test_a_remote_manifest_is_reported_not_fetched(authority):
@@ -133,8 +253,16 @@ def test_bad_trust_files_are_refused_before_any_scan(tmp_path):
             "k_euler_ancestral",
             "a girl with red hair",
         ),
+        (
+            {"parameters": json.dumps(media.SWARMUI_PARAMETERS)},
+            "SwarmUI",
+            "OfficialStableDiffusion/sd_xl_base_1.0",
+            "1234",
+            "euler",
+            "a portrait of an old sailor",
+        ),
     ],
-    ids=["webui", "comfyui", "invokeai", "novelai"],
+    ids=["webui", "comfyui", "invokeai", "novelai", "swarmui"],
 )
 def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prompt):
     data = media.png_bytes(media.picture(5), texts, itxt={"workflow"})
@@ -149,6 +277,84 @@ def test_front_end_generation_parameters(texts, tool, model, seed, sampler, prom
     )
     assert record.declares_ai and record.c2pa.status == "none_found"
     assert record.signals[0].strength.startswith("unsigned metadata")
+
+
+def comfy_with_lora() -> dict[str, str]:
+    """ComfyUI's texts for a graph with a LoraLoader between the checkpoint and the sampler, as
+    in ComfyUI_examples' lora.png: sd-parsers takes the loader's ``model`` link for a name."""
+    prompt = json.loads(json.dumps(media.COMFY_PROMPT))
+    prompt["10"] = {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "lora_name": "epiNoiseoffset_v2.safetensors",
+            "strength_model": 1,
+            "strength_clip": 1,
+            "model": ["4", 0],
+            "clip": ["4", 1],
+        },
+    }
+    prompt["3"]["inputs"]["model"] = ["10", 0]
+    workflow = json.loads(json.dumps(media.COMFY_WORKFLOW))
+    workflow["nodes"].append({"id": 10, "type": "LoraLoader"})
+    workflow["links"][0] = [1, 10, 0, 3, 0, "MODEL"]
+    workflow["links"].append([10, 4, 0, 10, 0, "MODEL"])
+    return {"prompt": json.dumps(prompt), "workflow": json.dumps(workflow)}
+
+
+def test_a_field_sd_parsers_cannot_compute_loses_that_field_only():
+    """A LoRA in a ComfyUI graph made the metadata check an error (TypeError: unhashable type:
+    'list'), so the file declared nothing; the front end is still recognised, without a model."""
+    data = media.png_bytes(media.picture(5), comfy_with_lora(), itxt={"workflow"})
+    record = inspect(data, ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed, made.prompt) == (
+        "ComfyUI",
+        None,
+        "42",
+        "a smiling woman",
+    )
+
+
+def test_comfyui_webp_keeps_its_graph_in_exif_make_and_model():
+    """ComfyUI's WebP outputs (its video and animated ones: Wan, Mochi, LTXV) have no text
+    chunks; their prompt and workflow sat unread in EXIF Model and Make."""
+    exif = Image.Exif()
+    exif[0x0110] = "prompt:" + json.dumps(media.COMFY_PROMPT)  # Model
+    exif[0x010F] = "workflow:" + json.dumps(media.COMFY_WORKFLOW)  # Make
+    buffer = io.BytesIO()
+    Image.fromarray(media.picture(5)).save(buffer, "WEBP", exif=exif.tobytes())
+    record = inspect(buffer.getvalue(), ".webp")
+    made = record.metadata.generation
+    assert (made.tool, made.model, made.seed) == ("ComfyUI", "sdxl_base.safetensors", "42")
+    assert record.declares_ai
+    # a camera's Make and Model are neither
+    camera = Image.Exif()
+    camera[0x010F], camera[0x0110] = "Canon", "prompt: EOS R5"
+    plain = inspect(media.jpeg_bytes(media.picture(5), exif=camera.tobytes()), ".jpg")
+    assert plain.metadata.status == "none_found" and not plain.declares_ai
+
+
+def test_a_prompt_given_as_a_list_is_one_string_and_the_table_cuts_whole_words():
+    """Fooocus writes its full prompt as a list, which reached the JSON as an array; the table
+    cut the claim at 60 characters, inside the model's name, with no sign of the cut."""
+    parameters = {
+        "base_model": "juggernautXL_v8Rundiffusion",
+        "base_model_hash": "aeb7e9e689",
+        "full_prompt": ["cinematic still a smiling goldfish", "a smiling goldfish, deep focus"],
+        "prompt": "a smiling goldfish",
+        "negative_prompt": "",
+        "sampler": "dpmpp_2m_sde_gpu",
+        "seed": "6952411511246973023",
+        "steps": 30,
+        "version": "Fooocus v2.4.3",
+    }
+    texts = {"parameters": json.dumps(parameters), "fooocus_scheme": "fooocus"}
+    record = inspect(media.png_bytes(media.picture(5), texts), ".png")
+    made = record.metadata.generation
+    assert (made.tool, made.model) == ("Fooocus", "juggernautXL_v8Rundiffusion")
+    assert made.prompt == "cinematic still a smiling goldfish, a smiling goldfish, deep focus"
+    assert record.summary() == "Fooocus generation parameters (model… (unsigned)"
 
 
 def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypatch):

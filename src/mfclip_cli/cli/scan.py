@@ -177,7 +177,8 @@ def scan(
         False,
         "--fail-on-declared-ai",
         help="Exit with 4 when a file's own evidence (C2PA, metadata, watermark; any strength) "
-        "declares an AI origin. With --fail-on-fake, either one gates.",
+        "declares an AI or algorithmic origin: IPTC algorithmicMedia (procedural, no trained "
+        "model) counts too. With --fail-on-fake, either one gates.",
     ),
     no_provenance: bool = typer.Option(
         False,

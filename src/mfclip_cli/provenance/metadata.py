@@ -1,6 +1,7 @@
 """Plain metadata that speaks to a file's origin: the IPTC digital source type in XMP, the
 software named in EXIF and XMP, and the generation parameters that Stable Diffusion front ends
-write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI). All of it is unsigned.
+write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI, SwarmUI). All of it is
+unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
@@ -11,20 +12,32 @@ parameter formats.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import xml.etree.ElementTree as ElementTree
-from typing import Any
+from typing import Any, Callable
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from mfclip_cli.faces.decode import HEIF_BRANDS
 from mfclip_cli.provenance.c2pa import source_type_name
-from mfclip_cli.provenance.record import FOUND, NONE_FOUND, Generation, MetadataEvidence
+from mfclip_cli.provenance.record import (
+    FOUND,
+    NONE_FOUND,
+    NOT_CHECKED,
+    Generation,
+    MetadataEvidence,
+)
 
 IPTC_EXT = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
 RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
 MAX_XMP_BYTES = 4 << 20  # an XMP packet beyond this is refused, not parsed
 EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
+# ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
+# into EXIF Model and "workflow:{json}" into EXIF Make
+COMFY_EXIF_TAGS = (0x0110, 0x010F)
+SWARMUI_FIELDS = ("model", "seed", "sampler", "prompt")  # its sui_image_params keys, as ours
 TIFF_XMP = 700
 # text keys of the generation front ends (sd-parsers' triggers); others are not passed on
 GENERATION_KEYS = frozenset(
@@ -52,8 +65,16 @@ class MetadataError(ValueError):
 
 def read_metadata(data: bytes) -> MetadataEvidence:
     """The origin-related metadata in an image file's bytes. Raises ``MetadataError`` (or
-    Pillow's errors) for metadata that cannot be read; the caller records them."""
-    with Image.open(io.BytesIO(data)) as image:
+    Pillow's errors) for metadata that cannot be read; the caller records them. A HEIC/HEIF
+    file (a phone's photo) is not checked: Pillow has no reader for it here, and the file is
+    not broken for that."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            return MetadataEvidence(NOT_CHECKED, note="HEIC/HEIF: no reader for its metadata here")
+        raise
+    with image:
         info = dict(image.info)
         if image.format == "PNG":  # its getexif() decodes every pixel first
             info.update(_png_chunks_after_pixels(data))
@@ -73,7 +94,7 @@ def read_metadata(data: bytes) -> MetadataEvidence:
         evidence.digital_source_type = source_type
         if creator_tool:
             evidence.software.append(f"XMP CreatorTool: {creator_tool}")
-    texts = {
+    texts = _comfy_exif_texts(exif) | {
         key: value
         for key, value in info.items()
         if key in GENERATION_KEYS and isinstance(value, str)
@@ -122,6 +143,16 @@ def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
             stream.fp.seek(length, io.SEEK_CUR)
         stream.fp.read(4)  # its CRC
     return stream.im_info
+
+
+def _comfy_exif_texts(exif: Image.Exif) -> dict[str, str]:
+    """The ComfyUI ``prompt`` and ``workflow`` texts a WebP keeps in EXIF Model and Make."""
+    texts = {}
+    for tag in COMFY_EXIF_TAGS:
+        key, _, value = _text(exif.get(tag, "")).partition(":")
+        if key in ("prompt", "workflow") and value.lstrip().startswith("{"):
+            texts[key] = value
+    return texts
 
 
 def _text(value: Any) -> str:
@@ -183,13 +214,43 @@ def _generation(texts: dict[str, str]) -> Generation | None:
         except (ParserError, KeyError, ValueError, TypeError, AttributeError):
             continue
         sampler = found.samplers[0] if found.samplers else None
-        model = next(iter(found.models), None)
         seed = sampler.parameters.get("seed") if sampler else None
+        models = _field(lambda: list(found.models)) or []
         return Generation(
             tool=str(found.generator.value),
-            model=None if model is None else str(model),
+            model=str(models[0]) if models else None,
             seed=None if seed is None else str(seed),
             sampler=sampler.name if sampler else None,
-            prompt=found.full_prompt or None,
+            prompt=_field(lambda: _one_text(found.full_prompt)),
         )
-    return None
+    return _swarmui(texts.get("parameters"))
+
+
+def _swarmui(parameters: str | None) -> Generation | None:
+    """SwarmUI's parameters, which sd-parsers does not know: JSON in the same ``parameters``
+    text as AUTOMATIC1111's, ``{"sui_image_params": {"prompt", "model", "seed", ...}}``."""
+    try:
+        found = json.loads(parameters or "")
+    except ValueError:
+        return None
+    made = found.get("sui_image_params") if isinstance(found, dict) else None
+    if not isinstance(made, dict):
+        return None
+    texts = {key: None if made.get(key) is None else str(made[key]) for key in SWARMUI_FIELDS}
+    return Generation(tool="SwarmUI", **texts)
+
+
+def _one_text(prompt: Any) -> str:
+    """A prompt as one string: Fooocus writes its full prompt as a list (the styled prompt and
+    its expansion), which sd-parsers passes on."""
+    return ", ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
+
+
+def _field(read: Callable[[], Any]) -> Any:
+    """One of sd-parsers' fields that it computes only when asked, or None where the front end's
+    data breaks it (a ComfyUI LoRA loader's graph link, taken for a model name, cannot be
+    hashed): the front end was recognised all the same, which is what declares the origin."""
+    try:
+        return read() or None
+    except Exception:  # noqa: BLE001 - any failure of a parser's property loses that field only
+        return None

@@ -23,7 +23,12 @@ C2PA_STRENGTH = {
     "valid": "signed and intact, signer not trusted (no trust anchor for it)",
     "trusted": "signed and intact, signer chains to a --c2pa-trust anchor",
 }
+# the status codes of the signer's trust (c2pa-rs reports one of them per manifest)
+SIGNER_TRUSTED, SIGNER_UNTRUSTED = "signingCredential.trusted", "signingCredential.untrusted"
 UNSIGNED = "unsigned metadata: anyone can write or strip it"
+INGREDIENT = (
+    "declared by an ingredient (a file this one was made from), in this file's manifest store"
+)
 
 
 def _compact(value: Any) -> Any:
@@ -41,13 +46,18 @@ class C2paEvidence:
     """A C2PA manifest store (Content Credentials) and how it validated."""
 
     status: str = NOT_CHECKED
-    state: str | None = None  # invalid | valid | trusted (the active manifest's)
-    failures: list[str] = field(default_factory=list)  # validation status codes that failed
+    # invalid | valid | trusted: the library's, over the whole store (ingredients' too)
+    state: str | None = None
+    failures: list[str] = field(default_factory=list)  # the active manifest's failing codes
+    ingredient_failures: list[str] = field(default_factory=list)  # its ingredients' manifests'
+    signer_trusted: bool | None = None  # its signer chains to an anchor (None: not checked)
     signer: str | None = None  # the signing certificate's common name
     issuer: str | None = None  # its issuer (organisation)
     signing_time: str | None = None  # only where a time-stamp authority countersigned
     claim_generator: str | None = None
     digital_source_types: list[str] = field(default_factory=list)  # IPTC names, per action
+    # those its ingredients' manifests declare (an edit of a generated image declares none itself)
+    ingredient_digital_source_types: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     ingredients: int | None = None
     remote_url: str | None = None  # a manifest stored elsewhere: never fetched
@@ -121,7 +131,7 @@ class WatermarkEvidence:
 class Signal:
     """One piece of evidence found, worded for a reader: where, what it claims, how strong."""
 
-    source: str  # c2pa | xmp | exif | png-text | watermark
+    source: str  # c2pa | c2pa-ingredient | xmp | generator | software | watermark
     claim: str
     strength: str
     declares_ai: bool
@@ -158,10 +168,21 @@ class ProvenanceRecord:
                     Signal(
                         "c2pa",
                         f"C2PA manifest ({types}), signed by {c2pa.signer or 'unknown'}",
-                        C2PA_STRENGTH.get(c2pa.state or "", c2pa.state or "unknown"),
+                        c2pa_strength(c2pa)[1],
                         bool(AI_SOURCE_TYPES & set(c2pa.digital_source_types)),
                     )
                 )
+                if c2pa.ingredient_digital_source_types:
+                    found.append(
+                        Signal(
+                            "c2pa-ingredient",
+                            "C2PA ingredient manifest ("
+                            + ", ".join(c2pa.ingredient_digital_source_types)
+                            + ")",
+                            f"{INGREDIENT}; this file's own manifest: {c2pa_strength(c2pa)[1]}",
+                            bool(AI_SOURCE_TYPES & set(c2pa.ingredient_digital_source_types)),
+                        )
+                    )
         metadata = self.metadata
         if metadata.digital_source_type:
             found.append(
@@ -234,14 +255,44 @@ class ProvenanceRecord:
 C2PA_SHORT = {"invalid": "invalid", "valid": "valid, signer untrusted", "trusted": "trusted"}
 
 
+def c2pa_strength(c2pa: C2paEvidence) -> tuple[str, str]:
+    """How far a manifest holds, in a few words for the table and in full, from its state and
+    its codes: the library's state covers the whole store, so a file whose own manifest is
+    intact and trusted reads "valid" for an ingredient's untrusted signer, and "invalid" for an
+    ingredient's broken signature."""
+    state = c2pa.state or "unknown"
+    own = [code for code in c2pa.failures if code != SIGNER_UNTRUSTED]
+    by_ingredient = state == "invalid" and not own and c2pa.ingredient_failures
+    if state not in ("valid", "invalid") or (state == "invalid" and not by_ingredient):
+        return C2PA_SHORT.get(state, state), C2PA_STRENGTH.get(state, state)
+    reasons = [f"this manifest fails {', '.join(own)}"] if own else []
+    if c2pa.ingredient_failures:
+        reasons.append(f"an ingredient's manifest fails {', '.join(c2pa.ingredient_failures)}")
+    long = C2PA_STRENGTH["trusted" if c2pa.signer_trusted else "valid"]
+    short = "intact, ingredient invalid" if by_ingredient else "valid"
+    short += ", signer trusted" if c2pa.signer_trusted else ", signer untrusted"
+    return short, long + "".join(f"; {reason}" for reason in reasons)
+
+
 def _short(signal: Signal, c2pa: C2paEvidence) -> str:
     """A signal in a few words for the table."""
     if signal.source == "c2pa":
         if c2pa.remote_url:
             return "C2PA remote manifest (not fetched)"
-        state = C2PA_SHORT.get(c2pa.state or "", c2pa.state or "unknown")
+        state = c2pa_strength(c2pa)[0]
         types = "/".join(c2pa.digital_source_types)
         return f"C2PA {state}" + (f": {types}" if types else "")
+    if signal.source == "c2pa-ingredient":
+        return "C2PA ingredient: " + "/".join(c2pa.ingredient_digital_source_types)
     if signal.source == "watermark":
         return f"{signal.claim} {signal.strength.split(' ')[0]}"
-    return signal.claim[:60] + ("" if signal.source == "software" else " (unsigned)")
+    return _cut(signal.claim, 60) + ("" if signal.source == "software" else " (unsigned)")
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut after a whole word with an ellipsis: a model
+    name cut in two reads as another model."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    return (head.rsplit(" ", 1)[0] if " " in head else head) + "…"

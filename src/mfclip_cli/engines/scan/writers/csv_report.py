@@ -23,7 +23,7 @@ from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, report_file, s
 # the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
 PROVENANCE_CSV_COLUMNS = (
     "c2pa",  # trusted | valid | invalid | remote | none_found | not_checked | error
-    "declared_source_type",  # IPTC digital source type(s): C2PA's, else plain XMP's
+    "declared_source_type",  # IPTC source type(s): C2PA's, else its ingredients', else XMP's
     "c2pa_signer",
     "generator",  # front end and model of generation parameters found in the file
     "watermark",  # "sdxl 48/48" for each mark found, else none_found / not_checked / error
@@ -45,7 +45,10 @@ def provenance_cells(record: FileRecord) -> dict[str, Any]:
     ]
     return {
         "c2pa": "remote" if c2pa.remote_url else c2pa.state or c2pa.status,
-        "declared_source_type": " ".join(c2pa.digital_source_types) or metadata.digital_source_type,
+        "declared_source_type": " ".join(
+            c2pa.digital_source_types or c2pa.ingredient_digital_source_types
+        )
+        or metadata.digital_source_type,
         "c2pa_signer": c2pa.signer,
         "generator": None if made is None else " ".join(filter(None, [made.tool, made.model])),
         "watermark": " ".join(marks) or found.watermark.status,
