@@ -2,10 +2,13 @@
 
 On a CPU the ViT bounds the scan of the ``vit-b-16`` config, and nearly all of its work is the
 matrix products of its Linear layers. Dynamic quantization stores each Linear layer's weights as
-int8 (one scale per tensor) and quantizes each batch's activations as they come, so those
-products run in int8 (PyTorch's x86 / fbgemm kernels); convolutions, norms, attention scores and
-softmax stay in fp32. Whether a checkpoint keeps its verdicts so is measured on its validation
-split and recorded (``scoring/precision.py``); this module only builds the model.
+int8 (one scale per tensor) and quantizes the activations as they come, so those products run in
+int8 (PyTorch's x86 / fbgemm kernels); convolutions, norms, attention scores and softmax stay in
+fp32. The activations' scale is taken from the whole input of a layer, so each face goes through
+each layer on its own (``OneFaceAtATime``): a face's probabilities depended on the faces scored in
+its batch (``--stability`` and ``--batch-size`` moved them). Whether a checkpoint keeps its
+verdicts so is measured on its validation split and recorded (``scoring/precision.py``); this
+module only builds the model.
 
 ``nn.MultiheadAttention`` keeps its query/key/value projection as a bare parameter
 (``in_proj_weight``, no Linear) and its output projection as a ``NonDynamicallyQuantizableLinear``,
@@ -35,8 +38,22 @@ from mfclip_cli.model.vit import ResidualAttentionBlock
 
 QUANTIZATION_METHOD = (
     "dynamic int8 quantization of every Linear layer (int8 weights, one scale per tensor; "
-    "activations quantized per batch), PyTorch's x86 kernels"
+    "activations quantized per face), PyTorch's x86 kernels"
 )
+
+
+class OneFaceAtATime(nn.Module):
+    """A dynamically quantized layer that quantizes each face's activations (the inputs' first
+    axis: every tower here is batch-first) with its own scale, as if it were scored alone."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() < 2 or len(inputs) == 1:
+            return self.layer(inputs)
+        return torch.cat([self.layer(face) for face in inputs.split(1)])
 
 
 class SelfAttention(nn.Module):
@@ -121,6 +138,10 @@ def quantize_int8(model: Detector) -> tuple[Detector, QuantizationSummary]:
         torch.ao.quantization.quantize_dynamic(
             quantized, {nn.Linear}, dtype=torch.qint8, inplace=True
         )
+    for parent in list(quantized.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.ao.nn.quantized.dynamic.Linear):
+                setattr(parent, name, OneFaceAtATime(child))
     kept_layers, kept_weights = _linear_weights(quantized)
     summary = QuantizationSummary(
         quantized_layers=layers - kept_layers,
