@@ -40,6 +40,7 @@ from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
 from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
+from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import NotARegularFile, readable, sha256_file, shown
 
@@ -389,6 +390,50 @@ def test_a_full_disk_names_the_report_and_resume_continues_it(
     assert run_scan(request, stdin=None, console=quiet, error_console=quiet) == 0
     names = [Path(r["path"]).name for r in _file_records(report)]
     assert names == ["photo_0.png", "photo_1.png", "photo_2.png"]
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a full disk: it can be emptied, and every write fails."""
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_disk_full_before_the_first_line_names_the_report_and_leaves_none(
+    weights, tmp_path, monkeypatch
+):
+    """The meta line stayed in the stream's buffer: closing it failed again with an unnamed
+    "No space left on device" (exit 1), and the empty report it left refused the retry."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(astronaut()).save(photo)
+    report = tmp_path / "r.jsonl"
+    real_open_sinks = scan_run._open_sinks
+
+    def sinks_on_a_full_disk(request, console):
+        sinks = real_open_sinks(request, console)
+        for sink in sinks:
+            if isinstance(sink, JsonlSink):  # writes fail as the kernel fails them, on flush
+                sink.file.stream.close()
+                full = io.TextIOWrapper(io.BufferedWriter(FullDisk()), encoding="utf-8")
+                sink.stream = sink.file.stream = full
+        return sinks
+
+    monkeypatch.setattr(scan_run, "_open_sinks", sinks_on_a_full_disk)
+    with pytest.raises(UsageError, match=f"cannot write {report}: No space left on device"):
+        _scan(weights, [photo], jsonl_path=report)  # exit 2, the report named
+    assert not report.exists()  # the retry is not refused
 
 
 def test_a_full_disk_at_the_end_says_the_scan_finished(versions, weights, tmp_path, monkeypatch):

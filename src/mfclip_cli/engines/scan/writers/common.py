@@ -149,7 +149,13 @@ class ReportFile:
         self.stream.close()  # and unlocked
 
     def discard(self) -> None:
-        self.stream.close()
+        """Close without a word and remove what this run created: closing flushes what is still
+        buffered, and on a full disk that failed again, hiding the named error before the empty
+        report was removed (the retry was then refused: "already exists")."""
+        try:
+            self.stream.close()
+        except OSError:
+            pass  # what the buffer held is being thrown away
         if not self.existed and not self.passing_through:
             self.path.unlink(missing_ok=True)
 
