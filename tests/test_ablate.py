@@ -104,6 +104,16 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     monkeypatch.setattr(ablate_engine, "train", lambda *a, **k: pytest.fail("trained again"))
     again = run_ablation(request, console, console)
     assert again["variants"] == report["variants"]
+    # ... and only those trained as the request asks: another schedule or protocol was reported
+    # with the old runs' figures under the new settings
+    longer = replace(request, training=replace(request.training, epochs=2, lr=1e-4))
+    with pytest.raises(UsageError, match=r"other settings \(epochs 1 there, 2 now; lr 0.003"):
+        run_ablation(longer, console, console)
+    other = replace(request, training=replace(request.training, protocol="cross-generator"))
+    with pytest.raises(UsageError, match="protocol 'in-domain' there, 'cross-generator' now"):
+        run_ablation(other, console, console)
+    faster = replace(request, training=replace(request.training, workers=1))
+    assert run_ablation(faster, console, console)["variants"] == report["variants"]
 
 
 def test_bad_requests_are_usage_errors(small_data, tmp_path):

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -353,6 +354,33 @@ def test_a_commands_options_become_its_settings(tmp_path):
         resolve_train_settings(given, out="o", resume=True)
     with pytest.raises(UsageError, match="drop --settings"):
         resolve_train_settings({}, out="o", settings_file=str(file), resume=True)
+
+
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        ('epochs = "2"', "epochs must be a whole number, not '2'"),
+        ('lr = "3e-3"', "lr must be a number, not '3e-3'"),
+        ("seed = 1.5", "seed must be a whole number, not 1.5"),
+        ('balanced = "no"', "balanced must be true or false, not 'no'"),  # was taken as true
+        ("epochs = true", "epochs must be a whole number, not True"),
+        ("config = 3", "config must be text, not 3"),
+        ("workers = -1", "workers must be 0 or more"),  # a traceback from the data loader
+        ("val_every = -1", "val_every must be 0 or more"),  # validated after every step
+    ],
+)
+def test_a_settings_file_value_of_the_wrong_kind_is_named(tmp_path, line, said):
+    file = tmp_path / "train.toml"
+    file.write_text(f'[train]\ndata = "d"\n{line}\n')
+    with pytest.raises(UsageError, match=re.escape(said)):
+        load_train_settings(file, out="o")
+
+
+def test_whole_numbers_stand_for_floats_in_a_settings_file(tmp_path):
+    file = tmp_path / "train.toml"
+    file.write_text('[train]\ndata = "d"\nlr = 1\nbalanced = true\n')
+    settings = load_train_settings(file, out="o")
+    assert settings.lr == 1 and settings.balanced is True
 
 
 def test_config_overrides_are_trained_and_recorded_in_the_checkpoint(dataset, tmp_path):

@@ -33,7 +33,12 @@ from mfclip_cli.engines.inference import (
     unreadable_warning,
 )
 from mfclip_cli.engines.runtime import resolve_device
-from mfclip_cli.engines.train.training import SETTINGS_FILE, TrainSettings, train
+from mfclip_cli.engines.train.training import (
+    TrainSettings,
+    learning_differences,
+    run_settings,
+    train,
+)
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
@@ -97,13 +102,6 @@ def _summary(values: list[float | None]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def _settings_of(run: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 class _Runner:
     """Trains (or resumes, or reuses) one run and scores its best checkpoint on the test split."""
 
@@ -119,17 +117,22 @@ class _Runner:
     def __call__(self, folder: Path, variant: str, seed: int) -> dict[str, Any]:
         run = folder / variant / f"seed-{seed}"
         overrides = list(self.request.overrides(variant))
+        settings = replace(
+            self.request.training, out=str(run), seed=seed, overrides=tuple(overrides)
+        )
+        saved = run_settings(run)
+        if saved is not None and (differences := learning_differences(saved, settings)):
+            # reused, its figures would be reported under settings they were not trained with
+            raise UsageError(
+                f"{run} holds a run with other settings ({'; '.join(differences)}); "
+                "use another --out"
+            )
         done = run / RESULT_FILE
-        if done.is_file():
+        if saved is not None and done.is_file():
             result = json.loads(done.read_text(encoding="utf-8"))
-            if result.get("overrides") == overrides and result.get("seed") == seed:
-                # a run finished before report 2.0.0 also has its text-prompt attribution
-                return {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
-        settings = replace(self.request.training, out=str(run), seed=seed, overrides=overrides)
-        saved = _settings_of(run)
+            # a run finished before report 2.0.0 also has its text-prompt attribution
+            return {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
         resume = saved is not None
-        if resume and (saved.get("overrides") != overrides or saved.get("seed") != seed):
-            raise UsageError(f"{run} holds another run (its train.json differs); use another --out")
         started = time.perf_counter()
         train(
             None if resume else settings,

@@ -88,6 +88,15 @@ RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
 
 
+_KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def _bool_for_number(value: Any, kind: str) -> bool:
+    """true/false where a number is meant (Python counts a bool as an int)."""
+    return isinstance(value, bool) and kind != "bool"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything a run depends on; saved to RUN/train.json and reused by ``--resume``."""
@@ -117,6 +126,7 @@ class TrainSettings:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        self._check_kinds()
         if isinstance(self.overrides, str):
             raise UsageError("overrides is a list of KEY=VALUE strings, not one string")
         object.__setattr__(self, "overrides", tuple(self.overrides))  # a list, read from TOML
@@ -131,6 +141,20 @@ class TrainSettings:
             raise UsageError("warmup is a fraction of the optimiser steps, in [0, 1)")
         if self.lr <= 0:
             raise UsageError("lr must be positive")
+        for name in ("val_every", "checkpoint_every", "workers"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name} must be 0 or more")
+
+    def _check_kinds(self) -> None:
+        """Each value of the kind its field holds: a settings file's ``epochs = "2"`` ended in a
+        traceback, and ``balanced = "no"`` was taken as true."""
+        for item in fields(self):
+            value, kind = getattr(self, item.name), str(item.type).removesuffix(" | None")
+            if value is None and str(item.type).endswith(" | None"):
+                continue
+            accepted = _KINDS.get(kind)
+            if accepted and (not isinstance(value, accepted) or _bool_for_number(value, kind)):
+                raise UsageError(f"{item.name} must be {_KIND_WORDS[kind]}, not {value!r}")
 
     def model_config(self) -> Any:
         """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
@@ -782,6 +806,41 @@ def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> Trai
             continue
         changes[key] = rebased(value) if isinstance(value, str) else tuple(map(rebased, value))
     return replace(settings, **changes)
+
+
+def run_settings(run: Path) -> TrainSettings | None:
+    """The settings of the run in folder ``run`` (paths as the run meant them), None where it
+    holds none."""
+    try:
+        saved = json.loads((run / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"{run / SETTINGS_FILE} is unreadable ({error})") from error
+    return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
+
+
+# settings that do not change what a run learns: where it is, how fast it reads, when it saves
+NOT_LEARNED = ("out", "workers", "checkpoint_every")
+
+
+def learning_differences(then: TrainSettings, now: TrainSettings) -> list[str]:
+    """How two runs' settings differ in what they learn, in words (paths compared resolved)."""
+
+    def comparable(name: str, value: Any) -> Any:
+        if name not in PATH_SETTINGS or value is None:
+            return value
+        if isinstance(value, str):
+            return Path(value).resolve()
+        return tuple(Path(item).resolve() for item in value)
+
+    return [
+        f"{field.name} {getattr(then, field.name)!r} there, {getattr(now, field.name)!r} now"
+        for field in fields(TrainSettings)
+        if field.name not in NOT_LEARNED
+        and comparable(field.name, getattr(then, field.name))
+        != comparable(field.name, getattr(now, field.name))
+    ]
 
 
 def train(
