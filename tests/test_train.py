@@ -276,6 +276,28 @@ def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
     assert steps == list(range(1, total + 1))  # nothing logged twice, nothing lost
 
 
+def test_a_run_stopped_before_its_first_save_leaves_its_folder_usable(dataset, tmp_path):
+    """SIGTERM (a scheduler, ``timeout``) ended the process at once: the folder kept train.json
+    and metrics.jsonl, --resume said last.safetensors was missing and a new run that the folder
+    was not empty. It now ends as Ctrl-C does."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        train_args(dataset, out, "--epochs", "3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (out / "last.safetensors").exists(), "it saved before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr, stderr
+    assert not out.exists() or not any(out.iterdir())  # the same command can run again
+
+
 def test_two_process_torchrun_sees_the_same_samples(dataset, tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     env = {"OMP_NUM_THREADS": "1"}

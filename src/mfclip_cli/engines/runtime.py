@@ -149,6 +149,18 @@ def signal_handlers(
                 signal.signal(number, earlier)
 
 
+def _as_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch system's pre-emption, a container stopping) ends the block
+    as Ctrl-C does, through its clean-up, where Python's default would end the process at once."""
+    with signal_handlers(_as_ctrl_c, (signal.SIGTERM,)):
+        yield
+
+
 @contextlib.contextmanager
 def signals_held(numbers: Sequence[int]) -> Iterator[None]:
     """The signals ``numbers`` arriving while the block runs wait for its end, then arrive as

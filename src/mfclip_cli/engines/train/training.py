@@ -51,7 +51,7 @@ from mfclip_cli.engines.inference import (
     score_samples,
     unreadable_warning,
 )
-from mfclip_cli.engines.runtime import counting_bar, join_world
+from mfclip_cli.engines.runtime import counting_bar, join_world, sigterm_as_ctrl_c
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.errors import TrainingError, UsageError
@@ -858,7 +858,8 @@ def train(
     assert settings is not None
     trainer = Trainer(settings, resume=resume, device=device, console=console)
     try:
-        return trainer.fit()
+        with sigterm_as_ctrl_c():  # a killed start is cleaned up as an interrupted one
+            return trainer.fit()
     except BaseException:
         trainer.forget_unresumable_start()
         raise
