@@ -3,6 +3,8 @@
 import hashlib
 import json
 import pickle
+import subprocess
+import sys
 
 import open_clip
 import pytest
@@ -250,3 +252,27 @@ def test_imported_clip_weights_are_found_by_name_for_training(tiny_config, tmp_p
     with pytest.raises(WeightsError, match="already registered"):
         import_clip(tmp_path / "hub", "tiny-clip", "mfclip-tiny", store=store)
     assert not (store / "clip" / "wrong.safetensors").exists()
+
+
+SAVE_IN_A_NEW_PROCESS = """
+import hashlib, torch
+from mfclip_cli.model.checkpoint import safetensors_bytes
+tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int64)}
+metadata = {key: key * 3 for key in ("format", "config", "calibration", "ood", "int8", "x")}
+print(hashlib.sha256(safetensors_bytes(tensors, metadata)).hexdigest())
+"""
+
+
+def test_the_same_checkpoint_is_the_same_bytes_in_every_process():
+    """safetensors writes its metadata in a random order per process: two identical trainings
+    gave two SHA-256s, and no one could check a checkpoint by training it again."""
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", SAVE_IN_A_NEW_PROCESS],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(4)
+    }
+    assert len(digests) == 1  # with safetensors' own save (0.8.0): four different digests

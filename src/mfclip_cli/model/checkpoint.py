@@ -68,6 +68,18 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes with its header in one order: safetensors writes its metadata
+    in a per-process random order, so two runs of one training, equal to the last bit, gave
+    files with two SHA-256s, and a checkpoint could not be checked by training it again."""
+    raw = save(tensors, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + length]), sort_keys=True, separators=(",", ":"))
+    encoded = header.encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data stays 8-byte aligned, as safetensors keeps it
+    return len(encoded).to_bytes(8, "little") + encoded + raw[8 + length :]
+
+
 def save_checkpoint(
     model: Detector,
     path: str | Path,
@@ -101,7 +113,7 @@ def save_checkpoint(
     if calibration:
         header[CALIBRATION_KEY] = json.dumps(calibration)
     with atomic_writer(path, overwrite=overwrite) as handle:
-        handle.write(save(tensors, metadata=header))
+        handle.write(safetensors_bytes(tensors, header))
     digest = sha256_file(path)
     total, trainable = model.parameter_counts()
     sidecar = {
@@ -202,7 +214,7 @@ def save_fitted(
         tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
         tensors.update({k: v.contiguous() for k, v in statistics.tensors.items()})
     with atomic_writer(target, overwrite=overwrite) as handle:
-        handle.write(save(tensors, metadata=header))
+        handle.write(safetensors_bytes(tensors, header))
     digest = sha256_file(target)
     kept_calibration = calibration if calibration is not None else source.calibration
     kept = {key: getattr(source, key) for key in FITTED}

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import atomic_writer, check_safetensors
 from mfclip_cli.model import Detector
+from mfclip_cli.model.checkpoint import safetensors_bytes
 
 STATE_FORMAT = "mfclip-train-state/1"
 
@@ -56,7 +57,7 @@ def save_state(
         "optim_scalars": json.dumps(scalars),
     }
     with atomic_writer(path, overwrite=True) as handle:
-        handle.write(save(tensors, metadata=header))
+        handle.write(safetensors_bytes(tensors, header))
 
 
 def load_state(path: Path, model: Detector, optimizer: torch.optim.Optimizer) -> RunPosition:
