@@ -74,6 +74,16 @@ def test_register_and_verify(tmp_path, tiny_config):
     tampered.write_bytes(tampered.read_bytes()[:-1] + b" ")
     with pytest.raises(WeightsError, match="fail their hash check"):
         resolve_weights("mine", folder)
+    # a training run's folder named where its checkpoint was meant: it said "not found"
+    run = tmp_path / "training-run"
+    run.mkdir()
+    for name in ("best.safetensors", "last.safetensors", "last.state.safetensors"):
+        (run / name).write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"is a folder, not a checkpoint file: name a "):
+        resolve_weights(str(run), folder)
+    with pytest.raises(WeightsError) as named:
+        resolve_weights(str(run), folder)
+    assert f"({run}/best.safetensors, {run}/last.safetensors)" in str(named.value)
     assert not any(BUNDLED_STORE.glob("mine*")) and read_registry(BUNDLED_STORE) == [
         e for e in read_registry(BUNDLED_STORE) if e["name"] == "mfclip-demo-tiny"
     ]

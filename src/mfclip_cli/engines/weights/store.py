@@ -160,6 +160,14 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
     if value in by_name and not Path(value).exists():
         return _from_registry(*by_name[value], source)
     path = Path(value)
+    if path.is_dir():  # a training run's folder, most often
+        inside = sorted(
+            str(path / item.name)
+            for item in path.glob("*.safetensors")
+            if not item.name.endswith(".state.safetensors")
+        )
+        hint = f": name a checkpoint in it ({', '.join(inside)})" if inside else ""
+        raise WeightsError(f"--weights {value} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         known = f" (registered names: {', '.join(by_name)})" if by_name else ""
         named = f" (from ${WEIGHTS_ENV})" if source == WEIGHTS_ENV else ""
