@@ -113,6 +113,21 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", "train": 0, "val": 0}
 
 
+def test_a_checkpoint_without_its_training_record_is_said_to_be_unchecked(
+    data, in_domain, tmp_path
+):
+    """The record lives in the sidecar: the checkpoint copied alone was scored on faces it was
+    trained on without a word."""
+    alone = tmp_path / "copied.safetensors"
+    alone.write_bytes(in_domain.read_bytes())
+    result = _eval(data, alone, tmp_path / "r.json", "--protocol", "cross-generator")
+    assert result.returncode == 0, result.stderr
+    assert "copied carries no record of its training" in result.stderr
+    assert "whether the test split holds faces it was trained on cannot be told" in result.stderr
+    kept = _eval(data, in_domain, tmp_path / "kept.json", "--allow-training-overlap")
+    assert "no record of its training" not in kept.stderr
+
+
 def test_calibrate_refuses_a_val_split_the_checkpoint_trained_on(data, tmp_path):
     """A cross-generator checkpoint calibrated on in-domain's val: the held-in generators' fakes
     there are in its train split (both protocols split by the same hash)."""

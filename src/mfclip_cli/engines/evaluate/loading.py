@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
@@ -31,7 +32,7 @@ from mfclip_cli.engines.weights.store import (
     resolve_weights,
     say_caveats,
 )
-from mfclip_cli.model.checkpoint import CheckpointInfo
+from mfclip_cli.model.checkpoint import CheckpointInfo, sidecar_path
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
@@ -138,8 +139,17 @@ def held_out_check(
     protocol: Protocol,
     splits: Splits,
     split: str,
+    error_console: Console,
 ) -> Overlap | None:
-    """The scored ``split``'s overlap with the checkpoint's training, refused unless allowed."""
+    """The scored ``split``'s overlap with the checkpoint's training, refused unless allowed; a
+    checkpoint without its training record (its sidecar lost) is said to be unchecked."""
+    if not loaded.info.metadata.get("training"):
+        error_console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "
+            f"training ({escape(str(sidecar_path(loaded.resolved.path)))} is missing or holds "
+            f"none): whether the {split} split holds faces it was trained on cannot be told",
+            highlight=False,
+        )
     overlap = training_overlap(loaded.info, index, split, getattr(splits, split))
     if not choice.allow_training_overlap:
         refuse_training_overlap(overlap, split, protocol.name)
@@ -200,7 +210,7 @@ def load_scorings(
             loaded,
             chosen,
             error_console,
-            held_out_check(choice, loaded, index, protocol, splits, split),
+            held_out_check(choice, loaded, index, protocol, splits, split, error_console),
         )
         for loaded, chosen in checkpoints
     ]
