@@ -11,7 +11,7 @@ from facenet_pytorch import MTCNN
 from media import astronaut, iou, mosaic, save_video
 from PIL import Image
 
-from mfclip_cli.engines.runtime import long_lived_imports
+from mfclip_cli.engines.runtime import long_lived_imports, sigterm_as_ctrl_c
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -166,6 +166,18 @@ def test_a_ctrl_c_during_the_imports_waits_for_their_end():
         signal.raise_signal(signal.SIGINT)
         done.append("the rest of the imports")
     assert done and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_sigterm_at_start_up_ends_the_scan_as_ctrl_c_does():
+    """SIGTERM while the scan loaded killed it at once (143, no word); held through the imports,
+    it now ends the run as an interrupt (the CLI says "interrupted", exit 130)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    done = []
+    with pytest.raises(KeyboardInterrupt), sigterm_as_ctrl_c():
+        with long_lived_imports():
+            signal.raise_signal(signal.SIGTERM)
+            done.append("the rest of the imports")
+    assert done and signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_a_video_whose_analysis_fails_is_that_files_error_record(tiny_config, tmp_path):

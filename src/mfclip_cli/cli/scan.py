@@ -211,65 +211,65 @@ def scan(
       find evidence -name '*.jpg' | mfclip scan - --jsonl - | jq .
       mfclip scan clip.mp4 --fps 2 --html case.html --fail-on-fake
     """
-    from mfclip_cli.engines.runtime import long_lived_imports
+    from mfclip_cli.engines.runtime import long_lived_imports, sigterm_as_ctrl_c
 
-    with long_lived_imports():
-        from mfclip_cli.engines.scan.run import ScanRequest, run_scan
-        from mfclip_cli.engines.scan.settings import ScanSettings
-        from mfclip_cli.provenance import ProvenanceOptions, TrustError
-        from mfclip_cli.scoring.calibration import parse_fake_threshold
+    # from the start, Ctrl-C and SIGTERM end the run with "interrupted" (130), as in the scan
+    with errors_reported() as error_console, sigterm_as_ctrl_c():
+        with long_lived_imports():
+            from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+            from mfclip_cli.engines.scan.settings import ScanSettings
+            from mfclip_cli.provenance import ProvenanceOptions, TrustError
+            from mfclip_cli.scoring.calibration import parse_fake_threshold
+        try:
+            fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
 
-    try:
-        fake_number, fake_fpr = parse_fake_threshold(fake_threshold)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
-
-    if no_provenance and (c2pa_trust or fail_on_declared_ai):
-        raise typer.BadParameter(
-            "--no-provenance skips the checks that --c2pa-trust and --fail-on-declared-ai need",
-            param_hint="'--no-provenance'",
+        if no_provenance and (c2pa_trust or fail_on_declared_ai):
+            raise typer.BadParameter(
+                "--no-provenance skips the checks that --c2pa-trust and --fail-on-declared-ai need",
+                param_hint="'--no-provenance'",
+            )
+        try:
+            provenance = None if no_provenance else ProvenanceOptions.with_trust_file(c2pa_trust)
+        except TrustError as error:
+            raise typer.BadParameter(str(error), param_hint="'--c2pa-trust'") from None
+        request = ScanRequest(
+            inputs=paths,
+            settings=ScanSettings(
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                workers=workers,
+                min_face=min_face,
+                detection_thresholds=(0.6, 0.7, det_threshold),
+                detect_max_side=detect_max_side,
+                fake_threshold=0.5 if fake_number is None else fake_number,
+                fake_threshold_fpr=fake_fpr,
+                accept_unsupported_fpr=accept_unsupported_fpr,
+                fps=fps,
+                frames=frames,
+                provenance=provenance,
+                inconclusive=inconclusive,
+                stability=stability,
+                duplicates=duplicates,
+            ),
+            weights=tuple(weights or ()),
+            recursive=recursive,
+            null_separated=null,
+            json_path=json_path,
+            jsonl_path=jsonl_path,
+            csv_path=csv_path,
+            html_path=html_path,
+            annotate_dir=annotate,
+            explain_dir=explain,
+            resume=resume,
+            force=force,
+            quiet=quiet,
+            fail_on_fake=fail_on_fake,
+            fail_on_declared_ai=fail_on_declared_ai,
+            fail_on_inconclusive=fail_on_inconclusive,
         )
-    try:
-        provenance = None if no_provenance else ProvenanceOptions.with_trust_file(c2pa_trust)
-    except TrustError as error:
-        raise typer.BadParameter(str(error), param_hint="'--c2pa-trust'") from None
-    request = ScanRequest(
-        inputs=paths,
-        settings=ScanSettings(
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            workers=workers,
-            min_face=min_face,
-            detection_thresholds=(0.6, 0.7, det_threshold),
-            detect_max_side=detect_max_side,
-            fake_threshold=0.5 if fake_number is None else fake_number,
-            fake_threshold_fpr=fake_fpr,
-            accept_unsupported_fpr=accept_unsupported_fpr,
-            fps=fps,
-            frames=frames,
-            provenance=provenance,
-            inconclusive=inconclusive,
-            stability=stability,
-            duplicates=duplicates,
-        ),
-        weights=tuple(weights or ()),
-        recursive=recursive,
-        null_separated=null,
-        json_path=json_path,
-        jsonl_path=jsonl_path,
-        csv_path=csv_path,
-        html_path=html_path,
-        annotate_dir=annotate,
-        explain_dir=explain,
-        resume=resume,
-        force=force,
-        quiet=quiet,
-        fail_on_fake=fail_on_fake,
-        fail_on_declared_ai=fail_on_declared_ai,
-        fail_on_inconclusive=fail_on_inconclusive,
-    )
-    with errors_reported() as error_console:
         code = run_scan(
             request,
             stdin=_stdin_as_paths() if "-" in paths else None,

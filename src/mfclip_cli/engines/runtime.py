@@ -116,13 +116,13 @@ def long_lived_imports() -> Iterator[None]:
     this was 0.5-0.7 s of a one-image scan (2.6-2.9 s -> 2.1-2.2 s of wall time). Garbage the
     run makes later is collected as before.
 
-    A Ctrl-C during the imports waits for their end: torch imports NumPy from C++ and swallows
-    the KeyboardInterrupt, leaving NumPy half made (every file then failed with an
+    A Ctrl-C (or SIGTERM) during the imports waits for their end: torch imports NumPy from C++
+    and swallows the KeyboardInterrupt, leaving NumPy half made (every file then failed with an
     AttributeError, and the run ended in a traceback).
     """
     gc.disable()
     try:
-        with signals_held((signal.SIGINT,)):
+        with signals_held((signal.SIGINT, signal.SIGTERM)):
             yield
     finally:
         gc.freeze()
