@@ -202,7 +202,8 @@ def scan(
     Exit codes: 0 every input scanned; 1 fatal error; 2 usage error; 3 finished but some inputs
     could not be read; 4 with --fail-on-fake when any face is labelled diffusion or gan, or with
     --fail-on-declared-ai when any file declares an AI origin; 5 with --fail-on-inconclusive when
-    any face is inconclusive (and neither gives 4).
+    any face is inconclusive (and neither gives 4); 130 interrupted (Ctrl-C, SIGTERM), the
+    reports marked partial.
 
     Examples:
 
