@@ -29,6 +29,7 @@ from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import (
     LoadedWeights,
     load_weights,
+    refuse_incomparable,
     resolve_weights,
     say_caveats,
 )
@@ -196,6 +197,8 @@ def load_scorings(
     checkpoints = [
         load_checkpoint_for_scoring(name, device, error_console, precision) for name in weights
     ]
+    if len(checkpoints) > 1:  # before anything is said of each
+        refuse_incomparable(weights, [loaded for loaded, _ in checkpoints])
     if protocol is None:
         protocol = default_protocol(
             [loaded.info for loaded, _ in checkpoints], index, error_console
