@@ -9,8 +9,10 @@ import open_clip
 import pytest
 import torch
 from open_clip.model import _build_vision_tower
+from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.model import build_detector, load_checkpoint, load_model_config, save_checkpoint
 from mfclip_cli.model.towers import architecture_config, inference_towers
 from mfclip_cli.model.vit import VisionTransformer, supports
@@ -75,6 +77,22 @@ def test_inference_load_gives_the_trained_models_outputs(tiny_model, faces, tmp_
     with pytest.raises(ValueError, match="merged"):
         save_checkpoint(scoring, tmp_path / "again.safetensors")
     assert info.sha256 and info.config == model.config
+
+
+def test_lora_tensors_of_another_rank_than_the_config_are_refused(tiny_model, tmp_path):
+    """Folding scales the update by alpha / rank: a header whose rank was edited scored with
+    another scaling without a word, where training refused the same file."""
+    path = tmp_path / "adapted.safetensors"
+    save_checkpoint(_adapted(tiny_model), path)
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    config = json.loads(header["config"])
+    config["lora"]["rank"] *= 2
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, str(edited), metadata={**header, "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"has rank \d+, its config says \d+"):
+        load_checkpoint(edited, inference=True)
 
 
 def test_inference_load_falls_back_to_open_clip_and_peft(tiny_model, faces, tmp_path, monkeypatch):

@@ -341,6 +341,11 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
             module = key[: -len(LORA_A)]
             if module + LORA_B not in state:
                 raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
+            if state[key].shape[0] != lora.rank:  # the scaling would be another's, silently
+                raise CheckpointError(
+                    f"LoRA adapter {module} has rank {state[key].shape[0]}, its config says "
+                    f"{lora.rank}: the checkpoint does not match its config"
+                )
             delta = (state[module + LORA_B].float() @ state[key].float()) * scaling
             target = f"{module}.base_layer.in_proj_weight"
             updates[target if target in state else f"{module}.base_layer.weight"] = delta
