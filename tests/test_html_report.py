@@ -268,6 +268,29 @@ def test_the_meta_block_warns_of_demo_weights_and_shows_the_calibration(scan, tm
     assert f'<p class="warning">{DEMO_NOTICE}.</p>' in html
     assert "<th>calibration</th><td>method temperature; temperature 1.7</td>" in html
     assert lines[0]["weights"]["sha256"] in html and "<th>device</th><td>cpu</td>" in html
+    assert f"<th>precision</th><td>{lines[0]['precision']['used']} (" in html
+
+
+def test_the_meta_block_says_an_unsupported_operating_point_was_used(scan, tmp_path):
+    """Accepted with --accept-unsupported-fpr, it was said only in the JSON's meta."""
+    root, _, _ = scan
+    lines = _report_lines(root)
+    lines[0]["operating_point"] = {
+        "target": "fpr:0.01",
+        "n_real": 37,
+        "resolution": 0.027,
+        "false_positives": 0,
+        "fpr_upper_95": 0.0778,
+        "supported": False,
+        "accepted_unsupported": True,
+    }
+    report_from_jsonl(_write_lines(tmp_path / "op.jsonl", lines), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert (
+        "<th>operating point</th><td>fpr:0.01, from 37 validation reals: its FPR is at most "
+        "7.78% (95 % confidence); NOT SUPPORTED by them, used because --accept-unsupported-fpr "
+        "was given</td>"
+    ) in html
 
 
 def test_an_explanation_is_shown_beside_its_face(scan, tmp_path):

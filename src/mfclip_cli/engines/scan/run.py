@@ -480,6 +480,16 @@ def run_scan(
     meta = scan_meta(request, scanner, primary, len(items))
     if world > 1:
         meta["processes"] = world
+    point = meta.get("operating_point") or {}
+    if rank == 0 and point.get("accepted_unsupported"):  # the table and CSV do not say it
+        bound = point.get("fpr_upper_95")
+        error_console.print(
+            f"[bold yellow]warning:[/] {point['target']} is not supported by the checkpoint's "
+            f"{point.get('n_real')} validation reals"
+            + ("" if bound is None else f" (its FPR is at most {bound:.2%} at 95 % confidence)")
+            + "; used as --accept-unsupported-fpr asks",
+            highlight=False,
+        )
 
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
     sinks: list[Sink] = []

@@ -73,6 +73,26 @@ def _text(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _operating_point_rows(point: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An ``fpr:X`` threshold's support in words: the page is read by people, and an accepted
+    unsupported threshold was said only in the JSON."""
+    if not point:
+        return []
+    bound = point.get("fpr_upper_95")
+    within = "" if bound is None else f": its FPR is at most {bound:.2%} (95 % confidence)"
+    said = f"{point.get('target')}, from {point.get('n_real')} validation reals{within}"
+    if point.get("accepted_unsupported"):
+        said += "; NOT SUPPORTED by them, used because --accept-unsupported-fpr was given"
+    return [("operating point", said)]
+
+
+def _precision_rows(precision: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Which arithmetic gave the probabilities (int8 and fp32 differ in the last digits)."""
+    if not precision:
+        return []
+    return [("precision", f"{precision.get('used')} ({precision.get('reason')})")]
+
+
 def _size(size: int | None) -> str:
     if size is None:
         return "size unknown"
@@ -279,6 +299,8 @@ class HtmlSink(StagedReport):
             ("weights SHA-256", _text(weights.get("sha256"))),
             ("device", _text(meta.get("device"))),
             ("thresholds", _text(meta.get("thresholds"))),
+            *_operating_point_rows(meta.get("operating_point")),
+            *_precision_rows(meta.get("precision")),
             ("video sampling", _text(meta.get("video_sampling"))),
             ("inconclusive band", _text(meta.get("verdicts"))),
         ]
