@@ -61,9 +61,10 @@ _TEMPLATES = Environment(
 
 
 def _text(value: Any) -> str:
-    """A meta value in words: settings dicts as ``key value; ...``, lists comma-separated."""
+    """A meta value in words: settings dicts as ``key value; ...`` (keys as words, not
+    identifiers), lists comma-separated, a setting that is off or absent as a dash."""
     if isinstance(value, dict):
-        return "; ".join(f"{key} {_text(item)}" for key, item in value.items())
+        return "; ".join(f"{key.replace('_', ' ')} {_text(item)}" for key, item in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_text(item) for item in value)
     if isinstance(value, bool):
