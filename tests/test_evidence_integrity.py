@@ -33,7 +33,8 @@ from test_scan_cli import MFCLIP
 from mfclip_cli.engines.scan import run as scan_run
 from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
-from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+from mfclip_cli.engines.scan.request import ScanRequest
+from mfclip_cli.engines.scan.run import run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import ReportError
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink

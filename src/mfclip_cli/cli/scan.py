@@ -217,7 +217,8 @@ def scan(
     # from the start, Ctrl-C and SIGTERM end the run with "interrupted" (130), as in the scan
     with errors_reported() as error_console, sigterm_as_ctrl_c():
         with long_lived_imports():
-            from mfclip_cli.engines.scan.run import ScanRequest, run_scan
+            from mfclip_cli.engines.scan.request import ScanRequest
+            from mfclip_cli.engines.scan.run import run_scan
             from mfclip_cli.engines.scan.settings import ScanSettings
             from mfclip_cli.provenance import ProvenanceOptions, TrustError
             from mfclip_cli.scoring.calibration import parse_fake_threshold

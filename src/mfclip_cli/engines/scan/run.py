@@ -1,14 +1,14 @@
-"""The scan job, end to end: the request checked, checkpoints loaded, sinks opened, resume,
-progress, interruption and the exit code; the scanning itself is ``scanner.py``'s, the records'
-split across torchrun processes ``distributed.py``'s."""
+"""The scan job, end to end: checkpoints loaded, sinks opened, resume, progress, interruption
+and the exit code; the request and its checks are ``request.py``'s, the report's meta
+``meta.py``'s, the scanning itself ``scanner.py``'s, the records' split across torchrun
+processes ``distributed.py``'s."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
@@ -36,13 +36,19 @@ from mfclip_cli.engines.runtime import (
     signals_held,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
-from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, DuplicateTracker
+from mfclip_cli.engines.scan.duplicates import DuplicateTracker
 from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.engines.scan.meta import scan_meta
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
+from mfclip_cli.engines.scan.request import (
+    REPORT_OPTIONS,
+    ScanRequest,
+    as_standard_output,
+    check_request,
+)
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS
 from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink, cannot_write
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
@@ -60,120 +66,15 @@ from mfclip_cli.engines.weights.store import (
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import shown
 from mfclip_cli.model import detector_kind, detector_of
-from mfclip_cli.schemas import report_header
-from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
+from mfclip_cli.scoring.attribution import attributor_of
 from mfclip_cli.scoring.calibration import (
-    calibration_summary,
-    operating_point,
     temperature_of,
     threshold_for_fpr,
-    threshold_key,
 )
-from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
-from mfclip_cli.scoring.inconclusive import shown_threshold, stored_threshold
-from mfclip_cli.scoring.ood import ood_of, ood_summary
+from mfclip_cli.scoring.inconclusive import stored_threshold
+from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import calibration_at, choose_precision, model_at
 from mfclip_cli.timestamps import utc_now
-
-
-@dataclass
-class ScanRequest:
-    """Everything ``mfclip scan`` was asked to do."""
-
-    inputs: list[str]
-    settings: ScanSettings = field(default_factory=ScanSettings)
-    # the checkpoints, the primary first; none: $MFCLIP_WEIGHTS, then the default
-    weights: tuple[str, ...] = ()
-    recursive: bool = True
-    null_separated: bool = False  # paths on stdin end with NUL (find -print0), not a newline
-    json_path: str | None = None
-    jsonl_path: str | None = None
-    csv_path: str | None = None
-    html_path: str | None = None
-    annotate_dir: str | None = None
-    explain_dir: str | None = None
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
-    fail_on_fake: bool = False  # exit 4 when a face is labelled diffusion or gan (conclusively)
-    fail_on_declared_ai: bool = False  # exit 4 when a file's own evidence declares AI origin
-    fail_on_inconclusive: bool = False  # exit 5 when a face is inconclusive (and none is fake)
-
-
-REPORT_OPTIONS = {
-    "jsonl_path": "--jsonl",
-    "json_path": "--json",
-    "csv_path": "--csv",
-    "html_path": "--html",
-}
-
-
-def _check_outputs(request: ScanRequest) -> None:
-    """Each output its own file, and standard output (``-``) for one report at most: two reports
-    in one file would leave the last one written, and the table or another report in a stream
-    would spoil it for whatever reads it. ``/dev/null`` takes as many as are sent to it."""
-    options = {**REPORT_OPTIONS, "annotate_dir": "--annotate", "explain_dir": "--explain"}
-    named = {option: getattr(request, name) for name, option in options.items()}
-    named = {option: path for option, path in named.items() if path}
-    if named.get("--html") == STDOUT:
-        raise UsageError("--html -: the case report is a page; name a file for it")
-    for option in ("--annotate", "--explain"):
-        if named.get(option) == STDOUT:
-            raise UsageError(f"{option} -: it writes pictures into a folder; name the folder")
-    streamed = [option for option, path in named.items() if path == STDOUT]
-    if len(streamed) > 1:
-        raise UsageError(f"{' and '.join(streamed)} both name standard output (-); name a file")
-    seen: dict[str, str] = {}
-    for option, path in named.items():
-        real = os.path.realpath(path)
-        if path == STDOUT or real == os.devnull:
-            continue
-        if real in seen:
-            raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
-        seen[real] = option
-
-
-def _as_standard_output(request: ScanRequest) -> ScanRequest:
-    """A report named ``/dev/stdout`` (or ``/dev/fd/1``, or any name of the stream stdout is)
-    taken as ``-``: checked with the others that name stdout, and the table kept off it."""
-    try:
-        out = os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no stdout at all
-        return request
-    renamed = {}
-    for name in REPORT_OPTIONS:
-        path = getattr(request, name)
-        if not path or path == STDOUT or os.path.realpath(path) == os.devnull:
-            continue
-        try:
-            here = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        if (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino):
-            renamed[name] = STDOUT
-    return replace(request, **renamed) if renamed else request
-
-
-def _check_request(request: ScanRequest) -> None:
-    if request.resume and (not request.jsonl_path or request.jsonl_path == STDOUT):
-        raise UsageError("--resume needs --jsonl FILE (the report to continue)")
-    _check_outputs(request)
-    for option, folder in (
-        ("--annotate", request.annotate_dir),
-        ("--explain", request.explain_dir),
-    ):
-        if not folder:
-            continue
-        target = os.path.realpath(folder)
-        for spec in request.inputs:
-            if spec != "-" and Path(spec).is_dir():
-                source = os.path.realpath(spec)
-                if target == source or target.startswith(source + os.sep):
-                    raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
-    if request.settings.frames is not None and request.settings.frames < 1:
-        raise UsageError("--frames must be at least 1")
-    if request.settings.fps <= 0:
-        raise UsageError("--fps must be positive")
 
 
 def _html_sink(path: str, request: ScanRequest) -> Sink:
@@ -295,90 +196,6 @@ def _stop_on_signals() -> Iterator[None]:
         yield
 
 
-def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, inputs: int) -> dict:
-    """The report's meta: what ran, on what, with which settings (a resume must match them).
-    With several checkpoints, ``compared_weights`` names them all, the primary first."""
-    settings, stage = request.settings, scanner.model_stage
-    several = len(stage.scorers) > 1
-    precision = stage.primary.precision
-    assert precision is not None  # set by the Scanner
-    compared = [
-        {**(s.weights or {}), "precision": s.precision.used if s.precision else None}
-        for s in stage.scorers
-    ]
-    calibration = calibration_at(primary.info.calibration, precision.used)
-    return {
-        **report_header("meta"),
-        "weights": weights_record(primary),
-        **({"compared_weights": compared} if several else {}),
-        "demo": primary.demo,
-        "device": str(scanner.device),
-        "precision": precision.record(),
-        "calibration": calibration_summary(calibration),
-        "ood": ood_summary(stage.ood),
-        "attribution": attribution_summary(primary.info, stage.primary.attribution),
-        "thresholds": {
-            "fake": settings.fake_threshold,
-            **(
-                {"fake_from": threshold_key(settings.fake_threshold_fpr)}
-                if settings.fake_threshold_fpr is not None
-                else {}
-            ),
-            # each checkpoint's, where several are compared: fpr:X is each one's own threshold
-            **(
-                {"fake_compared": [stage.fake_threshold(s) for s in stage.scorers]}
-                if several
-                else {}
-            ),
-            "detection": list(settings.detection_thresholds),
-            "min_face": settings.min_face,
-            "detect_max_side": settings.detect_max_side,
-            # in original pixels; a file record says where larger
-            "smallest_face": scanner.smallest_face,
-        },
-        **(
-            {"operating_point": _operating_point_used(calibration, settings.fake_threshold_fpr)}
-            if settings.fake_threshold_fpr is not None
-            else {}
-        ),
-        "video_sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
-        # which provenance checks ran, with which libraries (null: --no-provenance)
-        "provenance": None if settings.provenance is None else settings.provenance.meta(),
-        "verdicts": verdicts_meta(settings, scanner),
-        "started_utc": utc_now(),
-        "cwd": os.getcwd(),
-        "inputs": inputs,
-    }
-
-
-def _operating_point_used(calibration: dict | None, fpr: float) -> dict:
-    """What the primary checkpoint's validation split says about the ``fpr:X`` threshold in use
-    (``calibration``: the one at the precision it runs), and whether an unsupported one was
-    accepted (``--accept-unsupported-fpr``)."""
-    entry = operating_point(calibration, fpr)
-    return {
-        "target": threshold_key(entry["fpr"]),
-        **{key: entry[key] for key in OPERATING_POINT_FIELDS},
-        "accepted_unsupported": not entry["supported"],
-    }
-
-
-def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
-    """What made a face inconclusive in this scan (docs/verdicts.md): whether the band is on, the
-    primary's stored uncertainty threshold, whether OOD statistics flag faces, and the
-    re-encodings of --stability."""
-    stage = scanner.model_stage
-    return {
-        "inconclusive": settings.inconclusive,
-        "uncertainty_threshold": shown_threshold(stage.primary.uncertainty_threshold)
-        if settings.inconclusive
-        else None,
-        "ood": settings.inconclusive and stage.ood is not None,
-        "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
-        "near_duplicate_bits": MAX_DISTANCE if settings.duplicates else None,
-    }
-
-
 def _load_checkpoints(names: Sequence[str], device: torch.device) -> list[LoadedWeights]:
     """Every ``--weights`` loaded (none: the default one), before anything is written; one named
     twice, or checkpoints of different classes, are a usage error."""
@@ -442,8 +259,8 @@ def run_scan(
     merged, input-ordered report. The exit code describes the whole report, records of a resumed
     run's earlier part included.
     """
-    request = _as_standard_output(request)
-    _check_request(request)
+    request = as_standard_output(request)
+    check_request(request)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
         raise UsageError(
             "under torchrun, name the inputs as paths (stdin reaches only one process)"

@@ -1,0 +1,113 @@
+"""What ``mfclip scan`` is asked to do, and the checks it passes before anything is read or
+written: outputs that can be written and do not collide, options that go together."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mfclip_cli.engines.scan.settings import ScanSettings
+from mfclip_cli.engines.scan.writers.common import STDOUT
+from mfclip_cli.errors import UsageError
+
+
+@dataclass
+class ScanRequest:
+    """Everything ``mfclip scan`` was asked to do."""
+
+    inputs: list[str]
+    settings: ScanSettings = field(default_factory=ScanSettings)
+    # the checkpoints, the primary first; none: $MFCLIP_WEIGHTS, then the default
+    weights: tuple[str, ...] = ()
+    recursive: bool = True
+    null_separated: bool = False  # paths on stdin end with NUL (find -print0), not a newline
+    json_path: str | None = None
+    jsonl_path: str | None = None
+    csv_path: str | None = None
+    html_path: str | None = None
+    annotate_dir: str | None = None
+    explain_dir: str | None = None
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+    fail_on_fake: bool = False  # exit 4 when a face is labelled diffusion or gan (conclusively)
+    fail_on_declared_ai: bool = False  # exit 4 when a file's own evidence declares AI origin
+    fail_on_inconclusive: bool = False  # exit 5 when a face is inconclusive (and none is fake)
+
+
+REPORT_OPTIONS = {
+    "jsonl_path": "--jsonl",
+    "json_path": "--json",
+    "csv_path": "--csv",
+    "html_path": "--html",
+}
+
+
+def check_outputs(request: ScanRequest) -> None:
+    """Each output its own file, and standard output (``-``) for one report at most: two reports
+    in one file would leave the last one written, and the table or another report in a stream
+    would spoil it for whatever reads it. ``/dev/null`` takes as many as are sent to it."""
+    options = {**REPORT_OPTIONS, "annotate_dir": "--annotate", "explain_dir": "--explain"}
+    named = {option: getattr(request, name) for name, option in options.items()}
+    named = {option: path for option, path in named.items() if path}
+    if named.get("--html") == STDOUT:
+        raise UsageError("--html -: the case report is a page; name a file for it")
+    for option in ("--annotate", "--explain"):
+        if named.get(option) == STDOUT:
+            raise UsageError(f"{option} -: it writes pictures into a folder; name the folder")
+    streamed = [option for option, path in named.items() if path == STDOUT]
+    if len(streamed) > 1:
+        raise UsageError(f"{' and '.join(streamed)} both name standard output (-); name a file")
+    seen: dict[str, str] = {}
+    for option, path in named.items():
+        real = os.path.realpath(path)
+        if path == STDOUT or real == os.devnull:
+            continue
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
+        seen[real] = option
+
+
+def as_standard_output(request: ScanRequest) -> ScanRequest:
+    """A report named ``/dev/stdout`` (or ``/dev/fd/1``, or any name of the stream stdout is)
+    taken as ``-``: checked with the others that name stdout, and the table kept off it."""
+    try:
+        out = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no stdout at all
+        return request
+    renamed = {}
+    for name in REPORT_OPTIONS:
+        path = getattr(request, name)
+        if not path or path == STDOUT or os.path.realpath(path) == os.devnull:
+            continue
+        try:
+            here = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino):
+            renamed[name] = STDOUT
+    return replace(request, **renamed) if renamed else request
+
+
+def check_request(request: ScanRequest) -> None:
+    if request.resume and (not request.jsonl_path or request.jsonl_path == STDOUT):
+        raise UsageError("--resume needs --jsonl FILE (the report to continue)")
+    check_outputs(request)
+    for option, folder in (
+        ("--annotate", request.annotate_dir),
+        ("--explain", request.explain_dir),
+    ):
+        if not folder:
+            continue
+        target = os.path.realpath(folder)
+        for spec in request.inputs:
+            if spec != "-" and Path(spec).is_dir():
+                source = os.path.realpath(spec)
+                if target == source or target.startswith(source + os.sep):
+                    raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
+    if request.settings.frames is not None and request.settings.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if request.settings.fps <= 0:
+        raise UsageError("--fps must be positive")
