@@ -19,6 +19,7 @@ from test_train import MFCLIP, run
 from mfclip_cli.data import Sample, load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.data.perturb import parse_perturbations
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -450,9 +451,8 @@ def test_the_scanner_attributes_each_face_from_its_fingerprint(tiny_model):
     attributor = fit_attribution(
         train, np.tile(prints, (3, 1)) + jitter, train[:4], prints, fitted_on={}
     )
-    scanner = Scanner(
-        tiny_model, ScanSettings(device="cpu"), torch.device("cpu"), attribution=attributor
-    )
+    scorer = Scorer(tiny_model, attribution=attributor)
+    scanner = Scanner([scorer], ScanSettings(device="cpu"), torch.device("cpu"))
     found = scanner.model_stage.classify(faces)
     assert all(face.attribution is not None for face in found)
     expected = attributor.attribute(prints)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from scipy.stats import norm
 from sklearn import metrics as skm
 
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.weights.store import BUNDLED_STORE, is_demo
@@ -366,7 +367,7 @@ def test_scanner_reports_softmax_of_logits_over_temperature(tiny_model, faces):
     raw = np.stack(
         [face.probs for face in Scanner(tiny_model, settings, device).model_stage.classify(faces)]
     )
-    scanner = Scanner(tiny_model, settings, device, temperature=2.5)
+    scanner = Scanner([Scorer(tiny_model, temperature=2.5)], settings, device)
     calibrated = np.stack([face.probs for face in scanner.model_stage.classify(faces)])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw), 2.5), atol=1e-5)
     assert not np.allclose(calibrated, raw, atol=1e-3)

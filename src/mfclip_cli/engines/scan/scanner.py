@@ -40,8 +40,6 @@ from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import Detector
 from mfclip_cli.provenance import ProvenanceRecord, inspect, inspect_video
-from mfclip_cli.scoring.attribution import Attributor
-from mfclip_cli.scoring.ood import OodStatistics
 
 
 class Scanner:
@@ -53,18 +51,11 @@ class Scanner:
         model: Detector | Sequence[Scorer],
         settings: ScanSettings,
         device: torch.device,
-        temperature: float = 1.0,
-        ood: OodStatistics | None = None,
-        attribution: Attributor | None = None,
     ):
-        """``model``: one checkpoint's detector, with its calibration ``temperature``, ``ood``
-        statistics and ``attribution``; or the scorers of several, the primary first. Each face
-        is detected once and aligned once per crop geometry the checkpoints read."""
-        scorers = (
-            model
-            if isinstance(model, (list, tuple))
-            else [Scorer(model, temperature, ood, attribution=attribution)]
-        )
+        """``model``: the scorers of one checkpoint or several, the primary first (a bare
+        detector: uncalibrated, without statistics, as the benchmark runs it). Each face is
+        detected once and aligned once per crop geometry the checkpoints read."""
+        scorers = model if isinstance(model, (list, tuple)) else [Scorer(model)]
         self.model_stage = ModelStage(scorers, settings, device)
         self.settings = settings
         self.device = device
