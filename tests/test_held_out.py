@@ -113,16 +113,21 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", "train": 0, "val": 0}
 
 
-def test_a_checkpoint_without_its_training_record_is_said_to_be_unchecked(
+def test_a_checkpoint_copied_without_its_sidecar_still_knows_its_training(
     data, in_domain, tmp_path
 ):
-    """The record lives in the sidecar: the checkpoint copied alone was scored on faces it was
-    trained on without a word."""
+    """The record lived in the sidecar only: the checkpoint copied alone was scored on faces it
+    was trained on without a word. Its header holds the data and protocol now."""
     alone = tmp_path / "copied.safetensors"
     alone.write_bytes(in_domain.read_bytes())
-    result = _eval(data, alone, tmp_path / "r.json", "--protocol", "cross-generator")
+    refused = _eval(data, alone, tmp_path / "r.json", "--protocol", "cross-generator")
+    assert refused.returncode == 2 and "in its train split" in refused.stderr
+    # one that records nothing (not made by mfclip train) is said to be unchecked
+    bare = tmp_path / "bare.safetensors"
+    save_checkpoint(build_model(load_model_config("tiny")), bare)
+    result = _eval(data, bare, tmp_path / "b.json", "--protocol", "cross-generator")
     assert result.returncode == 0, result.stderr
-    assert "copied carries no record of its training" in result.stderr
+    assert "bare carries no record of its training" in result.stderr
     assert "whether the test split holds faces it was trained on cannot be told" in result.stderr
     kept = _eval(data, in_domain, tmp_path / "kept.json", "--allow-training-overlap")
     assert "no record of its training" not in kept.stderr

@@ -45,6 +45,10 @@ OOD_KEY = "ood"  # header entry: scoring/ood.py's record
 OOD_TENSOR_PREFIX = "ood."  # its tensors, which are not the model's
 ATTRIBUTION_KEY = "attribution"  # header entry: scoring/attribution.py's record
 ATTRIBUTION_TENSOR_PREFIX = "attribution."  # its tensors, which are not the model's either
+# header entry: the data and protocol a run trained on (``training`` of the sidecar, less its
+# clock), so that a checkpoint copied without its sidecar still says which samples it met
+TRAINING_KEY = "training"
+HELD_OUT_RECORD = ("data", "protocol")
 # fitted after training: header key -> the prefix of its tensors
 FITTED = {OOD_KEY: OOD_TENSOR_PREFIX, ATTRIBUTION_KEY: ATTRIBUTION_TENSOR_PREFIX}
 
@@ -112,6 +116,9 @@ def save_checkpoint(
     }
     if calibration:
         header[CALIBRATION_KEY] = json.dumps(calibration)
+    training = (metadata or {}).get(TRAINING_KEY) or {}
+    if any(key in training for key in HELD_OUT_RECORD):
+        header[TRAINING_KEY] = json.dumps({key: training.get(key) for key in HELD_OUT_RECORD})
     with atomic_writer(path, overwrite=overwrite) as handle:
         handle.write(safetensors_bytes(tensors, header))
     digest = sha256_file(path)
@@ -270,6 +277,11 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             metadata = {}
+    if not metadata.get(TRAINING_KEY) and TRAINING_KEY in meta:  # the sidecar lost
+        try:
+            metadata = {**metadata, TRAINING_KEY: json.loads(meta[TRAINING_KEY])}
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: the embedded training is unreadable: {error}") from None
     calibration = records.pop(CALIBRATION_KEY)
     return CheckpointInfo(path, sha256_file(path), config, metadata, calibration, **records)
 

@@ -143,12 +143,12 @@ def held_out_check(
     error_console: Console,
 ) -> Overlap | None:
     """The scored ``split``'s overlap with the checkpoint's training, refused unless allowed; a
-    checkpoint without its training record (its sidecar lost) is said to be unchecked."""
+    checkpoint without a training record (not made by ``mfclip train``) is said unchecked."""
     if not loaded.info.metadata.get("training"):
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "
-            f"training ({escape(str(sidecar_path(loaded.resolved.path)))} is missing or holds "
-            f"none): whether the {split} split holds faces it was trained on cannot be told",
+            f"training (neither in it nor in {escape(str(sidecar_path(loaded.resolved.path)))}): "
+            f"whether the {split} split holds faces it was trained on cannot be told",
             highlight=False,
         )
     overlap = training_overlap(loaded.info, index, split, getattr(splits, split))
