@@ -1,6 +1,8 @@
 """The data layer: labelled samples, dataset layouts, manifests and evaluation protocols.
 
-Light on purpose: nothing here imports torch.
+Light on purpose: nothing this package exports imports torch. The one module that does,
+``faceset`` (the torch dataset of face crops the training and inference passes read), is
+imported by name where it is needed.
 """
 
 from mfclip_cli.data.combine import data_record, read_datasets
