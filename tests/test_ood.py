@@ -6,6 +6,7 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
+from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
@@ -130,7 +131,8 @@ def test_the_scanner_flags_faces_by_the_checkpoints_threshold(tiny_model, tmp_pa
     _, fitted, statistics, faces = _with_statistics(tiny_model, tmp_path)
     settings = ScanSettings(device="cpu", batch_size=5)
     device = torch.device("cpu")
-    scanner = Scanner(tiny_model, settings, device, ood=ood_of(read_checkpoint_info(fitted.path)))
+    ood = ood_of(read_checkpoint_info(fitted.path))
+    scanner = Scanner([Scorer(tiny_model, ood=ood)], settings, device)
     found = scanner.model_stage.classify(faces)
     with torch.no_grad():
         embeddings = tiny_model.embed_and_classify(faces)[0].numpy()
@@ -138,7 +140,7 @@ def test_the_scanner_flags_faces_by_the_checkpoints_threshold(tiny_model, tmp_pa
     np.testing.assert_allclose([face.ood_distance for face in found], expected, rtol=1e-5)
     # --explain's forward pass gives the same distances
     explaining = Scanner(
-        tiny_model, ScanSettings(device="cpu", explain=True), device, ood=scanner.model_stage.ood
+        [Scorer(tiny_model, ood=ood)], ScanSettings(device="cpu", explain=True), device
     )
     explained = explaining.model_stage.classify_with_evidence(faces)
     np.testing.assert_allclose([face.ood_distance for face in explained], expected, rtol=1e-4)
