@@ -292,7 +292,9 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
         **{key: entry[key] for key in OPERATING_POINT_FIELDS},
         "accepted_unsupported": True,
     }
-    assert "fpr:0.01 is not supported by the checkpoint's" in result.stderr  # for the table
+    warning = " ".join(result.stderr.split())  # for the table, in the HTML run block's words
+    assert f"warning: fpr:0.01, from {entry['n_real']} validation reals" in warning
+    assert "NOT SUPPORTED by them, used because --accept-unsupported-fpr was given" in warning
     assert meta["calibration"]["calibrated"] is True
     assert meta["calibration"]["temperature"] == stored["temperature"]
     assert meta["calibration"]["fitted_on"]["split"] == "val"

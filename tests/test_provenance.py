@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -313,6 +316,66 @@ def test_a_field_sd_parsers_cannot_compute_loses_that_field_only():
         None,
         "42",
         "a smiling woman",
+    )
+
+
+def comfy_with_refiner() -> dict[str, str]:
+    """SDXL's base and refiner: two checkpoints, two samplers, the base's sampling first."""
+    prompt = json.loads(json.dumps(media.COMFY_PROMPT))
+    loader = {"ckpt_name": "sdxl_refiner.safetensors"}
+    prompt["10"] = {"class_type": "CheckpointLoaderSimple", "inputs": loader}
+    refine = dict(prompt["3"]["inputs"], model=["10", 0], latent_image=["3", 0], seed=7)
+    prompt["11"] = {"class_type": "KSampler", "inputs": refine}
+    prompt["8"]["inputs"]["samples"] = ["11", 0]
+    workflow = json.loads(json.dumps(media.COMFY_WORKFLOW))
+    workflow["nodes"] += [
+        {"id": 10, "type": "CheckpointLoaderSimple"},
+        {"id": 11, "type": "KSampler"},
+    ]
+    workflow["links"] = [link for link in workflow["links"] if link[0] != 7] + [
+        [10, 10, 0, 11, 0, "MODEL"],
+        [11, 3, 0, 11, 3, "LATENT"],
+        [12, 11, 0, 8, 0, "LATENT"],
+        [13, 6, 0, 11, 1, "CONDITIONING"],
+        [14, 7, 0, 11, 2, "CONDITIONING"],
+    ]
+    return {"prompt": json.dumps(prompt), "workflow": json.dumps(workflow)}
+
+
+@pytest.mark.parametrize("hash_seed", ["1", "3"])
+def test_the_model_named_is_the_first_samplers_in_every_process(tmp_path, hash_seed):
+    """sd-parsers keeps a file's models in a set, whose order follows Python's per-process string
+    hashing: the model named was the refiner in one run and the base in the next (6 and 2 of
+    eight hash seeds). It is the first sampler's model now."""
+    image = tmp_path / "refined.png"
+    image.write_bytes(media.png_bytes(media.picture(5), comfy_with_refiner(), itxt={"workflow"}))
+    code = (
+        "import sys; from pathlib import Path; from mfclip_cli.provenance import inspect; "
+        "print(inspect(Path(sys.argv[1]).read_bytes(), '.png').metadata.generation.model)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    named = subprocess.run(
+        [sys.executable, "-c", code, str(image)], env=env, capture_output=True, text=True
+    )
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.strip() == "sdxl_base.safetensors"
+
+
+def test_a_graph_link_is_not_a_sampler_name():
+    """A ComfyUI sampler chosen by another node (KSamplerSelect) has the link ``["12", 0]`` as
+    its name in sd-parsers: the report carried the list where its schema says text."""
+    prompt = json.loads(json.dumps(media.COMFY_PROMPT))
+    prompt["3"]["inputs"]["sampler_name"] = ["12", 0]
+    prompt["12"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    texts = {"prompt": json.dumps(prompt), "workflow": json.dumps(media.COMFY_WORKFLOW)}
+    record = inspect(media.png_bytes(media.picture(5), texts, itxt={"workflow"}), ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed, made.sampler) == (
+        "ComfyUI",
+        "sdxl_base.safetensors",
+        "42",
+        None,
     )
 
 

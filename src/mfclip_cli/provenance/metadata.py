@@ -213,14 +213,15 @@ def _generation(texts: dict[str, str]) -> Generation | None:
             found = parser_class().parse(dict(texts))
         except (ParserError, KeyError, ValueError, TypeError, AttributeError):
             continue
-        sampler = found.samplers[0] if found.samplers else None
-        seed = sampler.parameters.get("seed") if sampler else None
-        models = _field(lambda: list(found.models)) or []
+        sampler = _field(lambda: found.samplers[0])
         return Generation(
             tool=str(found.generator.value),
-            model=str(models[0]) if models else None,
-            seed=None if seed is None else str(seed),
-            sampler=sampler.name if sampler else None,
+            # the first sampler's model; else the least by name, as sd-parsers keeps a set,
+            # whose order changes from one process to the next
+            model=_field(lambda: _model_name(sampler.model))
+            or _field(lambda: min(filter(None, map(_model_name, found.models)))),
+            seed=_field(lambda: _scalar(sampler.parameters["seed"])),
+            sampler=_field(lambda: _scalar(sampler.name)),
             prompt=_field(lambda: _one_text(found.full_prompt)),
         )
     return _swarmui(texts.get("parameters"))
@@ -244,6 +245,16 @@ def _one_text(prompt: Any) -> str:
     """A prompt as one string: Fooocus writes its full prompt as a list (the styled prompt and
     its expansion), which sd-parsers passes on."""
     return ", ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
+
+
+def _model_name(model: Any) -> str | None:
+    return None if model is None else _scalar(model.name or model.hash)
+
+
+def _scalar(value: Any) -> str | None:
+    """A field's value as text, or None where the front end left a link in the graph (ComfyUI's
+    ``["12", 0]``: the value comes from another node, which sd-parsers passes on as it is)."""
+    return str(value) if isinstance(value, (str, int, float)) else None
 
 
 def _field(read: Callable[[], Any]) -> Any:

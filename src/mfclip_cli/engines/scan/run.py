@@ -49,7 +49,13 @@ from mfclip_cli.engines.scan.request import (
 )
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink, cannot_write
+from mfclip_cli.engines.scan.writers.common import (
+    STDOUT,
+    ReportError,
+    Sink,
+    cannot_write,
+    operating_point_words,
+)
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
@@ -299,13 +305,8 @@ def run_scan(
         meta["processes"] = world
     point = meta.get("operating_point") or {}
     if rank == 0 and point.get("accepted_unsupported"):  # the table and CSV do not say it
-        bound = point.get("fpr_upper_95")
         error_console.print(
-            f"[bold yellow]warning:[/] {point['target']} is not supported by the checkpoint's "
-            f"{point.get('n_real')} validation reals"
-            + ("" if bound is None else f" (its FPR is at most {bound:.2%} at 95 % confidence)")
-            + "; used as --accept-unsupported-fpr asks",
-            highlight=False,
+            f"[bold yellow]warning:[/] {operating_point_words(point)}", highlight=False
         )
 
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.

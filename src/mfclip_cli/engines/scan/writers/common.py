@@ -1,6 +1,6 @@
 """What every writer of a scan's results shares: the sink interface, the error for an output
-that cannot be written, a report file locked for one run, the class columns and colours, and
-reading a JSON Lines report back."""
+that cannot be written, a report file locked for one run, the class columns and colours,
+reading a JSON Lines report back, and an operating point in words."""
 
 from __future__ import annotations
 
@@ -187,3 +187,14 @@ def report_file(target: str, *, force: bool, append: bool = False) -> ReportFile
     if target == STDOUT:
         return StandardOutput()
     return ReportFile(Path(target), force=force, append=append)
+
+
+def operating_point_words(point: dict) -> str:
+    """An ``fpr:X`` threshold's support in words, for the people who read the HTML run block and
+    the warning a scan gives when it starts (the table and CSV do not say it)."""
+    bound = point.get("fpr_upper_95")
+    within = "" if bound is None else f": its FPR is at most {bound:.2%} (95 % confidence)"
+    said = f"{point.get('target')}, from {point.get('n_real')} validation reals{within}"
+    if point.get("accepted_unsupported"):
+        said += "; NOT SUPPORTED by them, used because --accept-unsupported-fpr was given"
+    return said

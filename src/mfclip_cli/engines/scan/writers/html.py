@@ -31,6 +31,7 @@ from mfclip_cli.engines.scan.writers.common import (
     DEMO_NOTICE,
     LABEL_COLOURS,
     ReportError,
+    operating_point_words,
     report_lines,
     side_by_side,
 )
@@ -75,16 +76,9 @@ def _text(value: Any) -> str:
 
 
 def _operating_point_rows(point: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """An ``fpr:X`` threshold's support in words: the page is read by people, and an accepted
-    unsupported threshold was said only in the JSON."""
-    if not point:
-        return []
-    bound = point.get("fpr_upper_95")
-    within = "" if bound is None else f": its FPR is at most {bound:.2%} (95 % confidence)"
-    said = f"{point.get('target')}, from {point.get('n_real')} validation reals{within}"
-    if point.get("accepted_unsupported"):
-        said += "; NOT SUPPORTED by them, used because --accept-unsupported-fpr was given"
-    return [("operating point", said)]
+    """An ``fpr:X`` threshold's support in words: an accepted unsupported one was said only in
+    the JSON."""
+    return [("operating point", operating_point_words(point))] if point else []
 
 
 def _precision_rows(precision: dict[str, Any] | None) -> list[tuple[str, str]]:
