@@ -30,7 +30,7 @@ from rich.console import Console
 from test_html_report import Page, decoded
 from test_scan_cli import MFCLIP
 
-from mfclip_cli.engines.scan import run as scan_run
+from mfclip_cli.engines.scan import reports as scan_reports
 from mfclip_cli.engines.scan import scanner as scan_scanner
 from mfclip_cli.engines.scan.evidence import read_image
 from mfclip_cli.engines.scan.request import ScanRequest
@@ -361,7 +361,7 @@ def test_a_full_disk_names_the_report_and_resume_continues_it(
     for i in range(3):
         (folder / f"photo_{i}.png").write_bytes(versions["image"][0][0])
     report = tmp_path / "r.jsonl"
-    real_open_sinks = scan_run._open_sinks
+    real_open_sinks = scan_reports.open_sinks
 
     def sinks_on_a_full_disk(request, console):
         sinks = real_open_sinks(request, console)
@@ -370,7 +370,7 @@ def test_a_full_disk_names_the_report_and_resume_continues_it(
                 sink.stream = DiskFullAfter(sink.stream, lines=2)  # the meta and one record
         return sinks
 
-    monkeypatch.setattr(scan_run, "_open_sinks", sinks_on_a_full_disk)
+    monkeypatch.setattr(scan_reports, "open_sinks", sinks_on_a_full_disk)
     with pytest.raises(OSError) as failure:
         _scan(weights, [folder], jsonl_path=report)
     message = failure.value.strerror
@@ -378,7 +378,7 @@ def test_a_full_disk_names_the_report_and_resume_continues_it(
     assert f"--resume --jsonl {report}" in message and "partial" in message
     assert [Path(r["path"]).name for r in _file_records(report)] == ["photo_0.png"]
 
-    monkeypatch.setattr(scan_run, "_open_sinks", real_open_sinks)
+    monkeypatch.setattr(scan_reports, "open_sinks", real_open_sinks)
     request = ScanRequest(
         inputs=[str(folder)],
         settings=ScanSettings(device="cpu"),
@@ -420,7 +420,7 @@ def test_a_disk_full_before_the_first_line_names_the_report_and_leaves_none(
     photo = tmp_path / "photo.png"
     Image.fromarray(astronaut()).save(photo)
     report = tmp_path / "r.jsonl"
-    real_open_sinks = scan_run._open_sinks
+    real_open_sinks = scan_reports.open_sinks
 
     def sinks_on_a_full_disk(request, console):
         sinks = real_open_sinks(request, console)
@@ -431,7 +431,7 @@ def test_a_disk_full_before_the_first_line_names_the_report_and_leaves_none(
                 sink.stream = sink.file.stream = full
         return sinks
 
-    monkeypatch.setattr(scan_run, "_open_sinks", sinks_on_a_full_disk)
+    monkeypatch.setattr(scan_reports, "open_sinks", sinks_on_a_full_disk)
     with pytest.raises(UsageError, match=f"cannot write {report}: No space left on device"):
         _scan(weights, [photo], jsonl_path=report)  # exit 2, the report named
     assert not report.exists()  # the retry is not refused

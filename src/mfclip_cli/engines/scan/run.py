@@ -1,7 +1,7 @@
-"""The scan job, end to end: checkpoints loaded, sinks opened, resume, progress, interruption
-and the exit code; the request and its checks are ``request.py``'s, the report's meta
-``meta.py``'s, the scanning itself ``scanner.py``'s, the records' split across torchrun
-processes ``distributed.py``'s."""
+"""The scan job, end to end: checkpoints loaded, resume, progress, interruption and the exit
+code; the request and its checks are ``request.py``'s, the report's meta ``meta.py``'s, the
+outputs ``reports.py``'s, the scanning itself ``scanner.py``'s, the records' split across
+torchrun processes ``distributed.py``'s."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import contextlib
 import os
 import signal
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.distributed as dist
@@ -33,7 +32,6 @@ from mfclip_cli.engines.runtime import (
     EXIT_UNREADABLE,
     join_world,
     signal_handlers,
-    signals_held,
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import DuplicateTracker
@@ -41,26 +39,12 @@ from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.meta import scan_meta
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
-from mfclip_cli.engines.scan.request import (
-    REPORT_OPTIONS,
-    ScanRequest,
-    as_standard_output,
-    check_request,
-)
+from mfclip_cli.engines.scan.reports import STOPPING, OutputFailed, Reports
+from mfclip_cli.engines.scan.request import ScanRequest, as_standard_output, check_request
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
-from mfclip_cli.engines.scan.writers.common import (
-    STDOUT,
-    ReportError,
-    Sink,
-    cannot_write,
-    operating_point_words,
-)
-from mfclip_cli.engines.scan.writers.csv_report import CsvSink
-from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
-from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
+from mfclip_cli.engines.scan.writers.common import STDOUT, operating_point_words
 from mfclip_cli.engines.scan.writers.resume import ResumeState
-from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.engines.weights.store import (
     LoadedWeights,
     load_weights,
@@ -83,103 +67,10 @@ from mfclip_cli.scoring.precision import calibration_at, choose_precision, model
 from mfclip_cli.timestamps import utc_now
 
 
-def _html_sink(path: str, request: ScanRequest) -> Sink:
-    from mfclip_cli.engines.scan.writers.html import HtmlSink  # Jinja2 only where it is used
-
-    return HtmlSink(path, force=request.force)
-
-
-# What a scan writes to the paths its request names, one sink per request field, in the order
-# they are opened: annotated copies and explanations first, so that the reports carry each PNG's
-# path or why it failed. A new format is a sink in writers/ and a line here.
-FILE_SINKS: tuple[tuple[str, Callable[[str, ScanRequest], Sink]], ...] = (
-    ("annotate_dir", lambda folder, request: AnnotateSink(folder, force=request.force)),
-    ("explain_dir", lambda folder, request: ExplainSink(folder, force=request.force)),
-    (
-        "jsonl_path",
-        lambda path, request: JsonlSink(path, force=request.force, resume=request.resume),
-    ),
-    ("json_path", lambda path, request: JsonSink(path, force=request.force)),
-    ("csv_path", lambda path, request: CsvSink(path, force=request.force)),
-    ("html_path", _html_sink),
-)
-
-
-def _open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
-    """Every output, opened (or refused) before the scan starts; none is left behind by a refusal.
-
-    On a terminal the table comes too (unless JSON Lines go to stdout); piped with no report
-    named, JSON Lines stream to stdout.
-    """
-    openers: list[Callable[[], Sink]] = [
-        partial(open_sink, getattr(request, name), request)
-        for name, open_sink in FILE_SINKS
-        if getattr(request, name)
-    ]
-    streamed = any(getattr(request, name) == STDOUT for name in REPORT_OPTIONS)
-    if not streamed and console.is_terminal:
-        openers.append(lambda: TableSink(console))
-    elif not any(getattr(request, name) for name in REPORT_OPTIONS):
-        openers.append(lambda: JsonlSink(STDOUT))
-    sinks: list[Sink] = []
-    try:
-        for opener in openers:
-            sinks.append(opener())
-    except BaseException:
-        for sink in sinks:
-            sink.discard()
-        raise
-    return sinks
-
-
-class _OutputFailed(Exception):
-    """A report could not be written (its error is in the run's failures): the scan stops."""
-
-
-def _write(record: FileRecord, sinks: list[Sink], failures: list[tuple[Sink, OSError]]) -> None:
-    # every report gets the record, or none does: a Ctrl-C or SIGTERM arriving meanwhile waits
-    # until the last report has it, then stops the scan as it would have
-    with signals_held(STOPPING):
-        for sink in sinks:
-            try:
-                sink.write(record)
-            except OSError as error:
-                failures.append((sink, error))
-                raise _OutputFailed from error
-
-
-def _output_failed(
-    sink: Sink, error: OSError, request: ScanRequest, finished: bool = False
-) -> OSError:
-    """What a report that could not be written (a full disk) says: which one, that the reports
-    are partial, and how to go on (``--resume`` continues a JSON Lines report); or, where the
-    scan had finished and only closing it failed, that the others are whole."""
-    reason = error.strerror or error
-    if finished:
-        return OSError(
-            error.errno,
-            f"cannot write {sink.target}: {reason}. The scan finished and the other reports are "
-            f"whole; once {sink.target} can be written (room on a full disk), scan again for it "
-            "(or, for the HTML page, mfclip report from a JSON Lines report)",
-        )
-    if request.jsonl_path and request.jsonl_path != STDOUT:
-        then = f"run the same scan with --resume --jsonl {request.jsonl_path} to continue it"
-    else:
-        then = "scan again (with --jsonl FILE, --resume can continue an interrupted scan)"
-    return OSError(
-        error.errno,
-        f"cannot write {sink.target}: {reason}. The scan stopped there and its "
-        f"reports are partial; once {sink.target} can be written (room on a full disk), {then}",
-    )
-
-
 class Interrupted(BaseException):
     """The scan was stopped by SIGTERM (Ctrl-C arrives as KeyboardInterrupt). A BaseException, like
     KeyboardInterrupt, so that no ``except Exception`` on the way (a batch retried file by file)
     swallows it."""
-
-
-STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
 
 
 @contextlib.contextmanager
@@ -310,25 +201,12 @@ def run_scan(
         )
 
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
-    sinks: list[Sink] = []
-    shared: list = [ResumeState(), None]  # the earlier report's state, a refusal to pass on
+    reports, shared = Reports(request, []), [ResumeState(), None]  # and a refusal to pass on
     if rank == 0:
         try:
-            sinks = _open_sinks(request, console)
-            jsonl = next((sink for sink in sinks if isinstance(sink, JsonlSink)), None)
-            if request.resume and jsonl is not None:
-                shared[0] = jsonl.previous(meta)
-            for sink in sinks:
-                try:
-                    sink.begin(meta)
-                except OSError as error:  # stdout on a full disk (">/dev/full"): named
-                    raise cannot_write(sink.target, error) from error
-        except BaseException as error:
-            for sink in sinks:
-                sink.discard()
-            if not isinstance(error, (ReportError, FileExistsError)):
-                raise
-            shared[1] = str(error)
+            reports, shared[0] = Reports.open(request, console, meta)
+        except UsageError as refusal:
+            shared[1] = str(refusal)
     if world > 1:
         dist.broadcast_object_list(shared, src=0)
     previous, refusal = shared
@@ -364,23 +242,20 @@ def run_scan(
     written = faces = 0
     by_status = dict.fromkeys(STATUSES, 0)  # this run's records, as the end line counts them
     complete = stopped = False  # stopped: by Ctrl-C or SIGTERM
-    failures: list[tuple[Sink, OSError]] = []  # reports that could not be written (a full disk)
     duplicates = DuplicateTracker() if request.settings.duplicates else None
-    # the reports an input done by an earlier run needs its record in: read back only for them
-    whole_reports = [sink for sink in sinks if sink.whole_report]
     try:
         with progress, _stop_on_signals():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
                 if record.resumed:
-                    if whole_reports:
-                        _write(previous.earlier(record), whole_reports, failures)
+                    if reports.whole:
+                        reports.write(previous.earlier(record), earlier=True)
                     progress.update(task, advance=1)
                     continue
                 written += 1
                 faces += len(record.faces)
                 by_status[record.status] += 1
-                _write(record, sinks, failures)
+                reports.write(record)
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = record.outcome
@@ -390,7 +265,7 @@ def run_scan(
             complete = True
     except (KeyboardInterrupt, Interrupted):
         stopped = True
-    except _OutputFailed:
+    except OutputFailed:
         pass
     finally:
         # a second Ctrl-C (or SIGTERM) stopped the workers' shutdown half way, or the exit after
@@ -410,19 +285,10 @@ def run_scan(
                 summary["skipped_as_done"] = skipped
             if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
                 summary["duplicates"] = duplicates.groups()
-            broken: list[Exception] = []  # what no report should meet: raised once all are closed
-            for sink in sinks:  # each report closed, even when another fails (a full disk)
-                try:
-                    sink.close(summary)
-                except OSError as error:
-                    failures.append((sink, error))
-                except Exception as error:
-                    broken.append(error)
-            processes.leave()
-            if failures:
-                raise _output_failed(*failures[0], request, finished=complete)
-            if broken:
-                raise broken[0]
+            try:
+                reports.close(summary)
+            finally:
+                processes.leave()
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
     if skipped:
