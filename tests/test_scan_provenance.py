@@ -108,6 +108,11 @@ def test_csv_columns_carry_the_gist(scanned):
     assert rows["webui.png"]["generator"] == "AUTOMATIC1111 sd_xl_base_1.0"
     assert rows["watermarked.png"]["watermark"] == "sdxl 48/48"
     assert (rows["clean.png"]["c2pa"], rows["clean.png"]["watermark"]) == ("none_found",) * 2
+    # a check that failed is said, not left as an empty generator and "false"
+    broken = rows["broken_xmp.png"]
+    assert broken["provenance_errors"].startswith("metadata: ")
+    assert broken["declares_ai"] == "false" and broken["generator"] == ""
+    assert rows["clean.png"]["provenance_errors"] == ""
 
 
 def test_html_report_from_the_jsonl_shows_a_provenance_panel(scanned):

@@ -28,6 +28,8 @@ PROVENANCE_CSV_COLUMNS = (
     "generator",  # front end and model of generation parameters found in the file
     "watermark",  # "sdxl 48/48" for each mark found, else none_found / not_checked / error
     "declares_ai",
+    "provenance_errors",  # each check that failed and why, "; "-separated (then declares_ai is
+    # what the other checks found)
 )
 
 
@@ -53,6 +55,7 @@ def provenance_cells(record: FileRecord) -> dict[str, Any]:
         "generator": None if made is None else " ".join(filter(None, [made.tool, made.model])),
         "watermark": " ".join(marks) or found.watermark.status,
         "declares_ai": str(found.declares_ai).lower(),
+        "provenance_errors": "; ".join(found.errors) or None,
     }
 
 
