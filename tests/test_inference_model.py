@@ -100,7 +100,7 @@ def test_inference_load_falls_back_to_open_clip_and_peft(tiny_model, faces, tmp_
     model = _adapted(tiny_model)
     path = tmp_path / "adapted.safetensors"
     save_checkpoint(model, path)
-    monkeypatch.setattr("mfclip_cli.model.checkpoint.inference_towers", lambda settings: None)
+    monkeypatch.setattr("mfclip_cli.model.mfclip.inference_towers", lambda settings: None)
     scoring, _ = load_checkpoint(path, inference=True)
     assert isinstance(scoring.vision.image_tower, open_clip.transformer.VisionTransformer)
     assert scoring.inference_only and scoring.language is not None

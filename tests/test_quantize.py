@@ -87,7 +87,7 @@ def test_towers_open_clip_builds_keep_their_attention_projections(
 ):
     path = tmp_path / "model.safetensors"
     save_checkpoint(tiny_model, path)
-    monkeypatch.setattr("mfclip_cli.model.checkpoint.inference_towers", lambda settings: None)
+    monkeypatch.setattr("mfclip_cli.model.mfclip.inference_towers", lambda settings: None)
     model, _ = load_checkpoint(path, inference=True)
     _, summary = quantize_int8(model)
     blocks = len(model.vision.image_tower.transformer.resblocks)

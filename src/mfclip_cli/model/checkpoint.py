@@ -29,15 +29,8 @@ from mfclip_cli.files import (
     sha256_file,
     write_json_atomic,
 )
-from mfclip_cli.model.config import (
-    MFCLIP_DETECTOR,
-    ConfigError,
-    LoraSettings,
-    config_from_dict,
-)
-from mfclip_cli.model.detectors import Detector, build_detector, detector_of
-from mfclip_cli.model.mfclip import MFCLIP
-from mfclip_cli.model.towers import inference_towers
+from mfclip_cli.model.config import ConfigError, config_from_dict
+from mfclip_cli.model.detectors import Detector, build_detector, detector_kind, detector_of
 
 CHECKPOINT_FORMAT = "mfclip-checkpoint/1"
 CALIBRATION_KEY = "calibration"  # header entry beside "config": scoring/calibration.py's record
@@ -131,7 +124,7 @@ def save_checkpoint(
         "detector": detector_of(model.config),
         "classes": list(model.classes),
         "crop": {"size": model.crop_size, "margin": model.crop_margin},
-        **_mfclip_summary(config),
+        **(model.config.highlights() if hasattr(model.config, "highlights") else {}),
         "parameters": {"total": total, "trainable": trainable},
         "config": config,
         **(metadata or {}),
@@ -163,18 +156,6 @@ def portable_config(config: dict[str, Any]) -> dict[str, Any]:
             value = portable_name(value)
         portable[key] = value
     return portable
-
-
-def _mfclip_summary(config: dict[str, Any]) -> dict[str, Any]:
-    """What an MFCLIP checkpoint's sidecar repeats of its config for people."""
-    if config.get("detector", MFCLIP_DETECTOR) != MFCLIP_DETECTOR:
-        return {}
-    return {
-        "architecture": config["clip"]["architecture"],
-        "preprocessing": config["preprocess"],
-        "lora": config["lora"],
-        "prompts": config["prompts"],
-    }
 
 
 @dataclass
@@ -303,17 +284,13 @@ def load_checkpoint(
         for name, tensor in load_file(str(info.path), device="cpu").items()
         if not name.startswith(tuple(FITTED.values()))
     }
-    is_mfclip = detector_of(info.config) == MFCLIP_DETECTOR
-    towers = inference_towers(info.config.clip) if inference and is_mfclip else None
+    kind = detector_kind(detector_of(info.config))
+    light = kind.scoring_model(info.config, state) if inference else None
     model: Detector
-    if towers is None:
-        model = build_detector(info.config, pretrained=False)
-        _load_state(model, state, path)
-        if inference:
-            model.merge_adapters()
-    else:
-        model = MFCLIP(info.config, towers)
-        _load_state(model, fold_lora(state, info.config.lora), path)
+    model, state = light or (build_detector(info.config, pretrained=False), state)
+    _load_state(model, state, path)
+    if inference and light is None:
+        model.merge_adapters()
     if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
         model.requires_grad_(False)
     return model.to(device).eval(), info
@@ -332,40 +309,3 @@ def _load_state(model: Detector, state: dict[str, torch.Tensor], path: str | Pat
             f"wrong shape {reshaped[:3]}"
         )
     model.load_state_dict(state)
-
-
-LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"
-
-
-def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, torch.Tensor]:
-    """A trainable model's tensors as an inference model's: every LoRA pair folded into the
-    weight it adapts (W + alpha / rank * B A, as peft merges), peft's ``base_layer`` names
-    dropped, and the language encoder left out.
-
-    peft's layer wrapping a module ``m`` keeps ``m``'s tensors as ``m.base_layer.*`` and its
-    adapter as ``m.lora_A`` / ``m.lora_B``; the update goes to ``m``'s weight, or, for
-    ``nn.MultiheadAttention``, to its ``in_proj_weight`` (its out-projection has its own pair).
-    """
-    scaling = lora.alpha / lora.rank
-    updates = {}
-    for key in state:
-        if key.endswith(LORA_A):
-            module = key[: -len(LORA_A)]
-            if module + LORA_B not in state:
-                raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
-            if state[key].shape[0] != lora.rank:  # the scaling would be another's, silently
-                raise CheckpointError(
-                    f"LoRA adapter {module} has rank {state[key].shape[0]}, its config says "
-                    f"{lora.rank}: the checkpoint does not match its config"
-                )
-            delta = (state[module + LORA_B].float() @ state[key].float()) * scaling
-            target = f"{module}.base_layer.in_proj_weight"
-            updates[target if target in state else f"{module}.base_layer.weight"] = delta
-    folded = {}
-    for key, tensor in state.items():
-        if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
-            continue
-        if key in updates:
-            tensor = (tensor.float() + updates[key]).to(tensor.dtype)
-        folded[key.replace(".base_layer.", ".")] = tensor
-    return folded

@@ -269,8 +269,23 @@ class ModelConfig:
                 f"prompts.levels must be 1 to {len(PROMPT_LEVELS)}, not {self.prompts.levels}"
             )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """The config a document describes, its prompt set's wording under its own keys."""
+        return _build(cls, _with_prompt_set(data), "config")
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def highlights(self) -> dict[str, Any]:
+        """What a checkpoint's sidecar repeats of it for people (``Detector``'s settings)."""
+        config = self.to_dict()
+        return {
+            "architecture": config["clip"]["architecture"],
+            "preprocessing": config["preprocess"],
+            "lora": config["lora"],
+            "prompts": config["prompts"],
+        }
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with top-level fields changed; nested sections take dicts of overrides."""
@@ -329,12 +344,10 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
 
 def config_from_dict(data: Mapping[str, Any]) -> Any:
     """The config of the detector that ``data`` names (MFCLIP's when it names none)."""
-    detector = data.get("detector", MFCLIP_DETECTOR) if isinstance(data, Mapping) else None
-    if detector == MFCLIP_DETECTOR or detector is None:
-        return _build(ModelConfig, _with_prompt_set(data), "config")
     from mfclip_cli.model.detectors import detector_kind
 
-    return detector_kind(detector).settings_class().from_dict(data)
+    detector = data.get("detector", MFCLIP_DETECTOR) if isinstance(data, Mapping) else None
+    return detector_kind(detector or MFCLIP_DETECTOR).settings_class().from_dict(data)
 
 
 def _parse_value(text: str) -> Any:

@@ -2,7 +2,8 @@
 
 A model config names its ``detector`` (MFCLIP's may leave it out: the configs and checkpoints
 written before there was a choice). Each detector lives in a module of its own with a settings
-dataclass (its config: ``from_dict``, ``to_dict``, a ``name`` and a ``detector`` field), a factory
+dataclass (its config: ``from_dict``, ``to_dict``, a ``name`` and a ``detector`` field, and
+optionally ``highlights()``, what a checkpoint's sidecar repeats of it for people), a factory
 ``build(config, *, pretrained)`` and a model with the surface of ``Detector``, which is all that
 the engines use: aligned crops in, 3-class logits and an embedding out, and its training loss.
 Modules are imported only when their detector is asked for (MC-LCR needs timm, the others
@@ -111,12 +112,21 @@ class DetectorKind:
     factory: str
     summary: str
     explains: bool = False
+    # "module:function" (config, a trainable checkpoint's tensors) -> (a scoring-only model,
+    # the tensors it loads), or None: a lighter build for the scan than the trainable model
+    # merged (MFCLIP's folds its LoRA adapters and leaves the language side out)
+    scoring: str | None = None
 
     def settings_class(self) -> Any:
         return _resolve(self.settings)
 
     def build(self, config: Any, *, pretrained: bool = True) -> nn.Module:
         return _resolve(self.factory)(config, pretrained=pretrained)
+
+    def scoring_model(
+        self, config: Any, state: dict[str, torch.Tensor]
+    ) -> tuple[Detector, dict[str, torch.Tensor]] | None:
+        return None if self.scoring is None else _resolve(self.scoring)(config, state)
 
 
 DETECTORS: dict[str, DetectorKind] = {
@@ -128,6 +138,7 @@ DETECTORS: dict[str, DetectorKind] = {
             "mfclip_cli.model.mfclip:build_model",
             "MFCLIP: multi-modal fine-grained CLIP (the tool's own model)",
             explains=True,
+            scoring="mfclip_cli.model.mfclip:scoring_model",
         ),
         DetectorKind(
             "mc-lcr",

@@ -1,5 +1,5 @@
-"""The MFCLIP model: vision encoder, language encoder, heads and loss in one module, and its
-factory."""
+"""The MFCLIP model: vision encoder, language encoder, heads and loss in one module, its factory,
+and its scoring-only build from a checkpoint's tensors (the LoRA adapters folded in)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.labels import LabelSet
-from mfclip_cli.model.config import ModelConfig
+from mfclip_cli.model.config import LoraSettings, ModelConfig
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.model.language import FineGrainedLanguageEncoder
 from mfclip_cli.model.losses import LossBreakdown, MFCLIPLoss
 from mfclip_cli.model.noise import NoiseBranch
-from mfclip_cli.model.towers import ClipTowers
+from mfclip_cli.model.towers import ClipTowers, inference_towers
 from mfclip_cli.model.vision import Fusion, MultiModalVisionEncoder
 
 
@@ -131,3 +132,53 @@ def build_model(config: ModelConfig, *, pretrained: bool = True) -> MFCLIP:
     else:
         towers.text.requires_grad_(False)
     return MFCLIP(_resolve_config(config, towers), towers)
+
+
+def scoring_model(
+    config: ModelConfig, state: dict[str, torch.Tensor]
+) -> tuple[MFCLIP, dict[str, torch.Tensor]] | None:
+    """A scoring-only MFCLIP and the tensors it loads, from a trainable checkpoint's: the LoRA
+    adapters folded into the base weights, no language encoder, and for the plain ViTs neither
+    open_clip nor peft imported (``towers.inference_towers``; None for the architectures it
+    cannot build, which are built as trained and merged)."""
+    towers = inference_towers(config.clip)
+    if towers is None:
+        return None
+    return MFCLIP(config, towers), fold_lora(state, config.lora)
+
+
+LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"
+
+
+def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, torch.Tensor]:
+    """A trainable model's tensors as an inference model's: every LoRA pair folded into the
+    weight it adapts (W + alpha / rank * B A, as peft merges), peft's ``base_layer`` names
+    dropped, and the language encoder left out.
+
+    peft's layer wrapping a module ``m`` keeps ``m``'s tensors as ``m.base_layer.*`` and its
+    adapter as ``m.lora_A`` / ``m.lora_B``; the update goes to ``m``'s weight, or, for
+    ``nn.MultiheadAttention``, to its ``in_proj_weight`` (its out-projection has its own pair).
+    """
+    scaling = lora.alpha / lora.rank
+    updates = {}
+    for key in state:
+        if key.endswith(LORA_A):
+            module = key[: -len(LORA_A)]
+            if module + LORA_B not in state:
+                raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
+            if state[key].shape[0] != lora.rank:  # the scaling would be another's, silently
+                raise CheckpointError(
+                    f"LoRA adapter {module} has rank {state[key].shape[0]}, its config says "
+                    f"{lora.rank}: the checkpoint does not match its config"
+                )
+            delta = (state[module + LORA_B].float() @ state[key].float()) * scaling
+            target = f"{module}.base_layer.in_proj_weight"
+            updates[target if target in state else f"{module}.base_layer.weight"] = delta
+    folded = {}
+    for key, tensor in state.items():
+        if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
+            continue
+        if key in updates:
+            tensor = (tensor.float() + updates[key]).to(tensor.dtype)
+        folded[key.replace(".base_layer.", ".")] = tensor
+    return folded
