@@ -611,3 +611,48 @@ def test_a_librarys_private_error_class_is_named_by_its_public_base():
 
     record = module._guarded(fail, module.MetadataEvidence)
     assert record.error == "ValueError: asset could not be parsed"
+
+
+def test_novelai_stealth_info_in_the_alpha_channel_declares_its_origin():
+    """NovelAI hides its metadata in the alpha channel's low bits (``stealth_pngcomp``): a PNG
+    whose text chunks a site stripped still says who made it, which was not read at all."""
+    payload = json.dumps(media.NOVELAI_TEXTS).encode()
+    data = media.stealth_png(media.picture(6), payload, b"stealth_pngcomp")
+    record = inspect(data, ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed) == ("NovelAI", "Stable Diffusion XL", "1234")
+    assert "stealth_pngcomp" in record.metadata.note
+
+
+def test_a1111_stealth_parameters_in_rgb_and_a_plain_png():
+    data = media.stealth_png(media.picture(7), media.A1111_PARAMETERS.encode(), b"stealth_rgbinfo")
+    made = inspect(data, ".png").metadata.generation
+    assert (made.tool, made.model, made.seed) == ("AUTOMATIC1111", "sd_xl_base_1.0", "1234567")
+    plain = inspect(media.png_bytes(media.picture(7)), ".png")  # low bits, no signature
+    assert plain.metadata.status == "none_found" and plain.metadata.note is None
+
+
+def test_a_broken_stealth_payload_is_noted_and_keeps_the_other_metadata():
+    """A signature whose payload cannot be read is said in the note; the XMP declaration read
+    beside it stays (the metadata check does not fail as a whole)."""
+    # a count of payload bits larger than the image holds
+    rgba = np.dstack([media.picture(9, size=64), np.full((64, 64), 255, np.uint8)])
+    header = b"stealth_pnginfo" + struct.pack(">I", 1 << 30)
+    bits = np.unpackbits(np.frombuffer(header, np.uint8))
+    alpha = rgba[..., 3].T.reshape(-1)  # column by column
+    alpha[: len(bits)] = (alpha[: len(bits)] & 0xFE) | bits
+    rgba[..., 3] = alpha.reshape(64, 64).T
+    xmp = media.xmp_packet(f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}trainedAlgorithmicMedia"')
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", xmp)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, "PNG", pnginfo=info)
+    record = inspect(buffer.getvalue(), ".png")
+    assert record.errors == [] and record.declares_ai  # the XMP declaration stays
+    assert "stealth PNG info unreadable" in record.metadata.note
+    assert "does not fit the image" in record.metadata.note
+    # a payload no front end wrote: read, noted, no generation claimed
+    other = inspect(media.stealth_png(media.picture(8), b"xxxx", b"stealth_pnginfo"), ".png")
+    assert other.metadata.generation is None and not other.declares_ai
+    assert "stealth_pnginfo" in other.metadata.note

@@ -5,8 +5,9 @@ unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
-Pillow reaches them only by decoding the whole image); sd-parsers interprets the front ends'
-parameter formats.
+Pillow reaches them only by decoding the whole image); a PNG without generation texts is decoded
+for the "stealth" info hidden in its pixels (``stealth.py``); sd-parsers interprets the front
+ends' parameter formats.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mfclip_cli.provenance.record import (
     Generation,
     MetadataEvidence,
 )
+from mfclip_cli.provenance.stealth import StealthError, read_stealth
 
 IPTC_EXT = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
@@ -56,6 +58,8 @@ GENERATION_KEYS = frozenset(
         "fooocus_scheme",
     }
 )
+
+PARAMETER_KEYS = GENERATION_KEYS - {"Software"}  # an editor names itself in Software too
 
 
 class MetadataError(ValueError):
@@ -86,7 +90,9 @@ def read_metadata(data: bytes) -> MetadataEvidence:
         xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
         if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
             xmp = image.tag_v2.get(TIFF_XMP)
-    evidence = MetadataEvidence(NONE_FOUND)
+        evidence = MetadataEvidence(NONE_FOUND)
+        if image.format == "PNG" and not PARAMETER_KEYS & set(info):
+            info.update(_stealth_texts(image, evidence))
     if exif.get(EXIF_SOFTWARE):
         evidence.software.append(f"EXIF Software: {_text(exif[EXIF_SOFTWARE])}")
     if xmp:
@@ -108,6 +114,31 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     if evidence.software or evidence.digital_source_type or evidence.generation:
         evidence.status = FOUND
     return evidence
+
+
+def _stealth_texts(image: Image.Image, evidence: MetadataEvidence) -> dict[str, str]:
+    """The texts hidden in a PNG's pixels (``stealth.py``): NovelAI's text chunks as a JSON
+    object, or a parameters text. Where they were found, or why they could not be read, is the
+    evidence's note (a broken payload does not hide what the other metadata says)."""
+    try:
+        found = read_stealth(image)
+    except StealthError as error:
+        evidence.note = f"stealth PNG info unreadable: {error}"
+        return {}
+    except (OSError, ValueError, SyntaxError) as error:  # pixels that do not decode
+        evidence.note = f"stealth PNG info not checked: the pixels do not decode ({error})"
+        return {}
+    if found is None:
+        return {}
+    payload, signature = found
+    evidence.note = f"text hidden in the pixels' low bits ({signature}) read as metadata"
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return {"parameters": payload}
+    if not isinstance(document, dict):
+        return {"parameters": payload}
+    return {key: value for key, value in document.items() if isinstance(value, str)}
 
 
 PNG_METADATA_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
