@@ -144,3 +144,39 @@ def test_a_file_reached_through_a_linked_folder_is_kept_under_its_own_name(tmp_p
     assert [item.path.relative_to(tmp_path).as_posix() for item in items] == ["real/a.jpg"]
     alone = collect_inputs([str(tmp_path / "alink")])  # a linked folder named alone stays itself
     assert [item.path.relative_to(tmp_path).as_posix() for item in alone] == ["alink/a.jpg"]
+
+
+def test_a_link_out_of_the_folder_named_is_an_error_item_not_followed(tmp_path):
+    """An extraction's absolute link (``DCIM -> /home/...``) put the analyst's own files in the
+    suspect's report, under the evidence's path, as if they were evidence (audit F1)."""
+    evidence, elsewhere = tmp_path / "case", tmp_path / "analyst"
+    _touch(evidence / "own.jpg")
+    _touch(evidence / "sub" / "inner.png")
+    _touch(elsewhere / "private" / "mine.jpg")
+    _touch(elsewhere / "single.png")
+    os.symlink(elsewhere / "private", evidence / "DCIM")  # a folder outside
+    os.symlink(elsewhere / "single.png", evidence / "link.png")  # a file outside
+    os.symlink(evidence / "sub", evidence / "inside")  # inside: followed, kept under its own name
+    items = collect_inputs([str(evidence)])
+    found = {item.path.relative_to(evidence).as_posix(): item.error for item in items}
+    assert set(found) == {"DCIM", "link.png", "own.jpg", "sub/inner.png"}
+    assert found["own.jpg"] is None and found["sub/inner.png"] is None
+    for name in ("DCIM", "link.png"):
+        assert "outside the folder named: not followed" in found[name]
+    # named, a link is followed wherever it leads
+    named = collect_inputs([str(evidence / "DCIM"), str(evidence / "link.png")])
+    assert [(item.path.name, item.error) for item in named] == [
+        ("mine.jpg", None),
+        ("link.png", None),
+    ]
+
+
+def test_files_a_walk_passes_over_are_counted(tmp_path):
+    """Files whose names are no picture's or video's vanished without a word (audit F3); phone
+    and camcorder videos (.3gp, .mts) among them."""
+    for name in ("a.jpg", "clip.3gp", "cam.mts", "notes.txt", "carved_0001", "sub/x.jpg.bak"):
+        _touch(tmp_path / name)
+    items = collect_inputs([str(tmp_path)])
+    assert [item.path.name for item in items] == ["a.jpg", "cam.mts", "clip.3gp"]
+    assert items.not_media == 3
+    assert collect_inputs([str(tmp_path / "notes.txt")]).not_media == 0  # named: attempted

@@ -94,7 +94,9 @@ def test_exit_code_three_and_every_file_reported(full_scan, evidence):
     document = json.loads((out / "r.json").read_text())
     names = [Path(f["path"]).name for f in document["files"]]
     assert set(names) == GOOD | BAD | {p.name for p in (evidence / "variants").iterdir()}
-    assert "notes.txt" not in names
+    assert "notes.txt" not in names  # passed over, and said to be
+    assert document["meta"]["files_passed_over"] == 1
+    assert "note: 1 file(s) in the folders named were passed over" in result.stderr
     paths = [f["path"] for f in document["files"]]
     assert paths == sorted(
         paths, key=lambda p: [part for part in Path(p).relative_to(evidence).parts]
@@ -289,6 +291,23 @@ def test_paths_from_stdin_and_streaming_jsonl_to_stdout(evidence, weights):
     assert lines[0]["type"] == "meta" and lines[-1]["type"] == "end"
     assert [Path(line["path"]).name for line in lines[1:-1]] == names
     assert lines[3]["status"] == "error" and "no such file" in lines[3]["error"]
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_scan_quietly(evidence, weights):
+    """``mfclip scan ... | head -1``: exit 1 and a message about "room on a full disk" (audit
+    F10); now the code a shell gives a writer ended by SIGPIPE, and no message."""
+    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
+    scan = subprocess.Popen(
+        [MFCLIP, "scan", str(evidence), "--weights", str(weights), "--jsonl", "-", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**environment, "HF_HUB_OFFLINE": "1"},
+    )
+    assert scan.stdout.readline().startswith(b'{"type": "meta"')
+    scan.stdout.close()  # as head does after its line
+    assert scan.wait(timeout=600) == 141
+    stderr = scan.stderr.read().decode()
+    assert "error" not in stderr and "Exception ignored" not in stderr, stderr
 
 
 def test_fail_on_fake_and_clean_exit(evidence, weights):

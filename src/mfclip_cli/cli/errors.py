@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import sys
 from typing import Iterator
 
 import typer
@@ -22,7 +25,12 @@ def _without_worker_traceback(message: str) -> str:
 def errors_reported() -> Iterator[Console]:
     """Expected failures become one readable line on stderr and their exit code, never a
     traceback."""
-    from mfclip_cli.engines.runtime import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
+    from mfclip_cli.engines.runtime import (
+        EXIT_FATAL,
+        EXIT_INTERRUPTED,
+        EXIT_READER_GONE,
+        EXIT_USAGE,
+    )
     from mfclip_cli.errors import (
         BackboneError,
         CheckpointError,
@@ -53,6 +61,9 @@ def errors_reported() -> Iterator[Console]:
     except KeyboardInterrupt:
         message, code = "interrupted", EXIT_INTERRUPTED
     except OSError as error:  # a full disk, a vanished folder: what failed and where, no traceback
+        if error.errno == errno.EPIPE:  # the pipe's reader left (| head): quiet, as SIGPIPE is
+            _quiet_stdout()
+            raise typer.Exit(EXIT_READER_GONE) from None
         where = f" ({error.filename})" if error.filename else ""
         message, code = f"{error.strerror or error}{where}", EXIT_FATAL
     if code is not None:
@@ -60,6 +71,14 @@ def errors_reported() -> Iterator[Console]:
 
         error_console.print(f"[bold red]error:[/] {escape(readable(message))}", highlight=False)
         raise typer.Exit(code)
+
+
+def _quiet_stdout() -> None:
+    """stdout pointed at /dev/null: its buffer, flushed at exit into the closed pipe, would fail
+    once more with Python's "Exception ignored" lines."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def exit_if_unreadable(count: int, fate: str, error_console: Console) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_UNREADABLE, EXIT_FAKE = 0, 1, 2, 3, 4
 EXIT_INCONCLUSIVE = 5  # scan --fail-on-inconclusive: no conclusive fake, some face inconclusive
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
+EXIT_READER_GONE = 141  # the shell's code for a writer ended by SIGPIPE (its reader left: | head)
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -23,6 +23,9 @@ from mfclip_cli.files import open_regular
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+    # phones' (3GPP), camcorders' (AVCHD), DVDs' and broadcast MXF; .ts is left out (TypeScript
+    # too): named, or listed on stdin, any file is attempted
+    | {".3gp", ".3g2", ".mts", ".m2ts", ".ogv", ".vob", ".mxf"}
 )
 IMAGE_SUFFIXES = frozenset(
     {

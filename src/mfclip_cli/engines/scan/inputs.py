@@ -2,8 +2,11 @@
 inputs.
 
 Order is deterministic: the order given, and within a folder, names sorted. Folders are walked
-recursively (unless told not to) following symbolic links, each real folder once, so a link loop
-ends; a folder that cannot be read becomes an error entry instead of stopping the run.
+recursively (unless told not to) following symbolic links that stay inside the folder named, each
+real folder once, so a link loop ends; a link that leads out of it (an extraction's absolute
+link) is an error entry, not followed: its target is not the evidence. A folder that cannot be
+read becomes an error entry instead of stopping the run; the files a walk passes over (their
+names are no picture's or video's) are counted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from mfclip_cli.faces.decode import is_media
 GLOB_CHARS = frozenset("*?[")
 
 
+class Inputs(list):
+    """The inputs, in order, and how many files the folder walks passed over by their names."""
+
+    not_media: int = 0
+
+
 @dataclass(frozen=True)
 class InputItem:
     path: Path
@@ -33,16 +42,23 @@ class InputItem:
 
 
 def _walk(
-    root: Path, recursive: bool, seen_dirs: dict[str, bool], ancestors: tuple[str, ...] = ()
+    root: Path,
+    recursive: bool,
+    seen_dirs: dict[str, bool],
+    found: Inputs,
+    ancestors: tuple[str, ...] = (),
+    inside: str | None = None,
 ) -> Iterable[InputItem]:
-    """Media files under ``root``, names sorted; a link back to a folder being walked is an error
-    entry.
+    """Media files under ``root``, names sorted; a link back to a folder being walked, or out of
+    ``inside`` (the real folder named), is an error entry; other files are counted in
+    ``found.not_media``.
 
     A folder reached a second time by another route (a link to a folder walked already) is skipped:
     its files are in the list once. Reached first through a link and then by its own name, it is
     walked again, for ``collect_inputs`` to keep each file under its own name.
     """
     real = os.path.realpath(root)
+    inside = inside or real
     if real in ancestors:
         yield InputItem(root, f"symbolic link loop: leads back to {real}, not followed")
         return
@@ -63,13 +79,29 @@ def _walk(
             is_file = not is_dir and entry.is_file(follow_symlinks=True)
         except OSError:  # a link that loops (ELOOP), or an entry gone since the listing
             is_dir = is_file = False
-        if not (is_dir or is_file) and _loops(path):
+        if (is_dir and recursive or is_media(path)) and _leaves(path, inside):
+            yield InputItem(
+                path,
+                f"symbolic link to {os.path.realpath(path)}, outside the folder named: not "
+                "followed (name it to scan it)",
+            )
+        elif not (is_dir or is_file) and _loops(path):
             yield InputItem(path, "symbolic link loop: the link never reaches a file, not followed")
         elif is_dir:
             if recursive:
-                yield from _walk(path, recursive, seen_dirs, (*ancestors, real))
+                yield from _walk(path, recursive, seen_dirs, found, (*ancestors, real), inside)
         elif is_media(path):
             yield InputItem(path) if is_file else InputItem(path, _not_a_file(path))
+        elif is_file:
+            found.not_media += 1
+
+
+def _leaves(path: Path, inside: str) -> bool:
+    """Whether the symbolic link ``path`` leads out of the real folder ``inside``."""
+    if not path.is_symlink():
+        return False
+    target = os.path.realpath(path)
+    return target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep)
 
 
 def _not_a_file(path: Path) -> str:
@@ -100,12 +132,12 @@ def collect_inputs(
     recursive: bool = True,
     stdin: TextIO | None = None,
     separator: str = "\n",
-) -> list[InputItem]:
+) -> Inputs:
     """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``, one
     per line, or each ended by ``separator`` ("\\0" for ``find -print0``, whose names may hold a
     newline). A file reached by a symbolic link and by its own name is kept under its own name,
     in the place of the first."""
-    items: list[InputItem] = []
+    items = Inputs()
     seen_files: dict[str, int] = {}  # real path: its place in ``items``
     seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
 
@@ -130,7 +162,7 @@ def collect_inputs(
     def found(spec: str) -> None:
         path = Path(spec)
         if path.is_dir():
-            for item in _walk(path, recursive, seen_dirs):
+            for item in _walk(path, recursive, seen_dirs, items):
                 add(item)
         elif path.exists() or path.is_symlink():
             add(InputItem(path))  # named explicitly: always attempted, whatever its name says

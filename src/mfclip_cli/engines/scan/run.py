@@ -188,10 +188,20 @@ def run_scan(
         stdin=stdin,
         separator="\0" if request.null_separated else "\n",
     )
+    passed_over = (
+        f"{items.not_media} file(s) in the folders named were passed over, their names being no "
+        "image's or video's: name them, or list them (find DIR -type f | mfclip scan -)"
+    )
     if not items:
-        raise UsageError(f"nothing to scan: no image or video found in {' '.join(request.inputs)}")
+        raise UsageError(
+            f"nothing to scan: no image or video found in {' '.join(request.inputs)}"
+            + (f"; {passed_over}" if items.not_media else "")
+        )
+    if rank == 0 and items.not_media:
+        error_console.print(f"note: {passed_over}", highlight=False, markup=False)
     scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, primary, len(items))
+    meta["files_passed_over"] = items.not_media
     if world > 1:
         meta["processes"] = world
     point = meta.get("operating_point") or {}
