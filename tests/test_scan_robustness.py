@@ -460,6 +460,14 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
     for wrong in (set_to(-1), set_to(None)):
         assert schema_errors(broken(records["cut.avi"], ["video", "frames_unread"], wrong), "scan")
     assert schema_errors(broken(records["cut.avi"], ["video", "incomplete"], set_to(3)), "scan")
+    # the exit code's 3 said where no record is an error: stderr, the end line and the CSV said
+    # nothing, and counted the file ok (audit F5)
+    end = check_scan_lines(result.stdout.splitlines())[-1]
+    assert end["files_by_status"]["error"] == 0 and end["files_failed"] == 1
+    assert "1 of 2 input(s) were read only in part" in " ".join(result.stderr.split())
+    table = run(str(tmp_path / "cut.avi"), "--weights", str(weights), "--fps", "10", "--csv", "-")
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert rows and all(row["video_incomplete"] == cut["incomplete"] for row in rows)
     alone = run(str(tmp_path / "full.avi"), "--weights", str(weights), "--jsonl", "-")
     assert alone.returncode == 0, alone.stderr
 

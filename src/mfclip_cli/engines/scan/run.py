@@ -249,7 +249,7 @@ def run_scan(
         records = scanner.scan(items, skip=skip if previous.done else None)
     # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
     outcome: dict[str, tuple[bool, bool, bool, bool]] = dict(previous.records)
-    written = faces = 0
+    written = faces = failed = 0  # failed: this run's records that add exit code 3
     by_status = dict.fromkeys(STATUSES, 0)  # this run's records, as the end line counts them
     complete = stopped = False  # stopped: by Ctrl-C or SIGTERM
     duplicates = DuplicateTracker() if request.settings.duplicates else None
@@ -266,6 +266,7 @@ def run_scan(
                 faces += len(record.faces)
                 by_status[record.status] += 1
                 reports.write(record)
+                failed += record.failed  # after the reports: an annotated copy fails as written
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = record.outcome
@@ -288,6 +289,7 @@ def run_scan(
                 "complete": complete,
                 "files_written": written,
                 "files_by_status": by_status,
+                "files_failed": failed,
                 "faces": faces,
                 "finished_utc": utc_now(),
             }
@@ -312,6 +314,14 @@ def run_scan(
         error_console.print(
             f"{by_status[STATUS_ERROR]} of {written} input(s) could not be read: their records "
             'say why ("status": "error")',
+            highlight=False,
+            markup=False,
+        )
+    if failed > by_status[STATUS_ERROR]:  # the exit code's 3 said, where no error record is
+        error_console.print(
+            f"{failed - by_status[STATUS_ERROR]} of {written} input(s) were read only in part (a "
+            "video truncated or damaged) or their annotated copy or heatmap was not written: "
+            "their records say why (video.incomplete, annotation.error, explanation_error)",
             highlight=False,
             markup=False,
         )

@@ -63,6 +63,7 @@ CSV_COLUMNS = [
     *FILE_FIELDS,
     "frame",
     "timestamp",
+    "video_incomplete",  # why a video was read only in part (exit code 3; its status stays ok)
     "face_index",
     "x1",
     "y1",
@@ -151,6 +152,7 @@ class CsvSink:
         base = {key: getattr(record, key) for key in FILE_FIELDS}
         base.update(self.common)
         base.update(provenance_cells(record))
+        base["video_incomplete"] = (record.video or {}).get("incomplete")
         if readable_strings(record.path) != record.path:
             base["path_bytes"] = os.fsencode(record.path).hex()
         if not record.faces:
