@@ -259,6 +259,24 @@ def test_a_report_cut_off_by_a_crash_renders_as_partial(scan, tmp_path):
     assert len(sections_of(html)) == len(files) - 1 and "Partial report" in html
 
 
+def test_a_record_a_resumed_run_replaced_is_not_shown(scan, tmp_path):
+    """A resumed run scans again a file changed since (or one that could not be read) and
+    appends its new record: the report showed both, the stale verdict beside the new, and
+    counted the file twice (audit F2)."""
+    root, files, _ = scan
+    lines = _report_lines(root)
+    first = next(line for line in lines if line["type"] == "file" and line["faces"])
+    again = json.loads(json.dumps(first))
+    again["sha256"] = "0" * 64  # the file as it is now
+    again["faces"] = again["faces"][:1]
+    source = _write_lines(tmp_path / "resumed.jsonl", [*lines, again, lines[-1]])
+    report_from_jsonl(source, tmp_path / "r.html")
+    page = Page((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert [page.path(s) for s in page.sections].count(first["path"]) == 1
+    assert len(page.sections) == len(files)
+    assert len(page.section(Path(first["path"]).name)["labels"]) == 1  # the later record's
+
+
 def test_the_meta_block_warns_of_demo_weights_and_shows_the_calibration(scan, tmp_path):
     root, _, _ = scan
     lines = _report_lines(root)

@@ -371,6 +371,28 @@ def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord |
         ) from None
 
 
+def _replaced_records(source: Path) -> set[int]:
+    """The places (among ``_report_entries``) of file records that a later record of the same
+    path replaces: a resumed run scans again a file changed since, or one that could not be
+    read, and appends its new record, the earlier one staying where it was."""
+    last: dict[str, int] = {}
+    places: list[int] = []
+    with open(source, "rb") as stream:
+        lines = report_lines(stream)
+        next(lines, None)  # the meta line
+        entries = (
+            line for line in lines if isinstance(line, dict) and line.get("type") in ("file", "end")
+        )
+        try:
+            for index, line in enumerate(entries):
+                if line["type"] == "file":
+                    last[str(line.get("path"))] = index
+                    places.append(index)
+        except ValueError:  # the rendering pass names the broken line
+            pass
+    return set(places) - set(last.values())
+
+
 def _check_renderable(source: Path, meta: dict[str, Any]) -> None:
     """Another tool's report, or one in a report format of another major version (whose fields
     may be named or mean otherwise), is refused rather than drawn wrong."""
@@ -387,11 +409,12 @@ def _check_renderable(source: Path, meta: dict[str, Any]) -> None:
 def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = False) -> int:
     """Render the HTML case report of an earlier scan from its JSON Lines report (``--jsonl``).
 
-    A line cut off by a crash is left out. A resumed report holds an end line per run that wrote
-    to it: the last line says what the report is, so a report whose last line is not an end line
-    (a record after it: a resumed run that did not finish) is shown as partial. Returns how many
-    inputs could not be read again for their pictures (their sections say so). Nothing is
-    written when ``source`` is not a report.
+    A line cut off by a crash is left out, as is a file's record that a later one of the same
+    path replaces (a resumed run scanned it again). A resumed report holds an end line per run
+    that wrote to it: the last line says what the report is, so a report whose last line is not
+    an end line (a record after it: a resumed run that did not finish) is shown as partial.
+    Returns how many inputs could not be read again for their pictures (their sections say so).
+    Nothing is written when ``source`` is not a report.
     """
     source = Path(source)
     if os.path.realpath(source) == os.path.realpath(target):
@@ -412,13 +435,15 @@ def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = F
                 "meta line)"
             )
         _check_renderable(source, meta)
+        replaced = _replaced_records(source)
         sink = HtmlSink(target, force=force, source=str(source))
         try:
             sink.begin(meta)
             end: dict[str, Any] = {"complete": False}
-            for entry in _report_entries(source, lines):
+            for index, entry in enumerate(_report_entries(source, lines)):
                 if isinstance(entry, FileRecord):
-                    sink.write(entry)
+                    if index not in replaced:
+                        sink.write(entry)
                     end = {"complete": False}  # until an end line follows
                 else:
                     end = entry
