@@ -725,3 +725,36 @@ def test_default_scan_finds_a_small_face_in_a_large_photo(weights, tmp_path):
     _, record, _ = check_scan_lines(coarse.stdout.splitlines())
     # and the report says why
     assert record["status"] == "no_face" and record["smallest_face"] == 60
+
+
+def test_the_workers_detections_share_a_memory_budget():
+    """One worker per core each detecting on a 48-megapixel photo wanted about 5 GB at once
+    (audit F4: a 300 KB PNG of 98 megapixels took 7.2 GB): detections wait for the memory they
+    take, and one larger than the budget runs alone."""
+    from mfclip_cli.engines.scan.scanner import MemoryBudget
+
+    budget = MemoryBudget(10)
+    active: list[int] = []
+    overcommitted: list[list[int]] = []
+    lock = threading.Lock()
+
+    def detect(cost: int) -> None:
+        with budget.held(cost):
+            with lock:
+                active.append(cost)
+                if len(active) > 1 and sum(active) > 10:
+                    overcommitted.append(list(active))
+            time.sleep(0.05)
+            with lock:
+                active.remove(cost)
+
+    threads = [threading.Thread(target=detect, args=(cost,)) for cost in (6, 6, 4, 20, 3, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads) and budget.in_use == 0
+    assert overcommitted == []
+    unlimited = MemoryBudget(None)
+    with unlimited.held(10**12):
+        pass

@@ -59,6 +59,22 @@ def available_cores() -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+def available_memory() -> int | None:
+    """Bytes of memory that new work may take without swapping (Linux's MemAvailable; elsewhere
+    half the physical memory), or None where neither is known."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def reuse_freed_buffers() -> None:
     """Ask glibc to recycle freed buffers of up to 32 MiB instead of handing them back to the
     kernel.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from mfclip_cli.engines.runtime import available_cores
+from mfclip_cli.engines.runtime import available_cores, available_memory
 from mfclip_cli.engines.scan.duplicates import perceptual_hash
 from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import InputItem
@@ -40,6 +41,38 @@ from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import Detector
 from mfclip_cli.provenance import ProvenanceRecord, inspect, inspect_video
+
+# what finding one image's faces takes in memory per pixel searched: the integral image (float64
+# above 8.4 megapixels), the first pyramid level and P-Net's activations (measured on CPU: 80 to
+# 100 MB a megapixel, 7.2 GB for a 98-megapixel PNG)
+DETECTION_BYTES_PER_PIXEL = 100
+MEMORY_SHARE = 0.6  # of the memory available when the scan starts, for the workers' detections
+
+
+class MemoryBudget:
+    """At most ``capacity`` bytes of detection at once among the workers; an image that needs
+    more runs alone. One worker per core on 48-megapixel phone photos wanted about 5 GB each at
+    once: a laptop's memory, and the scan killed without its end line."""
+
+    def __init__(self, capacity: int | None):
+        self.capacity = capacity
+        self.in_use = 0
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, cost: int) -> Iterator[None]:
+        if self.capacity is None:
+            yield
+            return
+        with self.changed:
+            self.changed.wait_for(lambda: self.in_use == 0 or self.in_use + cost <= self.capacity)
+            self.in_use += cost
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.in_use -= cost
+                self.changed.notify_all()
 
 
 class Scanner:
@@ -62,6 +95,10 @@ class Scanner:
         # On CPU each worker analyses whole images (or frames); on a GPU the workers only decode and
         # analysis is batched here on the device. Tests switch this to run the GPU layout on CPU.
         self.analyse_in_workers = device.type == "cpu"
+        available = available_memory()
+        self.memory = MemoryBudget(
+            int(MEMORY_SHARE * available) if available and self.analyse_in_workers else None
+        )
         # On a GPU a chunk is one detection batch and, at a face or more per image, a full model
         # batch, up to 32 images: two chunks of decoded 24-megapixel photos are then 4.6 GB of
         # memory.
@@ -86,6 +123,18 @@ class Scanner:
         """Detect and align the faces of several RGB images (each face once, at every crop
         geometry the checkpoints read) and have the model stage score them."""
         return self.model_stage.score(images, self.cropper(images))
+
+    def _faces_in_worker(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
+        """``faces_of`` in a worker, once the memory its detection takes is free
+        (``MemoryBudget``)."""
+        side = self.settings.detect_max_side
+        cost = 0
+        for pixels in images:
+            height, width = pixels.shape[:2]
+            shrink = min(1.0, side / max(height, width)) if side else 1.0
+            cost += int(DETECTION_BYTES_PER_PIXEL * height * width * shrink * shrink)
+        with self.memory.held(cost):
+            return self.faces_of(images)
 
     # -- files -------------------------------------------------------------------------------
     @property
@@ -157,7 +206,7 @@ class Scanner:
             return
         with self.worker_pool("frames") as pool:
             for frame, (found,) in _in_order_ahead(
-                pool, lambda frame: self.faces_of([frame.pixels]), frames, 2 * self.workers
+                pool, lambda frame: self._faces_in_worker([frame.pixels]), frames, 2 * self.workers
             ):
                 yield frame, found
 
@@ -259,7 +308,9 @@ class Scanner:
             record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
         faces = (
-            _each_isolated(self.faces_of, [image.pixels])[0] if self.analyse_in_workers else None
+            _each_isolated(self._faces_in_worker, [image.pixels])[0]
+            if self.analyse_in_workers
+            else None
         )
         return record, image.pixels, faces
 
