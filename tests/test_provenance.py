@@ -656,3 +656,21 @@ def test_a_broken_stealth_payload_is_noted_and_keeps_the_other_metadata():
     other = inspect(media.stealth_png(media.picture(8), b"xxxx", b"stealth_pnginfo"), ".png")
     assert other.metadata.generation is None and not other.declares_ai
     assert "stealth_pnginfo" in other.metadata.note
+
+
+def test_a_midjourney_description_names_its_generator():
+    """Midjourney's web downloads keep the prompt, its parameters and the job in a PNG
+    ``Description`` text; sd-parsers knows no such front end, so nothing was declared."""
+    description = "portrait of a woman --ar 2:1 --v 6.1 --seed 42 Job ID: " + (
+        "a7421d2f-b262-44f9-977c-ac23e9c7d3e3"
+    )
+    record = inspect(media.png_bytes(media.picture(3), {"Description": description}), ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed) == ("Midjourney", "v6.1", "42")
+    assert made.prompt == "portrait of a woman --ar 2:1 --v 6.1 --seed 42"
+    niji = "a fox --niji 6 Job ID: a7421d2f-b262-44f9-977c-ac23e9c7d3e3"
+    made = inspect(media.png_bytes(media.picture(3), {"Description": niji}), ".png")
+    assert made.metadata.generation.model == "niji6"
+    caption = inspect(media.png_bytes(media.picture(3), {"Description": "Holiday, 2019"}), ".png")
+    assert caption.metadata.generation is None and not caption.declares_ai

@@ -1,7 +1,7 @@
 """Plain metadata that speaks to a file's origin: the IPTC digital source type in XMP, the
 software named in EXIF and XMP, and the generation parameters that Stable Diffusion front ends
-write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI, SwarmUI). All of it is
-unsigned.
+write (AUTOMATIC1111 / Forge / Fooocus, ComfyUI, InvokeAI, NovelAI, SwarmUI, Midjourney). All
+of it is unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable
@@ -39,6 +40,9 @@ EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
 # into EXIF Model and "workflow:{json}" into EXIF Make
 COMFY_EXIF_TAGS = (0x0110, 0x010F)
+MIDJOURNEY_DESCRIPTION = re.compile(r"(?P<prompt>.*?)\s*Job ID:\s*[0-9a-fA-F-]{36}", re.S)
+MIDJOURNEY_VERSION = re.compile(r"(?:^|\s)--(v|version|niji)\s+([\w.]+)")
+MIDJOURNEY_SEED = re.compile(r"(?:^|\s)--seed\s+(\d+)")
 SWARMUI_FIELDS = ("model", "seed", "sampler", "prompt")  # its sui_image_params keys, as ours
 TIFF_XMP = 700
 # text keys of the generation front ends (sd-parsers' triggers); others are not passed on
@@ -255,7 +259,7 @@ def _generation(texts: dict[str, str]) -> Generation | None:
             sampler=_field(lambda: _scalar(sampler.name)),
             prompt=_field(lambda: _one_text(found.full_prompt)),
         )
-    return _swarmui(texts.get("parameters"))
+    return _swarmui(texts.get("parameters")) or _midjourney(texts.get("Description"))
 
 
 def _swarmui(parameters: str | None) -> Generation | None:
@@ -270,6 +274,23 @@ def _swarmui(parameters: str | None) -> Generation | None:
         return None
     texts = {key: None if made.get(key) is None else str(made[key]) for key in SWARMUI_FIELDS}
     return Generation(tool="SwarmUI", **texts)
+
+
+def _midjourney(description: str | None) -> Generation | None:
+    """Midjourney's web downloads, which sd-parsers does not know: the prompt, its parameters
+    and the job in the PNG ``Description`` text, ``"a cat --ar 2:1 --v 6 Job ID: <uuid>"``."""
+    found = MIDJOURNEY_DESCRIPTION.fullmatch((description or "").strip())
+    if found is None:
+        return None
+    prompt = found["prompt"]
+    version = MIDJOURNEY_VERSION.search(prompt)
+    seed = MIDJOURNEY_SEED.search(prompt)
+    return Generation(
+        tool="Midjourney",
+        model=("niji" if version[1] == "niji" else "v") + version[2] if version else None,
+        seed=seed[1] if seed else None,
+        prompt=prompt,
+    )
 
 
 def _one_text(prompt: Any) -> str:
