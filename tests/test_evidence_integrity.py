@@ -517,3 +517,12 @@ def test_names_as_reports_and_terminals_show_them():
     assert readable("x\ud800y.jpg") == "x\\ud800y.jpg"
     assert shown("a\x1b[31mb\nc\x9b\x7f.jpg") == "a\\x1b[31mb\\nc\\x9b\\x7f.jpg"
     assert shown(os.fsdecode(b"caf\xe9\t.jpg")) == "caf\\xe9\\t.jpg"
+
+
+def test_names_differing_by_an_invisible_character_are_shown_apart():
+    """A zero-width space or a right-to-left override (Unicode's format characters) passed
+    through ``shown``: ``a.jpg`` and ``a<U+200B>.jpg`` looked alike with different verdicts."""
+    assert shown("a\u200b.jpg") == "a\\u200b.jpg" != shown("a.jpg") == "a.jpg"
+    assert shown("x\u202egpj.exe") == "x\\u202egpj.exe"
+    assert shown("\ufeffz\U000e0041.png") == "\\ufeffz\\U000e0041.png"  # BOM, a tag letter
+    assert shown("été 日本 😀.jpg") == "été 日本 😀.jpg"  # visible text as it is
