@@ -30,6 +30,7 @@ from test_scan_cli import MFCLIP, run
 
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE
+from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.faces.decode import FrameReader, open_video
 
@@ -549,6 +550,34 @@ def test_the_table_shows_file_names_exactly_and_inertly():
     ):
         assert expected in text, (expected, text)
     assert "\x1b" not in text and "\x07" not in text
+
+
+def test_the_csv_shows_names_inertly_and_keeps_the_exact_name_beside_them(tmp_path):
+    """``cat faces.csv`` ran the ESC sequences of a name in the evidence on the analyst's
+    terminal, and ``=x.jpg``, guarded as ``'=x.jpg``, was the file really named ``'=x.jpg``:
+    each text cell is shown as the table shows it, and ``path_bytes`` holds the exact name
+    wherever the ``path`` cell is not it."""
+    target = tmp_path / "faces.csv"
+    sink = CsvSink(str(target))
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
+    names = ["esc\x1b[31mRED\x1b[0m.jpg", "=x.jpg", "'=x.jpg", "a\u200b.jpg", "plain.jpg"]
+    for name in names:
+        sink.write(FileRecord(path=name, status="no_face"))
+    sink.write(FileRecord(path="bad.jpg", status="error", error="cannot read \x1b]0;t\x07"))
+    sink.close({"complete": True})
+    text = target.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\u200b" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    cells = [(row["path"], row["path_bytes"]) for row in rows]
+    assert cells == [
+        ("esc\\x1b[31mRED\\x1b[0m.jpg", "esc\x1b[31mRED\x1b[0m.jpg".encode().hex()),
+        ("'=x.jpg", b"=x.jpg".hex()),  # the guard's ' added: not the file named '=x.jpg
+        ("'=x.jpg", ""),  # the exact name
+        ("a\\u200b.jpg", "a\u200b.jpg".encode().hex()),  # not plain a.jpg
+        ("plain.jpg", ""),
+        ("bad.jpg", ""),
+    ]
+    assert rows[-1]["error"] == "cannot read \\x1b]0;t\\x07"
 
 
 def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, tmp_path):
