@@ -379,6 +379,21 @@ def test_nothing_to_scan_is_a_usage_error(weights, tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_stderr_names_a_file_as_the_table_does(photos, weights, tmp_path):
+    """A name holding ESC sequences (an evidence folder's, or a report's) went raw to the
+    terminal in "nothing to scan: ... in NAME" and "NAME already exists"."""
+    empty = tmp_path / "emp\x1b[31mty"
+    empty.mkdir()
+    result = run(str(empty), "--weights", str(weights))
+    assert result.returncode == 2 and "emp\\x1b[31mty" in result.stderr, result.stderr
+    existing = tmp_path / "r\x1b]0;x\x07.json"
+    existing.write_text("")
+    photo = str(photos / "b_astronaut.png")
+    refused = run(photo, "--weights", str(weights), "--json", str(existing))
+    assert refused.returncode == 2 and "r\\x1b]0;x\\x07.json already exists" in refused.stderr
+    assert "\x1b" not in result.stderr + refused.stderr
+
+
 def test_min_face_is_a_floor_on_the_reported_faces(photos, weights):
     result = run(str(photos / "d_mosaic.png"), "--weights", str(weights), "--jsonl", "-")
     sizes = [

@@ -123,7 +123,7 @@ def refuse_existing(path: str | Path, force: bool) -> None:
     """Checked before long work starts, so a report is never overwritten unasked (nor found too
     late). A pipe or a device is no file to keep: it is written to."""
     if Path(path).exists() and not force and not is_stream(path):
-        raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
+        raise FileExistsError(f"{shown(str(path))} already exists (use --force to overwrite it)")
 
 
 def _umask() -> int:
@@ -146,7 +146,7 @@ def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[Bina
             yield handle
         return
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
+        raise FileExistsError(f"{shown(str(target))} already exists (refusing to overwrite it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
