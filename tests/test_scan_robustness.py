@@ -29,8 +29,9 @@ from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
-from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE
+from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE, ReportError
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
+from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.faces.decode import FrameReader, open_video
 
@@ -114,6 +115,39 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
     report.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
     mixed = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume")
     assert mixed.returncode == 2 and "report format '2.0.0' there" in mixed.stderr, mixed.stderr
+
+
+@pytest.mark.parametrize(
+    ("there", "now", "said"),
+    [
+        (None, {"c2pa_trust": None}, "provenance checks off (--no-provenance) there, on now"),
+        ({"c2pa_trust": None}, None, "provenance checks on there, off (--no-provenance) now"),
+        (
+            {"c2pa_trust": None},
+            {"c2pa_trust": "anchors.pem"},
+            "provenance checks on there, on with the C2PA trust anchors of anchors.pem now",
+        ),
+    ],
+    ids=["turned-on", "turned-off", "trust-file"],
+)
+def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_path):
+    """A report written with --no-provenance and resumed without it was refused with
+    "provenance trust False there, True now": no trust anchor changed, the checks were off."""
+    meta = {
+        "type": "meta",
+        "weights": {"sha256": "0" * 64},
+        "thresholds": {"fake": 0.5},
+        "video_sampling": {"fps": 1.0},
+        "schema_version": "2.7.0",
+        "verdicts": None,
+        "device": "cpu",
+    }
+    report = tmp_path / "r.jsonl"
+    with pytest.raises(ReportError) as refusal:
+        ResumeState.from_report(
+            report, [(0, {**meta, "provenance": there})], {**meta, "provenance": now}
+        )
+    assert f"other settings ({said})" in str(refusal.value)
 
 
 def test_a_report_being_written_is_locked(photos, weights, tmp_path):
