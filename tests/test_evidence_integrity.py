@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -32,7 +33,8 @@ from test_scan_cli import MFCLIP
 
 from mfclip_cli.engines.scan import reports as scan_reports
 from mfclip_cli.engines.scan import scanner as scan_scanner
-from mfclip_cli.engines.scan.evidence import read_image
+from mfclip_cli.engines.scan.evidence import HeldVideo, read_image
+from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.request import ScanRequest
 from mfclip_cli.engines.scan.run import run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
@@ -509,6 +511,26 @@ def test_hashing_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
         sha256_file(tmp_path / "pipe.png")
 
 
+def test_a_file_named_directly_that_cannot_be_read_is_worded_as_the_walk_words_it(tmp_path):
+    """A broken link, a link loop, a FIFO or a socket named on the command line read "cannot
+    read file: No such file or directory" (and others) where a folder's walk said "broken
+    symbolic link: ...": a pipeline grouping records by ``error`` saw two faults for one."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "sock.jpg"))
+        os.symlink(tmp_path / "deleted.png", tmp_path / "gone.png")
+        os.symlink(tmp_path / "loop.jpg", tmp_path / "loop.jpg")
+        walked = {item.path.name: item.error for item in collect_inputs([str(tmp_path)])}
+        named = {}
+        for name in walked:
+            with pytest.raises(DecodeError) as refusal:
+                HeldVideo(tmp_path / name) if name.endswith(".mp4") else read_image(tmp_path / name)
+            named[name] = str(refusal.value)
+    assert sorted(named) == ["gone.png", "loop.jpg", "pipe.jpg", "pipe.mp4", "sock.jpg"]
+    assert named == walked
+
+
 def test_names_as_reports_and_terminals_show_them():
     """Reports hold a name's bytes that are not UTF-8 as \\xNN (any other lone surrogate, say
     from a JSON escape, as \\uNNNN); terminals also get its control characters escaped."""
@@ -517,3 +539,12 @@ def test_names_as_reports_and_terminals_show_them():
     assert readable("x\ud800y.jpg") == "x\\ud800y.jpg"
     assert shown("a\x1b[31mb\nc\x9b\x7f.jpg") == "a\\x1b[31mb\\nc\\x9b\\x7f.jpg"
     assert shown(os.fsdecode(b"caf\xe9\t.jpg")) == "caf\\xe9\\t.jpg"
+
+
+def test_names_differing_by_an_invisible_character_are_shown_apart():
+    """A zero-width space or a right-to-left override (Unicode's format characters) passed
+    through ``shown``: ``a.jpg`` and ``a<U+200B>.jpg`` looked alike with different verdicts."""
+    assert shown("a\u200b.jpg") == "a\\u200b.jpg" != shown("a.jpg") == "a.jpg"
+    assert shown("x\u202egpj.exe") == "x\\u202egpj.exe"
+    assert shown("\ufeffz\U000e0041.png") == "\\ufeffz\\U000e0041.png"  # BOM, a tag letter
+    assert shown("été 日本 😀.jpg") == "été 日本 😀.jpg"  # visible text as it is

@@ -29,7 +29,9 @@ from rich.console import Console
 from test_scan_cli import MFCLIP, run
 
 from mfclip_cli.engines.scan.records import FaceRecord, FileRecord
-from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE
+from mfclip_cli.engines.scan.writers.common import DEMO_NOTICE, ReportError
+from mfclip_cli.engines.scan.writers.csv_report import CsvSink
+from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.faces.decode import FrameReader, open_video
 
@@ -113,6 +115,39 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
     report.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
     mixed = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume")
     assert mixed.returncode == 2 and "report format '2.0.0' there" in mixed.stderr, mixed.stderr
+
+
+@pytest.mark.parametrize(
+    ("there", "now", "said"),
+    [
+        (None, {"c2pa_trust": None}, "provenance checks off (--no-provenance) there, on now"),
+        ({"c2pa_trust": None}, None, "provenance checks on there, off (--no-provenance) now"),
+        (
+            {"c2pa_trust": None},
+            {"c2pa_trust": "anchors.pem"},
+            "provenance checks on there, on with the C2PA trust anchors of anchors.pem now",
+        ),
+    ],
+    ids=["turned-on", "turned-off", "trust-file"],
+)
+def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_path):
+    """A report written with --no-provenance and resumed without it was refused with
+    "provenance trust False there, True now": no trust anchor changed, the checks were off."""
+    meta = {
+        "type": "meta",
+        "weights": {"sha256": "0" * 64},
+        "thresholds": {"fake": 0.5},
+        "video_sampling": {"fps": 1.0},
+        "schema_version": "2.7.0",
+        "verdicts": None,
+        "device": "cpu",
+    }
+    report = tmp_path / "r.jsonl"
+    with pytest.raises(ReportError) as refusal:
+        ResumeState.from_report(
+            report, [(0, {**meta, "provenance": there})], {**meta, "provenance": now}
+        )
+    assert f"other settings ({said})" in str(refusal.value)
 
 
 def test_a_report_being_written_is_locked(photos, weights, tmp_path):
@@ -378,6 +413,21 @@ def test_nothing_to_scan_is_a_usage_error(weights, tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_stderr_names_a_file_as_the_table_does(photos, weights, tmp_path):
+    """A name holding ESC sequences (an evidence folder's, or a report's) went raw to the
+    terminal in "nothing to scan: ... in NAME" and "NAME already exists"."""
+    empty = tmp_path / "emp\x1b[31mty"
+    empty.mkdir()
+    result = run(str(empty), "--weights", str(weights))
+    assert result.returncode == 2 and "emp\\x1b[31mty" in result.stderr, result.stderr
+    existing = tmp_path / "r\x1b]0;x\x07.json"
+    existing.write_text("")
+    photo = str(photos / "b_astronaut.png")
+    refused = run(photo, "--weights", str(weights), "--json", str(existing))
+    assert refused.returncode == 2 and "r\\x1b]0;x\\x07.json already exists" in refused.stderr
+    assert "\x1b" not in result.stderr + refused.stderr
+
+
 def test_min_face_is_a_floor_on_the_reported_faces(photos, weights):
     result = run(str(photos / "d_mosaic.png"), "--weights", str(weights), "--jsonl", "-")
     sizes = [
@@ -549,6 +599,34 @@ def test_the_table_shows_file_names_exactly_and_inertly():
     ):
         assert expected in text, (expected, text)
     assert "\x1b" not in text and "\x07" not in text
+
+
+def test_the_csv_shows_names_inertly_and_keeps_the_exact_name_beside_them(tmp_path):
+    """``cat faces.csv`` ran the ESC sequences of a name in the evidence on the analyst's
+    terminal, and ``=x.jpg``, guarded as ``'=x.jpg``, was the file really named ``'=x.jpg``:
+    each text cell is shown as the table shows it, and ``path_bytes`` holds the exact name
+    wherever the ``path`` cell is not it."""
+    target = tmp_path / "faces.csv"
+    sink = CsvSink(str(target))
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
+    names = ["esc\x1b[31mRED\x1b[0m.jpg", "=x.jpg", "'=x.jpg", "a\u200b.jpg", "plain.jpg"]
+    for name in names:
+        sink.write(FileRecord(path=name, status="no_face"))
+    sink.write(FileRecord(path="bad.jpg", status="error", error="cannot read \x1b]0;t\x07"))
+    sink.close({"complete": True})
+    text = target.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\u200b" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    cells = [(row["path"], row["path_bytes"]) for row in rows]
+    assert cells == [
+        ("esc\\x1b[31mRED\\x1b[0m.jpg", "esc\x1b[31mRED\x1b[0m.jpg".encode().hex()),
+        ("'=x.jpg", b"=x.jpg".hex()),  # the guard's ' added: not the file named '=x.jpg
+        ("'=x.jpg", ""),  # the exact name
+        ("a\\u200b.jpg", "a\u200b.jpg".encode().hex()),  # not plain a.jpg
+        ("plain.jpg", ""),
+        ("bad.jpg", ""),
+    ]
+    assert rows[-1]["error"] == "cannot read \\x1b]0;t\\x07"
 
 
 def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, tmp_path):

@@ -10,6 +10,7 @@ import os
 import stat
 import struct
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -61,12 +62,24 @@ _CONTROL_ESCAPES = {
 }
 
 
+# Unicode's invisible format characters (zero-width space and joiners, the bidirectional
+# overrides and isolates, the byte order mark, ...) and its line and paragraph separators
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+
+
+def _code_escape(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 def shown(text: str) -> str:
     """``text`` as a terminal may show it, as ``ls -b`` does: a byte that is not UTF-8 as
-    ``\\xNN``, control characters escaped, and a backslash doubled, so that no two names look
-    alike (a newline shown as ``\\n`` and a name holding a backslash and an n). A file name in
-    the evidence holding ESC sequences would otherwise restyle or rewrite the analyst's
-    terminal; a newline would make one name look like two."""
+    ``\\xNN``, control characters escaped, Unicode's invisible format characters (a zero-width
+    space, a right-to-left override) as ``\\u200b``, and a backslash doubled, so that no two
+    names look alike (a newline shown as ``\\n`` and a name holding a backslash and an n;
+    ``a.jpg`` and ``a\\u200b.jpg``). A file name in the evidence holding ESC sequences would
+    otherwise restyle or rewrite the analyst's terminal; a newline would make one name look like
+    two; a zero-width space would make two names look like one, and a right-to-left override
+    would show a name's characters out of order."""
     out = []
     for char in text:
         code = ord(char)
@@ -76,8 +89,12 @@ def shown(text: str) -> str:
             out.append(f"\\u{code:04x}")
         elif char == "\\":
             out.append("\\\\")
+        elif code in _CONTROL_ESCAPES:
+            out.append(_CONTROL_ESCAPES[code])
+        elif code > 0x7F and unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            out.append(_code_escape(code))
         else:
-            out.append(_CONTROL_ESCAPES.get(code, char))
+            out.append(char)
     return "".join(out)
 
 
@@ -106,7 +123,7 @@ def refuse_existing(path: str | Path, force: bool) -> None:
     """Checked before long work starts, so a report is never overwritten unasked (nor found too
     late). A pipe or a device is no file to keep: it is written to."""
     if Path(path).exists() and not force and not is_stream(path):
-        raise FileExistsError(f"{path} already exists (use --force to overwrite it)")
+        raise FileExistsError(f"{shown(str(path))} already exists (use --force to overwrite it)")
 
 
 def _umask() -> int:
@@ -129,7 +146,7 @@ def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[Bina
             yield handle
         return
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists (refusing to overwrite it)")
+        raise FileExistsError(f"{shown(str(target))} already exists (refusing to overwrite it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

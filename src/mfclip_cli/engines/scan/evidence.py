@@ -22,12 +22,15 @@ record's SHA-256 names.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from mfclip_cli.engines.scan.inputs import _not_a_file
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
@@ -87,10 +90,32 @@ def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
     """``files.open_regular``, its refusals as the file's ``DecodeError``."""
     try:
         return open_regular(path)
-    except NotARegularFile:
-        raise DecodeError("not a regular file") from None
     except OSError as error:
-        raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+        raise DecodeError(_not_opened(path, error)) from None
+
+
+def _not_opened(path: Path, error: OSError) -> str:
+    """Why ``path`` could not be opened. A broken link, a link loop, a FIFO, a socket or a device
+    named directly is worded as a folder's walk words it (``inputs``), so that one fault gets one
+    message however the file was named (a broken link read "cannot read file: No such file or
+    directory" here, "broken symbolic link: ..." from the walk)."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop: the link never reaches a file, not followed"
+    if isinstance(error, NotARegularFile) or _special(path):
+        return _not_a_file(path)
+    return f"cannot read file: {error.strerror or error}"
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` is a broken link or names anything but a file or a folder (a socket, which
+    cannot be opened at all)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path.is_symlink()
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 @dataclass

@@ -194,7 +194,7 @@ def run_scan(
     )
     if not items:
         raise UsageError(
-            f"nothing to scan: no image or video found in {' '.join(request.inputs)}"
+            f"nothing to scan: no image or video found in {' '.join(map(shown, request.inputs))}"
             + (f"; {passed_over}" if items.not_media else "")
         )
     if rank == 0 and items.not_media:

@@ -17,7 +17,7 @@ from mfclip_cli.engines.scan.records import (
     FileRecord,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import is_stream, refuse_existing
+from mfclip_cli.files import is_stream, refuse_existing, shown
 from mfclip_cli.labels import CLASS_NAMES
 
 CLASS_COLUMNS = CLASS_NAMES
@@ -125,7 +125,9 @@ class ReportFile:
             flags = os.O_RDWR | os.O_CREAT | (0 if force or append else os.O_EXCL)
             descriptor = os.open(path, flags, 0o666)
         except FileExistsError:
-            raise FileExistsError(f"{path} already exists (use --force to overwrite it)") from None
+            raise FileExistsError(
+                f"{shown(str(path))} already exists (use --force to overwrite it)"
+            ) from None
         except OSError as error:
             raise cannot_write(path, error) from error
         try:

@@ -1,9 +1,13 @@
 """The CSV report: a row per face (and per faceless file), written as each file finishes.
 
-A spreadsheet opens it, and the file names in it are the evidence's, chosen by whoever made the
-files: a text cell that a spreadsheet would run as a formula (starting ``=``, ``+``, ``-``,
-``@``, a tab or a carriage return; OWASP's "CSV injection") is written with a leading ``'``,
-which shows it as text. The JSON reports keep every value exactly.
+A spreadsheet opens it, ``cat`` or ``column -t`` shows it on a terminal, and the file names in
+it are the evidence's, chosen by whoever made the files: a text cell is written as the table
+shows it (``shown``: control characters such as ESC, which would restyle or rewrite the
+terminal, and invisible format characters escaped, a backslash doubled), and one that a
+spreadsheet would run as a formula (starting ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return; OWASP's "CSV injection") with a leading ``'``, which shows it as text. Where the ``path``
+cell is then not the exact name, ``path_bytes`` holds the name's bytes. The JSON reports keep
+every value exactly.
 """
 
 from __future__ import annotations
@@ -12,13 +16,9 @@ import csv
 import os
 from typing import Any
 
-from mfclip_cli.engines.scan.records import (
-    FILE_FIELDS,
-    FaceRecord,
-    FileRecord,
-    readable_strings,
-)
+from mfclip_cli.engines.scan.records import FILE_FIELDS, FaceRecord, FileRecord
 from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, report_file, side_by_side
+from mfclip_cli.files import shown
 
 # the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
 PROVENANCE_CSV_COLUMNS = (
@@ -87,17 +87,22 @@ CSV_COLUMNS = [
     "weights_sha256",
     "demo",
     *PROVENANCE_CSV_COLUMNS,
-    "path_bytes",  # the name's exact bytes (hex), where it is not UTF-8, as in the JSON reports
+    "path_bytes",  # the name's exact bytes (hex), where the path cell is not the exact name
 ]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _cell(value: Any) -> Any:
+    """A text cell as the table shows it (``shown``), never a formula; other values as they are."""
+    if not isinstance(value, str):
+        return value
+    text = shown(value)
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def _inert(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` as a report holds it (``readable_strings``), no text cell a formula."""
-    return {
-        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-        for key, value in readable_strings(row).items()
-    }
+    """``row`` with every text cell inert (``_cell``)."""
+    return {key: _cell(value) for key, value in row.items()}
 
 
 # with several --weights, per compared checkpoint k (1, 2, ... after the primary): "real@1", ...
@@ -153,7 +158,7 @@ class CsvSink:
         base.update(self.common)
         base.update(provenance_cells(record))
         base["video_incomplete"] = (record.video or {}).get("incomplete")
-        if readable_strings(record.path) != record.path:
+        if _cell(record.path) != record.path:  # escaped or guarded: the exact name beside it
             base["path_bytes"] = os.fsencode(record.path).hex()
         if not record.faces:
             self.writer.writerow(_inert(base))

@@ -32,10 +32,15 @@ def _precision_used(meta: dict[str, Any]) -> str | None:
     return "bf16" if str(meta.get("device", "cpu")).startswith("cuda") else "fp32"
 
 
-def _trust(meta: dict[str, Any]) -> str | bool:
-    """A report's provenance setting as a resume must match it: off, or its --c2pa-trust file."""
+def _provenance_checks(meta: dict[str, Any]) -> str:
+    """A report's provenance setting as a resume must match it, in words: the checks off
+    (``--no-provenance``), on, or on with a ``--c2pa-trust`` file (a refusal read "provenance
+    trust False there, True now" for checks turned on)."""
     provenance = meta.get("provenance")
-    return False if provenance is None else provenance.get("c2pa_trust") or True
+    if provenance is None:
+        return "off (--no-provenance)"
+    trust = provenance.get("c2pa_trust")
+    return f"on with the C2PA trust anchors of {trust}" if trust else "on"
 
 
 @dataclass
@@ -90,13 +95,15 @@ class ResumeState:
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 # the meta line names the format of every line after it
                 ("report format", previous.get("schema_version"), meta["schema_version"]),
-                ("provenance trust", _trust(previous), _trust(meta)),
                 ("verdicts", previous.get("verdicts"), meta["verdicts"]),
                 # int8 and fp32 may label a face differently
                 ("precision", _precision_used(previous), _precision_used(meta)),
             ]
             if was != now
         ]
+        checks = _provenance_checks(previous), _provenance_checks(meta)
+        if checks[0] != checks[1]:  # said in words, not as values
+            differences.append(f"provenance checks {checks[0]} there, {checks[1]} now")
         if differences:
             raise ReportError(
                 f"{path} was written with other settings ({'; '.join(differences)}); "
