@@ -610,6 +610,7 @@ def test_the_csv_shows_names_inertly_and_keeps_the_exact_name_beside_them(tmp_pa
     sink = CsvSink(str(target))
     sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
     names = ["esc\x1b[31mRED\x1b[0m.jpg", "=x.jpg", "'=x.jpg", "a\u200b.jpg", "plain.jpg"]
+    names.append("C:\\case\\win.jpg")  # nothing to escape: its backslashes as they are
     for name in names:
         sink.write(FileRecord(path=name, status="no_face"))
     sink.write(FileRecord(path="bad.jpg", status="error", error="cannot read \x1b]0;t\x07"))
@@ -624,6 +625,7 @@ def test_the_csv_shows_names_inertly_and_keeps_the_exact_name_beside_them(tmp_pa
         ("'=x.jpg", ""),  # the exact name
         ("a\\u200b.jpg", "a\u200b.jpg".encode().hex()),  # not plain a.jpg
         ("plain.jpg", ""),
+        ("C:\\case\\win.jpg", ""),
         ("bad.jpg", ""),
     ]
     assert rows[-1]["error"] == "cannot read \\x1b]0;t\\x07"

@@ -2,8 +2,9 @@
 
 A spreadsheet opens it, ``cat`` or ``column -t`` shows it on a terminal, and the file names in
 it are the evidence's, chosen by whoever made the files: a text cell is written as the table
-shows it (``shown``: control characters such as ESC, which would restyle or rewrite the
-terminal, and invisible format characters escaped, a backslash doubled), and one that a
+shows it where it must be (``shown``: control characters such as ESC, which would restyle or
+rewrite the terminal, and invisible format characters escaped, and then a backslash doubled),
+and one that a
 spreadsheet would run as a formula (starting ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return; OWASP's "CSV injection") with a leading ``'``, which shows it as text. Where the ``path``
 cell is then not the exact name, ``path_bytes`` holds the name's bytes. The JSON reports keep
@@ -93,10 +94,14 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> Any:
-    """A text cell as the table shows it (``shown``), never a formula; other values as they are."""
+    """A text cell as the table shows it (``shown``) where it holds a character the table
+    escapes, else as it is (a model's Windows path keeps its single backslashes); never a
+    formula. Other values as they are."""
     if not isinstance(value, str):
         return value
     text = shown(value)
+    if text == value.replace("\\", "\\\\"):  # nothing escaped but backslashes
+        text = value
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
