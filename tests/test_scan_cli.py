@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -308,6 +309,25 @@ def test_a_reader_that_leaves_the_pipe_ends_the_scan_quietly(evidence, weights):
     assert scan.wait(timeout=600) == 141
     stderr = scan.stderr.read().decode()
     assert "error" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_report_fifo_whose_reader_left_is_named(evidence, weights, tmp_path):
+    """Only stdout's reader leaving is quiet: a report written into a FIFO whose reader left is
+    an error naming it, as a full disk is (the quiet 141 had swallowed it)."""
+    fifo = tmp_path / "r.jsonl"
+    os.mkfifo(fifo)
+
+    def read_one_byte() -> None:
+        with open(fifo, "rb") as reader:
+            reader.read(1)
+
+    reader = threading.Thread(target=read_one_byte)
+    reader.start()
+    result = run(str(evidence), "--weights", str(weights), "--jsonl", str(fifo), "-q")
+    reader.join(timeout=60)
+    assert result.returncode == 1, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"cannot write {fifo}: Broken pipe" in message and "partial" in message
 
 
 def test_fail_on_fake_and_clean_exit(evidence, weights):

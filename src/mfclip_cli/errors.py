@@ -17,6 +17,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: not safetensors, not ours, or not matching its config."""
 
 
+class ReaderGone(Exception):
+    """The reader of standard output went away (``| head -1``): the command ends quietly, with
+    the code a shell gives a program ended by SIGPIPE."""
+
+
 class UsageError(ValueError):
     """Options that cannot work together or point at the wrong place (exit code 2)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from typing import Iterator
@@ -37,6 +36,7 @@ def errors_reported() -> Iterator[Console]:
         ConfigError,
         DataError,
         ProtocolError,
+        ReaderGone,
         TrainingError,
         UnsafeFileError,
         UsageError,
@@ -60,10 +60,10 @@ def errors_reported() -> Iterator[Console]:
         message, code = _without_worker_traceback(str(error)), EXIT_USAGE
     except KeyboardInterrupt:
         message, code = "interrupted", EXIT_INTERRUPTED
+    except ReaderGone:  # stdout's reader left (| head): quiet, as SIGPIPE ends other programs
+        _quiet_stdout()
+        raise typer.Exit(EXIT_READER_GONE) from None
     except OSError as error:  # a full disk, a vanished folder: what failed and where, no traceback
-        if error.errno == errno.EPIPE:  # the pipe's reader left (| head): quiet, as SIGPIPE is
-            _quiet_stdout()
-            raise typer.Exit(EXIT_READER_GONE) from None
         where = f" ({error.filename})" if error.filename else ""
         message, code = f"{error.strerror or error}{where}", EXIT_FATAL
     if code is not None:

@@ -203,7 +203,7 @@ def scan(
     could not be read; 4 with --fail-on-fake when any face is labelled diffusion or gan, or with
     --fail-on-declared-ai when any file declares an AI origin; 5 with --fail-on-inconclusive when
     any face is inconclusive (and neither gives 4); 130 interrupted (Ctrl-C, SIGTERM), the
-    reports marked partial (the CSV has no such mark); 141 the reader of its output went away
+    reports marked partial (the CSV has no such mark); 141 the reader of its stdout went away
     (| head -1).
 
     Examples:

@@ -17,7 +17,7 @@ import json
 import re
 import struct
 import xml.etree.ElementTree as ElementTree
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -40,7 +40,12 @@ EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
 # into EXIF Model and "workflow:{json}" into EXIF Make
 COMFY_EXIF_TAGS = (0x0110, 0x010F)
-MIDJOURNEY_DESCRIPTION = re.compile(r"(?P<prompt>.*?)\s*Job ID:\s*[0-9a-fA-F-]{36}", re.S)
+# the end of a Midjourney description; searched from "Job ID:" on, never backtracking over the
+# prompt (a lazy ".*?" before "\s*" took minutes on a run of spaces)
+MIDJOURNEY_JOB = re.compile(
+    r"Job ID:[ \t]*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[ \t\r\n]*\Z",
+    re.I,
+)
 MIDJOURNEY_VERSION = re.compile(r"(?:^|\s)--(v|version|niji)\s+([\w.]+)")
 MIDJOURNEY_SEED = re.compile(r"(?:^|\s)--seed\s+(\d+)")
 SWARMUI_FIELDS = ("model", "seed", "sampler", "prompt")  # its sui_image_params keys, as ours
@@ -279,18 +284,27 @@ def _swarmui(parameters: str | None) -> Generation | None:
 def _midjourney(description: str | None) -> Generation | None:
     """Midjourney's web downloads, which sd-parsers does not know: the prompt, its parameters
     and the job in the PNG ``Description`` text, ``"a cat --ar 2:1 --v 6 Job ID: <uuid>"``."""
-    found = MIDJOURNEY_DESCRIPTION.fullmatch((description or "").strip())
-    if found is None:
+    text = description or ""
+    job = MIDJOURNEY_JOB.search(text)
+    if job is None:
         return None
-    prompt = found["prompt"]
-    version = MIDJOURNEY_VERSION.search(prompt)
-    seed = MIDJOURNEY_SEED.search(prompt)
+    prompt = text[: job.start()].strip() or None
+    # the last of a parameter given twice is the one Midjourney applies
+    version = _last(MIDJOURNEY_VERSION.finditer(prompt or ""))
+    seed = _last(MIDJOURNEY_SEED.finditer(prompt or ""))
     return Generation(
         tool="Midjourney",
         model=("niji" if version[1] == "niji" else "v") + version[2] if version else None,
         seed=seed[1] if seed else None,
         prompt=prompt,
     )
+
+
+def _last(matches: Iterator[re.Match[str]]) -> re.Match[str] | None:
+    found = None
+    for found in matches:
+        pass
+    return found
 
 
 def _one_text(prompt: Any) -> str:

@@ -4,6 +4,7 @@ not be written says. A new format is a sink in writers/ and a line in ``FILE_SIN
 
 from __future__ import annotations
 
+import errno
 import signal
 from functools import partial
 from typing import Any, Callable
@@ -13,13 +14,19 @@ from rich.console import Console
 from mfclip_cli.engines.runtime import signals_held
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.request import REPORT_OPTIONS, ScanRequest
-from mfclip_cli.engines.scan.writers.common import STDOUT, ReportError, Sink, cannot_write
+from mfclip_cli.engines.scan.writers.common import (
+    STDOUT,
+    ReportError,
+    Sink,
+    StandardOutput,
+    cannot_write,
+)
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.images import AnnotateSink, ExplainSink
 from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.engines.scan.writers.table import TableSink
-from mfclip_cli.errors import UsageError
+from mfclip_cli.errors import ReaderGone, UsageError
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
 
@@ -105,6 +112,8 @@ class Reports:
                 try:
                     sink.begin(meta)
                 except OSError as error:  # stdout on a full disk (">/dev/full"): named
+                    if sink.target == StandardOutput.target and error.errno == errno.EPIPE:
+                        raise ReaderGone from error
                     raise cannot_write(sink.target, error) from error
         except BaseException as error:
             for sink in sinks:
@@ -138,7 +147,10 @@ class Reports:
             except Exception as error:
                 broken.append(error)
         if self.failures:
-            raise _output_failed(*self.failures[0], self.request, finished=summary["complete"])
+            sink, error = self.failures[0]
+            if sink.target == StandardOutput.target and error.errno == errno.EPIPE:
+                raise ReaderGone from error
+            raise _output_failed(sink, error, self.request, finished=summary["complete"])
         if broken:
             raise broken[0]
 
