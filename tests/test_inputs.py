@@ -157,12 +157,22 @@ def test_a_link_out_of_the_folder_named_is_an_error_item_not_followed(tmp_path):
     os.symlink(elsewhere / "private", evidence / "DCIM")  # a folder outside
     os.symlink(elsewhere / "single.png", evidence / "link.png")  # a file outside
     os.symlink(evidence / "sub", evidence / "inside")  # inside: followed, kept under its own name
+    os.symlink("/nonexistent/x.jpg", evidence / "gone.jpg")  # broken: said so, not "outside"
     items = collect_inputs([str(evidence)])
     found = {item.path.relative_to(evidence).as_posix(): item.error for item in items}
-    assert set(found) == {"DCIM", "link.png", "own.jpg", "sub/inner.png"}
+    assert set(found) == {"DCIM", "gone.jpg", "link.png", "own.jpg", "sub/inner.png"}
+    assert found["gone.jpg"].startswith("broken symbolic link")
     assert found["own.jpg"] is None and found["sub/inner.png"] is None
     for name in ("DCIM", "link.png"):
         assert "outside the folder named: not followed" in found[name]
+    # a quoted glob keeps the folder it searches as the boundary, its matches' links included
+    matched = collect_inputs([str(evidence / "*")])
+    found = {item.path.relative_to(evidence).as_posix(): item.error for item in matched}
+    assert found["own.jpg"] is None and found["sub/inner.png"] is None
+    for name in ("DCIM", "link.png"):
+        assert "outside the folder named: not followed" in found[name]
+    deep = collect_inputs([str(evidence / "**" / "*.jpg")])
+    assert not any(item.error is None and "mine" in item.path.name for item in deep)
     # named, a link is followed wherever it leads
     named = collect_inputs([str(evidence / "DCIM"), str(evidence / "link.png")])
     assert [(item.path.name, item.error) for item in named] == [
@@ -179,4 +189,6 @@ def test_files_a_walk_passes_over_are_counted(tmp_path):
     items = collect_inputs([str(tmp_path)])
     assert [item.path.name for item in items] == ["a.jpg", "cam.mts", "clip.3gp"]
     assert items.not_media == 3
+    os.symlink(tmp_path / "sub", tmp_path / "a_link")  # sub walked twice: its file counted once
+    assert collect_inputs([str(tmp_path)]).not_media == 3
     assert collect_inputs([str(tmp_path / "notes.txt")]).not_media == 0  # named: attempted

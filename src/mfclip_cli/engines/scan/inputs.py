@@ -25,9 +25,16 @@ GLOB_CHARS = frozenset("*?[")
 
 
 class Inputs(list):
-    """The inputs, in order, and how many files the folder walks passed over by their names."""
+    """The inputs, in order, and the files the folder walks passed over by their names (each
+    once, by its real path, however many routes reached it)."""
 
-    not_media: int = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.passed_over: set[str] = set()
+
+    @property
+    def not_media(self) -> int:
+        return len(self.passed_over)
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,8 @@ def _walk(
     inside: str | None = None,
 ) -> Iterable[InputItem]:
     """Media files under ``root``, names sorted; a link back to a folder being walked, or out of
-    ``inside`` (the real folder named), is an error entry; other files are counted in
-    ``found.not_media``.
+    ``inside`` (the real folder named; a broken one is worded as such), is an error entry; other
+    files are noted in ``found.passed_over``.
 
     A folder reached a second time by another route (a link to a folder walked already) is skipped:
     its files are in the list once. Reached first through a link and then by its own name, it is
@@ -79,12 +86,8 @@ def _walk(
             is_file = not is_dir and entry.is_file(follow_symlinks=True)
         except OSError:  # a link that loops (ELOOP), or an entry gone since the listing
             is_dir = is_file = False
-        if (is_dir and recursive or is_media(path)) and _leaves(path, inside):
-            yield InputItem(
-                path,
-                f"symbolic link to {os.path.realpath(path)}, outside the folder named: not "
-                "followed (name it to scan it)",
-            )
+        if (is_dir and recursive or is_media(path)) and path.exists() and _leaves(path, inside):
+            yield InputItem(path, _outside_message(path))
         elif not (is_dir or is_file) and _loops(path):
             yield InputItem(path, "symbolic link loop: the link never reaches a file, not followed")
         elif is_dir:
@@ -93,15 +96,37 @@ def _walk(
         elif is_media(path):
             yield InputItem(path) if is_file else InputItem(path, _not_a_file(path))
         elif is_file:
-            found.not_media += 1
+            found.passed_over.add(os.path.realpath(path))
 
 
 def _leaves(path: Path, inside: str) -> bool:
     """Whether the symbolic link ``path`` leads out of the real folder ``inside``."""
-    if not path.is_symlink():
-        return False
+    return path.is_symlink() and _outside(path, inside)
+
+
+def _outside(path: Path, inside: str) -> bool:
+    """Whether ``path``, links resolved, lies outside the real folder ``inside``."""
     target = os.path.realpath(path)
     return target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep)
+
+
+def _outside_message(path: Path) -> str:
+    where = os.path.realpath(path)
+    how = (
+        f"symbolic link to {where}" if path.is_symlink() else f"through a symbolic link, at {where}"
+    )
+    return f"{how}, outside the folder named: not followed (name it to scan it)"
+
+
+def _glob_base(pattern: str) -> str:
+    """The real folder a glob pattern searches: its path up to the first part holding a
+    pattern character (``case/*/x.jpg``: ``case``)."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return os.path.realpath(Path(*fixed) if fixed else Path("."))
 
 
 def _not_a_file(path: Path) -> str:
@@ -151,18 +176,22 @@ def collect_inputs(
             if not _through_link(item.path):
                 items[seen_files[key]] = item
 
-    def expand(spec: str) -> None:
+    def expand(spec: str, inside: str | None = None) -> None:
+        """``spec`` added; ``inside``: the real folder a glob that matched it searched, which a
+        match reached through a link must not leave."""
         if not spec:  # Path("") is the current folder: "$CASE_DIR" unset would scan it
             raise UsageError("an empty path was named (an unset shell variable?)")
         try:
-            found(spec)
+            found(spec, inside)
         except OSError as error:  # a folder on the way without search permission
             add(InputItem(Path(spec), f"cannot read: {error.strerror or error}"))
 
-    def found(spec: str) -> None:
+    def found(spec: str, inside: str | None) -> None:
         path = Path(spec)
-        if path.is_dir():
-            for item in _walk(path, recursive, seen_dirs, items):
+        if inside is not None and path.exists() and _outside(path, inside):
+            add(InputItem(path, _outside_message(path)))
+        elif path.is_dir():
+            for item in _walk(path, recursive, seen_dirs, items, inside=inside):
                 add(item)
         elif path.exists() or path.is_symlink():
             add(InputItem(path))  # named explicitly: always attempted, whatever its name says
@@ -171,7 +200,7 @@ def collect_inputs(
             if not matches:
                 add(InputItem(path, "no file matches this pattern"))
             for match in matches:
-                expand(match)
+                expand(match, _glob_base(spec))
         else:
             add(InputItem(path, "no such file or directory"))
 
