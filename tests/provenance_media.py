@@ -386,11 +386,11 @@ NOVELAI_TEXTS = {  # a NovelAI PNG's text chunks, as its stealth info carries th
 }  # fmt: skip
 
 
-def stealth_png(rgb: np.ndarray, payload: bytes, signature: bytes) -> bytes:
+def stealth_png(rgb: np.ndarray, payload: bytes, signature: bytes, compress: bool = True) -> bytes:
     """A PNG whose pixels' low bits hide ``payload`` as the stealth-pnginfo writers hide it: the
     signature, a 32-bit count of the payload's bits, the payload (gzip for ``...comp``), column
     by column, in alpha (``stealth_png...``, an RGBA image) or in red, green and blue."""
-    if signature.endswith(b"comp"):
+    if signature.endswith(b"comp") and compress:
         payload = gzip.compress(payload)
     message = signature + struct.pack(">I", len(payload) * 8) + payload
     bits = np.unpackbits(np.frombuffer(message, dtype=np.uint8))

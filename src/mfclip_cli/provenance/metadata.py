@@ -30,7 +30,7 @@ from mfclip_cli.provenance.record import (
     Generation,
     MetadataEvidence,
 )
-from mfclip_cli.provenance.stealth import StealthError, read_stealth
+from mfclip_cli.provenance.stealth import StealthError, read_stealth, signature_possible
 
 IPTC_EXT = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
@@ -100,7 +100,7 @@ def read_metadata(data: bytes) -> MetadataEvidence:
         if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
             xmp = image.tag_v2.get(TIFF_XMP)
         evidence = MetadataEvidence(NONE_FOUND)
-        if image.format == "PNG" and not PARAMETER_KEYS & set(info):
+        if image.format == "PNG" and not PARAMETER_KEYS & set(info) and signature_possible(data):
             info.update(_stealth_texts(image, evidence))
     if exif.get(EXIF_SOFTWARE):
         evidence.software.append(f"EXIF Software: {_text(exif[EXIF_SOFTWARE])}")
@@ -140,7 +140,7 @@ def _stealth_texts(image: Image.Image, evidence: MetadataEvidence) -> dict[str, 
     if found is None:
         return {}
     payload, signature = found
-    evidence.note = f"text hidden in the pixels' low bits ({signature}) read as metadata"
+    evidence.note = f"{len(payload)} characters hidden in the pixels' low bits ({signature})"
     try:
         document = json.loads(payload)
     except ValueError:
