@@ -838,3 +838,17 @@ def test_the_workers_detections_share_a_memory_budget():
     unlimited = MemoryBudget(None)
     with unlimited.held(10**12):
         pass
+
+
+def test_the_memory_a_scan_budgets_is_the_least_known_and_shared_among_ranks(monkeypatch):
+    """Under torchrun each local rank budgeted the whole machine's free memory (the cores were
+    shared out), and inside a container the host's figure, not its limit's."""
+    from mfclip_cli.engines import runtime
+
+    monkeypatch.setattr(runtime, "_meminfo_available", lambda: 16 << 30)
+    monkeypatch.setattr(runtime, "_cgroup_room", lambda: 8 << 30)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert runtime.available_memory() == 2 << 30
+    monkeypatch.setattr(runtime, "_cgroup_room", lambda: None)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert runtime.available_memory() == 16 << 30

@@ -60,8 +60,20 @@ def available_cores() -> int:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory that new work may take without swapping (Linux's MemAvailable; elsewhere
-    half the physical memory), or None where neither is known."""
+    """Bytes of memory this process's new work may take without swapping: Linux's MemAvailable,
+    or a container's room under its cgroup limit where that is less (elsewhere half the physical
+    memory), shared out among the ranks torchrun started on this node, as the cores are; None
+    where nothing is known."""
+    known = [room for room in (_meminfo_available(), _cgroup_room()) if room is not None]
+    if not known:
+        try:
+            known = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2]
+        except (OSError, ValueError, AttributeError):
+            return None
+    return min(known) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as info:
             for line in info:
@@ -69,9 +81,19 @@ def available_memory() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """What a cgroup v2 memory limit leaves (a container's, a Slurm job's), or None."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (OSError, ValueError, AttributeError):
+        with (
+            open("/sys/fs/cgroup/memory.max") as limit,
+            open("/sys/fs/cgroup/memory.current") as current,
+        ):
+            text = limit.read().strip()
+            return None if text == "max" else max(0, int(text) - int(current.read()))
+    except (OSError, ValueError):
         return None
 
 
