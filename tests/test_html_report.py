@@ -275,6 +275,13 @@ def test_a_record_a_resumed_run_replaced_is_not_shown(scan, tmp_path):
     assert [page.path(s) for s in page.sections].count(first["path"]) == 1
     assert len(page.sections) == len(files)
     assert len(page.section(Path(first["path"]).name)["labels"]) == 1  # the later record's
+    # resumed with the folder named by its absolute path: the same input, as resume takes it
+    again["path"] = str(Path(lines[0]["cwd"]) / first["path"])
+    source = _write_lines(tmp_path / "absolute.jsonl", [*lines, again, lines[-1]])
+    report_from_jsonl(source, tmp_path / "a.html")
+    page = Page((tmp_path / "a.html").read_text(encoding="utf-8"))
+    assert len(page.sections) == len(files)
+    assert first["path"] not in [page.path(s) for s in page.sections]
 
 
 def test_the_meta_block_warns_of_demo_weights_and_shows_the_calibration(scan, tmp_path):

@@ -37,6 +37,7 @@ from mfclip_cli.engines.scan.writers.common import (
 )
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
+from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import shown
 from mfclip_cli.schemas import SCHEMA_VERSION
@@ -373,22 +374,25 @@ def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord |
 
 def _replaced_records(source: Path) -> set[int]:
     """The places (among ``_report_entries``) of file records that a later record of the same
-    path replaces: a resumed run scans again a file changed since, or one that could not be
-    read, and appends its new record, the earlier one staying where it was."""
+    input replaces: a resumed run scans again a file changed since, or one that could not be
+    read, and appends its new record, the earlier one staying where it was. Inputs are told
+    apart as resume tells them (``ResumeState.key``: ``photos/a.jpg`` from ``/case`` is
+    ``/case/photos/a.jpg``)."""
     last: dict[str, int] = {}
     places: list[int] = []
     with open(source, "rb") as stream:
         lines = report_lines(stream)
-        next(lines, None)  # the meta line
+        meta = next(lines, None)
+        cwd = meta.get("cwd") if isinstance(meta, dict) else None
         entries = (
             line for line in lines if isinstance(line, dict) and line.get("type") in ("file", "end")
         )
         try:
             for index, line in enumerate(entries):
                 if line["type"] == "file":
-                    last[str(line.get("path"))] = index
+                    last[ResumeState.key(FileRecord.path_of(line), cwd)] = index
                     places.append(index)
-        except ValueError:  # the rendering pass names the broken line
+        except (ValueError, KeyError, TypeError):  # the rendering pass names the broken line
             pass
     return set(places) - set(last.values())
 
