@@ -47,7 +47,8 @@ class FaceDetector:
         self.max_side = max_side
         self.cascade = MTCNNCascade(self.device, thresholds, factor)
 
-    def _detection_scale(self, height: int, width: int) -> float:
+    def detection_scale(self, height: int, width: int) -> float:
+        """How much an image of this size is shrunk before detection (``max_side``), 1 for none."""
         longest = max(height, width)
         return (
             min(1.0, self.max_side / longest) if self.max_side and longest > self.max_side else 1.0
@@ -64,7 +65,7 @@ class FaceDetector:
 
     def smallest_face(self, height: int, width: int) -> float:
         """The smallest face searched for in an image of this size, in its own (original) pixels."""
-        scale = self._detection_scale(height, width)
+        scale = self.detection_scale(height, width)
         return self._pyramid_min_size(scale) / scale
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
@@ -75,7 +76,7 @@ class FaceDetector:
         scales: dict[int, float] = {}
         for i, pixels in enumerate(images):
             height, width = pixels.shape[:2]
-            scale = self._detection_scale(height, width)
+            scale = self.detection_scale(height, width)
             if scale < 1.0:
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 scaled[i] = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)

@@ -127,11 +127,10 @@ class Scanner:
     def _faces_in_worker(self, images: Sequence[np.ndarray]) -> list[list[FoundFace]]:
         """``faces_of`` in a worker, once the memory its detection takes is free
         (``MemoryBudget``)."""
-        side = self.settings.detect_max_side
         cost = 0
         for pixels in images:
             height, width = pixels.shape[:2]
-            shrink = min(1.0, side / max(height, width)) if side else 1.0
+            shrink = self.cropper.detector.detection_scale(height, width)
             cost += int(DETECTION_BYTES_PER_PIXEL * height * width * shrink * shrink)
         with self.memory.held(cost):
             return self.faces_of(images)
