@@ -108,6 +108,11 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def lies_within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is the real folder ``folder`` or lies under it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def is_stream(path: str | Path) -> bool:
     """Whether ``path`` names a pipe or a character device (``/dev/null``, ``/dev/stdout``, a
     shell's ``>(gzip > out.gz)``): an output written straight through, as ``tee`` writes it, never

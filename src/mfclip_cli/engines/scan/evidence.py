@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from mfclip_cli.engines.scan.inputs import _not_a_file
+from mfclip_cli.engines.scan.inputs import LINK_LOOP, not_a_file
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
@@ -100,9 +100,9 @@ def _not_opened(path: Path, error: OSError) -> str:
     message however the file was named (a broken link read "cannot read file: No such file or
     directory" here, "broken symbolic link: ..." from the walk)."""
     if error.errno == errno.ELOOP:
-        return "symbolic link loop: the link never reaches a file, not followed"
+        return LINK_LOOP
     if isinstance(error, NotARegularFile) or _special(path):
-        return _not_a_file(path)
+        return not_a_file(path)
     return f"cannot read file: {error.strerror or error}"
 
 

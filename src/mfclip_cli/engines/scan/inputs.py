@@ -20,8 +20,10 @@ from typing import Iterable, Iterator, TextIO
 
 from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import is_media
+from mfclip_cli.files import lies_within
 
 GLOB_CHARS = frozenset("*?[")
+LINK_LOOP = "symbolic link loop: the link never reaches a file, not followed"
 
 
 class Inputs(list):
@@ -89,12 +91,12 @@ def _walk(
         if (is_dir and recursive or is_media(path)) and path.exists() and _leaves(path, inside):
             yield InputItem(path, _outside_message(path))
         elif not (is_dir or is_file) and _loops(path):
-            yield InputItem(path, "symbolic link loop: the link never reaches a file, not followed")
+            yield InputItem(path, LINK_LOOP)
         elif is_dir:
             if recursive:
                 yield from _walk(path, recursive, seen_dirs, found, (*ancestors, real), inside)
         elif is_media(path):
-            yield InputItem(path) if is_file else InputItem(path, _not_a_file(path))
+            yield InputItem(path) if is_file else InputItem(path, not_a_file(path))
         elif is_file:
             found.passed_over.add(os.path.realpath(path))
 
@@ -106,8 +108,7 @@ def _leaves(path: Path, inside: str) -> bool:
 
 def _outside(path: Path, inside: str) -> bool:
     """Whether ``path``, links resolved, lies outside the real folder ``inside``."""
-    target = os.path.realpath(path)
-    return target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep)
+    return not lies_within(os.path.realpath(path), inside)
 
 
 def _outside_message(path: Path) -> str:
@@ -129,7 +130,7 @@ def _glob_base(pattern: str) -> str:
     return os.path.realpath(Path(*fixed) if fixed else Path("."))
 
 
-def _not_a_file(path: Path) -> str:
+def not_a_file(path: Path) -> str:
     """Why an entry with a picture's or a video's name is not read: a folder's FIFO would block
     the scan waiting for a writer and a device might never end, so neither is opened; but the
     name is in the evidence, so the report says it was there."""

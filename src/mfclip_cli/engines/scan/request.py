@@ -11,6 +11,7 @@ from pathlib import Path
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT
 from mfclip_cli.errors import UsageError
+from mfclip_cli.files import lies_within
 
 
 @dataclass
@@ -104,8 +105,7 @@ def check_request(request: ScanRequest) -> None:
         target = os.path.realpath(folder)
         for spec in request.inputs:
             if spec != "-" and Path(spec).is_dir():
-                source = os.path.realpath(spec)
-                if target == source or target.startswith(source + os.sep):
+                if lies_within(target, os.path.realpath(spec)):
                     raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
     if request.settings.frames is not None and request.settings.frames < 1:
         raise UsageError("--frames must be at least 1")
