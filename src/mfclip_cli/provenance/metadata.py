@@ -5,9 +5,9 @@ of it is unsigned.
 
 Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header, with its own
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
-Pillow reaches them only by decoding the whole image); a PNG without generation texts is decoded
-for the "stealth" info hidden in its pixels (``stealth.py``); sd-parsers interprets the front
-ends' parameter formats.
+Pillow reaches them only by decoding the whole image); a PNG without generation texts is read
+for the "stealth" info hidden in its pixels' low bits, decoded only where its first rows begin
+with a signature (``stealth.py``); sd-parsers interprets the front ends' parameter formats.
 """
 
 from __future__ import annotations

@@ -112,8 +112,7 @@ class Reports:
                 try:
                     sink.begin(meta)
                 except OSError as error:  # stdout on a full disk (">/dev/full"): named
-                    if sink.target == StandardOutput.target and error.errno == errno.EPIPE:
-                        raise ReaderGone from error
+                    _reader_gone(sink, error)
                     raise cannot_write(sink.target, error) from error
         except BaseException as error:
             for sink in sinks:
@@ -148,11 +147,17 @@ class Reports:
                 broken.append(error)
         if self.failures:
             sink, error = self.failures[0]
-            if sink.target == StandardOutput.target and error.errno == errno.EPIPE:
-                raise ReaderGone from error
+            _reader_gone(sink, error)
             raise _output_failed(sink, error, self.request, finished=summary["complete"])
         if broken:
             raise broken[0]
+
+
+def _reader_gone(sink: Sink, error: OSError) -> None:
+    """``ReaderGone`` where ``error`` is stdout's reader having left (``| head``); a report file
+    or FIFO whose reader left is named as any write that failed."""
+    if sink.target == StandardOutput.target and error.errno == errno.EPIPE:
+        raise ReaderGone from error
 
 
 def _output_failed(sink: Sink, error: OSError, request: ScanRequest, finished: bool) -> OSError:

@@ -266,10 +266,10 @@ def run_scan(
                 faces += len(record.faces)
                 by_status[record.status] += 1
                 reports.write(record)
-                failed += record.failed  # after the reports: an annotated copy fails as written
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
                 outcome[ResumeState.key(record.path)] = record.outcome
+                failed += record.failed
                 if duplicates is not None:
                     duplicates.add(record)
                 progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
