@@ -5,7 +5,10 @@ rebuilds the model, and its SHA-256 (the checkpoint's id in every report) covers
 so does the calibration record (``scoring/calibration.py``), the out-of-distribution
 statistics (``scoring/ood.py``: a header record and tensors named ``ood.*`` beside the model's)
 and the generator model for attribution (``scoring/attribution.py``: a header record and
-tensors named ``attribution.*``), where a checkpoint has them.
+tensors named ``attribution.*``), where a checkpoint has them. What the header holds is what
+the model is, never when it was made: the same training run twice gives the same bytes (so a
+published checkpoint can be checked by training it again); the time each record was fitted
+(``fitted_utc``) is kept in the sidecar.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """
@@ -44,6 +47,7 @@ TRAINING_KEY = "training"
 HELD_OUT_RECORD = ("data", "protocol")
 # fitted after training: header key -> the prefix of its tensors
 FITTED = {OOD_KEY: OOD_TENSOR_PREFIX, ATTRIBUTION_KEY: ATTRIBUTION_TENSOR_PREFIX}
+CLOCK = "fitted_utc"  # a record's time: in the sidecar, not in the hashed header
 
 
 @dataclass
@@ -52,9 +56,10 @@ class CheckpointInfo:
     sha256: str
     config: Any  # the config of the checkpoint's detector (``detectors.py``)
     metadata: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, Any] | None = None  # from the header: covered by the SHA-256
-    ood: dict[str, Any] | None = None  # from the header, its tensors in the file
-    attribution: dict[str, Any] | None = None  # from the header, its tensors in the file
+    # each from the header, so covered by the SHA-256 (its ``fitted_utc`` from the sidecar)
+    calibration: dict[str, Any] | None = None
+    ood: dict[str, Any] | None = None  # its tensors in the file
+    attribution: dict[str, Any] | None = None  # its tensors in the file
 
     @property
     def sidecar(self) -> Path:
@@ -75,6 +80,20 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     encoded = header.encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # the data stays 8-byte aligned, as safetensors keeps it
     return len(encoded).to_bytes(8, "little") + encoded + raw[8 + length :]
+
+
+def timeless(record: Any) -> Any:
+    """``record`` without the times it was fitted at, at any depth (the int8 model's calibration
+    sits inside the fp32 one's): what a header holds of it."""
+    if isinstance(record, dict):
+        return {key: timeless(value) for key, value in record.items() if key != CLOCK}
+    if isinstance(record, list):
+        return [timeless(value) for value in record]
+    return record
+
+
+def _header_entry(record: dict[str, Any]) -> str:
+    return json.dumps(timeless(record))
 
 
 def save_checkpoint(
@@ -108,7 +127,7 @@ def save_checkpoint(
         "config": json.dumps(config),
     }
     if calibration:
-        header[CALIBRATION_KEY] = json.dumps(calibration)
+        header[CALIBRATION_KEY] = _header_entry(calibration)
     training = (metadata or {}).get(TRAINING_KEY) or {}
     if any(key in training for key in HELD_OUT_RECORD):
         header[TRAINING_KEY] = json.dumps({key: training.get(key) for key in HELD_OUT_RECORD})
@@ -193,12 +212,12 @@ def save_fitted(
     header = dict(check_safetensors(source.path).get("__metadata__") or {})
     tensors = load_file(str(source.path), device="cpu")
     if calibration is not None:
-        header[CALIBRATION_KEY] = json.dumps(calibration)
+        header[CALIBRATION_KEY] = _header_entry(calibration)
     for key, statistics in fitted.items():
         prefix = FITTED[key]
         if not all(name.startswith(prefix) for name in statistics.tensors):
             raise ValueError(f"{key} tensors are named {prefix}*")
-        header[key] = json.dumps(statistics.record)
+        header[key] = _header_entry(statistics.record)
         tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
         tensors.update({k: v.contiguous() for k, v in statistics.tensors.items()})
     with atomic_writer(target, overwrite=overwrite) as handle:
@@ -263,6 +282,10 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata = {**metadata, TRAINING_KEY: json.loads(meta[TRAINING_KEY])}
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded training is unreadable: {error}") from None
+    for key, record in records.items():  # the sidecar's copy of the same record has its time
+        beside = metadata.get(key)
+        if record is not None and isinstance(beside, dict) and timeless(beside) == timeless(record):
+            records[key] = beside
     calibration = records.pop(CALIBRATION_KEY)
     return CheckpointInfo(path, sha256_file(path), config, metadata, calibration, **records)
 
