@@ -218,8 +218,7 @@ def scan(
     # from the start, Ctrl-C and SIGTERM end the run with "interrupted" (130), as in the scan
     with errors_reported() as error_console, sigterm_as_ctrl_c():
         with long_lived_imports():
-            from mfclip_cli.engines.scan.request import ScanRequest
-            from mfclip_cli.engines.scan.run import run_scan
+            from mfclip_cli.engines.scan.request import ScanRequest, checked_request
             from mfclip_cli.engines.scan.settings import ScanSettings
             from mfclip_cli.provenance import ProvenanceOptions, TrustError
             from mfclip_cli.scoring.calibration import parse_fake_threshold
@@ -273,6 +272,9 @@ def scan(
             fail_on_declared_ai=fail_on_declared_ai,
             fail_on_inconclusive=fail_on_inconclusive,
         )
+        request = checked_request(request)  # before torch loads: a mistyped option in a moment
+        with long_lived_imports():
+            from mfclip_cli.engines.scan.run import run_scan
         code = run_scan(
             request,
             stdin=_stdin_as_paths() if "-" in paths else None,

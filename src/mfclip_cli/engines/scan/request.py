@@ -92,7 +92,14 @@ def as_standard_output(request: ScanRequest) -> ScanRequest:
     return replace(request, **renamed) if renamed else request
 
 
-def check_request(request: ScanRequest) -> None:
+def checked_request(request: ScanRequest) -> ScanRequest:
+    """``request`` with its reports on stdout named ``-``, or a usage error for a request that
+    cannot run: torch-free, so the command line refuses a mistyped option in a moment."""
+    request = as_standard_output(request)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
+        raise UsageError(
+            "under torchrun, name the inputs as paths (stdin reaches only one process)"
+        )
     if request.resume and (not request.jsonl_path or request.jsonl_path == STDOUT):
         raise UsageError("--resume needs --jsonl FILE (the report to continue)")
     check_outputs(request)
@@ -111,3 +118,4 @@ def check_request(request: ScanRequest) -> None:
         raise UsageError("--frames must be at least 1")
     if request.settings.fps <= 0:
         raise UsageError("--fps must be positive")
+    return request

@@ -6,11 +6,10 @@ torchrun processes ``distributed.py``'s."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.distributed as dist
@@ -35,12 +34,12 @@ from mfclip_cli.engines.runtime import (
 )
 from mfclip_cli.engines.scan.distributed import distributed_records
 from mfclip_cli.engines.scan.duplicates import DuplicateTracker
-from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.engines.scan.inputs import Inputs, collect_inputs
 from mfclip_cli.engines.scan.meta import scan_meta
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
 from mfclip_cli.engines.scan.reports import STOPPING, OutputFailed, Reports
-from mfclip_cli.engines.scan.request import ScanRequest, as_standard_output, check_request
+from mfclip_cli.engines.scan.request import ScanRequest, checked_request
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT, operating_point_words
@@ -146,6 +145,42 @@ def _scorers(
     return scorers
 
 
+def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console | None) -> Inputs:
+    """The files to scan, or a usage error where there are none; the files passed over said on
+    ``error_console`` (one process's)."""
+    items = collect_inputs(
+        request.inputs,
+        recursive=request.recursive,
+        stdin=stdin,
+        separator="\0" if request.null_separated else "\n",
+    )
+    passed_over = (
+        f"{items.not_media} file(s) in the folders named were passed over, their names being no "
+        "image's or video's: name them, or list them (find DIR -type f | mfclip scan -)"
+    )
+    if not items:
+        raise UsageError(
+            f"nothing to scan: no image or video found in {' '.join(map(shown, request.inputs))}"
+            + (f"; {passed_over}" if items.not_media else "")
+        )
+    if error_console is not None and items.not_media:
+        error_console.print(f"note: {passed_over}", highlight=False, markup=False)
+    return items
+
+
+def _progress_bar(error_console: Console, *, visible: bool) -> Progress:
+    return Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=error_console,
+        disable=not visible,
+        transient=True,
+    )
+
+
 def run_scan(
     request: ScanRequest, *, stdin: TextIO | None, console: Console, error_console: Console
 ) -> int:
@@ -156,12 +191,7 @@ def run_scan(
     merged, input-ordered report. The exit code describes the whole report, records of a resumed
     run's earlier part included.
     """
-    request = as_standard_output(request)
-    check_request(request)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "-" in request.inputs:
-        raise UsageError(
-            "under torchrun, name the inputs as paths (stdin reaches only one process)"
-        )
+    request = checked_request(request)  # the command line checked it already; a caller may not
     # only barriers and a broadcast
     processes, device = join_world(request.settings.device, backend="gloo")
     rank, world = processes.rank, processes.size
@@ -182,23 +212,7 @@ def run_scan(
     if rank == 0:
         for checkpoint, scorer in zip(checkpoints, scorers):
             say_caveats(checkpoint, scorer.precision, error_console, named=len(checkpoints) > 1)
-    items = collect_inputs(
-        request.inputs,
-        recursive=request.recursive,
-        stdin=stdin,
-        separator="\0" if request.null_separated else "\n",
-    )
-    passed_over = (
-        f"{items.not_media} file(s) in the folders named were passed over, their names being no "
-        "image's or video's: name them, or list them (find DIR -type f | mfclip scan -)"
-    )
-    if not items:
-        raise UsageError(
-            f"nothing to scan: no image or video found in {' '.join(map(shown, request.inputs))}"
-            + (f"; {passed_over}" if items.not_media else "")
-        )
-    if rank == 0 and items.not_media:
-        error_console.print(f"note: {passed_over}", highlight=False, markup=False)
+    items = _inputs(request, stdin, error_console if rank == 0 else None)
     scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, primary, len(items))
     meta["files_passed_over"] = items.not_media
@@ -226,16 +240,8 @@ def run_scan(
     def skip(record: FileRecord) -> bool:
         return (ResumeState.key(record.path), record.sha256) in previous.done
 
-    show_progress = rank == 0 and not request.quiet and error_console.is_terminal
-    progress = Progress(
-        TextColumn("scanning"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=error_console,
-        disable=not show_progress,
-        transient=True,
+    progress = _progress_bar(
+        error_console, visible=rank == 0 and not request.quiet and error_console.is_terminal
     )
     if world > 1:
         base = Path(
@@ -247,12 +253,8 @@ def run_scan(
         )
     else:
         records = scanner.scan(items, skip=skip if previous.done else None)
-    # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
-    outcome: dict[str, tuple[bool, bool, bool, bool]] = dict(previous.records)
-    written = faces = failed = 0  # failed: this run's records that add exit code 3
-    by_status = dict.fromkeys(STATUSES, 0)  # this run's records, as the end line counts them
+    tally = Tally(dict(previous.records), request.settings.duplicates)
     complete = stopped = False  # stopped: by Ctrl-C or SIGTERM
-    duplicates = DuplicateTracker() if request.settings.duplicates else None
     try:
         with progress, _stop_on_signals():
             task = progress.add_task("scan", total=len(items), current="")
@@ -262,16 +264,10 @@ def run_scan(
                         reports.write(previous.earlier(record), earlier=True)
                     progress.update(task, advance=1)
                     continue
-                written += 1
-                faces += len(record.faces)
-                by_status[record.status] += 1
                 reports.write(record)
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 # after the reports: the annotated copy is written (or fails) as a report is
-                outcome[ResumeState.key(record.path)] = record.outcome
-                failed += record.failed
-                if duplicates is not None:
-                    duplicates.add(record)
+                tally.add(record)
                 progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
             complete = True
     except (KeyboardInterrupt, Interrupted):
@@ -284,25 +280,62 @@ def run_scan(
         with signal_handlers(signal.SIG_IGN, STOPPING, restore=lambda: not stopped):
             records.close()  # stops the workers: what they had not started is dropped
             # Every input of a finished run was scanned or skipped: the skips counted on every rank.
-            skipped = len(items) - written if complete and previous.done else 0
-            summary = {
-                "complete": complete,
-                "files_written": written,
-                "files_by_status": by_status,
-                "files_failed": failed,
-                "faces": faces,
-                "finished_utc": utc_now(),
-            }
-            if skipped:
-                summary["skipped_as_done"] = skipped
-            if duplicates is not None:  # the files of this run (a resumed run's earlier ones: no)
-                summary["duplicates"] = duplicates.groups()
+            skipped = len(items) - tally.written if complete and previous.done else 0
             try:
-                reports.close(summary)
+                reports.close(tally.summary(complete, skipped))
             finally:
                 processes.leave()
     if rank != 0:
         return EXIT_OK  # rank 0 has the whole report, and its exit code says what it holds
+    _say_how_it_ended(tally, skipped, complete, request, error_console)
+    return _exit_code(request, tally.outcome.values()) if complete else EXIT_INTERRUPTED
+
+
+class Tally:
+    """What a run wrote, as its end line, its closing messages and its exit code count it."""
+
+    def __init__(self, earlier: dict[str, tuple[bool, bool, bool, bool]], duplicates: bool) -> None:
+        # real path: FileRecord.outcome (error, conclusive fake, inconclusive, declared AI), a
+        # resumed run's earlier records included: the exit code describes the whole report
+        self.outcome = earlier
+        self.written = self.faces = 0
+        self.failed = 0  # this run's records that add exit code 3
+        self.by_status = dict.fromkeys(STATUSES, 0)  # this run's records
+        # the files of this run (a resumed run's earlier ones: no)
+        self.duplicates = DuplicateTracker() if duplicates else None
+
+    def add(self, record: FileRecord) -> None:
+        self.written += 1
+        self.faces += len(record.faces)
+        self.by_status[record.status] += 1
+        self.outcome[ResumeState.key(record.path)] = record.outcome
+        self.failed += record.failed
+        if self.duplicates is not None:
+            self.duplicates.add(record)
+
+    def summary(self, complete: bool, skipped: int) -> dict[str, Any]:
+        """The reports' end line."""
+        summary: dict[str, Any] = {
+            "complete": complete,
+            "files_written": self.written,
+            "files_by_status": self.by_status,
+            "files_failed": self.failed,
+            "faces": self.faces,
+            "finished_utc": utc_now(),
+        }
+        if skipped:
+            summary["skipped_as_done"] = skipped
+        if self.duplicates is not None:
+            summary["duplicates"] = self.duplicates.groups()
+        return summary
+
+
+def _say_how_it_ended(
+    tally: Tally, skipped: int, complete: bool, request: ScanRequest, error_console: Console
+) -> None:
+    """stderr's closing lines: inputs skipped as done, unreadable or read in part, and how to
+    continue an interrupted run."""
+    written, errors = tally.written, tally.by_status[STATUS_ERROR]
     if skipped:
         error_console.print(
             f"resumed {request.jsonl_path}: {skipped} input(s) already recorded there were "
@@ -310,16 +343,16 @@ def run_scan(
             highlight=False,
             markup=False,
         )
-    if by_status[STATUS_ERROR]:
+    if errors:
         error_console.print(
-            f"{by_status[STATUS_ERROR]} of {written} input(s) could not be read: their records "
+            f"{errors} of {written} input(s) could not be read: their records "
             'say why ("status": "error")',
             highlight=False,
             markup=False,
         )
-    if failed > by_status[STATUS_ERROR]:  # the exit code's 3 said, where no error record is
+    if tally.failed > errors:  # the exit code's 3 said, where no error record is
         error_console.print(
-            f"{failed - by_status[STATUS_ERROR]} of {written} input(s) were read only in part (a "
+            f"{tally.failed - errors} of {written} input(s) were read only in part (a "
             "video truncated or damaged) or their annotated copy or heatmap was not written: "
             "their records say why (video.incomplete, annotation.error, explanation_error)",
             highlight=False,
@@ -336,8 +369,6 @@ def run_scan(
             ),
             highlight=False,
         )
-        return EXIT_INTERRUPTED
-    return _exit_code(request, outcome.values())
 
 
 def _exit_code(request: ScanRequest, outcomes: Iterable[tuple[bool, bool, bool, bool]]) -> int:
