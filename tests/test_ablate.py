@@ -26,7 +26,7 @@ from test_train import make_dataset
 from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.engines.train import ablate as ablate_engine
 from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
-from mfclip_cli.engines.train.training import TrainSettings
+from mfclip_cli.engines.train.settings import TrainSettings
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance

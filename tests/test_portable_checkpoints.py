@@ -10,7 +10,8 @@ from build_paths import BUNDLED_DEMO, absolute_paths, checkpoint_build_paths
 
 from mfclip_cli.data import Sample, read_dataset, read_datasets, write_manifest
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.train.training import TrainSettings, portable_settings
+from mfclip_cli.engines.train.settings import TrainSettings
+from mfclip_cli.engines.train.training import portable_settings
 from mfclip_cli.engines.weights.store import BUNDLED_STORE, read_registry
 from mfclip_cli.model.checkpoint import portable_config, sidecar_path
 

@@ -97,7 +97,8 @@ def test_the_train_schema_names_what_a_run_can_write():
     import importlib
 
     from mfclip_cli.engines.fitting import FITTED_NAMES
-    from mfclip_cli.engines.train.training import RUN_RECORD_KEYS, UNREADABLE_LINE, TrainSettings
+    from mfclip_cli.engines.train.settings import RUN_RECORD_KEYS, TrainSettings
+    from mfclip_cli.engines.train.training import UNREADABLE_LINE
     from mfclip_cli.model.detectors import DETECTORS, LossTerms
     from mfclip_cli.scoring.precision import INT8_KEY
 

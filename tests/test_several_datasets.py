@@ -26,7 +26,7 @@ from mfclip_cli.data import (
     write_manifest,
 )
 from mfclip_cli.engines.train.ablate import AblationRequest, _Runner
-from mfclip_cli.engines.train.training import TrainSettings, load_train_settings
+from mfclip_cli.engines.train.settings import TrainSettings, load_train_settings
 from mfclip_cli.errors import UsageError
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))

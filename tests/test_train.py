@@ -38,13 +38,15 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
 from mfclip_cli.data.faceset import EpochOrder
-from mfclip_cli.engines.train.training import (
+from mfclip_cli.engines.train.settings import (
     TrainSettings,
     load_train_settings,
     resolve_train_settings,
 )
 from mfclip_cli.errors import UsageError
+from mfclip_cli.files import sha256_file
 from mfclip_cli.model import load_checkpoint
+from mfclip_cli.model.checkpoint import read_checkpoint_info
 from mfclip_cli.schemas import SCHEMA_VERSION
 
 MFCLIP = str(Path(sys.executable).with_name("mfclip"))
@@ -272,6 +274,11 @@ def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
     assert expected.keys() == resumed.keys()
     for name in expected:
         assert torch.equal(expected[name], resumed[name]), name
+    for checkpoint in ("last.safetensors", "best.safetensors"):  # same bytes: no clock inside
+        assert sha256_file(straight / checkpoint) == sha256_file(interrupted / checkpoint)
+    fitted = json.loads((interrupted / "best.json").read_text())
+    assert "fitted_utc" in fitted["calibration"] and "fitted_utc" in fitted["ood"]
+    assert "fitted_utc" in read_checkpoint_info(interrupted / "best.safetensors").attribution
     steps = [line["step"] for line in metrics_lines(interrupted) if line["type"] == "step"]
     assert steps == list(range(1, total + 1))  # nothing logged twice, nothing lost
 
@@ -371,7 +378,8 @@ def test_a_commands_options_become_its_settings(tmp_path):
     )
     with pytest.raises(UsageError, match="--data is required"):
         resolve_train_settings(given, out="o")
-    assert resolve_train_settings({"epochs": None}, out="o", resume=True) is None
+    with pytest.raises(UsageError, match="cannot resume o: train.json is unreadable"):
+        resolve_train_settings({"epochs": None}, out="o", resume=True)
     with pytest.raises(UsageError, match="saved settings; drop epochs"):
         resolve_train_settings(given, out="o", resume=True)
     with pytest.raises(UsageError, match="drop --settings"):
@@ -567,9 +575,11 @@ def test_a_resume_from_an_epochs_last_step_validates_it_once(tmp_path, monkeypat
     monkeypatch.setattr(training.Trainer, "validate", validate_then_die)
     console = Console(file=io.StringIO())
     with pytest.raises(KeyboardInterrupt):
-        training.train(settings, out=settings.out, resume=False, device="cpu", console=console)
+        training.train(settings, resume=False, device="cpu", console=console)
     monkeypatch.setattr(training.Trainer, "validate", validate)
-    training.train(None, out=settings.out, resume=True, device="cpu", console=console)
+    resumed = resolve_train_settings({}, out=settings.out, resume=True)
+    assert resumed == settings
+    training.train(resumed, resume=True, device="cpu", console=console)
     val_steps = [line["step"] for line in metrics_lines(tmp_path / "run") if line["type"] == "val"]
     assert len(val_steps) == 2 and len(set(val_steps)) == 2, val_steps
 

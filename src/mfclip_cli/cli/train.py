@@ -123,8 +123,7 @@ def train(
         --out run/
       torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
     """
-    from mfclip_cli.engines.train.training import resolve_train_settings
-    from mfclip_cli.engines.train.training import train as run_training
+    from mfclip_cli.engines.train.settings import resolve_train_settings
 
     given = dict(
         data=tuple(data) if data else None,
@@ -150,9 +149,9 @@ def train(
         settings = resolve_train_settings(
             given, out=out, settings_file=settings_file, resume=resume
         )
-        result = run_training(
-            settings, out=out, resume=resume, device=device, console=error_console
-        )
+        from mfclip_cli.engines.train.training import train as run_training  # torch: seconds
+
+        result = run_training(settings, resume=resume, device=device, console=error_console)
         error_console.quiet = not result["main"]  # one summary, not one per process
         best = result["best"]
         if best:
@@ -229,8 +228,7 @@ def ablate(
     \b
       mfclip ablate --data faces/ --config tiny --seeds 3 --json ablation.json
     """
-    from mfclip_cli.engines.train.ablate import VARIANTS, AblationRequest, run_ablation
-    from mfclip_cli.engines.train.training import resolve_train_settings
+    from mfclip_cli.engines.train.settings import resolve_train_settings
 
     given = dict(
         data=tuple(data),
@@ -245,6 +243,8 @@ def ablate(
     )
     with errors_reported() as error_console:
         training = resolve_train_settings(given, out="-", settings_file=settings_file)
+        from mfclip_cli.engines.train.ablate import VARIANTS, AblationRequest, run_ablation
+
         request = AblationRequest(
             training=training,
             seeds=seeds,

@@ -33,12 +33,8 @@ from mfclip_cli.engines.inference import (
     unreadable_warning,
 )
 from mfclip_cli.engines.runtime import resolve_device
-from mfclip_cli.engines.train.training import (
-    TrainSettings,
-    learning_differences,
-    run_settings,
-    train,
-)
+from mfclip_cli.engines.train.settings import TrainSettings, learning_differences, run_settings
+from mfclip_cli.engines.train.training import train
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint
@@ -135,8 +131,7 @@ class _Runner:
         resume = saved is not None
         started = time.perf_counter()
         train(
-            None if resume else settings,
-            out=str(run),
+            saved if saved is not None else settings,  # a resume goes on as the run began
             resume=resume,
             device=self.request.device,
             console=self.console,

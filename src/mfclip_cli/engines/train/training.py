@@ -22,11 +22,10 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -41,7 +40,7 @@ from mfclip_cli.data import (
     load_protocol,
     select,
 )
-from mfclip_cli.data.combine import as_data_list, read_datasets
+from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
@@ -52,8 +51,12 @@ from mfclip_cli.engines.inference import (
     unreadable_warning,
 )
 from mfclip_cli.engines.runtime import counting_bar, join_world, sigterm_as_ctrl_c
+from mfclip_cli.engines.train.settings import (
+    PATH_SETTINGS,
+    SETTINGS_FILE,
+    TrainSettings,
+)
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
-from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.errors import TrainingError, UsageError
 from mfclip_cli.files import (
     keep_jsonl_prefix,
@@ -62,13 +65,10 @@ from mfclip_cli.files import (
 from mfclip_cli.model import (
     Detector,
     build_detector,
-    detector_of,
     load_checkpoint,
-    load_model_config,
     save_checkpoint,
 )
 from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
-from mfclip_cli.model.config import apply_overrides, replace_config
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import (
     calibration_problem,
@@ -79,143 +79,9 @@ from mfclip_cli.scoring.calibration import (
 from mfclip_cli.scoring.precision import INT8_KEY
 from mfclip_cli.timestamps import utc_now
 
-SETTINGS_FILE, METRICS_FILE = "train.json", "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
 UNREADABLE_LINE = "unreadable"  # metrics.jsonl's line for a sample that cannot be read
-# what train.json holds beside the settings (a folder started before 2.2.0 has no schema_version)
-# train.json's record of the run, beside its settings: the format, the mfclip that wrote it, and
-# the folder it started in (relative paths in the settings are relative to it)
-RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.state.safetensors"
-
-
-_KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
-_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
-
-
-def _bool_for_number(value: Any, kind: str) -> bool:
-    """true/false where a number is meant (Python counts a bool as an int)."""
-    return isinstance(value, bool) and kind != "bool"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a run depends on; saved to RUN/train.json and reused by ``--resume``."""
-
-    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
-    out: str
-    protocol: str = "in-domain"
-    layout: str | None = None
-    label_map: str | None = None  # TOML extending the generator table of a published layout
-    config: str = "vit-b-16"
-    clip_weights: str | None = None  # open_clip tag or local file; None: the config's own
-    lora_rank: int | None = None  # None: the config's own
-    lora_alpha: float | None = None
-    # model config KEY=VALUE assignments (train --set), applied last, recorded in the checkpoint
-    overrides: tuple[str, ...] = ()
-    epochs: int = 5
-    batch_size: int = 32  # global: split across torchrun processes
-    accumulate: int = 1  # micro-batches per optimiser step
-    lr: float = 2e-4
-    weight_decay: float = 0.05
-    warmup: float = 0.05  # fraction of all optimiser steps spent warming up
-    balanced: bool = False  # class-balanced sampling (with replacement)
-    seed: int = 0
-    val_every: int = 0  # optimiser steps between validations; 0: at the end of each epoch
-    checkpoint_every: int = 0  # optimiser steps between last.* saves; 0: at each validation
-    workers: int = 1
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        self._check_kinds()
-        if isinstance(self.overrides, str):
-            raise UsageError("overrides is a list of KEY=VALUE strings, not one string")
-        object.__setattr__(self, "overrides", tuple(self.overrides))  # a list, read from TOML
-        data = as_data_list(self.data)  # a list, read from TOML or train.json
-        if not data:
-            raise UsageError("data names no dataset")
-        object.__setattr__(self, "data", data[0] if len(data) == 1 else tuple(data))
-        for name in ("epochs", "batch_size", "accumulate"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1")
-        if not 0 <= self.warmup < 1:
-            raise UsageError("warmup is a fraction of the optimiser steps, in [0, 1)")
-        if self.lr <= 0:
-            raise UsageError("lr must be positive")
-        for name in ("val_every", "checkpoint_every", "workers"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be 0 or more")
-
-    def _check_kinds(self) -> None:
-        """Each value of the kind its field holds: a settings file's ``epochs = "2"`` ended in a
-        traceback, and ``balanced = "no"`` was taken as true."""
-        for item in fields(self):
-            value, kind = getattr(self, item.name), str(item.type).removesuffix(" | None")
-            if value is None and str(item.type).endswith(" | None"):
-                continue
-            accepted = _KINDS.get(kind)
-            if accepted and (not isinstance(value, accepted) or _bool_for_number(value, kind)):
-                raise UsageError(f"{item.name} must be {_KIND_WORDS[kind]}, not {value!r}")
-
-    def model_config(self) -> Any:
-        """The config a new run builds: the named one, then --clip-weights, --lora-*, --set."""
-        config = load_model_config(self.config)
-        changes: dict[str, Any] = {}
-        if self.clip_weights:
-            changes["clip"] = resolve_clip_weights(self.clip_weights)
-        lora = {
-            k: v for k, v in (("rank", self.lora_rank), ("alpha", self.lora_alpha)) if v is not None
-        }
-        if lora:
-            changes["lora"] = lora
-        sections = config.to_dict()
-        for section, option in (("clip", "--clip-weights"), ("lora", "--lora-rank/--lora-alpha")):
-            if section in changes and section not in sections:
-                raise UsageError(
-                    f"{option}: the {detector_of(config)} detector (config {config.name}) has "
-                    f"no {section} settings"
-                )
-        return apply_overrides(replace_config(config, **changes), self.overrides)
-
-
-def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
-    """Settings from a TOML file's ``[train]`` table (or top level), then explicit overrides."""
-    try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"cannot read training settings {path}: {error}") from error
-    table = document.get("train", document)
-    known = {f.name for f in fields(TrainSettings)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise UsageError(
-            f"{path}: unknown training settings {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    return TrainSettings(**{**table, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def resolve_train_settings(
-    given: dict[str, Any], *, out: str, settings_file: str | None = None, resume: bool = False
-) -> TrainSettings | None:
-    """A command's settings from its options (``given``: None where an option was not passed):
-    a ``--settings`` file with the options over it, else the options alone; None for a
-    ``--resume``, which continues with the run's saved settings and takes none."""
-    chosen = {name: value for name, value in given.items() if value is not None}
-    if resume:
-        if chosen or settings_file:
-            raise UsageError(
-                "--resume continues with the run's saved settings; "
-                f"drop {', '.join(sorted(chosen)) or '--settings'}"
-            )
-        return None
-    if settings_file:
-        return load_train_settings(settings_file, out=out, **chosen)
-    if not chosen.get("data"):
-        raise UsageError("--data is required (or --settings FILE naming it)")
-    return TrainSettings(out=out, **chosen)
-
-
-PATH_SETTINGS = ("data", "out", "protocol", "label_map", "clip_weights")
 
 
 def portable_settings(settings: TrainSettings) -> dict[str, Any]:
@@ -767,95 +633,11 @@ class Trainer:
         }
 
 
-def _saved_settings(saved: Any, out: str) -> TrainSettings:
-    """The settings a run folder's train.json holds, less its record keys; one this mfclip
-    cannot read as settings (another program's, or a newer mfclip's with settings it does not
-    know) is refused by name rather than half-understood."""
-    if not isinstance(saved, dict):
-        raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} holds no training settings")
-    written_by = saved.get("mfclip_version", "an unknown version")
-    settings = {key: value for key, value in saved.items() if key not in RUN_RECORD_KEYS}
-    unknown = sorted(set(settings) - {field.name for field in fields(TrainSettings)})
-    if unknown:
-        raise UsageError(
-            f"cannot resume {out}: its {SETTINGS_FILE}, written by mfclip {written_by}, holds "
-            f"settings this mfclip ({__version__}) does not know: {', '.join(unknown)}"
-        )
-    try:
-        return TrainSettings(**settings)
-    except TypeError as error:  # a setting every run records is missing
-        raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is incomplete ({error})") from None
-
-
-def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> TrainSettings:
-    """A resumed run's relative paths (``--data faces``) as the run that began them meant them:
-    from the folder it started in (train.json's ``cwd``), where they are not found from here."""
-    began = saved.get("cwd")
-    if not isinstance(began, str):
-        return settings
-
-    def rebased(value: str) -> str:
-        if Path(value).is_absolute() or Path(value).exists():
-            return value
-        return str(Path(began) / value) if (Path(began) / value).exists() else value
-
-    changes: dict[str, Any] = {}
-    for key in PATH_SETTINGS:
-        value = getattr(settings, key)
-        if key == "out" or value is None:  # out is where --resume was pointed
-            continue
-        changes[key] = rebased(value) if isinstance(value, str) else tuple(map(rebased, value))
-    return replace(settings, **changes)
-
-
-def run_settings(run: Path) -> TrainSettings | None:
-    """The settings of the run in folder ``run`` (paths as the run meant them), None where it
-    holds none."""
-    try:
-        saved = json.loads((run / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"{run / SETTINGS_FILE} is unreadable ({error})") from error
-    return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
-
-
-# settings that do not change what a run learns: where it is, how fast it reads, when it saves
-NOT_LEARNED = ("out", "workers", "checkpoint_every")
-
-
-def learning_differences(then: TrainSettings, now: TrainSettings) -> list[str]:
-    """How two runs' settings differ in what they learn, in words (paths compared resolved)."""
-
-    def comparable(name: str, value: Any) -> Any:
-        if name not in PATH_SETTINGS or value is None:
-            return value
-        if isinstance(value, str):
-            return Path(value).resolve()
-        return tuple(Path(item).resolve() for item in value)
-
-    return [
-        f"{field.name} {getattr(then, field.name)!r} there, {getattr(now, field.name)!r} now"
-        for field in fields(TrainSettings)
-        if field.name not in NOT_LEARNED
-        and comparable(field.name, getattr(then, field.name))
-        != comparable(field.name, getattr(now, field.name))
-    ]
-
-
 def train(
-    settings: TrainSettings | None, *, out: str, resume: bool, device: str, console: Console
+    settings: TrainSettings, *, resume: bool, device: str, console: Console
 ) -> dict[str, Any]:
-    """Train a new run (``settings``) or continue the one in ``out`` (``resume``)."""
-    if resume:
-        try:
-            saved = json.loads((Path(out) / SETTINGS_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise UsageError(
-                f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})"
-            ) from error
-        settings = _from_where_it_began(replace(_saved_settings(saved, out), out=out), saved)
-    assert settings is not None
+    """Train a new run or continue the one in ``settings.out`` (``resume``; its saved settings:
+    ``settings.resolve_train_settings``)."""
     trainer = Trainer(settings, resume=resume, device=device, console=console)
     try:
         with sigterm_as_ctrl_c():  # a killed start is cleaned up as an interrupted one
