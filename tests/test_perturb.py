@@ -23,7 +23,8 @@ from mfclip_cli.data.perturb import (
     encode_jpeg,
     parse_perturbations,
 )
-from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest, calibrate
+from mfclip_cli.engines.evaluate.calibrate import calibrate
+from mfclip_cli.engines.evaluate.requests import CalibrateRequest
 from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info

@@ -124,6 +124,11 @@ def is_stream(path: str | Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+def sidecar_path(path: str | Path) -> Path:
+    """A checkpoint's readable ``.json`` beside its ``.safetensors``."""
+    return Path(path).with_suffix(".json")
+
+
 def refuse_existing(path: str | Path, force: bool) -> None:
     """Checked before long work starts, so a report is never overwritten unasked (nor found too
     late). A pipe or a device is no file to keep: it is written to."""

@@ -152,9 +152,7 @@ def evaluate(
             return
         if not data:
             raise UsageError("--data is required")
-        from mfclip_cli.engines.evaluate.compare import compare
-        from mfclip_cli.engines.evaluate.evaluation import EvalRequest
-        from mfclip_cli.engines.evaluate.evaluation import evaluate as run_evaluation
+        from mfclip_cli.engines.evaluate.requests import EvalRequest
 
         chosen = weights or []
         request = EvalRequest(
@@ -179,6 +177,10 @@ def evaluate(
             seed=seed,
             perturb=tuple(perturb or ()),
         )
+        request.check()  # before torch loads: a mistyped option is refused in a moment
+        from mfclip_cli.engines.evaluate.compare import compare
+        from mfclip_cli.engines.evaluate.evaluation import evaluate as run_evaluation
+
         if len(chosen) > 1:
             report = compare(request, chosen, console=Console(), error_console=error_console)
         else:
@@ -252,8 +254,7 @@ def calibrate(
       mfclip calibrate -w run/best.safetensors --data faces/ -o calibrated.safetensors
     """
     with errors_reported() as error_console:
-        from mfclip_cli.engines.evaluate.calibrate import CalibrateRequest
-        from mfclip_cli.engines.evaluate.calibrate import calibrate as run_calibration
+        from mfclip_cli.engines.evaluate.requests import CalibrateRequest
         from mfclip_cli.scoring.calibration import temperature_warning
         from mfclip_cli.scoring.fpr_bounds import unsupported_message
 
@@ -271,6 +272,9 @@ def calibrate(
             target_accuracy=target_accuracy,
             allow_training_overlap=allow_training_overlap,
         )
+        request.check()  # before torch loads
+        from mfclip_cli.engines.evaluate.calibrate import calibrate as run_calibration
+
         result = run_calibration(request, error_console=error_console)
         record = result["calibration"]
         fitted = record["fitted_on"]

@@ -30,6 +30,7 @@ from mfclip_cli.files import (
     atomic_writer,
     check_safetensors,
     sha256_file,
+    sidecar_path,
     write_json_atomic,
 )
 from mfclip_cli.model.config import ConfigError, config_from_dict
@@ -64,10 +65,6 @@ class CheckpointInfo:
     @property
     def sidecar(self) -> Path:
         return sidecar_path(self.path)
-
-
-def sidecar_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:

@@ -5,50 +5,29 @@ is never changed. Definitions: docs/calibration.md, docs/attribution.md."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.evaluate.loading import DataChoice, load_scoring
+from mfclip_cli.engines.evaluate.loading import load_scoring
+from mfclip_cli.engines.evaluate.requests import CalibrateRequest, DataChoice
 from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
 from mfclip_cli.engines.inference import unreadable_warning
 from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import refuse_existing
-from mfclip_cli.model.checkpoint import save_fitted, sidecar_path
+from mfclip_cli.model.checkpoint import save_fitted
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
-from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
 from mfclip_cli.scoring.precision import FP32, INT8_KEY
-
-
-@dataclass
-class CalibrateRequest:
-    weights: str
-    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
-    out: str
-    protocol: str | None = None  # None: the checkpoint's own on its data, else in-domain
-    allow_training_overlap: bool = False  # fit on val samples the checkpoint trained on
-    layout: str | None = None
-    label_map: str | None = None
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int = 0
-    force: bool = False
-    target_accuracy: float = TARGET_ACCURACY  # of the inconclusive band's threshold
 
 
 def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     """Fit the calibration of an existing checkpoint on a protocol's val split and write it into a
     new checkpoint (new SHA-256) at ``request.out``; the source is never changed."""
+    request.check()
     out = Path(request.out)
-    if out.suffix != ".safetensors":
-        raise UsageError(f"--out must name a .safetensors file, not {out}")
-    for target in (out, sidecar_path(out)):
-        refuse_existing(target, request.force)
     scoring = load_scoring(
         DataChoice(
             request.data,

@@ -13,14 +13,10 @@ from rich.console import Console
 
 from mfclip_cli.data import DataError
 from mfclip_cli.data.combine import data_record
-from mfclip_cli.data.perturb import combine, parse_perturbations
-from mfclip_cli.engines.evaluate.evaluation import (
-    EvalRequest,
-    protocol_record,
-    refuse_existing_outputs,
-    score_checkpoint,
-)
+from mfclip_cli.data.perturb import combine
+from mfclip_cli.engines.evaluate.evaluation import protocol_record, score_checkpoint
 from mfclip_cli.engines.evaluate.loading import Scoring, load_scorings
+from mfclip_cli.engines.evaluate.requests import EvalRequest
 from mfclip_cli.engines.evaluate.tables import (
     COMPARED,
     PAIR_FIGURES,
@@ -122,8 +118,7 @@ def compare(
                 f"{option} writes one checkpoint's file: with several --weights, run eval "
                 "once per checkpoint for it"
             )
-    refuse_existing_outputs(request)
-    requested = parse_perturbations(request.perturb)
+    requested = request.check()
     scorings = load_scorings(
         request.data_choice(),
         request.protocol,

@@ -17,7 +17,6 @@ docs/calibration.md, docs/robustness.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,9 +30,9 @@ from mfclip_cli.data import (
     Splits,
 )
 from mfclip_cli.data.combine import data_record
-from mfclip_cli.data.perturb import Perturbation, combine, parse_perturbations
+from mfclip_cli.data.perturb import Perturbation, combine
 from mfclip_cli.data.protocols import one_class_problem
-from mfclip_cli.engines.evaluate.loading import DataChoice, Scoring, load_scoring
+from mfclip_cli.engines.evaluate.loading import Scoring, load_scoring
 from mfclip_cli.engines.evaluate.outputs import (
     Scored,
     write_embeddings,
@@ -42,6 +41,7 @@ from mfclip_cli.engines.evaluate.outputs import (
     write_predictions,
     write_robustness_plot,
 )
+from mfclip_cli.engines.evaluate.requests import EvalRequest
 from mfclip_cli.engines.evaluate.tables import (
     attribution_table,
     calibration_table,
@@ -55,7 +55,7 @@ from mfclip_cli.engines.weights.store import (
     weights_record,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import readable, refuse_existing, write_json_atomic
+from mfclip_cli.files import readable, write_json_atomic
 from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.attribution import (
@@ -101,60 +101,6 @@ from mfclip_cli.timestamps import utc_now
 
 MIN_TSNE_FACES = 5  # t-SNE's perplexity must stay below the number of points
 UNDEFINED_WITH_ONE_CLASS = ("auc", "ap", "eer")  # each needs real and fake faces
-
-
-@dataclass
-class EvalRequest:
-    data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
-    protocol: str | None  # None: the checkpoint's own on the data it trained on, else in-domain
-    weights: str | None = None
-    layout: str | None = None
-    label_map: str | None = None
-    allow_one_class: bool = False  # a one-class test split: a TPR-only report, AUC undefined
-    # score test samples the checkpoint trained or was selected with (the report says how many)
-    allow_training_overlap: bool = False
-    device: str = "auto"
-    precision: str = "auto"  # fp32, int8 or auto (scoring/precision.py)
-    batch_size: int = 64
-    workers: int = 0
-    threshold: float = 0.5
-    json_path: str | None = None
-    predictions_path: str | None = None
-    plots_dir: str | None = None
-    embeddings_path: str | None = None  # a t-SNE of the test embeddings (PNG)
-    force: bool = False
-    bootstrap: int = 1000  # replicates of the confidence intervals; 0: none
-    seed: int = 0  # of the bootstrap, the t-SNE and the noise perturbation
-    perturb: Sequence[str] = ()  # "jpeg:90,75", ...: kinds named here replace the protocol's
-
-    def data_choice(self) -> DataChoice:
-        return DataChoice(
-            self.data,
-            self.layout,
-            self.label_map,
-            self.allow_one_class,
-            self.allow_training_overlap,
-        )
-
-
-def refuse_existing_outputs(request: EvalRequest) -> None:
-    """Check every output before the (long) scoring starts, not after it."""
-    if request.embeddings_path and not request.embeddings_path.lower().endswith(".png"):
-        raise UsageError(
-            f"--embeddings writes a PNG: name it FILE.png, not {request.embeddings_path}"
-        )
-    for target in (request.json_path, request.predictions_path, request.embeddings_path):
-        if target:
-            refuse_existing(target, request.force)
-    if (
-        request.plots_dir
-        and Path(request.plots_dir).is_dir()
-        and any(Path(request.plots_dir).iterdir())
-    ):
-        if not request.force:
-            raise UsageError(f"{request.plots_dir} is not empty (pass --force to write into it)")
-    if request.bootstrap < 0:
-        raise UsageError("--bootstrap takes a number of replicates, 0 for none")
 
 
 def _probability_quality(labels: Sequence[str], logits: np.ndarray, temperature: float) -> dict:
@@ -516,8 +462,7 @@ def protocol_record(protocol: Protocol, splits: Splits) -> dict:
 def evaluate(request: EvalRequest, console: Console, error_console: Console) -> dict:
     """Score the protocol's test split (clean, then under each perturbation) and write the
     requested outputs; return the report."""
-    refuse_existing_outputs(request)
-    requested = parse_perturbations(request.perturb)  # before anything is loaded or scored
+    requested = request.check()  # before anything is loaded or scored
     scoring = load_scoring(
         request.data_choice(),
         request.protocol,

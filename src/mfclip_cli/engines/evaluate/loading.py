@@ -19,6 +19,7 @@ from mfclip_cli.engines.evaluate.held_out import (
     trained_protocol,
     training_overlap,
 )
+from mfclip_cli.engines.evaluate.requests import DataChoice
 from mfclip_cli.engines.inference import (
     FaceSource,
     Outputs,
@@ -33,7 +34,8 @@ from mfclip_cli.engines.weights.store import (
     resolve_weights,
     say_caveats,
 )
-from mfclip_cli.model.checkpoint import CheckpointInfo, sidecar_path
+from mfclip_cli.files import sidecar_path
+from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.scoring.precision import (
     BF16,
     Precision,
@@ -44,19 +46,6 @@ from mfclip_cli.scoring.precision import (
 )
 
 DEFAULT_PROTOCOL = "in-domain"  # where the checkpoint's own cannot be used (held_out.py)
-
-
-@dataclass(frozen=True)
-class DataChoice:
-    """Which data a job reads and how: one ``--data`` or several, the layout, the label map,
-    whether a test split of one class is allowed (a TPR-only report, eval's --allow-one-class)
-    and whether samples the checkpoint met in training may be scored (``held_out.py``)."""
-
-    data: str | tuple[str, ...]
-    layout: str | None = None
-    label_map: str | None = None
-    allow_one_class: bool = False
-    allow_training_overlap: bool = False
 
 
 @dataclass
