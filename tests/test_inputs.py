@@ -146,6 +146,61 @@ def test_a_file_reached_through_a_linked_folder_is_kept_under_its_own_name(tmp_p
     assert [item.path.relative_to(tmp_path).as_posix() for item in alone] == ["alink/a.jpg"]
 
 
+def test_a_file_reached_by_other_names_is_one_input_that_carries_them(tmp_path):
+    """Audit F9: a link to a file in the set was folded into the file without a word, and the
+    file took the place of a link sorted before it. It keeps its own name's place and carries
+    the other names, in the order met; a name a walk reached through a linked folder is a route,
+    left out whichever route sorts first (a folder walked already is not walked again)."""
+    _touch(tmp_path / "f9" / "a.jpg")
+    _touch(tmp_path / "f9" / "c.jpg")
+    os.symlink("c.jpg", tmp_path / "f9" / "0_link.jpg")
+    os.symlink("c.jpg", tmp_path / "f9" / "z_link.jpg")
+
+    def found(*names: str) -> list[tuple[str, list[str]]]:
+        items = collect_inputs([str(tmp_path / name) for name in names])
+        return [
+            (
+                item.path.relative_to(tmp_path).as_posix(),
+                [p.relative_to(tmp_path).as_posix() for p in item.also_named],
+            )
+            for item in items
+        ]
+
+    links = ["f9/0_link.jpg", "f9/z_link.jpg"]
+    assert found("f9") == [("f9/a.jpg", []), ("f9/c.jpg", links)]
+    assert found("f9/c.jpg", "f9/z_link.jpg") == [("f9/c.jpg", ["f9/z_link.jpg"])]
+    assert found("f9/z_link.jpg", "f9/a.jpg", "f9/c.jpg") == [
+        ("f9/a.jpg", []),
+        ("f9/c.jpg", ["f9/z_link.jpg"]),
+    ]
+    assert found("f9/c.jpg", "f9", "f9/c.jpg") == [("f9/c.jpg", links), ("f9/a.jpg", [])]
+    # a linked folder sorted before or after the real one: its names are routes either way
+    os.symlink("f9", tmp_path / "0dir")
+    os.symlink("f9", tmp_path / "zdir")
+    assert found(".") == [("f9/a.jpg", []), ("f9/c.jpg", links)]
+    assert found("0dir", "f9") == found("f9", "0dir") == found(".")
+    # the same files named through the linked folder: names given, so carried
+    assert found("f9/c.jpg", "zdir/c.jpg") == [("f9/c.jpg", ["zdir/c.jpg"])]
+    assert collect_inputs([str(tmp_path / "f9" / "a.jpg")]).folded == 0
+    assert collect_inputs([str(tmp_path / "f9")]).folded == 2
+
+
+def test_a_loop_reached_through_a_linked_folder_is_kept_under_its_own_name(tmp_path):
+    """``ev/linkdir -> sub`` sorted first, and the loops in ``sub`` were reported as
+    ``linkdir/loop`` and ``linkdir/again``: an error entry never took the place of another, so the
+    loops' own names, met later, were dropped."""
+    (tmp_path / "sub").mkdir()
+    os.symlink("loop.jpg", tmp_path / "sub" / "loop.jpg")  # a link to itself
+    os.symlink(".", tmp_path / "sub" / "again")  # back to its own folder
+    os.symlink("sub", tmp_path / "linkdir")
+    items = collect_inputs([str(tmp_path)])
+    assert [item.path.relative_to(tmp_path).as_posix() for item in items] == [
+        "sub/again",
+        "sub/loop.jpg",
+    ]
+    assert all("symbolic link loop" in item.error and not item.also_named for item in items)
+
+
 def test_a_link_out_of_the_folder_named_is_an_error_item_not_followed(tmp_path):
     """An extraction's absolute link (``DCIM -> /home/...``) put the analyst's own files in the
     suspect's report, under the evidence's path, as if they were evidence (audit F1)."""

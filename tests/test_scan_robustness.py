@@ -486,6 +486,53 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
     check_scan_lines(verbose.stdout.splitlines())
 
 
+def test_a_file_reached_by_links_is_one_record_that_names_them(weights, tmp_path):
+    """Audit F9: a folder holding a photo and a link to it gave one record and no word of the
+    link (not in the meta's input count, the end line or on stderr), and the record sat in the
+    place of a link sorted before it. It keeps its own name's place and lists the other names in
+    ``also_named`` (a name that is not UTF-8 readably, its bytes in ``also_named_bytes``), in the
+    JSON Lines, the CSV and the HTML; a resume and ``mfclip report`` find the file again."""
+    evidence = tmp_path / "f9"
+    evidence.mkdir()
+    Image.fromarray(face_free()).save(evidence / "a.png")
+    Image.fromarray(face_free()).save(evidence / "c.png")
+    os.symlink("c.png", evidence / "0_link.png")
+    odd = os.fsdecode(b"z\xff, z.png")  # not UTF-8, and a comma and a space in it
+    os.symlink("c.png", evidence / odd)
+    reports = {kind: tmp_path / f"scan.{kind}" for kind in ("jsonl", "csv", "html")}
+    options = [f"--{kind}={path}" for kind, path in reports.items()]
+    result = run(str(evidence), "--weights", str(weights), *options)
+    assert result.returncode == 0, result.stderr
+    assert "note: 2 name(s) reached a file already listed" in result.stderr
+    check_scan_outputs(jsonl_path=reports["jsonl"])
+    records = _file_records(reports["jsonl"])
+    assert [record["path"] for record in records] == [
+        str(evidence / "a.png"),
+        str(evidence / "c.png"),
+    ]
+    assert "also_named" not in records[0] and "also_named_bytes" not in records[0]
+    names = [str(evidence / "0_link.png"), str(evidence / "z\\xff, z.png")]
+    assert records[1]["also_named"] == names
+    assert records[1]["also_named_bytes"] == [None, os.fsencode(evidence / odd).hex()]
+    rows = list(csv.DictReader(io.StringIO(reports["csv"].read_text(encoding="utf-8"))))
+    assert [(row["path"], row["also_named"]) for row in rows][0] == (str(evidence / "a.png"), "")
+    assert json.loads(rows[1]["also_named"]) == names
+    page = reports["html"].read_text(encoding="utf-8")
+    assert "also named" in page and "z\\xff, z.png" in page
+
+    again = run(
+        str(evidence), "--weights", str(weights), "--jsonl", str(reports["jsonl"]), "--resume"
+    )
+    assert again.returncode == 0 and "2 input(s) already recorded" in again.stderr, again.stderr
+    redrawn = subprocess.run(
+        [MFCLIP, "report", str(reports["jsonl"]), "--html", str(tmp_path / "again.html")],
+        capture_output=True,
+        text=True,
+    )
+    assert redrawn.returncode == 0, redrawn.stderr
+    assert "z\\xff, z.png" in (tmp_path / "again.html").read_text(encoding="utf-8")
+
+
 def save_mjpeg_video(path: Path, frames: int, fps: float) -> None:
     save_video(path, frames, fps, np.ascontiguousarray(astronaut()[::2, ::2]), codec="MJPG")
 

@@ -6,7 +6,8 @@ recursively (unless told not to) following symbolic links that stay inside the f
 real folder once, so a link loop ends; a link that leads out of it (an extraction's absolute
 link) is an error entry, not followed: its target is not the evidence. A folder that cannot be
 read becomes an error entry instead of stopping the run; the files a walk passes over (their
-names are no picture's or video's) are counted.
+names are no picture's or video's) are counted. A file reached by several names is one input,
+which carries the other names it was reached by (``InputItem.also_named``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -38,16 +39,29 @@ class Inputs(list):
     def not_media(self) -> int:
         return len(self.passed_over)
 
+    @property
+    def folded(self) -> int:
+        """How many other names the inputs carry (``InputItem.also_named``)."""
+        return sum(len(item.also_named) for item in self)
+
 
 @dataclass(frozen=True)
 class InputItem:
     path: Path
     # set when the input cannot even be listed (missing, unreadable folder)
     error: str | None = None
+    # the other names this input was reached by and folded into it, in the order met
+    # (``collect_inputs``): a link to the file, the same file named twice, spelt otherwise
+    also_named: tuple[Path, ...] = ()
 
     @property
     def display(self) -> str:
         return str(self.path)
+
+    @property
+    def other_names(self) -> list[str] | None:
+        """``also_named`` as the records write names (``display``), None when there is none."""
+        return [str(name) for name in self.also_named] or None
 
 
 def _walk(
@@ -161,21 +175,40 @@ def collect_inputs(
 ) -> Inputs:
     """Inputs in a deterministic order, each file once; ``-`` reads more paths from ``stdin``, one
     per line, or each ended by ``separator`` ("\\0" for ``find -print0``, whose names may hold a
-    newline). A file reached by a symbolic link and by its own name is kept under its own name,
-    in the place of the first."""
-    items = Inputs()
-    seen_files: dict[str, int] = {}  # real path: its place in ``items``
-    seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
+    newline).
 
-    def add(item: InputItem) -> None:
+    A file reached by several names (a symbolic link to it, the same file named twice or spelt
+    otherwise) is one input, kept under its own name (``_name_rank``) in that name's place, and
+    carrying the others in ``also_named``. A name a folder's walk reached through a linked folder
+    is a route, not listed there: whether a walk lists it depends on which route sorts first (a
+    folder walked already is not walked again through a link)."""
+    items = Inputs()
+    seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
+    slots: list[InputItem | None] = []  # in the order met; a file moved on leaves None
+    seen_files: dict[str, tuple[int, bool]] = {}  # real path: its slot, whether kept by a route
+
+    def add(item: InputItem, walked: bool = False) -> None:
         # by the file it names, error or not: a FIFO a folder's walk listed is named once more
         key = os.path.realpath(item.path)
+        route = walked and _through_link(item.path.parent)
         if key not in seen_files:
-            seen_files[key] = len(items)
-            items.append(item)
-        elif item.error is None and _through_link(items[seen_files[key]].path):
-            if not _through_link(item.path):
-                items[seen_files[key]] = item
+            seen_files[key] = len(slots), route
+            slots.append(item)
+            return
+        place, kept_by_route = seen_files[key]
+        kept = slots[place]
+        assert kept is not None
+        if item.path == kept.path:  # the same name again (a folder and a file in it named)
+            return
+        if _name_rank(item.path) > _name_rank(kept.path) and (
+            item.error is None or kept.error is not None
+        ):
+            slots[place] = None  # the file moves to its own name's place
+            seen_files[key] = len(slots), route
+            names = kept.also_named if kept_by_route else (kept.path, *kept.also_named)
+            slots.append(replace(item, also_named=tuple(n for n in names if n != item.path)))
+        elif not route:
+            slots[place] = replace(kept, also_named=_with(kept.also_named, item.path))
 
     def expand(spec: str, inside: str | None = None) -> None:
         """``spec`` added; ``inside``: the real folder a glob that matched it searched, which a
@@ -193,7 +226,7 @@ def collect_inputs(
             add(InputItem(path, _outside_message(path)))
         elif path.is_dir():
             for item in _walk(path, recursive, seen_dirs, items, inside=inside):
-                add(item)
+                add(item, walked=True)
         elif path.exists() or path.is_symlink():
             add(InputItem(path))  # named explicitly: always attempted, whatever its name says
         elif GLOB_CHARS & set(spec):
@@ -213,7 +246,21 @@ def collect_inputs(
                 expand(line)
         else:
             expand(spec)
+    items.extend(item for item in slots if item is not None)
     return items
+
+
+def _name_rank(path: Path) -> int:
+    """How much ``path`` is the name of what it reaches: its own name (no link on the way), 2; a
+    link in a real folder (a loop's own name), 1; a name through a linked folder, 0."""
+    if not _through_link(path):
+        return 2
+    return 0 if _through_link(path.parent) else 1
+
+
+def _with(names: tuple[Path, ...], name: Path) -> tuple[Path, ...]:
+    """``names`` and then ``name``, each once."""
+    return names if name in names else (*names, name)
 
 
 def _stdin_paths(stdin: TextIO, separator: str) -> Iterator[str]:

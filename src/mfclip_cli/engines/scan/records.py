@@ -164,6 +164,7 @@ def readable_strings(value: Any) -> Any:
 # The file record's fields in output order (before ``faces``), and those written only when set.
 FILE_FIELDS = ("path", "sha256", "size", "format", "width", "height", "status", "error")
 OPTIONAL_FILE_FIELDS = (
+    "also_named",
     "video",
     "annotation",
     "explanation_error",
@@ -184,6 +185,9 @@ class FileRecord:
     status: str = STATUS_OK
     error: str | None = None
     faces: list[FaceRecord] = field(default_factory=list)
+    # the other names the inputs reached this file by, folded into this record (a symbolic link
+    # to it, the file named twice); None when there is none (``inputs.collect_inputs``)
+    also_named: list[str] | None = None
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
     # with --annotate: {"path": copy} or {"error": why not}
     annotation: dict[str, str] | None = None
@@ -213,6 +217,11 @@ class FileRecord:
         record = readable_strings(record)
         if record["path"] != self.path:  # the exact name, whatever its bytes
             record["path_bytes"] = os.fsencode(self.path).hex()
+        if record.get("also_named", self.also_named) != self.also_named:  # each name likewise
+            record["also_named_bytes"] = [
+                None if written == name else os.fsencode(name).hex()
+                for written, name in zip(record["also_named"], self.also_named or [])
+            ]
         return record
 
     @staticmethod
@@ -221,6 +230,16 @@ class FileRecord:
         not UTF-8 (``path`` then shows it readably), else ``path``."""
         exact = document.get("path_bytes")
         return os.fsdecode(bytes.fromhex(exact)) if exact else document["path"]
+
+    @staticmethod
+    def other_names_of(document: dict[str, Any]) -> list[str] | None:
+        """``also_named`` as the file system names them, each from its entry in
+        ``also_named_bytes`` where that is set (as ``path_of``)."""
+        names = document.get("also_named")
+        if not names:
+            return None
+        exact = document.get("also_named_bytes") or [None] * len(names)
+        return [os.fsdecode(bytes.fromhex(raw)) if raw else n for n, raw in zip(names, exact)]
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> "FileRecord":
@@ -232,8 +251,9 @@ class FileRecord:
         names = (*FILE_FIELDS, *OPTIONAL_FILE_FIELDS)
         provenance = document.get("provenance")
         return cls(
-            **{key: document.get(key) for key in names if key != "path"},
+            **{key: document.get(key) for key in names if key not in ("path", "also_named")},
             path=cls.path_of(document),
+            also_named=cls.other_names_of(document),
             faces=faces,
             provenance=None if provenance is None else ProvenanceRecord.from_dict(provenance),
         )

@@ -146,8 +146,8 @@ def _scorers(
 
 
 def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console | None) -> Inputs:
-    """The files to scan, or a usage error where there are none; the files passed over said on
-    ``error_console`` (one process's)."""
+    """The files to scan, or a usage error where there are none; the files passed over, and the
+    names folded into a file reached by another, said on ``error_console`` (one process's)."""
     items = collect_inputs(
         request.inputs,
         recursive=request.recursive,
@@ -165,6 +165,13 @@ def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console |
         )
     if error_console is not None and items.not_media:
         error_console.print(f"note: {passed_over}", highlight=False, markup=False)
+    if error_console is not None and items.folded:
+        error_console.print(
+            f"note: {items.folded} name(s) reached a file already listed (a symbolic link to it, "
+            "the file named twice): each file is scanned once, its record lists them (also_named)",
+            highlight=False,
+            markup=False,
+        )
     return items
 
 

@@ -153,7 +153,7 @@ class Scanner:
         """The record of one input, its bytes read once (``scan/evidence.py``): an image whole,
         hashed, to be decoded from the same buffer; a video held open by its descriptor and
         hashed through it. Its ``source`` holds what was read."""
-        record = FileRecord(path=item.display)
+        record = _record_of(item)
         if item.error:
             return record.fail(item.error)
         try:
@@ -281,7 +281,7 @@ class Scanner:
             return self._open_input(item, skip)
         except Exception as error:  # noqa: BLE001 - reported in that file's record
             failure = f"cannot read this file ({type(error).__name__}: {error})"
-            return FileRecord(path=item.display).fail(failure), None, None
+            return _record_of(item).fail(failure), None, None
 
     def _open_input(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
         record = self.open_record(item)
@@ -396,6 +396,11 @@ class Scanner:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
         yield from self._finish_images(pending)
+
+
+def _record_of(item: InputItem) -> FileRecord:
+    """A new record of ``item``, under its name and carrying its other names."""
+    return FileRecord(path=item.display, also_named=item.other_names)
 
 
 def _in_order_ahead(

@@ -7,17 +7,25 @@ rewrite the terminal, and invisible format characters escaped, and then a backsl
 and one that a
 spreadsheet would run as a formula (starting ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return; OWASP's "CSV injection") with a leading ``'``, which shows it as text. Where the ``path``
-cell is then not the exact name, ``path_bytes`` holds the name's bytes. The JSON reports keep
+cell is then not the exact name, ``path_bytes`` holds the name's bytes. The other names a file
+was reached by (``also_named``) are one cell, a JSON array of them (a name may hold a space, a
+comma or a semicolon, but a JSON string ends only at an unescaped quote). The JSON reports keep
 every value exactly.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Any
 
-from mfclip_cli.engines.scan.records import FILE_FIELDS, FaceRecord, FileRecord
+from mfclip_cli.engines.scan.records import (
+    FILE_FIELDS,
+    FaceRecord,
+    FileRecord,
+    readable_strings,
+)
 from mfclip_cli.engines.scan.writers.common import CLASS_COLUMNS, report_file, side_by_side
 from mfclip_cli.files import shown
 
@@ -88,6 +96,7 @@ CSV_COLUMNS = [
     "weights_sha256",
     "demo",
     *PROVENANCE_CSV_COLUMNS,
+    "also_named",  # the other names the file was reached by (a link to it): a JSON array
     "path_bytes",  # the name's exact bytes (hex), where the path cell is not the exact name
 ]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -163,6 +172,9 @@ class CsvSink:
         base.update(self.common)
         base.update(provenance_cells(record))
         base["video_incomplete"] = (record.video or {}).get("incomplete")
+        if record.also_named:  # as the JSON reports write them, not-UTF-8 bytes as \xNN
+            names = readable_strings(record.also_named)
+            base["also_named"] = json.dumps(names, ensure_ascii=False)
         if _cell(record.path) != record.path:  # escaped or guarded: the exact name beside it
             base["path_bytes"] = os.fsencode(record.path).hex()
         if not record.faces:

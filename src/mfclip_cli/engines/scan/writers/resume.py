@@ -62,12 +62,12 @@ class ResumeState:
 
     def earlier(self, record: FileRecord) -> FileRecord:
         """The earlier record of an input this run skipped as done (``record``, marked
-        ``resumed``), named as this run names it."""
+        ``resumed``), named as this run names it (its other names too)."""
         offset = self.done[(self.key(record.path), record.sha256 or "")]
         with open(self.report, "rb") as stream:  # type: ignore[arg-type]
             stream.seek(offset)
             earlier = FileRecord.from_dict(json.loads(stream.readline()))
-        earlier.path = record.path
+        earlier.path, earlier.also_named = record.path, record.also_named
         return earlier
 
     @staticmethod
