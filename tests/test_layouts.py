@@ -249,6 +249,17 @@ def test_genface_refusals(tmp_path):
     with pytest.raises(DataError, match=r"'Unheard' \(1 file"):
         read_dataset(tmp_path)
     (tmp_path / "test/fake/FS/GAN/00002_Unheard.png").unlink()
+    # a name without "_" carries no generator: skipped per folder, as the loader passes it over
+    touch(tmp_path, "test/fake/EFS/Diffusion/00009.png", "test/fake/EFS/Diffusion/00010.png")
+    index = read_dataset(tmp_path)
+    nameless = (
+        "test/fake/EFS/Diffusion/: file name carries no generator (the authors' loader reads "
+        "it from <generator>_NNNNN and passes such files over): not read"
+    )
+    assert index.skipped[nameless] == 2
+    assert len(index) == 27
+    for name in ("00009", "00010"):
+        (tmp_path / f"test/fake/EFS/Diffusion/{name}.png").unlink()
     touch(tmp_path, "test/fake/EFS/GAN/ddpm_00009.png")
     with pytest.raises(DataError, match=r"lies in a GAN folder but the label table files DDPM"):
         read_dataset(tmp_path)
@@ -798,6 +809,20 @@ def test_genimage(tmp_path):
         "GenImage",
         "test",
     )
+
+
+def test_genimage_merged_imagenet_ai_is_refused_saying_why(tmp_path):
+    # the Readme tutorial merges every generator into imagenet_ai/: BigGAN (a GAN) among them
+    root = tmp_path / "data"
+    touch(root, "imagenet_ai/train/ai/a.png", "imagenet_ai/train/nature/n.JPEG")
+    touch(root, "imagenet_ai/val/ai/b.png", "imagenet_ai/val/nature/v.JPEG")
+    with pytest.raises(
+        DataError, match=r"merge of every generator.*BigGAN.*per-generator"
+    ) as error:
+        read_dataset(root)
+    assert "label-map" not in str(error.value)
+    with pytest.raises(DataError, match=r"imagenet_ai/ is the GenImage Readme tutorial's merge"):
+        read_dataset(root / "imagenet_ai")
 
 
 # ----------------------------------------------------------------------------- DiffusionForensics
