@@ -25,6 +25,7 @@ from mfclip_cli.data import (
 )
 from mfclip_cli.data.layouts.df40 import LISTED_AGAIN, NOT_ON_DISK
 from mfclip_cli.data.protocols import Splits, parse_protocol
+from mfclip_cli.engines.inspect import inspect_dataset, render
 from mfclip_cli.errors import UsageError
 
 _PNG: list[bytes] = []
@@ -248,6 +249,17 @@ def test_genface_refusals(tmp_path):
     with pytest.raises(DataError, match=r"'Unheard' \(1 file"):
         read_dataset(tmp_path)
     (tmp_path / "test/fake/FS/GAN/00002_Unheard.png").unlink()
+    # a name without "_" carries no generator: skipped per folder, as the loader passes it over
+    touch(tmp_path, "test/fake/EFS/Diffusion/00009.png", "test/fake/EFS/Diffusion/00010.png")
+    index = read_dataset(tmp_path)
+    nameless = (
+        "test/fake/EFS/Diffusion/: file name carries no generator (the authors' loader reads "
+        "it from <generator>_NNNNN and passes such files over): not read"
+    )
+    assert index.skipped[nameless] == 2
+    assert len(index) == 27
+    for name in ("00009", "00010"):
+        (tmp_path / f"test/fake/EFS/Diffusion/{name}.png").unlink()
     touch(tmp_path, "test/fake/EFS/GAN/ddpm_00009.png")
     with pytest.raises(DataError, match=r"lies in a GAN folder but the label table files DDPM"):
         read_dataset(tmp_path)
@@ -287,7 +299,7 @@ def test_df40_folder_tree(tmp_path):
     got = fields(index)
     fakes = [s for s in index.samples if s.label != "real"]
     assert len(fakes) == 2 * (6 + 2) + 1
-    assert len(index.samples) == len(fakes) + 1 + 8
+    assert len(index.samples) == len(fakes) + 1 + 8 + 1
     frame = got["DF40/simswap/ff/frames/000_003/001.png"]
     assert frame == ("gan", "fs", "simswap", "DF40-ff", "test", "DF40/simswap/ff/frames/000_003")
     assert got["DF40_train/sd2.1/cdf/frames/id0_0001/000.png"][:5] == (
@@ -311,9 +323,10 @@ def test_df40_folder_tree(tmp_path):
         got[f"FaceForensics++/original_sequences/youtube/c23/frames/{v}/000.png"][4]
         for v in ("000", "002", "003")
     } == {"train", "test"}
-    assert index.counts()["videos"] == 2 * 3 + 4
+    assert index.counts()["videos"] == 2 * 3 + 4 + 1
     skipped = "\n".join(index.skipped)
-    assert "landmarks/: facial landmarks" in skipped and "Celeb-DF-v2/: not part of DF40" in skipped
+    assert "landmarks/: facial landmarks" in skipped and "Celeb-DF-v2" not in skipped
+    assert not index.notes  # FF++'s lists name every FF++ real
     assert "manipulated_sequences/: not DF40's reals" in skipped
     assert "faceswap: excluded by the label table (graphics-based" in skipped
     # the DF40 folder alone: its split is its name
@@ -336,6 +349,155 @@ def test_df40_protocol_keeps_videos_together_and_pairs_own_reals(tmp_path):
     subsets = splits.test_subsets()
     assert {s.path for s in subsets["MidJourney"] if s.is_real} == {"DF40/MidJourney/real/y.png"}
     assert all(s.generator == "FaceForensics++" for s in subsets["simswap"] if s.is_real)
+    # the cdf-domain fakes are scored against Celeb-DF's reals, the ff ones against FF++'s
+    assert {s.generator for s in subsets["sd2.1"] if s.is_real} == {"Celeb-DF-v2"}
+
+
+def ffpp_without_lists(root: Path) -> None:
+    """DF40's downloads as its README lists them: DF40/, DF40_train/ and FF++'s reals, without
+    FF++'s own split lists (those come from the FaceForensics repository)."""
+    for i in range(12):
+        touch(root, f"DF40_train/simswap/frames/1{i:02d}_2{i:02d}/000.png")
+        touch(root, f"DF40/simswap/ff/frames/0{i:02d}_0{i:02d}/000.png")
+        touch(root, f"{FFPP_FRAMES}/0{i:02d}/000.png", f"{FFPP_FRAMES}/0{i:02d}/001.png")
+
+
+def test_df40_ffpp_reals_without_split_lists_are_noted_and_refused_by_df40(tmp_path):
+    ffpp_without_lists(tmp_path)
+    index = read_dataset(tmp_path)
+    assert {s.split for s in index if s.generator == "FaceForensics++"} == {None}
+    (note, count), *others = index.notes.items()
+    assert count == 24 and not others
+    assert "FaceForensics++/{train,val,test}.json" in note and "dataset/splits/" in note
+    assert "FaceForensics repository, dataset/splits/{train,val,test}.json" in note
+    report = inspect_dataset(tmp_path)
+    assert report["notes"] == index.notes
+    assert f"note: {note} (24 files)" in render(report)
+    check_json_file(_write(tmp_path / "inspect.json", report), "inspect")
+    # the df40 protocol promises FF++'s lists: it refuses rather than hash a test video into train
+    with pytest.raises(ProtocolError, match=r"'df40' keeps the publisher's splits, but 24 sample"):
+        select(index, "df40")
+    with pytest.raises(ProtocolError, match=r"add them from the FaceForensics repository"):
+        select(index, "df40", required=("test",))
+    # protocols that hash by definition still read them
+    assert select(index, "in-domain").train
+    # with the lists, FF++'s test videos are test, whichever protocol
+    (tmp_path / "FaceForensics++/test.json").write_text(
+        json.dumps([[f"0{i:02d}", f"0{i + 6:02d}"] for i in range(6)])
+    )
+    (tmp_path / "FaceForensics++/train.json").write_text("[]")
+    (tmp_path / "FaceForensics++/val.json").write_text("[]")
+    index = read_dataset(tmp_path)
+    assert not index.notes
+    splits = select(index, "df40", required=("test",))
+    assert {s.split for s in splits.test if s.is_real} == {"test"}
+    assert len([s for s in splits.test if s.is_real]) == 24
+    assert parse_protocol(load_protocol("df40").to_dict()) == load_protocol("df40")
+
+
+def _write(path: Path, report: dict) -> Path:
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_df40_ffpp_frames_all_is_one_video_per_folder_with_ffpp_split(tmp_path):
+    # DF40's own rearrange.py reads <c23>/frames_all/<video>/
+    c23 = "FaceForensics++/original_sequences/youtube/c23"
+    touch(tmp_path, "DF40/simswap/ff/frames/000_003/000.png")
+    touch(
+        tmp_path, *(f"{c23}/frames_all/{v}/{n:03d}.png" for v in ("000", "003") for n in range(3))
+    )
+    (tmp_path / "FaceForensics++/test.json").write_text('[["000", "003"]]')
+    (tmp_path / "FaceForensics++/train.json").write_text("[]")
+    (tmp_path / "FaceForensics++/val.json").write_text("[]")
+    got = fields(read_dataset(tmp_path))
+    assert {got[f"{c23}/frames_all/000/{n:03d}.png"][4:] for n in range(3)} == {
+        ("test", f"{c23}/frames/000")  # one group with frames/000/, should both be there
+    }
+    # without the lists, the frames of one video are still one group for a hash
+    for name in ("test", "train", "val"):
+        (tmp_path / f"FaceForensics++/{name}.json").unlink()
+    index = read_dataset(tmp_path)
+    assert len({s.group for s in index if s.is_real}) == 2 and index.notes
+
+
+def test_df40_celeb_df_reals_are_the_cdf_domain_reals_in_both_modes(tmp_path):
+    # the DF40 README ships Celeb-DF's reals for the cdf domain beside DF40/
+    cdf = "Celeb-DF-v2/Celeb-real/frames/id0_0000"
+    touch(tmp_path, "DF40/simswap/cdf/frames/id0_id1_0000/000.png", f"{cdf}/000.png")
+    touch(tmp_path, "Celeb-DF-v2/YouTube-real/frames/00170/000.png", f"{FFPP_FRAMES}/000/000.png")
+    touch(tmp_path, "Celeb-DF-v2/Celeb-synthesis/frames/id0_id1_0000/000.png")
+    (tmp_path / "FaceForensics++/test.json").write_text('[["000", "001"]]')
+    index = read_dataset(tmp_path)
+    got = fields(index)
+    assert got[f"{cdf}/000.png"] == ("real", "none", "Celeb-DF-v2", "DF40-cdf", "test", cdf)
+    assert got["Celeb-DF-v2/YouTube-real/frames/00170/000.png"][2:5] == (
+        "Celeb-DF-v2",
+        "DF40-cdf",
+        "test",
+    )
+    assert "Celeb-DF-v2/Celeb-synthesis/: Celeb-DF's own fakes" in "\n".join(index.skipped)
+    # JSON mode names the same files alike
+    old = "/Youtu_Pangu_Security_Public/deepfakes_detection_datasets"
+    listing = lambda label, folder: {"label": label, "frames": [f"{old}/{folder}/000.png"]}  # noqa: E731
+    document = {
+        "simswap_cdf": {
+            "simswap_Real": {"test": {"id0_0000": listing("simswap_Real", cdf)}},
+            "simswap_Fake": {
+                "test": {"a": listing("simswap_Fake", "DF40/simswap/cdf/frames/id0_id1_0000")}
+            },
+        }
+    }
+    write_json(tmp_path, "simswap_cdf.json", document)
+    listed_got = fields(read_dataset(tmp_path))
+    assert listed_got[f"{cdf}/000.png"] == got[f"{cdf}/000.png"]
+
+
+def test_df40_train_frames_without_method_folder_say_where_to_move_them(tmp_path):
+    # DF40's uniface.zip has no top folder: unzipped into DF40_train/ it gives frames/<pair>/
+    touch(tmp_path, "DF40_train/simswap/frames/001_870/000.png")
+    touch(tmp_path, "DF40_train/frames/002_006/000.png")
+    with pytest.raises(DataError, match=r"frames/ directly under DF40_train/.*DF40_train/uniface/"):
+        read_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"move it under DF40_train/uniface/"):
+        read_dataset(tmp_path / "DF40_train")
+
+
+def test_df40_json_and_folder_mode_name_datasets_alike(tmp_path):
+    touch(tmp_path, "DF40/MidJourney/fake/x.png", "DF40/MidJourney/real/y.png")
+    touch(tmp_path, "DF40/simswap/ff/frames/000_003/000.png", f"{FFPP_FRAMES}/000/000.png")
+    (tmp_path / "FaceForensics++/test.json").write_text('[["000", "003"]]')
+    folder = {path: row[3] for path, row in fields(read_dataset(tmp_path)).items()}
+    old = "/Youtu_Pangu_Security_Public/deepfakes_detection_datasets"
+    one = lambda label, path: {"label": label, "frames": [f"{old}/{path}"]}  # noqa: E731
+    write_json(
+        tmp_path,
+        "MidJourney.json",
+        {
+            "MidJourney": {
+                "MidJourney_Fake": {
+                    "test": {"x": one("MidJourney_Fake", "DF40/MidJourney/fake/x.png")}
+                },
+                "MidJourney_Real": {
+                    "test": {"y": one("MidJourney_Real", "DF40/MidJourney/real/y.png")}
+                },
+            }
+        },
+    )
+    frame = "DF40/simswap/ff/frames/000_003/000.png"
+    write_json(
+        tmp_path,
+        "simswap_ff.json",
+        {
+            "simswap_ff": {
+                "simswap_Fake": {"test": {"v": one("simswap_Fake", frame)}},
+                "simswap_Real": {"test": {"r": one("simswap_Real", f"{FFPP_FRAMES}/000/000.png")}},
+            }
+        },
+    )
+    listed_names = {path: row[3] for path, row in fields(read_dataset(tmp_path)).items()}
+    assert listed_names == folder
+    assert folder["DF40/MidJourney/real/y.png"] == "DF40"
 
 
 def test_df40_deepfakebench_json(tmp_path):
@@ -647,6 +809,20 @@ def test_genimage(tmp_path):
         "GenImage",
         "test",
     )
+
+
+def test_genimage_merged_imagenet_ai_is_refused_saying_why(tmp_path):
+    # the Readme tutorial merges every generator into imagenet_ai/: BigGAN (a GAN) among them
+    root = tmp_path / "data"
+    touch(root, "imagenet_ai/train/ai/a.png", "imagenet_ai/train/nature/n.JPEG")
+    touch(root, "imagenet_ai/val/ai/b.png", "imagenet_ai/val/nature/v.JPEG")
+    with pytest.raises(
+        DataError, match=r"merge of every generator.*BigGAN.*per-generator"
+    ) as error:
+        read_dataset(root)
+    assert "label-map" not in str(error.value)
+    with pytest.raises(DataError, match=r"imagenet_ai/ is the GenImage Readme tutorial's merge"):
+        read_dataset(root / "imagenet_ai")
 
 
 # ----------------------------------------------------------------------------- DiffusionForensics

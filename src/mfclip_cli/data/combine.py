@@ -81,6 +81,7 @@ def read_datasets(
     owner: dict[str, str] = {}
     sources: list[DataSource] = []
     skipped: Counter = Counter()
+    notes: Counter = Counter()
     for item, index in zip(given, indexes):
         prefix = index.root.relative_to(common).as_posix()
         prefix = "" if prefix == "." else prefix
@@ -99,13 +100,15 @@ def read_datasets(
             samples.append(moved)
         for reason, count in index.skipped.items():
             skipped[f"{item}: {reason}"] += count
+        for note, count in index.notes.items():
+            notes[f"{item}: {note}"] += count
         names = sorted({sample.dataset for sample in index.samples if sample.dataset})
         sources.append(
             DataSource(item, index.root, index.layout, prefix, tuple(names), len(index.samples))
         )
     samples.sort(key=lambda sample: sample.path)
     layouts = "+".join(dict.fromkeys(index.layout for index in indexes))
-    return DataIndex(common, layouts, samples, dict(skipped), tuple(sources))
+    return DataIndex(common, layouts, samples, dict(skipped), tuple(sources), dict(notes))
 
 
 def data_record(index: DataIndex) -> dict:

@@ -9,6 +9,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     val_fraction = 0.1
     test_fraction = 0.2
     use_layout_split = true       # keep a sample's own split (the publisher's) instead of the hash
+    require_layout_split = false  # true: a sample without a split of its own is an error
     report_by = "generator"       # generator | forgery_type | dataset | label
     seed = 0
     perturb = ["jpeg:90,75", "blur:1"]  # eval's robustness rows (docs/robustness.md); optional
@@ -33,7 +34,10 @@ Semantics (``select``):
    ``u < test_fraction + val_fraction``, else ``train``; with ``use_layout_split``, a sample that
    carries a ``split`` (the publisher's) takes that instead, except that where no sample of its
    dataset and class (real / fake) carries ``val`` (DF40, GenImage give none), a ``train`` one goes
-   to val if ``u < val_fraction``.
+   to val if ``u < val_fraction``. With ``require_layout_split`` too, a sample that carries no
+   split is an error, not hashed: a protocol whose definition promises the publisher's splits
+   (``df40``: FF++'s lists for FF++'s reals) must not put a publisher's test video into train.
+   The error quotes the data's notes (``DataIndex.notes``), which say why the split is missing.
 3. No holdout (in-domain): each sample goes to its position.
 4. Holdout on field F with held-out values H. The samples F applies to are the fakes (for F =
    ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
@@ -57,8 +61,9 @@ Semantics (``select``):
    to allow it (eval --allow-one-class: a test split of one class, reported by TPR or FPR
    alone). Test reports: ``Splits.test_subsets()`` gives, for each ``report_by`` value among the
    test fakes, those fakes plus the test reals with the same value (paired reals), or, where none
-   has it, every test real not paired with another value; a ``[paired_reals]`` table names the
-   reals' values instead, for the values it covers.
+   has it, every test real not paired with another value (of those, the ones of the fakes' own
+   datasets where there are any: DF40's FF++ reals for its ff domain, Celeb-DF's for cdf); a
+   ``[paired_reals]`` table names the reals' values instead, for the values it covers.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -101,6 +106,7 @@ _KEYS = (
     "val_fraction",
     "test_fraction",
     "use_layout_split",
+    "require_layout_split",
     "report_by",
     "seed",
     "perturb",
@@ -198,6 +204,7 @@ class Protocol:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     use_layout_split: bool = False
+    require_layout_split: bool = False  # a sample with no split of its own is refused, not hashed
     report_by: str = "generator"
     seed: int = 0
     perturb: tuple[Perturbation, ...] = ()  # texts such as "jpeg:90,75" are parsed
@@ -249,6 +256,12 @@ class Protocol:
             raise ProtocolError(
                 f"use_layout_split must be true or false, not {self.use_layout_split!r}"
             )
+        if not isinstance(self.require_layout_split, bool):
+            raise ProtocolError(
+                f"require_layout_split must be true or false, not {self.require_layout_split!r}"
+            )
+        if self.require_layout_split and not self.use_layout_split:
+            raise ProtocolError("require_layout_split = true needs use_layout_split = true")
         if self.report_by not in REPORT_FIELDS:
             raise ProtocolError(
                 f"report_by must be one of {', '.join(REPORT_FIELDS)}, not {self.report_by!r}"
@@ -281,6 +294,8 @@ class Protocol:
             "report_by": self.report_by,
             "seed": self.seed,
         }
+        if self.require_layout_split:  # only where set: older records read back the same
+            document["require_layout_split"] = True
         if self.perturb:
             document["perturb"] = [perturbation.name for perturbation in self.perturb]
         if self.paired_reals:
@@ -407,7 +422,9 @@ class Splits:
         """``{value: that value's test fakes + its reals}`` per ``report_by`` value, sorted. Its
         reals are those the protocol's ``[paired_reals]`` names for it (GenFace's), else the test
         reals with the same value (GenImage's and DF40's paired reals, a dataset's own), or, where
-        none has it, every test real not paired with another value."""
+        none has it, every test real not paired with another value, narrowed to the fakes' own
+        datasets where any of them is one (so DF40's ff-domain fakes are not scored against
+        Celeb-DF's reals, nor its cdf-domain fakes against FF++'s alone)."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
         pairings = dict(self.protocol.paired_reals) if self.protocol is not None else {}
 
@@ -425,7 +442,10 @@ class Splits:
             else:
                 paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
             fakes = [s for s in self.test if not s.is_real and key(s) == value]
-            chosen = {id(s) for s in fakes + (paired or unpaired)}
+            if not paired:
+                datasets = {s.dataset for s in fakes}
+                paired = [s for s in unpaired if s.dataset in datasets] or unpaired
+            chosen = {id(s) for s in fakes + paired}
             subsets[value] = [s for s in self.test if id(s) in chosen]
         return subsets
 
@@ -535,6 +555,25 @@ def _refuse_one_class(protocol: Protocol, name: str, chosen: list[Sample]) -> No
     )
 
 
+def _refuse_unsplit(protocol: Protocol, samples: Sequence[Sample], notes: Mapping[str, int]):
+    """A protocol that promises the publisher's splits (``require_layout_split``) refuses samples
+    that carry none, rather than hash a publisher's test video into train; the message quotes the
+    reader's notes, which say what is missing and where it comes from."""
+    if not protocol.require_layout_split:
+        return
+    unsplit = [sample for sample in samples if sample.split is None]
+    if not unsplit:
+        return
+    first = unsplit[0]
+    why = "; ".join(notes) if notes else "mfclip data inspect lists them"
+    raise ProtocolError(
+        f"protocol {protocol.name!r} keeps the publisher's splits, but {len(unsplit)} sample(s) "
+        f"carry none (e.g. {first.path}: {first.label}, {first.generator or 'unknown'}, "
+        f"{first.dataset or 'no dataset'}) and would be split by hash against its definition: "
+        f"{why}"
+    )
+
+
 def select(
     data: DataIndex | Iterable[Sample],
     protocol: Protocol | str | Path,
@@ -553,6 +592,7 @@ def select(
     for sample in samples:
         if not isinstance(sample, Sample):
             raise TypeError(f"select() takes Sample objects, not {type(sample).__name__}")
+    _refuse_unsplit(protocol, samples, data.notes if isinstance(data, DataIndex) else {})
     holdout = protocol.holdout
     sources = data.sources if isinstance(data, DataIndex) else ()
     held = resolve_holdout(samples, protocol, sources)

@@ -19,10 +19,10 @@ Frames of videos: video files are not samples (except with ``include_videos=True
 ``mfclip prepare`` uses to find them); their frames are, and each frame's ``video`` is the full
 relative path of its video file (``prepare`` writes it into its manifest). In the directory
 layouts, a folder whose name ends in a video extension (``.../A/000_003.mp4/0001.png``), and a
-folder ``frames/<video>/`` (``.../frames/000_003/000.png``, as DeepfakeBench extracts frames),
-hold the frames of one video: every image below it gets ``video`` = the folder's path relative to
-the root, and that folder and the ones below it never count as label / forgery-type / generator
-folders.
+folder ``frames/<video>/`` (``.../frames/000_003/000.png``, as DeepfakeBench extracts frames) or
+``frames_all/<video>/`` (the folder DF40's own ``rearrange.py`` reads), hold the frames of one
+video: every image below it gets ``video`` = the folder's path relative to the root, and that
+folder and the ones below it never count as label / forgery-type / generator folders.
 
 Hidden files and folders (names starting with ``.``) are skipped; files that are not images
 (``IMAGE_EXTENSIONS``) are ignored. An image in a place the layout does not define is an error
@@ -51,6 +51,9 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 )
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+# folders whose sub-folders are one video's frames each: DeepfakeBench's frames/, and
+# frames_all/, which DF40's own preprocessing writes and its rearrange.py reads
+FRAME_FOLDERS = ("frames", "frames_all")
 SAMPLE_FIELDS = ("path", "label", "forgery_type", "generator", "dataset", "video", "split")
 _REQUIRED_FIELDS = ("path", "label")
 _SPLIT_ALIASES = {
@@ -206,6 +209,9 @@ class DataIndex:
     samples: list[Sample] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # {why: files or folders} not read
     sources: tuple[DataSource, ...] = ()  # several --data only
+    # {what the user should know about samples that were read: files}, e.g. DF40's FF++ reals
+    # without FF++'s split lists; inspect prints them, a protocol that needs them quotes them
+    notes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -328,14 +334,16 @@ def split_path(relative: str) -> tuple[list[str], str | None]:
     """The folders that carry labels and the video key, if any.
 
     A folder named like a video file (``clip.mp4/``) holds that video's frames; so does
-    ``frames/<video>/`` (DeepfakeBench's and DF40's extracted frames): the key is the path of
-    that folder, and it and the folders below it carry no labels.
+    ``frames/<video>/`` or ``frames_all/<video>/`` (DeepfakeBench's and DF40's extracted frames;
+    without the second, DF40's FF++ reals would be one group per frame and a video's frames could
+    fall in two splits): the key is the path of that folder, and it and the folders below it
+    carry no labels.
     """
     folders = relative.split("/")[:-1]
     for index, name in enumerate(folders):
         if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
             return folders[:index], "/".join(folders[: index + 1])
-    if len(folders) >= 2 and folders[-2].lower() == "frames":
+    if len(folders) >= 2 and folders[-2].lower() in FRAME_FOLDERS:
         return folders[:-2], "/".join(folders)
     return folders, None
 
@@ -541,6 +549,7 @@ __all__ = [
     "DataError",
     "DataIndex",
     "DataSource",
+    "FRAME_FOLDERS",
     "Sample",
     "check_not_empty",
     "find_manifest",

@@ -116,6 +116,7 @@ def inspect_dataset(
             for k, n in sorted(groups.items())
         ],
         "skipped": dict(sorted(index.skipped.items())),
+        "notes": dict(sorted(index.notes.items())),
         **({"verified": verified} if verified is not None else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -147,7 +148,8 @@ def verify_images(
 
 
 def render(report: dict[str, Any]) -> list[str]:
-    """The report as text lines: a header, one line per group, then what was skipped."""
+    """The report as text lines: a header, one line per group, then what was read with a caveat
+    (notes) and what was skipped."""
     lines = [
         f"{report['root']}: layout {report['layout']}, {report['samples']} samples, "
         f"{report['videos']} videos, datasets "
@@ -159,6 +161,8 @@ def render(report: dict[str, Any]) -> list[str]:
             f"{row['split']:<6} {row['label']:<10} {row['forgery_type']:<8} "
             f"{row['generator']:<28} {row['count']:>8}"
         )
+    for note, count in report.get("notes", {}).items():
+        lines.append(f"note: {note}" + (f" ({count} files)" if count > 1 else ""))
     for reason, count in report["skipped"].items():
         lines.append(f"skipped: {reason}" + (f" ({count} files)" if count > 1 else ""))
     verified = report.get("verified")

@@ -288,6 +288,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         "source": str(source_root),
         "layout": index.layout,
         "skipped_by_layout": index.skipped,
+        "notes_by_layout": index.notes,
         **preparer.settings,
         "files": len(records),
         "ok": statuses.count("ok"),

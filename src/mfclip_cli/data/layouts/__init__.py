@@ -2,7 +2,9 @@
 
 Each layout module has ``NAME``, ``EXPECTED`` (its tree in one line), ``fits(root)`` (None when
 ``root`` has the layout's signature, else why not: a cheap look at a few folder names, no walk)
-and ``read(root, options)`` (the samples and ``{reason: count}`` of what it skipped). Detection
+and ``read(root, options)`` (the samples and ``{reason: count}`` of what it skipped, and
+optionally a third ``{note: count}`` about samples it read but the user should know of, such as
+DF40's FF++ reals without FF++'s split lists). Detection
 tries each layout in ``LAYOUTS`` order at the given folder, then at each folder one level below;
 a tree that fits none is a usage error listing every layout and why it did not fit.
 """
@@ -123,12 +125,12 @@ def read_dataset(
         raise FileNotFoundError(f"dataset folder not found: {root}")
     options = ReadOptions(dataset, include_videos, LabelTable.load(label_map))
     try:
-        samples, skipped = READERS[name].read(root, options)
+        samples, skipped, *notes = READERS[name].read(root, options)
     except LayoutMismatch as error:
         if layout is None:  # detected: the tree has that shape, and files that do not fit it
             raise
         raise UsageError(f"--layout {name} does not fit this folder: {error}") from None
-    return DataIndex(root.absolute(), name, samples, skipped)
+    return DataIndex(root.absolute(), name, samples, skipped, notes=notes[0] if notes else {})
 
 
 __all__ = ["LAYOUTS", "READERS", "DataError", "detect_layout", "locate", "read_dataset"]

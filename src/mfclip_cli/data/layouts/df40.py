@@ -6,31 +6,37 @@ and as its archives unpack, and the DeepfakeBench dataset JSON files it also shi
     DF40_train/<method>/{ff,cdf}/...                 train fakes (README)
     DF40_train/<method>/frames/<video>/, DF40_train/<method>/<video id>/   train fakes as
                                                      downloaded: FF++ domain only, no ff/ level
-    FaceForensics++/original_sequences/youtube/<c23>/frames/<video>/NNN.png   FF++ reals
+    FaceForensics++/original_sequences/youtube/<c23>/frames[_all]/<video>/NNN.png   FF++ reals
     FaceForensics++/{train,val,test}.json            FF++'s split lists (or dataset/splits/)
+    Celeb-DF-v2/{Celeb-real,YouTube-real}/frames/<video>/NNN.png   Celeb-DF reals (cdf domain)
 
 A method folder doubled by its archive (``styleclip/styleclip/``) counts once. Read at the folder
 holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/ itself. Split:
 DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from FF++'s lists (none
-without them), ``<c23>/videos/<id>.mp4`` too, grouped with ``frames/<id>/``. Dataset: ``DF40-ff``
-/ ``DF40-cdf`` by domain folder (the FF++ reals are ``DF40-ff``), ``DF40`` for the methods with
-their own reals, whose generator field names that method so each method's report pairs its
-fakes with its reals. ``landmarks/``, ``masks/`` and ``frames_wocropface/`` (preprocessing
-outputs) are not samples; other folders at the top (Celeb-DF-v2, FF++'s own fakes) are not read,
-and inspect lists them.
+without them: a note says so, and the ``df40`` protocol refuses them rather than hash a test
+video into train), ``<c23>/videos/<id>.mp4`` and ``frames_all/<id>/`` (what DF40's own
+rearrange.py reads) too, grouped with ``frames/<id>/``. Celeb-DF reals are test (DF40 tests its
+cdf domain only), generator ``Celeb-DF-v2``. Dataset: ``DF40-ff`` / ``DF40-cdf`` by domain folder
+(the FF++ reals are ``DF40-ff``, Celeb-DF's ``DF40-cdf``), ``DF40`` for the methods with their own
+reals, whose generator field names that method so each method's report pairs its fakes with its
+reals. ``landmarks/``, ``masks/`` and ``frames_wocropface/`` (preprocessing outputs) are not
+samples; other folders at the top, FF++'s own fakes and Celeb-DF's are not read, and inspect
+lists them.
 
 DeepfakeBench's JSON (``dataset_json/*.json`` or ``preprocessing/dataset_json/*.json`` below
 ROOT): ``{dataset: {label: {split: [{compression:}] {video: {"label", "frames": [paths]}}}}}``
 (DFDC's val: one ``{"label", "frames"}``). A label ending in ``real`` is real, with the generator
 a folder read would give it (FF++'s, or the method of ``DF40/<method>/real``); another names a
 method (``simswap_Fake`` -> simswap; FF-DF -> Deepfakes) looked up in the DF40 and FaceForensics
-tables, else (``FSAll_Fake``) the frame's method folder below DF40[_train]/ is. Frame paths were
-written on the authors' machine: each is matched to a file below ROOT (or one of its folders) by
-its longest existing tail, found once per distinct prefix. The publishers list frames under
-several splits and files: each is read once, in the split that keeps it out of training (test
-over val over train, for all frames of its video). Counted under skipped: the extra listings,
-listed frames not on disk (the DF40 authors: leave them out), files on disk no JSON lists. Of
-several compression levels, c23 is read.
+tables, else (``FSAll_Fake``) the frame's method folder below DF40[_train]/ is. Dataset: the one
+a folder read gives a frame below DF40[_train]/ (so both modes name a download alike), else by
+the key's domain suffix (``simswap_ff`` -> DF40-ff, ``_cdf`` -> DF40-cdf), else the key. Frame
+paths were written on the authors' machine: each is matched to a file below ROOT (or one of its
+folders) by its longest existing tail, found once per distinct prefix. The publishers list frames
+under several splits and files: each is read once, in the split that keeps it out of training
+(test over val over train, for all frames of its video). Counted under skipped: the extra
+listings, listed frames not on disk (the DF40 authors: leave them out), files on disk no JSON
+lists. Of several compression levels, c23 is read.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from mfclip_cli.data.layouts.labels import LabelTable, Method, Resolver, skip_reason
 from mfclip_cli.data.layouts.tree import SPLIT_NAMES, ReadOptions, folders, shown, stem
 from mfclip_cli.data.samples import (
+    FRAME_FOLDERS,
     VIDEO_EXTENSIONS,
     DataError,
     Sample,
@@ -58,6 +65,10 @@ DOMAINS = {"ff": "DF40-ff", "cdf": "DF40-cdf"}
 OWN_REALS = ("fake", "real")
 FFPP = "faceforensics++"
 FFPP_REALS = "FaceForensics++"  # the generator field of FF++'s reals
+CDF = ("celeb-df-v2", "celeb-df")  # Celeb-DF's folder beside DF40/, as the README ships its reals
+CDF_REALS = "Celeb-DF-v2"  # the generator field of Celeb-DF's reals
+CDF_REAL_FOLDERS = ("celeb-real", "youtube-real")
+FFPP_LISTS = "FaceForensics repository, dataset/splits/{train,val,test}.json"
 TABLES = ("DF40", "FaceForensics")
 DERIVED = {
     "landmarks": "facial landmarks, not samples",
@@ -107,8 +118,10 @@ def fits(root: Path) -> str | None:
     )
 
 
-def _ffpp_splits(ffpp: Path) -> dict[str, str]:
-    """``{video id: split}`` from FF++'s train/val/test.json lists of pairs (empty if absent)."""
+def _ffpp_splits(ffpp: Path) -> tuple[dict[str, str], Path | None]:
+    """``{video id: split}`` from FF++'s train/val/test.json lists of pairs, and the folder they
+    were found in (empty and None if absent: the caller notes it, since its reals then have no
+    split)."""
     splits: dict[str, str] = {}
     for folder in (ffpp, ffpp / "dataset" / "splits"):
         for split in ("train", "val", "test"):
@@ -123,8 +136,42 @@ def _ffpp_splits(ffpp: Path) -> dict[str, str]:
                 for video in pair:
                     splits[str(video)] = split
         if splits:
-            return splits
-    return splits
+            return splits, folder
+    return splits, None
+
+
+def _unsplit_note(ffpp: str, found: Path | None) -> str:
+    """Why FF++'s reals have no split: where the lists were looked for and where they come from,
+    and what follows (the df40 protocol refuses them; a hash could train on a test video)."""
+    if found is None:
+        why = (
+            f"FF++'s split lists are not at {ffpp}/{{train,val,test}}.json nor "
+            f"{ffpp}/dataset/splits/ (add them from the {FFPP_LISTS})"
+        )
+    else:
+        why = f"FF++'s lists in {found} do not name their video (or they lie in no frames/<id>/)"
+    return (
+        f"{ffpp}/original_sequences/: FF++ reals read with no split: {why}; the df40 protocol "
+        "refuses them, other protocols split them by a hash that ignores FF++'s test list"
+    )
+
+
+def _domain_dataset(parts: list[str]) -> str | None:
+    """The dataset a folder read names a file below DF40[_train]/ (``parts``: its label folders):
+    ``DF40-ff`` / ``DF40-cdf`` by domain folder, ``DF40`` below ``fake/`` or ``real/``, ``DF40-ff``
+    for DF40_train/ without a domain level; None elsewhere. JSON mode names frames by it too."""
+    index = _method_index([*parts, ""])
+    if index is None or index >= len(parts):
+        return None
+    rest = parts[index + 1 :]
+    if rest and rest[0].lower() == parts[index].lower():  # styleclip/styleclip/
+        rest = rest[1:]
+    where = rest[0].lower() if rest else None
+    if where in DOMAINS:
+        return DOMAINS[where]
+    if where in OWN_REALS:
+        return "DF40"
+    return "DF40-ff" if parts[index - 1].lower() == "df40_train" else None
 
 
 def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
@@ -155,16 +202,20 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
     top = folders(root)
     nested = bool(set(top) & set(SPLIT_ROOTS))
     own_split = SPLIT_ROOTS.get(root.absolute().name.lower())
-    ffpp_splits = _ffpp_splits(root / top[FFPP]) if FFPP in top else {}
+    ffpp_splits, lists_at = _ffpp_splits(root / top[FFPP]) if FFPP in top else ({}, None)
 
     def skip_folder(relative: str) -> str | None:
         parts = relative.lower().split("/")
         if (reason := _skip_derived(relative)) is not None:
             return reason
-        if nested and len(parts) == 1 and parts[0] not in (*SPLIT_ROOTS, FFPP):
+        if nested and len(parts) == 1 and parts[0] not in (*SPLIT_ROOTS, FFPP, *CDF):
             return "not part of DF40 (not read)"
         if parts[0] == FFPP and len(parts) >= 2 and parts[1] != "original_sequences":
             return "not DF40's reals (not read)"
+        if nested and parts[0] in CDF and len(parts) == 2 and parts[1] not in CDF_REAL_FOLDERS:
+            if parts[1] == "celeb-synthesis":
+                return "Celeb-DF's own fakes, not DF40's (not read)"
+            return "not Celeb-DF's reals (not read)"
         return None
 
     def ffpp_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
@@ -173,18 +224,39 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         if video is None and parts[-1].lower() == "videos" and _is_video(relative):
             # <c>/videos/<id>.mp4 is the video whose frames are <c>/frames/<id>/: one group
             video = "/".join([*parts[:-1], "frames", stem(relative)])
+        elif video is not None and video.split("/")[len(parts)].lower() in FRAME_FOLDERS:
+            # frames_all/<id>/ (DF40's rearrange.py) and frames/<id>/ are one video's frames
+            video = "/".join([*parts, "frames", video.rsplit("/", 1)[-1]])
         name = (video or "").rsplit("/", 1)[-1]
         split = ffpp_splits.get(name) or ffpp_splits.get(name[:3])
         return Sample(relative, "real", "none", FFPP_REALS, "DF40-ff", video, split)
+
+    def celeb_df_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
+        """A Celeb-DF real the README ships for the cdf domain: test, as DF40 tests that domain
+        only, named as the JSON mode names it (generator Celeb-DF-v2, dataset DF40-cdf)."""
+        if len(parts) < 2 or parts[1].lower() not in CDF_REAL_FOLDERS:
+            return None
+        dataset = options.dataset or DOMAINS["cdf"]
+        return Sample(relative, "real", "none", CDF_REALS, dataset, video, "test")
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
         split, below = own_split, parts
         if nested:
             if parts and parts[0].lower() == FFPP:
                 return ffpp_real(parts, relative, video)
+            if parts and parts[0].lower() in CDF:
+                return celeb_df_real(parts, relative, video)
             if not parts or parts[0].lower() not in SPLIT_ROOTS:
                 return None
             split, below = SPLIT_ROOTS[parts[0].lower()], parts[1:]
+        if not below and video is not None and split is not None:
+            top = parts[0] if parts else root.absolute().name
+            where = f"{top}/uniface/" if split == "train" else f"{top}/<method>/{{ff,cdf}}/"
+            raise DataError(
+                f"{root}: {relative}: frames/ directly under {top}/, with no method folder "
+                "above: an archive unpacked without its top folder (DF40's uniface.zip has "
+                f"none); move it under {where} (or the method it came from)"
+            )
         if not below:
             return None
         rest = below[1:]
@@ -208,7 +280,7 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         forgery_type = method.forgery_type
         return Sample(relative, method.label, forgery_type, method.name, dataset, video, split)
 
-    return read_tree(
+    samples, skipped = read_tree(
         root,
         NAME,
         EXPECTED,
@@ -217,6 +289,17 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         skip_folder=skip_folder,
         names=resolve,
     )
+    notes: dict[str, int] = {}
+    unsplit = [sample for sample in samples if sample.split is None]
+    ffpp = [sample for sample in unsplit if sample.generator == FFPP_REALS]
+    if ffpp:
+        notes[_unsplit_note(top.get(FFPP, "FaceForensics++"), lists_at)] = len(ffpp)
+    if len(unsplit) > len(ffpp):
+        notes[
+            "read below neither DF40/ nor DF40_train/: no split (give the folder that holds "
+            "DF40/ and DF40_train/, or one of them)"
+        ] = len(unsplit) - len(ffpp)
+    return samples, skipped, notes
 
 
 # ----------------------------------------------------------------------------- DeepfakeBench JSON
@@ -299,7 +382,13 @@ class _PathFinder:
         return None
 
 
-def _dataset_name(key: str) -> str:
+def _dataset_name(key: str, parts: list[str]) -> str:
+    """A listed frame's dataset: what a folder read names it below DF40[_train]/ (the same
+    download must not give other dataset names, hence other reports and protocol splits, with
+    the JSON folder beside it), else by the key's domain suffix, else the key
+    (DeepfakeBench's ``FaceForensics++``, ``Celeb-DF-v2``)."""
+    if (name := _domain_dataset(parts)) is not None:
+        return name
     for suffix, name in (("_ff", "DF40-ff"), ("_cdf", "DF40-cdf")):
         if key.lower().endswith(suffix):
             return name
@@ -353,10 +442,13 @@ class _JsonReader:
         return self.known(name) or self.resolve(name if index is None else parts[index], where)
 
     def real_source(self, parts: list[str]) -> str:
-        """A real's generator, as in folder mode: FF++'s reals, or the method whose own reals
-        they are (DF40/<method>/real/), so its report pairs them with its fakes."""
-        if "original_sequences" in (part.lower() for part in parts):
+        """A real's generator, as in folder mode: FF++'s or Celeb-DF's reals, or the method whose
+        own reals they are (DF40/<method>/real/), so its report pairs them with its fakes."""
+        lower = [part.lower() for part in parts]
+        if "original_sequences" in lower:
             return FFPP_REALS
+        if set(lower) & set(CDF) and set(lower) & set(CDF_REAL_FOLDERS):
+            return CDF_REALS
         index = _method_index(parts)
         if index is None:
             return ""
@@ -367,7 +459,7 @@ class _JsonReader:
         parts, video = split_path(relative)
         if video is None and listing.video:
             video = f"{listing.key}/{listing.label}/{listing.video}"
-        dataset = self.options.dataset or _dataset_name(listing.key)
+        dataset = self.options.dataset or _dataset_name(listing.key, parts)
         if listing.label.lower().endswith("real"):
             source = self.real_source(parts)
             return Sample(relative, "real", "none", source, dataset, video, listing.split)

@@ -14,7 +14,9 @@ the Diffusion/GAN folder; the generator, as the loader finds it:
 - a folder below the family folder (``fake/FS/GAN/<generator>/...``) names the generator instead.
 
 The label table gives the canonical name (the loader's level-4 prompt spelling) and must agree
-with the family folder.
+with the family folder. A file whose name carries no generator (no ``_``) is skipped and counted
+per folder, as the authors' loader passes it over, rather than taken for a method named after
+the file.
 """
 
 from __future__ import annotations
@@ -52,15 +54,25 @@ def fits(root: Path) -> str | None:
     return f"no real/ + fake/{{EFS,FS,AM}}/ here or in a train/val/test folder (found: {found})"
 
 
-def _token(kind: str, family: str, relative: str, depth: int) -> str:
-    """The generator the authors' loader reads from a file (or video folder) in a family folder."""
+def _token(kind: str, family: str, relative: str, depth: int) -> str | None:
+    """The generator the authors' loader reads from a file (or video folder) in a family folder;
+    None where the name has no ``_`` and so names none."""
     whole = WHOLE_FOLDER.get((kind, family))
     if whole is not None:
         return whole
     name = stem("/".join(relative.split("/")[: depth + 1]))
     if "_" not in name:
-        return name
+        return None
     return name.split("_", 1)[0] if kind == "efs" else name.rsplit("_", 1)[1]
+
+
+def _nameless(folder: str, kind: str) -> str:
+    """Why a file whose name carries no generator is skipped, for its family folder."""
+    form = "<generator>_NNNNN" if kind == "efs" else "NNNNN_<generator>"
+    return (
+        f"{folder}/: file name carries no generator (the authors' loader reads it from {form} "
+        "and passes such files over): not read"
+    )
 
 
 def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
@@ -85,6 +97,8 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
         if kind not in TYPES or family not in FAMILIES:
             return None
         token = rest[3] if len(rest) > 3 else _token(kind, family, relative, offset + 3)
+        if token is None:
+            return _nameless("/".join(parts[: offset + 3]), kind)
         method = resolve(token, relative)
         if (reason := skip_reason(method)) is not None:
             return reason

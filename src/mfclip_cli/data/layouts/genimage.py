@@ -11,21 +11,24 @@ is), looked up in the label table. One generator's folder read alone (the Readme
 split: the paper tests on each generator's ``val``, so ``val`` is recorded as ``test`` and a
 protocol carves its validation split out of ``train``. A real's generator field names the
 generator folder it came with, so a per-generator test report pairs each generator's fakes with
-its own reals.
+its own reals. The Readme tutorial's ``imagenet_ai/`` (every generator's files merged into one
+``{train,val}/{ai,nature}``) is refused: its fakes mix BigGAN, a GAN, with diffusion models, so
+no class fits them, and a label map naming it would mislabel one or the other.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mfclip_cli.data.layouts.labels import Resolver, skip_reason
+from mfclip_cli.data.layouts.labels import Resolver, normalise, skip_reason
 from mfclip_cli.data.layouts.tree import ReadOptions, folders, shown
-from mfclip_cli.data.samples import Sample, read_tree
+from mfclip_cli.data.samples import DataError, Sample, read_tree
 
 NAME = "genimage"
 SPLITS = {"train": "train", "val": "test"}
 KINDS = ("ai", "nature")
 EXPECTED = "[<Generator>/][<archive>/]{train,val}/{ai,nature}/..."
+MERGED = "imagenet_ai"  # the Readme tutorial's merge of every generator's folders
 
 
 def _holds_splits(path: Path) -> bool:
@@ -74,7 +77,16 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
             return None
         method = next(
             (found for name in names if (found := options.labels.find("GenImage", name))), None
-        ) or resolve(names[0], relative)
+        )
+        if method is None and normalise(names[0]) == normalise(MERGED):
+            raise DataError(
+                f"{root}: {relative}: {names[0]}/ is the GenImage Readme tutorial's merge of "
+                "every generator's train/val folders: its fakes mix BigGAN (a GAN) with the "
+                "diffusion models, so no class fits them; give the per-generator folders "
+                "(<Generator>/{train,val}/{ai,nature}/ or the unzipped imagenet_*_<generator> "
+                "archives) instead"
+            )
+        method = method or resolve(names[0], relative)
         if (reason := skip_reason(method)) is not None:
             return reason
         if kind == "nature":
