@@ -400,6 +400,189 @@ def test_comfyui_webp_keeps_its_graph_in_exif_make_and_model():
     assert plain.metadata.status == "none_found" and not plain.declares_ai
 
 
+def comfy_api_prompt() -> dict:
+    """The graph a client POSTs to ComfyUI's ``/prompt`` (as its "Export (API)" writes it: node
+    titles in ``_meta``), in an order of its own: SaveImage first, the sampler last."""
+    prompt = {
+        key: dict(node, _meta={"title": node["class_type"]})
+        for key, node in media.COMFY_PROMPT.items()
+    }
+    return {key: prompt[key] for key in ("9", "8", "7", "6", "5", "4", "3")}
+
+
+def test_a_comfyui_graph_without_its_editor_graph_is_recognised():
+    """An image made through ComfyUI's HTTP API carries the ``prompt`` text only (no
+    ``workflow``: the client sent none); sd-parsers needs both, so the file declared nothing."""
+    data = media.png_bytes(media.picture(5), {"prompt": json.dumps(comfy_api_prompt())})
+    record = inspect(data, ".png")
+    made = record.metadata.generation
+    assert record.errors == [] and record.declares_ai
+    assert (made.tool, made.model, made.seed, made.sampler, made.prompt) == (
+        "ComfyUI",
+        "sdxl_base.safetensors",
+        "42",
+        "euler",
+        "a smiling woman",
+    )
+    # beside a workflow that sd-parsers cannot read (not JSON)
+    texts = {"prompt": json.dumps(comfy_api_prompt()), "workflow": "{broken"}
+    beside = inspect(media.png_bytes(media.picture(5), texts), ".png").metadata.generation
+    assert (beside.tool, beside.model, beside.seed) == ("ComfyUI", "sdxl_base.safetensors", "42")
+    # as a WebP's EXIF Model keeps it, without the workflow in Make
+    exif = Image.Exif()
+    exif[0x0110] = "prompt:" + json.dumps(comfy_api_prompt())
+    buffer = io.BytesIO()
+    Image.fromarray(media.picture(5)).save(buffer, "WEBP", exif=exif.tobytes())
+    webp = inspect(buffer.getvalue(), ".webp").metadata.generation
+    assert (webp.tool, webp.model, webp.seed) == ("ComfyUI", "sdxl_base.safetensors", "42")
+
+
+def flux_api_prompt() -> dict:
+    """Flux through SamplerCustomAdvanced, as ComfyUI's Flux example builds it: the model from
+    UNETLoader past a LoRA, the seed in RandomNoise, the sampler in KSamplerSelect, the prompt in
+    BasicGuider's conditioning through FluxGuidance, its text from a string primitive."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors"}},
+        "2": {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"lora_name": "detail.safetensors", "model": ["1", 0]},
+        },
+        "3": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "t5xxl.safetensors"}},
+        "4": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "a red fox "}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": ["4", 0], "clip": ["3", 0]}},
+        "6": {"class_type": "FluxGuidance", "inputs": {"guidance": 3.5, "conditioning": ["5", 0]}},
+        "7": {
+            "class_type": "BasicGuider",
+            "inputs": {"model": ["2", 0], "conditioning": ["6", 0]},
+        },
+        "8": {"class_type": "RandomNoise", "inputs": {"noise_seed": 918273645}},
+        "9": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "10": {"class_type": "BasicScheduler", "inputs": {"steps": 20, "model": ["2", 0]}},
+        "11": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 1024, "height": 1024}},
+        "12": {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["8", 0],
+                "guider": ["7", 0],
+                "sampler": ["9", 0],
+                "sigmas": ["10", 0],
+                "latent_image": ["11", 0],
+            },
+        },
+        "13": {"class_type": "SaveImage", "inputs": {"images": ["12", 0]}},
+    }
+
+
+def test_a_comfyui_graph_is_followed_through_its_links():
+    from mfclip_cli.provenance.comfyui import read_api_prompt
+
+    made = read_api_prompt(json.dumps(flux_api_prompt()))
+    assert (made.tool, made.model, made.seed, made.sampler, made.prompt) == (
+        "ComfyUI",
+        "flux1-dev.safetensors",
+        "918273645",
+        "euler",
+        "a red fox",
+    )
+
+
+def test_the_first_sampler_of_a_comfyui_graph_is_the_one_no_sampler_feeds():
+    """Base and refiner: the base's sampler is taken, the one whose latent the other refines,
+    though the refiner here has the lesser id and comes first in the JSON."""
+    from mfclip_cli.provenance.comfyui import read_api_prompt
+
+    base = json.loads(comfy_with_refiner()["prompt"])
+    renamed = {"3": "20", "11": "3"}  # the base becomes 20, the refiner 3
+
+    def moved(value):
+        if isinstance(value, list) and value[0] in renamed:
+            return [renamed[value[0]], value[1]]
+        return value
+
+    prompt = {
+        renamed.get(key, key): dict(node, inputs={k: moved(v) for k, v in node["inputs"].items()})
+        for key, node in base.items()
+    }
+    prompt = dict(sorted(prompt.items(), key=lambda item: item[0] != "3"))
+    assert next(iter(prompt)) == "3" and prompt["3"]["inputs"]["seed"] == 7  # the refiner
+    made = read_api_prompt(json.dumps(prompt))
+    assert (made.model, made.seed) == ("sdxl_base.safetensors", "42")
+
+
+def hostile_comfy_prompts() -> dict[str, str]:
+    """ComfyUI prompt texts made to break a reader: cycles of links, wrong types, depth, size."""
+    cyclic = comfy_api_prompt()
+    cyclic["3"]["inputs"].update(model=["10", 0], seed=["11", 0], positive=["12", 0])
+    cyclic["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["3", 0]}}
+    cyclic["11"] = {"class_type": "Seed", "inputs": {"seed": ["11", 0]}}
+    cyclic["12"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["12", 0]}}
+    self_fed = {"1": {"class_type": "KSampler", "inputs": {"latent_image": ["1", 0], "seed": 5}}}
+    wrong = {
+        "1": {"class_type": 1, "inputs": {}},
+        "2": {"class_type": "KSampler", "inputs": ["seed", 1]},
+        "3": "KSampler",
+        "4": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": {"a": 1},
+                "sampler_name": [True, 0],
+                "model": ["1", "0"],
+                "positive": [None, 0],
+                "negative": ["404", 0],
+            },
+        },
+    }
+    # a chain of conditioning nodes deeper than any recursion limit
+    chain = {
+        str(i): {"class_type": "C", "inputs": {"conditioning": [str(i + 1), 0]}}
+        for i in range(1, 100_000)
+    }
+    chain["0"] = {"class_type": "KSampler", "inputs": {"seed": 1, "positive": ["1", 0]}}
+    chain["100000"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "deep"}}
+    return {
+        "cyclic": json.dumps(cyclic),
+        "self_fed": json.dumps(self_fed),
+        "wrong_types": json.dumps(wrong),
+        "chain": json.dumps(chain),
+        "nested": "[" * 100_000 + "]" * 100_000,
+        "nested_object": '{"1": ' * 50_000 + "1" + "}" * 50_000,
+        "long_number": '{"1": {"class_type": "KSampler", "inputs": {"seed": ' + "9" * 5000 + "}}}",
+        "list": json.dumps([comfy_api_prompt()]),
+        "text": "a photo of a cat",
+    }
+
+
+def test_hostile_comfyui_graphs_end_in_a_field_or_no_match():
+    """Links that loop, inputs of the wrong types, JSON nested or chained past any recursion
+    limit: each ends, fast, in the fields it can say or in no ComfyUI match, never an error."""
+    from mfclip_cli.provenance.comfyui import read_api_prompt
+
+    texts = hostile_comfy_prompts()
+    start = time.perf_counter()
+    found = {name: read_api_prompt(text) for name, text in texts.items()}
+    assert time.perf_counter() - start < 30
+    cyclic = found["cyclic"]
+    assert (cyclic.tool, cyclic.model, cyclic.seed, cyclic.sampler, cyclic.prompt) == (
+        "ComfyUI",
+        "sdxl_base.safetensors",  # no loader behind the loop: the graph's least
+        None,
+        "euler",
+        None,
+    )
+    assert found["self_fed"].seed == "5"
+    assert (found["wrong_types"].tool, found["wrong_types"].seed) == ("ComfyUI", None)
+    assert found["chain"].prompt == "deep"
+    assert found["long_number"] is None
+    for name in ("nested", "nested_object", "list", "text"):
+        assert found[name] is None, name
+    # through the whole metadata check, in a PNG's text chunk: no error, no claim
+    data = media.png_bytes(media.picture(5), {"prompt": texts["nested"]})
+    record = inspect(data, ".png")
+    assert record.errors == [] and record.metadata.status == "none_found"
+    data = media.png_bytes(media.picture(5), {"prompt": texts["cyclic"]}, itxt={"prompt"})
+    assert inspect(data, ".png").metadata.generation.tool == "ComfyUI"
+
+
 def test_a_prompt_given_as_a_list_is_one_string_and_the_table_cuts_whole_words():
     """Fooocus writes its full prompt as a list, which reached the JSON as an array; the table
     cut the claim at 60 characters, inside the model's name, with no sign of the cut."""

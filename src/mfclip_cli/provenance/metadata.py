@@ -7,7 +7,8 @@ Pillow reads the containers (PNG text chunks, EXIF, XMP packets) from the header
 size limits and without decoding pixels (a PNG's chunks after its pixel data are walked here:
 Pillow reaches them only by decoding the whole image); a PNG without generation texts is read
 for the "stealth" info hidden in its pixels' low bits, decoded only where its first rows begin
-with a signature (``stealth.py``); sd-parsers interprets the front ends' parameter formats.
+with a signature (``stealth.py``); sd-parsers interprets the front ends' parameter formats,
+and ``comfyui.py`` the ComfyUI graph that comes without the editor graph sd-parsers needs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from mfclip_cli.faces.decode import HEIF_BRANDS
 from mfclip_cli.provenance.c2pa import source_type_name
+from mfclip_cli.provenance.comfyui import read_api_prompt, scalar
 from mfclip_cli.provenance.record import (
     FOUND,
     NONE_FOUND,
@@ -260,11 +262,17 @@ def _generation(texts: dict[str, str]) -> Generation | None:
             # whose order changes from one process to the next
             model=_field(lambda: _model_name(sampler.model))
             or _field(lambda: min(filter(None, map(_model_name, found.models)))),
-            seed=_field(lambda: _scalar(sampler.parameters["seed"])),
-            sampler=_field(lambda: _scalar(sampler.name)),
+            seed=_field(lambda: scalar(sampler.parameters["seed"])),
+            sampler=_field(lambda: scalar(sampler.name)),
             prompt=_field(lambda: _one_text(found.full_prompt)),
         )
-    return _swarmui(texts.get("parameters")) or _midjourney(texts.get("Description"))
+    # a ComfyUI graph without the editor graph (an image made through ComfyUI's HTTP API) and
+    # the front ends sd-parsers does not know
+    return (
+        read_api_prompt(texts.get("prompt"))
+        or _swarmui(texts.get("parameters"))
+        or _midjourney(texts.get("Description"))
+    )
 
 
 def _swarmui(parameters: str | None) -> Generation | None:
@@ -314,13 +322,7 @@ def _one_text(prompt: Any) -> str:
 
 
 def _model_name(model: Any) -> str | None:
-    return None if model is None else _scalar(model.name or model.hash)
-
-
-def _scalar(value: Any) -> str | None:
-    """A field's value as text, or None where the front end left a link in the graph (ComfyUI's
-    ``["12", 0]``: the value comes from another node, which sd-parsers passes on as it is)."""
-    return str(value) if isinstance(value, (str, int, float)) else None
+    return None if model is None else scalar(model.name or model.hash)
 
 
 def _field(read: Callable[[], Any]) -> Any:
