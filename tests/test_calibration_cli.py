@@ -18,7 +18,7 @@ from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import sidecar_path
+from mfclip_cli.model.checkpoint import sidecar_path, timeless
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.metrics import rates_at_threshold
@@ -69,7 +69,9 @@ def test_training_stores_temperature_and_val_thresholds_in_the_header(trained, t
     copy = tmp_path / "alone.safetensors"
     copy.write_bytes((trained / "best.safetensors").read_bytes())
     assert not sidecar_path(copy).exists()
-    assert read_checkpoint_info(copy).calibration == record
+    alone = read_checkpoint_info(copy).calibration
+    assert alone == timeless(record) and "fitted_utc" not in alone  # its time: in the sidecar
+    assert "fitted_utc" in record
 
 
 def test_calibrate_writes_a_new_checkpoint_and_refuses_to_overwrite(

@@ -174,10 +174,14 @@ def _domain_dataset(parts: list[str]) -> str | None:
     return "DF40-ff" if parts[index - 1].lower() == "df40_train" else None
 
 
-def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
+Notes = dict[str, int]  # {what the user should know of samples read: count}
+
+
+def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int], Notes]:
+    """The samples, what was skipped, and notes (FF++ reals read with no split)."""
     json_folder = _json_folder(root)
-    if json_folder is not None:
-        return _JsonReader(root, json_folder, options).read()
+    if json_folder is not None:  # the JSON gives every listed frame its split
+        return (*_JsonReader(root, json_folder, options).read(), {})
     return _read_folders(root, options)
 
 
@@ -197,7 +201,7 @@ def _method_index(parts: list[str]) -> int | None:
     return None
 
 
-def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
+def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int], Notes]:
     resolve = Resolver(options.labels, TABLES)
     top = folders(root)
     nested = bool(set(top) & set(SPLIT_ROOTS))
