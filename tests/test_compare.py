@@ -169,6 +169,8 @@ def test_the_same_checkpoint_twice_is_refused_and_nothing_written(dataset, calib
 def test_one_checkpoint_outputs_are_refused_with_several_weights(
     dataset, calibrated, other, tmp_path, option, target
 ):
+    earlier = tmp_path / "earlier.json"  # an output that exists is not what to say first
+    earlier.write_text("{}")
     refused = run(
         *_eval(dataset, "in-domain"),
         "-w",
@@ -178,12 +180,12 @@ def test_one_checkpoint_outputs_are_refused_with_several_weights(
         option,
         str(tmp_path / target),
         "--json",
-        str(tmp_path / "never.json"),
+        str(earlier),
         check=False,
     )
     assert refused.returncode == 2, refused.stderr
     assert f"{option} writes one checkpoint's file" in refused.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [earlier] and earlier.read_text() == "{}"
 
 
 def test_checkpoints_with_different_classes_are_refused():

@@ -351,6 +351,12 @@ def test_df40_protocol_keeps_videos_together_and_pairs_own_reals(tmp_path):
     assert all(s.generator == "FaceForensics++" for s in subsets["simswap"] if s.is_real)
     # the cdf-domain fakes are scored against Celeb-DF's reals, the ff ones against FF++'s
     assert {s.generator for s in subsets["sd2.1"] if s.is_real} == {"Celeb-DF-v2"}
+    # a protocol that does not ask for it keeps every unpaired real for each value: the reals of
+    # a second --data (or of the other domain) are not dropped from the per-generator rows
+    plain = Splits([], [], splits.test, (), load_protocol("in-domain")).test_subsets()
+    unpaired = {s.path for s in splits.test if s.is_real and s.generator != "MidJourney"}
+    assert {s.path for s in plain["sd2.1"] if s.is_real} == unpaired
+    assert {s.path for s in plain["simswap"] if s.is_real} == unpaired
 
 
 def ffpp_without_lists(root: Path) -> None:
@@ -461,6 +467,12 @@ def test_df40_train_frames_without_method_folder_say_where_to_move_them(tmp_path
         read_dataset(tmp_path)
     with pytest.raises(DataError, match=r"move it under DF40_train/uniface/"):
         read_dataset(tmp_path / "DF40_train")
+    # a video's frame folder (x.mp4/) there is no frames/ folder, and no uniface archive's
+    other = tmp_path / "other"
+    touch(other, "DF40/simswap/ff/frames/000_003/000.png", "DF40/x.mp4/0.png")
+    with pytest.raises(DataError) as raised:
+        read_dataset(other)
+    assert "DF40/x.mp4/0.png" in str(raised.value) and "uniface" not in str(raised.value)
 
 
 def test_df40_json_and_folder_mode_name_datasets_alike(tmp_path):

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -378,7 +379,7 @@ def test_a_commands_options_become_its_settings(tmp_path):
     )
     with pytest.raises(UsageError, match="--data is required"):
         resolve_train_settings(given, out="o")
-    with pytest.raises(UsageError, match="cannot resume o: train.json is unreadable"):
+    with pytest.raises(UsageError, match="cannot resume o: it holds no train.json"):
         resolve_train_settings({"epochs": None}, out="o", resume=True)
     with pytest.raises(UsageError, match="saved settings; drop epochs"):
         resolve_train_settings(given, out="o", resume=True)
@@ -579,6 +580,8 @@ def test_a_resume_from_an_epochs_last_step_validates_it_once(tmp_path, monkeypat
     monkeypatch.setattr(training.Trainer, "validate", validate)
     resumed = resolve_train_settings({}, out=settings.out, resume=True)
     assert resumed == settings
+    with pytest.raises(UsageError, match=r"other settings than it began with \(lr 0.003"):
+        training.train(replace(resumed, lr=0.5), resume=True, device="cpu", console=console)
     training.train(resumed, resume=True, device="cpu", console=console)
     val_steps = [line["step"] for line in metrics_lines(tmp_path / "run") if line["type"] == "val"]
     assert len(val_steps) == 2 and len(set(val_steps)) == 2, val_steps

@@ -10,6 +10,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     test_fraction = 0.2
     use_layout_split = true       # keep a sample's own split (the publisher's) instead of the hash
     require_layout_split = false  # true: a sample without a split of its own is an error
+    pair_reals_by_dataset = false  # true: a report value's unpaired reals from its fakes' datasets
     report_by = "generator"       # generator | forgery_type | dataset | label
     seed = 0
     perturb = ["jpeg:90,75", "blur:1"]  # eval's robustness rows (docs/robustness.md); optional
@@ -61,9 +62,10 @@ Semantics (``select``):
    to allow it (eval --allow-one-class: a test split of one class, reported by TPR or FPR
    alone). Test reports: ``Splits.test_subsets()`` gives, for each ``report_by`` value among the
    test fakes, those fakes plus the test reals with the same value (paired reals), or, where none
-   has it, every test real not paired with another value (of those, the ones of the fakes' own
-   datasets where there are any: DF40's FF++ reals for its ff domain, Celeb-DF's for cdf); a
-   ``[paired_reals]`` table names the reals' values instead, for the values it covers.
+   has it, every test real not paired with another value (with ``pair_reals_by_dataset``, of
+   those the ones of the fakes' own datasets where there are any: ``df40``'s FF++ reals for its
+   ff domain, Celeb-DF's for cdf); a ``[paired_reals]`` table names the reals' values instead,
+   for the values it covers.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -107,6 +109,7 @@ _KEYS = (
     "test_fraction",
     "use_layout_split",
     "require_layout_split",
+    "pair_reals_by_dataset",
     "report_by",
     "seed",
     "perturb",
@@ -205,6 +208,8 @@ class Protocol:
     test_fraction: float = 0.2
     use_layout_split: bool = False
     require_layout_split: bool = False  # a sample with no split of its own is refused, not hashed
+    # a report value without reals of its own takes the unpaired reals of its fakes' datasets
+    pair_reals_by_dataset: bool = False
     report_by: str = "generator"
     seed: int = 0
     perturb: tuple[Perturbation, ...] = ()  # texts such as "jpeg:90,75" are parsed
@@ -256,10 +261,9 @@ class Protocol:
             raise ProtocolError(
                 f"use_layout_split must be true or false, not {self.use_layout_split!r}"
             )
-        if not isinstance(self.require_layout_split, bool):
-            raise ProtocolError(
-                f"require_layout_split must be true or false, not {self.require_layout_split!r}"
-            )
+        for name in ("require_layout_split", "pair_reals_by_dataset"):
+            if not isinstance(getattr(self, name), bool):
+                raise ProtocolError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.require_layout_split and not self.use_layout_split:
             raise ProtocolError("require_layout_split = true needs use_layout_split = true")
         if self.report_by not in REPORT_FIELDS:
@@ -294,8 +298,9 @@ class Protocol:
             "report_by": self.report_by,
             "seed": self.seed,
         }
-        if self.require_layout_split:  # only where set: older records read back the same
-            document["require_layout_split"] = True
+        for name in ("require_layout_split", "pair_reals_by_dataset"):
+            if getattr(self, name):  # only where set: older records read back the same
+                document[name] = True
         if self.perturb:
             document["perturb"] = [perturbation.name for perturbation in self.perturb]
         if self.paired_reals:
@@ -422,11 +427,13 @@ class Splits:
         """``{value: that value's test fakes + its reals}`` per ``report_by`` value, sorted. Its
         reals are those the protocol's ``[paired_reals]`` names for it (GenFace's), else the test
         reals with the same value (GenImage's and DF40's paired reals, a dataset's own), or, where
-        none has it, every test real not paired with another value, narrowed to the fakes' own
-        datasets where any of them is one (so DF40's ff-domain fakes are not scored against
-        Celeb-DF's reals, nor its cdf-domain fakes against FF++'s alone)."""
+        none has it, every test real not paired with another value; with the protocol's
+        ``pair_reals_by_dataset``, of those the ones of the fakes' own datasets where any is
+        (``df40``: its ff-domain fakes are not scored against Celeb-DF's reals, nor its cdf-domain
+        fakes against FF++'s)."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
         pairings = dict(self.protocol.paired_reals) if self.protocol is not None else {}
+        by_dataset = self.protocol is not None and self.protocol.pair_reals_by_dataset
 
         def key(sample: Sample) -> str:
             return _field_value(sample, report_by) or "unknown"
@@ -442,9 +449,10 @@ class Splits:
             else:
                 paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
             fakes = [s for s in self.test if not s.is_real and key(s) == value]
-            if not paired:
+            if not paired and by_dataset:
                 datasets = {s.dataset for s in fakes}
-                paired = [s for s in unpaired if s.dataset in datasets] or unpaired
+                paired = [s for s in unpaired if s.dataset in datasets]
+            paired = paired or unpaired
             chosen = {id(s) for s in fakes + paired}
             subsets[value] = [s for s in self.test if id(s) in chosen]
         return subsets
@@ -555,7 +563,9 @@ def _refuse_one_class(protocol: Protocol, name: str, chosen: list[Sample]) -> No
     )
 
 
-def _refuse_unsplit(protocol: Protocol, samples: Sequence[Sample], notes: Mapping[str, int]):
+def _refuse_unsplit(
+    protocol: Protocol, samples: Sequence[Sample], notes: Mapping[str, int]
+) -> None:
     """A protocol that promises the publisher's splits (``require_layout_split``) refuses samples
     that carry none, rather than hash a publisher's test video into train; the message quotes the
     reader's notes, which say what is missing and where it comes from."""
@@ -565,7 +575,7 @@ def _refuse_unsplit(protocol: Protocol, samples: Sequence[Sample], notes: Mappin
     if not unsplit:
         return
     first = unsplit[0]
-    why = "; ".join(notes) if notes else "mfclip data inspect lists them"
+    why = "; ".join(notes) if notes else "their layout gives them no split of its own"
     raise ProtocolError(
         f"protocol {protocol.name!r} keeps the publisher's splits, but {len(unsplit)} sample(s) "
         f"carry none (e.g. {first.path}: {first.label}, {first.generator or 'unknown'}, "

@@ -253,13 +253,18 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
             if not parts or parts[0].lower() not in SPLIT_ROOTS:
                 return None
             split, below = SPLIT_ROOTS[parts[0].lower()], parts[1:]
-        if not below and video is not None and split is not None:
+        frames = video.rsplit("/", 2)[-2] if video is not None and "/" in video else ""
+        if not below and frames.lower() in FRAME_FOLDERS and split is not None:
             top = parts[0] if parts else root.absolute().name
-            where = f"{top}/uniface/" if split == "train" else f"{top}/<method>/{{ff,cdf}}/"
+            where, known = (
+                (f"{top}/uniface/", " (DF40's uniface.zip has none)")
+                if split == "train"
+                else (f"{top}/<method>/{{ff,cdf}}/", "")
+            )
             raise DataError(
-                f"{root}: {relative}: frames/ directly under {top}/, with no method folder "
-                "above: an archive unpacked without its top folder (DF40's uniface.zip has "
-                f"none); move it under {where} (or the method it came from)"
+                f"{root}: {relative}: {frames}/ directly under {top}/, with no method folder "
+                f"above: an archive unpacked without its top folder{known}; move it under "
+                f"{where} (or the method it came from)"
             )
         if not below:
             return None

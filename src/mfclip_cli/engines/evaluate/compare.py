@@ -24,20 +24,12 @@ from mfclip_cli.engines.evaluate.tables import (
     pairs_table,
     robustness_comparison_table,
 )
-from mfclip_cli.errors import UsageError
 from mfclip_cli.files import write_json_atomic
 from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import calibration_summary
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores
 from mfclip_cli.scoring.significance import delong_test
 from mfclip_cli.timestamps import utc_now
-
-ONE_CHECKPOINT_OPTIONS = {
-    "predictions_path": "--predictions",
-    "plots_dir": "--plots",
-    "embeddings_path": "--embeddings",
-}  # EvalRequest fields that write one checkpoint's files: refused when several are compared
-
 
 ZERO_ERROR = (
     "the AUCs differ with a standard error of 0 (each checkpoint orders every fake-real pair of "
@@ -112,13 +104,7 @@ def compare(
     check, and the loading of every checkpoint, comes before any scoring."""
     if len(weights) < 2:
         raise ValueError("compare takes two or more checkpoints; evaluate takes one")
-    for field, option in ONE_CHECKPOINT_OPTIONS.items():
-        if getattr(request, field):
-            raise UsageError(
-                f"{option} writes one checkpoint's file: with several --weights, run eval "
-                "once per checkpoint for it"
-            )
-    requested = request.check()
+    requested = request.check(compared=len(weights))
     scorings = load_scorings(
         request.data_choice(),
         request.protocol,

@@ -113,6 +113,12 @@ def default_protocol(
     found = [trained_protocol(info, index) for info in checkpoints]
     first = found[0]
     if first is None or any(p is None or p.to_dict() != first.to_dict() for p in found[1:]):
+        error_console.print(  # said, as the checkpoint's own is: the data may be the one it met
+            f"protocol: {DEFAULT_PROTOCOL} (none named, and no checkpoint records one trained "
+            "on this very data: give --protocol to choose)",
+            highlight=False,
+            markup=False,
+        )
         return load_protocol(DEFAULT_PROTOCOL)
     error_console.print(
         f"protocol: {first.name}, the one the checkpoint was trained with on this data",

@@ -26,6 +26,14 @@ class DataChoice:
     allow_training_overlap: bool = False
 
 
+# EvalRequest fields that write one checkpoint's files: refused when several are compared
+ONE_CHECKPOINT_OPTIONS = {
+    "predictions_path": "--predictions",
+    "plots_dir": "--plots",
+    "embeddings_path": "--embeddings",
+}
+
+
 @dataclass
 class EvalRequest:
     data: str | tuple[str, ...]  # one --data, or several read as one (data/combine.py)
@@ -59,9 +67,17 @@ class EvalRequest:
             self.allow_training_overlap,
         )
 
-    def check(self) -> list[Perturbation]:
+    def check(self, compared: int = 1) -> list[Perturbation]:
         """Every output and option checked before anything is loaded or scored (and, from the
-        command line, before torch is imported); the perturbations ``perturb`` names."""
+        command line, before torch is imported), for ``compared`` checkpoints; the
+        perturbations ``perturb`` names."""
+        if compared > 1:
+            for name, option in ONE_CHECKPOINT_OPTIONS.items():
+                if getattr(self, name):
+                    raise UsageError(
+                        f"{option} writes one checkpoint's file: with several --weights, run "
+                        "eval once per checkpoint for it"
+                    )
         _refuse_existing_outputs(self)
         return parse_perturbations(self.perturb)
 

@@ -197,25 +197,24 @@ def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> Trai
     return replace(settings, **changes)
 
 
-def run_settings(run: Path) -> TrainSettings | None:
+def run_settings(run: str | Path) -> TrainSettings | None:
     """The settings of the run in folder ``run`` (paths as the run meant them), None where it
     holds none."""
     try:
-        saved = json.loads((run / SETTINGS_FILE).read_text(encoding="utf-8"))
+        saved = json.loads((Path(run) / SETTINGS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"{run / SETTINGS_FILE} is unreadable ({error})") from error
+        raise UsageError(f"cannot resume {run}: {SETTINGS_FILE} is unreadable ({error})") from error
     return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
 
 
 def resumed_settings(out: str) -> TrainSettings:
     """The settings ``--resume`` continues the run in ``out`` with."""
-    try:
-        saved = json.loads((Path(out) / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} is unreadable ({error})") from error
-    return _from_where_it_began(replace(_saved_settings(saved, out), out=out), saved)
+    settings = run_settings(out)
+    if settings is None:
+        raise UsageError(f"cannot resume {out}: it holds no {SETTINGS_FILE} (no run began there)")
+    return settings
 
 
 # settings that do not change what a run learns: where it is, how fast it reads, when it saves

@@ -55,6 +55,8 @@ from mfclip_cli.engines.train.settings import (
     PATH_SETTINGS,
     SETTINGS_FILE,
     TrainSettings,
+    learning_differences,
+    resumed_settings,
 )
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.errors import TrainingError, UsageError
@@ -636,8 +638,14 @@ class Trainer:
 def train(
     settings: TrainSettings, *, resume: bool, device: str, console: Console
 ) -> dict[str, Any]:
-    """Train a new run or continue the one in ``settings.out`` (``resume``; its saved settings:
-    ``settings.resolve_train_settings``)."""
+    """Train a new run or continue the one in ``settings.out`` (``resume``: with the settings it
+    saved, ``settings.resumed_settings``; others that change what it learns are refused, as a
+    resumed run must reach the weights the uninterrupted one would)."""
+    if resume and (differences := learning_differences(resumed_settings(settings.out), settings)):
+        raise UsageError(
+            f"cannot resume {settings.out} with other settings than it began with "
+            f"({'; '.join(differences)})"
+        )
     trainer = Trainer(settings, resume=resume, device=device, console=console)
     try:
         with sigterm_as_ctrl_c():  # a killed start is cleaned up as an interrupted one
