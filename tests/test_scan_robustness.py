@@ -678,6 +678,23 @@ def test_the_csv_shows_names_inertly_and_keeps_the_exact_name_beside_them(tmp_pa
     assert rows[-1]["error"] == "cannot read \\x1b]0;t\\x07"
 
 
+def test_the_csv_writes_each_other_name_as_a_text_cell_is_written(tmp_path):
+    """One name holding an invisible character made the whole ``also_named`` array escaped again:
+    a not-UTF-8 name beside it came out of the cell with its backslash doubled."""
+    target = tmp_path / "faces.csv"
+    sink = CsvSink(str(target))
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}, "demo": False})
+    others = ["a\u202egpj.exe", os.fsdecode(b"caf\xe9.jpg"), "C:\\case\\win.jpg"]
+    sink.write(FileRecord(path="a.jpg", status="no_face", also_named=others))
+    sink.close({"complete": True})
+    (row,) = csv.DictReader(io.StringIO(target.read_text(encoding="utf-8")))
+    assert json.loads(row["also_named"]) == [
+        "a\\u202egpj.exe",  # as the table shows it
+        "caf\\xe9.jpg",  # as the JSON reports write it
+        "C:\\case\\win.jpg",  # nothing to escape: as it is
+    ]
+
+
 def test_names_that_are_not_utf8_or_hold_newlines_are_reported_exactly(weights, tmp_path):
     """A folder holding a name that is not UTF-8 (a scan stopped on it with a traceback) and one
     holding a newline: every report is written, ``path`` shows the name readably and

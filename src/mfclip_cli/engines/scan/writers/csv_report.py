@@ -102,15 +102,18 @@ CSV_COLUMNS = [
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _as_shown(value: str) -> str:
+    """``value`` as the table shows it (``shown``) where it holds a character the table escapes,
+    else as it is (a model's Windows path keeps its single backslashes)."""
+    text = shown(value)
+    return value if text == value.replace("\\", "\\\\") else text  # only backslashes doubled
+
+
 def _cell(value: Any) -> Any:
-    """A text cell as the table shows it (``shown``) where it holds a character the table
-    escapes, else as it is (a model's Windows path keeps its single backslashes); never a
-    formula. Other values as they are."""
+    """A text cell ``_as_shown``, never a formula. Other values as they are."""
     if not isinstance(value, str):
         return value
-    text = shown(value)
-    if text == value.replace("\\", "\\\\"):  # nothing escaped but backslashes
-        text = value
+    text = _as_shown(value)
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
@@ -172,8 +175,8 @@ class CsvSink:
         base.update(self.common)
         base.update(provenance_cells(record))
         base["video_incomplete"] = (record.video or {}).get("incomplete")
-        if record.also_named:  # as the JSON reports write them, not-UTF-8 bytes as \xNN
-            names = readable_strings(record.also_named)
+        if record.also_named:  # each name as a text cell is written, not-UTF-8 bytes as \xNN
+            names = [_as_shown(name) for name in readable_strings(record.also_named)]
             base["also_named"] = json.dumps(names, ensure_ascii=False)
         if _cell(record.path) != record.path:  # escaped or guarded: the exact name beside it
             base["path_bytes"] = os.fsencode(record.path).hex()
