@@ -4,12 +4,11 @@ import io
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cli import MFCLIP
 from report_schemas import (
     add_unknown,
     broken,
@@ -31,8 +30,6 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION
-
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,17 @@
 """``mfclip bench`` runs every stage on CPU and reports the figures the docs quote."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli import mfclip
 from report_schemas import add_unknown, broken, check_json_file, drop, schema_errors, set_to
 
 from mfclip_cli.schemas import SCHEMA_VERSION, load_schema
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GPU_CHECK = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 sys.path.insert(0, str(GPU_CHECK.parent))
 import gpu_check  # noqa: E402  (scripts/ is no package)
@@ -39,29 +38,22 @@ def bench_run(tmp_path_factory):
     and the report it wrote, validated."""
     tmp_path = tmp_path_factory.mktemp("bench")
     report = tmp_path / "bench-tiny.json"  # as scripts/gpu-check.sh names it
-    result = subprocess.run(
-        [
-            MFCLIP,
-            "bench",
-            "--device",
-            "cpu",
-            "--config",
-            "tiny",
-            "--images",
-            "3",
-            "--size",
-            "320",
-            "--batch-size",
-            "4",
-            "--repeats",
-            "2",
-            "--json",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    result = mfclip(
+        "bench",
+        "--device",
+        "cpu",
+        "--config",
+        "tiny",
+        "--images",
+        "3",
+        "--size",
+        "320",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "2",
+        "--json",
+        str(report),
     )
     assert result.returncode == 0, result.stderr
     return result, tmp_path, check_json_file(report, "bench")

@@ -1,24 +1,15 @@
 """The command line, run as a user runs it: a subprocess."""
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
+from cli import MFCLIP, command, mfclip
 from report_schemas import check_train_run
 
 from mfclip_cli import __version__
 
-MFCLIP = Path(sys.executable).with_name("mfclip")
-
-
-def _run(*args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-
 
 def test_help():
-    result = _run(str(MFCLIP), "--help")
+    result = mfclip("--help")
     assert result.returncode == 0, result.stderr
     assert (
         "Usage" in result.stdout
@@ -28,19 +19,19 @@ def test_help():
 
 
 def test_version_from_console_script_and_module():
-    for command in ([str(MFCLIP)], [sys.executable, "-m", "mfclip_cli"]):
-        result = _run(*command, "--version")
+    for argv in ([MFCLIP], [sys.executable, "-m", "mfclip_cli"]):
+        result = command(*argv, "--version")
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"mfclip {__version__}"
 
 
 def test_unknown_command_is_a_usage_error():
-    result = _run(str(MFCLIP), "frobnicate")
+    result = mfclip("frobnicate")
     assert result.returncode == 2
 
 
 def test_eval_lists_the_shipped_protocols():
-    result = _run(str(MFCLIP), "eval", "--list-protocols")
+    result = mfclip("eval", "--list-protocols")
     assert result.returncode == 0, result.stderr
     for name in ("in-domain", "cross-generator", "cross-forgery", "cross-dataset"):
         assert name in result.stdout
@@ -59,10 +50,9 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         for i in range(6):
             (tmp_path / "broken" / label / f"{i}.png").write_text("not an image")
     cases = [
-        ((str(MFCLIP), "train", "--out", out), 2, "--data is required"),
+        (("train", "--out", out), 2, "--data is required"),
         (
             (
-                str(MFCLIP),
                 "train",
                 "--data",
                 data,
@@ -80,7 +70,6 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         ),
         (
             (
-                str(MFCLIP),
                 "train",
                 "--data",
                 data,
@@ -96,7 +85,6 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         ),
         (  # a bad --set is reported before the data is even looked at
             (
-                str(MFCLIP),
                 "train",
                 "--data",
                 str(tmp_path / "missing"),
@@ -111,14 +99,13 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             "unknown key lora.txt: lora has alpha, dropout, rank, text",
         ),
         (
-            (str(MFCLIP), "eval", "--data", data, "--protocol", "no-such-protocol"),
+            ("eval", "--data", data, "--protocol", "no-such-protocol"),
             2,
             "no-such-protocol",
         ),
-        ((str(MFCLIP), "eval", "--data", str(tmp_path / "missing")), 1, "not found"),
+        (("eval", "--data", str(tmp_path / "missing")), 1, "not found"),
         (
             (
-                str(MFCLIP),
                 "train",
                 "--data",
                 str(tmp_path / "broken"),
@@ -136,7 +123,6 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         ),
         (
             (
-                str(MFCLIP),
                 "train",
                 "--data",
                 str(tmp_path / "broken"),
@@ -154,14 +140,13 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         ),  # from a worker process
     ]
     for args, code, message in cases:
-        result = _run(*args)
+        result = mfclip(*args)
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert message in result.stderr.strip().splitlines()[-1]
     # The failed runs left nothing in their folder, so the same --out trains once the data is fixed.
     assert not (tmp_path / "run2").exists()
-    fixed = _run(
-        str(MFCLIP),
+    fixed = mfclip(
         "train",
         "--data",
         data,
@@ -185,6 +170,6 @@ def test_errors_show_bracketed_names_as_they_are(tmp_path):
     """A message is text, not markup: a name with brackets is shown whole and never breaks the
     line it is in (``[/x]`` was a MarkupError traceback, ``[bold]`` vanished)."""
     for name in ("nope[/x]", "nope[bold]dir"):
-        result = _run(str(MFCLIP), "data", "inspect", str(tmp_path / name))
+        result = mfclip("data", "inspect", str(tmp_path / name))
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert f"dataset folder not found: {tmp_path / name}" in result.stderr

@@ -2,12 +2,11 @@
 splits are recomputed from the protocol it records, on the data it was trained on."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli import mfclip
 from report_schemas import broken, check_json_file, drop, schema_errors, set_to
 from test_train import make_dataset
 
@@ -16,8 +15,6 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import trained_protocol, training_overlap
 from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info, save_checkpoint
-
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 def _trained_with(data: Path | list[str], protocol: str, path: Path) -> Path:
@@ -77,13 +74,8 @@ def test_the_overlap_is_counted_against_the_recomputed_training_splits(data, in_
 
 
 def _eval(data, weights, out, *options):
-    command = [MFCLIP, "eval", "--data", str(data), "-w", str(weights), "--device", "cpu"]
-    return subprocess.run(
-        [*command, "--bootstrap", "0", "--json", str(out), *options],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = ["eval", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    return mfclip(*command, "--bootstrap", "0", "--json", str(out), *options)
 
 
 def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tmp_path):
@@ -139,24 +131,14 @@ def test_calibrate_refuses_a_val_split_the_checkpoint_trained_on(data, tmp_path)
     weights = _trained_with(data, "cross-generator", tmp_path / "cg.safetensors")
     expected = _expected(data, "cross-generator", "in-domain", "val")["train"]
     assert expected > 0
-    command = [MFCLIP, "calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu"]
-    refused = subprocess.run(
-        [*command, "--protocol", "in-domain", "-o", str(tmp_path / "c.safetensors")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = ["calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    refused = mfclip(*command, "--protocol", "in-domain", "-o", str(tmp_path / "c.safetensors"))
     assert refused.returncode == 2, refused.stderr
     assert "the val split of protocol 'in-domain' holds samples" in refused.stderr
     assert f"({expected} in its train split," in refused.stderr
     assert not (tmp_path / "c.safetensors").exists()
     # no --protocol: the checkpoint's own val split, which it never trained on
-    own = subprocess.run(
-        [*command, "-o", str(tmp_path / "own.safetensors")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    own = mfclip(*command, "-o", str(tmp_path / "own.safetensors"))
     assert own.returncode == 0, own.stderr
     assert "protocol: cross-generator, the one the checkpoint was trained with" in own.stderr
 

@@ -3,15 +3,13 @@
 import base64
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cli import mfclip
 from PIL import Image
 from report_schemas import check_scan_outputs
 
@@ -25,18 +23,9 @@ from mfclip_cli.engines.scan.writers.html import (
 )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 MARKUP_NAME = '<script>alert("x")<.png'  # a file name that is markup
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 DATA_URI = re.compile(r"data:image/(?:jpeg|png);base64,[A-Za-z0-9+/=]*")
-
-
-def mfclip(*args, cwd):
-    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
-    environment["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [MFCLIP, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=environment
-    )
 
 
 class Page(HTMLParser):

@@ -3,13 +3,11 @@ each built here as its publisher lays it out, read at the folder a user download
 
 import io
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli import mfclip
 from PIL import Image
 from report_schemas import check_json_file
 
@@ -918,16 +916,6 @@ def test_standard_protocols_are_shipped():
 
 
 # ----------------------------------------------------------------------------- the CLI
-
-
-def mfclip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("mfclip")), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
 
 
 def test_data_inspect_and_prepare_dry_run(tmp_path):

@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from cli import mfclip
 from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
 from report_schemas import check_prepared
@@ -14,17 +13,9 @@ from report_schemas import check_prepared
 from mfclip_cli.data import read_dataset
 from mfclip_cli.data.samples import NOT_A_FILE
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
-
 
 def prepare(*args):
-    return subprocess.run(
-        [MFCLIP, "prepare", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return mfclip("prepare", *args)
 
 
 def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):

@@ -3,20 +3,16 @@ refused."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from cli import mfclip
 
 from mfclip_cli.engines.weights.store import read_registry
 from mfclip_cli.model import build_model, load_model_config, save_checkpoint
-
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 class _Files(BaseHTTPRequestHandler):
@@ -71,14 +67,7 @@ def checkpoint(tmp_path_factory):
 
 
 def pull(home: Path, *args):
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MFCLIP_HOME": str(home)}
-    return subprocess.run(
-        [MFCLIP, "weights", "pull", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=environment,
-    )
+    return mfclip("weights", "pull", *args, env={"MFCLIP_HOME": str(home)})
 
 
 def _store_files(home: Path) -> list[str]:

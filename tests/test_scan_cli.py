@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli import MFCLIP, mfclip
 from media import (
     ASTRONAUT_BOX,
     HEIC_HEAD,
@@ -30,23 +30,12 @@ from media import (
 from PIL import Image
 from report_schemas import check_scan_lines, check_scan_outputs
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
 BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif", "phone.heic"}
 
 
-def run(*args, stdin=None, cwd=None, env=None):
-    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
-    environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run(
-        [MFCLIP, "scan", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=environment,
-    )
+def run(*args, **options):
+    return mfclip("scan", *args, **options)
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,12 @@
 faces, run as a subprocess the way an analyst runs it, against single-weights scans."""
 
 import csv
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli import mfclip
 from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
 from report_schemas import check_json_file, check_scan_lines
@@ -28,22 +26,12 @@ from mfclip_cli.model.checkpoint import load_checkpoint
 from mfclip_cli.scoring.calibration import temperature_of
 from mfclip_cli.scoring.fpr_bounds import fpr_support
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 NAMES = ("a", "b", "c")  # tiny MFCLIP, tiny MFCLIP calibrated, tiny MC-LCR calibrated
 TOLERANCE = 1e-6
 
 
-def run(*args, cwd=None):
-    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
-    environment["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [MFCLIP, "scan", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=environment,
-    )
+def run(*args, **options):
+    return mfclip("scan", *args, **options)
 
 
 def _calibration(temperature: float, threshold: float) -> dict:

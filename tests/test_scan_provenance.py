@@ -4,11 +4,9 @@ trust anchors, --no-provenance, and the --fail-on-declared-ai gate."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import cli
 import provenance_media as media
 import pytest
 from media import astronaut
@@ -20,19 +18,9 @@ from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.provenance import inspect
 from mfclip_cli.provenance.watermark import SDXL_BITS
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
-
 
 def mfclip(*args, cwd=None):
-    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
-    return subprocess.run(
-        [MFCLIP, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**environment, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
-    )
+    return cli.mfclip(*args, cwd=cwd, env={"COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,9 @@ records that break them. Every test that writes a report validates it (report_sc
 
 import itertools
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli import mfclip
 from jsonschema import Draft202012Validator
 from media import astronaut
 from PIL import Image
@@ -24,12 +22,6 @@ from report_schemas import (
 from test_layouts import diff_tree
 
 from mfclip_cli.schemas import SCHEMA_NAMES, SCHEMA_VERSION, load_schema, schema_text
-
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
-
-
-def _mfclip(*args, cwd=None):
-    return subprocess.run([MFCLIP, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -49,10 +41,10 @@ def test_each_shipped_schema_is_draft_2020_12_and_reads_its_major_version(name):
 
 def test_the_schema_command_prints_the_shipped_schema(tmp_path):
     for name in SCHEMA_NAMES:
-        printed = _mfclip("schema", name, cwd=tmp_path)
+        printed = mfclip("schema", name, cwd=tmp_path)
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout == schema_text(name) and json.loads(printed.stdout)
-    unknown = _mfclip("schema", "report", cwd=tmp_path)
+    unknown = mfclip("schema", "report", cwd=tmp_path)
     flat = " ".join(unknown.stderr.replace("│", " ").split())  # out of its wrapped box
     assert unknown.returncode == 2 and "no schema named 'report'; mfclip ships scan, eval" in flat
 
@@ -135,7 +127,7 @@ def inspect_report(tmp_path_factory):
     label_map = root / "labels.toml"
     label_map.write_text('[DiFF]\nHPS = "exclude"\n')
     report = root / "inspect.json"
-    result = _mfclip(
+    result = mfclip(
         "data", "inspect", str(root / "DiFF"), "--label-map", str(label_map), "--json", str(report)
     )
     assert result.returncode == 0, result.stderr
@@ -176,7 +168,7 @@ def scan_report(weights, tmp_path_factory):
     (root / "empty.jpg").write_bytes(b"")
     names = [str(root / name) for name in ("astronaut.png", "astronaut75.jpg", "empty.jpg")]
     lines, document = root / "r.jsonl", root / "r.json"
-    result = _mfclip(
+    result = mfclip(
         "scan", *names, "--weights", str(weights), "--stability", "--duplicates",
         "--jsonl", str(lines), "--json", str(document), "--device", "cpu",
     )  # fmt: skip

@@ -3,11 +3,10 @@ training data by order, ``--label-map`` on train / eval / calibrate / ablate, an
 ``--allow-one-class`` TPR-only report."""
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import cli
 import numpy as np
 import pytest
 from PIL import Image
@@ -29,7 +28,6 @@ from mfclip_cli.engines.train.ablate import AblationRequest, _Runner
 from mfclip_cli.engines.train.settings import TrainSettings, load_train_settings
 from mfclip_cli.errors import UsageError
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 GENERATORS = {"gan": "checker2", "diffusion": "blur1"}
 
 
@@ -175,13 +173,7 @@ def test_ablate_reads_several_data_with_a_label_map(two, tmp_path):
 
 
 def mfclip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [MFCLIP, *args], capture_output=True, text=True, timeout=900, env=environment
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return cli.mfclip(*args, check=check, timeout=900)
 
 
 TINY = ("--config", "tiny", "--device", "cpu", "--batch-size", "16", "--lr", "3e-3")

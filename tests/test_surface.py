@@ -6,18 +6,16 @@ until tests/snapshots/cli-surface.json is regenerated on purpose
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import typer.main
+from cli import mfclip
 
 from mfclip_cli.cli import app
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "cli-surface.json"
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 
 
 def _default(param) -> object:
@@ -103,35 +101,17 @@ if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
 def test_help_shows_metavars_and_no_type_labels():
     # what a user reads: no "<bool>" on flags, no "<str>" or "<list[str]>" after a metavar
     for path in [[], *(name.split() for name in surface())]:
-        shown = subprocess.run(
-            [MFCLIP, *path, "--help"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "COLUMNS": "100"},
-            check=True,
-        ).stdout
+        shown = mfclip(*path, "--help", env={"COLUMNS": "100"}, check=True).stdout
         assert not re.search(r"<(bool|str|int|float|Path|path|list\[[^\]]*\])>", shown), path
 
 
 def test_an_option_never_takes_another_option_for_its_value(tmp_path):
     # "--explain --jsonl out.jsonl": Click would hand "--jsonl" to --explain as its folder
     image = Path(__file__).parents[1] / "examples" / "no_face.jpg"
-    result = subprocess.run(
-        [MFCLIP, "scan", str(image), "--explain", "--jsonl", "out.jsonl"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = mfclip("scan", image, "--explain", "--jsonl", "out.jsonl", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "'--jsonl', an option of this command" in result.stderr and "--explain" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no folder named --jsonl, no report
     # a value that merely starts with a dash is still a value
-    missing = subprocess.run(
-        [MFCLIP, "scan", "--jsonl", "-", "-not-an-option.jpg"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    missing = mfclip("scan", "--jsonl", "-", "-not-an-option.jpg", cwd=tmp_path)
     assert "an option of this command" not in missing.stderr

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli import MFCLIP, TORCHRUN, command
 from PIL import Image
 from report_schemas import (
     add_unknown,
@@ -50,8 +50,6 @@ from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.checkpoint import read_checkpoint_info
 from mfclip_cli.schemas import SCHEMA_VERSION
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 SIZE = 128  # the tiny config's crop size
 GENERATORS = {"gan": ("checker2", "checker4"), "diffusion": ("blur1", "blur2")}
 
@@ -93,14 +91,9 @@ def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("artifacts") / "artifacts", per_class=60)
 
 
-def run(*args, check=True, env=None, timeout=900):
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    result = subprocess.run(
-        [*args], capture_output=True, text=True, timeout=timeout, env=environment
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run(*argv, check=True, timeout=900, **options):
+    """``argv`` (``MFCLIP`` or ``TORCHRUN`` first) run by ``cli.command``, checked by default."""
+    return command(*argv, check=check, timeout=timeout, **options)
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -592,16 +585,11 @@ def test_a_run_begun_with_relative_paths_resumes_from_another_folder(tmp_path):
     the folder the run began in (before: 'dataset folder not found: faces')."""
     project = tmp_path / "project"
     make_dataset(project / "faces", per_class=20)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    begun = subprocess.run(
-        train_args(Path("faces"), Path("run"), "--epochs", "1"),
-        cwd=project, capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
+    begun = run(*train_args(Path("faces"), Path("run"), "--epochs", "1"), cwd=project, check=False)
     assert begun.returncode == 0, begun.stderr[-2000:]
     settings = json.loads((project / "run" / "train.json").read_text())
     assert settings["data"] == "faces" and settings["cwd"] == str(project)
-    resumed = subprocess.run(
-        [MFCLIP, "train", "--out", str(project / "run"), "--resume"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
+    resumed = run(
+        MFCLIP, "train", "--out", str(project / "run"), "--resume", cwd=tmp_path, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]

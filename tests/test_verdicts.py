@@ -2,8 +2,6 @@
 stability under re-encoding, and both end to end through calibrate, scan, report and eval."""
 
 import csv
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli import mfclip
 from media import astronaut, face_free, mosaic
 from PIL import Image
 from report_schemas import check_json_file, check_scan_lines
@@ -39,7 +38,6 @@ from mfclip_cli.scoring.inconclusive import (
 from mfclip_cli.scoring.metrics import detection_metrics
 from mfclip_cli.scoring.precision import calibration_at
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 CPU = torch.device("cpu")
 
 
@@ -215,13 +213,8 @@ def test_the_scanner_marks_inconclusive_exactly_above_the_stored_threshold(tmp_p
     assert sum(face.label == "inconclusive" for face in banded) == 2
 
 
-def run(*args, cwd=None, check=True):
-    result = subprocess.run(
-        [MFCLIP, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run(*args, check=True, **options):
+    return mfclip(*args, check=check, timeout=900, **options)
 
 
 @pytest.fixture(scope="module")

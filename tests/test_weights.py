@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli import MFCLIP, mfclip
 from report_schemas import check_scan_lines
 
 from mfclip_cli.engines.weights.store import (
@@ -23,16 +24,7 @@ from mfclip_cli.engines.weights.store import (
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import build_model, save_checkpoint
 
-MFCLIP = str(Path(sys.executable).with_name("mfclip"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def mfclip(*args, env=None):
-    environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
-    environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run(
-        [MFCLIP, *args], capture_output=True, text=True, timeout=600, env=environment
-    )
 
 
 def test_demo_checkpoint_matches_its_registry_entry():
