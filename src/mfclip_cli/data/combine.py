@@ -33,6 +33,14 @@ def as_data_list(data: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(item) for item in data]
 
 
+def require_existing(data: str | Path | Sequence[str | Path]) -> None:
+    """Each ``--data`` names something on disk: checked by the command line before the engines
+    load (a mistyped folder answered after seconds of imports), as the readers check it."""
+    for item in as_data_list(data):
+        if not os.path.exists(item):
+            raise FileNotFoundError(f"dataset folder not found: {item}")
+
+
 def _prefixed(prefix: str, relative: str | None) -> str | None:
     if relative is None or not prefix or posixpath.isabs(relative):
         return relative

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from mfclip_cli.data.combine import require_existing
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, sidecar_path
@@ -79,7 +80,9 @@ class EvalRequest:
                         "eval once per checkpoint for it"
                     )
         _refuse_existing_outputs(self)
-        return parse_perturbations(self.perturb)
+        perturbations = parse_perturbations(self.perturb)
+        require_existing(self.data)
+        return perturbations
 
 
 def _refuse_existing_outputs(request: EvalRequest) -> None:
@@ -122,3 +125,4 @@ class CalibrateRequest:
             raise UsageError(f"--out must name a .safetensors file, not {self.out}")
         for target in (self.out, sidecar_path(self.out)):
             refuse_existing(target, self.force)
+        require_existing(self.data)
