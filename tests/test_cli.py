@@ -83,11 +83,11 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             2,
             "no-such-config",
         ),
-        (  # a bad --set is reported before the data is even looked at
+        (  # a bad --set is reported before the data is read
             (
                 "train",
                 "--data",
-                str(tmp_path / "missing"),
+                data,
                 "--out",
                 out,
                 "--config",
@@ -104,6 +104,7 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             "no-such-protocol",
         ),
         (("eval", "--data", str(tmp_path / "missing")), 1, "not found"),
+        (("train", "--data", str(tmp_path / "missing"), "--out", out), 1, "not found"),
         (
             (
                 "train",
