@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from mfclip_cli.data.layouts import read_dataset
+from mfclip_cli.data.layouts import read_dataset, require_dataset
 from mfclip_cli.data.samples import DataIndex, DataSource, Sample
 from mfclip_cli.errors import UsageError
 
@@ -34,11 +34,11 @@ def as_data_list(data: str | Path | Sequence[str | Path]) -> list[str]:
 
 
 def require_existing(data: str | Path | Sequence[str | Path]) -> None:
-    """Each ``--data`` names something on disk: checked by the command line before the engines
-    load (a mistyped folder answered after seconds of imports), as the readers check it."""
+    """Each ``--data`` names something on disk (``require_dataset``, the readers' own check),
+    asked by the command line before the engines load: a mistyped folder was answered after
+    seconds of imports."""
     for item in as_data_list(data):
-        if not os.path.exists(item):
-            raise FileNotFoundError(f"dataset folder not found: {item}")
+        require_dataset(item)
 
 
 def _prefixed(prefix: str, relative: str | None) -> str | None:

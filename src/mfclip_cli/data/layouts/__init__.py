@@ -47,11 +47,18 @@ def _why_not(root: Path) -> dict[str, str | None]:
     return reasons
 
 
-def locate(root: str | Path) -> tuple[str, Path]:
-    """The layout of ``root`` and the folder (``root`` or one just below it) that has it."""
+def require_dataset(root: str | Path) -> Path:
+    """``root`` as a path, or the error for a ``--data`` that names nothing on disk (also asked
+    by the command line before the engines load: ``data.combine.require_existing``)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"dataset folder not found: {root}")
+    return root
+
+
+def locate(root: str | Path) -> tuple[str, Path]:
+    """The layout of ``root`` and the folder (``root`` or one just below it) that has it."""
+    root = require_dataset(root)
     reasons = _why_not(root)
     for name, reason in reasons.items():
         if reason is None:
@@ -133,4 +140,12 @@ def read_dataset(
     return DataIndex(root.absolute(), name, samples, skipped, notes=notes[0] if notes else {})
 
 
-__all__ = ["LAYOUTS", "READERS", "DataError", "detect_layout", "locate", "read_dataset"]
+__all__ = [
+    "LAYOUTS",
+    "READERS",
+    "DataError",
+    "detect_layout",
+    "locate",
+    "read_dataset",
+    "require_dataset",
+]
