@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import mfclip_cli
@@ -140,3 +142,24 @@ def test_the_model_and_the_data_layer_do_not_import_each_other():
         if {*module.split(".")[1:2], *target.split(".")[1:2]} == {"model", "data"}
     ]
     assert not crossing, crossing
+
+
+def test_the_requests_checks_load_no_torch():
+    """Each command refuses a mistyped option before torch loads (seconds of imports): the
+    modules that hold those checks must stay free of torch, open_clip, the face networks and
+    OpenCV, however they grow."""
+    modules = [
+        "mfclip_cli.engines.scan.request",
+        "mfclip_cli.engines.evaluate.requests",
+        "mfclip_cli.engines.train.settings",
+        "mfclip_cli.engines.prepare.request",
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "heavy = ('torch', 'open_clip', 'facenet_pytorch', 'cv2')\n"
+        "assert not [m for m in heavy if m in sys.modules], sorted(sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

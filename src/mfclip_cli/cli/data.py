@@ -64,7 +64,7 @@ def prepare(
       mfclip prepare ~/datasets/DiFF --out faces/ --config vit-b-16
       mfclip prepare ~/datasets/DF40 --out faces/ --dry-run
     """
-    from mfclip_cli.engines.prepare import PrepareRequest, run_prepare
+    from mfclip_cli.engines.prepare.request import PrepareRequest
 
     request = PrepareRequest(
         source=source,
@@ -81,6 +81,9 @@ def prepare(
         dry_run=dry_run,
     )
     with errors_reported() as error_console:
+        request.check()  # before torch loads: a mistyped option refused in a moment
+        from mfclip_cli.engines.prepare.run import run_prepare
+
         code = run_prepare(request, console=Console(), error_console=error_console)
     raise typer.Exit(code)
 

@@ -1,17 +1,9 @@
-"""The prepare engine: detect and align the faces of a labelled dataset once, with scan's pipeline.
-
-``OUT/faces/`` receives lossless PNG crops (the model's crop size and margin), ``OUT/prepare.jsonl``
-a first line of the settings that decide which faces are taken and how they are cropped, then one
-line per source file as it is done (its faces, or why it was skipped: that is what ``--resume``
-continues from, with those same settings only), and at the end ``OUT/manifest.jsonl``, a
-``manifest``-layout dataset carrying every crop's labels, with the full relative path of its video
-as the video key.
-"""
+"""The prepare engine: detect and align the faces of a labelled dataset once, with scan's
+pipeline, into the files ``request.py`` describes."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -22,13 +14,15 @@ from rich.console import Console
 from mfclip_cli.data import Sample, read_dataset, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
-from mfclip_cli.engines.runtime import (
-    EXIT_OK,
-    EXIT_UNREADABLE,
-    counting_bar,
-    resolve_device,
+from mfclip_cli.engines.prepare.request import (
+    FACES_DIR,
+    LOG_FILE,
+    MANIFEST_FILE,
+    SETTINGS_LINE,
+    SUMMARY_FILE,
+    PrepareRequest,
 )
-from mfclip_cli.errors import UsageError
+from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, counting_bar, resolve_device
 from mfclip_cli.faces import (
     DecodeError,
     FaceCropper,
@@ -39,104 +33,17 @@ from mfclip_cli.faces import (
     is_video,
     sample_video,
 )
-from mfclip_cli.files import keep_jsonl_prefix, sha256_file, write_json_atomic
-from mfclip_cli.model import load_model_config
+from mfclip_cli.files import sha256_file, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION, report_header
 from mfclip_cli.timestamps import utc_now
 
 if TYPE_CHECKING:
     import torch
 
-LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
-    "prepare.jsonl",
-    "manifest.jsonl",
-    "prepare.json",
-    "faces",
-)
-SETTINGS_LINE = "settings"  # the type of the log's first line
-
-
-@dataclass
-class PrepareRequest:
-    source: str
-    out: str
-    layout: str | None = None
-    label_map: str | None = None  # a TOML file extending the generator -> class table
-    config: str = "vit-b-16"  # crop size and margin come from this model config
-    frames: int = 8  # per video, evenly spread
-    all_faces: bool = False  # default: the largest face of each image / frame
-    min_face: int = 20
-    device: str = "auto"
-    resume: bool = False
-    quiet: bool = False
-    dry_run: bool = False  # check the request, print what would be read, prepare nothing
-
-
-def _read_log(log: Path) -> tuple[dict[str, Any] | None, dict[tuple[str, str], dict[str, Any]]]:
-    """The settings line of a log (None in a folder from before 2.3.0, or an empty log) and the
-    records of sources already prepared, keyed by (path, sha256); a cut-off last line is
-    dropped."""
-    if not log.is_file():
-        return None, {}
-    records = keep_jsonl_prefix(log)
-    settings = records[0] if records and records[0].get("type") == SETTINGS_LINE else None
-    done = {(r["source"], r["sha256"]): r for r in records if r.get("type") != SETTINGS_LINE}
-    return settings, done
-
-
-def _refuse_other_settings(
-    out: Path,
-    logged: dict[str, Any] | None,
-    done: dict[Any, dict[str, Any]],
-    now: dict[str, Any],
-) -> None:
-    """A folder is continued only with the settings it was begun with. Crops of another size or
-    margin would be resized by the training loader without a word, their noise residuals
-    resampled; another --min-face, --all-faces or --frames would take other faces from the rest
-    of the dataset than from its start. What the folder holds comes from its log's settings
-    line; in a folder from before 2.3.0, from its summary (a finished run), else from a crop it
-    wrote (an interrupted one: its size)."""
-    held = logged
-    if held is None:
-        summary = out / SUMMARY_FILE
-        try:
-            held = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
-        except (OSError, ValueError):
-            held = {}
-    if not held:
-        crop = next((f["path"] for r in done.values() for f in r.get("faces", [])), None)
-        if crop is not None and (out / crop).is_file():
-            with Image.open(out / crop) as image:
-                held = {"crop_size": image.width}
-    differences = [
-        f"{name} {held[name]} there, {value} now"
-        for name, value in now.items()
-        if name in held and held[name] != value
-    ]
-    if differences:
-        raise UsageError(
-            f"{out} holds faces prepared with other settings ({'; '.join(differences)}): "
-            "prepare into a new folder, or resume with the --config, --min-face, --all-faces "
-            "and --frames that made them"
-        )
-
 
 def _largest(found: FoundFaces) -> list[int]:
     areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found.detections]
     return [int(np.argmax(areas))] if areas else []
-
-
-def _settings(request: PrepareRequest) -> dict[str, Any]:
-    """What decides which faces are taken and how they are cropped (a wrong --config is
-    refused here)."""
-    preprocess = load_model_config(request.config).preprocess
-    return {
-        "crop_size": preprocess.crop_size,
-        "margin": preprocess.margin,
-        "min_face": request.min_face,
-        "all_faces": request.all_faces,
-        "frames": request.frames,
-    }
 
 
 class Preparer:
@@ -220,20 +127,10 @@ def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
 def run_prepare(request: PrepareRequest, *, console: Console, error_console: Console) -> int:
     """Prepare every source file; return 0, or 3 when some could not be read. A dry run makes
     the same checks, prints what would be read, and returns the inspection's code."""
-    if request.frames < 1:
-        raise UsageError("--frames must be at least 1")
-    out = Path(request.out)
+    checked = request.check()
+    device = resolve_device(request.device)
+    out, log = Path(request.out), Path(request.out) / LOG_FILE
     source_root = Path(request.source).resolve()
-    if out.resolve() == source_root or source_root in out.resolve().parents:
-        raise UsageError(f"--out {out} lies inside the source dataset {request.source}")
-    log = out / LOG_FILE
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()) and not request.resume:
-        raise UsageError(f"{out} is not empty (pass --resume to continue preparing into it)")
-    settings, device = _settings(request), resolve_device(request.device)
-    logged, done = _read_log(log) if request.resume else (None, {})
-    _refuse_other_settings(out, logged, done, settings)
     if request.dry_run:
         return run_inspect(
             InspectRequest(request.source, request.layout, request.label_map, include_videos=True),
@@ -244,7 +141,7 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
     refuse_unused_label_map(request.label_map, [index], [request.source])
-    preparer = Preparer(request, settings, device)
+    preparer = Preparer(request, checked.settings, device)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
     show = not request.quiet and error_console.is_terminal
@@ -252,8 +149,8 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
     with bar, open(log, "a", encoding="utf-8") as handle:
         task = bar.add_task("prepare", total=len(index.samples))
         if handle.tell() == 0:  # a new log (a folder from before 2.3.0 keeps its own)
-            settings = {"type": SETTINGS_LINE, "schema_version": SCHEMA_VERSION}
-            handle.write(json.dumps({**settings, **preparer.settings}) + "\n")
+            line = {"type": SETTINGS_LINE, "schema_version": SCHEMA_VERSION, **checked.settings}
+            handle.write(json.dumps(line) + "\n")
         for sample in index.samples:
             path = index.absolute(sample)
             try:
@@ -268,8 +165,8 @@ def run_prepare(request: PrepareRequest, *, console: Console, error_console: Con
                     "faces": [],
                 }
             else:
-                record = done.get(key) or preparer.prepare(sample, path, key[1])
-                if key not in done:
+                record = checked.done.get(key) or preparer.prepare(sample, path, key[1])
+                if key not in checked.done:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
             records.append((sample, record))
