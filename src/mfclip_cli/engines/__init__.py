@@ -4,7 +4,8 @@ the face pipeline (``faces``), the data layer (``data``) and the shared numerics
 - ``scan/``: ``mfclip scan`` and ``mfclip report`` (inputs, records, report writers, HTML);
 - ``evaluate/``: ``mfclip eval`` and ``mfclip calibrate``;
 - ``train/``: ``mfclip train`` and ``mfclip ablate``;
-- ``prepare.py``: ``mfclip prepare``; ``inspect.py``: ``mfclip data inspect`` (and prepare's
+- ``prepare/``: ``mfclip prepare`` (``request.py``: its checks, before torch loads);
+  ``inspect.py``: ``mfclip data inspect`` (and prepare's
   ``--dry-run``); ``bench.py``: ``mfclip bench``;
 - ``weights/``: the weights registry and store (``mfclip weights ...``) and downloads;
 - ``inference.py``: a detector's passes over a dataset's samples, for eval, calibrate, train and
