@@ -990,3 +990,45 @@ def test_video_files_are_counted_where_they_are_not_samples(tmp_path):
     assert read["skipped"] == {VIDEO_FILES_SKIPPED: 2}
     planned = inspect_dataset(tmp_path, include_videos=True)
     assert planned["samples"] == 6 and planned["videos"] == 2 and planned["skipped"] == {}
+
+
+def test_df40_json_reals_only_deepfakebench_lists_are_named_by_their_domain(tmp_path):
+    """FF++'s and Celeb-DF's reals listed only by DeepfakeBench's own files are DF40-ff /
+    DF40-cdf beside DF40's fakes, as a folder read names them: the df40 protocol trains on
+    DF40-ff, and pairs each domain's fakes with that domain's reals."""
+    fake = listed(tmp_path, "simswap_Fake", "DF40_train/simswap/ff/frames/000_003")
+    ff_real = listed(tmp_path, "FF-real", f"{FFPP_FRAMES}/000")
+    cdf_real = listed(tmp_path, "CelebDFv2_real", "Celeb-DF-v2/Celeb-real/frames/id0_0000")
+    write_json(
+        tmp_path, "simswap_ff.json", {"simswap_ff": {"simswap_Fake": {"train": {"a": fake}}}}
+    )
+    write_json(
+        tmp_path,
+        "FaceForensics++.json",
+        {"FaceForensics++": {"FF-real": {"train": {"000": ff_real}}}},
+    )
+    write_json(
+        tmp_path,
+        "Celeb-DF-v2.json",
+        {"Celeb-DF-v2": {"CelebDFv2_real": {"test": {"id0": cdf_real}}}},
+    )
+    got = fields(read_dataset(tmp_path))
+    assert got[f"{FFPP_FRAMES}/000/000.png"][2:5] == ("FaceForensics++", "DF40-ff", "train")
+    cdf = "Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png"
+    assert got[cdf][2:5] == ("Celeb-DF-v2", "DF40-cdf", "test")
+    # DeepfakeBench's FF++ and Celeb-DF alone (no DF40 fake listed): the keys name them
+    (tmp_path / "preprocessing" / "dataset_json" / "simswap_ff.json").unlink()
+    ffdf = listed(tmp_path, "FF-DF", "FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/a")
+    write_json(
+        tmp_path,
+        "FaceForensics++.json",
+        {
+            "FaceForensics++": {
+                "FF-real": {"train": {"000": ff_real}},
+                "FF-DF": {"train": {"a": ffdf}},
+            }
+        },
+    )
+    got = fields(read_dataset(tmp_path))
+    assert got[f"{FFPP_FRAMES}/000/000.png"][3] == "FaceForensics++"
+    assert got[cdf][3] == "Celeb-DF-v2"

@@ -30,7 +30,9 @@ a folder read would give it (FF++'s, or the method of ``DF40/<method>/real``); a
 method (``simswap_Fake`` -> simswap; FF-DF -> Deepfakes) looked up in the DF40 and FaceForensics
 tables, else (``FSAll_Fake``) the frame's method folder below DF40[_train]/ is. Dataset: the one
 a folder read gives a frame below DF40[_train]/ (so both modes name a download alike), else by
-the key's domain suffix (``simswap_ff`` -> DF40-ff, ``_cdf`` -> DF40-cdf), else the key. Frame
+the key's domain suffix (``simswap_ff`` -> DF40-ff, ``_cdf`` -> DF40-cdf), else the key; FF++'s
+and Celeb-DF's reals are DF40-ff / DF40-cdf as in a folder read wherever DF40's fakes are listed
+(only DeepfakeBench's FaceForensics++ and Celeb-DF files: their keys). Frame
 paths were written on the authors' machine: each is matched to a file below ROOT (or one of its
 folders) by its longest existing tail, found once per distinct prefix. The publishers list frames
 under several splits and files: each is read once, in the split that keeps it out of training
@@ -68,6 +70,8 @@ FFPP_REALS = "FaceForensics++"  # the generator field of FF++'s reals
 CDF = ("celeb-df-v2", "celeb-df")  # Celeb-DF's folder beside DF40/, as the README ships its reals
 CDF_REALS = "Celeb-DF-v2"  # the generator field of Celeb-DF's reals
 CDF_REAL_FOLDERS = ("celeb-real", "youtube-real")
+# the domain whose fakes FF++'s and Celeb-DF's reals stand against: their dataset
+REALS_DOMAIN = {FFPP_REALS: DOMAINS["ff"], CDF_REALS: DOMAINS["cdf"]}
 FFPP_LISTS = "FaceForensics repository, dataset/splits/{train,val,test}.json"
 TABLES = ("DF40", "FaceForensics")
 DERIVED = {
@@ -233,14 +237,15 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
             video = "/".join([*parts, "frames", video.rsplit("/", 1)[-1]])
         name = (video or "").rsplit("/", 1)[-1]
         split = ffpp_splits.get(name) or ffpp_splits.get(name[:3])
-        return Sample(relative, "real", "none", FFPP_REALS, "DF40-ff", video, split)
+        dataset = options.dataset or REALS_DOMAIN[FFPP_REALS]
+        return Sample(relative, "real", "none", FFPP_REALS, dataset, video, split)
 
     def celeb_df_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
         """A Celeb-DF real the README ships for the cdf domain: test, as DF40 tests that domain
         only, named as the JSON mode names it (generator Celeb-DF-v2, dataset DF40-cdf)."""
         if len(parts) < 2 or parts[1].lower() not in CDF_REAL_FOLDERS:
             return None
-        dataset = options.dataset or DOMAINS["cdf"]
+        dataset = options.dataset or REALS_DOMAIN[CDF_REALS]
         return Sample(relative, "real", "none", CDF_REALS, dataset, video, "test")
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
@@ -524,12 +529,30 @@ class _JsonReader:
         for relative in sorted(self.on_disk - self.listed):
             self.count(f"{_group(relative)}: not listed in any {self.json_folder.name}/*.json")
         samples = _one_split_per_video([sample for sample, _ in self.kept.values()])
+        if self.options.dataset is None:
+            samples = _reals_named_by_domain(samples)
         if not samples:
             raise DataError(
                 f"{self.root}: no frame the JSON files in {self.json_folder} list is below it "
                 f"(e.g. {', '.join(self.missing) or 'none listed'})"
             )
         return sorted(samples, key=lambda sample: sample.path), self.skipped
+
+
+def _reals_named_by_domain(samples: list[Sample]) -> list[Sample]:
+    """FF++'s and Celeb-DF's reals that only DeepfakeBench's own files list (dataset
+    ``FaceForensics++`` / ``Celeb-DF-v2``, their key) take the names a folder read gives them
+    (``DF40-ff`` / ``DF40-cdf``) where the listings hold DF40's fakes: the df40 protocol trains on
+    ``DF40-ff`` and scores each domain's fakes against its own reals. Without DF40's fakes (a
+    DeepfakeBench download of FF++ and Celeb-DF alone) the keys stay the names."""
+    if not any(sample.dataset.startswith("DF40") for sample in samples if not sample.is_real):
+        return samples
+    return [
+        replace(sample, dataset=REALS_DOMAIN[sample.generator])
+        if sample.is_real and sample.generator in REALS_DOMAIN
+        else sample
+        for sample in samples
+    ]
 
 
 def _group(relative: str) -> str:
