@@ -185,6 +185,32 @@ def test_a_file_reached_by_other_names_is_one_input_that_carries_them(tmp_path):
     assert collect_inputs([str(tmp_path / "f9")]).folded == 2
 
 
+def test_a_folder_named_through_a_link_is_said_with_its_real_folder(tmp_path):
+    """Review 10 (M5): ``scan alink`` records the files as ``alink/...``, their own names
+    nowhere; stderr now names the real folder, and only where the files kept the link's name."""
+    from rich.console import Console
+
+    from mfclip_cli.engines.scan.request import ScanRequest
+    from mfclip_cli.engines.scan.run import _inputs
+
+    _touch(tmp_path / "real" / "a.jpg")
+    os.symlink(tmp_path / "real", tmp_path / "alink")
+    _touch(tmp_path / "other" / "b.jpg")
+
+    def said(*names: str) -> str:
+        stderr = io.StringIO()
+        request = ScanRequest([str(tmp_path / name) for name in names])
+        _inputs(request, None, Console(file=stderr, width=400))
+        return stderr.getvalue()
+
+    note = f"alink leads through a symbolic link to {tmp_path / 'real'}: 1 file(s) are recorded"
+    assert note in said("alink", "other")
+    assert "symbolic link to" not in said("real", "alink")  # kept under their own names
+    assert "symbolic link to" not in said("real", "other")
+    deeper = collect_inputs([str(tmp_path / "alink" / ".")])  # through a link, not one itself
+    assert list(deeper.linked_folders.values()) == [str(tmp_path / "real")]
+
+
 def test_a_loop_reached_through_a_linked_folder_is_kept_under_its_own_name(tmp_path):
     """``ev/linkdir -> sub`` sorted first, and the loops in ``sub`` were reported as
     ``linkdir/loop`` and ``linkdir/again``: an error entry never took the place of another, so the

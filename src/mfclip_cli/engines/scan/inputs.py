@@ -34,6 +34,9 @@ class Inputs(list):
     def __init__(self) -> None:
         super().__init__()
         self.passed_over: set[str] = set()
+        # folders named through a symbolic link: the name given, and the real folder walked
+        # (its files are recorded under the name given, which stderr says)
+        self.linked_folders: dict[Path, str] = {}
 
     @property
     def not_media(self) -> int:
@@ -225,6 +228,8 @@ def collect_inputs(
         if inside is not None and path.exists() and _outside(path, inside):
             add(InputItem(path, _outside_message(path)))
         elif path.is_dir():
+            if _through_link(path):
+                items.linked_folders.setdefault(path, os.path.realpath(path))
             for item in _walk(path, recursive, seen_dirs, items, inside=inside):
                 add(item, walked=True)
         elif path.exists() or path.is_symlink():

@@ -146,8 +146,10 @@ def _scorers(
 
 
 def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console | None) -> Inputs:
-    """The files to scan, or a usage error where there are none; the files passed over, and the
-    names folded into a file reached by another, said on ``error_console`` (one process's)."""
+    """The files to scan, or a usage error where there are none; the files passed over, the
+    names folded into a file reached by another, and the folders named through a symbolic link
+    (their files recorded under the link's name, not their own), said on ``error_console`` (one
+    process's)."""
     items = collect_inputs(
         request.inputs,
         recursive=request.recursive,
@@ -163,15 +165,22 @@ def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console |
             f"nothing to scan: no image or video found in {' '.join(map(shown, request.inputs))}"
             + (f"; {passed_over}" if items.not_media else "")
         )
-    if error_console is not None and items.not_media:
-        error_console.print(f"note: {passed_over}", highlight=False, markup=False)
-    if error_console is not None and items.folded:
-        error_console.print(
-            f"note: {items.folded} name(s) reached a file already listed (a symbolic link to it, "
-            "the file named twice): each file is scanned once, its record lists them (also_named)",
-            highlight=False,
-            markup=False,
+    if error_console is None:
+        return items
+    notes = [passed_over] if items.not_media else []
+    if items.folded:
+        notes.append(
+            f"{items.folded} name(s) reached a file already listed (a symbolic link to it, the "
+            "file named twice): each file is scanned once, its record lists them (also_named)"
         )
+    for folder, real in items.linked_folders.items():
+        if under := sum(item.path.is_relative_to(folder) for item in items):
+            notes.append(
+                f"{shown(str(folder))} leads through a symbolic link to {shown(real)}: {under} "
+                "file(s) are recorded under the name given"
+            )
+    for note in notes:
+        error_console.print(f"note: {note}", highlight=False, markup=False)
     return items
 
 
