@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mfclip_cli.data.layouts import read_dataset, require_dataset
+from mfclip_cli.data.layouts.labels import LabelTable
 from mfclip_cli.data.samples import DataIndex, DataSource, Sample
 from mfclip_cli.errors import UsageError
 
@@ -33,12 +34,16 @@ def as_data_list(data: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(item) for item in data]
 
 
-def require_existing(data: str | Path | Sequence[str | Path]) -> None:
-    """Each ``--data`` names something on disk (``require_dataset``, the readers' own check),
-    asked by the command line before the engines load: a mistyped folder was answered after
-    seconds of imports."""
+def check_data(
+    data: str | Path | Sequence[str | Path], label_map: str | Path | None = None
+) -> None:
+    """Each ``--data`` names something on disk (``require_dataset``, the readers' own check) and
+    the ``--label-map`` reads as one (``LabelTable.load``), asked by the command line before the
+    engines load: a mistyped folder or map was answered after seconds of imports."""
     for item in as_data_list(data):
         require_dataset(item)
+    if label_map is not None:
+        LabelTable.load(label_map)
 
 
 def _prefixed(prefix: str, relative: str | None) -> str | None:

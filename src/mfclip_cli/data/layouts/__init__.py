@@ -49,7 +49,7 @@ def _why_not(root: Path) -> dict[str, str | None]:
 
 def require_dataset(root: str | Path) -> Path:
     """``root`` as a path, or the error for a ``--data`` that names nothing on disk (also asked
-    by the command line before the engines load: ``data.combine.require_existing``)."""
+    by the command line before the engines load: ``data.combine.check_data``)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"dataset folder not found: {root}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mfclip_cli.data.combine import require_existing
+from mfclip_cli.data.combine import check_data
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, sidecar_path
@@ -81,7 +81,7 @@ class EvalRequest:
                     )
         _refuse_existing_outputs(self)
         perturbations = parse_perturbations(self.perturb)
-        require_existing(self.data)
+        check_data(self.data, self.label_map)
         return perturbations
 
 
@@ -125,4 +125,4 @@ class CalibrateRequest:
             raise UsageError(f"--out must name a .safetensors file, not {self.out}")
         for target in (self.out, sidecar_path(self.out)):
             refuse_existing(target, self.force)
-        require_existing(self.data)
+        check_data(self.data, self.label_map)

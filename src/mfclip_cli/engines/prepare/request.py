@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from mfclip_cli.data.layouts import require_dataset
+from mfclip_cli.data.combine import check_data
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import keep_jsonl_prefix
 from mfclip_cli.model import load_model_config
@@ -53,8 +53,8 @@ class PrepareRequest:
         settings and, on --resume, the sources already prepared."""
         if self.frames < 1:
             raise UsageError("--frames must be at least 1")
-        out = Path(self.out)
-        source_root = require_dataset(self.source).resolve()
+        check_data(self.source, self.label_map)
+        out, source_root = Path(self.out), Path(self.source).resolve()
         if out.resolve() == source_root or source_root in out.resolve().parents:
             raise UsageError(f"--out {out} lies inside the source dataset {self.source}")
         if out.exists() and not out.is_dir():
