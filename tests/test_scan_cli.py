@@ -369,3 +369,6 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
         resume_without_file.returncode == 2
         and "--resume needs --jsonl" in resume_without_file.stderr
     )
+    for fps in ("nan", "inf", "0"):  # NaN failed every video and wrote NaN into the JSON
+        bad_fps = run(str(evidence), "--weights", str(weights), "--fps", fps, "--jsonl", "-")
+        assert bad_fps.returncode == 2 and "--fps must be a positive number" in bad_fps.stderr

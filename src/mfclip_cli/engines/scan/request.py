@@ -3,6 +3,7 @@ written: outputs that can be written and do not collide, options that go togethe
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -116,6 +117,6 @@ def checked_request(request: ScanRequest) -> ScanRequest:
                     raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
     if request.settings.frames is not None and request.settings.frames < 1:
         raise UsageError("--frames must be at least 1")
-    if request.settings.fps <= 0:
-        raise UsageError("--fps must be positive")
+    if not math.isfinite(request.settings.fps) or request.settings.fps <= 0:
+        raise UsageError(f"--fps must be a positive number, not {request.settings.fps}")
     return request
