@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfclip_cli.engines.scan.records import STATUS_ERROR, FileRecord
+from mfclip_cli.engines.scan.records import (
+    FileRecord,
+)
 from mfclip_cli.engines.scan.writers.common import ReportError, side_by_side
 
 
@@ -113,9 +115,7 @@ class ResumeState:
             if line.get("type") != "file":
                 continue
             key = cls.key(FileRecord.path_of(line), previous.get("cwd"))
-            # a file that could not be read or decoded is tried again (a fixed permission, or a
-            # newer decoder); its new record follows the old one
-            if line.get("sha256") and line.get("status") != STATUS_ERROR:
+            if line.get("sha256"):
                 state.done[(key, line["sha256"])] = offset
             earlier = FileRecord.from_dict({**line, "path": key})
             state.records[key] = earlier.outcome
