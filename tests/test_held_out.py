@@ -2,6 +2,7 @@
 splits are recomputed from the protocol it records, on the data it was trained on."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,14 @@ def test_the_overlap_is_counted_against_the_recomputed_training_splits(data, in_
     assert expected["train"] > 0  # the held-out generators' fakes were trained on in-domain
     # its own protocol's test split is held out by construction
     assert training_overlap(info, index, "test", select(index, "in-domain").test).total == 0
+    # the same folder copied under another name (the folder layout names its samples' dataset
+    # after the folder): the same data, the same overlap (audit V F12: nothing could be told)
+    renamed = tmp_path / "faces-copy"
+    shutil.copytree(data, renamed)
+    copy = read_dataset(renamed)
+    assert {s.dataset for s in copy} == {"faces-copy"}
+    copied_test = select(copy, "cross-generator").test
+    assert training_overlap(info, copy, "test", copied_test).counts == expected
     # other data (one file less): nothing can be told
     other = read_dataset(data)
     other.samples.pop()

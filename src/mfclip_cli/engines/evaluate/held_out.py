@@ -9,7 +9,8 @@ those of held-out data. On other data nothing can be told, and the report says s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
@@ -31,7 +32,7 @@ def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
     ``after-first`` protocol holds out every --data after the first). None where it cannot be
     told."""
     training = info.metadata.get("training") or {}
-    if (training.get("data") or {}).get("index_sha256") != index_digest(index):
+    if as_trained(info, index) is None:
         return None
     recorded = training.get("protocol") or {}
     try:
@@ -48,12 +49,29 @@ def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
         return None
 
 
+def as_trained(info: CheckpointInfo, index: DataIndex) -> DataIndex | None:
+    """``index`` as the checkpoint was trained on it, or None where it is other data. A folder
+    copied, synced or unpacked under another name is the same data, but the ``folder`` layout
+    names its samples' dataset after the folder: where giving them back the name the checkpoint
+    recorded gives its very sample list, that index (its splits are the checkpoint's)."""
+    recorded = (info.metadata.get("training") or {}).get("data") or {}
+    if recorded.get("index_sha256") == index_digest(index):
+        return index
+    old, new = recorded.get("name"), Path(index.root).name
+    if not old or old == new or index.sources:
+        return None
+    samples = [replace(s, dataset=old) if s.dataset == new else s for s in index.samples]
+    renamed = replace(index, samples=samples)
+    return renamed if index_digest(renamed) == recorded.get("index_sha256") else None
+
+
 def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
     protocol = trained_protocol(info, index)
-    if protocol is None:
+    trained_index = as_trained(info, index)
+    if protocol is None or trained_index is None:
         return None
     try:
-        splits = select(index, protocol, ())
+        splits = select(trained_index, protocol, ())
     except (ProtocolError, DataError):
         return None
     recorded = ((info.metadata.get("training") or {}).get("protocol") or {}).get("sizes") or {}
