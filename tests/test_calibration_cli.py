@@ -18,7 +18,7 @@ from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.engines.inference import FaceSource, predict_outputs
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpoint
-from mfclip_cli.model.checkpoint import sidecar_path, timeless
+from mfclip_cli.model.checkpoint import save_fitted, sidecar_path, timeless
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.metrics import rates_at_threshold
@@ -336,6 +336,27 @@ def test_scan_takes_the_checkpoints_threshold_for_a_false_positive_rate(
     assert meta["thresholds"]["fake"] == 0.3 and "fake_from" not in meta["thresholds"]
     assert "operating_point" not in meta
     assert meta["calibration"] == {"calibrated": False, "temperature": 1.0}
+
+
+def test_a_supported_threshold_whose_bound_exceeds_its_target_is_said(calibrated, tmp_path):
+    """Audit V F5: 3 false positives among 300 reals support fpr:0.01 (299 reals could show
+    it), yet bound it only at 2.6 %: the scan says so, where it said nothing."""
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(image)
+    info = read_checkpoint_info(calibrated)
+    entry = info.calibration["thresholds"]["fpr:0.01"]
+    bound = float(beta.ppf(0.95, 4, 297))  # Clopper-Pearson, one-sided, 3 of 300
+    entry = {**entry, "n_real": 300, "false_positives": 3, "fpr_upper_95": bound}
+    entry["supported"] = True
+    calibration = {**info.calibration, "thresholds": {"fpr:0.01": entry}}
+    edited = save_fitted(info, tmp_path / "edited.safetensors", calibration=calibration)
+    result = _scan(
+        image, "--weights", str(edited.path), "--fake-threshold", "fpr:0.01", "--precision", "fp32"
+    )
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"note: fpr:0.01, from 300 validation reals: its FPR is at most {bound:.2%}" in said
+    assert "above the 1.00% asked for" in said and "warning: fpr" not in said
 
 
 def test_training_and_calibrate_store_out_of_distribution_statistics(dataset, trained, calibrated):

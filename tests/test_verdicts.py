@@ -25,7 +25,7 @@ from mfclip_cli.engines.scan.stability import STABILITY_PERTURBATIONS, reencoded
 from mfclip_cli.faces.align import align_faces
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info
-from mfclip_cli.model.checkpoint import save_fitted
+from mfclip_cli.model.checkpoint import save_checkpoint, save_fitted
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.inconclusive import (
     fit_uncertainty_threshold,
@@ -316,6 +316,25 @@ def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
     assert scan("--fail-on-inconclusive")[0] == 5
     code, face = scan("--fail-on-fake", "--fail-on-inconclusive", "--no-inconclusive")
     assert (code, face["label"]) == (4, face["label"]) and face["label"] != "real"
+
+
+def test_an_uncalibrated_checkpoint_says_no_face_can_be_inconclusive(tmp_path):
+    """Audit V F6: a training run's last.safetensors stores no band and no OOD statistics; the
+    meta said the band was on and --fail-on-inconclusive passed every face. The scan says so,
+    and the gate is refused rather than let everything through."""
+    weights = tmp_path / "last.safetensors"
+    save_checkpoint(build_model(load_model_config("tiny")), weights)
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    common = ["scan", "a.png", "-w", weights, "--device", "cpu", "--jsonl", "-", "-q"]
+    said = run(*common, cwd=tmp_path, check=False)
+    assert said.returncode == 0, said.stderr
+    assert "note: this checkpoint stores no uncertainty threshold and no OOD" in said.stderr
+    gated = run(*common, "--fail-on-inconclusive", cwd=tmp_path, check=False)
+    assert gated.returncode == 2 and "--fail-on-inconclusive: this checkpoint" in gated.stderr
+    # the band off, or --stability (a re-encoding can flip a face), nothing is said
+    for extra in (["--no-inconclusive"], ["--stability"]):
+        quiet = run(*common, *extra, cwd=tmp_path, check=False)
+        assert quiet.returncode == 0 and "no face can be inconclusive" not in quiet.stderr
 
 
 def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recompute(

@@ -184,6 +184,20 @@ def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console |
     return items
 
 
+def _band_cannot_fire(settings: ScanSettings, primary: Scorer) -> str | None:
+    """Why no face can be inconclusive although the band is on (an uncalibrated checkpoint:
+    a training run's ``last``), or None: the meta says the band is on, and a gate on
+    inconclusive faces would pass everything."""
+    if not settings.inconclusive or settings.stability:
+        return None
+    if primary.uncertainty_threshold is not None or primary.ood is not None:
+        return None
+    return (
+        "this checkpoint stores no uncertainty threshold and no OOD statistics (it was not "
+        "calibrated: mfclip calibrate fits them), so no face can be inconclusive"
+    )
+
+
 def _progress_bar(error_console: Console, *, visible: bool) -> Progress:
     return Progress(
         TextColumn("scanning"),
@@ -225,9 +239,15 @@ def run_scan(
     if scorers[0].fake_threshold is not None:
         threshold = scorers[0].fake_threshold
         request = replace(request, settings=replace(request.settings, fake_threshold=threshold))
+    if (
+        unbanded := _band_cannot_fire(request.settings, scorers[0])
+    ) and request.fail_on_inconclusive:
+        raise UsageError(f"--fail-on-inconclusive: {unbanded}")
     if rank == 0:
         for checkpoint, scorer in zip(checkpoints, scorers):
             say_caveats(checkpoint, scorer.precision, error_console, named=len(checkpoints) > 1)
+        if unbanded:
+            error_console.print(f"note: {unbanded}", highlight=False, markup=False)
     items = _inputs(request, stdin, error_console if rank == 0 else None)
     scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, primary, len(items))
@@ -235,10 +255,20 @@ def run_scan(
     if world > 1:
         meta["processes"] = world
     point = meta.get("operating_point") or {}
-    if rank == 0 and point.get("accepted_unsupported"):  # the table and CSV do not say it
-        error_console.print(
-            f"[bold yellow]warning:[/] {operating_point_words(point)}", highlight=False
-        )
+    if rank == 0 and point:  # the table and CSV do not say it
+        bound, target = point.get("fpr_upper_95"), request.settings.fake_threshold_fpr
+        if point.get("accepted_unsupported"):
+            error_console.print(
+                f"[bold yellow]warning:[/] {operating_point_words(point)}", highlight=False
+            )
+        elif bound is not None and target is not None and bound > target:
+            error_console.print(
+                f"note: {operating_point_words(point)}, above the {target:.2%} asked for "
+                "(the threshold lets through the false positives its target allows; "
+                "calibrating on more reals narrows the bound)",
+                highlight=False,
+                markup=False,
+            )
 
     # Rank 0 alone reads the resume state and opens the reports; the others learn the outcome.
     reports, shared = Reports(request, []), [ResumeState(), None]  # and a refusal to pass on
