@@ -401,6 +401,36 @@ def test_gaps_and_single_frame_tracks_follow_the_stated_rules():
     assert summaries[0]["last"] == seen[2] / 10
 
 
+def test_a_spliced_fake_segment_makes_its_track_fake():
+    """Audit W M1: 3 conclusive GAN faces at p 0.99 among 7 real ones gave a `real` track (the
+    mean of its faces), hiding the splice; F10: real, gan and diffusion faces averaged to `gan`
+    without a word of the disagreement. Two conclusive fake faces make a track fake, with the
+    fake label most of them hold, and `fake_faces` counts them."""
+    from mfclip_cli.engines.scan.tracks import MIN_FAKE_FACES, track_summaries
+
+    classes = ("real", "diffusion", "gan")
+
+    def track(labels: list[str]) -> dict:
+        faces = []
+        for frame, label in enumerate(labels):
+            face = _face_at(frame, 10.0)
+            probs = {"real": 0.01, "diffusion": 0.01, "gan": 0.01, label: 0.98}
+            face.probs, face.label, face.track = probs, label, 0
+            faces.append(face)
+        mean_rule = lambda p: classes[int(np.argmax(p))]  # noqa: E731
+        return track_summaries(faces, classes, mean_rule)[0]
+
+    assert MIN_FAKE_FACES == 2
+    splice = track(["real"] * 3 + ["gan"] * 3 + ["real"] * 4)
+    assert (splice["label"], splice["fake_faces"]) == ("gan", 3)
+    mixed = track(["real", "gan", "real", "gan", "diffusion", "real"])
+    assert (mixed["label"], mixed["fake_faces"]) == ("gan", 3)
+    tie = track(["diffusion", "gan", "real"])  # two fakes, one each, equal sums: in name order
+    assert (tie["label"], tie["fake_faces"]) == ("diffusion", 2)
+    one = track(["real"] * 5 + ["gan"])  # a single fake face: the mean rule, and counted
+    assert (one["label"], one["fake_faces"]) == ("real", 1)
+
+
 def _crossing_video(path: Path, frames: int = 12) -> None:
     """Two people crossing: the astronaut's head walking right along the top, its mirror image
     walking left below it; their boxes overlap as they pass."""

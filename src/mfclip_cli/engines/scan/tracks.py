@@ -15,8 +15,12 @@ track. Tracks are numbered from 0 in order of first appearance.
 
 Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
 fewer than half of its faces, the track is ``inconclusive`` (leaning to the label of the mean of
-all its faces' probabilities); otherwise its label is the scan's label rule (``--fake-threshold``)
-applied to the mean probabilities of its conclusive faces. A track seen in a single frame has a
+all its faces' probabilities). Otherwise, when at least ``MIN_FAKE_FACES`` of its conclusive faces
+are labelled fake, the track is fake, with the fake label most of them hold (a tie: the one of
+higher summed probability): a spliced segment of a few seconds must not be averaged away by the
+real footage around it (``fake_faces`` counts them). Else its label is the scan's label rule
+(``--fake-threshold``) applied to the mean probabilities of its conclusive faces. A track seen in
+a single frame has a
 summary and a verdict like any other, marked ``"single_frame": true``: one glimpse is weaker
 evidence than a face followed for seconds. Definitions: docs/verdicts.md.
 """
@@ -32,6 +36,7 @@ from mfclip_cli.engines.scan.records import INCONCLUSIVE, FaceRecord
 MIN_IOU = 0.3
 MAX_LANDMARK = 0.5  # mean landmark distance over the box diagonal
 MAX_GAP = 2  # sampled frames without the face before its track ends
+MIN_FAKE_FACES = 2  # conclusive fake faces that make a track fake, whatever its mean says
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -108,6 +113,7 @@ def track_summaries(
         members = tracks[track]
         probs = np.array([[face.probs[name] for name in classes] for face in members])
         conclusive = [i for i, face in enumerate(members) if face.label != INCONCLUSIVE]
+        fakes = [i for i, face in enumerate(members) if face.conclusive_fake]
         summary: dict[str, Any] = {
             "track": track,
             "faces": len(members),
@@ -117,11 +123,27 @@ def track_summaries(
             "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())),
             "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())),
             "inconclusive_faces": len(members) - len(conclusive),
+            "fake_faces": len(fakes),
             "single_frame": len(members) == 1,
         }
         if 2 * len(conclusive) < len(members):
             summary["label"], summary["leaning"] = INCONCLUSIVE, label_of(probs.mean(0))
+        elif len(fakes) >= MIN_FAKE_FACES:
+            summary["label"] = _most_held([members[i] for i in fakes])
         else:
             summary["label"] = label_of(probs[conclusive].mean(0))
         summaries.append(summary)
     return summaries
+
+
+def _most_held(faces: Sequence[FaceRecord]) -> str:
+    """The label most of ``faces`` hold; of two held as often, the one of higher summed
+    probability."""
+    labels = {face.label for face in faces}
+    return max(
+        sorted(labels),
+        key=lambda label: (
+            sum(face.label == label for face in faces),
+            sum(face.probs[label] for face in faces),
+        ),
+    )

@@ -95,6 +95,7 @@ class TableSink:
                 "file": record.path,
                 "status": record.status,
                 "face": f"#{face.index}"
+                + (f" T{face.track}" if face.track is not None else "")
                 + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
@@ -112,6 +113,8 @@ class TableSink:
                 },
             }
             rows.append([values[column] for column in columns])
+        for track in (record.video or {}).get("tracks") or []:
+            rows.append([_track_cells(record.path, track).get(column, "") for column in columns])
         return rows
 
     def close(self, summary: dict[str, Any]) -> None:
@@ -160,3 +163,24 @@ class TableSink:
 
     def discard(self) -> None:
         pass
+
+
+TRACK_COUNTS = (("fake_faces", "fake"), ("inconclusive_faces", "inconclusive"))
+
+
+def _track_cells(path: str, track: dict[str, Any]) -> dict[str, str]:
+    """A video track's row after its faces: its mean probabilities and its verdict, with what
+    it rests on (faces, span, fake and inconclusive faces)."""
+    label = track["label"]
+    if track.get("leaning"):
+        label += f" (leaning {track['leaning']})"
+    counts = [f"{track['faces']} face(s) {track['first']:.2f}-{track['last']:.2f}s"]
+    counts += [f"{track[key]} {word}" for key, word in TRACK_COUNTS if track.get(key)]
+    mean = track["mean"]
+    return {
+        "file": path,
+        "face": f"T{track['track']}",
+        "p(fake)": f"{1.0 - mean['real']:.3f}",
+        "label / note": f"track: {label}, {', '.join(counts)}",
+        **{name: f"{mean[name]:.3f}" for name in CLASS_COLUMNS},
+    }
