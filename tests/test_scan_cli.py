@@ -211,10 +211,16 @@ def test_json_jsonl_and_csv_carry_the_same_complete_records(full_scan, weights):
 def test_annotated_copies_are_written_beside_not_over_the_inputs(full_scan, evidence):
     _, out = full_scan
     annotated = sorted(p.name for p in (out / "annotated").iterdir())
-    assert any(name.startswith("mosaic.") for name in annotated) and not any(
-        n.startswith("clip.") for n in annotated
-    )
+    assert any(name.startswith("mosaic.") for name in annotated)
     assert len(annotated) == len([n for n in annotated if n.endswith(".png")])
+    # a video: one copy per sampled frame with faces (audit W M2: none, and no word of it)
+    files = json.loads((out / "r.json").read_text())["files"]
+    clip = next(f for f in files if Path(f["path"]).name == "clip.mp4")
+    frames = sorted({face["frame"] for face in clip["faces"]})
+    assert frames and [Path(p).name for p in clip["annotation"]["paths"]] == [
+        f"clip.{clip['sha256'][:8]}.frame{frame:06d}.png" for frame in frames
+    ]
+    assert all(Path(p).is_file() for p in clip["annotation"]["paths"])
     result = run(str(evidence), "--weights", "x.safetensors", "--annotate", str(evidence / "out"))
     assert result.returncode == 2 and "inside the input folder" in result.stderr
 

@@ -55,7 +55,8 @@ def scan(
     annotate: Optional[str] = typer.Option(
         None,
         "--annotate",
-        help="Write copies of the images with boxes and labels drawn into DIR.",
+        help="Write copies of the images (and of the video frames with faces) with boxes and "
+        "labels drawn into DIR.",
         metavar="DIR",
     ),
     explain: Optional[str] = typer.Option(

@@ -189,8 +189,9 @@ class FileRecord:
     # to it, the file named twice); None when there is none (``inputs.collect_inputs``)
     also_named: list[str] | None = None
     video: dict[str, Any] | None = None  # sampling and per-video summary, videos only
-    # with --annotate: {"path": copy} or {"error": why not}
-    annotation: dict[str, str] | None = None
+    # with --annotate: {"path": copy}, a video's {"paths": one copy per frame with faces}, or
+    # {"error": why not}
+    annotation: dict[str, Any] | None = None
     explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mfclip_cli.engines.scan.evidence import InputChanged, image_of
+from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
 from mfclip_cli.engines.scan.records import (
     STATUS_ERROR,
     FaceEvidence,
@@ -52,7 +52,8 @@ def draw_faces(image: Image.Image, faces: Iterable[FaceRecord], scale: float = 1
 
 
 class AnnotateSink:
-    """Copies of scanned images with each face's box and label drawn, written under ``folder``.
+    """Copies of scanned images, and of the sampled video frames with faces, with each face's
+    box and label drawn, written under ``folder``.
 
     A copy that cannot be written is that file's problem (its record says so under
     ``annotation``), never the end of the run.
@@ -89,19 +90,41 @@ class AnnotateSink:
         return f"{stem}.{(record.sha256 or 'nohash')[:8]}"
 
     def write(self, record: FileRecord) -> None:
-        if record.status == STATUS_ERROR or record.video is not None:
+        if record.status == STATUS_ERROR:
             return
-        target = self.folder / f"{self._stem(record)}.png"
         try:
-            # the image the scan decoded (a copy: its pixels stay as scanned)
-            image = Image.fromarray(image_of(record, Path.cwd()).pixels)
-            draw_faces(image, record.faces)
-            with atomic_writer(target, overwrite=True) as handle:
-                image.save(handle, format="PNG")
-            record.annotation = {"path": str(target)}
+            if record.video is None:
+                # the image the scan decoded (a copy: its pixels stay as scanned)
+                image = Image.fromarray(image_of(record, Path.cwd()).pixels)
+                record.annotation = {"path": self._save(image, record.faces, record, None)}
+            else:
+                record.annotation = {"paths": self._video_frames(record)}
         except (OSError, DecodeError, ValueError, InputChanged) as error:
             reason = getattr(error, "strerror", None) or str(error)
             record.annotation = {"error": f"annotated copy not written: {reason}"}
+
+    def _video_frames(self, record: FileRecord) -> list[str]:
+        """One copy per sampled frame with faces, read again from the video (checked to be the
+        bytes scanned), its frame index in the name."""
+        by_frame: dict[int, list[FaceRecord]] = {}
+        for face in record.faces:
+            by_frame.setdefault(face.frame, []).append(face)  # type: ignore[arg-type]
+        paths = []
+        with frames_of(record, Path.cwd(), sorted(by_frame)) as frames:
+            for frame in frames:
+                image = Image.fromarray(frame.pixels)
+                paths.append(self._save(image, by_frame[frame.index], record, frame.index))
+        return paths
+
+    def _save(
+        self, image: Image.Image, faces: list[FaceRecord], record: FileRecord, frame: int | None
+    ) -> str:
+        draw_faces(image, faces)
+        suffix = "" if frame is None else f".frame{frame:06d}"
+        target = self.folder / f"{self._stem(record)}{suffix}.png"
+        with atomic_writer(target, overwrite=True) as handle:
+            image.save(handle, format="PNG")
+        return str(target)
 
     def close(self, summary: dict[str, Any]) -> None:
         pass
