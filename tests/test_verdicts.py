@@ -367,6 +367,27 @@ def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recomp
     assert (plots / "inconclusive.png").stat().st_size > 0
 
 
+def test_a_family_that_wavers_under_re_encoding_is_no_flip():
+    """Audit V F3: a face at p(fake) 0.93 whose re-encodings stayed fake but changed family once
+    was `unstable`, hence inconclusive, and --stability turned exit 4 into exit 0. A flip is a
+    change of the call, real or fake; the labels still show the family's."""
+    from mfclip_cli.engines.scan.stability import stability_record
+
+    classes = ("real", "diffusion", "gan")
+
+    def label_of(row: np.ndarray) -> str:
+        return classes[int(np.argmax(row))]
+
+    face = np.array([0.07, 0.30, 0.63])
+    wavering = [np.array([0.1, 0.6, 0.3]), np.array([0.05, 0.2, 0.75]), face]
+    record = stability_record(face, wavering, label_of)
+    assert record["labels"]["jpeg:75"] == "diffusion" and record["flips"] is False
+    turned = [np.array([0.6, 0.2, 0.2]), face, face]
+    assert stability_record(face, turned, label_of)["flips"] is True
+    real = np.array([0.8, 0.1, 0.1])
+    assert stability_record(real, [real, np.array([0.3, 0.3, 0.4]), real], label_of)["flips"]
+
+
 def _face_at(frame: int, x: float, y: float = 50.0, side: float = 100.0) -> FaceRecord:
     """A face record at (x, y) of ``side`` px, landmarks where a frontal face has them."""
     landmarks = [[x + 0.3 * side, y + 0.4 * side], [x + 0.7 * side, y + 0.4 * side]]

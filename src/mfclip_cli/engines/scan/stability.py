@@ -22,6 +22,7 @@ from PIL import Image
 
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
 from mfclip_cli.faces.align import align_faces, similarity_transforms, template_points
+from mfclip_cli.labels import CLASS_NAMES
 
 STABILITY_PERTURBATIONS: tuple[Perturbation, ...] = tuple(
     parse_perturbations(["jpeg:75,50", "resize:0.5"])
@@ -90,14 +91,17 @@ def stability_record(
     real_index: int = 0,
 ) -> dict[str, Any]:
     """A face's ``stability``: p(fake) and the label under each re-encoding, the spread of
-    p(fake) (max - min over the face and its re-encodings) and whether any label differs from
-    the face's own."""
-    label = label_of(probs)
+    p(fake) (max - min over the face and its re-encodings) and whether any re-encoding turns the
+    face's call, real or fake, the other way. A change between diffusion and gan alone is no
+    flip (the labels show it): a face sure to be fake must not pass ``--fail-on-fake`` as
+    inconclusive because its family wavers."""
+    real = CLASS_NAMES[real_index]
+    is_fake = label_of(probs) != real
     fake = [1.0 - float(row[real_index]) for row in (probs, *variants)]
     labels = [label_of(row) for row in variants]
     return {
         "p_fake": {p.name: round(value, 6) for p, value in zip(perturbations, fake[1:])},
         "labels": {p.name: name for p, name in zip(perturbations, labels)},
         "spread": round(max(fake) - min(fake), 6),
-        "flips": any(name != label for name in labels),
+        "flips": any((name != real) != is_fake for name in labels),
     }
