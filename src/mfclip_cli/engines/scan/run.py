@@ -72,24 +72,43 @@ class Interrupted(BaseException):
     swallows it."""
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+class _Stopper:
     """Ctrl-C, and SIGTERM (``timeout``, a batch system) the same way, end the scan: reports
     closed, marked partial. Only the first counts: the others are ignored from then on, for the
     process is ending (a second Ctrl-C broke off the workers' shutdown, and C++ aborted the
-    exit)."""
+    exit). While a record is ``held`` (written to every report and counted) the stop waits for
+    it: a record in the JSON Lines but not in the end line's count or the CSV was a torn run."""
 
-    def stop(signum, frame):
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.holding = False
+
+    def stop(self, signum: int, frame: Any) -> None:
         for number in STOPPING:
             signal.signal(number, signal.SIG_IGN)
-        stopped.append(signum)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Interrupted(f"signal {signum}")
+        self.signals.append(signum)
+        if not self.holding:
+            self._raise()
 
-    stopped: list[int] = []
-    with signal_handlers(stop, STOPPING, restore=lambda: not stopped):
-        yield
+    def _raise(self) -> None:
+        if self.signals[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(f"signal {self.signals[0]}")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.signals:
+            self._raise()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        with signal_handlers(self.stop, STOPPING, restore=lambda: not self.signals):
+            yield
 
 
 def _load_checkpoints(names: Sequence[str], device: torch.device) -> list[LoadedWeights]:
@@ -302,18 +321,21 @@ def run_scan(
     tally = Tally(dict(previous.records), request.settings.duplicates)
     complete = stopped = False  # stopped: by Ctrl-C or SIGTERM
     try:
-        with progress, _stop_on_signals():
+        stopper = _Stopper()
+        with progress, stopper.installed():
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
                 if record.resumed:
                     if reports.whole:
-                        reports.write(previous.earlier(record), earlier=True)
+                        with stopper.held():
+                            reports.write(previous.earlier(record), earlier=True)
                     progress.update(task, advance=1)
                     continue
-                reports.write(record)
+                with stopper.held():
+                    reports.write(record)
+                    # after the reports: the annotated copy is written (or fails) as a report is
+                    tally.add(record)
                 record.source = None  # the bytes and pixels read: memory flat in the files
-                # after the reports: the annotated copy is written (or fails) as a report is
-                tally.add(record)
                 progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
             complete = True
     except (KeyboardInterrupt, Interrupted):
