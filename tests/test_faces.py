@@ -1,6 +1,7 @@
 """The face pipeline in process: decoding every awkward file, detection against facenet,
 alignment."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,8 @@ from mfclip_cli.faces import (
     FaceDetector,
     align_faces,
     decode_image,
+    holds_video,
+    is_media,
     sample_video,
     template_points,
 )
@@ -276,6 +279,144 @@ def test_video_frames_are_sampled_by_rate_or_count(tmp_path):
     sampled = list(frames)
     assert [f.index for f in sampled] == [1, 3, 6, 8]
     assert sampled[0].pixels.shape == (512, 512, 3)
+
+
+class FakeCapture:
+    """What OpenCV's capture says of a file whose frames lie at ``times_ms``: the header's rate
+    and frame count as given (Matroska's is duration x nominal rate; without a duration, or for a
+    raw stream, OpenCV says -9.2e16 or -1.9e14), each frame's time once grabbed; those in
+    ``damaged`` fail to decode."""
+
+    def __init__(self, times_ms: list[float], fps: float, count: float, damaged=()):
+        self.times, self.fps, self.count, self.damaged = times_ms, fps, count, set(damaged)
+        self.position = -1
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def grab(self) -> bool:
+        self.position += 1
+        return self.position < len(self.times)
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        if self.position in self.damaged:
+            return False, None
+        return True, np.full((4, 4, 3), self.position % 256, np.uint8)
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_POS_MSEC:  # OpenCV's 0 before the first frame and past the end
+            return self.times[self.position] if 0 <= self.position < len(self.times) else 0.0
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: self.count}.get(prop, 4.0)
+
+    def release(self) -> None:
+        pass
+
+
+def fake_video(monkeypatch, path, *capture_args, **capture_kwargs):
+    """``path`` (a few bytes) opened by OpenCV as ``FakeCapture(*capture_args)`` each time."""
+    path.write_bytes(b"not read: the capture is a stand-in")
+    monkeypatch.setattr(
+        cv2, "VideoCapture", lambda name: FakeCapture(*capture_args, **capture_kwargs)
+    )
+    return path
+
+
+# a phone's variable rate: 50 frames 40 ms apart, then 51 frames 200 ms apart (101, to 12 s)
+VFR_TIMES = [40.0 * i for i in range(50)] + [2000.0 + 200 * i for i in range(51)]
+
+
+def test_a_variable_rate_video_is_timed_and_sampled_by_presentation_time(monkeypatch, tmp_path):
+    """A face's time is its frame's, not index / average rate (frame 60 is at 4 s, not 6.96 s),
+    and --fps takes the first frame at or after each second (audit W, H1)."""
+    path = fake_video(monkeypatch, tmp_path / "vfr.mp4", VFR_TIMES, 101 / 11.72, 101)
+    info, frames = sample_video(path, fps=1.0)
+    sampled = [(frame.index, frame.timestamp) for frame in frames]
+    assert sampled == [(0, 0.0), (25, 1.0)] + [(50 + 5 * k, 2.0 + k) for k in range(11)]
+    assert frames.shortfall() is None and info.frame_count == 101
+    assert info.duration == pytest.approx(12.116, abs=1e-3)  # to the end of its last frame
+    _, frames = sample_video(path, fps=None, frames=4)
+    assert [(f.index, f.timestamp) for f in frames] == [
+        (12, 0.48),
+        (37, 1.48),
+        (63, 4.6),
+        (88, 9.6),
+    ]
+
+
+def test_a_video_without_a_frame_count_is_read_to_its_end(monkeypatch, tmp_path):
+    """A WebM from a browser's MediaRecorder, or any file muxed to a pipe, has no count in its
+    header: it was "video has no readable frames" (audit W, H2)."""
+    times = [100.0 * i for i in range(100)]
+    path = fake_video(monkeypatch, tmp_path / "live.webm", times, 10.0, -9.2e16)
+    info, frames = sample_video(path, fps=1.0)
+    assert [frame.index for frame in frames] == list(range(0, 100, 10))
+    assert (info.frame_count, info.duration, frames.shortfall()) == (100, pytest.approx(10), None)
+    info, frames = sample_video(path, fps=None, frames=4)  # counted first
+    assert [frame.index for frame in frames] == [12, 37, 62, 87] and info.frame_count == 100
+    # a raw H.264 stream has no times either: one nominal frame after another
+    path = fake_video(monkeypatch, tmp_path / "raw.mkv", [0.0] * 100, 25.0, -1.9e14)
+    info, frames = sample_video(path, fps=1.0)
+    assert [(f.index, f.timestamp) for f in frames] == [(25 * k, float(k)) for k in range(4)]
+    assert (info.frame_count, info.duration) == (100, pytest.approx(4))
+
+
+def test_an_estimated_frame_count_is_no_truncation(monkeypatch, tmp_path):
+    """A complete variable-rate WebM: OpenCV's count is its duration x nominal 25 fps, 301 for
+    101 frames; it was "truncated or damaged" and sampled in its first part (audit W, H3). A
+    frame that fails to decode is still damage, and a stream ending seconds before the
+    container's duration still a truncation."""
+    path = fake_video(monkeypatch, tmp_path / "vfr.webm", VFR_TIMES, 25.0, 301)
+    info, frames = sample_video(path, fps=1.0)
+    assert [frame.index for frame in frames][-3:] == [90, 95, 100]
+    assert (frames.unread, frames.shortfall(), info.frame_count) == (0, None, 101)
+    info, frames = sample_video(path, fps=None, frames=4)
+    assert [frame.index for frame in frames] == [12, 37, 63, 88] and info.frame_count == 101
+    path = fake_video(monkeypatch, path, VFR_TIMES, 25.0, 301, damaged=[55])
+    _, frames = sample_video(path, fps=1.0)
+    assert len(list(frames)) == 12 and frames.shortfall() == (
+        "1 of the 13 frames sampled could not be read (from frame 55): the file is truncated or "
+        "damaged"
+    )
+    path = fake_video(monkeypatch, path, VFR_TIMES[:60], 25.0, 301)  # cut at 3.8 s of 12
+    info, frames = sample_video(path, fps=1.0)
+    assert [frame.index for frame in frames] == [0, 25, 50, 55]
+    assert "9 of the 13 frames sampled could not be read (from frame 60)" in frames.shortfall()
+    assert (info.frame_count, info.duration) == (301, 12.04)  # what the file claims
+
+
+def test_an_mpeg_transport_stream_named_on_its_own_is_a_video(tmp_path):
+    """.ts is TypeScript too, so a walk passes it over, but a named one whose bytes are MPEG-TS
+    is read as a video, as docs/scan.md says (audit W, H4), and so is an M2TS misnamed."""
+    save_video(tmp_path / "clip.ts", frames=10, fps=5.0)
+    assert (tmp_path / "clip.ts").read_bytes()[:377:188] == b"GGG"
+    assert holds_video(tmp_path / "clip.ts") and not is_media(tmp_path / "clip.ts")
+    info, frames = sample_video(tmp_path / "clip.ts", fps=1.0)
+    assert [frame.index for frame in frames] == [0, 5] and info.frame_count == 10
+    (tmp_path / "code.ts").write_text("export const g = 'G';\n" * 40)
+    assert not holds_video(tmp_path / "code.ts")
+    packets = b"".join(b"\0\0\0\0G" + bytes(187) for _ in range(3))
+    (tmp_path / "disc.bin").write_bytes(packets)
+    assert holds_video(tmp_path / "disc.bin")
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def test_an_unopenable_mp4_says_whether_it_lacks_a_video_stream_or_its_index(tmp_path):
+    """Both were "cannot open video (unsupported codec or corrupt file)" (audit W, L3)."""
+    handler = _box(b"hdlr", bytes(8) + b"soun" + bytes(12))
+    (tmp_path / "memo.mp4").write_bytes(
+        _box(b"ftyp", b"M4A \0\0\0\0isom") + _box(b"moov", _box(b"trak", _box(b"mdia", handler)))
+    )
+    with pytest.raises(DecodeError, match="no video stream in this file"):
+        sample_video(tmp_path / "memo.mp4")
+    save_video(tmp_path / "whole.mp4", frames=10)  # OpenCV writes the index last
+    whole = (tmp_path / "whole.mp4").read_bytes()
+    assert whole.rindex(b"moov") > len(whole) // 2
+    (tmp_path / "cut.mp4").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DecodeError, match="truncated or incomplete video: it has no index"):
+        sample_video(tmp_path / "cut.mp4")
 
 
 def test_alignment_puts_landmarks_on_the_template(detector):

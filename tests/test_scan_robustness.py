@@ -473,7 +473,9 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
     assert records["photo.png"]["status"] == "no_face"
     assert records["pipe.jpg"]["status"] == "error"
     assert "not a regular file" in records["pipe.jpg"]["error"]
-    assert records["broken.mp4"]["status"] == "error" and "moov" not in result.stderr
+    # FFmpeg's own words ("moov atom not found") go nowhere; the record says what they meant
+    assert records["broken.mp4"]["status"] == "error" and "moov atom" not in result.stderr
+    assert "it has no index" in records["broken.mp4"]["error"]
     verbose = run(
         str(tmp_path / "broken.mp4"),
         "--weights",
@@ -482,7 +484,7 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
         "-",
         env={"OPENCV_FFMPEG_LOGLEVEL": "16"},
     )
-    assert verbose.returncode == 3 and "moov" not in verbose.stdout + verbose.stderr
+    assert verbose.returncode == 3 and "moov atom" not in verbose.stdout + verbose.stderr
     check_scan_lines(verbose.stdout.splitlines())
 
 
@@ -570,14 +572,15 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
 
 
 def test_a_frame_count_the_container_overestimates_is_not_a_truncation(tmp_path):
-    """Some containers only estimate their frame count: frames missing within its last second
-    are counted, not called a damaged file."""
+    """Some containers only estimate their length: frames missing within its last half second
+    are counted, not called a damaged file, and the stream's own count and length recorded."""
     save_mjpeg_video(tmp_path / "v.avi", frames=30, fps=10.0)
     capture, info = open_video(tmp_path / "v.avi")
-    info.frame_count = 33  # the estimate: three frames more than the stream holds
+    info.frame_count, info.duration = 33, 3.3  # the estimate: three frames more than it holds
     reader = FrameReader(capture, info, list(range(0, 33, 2)))
     assert [frame.index for frame in reader] == list(range(0, 30, 2))
-    assert reader.unread == [30, 32] and reader.shortfall() is None
+    assert (reader.unread, reader.unread_from, reader.shortfall()) == (2, 30, None)
+    assert (info.frame_count, info.duration) == (30, pytest.approx(3.0))
     # taken in chunks, as the GPU path does, the frames go on where the last chunk stopped
     capture, info = open_video(tmp_path / "v.avi")
     reader = FrameReader(capture, info, list(range(0, 30, 3)))
@@ -587,11 +590,31 @@ def test_a_frame_count_the_container_overestimates_is_not_a_truncation(tmp_path)
         [12, 15, 18, 21],
         [24, 27],
     ]
-    assert reader.unread == [] and reader.shortfall() is None
+    assert reader.unread == 0 and reader.shortfall() is None
     capture, info = open_video(tmp_path / "v.avi")
-    info.frame_count = 60  # three seconds more than it holds
+    info.frame_count, info.duration = 60, 6.0  # three seconds more than it holds
     reader = FrameReader(capture, info, list(range(0, 60, 5)))
     assert len(list(reader)) == 6 and "6 of the 12 frames sampled" in reader.shortfall()
+    assert "its frames stop at 3.0 s of the 6.0 s it declares" in reader.shortfall()
+    assert info.frame_count == 60  # what the file claims, as it is truncated
+
+
+def test_a_named_transport_stream_is_scanned_and_a_walk_passes_one_over(weights, tmp_path):
+    """A .ts named on the command line was "not a recognised image format" (audit W, H4); in a
+    folder it is left alone, as TypeScript shares the name."""
+    folder = tmp_path / "walked"
+    folder.mkdir()
+    save_video(tmp_path / "clip.ts", frames=10, fps=5.0)
+    save_video(folder / "other.ts", frames=10, fps=5.0)
+    Image.fromarray(astronaut()).save(folder / "photo.png")
+    result = run(str(tmp_path / "clip.ts"), str(folder), "--weights", str(weights), "--jsonl", "-")
+    assert result.returncode == 0, result.stderr
+    records = [
+        line for line in check_scan_lines(result.stdout.splitlines()) if line["type"] == "file"
+    ]
+    assert [Path(record["path"]).name for record in records] == ["clip.ts", "photo.png"]
+    assert records[0]["status"] == "ok" and records[0]["format"].startswith("video (")
+    assert records[0]["video"]["frames_sampled"] == 2
 
 
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 160])

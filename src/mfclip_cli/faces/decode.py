@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -24,7 +25,7 @@ from mfclip_cli.files import open_regular
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
     # phones' (3GPP), camcorders' (AVCHD), DVDs' and broadcast MXF; .ts is left out (TypeScript
-    # too): named, or listed on stdin, any file is attempted
+    # too): named, or listed on stdin, it is read as a video where its bytes are MPEG-TS
     | {".3gp", ".3g2", ".mts", ".m2ts", ".ogv", ".vob", ".mxf"}
 )
 IMAGE_SUFFIXES = frozenset(
@@ -105,7 +106,18 @@ def holds_video(path: Path) -> bool:
     if named_video:
         return not (head.startswith(IMAGE_MAGIC) or (riff and head[8:12] == b"WEBP"))
     container = head[4:8] == b"ftyp" and head[8:12] not in STILL_BRANDS
-    return container or head.startswith(VIDEO_MAGIC) or (riff and head[8:12] == b"AVI ")
+    avi = riff and head[8:12] == b"AVI "
+    return container or head.startswith(VIDEO_MAGIC) or avi or _transport_stream(head)
+
+
+def _transport_stream(head: bytes) -> bool:
+    """Whether ``head`` opens an MPEG transport stream (a .ts broadcast capture or HLS segment):
+    the sync byte 0x47 starting each of its first three 188-byte packets, or 192-byte ones after
+    a 4-byte time code (Blu-ray's M2TS)."""
+    return any(
+        len(head) > first + 2 * size and all(head[first + k * size] == 0x47 for k in range(3))
+        for first, size in ((0, 188), (4, 192))
+    )
 
 
 def is_media(path: Path) -> bool:
@@ -135,12 +147,12 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _head(path: Path) -> bytes:
-    """A file's first 16 bytes, where it has them: empty for one that cannot be read, and for a
-    FIFO or device, which is never waited on."""
+    """A file's first 512 bytes (three MPEG-TS packets), where it has them: empty for one that
+    cannot be read, and for a FIFO or device, which is never waited on."""
     try:
         stream, _ = open_regular(path)
         with stream:
-            return stream.read(16)
+            return stream.read(512)
     except OSError:
         return b""
 
@@ -201,35 +213,105 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format)
 
 
+# A frame count over a week of video is no count: OpenCV says -9.2e16 for a Matroska file
+# without a duration (a browser's MediaRecorder, a recording muxed to a pipe), -1.9e14 for a raw
+# H.264 stream.
+LONGEST_VIDEO_S = 7 * 24 * 3600.0
+# A frame within this of a sampling instant is on it: Matroska keeps times in milliseconds.
+TIME_SLACK_S = 0.001
+# Frames that end this much before the container's duration are a truncated file; less is what
+# the rounding of a duration, or a last frame's own length, accounts for.
+TAIL_SLACK_S = 0.5
+
+
 @dataclass
 class VideoInfo:
-    fps: float
-    frame_count: int
+    """What the container says of a video; ``FrameReader`` corrects the count and duration from
+    the frames once it has read them to the end (Matroska and MPEG streams only estimate them)."""
+
+    fps: float  # the container's rate: nominal, or an average over a variable-rate stream
+    frame_count: int  # 0 where the container gives no believable count
     width: int
     height: int
     codec: str
-
-    @property
-    def duration(self) -> float:
-        return self.frame_count / self.fps if self.fps > 0 else 0.0
+    duration: float  # seconds, 0 where unknown
 
 
-def _frame_plan(info: VideoInfo, fps: float | None, frames: int | None) -> list[int]:
-    """Frame indices to sample: ``frames`` evenly spread, else one every 1/``fps`` seconds."""
-    count = info.frame_count
-    if count <= 0:
-        return []
-    if frames:
-        if frames >= count:
-            return list(range(count))
-        return sorted({int(math.floor((i + 0.5) * count / frames)) for i in range(frames)})
-    rate = fps or 1.0
-    step = info.fps / rate if info.fps > 0 else 1.0
-    plan, position = [], 0.0
-    while round(position) < count:
-        plan.append(int(round(position)))
-        position += max(step, 1.0)
-    return sorted(set(plan))
+def _spread(count: int, frames: int) -> list[int]:
+    """``frames`` frame indices evenly spread over ``count`` frames (all of them if fewer)."""
+    if frames >= count:
+        return list(range(count))
+    return sorted({int(math.floor((i + 0.5) * count / frames)) for i in range(frames)})
+
+
+def _boxes(stream: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The ISO BMFF boxes from ``start`` to ``end``: (type, payload start, end as declared,
+    which lies past the file's where it was cut short)."""
+    position = start
+    while position + 8 <= end:
+        stream.seek(position)
+        header = stream.read(16)
+        if len(header) < 8:  # a box declared past the file's end
+            return
+        size, kind = struct.unpack(">I4s", header[:8])
+        offset = 8
+        if size == 1 and len(header) == 16:
+            size, offset = struct.unpack(">Q", header[8:])[0], 16
+        elif size == 0:  # up to the end
+            size = end - position
+        if size < offset:
+            return
+        yield kind, position + offset, position + size
+        position += size
+
+
+def _child(stream: BinaryIO, span: tuple[int, int], kind: bytes) -> tuple[int, int] | None:
+    """The payload span of the first box of type ``kind`` within ``span``."""
+    return next(
+        ((begin, end) for found, begin, end in _boxes(stream, *span) if found == kind), None
+    )
+
+
+def _iso_layout(path: Path) -> str | None:
+    """What an MP4/MOV/3GP file's boxes show of its video: "no index" (no complete ``moov``: a
+    file cut short or still being written), "no video" (no track handled as ``vide``),
+    "fragmented" (frames listed in fragments, which OpenCV only estimates) or "indexed"; None
+    for a file of another kind, or one that cannot be read."""
+    try:
+        stream, status = open_regular(path)
+        with stream:
+            if stream.read(8)[4:] != b"ftyp":
+                return None
+            moov = _child(stream, (0, status.st_size), b"moov")
+            if moov is None or moov[1] > status.st_size:
+                return "no index"
+            handlers = set()
+            for kind, begin, end in _boxes(stream, *moov):
+                media = _child(stream, (begin, end), b"mdia") if kind == b"trak" else None
+                handler = _child(stream, media, b"hdlr") if media else None
+                if handler:
+                    stream.seek(handler[0] + 8)  # after version, flags and pre_defined
+                    handlers.add(stream.read(4))
+            if b"vide" not in handlers:
+                return "no video"
+            return "fragmented" if _child(stream, moov, b"mvex") else "indexed"
+    except OSError:
+        return None
+
+
+def _counts_its_frames(path: Path) -> bool:
+    """Whether the container's header counts the frames (an indexed MP4/MOV, an AVI), so that
+    OpenCV's count is exact; others only estimate it from their duration and nominal rate."""
+    head = _head(path)
+    return (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or _iso_layout(path) == "indexed"
+
+
+# why OpenCV could not open a file, where its boxes say it
+UNOPENED = {
+    "no index": "truncated or incomplete video: it has no index (no complete MP4 'moov' box), "
+    "as a file cut short or still being written has none",
+    "no video": "no video stream in this file (audio or other tracks only)",
+}
 
 
 FFMPEG_LOG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first starts FFmpeg
@@ -247,32 +329,88 @@ def open_video(path: Path) -> tuple[Any, VideoInfo]:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
-        raise DecodeError("cannot open video (unsupported codec or corrupt file)")
+        raise DecodeError(
+            UNOPENED.get(
+                _iso_layout(path) or "", "cannot open video (unsupported codec or corrupt file)"
+            )
+        )
     fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = float(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+    if count <= 0 or (fps > 0 and count / fps > LONGEST_VIDEO_S):
+        count = 0.0
     info = VideoInfo(
-        fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
-        frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+        fps=fps,
+        frame_count=int(count),
         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         codec="".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
         or "unknown",
+        duration=count / fps if fps > 0 else 0.0,
     )
     return capture, info
 
 
-class FrameReader:
-    """The frames at the sorted indices ``wanted`` (RGB), read in order once iterated; the
-    capture is released at the end. ``unread`` then lists the wanted frames that could not be
-    decoded: the stream ended before them (a truncated file, or a frame count that the container
-    only estimates) or the frame is damaged.
+def _stops_short(end: float, info: VideoInfo) -> bool:
+    """Whether frames that end at ``end`` seconds stop clearly before the container's duration:
+    a truncated file, not an estimate's rounding or a last frame's own length."""
+    return info.duration > 0 and end < info.duration - TAIL_SLACK_S
 
-    Every frame is grabbed and only the wanted ones decoded: seeking is not frame-exact in every
+
+class _Clock:
+    """Each frame's presentation time, in reading order: the decoder's, or, where that is not
+    after the last frame's (a raw stream has no times: OpenCV says 0), one nominal frame later."""
+
+    def __init__(self, fps: float):
+        self.step = 1.0 / fps if fps > 0 else 0.0
+        self.last: float | None = None
+
+    def time(self, decoder_ms: float) -> float:
+        time = decoder_ms / 1000.0
+        if self.last is not None and not time > self.last:
+            time = self.last + self.step
+        self.last = time
+        return time
+
+    @property
+    def end(self) -> float:
+        """Where the frames so far end: the last one's time and one nominal frame."""
+        return 0.0 if self.last is None else self.last + self.step
+
+
+def _grabs(capture: Any, clock: _Clock) -> Iterator[float]:
+    """The time of each frame as it is grabbed (decoded, not converted), to the stream's end."""
+    import cv2
+
+    while capture.grab():
+        yield clock.time(capture.get(cv2.CAP_PROP_POS_MSEC))
+
+
+class FrameReader:
+    """The sampled frames of a video (RGB), read in order once iterated: those at the sorted
+    indices ``wanted``, or with ``rate`` the first frame at or after each 1/``rate`` seconds of
+    presentation time, to the stream's end; the capture is released at the end. A frame's index
+    is its place in the stream, its time the decoder's (a variable-rate video's frames are not
+    evenly spaced).
+
+    Every frame is grabbed and only the sampled ones decoded: seeking is not frame-exact in every
     codec, and a frame index must mean the same frame whenever the video is read.
+
+    Once read, ``unread`` counts the sampled frames that could not be decoded (damaged, or past
+    where the stream ended; ``unread_from`` is the first), ``truncated`` says whether the stream
+    ended clearly before the container's duration, and a stream read to its end without that has
+    set ``info``'s frame count and duration to its own.
     """
 
-    def __init__(self, capture: Any, info: VideoInfo, wanted: list[int]):
-        self.capture, self.info, self.wanted = capture, info, wanted
-        self.unread: list[int] = []
+    def __init__(
+        self, capture: Any, info: VideoInfo, wanted: list[int] | None = None, *, rate: float = 0.0
+    ):
+        self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
+        self.read = self.unread = 0
+        self.damaged: list[int] = []
+        self.unread_from: int | None = None
+        self.truncated = False
+        self._end = 0.0  # where the frames read end, in seconds
         self._frames = self._read()  # one pass: chunks taken from it in turn continue it
 
     def __iter__(self) -> Iterator[VideoFrame]:
@@ -284,52 +422,97 @@ class FrameReader:
     def _read(self) -> Iterator[VideoFrame]:
         import cv2
 
-        read: set[int] = set()
+        clock, grabbed, ended = _Clock(self.info.fps), 0, False
+        targets = iter(self.wanted)
+        target = next(targets, None)
+        due = 0  # with a rate, the next sampling instant is due / rate seconds
         try:
-            targets = iter(self.wanted)
-            target = next(targets, None)
-            index = 0
-            while target is not None:
-                if not self.capture.grab():
-                    break
-                if index == target:
-                    ok, frame = self.capture.retrieve()
-                    if ok:
-                        read.add(index)
-                        yield VideoFrame(
-                            index,
-                            index / self.info.fps if self.info.fps > 0 else 0.0,
-                            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                        )
-                    target = next(targets, None)
-                index += 1
+            if self.rate or target is not None:
+                for index, time in enumerate(_grabs(self.capture, clock)):
+                    grabbed = index + 1
+                    if index == target or (self.rate and time >= due / self.rate - TIME_SLACK_S):
+                        ok, frame = self.capture.retrieve()
+                        if ok:
+                            self.read += 1
+                            pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                            yield VideoFrame(index, round(time, 6), pixels)
+                        else:
+                            self.damaged.append(index)
+                        if self.rate:
+                            due = math.floor((time + TIME_SLACK_S) * self.rate) + 1
+                        else:
+                            target = next(targets, None)
+                            if target is None:
+                                break
+                else:
+                    ended = True
         finally:
             self.capture.release()
-            self.unread = [index for index in self.wanted if index not in read]
+            self._account(grabbed, clock, ended, due)
+        if ended and not self.read:
+            raise DecodeError("video has no readable frames")
+
+    def _account(self, grabbed: int, clock: _Clock, ended: bool, due: int) -> None:
+        """The sampled frames missed, and the stream's own count and duration where it was read
+        to its end (not clearly short of what the container declares)."""
+        info = self.info
+        if self.rate:  # the instants from the next due to the container's last frame (one a frame)
+            rate = min(self.rate, info.fps) if info.fps > 0 else self.rate
+            span = info.duration - clock.step - due / self.rate + TIME_SLACK_S
+            missed, first = (math.floor(span * rate) + 1 if ended and span >= 0 else 0), grabbed
+        else:
+            missed = len(self.wanted) - self.read - len(self.damaged)
+            first = self.wanted[-missed] if missed else grabbed
+        self.unread = missed + len(self.damaged)
+        self.unread_from = min(self.damaged[:1] + ([first] if missed else []), default=None)
+        self.truncated = ended and _stops_short(clock.end, info)
+        self._end = clock.end
+        if ended and not self.truncated:
+            info.frame_count, info.duration = grabbed, clock.end
 
     def shortfall(self) -> str | None:
-        """Why some wanted frames are missing, once read, or None: all read, or only frames
-        within the last second of the container's frame count (which some formats estimate)."""
-        if not self.unread:
+        """Why sampled frames are missing, once read, or None: all read, or only those that a
+        container's estimated count or duration placed past the stream's end."""
+        if not self.unread or not (self.truncated or self.damaged):
             return None
-        last = max(set(self.wanted) - set(self.unread), default=-1)
-        tail = all(index > last for index in self.unread)
-        if tail and self.info.frame_count - (last + 1) <= max(self.info.fps, 1.0):
-            return None
-        return (
-            f"{len(self.unread)} of the {len(self.wanted)} frames sampled could not be read "
-            f"(from frame {self.unread[0]}): the file is truncated or damaged"
+        where = (
+            f"; its frames stop at {self._end:.1f} s of the {self.info.duration:.1f} s it declares"
+            if self.truncated
+            else ""
         )
+        return (
+            f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
+            f"(from frame {self.unread_from}): the file is truncated or damaged{where}"
+        )
+
+
+def _count_frames(capture: Any, info: VideoInfo) -> None:
+    """``info``'s frame count and duration from a pass grabbing every frame (``capture`` is
+    released), where the container only estimates them."""
+    clock = _Clock(info.fps)
+    try:
+        count = sum(1 for _ in _grabs(capture, clock))
+    finally:
+        capture.release()
+    if not _stops_short(clock.end, info):  # else the frames past the end are missed, and said
+        info.frame_count, info.duration = count, clock.end
 
 
 def sample_video(
     path: Path, fps: float | None = 1.0, frames: int | None = None
 ) -> tuple[VideoInfo, FrameReader]:
-    """Open a video and return its info and a reader of the sampled frames (RGB)."""
+    """Open a video and return its info and a reader of the sampled frames (RGB): ``frames``
+    evenly spread over the frame count (counted first where the container only estimates it),
+    else one at or after every 1/``fps`` seconds."""
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     capture, info = open_video(path)
-    wanted = _frame_plan(info, fps, frames)
+    if not frames:
+        return info, FrameReader(capture, info, rate=fps or 1.0)
+    if not _counts_its_frames(path):
+        _count_frames(capture, info)
+        capture, _ = open_video(path)
+    wanted = _spread(info.frame_count, frames)
     if not wanted:
         capture.release()
         raise DecodeError("video has no readable frames")

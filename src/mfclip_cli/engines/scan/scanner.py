@@ -255,8 +255,8 @@ class Scanner:
             "sampling": {"frames": settings.frames} if settings.frames else {"fps": settings.fps},
             "frames_sampled": sampled,
             # sampled frames that could not be decoded, and why where it is more than a
-            # container's estimated frame count (decode.FrameReader.shortfall)
-            "frames_unread": len(frames.unread),
+            # container's estimated length (decode.FrameReader.shortfall)
+            "frames_unread": frames.unread,
             "incomplete": frames.shortfall(),
             "frames_with_faces": with_faces,
             "faces": len(record.faces),
