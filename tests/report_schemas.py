@@ -43,6 +43,16 @@ def check(record: Any, kind: str) -> Any:
     return record
 
 
+def check_part(record: Any, kind: str, part: str) -> Any:
+    """``record``, asserted to be a valid ``part`` (an entry of the ``kind`` schema's ``$defs``):
+    a piece a test makes without a whole report around it."""
+    definitions = load_schema(kind)["$defs"]
+    schema = {"$ref": f"#/$defs/{part}", "$defs": definitions}
+    errors = list(Draft202012Validator(schema).iter_errors(record))
+    assert not errors, f"not a valid {part}: {best_match(errors).message}"
+    return record
+
+
 def _version_of(record: Any) -> str | None:
     if not isinstance(record, dict):
         return None

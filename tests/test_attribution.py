@@ -4,6 +4,7 @@ synthetic images, and the fields through calibrate, eval, scan, JSON Lines and
 ``mfclip report``."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from attribution_data import HELD_OUT, TRAINED, make_attribution_dataset, write_protocol
 from media import astronaut
 from PIL import Image
-from report_schemas import check_json_file, check_scan_lines
+from report_schemas import check_json_file, check_part, check_scan_lines
 from scipy import ndimage
 from scipy.stats import multivariate_normal
 from test_train import MFCLIP, run
@@ -28,17 +29,22 @@ from mfclip_cli.model.checkpoint import Fitted, save_fitted
 from mfclip_cli.model.noise import SRM_KERNELS, SRM_NORMALISERS
 from mfclip_cli.model.prompts import LabelSet
 from mfclip_cli.scoring.attribution import (
+    EARLIER_RULE,
     KEEP_FRACTION,
     LAUNDERING,
+    RULE,
     UNKNOWN,
+    Attributor,
     attribution_metrics,
     attribution_problem,
     attributor_of,
     fit_attribution,
     fit_sample,
+    rule_of,
 )
 from mfclip_cli.scoring.fingerprints import FEATURES, GRID, GRID_ROWS, RINGS, face_fingerprints
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAMILY = {name: "gan" if "-gan-" in name else "diffusion" for name in (*TRAINED, *HELD_OUT)}
 
 
@@ -120,23 +126,26 @@ def test_probabilities_are_the_gaussian_posteriors_of_the_stored_model_at_its_te
     assert attributor.generators == sorted(TRAINED)  # by family, then name
     assert [s["train_samples"] for s in attributor.label_sets] == [40] * 4
     prints = _clouds(rng, 3, centres)
-    result = attributor.attribute(prints)
+    families = [FAMILY[name] for name in centres for _ in range(3)]
+    result = attributor.attribute(prints, families)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-12)
-    # the posterior of equal-prior Gaussians with the stored means and shared covariance, its
-    # log-densities divided by the stored temperature
+    # the posterior of equal-prior Gaussians with the stored means and shared covariance among
+    # the label sets of each face's family, its log-densities divided by the stored temperature
     standard = (prints - attributor.center) / attributor.scale
     covariance = np.linalg.inv(attributor.precision)
     densities = np.stack(
         [multivariate_normal(mean, covariance).logpdf(standard) for mean in attributor.means], 1
     )
-    densities /= attributor.temperature
+    own = np.array([[s["label"] == family for s in attributor.label_sets] for family in families])
+    densities = np.where(own, densities / attributor.temperature, -np.inf)
     expected = np.exp(densities - densities.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     order = [attributor.generators.index(s["generator"]) for s in attributor.label_sets]
     np.testing.assert_allclose(result.probs[:, order], expected, atol=1e-9)
-    nearest = np.sqrt(
-        [[(z - m) @ attributor.precision @ (z - m) for m in attributor.means] for z in standard]
-    ).min(axis=1)
+    squared = [
+        [(z - m) @ attributor.precision @ (z - m) for m in attributor.means] for z in standard
+    ]
+    nearest = np.where(own, np.sqrt(squared), np.inf).min(axis=1)
     np.testing.assert_allclose(result.distance, nearest, atol=1e-9)
     # the stored means are the training fakes' per-generator means, standardised
     assert attributor.record["fitted_on"]["train_fakes"] == 160
@@ -148,7 +157,7 @@ def test_a_held_out_generator_is_unknown_more_often_than_any_known_name():
     record = attributor.record
     assert record["val"]["attributed"] >= KEEP_FRACTION and record["val"]["fakes"] == len(val)
     test = [_fake(name, i) for name in (*TRAINED, *HELD_OUT) for i in range(30)]
-    result = attributor.attribute(_clouds(rng, 30, centres))
+    result = attributor.attribute(_clouds(rng, 30, centres), [s.label for s in test])
     named = result.named()
     for held_out in HELD_OUT:
         said = [name for name, sample in zip(named, test) if sample.generator == held_out]
@@ -163,12 +172,13 @@ def test_a_held_out_generator_is_unknown_more_often_than_any_known_name():
     assert np.sum(confusion["counts"]) == len(test) and confusion["columns"][-1] == UNKNOWN
     # an out-of-distribution face is unknown whatever its distance
     near = np.stack([centres[TRAINED[0]]] * 2)
-    flagged = attributor.attribute(near, [True, False])
+    flagged = attributor.attribute(near, [FAMILY[TRAINED[0]]] * 2, [True, False])
     assert flagged.record(0)["generator"] == UNKNOWN
     assert flagged.record(0)["reason"] == "out of distribution"
     assert flagged.record(1)["generator"] == TRAINED[0] and "reason" not in flagged.record(1)
-    assert flagged.record(0)["probability"] is None and len(flagged.record(0)["top"]) == 3
-    far = attributor.attribute(near + 100.0).record(0)
+    # ``top`` still lists the closest trained generators, those of the face's family
+    assert flagged.record(0)["probability"] is None and len(flagged.record(0)["top"]) == 2
+    far = attributor.attribute(near + 100.0, [FAMILY[TRAINED[0]]] * 2).record(0)
     assert far["generator"] == UNKNOWN and far["reason"] == "beyond the distance threshold"
 
 
@@ -176,7 +186,7 @@ def test_the_temperature_softens_a_model_surer_than_it_is_right():
     """Generators whose fingerprints overlap: the model's posteriors are too sure, the fitted
     temperature (>= 1) lowers the val NLL, and the probabilities follow the stored value."""
     rng = np.random.default_rng(6)
-    centres = {name: rng.normal(scale=0.6, size=8) for name in TRAINED}
+    centres = {name: rng.normal(scale=0.2, size=8) for name in TRAINED}
     train = [_fake(name, i) for name in TRAINED for i in range(40)]
     val = [_fake(name, i) for name in TRAINED for i in range(40)]
     attributor = fit_attribution(
@@ -186,14 +196,17 @@ def test_the_temperature_softens_a_model_surer_than_it_is_right():
     assert 1 < attributor.temperature < 1e4 and record["val"]["top1"] < 1
     assert record["val"]["nll"]["calibrated"] < record["val"]["nll"]["model"]
     prints = _clouds(rng, 2, centres)
+    families = [FAMILY[name] for name in centres for _ in range(2)]
+    own = np.array([[s["label"] == family for s in attributor.label_sets] for family in families])
     distances = attributor.distances(prints)
     for temperature in (1.0, attributor.temperature, 50.0):
         record["temperature"] = temperature
-        logits = -0.5 * distances**2 / temperature
+        logits = np.where(own, -0.5 * distances**2 / temperature, -np.inf)
         expected = np.exp(logits - logits.max(axis=1, keepdims=True))
         expected /= expected.sum(axis=1, keepdims=True)
         order = [attributor.generators.index(s["generator"]) for s in attributor.label_sets]
-        np.testing.assert_allclose(attributor.attribute(prints).probs[:, order], expected)
+        probs = attributor.attribute(prints, families).probs
+        np.testing.assert_allclose(probs[:, order], expected)
 
 
 def test_the_threshold_keeps_the_stated_share_of_val_fakes():
@@ -204,8 +217,13 @@ def test_the_threshold_keeps_the_stated_share_of_val_fakes():
     train = [_fake(name, i) for name in TRAINED for i in range(40)]
     train_prints = _clouds(rng, 40, centres)
     refit = fit_attribution(train, train_prints, val, val_prints, fitted_on={})
-    distance = refit.attribute(val_prints).distance
+    # the distance to the nearest label set of each fake's true family, as eval measures it
+    distance = refit.attribute(val_prints, [s.label for s in val]).distance
     assert refit.threshold == pytest.approx(np.quantile(distance, KEEP_FRACTION))
+    assert rule_of(refit.record) == RULE
+    # a checkpoint fitted before: its threshold was of the distance to any family's nearest
+    earlier = {key: value for key, value in refit.record.items() if key != "within_family"}
+    assert rule_of(earlier) == EARLIER_RULE
 
 
 def test_faces_alike_to_the_last_pixel_give_no_preference_rather_than_an_error():
@@ -216,8 +234,10 @@ def test_faces_alike_to_the_last_pixel_give_no_preference_rather_than_an_error()
     val = [_fake(name, i) for name in TRAINED for i in range(5)]
     same = np.ones((len(train) + len(val), 8))
     attributor = fit_attribution(train, same[: len(train)], val, same[len(train) :], fitted_on={})
-    attributed = attributor.attribute(np.ones((3, 8)))
-    np.testing.assert_allclose(attributed.probs, 1 / len(TRAINED))
+    attributed = attributor.attribute(np.ones((3, 8)), ["gan", "diffusion", "gan"])
+    # each of a family's two generators equally likely, the other family's not at all
+    np.testing.assert_allclose(attributed.probs[attributed.eligible], 0.5)
+    assert attributed.eligible.sum(axis=1).tolist() == [2, 2, 2]
 
 
 def test_a_fit_reads_each_face_as_stored_and_laundered_and_caps_its_sample(monkeypatch):
@@ -239,6 +259,111 @@ def test_a_fit_reads_each_face_as_stored_and_laundered_and_caps_its_sample(monke
     chosen = fit_sample(mixed)
     assert [mixed[i].generator for i in chosen] == [name for name in TRAINED for _ in range(3)]
     assert [mixed[i].generator for i in fit_sample(mixed, [TRAINED[1]])] == [TRAINED[1]] * 3
+
+
+def _attributor(label_sets: list[tuple[str, str, str]], means: np.ndarray) -> Attributor:
+    """A generator model of ``label_sets`` (family, forgery type, generator) whose fingerprints
+    are their own standardised values, the covariance the identity: distances are Euclidean."""
+    features = means.shape[1]
+    record = {
+        "label_sets": [
+            {"label": label, "forgery_type": kind, "generator": name}
+            for label, kind, name in label_sets
+        ],
+        "generators": list(dict.fromkeys(name for *_, name in label_sets)),
+        "threshold": 100.0,
+        "temperature": 1.0,
+    }
+    return Attributor(np.zeros(features), np.ones(features), means, np.eye(features), record)
+
+
+def _mixed() -> Attributor:
+    """Two GAN and two diffusion generators on orthogonal axes; for a face at the origin, at
+    squared distances -2 log p, the posteriors over all four are .35, .13 (GAN), .31, .21
+    (diffusion): the audit's case."""
+    return _attributor(
+        [
+            ("gan", "efs", "gan-a"),
+            ("gan", "efs", "gan-b"),
+            ("diffusion", "efs", "diff-a"),
+            ("diffusion", "efs", "diff-b"),
+        ],
+        np.diag(np.sqrt(-2 * np.log([0.35, 0.13, 0.31, 0.21]))),
+    )
+
+
+def test_a_face_is_attributed_only_among_the_generators_of_the_family_it_is_labelled():
+    """Audit F1: a face labelled gan whose fingerprint lies nearest a diffusion generator was
+    named after it ("gan, by synth-diff-lowpass"); it is attributed among the GAN sets, its
+    distance the one to the nearest of them, and ``top`` lists GAN generators only."""
+    mixed = _mixed()
+    at_diffusion = np.array([[0.0, 0.0, mixed.means[2, 2], 0.0]])  # on diff-a's mean
+    said = mixed.attribute(at_diffusion, ["gan"]).record(0)
+    assert said["generator"] in ("gan-a", "gan-b") and said["family"] == "gan"
+    assert [entry["generator"] for entry in said["top"]] == ["gan-a", "gan-b"]
+    assert sum(entry["probability"] for entry in said["top"]) == pytest.approx(1.0)
+    assert said["distance"] == pytest.approx(np.linalg.norm(at_diffusion - mixed.means[0]))
+    labelled_diffusion = mixed.attribute(at_diffusion, ["diffusion"]).record(0)
+    assert labelled_diffusion["generator"] == "diff-a" and labelled_diffusion["distance"] == 0
+    # the open-set threshold applies to the distance within the face's family
+    mixed.record["threshold"] = 1.0
+    far = mixed.attribute(np.repeat(at_diffusion, 2, axis=0), ["gan", "diffusion"])
+    assert far.named() == [UNKNOWN, "diff-a"] and far.reasons[0] == "beyond the distance threshold"
+
+
+def test_a_record_names_the_family_and_forgery_type_of_its_generator():
+    """Audit F2: the family was the argmax of probabilities summed per family (diffusion,
+    .31 + .21) while the generator was the argmax per generator (gan-a, .35). Now the family is
+    the one the face is attributed within, the generator's, within which probabilities sum to
+    one: .35 / (.35 + .13) for gan-a."""
+    for family, generator, probability in (
+        ("gan", "gan-a", 0.35 / 0.48),
+        ("diffusion", "diff-a", 0.31 / 0.52),
+    ):
+        said = _mixed().attribute(np.zeros((1, 4)), [family]).record(0)
+        assert (said["generator"], said["family"], said["forgery_type"]) == (
+            generator,
+            family,
+            "efs",
+        )
+        assert said["probability"] == pytest.approx(probability, abs=1e-6)
+
+
+def test_each_generator_has_an_equal_prior_whatever_its_number_of_label_sets():
+    """Audit F7: a face equally far from three label sets, two of them one generator's (under
+    two forgery types), was that generator's at 2/3; the prior is equal per generator."""
+    attributor = _attributor(
+        [
+            ("diffusion", "t2i", "sd"),
+            ("diffusion", "i2i", "sd"),
+            ("diffusion", "t2i", "midjourney"),
+        ],
+        np.eye(4)[:3],
+    )
+    result = attributor.attribute(np.array([[1 / 3, 1 / 3, 1 / 3, 0]]), ["diffusion"])
+    np.testing.assert_allclose(result.probs, [[0.5, 0.5]])
+    said = result.record(0)
+    assert said["family"] == "diffusion" and said["forgery_type"] == "t2i"  # the first of equals
+    # nearer sd's i2i set: sd, with the forgery type of its most probable set
+    assert (
+        attributor.attribute(np.array([[0, 1.0, 0, 0]]), ["diffusion"]).record(0)["forgery_type"]
+        == "i2i"
+    )
+
+
+def test_a_family_with_no_trained_generator_names_none_and_says_why():
+    gan_only = _attributor([("gan", "efs", "gan-a"), ("gan", "efs", "gan-b")], np.eye(3)[:2])
+    said = gan_only.attribute(np.zeros((1, 3)), ["diffusion"]).record(0)
+    assert said == {
+        "generator": UNKNOWN,
+        "probability": None,
+        "family": "diffusion",
+        "forgery_type": None,
+        "distance": None,
+        "reason": "no trained generator of its family",
+        "top": [],
+    }
+    check_part(said, "scan", "face_attribution")
 
 
 def test_splits_that_cannot_give_attribution_say_why():
@@ -293,7 +418,9 @@ def test_fingerprints_of_the_synthetic_generators_tell_same_family_ones_apart(da
     """The acceptance's setting on its images: four trained generators, two per family, two
     held out; attribution among the trained ones is well above the within-family chance."""
     attributor, index, splits = _fit_on_images(data)
-    result = attributor.attribute(_fingerprints(index.root, splits.test))
+    result = attributor.attribute(
+        _fingerprints(index.root, splits.test), [s.label for s in splits.test]
+    )
     metrics = attribution_metrics(attributor, splits.test, result, splits.val, result)
     assert metrics["seen"]["n"] >= 15 and metrics["seen"]["top1"] >= 0.8, metrics["seen"]
     assert metrics["unseen"]["auroc_unknown"] > 0.6, metrics["unseen"]
@@ -442,6 +569,28 @@ def test_scan_records_round_trip_and_older_checkpoints_scan_as_before(
     assert "attribution" not in real_record["faces"][0] and real_row["attributed_generator"] == ""
 
 
+def test_a_blend_the_demo_labels_gan_is_named_after_a_gan_generator(tmp_path):
+    """Audit F1 end to end: a 65/35 pixel blend of the bundled diffusion and GAN examples, which
+    the demo checkpoint labels gan, was "gan, by synth-diff-lowpass 0.49"."""
+    diffusion, gan = (
+        np.asarray(Image.open(EXAMPLES / f"astronaut_synthetic_{name}.png").convert("RGB"), float)
+        for name in ("diffusion", "gan")
+    )
+    blend, report = tmp_path / "blend.png", tmp_path / "blend.json"
+    Image.fromarray(np.clip(0.65 * diffusion + 0.35 * gan, 0, 255).round().astype(np.uint8)).save(
+        blend
+    )
+    result = _scan(blend, "--json", str(report))
+    assert result.returncode in (0, 4), result.stderr
+    document = check_json_file(report, "scan")
+    (face,) = document["files"][0]["faces"]
+    families = document["meta"]["attribution"]["families"]
+    attribution = face["attribution"]
+    assert attribution["family"] == (face.get("leaning") or face["label"]) == "gan"
+    assert attribution["generator"] == UNKNOWN or families[attribution["generator"]] == "gan"
+    assert {families[entry["generator"]] for entry in attribution["top"]} == {"gan"}
+
+
 def test_the_scanner_attributes_each_face_from_its_fingerprint(tiny_model):
     faces = torch.rand(4, 3, tiny_model.crop_size, tiny_model.crop_size)
     prints = face_fingerprints(faces).numpy()
@@ -452,8 +601,15 @@ def test_the_scanner_attributes_each_face_from_its_fingerprint(tiny_model):
         train, np.tile(prints, (3, 1)) + jitter, train[:4], prints, fitted_on={}
     )
     scorer = Scorer(tiny_model, attribution=attributor)
-    scanner = Scanner([scorer], ScanSettings(device="cpu"), torch.device("cpu"))
-    found = scanner.model_stage.classify(faces)
-    assert all(face.attribution is not None for face in found)
-    expected = attributor.attribute(prints)
-    assert [face.attribution for face in found] == [expected.record(i) for i in range(4)]
+    # every face labelled fake (threshold 0), then every one real (1)
+    for fake_threshold, attributed in ((0.0, True), (1.0, False)):
+        settings = ScanSettings(device="cpu", fake_threshold=fake_threshold)
+        stage = Scanner([scorer], settings, torch.device("cpu")).model_stage
+        found = stage.classify(faces)
+        # each face among the generators of the family it is labelled; none for one labelled real
+        labels = [stage.label(face.probs) for face in found]
+        assert all((label != "real") == attributed for label in labels)
+        expected = attributor.attribute(prints, labels)
+        assert [face.attribution for face in found] == [
+            None if label == "real" else expected.record(i) for i, label in enumerate(labels)
+        ]

@@ -10,16 +10,25 @@ means, the precision matrix and the feature scaling travel in the checkpoint (te
 ``attribution.*``; the label sets and the threshold in its ``attribution`` header record). For a
 face's fingerprint x, standardised as the training fakes were:
 
-* d_k, its Mahalanobis distance to each stored label set's mean;
-* p_k = softmax_k(-d_k^2 / (2 T)): the model's posterior (equal priors: the training split's mix
-  of generators says nothing about a case's) softened by a temperature T >= 1 fitted on the
-  validation fakes of the trained generators (their negative log-likelihood), since a Gaussian
-  model of 216 numbers is sure of itself far more often than it is right; a generator's
-  probability is the sum over its label sets, and so are a family's and a forgery type's;
-* open set: the face is "unknown" when it is out of distribution (``ood.py``) or when min_k d_k is
-  above the threshold, the 95th percentile of min_k d_k over the validation split's fakes of the
-  trained generators (so 95 % of faces like those are attributed). A generator absent from
-  training whose faces resemble no trained one is left unknown, not forced onto the nearest name.
+* the face's family: the detector's label for it (its leaning label where it is inconclusive;
+  eval: the test fake's true label). As MFCLIP's prompts are (real -> family -> generator), a
+  generator is only ever chosen among the label sets of that family: a face labelled gan is never
+  named after a diffusion generator;
+* d_k, its Mahalanobis distance to each stored label set of that family;
+* p_k = softmax_k(-d_k^2 / (2 T) + log pi_k) over those label sets: the model's posterior softened
+  by a temperature T >= 1 fitted on the validation fakes of the trained generators (their
+  negative log-likelihood, each conditioned on its true family), since a Gaussian model of 216
+  numbers is sure of itself far more often than it is right. The prior pi_k is equal per
+  generator (the training split's mix of generators says nothing about a case's), shared by a
+  generator's label sets: one trained under two forgery types is not twice as likely. A
+  generator's probability is the sum over its label sets; the face's forgery type is that of the
+  named generator's most probable label set;
+* open set: the face is "unknown" when its family has no trained label set, when it is out of
+  distribution (``ood.py``), or when its distance to the nearest label set of its family is above
+  the threshold, the 95th percentile of that distance over the validation split's fakes of the
+  trained generators, each in its true family (so 95 % of faces like those are attributed). A
+  generator absent from training whose faces resemble no trained one is left unknown, not forced
+  onto the nearest name.
 
 MFCLIP's generator-level prompt is not used here: scoring face embeddings against the trained
 label sets' text embeddings was built and measured first, and stayed at the within-family chance
@@ -60,14 +69,27 @@ TOP_COUNT = 3  # generators listed per face
 UNKNOWN = "unknown"
 METHOD = (
     "linear discriminant analysis of generator fingerprints: one Gaussian per trained label set, "
-    "a shared Ledoit-Wolf-shrunk covariance, equal priors"
+    "a shared Ledoit-Wolf-shrunk covariance; a face's generator chosen among the label sets of "
+    "its family, with equal priors per generator"
+)
+APPLIED_RULE = (
+    "unknown when the face's family has no trained generator, when the face is out of "
+    "distribution, or when its Mahalanobis distance to the nearest trained label set of its "
+    "family is above the threshold"
 )
 RULE = (
-    "unknown when the face is out of distribution or its Mahalanobis distance to the nearest "
-    f"trained label set is above the {KEEP_FRACTION:.0%} quantile of the validation fakes' "
-    f"distances, as stored and laundered (keeps {KEEP_FRACTION:.0%} of those attributed)"
+    f"{APPLIED_RULE}: the {KEEP_FRACTION:.0%} quantile of the validation fakes' distances (each "
+    f"in its true family), as stored and laundered (keeps {KEEP_FRACTION:.0%} of those attributed)"
+)
+# the threshold of a checkpoint fitted before attribution kept to the face's family
+EARLIER_RULE = (
+    f"{APPLIED_RULE}: the {KEEP_FRACTION:.0%} quantile of the validation fakes' distances to the "
+    "nearest label set of any family, as this checkpoint was fitted (before attribution kept to "
+    "a face's family); never larger than the distance within the family, so at most "
+    f"{KEEP_FRACTION:.0%} of those stay attributed"
 )
 OUT_OF_DISTRIBUTION, BEYOND_THRESHOLD = "out of distribution", "beyond the distance threshold"
+NO_GENERATOR_OF_FAMILY = "no trained generator of its family"
 
 
 def fakes_of(
@@ -128,22 +150,43 @@ def unavailable_reason(info: CheckpointInfo) -> str:
     )
 
 
+def _ranked(probs: np.ndarray, eligible: np.ndarray, count: int) -> list[list[int]]:
+    """Each row's ``count`` most probable eligible columns, best first (the first of equals)."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    return [[int(j) for j in row if mask[j]][:count] for row, mask in zip(order, eligible)]
+
+
+def _why_unknown(distance: float, ood: bool | None, threshold: float) -> str | None:
+    """The open-set rule for one face at ``distance`` from its family's nearest label set
+    (infinite: the family has none); None where it is attributed."""
+    if np.isinf(distance):
+        return NO_GENERATOR_OF_FAMILY
+    if ood:
+        return OUT_OF_DISTRIBUTION
+    return BEYOND_THRESHOLD if distance > threshold else None
+
+
 @dataclass
 class Attributions:
     """What an ``Attributor`` makes of N faces, as arrays."""
 
     generators: list[str]  # the columns of ``probs``
-    probs: np.ndarray  # [N, G] over the trained generators; rows sum to 1
-    distance: np.ndarray  # [N] min_k Mahalanobis distance to a trained label set
+    # [N, G] among the trained generators of each face's family, 0 for the others: rows sum to
+    # 1, or to 0 where the family has no trained generator
+    probs: np.ndarray
+    eligible: np.ndarray  # [N, G] bool: the generator is one of the face's family
+    distance: np.ndarray  # [N] to the nearest trained label set of its family (nan: none)
     unknown: np.ndarray  # [N] bool
     reasons: list[str | None]  # [N] why unknown (None when attributed)
-    family: list[str]  # [N] the family (label) of highest summed probability
-    forgery_type: list[str]  # [N] likewise
+    family: list[str]  # [N] the family each face was attributed within
+    # [N] the forgery type of the top generator's most probable label set (None: no generator)
+    forgery_type: list[str | None]
 
     def ranked(self, count: int = TOP_COUNT) -> list[list[str]]:
-        """Each face's ``count`` most probable trained generators, best first (closed set)."""
-        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :count]
-        return [[self.generators[j] for j in row] for row in order]
+        """Each face's ``count`` most probable trained generators of its family, best first
+        (closed set; fewer where its family has fewer)."""
+        top = _ranked(self.probs, self.eligible, count)
+        return [[self.generators[j] for j in row] for row in top]
 
     def named(self) -> list[str]:
         """Each face's generator under the open-set rule: the top one, or ``unknown``."""
@@ -152,22 +195,24 @@ class Attributions:
         ]
 
     def record(self, index: int) -> dict[str, Any]:
-        """A face record's ``attribution``: its generator (or ``unknown`` and why), the family and
-        forgery type of the trained label sets it resembles, its distance to the nearest, and the
-        closest trained generators with their probabilities (listed even when it is unknown)."""
+        """A face record's ``attribution``: its generator (or ``unknown`` and why), the family it
+        was attributed within and the named generator's forgery type, its distance to the
+        nearest trained label set of that family, and the family's closest trained generators
+        with their probabilities (listed even when it is unknown)."""
         row = self.probs[index]
-        order = np.argsort(-row, kind="stable")[:TOP_COUNT]
+        top = _ranked(row[None], self.eligible[index][None], TOP_COUNT)[0]
         unknown = bool(self.unknown[index])
+        distance = float(self.distance[index])
         return {
-            "generator": UNKNOWN if unknown else self.generators[order[0]],
-            "probability": None if unknown else round(float(row[order[0]]), 6),
+            "generator": UNKNOWN if unknown else self.generators[top[0]],
+            "probability": None if unknown else round(float(row[top[0]]), 6),
             "family": self.family[index],
             "forgery_type": self.forgery_type[index],
-            "distance": round(float(self.distance[index]), 6),
+            "distance": None if np.isnan(distance) else round(distance, 6),
             **({"reason": self.reasons[index]} if unknown else {}),
             "top": [
                 {"generator": self.generators[j], "probability": round(float(row[j]), 6)}
-                for j in order
+                for j in top
             ],
         }
 
@@ -216,43 +261,86 @@ class Attributor:
         squared = np.einsum("nkf,fg,nkg->nk", offsets, self.precision, offsets)
         return np.sqrt(np.clip(squared, 0.0, None))
 
-    def label_set_probabilities(self, distances: np.ndarray) -> np.ndarray:
-        """[N, K] the label sets' posterior probabilities, equal priors, at the temperature."""
-        return _posteriors(distances, self.temperature)
+    def of_families(self, families: Sequence[str]) -> np.ndarray:
+        """[N, K] bool: label set k is of face n's family, the only ones it is attributed among."""
+        own = [labels["label"] for labels in self.label_sets]
+        return np.array([[label == family for label in own] for family in families], dtype=bool)
 
-    def _summed(self, probs: np.ndarray, field: str) -> tuple[list[str], np.ndarray]:
-        """The distinct values of a label-set field and each face's summed probability [N, V]."""
-        values = list(dict.fromkeys(labels[field] for labels in self.label_sets))
-        membership = np.array(
-            [[labels[field] == value for value in values] for labels in self.label_sets],
+    def membership(self) -> np.ndarray:
+        """[K, G]: 1 where label set k is one of generator g's (columns as ``generators``)."""
+        names = self.generators
+        return np.array(
+            [[labels["generator"] == name for name in names] for labels in self.label_sets],
             dtype=np.float64,
-        )
-        return values, probs @ membership
+        ).reshape(len(self.label_sets), len(names))
+
+    def log_priors(self) -> np.ndarray:
+        """[K] each label set's log prior, up to a constant: equal per generator, shared by its
+        label sets, so that one trained under two forgery types is not twice as likely."""
+        keys = [(labels["label"], labels["generator"]) for labels in self.label_sets]
+        counts = Counter(keys)
+        return -np.log([counts[key] for key in keys])
+
+    def label_set_probabilities(
+        self, distances: np.ndarray, allowed: np.ndarray, temperature: float | None = None
+    ) -> np.ndarray:
+        """[N, K] the label sets' posterior probabilities among the ``allowed`` ones [N, K] (each
+        face's family's; 0 elsewhere, a row of 0 where none is), at the stored temperature
+        unless one is given."""
+        temperature = self.temperature if temperature is None else temperature
+        logits = -0.5 * np.square(distances) / temperature + self.log_priors()
+        logits = np.where(allowed, logits, -np.inf)
+        top = logits.max(axis=1, keepdims=True, initial=-np.inf)
+        weights = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+        total = weights.sum(axis=1, keepdims=True)
+        return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
 
     def attribute(
-        self, fingerprints: np.ndarray, ood_flags: Sequence[bool | None] | None = None
+        self,
+        fingerprints: np.ndarray,
+        families: Sequence[str],
+        ood_flags: Sequence[bool | None] | None = None,
     ) -> Attributions:
-        """The attribution of each face by its fingerprint [N, F]; ``ood_flags`` (None where
-        unknown) mark faces out of distribution."""
-        distances = self.distances(fingerprints)
-        probs = self.label_set_probabilities(distances)
-        generators, by_generator = self._summed(probs, "generator")
-        families, by_family = self._summed(probs, "label")
-        types, by_type = self._summed(probs, "forgery_type")
-        nearest = distances.min(axis=1) if distances.shape[1] else np.zeros(len(probs))
+        """The attribution of each face by its fingerprint [N, F] among the trained label sets
+        of its family (``families``: the detector's label of each face, or eval's true label);
+        ``ood_flags`` (None where unknown) mark faces out of distribution."""
+        return self.from_distances(self.distances(fingerprints), families, ood_flags)
+
+    def from_distances(
+        self,
+        distances: np.ndarray,
+        families: Sequence[str],
+        ood_flags: Sequence[bool | None] | None = None,
+        threshold: float | None = None,
+    ) -> Attributions:
+        """``attribute`` of faces at these ``distances`` [N, K], at the stored threshold unless
+        one is given."""
+        if len(families) != len(distances):
+            raise ValueError(f"{len(families)} families for {len(distances)} fingerprints")
+        threshold = self.threshold if threshold is None else threshold
+        allowed = self.of_families(families).reshape(distances.shape)
+        by_set = self.label_set_probabilities(distances, allowed)
+        membership = self.membership()
+        by_generator = by_set @ membership
+        eligible = allowed.astype(np.float64) @ membership > 0
+        nearest = np.where(allowed, distances, np.inf).min(axis=1, initial=np.inf)
         flags = list(ood_flags) if ood_flags is not None else [None] * len(nearest)
-        reasons = [
-            OUT_OF_DISTRIBUTION if flag else BEYOND_THRESHOLD if value > self.threshold else None
-            for flag, value in zip(flags, nearest)
-        ]
+        reasons = [_why_unknown(value, flag, threshold) for flag, value in zip(flags, nearest)]
+        types: list[str | None] = []
+        for sets, row, top in zip(allowed, by_set, _ranked(by_generator, eligible, 1)):
+            # the named generator's most probable label set of the family gives the type
+            own = np.flatnonzero(sets & (membership[:, top[0]] > 0)) if top else None
+            chosen = None if own is None else self.label_sets[own[row[own].argmax()]]
+            types.append(None if chosen is None else chosen["forgery_type"])
         return Attributions(
-            generators,
+            self.generators,
             by_generator,
-            nearest,
+            eligible,
+            np.where(np.isinf(nearest), np.nan, nearest),
             np.array([reason is not None for reason in reasons], dtype=bool),
             reasons,
-            [families[j] for j in by_family.argmax(axis=1)],
-            [types[j] for j in by_type.argmax(axis=1)],
+            list(families),
+            types,
         )
 
     def fitted(self) -> Fitted:
@@ -266,27 +354,22 @@ class Attributor:
         return Fitted(self.record, tensors)
 
 
-def _posteriors(distances: np.ndarray, temperature: float) -> np.ndarray:
-    logits = -0.5 * np.square(distances) / temperature
-    logits = logits - logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
 def _fit_temperature(
-    attributor: Attributor, distances: np.ndarray, truth: Sequence[str]
+    attributor: Attributor, distances: np.ndarray, allowed: np.ndarray, truth: Sequence[str]
 ) -> dict[str, Any]:
     """The temperature T in [1, MAX_TEMPERATURE] that minimises the negative log-likelihood of
-    the true generators of faces at these ``distances`` [N, K], and that NLL before and after."""
+    the true generators of faces at these ``distances`` [N, K], each among its ``allowed``
+    label sets (its true family's), and that NLL before and after."""
     from scipy.optimize import minimize_scalar
 
     columns = [attributor.generators.index(name) for name in truth]
+    membership = attributor.membership()
 
     def nll(log_temperature: float) -> float:
-        _, by_generator = attributor._summed(
-            _posteriors(distances, float(np.exp(log_temperature))), "generator"
+        by_set = attributor.label_set_probabilities(
+            distances, allowed, float(np.exp(log_temperature))
         )
-        chosen = by_generator[np.arange(len(columns)), columns]
+        chosen = (by_set @ membership)[np.arange(len(columns)), columns]
         return float(-np.mean(np.log(np.clip(chosen, 1e-300, None))))
 
     found = minimize_scalar(nll, bounds=(0.0, np.log(MAX_TEMPERATURE)), method="bounded")
@@ -375,23 +458,24 @@ def fit_attribution(
     distances = np.concatenate(
         [attributor.distances(np.asarray(view)[val_chosen]) for _, view in views]
     )
-    nearest = distances.min(axis=1)
+    # each val fake in its true family, as eval attributes test fakes; no threshold yet
+    families = [val[i].label for i in val_chosen] * len(views)
+    nearest = attributor.from_distances(distances, families, threshold=np.inf).distance
     threshold = float(np.quantile(nearest, KEEP_FRACTION))
     truth = [val[i].generator for i in val_chosen] * len(views)
-    calibration = _fit_temperature(attributor, distances, truth)
+    allowed = attributor.of_families(families).reshape(distances.shape)
+    calibration = _fit_temperature(attributor, distances, allowed, truth)
     attributor.record["temperature"] = calibration["temperature"]
-    names, by_generator = attributor._summed(
-        attributor.label_set_probabilities(distances), "generator"
-    )
-    top = [names[j] for j in by_generator.argmax(axis=1)]
+    top = attributor.from_distances(distances, families, threshold=threshold).ranked(1)
     attributor.record.update(
         threshold=threshold,
         rule=RULE,
         keep_fraction=KEEP_FRACTION,
+        within_family=True,  # what ``rule_of`` tells apart from an earlier fit
         val={
             "fakes": len(val_chosen),
             "attributed": float(np.mean(nearest <= threshold)),
-            "top1": float(np.mean([a == b for a, b in zip(top, truth)])),
+            "top1": float(np.mean([a == [b] for a, b in zip(top, truth)])),
             "nll": calibration["nll"],
             "temperature_at_bound": calibration["at_bound"],
         },
@@ -424,12 +508,17 @@ def attribution_summary(info: CheckpointInfo, attributor: Attributor | None) -> 
         "generators": attributor.generators,
         "families": {labels["generator"]: labels["label"] for labels in attributor.label_sets},
         "only_among": "the generators this checkpoint was trained on",
-        "method": record["method"],
+        "method": METHOD,
         "temperature": attributor.temperature,
         "threshold": record["threshold"],
-        "rule": record["rule"],
+        "rule": rule_of(record),
         "fitted_on": record["fitted_on"],
     }
+
+
+def rule_of(record: dict[str, Any]) -> str:
+    """The open-set rule as this version applies a checkpoint's stored threshold."""
+    return RULE if record.get("within_family") else EARLIER_RULE
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -446,7 +535,7 @@ def seen_figures(
     ranked, named = result.ranked(), result.named()
     return {
         "n": len(seen),
-        "top1": _share([ranked[i][0] == samples[i].generator for i in seen]),
+        "top1": _share([ranked[i][:1] == [samples[i].generator] for i in seen]),
         "top3": _share([samples[i].generator in ranked[i] for i in seen]),
         "attributed": _share([not result.unknown[i] for i in seen]),
         "open_set_top1": _share([named[i] == samples[i].generator for i in seen]),
@@ -460,10 +549,12 @@ def attribution_metrics(
     val: Sequence[Sample],
     val_result: Attributions,
 ) -> dict[str, Any]:
-    """Eval's attribution figures, on every test fake whatever the 3-way head says of it.
+    """Eval's attribution figures, on every test fake whatever the 3-way head says of it, each
+    attributed within its true family (``test_result``, ``val_result``: so attributed).
 
-    Seen generators (trained on): closed-set top-1 and top-3 accuracy, the share attributed and
-    the open-set top-1 (attributed and right). Unseen generators (named, not trained on): the
+    Seen generators (trained on): closed-set top-1 and top-3 accuracy (chance: one over the
+    number of trained generators of the fake's family), the share attributed and the open-set
+    top-1 (attributed and right). Unseen generators (named, not trained on): the
     share named as a trained generator, and the AUROC of the distance separating them from
     fakes of seen generators (test ones where the test split has them, else val's, as the
     cross-generator protocol holds seen generators out of test). The confusion matrix counts the
@@ -481,17 +572,22 @@ def attribution_metrics(
     report: dict[str, Any] = {
         "available": True,
         "generators": attributor.generators,
-        "method": attributor.record["method"],
+        "method": METHOD,
         "threshold": attributor.threshold,
-        "rule": attributor.record["rule"],
-        "applies_to": "every test fake, whatever the 3-way head says of it",
-        "seen": {"n": figures.pop("n"), "chance_top1": 1 / len(known), **figures},
+        "rule": rule_of(attributor.record),
+        "applies_to": "every test fake, within its true family, whatever the 3-way head says",
+        "seen": {
+            "n": figures.pop("n"),
+            "chance_top1": _share([1 / max(1, test_result.eligible[i].sum()) for i in seen]),
+            **figures,
+        },
     }
     if seen:
         reference, reference_scores = "test", test_result.distance[seen]
     else:
         reference, reference_scores = "val", val_result.distance[fakes_of(val, known)]
-    unseen_scores = test_result.distance[unseen]
+    # a fake of a family with no trained generator (no distance) is farther than any
+    unseen_scores = np.nan_to_num(test_result.distance[unseen], nan=np.finfo(np.float64).max)
     auroc = (
         roc_auc(
             np.r_[np.ones(len(unseen)), np.zeros(len(reference_scores))],

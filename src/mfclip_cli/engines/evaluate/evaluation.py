@@ -8,8 +8,9 @@ before and after it, and the TPR at FPR 1 % and 0.1 % with thresholds chosen on 
 test), with bootstrap confidence intervals. With perturbations (``--perturb``, or the protocol's
 ``perturb``), the test split is scored again under each and its AUC, AP, ACC and ECE reported
 beside the clean ones. Where the checkpoint stores generator fingerprints, the test fakes are
-attributed to its trained generators (``scoring/attribution.py``, docs/attribution.md): top-1 and
-top-3 accuracy on seen generators, how well "unknown" separates unseen ones, a confusion matrix.
+attributed to its trained generators of their true family (``scoring/attribution.py``,
+docs/attribution.md): top-1 and top-3 accuracy on seen generators, how well "unknown" separates
+unseen ones, a confusion matrix.
 Several checkpoints side by side: ``compare.py``; the files written beside the report:
 ``outputs.py``; the tables: ``tables.py``; calibrate: ``calibrate.py``. Definitions:
 docs/calibration.md, docs/robustness.md.
@@ -242,7 +243,7 @@ def _attribution_row(
     perturbation (nothing where the checkpoint does not attribute)."""
     if attributor is None:
         return {}
-    figures = seen_figures(attributor, test, _attribute(statistics, attributor, outputs))
+    figures = seen_figures(attributor, test, _attribute(statistics, attributor, test, outputs))
     return {
         "attribution_top1": figures["top1"],
         "attribution_attributed": figures["attributed"],
@@ -402,8 +403,8 @@ def score_checkpoint(
         }
     else:
         attributions = (
-            _attribute(statistics, attributor, test_outputs),
-            _attribute(statistics, attributor, val_outputs),
+            _attribute(statistics, attributor, splits.test, test_outputs),
+            _attribute(statistics, attributor, splits.val, val_outputs),
         )
         report["attribution"] = attribution_metrics(
             attributor, splits.test, attributions[0], splits.val, attributions[1]
@@ -421,15 +422,20 @@ def score_checkpoint(
 
 
 def _attribute(
-    statistics: OodStatistics | None, attributor: Attributor, outputs: Outputs
+    statistics: OodStatistics | None,
+    attributor: Attributor,
+    samples: Sequence[Sample],
+    outputs: Outputs,
 ) -> Attributions:
-    """The faces' attributions from their fingerprints, each face out of distribution marked
-    unknown as in a scan."""
+    """The attributions of ``samples`` from their fingerprints (``outputs``), each among the
+    generators of its true family ("given it is a GAN, which GAN": not the 3-way head's call,
+    which the detection figures measure), each face out of distribution marked unknown as in a
+    scan."""
     flags = None
     if statistics is not None and outputs.embeddings is not None:
         flags = statistics.flags(statistics.distances(outputs.embeddings)).tolist()
     assert outputs.fingerprints is not None  # asked for where there is an attributor
-    return attributor.attribute(outputs.fingerprints, flags)
+    return attributor.attribute(outputs.fingerprints, [s.label for s in samples], flags)
 
 
 def undefined_metrics(problem: str, all_real: bool) -> dict:

@@ -55,8 +55,9 @@ def write_predictions(
 ) -> None:
     """Per test sample its probabilities, fields, and the inconclusive band's inputs and call
     (``ood`` empty where the checkpoint has no OOD statistics); where the checkpoint attributes,
-    its three closest trained generators (best first, ``;``-separated), whether the open-set
-    rule left it unknown, and its distance to the nearest trained label set."""
+    for a fake, its three closest trained generators of its true family (best first,
+    ``;``-separated), whether the open-set rule left it unknown, and its distance to the nearest
+    trained label set of that family (empty for a real, and where the family has none)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     attributions = scored.attributions
@@ -89,12 +90,15 @@ def write_predictions(
             "" if scored.ood is None else str(bool(scored.ood[position])).lower(),
             str(bool(marked[position])).lower(),
         ]
-        if attributions is not None:
+        if attributions is not None and not sample.is_real:
+            distance = attributions.distance[position]  # nan: no trained generator of its family
             cells += [
                 ";".join(ranked[position]),
                 str(bool(attributions.unknown[position])).lower(),
-                f"{attributions.distance[position]:.8f}",
+                "" if np.isnan(distance) else f"{distance:.8f}",
             ]
+        elif attributions is not None:  # a generator is asked of fakes only
+            cells += [""] * len(ATTRIBUTION_COLUMNS)
         writer.writerow(cells)
     with atomic_writer(path, overwrite=force) as handle:
         handle.write(buffer.getvalue().encode("utf-8"))

@@ -230,8 +230,8 @@ def attribution_table(report: dict) -> Table | str:
     seen, unseen = attribution["seen"], attribution["unseen"]
     generators = attribution["generators"]
     table = Table(
-        title=f"attribution of test fakes, only among the {len(generators)} trained generators "
-        f"(top-1 by chance {seen['chance_top1']:.3f})"
+        title=f"attribution of test fakes within their true family, only among the "
+        f"{len(generators)} trained generators (top-1 by chance {shown(seen['chance_top1'])})"
     )
     table.add_column("test fakes of")
     table.add_column("n", justify="right")

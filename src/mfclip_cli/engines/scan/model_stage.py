@@ -40,7 +40,8 @@ class FoundFace(NamedTuple):
     evidence: FaceEvidence | None = None  # with ScanSettings.explain
     richest_patch: list[int] | None = None  # with explain and a noise branch
     ood_distance: float | None = None  # where the checkpoint has OOD statistics
-    # where the checkpoint stores generator fingerprints: the face record's ``attribution``
+    # where the checkpoint stores generator fingerprints and the face is not labelled real: the
+    # face record's ``attribution``, within the family of its label
     attribution: dict[str, Any] | None = None
     # with several checkpoints: the others' verdicts on this face (no detection), in their order
     compared: tuple[FoundFace, ...] = ()
@@ -103,19 +104,22 @@ class ModelStage:
             return [None] * len(embeddings)
         return scorer.ood.distances(embeddings.float().cpu().numpy()).tolist()
 
-    @staticmethod
     def _attributions(
-        faces: torch.Tensor, distances: list[float | None], scorer: Scorer
+        self, faces: torch.Tensor, probs: np.ndarray, distances: list[float | None], scorer: Scorer
     ) -> list[dict[str, Any] | None]:
-        """Each face's attribution by ``scorer`` from its fingerprint (None without a stored
-        generator model); a face out of distribution is of an unknown generator."""
+        """Each face's attribution by ``scorer`` from its fingerprint, among the generators of
+        the family ``scorer`` labels it (an inconclusive face's leaning label: the band does not
+        change it); None for a face labelled real, or without a stored generator model. A face
+        out of distribution is of an unknown generator."""
         if scorer.attribution is None:
             return [None] * len(faces)
         threshold = None if scorer.ood is None else scorer.ood.threshold
         flags = [None if d is None else d > threshold for d in distances]
+        families = [self.label(row, scorer) for row in probs]
         fingerprints = face_fingerprints(faces).cpu().numpy()
-        result = scorer.attribution.attribute(fingerprints, flags)
-        return [result.record(i) for i in range(len(faces))]
+        result = scorer.attribution.attribute(fingerprints, families, flags)
+        # which generator made it is asked only of a face not labelled real
+        return [None if label == "real" else result.record(i) for i, label in enumerate(families)]
 
     @torch.no_grad()
     def classify(self, crops: torch.Tensor, scorer: Scorer | None = None) -> list[FoundFace]:
@@ -133,7 +137,7 @@ class ModelStage:
             # val face's score (scoring/metrics.threshold_at_fpr)
             probs = torch.softmax(logits.double() / scorer.temperature, dim=-1).cpu().numpy()
             distances = self._ood_distances(embeddings, scorer)
-            attributions = self._attributions(batch, distances, scorer)
+            attributions = self._attributions(batch, probs, distances, scorer)
             for row, distance, attribution in zip(probs, distances, attributions):
                 found.append(FoundFace(None, row, ood_distance=distance, attribution=attribution))
         return found
@@ -153,7 +157,7 @@ class ModelStage:
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None
             distances = self._ood_distances(result.embeddings, scorer)
-            attributions = self._attributions(batch, distances, scorer)
+            attributions = self._attributions(batch, probs, distances, scorer)
             for i in range(len(batch)):
                 evidence = FaceEvidence(crop=pixels[i].numpy(), heatmap=heatmaps[i])
                 patch = boxes[i] if boxes else None
@@ -280,8 +284,7 @@ class ModelStage:
                 ood_distance=face.ood_distance,
                 ood_threshold=None if self.ood is None else self.ood.threshold,
                 detectors=self._detectors(face),
-                # which generator made it is asked only of a face not labelled real
-                attribution=None if label == "real" else face.attribution,
+                attribution=face.attribution,  # of its label's family, as ``label`` gives it
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
             record.stability = face.stability
