@@ -406,20 +406,33 @@ def _face_at(frame: int, x: float, y: float = 50.0, side: float = 100.0) -> Face
 
 
 def test_gaps_and_single_frame_tracks_follow_the_stated_rules():
-    from mfclip_cli.engines.scan.tracks import MAX_GAP, link_tracks, track_summaries
+    from mfclip_cli.engines.scan.tracks import MAX_GAP_S, link_tracks, track_summaries
 
-    frames = list(range(12))
-    # seen at 0-1, missing for MAX_GAP frames, back at 4: one track; then missing for
-    # MAX_GAP + 1 frames (5, 6, 7) and back at 8: a new track; a stranger once at 10
-    seen = [0, 1, 1 + MAX_GAP + 1, 1 + MAX_GAP + 1 + MAX_GAP + 2]
-    faces = [_face_at(frame, 10.0 + 5 * frame) for frame in seen] + [_face_at(10, 400.0)]
-    link_tracks(faces, frames)
+    def seen(fps: float, frames: list[int], x: float = 10.0) -> list[FaceRecord]:
+        faces = [_face_at(frame, x + frame) for frame in frames]
+        for face in faces:
+            face.timestamp = face.frame / fps
+        return faces
+
+    # at 1 fps: seen at 0 and 1 s, back MAX_GAP_S later (4 s): one track; then gone for longer
+    # and back at 8 s: a new track; a stranger once at 10 s
+    assert MAX_GAP_S == 3.0
+    faces = seen(1.0, [0, 1, 4, 8]) + seen(1.0, [10], x=400.0)
+    link_tracks(faces)
     assert [face.track for face in faces] == [0, 0, 0, 1, 2]
     summaries = track_summaries(faces, ("real", "diffusion", "gan"), lambda p: "real")
     assert [s["faces"] for s in summaries] == [3, 1, 1]
     assert [s["single_frame"] for s in summaries] == [False, True, True]
-    assert summaries[0]["frames"] == seen[:3] and summaries[0]["first"] == 0.0
-    assert summaries[0]["last"] == seen[2] / 10
+    assert summaries[0]["frames"] == [0, 1, 4] and summaries[0]["first"] == 0.0
+    assert summaries[0]["last"] == 4.0
+    # the gap is time, not samples (audit W M5): at 10 fps a 0.4 s occlusion keeps the track...
+    faces = seen(10.0, [0, 1, 5])
+    link_tracks(faces)
+    assert [face.track for face in faces] == [0, 0, 0]
+    # ... and samples 2.5 s apart (--frames 4 of 10 s) do not bridge a 4 s absence
+    faces = seen(0.4, [0, 1, 3])
+    link_tracks(faces)
+    assert [face.track for face in faces] == [0, 0, 1]
 
 
 def test_a_spliced_fake_segment_makes_its_track_fake():

@@ -215,7 +215,7 @@ class Scanner:
         between the hash and the last frame."""
         settings = self.settings
         video, record.source = record.source, None
-        sampled, with_faces, indices = 0, 0, []
+        sampled, with_faces = 0, 0
         with video:
             try:
                 info, frames = sample_video(
@@ -228,7 +228,6 @@ class Scanner:
                 for frame, found in self._analysed_frames(frames):
                     sampled += 1
                     with_faces += bool(found)
-                    indices.append(frame.index)
                     start = len(record.faces)
                     record.faces += self.model_stage.face_records(found, start, frame)
             except DecodeError as error:
@@ -263,7 +262,7 @@ class Scanner:
             "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,
             "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
         }
-        link_tracks(record.faces, indices)
+        link_tracks(record.faces)
         record.video["tracks"] = track_summaries(record.faces, classes, stage.label)
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record

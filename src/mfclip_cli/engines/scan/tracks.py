@@ -2,16 +2,19 @@
 and a summary per track.
 
 Linking, frame by frame in sampling order: each face of a frame is matched to at most one open
-track (one whose last face was seen at most ``MAX_GAP`` sampled frames earlier) by the minimum
-total cost over all pairs (Hungarian assignment, scipy), where a pair's cost is
+track (one whose last face was seen at most ``MAX_GAP_S`` seconds earlier, by the frames'
+presentation times) by the minimum total cost over all pairs (Hungarian assignment, scipy), where
+a pair's cost is
 
     (1 - IoU of the boxes) + (mean distance of the five landmarks / diagonal of the track's box),
 
 and a pair is allowed only when IoU >= ``MIN_IOU`` or the landmark term <= ``MAX_LANDMARK``. Two
 people crossing keep their tracks: their landmarks stay apart even where their boxes overlap. A
-face left unmatched starts a new track. Frames without faces: a track stays open across at most
-``MAX_GAP`` sampled frames without a match, then ends; a face that reappears later starts a new
-track. Tracks are numbered from 0 in order of first appearance.
+face left unmatched starts a new track. A track stays open for ``MAX_GAP_S`` seconds after its
+last face, however many frames are sampled meanwhile, then ends; a face that reappears later
+starts a new track (with ``--frames N`` on a long video, samples further apart than that are each
+a track of their own: who it is cannot be told across minutes). Tracks are numbered from 0 in
+order of first appearance.
 
 Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
 fewer than half of its faces, the track is ``inconclusive`` (leaning to the label of the mean of
@@ -35,7 +38,8 @@ from mfclip_cli.engines.scan.records import INCONCLUSIVE, FaceRecord
 
 MIN_IOU = 0.3
 MAX_LANDMARK = 0.5  # mean landmark distance over the box diagonal
-MAX_GAP = 2  # sampled frames without the face before its track ends
+# seconds after its last face before a track ends: three samples apart at scan's 1 fps
+MAX_GAP_S = 3.0
 MIN_FAKE_FACES = 2  # conclusive fake faces that make a track fake, whatever its mean says
 
 
@@ -67,22 +71,21 @@ def _assign(costs: np.ndarray) -> list[tuple[int, int]]:
     return [(r, c) for r, c in zip(rows.tolist(), columns.tolist()) if np.isfinite(costs[r, c])]
 
 
-def link_tracks(faces: Sequence[FaceRecord], sampled_frames: Sequence[int]) -> None:
-    """Set each face's ``track``; ``sampled_frames`` are the frame indices sampled, in order
-    (frames without faces among them count toward a track's gap)."""
-    position = {frame: i for i, frame in enumerate(sampled_frames)}
+def link_tracks(faces: Sequence[FaceRecord]) -> None:
+    """Set each face of a video's sampled frames (``frame`` and ``timestamp`` set) its
+    ``track``."""
     by_frame: dict[int, list[FaceRecord]] = {}
     for face in faces:
         by_frame.setdefault(face.frame, []).append(face)  # type: ignore[arg-type]
     open_tracks: list[tuple[int, FaceRecord]] = []  # (track, its last face)
     count = 0
-    for frame in sampled_frames:
-        current = by_frame.get(frame, [])
-        here = position[frame]
+    for frame in sorted(by_frame):
+        current = by_frame[frame]
+        now = current[0].timestamp
         open_tracks = [
             (track, last)
             for track, last in open_tracks
-            if here - position[last.frame] <= MAX_GAP + 1  # type: ignore[index]
+            if now - last.timestamp <= MAX_GAP_S + 1e-9  # type: ignore[operator]
         ]
         costs = np.full((len(open_tracks), len(current)), np.inf)
         for r, (_, last) in enumerate(open_tracks):
