@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -148,6 +148,15 @@ class FaceRecord:
     def conclusive_fake(self) -> bool:
         """Labelled non-real and not inconclusive: what ``--fail-on-fake`` counts."""
         return self.label not in ("real", INCONCLUSIVE)
+
+
+def faces_by_frame(faces: Iterable[FaceRecord]) -> dict[int | None, list[FaceRecord]]:
+    """The faces grouped by the video frame they were found in (an image's under None), in the
+    order their frames first appear."""
+    groups: dict[int | None, list[FaceRecord]] = {}
+    for face in faces:
+        groups.setdefault(face.frame, []).append(face)
+    return groups
 
 
 def readable_strings(value: Any) -> Any:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mfclip_cli.engines.scan.records import INCONCLUSIVE, FaceRecord
+from mfclip_cli.engines.scan.records import INCONCLUSIVE, FaceRecord, faces_by_frame
 
 MIN_IOU = 0.3
 MAX_LANDMARK = 0.5  # mean landmark distance over the box diagonal
@@ -74,9 +74,7 @@ def _assign(costs: np.ndarray) -> list[tuple[int, int]]:
 def link_tracks(faces: Sequence[FaceRecord]) -> None:
     """Set each face of a video's sampled frames (``frame`` and ``timestamp`` set) its
     ``track``."""
-    by_frame: dict[int, list[FaceRecord]] = {}
-    for face in faces:
-        by_frame.setdefault(face.frame, []).append(face)  # type: ignore[arg-type]
+    by_frame = faces_by_frame(faces)
     open_tracks: list[tuple[int, FaceRecord]] = []  # (track, its last face)
     count = 0
     for frame in sorted(by_frame):

@@ -25,7 +25,13 @@ from markupsafe import Markup
 from PIL import Image
 
 from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
-from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, FaceRecord, FileRecord
+from mfclip_cli.engines.scan.records import (
+    STATUS_ERROR,
+    STATUS_NO_FACE,
+    FaceRecord,
+    FileRecord,
+    faces_by_frame,
+)
 from mfclip_cli.engines.scan.writers.common import (
     CLASS_COLUMNS,
     DEMO_NOTICE,
@@ -232,11 +238,9 @@ class HtmlSink(StagedReport):
         when the pictures could not be shown (the faces are listed without them then)."""
         if record.status == STATUS_ERROR:
             return [], None
-        groups: dict[int | None, list[FaceRecord]] = {}
+        groups = faces_by_frame(record.faces)
         if record.video is None:
-            groups[None] = []  # an image is shown with or without faces
-        for face in record.faces:
-            groups.setdefault(face.frame, []).append(face)
+            groups.setdefault(None, [])  # an image is shown with or without faces
         shown: dict[int | None, dict[str, Any]] = {}
         note = None
         try:

@@ -15,6 +15,7 @@ from mfclip_cli.engines.scan.records import (
     FaceEvidence,
     FaceRecord,
     FileRecord,
+    faces_by_frame,
 )
 from mfclip_cli.engines.scan.writers.common import (
     LABEL_COLOURS,
@@ -106,9 +107,7 @@ class AnnotateSink:
     def _video_frames(self, record: FileRecord) -> list[str]:
         """One copy per sampled frame with faces, read again from the video (checked to be the
         bytes scanned), its frame index in the name."""
-        by_frame: dict[int, list[FaceRecord]] = {}
-        for face in record.faces:
-            by_frame.setdefault(face.frame, []).append(face)  # type: ignore[arg-type]
+        by_frame = faces_by_frame(record.faces)
         paths = []
         with frames_of(record, Path.cwd(), sorted(by_frame)) as frames:
             for frame in frames:
