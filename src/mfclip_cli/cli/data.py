@@ -81,10 +81,10 @@ def prepare(
         dry_run=dry_run,
     )
     with errors_reported() as error_console:
-        request.check()  # before torch loads: a mistyped option refused in a moment
+        checked = request.check()  # before torch loads: a mistyped option refused in a moment
         from mfclip_cli.engines.prepare.run import run_prepare
 
-        code = run_prepare(request, console=Console(), error_console=error_console)
+        code = run_prepare(request, console=Console(), error_console=error_console, checked=checked)
     raise typer.Exit(code)
 
 

@@ -20,6 +20,7 @@ from mfclip_cli.engines.prepare.request import (
     MANIFEST_FILE,
     SETTINGS_LINE,
     SUMMARY_FILE,
+    Checked,
     PrepareRequest,
 )
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, counting_bar, resolve_device
@@ -124,10 +125,18 @@ def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
         )
 
 
-def run_prepare(request: PrepareRequest, *, console: Console, error_console: Console) -> int:
+def run_prepare(
+    request: PrepareRequest,
+    *,
+    console: Console,
+    error_console: Console,
+    checked: Checked | None = None,
+) -> int:
     """Prepare every source file; return 0, or 3 when some could not be read. A dry run makes
-    the same checks, prints what would be read, and returns the inspection's code."""
-    checked = request.check()
+    the same checks, prints what would be read, and returns the inspection's code. ``checked``:
+    what ``request.check()`` found already (the command line asks it before torch loads; the
+    log of a --resume is not read twice)."""
+    checked = checked or request.check()
     device = resolve_device(request.device)
     out, log = Path(request.out), Path(request.out) / LOG_FILE
     source_root = Path(request.source).resolve()
