@@ -28,10 +28,14 @@ from mfclip_cli.model import build_model, load_model_config, read_checkpoint_inf
 from mfclip_cli.model.checkpoint import save_checkpoint, save_fitted
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.inconclusive import (
+    THREE_CLASS,
+    Band,
+    family_uncertainties,
     fit_uncertainty_threshold,
     inconclusive_mask,
     reasons,
     shown_threshold,
+    stored_band,
     stored_threshold,
     uncertainties,
 )
@@ -45,6 +49,11 @@ def _reference_threshold(labels, probs, target):
     """The rule of scoring/inconclusive.py, spelled out face by face (at a record's 6 digits)."""
     spread = [round(float(u), 6) for u in uncertainties(probs)]
     right = [(label != "real") == (1 - row[0] >= 0.5) for label, row in zip(labels, probs)]
+    return _best(spread, right, target)
+
+
+def _best(spread, right, target):
+    """The largest uncertainty whose faces at or below it are right ``target`` of the time."""
     best = None
     for u in sorted(set(spread)):
         kept = [r for r, s in zip(right, spread) if s <= u]
@@ -71,21 +80,60 @@ def test_the_threshold_rule_against_a_face_by_face_reference(seed):
         assert band["val_conclusive_accuracy"] >= target
         # the faces the record counts conclusive are those the verdicts leave conclusive
         threshold = stored_threshold({"inconclusive": band})
-        np.testing.assert_array_equal(inconclusive_mask(probs, threshold), ~kept)
+        stored = stored_band({"inconclusive": band})
+        np.testing.assert_array_equal(inconclusive_mask(probs, stored), ~kept)
         assert [bool(reasons(u, threshold)) for u in uncertainties(probs)] == list(~kept)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_family_threshold_rule_against_a_face_by_face_reference(seed):
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet([0.5, 1.0, 1.0], size=80)
+    truth = []
+    for row in probs:
+        if rng.random() < 0.2:
+            truth.append("real")
+        else:  # the evener the family split, the likelier the family is wrong
+            named = "diffusion" if row[1] >= row[2] else "gan"
+            wrong = rng.random() < 0.5 * family_uncertainties(row[None])[0]
+            truth.append({"diffusion": "gan", "gan": "diffusion"}[named] if wrong else named)
+    family = fit_uncertainty_threshold(truth, probs, 0.8)["family"]
+    chosen = [i for i, row in enumerate(probs) if truth[i] != "real" and 1 - row[0] >= 0.5]
+    spread = [round(float(family_uncertainties(probs[i][None])[0]), 6) for i in chosen]
+    right = [("diffusion" if probs[i][1] >= probs[i][2] else "gan") == truth[i] for i in chosen]
+    expected = _best(spread, right, 0.8)
+    assert family["reached"] == (expected is not None)
+    assert family["uncertainty_threshold"] == pytest.approx(expected or 0.0)
+    assert family["val_conclusive_faces"] == sum(u <= (expected or -1) for u in spread)
+    band = stored_band({"inconclusive": {"uncertainty_threshold": 0.5, "family": family}})
+    assert [band.family_uncertain(u) for u in spread] == [u > (expected or -1) for u in spread]
+    # no val fake called fake: nothing to fit a family threshold on
+    assert (
+        fit_uncertainty_threshold(["real", "gan"], probs[:2] * 0 + [0.9, 0.05, 0.05])["family"]
+        is None
+    )
+
+
+def test_a_band_stored_before_the_binary_measure_keeps_its_three_class_measure():
+    old = {"uncertainty_threshold": 0.5, "reached": True}  # a 2.9.0 record: no measure
+    split = np.array([[0.02, 0.49, 0.49]])  # sure to be fake, its family a coin flip
+    assert stored_band({"inconclusive": old}) == Band(0.5, THREE_CLASS, None)
+    assert inconclusive_mask(split, stored_band({"inconclusive": old})).all()
+    assert not inconclusive_mask(split, stored_band({"inconclusive": {**old, "measure": "binary"}}))
+    assert stored_band(None) == Band() and Band().measure == "binary"
 
 
 def test_a_target_no_faces_reach_makes_every_face_inconclusive():
     probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.4, 0.4]])
     band = fit_uncertainty_threshold(["gan", "real"], probs, 0.95)  # both wrong
     assert band["reached"] is False and band["uncertainty_threshold"] == 0.0
-    assert inconclusive_mask(probs, band["uncertainty_threshold"]).all()
+    assert inconclusive_mask(probs, Band(band["uncertainty_threshold"])).all()
     assert band["val_conclusive_accuracy"] is None and band["val_accuracy"] == 0.0
     # the surest faces too: a model sure to the last digit has uncertainty 0, not above 0
     sure = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     band = fit_uncertainty_threshold(["gan", "real"], sure, 0.95)
     threshold = stored_threshold({"inconclusive": band})
-    assert band["reached"] is False and inconclusive_mask(sure, threshold).all()
+    assert band["reached"] is False and inconclusive_mask(sure, Band(threshold)).all()
     assert reasons(0.0, threshold) == ["uncertain"] and shown_threshold(threshold) == 0.0
 
 
@@ -201,7 +249,7 @@ def test_the_scanner_marks_inconclusive_exactly_above_the_stored_threshold(tmp_p
     plain = _scan(Scanner(model, settings, CPU), [path])[0].faces
     spread = sorted(face.uncertainty for face in plain)
     threshold = (spread[1] + spread[2]) / 2  # two faces above it, two at or below
-    scorer = Scorer(model, uncertainty_threshold=threshold)
+    scorer = Scorer(model, band=Band(threshold))
     banded = _scan(Scanner([scorer], settings, CPU), [path])[0].faces
     for before, after in zip(plain, banded):
         assert after.probs == before.probs and after.uncertainty == before.uncertainty
@@ -248,12 +296,14 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     )  # fmt: skip
     lines = check_scan_lines((tmp_path / "scan.jsonl").read_text().splitlines())
     meta, files = lines[0], [line for line in lines if line["type"] == "file"]
-    threshold = calibration_at(calibration, meta["precision"]["used"])["inconclusive"][
-        "uncertainty_threshold"
-    ]
+    stored = calibration_at(calibration, meta["precision"]["used"])["inconclusive"]
+    threshold = stored["uncertainty_threshold"]
+    family_threshold = stored["family"]["uncertainty_threshold"]  # 12 fakes a class: fitted
     assert meta["verdicts"] == {
         "inconclusive": True,
         "uncertainty_threshold": threshold,
+        "measure": "binary",
+        "family_threshold": family_threshold,
         "ood": True,
         "stability": ["jpeg:75", "jpeg:50", "resize:0.5"],
         "near_duplicate_bits": None,  # no --duplicates
@@ -272,6 +322,14 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
         ]
         assert face.get("inconclusive", []) == expected
         assert (face["label"] == "inconclusive") == bool(expected)
+        probs = np.array([[face["probs"][name] for name in ("real", "diffusion", "gan")]])
+        assert face["uncertainty"] == pytest.approx(uncertainties(probs)[0], abs=2e-6)
+        if face.get("leaning", face["label"]) in ("diffusion", "gan"):
+            family = face["family_uncertainty"]
+            assert family == pytest.approx(family_uncertainties(probs)[0], abs=2e-6)
+            assert face["family_uncertain"] == (family > family_threshold)
+        else:
+            assert "family_uncertainty" not in face and "family_uncertain" not in face
         assert set(face["stability"]) == {"p_fake", "labels", "spread", "flips"}
     any_inconclusive = any(face["label"] == "inconclusive" for face in faces)
     assert scanned.returncode == (5 if any_inconclusive else 0), scanned.stderr
@@ -281,6 +339,8 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     for row, face in zip(rows, faces):
         assert row["label"] == face["label"] and row["leaning"] == face.get("leaning", "")
         assert row["inconclusive"] == " ".join(face.get("inconclusive", []))
+        assert row["family_uncertainty"] == str(face.get("family_uncertainty", ""))
+        assert row["family_uncertain"] == str(face.get("family_uncertain", "")).lower()
         assert float(row["p_fake_spread"]) == face["stability"]["spread"]
         assert row["flips"] == str(face["stability"]["flips"]).lower()
     run("report", "scan.jsonl", "--html", "report.html", cwd=tmp_path)
@@ -357,13 +417,23 @@ def test_eval_reports_the_band_at_the_stored_threshold_as_its_predictions_recomp
     rows = list(csv.DictReader(predictions.open()))
     probs = np.array([[float(row[name]) for name in ("real", "diffusion", "gan")] for row in rows])
     ood = np.array([row["ood"] == "true" for row in rows])
-    marked = inconclusive_mask(probs, stored["uncertainty_threshold"], ood)
+    marked = inconclusive_mask(probs, stored_band(calibration), ood)
     assert [row["inconclusive"] == "true" for row in rows] == marked.tolist()
     assert band["n_inconclusive"] == marked.sum() and band["share"] == pytest.approx(marked.mean())
     kept = [row["label"] for row, mark in zip(rows, marked) if not mark]
     again = detection_metrics(kept, probs[~marked], 0.5)
     for key in ("n", "acc", "auc", "acc3"):
         assert band["conclusive"][key] == pytest.approx(again[key], abs=1e-6)
+    # the family threshold on the conclusive fakes called fake, recomputed from the rows
+    assert band["measure"] == "binary"
+    chosen = [
+        i
+        for i, row in enumerate(rows)
+        if not marked[i] and row["label"] != "real" and 1 - probs[i, 0] >= 0.5
+    ]
+    family_threshold = stored["family"]["uncertainty_threshold"]
+    unsure = [i for i in chosen if family_uncertainties(probs[i][None])[0] > family_threshold]
+    assert (band["family"]["n"], band["family"]["n_uncertain"]) == (len(chosen), len(unsure))
     assert (plots / "inconclusive.png").stat().st_size > 0
 
 

@@ -313,12 +313,25 @@ def _band_line(band: dict) -> str:
         f"accuracy {band['target_accuracy']:g}"
     )
     if not band["reached"]:
-        return line + ": not reached on val, every face would be inconclusive)"
+        line += ": not reached on val, every face would be inconclusive)"
+    else:
+        line += f"; val: {_kept_words(band, 'conclusive')})"
+    family = band.get("family")
+    if family is None:
+        return line + "\nno family threshold: no val fake was called fake"
+    line += f"\nfamily uncertain above {family['uncertainty_threshold']:.6f}"
+    if not family["reached"]:
+        return line + " (not reached on val: every fake's family would be uncertain)"
+    return line + f" (val fakes called fake: {_kept_words(family, 'family-certain')})"
+
+
+def _kept_words(record: dict, kept: str) -> str:
+    """What a fitted band threshold kept on val, in words."""
     return (
-        f"{line}; val: {band['val_conclusive_share']:.1%} conclusive, accuracy "
-        f"{band['val_conclusive_accuracy']:.4f} on them (95 % lower bound "
-        f"{band['val_conclusive_accuracy_lower_95']:.4f} from {band['val_conclusive_faces']} "
-        f"faces), {band['val_accuracy']:.4f} on all)"
+        f"{record['val_conclusive_share']:.1%} {kept}, accuracy "
+        f"{record['val_conclusive_accuracy']:.4f} on them (95 % lower bound "
+        f"{record['val_conclusive_accuracy_lower_95']:.4f} from "
+        f"{record['val_conclusive_faces']} faces), {record['val_accuracy']:.4f} on all"
     )
 
 

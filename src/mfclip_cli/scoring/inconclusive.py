@@ -2,11 +2,18 @@
 
 A face is ``inconclusive`` (its label kept as ``leaning``) for any of these reasons:
 
-- ``uncertain``: its uncertainty (the calibrated distribution's normalised entropy, 0 sure,
-  1 uniform) is above the checkpoint's stored threshold;
+- ``uncertain``: its uncertainty is above the checkpoint's stored threshold;
 - ``ood``: its embedding is out of the training distribution (``scoring/ood.py``);
-- ``unstable``: with ``scan --stability``, its label changes under one of the documented
-  re-encodings of its crop.
+- ``unstable``: with ``scan --stability``, its real-vs-fake call changes under one of the
+  documented re-encodings of its crop.
+
+A face's uncertainty is that of the call the threshold is fitted for, real vs fake: the binary
+entropy of (p(real), 1 - p(real)) over log 2, 0 sure, 1 at 0.5 (``measure: binary``). A
+checkpoint calibrated before report format 2.10.0 stores a threshold fitted on the entropy of all
+three probabilities (``3-class``, the record has no ``measure``); that measure is kept for it, so
+its stored threshold still means what it was fitted for. Under it a face sure to be fake but split
+between diffusion and gan was inconclusive; under ``binary`` it is a conclusive fake whose
+*family* is uncertain, which the family threshold below says.
 
 The uncertainty threshold is chosen on the validation split, never test, by one rule: sort the
 val faces by uncertainty; the threshold is the largest val uncertainty ``u`` such that the
@@ -16,12 +23,18 @@ being right often enough. When no such ``u`` exists (not even the most certain f
 target) the threshold is 0: every face is inconclusive, and the record says the target was not
 reached. Uncertainties and the threshold are compared at the 6 digits a face record gives (the
 val face that sets the threshold stays conclusive, and a record's verdict can be checked from the
-record). It is part of the calibration record (``fit_calibration``), so ``mfclip calibrate`` and
-the end of training store it in the checkpoint. Definitions: docs/verdicts.md.
+record).
+
+The family threshold is the same rule on the val fakes called fake, with the family uncertainty
+(the binary entropy of p(diffusion) and p(gan) given fake) and whether the family (the larger of
+the two) is right. A face called fake above it keeps its label and counts as fake; its record says
+``family_uncertain``. Both are part of the calibration record (``fit_calibration``), so ``mfclip
+calibrate`` and the end of training store them in the checkpoint. Definitions: docs/verdicts.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,17 +46,43 @@ INCONCLUSIVE = "inconclusive"
 TARGET_ACCURACY = 0.95
 FIT_FAKE_THRESHOLD = 0.5  # the fake threshold the val accuracy is measured at
 REASONS = ("uncertain", "ood", "unstable")  # in the order a record lists them
+BINARY, THREE_CLASS = "binary", "3-class"  # the uncertainty measures (module docstring)
+FAMILIES = ("diffusion", "gan")
 _REAL = CLASS_NAMES.index("real")
+_FAMILY_COLUMNS = [CLASS_NAMES.index(family) for family in FAMILIES]
 
 
-def uncertainties(probs: np.ndarray) -> np.ndarray:
-    """[N] normalised entropy of each row of ``probs`` [N, C] over its largest possible value,
-    in [0, 1]: every face record's uncertainty."""
-    values = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
-    values = values / values.sum(axis=1, keepdims=True)
+def _normalised_entropy(values: np.ndarray) -> np.ndarray:
+    """[N] entropy of each row of ``values`` [N, C] (made to sum to one) over log(C); a row of
+    zeros, which holds no information, is 1."""
+    total = values.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(values > 0, values * np.log(values), 0.0)
+        shares = np.where(total > 0, values / total, 1.0 / values.shape[1])
+        terms = np.where(shares > 0, shares * np.log(shares), 0.0)
     return -terms.sum(axis=1) / np.log(values.shape[1])
+
+
+def _clipped(probs: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+
+
+def uncertainties(probs: np.ndarray, measure: str = BINARY) -> np.ndarray:
+    """[N] each face's uncertainty, in [0, 1], from its probabilities [N, 3]: under ``binary``
+    the entropy of its real-vs-fake call, under ``3-class`` that of all three classes (the
+    measure of checkpoints calibrated before 2.10.0)."""
+    values = _clipped(probs)
+    if measure == THREE_CLASS:
+        return _normalised_entropy(values)
+    if measure != BINARY:
+        raise ValueError(f"no uncertainty measure {measure!r} (known: {BINARY}, {THREE_CLASS})")
+    real = values[:, _REAL]
+    return _normalised_entropy(np.stack([real, values.sum(axis=1) - real], axis=1))
+
+
+def family_uncertainties(probs: np.ndarray) -> np.ndarray:
+    """[N] how unsure each face's family is, given fake: the binary entropy of its diffusion
+    and gan probabilities (renormalised), 0 sure, 1 even."""
+    return _normalised_entropy(_clipped(probs)[:, _FAMILY_COLUMNS])
 
 
 def binary_right(labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
@@ -53,53 +92,142 @@ def binary_right(labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
     return said_fake == is_fake
 
 
-def fit_uncertainty_threshold(
-    labels: Sequence[str], probs: np.ndarray, target: float = TARGET_ACCURACY
-) -> dict[str, Any]:
-    """The band's record from the val split's labels and calibrated probabilities [N, 3]: the
-    threshold by the module's rule, and what it gives on val."""
-    if not 0 < target <= 1:
-        raise ValueError(f"the target accuracy lies in (0, 1], not {target}")
-    spread = np.round(uncertainties(probs), 6)  # as face records give them, and verdicts compare
-    right = binary_right(labels, probs)
+def _said_fake(probs: np.ndarray) -> np.ndarray:
+    return 1.0 - np.asarray(probs)[:, _REAL] >= FIT_FAKE_THRESHOLD
+
+
+def _family_of(probs: np.ndarray) -> np.ndarray:
+    """[N] the family each face's probabilities name (the larger; diffusion on a tie)."""
+    columns = np.asarray(probs)[:, _FAMILY_COLUMNS]
+    return np.array(FAMILIES)[np.argmax(columns, axis=1)]
+
+
+def _rule_threshold(
+    spread: np.ndarray, right: np.ndarray, target: float
+) -> tuple[float, bool, np.ndarray]:
+    """The module's rule on faces of uncertainty ``spread`` (6 digits) and correctness
+    ``right``: (threshold, whether the target was reached, which faces it keeps)."""
     order = np.argsort(spread, kind="stable")
     cumulative = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
     sorted_spread = spread[order]
     # a threshold keeps every face tied with it: look only at the last face of each tie
     last_of_tie = np.append(sorted_spread[1:] != sorted_spread[:-1], True)
     reaching = np.flatnonzero(last_of_tie & (cumulative >= target - 1e-12))
-    threshold = float(sorted_spread[reaching[-1]]) if len(reaching) else 0.0
-    conclusive = spread <= threshold if len(reaching) else np.zeros(len(spread), bool)
-    kept = int(conclusive.sum())
-    errors = kept - int(right[conclusive].sum())
+    if not len(reaching):
+        return 0.0, False, np.zeros(len(spread), bool)
+    threshold = float(sorted_spread[reaching[-1]])
+    return threshold, True, spread <= threshold
+
+
+def _kept_figures(right: np.ndarray, kept: np.ndarray) -> dict[str, Any]:
+    """What the faces a threshold keeps give on val, and what so few faces can show: the exact
+    binomial (Clopper-Pearson) 95 % lower bound on the accuracy of faces like them."""
+    count = int(kept.sum())
+    errors = count - int(right[kept].sum())
+    return {
+        "val_conclusive_share": float(kept.mean()) if len(kept) else None,
+        "val_conclusive_accuracy": float(right[kept].mean()) if count else None,
+        "val_conclusive_faces": count,
+        "val_conclusive_accuracy_lower_95": 1.0 - fpr_upper_bound(errors, count) if count else None,
+        "val_accuracy": float(right.mean()) if len(right) else None,
+    }
+
+
+def fit_family_threshold(
+    labels: Sequence[str], probs: np.ndarray, target: float = TARGET_ACCURACY
+) -> dict[str, Any] | None:
+    """The family threshold's record from the val fakes the model calls fake (None when there
+    is none): the module's rule on their family uncertainty and whether their family is right."""
+    probs = np.asarray(probs)
+    is_fake = np.array([label != "real" for label in labels], dtype=bool)
+    chosen = is_fake & _said_fake(probs) if len(probs) else is_fake
+    if not chosen.any():
+        return None
+    spread = np.round(family_uncertainties(probs[chosen]), 6)
+    right = _family_of(probs[chosen]) == np.asarray(labels, dtype=object)[chosen]
+    threshold, reached, kept = _rule_threshold(spread, right, target)
     return {
         "uncertainty_threshold": threshold,
+        "rule": "the same rule on the val fakes called fake: family uncertainty, and whether the "
+        "family (the larger of p(diffusion), p(gan)) is right",
+        "target_accuracy": target,
+        "reached": reached,
+        **_kept_figures(right, kept),
+    }
+
+
+def fit_uncertainty_threshold(
+    labels: Sequence[str], probs: np.ndarray, target: float = TARGET_ACCURACY
+) -> dict[str, Any]:
+    """The band's record from the val split's labels and calibrated probabilities [N, 3]: the
+    threshold by the module's rule (``binary`` measure), the family threshold, and what they
+    give on val."""
+    if not 0 < target <= 1:
+        raise ValueError(f"the target accuracy lies in (0, 1], not {target}")
+    spread = np.round(uncertainties(probs), 6)  # as face records give them, and verdicts compare
+    right = binary_right(labels, probs)
+    threshold, reached, kept = _rule_threshold(spread, right, target)
+    return {
+        "uncertainty_threshold": threshold,
+        "measure": BINARY,
         "rule": "largest val uncertainty whose val faces at or below it are right (real vs "
         f"fake at {FIT_FAKE_THRESHOLD}) at least target_accuracy of the time",
         "target_accuracy": target,
-        "reached": bool(len(reaching)),
-        "val_conclusive_share": float(conclusive.mean()) if len(spread) else None,
-        "val_conclusive_accuracy": float(right[conclusive].mean()) if conclusive.any() else None,
-        # what so few faces can show: the exact binomial (Clopper-Pearson) 95 % lower bound on
-        # the accuracy of faces like the conclusive ones, from their error count
-        "val_conclusive_faces": kept,
-        "val_conclusive_accuracy_lower_95": 1.0 - fpr_upper_bound(errors, kept) if kept else None,
-        "val_accuracy": float(right.mean()) if len(right) else None,
+        "reached": reached,
+        **_kept_figures(right, kept),
+        "family": fit_family_threshold(labels, probs, target),
     }
 
 
 NOTHING_CONCLUSIVE = -1.0  # below every uncertainty: the band's target was not reached
 
 
-def stored_threshold(calibration: dict[str, Any] | None) -> float | None:
-    """The uncertainty threshold a checkpoint's calibration stores, as the verdicts apply it:
-    ``NOTHING_CONCLUSIVE`` where its target was not reached (stored as 0, which would leave the
-    surest faces conclusive), None where there is none (calibrated before the band existed, or
-    not calibrated)."""
+def _applied(record: dict[str, Any]) -> float:
+    """A stored threshold as verdicts apply it: ``NOTHING_CONCLUSIVE`` where its target was not
+    reached (stored as 0, which would leave the surest faces conclusive)."""
+    return (
+        float(record["uncertainty_threshold"])
+        if record.get("reached", True)
+        else (NOTHING_CONCLUSIVE)
+    )
+
+
+@dataclass(frozen=True)
+class Band:
+    """The band as a checkpoint's calibration stores it, as verdicts apply it: thresholds are
+    None where none is stored (calibrated before they existed, or not calibrated)."""
+
+    threshold: float | None = None
+    measure: str = BINARY  # of an uncalibrated checkpoint too: the measure records give
+    family_threshold: float | None = None
+
+    def uncertainties(self, probs: np.ndarray) -> np.ndarray:
+        return uncertainties(probs, self.measure)
+
+    def family_uncertain(self, family_uncertainty: float | None) -> bool | None:
+        """Whether a face called fake is unsure of its family (None: no family threshold)."""
+        if self.family_threshold is None or family_uncertainty is None:
+            return None
+        return bool(_above(family_uncertainty, self.family_threshold))
+
+
+def stored_band(calibration: dict[str, Any] | None) -> Band:
+    """The band a checkpoint's calibration stores (a record without ``measure`` was fitted on
+    the 3-class entropy, before 2.10.0)."""
     band = (calibration or {}).get(INCONCLUSIVE)
     if not band:
-        return None
-    return float(band["uncertainty_threshold"]) if band.get("reached", True) else NOTHING_CONCLUSIVE
+        return Band()
+    family = band.get("family")
+    return Band(
+        threshold=_applied(band),
+        measure=band.get("measure", THREE_CLASS),
+        family_threshold=_applied(family) if family else None,
+    )
+
+
+def stored_threshold(calibration: dict[str, Any] | None) -> float | None:
+    """The uncertainty threshold a checkpoint's calibration stores, as the verdicts apply it."""
+    return stored_band(calibration).threshold
 
 
 def shown_threshold(threshold: float | None) -> float | None:
@@ -128,34 +256,55 @@ def reasons(
     return [reason for reason in REASONS if holds[reason]]
 
 
-def inconclusive_mask(
-    probs: np.ndarray, threshold: float | None, ood: np.ndarray | None = None
-) -> np.ndarray:
-    """[N] which faces of an evaluation set the band marks: uncertainty above ``threshold`` (as
-    ``stored_threshold`` gives it), or out of distribution."""
+def inconclusive_mask(probs: np.ndarray, band: Band, ood: np.ndarray | None = None) -> np.ndarray:
+    """[N] which faces of an evaluation set the band marks: uncertainty (by the band's measure)
+    above its threshold, or out of distribution."""
     marked = np.zeros(len(probs), dtype=bool)
-    if threshold is not None:
-        marked |= _above(uncertainties(probs), threshold)
+    if band.threshold is not None:
+        marked |= _above(band.uncertainties(probs), band.threshold)
     if ood is not None:
         marked |= np.asarray(ood, dtype=bool)
     return marked
 
 
+def _family_figures(
+    labels: Sequence[str], probs: np.ndarray, band: Band, chosen: np.ndarray
+) -> dict[str, Any] | None:
+    """The family threshold on the ``chosen`` faces (conclusive fakes called fake): how many it
+    marks unsure, and how often the family of the rest is right (None without a threshold)."""
+    if band.family_threshold is None:
+        return None
+    unsure = chosen & _above(family_uncertainties(probs), band.family_threshold)
+    sure = chosen & ~unsure
+    right = _family_of(probs) == np.asarray(labels, dtype=object) if len(probs) else sure
+    return {
+        "uncertainty_threshold": shown_threshold(band.family_threshold),
+        "n": int(chosen.sum()),
+        "n_uncertain": int(unsure.sum()),
+        "accuracy_certain": float(right[sure].mean()) if sure.any() else None,
+        "accuracy_uncertain": float(right[unsure].mean()) if unsure.any() else None,
+    }
+
+
 def band_report(
     labels: Sequence[str],
     probs: np.ndarray,
-    threshold: float | None,
+    band: Band,
     ood: np.ndarray | None,
     fake_threshold: float,
 ) -> dict[str, Any]:
-    """What the band does to an evaluation set at ``threshold``: the share of faces it marks and
-    the field's metrics on the rest (``detection_metrics``, fake at ``fake_threshold``)."""
+    """What ``band`` does to an evaluation set: the share of faces it marks, the field's
+    metrics on the rest (``detection_metrics``, fake at ``fake_threshold``), and the family
+    threshold on the conclusive fakes called fake."""
     from mfclip_cli.scoring.metrics import detection_metrics
 
-    marked = inconclusive_mask(probs, threshold, ood)
+    marked = inconclusive_mask(probs, band, ood)
     kept = ~marked
+    is_fake = np.array([label != "real" for label in labels], dtype=bool)
+    called_fake = 1.0 - np.asarray(probs)[:, _REAL] >= fake_threshold if len(probs) else is_fake
     return {
-        "uncertainty_threshold": shown_threshold(threshold),
+        "uncertainty_threshold": shown_threshold(band.threshold),
+        "measure": band.measure,
         "ood": ood is not None,
         "n": int(len(marked)),
         "n_inconclusive": int(marked.sum()),
@@ -163,6 +312,7 @@ def band_report(
         "conclusive": detection_metrics(
             [label for label, keep in zip(labels, kept) if keep], probs[kept], fake_threshold
         ),
+        "family": _family_figures(labels, probs, band, kept & is_fake & called_fake),
     }
 
 
@@ -171,16 +321,18 @@ def band_curve(
     probs: np.ndarray,
     ood: np.ndarray | None,
     fake_threshold: float,
+    measure: str = BINARY,
     points: int = 100,
 ) -> dict[str, list]:
     """The trade-off as the uncertainty threshold sweeps the set's own uncertainties (at most
     ``points`` quantiles of them, and the value that keeps every face): per threshold, the share
     inconclusive and the accuracy and AUC on the conclusive rest (None where undefined)."""
-    spread = np.round(uncertainties(probs), 6)
+    spread = np.round(uncertainties(probs, measure), 6)
     candidates = np.unique(np.quantile(spread, np.linspace(0, 1, points))) if len(spread) else []
     curve: dict[str, list] = {"threshold": [], "share": [], "acc": [], "auc": []}
     for threshold in candidates:
-        report = band_report(labels, probs, float(threshold), ood, fake_threshold)
+        band = Band(float(threshold), measure)
+        report = band_report(labels, probs, band, ood, fake_threshold)
         curve["threshold"].append(float(threshold))
         curve["share"].append(report["share"])
         curve["acc"].append(report["conclusive"]["acc"])

@@ -81,7 +81,7 @@ from mfclip_cli.scoring.inconclusive import (
     INCONCLUSIVE,
     band_report,
     inconclusive_mask,
-    stored_threshold,
+    stored_band,
 )
 from mfclip_cli.scoring.metrics import (
     bootstrap_intervals,
@@ -377,9 +377,7 @@ def score_checkpoint(
         INCONCLUSIVE: {
             "definitions": "docs/verdicts.md",
             "band": (calibration or {}).get(INCONCLUSIVE),
-            **band_report(
-                test_labels, probs, stored_threshold(calibration), ood, request.threshold
-            ),
+            **band_report(test_labels, probs, stored_band(calibration), ood, request.threshold),
         },
         "subsets": {},
     }
@@ -415,7 +413,7 @@ def score_checkpoint(
         probs,
         embeddings,
         groups,
-        inconclusive_mask(probs, stored_threshold(calibration), ood),
+        inconclusive_mask(probs, stored_band(calibration), ood),
         attributions=attributions[0] if attributions else None,
         ood=ood,
     )

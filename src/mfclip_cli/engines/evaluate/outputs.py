@@ -186,7 +186,7 @@ def write_inconclusive_plot(
     """The band's trade-off on test as its threshold sweeps, the stored threshold marked."""
     band = scored.report[INCONCLUSIVE]
     labels = [sample.label for sample in test]
-    curve = band_curve(labels, scored.probs, scored.ood, threshold)
+    curve = band_curve(labels, scored.probs, scored.ood, threshold, band["measure"])
     stored = None
     if band["uncertainty_threshold"] is not None:
         stored = (band["share"], band["conclusive"]["acc"], band["conclusive"]["auc"])

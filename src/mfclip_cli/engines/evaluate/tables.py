@@ -259,9 +259,16 @@ def inconclusive_table(report: dict) -> Table:
     band = report["inconclusive"]
     threshold = band["uncertainty_threshold"]
     stored = "none stored" if threshold is None else f"{threshold:.4f}"
+    family = band.get("family")
     table = Table(
-        title=f"inconclusive band on test (uncertainty threshold {stored}"
-        f"{', OOD' if band['ood'] else ''}; docs/verdicts.md)"
+        title=f"inconclusive band on test (uncertainty threshold {stored}, "
+        f"{band.get('measure', 'binary')}{', OOD' if band['ood'] else ''}; docs/verdicts.md)",
+        caption=None
+        if family is None
+        else f"family uncertain above {family['uncertainty_threshold']:.4f}: "
+        f"{family['n_uncertain']} of {family['n']} conclusive fakes called fake; family "
+        f"accuracy {shown(family['accuracy_certain'])} on the rest, "
+        f"{shown(family['accuracy_uncertain'])} on them",
     )
     for column in ("faces", "inconclusive", "share", *(REPORTED[k] for k in COMPARED[1:])):
         table.add_column(column, justify="right")

@@ -98,12 +98,15 @@ def operating_point_used(calibration: dict | None, fpr: float) -> dict:
 
 def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
     """What made a face inconclusive in this scan (docs/verdicts.md): whether the band is on, the
-    primary's stored uncertainty threshold, whether OOD statistics flag faces, and the
-    re-encodings of --stability."""
+    primary's stored uncertainty threshold and the measure face records' uncertainty follows, its
+    family threshold, whether OOD statistics flag faces, and the re-encodings of --stability."""
     stage = scanner.model_stage
+    band = stage.primary.band
     return {
         "inconclusive": settings.inconclusive,
-        "uncertainty_threshold": shown_threshold(stage.primary.uncertainty_threshold)
+        "uncertainty_threshold": shown_threshold(band.threshold) if settings.inconclusive else None,
+        "measure": band.measure,
+        "family_threshold": shown_threshold(band.family_threshold)
         if settings.inconclusive
         else None,
         "ood": settings.inconclusive and stage.ood is not None,

@@ -28,6 +28,7 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.fingerprints import face_fingerprints
+from mfclip_cli.scoring.inconclusive import Band
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
@@ -59,8 +60,8 @@ class Scorer:
     fake_threshold: float | None = None  # its own (from fpr:X); None: the settings'
     weights: dict[str, Any] | None = None  # its weights record, naming it beside the others
     attribution: Attributor | None = None  # its generator model, for each face's generator
-    # the inconclusive band's threshold its calibration stores (None: none stored)
-    uncertainty_threshold: float | None = None
+    # the inconclusive band its calibration stores (thresholds None: none stored)
+    band: Band = Band()
     precision: Precision | None = None  # what ``model`` runs at; None: the device's default
 
     @property
@@ -250,6 +251,7 @@ class ModelStage:
             self.label(face.probs, scorer),
             face.ood_distance,
             None if scorer.ood is None else scorer.ood.threshold,
+            scorer.band.measure,
         )
 
     def _detectors(self, face: FoundFace) -> list[dict[str, Any]] | None:
@@ -285,14 +287,16 @@ class ModelStage:
                 ood_threshold=None if self.ood is None else self.ood.threshold,
                 detectors=self._detectors(face),
                 attribution=face.attribution,  # of its label's family, as ``label`` gives it
+                measure=self.primary.band.measure,
             )
             record.evidence, record.richest_patch = face.evidence, face.richest_patch
             record.stability = face.stability
             if self.settings.inconclusive:
                 flips = None if face.stability is None else face.stability["flips"]
-                threshold = self.primary.uncertainty_threshold
+                band = self.primary.band
                 record.mark_inconclusive(
-                    inconclusive_reasons(record.uncertainty, threshold, record.ood, flips)
+                    inconclusive_reasons(record.uncertainty, band.threshold, record.ood, flips)
                 )
+                record.family_uncertain = band.family_uncertain(record.family_uncertainty)
             records.append(record)
         return records

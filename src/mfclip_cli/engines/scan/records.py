@@ -10,8 +10,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from mfclip_cli.files import readable
+from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.provenance.record import ProvenanceRecord
-from mfclip_cli.scoring.inconclusive import uncertainties
+from mfclip_cli.scoring.inconclusive import BINARY, FAMILIES, family_uncertainties, uncertainties
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR)
@@ -22,19 +23,27 @@ def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
+def _row(probs: dict[str, float]) -> np.ndarray:
+    """[1, 3] a face's probabilities in ``CLASS_NAMES`` order, as the scoring functions read
+    them."""
+    return np.array([[probs[name] for name in CLASS_NAMES]], dtype=np.float64)
+
+
 def verdict(
     probs: dict[str, float],
     label: str,
     ood_distance: float | None = None,
     ood_threshold: float | None = None,
+    measure: str = BINARY,
 ) -> dict[str, Any]:
     """One checkpoint's word on a face as the reports hold it: rounded probabilities, label,
-    uncertainty, OOD distance and flag (None without OOD statistics). The face record's own
-    fields and each entry of its ``detectors`` are made alike."""
+    uncertainty (by its band's ``measure``), OOD distance and flag (None without OOD
+    statistics). The face record's own fields and each entry of its ``detectors`` are made
+    alike."""
     return {
         "probs": {name: round(float(value), 6) for name, value in probs.items()},
         "label": label,
-        "uncertainty": round(float(uncertainties(np.array([list(probs.values())]))[0]), 6),
+        "uncertainty": round(float(uncertainties(_row(probs), measure)[0]), 6),
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
         "ood": None if ood_distance is None else bool(ood_distance > ood_threshold),
     }
@@ -56,7 +65,8 @@ class FaceRecord:
     det_score: float
     probs: dict[str, float]
     label: str
-    # the calibrated distribution's entropy over its maximum, log(classes): 0 sure, 1 uniform
+    # of the real-vs-fake call: the binary entropy of p(real) over log 2, 0 sure, 1 at 0.5 (or,
+    # by a checkpoint calibrated before 2.10.0, of all three classes: meta.verdicts.measure)
     uncertainty: float | None = None
     # Mahalanobis distance of the face embedding to the nearest training class mean, and whether
     # it passes the checkpoint's threshold (None: the checkpoint has no OOD statistics)
@@ -78,6 +88,10 @@ class FaceRecord:
     # ("uncertain", "ood", "unstable"; docs/verdicts.md)
     leaning: str | None = None
     inconclusive: list[str] | None = None
+    # a face labelled (or leaning) diffusion or gan: the binary entropy of p(diffusion) and
+    # p(gan) given fake, and, with the band on and a stored family threshold, whether it is above
+    family_uncertainty: float | None = None
+    family_uncertain: bool | None = None
     # with --stability: p(fake) and label under each re-encoding, their spread, whether it flips
     stability: dict[str, Any] | None = None
     track: int | None = None  # video frames only: the track it belongs to (engines/scan/tracks.py)
@@ -99,13 +113,18 @@ class FaceRecord:
         ood_threshold: float | None = None,
         detectors: list[dict[str, Any]] | None = None,
         attribution: dict[str, Any] | None = None,
+        measure: str = BINARY,
     ) -> "FaceRecord":
+        family = None
+        if label in FAMILIES:
+            family = round(float(family_uncertainties(_row(probs))[0]), 6)
         return cls(
             index=index,
             box=_round(box),
             landmarks=_round(landmarks),
             det_score=round(float(det_score), 6),
-            **verdict(probs, label, ood_distance, ood_threshold),
+            **verdict(probs, label, ood_distance, ood_threshold, measure),
+            family_uncertainty=family,
             frame=frame,
             timestamp=None if timestamp is None else round(float(timestamp), 3),
             detectors=detectors,
@@ -126,6 +145,8 @@ class FaceRecord:
             "attribution",
             "leaning",
             "inconclusive",
+            "family_uncertainty",
+            "family_uncertain",
             "stability",
             "track",
         ):

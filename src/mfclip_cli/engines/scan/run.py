@@ -60,7 +60,7 @@ from mfclip_cli.scoring.calibration import (
     temperature_of,
     threshold_for_fpr,
 )
-from mfclip_cli.scoring.inconclusive import stored_threshold
+from mfclip_cli.scoring.inconclusive import stored_band
 from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import calibration_at, choose_precision, model_at
 from mfclip_cli.timestamps import utc_now
@@ -157,7 +157,7 @@ def _scorers(
                 threshold,
                 record,
                 attribution=attributor_of(info),
-                uncertainty_threshold=stored_threshold(calibration),
+                band=stored_band(calibration),
                 precision=precision,
             )
         )
@@ -209,7 +209,7 @@ def _band_cannot_fire(settings: ScanSettings, primary: Scorer) -> str | None:
     inconclusive faces would pass everything."""
     if not settings.inconclusive or settings.stability:
         return None
-    if primary.uncertainty_threshold is not None or primary.ood is not None:
+    if primary.band.threshold is not None or primary.ood is not None:
         return None
     return (
         "this checkpoint stores no uncertainty threshold and no OOD statistics (it was not "

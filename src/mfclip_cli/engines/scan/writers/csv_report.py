@@ -89,6 +89,8 @@ CSV_COLUMNS = [
     "attribution_probability",
     "leaning",  # an inconclusive face's label before the band
     "inconclusive",  # its reasons, space-separated
+    "family_uncertainty",  # a face labelled (or leaning) diffusion or gan
+    "family_uncertain",  # true above the checkpoint's family threshold (band on)
     "p_fake_spread",  # with --stability
     "flips",  # with --stability
     "explanation",
@@ -203,6 +205,10 @@ class CsvSink:
                     **attribution_cells(face.attribution),
                     "leaning": face.leaning,
                     "inconclusive": " ".join(face.inconclusive or []) or None,
+                    "family_uncertainty": face.family_uncertainty,
+                    "family_uncertain": None
+                    if face.family_uncertain is None
+                    else str(face.family_uncertain).lower(),
                     "p_fake_spread": face.stability["spread"] if face.stability else None,
                     "flips": str(face.stability["flips"]).lower() if face.stability else None,
                     "explanation": face.explanation,

@@ -16,11 +16,13 @@ from mfclip_cli.files import shown
 
 def verdict_note(face: FaceRecord) -> str:
     """A face's label in words for the table: an inconclusive one with what it leaned to and
-    why, an OOD flag the band did not act on, the spread under --stability."""
+    why, a family the model is unsure of, an OOD flag the band did not act on, the spread under
+    --stability."""
     if face.inconclusive:
         note = f"{INCONCLUSIVE} (leaning {face.leaning}: {', '.join(face.inconclusive)})"
     else:
-        note = face.label + (", OOD" if face.ood else "")
+        note = face.label + (" (family unsure)" if face.family_uncertain else "")
+        note += ", OOD" if face.ood else ""
     if face.stability:
         note += f", spread {face.stability['spread']:.2f}"
     return note
