@@ -261,6 +261,36 @@ def test_the_scanner_marks_inconclusive_exactly_above_the_stored_threshold(tmp_p
     assert sum(face.label == "inconclusive" for face in banded) == 2
 
 
+def test_a_call_at_another_fake_threshold_than_the_band_was_fitted_at_is_inconclusive(tmp_path):
+    """Audit V F8: the band vouches for the call at 0.5; under an fpr:0.01 threshold of 0.93 a
+    face at p(fake) 0.90 leaned fake yet was a conclusive `real`."""
+    torch.manual_seed(0)
+    model = build_model(load_model_config("tiny"))
+    path = tmp_path / "mosaic.png"
+    Image.fromarray(mosaic()).save(path)
+    plain = _scan(Scanner(model, ScanSettings(device="cpu"), CPU), [path])[0].faces
+    p_fake = sorted(1 - face.probs["real"] for face in plain)
+    # a threshold with faces between it and 0.5, on whichever side the faces lie
+    fake_threshold = p_fake[-1] + 0.01 if p_fake[-1] >= 0.5 else p_fake[0] - 0.01
+    scores = [1 - face.probs["real"] for face in plain]
+    between = [(score >= 0.5) != (score >= fake_threshold) for score in scores]
+    assert any(between)
+    settings = ScanSettings(device="cpu", fake_threshold=fake_threshold)
+    for band, expected in ((Band(1.0), between), (Band(), [False] * len(plain))):
+        faces = _scan(Scanner([Scorer(model, band=band)], settings, CPU), [path])[0].faces
+        assert [face.inconclusive == ["operating_point"] for face in faces] == expected
+        assert [face.label == "inconclusive" for face in faces] == expected
+        for face in faces:  # it leans to the label at the threshold in use
+            said_fake = 1 - face.probs["real"] >= fake_threshold
+            assert (face.verdict_label != "real") == said_fake
+    # eval's band counts the same faces
+    probs = np.array(
+        [[face.probs[name] for name in ("real", "diffusion", "gan")] for face in plain]
+    )
+    assert inconclusive_mask(probs, Band(1.0), None, fake_threshold).tolist() == between
+    assert not inconclusive_mask(probs, Band(1.0), None, 0.5).any()
+
+
 def run(*args, check=True, **options):
     return mfclip(*args, check=check, timeout=900, **options)
 
@@ -370,7 +400,10 @@ def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
         return result.returncode, check_scan_lines(result.stdout.splitlines())[1]["faces"][0]
 
     code, face = scan("--fail-on-fake")
-    assert (code, face["label"], face["inconclusive"]) == (0, "inconclusive", ["uncertain"])
+    assert (code, face["label"], face["inconclusive"][0]) == (0, "inconclusive", "uncertain")
+    # a face under p(fake) 0.5 called fake at --fake-threshold 0 is off the band's call too
+    off_call = 1 - face["probs"]["real"] < 0.5
+    assert face["inconclusive"][1:] == (["operating_point"] if off_call else [])
     assert face["leaning"] in ("diffusion", "gan")
     assert scan("--fail-on-fake", "--fail-on-inconclusive")[0] == 5
     assert scan("--fail-on-inconclusive")[0] == 5

@@ -5,7 +5,11 @@ A face is ``inconclusive`` (its label kept as ``leaning``) for any of these reas
 - ``uncertain``: its uncertainty is above the checkpoint's stored threshold;
 - ``ood``: its embedding is out of the training distribution (``scoring/ood.py``);
 - ``unstable``: with ``scan --stability``, its real-vs-fake call changes under one of the
-  documented re-encodings of its crop.
+  documented re-encodings of its crop;
+- ``operating_point``: its call at the fake threshold in use (``--fake-threshold``, an ``fpr:X``
+  operating point) differs from its call at 0.5, the call the band's threshold is fitted for (a
+  face at p(fake) 0.90 under an ``fpr:0.01`` threshold of 0.93 leans fake, yet would be a
+  conclusive ``real``). Only where a threshold is stored: the band vouches for nothing else.
 
 A face's uncertainty is that of the call the threshold is fitted for, real vs fake: the binary
 entropy of (p(real), 1 - p(real)) over log 2, 0 sure, 1 at 0.5 (``measure: binary``). A
@@ -45,7 +49,7 @@ from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound
 INCONCLUSIVE = "inconclusive"
 TARGET_ACCURACY = 0.95
 FIT_FAKE_THRESHOLD = 0.5  # the fake threshold the val accuracy is measured at
-REASONS = ("uncertain", "ood", "unstable")  # in the order a record lists them
+REASONS = ("uncertain", "ood", "unstable", "operating_point")  # in the order a record lists them
 BINARY, THREE_CLASS = "binary", "3-class"  # the uncertainty measures (module docstring)
 FAMILIES = ("diffusion", "gan")
 _REAL = CLASS_NAMES.index("real")
@@ -240,28 +244,46 @@ def _above(spread: Any, threshold: float) -> Any:
     return np.round(spread, 6) > round(threshold, 6)
 
 
+def off_fitted_call(probs: np.ndarray, fake_threshold: float) -> np.ndarray:
+    """[N] whether each face's call at ``fake_threshold`` differs from its call at
+    ``FIT_FAKE_THRESHOLD``, the one the band vouches for (fake scores compared in float64, as
+    the labels are)."""
+    score = 1.0 - np.asarray(probs, dtype=np.float64)[:, _REAL]
+    return (score >= fake_threshold) != (score >= FIT_FAKE_THRESHOLD)
+
+
 def reasons(
     uncertainty: float | None,
     threshold: float | None,
     ood: bool | None = None,
     flips: bool | None = None,
+    off_call: bool | None = None,
 ) -> list[str]:
-    """Why a face is inconclusive, in ``REASONS`` order; empty when its verdict stands."""
-    uncertain = threshold is not None and uncertainty is not None
+    """Why a face is inconclusive, in ``REASONS`` order; empty when its verdict stands.
+    ``off_call`` (``off_fitted_call``) counts only where a threshold is stored."""
+    stored = threshold is not None
     holds = {
-        "uncertain": uncertain and bool(_above(uncertainty, threshold)),
+        "uncertain": stored and uncertainty is not None and bool(_above(uncertainty, threshold)),
         "ood": bool(ood),
         "unstable": bool(flips),
+        "operating_point": stored and bool(off_call),
     }
     return [reason for reason in REASONS if holds[reason]]
 
 
-def inconclusive_mask(probs: np.ndarray, band: Band, ood: np.ndarray | None = None) -> np.ndarray:
+def inconclusive_mask(
+    probs: np.ndarray,
+    band: Band,
+    ood: np.ndarray | None = None,
+    fake_threshold: float = FIT_FAKE_THRESHOLD,
+) -> np.ndarray:
     """[N] which faces of an evaluation set the band marks: uncertainty (by the band's measure)
-    above its threshold, or out of distribution."""
+    above its threshold, a call at ``fake_threshold`` other than at 0.5 (where a threshold is
+    stored), or out of distribution."""
     marked = np.zeros(len(probs), dtype=bool)
     if band.threshold is not None:
         marked |= _above(band.uncertainties(probs), band.threshold)
+        marked |= off_fitted_call(probs, fake_threshold)
     if ood is not None:
         marked |= np.asarray(ood, dtype=bool)
     return marked
@@ -298,7 +320,7 @@ def band_report(
     threshold on the conclusive fakes called fake."""
     from mfclip_cli.scoring.metrics import detection_metrics
 
-    marked = inconclusive_mask(probs, band, ood)
+    marked = inconclusive_mask(probs, band, ood, fake_threshold)
     kept = ~marked
     is_fake = np.array([label != "real" for label in labels], dtype=bool)
     called_fake = 1.0 - np.asarray(probs)[:, _REAL] >= fake_threshold if len(probs) else is_fake

@@ -413,7 +413,7 @@ def score_checkpoint(
         probs,
         embeddings,
         groups,
-        inconclusive_mask(probs, stored_band(calibration), ood),
+        inconclusive_mask(probs, stored_band(calibration), ood, request.threshold),
         attributions=attributions[0] if attributions else None,
         ood=ood,
     )

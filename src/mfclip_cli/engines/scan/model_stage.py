@@ -28,7 +28,7 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.fingerprints import face_fingerprints
-from mfclip_cli.scoring.inconclusive import Band
+from mfclip_cli.scoring.inconclusive import Band, off_fitted_call
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
@@ -294,8 +294,11 @@ class ModelStage:
             if self.settings.inconclusive:
                 flips = None if face.stability is None else face.stability["flips"]
                 band = self.primary.band
+                off_call = off_fitted_call(face.probs[None], self.fake_threshold())[0]
                 record.mark_inconclusive(
-                    inconclusive_reasons(record.uncertainty, band.threshold, record.ood, flips)
+                    inconclusive_reasons(
+                        record.uncertainty, band.threshold, record.ood, flips, off_call
+                    )
                 )
                 record.family_uncertain = band.family_uncertain(record.family_uncertainty)
             records.append(record)
