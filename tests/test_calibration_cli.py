@@ -422,16 +422,17 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
     int8_model = model_at(model, "int8")
     int8_logits = predict_outputs(int8_model, source, val).logits
     labels = [sample.label for sample in val]
-    expected = measure_parity(
-        fp32_logits, int8_logits, labels, record["temperature"], int8["temperature"]
-    )
+    expected = measure_parity(fp32_logits, int8_logits, labels, record, int8)
     parity = int8["parity"]
     assert parity["samples"] == len(val) and parity["split"] == "val"
     assert parity["label_changes"] == expected["label_changes"]
     assert parity["max_fake_change"] == pytest.approx(expected["max_fake_change"], abs=1e-6)
     assert parity["fp32"]["auc"] == pytest.approx(expected["fp32"]["auc"])
     assert parity["int8"]["ece_fake"] == pytest.approx(expected["int8"]["ece_fake"], abs=1e-6)
-    assert parity["int8_allowed"] == (parity["label_change_share"] <= MAX_LABEL_CHANGE_SHARE)
+    assert parity["verdict_changes"] == expected["verdict_changes"]
+    assert set(parity["verdict_changes"]["operating_points"]) == {"fpr:0.01", "fpr:0.001"}
+    bound = parity["verdict_changes"]["share_upper_95"]
+    assert parity["int8_allowed"] == (bound <= MAX_LABEL_CHANGE_SHARE)
 
 
 def _faces(result) -> tuple[dict, list[dict]]:
@@ -527,7 +528,7 @@ def test_auto_keeps_fp32_for_a_checkpoint_whose_int8_labels_change(dataset, trai
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut()).save(image)
     meta, _ = _faces(_scan(image, "--weights", str(calibrated)))
-    assert meta["precision"]["used"] == "fp32" and "labels" in meta["precision"]["reason"]
+    assert meta["precision"]["used"] == "fp32" and "verdicts" in meta["precision"]["reason"]
     forced = _scan(image, "--weights", str(calibrated), "--precision", "int8")
     assert _faces(forced)[0]["precision"]["used"] == "int8"
-    assert "warning" in forced.stderr and "labels" in forced.stderr
+    assert "warning" in forced.stderr and "verdicts" in forced.stderr

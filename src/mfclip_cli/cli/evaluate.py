@@ -344,9 +344,12 @@ def _parity_line(int8: dict) -> str:
         for name, key in (("AUC", "auc"), ("ECE", "ece_fake"))
         if parity["fp32"][key] is not None and parity["int8"][key] is not None
     )
+    changed = parity["verdict_changes"]
     return (
-        f"int8: temperature {int8['temperature']:.4f}; {parity['label_changes']} of "
-        f"{parity['samples']} val labels changed ({parity['label_change_share']:.2%}, at most "
-        f"{parity['max_label_change_share']:.0%} for auto), p(fake) by at most "
-        f"{parity['max_fake_change']:.4f}; {figures}: {verdict}"
+        f"int8: temperature {int8['temperature']:.4f}; {changed['faces']} of "
+        f"{parity['samples']} val verdicts changed ({parity['label_changes']} labels, "
+        f"{changed['inconclusive']} inconclusive, at the fpr thresholds "
+        f"{sum(changed['operating_points'].values())}; up to {changed['share_upper_95']:.2%} "
+        f"with 95 % confidence, at most {parity['max_label_change_share']:.0%} for auto), "
+        f"p(fake) by at most {parity['max_fake_change']:.4f}; {figures}: {verdict}"
     )

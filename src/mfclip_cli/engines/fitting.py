@@ -142,12 +142,13 @@ def fit_int8_calibration(
     samples: Sequence[Sample],
     *,
     fp32_logits: np.ndarray | None,
-    fp32_temperature: float,
+    fp32_fit: dict[str, Any],
     fitted_on: dict[str, Any],
     target_accuracy: float = TARGET_ACCURACY,
 ) -> dict[str, Any]:
     """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
-    thresholds on the validation ``samples``, what was quantized, and its parity with fp32.
+    thresholds and band on the validation ``samples``, what was quantized, and its parity with
+    the fp32 model at its own fit ``fp32_fit`` (temperature, thresholds, band).
 
     ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
     GPU, whose logits are bf16: they are computed here with autocast off, and a sample that
@@ -166,7 +167,5 @@ def fit_int8_calibration(
         int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
     )
     record["quantization"] = summary.record()
-    record["parity"] = measure_parity(
-        fp32_logits, int8_logits, labels, fp32_temperature, record["temperature"]
-    )
+    record["parity"] = measure_parity(fp32_logits, int8_logits, labels, fp32_fit, record)
     return record

@@ -4,11 +4,14 @@ verdicts.
 On a CPU the int8 model (``model/quantize.py``) scores faces faster; whether it says what the
 fp32 model says is measured, not assumed: ``mfclip calibrate`` (and the end of training) scores
 the validation split with both (``engines/fitting.fit_int8_calibration``), fits the int8 model's
-own temperature and thresholds (int8 moves the logits a little, so the fp32 temperature would be
+own temperature, thresholds and band (int8 moves the logits a little, so the fp32 ones would be
 slightly off for it) and records, inside the checkpoint's calibration, the largest change of the
-reported p(fake), the share of faces whose label changes, and the AUC and ECE of both.
-``--precision auto`` runs int8 on a CPU only where that share is at most
-``MAX_LABEL_CHANGE_SHARE``; GPUs keep bf16 autocast (or fp32, asked for). Definitions:
+reported p(fake), the faces whose verdict changes (label at 0.5, the band's inconclusive
+verdict, the label at each stored ``fpr:X`` threshold, each model at its own fit), and the AUC
+and ECE of both. ``--precision auto`` runs int8 on a CPU only where the exact 95 % bound on the
+share of faces whose verdict changes is at most ``MAX_LABEL_CHANGE_SHARE``: what the val split
+shows, not what it happened to see (0 changes among 18 faces show nothing; 299 faces without a
+change show 1 %). GPUs keep bf16 autocast (or fp32, asked for). Definitions:
 docs/performance.md.
 """
 
@@ -26,6 +29,7 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import softmax
 from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound, reals_needed
+from mfclip_cli.scoring.inconclusive import inconclusive_mask, stored_band
 from mfclip_cli.scoring.metrics import (
     calibration_metrics,
     fake_scores,
@@ -36,7 +40,7 @@ from mfclip_cli.scoring.metrics import (
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
 REQUESTABLE = (AUTO, FP32, INT8)
-# the largest share of validation faces whose label may change for auto to choose int8
+# the largest share of faces whose verdict may change (its 95 % bound) for auto to choose int8
 MAX_LABEL_CHANGE_SHARE = 0.01
 INT8_KEY = "int8"  # the calibration record's entry for the int8 model
 LABEL_THRESHOLD = 0.5  # parity compares labels at scan's default fake threshold
@@ -72,24 +76,41 @@ def int8_parity(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
     return ((calibration or {}).get(INT8_KEY) or {}).get("parity")
 
 
+def changed_faces(parity: dict[str, Any]) -> int:
+    """The faces whose verdict int8 changed: any verdict where the parity records them (since
+    2.10.0), the labels at 0.5 in an older record."""
+    return int(parity.get("verdict_changes", {}).get("faces", parity.get("label_changes", 0)))
+
+
+def int8_allowed(parity: dict[str, Any]) -> bool:
+    """Whether auto may run int8: the exact 95 % bound on the share of faces whose verdict
+    changed is at most ``MAX_LABEL_CHANGE_SHARE``."""
+    samples = parity.get("samples") or 0
+    return bool(samples) and fpr_upper_bound(changed_faces(parity), samples) <= (
+        MAX_LABEL_CHANGE_SHARE
+    )
+
+
 def _parity_words(parity: dict[str, Any]) -> str:
     """The parity as a reason says it, with what so many faces can show: 0 changes in 113 bound
     the share at 2.6 % (95 %), not at the 1 % auto asks for, which takes 299 faces."""
+    changes, samples = changed_faces(parity), parity["samples"]
+    what = "verdicts" if "verdict_changes" in parity else "labels"
     words = (
-        f"int8 changed {parity['label_change_share']:.2%} of {parity['samples']} validation "
-        f"labels (at most {MAX_LABEL_CHANGE_SHARE:.0%} allowed), p(fake) by at most "
+        f"int8 changed {changes} of {samples} validation {what}, p(fake) by at most "
         f"{parity['max_fake_change']:.4f}"
     )
-    changes, samples = parity.get("label_changes"), parity["samples"]
-    if changes is None or not samples:
+    if not samples:
         return words
     bound = fpr_upper_bound(changes, samples)
     if bound <= MAX_LABEL_CHANGE_SHARE:
-        return f"{words}; at most {bound:.2%} with 95 % confidence"
+        return f"{words}; at most {bound:.2%} with 95 % confidence (auto allows 1 %)"
+    if changes:
+        return f"{words}: up to {bound:.2%} with 95 % confidence, over the 1 % auto allows"
     needed = reals_needed(MAX_LABEL_CHANGE_SHARE)
     return (
-        f"{words}; so few faces bound the share only at {bound:.2%} (95 %): "
-        f"{needed} would be needed to show {MAX_LABEL_CHANGE_SHARE:.0%}"
+        f"{words}; so few faces bound the share only at {bound:.2%} (95 %), over the "
+        f"{MAX_LABEL_CHANGE_SHARE:.0%} auto allows: {needed} would be needed to show it"
     )
 
 
@@ -123,7 +144,7 @@ def choose_precision(
     if requested == FP32:
         return Precision(requested, FP32, "asked for")
     parity = int8_parity(calibration)
-    allowed = parity is not None and parity["label_change_share"] <= MAX_LABEL_CHANGE_SHARE
+    allowed = parity is not None and int8_allowed(parity)
     if requested == INT8:
         if parity is None:
             unknown = "this checkpoint records no int8 parity (mfclip calibrate measures it)"
@@ -158,32 +179,68 @@ def _quality(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _verdicts(probs: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+    """[N] each face's verdict by one model's own fit at 0.5: its label's class index, or -1
+    where its band marks it inconclusive."""
+    marked = inconclusive_mask(probs, stored_band(calibration))
+    return np.where(marked, -1, verdict_labels(probs, LABEL_THRESHOLD))
+
+
+def _operating_point_changes(
+    fp32: np.ndarray, int8: np.ndarray, fp32_fit: dict[str, Any], int8_fit: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Per ``fpr:X`` threshold both fits store: which faces' labels differ, each model at its
+    own threshold."""
+    thresholds = (fp32_fit.get("thresholds") or {}, int8_fit.get("thresholds") or {})
+    return {
+        name: verdict_labels(fp32, entry["threshold"])
+        != verdict_labels(int8, thresholds[1][name]["threshold"])
+        for name, entry in thresholds[0].items()
+        if name in thresholds[1]
+    }
+
+
 def measure_parity(
     fp32_logits: np.ndarray,
     int8_logits: np.ndarray,
     labels: Sequence[str],
-    fp32_temperature: float,
-    int8_temperature: float,
+    fp32_fit: dict[str, Any],
+    int8_fit: dict[str, Any],
 ) -> dict[str, Any]:
-    """How far the int8 model's reported probabilities (at its temperature) are from the fp32
-    model's (at its own) on the same faces."""
+    """How far the int8 model's reported probabilities and verdicts are from the fp32 model's
+    on the same faces, each model at its own calibration (``fp32_fit``, ``int8_fit``: their
+    temperature, thresholds and band)."""
+    fp32_temperature, int8_temperature = fp32_fit["temperature"], int8_fit["temperature"]
     fp32 = softmax(fp32_logits, fp32_temperature)
     int8 = softmax(int8_logits, int8_temperature)
     change = np.abs(fp32[:, _REAL] - int8[:, _REAL])  # |change of 1 - p(real)|
-    changed = int(
-        np.sum(verdict_labels(fp32, LABEL_THRESHOLD) != verdict_labels(int8, LABEL_THRESHOLD))
-    )
-    share = changed / len(labels) if len(labels) else 0.0
-    return {
+    label_changed = verdict_labels(fp32, LABEL_THRESHOLD) != verdict_labels(int8, LABEL_THRESHOLD)
+    band_changed = (_verdicts(fp32, fp32_fit) == -1) != (_verdicts(int8, int8_fit) == -1)
+    points = _operating_point_changes(fp32, int8, fp32_fit, int8_fit)
+    any_changed = label_changed | band_changed
+    for changed in points.values():
+        any_changed = any_changed | changed
+    samples = len(labels)
+    share = int(label_changed.sum()) / samples if samples else 0.0
+    parity = {
         "split": "val",
-        "samples": len(labels),
+        "samples": samples,
         "max_fake_change": float(change.max(initial=0.0)),
-        "mean_fake_change": float(change.mean()) if len(labels) else 0.0,
+        "mean_fake_change": float(change.mean()) if samples else 0.0,
         "label_threshold": LABEL_THRESHOLD,
-        "label_changes": changed,
+        "label_changes": int(label_changed.sum()),
         "label_change_share": share,
+        # every verdict a scan can give: the label at 0.5, the band's inconclusive verdict, the
+        # label at each stored operating point; ``faces`` counts a face once
+        "verdict_changes": {
+            "faces": int(any_changed.sum()),
+            "inconclusive": int(band_changed.sum()),
+            "operating_points": {name: int(changed.sum()) for name, changed in points.items()},
+            "share_upper_95": fpr_upper_bound(int(any_changed.sum()), samples) if samples else 1.0,
+        },
         "max_label_change_share": MAX_LABEL_CHANGE_SHARE,
-        "int8_allowed": share <= MAX_LABEL_CHANGE_SHARE,
         "fp32": {"temperature": fp32_temperature, **_quality(labels, fp32)},
         "int8": {"temperature": int8_temperature, **_quality(labels, int8)},
     }
+    parity["int8_allowed"] = int8_allowed(parity)
+    return parity

@@ -71,7 +71,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         faces,
         val,
         fp32_logits=logits if scoring.precision.used == FP32 else None,
-        fp32_temperature=record["temperature"],
+        fp32_fit=record,
         fitted_on=fitted_on,
         target_accuracy=request.target_accuracy,
     )

@@ -468,7 +468,7 @@ class Trainer:
             self.face_source,
             self.splits.val,
             fp32_logits=None,
-            fp32_temperature=info.calibration["temperature"],
+            fp32_fit=info.calibration,
             fitted_on=self._fitted_on(step),
         )
         calibration = {**info.calibration, INT8_KEY: int8}
