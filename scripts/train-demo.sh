@@ -5,7 +5,8 @@
 #
 # SYNTHETIC data only (see `mfclip synth --help` and the SYNTH.md it writes): the demo weights
 # recognise those documented artifacts, not real GAN or diffusion faces.
-# The bundled file is this script's output, as it is. Training itself adds the temperature, the
+# The bundled file is this script's output of 2026-12-05, recalibrated on 2026-12-06 by
+# `mfclip calibrate -w mfclip-demo-tiny --data WORK/faces` (same tensors; docs/performance.md). Training itself adds the temperature, the
 # FPR thresholds with their support, the inconclusive band, the OOD statistics, the int8 entry and
 # the generator model for attribution (docs/attribution.md): the demo names its seven synthetic
 # artifacts, which are not real generators. Its records name the data by folder name and
