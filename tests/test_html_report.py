@@ -21,6 +21,7 @@ from mfclip_cli.engines.scan.writers.html import (
     HtmlSink,
     report_from_jsonl,
 )
+from mfclip_cli.engines.scan.writers.table import verdict_note
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MARKUP_NAME = '<script>alert("x")<.png'  # a file name that is markup
@@ -283,6 +284,28 @@ def test_the_meta_block_warns_of_demo_weights_and_shows_the_calibration(scan, tm
     assert "<th>calibration</th><td>method temperature; temperature 1.7</td>" in html
     assert lines[0]["weights"]["sha256"] in html and "<th>device</th><td>cpu</td>" in html
     assert f"<th>precision</th><td>{lines[0]['precision']['used']} (" in html
+
+
+def test_a_fake_whose_family_is_unsure_says_so_in_the_report_and_the_table(scan, tmp_path):
+    """A face sure to be fake but split between the families keeps its label (2.10.0); the
+    report and the table say its family is unsure, beside an inconclusive face's reasons too."""
+    root, _, _ = scan
+    lines = _report_lines(root)
+    faces = [face for line in lines if line["type"] == "file" for face in line["faces"]]
+    sure, leaning = faces[0], faces[1]
+    sure.update(probs={"real": 0.02, "diffusion": 0.49, "gan": 0.49}, label="gan")
+    sure.update(family_uncertainty=0.999711, family_uncertain=True)
+    leaning.update(label="inconclusive", leaning="diffusion", inconclusive=["ood"])
+    leaning.update(family_uncertainty=0.64, family_uncertain=True)
+    report_from_jsonl(_write_lines(tmp_path / "family.jsonl", lines), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert html.count("family unsure (family uncertainty 1.00)") == 1
+    assert 'ood</span>\n<span class="small">· family unsure (family uncertainty 0.64)' in html
+    record = FileRecord.from_dict({"path": "a.png", "faces": [sure, leaning]})
+    assert [verdict_note(face) for face in record.faces] == [
+        "gan (family unsure)",
+        "inconclusive (leaning diffusion: ood)",
+    ]
 
 
 def test_the_meta_block_says_an_unsupported_operating_point_was_used(scan, tmp_path):
