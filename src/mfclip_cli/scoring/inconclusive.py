@@ -89,15 +89,14 @@ def family_uncertainties(probs: np.ndarray) -> np.ndarray:
     return _normalised_entropy(_clipped(probs)[:, _FAMILY_COLUMNS])
 
 
+def _said_fake(probs: np.ndarray) -> np.ndarray:
+    """[N] each face's call at ``FIT_FAKE_THRESHOLD``: fake or not."""
+    return 1.0 - np.asarray(probs)[:, _REAL] >= FIT_FAKE_THRESHOLD
+
+
 def binary_right(labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
     """[N] whether each face's real-vs-fake call at ``FIT_FAKE_THRESHOLD`` is right."""
-    is_fake = np.array([label != "real" for label in labels])
-    said_fake = 1.0 - np.asarray(probs)[:, _REAL] >= FIT_FAKE_THRESHOLD
-    return said_fake == is_fake
-
-
-def _said_fake(probs: np.ndarray) -> np.ndarray:
-    return 1.0 - np.asarray(probs)[:, _REAL] >= FIT_FAKE_THRESHOLD
+    return _said_fake(probs) == np.array([label != "real" for label in labels])
 
 
 def _family_of(probs: np.ndarray) -> np.ndarray:
