@@ -122,7 +122,8 @@ def scan(
         help=(
             "A face is labelled fake when 1 - p(real) reaches this: a number in [0, 1], or "
             "fpr:0.01 / fpr:0.001 for the checkpoint's threshold of that validation FPR "
-            "(refused when its validation split had too few real faces to support it)."
+            "(refused when its validation split had too few real faces to support it). Above "
+            "0.5, with a calibrated checkpoint, a face between 0.5 and it is inconclusive."
         ),
         metavar="X|fpr:X",
     ),
@@ -158,8 +159,8 @@ def scan(
         True,
         "--inconclusive/--no-inconclusive",
         help="Label inconclusive (keeping the label it leaned to) a face out of distribution, "
-        "above the checkpoint's calibrated uncertainty threshold, or unstable under "
-        "--stability (docs/verdicts.md).",
+        "above the checkpoint's calibrated uncertainty threshold, unstable under --stability, "
+        "or called real by a --fake-threshold above 0.5 while it leans fake (docs/verdicts.md).",
     ),
     stability: bool = typer.Option(
         False,

@@ -6,10 +6,11 @@ A face is ``inconclusive`` (its label kept as ``leaning``) for any of these reas
 - ``ood``: its embedding is out of the training distribution (``scoring/ood.py``);
 - ``unstable``: with ``scan --stability``, its real-vs-fake call changes under one of the
   documented re-encodings of its crop;
-- ``operating_point``: its call at the fake threshold in use (``--fake-threshold``, an ``fpr:X``
-  operating point) differs from its call at 0.5, the call the band's threshold is fitted for (a
-  face at p(fake) 0.90 under an ``fpr:0.01`` threshold of 0.93 leans fake, yet would be a
-  conclusive ``real``). Only where a threshold is stored: the band vouches for nothing else.
+- ``operating_point``: the fake threshold in use (``--fake-threshold``, an ``fpr:X`` operating
+  point above 0.5) calls it real while its call at 0.5, the one the band's threshold is fitted
+  for, is fake: a face at p(fake) 0.90 under an ``fpr:0.01`` threshold of 0.93 leans fake, yet
+  would be a conclusive ``real``. A threshold under 0.5 calls more faces fake on purpose (a
+  stricter gate): those stay conclusive. Only where a threshold is stored.
 
 A face's uncertainty is that of the call the threshold is fitted for, real vs fake: the binary
 entropy of (p(real), 1 - p(real)) over log 2, 0 sure, 1 at 0.5 (``measure: binary``). A
@@ -27,7 +28,10 @@ being right often enough. When no such ``u`` exists (not even the most certain f
 target) the threshold is 0: every face is inconclusive, and the record says the target was not
 reached. Uncertainties and the threshold are compared at the 6 digits a face record gives (the
 val face that sets the threshold stays conclusive, and a record's verdict can be checked from the
-record).
+record). A threshold counts only where the val faces it keeps also show, at 95 % (their exact
+binomial lower bound), an accuracy above one half: without it a near-uniform model (temperature at
+its upper bound) "reached" the target on its single surest val face and called real faces fake
+conclusively.
 
 The family threshold is the same rule on the val fakes called fake, with the family uncertainty
 (the binary entropy of p(diffusion) and p(gan) given fake) and whether the family (the larger of
@@ -49,6 +53,8 @@ from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound
 INCONCLUSIVE = "inconclusive"
 TARGET_ACCURACY = 0.95
 FIT_FAKE_THRESHOLD = 0.5  # the fake threshold the val accuracy is measured at
+# the kept val faces' 95 % lower bound on accuracy must exceed this for a threshold to count
+MIN_LOWER_BOUND = 0.5
 REASONS = ("uncertain", "ood", "unstable", "operating_point")  # in the order a record lists them
 BINARY, THREE_CLASS = "binary", "3-class"  # the uncertainty measures (module docstring)
 FAMILIES = ("diffusion", "gan")
@@ -63,7 +69,7 @@ def _normalised_entropy(values: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         shares = np.where(total > 0, values / total, 1.0 / values.shape[1])
         terms = np.where(shares > 0, shares * np.log(shares), 0.0)
-    return -terms.sum(axis=1) / np.log(values.shape[1])
+    return 0.0 - terms.sum(axis=1) / np.log(values.shape[1])  # 0.0 - x: never -0.0
 
 
 def _clipped(probs: np.ndarray) -> np.ndarray:
@@ -105,18 +111,30 @@ def _family_of(probs: np.ndarray) -> np.ndarray:
     return np.array(FAMILIES)[np.argmax(columns, axis=1)]
 
 
+def _better_than_a_coin(kept: int, right: int) -> bool:
+    """Whether ``right`` of ``kept`` faces show, at 95 %, an accuracy above one half: the exact
+    (Clopper-Pearson) lower bound over 0.5. One right face of one shows nothing (bound 0.05), four
+    of four not enough (0.47), five of five do (0.55)."""
+    return 1.0 - fpr_upper_bound(kept - right, kept) > MIN_LOWER_BOUND
+
+
 def _rule_threshold(
     spread: np.ndarray, right: np.ndarray, target: float
 ) -> tuple[float, bool, np.ndarray]:
     """The module's rule on faces of uncertainty ``spread`` (6 digits) and correctness
     ``right``: (threshold, whether the target was reached, which faces it keeps)."""
     order = np.argsort(spread, kind="stable")
-    cumulative = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    hits = np.cumsum(right[order])
+    cumulative = hits / np.arange(1, len(order) + 1)
     sorted_spread = spread[order]
     # a threshold keeps every face tied with it: look only at the last face of each tie
     last_of_tie = np.append(sorted_spread[1:] != sorted_spread[:-1], True)
-    reaching = np.flatnonzero(last_of_tie & (cumulative >= target - 1e-12))
-    if not len(reaching):
+    reaching = [
+        int(i)
+        for i in np.flatnonzero(last_of_tie & (cumulative >= target - 1e-12))
+        if _better_than_a_coin(int(i) + 1, int(hits[i]))
+    ]
+    if not reaching:
         return 0.0, False, np.zeros(len(spread), bool)
     threshold = float(sorted_spread[reaching[-1]])
     return threshold, True, spread <= threshold
@@ -174,7 +192,8 @@ def fit_uncertainty_threshold(
         "uncertainty_threshold": threshold,
         "measure": BINARY,
         "rule": "largest val uncertainty whose val faces at or below it are right (real vs "
-        f"fake at {FIT_FAKE_THRESHOLD}) at least target_accuracy of the time",
+        f"fake at {FIT_FAKE_THRESHOLD}) at least target_accuracy of the time, and show an "
+        f"accuracy above {MIN_LOWER_BOUND} at 95 %",
         "target_accuracy": target,
         "reached": reached,
         **_kept_figures(right, kept),
@@ -243,12 +262,13 @@ def _above(spread: Any, threshold: float) -> Any:
     return np.round(spread, 6) > round(threshold, 6)
 
 
-def off_fitted_call(probs: np.ndarray, fake_threshold: float) -> np.ndarray:
-    """[N] whether each face's call at ``fake_threshold`` differs from its call at
-    ``FIT_FAKE_THRESHOLD``, the one the band vouches for (fake scores compared in float64, as
-    the labels are)."""
+def called_real_leaning_fake(probs: np.ndarray, fake_threshold: float) -> np.ndarray:
+    """[N] whether ``fake_threshold`` calls each face real while its call at
+    ``FIT_FAKE_THRESHOLD``, the one the band vouches for, is fake (fake scores compared in
+    float64, as the labels are). A lower threshold's extra fakes are not counted: a stricter gate
+    asked for them."""
     score = 1.0 - np.asarray(probs, dtype=np.float64)[:, _REAL]
-    return (score >= fake_threshold) != (score >= FIT_FAKE_THRESHOLD)
+    return (score >= FIT_FAKE_THRESHOLD) & (score < fake_threshold)
 
 
 def reasons(
@@ -259,7 +279,7 @@ def reasons(
     off_call: bool | None = None,
 ) -> list[str]:
     """Why a face is inconclusive, in ``REASONS`` order; empty when its verdict stands.
-    ``off_call`` (``off_fitted_call``) counts only where a threshold is stored."""
+    ``off_call`` (``called_real_leaning_fake``) counts only where a threshold is stored."""
     stored = threshold is not None
     holds = {
         "uncertain": stored and uncertainty is not None and bool(_above(uncertainty, threshold)),
@@ -277,12 +297,12 @@ def inconclusive_mask(
     fake_threshold: float = FIT_FAKE_THRESHOLD,
 ) -> np.ndarray:
     """[N] which faces of an evaluation set the band marks: uncertainty (by the band's measure)
-    above its threshold, a call at ``fake_threshold`` other than at 0.5 (where a threshold is
+    above its threshold, called real at ``fake_threshold`` but fake at 0.5 (where a threshold is
     stored), or out of distribution."""
     marked = np.zeros(len(probs), dtype=bool)
     if band.threshold is not None:
         marked |= _above(band.uncertainties(probs), band.threshold)
-        marked |= off_fitted_call(probs, fake_threshold)
+        marked |= called_real_leaning_fake(probs, fake_threshold)
     if ood is not None:
         marked |= np.asarray(ood, dtype=bool)
     return marked

@@ -28,7 +28,7 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.fingerprints import face_fingerprints
-from mfclip_cli.scoring.inconclusive import Band, off_fitted_call
+from mfclip_cli.scoring.inconclusive import Band, called_real_leaning_fake
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
@@ -245,13 +245,14 @@ class ModelStage:
         return results
 
     def _verdict(self, scorer: Scorer, face: FoundFace) -> dict[str, Any]:
-        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it."""
+        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it, its uncertainty by the
+        primary's measure (the one meta.verdicts names)."""
         return verdict(
             dict(zip(self.classes, face.probs.tolist())),
             self.label(face.probs, scorer),
             face.ood_distance,
             None if scorer.ood is None else scorer.ood.threshold,
-            scorer.band.measure,
+            self.primary.band.measure,  # side by side, every entry's uncertainty alike
         )
 
     def _detectors(self, face: FoundFace) -> list[dict[str, Any]] | None:
@@ -294,7 +295,7 @@ class ModelStage:
             if self.settings.inconclusive:
                 flips = None if face.stability is None else face.stability["flips"]
                 band = self.primary.band
-                off_call = off_fitted_call(face.probs[None], self.fake_threshold())[0]
+                off_call = called_real_leaning_fake(face.probs[None], self.fake_threshold())[0]
                 record.mark_inconclusive(
                     inconclusive_reasons(
                         record.uncertainty, band.threshold, record.ood, flips, off_call

@@ -85,7 +85,7 @@ class FaceRecord:
     # generator it most resembles or "unknown" (scoring/attribution.py, Attributions.record)
     attribution: dict[str, Any] | None = None
     # an inconclusive face (label "inconclusive"): the label it leaned to, and why
-    # ("uncertain", "ood", "unstable"; docs/verdicts.md)
+    # ("uncertain", "ood", "unstable", "operating_point"; docs/verdicts.md)
     leaning: str | None = None
     inconclusive: list[str] | None = None
     # a face labelled (or leaning) diffusion or gan: the binary entropy of p(diffusion) and

@@ -18,11 +18,12 @@ def verdict_note(face: FaceRecord) -> str:
     """A face's label in words for the table: an inconclusive one with what it leaned to and
     why, a family the model is unsure of, an OOD flag the band did not act on, the spread under
     --stability."""
+    family = "family unsure" if face.family_uncertain else ""
     if face.inconclusive:
-        note = f"{INCONCLUSIVE} (leaning {face.leaning}: {', '.join(face.inconclusive)})"
+        reasons = ", ".join(face.inconclusive) + (f"; {family}" if family else "")
+        note = f"{INCONCLUSIVE} (leaning {face.leaning}: {reasons})"
     else:
-        note = face.label + (" (family unsure)" if face.family_uncertain else "")
-        note += ", OOD" if face.ood else ""
+        note = face.label + (f" ({family})" if family else "") + (", OOD" if face.ood else "")
     if face.stability:
         note += f", spread {face.stability['spread']:.2f}"
     return note
