@@ -22,6 +22,7 @@ from mfclip_cli.model.checkpoint import save_fitted, sidecar_path, timeless
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
 from mfclip_cli.scoring.metrics import rates_at_threshold
+from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import MAX_LABEL_CHANGE_SHARE, measure_parity, model_at
 
 
@@ -411,19 +412,23 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
     )
     record = read_checkpoint_info(calibrated).calibration
     int8 = record["int8"]
-    quantized = int8["quantization"]
-    assert quantized["quantized_linear_layers"] == quantized["linear_layers"] > 0
+    parity = int8["parity"]
+    quantization = int8["quantization"]
+    assert quantization["quantized_linear_layers"] == quantization["linear_layers"] > 0
     assert set(int8["thresholds"]) == {"fpr:0.01", "fpr:0.001"} and int8["temperature"] > 0
     # the parity figures, computed again from both models' val logits (same batches)
     index, val = _val_split(dataset)
     model, _ = load_checkpoint(calibrated, inference=True)
     source = FaceSource(index.root, torch.device("cpu"))
-    fp32_logits = predict_outputs(model, source, val).logits
+    fp32 = predict_outputs(model, source, val, embeddings=True)
     int8_model = model_at(model, "int8")
-    int8_logits = predict_outputs(int8_model, source, val).logits
+    quantized = predict_outputs(int8_model, source, val, embeddings=True)
     labels = [sample.label for sample in val]
-    expected = measure_parity(fp32_logits, int8_logits, labels, record, int8)
-    parity = int8["parity"]
+    # the OOD flags of both models' embeddings under the statistics the checkpoint carries
+    ood = ood_of(read_checkpoint_info(calibrated))
+    flags = tuple(ood.flags(ood.distances(out.embeddings)) for out in (fp32, quantized))
+    expected = measure_parity(fp32.logits, quantized.logits, labels, record, int8, flags)
+    assert parity["verdict_changes"]["ood"] == int((flags[0] != flags[1]).sum())
     assert parity["samples"] == len(val) and parity["split"] == "val"
     assert parity["label_changes"] == expected["label_changes"]
     assert parity["max_fake_change"] == pytest.approx(expected["max_fake_change"], abs=1e-6)

@@ -212,6 +212,13 @@ def test_parity_figures_against_a_hand_computation():
     assert verdicts["share_upper_95"] == pytest.approx(fpr_upper_bound(verdicts["faces"], 4))
     assert parity["int8_allowed"] is False and parity["samples"] == 4
     assert parity["fp32"]["temperature"] == 1.0 and parity["int8"]["temperature"] == 1.2
+    assert "ood" not in verdicts  # no statistics, no flags
+    # with OOD flags: face 3 out of distribution under int8's embedding only is inconclusive
+    # there, a band verdict changed
+    flags = (np.array([False] * 4), np.array([False, False, False, True]))
+    flagged = measure_parity(fp32, int8, labels, fp32_fit, int8_fit, flags)["verdict_changes"]
+    assert flagged["ood"] == 1 and flagged["inconclusive"] == 2
+    assert flagged["faces"] == (changed | banded | at_point | flags[1]).sum()
     # AUC of the fake score: faces 1 and 3 fake, 0 and 2 real
     assert parity["fp32"]["auc"] == 1.0
     assert 0.0 <= parity["int8"]["ece_fake"] <= 1.0

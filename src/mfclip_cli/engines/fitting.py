@@ -17,6 +17,7 @@ from mfclip_cli.data.samples import Sample, Unreadable
 from mfclip_cli.engines.inference import (
     FaceSource,
     Fingerprints,
+    Outputs,
     predict_fingerprints,
     predict_outputs,
     require_all_read,
@@ -32,7 +33,7 @@ from mfclip_cli.scoring.attribution import (
 )
 from mfclip_cli.scoring.calibration import fit_calibration
 from mfclip_cli.scoring.inconclusive import TARGET_ACCURACY
-from mfclip_cli.scoring.ood import fit_ood, ood_problem
+from mfclip_cli.scoring.ood import OodStatistics, fit_ood, ood_problem
 from mfclip_cli.scoring.precision import measure_parity
 
 FITTED_NAMES = {
@@ -44,6 +45,7 @@ FITTED_NAMES = {
 @dataclass
 class FitOutcome:
     fitted: dict[str, Fitted] = field(default_factory=dict)  # keyed as checkpoint.FITTED
+    ood: OodStatistics | None = None  # the OOD statistics fitted, as scans apply them
     refused: dict[str, str] = field(default_factory=dict)  # key: why it could not be fitted
     # the samples left out of the fits because they could not be read, by path
     unreadable: dict[str, Unreadable] = field(default_factory=dict)
@@ -82,13 +84,13 @@ def fit_statistics(
 
     if OOD_KEY in todo:
         train_rows, train_scored = embeddings(train)
-        statistics = fit_ood(
+        outcome.ood = fit_ood(
             train_rows,
             [s.label for s in train_scored],
             val_embeddings if val_embeddings is not None else embeddings(val)[0],
             fitted_on=fitted_on,
         )
-        outcome.fitted[OOD_KEY] = statistics.fitted()
+        outcome.fitted[OOD_KEY] = outcome.ood.fitted()
     if ATTRIBUTION_KEY in todo:
         outcome.fitted[ATTRIBUTION_KEY], missing = _fit_generator_model(
             model.crop_size, source, train, val, fitted_on=fitted_on
@@ -141,31 +143,42 @@ def fit_int8_calibration(
     source: FaceSource,
     samples: Sequence[Sample],
     *,
-    fp32_logits: np.ndarray | None,
+    fp32_outputs: Outputs | None,
     fp32_fit: dict[str, Any],
     fitted_on: dict[str, Any],
+    ood: OodStatistics | None = None,
     target_accuracy: float = TARGET_ACCURACY,
 ) -> dict[str, Any]:
     """The int8 entry of a checkpoint's calibration: the int8 model's own temperature and
     thresholds and band on the validation ``samples``, what was quantized, and its parity with
-    the fp32 model at its own fit ``fp32_fit`` (temperature, thresholds, band).
+    the fp32 model at its own fit ``fp32_fit`` (temperature, thresholds, band), and with ``ood``
+    (the statistics scans apply to either model's embeddings) the OOD flags of both.
 
-    ``fp32_logits`` are the fp32 model's on ``samples`` where the caller has them (None on a
-    GPU, whose logits are bf16: they are computed here with autocast off, and a sample that
-    cannot be read is left out); the int8 model runs on the CPU, the only place its kernels
-    exist.
+    ``fp32_outputs`` are the fp32 model's on ``samples`` (with embeddings where ``ood`` is
+    given) where the caller has them (None on a GPU, whose logits are bf16: they are computed
+    here with autocast off, and a sample that cannot be read is left out); the int8 model runs
+    on the CPU, the only place its kernels exist.
     """
-    if fp32_logits is None:
-        fp32 = predict_outputs(model, source, samples, bf16=False)
-        fp32_logits, samples = fp32.logits, fp32.samples
+    embeddings = ood is not None
+    if fp32_outputs is None:
+        fp32_outputs = predict_outputs(model, source, samples, embeddings=embeddings, bf16=False)
+        samples = fp32_outputs.samples
     quantized, summary = quantize_int8(model)
-    int8 = predict_outputs(quantized, replace(source, device=torch.device("cpu")), samples)
+    int8 = predict_outputs(
+        quantized, replace(source, device=torch.device("cpu")), samples, embeddings=embeddings
+    )
     require_all_read(int8, source.root)
-    int8_logits = int8.logits
     labels = [sample.label for sample in samples]
     record = fit_calibration(
-        int8_logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
+        int8.logits, labels, fitted_on=fitted_on, target_accuracy=target_accuracy
     )
     record["quantization"] = summary.record()
-    record["parity"] = measure_parity(fp32_logits, int8_logits, labels, fp32_fit, record)
+    flags = None
+    if ood is not None:
+        flags = tuple(
+            ood.flags(ood.distances(outputs.embeddings)) for outputs in (fp32_outputs, int8)
+        )
+    record["parity"] = measure_parity(
+        fp32_outputs.logits, int8.logits, labels, fp32_fit, record, ood_flags=flags
+    )
     return record

@@ -179,11 +179,11 @@ def _quality(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _verdicts(probs: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
-    """[N] each face's verdict by one model's own fit at 0.5: its label's class index, or -1
-    where its band marks it inconclusive."""
-    marked = inconclusive_mask(probs, stored_band(calibration))
-    return np.where(marked, -1, verdict_labels(probs, LABEL_THRESHOLD))
+def _inconclusive(
+    probs: np.ndarray, calibration: dict[str, Any], ood: np.ndarray | None
+) -> np.ndarray:
+    """[N] which faces one model's own band (and OOD flags, where given) marks inconclusive."""
+    return inconclusive_mask(probs, stored_band(calibration), ood)
 
 
 def _operating_point_changes(
@@ -206,16 +206,21 @@ def measure_parity(
     labels: Sequence[str],
     fp32_fit: dict[str, Any],
     int8_fit: dict[str, Any],
+    ood_flags: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """How far the int8 model's reported probabilities and verdicts are from the fp32 model's
     on the same faces, each model at its own calibration (``fp32_fit``, ``int8_fit``: their
-    temperature, thresholds and band)."""
+    temperature, thresholds and band) and, where given, with each model's OOD flags (fp32,
+    int8) under the checkpoint's statistics, as a scan applies them."""
     fp32_temperature, int8_temperature = fp32_fit["temperature"], int8_fit["temperature"]
     fp32 = softmax(fp32_logits, fp32_temperature)
     int8 = softmax(int8_logits, int8_temperature)
     change = np.abs(fp32[:, _REAL] - int8[:, _REAL])  # |change of 1 - p(real)|
     label_changed = verdict_labels(fp32, LABEL_THRESHOLD) != verdict_labels(int8, LABEL_THRESHOLD)
-    band_changed = (_verdicts(fp32, fp32_fit) == -1) != (_verdicts(int8, int8_fit) == -1)
+    flags = ood_flags or (None, None)
+    band_changed = _inconclusive(fp32, fp32_fit, flags[0]) != _inconclusive(
+        int8, int8_fit, flags[1]
+    )
     points = _operating_point_changes(fp32, int8, fp32_fit, int8_fit)
     any_changed = label_changed | band_changed
     for changed in points.values():
@@ -230,11 +235,13 @@ def measure_parity(
         "label_threshold": LABEL_THRESHOLD,
         "label_changes": int(label_changed.sum()),
         "label_change_share": share,
-        # every verdict a scan can give: the label at 0.5, the band's inconclusive verdict, the
-        # label at each stored operating point; ``faces`` counts a face once
+        # every verdict a scan can give: the label at 0.5, the band's inconclusive verdict (its
+        # threshold, and the OOD flag where statistics exist), the label at each stored
+        # operating point; ``faces`` counts a face once
         "verdict_changes": {
             "faces": int(any_changed.sum()),
             "inconclusive": int(band_changed.sum()),
+            **({} if ood_flags is None else {"ood": int((flags[0] != flags[1]).sum())}),
             "operating_points": {name: int(changed.sum()) for name, changed in points.items()},
             "share_upper_95": fpr_upper_bound(int(any_changed.sum()), samples) if samples else 1.0,
         },

@@ -20,6 +20,7 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.model.checkpoint import save_fitted
 from mfclip_cli.scoring.attribution import attribution_summary, attributor_of
 from mfclip_cli.scoring.calibration import CalibrationError, calibration_problem, fit_calibration
+from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import FP32, INT8_KEY
 
 
@@ -66,15 +67,6 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     record["source_sha256"] = source.sha256
     record["base_sha256"] = (source.calibration or {}).get("base_sha256", source.sha256)
     faces = scoring.face_source(request.batch_size, request.workers)
-    record[INT8_KEY] = fit_int8_calibration(
-        scoring.checkpoint.model,
-        faces,
-        val,
-        fp32_logits=logits if scoring.precision.used == FP32 else None,
-        fp32_fit=record,
-        fitted_on=fitted_on,
-        target_accuracy=request.target_accuracy,
-    )
     outcome = fit_statistics(
         scoring.checkpoint.model,
         faces,
@@ -83,6 +75,18 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         wanted=tuple(FITTED_NAMES),
         fitted_on=fitted_on,
         val_embeddings=val_outputs.embeddings,
+    )
+    # the int8 parity with the OOD statistics the new checkpoint carries (the source's kept
+    # where none could be fitted)
+    record[INT8_KEY] = fit_int8_calibration(
+        scoring.checkpoint.model,
+        faces,
+        val,
+        fp32_outputs=val_outputs if scoring.precision.used == FP32 else None,
+        fp32_fit=record,
+        fitted_on=fitted_on,
+        ood=outcome.ood or ood_of(source),
+        target_accuracy=request.target_accuracy,
     )
     for missing in outcome.unreadable.values():  # train samples: val's were left out above
         error_console.print(

@@ -78,6 +78,7 @@ from mfclip_cli.scoring.calibration import (
     softmax,
     temperature_warning,
 )
+from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import INT8_KEY
 from mfclip_cli.timestamps import utc_now
 
@@ -467,9 +468,10 @@ class Trainer:
             model,
             self.face_source,
             self.splits.val,
-            fp32_logits=None,
+            fp32_outputs=None,
             fp32_fit=info.calibration,
             fitted_on=self._fitted_on(step),
+            ood=ood_of(info),  # fitted just before, as scans apply it
         )
         calibration = {**info.calibration, INT8_KEY: int8}
         save_fitted(info, best, calibration=calibration, overwrite=True)
