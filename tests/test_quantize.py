@@ -219,6 +219,12 @@ def test_parity_figures_against_a_hand_computation():
     flagged = measure_parity(fp32, int8, labels, fp32_fit, int8_fit, flags)["verdict_changes"]
     assert flagged["ood"] == 1 and flagged["inconclusive"] == 2
     assert flagged["faces"] == (changed | banded | at_point | flags[1]).sum()
+    # a flag that changes where the band marks the face under both models still counts
+    both = np.array([False, False, True, False])  # face 2: uncertain under both (0.98 > 0.8)
+    assert u32[2] > 0.8 and u8[2] > 0.8
+    alone = measure_parity(fp32, int8, labels, fp32_fit, int8_fit, (both, np.zeros(4, bool)))
+    assert alone["verdict_changes"]["ood"] == 1
+    assert alone["verdict_changes"]["faces"] == (changed | banded | at_point | both).sum()
     # AUC of the fake score: faces 1 and 3 fake, 0 and 2 real
     assert parity["fp32"]["auc"] == 1.0
     assert 0.0 <= parity["int8"]["ece_fake"] <= 1.0

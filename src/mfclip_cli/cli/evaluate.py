@@ -348,7 +348,8 @@ def _parity_line(int8: dict) -> str:
     return (
         f"int8: temperature {int8['temperature']:.4f}; {changed['faces']} of "
         f"{parity['samples']} val verdicts changed ({parity['label_changes']} labels, "
-        f"{changed['inconclusive']} inconclusive, at the fpr thresholds "
+        f"{changed['inconclusive']} inconclusive, {changed.get('ood', 0)} OOD flags, at the fpr "
+        "thresholds "
         f"{sum(changed['operating_points'].values())}; up to {changed['share_upper_95']:.2%} "
         f"with 95 % confidence, at most {parity['max_label_change_share']:.0%} for auto), "
         f"p(fake) by at most {parity['max_fake_change']:.4f}; {figures}: {verdict}"

@@ -222,7 +222,9 @@ def measure_parity(
         int8, int8_fit, flags[1]
     )
     points = _operating_point_changes(fp32, int8, fp32_fit, int8_fit)
-    any_changed = label_changed | band_changed
+    ood_changed = np.zeros(len(labels), bool) if ood_flags is None else flags[0] != flags[1]
+    # a face's OOD flag is reported even where the band marks it either way: a change of its own
+    any_changed = label_changed | band_changed | ood_changed
     for changed in points.values():
         any_changed = any_changed | changed
     samples = len(labels)
@@ -241,7 +243,7 @@ def measure_parity(
         "verdict_changes": {
             "faces": int(any_changed.sum()),
             "inconclusive": int(band_changed.sum()),
-            **({} if ood_flags is None else {"ood": int((flags[0] != flags[1]).sum())}),
+            **({} if ood_flags is None else {"ood": int(ood_changed.sum())}),
             "operating_points": {name: int(changed.sum()) for name, changed in points.items()},
             "share_upper_95": fpr_upper_bound(int(any_changed.sum()), samples) if samples else 1.0,
         },
