@@ -111,6 +111,11 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
         run_ablation(other, console, console)
     faster = replace(request, training=replace(request.training, workers=1))
     assert run_ablation(faster, console, console)["variants"] == report["variants"]
+    # ... and only on the data they were trained on: files added since change the sample list's
+    # digest, and a reused run's figures would be reported beside runs on the new data (audit Y)
+    monkeypatch.setattr(ablate_engine, "index_digest", lambda index: "0" * 64)
+    with pytest.raises(UsageError, match=r"trained and tested on other data \(\d+ samples then"):
+        run_ablation(request, console, console)
 
 
 def test_bad_requests_are_usage_errors(small_data, tmp_path):

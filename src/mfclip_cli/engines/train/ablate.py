@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
+from mfclip_cli.data.identity import index_digest
 from mfclip_cli.engines.inference import (
     FaceSource,
     predict_outputs,
@@ -37,7 +38,7 @@ from mfclip_cli.engines.train.settings import TrainSettings, learning_difference
 from mfclip_cli.engines.train.training import train
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
-from mfclip_cli.model import load_checkpoint
+from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import softmax
@@ -110,6 +111,20 @@ class _Runner:
         if not self.splits.test:
             raise UsageError(f"protocol {settings.protocol} leaves no test samples in this data")
 
+    def _refuse_other_data(self, run: Path) -> None:
+        """A finished run is reused only on the data it was trained and tested on: its
+        checkpoint records the sample list's digest (files added, removed or relabelled since
+        change it, as ``train --resume`` refuses them)."""
+        info = read_checkpoint_info(run / "best.safetensors")
+        recorded = (info.metadata.get("training") or {}).get("data") or {}
+        if recorded.get("index_sha256") in (None, index_digest(self.index)):
+            return
+        raise UsageError(
+            f"{run} was trained and tested on other data ({recorded.get('samples')} samples "
+            f"then, {len(self.index.samples)} now: files added, removed or relabelled since); "
+            "its figures are not this data's: use another --out"
+        )
+
     def __call__(self, folder: Path, variant: str, seed: int) -> dict[str, Any]:
         run = folder / variant / f"seed-{seed}"
         overrides = list(self.request.overrides(variant))
@@ -125,6 +140,7 @@ class _Runner:
             )
         done = run / RESULT_FILE
         if saved is not None and done.is_file():
+            self._refuse_other_data(run)
             result = json.loads(done.read_text(encoding="utf-8"))
             # a run finished before report 2.0.0 also has its text-prompt attribution
             return {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
