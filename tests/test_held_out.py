@@ -14,7 +14,11 @@ from test_train import make_dataset
 from mfclip_cli.data import read_dataset, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.evaluate.held_out import trained_protocol, training_overlap
+from mfclip_cli.engines.evaluate.held_out import (
+    changed_data_overlap,
+    trained_protocol,
+    training_overlap,
+)
 from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info, save_checkpoint
 
 
@@ -112,6 +116,34 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert "protocol: in-domain, the one the checkpoint was trained with" in default.stderr
     report = json.loads((tmp_path / "default.json").read_text())
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", "train": 0, "val": 0}
+
+
+def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(
+    data, in_domain, tmp_path
+):
+    """Audit Y F3: one file added to the training folder turned the held-out check off without
+    a word, and eval scored training faces as test. Who was trained on cannot be told exactly
+    now, but the recorded protocol splits by a stable hash: the overlap it gives is an upper
+    bound, said on stderr."""
+    grown = tmp_path / "grown" / data.name  # the folder's recorded name
+    shutil.copytree(data, grown)
+    first = sorted((grown / "real").rglob("*.png"))[0]
+    shutil.copy(first, first.with_name("added_" + first.name))
+    info, index = read_checkpoint_info(in_domain), read_dataset(grown)
+    test = select(index, "cross-generator", ()).test
+    assert training_overlap(info, index, "test", test) is None  # other data: nothing exact
+    estimate, then = changed_data_overlap(info, index, "test", test)
+    expected = _expected(data, "in-domain", "cross-generator", "test")
+    assert then == len(read_dataset(data).samples) == len(index.samples) - 1
+    assert all(estimate.counts[role] >= expected[role] for role in expected)
+    said = _eval(grown, in_domain, tmp_path / "r.json", "--protocol", "cross-generator")
+    assert said.returncode == 0, said.stderr
+    assert f"up to {estimate.total} of the {len(test)} test samples" in said.stderr
+    assert f"({then} samples, {then + 1} now" in said.stderr
+    # other data altogether (another folder name) says nothing of the kind
+    elsewhere = tmp_path / "other"
+    shutil.copytree(grown, elsewhere)
+    assert changed_data_overlap(info, read_dataset(elsewhere), "test", test) is None
 
 
 def test_a_checkpoint_copied_without_its_sidecar_still_knows_its_training(

@@ -24,17 +24,11 @@ TRAINED_ON = {"test": ("train", "val"), "val": ("train",)}
 ALLOW_OPTION = "--allow-training-overlap"
 
 
-def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
-    """The protocol a checkpoint was trained with, where it was trained on this very data (the
-    same sample list) and the protocol can still be read: recorded whole since report format
-    2.4.0, else found by its name among the shipped ones. Its held-out values are pinned to those
-    it held out then, so that it splits alike whatever the order of ``--data`` now (an
-    ``after-first`` protocol holds out every --data after the first). None where it cannot be
-    told."""
-    training = info.metadata.get("training") or {}
-    if as_trained(info, index) is None:
-        return None
-    recorded = training.get("protocol") or {}
+def _recorded_protocol(info: CheckpointInfo) -> Protocol | None:
+    """The protocol a checkpoint records it was trained with, as it split then: recorded whole
+    since report format 2.4.0, else found by its name among the shipped ones, its held-out values
+    pinned to those it held out. None where it cannot be read."""
+    recorded = (info.metadata.get("training") or {}).get("protocol") or {}
     try:
         if recorded.get("definition"):
             definition = dict(recorded["definition"])
@@ -47,6 +41,16 @@ def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
         return parse_protocol(definition)
     except (ProtocolError, OSError):
         return None
+
+
+def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
+    """The protocol a checkpoint was trained with, where it was trained on this very data (the
+    same sample list) and the protocol can still be read: recorded whole since report format
+    2.4.0, else found by its name among the shipped ones. Its held-out values are pinned to those
+    it held out then, so that it splits alike whatever the order of ``--data`` now (an
+    ``after-first`` protocol holds out every --data after the first). None where it cannot be
+    told."""
+    return None if as_trained(info, index) is None else _recorded_protocol(info)
 
 
 def as_trained(info: CheckpointInfo, index: DataIndex) -> DataIndex | None:
@@ -102,8 +106,12 @@ def training_overlap(
     test, val) split, by path or by video (frames of one video are one group); None where it
     cannot be told."""
     trained = _trained_splits(info, index)
-    if trained is None:
-        return None
+    return None if trained is None else _overlap(trained, split, samples)
+
+
+def _overlap(trained: Splits, split: str, samples: Sequence[Sample]) -> Overlap:
+    """The ``samples`` that lie in ``trained``'s train (and, for test, val) split, by path or
+    by video."""
     counts = {}
     for role in TRAINED_ON[split]:
         met = getattr(trained, role)
@@ -114,6 +122,29 @@ def training_overlap(
             for sample in samples
         )
     return Overlap(trained.protocol.name, counts)
+
+
+def changed_data_overlap(
+    info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
+) -> tuple[Overlap, int] | None:
+    """Where ``index`` looks like the checkpoint's training data changed since (the folder of
+    the recorded name, another sample list: files added, removed or relabelled), the ``samples``
+    its recorded protocol puts in its own splits on the data as it stands (splits go by a stable
+    hash of each sample's path or video, so a sample trained on lands there again; a file added
+    since may too: an upper bound), with the number of samples recorded then. None elsewhere."""
+    recorded = (info.metadata.get("training") or {}).get("data") or {}
+    if as_trained(info, index) is not None or index.sources:
+        return None
+    if recorded.get("name") != Path(index.root).name or not recorded.get("index_sha256"):
+        return None
+    protocol = _recorded_protocol(info)
+    if protocol is None:
+        return None
+    try:
+        splits = select(index, protocol, ())
+    except (ProtocolError, DataError):
+        return None
+    return _overlap(splits, split, samples), int(recorded.get("samples") or 0)
 
 
 def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: str) -> None:

@@ -4,6 +4,7 @@ loaded to score them, the data first (its checks are the cheapest)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -15,6 +16,7 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
     Overlap,
+    changed_data_overlap,
     refuse_training_overlap,
     trained_protocol,
     training_overlap,
@@ -146,7 +148,22 @@ def held_out_check(
             f"whether the {split} split holds faces it was trained on cannot be told",
             highlight=False,
         )
-    overlap = training_overlap(loaded.info, index, split, getattr(splits, split))
+    scored = getattr(splits, split)
+    overlap = training_overlap(loaded.info, index, split, scored)
+    if overlap is None and (changed := changed_data_overlap(loaded.info, index, split, scored)):
+        estimate, then = changed
+        if estimate.total:  # said, not refused: an upper bound, not a count
+            shares = ", ".join(f"{count} {role}" for role, count in estimate.counts.items())
+            error_console.print(
+                f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was trained on "
+                f"{escape(Path(index.root).name)} as it was then ({then} samples, "
+                f"{len(index.samples)} now: files added, removed or relabelled since), so "
+                f"whether the {split} split holds faces it was trained on cannot be told "
+                f"exactly: under its training protocol {escape(estimate.protocol)}, up to "
+                f"{estimate.total} of the {len(scored)} {split} samples lie in its own splits "
+                f"({shares}) and may have been trained or selected with",
+                highlight=False,
+            )
     if not choice.allow_training_overlap:
         refuse_training_overlap(overlap, split, protocol.name)
     return overlap
