@@ -106,6 +106,8 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
         "--allow-training-overlap",
     )
     assert allowed.returncode == 0, allowed.stderr
+    total = expected["train"] + expected["val"]
+    assert f"warning: {total} of the " in allowed.stderr and "scored anyway" in allowed.stderr
     report = check_json_file(tmp_path / "allowed.json", "eval")
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", **expected}
     for wrong in (set_to(-1), set_to("3"), drop):
@@ -182,6 +184,28 @@ def test_calibrate_refuses_a_val_split_the_checkpoint_trained_on(data, tmp_path)
     own = mfclip(*command, "-o", str(tmp_path / "own.safetensors"))
     assert own.returncode == 0, own.stderr
     assert "protocol: cross-generator, the one the checkpoint was trained with" in own.stderr
+
+
+def test_calibrate_refuses_a_val_split_holding_the_checkpoints_own_test_faces(data, tmp_path):
+    """Audit Y F6: an in-domain checkpoint calibrated under cross-generator had its
+    temperature, band and thresholds fitted on its own in-domain test faces; eval then reported
+    calibrated figures on them as held out."""
+    weights = _trained_with(data, "in-domain", tmp_path / "id.safetensors")
+    index = read_dataset(data)
+    own_test = {s.path for s in select(index, "in-domain").test}
+    other_val = select(index, "cross-generator", ()).val
+    expected = {
+        "train": _expected(data, "in-domain", "cross-generator", "val")["train"],
+        "test": sum(s.path in own_test for s in other_val),
+    }
+    assert expected["test"] > 0
+    overlap = training_overlap(read_checkpoint_info(weights), index, "val", other_val)
+    assert overlap.counts == expected
+    command = ["calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    out = tmp_path / "c.safetensors"
+    refused = mfclip(*command, "--protocol", "cross-generator", "-o", str(out))
+    assert refused.returncode == 2 and f"{expected['test']} in its test split" in refused.stderr
+    assert "is tested on" in refused.stderr and not out.exists()
 
 
 def test_the_order_of_several_data_does_not_hide_an_overlap(tmp_path):

@@ -53,8 +53,9 @@ AllowTrainingOverlap = Annotated[
     typer.Option(
         "--allow-training-overlap",
         help=(
-            "Score samples the checkpoint was trained on (or, for eval, selected with) instead "
-            "of refusing; eval's report counts them (protocol.training_overlap)."
+            "Score samples the checkpoint was trained on (or, for eval, selected with; for "
+            "calibrate, tested on) instead of refusing; said on stderr, and eval's report "
+            "counts them (protocol.training_overlap)."
         ),
     ),
 ]

@@ -20,7 +20,9 @@ from mfclip_cli.errors import DataError, UsageError
 from mfclip_cli.model.checkpoint import CheckpointInfo
 
 # what each scored split must not share with the checkpoint's own splits
-TRAINED_ON = {"test": ("train", "val"), "val": ("train",)}
+# (calibrate's val: its temperature, band and thresholds fitted on the checkpoint's own test faces
+# would make eval's calibrated figures on them not held out)
+TRAINED_ON = {"test": ("train", "val"), "val": ("train", "test")}
 ALLOW_OPTION = "--allow-training-overlap"
 
 
@@ -154,10 +156,17 @@ def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: st
     met = " and ".join(
         f"{count} in its {role} split" for role, count in overlap.counts.items() if count
     )
+    what = {"test": "trained or selected with", "val": "trained or is tested on"}[split]
+    if overlap.protocol == scored_with:  # its own protocol, the --data in another order
+        remedy = (
+            "give --data in the order it was trained with, or no --protocol (its held-out "
+            "data is then the one it recorded)"
+        )
+    else:
+        remedy = f"use --protocol {overlap.protocol} (the default on the data it was trained on)"
     raise UsageError(
-        f"the {split} split of protocol {scored_with!r} holds samples this checkpoint was "
-        f"trained or selected with ({met}, under its training protocol {overlap.protocol!r}): "
-        f"its figures would not be held out. Use --protocol {overlap.protocol} (the default on "
-        f"the data it was trained on), or {ALLOW_OPTION} to score them anyway (the report "
-        "records the overlap)"
+        f"the {split} split of protocol {scored_with!r} holds samples this checkpoint "
+        f"{what} ({met}, under its training protocol {overlap.protocol!r}): its figures would "
+        f"not be held out. {remedy[0].upper()}{remedy[1:]}, or {ALLOW_OPTION} to score them "
+        "anyway (the report records the overlap)"
     )

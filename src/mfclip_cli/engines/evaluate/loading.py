@@ -166,6 +166,15 @@ def held_out_check(
             )
     if not choice.allow_training_overlap:
         refuse_training_overlap(overlap, split, protocol.name)
+    elif overlap is not None and overlap.total:  # allowed, never silent
+        shares = ", ".join(f"{count} in its {role} split" for role, count in overlap.counts.items())
+        error_console.print(
+            f"[bold yellow]warning:[/] {overlap.total} of the {len(scored)} {split} samples are "
+            f"not held out from {escape(loaded.resolved.name)} ({shares}, under its training "
+            f"protocol {escape(overlap.protocol)}): scored anyway, as --allow-training-overlap "
+            "asks; its figures on them are not those of unseen data",
+            highlight=False,
+        )
     return overlap
 
 
