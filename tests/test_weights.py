@@ -202,9 +202,17 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         "overall": metrics,
         "subsets": {},
     }
-    good, other, comparison, broken = (tmp_path / f"{n}.json" for n in "abcd")
-    good.write_text(json.dumps(report))
+    good, other, comparison, broken, overlap = (tmp_path / f"{n}.json" for n in "abcde")
+    held_out = {"protocol": "in-domain", "train": 0, "val": 0}
+    good.write_text(
+        json.dumps({**report, "protocol": {"name": "in-domain", "training_overlap": held_out}})
+    )
     other.write_text(json.dumps({**report, "weights": {"sha256": "f" * 64}}))
+    # scored with --allow-training-overlap: figures on faces it trained on (audit Y F7)
+    trained_on = {**held_out, "train": 46, "val": 5}
+    overlap.write_text(
+        json.dumps({**report, "protocol": {"name": "x", "training_overlap": trained_on}})
+    )
     comparison.write_text(json.dumps({"type": "eval-comparison", "comparison": {}}))
     broken.write_text("{not json")
     home = {"MFCLIP_HOME": str(tmp_path / "home")}
@@ -216,6 +224,7 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         (other, "scored checkpoint ffffffffffff"),
         (comparison, "not the JSON report of a single-checkpoint"),
         (broken, "cannot read it as a JSON report"),
+        (overlap, "scored 51 test sample(s) the checkpoint was trained or selected with"),
     ]:
         refused = mfclip(
             "weights", "add", str(source), "--name", "no", "--eval", str(report_file), env=home

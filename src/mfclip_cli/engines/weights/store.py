@@ -495,7 +495,8 @@ def pull_weights(
 def read_eval_metrics(path: str | Path) -> dict[str, Any]:
     """What ``weights add --eval`` records: the protocol and test metrics of a single-checkpoint
     ``mfclip eval --json`` report, and the SHA-256 of the checkpoint it scored; a usage error
-    for a file that is not one (a comparison of several checkpoints included)."""
+    for a file that is not one (a comparison of several checkpoints included), or for a report
+    whose test split the checkpoint was trained or selected with."""
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -504,6 +505,14 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"--eval {path} is not the JSON report of a single-checkpoint mfclip eval "
             f"(type {report.get('type') if isinstance(report, dict) else None!r})"
+        )
+    overlap = (report.get("protocol") or {}).get("training_overlap") or {}
+    met = sum(count for role, count in overlap.items() if role != "protocol")
+    if met:  # scored with --allow-training-overlap: not figures of held-out data
+        raise UsageError(
+            f"--eval {path} scored {met} test sample(s) the checkpoint was trained or selected "
+            "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
+            "held-out test's; register a report of a held-out test split"
         )
     return {
         "protocol": report["protocol"],
