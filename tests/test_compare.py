@@ -88,6 +88,13 @@ def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
             assert metrics[key] == single["overall"][key]
         points = single["operating_points"]["points"]
         assert metrics["tpr_at_fpr"] == {key: point["test"]["tpr"] for key, point in points.items()}
+        # beside each TPR, the test FPR its threshold gave (audit Y F5: a TPR "at FPR 1 %" was
+        # shown without the 37.5 % test FPR it was reached at)
+        assert metrics["test_fpr_at_fpr"] == {
+            key: point["test"]["fpr"] for key, point in points.items()
+        }
+        for value in metrics["test_fpr_at_fpr"].values():
+            assert f"(test FPR {value:.3f})" in result.stdout
         assert entry["calibration"] == {
             key: value for key, value in single["calibration"].items() if key != "test"
         }

@@ -87,6 +87,10 @@ def _compared(scoring: Scoring, report: dict) -> dict:
         "metrics": {
             **{key: report["overall"][key] for key in COMPARED},
             "tpr_at_fpr": {key: (point["test"] or {}).get("tpr") for key, point in points.items()},
+            # the test FPR each of those thresholds gave: the TPRs are compared at these
+            "test_fpr_at_fpr": {
+                key: (point["test"] or {}).get("fpr") for key, point in points.items()
+            },
             # the 95 % upper bound on each threshold's FPR, from the val split it was chosen on
             "val_fpr_upper_95": {
                 key: (point["val"] or {}).get("fpr_upper_95") for key, point in points.items()

@@ -172,16 +172,21 @@ def comparison_table(report: dict) -> Table:
             *(shown(metrics[key]) for key in COMPARED[1:]),
             *(
                 shown(metrics["tpr_at_fpr"][threshold_key(fpr)])
-                + _bound_suffix(metrics["val_fpr_upper_95"][threshold_key(fpr)])
+                + _fpr_suffix(
+                    (metrics.get("test_fpr_at_fpr") or {}).get(threshold_key(fpr)),
+                    metrics["val_fpr_upper_95"][threshold_key(fpr)],
+                )
                 for fpr in FPR_TARGETS
             ),
         )
     return table
 
 
-def _bound_suffix(bound: float | None) -> str:
-    """Under a TPR at FPR in the comparison: the 95 % upper bound on its threshold's val FPR."""
-    return "" if bound is None else f"\n(FPR<={bound:.3f})"
+def _fpr_suffix(test_fpr: float | None, bound: float | None) -> str:
+    """Under a TPR at FPR in the comparison: the test FPR its threshold gave (the TPRs of two
+    checkpoints are compared at those) and the 95 % upper bound on its val FPR."""
+    suffix = "" if test_fpr is None else f"\n(test FPR {test_fpr:.3f})"
+    return suffix + ("" if bound is None else f"\n(val FPR<={bound:.3f})")
 
 
 def pairs_table(report: dict) -> Table:
