@@ -410,6 +410,18 @@ def test_training_and_calibrate_record_the_int8_models_parity(dataset, trained, 
     assert (
         len(logged) == 1 and logged[0]["samples"] == best.calibration["int8"]["parity"]["samples"]
     )
+    # training's end and calibrate fit the same checkpoint on the same val faces alike: both on
+    # the inference model's pass (audit Y F2: training's thresholds were training-model scores,
+    # a face 2.4e-8 under one, and int8 "changed" a verdict calibrate did not see change)
+    again = read_checkpoint_info(calibrated).calibration
+    for name, entry in best.calibration["thresholds"].items():
+        assert entry["threshold"] == pytest.approx(
+            again["thresholds"][name]["threshold"], abs=1e-12
+        )
+    assert (
+        best.calibration["int8"]["parity"]["verdict_changes"]
+        == (again["int8"]["parity"]["verdict_changes"])
+    )
     record = read_checkpoint_info(calibrated).calibration
     int8 = record["int8"]
     parity = int8["parity"]

@@ -454,26 +454,32 @@ class Trainer:
         }
 
     def _fit_best_int8(self, best: Path) -> None:
-        """The int8 model's temperature, thresholds and parity with fp32 on val
-        (``scoring/precision.py``), added to the best checkpoint's calibration unless it has them
-        for its step. A checkpoint without a calibration has none to add them to, and
-        ``--precision auto`` keeps fp32 for it."""
+        """The best checkpoint's calibration refitted on its inference model's val pass (the
+        one scans run), with the int8 model's temperature, thresholds and parity with fp32 on val
+        (``scoring/precision.py``), unless it has them for its step. A checkpoint without a
+        calibration has none to refit, and ``--precision auto`` keeps fp32 for it."""
         info = read_checkpoint_info(best)
         step = (self.progress.best or {}).get("step")
         recorded = (info.calibration or {}).get(INT8_KEY) or {}
         if not info.calibration or recorded.get("fitted_on", {}).get("step") == step:
             return
         model, info = load_checkpoint(best, self.device, inference=True)
+        # refitted on the inference model's own val pass, as calibrate fits it: the training
+        # model's logits differ in the last bits, and a threshold is one val face's score
+        outputs = predict_outputs(model, self.face_source, self.splits.val, embeddings=True)
+        refit = fit_calibration(
+            outputs.logits, [s.label for s in outputs.samples], fitted_on=self._fitted_on(step)
+        )
         int8 = fit_int8_calibration(
             model,
             self.face_source,
-            self.splits.val,
-            fp32_outputs=None,
-            fp32_fit=info.calibration,
+            outputs.samples,
+            fp32_outputs=outputs if self.device.type == "cpu" else None,  # else bf16 logits
+            fp32_fit=refit,
             fitted_on=self._fitted_on(step),
             ood=ood_of(info),  # fitted just before, as scans apply it
         )
-        calibration = {**info.calibration, INT8_KEY: int8}
+        calibration = {**refit, INT8_KEY: int8}
         save_fitted(info, best, calibration=calibration, overwrite=True)
         self._log({"type": "int8", "step": self.progress.step, **int8["parity"]})
 
