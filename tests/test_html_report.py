@@ -304,7 +304,7 @@ def test_a_fake_whose_family_is_unsure_says_so_in_the_report_and_the_table(scan,
     record = FileRecord.from_dict({"path": "a.png", "faces": [sure, leaning]})
     assert [verdict_note(face) for face in record.faces] == [
         "gan (family unsure)",
-        "inconclusive (leaning diffusion: ood)",
+        "inconclusive (leaning diffusion: ood; family unsure)",
     ]
 
 
