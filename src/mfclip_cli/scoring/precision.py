@@ -82,13 +82,20 @@ def changed_faces(parity: dict[str, Any]) -> int:
     return int(parity.get("verdict_changes", {}).get("faces", parity.get("label_changes", 0)))
 
 
+def _changed_share_bound(parity: dict[str, Any]) -> float:
+    """The exact 95 % upper bound on the share of faces whose verdict changed: as the parity
+    records it (since 2.10.0; computed once, at the fit, not at every scan's start), else from
+    an older record's label changes."""
+    recorded = parity.get("verdict_changes", {}).get("share_upper_95")
+    if recorded is not None:
+        return float(recorded)
+    return fpr_upper_bound(changed_faces(parity), parity["samples"])
+
+
 def int8_allowed(parity: dict[str, Any]) -> bool:
     """Whether auto may run int8: the exact 95 % bound on the share of faces whose verdict
     changed is at most ``MAX_LABEL_CHANGE_SHARE``."""
-    samples = parity.get("samples") or 0
-    return bool(samples) and fpr_upper_bound(changed_faces(parity), samples) <= (
-        MAX_LABEL_CHANGE_SHARE
-    )
+    return bool(parity.get("samples")) and _changed_share_bound(parity) <= MAX_LABEL_CHANGE_SHARE
 
 
 def _parity_words(parity: dict[str, Any]) -> str:
@@ -102,7 +109,7 @@ def _parity_words(parity: dict[str, Any]) -> str:
     )
     if not samples:
         return words
-    bound = fpr_upper_bound(changes, samples)
+    bound = _changed_share_bound(parity)
     if bound <= MAX_LABEL_CHANGE_SHARE:
         return f"{words}; at most {bound:.2%} with 95 % confidence (auto allows 1 %)"
     if changes:
