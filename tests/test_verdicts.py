@@ -37,7 +37,6 @@ from mfclip_cli.scoring.inconclusive import (
     reasons,
     shown_threshold,
     stored_band,
-    stored_threshold,
     uncertainties,
 )
 from mfclip_cli.scoring.metrics import detection_metrics
@@ -103,7 +102,7 @@ def test_the_threshold_rule_against_a_face_by_face_reference(seed):
         assert band["val_conclusive_share"] == pytest.approx(kept.mean())
         assert band["val_conclusive_accuracy"] >= target
         # the faces the record counts conclusive are those the verdicts leave conclusive
-        threshold = stored_threshold({"inconclusive": band})
+        threshold = stored_band({"inconclusive": band}).threshold
         stored = stored_band({"inconclusive": band})
         np.testing.assert_array_equal(inconclusive_mask(probs, stored), ~kept)
         assert [bool(reasons(u, threshold)) for u in uncertainties(probs)] == list(~kept)
@@ -156,7 +155,7 @@ def test_a_target_no_faces_reach_makes_every_face_inconclusive():
     # the surest faces too: a model sure to the last digit has uncertainty 0, not above 0
     sure = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     band = fit_uncertainty_threshold(["gan", "real"], sure, 0.95)
-    threshold = stored_threshold({"inconclusive": band})
+    threshold = stored_band({"inconclusive": band}).threshold
     assert band["reached"] is False and inconclusive_mask(sure, Band(threshold)).all()
     assert reasons(0.0, threshold) == ["uncertain"] and shown_threshold(threshold) == 0.0
 

@@ -247,11 +247,6 @@ def stored_band(calibration: dict[str, Any] | None) -> Band:
     )
 
 
-def stored_threshold(calibration: dict[str, Any] | None) -> float | None:
-    """The uncertainty threshold a checkpoint's calibration stores, as the verdicts apply it."""
-    return stored_band(calibration).threshold
-
-
 def shown_threshold(threshold: float | None) -> float | None:
     """A threshold as reports give it: the stored 0 for one whose target was not reached."""
     return None if threshold is None else max(threshold, 0.0)
