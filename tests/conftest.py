@@ -38,13 +38,28 @@ def weights_home(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def checkpoints_name_no_build_paths(tmp_path_factory):
-    """After the session, every mfclip checkpoint the tests (and the commands they ran) wrote
-    under the session's temporary folder: none may record an absolute path of this machine in its
-    header or sidecar (a checkpoint travels; issue 31)."""
+    """After the session, every mfclip checkpoint the module and session fixtures (and the
+    commands they ran) wrote under the session's temporary folder: none may record an absolute
+    path of this machine in its header or sidecar (a checkpoint travels; issue 31). A test's own
+    tmp_path is checked as the test ends (below), before a passing test's folder is removed."""
     yield
+    _assert_no_build_paths(tmp_path_factory.getbasetemp())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The checkpoints a passing test wrote in its tmp_path record no absolute path either."""
+    result = yield
+    folder = getattr(item, "funcargs", {}).get("tmp_path")
+    if folder is not None:
+        _assert_no_build_paths(folder)
+    return result
+
+
+def _assert_no_build_paths(folder) -> None:
     found = {
         str(path): paths
-        for path in sorted(tmp_path_factory.getbasetemp().rglob("*.safetensors"))
+        for path in sorted(folder.rglob("*.safetensors"))
         if path.is_file() and (paths := _build_paths_of(path))
     }
     assert not found, f"checkpoints recording absolute paths: {found}"
