@@ -16,9 +16,11 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
     changed_data_overlap,
+    refuse_training_overlap,
     trained_protocol,
     training_overlap,
 )
+from mfclip_cli.errors import UsageError
 from mfclip_cli.model import build_model, load_model_config, read_checkpoint_info, save_checkpoint
 
 
@@ -227,3 +229,39 @@ def test_the_order_of_several_data_does_not_hide_an_overlap(tmp_path):
     own = select(swapped, trained_protocol(info, swapped))
     assert {s.path for s in own.test} == {s.path for s in splits.test}
     assert training_overlap(info, swapped, "test", own.test).total == 0
+
+
+def test_calibrate_says_a_train_split_holding_the_checkpoints_own_test_faces(data, tmp_path):
+    """Audit Y F6, its other half: calibrate fits the OOD statistics and the generator
+    fingerprints on its protocol's train split; under another protocol that split held the
+    checkpoint's own test faces, which eval then found in-distribution and attributed as seen."""
+    weights = _trained_with(data, "in-domain", tmp_path / "id.safetensors")
+    index = read_dataset(data)
+    own_test = {s.path for s in select(index, "in-domain").test}
+    other_train = select(index, "cross-generator", ()).train
+    expected = sum(s.path in own_test for s in other_train)
+    assert expected > 0
+    overlap = training_overlap(read_checkpoint_info(weights), index, "train", other_train)
+    assert overlap.counts == {"test": expected}
+    with pytest.raises(
+        UsageError,
+        match=f"the train split of protocol 'cross-generator' holds "
+        f"samples this checkpoint is tested on \\({expected} in its test split",
+    ):
+        refuse_training_overlap(overlap, "train", "cross-generator")
+    command = ["calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    out = tmp_path / "c.safetensors"
+    allowed = mfclip(
+        *command, "--protocol", "cross-generator", "--allow-training-overlap", "-o", str(out)
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    said = " ".join(allowed.stderr.split())
+    assert (
+        f"warning: {expected} of the {len(other_train)} train samples are not held out from "
+        f"id ({expected} in its test split, under its training protocol in-domain): fitted on "
+        "anyway" in said
+    ), said
+    assert "val samples are not held out" in said  # its val split's own overlap, said apart
+    # its own protocol: neither split holds its test faces, nothing is said
+    own = mfclip(*command, "-o", str(tmp_path / "own.safetensors"))
+    assert own.returncode == 0 and "not held out" not in own.stderr, own.stderr

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.evaluate.loading import load_scoring
+from mfclip_cli.engines.evaluate.loading import held_out_check, load_scoring
 from mfclip_cli.engines.evaluate.requests import CalibrateRequest, DataChoice
 from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
 from mfclip_cli.engines.inference import unreadable_warning
@@ -29,13 +29,14 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     new checkpoint (new SHA-256) at ``request.out``; the source is never changed."""
     request.check()
     out = Path(request.out)
+    choice = DataChoice(
+        request.data,
+        request.layout,
+        request.label_map,
+        allow_training_overlap=request.allow_training_overlap,
+    )
     scoring = load_scoring(
-        DataChoice(
-            request.data,
-            request.layout,
-            request.label_map,
-            allow_training_overlap=request.allow_training_overlap,
-        ),
+        choice,
         request.protocol,
         request.weights,
         request.device,
@@ -48,6 +49,17 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     problem = calibration_problem([sample.label for sample in scoring.splits.val])
     if problem:  # before the scoring, which can take long
         raise CalibrationError(problem)
+    # the OOD statistics and fingerprints are fitted on the train split: held out from the
+    # checkpoint's test split too (load_scoring checked val)
+    held_out_check(
+        choice,
+        scoring.checkpoint,
+        scoring.index,
+        scoring.protocol,
+        scoring.splits,
+        "train",
+        error_console,
+    )
     val_outputs = scoring.split_outputs("val", request.batch_size, request.workers, embeddings=True)
     val = scoring.splits.val  # without the samples that could not be read
     labels = [sample.label for sample in val]

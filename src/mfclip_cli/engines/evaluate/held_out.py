@@ -19,10 +19,19 @@ from mfclip_cli.data.protocols import ProtocolError, parse_protocol
 from mfclip_cli.errors import DataError, UsageError
 from mfclip_cli.model.checkpoint import CheckpointInfo
 
-# what each scored split must not share with the checkpoint's own splits
-# (calibrate's val: its temperature, band and thresholds fitted on the checkpoint's own test faces
-# would make eval's calibrated figures on them not held out)
-TRAINED_ON = {"test": ("train", "val"), "val": ("train", "test")}
+# what each scored split must not share with the checkpoint's own splits (calibrate's val: its
+# temperature, band and thresholds fitted on the checkpoint's own test faces would make eval's
+# calibrated figures on them not held out; calibrate's train: its OOD statistics and generator
+# fingerprints fitted on them would make those faces in-distribution, their attribution seen)
+TRAINED_ON = {"test": ("train", "val"), "val": ("train", "test"), "train": ("test",)}
+# what the checkpoint did with the samples of its own splits that a scored split holds
+MET_AS = {
+    "test": "trained or selected with",
+    "val": "trained or is tested on",
+    "train": "is tested on",
+}
+# what is done with them where --allow-training-overlap lets them in
+USED_AS = {"test": "scored", "val": "scored", "train": "fitted on"}
 ALLOW_OPTION = "--allow-training-overlap"
 
 
@@ -156,7 +165,7 @@ def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: st
     met = " and ".join(
         f"{count} in its {role} split" for role, count in overlap.counts.items() if count
     )
-    what = {"test": "trained or selected with", "val": "trained or is tested on"}[split]
+    what = MET_AS[split]
     if overlap.protocol == scored_with:  # its own protocol, the --data in another order
         remedy = (
             "give --data in the order it was trained with, or no --protocol (its held-out "

@@ -15,6 +15,8 @@ from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, 
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
+    MET_AS,
+    USED_AS,
     Overlap,
     changed_data_overlap,
     refuse_training_overlap,
@@ -139,15 +141,8 @@ def held_out_check(
     split: str,
     error_console: Console,
 ) -> Overlap | None:
-    """The scored ``split``'s overlap with the checkpoint's training, refused unless allowed; a
-    checkpoint without a training record (not made by ``mfclip train``) is said unchecked."""
-    if not loaded.info.metadata.get("training"):
-        error_console.print(
-            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "
-            f"training (neither in it nor in {escape(str(sidecar_path(loaded.resolved.path)))}): "
-            f"whether the {split} split holds faces it was trained on cannot be told",
-            highlight=False,
-        )
+    """The ``split``'s overlap with the checkpoint's own splits (``TRAINED_ON``), refused unless
+    allowed, said where the training data changed since."""
     scored = getattr(splits, split)
     overlap = training_overlap(loaded.info, index, split, scored)
     if overlap is None and (changed := changed_data_overlap(loaded.info, index, split, scored)):
@@ -158,10 +153,10 @@ def held_out_check(
                 f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was trained on "
                 f"{escape(Path(index.root).name)} as it was then ({then} samples, "
                 f"{len(index.samples)} now: files added, removed or relabelled since), so "
-                f"whether the {split} split holds faces it was trained on cannot be told "
+                f"whether the {split} split holds faces it {MET_AS[split]} cannot be told "
                 f"exactly: under its training protocol {escape(estimate.protocol)}, up to "
                 f"{estimate.total} of the {len(scored)} {split} samples lie in its own splits "
-                f"({shares}) and may have been trained or selected with",
+                f"({shares})",
                 highlight=False,
             )
     if not choice.allow_training_overlap:
@@ -171,11 +166,22 @@ def held_out_check(
         error_console.print(
             f"[bold yellow]warning:[/] {overlap.total} of the {len(scored)} {split} samples are "
             f"not held out from {escape(loaded.resolved.name)} ({shares}, under its training "
-            f"protocol {escape(overlap.protocol)}): scored anyway, as --allow-training-overlap "
-            "asks; its figures on them are not those of unseen data",
+            f"protocol {escape(overlap.protocol)}): {USED_AS[split]} anyway, as "
+            "--allow-training-overlap asks; its figures on them are not those of unseen data",
             highlight=False,
         )
     return overlap
+
+
+def say_unrecorded(loaded: LoadedWeights, split: str, error_console: Console) -> None:
+    """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked."""
+    if not loaded.info.metadata.get("training"):
+        error_console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "
+            f"training (neither in it nor in {escape(str(sidecar_path(loaded.resolved.path)))}): "
+            f"whether the {split} split holds faces it was trained on cannot be told",
+            highlight=False,
+        )
 
 
 def load_checkpoint_for_scoring(
@@ -225,19 +231,14 @@ def load_scorings(
             [loaded.info for loaded, _ in checkpoints], index, error_console
         )
         splits = splits_of(protocol)
-    return [
-        Scoring(
-            device,
-            protocol,
-            index,
-            splits,
-            loaded,
-            chosen,
-            error_console,
-            held_out_check(choice, loaded, index, protocol, splits, split, error_console),
+    scorings = []
+    for loaded, chosen in checkpoints:
+        say_unrecorded(loaded, split, error_console)
+        overlap = held_out_check(choice, loaded, index, protocol, splits, split, error_console)
+        scorings.append(
+            Scoring(device, protocol, index, splits, loaded, chosen, error_console, overlap)
         )
-        for loaded, chosen in checkpoints
-    ]
+    return scorings
 
 
 def load_scoring(
