@@ -136,18 +136,43 @@ def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(
     info, index = read_checkpoint_info(in_domain), read_dataset(grown)
     test = select(index, "cross-generator", ()).test
     assert training_overlap(info, index, "test", test) is None  # other data: nothing exact
-    estimate, then = changed_data_overlap(info, index, "test", test)
+    changed = changed_data_overlap(info, index, "test", test)
+    estimate, then = changed.estimate, changed.samples_then
     expected = _expected(data, "in-domain", "cross-generator", "test")
     assert then == len(read_dataset(data).samples) == len(index.samples) - 1
+    assert changed.samples_now == then + 1
     assert all(estimate.counts[role] >= expected[role] for role in expected)
-    said = _eval(grown, in_domain, tmp_path / "r.json", "--protocol", "cross-generator")
+    report_path = tmp_path / "r.json"
+    said = _eval(grown, in_domain, report_path, "--protocol", "cross-generator")
     assert said.returncode == 0, said.stderr
     assert f"up to {estimate.total} of the {len(test)} test samples" in said.stderr
     assert f"({then} samples, {then + 1} now" in said.stderr
+    # the report keeps it (2.11.0), and the weights store will not take its figures as held out
+    report = check_json_file(report_path, "eval")
+    assert report["protocol"]["training_overlap"] is None
+    assert report["protocol"]["changed_data_overlap"] == {
+        "protocol": "in-domain",
+        **estimate.counts,
+        "samples_then": then,
+        "samples_now": then + 1,
+    }
+    for wrong in (set_to(-1), drop):
+        path = ["protocol", "changed_data_overlap", "samples_now"]
+        assert schema_errors(broken(report, path, wrong), "eval")
+    registered = mfclip(
+        "weights", "add", str(in_domain), "--name", "grown", "--eval", str(report_path)
+    )
+    assert registered.returncode == 2, registered.stderr
+    assert f"up to {estimate.total} test sample(s)" in " ".join(registered.stderr.split())
     # other data altogether (another folder name) says nothing of the kind
     elsewhere = tmp_path / "other"
     shutil.copytree(grown, elsewhere)
     assert changed_data_overlap(info, read_dataset(elsewhere), "test", test) is None
+    held = _eval(data, in_domain, tmp_path / "held.json")  # the very data: nothing changed
+    assert held.returncode == 0, held.stderr
+    assert (
+        json.loads((tmp_path / "held.json").read_text())["protocol"]["changed_data_overlap"] is None
+    )
 
 
 def test_a_checkpoint_copied_without_its_sidecar_still_knows_its_training(

@@ -360,6 +360,7 @@ def score_checkpoint(
         "protocol": {
             **protocol_record(scoring.protocol, splits),
             "training_overlap": overlap.record() if (overlap := scoring.training_overlap) else None,
+            "changed_data_overlap": changed.record() if (changed := scoring.changed_data) else None,
         },
         "threshold": request.threshold,
         "calibration": {

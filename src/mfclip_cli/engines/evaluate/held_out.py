@@ -110,6 +110,23 @@ class Overlap:
         return sum(self.counts.values())
 
 
+@dataclass(frozen=True)
+class ChangedDataOverlap:
+    """On the training folder changed since: an upper bound of the scored samples in the
+    checkpoint's own splits, with the folder's sample counts then and now."""
+
+    estimate: Overlap
+    samples_then: int
+    samples_now: int
+
+    def record(self) -> dict[str, Any]:
+        return {
+            **self.estimate.record(),
+            "samples_then": self.samples_then,
+            "samples_now": self.samples_now,
+        }
+
+
 def training_overlap(
     info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
 ) -> Overlap | None:
@@ -137,12 +154,13 @@ def _overlap(trained: Splits, split: str, samples: Sequence[Sample]) -> Overlap:
 
 def changed_data_overlap(
     info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
-) -> tuple[Overlap, int] | None:
+) -> ChangedDataOverlap | None:
     """Where ``index`` looks like the checkpoint's training data changed since (the folder of
     the recorded name, another sample list: files added, removed or relabelled), the ``samples``
     its recorded protocol puts in its own splits on the data as it stands (splits go by a stable
     hash of each sample's path or video, so a sample trained on lands there again; a file added
-    since may too: an upper bound), with the number of samples recorded then. None elsewhere."""
+    since may too: an upper bound), with the numbers of samples then and now. None
+    elsewhere."""
     recorded = (info.metadata.get("training") or {}).get("data") or {}
     if as_trained(info, index) is not None or index.sources:
         return None
@@ -155,7 +173,9 @@ def changed_data_overlap(
         splits = select(index, protocol, ())
     except (ProtocolError, DataError):
         return None
-    return _overlap(splits, split, samples), int(recorded.get("samples") or 0)
+    return ChangedDataOverlap(
+        _overlap(splits, split, samples), int(recorded.get("samples") or 0), len(index.samples)
+    )
 
 
 def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: str) -> None:

@@ -17,6 +17,7 @@ from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
     MET_AS,
     USED_AS,
+    ChangedDataOverlap,
     Overlap,
     changed_data_overlap,
     refuse_training_overlap,
@@ -65,6 +66,8 @@ class Scoring:
     error_console: Console  # where a sample that cannot be read is said to be left out
     # the scored samples the checkpoint met in training; None where that cannot be told
     training_overlap: Overlap | None = None
+    # where it cannot, on its training folder changed since: how many it may have met
+    changed_data: ChangedDataOverlap | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -140,25 +143,28 @@ def held_out_check(
     splits: Splits,
     split: str,
     error_console: Console,
-) -> Overlap | None:
+) -> tuple[Overlap | None, ChangedDataOverlap | None]:
     """The ``split``'s overlap with the checkpoint's own splits (``TRAINED_ON``), refused unless
-    allowed, said where the training data changed since."""
+    allowed; where it cannot be told, on the training folder changed since, the bound on it,
+    said (not refused: an upper bound, not a count)."""
     scored = getattr(splits, split)
     overlap = training_overlap(loaded.info, index, split, scored)
-    if overlap is None and (changed := changed_data_overlap(loaded.info, index, split, scored)):
-        estimate, then = changed
-        if estimate.total:  # said, not refused: an upper bound, not a count
-            shares = ", ".join(f"{count} {role}" for role, count in estimate.counts.items())
-            error_console.print(
-                f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was trained on "
-                f"{escape(Path(index.root).name)} as it was then ({then} samples, "
-                f"{len(index.samples)} now: files added, removed or relabelled since), so "
-                f"whether the {split} split holds faces it {MET_AS[split]} cannot be told "
-                f"exactly: under its training protocol {escape(estimate.protocol)}, up to "
-                f"{estimate.total} of the {len(scored)} {split} samples lie in its own splits "
-                f"({shares})",
-                highlight=False,
-            )
+    changed = None
+    if overlap is None:
+        changed = changed_data_overlap(loaded.info, index, split, scored)
+    if changed is not None and changed.estimate.total:
+        estimate = changed.estimate
+        shares = ", ".join(f"{count} {role}" for role, count in estimate.counts.items())
+        error_console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was trained on "
+            f"{escape(Path(index.root).name)} as it was then ({changed.samples_then} samples, "
+            f"{changed.samples_now} now: files added, removed or relabelled since), so "
+            f"whether the {split} split holds faces it {MET_AS[split]} cannot be told "
+            f"exactly: under its training protocol {escape(estimate.protocol)}, up to "
+            f"{estimate.total} of the {len(scored)} {split} samples lie in its own splits "
+            f"({shares})",
+            highlight=False,
+        )
     if not choice.allow_training_overlap:
         refuse_training_overlap(overlap, split, protocol.name)
     elif overlap is not None and overlap.total:  # allowed, never silent
@@ -170,7 +176,7 @@ def held_out_check(
             "--allow-training-overlap asks; its figures on them are not those of unseen data",
             highlight=False,
         )
-    return overlap
+    return overlap, changed
 
 
 def say_unrecorded(loaded: LoadedWeights, split: str, error_console: Console) -> None:
@@ -234,9 +240,13 @@ def load_scorings(
     scorings = []
     for loaded, chosen in checkpoints:
         say_unrecorded(loaded, split, error_console)
-        overlap = held_out_check(choice, loaded, index, protocol, splits, split, error_console)
+        overlap, changed = held_out_check(
+            choice, loaded, index, protocol, splits, split, error_console
+        )
         scorings.append(
-            Scoring(device, protocol, index, splits, loaded, chosen, error_console, overlap)
+            Scoring(
+                device, protocol, index, splits, loaded, chosen, error_console, overlap, changed
+            )
         )
     return scorings
 

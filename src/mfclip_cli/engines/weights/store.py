@@ -506,13 +506,22 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             f"--eval {path} is not the JSON report of a single-checkpoint mfclip eval "
             f"(type {report.get('type') if isinstance(report, dict) else None!r})"
         )
-    overlap = (report.get("protocol") or {}).get("training_overlap") or {}
-    met = sum(count for role, count in overlap.items() if role != "protocol")
+    protocol = report.get("protocol") or {}
+    overlap = protocol.get("training_overlap") or {}
+    met = sum(count for role, count in overlap.items() if role in ("train", "val"))
     if met:  # scored with --allow-training-overlap: not figures of held-out data
         raise UsageError(
             f"--eval {path} scored {met} test sample(s) the checkpoint was trained or selected "
             "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
             "held-out test's; register a report of a held-out test split"
+        )
+    changed = protocol.get("changed_data_overlap") or {}
+    if may_have_met := sum(count for role, count in changed.items() if role in ("train", "val")):
+        raise UsageError(
+            f"--eval {path} scored the checkpoint's training folder changed since it was "
+            f"trained, where up to {may_have_met} test sample(s) lie in its own train and val "
+            "splits (protocol.changed_data_overlap): its figures may not be a held-out test's; "
+            "register a report of data it was not trained on, or of the folder as it was"
         )
     return {
         "protocol": report["protocol"],
