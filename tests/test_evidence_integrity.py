@@ -2,6 +2,7 @@
 scan runs, a video written to mid-scan, and what the reports say when they cannot be written."""
 
 import builtins
+import contextlib
 import errno
 import hashlib
 import io
@@ -33,11 +34,12 @@ from test_scan_cli import MFCLIP
 
 from mfclip_cli.engines.scan import reports as scan_reports
 from mfclip_cli.engines.scan import scanner as scan_scanner
-from mfclip_cli.engines.scan.evidence import HeldVideo, read_image
+from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import collect_inputs
 from mfclip_cli.engines.scan.request import ScanRequest
 from mfclip_cli.engines.scan.run import run_scan
 from mfclip_cli.engines.scan.settings import ScanSettings
+from mfclip_cli.engines.scan.writers import json_reports
 from mfclip_cli.engines.scan.writers.common import ReportError
 from mfclip_cli.engines.scan.writers.csv_report import CsvSink
 from mfclip_cli.engines.scan.writers.html import HtmlSink, report_from_jsonl
@@ -450,15 +452,117 @@ def test_a_full_disk_at_the_end_says_the_scan_finished(versions, weights, tmp_pa
     (tmp_path / "photo.png").write_bytes(versions["image"][0][0])
     report, document = tmp_path / "r.jsonl", tmp_path / "r.json"
 
-    def publish(self, chunks):
+    @contextlib.contextmanager
+    def disk_full(path, *, overwrite=False):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        yield
 
-    monkeypatch.setattr(JsonSink, "publish", publish)
+    monkeypatch.setattr(json_reports, "atomic_writer", disk_full)
     with pytest.raises(OSError) as failure:
         _scan(weights, [tmp_path / "photo.png"], jsonl_path=report, json_path=document)
     assert "The scan finished and the other reports are whole" in failure.value.strerror
+    assert "(room on a full disk)" in failure.value.strerror
     end = check_scan_lines(report.read_text(encoding="utf-8").splitlines())[-1]
     assert end["type"] == "end" and end["complete"] is True
+    assert not document.exists()  # the name claimed at the start is let go: a retry may write it
+
+
+def test_a_second_scan_naming_a_staged_report_is_refused_at_its_start(tmp_path):
+    """Audit Z2: two scans writing one --json both started (the document is written at the
+    end); the later to finish threw its whole run away, blaming a full disk. The report's name
+    is claimed and locked from the start now."""
+    document = tmp_path / "case.json"
+    first = JsonSink(str(document))
+    assert document.exists() and document.read_bytes() == b""  # claimed, empty
+    with pytest.raises(FileExistsError, match="already exists"):
+        JsonSink(str(document))
+    with pytest.raises(ReportError, match="being written by another mfclip scan"):
+        HtmlSink(document, force=True)
+    first.begin({"type": "meta"})
+    first.close({"complete": True})
+    assert json.loads(document.read_text())["meta"] == {"complete": True}
+    forced = JsonSink(str(document), force=True)  # the old report kept until the new one is
+    assert json.loads(document.read_text())["meta"] == {"complete": True}
+    forced.discard()
+    assert json.loads(document.read_text())["meta"] == {"complete": True}
+    unpublished = JsonSink(str(tmp_path / "new.json"))
+    unpublished.discard()
+    assert not (tmp_path / "new.json").exists()
+
+
+def test_a_video_rewritten_with_its_times_set_back_beside_a_link_change_is_caught(
+    versions, tmp_path
+):
+    """Audit Z3: a change time moved with the link count was taken for a rename alone; a write
+    of the same size whose modification time was set back at the same time went unseen, and the
+    record named the intact bytes' hash beside frames of the others."""
+    clip = tmp_path / "clip.mp4"
+    original = versions["video"][0][0]
+    clip.write_bytes(original)
+    with HeldVideo(clip) as video:
+        os.link(clip, tmp_path / "second-name.mp4")  # a link alone: nothing written
+        video.check_unchanged()
+        before = clip.stat()
+        with open(clip, "r+b") as handle:  # in place, the same size
+            handle.seek(len(original) // 2)
+            handle.write(bytes(64))
+        os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))  # the link count changed
+        with pytest.raises(InputChanged, match="its bytes differ from those hashed"):
+            video.check_unchanged()
+
+
+def test_a_report_is_never_written_over_a_file_scanned(weights, tmp_path):
+    """Audit Z6: --csv naming the input emptied it before it was read, and --json naming a file
+    in the folder scanned replaced it at the end (exit 0), --force given. Refused (exit 2),
+    whatever --force says, by file: a hard link to an input is one too."""
+    photo = tmp_path / "case" / "photo.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(astronaut()).save(photo)
+    evidence = photo.read_bytes()
+    os.link(photo, tmp_path / "linked.jpg")
+    quiet = Console(file=io.StringIO())
+    for inputs, option, target in (
+        ([photo], "csv_path", photo),
+        ([photo.parent], "json_path", photo),
+        ([photo.parent], "jsonl_path", tmp_path / "linked.jpg"),
+        ([photo], "html_path", tmp_path / "linked.jpg"),
+    ):
+        request = ScanRequest(
+            inputs=[str(path) for path in inputs],
+            settings=ScanSettings(device="cpu"),
+            weights=(str(weights),),
+            quiet=True,
+            force=True,
+            **{option: str(target)},
+        )
+        with pytest.raises(UsageError, match="a report is never written over evidence"):
+            run_scan(request, stdin=None, console=quiet, error_console=quiet)
+        assert photo.read_bytes() == evidence, option
+
+
+def test_a_folder_named_without_media_is_said_and_recorded(weights, tmp_path):
+    """Audit Z1: beside other inputs, an empty evidence folder left no trace (exit 0)."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(astronaut()).save(photo)
+    (tmp_path / "empty").mkdir()
+    said = io.StringIO()
+    request = ScanRequest(
+        inputs=[str(photo), str(tmp_path / "empty")],
+        settings=ScanSettings(device="cpu"),
+        weights=(str(weights),),
+        quiet=True,
+        jsonl_path=str(tmp_path / "r.jsonl"),
+    )
+    code = run_scan(
+        request,
+        stdin=None,
+        console=Console(file=io.StringIO()),
+        error_console=Console(file=said, width=400),
+    )
+    assert code == 0
+    meta = check_scan_lines((tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines())[0]
+    assert meta["folders_without_media"] == [str(tmp_path / "empty")]
+    assert "1 folder(s) named held no image or video" in said.getvalue()
 
 
 @pytest.mark.parametrize(

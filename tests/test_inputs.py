@@ -273,3 +273,37 @@ def test_files_a_walk_passes_over_are_counted(tmp_path):
     os.symlink(tmp_path / "sub", tmp_path / "a_link")  # sub walked twice: its file counted once
     assert collect_inputs([str(tmp_path)]).not_media == 3
     assert collect_inputs([str(tmp_path / "notes.txt")]).not_media == 0  # named: attempted
+
+
+def test_paths_on_stdin_are_paths_not_patterns(tmp_path):
+    """Audit Z5: a missing ``IMG[1].jpg`` listed on stdin was globbed, and IMG1.jpg scanned in its
+    place without a word. The shell or find expanded the list already."""
+    _touch(tmp_path / "IMG1.jpg")
+    listed = f"{tmp_path / 'IMG[1].jpg'}\n"
+    (item,) = collect_inputs(["-"], stdin=io.StringIO(listed))
+    assert item.path == tmp_path / "IMG[1].jpg" and item.error == "no such file or directory"
+    (named,) = collect_inputs([str(tmp_path / "IMG[1].jpg")])  # on the command line, a pattern
+    assert named.path == tmp_path / "IMG1.jpg" and named.error is None
+    _touch(tmp_path / "IMG[1].jpg")  # one that exists is itself, from either
+    (item,) = collect_inputs(["-"], stdin=io.StringIO(listed))
+    assert item.path == tmp_path / "IMG[1].jpg" and item.error is None
+
+
+def test_folders_named_without_an_image_or_video_are_listed(tmp_path):
+    """Audit Z1: an empty (or unmounted) evidence folder named beside others left no trace."""
+    photo = _touch(tmp_path / "case" / "a.jpg")
+    (tmp_path / "empty").mkdir()
+    _touch(tmp_path / "notes" / "readme.txt")
+    _touch(tmp_path / "case" / "sub" / "b.png")
+    inputs = collect_inputs(
+        [str(photo), str(tmp_path / "empty"), str(tmp_path / "notes"), str(tmp_path / "case")]
+    )
+    assert [item.path.name for item in inputs] == ["a.jpg", "b.png"]
+    assert inputs.folders_without_media == [tmp_path / "empty", tmp_path / "notes"]
+    # a folder walked already (named after its parent) holds its inputs still; one named twice
+    # is listed once; one on stdin counts as one named
+    again = collect_inputs(
+        [str(tmp_path / "case"), str(tmp_path / "case" / "sub"), "-", str(tmp_path / "empty")],
+        stdin=io.StringIO(f"{tmp_path / 'empty'}\n"),
+    )
+    assert again.folders_without_media == [tmp_path / "empty"]

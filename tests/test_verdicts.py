@@ -2,6 +2,7 @@
 stability under re-encoding, and both end to end through calibrate, scan, report and eval."""
 
 import csv
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -680,6 +681,14 @@ def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts
     assert group["max_distance"] <= MAX_DISTANCE
     agreeing = [(name, digest, "real") for name, digest, _ in files]
     assert near_duplicate_groups(agreeing)[0]["disagree"] is False
+    assert "files_bytes" not in near_duplicate_groups(agreeing)[0]
+    # audit Z4: a name not UTF-8 and one spelling its escape are written alike; the dict of
+    # verdicts held one of them, and a real and a gan copy did not disagree
+    raw, spelt = os.fsdecode(b"caf\xe9.jpg"), "caf\\xe9.jpg"
+    digest = hashes["original"]
+    (group,) = near_duplicate_groups([(raw, digest, "fake"), (spelt, digest, "real")])
+    assert group["files"] == [spelt, spelt] and group["disagree"] is True
+    assert group["files_bytes"] == [b"caf\xe9.jpg".hex(), None]
 
 
 def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):

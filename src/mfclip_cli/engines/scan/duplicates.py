@@ -14,6 +14,7 @@ on a whole band), so grouping stays near-linear in the number of files. Videos a
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import cv2
@@ -77,18 +78,23 @@ def near_duplicate_groups(files: Sequence[tuple[str, str, str]]) -> list[dict[st
     for indices in members.values():
         if len(indices) < 2:
             continue
-        verdicts = {files[i][0]: files[i][2] for i in indices}
-        groups.append(
-            {
-                "files": [files[i][0] for i in indices],
-                "phash": [files[i][1] for i in indices],
-                "max_distance": max(
-                    hamming(files[i][1], files[j][1]) for i in indices for j in indices
-                ),
-                "verdicts": verdicts,
-                "disagree": len(set(verdicts.values())) > 1,
-            }
-        )
+        written = [readable(files[i][0]) for i in indices]
+        group = {
+            "files": written,
+            "phash": [files[i][1] for i in indices],
+            "max_distance": max(
+                hamming(files[i][1], files[j][1]) for i in indices for j in indices
+            ),
+            "verdicts": {name: files[i][2] for name, i in zip(written, indices)},
+            # from every member: two written names can coincide (audit Z4), a dict's keys cannot
+            "disagree": len({files[i][2] for i in indices}) > 1,
+        }
+        if any(name != files[i][0] for name, i in zip(written, indices)):
+            group["files_bytes"] = [
+                None if name == files[i][0] else os.fsencode(files[i][0]).hex()
+                for name, i in zip(written, indices)
+            ]
+        groups.append(group)
     return groups
 
 
@@ -99,8 +105,8 @@ class DuplicateTracker:
         self.files: list[tuple[str, str, str]] = []
 
     def add(self, record: FileRecord) -> None:
-        if record.phash:  # named as its record names it (a name not UTF-8 could not be written)
-            self.files.append((readable(record.path), record.phash, file_verdict(record)))
+        if record.phash:  # by its exact name: the group writes it as records do (path_bytes)
+            self.files.append((record.path, record.phash, file_verdict(record)))
 
     def groups(self) -> list[dict[str, Any]]:
         return near_duplicate_groups(self.files)

@@ -85,6 +85,12 @@ class FileIdentity:
             words.append("change time moved")
         return ", ".join(words) or None
 
+    def unclear_from(self, later: FileIdentity) -> bool:
+        """Whether ``later`` cannot tell a write from a link's change: the change time moved
+        with the link count, which a rename or a deletion does alone, but a write whose
+        modification time was set back (``touch -r``) beside one would too (audit Z3)."""
+        return later.ctime_ns != self.ctime_ns and later.links != self.links
+
 
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
     """``files.open_regular``, its refusals as the file's ``DecodeError``."""
@@ -201,8 +207,12 @@ class HeldVideo:
         return Path(folder, str(self.handle.fileno()))
 
     def check_unchanged(self, when: str = "scanned") -> None:
-        """``InputChanged`` when the file was written to since it was opened (and hashed)."""
-        changes = self.identity.changes_to(FileIdentity.of(os.fstat(self.handle.fileno())))
+        """``InputChanged`` when the file was written to since it was opened (and hashed); where
+        its status cannot tell (``unclear_from``), its bytes are hashed again."""
+        later = FileIdentity.of(os.fstat(self.handle.fileno()))
+        changes = self.identity.changes_to(later)
+        if not changes and self.identity.unclear_from(later) and self._hash() != self.sha256:
+            changes = "its bytes differ from those hashed, the modification time kept"
         if changes:
             raise InputChanged(
                 f"the file changed while it was {when} ({changes}): its frames are not those "

@@ -12,6 +12,7 @@ which carries the other names it was reached by (``InputItem.also_named``).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import glob
 import os
@@ -37,6 +38,9 @@ class Inputs(list):
         # folders named through a symbolic link: the name given, and the real folder walked
         # (its files are recorded under the name given, which stderr says)
         self.linked_folders: dict[Path, str] = {}
+        # folders named (on the command line, on stdin or by a pattern) whose walk found no
+        # image or video: an empty or unmounted evidence folder leaves a trace (audit Z1)
+        self.folders_without_media: list[Path] = []
 
     @property
     def not_media(self) -> int:
@@ -189,6 +193,7 @@ def collect_inputs(
     seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
     slots: list[InputItem | None] = []  # in the order met; a file moved on leaves None
     seen_files: dict[str, tuple[int, bool]] = {}  # real path: its slot, whether kept by a route
+    named_folders: dict[Path, str] = {}  # each folder named: its real path
 
     def add(item: InputItem, walked: bool = False) -> None:
         # by the file it names, error or not: a FIFO a folder's walk listed is named once more
@@ -213,28 +218,29 @@ def collect_inputs(
         elif not route:
             slots[place] = replace(kept, also_named=_with(kept.also_named, item.path))
 
-    def expand(spec: str, inside: str | None = None) -> None:
+    def expand(spec: str, inside: str | None = None, literal: bool = False) -> None:
         """``spec`` added; ``inside``: the real folder a glob that matched it searched, which a
-        match reached through a link must not leave."""
+        match reached through a link must not leave; ``literal``: a path, never a pattern."""
         if not spec:  # Path("") is the current folder: "$CASE_DIR" unset would scan it
             raise UsageError("an empty path was named (an unset shell variable?)")
         try:
-            found(spec, inside)
+            found(spec, inside, literal)
         except OSError as error:  # a folder on the way without search permission
             add(InputItem(Path(spec), f"cannot read: {error.strerror or error}"))
 
-    def found(spec: str, inside: str | None) -> None:
+    def found(spec: str, inside: str | None, literal: bool) -> None:
         path = Path(spec)
         if inside is not None and path.exists() and _outside(path, inside):
             add(InputItem(path, _outside_message(path)))
         elif path.is_dir():
             if _through_link(path):
                 items.linked_folders.setdefault(path, os.path.realpath(path))
+            named_folders.setdefault(path, os.path.realpath(path))
             for item in _walk(path, recursive, seen_dirs, items, inside=inside):
                 add(item, walked=True)
         elif path.exists() or path.is_symlink():
             add(InputItem(path))  # named explicitly: always attempted, whatever its name says
-        elif GLOB_CHARS & set(spec):
+        elif GLOB_CHARS & set(spec) and not literal:
             matches = sorted(glob.glob(spec, recursive=True))
             if not matches:
                 add(InputItem(path, "no file matches this pattern"))
@@ -247,12 +253,31 @@ def collect_inputs(
         if spec == "-":
             if stdin is None:
                 continue
+            # the shell or find expanded them already: a missing "IMG[1].jpg" is missing, not
+            # a pattern that scans IMG1.jpg in its place (audit Z5)
             for line in _stdin_paths(stdin, separator):
-                expand(line)
+                expand(line, literal=True)
         else:
             expand(spec)
     items.extend(item for item in slots if item is not None)
+    items.folders_without_media = _without_inputs(named_folders, sorted(seen_files))
     return items
+
+
+def _without_inputs(folders: dict[Path, str], inputs: list[str]) -> list[Path]:
+    """The ``folders`` (name given: real path) that hold none of the ``inputs`` (real paths,
+    sorted) nor are one themselves (an unreadable folder's error entry), however the walks
+    reached them: a folder named after its parent was walked is not empty for it."""
+    empty = []
+    for name, real in folders.items():
+        inside = real.rstrip(os.sep) + os.sep
+        at = bisect.bisect_left(inputs, real)
+        if at < len(inputs) and inputs[at] == real:
+            continue
+        at = bisect.bisect_left(inputs, inside)
+        if not (at < len(inputs) and inputs[at].startswith(inside)):
+            empty.append(name)
+    return empty
 
 
 def _name_rank(path: Path) -> int:

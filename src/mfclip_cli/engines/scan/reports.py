@@ -165,11 +165,12 @@ def _output_failed(sink: Sink, error: OSError, request: ScanRequest, finished: b
     are partial, and how to go on (``--resume`` continues a JSON Lines report); or, where the
     scan had finished and only closing it failed, that the others are whole."""
     reason = error.strerror or error
+    room = " (room on a full disk)" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
     if finished:
         return OSError(
             error.errno,
             f"cannot write {sink.target}: {reason}. The scan finished and the other reports are "
-            f"whole; once {sink.target} can be written (room on a full disk), scan again for it "
+            f"whole; once {sink.target} can be written{room}, scan again for it "
             "(or, for the HTML page, mfclip report from a JSON Lines report)",
         )
     if request.jsonl_path and request.jsonl_path != STDOUT:
@@ -179,5 +180,5 @@ def _output_failed(sink: Sink, error: OSError, request: ScanRequest, finished: b
     return OSError(
         error.errno,
         f"cannot write {sink.target}: {reason}. The scan stopped there and its "
-        f"reports are partial; once {sink.target} can be written (room on a full disk), {then}",
+        f"reports are partial; once {sink.target} can be written{room}, {then}",
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT
@@ -70,6 +72,36 @@ def check_outputs(request: ScanRequest) -> None:
         if real in seen:
             raise UsageError(f"{seen[real]} and {option} both name {path}: give each its own")
         seen[real] = option
+
+
+def refuse_reports_on_inputs(request: ScanRequest, inputs: Iterable[Path]) -> None:
+    """No report is written over one of the files scanned, whatever ``--force`` says: the
+    evidence is never written to (audit Z6: ``--csv`` on an input emptied it before it was read,
+    ``--json`` replaced it at the end). Compared by file (device and inode), so a hard link or
+    another spelling of an input is found; a report that does not exist yet is no input."""
+    reports: dict[tuple[int, int], str] = {}
+    for name, option in REPORT_OPTIONS.items():
+        path = getattr(request, name)
+        if not path or path == STDOUT:
+            continue
+        try:
+            found = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISREG(found.st_mode):  # a device or pipe (/dev/null) is no evidence
+            reports[(found.st_dev, found.st_ino)] = f"{option} {path}"
+    if not reports:
+        return
+    for input_path in inputs:
+        try:
+            found = os.stat(input_path)
+        except (OSError, ValueError):
+            continue
+        if (report := reports.get((found.st_dev, found.st_ino))) is not None:
+            raise UsageError(
+                f"{report} is one of the files to scan ({input_path}): a report is never written "
+                "over evidence; name another file for it"
+            )
 
 
 def as_standard_output(request: ScanRequest) -> ScanRequest:

@@ -39,7 +39,11 @@ from mfclip_cli.engines.scan.meta import scan_meta
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
 from mfclip_cli.engines.scan.reports import STOPPING, OutputFailed, Reports
-from mfclip_cli.engines.scan.request import ScanRequest, checked_request
+from mfclip_cli.engines.scan.request import (
+    ScanRequest,
+    checked_request,
+    refuse_reports_on_inputs,
+)
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT, operating_point_words
@@ -53,7 +57,7 @@ from mfclip_cli.engines.weights.store import (
     weights_record,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import shown
+from mfclip_cli.files import readable, shown
 from mfclip_cli.model import detector_kind, detector_of
 from mfclip_cli.scoring.attribution import attributor_of
 from mfclip_cli.scoring.calibration import (
@@ -192,6 +196,12 @@ def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console |
             f"{items.folded} name(s) reached a file already listed (a symbolic link to it, the "
             "file named twice): each file is scanned once, its record lists them (also_named)"
         )
+    if items.folders_without_media:
+        named = ", ".join(shown(str(folder)) for folder in items.folders_without_media)
+        notes.append(
+            f"{len(items.folders_without_media)} folder(s) named held no image or video: "
+            f"{named} (the meta's folders_without_media)"
+        )
     for folder, real in items.linked_folders.items():
         if under := sum(item.path.is_relative_to(folder) for item in items):
             notes.append(
@@ -268,9 +278,11 @@ def run_scan(
         if unbanded:
             error_console.print(f"note: {unbanded}", highlight=False, markup=False)
     items = _inputs(request, stdin, error_console if rank == 0 else None)
+    refuse_reports_on_inputs(request, (item.path for item in items))
     scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, primary, len(items))
     meta["files_passed_over"] = items.not_media
+    meta["folders_without_media"] = [readable(str(f)) for f in items.folders_without_media]
     if world > 1:
         meta["processes"] = world
     point = meta.get("operating_point") or {}

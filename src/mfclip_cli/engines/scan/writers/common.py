@@ -100,6 +100,28 @@ def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:
 DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
 
 
+def claim(path: Path, *, keep: bool) -> tuple[int, bool]:
+    """``path`` opened read-write and locked against other runs for as long as this run writes
+    it, created unless ``keep`` lets an existing file be taken (``--force``, ``--resume``): a
+    second scan naming it is refused at its start, not after its whole run. The descriptor, and
+    whether the file existed (a run removes only what it created)."""
+    try:
+        existed = path.exists()
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | (0 if keep else os.O_EXCL), 0o666)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{shown(str(path))} already exists (use --force to overwrite it)"
+        ) from None
+    except OSError as error:
+        raise cannot_write(path, error) from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise ReportError(f"{path} is being written by another mfclip scan") from None
+    return descriptor, existed
+
+
 class ReportFile:
     """A report file opened for this run: locked against other runs, emptied only once every
     output has opened (``begin``), and removed on ``discard`` only if this run created it. A pipe
@@ -120,21 +142,7 @@ class ReportFile:
             return
         refuse_existing(path, force or append)
         make_folder(path.parent, path)
-        try:
-            self.existed = path.exists()
-            flags = os.O_RDWR | os.O_CREAT | (0 if force or append else os.O_EXCL)
-            descriptor = os.open(path, flags, 0o666)
-        except FileExistsError:
-            raise FileExistsError(
-                f"{shown(str(path))} already exists (use --force to overwrite it)"
-            ) from None
-        except OSError as error:
-            raise cannot_write(path, error) from error
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(descriptor)
-            raise ReportError(f"{path} is being written by another mfclip scan") from None
+        descriptor, self.existed = claim(path, keep=force or append)
         self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 
     @property

@@ -318,6 +318,9 @@ class HtmlSink(StagedReport):
             rows.append(("provenance checks", _text(meta["provenance"])))
         if "processes" in meta:
             rows.append(("processes", _text(meta["processes"])))
+        if meta.get("folders_without_media"):
+            empty = "; ".join(meta["folders_without_media"])
+            rows.append(("folders named holding no image or video", empty))
         rows += [
             ("started (UTC)", _text(meta.get("started_utc"))),
             ("finished (UTC)", _text(summary.get("finished_utc"))),

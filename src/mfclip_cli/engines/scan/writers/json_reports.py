@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from mfclip_cli.engines.scan.writers.common import (
     ReportError,
     ReportFile,
     cannot_write,
+    claim,
     make_folder,
     report_file,
     report_lines_at,
@@ -93,15 +95,18 @@ class StagedReport:
 
     The parts go to a hidden file next to the report (memory stays flat, and an unwritable folder
     is found before the scan, not after it); what the report says first, such as the run's
-    ``complete`` flag, is known only at the end, so the report is assembled then. ``-`` is
-    standard output, written once the run ends.
+    ``complete`` flag, is known only at the end, so the report is assembled then. The report's
+    own name is claimed (created empty, or with ``--force`` the old report kept) and locked from
+    the start, so that a second scan naming it is refused then, not after its whole run (audit
+    Z2). ``-`` is standard output, written once the run ends.
     """
 
     whole_report = True
 
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
-        self.force = force
+        self.claimed: int | None = None  # the locked descriptor of the report's own name
+        self.existed = False
         if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
@@ -109,9 +114,11 @@ class StagedReport:
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
         make_folder(self.path.parent, self.path)
+        self.claimed, self.existed = claim(self.path, keep=force)
         try:
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
         except OSError as error:
+            self._release(published=False)
             raise cannot_write(self.path, error) from error
 
     @property
@@ -131,13 +138,32 @@ class StagedReport:
             sys.stdout.flush()
             self.staged.close()
             return
-        with atomic_writer(self.path, overwrite=self.force) as handle:
-            for chunk in chunks:
-                handle.write(chunk.encode("utf-8"))
-        self.staged.close()
+        try:  # over the name this run claimed (an empty file, or the old report)
+            with atomic_writer(self.path, overwrite=True) as handle:
+                for chunk in chunks:
+                    handle.write(chunk.encode("utf-8"))
+        except BaseException:
+            self._release(published=False)  # a later run may write it (a full disk freed)
+            raise
+        finally:
+            self.staged.close()
+        self._release(published=True)
 
     def discard(self) -> None:
         self.staged.close()
+        self._release(published=False)
+
+    def _release(self, *, published: bool) -> None:
+        """The claim on the report's name let go; unpublished, the empty file this run created
+        for it is removed (an old report kept by --force stays as it was)."""
+        if self.claimed is None:
+            return
+        descriptor, self.claimed = self.claimed, None
+        try:
+            if not published and not self.existed:
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(descriptor)
 
 
 class JsonSink(StagedReport):
