@@ -362,7 +362,7 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
     missing = run(str(evidence / "astronaut.png"), "--weights", str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 1 and "weights not found" in missing.stderr
     unset = run(str(evidence / "astronaut.png"), env={"MFCLIP_WEIGHTS": str(tmp_path / "nope")})
-    assert unset.returncode == 1 and "nope (from $MFCLIP_WEIGHTS)" in unset.stderr
+    assert unset.returncode == 1 and "nope (from $MFCLIP_WEIGHTS;" in unset.stderr
     pickled = tmp_path / "evil.safetensors"
     torch.save({"w": torch.zeros(1)}, pickled)
     refused = run(str(evidence / "astronaut.png"), "--weights", str(pickled))

@@ -391,12 +391,22 @@ def test_a_commands_options_become_its_settings(tmp_path):
         ("config = 3", "config must be text, not 3"),
         ("workers = -1", "workers must be 0 or more"),  # a traceback from the data loader
         ("val_every = -1", "val_every must be 0 or more"),  # validated after every step
+        ("lr = nan", "lr must be a finite positive number, not nan"),  # AdamW's traceback
+        ("lr = inf", "lr must be a finite positive number, not inf"),  # after a step
     ],
 )
 def test_a_settings_file_value_of_the_wrong_kind_is_named(tmp_path, line, said):
     file = tmp_path / "train.toml"
     file.write_text(f'[train]\ndata = "d"\n{line}\n')
     with pytest.raises(UsageError, match=re.escape(said)):
+        load_train_settings(file, out="o")
+
+
+def test_a_settings_file_that_is_not_text_is_named(tmp_path):
+    """Audit S F3: a picture or a UTF-16 file given to --settings ended in a traceback."""
+    file = tmp_path / "train.toml"
+    file.write_bytes("[train]\n".encode("utf-16"))
+    with pytest.raises(UsageError, match="cannot read training settings .*train.toml"):
         load_train_settings(file, out="o")
 
 

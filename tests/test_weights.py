@@ -285,3 +285,124 @@ def test_registrations_made_at_once_all_land(tmp_path, tiny_config):
     assert all(process.wait(timeout=600) == 0 for process in adding)
     names = {entry["name"] for entry in read_registry(tmp_path / "home" / "weights")}
     assert names == {"c0", "c1", "c2", "c3"}
+
+
+def test_a_sidecar_naming_other_weights_is_left_out(tmp_path, tiny_config):
+    """Audit S F2: a checkpoint copied over another's, the old sidecar left beside it: the
+    sidecar's training record (another run's data) replaced the one in the checkpoint, and eval's
+    held-out check was off without a word. A sidecar that names another SHA-256 is left out (and
+    said); the header's held-out record wins over a sidecar's in any case."""
+    from mfclip_cli.model import read_checkpoint_info
+
+    training = {"data": {"name": "faces", "index_sha256": "a" * 64}, "protocol": {"name": "p"}}
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(build_model(tiny_config), path, metadata={"training": training})
+    own = read_checkpoint_info(path)
+    assert own.metadata["training"]["data"] == training["data"] and own.sidecar_ignored is None
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    stale = {**sidecar, "sha256": "1" * 64, "training": {"data": {"index_sha256": "0" * 64}}}
+    path.with_suffix(".json").write_text(json.dumps(stale))
+    info = read_checkpoint_info(path)
+    assert info.metadata["training"]["data"] == training["data"]
+    assert "describes other weights (SHA-256 111111111111" in info.sidecar_ignored
+    edited = {**sidecar, "training": {**sidecar["training"], "data": {"index_sha256": "0" * 64}}}
+    path.with_suffix(".json").write_text(json.dumps(edited))  # its own SHA-256, edited record
+    assert read_checkpoint_info(path).metadata["training"]["data"] == training["data"]
+    path.with_suffix(".json").write_text(json.dumps(stale))
+    scanned = mfclip("scan", str(EXAMPLES / "astronaut.jpg"), "-w", str(path), "--jsonl", "-")
+    assert scanned.returncode == 0, scanned.stderr
+    assert "m.json beside it describes other weights" in " ".join(scanned.stderr.split())
+    assert weights_info(str(path))["sidecar_ignored"] == info.sidecar_ignored
+    register_weights(path, "copied", store=tmp_path / "store")  # the store keeps a true sidecar
+    kept = json.loads((tmp_path / "store" / "copied.json").read_text())
+    assert kept["sha256"] == info.sha256 and kept["training"]["data"] == training["data"]
+
+
+def test_a_registration_that_fails_leaves_nothing_behind(tmp_path, tiny_config, monkeypatch):
+    """Audit S F1: a full disk after the copy left an unregistered checkpoint in the store that
+    refused every retry ("already exists") and that remove could not name."""
+    from mfclip_cli.engines.weights import store as weights_store
+
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    folder = tmp_path / "store"
+    real = weights_store.write_json_atomic
+
+    def registry_on_a_full_disk(path, document, **options):
+        if Path(path).name == "registry.json":
+            raise OSError(28, "No space left on device")
+        return real(path, document, **options)
+
+    monkeypatch.setattr(weights_store, "write_json_atomic", registry_on_a_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        register_weights(source, "lab", store=folder)
+    assert sorted(p.name for p in folder.iterdir()) == []
+    monkeypatch.setattr(weights_store, "write_json_atomic", real)
+    leftover = folder / "lab.safetensors"  # as a failed add of an older version left it
+    leftover.write_bytes(source.read_bytes())
+    assert register_weights(source, "lab", store=folder)["name"] == "lab"  # taken over
+    assert [e["name"] for e in read_registry(folder)] == ["lab"]
+
+
+def test_a_registered_name_and_a_folder_or_file_of_that_name(tmp_path, tiny_config, monkeypatch):
+    """Audit S F4: a run folder named like its registered checkpoint hid it; F12: a damaged
+    registry refused even a checkpoint named by its path; F5: a relative MFCLIP_HOME."""
+    source = tmp_path / "run1" / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    folder = tmp_path / "store"
+    register_weights(source, "run1", store=folder)
+    monkeypatch.chdir(tmp_path)  # where the run folder run1/ is
+    assert resolve_weights("run1", folder).path == folder / "run1.safetensors"
+    (tmp_path / "run2").write_text("hi")
+    register_weights(source, "run2", store=folder)
+    with pytest.raises(WeightsError, match=r"both a registered checkpoint and a file here: write "):
+        resolve_weights("run2", folder)
+    with pytest.raises(WeightsError, match=r"nor a name in .*store or the bundled store"):
+        resolve_weights("run3", folder)
+    (folder / "registry.json").write_text("{")
+    assert resolve_weights(str(source), folder).path == source  # a path needs no registry
+    monkeypatch.setenv("MFCLIP_HOME", "relative-home")
+    with pytest.raises(UsageError, match="MFCLIP_HOME is a relative path"):
+        user_store()
+
+
+def test_removing_imported_clip_weights_deletes_their_file(tmp_path):
+    """Audit S F6: remove said "removed" and left clip/NAME.safetensors, which refused a
+    re-import. F7: import-clip writes the registry under the store's lock."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from mfclip_cli.engines.weights.store import import_clip
+    from mfclip_cli.model.backbone import register_open_clip_configs
+
+    register_open_clip_configs()
+    clip = open_clip.create_model("mfclip-tiny", force_custom_text=True)
+    weights = tmp_path / "tiny-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, weights)
+    store = tmp_path / "store"
+    import_clip(weights, "c1", "mfclip-tiny", store=store)
+    assert (store / "clip" / "c1.safetensors").is_file()
+    remove_weights("c1", store)
+    assert not (store / "clip" / "c1.safetensors").exists() and read_registry(store) == []
+    assert import_clip(weights, "c1", "mfclip-tiny", store=store)["name"] == "c1"
+
+
+def test_a_config_asking_for_an_impossible_model_is_one_readable_error(tmp_path):
+    """Audit S F8: a header whose config asks for a layer of 10**13 units ended in a traceback
+    from the allocator."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from mfclip_cli.errors import CheckpointError
+    from mfclip_cli.model import load_checkpoint
+
+    demo = BUNDLED_STORE / next(e for e in read_registry(BUNDLED_STORE) if e.get("demo"))["file"]
+    with safe_open(str(demo), "pt") as handle:
+        header = dict(handle.metadata())
+    config = json.loads(header["config"])
+    config["head"]["hidden"] = 10**13
+    header["config"] = json.dumps(config)
+    huge = tmp_path / "huge.safetensors"
+    save_file(load_file(str(demo)), str(huge), metadata=header)
+    with pytest.raises(CheckpointError, match="the model its config describes cannot be built"):
+        load_checkpoint(huge)

@@ -61,6 +61,8 @@ class CheckpointInfo:
     calibration: dict[str, Any] | None = None
     ood: dict[str, Any] | None = None  # its tensors in the file
     attribution: dict[str, Any] | None = None  # its tensors in the file
+    # why the sidecar beside it was left out of ``metadata`` (it names other weights), if it was
+    sidecar_ignored: str | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -267,24 +269,46 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             records[key] = json.loads(meta[key]) if key in meta else None
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
-    metadata: dict[str, Any] = {}
-    sidecar = sidecar_path(path)
-    if sidecar.is_file():
+    digest = sha256_file(path)
+    metadata, sidecar_ignored = _sidecar_of(path, digest)
+    if TRAINING_KEY in meta:  # the header's held-out record is covered by the SHA-256: it wins
         try:
-            metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            metadata = {}
-    if not metadata.get(TRAINING_KEY) and TRAINING_KEY in meta:  # the sidecar lost
-        try:
-            metadata = {**metadata, TRAINING_KEY: json.loads(meta[TRAINING_KEY])}
+            embedded = json.loads(meta[TRAINING_KEY])
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded training is unreadable: {error}") from None
+        beside = metadata.get(TRAINING_KEY)
+        metadata[TRAINING_KEY] = {**(beside if isinstance(beside, dict) else {}), **embedded}
     for key, record in records.items():  # the sidecar's copy of the same record has its time
         beside = metadata.get(key)
         if record is not None and isinstance(beside, dict) and timeless(beside) == timeless(record):
             records[key] = beside
     calibration = records.pop(CALIBRATION_KEY)
-    return CheckpointInfo(path, sha256_file(path), config, metadata, calibration, **records)
+    return CheckpointInfo(
+        path, digest, config, metadata, calibration, **records, sidecar_ignored=sidecar_ignored
+    )
+
+
+def _sidecar_of(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:
+    """The sidecar's record of the checkpoint whose SHA-256 is ``digest``, and why it was left
+    out, if it was: one that names another file's SHA-256 (a checkpoint copied over another's,
+    the old sidecar left beside it) described other weights, and its training record turned
+    eval's held-out check off without a word (audit S F2)."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return {}, None
+    try:
+        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}, f"{sidecar.name} beside it cannot be read as JSON"
+    if not isinstance(metadata, dict):
+        return {}, f"{sidecar.name} beside it is not a JSON object"
+    named = metadata.get("sha256")
+    if named is not None and named != digest:
+        return {}, (
+            f"{sidecar.name} beside it describes other weights (SHA-256 {str(named)[:12]}, "
+            f"not {digest[:12]})"
+        )
+    return metadata, None
 
 
 def load_checkpoint(
@@ -305,9 +329,15 @@ def load_checkpoint(
         if not name.startswith(tuple(FITTED.values()))
     }
     kind = detector_kind(detector_of(info.config))
-    light = kind.scoring_model(info.config, state) if inference else None
     model: Detector
-    model, state = light or (build_detector(info.config, pretrained=False), state)
+    try:
+        light = kind.scoring_model(info.config, state) if inference else None
+        model, state = light or (build_detector(info.config, pretrained=False), state)
+    except (RuntimeError, MemoryError) as error:  # a header asking for layers of 10**13 units
+        raise CheckpointError(
+            f"{path}: the model its config describes cannot be built here ({error}); the "
+            "config does not match its tensors, or the file was altered"
+        ) from None
     _load_state(model, state, path)
     if inference and light is None:
         model.merge_adapters()

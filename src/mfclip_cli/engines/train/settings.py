@@ -5,6 +5,7 @@ mistyped option is refused in a moment, not after torch and open_clip have loade
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,8 @@ class TrainSettings:
                 raise UsageError(f"{name} must be at least 1")
         if not 0 <= self.warmup < 1:
             raise UsageError("warmup is a fraction of the optimiser steps, in [0, 1)")
-        if self.lr <= 0:
-            raise UsageError("lr must be positive")
+        if not math.isfinite(self.lr) or self.lr <= 0:  # NaN passed "<= 0" into AdamW
+            raise UsageError(f"lr must be a finite positive number, not {self.lr}")
         for name in ("val_every", "checkpoint_every", "workers"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be 0 or more")
@@ -119,7 +120,7 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     """Settings from a TOML file's ``[train]`` table (or top level), then explicit overrides."""
     try:
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"cannot read training settings {path}: {error}") from error
     table = document.get("train", document)
     known = {f.name for f in fields(TrainSettings)}

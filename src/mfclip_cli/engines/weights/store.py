@@ -31,7 +31,7 @@ from rich.progress import (
 )
 
 from mfclip_cli.errors import CheckpointError, UnsafeFileError, UsageError, WeightsError
-from mfclip_cli.files import atomic_writer, sha256_file, write_json_atomic
+from mfclip_cli.files import atomic_writer, lies_within, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a checkpoint is read
     import torch
@@ -50,6 +50,11 @@ def user_store() -> Path:
     folder."""
     home = os.environ.get(HOME_ENV)
     if home:
+        if not Path(home).expanduser().is_absolute():  # one store per folder run from
+            raise UsageError(
+                f"${HOME_ENV} is a relative path ({home!r}): each folder mfclip runs from would "
+                "have a store of its own; set it to an absolute path"
+            )
         return Path(home).expanduser() / "weights"
     import platformdirs
 
@@ -61,7 +66,7 @@ class ResolvedWeights:
     path: Path
     name: str
     demo: bool
-    source: str  # "--weights", MFCLIP_WEIGHTS or "default"
+    source: str  # "--weights", "$MFCLIP_WEIGHTS" or "default": where the choice came from
     registry_entry: dict[str, Any] | None = None
 
 
@@ -140,12 +145,19 @@ def _from_registry(folder: Path, entry: dict[str, Any], source: str) -> Resolved
     return ResolvedWeights(path, entry["name"], bool(entry.get("demo")), source, entry)
 
 
-def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWeights:
-    """A registered name or a file path; with neither, the user's default, else the bundled one."""
-    source = "--weights"
+def resolve_weights(
+    value: str | None, store: Path | None = None, *, option: str = "--weights"
+) -> ResolvedWeights:
+    """A registered name or a file path; with neither, the user's default, else the bundled one.
+    ``option``: what named ``value``, for messages."""
+    source = option
     if not value:
-        value, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
-    registered = [(folder, entry) for folder, entry in _registries(store) if not _is_clip(entry)]
+        value, source = os.environ.get(WEIGHTS_ENV) or None, f"${WEIGHTS_ENV}"
+    if value and (os.sep in value or value.endswith(".safetensors")) and Path(value).is_file():
+        # a path, which no name can be: no registry read (a damaged one blocked it, audit S F12)
+        return ResolvedWeights(Path(value), Path(value).stem, False, source)
+    everything = _registries(store)
+    registered = [(folder, entry) for folder, entry in everything if not _is_clip(entry)]
     if not value:
         defaults = [(folder, entry) for folder, entry in registered if entry.get("default")]
         if not defaults:
@@ -157,9 +169,15 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
     by_name: dict[str, tuple[Path, dict[str, Any]]] = {}
     for folder, entry in registered:
         by_name.setdefault(entry["name"], (folder, entry))
-    if value in by_name and not Path(value).exists():
-        return _from_registry(*by_name[value], source)
     path = Path(value)
+    if value in by_name:
+        if path.is_file():  # a file here of a registered name: which is meant cannot be told
+            raise WeightsError(
+                f"{source} {value} is both a registered checkpoint and a file here: write "
+                f"./{value} for the file, or rename it"
+            )
+        # a folder of that name (its run folder, most often) does not hide it (audit S F4)
+        return _from_registry(*by_name[value], source)
     if path.is_dir():  # a training run's folder, most often
         inside = sorted(
             str(path / item.name)
@@ -167,11 +185,17 @@ def resolve_weights(value: str | None, store: Path | None = None) -> ResolvedWei
             if not item.name.endswith(".state.safetensors")
         )
         hint = f": name a checkpoint in it ({', '.join(inside)})" if inside else ""
-        raise WeightsError(f"--weights {value} is a folder, not a checkpoint file{hint}")
+        raise WeightsError(f"{source} {value} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        known = f" (registered names: {', '.join(by_name)})" if by_name else ""
-        named = f" (from ${WEIGHTS_ENV})" if source == WEIGHTS_ENV else ""
-        raise WeightsError(f"weights not found: {value}{named}{known}")
+        known = f"; registered: {', '.join(by_name)}" if by_name else ""
+        clip = [e["name"] for _, e in everything if _is_clip(e) and e["name"] == value]
+        if clip:
+            known += f"; {value} is CLIP weights (import-clip), for train --clip-weights"
+        where = store or user_store()
+        raise WeightsError(
+            f"weights not found: {value} (from {source}; no such file, nor a name in {where} or "
+            f"the bundled store{known})"
+        )
     return ResolvedWeights(path, path.stem, False, source)
 
 
@@ -228,26 +252,53 @@ def import_clip(
 
     store = store or user_store()
     source = _clip_file(Path(path).expanduser())
-    registry = _registry_for(name, store, force)
+    _registry_for(name, store, force)  # a name in use refused before the towers are built
     towers = create_clip_towers(
         ClipSettings(architecture=architecture, pretrained=str(source), quick_gelu=quick_gelu)
     )
     target = store / "clip" / f"{name}.safetensors"
-    with atomic_writer(target, overwrite=force) as handle, open(source, "rb") as reader:
-        while chunk := reader.read(1 << 24):
-            handle.write(chunk)
-    entry = {
-        "name": name,
-        "kind": "clip",
-        "file": f"clip/{target.name}",
-        "sha256": sha256_file(target),
-        "config": f"CLIP {architecture}",
-        "architecture": architecture,
-        "quick_gelu": towers.quick_gelu,
-        "origin": str(source),
-    }
-    write_json_atomic(store / REGISTRY_FILE, {"weights": [*registry, entry]}, overwrite=True)
+    # the registry read and written under the store's lock: read before the towers were built,
+    # a checkpoint registered meanwhile was dropped from it (audit S F7)
+    with _registry_locked(store), _removed_on_failure(target):
+        registry = _registry_for(name, store, force)
+        overwrite = force or _unregistered(target, store, registry)
+        with atomic_writer(target, overwrite=overwrite) as handle, open(source, "rb") as reader:
+            while chunk := reader.read(1 << 24):
+                handle.write(chunk)
+        entry = {
+            "name": name,
+            "kind": "clip",
+            "file": f"clip/{target.name}",
+            "sha256": sha256_file(target),
+            "config": f"CLIP {architecture}",
+            "architecture": architecture,
+            "quick_gelu": towers.quick_gelu,
+            "origin": str(source),
+        }
+        write_json_atomic(store / REGISTRY_FILE, {"weights": [*registry, entry]}, overwrite=True)
     return entry
+
+
+@contextlib.contextmanager
+def _removed_on_failure(*paths: Path) -> Iterator[None]:
+    """The store files a registration creates, removed if it fails before the registry names
+    them (a full disk): left behind, they refused every retry ("already exists") and no command
+    could remove them, no entry naming them (audit S F1)."""
+    existed = {path: path.exists() for path in paths}
+    try:
+        yield
+    except BaseException:
+        for path, was in existed.items():
+            if not was:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def _unregistered(target: Path, store: Path, registry: list[dict[str, Any]]) -> bool:
+    """Whether ``target`` is a store file no entry names (a registration's leftover, from
+    before failed registrations cleaned up after themselves): taken over, not refused."""
+    named = {os.path.realpath(store / entry["file"]) for entry in registry}
+    return target.exists() and os.path.realpath(target) not in named
 
 
 def weights_record(checkpoint: LoadedWeights) -> dict[str, Any]:
@@ -329,6 +380,13 @@ def say_caveats(
     (``named``: the checkpoint's name too, where several are compared)."""
     if precision.warning:
         console.print(f"[bold yellow]warning:[/] {escape(precision.warning)}", highlight=False)
+    if loaded.info.sidecar_ignored:
+        console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}: "
+            f"{escape(loaded.info.sidecar_ignored)}: left out (the record in the checkpoint "
+            "itself is used)",
+            highlight=False,
+        )
     if loaded.demo:
         which = f" (--weights {loaded.resolved.name})" if named else ""
         console.print(
@@ -359,7 +417,7 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
     hash."""
     from mfclip_cli.model import read_checkpoint_info
 
-    resolved = resolve_weights(target, store)
+    resolved = resolve_weights(target, store, option="weights info")
     info = read_checkpoint_info(resolved.path)
     entry = resolved.registry_entry
     return {
@@ -375,6 +433,7 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
         "training": info.metadata.get("training"),
         "calibration": info.calibration,
         "registry": entry,
+        **({"sidecar_ignored": info.sidecar_ignored} if info.sidecar_ignored else {}),
     }
 
 
@@ -393,10 +452,13 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
             raise WeightsError(f"no weights named {name!r} in {store}")
         remaining = [e for e in registry if e is not entry]
         write_json_atomic(store / REGISTRY_FILE, {"weights": remaining}, overwrite=True)
-        files = store / Path(entry["file"]).name  # an entry names a file of the store, no path
-        for path in (files, files.with_suffix(".json")):
-            if path.name != REGISTRY_FILE:
-                path.unlink(missing_ok=True)
+        # an entry names a file of the store: a checkpoint at its top, CLIP weights in clip/
+        # (the name alone left import-clip's file behind, audit S F6); nothing outside it
+        files = store / entry["file"]
+        if lies_within(os.path.realpath(files), os.path.realpath(store)):
+            for path in (files, files.with_suffix(".json")):
+                if path.name != REGISTRY_FILE:
+                    path.unlink(missing_ok=True)
     return entry
 
 
@@ -558,15 +620,16 @@ def register_weights(
             f"the --eval report scored checkpoint {scored[:12]}, not {source} ({info.sha256[:12]})"
         )
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
-    with _registry_locked(store):
+    target = store / f"{name}.safetensors"
+    with _registry_locked(store), _removed_on_failure(target, target.with_suffix(".json")):
         registry = _registry_for(name, store, force)
-        target = store / f"{name}.safetensors"
         if move:
             os.replace(source, target)
         else:
-            with atomic_writer(target, overwrite=force) as handle, open(source, "rb") as stream:
+            overwrite = force or _unregistered(target, store, registry)
+            with atomic_writer(target, overwrite=overwrite) as handle, open(source, "rb") as stream:
                 shutil.copyfileobj(stream, handle)  # in chunks: a checkpoint may be large
-        sidecar = {**info.metadata, "demo": demo, "registered_name": name}
+        sidecar = {**info.metadata, "sha256": info.sha256, "demo": demo, "registered_name": name}
         if metrics is not None:
             sidecar["metrics"] = metrics
         write_json_atomic(target.with_suffix(".json"), sidecar, overwrite=True)
