@@ -100,6 +100,17 @@ def test_weights_add_list_and_remove_use_the_users_store(tmp_path, tiny_config):
         and "bundled" in rows["mfclip-demo-tiny"]
         and "MB" in rows["case-17"]
     )
+    # audit S F11: on 80 columns (a pipe, a CI log) a mismatch showed as "MIS…", and both the
+    # user's default and the bundled one said "default: yes"
+    assert (
+        mfclip("weights", "add", str(source), "--name", "mine", "--default", env=home).returncode
+        == 0
+    )
+    tampered = tmp_path / "home" / "weights" / "mine.safetensors"
+    tampered.write_bytes(tampered.read_bytes() + b" ")
+    narrow = mfclip("weights", "list", env={**home, "COLUMNS": "80"})
+    assert narrow.returncode == 0 and "MISMATCH" in narrow.stdout, narrow.stdout
+    assert "…" not in narrow.stdout and "overridden" in narrow.stdout
     removed = mfclip("weights", "remove", "case-17", env=home)
     assert (
         removed.returncode == 0
