@@ -417,3 +417,10 @@ def test_a_config_asking_for_an_impossible_model_is_one_readable_error(tmp_path)
     save_file(load_file(str(demo)), str(huge), metadata=header)
     with pytest.raises(CheckpointError, match="the model its config describes cannot be built"):
         load_checkpoint(huge)
+
+
+def test_a_folder_given_as_a_weights_file_is_said_to_be_one(tmp_path):
+    """Audit S F9: `weights add FOLDER` said "weights file not found" of a folder that exists."""
+    added = mfclip("weights", "add", str(tmp_path), "--name", "x")
+    assert added.returncode == 1 and f"{tmp_path} is a folder, not a weights file" in added.stderr
+    assert "Traceback" not in added.stderr

@@ -238,6 +238,8 @@ def check_safetensors(path: str | Path) -> dict:
     get their own message: unpickling a file someone handed us can execute arbitrary code.
     """
     path = Path(path)
+    if path.is_dir():  # it was "not found", though it exists
+        raise IsADirectoryError(f"{path} is a folder, not a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     size = path.stat().st_size
