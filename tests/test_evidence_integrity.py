@@ -464,23 +464,27 @@ def test_a_full_disk_at_the_end_says_the_scan_finished(versions, weights, tmp_pa
     assert "(room on a full disk)" in failure.value.strerror
     end = check_scan_lines(report.read_text(encoding="utf-8").splitlines())[-1]
     assert end["type"] == "end" and end["complete"] is True
-    assert not document.exists()  # the name claimed at the start is let go: a retry may write it
+    assert not document.exists()  # nothing at its name: a retry may write it
 
 
 def test_a_second_scan_naming_a_staged_report_is_refused_at_its_start(tmp_path):
     """Audit Z2: two scans writing one --json both started (the document is written at the
-    end); the later to finish threw its whole run away, blaming a full disk. The report's name
-    is claimed and locked from the start now."""
+    end); the later to finish threw its whole run away, blaming a full disk. The report is
+    locked from the start now, by a hidden file beside it (nothing is at its name until it is
+    whole: a run killed outright left an empty report that refused the rerun, audit R F1)."""
     document = tmp_path / "case.json"
     first = JsonSink(str(document))
-    assert document.exists() and document.read_bytes() == b""  # claimed, empty
-    with pytest.raises(FileExistsError, match="already exists"):
-        JsonSink(str(document))
-    with pytest.raises(ReportError, match="being written by another mfclip scan"):
-        HtmlSink(document, force=True)
+    assert not document.exists()
+    for second in (lambda: JsonSink(str(document)), lambda: HtmlSink(document, force=True)):
+        with pytest.raises(ReportError, match="case.json is being written by another mfclip"):
+            second()
     first.begin({"type": "meta"})
     first.close({"complete": True})
     assert json.loads(document.read_text())["meta"] == {"complete": True}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["case.json"]  # no lock left
+    (tmp_path / ".killed.json.mfclip-lock").write_bytes(b"")  # a killed run's, unlocked
+    JsonSink(str(tmp_path / "killed.json")).discard()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["case.json"]
     forced = JsonSink(str(document), force=True)  # the old report kept until the new one is
     assert json.loads(document.read_text())["meta"] == {"complete": True}
     forced.discard()

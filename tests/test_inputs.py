@@ -307,3 +307,11 @@ def test_folders_named_without_an_image_or_video_are_listed(tmp_path):
         stdin=io.StringIO(f"{tmp_path / 'empty'}\n"),
     )
     assert again.folders_without_media == [tmp_path / "empty"]
+    # audit R F2: a folder whose entries are error records (a link leading out, a broken link)
+    # holds something the report lists
+    (tmp_path / "links").mkdir()
+    os.symlink(photo, tmp_path / "links" / "out.jpg")
+    (tmp_path / "broken").mkdir()
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "broken" / "x.png")
+    linked = collect_inputs([str(tmp_path / "links"), str(tmp_path / "broken")])
+    assert all(item.error for item in linked) and linked.folders_without_media == []

@@ -260,24 +260,27 @@ def collect_inputs(
         else:
             expand(spec)
     items.extend(item for item in slots if item is not None)
-    items.folders_without_media = _without_inputs(named_folders, sorted(seen_files))
+    reals = sorted(seen_files)
+    names = sorted(str(name) for item in items for name in (item.path, *item.also_named))
+    items.folders_without_media = [
+        folder
+        for folder, real in named_folders.items()
+        if not _holds(reals, real) and not _holds(names, str(folder))
+    ]
     return items
 
 
-def _without_inputs(folders: dict[Path, str], inputs: list[str]) -> list[Path]:
-    """The ``folders`` (name given: real path) that hold none of the ``inputs`` (real paths,
-    sorted) nor are one themselves (an unreadable folder's error entry), however the walks
-    reached them: a folder named after its parent was walked is not empty for it."""
-    empty = []
-    for name, real in folders.items():
-        inside = real.rstrip(os.sep) + os.sep
-        at = bisect.bisect_left(inputs, real)
-        if at < len(inputs) and inputs[at] == real:
-            continue
-        at = bisect.bisect_left(inputs, inside)
-        if not (at < len(inputs) and inputs[at].startswith(inside)):
-            empty.append(name)
-    return empty
+def _holds(paths: list[str], folder: str) -> bool:
+    """Whether the sorted ``paths`` hold ``folder`` itself (an unreadable folder's error entry)
+    or a path under it. Inputs are matched by their real paths (a folder named after its parent
+    was walked is not empty for it) and by their names (a link in it leading out, or broken, is
+    its error record, audit R F2)."""
+    at = bisect.bisect_left(paths, folder)
+    if at < len(paths) and paths[at] == folder:
+        return True
+    inside = folder.rstrip(os.sep) + os.sep
+    at = bisect.bisect_left(paths, inside)
+    return at < len(paths) and paths[at].startswith(inside)
 
 
 def _name_rank(path: Path) -> int:

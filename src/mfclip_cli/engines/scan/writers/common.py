@@ -100,11 +100,12 @@ def side_by_side(meta: dict[str, Any]) -> list[dict[str, Any]]:
 DEMO_NOTICE = "DEMO weights (synthetic artifacts): these probabilities are not evidence"
 
 
-def claim(path: Path, *, keep: bool) -> tuple[int, bool]:
+def claim(path: Path, *, keep: bool, report: Path | None = None) -> tuple[int, bool]:
     """``path`` opened read-write and locked against other runs for as long as this run writes
     it, created unless ``keep`` lets an existing file be taken (``--force``, ``--resume``): a
     second scan naming it is refused at its start, not after its whole run. The descriptor, and
-    whether the file existed (a run removes only what it created)."""
+    whether the file existed (a run removes only what it created). ``report``: the report a lock
+    file stands for, as messages name it."""
     try:
         existed = path.exists()
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | (0 if keep else os.O_EXCL), 0o666)
@@ -118,7 +119,7 @@ def claim(path: Path, *, keep: bool) -> tuple[int, bool]:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
-        raise ReportError(f"{path} is being written by another mfclip scan") from None
+        raise ReportError(f"{report or path} is being written by another mfclip scan") from None
     return descriptor, existed
 
 

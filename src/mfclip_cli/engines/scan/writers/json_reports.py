@@ -95,18 +95,20 @@ class StagedReport:
 
     The parts go to a hidden file next to the report (memory stays flat, and an unwritable folder
     is found before the scan, not after it); what the report says first, such as the run's
-    ``complete`` flag, is known only at the end, so the report is assembled then. The report's
-    own name is claimed (created empty, or with ``--force`` the old report kept) and locked from
-    the start, so that a second scan naming it is refused then, not after its whole run (audit
-    Z2). ``-`` is standard output, written once the run ends.
+    ``complete`` flag, is known only at the end, so the report is assembled then. Nothing is at
+    the report's name until then, but a hidden lock file beside it is locked from the start, so
+    that a second scan naming it is refused at its start, not after its whole run (audit Z2); a
+    run killed outright leaves that file unlocked, and the next run takes it. ``-`` is standard
+    output, written once the run ends.
     """
 
     whole_report = True
 
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
-        self.claimed: int | None = None  # the locked descriptor of the report's own name
-        self.existed = False
+        self.force = force
+        self.lock: Path | None = None  # the hidden lock file beside the report, while held
+        self.locked: int | None = None  # its locked descriptor
         if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
@@ -114,11 +116,12 @@ class StagedReport:
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
         make_folder(self.path.parent, self.path)
-        self.claimed, self.existed = claim(self.path, keep=force)
+        self.lock = self.path.with_name(f".{self.path.name}.mfclip-lock")
+        self.locked, _ = claim(self.lock, keep=True, report=self.path)
         try:
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
         except OSError as error:
-            self._release(published=False)
+            self._unlock()
             raise cannot_write(self.path, error) from error
 
     @property
@@ -138,30 +141,27 @@ class StagedReport:
             sys.stdout.flush()
             self.staged.close()
             return
-        try:  # over the name this run claimed (an empty file, or the old report)
-            with atomic_writer(self.path, overwrite=True) as handle:
+        try:
+            with atomic_writer(self.path, overwrite=self.force) as handle:
                 for chunk in chunks:
                     handle.write(chunk.encode("utf-8"))
-        except BaseException:
-            self._release(published=False)  # a later run may write it (a full disk freed)
-            raise
         finally:
             self.staged.close()
-        self._release(published=True)
+            self._unlock()
 
     def discard(self) -> None:
         self.staged.close()
-        self._release(published=False)
+        self._unlock()
 
-    def _release(self, *, published: bool) -> None:
-        """The claim on the report's name let go; unpublished, the empty file this run created
-        for it is removed (an old report kept by --force stays as it was)."""
-        if self.claimed is None:
+    def _unlock(self) -> None:
+        """The lock file removed, then let go (a run that opened it meanwhile finds it locked
+        until then, and the next one makes a new one)."""
+        if self.locked is None:
             return
-        descriptor, self.claimed = self.claimed, None
+        descriptor, self.locked = self.locked, None
         try:
-            if not published and not self.existed:
-                self.path.unlink(missing_ok=True)
+            if self.lock is not None:
+                self.lock.unlink(missing_ok=True)
         finally:
             os.close(descriptor)
 
