@@ -168,6 +168,14 @@ def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(
     elsewhere = tmp_path / "other"
     shutil.copytree(grown, elsewhere)
     assert changed_data_overlap(info, read_dataset(elsewhere), "test", test) is None
+    # nor another dataset in a folder of that name, its size not within a factor 2 (audit R F3)
+    small = tmp_path / "small" / data.name
+    small.mkdir(parents=True)
+    for kept in sorted(p for p in data.rglob("*.png"))[: len(index.samples) // 3]:
+        (small / kept.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(kept, small / kept.relative_to(data))
+    other = read_dataset(small)
+    assert changed_data_overlap(info, other, "test", other.samples) is None
     held = _eval(data, in_domain, tmp_path / "held.json")  # the very data: nothing changed
     assert held.returncode == 0, held.stderr
     assert (

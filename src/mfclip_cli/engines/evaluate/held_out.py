@@ -24,6 +24,9 @@ from mfclip_cli.model.checkpoint import CheckpointInfo
 # calibrated figures on them not held out; calibrate's train: its OOD statistics and generator
 # fingerprints fitted on them would make those faces in-distribution, their attribution seen)
 TRAINED_ON = {"test": ("train", "val"), "val": ("train", "test"), "train": ("test",)}
+# a folder of the recorded name is taken for the training folder changed since only where its
+# sample count is within this factor of the recorded one (audit R F3: an unrelated "faces")
+SAME_FOLDER_SIZE = 2
 # what the checkpoint did with the samples of its own splits that a scored split holds
 MET_AS = {
     "test": "trained or selected with",
@@ -159,13 +162,17 @@ def changed_data_overlap(
     the recorded name, another sample list: files added, removed or relabelled), the ``samples``
     its recorded protocol puts in its own splits on the data as it stands (splits go by a stable
     hash of each sample's path or video, so a sample trained on lands there again; a file added
-    since may too: an upper bound), with the numbers of samples then and now. None
-    elsewhere."""
+    since may too: an upper bound), with the numbers of samples then and now. None elsewhere,
+    and where the sample count is not within ``SAME_FOLDER_SIZE`` of the recorded one (another
+    dataset in a folder of that name)."""
     recorded = (info.metadata.get("training") or {}).get("data") or {}
     if as_trained(info, index) is not None or index.sources:
         return None
     if recorded.get("name") != Path(index.root).name or not recorded.get("index_sha256"):
         return None
+    then = int(recorded.get("samples") or 0)
+    if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
+        return None  # a folder of that name only: "faces" of 36 samples is not 1,200 changed
     protocol = _recorded_protocol(info)
     if protocol is None:
         return None
@@ -173,9 +180,7 @@ def changed_data_overlap(
         splits = select(index, protocol, ())
     except (ProtocolError, DataError):
         return None
-    return ChangedDataOverlap(
-        _overlap(splits, split, samples), int(recorded.get("samples") or 0), len(index.samples)
-    )
+    return ChangedDataOverlap(_overlap(splits, split, samples), then, len(index.samples))
 
 
 def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: str) -> None:
