@@ -295,6 +295,16 @@ def test_calibrate_says_a_train_split_holding_the_checkpoints_own_test_faces(dat
         "anyway" in said
     ), said
     assert "val samples are not held out" in said  # its val split's own overlap, said apart
+    # kept in the checkpoint written, said by eval of it, refused by the store (audit R F4)
+    fitted_on = read_checkpoint_info(out).calibration["fitted_on"]
+    assert fitted_on["training_overlap"]["protocol"] == "in-domain"
+    assert fitted_on["training_overlap"]["train"] == {"test": expected}
+    report = tmp_path / "calibrated-eval.json"
+    evaluated = _eval(data, out, report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "was calibrated with --allow-training-overlap" in " ".join(evaluated.stderr.split())
+    registered = mfclip("weights", "add", str(out), "--name", "calibrated", "--eval", str(report))
+    assert registered.returncode == 2 and "calibrated on samples of its own" in registered.stderr
     # its own protocol: neither split holds its test faces, nothing is said
     own = mfclip(*command, "-o", str(tmp_path / "own.safetensors"))
     assert own.returncode == 0 and "not held out" not in own.stderr, own.stderr

@@ -51,7 +51,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         raise CalibrationError(problem)
     # the OOD statistics and fingerprints are fitted on the train split: held out from the
     # checkpoint's test split too (load_scoring checked val)
-    held_out_check(
+    train_overlap, _ = held_out_check(
         choice,
         scoring.checkpoint,
         scoring.index,
@@ -73,6 +73,18 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "layout": scoring.index.layout,
         "protocol": scoring.protocol.name,
     }
+    # what --allow-training-overlap let in, kept in the checkpoint: eval of it says so, and
+    # weights add refuses its report (audit R F4: nothing of it was left)
+    allowed = {
+        split: overlap
+        for split, overlap in (("val", scoring.training_overlap), ("train", train_overlap))
+        if overlap is not None and overlap.total
+    }
+    if allowed:
+        fitted_on["training_overlap"] = {
+            "protocol": next(iter(allowed.values())).protocol,
+            **{split: overlap.counts for split, overlap in allowed.items()},
+        }
     record = fit_calibration(
         logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy
     )

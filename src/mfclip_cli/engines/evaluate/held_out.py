@@ -34,7 +34,7 @@ MET_AS = {
     "train": "is tested on",
 }
 # what is done with them where --allow-training-overlap lets them in
-USED_AS = {"test": "scored", "val": "scored", "train": "fitted on"}
+USED_AS = {"test": "scored", "val": "fitted on", "train": "fitted on"}
 ALLOW_OPTION = "--allow-training-overlap"
 
 

@@ -180,7 +180,16 @@ def held_out_check(
 
 
 def say_unrecorded(loaded: LoadedWeights, split: str, error_console: Console) -> None:
-    """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked."""
+    """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked;
+    one calibrated with ``--allow-training-overlap`` is said to be."""
+    fitted = ((loaded.info.calibration or {}).get("fitted_on") or {}).get("training_overlap")
+    if fitted:
+        error_console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was calibrated with "
+            "--allow-training-overlap on samples of its own splits (its calibration's "
+            "fitted_on.training_overlap): its calibrated figures are not those of held-out data",
+            highlight=False,
+        )
     if not loaded.info.metadata.get("training"):
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "

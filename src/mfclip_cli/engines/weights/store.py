@@ -577,6 +577,13 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
             "held-out test's; register a report of a held-out test split"
         )
+    fitted = ((report.get("calibration") or {}).get("fitted_on") or {}).get("training_overlap")
+    if fitted:  # calibrated with --allow-training-overlap on samples of its own splits
+        raise UsageError(
+            f"--eval {path} scored a checkpoint calibrated on samples of its own splits "
+            "(calibration.fitted_on.training_overlap, --allow-training-overlap): its calibrated "
+            "figures are not a held-out test's; register one calibrated on held-out data"
+        )
     changed = protocol.get("changed_data_overlap") or {}
     if may_have_met := sum(count for role, count in changed.items() if role in ("train", "val")):
         raise UsageError(
