@@ -556,6 +556,7 @@ def test_a_folder_named_without_media_is_said_and_recorded(weights, tmp_path):
         weights=(str(weights),),
         quiet=True,
         jsonl_path=str(tmp_path / "r.jsonl"),
+        html_path=str(tmp_path / "r.html"),
     )
     code = run_scan(
         request,
@@ -567,6 +568,8 @@ def test_a_folder_named_without_media_is_said_and_recorded(weights, tmp_path):
     meta = check_scan_lines((tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines())[0]
     assert meta["folders_without_media"] == [str(tmp_path / "empty")]
     assert "1 folder(s) named held no image or video" in said.getvalue()
+    summary = (tmp_path / "r.html").read_text(encoding="utf-8").split("<h2>Summary</h2>")[1]
+    assert "folders named holding no image or video" in summary.split("</table>")[0]
 
 
 @pytest.mark.parametrize(

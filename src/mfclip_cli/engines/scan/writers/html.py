@@ -318,9 +318,6 @@ class HtmlSink(StagedReport):
             rows.append(("provenance checks", _text(meta["provenance"])))
         if "processes" in meta:
             rows.append(("processes", _text(meta["processes"])))
-        if meta.get("folders_without_media"):
-            empty = "; ".join(meta["folders_without_media"])
-            rows.append(("folders named holding no image or video", empty))
         rows += [
             ("started (UTC)", _text(meta.get("started_utc"))),
             ("finished (UTC)", _text(summary.get("finished_utc"))),
@@ -342,6 +339,9 @@ class HtmlSink(StagedReport):
             ("files without a face", str(self.statuses[STATUS_NO_FACE])),
             ("errors", str(len(self.errors))),
         ]
+        if self.meta.get("folders_without_media"):  # an empty or unmounted evidence folder
+            empty = "; ".join(self.meta["folders_without_media"])
+            rows.append(("folders named holding no image or video", empty))
         if self.unreadable:
             rows.append(("inputs not read again (no pictures)", str(self.unreadable)))
         if summary.get("skipped_as_done"):
