@@ -179,7 +179,7 @@ def held_out_check(
     return overlap, changed
 
 
-def say_unrecorded(loaded: LoadedWeights, split: str, error_console: Console) -> None:
+def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Console) -> None:
     """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked;
     one calibrated with ``--allow-training-overlap`` is said to be."""
     fitted = ((loaded.info.calibration or {}).get("fitted_on") or {}).get("training_overlap")
@@ -248,7 +248,7 @@ def load_scorings(
         splits = splits_of(protocol)
     scorings = []
     for loaded, chosen in checkpoints:
-        say_unrecorded(loaded, split, error_console)
+        say_training_caveats(loaded, split, error_console)
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )

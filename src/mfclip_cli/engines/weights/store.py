@@ -188,8 +188,7 @@ def resolve_weights(
         raise WeightsError(f"{source} {value} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         known = f"; registered: {', '.join(by_name)}" if by_name else ""
-        clip = [e["name"] for _, e in everything if _is_clip(e) and e["name"] == value]
-        if clip:
+        if any(_is_clip(entry) and entry["name"] == value for _, entry in everything):
             known += f"; {value} is CLIP weights (import-clip), for train --clip-weights"
         where = store or user_store()
         raise WeightsError(
@@ -569,9 +568,8 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             f"(type {report.get('type') if isinstance(report, dict) else None!r})"
         )
     protocol = report.get("protocol") or {}
-    overlap = protocol.get("training_overlap") or {}
-    met = sum(count for role, count in overlap.items() if role in ("train", "val"))
-    if met:  # scored with --allow-training-overlap: not figures of held-out data
+    if met := _met_in_training(protocol.get("training_overlap")):
+        # scored with --allow-training-overlap: not figures of held-out data
         raise UsageError(
             f"--eval {path} scored {met} test sample(s) the checkpoint was trained or selected "
             "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
@@ -584,8 +582,7 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             "(calibration.fitted_on.training_overlap, --allow-training-overlap): its calibrated "
             "figures are not a held-out test's; register one calibrated on held-out data"
         )
-    changed = protocol.get("changed_data_overlap") or {}
-    if may_have_met := sum(count for role, count in changed.items() if role in ("train", "val")):
+    if may_have_met := _met_in_training(protocol.get("changed_data_overlap")):
         raise UsageError(
             f"--eval {path} scored the checkpoint's training folder changed since it was "
             f"trained, where up to {may_have_met} test sample(s) lie in its own train and val "
@@ -598,6 +595,12 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
         "subsets": report["subsets"],
         "weights_sha256": (report.get("weights") or {}).get("sha256"),
     }
+
+
+def _met_in_training(overlap: dict[str, Any] | None) -> int:
+    """How many test samples an eval report's overlap record puts in the checkpoint's own train
+    and val splits (``protocol.training_overlap``, ``protocol.changed_data_overlap``)."""
+    return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 
 def register_weights(

@@ -107,8 +107,7 @@ class StagedReport:
     def __init__(self, path: str | Path, *, force: bool = False):
         self.path = Path(path)
         self.force = force
-        self.lock: Path | None = None  # the hidden lock file beside the report, while held
-        self.locked: int | None = None  # its locked descriptor
+        self.locked: int | None = None  # the locked descriptor of its lock file, while held
         if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
@@ -116,7 +115,6 @@ class StagedReport:
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
         make_folder(self.path.parent, self.path)
-        self.lock = self.path.with_name(f".{self.path.name}.mfclip-lock")
         self.locked, _ = claim(self.lock, keep=True, report=self.path)
         try:
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
@@ -127,6 +125,11 @@ class StagedReport:
     @property
     def target(self) -> str:
         return "standard output" if str(self.path) == STDOUT else str(self.path)
+
+    @property
+    def lock(self) -> Path:
+        """The hidden file beside the report that this run locks while it writes it."""
+        return self.path.with_name(f".{self.path.name}.mfclip-lock")
 
     def staged_parts(self) -> Iterator[str]:
         """What was staged, in chunks of a megabyte."""
@@ -160,8 +163,7 @@ class StagedReport:
             return
         descriptor, self.locked = self.locked, None
         try:
-            if self.lock is not None:
-                self.lock.unlink(missing_ok=True)
+            self.lock.unlink(missing_ok=True)
         finally:
             os.close(descriptor)
 
