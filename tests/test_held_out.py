@@ -3,6 +3,7 @@ splits are recomputed from the protocol it records, on the data it was trained o
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from mfclip_cli.data import read_dataset, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
+    calibration_overlap,
     changed_data_overlap,
     refuse_training_overlap,
     trained_protocol,
@@ -300,7 +302,8 @@ def test_calibrate_says_a_train_split_holding_the_checkpoints_own_test_faces(dat
     assert fitted_on["training_overlap"]["protocol"] == "in-domain"
     assert fitted_on["training_overlap"]["train"] == {"test": expected}
     report = tmp_path / "calibrated-eval.json"
-    evaluated = _eval(data, out, report)
+    # its own in-domain test faces are in the train split calibrated on: allowed, said
+    evaluated = _eval(data, out, report, "--allow-training-overlap")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "was calibrated with --allow-training-overlap" in " ".join(evaluated.stderr.split())
     registered = mfclip("weights", "add", str(out), "--name", "calibrated", "--eval", str(report))
@@ -308,3 +311,65 @@ def test_calibrate_says_a_train_split_holding_the_checkpoints_own_test_faces(dat
     # its own protocol: neither split holds its test faces, nothing is said
     own = mfclip(*command, "-o", str(tmp_path / "own.safetensors"))
     assert own.returncode == 0 and "not held out" not in own.stderr, own.stderr
+
+
+def test_eval_refuses_a_test_split_its_calibration_was_fitted_on(data, tmp_path):
+    """Audit R, left then: a checkpoint trained elsewhere and calibrated on this data under
+    in-domain, evaluated under cross-generator. The held-out generators' fakes of that test
+    split are those in-domain fitted the OOD statistics and fingerprints (train) and the
+    temperature, band and thresholds (val) on: its calibrated figures were not held out."""
+    elsewhere = make_dataset(tmp_path / "elsewhere", per_class=16, seed=3)
+    weights = _trained_with(elsewhere, "in-domain", tmp_path / "w.safetensors")
+    calibrated = tmp_path / "calibrated.safetensors"
+    done = mfclip(
+        "calibrate", "--data", str(data), "-w", str(weights), "--device", "cpu",
+        "--protocol", "in-domain", "-o", str(calibrated),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    index = read_dataset(data)
+    info = read_checkpoint_info(calibrated)
+    assert info.calibration["fitted_on"]["protocol_definition"]["name"] == "in-domain"
+    expected = _expected(data, "in-domain", "cross-generator", "test")
+    assert expected["train"] > 0
+    test = select(index, "cross-generator").test
+    assert calibration_overlap(info, index, test).record() == {"protocol": "in-domain", **expected}
+    assert calibration_overlap(info, index, select(index, "in-domain").test).total == 0
+    # recorded by name only (calibrations before 2.12.0): the shipped protocol of that name
+    fitted = {k: v for k, v in info.calibration["fitted_on"].items() if k != "protocol_definition"}
+    legacy = replace(info, calibration={**info.calibration, "fitted_on": fitted})
+    assert calibration_overlap(legacy, index, test).counts == expected
+    # other data, or no calibration: nothing can be told
+    other = read_dataset(data)
+    other.samples.pop()
+    assert calibration_overlap(info, other, test) is None
+    assert calibration_overlap(read_checkpoint_info(weights), index, test) is None
+
+    refused = _eval(data, calibrated, tmp_path / "r.json", "--protocol", "cross-generator")
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "holds samples this checkpoint's calibration was fitted on" in said, said
+    assert f"({expected['train']} in its train split (OOD statistics" in said
+    assert "calibrate it again under cross-generator" in said
+    assert not (tmp_path / "r.json").exists()
+    report = tmp_path / "allowed.json"
+    allowed = _eval(
+        data, calibrated, report, "--protocol", "cross-generator", "--allow-training-overlap"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    total = expected["train"] + expected["val"]
+    said = " ".join(allowed.stderr.split())
+    assert f"warning: {total} of the {len(test)} test samples are not held out from" in said
+    recorded = check_json_file(report, "eval")["protocol"]["calibration_overlap"]
+    assert recorded == {"protocol": "in-domain", **expected}
+    document = json.loads(report.read_text())
+    for wrong in (set_to(-1), drop):
+        path = ["protocol", "calibration_overlap", "train"]
+        assert schema_errors(broken(document, path, wrong), "eval")
+    registered = mfclip("weights", "add", str(calibrated), "--name", "cal", "--eval", str(report))
+    assert registered.returncode == 2, registered.stderr
+    assert "protocol.calibration_overlap" in " ".join(registered.stderr.split())
+    # the protocol it was calibrated under: held out by construction
+    own = _eval(data, calibrated, tmp_path / "own.json", "--protocol", "in-domain")
+    assert own.returncode == 0, own.stderr
+    recorded = json.loads((tmp_path / "own.json").read_text())["protocol"]["calibration_overlap"]
+    assert recorded == {"protocol": "in-domain", "train": 0, "val": 0}

@@ -72,6 +72,10 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         "data": dataset_identity(scoring.index),  # a name and digest: the checkpoint travels
         "layout": scoring.index.layout,
         "protocol": scoring.protocol.name,
+        # whole, as training records its own: eval under another protocol recomputes the
+        # splits fitted on and refuses a test split holding them (held_out.calibration_overlap)
+        "protocol_definition": scoring.protocol.to_dict(),
+        "held_out": list(scoring.splits.held_out),
     }
     # what --allow-training-overlap let in, kept in the checkpoint: eval of it says so, and
     # weights add refuses its report (audit R F4: nothing of it was left)

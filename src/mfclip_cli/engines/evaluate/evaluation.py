@@ -361,6 +361,9 @@ def score_checkpoint(
             **protocol_record(scoring.protocol, splits),
             "training_overlap": overlap.record() if (overlap := scoring.training_overlap) else None,
             "changed_data_overlap": changed.record() if (changed := scoring.changed_data) else None,
+            "calibration_overlap": (
+                calibrated.record() if (calibrated := scoring.calibration_overlap) else None
+            ),
         },
         "threshold": request.threshold,
         "calibration": {

@@ -5,6 +5,8 @@ Scored on that very data, its train and val splits can be recomputed exactly (th
 by a stable hash), so a test split of another protocol that holds samples it trained on (train)
 or was selected and calibrated with (val) is found before any scoring: its figures would not be
 those of held-out data. On other data nothing can be told, and the report says so (null).
+A calibration records its data and protocol alike: eval's test split under another protocol is
+checked against the splits it was fitted on (``calibration_overlap``).
 """
 
 from __future__ import annotations
@@ -35,14 +37,22 @@ MET_AS = {
 }
 # what is done with them where --allow-training-overlap lets them in
 USED_AS = {"test": "scored", "val": "fitted on", "train": "fitted on"}
+# what calibrate fitted on each split of its protocol (engines/evaluate/calibrate.py)
+CALIBRATED_ON = {
+    "train": "OOD statistics and generator fingerprints",
+    "val": "temperature, inconclusive band and thresholds",
+}
 ALLOW_OPTION = "--allow-training-overlap"
 
 
-def _recorded_protocol(info: CheckpointInfo) -> Protocol | None:
-    """The protocol a checkpoint records it was trained with, as it split then: recorded whole
-    since report format 2.4.0, else found by its name among the shipped ones, its held-out values
-    pinned to those it held out. None where it cannot be read."""
-    recorded = (info.metadata.get("training") or {}).get("protocol") or {}
+def _training_record(info: CheckpointInfo) -> dict[str, Any]:
+    return info.metadata.get("training") or {}
+
+
+def _recorded_protocol(recorded: dict[str, Any]) -> Protocol | None:
+    """A protocol as a checkpoint recorded it (``{name, definition, held_out}``), as it split
+    then: recorded whole since report format 2.4.0, else found by its name among the shipped
+    ones, its held-out values pinned to those it held out. None where it cannot be read."""
     try:
         if recorded.get("definition"):
             definition = dict(recorded["definition"])
@@ -64,15 +74,23 @@ def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
     it held out then, so that it splits alike whatever the order of ``--data`` now (an
     ``after-first`` protocol holds out every --data after the first). None where it cannot be
     told."""
-    return None if as_trained(info, index) is None else _recorded_protocol(info)
+    if as_trained(info, index) is None:
+        return None
+    return _recorded_protocol(_training_record(info).get("protocol") or {})
 
 
 def as_trained(info: CheckpointInfo, index: DataIndex) -> DataIndex | None:
-    """``index`` as the checkpoint was trained on it, or None where it is other data. A folder
-    copied, synced or unpacked under another name is the same data, but the ``folder`` layout
-    names its samples' dataset after the folder: where giving them back the name the checkpoint
-    recorded gives its very sample list, that index (its splits are the checkpoint's)."""
-    recorded = (info.metadata.get("training") or {}).get("data") or {}
+    """``index`` as the checkpoint was trained on it, or None where it is other data
+    (``as_recorded``)."""
+    return as_recorded(_training_record(info).get("data") or {}, index)
+
+
+def as_recorded(recorded: dict[str, Any], index: DataIndex) -> DataIndex | None:
+    """``index`` as a record of data (``dataset_identity``) names it, or None where it is other
+    data. A folder copied, synced or unpacked under another name is the same data, but the
+    ``folder`` layout names its samples' dataset after the folder: where giving them back the
+    recorded name gives the very sample list recorded, that index (its splits are those
+    recorded)."""
     if recorded.get("index_sha256") == index_digest(index):
         return index
     old, new = recorded.get("name"), Path(index.root).name
@@ -92,7 +110,7 @@ def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
         splits = select(trained_index, protocol, ())
     except (ProtocolError, DataError):
         return None
-    recorded = ((info.metadata.get("training") or {}).get("protocol") or {}).get("sizes") or {}
+    recorded = (_training_record(info).get("protocol") or {}).get("sizes") or {}
     if recorded.get("train") not in (None, len(splits.train)):
         return None  # a protocol file of that name that says otherwise now
     return splits
@@ -155,6 +173,35 @@ def _overlap(trained: Splits, split: str, samples: Sequence[Sample]) -> Overlap:
     return Overlap(trained.protocol.name, counts)
 
 
+def calibration_overlap(
+    info: CheckpointInfo, index: DataIndex, samples: Sequence[Sample]
+) -> Overlap | None:
+    """The test ``samples`` that lie in the splits the checkpoint's calibration was fitted on
+    (``CALIBRATED_ON``): its temperature, band and thresholds on its protocol's val split, its
+    OOD statistics and generator fingerprints on the train split. Where eval's protocol is not
+    the calibration's, on the data calibrated on, its test split can hold them. The overlap's
+    protocol is the calibration's; None where it cannot be told (no calibration, other data)."""
+    fitted = (info.calibration or {}).get("fitted_on") or {}
+    data = fitted.get("data")
+    if not isinstance(data, dict):  # checkpoints before 1.0.0 named a folder only
+        return None
+    calibrated = as_recorded(data, index)
+    protocol = _recorded_protocol(
+        {
+            "name": fitted.get("protocol"),
+            "definition": fitted.get("protocol_definition"),
+            "held_out": fitted.get("held_out"),
+        }
+    )
+    if calibrated is None or protocol is None:
+        return None
+    try:
+        splits = select(calibrated, protocol, ())
+    except (ProtocolError, DataError):
+        return None
+    return _overlap(splits, "test", samples)
+
+
 def changed_data_overlap(
     info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
 ) -> ChangedDataOverlap | None:
@@ -165,7 +212,7 @@ def changed_data_overlap(
     since may too: an upper bound), with the numbers of samples then and now. None elsewhere,
     and where the sample count is not within ``SAME_FOLDER_SIZE`` of the recorded one (another
     dataset in a folder of that name)."""
-    recorded = (info.metadata.get("training") or {}).get("data") or {}
+    recorded = _training_record(info).get("data") or {}
     if as_trained(info, index) is not None or index.sources:
         return None
     if recorded.get("name") != Path(index.root).name or not recorded.get("index_sha256"):
@@ -173,7 +220,7 @@ def changed_data_overlap(
     then = int(recorded.get("samples") or 0)
     if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
         return None  # a folder of that name only: "faces" of 36 samples is not 1,200 changed
-    protocol = _recorded_protocol(info)
+    protocol = _recorded_protocol(_training_record(info).get("protocol") or {})
     if protocol is None:
         return None
     try:
@@ -203,4 +250,23 @@ def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: st
         f"{what} ({met}, under its training protocol {overlap.protocol!r}): its figures would "
         f"not be held out. {remedy[0].upper()}{remedy[1:]}, or {ALLOW_OPTION} to score them "
         "anyway (the report records the overlap)"
+    )
+
+
+def refuse_calibration_overlap(overlap: Overlap | None, scored_with: str) -> None:
+    """A usage error naming the test samples the checkpoint's calibration was fitted on,
+    unless there are none (or it cannot be told)."""
+    if overlap is None or not overlap.total:
+        return
+    met = " and ".join(
+        f"{count} in its {role} split ({CALIBRATED_ON[role]})"
+        for role, count in overlap.counts.items()
+        if count
+    )
+    raise UsageError(
+        f"the test split of protocol {scored_with!r} holds samples this checkpoint's calibration "
+        f"was fitted on ({met}, under protocol {overlap.protocol!r}): its calibrated figures "
+        f"would not be held out. Use --protocol {overlap.protocol}, calibrate it again under "
+        f"{scored_with} (mfclip calibrate --protocol {scored_with}), or {ALLOW_OPTION} to score "
+        "them anyway (the report records the overlap)"
     )

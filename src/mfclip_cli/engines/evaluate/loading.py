@@ -15,11 +15,14 @@ from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, 
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
+    CALIBRATED_ON,
     MET_AS,
     USED_AS,
     ChangedDataOverlap,
     Overlap,
+    calibration_overlap,
     changed_data_overlap,
+    refuse_calibration_overlap,
     refuse_training_overlap,
     trained_protocol,
     training_overlap,
@@ -68,6 +71,8 @@ class Scoring:
     training_overlap: Overlap | None = None
     # where it cannot, on its training folder changed since: how many it may have met
     changed_data: ChangedDataOverlap | None = None
+    # the scored test samples its calibration was fitted on; None where that cannot be told
+    calibration_overlap: Overlap | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -179,6 +184,34 @@ def held_out_check(
     return overlap, changed
 
 
+def calibration_check(
+    choice: DataChoice,
+    loaded: LoadedWeights,
+    index: DataIndex,
+    protocol: Protocol,
+    test: Sequence[Sample],
+    error_console: Console,
+) -> Overlap | None:
+    """The test samples the checkpoint's calibration was fitted on (``calibration_overlap``),
+    refused unless allowed, said where allowed."""
+    overlap = calibration_overlap(loaded.info, index, test)
+    if not choice.allow_training_overlap:
+        refuse_calibration_overlap(overlap, protocol.name)
+    elif overlap is not None and overlap.total:
+        shares = ", ".join(
+            f"{count} in its {role} split ({CALIBRATED_ON[role]})"
+            for role, count in overlap.counts.items()
+        )
+        error_console.print(
+            f"[bold yellow]warning:[/] {overlap.total} of the {len(test)} test samples are not "
+            f"held out from {escape(loaded.resolved.name)}'s calibration ({shares}, under "
+            f"protocol {escape(overlap.protocol)}): scored anyway, as --allow-training-overlap "
+            "asks; its calibrated figures on them are not those of unseen data",
+            highlight=False,
+        )
+    return overlap
+
+
 def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Console) -> None:
     """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked;
     one calibrated with ``--allow-training-overlap`` is said to be."""
@@ -252,9 +285,23 @@ def load_scorings(
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )
+        calibrated = None
+        if split == "test":  # calibrate fits anew: the source's calibration is replaced
+            calibrated = calibration_check(
+                choice, loaded, index, protocol, splits.test, error_console
+            )
         scorings.append(
             Scoring(
-                device, protocol, index, splits, loaded, chosen, error_console, overlap, changed
+                device,
+                protocol,
+                index,
+                splits,
+                loaded,
+                chosen,
+                error_console,
+                overlap,
+                changed,
+                calibrated,
             )
         )
     return scorings

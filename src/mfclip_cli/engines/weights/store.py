@@ -582,6 +582,13 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             "(calibration.fitted_on.training_overlap, --allow-training-overlap): its calibrated "
             "figures are not a held-out test's; register one calibrated on held-out data"
         )
+    if calibrated_on := _met_in_training(protocol.get("calibration_overlap")):
+        raise UsageError(
+            f"--eval {path} scored {calibrated_on} test sample(s) the checkpoint's calibration "
+            "was fitted on (protocol.calibration_overlap, --allow-training-overlap): its "
+            "calibrated figures are not a held-out test's; register a report under the "
+            "protocol it was calibrated with, or calibrate it again"
+        )
     if may_have_met := _met_in_training(protocol.get("changed_data_overlap")):
         raise UsageError(
             f"--eval {path} scored the checkpoint's training folder changed since it was "
@@ -598,8 +605,9 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
 
 
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
-    """How many test samples an eval report's overlap record puts in the checkpoint's own train
-    and val splits (``protocol.training_overlap``, ``protocol.changed_data_overlap``)."""
+    """How many test samples an eval report's overlap record puts in the train and val splits
+    the checkpoint was trained or calibrated with (``protocol.training_overlap``,
+    ``protocol.changed_data_overlap``, ``protocol.calibration_overlap``)."""
     return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 
