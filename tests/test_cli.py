@@ -1,10 +1,12 @@
 """The command line, run as a user runs it: a subprocess."""
 
 import sys
+from pathlib import Path
 
 from cli import MFCLIP, command, mfclip
 from report_schemas import check_train_run
 
+import mfclip_cli
 from mfclip_cli import __version__
 
 
@@ -184,3 +186,22 @@ def test_errors_show_bracketed_names_as_they_are(tmp_path):
         result = mfclip("data", "inspect", str(tmp_path / name))
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert f"dataset folder not found: {tmp_path / name}" in result.stderr
+
+
+def test_a_file_where_a_folder_is_needed_is_said_in_words(tmp_path):
+    """Audit S F9: a folder to be made where a file is, or under one, was errno text ("[Errno 17]
+    File exists: ...", "Not a directory (...)") with exit 1 or 2 by chance: now a usage error
+    that says which path."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "weights").write_text("a file where the store's folder goes")
+    demo = str(Path(mfclip_cli.__file__).parent / "weights" / "mfclip-demo-tiny.safetensors")
+    env = {"MFCLIP_HOME": str(tmp_path / "home")}
+    added = mfclip("weights", "add", demo, "--name", "copy", env=env)
+    where = tmp_path / "home" / "weights"
+    assert added.returncode == 2, added.stderr
+    assert f"{where} is a file, not a folder (a folder is needed there)" in added.stderr
+    env = {"MFCLIP_HOME": str(tmp_path / "home" / "weights" / "under")}
+    under = mfclip("weights", "add", demo, "--name", "copy", env=env)
+    assert under.returncode == 2, under.stderr
+    assert "a part of this path is a file, not a folder" in under.stderr
+    assert "Errno" not in added.stderr + under.stderr

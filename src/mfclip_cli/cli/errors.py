@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import typer
@@ -56,7 +57,9 @@ def errors_reported() -> Iterator[Console]:
         FileNotFoundError,
     ) as error:
         message, code = _without_worker_traceback(str(error)), EXIT_FATAL
-    except (UsageError, ConfigError, ProtocolError, BackboneError, FileExistsError) as error:
+    except (FileExistsError, NotADirectoryError) as error:  # a path named where it cannot be
+        message, code = _path_in_the_way(error), EXIT_USAGE
+    except (UsageError, ConfigError, ProtocolError, BackboneError) as error:
         message, code = _without_worker_traceback(str(error)), EXIT_USAGE
     except KeyboardInterrupt:
         message, code = "interrupted", EXIT_INTERRUPTED
@@ -71,6 +74,20 @@ def errors_reported() -> Iterator[Console]:
 
         error_console.print(f"[bold red]error:[/] {escape(readable(message))}", highlight=False)
         raise typer.Exit(code)
+
+
+def _path_in_the_way(error: OSError) -> str:
+    """A folder to be made (``--plots``, ``-o``, ``$MFCLIP_HOME``) where a file is, or under one,
+    said in words rather than as errno text; our own refusals ("already exists (use --force
+    ...)") carry no errno and are kept as they are."""
+    if error.errno is None or not error.filename:
+        return _without_worker_traceback(str(error))
+    where = str(error.filename)
+    if isinstance(error, NotADirectoryError):
+        return f"{where}: a part of this path is a file, not a folder"
+    if not Path(where).is_dir():
+        return f"{where} is a file, not a folder (a folder is needed there)"
+    return f"{where} already exists"
 
 
 def _quiet_stdout() -> None:
