@@ -142,3 +142,33 @@ def test_a_local_file_with_trust_is_registered_and_listed(checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["sha256"] == hashlib.sha256(checkpoint).hexdigest()
     assert source.read_bytes() == checkpoint  # the source is copied, not moved
+
+
+def test_a_second_pull_of_the_same_name_at_once_is_refused_in_words(checkpoint, tmp_path):
+    """Audit S F13: two pulls of one name shared a partial file; the one that finished renamed
+    it away and the other said "weights file not found: .../.same.safetensors.part". The
+    partial file is held for the whole pull: the second is refused, and leaves it alone."""
+    import fcntl
+    import os
+
+    source = tmp_path / "copy.safetensors"
+    source.write_bytes(checkpoint)
+    store = tmp_path / "home" / "weights"
+    store.mkdir(parents=True)
+    partial = store / ".same.safetensors.part"
+    partial.write_bytes(checkpoint[:100])  # a pull under way, 100 bytes in
+    held = os.open(partial, os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = pull(tmp_path / "home", str(source), "--name", "same", "--trust")
+    finally:
+        os.close(held)
+    assert refused.returncode == 1, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "another mfclip weights pull of 'same'" in said and "under way" in said, said
+    assert partial.read_bytes() == checkpoint[:100]  # the other pull's bytes, untouched
+    assert read_registry(store) == []
+    done = pull(tmp_path / "home", str(source), "--name", "same", "--trust")  # once it is over
+    assert done.returncode == 0, done.stderr
+    assert ".same.safetensors.part" not in _store_files(tmp_path / "home")
+    assert read_registry(store)[0]["name"] == "same"

@@ -123,6 +123,26 @@ def _registry_locked(store: Path) -> Iterator[None]:
         os.close(folder)  # releases the lock
 
 
+@contextlib.contextmanager
+def _partial_held(partial: Path, name: str) -> Iterator[None]:
+    """The partial file of a pull held by this process for the whole pull (fetch, check,
+    register): a second pull of the same name at once is refused in words instead of finding
+    its partial file renamed away (audit S F13). The lock is on the partial file, which a pull
+    keeps anyway to resume: no other file is left behind."""
+    descriptor = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WeightsError(
+                f"another mfclip weights pull of {name!r} into {partial.parent} is under way; "
+                "let it finish (or stop it), then run this one again"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
     """(folder, entry) of every registered checkpoint: the user's store first, then the bundled
     ones."""
@@ -491,8 +511,6 @@ def pull_weights(
     it is an mfclip safetensors checkpoint. An interrupted transfer keeps its partial file, and the
     same command resumes it; any other failure removes it.
     """
-    from mfclip_cli.engines.weights.download import TransferError, fetch
-
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
     if expected is not None and (
@@ -503,6 +521,23 @@ def pull_weights(
     _registry_for(name, store, force)  # before any byte is fetched
     store.mkdir(parents=True, exist_ok=True)
     partial = store / f".{name}.safetensors.part"
+    with _partial_held(partial, name):
+        return _pull_into(source, name, partial, expected, trust, force, store, console)
+
+
+def _pull_into(
+    source: str,
+    name: str,
+    partial: Path,
+    expected: str | None,
+    trust: bool,
+    force: bool,
+    store: Path,
+    console: Console | None,
+) -> dict[str, Any]:
+    """``pull_weights`` with its partial file held."""
+    from mfclip_cli.engines.weights.download import TransferError, fetch
+
     progress = Progress(
         TextColumn(f"pulling {name}"),
         BarColumn(),
