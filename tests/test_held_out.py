@@ -373,3 +373,43 @@ def test_eval_refuses_a_test_split_its_calibration_was_fitted_on(data, tmp_path)
     assert own.returncode == 0, own.stderr
     recorded = json.loads((tmp_path / "own.json").read_text())["protocol"]["calibration_overlap"]
     assert recorded == {"protocol": "in-domain", "train": 0, "val": 0}
+
+
+def test_eval_refuses_a_val_split_it_would_choose_thresholds_on_that_it_trained_on(
+    data, in_domain, tmp_path
+):
+    """Audit E F2: under a protocol of other fractions, eval's val split (where it chooses the
+    operating-point thresholds and bounds their FPR) held the checkpoint's training faces,
+    silently; its test split may be held out all the same."""
+    bigval = tmp_path / "bigval.toml"
+    bigval.write_text(
+        'description = "in-domain with a bigger val"\nval_fraction = 0.6\ntest_fraction = 0.2\n'
+        "use_layout_split = true\nseed = 0\n"
+    )
+    index = read_dataset(data)
+    own, other = select(index, "in-domain"), select(index, str(bigval), ())
+    trained = {s.path for s in own.train}
+    expected = sum(s.path in trained for s in other.val)
+    assert expected > 0
+    overlap = training_overlap(
+        read_checkpoint_info(in_domain), index, "val", other.val, roles=("train",)
+    )
+    assert overlap.counts == {"train": expected}
+    refused = _eval(data, in_domain, tmp_path / "r.json", "--protocol", str(bigval))
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2, said
+    assert "the val split of protocol 'bigval' holds samples this checkpoint trained on" in said
+    assert f"({expected} in its train split" in said and "operating-point thresholds" in said
+    report = tmp_path / "allowed.json"
+    allowed = _eval(data, in_domain, report, "--protocol", str(bigval), "--allow-training-overlap")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "where the operating-point thresholds are chosen" in " ".join(allowed.stderr.split())
+    chosen_on = check_json_file(report, "eval")["operating_points"]["chosen_on"]
+    assert chosen_on["training_overlap"] == {"protocol": "in-domain", "train": expected}
+    registered = mfclip("weights", "add", str(in_domain), "--name", "x", "--eval", str(report))
+    assert registered.returncode == 2 and "chosen_on.training_overlap" in registered.stderr
+    # its own protocol: held out by construction, recorded as 0
+    own_report = tmp_path / "own.json"
+    assert _eval(data, in_domain, own_report).returncode == 0
+    chosen_on = json.loads(own_report.read_text())["operating_points"]["chosen_on"]
+    assert chosen_on["training_overlap"] == {"protocol": "in-domain", "train": 0}

@@ -349,6 +349,9 @@ def score_checkpoint(
         replicates=request.bootstrap,
         seed=request.seed,
     )
+    # the val faces it chose them on that it trained on (refused unless allowed; audit E F2)
+    met = scoring.thresholds_overlap
+    operating_points["chosen_on"]["training_overlap"] = met.record() if met else None
     report = {
         **report_header("eval"),
         "started_utc": started,

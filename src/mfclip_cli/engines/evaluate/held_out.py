@@ -149,20 +149,24 @@ class ChangedDataOverlap:
 
 
 def training_overlap(
-    info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
+    info: CheckpointInfo,
+    index: DataIndex,
+    split: str,
+    samples: Sequence[Sample],
+    roles: Sequence[str] | None = None,
 ) -> Overlap | None:
-    """The ``samples`` of the scored ``split`` that lie in the checkpoint's own train (and, for
-    test, val) split, by path or by video (frames of one video are one group); None where it
-    cannot be told."""
+    """The ``samples`` of the scored ``split`` that lie in the checkpoint's own splits it must
+    not share (``roles``, by default ``TRAINED_ON[split]``), by path or by video (frames of one
+    video are one group); None where it cannot be told."""
     trained = _trained_splits(info, index)
-    return None if trained is None else _overlap(trained, split, samples)
+    return None if trained is None else _overlap(trained, roles or TRAINED_ON[split], samples)
 
 
-def _overlap(trained: Splits, split: str, samples: Sequence[Sample]) -> Overlap:
-    """The ``samples`` that lie in ``trained``'s train (and, for test, val) split, by path or
-    by video."""
+def _overlap(trained: Splits, roles: Sequence[str], samples: Sequence[Sample]) -> Overlap:
+    """The ``samples`` that lie in each of ``trained``'s splits ``roles``, by path or by
+    video."""
     counts = {}
-    for role in TRAINED_ON[split]:
+    for role in roles:
         met = getattr(trained, role)
         paths = {sample.path for sample in met}
         videos = {sample.video for sample in met if sample.video}
@@ -199,7 +203,7 @@ def calibration_overlap(
         splits = select(calibrated, protocol, ())
     except (ProtocolError, DataError):
         return None
-    return _overlap(splits, "test", samples)
+    return _overlap(splits, TRAINED_ON["test"], samples)
 
 
 def changed_data_overlap(
@@ -227,17 +231,26 @@ def changed_data_overlap(
         splits = select(index, protocol, ())
     except (ProtocolError, DataError):
         return None
-    return ChangedDataOverlap(_overlap(splits, split, samples), then, len(index.samples))
+    overlap = _overlap(splits, TRAINED_ON[split], samples)
+    return ChangedDataOverlap(overlap, then, len(index.samples))
 
 
-def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: str) -> None:
-    """A usage error naming the overlap, unless there is none (or it cannot be told)."""
+def refuse_training_overlap(
+    overlap: Overlap | None,
+    split: str,
+    scored_with: str,
+    met_as: str | None = None,
+    consequence: str = "its figures would not be held out",
+) -> None:
+    """A usage error naming the overlap, unless there is none (or it cannot be told): what the
+    checkpoint did with those samples (``met_as``, by default ``MET_AS[split]``) and what
+    scoring them would mean."""
     if overlap is None or not overlap.total:
         return
     met = " and ".join(
         f"{count} in its {role} split" for role, count in overlap.counts.items() if count
     )
-    what = MET_AS[split]
+    what = met_as or MET_AS[split]
     if overlap.protocol == scored_with:  # its own protocol, the --data in another order
         remedy = (
             "give --data in the order it was trained with, or no --protocol (its held-out "
@@ -247,9 +260,9 @@ def refuse_training_overlap(overlap: Overlap | None, split: str, scored_with: st
         remedy = f"use --protocol {overlap.protocol} (the default on the data it was trained on)"
     raise UsageError(
         f"the {split} split of protocol {scored_with!r} holds samples this checkpoint "
-        f"{what} ({met}, under its training protocol {overlap.protocol!r}): its figures would "
-        f"not be held out. {remedy[0].upper()}{remedy[1:]}, or {ALLOW_OPTION} to score them "
-        "anyway (the report records the overlap)"
+        f"{what} ({met}, under its training protocol {overlap.protocol!r}): {consequence}. "
+        f"{remedy[0].upper()}{remedy[1:]}, or {ALLOW_OPTION} to score them anyway (the report "
+        "records the overlap)"
     )
 
 

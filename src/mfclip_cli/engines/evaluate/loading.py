@@ -73,6 +73,8 @@ class Scoring:
     changed_data: ChangedDataOverlap | None = None
     # the scored test samples its calibration was fitted on; None where that cannot be told
     calibration_overlap: Overlap | None = None
+    # eval: the val samples (where its operating-point thresholds are chosen) it trained on
+    thresholds_overlap: Overlap | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -184,6 +186,42 @@ def held_out_check(
     return overlap, changed
 
 
+def thresholds_check(
+    choice: DataChoice,
+    loaded: LoadedWeights,
+    index: DataIndex,
+    protocol: Protocol,
+    splits: Splits,
+    error_console: Console,
+) -> Overlap | None:
+    """Eval's val split, where it chooses its operating-point thresholds (and bounds their FPR),
+    against the checkpoint's own train split (audit E F2: under a protocol of other fractions
+    they were chosen on faces it trained on, silently): refused unless allowed, said where
+    allowed."""
+    overlap = training_overlap(loaded.info, index, "val", splits.val, roles=("train",))
+    if not choice.allow_training_overlap:
+        refuse_training_overlap(
+            overlap,
+            "val",
+            protocol.name,
+            met_as="trained on",
+            consequence=(
+                "the operating-point thresholds eval chooses there, and their val FPR bounds, "
+                "would rest on faces it trained on"
+            ),
+        )
+    elif overlap is not None and overlap.total:
+        error_console.print(
+            f"[bold yellow]warning:[/] {overlap.total} of the {len(splits.val)} val samples, "
+            f"where the operating-point thresholds are chosen, are in "
+            f"{escape(loaded.resolved.name)}'s own train split (under its training protocol "
+            f"{escape(overlap.protocol)}): chosen on them anyway, as --allow-training-overlap "
+            "asks; its thresholds and val FPR bounds are optimistic",
+            highlight=False,
+        )
+    return overlap
+
+
 def calibration_check(
     choice: DataChoice,
     loaded: LoadedWeights,
@@ -285,11 +323,12 @@ def load_scorings(
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )
-        calibrated = None
+        calibrated = thresholds = None
         if split == "test":  # calibrate fits anew: the source's calibration is replaced
             calibrated = calibration_check(
                 choice, loaded, index, protocol, splits.test, error_console
             )
+            thresholds = thresholds_check(choice, loaded, index, protocol, splits, error_console)
         scorings.append(
             Scoring(
                 device,
@@ -302,6 +341,7 @@ def load_scorings(
                 overlap,
                 changed,
                 calibrated,
+                thresholds,
             )
         )
     return scorings

@@ -617,6 +617,14 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             "(calibration.fitted_on.training_overlap, --allow-training-overlap): its calibrated "
             "figures are not a held-out test's; register one calibrated on held-out data"
         )
+    chosen_on = (report.get("operating_points") or {}).get("chosen_on") or {}
+    if chose_on_trained := _met_in_training(chosen_on.get("training_overlap")):
+        raise UsageError(
+            f"--eval {path} chose its operating-point thresholds on {chose_on_trained} val "
+            "sample(s) the checkpoint was trained on (operating_points.chosen_on."
+            "training_overlap, --allow-training-overlap): its thresholds and val FPR bounds are "
+            "not a held-out test's; register a report under its training protocol"
+        )
     if calibrated_on := _met_in_training(protocol.get("calibration_overlap")):
         raise UsageError(
             f"--eval {path} scored {calibrated_on} test sample(s) the checkpoint's calibration "
