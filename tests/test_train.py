@@ -132,6 +132,21 @@ def trained(dataset, tmp_path_factory) -> Path:
 def test_training_learns_the_artifact_and_selects_on_val(trained):
     settings, lines = check_train_run(trained)
     assert settings["schema_version"] == SCHEMA_VERSION and settings["epochs"] == 8
+    # each step's line names the rate it trained at: the warm-up's first, never the next
+    # step's (audit M F2: step 1 said the peak, the last said 0)
+    rates = [line["lr"] for line in lines if line["type"] == "step"]
+    total, warm = len(rates), round(settings["warmup"] * len(rates))
+    expected = [  # linear warm-up, then half a cosine (DESIGN, docs/training.md)
+        3e-3
+        * (
+            (k + 1) / warm
+            if k < warm
+            else 0.5 + 0.5 * math.cos(math.pi * (k - warm) / (total - warm))
+        )
+        for k in range(total)
+    ]
+    assert rates == pytest.approx(expected, rel=1e-6, abs=0)
+    assert rates[-1] > 0 and (settings["warmup"] == 0 or rates[0] < max(rates))
     # every kind of line a run writes: the fits come once, at its end
     kinds = [line["type"] for line in lines]
     assert set(kinds) == {"step", "val", "ood", "attribution", "int8"}
@@ -235,7 +250,11 @@ def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tm
 
 
 def test_killed_training_resumes_to_the_same_weights(dataset, tmp_path):
+    """With dropout (the vit-b-16 head has it): a resumed run's data loader drew from torch's
+    global generator again, and every dropout mask after the resume point differed (audit M
+    F1)."""
     common = ("--epochs", "2", "--checkpoint-every", "1", "--val-every", "4")
+    common += ("--set", "head.dropout=0.1", "--set", "lora.dropout=0.1")
     straight = tmp_path / "straight"
     run(*train_args(dataset, straight, *common))
 

@@ -74,6 +74,7 @@ def _readable_batches(
         num_workers=source.workers,
         collate_fn=collate_faces,
         pin_memory=source.device.type == "cuda",
+        generator=torch.Generator(),  # not torch's global one: training's validation, resumed
     )
     for batch in loader:
         unreadable.extend(batch.unreadable)

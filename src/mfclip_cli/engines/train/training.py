@@ -523,17 +523,24 @@ class Trainer:
         batches = list(
             self.order.batches(epoch, start=start, rank=self.world.rank, world=self.world.size)
         )
+        # its own generator: a loader drawn from torch's global one when iterated, and a resumed
+        # run creates one where the killed run had drawn already, so every dropout mask after
+        # the resume point differed (audit M F1)
+        own = torch.Generator().manual_seed(self.settings.seed * 100_003 + epoch)
         return torch.utils.data.DataLoader(
             self.images,
             batch_sampler=BatchList(batches),
             num_workers=self.settings.workers,
             collate_fn=collate_faces,
             pin_memory=self.device.type == "cuda",
+            generator=own,
         )
 
     def _optimiser_step(
         self, micro_batches: list[tuple[torch.Tensor, list[int]]]
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], float]:
+        """One optimiser step over ``micro_batches``: the mean losses, and the learning rate it
+        was taken at (read before the scheduler moves on to the next step's)."""
         sums: torch.Tensor | None = None
         for position, (faces, indices) in enumerate(micro_batches):
             label_sets = [self.train_samples[i].label_set for i in indices]
@@ -554,11 +561,12 @@ class Trainer:
             sums = step if sums is None else sums + step
         assert sums is not None
         self._refuse_non_finite_gradients(sums)
+        rate = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         means = (sums / len(micro_batches)).tolist()
-        return dict(zip(self.loss_step.names, means))
+        return dict(zip(self.loss_step.names, means)), rate
 
     def _refuse_non_finite_gradients(self, loss_sums: torch.Tensor) -> None:
         """Stop, before the optimiser takes them, at gradients that are not finite numbers: one
@@ -600,7 +608,7 @@ class Trainer:
                     remaining -= 1
                     if len(pending) < settings.accumulate and remaining > 0:
                         continue
-                    losses = self._optimiser_step(pending)
+                    losses, rate = self._optimiser_step(pending)
                     progress.step += 1
                     progress.next_batch += len(pending)
                     progress.samples_seen += len(pending) * settings.batch_size
@@ -610,7 +618,7 @@ class Trainer:
                             "type": "step",
                             "step": progress.step,
                             "epoch": progress.epoch,
-                            "lr": self.scheduler.get_last_lr()[0],
+                            "lr": rate,
                             **losses,
                             "samples_seen": progress.samples_seen,
                             "faces_per_s": len(pending) * settings.batch_size / max(elapsed, 1e-9),
