@@ -128,3 +128,19 @@ def test_the_inconclusive_band_keeps_the_lower_bound_of_its_conclusive_accuracy(
     assert band["val_conclusive_accuracy_lower_95"] == pytest.approx(beta.ppf(0.05, 11, 2))
     # the same as one minus the upper bound on 1 error in 12
     assert band["val_conclusive_accuracy_lower_95"] == pytest.approx(1 - fpr_upper_bound(1, 12))
+
+
+def test_the_tests_own_tpr_needs_the_reals_to_show_its_rate():
+    """Audit E F1: with fewer than 1 / FPR test reals, "the test's own TPR at FPR <= 0.1 %" was
+    the TPR at FPR 0 (the same figure at 1 % and 0.1 %), and its interval covered the truth
+    5-24 % of the time: withheld, with the reason."""
+    from mfclip_cli.engines.evaluate.evaluation import _oracle_problem
+
+    for fpr, needed in ((0.01, 100), (0.001, 1000)):
+        assert _oracle_problem(fpr, needed) is None
+        assert _oracle_problem(fpr, 10 * needed) is None
+        problem = _oracle_problem(fpr, needed - 1)
+        assert problem == (
+            f"the test split has {needed - 1} real faces; an FPR of {fpr:g} needs at least "
+            f"{needed} to be seen"
+        )

@@ -18,6 +18,7 @@ docs/calibration.md, docs/robustness.md.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -111,6 +112,20 @@ def _probability_quality(labels: Sequence[str], logits: np.ndarray, temperature:
     return {**calibration_metrics(labels, probs), "nll": nll(logits, classes, temperature)}
 
 
+def _oracle_problem(fpr: float, test_reals: int) -> str | None:
+    """Why the test's own TPR at FPR <= ``fpr`` is not given: below ``1 / fpr`` reals the
+    smallest FPR the test can show is above it, and the figure would be the TPR at FPR 0 (the
+    fakes above the highest real), far above the TPR at ``fpr``, its bootstrap interval
+    covering the truth 5-24 % of the time (audit E F1). None where it can be given."""
+    needed = math.ceil(1 / fpr - 1e-9)
+    if test_reals >= needed:
+        return None
+    return (
+        f"the test split has {test_reals} real faces; an FPR of {fpr:g} needs at least "
+        f"{needed} to be seen"
+    )
+
+
 def _operating_points(
     val: Sequence[Sample],
     val_probs: np.ndarray,
@@ -142,14 +157,21 @@ def _operating_points(
         )
         intervals["unit"] = "video" if by_video else "sample"
     points = {}
+    test_reals = int(len(test_fake) - test_fake.sum())
     for position, fpr in enumerate(FPR_TARGETS):
+        oracle_problem = _oracle_problem(fpr, test_reals)
         point: dict = {
             "target_fpr": fpr,
             "threshold": None,
             "val": None,
             "test": None,
-            "test_oracle_tpr": json_safe(tpr_at_fpr(test_fake, test_score, fpr)),
-            "test_oracle_tpr_ci": intervals["tpr_at_fpr"][position] if intervals else None,
+            "test_oracle_tpr": None
+            if oracle_problem
+            else json_safe(tpr_at_fpr(test_fake, test_score, fpr)),
+            "test_oracle_tpr_ci": intervals["tpr_at_fpr"][position]
+            if intervals and not oracle_problem
+            else None,
+            "test_oracle_problem": oracle_problem,
         }
         if thresholds:
             threshold = thresholds[position]

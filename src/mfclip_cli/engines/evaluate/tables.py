@@ -108,7 +108,9 @@ def operating_table(report: dict) -> Table:
             _bound_shown(point["val"]),
             shown(test.get("fpr"), test.get("fpr_ci")),
             shown(test.get("tpr"), test.get("tpr_ci")),
-            shown(point["test_oracle_tpr"], point["test_oracle_tpr_ci"]),
+            "too few reals"
+            if point.get("test_oracle_problem")
+            else shown(point["test_oracle_tpr"], point["test_oracle_tpr_ci"]),
         )
     return table
 
