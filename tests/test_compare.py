@@ -213,6 +213,51 @@ def test_a_zero_standard_error_gives_no_p_value_rather_than_zero():
     from mfclip_cli.engines.evaluate.compare import _pairs
 
     fake = np.array([0, 0, 1, 1])
-    (pair,) = _pairs(fake, [np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5)], [1.0, 0.5])
+    scores = [np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5)]
+    (pair,) = _pairs(fake, scores, [1.0, 0.5], "face")
     assert pair["z"] is None and pair["p_value"] is None
     assert pair["difference"] == 0.5 and "standard error of 0" in pair["problem"]
+
+
+def test_delong_pairs_videos_not_their_frames():
+    """Audit E F3: on video frames DeLong took every frame for an independent face and said
+    p < 0.05 for half of the pairs of equal AUC (8 frames a video). Where frames carry video
+    keys it pairs videos, each the mean of its frames' probabilities, as the video figures do."""
+    from mfclip_cli.data import Sample
+    from mfclip_cli.engines.evaluate.compare import _paired_units, _pairs
+    from mfclip_cli.engines.evaluate.tables import pairs_table
+    from mfclip_cli.engines.inference import score_samples
+
+    rng = np.random.default_rng(0)
+    frames = 4
+    labels = ["real"] * 6 + ["gan"] * 3 + ["diffusion"] * 3
+    test = [
+        Sample(f"v{v}/{f}.png", label, video=f"v{v}")
+        for v, label in enumerate(labels)
+        for f in range(frames)
+    ]
+    probs = [rng.dirichlet(np.ones(3), size=len(test)) for _ in range(2)]
+    reports = [{"overall": score_samples(test, one)} for one in probs]
+    unit, fake, scores, aucs = _paired_units(test, probs, reports)
+    assert unit == "video" and fake.tolist() == [0] * 6 + [1] * 6
+    for one, score, auc, report in zip(probs, scores, aucs, reports):
+        means = one.reshape(len(labels), frames, 3).mean(axis=1)  # the reference: by hand
+        assert score == pytest.approx(1 - means[:, CLASS_NAMES.index("real")])
+        assert auc == report["overall"]["video"]["auc"]
+    (pair,) = _pairs(fake, scores, aucs, unit)
+    expected = delong_test(fake, *scores)
+    assert pair["standard_error"] == pytest.approx(expected["standard_error"])
+    assert pair["p_value"] == pytest.approx(expected["p_value"])
+    report = {
+        "comparison": {
+            "weights": [{"name": "a"}, {"name": "b"}],
+            "pairs": [pair],
+            "pairs_on": {"unit": unit, "n": len(fake), "n_real": 6, "n_fake": 6},
+        }
+    }
+    assert "over 12 videos" in pairs_table(report).title
+    # still images: every face is its own unit
+    stills = [Sample(s.path, s.label) for s in test]
+    unit, fake, _, aucs = _paired_units(stills, probs, reports)
+    assert unit == "face" and len(fake) == len(test)
+    assert aucs == [report["overall"]["auc"] for report in reports]

@@ -194,8 +194,12 @@ def _fpr_suffix(test_fpr: float | None, bound: float | None) -> str:
 def pairs_table(report: dict) -> Table:
     """Every pair's test; why none ran (the test faces are the same for every pair) below it."""
     weights, pairs = report["comparison"]["weights"], report["comparison"]["pairs"]
+    units = report["comparison"].get("pairs_on") or {"unit": "face"}
+    over = ""
+    if units["unit"] == "video":
+        over = f" over {units['n']} videos (each the mean of its frames' probabilities)"
     table = Table(
-        title="AUC differences, DeLong's test (two-sided)",
+        title=f"AUC differences{over}, DeLong's test (two-sided)",
         # the split's problem (every pair's), or a pair's own (a zero standard error), once each
         caption="; ".join(dict.fromkeys(pair["problem"] for pair in pairs if pair["problem"]))
         or None,
