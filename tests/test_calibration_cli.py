@@ -235,6 +235,30 @@ def test_eval_of_an_uncalibrated_checkpoint_says_so(dataset, trained, tmp_path):
     assert report["operating_points"]["points"]["fpr:0.01"]["threshold"] is not None
 
 
+def test_a_checkpoint_with_non_finite_outputs_is_named_not_a_traceback(dataset, tmp_path):
+    """Audit E F6: a checkpoint whose outputs hold NaN (damaged or converted weights) stopped
+    eval and calibrate with a 50-line traceback from the metrics."""
+    from mfclip_cli.model import build_model, load_model_config
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("tiny"))
+    with torch.no_grad():
+        model.head[3].bias[0] = float("nan")
+    weights = tmp_path / "damaged.safetensors"
+    save_checkpoint(model, weights)
+    common = ("--data", str(dataset), "--weights", str(weights), "--device", "cpu")
+    for command in (
+        ("eval", *common, "--bootstrap", "0"),
+        ("calibrate", *common, "-o", str(tmp_path / "out.safetensors")),
+    ):
+        result = run(MFCLIP, *command, check=False)
+        said = " ".join(result.stderr.split())
+        assert result.returncode == 1 and "Traceback" not in said, said
+        assert "damaged gives outputs that are not finite numbers (NaN or an infinity)" in said
+        assert "its weights may be damaged" in said
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_eval_draws_the_test_embeddings_from_the_metrics_forward_pass(dataset, trained, tmp_path):
     figure, report_path = tmp_path / "tsne.png", tmp_path / "r.json"
     common = [MFCLIP, "eval", "--data", str(dataset), "--device", "cpu", "--bootstrap", "0"]

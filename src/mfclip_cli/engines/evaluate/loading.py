@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -42,10 +43,12 @@ from mfclip_cli.engines.weights.store import (
     resolve_weights,
     say_caveats,
 )
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.files import sidecar_path
 from mfclip_cli.model.checkpoint import CheckpointInfo
 from mfclip_cli.scoring.precision import (
     BF16,
+    FP32,
     Precision,
     calibration_at,
     choose_precision,
@@ -106,7 +109,7 @@ class Scoring:
         perturbation: Perturbation | None = None,
         seed: int = 0,
     ) -> Outputs:
-        return predict_outputs(
+        outputs = predict_outputs(
             self.checkpoint.model,
             self.face_source(batch_size, workers),
             samples,
@@ -115,6 +118,24 @@ class Scoring:
             perturbation=perturbation,
             seed=seed,
             bf16=self.precision.used == BF16,
+        )
+        self._refuse_non_finite(outputs)
+        return outputs
+
+    def _refuse_non_finite(self, outputs: Outputs) -> None:
+        """A checkpoint whose outputs hold NaN or an infinity (damaged or converted weights, an
+        overflow at low precision) is named with the faces, where the metrics would stop at a
+        traceback (audit E F6)."""
+        finite = np.isfinite(outputs.logits).all(axis=1)
+        if finite.all():
+            return
+        bad = [sample.path for sample, ok in zip(outputs.samples, finite) if not ok]
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{self.checkpoint.resolved.name} gives outputs that are not finite numbers (NaN "
+            f"or an infinity) for {len(bad)} of {len(outputs.samples)} faces ({shown}) at "
+            f"precision {self.precision.used}: its weights may be damaged"
+            + ("" if self.precision.used == FP32 else "; try --precision fp32")
         )
 
 
