@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from cli import MFCLIP
 from report_schemas import (
     add_unknown,
@@ -23,6 +24,7 @@ from rich.console import Console
 from test_train import make_dataset
 
 from mfclip_cli.data import load_protocol, read_dataset, select
+from mfclip_cli.engines.inference import FaceSource, predict_outputs, score_samples
 from mfclip_cli.engines.train import ablate as ablate_engine
 from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.train.settings import TrainSettings
@@ -30,6 +32,7 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION
+from mfclip_cli.scoring.calibration import softmax, temperature_of
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,15 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
             assert entry["delta"][metric] == pytest.approx(
                 entry["mean"][metric] - full["mean"][metric]
             )
+    # each run's figures are eval's: its checkpoint's calibrated probabilities (audit E F5)
+    run = full["per_seed"][1]
+    model, info = load_checkpoint(out / "full" / "seed-1" / "best.safetensors")
+    test = select(read_dataset(small_data), load_protocol("in-domain")).test
+    outputs = predict_outputs(model, FaceSource(str(small_data), torch.device("cpu")), test)
+    assert run["temperature"] == temperature_of(info.calibration) != 1.0
+    expected = score_samples(outputs.samples, softmax(outputs.logits, run["temperature"]))
+    for metric in ("auc", "ap", "eer", "acc3"):
+        assert run[metric] == pytest.approx(expected[metric])
     # each run is a training run like any other: its train.json and metrics lines validate
     runs = sorted(out.glob("*/seed-*"))
     assert len(runs) == len(variants) * 2
@@ -101,6 +113,12 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     monkeypatch.setattr(ablate_engine, "train", lambda *a, **k: pytest.fail("trained again"))
     again = run_ablation(request, console, console)
     assert again["variants"] == report["variants"]
+    # a run scored before 2.12.0 (at T = 1, no temperature) is scored again, as eval scores it
+    done = out / "full" / "seed-0" / "ablation-run.json"
+    scored = json.loads(done.read_text())
+    done.write_text(json.dumps({k: v for k, v in scored.items() if k != "temperature"}))
+    assert run_ablation(request, console, console)["variants"] == report["variants"]
+    assert json.loads(done.read_text()) == scored
     # ... and only those trained as the request asks: another schedule or protocol was reported
     # with the old runs' figures under the new settings
     longer = replace(request, training=replace(request.training, epochs=2, lr=1e-4))
@@ -160,7 +178,10 @@ def test_ablate_command_writes_its_report(ablate_command):
     report = check_json_file(report_path, "ablate")
     assert report["schema_version"] == SCHEMA_VERSION
     assert report["type"] == "ablation" and list(report["variants"]) == ["full", "srm-unit-range"]
-    assert "srm-unit-range" in result.stdout and "±" in result.stdout
+    assert "srm-unit-range" in result.stdout
+    # one seed measures no spread: no "± 0.000" (audit E F4)
+    assert "±" not in result.stdout
+    assert set(report["variants"]["full"]["std"].values()) == {None}
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
 

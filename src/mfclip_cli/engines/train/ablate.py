@@ -41,7 +41,7 @@ from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import report_header
-from mfclip_cli.scoring.calibration import softmax
+from mfclip_cli.scoring.calibration import softmax, temperature_of
 from mfclip_cli.scoring.metrics import json_safe
 from mfclip_cli.timestamps import utc_now
 
@@ -94,9 +94,10 @@ class AblationRequest:
 
 
 def _summary(values: list[float | None]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one seed); nan where a value is missing."""
+    """Mean and sample standard deviation; nan where a value is missing, and the deviation of
+    one seed, which no run measured (audit E F4: "± 0.000" read as no spread between seeds)."""
     array = np.asarray([math.nan if value is None else value for value in values], np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan
 
 
 class _Runner:
@@ -143,7 +144,11 @@ class _Runner:
             self._refuse_other_data(run)
             result = json.loads(done.read_text(encoding="utf-8"))
             # a run finished before report 2.0.0 also has its text-prompt attribution
-            return {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
+            result = {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
+            if "temperature" not in result:  # scored at T = 1 before 2.12.0: scored again
+                result.update(self._test_metrics(run / "best.safetensors"))
+                write_json_atomic(done, result, overwrite=True)
+            return result
         resume = saved is not None
         started = time.perf_counter()
         train(
@@ -153,22 +158,32 @@ class _Runner:
             console=self.console,
         )
         seconds = time.perf_counter() - started
-        model, info = load_checkpoint(run / "best.safetensors", self.device, inference=True)
-        outputs = predict_outputs(model, FaceSource(self.index.root, self.device), self.splits.test)
-        for missing in outputs.unreadable:
-            self.console.print(unreadable_warning("test", missing, "left out"), highlight=False)
-        metrics = score_samples(outputs.samples, softmax(outputs.logits))
         result = {
             "variant": variant,
             "seed": seed,
             "overrides": overrides,
-            "checkpoint_sha256": info.sha256,
             "train_seconds": round(seconds, 1),
-            **{name: metrics[name] for name in METRICS},
+            **self._test_metrics(run / "best.safetensors"),
             "spa_relevance": self._spa_relevance(run / "best.safetensors"),
         }
         write_json_atomic(done, result, overwrite=True)
         return result
+
+    def _test_metrics(self, checkpoint: Path) -> dict[str, Any]:
+        """The checkpoint's figures on the test split, with the probabilities eval and scan give
+        it (its calibration's temperature: at T = 1 an ablation row and eval of its checkpoint
+        disagreed, audit E F5), its SHA-256 and that temperature."""
+        model, info = load_checkpoint(checkpoint, self.device, inference=True)
+        outputs = predict_outputs(model, FaceSource(self.index.root, self.device), self.splits.test)
+        for missing in outputs.unreadable:
+            self.console.print(unreadable_warning("test", missing, "left out"), highlight=False)
+        temperature = temperature_of(info.calibration)
+        metrics = score_samples(outputs.samples, softmax(outputs.logits, temperature))
+        return {
+            "checkpoint_sha256": info.sha256,
+            "temperature": temperature,
+            **{name: metrics[name] for name in METRICS},
+        }
 
     def _spa_relevance(self, checkpoint: Path) -> dict[str, Any] | None:
         """What SPA made of the training split's label sets under this run's trained prompts
@@ -288,7 +303,7 @@ def _mean_relevance(runs: list[dict[str, Any] | None]) -> dict[str, float] | Non
 def _cell(mean: float | None, std: float | None, delta: float | None) -> str:
     if mean is None or math.isnan(mean):
         return "n/a"
-    text = f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
     return text if delta is None else f"{text} ({delta:+.3f})"
 
 
