@@ -87,10 +87,15 @@ def _reference_spa_loss(images, texts, levels, scale, settings):
     def row_loss(anchors, candidates, i):
         negatives = [j for j in range(n) if j != i]
         similarity = {j: float(anchors[i] @ candidates[j]) for j in negatives}
-        norm = sum(math.exp(settings.hardness * similarity[j]) for j in negatives)
+        # the hardness softmax over every negative, or relevance-weighted over the relevant
+        share = {
+            j: 1.0 if settings.hardness_among == "negatives" else relevance(i, j) for j in negatives
+        }
+        norm = sum(share[j] * math.exp(settings.hardness * similarity[j]) for j in negatives)
+        total = sum(share.values())
         denominator = math.exp(scale * float(anchors[i] @ candidates[i]))
         for j in negatives:
-            hardness = (n - 1) * math.exp(settings.hardness * similarity[j]) / norm
+            hardness = total * math.exp(settings.hardness * similarity[j]) / norm if norm else 0
             denominator += relevance(i, j) * hardness * math.exp(scale * similarity[j])
         return -scale * float(anchors[i] @ candidates[i]) + math.log(denominator)
 
@@ -99,15 +104,18 @@ def _reference_spa_loss(images, texts, levels, scale, settings):
     return (rows + columns) / (2 * n)
 
 
+@pytest.mark.parametrize("among", ["relevant", "negatives"])
 @pytest.mark.parametrize("rule", ["prompts", "embeddings"])
-def test_spa_loss_matches_a_term_by_term_reference(rule):
+def test_spa_loss_matches_a_term_by_term_reference(rule, among):
     generator = torch.Generator().manual_seed(4)
     levels = F.normalize(torch.randn(5, 3, 16, generator=generator, dtype=torch.float64), dim=-1)
     levels = levels[torch.tensor([0, 1, 0, 2, 3, 4])]  # samples 0 and 2 share their labels
     levels[4, :2] = levels[3, :2]  # 3 and 4 differ at their last level only
     texts = F.normalize(levels.sum(dim=1), dim=-1)
     images = _unit(6, 16, 8)
-    settings = SpaSettings(hardness=3.0, false_negatives=rule, identity_eps=0.05)
+    settings = SpaSettings(
+        hardness=3.0, false_negatives=rule, identity_eps=0.05, hardness_among=among
+    )
     scale = torch.tensor(math.log(10.0), dtype=torch.float64)
     expected = _reference_spa_loss(images, texts, levels, 10.0, settings)
     loss = contrastive_loss(images, texts, levels, _ids(levels), scale, settings)
@@ -153,6 +161,43 @@ def test_harder_negatives_weigh_more():
     rows, _ = sample_pair_weights(images, texts, 1 - torch.eye(3), SpaSettings(hardness=5.0))
     assert rows[0, 1] > 1.0 > rows[0, 2]  # text 1 looks more like image 0 than text 2 does
     assert torch.isclose(rows[0, 1] + rows[0, 2], torch.tensor(2.0, dtype=torch.float64), atol=1e-6)
+
+
+def test_relevant_negatives_are_emphasised_not_drowned_by_false_ones():
+    """Audit M F3: in a model that has learnt the classes, a false negative (the same prompts)
+    is as similar as the positive in the image->text direction; over all negatives the hardness
+    softmax gave it most of the mass, which relevance then zeroed, and the relevant negatives
+    averaged 0.157 with none above 1. Over the relevant ones they average 1, the hard above."""
+    torch.manual_seed(0)
+    classes = F.normalize(torch.randn(3, 64), dim=-1)
+    labels = torch.tensor([0] * 10 + [1] * 11 + [2] * 11)
+    noise = F.normalize(torch.randn(32, 64), dim=-1)
+    images = F.normalize(0.6 * classes[labels] + 0.8 * noise, dim=-1)
+    relevance = prompt_pair_weights(labels)
+    relevant = relevance.bool()
+    old, _ = sample_pair_weights(
+        images, classes[labels], relevance, SpaSettings(hardness_among="negatives")
+    )
+    assert float(old[relevant].mean()) < 0.3 and float(old[relevant].max()) < 1
+    rows, columns = sample_pair_weights(
+        images, classes[labels], relevance, SpaSettings(hardness_among="relevant")
+    )
+    for weights in (rows, columns):
+        per_row = (weights * relevance).sum(dim=1) / relevance.sum(dim=1)
+        assert torch.allclose(per_row, torch.ones(32), atol=1e-5)
+        assert (
+            float(weights[relevant].max()) > 1
+            and float(weights[~relevant & ~torch.eye(32).bool()].abs().max()) == 0
+        )
+    # every negative relevant: the two rules are one
+    everyone = 1 - torch.eye(32)
+    a, _ = sample_pair_weights(
+        images, classes[labels], everyone, SpaSettings(hardness_among="relevant")
+    )
+    b, _ = sample_pair_weights(
+        images, classes[labels], everyone, SpaSettings(hardness_among="negatives")
+    )
+    assert torch.allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.parametrize("rule", ["prompts", "embeddings"])

@@ -11,9 +11,15 @@ negative j the weight is the product of
   ``1 - exp(-d_ij / eps)`` of the level embeddings' dissimilarity ``d_ij = sum_l (1 - cos)``.
   The soft rule was measured to fail on a trained text tower: LoRA on the text side drew the
   generator prompts to cosine ~0.998, and such pairs fell to weight ~0.1 (docs/ablation.md); and
-* hardness, ``(N - 1) * softmax_j(beta * c_ij)`` over the anchor's negatives, from the image-text
-  similarity ``c_ij``: a negative that looks like the anchor's positive weighs more, and the
-  hardness weights average to 1, so the loss keeps its scale at any batch size.
+* hardness, from the image-text similarity ``c_ij``: a negative that looks like the anchor's
+  positive weighs more. With ``spa.hardness_among = "relevant"`` (the shipped configs) it is
+  ``R_i * exp(beta c_ij) / sum_k r_ik exp(beta c_ik)`` over the anchor's negatives k, with
+  ``r`` the relevance and ``R_i = sum_k r_ik``: the relevant negatives' weights average 1 (a
+  relevance-weighted mean), so the loss keeps its scale at any batch size and the hard ones
+  are emphasised. With ``"negatives"`` (checkpoints before the key) it is
+  ``(N - 1) * softmax_j(beta c_ij)`` over all negatives: a false negative, in the image->text
+  direction as similar as the positive (the same text), took most of that mass, and every
+  relevant negative of a trained model weighed below 1 (audit M F3).
 
 A negative's term ``exp(l_ij)`` in the softmax denominator is multiplied by its weight (added
 ``log w`` to its logit). The weights are computed without gradient: they steer the loss but are not
@@ -158,13 +164,27 @@ def spa_relevance(
     }
 
 
-def _hardness(similarity: torch.Tensor, positive: torch.Tensor, beta: float) -> torch.Tensor:
-    """Row-wise (N - 1) * softmax over each row's negatives; 1 at the positive."""
+def _hardness(
+    similarity: torch.Tensor,
+    positive: torch.Tensor,
+    beta: float,
+    relevance: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Row-wise hardness of each negative, 1 at the positive: ``(N - 1) * softmax`` of
+    ``beta * similarity`` over the row's negatives, or, with ``relevance``, its
+    relevance-weighted form (the module docstring), whose relevance-weighted mean is 1."""
     count = similarity.shape[1]
     if count == 1:
         return torch.ones_like(similarity)
     scores = (beta * similarity).masked_fill(positive, float("-inf"))
-    return ((count - 1) * torch.softmax(scores, dim=1)).masked_fill(positive, 1.0)
+    if relevance is None:
+        return ((count - 1) * torch.softmax(scores, dim=1)).masked_fill(positive, 1.0)
+    mass = relevance.masked_fill(positive, 0.0)
+    exponentials = torch.exp(scores - scores.amax(dim=1, keepdim=True))  # 0 at the positive
+    norm = (mass * exponentials).sum(dim=1, keepdim=True)
+    total = mass.sum(dim=1, keepdim=True)  # a row of false negatives only: no mass to share
+    hardness = torch.where(norm > 0, total * exponentials / norm.clamp_min(1e-30), 0.0)
+    return hardness.masked_fill(positive, 1.0)
 
 
 def sample_pair_weights(
@@ -187,8 +207,10 @@ def sample_pair_weights(
         columns = torch.arange(images.shape[0], device=images.device)
         positive = columns[None, :] == columns[rows][:, None]
         relevance = relevance.to(dtype)
-        image_to_text = relevance * _hardness(images[rows] @ texts.t(), positive, settings.hardness)
-        text_to_image = relevance * _hardness(texts[rows] @ images.t(), positive, settings.hardness)
+        among = relevance if settings.hardness_among == "relevant" else None
+        beta = settings.hardness
+        image_to_text = relevance * _hardness(images[rows] @ texts.t(), positive, beta, among)
+        text_to_image = relevance * _hardness(texts[rows] @ images.t(), positive, beta, among)
     return image_to_text.masked_fill(positive, 1.0), text_to_image.masked_fill(positive, 1.0)
 
 

@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "full": (),
     "no-spa": ("loss.spa.enabled=false",),
     "spa-soft-negatives": ("loss.spa.false_negatives=embeddings",),
+    "spa-hardness-all": ("loss.spa.hardness_among=negatives",),
     "no-noise": ("noise.enabled=false",),
     "one-level": ("prompts.levels=1",),
     "sum-fusion": ("fusion=sum",),
