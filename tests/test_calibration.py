@@ -150,6 +150,12 @@ def test_a_temperature_at_a_bound_is_said_for_what_it_means():
     assert "upper search bound (T = 100)" in said and "near uniform" in said
     assert temperature_warning(fit_calibration(healthy, labels, fitted_on={})) is None
     assert temperature_warning(None) is None
+    # logits that do not depend on the class (a flat head): the NLL is the same at every T;
+    # the search ran to T = 0.01 and said "separated" of probabilities of exactly 1/3 (audit E
+    # F12)
+    flat = fit_calibration(np.full((40, 3), 0.7), labels, fitted_on={})
+    assert flat["temperature"] == 1.0 and not flat["at_bound"]
+    assert temperature_warning(flat) is None
 
 
 def test_one_class_or_empty_validation_cannot_calibrate():

@@ -94,6 +94,10 @@ def fit_temperature(
     """
     if not len(classes):
         raise CalibrationError("temperature scaling needs samples; the validation split is empty")
+    if not np.ptp(np.asarray(logits, dtype=np.float64), axis=-1).any():
+        # every row's logits equal: the NLL is the same at every T, and the search ran to its
+        # lower bound, read as a separated val split (audit E F12); no scaling is the answer
+        return 1.0
     ratio = (math.sqrt(5) - 1) / 2
     low, high = math.log(bounds[0]), math.log(bounds[1])
 
