@@ -67,6 +67,14 @@ def test_bench_measures_every_stage(bench_run):
         rounds = figures["rounds"][key]
         assert len(rounds) == 2 and min(rounds) <= figures[key] <= max(rounds)
     assert figures["faces_found"] == 3  # one face per generated image, found by the scan path
+    assert figures["naive_faces_found"] == 3  # and by the naive pipeline it is compared with
+    said = " ".join(result.stdout.split())
+    assert "faces found in the 3 images: 3 by the scan, 3 by the naive pipeline" in said
+    assert "not one face an image" not in said
+    # audit E F13: a run that found no face printed its rates and ratios without a word
+    from mfclip_cli.engines.bench import _table
+
+    assert "not one face an image" in _table({**figures, "faces_found": 0}).caption
     assert "random" in figures["weights"] and "naive" in result.stdout
     # scripts/gpu-check.sh's summary reads the report: each stage's figure and its ratio to naive
     steps = tmp_path / "steps.jsonl"

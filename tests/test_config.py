@@ -126,7 +126,10 @@ def test_overrides_set_fields_of_every_type():
             "nosie.enabled=false",
             "the config has classes, clip, detector, fusion, head, lora, loss, name",
         ),
-        ("loss.spa.enable=false", "loss.spa has enabled, false_negatives, hardness, hardness_among, identity_eps$"),
+        (
+            "loss.spa.enable=false",
+            "loss.spa has enabled, false_negatives, hardness, hardness_among, identity_eps$",
+        ),
         ("lora.rank.x=1", "lora.rank is a value, not a section"),
         (
             "loss.spa=false",
