@@ -276,9 +276,9 @@ def inconclusive_table(report: dict) -> Table:
         f"{band.get('measure', 'binary')}{', OOD' if band['ood'] else ''}; docs/verdicts.md)",
         caption=None
         if family is None
-        else f"family uncertain above {family['uncertainty_threshold']:.4f}: "
-        f"{family['n_uncertain']} of {family['n']} conclusive fakes called fake; family "
-        f"accuracy {shown(family['accuracy_certain'])} on the rest, "
+        else f"of the {family['n']} conclusive faces called fake, {family['n_uncertain']} are "
+        f"family-uncertain (above {family['uncertainty_threshold']:.4f}); family accuracy "
+        f"{shown(family['accuracy_certain'])} on the rest, "
         f"{shown(family['accuracy_uncertain'])} on them",
     )
     for column in ("faces", "inconclusive", "share", *(REPORTED[k] for k in COMPARED[1:])):
