@@ -481,6 +481,9 @@ def test_eval_attribution_equals_a_recomputation_from_its_predictions(data, cali
         np.mean([t[0] == row["generator"] for t, row in zip(top, seen)])
     )
     assert attribution["seen"]["top1"] > 0.5  # the within-family chance
+    # two trained generators a family: any fake is in its top 3, and chance says so (audit E F9)
+    assert attribution["seen"]["chance_top1"] == pytest.approx(0.5)
+    assert attribution["seen"]["chance_top3"] == 1.0 == attribution["seen"]["top3"]
     assert attribution["seen"]["top3"] == pytest.approx(
         np.mean([row["generator"] in t for t, row in zip(top, seen)])
     )

@@ -552,9 +552,9 @@ def attribution_metrics(
     """Eval's attribution figures, on every test fake whatever the 3-way head says of it, each
     attributed within its true family (``test_result``, ``val_result``: so attributed).
 
-    Seen generators (trained on): closed-set top-1 and top-3 accuracy (chance: one over the
-    number of trained generators of the fake's family), the share attributed and the open-set
-    top-1 (attributed and right). Unseen generators (named, not trained on): the
+    Seen generators (trained on): closed-set top-1 and top-3 accuracy (chance: one, or three,
+    over the number of trained generators of the fake's family), the share attributed and the
+    open-set top-1 (attributed and right). Unseen generators (named, not trained on): the
     share named as a trained generator, and the AUROC of the distance separating them from
     fakes of seen generators (test ones where the test split has them, else val's, as the
     cross-generator protocol holds seen generators out of test). The confusion matrix counts the
@@ -579,6 +579,10 @@ def attribution_metrics(
         "seen": {
             "n": figures.pop("n"),
             "chance_top1": _share([1 / max(1, test_result.eligible[i].sum()) for i in seen]),
+            # a family of three or fewer trained generators is always in its top 3 (audit E F9)
+            "chance_top3": _share(
+                [min(3, n) / max(1, n) for n in (test_result.eligible[i].sum() for i in seen)]
+            ),
             **figures,
         },
     }

@@ -242,7 +242,8 @@ def attribution_table(report: dict) -> Table | str:
     generators = attribution["generators"]
     table = Table(
         title=f"attribution of test fakes within their true family, only among the "
-        f"{len(generators)} trained generators (top-1 by chance {shown(seen['chance_top1'])})"
+        f"{len(generators)} trained generators (by chance: top-1 {shown(seen['chance_top1'])}, "
+        f"top-3 {shown(seen.get('chance_top3'))})"
     )
     table.add_column("test fakes of")
     table.add_column("n", justify="right")
