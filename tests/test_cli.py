@@ -105,6 +105,7 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
             2,
             "no-such-protocol",
         ),
+        (("eval", "--data", data, "--bootstrap", "1"), 2, "at least 50 (fewer give no 95 %"),
         (("eval", "--data", str(tmp_path / "missing")), 1, "not found"),
         (("train", "--data", str(tmp_path / "missing"), "--out", out), 1, "not found"),
         (("prepare", str(tmp_path / "missing"), "--out", out), 1, "not found"),

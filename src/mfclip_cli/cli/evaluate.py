@@ -88,7 +88,7 @@ def evaluate(
         1000,
         "--bootstrap",
         min=0,
-        help="Bootstrap replicates of the 95% intervals (0: none).",
+        help="Bootstrap replicates of the 95% intervals, at least 50 (0: none).",
         metavar="N",
     ),
     seed: int = typer.Option(

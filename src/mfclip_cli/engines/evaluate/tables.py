@@ -90,7 +90,11 @@ def calibration_table(report: dict) -> Table:
 
 def operating_table(report: dict) -> Table:
     intervals = report["intervals"]
-    level = f"{intervals['level']:.0%} CI by {intervals['unit']}" if intervals else "no CI"
+    level = (
+        f"{intervals['level']:.0%} CI by {intervals['unit']}, {intervals['replicates']} replicates"
+        if intervals
+        else "no CI"
+    )
     overall = report["overall"]
     auc = shown(overall["auc"], intervals and intervals["auc"])
     eer = shown(overall["eer"], intervals and intervals["eer"])
