@@ -330,8 +330,9 @@ def _kept_words(record: dict, kept: str) -> str:
     return (
         f"{record['val_conclusive_share']:.1%} {kept}, accuracy "
         f"{record['val_conclusive_accuracy']:.4f} on them (95 % lower bound "
-        f"{record['val_conclusive_accuracy_lower_95']:.4f} from "
-        f"{record['val_conclusive_faces']} faces), {record['val_accuracy']:.4f} on all"
+        f"{record['val_conclusive_accuracy_lower_95']:.4f} from the "
+        f"{record['val_conclusive_faces']} faces that set the threshold: optimistic for new "
+        f"faces), {record['val_accuracy']:.4f} on all"
     )
 
 
