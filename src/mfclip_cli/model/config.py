@@ -62,7 +62,10 @@ class LoraSettings:
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.0
-    # also adapt the text tower; if False it stays frozen and its outputs are cached
+    # also adapt the text tower (DESIGN's default: the shipped vit-b-16 config and ablate's full
+    # model set it); if False it stays frozen and its outputs are cached. False here is what
+    # checkpoints written before the key were trained with: a config of your own that omits
+    # it trains a frozen text tower (audit M F5)
     text: bool = False
 
     def __post_init__(self) -> None:

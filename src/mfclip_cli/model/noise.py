@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# ITU-R BT.601 luma, as in PIL's "L" mode and scikit-image's rgb2gray of uint8 data.
+# ITU-R BT.601 luma, as in PIL's "L" mode (scikit-image's rgb2gray weighs by BT.709 instead:
+# the grey images, and so the patch chosen, would differ).
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 SRM_HALO = 2  # half-size of the largest SRM kernel (5x5)
 
