@@ -413,3 +413,22 @@ def test_eval_refuses_a_val_split_it_would_choose_thresholds_on_that_it_trained_
     assert _eval(data, in_domain, own_report).returncode == 0
     chosen_on = json.loads(own_report.read_text())["operating_points"]["chosen_on"]
     assert chosen_on["training_overlap"] == {"protocol": "in-domain", "train": 0}
+
+
+def test_a_calibration_by_training_is_checked_against_the_training_protocol(data, tmp_path):
+    """Training calibrates its best checkpoint on its own val split and records the protocol by
+    name only in the calibration: a protocol file of the user's (not shipped) is found whole in
+    the training record, not looked up by name (where it would not be found, or be another)."""
+    mine = tmp_path / "mine.toml"
+    mine.write_text('description = "mine"\nval_fraction = 0.1\ntest_fraction = 0.2\n')
+    bigtest = tmp_path / "bigtest.toml"
+    bigtest.write_text('description = "a bigger test"\nval_fraction = 0.1\ntest_fraction = 0.4\n')
+    weights = _trained_with(data, str(mine), tmp_path / "w.safetensors")
+    info = read_checkpoint_info(weights)
+    index = read_dataset(data)
+    calibration = {"fitted_on": {"data": dataset_identity(index), "protocol": "mine"}}
+    info = replace(info, calibration=calibration)
+    test = select(index, str(bigtest)).test
+    expected = _expected(data, str(mine), str(bigtest), "test")
+    assert sum(expected.values()) > 0
+    assert calibration_overlap(info, index, test).record() == {"protocol": "mine", **expected}

@@ -190,13 +190,18 @@ def calibration_overlap(
     if not isinstance(data, dict):  # checkpoints before 1.0.0 named a folder only
         return None
     calibrated = as_recorded(data, index)
-    protocol = _recorded_protocol(
-        {
-            "name": fitted.get("protocol"),
-            "definition": fitted.get("protocol_definition"),
-            "held_out": fitted.get("held_out"),
-        }
-    )
+    recorded = {
+        "name": fitted.get("protocol"),
+        "definition": fitted.get("protocol_definition"),
+        "held_out": fitted.get("held_out"),
+    }
+    trained = _training_record(info)
+    by_training = (trained.get("protocol") or {}).get("name") == recorded["name"] and (
+        trained.get("data") or {}
+    ).get("index_sha256") == data.get("index_sha256")
+    if by_training and not recorded["definition"]:
+        recorded = trained["protocol"]  # calibrated by its run, on its splits: recorded whole
+    protocol = _recorded_protocol(recorded)
     if calibrated is None or protocol is None:
         return None
     try:
