@@ -189,6 +189,18 @@ def test_relevant_negatives_are_emphasised_not_drowned_by_false_ones():
             float(weights[relevant].max()) > 1
             and float(weights[~relevant & ~torch.eye(32).bool()].abs().max()) == 0
         )
+    # a large beta: shifted by a false negative's score, every relevant exponential underflowed
+    # (audit Q3: mean 0.075 at beta 200); against a float64 reference of the formula
+    for beta in (100.0, 200.0, 1000.0):
+        spa = SpaSettings(hardness_among="relevant", hardness=beta)
+        rows, _ = sample_pair_weights(images, classes[labels], relevance, spa)
+        assert torch.isfinite(rows).all()
+        per_row = (rows * relevance).sum(dim=1) / relevance.sum(dim=1)
+        assert torch.allclose(per_row, torch.ones(32), atol=1e-4), beta
+        similarity = (images.double() @ classes[labels].double().t()) * beta
+        share = torch.softmax(similarity.masked_fill(~relevant, float("-inf")), dim=1)
+        reference = relevance.sum(1, keepdim=True) * share  # each row's relevant ones share R
+        assert torch.allclose(rows[relevant].double(), reference[relevant], atol=1e-3, rtol=1e-3)
     # every negative relevant: the two rules are one
     everyone = 1 - torch.eye(32)
     a, _ = sample_pair_weights(

@@ -180,7 +180,13 @@ def _hardness(
     if relevance is None:
         return ((count - 1) * torch.softmax(scores, dim=1)).masked_fill(positive, 1.0)
     mass = relevance.masked_fill(positive, 0.0)
-    exponentials = torch.exp(scores - scores.amax(dim=1, keepdim=True))  # 0 at the positive
+    # shifted by the largest relevant score, not a false negative's (as similar as the positive,
+    # it made every relevant exponential underflow at a large beta: audit Q3)
+    # (the pairs without relevance are weighted 0 whatever their hardness: left at 0 here, where
+    # they could overflow)
+    unweighted = mass <= 0
+    relevant_max = scores.masked_fill(unweighted, float("-inf")).amax(dim=1, keepdim=True)
+    exponentials = torch.exp(scores - relevant_max).masked_fill(unweighted, 0.0)
     norm = (mass * exponentials).sum(dim=1, keepdim=True)
     total = mass.sum(dim=1, keepdim=True)  # a row of false negatives only: no mass to share
     hardness = torch.where(norm > 0, total * exponentials / norm.clamp_min(1e-30), 0.0)
