@@ -30,6 +30,7 @@ from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.train.settings import TrainSettings
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
+from mfclip_cli.model.config import apply_overrides
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import softmax, temperature_of
@@ -119,6 +120,19 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     done.write_text(json.dumps({k: v for k, v in scored.items() if k != "temperature"}))
     assert run_ablation(request, console, console)["variants"] == report["variants"]
     assert json.loads(done.read_text()) == scored
+    # a run whose model is not what its variant builds now (a default changed since: audit Q2,
+    # a full trained with SPA's hardness over all negatives reused as today's full) is refused
+    built = TrainSettings.model_config
+    monkeypatch.setattr(
+        TrainSettings,
+        "model_config",
+        lambda self: apply_overrides(built(self), ["loss.spa.hardness_among=negatives"]),
+    )
+    with pytest.raises(
+        UsageError, match="loss.spa.hardness_among 'relevant' there, 'negatives' now"
+    ):
+        run_ablation(request, console, console)
+    monkeypatch.setattr(TrainSettings, "model_config", built)
     # ... and only those trained as the request asks: another schedule or protocol was reported
     # with the old runs' figures under the new settings
     longer = replace(request, training=replace(request.training, epochs=2, lr=1e-4))

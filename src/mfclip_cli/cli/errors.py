@@ -83,7 +83,7 @@ def _path_in_the_way(error: OSError) -> str:
     if error.errno is None or not error.filename:
         return _without_worker_traceback(str(error))
     where = str(error.filename)
-    if isinstance(error, NotADirectoryError):
+    if isinstance(error, NotADirectoryError) and not Path(where).is_file():
         return f"{where}: a part of this path is a file, not a folder"
     if not Path(where).is_dir():
         return f"{where} is a file, not a folder (a folder is needed there)"

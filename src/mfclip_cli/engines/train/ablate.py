@@ -94,6 +94,19 @@ class AblationRequest:
         return (*self.training.overrides, *FULL_MODEL, *VARIANTS[variant])
 
 
+def _differences(then: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """The leaves (dotted keys) where two config dicts differ; a key one lacks is ``None``
+    there."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        keys = sorted(set(then) | set(now))
+        return [
+            difference
+            for key in keys
+            for difference in _differences(then.get(key), now.get(key), f"{prefix}{key}.")
+        ]
+    return [] if then == now else [(prefix.rstrip("."), then, now)]
+
+
 def _summary(values: list[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation; nan where a value is missing, and the deviation of
     one seed, which no run measured (audit E F4: "± 0.000" read as no spread between seeds)."""
@@ -127,6 +140,34 @@ class _Runner:
             "its figures are not this data's: use another --out"
         )
 
+    def _refuse_other_model(self, run: Path, settings: TrainSettings) -> None:
+        """A run is reused or resumed only where its checkpoint's model is the one its variant
+        names now: the same config name and overrides can build another model after a default
+        changed (audit Q2: a `full` trained with SPA's hardness over all negatives was reused
+        as today's, and spa-hardness-all compared with the very method it differs from)."""
+        recorded = next(
+            (
+                read_checkpoint_info(run / name).config.to_dict()
+                for name in ("last.safetensors", "best.safetensors")
+                if (run / name).is_file()
+            ),
+            None,
+        )
+        if recorded is None:  # stopped before its first save: it starts afresh
+            return
+        wanted = settings.model_config().to_dict()
+        changed = [
+            f"{key} {then!r} there, {now!r} now"
+            for key, then, now in _differences(recorded, wanted)
+            if not key.startswith("clip.")  # its weights file: compared as a setting above
+        ]
+        if changed:
+            raise UsageError(
+                f"{run} holds a model other than the one this variant builds now "
+                f"({'; '.join(changed)}): a default changed since it was trained; use another "
+                "--out"
+            )
+
     def __call__(self, folder: Path, variant: str, seed: int) -> dict[str, Any]:
         run = folder / variant / f"seed-{seed}"
         overrides = list(self.request.overrides(variant))
@@ -140,6 +181,8 @@ class _Runner:
                 f"{run} holds a run with other settings ({'; '.join(differences)}); "
                 "use another --out"
             )
+        if saved is not None:
+            self._refuse_other_model(run, settings)
         done = run / RESULT_FILE
         if saved is not None and done.is_file():
             self._refuse_other_data(run)

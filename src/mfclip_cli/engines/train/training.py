@@ -450,6 +450,9 @@ class Trainer:
             "data": self.data_identity,
             "layout": self.data_summary["layout"],
             "protocol": self.protocol.name,
+            # whole, as calibrate records it: eval recomputes the splits fitted on (held_out.py)
+            "protocol_definition": self.protocol.to_dict(),
+            "held_out": list(self.splits.held_out),
             "step": step,
         }
 
