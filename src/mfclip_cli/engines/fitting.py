@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mfclip_cli.data.perturb import parse_perturbations
+from mfclip_cli.data.protocols import Splits
 from mfclip_cli.data.samples import Sample, Unreadable
 from mfclip_cli.engines.inference import (
     FaceSource,
@@ -40,6 +41,17 @@ FITTED_NAMES = {
     OOD_KEY: "out-of-distribution statistics",
     ATTRIBUTION_KEY: "generator fingerprints for attribution",
 }  # in the warnings of train and calibrate; every detector's checkpoint can carry both
+
+
+def protocol_fitted_on(splits: Splits) -> dict[str, Any]:
+    """The protocol a fit was made under, as its ``fitted_on`` records it (training's and
+    calibrate's alike): by name, and whole with the values it held out, so that eval can
+    recompute the splits fitted on (``held_out.calibration_overlap``)."""
+    return {
+        "protocol": splits.protocol.name,
+        "protocol_definition": splits.protocol.to_dict(),
+        "held_out": list(splits.held_out),
+    }
 
 
 @dataclass

@@ -13,7 +13,12 @@ from rich.markup import escape
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import held_out_check, load_scoring
 from mfclip_cli.engines.evaluate.requests import CalibrateRequest, DataChoice
-from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
+from mfclip_cli.engines.fitting import (
+    FITTED_NAMES,
+    fit_int8_calibration,
+    fit_statistics,
+    protocol_fitted_on,
+)
 from mfclip_cli.engines.inference import unreadable_warning
 from mfclip_cli.engines.weights.store import weights_record
 from mfclip_cli.errors import UsageError
@@ -71,11 +76,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
     fitted_on = {
         "data": dataset_identity(scoring.index),  # a name and digest: the checkpoint travels
         "layout": scoring.index.layout,
-        "protocol": scoring.protocol.name,
-        # whole, as training records its own: eval under another protocol recomputes the
-        # splits fitted on and refuses a test split holding them (held_out.calibration_overlap)
-        "protocol_definition": scoring.protocol.to_dict(),
-        "held_out": list(scoring.splits.held_out),
+        **protocol_fitted_on(scoring.splits),
     }
     # what --allow-training-overlap let in, kept in the checkpoint: eval of it says so, and
     # weights add refuses its report (audit R F4: nothing of it was left)

@@ -101,17 +101,26 @@ def as_recorded(recorded: dict[str, Any], index: DataIndex) -> DataIndex | None:
     return renamed if index_digest(renamed) == recorded.get("index_sha256") else None
 
 
-def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
-    protocol = trained_protocol(info, index)
-    trained_index = as_trained(info, index)
-    if protocol is None or trained_index is None:
+def _split_or_none(index: DataIndex, protocol: Protocol | None) -> Splits | None:
+    """``index`` split by a recorded ``protocol`` (no split required), or None where there is
+    none or it no longer splits this data."""
+    if protocol is None:
         return None
     try:
-        splits = select(trained_index, protocol, ())
+        return select(index, protocol, ())
     except (ProtocolError, DataError):
         return None
-    recorded = (_training_record(info).get("protocol") or {}).get("sizes") or {}
-    if recorded.get("train") not in (None, len(splits.train)):
+
+
+def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
+    trained_index = as_trained(info, index)  # its digest, once
+    if trained_index is None:
+        return None
+    recorded = _training_record(info).get("protocol") or {}
+    splits = _split_or_none(trained_index, _recorded_protocol(recorded))
+    if splits is None:
+        return None
+    if (recorded.get("sizes") or {}).get("train") not in (None, len(splits.train)):
         return None  # a protocol file of that name that says otherwise now
     return splits
 
@@ -201,14 +210,10 @@ def calibration_overlap(
     ).get("index_sha256") == data.get("index_sha256")
     if by_training and not recorded["definition"]:
         recorded = trained["protocol"]  # calibrated by its run, on its splits: recorded whole
-    protocol = _recorded_protocol(recorded)
-    if calibrated is None or protocol is None:
+    if calibrated is None:
         return None
-    try:
-        splits = select(calibrated, protocol, ())
-    except (ProtocolError, DataError):
-        return None
-    return _overlap(splits, TRAINED_ON["test"], samples)
+    splits = _split_or_none(calibrated, _recorded_protocol(recorded))
+    return None if splits is None else _overlap(splits, TRAINED_ON["test"], samples)
 
 
 def changed_data_overlap(
@@ -229,12 +234,8 @@ def changed_data_overlap(
     then = int(recorded.get("samples") or 0)
     if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
         return None  # a folder of that name only: "faces" of 36 samples is not 1,200 changed
-    protocol = _recorded_protocol(_training_record(info).get("protocol") or {})
-    if protocol is None:
-        return None
-    try:
-        splits = select(index, protocol, ())
-    except (ProtocolError, DataError):
+    splits = _split_or_none(index, _recorded_protocol(_training_record(info).get("protocol") or {}))
+    if splits is None:
         return None
     overlap = _overlap(splits, TRAINED_ON[split], samples)
     return ChangedDataOverlap(overlap, then, len(index.samples))

@@ -43,7 +43,12 @@ from mfclip_cli.data import (
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
-from mfclip_cli.engines.fitting import FITTED_NAMES, fit_int8_calibration, fit_statistics
+from mfclip_cli.engines.fitting import (
+    FITTED_NAMES,
+    fit_int8_calibration,
+    fit_statistics,
+    protocol_fitted_on,
+)
 from mfclip_cli.engines.inference import (
     FaceSource,
     predict_outputs,
@@ -449,10 +454,7 @@ class Trainer:
         return {
             "data": self.data_identity,
             "layout": self.data_summary["layout"],
-            "protocol": self.protocol.name,
-            # whole, as calibrate records it: eval recomputes the splits fitted on (held_out.py)
-            "protocol_definition": self.protocol.to_dict(),
-            "held_out": list(self.splits.held_out),
+            **protocol_fitted_on(self.splits),
             "step": step,
         }
 
