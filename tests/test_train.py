@@ -45,7 +45,7 @@ from mfclip_cli.engines.train.settings import (
     resolve_train_settings,
 )
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import sha256_file
+from mfclip_cli.files import check_safetensors, sha256_file
 from mfclip_cli.model import load_checkpoint
 from mfclip_cli.model.checkpoint import read_checkpoint_info
 from mfclip_cli.schemas import SCHEMA_VERSION
@@ -481,6 +481,70 @@ def test_training_stops_at_gradients_that_are_not_finite(dataset, tmp_path):
     assert [record["step"] for record in logged] == [1] and math.isfinite(logged[0]["loss"])
     weights = load_file(out / "last.safetensors")
     assert all(bool(torch.isfinite(tensor).all()) for tensor in weights.values())
+
+
+def test_adamw_leaves_biases_norms_and_scales_undecayed():
+    """Audit M F6: AdamW decayed the logit scale, the level logits, biases and norm gains, pulling
+    a scale towards 0 each step. With zero gradients an AdamW step is the decay alone: a decayed
+    tensor shrinks by 1 - lr * wd, an undecayed one stays; ``all`` (runs before 2.13.0) decays
+    every one."""
+    from mfclip_cli.engines.train.training import adamw
+    from mfclip_cli.model.config import load_model_config
+    from mfclip_cli.model.detectors import build_detector
+
+    lr, decay = 0.1, 0.5
+    for decay_on in ("weights", "all"):
+        torch.manual_seed(0)
+        model = build_detector(load_model_config("tiny"), pretrained=False)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        optimizer = adamw(
+            [p for _, p in named], lr=lr, weight_decay=decay, decay_on=decay_on, fused=False
+        )
+        with torch.no_grad():  # no zeros (LoRA's B starts at 0): decay shows on every tensor
+            for _, parameter in named:
+                parameter.uniform_(0.5, 1.5)
+                parameter.grad = torch.zeros_like(parameter)
+        before = {n: p.detach().clone() for n, p in named}
+        optimizer.step()
+        kept = {n for n, p in named if torch.equal(p.detach(), before[n])}
+        shrunk = {n for n, p in named if torch.allclose(p.detach(), before[n] * (1 - lr * decay))}
+        names = {n for n, _ in named}
+        if decay_on == "all":
+            assert len(optimizer.param_groups) == 1 and shrunk == names
+            continue
+        undecayed = {n for n, p in named if p.ndim < 2}
+        assert {"criterion.log_logit_scale", "language.level_logits"} <= undecayed
+        assert any(n.endswith(".bias") for n in undecayed)
+        assert any("lora_A" in n for n in names - undecayed)
+        assert kept == undecayed and shrunk == names - undecayed
+
+
+def test_weight_decay_settings_are_checked():
+    assert TrainSettings(data="d", out="o").weight_decay_on == "weights"
+    with pytest.raises(UsageError, match="weight_decay_on must be 'weights' or 'all'"):
+        TrainSettings(data="d", out="o", weight_decay_on="biases")
+    for bad in (-0.1, math.nan):
+        with pytest.raises(UsageError, match="weight_decay must be 0 or more"):
+            TrainSettings(data="d", out="o", weight_decay=bad)
+
+
+def test_a_run_from_before_weight_decay_on_resumes_with_every_tensor_decayed(dataset, tmp_path):
+    """A train.json without weight_decay_on (written before 2.13.0) trained with one AdamW group
+    over every tensor: resumed, it is read as ``all``, so its optimiser state (one group) loads
+    (read as today's default, two groups, the state was refused)."""
+    settings = tmp_path / "old.toml"
+    settings.write_text('[train]\nweight_decay_on = "all"\n')
+    old = tmp_path / "old"
+    run(*train_args(dataset, old, "--epochs", "1", "--settings", str(settings)))
+    recorded = json.loads((old / "train.json").read_text())
+    assert recorded["weight_decay_on"] == "all"
+    del recorded["weight_decay_on"]
+    (old / "train.json").write_text(json.dumps(recorded))
+    header = check_safetensors(old / "last.state.safetensors")["__metadata__"]
+    assert len(json.loads(header["param_groups"])) == 1
+    resumed = run(MFCLIP, "train", "--out", str(old), "--resume", "--device", "cpu")
+    assert "done:" in resumed.stderr
+    assert schema_errors(recorded, "train") == []  # valid without the key
 
 
 def test_a_run_folder_from_before_schema_2_2_resumes(trained, tmp_path):

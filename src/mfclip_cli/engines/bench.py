@@ -17,7 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +33,8 @@ from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.model_stage import Scorer
 from mfclip_cli.engines.scan.scanner import Scanner
 from mfclip_cli.engines.scan.settings import ScanSettings
+from mfclip_cli.engines.train.settings import TrainSettings
+from mfclip_cli.engines.train.training import adamw
 from mfclip_cli.errors import UsageError
 from mfclip_cli.faces import decode_image
 from mfclip_cli.model import (
@@ -304,11 +306,17 @@ def _scan_rates(
 
 
 def _train_rate(config: Any, faces: torch.Tensor, repeats: int) -> dict[str, list[float]]:
-    """One training step (forward, loss, backward, optimiser) on ``faces`` with mixed labels."""
+    """One training step (forward, loss, backward, optimiser) on ``faces`` with mixed labels,
+    its AdamW as a default ``mfclip train`` builds it."""
     device = faces.device
     trainer = build_detector(config, pretrained=False).to(device).train()
-    optimizer = torch.optim.AdamW(
-        trainer.trainable_parameters(), lr=1e-4, fused=device.type == "cuda"
+    default = {item.name: item.default for item in fields(TrainSettings)}
+    optimizer = adamw(
+        trainer.trainable_parameters(),
+        lr=default["lr"],
+        weight_decay=default["weight_decay"],
+        decay_on=default["weight_decay_on"],
+        fused=device.type == "cuda",
     )
     labels = [
         LabelSet(CLASS_NAMES[i % 3], "efs" if i % 3 else "none", f"g{i % 5}" if i % 3 else "")

@@ -25,6 +25,10 @@ SETTINGS_FILE = "train.json"
 RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd")
 
 
+WEIGHT_DECAY_ON = ("weights", "all")
+# what a train.json written before weight_decay_on existed trained with
+LEGACY_SETTINGS = {"weight_decay_on": "all"}
+
 _KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
 
@@ -54,6 +58,11 @@ class TrainSettings:
     accumulate: int = 1  # micro-batches per optimiser step
     lr: float = 2e-4
     weight_decay: float = 0.05
+    # what AdamW decays: "weights" the weight matrices and kernels only, not the biases, norm
+    # gains, logit scale or level logits (open_clip trains so; decaying a scale pulls it to 0);
+    # "all" every trainable tensor, as runs before report format 2.13.0 did (their train.json
+    # has no such key and is read so, keeping their optimiser state resumable)
+    weight_decay_on: str = "weights"
     warmup: float = 0.05  # fraction of all optimiser steps spent warming up
     balanced: bool = False  # class-balanced sampling (with replacement)
     seed: int = 0
@@ -81,6 +90,13 @@ class TrainSettings:
         for name in ("val_every", "checkpoint_every", "workers"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be 0 or more")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise UsageError(f"weight_decay must be 0 or more, not {self.weight_decay}")
+        if self.weight_decay_on not in WEIGHT_DECAY_ON:
+            raise UsageError(
+                f"weight_decay_on must be {' or '.join(map(repr, WEIGHT_DECAY_ON))}, "
+                f"not {self.weight_decay_on!r}"
+            )
 
     def _check_kinds(self) -> None:
         """Each value of the kind its field holds: a settings file's ``epochs = "2"`` ended in a
@@ -165,6 +181,7 @@ def _saved_settings(saved: Any, out: str) -> TrainSettings:
         raise UsageError(f"cannot resume {out}: {SETTINGS_FILE} holds no training settings")
     written_by = saved.get("mfclip_version", "an unknown version")
     settings = {key: value for key, value in saved.items() if key not in RUN_RECORD_KEYS}
+    settings = {**LEGACY_SETTINGS, **settings}
     unknown = sorted(set(settings) - {field.name for field in fields(TrainSettings)})
     if unknown:
         raise UsageError(

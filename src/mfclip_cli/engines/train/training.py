@@ -125,6 +125,33 @@ class _LossStep(torch.nn.Module):
 EPOCH_LINES = ("step", "val", UNREADABLE_LINE)  # the metrics lines placed in the schedule
 
 
+def adamw(
+    parameters: list[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    decay_on: str,
+    fused: bool,
+) -> torch.optim.AdamW:
+    """AdamW decaying what ``decay_on`` names (TrainSettings.weight_decay_on): "all" is one group,
+    the layout older runs' optimiser states were saved in; "weights" decays the tensors of two
+    or more dimensions (matrices, kernels, LoRA factors) and leaves the rest (biases, norm gains,
+    the logit scale, the level logits) undecayed, in a second group."""
+    if decay_on == "all":
+        groups = [{"params": parameters}]
+    else:
+        groups = [
+            {"params": [p for p in parameters if p.ndim >= 2]},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+        ]
+    return torch.optim.AdamW(
+        [group for group in groups if group["params"]],
+        lr=lr,
+        weight_decay=weight_decay,
+        fused=fused,
+    )
+
+
 def _schedule(total_steps: int, warmup: float):
     warmup_steps = int(round(warmup * total_steps))
 
@@ -188,10 +215,11 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(self.order.batches_per_epoch / settings.accumulate)
         self.total_steps = self.steps_per_epoch * settings.epochs
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             self.model.trainable_parameters(),
             lr=settings.lr,
             weight_decay=settings.weight_decay,
+            decay_on=settings.weight_decay_on,
             fused=self.device.type == "cuda",
         )
         self.progress = (
