@@ -184,6 +184,11 @@ def test_manifest_layouts_and_round_trip(tmp_path):
             '{"path": "a.png", "label": "gan"}\n{"path": "a.png", "label": "real"}\n',
             r"line 2:.*line 1",
         ),
+        (  # one file, spelled two ways (audit G M4: one crop under two labels)
+            "m.jsonl",
+            '{"path": "./a.png", "label": "gan"}\n{"path": "b/../a.png", "label": "real"}\n',
+            r"line 2: path 'b/../a.png' already listed on line 1 \(as './a.png'\)",
+        ),
         ("m.jsonl", "[1, 2]\n", r"line 1: a sample must be an object"),
         (
             "m.csv",

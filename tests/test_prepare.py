@@ -5,13 +5,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from cli import mfclip
 from media import astronaut, face_free, mosaic, save_video
 from PIL import Image
 from report_schemas import check_prepared
 
-from mfclip_cli.data import read_dataset
+from mfclip_cli.data import Sample, load_protocol, read_dataset, select
+from mfclip_cli.data.faceset import FaceImages
 from mfclip_cli.data.samples import NOT_A_FILE
+from mfclip_cli.faces import FaceCropper, FaceSearch
 
 
 def prepare(*args):
@@ -58,6 +61,23 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     assert all(s.label == "real" for s in frames)
     mosaic_faces = [s for s in index.samples if "mosaic" in s.path]
     assert len(mosaic_faces) == 1  # the largest face only, by default
+    assert summary["faces_left_out"] == 3  # the mosaic's other three, counted
+    lines = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
+    assert {line["source"].rsplit("/", 1)[1]: line.get("faces_found") for line in lines} == {
+        "astronaut.png": 1,
+        "mosaic.png": 4,
+        "empty.png": 0,
+        "broken.png": None,
+        "clip.mp4": 3,
+    }
+
+    # What the model reads of the astronaut: the very pixels scan gives it (audit G H1: scan's
+    # unrounded crops differed by up to 0.5 / 255, and moved probabilities by up to 0.93)
+    (crop,) = [s.path for s in index.samples if "astronaut" in s.path]
+    trained_on = FaceImages(out, [crop], 128)[0].face
+    search = FaceSearch(crop_size=summary["crop_size"], margin=summary["margin"])
+    (found,) = FaceCropper(search)([astronaut()])
+    assert torch.equal(found.crops[0], trained_on)
     assert mosaic_faces[0].label == "gan" and mosaic_faces[0].generator == "stylegan2"
     assert mosaic_faces[0].forgery_type == "efs"
 
@@ -88,6 +108,105 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     assert refused.returncode == 2 and "not empty" in refused.stderr
     inside = prepare(str(source), "--out", str(source / "crops"), "--config", "tiny")
     assert inside.returncode == 2 and "inside the source" in inside.stderr
+    assert "(5 of them prepared before)" in again.stdout  # not "written" again
+
+
+def test_every_face_of_an_image_stays_in_one_split(tmp_path):
+    """Audit G M1: with --all-faces each crop of an image was split on its own, so the faces of
+    one photo (one background, one generator's traces) fell into train and test."""
+    source = tmp_path / "source"
+    (source / "gan" / "efs" / "stylegan2").mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(np.ascontiguousarray(np.roll(mosaic(), 7 * i, axis=1))).save(
+            source / "gan" / "efs" / "stylegan2" / f"group{i:02d}.png"
+        )
+    out = tmp_path / "prepared"
+    result = prepare(str(source), "--out", str(out), "--config", "tiny", "--all-faces")
+    assert result.returncode == 0, result.stderr
+    check_prepared(out)
+    index = read_dataset(out)
+    assert len(index.samples) >= 36
+    for sample in index.samples:
+        assert sample.video == "gan/efs/stylegan2/" + Path(sample.path).name.rsplit("_", 1)[0]
+    splits = select(index, load_protocol("in-domain"), ())
+    split_of = {
+        sample.video: name for name in ("train", "val", "test") for sample in getattr(splits, name)
+    }
+    for name in ("train", "val", "test"):
+        for sample in getattr(splits, name):
+            assert split_of[sample.video] == name
+
+
+def test_a_video_cut_short_is_said_and_its_faces_kept(tmp_path):
+    """Audit G M2: a truncated video was prepared as "ok" with half its sampled frames missing,
+    exit 0; scan says the same file is incomplete. Its faces are kept, the shortfall recorded,
+    and prepare exits 3, as for a file it could not read."""
+    clips = tmp_path / "source" / "real" / "clips"
+    clips.mkdir(parents=True)
+    whole = tmp_path / "whole.avi"
+    save_video(whole, frames=40, fps=10.0, codec="MJPG")
+    data = whole.read_bytes()
+    (clips / "cut.avi").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "prepared"
+    result = prepare(str(tmp_path / "source"), "--out", str(out), "--config", "tiny")
+    assert result.returncode == 3, result.stderr
+    check_prepared(out)
+    (line,) = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
+    assert line["status"] == "ok" and 0 < len(line["faces"]) < 8
+    assert "of the 8 frames sampled could not be read" in line["incomplete"]
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["incomplete"] == [{"source": line["source"], "incomplete": line["incomplete"]}]
+    assert "1 videos with frames missing" in result.stdout
+
+
+def test_manifest_paths_outside_its_folder_stay_inside_out(tmp_path):
+    """Audit G M3: a manifest's ``../x.png`` or absolute path wrote its crop outside OUT/faces,
+    outside --out even; L3: a manifest file given as the source still keeps --out out of its
+    folder."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(astronaut()).save(images / "near.png")
+    Image.fromarray(np.ascontiguousarray(astronaut()[:, ::-1])).save(images / "far.png")
+    listed = tmp_path / "lists" / "sub"
+    listed.mkdir(parents=True)
+    rows = [
+        {"path": "../../images/near.png", "label": "real"},
+        {"path": str(images / "far.png"), "label": "real"},
+    ]
+    (listed / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "prepared"
+    result = prepare(str(listed), "--out", str(out), "--config", "tiny")
+    assert result.returncode == 0, result.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == [
+        "faces/_absolute_" + str(images / "far.png") + "_0.png",
+        "faces/_parent_/_parent_/images/near.png_0.png",
+    ]
+    assert sorted(s.path for s in read_dataset(out).samples) == written
+    inside = prepare(
+        str(listed / "manifest.jsonl"), "--out", str(listed / "crops"), "--config", "tiny"
+    )
+    assert inside.returncode == 2 and "inside the source" in inside.stderr
+
+
+def test_one_files_unexpected_failure_is_its_record_not_the_end(tmp_path, monkeypatch):
+    """Audit G S1: only decode errors were caught per file; anything else in detection or
+    alignment ended the whole run, and a --resume stopped on the same file again."""
+    from mfclip_cli.engines.prepare.request import PrepareRequest
+    from mfclip_cli.engines.prepare.run import Preparer
+
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    request = PrepareRequest(source=str(tmp_path), out=str(tmp_path / "out"), config="tiny")
+    preparer = Preparer(request, {"crop_size": 128, "margin": 1.3}, torch.device("cpu"))
+
+    def broken(images):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(preparer, "cropper", broken)
+    sample = Sample(path="a.png", label="real")
+    record = preparer.prepare(sample, tmp_path / "a.png", "0" * 64)
+    assert record["status"] == "error" and record["faces"] == []
+    assert record["error"] == "face analysis failed: RuntimeError: out of memory"
 
 
 def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):
@@ -161,3 +280,38 @@ def test_prepare_reads_a_misnamed_file_as_what_its_bytes_are(tmp_path):
     assert {s.video for s in samples} == {"real/clips/clip.jpg", None}
     assert len([s for s in samples if s.video]) == 3
     assert len([s for s in samples if s.video is None]) == 1
+
+
+def test_faces_prepared_for_another_crop_are_said_where_a_model_reads_them(tmp_path, tiny_model):
+    """Audit G H2: crops prepared at another size or margin than the model's were resized by the
+    loader without a word (vit-b-16's 256 px default read by a 128 px model: other pixels than
+    scan gives it). Train, eval and calibrate say so, naming the folder; a folder prepare did not
+    write, and one of the model's own geometry, are not said."""
+    from mfclip_cli.data.samples import DataIndex, DataSource
+    from mfclip_cli.engines.inference import crop_mismatch_warning
+
+    folders = {}
+    for name, size, margin in (("own", 128, 1.3), ("big", 256, 1.3), ("wide", 128, 1.5)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        summary = {"crop_size": size, "margin": margin}
+        (folders[name] / "prepare.json").write_text(json.dumps(summary))
+    (tmp_path / "raw").mkdir()
+
+    def warning(*names):
+        if len(names) == 1:
+            index = DataIndex(root=tmp_path / names[0], layout="manifest")
+        else:
+            sources = tuple(
+                DataSource(name, tmp_path / name, "manifest", name, (name,), 1) for name in names
+            )
+            index = DataIndex(root=tmp_path, layout="manifest", sources=sources)
+        return crop_mismatch_warning(index, tiny_model, "demo")
+
+    assert warning("own") is None and warning("raw") is None and warning("own", "raw") is None
+    said = warning("big")
+    assert f"{folders['big']} (256 px, margin 1.3)" in said
+    assert "which reads 128 px crops aligned at margin 1.3" in said
+    said = warning("own", "wide", "big")
+    assert f"{folders['own']} (" not in said
+    assert "wide (128 px, margin 1.5), " in said and "big (256 px, margin 1.3)" in said

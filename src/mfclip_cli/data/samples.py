@@ -51,6 +51,7 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 )
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+PREPARED_SUMMARY = "prepare.json"  # what ``mfclip prepare`` writes beside its manifest, last
 # folders whose sub-folders are one video's frames each: DeepfakeBench's frames/, and
 # frames_all/, which DF40's own preprocessing writes and its rearrange.py reads
 FRAME_FOLDERS = ("frames", "frames_all")
@@ -501,22 +502,35 @@ def read_manifest(path: str | Path, *, dataset: str | None = None) -> list[Sampl
         raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     records = _jsonl_records(path, text) if kind == "jsonl" else _csv_records(path, text)
     samples: list[Sample] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}  # by the file named: ./x.png, x.png and /abs/x.png
+    folder = os.path.abspath(path.parent)
     for number, record in records:
         try:
             sample = Sample.from_dict(record)
         except (ValueError, TypeError) as error:
             raise DataError(f"{path}, line {number}: {error}") from None
-        if sample.path in seen:
+        named = os.path.normpath(os.path.join(folder, sample.path))
+        if named in seen:
+            line, spelled = seen[named]
+            also = "" if spelled == sample.path else f" (as {spelled!r})"
             raise DataError(
-                f"{path}, line {number}: path {sample.path!r} already listed "
-                f"on line {seen[sample.path]}"
+                f"{path}, line {number}: path {sample.path!r} already listed on line {line}{also}"
             )
-        seen[sample.path] = number
+        seen[named] = (number, sample.path)
         if dataset is not None and not sample.dataset:
             sample = Sample(**{**sample.to_dict(), "dataset": dataset})
         samples.append(sample)
     return samples
+
+
+def prepared_geometry(folder: str | Path) -> tuple[int, float] | None:
+    """(crop size, margin) of the crops ``mfclip prepare`` wrote into ``folder``, from its
+    summary; None for a folder it did not write (or whose summary cannot be read)."""
+    try:
+        summary = json.loads((Path(folder) / PREPARED_SUMMARY).read_text(encoding="utf-8"))
+        return int(summary["crop_size"]), float(summary["margin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_manifest(path: str | Path, samples: Iterable[Sample], *, overwrite: bool = False) -> Path:

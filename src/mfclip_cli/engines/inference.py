@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from rich.markup import escape
 
-from mfclip_cli.data import DataError, Sample, Unreadable
+from mfclip_cli.data import DataError, DataIndex, Sample, Unreadable
 from mfclip_cli.data.faceset import FaceImages, collate_faces
 from mfclip_cli.data.perturb import Perturbation
+from mfclip_cli.data.samples import prepared_geometry
 from mfclip_cli.files import shown
 from mfclip_cli.model.detectors import Detector
 from mfclip_cli.scoring.fingerprints import FEATURES, face_fingerprints
@@ -158,6 +159,31 @@ def require_all_read(outputs: Outputs | Fingerprints, root: Path) -> None:
             f"{root / missing.path}: {missing.error} (it was read a moment ago: did the dataset "
             "change while it was scored?)"
         )
+
+
+def crop_mismatch_warning(index: DataIndex, detector: Detector, name: str) -> str | None:
+    """Words for the ``--data`` folders whose crops ``mfclip prepare`` made for another crop size
+    or margin than ``detector`` reads (None where there are none): the loader resizes them
+    without a word, so the model is trained or scored on other pixels than scan gives it (which
+    aligns each face at the model's own size and margin). Folders prepare did not write are not
+    known to be face crops of any geometry and are not said."""
+    wanted = (detector.crop_size, float(detector.crop_margin))
+    roots = [source.root for source in index.sources] or [index.root]
+    other = [
+        f"{shown(str(root))} ({size} px, margin {margin:g})"
+        for root in roots
+        if (prepared := prepared_geometry(root)) is not None and prepared != wanted
+        for size, margin in [prepared]
+    ]
+    if not other:
+        return None
+    return (
+        f"[bold yellow]warning:[/] the faces of {escape(', '.join(other))} were prepared for "
+        f"another model than {escape(name)}, which reads {wanted[0]} px crops aligned at margin "
+        f"{wanted[1]:g}: they are resized as they are read, so it meets other pixels here than "
+        "scan gives it. Prepare them again with its config (mfclip prepare SOURCE --out NEW "
+        "--config ...)"
+    )
 
 
 def unreadable_warning(split: str, missing: Unreadable, fate: str) -> str:

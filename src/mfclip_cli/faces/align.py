@@ -42,7 +42,11 @@ def similarity_transforms(source: torch.Tensor, target: torch.Tensor) -> torch.T
 def align_faces(
     image: torch.Tensor, landmarks: np.ndarray, crop_size: int, margin: float
 ) -> torch.Tensor:
-    """Aligned crops [F, 3, S, S] in [0, 1] of the faces of one image.
+    """Aligned crops [F, 3, S, S] in [0, 1] of the faces of one image, on the 8-bit grid (k / 255):
+    what ``prepare`` stores as PNG and training, calibration and eval read back. Unrounded, scan
+    gave the model other pixels than it was trained and calibrated on, by up to 0.5 / 255, and
+    the SRM noise branch, which reads the finest residuals, moved probabilities by up to 0.93
+    (audit G H1).
 
     ``image`` is [3, H, W], uint8 or float in [0, 1] (on the target device), ``landmarks``
     [F, 5, 2] in its pixels. Faces much larger than the crop are taken from a box-filtered copy
@@ -91,7 +95,7 @@ def align_faces(
             align_corners=False,
         )
         crops[index] = sampled
-    return crops.clamp(0.0, 1.0)
+    return crops.clamp_(0.0, 1.0).mul_(255.0).round_().div_(255.0)
 
 
 def _sampled_region(

@@ -32,6 +32,7 @@ from mfclip_cli.engines.evaluate.requests import DataChoice
 from mfclip_cli.engines.inference import (
     FaceSource,
     Outputs,
+    crop_mismatch_warning,
     predict_outputs,
     unreadable_warning,
 )
@@ -341,6 +342,8 @@ def load_scorings(
     scorings = []
     for loaded, chosen in checkpoints:
         say_training_caveats(loaded, split, error_console)
+        if mismatch := crop_mismatch_warning(index, loaded.model, loaded.resolved.name):
+            error_console.print(mismatch, highlight=False)
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )

@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from mfclip_cli.data.combine import check_data
+from mfclip_cli.data.samples import PREPARED_SUMMARY
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import keep_jsonl_prefix
 from mfclip_cli.model import load_model_config
@@ -27,7 +28,7 @@ from mfclip_cli.model import load_model_config
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
     "prepare.jsonl",
     "manifest.jsonl",
-    "prepare.json",
+    PREPARED_SUMMARY,  # train and eval read the crops' geometry from it
     "faces",
 )
 SETTINGS_LINE = "settings"  # the type of the log's first line
@@ -55,6 +56,8 @@ class PrepareRequest:
             raise UsageError("--frames must be at least 1")
         check_data(self.source, self.label_map)
         out, source_root = Path(self.out), Path(self.source).resolve()
+        if source_root.is_file():  # a manifest file: its samples lie in and below its folder
+            source_root = source_root.parent
         if out.resolve() == source_root or source_root in out.resolve().parents:
             raise UsageError(f"--out {out} lies inside the source dataset {self.source}")
         if out.exists() and not out.is_dir():

@@ -4,7 +4,8 @@ pipeline, into the files ``request.py`` describes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import posixpath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -42,6 +43,16 @@ if TYPE_CHECKING:
     import torch
 
 
+def crop_stem(source: str) -> str:
+    """Where below ``OUT/faces`` a source's crops go: its path in the dataset, normalised, with a
+    manifest's paths that leave its folder (``../x.png``, ``/data/x.png``) kept inside (as
+    ``_parent_/x.png``, ``_absolute_/data/x.png``): written as given, they landed outside
+    ``OUT/faces``, outside ``--out`` even (audit G M3)."""
+    path = PurePosixPath(posixpath.normpath(source.replace("\\", "/")))
+    parts = [("_parent_" if part == ".." else part) for part in path.parts if part != "/"]
+    return "/".join(["_absolute_", *parts] if path.is_absolute() else parts)
+
+
 def _largest(found: FoundFaces) -> list[int]:
     areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found.detections]
     return [int(np.argmax(areas))] if areas else []
@@ -63,6 +74,7 @@ class Preparer:
         chosen = range(len(found.detections)) if self.request.all_faces else _largest(found)
         pixels = (found.crops.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         faces = []
+        source = crop_stem(source)
         for i in chosen:
             stem = f"{source}.frame{frame:06d}_{i}" if frame is not None else f"{source}_{i}"
             relative = f"{FACES_DIR}/{stem}.png"
@@ -90,30 +102,45 @@ class Preparer:
             "video": video,
             "faces": [],
         }
+        found = 0
         try:
             if video:
                 _, frames = sample_video(path, fps=None, frames=self.request.frames)
                 for frame in frames:
-                    record["faces"] += self._write_faces(
-                        sample.path, self.cropper([frame.pixels])[0], frame.index
-                    )
+                    faces = self.cropper([frame.pixels])[0]
+                    found += len(faces.detections)
+                    record["faces"] += self._write_faces(sample.path, faces, frame.index)
+                if incomplete := frames.shortfall():  # a video cut short: frames are missing
+                    record["incomplete"] = incomplete
             else:
-                image = decode_image(path)
-                record["faces"] = self._write_faces(
-                    sample.path, self.cropper([image.pixels])[0], None
-                )
+                faces = self.cropper([decode_image(path).pixels])[0]
+                found = len(faces.detections)
+                record["faces"] = self._write_faces(sample.path, faces, None)
         except DecodeError as error:
             record.update(status="error", error=str(error), faces=[])
+        except Exception as error:  # noqa: BLE001 - one file's failure never ends the run
+            record.update(
+                status="error", error=f"face analysis failed: {_described(error)}", faces=[]
+            )
+        else:
+            record["faces_found"] = found
         if record["status"] == "ok" and not record["faces"]:
             record["status"] = "no_face"
         return record
 
 
-def _crop_samples(source: Sample, record: dict[str, Any]) -> Iterator[Sample]:
+def _described(error: Exception) -> str:
+    """An unexpected error in words: its kind and message, never a traceback."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _crop_samples(source: Sample, record: dict[str, Any], all_faces: bool) -> Iterator[Sample]:
     for face in record["faces"]:
         # a video file's faces group under its path, or the frames it was extracted to where the
-        # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/)
-        video = (source.video or source.path) if record["video"] else source.video
+        # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/); with --all-faces,
+        # an image's faces under its path too, so no protocol puts them in two splits
+        several = all_faces and not record["video"]
+        video = (source.video or source.path) if record["video"] or several else source.video
         yield Sample(
             path=face["path"],
             label=source.label,
@@ -153,6 +180,7 @@ def run_prepare(
     preparer = Preparer(request, checked.settings, device)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
+    reused = 0  # records a --resume takes from the log
     show = not request.quiet and error_console.is_terminal
     bar = counting_bar("preparing", error_console, show=show)
     with bar, open(log, "a", encoding="utf-8") as handle:
@@ -175,12 +203,18 @@ def run_prepare(
                 }
             else:
                 record = checked.done.get(key) or preparer.prepare(sample, path, key[1])
-                if key not in checked.done:
+                if key in checked.done:
+                    reused += 1
+                else:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
             records.append((sample, record))
             bar.update(task, advance=1)
-    crops = [crop for sample, record in records for crop in _crop_samples(sample, record)]
+    crops = [
+        crop
+        for sample, record in records
+        for crop in _crop_samples(sample, record, request.all_faces)
+    ]
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
     statuses = [record["status"] for _, record in records]
     skipped = [
@@ -201,15 +235,36 @@ def run_prepare(
         "no_face": statuses.count("no_face"),
         "error": statuses.count("error"),
         "faces": len(crops),
+        # faces found but not taken (without --all-faces, all but the largest of each image or
+        # frame), over the records that count them (since 2.13.0)
+        "faces_left_out": sum(
+            record["faces_found"] - len(record["faces"])
+            for _, record in records
+            if "faces_found" in record
+        ),
         "skipped": skipped,
+        # videos prepared with sampled frames missing (cut short or damaged), and why
+        "incomplete": [
+            {"source": record["source"], "incomplete": record["incomplete"]}
+            for _, record in records
+            if record.get("incomplete")
+        ],
     }
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
-    console.print(
-        f"prepared {summary['files']} files: {summary['faces']} faces written to "
-        f"{out / FACES_DIR}, "
-        f"{summary['no_face']} without a face, {summary['error']} unreadable "
-        f"(see {out / SUMMARY_FILE})",
-        highlight=False,
-        markup=False,
+    console.print(_summary_line(summary, out, reused), highlight=False, markup=False)
+    return EXIT_UNREADABLE if summary["error"] or summary["incomplete"] else EXIT_OK
+
+
+def _summary_line(summary: dict[str, Any], out: Path, reused: int) -> str:
+    """What a run did, in one line: a --resume's files taken from the log are said apart."""
+    taken = f" ({reused} of them prepared before)" if reused else ""
+    left_out = summary["faces_left_out"]
+    incomplete = len(summary["incomplete"])
+    return (
+        f"prepared {summary['files']} files{taken}: {summary['faces']} faces in "
+        f"{out / FACES_DIR}"
+        + (f" ({left_out} more found, not the largest: --all-faces takes them)" if left_out else "")
+        + f", {summary['no_face']} without a face, {summary['error']} unreadable"
+        + (f", {incomplete} videos with frames missing" if incomplete else "")
+        + f" (see {out / SUMMARY_FILE})"
     )
-    return EXIT_UNREADABLE if summary["error"] else EXIT_OK

@@ -51,6 +51,7 @@ from mfclip_cli.engines.fitting import (
 )
 from mfclip_cli.engines.inference import (
     FaceSource,
+    crop_mismatch_warning,
     predict_outputs,
     score_samples,
     unreadable_warning,
@@ -207,6 +208,9 @@ class Trainer:
             )
 
         self.model = self._build_model(config)
+        mismatch = crop_mismatch_warning(self.index, self.model, f"config {config.name}")
+        if mismatch and self.world.main and not resume:
+            console.print(mismatch, highlight=False)
         self.order = EpochOrder(
             [self.model.classes.index(s.label) for s in self.train_samples],
             settings.batch_size,
