@@ -315,3 +315,25 @@ def test_faces_prepared_for_another_crop_are_said_where_a_model_reads_them(tmp_p
     said = warning("own", "wide", "big")
     assert f"{folders['own']} (" not in said
     assert "wide (128 px, margin 1.5), " in said and "big (256 px, margin 1.3)" in said
+
+
+def test_a_resume_prepares_again_a_source_whose_crops_were_lost(tmp_path):
+    """Audit G L2: --resume trusted its log, and the manifest listed crops deleted or emptied
+    since (a crash that lost them, a user's clean-up)."""
+    source = tmp_path / "source"
+    (source / "real").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real" / "one.png")
+    Image.fromarray(np.ascontiguousarray(astronaut()[:, ::-1])).save(source / "real" / "two.png")
+    out = tmp_path / "prepared"
+    tiny = ("--out", str(out), "--config", "tiny", "--device", "cpu")
+    assert prepare(str(source), *tiny).returncode == 0
+    crops = {Path(s.path).name: out / s.path for s in read_dataset(out).samples}
+    kept = crops["two.png_0.png"].read_bytes()
+    crops["one.png_0.png"].unlink()
+    crops["two.png_0.png"].write_bytes(b"")
+    again = prepare(str(source), *tiny, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "prepared before" not in again.stdout  # neither record was taken from the log
+    assert crops["one.png_0.png"].is_file() and crops["two.png_0.png"].read_bytes() == kept
+    lines = (out / "prepare.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 2 + 2  # settings, the first run's two, the two prepared again

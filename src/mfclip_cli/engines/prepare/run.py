@@ -129,6 +129,15 @@ class Preparer:
         return record
 
 
+def _crops_present(out: Path, record: dict[str, Any]) -> bool:
+    """Whether every crop a logged record names is still there, not empty: a --resume takes the
+    record only then (its manifest listed crops deleted since, audit G L2)."""
+    try:
+        return all((out / face["path"]).stat().st_size > 0 for face in record["faces"])
+    except OSError:
+        return False
+
+
 def _described(error: Exception) -> str:
     """An unexpected error in words: its kind and message, never a traceback."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -202,10 +211,13 @@ def run_prepare(
                     "faces": [],
                 }
             else:
-                record = checked.done.get(key) or preparer.prepare(sample, path, key[1])
-                if key in checked.done:
+                record = checked.done.get(key)
+                if record is not None and not _crops_present(out, record):
+                    record = None  # its crops were deleted or emptied since: prepared again
+                if record is not None:
                     reused += 1
                 else:
+                    record = preparer.prepare(sample, path, key[1])
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
             records.append((sample, record))
