@@ -173,6 +173,9 @@ def test_diff_splits_are_kept_by_every_protocol(tmp_path):
         splits = select(index, name, required=("test",))
         trained = {s.path for s in splits.train + splits.val}
         assert not trained & test_paths, name
+        # and test is the publisher's: a held-out generator's train/ and val/ fakes were tested
+        # too, against the test reals alone (audit H H1)
+        assert {s.path for s in splits.test} <= test_paths, name
     diff = select(index, "diff", required=("test",))
     assert set(diff.test_subsets()) == {"t2i", "i2i", "fe"}
 
@@ -953,8 +956,9 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     # a label map on a prepared folder (a manifest) would be ignored: refused, as train does
     label_map = tmp_path / "labels.toml"
     label_map.write_text('[DiFF]\nHPS = "exclude"\n')
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text("path,label\nDiFF/DiFF_real/train/a.png,real\n")
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "manifest.csv"  # --out outside its folder
+    manifest.write_text("path,label\n../DiFF/DiFF_real/train/a.png,real\n")
     for command in (["data", "inspect"], ["prepare", "--dry-run", "--out", str(out)]):
         ignored = mfclip(*command, str(manifest), "--label-map", str(label_map))
         assert ignored.returncode == 2 and "prepare the dataset again" in ignored.stderr

@@ -625,8 +625,12 @@ def select(
             value = _field_value(sample, holdout)
             if not value:
                 destination = None
-            elif value in held_set:
-                destination = "test"
+            elif value in held_set:  # never trained on
+                # a held-out dataset is tested whole (unseen as a whole); a held-out generator or
+                # forgery type on its publisher's test split, as published (a GenImage generator's
+                # train/ fakes against its val/ reals alone made ACC fake-ACC; audit H H1)
+                whole = holdout == "dataset" or layout_split is None
+                destination = "test" if whole or layout_split == "test" else None
             elif layout_split is not None:
                 destination = layout_split if layout_split != "test" else None
             else:

@@ -56,10 +56,12 @@ class PrepareRequest:
             raise UsageError("--frames must be at least 1")
         check_data(self.source, self.label_map)
         out, source_root = Path(self.out), Path(self.source).resolve()
+        source_name = self.source
         if source_root.is_file():  # a manifest file: its samples lie in and below its folder
             source_root = source_root.parent
+            source_name = f"{source_root} (the folder of the manifest {self.source})"
         if out.resolve() == source_root or source_root in out.resolve().parents:
-            raise UsageError(f"--out {out} lies inside the source dataset {self.source}")
+            raise UsageError(f"--out {out} lies inside the source dataset {source_name}")
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file, not a folder")
         if out.exists() and any(out.iterdir()) and not self.resume:
