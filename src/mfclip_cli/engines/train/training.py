@@ -208,9 +208,9 @@ class Trainer:
             )
 
         self.model = self._build_model(config)
-        mismatch = crop_mismatch_warning(self.index, self.model, f"config {config.name}")
-        if mismatch and self.world.main and not resume:
-            console.print(mismatch, highlight=False)
+        if config is not None and self.world.main:  # said when the run begins, not resumes
+            if mismatch := crop_mismatch_warning(self.index, self.model, f"config {config.name}"):
+                console.print(mismatch, highlight=False)
         self.order = EpochOrder(
             [self.model.classes.index(s.label) for s in self.train_samples],
             settings.batch_size,
