@@ -498,6 +498,9 @@ def test_a_user_protocol_file_with_filters(tmp_path):
             r"bad.toml: \[train\] include: unknown sample field 'generatr'",
         ),
         ('report_by = "colour"\n', r"bad.toml: report_by"),
+        ('report_by = ["dataset", "colour"]\n', r"bad.toml: report_by must be one of .* a list"),
+        ('report_by = ["dataset", "dataset"]\n', r"bad.toml: report_by"),
+        ("report_by = []\n", r"bad.toml: report_by"),
         ("seed = 1.5\n", r"bad.toml: seed must be an integer"),
         ("[paired_reals]\nDiffAE = [1]\n", r"bad.toml: \[paired_reals\].DiffAE must be a list"),
         ('paired_reals = ["FFHQ"]\n', r"bad.toml: \[paired_reals\] must be a table"),
@@ -509,6 +512,26 @@ def test_bad_protocol_files_name_the_file(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ProtocolError, match=message):
         load_protocol(path)
+
+
+def test_df40_reports_each_domain_apart_and_tests_df40_alone():
+    """Audit H: ``df40`` reported a method's FF++ and Celeb-DF domains in one row (DF40's tables
+    report them apart: H2), and tested FF++'s own manipulations where DeepfakeBench's JSON files
+    list them beside DF40's (M2). A protocol of several report fields round-trips."""
+    samples = [
+        Sample("ff/simswap/0.png", "gan", "fs", "simswap", "DF40-ff", "ff/simswap/0", "test"),
+        Sample("cdf/simswap/0.png", "gan", "fs", "simswap", "DF40-cdf", "cdf/simswap/0", "test"),
+        Sample("ff/real/0.png", "real", "none", "FaceForensics++", "DF40-ff", "ff/real/0", "test"),
+        Sample("cdf/real/0.png", "real", "none", "Celeb-DF-v2", "DF40-cdf", "cdf/real/0", "test"),
+        Sample("ffpp/df/0.png", "gan", "fs", "Deepfakes", "FF-DF", "ffpp/df/0", "test"),
+    ]
+    protocol = load_protocol("df40")
+    assert parse_protocol(protocol.to_dict()) == protocol
+    subsets = select(samples, protocol, required=("test",)).test_subsets()
+    assert {key: sorted(s.path for s in rows) for key, rows in subsets.items()} == {
+        "DF40-cdf / simswap": ["cdf/real/0.png", "cdf/simswap/0.png"],
+        "DF40-ff / simswap": ["ff/real/0.png", "ff/simswap/0.png"],
+    }
 
 
 def test_unusable_selections_are_errors():

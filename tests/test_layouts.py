@@ -348,10 +348,13 @@ def test_df40_protocol_keeps_videos_together_and_pairs_own_reals(tmp_path):
     assert {s.dataset for s in splits.train + splits.val} == {"DF40-ff"}
     assert {s.split for s in splits.test} == {"test"}
     subsets = splits.test_subsets()
-    assert {s.path for s in subsets["MidJourney"] if s.is_real} == {"DF40/MidJourney/real/y.png"}
-    assert all(s.generator == "FaceForensics++" for s in subsets["simswap"] if s.is_real)
+    # a row per domain and method, as DF40 reports them (audit H H2: one row mixed the domains)
+    mid = subsets["DF40 / MidJourney"]
+    assert {s.path for s in mid if s.is_real} == {"DF40/MidJourney/real/y.png"}
+    assert all(s.generator == "FaceForensics++" for s in subsets["DF40-ff / simswap"] if s.is_real)
     # the cdf-domain fakes are scored against Celeb-DF's reals, the ff ones against FF++'s
-    assert {s.generator for s in subsets["sd2.1"] if s.is_real} == {"Celeb-DF-v2"}
+    assert {s.generator for s in subsets["DF40-cdf / sd2.1"] if s.is_real} == {"Celeb-DF-v2"}
+    assert all(s.dataset == "DF40-cdf" for s in subsets["DF40-cdf / sd2.1"])
     # a protocol that does not ask for it keeps every unpaired real for each value: the reals of
     # a second --data (or of the other domain) are not dropped from the per-generator rows
     plain = Splits([], [], splits.test, (), load_protocol("in-domain")).test_subsets()
@@ -775,10 +778,10 @@ def test_df40_json_own_reals_carry_their_method(tmp_path):
     assert fields(index)["DF40/stargan/real/000.png"][:3] == ("real", "none", "stargan")
     test = [s for s in index if s.split == "test"]
     subsets = Splits([], [], test, (), load_protocol("df40")).test_subsets()
-    assert {s.path for s in subsets["stargan"] if s.is_real} == {
+    assert {s.path for s in subsets["DF40 / stargan"] if s.is_real} == {
         f"DF40/stargan/real/{i:03d}.png" for i in range(3)
     }
-    assert {s.generator for s in subsets["simswap"] if s.is_real} == {"FaceForensics++"}
+    assert {s.generator for s in subsets["DF40-ff / simswap"] if s.is_real} == {"FaceForensics++"}
 
 
 # ----------------------------------------------------------------------------- GenImage

@@ -11,7 +11,7 @@ A protocol file (shipped ones live in ``protocols/`` beside this module; any ``.
     use_layout_split = true       # keep a sample's own split (the publisher's) instead of the hash
     require_layout_split = false  # true: a sample without a split of its own is an error
     pair_reals_by_dataset = false  # true: a report value's unpaired reals from its fakes' datasets
-    report_by = "generator"       # generator | forgery_type | dataset | label
+    report_by = "generator"       # generator | forgery_type | dataset | label, or a list of them
     seed = 0
     perturb = ["jpeg:90,75", "blur:1"]  # eval's robustness rows (docs/robustness.md); optional
 
@@ -43,7 +43,9 @@ Semantics (``select``):
 4. Holdout on field F with held-out values H. The samples F applies to are the fakes (for F =
    ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
    in H goes to train or val only: val if ``u < val_fraction`` else train (with
-   ``use_layout_split``, its own split: train or val, and one the layout puts in test is dropped);
+   ``use_layout_split``, its own split: train or val, and one the layout puts in test is dropped;
+   and one in H that its layout puts in train or val is dropped too, F = ``dataset`` excepted, so
+   a held-out generator is tested on its publisher's test split, a held-out dataset whole);
    one whose F is empty (unknown) is dropped, since it could be a held-out value in disguise. The
    remaining samples (the reals, when F is generator or forgery_type) go to their position. So no
    held-out value of F ever appears in train or val.
@@ -61,11 +63,12 @@ Semantics (``select``):
    faces (training and model selection need both, an AUC needs both), unless ``select`` is told
    to allow it (eval --allow-one-class: a test split of one class, reported by TPR or FPR
    alone). Test reports: ``Splits.test_subsets()`` gives, for each ``report_by`` value among the
-   test fakes, those fakes plus the test reals with the same value (paired reals), or, where none
-   has it, every test real not paired with another value (with ``pair_reals_by_dataset``, of
-   those the ones of the fakes' own datasets where there are any: ``df40``'s FF++ reals for its
-   ff domain, Celeb-DF's for cdf); a ``[paired_reals]`` table names the reals' values instead,
-   for the values it covers.
+   test fakes (with several fields, each combination, ``"DF40-ff / simswap"``), those fakes plus
+   the test reals with the same value (paired reals), or, where none has it, every test real
+   not paired with another value (with ``pair_reals_by_dataset``, of those the ones of the
+   fakes' own datasets where there are any: ``df40``'s FF++ reals for its ff domain, Celeb-DF's
+   for cdf); a ``[paired_reals]`` table names the reals' values instead, for the values it
+   covers.
 
 Model selection must use val only, never test. ``perturb`` does not change the splits: eval scores
 the test split once more under each perturbation it names (``data/perturb.py``).
@@ -210,7 +213,7 @@ class Protocol:
     require_layout_split: bool = False  # a sample with no split of its own is refused, not hashed
     # a report value without reals of its own takes the unpaired reals of its fakes' datasets
     pair_reals_by_dataset: bool = False
-    report_by: str = "generator"
+    report_by: str | tuple[str, ...] = "generator"  # several: a row per combination
     seed: int = 0
     perturb: tuple[Perturbation, ...] = ()  # texts such as "jpeg:90,75" are parsed
     # {report_by value, or "*": the report_by values of the test reals it is scored against}
@@ -266,10 +269,20 @@ class Protocol:
                 raise ProtocolError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.require_layout_split and not self.use_layout_split:
             raise ProtocolError("require_layout_split = true needs use_layout_split = true")
-        if self.report_by not in REPORT_FIELDS:
+        report_by = (self.report_by,) if isinstance(self.report_by, str) else self.report_by
+        if (
+            not isinstance(report_by, (list, tuple))
+            or not report_by
+            or not all(isinstance(field, str) and field in REPORT_FIELDS for field in report_by)
+            or len(set(report_by)) < len(report_by)
+        ):
             raise ProtocolError(
-                f"report_by must be one of {', '.join(REPORT_FIELDS)}, not {self.report_by!r}"
+                f"report_by must be one of {', '.join(REPORT_FIELDS)}, or a list of them, "
+                f"not {self.report_by!r}"
             )
+        object.__setattr__(
+            self, "report_by", report_by[0] if len(report_by) == 1 else tuple(report_by)
+        )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ProtocolError(f"seed must be an integer, not {self.seed!r}")
         object.__setattr__(self, "perturb", _perturbations(self.perturb))
@@ -295,7 +308,9 @@ class Protocol:
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
             "use_layout_split": self.use_layout_split,
-            "report_by": self.report_by,
+            "report_by": self.report_by
+            if isinstance(self.report_by, str)
+            else list(self.report_by),
             "seed": self.seed,
         }
         for name in ("require_layout_split", "pair_reals_by_dataset"):
@@ -435,8 +450,10 @@ class Splits:
         pairings = dict(self.protocol.paired_reals) if self.protocol is not None else {}
         by_dataset = self.protocol is not None and self.protocol.pair_reals_by_dataset
 
+        fields = (report_by,) if isinstance(report_by, str) else report_by
+
         def key(sample: Sample) -> str:
-            return _field_value(sample, report_by) or "unknown"
+            return " / ".join(_field_value(sample, field) or "unknown" for field in fields)
 
         keys = sorted({key(s) for s in self.test if not s.is_real})
         reals = [s for s in self.test if s.is_real]
