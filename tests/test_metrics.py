@@ -273,3 +273,19 @@ def test_video_level_fields_follow_the_threshold():
     assert video["eer"] == pytest.approx((fpr[eer_at] + 1 - tpr[eer_at]) / 2, abs=0.05)
     # The threshold matters here: at 0.5 the accuracy differs, so a default would have been caught.
     assert video["acc"] != score_samples(samples, probs, 0.5)["video"]["acc"]
+
+
+def test_the_mean_over_subsets_weighs_each_alike_and_keeps_undefined_null():
+    from mfclip_cli.scoring.metrics import MEANED_METRICS, subset_mean
+
+    big = detection_metrics(
+        ["real"] * 90 + ["gan"] * 10, [[0.9, 0, 0.1]] * 90 + [[0.2, 0, 0.8]] * 10
+    )
+    small = detection_metrics(["real", "gan"], [[0.4, 0, 0.6], [0.3, 0, 0.7]])
+    mean = subset_mean([big, small])
+    assert mean["subsets"] == 2 and set(mean) == {"subsets", *MEANED_METRICS}
+    assert mean["acc"] == pytest.approx((1.0 + 0.5) / 2)  # pooled, 91 / 92
+    one_class = detection_metrics(["gan", "gan"], [[0.1, 0, 0.9]] * 2)
+    assert one_class["auc"] is None
+    undefined = subset_mean([big, one_class])
+    assert undefined["auc"] is None and undefined["fake_acc"] == pytest.approx(1.0)

@@ -244,6 +244,12 @@ def test_cross_generator_eval_scores_only_unseen_generators(dataset, trained, tm
     report = check_json_file(report_path, "eval")
     held_out = set(report["protocol"]["held_out"])
     assert held_out and set(report["subsets"]) == held_out
+    # the papers' headline (GenImage's "Avg Acc"): each subset weighs alike, whatever its size
+    mean = report["subset_mean"]
+    assert mean["subsets"] == len(held_out) == 2
+    for metric in ("auc", "acc", "fake_acc", "acc3"):
+        values = [subset[metric] for subset in report["subsets"].values()]
+        assert mean[metric] == pytest.approx(sum(values) / len(values), abs=1e-12)
     # the training run recorded its protocol whole, so the overlap is counted
     overlap = report["protocol"]["training_overlap"]
     assert overlap["protocol"] == "in-domain" and overlap["train"] > 0

@@ -364,6 +364,23 @@ def detection_metrics(labels: Sequence[str], probs: ArrayLike, threshold: float 
     }
 
 
+# the figures a mean over report subsets is given for (a count is not meaned)
+MEANED_METRICS = ("auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1")
+
+
+def subset_mean(subsets: Sequence[dict]) -> dict:
+    """The unweighted mean of each of ``MEANED_METRICS`` over ``subsets`` (``detection_metrics``
+    results): the figure papers headline (GenImage's "Avg Acc" over its generators,
+    DeepfakeBench's ``avg`` over its test sets), which the pooled test split is not where subsets
+    differ in size. Null where a subset leaves the metric undefined."""
+    mean: dict[str, object] = {"subsets": len(subsets)}
+    for name in MEANED_METRICS:
+        values = [subset.get(name) for subset in subsets]
+        defined = all(v is not None and math.isfinite(v) for v in values) and values
+        mean[name] = float(np.mean(values)) if defined else None
+    return mean
+
+
 def video_level(
     keys: Sequence[str | None], labels: Sequence[str], probs
 ) -> tuple[list, list[str], np.ndarray]:

@@ -92,6 +92,7 @@ from mfclip_cli.scoring.metrics import (
     fake_scores,
     json_safe,
     rates_at_threshold,
+    subset_mean,
     threshold_at_fpr,
     tpr_at_fpr,
 )
@@ -420,6 +421,8 @@ def score_checkpoint(
         rows = probs[[position[sample.path] for sample in members]]
         report["subsets"][name] = score_samples(members, rows, request.threshold)
         groups[name] = (members, rows)
+    if len(report["subsets"]) > 1:
+        report["subset_mean"] = subset_mean(list(report["subsets"].values()))
     if perturbations:
         report["robustness"] = _robustness(
             scoring, request, perturbations, test_outputs, temperature, attributor

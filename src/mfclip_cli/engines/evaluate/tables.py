@@ -45,6 +45,9 @@ def metrics_table(report: dict) -> Table:
     for header in REPORTED.values():
         table.add_column(header, justify="right", no_wrap=True)
     rows = [("overall", report["overall"]), *report["subsets"].items()]
+    if report.get("subset_mean"):  # no count of its own: n is the subsets'
+        mean = report["subset_mean"]
+        rows.append((f"mean of {mean['subsets']} subsets", {**mean, "n": None}))
     if report["overall"].get("video"):
         rows.append(("overall (video)", report["overall"]["video"]))
     missing = set(undefined["metrics"]) if undefined else set()
