@@ -327,9 +327,24 @@ def test_df40_folder_tree(tmp_path):
     assert index.counts()["videos"] == 2 * 3 + 4 + 1
     skipped = "\n".join(index.skipped)
     assert "landmarks/: facial landmarks" in skipped and "Celeb-DF-v2" not in skipped
-    assert not index.notes  # FF++'s lists name every FF++ real
+    # FF++'s lists name every FF++ real; Celeb-DF's test list is missing
+    (note,) = index.notes
+    assert note.startswith("Celeb-DF's reals read without its List_of_testing_videos.txt")
     assert "manipulated_sequences/: not DF40's reals" in skipped
     assert "faceswap: excluded by the label table (graphics-based" in skipped
+    # with Celeb-DF's own test list, its reals are test only where it names their video (audit H
+    # M1: every real on disk was test, where DF40 tests the 178 it lists)
+    touch(tmp_path, "Celeb-DF-v2/YouTube-real/frames/00170/000.png")
+    (tmp_path / "Celeb-DF-v2" / "List_of_testing_videos.txt").write_text(
+        "1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id0_id16_0000.mp4\n"
+    )
+    listed = read_dataset(tmp_path)
+    celeb = {s.path: s.split for s in listed.samples if s.generator == "Celeb-DF-v2"}
+    assert celeb == {
+        "Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png": "train",
+        "Celeb-DF-v2/YouTube-real/frames/00170/000.png": "test",
+    }
+    assert not listed.notes
     # the DF40 folder alone: its split is its name
     alone = read_dataset(tmp_path / "DF40_train")
     assert alone.layout == "df40" and {s.split for s in alone.samples} == {"train"}

@@ -15,8 +15,9 @@ holding DF40/ (and DF40_train/, FaceForensics++/), or at DF40/ or DF40_train/ it
 DF40_train/ is train, DF40/ is test; FF++ reals take their video's split from FF++'s lists (none
 without them: a note says so, and the ``df40`` protocol refuses them rather than hash a test
 video into train), ``<c23>/videos/<id>.mp4`` and ``frames_all/<id>/`` (what DF40's own
-rearrange.py reads) too, grouped with ``frames/<id>/``. Celeb-DF reals are test (DF40 tests its
-cdf domain only), generator ``Celeb-DF-v2``. Dataset: ``DF40-ff`` / ``DF40-cdf`` by domain folder
+rearrange.py reads) too, grouped with ``frames/<id>/``. Celeb-DF reals are test where its
+``List_of_testing_videos.txt`` names their video, else train (all test, noted, without it),
+generator ``Celeb-DF-v2``. Dataset: ``DF40-ff`` / ``DF40-cdf`` by domain folder
 (the FF++ reals are ``DF40-ff``, Celeb-DF's ``DF40-cdf``), ``DF40`` for the methods with their own
 reals, whose generator field names that method so each method's report pairs its fakes with its
 reals. ``landmarks/``, ``masks/`` and ``frames_wocropface/`` (preprocessing outputs) are not
@@ -144,6 +145,32 @@ def _ffpp_splits(ffpp: Path) -> tuple[dict[str, str], Path | None]:
     return splits, None
 
 
+CDF_TEST_LIST = "List_of_testing_videos.txt"  # Celeb-DF-v2's own: "<label> <folder>/<id>.mp4"
+
+
+def _celeb_df_tests(celeb_df: Path) -> set[tuple[str, str]] | None:
+    """``{(folder, video id)}`` of the test videos Celeb-DF-v2's list names (lower case), or
+    None where the list is absent: DF40 and DeepfakeBench test its 178 listed real videos only,
+    not every real on disk (audit H M1)."""
+    path = celeb_df / CDF_TEST_LIST
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the test list ({error})") from None
+    listed = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or "/" not in fields[1]:
+            raise DataError(f"{path}, line {number}: not '<label> <folder>/<video>.mp4': {line!r}")
+        folder, _, name = fields[1].replace("\\", "/").rpartition("/")
+        listed.add((folder.rsplit("/", 1)[-1].lower(), stem(name).lower()))
+    return listed
+
+
 def _unsplit_note(ffpp: str, found: Path | None) -> str:
     """Why FF++'s reals have no split: where the lists were looked for and where they come from,
     and what follows (the df40 protocol refuses them; a hash could train on a test video)."""
@@ -211,6 +238,8 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
     nested = bool(set(top) & set(SPLIT_ROOTS))
     own_split = SPLIT_ROOTS.get(root.absolute().name.lower())
     ffpp_splits, lists_at = _ffpp_splits(root / top[FFPP]) if FFPP in top else ({}, None)
+    celeb_df = next((top[name] for name in CDF if name in top), None)
+    cdf_tests = _celeb_df_tests(root / celeb_df) if celeb_df else None
 
     def skip_folder(relative: str) -> str | None:
         parts = relative.lower().split("/")
@@ -241,12 +270,19 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
         return Sample(relative, "real", "none", FFPP_REALS, dataset, video, split)
 
     def celeb_df_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
-        """A Celeb-DF real the README ships for the cdf domain: test, as DF40 tests that domain
-        only, named as the JSON mode names it (generator Celeb-DF-v2, dataset DF40-cdf)."""
+        """A Celeb-DF real the README ships for the cdf domain, named as the JSON mode names it
+        (generator Celeb-DF-v2, dataset DF40-cdf): test where Celeb-DF's test list names its
+        video, else train (as DeepfakeBench's rearrange.py splits them; DF40 trains on the ff
+        domain only, so the df40 protocol leaves them out); without the list, every one is
+        test, and noted."""
         if len(parts) < 2 or parts[1].lower() not in CDF_REAL_FOLDERS:
             return None
         dataset = options.dataset or REALS_DOMAIN[CDF_REALS]
-        return Sample(relative, "real", "none", CDF_REALS, dataset, video, "test")
+        split = "test"
+        if cdf_tests is not None:
+            name = stem((video or relative).rsplit("/", 1)[-1]).lower()
+            split = "test" if (parts[1].lower(), name) in cdf_tests else "train"
+        return Sample(relative, "real", "none", CDF_REALS, dataset, video, split)
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
         split, below = own_split, parts
@@ -308,6 +344,12 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
     ffpp = [sample for sample in unsplit if sample.generator == FFPP_REALS]
     if ffpp:
         notes[_unsplit_note(top.get(FFPP, "FaceForensics++"), lists_at)] = len(ffpp)
+    celeb = sum(sample.generator == CDF_REALS for sample in samples)
+    if celeb and cdf_tests is None:
+        notes[
+            f"Celeb-DF's reals read without its {CDF_TEST_LIST}: every one is test, where DF40 "
+            f"tests the videos it lists (put it in {celeb_df}/ as Celeb-DF-v2 ships it)"
+        ] = celeb
     if len(unsplit) > len(ffpp):
         notes[
             "read below neither DF40/ nor DF40_train/: no split (give the folder that holds "
