@@ -439,6 +439,15 @@ def test_df40_ffpp_frames_all_is_one_video_per_folder_with_ffpp_split(tmp_path):
     assert {got[f"{c23}/frames_all/000/{n:03d}.png"][4:] for n in range(3)} == {
         ("test", f"{c23}/frames/000")  # one group with frames/000/, should both be there
     }
+    # both copies of a video (DF40 ships frames/, rearrange.py reads frames_all/): frames/ alone,
+    # or each real video weighed twice and more in the frame-level figures (audit H M3)
+    touch(tmp_path, *(f"{c23}/frames/000/{n:03d}.png" for n in range(2)))
+    both = read_dataset(tmp_path)
+    reals = sorted(s.path for s in both if s.is_real)
+    assert reals == [f"{c23}/frames/000/000.png", f"{c23}/frames/000/001.png"] + [
+        f"{c23}/frames_all/003/{n:03d}.png" for n in range(3)
+    ]
+    assert any("frames_all/: the same video's frames/ are read" in why for why in both.skipped)
     # without the lists, the frames of one video are still one group for a hash
     for name in ("test", "train", "val"):
         (tmp_path / f"FaceForensics++/{name}.json").unlink()

@@ -255,7 +255,9 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
             return "not Celeb-DF's reals (not read)"
         return None
 
-    def ffpp_real(parts: list[str], relative: str, video: str | None) -> Sample | None:
+    extracted: dict[str, bool] = {}  # {a video's frames/<id>/: whether it is there}
+
+    def ffpp_real(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
         if len(parts) < 3 or [p.lower() for p in parts[1:3]] != ["original_sequences", "youtube"]:
             return None
         if video is None and parts[-1].lower() == "videos" and _is_video(relative):
@@ -263,7 +265,13 @@ def _read_folders(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[
             video = "/".join([*parts[:-1], "frames", stem(relative)])
         elif video is not None and video.split("/")[len(parts)].lower() in FRAME_FOLDERS:
             # frames_all/<id>/ (DF40's rearrange.py) and frames/<id>/ are one video's frames
+            folder = video.split("/")[len(parts)]
             video = "/".join([*parts, "frames", video.rsplit("/", 1)[-1]])
+            if folder.lower() != "frames":
+                if video not in extracted:
+                    extracted[video] = (root / video).is_dir()
+                if extracted[video]:  # counted once: every frame of it twice weighed it double
+                    return f"{folder}/: the same video's frames/ are read (not read)"
         name = (video or "").rsplit("/", 1)[-1]
         split = ffpp_splits.get(name) or ffpp_splits.get(name[:3])
         dataset = options.dataset or REALS_DOMAIN[FFPP_REALS]
