@@ -318,6 +318,7 @@ def test_shipped_protocols():
         "cross-forgery",
         "cross-generator",
         "df40",
+        "df40-fs",
         "diff",
         "genface",
         "genimage",

@@ -370,6 +370,13 @@ def test_df40_protocol_keeps_videos_together_and_pairs_own_reals(tmp_path):
     # the cdf-domain fakes are scored against Celeb-DF's reals, the ff ones against FF++'s
     assert {s.generator for s in subsets["DF40-cdf / sd2.1"] if s.is_real} == {"Celeb-DF-v2"}
     assert all(s.dataset == "DF40-cdf" for s in subsets["DF40-cdf / sd2.1"])
+    # DF40's Protocol 1: the FF++ domain's face swaps alone train; the same test (audit H H3)
+    fs = select(index, "df40-fs")
+    assert {s.forgery_type for s in fs.train + fs.val if not s.is_real} == {"fs"}
+    assert {s.path for s in fs.train + fs.val if s.is_real} == {
+        s.path for s in splits.train + splits.val if s.is_real
+    }
+    assert fs.test == splits.test
     # a protocol that does not ask for it keeps every unpaired real for each value: the reals of
     # a second --data (or of the other domain) are not dropped from the per-generator rows
     plain = Splits([], [], splits.test, (), load_protocol("in-domain")).test_subsets()
