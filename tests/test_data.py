@@ -320,6 +320,7 @@ def test_shipped_protocols():
         "df40",
         "df40-fs",
         "diff",
+        "diffusionforensics",
         "genface",
         "genimage",
         "in-domain",

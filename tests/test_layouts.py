@@ -903,6 +903,35 @@ def test_diffusionforensics_reads_images_only(tmp_path):
         "lsun_bedroom",
         "DiffusionForensics-lsun_bedroom",
     )
+    # DIRE's benchmark: LSUN-Bedroom's ADM trains; each source's generators test against that
+    # source's reals, ADM's two sets apart (audit H M5: one row mixed the sources)
+    touch(
+        tmp_path,
+        "images/val/lsun_bedroom/real/0.png",
+        "images/val/lsun_bedroom/adm/0.png",
+        "images/train/imagenet/adm/0.png",
+        "images/test/imagenet/adm/0.png",
+    )
+    splits = select(read_dataset(tmp_path), "diffusionforensics")
+    assert {s.path for s in splits.train} == {
+        "images/train/lsun_bedroom/real/0.png",
+        "images/train/lsun_bedroom/adm/0.png",
+    }
+    rows = {key: sorted(s.path for s in rows) for key, rows in splits.test_subsets().items()}
+    assert rows == {
+        "DiffusionForensics-imagenet / ADM": [
+            "images/test/imagenet/adm/0.png",
+            "images/test/imagenet/real/0.png",
+        ],
+        "DiffusionForensics-imagenet / SD-v1": [
+            "images/test/imagenet/real/0.png",
+            "images/test/imagenet/sdv1/0.png",
+        ],
+        "DiffusionForensics-lsun_bedroom / ADM": [
+            "images/test/lsun_bedroom/adm/0.png",
+            "images/test/lsun_bedroom/real/0.png",
+        ],
+    }
     assert sorted(index.skipped) == [
         "dire/: DIRE reconstruction errors computed from images/, not samples",
         "dire_test/: DIRE reconstruction errors computed from images/, not samples",
