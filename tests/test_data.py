@@ -536,6 +536,23 @@ def test_df40_reports_each_domain_apart_and_tests_df40_alone():
     }
 
 
+def test_a_held_out_value_its_publisher_does_not_test_is_said():
+    """Audit Q2: a held-out generator whose fakes lie in its publisher's train and val folders
+    only is neither trained on nor tested; it vanished from the report without a word."""
+    samples = [
+        Sample(f"{split}/{name}/{i}.png", label, "", generator, "d", None, split)
+        for split in ("train", "val", "test")
+        for name, label, generator in (("real", "real", ""), ("a", "gan", "A"), ("c", "gan", "C"))
+        for i in range(2)
+    ] + [Sample(f"train/b/{i}.png", "gan", "", "B", "d", None, "train") for i in range(2)]
+    protocol = parse_protocol(
+        {"holdout": "generator", "holdout_values": ["A", "B"], "use_layout_split": True}, name="x"
+    )
+    splits = select(samples, protocol)
+    assert splits.held_out == ("A", "B") and splits.untested_held_out() == ["B"]
+    assert {s.generator for s in splits.test if not s.is_real} == {"A"}
+
+
 def test_unusable_selections_are_errors():
     samples = _synthetic(300)
     with pytest.raises(ProtocolError, match=r"held-out generator value\(s\) \['sdxl'\] not found"):

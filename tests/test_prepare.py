@@ -15,6 +15,7 @@ from mfclip_cli.data import Sample, load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import FaceImages
 from mfclip_cli.data.samples import NOT_A_FILE
 from mfclip_cli.faces import FaceCropper, FaceSearch
+from mfclip_cli.files import sha256_file
 
 
 def prepare(*args):
@@ -189,24 +190,50 @@ def test_manifest_paths_outside_its_folder_stay_inside_out(tmp_path):
     assert inside.returncode == 2 and "inside the source" in inside.stderr
 
 
+def test_prepare_takes_each_detectors_crop(tmp_path):
+    """Audit Q2: ``prepare --config mc-lcr-tiny``, which the crop-size warning advises, failed
+    with a traceback (MC-LCR's config keeps its crop at its top, not under preprocess)."""
+    source = tmp_path / "source"
+    (source / "real").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real" / "one.png")
+    out = tmp_path / "prepared"
+    result = prepare(str(source), "--out", str(out), "--config", "mc-lcr-tiny", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    (crop,) = read_dataset(out).samples
+    with Image.open(out / crop.path) as image:
+        assert image.size == (64, 64)
+
+
 def test_one_files_unexpected_failure_is_its_record_not_the_end(tmp_path, monkeypatch):
     """Audit G S1: only decode errors were caught per file; anything else in detection or
     alignment ended the whole run, and a --resume stopped on the same file again."""
     from mfclip_cli.engines.prepare.request import PrepareRequest
     from mfclip_cli.engines.prepare.run import Preparer
 
-    Image.fromarray(astronaut()).save(tmp_path / "a.png")
-    request = PrepareRequest(source=str(tmp_path), out=str(tmp_path / "out"), config="tiny")
+    source, out = tmp_path / "source", tmp_path / "out"
+    (source / "real").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real" / "a.png")
+    request = PrepareRequest(source=str(source), out=str(out), config="tiny")
     preparer = Preparer(request, {"crop_size": 128, "margin": 1.3}, torch.device("cpu"))
 
     def broken(images):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(preparer, "cropper", broken)
-    sample = Sample(path="a.png", label="real")
-    record = preparer.prepare(sample, tmp_path / "a.png", "0" * 64)
+    sample = Sample(path="real/a.png", label="real")
+    record = preparer.prepare(sample, source / "real" / "a.png", "0" * 64)
     assert record["status"] == "error" and record["faces"] == []
     assert record["error"] == "face analysis failed: RuntimeError: out of memory"
+    # the cause may be gone by the next run (audit Q2: a full disk made every file a lasting
+    # error): a --resume prepares such a file again
+    settings = {"type": "settings", "crop_size": 128, "margin": 1.3, "min_face": 20}
+    settings |= {"all_faces": False, "frames": 8}
+    record["sha256"] = sha256_file(source / "real" / "a.png")
+    out.mkdir()
+    (out / "prepare.jsonl").write_text(json.dumps(settings) + "\n" + json.dumps(record) + "\n")
+    again = prepare(str(source), "--out", str(out), "--config", "tiny", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert len(read_dataset(out).samples) == 1
 
 
 def test_resume_refuses_to_mix_crops_of_another_size(tmp_path):

@@ -427,6 +427,16 @@ class Splits:
     # per split, the samples left out because their images could not be read when scored
     unreadable: dict[str, list[Unreadable]] = field(default_factory=dict)
 
+    def untested_held_out(self) -> list[str]:
+        """The held-out values no test sample carries: held out of training, yet not tested
+        (a generator its publisher has no test folder for: its train and val images are not
+        tested, as they are not the publisher's test set). Commands say them."""
+        if self.protocol is None or self.protocol.holdout is None:
+            return []
+        field_name = self.protocol.holdout
+        tested = {_field_value(sample, field_name) for sample in self.test}
+        return [value for value in self.held_out if value not in tested]
+
     def leaving_out(self, split: str, unreadable: Sequence[Unreadable]) -> Splits:
         """These splits with the ``unreadable`` samples of ``split`` left out, and recorded."""
         if not unreadable:

@@ -186,6 +186,15 @@ def crop_mismatch_warning(index: DataIndex, detector: Detector, name: str) -> st
     )
 
 
+def untested_warning(values: Sequence[str], protocol: str) -> str:
+    """Words for held-out values the test split has no sample of (``Splits.untested_held_out``)."""
+    return (
+        f"[bold yellow]warning:[/] protocol {escape(protocol)} holds out "
+        f"{escape(', '.join(values))} from training, but the test split has none of it (no "
+        "sample in its publisher's test folders): it is neither trained on nor tested"
+    )
+
+
 def unreadable_warning(split: str, missing: Unreadable, fate: str) -> str:
     """The stderr line for a ``split`` sample that cannot be read and its ``fate`` (rich markup,
     the name shown inertly)."""

@@ -73,7 +73,7 @@ from torch import nn
 
 from mfclip_cli.errors import BackboneError, ConfigError
 from mfclip_cli.labels import CLASS_NAMES, LabelSet
-from mfclip_cli.model.config import _build
+from mfclip_cli.model.config import PreprocessSettings, _build
 from mfclip_cli.model.detectors import Detector, LossTerms
 
 DETECTOR = "mc-lcr"
@@ -145,6 +145,12 @@ class MCLCRSettings:
             raise ConfigError("supcon_temperature must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout must be in [0, 1)")
+
+    @property
+    def preprocess(self) -> PreprocessSettings:
+        """The aligner's crop as every detector config gives it (``prepare --config`` reads it;
+        it failed on MC-LCR's, which keeps crop_size and margin at its top)."""
+        return PreprocessSettings(self.crop_size, self.margin, self.mean, self.std)
 
     @property
     def patch_grid(self) -> int:

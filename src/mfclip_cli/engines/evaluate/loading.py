@@ -35,6 +35,7 @@ from mfclip_cli.engines.inference import (
     crop_mismatch_warning,
     predict_outputs,
     unreadable_warning,
+    untested_warning,
 )
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.weights.store import (
@@ -339,6 +340,8 @@ def load_scorings(
             [loaded.info for loaded, _ in checkpoints], index, error_console
         )
         splits = splits_of(protocol)
+    if untested := splits.untested_held_out():
+        error_console.print(untested_warning(untested, protocol.name), highlight=False)
     scorings = []
     for loaded, chosen in checkpoints:
         say_training_caveats(loaded, split, error_console)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from mfclip_cli.data import Sample, read_dataset, write_manifest
+from mfclip_cli.data import DataError, Sample, read_dataset, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 from mfclip_cli.engines.prepare.request import (
@@ -41,6 +41,11 @@ from mfclip_cli.timestamps import utc_now
 
 if TYPE_CHECKING:
     import torch
+
+
+# an error of ours or of the machine (a full disk, memory), not of the file: a --resume tries the
+# file again rather than take the record from the log
+ANALYSIS_FAILED = "face analysis failed"
 
 
 def crop_stem(source: str) -> str:
@@ -92,6 +97,10 @@ class Preparer:
             )
         return faces
 
+    def _remove(self, faces: list[dict[str, Any]]) -> None:
+        for face in faces:
+            (self.out / face["path"]).unlink(missing_ok=True)
+
     def prepare(self, sample: Sample, path: Path, sha256: str) -> dict[str, Any]:
         video = holds_video(path)  # a misnamed file is read as what its first bytes say
         record: dict[str, Any] = {
@@ -117,11 +126,11 @@ class Preparer:
                 found = len(faces.detections)
                 record["faces"] = self._write_faces(sample.path, faces, None)
         except DecodeError as error:
+            self._remove(record["faces"])
             record.update(status="error", error=str(error), faces=[])
         except Exception as error:  # noqa: BLE001 - one file's failure never ends the run
-            record.update(
-                status="error", error=f"face analysis failed: {_described(error)}", faces=[]
-            )
+            self._remove(record["faces"])  # a video's crops written before it failed
+            record.update(status="error", error=f"{ANALYSIS_FAILED}: {_described(error)}", faces=[])
         else:
             record["faces_found"] = found
         if record["status"] == "ok" and not record["faces"]:
@@ -129,9 +138,12 @@ class Preparer:
         return record
 
 
-def _crops_present(out: Path, record: dict[str, Any]) -> bool:
-    """Whether every crop a logged record names is still there, not empty: a --resume takes the
-    record only then (its manifest listed crops deleted since, audit G L2)."""
+def _reusable(out: Path, record: dict[str, Any]) -> bool:
+    """Whether a --resume takes a logged record as it is: not where the analysis failed (the
+    cause may be gone: a full disk, memory), nor where a crop it names was deleted or emptied
+    since (the manifest listed them, audit G L2)."""
+    if (record.get("error") or "").startswith(ANALYSIS_FAILED):
+        return False
     try:
         return all((out / face["path"]).stat().st_size > 0 for face in record["faces"])
     except OSError:
@@ -212,8 +224,8 @@ def run_prepare(
                 }
             else:
                 record = checked.done.get(key)
-                if record is not None and not _crops_present(out, record):
-                    record = None  # its crops were deleted or emptied since: prepared again
+                if record is not None and not _reusable(out, record):
+                    record = None  # prepared again
                 if record is not None:
                     reused += 1
                 else:
@@ -227,6 +239,7 @@ def run_prepare(
         for sample, record in records
         for crop in _crop_samples(sample, record, request.all_faces)
     ]
+    _refuse_one_crop_for_two(records)
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
     statuses = [record["status"] for _, record in records]
     skipped = [
@@ -249,11 +262,7 @@ def run_prepare(
         "faces": len(crops),
         # faces found but not taken (without --all-faces, all but the largest of each image or
         # frame), over the records that count them (since 2.13.0)
-        "faces_left_out": sum(
-            record["faces_found"] - len(record["faces"])
-            for _, record in records
-            if "faces_found" in record
-        ),
+        "faces_left_out": _faces_left_out([record for _, record in records]),
         "skipped": skipped,
         # videos prepared with sampled frames missing (cut short or damaged), and why
         "incomplete": [
@@ -265,6 +274,29 @@ def run_prepare(
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
     console.print(_summary_line(summary, out, reused), highlight=False, markup=False)
     return EXIT_UNREADABLE if summary["error"] or summary["incomplete"] else EXIT_OK
+
+
+def _refuse_one_crop_for_two(records: list[tuple[Sample, dict[str, Any]]]) -> None:
+    """Two sources whose crops took one name (``../x.png`` and a folder really named
+    ``_parent_/x.png``): one overwrote the other, so no manifest is written over them."""
+    first: dict[str, str] = {}
+    for _, record in records:
+        for face in record["faces"]:
+            other = first.setdefault(face["path"], record["source"])
+            if other != record["source"]:
+                raise DataError(
+                    f"{other} and {record['source']} both gave the crop {face['path']}: "
+                    "rename the folder _parent_ or _absolute_ in the dataset"
+                )
+
+
+def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
+    """Faces found but not taken; None where a record read does not count them (a folder begun
+    before 2.13.0, resumed), rather than a sum that leaves them out."""
+    read = [record for record in records if record["status"] != "error"]
+    if any("faces_found" not in record for record in read):
+        return None
+    return sum(record["faces_found"] - len(record["faces"]) for record in read)
 
 
 def _summary_line(summary: dict[str, Any], out: Path, reused: int) -> str:

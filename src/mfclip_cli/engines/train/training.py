@@ -55,6 +55,7 @@ from mfclip_cli.engines.inference import (
     predict_outputs,
     score_samples,
     unreadable_warning,
+    untested_warning,
 )
 from mfclip_cli.engines.runtime import counting_bar, join_world, sigterm_as_ctrl_c
 from mfclip_cli.engines.train.settings import (
@@ -211,6 +212,8 @@ class Trainer:
         if config is not None and self.world.main:  # said when the run begins, not resumes
             if mismatch := crop_mismatch_warning(self.index, self.model, f"config {config.name}"):
                 console.print(mismatch, highlight=False)
+            if untested := self.splits.untested_held_out():
+                console.print(untested_warning(untested, self.protocol.name), highlight=False)
         self.order = EpochOrder(
             [self.model.classes.index(s.label) for s in self.train_samples],
             settings.batch_size,
