@@ -156,12 +156,12 @@ def _described(error: Exception) -> str:
 
 
 def _crop_samples(source: Sample, record: dict[str, Any], all_faces: bool) -> Iterator[Sample]:
+    # a video file's faces group under its path, or the frames it was extracted to where the
+    # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/); with --all-faces, an
+    # image's faces under its path too, so no protocol puts them in two splits
+    grouped = record["video"] or all_faces
+    video = (source.video or source.path) if grouped else source.video
     for face in record["faces"]:
-        # a video file's faces group under its path, or the frames it was extracted to where the
-        # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/); with --all-faces,
-        # an image's faces under its path too, so no protocol puts them in two splits
-        several = all_faces and not record["video"]
-        video = (source.video or source.path) if record["video"] or several else source.video
         yield Sample(
             path=face["path"],
             label=source.label,
@@ -261,7 +261,7 @@ def run_prepare(
         "error": statuses.count("error"),
         "faces": len(crops),
         # faces found but not taken (without --all-faces, all but the largest of each image or
-        # frame), over the records that count them (since 2.13.0)
+        # frame); null where records logged before 2.13.0 do not count them
         "faces_left_out": _faces_left_out([record for _, record in records]),
         "skipped": skipped,
         # videos prepared with sampled frames missing (cut short or damaged), and why
