@@ -364,3 +364,44 @@ def test_a_resume_prepares_again_a_source_whose_crops_were_lost(tmp_path):
     assert crops["one.png_0.png"].is_file() and crops["two.png_0.png"].read_bytes() == kept
     lines = (out / "prepare.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 2 + 2  # settings, the first run's two, the two prepared again
+
+
+def test_folder_frames_spreads_a_frame_folders_frames_as_a_videos(tmp_path):
+    """Audit H M3: a video given as a folder of its extracted frames (DF40's, FF++'s) was
+    prepared whole, hundreds of frames weighing each video by its length in frame-level figures;
+    DeepfakeBench takes 8 a video. --folder-frames N takes N evenly spread, as from a video."""
+    source = tmp_path / "source"
+    rows = []
+    for video, count in (("clips/a", 7), ("clips/b", 2)):
+        (source / video).mkdir(parents=True)
+        for n in range(count):
+            Image.fromarray(np.ascontiguousarray(np.roll(astronaut(), 3 * n, axis=1))).save(
+                source / video / f"{n:03d}.png"
+            )
+            rows.append({"path": f"{video}/{n:03d}.png", "label": "real", "video": video})
+    (source / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "prepared"
+    spread = ("--out", str(out), "--config", "tiny", "--folder-frames", "3")
+    result = prepare(str(source), *spread)
+    assert result.returncode == 0, result.stderr
+    check_prepared(out)
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["folder_frames"] == 3 and summary["frames_not_taken"] == 4
+    lines = (out / "prepare.jsonl").read_text().splitlines()[1:]
+    taken = sorted(json.loads(line)["source"] for line in lines)
+    assert taken == ["clips/a/001.png", "clips/a/003.png", "clips/a/005.png"] + [
+        "clips/b/000.png",
+        "clips/b/001.png",
+    ]
+    other = prepare(str(source), "--out", str(out), "--config", "tiny", "--resume")
+    assert other.returncode == 2 and "folder_frames 3 there, None now" in other.stderr
+    # a folder begun before the setting existed took every frame
+    log = out / "prepare.jsonl"
+    settings, *lines = log.read_text().splitlines(keepends=True)
+    log.write_text(
+        json.dumps({k: v for k, v in json.loads(settings).items() if k != "folder_frames"})
+        + "\n"
+        + "".join(lines)
+    )
+    again = prepare(str(source), *spread, "--resume")
+    assert again.returncode == 2 and "folder_frames None there, 3 now" in again.stderr

@@ -42,6 +42,13 @@ def prepare(
     frames: int = typer.Option(
         8, "--frames", help="Frames sampled per video, evenly spread.", metavar="N"
     ),
+    folder_frames: Optional[int] = typer.Option(
+        None,
+        "--folder-frames",
+        help="Of a video given as a folder of extracted frames (DF40, FF++), N evenly spread "
+        "frames, as DeepfakeBench takes 8 (default: every frame).",
+        metavar="N",
+    ),
     all_faces: bool = typer.Option(
         False, "--all-faces", help="Keep every face, not only the largest of each image or frame."
     ),
@@ -73,6 +80,7 @@ def prepare(
         label_map=label_map,
         config=config,
         frames=frames,
+        folder_frames=folder_frames,
         all_faces=all_faces,
         min_face=min_face,
         device=device,

@@ -32,6 +32,8 @@ LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
     "faces",
 )
 SETTINGS_LINE = "settings"  # the type of the log's first line
+# settings newer than the settings line (2.3.0), with what a folder begun before them took
+ADDED_SETTINGS = {"folder_frames": None}
 
 
 @dataclass
@@ -42,6 +44,7 @@ class PrepareRequest:
     label_map: str | None = None  # a TOML file extending the generator -> class table
     config: str = "vit-b-16"  # crop size and margin come from this model config
     frames: int = 8  # per video, evenly spread
+    folder_frames: int | None = None  # per folder of a video's extracted frames; None: all
     all_faces: bool = False  # default: the largest face of each image / frame
     min_face: int = 20
     device: str = "auto"
@@ -54,6 +57,8 @@ class PrepareRequest:
         settings and, on --resume, the sources already prepared."""
         if self.frames < 1:
             raise UsageError("--frames must be at least 1")
+        if self.folder_frames is not None and self.folder_frames < 1:
+            raise UsageError("--folder-frames must be at least 1")
         check_data(self.source, self.label_map)
         out, source_root = Path(self.out), Path(self.source).resolve()
         source_name = self.source
@@ -117,6 +122,8 @@ def _refuse_other_settings(
         if crop is not None and (out / crop).is_file():
             with Image.open(out / crop) as image:
                 held = {"crop_size": image.width}
+    if held:  # a folder begun before a setting existed took that setting's default
+        held = {**ADDED_SETTINGS, **held}
     differences = [
         f"{name} {held[name]} there, {value} now"
         for name, value in now.items()
@@ -125,8 +132,8 @@ def _refuse_other_settings(
     if differences:
         raise UsageError(
             f"{out} holds faces prepared with other settings ({'; '.join(differences)}): "
-            "prepare into a new folder, or resume with the --config, --min-face, --all-faces "
-            "and --frames that made them"
+            "prepare into a new folder, or resume with the --config, --min-face, --all-faces, "
+            "--frames and --folder-frames that made them"
         )
 
 
@@ -140,4 +147,5 @@ def _settings(request: PrepareRequest) -> dict[str, Any]:
         "min_face": request.min_face,
         "all_faces": request.all_faces,
         "frames": request.frames,
+        "folder_frames": request.folder_frames,
     }

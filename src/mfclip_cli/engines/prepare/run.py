@@ -198,6 +198,7 @@ def run_prepare(
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
     refuse_unused_label_map(request.label_map, [index], [request.source])
+    samples, frames_not_taken = _spread_folder_frames(index.samples, request.folder_frames)
     preparer = Preparer(request, checked.settings, device)
     out.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Sample, dict[str, Any]]] = []
@@ -205,11 +206,11 @@ def run_prepare(
     show = not request.quiet and error_console.is_terminal
     bar = counting_bar("preparing", error_console, show=show)
     with bar, open(log, "a", encoding="utf-8") as handle:
-        task = bar.add_task("prepare", total=len(index.samples))
+        task = bar.add_task("prepare", total=len(samples))
         if handle.tell() == 0:  # a new log (a folder from before 2.3.0 keeps its own)
             line = {"type": SETTINGS_LINE, "schema_version": SCHEMA_VERSION, **checked.settings}
             handle.write(json.dumps(line) + "\n")
-        for sample in index.samples:
+        for sample in samples:
             path = index.absolute(sample)
             try:
                 key = (sample.path, sha256_file(path))
@@ -263,6 +264,8 @@ def run_prepare(
         # faces found but not taken (without --all-faces, all but the largest of each image or
         # frame); null where records logged before 2.13.0 do not count them
         "faces_left_out": _faces_left_out([record for _, record in records]),
+        # frames of folders of extracted frames that --folder-frames did not take
+        "frames_not_taken": frames_not_taken,
         "skipped": skipped,
         # videos prepared with sampled frames missing (cut short or damaged), and why
         "incomplete": [
@@ -274,6 +277,31 @@ def run_prepare(
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
     console.print(_summary_line(summary, out, reused), highlight=False, markup=False)
     return EXIT_UNREADABLE if summary["error"] or summary["incomplete"] else EXIT_OK
+
+
+def _spread_folder_frames(samples: list[Sample], per_video: int | None) -> tuple[list[Sample], int]:
+    """With ``per_video``, of each video given as a folder of extracted frames (images with one
+    ``video`` key), that many frames evenly spread over its frames in name order, as video
+    files are sampled (``floor((i + 0.5) * n / k)``); every frame otherwise. The samples kept, in
+    their order, and how many were not taken: a folder holds every frame of its video, hundreds,
+    and scored whole it weighs each video by its length (DeepfakeBench takes 8 a video)."""
+    if per_video is None:
+        return samples, 0
+    folders: dict[str, list[str]] = {}
+    for sample in samples:
+        if sample.video is not None and not is_video(Path(sample.path)):
+            folders.setdefault(sample.video, []).append(sample.path)
+    kept: set[str] = set()
+    for paths in folders.values():
+        paths.sort()
+        count = min(per_video, len(paths))
+        kept.update(paths[int((i + 0.5) * len(paths) / count)] for i in range(count))
+    chosen = [
+        sample
+        for sample in samples
+        if sample.video is None or is_video(Path(sample.path)) or sample.path in kept
+    ]
+    return chosen, len(samples) - len(chosen)
 
 
 def _refuse_one_crop_for_two(records: list[tuple[Sample, dict[str, Any]]]) -> None:
