@@ -17,6 +17,7 @@ _HOMES = {
     "is_media": "decode",
     "is_video": "decode",
     "sample_video": "decode",
+    "spread_indices": "decode",
     "Detection": "detect",
     "FaceDetector": "detect",
     "FaceCropper": "pipeline",

@@ -237,7 +237,7 @@ class VideoInfo:
     duration: float  # seconds, 0 where unknown
 
 
-def _spread(count: int, frames: int) -> list[int]:
+def spread_indices(count: int, frames: int) -> list[int]:
     """``frames`` frame indices evenly spread over ``count`` frames (all of them if fewer)."""
     if frames >= count:
         return list(range(count))
@@ -512,7 +512,7 @@ def sample_video(
     if not _counts_its_frames(path):
         _count_frames(capture, info)
         capture, _ = open_video(path)
-    wanted = _spread(info.frame_count, frames)
+    wanted = spread_indices(info.frame_count, frames)
     if not wanted:
         capture.release()
         raise DecodeError("video has no readable frames")

@@ -533,14 +533,6 @@ class MCLCR(Detector):
         self.register_buffer("mean", torch.tensor(settings.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(settings.std).view(1, 3, 1, 1), persistent=False)
 
-    @property
-    def crop_size(self) -> int:
-        return self.config.crop_size
-
-    @property
-    def crop_margin(self) -> float:
-        return self.config.margin
-
     def embed(self, faces: torch.Tensor) -> torch.Tensor:
         """The fused embedding [B, fused_dim] that the head reads and SupCon shapes."""
         size = self.crop_size

@@ -34,6 +34,7 @@ from mfclip_cli.faces import (
     holds_video,
     is_video,
     sample_video,
+    spread_indices,
 )
 from mfclip_cli.files import sha256_file, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION, report_header
@@ -282,7 +283,7 @@ def run_prepare(
 def _spread_folder_frames(samples: list[Sample], per_video: int | None) -> tuple[list[Sample], int]:
     """With ``per_video``, of each video given as a folder of extracted frames (images with one
     ``video`` key), that many frames evenly spread over its frames in name order, as video
-    files are sampled (``floor((i + 0.5) * n / k)``); every frame otherwise. The samples kept, in
+    files are sampled (``spread_indices``); every frame otherwise. The samples kept, in
     their order, and how many were not taken: a folder holds every frame of its video, hundreds,
     and scored whole it weighs each video by its length (DeepfakeBench takes 8 a video)."""
     if per_video is None:
@@ -294,8 +295,7 @@ def _spread_folder_frames(samples: list[Sample], per_video: int | None) -> tuple
     kept: set[str] = set()
     for paths in folders.values():
         paths.sort()
-        count = min(per_video, len(paths))
-        kept.update(paths[int((i + 0.5) * len(paths) / count)] for i in range(count))
+        kept.update(paths[index] for index in spread_indices(len(paths), per_video))
     chosen = [
         sample
         for sample in samples
