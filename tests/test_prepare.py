@@ -136,6 +136,17 @@ def test_every_face_of_an_image_stays_in_one_split(tmp_path):
     for name in ("train", "val", "test"):
         for sample in getattr(splits, name):
             assert split_of[sample.video] == name
+    # audit Q2-7: a folder begun before 2.13.0 kept an image's faces apart (no video key); a
+    # --resume groups them, which changes the dataset's digest: said, not done silently
+    manifest = out / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({**line, "video": None}) + "\n" for line in lines))
+    resumed = prepare(str(source), "--out", str(out), "--config", "tiny", "--all-faces", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"note: {len(lines)} faces of" in resumed.stderr, resumed.stderr
+    assert [json.loads(line) for line in manifest.read_text().splitlines()] == lines
+    again = prepare(str(source), "--out", str(out), "--config", "tiny", "--all-faces", "--resume")
+    assert again.returncode == 0 and "note:" not in again.stderr
 
 
 def test_a_video_cut_short_is_said_and_its_faces_kept(tmp_path):

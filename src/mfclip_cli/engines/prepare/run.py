@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from mfclip_cli.data import DataError, Sample, read_dataset, write_manifest
+from mfclip_cli.data import DataError, Sample, read_dataset, read_manifest, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 from mfclip_cli.engines.prepare.request import (
@@ -242,6 +242,15 @@ def run_prepare(
         for crop in _crop_samples(sample, record, request.all_faces)
     ]
     _refuse_one_crop_for_two(records)
+    if regrouped := _regrouped(out / MANIFEST_FILE, crops):
+        error_console.print(
+            f"note: {regrouped} faces of {out / MANIFEST_FILE} are grouped under another video "
+            "key than the manifest written before held (this version groups an image's faces "
+            "under --all-faces); the dataset's digest changes with it, so checkpoints trained on "
+            "the manifest before are not recognised as trained on this folder",
+            highlight=False,
+            markup=False,
+        )
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
     statuses = [record["status"] for _, record in records]
     skipped = [
@@ -316,6 +325,19 @@ def _refuse_one_crop_for_two(records: list[tuple[Sample, dict[str, Any]]]) -> No
                     f"{other} and {record['source']} both gave the crop {face['path']}: "
                     "rename the folder _parent_ or _absolute_ in the dataset"
                 )
+
+
+def _regrouped(manifest: Path, crops: list[Sample]) -> int:
+    """How many crops a manifest written before (a --resume's) keyed to another video: the
+    grouping decides the protocol splits and the dataset digest, so a change is said, not done
+    silently (a folder begun with --all-faces before 2.13.0 kept an image's faces apart)."""
+    if not manifest.is_file():
+        return 0
+    try:
+        before = {sample.path: sample.video for sample in read_manifest(manifest)}
+    except (DataError, OSError):  # a damaged manifest is written anew, as before
+        return 0
+    return sum(1 for crop in crops if crop.path in before and before[crop.path] != crop.video)
 
 
 def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
