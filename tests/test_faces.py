@@ -250,6 +250,19 @@ def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector)
     assert [len(f) for f in faces] == [1] * len(decoded)
 
 
+@pytest.mark.parametrize("scale", [1, 257, 2**23 + 1])
+def test_a_32_bit_grey_image_is_scaled_by_its_range(tmp_path, scale):
+    """8-, 16- and 32-bit values in a 32-bit TIFF (PIL's mode "I") decode to the same grey
+    (audit G L6: values above 65535 were clipped to white)."""
+    grey = np.asarray(Image.fromarray(astronaut()).convert("L"), dtype=np.int64)
+    path = tmp_path / "grey32.tif"
+    Image.fromarray((grey * scale).astype(np.int32)).save(path)
+    with Image.open(path) as stored:
+        assert stored.mode == "I"
+    pixels = decode_image(path).pixels.astype(int)
+    assert np.abs(pixels - grey[..., None]).max() <= 1
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -128,7 +128,10 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        top = grey.max(initial=0)
+        # a 32-bit image's range is told by its values: 8, 16 or 32 bits (signed, as PIL's "I")
+        peak = 65535.0 if mode.startswith("I;16") or 255 < top <= 65535 else 255.0
+        peak = 2.0**31 - 1 if top > 65535 else peak
         grey = np.clip(np.round(grey * (255.0 / peak)), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if mode == "F":
