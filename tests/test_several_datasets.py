@@ -4,6 +4,7 @@ training data by order, ``--label-map`` on train / eval / calibrate / ablate, an
 
 import io
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import cli
@@ -135,6 +136,23 @@ def test_cross_dataset_ordered_keeps_the_first_datas_published_test_split(tmp_pa
     kept = {s.path for s in splits.train + splits.val}
     prefix = both.sources[0].prefix
     assert kept == {f"{prefix}/{s.path}" for s in trained}  # none of its test images trains
+
+
+def test_a_later_datas_published_test_split_is_its_test(tmp_path, two):
+    """Audit H M6: a later --data was tested whole, its train split too, which no benchmark tests
+    (DiFF's val/test, Celeb-DF's testing list); a dataset whose publisher gives it no test split
+    (beta here: train and val) is still tested whole."""
+    alpha, beta = two
+    later = prepared(
+        tmp_path / "later", "gamma", 8, seed=5, split=lambda i: "test" if i % 2 else "train"
+    )
+    splits = select(read_datasets([str(alpha), str(later)]), "cross-dataset-ordered")
+    assert splits.held_out == ("gamma",) and len(splits.test) == 12
+    assert all(s.split == "test" and s.dataset == "gamma" for s in splits.test)
+    assert not [s for s in splits.train + splits.val if s.dataset == "gamma"]
+    everything = select(read_datasets([str(alpha), str(beta), str(later)]), "cross-dataset-ordered")
+    tested = Counter(s.dataset for s in everything.test)
+    assert tested == {"beta": 24, "gamma": 12}
 
 
 def test_a_dataset_name_in_the_first_and_a_later_data_is_refused(two, tmp_path):

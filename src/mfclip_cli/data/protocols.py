@@ -44,8 +44,9 @@ Semantics (``select``):
    ``dataset``: every sample). Of those, one whose F is in H goes to test only; one whose F is not
    in H goes to train or val only: val if ``u < val_fraction`` else train (with
    ``use_layout_split``, its own split: train or val, and one the layout puts in test is dropped;
-   and one in H that its layout puts in train or val is dropped too, F = ``dataset`` excepted, so
-   a held-out generator is tested on its publisher's test split, a held-out dataset whole);
+   and one in H that its layout puts in train or val is dropped too, so a held-out generator or
+   dataset is tested on its publisher's test split; a held-out dataset none of whose samples
+   carries ``test`` is tested whole, every split of it);
    one whose F is empty (unknown) is dropped, since it could be a held-out value in disguise. The
    remaining samples (the reals, when F is generator or forgery_type) go to their position. So no
    held-out value of F ever appears in train or val.
@@ -639,6 +640,7 @@ def select(
     splits: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
     dropped: list[Sample] = []
     given_val = {(s.dataset, s.is_real) for s in samples if s.split == "val"}
+    datasets_tested = {s.dataset for s in samples if s.split == "test"}  # by their publishers
     for sample in samples:
         u = group_fraction(sample.group, protocol.seed)
         layout_split = sample.split if protocol.use_layout_split else None
@@ -653,10 +655,13 @@ def select(
             if not value:
                 destination = None
             elif value in held_set:  # never trained on
-                # a held-out dataset is tested whole (unseen as a whole); a held-out generator or
-                # forgery type on its publisher's test split, as published (a GenImage generator's
-                # train/ fakes against its val/ reals alone made ACC fake-ACC; audit H H1)
-                whole = holdout == "dataset" or layout_split is None
+                # tested on its publisher's test split where its layout gives one, as published
+                # (a GenImage generator's train/ fakes against its val/ reals alone made ACC
+                # fake-ACC, audit H H1; a held-out dataset's train split is no benchmark's test
+                # set, audit H M6); a dataset whose publisher gives it no test split, whole
+                whole = layout_split is None or (
+                    holdout == "dataset" and sample.dataset not in datasets_tested
+                )
                 destination = "test" if whole or layout_split == "test" else None
             elif layout_split is not None:
                 destination = layout_split if layout_split != "test" else None
