@@ -109,9 +109,9 @@ def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path)
         (("eval", "--data", str(tmp_path / "missing")), 1, "not found"),
         (("train", "--data", str(tmp_path / "missing"), "--out", out), 1, "not found"),
         (("prepare", str(tmp_path / "missing"), "--out", out), 1, "not found"),
-        # a mistyped --label-map, like a mistyped --data, is refused before torch loads
+        # a mistyped --label-map, like a mistyped --protocol, is a usage error before torch loads
         *(
-            ((*command, "--label-map", str(tmp_path / "no.toml")), 1, "label map not found")
+            ((*command, "--label-map", str(tmp_path / "no.toml")), 2, "label map file not found")
             for command in (
                 ("train", "--data", data, "--out", out),
                 ("eval", "--data", data),

@@ -24,7 +24,7 @@ from mfclip_cli.data import (
 from mfclip_cli.data.layouts.df40 import LISTED_AGAIN, NOT_ON_DISK
 from mfclip_cli.data.protocols import Splits, parse_protocol
 from mfclip_cli.engines.inspect import inspect_dataset, render
-from mfclip_cli.errors import UsageError
+from mfclip_cli.errors import LabelMapError, UsageError
 
 _PNG: list[bytes] = []
 
@@ -141,7 +141,7 @@ def test_an_unmapped_generator_is_an_error_naming_it_and_a_label_map_fixes_it(tm
     label_map.write_text('[diff]\nImagen9 = "diffusion"\nhps = "exclude"\n')
     assert read_dataset(tmp_path, label_map=label_map).samples == index.samples
     label_map.write_text('[DiFF]\nImagen9 = "diffusion"\n[Nonexistent]\nHPS = "exclude"\n')
-    with pytest.raises(DataError, match=r"\[Nonexistent\] is no dataset of the label table"):
+    with pytest.raises(LabelMapError, match=r"\[Nonexistent\] is no dataset of the label table"):
         read_dataset(tmp_path, label_map=label_map)
 
 

@@ -431,8 +431,10 @@ def test_a_settings_file_that_is_not_text_is_named(tmp_path):
     """Audit S F3: a picture or a UTF-16 file given to --settings ended in a traceback."""
     file = tmp_path / "train.toml"
     file.write_bytes("[train]\n".encode("utf-16"))
-    with pytest.raises(UsageError, match="cannot read training settings .*train.toml"):
+    with pytest.raises(UsageError, match="train.toml: not UTF-8 text"):
         load_train_settings(file, out="o")
+    with pytest.raises(UsageError, match="training settings file not found: .*missing.toml"):
+        load_train_settings(tmp_path / "missing.toml", out="o")
 
 
 def test_whole_numbers_stand_for_floats_in_a_settings_file(tmp_path):

@@ -38,6 +38,12 @@ class DataError(ValueError):
     """A dataset, manifest or sample that cannot be read as described."""
 
 
+class LabelMapError(UsageError):
+    """A label-map file (``--label-map``) that is missing, not TOML, or names what no reader looks
+    up: a file of settings the user wrote, so a usage error (exit code 2), as a protocol file's
+    are; the dataset it would relabel is not at fault."""
+
+
 class LayoutMismatch(DataError):
     """Images a layout puts nowhere: the tree is not that layout, or not all of it (a usage
     error where the user named the layout, ``read_dataset``)."""

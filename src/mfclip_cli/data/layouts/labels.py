@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import tomllib
 
-from mfclip_cli.errors import DataError
+from mfclip_cli.errors import DataError, LabelMapError
 
 TABLE_PATH = Path(__file__).with_name("labels.toml")
 CLASSES = ("diffusion", "gan", "exclude")
@@ -56,21 +56,21 @@ def _method(name: str, value: Any, where: str) -> Method:
     if isinstance(value, str):
         value = {"label": value}
     if not isinstance(value, Mapping):
-        raise DataError(f"{where}: {name!r} must be a table or a class name, not {value!r}")
+        raise LabelMapError(f"{where}: {name!r} must be a table or a class name, not {value!r}")
     unknown = sorted(set(value) - set(_ENTRY_KEYS))
     if unknown:
-        raise DataError(
+        raise LabelMapError(
             f"{where}: {name!r} has unknown key(s) {', '.join(map(repr, unknown))} "
             f"(allowed: {', '.join(_ENTRY_KEYS)})"
         )
     label = str(value.get("label", "")).strip().lower()
     if label not in CLASSES:
-        raise DataError(
+        raise LabelMapError(
             f"{where}: {name!r} needs label = one of {', '.join(CLASSES)}, not {label!r}"
         )
     aliases = value.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise DataError(f"{where}: {name!r}: aliases must be a list of strings")
+        raise LabelMapError(f"{where}: {name!r}: aliases must be a list of strings")
     return Method(
         name=name,
         label=label,
@@ -103,18 +103,18 @@ class LabelTable:
         case (``[diff]`` is ``[DiFF]``), and a section naming none is an error: an override
         that no reader would look up must not be dropped in silence."""
         if not path.is_file():
-            raise DataError(f"label map not found: {path}")
+            raise LabelMapError(f"label map file not found: {path}")
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise DataError(f"{path}: not valid TOML ({error})") from None
+            raise LabelMapError(f"{path}: not valid TOML ({error})") from None
         sections = {name.lower(): name for name in self.methods}
         for dataset, entries in document.items():
             if not isinstance(entries, Mapping):
-                raise DataError(f"{path}: [{dataset}] must be a table of methods")
+                raise LabelMapError(f"{path}: [{dataset}] must be a table of methods")
             if sections_known:
                 if dataset.lower() not in sections:
-                    raise DataError(
+                    raise LabelMapError(
                         f"{path}: [{dataset}] is no dataset of the label table; its sections "
                         f"are {', '.join(f'[{name}]' for name in self.methods)}"
                     )

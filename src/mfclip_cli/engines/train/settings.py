@@ -136,8 +136,16 @@ def load_train_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     """Settings from a TOML file's ``[train]`` table (or top level), then explicit overrides."""
     try:
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"cannot read training settings {path}: {error}") from error
+    except FileNotFoundError:
+        raise UsageError(f"training settings file not found: {path}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read training settings {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start}), not a settings file"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML ({error})") from None
     table = document.get("train", document)
     known = {f.name for f in fields(TrainSettings)}
     unknown = sorted(set(table) - known)
