@@ -28,7 +28,7 @@ from mfclip_cli.model import Detector
 from mfclip_cli.model.explain import explain as explain_faces
 from mfclip_cli.scoring.attribution import Attributor
 from mfclip_cli.scoring.fingerprints import face_fingerprints
-from mfclip_cli.scoring.inconclusive import Band, called_real_leaning_fake
+from mfclip_cli.scoring.inconclusive import FIT_FAKE_THRESHOLD, Band, called_real_leaning_fake
 from mfclip_cli.scoring.inconclusive import reasons as inconclusive_reasons
 from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.ood import OodStatistics
@@ -116,7 +116,7 @@ class ModelStage:
             return [None] * len(faces)
         threshold = None if scorer.ood is None else scorer.ood.threshold
         flags = [None if d is None else d > threshold for d in distances]
-        families = [self.label(row, scorer) for row in probs]
+        families = [self.leaning_label(row, scorer) for row in probs]
         fingerprints = face_fingerprints(faces).cpu().numpy()
         result = scorer.attribution.attribute(fingerprints, families, flags)
         # which generator made it is asked only of a face not labelled real
@@ -175,6 +175,22 @@ class ModelStage:
     def label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
         """One face's label by ``scorer``'s threshold: the rule int8's parity check applies."""
         return self.classes[int(verdict_labels(probs[None], self.fake_threshold(scorer))[0])]
+
+    def leaning_label(self, probs: np.ndarray, scorer: Scorer | None = None) -> str:
+        """The label a face's probabilities stand for: ``label``'s, except for a face the band
+        marks ``operating_point`` (a fake threshold above 0.5 calls it real, its call at 0.5 is
+        fake), which leans to its call at 0.5: a face at p(gan) 0.83 under a threshold of 0.93
+        leans gan, and is attributed within the gan family, not "leaning real"."""
+        scorer = scorer or self.primary
+        threshold = self.fake_threshold(scorer)
+        marked = (
+            self.settings.inconclusive
+            and scorer is self.primary
+            and scorer.band.threshold is not None
+            and bool(called_real_leaning_fake(probs[None], threshold)[0])
+        )
+        fit = FIT_FAKE_THRESHOLD if marked else threshold
+        return self.classes[int(verdict_labels(probs[None], fit)[0])]
 
     def _scored(self, scorer: Scorer, crops: list[torch.Tensor]) -> list[FoundFace]:
         """``scorer``'s verdicts on the faces of ``crops``; with --explain the primary's carry
@@ -274,7 +290,9 @@ class ModelStage:
         the primary's label and, with the band on, why it is inconclusive."""
         records = []
         for i, face in enumerate(found):
-            label = self.label(face.probs)
+            # its label at the threshold, or, where the band will mark it operating_point
+            # (inconclusive), the fake label it leans to, which mark_inconclusive keeps
+            label = self.leaning_label(face.probs)
             record = FaceRecord.create(
                 index=start + i,
                 box=face.detection.box,
