@@ -37,6 +37,8 @@ def test_eval_lists_the_shipped_protocols():
     assert result.returncode == 0, result.stderr
     for name in ("in-domain", "cross-generator", "cross-forgery", "cross-dataset"):
         assert name in result.stdout
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert "change the [train] and [val] forgery_type" in flat  # df40-fs's, not read as markup
 
 
 def test_bad_train_and_eval_options_are_one_line_errors_not_tracebacks(tmp_path):

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.cli.errors import errors_reported, exit_if_unreadable
@@ -147,7 +148,7 @@ def evaluate(
             table.add_column("name")
             table.add_column("what it tests")
             for name, description in shipped_protocols().items():
-                table.add_row(name, description)
+                table.add_row(name, escape(description))  # "[train]" is not markup
             Console().print(table)
             return
         if not data:
