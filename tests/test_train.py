@@ -38,7 +38,9 @@ from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
+from mfclip_cli.data import load_protocol, read_dataset
 from mfclip_cli.data.faceset import EpochOrder
+from mfclip_cli.data.identity import index_digest
 from mfclip_cli.engines.train.settings import (
     TrainSettings,
     load_train_settings,
@@ -202,6 +204,10 @@ def test_eval_reports_the_test_split_and_predictions_reproduce_auc(dataset, trai
     for key in ("auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1", "confusion"):
         assert key in overall
     assert report["protocol"]["sizes"]["test"] == overall["n"]
+    # what it scored, recorded as a checkpoint records its training (audit J M4): the protocol
+    # whole and the digest of the sample list
+    assert report["protocol"]["definition"] == load_protocol("in-domain").to_dict()
+    assert report["data"]["index_sha256"] == index_digest(read_dataset(dataset))
     with predictions.open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:5] == ["path", "label", "real", "diffusion", "gan"]

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.layouts import read_dataset, require_dataset
 from mfclip_cli.data.layouts.labels import LabelTable
 from mfclip_cli.data.samples import DataIndex, DataSource, Sample
@@ -125,9 +126,16 @@ def read_datasets(
 
 
 def data_record(index: DataIndex) -> dict:
-    """What a report says about the data it read: the root, layout and size, and with several
-    ``--data`` each one's."""
-    record: dict = {"root": str(index.root), "layout": index.layout, "samples": len(index)}
+    """What a report says about the data it read: the root, layout and size, the digest of its
+    sample list (names, labels and splits as read, a label map's relabelling included: two
+    reports of one folder name and size scored other samples where it differs), and with
+    several ``--data`` each one's."""
+    record: dict = {
+        "root": str(index.root),
+        "layout": index.layout,
+        "samples": len(index),
+        "index_sha256": index_digest(index),
+    }
     if index.sources:
         record["sources"] = [source.to_dict() for source in index.sources]
     return record

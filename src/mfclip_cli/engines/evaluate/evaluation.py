@@ -482,10 +482,12 @@ def undefined_metrics(problem: str, all_real: bool) -> dict:
 
 
 def protocol_record(protocol: Protocol, splits: Splits) -> dict:
-    """The protocol, the sizes of its splits as scored, and the samples left out of them because
-    they could not be read."""
+    """The protocol, by name and whole (a file's name says nothing of its seed or filters, and a
+    shipped protocol's selection can change between versions), the sizes of its splits as
+    scored, and the samples left out of them because they could not be read."""
     record: dict[str, Any] = {
         "name": protocol.name,
+        "definition": protocol.to_dict(),
         "held_out": list(splits.held_out),
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
     }
