@@ -98,9 +98,9 @@ def test_the_train_schema_names_what_a_run_can_write():
     settings = blocks["run_settings"]
     fields = [field.name for field in dataclasses.fields(TrainSettings)]
     assert list(settings["properties"]) == [*RUN_RECORD_KEYS, *fields]
-    # cwd (2.4.0) and weight_decay_on (2.13.0) are newer: a train.json written before them is
-    # still a 2.x run folder
-    newer = {"cwd", "weight_decay_on"}
+    # cwd (2.4.0), weight_decay_on (2.13.0) and environment (2.14.0) are newer: a train.json
+    # written before them is still a 2.x run folder
+    newer = {"cwd", "weight_decay_on", "environment"}
     assert settings["required"] == [key for key in [*RUN_RECORD_KEYS, *fields] if key not in newer]
     ablate_training = load_schema("ablate")["$defs"]["training"]["properties"]
     assert {k: settings["properties"][k] for k in ablate_training} == ablate_training

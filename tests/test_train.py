@@ -470,6 +470,33 @@ def test_train_refuses_a_used_run_folder_and_a_bad_resume(dataset, trained, tmp_
     assert missing.returncode == 2 and "cannot resume" in missing.stderr
 
 
+def test_a_run_records_its_environment_and_resumes_only_under_its_process_count(trained, tmp_path):
+    """Audit J M1-M3: the process count changes the weights (the distillation term is per
+    process), the thread count their low digits; neither was recorded, and a run begun in two
+    processes resumed in one without a word."""
+    environment = json.loads((trained / "train.json").read_text())["environment"]
+    assert environment["processes"] == 1 and environment["device"] == "cpu"
+    assert (
+        environment["torch_threads"] >= 1 and environment["versions"]["torch"] == torch.__version__
+    )
+    info = read_checkpoint_info(trained / "best.safetensors")
+    assert info.metadata["training"]["environment"] == environment
+    moved = tmp_path / "moved"
+    shutil.copytree(trained, moved)
+    settings = json.loads((moved / "train.json").read_text())
+    two = {**settings, "environment": {**environment, "processes": 2}}
+    (moved / "train.json").write_text(json.dumps(two))
+    refused = run(MFCLIP, "train", "--out", str(moved), "--resume", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "began in 2 process(es) and this is 1" in refused.stderr
+    assert "torchrun --nproc-per-node 2" in refused.stderr
+    other = {**settings, "environment": {**environment, "torch_threads": 99}}
+    (moved / "train.json").write_text(json.dumps(other))
+    resumed = run(MFCLIP, "train", "--out", str(moved), "--resume", "--device", "cpu")
+    said = resumed.stdout + resumed.stderr
+    assert "resumed in another environment (torch_threads 99 then" in said, said
+
+
 def test_resume_refuses_settings_it_does_not_know(trained, tmp_path):
     """A train.json from a newer mfclip (a setting this one lacks) is refused by name, exit 2."""
     newer = tmp_path / "newer"

@@ -251,6 +251,34 @@ class World:
             dist.destroy_process_group()
 
 
+def run_environment(world: World, device: torch.device) -> dict[str, Any]:
+    """What a training run's bytes depend on beyond its settings and data: the processes
+    (torchrun's: the batch is split across them, and each its own per-process loss terms), the
+    device type, the CPU threads (float sums are ordered by them) and the library versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "processes": world.size,
+        "device": device.type,
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "open_clip_torch": installed("open_clip_torch"),
+            "peft": installed("peft"),
+        },
+    }
+
+
 def join_world(device_spec: str, backend: str | None = None) -> tuple[World, torch.device]:
     """The world and this process's device; under torchrun each rank takes its own GPU.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from mfclip_cli.errors import UsageError
 from mfclip_cli.model.config import apply_overrides, load_model_config, replace_config
 
 SETTINGS_FILE = "train.json"
-# train.json's record of the run, beside its settings: the format, the mfclip that wrote it, and
-# the folder it started in (relative paths in the settings are relative to it; a folder started
-# before 2.2.0 has no schema_version)
-RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd")
+# train.json's record of the run, beside its settings: the format, the mfclip that wrote it, the
+# folder it started in (relative paths in the settings are relative to it; a folder started
+# before 2.2.0 has no schema_version) and what else its bytes depend on (runtime.run_environment;
+# since 2.14.0)
+RUN_RECORD_KEYS = ("schema_version", "mfclip_version", "cwd", "environment")
 
 
 WEIGHT_DECAY_ON = ("weights", "all")
@@ -223,23 +225,41 @@ def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> Trai
     return replace(settings, **changes)
 
 
-def run_settings(run: str | Path) -> TrainSettings | None:
-    """The settings of the run in folder ``run`` (paths as the run meant them), None where it
-    holds none."""
+def _saved(run: str | Path) -> dict[str, Any] | None:
+    """A run folder's train.json as written, None where it has none."""
     try:
-        saved = json.loads((Path(run) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        return json.loads((Path(run) / SETTINGS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as error:
         raise UsageError(f"cannot resume {run}: {SETTINGS_FILE} is unreadable ({error})") from error
+
+
+def run_settings(run: str | Path) -> TrainSettings | None:
+    """The settings of the run in folder ``run`` (paths as the run meant them), None where it
+    holds none."""
+    saved = _saved(run)
+    if saved is None:
+        return None
     return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
 
 
 def resumed_settings(out: str) -> TrainSettings:
-    """The settings ``--resume`` continues the run in ``out`` with."""
+    """The settings ``--resume`` continues the run in ``out`` with, under as many processes as
+    it began with: the global batch is split across them and each adds its own per-process loss
+    terms, so a run resumed under another torchrun count ends at weights neither count gives
+    (checked before torch loads; a run folder from before 2.14.0 records no count)."""
     settings = run_settings(out)
     if settings is None:
         raise UsageError(f"cannot resume {out}: it holds no {SETTINGS_FILE} (no run began there)")
+    began = ((_saved(out) or {}).get("environment") or {}).get("processes")
+    now = int(os.environ.get("WORLD_SIZE", "1"))
+    if began is not None and began != now:
+        raise UsageError(
+            f"cannot resume {out}: it began in {began} process(es) and this is {now}; resume it "
+            f"with torchrun --nproc-per-node {began}"
+            + (" (or without torchrun)" if began == 1 else "")
+        )
     return settings
 
 

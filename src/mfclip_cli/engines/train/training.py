@@ -57,7 +57,12 @@ from mfclip_cli.engines.inference import (
     unreadable_warning,
     untested_warning,
 )
-from mfclip_cli.engines.runtime import counting_bar, join_world, sigterm_as_ctrl_c
+from mfclip_cli.engines.runtime import (
+    counting_bar,
+    join_world,
+    run_environment,
+    sigterm_as_ctrl_c,
+)
 from mfclip_cli.engines.train.settings import (
     PATH_SETTINGS,
     SETTINGS_FILE,
@@ -172,8 +177,11 @@ class Trainer:
         self.settings = settings
         self.console = console
         self.world, self.device = join_world(device)
+        self.environment = run_environment(self.world, self.device)
         self.run = Path(settings.out)
         self._check_run_folder(resume)
+        if resume and self.world.main:
+            self._say_other_environment()
         # a config that cannot work is reported before the data is read
         config = None if resume else self.settings.model_config()
         self.index: DataIndex = read_datasets(
@@ -267,6 +275,32 @@ class Trainer:
                 f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)"
             )
 
+    def _say_other_environment(self) -> None:
+        """A run resumed on another device, thread count or library version goes on, but its
+        float sums are ordered otherwise: its final weights differ in low digits from an
+        uninterrupted run's (the processes are checked before torch loads, resumed_settings)."""
+        saved = json.loads((self.run / SETTINGS_FILE).read_text(encoding="utf-8"))
+        then = saved.get("environment")
+        if not isinstance(then, dict):
+            return
+
+        def flat(environment: dict[str, Any]) -> dict[str, Any]:
+            return {**environment, **(environment.get("versions") or {}), "versions": None}
+
+        before = flat(then)
+        differences = [
+            f"{name} {before.get(name)} then, {value} now"
+            for name, value in flat(self.environment).items()
+            if name != "processes" and before.get(name) != value
+        ]
+        if differences:
+            self.console.print(
+                f"note: {self.run} is resumed in another environment ({'; '.join(differences)}): "
+                "its weights will differ in low digits from an uninterrupted run's",
+                highlight=False,
+                markup=False,
+            )
+
     def _refuse_other_data(self) -> None:
         """A run continues only on the data it began with: the batches of every epoch are drawn
         from the train split's sample list, so with files added, removed or relabelled since,
@@ -300,6 +334,7 @@ class Trainer:
                 "schema_version": SCHEMA_VERSION,
                 "mfclip_version": __version__,
                 "cwd": os.getcwd(),
+                "environment": self.environment,
             }
             write_json_atomic(self.run / SETTINGS_FILE, {**record, **asdict(self.settings)})
 
@@ -406,6 +441,7 @@ class Trainer:
                         "test": len(self.splits.test),
                     },
                 },
+                "environment": self.environment,
                 "step": self.progress.step,
                 "epoch": self.progress.epoch,
                 "samples_seen": self.progress.samples_seen,
