@@ -497,6 +497,23 @@ def test_a_run_records_its_environment_and_resumes_only_under_its_process_count(
     assert "resumed in another environment (torch_threads 99 then" in said, said
 
 
+def test_a_run_folder_being_trained_into_is_not_resumed_by_a_second_train(trained, tmp_path):
+    """Audit J L5: the workers of a killed torchrun launcher train on; a --resume meanwhile made
+    two writers of one run folder. A train holds a lock on its folder."""
+    import fcntl
+
+    busy = tmp_path / "busy"
+    shutil.copytree(trained, busy)
+    descriptor = os.open(busy, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running train holds it
+        refused = run(MFCLIP, "train", "--out", str(busy), "--resume", check=False)
+    finally:
+        os.close(descriptor)
+    assert refused.returncode == 2 and "being trained into by another" in refused.stderr
+    assert run(MFCLIP, "train", "--out", str(busy), "--resume").returncode == 0
+
+
 def test_resume_refuses_settings_it_does_not_know(trained, tmp_path):
     """A train.json from a newer mfclip (a setting this one lacks) is refused by name, exit 2."""
     newer = tmp_path / "newer"

@@ -17,6 +17,7 @@ started before 2.2.0 has none, and ``--resume`` continues it all the same.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -179,8 +180,10 @@ class Trainer:
         self.world, self.device = join_world(device)
         self.environment = run_environment(self.world, self.device)
         self.run = Path(settings.out)
+        self.held: int | None = None  # the run folder, locked by the main process (_hold)
         self._check_run_folder(resume)
         if resume and self.world.main:
+            self._hold()
             self._say_other_environment()
         # a config that cannot work is reported before the data is read
         config = None if resume else self.settings.model_config()
@@ -275,6 +278,22 @@ class Trainer:
                 f"run folder {self.run} is not empty (use --resume to continue it, or a new --out)"
             )
 
+    def _hold(self) -> None:
+        """Lock the run folder for as long as this process trains into it: a second train into
+        it (a --resume while the workers of a killed torchrun launcher still train) is refused,
+        not a second writer of its checkpoints and log. The lock is on the folder itself, so no
+        file is left behind; the process's end releases it."""
+        descriptor = os.open(self.run, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise UsageError(
+                f"{self.run} is being trained into by another mfclip train (still running: its "
+                "processes may outlive a killed torchrun); stop it, then --resume"
+            ) from None
+        self.held = descriptor
+
     def _say_other_environment(self) -> None:
         """A run resumed on another device, thread count or library version goes on, but its
         float sums are ordered otherwise: its final weights differ in low digits from an
@@ -330,6 +349,7 @@ class Trainer:
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
+            self._hold()
             record = {
                 "schema_version": SCHEMA_VERSION,
                 "mfclip_version": __version__,
