@@ -59,7 +59,7 @@ STEPS=(
     "install|120|30|$INSTALL --no-compile -r $WORK/requirements.txt && $INSTALL -e ."
     "tests-core|150|40|$PYTEST tests/test_cuda.py --junitxml=$OUT_DIR/tests-core.xml"
     "bench-vit-b-16|150|60|$PYTHON -m mfclip_cli bench --device cuda --config vit-b-16 $BENCH --json $OUT_DIR/bench-vit-b-16.json"
-    "tests-cli|240|60|$PYTEST tests/test_cuda_cli.py --junitxml=$OUT_DIR/tests-cli.xml"
+    "tests-cli|270|60|$PYTEST tests/test_cuda_cli.py --junitxml=$OUT_DIR/tests-cli.xml"
     "bench-tiny|120|45|$PYTHON -m mfclip_cli bench --device cuda --config tiny $BENCH --json $OUT_DIR/bench-tiny.json"
 )
 

@@ -144,6 +144,35 @@ def test_the_model_on_cuda_in_fp32_and_under_bf16_autocast_agrees_with_the_cpu(r
     assert torch.equal(bf16.argmax(-1).cpu(), reference.argmax(-1))
 
 
+def test_a_face_scored_on_cuda_gets_its_probabilities_whatever_its_batch(record_property):
+    """Audit J (suspected on GPU): under bf16 autocast a face's probabilities may depend on the
+    batch it is scored in (cuBLAS picks kernels by shape). Alone, in the batch of seven, and
+    among 57 others, and twice: the differences are recorded, no label may change."""
+    model = _demo(DEVICE)
+    crops = _demo_crops(model).to(DEVICE)
+    crowd = torch.cat([crops, crops.flip(-1).repeat(8, 1, 1, 1)])  # 63 faces, the seven first
+
+    def scored(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            return torch.softmax(model(batch).float(), dim=-1)
+
+    together = scored(crops)
+    alone = torch.cat([scored(crops[i : i + 1]) for i in range(len(crops))])
+    among_others = scored(crowd)[: len(crops)]
+    again = scored(crops)
+    record_property(
+        "bf16_batch_of_one_max_probability_difference", _largest_difference(alone, together.cpu())
+    )
+    record_property(
+        "bf16_batch_of_63_max_probability_difference",
+        _largest_difference(among_others, together.cpu()),
+    )
+    record_property("bf16_same_batch_twice_bitwise_equal", bool(torch.equal(again, together)))
+    for other in (alone, among_others, again):
+        assert _largest_difference(other, together.cpu()) <= BF16_PROBABILITY_BOUND
+        assert torch.equal(other.argmax(-1), together.argmax(-1))
+
+
 def _trainable_scoring_and_merged(checkpoint: Path) -> list[torch.nn.Module]:
     """The checkpoint on the device as trained (peft's adapters), loaded for scoring (folded by
     hand) and merged there by ``merge_adapters``."""
