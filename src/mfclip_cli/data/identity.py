@@ -21,13 +21,17 @@ def index_digest(index: DataIndex) -> str:
     label, forgery type, generator, dataset, video, split) as one JSON line, the lines sorted.
     The same files with the same labels give the same digest wherever the folder lies; it covers
     names and labels, not pixels (hashing every image of a large dataset would take minutes)."""
+    held = index.digest_of
+    if held is not None and held[0] is index.samples and held[1] == len(index.samples):
+        return held[2]
     lines = sorted(
         json.dumps(sample.to_dict(), ensure_ascii=False, sort_keys=True) for sample in index
     )
     digest = hashlib.sha256()
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
-    return digest.hexdigest()
+    index.digest_of = (index.samples, len(index.samples), digest.hexdigest())
+    return index.digest_of[2]
 
 
 def dataset_identity(index: DataIndex) -> dict[str, Any]:

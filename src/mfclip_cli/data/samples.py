@@ -213,6 +213,11 @@ class DataIndex:
     # {what the user should know about samples that were read: files}, e.g. DF40's FF++ reals
     # without FF++'s split lists; inspect prints them, a protocol that needs them quotes them
     notes: dict[str, int] = field(default_factory=dict)
+    # identity.index_digest's last answer and the list it was of: eval and calibrate ask it of
+    # one index several times (held-out checks, the report's data), 6 s a million samples each
+    digest_of: tuple[list[Sample], int, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.samples)
