@@ -157,6 +157,11 @@ def test_bad_requests_are_usage_errors(small_data, tmp_path):
         _request(small_data, tmp_path, variants=("no-spa",))
     with pytest.raises(UsageError, match="seeds"):
         _request(small_data, tmp_path, seeds=0)
+    # another detector has none of MFCLIP's components to take away (audit K L10: "unknown key
+    # lora.text" from the first variant's override)
+    other = TrainSettings(data=str(small_data), out="-", config="mc-lcr-tiny")
+    with pytest.raises(UsageError, match="config mc-lcr-tiny is the mc-lcr detector"):
+        AblationRequest(training=other, device="cpu", out=str(tmp_path))
 
 
 def test_a_variant_the_config_already_holds_is_left_out(small_data, tmp_path, console):

@@ -222,6 +222,7 @@ def scan(
         with long_lived_imports():
             from mfclip_cli.engines.scan.request import ScanRequest, checked_request
             from mfclip_cli.engines.scan.settings import ScanSettings
+            from mfclip_cli.faces import MTCNN_THRESHOLDS
             from mfclip_cli.provenance import ProvenanceOptions, TrustError
             from mfclip_cli.scoring.calibration import parse_fake_threshold
         try:
@@ -246,7 +247,7 @@ def scan(
                 batch_size=batch_size,
                 workers=workers,
                 min_face=min_face,
-                detection_thresholds=(0.6, 0.7, det_threshold),
+                detection_thresholds=(*MTCNN_THRESHOLDS[:2], det_threshold),
                 detect_max_side=detect_max_side,
                 fake_threshold=0.5 if fake_number is None else fake_number,
                 fake_threshold_fpr=fake_fpr,

@@ -39,8 +39,9 @@ def check_data(
     data: str | Path | Sequence[str | Path], label_map: str | Path | None = None
 ) -> None:
     """Each ``--data`` names something on disk (``require_dataset``, the readers' own check) and
-    the ``--label-map`` reads as one (``LabelTable.load``), asked by the command line before the
-    engines load: a mistyped folder or map was answered after seconds of imports."""
+    the ``--label-map`` reads as one (``LabelTable.load``), asked before torch loads (by the train
+    command line, and by the request checks of eval, calibrate and prepare): a mistyped folder or
+    map was answered after seconds of imports."""
     for item in as_data_list(data):
         require_dataset(item)
     if label_map is not None:
@@ -141,4 +142,10 @@ def data_record(index: DataIndex) -> dict:
     return record
 
 
-__all__ = ["as_data_list", "data_record", "read_datasets", "refuse_unused_label_map"]
+__all__ = [
+    "as_data_list",
+    "check_data",
+    "data_record",
+    "read_datasets",
+    "refuse_unused_label_map",
+]

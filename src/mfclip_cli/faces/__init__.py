@@ -7,6 +7,10 @@ The names below are loaded on first use (PEP 562), so that reading a report or d
 import importlib
 from typing import Any
 
+# MTCNN's P-, R- and O-Net score thresholds (facenet-pytorch's defaults); scan's --det-threshold
+# sets the last. Here, not in detect.py, so that settings read before torch loads share them.
+MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)
+
 _HOMES = {
     "align_faces": "align",
     "template_points": "align",
@@ -25,7 +29,7 @@ _HOMES = {
     "FoundFaces": "pipeline",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_HOMES, "MTCNN_THRESHOLDS"])
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mfclip_cli.faces import MTCNN_THRESHOLDS
 from mfclip_cli.faces.boxes import batched_nms, batched_nms_min, regress, square
 from mfclip_cli.faces.networks import PNet, mtcnn_networks
 
@@ -314,7 +315,7 @@ class MTCNNCascade:
     def __init__(
         self,
         device: torch.device | str = "cpu",
-        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS,
         factor: float = 0.709,
     ):
         self.device = torch.device(device)

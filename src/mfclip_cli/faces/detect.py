@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from mfclip_cli.faces import MTCNN_THRESHOLDS
 from mfclip_cli.faces.cascade import MTCNN_MIN_WINDOW, MTCNNCascade
 
 # Pixels per cascade call. On CPU two 1024 px images per call ran fastest (sixteen were 1.7x slower:
@@ -38,7 +39,7 @@ class FaceDetector:
         self,
         device: torch.device | str = "cpu",
         min_face_size: int = 20,
-        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS,
         max_side: int = 0,
         factor: float = 0.709,
     ):

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mfclip_cli.faces import MTCNN_THRESHOLDS
 from mfclip_cli.faces.align import align_faces
 from mfclip_cli.faces.detect import Detection, FaceDetector
 
@@ -19,7 +20,7 @@ class FaceSearch:
     crop_size: int
     margin: float
     min_face: int = 20  # pixels, in the upright full-resolution image
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS
     # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
     detect_max_side: int = 0
     # further (crop_size, margin) each face is aligned at too: checkpoints that read differently

@@ -4,7 +4,9 @@ A model config names its ``detector`` (MFCLIP's may leave it out: the configs an
 written before there was a choice). Each detector lives in a module of its own with a settings
 dataclass (its config: ``from_dict``, ``to_dict``, a ``name`` and a ``detector`` field, and
 optionally ``highlights()``, what a checkpoint's sidecar repeats of it for people), a factory
-``build(config, *, pretrained)`` and a model with the surface of ``Detector``, which is all that
+(``build_model``, ``build_mclcr``, ``build_clip_probe``, named by ``DetectorKind.factory``; an
+optional ``DetectorKind.scoring`` builds a lighter model for the scan) and a model with the
+surface of ``Detector``, which is all that
 the engines use: aligned crops in, 3-class logits and an embedding out, and its training loss.
 Modules are imported only when their detector is asked for (MC-LCR needs timm, the others
 open_clip or none).

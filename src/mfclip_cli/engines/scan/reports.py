@@ -1,6 +1,8 @@
 """A scan's outputs as one: every report opened (or refused) before the first input, each record
 given to all of them or none, each closed even when another fails, and what a report that could
-not be written says. A new format is a sink in writers/ and a line in ``FILE_SINKS``."""
+not be written says. A new format is a sink in writers/, a line in ``FILE_SINKS``, its
+``ScanRequest`` field with its line in ``request.REPORT_OPTIONS`` (the existing-file and
+input-overlap checks read it) and its ``cli/scan.py`` option."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mfclip_cli.faces import MTCNN_THRESHOLDS
 from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS
 from mfclip_cli.provenance import ProvenanceOptions
 
@@ -15,7 +16,7 @@ class ScanSettings:
     # threads opening files ahead; 0: one per core on CPU, all cores but one (up to 16) on a GPU
     workers: int = 0
     min_face: int = 20  # pixels, in the upright full-resolution image
-    detection_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    detection_thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS
     # 0: detect at full resolution; N: on a copy no longer than N (faster, coarser)
     detect_max_side: int = 0
     fake_threshold: float = 0.5  # a face is fake when 1 - p(real) >= this

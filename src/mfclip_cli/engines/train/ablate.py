@@ -39,6 +39,7 @@ from mfclip_cli.engines.train.training import train
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
+from mfclip_cli.model.config import MFCLIP_DETECTOR, load_model_config
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import softmax, temperature_of
@@ -89,6 +90,14 @@ class AblationRequest:
             raise UsageError("the variants must include 'full': every difference is taken to it")
         if self.seeds < 1:
             raise UsageError("--seeds must be at least 1")
+        detector = load_model_config(self.training.config).detector
+        if detector != MFCLIP_DETECTOR:
+            raise UsageError(
+                f"ablate takes MFCLIP's components away one at a time (SPA, the noise branch, "
+                f"the prompt levels, ...); config {self.training.config} is the {detector} "
+                "detector, which has none of them: compare detectors with eval --weights A "
+                "--weights B (docs/detectors.md)"
+            )
 
     def overrides(self, variant: str) -> tuple[str, ...]:
         return (*self.training.overrides, *FULL_MODEL, *VARIANTS[variant])

@@ -225,7 +225,7 @@ def _from_where_it_began(settings: TrainSettings, saved: dict[str, Any]) -> Trai
     return replace(settings, **changes)
 
 
-def _saved(run: str | Path) -> dict[str, Any] | None:
+def saved_run(run: str | Path) -> dict[str, Any] | None:
     """A run folder's train.json as written, None where it has none."""
     try:
         return json.loads((Path(run) / SETTINGS_FILE).read_text(encoding="utf-8"))
@@ -238,7 +238,7 @@ def _saved(run: str | Path) -> dict[str, Any] | None:
 def run_settings(run: str | Path) -> TrainSettings | None:
     """The settings of the run in folder ``run`` (paths as the run meant them), None where it
     holds none."""
-    saved = _saved(run)
+    saved = saved_run(run)
     if saved is None:
         return None
     return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
@@ -252,7 +252,7 @@ def resumed_settings(out: str) -> TrainSettings:
     settings = run_settings(out)
     if settings is None:
         raise UsageError(f"cannot resume {out}: it holds no {SETTINGS_FILE} (no run began there)")
-    began = ((_saved(out) or {}).get("environment") or {}).get("processes")
+    began = ((saved_run(out) or {}).get("environment") or {}).get("processes")
     now = int(os.environ.get("WORLD_SIZE", "1"))
     if began is not None and began != now:
         raise UsageError(

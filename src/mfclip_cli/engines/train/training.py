@@ -70,6 +70,7 @@ from mfclip_cli.engines.train.settings import (
     TrainSettings,
     learning_differences,
     resumed_settings,
+    saved_run,
 )
 from mfclip_cli.engines.train.state import RunPosition, load_state, save_state
 from mfclip_cli.errors import TrainingError, UsageError
@@ -298,8 +299,7 @@ class Trainer:
         """A run resumed on another device, thread count or library version goes on, but its
         float sums are ordered otherwise: its final weights differ in low digits from an
         uninterrupted run's (the processes are checked before torch loads, resumed_settings)."""
-        saved = json.loads((self.run / SETTINGS_FILE).read_text(encoding="utf-8"))
-        then = saved.get("environment")
+        then = (saved_run(self.run) or {}).get("environment")
         if not isinstance(then, dict):
             return
 
