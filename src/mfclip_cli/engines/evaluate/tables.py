@@ -1,5 +1,6 @@
 """The terminal tables of mfclip eval, read from its report: one checkpoint's metrics,
-calibration, operating points and robustness, and several checkpoints side by side."""
+calibration, operating points and robustness, and several checkpoints side by side; and the
+lines mfclip calibrate prints of what it fitted."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.scoring.calibration import FPR_TARGETS, threshold_key
+from mfclip_cli.scoring.fpr_bounds import unsupported_message
 
 REPORTED = {
     "n": "n",
@@ -299,3 +301,84 @@ def inconclusive_table(report: dict) -> Table:
         *(shown(conclusive[key]) for key in COMPARED[1:]),
     )
     return table
+
+
+def calibration_lines(result: dict) -> list[str]:
+    """What ``mfclip calibrate`` says of the calibration it wrote: the temperature, each FPR
+    threshold with its bound, the inconclusive band, int8's parity, attribution, the new file."""
+    record = result["calibration"]
+    fitted = record["fitted_on"]
+    lines = [
+        f"temperature {record['temperature']:.4f}: val NLL {record['nll']['before']:.4f} -> "
+        f"{record['nll']['after']:.4f} ({fitted['samples']} samples, {fitted['n_real']} real, "
+        f"protocol {fitted['protocol']})",
+        *(
+            f"{name}: threshold {entry['threshold']:.6f} (val FPR {entry['val_fpr']:.4f}, "
+            f"TPR {entry['val_tpr']:.4f}; FPR <= {entry['fpr_upper_95']:.4f} at 95 %)"
+            + ("" if entry["supported"] else f"; {unsupported_message('it', entry)}")
+            for name, entry in record["thresholds"].items()
+        ),
+        _band_line(record["inconclusive"]),
+        _parity_line(record["int8"]),
+        f"wrote {result['weights']} (sha256 {result['sha256']})",
+    ]
+    attribution = result["attribution"]
+    if attribution["available"]:
+        lines.insert(
+            -1,
+            f"attribution among {len(attribution['generators'])} trained generator(s) "
+            f"({', '.join(attribution['generators'])}): distance threshold "
+            f"{attribution['threshold']:.2f}",
+        )
+    return lines
+
+
+def _band_line(band: dict) -> str:
+    """What ``mfclip calibrate`` says about the inconclusive band it stored."""
+    line = (
+        f"inconclusive above uncertainty {band['uncertainty_threshold']:.6f} (target val "
+        f"accuracy {band['target_accuracy']:g}"
+    )
+    if not band["reached"]:
+        line += ": not reached on val, every face would be inconclusive)"
+    else:
+        line += f"; val: {_kept_words(band, 'conclusive')})"
+    family = band.get("family")
+    if family is None:
+        return line + "\nno family threshold: no val fake was called fake"
+    line += f"\nfamily uncertain above {family['uncertainty_threshold']:.6f}"
+    if not family["reached"]:
+        return line + " (not reached on val: every fake's family would be uncertain)"
+    return line + f" (val fakes called fake: {_kept_words(family, 'family-certain')})"
+
+
+def _kept_words(record: dict, kept: str) -> str:
+    """What a fitted band threshold kept on val, in words."""
+    return (
+        f"{record['val_conclusive_share']:.1%} {kept}, accuracy "
+        f"{record['val_conclusive_accuracy']:.4f} on them (95 % lower bound "
+        f"{record['val_conclusive_accuracy_lower_95']:.4f} from the "
+        f"{record['val_conclusive_faces']} faces that set the threshold: optimistic for new "
+        f"faces), {record['val_accuracy']:.4f} on all"
+    )
+
+
+def _parity_line(int8: dict) -> str:
+    """What calibrate measured of the int8 model against fp32 on val, in one line."""
+    parity = int8["parity"]
+    verdict = "auto runs int8 on a CPU" if parity["int8_allowed"] else "auto keeps fp32"
+    figures = ", ".join(
+        f"{name} fp32 {parity['fp32'][key]:.4f} int8 {parity['int8'][key]:.4f}"
+        for name, key in (("AUC", "auc"), ("ECE", "ece_fake"))
+        if parity["fp32"][key] is not None and parity["int8"][key] is not None
+    )
+    changed = parity["verdict_changes"]
+    return (
+        f"int8: temperature {int8['temperature']:.4f}; {changed['faces']} of "
+        f"{parity['samples']} val verdicts changed ({parity['label_changes']} labels, "
+        f"{changed['inconclusive']} inconclusive, {changed.get('ood', 0)} OOD flags, at the fpr "
+        "thresholds "
+        f"{sum(changed['operating_points'].values())}; up to {changed['share_upper_95']:.2%} "
+        f"with 95 % confidence, at most {parity['max_label_change_share']:.0%} for auto), "
+        f"p(fake) by at most {parity['max_fake_change']:.4f}; {figures}: {verdict}"
+    )
