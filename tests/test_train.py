@@ -389,9 +389,14 @@ def test_settings_from_toml_and_their_errors(tmp_path):
         TrainSettings(data="d", out="o", overrides="fusion=sum")
 
 
-def test_a_commands_options_become_its_settings(tmp_path):
+def test_a_commands_options_become_its_settings(tmp_path, monkeypatch):
     """train and ablate read their options the one way: a file under the options, the options
-    alone, or nothing at all for a resume."""
+    alone, or nothing at all for a resume; their --data is checked there, before torch loads."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match="dataset folder not found: missing"):
+        resolve_train_settings({"data": ("missing",)}, out="o")
     file = tmp_path / "train.toml"
     file.write_text('[train]\ndata = "d"\nepochs = 2\nlr = 0.01\n')
     given = {"data": None, "epochs": 5, "lr": None}

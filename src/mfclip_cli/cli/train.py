@@ -123,7 +123,6 @@ def train(
         --out run/
       torchrun --nproc-per-node 4 -m mfclip_cli train --data faces/ --out run/
     """
-    from mfclip_cli.data.combine import check_data
     from mfclip_cli.engines.train.settings import resolve_train_settings
 
     given = dict(
@@ -150,7 +149,6 @@ def train(
         settings = resolve_train_settings(
             given, out=out, settings_file=settings_file, resume=resume
         )
-        check_data(settings.data, settings.label_map)
         from mfclip_cli.engines.train.training import train as run_training  # torch: seconds
 
         result = run_training(settings, resume=resume, device=device, console=error_console)

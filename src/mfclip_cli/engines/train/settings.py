@@ -14,7 +14,7 @@ from typing import Any
 import tomllib
 
 from mfclip_cli import __version__
-from mfclip_cli.data.combine import as_data_list
+from mfclip_cli.data.combine import as_data_list, check_data
 from mfclip_cli.engines.weights.store import resolve_clip_weights
 from mfclip_cli.errors import UsageError
 from mfclip_cli.model.config import apply_overrides, load_model_config, replace_config
@@ -164,7 +164,8 @@ def resolve_train_settings(
 ) -> TrainSettings:
     """A command's settings from its options (``given``: None where an option was not passed):
     a ``--settings`` file with the options over it, else the options alone; for a ``--resume``,
-    which takes none, the settings the run in ``out`` saved."""
+    which takes none, the settings the run in ``out`` saved. Their ``--data`` and label map are
+    checked here, before torch loads, for train and ablate alike."""
     chosen = {name: value for name, value in given.items() if value is not None}
     if resume:
         if chosen or settings_file:
@@ -172,12 +173,15 @@ def resolve_train_settings(
                 "--resume continues with the run's saved settings; "
                 f"drop {', '.join(sorted(chosen)) or '--settings'}"
             )
-        return resumed_settings(out)
-    if settings_file:
-        return load_train_settings(settings_file, out=out, **chosen)
-    if not chosen.get("data"):
+        settings = resumed_settings(out)
+    elif settings_file:
+        settings = load_train_settings(settings_file, out=out, **chosen)
+    elif not chosen.get("data"):
         raise UsageError("--data is required (or --settings FILE naming it)")
-    return TrainSettings(out=out, **chosen)
+    else:
+        settings = TrainSettings(out=out, **chosen)
+    check_data(settings.data, settings.label_map)
+    return settings
 
 
 PATH_SETTINGS = ("data", "out", "protocol", "label_map", "clip_weights")
