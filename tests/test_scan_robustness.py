@@ -571,6 +571,55 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
     assert alone.returncode == 0, alone.stderr
 
 
+def _avi_frames(raw: bytes) -> list[int]:
+    """Where each MJPG frame's chunk ('00dc', its size, then the JPEG) starts in an AVI."""
+    starts, at = [], raw.find(b"00dc")
+    while at >= 0:
+        if raw[at + 8 : at + 10] == b"\xff\xd8":
+            starts.append(at)
+        at = raw.find(b"00dc", at + 1)
+    return starts
+
+
+def test_a_damaged_frame_is_passed_over_and_a_counted_video_cut_by_a_frame_is_truncated(
+    weights, tmp_path
+):
+    """Audit L H1: OpenCV's grab() decodes, so a damaged frame failed it and was taken for the
+    end of the stream (a dashcam MJPG with three bad frames: every face after them unread). H2:
+    an AVI or MP4 index counts its frames, yet a stream stopping within half a second of that
+    count was called complete, exit 0."""
+    save_mjpeg_video(tmp_path / "full.avi", frames=30, fps=10.0)
+    raw = bytearray((tmp_path / "full.avi").read_bytes())
+    chunks = _avi_frames(bytes(raw))
+    assert len(chunks) == 30
+    for k in (3, 4, 5):  # the JPEG data of three frames zeroed
+        size = int.from_bytes(raw[chunks[k] + 4 : chunks[k] + 8], "little")
+        raw[chunks[k] + 8 : chunks[k] + 8 + size] = bytes(size)
+    (tmp_path / "damaged.avi").write_bytes(bytes(raw))
+    (tmp_path / "short.avi").write_bytes((tmp_path / "full.avi").read_bytes()[: chunks[28]])
+    result = run(str(tmp_path), "--weights", str(weights), "--fps", "10", "--jsonl", "-")
+    assert result.returncode == 3, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(result.stdout.splitlines())
+        if line["type"] == "file"
+    }
+    damaged, short = records["damaged.avi"], records["short.avi"]
+    assert damaged["video"]["frames_sampled"] == 27 and damaged["video"]["frames_unread"] == 0
+    assert {face["frame"] for face in damaged["faces"]} == set(range(30)) - {3, 4, 5}
+    assert damaged["video"]["incomplete"] == (
+        "3 frame(s) of the stream could not be decoded (from frame 3), the frames sampled were "
+        "read: the file is damaged"
+    )
+    video = short["video"]
+    assert video["frame_count"] == 30 and video["frames_sampled"] == 28
+    assert (
+        video["frames_unread"] == 2
+        and "stop at frame 28 of the 30 its header counts" in (video["incomplete"])
+    )
+    assert records["full.avi"]["video"]["incomplete"] is None
+
+
 def test_a_frame_count_the_container_overestimates_is_not_a_truncation(tmp_path):
     """Some containers only estimate their length: frames missing within its last half second
     are counted, not called a damaged file, and the stream's own count and length recorded."""

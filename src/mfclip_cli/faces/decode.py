@@ -9,6 +9,7 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import struct
@@ -222,9 +223,13 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 LONGEST_VIDEO_S = 7 * 24 * 3600.0
 # A frame within this of a sampling instant is on it: Matroska keeps times in milliseconds.
 TIME_SLACK_S = 0.001
-# Frames that end this much before the container's duration are a truncated file; less is what
-# the rounding of a duration, or a last frame's own length, accounts for.
+# Frames that end this much before the duration a container estimates are a truncated file; less
+# is what the rounding of a duration, or a last frame's own length, accounts for. A container that
+# counts its frames (an AVI header, an MP4/MOV index) is truncated by any frame short of its count.
 TAIL_SLACK_S = 0.5
+# Grabs failing in a row after which a stream has ended: FFmpeg decodes in grab(), so a damaged
+# frame fails it and the frames after it still come; failures that no frame follows are the end.
+MAX_UNDECODABLE_RUN = 64
 
 
 @dataclass
@@ -381,12 +386,23 @@ class _Clock:
         return 0.0 if self.last is None else self.last + self.step
 
 
-def _grabs(capture: Any, clock: _Clock) -> Iterator[float]:
-    """The time of each frame as it is grabbed (decoded, not converted), to the stream's end."""
+def _grabs(capture: Any, clock: _Clock, count: int = 0) -> Iterator[float | None]:
+    """The time of each frame as it is grabbed (decoded, not converted), None for a frame that
+    could not be decoded, to the stream's end: ``count`` frames where the container counts them,
+    else where grabbing fails more than ``MAX_UNDECODABLE_RUN`` times in a row (a first failure
+    taken for the end left the rest of a video with one damaged frame unread)."""
     import cv2
 
-    while capture.grab():
-        yield clock.time(capture.get(cv2.CAP_PROP_POS_MSEC))
+    frames = failed = 0
+    while not count or frames < count:
+        if capture.grab():
+            yield from itertools.repeat(None, failed)
+            frames, failed = frames + failed + 1, 0
+            yield clock.time(capture.get(cv2.CAP_PROP_POS_MSEC))
+        else:
+            failed += 1
+            if failed > MAX_UNDECODABLE_RUN:
+                return
 
 
 class FrameReader:
@@ -400,20 +416,31 @@ class FrameReader:
     codec, and a frame index must mean the same frame whenever the video is read.
 
     Once read, ``unread`` counts the sampled frames that could not be decoded (damaged, or past
-    where the stream ended; ``unread_from`` is the first), ``truncated`` says whether the stream
-    ended clearly before the container's duration, and a stream read to its end without that has
-    set ``info``'s frame count and duration to its own.
+    where the stream ended; ``unread_from`` is the first), ``undecodable`` the frames of the
+    stream read that could not be decoded (with ``rate``, the next frame that can stands in for a
+    damaged one), ``truncated`` says whether the stream ended before the container's count
+    (``exact``: an AVI header's, an MP4/MOV index's) or clearly before its duration, and a stream
+    read to its end without that has set ``info``'s frame count and duration to its own.
     """
 
     def __init__(
-        self, capture: Any, info: VideoInfo, wanted: list[int] | None = None, *, rate: float = 0.0
+        self,
+        capture: Any,
+        info: VideoInfo,
+        wanted: list[int] | None = None,
+        *,
+        rate: float = 0.0,
+        exact: bool = False,
     ):
         self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
+        self.exact = exact and info.frame_count > 0
         self.read = self.unread = 0
         self.damaged: list[int] = []
+        self.undecodable: list[int] = []
         self.unread_from: int | None = None
         self.truncated = False
         self._end = 0.0  # where the frames read end, in seconds
+        self._grabbed = 0  # frames of the stream read, decoded or not
         self._frames = self._read()  # one pass: chunks taken from it in turn continue it
 
     def __iter__(self) -> Iterator[VideoFrame]:
@@ -431,8 +458,17 @@ class FrameReader:
         due = 0  # with a rate, the next sampling instant is due / rate seconds
         try:
             if self.rate or target is not None:
-                for index, time in enumerate(_grabs(self.capture, clock)):
+                count = self.info.frame_count if self.exact else 0
+                for index, time in enumerate(_grabs(self.capture, clock, count)):
                     grabbed = index + 1
+                    if time is None:
+                        self.undecodable.append(index)
+                        if index == target:
+                            self.damaged.append(index)
+                            target = next(targets, None)
+                            if target is None:
+                                break
+                        continue
                     if index == target or (self.rate and time >= due / self.rate - TIME_SLACK_S):
                         ok, frame = self.capture.retrieve()
                         if ok:
@@ -468,25 +504,40 @@ class FrameReader:
             first = self.wanted[-missed] if missed else grabbed
         self.unread = missed + len(self.damaged)
         self.unread_from = min(self.damaged[:1] + ([first] if missed else []), default=None)
-        self.truncated = ended and _stops_short(clock.end, info)
-        self._end = clock.end
+        if self.exact:
+            self.truncated = ended and grabbed < info.frame_count
+        else:
+            self.truncated = ended and _stops_short(clock.end, info)
+        self._end, self._grabbed = clock.end, grabbed
         if ended and not self.truncated:
             info.frame_count, info.duration = grabbed, clock.end
 
     def shortfall(self) -> str | None:
-        """Why sampled frames are missing, once read, or None: all read, or only those that a
-        container's estimated count or duration placed past the stream's end."""
-        if not self.unread or not (self.truncated or self.damaged):
-            return None
-        where = (
-            f"; its frames stop at {self._end:.1f} s of the {self.info.duration:.1f} s it declares"
-            if self.truncated
-            else ""
-        )
-        return (
-            f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
-            f"(from frame {self.unread_from}): the file is truncated or damaged{where}"
-        )
+        """Why sampled frames are missing, or frames of the stream could not be decoded, once
+        read, or None: all read, or missing only where a container's estimated count or duration
+        placed them past the stream's end."""
+        if self.unread and (self.truncated or self.damaged):
+            where = ""
+            if self.truncated and self.exact:
+                where = (
+                    f"; its frames stop at frame {self._grabbed} of the "
+                    f"{self.info.frame_count} its header counts"
+                )
+            elif self.truncated:
+                where = (
+                    f"; its frames stop at {self._end:.1f} s of the {self.info.duration:.1f} s "
+                    "it declares"
+                )
+            return (
+                f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
+                f"(from frame {self.unread_from}): the file is truncated or damaged{where}"
+            )
+        if self.undecodable:
+            return (
+                f"{len(self.undecodable)} frame(s) of the stream could not be decoded (from frame "
+                f"{self.undecodable[0]}), the frames sampled were read: the file is damaged"
+            )
+        return None
 
 
 def _count_frames(capture: Any, info: VideoInfo) -> None:
@@ -510,20 +561,21 @@ def sample_video(
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     capture, info = open_video(path)
+    exact = _counts_its_frames(path)
     if not frames:
-        return info, FrameReader(capture, info, rate=fps or 1.0)
-    if not _counts_its_frames(path):
+        return info, FrameReader(capture, info, rate=fps or 1.0, exact=exact)
+    if not exact:
         _count_frames(capture, info)
         capture, _ = open_video(path)
     wanted = spread_indices(info.frame_count, frames)
     if not wanted:
         capture.release()
         raise DecodeError("video has no readable frames")
-    return info, FrameReader(capture, info, wanted)
+    return info, FrameReader(capture, info, wanted, exact=exact)
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
     """The frames of a video at ``indices`` (a scan's sampled frames, to show them again), in
     frame order; an index past the end is left out."""
     capture, info = open_video(path)
-    return FrameReader(capture, info, sorted(set(indices)))
+    return FrameReader(capture, info, sorted(set(indices)), exact=_counts_its_frames(path))
