@@ -582,6 +582,29 @@ def test_gaps_and_single_frame_tracks_follow_the_stated_rules():
     faces = seen(0.4, [0, 1, 3])
     link_tracks(faces)
     assert [face.track for face in faces] == [0, 0, 1]
+    # three samples of a 29.97 fps video are 3.003 s apart: one track, as at 30 fps (audit L M2)
+    faces = [_face_at(60, 10.0), _face_at(150, 10.0)]  # the same face, still
+    for face in faces:
+        face.timestamp = face.frame * 1001 / 30000
+    link_tracks(faces)
+    assert faces[1].timestamp - faces[0].timestamp > MAX_GAP_S
+    assert [face.track for face in faces] == [0, 0]
+
+
+def test_a_face_hidden_behind_another_does_not_take_its_track_when_they_part():
+    """Audit L M1: A walks right behind B, who walks left at the same height; unseen for two
+    frames, A came back on B's side and the linker gave each the other's track. A track unseen
+    under another face's box ends there: A comes back as a new track, B keeps its own."""
+    from mfclip_cli.engines.scan.tracks import link_tracks
+
+    a = {k: _face_at(k, 100.0 + 40 * k) for k in range(14) if k not in (7, 8)}
+    b = {k: _face_at(k, 700.0 - 40 * k) for k in range(14)}
+    faces = [face for k in range(14) for face in ([a[k]] if k in a else []) + [b[k]]]
+    link_tracks(faces)
+    assert len({face.track for face in b.values()}) == 1  # B followed throughout
+    before, after = {a[k].track for k in range(7)}, {a[k].track for k in range(9, 14)}
+    assert len(before) == len(after) == 1 and before != after
+    assert not (before | after) & {b[0].track}  # no track holds both people
 
 
 def test_a_spliced_fake_segment_makes_its_track_fake():

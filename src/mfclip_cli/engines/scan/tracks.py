@@ -9,12 +9,15 @@ a pair's cost is
     (1 - IoU of the boxes) + (mean distance of the five landmarks / diagonal of the track's box),
 
 and a pair is allowed only when IoU >= ``MIN_IOU`` or the landmark term <= ``MAX_LANDMARK``. Two
-people crossing keep their tracks: their landmarks stay apart even where their boxes overlap. A
-face left unmatched starts a new track. A track stays open for ``MAX_GAP_S`` seconds after its
-last face, however many frames are sampled meanwhile, then ends; a face that reappears later
+people crossing keep their tracks while both are seen: their landmarks stay apart even where
+their boxes overlap. A face left unmatched starts a new track. A track stays open for
+``MAX_GAP_S`` seconds after its last face (and ``GAP_SLACK_S`` for the sampled frames' own
+timing), however many frames are sampled meanwhile, then ends; a face that reappears later
 starts a new track (with ``--frames N`` on a long video, samples further apart than that are each
-a track of their own: who it is cannot be told across minutes). Tracks are numbered from 0 in
-order of first appearance.
+a track of their own: who it is cannot be told across minutes). A track that goes unseen where
+another track's face now covers its last box ends at once: a face hidden behind another cannot
+be told from it when they part (two people crossing in front of each other swapped tracks).
+Tracks are numbered from 0 in order of first appearance.
 
 Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
 fewer than half of its faces, the track is ``inconclusive`` (leaning to the label of the mean of
@@ -40,6 +43,9 @@ MIN_IOU = 0.3
 MAX_LANDMARK = 0.5  # mean landmark distance over the box diagonal
 # seconds after its last face before a track ends: three samples apart at scan's 1 fps
 MAX_GAP_S = 3.0
+# a sampled frame is the first at or after its instant, up to a frame late: three samples of a
+# 29.97 fps video are 3.003 s apart, which must not split a track that 30 fps keeps
+GAP_SLACK_S = 0.25
 MIN_FAKE_FACES = 2  # conclusive fake faces that make a track fake, whatever its mean says
 
 
@@ -83,7 +89,7 @@ def link_tracks(faces: Sequence[FaceRecord]) -> None:
         open_tracks = [
             (track, last)
             for track, last in open_tracks
-            if now - last.timestamp <= MAX_GAP_S + 1e-9  # type: ignore[operator]
+            if now - last.timestamp <= MAX_GAP_S + GAP_SLACK_S  # type: ignore[operator]
         ]
         costs = np.full((len(open_tracks), len(current)), np.inf)
         for r, (_, last) in enumerate(open_tracks):
@@ -97,7 +103,11 @@ def link_tracks(faces: Sequence[FaceRecord]) -> None:
             if face.track is None:
                 face.track, count = count, count + 1
         continued = {open_tracks[r][0] for r, _ in matched}
-        open_tracks = [(t, last) for t, last in open_tracks if t not in continued]
+        open_tracks = [
+            (t, last)
+            for t, last in open_tracks
+            if t not in continued and not any(_iou(last.box, face.box) > 0 for face in current)
+        ]  # unseen and covered by a face of this frame: hidden behind it, it ends here
         open_tracks += [(face.track, face) for face in current]  # type: ignore[misc]
 
 
