@@ -407,6 +407,21 @@ def test_an_estimated_frame_count_is_no_truncation(monkeypatch, tmp_path):
     assert (info.frame_count, info.duration) == (301, 12.04)  # what the file claims
 
 
+@pytest.mark.parametrize(
+    "kind, name", [("BMP", "a.mp4"), ("PPM", "b.avi"), ("JPEG2000", "c.mkv"), ("PNG", "d.mov")]
+)
+def test_an_image_named_like_a_video_is_read_as_an_image(tmp_path, kind, name):
+    """Audit L M5: a BMP, PPM or JPEG 2000 named .mp4/.avi/.mkv was decoded by FFmpeg as a
+    one-frame video (no EXIF orientation, no provenance checks, no decompression-bomb limit)."""
+    path = tmp_path / name
+    Image.fromarray(astronaut()).save(path, kind)
+    assert not holds_video(path)
+    decoded = decode_image(path)
+    assert decoded.format == kind and decoded.pixels.shape == (512, 512, 3)
+    (tmp_path / "text.mp4").write_bytes(b"BM, then no bitmap header at all" + bytes(32))
+    assert holds_video(tmp_path / "text.mp4")  # two letters are no proof
+
+
 def test_an_mpeg_transport_stream_named_on_its_own_is_a_video(tmp_path):
     """.ts is TypeScript too, so a walk passes it over, but a named one whose bytes are MPEG-TS
     is read as a video, as docs/scan.md says (audit W, H4), and so is an M2TS misnamed."""

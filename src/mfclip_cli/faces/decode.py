@@ -92,7 +92,17 @@ def is_video(path: Path) -> bool:
 
 
 # the first bytes of each kind, where they say it beyond doubt
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",  # JPEG 2000 (JP2)
+    b"\xffO\xffQ",  # JPEG 2000 codestream
+)
+BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}  # the DIB headers a BMP file may carry
 VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3",)  # Matroska / WebM (EBML)
 STILL_BRANDS = HEIF_BRANDS | {b"avif", b"avis"}  # ISO BMFF brands of still images
 
@@ -105,10 +115,23 @@ def holds_video(path: Path) -> bool:
     named_video, head = is_video(path), _head(path)
     riff = head[:4] == b"RIFF"
     if named_video:
-        return not (head.startswith(IMAGE_MAGIC) or (riff and head[8:12] == b"WEBP"))
+        return not (_still_image(head) or (riff and head[8:12] == b"WEBP"))
     container = head[4:8] == b"ftyp" and head[8:12] not in STILL_BRANDS
     avi = riff and head[8:12] == b"AVI "
     return container or head.startswith(VIDEO_MAGIC) or avi or _transport_stream(head)
+
+
+def _still_image(head: bytes) -> bool:
+    """Whether ``head`` opens an image beyond doubt: a signature of its own, a BMP's ``BM`` with
+    zero reserved bytes and a known header size, or a PNM's ``P1``-``P6`` and a blank (a BMP or
+    PPM named .mp4 was decoded by FFmpeg as a one-frame video: no orientation, no provenance)."""
+    bitmap = (
+        head[:2] == b"BM"
+        and head[6:10] == bytes(4)
+        and int.from_bytes(head[14:18], "little") in BMP_HEADER_SIZES
+    )
+    netpbm = len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2] in b" \t\r\n"
+    return head.startswith(IMAGE_MAGIC) or bitmap or netpbm
 
 
 def _transport_stream(head: bytes) -> bool:
