@@ -74,6 +74,10 @@ def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(
     assert resumed.returncode == uninterrupted.returncode, resumed.stderr
     assert "2 input(s) already recorded there were skipped, 2 scanned now" in resumed.stderr
     assert _file_records(again / "r.jsonl") == _file_records(whole / "r.jsonl")
+    # an exit code of 3 from earlier records is said, as this run's are (audit L M4)
+    earlier = sum(json.loads(line)["status"] == "error" for line in lines[1:3])
+    said = f"{earlier} input(s) recorded by earlier runs of r.jsonl could not be read"
+    assert (said in " ".join(resumed.stderr.split())) == (earlier > 0), resumed.stderr
     # the reports written whole hold every input, the skipped ones by their earlier records
     documents = [check_json_file(folder / "r.json", "scan") for folder in (whole, again)]
     assert documents[1]["files"] == documents[0]["files"]

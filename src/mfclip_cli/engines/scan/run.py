@@ -438,6 +438,14 @@ def _say_how_it_ended(
             highlight=False,
             markup=False,
         )
+    earlier = sum(failed for failed, *_ in tally.outcome.values()) - tally.failed
+    if skipped and earlier > 0:  # the exit code describes the whole report: say why it is 3
+        error_console.print(
+            f"{earlier} input(s) recorded by earlier runs of {request.jsonl_path} could not be "
+            "read, or only in part: the exit code counts them (their records say why)",
+            highlight=False,
+            markup=False,
+        )
     if not complete:
         error_console.print(
             f"[bold red]interrupted:[/] {written} input(s) written this run; "
