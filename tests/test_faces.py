@@ -301,8 +301,9 @@ class FakeCapture:
     ``damaged`` fail to decode, in grab() as FFmpeg's backend fails them (the frames after them
     still come)."""
 
-    def __init__(self, times_ms: list[float], fps: float, count: float, damaged=()):
+    def __init__(self, times_ms: list[float], fps: float, count: float, damaged=(), start=0):
         self.times, self.fps, self.count, self.damaged = times_ms, fps, count, set(damaged)
+        self.start = start  # the first frame's PTS, in frames: a stream starting late
         self.position = -1
 
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
@@ -318,6 +319,8 @@ class FakeCapture:
     def get(self, prop: int) -> float:
         if prop == cv2.CAP_PROP_POS_MSEC:  # OpenCV's 0 before the first frame and past the end
             return self.times[self.position] if 0 <= self.position < len(self.times) else 0.0
+        if prop == cv2.CAP_PROP_PTS:  # in frames, from the container's zero
+            return float(self.start + self.position)
         return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: self.count}.get(prop, 4.0)
 
     def release(self) -> None:
@@ -420,6 +423,25 @@ def test_an_image_named_like_a_video_is_read_as_an_image(tmp_path, kind, name):
     assert decoded.format == kind and decoded.pixels.shape == (512, 512, 3)
     (tmp_path / "text.mp4").write_bytes(b"BM, then no bitmap header at all" + bytes(32))
     assert holds_video(tmp_path / "text.mp4")  # two letters are no proof
+
+
+def test_a_stream_that_starts_late_is_no_truncation(monkeypatch, tmp_path):
+    """Audit L M3: a Matroska cut that keeps its source's times (ffmpeg -copyts) starts at 10 s;
+    its duration runs from 0 (14 s, an estimated 350 frames at 25 fps) where its frames' times
+    run from the first frame. It was "truncated", and --frames spread over 350 frames, missing
+    its faces. A late start that accounts for the difference is no truncation; one that does
+    not is still one."""
+    times = [40.0 * i for i in range(100)]
+    path = fake_video(monkeypatch, tmp_path / "cut.mkv", times, 25.0, 350, start=250)
+    info, frames = sample_video(path, fps=1.0)
+    assert [frame.index for frame in frames] == [0, 25, 50, 75]
+    assert (frames.unread, frames.shortfall(), info.frame_count) == (0, None, 100)
+    info, frames = sample_video(path, fps=None, frames=4)
+    assert [frame.index for frame in frames] == [12, 37, 62, 87] and info.frame_count == 100
+    path = fake_video(monkeypatch, path, times[:50], 25.0, 350, start=250)  # and cut at 2 s
+    _, frames = sample_video(path, fps=1.0)
+    assert [frame.index for frame in frames] == [0, 25]
+    assert "its frames stop at 2.0 s of the 14.0 s it declares" in frames.shortfall()
 
 
 def test_an_mpeg_transport_stream_named_on_its_own_is_a_video(tmp_path):

@@ -382,10 +382,20 @@ def open_video(path: Path) -> tuple[Any, VideoInfo]:
     return capture, info
 
 
-def _stops_short(end: float, info: VideoInfo) -> bool:
-    """Whether frames that end at ``end`` seconds stop clearly before the container's duration:
-    a truncated file, not an estimate's rounding or a last frame's own length."""
-    return info.duration > 0 and end < info.duration - TAIL_SLACK_S
+def _stops_short(clock: _Clock, info: VideoInfo) -> bool:
+    """Whether the frames read stop clearly before the container's duration: a truncated file,
+    not an estimate's rounding, a last frame's own length, or a stream that starts late (a
+    Matroska cut keeping its source's times: its duration runs from 0, its frames' times, as
+    OpenCV gives them, from the first frame)."""
+    return info.duration > 0 and _declared_end(clock, info) - clock.end > TAIL_SLACK_S
+
+
+def _declared_end(clock: _Clock, info: VideoInfo) -> float:
+    """Where the container says the stream ends, on its frames' clock: its duration, less the
+    first frame's start where that accounts for the difference (a late start is no truncation,
+    and its frames past the end none missed)."""
+    late = clock.offset > 0 and abs(clock.end + clock.offset - info.duration) <= TAIL_SLACK_S
+    return info.duration - clock.offset if late else info.duration
 
 
 class _Clock:
@@ -395,6 +405,11 @@ class _Clock:
     def __init__(self, fps: float):
         self.step = 1.0 / fps if fps > 0 else 0.0
         self.last: float | None = None
+        self.offset = 0.0  # seconds the first frame starts after the container's zero
+
+    def start(self, pts: float, decoder_ms: float) -> None:
+        """The first frame's presentation time in frames (OpenCV's PTS) and on the clock."""
+        self.offset = max(0.0, pts * self.step - decoder_ms / 1000.0)
 
     def time(self, decoder_ms: float) -> float:
         time = decoder_ms / 1000.0
@@ -421,7 +436,10 @@ def _grabs(capture: Any, clock: _Clock, count: int = 0) -> Iterator[float | None
         if capture.grab():
             yield from itertools.repeat(None, failed)
             frames, failed = frames + failed + 1, 0
-            yield clock.time(capture.get(cv2.CAP_PROP_POS_MSEC))
+            decoder_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            if clock.last is None:
+                clock.start(capture.get(cv2.CAP_PROP_PTS), decoder_ms)
+            yield clock.time(decoder_ms)
         else:
             failed += 1
             if failed > MAX_UNDECODABLE_RUN:
@@ -520,7 +538,7 @@ class FrameReader:
         info = self.info
         if self.rate:  # the instants from the next due to the container's last frame (one a frame)
             rate = min(self.rate, info.fps) if info.fps > 0 else self.rate
-            span = info.duration - clock.step - due / self.rate + TIME_SLACK_S
+            span = _declared_end(clock, info) - clock.step - due / self.rate + TIME_SLACK_S
             missed, first = (math.floor(span * rate) + 1 if ended and span >= 0 else 0), grabbed
         else:
             missed = len(self.wanted) - self.read - len(self.damaged)
@@ -530,7 +548,7 @@ class FrameReader:
         if self.exact:
             self.truncated = ended and grabbed < info.frame_count
         else:
-            self.truncated = ended and _stops_short(clock.end, info)
+            self.truncated = ended and _stops_short(clock, info)
         self._end, self._grabbed = clock.end, grabbed
         if ended and not self.truncated:
             info.frame_count, info.duration = grabbed, clock.end
@@ -571,7 +589,7 @@ def _count_frames(capture: Any, info: VideoInfo) -> None:
         count = sum(1 for _ in _grabs(capture, clock))
     finally:
         capture.release()
-    if not _stops_short(clock.end, info):  # else the frames past the end are missed, and said
+    if not _stops_short(clock, info):  # else the frames past the end are missed, and said
         info.frame_count, info.duration = count, clock.end
 
 
