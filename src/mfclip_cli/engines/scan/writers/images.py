@@ -166,7 +166,7 @@ class ExplainSink(AnnotateSink):
         for face in record.faces:
             if face.evidence is None:
                 continue
-            frame = "" if face.frame is None else f".frame{face.frame}"
+            frame = "" if face.frame is None else f".frame{face.frame:06d}"
             target = self.folder / f"{self._stem(record)}{frame}.face{face.index}.png"
             try:
                 sheet = draw_evidence(face.evidence, face.richest_patch)
