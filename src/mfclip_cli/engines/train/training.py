@@ -183,9 +183,6 @@ class Trainer:
         self.run = Path(settings.out)
         self.held: int | None = None  # the run folder, locked by the main process (_hold)
         self._check_run_folder(resume)
-        if resume and self.world.main:
-            self._hold()
-            self._say_other_environment()
         # a config that cannot work is reported before the data is read
         config = None if resume else self.settings.model_config()
         self.index: DataIndex = read_datasets(
@@ -268,6 +265,9 @@ class Trainer:
         self.reported_unreadable: set[tuple[str, str]] = set()  # (split, path) warned of
         if not resume:
             self._start_run_folder()
+        elif self.world.main:  # last, so that no later failure of the start leaves it held
+            self._hold()
+            self._say_other_environment()
 
     def _check_run_folder(self, resume: bool) -> None:
         if resume:
@@ -294,6 +294,12 @@ class Trainer:
                 "processes may outlive a killed torchrun); stop it, then --resume"
             ) from None
         self.held = descriptor
+
+    def release(self) -> None:
+        """Unlock the run folder (``train`` does once the run ends, however it ends)."""
+        if self.held is not None:
+            os.close(self.held)
+            self.held = None
 
     def _say_other_environment(self) -> None:
         """A run resumed on another device, thread count or library version goes on, but its
@@ -349,7 +355,6 @@ class Trainer:
         self.world.barrier()
         if self.world.main:
             self.run.mkdir(parents=True, exist_ok=True)
-            self._hold()
             record = {
                 "schema_version": SCHEMA_VERSION,
                 "mfclip_version": __version__,
@@ -357,6 +362,7 @@ class Trainer:
                 "environment": self.environment,
             }
             write_json_atomic(self.run / SETTINGS_FILE, {**record, **asdict(self.settings)})
+            self._hold()
 
     def forget_unresumable_start(self) -> None:
         """A run that failed before its first ``last.*`` save cannot be resumed; remove what it
@@ -765,3 +771,5 @@ def train(
     except BaseException:
         trainer.forget_unresumable_start()
         raise
+    finally:
+        trainer.release()
