@@ -619,7 +619,7 @@ def test_a_damaged_frame_is_passed_over_and_a_counted_video_cut_by_a_frame_is_tr
     assert video["frame_count"] == 30 and video["frames_sampled"] == 28
     assert (
         video["frames_unread"] == 2
-        and "stop at frame 28 of the 30 its header counts" in (video["incomplete"])
+        and "its stream gives 28 of the 30 frames its header counts" in (video["incomplete"])
     )
     assert records["full.avi"]["video"]["incomplete"] is None
 

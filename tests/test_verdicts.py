@@ -605,6 +605,13 @@ def test_a_face_hidden_behind_another_does_not_take_its_track_when_they_part():
     before, after = {a[k].track for k in range(7)}, {a[k].track for k in range(9, 14)}
     assert len(before) == len(after) == 1 and before != after
     assert not (before | after) & {b[0].track}  # no track holds both people
+    # side by side, boxes touching (2 px), one missed for a frame: both keep their tracks
+    left = {k: _face_at(k, 100.0) for k in range(6) if k != 3}
+    right = {k: _face_at(k, 198.0) for k in range(6)}
+    faces = [face for k in range(6) for face in ([left[k]] if k in left else []) + [right[k]]]
+    link_tracks(faces)
+    assert len({face.track for face in left.values()}) == 1
+    assert len({face.track for face in right.values()}) == 1
 
 
 def test_a_spliced_fake_segment_makes_its_track_fake():

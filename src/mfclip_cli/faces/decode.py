@@ -246,9 +246,10 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 LONGEST_VIDEO_S = 7 * 24 * 3600.0
 # A frame within this of a sampling instant is on it: Matroska keeps times in milliseconds.
 TIME_SLACK_S = 0.001
-# Frames that end this much before the duration a container estimates are a truncated file; less
-# is what the rounding of a duration, or a last frame's own length, accounts for. A container that
-# counts its frames (an AVI header, an MP4/MOV index) is truncated by any frame short of its count.
+# Frames that end this much before the container's duration are a truncated file; less is what
+# the rounding of an estimated duration, a last frame's own length, or an MP4 edit list (a clip cut
+# with ffmpeg -ss -c copy indexes frames it does not play) accounts for. An AVI header counts the
+# frames it holds: a stream short of that count by any frame is truncated or damaged.
 TAIL_SLACK_S = 0.5
 # Grabs failing in a row after which a stream has ended: FFmpeg decodes in grab(), so a damaged
 # frame fails it and the frames after it still come; failures that no frame follows are the end.
@@ -332,9 +333,15 @@ def _iso_layout(path: Path) -> str | None:
 
 def _counts_its_frames(path: Path) -> bool:
     """Whether the container's header counts the frames (an indexed MP4/MOV, an AVI), so that
-    OpenCV's count is exact; others only estimate it from their duration and nominal rate."""
+    OpenCV's count is taken as it is; others only estimate it from their duration and nominal
+    rate."""
+    return _is_avi(path) or _iso_layout(path) == "indexed"
+
+
+def _is_avi(path: Path) -> bool:
+    """An AVI, whose header counts the frames it holds: no edit list hides any of them."""
     head = _head(path)
-    return (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or _iso_layout(path) == "indexed"
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
 
 
 # why OpenCV could not open a file, where its boxes say it
@@ -424,18 +431,18 @@ class _Clock:
         return 0.0 if self.last is None else self.last + self.step
 
 
-def _grabs(capture: Any, clock: _Clock, count: int = 0) -> Iterator[float | None]:
+def _grabs(capture: Any, clock: _Clock) -> Iterator[float | None]:
     """The time of each frame as it is grabbed (decoded, not converted), None for a frame that
-    could not be decoded, to the stream's end: ``count`` frames where the container counts them,
-    else where grabbing fails more than ``MAX_UNDECODABLE_RUN`` times in a row (a first failure
-    taken for the end left the rest of a video with one damaged frame unread)."""
+    could not be decoded, to the stream's end: where grabbing fails more than
+    ``MAX_UNDECODABLE_RUN`` times in a row (a first failure taken for the end left the rest of a
+    video with one damaged frame unread; a header's count is no end either: it can be wrong)."""
     import cv2
 
-    frames = failed = 0
-    while not count or frames < count:
+    failed = 0
+    while True:
         if capture.grab():
             yield from itertools.repeat(None, failed)
-            frames, failed = frames + failed + 1, 0
+            failed = 0
             decoder_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             if clock.last is None:
                 clock.start(capture.get(cv2.CAP_PROP_PTS), decoder_ms)
@@ -459,9 +466,9 @@ class FrameReader:
     Once read, ``unread`` counts the sampled frames that could not be decoded (damaged, or past
     where the stream ended; ``unread_from`` is the first), ``undecodable`` the frames of the
     stream read that could not be decoded (with ``rate``, the next frame that can stands in for a
-    damaged one), ``truncated`` says whether the stream ended before the container's count
-    (``exact``: an AVI header's, an MP4/MOV index's) or clearly before its duration, and a stream
-    read to its end without that has set ``info``'s frame count and duration to its own.
+    damaged one), ``truncated`` says whether the stream ended short of the container's count
+    (``exact``: an AVI header's) or clearly before its duration, and a stream read to its end
+    without that has set ``info``'s frame count and duration to its own.
     """
 
     def __init__(
@@ -499,8 +506,7 @@ class FrameReader:
         due = 0  # with a rate, the next sampling instant is due / rate seconds
         try:
             if self.rate or target is not None:
-                count = self.info.frame_count if self.exact else 0
-                for index, time in enumerate(_grabs(self.capture, clock, count)):
+                for index, time in enumerate(_grabs(self.capture, clock)):
                     grabbed = index + 1
                     if time is None:
                         self.undecodable.append(index)
@@ -561,8 +567,8 @@ class FrameReader:
             where = ""
             if self.truncated and self.exact:
                 where = (
-                    f"; its frames stop at frame {self._grabbed} of the "
-                    f"{self.info.frame_count} its header counts"
+                    f"; its stream gives {self._grabbed} of the {self.info.frame_count} frames "
+                    "its header counts"
                 )
             elif self.truncated:
                 where = (
@@ -602,10 +608,10 @@ def sample_video(
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     capture, info = open_video(path)
-    exact = _counts_its_frames(path)
+    exact = _is_avi(path)
     if not frames:
         return info, FrameReader(capture, info, rate=fps or 1.0, exact=exact)
-    if not exact:
+    if not _counts_its_frames(path):
         _count_frames(capture, info)
         capture, _ = open_video(path)
     wanted = spread_indices(info.frame_count, frames)
@@ -619,4 +625,4 @@ def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
     """The frames of a video at ``indices`` (a scan's sampled frames, to show them again), in
     frame order; an index past the end is left out."""
     capture, info = open_video(path)
-    return FrameReader(capture, info, sorted(set(indices)), exact=_counts_its_frames(path))
+    return FrameReader(capture, info, sorted(set(indices)), exact=_is_avi(path))

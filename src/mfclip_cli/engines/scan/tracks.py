@@ -15,8 +15,9 @@ their boxes overlap. A face left unmatched starts a new track. A track stays ope
 timing), however many frames are sampled meanwhile, then ends; a face that reappears later
 starts a new track (with ``--frames N`` on a long video, samples further apart than that are each
 a track of their own: who it is cannot be told across minutes). A track that goes unseen where
-another track's face now covers its last box ends at once: a face hidden behind another cannot
-be told from it when they part (two people crossing in front of each other swapped tracks).
+a face of the frame covers a tenth or more of its last box ends at once: a face hidden behind
+another cannot be told from it when they part (two people crossing in front of each other
+swapped tracks).
 Tracks are numbered from 0 in order of first appearance.
 
 Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
@@ -47,6 +48,8 @@ MAX_GAP_S = 3.0
 # 29.97 fps video are 3.003 s apart, which must not split a track that 30 fps keeps
 GAP_SLACK_S = 0.25
 MIN_FAKE_FACES = 2  # conclusive fake faces that make a track fake, whatever its mean says
+# the share of an unseen track's last box another face must cover to have hidden it
+HIDDEN_SHARE = 0.1
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -55,6 +58,15 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def _covered(box: Sequence[float], by: Sequence[float]) -> bool:
+    """Whether ``by`` covers at least ``HIDDEN_SHARE`` of ``box``'s area: a face there hides the
+    face last seen at ``box`` (two people side by side, boxes touching, do not)."""
+    width = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    height = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return area > 0 and width * height >= HIDDEN_SHARE * area
 
 
 def pair_cost(last: FaceRecord, face: FaceRecord) -> float | None:
@@ -106,7 +118,7 @@ def link_tracks(faces: Sequence[FaceRecord]) -> None:
         open_tracks = [
             (t, last)
             for t, last in open_tracks
-            if t not in continued and not any(_iou(last.box, face.box) > 0 for face in current)
+            if t not in continued and not any(_covered(last.box, face.box) for face in current)
         ]  # unseen and covered by a face of this frame: hidden behind it, it ends here
         open_tracks += [(face.track, face) for face in current]  # type: ignore[misc]
 
