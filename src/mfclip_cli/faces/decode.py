@@ -575,9 +575,11 @@ class FrameReader:
                     f"; its frames stop at {self._end:.1f} s of the {self.info.duration:.1f} s "
                     "it declares"
                 )
+            # with --fps the frames missed are instants past the stream's end, not frames it has
+            start = "where the stream ends at" if self.rate else "from"
             return (
                 f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
-                f"(from frame {self.unread_from}): the file is truncated or damaged{where}"
+                f"({start} frame {self.unread_from}): the file is truncated or damaged{where}"
             )
         if self.undecodable:
             return (
