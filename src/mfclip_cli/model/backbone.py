@@ -151,7 +151,9 @@ class FunctionalLoraMultiheadAttention(PeftLoraMultiheadAttention):
     base tensors are never written, and gradients reach only the adapters.
     """
 
-    def forward(self, query: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, query: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self._check_forward_args(query, *args, **kwargs)
         base = self.get_base_layer()
         active = [name for name in self.active_adapters if name in self.lora_A]

@@ -219,8 +219,8 @@ def _interval(values: np.ndarray, level: float) -> list[float] | None:
 
 
 def bootstrap_intervals(
-    y_true,
-    score,
+    y_true: ArrayLike,
+    score: ArrayLike,
     *,
     fprs: Sequence[float] = (),
     thresholds: Sequence[float] = (),
@@ -382,7 +382,7 @@ def subset_mean(subsets: Sequence[dict]) -> dict:
 
 
 def video_level(
-    keys: Sequence[str | None], labels: Sequence[str], probs
+    keys: Sequence[str | None], labels: Sequence[str], probs: ArrayLike
 ) -> tuple[list, list[str], np.ndarray]:
     """Collapse frame predictions into one prediction per video: the mean of its frames'
     probabilities.
@@ -420,7 +420,7 @@ def video_level(
 
 
 def video_metrics(
-    keys: Sequence[str | None], labels: Sequence[str], probs, threshold: float = 0.5
+    keys: Sequence[str | None], labels: Sequence[str], probs: ArrayLike, threshold: float = 0.5
 ) -> dict | None:
     """``detection_metrics`` over ``video_level`` items, or ``None`` when no sample has a video key.
 
@@ -434,7 +434,7 @@ def video_metrics(
 
 
 def reliability_bins(
-    prob, outcome, bins: int = CALIBRATION_BINS
+    prob: ArrayLike, outcome: ArrayLike, bins: int = CALIBRATION_BINS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width bin of predicted probability: ``(count, mean prediction, observed
     frequency)``.
