@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CLASS_NAMES = ("real", "diffusion", "gan")  # the 3-way head's classes, in its order
+REAL_INDEX = CLASS_NAMES.index("real")  # p(real)'s column: a fake score is 1 minus it
 
 
 @dataclass(frozen=True)

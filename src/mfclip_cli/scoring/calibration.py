@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mfclip_cli.errors import UsageError
-from mfclip_cli.labels import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES, REAL_INDEX
 from mfclip_cli.scoring.fpr_bounds import fpr_support, unsupported_message
 from mfclip_cli.scoring.inconclusive import INCONCLUSIVE, TARGET_ACCURACY, fit_uncertainty_threshold
 from mfclip_cli.scoring.metrics import rates_at_threshold, threshold_at_fpr
@@ -49,9 +49,6 @@ def temperature_warning(record: dict[str, Any] | None) -> str | None:
         "calibrated probabilities are near uniform and every face will be inconclusive; check "
         "that the checkpoint was trained for this data, or train it longer"
     )
-
-
-_REAL = CLASS_NAMES.index("real")
 
 
 class CalibrationError(UsageError):
@@ -165,8 +162,8 @@ def fit_calibration(
         raise CalibrationError(problem)
     classes = _class_indices(labels)
     temperature = fit_temperature(logits, classes)
-    is_fake = (classes != _REAL).astype(np.int64)
-    score = 1.0 - softmax(logits, temperature)[:, _REAL]
+    is_fake = (classes != REAL_INDEX).astype(np.int64)
+    score = 1.0 - softmax(logits, temperature)[:, REAL_INDEX]
     n_real = int(len(labels) - is_fake.sum())
     thresholds = {}
     for fpr in fprs:

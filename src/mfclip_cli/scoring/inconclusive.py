@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mfclip_cli.labels import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES, REAL_INDEX
 from mfclip_cli.scoring.fpr_bounds import fpr_upper_bound
 
 INCONCLUSIVE = "inconclusive"
@@ -58,7 +58,6 @@ MIN_LOWER_BOUND = 0.5
 REASONS = ("uncertain", "ood", "unstable", "operating_point")  # in the order a record lists them
 BINARY, THREE_CLASS = "binary", "3-class"  # the uncertainty measures (module docstring)
 FAMILIES = ("diffusion", "gan")
-_REAL = CLASS_NAMES.index("real")
 _FAMILY_COLUMNS = [CLASS_NAMES.index(family) for family in FAMILIES]
 
 
@@ -85,7 +84,7 @@ def uncertainties(probs: np.ndarray, measure: str = BINARY) -> np.ndarray:
         return _normalised_entropy(values)
     if measure != BINARY:
         raise ValueError(f"no uncertainty measure {measure!r} (known: {BINARY}, {THREE_CLASS})")
-    real = values[:, _REAL]
+    real = values[:, REAL_INDEX]
     return _normalised_entropy(np.stack([real, values.sum(axis=1) - real], axis=1))
 
 
@@ -97,7 +96,7 @@ def family_uncertainties(probs: np.ndarray) -> np.ndarray:
 
 def _said_fake(probs: np.ndarray) -> np.ndarray:
     """[N] each face's call at ``FIT_FAKE_THRESHOLD``: fake or not."""
-    return 1.0 - np.asarray(probs)[:, _REAL] >= FIT_FAKE_THRESHOLD
+    return 1.0 - np.asarray(probs)[:, REAL_INDEX] >= FIT_FAKE_THRESHOLD
 
 
 def binary_right(labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
@@ -264,7 +263,7 @@ def called_real_leaning_fake(probs: np.ndarray, fake_threshold: float) -> np.nda
     ``FIT_FAKE_THRESHOLD``, the one the band vouches for, is fake (fake scores compared in
     float64, as the labels are). A lower threshold's extra fakes are not counted: a stricter gate
     asked for them."""
-    score = 1.0 - np.asarray(probs, dtype=np.float64)[:, _REAL]
+    score = 1.0 - np.asarray(probs, dtype=np.float64)[:, REAL_INDEX]
     return (score >= FIT_FAKE_THRESHOLD) & (score < fake_threshold)
 
 
@@ -339,7 +338,9 @@ def band_report(
     marked = inconclusive_mask(probs, band, ood, fake_threshold)
     kept = ~marked
     is_fake = np.array([label != "real" for label in labels], dtype=bool)
-    called_fake = 1.0 - np.asarray(probs)[:, _REAL] >= fake_threshold if len(probs) else is_fake
+    called_fake = (
+        1.0 - np.asarray(probs)[:, REAL_INDEX] >= fake_threshold if len(probs) else is_fake
+    )
     return {
         "uncertainty_threshold": shown_threshold(band.threshold),
         "measure": band.measure,

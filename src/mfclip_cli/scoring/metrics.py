@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mfclip_cli.labels import CLASS_NAMES
+from mfclip_cli.labels import CLASS_NAMES, REAL_INDEX
 
 if TYPE_CHECKING:
     from mfclip_cli.data import Sample
 
-_REAL = CLASS_NAMES.index("real")
 CALIBRATION_BINS = 15
 
 
@@ -331,8 +330,8 @@ def detection_metrics(labels: Sequence[str], probs: ArrayLike, threshold: float 
     """
     y = _class_indices(labels)
     p = _probs_matrix(probs, y.size)
-    is_fake = y != _REAL
-    fake_score = 1.0 - p[:, _REAL]
+    is_fake = y != REAL_INDEX
+    fake_score = 1.0 - p[:, REAL_INDEX]
     said_fake = fake_score >= threshold
     binary_right = said_fake == is_fake
 
@@ -480,8 +479,8 @@ def calibration_metrics(
     """
     y = _class_indices(labels)
     p = _probs_matrix(probs, y.size)
-    is_fake = (y != _REAL).astype(np.float64)
-    fake_score = 1.0 - p[:, _REAL]
+    is_fake = (y != REAL_INDEX).astype(np.float64)
+    fake_score = 1.0 - p[:, REAL_INDEX]
     right = (p.argmax(axis=1) == y).astype(np.float64)
     onehot = np.eye(len(CLASS_NAMES))[y]
     result = {

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mfclip_cli.errors import UsageError
-from mfclip_cli.labels import CLASS_NAMES
+from mfclip_cli.labels import REAL_INDEX
 from mfclip_cli.model import Detector
 from mfclip_cli.model.quantize import quantize_int8
 from mfclip_cli.scoring.calibration import softmax
@@ -44,7 +44,6 @@ REQUESTABLE = (AUTO, FP32, INT8)
 MAX_LABEL_CHANGE_SHARE = 0.01
 INT8_KEY = "int8"  # the calibration record's entry for the int8 model
 LABEL_THRESHOLD = 0.5  # parity compares labels at scan's default fake threshold
-_REAL = CLASS_NAMES.index("real")
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ def measure_parity(
     fp32_temperature, int8_temperature = fp32_fit["temperature"], int8_fit["temperature"]
     fp32 = softmax(fp32_logits, fp32_temperature)
     int8 = softmax(int8_logits, int8_temperature)
-    change = np.abs(fp32[:, _REAL] - int8[:, _REAL])  # |change of 1 - p(real)|
+    change = np.abs(fp32[:, REAL_INDEX] - int8[:, REAL_INDEX])  # |change of 1 - p(real)|
     label_changed = verdict_labels(fp32, LABEL_THRESHOLD) != verdict_labels(int8, LABEL_THRESHOLD)
     flags = ood_flags or (None, None)
     band_changed = _inconclusive(fp32, fp32_fit, flags[0]) != _inconclusive(

@@ -12,11 +12,16 @@ import numpy as np
 from mfclip_cli.files import readable
 from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.provenance.record import ProvenanceRecord
-from mfclip_cli.scoring.inconclusive import BINARY, FAMILIES, family_uncertainties, uncertainties
+from mfclip_cli.scoring.inconclusive import (
+    BINARY,
+    FAMILIES,
+    INCONCLUSIVE,
+    family_uncertainties,
+    uncertainties,
+)
 
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR)
-INCONCLUSIVE = "inconclusive"  # the label of a face the model cannot support a verdict on
 
 
 def _round(values: np.ndarray | list[float], digits: int = 2) -> list:
