@@ -32,10 +32,8 @@ Assumptions (each is a setting unless noted):
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +45,7 @@ from mfclip_cli.model.config import (
     CLASS_NAMES,
     ClipSettings,
     PreprocessSettings,
-    _build,
+    SettingsDocument,
 )
 from mfclip_cli.model.detectors import Detector, LossTerms
 from mfclip_cli.model.towers import ClipTowers, inference_towers
@@ -58,8 +56,10 @@ HEAD_INIT_STD = 0.02
 
 
 @dataclass(frozen=True)
-class ClipProbeSettings:
+class ClipProbeSettings(SettingsDocument):
     """Every setting of the CLIP probe as data (see the module's Assumptions)."""
+
+    document = f"{DETECTOR} config"
 
     name: str = DETECTOR
     detector: str = DETECTOR
@@ -75,15 +75,6 @@ class ClipProbeSettings:
             raise ConfigError(f"not a {DETECTOR} config: its detector is {self.detector!r}")
         if tuple(self.classes) != CLASS_NAMES:
             raise ConfigError(f"classes must be {list(CLASS_NAMES)}, not {list(self.classes)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON document that ``from_dict`` reads back."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ClipProbeSettings:
-        """Settings from a JSON document; every key is type-checked, unknown keys refused."""
-        return _build(cls, data, f"{DETECTOR} config")
 
 
 class ClipProbe(Detector):

@@ -16,7 +16,7 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import tomllib
 
@@ -28,6 +28,23 @@ PROMPT_LEVELS = ("authenticity", "forgery_type", "family", "generator")
 FALSE_NEGATIVE_RULES = ("prompts", "embeddings")
 HARDNESS_AMONG = ("relevant", "negatives")
 MFCLIP_DETECTOR = "mfclip"
+
+
+class SettingsDocument:
+    """A detector's settings as the JSON document its checkpoints store: ``to_dict`` writes it,
+    ``from_dict`` reads it back, every key type-checked and unknown keys refused (a frozen
+    dataclass mixes it in and names its ``document`` for the messages)."""
+
+    document: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON document that ``from_dict`` reads back."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Settings from a JSON document; every key is type-checked, unknown keys refused."""
+        return _build(cls, data, cls.document)
 
 
 @dataclass(frozen=True)
@@ -251,7 +268,7 @@ def _with_prompt_set(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SettingsDocument):
     """MFCLIP's configuration; other detectors have their own (``detectors.py``)."""
 
     name: str
@@ -289,9 +306,6 @@ class ModelConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """The config a document describes, its prompt set's wording under its own keys."""
         return _build(cls, _with_prompt_set(data), "config")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def highlights(self) -> dict[str, Any]:
         """What a checkpoint's sidecar repeats of it for people (``Detector``'s settings)."""

@@ -2,7 +2,8 @@
 
 A model config names its ``detector`` (MFCLIP's may leave it out: the configs and checkpoints
 written before there was a choice). Each detector lives in a module of its own with a settings
-dataclass (its config: ``from_dict``, ``to_dict``, a ``name`` and a ``detector`` field, and
+dataclass (its config, a ``config.SettingsDocument``: ``from_dict``, ``to_dict``, a ``name`` and a
+``detector`` field, and
 optionally ``highlights()``, what a checkpoint's sidecar repeats of it for people), a factory
 (``build_model``, ``build_mclcr``, ``build_clip_probe``, named by ``DetectorKind.factory``; an
 optional ``DetectorKind.scoring`` builds a lighter model for the scan) and a model with the

@@ -60,12 +60,10 @@ Assumptions (every choice the paper's abstract does not fix; each is a setting u
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +71,7 @@ from torch import nn
 
 from mfclip_cli.errors import BackboneError, ConfigError
 from mfclip_cli.labels import CLASS_NAMES, LabelSet
-from mfclip_cli.model.config import PreprocessSettings, _build
+from mfclip_cli.model.config import PreprocessSettings, SettingsDocument
 from mfclip_cli.model.detectors import Detector, LossTerms
 
 DETECTOR = "mc-lcr"
@@ -83,8 +81,10 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
-class MCLCRSettings:
+class MCLCRSettings(SettingsDocument):
     """Every hyper-parameter of MC-LCR as data (see the module's Assumptions)."""
+
+    document = f"{DETECTOR} config"
 
     name: str = DETECTOR
     detector: str = DETECTOR
@@ -156,15 +156,6 @@ class MCLCRSettings:
     def patch_grid(self) -> int:
         """Patches along each side of the frequency stream's centre crop."""
         return self.crop_size // self.patch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON document that ``from_dict`` reads back."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MCLCRSettings:
-        """Settings from a JSON document; every key is type-checked, unknown keys refused."""
-        return _build(cls, data, f"{DETECTOR} config")
 
 
 # --- building blocks ------------------------------------------------------------------------
