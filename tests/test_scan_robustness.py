@@ -47,6 +47,15 @@ def photos(tmp_path_factory):
     return root
 
 
+def _records_by_name(stdout: str) -> dict[str, dict]:
+    """A --jsonl - stream's file records, checked against the schema, by file name."""
+    return {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(stdout.splitlines())
+        if line["type"] == "file"
+    }
+
+
 def _lines(path: Path) -> list[dict]:
     return check_scan_lines(path.read_text().splitlines())
 
@@ -468,11 +477,7 @@ def test_a_folders_loops_fifos_and_broken_videos_get_records_and_ffmpeg_stays_qu
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4000))
     result = run(str(tmp_path), "--weights", str(weights), "--jsonl", "-")
     assert result.returncode == 3, result.stderr
-    records = {
-        Path(line["path"]).name: line
-        for line in check_scan_lines(result.stdout.splitlines())
-        if line["type"] == "file"
-    }
+    records = _records_by_name(result.stdout)
     assert records["loop"]["status"] == "error" and "symbolic link loop" in records["loop"]["error"]
     assert records["photo.png"]["status"] == "no_face"
     assert records["pipe.jpg"]["status"] == "error"
@@ -549,11 +554,7 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
     (tmp_path / "cut.avi").write_bytes(raw[: len(raw) // 2])
     result = run(str(tmp_path), "--weights", str(weights), "--fps", "10", "--jsonl", "-")
     assert result.returncode == 3, result.stderr
-    records = {
-        Path(line["path"]).name: line
-        for line in check_scan_lines(result.stdout.splitlines())
-        if line["type"] == "file"
-    }
+    records = _records_by_name(result.stdout)
     full, cut = records["full.avi"]["video"], records["cut.avi"]["video"]
     assert full["frames_sampled"] == 30 and full["frames_unread"] == 0
     assert full["incomplete"] is None
@@ -603,11 +604,7 @@ def test_a_damaged_frame_is_passed_over_and_a_counted_video_cut_by_a_frame_is_tr
     (tmp_path / "short.avi").write_bytes((tmp_path / "full.avi").read_bytes()[: chunks[28]])
     result = run(str(tmp_path), "--weights", str(weights), "--fps", "10", "--jsonl", "-")
     assert result.returncode == 3, result.stderr
-    records = {
-        Path(line["path"]).name: line
-        for line in check_scan_lines(result.stdout.splitlines())
-        if line["type"] == "file"
-    }
+    records = _records_by_name(result.stdout)
     damaged, short = records["damaged.avi"], records["short.avi"]
     assert damaged["video"]["frames_sampled"] == 27 and damaged["video"]["frames_unread"] == 0
     assert {face["frame"] for face in damaged["faces"]} == set(range(30)) - {3, 4, 5}
@@ -878,11 +875,7 @@ def test_a_misnamed_file_is_scanned_as_what_its_bytes_are(weights, tmp_path):
     copies = tmp_path / "copies"
     result = run(str(evidence), "--weights", str(weights), "--jsonl", "-", f"--annotate={copies}")
     assert result.returncode == 0, result.stderr
-    records = {
-        Path(line["path"]).name: line
-        for line in check_scan_lines(result.stdout.splitlines())
-        if line["type"] == "file"
-    }
+    records = _records_by_name(result.stdout)
     photo, clip = records["photo.mp4"], records["clip.jpg"]
     assert photo["format"] == "JPEG" and len(photo["faces"]) == 1 and "video" not in photo
     assert Path(photo["annotation"]["path"]).is_file()
