@@ -576,7 +576,8 @@ class FrameReader:
                     "it declares"
                 )
             # with --fps the frames missed are instants past the stream's end, not frames it has
-            start = "where the stream ends at" if self.rate else "from"
+            past_end = self.rate and self.unread_from not in self.damaged
+            start = "where the stream ends at" if past_end else "from"
             return (
                 f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
                 f"({start} frame {self.unread_from}): the file is truncated or damaged{where}"
