@@ -52,21 +52,27 @@ MIN_FAKE_FACES = 2  # conclusive fake faces that make a track fake, whatever its
 HIDDEN_SHARE = 0.1
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+def _area(box: Sequence[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return width * height
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
 def _covered(box: Sequence[float], by: Sequence[float]) -> bool:
     """Whether ``by`` covers at least ``HIDDEN_SHARE`` of ``box``'s area: a face there hides the
     face last seen at ``box`` (two people side by side, boxes touching, do not)."""
-    width = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
-    height = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return area > 0 and width * height >= HIDDEN_SHARE * area
+    area = _area(box)
+    return area > 0 and _intersection(box, by) >= HIDDEN_SHARE * area
 
 
 def pair_cost(last: FaceRecord, face: FaceRecord) -> float | None:

@@ -239,13 +239,16 @@ def saved_run(run: str | Path) -> dict[str, Any] | None:
         raise UsageError(f"cannot resume {run}: {SETTINGS_FILE} is unreadable ({error})") from error
 
 
+def _settings_saved(run: str | Path, saved: dict[str, Any]) -> TrainSettings:
+    """The settings a run folder's train.json (``saved``) holds, paths as the run meant them."""
+    return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
+
+
 def run_settings(run: str | Path) -> TrainSettings | None:
     """The settings of the run in folder ``run`` (paths as the run meant them), None where it
     holds none."""
     saved = saved_run(run)
-    if saved is None:
-        return None
-    return _from_where_it_began(replace(_saved_settings(saved, str(run)), out=str(run)), saved)
+    return None if saved is None else _settings_saved(run, saved)
 
 
 def resumed_settings(out: str) -> TrainSettings:
@@ -253,10 +256,11 @@ def resumed_settings(out: str) -> TrainSettings:
     it began with: the global batch is split across them and each adds its own per-process loss
     terms, so a run resumed under another torchrun count ends at weights neither count gives
     (checked before torch loads; a run folder from before 2.14.0 records no count)."""
-    settings = run_settings(out)
-    if settings is None:
+    saved = saved_run(out)
+    if saved is None:
         raise UsageError(f"cannot resume {out}: it holds no {SETTINGS_FILE} (no run began there)")
-    began = ((saved_run(out) or {}).get("environment") or {}).get("processes")
+    settings = _settings_saved(out, saved)
+    began = (saved.get("environment") or {}).get("processes")
     now = int(os.environ.get("WORLD_SIZE", "1"))
     if began is not None and began != now:
         raise UsageError(

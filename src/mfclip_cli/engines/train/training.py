@@ -283,7 +283,7 @@ class Trainer:
         """Lock the run folder for as long as this process trains into it: a second train into
         it (a --resume while the workers of a killed torchrun launcher still train) is refused,
         not a second writer of its checkpoints and log. The lock is on the folder itself, so no
-        file is left behind; the process's end releases it."""
+        file is left behind; ``release`` (when ``train`` ends) or the process's end frees it."""
         descriptor = os.open(self.run, os.O_RDONLY)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
