@@ -576,6 +576,20 @@ def test_a_truncated_video_says_which_frames_it_lacks(weights, tmp_path):
     assert alone.returncode == 0, alone.stderr
 
 
+def test_a_video_without_frames_is_one_error_record_whichever_sampling(weights, tmp_path):
+    """A frameless AVI is "video has no readable frames" with its format and size under --frames
+    as under --fps: --frames lost them, raising before the format was known (audit L L3)."""
+    save_mjpeg_video(tmp_path / "empty.avi", frames=0, fps=5.0)
+    shapes = []
+    for sampling in (["--fps", "1"], ["--frames", "5"]):
+        result = run(str(tmp_path), "--weights", str(weights), *sampling, "--jsonl", "-")
+        assert result.returncode == 3, result.stderr
+        record = _records_by_name(result.stdout)["empty.avi"]
+        assert record["status"] == "error" and record["error"] == "video has no readable frames"
+        shapes.append((record["format"], record["width"], record["height"]))
+    assert shapes[0] == shapes[1] and shapes[0][0] == "AVI (MJPG)" and shapes[0][1] > 0
+
+
 def _avi_frames(raw: bytes) -> list[int]:
     """Where each MJPG frame's chunk ('00dc', its size, then the JPEG) starts in an AVI."""
     starts, at = [], raw.find(b"00dc")

@@ -535,7 +535,7 @@ class FrameReader:
         finally:
             self.capture.release()
             self._account(grabbed, clock, ended, due)
-        if ended and not self.read:
+        if (ended or not (self.rate or self.wanted)) and not self.read:
             raise DecodeError("video has no readable frames")
 
     def _account(self, grabbed: int, clock: _Clock, ended: bool, due: int) -> None:
@@ -617,11 +617,8 @@ def sample_video(
     if not _counts_its_frames(path):
         _count_frames(capture, info)
         capture, _ = open_video(path)
-    wanted = spread_indices(info.frame_count, frames)
-    if not wanted:
-        capture.release()
-        raise DecodeError("video has no readable frames")
-    return info, FrameReader(capture, info, wanted, exact=exact)
+    # a stream without frames gives its error once read, after its format is known
+    return info, FrameReader(capture, info, spread_indices(info.frame_count, frames), exact=exact)
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:
