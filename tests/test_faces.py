@@ -480,6 +480,34 @@ def test_an_unopenable_mp4_says_whether_it_lacks_a_video_stream_or_its_index(tmp
         sample_video(tmp_path / "cut.mp4")
 
 
+def _element(ident: int, payload: bytes, unknown_size: bool = False) -> bytes:
+    """One EBML element: its ID, an 8-byte size (all ones: unknown, as a live recording's
+    Segment), its payload."""
+    size = b"\x01" + (b"\xff" * 7 if unknown_size else len(payload).to_bytes(7, "big"))
+    return ident.to_bytes((ident.bit_length() + 7) // 8, "big") + size + payload
+
+
+def _matroska(track_type: int, codec: bytes) -> bytes:
+    """A Matroska file of one track of ``track_type`` (1 video, 2 audio) and an empty cluster."""
+    header = _element(0x1A45DFA3, _element(0x4282, b"webm"))
+    entry = _element(0xD7, b"\x01") + _element(0x83, bytes([track_type])) + _element(0x86, codec)
+    tracks = _element(0x1654AE6B, _element(0xAE, entry))
+    cluster = _element(0x1F43B675, _element(0xE7, b"\x00"))
+    return header + _element(0x18538067, tracks + cluster, unknown_size=True)
+
+
+def test_an_audio_only_matroska_says_it_has_no_video_stream(tmp_path):
+    """A voice memo or a browser's audio recording in WebM/MKV was "cannot open video
+    (unsupported codec or corrupt file)", as if damaged (audit L, L2); a video track's file
+    that cannot be opened keeps that message."""
+    (tmp_path / "memo.webm").write_bytes(_matroska(2, b"A_OPUS"))
+    with pytest.raises(DecodeError, match="no video stream in this file"):
+        sample_video(tmp_path / "memo.webm")
+    (tmp_path / "broken.mkv").write_bytes(_matroska(1, b"V_NOSUCHCODEC"))
+    with pytest.raises(DecodeError, match="cannot open video"):
+        sample_video(tmp_path / "broken.mkv")
+
+
 def test_alignment_puts_landmarks_on_the_template(detector):
     pixels = astronaut()
     (face,) = detector.detect([pixels])[0]

@@ -331,6 +331,86 @@ def _iso_layout(path: Path) -> str | None:
         return None
 
 
+_EBML, _SEGMENT, _TRACKS, _TRACK_ENTRY, _TRACK_TYPE, _CLUSTER = (
+    0x1A45DFA3,
+    0x18538067,
+    0x1654AE6B,
+    0xAE,
+    0x83,
+    0x1F43B675,
+)
+_VIDEO_TRACK = 1  # Matroska's TrackType of a video track (2 audio, 17 subtitles, ...)
+
+
+def _ebml_number(stream: BinaryIO, keep_marker: bool) -> tuple[int, int] | None:
+    """An EBML variable-length number at the stream's position: (value, length in bytes), the
+    value -1 for an element of unknown size (all its bits set); None past the end."""
+    first = stream.read(1)
+    if not first or first[0] == 0:
+        return None
+    length = 9 - first[0].bit_length()
+    rest = stream.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = int.from_bytes(first + rest, "big")
+    if keep_marker:  # an element ID keeps its length marker
+        return value, length
+    value &= (1 << (7 * length)) - 1
+    return (-1 if value == (1 << (7 * length)) - 1 else value), length
+
+
+def _ebml_elements(stream: BinaryIO, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The EBML elements from ``start`` to ``end``: (ID, payload start, payload end), an element
+    of unknown size (a live recording's Segment) running to ``end``."""
+    position = start
+    while position < end:
+        stream.seek(position)
+        found, size = _ebml_number(stream, True), _ebml_number(stream, False)
+        if found is None or size is None:
+            return
+        begin = position + found[1] + size[1]
+        close = end if size[0] < 0 else min(end, begin + size[0])
+        yield found[0], begin, close
+        position = close
+
+
+def _matroska_track_types(stream: BinaryIO, begin: int, end: int) -> list[int]:
+    """The TrackType of each TrackEntry of the Tracks element spanning ``begin`` to ``end``."""
+    types = []
+    for entry, entry_begin, entry_end in list(_ebml_elements(stream, begin, end)):
+        if entry != _TRACK_ENTRY:
+            continue
+        for field, field_begin, field_end in list(_ebml_elements(stream, entry_begin, entry_end)):
+            if field == _TRACK_TYPE:
+                stream.seek(field_begin)
+                types.append(int.from_bytes(stream.read(field_end - field_begin), "big"))
+    return types
+
+
+def _matroska_layout(path: Path) -> str | None:
+    """ "no video" for a Matroska/WebM file whose tracks hold none (an audio recording), else
+    None: a video track, no track list before the first cluster, or a file of another kind."""
+    try:
+        stream, status = open_regular(path)
+        with stream:
+            if stream.read(4) != _EBML.to_bytes(4, "big"):
+                return None
+            top = list(_ebml_elements(stream, 0, status.st_size))
+            for kind, begin, end in top:
+                if kind != _SEGMENT:
+                    continue
+                for part, part_begin, part_end in _ebml_elements(stream, begin, end):
+                    if part == _CLUSTER:  # the frames begin: no track list came before them
+                        return None
+                    if part == _TRACKS:
+                        types = _matroska_track_types(stream, part_begin, part_end)
+                        return None if _VIDEO_TRACK in types else "no video"
+                return None
+    except OSError:
+        return None
+    return None
+
+
 def _counts_its_frames(path: Path) -> bool:
     """Whether the container's header counts the frames (an indexed MP4/MOV, an AVI), so that
     OpenCV's count is taken as it is; others only estimate it from their duration and nominal
@@ -348,7 +428,7 @@ def _is_avi(path: Path) -> bool:
 UNOPENED = {
     "no index": "truncated or incomplete video: it has no index (no complete MP4 'moov' box), "
     "as a file cut short or still being written has none",
-    "no video": "no video stream in this file (audio or other tracks only)",
+    "no video": "no video stream in this file (only audio or other tracks, or none)",
 }
 
 
@@ -369,7 +449,8 @@ def open_video(path: Path) -> tuple[Any, VideoInfo]:
         capture.release()
         raise DecodeError(
             UNOPENED.get(
-                _iso_layout(path) or "", "cannot open video (unsupported codec or corrupt file)"
+                _iso_layout(path) or _matroska_layout(path) or "",
+                "cannot open video (unsupported codec or corrupt file)",
             )
         )
     fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
