@@ -384,7 +384,8 @@ def test_a_bad_line_after_the_meta_is_refused_from_the_command_line(scan, tmp_pa
     assert result.returncode == 2 and "not an mfclip JSON Lines report" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     missing = mfclip("report", "nowhere.jsonl", "--html", "r.html", cwd=tmp_path)
-    assert missing.returncode == 2 and "cannot read nowhere.jsonl" in missing.stderr
+    # a missing input is exit 1, as a missing dataset is (README's exit codes); it was 2
+    assert missing.returncode == 1 and "cannot read nowhere.jsonl" in missing.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 

@@ -299,8 +299,8 @@ def report(
     """Render the HTML case report of an earlier scan's JSON Lines.
 
     The inputs are read again for their pictures (relative paths from the folder the scan ran
-    in). Exit codes: 0 written; 2 not a report, or FILE exists without --force; 3 written, but
-    some inputs were missing or changed (their sections say so).
+    in). Exit codes: 0 written; 1 REPORT.jsonl cannot be read; 2 not a report, or FILE exists
+    without --force; 3 written, but some inputs were missing or changed (their sections say so).
 
     Examples:
 

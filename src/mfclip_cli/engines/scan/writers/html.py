@@ -44,6 +44,7 @@ from mfclip_cli.engines.scan.writers.common import (
 from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.engines.scan.writers.resume import ResumeState
+from mfclip_cli.errors import DataError
 from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import shown
 from mfclip_cli.schemas import SCHEMA_VERSION
@@ -433,7 +434,8 @@ def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = F
     try:
         stream = open(source, "rb")
     except OSError as error:
-        raise ReportError(f"cannot read {source}: {error.strerror or error}") from None
+        # the command's input, missing or unreadable as a dataset can be: exit 1, not a usage error
+        raise DataError(f"cannot read {source}: {error.strerror or error}") from None
     with stream:
         lines = report_lines(stream)
         try:
