@@ -43,6 +43,20 @@ def save_exif_rotated(path: Path, orientation: int) -> None:
     stored.save(path, "JPEG", quality=95, exif=exif.tobytes())
 
 
+def save_heic(path: Path, orientation: int = 1) -> None:
+    """The astronaut as a phone's HEIC (HEVC by libheif's x265, through pillow-heif); with
+    ``orientation`` 6 its pixels are stored turned and the file says to turn them back, as an
+    iPhone held upright stores them (pillow-heif writes the EXIF orientation as HEIF's irot)."""
+    from pillow_heif import from_pillow
+
+    stored = Image.fromarray(astronaut())
+    exif = Image.Exif()
+    if orientation == 6:
+        stored = stored.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = orientation
+    from_pillow(stored).save(path, quality=90, exif=exif.tobytes())
+
+
 def save_truncated_jpeg(path: Path) -> None:
     Image.fromarray(astronaut()).save(path, "JPEG", quality=90)
     raw = path.read_bytes()

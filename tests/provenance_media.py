@@ -154,6 +154,16 @@ def jpeg_bytes(rgb: np.ndarray, **save) -> bytes:
     return buffer.getvalue()
 
 
+def heic_bytes(rgb: np.ndarray, **save) -> bytes:
+    """A HEIC as a phone writes it (HEVC in a HEIF container, brand ``heic``): libheif's x265
+    encoder through pillow-heif, with ``exif`` or ``xmp`` bytes where given."""
+    from pillow_heif import from_pillow
+
+    buffer = io.BytesIO()
+    from_pillow(Image.fromarray(rgb)).save(buffer, quality=90, **save)
+    return buffer.getvalue()
+
+
 def a1111_jpeg(rgb: np.ndarray) -> bytes:
     """What AUTOMATIC1111's WebUI writes into a JPEG: the parameters as an EXIF UserComment,
     "UNICODE" then big-endian UTF-16 (piexif's encoding)."""

@@ -15,6 +15,7 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_heic,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -231,6 +232,23 @@ def test_exif_orientation_gives_the_upright_image(tmp_path, detector, orientatio
     assert iou(face.box, ASTRONAUT_BOX) >= 0.9
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_phones_heic_decodes_upright_with_the_face(tmp_path, detector, orientation):
+    """An iPhone's default format was an error record ("this build has no HEIF decoder"):
+    libheif decodes it, its rotation applied once (the EXIF orientation Pillow is handed is 1)."""
+    path = tmp_path / "IMG_0001.HEIC"
+    save_heic(path, orientation)
+    decoded = decode_image(path)
+    assert decoded.format == "HEIF" and decoded.pixels.shape == (512, 512, 3)
+    assert np.abs(decoded.pixels.astype(int) - astronaut().astype(int)).mean() < 3  # HEVC loss
+    (face,) = detector.detect([decoded.pixels])[0]
+    assert iou(face.box, ASTRONAUT_BOX) >= 0.9
+    raw = path.read_bytes()
+    assert decode_image(raw).pixels.tobytes() == decoded.pixels.tobytes()
+    with pytest.raises(DecodeError, match="^corrupt (HEIC/HEIF )?image: "):
+        decode_image(raw[: len(raw) // 2])
+
+
 def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector):
     paths = save_variants(tmp_path)
     decoded = {name: decode_image(path) for name, path in paths.items()}
@@ -271,7 +289,7 @@ def test_a_32_bit_grey_image_is_scaled_by_its_range(tmp_path, scale):
         (lambda p: p.write_text("this is not a picture"), "not a recognised image format"),
         (save_decompression_bomb, "decompression-bomb limit"),
         (save_tiff_without_size, "corrupt image: TypeError"),
-        (lambda p: p.write_bytes(HEIC_HEAD + bytes(64)), "HEIC/HEIF image"),
+        (lambda p: p.write_bytes(HEIC_HEAD + bytes(64)), "corrupt HEIC/HEIF image"),
     ],
     ids=["zero-byte", "truncated", "text", "bomb", "tiff-page-without-size", "heic"],
 )

@@ -74,21 +74,26 @@ def test_the_same_file_reads_trusted_with_its_ca_as_anchor(signed_png, authority
     assert other.c2pa.state == "valid"
 
 
-def avif_bytes(rgb: np.ndarray, brand: bytes = b"avif") -> bytes:
-    """An AVIF as Pillow writes it; another major brand (``heic``) makes it read as a HEIC,
-    which Pillow cannot open, as it cannot open an iPhone's photo."""
+def avif_bytes(rgb: np.ndarray) -> bytes:
+    """An AVIF as Pillow writes it."""
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "AVIF")
-    data = buffer.getvalue()
-    return data[:8] + brand + data[12:]
+    return buffer.getvalue()
+
+
+def heif_bytes(rgb: np.ndarray) -> bytes:
+    """A HEIC whose major brand is the generic ``mif1`` (its compatible brands still name heic),
+    as some phones and cameras write them."""
+    data = media.heic_bytes(rgb)
+    return data[:8] + b"mif1" + data[12:]
 
 
 @pytest.mark.parametrize(
     "suffix, make, mime",
     [
         (".avif", lambda rgb: avif_bytes(rgb), "image/avif"),
-        (".heic", lambda rgb: avif_bytes(rgb, b"heic"), "image/heic"),
-        (".heif", lambda rgb: avif_bytes(rgb, b"mif1"), "image/heif"),
+        (".heic", media.heic_bytes, "image/heic"),
+        (".heif", heif_bytes, "image/heif"),
         (".jfif", media.jpeg_bytes, "image/jpeg"),
         (".mpo", media.jpeg_bytes, "image/jpeg"),
         (".bmp", media.jpeg_bytes, "image/jpeg"),  # misnamed: its first bytes say JPEG
@@ -101,9 +106,8 @@ def test_manifests_are_read_in_every_format_the_library_reads(authority, suffix,
     record = inspect(data, suffix)
     assert (record.c2pa.status, record.c2pa.state) == ("found", "valid")
     assert record.c2pa.digital_source_types == [AI] and record.declares_ai
-    assert record.errors == []  # a HEIC's metadata is not_checked, not an error
-    if suffix == ".heic":
-        assert record.metadata.status == "not_checked" and "HEIF" in record.metadata.note
+    # a HEIC's metadata and pixels are read too (they were not_checked: no HEIF reader)
+    assert record.errors == [] and record.metadata.status == "none_found"
 
 
 def test_pixels_changed_after_signing_read_invalid(signed_png):
@@ -646,6 +650,21 @@ def test_plain_xmp_digital_source_type_and_creator_tool():
     png = media.png_bytes(media.picture(7), {"XML:com.adobe.xmp": capture})
     plain = inspect(png, ".png")
     assert plain.metadata.digital_source_type == "digitalCapture" and not plain.declares_ai
+
+
+def test_a_heics_xmp_and_exif_are_read():
+    """A phone's HEIC had its metadata "not_checked" (no HEIF reader): an AI declaration in its
+    XMP, as an editor's generative fill leaves it, went unseen."""
+    attribute = f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}{AI}"'
+    exif = Image.Exif()
+    exif[0x0131] = "Galaxy S25 Photo Editor"
+    data = media.heic_bytes(
+        media.picture(9), xmp=media.xmp_packet(attribute).encode(), exif=exif.tobytes()
+    )
+    record = inspect(data, ".heic")
+    assert record.metadata.digital_source_type == AI and record.declares_ai
+    assert record.metadata.software == ["EXIF Software: Galaxy S25 Photo Editor"]
+    assert record.errors == []
 
 
 def test_exif_software_is_a_hint_not_a_declaration():

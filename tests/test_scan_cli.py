@@ -52,7 +52,7 @@ def evidence(tmp_path_factory):
     (root / "text.png").write_text("not an image")
     save_decompression_bomb(root / "bomb.png")
     save_tiff_without_size(root / "pages.tif")  # sorts after the good files it must not cost
-    (root / "phone.heic").write_bytes(HEIC_HEAD + bytes(64))  # no decoder: a record, not a gap
+    (root / "phone.heic").write_bytes(HEIC_HEAD + bytes(64))  # a HEIC head and no picture
     save_variants(root / "variants")
     (root / "notes.txt").write_text("not media: skipped when walking folders")
     return root
@@ -102,7 +102,7 @@ def test_bad_files_get_error_records_with_readable_messages(full_scan):
         "text.png": "not a recognised image",
         "bomb.png": "decompression-bomb",
         "pages.tif": "corrupt image: TypeError",
-        "phone.heic": "HEIC/HEIF image: this build has no HEIF decoder",
+        "phone.heic": "corrupt HEIC/HEIF image: no decodable picture in it",
     }
     for name, message in expected.items():
         assert files[name]["status"] == "error" and message in files[name]["error"], files[name]

@@ -1,13 +1,15 @@
 """Decoding evidence files into upright 8-bit RGB pixels, with a clear error for anything else.
 
-Images go through Pillow: EXIF orientation applied, grey / 16-bit / palette / CMYK / alpha images
-converted, the first frame of animated images, a decompression-bomb limit checked from the header
-before any pixel is decoded, and truncated or corrupt files refused rather than half-decoded.
+Images go through Pillow (HEIC/HEIF through pillow-heif's plugin): EXIF orientation applied,
+grey / 16-bit / palette / CMYK / alpha images converted, the first frame of animated images, a
+decompression-bomb limit checked from the header before any pixel is decoded, and truncated or
+corrupt files refused rather than half-decoded.
 Videos go through OpenCV and are sampled at a rate or a number of frames.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
@@ -48,14 +50,37 @@ IMAGE_SUFFIXES = frozenset(
         ".jp2",
         ".j2k",
         ".avif",
-        # no decoder here, but a phone's photos must not vanish from a folder's report: each is
-        # an error record that says why (HEIF_BRANDS)
-        ".heic",
+        ".heic",  # a phone's photos (the iPhone's default), read through pillow-heif
         ".heif",
+        ".hif",  # HEIF as cameras name it (Canon, Fujifilm, Sony)
     }
 )
 # ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx"})
+
+
+def is_heif(head: bytes) -> bool:
+    """Whether a file's first bytes are a HEIC/HEIF still image's (its ``ftyp`` brand)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+@functools.cache
+def _register_heif_opener() -> None:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def readable_by_pillow(head: bytes) -> None:
+    """Let Pillow open the file whose first bytes are ``head``: a HEIC/HEIF one needs
+    pillow-heif's plugin (libheif), registered the first time such a file comes, so that a scan
+    of none does not pay its import. libheif applies the file's own rotation and mirroring, and
+    the plugin then sets the EXIF orientation it hands Pillow to 1, so an upright picture is
+    never turned twice."""
+    if is_heif(head):
+        _register_heif_opener()
+
+
 DEFAULT_MAX_PIXELS = 100_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
@@ -197,6 +222,8 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         stream, suffix = source, source.suffix.lstrip(".").upper()
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
+    head = source[:12] if isinstance(source, bytes) else _head(source)
+    readable_by_pillow(head)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -217,12 +244,8 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        head = source[:12] if isinstance(source, bytes) else _head(source)
-        if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
-            raise DecodeError(
-                "HEIC/HEIF image: this build has no HEIF decoder; convert it (to PNG or JPEG) to "
-                "scan it"
-            ) from None
+        if is_heif(head):  # libheif found no image it can decode in it
+            raise DecodeError("corrupt HEIC/HEIF image: no decodable picture in it") from None
         raise DecodeError("not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError(f"decompression bomb: {error}") from None
@@ -232,7 +255,7 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             raise DecodeError(f"truncated or corrupt image: {message}") from None
         raise DecodeError(f"cannot decode image: {message}") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as error:
-        raise DecodeError(f"corrupt image: {error or type(error).__name__}") from None
+        raise DecodeError(f"corrupt image: {str(error).strip() or type(error).__name__}") from None
     except Exception as error:  # noqa: BLE001 - a damaged file breaks a plugin in any way
         # (a TIFF page without its size tags: TypeError); that file fails, never the scan
         raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None

@@ -20,15 +20,14 @@ import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable, Iterator
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
-from mfclip_cli.faces.decode import HEIF_BRANDS
+from mfclip_cli.faces.decode import readable_by_pillow
 from mfclip_cli.provenance.c2pa import source_type_name
 from mfclip_cli.provenance.comfyui import read_api_prompt, scalar
 from mfclip_cli.provenance.record import (
     FOUND,
     NONE_FOUND,
-    NOT_CHECKED,
     Generation,
     MetadataEvidence,
 )
@@ -79,17 +78,11 @@ class MetadataError(ValueError):
 
 
 def read_metadata(data: bytes) -> MetadataEvidence:
-    """The origin-related metadata in an image file's bytes. Raises ``MetadataError`` (or
-    Pillow's errors) for metadata that cannot be read; the caller records them. A HEIC/HEIF
-    file (a phone's photo) is not checked: Pillow has no reader for it here, and the file is
-    not broken for that."""
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-            return MetadataEvidence(NOT_CHECKED, note="HEIC/HEIF: no reader for its metadata here")
-        raise
-    with image:
+    """The origin-related metadata in an image file's bytes (a HEIC/HEIF one's EXIF and XMP
+    items through pillow-heif). Raises ``MetadataError`` (or Pillow's errors) for metadata that
+    cannot be read; the caller records them."""
+    readable_by_pillow(data[:12])
+    with Image.open(io.BytesIO(data)) as image:
         info = dict(image.info)
         if image.format == "PNG":  # its getexif() decodes every pixel first
             info.update(_png_chunks_after_pixels(data))
