@@ -28,6 +28,7 @@ from mfclip_cli.data import (
     write_manifest,
 )
 from mfclip_cli.data import samples as samples_module
+from mfclip_cli.data.protocols import Splits
 from mfclip_cli.errors import UsageError
 
 _PNG = None
@@ -411,6 +412,26 @@ def _auto_holdout(samples, field):
             )
         )
     return tuple(last_third({getattr(s, field) for s in samples if not s.is_real}))
+
+
+def test_a_fake_without_a_generator_leaves_every_generator_its_reals():
+    """Reals name no generator; one test fake without one made an "unknown" row that took every
+    real, and each named generator's row had none: its AUC null, nothing said (audit N H1)."""
+    samples = [
+        Sample(f"{label}/{i}.png", label, "none" if label == "real" else "efs", generator)
+        for label, generator, count in (
+            ("real", "", 6),
+            ("gan", "stylegan", 4),
+            ("diffusion", "", 3),
+        )
+        for i in range(count)
+    ]
+    splits = Splits([], [], samples, (), load_protocol("in-domain"))
+    subsets = splits.test_subsets()
+    reals = {s.path for s in samples if s.is_real}
+    assert list(subsets) == ["stylegan", "unknown"]
+    assert all(reals <= {s.path for s in subset} for subset in subsets.values())
+    assert [s.generator for s in subsets["stylegan"] if not s.is_real] == ["stylegan"] * 4
 
 
 @pytest.mark.parametrize(

@@ -456,7 +456,9 @@ class Splits:
         none has it, every test real not paired with another value; with the protocol's
         ``pair_reals_by_dataset``, of those the ones of the fakes' own datasets where any is
         (``df40``: its ff-domain fakes are not scored against Celeb-DF's reals, nor its cdf-domain
-        fakes against FF++'s)."""
+        fakes against FF++'s). A fake without the value is reported as "unknown"; a real without
+        it names no pairing (most reals name no generator: one fake without a generator took
+        them all from every named generator's row, audit N H1)."""
         report_by = self.protocol.report_by if self.protocol is not None else "generator"
         pairings = dict(self.protocol.paired_reals) if self.protocol is not None else {}
         by_dataset = self.protocol is not None and self.protocol.pair_reals_by_dataset
@@ -466,16 +468,20 @@ class Splits:
         def key(sample: Sample) -> str:
             return " / ".join(_field_value(sample, field) or "unknown" for field in fields)
 
+        def real_key(sample: Sample) -> str | None:
+            values = [_field_value(sample, field) for field in fields]
+            return " / ".join(values) if all(values) else None
+
         keys = sorted({key(s) for s in self.test if not s.is_real})
         reals = [s for s in self.test if s.is_real]
-        unpaired = [s for s in reals if key(s) not in keys]
+        unpaired = [s for s in reals if real_key(s) not in keys]
         subsets = {}
         for value in keys:
             named = pairings.get(value, pairings.get("*"))
             if named is not None:
-                paired = [s for s in reals if key(s) in named]
+                paired = [s for s in reals if real_key(s) in named]
             else:
-                paired = [s for s in reals if key(s) == value]  # GenImage's, DF40's own reals
+                paired = [s for s in reals if real_key(s) == value]  # GenImage's, DF40's reals
             fakes = [s for s in self.test if not s.is_real and key(s) == value]
             if not paired and by_dataset:
                 datasets = {s.dataset for s in fakes}
