@@ -128,6 +128,45 @@ def test_each_checkpoint_gets_its_single_eval_report_and_each_pair_delong(
     assert pair["auc_b"] == comparison["weights"][1]["metrics"]["auc"]
 
 
+def test_one_network_under_two_calibrations_is_said_to_be_one(
+    weights, dataset, protocol_file, calibrated, other, tmp_path
+):
+    """A checkpoint and its calibrated copy hold one network: the temperature alone reorders
+    faces by fake score and can make DeLong's test call them different (audit N H2: p 0.001 for
+    the demo and its copy). The pair says so; the reports give the AUC before and after."""
+    path = tmp_path / "same.json"
+    result = run(
+        *_eval(dataset, protocol_file),
+        "-w",
+        str(weights),
+        "-w",
+        str(calibrated),
+        "-w",
+        str(other),
+        "--bootstrap",
+        "0",
+        "--json",
+        str(path),
+    )
+    comparison = check_json_file(path, "eval")["comparison"]
+    digests = [entry["network_sha256"] for entry in comparison["weights"]]
+    assert digests[0] == digests[1] != digests[2]
+    assert comparison["weights"][0]["sha256"] != comparison["weights"][1]["sha256"]
+    assert [(p["a"], p["b"], p["same_network"]) for p in comparison["pairs"]] == [
+        (0, 1, True),
+        (0, 2, False),
+        (1, 2, False),
+    ]
+    assert "#0 and #1 hold the same network" in " ".join(result.stdout.split())
+    assert "#0 and #2 hold" not in result.stdout
+    plain, scaled = comparison["reports"][0], comparison["reports"][1]
+    # the calibrated copy's AUC at T = 1 is the plain checkpoint's own, and after its T its own
+    assert scaled["calibration"]["test"]["before"]["auc"] == plain["overall"]["auc"]
+    assert scaled["calibration"]["test"]["after"]["auc"] == scaled["overall"]["auc"]
+    assert plain["calibration"]["test"]["before"]["auc"] == plain["overall"]["auc"]
+    assert plain["calibration"]["test"]["after"] is None
+
+
 def test_a_test_split_delong_cannot_use_still_prints_the_table(
     dataset, calibrated, other, tmp_path
 ):

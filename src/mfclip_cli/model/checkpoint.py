@@ -15,7 +15,9 @@ is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +288,33 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     return CheckpointInfo(
         path, digest, config, metadata, calibration, **records, sidecar_ignored=sidecar_ignored
     )
+
+
+def network_sha256(path: str | Path) -> str:
+    """The SHA-256 of the network a checkpoint holds: its model config and model tensors (names,
+    dtypes, shapes, bytes), without the records fitted after training (calibration, OOD
+    statistics, attribution) or the training record. Two files of one network calibrated apart
+    share it, where their SHA-256 differ: their figures then differ by calibration alone."""
+    path = Path(path)
+    header = check_safetensors(path)
+    meta = header.pop("__metadata__", None) or {}
+    digest = hashlib.sha256(json.dumps(meta.get("config"), sort_keys=True).encode())
+    names = sorted(name for name in header if not name.startswith(tuple(FITTED.values())))
+    with open(path, "rb") as stream:
+        start = 8 + struct.unpack("<Q", stream.read(8))[0]
+        for name in names:
+            entry = header[name]
+            begin, end = entry["data_offsets"]
+            digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+            stream.seek(start + begin)
+            left = end - begin
+            while left > 0:
+                chunk = stream.read(min(left, 1 << 24))
+                if not chunk:
+                    raise CheckpointError(f"{path}: its tensor {name} runs past the file's end")
+                digest.update(chunk)
+                left -= len(chunk)
+    return digest.hexdigest()
 
 
 def _sidecar_of(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:

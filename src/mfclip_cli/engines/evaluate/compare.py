@@ -25,6 +25,7 @@ from mfclip_cli.engines.evaluate.tables import (
     robustness_comparison_table,
 )
 from mfclip_cli.files import write_json_atomic
+from mfclip_cli.model.checkpoint import network_sha256
 from mfclip_cli.schemas import report_header
 from mfclip_cli.scoring.calibration import calibration_summary
 from mfclip_cli.scoring.metrics import fake_labels, fake_scores, video_level
@@ -95,11 +96,13 @@ def _pairs(
 
 
 def _compared(scoring: Scoring, report: dict) -> dict:
-    """One checkpoint's line of the comparison: who it is, its calibration, its figures (the
-    TPRs at the val-chosen thresholds of its operating points)."""
+    """One checkpoint's line of the comparison: who it is (and which network it holds, whatever
+    its calibration), its calibration, its figures (the TPRs at the val-chosen thresholds of its
+    operating points)."""
     points = report["operating_points"]["points"]
     return {
         **report["weights"],
+        "network_sha256": network_sha256(scoring.checkpoint.info.path),
         "precision": scoring.precision.used,
         "calibration": calibration_summary(scoring.calibration),
         "metrics": {
@@ -149,6 +152,11 @@ def compare(
     reports = [one.report for one in scored]
     unit, fake, scores, aucs = _paired_units(splits.test, [one.probs for one in scored], reports)
     test = fake_labels(splits.test)
+    compared = [_compared(scoring, one.report) for scoring, one in zip(scorings, scored)]
+    pairs = _pairs(fake, scores, aucs, unit)
+    for pair in pairs:  # one network scored twice: a difference is its calibrations' alone
+        same = compared[pair["a"]]["network_sha256"] == compared[pair["b"]]["network_sha256"]
+        pair["same_network"] = same
     report = {
         **report_header("eval-comparison"),
         "started_utc": started,
@@ -171,8 +179,8 @@ def compare(
                 "n_real": int(len(fake) - fake.sum()),
                 "n_fake": int(fake.sum()),
             },
-            "weights": [_compared(scoring, one.report) for scoring, one in zip(scorings, scored)],
-            "pairs": _pairs(fake, scores, aucs, unit),
+            "weights": compared,
+            "pairs": pairs,
             "reports": reports,
         },
     }

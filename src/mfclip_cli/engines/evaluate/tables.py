@@ -26,6 +26,7 @@ CALIBRATION_REPORTED = {
     "brier_fake": "Brier, P(fake)",
     "brier": "Brier, 3 classes",
     "nll": "NLL",
+    "auc": "AUC, P(fake)",
 }
 COMPARED = ("n", "auc", "ap", "eer", "acc")  # each checkpoint's overall figures, side by side
 PAIR_FIGURES = ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value")
@@ -207,11 +208,18 @@ def pairs_table(report: dict) -> Table:
     over = ""
     if units["unit"] == "video":
         over = f" over {units['n']} videos (each the mean of its frames' probabilities)"
+    notes = [pair["problem"] for pair in pairs if pair["problem"]]
+    notes += [
+        f"#{pair['a']} and #{pair['b']} hold the same network: they differ by calibration alone, "
+        "whose temperature reorders faces by fake score (docs/calibration.md)"
+        for pair in pairs
+        if pair.get("same_network")
+    ]
     table = Table(
         title=f"AUC differences{over}, DeLong's test (two-sided)",
-        # the split's problem (every pair's), or a pair's own (a zero standard error), once each
-        caption="; ".join(dict.fromkeys(pair["problem"] for pair in pairs if pair["problem"]))
-        or None,
+        # the split's problem (every pair's), a pair's own (a zero standard error) or its
+        # checkpoints' one network, once each
+        caption="; ".join(dict.fromkeys(notes)) or None,
     )
     table.add_column("a")
     table.add_column("b")
