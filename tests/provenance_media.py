@@ -148,9 +148,9 @@ def xmp_packet(body: str) -> str:
     )
 
 
-def jpeg_bytes(rgb: np.ndarray, **save) -> bytes:
+def jpeg_bytes(rgb: np.ndarray, format: str = "JPEG", **save) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "JPEG", quality=90, **save)
+    Image.fromarray(rgb).save(buffer, format, quality=90, **save)
     return buffer.getvalue()
 
 
@@ -164,12 +164,12 @@ def heic_bytes(rgb: np.ndarray, **save) -> bytes:
     return buffer.getvalue()
 
 
-def a1111_jpeg(rgb: np.ndarray) -> bytes:
-    """What AUTOMATIC1111's WebUI writes into a JPEG: the parameters as an EXIF UserComment,
-    "UNICODE" then big-endian UTF-16 (piexif's encoding)."""
+def a1111_jpeg(rgb: np.ndarray, parameters: str = A1111_PARAMETERS, **save) -> bytes:
+    """What AUTOMATIC1111's WebUI writes into a JPEG (or, with ``format="WEBP"``, a WebP): the
+    parameters as an EXIF UserComment, "UNICODE" then big-endian UTF-16 (piexif's encoding)."""
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + A1111_PARAMETERS.encode("utf-16-be")
-    return jpeg_bytes(rgb, exif=exif.tobytes())
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + parameters.encode("utf-16-be")
+    return jpeg_bytes(rgb, exif=exif.tobytes(), **save)
 
 
 # -- C2PA ----------------------------------------------------------------------------------------

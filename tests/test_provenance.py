@@ -638,6 +638,79 @@ def test_webui_parameters_in_a_jpeg_user_comment():
     assert record.metadata.generation.seed == "1234567"
 
 
+@pytest.mark.parametrize("opening", ["портрет астронавта", "宇宙飛行士の肖像", "🚀 astronaut"])
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+def test_webui_parameters_whose_prompt_opens_outside_latin_are_read(opening, kind):
+    """piexif writes UTF-16 big-endian whatever the first character; the byte order was guessed
+    from the first byte, and such a prompt read as noise: none found (audit O H1)."""
+    parameters = media.A1111_PARAMETERS.replace("portrait photo of an astronaut", opening)
+    record = inspect(media.a1111_jpeg(media.picture(6), parameters, format=kind), ".jpg")
+    assert record.metadata.generation.tool == "AUTOMATIC1111" and record.declares_ai
+    assert record.metadata.generation.prompt.startswith(opening)
+    # the same text in little-endian, as a writer in a little-endian TIFF's order puts it
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + parameters.encode("utf-16-le")
+    little = inspect(media.jpeg_bytes(media.picture(6), exif=exif.tobytes()), ".jpg")
+    assert little.metadata.generation.prompt.startswith(opening)
+
+
+FOOOCUS = json.dumps(
+    {
+        "prompt": "a portrait of an astronaut",
+        "negative_prompt": "",
+        "base_model": "juggernautXL_v8Rundiffusion",
+        "base_model_hash": "aeb7e9e689",
+        "sampler": "dpmpp_2m_sde_gpu",
+        "scheduler": "karras",
+        "seed": "123",
+        "steps": 30,
+        "guidance_scale": 4,
+        "version": "Fooocus v2.5.5",
+        "metadata_scheme": "fooocus",
+    }
+)
+
+
+@pytest.mark.parametrize("encode", [str, str.encode], ids=["str", "utf-8"])
+def test_fooocus_parameters_in_ifd0_without_a_character_code_are_read(encode):
+    """Fooocus writes its JSON as UserComment into IFD0, with no 8-byte character code: it was
+    looked for in the Exif IFD alone, and 8 bytes were always cut as a code (audit O H2)."""
+    exif = Image.Exif()
+    exif[0x9286] = encode(FOOOCUS)
+    exif[0x0131] = "Fooocus v2.5.5"
+    for kind in ("JPEG", "WEBP"):
+        record = inspect(media.jpeg_bytes(media.picture(6), kind, exif=exif.tobytes()), ".jpg")
+        generation = record.metadata.generation
+        assert generation.tool == "Fooocus" and generation.seed == "123" and record.declares_ai
+
+
+def test_a_pngs_user_comment_is_read_beside_its_software_text():
+    """A PNG's Software text hid its EXIF UserComment's parameters (audit O L1)."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + media.A1111_PARAMETERS.encode("utf-16-be")
+    buffer = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "Krita")
+    Image.fromarray(media.picture(6)).save(buffer, "PNG", pnginfo=info, exif=exif.tobytes())
+    record = inspect(buffer.getvalue(), ".png")
+    assert record.metadata.generation.tool == "AUTOMATIC1111" and record.declares_ai
+    assert record.metadata.software == ["PNG Software: Krita"]
+
+
+def test_a_broken_xmp_packet_keeps_what_the_other_metadata_says():
+    """A malformed XMP packet made the whole check an error: a PNG's generation parameters
+    beside it were lost, and --fail-on-declared-ai passed the file (audit O M1)."""
+    data = media.png_bytes(
+        media.picture(13),
+        {"parameters": media.A1111_PARAMETERS, "XML:com.adobe.xmp": "<x:xmpmeta><rdf:RDF>broken"},
+    )
+    record = inspect(data, ".png")
+    assert record.metadata.status == "found" and record.declares_ai
+    assert record.metadata.generation.tool == "AUTOMATIC1111"
+    assert record.metadata.error.startswith("MetadataError: XMP is not well-formed XML")
+    assert record.errors[0].startswith("metadata: MetadataError")
+
+
 def test_plain_xmp_digital_source_type_and_creator_tool():
     attribute = f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}{AI}" xmp:CreatorTool="Generator X"'
     data = media.jpeg_bytes(media.picture(7), xmp=media.xmp_packet(attribute).encode())

@@ -26,6 +26,7 @@ from mfclip_cli.faces.decode import readable_by_pillow
 from mfclip_cli.provenance.c2pa import source_type_name
 from mfclip_cli.provenance.comfyui import read_api_prompt, scalar
 from mfclip_cli.provenance.record import (
+    ERROR,
     FOUND,
     NONE_FOUND,
     Generation,
@@ -38,6 +39,8 @@ XMP_BASIC = "{http://ns.adobe.com/xap/1.0/}"
 RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
 MAX_XMP_BYTES = 4 << 20  # an XMP packet beyond this is refused, not parsed
 EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
+# the character codes an EXIF UserComment opens with (EXIF 2.3, table 9); undefined is 8 NULs
+USER_COMMENT_CODES = (b"ASCII\x00\x00\x00", b"UNICODE\x00", b"JIS\x00\x00\x00\x00\x00", b"\x00" * 8)
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
 # into EXIF Model and "workflow:{json}" into EXIF Make
 COMFY_EXIF_TAGS = (0x0110, 0x010F)
@@ -100,10 +103,14 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     if exif.get(EXIF_SOFTWARE):
         evidence.software.append(f"EXIF Software: {_text(exif[EXIF_SOFTWARE])}")
     if xmp:
-        source_type, creator_tool = _from_xmp(xmp)
-        evidence.digital_source_type = source_type
-        if creator_tool:
-            evidence.software.append(f"XMP CreatorTool: {creator_tool}")
+        try:
+            source_type, creator_tool = _from_xmp(xmp)
+        except MetadataError as error:  # what the other sources hold still counts (audit O M1)
+            evidence.error = f"MetadataError: {error}"
+        else:
+            evidence.digital_source_type = source_type
+            if creator_tool:
+                evidence.software.append(f"XMP CreatorTool: {creator_tool}")
     texts = _comfy_exif_texts(exif) | {
         key: value
         for key, value in info.items()
@@ -111,12 +118,16 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     }
     if "Software" in texts:
         evidence.software.append(f"PNG Software: {texts['Software']}")
-    comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT) if not texts else None
-    if comment:
-        texts = {"parameters": _user_comment(comment)}
     evidence.generation = _generation(texts) if texts else None
+    # a UserComment where the texts hold no generation (a PNG's Software beside it hid it): in
+    # the Exif IFD as A1111 writes it, or in IFD0 as Fooocus does (audit O H2, L1)
+    comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT) or exif.get(EXIF_USER_COMMENT)
+    if evidence.generation is None and comment:
+        evidence.generation = _generation({"parameters": _user_comment(comment)})
     if evidence.software or evidence.digital_source_type or evidence.generation:
         evidence.status = FOUND
+    elif evidence.error:
+        evidence.status = ERROR
     return evidence
 
 
@@ -227,15 +238,24 @@ def _from_xmp(packet: bytes | str) -> tuple[str | None, str | None]:
 
 
 def _user_comment(raw: Any) -> str:
-    """EXIF UserComment: an 8-byte character-code prefix, then the text (A1111 writes UNICODE,
-    big-endian UTF-16, through piexif)."""
+    """EXIF UserComment: an 8-byte character-code prefix, then the text; or, as Fooocus writes
+    it, the text alone (its first 8 bytes were cut as a prefix). A1111 writes UNICODE as UTF-16
+    big-endian (piexif), other writers in their TIFF byte order: the order that reads more of
+    the text as ASCII wins (the parameters' keys are), big-endian on a tie. The first byte chose
+    before, and a prompt opening in Cyrillic, CJK or an emoji read as little-endian noise."""
     if isinstance(raw, str):
         return raw
-    prefix, body = bytes(raw[:8]), bytes(raw[8:])
-    if prefix.startswith(b"UNICODE"):
-        big_endian = len(body) > 1 and body[0] == 0
-        return body.decode("utf-16-be" if big_endian else "utf-16-le", "replace")
-    return body.decode("utf-8", "replace").rstrip("\x00")
+    raw = bytes(raw)
+    prefix = raw[:8]
+    if prefix not in USER_COMMENT_CODES:
+        return raw.decode("utf-8", "replace").rstrip("\x00")
+    body = raw[8:]
+    if prefix != b"UNICODE\x00":
+        return body.decode("utf-8", "replace").rstrip("\x00")
+    if body[:2] in (b"\xfe\xff", b"\xff\xfe"):  # a byte-order mark says it
+        return body.decode("utf-16", "replace").rstrip("\x00")
+    readings = [body.decode(order, "replace") for order in ("utf-16-be", "utf-16-le")]
+    return max(readings, key=lambda text: sum(char.isascii() for char in text)).rstrip("\x00")
 
 
 def _generation(texts: dict[str, str]) -> Generation | None:
