@@ -21,6 +21,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 from skimage.data import astronaut
 
+from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.provenance import ProvenanceOptions, ProvenanceRecord, TrustError, inspect
 from mfclip_cli.provenance.watermark import (
     MESSAGES,
@@ -709,6 +710,34 @@ def test_a_broken_xmp_packet_keeps_what_the_other_metadata_says():
     assert record.metadata.generation.tool == "AUTOMATIC1111"
     assert record.metadata.error.startswith("MetadataError: XMP is not well-formed XML")
     assert record.errors[0].startswith("metadata: MetadataError")
+
+
+@pytest.mark.parametrize("damage", ["bad-crc", "large-workflow", "huge-workflow"])
+def test_a_png_with_a_damaged_or_large_text_chunk_keeps_its_pixels_and_its_other_metadata(
+    damage,
+):
+    """One bad ancillary chunk (a comment whose CRC fails, a zTXt workflow inflating past
+    Pillow's 1 MiB) made the whole file undecodable: no face analysed, exit 3, and the CRC case
+    said "not a recognised image format" (audit O M4). The pixels decode; the parameters beside
+    the chunk are read; what the damaged chunk held is the metadata check's error."""
+    body = {
+        "bad-crc": (b"tEXt", b"Comment\0hello", 0xDEADBEEF),
+        "large-workflow": (b"zTXt", b"workflow\0\0" + zlib.compress(b"x" * (2 << 20), 9), None),
+        "huge-workflow": (b"zTXt", b"workflow\0\0" + zlib.compress(b"x" * (8 << 20), 9), None),
+    }[damage]
+    plain = media.png_bytes(media.picture(13), {"parameters": media.A1111_PARAMETERS})
+    data = media.with_chunk(plain, media.png_chunk(*body))
+    pixels = decode_image(data).pixels
+    assert pixels.tobytes() == decode_image(plain).pixels.tobytes()
+    record = inspect(data, ".png", pixels)
+    if damage == "huge-workflow":  # past 4 MiB: refused, as an XMP packet is
+        assert record.metadata.status == "error" and "too large" in record.metadata.error
+        return
+    assert record.metadata.generation.tool == "AUTOMATIC1111" and record.declares_ai
+    if damage == "bad-crc":
+        assert record.metadata.error.endswith("not read (their CRC fails): tEXt")
+    with pytest.raises(DecodeError, match="truncated"):  # a cut file is not mended by dropping
+        decode_image(data[: len(data) - 200])
 
 
 def test_plain_xmp_digital_source_type_and_creator_tool():

@@ -9,6 +9,7 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import itertools
@@ -16,12 +17,13 @@ import math
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from mfclip_cli.files import open_regular
 
@@ -84,6 +86,9 @@ def readable_by_pillow(head: bytes) -> None:
 DEFAULT_MAX_PIXELS = 100_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
+# a PNG text chunk may inflate to 4 MiB (Pillow's 1 MiB refused a large ComfyUI workflow, and
+# with it the whole file), as an XMP packet may (provenance/metadata.py)
+PngImagePlugin.MAX_TEXT_CHUNK = 4 << 20
 Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header) gives the clearer message
 
 
@@ -209,6 +214,26 @@ def _head(path: Path) -> bytes:
         return b""
 
 
+UNRECOGNISED = "not a recognised image format"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# the chunks a PNG's upright pixels need: the critical ones, transparency and EXIF (orientation)
+PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"eXIf"})
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
+    """Each chunk of a PNG's bytes: (type, the chunk whole, whether its CRC holds). It stops at
+    the first chunk that runs past the end (a truncated file)."""
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        end = offset + 12 + length
+        if end > len(data):
+            return
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        yield kind, data[offset:end], zlib.crc32(data[offset + 4 : end - 4]) == crc
+        offset = end
+
+
 def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Upright RGB pixels of an image file, or of its bytes as read once (so that a hash of those
     bytes names what was decoded), or ``DecodeError`` saying why not."""
@@ -224,6 +249,45 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise DecodeError("empty file (0 bytes)")
     head = source[:12] if isinstance(source, bytes) else _head(source)
     readable_by_pillow(head)
+    try:
+        return _decoded(stream, head, suffix, max_pixels)
+    except DecodeError as error:
+        if head[:8] != PNG_SIGNATURE:
+            raise
+        failure = error
+    try:
+        data = source if isinstance(source, bytes) else source.read_bytes()
+    except OSError:
+        raise failure from None
+    return _png_again(data, failure, suffix, max_pixels)
+
+
+def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) -> DecodedImage:
+    """A PNG that failed to decode, decoded again with only the chunks its pixels need (an
+    ancillary one kept only where its CRC holds): a damaged comment, or a workflow inflating
+    past Pillow's limit, made the whole file undecodable (audit O M4). Else ``failure``, or, for
+    a file that stops before its last chunk, that it is truncated (Pillow, stopped by a damaged
+    chunk, said "not a recognised image format")."""
+    chunks = list(png_chunks(data))
+    if not chunks or chunks[-1][0] != b"IEND":  # no chunk dropping mends a truncated file
+        if str(failure) == UNRECOGNISED:
+            raise DecodeError("truncated or corrupt image: the PNG stops before its IEND chunk")
+        raise failure
+    kept = [
+        chunk
+        for kind, chunk, intact in chunks
+        if kind in PIXEL_CHUNKS and (intact or not kind[0] & 0x20)  # a critical one as it is
+    ]
+    if len(kept) < len(chunks):
+        with contextlib.suppress(DecodeError):
+            cleaned = io.BytesIO(PNG_SIGNATURE + b"".join(kept))
+            return _decoded(cleaned, PNG_SIGNATURE, suffix, max_pixels)
+    raise failure
+
+
+def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedImage:
+    """``decode_image``'s work on an open ``stream`` (a path or a BytesIO) whose first bytes
+    are ``head``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -246,7 +310,7 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except UnidentifiedImageError:
         if is_heif(head):  # libheif found no image it can decode in it
             raise DecodeError("corrupt HEIC/HEIF image: no decodable picture in it") from None
-        raise DecodeError("not a recognised image format") from None
+        raise DecodeError(UNRECOGNISED) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError(f"decompression bomb: {error}") from None
     except OSError as error:

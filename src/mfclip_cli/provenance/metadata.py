@@ -20,9 +20,9 @@ import struct
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable, Iterator
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from mfclip_cli.faces.decode import readable_by_pillow
+from mfclip_cli.faces.decode import PNG_SIGNATURE, png_chunks, readable_by_pillow
 from mfclip_cli.provenance.c2pa import source_type_name
 from mfclip_cli.provenance.comfyui import read_api_prompt, scalar
 from mfclip_cli.provenance.record import (
@@ -83,8 +83,28 @@ class MetadataError(ValueError):
 def read_metadata(data: bytes) -> MetadataEvidence:
     """The origin-related metadata in an image file's bytes (a HEIC/HEIF one's EXIF and XMP
     items through pillow-heif). Raises ``MetadataError`` (or Pillow's errors) for metadata that
-    cannot be read; the caller records them."""
+    cannot be read; the caller records them. A PNG chunk whose CRC fails (a damaged comment)
+    is the check's error, and the file's other chunks are still read (audit O M4)."""
     readable_by_pillow(data[:12])
+    try:
+        return _read_metadata(data)
+    except (UnidentifiedImageError, SyntaxError):
+        damaged = [kind for kind, _, intact in png_chunks(data) if not intact]
+        if data[:8] != PNG_SIGNATURE or not damaged:
+            raise
+    evidence = _read_metadata(
+        PNG_SIGNATURE + b"".join(chunk for _, chunk, intact in png_chunks(data) if intact)
+    )
+    names = ", ".join(sorted({kind.decode("latin-1") for kind in damaged}))
+    # what it held is unknown: the check's error, beside what the intact chunks hold
+    unread = f"MetadataError: damaged PNG chunk(s) not read (their CRC fails): {names}"
+    evidence.error = f"{unread}; {evidence.error}" if evidence.error else unread
+    if evidence.status == NONE_FOUND:
+        evidence.status = ERROR
+    return evidence
+
+
+def _read_metadata(data: bytes) -> MetadataEvidence:
     with Image.open(io.BytesIO(data)) as image:
         info = dict(image.info)
         if image.format == "PNG":  # its getexif() decodes every pixel first
