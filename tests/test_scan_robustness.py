@@ -137,11 +137,19 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
         ({"c2pa_trust": None}, None, "provenance checks on there, off (--no-provenance) now"),
         (
             {"c2pa_trust": None},
-            {"c2pa_trust": "anchors.pem"},
-            "provenance checks on there, on with the C2PA trust anchors of anchors.pem now",
+            {"c2pa_trust": "anchors.pem", "c2pa_trust_sha256": "ab" * 32},
+            "provenance checks on there, on with the C2PA trust anchors of anchors.pem "
+            "(SHA-256 abababababab) now",
+        ),
+        (  # another certificate copied over the same file name (audit O M3: it was resumed)
+            {"c2pa_trust": "anchors.pem", "c2pa_trust_sha256": "ab" * 32},
+            {"c2pa_trust": "anchors.pem", "c2pa_trust_sha256": "cd" * 32},
+            "provenance checks on with the C2PA trust anchors of anchors.pem (SHA-256 "
+            "abababababab) there, on with the C2PA trust anchors of anchors.pem (SHA-256 "
+            "cdcdcdcdcdcd) now",
         ),
     ],
-    ids=["turned-on", "turned-off", "trust-file"],
+    ids=["turned-on", "turned-off", "trust-file", "trust-file-rewritten"],
 )
 def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_path):
     """A report written with --no-provenance and resumed without it was refused with
@@ -161,6 +169,22 @@ def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_pat
             report, [(0, {**meta, "provenance": there})], {**meta, "provenance": now}
         )
     assert f"other settings ({said})" in str(refusal.value)
+
+
+def test_the_same_anchors_named_by_another_path_resume():
+    """--c2pa-trust ./anchors.pem after anchors.pem was refused: the same certificates."""
+    meta = {
+        "type": "meta",
+        "weights": {"sha256": "0" * 64},
+        "thresholds": {"fake": 0.5},
+        "video_sampling": {"fps": 1.0},
+        "schema_version": "2.7.0",
+        "verdicts": None,
+        "device": "cpu",
+    }
+    there = {**meta, "provenance": {"c2pa_trust": "anchors.pem", "c2pa_trust_sha256": "ab" * 32}}
+    now = {**meta, "provenance": {"c2pa_trust": "./anchors.pem", "c2pa_trust_sha256": "ab" * 32}}
+    assert ResumeState.from_report(Path("r.jsonl"), [(0, there)], now).done == {}
 
 
 def test_a_report_being_written_is_locked(photos, weights, tmp_path):

@@ -3,6 +3,7 @@ becomes that check's error in the record, and the others still report."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -64,6 +65,12 @@ class ProvenanceOptions:
                 "watermark": "dwtDct (invisible-watermark 0.2.0's decoder, reimplemented)",
             },
             "c2pa_trust": self.trust_file,
+            # the anchors themselves: a resume compares these, not the file's name
+            "c2pa_trust_sha256": (
+                hashlib.sha256(self.trust_pem.encode("ascii")).hexdigest()
+                if self.trust_pem
+                else None
+            ),
         }
 
 

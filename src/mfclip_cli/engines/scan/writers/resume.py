@@ -32,15 +32,18 @@ def _precision_used(meta: dict[str, Any]) -> str | None:
     return "bf16" if str(meta.get("device", "cpu")).startswith("cuda") else "fp32"
 
 
-def _provenance_checks(meta: dict[str, Any]) -> str:
-    """A report's provenance setting as a resume must match it, in words: the checks off
-    (``--no-provenance``), on, or on with a ``--c2pa-trust`` file (a refusal read "provenance
-    trust False there, True now" for checks turned on)."""
+def _provenance_checks(meta: dict[str, Any]) -> tuple[str | None, str]:
+    """A report's provenance setting as a resume must match it: what is compared (off, on, or
+    on with the SHA-256 of the ``--c2pa-trust`` anchors: the certificates, not the file's name,
+    which another certificate could have been copied over, audit O M3) and its words (a refusal
+    read "provenance trust False there, True now" for checks turned on)."""
     provenance = meta.get("provenance")
     if provenance is None:
-        return "off (--no-provenance)"
-    trust = provenance.get("c2pa_trust")
-    return f"on with the C2PA trust anchors of {trust}" if trust else "on"
+        return None, "off (--no-provenance)"
+    trust, digest = provenance.get("c2pa_trust"), provenance.get("c2pa_trust_sha256")
+    if not trust:
+        return "on", "on"
+    return digest, f"on with the C2PA trust anchors of {trust} (SHA-256 {str(digest)[:12]})"
 
 
 @dataclass
@@ -101,9 +104,9 @@ class ResumeState:
             ]
             if was != now
         ]
-        checks = _provenance_checks(previous), _provenance_checks(meta)
-        if checks[0] != checks[1]:  # said in words, not as values
-            differences.append(f"provenance checks {checks[0]} there, {checks[1]} now")
+        (was, then), (now, words) = _provenance_checks(previous), _provenance_checks(meta)
+        if was != now:  # said in words, not as values
+            differences.append(f"provenance checks {then} there, {words} now")
         if differences:
             raise ReportError(
                 f"{path} was written with other settings ({'; '.join(differences)}); "
