@@ -515,6 +515,56 @@ def test_a_video_rewritten_with_its_times_set_back_beside_a_link_change_is_caugh
             video.check_unchanged()
 
 
+def test_an_image_written_within_its_reads_clock_tick_is_read_twice_and_caught(
+    tmp_path, monkeypatch
+):
+    """A write landing in the clock tick of an image's read moves no timestamp: the record
+    named bytes that were never the file, unflagged (audit O M2). A file written in the last
+    two seconds is read a second time; the fstat here stands still, as it does in one tick."""
+    from mfclip_cli.engines.scan import evidence
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(astronaut()).save(photo)
+    still = photo.stat()
+    monkeypatch.setattr(evidence.os, "fstat", lambda fd: still)
+    opened = evidence._open_regular
+
+    class Rewritten:
+        """The file, rewritten in place (the same size) just after its first read."""
+
+        def __init__(self, handle):
+            self.handle, self.reads = handle, 0
+
+        def read(self, size):
+            data = self.handle.read(size)
+            self.reads += 1
+            if self.reads == 1:
+                with open(photo, "r+b") as other:
+                    other.seek(len(data) // 2)
+                    other.write(bytes(64))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self.handle.close()
+
+    def rewritten_open(path):
+        handle, status = opened(path)
+        return Rewritten(handle), status
+
+    monkeypatch.setattr(evidence, "_open_regular", rewritten_open)
+    with pytest.raises(InputChanged, match="two reads of it differ"):
+        read_image(photo)
+    monkeypatch.setattr(evidence, "_open_regular", opened)  # a file at rest: read once, as it is
+    monkeypatch.setattr(evidence.time, "time_ns", lambda: still.st_mtime_ns + 10**10)
+    assert read_image(photo).data == photo.read_bytes()
+
+
 def test_a_report_is_never_written_over_a_file_scanned(weights, tmp_path):
     """Audit Z6: --csv naming the input emptied it before it was read, and --json naming a file
     in the folder scanned replaced it at the end (exit 0), --force given. Refused (exit 2),

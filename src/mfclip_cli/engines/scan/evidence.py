@@ -26,6 +26,7 @@ import errno
 import hashlib
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -48,6 +49,10 @@ HASH_CHUNK = 1 << 20
 # refused before it is read, so a huge file named .jpg cannot fill the memory.
 BYTES_PER_PIXEL = 8
 METADATA_BYTES = 64 << 20
+# an image modified this recently may have been written within the clock tick of its read, which
+# no timestamp shows: it is read a second time and the two reads compared (audit O M2: a file
+# rewritten in place in a loop gave records of bytes that were never the file, unflagged)
+RECENT_WRITE_NS = 2_000_000_000
 
 
 class InputChanged(Exception):
@@ -154,15 +159,25 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageBytes:
         try:
             data = handle.read(before.st_size + 1)  # a byte more: a file growing shows
             after = os.fstat(handle.fileno())
+            identity = FileIdentity.of(before)
+            changes = identity.changes_to(FileIdentity.of(after))
+            if changes is None and len(data) != before.st_size:
+                changes = f"{len(data)} bytes read of {before.st_size}"
+            if changes is None and _written_lately(after):
+                handle.seek(0)
+                if handle.read(before.st_size + 1) != data:
+                    changes = "two reads of it differ: it is being written"
         except OSError as error:
             raise DecodeError(f"cannot read file: {error.strerror or error}") from None
-    identity = FileIdentity.of(before)
-    changes = identity.changes_to(FileIdentity.of(after))
-    if changes is None and len(data) != before.st_size:
-        changes = f"{len(data)} bytes read of {before.st_size}"
     if changes:
         raise InputChanged(f"the file changed while it was read ({changes}); scan it again")
     return ImageBytes(data, hashlib.sha256(data).hexdigest())
+
+
+def _written_lately(status: os.stat_result) -> bool:
+    """Whether a file's last write or status change is recent enough to have fallen within the
+    clock tick of a read of it (``RECENT_WRITE_NS``)."""
+    return time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) < RECENT_WRITE_NS
 
 
 class HeldVideo:
