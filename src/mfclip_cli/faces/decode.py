@@ -703,7 +703,9 @@ class FrameReader:
         finally:
             self.capture.release()
             self._account(grabbed, clock, ended, due)
-        if (ended or not (self.rate or self.wanted)) and not self.read:
+        # ended with none read, or nothing to sample where the stream counts no frame at all
+        nothing = not (self.rate or self.wanted) and self.info.frame_count == 0
+        if (ended or nothing) and not self.read:
             raise DecodeError("video has no readable frames")
 
     def _account(self, grabbed: int, clock: _Clock, ended: bool, due: int) -> None:
