@@ -16,6 +16,7 @@ from mfclip_cli.data import read_dataset, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
+    calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
     refuse_training_overlap,
@@ -373,6 +374,38 @@ def test_eval_refuses_a_test_split_its_calibration_was_fitted_on(data, tmp_path)
     assert own.returncode == 0, own.stderr
     recorded = json.loads((tmp_path / "own.json").read_text())["protocol"]["calibration_overlap"]
     assert recorded == {"protocol": "in-domain", "train": 0, "val": 0}
+
+
+def test_a_calibration_on_data_changed_since_is_said_to_be_unchecked(data, tmp_path):
+    """Audit N M1: the data a calibration was fitted on, edited in place since (a split column
+    changed, a file removed), turned the held-out check off without a word: its calibrated
+    figures may rest on the very faces scored. It is said on stderr."""
+    faces = shutil.copytree(data, tmp_path / "faces")
+    weights = _trained_with(
+        make_dataset(tmp_path / "elsewhere", per_class=16, seed=3),
+        "in-domain",
+        tmp_path / "w.safetensors",
+    )
+    calibrated = tmp_path / "calibrated.safetensors"
+    done = mfclip(
+        "calibrate", "--data", str(faces), "-w", str(weights), "--device", "cpu",
+        "-o", str(calibrated),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = read_checkpoint_info(calibrated)
+    assert calibration_data_changed(info, read_dataset(faces)) is None  # as it was: checked
+    removed = next((faces / "real" / "camera").iterdir())
+    removed.unlink()
+    changed = read_dataset(faces)
+    assert calibration_data_changed(info, changed)["samples"] == len(changed.samples) + 1
+    moved = shutil.copytree(faces, tmp_path / "other-name")  # another folder: not this data
+    assert calibration_data_changed(info, read_dataset(moved)) is None
+    evaluated = _eval(faces, calibrated, tmp_path / "r.json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    said = " ".join(evaluated.stderr.split())
+    assert "calibration was fitted on faces as it was then" in said, said
+    assert f"({len(changed.samples) + 1} samples, {len(changed.samples)} now" in said
+    assert json.loads((tmp_path / "r.json").read_text())["protocol"]["calibration_overlap"] is None
 
 
 def test_eval_refuses_a_val_split_it_would_choose_thresholds_on_that_it_trained_on(

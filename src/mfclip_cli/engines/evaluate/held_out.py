@@ -216,6 +216,20 @@ def calibration_overlap(
     return None if splits is None else _overlap(splits, TRAINED_ON["test"], samples)
 
 
+def calibration_data_changed(info: CheckpointInfo, index: DataIndex) -> dict[str, Any] | None:
+    """The data record of the checkpoint's calibration where ``index`` is a folder of its
+    recorded name holding another sample list (files added, removed, relabelled or moved to
+    another split since): whether the test split holds faces the calibration was fitted on then
+    cannot be told, and is to be said (audit N M1: a split column edited in place turned the
+    check off without a word). None elsewhere."""
+    data = ((info.calibration or {}).get("fitted_on") or {}).get("data")
+    if not isinstance(data, dict) or not data.get("index_sha256") or index.sources:
+        return None
+    if data.get("name") != Path(index.root).name or as_recorded(data, index) is not None:
+        return None
+    return data
+
+
 def changed_data_overlap(
     info: CheckpointInfo, index: DataIndex, split: str, samples: Sequence[Sample]
 ) -> ChangedDataOverlap | None:

@@ -21,6 +21,7 @@ from mfclip_cli.engines.evaluate.held_out import (
     USED_AS,
     ChangedDataOverlap,
     Overlap,
+    calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
     refuse_calibration_overlap,
@@ -256,6 +257,16 @@ def calibration_check(
     """The test samples the checkpoint's calibration was fitted on (``calibration_overlap``),
     refused unless allowed, said where allowed."""
     overlap = calibration_overlap(loaded.info, index, test)
+    if overlap is None and (then := calibration_data_changed(loaded.info, index)) is not None:
+        error_console.print(
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}'s calibration was fitted "
+            f"on {escape(Path(index.root).name)} as it was then ({then.get('samples')} samples, "
+            f"{len(index.samples)} now: files added, removed, relabelled or moved to another "
+            "split since), so whether the test split holds faces its temperature, band and "
+            "thresholds were fitted on cannot be told; calibrate it again on the data as they "
+            "are to know",
+            highlight=False,
+        )
     if not choice.allow_training_overlap:
         refuse_calibration_overlap(overlap, protocol.name)
     elif overlap is not None and overlap.total:
