@@ -88,6 +88,14 @@ def test_ece_weights_bins_by_their_faces_and_bins_are_right_closed():
         reliability_bins([1.5], [1])
 
 
+def test_a_certain_fit_has_an_nll_of_zero_not_minus_zero():
+    """calibrate printed "val NLL 0.0034 -> -0.0000" at the lower temperature bound (audit N
+    L3): every face certain gives -0.0."""
+    logits = np.array([[800.0, 0.0, 0.0], [0.0, 800.0, 0.0]])
+    value = nll(logits, np.array([0, 1]))
+    assert value == 0 and math.copysign(1.0, value) == 1.0 and f"{value:.4f}" == "0.0000"
+
+
 def test_nll_matches_sklearn_log_loss():
     rng = np.random.default_rng(4)
     logits = rng.normal(0, 2, (50, 3))

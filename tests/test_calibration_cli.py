@@ -21,7 +21,7 @@ from mfclip_cli.model import load_checkpoint, read_checkpoint_info, save_checkpo
 from mfclip_cli.model.checkpoint import save_fitted, sidecar_path, timeless
 from mfclip_cli.scoring.fingerprints import face_fingerprints
 from mfclip_cli.scoring.fpr_bounds import OPERATING_POINT_FIELDS
-from mfclip_cli.scoring.metrics import rates_at_threshold
+from mfclip_cli.scoring.metrics import rates_at_threshold, roc_auc
 from mfclip_cli.scoring.ood import ood_of
 from mfclip_cli.scoring.precision import MAX_LABEL_CHANGE_SHARE, measure_parity, model_at
 
@@ -177,6 +177,10 @@ def test_eval_reports_calibration_operating_points_and_intervals(dataset, calibr
         rows = list(csv.DictReader(handle))
     fake = np.array([row["label"] != "real" for row in rows], dtype=int)
     score = np.array([1 - float(row["real"]) for row in rows])
+    # each probability whole, not to 8 decimals (ties the report does not have: audit N L1)
+    sums = [sum(float(row[name]) for name in ("real", "diffusion", "gan")) for row in rows]
+    assert max(abs(total - 1) for total in sums) < 1e-12
+    assert roc_auc(fake, score) == report["overall"]["auc"]
     for name, point in report["operating_points"]["points"].items():
         assert point["threshold"] == pytest.approx(record["thresholds"][name]["threshold"], 1e-4)
         expected = rates_at_threshold(fake, score, point["threshold"])

@@ -167,6 +167,19 @@ def test_one_network_under_two_calibrations_is_said_to_be_one(
     assert plain["calibration"]["test"]["after"] is None
 
 
+def test_the_tables_say_the_threshold_acc_is_taken_at_where_it_is_not_one_half(
+    weights, dataset, protocol_file, other
+):
+    """ACC, real ACC and fake ACC at --threshold 0.7 were shown under the same headers as at
+    0.5, nothing in the tables saying 0.7 (audit N L2)."""
+    common = [*_eval(dataset, protocol_file), "--bootstrap", "0", "-w", str(weights)]
+    single = run(*common, "--threshold", "0.7")
+    several = run(*common, "-w", str(other), "--threshold", "0.7")
+    for result in (single, several):
+        assert "ACC at fake score >= 0.7" in " ".join(result.stdout.split())
+    assert "ACC at fake score" not in run(*common).stdout
+
+
 def test_a_test_split_delong_cannot_use_still_prints_the_table(
     dataset, calibrated, other, tmp_path
 ):

@@ -33,10 +33,18 @@ PAIR_FIGURES = ("auc_a", "auc_b", "difference", "standard_error", "z", "p_value"
 SHA_SHOWN = 8  # hex digits of a SHA-256 in the tables
 
 
+def _at_threshold(report: dict) -> str:
+    """The ACC columns' threshold in a title, where it is not 0.5 (a figure copied from the
+    table read as ACC at 0.5: audit N L2)."""
+    threshold = report["threshold"]
+    return "" if threshold == 0.5 else f"; ACC at fake score >= {threshold:g}"
+
+
 def metrics_table(report: dict) -> Table:
     undefined = report.get("undefined")
     table = Table(
-        title=f"mfclip eval: protocol {report['protocol']['name']}, test split",
+        title=f"mfclip eval: protocol {report['protocol']['name']}, test split"
+        + _at_threshold(report),
         caption=(
             f"{', '.join(k.upper() for k in undefined['metrics'])} undefined: {undefined['why']}; "
             f"{undefined['defined']}"
@@ -167,7 +175,7 @@ def comparison_table(report: dict) -> Table:
     table = Table(
         title=f"mfclip eval: {len(comparison['weights'])} checkpoints, protocol "
         f"{report['protocol']['name']}, the same {test['n']} test faces "
-        f"({test['n_fake']} fake, {test['n_real']} real)",
+        f"({test['n_fake']} fake, {test['n_real']} real)" + _at_threshold(report),
         caption="\n".join(escape(line) for line in legend),
         caption_justify="left",
     )
