@@ -35,6 +35,17 @@ def case(tmp_path_factory):
         "watermarked.png": media.png_bytes(media.embed_dwtdct(face, SDXL_BITS)),
         "clean.png": media.png_bytes(face),
         "broken_xmp.png": media.png_bytes(face, {"XML:com.adobe.xmp": "<x:xmpmeta><broken"}),
+        # signed as a capture, its XMP saying generated: both said in the CSV (audit O L2)
+        "capture_ai_xmp.jpg": authority.sign(
+            media.jpeg_bytes(
+                face,
+                xmp=media.xmp_packet(
+                    f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}trainedAlgorithmicMedia"'
+                ).encode(),
+            ),
+            "image/jpeg",
+            source_type="digitalCapture",
+        ),
     }
     for name, data in files.items():
         (root / name).write_bytes(data)
@@ -78,7 +89,9 @@ def test_each_file_reports_exactly_its_evidence(scanned):
     assert found["clean.png"]["signals"] == [] and not found["clean.png"]["declares_ai"]
     assert found["broken_xmp.png"]["metadata"]["status"] == "error"
     declared = {name for name, evidence in found.items() if evidence["declares_ai"]}
-    assert declared == {"c2pa_ai.jpg", "tampered.png", "webui.png", "watermarked.png"}
+    assert declared == {
+        "c2pa_ai.jpg", "tampered.png", "webui.png", "watermarked.png", "capture_ai_xmp.jpg"
+    }  # fmt: skip
     astronaut_faces = records("\n".join(lines))["clean.png"]["faces"]
     watermarked_faces = records("\n".join(lines))["watermarked.png"]["faces"]
     assert len(astronaut_faces) == len(watermarked_faces) == 1
@@ -92,7 +105,10 @@ def test_csv_columns_carry_the_gist(scanned):
         "Test Generator Signer",
         "true",
     )
-    assert row["declared_source_type"] == "trainedAlgorithmicMedia"
+    assert row["declared_source_type"] == "c2pa:trainedAlgorithmicMedia"
+    both = rows["capture_ai_xmp.jpg"]
+    assert both["declared_source_type"] == "c2pa:digitalCapture xmp:trainedAlgorithmicMedia"
+    assert both["declares_ai"] == "true"
     assert rows["webui.png"]["generator"] == "AUTOMATIC1111 sd_xl_base_1.0"
     assert rows["watermarked.png"]["watermark"] == "sdxl 48/48"
     assert (rows["clean.png"]["c2pa"], rows["clean.png"]["watermark"]) == ("none_found",) * 2
@@ -107,7 +123,7 @@ def test_html_report_from_the_jsonl_shows_a_provenance_panel(scanned):
     result = mfclip("report", str(scanned / "r.jsonl"), "--html", str(scanned / "r.html"))
     assert result.returncode == 0, result.stderr
     page = (scanned / "r.html").read_text()
-    assert page.count('class="provenance"') == 6
+    assert page.count('class="provenance"') == 7  # one panel a file
     assert "signed and intact, signer not trusted" in page
     assert "portrait photo of an astronaut, studio light" in page  # the prompt, whole
     assert "files whose own evidence declares an AI origin" in page

@@ -32,7 +32,7 @@ from mfclip_cli.files import shown
 # the file's provenance in brief (the JSON reports hold all of it); empty with --no-provenance
 PROVENANCE_CSV_COLUMNS = (
     "c2pa",  # trusted | valid | invalid | remote | none_found | not_checked | error
-    "declared_source_type",  # IPTC source type(s): C2PA's, else its ingredients', else XMP's
+    "declared_source_type",  # each IPTC source type with where it is declared: c2pa:, xmp: ...
     "c2pa_signer",
     "generator",  # front end and model of generation parameters found in the file
     "watermark",  # "sdxl 48/48" for each mark found, else none_found / not_checked / error
@@ -56,10 +56,16 @@ def provenance_cells(record: FileRecord) -> dict[str, Any]:
     ]
     return {
         "c2pa": "remote" if c2pa.remote_url else c2pa.state or c2pa.status,
+        # every declaration with its source: C2PA's alone hid an XMP one saying otherwise, and
+        # a row read digitalCapture beside declares_ai true (audit O L2)
         "declared_source_type": " ".join(
-            c2pa.digital_source_types or c2pa.ingredient_digital_source_types
+            dict.fromkeys(
+                [f"c2pa:{kind}" for kind in c2pa.digital_source_types or ()]
+                + [f"c2pa-ingredient:{kind}" for kind in c2pa.ingredient_digital_source_types or ()]
+                + ([f"xmp:{metadata.digital_source_type}"] if metadata.digital_source_type else [])
+            )
         )
-        or metadata.digital_source_type,
+        or None,
         "c2pa_signer": c2pa.signer,
         "generator": None if made is None else " ".join(filter(None, [made.tool, made.model])),
         "watermark": " ".join(marks) or found.watermark.status,
