@@ -740,6 +740,50 @@ def test_a_png_with_a_damaged_or_large_text_chunk_keeps_its_pixels_and_its_other
         decode_image(data[: len(data) - 200])
 
 
+def test_imagemagicks_png_xmp_profile_is_read():
+    """ImageMagick keeps a PNG's XMP hex-encoded in a "Raw profile type xmp" text chunk: a
+    declaration there went unread (audit O L4)."""
+    packet = media.xmp_packet(f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}{AI}"').encode()
+    digits = packet.hex()
+    profile = f"\nxmp\n{len(packet):8d}\n" + "\n".join(
+        digits[i : i + 72] for i in range(0, len(digits), 72)
+    )
+    record = inspect(media.png_bytes(media.picture(3), {"Raw profile type xmp": profile}), ".png")
+    assert record.metadata.digital_source_type == AI and record.declares_ai
+    broken = media.png_bytes(media.picture(3), {"Raw profile type xmp": "\nxmp\n  9\nnot hex"})
+    assert inspect(broken, ".png").metadata.status == "error"
+
+
+def test_parameters_and_comfyui_graphs_in_image_description_are_read():
+    """Some front ends and ComfyUI's custom save nodes ("Prompt:", capitalised) write into EXIF
+    ImageDescription: neither was read; a camera's description still says nothing (audit O
+    L4)."""
+    graph = {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {"seed": 5, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                       "sampler_name": "euler", "steps": 20, "cfg": 7, "scheduler": "normal",
+                       "denoise": 1},
+        },
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a face", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "ugly", "clip": ["4", 1]}},
+    }  # fmt: skip
+    found = {}
+    for name, text in (
+        ("webui", media.A1111_PARAMETERS),
+        ("comfy", "Prompt:" + json.dumps(graph)),
+        ("camera", "OLYMPUS DIGITAL CAMERA"),
+    ):
+        exif = Image.Exif()
+        exif[0x010E] = text
+        found[name] = inspect(media.jpeg_bytes(media.picture(3), exif=exif.tobytes()), ".jpg")
+    assert found["webui"].metadata.generation.tool == "AUTOMATIC1111"
+    assert found["comfy"].metadata.generation.tool == "ComfyUI"
+    assert found["comfy"].metadata.generation.seed == "5"
+    assert found["camera"].metadata.status == "none_found" and not found["camera"].declares_ai
+
+
 def test_plain_xmp_digital_source_type_and_creator_tool():
     attribute = f'Iptc4xmpExt:DigitalSourceType="{media.IPTC}{AI}" xmp:CreatorTool="Generator X"'
     data = media.jpeg_bytes(media.picture(7), xmp=media.xmp_packet(attribute).encode())

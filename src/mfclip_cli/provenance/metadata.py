@@ -43,7 +43,11 @@ EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
 USER_COMMENT_CODES = (b"ASCII\x00\x00\x00", b"UNICODE\x00", b"JIS\x00\x00\x00\x00\x00", b"\x00" * 8)
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
 # into EXIF Model and "workflow:{json}" into EXIF Make
-COMFY_EXIF_TAGS = (0x0110, 0x010F)
+# EXIF Model, Make (ComfyUI's WebP) and ImageDescription (custom save nodes)
+COMFY_EXIF_TAGS = (0x0110, 0x010F, 0x010E)
+EXIF_IMAGE_DESCRIPTION = 0x010E
+# ImageMagick's PNG profiles: "\nxmp\n   LENGTH\nHEX DIGITS..." in a text chunk of this key
+RAW_XMP_KEY = "Raw profile type xmp"
 # the end of a Midjourney description; searched from "Job ID:" on, never backtracking over the
 # prompt (a lazy ".*?" before "\s*" took minutes on a run of spaces)
 MIDJOURNEY_JOB = re.compile(
@@ -114,7 +118,7 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
                 exif.load(info["exif"])
         else:
             exif = image.getexif()
-        xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+        xmp = info.get("xmp") or info.get("XML:com.adobe.xmp") or _raw_profile(info)
         if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
             xmp = image.tag_v2.get(TIFF_XMP)
         evidence = MetadataEvidence(NONE_FOUND)
@@ -144,6 +148,9 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
     comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT) or exif.get(EXIF_USER_COMMENT)
     if evidence.generation is None and comment:
         evidence.generation = _generation({"parameters": _user_comment(comment)})
+    description = exif.get(EXIF_IMAGE_DESCRIPTION)
+    if evidence.generation is None and description:  # parameters some tools put there
+        evidence.generation = _generation({"parameters": _text(description)})
     if evidence.software or evidence.digital_source_type or evidence.generation:
         evidence.status = FOUND
     elif evidence.error:
@@ -212,13 +219,29 @@ def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
 
 
 def _comfy_exif_texts(exif: Image.Exif) -> dict[str, str]:
-    """The ComfyUI ``prompt`` and ``workflow`` texts a WebP keeps in EXIF Model and Make."""
+    """The ComfyUI ``prompt`` and ``workflow`` texts a WebP keeps in EXIF Model and Make (and
+    custom save nodes in ImageDescription, capitalised)."""
     texts = {}
     for tag in COMFY_EXIF_TAGS:
         key, _, value = _text(exif.get(tag, "")).partition(":")
+        key = key.strip().lower()  # custom save nodes write "Prompt:" and "Workflow:"
         if key in ("prompt", "workflow") and value.lstrip().startswith("{"):
             texts[key] = value
     return texts
+
+
+def _raw_profile(info: dict[str, Any]) -> bytes | None:
+    """The XMP packet ImageMagick keeps in a PNG text chunk, hex-encoded after a header line
+    naming the profile and one giving its length; None without one. A chunk that does not
+    decode is handed on as it is, for the XMP reader to say it is not XMP."""
+    raw = info.get(RAW_XMP_KEY)
+    if not isinstance(raw, str):
+        return None
+    lines = raw.strip().split("\n", 2)
+    try:
+        return bytes.fromhex("".join(lines[2].split()))
+    except (IndexError, ValueError):
+        return raw.encode("utf-8")
 
 
 def _text(value: Any) -> str:
