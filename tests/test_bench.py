@@ -2,6 +2,7 @@
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,20 @@ def test_bench_measures_every_stage(bench_run):
         figures["model_int8_faces_per_s"] / figures["model_faces_per_s"]
     )
     assert "int8 vs fp32" in result.stdout
+    # the provenance checks' cost from paired rounds, and their own share of the scan's time:
+    # a ratio of medians of unequally loaded rounds printed -18 % (audit O L3)
+    rounds = figures["rounds"]
+    paired = [
+        without / with_checks - 1
+        for without, with_checks in zip(
+            rounds["end_to_end_no_provenance_images_per_s"], rounds["end_to_end_images_per_s"]
+        )
+    ]
+    assert figures["provenance_cost"] == pytest.approx(statistics.median(paired), rel=1e-12)
+    scans, checks = rounds["end_to_end_images_per_s"], rounds["provenance_images_per_s"]
+    shares = [scan / check for scan, check in zip(scans, checks)]
+    assert figures["provenance_share"] == pytest.approx(statistics.median(shares), rel=1e-12)
+    assert f"their own time is {100 * figures['provenance_share']:.1f} %" in said
 
 
 def test_the_bench_report_follows_its_schema(bench_run):
