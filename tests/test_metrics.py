@@ -289,3 +289,26 @@ def test_the_mean_over_subsets_weighs_each_alike_and_keeps_undefined_null():
     assert one_class["auc"] is None
     undefined = subset_mean([big, one_class])
     assert undefined["auc"] is None and undefined["fake_acc"] == pytest.approx(1.0)
+
+
+def test_a_subset_resting_on_one_face_of_a_class_is_named_under_the_table():
+    """ "n 17, AUC 0.062" read like any other row for 1 fake against 16 reals (audit N L3)."""
+    from rich.console import Console
+
+    from mfclip_cli.engines.evaluate.tables import metrics_table
+
+    def row(n_fake: int, n_real: int) -> dict:
+        return {"n": n_fake + n_real, "n_fake": n_fake, "n_real": n_real, "auc": 0.5}
+
+    report = {
+        "protocol": {"name": "in-domain"},
+        "threshold": 0.5,
+        "overall": row(9, 16),
+        "subsets": {"checker4": row(1, 16), "blur": row(8, 16)},
+    }
+    console = Console(width=200, record=True)
+    console.print(metrics_table(report))
+    text = " ".join(console.export_text().split())
+    assert "resting on it alone: checker4 (1 fake, 16 real)" in text and "blur (" not in text
+    report["subsets"]["checker4"] = row(2, 16)
+    assert metrics_table(report).caption is None

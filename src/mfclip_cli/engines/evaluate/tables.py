@@ -40,17 +40,32 @@ def _at_threshold(report: dict) -> str:
     return "" if threshold == 0.5 else f"; ACC at fake score >= {threshold:g}"
 
 
+def _thin_subsets(report: dict) -> str | None:
+    """The subsets whose AUC, AP and EER rest on one face of a class: "n 17, AUC 0.062" read
+    like any other row for 1 fake against 16 reals (audit N L3)."""
+    thin = [
+        f"{name} ({values['n_fake']} fake, {values['n_real']} real)"
+        for name, values in report["subsets"].items()
+        if min(values.get("n_fake", 2), values.get("n_real", 2)) == 1
+    ]
+    if not thin:
+        return None
+    return f"one face of a class, its AUC, AP and EER resting on it alone: {', '.join(thin)}"
+
+
 def metrics_table(report: dict) -> Table:
     undefined = report.get("undefined")
+    notes = [_thin_subsets(report)]
+    if undefined:
+        notes.insert(
+            0,
+            f"{', '.join(k.upper() for k in undefined['metrics'])} undefined: {undefined['why']}; "
+            f"{undefined['defined']}",
+        )
     table = Table(
         title=f"mfclip eval: protocol {report['protocol']['name']}, test split"
         + _at_threshold(report),
-        caption=(
-            f"{', '.join(k.upper() for k in undefined['metrics'])} undefined: {undefined['why']}; "
-            f"{undefined['defined']}"
-            if undefined
-            else None
-        ),
+        caption="\n".join(note for note in notes if note) or None,
     )
     table.add_column("subset", overflow="fold", min_width=12)
     for header in REPORTED.values():
