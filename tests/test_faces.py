@@ -1,6 +1,8 @@
 """The face pipeline in process: decoding every awkward file, detection against facenet,
 alignment."""
 
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -247,6 +249,26 @@ def test_a_phones_heic_decodes_upright_with_the_face(tmp_path, detector, orienta
     assert decode_image(raw).pixels.tobytes() == decoded.pixels.tobytes()
     with pytest.raises(DecodeError, match="^corrupt (HEIC/HEIF )?image: "):
         decode_image(raw[: len(raw) // 2])
+
+
+def test_a_heif_of_several_images_decodes_its_primary_one_within_the_limit():
+    """pillow-heif opens a HEIF at its primary image and the size check read it, then a seek to
+    image 0 decoded another picture: the face a viewer sees missed, and a large image 0 past
+    the decompression-bomb limit (audit P H2)."""
+    from pillow_heif import from_pillow
+
+    heif = from_pillow(Image.fromarray(face_free()[:400, :400]))
+    heif.add_from_pillow(Image.fromarray(astronaut()))
+    shown_first = io.BytesIO()
+    heif.save(shown_first, quality=90, primary_index=1)  # the astronaut is the one shown
+    assert decode_image(shown_first.getvalue()).pixels.shape == (512, 512, 3)
+    with pytest.raises(DecodeError, match="decompression-bomb limit"):
+        decode_image(shown_first.getvalue(), max_pixels=200_000)
+    heif = from_pillow(Image.fromarray(astronaut()))
+    heif.add_from_pillow(Image.fromarray(face_free()[:400, :400]))
+    small_primary = io.BytesIO()
+    heif.save(small_primary, quality=90, primary_index=1)
+    assert decode_image(small_primary.getvalue(), max_pixels=200_000).pixels.shape == (400, 400, 3)
 
 
 def test_every_awkward_encoding_decodes_to_rgb_with_the_face(tmp_path, detector):

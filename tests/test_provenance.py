@@ -685,6 +685,25 @@ def test_fooocus_parameters_in_ifd0_without_a_character_code_are_read(encode):
         assert generation.tool == "Fooocus" and generation.seed == "123" and record.declares_ai
 
 
+def test_a_user_comment_written_as_a_number_allocates_nothing():
+    """A UserComment stored as a LONG reached bytes(400_000_000): a 727-byte JPEG took the
+    scan's memory by 640 MB (audit P H1). A number is no comment."""
+    import tracemalloc
+
+    exif = Image.Exif()
+    exif[0x9286] = 100_000_000
+    exif.get_ifd(0x8769)[0x9286] = 100_000_000
+    data = media.jpeg_bytes(media.picture(6), exif=exif.tobytes())
+    tracemalloc.start()
+    try:
+        record = inspect(data, ".jpg")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert record.metadata.status == "none_found" and record.errors == []
+    assert peak < 20 << 20, peak
+
+
 def test_a_pngs_user_comment_is_read_beside_its_software_text():
     """A PNG's Software text hid its EXIF UserComment's parameters (audit O L1)."""
     exif = Image.Exif()

@@ -300,8 +300,10 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
                         f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit"
                     )
                 image_format = image.format or suffix or "unknown"
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)  # animated: the first frame
+                # animated: the first frame; a HEIF of several images stays at its primary one,
+                # whose size was checked (image 0 could be another, and a bomb: audit P H2)
+                if getattr(image, "n_frames", 1) > 1 and image_format != "HEIF":
+                    image.seek(0)
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 pixels = _to_rgb(upright)

@@ -288,6 +288,8 @@ def _user_comment(raw: Any) -> str:
     before, and a prompt opening in Cyrillic, CJK or an emoji read as little-endian noise."""
     if isinstance(raw, str):
         return raw
+    if not isinstance(raw, (bytes, bytearray)):  # a number: bytes(4e8) would be 400 MB of zeros
+        return ""
     raw = bytes(raw)
     prefix = raw[:8]
     if prefix not in USER_COMMENT_CODES:
