@@ -731,32 +731,59 @@ def test_a_broken_xmp_packet_keeps_what_the_other_metadata_says():
     assert record.errors[0].startswith("metadata: MetadataError")
 
 
-@pytest.mark.parametrize("damage", ["bad-crc", "large-workflow", "huge-workflow"])
+@pytest.mark.parametrize("where", ["before-pixels", "after-pixels"])
+@pytest.mark.parametrize("damage", ["bad-crc", "large-workflow", "huge-workflow", "huge-itxt"])
 def test_a_png_with_a_damaged_or_large_text_chunk_keeps_its_pixels_and_its_other_metadata(
-    damage,
+    damage, where
 ):
     """One bad ancillary chunk (a comment whose CRC fails, a zTXt workflow inflating past
     Pillow's 1 MiB) made the whole file undecodable: no face analysed, exit 3, and the CRC case
     said "not a recognised image format" (audit O M4). The pixels decode; the parameters beside
-    the chunk are read; what the damaged chunk held is the metadata check's error."""
-    body = {
-        "bad-crc": (b"tEXt", b"Comment\0hello", 0xDEADBEEF),
-        "large-workflow": (b"zTXt", b"workflow\0\0" + zlib.compress(b"x" * (2 << 20), 9), None),
-        "huge-workflow": (b"zTXt", b"workflow\0\0" + zlib.compress(b"x" * (8 << 20), 9), None),
-    }[damage]
+    the chunk are read; what a chunk that cannot be read held is the metadata check's error,
+    wherever it lies (after the pixels, a damaged one was read as intact; past 4 MiB, its
+    ValueError discarded the rest: audit P M1, M2)."""
+    huge = zlib.compress(b"x" * (8 << 20), 9)
+    kind, body, crc, said = {
+        "bad-crc": (b"tEXt", b"Comment\0hello", 0xDEADBEEF, "tEXt (its CRC fails)"),
+        "large-workflow": (b"zTXt", b"workflow\0\0" + zlib.compress(b"x" * (2 << 20)), None, None),
+        "huge-workflow": (
+            b"zTXt", b"workflow\0\0" + huge, None, "zTXt 'workflow' (its text inflates past 4 MiB)"
+        ),
+        "huge-itxt": (
+            b"iTXt", b"workflow\0\1\0en\0\0" + huge, None,
+            "iTXt 'workflow' (its text inflates past 4 MiB)",
+        ),
+    }[damage]  # fmt: skip
     plain = media.png_bytes(media.picture(13), {"parameters": media.A1111_PARAMETERS})
-    data = media.with_chunk(plain, media.png_chunk(*body))
+    chunk = media.png_chunk(kind, body, crc)
+    data = media.with_chunk(plain, chunk) if where == "before-pixels" else (
+        plain[:-12] + chunk + plain[-12:]  # before IEND
+    )  # fmt: skip
     pixels = decode_image(data).pixels
     assert pixels.tobytes() == decode_image(plain).pixels.tobytes()
     record = inspect(data, ".png", pixels)
-    if damage == "huge-workflow":  # past 4 MiB: refused, as an XMP packet is
-        assert record.metadata.status == "error" and "too large" in record.metadata.error
-        return
     assert record.metadata.generation.tool == "AUTOMATIC1111" and record.declares_ai
-    if damage == "bad-crc":
-        assert record.metadata.error.endswith("not read (their CRC fails): tEXt")
+    assert record.metadata.status == "found"
+    if said is None:
+        assert record.metadata.error is None
+    else:
+        assert record.metadata.error == f"MetadataError: PNG chunk(s) not read: {said}"
     with pytest.raises(DecodeError, match="truncated"):  # a cut file is not mended by dropping
         decode_image(data[: len(data) - 200])
+
+
+def test_corrupt_pixels_beside_a_damaged_comment_are_named_as_the_fault():
+    """A PNG whose pixel data is corrupt said "broken data stream"; with a damaged comment too,
+    Pillow's first word, "not a recognised image format", hid it (audit P L1)."""
+    plain = media.png_bytes(media.picture(13))
+    at = plain.index(b"IDAT") + 4 + 40
+    broken_pixels = plain[:at] + bytes(64) + plain[at + 64 :]
+    with pytest.raises(DecodeError) as alone:
+        decode_image(broken_pixels)
+    comment = media.png_chunk(b"tEXt", b"Comment\0hello", 0xDEADBEEF)
+    with pytest.raises(DecodeError) as both:
+        decode_image(media.with_chunk(broken_pixels, comment))
+    assert str(both.value) == str(alone.value) != "not a recognised image format"
 
 
 def test_imagemagicks_png_xmp_profile_is_read():

@@ -9,7 +9,6 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import itertools
@@ -220,18 +219,28 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"eXIf"})
 
 
-def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
-    """Each chunk of a PNG's bytes: (type, the chunk whole, whether its CRC holds). It stops at
-    the first chunk that runs past the end (a truncated file)."""
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Each chunk of a PNG's bytes: (type, the chunk whole: length, type, data, CRC). It stops
+    at the first chunk that runs past the end (a truncated file)."""
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
         end = offset + 12 + length
         if end > len(data):
             return
-        crc = struct.unpack(">I", data[end - 4 : end])[0]
-        yield kind, data[offset:end], zlib.crc32(data[offset + 4 : end - 4]) == crc
+        yield kind, data[offset:end]
         offset = end
+
+
+def crc_holds(chunk: bytes) -> bool:
+    """Whether a PNG chunk (whole, as ``png_chunks`` gives it) matches its CRC."""
+    return zlib.crc32(chunk[4:-4]) == struct.unpack(">I", chunk[-4:])[0]
+
+
+def ancillary(kind: bytes) -> bool:
+    """Whether a PNG chunk type is ancillary (a decoder may skip it), by its first letter's
+    case."""
+    return bool(kind[0] & 0x20)
 
 
 def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -265,24 +274,27 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) -> DecodedImage:
     """A PNG that failed to decode, decoded again with only the chunks its pixels need (an
     ancillary one kept only where its CRC holds): a damaged comment, or a workflow inflating
-    past Pillow's limit, made the whole file undecodable (audit O M4). Else ``failure``, or, for
-    a file that stops before its last chunk, that it is truncated (Pillow, stopped by a damaged
-    chunk, said "not a recognised image format")."""
+    past Pillow's limit, made the whole file undecodable (audit O M4). Else ``failure``, or the
+    retry's own where Pillow's first was "not a recognised image format" (stopped by a damaged
+    chunk, not the pixels' fault), or, for a file that stops before its IEND chunk, that it is
+    truncated, whatever stopped Pillow first."""
     chunks = list(png_chunks(data))
     if not chunks or chunks[-1][0] != b"IEND":  # no chunk dropping mends a truncated file
-        if str(failure) == UNRECOGNISED:
-            raise DecodeError("truncated or corrupt image: the PNG stops before its IEND chunk")
-        raise failure
+        raise DecodeError("truncated or corrupt image: the PNG stops before its IEND chunk")
     kept = [
         chunk
-        for kind, chunk, intact in chunks
-        if kind in PIXEL_CHUNKS and (intact or not kind[0] & 0x20)  # a critical one as it is
+        for kind, chunk in chunks
+        if kind in PIXEL_CHUNKS and (not ancillary(kind) or crc_holds(chunk))  # critical: as is
     ]
-    if len(kept) < len(chunks):
-        with contextlib.suppress(DecodeError):
-            cleaned = io.BytesIO(PNG_SIGNATURE + b"".join(kept))
-            return _decoded(cleaned, PNG_SIGNATURE, suffix, max_pixels)
-    raise failure
+    if len(kept) == len(chunks):
+        raise failure
+    try:
+        return _decoded(
+            io.BytesIO(PNG_SIGNATURE + b"".join(kept)), PNG_SIGNATURE, suffix, max_pixels
+        )
+    except DecodeError as again:
+        # Pillow's first word, stopped by a damaged chunk, named no fault of the pixels
+        raise (again if str(failure) == UNRECOGNISED else failure) from None
 
 
 def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedImage:
@@ -317,7 +329,7 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         raise DecodeError(f"decompression bomb: {error}") from None
     except OSError as error:
         message = str(error) or type(error).__name__
-        if "truncated" in message or "broken data stream" in message:
+        if "truncated" in message.lower() or "broken data stream" in message:
             raise DecodeError(f"truncated or corrupt image: {message}") from None
         raise DecodeError(f"cannot decode image: {message}") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as error:

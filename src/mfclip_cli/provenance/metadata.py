@@ -18,11 +18,18 @@ import json
 import re
 import struct
 import xml.etree.ElementTree as ElementTree
+import zlib
 from typing import Any, Callable, Iterator
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
-from mfclip_cli.faces.decode import PNG_SIGNATURE, png_chunks, readable_by_pillow
+from mfclip_cli.faces.decode import (
+    PNG_SIGNATURE,
+    ancillary,
+    crc_holds,
+    png_chunks,
+    readable_by_pillow,
+)
 from mfclip_cli.provenance.c2pa import source_type_name
 from mfclip_cli.provenance.comfyui import read_api_prompt, scalar
 from mfclip_cli.provenance.record import (
@@ -87,25 +94,58 @@ class MetadataError(ValueError):
 def read_metadata(data: bytes) -> MetadataEvidence:
     """The origin-related metadata in an image file's bytes (a HEIC/HEIF one's EXIF and XMP
     items through pillow-heif). Raises ``MetadataError`` (or Pillow's errors) for metadata that
-    cannot be read; the caller records them. A PNG chunk whose CRC fails (a damaged comment)
-    is the check's error, and the file's other chunks are still read (audit O M4)."""
+    cannot be read; the caller records them. A PNG chunk that cannot be read (its CRC fails, or
+    its text inflates past Pillow's limit), before or after the pixels, is the check's error,
+    and the file's other chunks are still read (audit O M4, audit P M1, M2)."""
     readable_by_pillow(data[:12])
-    try:
-        return _read_metadata(data)
-    except (UnidentifiedImageError, SyntaxError):
-        damaged = [kind for kind, _, intact in png_chunks(data) if not intact]
-        if data[:8] != PNG_SIGNATURE or not damaged:
-            raise
-    evidence = _read_metadata(
-        PNG_SIGNATURE + b"".join(chunk for _, chunk, intact in png_chunks(data) if intact)
-    )
-    names = ", ".join(sorted({kind.decode("latin-1") for kind in damaged}))
-    # what it held is unknown: the check's error, beside what the intact chunks hold
-    unread = f"MetadataError: damaged PNG chunk(s) not read (their CRC fails): {names}"
-    evidence.error = f"{unread}; {evidence.error}" if evidence.error else unread
-    if evidence.status == NONE_FOUND:
-        evidence.status = ERROR
+    unread: list[str] = []
+    if data[:8] == PNG_SIGNATURE:
+        data, unread = _without_unreadable_chunks(data)
+    evidence = _read_metadata(data)
+    if unread:  # what they held is unknown: the check's error, beside what the others hold
+        said = f"MetadataError: PNG chunk(s) not read: {', '.join(unread)}"
+        evidence.error = f"{said}; {evidence.error}" if evidence.error else said
+        if evidence.status == NONE_FOUND:
+            evidence.status = ERROR
     return evidence
+
+
+def _without_unreadable_chunks(data: bytes) -> tuple[bytes, list[str]]:
+    """A PNG's bytes without its ancillary chunks that cannot be read, and what each was: a CRC
+    that fails (Pillow refused the whole file before its pixels, and read one after them as if
+    intact), or a compressed text inflating past Pillow's limit (its ValueError ended the
+    check). ``data`` itself where there is none."""
+    kept, unread = [], []
+    for kind, chunk in png_chunks(data):
+        name = kind.decode("latin-1")
+        if ancillary(kind) and not crc_holds(chunk):
+            unread.append(f"{name} (its CRC fails)")
+        elif kind in (b"zTXt", b"iTXt") and _inflates_past_limit(kind, chunk[8:-4]):
+            keyword = chunk[8:-4].split(b"\0", 1)[0].decode("latin-1")
+            limit = PngImagePlugin.MAX_TEXT_CHUNK >> 20
+            unread.append(f"{name} {keyword!r} (its text inflates past {limit} MiB)")
+        else:
+            kept.append(chunk)
+    if not unread:
+        return data, []
+    return PNG_SIGNATURE + b"".join(kept), unread
+
+
+def _inflates_past_limit(kind: bytes, body: bytes) -> bool:
+    """Whether a zTXt or compressed iTXt chunk's text inflates past Pillow's text limit, found
+    with no more than the limit in memory."""
+    keyword, _, rest = body.partition(b"\0")
+    if kind == b"iTXt":
+        if len(rest) < 2 or rest[0] != 1:  # not compressed
+            return False
+        rest = rest[2:].split(b"\0", 2)[-1]  # after the language and translated keyword
+    else:
+        rest = rest[1:]  # after the compression method
+    try:
+        inflated = zlib.decompressobj().decompress(rest, PngImagePlugin.MAX_TEXT_CHUNK + 1)
+    except zlib.error:
+        return False  # Pillow says what is wrong with it
+    return len(inflated) > PngImagePlugin.MAX_TEXT_CHUNK
 
 
 def _read_metadata(data: bytes) -> MetadataEvidence:
