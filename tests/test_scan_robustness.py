@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import astronaut, face_free, mosaic, save_truncated_jpeg, save_video
+from media import astronaut, face_free, mosaic, save_heic, save_truncated_jpeg, save_video
 from PIL import Image
 from report_schemas import (
     broken,
@@ -908,6 +908,7 @@ def test_a_misnamed_file_is_scanned_as_what_its_bytes_are(weights, tmp_path):
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     Image.fromarray(astronaut()).save(evidence / "photo.mp4", format="JPEG")
+    save_heic(evidence / "phone.mp4")  # a HEIC went to FFmpeg as "MP4 (hevc)" (audit P L2)
     save_video(evidence / "clip.mp4", frames=3)
     (evidence / "clip.mp4").rename(evidence / "clip.jpg")
     copies = tmp_path / "copies"
@@ -918,6 +919,9 @@ def test_a_misnamed_file_is_scanned_as_what_its_bytes_are(weights, tmp_path):
     assert photo["format"] == "JPEG" and len(photo["faces"]) == 1 and "video" not in photo
     assert Path(photo["annotation"]["path"]).is_file()
     assert clip["format"].startswith("video (") and clip["video"]["frames_sampled"] >= 1
+    phone = records["phone.mp4"]
+    assert phone["format"] == "HEIF" and len(phone["faces"]) == 1 and "video" not in phone
+    assert phone["provenance"]["metadata"]["status"] != "not_checked"
 
 
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(weights, tmp_path):
