@@ -69,6 +69,7 @@ def test_folder_layout(tmp_path):
         "gan/efs/stylegan2/A/000_003.mp4/0001.png",
         "gan/efs/stylegan2/B/000_003.mp4/0001.png",
         "real/000_004.mp4/0001.png",
+        "real/phone/IMG_0001.HEIC",  # a phone's own photo: a sample as scan reads it
         "real/notes.txt",
         "real/clip.mp4",
         ".hidden/x.png",
@@ -77,7 +78,8 @@ def test_folder_layout(tmp_path):
     index = read_dataset(root)
     assert index.layout == "folder" and index.root == root.absolute()
     samples = _by_path(index)
-    assert list(samples) == sorted(samples) and len(samples) == 11
+    assert list(samples) == sorted(samples) and len(samples) == 12
+    assert samples["real/phone/IMG_0001.HEIC"].label == "real"
     got = {
         p: (s.label, s.forgery_type, s.generator, s.dataset, s.video, s.split)
         for p, s in samples.items()
@@ -119,10 +121,10 @@ def test_folder_layout(tmp_path):
     assert read_dataset(root, layout="folder", dataset="mine").samples[0].dataset == "mine"
     # mfclip prepare reads video files as samples too, labelled by their place
     with_videos = _by_path(read_dataset(root, include_videos=True))
-    assert len(with_videos) == 12 and with_videos["real/clip.mp4"].label == "real"
+    assert len(with_videos) == 13 and with_videos["real/clip.mp4"].label == "real"
     assert with_videos["real/clip.mp4"].video is None
     counts = index.counts()
-    assert counts["total"] == 11 and counts["label"] == {"real": 4, "diffusion": 4, "gan": 3}
+    assert counts["total"] == 12 and counts["label"] == {"real": 5, "diffusion": 4, "gan": 3}
     assert counts["generator"]["diffusion"] == {"sdxl": 2, "unknown": 2} and counts["videos"] == 3
 
 

@@ -46,7 +46,10 @@ from mfclip_cli.labels import CLASS_NAMES, LabelSet
 
 LABELS = CLASS_NAMES  # the model's classes, in its order
 SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# a phone's HEIC among them: a dataset of one's own photos, decoded as scan decodes them
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif"}
+)
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 )
