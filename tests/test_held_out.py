@@ -405,7 +405,14 @@ def test_a_calibration_on_data_changed_since_is_said_to_be_unchecked(data, tmp_p
     said = " ".join(evaluated.stderr.split())
     assert "calibration was fitted on faces as it was then" in said, said
     assert f"({len(changed.samples) + 1} samples, {len(changed.samples)} now" in said
-    assert json.loads((tmp_path / "r.json").read_text())["protocol"]["calibration_overlap"] is None
+    protocol = check_json_file(tmp_path / "r.json", "eval")["protocol"]
+    assert protocol["calibration_overlap"] is None  # recorded, not only said (audit P L5)
+    assert protocol["calibration_data_changed"] == {
+        "samples_then": len(changed.samples) + 1,
+        "samples_now": len(changed.samples),
+    }
+    other_data = make_dataset(tmp_path / "another" / "faces", per_class=3, seed=5)
+    assert calibration_data_changed(info, read_dataset(other_data)) is None  # a name only
 
 
 def test_eval_refuses_a_val_split_it_would_choose_thresholds_on_that_it_trained_on(

@@ -401,6 +401,7 @@ def score_checkpoint(
             "calibration_overlap": (
                 calibrated.record() if (calibrated := scoring.calibration_overlap) else None
             ),
+            "calibration_data_changed": scoring.calibration_data_changed,
         },
         "threshold": request.threshold,
         "calibration": {

@@ -227,6 +227,9 @@ def calibration_data_changed(info: CheckpointInfo, index: DataIndex) -> dict[str
         return None
     if data.get("name") != Path(index.root).name or as_recorded(data, index) is not None:
         return None
+    then = int(data.get("samples") or 0)
+    if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
+        return None  # a folder of that name only, as for training (audit P L5: "data")
     return data
 
 

@@ -81,6 +81,9 @@ class Scoring:
     calibration_overlap: Overlap | None = None
     # eval: the val samples (where its operating-point thresholds are chosen) it trained on
     thresholds_overlap: Overlap | None = None
+    # where the calibration's overlap cannot be told on its folder changed since: the sample
+    # counts then and now
+    calibration_data_changed: dict[str, int] | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -253,11 +256,14 @@ def calibration_check(
     protocol: Protocol,
     test: Sequence[Sample],
     error_console: Console,
-) -> Overlap | None:
+) -> tuple[Overlap | None, dict[str, int] | None]:
     """The test samples the checkpoint's calibration was fitted on (``calibration_overlap``),
-    refused unless allowed, said where allowed."""
+    refused unless allowed, said where allowed; and, where that cannot be told on the folder it
+    was fitted on changed since, the sample counts then and now (said, and recorded)."""
     overlap = calibration_overlap(loaded.info, index, test)
+    changed = None
     if overlap is None and (then := calibration_data_changed(loaded.info, index)) is not None:
+        changed = {"samples_then": int(then.get("samples") or 0), "samples_now": len(index.samples)}
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}'s calibration was fitted "
             f"on {escape(Path(index.root).name)} as it was then ({then.get('samples')} samples, "
@@ -281,7 +287,7 @@ def calibration_check(
             "asks; its calibrated figures on them are not those of unseen data",
             highlight=False,
         )
-    return overlap
+    return overlap, changed
 
 
 def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Console) -> None:
@@ -361,9 +367,9 @@ def load_scorings(
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )
-        calibrated = thresholds = None
+        calibrated = thresholds = calibration_changed = None
         if split == "test":  # calibrate fits anew: the source's calibration is replaced
-            calibrated = calibration_check(
+            calibrated, calibration_changed = calibration_check(
                 choice, loaded, index, protocol, splits.test, error_console
             )
             thresholds = thresholds_check(choice, loaded, index, protocol, splits, error_console)
@@ -380,6 +386,7 @@ def load_scorings(
                 changed,
                 calibrated,
                 thresholds,
+                calibration_changed,
             )
         )
     return scorings
