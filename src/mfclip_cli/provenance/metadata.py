@@ -49,8 +49,8 @@ EXIF_SOFTWARE, EXIF_IFD, EXIF_USER_COMMENT = 0x0131, 0x8769, 0x9286
 # the character codes an EXIF UserComment opens with (EXIF 2.3, table 9); undefined is 8 NULs
 USER_COMMENT_CODES = (b"ASCII\x00\x00\x00", b"UNICODE\x00", b"JIS\x00\x00\x00\x00\x00", b"\x00" * 8)
 # ComfyUI's WebP (its animated and video outputs) has no text chunks: it writes "prompt:{json}"
-# into EXIF Model and "workflow:{json}" into EXIF Make
-# EXIF Model, Make (ComfyUI's WebP) and ImageDescription (custom save nodes)
+# into EXIF Model and "workflow:{json}" into EXIF Make; custom save nodes write "Prompt:" and
+# "Workflow:" there or into ImageDescription
 COMFY_EXIF_TAGS = (0x0110, 0x010F, 0x010E)
 EXIF_IMAGE_DESCRIPTION = 0x010E
 # ImageMagick's PNG profiles: "\nxmp\n   LENGTH\nHEX DIGITS..." in a text chunk of this key
