@@ -298,7 +298,11 @@ def network_sha256(path: str | Path) -> str:
     path = Path(path)
     header = check_safetensors(path)
     meta = header.pop("__metadata__", None) or {}
-    digest = hashlib.sha256(json.dumps(meta.get("config"), sort_keys=True).encode())
+    try:  # the config as data, whatever order its header text gives the keys in
+        config = json.loads(meta.get("config") or "null")
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: the embedded model config is unreadable: {error}") from None
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     names = sorted(name for name in header if not name.startswith(tuple(FITTED.values())))
     with open(path, "rb") as stream:
         start = 8 + struct.unpack("<Q", stream.read(8))[0]
