@@ -453,8 +453,11 @@ def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
     assert face["leaning"] in ("diffusion", "gan")
     assert scan("--fail-on-fake", "--fail-on-inconclusive")[0] == 5
     assert scan("--fail-on-inconclusive")[0] == 5
-    code, face = scan("--fail-on-fake", "--fail-on-inconclusive", "--no-inconclusive")
+    code, face = scan("--fail-on-fake", "--no-inconclusive")
     assert (code, face["label"]) == (4, face["label"]) and face["label"] != "real"
+    # a gate on inconclusive faces with none marked could never fire: refused (audit Q M3)
+    refused = run(*common, "--fail-on-inconclusive", "--no-inconclusive", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "would pass everything" in " ".join(refused.stderr.split())
 
 
 def test_an_uncalibrated_checkpoint_says_no_face_can_be_inconclusive(tmp_path):
@@ -642,6 +645,24 @@ def test_a_spliced_fake_segment_makes_its_track_fake():
     assert (tie["label"], tie["fake_faces"]) == ("diffusion", 2)
     one = track(["real"] * 5 + ["gan"])  # a single fake face: the mean rule, and counted
     assert (one["label"], one["fake_faces"]) == ("real", 1)
+
+
+def test_an_inconclusive_track_leans_as_its_faces_do():
+    """Five faces, each inconclusive and leaning gan at the operating point (called real at a
+    fake threshold of 0.64, gan at 0.5), made a track leaning "real": the track took the label
+    at the threshold, its faces their call at 0.5 (audit Q M1)."""
+    from mfclip_cli.engines.scan.tracks import track_summaries
+
+    faces = []
+    for frame in range(5):
+        face = _face_at(frame, 10.0)
+        face.probs = {"real": 0.42, "diffusion": 0.03, "gan": 0.55}
+        face.label, face.leaning, face.track = "inconclusive", "gan", 0
+        face.inconclusive = ["operating_point"]
+        faces.append(face)
+    classes = ("real", "diffusion", "gan")
+    (summary,) = track_summaries(faces, classes, lambda p: "real", lambda p: "gan")
+    assert (summary["label"], summary["leaning"]) == ("inconclusive", "gan")
 
 
 def _crossing_video(path: Path, frames: int = 12) -> None:

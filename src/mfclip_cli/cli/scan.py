@@ -230,6 +230,12 @@ def scan(
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="'--fake-threshold'") from None
 
+        if fail_on_inconclusive and not inconclusive:  # a gate that could never fire (audit Q M3)
+            raise typer.BadParameter(
+                "--no-inconclusive marks no face inconclusive: --fail-on-inconclusive would "
+                "pass everything",
+                param_hint="'--fail-on-inconclusive'",
+            )
         if no_provenance and (c2pa_trust or fail_on_declared_ai):
             raise typer.BadParameter(
                 "--no-provenance skips the checks that --c2pa-trust and --fail-on-declared-ai need",

@@ -263,7 +263,9 @@ class Scanner:
             "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
         }
         link_tracks(record.faces)
-        record.video["tracks"] = track_summaries(record.faces, classes, stage.label)
+        record.video["tracks"] = track_summaries(
+            record.faces, classes, stage.label, stage.leaning_label
+        )
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 

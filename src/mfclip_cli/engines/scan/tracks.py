@@ -130,10 +130,17 @@ def link_tracks(faces: Sequence[FaceRecord]) -> None:
 
 
 def track_summaries(
-    faces: Sequence[FaceRecord], classes: Sequence[str], label_of: Callable[[np.ndarray], str]
+    faces: Sequence[FaceRecord],
+    classes: Sequence[str],
+    label_of: Callable[[np.ndarray], str],
+    leaning_of: Callable[[np.ndarray], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per track, in track order: its frames, first and last time, mean and max of each class
-    probability, how many faces were inconclusive, and its verdict (the module's rule)."""
+    probability, how many faces were inconclusive, and its verdict (the module's rule): a label
+    by ``label_of``, an inconclusive track's leaning by ``leaning_of`` (a face's rule, by default
+    ``label_of``: faces called real at a fake threshold above 0.5 and fake at 0.5 lean fake, and
+    their track with them, not "real": audit Q M1)."""
+    leaning_of = leaning_of or label_of
     tracks: dict[int, list[FaceRecord]] = {}
     for face in faces:
         tracks.setdefault(face.track, []).append(face)  # type: ignore[arg-type]
@@ -156,7 +163,7 @@ def track_summaries(
             "single_frame": len(members) == 1,
         }
         if 2 * len(conclusive) < len(members):
-            summary["label"], summary["leaning"] = INCONCLUSIVE, label_of(probs.mean(0))
+            summary["label"], summary["leaning"] = INCONCLUSIVE, leaning_of(probs.mean(0))
         elif len(fakes) >= MIN_FAKE_FACES:
             summary["label"] = _most_held([members[i] for i in fakes])
         else:
