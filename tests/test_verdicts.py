@@ -324,6 +324,14 @@ def test_a_face_an_operating_point_above_half_calls_real_while_it_leans_fake_is_
         assert face.family_uncertainty == before.family_uncertainty is not None
     for face in scanned(0.1):  # fake at 0.1 and at 0.5 alike: conclusive
         assert face.label in ("diffusion", "gan") and face.inconclusive is None
+    # beside a second checkpoint, the primary's `detectors` entry says what its face leans to,
+    # not "real" (audit Q L1)
+    torch.manual_seed(1)
+    second = Scorer(build_model(load_model_config("tiny")), temperature=50.0)
+    settings = ScanSettings(device="cpu", fake_threshold=0.9)
+    both = _scan(Scanner([replace(scorer, band=Band(1.0)), second], settings, CPU), [path])[0]
+    for face in both.faces:
+        assert face.label == "inconclusive" and face.detectors[0]["label"] == face.leaning != "real"
     # without a stored threshold the band vouches for nothing, and marks nothing
     assert all(face.label == "real" for face in scanned(0.9, Band()))
     # eval's band counts the same faces

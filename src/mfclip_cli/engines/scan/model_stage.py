@@ -261,11 +261,13 @@ class ModelStage:
         return results
 
     def _verdict(self, scorer: Scorer, face: FoundFace) -> dict[str, Any]:
-        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it, its uncertainty by the
-        primary's measure (the one meta.verdicts names)."""
+        """``scorer``'s verdict on ``face`` as ``records.verdict`` words it: the label its face
+        record holds or leans to (the primary's entry said "real" beside a face inconclusive and
+        leaning gan at the operating point: audit Q L1), its uncertainty by the primary's
+        measure (the one meta.verdicts names)."""
         return verdict(
             dict(zip(self.classes, face.probs.tolist())),
-            self.label(face.probs, scorer),
+            self.leaning_label(face.probs, scorer),
             face.ood_distance,
             None if scorer.ood is None else scorer.ood.threshold,
             self.primary.band.measure,  # side by side, every entry's uncertainty alike
