@@ -387,8 +387,10 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     assert meta["verdicts"] == {
         "inconclusive": True,
         "uncertainty_threshold": threshold,
+        "uncertainty_threshold_reached": stored["reached"],
         "measure": "binary",
         "family_threshold": family_threshold,
+        "family_threshold_reached": stored["family"]["reached"],
         "ood": True,
         "stability": ["jpeg:75", "jpeg:50", "resize:0.5"],
         "near_duplicate_bits": None,  # no --duplicates
@@ -455,6 +457,16 @@ def test_fail_on_fake_counts_only_conclusive_fakes(calibrated, tmp_path):
     def scan(*extra):
         result = run(*common, *extra, cwd=tmp_path, check=False)
         return result.returncode, check_scan_lines(result.stdout.splitlines())[1]["faces"][0]
+
+    # a threshold of 0 reached is told from one whose target was not reached (audit Q L2)
+    for reached in (True, False):
+        band = {**calibration["inconclusive"], "reached": reached}
+        path = tmp_path / f"reached-{reached}.safetensors"
+        weights = save_fitted(info, path, calibration={**calibration, "inconclusive": band}).path
+        said = run(*common[:3], weights, *common[4:], "--precision", "fp32", cwd=tmp_path)
+        verdicts = check_scan_lines(said.stdout.splitlines())[0]["verdicts"]
+        assert verdicts["uncertainty_threshold"] == 0
+        assert verdicts["uncertainty_threshold_reached"] is reached
 
     code, face = scan("--fail-on-fake")
     assert (code, face["label"], face["inconclusive"]) == (0, "inconclusive", ["uncertain"])

@@ -102,13 +102,21 @@ def verdicts_meta(settings: ScanSettings, scanner: Scanner) -> dict:
     family threshold, whether OOD statistics flag faces, and the re-encodings of --stability."""
     stage = scanner.model_stage
     band = stage.primary.band
+
+    def reached(threshold: float | None) -> bool | None:
+        """Whether a stored threshold's target was reached (a shown 0 is then a threshold, not
+        "every face": audit Q L2); None where there is none, or the band is off."""
+        return None if threshold is None or not settings.inconclusive else threshold >= 0
+
     return {
         "inconclusive": settings.inconclusive,
         "uncertainty_threshold": shown_threshold(band.threshold) if settings.inconclusive else None,
+        "uncertainty_threshold_reached": reached(band.threshold),
         "measure": band.measure,
         "family_threshold": shown_threshold(band.family_threshold)
         if settings.inconclusive
         else None,
+        "family_threshold_reached": reached(band.family_threshold),
         "ood": settings.inconclusive and stage.ood is not None,
         "stability": [p.name for p in STABILITY_PERTURBATIONS] if settings.stability else None,
         "near_duplicate_bits": MAX_DISTANCE if settings.duplicates else None,
