@@ -437,6 +437,11 @@ def calibrated(data, weights, tmp_path_factory):
         "--protocol", str(protocol), "--out", str(out), "--device", "cpu",
     )  # fmt: skip
     assert "attribution among 4 trained generator(s)" in result.stdout
+    # and how it did on its val fakes, and whether its temperature sits at a bound (audit Q L3)
+    val = read_checkpoint_info(out).attribution["val"]
+    said = " ".join(result.stdout.split())
+    assert f"val top-1 {val['top1']:.3f} of {val['fakes']} fakes" in said
+    assert ("WARNING: its temperature sits at a bound" in said) == val["temperature_at_bound"]
     return out
 
 
@@ -544,6 +549,7 @@ def test_scan_records_round_trip_and_older_checkpoints_scan_as_before(
         reports[name] = (lines, next(csv.DictReader(table.open())), jsonl)
     (meta, record, *_), row, jsonl = reports["new"]
     assert meta["attribution"]["available"] and meta["attribution"]["generators"] == sorted(TRAINED)
+    assert meta["attribution"]["val"] == read_checkpoint_info(calibrated).attribution["val"]
     face = record["faces"][0]
     attribution = face["attribution"]
     assert (

@@ -513,6 +513,9 @@ def attribution_summary(info: CheckpointInfo, attributor: Attributor | None) -> 
         "threshold": record["threshold"],
         "rule": rule_of(record),
         "fitted_on": record["fitted_on"],
+        # how far its probabilities can be trusted, beside them (audit Q L3: a temperature at
+        # its bound, val top-1 below chance, named generators at p 0.34 of 3, said nowhere)
+        **({"val": record["val"]} if record.get("val") else {}),
     }
 
 

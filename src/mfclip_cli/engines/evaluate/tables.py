@@ -359,9 +359,23 @@ def calibration_lines(result: dict) -> list[str]:
             -1,
             f"attribution among {len(attribution['generators'])} trained generator(s) "
             f"({', '.join(attribution['generators'])}): distance threshold "
-            f"{attribution['threshold']:.2f}",
+            f"{attribution['threshold']:.2f}" + _attribution_fit(attribution.get("val")),
         )
     return lines
+
+
+def _attribution_fit(val: dict | None) -> str:
+    """How the attribution did on its val fakes, and a warning where its temperature sits at a
+    bound (its probabilities near uniform: audit Q L3)."""
+    if not val:
+        return ""
+    said = f"; val top-1 {val['top1']:.3f} of {val['fakes']} fakes"
+    if val["temperature_at_bound"]:
+        said += (
+            "; WARNING: its temperature sits at a bound, its probabilities say little (more "
+            "train and val fakes a generator would fit it)"
+        )
+    return said
 
 
 def _band_line(band: dict) -> str:
