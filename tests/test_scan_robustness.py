@@ -130,6 +130,18 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
     assert mixed.returncode == 2 and "report format '2.0.0' there" in mixed.stderr, mixed.stderr
 
 
+# the meta line of a report to resume, as far as the settings compared read it
+EARLIER_META = {
+    "type": "meta",
+    "weights": {"sha256": "0" * 64},
+    "thresholds": {"fake": 0.5},
+    "video_sampling": {"fps": 1.0},
+    "schema_version": "2.7.0",
+    "verdicts": None,
+    "device": "cpu",
+}
+
+
 @pytest.mark.parametrize(
     ("there", "now", "said"),
     [
@@ -154,15 +166,7 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
 def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_path):
     """A report written with --no-provenance and resumed without it was refused with
     "provenance trust False there, True now": no trust anchor changed, the checks were off."""
-    meta = {
-        "type": "meta",
-        "weights": {"sha256": "0" * 64},
-        "thresholds": {"fake": 0.5},
-        "video_sampling": {"fps": 1.0},
-        "schema_version": "2.7.0",
-        "verdicts": None,
-        "device": "cpu",
-    }
+    meta = EARLIER_META
     report = tmp_path / "r.jsonl"
     with pytest.raises(ReportError) as refusal:
         ResumeState.from_report(
@@ -173,15 +177,7 @@ def test_a_resume_refusal_words_the_provenance_setting(there, now, said, tmp_pat
 
 def test_the_same_anchors_named_by_another_path_resume():
     """--c2pa-trust ./anchors.pem after anchors.pem was refused: the same certificates."""
-    meta = {
-        "type": "meta",
-        "weights": {"sha256": "0" * 64},
-        "thresholds": {"fake": 0.5},
-        "video_sampling": {"fps": 1.0},
-        "schema_version": "2.7.0",
-        "verdicts": None,
-        "device": "cpu",
-    }
+    meta = EARLIER_META
     there = {**meta, "provenance": {"c2pa_trust": "anchors.pem", "c2pa_trust_sha256": "ab" * 32}}
     now = {**meta, "provenance": {"c2pa_trust": "./anchors.pem", "c2pa_trust_sha256": "ab" * 32}}
     assert ResumeState.from_report(Path("r.jsonl"), [(0, there)], now).done == {}
