@@ -772,6 +772,63 @@ def test_a_png_with_a_damaged_or_large_text_chunk_keeps_its_pixels_and_its_other
         decode_image(data[: len(data) - 200])
 
 
+def test_hostile_and_odd_png_chunks_keep_the_parameters_and_name_only_metadata():
+    """Audit P2: thousands of small zTXt chunks (each inflated up to 4 MiB, 18 s, then Pillow's
+    64 MiB of text ended the check anyway); a damaged PLTE made the file unreadable to the
+    check; bytes after IEND and a damaged tIME were named as damaged metadata; an iTXt whose
+    compression flag is 2 (Pillow inflates any non-zero flag) escaped the size check."""
+    plain = media.png_bytes(media.picture(13), {"parameters": media.A1111_PARAMETERS})
+    small = zlib.compress(b"y" * (40 << 10))  # 40 KiB of text each: 1,700 of them pass 64 MiB
+    many = b"".join(media.png_chunk(b"zTXt", b"w%d\0\0" % i + small) for i in range(1700))
+    cases = {
+        "many-ztxt": (media.with_chunk(plain, many), "past the file's 64 MiB of text"),
+        "itxt-flag-2": (
+            media.with_chunk(
+                plain,
+                media.png_chunk(b"iTXt", b"w\0\2\0\0\0" + zlib.compress(b"x" * (5 << 20))),
+            ),
+            "iTXt 'w' (its text inflates past 4 MiB)",
+        ),
+    }
+    for name, (data, said) in cases.items():
+        record = inspect(data, ".png")
+        assert record.metadata.generation.tool == "AUTOMATIC1111", name
+        assert said in record.metadata.error, (name, record.metadata.error)
+    at = plain.index(b"IEND") + 8
+    quiet = {
+        # a damaged chunk that holds no metadata goes unnamed; bytes after IEND are no chunk
+        "bad-time": media.with_chunk(plain, media.png_chunk(b"tIME", bytes(7), 1)),
+        "after-iend": plain[:at] + b"junk" * 8,
+    }
+    for name, data in quiet.items():
+        record = inspect(data, ".png")
+        assert record.metadata.status == "found" and record.metadata.error is None, name
+    assert (
+        decode_image(quiet["after-iend"]).pixels.tobytes() == decode_image(plain).pixels.tobytes()
+    )
+    # a damaged palette: not the metadata's, and its parameters are still read
+    palette = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", media.A1111_PARAMETERS)
+    Image.fromarray(media.picture(13)).convert("P").save(palette, "PNG", pnginfo=info)
+    data = palette.getvalue()
+    start = data.index(b"PLTE") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    end = start + 12 + length
+    damaged = data[: end - 4] + b"\0\0\0\0" + data[end:]
+    assert inspect(damaged, ".png").metadata.generation.tool == "AUTOMATIC1111"
+
+
+def test_a_decompression_bomb_png_is_said_a_bomb_not_truncated(tmp_path):
+    """The PNG retry called every failure of a file without IEND "truncated", the
+    decompression-bomb refusal included (audit P2 M4)."""
+    from media import save_decompression_bomb
+
+    save_decompression_bomb(tmp_path / "bomb.png")
+    with pytest.raises(DecodeError, match="decompression-bomb limit"):
+        decode_image(tmp_path / "bomb.png")
+
+
 def test_corrupt_pixels_beside_a_damaged_comment_are_named_as_the_fault():
     """A PNG whose pixel data is corrupt said "broken data stream"; with a damaged comment too,
     Pillow's first word, "not a recognised image format", hid it (audit P L1)."""

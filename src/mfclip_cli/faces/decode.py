@@ -222,8 +222,9 @@ PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"eXIf"})
 
 
 def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Each chunk of a PNG's bytes: (type, the chunk whole: length, type, data, CRC). It stops
-    at the first chunk that runs past the end (a truncated file)."""
+    """Each chunk of a PNG's bytes: (type, the chunk whole: length, type, data, CRC), to its IEND
+    (bytes after it are no chunk). It stops at the first chunk that runs past the end (a
+    truncated file)."""
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
@@ -231,6 +232,8 @@ def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         if end > len(data):
             return
         yield kind, data[offset:end]
+        if kind == b"IEND":
+            return
         offset = end
 
 
@@ -263,7 +266,8 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     try:
         return _decoded(stream, head, suffix, max_pixels)
     except DecodeError as error:
-        if head[:8] != PNG_SIGNATURE:
+        # a PNG may fail for a chunk its pixels do not need; a bomb is refused by its size
+        if head[:8] != PNG_SIGNATURE or "decompression" in str(error):
             raise
         failure = error
     try:

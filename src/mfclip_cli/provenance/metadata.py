@@ -25,7 +25,6 @@ from PIL import Image, PngImagePlugin
 
 from mfclip_cli.faces.decode import (
     PNG_SIGNATURE,
-    ancillary,
     crc_holds,
     png_chunks,
     readable_by_pillow,
@@ -111,41 +110,56 @@ def read_metadata(data: bytes) -> MetadataEvidence:
 
 
 def _without_unreadable_chunks(data: bytes) -> tuple[bytes, list[str]]:
-    """A PNG's bytes without its ancillary chunks that cannot be read, and what each was: a CRC
-    that fails (Pillow refused the whole file before its pixels, and read one after them as if
-    intact), or a compressed text inflating past Pillow's limit (its ValueError ended the
-    check). ``data`` itself where there is none."""
-    kept, unread = [], []
+    """A PNG's bytes without its chunks that cannot be read, and which of the metadata ones
+    were left out: a chunk whose CRC fails (Pillow refused the whole file before its pixels,
+    and read one after them as if intact; a damaged PLTE or tIME goes too, unnamed: it holds no
+    metadata), a compressed text inflating past Pillow's limit (its ValueError ended the check),
+    and compressed texts past the file's text budget (thousands of small ones made Pillow give
+    up on all, after minutes of inflating). ``data`` itself where there is none. The pixel data
+    (IDAT) is neither checked nor inflated here."""
+    kept, unread, chunks = [], [], 0
+    budget = TEXT_BUDGET  # bytes of text inflated, in all, to look at them
     for kind, chunk in png_chunks(data):
+        chunks += 1
         name = kind.decode("latin-1")
-        if ancillary(kind) and not crc_holds(chunk):
-            unread.append(f"{name} (its CRC fails)")
-        elif kind in (b"zTXt", b"iTXt") and _inflates_past_limit(kind, chunk[8:-4]):
+        if kind != b"IDAT" and not crc_holds(chunk):
+            if kind in PNG_METADATA_CHUNKS:
+                unread.append(f"{name} (its CRC fails)")
+            continue
+        if kind in (b"zTXt", b"iTXt"):
             keyword = chunk[8:-4].split(b"\0", 1)[0].decode("latin-1")
-            limit = PngImagePlugin.MAX_TEXT_CHUNK >> 20
-            unread.append(f"{name} {keyword!r} (its text inflates past {limit} MiB)")
-        else:
-            kept.append(chunk)
-    if not unread:
+            size = _inflated_size(kind, chunk[8:-4], min(budget, TEXT_CHUNK_LIMIT) + 1)
+            if size is not None and size > TEXT_CHUNK_LIMIT:
+                limit = TEXT_CHUNK_LIMIT >> 20
+                unread.append(f"{name} {keyword!r} (its text inflates past {limit} MiB)")
+                budget -= TEXT_CHUNK_LIMIT
+                continue
+            if size is not None and size >= budget:
+                limit = TEXT_BUDGET >> 20
+                unread.append(f"{name} {keyword!r} (past the file's {limit} MiB of text)")
+                budget = 0
+                continue
+            budget -= size or 0
+        kept.append(chunk)
+    if not unread and len(kept) == chunks:
         return data, []
     return PNG_SIGNATURE + b"".join(kept), unread
 
 
-def _inflates_past_limit(kind: bytes, body: bytes) -> bool:
-    """Whether a zTXt or compressed iTXt chunk's text inflates past Pillow's text limit, found
-    with no more than the limit in memory."""
-    keyword, _, rest = body.partition(b"\0")
+def _inflated_size(kind: bytes, body: bytes, most: int) -> int | None:
+    """How many bytes a zTXt or compressed iTXt chunk's text inflates to, counted to ``most``;
+    None for an uncompressed iTXt, or a stream zlib cannot read (Pillow says what is wrong)."""
+    _, _, rest = body.partition(b"\0")
     if kind == b"iTXt":
-        if len(rest) < 2 or rest[0] != 1:  # not compressed
-            return False
+        if len(rest) < 2 or rest[0] == 0:  # not compressed (Pillow takes any other flag as so)
+            return None
         rest = rest[2:].split(b"\0", 2)[-1]  # after the language and translated keyword
     else:
         rest = rest[1:]  # after the compression method
     try:
-        inflated = zlib.decompressobj().decompress(rest, PngImagePlugin.MAX_TEXT_CHUNK + 1)
+        return len(zlib.decompressobj().decompress(rest, max(most, 1)))
     except zlib.error:
-        return False  # Pillow says what is wrong with it
-    return len(inflated) > PngImagePlugin.MAX_TEXT_CHUNK
+        return None
 
 
 def _read_metadata(data: bytes) -> MetadataEvidence:
@@ -224,6 +238,10 @@ def _stealth_texts(image: Image.Image, evidence: MetadataEvidence) -> dict[str, 
 
 
 PNG_METADATA_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
+# Pillow's limits on a PNG's text, which mfclip raises for one chunk (faces/decode.py): what the
+# metadata check inflates at most, for a chunk and for all of a file's
+TEXT_CHUNK_LIMIT = PngImagePlugin.MAX_TEXT_CHUNK
+TEXT_BUDGET = PngImagePlugin.MAX_TEXT_MEMORY
 
 
 def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
