@@ -661,6 +661,8 @@ def test_a_spliced_fake_segment_makes_its_track_fake():
     assert (splice["label"], splice["fake_faces"]) == ("gan", 3)
     mixed = track(["real", "gan", "real", "gan", "diffusion", "real"])
     assert (mixed["label"], mixed["fake_faces"]) == ("gan", 3)
+    assert mixed["fake_labels"] == {"diffusion": 1, "gan": 2}  # the families it mixes
+    assert splice["fake_labels"] == {"gan": 3}
     tie = track(["diffusion", "gan", "real"])  # two fakes, one each, equal sums: in name order
     assert (tie["label"], tie["fake_faces"]) == ("diffusion", 2)
     one = track(["real"] * 5 + ["gan"])  # a single fake face: the mean rule, and counted

@@ -34,6 +34,7 @@ evidence than a face followed for seconds. Definitions: docs/verdicts.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -160,6 +161,8 @@ def track_summaries(
             "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())),
             "inconclusive_faces": len(members) - len(conclusive),
             "fake_faces": len(fakes),
+            # which fake labels they hold: a track of 3 diffusion and 1 gan faces showed only 4
+            "fake_labels": dict(sorted(Counter(members[i].label for i in fakes).items())),
             "single_frame": len(members) == 1,
         }
         if 2 * len(conclusive) < len(members):
