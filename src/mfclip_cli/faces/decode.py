@@ -221,23 +221,24 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"eXIf"})
 
 
-def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Each chunk of a PNG's bytes: (type, the chunk whole: length, type, data, CRC), to its IEND
-    (bytes after it are no chunk). It stops at the first chunk that runs past the end (a
-    truncated file)."""
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, memoryview]]:
+    """Each chunk of a PNG's bytes: (type, the chunk whole: length, type, data, CRC, a view of
+    ``data``, no copy of the pixels), to its IEND (bytes after it are no chunk). It stops at the
+    first chunk that runs past the end (a truncated file)."""
+    view = memoryview(data)
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        length, kind = struct.unpack(">I4s", view[offset : offset + 8])
         end = offset + 12 + length
         if end > len(data):
             return
-        yield kind, data[offset:end]
+        yield kind, view[offset:end]
         if kind == b"IEND":
             return
         offset = end
 
 
-def crc_holds(chunk: bytes) -> bool:
+def crc_holds(chunk: bytes | memoryview) -> bool:
     """Whether a PNG chunk (whole, as ``png_chunks`` gives it) matches its CRC."""
     return zlib.crc32(chunk[4:-4]) == struct.unpack(">I", chunk[-4:])[0]
 

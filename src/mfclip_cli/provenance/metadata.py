@@ -127,8 +127,9 @@ def _without_unreadable_chunks(data: bytes) -> tuple[bytes, list[str]]:
                 unread.append(f"{name} (its CRC fails)")
             continue
         if kind in (b"zTXt", b"iTXt"):
-            keyword = chunk[8:-4].split(b"\0", 1)[0].decode("latin-1")
-            size = _inflated_size(kind, chunk[8:-4], min(budget, TEXT_CHUNK_LIMIT) + 1)
+            body = bytes(chunk[8:-4])
+            keyword = body.split(b"\0", 1)[0].decode("latin-1")
+            size = _inflated_size(kind, body, min(budget, TEXT_CHUNK_LIMIT) + 1)
             if size is not None and size > TEXT_CHUNK_LIMIT:
                 limit = TEXT_CHUNK_LIMIT >> 20
                 unread.append(f"{name} {keyword!r} (its text inflates past {limit} MiB)")
@@ -249,12 +250,9 @@ def _png_chunks_after_pixels(data: bytes) -> dict[str, Any]:
     readers without decoding a pixel: a file that only declares 100000 x 100000 pixels cost all
     the memory of the machine when ``getexif()`` decoded it, and every other PNG a second
     decode."""
-    offset, after_pixels = 8, None
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        if kind == b"IEND":
-            break
-        offset += 12 + length
+    offset, after_pixels = len(PNG_SIGNATURE), None
+    for kind, chunk in png_chunks(data):
+        offset += len(chunk)
         if kind in (b"IDAT", b"fdAT"):
             after_pixels = offset
     if after_pixels is None:
