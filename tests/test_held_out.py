@@ -397,7 +397,10 @@ def test_a_calibration_on_data_changed_since_is_said_to_be_unchecked(data, tmp_p
     removed = next((faces / "real" / "camera").iterdir())
     removed.unlink()
     changed = read_dataset(faces)
-    assert calibration_data_changed(info, changed)["samples"] == len(changed.samples) + 1
+    assert calibration_data_changed(info, changed) == {
+        "samples_then": len(changed.samples) + 1,
+        "samples_now": len(changed.samples),
+    }
     moved = shutil.copytree(faces, tmp_path / "other-name")  # another folder: not this data
     assert calibration_data_changed(info, read_dataset(moved)) is None
     evaluated = _eval(faces, calibrated, tmp_path / "r.json")

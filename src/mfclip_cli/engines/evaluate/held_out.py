@@ -216,12 +216,12 @@ def calibration_overlap(
     return None if splits is None else _overlap(splits, TRAINED_ON["test"], samples)
 
 
-def calibration_data_changed(info: CheckpointInfo, index: DataIndex) -> dict[str, Any] | None:
-    """The data record of the checkpoint's calibration where ``index`` is a folder of its
-    recorded name holding another sample list (files added, removed, relabelled or moved to
-    another split since): whether the test split holds faces the calibration was fitted on then
-    cannot be told, and is to be said (audit N M1: a split column edited in place turned the
-    check off without a word). None elsewhere."""
+def calibration_data_changed(info: CheckpointInfo, index: DataIndex) -> dict[str, int] | None:
+    """``{samples_then, samples_now}`` where ``index`` is a folder of the calibration's recorded
+    name holding another sample list (files added, removed, relabelled or moved to another
+    split since): whether the test split holds faces the calibration was fitted on then cannot
+    be told, and is to be said (audit N M1: a split column edited in place turned the check off
+    without a word). None elsewhere."""
     data = ((info.calibration or {}).get("fitted_on") or {}).get("data")
     if not isinstance(data, dict) or not data.get("index_sha256") or index.sources:
         return None
@@ -230,7 +230,7 @@ def calibration_data_changed(info: CheckpointInfo, index: DataIndex) -> dict[str
     then = int(data.get("samples") or 0)
     if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
         return None  # a folder of that name only, as for training (audit P L5: "data")
-    return data
+    return {"samples_then": then, "samples_now": len(index.samples)}
 
 
 def changed_data_overlap(

@@ -261,16 +261,15 @@ def calibration_check(
     refused unless allowed, said where allowed; and, where that cannot be told on the folder it
     was fitted on changed since, the sample counts then and now (said, and recorded)."""
     overlap = calibration_overlap(loaded.info, index, test)
-    changed = None
-    if overlap is None and (then := calibration_data_changed(loaded.info, index)) is not None:
-        changed = {"samples_then": int(then.get("samples") or 0), "samples_now": len(index.samples)}
+    changed = None if overlap is not None else calibration_data_changed(loaded.info, index)
+    if changed is not None:
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}'s calibration was fitted "
-            f"on {escape(Path(index.root).name)} as it was then ({then.get('samples')} samples, "
-            f"{len(index.samples)} now: files added, removed, relabelled or moved to another "
-            "split since), so whether the test split holds faces its temperature, band and "
-            "thresholds were fitted on cannot be told; calibrate it again on the data as they "
-            "are to know",
+            f"on {escape(Path(index.root).name)} as it was then ({changed['samples_then']} "
+            f"samples, {changed['samples_now']} now: files added, removed, relabelled or moved "
+            "to another split since), so whether the test split holds faces its temperature, "
+            "band and thresholds were fitted on cannot be told; calibrate it again on the data "
+            "as they are to know",
             highlight=False,
         )
     if not choice.allow_training_overlap:
