@@ -1,7 +1,10 @@
 """The face pipeline in process: decoding every awkward file, detection against facenet,
 alignment."""
 
+import builtins
 import io
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -320,6 +323,28 @@ def test_bad_files_raise_a_readable_error(tmp_path, make, message):
     make(path)
     with pytest.raises(DecodeError, match=message):
         decode_image(path)
+
+
+def test_a_file_is_opened_once_and_a_pipe_is_never_waited_on(tmp_path, monkeypatch):
+    """A path was opened twice (its head, then Pillow): one more open per crop per epoch in
+    training's loader. A FIFO in its place is refused, not read (its open would block)."""
+    path = tmp_path / "face.png"
+    Image.fromarray(astronaut()).save(path)
+    opened = []
+    os_open, builtin_open = os.open, builtins.open
+
+    def counted(real):
+        return lambda file, *args, **kwargs: (opened.append(file), real(file, *args, **kwargs))[1]
+
+    monkeypatch.setattr(os, "open", counted(os_open))
+    monkeypatch.setattr(builtins, "open", counted(builtin_open))
+    assert decode_image(path).pixels.shape == (512, 512, 3)
+    assert [Path(file) for file in opened if not isinstance(file, int)] == [path]
+    monkeypatch.undo()
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(DecodeError, match="^cannot read file: not a regular file"):
+        decode_image(pipe)
 
 
 def test_video_frames_are_sampled_by_rate_or_count(tmp_path):

@@ -253,16 +253,24 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """Upright RGB pixels of an image file, or of its bytes as read once (so that a hash of those
     bytes names what was decoded), or ``DecodeError`` saying why not."""
     if isinstance(source, bytes):
-        size, stream, suffix = len(source), io.BytesIO(source), ""
-    else:
-        try:
-            size = source.stat().st_size
-        except OSError as error:
-            raise DecodeError(f"cannot read file: {error.strerror or error}") from error
-        stream, suffix = source, source.suffix.lstrip(".").upper()
+        return _decode_stream(io.BytesIO(source), len(source), "", max_pixels)
+    try:  # opened once: its head, Pillow and a PNG's retry read the same open file
+        stream, status = open_regular(source)
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or error}") from error
+    with stream:
+        return _decode_stream(stream, status.st_size, source.suffix.lstrip(".").upper(), max_pixels)
+
+
+def _decode_stream(stream: BinaryIO, size: int, suffix: str, max_pixels: int) -> DecodedImage:
+    """``decode_image``'s work on an open ``stream`` of ``size`` bytes, at its start."""
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
-    head = source[:12] if isinstance(source, bytes) else _head(source)
+    try:
+        head = stream.read(512)
+        stream.seek(0)
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or error}") from error
     readable_by_pillow(head)
     try:
         return _decoded(stream, head, suffix, max_pixels)
@@ -272,7 +280,8 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             raise
         failure = error
     try:
-        data = source if isinstance(source, bytes) else source.read_bytes()
+        stream.seek(0)
+        data = stream.read()
     except OSError:
         raise failure from None
     return _png_again(data, failure, suffix, max_pixels)
@@ -305,8 +314,7 @@ def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) 
 
 
 def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedImage:
-    """``decode_image``'s work on an open ``stream`` (a path or a BytesIO) whose first bytes
-    are ``head``."""
+    """Pillow's decoding of an open ``stream`` whose first bytes are ``head``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
