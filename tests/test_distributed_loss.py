@@ -15,7 +15,6 @@ gathered columns). The reference is one process on the whole batch. Compared:
 """
 
 import socket
-import warnings
 
 import pytest
 import torch
@@ -148,17 +147,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ranks")
-    try:
-        mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True)
-    except mp.ProcessExitedException as death:
-        # Once in CI a worker died of SIGABRT inside glibc's allocator during gloo's set-up
-        # ("malloc(): unaligned tcache chunk detected"), never reproduced here: a crash of the
-        # process, not a wrong number. One fresh try on a new port; a wrong result or a second
-        # death still fails.
-        if death.signal_name is None:
-            raise
-        warnings.warn(f"a gloo worker died of {death.signal_name}; spawning again", stacklevel=1)
-        mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True)
     return [torch.load(folder / f"rank{rank}.pt") for rank in range(WORLD)]
 
 
