@@ -276,3 +276,45 @@ def test_the_same_checkpoint_is_the_same_bytes_in_every_process():
         for _ in range(4)
     }
     assert len(digests) == 1  # with safetensors' own save (0.8.0): four different digests
+
+
+def test_weights_that_are_not_finite_numbers_are_refused_at_load(tiny_model, tmp_path):
+    """One NaN weight made every face's probabilities NaN; a scan reported them with a leaning,
+    an attribution and ``ood: false``, exit 0 (audit R F1)."""
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    name = next(k for k in tiny_model.state_dict() if k.startswith("head.") and "weight" in k)
+
+    def damaged(state):
+        tensor = state[name].clone()
+        tensor.view(-1)[0] = float("nan")
+        return {**state, name: tensor}
+
+    nan = _rewrite(path, tmp_path / "nan.safetensors", damaged)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} \(1 of its"):
+        load_checkpoint(nan)
+    # large but finite weights whose sum overflows float32 are looked at value by value: loaded
+    large = _rewrite(
+        path, tmp_path / "large.safetensors", lambda s: {**s, name: torch.full_like(s[name], 3e38)}
+    )
+    load_checkpoint(large)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("std", [0.0, 0.26, 0.27]), ("mean", [float("nan"), 0.45, 0.4]), ("crop_size", 10**6)],
+)
+def test_a_header_whose_preprocessing_cannot_give_numbers_is_refused(
+    tiny_model, tmp_path, key, value
+):
+    """A std of 0 or a NaN mean gave NaN probabilities; a crop of 10**6 pixels a side an
+    allocation error blamed on each input, exit 3 (audit R F1, F9)."""
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    header = dict(safe_open(str(path), "pt").metadata())
+    config = json.loads(header["config"])
+    config["preprocess"][key] = value
+    edited = tmp_path / "edited.safetensors"
+    edited.write_bytes(save(load_file(path), metadata={**header, "config": json.dumps(config)}))
+    with pytest.raises(CheckpointError, match=f"preprocess.{key} must be a finite number"):
+        load_checkpoint(edited)

@@ -1023,3 +1023,33 @@ def test_the_memory_a_scan_budgets_is_the_least_known_and_shared_among_ranks(mon
     monkeypatch.setattr(runtime, "_cgroup_room", lambda: None)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert runtime.available_memory() == 16 << 30
+
+
+def test_a_checkpoint_giving_non_finite_probabilities_stops_the_scan_as_its_fault(tmp_path):
+    """Finite weights that overflow gave NaN probabilities, reported with a leaning and an
+    attribution, exit 0 (audit R F1); now the scan stops at exit 1 naming the checkpoint, and
+    neither an image nor a video is given an error record for the model's fault."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from mfclip_cli.engines.weights.store import BUNDLED_STORE
+
+    demo = BUNDLED_STORE / "mfclip-demo-tiny.safetensors"
+    tensors = load_file(demo)
+    head = sorted(k for k in tensors if k.startswith("head.") and k.endswith("weight"))[-1]
+    tensors[head] = torch.full_like(tensors[head], 3e38)  # finite, its products are not
+    weights = tmp_path / "overflowing.safetensors"
+    weights.write_bytes(save(tensors, metadata=dict(safe_open(str(demo), "pt").metadata())))
+    photo, clip = tmp_path / "face.png", tmp_path / "clip.mp4"
+    Image.fromarray(astronaut()).save(photo)
+    save_video(clip, frames=4, fps=2.0)
+    for inputs in ([photo, clip], [clip]):
+        jsonl = tmp_path / f"report{len(inputs)}.jsonl"
+        result = run(*inputs, "--weights", weights, "--jsonl", jsonl, check=False)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "overflowing gives probabilities that are not finite numbers" in result.stderr
+        assert "Traceback" not in result.stderr
+        lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert [line["type"] for line in lines] == ["meta", "end"]
+        assert lines[-1]["complete"] is False

@@ -245,7 +245,30 @@ def read_fitted_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor
     reading the model's."""
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         names = [name for name in handle.keys() if name.startswith(prefix)]
-        return {name: handle.get_tensor(name) for name in names}
+        tensors = {name: handle.get_tensor(name) for name in names}
+    refuse_non_finite(tensors, path)
+    return tensors
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``CheckpointError`` where a floating tensor holds NaN or an infinity: one such weight
+    made every face's probabilities NaN, and a scan reported them, with a leaning, an attribution
+    and ``ood: false``, exit 0 (audit R F1). A tensor's sum is finite when all its values are
+    (one pass, 0.03 s for a ViT-B's 150 M weights); only a sum that overflows is looked at
+    value by value."""
+    damaged = sorted(
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor.sum()))
+        and not bool(torch.isfinite(tensor).all())
+    )
+    if damaged:
+        shown = ", ".join(damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        raise CheckpointError(
+            f"{path}: values that are not finite numbers (NaN or an infinity) in {shown} "
+            f"({len(damaged)} of its {len(tensors)} tensors): the weights are damaged"
+        )
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -361,6 +384,7 @@ def load_checkpoint(
         for name, tensor in load_file(str(info.path), device="cpu").items()
         if not name.startswith(tuple(FITTED.values()))
     }
+    refuse_non_finite(state, path)
     kind = detector_kind(detector_of(info.config))
     model: Detector
     try:

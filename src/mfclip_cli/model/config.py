@@ -116,6 +116,16 @@ class PreprocessSettings:
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
+    def __post_init__(self) -> None:
+        # a checkpoint's header is read here too: a std of 0 or a NaN mean made every face's
+        # probabilities NaN, and a crop of 10**6 pixels a side an allocation error per file
+        # (audit R F1, F9)
+        _check_range("preprocess.crop_size", self.crop_size, low=8, high=4097)
+        _check_range("preprocess.margin", self.margin, low=0.5, high=10)
+        for key, values in (("mean", self.mean), ("std", self.std)):  # types: config_from_dict
+            for value in values:
+                _check_range(f"preprocess.{key}", value, low=0, high=1, open_low=key == "std")
+
 
 @dataclass(frozen=True)
 class HeadSettings:

@@ -21,6 +21,7 @@ from mfclip_cli.engines.scan.stability import (
     reencoded_crops,
     stability_record,
 )
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import VideoFrame
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FoundFaces
@@ -68,6 +69,20 @@ class Scorer:
     def geometry(self) -> tuple[int, float]:
         """The aligned crop it reads: (crop_size, margin)."""
         return self.model.crop_size, self.model.crop_margin
+
+
+def _refuse_non_finite(probs: np.ndarray, scorer: Scorer) -> None:
+    """A checkpoint whose probabilities are not finite numbers (weights that overflow, at a
+    precision or on an input) stops the scan as a checkpoint fault, exit 1, as eval's does: a
+    NaN face was reported with a leaning and an attribution read from NaN (audit R F1)."""
+    if np.isfinite(probs).all():
+        return
+    name = (scorer.weights or {}).get("name", "the checkpoint")
+    precision = scorer.precision.used if scorer.precision is not None else "fp32"
+    raise CheckpointError(
+        f"{name} gives probabilities that are not finite numbers (NaN or an infinity) at "
+        f"precision {precision}: its weights may be damaged"
+    )
 
 
 class ModelStage:
@@ -137,6 +152,7 @@ class ModelStage:
             # in float64, as eval's and calibration's: thresholds sit one float64 step above a
             # val face's score (scoring/metrics.threshold_at_fpr)
             probs = torch.softmax(logits.double() / scorer.temperature, dim=-1).cpu().numpy()
+            _refuse_non_finite(probs, scorer)
             distances = self._ood_distances(embeddings, scorer)
             attributions = self._attributions(batch, probs, distances, scorer)
             for row, distance, attribution in zip(probs, distances, attributions):
@@ -154,6 +170,7 @@ class ModelStage:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 result = explain_faces(scorer.model, batch, scorer.temperature)
             probs = result.probs.cpu().numpy()
+            _refuse_non_finite(probs, scorer)
             pixels = (batch.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
             heatmaps = result.heatmaps.float().cpu().numpy()
             boxes = result.richest_patch.tolist() if result.richest_patch is not None else None

@@ -29,6 +29,7 @@ from mfclip_cli.engines.scan.model_stage import FoundFace, ModelStage, Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FileRecord
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import (
     DecodeError,
     VideoFrame,
@@ -232,6 +233,8 @@ class Scanner:
                     record.faces += self.model_stage.face_records(found, start, frame)
             except DecodeError as error:
                 record.fail(str(error))
+            except CheckpointError:  # the model's fault, not the video's: the scan stops
+                raise
             except Exception as error:  # noqa: BLE001 - one video's fault, as an image's is
                 record.fail(f"face analysis failed: {type(error).__name__}: {error}")
             try:
@@ -280,6 +283,8 @@ class Scanner:
         """
         try:
             return self._open_input(item, skip)
+        except CheckpointError:  # the model's fault, not the file's: the scan stops
+            raise
         except Exception as error:  # noqa: BLE001 - reported in that file's record
             failure = f"cannot read this file ({type(error).__name__}: {error})"
             return _record_of(item).fail(failure), None, None
@@ -430,11 +435,15 @@ def _each_isolated(analyse: Callable[[list], list], items: list) -> list:
         return []
     try:
         return list(analyse(items))
+    except CheckpointError:  # the model's fault: every file would fail, the scan stops
+        raise
     except Exception:  # noqa: BLE001 - retried one by one below
         results = []
         for item in items:
             try:
                 results.extend(analyse([item]))
+            except CheckpointError:
+                raise
             except Exception as error:  # noqa: BLE001 - reported in that file's record
                 results.append(error)
         return results
