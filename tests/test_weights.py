@@ -171,6 +171,43 @@ def test_demo_status_follows_the_hash_not_the_sidecar_or_the_name(tmp_path):
     assert json.loads((tmp_path / "store" / "mine.json").read_text())["demo"] is True
 
 
+def test_the_demo_network_under_other_header_bytes_is_the_demo_still(tmp_path):
+    """A plain safetensors re-save (metadata in another order), a relabelled version or stripped
+    records gave the demo's network another SHA-256, and the scan said nothing of demo weights
+    (audit R F2): its network hash is registered and compared. A damaged user registry does not
+    stop a scan of a path (audit R F4)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from mfclip_cli.model.checkpoint import network_sha256
+
+    demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
+    source = BUNDLED_STORE / demo["file"]
+    assert network_sha256(source) == demo["network_sha256"]
+    header = dict(safe_open(str(source), "pt").metadata())
+    relabelled = {k: v for k, v in header.items() if k not in ("calibration", "training")}
+    copy = tmp_path / "converted.safetensors"
+    copy.write_bytes(save(load_file(source), metadata={**relabelled, "mfclip_version": "9.9.9"}))
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() != demo["sha256"]
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    (home / "weights" / "registry.json").write_text('{"weights": [')  # half-written
+    scanned = mfclip(
+        "scan", str(EXAMPLES / "astronaut.jpg"), "--weights", str(copy), "--jsonl", "-",
+        env={"MFCLIP_HOME": str(home)},
+    )  # fmt: skip
+    assert scanned.returncode == 0, scanned.stderr[-2000:]
+    assert "DEMO" in scanned.stderr
+    assert check_scan_lines(scanned.stdout.splitlines())[0]["demo"] is True
+    # another network of the demo's shape is not the demo
+    tensors = load_file(source)
+    name = next(k for k in tensors if k.startswith("head."))
+    tensors[name] = tensors[name] + 1e-3
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(save(tensors, metadata=relabelled))
+    assert weights_info(str(other))["demo"] is False
+
+
 def test_truncated_checkpoint_is_one_readable_error(tmp_path):
     demo = next(entry for entry in read_registry(BUNDLED_STORE) if entry.get("demo"))
     cut = tmp_path / "cut.safetensors"

@@ -344,6 +344,18 @@ def network_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def network_size(path: str | Path) -> int:
+    """Bytes of a checkpoint's model tensors, those ``network_sha256`` hashes (from its header:
+    none read)."""
+    header = check_safetensors(Path(path))
+    header.pop("__metadata__", None)
+    return sum(
+        entry["data_offsets"][1] - entry["data_offsets"][0]
+        for name, entry in header.items()
+        if not name.startswith(tuple(FITTED.values()))
+    )
+
+
 def _sidecar_of(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:
     """The sidecar's record of the checkpoint whose SHA-256 is ``digest``, and why it was left
     out, if it was: one that names another file's SHA-256 (a checkpoint copied over another's,

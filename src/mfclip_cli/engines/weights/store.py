@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a 
     from mfclip_cli.scoring.precision import Precision
 
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
+# demo networks are small (the bundled one 14 MB): a larger one is never hashed again to ask
+DEMO_NETWORK_MAX_BYTES = 64 << 20
 REGISTRY_FILE = "registry.json"
 WEIGHTS_ENV = "MFCLIP_WEIGHTS"
 HOME_ENV = "MFCLIP_HOME"
@@ -354,21 +356,40 @@ def refuse_incomparable(given: Sequence[str | None], loaded: Sequence[Any]) -> N
         raise UsageError(f"the checkpoints' classes differ ({listed}): their scores do not compare")
 
 
+def _demo_entries(store: Path | None) -> list[dict[str, Any]]:
+    """Registry entries of demo weights. A damaged user registry leaves the bundled ones: it
+    blocked every scan, ``--weights PATH`` too, whose only use of it is this (audit R F4)."""
+    try:
+        registries = _registries(store)
+    except WeightsError:
+        registries = [(BUNDLED_STORE, entry) for entry in read_registry(BUNDLED_STORE)]
+    return [entry for _, entry in registries if entry.get("demo")]
+
+
 def demo_hashes(store: Path | None = None) -> set[str]:
     """SHA-256 of every checkpoint registered as demo weights, the bundled ones always included."""
-    return {
-        entry["sha256"]
-        for _, entry in _registries(store)
-        if entry.get("demo") and entry.get("sha256")
-    }
+    return {entry["sha256"] for entry in _demo_entries(store) if entry.get("sha256")}
 
 
 def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or
-    a new name; a calibrated copy (``mfclip calibrate``) follows the hash it was made from."""
-    hashes = demo_hashes(store)
+    a new name; a calibrated copy (``mfclip calibrate``) follows the hash it was made from. The
+    demo's network under other header bytes (re-saved: safetensors orders its metadata at
+    random; its version or records edited or stripped) is the demo still (audit R F2): a network
+    as small as a demo's is hashed again and compared with the demos' ``network_sha256``."""
+    from mfclip_cli.model.checkpoint import network_sha256, network_size
+
+    entries = _demo_entries(store)
+    hashes = {entry["sha256"] for entry in entries if entry.get("sha256")}
     base = (info.calibration or {}).get("base_sha256")
-    return info.sha256 in hashes or base in hashes or bool(info.metadata.get("demo"))
+    if info.sha256 in hashes or base in hashes or bool(info.metadata.get("demo")):
+        return True
+    networks = {entry["network_sha256"] for entry in entries if entry.get("network_sha256")}
+    return (
+        bool(networks)
+        and network_size(info.path) <= DEMO_NETWORK_MAX_BYTES
+        and network_sha256(info.path) in networks
+    )
 
 
 @dataclass
@@ -670,6 +691,7 @@ def register_weights(
     """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name
     and hash."""
     from mfclip_cli.model import read_checkpoint_info
+    from mfclip_cli.model.checkpoint import network_sha256
 
     store = store or user_store()
     check_name(name)
@@ -681,6 +703,7 @@ def register_weights(
             f"the --eval report scored checkpoint {scored[:12]}, not {source} ({info.sha256[:12]})"
         )
     demo = demo or is_demo(info, store)  # the demo stays the demo under any name
+    network = network_sha256(source) if demo else None
     target = store / f"{name}.safetensors"
     with _registry_locked(store), _removed_on_failure(target, target.with_suffix(".json")):
         registry = _registry_for(name, store, force)
@@ -704,6 +727,8 @@ def register_weights(
             "trained_on": trained_on,
             "metrics": metrics or {},
         }
+        if network:
+            entry["network_sha256"] = network  # the demo's network, whatever its header says
         if origin:
             entry["origin"] = origin  # where ``weights pull`` fetched it from
         if default:
