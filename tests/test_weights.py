@@ -392,6 +392,32 @@ def test_a_registration_that_fails_leaves_nothing_behind(tmp_path, tiny_config, 
     assert [e["name"] for e in read_registry(folder)] == ["lab"]
 
 
+def test_a_registration_never_replaces_a_users_file_unasked(tmp_path, tiny_config):
+    """``weights add --store DIR`` and ``weights pull`` replaced a NAME.safetensors no entry
+    named and any NAME.json, the user's files, without --force (audit R F3)."""
+    from mfclip_cli.engines.weights.store import pull_weights
+
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    folder = tmp_path / "run9"
+    folder.mkdir()
+    (folder / "other.safetensors").write_bytes(b"the user's own bytes")
+    (folder / "other.json").write_text('{"my": "report"}')
+    with pytest.raises(WeightsError, match=r"other.safetensors and other.json in .* not replaced"):
+        register_weights(source, "other", store=folder)
+    with pytest.raises(WeightsError, match=r"other.safetensors and other.json in .* not replaced"):
+        pull_weights(str(source), "other", sha256=digest, store=folder)
+    assert (folder / "other.safetensors").read_bytes() == b"the user's own bytes"
+    assert (folder / "other.json").read_text() == '{"my": "report"}'
+    assert sorted(p.name for p in folder.iterdir()) == ["other.json", "other.safetensors"]
+    (folder / "other.safetensors").unlink()
+    with pytest.raises(WeightsError, match=r"^other.json in .* not replaced"):
+        register_weights(source, "other", store=folder)
+    assert register_weights(source, "other", store=folder, force=True)["sha256"] == digest
+    assert json.loads((folder / "other.json").read_text())["sha256"] == digest
+
+
 def test_a_registered_name_and_a_folder_or_file_of_that_name(tmp_path, tiny_config, monkeypatch):
     """Audit S F4: a run folder named like its registered checkpoint hid it; F12: a damaged
     registry refused even a checkpoint named by its path; F5: a relative MFCLIP_HOME."""

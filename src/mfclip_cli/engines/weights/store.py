@@ -282,8 +282,8 @@ def import_clip(
     # a checkpoint registered meanwhile was dropped from it (audit S F7)
     with _registry_locked(store), _removed_on_failure(target):
         registry = _registry_for(name, store, force)
-        overwrite = force or _unregistered(target, store, registry)
-        with atomic_writer(target, overwrite=overwrite) as handle, open(source, "rb") as reader:
+        _refuse_the_users_files(target, name, sha256_file(source), force)
+        with atomic_writer(target, overwrite=True) as handle, open(source, "rb") as reader:
             while chunk := reader.read(1 << 24):
                 handle.write(chunk)
         entry = {
@@ -315,11 +315,35 @@ def _removed_on_failure(*paths: Path) -> Iterator[None]:
         raise
 
 
-def _unregistered(target: Path, store: Path, registry: list[dict[str, Any]]) -> bool:
-    """Whether ``target`` is a store file no entry names (a registration's leftover, from
-    before failed registrations cleaned up after themselves): taken over, not refused."""
-    named = {os.path.realpath(store / entry["file"]) for entry in registry}
-    return target.exists() and os.path.realpath(target) not in named
+def _refuse_the_users_files(target: Path, name: str, digest: str, force: bool) -> None:
+    """Refuse, unless ``force``, a registration whose files would replace the user's."""
+    taken = [] if force else _not_ours(target, name, digest)
+    if taken:
+        raise WeightsError(
+            f"{' and '.join(taken)} in {target.parent} already exist and no registered weights "
+            "name them: not replaced (pass --force to replace them, or choose another name)"
+        )
+
+
+def _not_ours(target: Path, name: str, digest: str) -> list[str]:
+    """The files at a registration's names (``target`` and its sidecar) that are not a failed
+    registration's leftovers, so the user's: overwritten without ``--force`` before (a ``--store``
+    pointed at a run folder, a ``pull`` over a file of that name; audit R F3). A leftover of
+    an older version's failed registration is the same checkpoint, or a sidecar naming it."""
+    taken = []
+    if target.exists() or target.is_symlink():
+        if not (target.is_file() and sha256_file(target) == digest):
+            taken.append(target.name)
+    sidecar = target.with_suffix(".json")
+    if sidecar.exists() or sidecar.is_symlink():
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            ours = isinstance(record, dict) and record.get("registered_name") == name
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            ours = False
+        if not ours:
+            taken.append(sidecar.name)
+    return taken
 
 
 def weights_record(checkpoint: LoadedWeights) -> dict[str, Any]:
@@ -707,11 +731,11 @@ def register_weights(
     target = store / f"{name}.safetensors"
     with _registry_locked(store), _removed_on_failure(target, target.with_suffix(".json")):
         registry = _registry_for(name, store, force)
+        _refuse_the_users_files(target, name, info.sha256, force)
         if move:
             os.replace(source, target)
         else:
-            overwrite = force or _unregistered(target, store, registry)
-            with atomic_writer(target, overwrite=overwrite) as handle, open(source, "rb") as stream:
+            with atomic_writer(target, overwrite=True) as handle, open(source, "rb") as stream:
                 shutil.copyfileobj(stream, handle)  # in chunks: a checkpoint may be large
         sidecar = {**info.metadata, "sha256": info.sha256, "demo": demo, "registered_name": name}
         if metrics is not None:
