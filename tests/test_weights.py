@@ -282,10 +282,18 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
     assert [e["name"] for e in read_registry(tmp_path / "home" / "weights")] == ["ok"]
 
 
-@pytest.mark.parametrize("name", ["../escape", "sub/dir", "", ".hidden", "registry", "a\\b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../escape", "sub/dir", "", ".hidden", "registry", "a\\b",
+        "two\nlines", "x.safetensors", "Mine.SafeTensors", "n" * 240,
+    ],
+)  # fmt: skip
 def test_a_name_that_is_no_file_name_of_the_store_is_refused(tmp_path, tiny_config, name):
     """A name becomes NAME.safetensors and NAME.json in the store: '../escape' wrote outside it,
-    'registry' overwrote the registry (and its removal deleted it)."""
+    'registry' overwrote the registry (and its removal deleted it); a newline broke `weights
+    list`, a file 'x.safetensors' here was read in place of the name (audit R F8), and a name
+    too long for a file name was exit 1, "File name too long" (audit R F15)."""
     source = tmp_path / "source" / "best.safetensors"
     source.parent.mkdir()
     save_checkpoint(build_model(tiny_config), source)

@@ -103,11 +103,16 @@ def check_name(name: str) -> None:
         or name in (".", "..")
         or name.startswith(".")  # hidden: the partial files of weights pull
         or any(char in name for char in "/\\\0")
+        or any(not char.isprintable() for char in name)  # a newline broke list's lines
         or name.lower() == Path(REGISTRY_FILE).stem
+        # a file of that name here would be read in its place (audit R F8)
+        or name.lower().endswith(".safetensors")
+        or len(os.fsencode(f"{name}.safetensors.part")) > 254  # the longest file it gets
     ):
         raise UsageError(
-            f"{name!r} cannot name weights: use a file name without a path separator, not "
-            f"starting with '.', other than {Path(REGISTRY_FILE).stem!r}"
+            f"{name!r} cannot name weights: use a file name without a path separator or control "
+            f"characters, not starting with '.' nor ending in '.safetensors', at most about 200 "
+            f"bytes, other than {Path(REGISTRY_FILE).stem!r}"
         )
 
 
@@ -272,6 +277,7 @@ def import_clip(
     from mfclip_cli.model.config import ClipSettings
 
     store = store or user_store()
+    check_name(name)
     source = _clip_file(Path(path).expanduser())
     _registry_for(name, store, force)  # a name in use refused before the towers are built
     towers = create_clip_towers(
