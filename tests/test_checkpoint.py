@@ -318,3 +318,79 @@ def test_a_header_whose_preprocessing_cannot_give_numbers_is_refused(
     edited.write_bytes(save(load_file(path), metadata={**header, "config": json.dumps(config)}))
     with pytest.raises(CheckpointError, match=f"preprocess.{key} must be a finite number"):
         load_checkpoint(edited)
+
+
+def _hostile_variants(demo) -> dict:
+    """The bundled demo checkpoint's bytes with one thing of its header or records changed."""
+    from mfclip_cli.model.checkpoint import safetensors_bytes
+
+    raw = demo.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header, data = json.loads(raw[8 : 8 + length]), raw[8 + length :]
+    meta, tensors = header["__metadata__"], load_file(demo)
+    first = min((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"])
+    second = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"]
+    )[1]
+
+    def edited_header(key, field, value):
+        changed = json.loads(json.dumps(header))
+        if key == "__metadata__":
+            changed[key] = value
+        else:
+            changed[key][field] = value
+        text = json.dumps(changed).encode()
+        text += b" " * (-len(text) % 8)
+        return len(text).to_bytes(8, "little") + text + data
+
+    def with_record(key, value):
+        return safetensors_bytes(tensors, {**meta, key: value})
+
+    begin, end = header[second]["data_offsets"]
+    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    deep += b" " * (-len(deep) % 8)
+    return {
+        "dtype": edited_header(first, "dtype", "F128"),
+        "offsets-reversed": edited_header(first, "data_offsets", [5, 3]),
+        "offsets-overlap": edited_header(second, "data_offsets", [begin - 4, end - 4]),
+        "shape-vs-size": edited_header(first, "shape", [10**6, 10**6]),
+        "metadata-list": edited_header("__metadata__", None, [1]),
+        "deep-json": len(deep).to_bytes(8, "little") + deep,
+        "calibration-list": with_record("calibration", "[1]"),
+        "calibration-without-method": with_record("calibration", '{"temperature": 1.5}'),
+        "negative-temperature": with_record(
+            "calibration", json.dumps({**json.loads(meta["calibration"]), "temperature": -1})
+        ),
+        "ood-record": with_record("ood", '{"bogus": 1}'),
+        "training-list": with_record("training", "[1]"),
+        "ood-tensors-missing": safetensors_bytes(
+            {k: v for k, v in tensors.items() if not k.startswith("ood.")}, meta
+        ),
+        "ood-tensors-reshaped": safetensors_bytes(
+            {k: torch.zeros(2) if k.startswith("ood.") else v for k, v in tensors.items()}, meta
+        ),
+    }
+
+
+def test_a_hostile_header_or_record_is_one_error_of_ours(tmp_path):
+    """Audit R F5: a header the safetensors library stopped at (its own exception), a deeply
+    nested one (RecursionError) and records of the wrong shape (KeyError, TypeError,
+    AttributeError) were tracebacks wherever they were first read."""
+    from mfclip_cli.engines.weights.store import BUNDLED_STORE
+    from mfclip_cli.scoring.attribution import attributor_of
+    from mfclip_cli.scoring.ood import ood_of
+
+    demo = BUNDLED_STORE / "mfclip-demo-tiny.safetensors"
+    outcomes = {}
+    for name, content in _hostile_variants(demo).items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(content)
+        try:
+            _, info = load_checkpoint(path, inference=True)
+            ood_of(info), attributor_of(info)
+            outcomes[name] = "loaded"
+        except (CheckpointError, UnsafeFileError) as error:
+            outcomes[name] = "ours" if str(path) in str(error) else str(error)
+        except Exception as error:  # noqa: BLE001 - what the test looks for
+            outcomes[name] = f"{type(error).__name__}: {error}"
+    assert outcomes == dict.fromkeys(outcomes, "ours")

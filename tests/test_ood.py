@@ -113,7 +113,7 @@ def test_statistics_round_trip_through_the_checkpoint(tiny_model, tmp_path):
     calibrated = save_fitted(
         read_checkpoint_info(fitted.path),
         tmp_path / "calibrated.safetensors",
-        calibration={"temperature": 2.0},
+        calibration={"method": "temperature", "temperature": 2.0, "fitted_on": {}},
     )
     assert read_checkpoint_info(calibrated.path).ood == statistics.record
     assert ood_of(read_checkpoint_info(calibrated.path)).precision.shape == (64, 64)

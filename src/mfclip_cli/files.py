@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 import struct
@@ -205,28 +206,52 @@ def _looks_pickled(head: bytes) -> bool:
     return head.startswith(_ZIP_MAGIC) or (len(head) > 0 and head[0] == _PICKLE_PROTOCOL)
 
 
+# bytes per element of the dtypes safetensors writes
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+}  # fmt: skip
+
+
 def _check_data_length(path: Path, header: dict, data_bytes: int) -> None:
-    """The tensors' byte ranges must cover the data exactly: a cut-off download fails here, with a
-    message."""
-    try:
-        ends = [
-            int(entry["data_offsets"][1])
-            for name, entry in header.items()
-            if name != "__metadata__"
-        ]
-    except (TypeError, KeyError, IndexError, ValueError):
+    """Every tensor's dtype, shape and byte range must agree, the ranges must tile the data, and
+    the metadata must be text: a cut-off download fails here, with a message, and so does a
+    header the safetensors library would stop at with its own exception (a traceback, audit R
+    F5)."""
+    malformed = f"{path} is not a valid safetensors file (malformed header"
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise UnsafeFileError(f"{malformed}: its __metadata__ is not a table of texts)")
+    ranges = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = entry["data_offsets"]
+            shape, itemsize = entry["shape"], _SAFETENSORS_ITEMSIZE[entry["dtype"]]
+            numbers = [begin, end, *shape]
+            if not all(type(n) is int and n >= 0 for n in numbers) or begin > end:
+                raise ValueError
+        except (TypeError, KeyError, ValueError):
+            raise UnsafeFileError(f"{malformed}: tensor {name!r})") from None
+        if end - begin != math.prod(shape) * itemsize:
+            raise UnsafeFileError(f"{malformed}: tensor {name!r}'s size is not its shape's)")
+        ranges.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(ranges):
+        if begin != position:
+            raise UnsafeFileError(f"{malformed}: tensor {name!r} overlaps another or leaves a gap)")
+        position = end
+    if data_bytes < position:
         raise UnsafeFileError(
-            f"{path} is not a valid safetensors file (malformed header)"
-        ) from None
-    needed = max(ends, default=0)
-    if data_bytes < needed:
-        raise UnsafeFileError(
-            f"{path} is truncated: its header describes {needed} bytes of tensors, "
+            f"{path} is truncated: its header describes {position} bytes of tensors, "
             f"the file holds {data_bytes}"
         )
-    if data_bytes > needed:
+    if data_bytes > position:
         raise UnsafeFileError(
-            f"{path} is not a valid safetensors file ({data_bytes - needed} bytes "
+            f"{path} is not a valid safetensors file ({data_bytes - position} bytes "
             "after its last tensor)"
         )
 
@@ -252,7 +277,7 @@ def check_safetensors(path: str | Path) -> dict:
     if raw.startswith(b"{"):
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             header = None
     if isinstance(header, dict):
         _check_data_length(path, header, size - 8 - header_len)

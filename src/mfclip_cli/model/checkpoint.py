@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +295,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             records[key] = json.loads(meta[key]) if key in meta else None
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
+    _check_records(path, records)
     digest = sha256_file(path)
     metadata, sidecar_ignored = _sidecar_of(path, digest)
     if TRAINING_KEY in meta:  # the header's held-out record is covered by the SHA-256: it wins
@@ -301,6 +303,8 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             embedded = json.loads(meta[TRAINING_KEY])
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded training is unreadable: {error}") from None
+        if not isinstance(embedded, dict):
+            raise CheckpointError(f"{path}: the embedded training is not a JSON object")
         beside = metadata.get(TRAINING_KEY)
         metadata[TRAINING_KEY] = {**(beside if isinstance(beside, dict) else {}), **embedded}
     for key, record in records.items():  # the sidecar's copy of the same record has its time
@@ -311,6 +315,37 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     return CheckpointInfo(
         path, digest, config, metadata, calibration, **records, sidecar_ignored=sidecar_ignored
     )
+
+
+# what a fitted record cannot be read without (an edited header lacking one was a traceback
+# wherever it was first read, audit R F5)
+_REQUIRED = {
+    CALIBRATION_KEY: ("method", "temperature", "fitted_on"),
+    **{key: ("method", "threshold", "fitted_on") for key in FITTED},
+}
+
+
+def _check_records(path: Path, records: dict[str, Any]) -> None:
+    """``CheckpointError`` for an embedded calibration, OOD or attribution record that is not an
+    object holding what it is read for."""
+    for key, record in records.items():
+        if record is None:
+            continue
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}: the embedded {key} is not a JSON object")
+        missing = [name for name in _REQUIRED[key] if name not in record]
+        if missing:
+            raise CheckpointError(
+                f"{path}: the embedded {key} lacks {', '.join(missing)}: the file was altered"
+            )
+    temperature = (records.get(CALIBRATION_KEY) or {}).get("temperature", 1.0)
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
+        raise CheckpointError(
+            f"{path}: the embedded calibration's temperature {temperature!r} is not a positive "
+            "number"
+        )
 
 
 def network_sha256(path: str | Path) -> str:

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from mfclip_cli.data.samples import Sample
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.labels import LabelSet
 from mfclip_cli.model.checkpoint import (
     ATTRIBUTION_TENSOR_PREFIX,
@@ -253,7 +254,7 @@ class Attributor:
         """[N, K] Mahalanobis distance of each face's fingerprint [N, F] to each label set."""
         rows = np.asarray(fingerprints, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != self.center.shape[0]:
-            raise ValueError(
+            raise CheckpointError(  # the checkpoint's fault, not the face's: the scan stops
                 f"fingerprints of shape {rows.shape} do not match the checkpoint's "
                 f"{self.center.shape[0]}-number generator fingerprints"
             )
@@ -491,6 +492,12 @@ def attributor_of(info: CheckpointInfo) -> Attributor | None:
     if not record or not _readable(record):
         return None
     tensors = read_fitted_tensors(info.path, ATTRIBUTION_TENSOR_PREFIX)
+    missing = [name for name in TENSORS if f"{ATTRIBUTION_TENSOR_PREFIX}{name}" not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"{info.path}: its attribution lacks the tensors {', '.join(missing)}: the file was "
+            "altered"
+        )
     return Attributor(
         *(tensors[f"{ATTRIBUTION_TENSOR_PREFIX}{name}"].double().numpy() for name in TENSORS),
         record,

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mfclip_cli.errors import CheckpointError
 from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.model.checkpoint import (
     OOD_TENSOR_PREFIX,
@@ -56,7 +57,7 @@ class OodStatistics:
         """[N] Mahalanobis distance of each embedding [N, D] to its nearest class mean."""
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.precision.shape[0]:
-            raise ValueError(
+            raise CheckpointError(  # the checkpoint's fault, not the face's: the scan stops
                 f"embeddings of shape {embeddings.shape} do not match the checkpoint's "
                 f"{self.precision.shape[0]}-dimensional OOD statistics"
             )
@@ -139,9 +140,18 @@ def ood_of(info: CheckpointInfo) -> OodStatistics | None:
     if not info.ood:
         return None
     tensors = read_fitted_tensors(info.path, OOD_TENSOR_PREFIX)
-    return OodStatistics(
-        tensors[MEANS].double().numpy(), tensors[PRECISION].double().numpy(), info.ood
-    )
+    means, precision = tensors.get(MEANS), tensors.get(PRECISION)
+    if (
+        means is None
+        or precision is None
+        or means.ndim != 2
+        or tuple(precision.shape) != (means.shape[1], means.shape[1])
+    ):
+        raise CheckpointError(
+            f"{info.path}: its OOD statistics' tensors {MEANS} and {PRECISION} are missing or "
+            "of shapes that do not fit together: the file was altered"
+        )
+    return OodStatistics(means.double().numpy(), precision.double().numpy(), info.ood)
 
 
 def ood_summary(statistics: OodStatistics | None) -> dict[str, Any]:
