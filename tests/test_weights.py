@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from cli import MFCLIP, mfclip
 from report_schemas import check_scan_lines
 
@@ -424,6 +425,30 @@ def test_a_registration_never_replaces_a_users_file_unasked(tmp_path, tiny_confi
         register_weights(source, "other", store=folder)
     assert register_weights(source, "other", store=folder, force=True)["sha256"] == digest
     assert json.loads((folder / "other.json").read_text())["sha256"] == digest
+
+
+def test_a_checkpoint_no_scan_could_load_is_not_registered(tmp_path, tiny_config):
+    """Missing tensors and NaN weights were registered and listed "hash check ok" (audit R F7)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from mfclip_cli.errors import CheckpointError
+
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    metadata = safe_open(str(source), "pt").metadata()
+    tensors = load_file(source)
+    name = next(k for k in tensors if k.startswith("head."))
+    edits = {
+        "missing": {k: v for k, v in tensors.items() if k != name},
+        "nan": {**tensors, name: torch.full_like(tensors[name], float("nan"))},
+    }
+    for label, edited in edits.items():
+        broken = tmp_path / f"{label}.safetensors"
+        broken.write_bytes(save(edited, metadata=metadata))
+        with pytest.raises(CheckpointError, match="does not match its config|not finite"):
+            register_weights(broken, label, store=tmp_path / "store")
+    assert not (tmp_path / "store").exists() or read_registry(tmp_path / "store") == []
 
 
 def test_a_registered_name_and_a_folder_or_file_of_that_name(tmp_path, tiny_config, monkeypatch):

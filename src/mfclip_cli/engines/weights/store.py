@@ -705,6 +705,18 @@ def _met_in_training(overlap: dict[str, Any] | None) -> int:
     return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 
+def _check_loads(source: str | Path, info: CheckpointInfo) -> None:
+    """``CheckpointError`` where the checkpoint at ``source`` cannot be scored with: built and
+    loaded as a scan loads it, with its OOD statistics and attribution."""
+    from mfclip_cli.model import load_checkpoint
+    from mfclip_cli.scoring.attribution import attributor_of
+    from mfclip_cli.scoring.ood import ood_of
+
+    load_checkpoint(source, inference=True)
+    ood_of(info)
+    attributor_of(info)
+
+
 def register_weights(
     source: str | Path,
     name: str,
@@ -727,6 +739,9 @@ def register_weights(
     check_name(name)
     # refuses anything that is not an mfclip safetensors checkpoint
     info = read_checkpoint_info(source)
+    # and one that no scan could load: tensors that do not fit its config or are not finite,
+    # fitted records without their tensors (registered and listed "hash check ok", audit R F7)
+    _check_loads(source, info)
     scored = (metrics or {}).get("weights_sha256")
     if scored is not None and scored != info.sha256:
         raise UsageError(
