@@ -241,25 +241,34 @@ def test_eval_of_an_uncalibrated_checkpoint_says_so(dataset, trained, tmp_path):
 
 def test_a_checkpoint_with_non_finite_outputs_is_named_not_a_traceback(dataset, tmp_path):
     """Audit E F6: a checkpoint whose outputs hold NaN (damaged or converted weights) stopped
-    eval and calibrate with a 50-line traceback from the metrics."""
+    eval and calibrate with a 50-line traceback from the metrics. A NaN weight is refused at
+    load (audit R F1); finite weights whose outputs overflow, by the outputs' check."""
     from mfclip_cli.model import build_model, load_model_config
 
     torch.manual_seed(0)
     model = build_model(load_model_config("tiny"))
     with torch.no_grad():
         model.head[3].bias[0] = float("nan")
-    weights = tmp_path / "damaged.safetensors"
-    save_checkpoint(model, weights)
-    common = ("--data", str(dataset), "--weights", str(weights), "--device", "cpu")
-    for command in (
-        ("eval", *common, "--bootstrap", "0"),
-        ("calibrate", *common, "-o", str(tmp_path / "out.safetensors")),
+    damaged = tmp_path / "damaged.safetensors"
+    save_checkpoint(model, damaged)
+    with torch.no_grad():
+        model.head[3].bias[0] = 0.0
+        model.head[3].weight.fill_(3e38)  # finite, its products are not
+    overflowing = tmp_path / "overflowing.safetensors"
+    save_checkpoint(model, overflowing)
+    for weights, reason in (
+        (damaged, "values that are not finite numbers (NaN or an infinity) in head.3.bias"),
+        (overflowing, "overflowing gives outputs that are not finite numbers (NaN or an infinity)"),
     ):
-        result = run(MFCLIP, *command, check=False)
-        said = " ".join(result.stderr.split())
-        assert result.returncode == 1 and "Traceback" not in said, said
-        assert "damaged gives outputs that are not finite numbers (NaN or an infinity)" in said
-        assert "its weights may be damaged" in said
+        common = ("--data", str(dataset), "--weights", str(weights), "--device", "cpu")
+        for command in (
+            ("eval", *common, "--bootstrap", "0"),
+            ("calibrate", *common, "-o", str(tmp_path / "out.safetensors")),
+        ):
+            result = run(MFCLIP, *command, check=False)
+            said = " ".join(result.stderr.split())
+            assert result.returncode == 1 and "Traceback" not in said, said
+            assert reason in said and "damaged" in said, said
     assert not (tmp_path / "out.safetensors").exists()
 
 

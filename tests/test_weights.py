@@ -269,11 +269,26 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
     assert added.returncode == 0, added.stderr
     (entry,) = read_registry(tmp_path / "home" / "weights")
     assert entry["metrics"]["test"] == metrics
+    malformed = []  # tracebacks, or accepted and then breaking every `weights list` (audit R F10)
+    for k, (edit, reason) in enumerate(
+        [
+            ({"protocol": "x"}, "its protocol is not an object"),
+            ({"overall": {"auc": "high"}}, "the auc of its overall is 'high', not a number"),
+            ({"subsets": {"a": [1]}}, "its subset 'a' is not an object"),
+            ({"weights": {"sha256": 5}}, "it names no checkpoint"),
+            ({"weights": {}}, "it names no checkpoint"),
+            ({"protocol": {"training_overlap": [1]}}, "not a well-formed mfclip eval report"),
+        ]
+    ):
+        path = tmp_path / f"malformed{k}.json"
+        path.write_text(json.dumps({**report, **edit}))
+        malformed.append((path, reason))
     for report_file, reason in [
         (other, "scored checkpoint ffffffffffff"),
         (comparison, "not the JSON report of a single-checkpoint"),
         (broken, "cannot read it as a JSON report"),
         (overlap, "scored 51 test sample(s) the checkpoint was trained or selected with"),
+        *malformed,
     ]:
         refused = mfclip(
             "weights", "add", str(source), "--name", "no", "--eval", str(report_file), env=home
@@ -311,6 +326,12 @@ def test_a_name_that_is_no_file_name_of_the_store_is_refused(tmp_path, tiny_conf
         '{"weights": 5}',
         '{"weights": [{"name": "x"}]}',
         '{"weights": [{"file": "x.safetensors"}]}',
+        '{"weights": [{"name": "x", "file": "x.safetensors"}]}',  # no SHA-256: used unchecked
+        '{"weights": [{"name": "x", "file": "x.st", "sha256": "%s", "default": "false"}]}'
+        % ("a" * 64),
+        '{"weights": [{"name": "x", "file": "../x.st", "sha256": "%s"}]}' % ("a" * 64),
+        '{"weights": [{"name": "x", "file": "x.st", "sha256": "%s", "metrics": '
+        '{"test": {"auc": "high"}}}]}' % ("a" * 64),
         '{"weights": ["x"]}',
         "[]",
         "\udcff\udcfe",

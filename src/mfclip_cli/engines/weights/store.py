@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a 
     from mfclip_cli.model import CheckpointInfo, Detector
     from mfclip_cli.scoring.precision import Precision
 
+HEX_DIGITS = "0123456789abcdef"
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 # demo networks are small (the bundled one 14 MB): a larger one is never hashed again to ask
 DEMO_NETWORK_MAX_BYTES = 64 << 20
@@ -92,7 +93,33 @@ def read_registry(store: Path) -> list[dict[str, Any]]:
         raise WeightsError(
             f'weights registry {path} is unreadable: not {{"weights": [{{"name", "file", ...}}]}}'
         )
+    for entry in entries:
+        if problem := _entry_problem(entry):
+            raise WeightsError(
+                f"weights registry {path} is unreadable: its entry {entry['name']!r} {problem}"
+            )
     return entries
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with a registry entry (edited by hand), if anything: one without a SHA-256
+    was used unchecked, a "default" of "false" counted as default, a test AUC that was not a
+    number broke every ``weights list`` (audit R F10, F11)."""
+    sha256 = entry.get("sha256")
+    if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(HEX_DIGITS)):
+        return "has no SHA-256 (sha256: 64 hexadecimal digits)"
+    for flag in ("demo", "default"):
+        if not isinstance(entry.get(flag, False), bool):
+            return f"has a {flag} that is not true or false"
+    file = Path(entry["file"])
+    if file.is_absolute() or ".." in file.parts:
+        return "names a file outside its store"
+    metrics = entry.get("metrics", {})
+    test = metrics.get("test", {}) if isinstance(metrics, dict) else None
+    auc = test.get("auc") if isinstance(test, dict) else "missing"
+    if auc is not None and (isinstance(auc, bool) or not isinstance(auc, (int, float))):
+        return "has metrics whose test AUC is not a number"
+    return None
 
 
 def check_name(name: str) -> None:
@@ -564,9 +591,7 @@ def pull_weights(
     """
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
-    if expected is not None and (
-        len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
-    ):
+    if expected is not None and (len(expected) != 64 or any(c not in HEX_DIGITS for c in expected)):
         raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
     check_name(name)
     _registry_for(name, store, force)  # before any byte is fetched
@@ -653,7 +678,55 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             f"--eval {path} is not the JSON report of a single-checkpoint mfclip eval "
             f"(type {report.get('type') if isinstance(report, dict) else None!r})"
         )
-    protocol = report.get("protocol") or {}
+    if problem := _eval_report_problem(report):
+        raise UsageError(f"--eval {path} is not a well-formed mfclip eval report: {problem}")
+    try:
+        _refuse_figures_not_held_out(report, path)
+    except (AttributeError, TypeError, KeyError) as error:  # a nested record of another shape
+        raise UsageError(
+            f"--eval {path} is not a well-formed mfclip eval report ({type(error).__name__}: "
+            f"{error})"
+        ) from None
+    return {
+        "protocol": report["protocol"],
+        "test": report["overall"],
+        "subsets": report["subsets"],
+        "weights_sha256": report["weights"]["sha256"],
+    }
+
+
+# the figures a registry entry shows and compares: numbers (or null where undefined)
+_LISTED_METRICS = ("n", "auc", "ap", "eer", "acc", "real_acc", "fake_acc", "acc3", "macro_f1")
+
+
+def _eval_report_problem(report: dict[str, Any]) -> str | None:
+    """What makes an eval report unfit to be recorded with a checkpoint, if anything: one
+    whose figures were not numbers broke every later ``weights list`` (audit R F10)."""
+    for key in ("protocol", "overall", "subsets", "weights"):
+        if not isinstance(report.get(key), dict):
+            return f"its {key} is not an object"
+    sha256 = report["weights"].get("sha256")
+    if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(HEX_DIGITS)):
+        return "it names no checkpoint (weights.sha256 is not a SHA-256)"
+    tables = {"overall": report["overall"]}
+    for name, subset in report["subsets"].items():
+        if not isinstance(subset, dict):
+            return f"its subset {name!r} is not an object"
+        tables[f"subset {name!r}"] = subset
+    for where, table in tables.items():
+        for metric in _LISTED_METRICS:
+            value = table.get(metric)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                return f"the {metric} of its {where} is {value!r}, not a number"
+    return None
+
+
+def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> None:
+    """A usage error for a report whose test split the checkpoint was trained, selected or
+    calibrated with."""
+    protocol = report["protocol"]
     if met := _met_in_training(protocol.get("training_overlap")):
         # scored with --allow-training-overlap: not figures of held-out data
         raise UsageError(
@@ -690,12 +763,6 @@ def read_eval_metrics(path: str | Path) -> dict[str, Any]:
             "splits (protocol.changed_data_overlap): its figures may not be a held-out test's; "
             "register a report of data it was not trained on, or of the folder as it was"
         )
-    return {
-        "protocol": report["protocol"],
-        "test": report["overall"],
-        "subsets": report["subsets"],
-        "weights_sha256": (report.get("weights") or {}).get("sha256"),
-    }
 
 
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
