@@ -472,6 +472,25 @@ def test_a_checkpoint_no_scan_could_load_is_not_registered(tmp_path, tiny_config
     assert not (tmp_path / "store").exists() or read_registry(tmp_path / "store") == []
 
 
+def test_force_keeps_the_default_and_remove_takes_a_link_not_its_target(tmp_path, tiny_config):
+    """Audit R F13: replacing the default with --force took its default status away (scans fell
+    back to the demo); F16: removing an entry whose store file is a link left the link and the
+    sidecar (its target outside the store must stay)."""
+    from mfclip_cli.engines.weights.store import remove_weights
+
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    store = tmp_path / "store"
+    register_weights(source, "mine", default=True, store=store)
+    register_weights(source, "mine", force=True, store=store)
+    assert [(e["name"], e["default"]) for e in read_registry(store)] == [("mine", True)]
+    (store / "mine.safetensors").unlink()
+    (store / "mine.safetensors").symlink_to(source)
+    remove_weights("mine", store)
+    assert sorted(p.name for p in store.iterdir()) == ["registry.json"]
+    assert source.is_file()
+
+
 def test_a_registered_name_and_a_folder_or_file_of_that_name(tmp_path, tiny_config, monkeypatch):
     """Audit S F4: a run folder named like its registered checkpoint hid it; F12: a damaged
     registry refused even a checkpoint named by its path; F5: a relative MFCLIP_HOME."""

@@ -550,9 +550,12 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
         remaining = [e for e in registry if e is not entry]
         write_json_atomic(store / REGISTRY_FILE, {"weights": remaining}, overwrite=True)
         # an entry names a file of the store: a checkpoint at its top, CLIP weights in clip/
-        # (the name alone left import-clip's file behind, audit S F6); nothing outside it
+        # (the name alone left import-clip's file behind, audit S F6); nothing outside it. A
+        # link in the store is removed, never its target (the link and sidecar were left,
+        # audit R F16)
         files = store / entry["file"]
-        if lies_within(os.path.realpath(files), os.path.realpath(store)):
+        location = Path(os.path.realpath(files.parent)) / files.name
+        if lies_within(str(location), os.path.realpath(store)):
             for path in (files, files.with_suffix(".json")):
                 if path.name != REGISTRY_FILE:
                     path.unlink(missing_ok=True)
@@ -818,8 +821,11 @@ def register_weights(
     network = network_sha256(source) if demo else None
     target = store / f"{name}.safetensors"
     with _registry_locked(store), _removed_on_failure(target, target.with_suffix(".json")):
+        replaced = next((e for e in read_registry(store) if e["name"] == name), None)
         registry = _registry_for(name, store, force)
         _refuse_the_users_files(target, name, info.sha256, force)
+        # --force over the default keeps it the default (scans fell back to the demo, audit R F13)
+        default = default or bool(force and replaced and replaced.get("default"))
         if move:
             os.replace(source, target)
         else:
