@@ -320,6 +320,12 @@ def test_a_header_whose_preprocessing_cannot_give_numbers_is_refused(
         load_checkpoint(edited)
 
 
+def _without_parity_samples(calibration: dict) -> dict:
+    """``calibration`` with its int8 parity's sample count removed (auto's bound reads it)."""
+    parity = {k: v for k, v in calibration["int8"]["parity"].items() if k != "samples"}
+    return {**calibration, "int8": {**calibration["int8"], "parity": parity}}
+
+
 def _hostile_variants(demo) -> dict:
     """The bundled demo checkpoint's bytes with one thing of its header or records changed."""
     from mfclip_cli.model.checkpoint import safetensors_bytes
@@ -360,6 +366,9 @@ def _hostile_variants(demo) -> dict:
         "calibration-without-method": with_record("calibration", '{"temperature": 1.5}'),
         "negative-temperature": with_record(
             "calibration", json.dumps({**json.loads(meta["calibration"]), "temperature": -1})
+        ),
+        "parity-without-samples": with_record(
+            "calibration", json.dumps(_without_parity_samples(json.loads(meta["calibration"])))
         ),
         "ood-record": with_record("ood", '{"bogus": 1}'),
         "training-list": with_record("training", "[1]"),

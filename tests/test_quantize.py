@@ -24,6 +24,7 @@ from mfclip_cli.scoring.metrics import verdict_labels
 from mfclip_cli.scoring.precision import (
     calibration_at,
     choose_precision,
+    int8_allowed,
     measure_parity,
 )
 
@@ -258,3 +259,18 @@ print(json.dumps({"heavy": heavy, "fp32": fp32.tolist(), "int8": int8.tolist()})
     assert report["heavy"] == []
     np.testing.assert_allclose(report["int8"], report["fp32"], atol=0.02)
     assert np.argmax(report["int8"]) == np.argmax(report["fp32"])
+
+
+def test_auto_does_not_take_a_recorded_bound_its_own_counts_contradict():
+    """An edited parity claiming 2 changes in 113 verdicts bound at 0.5 % made auto run int8,
+    with a reason saying both (audit R F14): no bound on 2 of 113 lies under 2 / 113."""
+    parity = {
+        "samples": 113,
+        "max_fake_change": 0.004,
+        "verdict_changes": {"faces": 2, "share_upper_95": 0.005},
+    }
+    assert not int8_allowed(parity)
+    honest = {**parity, "verdict_changes": {"faces": 0, "share_upper_95": 0.005}}
+    assert not int8_allowed(honest)  # 0 of 113 bounds the share at 2.6 %, not 0.5 %
+    many = {**parity, "samples": 5000, "verdict_changes": {"faces": 0, "share_upper_95": 6e-4}}
+    assert int8_allowed(many) and 6e-4 >= fpr_upper_bound(0, 5000)

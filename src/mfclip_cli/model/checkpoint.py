@@ -338,6 +338,18 @@ def _check_records(path: Path, records: dict[str, Any]) -> None:
             raise CheckpointError(
                 f"{path}: the embedded {key} lacks {', '.join(missing)}: the file was altered"
             )
+    parity = ((records.get(CALIBRATION_KEY) or {}).get("int8") or {}).get("parity")
+    if parity is not None and not (
+        isinstance(parity, dict)
+        and isinstance(parity.get("samples"), int)
+        and parity["samples"] >= 0
+        and isinstance(parity.get("max_fake_change"), (int, float))
+        and isinstance(parity.get("verdict_changes", {}), dict)
+    ):
+        raise CheckpointError(
+            f"{path}: the embedded calibration's int8 parity lacks its samples or "
+            "max_fake_change: the file was altered"
+        )
     temperature = (records.get(CALIBRATION_KEY) or {}).get("temperature", 1.0)
     if isinstance(temperature, bool) or not (
         isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0

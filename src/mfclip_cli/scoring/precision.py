@@ -17,6 +17,7 @@ docs/performance.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -86,9 +87,14 @@ def _changed_share_bound(parity: dict[str, Any]) -> float:
     records it (since 2.10.0; computed once, at the fit, not at every scan's start), else from
     an older record's label changes."""
     recorded = parity.get("verdict_changes", {}).get("share_upper_95")
-    if recorded is not None:
+    changes, samples = changed_faces(parity), parity["samples"]
+    # a bound below what its own counts allow (no bound on k of n lies under k / n, nor under
+    # that of 0 changes) is not taken: an edited one made auto run int8 with a reason saying
+    # "2 of 113 changed; at most 0.50 %" (audit R F14)
+    floor = max(fpr_upper_bound(0, samples), changes / samples) if samples else math.inf
+    if recorded is not None and float(recorded) >= floor:
         return float(recorded)
-    return fpr_upper_bound(changed_faces(parity), parity["samples"])
+    return fpr_upper_bound(changes, samples)
 
 
 def int8_allowed(parity: dict[str, Any]) -> bool:
