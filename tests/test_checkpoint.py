@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -403,3 +404,27 @@ def test_a_hostile_header_or_record_is_one_error_of_ours(tmp_path):
         except Exception as error:  # noqa: BLE001 - what the test looks for
             outcomes[name] = f"{type(error).__name__}: {error}"
     assert outcomes == dict.fromkeys(outcomes, "ours")
+
+
+def test_a_checkpoint_replaced_while_loading_is_refused(
+    tiny_model, tiny_config, tmp_path, monkeypatch
+):
+    """The hash and the tensors were two reads of the path: a checkpoint replaced between them
+    (a training run saving best.safetensors as a scan starts) gave a report whose SHA-256 named
+    other bytes than those scored (audit R F12)."""
+    from mfclip_cli.model import build_model
+    from mfclip_cli.model import checkpoint as checkpoints
+
+    path, other = tmp_path / "best.safetensors", tmp_path / "other.safetensors"
+    save_checkpoint(tiny_model, path)
+    torch.manual_seed(1)
+    save_checkpoint(build_model(tiny_config), other)
+    real = checkpoints.load_file
+
+    def replaced_first(name, **options):
+        os.replace(other, path)  # as an atomic save lands
+        return real(name, **options)
+
+    monkeypatch.setattr(checkpoints, "load_file", replaced_first)
+    with pytest.raises(CheckpointError, match="changed while it was being read"):
+        load_checkpoint(path)

@@ -66,6 +66,9 @@ class CheckpointInfo:
     attribution: dict[str, Any] | None = None  # its tensors in the file
     # why the sidecar beside it was left out of ``metadata`` (it names other weights), if it was
     sidecar_ignored: str | None = None
+    # the file as hashed (device, inode, size, modification time): the tensors must be read from
+    # the same bytes, or the report's SHA-256 names another file than the one scored
+    identity: tuple[int, ...] = ()
 
     @property
     def sidecar(self) -> Path:
@@ -296,7 +299,10 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
     _check_records(path, records)
+    before = file_identity(path)
     digest = sha256_file(path)
+    if file_identity(path) != before:
+        raise _changed_while_read(path)
     metadata, sidecar_ignored = _sidecar_of(path, digest)
     if TRAINING_KEY in meta:  # the header's held-out record is covered by the SHA-256: it wins
         try:
@@ -313,7 +319,28 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             records[key] = beside
     calibration = records.pop(CALIBRATION_KEY)
     return CheckpointInfo(
-        path, digest, config, metadata, calibration, **records, sidecar_ignored=sidecar_ignored
+        path,
+        digest,
+        config,
+        metadata,
+        calibration,
+        **records,
+        sidecar_ignored=sidecar_ignored,
+        identity=before,
+    )
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or written: device, inode, size, modification
+    time (ns)."""
+    status = path.stat()
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _changed_while_read(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} changed while it was being read (replaced or written meanwhile: a training run "
+        "saving it?); run again once it is written"
     )
 
 
@@ -443,6 +470,8 @@ def load_checkpoint(
         for name, tensor in load_file(str(info.path), device="cpu").items()
         if not name.startswith(tuple(FITTED.values()))
     }
+    if file_identity(info.path) != info.identity:  # the tensors are the bytes hashed
+        raise _changed_while_read(info.path)
     refuse_non_finite(state, path)
     kind = detector_kind(detector_of(info.config))
     model: Detector

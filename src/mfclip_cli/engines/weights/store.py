@@ -467,6 +467,12 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> LoadedWeigh
     from mfclip_cli.model import load_checkpoint
 
     model, info = load_checkpoint(resolved.path, device=device, inference=True)
+    registered = (resolved.registry_entry or {}).get("sha256")
+    if registered and info.sha256 != registered:  # swapped between the registry check and now
+        raise WeightsError(
+            f"registered weights {resolved.name!r} fail their hash check: {resolved.path} has "
+            f"SHA-256 {info.sha256}, the registry says {registered}"
+        )
     return LoadedWeights(resolved, model.merge_adapters(), info, resolved.demo or is_demo(info))
 
 
