@@ -330,8 +330,6 @@ def test_a_name_that_is_no_file_name_of_the_store_is_refused(tmp_path, tiny_conf
         '{"weights": [{"name": "x", "file": "x.st", "sha256": "%s", "default": "false"}]}'
         % ("a" * 64),
         '{"weights": [{"name": "x", "file": "../x.st", "sha256": "%s"}]}' % ("a" * 64),
-        '{"weights": [{"name": "x", "file": "x.st", "sha256": "%s", "metrics": '
-        '{"test": {"auc": "high"}}}]}' % ("a" * 64),
         '{"weights": ["x"]}',
         "[]",
         "\udcff\udcfe",
@@ -345,6 +343,40 @@ def test_a_registry_edited_by_hand_is_one_error_naming_it(tmp_path, text):
         read_registry(store)
     listed = mfclip("weights", "list", env={"MFCLIP_HOME": str(tmp_path)})
     assert listed.returncode in (0, 1) and "Traceback" not in listed.stderr
+
+
+def test_an_entry_failing_the_checks_can_be_removed_and_odd_figures_listed(tmp_path):
+    """An entry the registry checks refuse blocked its own removal, and a test AUC that was no
+    number broke every `weights list` (audit R2 M2, R F10)."""
+    store = tmp_path / "weights"
+    store.mkdir()
+    entries = [
+        {"name": "bad", "file": "bad.safetensors"},  # no SHA-256: refused for use
+        {
+            "name": "odd",
+            "file": "odd.safetensors",
+            "sha256": "a" * 64,
+            "metrics": {"test": {"auc": "0.43"}},
+        },
+    ]
+    (store / "registry.json").write_text(json.dumps({"weights": entries}))
+    home = {"MFCLIP_HOME": str(tmp_path)}
+    removed = mfclip("weights", "remove", "bad", env=home)
+    assert removed.returncode == 0 and "removed bad" in removed.stderr, removed.stderr
+    listed = mfclip("weights", "list", env=home)
+    assert listed.returncode in (0, 1) and "Traceback" not in listed.stderr, listed.stderr
+    assert "odd" in listed.stdout
+
+
+def test_a_name_of_the_longest_length_registers(tmp_path, tiny_config):
+    """The longest file a registration writes is an atomic write's temporary file, 26 bytes
+    longer than the name: names of 230-237 bytes passed the check and then failed with "File
+    name too long" (audit R2 M1)."""
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    assert register_weights(source, "n" * 200, store=tmp_path / "store")["name"] == "n" * 200
+    with pytest.raises(UsageError, match="at most 200 bytes"):
+        register_weights(source, "n" * 201, store=tmp_path / "store")
 
 
 def test_registrations_made_at_once_all_land(tmp_path, tiny_config):

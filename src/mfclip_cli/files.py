@@ -206,10 +206,12 @@ def _looks_pickled(head: bytes) -> bool:
     return head.startswith(_ZIP_MAGIC) or (len(head) > 0 and head[0] == _PICKLE_PROTOCOL)
 
 
-# bytes per element of the dtypes safetensors writes
+# bytes per element of the dtypes safetensors writes (sub-byte ones, F4 and F6_*, are named as
+# not read)
 _SAFETENSORS_ITEMSIZE = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8, "C64": 8,
+    "F8_E8M0": 1,
 }  # fmt: skip
 
 
@@ -228,6 +230,9 @@ def _check_data_length(path: Path, header: dict, data_bytes: int) -> None:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if isinstance(dtype, str) and dtype not in _SAFETENSORS_ITEMSIZE:
+            raise UnsafeFileError(f"{path}: tensor {name!r} is of dtype {dtype}, not read here")
         try:
             begin, end = entry["data_offsets"]
             shape, itemsize = entry["shape"], _SAFETENSORS_ITEMSIZE[entry["dtype"]]

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mfclip_cli.cli.errors import errors_reported
 
@@ -112,7 +113,9 @@ def weights_remove(
 
     with errors_reported():
         entry = remove_weights(name)
-    Console(stderr=True).print(f"removed {entry['name']} ({entry['sha256'][:12]})", highlight=False)
+    digest = entry.get("sha256")  # an entry edited by hand, failing the checks, is removed too
+    shown = f" ({digest[:12]})" if isinstance(digest, str) else ""
+    Console(stderr=True).print(f"removed {escape(entry['name'])}{shown}", highlight=False)
 
 
 @app.command("add")

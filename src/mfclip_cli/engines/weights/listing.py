@@ -19,7 +19,9 @@ def print_registry(console: Console) -> None:
     in_use = next((row for row in rows if row.get("default")), None)
     shown = []
     for row in rows:
-        auc = (row.get("metrics") or {}).get("test", {}).get("auc")
+        metrics = row.get("metrics")
+        test = metrics.get("test") if isinstance(metrics, dict) else None
+        auc = test.get("auc") if isinstance(test, dict) else None
         shown.append(
             {
                 "name": row["name"],
@@ -32,7 +34,7 @@ def print_registry(console: Console) -> None:
                 "size": "-" if row["size"] is None else f"{row['size'] / 1e6:.1f} MB",
                 "sha256": row.get("sha256", "")[:12],
                 "hash check": row["check"],
-                "test AUC": "-" if auc is None else f"{auc:.4f}",
+                "test AUC": f"{auc:.4f}" if _is_number(auc) else "-",
             }
         )
     title = f"registered weights (yours in {user_store()}; details: mfclip weights info NAME)"
@@ -60,3 +62,8 @@ def print_registry(console: Console) -> None:
             markup=False,
             soft_wrap=True,
         )
+
+
+def _is_number(value: object) -> bool:
+    """A figure a registry entry can show (one edited by hand may hold anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a 
     from mfclip_cli.scoring.precision import Precision
 
 HEX_DIGITS = "0123456789abcdef"
+MAX_NAME_BYTES = 200  # file names hold 255 bytes
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 # demo networks are small (the bundled one 14 MB): a larger one is never hashed again to ask
 DEMO_NETWORK_MAX_BYTES = 64 << 20
@@ -73,9 +74,10 @@ class ResolvedWeights:
     registry_entry: dict[str, Any] | None = None
 
 
-def read_registry(store: Path) -> list[dict[str, Any]]:
+def read_registry(store: Path, *, checked: bool = True) -> list[dict[str, Any]]:
     """The store's entries; a registry that is not one (edited by hand, damaged) is one error
-    naming it, whatever is wrong with it."""
+    naming it, whatever is wrong with it. Not ``checked``: entries are taken as they are, for
+    ``weights remove`` to take out one that fails the checks."""
     path = store / REGISTRY_FILE
     if not path.is_file():
         return []
@@ -93,7 +95,7 @@ def read_registry(store: Path) -> list[dict[str, Any]]:
         raise WeightsError(
             f'weights registry {path} is unreadable: not {{"weights": [{{"name", "file", ...}}]}}'
         )
-    for entry in entries:
+    for entry in entries if checked else ():
         if problem := _entry_problem(entry):
             raise WeightsError(
                 f"weights registry {path} is unreadable: its entry {entry['name']!r} {problem}"
@@ -103,8 +105,9 @@ def read_registry(store: Path) -> list[dict[str, Any]]:
 
 def _entry_problem(entry: dict[str, Any]) -> str | None:
     """What is wrong with a registry entry (edited by hand), if anything: one without a SHA-256
-    was used unchecked, a "default" of "false" counted as default, a test AUC that was not a
-    number broke every ``weights list`` (audit R F10, F11)."""
+    was used unchecked, a "default" of "false" counted as default, a file outside the store was
+    loaded (audit R F11). Its metrics are only shown: ``weights list`` shows a figure that is no
+    number as none."""
     sha256 = entry.get("sha256")
     if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(HEX_DIGITS)):
         return "has no SHA-256 (sha256: 64 hexadecimal digits)"
@@ -114,11 +117,6 @@ def _entry_problem(entry: dict[str, Any]) -> str | None:
     file = Path(entry["file"])
     if file.is_absolute() or ".." in file.parts:
         return "names a file outside its store"
-    metrics = entry.get("metrics", {})
-    test = metrics.get("test", {}) if isinstance(metrics, dict) else None
-    auc = test.get("auc") if isinstance(test, dict) else "missing"
-    if auc is not None and (isinstance(auc, bool) or not isinstance(auc, (int, float))):
-        return "has metrics whose test AUC is not a number"
     return None
 
 
@@ -134,12 +132,13 @@ def check_name(name: str) -> None:
         or name.lower() == Path(REGISTRY_FILE).stem
         # a file of that name here would be read in its place (audit R F8)
         or name.lower().endswith(".safetensors")
-        or len(os.fsencode(f"{name}.safetensors.part")) > 254  # the longest file it gets
+        # its longest file, an atomic write's ".NAME.safetensors.XXXXXXXX.tmp", is 26 bytes more
+        or len(os.fsencode(name)) > MAX_NAME_BYTES
     ):
         raise UsageError(
             f"{name!r} cannot name weights: use a file name without a path separator or control "
-            f"characters, not starting with '.' nor ending in '.safetensors', at most about 200 "
-            f"bytes, other than {Path(REGISTRY_FILE).stem!r}"
+            f"characters, not starting with '.' nor ending in '.safetensors', at most "
+            f"{MAX_NAME_BYTES} bytes, other than {Path(REGISTRY_FILE).stem!r}"
         )
 
 
@@ -545,7 +544,7 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     read-only."""
     store = store or user_store()
     with _registry_locked(store):
-        registry = read_registry(store)
+        registry = read_registry(store, checked=False)  # an entry failing the checks included
         entry = next((entry for entry in registry if entry["name"] == name), None)
         if entry is None:
             if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
