@@ -422,11 +422,6 @@ def _demo_entries(store: Path | None) -> list[dict[str, Any]]:
     return [entry for _, entry in registries if entry.get("demo")]
 
 
-def demo_hashes(store: Path | None = None) -> set[str]:
-    """SHA-256 of every checkpoint registered as demo weights, the bundled ones always included."""
-    return {entry["sha256"] for entry in _demo_entries(store) if entry.get("sha256")}
-
-
 def is_demo(info: CheckpointInfo, store: Path | None = None) -> bool:
     """Demo status follows the checkpoint's hash (or its sidecar's word), never a missing sidecar or
     a new name; a calibrated copy (``mfclip calibrate``) follows the hash it was made from. The
@@ -780,16 +775,18 @@ def _met_in_training(overlap: dict[str, Any] | None) -> int:
     return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 
-def _check_loads(source: str | Path, info: CheckpointInfo) -> None:
-    """``CheckpointError`` where the checkpoint at ``source`` cannot be scored with: built and
-    loaded as a scan loads it, with its OOD statistics and attribution."""
+def _loaded_info(source: str | Path) -> CheckpointInfo:
+    """The header record of the checkpoint at ``source``, loaded as a scan loads it (built,
+    with its OOD statistics and attribution): ``CheckpointError`` or ``UnsafeFileError`` where no
+    scan could score with it."""
     from mfclip_cli.model import load_checkpoint
     from mfclip_cli.scoring.attribution import attributor_of
     from mfclip_cli.scoring.ood import ood_of
 
-    load_checkpoint(source, inference=True)
+    _, info = load_checkpoint(source, inference=True)
     ood_of(info)
     attributor_of(info)
+    return info
 
 
 def register_weights(
@@ -807,16 +804,14 @@ def register_weights(
 ) -> dict[str, Any]:
     """Copy (or ``move``) a checkpoint into the store (the user's by default) and record its name
     and hash."""
-    from mfclip_cli.model import read_checkpoint_info
     from mfclip_cli.model.checkpoint import network_sha256
 
     store = store or user_store()
     check_name(name)
-    # refuses anything that is not an mfclip safetensors checkpoint
-    info = read_checkpoint_info(source)
-    # and one that no scan could load: tensors that do not fit its config or are not finite,
-    # fitted records without their tensors (registered and listed "hash check ok", audit R F7)
-    _check_loads(source, info)
+    # refuses anything that is not an mfclip safetensors checkpoint, and one that no scan could
+    # load: tensors that do not fit its config or are not finite, fitted records without their
+    # tensors (registered and listed "hash check ok", audit R F7)
+    info = _loaded_info(source)
     scored = (metrics or {}).get("weights_sha256")
     if scored is not None and scored != info.sha256:
         raise UsageError(
