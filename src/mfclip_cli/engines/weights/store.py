@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # the model core (torch, open_clip) is imported only where a 
     from mfclip_cli.model import CheckpointInfo, Detector
     from mfclip_cli.scoring.precision import Precision
 
-HEX_DIGITS = "0123456789abcdef"
 MAX_NAME_BYTES = 200  # file names hold 255 bytes
 BUNDLED_STORE = Path(str(importlib.resources.files("mfclip_cli") / "weights"))
 # demo networks are small (the bundled one 14 MB): a larger one is never hashed again to ask
@@ -72,6 +71,12 @@ class ResolvedWeights:
     demo: bool
     source: str  # "--weights", "$MFCLIP_WEIGHTS" or "default": where the choice came from
     registry_entry: dict[str, Any] | None = None
+
+
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a SHA-256 as the registry and reports write it: 64 lowercase hex
+    digits."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
 
 
 def read_registry(store: Path, *, checked: bool = True) -> list[dict[str, Any]]:
@@ -109,7 +114,7 @@ def _entry_problem(entry: dict[str, Any]) -> str | None:
     loaded (audit R F11). Its metrics are only shown: ``weights list`` shows a figure that is no
     number as none."""
     sha256 = entry.get("sha256")
-    if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(HEX_DIGITS)):
+    if not is_sha256(sha256):
         return "has no SHA-256 (sha256: 64 hexadecimal digits)"
     for flag in ("demo", "default"):
         if not isinstance(entry.get(flag, False), bool):
@@ -594,7 +599,7 @@ def pull_weights(
     """
     store = store or user_store()
     expected = sha256.lower() if sha256 else None
-    if expected is not None and (len(expected) != 64 or any(c not in HEX_DIGITS for c in expected)):
+    if expected is not None and not is_sha256(expected):
         raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
     check_name(name)
     _registry_for(name, store, force)  # before any byte is fetched
@@ -709,7 +714,7 @@ def _eval_report_problem(report: dict[str, Any]) -> str | None:
         if not isinstance(report.get(key), dict):
             return f"its {key} is not an object"
     sha256 = report["weights"].get("sha256")
-    if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(HEX_DIGITS)):
+    if not is_sha256(sha256):
         return "it names no checkpoint (weights.sha256 is not a SHA-256)"
     tables = {"overall": report["overall"]}
     for name, subset in report["subsets"].items():
