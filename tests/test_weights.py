@@ -379,6 +379,28 @@ def test_a_name_of_the_longest_length_registers(tmp_path, tiny_config):
         register_weights(source, "n" * 201, store=tmp_path / "store")
 
 
+def test_a_name_typed_with_a_combining_accent_is_the_same_name(tmp_path, tiny_config):
+    """ "café" with one letter (NFC) and with "e" and a combining accent (NFD, as macOS file
+    names give it) looked alike and were two names: the registered one was not found, and a
+    second registration under the other form stood beside it (audit R F15)."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    store = tmp_path / "store"
+    assert register_weights(source, decomposed, store=store)["name"] == composed
+    found = resolve_weights(decomposed, store)
+    assert found.name == composed and found.path == store / f"{composed}.safetensors"
+    with pytest.raises(WeightsError, match="already registered"):
+        register_weights(source, composed, store=store)
+    # an entry written before names were kept composed is found and removed under either form
+    entries = read_registry(store)
+    entries[0]["name"] = decomposed
+    (store / "registry.json").write_text(json.dumps({"weights": entries}))
+    assert resolve_weights(composed, store).name == composed
+    assert remove_weights(composed, store=store)["name"] == composed
+    assert read_registry(store) == [] and not list(store.glob("*.safetensors"))
+
+
 def test_registrations_made_at_once_all_land(tmp_path, tiny_config):
     source = tmp_path / "best.safetensors"
     save_checkpoint(build_model(tiny_config), source)
@@ -566,25 +588,84 @@ def test_removing_imported_clip_weights_deletes_their_file(tmp_path):
     assert import_clip(weights, "c1", "mfclip-tiny", store=store)["name"] == "c1"
 
 
-def test_a_config_asking_for_an_impossible_model_is_one_readable_error(tmp_path):
-    """Audit S F8: a header whose config asks for a layer of 10**13 units ended in a traceback
-    from the allocator."""
+def _demo_with_config(tmp_path, change, tensors=None):
+    """The bundled demo checkpoint with its header's config changed by ``change`` (and its
+    tensors by ``tensors``), as a file."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
-
-    from mfclip_cli.errors import CheckpointError
-    from mfclip_cli.model import load_checkpoint
 
     demo = BUNDLED_STORE / next(e for e in read_registry(BUNDLED_STORE) if e.get("demo"))["file"]
     with safe_open(str(demo), "pt") as handle:
         header = dict(handle.metadata())
     config = json.loads(header["config"])
-    config["head"]["hidden"] = 10**13
+    change(config)
     header["config"] = json.dumps(config)
-    huge = tmp_path / "huge.safetensors"
-    save_file(load_file(str(demo)), str(huge), metadata=header)
-    with pytest.raises(CheckpointError, match="the model its config describes cannot be built"):
+    state = load_file(str(demo))
+    if tensors:
+        tensors(state)
+    changed = tmp_path / "changed.safetensors"
+    save_file(state, str(changed), metadata=header)
+    return changed
+
+
+def test_a_config_asking_for_an_impossible_model_is_one_readable_error(tmp_path):
+    """Audit S F8: a header whose config asks for a layer of 10**13 units ended in a traceback
+    from the allocator."""
+    from mfclip_cli.errors import CheckpointError
+    from mfclip_cli.model import load_checkpoint
+
+    def huge_head(config):
+        config["head"]["hidden"] = 10**13
+
+    huge = _demo_with_config(tmp_path, huge_head)
+    with pytest.raises(CheckpointError, match=r"does not match its config .* wrong shape \['head"):
         load_checkpoint(huge)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux /proc")
+def test_a_config_describing_a_far_larger_model_is_refused_before_it_is_built(tmp_path):
+    """Audit R F6: the demo's 14 MB of tensors under a header naming ViT-H-14 made the scan build
+    that model (3.2 GB, 6 s) before comparing shapes. The model is first built on torch's meta
+    device: the refusal costs what the file does."""
+
+    def bigger(config):
+        config["clip"]["architecture"] = "ViT-H-14"
+
+    changed = _demo_with_config(tmp_path, bigger)
+    script = f"""
+from pathlib import Path
+from mfclip_cli.errors import CheckpointError
+from mfclip_cli.model import load_checkpoint
+try:
+    load_checkpoint({str(changed)!r}, inference=True)
+except CheckpointError as error:
+    print("refused:", error)
+# this process's peak (getrusage's would count the pytest process it was forked from)
+status = Path("/proc/self/status").read_text().splitlines()
+print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and "does not match its config" in lines[0], result.stderr
+    # ViT-H-14's image tower alone is 2.5 GB of float32; the process, torch included, ~0.5 GB
+    assert int(lines[-1]) < 1500, lines[-1]
+
+
+def test_a_lora_pair_that_does_not_fit_its_weight_is_refused_before_its_product(tmp_path):
+    """A hostile adapter pair (B of n x r, A of r x n for a large n) would make B A far larger
+    than the file; it is refused by its shapes."""
+    from mfclip_cli.errors import CheckpointError
+    from mfclip_cli.model import load_checkpoint
+
+    def widen(state):
+        name = next(k for k in state if k.endswith(".lora_A.default.weight"))
+        rank = state[name].shape[0]
+        state[name] = torch.zeros(rank, 5000)
+        state[name.replace("lora_A", "lora_B")] = torch.zeros(5000, rank)
+
+    changed = _demo_with_config(tmp_path, lambda config: None, widen)
+    with pytest.raises(CheckpointError, match="does not fit the weight it adapts"):
+        load_checkpoint(changed, inference=True)
 
 
 def test_a_folder_given_as_a_weights_file_is_said_to_be_one(tmp_path):

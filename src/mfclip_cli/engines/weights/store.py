@@ -15,6 +15,7 @@ import importlib.resources
 import json
 import os
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -100,6 +101,8 @@ def read_registry(store: Path, *, checked: bool = True) -> list[dict[str, Any]]:
         raise WeightsError(
             f'weights registry {path} is unreadable: not {{"weights": [{{"name", "file", ...}}]}}'
         )
+    for entry in entries:  # one registered before names were normalised is found as well
+        entry["name"] = same_name(entry["name"])
     for entry in entries if checked else ():
         if problem := _entry_problem(entry):
             raise WeightsError(
@@ -125,9 +128,11 @@ def _entry_problem(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def check_name(name: str) -> None:
-    """A name a checkpoint can be registered under: its files are NAME.safetensors and NAME.json
-    in the store, so a name must stay a file name there and leave the registry's own alone."""
+def check_name(name: str) -> str:
+    """A name a checkpoint can be registered under, as it is kept: its files are NAME.safetensors
+    and NAME.json in the store, so a name must stay a file name there and leave the registry's
+    own alone."""
+    name = same_name(name)
     if (
         not name.strip()
         or name in (".", "..")
@@ -145,6 +150,14 @@ def check_name(name: str) -> None:
             f"characters, not starting with '.' nor ending in '.safetensors', at most "
             f"{MAX_NAME_BYTES} bytes, other than {Path(REGISTRY_FILE).stem!r}"
         )
+    return name
+
+
+def same_name(name: str) -> str:
+    """A name as registries keep and compare it: "café" typed with one accented letter (NFC,
+    most keyboards) or with a letter and a combining accent (NFD, macOS file names) is one name
+    (audit R F15)."""
+    return unicodedata.normalize("NFC", name)
 
 
 @contextlib.contextmanager
@@ -227,15 +240,15 @@ def resolve_weights(
     by_name: dict[str, tuple[Path, dict[str, Any]]] = {}
     for folder, entry in registered:
         by_name.setdefault(entry["name"], (folder, entry))
-    path = Path(value)
-    if value in by_name:
+    path, name = Path(value), same_name(value)
+    if name in by_name:
         if path.is_file():  # a file here of a registered name: which is meant cannot be told
             raise WeightsError(
                 f"{source} {value} is both a registered checkpoint and a file here: write "
                 f"./{value} for the file, or rename it"
             )
         # a folder of that name (its run folder, most often) does not hide it (audit S F4)
-        return _from_registry(*by_name[value], source)
+        return _from_registry(*by_name[name], source)
     if path.is_dir():  # a training run's folder, most often
         inside = sorted(
             str(path / item.name)
@@ -246,7 +259,7 @@ def resolve_weights(
         raise WeightsError(f"{source} {value} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         known = f"; registered: {', '.join(by_name)}" if by_name else ""
-        if any(_is_clip(entry) and entry["name"] == value for _, entry in everything):
+        if any(_is_clip(entry) and entry["name"] == name for _, entry in everything):
             known += f"; {value} is CLIP weights (import-clip), for train --clip-weights"
         where = store or user_store()
         raise WeightsError(
@@ -268,7 +281,7 @@ def resolve_clip_weights(value: str, store: Path | None = None) -> dict[str, Any
     if Path(value).exists():
         return {"pretrained": value}
     for folder, entry in _registries(store):
-        if _is_clip(entry) and entry["name"] == value:
+        if _is_clip(entry) and entry["name"] == same_name(value):
             path = str(_from_registry(folder, entry, "--clip-weights").path)
             if entry.get("quick_gelu") is None:  # registered before the activation was recorded
                 return {"pretrained": path}
@@ -308,7 +321,7 @@ def import_clip(
     from mfclip_cli.model.config import ClipSettings
 
     store = store or user_store()
-    check_name(name)
+    name = check_name(name)
     source = _clip_file(Path(path).expanduser())
     _registry_for(name, store, force)  # a name in use refused before the towers are built
     towers = create_clip_towers(
@@ -542,7 +555,7 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
 def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     """Unregister a checkpoint of the user's store and delete its files; bundled ones are
     read-only."""
-    store = store or user_store()
+    store, name = store or user_store(), same_name(name)
     with _registry_locked(store):
         registry = read_registry(store, checked=False)  # an entry failing the checks included
         entry = next((entry for entry in registry if entry["name"] == name), None)
@@ -601,7 +614,7 @@ def pull_weights(
     expected = sha256.lower() if sha256 else None
     if expected is not None and not is_sha256(expected):
         raise UsageError("--sha256 takes the 64 hexadecimal digits of a SHA-256")
-    check_name(name)
+    name = check_name(name)
     _registry_for(name, store, force)  # before any byte is fetched
     store.mkdir(parents=True, exist_ok=True)
     partial = store / f".{name}.safetensors.part"
@@ -812,7 +825,7 @@ def register_weights(
     from mfclip_cli.model.checkpoint import network_sha256
 
     store = store or user_store()
-    check_name(name)
+    name = check_name(name)
     # refuses anything that is not an mfclip safetensors checkpoint, and one that no scan could
     # load: tensors that do not fit its config or are not finite, fitted records without their
     # tensors (registered and listed "hash check ok", audit R F7)
