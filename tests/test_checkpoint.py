@@ -428,3 +428,25 @@ def test_a_checkpoint_replaced_while_loading_is_refused(
     monkeypatch.setattr(checkpoints, "load_file", replaced_first)
     with pytest.raises(CheckpointError, match="changed while it was being read"):
         load_checkpoint(path)
+
+
+def test_no_module_made_on_the_meta_device_keeps_a_tensor_from_it():
+    """A checkpoint's load builds its model on torch's meta device first, which imports the
+    model's modules (open_clip and peft included) under that device: a tensor a module makes
+    when imported would be a meta tensor, without data, for the rest of the process (the SRM
+    kernels were)."""
+    script = """
+import importlib, pkgutil, sys, torch
+import mfclip_cli.model as package
+with torch.device("meta"):
+    import open_clip, peft
+    for module in pkgutil.walk_packages(package.__path__, "mfclip_cli.model."):
+        importlib.import_module(module.name)
+print([f"{name}.{attribute}" for name, module in list(sys.modules.items())
+       if name.startswith(("mfclip_cli", "open_clip", "peft"))
+       for attribute, value in vars(module).items()
+       if isinstance(value, torch.Tensor) and value.is_meta])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

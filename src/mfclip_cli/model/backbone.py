@@ -117,6 +117,7 @@ def create_clip_towers(settings: ClipSettings, *, load_weights: bool = True) -> 
                 force_custom_text=True,
                 force_quick_gelu=quick_gelu,
                 pretrained_text=False,
+                device=torch.get_default_device(),
             )
     # open_clip raises any of these for weights that do not fit (shapes, names, missing tensors)
     except (RuntimeError, AssertionError, KeyError, ValueError) as error:

@@ -478,24 +478,33 @@ def load_checkpoint(
         raise _changed_while_read(info.path)
     refuse_non_finite(state, path)
     kind = detector_kind(detector_of(info.config))
-    model: Detector
+
+    def build(tensors: dict[str, torch.Tensor]) -> tuple[Detector, dict[str, torch.Tensor]]:
+        light = kind.scoring_model(info.config, tensors) if inference else None
+        return light or (build_detector(info.config, pretrained=False), tensors)
+
     try:
-        light = kind.scoring_model(info.config, state) if inference else None
-        model, state = light or (build_detector(info.config, pretrained=False), state)
-    except (RuntimeError, MemoryError) as error:  # a header asking for layers of 10**13 units
+        # names and shapes first, the model built on torch's meta device (nothing allocated: a
+        # ViT-bigG in 0.4 s), so that a config describing a larger model than its tensors is
+        # refused before that model costs gigabytes. The tensors stay on the CPU: a scoring
+        # model's are converted here (MFCLIP's LoRA folded), and convert to themselves again
+        with torch.device("meta"):
+            skeleton, state = build(state)
+        _refuse_mismatch(skeleton, state, path)
+        model, state = build(state)
+    except (RuntimeError, MemoryError) as error:  # a config torch cannot build (widths < 0)
         raise CheckpointError(
             f"{path}: the model its config describes cannot be built here ({error}); the "
             "config does not match its tensors, or the file was altered"
         ) from None
-    _load_state(model, state, path)
-    if inference and light is None:
-        model.merge_adapters()
+    model.load_state_dict(state)
     if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
-        model.requires_grad_(False)
+        model.merge_adapters().requires_grad_(False)
     return model.to(device).eval(), info
 
 
-def _load_state(model: Detector, state: dict[str, torch.Tensor], path: str | Path) -> None:
+def _refuse_mismatch(model: Detector, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A CheckpointError naming what differs between ``model``'s tensors and ``state``."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -507,4 +516,3 @@ def _load_state(model: Detector, state: dict[str, torch.Tensor], path: str | Pat
             f"unexpected {unexpected[:3]}, "
             f"wrong shape {reshaped[:3]}"
         )
-    model.load_state_dict(state)

@@ -117,7 +117,9 @@ class DetectorKind:
     explains: bool = False
     # "module:function" (config, a trainable checkpoint's tensors) -> (a scoring-only model,
     # the tensors it loads), or None: a lighter build for the scan than the trainable model
-    # merged (MFCLIP's folds its LoRA adapters and leaves the language side out)
+    # merged (MFCLIP's folds its LoRA adapters and leaves the language side out). The tensors it
+    # returns must convert to themselves: a load converts them once to check their shapes
+    # against the model built on the meta device, then builds it for real from them
     scoring: str | None = None
 
     def settings_class(self) -> Any:

@@ -150,10 +150,17 @@ def scoring_model(
 LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"
 
 
+def _product_fits(weight: torch.Tensor | None, up: torch.Tensor, down: torch.Tensor) -> bool:
+    """Whether ``up @ down`` (LoRA's B A, two matrices) has the shape of ``weight``."""
+    if weight is None or not weight.ndim == up.ndim == down.ndim == 2:
+        return False
+    return up.shape[1] == down.shape[0] and weight.shape == (up.shape[0], down.shape[1])
+
+
 def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, torch.Tensor]:
     """A trainable model's tensors as an inference model's: every LoRA pair folded into the
     weight it adapts (W + alpha / rank * B A, as peft merges), peft's ``base_layer`` names
-    dropped, and the language encoder left out.
+    dropped, and the language encoder left out. Folded tensors fold to themselves.
 
     peft's layer wrapping a module ``m`` keeps ``m``'s tensors as ``m.base_layer.*`` and its
     adapter as ``m.lora_A`` / ``m.lora_B``; the update goes to ``m``'s weight, or, for
@@ -166,14 +173,21 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
             module = key[: -len(LORA_A)]
             if module + LORA_B not in state:
                 raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
-            if state[key].shape[0] != lora.rank:  # the scaling would be another's, silently
+            target = f"{module}.base_layer.in_proj_weight"
+            target = target if target in state else f"{module}.base_layer.weight"
+            down, up = state[key], state[module + LORA_B]
+            adapted = state.get(target)
+            if not _product_fits(adapted, up, down):  # before B A is formed: a hostile
+                raise CheckpointError(  # pair would make it far larger than the file
+                    f"LoRA adapter {module} does not fit the weight it adapts: the checkpoint "
+                    "does not match its config"
+                )
+            if down.shape[0] != lora.rank:  # the scaling would be another's, silently
                 raise CheckpointError(
-                    f"LoRA adapter {module} has rank {state[key].shape[0]}, its config says "
+                    f"LoRA adapter {module} has rank {down.shape[0]}, its config says "
                     f"{lora.rank}: the checkpoint does not match its config"
                 )
-            delta = (state[module + LORA_B].float() @ state[key].float()) * scaling
-            target = f"{module}.base_layer.in_proj_weight"
-            updates[target if target in state else f"{module}.base_layer.weight"] = delta
+            updates[target] = (up.float() @ down.float()) * scaling
     folded = {}
     for key, tensor in state.items():
         if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):

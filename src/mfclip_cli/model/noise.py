@@ -39,7 +39,10 @@ def _srm_kernels() -> torch.Tensor:
     return torch.stack([second_order, kv, horizontal])
 
 
-SRM_KERNELS = _srm_kernels()  # [3, 5, 5] correlation kernels (applied as F.conv2d does)
+# [3, 5, 5] correlation kernels (applied as F.conv2d does); made on the CPU even when this module
+# is first imported inside a device context (a checkpoint's load builds its model on "meta" first)
+with torch.device("cpu"):
+    SRM_KERNELS = _srm_kernels()
 SRM_NORMALISERS = (4.0, 12.0, 2.0)
 
 
