@@ -450,3 +450,36 @@ print([f"{name}.{attribute}" for name, module in list(sys.modules.items())
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["tiny", "clip-probe-tiny", "mc-lcr-tiny"])
+@pytest.mark.parametrize("inference", [False, True])
+def test_a_load_that_skips_random_initialisation_gives_every_tensor_as_before(
+    tmp_path, monkeypatch, name, inference
+):
+    """A load builds its model with torch.nn.init's initialisers skipped, since the checkpoint
+    overwrites every parameter and stored buffer. Whatever a build computes otherwise (buffers
+    outside the state dict: normalisation constants, attention masks) must come out as a load
+    that draws random weights makes it, for each detector, trainable or for scoring."""
+    import contextlib
+
+    from mfclip_cli.model import checkpoint
+    from mfclip_cli.model.config import load_model_config
+    from mfclip_cli.model.detectors import build_detector
+
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(build_detector(load_model_config(name), pretrained=False), path)
+
+    def tensors(model):
+        named = dict(model.named_parameters())
+        named.update(model.named_buffers())  # the ones no state dict holds included
+        return named
+
+    skipped, _ = load_checkpoint(path, inference=inference)
+    monkeypatch.setattr(checkpoint, "_initialisers_skipped", contextlib.nullcontext)
+    drawn, _ = load_checkpoint(path, inference=inference)
+    ours, theirs = tensors(skipped), tensors(drawn)
+    assert ours.keys() == theirs.keys()
+    for key, tensor in theirs.items():
+        assert torch.equal(ours[key], tensor), key
