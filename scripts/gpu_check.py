@@ -17,11 +17,10 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
-
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL_LIST = ROOT / "scripts" / "gpu-wheels.txt"

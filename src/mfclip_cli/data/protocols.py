@@ -80,12 +80,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-
-import tomllib
 
 from mfclip_cli.data.perturb import Perturbation, parse_perturbations
 from mfclip_cli.data.samples import (

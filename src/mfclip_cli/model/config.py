@@ -12,13 +12,12 @@ import copy
 import dataclasses
 import json
 import math
+import tomllib
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
-
-import tomllib
 
 from mfclip_cli.errors import ConfigError
 from mfclip_cli.labels import CLASS_NAMES

@@ -8,11 +8,10 @@ does not know is never guessed: readers collect every unmapped name and fail wit
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-
-import tomllib
 
 from mfclip_cli.errors import DataError, LabelMapError
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from mfclip_cli import __version__
 from mfclip_cli.data.combine import as_data_list, check_data
