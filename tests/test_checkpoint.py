@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -237,6 +238,11 @@ def test_imported_clip_weights_are_found_by_name_for_training(tiny_config, tmp_p
     path = str(store / "clip" / "tiny-clip.safetensors")
     assert resolve_clip_weights("tiny-clip", store) == {"pretrained": path, "quick_gelu": False}
     assert resolve_clip_weights("openai", store) == {"pretrained": "openai"}  # a tag passes
+    registered = Path(path).read_bytes()
+    Path(path).write_bytes(registered[:-1] + bytes([registered[-1] ^ 1]))
+    with pytest.raises(WeightsError, match="fail their hash check"):
+        resolve_clip_weights("tiny-clip", store)  # altered after it was imported
+    Path(path).write_bytes(registered)
     model = build_model(tiny_config.replace(clip={"pretrained": path}))
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():

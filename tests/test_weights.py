@@ -15,6 +15,7 @@ from report_schemas import check_scan_lines
 from mfclip_cli.engines.weights.store import (
     BUNDLED_STORE,
     WeightsError,
+    load_weights,
     read_registry,
     register_weights,
     remove_weights,
@@ -63,10 +64,19 @@ def test_register_and_verify(tmp_path, tiny_config):
     ]
     with pytest.raises(WeightsError, match="bundled"):
         remove_weights("mfclip-demo-tiny", folder)
+    # altered after registration: refused where it is read, as altered, whether its bytes
+    # still load (a changed tensor value) or not (cut short)
     tampered = folder / "mine.safetensors"
-    tampered.write_bytes(tampered.read_bytes()[:-1] + b" ")
-    with pytest.raises(WeightsError, match="fail their hash check"):
-        resolve_weights("mine", folder)
+    original = tampered.read_bytes()
+    for altered in (original[:-1] + bytes([original[-1] ^ 1]), original[:-100]):
+        tampered.write_bytes(altered)
+        for read in (
+            lambda: load_weights(resolve_weights("mine", folder), torch.device("cpu")),
+            lambda: weights_info("mine", folder),
+        ):
+            with pytest.raises(WeightsError, match="fail their hash check"):
+                read()
+    tampered.write_bytes(original)
     # a training run's folder named where its checkpoint was meant: it said "not found"
     run = tmp_path / "training-run"
     run.mkdir()
@@ -80,6 +90,31 @@ def test_register_and_verify(tmp_path, tiny_config):
     assert not any(BUNDLED_STORE.glob("mine*")) and read_registry(BUNDLED_STORE) == [
         e for e in read_registry(BUNDLED_STORE) if e["name"] == "mfclip-demo-tiny"
     ]
+
+
+def test_a_registered_checkpoint_is_hashed_once_to_be_scanned(tmp_path, tiny_config, monkeypatch):
+    """Resolving a registered name hashed the file, then the load hashed it again: a 600 MB
+    checkpoint read twice more than needed on every scan. It is hashed once, as it is loaded,
+    and that hash is compared with the registry's."""
+    from mfclip_cli import files
+    from mfclip_cli.model import checkpoint
+
+    source = tmp_path / "best.safetensors"
+    save_checkpoint(build_model(tiny_config), source)
+    register_weights(source, "mine", store=tmp_path / "store")
+    hashed = []
+
+    def counted(path, *args, **kwargs):
+        hashed.append(Path(path).name)
+        return files.sha256_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "sha256_file", counted)
+    monkeypatch.setattr("mfclip_cli.engines.weights.store.sha256_file", counted)
+    loaded = load_weights(resolve_weights("mine", tmp_path / "store"), torch.device("cpu"))
+    assert (
+        hashed == ["mine.safetensors"]
+        and loaded.info.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    )
 
 
 def test_weights_add_list_and_remove_use_the_users_store(tmp_path, tiny_config):

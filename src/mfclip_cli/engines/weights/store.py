@@ -203,17 +203,38 @@ def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _from_registry(folder: Path, entry: dict[str, Any], source: str) -> ResolvedWeights:
+    """A registered file, to be checked against its SHA-256 where it is read (``check_registered``):
+    hashed here as well, a 600 MB checkpoint was read twice more on every scan."""
     path = folder / entry["file"]
     if not path.is_file():
         raise WeightsError(f"registered weights {entry['name']!r} are missing: {path}")
-    digest = sha256_file(path)
-    if entry.get("sha256") and digest != entry["sha256"]:
-        raise WeightsError(
-            f"registered weights {entry['name']!r} fail their hash check: "
-            f"{path} has SHA-256 {digest}, "
-            f"the registry says {entry['sha256']}"
-        )
     return ResolvedWeights(path, entry["name"], bool(entry.get("demo")), source, entry)
+
+
+def check_registered(resolved: ResolvedWeights, digest: str) -> None:
+    """A WeightsError unless ``digest``, the SHA-256 of the bytes read, is the one registered for
+    ``resolved`` (nothing to compare for a file given by path)."""
+    expected = (resolved.registry_entry or {}).get("sha256")
+    if expected and digest != expected:
+        raise WeightsError(
+            f"registered weights {resolved.name!r} fail their hash check: {resolved.path} has "
+            f"SHA-256 {digest}, the registry says {expected}"
+        )
+
+
+@contextlib.contextmanager
+def _altered_said(resolved: ResolvedWeights) -> Iterator[None]:
+    """A registered checkpoint that no longer reads as one was altered: its failed hash check is
+    the error, rather than what its altered bytes broke."""
+    try:
+        yield
+    except (CheckpointError, UnsafeFileError) as error:
+        if resolved.registry_entry:
+            try:
+                check_registered(resolved, sha256_file(resolved.path))
+            except WeightsError as altered:
+                raise altered from error
+        raise
 
 
 def resolve_weights(
@@ -282,7 +303,9 @@ def resolve_clip_weights(value: str, store: Path | None = None) -> dict[str, Any
         return {"pretrained": value}
     for folder, entry in _registries(store):
         if _is_clip(entry) and entry["name"] == same_name(value):
-            path = str(_from_registry(folder, entry, "--clip-weights").path)
+            resolved = _from_registry(folder, entry, "--clip-weights")
+            check_registered(resolved, sha256_file(resolved.path))  # open_clip reads it next
+            path = str(resolved.path)
             if entry.get("quick_gelu") is None:  # registered before the activation was recorded
                 return {"pretrained": path}
             return {"pretrained": path, "quick_gelu": entry["quick_gelu"]}
@@ -478,13 +501,9 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> LoadedWeigh
     hash or sidecar)."""
     from mfclip_cli.model import load_checkpoint
 
-    model, info = load_checkpoint(resolved.path, device=device, inference=True)
-    registered = (resolved.registry_entry or {}).get("sha256")
-    if registered and info.sha256 != registered:  # swapped between the registry check and now
-        raise WeightsError(
-            f"registered weights {resolved.name!r} fail their hash check: {resolved.path} has "
-            f"SHA-256 {info.sha256}, the registry says {registered}"
-        )
+    with _altered_said(resolved):
+        model, info = load_checkpoint(resolved.path, device=device, inference=True)
+    check_registered(resolved, info.sha256)  # the SHA-256 of the very bytes loaded
     return LoadedWeights(resolved, model.merge_adapters(), info, resolved.demo or is_demo(info))
 
 
@@ -533,7 +552,9 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
     from mfclip_cli.model import read_checkpoint_info
 
     resolved = resolve_weights(target, store, option="weights info")
-    info = read_checkpoint_info(resolved.path)
+    with _altered_said(resolved):
+        info = read_checkpoint_info(resolved.path)
+    check_registered(resolved, info.sha256)
     entry = resolved.registry_entry
     return {
         "name": resolved.name,
