@@ -192,7 +192,7 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
     for key, tensor in state.items():
         if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
             continue
-        if key in pairs:  # W + scaling * B A in one pass (ViT-B-16: 0.3 s, was 1 s in three)
+        if key in pairs:  # W + scaling * B A, in one pass over W
             up, down = pairs[key]
             tensor = torch.addmm(tensor.float(), up.float(), down.float(), alpha=scaling)
             tensor = tensor.to(state[key].dtype)
