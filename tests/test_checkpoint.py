@@ -489,3 +489,22 @@ def test_a_load_that_skips_random_initialisation_gives_every_tensor_as_before(
     assert ours.keys() == theirs.keys()
     for key, tensor in theirs.items():
         assert torch.equal(ours[key], tensor), key
+
+
+def test_a_checkpoint_stored_in_half_precision_loads_in_the_models_own(tmp_path, tiny_model):
+    """The file's tensors become the model's (no second copy): in the dtype the model was built
+    with, so a checkpoint re-saved in float16 scores in float32 as before, to float16 rounding."""
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    with safe_open(str(path), "pt") as handle:
+        header = dict(handle.metadata())
+    half = tmp_path / "half.safetensors"
+    save_file({k: v.half() for k, v in load_file(str(path)).items()}, str(half), metadata=header)
+    full, _ = load_checkpoint(path, inference=True)
+    halved, _ = load_checkpoint(half, inference=True)
+    assert {t.dtype for t in halved.state_dict().values() if t.is_floating_point()} == {
+        torch.float32
+    }
+    faces = torch.rand(2, 3, tiny_model.crop_size, tiny_model.crop_size)
+    with torch.no_grad():
+        assert torch.allclose(full.predict_proba(faces), halved.predict_proba(faces), atol=1e-2)

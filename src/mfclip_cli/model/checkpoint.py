@@ -499,7 +499,12 @@ def load_checkpoint(
             f"{path}: the model its config describes cannot be built here ({error}); the "
             "config does not match its tensors, or the file was altered"
         ) from None
-    model.load_state_dict(state)
+    # the file's tensors become the model's, in the dtypes it was built with: no second copy
+    # (the tensors the build made were never written, initialisers skipped, so never resident)
+    built = model.state_dict()
+    model.load_state_dict(
+        {name: tensor.to(built[name].dtype) for name, tensor in state.items()}, assign=True
+    )
     if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
         model.merge_adapters().requires_grad_(False)
     return model.to(device).eval(), info
