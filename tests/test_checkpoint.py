@@ -508,3 +508,41 @@ def test_a_checkpoint_stored_in_half_precision_loads_in_the_models_own(tmp_path,
     faces = torch.rand(2, 3, tiny_model.crop_size, tiny_model.crop_size)
     with torch.no_grad():
         assert torch.allclose(full.predict_proba(faces), halved.predict_proba(faces), atol=1e-2)
+
+
+def test_skipped_initialisers_touch_only_the_loading_thread_and_come_back():
+    """Audit S2 F6: two loads overlapping in threads left torch.nn.init's initialisers swapped
+    for good, and any model built meanwhile got uninitialised weights. A model another thread
+    builds during a load is initialised as ever, loads take turns, and the initialisers are
+    torch's own again afterwards."""
+    import threading
+
+    from torch.nn import init
+
+    from mfclip_cli.model.checkpoint import _initialisers_skipped
+
+    original = init.kaiming_uniform_
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(8, 8).weight.detach().clone()
+    inside, release, built = threading.Event(), threading.Event(), {}
+
+    def load():
+        with _initialisers_skipped():
+            inside.set()
+            release.wait(10)
+
+    def other_load():
+        with _initialisers_skipped():
+            built["skipped"] = torch.nn.Linear(8, 8).weight.detach().clone()
+
+    first = threading.Thread(target=load)
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=other_load)
+    second.start()  # waits for the first load's turn to end
+    torch.manual_seed(0)
+    assert torch.equal(torch.nn.Linear(8, 8).weight, reference)  # this thread: initialised
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert "skipped" in built and init.kaiming_uniform_ is original

@@ -179,3 +179,28 @@ for inference in (True, False):
     for report in reports:
         assert report["heavy"] == []
         torch.testing.assert_close(torch.tensor(report["logits"]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_broken_adapters_are_refused_for_scoring_on_the_language_side_too(tiny_config, tmp_path):
+    """The scoring model leaves the language encoder out, and folding stopped multiplying out its
+    LoRA pairs; a missing factor or a base weight gone is still refused, as training refuses
+    the same file, so that `weights add` registers nothing that cannot be trained on (audit S2
+    F5, F7)."""
+    torch.manual_seed(0)
+    model = build_detector(tiny_config.replace(lora={"text": True}))
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path)
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    factor = next(k for k in tensors if k.startswith("language.") and "lora_B" in k)
+    weight = factor.replace("lora_B.default.weight", "base_layer.weight")
+    weight = weight if weight in tensors else weight.replace("weight", "in_proj_weight")
+    for broken, reason in (
+        ({k: v for k, v in tensors.items() if k != factor}, "has no lora_B"),
+        ({k: v for k, v in tensors.items() if k != weight}, "adapts no weight"),
+    ):
+        edited = tmp_path / "edited.safetensors"
+        save_file(broken, str(edited), metadata=header)
+        with pytest.raises(CheckpointError, match=reason):
+            load_checkpoint(edited, inference=True)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -510,31 +511,44 @@ def load_checkpoint(
     return model.to(device).eval(), info
 
 
-def _untouched(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return tensor
+# one load's build at a time swaps torch.nn.init's initialisers, and restores them after
+_INITIALISERS = threading.RLock()
+
+
+def _skipped_in(thread: int, initialiser: Any) -> Any:
+    def initialise(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if threading.get_ident() == thread:
+            return tensor
+        return initialiser(tensor, *args, **kwargs)
+
+    return initialise
 
 
 @contextlib.contextmanager
 def _initialisers_skipped() -> Iterator[None]:
-    """``torch.nn.init``'s initialisers leave their tensors as they are while a model is built
-    whose every parameter and stored buffer its checkpoint overwrites next (the meta-device check
-    proved it): drawing ViT-B-16's random weights was 0.4 s of a scan's start-up on a CPU, for
-    nothing. Buffers a module computes (its normalisation constants, an attention mask) are made
-    as before. Process-wide while it lasts: the load builds nothing else meanwhile."""
+    """``torch.nn.init``'s initialisers leave their tensors as they are, in this thread, while a
+    model is built whose every parameter and stored buffer its checkpoint overwrites next (the
+    meta-device check proved it): drawing ViT-B-16's random weights was 0.4 s of a scan's
+    start-up on a CPU, for nothing. Buffers a module computes (its normalisation constants, an
+    attention mask) are made as before, and so is any model another thread builds meanwhile;
+    loads in several threads take turns (audit S2 F6: overlapping, they left the initialisers
+    swapped for good)."""
     from torch.nn import init
 
-    initialisers = {
-        name: getattr(init, name)
-        for name in dir(init)
-        if name.endswith("_") and not name.startswith("_") and callable(getattr(init, name))
-    }
-    for name in initialisers:
-        setattr(init, name, _untouched)
-    try:
-        yield
-    finally:
+    thread = threading.get_ident()
+    with _INITIALISERS:
+        initialisers = {
+            name: getattr(init, name)
+            for name in dir(init)
+            if name.endswith("_") and not name.startswith("_") and callable(getattr(init, name))
+        }
         for name, initialiser in initialisers.items():
-            setattr(init, name, initialiser)
+            setattr(init, name, _skipped_in(thread, initialiser))
+        try:
+            yield
+        finally:
+            for name, initialiser in initialisers.items():
+                setattr(init, name, initialiser)
 
 
 def _refuse_mismatch(model: Detector, state: dict[str, torch.Tensor], path: str | Path) -> None:

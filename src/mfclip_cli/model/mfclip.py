@@ -150,9 +150,9 @@ def scoring_model(
 LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"
 
 
-def _product_fits(weight: torch.Tensor | None, up: torch.Tensor, down: torch.Tensor) -> bool:
+def _product_fits(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> bool:
     """Whether ``up @ down`` (LoRA's B A, two matrices) has the shape of ``weight``."""
-    if weight is None or not weight.ndim == up.ndim == down.ndim == 2:
+    if not weight.ndim == up.ndim == down.ndim == 2:
         return False
     return up.shape[1] == down.shape[0] and weight.shape == (up.shape[0], down.shape[1])
 
@@ -169,15 +169,16 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
     scaling = lora.alpha / lora.rank
     pairs = {}  # the weight adapted -> its (B, A)
     for key in state:
-        if key.endswith(LORA_A) and not key.startswith("language."):  # left out: not folded
+        if key.endswith(LORA_A):  # every pair checked, the language encoder's as well
             module = key[: -len(LORA_A)]
             if module + LORA_B not in state:
                 raise CheckpointError(f"LoRA adapter {module} has no {LORA_B.lstrip('.')}")
             target = f"{module}.base_layer.in_proj_weight"
             target = target if target in state else f"{module}.base_layer.weight"
             down, up = state[key], state[module + LORA_B]
-            adapted = state.get(target)
-            if not _product_fits(adapted, up, down):  # before B A is formed: a hostile
+            if target not in state:
+                raise CheckpointError(f"LoRA adapter {module} adapts no weight of the checkpoint")
+            if not _product_fits(state[target], up, down):  # before B A is formed: a hostile
                 raise CheckpointError(  # pair would make it far larger than the file
                     f"LoRA adapter {module} does not fit the weight it adapts: the checkpoint "
                     "does not match its config"
@@ -191,10 +192,10 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
     folded = {}
     for key, tensor in state.items():
         if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
-            continue
-        if key in pairs:  # W + scaling * B A, in one pass over W
+            continue  # the language encoder's pairs are left out with it, not multiplied out
+        if key in pairs:  # W + scaling * B A as peft merges it, in place on the product
             up, down = pairs[key]
-            tensor = torch.addmm(tensor.float(), up.float(), down.float(), alpha=scaling)
-            tensor = tensor.to(state[key].dtype)
+            merged = (up.float() @ down.float()).mul_(scaling).add_(tensor.float())
+            tensor = merged.to(tensor.dtype)
         folded[key.replace(".base_layer.", ".")] = tensor
     return folded
