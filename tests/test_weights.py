@@ -431,9 +431,40 @@ def test_a_name_typed_with_a_combining_accent_is_the_same_name(tmp_path, tiny_co
     entries = read_registry(store)
     entries[0]["name"] = decomposed
     (store / "registry.json").write_text(json.dumps({"weights": entries}))
-    assert resolve_weights(composed, store).name == composed
-    assert remove_weights(composed, store=store)["name"] == composed
+    assert resolve_weights(composed, store).name == decomposed
+    # --force under the other form would orphan its files (audit S2 F3): refused
+    with pytest.raises(WeightsError, match="in another Unicode form: remove them first"):
+        register_weights(source, composed, store=store, force=True)
+    assert remove_weights(composed, store=store)["name"] == decomposed
     assert read_registry(store) == [] and not list(store.glob("*.safetensors"))
+
+
+def test_names_registered_in_both_unicode_forms_before_stay_apart(tmp_path, tiny_config):
+    """Before names were normalised, "café" could be registered twice, once in each form, two
+    checkpoints. Each is still the one its exact spelling names: a scan did not switch to the
+    other, nor did `weights remove` delete the other's files (audit S2 F1, F2)."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    store = tmp_path / "store"
+    entries = []
+    for name in (composed, decomposed):
+        model = build_model(tiny_config)
+        source = tmp_path / f"{name}.safetensors"
+        save_checkpoint(model, source)
+        entries += [register_weights(source, f"n{len(entries)}", store=store)]
+    files = [store / entry["file"] for entry in entries]
+    for entry, name in zip(entries, (composed, decomposed)):
+        entry["name"] = name
+    (store / "registry.json").write_text(json.dumps({"weights": entries}))
+    assert resolve_weights(composed, store).path == files[0]
+    assert resolve_weights(decomposed, store).path == files[1]
+    remove_weights(decomposed, store=store)
+    assert files[0].is_file() and not files[1].exists()
+    assert [entry["name"] for entry in read_registry(store)] == [composed]
+    # two spellings, neither the one typed: neither is taken for the other
+    entries[0]["name"], entries[1]["name"] = "a\u0323\u0302", "a\u0302\u0323"
+    (store / "registry.json").write_text(json.dumps({"weights": entries}))
+    with pytest.raises(WeightsError, match="names several registered weights"):
+        resolve_weights("\u1ead", store)
 
 
 def test_registrations_made_at_once_all_land(tmp_path, tiny_config):

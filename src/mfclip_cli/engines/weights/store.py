@@ -101,8 +101,6 @@ def read_registry(store: Path, *, checked: bool = True) -> list[dict[str, Any]]:
         raise WeightsError(
             f'weights registry {path} is unreadable: not {{"weights": [{{"name", "file", ...}}]}}'
         )
-    for entry in entries:  # one registered before names were normalised is found as well
-        entry["name"] = same_name(entry["name"])
     for entry in entries if checked else ():
         if problem := _entry_problem(entry):
             raise WeightsError(
@@ -154,10 +152,32 @@ def check_name(name: str) -> str:
 
 
 def same_name(name: str) -> str:
-    """A name as registries keep and compare it: "café" typed with one accented letter (NFC,
-    most keyboards) or with a letter and a combining accent (NFD, macOS file names) is one name
+    """A name as registrations keep it: "café" typed with one accented letter (NFC, most
+    keyboards) or with a letter and a combining accent (NFD, macOS file names) is one name
     (audit R F15)."""
     return unicodedata.normalize("NFC", name)
+
+
+Named = tuple[Path, dict[str, Any]]  # (the store, the entry) of a registration
+
+
+def _named(registrations: list[Named], value: str) -> Named | None:
+    """The registration ``value`` names: the one spelled exactly so, else the one equal to it
+    as Unicode NFC; None for neither. Two equal as NFC, none spelled so (registered before names
+    were normalised), are an error naming both: neither is taken for the other (audit S2 F1)."""
+    exact = [registration for registration in registrations if registration[1]["name"] == value]
+    alike = exact or [
+        registration
+        for registration in registrations
+        if same_name(registration[1]["name"]) == same_name(value)
+    ]
+    if len({(folder, entry["name"]) for folder, entry in alike}) > 1:
+        spellings = ", ".join(ascii(entry["name"]) for _, entry in alike)
+        raise WeightsError(
+            f"{value!r} names several registered weights, spelled in other Unicode forms "
+            f"({spellings}): copy the name you mean from 'mfclip weights list', or pass the file"
+        )
+    return alike[0] if alike else None
 
 
 @contextlib.contextmanager
@@ -258,18 +278,18 @@ def resolve_weights(
                 f"or set {WEIGHTS_ENV}"
             )
         return _from_registry(*defaults[0], "default")
-    by_name: dict[str, tuple[Path, dict[str, Any]]] = {}
+    by_name: dict[str, Named] = {}
     for folder, entry in registered:
         by_name.setdefault(entry["name"], (folder, entry))
-    path, name = Path(value), same_name(value)
-    if name in by_name:
+    path, named = Path(value), _named(list(by_name.values()), value)
+    if named:
         if path.is_file():  # a file here of a registered name: which is meant cannot be told
             raise WeightsError(
                 f"{source} {value} is both a registered checkpoint and a file here: write "
                 f"./{value} for the file, or rename it"
             )
         # a folder of that name (its run folder, most often) does not hide it (audit S F4)
-        return _from_registry(*by_name[name], source)
+        return _from_registry(*named, source)
     if path.is_dir():  # a training run's folder, most often
         inside = sorted(
             str(path / item.name)
@@ -280,7 +300,7 @@ def resolve_weights(
         raise WeightsError(f"{source} {value} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         known = f"; registered: {', '.join(by_name)}" if by_name else ""
-        if any(_is_clip(entry) and entry["name"] == name for _, entry in everything):
+        if _named([(folder, entry) for folder, entry in everything if _is_clip(entry)], value):
             known += f"; {value} is CLIP weights (import-clip), for train --clip-weights"
         where = store or user_store()
         raise WeightsError(
@@ -301,15 +321,15 @@ def resolve_clip_weights(value: str, store: Path | None = None) -> dict[str, Any
     recorded for it; a local path or an open_clip tag passes through unchanged."""
     if Path(value).exists():
         return {"pretrained": value}
-    for folder, entry in _registries(store):
-        if _is_clip(entry) and entry["name"] == same_name(value):
-            resolved = _from_registry(folder, entry, "--clip-weights")
-            check_registered(resolved, sha256_file(resolved.path))  # open_clip reads it next
-            path = str(resolved.path)
-            if entry.get("quick_gelu") is None:  # registered before the activation was recorded
-                return {"pretrained": path}
-            return {"pretrained": path, "quick_gelu": entry["quick_gelu"]}
-    return {"pretrained": value}
+    named = _named([(f, e) for f, e in _registries(store) if _is_clip(e)], value)
+    if named is None:
+        return {"pretrained": value}
+    resolved = _from_registry(*named, "--clip-weights")
+    check_registered(resolved, sha256_file(resolved.path))  # open_clip reads it next
+    path, quick_gelu = str(resolved.path), named[1].get("quick_gelu")
+    if quick_gelu is None:  # registered before the activation was recorded
+        return {"pretrained": path}
+    return {"pretrained": path, "quick_gelu": quick_gelu}
 
 
 def _clip_file(path: Path) -> Path:
@@ -576,12 +596,13 @@ def weights_info(target: str, store: Path | None = None) -> dict[str, Any]:
 def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     """Unregister a checkpoint of the user's store and delete its files; bundled ones are
     read-only."""
-    store, name = store or user_store(), same_name(name)
+    store = store or user_store()
     with _registry_locked(store):
         registry = read_registry(store, checked=False)  # an entry failing the checks included
-        entry = next((entry for entry in registry if entry["name"] == name), None)
+        named = _named([(store, entry) for entry in registry], name)
+        entry = named[1] if named else None
         if entry is None:
-            if any(other["name"] == name for other in read_registry(BUNDLED_STORE)):
+            if _named([(BUNDLED_STORE, other) for other in read_registry(BUNDLED_STORE)], name):
                 raise WeightsError(
                     f"weights {name!r} are bundled with mfclip and cannot be removed"
                 )
@@ -603,16 +624,26 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
 
 def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
     """The store's entries that stay when ``name`` is registered; refuses a name in use."""
-    if store.resolve() != BUNDLED_STORE.resolve() and any(
-        e["name"] == name for e in read_registry(BUNDLED_STORE)
+    if store.resolve() != BUNDLED_STORE.resolve() and _named(
+        [(BUNDLED_STORE, entry) for entry in read_registry(BUNDLED_STORE)], name
     ):
         raise WeightsError(f"{name!r} names bundled weights; choose another name")
-    registry = [entry for entry in read_registry(store) if entry["name"] != name or not force]
-    if any(entry["name"] == name for entry in registry):
+    registry = read_registry(store)
+    named = _named([(store, entry) for entry in registry], name)
+    if named is None:
+        return registry
+    entry = named[1]
+    if entry["name"] != name:  # registered before names were normalised: its files are others
+        raise WeightsError(
+            f"weights {ascii(entry['name'])} ({entry['file']}) are registered under this name "
+            "in another Unicode form: remove them first (mfclip weights remove, with the name "
+            "copied from mfclip weights list), then register these"
+        )
+    if not force:
         raise WeightsError(
             f"weights {name!r} are already registered (pass --force to replace them)"
         )
-    return registry
+    return [other for other in registry if other is not entry]
 
 
 def pull_weights(
