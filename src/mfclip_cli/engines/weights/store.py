@@ -224,7 +224,7 @@ def _registries(store: Path | None) -> list[tuple[Path, dict[str, Any]]]:
 
 def _from_registry(folder: Path, entry: dict[str, Any], source: str) -> ResolvedWeights:
     """A registered file, to be checked against its SHA-256 where it is read (``check_registered``):
-    hashed here as well, a 600 MB checkpoint was read twice more on every scan."""
+    hashed here too, a 600 MB checkpoint was read once more on every scan."""
     path = folder / entry["file"]
     if not path.is_file():
         raise WeightsError(f"registered weights {entry['name']!r} are missing: {path}")
