@@ -546,3 +546,28 @@ def test_skipped_initialisers_touch_only_the_loading_thread_and_come_back():
     first.join(10)
     second.join(10)
     assert "skipped" in built and init.kaiming_uniform_ is original
+
+
+def test_a_loaded_model_keeps_its_weights_when_the_file_is_rewritten_in_place(tmp_path):
+    """The file's tensors become the model's parameters: read from a mapping of the file, they
+    followed a rewrite of it in place (cp over it, rsync --inplace) while the report still
+    named the old SHA-256, and a truncation killed the process (SIGBUS) (audit S3 N1)."""
+    from mfclip_cli.model.config import load_model_config
+    from mfclip_cli.model.detectors import build_detector
+
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(build_detector(load_model_config("tiny"), pretrained=False), path)
+    model, _ = load_checkpoint(path, inference=True)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with open(path, "r+b") as handle:  # every tensor's bytes zeroed, in place
+        handle.seek(header)
+        handle.write(bytes(path.stat().st_size - header))
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    with open(path, "r+b") as handle:
+        handle.truncate(header)
+    faces = torch.rand(1, 3, model.crop_size, model.crop_size)
+    with torch.no_grad():
+        assert torch.isfinite(model.predict_proba(faces)).all()

@@ -473,7 +473,9 @@ def load_checkpoint(
     info = read_checkpoint_info(path)
     state = {
         name: tensor
-        for name, tensor in load_file(str(info.path), device="cpu").items()
+        # read into memory of their own (not mapped): they become the model's parameters, which
+        # a later rewrite of the file in place must not change (nor its truncation kill)
+        for name, tensor in load_file(str(info.path), device="cpu", backend="pread").items()
         if not name.startswith(tuple(FITTED.values()))
     }
     if file_identity(info.path) != info.identity:  # the tensors are the bytes hashed
