@@ -249,7 +249,9 @@ def save_fitted(
 def read_fitted_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint named ``prefix*`` (``ood.``, ``attribution.``), without
     reading the model's."""
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
+    # read into memory of their own: a scan keeps them, which a rewrite of the file in place
+    # must not change (nor its truncation kill, audit S3 N1)
+    with safe_open(str(path), framework="pt", device="cpu", backend="pread") as handle:
         names = [name for name in handle.keys() if name.startswith(prefix)]
         tensors = {name: handle.get_tensor(name) for name in names}
     refuse_non_finite(tensors, path)

@@ -65,7 +65,8 @@ def load_state(path: Path, model: Detector, optimizer: torch.optim.Optimizer) ->
     header = check_safetensors(path).get("__metadata__") or {}
     if header.get("format") != STATE_FORMAT:
         raise UsageError(f"{path} is not an mfclip training state")
-    tensors = load_file(str(path), device="cpu")
+    # in memory of their own: the optimiser keeps them, the file is replaced at each save
+    tensors = load_file(str(path), device="cpu", backend="pread")
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():
