@@ -571,3 +571,22 @@ def test_a_loaded_model_keeps_its_weights_when_the_file_is_rewritten_in_place(tm
     faces = torch.rand(1, 3, model.crop_size, model.crop_size)
     with torch.no_grad():
         assert torch.isfinite(model.predict_proba(faces)).all()
+
+
+def test_the_fitted_tensors_a_scan_keeps_stay_when_the_file_is_rewritten_in_place(tmp_path):
+    """The out-of-distribution statistics a scan keeps were tensors mapped from the checkpoint
+    (audit S3 N1's mechanism): read into memory of their own, they stay as read."""
+    import shutil
+
+    from mfclip_cli.engines.weights.store import BUNDLED_STORE
+    from mfclip_cli.model.checkpoint import read_fitted_tensors
+
+    path = tmp_path / "demo.safetensors"
+    shutil.copyfile(BUNDLED_STORE / "mfclip-demo-tiny.safetensors", path)
+    kept = read_fitted_tensors(path, "ood.")
+    before = {name: tensor.clone() for name, tensor in kept.items()}
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with open(path, "r+b") as handle:
+        handle.seek(header)
+        handle.write(bytes(path.stat().st_size - header))
+    assert before and all(torch.equal(before[name], kept[name]) for name in before)
