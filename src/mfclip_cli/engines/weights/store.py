@@ -374,7 +374,7 @@ def import_clip(
     # the registry read and written under the store's lock: read before the towers were built,
     # a checkpoint registered meanwhile was dropped from it (audit S F7)
     with _registry_locked(store), _removed_on_failure(target):
-        registry = _registry_for(name, store, force)
+        registry, _ = _registry_for(name, store, force)
         _refuse_the_users_files(target, name, sha256_file(source), force)
         with atomic_writer(target, overwrite=True) as handle, open(source, "rb") as reader:
             while chunk := reader.read(1 << 24):
@@ -622,8 +622,11 @@ def remove_weights(name: str, store: Path | None = None) -> dict[str, Any]:
     return entry
 
 
-def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
-    """The store's entries that stay when ``name`` is registered; refuses a name in use."""
+def _registry_for(
+    name: str, store: Path, force: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The store's entries that stay when ``name`` is registered, and the one it replaces
+    (``force``); refuses a name in use."""
     if store.resolve() != BUNDLED_STORE.resolve() and _named(
         [(BUNDLED_STORE, entry) for entry in read_registry(BUNDLED_STORE)], name
     ):
@@ -631,7 +634,7 @@ def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
     registry = read_registry(store)
     named = _named([(store, entry) for entry in registry], name)
     if named is None:
-        return registry
+        return registry, None
     entry = named[1]
     if entry["name"] != name:  # registered before names were normalised: its files are others
         raise WeightsError(
@@ -643,7 +646,7 @@ def _registry_for(name: str, store: Path, force: bool) -> list[dict[str, Any]]:
         raise WeightsError(
             f"weights {name!r} are already registered (pass --force to replace them)"
         )
-    return [other for other in registry if other is not entry]
+    return [other for other in registry if other is not entry], entry
 
 
 def pull_weights(
@@ -891,11 +894,10 @@ def register_weights(
     network = network_sha256(source) if demo else None
     target = store / f"{name}.safetensors"
     with _registry_locked(store), _removed_on_failure(target, target.with_suffix(".json")):
-        replaced = next((e for e in read_registry(store) if e["name"] == name), None)
-        registry = _registry_for(name, store, force)
+        registry, replaced = _registry_for(name, store, force)
         _refuse_the_users_files(target, name, info.sha256, force)
         # --force over the default keeps it the default (scans fell back to the demo, audit R F13)
-        default = default or bool(force and replaced and replaced.get("default"))
+        default = default or bool(replaced and replaced.get("default"))
         if move:
             os.replace(source, target)
         else:
