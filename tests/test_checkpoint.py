@@ -307,6 +307,27 @@ def test_weights_that_are_not_finite_numbers_are_refused_at_load(tiny_model, tmp
     load_checkpoint(large)
 
 
+def test_a_scoring_load_reads_no_tensor_of_the_language_encoder(tiny_model, faces, tmp_path):
+    """The scoring model has no language encoder, so its tensors (260 MB of a ViT-B-16
+    checkpoint) are not read: a NaN there stops the trainable load, not the scoring one, which
+    gives the same probabilities as the trainable model from the intact file."""
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    name = next(k for k in tiny_model.state_dict() if k.startswith("language.") and "weight" in k)
+
+    def damaged(state):
+        tensor = state[name].clone()
+        tensor.view(-1)[0] = float("nan")
+        return {**state, name: tensor}
+
+    nan = _rewrite(path, tmp_path / "nan.safetensors", damaged)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} "):
+        load_checkpoint(nan)
+    scoring, _ = load_checkpoint(nan, inference=True)
+    trainable, _ = load_checkpoint(path)
+    assert torch.allclose(scoring.predict_proba(faces), trainable.predict_proba(faces), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "key, value",
     [("std", [0.0, 0.26, 0.27]), ("mean", [float("nan"), 0.45, 0.4]), ("crop_size", 10**6)],
@@ -425,13 +446,13 @@ def test_a_checkpoint_replaced_while_loading_is_refused(
     save_checkpoint(tiny_model, path)
     torch.manual_seed(1)
     save_checkpoint(build_model(tiny_config), other)
-    real = checkpoints.load_file
+    real = checkpoints._read_tensors
 
-    def replaced_first(name, **options):
+    def replaced_first(*args, **options):
         os.replace(other, path)  # as an atomic save lands
-        return real(name, **options)
+        return real(*args, **options)
 
-    monkeypatch.setattr(checkpoints, "load_file", replaced_first)
+    monkeypatch.setattr(checkpoints, "_read_tensors", replaced_first)
     with pytest.raises(CheckpointError, match="changed while it was being read"):
         load_checkpoint(path)
 

@@ -21,6 +21,7 @@ import json
 import math
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -283,12 +284,22 @@ def refuse_non_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> Non
         )
 
 
-def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
-    """Validate a checkpoint file without building the model: safetensors, our format, a valid
-    config."""
-    path = Path(path)
+@dataclass
+class _Header:
+    """What a checkpoint's header says, checked, before its bytes are hashed or read."""
+
+    path: Path
+    config: Any
+    meta: dict[str, str]
+    records: dict[str, Any]  # the calibration and fitted records (None where absent)
+    tensors: dict[str, dict[str, Any]]  # the model's tensors' entries: dtype, shape, offsets
+    identity: tuple[int, ...]  # the file as the header was read
+
+
+def _read_header(path: Path) -> _Header:
+    """Validate a checkpoint's header: safetensors, our format, a valid config and records."""
     header = check_safetensors(path)
-    meta = header.get("__metadata__") or {}
+    meta = header.pop("__metadata__", None) or {}
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is a safetensors file but not an mfclip checkpoint "
@@ -307,9 +318,17 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
     _check_records(path, records)
-    before = file_identity(path)
+    fitted = tuple(FITTED.values())
+    tensors = {name: entry for name, entry in header.items() if not name.startswith(fitted)}
+    return _Header(path, config, meta, records, tensors, file_identity(path))
+
+
+def _identified(header: _Header) -> CheckpointInfo:
+    """The checkpoint's SHA-256 (of the file whose header was read, or a CheckpointError) and
+    what its sidecar adds, if it describes the same bytes."""
+    path, meta, records = header.path, header.meta, dict(header.records)
     digest = sha256_file(path)
-    if file_identity(path) != before:
+    if file_identity(path) != header.identity:
         raise _changed_while_read(path)
     metadata, sidecar_ignored = _sidecar_of(path, digest)
     if TRAINING_KEY in meta:  # the header's held-out record is covered by the SHA-256: it wins
@@ -329,13 +348,19 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     return CheckpointInfo(
         path,
         digest,
-        config,
+        header.config,
         metadata,
         calibration,
         **records,
         sidecar_ignored=sidecar_ignored,
-        identity=before,
+        identity=header.identity,
     )
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Validate a checkpoint file without building the model: safetensors, our format, a valid
+    config; its SHA-256 and sidecar."""
+    return _identified(_read_header(Path(path)))
 
 
 def file_identity(path: Path) -> tuple[int, ...]:
@@ -468,42 +493,60 @@ def load_checkpoint(
     download, no pickle).
 
     With ``inference`` the model is built for scoring only: no gradients kept for its weights,
-    and for MFCLIP the LoRA adapters folded into the base weights, no language encoder, and, for
-    the plain ViTs ``vit.py`` builds, neither open_clip nor peft imported (seconds of a one-image
-    scan's start-up). Its outputs equal the trainable model's to float rounding.
+    and for MFCLIP the LoRA adapters folded into the base weights, no language encoder (its
+    tensors not even read), and, for the plain ViTs ``vit.py`` builds, neither open_clip nor
+    peft imported (seconds of a one-image scan's start-up). Its outputs equal the trainable
+    model's to float rounding. The file's SHA-256 is taken in a thread beside the build (0.4 s
+    for a ViT-B-16 checkpoint); a file changed meanwhile is refused.
     """
-    info = read_checkpoint_info(path)
-    state = {
-        name: tensor
-        # read into memory of their own (not mapped): they become the model's parameters, which
-        # a later rewrite of the file in place must not change (nor its truncation kill)
-        for name, tensor in load_file(str(info.path), device="cpu", backend="pread").items()
-        if not name.startswith(tuple(FITTED.values()))
-    }
-    if file_identity(info.path) != info.identity:  # the tensors are the bytes hashed
-        raise _changed_while_read(info.path)
-    refuse_non_finite(state, path)
-    kind = detector_kind(detector_of(info.config))
+    header = _read_header(Path(path))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfclip-sha256") as pool:
+        identified = pool.submit(_identified, header)
+        try:
+            model = _built(header, path, inference=inference)
+        except BaseException:
+            identified.result()  # a file changed while it was read says so first
+            raise
+        info = identified.result()
+    if file_identity(header.path) != header.identity:  # the tensors are the bytes hashed
+        raise _changed_while_read(header.path)
+    return model.to(device).eval(), info
 
-    def build(tensors: dict[str, torch.Tensor]) -> tuple[Detector, dict[str, torch.Tensor]]:
-        light = kind.scoring_model(info.config, tensors) if inference else None
-        return light or (build_detector(info.config, pretrained=False), tensors)
+
+def _built(header: _Header, path: str | Path, *, inference: bool) -> Detector:
+    """The model ``header`` describes, on the CPU, holding the file's tensors."""
+    kind = detector_kind(detector_of(header.config))
+
+    def build(
+        tensors: dict[str, torch.Tensor],
+    ) -> tuple[Detector, dict[str, torch.Tensor], tuple[str, ...]]:
+        """The model, the tensors it loads, and the prefixes of the file's it does without."""
+        light = kind.scoring_model(header.config, tensors) if inference else None
+        if light:
+            return *light, kind.scoring_skips
+        return build_detector(header.config, pretrained=False), tensors, ()
 
     try:
-        # names and shapes first, the model built on torch's meta device (nothing allocated: a
-        # ViT-bigG in 0.4 s), so that a config describing a larger model than its tensors is
-        # refused before that model costs gigabytes. The tensors stay on the CPU: a scoring
-        # model's are converted here (MFCLIP's LoRA folded), and convert to themselves again
+        # names and shapes first, from the header alone: the model built on torch's meta device
+        # (nothing allocated: a ViT-bigG in 0.4 s), so that a config describing a larger model
+        # than its tensors is refused before that model costs gigabytes, or a byte is read
         with torch.device("meta"):
-            skeleton, state = build(state)
-        _refuse_mismatch(skeleton, state, path)
-        with _initialisers_skipped():
-            model, state = build(state)
+            skeleton, expected, skipped = build(
+                {
+                    name: torch.empty(entry["shape"], dtype=_DTYPES[entry["dtype"]])
+                    for name, entry in header.tensors.items()
+                }
+            )
+        _refuse_mismatch(skeleton, expected, path)
     except (RuntimeError, MemoryError) as error:  # a config torch cannot build (widths < 0)
-        raise CheckpointError(
-            f"{path}: the model its config describes cannot be built here ({error}); the "
-            "config does not match its tensors, or the file was altered"
-        ) from None
+        raise _unbuildable(path, error) from None
+    state = _read_tensors(header, skipped)
+    refuse_non_finite(state, path)
+    try:
+        with _initialisers_skipped():
+            model, state, _ = build(state)
+    except (RuntimeError, MemoryError) as error:
+        raise _unbuildable(path, error) from None
     # the file's tensors become the model's, in the dtypes it was built with: no second copy
     # (the tensors the build made were never written, initialisers skipped, so never resident)
     built = model.state_dict()
@@ -512,7 +555,36 @@ def load_checkpoint(
     )
     if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
         model.merge_adapters().requires_grad_(False)
-    return model.to(device).eval(), info
+    return model
+
+
+def _unbuildable(path: str | Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: the model its config describes cannot be built here ({error}); the "
+        "config does not match its tensors, or the file was altered"
+    )
+
+
+def _read_tensors(header: _Header, skipped: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The model's tensors but those named ``skipped*``, in file order, read into memory of
+    their own (not mapped): they become the model's parameters, which a later rewrite of the
+    file in place must not change (nor its truncation kill, audit S3 N1)."""
+    names = sorted(
+        (name for name in header.tensors if not (skipped and name.startswith(skipped))),
+        key=lambda name: header.tensors[name]["data_offsets"][0],
+    )
+    with safe_open(str(header.path), framework="pt", device="cpu", backend="pread") as handle:
+        return {name: handle.get_tensor(name) for name in names}
+
+
+# safetensors' dtype names (those ``files.check_safetensors`` lets through) as torch's
+_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn, "I16": torch.int16, "U16": torch.uint16,
+    "F16": torch.float16, "BF16": torch.bfloat16, "I32": torch.int32, "U32": torch.uint32,
+    "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U64": torch.uint64,
+    "C64": torch.complex64, "F8_E8M0": torch.float8_e8m0fnu,
+}  # fmt: skip
 
 
 # one load's build at a time swaps torch.nn.init's initialisers, and restores them after

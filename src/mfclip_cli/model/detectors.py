@@ -117,10 +117,12 @@ class DetectorKind:
     explains: bool = False
     # "module:function" (config, a trainable checkpoint's tensors) -> (a scoring-only model,
     # the tensors it loads), or None: a lighter build for the scan than the trainable model
-    # merged (MFCLIP's folds its LoRA adapters and leaves the language side out). The tensors it
-    # returns must convert to themselves: a load converts them once to check their shapes
-    # against the model built on the meta device, then builds it for real from them
+    # merged (MFCLIP's folds its LoRA adapters and leaves the language side out). A load calls
+    # it twice: on the meta device with tensors of the header's shapes (the check), then with
+    # the file's tensors, less those named ``scoring_skips*``, which the scoring model is built
+    # without (they are not read: MFCLIP's language encoder, 260 MB of a ViT-B-16 checkpoint)
     scoring: str | None = None
+    scoring_skips: tuple[str, ...] = ()
 
     def settings_class(self) -> Any:
         return _resolve(self.settings)
@@ -144,6 +146,7 @@ DETECTORS: dict[str, DetectorKind] = {
             "MFCLIP: multi-modal fine-grained CLIP (the tool's own model)",
             explains=True,
             scoring="mfclip_cli.model.mfclip:scoring_model",
+            scoring_skips=("language.",),
         ),
         DetectorKind(
             "mc-lcr",

@@ -193,8 +193,8 @@ def fold_lora(state: dict[str, torch.Tensor], lora: LoraSettings) -> dict[str, t
     for key, tensor in state.items():
         if key.startswith("language.") or key.endswith((LORA_A, LORA_B)):
             continue  # the language encoder's pairs are left out with it, not multiplied out
-        if key in pairs:  # W + scaling * B A as peft merges it, in place on the product
-            up, down = pairs[key]
+        if key in pairs and not tensor.is_meta:  # W + scaling * B A as peft merges it, in
+            up, down = pairs[key]  # place on the product (on the meta device, W's shape is all)
             merged = (up.float() @ down.float()).mul_(scaling).add_(tensor.float())
             tensor = merged.to(tensor.dtype)
         folded[key.replace(".base_layer.", ".")] = tensor
