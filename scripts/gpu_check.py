@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tomllib
@@ -189,6 +190,14 @@ def _bench(out: Path) -> dict[str, dict]:
     return results
 
 
+def paired(rounds: dict[str, list[float]], numerator: str, denominator: str) -> float | None:
+    """The median over the bench's interleaved rounds of one stage's rate over another's in the
+    same round, as the bench pairs its own ratios; None where either stage is missing."""
+    if not rounds.get(numerator) or not rounds.get(denominator):
+        return None
+    return statistics.median(a / b for a, b in zip(rounds[numerator], rounds[denominator]))
+
+
 def format_rate(value: float | None, unit: str = "") -> str:
     if value is None:
         return "not measured"
@@ -241,15 +250,17 @@ def render(summary: dict) -> str:
             f"bench {config} on {figures.get('device_name')}, {figures.get('images')} JPEGs of "
             f"{figures.get('size')} px, batch {figures.get('batch_size')}:"
         )
-        naive = figures.get("naive_images_per_s")
+        rounds = figures.get("rounds") or {}
         for name, key, unit in FIGURES:
             value = figures.get(key)
-            compared = value and naive and unit == "images/s" and key != "naive_images_per_s"
-            ratio = f"  ({value / naive:.1f}x naive)" if compared else ""
-            lines.append(f"  {name:<34} {format_rate(value, unit)}{ratio}")
-        detect, scan = figures.get("detect_images_per_s"), figures.get("end_to_end_images_per_s")
-        if detect and scan:
-            lines.append(f"  {'end-to-end / detection alone':<34} {scan / detect:.2f}")
+            compared = value and unit == "images/s" and key != "naive_images_per_s"
+            ratio = paired(rounds, key, "naive_images_per_s") if compared else None
+            shown = f"  ({ratio:.1f}x naive)" if ratio else ""
+            lines.append(f"  {name:<34} {format_rate(value, unit)}{shown}")
+        if ratio := paired(rounds, "end_to_end_images_per_s", "detect_images_per_s"):
+            lines.append(f"  {'end-to-end / detection alone':<34} {ratio:.2f}")
+        if figures.get("unsteady_stages"):
+            lines.append(f"  unsteady (load moved): {', '.join(figures['unsteady_stages'])}")
     lines.append("CUDA tests:")
     if not summary["tests"]:
         lines.append("  none ran")

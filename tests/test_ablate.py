@@ -145,6 +145,13 @@ def test_variants_are_trained_alike_and_aggregated(small_data, tmp_path, console
     assert run_ablation(faster, console, console)["variants"] == report["variants"]
     # ... and only on the data they were trained on: files added since change the sample list's
     # digest, and a reused run's figures would be reported beside runs on the new data (audit Y)
+    # ... and on the splits they were tested on: a protocol file given another hash seed keeps
+    # its name (and here its sizes) and moves samples between splits (audit T2)
+    reseeded = replace(load_protocol("in-domain"), seed=7)
+    monkeypatch.setattr(ablate_engine, "load_protocol", lambda name: reseeded)
+    with pytest.raises(UsageError, match=r"other splits: \d+ of the \d+ samples lie in another"):
+        run_ablation(request, console, console)
+    monkeypatch.setattr(ablate_engine, "load_protocol", load_protocol)
     monkeypatch.setattr(ablate_engine, "index_digest", lambda index: "0" * 64)
     with pytest.raises(UsageError, match=r"trained and tested on other data \(\d+ samples then"):
         run_ablation(request, console, console)
@@ -157,6 +164,18 @@ def test_bad_requests_are_usage_errors(small_data, tmp_path):
         _request(small_data, tmp_path, variants=("no-spa",))
     with pytest.raises(UsageError, match="seeds"):
         _request(small_data, tmp_path, seeds=0)
+    # one run counted as two seeds narrowed the spread, or printed "± 0.000" (audit T3)
+    with pytest.raises(UsageError, match="named more than once: no-spa"):
+        _request(small_data, tmp_path, variants=("full", "no-spa", "no-spa"))
+    # the full model's lora.text=true came after the user's --set and won silently (audit T7)
+    frozen = TrainSettings(
+        data=str(small_data),
+        out="-",
+        config="tiny",
+        overrides=("loss.spa.hardness=3", "lora.text=false"),
+    )
+    with pytest.raises(UsageError, match="--set lora.text=false: ablate's full model sets"):
+        AblationRequest(training=frozen, device="cpu", out=str(tmp_path))
     # another detector has none of MFCLIP's components to take away (audit K L10: "unknown key
     # lora.text" from the first variant's override)
     other = TrainSettings(data=str(small_data), out="-", config="mc-lcr-tiny")
@@ -203,6 +222,20 @@ def test_ablate_command_writes_its_report(ablate_command):
     assert set(report["variants"]["full"]["std"].values()) == {None}
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
+    # a report that cannot be written is refused before the runs, not after them (audit T4:
+    # the table and, without --out, the runs were lost)
+    at = command.index("--json") + 1
+    for target, said in [
+        (report_path.parent, "is a folder: name the file to write there"),
+        (report_path / "x.json", "is a file, not a folder (a folder is needed there)"),
+    ]:
+        refused = subprocess.run(
+            [*command[:at], str(target), *command[at + 1 :], "--force"],
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+        assert "ablate: full, seed 0" not in refused.stderr  # nothing trained
 
 
 @pytest.mark.parametrize(

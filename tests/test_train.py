@@ -38,9 +38,10 @@ from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
-from mfclip_cli.data import load_protocol, read_dataset
+from mfclip_cli.data import load_protocol, read_dataset, select
 from mfclip_cli.data.faceset import EpochOrder
 from mfclip_cli.data.identity import index_digest
+from mfclip_cli.data.protocols import PROTOCOL_DIR
 from mfclip_cli.engines.train.settings import (
     TrainSettings,
     load_train_settings,
@@ -645,6 +646,33 @@ def test_resume_refuses_data_that_changed_since_the_run_began(dataset, trained, 
     said = " ".join(changed.stderr.split())
     assert f"its data differ from those it began with ({len(images)} samples" in said, said
     assert f"; {len(images) - 1}, " in said and "Traceback" not in said
+
+
+def test_resume_refuses_a_protocol_that_splits_the_data_otherwise_now(dataset, trained, tmp_path):
+    """A protocol file edited since the run began (here another hash seed that keeps the train
+    split's size) moves samples between splits: the resumed run trained on samples of its first
+    part's test split, and its test figures were not held out (audit T1)."""
+    index = read_dataset(dataset)
+    began = select(index, load_protocol("in-domain"))
+    seed = next(
+        seed
+        for seed in range(1, 200)
+        if len(select(index, replace(load_protocol("in-domain"), seed=seed)).train)
+        == len(began.train)
+    )
+    protocol = tmp_path / "in-domain.toml"  # the shipped one, copied: its name is the same
+    protocol.write_text((PROTOCOL_DIR / "in-domain.toml").read_text(encoding="utf-8"))
+    folder = Path(shutil.copytree(trained, tmp_path / "run"))
+    settings = json.loads((folder / "train.json").read_text())
+    (folder / "train.json").write_text(json.dumps({**settings, "protocol": str(protocol)}))
+    resume = (MFCLIP, "train", "--out", str(folder), "--resume", "--device", "cpu")
+    assert "done:" in run(*resume).stderr  # the same protocol in another file: resumed
+    protocol.write_text(protocol.read_text().replace("seed = 0", f"seed = {seed}"))
+    edited = run(*resume, check=False)
+    assert edited.returncode == 2, edited.stderr
+    said = " ".join(edited.stderr.split())
+    assert f"cannot resume {folder}: " in said and "samples lie in another split" in said, said
+    assert "the protocol file was edited since" in said and "Traceback" not in said
 
 
 @pytest.fixture(scope="module")

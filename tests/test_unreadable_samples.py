@@ -234,3 +234,25 @@ def test_calibrate_fits_without_unreadable_samples_and_exits_3(damaged, tmp_path
     assert "finished without 2 sample(s)" in result.stderr
     calibration = read_checkpoint_info(out).calibration
     assert calibration["fitted_on"]["samples"] == chosen["val"][1] - 1
+
+
+def test_ablate_records_each_runs_unreadable_samples_and_exits_3(damaged, tmp_path):
+    """An ablation over data with unreadable samples ended 0, its report silent on them (audit
+    T5): each run now lists what it could not read, by split, and the command ends 3, also when
+    a rerun reuses the finished runs."""
+    root, chosen = damaged
+    report_path = tmp_path / "ablation.json"
+    command = (
+        MFCLIP, "ablate", "--data", str(root), "--config", "tiny", "--seeds", "1",
+        "--variants", "full", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+        "--out", str(tmp_path / "runs"), "--json", str(report_path),
+    )  # fmt: skip
+    result = run(*command, check=False)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "finished without 3 sample(s) that could not be read" in result.stderr
+    report = check_json_file(report_path, "ablate")
+    (only,) = report["variants"]["full"]["per_seed"]
+    assert only["unreadable"] == {split: [chosen[split][0]] for split in ("train", "val", "test")}
+    again = run(*command, "--force", check=False)
+    assert again.returncode == 3, again.stderr[-3000:]
+    assert check_json_file(report_path, "ablate")["variants"] == report["variants"]

@@ -131,10 +131,20 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def refuse_existing(path: str | Path, force: bool) -> None:
-    """Checked before long work starts, so a report is never overwritten unasked (nor found too
-    late). A pipe or a device is no file to keep: it is written to."""
-    if Path(path).exists() and not force and not is_stream(path):
+    """Checked before long work starts, so a report is never overwritten unasked, nor found
+    unwritable too late: a folder in its place, or a file where one of its folders should be
+    (an ablation lost hours of runs and its table to that, audit T4). A pipe or a device is no
+    file to keep: it is written to."""
+    target = Path(path)
+    if is_stream(target):
+        return
+    if target.is_dir():
+        raise FileExistsError(f"{shown(str(path))} is a folder: name the file to write there")
+    if target.exists() and not force:
         raise FileExistsError(f"{shown(str(path))} already exists (use --force to overwrite it)")
+    folder = next(parent for parent in target.absolute().parents if parent.exists())
+    if not folder.is_dir():  # where the report's folders would be made
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
 
 
 def _umask() -> int:

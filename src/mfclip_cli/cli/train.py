@@ -163,7 +163,7 @@ def train(
                 markup=False,
             )
         exit_if_unreadable(
-            result["unreadable"],
+            sum(map(len, result["unreadable"].values())),
             "each train sample's place was taken by another of its class, each val sample was "
             "left out (listed in metrics.jsonl)",
             error_console,
@@ -243,7 +243,12 @@ def ablate(
     )
     with errors_reported() as error_console:
         training = resolve_train_settings(given, out="-", settings_file=settings_file)
-        from mfclip_cli.engines.train.ablate import VARIANTS, AblationRequest, run_ablation
+        from mfclip_cli.engines.train.ablate import (
+            VARIANTS,
+            AblationRequest,
+            run_ablation,
+            unreadable_samples,
+        )
 
         request = AblationRequest(
             training=training,
@@ -254,4 +259,10 @@ def ablate(
             device=device,
             force=force,
         )
-        run_ablation(request, Console(), error_console)
+        report = run_ablation(request, Console(), error_console)
+        exit_if_unreadable(
+            len(unreadable_samples(report)),
+            "train samples were replaced by others of their class, val and test samples left "
+            "out (each run's in the report's per_seed unreadable)",
+            error_console,
+        )

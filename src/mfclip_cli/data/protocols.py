@@ -408,6 +408,24 @@ def load_protocol(name_or_path: str | Path | Protocol) -> Protocol:
 # ----------------------------------------------------------------------------- selection
 
 
+def recorded_protocol(recorded: Mapping[str, Any]) -> Protocol | None:
+    """A protocol as a run or a fit recorded it (``{name, definition, held_out}``), as it split
+    then: recorded whole since report format 2.4.0, else found by its name among the shipped
+    ones, its held-out values pinned to those it held out. None where it cannot be read."""
+    try:
+        if recorded.get("definition"):
+            definition = dict(recorded["definition"])
+        elif recorded.get("name"):
+            definition = load_protocol(str(recorded["name"])).to_dict()
+        else:
+            return None
+        if definition.get("holdout") and recorded.get("held_out"):
+            definition["holdout_values"] = list(recorded["held_out"])
+        return parse_protocol(definition)
+    except (ProtocolError, OSError):
+        return None
+
+
 def group_fraction(group: str, seed: int) -> float:
     """The stable hash of a group key in [0, 1): sha256 of ``f"{seed}:{group}"``, first 8 bytes."""
     digest = hashlib.sha256(f"{seed}:{group}".encode("utf-8")).digest()

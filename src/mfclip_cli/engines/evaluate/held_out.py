@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
+from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, select
 from mfclip_cli.data.identity import index_digest
-from mfclip_cli.data.protocols import ProtocolError, parse_protocol
+from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
 from mfclip_cli.errors import DataError, UsageError
 from mfclip_cli.model.checkpoint import CheckpointInfo
 
@@ -49,24 +49,6 @@ def _training_record(info: CheckpointInfo) -> dict[str, Any]:
     return info.metadata.get("training") or {}
 
 
-def _recorded_protocol(recorded: dict[str, Any]) -> Protocol | None:
-    """A protocol as a checkpoint recorded it (``{name, definition, held_out}``), as it split
-    then: recorded whole since report format 2.4.0, else found by its name among the shipped
-    ones, its held-out values pinned to those it held out. None where it cannot be read."""
-    try:
-        if recorded.get("definition"):
-            definition = dict(recorded["definition"])
-        elif recorded.get("name"):
-            definition = load_protocol(str(recorded["name"])).to_dict()
-        else:
-            return None
-        if definition.get("holdout") and recorded.get("held_out"):
-            definition["holdout_values"] = list(recorded["held_out"])
-        return parse_protocol(definition)
-    except (ProtocolError, OSError):
-        return None
-
-
 def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
     """The protocol a checkpoint was trained with, where it was trained on this very data (the
     same sample list) and the protocol can still be read: recorded whole since report format
@@ -76,7 +58,7 @@ def trained_protocol(info: CheckpointInfo, index: DataIndex) -> Protocol | None:
     told."""
     if as_trained(info, index) is None:
         return None
-    return _recorded_protocol(_training_record(info).get("protocol") or {})
+    return recorded_protocol(_training_record(info).get("protocol") or {})
 
 
 def as_trained(info: CheckpointInfo, index: DataIndex) -> DataIndex | None:
@@ -117,7 +99,7 @@ def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
     if trained_index is None:
         return None
     recorded = _training_record(info).get("protocol") or {}
-    splits = _split_or_none(trained_index, _recorded_protocol(recorded))
+    splits = _split_or_none(trained_index, recorded_protocol(recorded))
     if splits is None:
         return None
     if (recorded.get("sizes") or {}).get("train") not in (None, len(splits.train)):
@@ -212,7 +194,7 @@ def calibration_overlap(
         recorded = trained["protocol"]  # calibrated by its run, on its splits: recorded whole
     if calibrated is None:
         return None
-    splits = _split_or_none(calibrated, _recorded_protocol(recorded))
+    splits = _split_or_none(calibrated, recorded_protocol(recorded))
     return None if splits is None else _overlap(splits, TRAINED_ON["test"], samples)
 
 
@@ -251,7 +233,7 @@ def changed_data_overlap(
     then = int(recorded.get("samples") or 0)
     if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
         return None  # a folder of that name only: "faces" of 36 samples is not 1,200 changed
-    splits = _split_or_none(index, _recorded_protocol(_training_record(info).get("protocol") or {}))
+    splits = _split_or_none(index, recorded_protocol(_training_record(info).get("protocol") or {}))
     if splits is None:
         return None
     overlap = _overlap(splits, TRAINED_ON[split], samples)

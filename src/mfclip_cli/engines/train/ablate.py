@@ -35,7 +35,7 @@ from mfclip_cli.engines.inference import (
 )
 from mfclip_cli.engines.runtime import resolve_device
 from mfclip_cli.engines.train.settings import TrainSettings, learning_differences, run_settings
-from mfclip_cli.engines.train.training import train
+from mfclip_cli.engines.train.training import split_change, train
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
@@ -88,6 +88,18 @@ class AblationRequest:
             )
         if "full" not in self.variants:
             raise UsageError("the variants must include 'full': every difference is taken to it")
+        twice = sorted({name for name in self.variants if self.variants.count(name) > 1})
+        if twice:  # one run counted as two seeds would narrow its spread (audit T3)
+            raise UsageError(f"variant(s) named more than once: {', '.join(twice)}")
+        fixed = {assignment.partition("=")[0] for assignment in FULL_MODEL}
+        overridden = [o for o in self.training.overrides if o.partition("=")[0].strip() in fixed]
+        if overridden:  # the full model's own setting would win over it without a word (T7)
+            raise UsageError(
+                f"--set {', '.join(overridden)}: ablate's full model sets "
+                f"{', '.join(FULL_MODEL)} (the model as the paper draws it), and each variant "
+                "changes one part of it; the frozen-text variant is the model with "
+                "lora.text=false"
+            )
         if self.seeds < 1:
             raise UsageError("--seeds must be at least 1")
         detector = load_model_config(self.training.config).detector
@@ -136,18 +148,23 @@ class _Runner:
             raise UsageError(f"protocol {settings.protocol} leaves no test samples in this data")
 
     def _refuse_other_data(self, run: Path) -> None:
-        """A finished run is reused only on the data it was trained and tested on: its
+        """A finished run is reused only on the data and splits it was trained and tested on: its
         checkpoint records the sample list's digest (files added, removed or relabelled since
-        change it, as ``train --resume`` refuses them)."""
-        info = read_checkpoint_info(run / "best.safetensors")
-        recorded = (info.metadata.get("training") or {}).get("data") or {}
-        if recorded.get("index_sha256") in (None, index_digest(self.index)):
-            return
-        raise UsageError(
-            f"{run} was trained and tested on other data ({recorded.get('samples')} samples "
-            f"then, {len(self.index.samples)} now: files added, removed or relabelled since); "
-            "its figures are not this data's: use another --out"
-        )
+        change it, as ``train --resume`` refuses them) and its protocol whole (a protocol file
+        edited since splits them otherwise: audit T2 found such runs averaged with new ones)."""
+        trained = read_checkpoint_info(run / "best.safetensors").metadata.get("training") or {}
+        recorded = trained.get("data") or {}
+        if recorded.get("index_sha256") not in (None, index_digest(self.index)):
+            raise UsageError(
+                f"{run} was trained and tested on other data ({recorded.get('samples')} samples "
+                f"then, {len(self.index.samples)} now: files added, removed or relabelled "
+                "since); its figures are not this data's: use another --out"
+            )
+        if change := split_change(trained.get("protocol") or {}, self.index, self.splits):
+            raise UsageError(
+                f"{run} was trained and tested on other splits: {change} (the protocol file "
+                "was edited since); its figures are not this protocol's: use another --out"
+            )
 
     def _refuse_other_model(self, run: Path, settings: TrainSettings) -> None:
         """A run is reused or resumed only where its checkpoint's model is the one its variant
@@ -193,18 +210,22 @@ class _Runner:
         if saved is not None:
             self._refuse_other_model(run, settings)
         done = run / RESULT_FILE
-        if saved is not None and done.is_file():
+        finished = saved is not None and done.is_file()
+        state = " (reused: finished before)" if finished else " (resumed)" if saved else ""
+        self.console.print(f"ablate: {variant}, seed {seed}{state}", highlight=False, markup=False)
+        if finished:
             self._refuse_other_data(run)
             result = json.loads(done.read_text(encoding="utf-8"))
             # a run finished before report 2.0.0 also has its text-prompt attribution
             result = {k: v for k, v in result.items() if k not in RETIRED_RUN_FIELDS}
             if "temperature" not in result:  # scored at T = 1 before 2.12.0: scored again
                 result.update(self._test_metrics(run / "best.safetensors"))
+                result = _with_unreadable(result, result.get("unreadable"))
                 write_json_atomic(done, result, overwrite=True)
             return result
         resume = saved is not None
         started = time.perf_counter()
-        train(
+        trained = train(
             saved if saved is not None else settings,  # a resume goes on as the run began
             resume=resume,
             device=self.request.device,
@@ -216,9 +237,11 @@ class _Runner:
             "seed": seed,
             "overrides": overrides,
             "train_seconds": round(seconds, 1),
+            **({"resumed": True} if resume else {}),
             **self._test_metrics(run / "best.safetensors"),
             "spa_relevance": self._spa_relevance(run / "best.safetensors"),
         }
+        result = _with_unreadable(result, trained["unreadable"])
         write_json_atomic(done, result, overwrite=True)
         return result
 
@@ -236,6 +259,7 @@ class _Runner:
             "checkpoint_sha256": info.sha256,
             "temperature": temperature,
             **{name: metrics[name] for name in METRICS},
+            "test_unreadable": sorted(missing.path for missing in outputs.unreadable),
         }
 
     def _spa_relevance(self, checkpoint: Path) -> dict[str, Any] | None:
@@ -246,6 +270,29 @@ class _Runner:
             return None
         label_sets = [sample.label_set for sample in self.splits.train]
         return spa_relevance(model.language, label_sets, info.config.loss.spa)
+
+
+def _with_unreadable(result: dict[str, Any], training: dict[str, list[str]] | None) -> dict:
+    """A run's result with ``unreadable``: the samples of each split it could not read (train
+    and val while training, test when scored), where there were any."""
+    test = result.pop("test_unreadable", [])
+    unreadable = {key: value for key, value in (training or {}).items() if key != "test"}
+    if test:
+        unreadable["test"] = test
+    return {**result, **({"unreadable": unreadable} if unreadable else {})}
+
+
+def unreadable_samples(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (split, path) of every sample some run of the ablation could not read."""
+    return sorted(
+        {
+            (split, path)
+            for entry in report["variants"].values()
+            for run in entry["per_seed"]
+            for split, paths in (run.get("unreadable") or {}).items()
+            for path in paths
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -294,7 +341,6 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     with _runs_folder(request.out) as folder:
         for seed in range(request.seeds):
             for variant in request.variants:
-                progress.print(f"ablate: {variant}, seed {seed}", highlight=False, markup=False)
                 per_seed[variant].append(runner(folder, variant, seed))
     variants: dict[str, Any] = {}
     for name in request.variants:
@@ -335,9 +381,9 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
         "full_model": list(FULL_MODEL),
         "variants": variants,
     }
+    console.print(ablation_table(report))  # first: a JSON that cannot be written loses no table
     if request.json_path:
         write_json_atomic(request.json_path, report, overwrite=request.force)
-    console.print(ablation_table(report))
     return report
 
 

@@ -35,16 +35,20 @@ from torch.nn.utils import get_total_norm
 
 from mfclip_cli import __version__
 from mfclip_cli.data import (
+    DataError,
     DataIndex,
+    ProtocolError,
     Sample,
     Splits,
     Unreadable,
     load_protocol,
+    recorded_protocol,
     select,
 )
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
+from mfclip_cli.data.protocols import SPLIT_NAMES
 from mfclip_cli.engines.fitting import (
     FITTED_NAMES,
     fit_int8_calibration,
@@ -175,6 +179,39 @@ def _schedule(total_steps: int, warmup: float):
 
 
 # -- the run --------------------------------------------------------------------------------------
+def split_change(recorded: dict[str, Any], index: DataIndex, splits: Splits) -> str | None:
+    """How the protocol a run recorded (its checkpoint's ``training.protocol``) splits
+    ``index`` otherwise than ``splits``, or None where they agree or it cannot be read (a run
+    from before protocols were recorded whole is not checked). The same data and a train split
+    of the same size are not enough: a protocol file given another hash seed keeps its sizes and
+    moves samples between splits, and a run resumed or reused under it was tested on samples it
+    had trained on (audit T1, T2)."""
+    protocol = recorded_protocol(recorded)
+    if protocol is None:
+        return None
+    try:
+        then = select(index, protocol, ())
+    except (ProtocolError, DataError) as error:
+        return f"the protocol it began with no longer splits these data ({error})"
+
+    def split_of(chosen: Splits) -> dict[tuple[str, str], str]:
+        return {
+            (sample.dataset, sample.path): name
+            for name in SPLIT_NAMES
+            for sample in getattr(chosen, name)
+        }
+
+    before, now = split_of(then), split_of(splits)
+    moved = sum(before.get(key) != name for key, name in now.items())
+    moved += len(before.keys() - now.keys())
+    if not moved:
+        return None
+    return (
+        f"{moved} of the {len(index.samples)} samples lie in another split than under the "
+        f"protocol it began with ({protocol.name!r} as it recorded it)"
+    )
+
+
 class Trainer:
     def __init__(self, settings: TrainSettings, *, resume: bool, device: str, console: Console):
         self.settings = settings
@@ -339,16 +376,20 @@ class Trainer:
         now = self.data_identity
         same_list = then.get("index_sha256") in (None, now["index_sha256"])
         same_split = then_train in (None, len(self.train_samples))
-        if same_list and same_split:
-            return
-        raise UsageError(
-            f"cannot resume {self.run}: its data differ from those it began with "
-            f"({then.get('samples')} samples, {then_train} in its train split, sample list "
-            f"{str(then.get('index_sha256'))[:12]} then; {now['samples']}, "
-            f"{len(self.train_samples)} and {now['index_sha256'][:12]} now): files were added, "
-            "removed or relabelled, or the protocol changed. Restore the data, or train into a "
-            "new --out"
-        )
+        if not (same_list and same_split):
+            raise UsageError(
+                f"cannot resume {self.run}: its data differ from those it began with "
+                f"({then.get('samples')} samples, {then_train} in its train split, sample list "
+                f"{str(then.get('index_sha256'))[:12]} then; {now['samples']}, "
+                f"{len(self.train_samples)} and {now['index_sha256'][:12]} now): files were "
+                "added, removed or relabelled, or the protocol changed. Restore the data, or "
+                "train into a new --out"
+            )
+        if change := split_change(trained.get("protocol") or {}, self.index, self.splits):
+            raise UsageError(
+                f"cannot resume {self.run}: {change}: the protocol file was edited since (its "
+                "seed, fractions or filters). Restore it, or train into a new --out"
+            )
 
     def _start_run_folder(self) -> None:
         """Written only once data, protocol and model are known to work, so a failed start leaves
@@ -446,12 +487,17 @@ class Trainer:
                 if record["type"] == UNREADABLE_LINE
             }
 
-    def _metadata(self) -> dict[str, Any]:
-        """What a checkpoint of this run records about it; the samples that could not be read
-        (met up to its step), where there were any."""
+    def _unreadable_by_split(self) -> dict[str, list[str]]:
+        """The samples that could not be read (met up to this step), by split, sorted."""
         unreadable: dict[str, list[str]] = {}
         for split, path in sorted(self.reported_unreadable):
             unreadable.setdefault(split, []).append(path)
+        return unreadable
+
+    def _metadata(self) -> dict[str, Any]:
+        """What a checkpoint of this run records about it; the samples that could not be read
+        (met up to its step), where there were any."""
+        unreadable = self._unreadable_by_split()
         return {
             "demo": False,
             "training": {
@@ -755,7 +801,7 @@ class Trainer:
             "samples_seen": progress.samples_seen,
             "best": progress.best,
             "run": str(self.run),
-            "unreadable": len(self.reported_unreadable),
+            "unreadable": self._unreadable_by_split(),
             "main": self.world.main,  # under torchrun, the process that speaks for the run
         }
 
