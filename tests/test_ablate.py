@@ -196,6 +196,23 @@ def test_a_variant_the_config_already_holds_is_left_out(small_data, tmp_path, co
     assert "no-noise left out" not in said
 
 
+def test_a_seed_from_a_settings_file_is_said_to_be_unused(
+    small_data, tmp_path, console, monkeypatch
+):
+    """A --settings file's seed was dropped without a word: the runs are seeded 0..N-1 (T13)."""
+    request = _request(small_data, tmp_path, variants=("full",))
+    request = replace(request, training=replace(request.training, seed=5))
+
+    def stop(*args):
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(ablate_engine, "_Runner", stop)
+    with pytest.raises(RuntimeError, match="stopped before training"):
+        run_ablation(request, console, console)
+    said = " ".join(console.file.getvalue().split())
+    assert "the settings' seed = 5 is not used: the runs of each variant are seeded 0..2" in said
+
+
 @pytest.fixture(scope="module")
 def ablate_command(small_data, tmp_path_factory):
     """One ``mfclip ablate --json``: the command, its result and the report it wrote."""

@@ -334,6 +334,13 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     it."""
     if request.json_path:
         refuse_existing(Path(request.json_path), request.force)
+    if request.training.seed != 0:  # only a --settings file sets it: ablate has no --seed
+        progress.print(
+            f"ablate: the settings' seed = {request.training.seed} is not used: the runs of "
+            f"each variant are seeded 0..{request.seeds - 1} (--seeds)",
+            highlight=False,
+            markup=False,
+        )
     request = replace(request, variants=distinct_variants(request, progress))
     runner = _Runner(request, progress)
     started = utc_now()
