@@ -6,6 +6,8 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import open_clip
@@ -298,7 +300,7 @@ def test_weights_that_are_not_finite_numbers_are_refused_at_load(tiny_model, tmp
         return {**state, name: tensor}
 
     nan = _rewrite(path, tmp_path / "nan.safetensors", damaged)
-    with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} \(1 of its"):
+    with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} \(1 of the"):
         load_checkpoint(nan)
     # large but finite weights whose sum overflows float32 are looked at value by value: loaded
     large = _rewrite(
@@ -433,28 +435,95 @@ def test_a_hostile_header_or_record_is_one_error_of_ours(tmp_path):
     assert outcomes == dict.fromkeys(outcomes, "ours")
 
 
+@pytest.mark.parametrize("replacement", ["same-names", "other-detector", "other-shapes"])
+@pytest.mark.parametrize("inference", [False, True])
 def test_a_checkpoint_replaced_while_loading_is_refused(
-    tiny_model, tiny_config, tmp_path, monkeypatch
+    tiny_model, tiny_config, tmp_path, monkeypatch, replacement, inference
 ):
     """The hash and the tensors were two reads of the path: a checkpoint replaced between them
     (a training run saving best.safetensors as a scan starts) gave a report whose SHA-256 named
-    other bytes than those scored (audit R F12)."""
-    from mfclip_cli.model import build_model
+    other bytes than those scored (audit R F12). Replaced once its hash is done, by a file of
+    other tensor names or shapes, the read or the build failed with a traceback or blamed the
+    config (audit U M1): each is the file that changed."""
+    from mfclip_cli.model import build_detector, build_model, load_model_config
     from mfclip_cli.model import checkpoint as checkpoints
 
     path, other = tmp_path / "best.safetensors", tmp_path / "other.safetensors"
     save_checkpoint(tiny_model, path)
     torch.manual_seed(1)
-    save_checkpoint(build_model(tiny_config), other)
-    real = checkpoints._read_tensors
+    if replacement == "same-names":
+        replacing = build_model(tiny_config)
+    elif replacement == "other-detector":
+        replacing = build_detector(load_model_config("mc-lcr-tiny"), pretrained=False)
+    else:
+        replacing = build_model(tiny_config.replace(lora={"rank": 8}))
+    save_checkpoint(replacing, other)
+    hashed, real_hash, real_read = (
+        threading.Event(),
+        checkpoints.sha256_file,
+        checkpoints._read_tensors,
+    )
+
+    def hash_then_say(*args, **options):
+        try:
+            return real_hash(*args, **options)
+        finally:
+            hashed.set()
 
     def replaced_first(*args, **options):
+        assert hashed.wait(30)  # the hash is over: only the tensor read sees the new file
         os.replace(other, path)  # as an atomic save lands
-        return real(*args, **options)
+        return real_read(*args, **options)
 
+    monkeypatch.setattr(checkpoints, "sha256_file", hash_then_say)
     monkeypatch.setattr(checkpoints, "_read_tensors", replaced_first)
     with pytest.raises(CheckpointError, match="changed while it was being read"):
+        load_checkpoint(path, inference=inference)
+
+
+def test_ctrl_c_during_a_load_does_not_wait_for_the_hash(tiny_model, tmp_path, monkeypatch):
+    """The hash runs in a thread beside the build: a Ctrl-C in the build waited for the whole
+    file to be hashed (audit U L1: 6 s where the hash of a large file took 6 s). It is told to
+    stop, between two chunks."""
+    from mfclip_cli import files
+    from mfclip_cli.model import checkpoint as checkpoints
+
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, path)
+    chunks = []
+    real_open = files.open_regular
+
+    def slow_open(name, *args, **options):
+        handle, kind = real_open(name, *args, **options)
+
+        class Slow:  # a disk that gives a chunk every 0.2 s
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+            def read(self, size):  # 15 slow chunks (3 s), then the rest at once
+                chunks.append(size)
+                if len(chunks) <= 15:
+                    time.sleep(0.2)
+                    return handle.read(4096)
+                return handle.read()
+
+        return Slow(), kind
+
+    def interrupted(*args, **options):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "open_regular", slow_open)
+    monkeypatch.setattr(checkpoints, "_built", interrupted)
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
         load_checkpoint(path)
+    assert time.perf_counter() - started < 2.0  # the whole hash: 3 s
+    assert len(chunks) < 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("mfclip-sha256")]
 
 
 def test_no_module_made_on_the_meta_device_keeps_a_tensor_from_it():

@@ -11,6 +11,7 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -99,12 +100,18 @@ def shown(text: str) -> str:
     return "".join(out)
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """The SHA-256 of a regular file's bytes (a FIFO or a device is refused, not waited on)."""
+def sha256_file(
+    path: str | Path, chunk_size: int = 1 << 20, *, stop: threading.Event | None = None
+) -> str:
+    """The SHA-256 of a regular file's bytes (a FIFO or a device is refused, not waited on).
+    A set ``stop`` ends it between chunks with ``InterruptedError`` (a hash in a thread must not
+    hold up a Ctrl-C)."""
     digest = hashlib.sha256()
     handle, _ = open_regular(path)
     with handle:
         while chunk := handle.read(chunk_size):
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"the hash of {path} was stopped")
             digest.update(chunk)
     return digest.hexdigest()
 

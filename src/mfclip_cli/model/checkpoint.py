@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from mfclip_cli import __version__
@@ -280,7 +280,7 @@ def refuse_non_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> Non
         shown = ", ".join(damaged[:3]) + (", ..." if len(damaged) > 3 else "")
         raise CheckpointError(
             f"{path}: values that are not finite numbers (NaN or an infinity) in {shown} "
-            f"({len(damaged)} of its {len(tensors)} tensors): the weights are damaged"
+            f"({len(damaged)} of the {len(tensors)} tensors read): the weights are damaged"
         )
 
 
@@ -323,12 +323,12 @@ def _read_header(path: Path) -> _Header:
     return _Header(path, config, meta, records, tensors, file_identity(path))
 
 
-def _identified(header: _Header) -> CheckpointInfo:
+def _identified(header: _Header, stop: threading.Event | None = None) -> CheckpointInfo:
     """The checkpoint's SHA-256 (of the file whose header was read, or a CheckpointError) and
-    what its sidecar adds, if it describes the same bytes."""
+    what its sidecar adds, if it describes the same bytes. A set ``stop`` ends the hash."""
     path, meta, records = header.path, header.meta, dict(header.records)
-    digest = sha256_file(path)
-    if file_identity(path) != header.identity:
+    digest = sha256_file(path, stop=stop)
+    if not _unchanged(header):
         raise _changed_while_read(path)
     metadata, sidecar_ignored = _sidecar_of(path, digest)
     if TRAINING_KEY in meta:  # the header's held-out record is covered by the SHA-256: it wins
@@ -500,17 +500,31 @@ def load_checkpoint(
     for a ViT-B-16 checkpoint); a file changed meanwhile is refused.
     """
     header = _read_header(Path(path))
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfclip-sha256") as pool:
-        identified = pool.submit(_identified, header)
+        identified = pool.submit(_identified, header, stop)
         try:
             model = _built(header, path, inference=inference)
+        except KeyboardInterrupt:
+            stop.set()  # not held up by the hash of a large file (audit U L1)
+            raise
         except BaseException:
-            identified.result()  # a file changed while it was read says so first
+            identified.result()  # a file changed while it was hashed says so first,
+            if not _unchanged(header):  # and one replaced after it, before its tensors were
+                raise _changed_while_read(header.path) from None  # read (audit U M1)
             raise
         info = identified.result()
-    if file_identity(header.path) != header.identity:  # the tensors are the bytes hashed
+    if not _unchanged(header):  # the tensors are the bytes hashed
         raise _changed_while_read(header.path)
     return model.to(device).eval(), info
+
+
+def _unchanged(header: _Header) -> bool:
+    """Whether the file at the header's path is still the one whose header was read."""
+    try:
+        return file_identity(header.path) == header.identity
+    except OSError:  # removed meanwhile
+        return False
 
 
 def _built(header: _Header, path: str | Path, *, inference: bool) -> Detector:
@@ -540,19 +554,22 @@ def _built(header: _Header, path: str | Path, *, inference: bool) -> Detector:
         _refuse_mismatch(skeleton, expected, path)
     except (RuntimeError, MemoryError) as error:  # a config torch cannot build (widths < 0)
         raise _unbuildable(path, error) from None
-    state = _read_tensors(header, skipped)
+    try:
+        state = _read_tensors(header, skipped)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: its tensors cannot be read ({error})") from None
     refuse_non_finite(state, path)
     try:
         with _initialisers_skipped():
             model, state, _ = build(state)
+        # the file's tensors become the model's, in the dtypes it was built with: no second
+        # copy (the tensors the build made were never written, initialisers skipped)
+        built = model.state_dict()
+        model.load_state_dict(
+            {name: tensor.to(built[name].dtype) for name, tensor in state.items()}, assign=True
+        )
     except (RuntimeError, MemoryError) as error:
         raise _unbuildable(path, error) from None
-    # the file's tensors become the model's, in the dtypes it was built with: no second copy
-    # (the tensors the build made were never written, initialisers skipped, so never resident)
-    built = model.state_dict()
-    model.load_state_dict(
-        {name: tensor.to(built[name].dtype) for name, tensor in state.items()}, assign=True
-    )
     if inference:  # nothing is trained: no gradients kept for weights (heatmaps take the input's)
         model.merge_adapters().requires_grad_(False)
     return model
