@@ -141,8 +141,8 @@ class ReportFile:
             except OSError as error:
                 raise cannot_write(path, error) from error
             return
+        make_folder(path.parent, path)  # a file in its way named as the scan names it
         refuse_existing(path, force or append)
-        make_folder(path.parent, path)
         descriptor, self.existed = claim(path, keep=force or append)
         self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 

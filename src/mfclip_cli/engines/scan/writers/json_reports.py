@@ -111,10 +111,10 @@ class StagedReport:
         if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
-        refuse_existing(self.path, force)
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
-        make_folder(self.path.parent, self.path)
+        make_folder(self.path.parent, self.path)  # a file in its way named as the scan names it
+        refuse_existing(self.path, force)
         self.locked, _ = claim(self.lock, keep=True, report=self.path)
         try:
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
