@@ -580,9 +580,12 @@ def test_a_checkpoint_no_scan_could_load_is_not_registered(tmp_path, tiny_config
     metadata = safe_open(str(source), "pt").metadata()
     tensors = load_file(source)
     name = next(k for k in tensors if k.startswith("head."))
+    # a scan reads no language tensor (audit U L2: registered once scans stopped reading them)
+    text = next(k for k in tensors if k.startswith("language.") and k.endswith("weight"))
     edits = {
         "missing": {k: v for k, v in tensors.items() if k != name},
         "nan": {**tensors, name: torch.full_like(tensors[name], float("nan"))},
+        "language-inf": {**tensors, text: torch.full_like(tensors[text], float("inf"))},
     }
     for label, edited in edits.items():
         broken = tmp_path / f"{label}.safetensors"

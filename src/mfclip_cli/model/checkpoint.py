@@ -248,8 +248,9 @@ def save_fitted(
 
 
 def read_fitted_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint named ``prefix*`` (``ood.``, ``attribution.``), without
-    reading the model's."""
+    """The tensors of a checkpoint named ``prefix*`` (``ood.``, ``attribution.``; the language
+    encoder's, which a scoring load skips, when a checkpoint is registered), without reading the
+    others; ``CheckpointError`` where one holds values that are not finite numbers."""
     # read into memory of their own: a scan keeps them, which a rewrite of the file in place
     # must not change (nor its truncation kill, audit S3 N1)
     with safe_open(str(path), framework="pt", device="cpu", backend="pread") as handle:

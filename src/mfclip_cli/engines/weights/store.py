@@ -851,12 +851,17 @@ def _met_in_training(overlap: dict[str, Any] | None) -> int:
 def _loaded_info(source: str | Path) -> CheckpointInfo:
     """The header record of the checkpoint at ``source``, loaded as a scan loads it (built,
     with its OOD statistics and attribution): ``CheckpointError`` or ``UnsafeFileError`` where no
-    scan could score with it."""
+    scan could score with it, or where the tensors a scan does not read (MFCLIP's language
+    encoder) are not finite numbers: a registered checkpoint is sound whole, for training too."""
     from mfclip_cli.model import load_checkpoint
+    from mfclip_cli.model.checkpoint import read_fitted_tensors
+    from mfclip_cli.model.detectors import detector_kind, detector_of
     from mfclip_cli.scoring.attribution import attributor_of
     from mfclip_cli.scoring.ood import ood_of
 
     _, info = load_checkpoint(source, inference=True)
+    for prefix in detector_kind(detector_of(info.config)).scoring_skips:
+        read_fitted_tensors(info.path, prefix)  # refuses values that are not finite
     ood_of(info)
     attributor_of(info)
     return info
