@@ -1005,6 +1005,10 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
         **written,
         "seconds": check_json_file(report, "inspect")["seconds"],
     }
+    # "-" is standard output for scan only: here it wrote a file named "-" (audit U L5)
+    dash = mfclip("data", "inspect", str(root), "--json", "-", cwd=tmp_path)
+    assert dash.returncode == 2 and "for scan's reports only" in dash.stderr, dash.stderr
+    assert not (tmp_path / "-").exists()
     out = tmp_path / "prepared"
     dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()

@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from mfclip_cli.errors import UnsafeFileError
+from mfclip_cli.errors import UnsafeFileError, UsageError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 _PICKLE_PROTOCOL = 0x80  # first byte of pickle protocol >= 2
@@ -143,6 +143,10 @@ def refuse_existing(path: str | Path, force: bool) -> None:
     (an ablation lost hours of runs and its table to that, audit T4). A pipe or a device is no
     file to keep: it is written to."""
     target = Path(path)
+    if str(path) == "-":  # scan's reports take it for standard output; elsewhere a file "-"
+        raise UsageError(  # was written where the user meant a pipe (audit U L5)
+            "'-' names standard output for scan's reports only: give this report a file name"
+        )
     if is_stream(target):
         return
     if target.is_dir():
