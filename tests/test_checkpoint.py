@@ -172,6 +172,17 @@ def _rewrite(path, target, edit):
     return target
 
 
+def _with_a_nan(path, target, name):
+    """Copy checkpoint ``path`` to ``target`` with the first value of its tensor ``name`` NaN."""
+
+    def damaged(state):
+        tensor = state[name].clone()
+        tensor.view(-1)[0] = float("nan")
+        return {**state, name: tensor}
+
+    return _rewrite(path, target, damaged)
+
+
 def test_tensors_not_matching_the_config_are_reported(tiny_model, tmp_path):
     path = tmp_path / "model.safetensors"
     save_checkpoint(tiny_model, path)
@@ -293,13 +304,7 @@ def test_weights_that_are_not_finite_numbers_are_refused_at_load(tiny_model, tmp
     path = tmp_path / "model.safetensors"
     save_checkpoint(tiny_model, path)
     name = next(k for k in tiny_model.state_dict() if k.startswith("head.") and "weight" in k)
-
-    def damaged(state):
-        tensor = state[name].clone()
-        tensor.view(-1)[0] = float("nan")
-        return {**state, name: tensor}
-
-    nan = _rewrite(path, tmp_path / "nan.safetensors", damaged)
+    nan = _with_a_nan(path, tmp_path / "nan.safetensors", name)
     with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} \(1 of the"):
         load_checkpoint(nan)
     # large but finite weights whose sum overflows float32 are looked at value by value: loaded
@@ -316,13 +321,7 @@ def test_a_scoring_load_reads_no_tensor_of_the_language_encoder(tiny_model, face
     path = tmp_path / "model.safetensors"
     save_checkpoint(tiny_model, path)
     name = next(k for k in tiny_model.state_dict() if k.startswith("language.") and "weight" in k)
-
-    def damaged(state):
-        tensor = state[name].clone()
-        tensor.view(-1)[0] = float("nan")
-        return {**state, name: tensor}
-
-    nan = _rewrite(path, tmp_path / "nan.safetensors", damaged)
+    nan = _with_a_nan(path, tmp_path / "nan.safetensors", name)
     with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} "):
         load_checkpoint(nan)
     scoring, _ = load_checkpoint(nan, inference=True)
