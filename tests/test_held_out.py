@@ -12,7 +12,7 @@ from cli import mfclip
 from report_schemas import broken, check_json_file, drop, schema_errors, set_to
 from test_train import make_dataset
 
-from mfclip_cli.data import read_dataset, select
+from mfclip_cli.data import read_dataset, select, write_manifest
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
@@ -158,6 +158,7 @@ def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(
         **estimate.counts,
         "samples_then": then,
         "samples_now": then + 1,
+        "split_named": 0,  # the folder names no split: the protocol's hash decides every one
     }
     for wrong in (set_to(-1), drop):
         path = ["protocol", "changed_data_overlap", "samples_now"]
@@ -184,6 +185,40 @@ def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(
     assert (
         json.loads((tmp_path / "held.json").read_text())["protocol"]["changed_data_overlap"] is None
     )
+
+
+def test_a_split_column_edited_since_training_is_said_to_escape_the_bound(data, tmp_path):
+    """The bound on a changed training folder recomputes the recorded protocol's splits there:
+    a manifest whose split column was edited since (train samples moved to test) put them in
+    test again, so the bound said 0 and eval scored trained faces as held out, without a word.
+    The samples whose split the data names are counted apart, said, and refused by the store."""
+    folder = tmp_path / "named" / "faces"
+    shutil.copytree(data, folder)
+    index = read_dataset(data)
+    assigned = select(index, "in-domain")
+    split_of = {s.path: name for name in ("train", "val", "test") for s in getattr(assigned, name)}
+    samples = [replace(s, split=split_of[s.path]) for s in index.samples if s.path in split_of]
+    write_manifest(folder / "manifest.jsonl", samples)
+    weights = _trained_with(folder, "in-domain", tmp_path / "named.safetensors")
+    moved = {s.path for s in assigned.train[:3]}  # trained on, then relabelled test in place
+    edited = [replace(s, split="test") if s.path in moved else s for s in samples]
+    write_manifest(folder / "manifest.jsonl", edited, overwrite=True)
+    info, now = read_checkpoint_info(weights), read_dataset(folder)
+    test = select(now, "in-domain", ()).test
+    assert moved <= {s.path for s in test}
+    changed = changed_data_overlap(info, now, "test", test)
+    assert changed.estimate.total == 0  # the bound cannot see them
+    assert changed.split_named == len(test)
+    report_path = tmp_path / "r.json"
+    said = _eval(folder, weights, report_path, "--protocol", "in-domain")
+    assert said.returncode == 0, said.stderr
+    words = " ".join(said.stderr.split())
+    assert f"{len(test)} of them have their split named by the data" in words, words
+    recorded = check_json_file(report_path, "eval")["protocol"]["changed_data_overlap"]
+    assert recorded["split_named"] == len(test) and recorded["train"] == 0
+    registered = mfclip("weights", "add", str(weights), "--name", "n", "--eval", str(report_path))
+    assert registered.returncode == 2, registered.stderr
+    assert "changed_data_overlap.split_named" in " ".join(registered.stderr.split())
 
 
 def test_a_checkpoint_copied_without_its_sidecar_still_knows_its_training(

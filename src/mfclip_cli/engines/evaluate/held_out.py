@@ -130,12 +130,16 @@ class ChangedDataOverlap:
     estimate: Overlap
     samples_then: int
     samples_now: int
+    # scored samples whose split the data names (a manifest's split column, a layout's folders)
+    # under a protocol that keeps it: where it was edited since, the bound misses them
+    split_named: int = 0
 
     def record(self) -> dict[str, Any]:
         return {
             **self.estimate.record(),
             "samples_then": self.samples_then,
             "samples_now": self.samples_now,
+            "split_named": self.split_named,
         }
 
 
@@ -222,7 +226,9 @@ def changed_data_overlap(
     the recorded name, another sample list: files added, removed or relabelled), the ``samples``
     its recorded protocol puts in its own splits on the data as it stands (splits go by a stable
     hash of each sample's path or video, so a sample trained on lands there again; a file added
-    since may too: an upper bound), with the numbers of samples then and now. None elsewhere,
+    since may too: an upper bound, by path), with the numbers of samples then and now, and how
+    many of the ``samples`` have their split named by the data under a protocol that keeps it
+    (a manifest's split column edited since moves them where the bound cannot see). None elsewhere,
     and where the sample count is not within ``SAME_FOLDER_SIZE`` of the recorded one (another
     dataset in a folder of that name)."""
     recorded = _training_record(info).get("data") or {}
@@ -233,11 +239,13 @@ def changed_data_overlap(
     then = int(recorded.get("samples") or 0)
     if not then / SAME_FOLDER_SIZE <= len(index.samples) <= then * SAME_FOLDER_SIZE:
         return None  # a folder of that name only: "faces" of 36 samples is not 1,200 changed
-    splits = _split_or_none(index, recorded_protocol(_training_record(info).get("protocol") or {}))
-    if splits is None:
+    protocol = recorded_protocol(_training_record(info).get("protocol") or {})
+    splits = _split_or_none(index, protocol)
+    if protocol is None or splits is None:
         return None
     overlap = _overlap(splits, TRAINED_ON[split], samples)
-    return ChangedDataOverlap(overlap, then, len(index.samples))
+    named = sum(s.split is not None for s in samples) if protocol.use_layout_split else 0
+    return ChangedDataOverlap(overlap, then, len(index.samples), named)
 
 
 def refuse_training_overlap(

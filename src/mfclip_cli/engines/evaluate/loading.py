@@ -186,9 +186,16 @@ def held_out_check(
     changed = None
     if overlap is None:
         changed = changed_data_overlap(loaded.info, index, split, scored)
-    if changed is not None and changed.estimate.total:
+    if changed is not None and (changed.estimate.total or changed.split_named):
         estimate = changed.estimate
         shares = ", ".join(f"{count} {role}" for role, count in estimate.counts.items())
+        named = (
+            f"; {changed.split_named} of them have their split named by the data (a "
+            "manifest's split column, split folders), which the bound cannot see if it was "
+            "edited since"
+            if changed.split_named
+            else ""
+        )
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was trained on "
             f"{escape(Path(index.root).name)} as it was then ({changed.samples_then} samples, "
@@ -196,7 +203,7 @@ def held_out_check(
             f"whether the {split} split holds faces it {MET_AS[split]} cannot be told "
             f"exactly: under its training protocol {escape(estimate.protocol)}, up to "
             f"{estimate.total} of the {len(scored)} {split} samples lie in its own splits "
-            f"({shares})",
+            f"({shares}){named}",
             highlight=False,
         )
     if not choice.allow_training_overlap:

@@ -832,12 +832,21 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "calibrated figures are not a held-out test's; register a report under the "
             "protocol it was calibrated with, or calibrate it again"
         )
-    if may_have_met := _met_in_training(protocol.get("changed_data_overlap")):
+    changed = protocol.get("changed_data_overlap") or {}
+    if may_have_met := _met_in_training(changed):
         raise UsageError(
             f"--eval {path} scored the checkpoint's training folder changed since it was "
             f"trained, where up to {may_have_met} test sample(s) lie in its own train and val "
             "splits (protocol.changed_data_overlap): its figures may not be a held-out test's; "
             "register a report of data it was not trained on, or of the folder as it was"
+        )
+    if named := changed.get("split_named", 0):
+        raise UsageError(
+            f"--eval {path} scored the checkpoint's training folder changed since it was "
+            f"trained, where {named} test sample(s) have their split named by the data, which "
+            "may have been edited since (protocol.changed_data_overlap.split_named): whether it "
+            "trained on them cannot be told; register a report of data it was not trained on, "
+            "or of the folder as it was"
         )
 
 
