@@ -130,8 +130,8 @@ class ChangedDataOverlap:
     estimate: Overlap
     samples_then: int
     samples_now: int
-    # scored samples whose split the data names (a manifest's split column, a layout's folders)
-    # under a protocol that keeps it: where it was edited since, the bound misses them
+    # scored samples whose split a manifest's column names, under a protocol that keeps it:
+    # where the column was edited since, the bound misses them
     split_named: int = 0
 
     def record(self) -> dict[str, Any]:
@@ -227,8 +227,8 @@ def changed_data_overlap(
     its recorded protocol puts in its own splits on the data as it stands (splits go by a stable
     hash of each sample's path or video, so a sample trained on lands there again; a file added
     since may too: an upper bound, by path), with the numbers of samples then and now, and how
-    many of the ``samples`` have their split named by the data under a protocol that keeps it
-    (a manifest's split column edited since moves them where the bound cannot see). None elsewhere,
+    many of the ``samples`` have their split named by a manifest's column under a protocol that
+    keeps it (edited since, it moves them where the bound cannot see). None elsewhere,
     and where the sample count is not within ``SAME_FOLDER_SIZE`` of the recorded one (another
     dataset in a folder of that name)."""
     recorded = _training_record(info).get("data") or {}
@@ -244,7 +244,10 @@ def changed_data_overlap(
     if protocol is None or splits is None:
         return None
     overlap = _overlap(splits, TRAINED_ON[split], samples)
-    named = sum(s.split is not None for s in samples) if protocol.use_layout_split else 0
+    # a split named by a manifest's column can be edited in place; one a layout's folders name
+    # moves only with its file, to a new path, which no check by path follows anyway
+    columns = protocol.use_layout_split and index.layout == "manifest"
+    named = sum(s.split is not None for s in samples) if columns else 0
     return ChangedDataOverlap(overlap, then, len(index.samples), named)
 
 

@@ -191,8 +191,7 @@ def held_out_check(
         shares = ", ".join(f"{count} {role}" for role, count in estimate.counts.items())
         named = (
             f"; {changed.split_named} of them have their split named by the data (a "
-            "manifest's split column, split folders), which the bound cannot see if it was "
-            "edited since"
+            "manifest's split column), which the bound cannot see if it was edited since"
             if changed.split_named
             else ""
         )
