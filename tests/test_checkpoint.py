@@ -480,10 +480,13 @@ def test_a_checkpoint_replaced_while_loading_is_refused(
         load_checkpoint(path, inference=inference)
 
 
-def test_ctrl_c_during_a_load_does_not_wait_for_the_hash(tiny_model, tmp_path, monkeypatch):
-    """The hash runs in a thread beside the build: a Ctrl-C in the build waited for the whole
-    file to be hashed (audit U L1: 6 s where the hash of a large file took 6 s). It is told to
-    stop, between two chunks."""
+@pytest.mark.parametrize("when", ["building", "waiting for the hash"])
+def test_ctrl_c_during_a_load_does_not_wait_for_the_hash(tiny_model, tmp_path, monkeypatch, when):
+    """The hash runs in a thread beside the build: a Ctrl-C in the build, or while the load
+    waits for the hash, waited for the whole file to be hashed (audits U L1, V L1: 6 s where
+    the hash of a large file took 6 s). It is told to stop, between two chunks."""
+    from concurrent.futures import Future
+
     from mfclip_cli import files
     from mfclip_cli.model import checkpoint as checkpoints
 
@@ -516,7 +519,10 @@ def test_ctrl_c_during_a_load_does_not_wait_for_the_hash(tiny_model, tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setattr(files, "open_regular", slow_open)
-    monkeypatch.setattr(checkpoints, "_built", interrupted)
+    if when == "building":
+        monkeypatch.setattr(checkpoints, "_built", interrupted)
+    else:  # the build is done, the Ctrl-C comes while the result of the hash is awaited
+        monkeypatch.setattr(Future, "result", interrupted)
     started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         load_checkpoint(path)

@@ -1009,6 +1009,8 @@ def test_data_inspect_and_prepare_dry_run(tmp_path):
     dash = mfclip("data", "inspect", str(root), "--json", "-", cwd=tmp_path)
     assert dash.returncode == 2 and "for scan's reports only" in dash.stderr, dash.stderr
     assert not (tmp_path / "-").exists()
+    named = mfclip("data", "inspect", str(root), "--json", "./-", cwd=tmp_path)  # a file, named
+    assert named.returncode == 0 and check_json_file(tmp_path / "-", "inspect")["layout"] == "diff"
     out = tmp_path / "prepared"
     dry = mfclip("prepare", str(root / "DiFF"), "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "layout diff, 19 samples" in dry.stdout and not out.exists()

@@ -143,8 +143,8 @@ def refuse_existing(path: str | Path, force: bool) -> None:
     (an ablation lost hours of runs and its table to that, audit T4). A pipe or a device is no
     file to keep: it is written to."""
     target = Path(path)
-    if str(path) == "-":  # scan's reports take it for standard output; elsewhere a file "-"
-        raise UsageError(  # was written where the user meant a pipe (audit U L5)
+    if isinstance(path, str) and path == "-":  # scan's reports take it for standard output;
+        raise UsageError(  # elsewhere a file "-" was written where a pipe was meant (audit U L5)
             "'-' names standard output for scan's reports only: give this report a file name"
         )
     if is_stream(target):

@@ -505,16 +505,17 @@ def load_checkpoint(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfclip-sha256") as pool:
         identified = pool.submit(_identified, header, stop)
         try:
-            model = _built(header, path, inference=inference)
-        except KeyboardInterrupt:
-            stop.set()  # not held up by the hash of a large file (audit U L1)
+            try:
+                model = _built(header, path, inference=inference)
+            except Exception:
+                identified.result()  # a file changed while it was hashed says so first,
+                if not _unchanged(header):  # and one replaced after it, before its tensors
+                    raise _changed_while_read(header.path) from None  # were read (audit U M1)
+                raise
+            info = identified.result()
+        except KeyboardInterrupt:  # in the build or waiting for the hash: not held up by the
+            stop.set()  # hash of a large file (audit U L1, V L1)
             raise
-        except BaseException:
-            identified.result()  # a file changed while it was hashed says so first,
-            if not _unchanged(header):  # and one replaced after it, before its tensors were
-                raise _changed_while_read(header.path) from None  # read (audit U M1)
-            raise
-        info = identified.result()
     if not _unchanged(header):  # the tensors are the bytes hashed
         raise _changed_while_read(header.path)
     return model.to(device).eval(), info

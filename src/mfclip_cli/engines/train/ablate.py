@@ -333,7 +333,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
     """Train and test every variant over every seed; print the table, write the JSON, return
     it."""
     if request.json_path:
-        refuse_existing(Path(request.json_path), request.force)
+        refuse_existing(request.json_path, request.force)
     if request.training.seed != 0:  # only a --settings file sets it: ablate has no --seed
         progress.print(
             f"ablate: the settings' seed = {request.training.seed} is not used: the runs of "
