@@ -3,6 +3,7 @@ stdin."""
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,67 @@ def test_a_path_through_a_folder_without_search_permission_is_an_error_item(tmp_
     assert [(item.path, item.error) for item in items] == [
         (blocked, "cannot read: Permission denied"),
         (plain, None),
+    ]
+
+
+def _deep_file(root: Path, levels: int = 22) -> None:
+    """``root/m_deep/<levels folders of 200 characters>/in.png``: a path past PATH_MAX (4096),
+    made through folder descriptors, which the kernel refuses by name (ENAMETOOLONG)."""
+    folder = os.open(root, os.O_RDONLY)
+    os.mkdir("m_deep", dir_fd=folder)
+    inner = os.open("m_deep", os.O_RDONLY, dir_fd=folder)
+    os.close(folder)
+    for level in range(levels):
+        name = f"{level:02d}" + "d" * 198
+        os.mkdir(name, dir_fd=inner)
+        deeper = os.open(name, os.O_RDONLY, dir_fd=inner)
+        os.close(inner)
+        inner = deeper
+    os.close(os.open("in.png", os.O_CREAT | os.O_WRONLY, dir_fd=inner))
+    os.close(inner)
+
+
+def test_an_entry_that_cannot_be_asked_about_is_an_error_item_and_the_walk_goes_on(tmp_path):
+    """A media entry whose path the kernel refuses (here longer than PATH_MAX; a folder that can
+    be listed but not entered does the same) ended the walk of every folder above it: the files
+    sorted after it were in no record, and the error blamed the folder named."""
+    _touch(tmp_path / "a_first.png")
+    _deep_file(tmp_path)
+    _touch(tmp_path / "z_after.png")
+    _touch(tmp_path / "z_folder" / "x.png")
+    try:
+        items = collect_inputs([str(tmp_path)])
+    finally:
+        shutil.rmtree(tmp_path / "m_deep")  # through folder descriptors: pytest's cleanup cannot
+    first, deep, *rest = items
+    assert (first.path.name, first.error) == ("a_first.png", None)
+    # the first folder on the way whose path is past PATH_MAX, under the folder named
+    assert deep.path.is_relative_to(tmp_path / "m_deep") and len(str(deep.path)) > 4096
+    assert deep.error == "cannot read: File name too long"
+    assert [(item.path.name, item.error) for item in rest] == [
+        ("z_after.png", None),
+        ("x.png", None),
+    ]
+
+
+def test_a_walked_folder_listed_but_not_searchable_gives_an_error_per_entry(tmp_path, monkeypatch):
+    """``chmod -R 644 evidence/`` leaves each subfolder listable, not searchable: its files are
+    named, but asking whether one exists raises PermissionError (the tests run as root: the
+    kernel's refusal is played here)."""
+    _touch(tmp_path / "m_noexec" / "in.png")
+    _touch(tmp_path / "z_after.png")
+    real_exists = Path.exists
+
+    def exists(self, **kwargs):
+        if self.parent.name == "m_noexec":
+            raise PermissionError(13, "Permission denied")
+        return real_exists(self, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    items = collect_inputs([str(tmp_path)])
+    assert [(item.path.name, item.error) for item in items] == [
+        ("in.png", "cannot read: Permission denied"),
+        ("z_after.png", None),
     ]
 
 

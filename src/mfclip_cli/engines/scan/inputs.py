@@ -105,21 +105,40 @@ def _walk(
     for entry in entries:
         path = root / entry.name
         try:
-            is_dir = entry.is_dir(follow_symlinks=True)
-            is_file = not is_dir and entry.is_file(follow_symlinks=True)
-        except OSError:  # a link that loops (ELOOP), or an entry gone since the listing
-            is_dir = is_file = False
-        if (is_dir and recursive or is_media(path)) and path.exists() and _leaves(path, inside):
-            yield InputItem(path, _outside_message(path))
-        elif not (is_dir or is_file) and _loops(path):
-            yield InputItem(path, LINK_LOOP)
-        elif is_dir:
-            if recursive:
-                yield from _walk(path, recursive, seen_dirs, found, (*ancestors, real), inside)
-        elif is_media(path):
-            yield InputItem(path) if is_file else InputItem(path, not_a_file(path))
-        elif is_file:
-            found.passed_over.add(os.path.realpath(path))
+            yield from _entry(path, entry, recursive, seen_dirs, found, (*ancestors, real), inside)
+        except OSError as error:  # its kind cannot be read (a folder that is listed, not searched)
+            yield InputItem(path, f"cannot read: {error.strerror or error}")
+
+
+def _entry(
+    path: Path,
+    entry: os.DirEntry,
+    recursive: bool,
+    seen_dirs: dict[str, bool],
+    found: Inputs,
+    ancestors: tuple[str, ...],
+    inside: str,
+) -> Iterable[InputItem]:
+    """One entry of a folder's walk (``_walk``); an OSError where its kind cannot be read (not a
+    link that loops, nor an entry gone since the listing): it might be a folder of evidence."""
+    try:
+        is_dir = entry.is_dir(follow_symlinks=True)
+        is_file = not is_dir and entry.is_file(follow_symlinks=True)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOENT):
+            raise
+        is_dir = is_file = False
+    if (is_dir and recursive or is_media(path)) and path.exists() and _leaves(path, inside):
+        yield InputItem(path, _outside_message(path))
+    elif not (is_dir or is_file) and _loops(path):
+        yield InputItem(path, LINK_LOOP)
+    elif is_dir:
+        if recursive:
+            yield from _walk(path, recursive, seen_dirs, found, ancestors, inside)
+    elif is_media(path):
+        yield InputItem(path) if is_file else InputItem(path, not_a_file(path))
+    elif is_file:
+        found.passed_over.add(os.path.realpath(path))
 
 
 def _leaves(path: Path, inside: str) -> bool:
