@@ -325,6 +325,59 @@ def test_bad_files_raise_a_readable_error(tmp_path, make, message):
         decode_image(path)
 
 
+def _jpeg(pixels: np.ndarray, mode: str = "RGB", **options) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(stream, "JPEG", quality=90, **options)
+    return stream.getvalue()
+
+
+def _cut_and_closed(data: bytes, share: float) -> bytes:
+    """A JPEG cut short and closed with an end-of-image marker, as carving leaves one."""
+    return data[: int(len(data) * share)] + b"\xff\xd9"
+
+
+def test_a_jpeg_whose_coded_data_is_damaged_is_refused_not_grey_filled():
+    """Pillow decoded these without a word, the picture past the cut grey (audit W H2): a
+    cut-short file closed with an end marker scanned as ``no_face``, or ``ok`` from half a
+    face."""
+    portrait = np.concatenate([np.full((512, 512, 3), 128, np.uint8), astronaut()])
+    baseline, progressive = _jpeg(portrait), _jpeg(portrait, progressive=True)
+    noise = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    middle = len(baseline) // 2
+    damaged = {
+        "cut": _cut_and_closed(baseline, 0.25),
+        "progressive cut": _cut_and_closed(progressive, 0.5),
+        "cmyk cut": _cut_and_closed(_jpeg(astronaut(), "CMYK"), 0.3),
+        "overwritten": baseline[:middle] + noise + baseline[middle + len(noise) :],
+    }
+    for data in damaged.values():
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # what the scan relied on: Pillow takes each of them
+        with pytest.raises(DecodeError, match="^truncated or corrupt image: Corrupt JPEG data"):
+            decode_image(data)
+
+
+def test_whole_jpegs_decode_as_pillow_decodes_them():
+    """The damage check refuses no whole JPEG: grey, CMYK, progressive, bytes after the end
+    marker, a camera's MPO (its first picture; the second follows the first's end marker)."""
+    grey = _jpeg(astronaut(), "L")
+    mpo = io.BytesIO()
+    Image.fromarray(astronaut()).save(
+        mpo, "MPO", save_all=True, append_images=[Image.fromarray(face_free())]
+    )
+    whole = {
+        "grey": grey,
+        "cmyk": _jpeg(astronaut(), "CMYK"),
+        "progressive": _jpeg(astronaut(), progressive=True),
+        "trailing bytes": grey + b"not a picture" * 8,
+        "mpo": mpo.getvalue(),
+    }
+    for name, data in whole.items():
+        with Image.open(io.BytesIO(data)) as image:
+            expected = np.asarray(image.convert("RGB"))
+        assert np.array_equal(decode_image(data).pixels, expected), name
+
+
 def test_a_file_is_opened_once_and_a_pipe_is_never_waited_on(tmp_path, monkeypatch):
     """A path was opened twice (its head, then Pillow): one more open per crop per epoch in
     training's loader. A FIFO in its place is refused, not read (its open would block)."""
