@@ -29,6 +29,10 @@ from media import (
 )
 from PIL import Image
 from report_schemas import check_scan_lines, check_scan_outputs
+from rich.console import Console
+
+from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.engines.scan.writers.table import TableSink
 
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
 BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif", "phone.heic"}
@@ -378,3 +382,57 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
     for fps in ("nan", "inf", "0"):  # NaN failed every video and wrote NaN into the JSON
         bad_fps = run(str(evidence), "--weights", str(weights), "--fps", fps, "--jsonl", "-")
         assert bad_fps.returncode == 2 and "--fps must be a positive number" in bad_fps.stderr
+
+
+def test_an_image_of_several_pictures_says_only_the_first_was_scanned(weights, tmp_path):
+    """A face on an animation's second frame, or a TIFF's third page, is not looked at: the
+    record said ``no_face`` and nothing more (audit W M1). It now counts the pictures, and the
+    table and the HTML report say the others were not scanned."""
+    blank = Image.fromarray(face_free())
+    face = Image.fromarray(astronaut()).resize(blank.size)
+    blank.save(tmp_path / "a.gif", save_all=True, append_images=[face], duration=100)
+    blank.save(tmp_path / "b.tif", save_all=True, append_images=[blank, face])
+    face.save(tmp_path / "c.png")
+    result = run(
+        str(tmp_path), "--weights", str(weights), "--jsonl", "-", "--html", str(tmp_path / "r.html")
+    )
+    assert result.returncode == 0, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines(result.stdout.splitlines())
+        if line["type"] == "file"
+    }
+    assert {name: (r["status"], r.get("pictures_in_file")) for name, r in records.items()} == {
+        "a.gif": ("no_face", 2),
+        "b.tif": ("no_face", 3),
+        "c.png": ("ok", None),
+    }
+    html = (tmp_path / "r.html").read_text()
+    assert "only the first of its 2 pictures (frames or pages) was scanned" in html
+    assert "only the first of its 3 pictures (frames or pages) was scanned" in html
+    console = Console(width=400, record=True, force_terminal=False)
+    sink = TableSink(console)
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
+    sink.write(FileRecord.from_dict(records["b.tif"]))
+    sink.close({"complete": True})
+    note = "no face found; only the first of its 3 pictures (frames or pages) was scanned"
+    assert note in console.export_text()
+
+
+def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):
+    """A 108 MP phone photo was refused with no way round but re-encoding the evidence (audit W
+    M2): ``--max-megapixels`` sets the limit, and the meta records the one in use."""
+    photo = tmp_path / "wide.png"
+    Image.fromarray(astronaut()).resize((1200, 1000)).save(photo)
+    refused = run(str(photo), "--weights", str(weights), "--jsonl", "-", "--max-megapixels", "1")
+    assert refused.returncode == 3, refused.stderr
+    meta, record, _ = check_scan_lines(refused.stdout.splitlines())
+    assert meta["thresholds"]["max_pixels"] == 1_000_000
+    assert record["status"] == "error" and record["error"] == (
+        "image is 1200x1000 = 1 megapixels, over the 1-megapixel decompression-bomb limit "
+        "(scan's --max-megapixels raises it)"
+    )
+    scanned = run(str(photo), "--weights", str(weights), "--jsonl", "-", "--max-megapixels", "1.2")
+    assert scanned.returncode == 0, scanned.stderr
+    meta, record, _ = check_scan_lines(scanned.stdout.splitlines())
+    assert meta["thresholds"]["max_pixels"] == 1_200_000 and record["status"] == "ok"

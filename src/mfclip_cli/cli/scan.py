@@ -116,6 +116,16 @@ def scan(
         ),
         metavar="PX",
     ),
+    max_megapixels: float = typer.Option(
+        100.0,
+        "--max-megapixels",
+        min=1.0,
+        help=(
+            "Refuse images larger than this, from their header (a decompression-bomb guard). "
+            "A 108 MP phone photo needs 110; memory grows with it (about 8 GB at 100 MP)."
+        ),
+        metavar="MP",
+    ),
     fake_threshold: str = typer.Option(
         "0.5",
         "--fake-threshold",
@@ -255,6 +265,7 @@ def scan(
                 min_face=min_face,
                 detection_thresholds=(*MTCNN_THRESHOLDS[:2], det_threshold),
                 detect_max_side=detect_max_side,
+                max_pixels=round(max_megapixels * 1e6),
                 fake_threshold=0.5 if fake_number is None else fake_number,
                 fake_threshold_fpr=fake_fpr,
                 accept_unsupported_fpr=accept_unsupported_fpr,

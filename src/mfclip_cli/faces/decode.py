@@ -103,6 +103,9 @@ class DecodeError(Exception):
 class DecodedImage:
     pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
     format: str
+    # the pictures the file holds (an animation's frames, a TIFF's pages, a HEIF's images): the
+    # first (a HEIF's primary) is the one decoded
+    pictures: int = 1
 
     @property
     def height(self) -> int:
@@ -328,12 +331,14 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
                     raise DecodeError(
                         f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
                         "over the "
-                        f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit"
+                        f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit (scan's "
+                        "--max-megapixels raises it)"
                     )
                 image_format = image.format or suffix or "unknown"
+                pictures = getattr(image, "n_frames", 1)
                 # animated: the first frame; a HEIF of several images stays at its primary one,
                 # whose size was checked (image 0 could be another, and a bomb: audit P H2)
-                if getattr(image, "n_frames", 1) > 1 and image_format != "HEIF":
+                if pictures > 1 and image_format != "HEIF":
                     image.seek(0)
                 image.load()
                 if image_format in JPEG_FORMATS:
@@ -359,7 +364,7 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         # (a TIFF page without its size tags: TypeError); that file fails, never the scan
         raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
     # a writable copy
-    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format)
+    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures)
 
 
 def _refuse_damaged_jpeg(stream: Any) -> None:

@@ -154,7 +154,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageBytes:
             raise DecodeError(
                 f"file is {before.st_size:,} bytes, more than an image within the "
                 f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit can hold "
-                f"({limit:,}); not read"
+                f"({limit:,}); not read (--max-megapixels raises it)"
             )
         try:
             data = handle.read(before.st_size + 1)  # a byte more: a file growing shows

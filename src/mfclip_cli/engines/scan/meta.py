@@ -66,6 +66,7 @@ def scan_meta(request: ScanRequest, scanner: Scanner, primary: LoadedWeights, in
             "detection": list(settings.detection_thresholds),
             "min_face": settings.min_face,
             "detect_max_side": settings.detect_max_side,
+            "max_pixels": settings.max_pixels,  # larger images refused (--max-megapixels)
             # in original pixels; a file record says where larger
             "smallest_face": scanner.smallest_face,
         },

@@ -204,6 +204,7 @@ OPTIONAL_FILE_FIELDS = (
     "annotation",
     "explanation_error",
     "smallest_face",
+    "pictures_in_file",
     "changed_during_scan",
     "phash",
 )
@@ -229,6 +230,9 @@ class FileRecord:
     annotation: dict[str, Any] | None = None
     explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
+    # an image file of several pictures (frames, pages, a HEIF's images): how many; only the
+    # first (a HEIF's primary) is scanned
+    pictures_in_file: int | None = None
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
     provenance: ProvenanceRecord | None = None
     phash: str | None = None  # with --duplicates, images only: 64-bit DCT pHash, 16 hex digits
@@ -305,6 +309,16 @@ class FileRecord:
             or self.explanation_error is not None
             or bool(self.video and self.video.get("incomplete"))
         )
+
+    @property
+    def pictures_note(self) -> str | None:
+        """What the reports say of an image file of several pictures: that the others were not
+        looked at (a face on an animation's second frame, or a TIFF's second page, is not)."""
+        count = self.pictures_in_file
+        if count is None:
+            return None
+        first = "primary" if self.format == "HEIF" else "first"
+        return f"only the {first} of its {count} pictures (frames or pages) was scanned"
 
     @property
     def declares_ai(self) -> bool:

@@ -309,6 +309,7 @@ class Scanner:
             return record.fail(str(error)), None, None
         self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
+        record.pictures_in_file = image.pictures if image.pictures > 1 else None
         if self.settings.duplicates:
             record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)

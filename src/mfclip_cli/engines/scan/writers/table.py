@@ -83,8 +83,10 @@ class TableSink:
     def _cells(self, record: FileRecord, columns: list[str]) -> list[list[str]]:
         found = record.provenance
         evidence = found.summary() if found and (found.signals or found.errors) else None
-        # what holds for the whole file, said once: a video read in part, the file's evidence
-        evidence = "; ".join(n for n in ((record.video or {}).get("incomplete"), evidence) if n)
+        # what holds for the whole file, said once: a video read in part, an image's other
+        # pictures left, the file's evidence
+        notes = ((record.video or {}).get("incomplete"), record.pictures_note, evidence)
+        evidence = "; ".join(note for note in notes if note)
         if not record.faces:
             note = record.error if record.status == STATUS_ERROR else "no face found"
             note = f"{note}; {evidence}" if evidence else note
