@@ -247,6 +247,22 @@ def test_a_file_reached_by_other_names_is_one_input_that_carries_them(tmp_path):
     assert collect_inputs([str(tmp_path / "f9")]).folded == 2
 
 
+def test_a_hard_link_is_another_name_of_its_file(tmp_path):
+    """Two hard links of one file were two records of one file's bytes, neither naming the other
+    (audit W L4); they are one input, under the name met first, carrying the other, as a
+    symbolic link is. A copy stays a file of its own."""
+    first = _touch(tmp_path / "a.jpg")
+    (tmp_path / "sub").mkdir()
+    os.link(first, tmp_path / "sub" / "b.jpg")
+    (tmp_path / "c.jpg").write_bytes(first.read_bytes())
+    items = collect_inputs([str(tmp_path)])
+    assert [(item.path.name, [p.name for p in item.also_named]) for item in items] == [
+        ("a.jpg", ["b.jpg"]),
+        ("c.jpg", []),
+    ]
+    assert items.folded == 1
+
+
 def test_a_folder_named_through_a_link_is_said_with_its_real_folder(tmp_path):
     """Review 10 (M5): ``scan alink`` records the files as ``alink/...``, their own names
     nowhere; stderr now names the real folder, and only where the files kept the link's name."""

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -958,6 +959,12 @@ def test_sd1_message_round_trips_and_small_images_are_not_checked():
     assert matches["sdxl"].verdict == "not_found"
     small = inspect(b"", ".png", media.picture(11, 128)).watermark
     assert small.status == "not_checked" and "256x256" in small.note
+    # past the area check, too few 8-pixel blocks for the bits: "none found" from no bit read
+    strip = np.resize(media.picture(12), (6, 60000, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the 0 / 0 means printed a numpy warning on stderr
+        narrow = inspect(b"", ".png", strip).watermark
+    assert narrow.status == "not_checked" and "too narrow" in narrow.note
 
 
 def test_the_decoders_haar_band_is_the_full_transforms_to_the_last_bit():
@@ -1044,13 +1051,25 @@ def test_record_round_trips_through_json(signed_png):
 
 
 def test_an_error_message_is_the_same_on_every_run():
-    """Pillow names a BytesIO by its memory address when it cannot identify an image; the
-    record leaves the address out, so the same file gives the same report."""
-    records = [inspect(b"this is not an image", ".jpg").to_dict() for _ in range(2)]
-    assert records[0] == records[1]
-    assert records[0]["metadata"]["status"] == "error"
-    assert "object at 0x" not in json.dumps(records[0])
-    assert "UnidentifiedImageError: cannot identify image file" in json.dumps(records[0])
+    """Pillow names a BytesIO by its memory address ("cannot identify image file <_io.BytesIO
+    object at 0x...>"); a check's error leaves the address out, so the same file gives the same
+    report."""
+    module = importlib.import_module("mfclip_cli.provenance.inspect")  # the package's inspect()
+
+    def fail() -> None:
+        raise OSError(f"cannot identify image file {io.BytesIO()!r}")
+
+    errors = [module._guarded(fail, module.MetadataEvidence).error for _ in range(2)]
+    assert errors[0] == errors[1] == "OSError: cannot identify image file"
+
+
+def test_a_file_that_is_no_image_has_no_metadata_to_check_and_no_check_failed():
+    """Its record's error says what it is; "provenance error (metadata)" beside "empty file"
+    or "not a recognised image format" said it twice (audit W L3)."""
+    for data, note in [(b"this is not an image", "not an image format Pillow reads"), (b"", None)]:
+        metadata = inspect(data, ".jpg").metadata
+        assert (metadata.status, metadata.error) == ("not_checked", None)
+        assert metadata.note == (note or "empty file")
 
 
 def test_a_librarys_private_error_class_is_named_by_its_public_base():

@@ -250,8 +250,9 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
     Image.fromarray(mosaic()).save(folder / "000.png")
-    for i in range(1, 120):
-        os.link(folder / "000.png", folder / f"{i:03d}.png")
+    picture = (folder / "000.png").read_bytes()
+    for i in range(1, 120):  # copies: hard links of one file are one input
+        (folder / f"{i:03d}.png").write_bytes(picture)
     jsonl, document = tmp_path / "r.jsonl", tmp_path / "r.json"
     environment = {key: value for key, value in os.environ.items() if key != "MFCLIP_WEIGHTS"}
     process = subprocess.Popen(
@@ -289,6 +290,9 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr and "terminate" not in stderr
+    # the --json report is there now: the same command with --resume alone was refused
+    hint = f"(continue with --resume --jsonl {jsonl}, with --force to rewrite its --json whole)"
+    assert hint in " ".join(stderr.split())
     lines = _lines(jsonl)
     written = [line for line in lines if line["type"] == "file"]
     assert 2 <= len(written) < 120

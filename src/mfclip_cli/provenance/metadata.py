@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ElementTree
 import zlib
 from typing import Any, Callable, Iterator
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from mfclip_cli.faces.decode import (
     PNG_SIGNATURE,
@@ -35,6 +35,7 @@ from mfclip_cli.provenance.record import (
     ERROR,
     FOUND,
     NONE_FOUND,
+    NOT_CHECKED,
     Generation,
     MetadataEvidence,
 )
@@ -97,10 +98,16 @@ def read_metadata(data: bytes) -> MetadataEvidence:
     its text inflates past Pillow's limit), before or after the pixels, is the check's error,
     and the file's other chunks are still read (audit O M4, audit P M1, M2)."""
     readable_by_pillow(data[:12])
+    if not data:
+        return MetadataEvidence(NOT_CHECKED, note="empty file")
     unread: list[str] = []
     if data[:8] == PNG_SIGNATURE:
         data, unread = _without_unreadable_chunks(data)
-    evidence = _read_metadata(data)
+    try:
+        evidence = _read_metadata(data)
+    except UnidentifiedImageError:  # not an image: no metadata to read, no check failed (its
+        # record's error says what it is; "provenance error" beside it said it twice: audit W L3)
+        return MetadataEvidence(NOT_CHECKED, note="not an image format Pillow reads")
     if unread:  # what they held is unknown: the check's error, beside what the others hold
         said = f"MetadataError: PNG chunk(s) not read: {', '.join(unread)}"
         evidence.error = f"{said}; {evidence.error}" if evidence.error else said

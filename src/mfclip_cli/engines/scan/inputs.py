@@ -212,11 +212,13 @@ def collect_inputs(
     seen_dirs: dict[str, bool] = {}  # real path: whether walked by its own name
     slots: list[InputItem | None] = []  # in the order met; a file moved on leaves None
     seen_files: dict[str, tuple[int, bool]] = {}  # real path: its slot, whether kept by a route
+    inodes: dict[tuple[int, int], str] = {}  # a file of several hard links: its first real path
     named_folders: dict[Path, str] = {}  # each folder named: its real path
 
     def add(item: InputItem, walked: bool = False) -> None:
-        # by the file it names, error or not: a FIFO a folder's walk listed is named once more
-        key = os.path.realpath(item.path)
+        # by the file it names, error or not: a FIFO a folder's walk listed is named once more;
+        # a hard link is another name of its file as a symbolic link is (audit W L4)
+        key = _hard_linked(item, inodes) or os.path.realpath(item.path)
         route = walked and _through_link(item.path.parent)
         if key not in seen_files:
             seen_files[key] = len(slots), route
@@ -287,6 +289,20 @@ def collect_inputs(
         if not _holds(reals, real) and not _holds(names, str(folder))
     ]
     return items
+
+
+def _hard_linked(item: InputItem, inodes: dict[tuple[int, int], str]) -> str | None:
+    """The real path under which ``inodes`` first met the file ``item`` names, where it has
+    several hard links; else None, and a file of several is noted under its own real path."""
+    if item.error is not None:
+        return None
+    try:
+        status = os.stat(item.path)
+    except OSError:
+        return None
+    if status.st_nlink < 2:
+        return None
+    return inodes.setdefault((status.st_dev, status.st_ino), os.path.realpath(item.path))
 
 
 def _holds(paths: list[str], folder: str) -> bool:

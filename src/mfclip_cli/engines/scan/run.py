@@ -449,14 +449,27 @@ def _say_how_it_ended(
     if not complete:
         error_console.print(
             f"[bold red]interrupted:[/] {written} input(s) written this run; "
-            'the reports are marked "complete": false'
-            + (
-                f" (continue with --resume --jsonl {escape(request.jsonl_path)})"
-                if request.jsonl_path and request.jsonl_path != STDOUT
-                else ""
-            ),
+            'the reports are marked "complete": false' + _how_to_continue(request),
             highlight=False,
         )
+
+
+def _how_to_continue(request: ScanRequest) -> str:
+    """The options that continue an interrupted run: the reports written whole are there now,
+    and the same command with --resume alone was refused for them (audit W L5)."""
+    if not request.jsonl_path or request.jsonl_path == STDOUT:
+        return ""
+    whole = [
+        option
+        for option, path in (
+            ("--json", request.json_path),
+            ("--csv", request.csv_path),
+            ("--html", request.html_path),
+        )
+        if path and path != STDOUT
+    ]
+    rewrite = f", with --force to rewrite its {'/'.join(whole)} whole" if whole else ""
+    return f" (continue with --resume --jsonl {escape(request.jsonl_path)}{rewrite})"
 
 
 def _exit_code(request: ScanRequest, outcomes: Iterable[tuple[bool, bool, bool, bool]]) -> int:
