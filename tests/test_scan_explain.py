@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from cli import mfclip
 from media import astronaut, mosaic, save_video
 from PIL import Image
 from report_schemas import check_scan_lines
@@ -102,10 +103,19 @@ def test_a_png_that_cannot_be_written_is_that_files_problem(photos, weights, tmp
     (folder / f"astronaut.{sha[:8]}.face0.png").mkdir(parents=True)  # a folder in its place
     report = tmp_path / "r.jsonl"
     args = [str(photos / "astronaut.png"), str(photos / "mosaic.png"), "--weights", str(weights)]
-    result = run(*args, "--jsonl", str(report), "--explain", str(folder), "--force")
+    page = tmp_path / "r.html"
+    result = run(
+        *args, "--jsonl", str(report), "--explain", str(folder), "--force", "--html", str(page)
+    )
     assert result.returncode == 3, result.stderr
     astronaut_record, mosaic_record = _files(report)
     assert "explanation not written" in astronaut_record["explanation_error"]
+    # the report counts and shows it, as it does a failed annotated copy (audit X M2: "errors 0")
+    again = tmp_path / "again.html"
+    assert mfclip("report", str(report), "--html", str(again)).returncode == 0
+    for html in (page.read_text(), again.read_text()):
+        assert "<tr><th>errors</th><td>1</td></tr>" in html
+        assert html.count("explanation not written") == 2  # in the file's section and the list
     assert "explanation" not in astronaut_record["faces"][0]
     assert "explanation_error" not in mosaic_record
     assert all(Image.open(face["explanation"]).size for face in mosaic_record["faces"])

@@ -291,7 +291,7 @@ def test_interrupted_scan_marks_its_reports_partial(weights, tmp_path):
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr and "terminate" not in stderr
     # the --json report is there now: the same command with --resume alone was refused
-    hint = f"(continue with --resume --jsonl {jsonl}, with --force to rewrite its --json whole)"
+    hint = f"(continue with --resume --jsonl {jsonl}, with --force for its --json)"
     assert hint in " ".join(stderr.split())
     lines = _lines(jsonl)
     written = [line for line in lines if line["type"] == "file"]

@@ -637,6 +637,90 @@ def test_a_face_hidden_behind_another_does_not_take_its_track_when_they_part():
     assert len({face.track for face in right.values()}) == 1
 
 
+def test_every_track_ends_at_a_cut_between_shots():
+    """A shot and its reverse shot put two people at one place: linked by geometry alone, their
+    faces were one track with one verdict (audit L). A cut ends every open track."""
+    from mfclip_cli.engines.scan.tracks import link_tracks
+
+    faces = [_face_at(frame, 100.0) for frame in range(10)]  # still, one place throughout
+    link_tracks(faces, cuts=[5])
+    assert [face.track for face in faces] == [0] * 5 + [1] * 5
+    # a cut between two sampled frames (none sampled at it) ends them too; two people, two tracks
+    pair = [face for frame in (0, 4, 8) for face in (_face_at(frame, 0.0), _face_at(frame, 300.0))]
+    link_tracks(pair, cuts=[2, 3])
+    assert [face.track for face in pair] == [0, 1, 2, 3, 2, 3]
+
+
+def _shot(background: np.ndarray, head: np.ndarray, shift: int) -> np.ndarray:
+    """A 512 x 384 frame: ``background`` filling it, panned by ``shift`` px, ``head`` at the
+    centre."""
+    wide = cv2.resize(background, (640, 384), interpolation=cv2.INTER_AREA)
+    canvas = np.ascontiguousarray(wide[:, shift : shift + 512])
+    canvas[100:280, 171:341] = head
+    return canvas
+
+
+def _cut_video(path: Path, fps: float = 10.0, seconds: float = 2.0) -> None:
+    """An interview's shot and reverse shot: the astronaut before a cup of coffee, the camera
+    panning slowly, then a cut to its mirror image before a cat, at the same place."""
+    from skimage.data import chelsea
+
+    head = astronaut()[30:210, 140:310]
+    shots = [(face_free(), head), (chelsea(), head[:, ::-1])]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (512, 384))
+    assert writer.isOpened()
+    for background, face in shots:
+        for i in range(int(fps * seconds)):
+            writer.write(cv2.cvtColor(_shot(background, face, 2 * i), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_shot_cuts_are_found_from_probes_and_a_pan_or_a_flash_is_not_two(tmp_path):
+    """The adaptive rule (faces.shots): one cut where the picture jumps, none along a pan or a
+    shaking camera, one (not two) for a one-frame flash."""
+    from skimage.data import chelsea
+
+    from mfclip_cli.faces.shots import ShotFinder
+
+    def cuts(frames: list[np.ndarray]) -> list[int]:
+        finder = ShotFinder()
+        for index, frame in enumerate(frames):
+            finder.add(index, index / 10, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        return [cut.frame for cut in finder.cuts()]
+
+    head = astronaut()[30:210, 140:310]
+    pan = [_shot(face_free(), head, 6 * i) for i in range(20)]  # 60 px a second
+    assert cuts(pan) == []
+    shake = np.random.default_rng(0).integers(0, 40, 20)  # up to 8 % of the width a tenth
+    assert cuts([_shot(face_free(), head, int(s)) for s in shake]) == []
+    assert cuts(pan[:10] + [_shot(chelsea(), head, 6 * i) for i in range(10)]) == [10]
+    flash = [*pan[:10], np.full_like(pan[0], 255), *pan[11:]]
+    assert cuts(flash) == [10]
+
+
+def test_a_cut_between_shots_ends_the_videos_tracks(weights, tmp_path):
+    """Audit L: the astronaut, then after a cut its mirror image on another background at the
+    same place, was one 80-face track. Now two, the cut in the video's summary, whichever
+    sampling."""
+    _cut_video(tmp_path / "cut.mp4")
+    for sampling in (["--fps", "5"], ["--frames", "6"]):
+        html = tmp_path / f"cut{sampling[0]}.html"
+        result = run(
+            "scan", "cut.mp4", "-w", weights, "--device", "cpu", *sampling, "--jsonl", "-",
+            "--html", html, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        video = check_scan_lines(result.stdout.splitlines())[1]["video"]
+        assert video["cuts"] == [{"frame": 20, "time": 2.0}], sampling
+        tracks = video["tracks"]
+        assert len(tracks) == 2 and tracks[0]["last"] < 2.0 <= tracks[1]["first"], sampling
+        said = " ".join(html.read_text().split())
+        assert "1 cut(s) between shots, at 2.00 s: every track ends at a cut" in said
+    _crossing_video(tmp_path / "still.mp4")  # no cut: two people in one shot
+    result = run("scan", "still.mp4", "-w", weights, "--jsonl", "-", cwd=tmp_path)
+    assert check_scan_lines(result.stdout.splitlines())[1]["video"]["cuts"] == []
+
+
 def test_a_spliced_fake_segment_makes_its_track_fake():
     """Audit W M1: 3 conclusive GAN faces at p 0.99 among 7 real ones gave a `real` track (the
     mean of its faces), hiding the splice; F10: real, gan and diffusion faces averaged to `gan`
@@ -735,6 +819,37 @@ def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
     assert (tmp_path / "again.html").read_text().count("<polyline") == 2
 
 
+def test_banded_grouping_finds_every_group_a_comparison_of_all_pairs_finds():
+    """The bands (pigeonhole over bits 0-62) against every pair compared: copies within 8 bits,
+    some differing in the last bit, which no band holds (a tenth band of that bit alone made
+    grouping quadratic: audit X M5)."""
+    from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, near_duplicate_groups
+
+    rng = np.random.default_rng(3)
+    values = [int(v) for v in rng.integers(0, 2**63, 300, dtype=np.uint64)]
+    for base in values[:60]:
+        flips = rng.choice(64, int(rng.integers(1, MAX_DISTANCE + 2)), replace=False)
+        values.append(base ^ sum(1 << int(bit) for bit in flips) ^ int(rng.integers(0, 2)))
+    files = [(f"f{i}", f"{value:016x}", "real") for i, value in enumerate(values)]
+    parent = list(range(len(values)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(values)):
+        for j in range(i):
+            if (values[i] ^ values[j]).bit_count() <= MAX_DISTANCE:
+                parent[root(i)] = root(j)
+    expected: dict[int, set[str]] = {}
+    for i in range(len(values)):
+        expected.setdefault(root(i), set()).add(f"f{i}")
+    groups = {frozenset(group["files"]) for group in near_duplicate_groups(files)}
+    assert groups == {frozenset(names) for names in expected.values() if len(names) > 1}
+    assert len(groups) > 30
+
+
 def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts():
     from mfclip_cli.engines.scan.duplicates import (
         MAX_DISTANCE,
@@ -791,3 +906,21 @@ def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):
     run("report", "scan.jsonl", "--html", "again.html", cwd=tmp_path)
     for page in ("report.html", "again.html"):
         assert "Near-duplicates" in (tmp_path / page).read_text()
+
+
+def test_a_resumed_scan_groups_its_files_with_the_earlier_runs(weights, tmp_path):
+    """Audit X H1: a copy added before a --resume was grouped only with this run's files; the
+    picture it copies, scanned by the earlier run, was left out, and the report said no two
+    images were near-duplicates."""
+    case = tmp_path / "case"
+    case.mkdir()
+    Image.fromarray(astronaut()).save(case / "a.png")
+    scan = ("scan", "case", "-w", weights, "--device", "cpu", "--duplicates", "--jsonl", "r.jsonl")
+    run(*scan, "-q", cwd=tmp_path)
+    Image.fromarray(astronaut()).save(case / "z_copy.jpg", quality=75)
+    run(*scan, "--resume", "--json", "r.json", "-q", cwd=tmp_path)
+    for groups in (
+        check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())[-1]["duplicates"],
+        check_json_file(tmp_path / "r.json", "scan")["meta"]["duplicates"],
+    ):
+        assert [sorted(group["files"]) for group in groups] == [["case/a.png", "case/z_copy.jpg"]]

@@ -696,7 +696,9 @@ class FrameReader:
     evenly spaced).
 
     Every frame is grabbed and only the sampled ones decoded: seeking is not frame-exact in every
-    codec, and a frame index must mean the same frame whenever the video is read.
+    codec, and a frame index must mean the same frame whenever the video is read. ``shots``
+    probes the sampled frames and about ten a second between them, for the cuts between shots
+    (``faces.shots``).
 
     Once read, ``unread`` counts the sampled frames that could not be decoded (damaged, or past
     where the stream ended; ``unread_from`` is the first), ``undecodable`` the frames of the
@@ -715,7 +717,11 @@ class FrameReader:
         rate: float = 0.0,
         exact: bool = False,
     ):
+        from mfclip_cli.faces.shots import PROBE_RATE, ShotFinder
+
         self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
+        # the cuts between shots, from probes of the frames read (every sampled one among them)
+        self.shots = ShotFinder(rate=max(PROBE_RATE, rate))
         self.exact = exact and info.frame_count > 0
         self.read = self.unread = 0
         self.damaged: list[int] = []
@@ -755,6 +761,7 @@ class FrameReader:
                         ok, frame = self.capture.retrieve()
                         if ok:
                             self.read += 1
+                            self.shots.add(index, time, frame)
                             pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                             yield VideoFrame(index, round(time, 6), pixels)
                         else:
@@ -765,6 +772,10 @@ class FrameReader:
                             target = next(targets, None)
                             if target is None:
                                 break
+                    elif self.shots.due(time):
+                        ok, frame = self.capture.retrieve()
+                        if ok:
+                            self.shots.add(index, time, frame)
                 else:
                     ended = True
         finally:

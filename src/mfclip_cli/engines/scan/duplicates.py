@@ -24,7 +24,10 @@ from mfclip_cli.engines.scan.records import INCONCLUSIVE, STATUS_OK, FileRecord
 from mfclip_cli.files import readable
 
 MAX_DISTANCE = 8  # bits of 64; JPEG re-saves and resizes of one picture measured 0-4 here
-_BANDS = [(start, min(start + 7, 64)) for start in range(0, 64, 7)]  # 9 bands, 7 bits or fewer
+# 9 bands of 7 bits over bits 0-62: a pair within 8 bits agrees on one (where bit 63 differs,
+# 7 differences are left for 9 bands). A tenth, of bit 63 alone, put half the files in one
+# bucket, each compared with every other (audit X M5)
+_BANDS = [(start, start + 7) for start in range(0, 63, 7)]
 
 
 def perceptual_hash(pixels: np.ndarray) -> str:
@@ -62,13 +65,13 @@ def near_duplicate_groups(files: Sequence[tuple[str, str, str]]) -> list[dict[st
             i = parent[i]
         return i
 
+    values = [int(digest, 16) for _, digest, _ in files]
     buckets: dict[tuple[int, int], list[int]] = {}
-    for i, (_, digest, _) in enumerate(files):
-        bits = f"{int(digest, 16):064b}"
+    for i, value in enumerate(values):
         for band, (start, end) in enumerate(_BANDS):
-            key = (band, int(bits[start:end], 2))
+            key = (band, (value >> (64 - end)) & ((1 << (end - start)) - 1))  # bits start..end-1
             for j in buckets.get(key, []):
-                if root(i) != root(j) and hamming(digest, files[j][1]) <= MAX_DISTANCE:
+                if (value ^ values[j]).bit_count() <= MAX_DISTANCE and root(i) != root(j):
                     parent[root(i)] = root(j)
             buckets.setdefault(key, []).append(i)
     members: dict[int, list[int]] = {}

@@ -338,9 +338,12 @@ def run_scan(
             task = progress.add_task("scan", total=len(items), current="")
             for record in records:
                 if record.resumed:
-                    if reports.whole:
-                        with stopper.held():
-                            reports.write(previous.earlier(record), earlier=True)
+                    if reports.whole or tally.duplicates is not None:
+                        earlier = previous.earlier(record)
+                        tally.add_earlier(earlier)
+                        if reports.whole:
+                            with stopper.held():
+                                reports.write(earlier, earlier=True)
                     progress.update(task, advance=1)
                     continue
                 with stopper.held():
@@ -381,7 +384,7 @@ class Tally:
         self.written = self.faces = 0
         self.failed = 0  # this run's records that add exit code 3
         self.by_status = dict.fromkeys(STATUSES, 0)  # this run's records
-        # the files of this run (a resumed run's earlier ones: no)
+        # the files of the report, a resumed run's earlier ones too (``add_earlier``)
         self.duplicates = DuplicateTracker() if duplicates else None
 
     def add(self, record: FileRecord) -> None:
@@ -390,6 +393,13 @@ class Tally:
         self.by_status[record.status] += 1
         self.outcome[ResumeState.key(record.path)] = record.outcome
         self.failed += record.failed
+        if self.duplicates is not None:
+            self.duplicates.add(record)
+
+    def add_earlier(self, record: FileRecord) -> None:
+        """An earlier run's record of an input this run skipped as done: grouped with this
+        run's, as the report holds both (a resumed run grouped only its own files: a fake copy
+        of an earlier real picture went unflagged, audit X H1); counted as this run's no."""
         if self.duplicates is not None:
             self.duplicates.add(record)
 
@@ -455,21 +465,24 @@ def _say_how_it_ended(
 
 
 def _how_to_continue(request: ScanRequest) -> str:
-    """The options that continue an interrupted run: the reports written whole are there now,
-    and the same command with --resume alone was refused for them (audit W L5)."""
+    """The options that continue an interrupted run: the reports written whole and the folders
+    written into are there now, and the same command with --resume alone was refused for them
+    (audit W L5, audit X L1)."""
     if not request.jsonl_path or request.jsonl_path == STDOUT:
         return ""
-    whole = [
+    there = [
         option
         for option, path in (
             ("--json", request.json_path),
             ("--csv", request.csv_path),
             ("--html", request.html_path),
+            ("--annotate", request.annotate_dir),
+            ("--explain", request.explain_dir),
         )
         if path and path != STDOUT
     ]
-    rewrite = f", with --force to rewrite its {'/'.join(whole)} whole" if whole else ""
-    return f" (continue with --resume --jsonl {escape(request.jsonl_path)}{rewrite})"
+    force = f", with --force for its {'/'.join(there)}" if there else ""
+    return f" (continue with --resume --jsonl {escape(request.jsonl_path)}{force})"
 
 
 def _exit_code(request: ScanRequest, outcomes: Iterable[tuple[bool, bool, bool, bool]]) -> int:

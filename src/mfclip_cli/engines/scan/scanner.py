@@ -245,6 +245,7 @@ class Scanner:
             return record
         if sampled == 0:
             return record.fail("video has no readable frames")
+        cuts = frames.shots.cuts()
         stage = self.model_stage
         classes = stage.classes
         probs = np.array([[face.probs[name] for name in classes] for face in record.faces]).reshape(
@@ -264,8 +265,10 @@ class Scanner:
             "faces": len(record.faces),
             "mean": dict(zip(classes, np.round(probs.mean(0), 6).tolist())) if len(probs) else None,
             "max": dict(zip(classes, np.round(probs.max(0), 6).tolist())) if len(probs) else None,
+            # where the shots change (faces.shots): every track ends at a cut
+            "cuts": [{"frame": cut.frame, "time": round(cut.time, 3)} for cut in cuts],
         }
-        link_tracks(record.faces)
+        link_tracks(record.faces, [cut.frame for cut in cuts])
         record.video["tracks"] = track_summaries(
             record.faces, classes, stage.label, stage.leaning_label
         )

@@ -17,7 +17,8 @@ starts a new track (with ``--frames N`` on a long video, samples further apart t
 a track of their own: who it is cannot be told across minutes). A track that goes unseen where
 a face of the frame covers a tenth or more of its last box ends at once: a face hidden behind
 another cannot be told from it when they part (two people crossing in front of each other
-swapped tracks).
+swapped tracks). Every track ends at a cut between shots (``faces.shots``): across one, where a
+face stands says nothing of who it is (a shot and its reverse shot put two people there).
 Tracks are numbered from 0 in order of first appearance.
 
 Track verdict: a track's faces that are not inconclusive are its conclusive faces. When they are
@@ -34,6 +35,7 @@ evidence than a face followed for seconds. Definitions: docs/verdicts.md.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -96,20 +98,23 @@ def _assign(costs: np.ndarray) -> list[tuple[int, int]]:
     return [(r, c) for r, c in zip(rows.tolist(), columns.tolist()) if np.isfinite(costs[r, c])]
 
 
-def link_tracks(faces: Sequence[FaceRecord]) -> None:
+def link_tracks(faces: Sequence[FaceRecord], cuts: Sequence[int] = ()) -> None:
     """Set each face of a video's sampled frames (``frame`` and ``timestamp`` set) its
-    ``track``."""
+    ``track``; ``cuts``: the sorted frames that begin a new shot, where every track ends."""
     by_frame = faces_by_frame(faces)
     open_tracks: list[tuple[int, FaceRecord]] = []  # (track, its last face)
-    count = 0
+    count, shot = 0, 0
     for frame in sorted(by_frame):
         current = by_frame[frame]
         now = current[0].timestamp
+        frame_shot = bisect.bisect_right(cuts, frame)  # cuts at or before it
         open_tracks = [
             (track, last)
             for track, last in open_tracks
             if now - last.timestamp <= MAX_GAP_S + GAP_SLACK_S  # type: ignore[operator]
+            and frame_shot == shot
         ]
+        shot = frame_shot
         costs = np.full((len(open_tracks), len(current)), np.inf)
         for r, (_, last) in enumerate(open_tracks):
             for c, face in enumerate(current):

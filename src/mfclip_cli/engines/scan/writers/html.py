@@ -205,6 +205,8 @@ class HtmlSink(StagedReport):
             self.errors.append((self.count, record.path, record.error or "error"))
         if record.annotation and "error" in record.annotation:
             self.errors.append((self.count, record.path, record.annotation["error"]))
+        if record.explanation_error:  # it adds exit code 3 as the annotation's does (audit X M2)
+            self.errors.append((self.count, record.path, record.explanation_error))
         if record.video and record.video.get("incomplete"):
             self.errors.append((self.count, record.path, record.video["incomplete"]))
         pictures, note = self._pictures(record)
