@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -207,6 +208,25 @@ def test_an_existing_report_is_replaced_only_with_force(scan, weights, tmp_path)
     assert sections_of(target.read_text(encoding="utf-8")) == sections_of(html)
     assert (root / "report.html").read_text(encoding="utf-8") == html
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]  # no staging file left
+
+
+def test_report_writes_no_page_over_a_file_the_report_lists(scan, tmp_path):
+    """Audit X M6: ``report --html case/IMG.jpg --force`` replaced the evidence with the page;
+    ``scan`` refuses that whatever --force says, and so does ``report`` now, by file (a hard
+    link to an input is one too)."""
+    root, _, _ = scan
+    shutil.copytree(root / "case", tmp_path / "case")
+    lines = _report_lines(root)
+    lines[0]["cwd"] = str(tmp_path)
+    source = _write_lines(tmp_path / "moved.jsonl", lines)
+    evidence = tmp_path / "case" / "no_face.jpg"
+    os.link(evidence, tmp_path / "linked.jpg")
+    before = evidence.read_bytes()
+    for target in (evidence, tmp_path / "linked.jpg"):
+        result = mfclip("report", str(source), "--html", str(target), "--force", cwd=tmp_path)
+        assert result.returncode == 2 and "never written over evidence" in result.stderr
+        assert evidence.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def _report_lines(root: Path) -> list[dict]:

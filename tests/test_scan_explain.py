@@ -96,6 +96,28 @@ def test_an_explain_folder_is_checked_before_the_scan(photos, weights, tmp_path)
     assert not (photos / "why").exists()
 
 
+def test_pictures_are_never_written_beside_or_under_the_evidence(photos, weights, tmp_path):
+    """Audit X M3: only folders named were checked; a quoted pattern, the shell's ``case/*`` or
+    a list on stdin put the copies into the evidence folder, where the next scan of it takes
+    them for evidence."""
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "astronaut.png").write_bytes((photos / "astronaut.png").read_bytes())
+    options = ["--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"), "--force"]
+    cases = [
+        ([f"{case}/**"], "--annotate", case / "ann", "inside the folder the pattern"),
+        ([str(case / "astronaut.png")], "--annotate", case, "is the folder of the input"),
+        (["-"], "--explain", case, "is the folder of the input"),
+    ]
+    for inputs, option, folder, refusal in cases:
+        result = run(*inputs, *options, option, str(folder), stdin=f"{case / 'astronaut.png'}\n")
+        assert result.returncode == 2 and refusal in result.stderr, (inputs, result.stderr)
+        assert sorted(p.name for p in case.iterdir()) == ["astronaut.png"]
+    # a folder of its own beside a photo named alone stays the user's choice
+    beside = run(str(case / "astronaut.png"), *options, "--annotate", str(tmp_path / "out"))
+    assert beside.returncode == 0, beside.stderr
+
+
 def test_a_png_that_cannot_be_written_is_that_files_problem(photos, weights, tmp_path):
     probe = run(str(photos / "astronaut.png"), "--weights", str(weights), "--jsonl", "-")
     sha = check_scan_lines(probe.stdout.splitlines())[1]["sha256"]

@@ -1057,3 +1057,23 @@ def test_a_checkpoint_giving_non_finite_probabilities_stops_the_scan_as_its_faul
         lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
         assert [line["type"] for line in lines] == ["meta", "end"]
         assert lines[-1]["complete"] is False
+
+
+@pytest.mark.parametrize("length", [242, 255])
+def test_a_report_name_as_long_as_the_file_system_allows_is_written(
+    photos, weights, tmp_path, length
+):
+    """Audit X M4: the temporary file is 14 bytes longer than the report's name and its lock
+    13: a 242-byte name lost the run at its end ("File name too long", exit 1), 243 to 255 were
+    refused at the start naming the hidden lock file."""
+    stem = "é" * ((length - 5) // 2) + "r" * ((length - 5) % 2)  # two bytes a character
+    reports = {suffix: tmp_path / f"{stem}.{suffix}" for suffix in ("json", "html")}
+    assert {len(os.fsencode(path.name)) for path in reports.values()} == {length}
+    result = run(
+        str(photos / "b_astronaut.png"), "--weights", str(weights),
+        "--json", str(reports["json"]), "--html", str(reports["html"]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    check_json_file(reports["json"], "scan")
+    assert "<html" in reports["html"].read_text()
+    assert sorted(tmp_path.iterdir()) == sorted(reports.values())  # no lock or part left

@@ -116,6 +116,20 @@ def sha256_file(
     return digest.hexdigest()
 
 
+GLOB_CHARS = frozenset("*?[")
+
+
+def glob_base(pattern: str) -> str:
+    """The real folder a glob pattern searches: its path up to the first part holding a
+    pattern character (``case/*/x.jpg``: ``case``)."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return os.path.realpath(Path(*fixed) if fixed else Path("."))
+
+
 def lies_within(path: str, folder: str) -> bool:
     """Whether the real path ``path`` is the real folder ``folder`` or lies under it."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
@@ -164,6 +178,23 @@ def _umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes of one name: ext4, XFS, Btrfs, APFS, NTFS (in UTF-16 units)
+
+
+def hidden_sibling(name: str, suffix: str) -> str:
+    """``.NAME<suffix>``: a hidden file beside ``name`` (a report's lock, the start of its
+    temporary file), whose name stays within ``NAME_MAX`` bytes: a report named with 242 bytes
+    or more was refused at the end of its scan, or at its start naming a file the user never
+    named (audit X M4). A name too long keeps its first bytes and a digest of the whole."""
+    whole = f".{name}{suffix}"
+    if len(os.fsencode(whole)) <= NAME_MAX:
+        return whole
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    room = NAME_MAX - len(os.fsencode(f"..{digest}{suffix}"))
+    head = os.fsdecode(os.fsencode(name)[:room])  # a character cut in two: escaped bytes
+    return f".{head}.{digest}{suffix}"
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
@@ -180,7 +211,9 @@ def atomic_writer(path: str | Path, *, overwrite: bool = False) -> Iterator[Bina
     if target.exists() and not overwrite:
         raise FileExistsError(f"{shown(str(target))} already exists (refusing to overwrite it)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # ".NAME.", to which mkstemp adds 8 characters and the suffix
+    prefix = hidden_sibling(target.name, ".XXXXXXXX.tmp").removesuffix("XXXXXXXX.tmp")
+    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

@@ -22,9 +22,8 @@ from typing import Iterable, Iterator, TextIO
 
 from mfclip_cli.errors import UsageError
 from mfclip_cli.faces.decode import is_media
-from mfclip_cli.files import lies_within
+from mfclip_cli.files import GLOB_CHARS, glob_base, lies_within
 
-GLOB_CHARS = frozenset("*?[")
 LINK_LOOP = "symbolic link loop: the link never reaches a file, not followed"
 
 
@@ -159,17 +158,6 @@ def _outside_message(path: Path) -> str:
     return f"{how}, outside the folder named: not followed (name it to scan it)"
 
 
-def _glob_base(pattern: str) -> str:
-    """The real folder a glob pattern searches: its path up to the first part holding a
-    pattern character (``case/*/x.jpg``: ``case``)."""
-    fixed = []
-    for part in Path(pattern).parts:
-        if GLOB_CHARS & set(part):
-            break
-        fixed.append(part)
-    return os.path.realpath(Path(*fixed) if fixed else Path("."))
-
-
 def not_a_file(path: Path) -> str:
     """Why an entry with a picture's or a video's name is not read: a folder's FIFO would block
     the scan waiting for a writer and a device might never end, so neither is opened; but the
@@ -266,7 +254,7 @@ def collect_inputs(
             if not matches:
                 add(InputItem(path, "no file matches this pattern"))
             for match in matches:
-                expand(match, _glob_base(spec))
+                expand(match, glob_base(spec))
         else:
             add(InputItem(path, "no such file or directory"))
 

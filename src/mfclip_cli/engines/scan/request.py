@@ -14,7 +14,7 @@ from typing import Iterable
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import lies_within
+from mfclip_cli.files import GLOB_CHARS, glob_base, lies_within
 
 
 @dataclass
@@ -104,6 +104,29 @@ def refuse_reports_on_inputs(request: ScanRequest, inputs: Iterable[Path]) -> No
             )
 
 
+def refuse_folders_beside_inputs(request: ScanRequest, inputs: Iterable[Path]) -> None:
+    """No picture is written into the folder that holds a file scanned: files named one by one
+    (the shell's ``case/*``, a list on stdin) put ``--annotate case`` beside the evidence, where
+    the next scan of the folder takes the copies for evidence (audit X M3). A folder under it,
+    as ``--annotate out`` beside a photo named alone, stays the user's to choose."""
+    targets = {
+        os.path.realpath(folder): f"{option} {folder}"
+        for option, folder in (
+            ("--annotate", request.annotate_dir),
+            ("--explain", request.explain_dir),
+        )
+        if folder
+    }
+    if not targets:
+        return
+    for path in inputs:
+        if (target := targets.get(os.path.realpath(path.parent))) is not None:
+            raise UsageError(
+                f"{target} is the folder of the input {path}: its pictures would lie beside the "
+                "evidence; name another folder"
+            )
+
+
 def as_standard_output(request: ScanRequest) -> ScanRequest:
     """A report named ``/dev/stdout`` (or ``/dev/fd/1``, or any name of the stream stdout is)
     taken as ``-``: checked with the others that name stdout, and the table kept off it."""
@@ -147,6 +170,12 @@ def checked_request(request: ScanRequest) -> ScanRequest:
             if spec != "-" and Path(spec).is_dir():
                 if lies_within(target, os.path.realpath(spec)):
                     raise UsageError(f"{option} {folder} lies inside the input folder {spec}")
+            elif GLOB_CHARS & set(spec) and not os.path.lexists(spec):
+                # a quoted pattern's folder is its boundary, as a folder's is (audit X M3)
+                if lies_within(target, glob_base(spec)):
+                    raise UsageError(
+                        f"{option} {folder} lies inside the folder the pattern {spec} searches"
+                    )
     if request.settings.frames is not None and request.settings.frames < 1:
         raise UsageError("--frames must be at least 1")
     if not math.isfinite(request.settings.fps) or request.settings.fps <= 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -382,12 +383,12 @@ def _report_entries(source: Path, lines: Iterator[Any]) -> Iterator[FileRecord |
         ) from None
 
 
-def _replaced_records(source: Path) -> set[int]:
+def _replaced_records(source: Path) -> tuple[set[int], list[str]]:
     """The places (among ``_report_entries``) of file records that a later record of the same
     input replaces: a resumed run scans again a file changed since, or one that could not be
-    read, and appends its new record, the earlier one staying where it was. Inputs are told
-    apart as resume tells them (``ResumeState.key``: ``photos/a.jpg`` from ``/case`` is
-    ``/case/photos/a.jpg``)."""
+    read, and appends its new record, the earlier one staying where it was; and the inputs the
+    report lists. Inputs are told apart as resume tells them (``ResumeState.key``:
+    ``photos/a.jpg`` from ``/case`` is ``/case/photos/a.jpg``)."""
     last: dict[str, int] = {}
     places: list[int] = []
     with open(source, "rb") as stream:
@@ -404,7 +405,29 @@ def _replaced_records(source: Path) -> set[int]:
                     places.append(index)
         except (ValueError, KeyError, TypeError):  # the rendering pass names the broken line
             pass
-    return set(places) - set(last.values())
+    return set(places) - set(last.values()), list(last)
+
+
+def _refuse_evidence_target(target: str | Path, inputs: list[str]) -> None:
+    """No page is written over a file the report lists, whatever ``--force`` says, as ``scan``
+    writes no report over an input (audit X M6: ``report --html case/IMG.jpg --force`` replaced
+    the evidence). Compared by file, so a hard link or another spelling is found."""
+    try:
+        found = os.stat(target)
+    except (OSError, ValueError):
+        return  # not there yet: no input
+    if not stat.S_ISREG(found.st_mode):
+        return
+    for path in inputs:
+        try:
+            same = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (same.st_dev, same.st_ino) == (found.st_dev, found.st_ino):
+            raise ReportError(
+                f"{target} is one of the files the report lists ({path}): a report is never "
+                "written over evidence; name another file"
+            )
 
 
 def _check_renderable(source: Path, meta: dict[str, Any]) -> None:
@@ -450,7 +473,8 @@ def report_from_jsonl(source: str | Path, target: str | Path, *, force: bool = F
                 "meta line)"
             )
         _check_renderable(source, meta)
-        replaced = _replaced_records(source)
+        replaced, inputs = _replaced_records(source)
+        _refuse_evidence_target(target, inputs)
         sink = HtmlSink(target, force=force, source=str(source))
         try:
             sink.begin(meta)

@@ -26,7 +26,7 @@ from mfclip_cli.engines.scan.writers.common import (
     report_lines_at,
 )
 from mfclip_cli.engines.scan.writers.resume import ResumeState
-from mfclip_cli.files import atomic_writer, is_stream, refuse_existing
+from mfclip_cli.files import atomic_writer, hidden_sibling, is_stream, refuse_existing
 
 
 class JsonlSink:
@@ -129,7 +129,7 @@ class StagedReport:
     @property
     def lock(self) -> Path:
         """The hidden file beside the report that this run locks while it writes it."""
-        return self.path.with_name(f".{self.path.name}.mfclip-lock")
+        return self.path.with_name(hidden_sibling(self.path.name, ".mfclip-lock"))
 
     def staged_parts(self) -> Iterator[str]:
         """What was staged, in chunks of a megabyte."""
