@@ -2,8 +2,10 @@
 in every report, and the same probabilities as a scan without it."""
 
 import csv
+import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +82,40 @@ def test_every_face_gets_its_explanation(photos, weights, tmp_path):
     assert [row["richest_patch"] for row in rows] == [
         " ".join(map(str, face["richest_patch"])) for face in faces
     ]
+
+
+def test_a_heatmap_or_copy_a_later_run_wrote_over_is_not_shown_as_this_scans(
+    photos, weights, tmp_path
+):
+    """Audit X M1: the PNGs' names depend on the input alone; a later run into the folder
+    (--force, other weights) replaced them, and ``mfclip report`` of the first run showed the
+    second's heatmap beside the first's numbers, exit 0. Each record now holds the SHA-256 of
+    what it wrote, and the report shows no heatmap whose bytes differ."""
+    report = tmp_path / "r.jsonl"
+    result = run(
+        str(photos / "astronaut.png"), "--weights", str(weights), "--jsonl", str(report),
+        "--explain", str(tmp_path / "why"), "--annotate", str(tmp_path / "copies"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = _files(report)
+    (face,) = record["faces"]
+    heatmap, copy = Path(face["explanation"]), Path(record["annotation"]["path"])
+    for path, recorded in (
+        (heatmap, face["explanation_sha256"]),
+        (copy, record["annotation"]["sha256"]),
+    ):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded
+    shown = mfclip("report", str(report), "--html", str(tmp_path / "shown.html"))
+    assert (
+        shown.returncode == 0
+        and "explanation not shown" not in (tmp_path / "shown.html").read_text()
+    )
+    Image.fromarray(mosaic()).save(heatmap)  # another run's picture under the same name
+    again = mfclip("report", str(report), "--html", str(tmp_path / "again.html"))
+    assert again.returncode == 3, again.stderr
+    page = " ".join((tmp_path / "again.html").read_text().split())
+    assert "explanation not shown: the file has changed since the scan" in page
+    assert 'alt="explanation of face' not in page
 
 
 def test_an_explain_folder_is_checked_before_the_scan(photos, weights, tmp_path):

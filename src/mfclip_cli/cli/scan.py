@@ -331,8 +331,8 @@ def report(
         unreadable = report_from_jsonl(jsonl_path, html_path, force=force)
     if unreadable:
         error_console.print(
-            f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again: "
-            f"their pictures are missing from {escape(html_path)}",
+            f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again, or "
+            f"their heatmaps: their pictures are missing from {escape(html_path)}",
             highlight=False,
         )
     raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_OK)

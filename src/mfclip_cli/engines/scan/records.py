@@ -79,8 +79,10 @@ class FaceRecord:
     ood: bool | None = None
     frame: int | None = None  # video frames only
     timestamp: float | None = None  # seconds, video frames only
-    # a PNG saying where the model looked (written only when set; the HTML report shows it)
+    # a PNG saying where the model looked (written only when set; the HTML report shows it), and
+    # the SHA-256 of its bytes: a later run writing into the folder replaces it
     explanation: str | None = None
+    explanation_sha256: str | None = None
     # with --explain: the noise branch's square in the aligned crop, x1 y1 x2 y2 (crop pixels)
     richest_patch: list[int] | None = None
     # with several --weights: each checkpoint's verdict, in --weights order (the primary's first,
@@ -145,6 +147,7 @@ class FaceRecord:
             "ood_distance",
             "ood",
             "explanation",
+            "explanation_sha256",
             "richest_patch",
             "detectors",
             "attribution",

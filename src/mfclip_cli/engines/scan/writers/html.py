@@ -14,6 +14,7 @@ never into markup by hand.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import stat
@@ -46,8 +47,8 @@ from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.errors import DataError
-from mfclip_cli.faces.decode import DecodeError, decode_image
-from mfclip_cli.files import shown
+from mfclip_cli.faces.decode import DecodedImage, DecodeError, decode_image
+from mfclip_cli.files import open_regular, shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
@@ -185,7 +186,7 @@ class HtmlSink(StagedReport):
         self.meta: dict[str, Any] = {}
         self.base = Path.cwd()
         self.count = self.faces = self.fake_files = self.inconclusive_files = self.unreadable = 0
-        self.declared_ai = 0
+        self.declared_ai = self.explanations_unshown = 0
         self.labels: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.errors: list[tuple[int, str, str]] = []  # (section number, path, message)
@@ -210,8 +211,10 @@ class HtmlSink(StagedReport):
             self.errors.append((self.count, record.path, record.explanation_error))
         if record.video and record.video.get("incomplete"):
             self.errors.append((self.count, record.path, record.video["incomplete"]))
+        unshown = self.explanations_unshown
         pictures, note = self._pictures(record)
-        self.unreadable += note is not None
+        # its pictures, or a heatmap, not read again (a missing heatmap left exit 0: audit X L5)
+        self.unreadable += note is not None or self.explanations_unshown > unshown
         section = _TEMPLATES.get_template("file.html").render(
             number=self.count,
             file=record,
@@ -286,12 +289,31 @@ class HtmlSink(StagedReport):
         }
         if face.explanation:
             try:
-                heatmap = Image.fromarray(decode_image(self.base / face.explanation).pixels)
+                heatmap = Image.fromarray(self._explanation(face).pixels)
                 heatmap.thumbnail((CROP_SIDE, CROP_SIDE))
                 view["explanation"] = _data_uri(heatmap, "PNG")
-            except DecodeError as error:
+            except (DecodeError, InputChanged) as error:
                 view["explanation_note"] = f"explanation not shown: {error}"
+                self.explanations_unshown += 1
         return view
+
+    def _explanation(self, face: FaceRecord) -> DecodedImage:
+        """The heatmap PNG the scan wrote for ``face``, read once; an ``InputChanged`` where its
+        bytes are not those the record's SHA-256 names (a later run wrote over it: audit X M1)."""
+        path = self.base / face.explanation  # type: ignore[operator]
+        try:
+            stream, _ = open_regular(path)
+            with stream:
+                data = stream.read()
+        except OSError as error:
+            raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+        recorded = face.explanation_sha256
+        if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+            raise InputChanged(
+                "the file has changed since the scan (its SHA-256 differs): another run wrote "
+                "over it"
+            )
+        return decode_image(data)
 
     # -- the page ----------------------------------------------------------------------------
     def _meta_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -347,7 +369,7 @@ class HtmlSink(StagedReport):
             empty = "; ".join(self.meta["folders_without_media"])
             rows.append(("folders named holding no image or video", empty))
         if self.unreadable:
-            rows.append(("inputs not read again (no pictures)", str(self.unreadable)))
+            rows.append(("inputs not read again (pictures or heatmaps)", str(self.unreadable)))
         if summary.get("skipped_as_done"):
             skipped = str(summary["skipped_as_done"])
             rows.append(("inputs recorded by an earlier run (shown as it recorded them)", skipped))

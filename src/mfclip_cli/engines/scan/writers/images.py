@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -97,14 +99,19 @@ class AnnotateSink:
             if record.video is None:
                 # the image the scan decoded (a copy: its pixels stay as scanned)
                 image = Image.fromarray(image_of(record, Path.cwd()).pixels)
-                record.annotation = {"path": self._save(image, record.faces, record, None)}
+                path, digest = self._save(image, record.faces, record, None)
+                record.annotation = {"path": path, "sha256": digest}
             else:
-                record.annotation = {"paths": self._video_frames(record)}
+                copies = self._video_frames(record)
+                record.annotation = {
+                    "paths": [path for path, _ in copies],
+                    "sha256": [digest for _, digest in copies],
+                }
         except (OSError, DecodeError, ValueError, InputChanged) as error:
             reason = getattr(error, "strerror", None) or str(error)
             record.annotation = {"error": f"annotated copy not written: {reason}"}
 
-    def _video_frames(self, record: FileRecord) -> list[str]:
+    def _video_frames(self, record: FileRecord) -> list[tuple[str, str]]:
         """One copy per sampled frame with faces, read again from the video (checked to be the
         bytes scanned), its frame index in the name."""
         by_frame = faces_by_frame(record.faces)
@@ -117,13 +124,11 @@ class AnnotateSink:
 
     def _save(
         self, image: Image.Image, faces: list[FaceRecord], record: FileRecord, frame: int | None
-    ) -> str:
+    ) -> tuple[str, str]:
         draw_faces(image, faces)
         suffix = "" if frame is None else f".frame{frame:06d}"
         target = self.folder / f"{self._stem(record)}{suffix}.png"
-        with atomic_writer(target, overwrite=True) as handle:
-            image.save(handle, format="PNG")
-        return str(target)
+        return str(target), write_png(image, target)
 
     def close(self, summary: dict[str, Any]) -> None:
         pass
@@ -131,6 +136,18 @@ class AnnotateSink:
     def discard(self) -> None:
         if self.created:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_png(image: Image.Image, target: Path) -> str:
+    """``image`` written to ``target`` as a PNG (atomically, replacing it), and the SHA-256 of
+    the bytes written: the record's, so that a copy a later run wrote over can be told (audit X
+    M1: a report showed another checkpoint's heatmap beside its own numbers)."""
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    data = encoded.getvalue()
+    with atomic_writer(target, overwrite=True) as handle:
+        handle.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def draw_evidence(evidence: FaceEvidence, richest_patch: list[int] | None) -> Image.Image:
@@ -170,8 +187,7 @@ class ExplainSink(AnnotateSink):
             target = self.folder / f"{self._stem(record)}{frame}.face{face.index}.png"
             try:
                 sheet = draw_evidence(face.evidence, face.richest_patch)
-                with atomic_writer(target, overwrite=True) as handle:
-                    sheet.save(handle, format="PNG")
+                face.explanation_sha256 = write_png(sheet, target)
                 face.explanation = str(target)
             except (OSError, ValueError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
