@@ -869,6 +869,13 @@ def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts
     others = {"coffee": perceptual_hash(face_free()), "mosaic": perceptual_hash(mosaic())}
     assert all(hamming(hashes["original"], h) <= MAX_DISTANCE for h in hashes.values())
     assert all(hamming(hashes["original"], h) > MAX_DISTANCE for h in others.values())
+    # one colour, or a grey level of noise on black, is no picture to compare (audit X L4: blank
+    # screenshots were grouped as copies); a gradient is
+    flat = [np.zeros((90, 120, 3), np.uint8), np.full((64, 64, 3), (0, 0, 255), np.uint8)]
+    flat.append(np.random.default_rng(0).integers(0, 3, (100, 100, 3)).astype(np.uint8))
+    assert [perceptual_hash(pixels) for pixels in flat] == [None, None, None]
+    ramp = np.tile(np.linspace(0, 255, 100).astype(np.uint8)[None, :, None], (100, 1, 3))
+    assert perceptual_hash(ramp) is not None
     files = [(name, digest, "real") for name, digest in hashes.items()]
     files += [(name, digest, "real") for name, digest in others.items()]
     files[1] = (files[1][0], files[1][1], "fake")  # the JPEG copy got another answer

@@ -9,7 +9,8 @@ PyWavelets), and the same bits on every platform OpenCV runs on. Files whose has
 most ``MAX_DISTANCE`` of the 64 bits are near-duplicates; groups are the connected components of
 that relation, and a group whose files' verdicts differ is flagged. Candidate pairs are found by
 splitting the hash into ``MAX_DISTANCE + 1`` bands (pigeonhole: a pair within the distance agrees
-on a whole band), so grouping stays near-linear in the number of files. Videos are not hashed.
+on a whole band), so grouping stays near-linear in the number of files. Videos are not hashed,
+nor flat pictures (one colour: nothing to compare).
 """
 
 from __future__ import annotations
@@ -24,17 +25,24 @@ from mfclip_cli.engines.scan.records import INCONCLUSIVE, STATUS_OK, FileRecord
 from mfclip_cli.files import readable
 
 MAX_DISTANCE = 8  # bits of 64; JPEG re-saves and resizes of one picture measured 0-4 here
+# a picture whose low frequencies all stay under this (grey levels x 32, cv2.dct's scale) is flat:
+# a black frame with a grey level of noise measured 0.5, skimage's photos 130-1300
+FLAT_AC = 1.0
 # 9 bands of 7 bits over bits 0-62: a pair within 8 bits agrees on one (where bit 63 differs,
 # 7 differences are left for 9 bands). A tenth, of bit 63 alone, put half the files in one
 # bucket, each compared with every other (audit X M5)
 _BANDS = [(start, start + 7) for start in range(0, 63, 7)]
 
 
-def perceptual_hash(pixels: np.ndarray) -> str:
-    """The DCT pHash of an RGB uint8 image, 16 hex digits."""
+def perceptual_hash(pixels: np.ndarray) -> str | None:
+    """The DCT pHash of an RGB uint8 image, 16 hex digits; None for a flat picture (no
+    coefficient but the mean above ``FLAT_AC``): one colour hashes as every other does, and
+    blank screenshots or black frames were grouped as copies of each other (audit X L4)."""
     grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY).astype(np.float32)
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
     low = cv2.dct(small)[:8, :8].flatten()
+    if np.abs(low[1:]).max() < FLAT_AC:
+        return None
     bits = low > np.median(low[1:])
     return f"{int(''.join('1' if bit else '0' for bit in bits), 2):016x}"
 
