@@ -326,6 +326,26 @@ def test_outputs_are_checked_before_the_scan_and_a_refusal_leaves_nothing(
     assert retry.returncode == 0, retry.stderr
 
 
+def test_a_refusal_leaves_none_of_the_folders_it_made(photos, weights, tmp_path):
+    """Audit X L2: a run refused for a later output left the folders an earlier one had made
+    (``--annotate new/y/z`` beside an existing --json left new/ and new/y/); audit V L2: a
+    report named through them did too. What was there before stays."""
+    (tmp_path / "taken.json").write_text("the analyst's")
+    (tmp_path / "kept").mkdir()
+    for option in (  # outputs opened before --json, which refuses
+        ["--annotate", str(tmp_path / "new" / "y" / "z")],
+        ["--explain", str(tmp_path / "kept" / "y" / "z")],
+        ["--jsonl", str(tmp_path / "new" / "y" / "r.jsonl")],
+    ):
+        result = run(
+            str(photos / "c_face_free.png"), "--weights", str(weights), *option,
+            "--json", str(tmp_path / "taken.json"),
+        )  # fmt: skip
+        assert result.returncode == 2 and "already exists" in result.stderr, result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "taken.json"], option
+        assert not any((tmp_path / "kept").iterdir())
+
+
 def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tmp_path):
     photo = str(photos / "b_astronaut.png")
     same = tmp_path / "same.out"

@@ -49,11 +49,14 @@ def cannot_write(path: Path, error: OSError) -> ReportError:
     return ReportError(f"cannot write {path}: {error.strerror or error}")
 
 
-def make_folder(folder: Path, output: Path) -> None:
-    """``folder`` and its parents made for ``output``; a part of the path that is a file is named
-    as such (mkdir says "File exists" or "Not a directory")."""
+def make_folder(folder: Path, output: Path) -> list[Path]:
+    """``folder`` and its parents made for ``output``, and those made, outermost first (for
+    ``remove_made``); a part of the path that is a file is named as such (mkdir says "File
+    exists" or "Not a directory")."""
+    made = [part for part in (folder, *folder.parents) if not part.exists()][::-1]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        return made
     except (FileExistsError, NotADirectoryError) as error:
         blocking = next(
             (part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()),
@@ -64,6 +67,16 @@ def make_folder(folder: Path, output: Path) -> None:
         raise ReportError(f"cannot write {output}: {blocking} is a file, not a directory") from None
     except OSError as error:
         raise cannot_write(output, error) from error
+
+
+def remove_made(made: list[Path]) -> None:
+    """The folders ``make_folder`` made, removed innermost first while they are empty: a run
+    refused or discarded left them (audit X L2, audit V L2)."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run's files), or gone: the rest stays
+            return
 
 
 class ReportError(UsageError):
@@ -141,7 +154,7 @@ class ReportFile:
             except OSError as error:
                 raise cannot_write(path, error) from error
             return
-        make_folder(path.parent, path)  # a file in its way named as the scan names it
+        self.made = make_folder(path.parent, path)  # a file in its way named as scan names it
         refuse_existing(path, force or append)
         descriptor, self.existed = claim(path, keep=force or append)
         self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
@@ -169,6 +182,7 @@ class ReportFile:
             pass  # what the buffer held is being thrown away
         if not self.existed and not self.passing_through:
             self.path.unlink(missing_ok=True)
+            remove_made(self.made)
 
 
 class StandardOutput:

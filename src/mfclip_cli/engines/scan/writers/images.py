@@ -24,6 +24,7 @@ from mfclip_cli.engines.scan.writers.common import (
     ReportError,
     cannot_write,
     make_folder,
+    remove_made,
 )
 from mfclip_cli.faces.decode import DecodeError
 from mfclip_cli.files import atomic_writer, shown
@@ -73,7 +74,7 @@ class AnnotateSink:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
         self.target = folder
         self.created = not self.folder.exists()
-        make_folder(self.folder, self.folder)
+        self.made = make_folder(self.folder, self.folder)
         try:
             tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
         except OSError as error:
@@ -136,6 +137,7 @@ class AnnotateSink:
     def discard(self) -> None:
         if self.created:
             shutil.rmtree(self.folder, ignore_errors=True)
+            remove_made(self.made[:-1])  # and the folders made above it, left empty
 
 
 def write_png(image: Image.Image, target: Path) -> str:

@@ -22,6 +22,7 @@ from mfclip_cli.engines.scan.writers.common import (
     cannot_write,
     claim,
     make_folder,
+    remove_made,
     report_file,
     report_lines_at,
 )
@@ -108,12 +109,14 @@ class StagedReport:
         self.path = Path(path)
         self.force = force
         self.locked: int | None = None  # the locked descriptor of its lock file, while held
+        self.made: list[Path] = []  # the folders made for it (``remove_made``)
         if str(path) == STDOUT or is_stream(self.path):  # staged in the system's temporary folder
             self.staged = tempfile.TemporaryFile("w+", encoding="utf-8")
             return
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
-        make_folder(self.path.parent, self.path)  # a file in its way named as the scan names it
+        # a file in its way named as the scan names it
+        self.made = make_folder(self.path.parent, self.path)
         refuse_existing(self.path, force)
         self.locked, _ = claim(self.lock, keep=True, report=self.path)
         try:
@@ -155,6 +158,7 @@ class StagedReport:
     def discard(self) -> None:
         self.staged.close()
         self._unlock()
+        remove_made(self.made)
 
     def _unlock(self) -> None:
         """The lock file removed, then let go (a run that opened it meanwhile finds it locked
