@@ -336,6 +336,7 @@ def test_a_refusal_leaves_none_of_the_folders_it_made(photos, weights, tmp_path)
         ["--annotate", str(tmp_path / "new" / "y" / "z")],
         ["--explain", str(tmp_path / "kept" / "y" / "z")],
         ["--jsonl", str(tmp_path / "new" / "y" / "r.jsonl")],
+        ["--jsonl", f"{tmp_path}/new/../r.jsonl"],
     ):
         result = run(
             str(photos / "c_face_free.png"), "--weights", str(weights), *option,

@@ -53,7 +53,9 @@ def make_folder(folder: Path, output: Path) -> list[Path]:
     """``folder`` and its parents made for ``output``, and those made, outermost first (for
     ``remove_made``); a part of the path that is a file is named as such (mkdir says "File
     exists" or "Not a directory")."""
-    made = [part for part in (folder, *folder.parents) if not part.exists()][::-1]
+    # by the path as given, part by part: "new/../old" makes new/, which no parent of it names
+    prefixes = [Path(*folder.parts[: end + 1]) for end in range(len(folder.parts))]
+    made = [part for part in prefixes if part.name not in ("", ".", "..") and not part.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return made
