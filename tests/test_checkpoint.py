@@ -25,6 +25,7 @@ from mfclip_cli.model import (
     save_checkpoint,
 )
 from mfclip_cli.model.backbone import BackboneError, create_clip_towers
+from mfclip_cli.model.checkpoint import save_fitted
 from mfclip_cli.model.config import apply_overrides
 
 
@@ -327,6 +328,11 @@ def test_a_scoring_load_reads_no_tensor_of_the_language_encoder(tiny_model, face
     scoring, _ = load_checkpoint(nan, inference=True)
     trainable, _ = load_checkpoint(path)
     assert torch.allclose(scoring.predict_proba(faces), trainable.predict_proba(faces), atol=1e-5)
+    # nor is a checkpoint written from it (calibrate loads to score, then copies every tensor)
+    _, info = load_checkpoint(nan, inference=True)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers .* in {name} "):
+        save_fitted(info, tmp_path / "calibrated.safetensors", calibration={"temperature": 1.5})
+    assert not (tmp_path / "calibrated.safetensors").exists()
 
 
 @pytest.mark.parametrize(

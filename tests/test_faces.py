@@ -344,10 +344,13 @@ def test_a_jpeg_whose_coded_data_is_damaged_is_refused_not_grey_filled():
     baseline, progressive = _jpeg(portrait), _jpeg(portrait, progressive=True)
     noise = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
     middle = len(baseline) // 2
+    tables = baseline.find(b"\xff\xdb")  # header padding does not excuse a cut (audit Y M1)
+    padded = baseline[:tables] + b"\x00" * 3 + baseline[tables:]
     damaged = {
         "cut": _cut_and_closed(baseline, 0.25),
         "progressive cut": _cut_and_closed(progressive, 0.5),
         "cmyk cut": _cut_and_closed(_jpeg(astronaut(), "CMYK"), 0.3),
+        "padded and cut": _cut_and_closed(padded, 0.25),
         "overwritten": baseline[:middle] + noise + baseline[middle + len(noise) :],
     }
     for data in damaged.values():
@@ -361,6 +364,8 @@ def test_whole_jpegs_decode_as_pillow_decodes_them():
     """The damage check refuses no whole JPEG: grey, CMYK, progressive, bytes after the end
     marker, a camera's MPO (its first picture; the second follows the first's end marker)."""
     grey = _jpeg(astronaut(), "L")
+    colour = _jpeg(astronaut())
+    tables, scan = colour.find(b"\xff\xdb"), colour.find(b"\xff\xda")
     mpo = io.BytesIO()
     Image.fromarray(astronaut()).save(
         mpo, "MPO", save_all=True, append_images=[Image.fromarray(face_free())]
@@ -371,6 +376,10 @@ def test_whole_jpegs_decode_as_pillow_decodes_them():
         "progressive": _jpeg(astronaut(), progressive=True),
         "trailing bytes": grey + b"not a picture" * 8,
         "mpo": mpo.getvalue(),
+        # an encoder's padding between header segments, which libjpeg calls "extraneous bytes"
+        # (audit Y M1: refused); the pixels are all there
+        "padded tables": colour[:tables] + b"\x00\x00" + colour[tables:],
+        "padded scan": colour[:scan] + b"\x12\x34\x56" + colour[scan:],
     }
     for name, data in whole.items():
         with Image.open(io.BytesIO(data)) as image:

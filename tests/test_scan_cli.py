@@ -436,3 +436,12 @@ def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):
     assert scanned.returncode == 0, scanned.stderr
     meta, record, _ = check_scan_lines(scanned.stdout.splitlines())
     assert meta["thresholds"]["max_pixels"] == 1_200_000 and record["status"] == "ok"
+    # mfclip report reads the picture again within the limit the scan had (audit Y M2: at the
+    # default one, a 108 MP photo scanned with --max-megapixels 110 had no picture, exit 3)
+    lines = [json.loads(line) for line in scanned.stdout.splitlines()]
+    for limit, code in ((1_200_000, 0), (1_000_000, 3)):
+        lines[0]["thresholds"]["max_pixels"] = limit
+        report = tmp_path / f"{limit}.jsonl"
+        report.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        shown = mfclip("report", str(report), "--html", str(tmp_path / f"{limit}.html"))
+        assert shown.returncode == code, shown.stderr

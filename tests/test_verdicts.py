@@ -660,18 +660,19 @@ def _shot(background: np.ndarray, head: np.ndarray, shift: int) -> np.ndarray:
     return canvas
 
 
-def _cut_video(path: Path, fps: float = 10.0, seconds: float = 2.0) -> None:
+def _cut_video(path: Path, fps: float = 25.0, frames: tuple[int, int] = (31, 29)) -> None:
     """An interview's shot and reverse shot: the astronaut before a cup of coffee, the camera
-    panning slowly, then a cut to its mirror image before a cat, at the same place."""
+    panning slowly, then a cut (at frame 31, 1.24 s: between two probes) to its mirror image
+    before a cat, at the same place."""
     from skimage.data import chelsea
 
     head = astronaut()[30:210, 140:310]
     shots = [(face_free(), head), (chelsea(), head[:, ::-1])]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (512, 384))
     assert writer.isOpened()
-    for background, face in shots:
-        for i in range(int(fps * seconds)):
-            writer.write(cv2.cvtColor(_shot(background, face, 2 * i), cv2.COLOR_RGB2BGR))
+    for (background, face), count in zip(shots, frames):
+        for i in range(count):
+            writer.write(cv2.cvtColor(_shot(background, face, i), cv2.COLOR_RGB2BGR))
     writer.release()
 
 
@@ -700,22 +701,27 @@ def test_shot_cuts_are_found_from_probes_and_a_pan_or_a_flash_is_not_two(tmp_pat
 
 def test_a_cut_between_shots_ends_the_videos_tracks(weights, tmp_path):
     """Audit L: the astronaut, then after a cut its mirror image on another background at the
-    same place, was one 80-face track. Now two, the cut in the video's summary, whichever
-    sampling."""
+    same place, was one 80-face track. Now two, the cut in the video's summary, found whichever
+    the sampling (probes ten a second: audit Y L4), at the first frame read of the new shot: its
+    first probe (1.32 s), or a sampled frame nearer to it than to the probe before (1.24 s)."""
     _cut_video(tmp_path / "cut.mp4")
-    for sampling in (["--fps", "5"], ["--frames", "6"]):
-        html = tmp_path / f"cut{sampling[0]}.html"
+    for sampling, cut in (
+        (["--fps", "5"], {"frame": 33, "time": 1.32}),
+        (["--frames", "6"], {"frame": 33, "time": 1.32}),
+        (["--fps", "25"], {"frame": 31, "time": 1.24}),
+    ):
+        html = tmp_path / f"cut{sampling[0]}{sampling[1]}.html"
         result = run(
             "scan", "cut.mp4", "-w", weights, "--device", "cpu", *sampling, "--jsonl", "-",
             "--html", html, cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         video = check_scan_lines(result.stdout.splitlines())[1]["video"]
-        assert video["cuts"] == [{"frame": 20, "time": 2.0}], sampling
+        assert video["cuts"] == [cut], sampling
         tracks = video["tracks"]
-        assert len(tracks) == 2 and tracks[0]["last"] < 2.0 <= tracks[1]["first"], sampling
+        assert len(tracks) == 2 and tracks[0]["last"] < 1.24 <= tracks[1]["first"], sampling
         said = " ".join(html.read_text().split())
-        assert "1 cut(s) between shots, at 2.00 s: every track ends at a cut" in said
+        assert f"1 cut(s) between shots, at {cut['time']:.2f} s: every track ends" in said
     _crossing_video(tmp_path / "still.mp4")  # no cut: two people in one shot
     result = run("scan", "still.mp4", "-w", weights, "--jsonl", "-", cwd=tmp_path)
     assert check_scan_lines(result.stdout.splitlines())[1]["video"]["cuts"] == []

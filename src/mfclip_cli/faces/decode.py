@@ -372,10 +372,23 @@ def _refuse_damaged_jpeg(stream: Any) -> None:
     decodes a JPEG cut short and closed with an end marker (a carved or recovered file) without a
     word, the rest of its picture grey, and hides libjpeg's warnings. simplejpeg's strict decode
     raises them; at an eighth of the size, since every coded byte is read at any scale."""
-    import simplejpeg
-
     stream.seek(0)
     data = stream.read()
+    damage = _jpeg_damage(data)
+    # bytes between the segments before the first scan (an encoder's padding) leave every pixel
+    # whole: checked again without them (audit Y M1: refused as "extraneous bytes")
+    if damage and "extraneous bytes" in damage:
+        unpadded = _without_header_padding(data)
+        if unpadded != data:
+            damage = _jpeg_damage(unpadded)
+    if damage:
+        raise DecodeError(f"truncated or corrupt image: {damage}")
+
+
+def _jpeg_damage(data: bytes) -> str | None:
+    """libjpeg-turbo's warning that a JPEG's coded data is damaged, or None."""
+    import simplejpeg
+
     try:
         header = simplejpeg.decode_jpeg_header(data)
         colorspace = "CMYK" if header[2] in ("CMYK", "YCCK") else "GRAY"
@@ -385,7 +398,30 @@ def _refuse_damaged_jpeg(stream: Any) -> None:
         # the warnings that mean its pixels are not all there; others (an unknown JFIF
         # revision, a bad ICC marker, a request this decoder cannot serve) leave them to Pillow
         if message.startswith(JPEG_DAMAGE) and "ICC" not in message:
-            raise DecodeError(f"truncated or corrupt image: {message}") from None
+            return message
+    return None
+
+
+def _without_header_padding(data: bytes) -> bytes:
+    """A JPEG's bytes with whatever lies between its marker segments before the first scan
+    (SOS) left out, the segments and everything from the scan on as they are; ``data`` itself
+    where its segments cannot be followed."""
+    kept, position = [data[:2]], 2  # SOI
+    while position < len(data):
+        start = data.find(b"\xff", position)
+        while 0 <= start < len(data) - 1 and data[start + 1] == 0xFF:  # fill bytes
+            start += 1
+        if start < 0 or start + 4 > len(data):
+            return data
+        marker = data[start + 1]
+        if marker == 0xDA:  # the first scan: the rest is coded data, kept whole
+            return b"".join(kept) + data[start:]
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:  # no segment of a header
+            return data
+        end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+        kept.append(data[start:end])
+        position = end
+    return data
 
 
 # A frame count over a week of video is no count: OpenCV says -9.2e16 for a Matroska file
@@ -697,7 +733,7 @@ class FrameReader:
 
     Every frame is grabbed and only the sampled ones decoded: seeking is not frame-exact in every
     codec, and a frame index must mean the same frame whenever the video is read. ``shots``
-    probes the sampled frames and about ten a second between them, for the cuts between shots
+    probes ten frames a second, whatever is sampled, for the cuts between shots
     (``faces.shots``).
 
     Once read, ``unread`` counts the sampled frames that could not be decoded (damaged, or past
@@ -717,11 +753,10 @@ class FrameReader:
         rate: float = 0.0,
         exact: bool = False,
     ):
-        from mfclip_cli.faces.shots import PROBE_RATE, ShotFinder
+        from mfclip_cli.faces.shots import ShotFinder
 
         self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
-        # the cuts between shots, from probes of the frames read (every sampled one among them)
-        self.shots = ShotFinder(rate=max(PROBE_RATE, rate))
+        self.shots = ShotFinder()  # the cuts between shots, from probes of the frames read
         self.exact = exact and info.frame_count > 0
         self.read = self.unread = 0
         self.damaged: list[int] = []
@@ -761,7 +796,10 @@ class FrameReader:
                         ok, frame = self.capture.retrieve()
                         if ok:
                             self.read += 1
-                            self.shots.add(index, time, frame)
+                            if self.shots.due(time):
+                                self.shots.add(index, time, frame)
+                            else:
+                                self.shots.between(index, time, frame)
                             pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                             yield VideoFrame(index, round(time, 6), pixels)
                         else:

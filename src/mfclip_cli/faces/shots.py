@@ -11,14 +11,16 @@ is the frame shrunk to ``PROBE_SIDE`` pixels on its longer side, in HSV; a probe
 mean of its three channels' mean absolute difference from the probe before (0-255); a cut comes
 before a probe whose score is at least ``MIN_SCORE`` and at least ``RATIO`` times the mean score
 of the ``WINDOW`` probes on each side of it. A camera moving fast raises every score around it
-alike, a cut one score alone. Probes are taken at ``PROBE_RATE`` a second or at every sampled
-frame where the scan samples faster (a cut is placed between two probes a tenth of a second
-apart, however sparsely faces are sampled), and a cut is kept at least ``MIN_SHOT_S`` after the
-last one (a flash is one cut, not two).
+alike, a cut one score alone. Probes are taken at ``PROBE_RATE`` a second whatever the scan
+samples (a cut is found between two probes a tenth of a second apart, however sparsely faces are
+sampled, and the same cuts whatever the sampling), a sampled frame between two probes going to
+the shot of the one it is nearer to; a cut is kept at least ``MIN_SHOT_S`` after the last one (a
+flash is one cut, not two).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,30 +64,61 @@ def score(before: np.ndarray, after: np.ndarray) -> float:
 
 
 @dataclass
+class _Between:
+    """A sampled frame read between two probes: how far it is from each, to place a cut."""
+
+    frame: int
+    time: float
+    probe: np.ndarray | None  # until the next probe is taken
+    before: float = 0.0  # its score against the probe before it
+    after: float = 0.0  # and against the probe after it
+
+
+@dataclass
 class ShotFinder:
-    """The probes of one video's frames, in reading order; ``cuts()`` once the video is read."""
+    """The probes of one video's frames, in reading order; ``cuts()`` once the video is read.
+
+    Probes are taken at the first frame at or after each 1/``rate`` seconds, whatever frames
+    the scan samples, so that the cuts found do not depend on its sampling (audit Y L4: a wipe
+    was a cut at --fps 30, not at --fps 1). A sampled frame between two probes (``between``)
+    only places a cut: it belongs to the shot of the probe it is nearer to."""
 
     rate: float = PROBE_RATE
     _frames: list[int] = field(default_factory=list)
     _times: list[float] = field(default_factory=list)
     _scores: list[float] = field(default_factory=list)
     _last: np.ndarray | None = None
+    _next: float = 0.0  # when the next probe is due
+    # per probe, the sampled frames read between it and the one before
+    _between: list[list[_Between]] = field(default_factory=lambda: [[]])
 
     def due(self, time: float) -> bool:
-        """Whether the frame at ``time`` is the next to probe (the first at or after each
-        1/rate seconds)."""
-        return not self._times or time >= self._times[-1] + 1.0 / self.rate - 1e-6
+        """Whether the frame at ``time`` is the next to probe."""
+        return time >= self._next - 1e-6
 
     def add(self, frame: int, time: float, pixels: np.ndarray) -> None:
-        """Probe a frame (any frame past the last probed: a sampled one always is)."""
+        """Probe the frame (``due``)."""
         current = probe(pixels)
         self._scores.append(0.0 if self._last is None else score(self._last, current))
+        for sampled in self._between[-1]:
+            sampled.after = score(sampled.probe, current)  # type: ignore[arg-type]
+            sampled.probe = None
+        self._between.append([])
         self._frames.append(frame)
         self._times.append(time)
         self._last = current
+        self._next = (math.floor(time * self.rate + 1e-6) + 1) / self.rate
+
+    def between(self, frame: int, time: float, pixels: np.ndarray) -> None:
+        """Note a sampled frame that is not due for a probe."""
+        current = probe(pixels)
+        before = 255.0 if self._last is None else score(self._last, current)
+        self._between[-1].append(_Between(frame, time, current, before))
 
     def cuts(self) -> list[Cut]:
-        """The cuts found, in order (the adaptive rule of the module's docstring)."""
+        """The cuts found, in order (the adaptive rule of the module's docstring), each at the
+        first frame read of the new shot: its first probe, or a sampled frame before it nearer
+        to it than to the probe before."""
         scores, found = self._scores, []
         # a full window on each side, as PySceneDetect's: a score near either end has too few
         # neighbours to be told from motion (a cut in a video's first or last 0.2 s is missed)
@@ -98,5 +131,10 @@ class ShotFinder:
                 continue
             if found and self._times[i] - found[-1].time < MIN_SHOT_S:
                 continue
-            found.append(Cut(self._frames[i], self._times[i]))
+            # the sampled frames between probes i - 1 and i (the list after probe i - 1)
+            nearer = [s for s in self._between[i] if s.after < s.before]
+            first = nearer[0] if nearer else None
+            found.append(
+                Cut(first.frame, first.time) if first else Cut(self._frames[i], self._times[i])
+            )
         return found

@@ -219,6 +219,9 @@ def save_fitted(
         raise ValueError(f"unknown fitted statistics {unknown}; known: {sorted(FITTED)}")
     header = dict(check_safetensors(source.path).get("__metadata__") or {})
     tensors = load_file(str(source.path), device="cpu")
+    # every tensor copied: a scoring load (calibrate's) skips the language encoder's, whose NaN
+    # the new file carried on (refused only when registered or resumed: audit V)
+    refuse_non_finite(tensors, source.path)
     if calibration is not None:
         header[CALIBRATION_KEY] = _header_entry(calibration)
     for key, statistics in fitted.items():

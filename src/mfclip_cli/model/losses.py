@@ -220,6 +220,11 @@ def sample_pair_weights(
     return image_to_text.masked_fill(positive, 1.0), text_to_image.masked_fill(positive, 1.0)
 
 
+# torch 2.14 renames the two collectives (the old names warn); a lent GPU machine's torch is 2.11
+_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
 class _GatherRows(torch.autograd.Function):
     """All processes' rows of a tensor, concatenated in rank order; the backward (a
     reduce-scatter) sends each process the gradient w.r.t. its own rows, summed over processes.
@@ -232,13 +237,13 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, rows: torch.Tensor) -> torch.Tensor:
         gathered = rows.new_empty((rows.shape[0] * dist.get_world_size(), *rows.shape[1:]))
-        dist.all_gather_into_tensor(gathered, rows.contiguous())
+        _ALL_GATHER(gathered, rows.contiguous())
         return gathered
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         own = grad.new_empty((grad.shape[0] // dist.get_world_size(), *grad.shape[1:]))
-        dist.reduce_scatter_tensor(own, grad.contiguous(), op=dist.ReduceOp.SUM)
+        _REDUCE_SCATTER(own, grad.contiguous(), op=dist.ReduceOp.SUM)
         return own
 
 

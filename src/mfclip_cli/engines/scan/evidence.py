@@ -248,17 +248,17 @@ def _changed_since_scan() -> InputChanged:
     return InputChanged("the file has changed since the scan (its SHA-256 differs)")
 
 
-def image_of(record: FileRecord, base: Path) -> DecodedImage:
+def image_of(record: FileRecord, base: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """The upright image ``record``'s faces were found in: the scan's own decoded copy, else the
     file (``base / record.path``) read again once and decoded only if its bytes are those the
-    record's SHA-256 names."""
+    record's SHA-256 names, within the scan's ``max_pixels`` (``--max-megapixels``)."""
     source = record.source
     if isinstance(source, ImageBytes) and source.image is not None:
         return source.image
-    read = read_image(base / record.path)
+    read = read_image(base / record.path, max_pixels)
     if read.sha256 != record.sha256:
         raise _changed_since_scan()
-    return decode_image(read.data)
+    return decode_image(read.data, max_pixels)
 
 
 @contextlib.contextmanager

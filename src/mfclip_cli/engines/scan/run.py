@@ -194,8 +194,9 @@ def _inputs(request: ScanRequest, stdin: TextIO | None, error_console: Console |
     notes = [passed_over] if items.not_media else []
     if items.folded:
         notes.append(
-            f"{items.folded} name(s) reached a file already listed (a symbolic link to it, the "
-            "file named twice): each file is scanned once, its record lists them (also_named)"
+            f"{items.folded} name(s) reached a file already listed (a symbolic or hard link to "
+            "it, the file named twice): each file is scanned once, its record lists them "
+            "(also_named)"
         )
     if items.folders_without_media:
         named = ", ".join(shown(str(folder)) for folder in items.folders_without_media)

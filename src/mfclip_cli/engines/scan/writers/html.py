@@ -47,7 +47,12 @@ from mfclip_cli.engines.scan.writers.images import draw_faces
 from mfclip_cli.engines.scan.writers.json_reports import StagedReport
 from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.errors import DataError
-from mfclip_cli.faces.decode import DecodedImage, DecodeError, decode_image
+from mfclip_cli.faces.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    DecodeError,
+    decode_image,
+)
 from mfclip_cli.files import open_regular, shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
@@ -238,7 +243,9 @@ class HtmlSink(StagedReport):
                 for frame in video:
                     yield frame.index, Image.fromarray(frame.pixels)
         else:
-            yield None, Image.fromarray(image_of(record, self.base).pixels)
+            # within the limit the scan had (audit Y M2: a 108 MP photo it took was refused)
+            limit = (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+            yield None, Image.fromarray(image_of(record, self.base, limit).pixels)
 
     def _pictures(self, record: FileRecord) -> tuple[list[dict[str, Any]], str | None]:
         """A picture per image, or per video frame with faces, each with its faces; and a note
