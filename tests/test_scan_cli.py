@@ -394,8 +394,9 @@ def test_an_image_of_several_pictures_says_only_the_first_was_scanned(weights, t
     blank.save(tmp_path / "b.tif", save_all=True, append_images=[blank, face])
     face.save(tmp_path / "c.png")
     result = run(
-        str(tmp_path), "--weights", str(weights), "--jsonl", "-", "--html", str(tmp_path / "r.html")
-    )
+        str(tmp_path), "--weights", str(weights), "--jsonl", "-",
+        "--html", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv"),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = {
         Path(line["path"]).name: line
@@ -406,6 +407,12 @@ def test_an_image_of_several_pictures_says_only_the_first_was_scanned(weights, t
         "a.gif": ("no_face", 2),
         "b.tif": ("no_face", 3),
         "c.png": ("ok", None),
+    }
+    rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
+    assert {name: row["pictures_in_file"] for name, row in rows.items()} == {
+        "a.gif": "2",
+        "b.tif": "3",
+        "c.png": "",
     }
     html = (tmp_path / "r.html").read_text()
     assert "only the first of its 2 pictures (frames or pages) was scanned" in html

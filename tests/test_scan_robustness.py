@@ -97,6 +97,24 @@ def test_resumed_report_gives_the_exit_code_of_an_uninterrupted_run(
     assert page.count('<section class="card file"') == 4
 
 
+def test_resume_knows_a_file_by_another_hard_link_of_it(photos, weights, tmp_path):
+    """Audit Y L1: hard links of a file are one input, under the name met first; a resume that
+    met the other name first scanned the file again, and the report held it twice."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "photo.png").write_bytes((photos / "b_astronaut.png").read_bytes())
+    os.link(tmp_path / "b" / "photo.png", tmp_path / "a" / "same.png")
+    report = tmp_path / "r.jsonl"
+    first = run("b", "--weights", str(weights), "--jsonl", str(report), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run(
+        "a", "b", "--weights", str(weights), "--jsonl", str(report), "--resume", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    assert "1 input(s) already recorded there were skipped, 0 scanned now" in again.stderr
+    assert [line["path"] for line in _file_records(report)] == ["b/photo.png"]
+
+
 def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos, weights, tmp_path):
     report = tmp_path / "r.jsonl"
     first = run("b_astronaut.png", "--weights", str(weights), "--jsonl", str(report), cwd=photos)

@@ -318,7 +318,7 @@ def run_scan(
         raise UsageError(refusal)
 
     def skip(record: FileRecord) -> bool:
-        return (ResumeState.key(record.path), record.sha256) in previous.done
+        return previous.done_at(record) is not None
 
     progress = _progress_bar(
         error_console, visible=rank == 0 and not request.quiet and error_console.is_terminal

@@ -79,6 +79,7 @@ CSV_COLUMNS = [
     "frame",
     "timestamp",
     "video_incomplete",  # why a video was read only in part (exit code 3; its status stays ok)
+    "pictures_in_file",  # an image file of several pictures: how many (only the first scanned)
     "face_index",
     "x1",
     "y1",
@@ -183,6 +184,7 @@ class CsvSink:
         base.update(self.common)
         base.update(provenance_cells(record))
         base["video_incomplete"] = (record.video or {}).get("incomplete")
+        base["pictures_in_file"] = record.pictures_in_file
         if record.also_named:  # each name as a text cell is written, not-UTF-8 bytes as \xNN
             names = [_as_shown(name) for name in readable_strings(record.also_named)]
             base["also_named"] = json.dumps(names, ensure_ascii=False)

@@ -63,10 +63,21 @@ class ResumeState:
     # real path: FileRecord.outcome, (error, conclusive fake, inconclusive, declared AI)
     records: dict[str, tuple[bool, bool, bool, bool]] = field(default_factory=dict)
 
+    def done_at(self, record: FileRecord) -> int | None:
+        """Where the earlier record of ``record``'s input starts, if it is done: found by its
+        name or by another it was reached by (two hard links of a file are one input, kept under
+        the name met first, which an earlier run may have met second: audit Y L1)."""
+        for name in (record.path, *(record.also_named or ())):
+            offset = self.done.get((self.key(name), record.sha256 or ""))
+            if offset is not None:
+                return offset
+        return None
+
     def earlier(self, record: FileRecord) -> FileRecord:
         """The earlier record of an input this run skipped as done (``record``, marked
         ``resumed``), named as this run names it (its other names too)."""
-        offset = self.done[(self.key(record.path), record.sha256 or "")]
+        offset = self.done_at(record)
+        assert offset is not None  # skipped as done
         with open(self.report, "rb") as stream:  # type: ignore[arg-type]
             stream.seek(offset)
             earlier = FileRecord.from_dict(json.loads(stream.readline()))
