@@ -351,6 +351,11 @@ def test_a_jpeg_whose_coded_data_is_damaged_is_refused_not_grey_filled():
         "progressive cut": _cut_and_closed(progressive, 0.5),
         "cmyk cut": _cut_and_closed(_jpeg(astronaut(), "CMYK"), 0.3),
         "padded and cut": _cut_and_closed(padded, 0.25),
+        # and a segment whose length cannot be (audit Z M1: the re-check without the padding
+        # read garbage, whose error was no damage word, and the cut file passed)
+        "padded, odd segment, cut": _cut_and_closed(
+            baseline[:tables] + b"\x00\x00\xff\xfe\x00\x00" + baseline[tables:], 0.3
+        ),
         "overwritten": baseline[:middle] + noise + baseline[middle + len(noise) :],
     }
     for data in damaged.values():

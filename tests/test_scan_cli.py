@@ -32,6 +32,7 @@ from report_schemas import check_scan_lines, check_scan_outputs
 from rich.console import Console
 
 from mfclip_cli.engines.scan.records import FileRecord
+from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.table import TableSink
 
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
@@ -452,3 +453,10 @@ def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):
         report.write_text("".join(json.dumps(line) + "\n" for line in lines))
         shown = mfclip("report", str(report), "--html", str(tmp_path / f"{limit}.html"))
         assert shown.returncode == code, shown.stderr
+    # so does an annotated copy drawn from a record read back (a torchrun scan's rank 0: audit
+    # Z M2)
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+    for limit, drawn in ((1_000_000, False), (1_200_000, True)):
+        record = FileRecord(path=str(photo), sha256=digest)
+        AnnotateSink(str(tmp_path / f"copies{limit}"), max_pixels=limit).write(record)
+        assert ("path" in record.annotation) is drawn, record.annotation

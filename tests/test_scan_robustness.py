@@ -113,6 +113,12 @@ def test_resume_knows_a_file_by_another_hard_link_of_it(photos, weights, tmp_pat
     assert again.returncode == 0, again.stderr
     assert "1 input(s) already recorded there were skipped, 0 scanned now" in again.stderr
     assert [line["path"] for line in _file_records(report)] == ["b/photo.png"]
+    # the earlier record names both now: a resume naming either finds it (audit Z L1)
+    first = run("a", "b", "--weights", str(weights), "--jsonl", "both.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    only = run("b", "--weights", str(weights), "--jsonl", "both.jsonl", "--resume", cwd=tmp_path)
+    assert "1 input(s) already recorded there were skipped, 0 scanned now" in only.stderr
+    assert [line["path"] for line in _file_records(tmp_path / "both.jsonl")] == ["a/same.png"]
 
 
 def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos, weights, tmp_path):
@@ -348,21 +354,35 @@ def test_a_refusal_leaves_none_of_the_folders_it_made(photos, weights, tmp_path)
     """Audit X L2: a run refused for a later output left the folders an earlier one had made
     (``--annotate new/y/z`` beside an existing --json left new/ and new/y/); audit V L2: a
     report named through them did too. What was there before stays."""
-    (tmp_path / "taken.json").write_text("the analyst's")
+    (tmp_path / "taken.json").mkdir()  # a folder where --json names a file: refused, --force or not
     (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "doc.txt").write_text("the analyst's")
     for option in (  # outputs opened before --json, which refuses
         ["--annotate", str(tmp_path / "new" / "y" / "z")],
         ["--explain", str(tmp_path / "kept" / "y" / "z")],
         ["--jsonl", str(tmp_path / "new" / "y" / "r.jsonl")],
         ["--jsonl", f"{tmp_path}/new/../r.jsonl"],
+        # through a folder it makes, to one that is there: kept/ was taken for one this run
+        # made, and removed with what it held (audit Z H1)
+        ["--annotate", f"{tmp_path}/new/../kept", "--force"],
+        # two outputs in one new folder (audit Z L2: the copies' folder went first, and new/
+        # held the report still)
+        ["--annotate", str(tmp_path / "new" / "copies"), "--jsonl", str(tmp_path / "new" / "r")],
     ):
         result = run(
             str(photos / "c_face_free.png"), "--weights", str(weights), *option,
             "--json", str(tmp_path / "taken.json"),
         )  # fmt: skip
-        assert result.returncode == 2 and "already exists" in result.stderr, result.stderr
+        assert result.returncode == 2 and "is a folder" in result.stderr, result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "taken.json"], option
-        assert not any((tmp_path / "kept").iterdir())
+        assert [p.name for p in (tmp_path / "kept").iterdir()] == ["doc.txt"], option
+    # nor is a folder there written into without --force, reached through one to make
+    refused = run(
+        str(photos / "c_face_free.png"), "--weights", str(weights),
+        "--annotate", f"{tmp_path}/new/../kept",
+    )  # fmt: skip
+    assert refused.returncode == 2 and "is not empty" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "taken.json"]
 
 
 def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tmp_path):

@@ -374,19 +374,24 @@ def _refuse_damaged_jpeg(stream: Any) -> None:
     raises them; at an eighth of the size, since every coded byte is read at any scale."""
     stream.seek(0)
     data = stream.read()
-    damage = _jpeg_damage(data)
+    damage = _strict_error(data)
+    # the warnings that mean its pixels are not all there; others (an unknown JFIF revision, a
+    # bad ICC marker, a request this decoder cannot serve) leave them to Pillow
+    if damage is None or not damage.startswith(JPEG_DAMAGE) or "ICC" in damage:
+        return
     # bytes between the segments before the first scan (an encoder's padding) leave every pixel
-    # whole: checked again without them (audit Y M1: refused as "extraneous bytes")
-    if damage and "extraneous bytes" in damage:
+    # whole: passed where the file without them decodes without a word (audit Y M1: refused as
+    # "extraneous bytes"; audit Z M1: any other word keeps the refusal)
+    if "extraneous bytes" in damage:
         unpadded = _without_header_padding(data)
-        if unpadded != data:
-            damage = _jpeg_damage(unpadded)
-    if damage:
-        raise DecodeError(f"truncated or corrupt image: {damage}")
+        if unpadded != data and _strict_error(unpadded) is None:
+            return
+    raise DecodeError(f"truncated or corrupt image: {damage}")
 
 
-def _jpeg_damage(data: bytes) -> str | None:
-    """libjpeg-turbo's warning that a JPEG's coded data is damaged, or None."""
+def _strict_error(data: bytes) -> str | None:
+    """What libjpeg-turbo says of a JPEG in strict mode (a warning raised as an error), or None
+    where it decodes without a word."""
     import simplejpeg
 
     try:
@@ -394,11 +399,7 @@ def _jpeg_damage(data: bytes) -> str | None:
         colorspace = "CMYK" if header[2] in ("CMYK", "YCCK") else "GRAY"
         simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, min_factor=8)
     except ValueError as error:
-        message = str(error).strip()
-        # the warnings that mean its pixels are not all there; others (an unknown JFIF
-        # revision, a bad ICC marker, a request this decoder cannot serve) leave them to Pillow
-        if message.startswith(JPEG_DAMAGE) and "ICC" not in message:
-            return message
+        return str(error).strip() or type(error).__name__
     return None
 
 
@@ -416,9 +417,10 @@ def _without_header_padding(data: bytes) -> bytes:
         marker = data[start + 1]
         if marker == 0xDA:  # the first scan: the rest is coded data, kept whole
             return b"".join(kept) + data[start:]
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:  # no segment of a header
+        length = int.from_bytes(data[start + 2 : start + 4], "big")  # its own two bytes in it
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9 or length < 2:  # no header segment
             return data
-        end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+        end = start + 2 + length
         kept.append(data[start:end])
         position = end
     return data

@@ -43,7 +43,12 @@ def _html_sink(path: str, request: ScanRequest) -> Sink:
 # they are opened: annotated copies and explanations first, so that the reports carry each PNG's
 # path or why it failed.
 FILE_SINKS: tuple[tuple[str, Callable[[str, ScanRequest], Sink]], ...] = (
-    ("annotate_dir", lambda folder, request: AnnotateSink(folder, force=request.force)),
+    (
+        "annotate_dir",
+        lambda folder, request: AnnotateSink(
+            folder, force=request.force, max_pixels=request.settings.max_pixels
+        ),
+    ),
     ("explain_dir", lambda folder, request: ExplainSink(folder, force=request.force)),
     (
         "jsonl_path",
@@ -76,7 +81,8 @@ def open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
         for opener in openers:
             sinks.append(opener())
     except BaseException:
-        for sink in sinks:
+        # the last opened first: a folder an earlier one made holds a later one's file
+        for sink in reversed(sinks):
             sink.discard()
         raise
     return sinks
@@ -117,7 +123,7 @@ class Reports:
                     _reader_gone(sink, error)
                     raise cannot_write(sink.target, error) from error
         except BaseException as error:
-            for sink in sinks:
+            for sink in reversed(sinks):
                 sink.discard()
             if isinstance(error, (ReportError, FileExistsError)):
                 raise UsageError(str(error)) from None

@@ -50,12 +50,10 @@ def cannot_write(path: Path, error: OSError) -> ReportError:
 
 
 def make_folder(folder: Path, output: Path) -> list[Path]:
-    """``folder`` and its parents made for ``output``, and those made, outermost first (for
-    ``remove_made``); a part of the path that is a file is named as such (mkdir says "File
-    exists" or "Not a directory")."""
-    # by the path as given, part by part: "new/../old" makes new/, which no parent of it names
-    prefixes = [Path(*folder.parts[: end + 1]) for end in range(len(folder.parts))]
-    made = [part for part in prefixes if part.name not in ("", ".", "..") and not part.exists()]
+    """``folder`` and its parents made for ``output``, and the real paths of those made,
+    outermost first (for ``remove_made``); a part of the path that is a file is named as such
+    (mkdir says "File exists" or "Not a directory")."""
+    made = folders_to_make(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return made
@@ -69,6 +67,19 @@ def make_folder(folder: Path, output: Path) -> list[Path]:
         raise ReportError(f"cannot write {output}: {blocking} is a file, not a directory") from None
     except OSError as error:
         raise cannot_write(output, error) from error
+
+
+def folders_to_make(folder: Path) -> list[Path]:
+    """The real paths of the folders ``folder.mkdir(parents=True)`` would make, outermost first,
+    by the path as given, part by part: "new/../old" makes new/, which no parent of it names,
+    and not old/, which is there (a missing part is no link: its ".." is lexical; audit Z H1)."""
+    prefixes = [Path(*folder.parts[: end + 1]) for end in range(len(folder.parts))]
+    made: list[Path] = []
+    for prefix in prefixes:
+        real = Path(os.path.realpath(prefix))
+        if prefix.name not in ("", ".", "..") and not os.path.lexists(real) and real not in made:
+            made.append(real)
+    return made
 
 
 def remove_made(made: list[Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,10 +24,11 @@ from mfclip_cli.engines.scan.writers.common import (
     LABEL_COLOURS,
     ReportError,
     cannot_write,
+    folders_to_make,
     make_folder,
     remove_made,
 )
-from mfclip_cli.faces.decode import DecodeError
+from mfclip_cli.faces.decode import DEFAULT_MAX_PIXELS, DecodeError
 from mfclip_cli.files import atomic_writer, shown
 
 # of a 255-byte name: the hash (9), a frame and face (".frame123456.face12"), ".png", and the
@@ -66,14 +68,20 @@ class AnnotateSink:
     option = "--annotate"
     whole_report = False
 
-    def __init__(self, folder: str, *, force: bool = False):
+    def __init__(self, folder: str, *, force: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
+        self.max_pixels = max_pixels  # the scan's (--max-megapixels), to read pictures again
+        # where it leads once made: "new/../kept" is the folder kept/ (audit Z H1: a refusal
+        # removed it, taken for one this run made, and it was written into without --force)
+        real = Path(os.path.realpath(self.folder))
+        to_make = folders_to_make(self.folder)
+        there = real not in to_make and real.exists()
+        if there and not real.is_dir():
             raise ReportError(f"{self.option} {folder} is a file, not a folder")
-        if self.folder.is_dir() and any(self.folder.iterdir()) and not force:
+        if there and any(real.iterdir()) and not force:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
         self.target = folder
-        self.created = not self.folder.exists()
+        self.created = real in to_make
         self.made = make_folder(self.folder, self.folder)
         try:
             tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
@@ -99,7 +107,7 @@ class AnnotateSink:
         try:
             if record.video is None:
                 # the image the scan decoded (a copy: its pixels stay as scanned)
-                image = Image.fromarray(image_of(record, Path.cwd()).pixels)
+                image = Image.fromarray(image_of(record, Path.cwd(), self.max_pixels).pixels)
                 path, digest = self._save(image, record.faces, record, None)
                 record.annotation = {"path": path, "sha256": digest}
             else:
@@ -135,9 +143,11 @@ class AnnotateSink:
         pass
 
     def discard(self) -> None:
-        if self.created:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            remove_made(self.made[:-1])  # and the folders made above it, left empty
+        made = self.made  # by their real paths
+        if self.created:  # the folder itself, made by this run, with what it wrote there
+            shutil.rmtree(made[-1], ignore_errors=True)
+            made = made[:-1]
+        remove_made(made)  # and the folders made on the way, left empty
 
 
 def write_png(image: Image.Image, target: Path) -> str:

@@ -131,6 +131,11 @@ class ResumeState:
             key = cls.key(FileRecord.path_of(line), previous.get("cwd"))
             if line.get("sha256"):
                 state.done[(key, line["sha256"])] = offset
+                # and by its other names: a resume naming only one of them (audit Z L1)
+                for name in FileRecord.other_names_of(line) or []:
+                    state.done.setdefault(
+                        (cls.key(name, previous.get("cwd")), line["sha256"]), offset
+                    )
             earlier = FileRecord.from_dict({**line, "path": key})
             state.records[key] = earlier.outcome
         return state
