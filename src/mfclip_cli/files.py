@@ -130,6 +130,19 @@ def glob_base(pattern: str) -> str:
     return os.path.realpath(Path(*fixed) if fixed else Path("."))
 
 
+def file_key(path: str | Path, *, regular: bool = False) -> tuple[int, int] | None:
+    """The file ``path`` names, links followed, as (device, inode): what two names of one file
+    share (a hard link, another spelling); None where it cannot be asked, or with ``regular``
+    where it is no regular file (a pipe or a device is no evidence)."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if regular and not stat.S_ISREG(status.st_mode):
+        return None
+    return status.st_dev, status.st_ino
+
+
 def lies_within(path: str, folder: str) -> bool:
     """Whether the real path ``path`` is the real folder ``folder`` or lies under it."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Iterable
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import GLOB_CHARS, glob_base, lies_within
+from mfclip_cli.files import GLOB_CHARS, file_key, glob_base, lies_within
 
 
 @dataclass
@@ -82,22 +81,13 @@ def refuse_reports_on_inputs(request: ScanRequest, inputs: Iterable[Path]) -> No
     reports: dict[tuple[int, int], str] = {}
     for name, option in REPORT_OPTIONS.items():
         path = getattr(request, name)
-        if not path or path == STDOUT:
-            continue
-        try:
-            found = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        if stat.S_ISREG(found.st_mode):  # a device or pipe (/dev/null) is no evidence
-            reports[(found.st_dev, found.st_ino)] = f"{option} {path}"
+        if path and path != STDOUT and (key := file_key(path, regular=True)) is not None:
+            reports[key] = f"{option} {path}"  # a device or pipe (/dev/null) is no evidence
     if not reports:
         return
     for input_path in inputs:
-        try:
-            found = os.stat(input_path)
-        except (OSError, ValueError):
-            continue
-        if (report := reports.get((found.st_dev, found.st_ino))) is not None:
+        key = file_key(input_path)
+        if key is not None and (report := reports.get(key)) is not None:
             raise UsageError(
                 f"{report} is one of the files to scan ({input_path}): a report is never written "
                 "over evidence; name another file for it"

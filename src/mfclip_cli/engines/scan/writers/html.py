@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import os
-import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,7 +52,7 @@ from mfclip_cli.faces.decode import (
     DecodeError,
     decode_image,
 )
-from mfclip_cli.files import open_regular, shown
+from mfclip_cli.files import file_key, open_regular, shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
@@ -441,18 +440,11 @@ def _refuse_evidence_target(target: str | Path, inputs: list[str]) -> None:
     """No page is written over a file the report lists, whatever ``--force`` says, as ``scan``
     writes no report over an input (audit X M6: ``report --html case/IMG.jpg --force`` replaced
     the evidence). Compared by file, so a hard link or another spelling is found."""
-    try:
-        found = os.stat(target)
-    except (OSError, ValueError):
-        return  # not there yet: no input
-    if not stat.S_ISREG(found.st_mode):
-        return
+    found = file_key(target, regular=True)
+    if found is None:
+        return  # not there yet (or a pipe): no input
     for path in inputs:
-        try:
-            same = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        if (same.st_dev, same.st_ino) == (found.st_dev, found.st_ino):
+        if file_key(path) == found:
             raise ReportError(
                 f"{target} is one of the files the report lists ({path}): a report is never "
                 "written over evidence; name another file"
