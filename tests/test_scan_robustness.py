@@ -385,6 +385,19 @@ def test_a_refusal_leaves_none_of_the_folders_it_made(photos, weights, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "taken.json"]
 
 
+def test_a_report_name_too_long_is_a_usage_error_that_leaves_nothing(photos, weights, tmp_path):
+    """Audit Z L3: a name longer than the file system allows gave exit 1 and left the folders
+    made for it (its own refusal came before it was among the outputs a refusal discards)."""
+    long = "x" * 300
+    for option in ("--jsonl", "--json"):  # a streamed report, and one staged to the end
+        result = run(
+            str(photos / "c_face_free.png"), "--weights", str(weights),
+            option, str(tmp_path / "new" / "y" / f"{long}.out"),
+        )  # fmt: skip
+        assert result.returncode == 2 and "File name too long" in result.stderr, result.stderr
+        assert not any(tmp_path.iterdir()), option
+
+
 def test_one_path_for_two_outputs_is_refused_before_the_scan(photos, weights, tmp_path):
     photo = str(photos / "b_astronaut.png")
     same = tmp_path / "same.out"

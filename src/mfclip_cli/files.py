@@ -176,9 +176,13 @@ def refuse_existing(path: str | Path, force: bool) -> None:
         )
     if is_stream(target):
         return
-    if target.is_dir():
+    try:
+        is_dir, exists = target.is_dir(), target.exists()
+    except OSError as error:  # a name too long for the file system (audit Z L3: exit 1)
+        raise UsageError(f"cannot write {shown(str(path))}: {error.strerror or error}") from None
+    if is_dir:
         raise FileExistsError(f"{shown(str(path))} is a folder: name the file to write there")
-    if target.exists() and not force:
+    if exists and not force:
         raise FileExistsError(f"{shown(str(path))} already exists (use --force to overwrite it)")
     folder = next(parent for parent in target.absolute().parents if parent.exists())
     if not folder.is_dir():  # where the report's folders would be made

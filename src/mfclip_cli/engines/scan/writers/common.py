@@ -168,8 +168,12 @@ class ReportFile:
                 raise cannot_write(path, error) from error
             return
         self.made = make_folder(path.parent, path)  # a file in its way named as scan names it
-        refuse_existing(path, force or append)
-        descriptor, self.existed = claim(path, keep=force or append)
+        try:
+            refuse_existing(path, force or append)
+            descriptor, self.existed = claim(path, keep=force or append)
+        except BaseException:  # refused: not yet among the outputs a refusal discards
+            remove_made(self.made)
+            raise
         self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 
     @property

@@ -117,13 +117,17 @@ class StagedReport:
             raise ReportError(f"{self.path} is a folder, not a file")
         # a file in its way named as the scan names it
         self.made = make_folder(self.path.parent, self.path)
-        refuse_existing(self.path, force)
-        self.locked, _ = claim(self.lock, keep=True, report=self.path)
         try:
-            self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
-        except OSError as error:
-            self._unlock()
-            raise cannot_write(self.path, error) from error
+            refuse_existing(self.path, force)
+            self.locked, _ = claim(self.lock, keep=True, report=self.path)
+            try:
+                self.staged = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
+            except OSError as error:
+                self._unlock()
+                raise cannot_write(self.path, error) from error
+        except BaseException:  # refused: not yet among the outputs a refusal discards
+            remove_made(self.made)
+            raise
 
     @property
     def target(self) -> str:
