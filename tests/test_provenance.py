@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import provenance_media as media
 import pytest
+from cli import mfclip
 from PIL import Image, PngImagePlugin
+from report_schemas import check_scan_lines
 from skimage.data import astronaut
 
 from mfclip_cli.faces.decode import DecodeError, decode_image
@@ -1061,6 +1063,31 @@ def test_an_error_message_is_the_same_on_every_run():
 
     errors = [module._guarded(fail, module.MetadataEvidence).error for _ in range(2)]
     assert errors[0] == errors[1] == "OSError: cannot identify image file"
+
+
+def test_a_damaged_exif_block_is_the_metadata_checks_error_not_a_bare_warning(tmp_path):
+    """Audit W L2: Pillow read a damaged EXIF block as empty, warned "Corrupt EXIF data" on
+    stderr naming no file, and the record said nothing found, nor that an orientation it held
+    was not applied. A whole one (the EXIF-rotated example) is read as before."""
+    stream = io.BytesIO()
+    Image.fromarray(media.picture(3)).save(stream, "JPEG", quality=90)
+    photo = stream.getvalue()
+    block = b"Exif\x00\x00II*\x00\xff\xff\x00\x00"  # its directory far past its end
+    damaged = photo[:2] + b"\xff\xe1" + (len(block) + 2).to_bytes(2, "big") + block + photo[2:]
+    (tmp_path / "damaged.jpg").write_bytes(damaged)
+    rotated = Path(__file__).parents[1] / "examples" / "astronaut_exif_rotated.jpg"
+    result = mfclip("scan", tmp_path / "damaged.jpg", rotated, "--jsonl", "-")
+    assert result.returncode == 0 and "EXIF" not in result.stderr, result.stderr
+    damaged_record, rotated_record = [
+        line for line in check_scan_lines(result.stdout.splitlines()) if line["type"] == "file"
+    ]
+    assert damaged_record["provenance"]["metadata"] == {
+        "status": "error",
+        "error": "MetadataError: the EXIF block is damaged (its directory lies past its end): "
+        "an orientation it holds was not applied",
+    }
+    assert rotated_record["provenance"]["metadata"]["status"] == "none_found"
+    assert (rotated_record["width"], rotated_record["height"]) == (512, 512)
 
 
 def test_a_file_that_is_no_image_has_no_metadata_to_check_and_no_check_failed():

@@ -14,6 +14,7 @@ import io
 import itertools
 import math
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -93,6 +94,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a
 # with it the whole file), as an XMP packet may (provenance/metadata.py)
 PngImagePlugin.MAX_TEXT_CHUNK = 4 << 20
 Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header) gives the clearer message
+# a damaged EXIF block is the metadata check's error in the file's record (``exif_damage``);
+# Pillow's warning of it, as it opens a JPEG for its resolution, named no file on stderr
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
 
 class DecodeError(Exception):
@@ -343,7 +347,9 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
                 image.load()
                 if image_format in JPEG_FORMATS:
                     _refuse_damaged_jpeg(stream)
-                upright = ImageOps.exif_transpose(image)
+                # a damaged EXIF block is not read: the picture as stored (the record says why)
+                damaged_exif = exif_damage(image.info.get("exif")) is not None
+                upright = image if damaged_exif else ImageOps.exif_transpose(image)
                 pixels = _to_rgb(upright)
     except DecodeError:
         raise
@@ -365,6 +371,34 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
     # a writable copy
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures)
+
+
+def exif_damage(raw: bytes | None) -> str | None:
+    """Why an EXIF block (a JPEG's APP1, a PNG's eXIf) cannot be read, or None: its TIFF header
+    and first directory checked where they point. Pillow read a damaged one as empty, with a
+    bare "Corrupt EXIF data" warning on stderr naming no file, and the record said nothing
+    found, nor that an orientation it held was not applied (audit W L2): such a block is not
+    given to Pillow, and the metadata check says why (``provenance.metadata``)."""
+    if not raw:
+        return None
+    block = re.sub(b"^(Exif\x00\x00){1,2}", b"", raw)  # as Pillow reads it: twice, from a PNG
+    order = {b"II": "<", b"MM": ">"}.get(block[:2])
+    if order is None or len(block) < 8 or struct.unpack(f"{order}H", block[2:4])[0] != 42:
+        reason = "no TIFF header"
+    else:
+        (offset,) = struct.unpack(f"{order}I", block[4:8])
+        entries = (
+            struct.unpack(f"{order}H", block[offset : offset + 2])[0]
+            if offset + 2 <= len(block)
+            else None
+        )
+        if entries is None:
+            reason = "its directory lies past its end"
+        elif offset + 2 + 12 * entries > len(block):
+            reason = "its directory runs past its end"
+        else:
+            return None
+    return f"the EXIF block is damaged ({reason}): an orientation it holds was not applied"
 
 
 def _refuse_damaged_jpeg(stream: Any) -> None:

@@ -26,6 +26,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from mfclip_cli.faces.decode import (
     PNG_SIGNATURE,
     crc_holds,
+    exif_damage,
     png_chunks,
     readable_by_pillow,
 )
@@ -175,10 +176,11 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
         info = dict(image.info)
         if image.format == "PNG":  # its getexif() decodes every pixel first
             info.update(_png_chunks_after_pixels(data))
-            exif = Image.Exif()
-            if info.get("exif"):
-                exif.load(info["exif"])
-        else:
+        damage = exif_damage(info.get("exif"))
+        exif = Image.Exif()  # a damaged block: Pillow read it as empty, warning of no file
+        if image.format == "PNG" and info.get("exif") and damage is None:
+            exif.load(info["exif"])
+        elif image.format != "PNG" and damage is None:
             exif = image.getexif()
         xmp = info.get("xmp") or info.get("XML:com.adobe.xmp") or _raw_profile(info)
         if xmp is None and hasattr(image, "tag_v2"):  # TIFF keeps XMP in a tag
@@ -186,6 +188,8 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
         evidence = MetadataEvidence(NONE_FOUND)
         if image.format == "PNG" and not PARAMETER_KEYS & set(info) and signature_possible(data):
             info.update(_stealth_texts(image, evidence))
+    if damage is not None:
+        evidence.error = f"MetadataError: {damage}"
     if exif.get(EXIF_SOFTWARE):
         evidence.software.append(f"EXIF Software: {_text(exif[EXIF_SOFTWARE])}")
     if xmp:
