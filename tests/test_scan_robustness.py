@@ -365,6 +365,7 @@ def test_a_refusal_leaves_none_of_the_folders_it_made(photos, weights, tmp_path)
         # through a folder it makes, to one that is there: kept/ was taken for one this run
         # made, and removed with what it held (audit Z H1)
         ["--annotate", f"{tmp_path}/new/../kept", "--force"],
+        ["--annotate", f"{tmp_path}/new/sub/.."],  # new/, made on the way to new/sub
         # two outputs in one new folder (audit Z L2: the copies' folder went first, and new/
         # held the report still)
         ["--annotate", str(tmp_path / "new" / "copies"), "--jsonl", str(tmp_path / "new" / "r")],
@@ -389,11 +390,13 @@ def test_a_report_name_too_long_is_a_usage_error_that_leaves_nothing(photos, wei
     """Audit Z L3: a name longer than the file system allows gave exit 1 and left the folders
     made for it (its own refusal came before it was among the outputs a refusal discards)."""
     long = "x" * 300
-    for option in ("--jsonl", "--json"):  # a streamed report, and one staged to the end
-        result = run(
-            str(photos / "c_face_free.png"), "--weights", str(weights),
-            option, str(tmp_path / "new" / "y" / f"{long}.out"),
-        )  # fmt: skip
+    for option, target in (  # a streamed report, one staged to the end, and folders too long
+        ("--jsonl", tmp_path / "new" / "y" / f"{long}.out"),
+        ("--json", tmp_path / "new" / "y" / f"{long}.out"),
+        ("--jsonl", tmp_path / "new" / long / "r.out"),  # audit Z2: new/ was left
+        ("--annotate", tmp_path / "new" / long),
+    ):
+        result = run(str(photos / "c_face_free.png"), "--weights", str(weights), option, target)
         assert result.returncode == 2 and "File name too long" in result.stderr, result.stderr
         assert not any(tmp_path.iterdir()), option
 

@@ -219,6 +219,9 @@ def save_fitted(
         raise ValueError(f"unknown fitted statistics {unknown}; known: {sorted(FITTED)}")
     header = dict(check_safetensors(source.path).get("__metadata__") or {})
     tensors = load_file(str(source.path), device="cpu")
+    # every tensor copied: a scoring load (calibrate's) skips the language encoder's, whose NaN
+    # the new file carried on (refused only when registered or resumed)
+    refuse_non_finite(tensors, source.path)
     if calibration is not None:
         header[CALIBRATION_KEY] = _header_entry(calibration)
     for key, statistics in fitted.items():
@@ -226,11 +229,9 @@ def save_fitted(
         if not all(name.startswith(prefix) for name in statistics.tensors):
             raise ValueError(f"{key} tensors are named {prefix}*")
         header[key] = _header_entry(statistics.record)
+        refuse_non_finite(statistics.tensors, f"the {key} statistics fitted for {target}")
         tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
         tensors.update({k: v.contiguous() for k, v in statistics.tensors.items()})
-    # every tensor written, copied or fitted: a scoring load (calibrate's) skips the language
-    # encoder's, whose NaN the new file carried on (refused only when registered or resumed)
-    refuse_non_finite(tensors, source.path)
     with atomic_writer(target, overwrite=overwrite) as handle:
         handle.write(safetensors_bytes(tensors, header))
     digest = sha256_file(target)

@@ -51,22 +51,25 @@ def cannot_write(path: Path, error: OSError) -> ReportError:
 
 def make_folder(folder: Path, output: Path) -> list[Path]:
     """``folder`` and its parents made for ``output``, and the real paths of those made,
-    outermost first (for ``remove_made``); a part of the path that is a file is named as such
-    (mkdir says "File exists" or "Not a directory")."""
+    outermost first (for ``remove_made``); where one cannot be made, those made before it are
+    removed (audit Z2) and a part of the path that is a file is named as such (mkdir says "File
+    exists" or "Not a directory")."""
     made = folders_to_make(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return made
-    except (FileExistsError, NotADirectoryError) as error:
-        blocking = next(
-            (part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()),
-            None,
-        )
-        if blocking is None:
-            raise cannot_write(output, error) from error
-        raise ReportError(f"cannot write {output}: {blocking} is a file, not a directory") from None
     except OSError as error:
-        raise cannot_write(output, error) from error
+        remove_made(made)
+        raise _folder_error(folder, output, error) from None
+    return made
+
+
+def _folder_error(folder: Path, output: Path, error: OSError) -> ReportError:
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        parts = (folder, *folder.parents)
+        blocking = next((part for part in parts if part.exists() and not part.is_dir()), None)
+        if blocking is not None:
+            return ReportError(f"cannot write {output}: {blocking} is a file, not a directory")
+    return cannot_write(output, error)
 
 
 def folders_to_make(folder: Path) -> list[Path]:
@@ -86,9 +89,11 @@ def remove_made(made: list[Path]) -> None:
     """The folders ``make_folder`` made, removed innermost first while they are empty: a run
     refused or discarded left them (audit X L2, audit V L2)."""
     for folder in reversed(made):
+        if not os.path.lexists(folder):  # the part that could not be made, or gone
+            continue
         try:
             folder.rmdir()
-        except OSError:  # not empty (another run's files), or gone: the rest stays
+        except OSError:  # not empty (another run's files): the rest stays
             return
 
 

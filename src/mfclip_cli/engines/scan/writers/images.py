@@ -73,19 +73,20 @@ class AnnotateSink:
         self.max_pixels = max_pixels  # the scan's (--max-megapixels), to read pictures again
         # where it leads once made: "new/../kept" is the folder kept/ (audit Z H1: a refusal
         # removed it, taken for one this run made, and it was written into without --force)
-        real = Path(os.path.realpath(self.folder))
-        to_make = folders_to_make(self.folder)
-        there = real not in to_make and real.exists()
-        if there and not real.is_dir():
+        self.real = Path(os.path.realpath(self.folder))
+        there = self.real not in folders_to_make(self.folder) and self.real.exists()
+        if there and not self.real.is_dir():
             raise ReportError(f"{self.option} {folder} is a file, not a folder")
-        if there and any(real.iterdir()) and not force:
+        if there and any(self.real.iterdir()) and not force:
             raise FileExistsError(f"{self.folder} is not empty (use --force to write into it)")
         self.target = folder
-        self.created = real in to_make
         self.made = make_folder(self.folder, self.folder)
+        # made by this run, as it made it (another run may have made it meanwhile: audit Z2)
+        self.created = self.real in self.made
         try:
             tempfile.TemporaryFile(dir=self.folder).close()  # can we write there at all?
         except OSError as error:
+            self.discard()  # not yet among the outputs a refusal discards
             raise cannot_write(self.folder, error) from error
 
     def begin(self, meta: dict[str, Any]) -> None:
@@ -143,11 +144,9 @@ class AnnotateSink:
         pass
 
     def discard(self) -> None:
-        made = self.made  # by their real paths
         if self.created:  # the folder itself, made by this run, with what it wrote there
-            shutil.rmtree(made[-1], ignore_errors=True)
-            made = made[:-1]
-        remove_made(made)  # and the folders made on the way, left empty
+            shutil.rmtree(self.real, ignore_errors=True)
+        remove_made([made for made in self.made if made != self.real])  # the rest, left empty
 
 
 def write_png(image: Image.Image, target: Path) -> str:
