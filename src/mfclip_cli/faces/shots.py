@@ -38,7 +38,8 @@ MIN_SHOT_S = 0.5  # its min_scene_len, 15 frames at 30 fps, in seconds
 
 @dataclass(frozen=True)
 class Cut:
-    """A cut between shots: ``frame`` and ``time`` are the first probe of the new shot's."""
+    """A cut between shots: ``frame`` and ``time`` are the new shot's first frame read (its first
+    probe, or a sampled frame before it that is nearer to it than to the probe before)."""
 
     frame: int
     time: float
