@@ -4,6 +4,7 @@ reading a JSON Lines report back, and an operating point in words."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -61,6 +62,19 @@ def make_folder(folder: Path, output: Path) -> list[Path]:
         remove_made(made)
         raise _folder_error(folder, output, error) from None
     return made
+
+
+@contextlib.contextmanager
+def folders_for(path: Path) -> Iterator[list[Path]]:
+    """The folders made for the file ``path`` (``make_folder``), taken back where the opening
+    in the ``with`` block fails: an output refused there is not yet among those a refusal
+    discards."""
+    made = make_folder(path.parent, path)  # a file in its way named as the scan names it
+    try:
+        yield made
+    except BaseException:
+        remove_made(made)
+        raise
 
 
 def _folder_error(folder: Path, output: Path, error: OSError) -> ReportError:
@@ -172,13 +186,9 @@ class ReportFile:
             except OSError as error:
                 raise cannot_write(path, error) from error
             return
-        self.made = make_folder(path.parent, path)  # a file in its way named as scan names it
-        try:
+        with folders_for(path) as self.made:
             refuse_existing(path, force or append)
             descriptor, self.existed = claim(path, keep=force or append)
-        except BaseException:  # refused: not yet among the outputs a refusal discards
-            remove_made(self.made)
-            raise
         self.stream = os.fdopen(descriptor, "r+", encoding="utf-8", newline="")
 
     @property

@@ -14,7 +14,6 @@ never into markup by hand.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import os
 from collections import Counter
@@ -25,7 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from PIL import Image
 
-from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of
+from mfclip_cli.engines.scan.evidence import InputChanged, frames_of, image_of, read_image
 from mfclip_cli.engines.scan.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
@@ -52,7 +51,7 @@ from mfclip_cli.faces.decode import (
     DecodeError,
     decode_image,
 )
-from mfclip_cli.files import file_key, open_regular, shown
+from mfclip_cli.files import file_key, shown
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.timestamps import utc_now
 
@@ -306,20 +305,13 @@ class HtmlSink(StagedReport):
     def _explanation(self, face: FaceRecord) -> DecodedImage:
         """The heatmap PNG the scan wrote for ``face``, read once; an ``InputChanged`` where its
         bytes are not those the record's SHA-256 names (a later run wrote over it: audit X M1)."""
-        path = self.base / face.explanation  # type: ignore[operator]
-        try:
-            stream, _ = open_regular(path)
-            with stream:
-                data = stream.read()
-        except OSError as error:
-            raise DecodeError(f"cannot read file: {error.strerror or error}") from None
-        recorded = face.explanation_sha256
-        if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        read = read_image(self.base / face.explanation)  # type: ignore[operator]
+        if face.explanation_sha256 not in (None, read.sha256):
             raise InputChanged(
                 "the file has changed since the scan (its SHA-256 differs): another run wrote "
                 "over it"
             )
-        return decode_image(data)
+        return decode_image(read.data)
 
     # -- the page ----------------------------------------------------------------------------
     def _meta_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from mfclip_cli.engines.scan.writers.common import (
     ReportFile,
     cannot_write,
     claim,
-    make_folder,
+    folders_for,
     remove_made,
     report_file,
     report_lines_at,
@@ -115,9 +115,7 @@ class StagedReport:
             return
         if self.path.is_dir():
             raise ReportError(f"{self.path} is a folder, not a file")
-        # a file in its way named as the scan names it
-        self.made = make_folder(self.path.parent, self.path)
-        try:
+        with folders_for(self.path) as self.made:
             refuse_existing(self.path, force)
             self.locked, _ = claim(self.lock, keep=True, report=self.path)
             try:
@@ -125,9 +123,6 @@ class StagedReport:
             except OSError as error:
                 self._unlock()
                 raise cannot_write(self.path, error) from error
-        except BaseException:  # refused: not yet among the outputs a refusal discards
-            remove_made(self.made)
-            raise
 
     @property
     def target(self) -> str:
