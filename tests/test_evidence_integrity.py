@@ -86,27 +86,44 @@ def _mp4(path: Path, picture) -> bytes:
     return path.read_bytes()
 
 
+def _gif(*pictures) -> bytes:
+    """An animation of ``pictures``, 1.5 s each: sampled at 1 fps, both are read."""
+    buffer = io.BytesIO()
+    first, *rest = (Image.fromarray(picture) for picture in pictures)
+    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=1500)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory):
-    """Two versions of an image and of a video, told apart by what a scan finds in them:
-    {kind: [(bytes, width, faces), ...]} (a video's faces: whether any frame has one)."""
+    """Two versions of an image, a video and an animation, told apart by what a scan finds in
+    them: {kind: [(bytes, width, faces), ...]} (a video's or an animation's faces: whether any
+    frame has one)."""
     scratch = tmp_path_factory.mktemp("versions")
+    blank = np.asarray(Image.fromarray(face_free()).resize((512, 512)))
     return {
         "image": [(_png(astronaut()), 512, 1), (_png(mosaic()), 1024, 4)],
         "video": [
             (_mp4(scratch / "a.mp4", astronaut()), 512, True),
             (_mp4(scratch / "b.mp4", face_free()), 600, False),
         ],
+        "animation": [
+            (_gif(blank, astronaut()), 512, True),
+            (_gif(face_free(), face_free()[::-1]), 600, False),
+        ],
     }
 
 
 def _evidence(folder: Path, versions, images: int = 6) -> dict[str, list[bytes]]:
-    """A folder of images and a video, each holding one of its two versions (the images in
-    turn): {real path: [its two versions' bytes]}."""
+    """A folder of images, a video and an animation, each holding one of its two versions (the
+    images in turn): {real path: [its two versions' bytes]}."""
     folder.mkdir()
-    image, video = ([data for data, _, _ in versions[kind]] for kind in ("image", "video"))
+    image, video, animation = (
+        [data for data, _, _ in versions[kind]] for kind in ("image", "video", "animation")
+    )
     files = {folder / f"photo_{i}.png": image[::-1] if i % 2 else image for i in range(images)}
     files[folder / "clip.mp4"] = video
+    files[folder / "loop.gif"] = animation
     for path, (first, _) in files.items():
         path.write_bytes(first)
     return {os.path.realpath(path): both for path, both in files.items()}
@@ -177,7 +194,7 @@ def _file_records(path: Path) -> list[dict]:
 
 def _version_named(record: dict, versions) -> tuple[int, int | bool]:
     """The version whose SHA-256 the record carries: (width, faces) of it."""
-    kind = "video" if record["path"].endswith(".mp4") else "image"
+    kind = {".mp4": "video", ".gif": "animation"}.get(Path(record["path"]).suffix, "image")
     hashes = [hashlib.sha256(data).hexdigest() for data, _, _ in versions[kind]]
     assert record["sha256"] in hashes, record
     _, width, faces = versions[kind][hashes.index(record["sha256"])]
@@ -188,7 +205,7 @@ def _assert_findings_match_hash(record: dict, versions) -> None:
     width, faces = _version_named(record, versions)
     assert record["status"] != "error" and record["width"] == width, record
     found = len(record["faces"])
-    assert (bool(found) if record["path"].endswith(".mp4") else found) == faces, record
+    assert (bool(found) if record["path"].endswith((".mp4", ".gif")) else found) == faces, record
 
 
 def _thumbnail_widths(page: Page, name: str) -> list[int]:
@@ -215,10 +232,11 @@ def test_inputs_replaced_after_every_open_keep_hash_faces_and_pictures_together(
     for record in records:
         _assert_findings_match_hash(record, versions)
         assert "changed_during_scan" not in record  # an atomic replacement never tears a read
-    # a video's annotated frames are read from the file again (its frames are not kept): a file
-    # replaced since it was scanned gets no copy, and its record says why (exit 3)
+    # a video's or an animation's annotated frames are read from the file again (its frames are
+    # not kept): a file replaced since it was scanned gets no copy, and its record says why
+    # (exit 3)
     torn = [record for record in records if "error" in record["annotation"]]
-    assert all(record["path"].endswith(".mp4") for record in torn)
+    assert all(record["path"].endswith((".mp4", ".gif")) for record in torn)
     assert all("changed since the scan" in record["annotation"]["error"] for record in torn)
     assert code == (3 if torn else 0)
     page = Page((out / "r.html").read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ from media import (
     save_variants,
     save_video,
 )
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from mfclip_cli.faces import (
     DecodeError,
@@ -48,6 +48,7 @@ from mfclip_cli.faces.cascade import (
     integral_images,
     pyramid_level,
 )
+from mfclip_cli.faces.decode import animation_frames, sample_animation, shown_at
 
 
 @pytest.fixture(scope="module")
@@ -424,6 +425,106 @@ def test_video_frames_are_sampled_by_rate_or_count(tmp_path):
     sampled = list(frames)
     assert [f.index for f in sampled] == [1, 3, 6, 8]
     assert sampled[0].pixels.shape == (512, 512, 3)
+
+
+def animation_bytes(pictures: list[np.ndarray], durations: list[float], kind: str) -> bytes:
+    """An animation (``kind``: GIF, WEBP or PNG) of ``pictures`` shown ``durations`` ms each."""
+    stream = io.BytesIO()
+    first, *rest = [Image.fromarray(picture) for picture in pictures]
+    first.save(stream, format=kind, save_all=True, append_images=rest, duration=durations)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["GIF", "WEBP", "PNG"])
+def test_an_animation_is_read_as_a_viewer_shows_it(kind):
+    """Each frame whole, as Pillow composites it, RGB, timed as a browser shows it (10 ms or
+    less, or none, is 100 ms), and the frame shown at each sampling instant taken: a frame held
+    for seconds is sampled, one shown between two instants is not."""
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    data = animation_bytes(pictures, [400, 0, 10, 2500, 300], kind)
+    image = decode_image(data)
+    assert image.animated and image.pictures == 5
+    info, frames = sample_animation(data, fps=2.0)
+    assert (info.frame_count, info.width, info.height) == (5, 64, 48)
+    assert info.duration == pytest.approx(3.4)
+    read = list(frames)
+    # frames from 0, 0.4, 0.5, 0.6 and 3.1 s: the instants 0, 0.5, 1, ... 3 s show 0 2 3 3 3 3 3
+    assert [(frame.index, frame.timestamp) for frame in read] == [(0, 0.0), (2, 0.5), (3, 0.6)]
+    with Image.open(io.BytesIO(data)) as reference:
+        for frame in read:
+            reference.seek(frame.index)
+            assert np.array_equal(frame.pixels, np.asarray(reference.convert("RGB")))
+    assert frames.unread == 0 and frames.shortfall() is None
+    assert info.duration == pytest.approx(3.4)  # its own, not the nominal last frame's
+    _, spread = sample_animation(data, fps=None, frames=3)
+    assert [frame.index for frame in spread] == [0, 2, 4]
+    assert [frame.index for frame in animation_frames(data, [4, 1, 4])] == [1, 4]
+
+
+def test_frames_shown_at_each_instant_against_a_timeline():
+    """``shown_at`` against a step-by-step reading of the timeline."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        lengths = rng.choice([0.01, 0.1, 0.25, 1.0, 3.0], size=int(rng.integers(1, 12)))
+        starts = [0.0, *np.cumsum(lengths)[:-1].tolist()]
+        rate = float(rng.choice([0.5, 1.0, 3.0, 10.0]))
+        expected = set()
+        instant = 0.0
+        for i in range(10_000):
+            instant = i / rate
+            if instant >= sum(lengths) - 1e-9:
+                break
+            expected.add(max(k for k, start in enumerate(starts) if start <= instant + 1e-9))
+        assert shown_at(starts, float(sum(lengths)), rate) == sorted(expected)
+
+
+def gif_image_descriptors(data: bytes) -> list[int]:
+    """Where a GIF's image descriptors (0x2C) start, its blocks walked."""
+
+    def past_sub_blocks(at: int) -> int:
+        while data[at]:
+            at += data[at] + 1
+        return at + 1
+
+    flags = data[10]
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    found = []
+    while position < len(data) and data[position] != 0x3B:
+        if data[position] == 0x21:  # an extension: its label, then its sub-blocks
+            position = past_sub_blocks(position + 2)
+        else:
+            found.append(position)
+            local = data[position + 9]
+            position += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0)
+            position = past_sub_blocks(position + 1)  # after the LZW code size
+    return found
+
+
+def test_a_damaged_animation_frame_is_never_decoded_as_a_giant(monkeypatch):
+    """A GIF frame whose descriptor says 65535x65535, as damage says any size (zeroed bytes in
+    a frame's data had Pillow read the next frame as 5.8 gigapixels, and the scan was killed
+    for memory): a frame whose size is not the canvas's is refused undecoded, the frames before
+    it are read and the shortfall said. Every decode is watched, and one of another size
+    stopped before it allocates, so that a regression fails rather than exhausts the machine."""
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    data = bytearray(animation_bytes(pictures, [500, 500, 500], "GIF"))
+    second = gif_image_descriptors(bytes(data))[1]
+    data[second + 5 : second + 9] = (65535).to_bytes(2, "little") * 2  # its width and height
+    decoded, load = [], GifImagePlugin.GifImageFile.load
+
+    def watched_load(image):
+        decoded.append(image.size)
+        if image.size != (64, 48):
+            raise AssertionError(f"a frame of {image.size} decoded")
+        return load(image)
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "load", watched_load)
+    info, frames = sample_animation(bytes(data), fps=1.0)
+    assert [frame.index for frame in frames] == [0]
+    assert frames.shortfall().startswith("1 of the 2 frames sampled could not be read")
+    assert set(decoded) == {(64, 48)}
 
 
 class FakeCapture:

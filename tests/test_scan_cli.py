@@ -385,39 +385,60 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
         assert bad_fps.returncode == 2 and "--fps must be a positive number" in bad_fps.stderr
 
 
-def test_an_image_of_several_pictures_says_only_the_first_was_scanned(weights, tmp_path):
-    """A face on an animation's second frame, or a TIFF's third page, is not looked at: the
-    record said ``no_face`` and nothing more (audit W M1). It now counts the pictures, and the
-    table and the HTML report say the others were not scanned."""
+def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was(weights, tmp_path):
+    """A face on an animation's later frame was not looked at: the record said ``no_face``
+    (audit W M1), then only that the other pictures were not scanned. An animation (GIF, APNG,
+    animated WebP) is now sampled as a video is, from the bytes hashed: each face with its frame
+    and the time it is shown, drawn again for --annotate, the HTML report and ``mfclip report``.
+    A TIFF's pages still say only the first was scanned."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
     blank = Image.fromarray(face_free())
     face = Image.fromarray(astronaut()).resize(blank.size)
-    blank.save(tmp_path / "a.gif", save_all=True, append_images=[face], duration=100)
-    blank.save(tmp_path / "b.tif", save_all=True, append_images=[blank, face])
-    face.save(tmp_path / "c.png")
+    frames = [blank, blank.transpose(Image.Transpose.FLIP_LEFT_RIGHT), face]
+    for name in ("a.gif", "a.webp", "a.apng"):  # face shown from 1.3 s; 0 ms is shown 100 ms
+        frames[0].save(
+            evidence / name, format="PNG" if name.endswith("apng") else None,
+            save_all=True, append_images=frames[1:], duration=[1200, 0, 3000],
+        )  # fmt: skip
+    blank.save(evidence / "b.tif", save_all=True, append_images=[blank, face])
+    face.save(evidence / "c.png")
+    html, annotated = tmp_path / "r.html", tmp_path / "annotated"
     result = run(
-        str(tmp_path), "--weights", str(weights), "--jsonl", "-",
-        "--html", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv"),
+        str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
+        "--html", str(html), "--csv", str(tmp_path / "r.csv"), "--annotate", str(annotated),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = {
         Path(line["path"]).name: line
-        for line in check_scan_lines(result.stdout.splitlines())
+        for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())
         if line["type"] == "file"
     }
     assert {name: (r["status"], r.get("pictures_in_file")) for name, r in records.items()} == {
-        "a.gif": ("no_face", 2),
+        "a.apng": ("ok", None),
+        "a.gif": ("ok", None),
+        "a.webp": ("ok", None),
         "b.tif": ("no_face", 3),
         "c.png": ("ok", None),
     }
+    for name in ("a.apng", "a.gif", "a.webp"):
+        record = records[name]
+        # sampled at 1 fps, the frame shown at each second: frame 0 at 0 and 1 s, frame 2 (from
+        # 1.3 s, held 3 s) at 2, 3 and 4 s; frame 1, shown from 1.2 to 1.3 s, at none
+        assert record["video"]["frame_count"] == 3 and record["video"]["duration"] == 4.3
+        assert record["video"]["frames_sampled"] == 2 and record["video"]["incomplete"] is None
+        assert [(f["frame"], f["timestamp"]) for f in record["faces"]] == [(2, 1.3)], name
+        assert record["format"] == {"a.apng": "PNG"}.get(name, name[2:].upper())
+        (copy,) = record["annotation"]["paths"]
+        assert copy.endswith(".frame000002.png") and Path(copy).is_file()
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
-    assert {name: row["pictures_in_file"] for name, row in rows.items()} == {
-        "a.gif": "2",
-        "b.tif": "3",
-        "c.png": "",
-    }
-    html = (tmp_path / "r.html").read_text()
-    assert "only the first of its 2 pictures (frames or pages) was scanned" in html
-    assert "only the first of its 3 pictures (frames or pages) was scanned" in html
+    assert rows["b.tif"]["pictures_in_file"] == "3" and rows["a.gif"]["pictures_in_file"] == ""
+    page = html.read_text()
+    assert "only the first of its 3 pictures (frames or pages) was scanned" in page
+    assert page.count("frame 2 · 1.30 s") == 3 and "pictures not shown" not in page
+    again = mfclip("report", str(tmp_path / "r.jsonl"), "--html", str(tmp_path / "again.html"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.html").read_text().count("frame 2 · 1.30 s") == 3
     console = Console(width=400, record=True, force_terminal=False)
     sink = TableSink(console)
     sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})

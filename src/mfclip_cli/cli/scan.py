@@ -145,11 +145,13 @@ def scan(
             "that rate; the report's meta records it under operating_point."
         ),
     ),
-    fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second.", metavar="FPS"),
+    fps: float = typer.Option(
+        1.0, "--fps", help="Frames sampled per second of a video or animation.", metavar="FPS"
+    ),
     frames: Optional[int] = typer.Option(
         None,
         "--frames",
-        help="Sample this many frames per video, evenly spread (overrides --fps).",
+        help="Sample this many frames per video or animation, evenly spread (overrides --fps).",
         metavar="N",
     ),
     quiet: Quiet = False,

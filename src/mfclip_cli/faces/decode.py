@@ -9,6 +9,7 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import io
 import itertools
@@ -43,6 +44,7 @@ IMAGE_SUFFIXES = frozenset(
         ".png",
         ".bmp",
         ".gif",
+        ".apng",  # an animated PNG named as such
         ".webp",
         ".tif",
         ".tiff",
@@ -60,6 +62,9 @@ IMAGE_SUFFIXES = frozenset(
 # Pillow's names for JPEG files (a camera's MPO: its first picture) and libjpeg's warnings that
 # a JPEG's coded data is damaged (jerror.h: JWRN_HIT_MARKER, JWRN_EXTRANEOUS_DATA, JWRN_JPEG_EOF...)
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+# still-image formats whose several pictures are an animation's frames, each shown for a time:
+# scanned as a video's (a TIFF's pages, a HEIF's images and an MPO's views are not)
+ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
 JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 # ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx"})
@@ -118,6 +123,12 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+    @property
+    def animated(self) -> bool:
+        """An animation (GIF, APNG, animated WebP or AVIF): its frames are sampled as a video's
+        (``sample_animation``), not only the first."""
+        return self.pictures > 1 and self.format in ANIMATION_FORMATS
 
 
 @dataclass
@@ -347,10 +358,7 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
                 image.load()
                 if image_format in JPEG_FORMATS:
                     _refuse_damaged_jpeg(stream)
-                # a damaged EXIF block is not read: the picture as stored (the record says why)
-                damaged_exif = exif_damage(image.info.get("exif")) is not None
-                upright = image if damaged_exif else ImageOps.exif_transpose(image)
-                pixels = _to_rgb(upright)
+                pixels = _to_rgb(_upright(image))
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -371,6 +379,14 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
     # a writable copy
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says; a damaged EXIF block is not read: the
+    picture as stored (the record says why)."""
+    if exif_damage(image.info.get("exif")) is not None:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def exif_damage(raw: bytes | None) -> str | None:
@@ -879,7 +895,10 @@ class FrameReader:
             self.truncated = ended and _stops_short(clock, info)
         self._end, self._grabbed = clock.end, grabbed
         if ended and not self.truncated:
-            info.frame_count, info.duration = grabbed, clock.end
+            # an exact count's duration stands (an animation's last frame is shown for its own
+            # length, not the nominal one clock.end gives it) unless the frames ran past it
+            end = max(info.duration, clock.end) if self.exact else clock.end
+            info.frame_count, info.duration = grabbed, end
 
     def shortfall(self) -> str | None:
         """Why sampled frames are missing, or frames of the stream could not be decoded, once
@@ -941,6 +960,136 @@ def sample_video(
         capture, _ = open_video(path)
     # a stream without frames gives its error once read, after its format is known
     return info, FrameReader(capture, info, spread_indices(info.frame_count, frames), exact=exact)
+
+
+# Browsers show a frame that asks for 10 ms or less (none: 0) for 100 ms; so is it timed here.
+BRIEFEST_FRAME_MS = 10.0
+SHOWN_INSTEAD_MS = 100.0
+
+
+def _shown_for(duration: float | None) -> float:
+    """Seconds a frame asking for ``duration`` milliseconds is shown, as a browser shows it."""
+    milliseconds = float(duration or 0.0)
+    return (SHOWN_INSTEAD_MS if milliseconds <= BRIEFEST_FRAME_MS else milliseconds) / 1000.0
+
+
+def _load_frame(image: Image.Image, index: int, size: tuple[int, int]) -> None:
+    """Decode frame ``index`` of an animation whose canvas is ``size``. An animation's frames
+    share its canvas: a frame that says otherwise is damaged, and is refused before it is
+    decoded (a GIF's frame after a damaged one read 5.8 gigapixels from the bytes there)."""
+    image.seek(index)
+    if image.size != size:
+        raise DecodeError(f"frame {index} is {image.size[0]}x{image.size[1]} in a {size} canvas")
+    image.load()
+
+
+class PictureCapture:
+    """An animation's frames, decoded from its bytes by Pillow and given to ``FrameReader`` as
+    OpenCV gives a video's (``grab``, ``retrieve``, ``get``, ``release``): each frame whole, as a
+    viewer shows it (composited over the frames before, upright, transparency over white), at the
+    time it is shown."""
+
+    def __init__(self, data: bytes, starts: list[float]):
+        self.image = Image.open(io.BytesIO(data))
+        self.size = self.image.size  # the canvas every frame is drawn on
+        self.starts = starts  # seconds: when each frame is first shown
+        self.position = -1
+        self.end = len(starts)  # the frames that can be reached
+
+    def grab(self) -> bool:
+        """Decode the next frame; False for one that cannot be (``FrameReader`` counts it) and
+        past the last."""
+        following = self.position + 1
+        if following >= self.end:
+            return False
+        self.position = following
+        try:
+            _load_frame(self.image, following, self.size)
+        except DecodeError:  # off the canvas: Pillow decodes it to reach the next, so none is
+            self.end = following
+            return False
+        except Exception:  # noqa: BLE001 - a damaged frame breaks a plugin in any way
+            return False
+        return True
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        """The frame grabbed, BGR as OpenCV's."""
+        try:
+            rgb = _to_rgb(_upright(self.image))
+        except Exception:  # noqa: BLE001 - as in grab
+            return False, None
+        return True, np.ascontiguousarray(rgb[..., ::-1])
+
+    def get(self, prop: int) -> float:
+        import cv2
+
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return 1000.0 * self.starts[self.position]
+        if prop == cv2.CAP_PROP_PTS:
+            return float(self.position)
+        return 0.0
+
+    def release(self) -> None:
+        self.image.close()
+
+
+def open_animation(data: bytes) -> tuple[PictureCapture, VideoInfo]:
+    """A capture of the animation ``data`` holds (``DecodedImage.animated``) and what it says of
+    itself: its frame count, exact, and when each frame is shown. A frame that cannot be decoded
+    ends the timing (the frames after it are taken at the mean length so far, or 100 ms); the
+    reading then says which could not be read."""
+    with Image.open(io.BytesIO(data)) as image:
+        count, image_format = image.n_frames, image.format or "animation"
+        canvas, (width, height) = image.size, _upright(image).size
+        lengths: list[float] = []
+        try:
+            for index in range(count):
+                _load_frame(image, index, canvas)  # a WebP frame's length is known once decoded
+                lengths.append(_shown_for(image.info.get("duration")))
+        except Exception:  # noqa: BLE001 - a damaged frame: read as such by FrameReader
+            typical = sum(lengths) / len(lengths) if lengths else SHOWN_INSTEAD_MS / 1000.0
+            lengths += [typical] * (count - len(lengths))
+    starts = [0.0, *itertools.accumulate(lengths[:-1])]
+    duration = sum(lengths)
+    info = VideoInfo(
+        fps=count / duration,
+        frame_count=count,
+        width=width,
+        height=height,
+        codec=image_format,
+        duration=duration,
+    )
+    return PictureCapture(data, starts), info
+
+
+def shown_at(starts: list[float], duration: float, rate: float) -> list[int]:
+    """The frames shown at each 1/``rate`` seconds of an animation lasting ``duration`` whose
+    frames are first shown at ``starts``: a frame is held until the next starts (a video's
+    sampling takes the first frame at or after each instant instead, which passes over an
+    animation's frame held for seconds)."""
+    instants = math.ceil(duration * rate - TIME_SLACK_S)
+    return sorted(
+        {bisect.bisect_right(starts, i / rate + TIME_SLACK_S) - 1 for i in range(instants)}
+    )
+
+
+def sample_animation(
+    data: bytes, fps: float | None = 1.0, frames: int | None = None
+) -> tuple[VideoInfo, FrameReader]:
+    """``sample_video`` for an animation's bytes: ``frames`` evenly spread over its frames, else
+    the frame shown at every 1/``fps`` seconds (``shown_at``)."""
+    capture, info = open_animation(data)
+    if frames:
+        wanted = spread_indices(info.frame_count, frames)
+    else:
+        wanted = shown_at(capture.starts, info.duration, fps or 1.0)
+    return info, FrameReader(capture, info, wanted, exact=True)
+
+
+def animation_frames(data: bytes, indices: Iterable[int]) -> Iterator[VideoFrame]:
+    """``video_frames`` for an animation's bytes."""
+    capture, info = open_animation(data)
+    return FrameReader(capture, info, sorted(set(indices)), exact=True)
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:

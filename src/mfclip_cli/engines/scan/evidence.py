@@ -34,10 +34,12 @@ from typing import BinaryIO, Iterator
 from mfclip_cli.engines.scan.inputs import LINK_LOOP, not_a_file
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.faces.decode import (
+    ANIMATION_FORMATS,
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     DecodeError,
     VideoFrame,
+    animation_frames,
     decode_image,
     video_frames,
 )
@@ -262,11 +264,22 @@ def image_of(record: FileRecord, base: Path, max_pixels: int = DEFAULT_MAX_PIXEL
 
 
 @contextlib.contextmanager
-def frames_of(record: FileRecord, base: Path, indices: list[int]) -> Iterator[Iterator[VideoFrame]]:
+def frames_of(
+    record: FileRecord, base: Path, indices: list[int], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Iterator[VideoFrame]]:
     """The frames at ``indices`` of ``record``'s video, read again through one held descriptor
     whose SHA-256 is the record's; ``InputChanged`` at the end when it was written to meanwhile
-    (what was drawn from it must then be dropped)."""
-    with HeldVideo(base / record.path) as video:
+    (what was drawn from it must then be dropped). An animation's (its record's format an
+    image's) are decoded from its bytes, read again once within the scan's ``max_pixels``, where
+    those are the record's."""
+    path = base / record.path
+    if record.format in ANIMATION_FORMATS:
+        read = read_image(path, max_pixels)
+        if read.sha256 != record.sha256:
+            raise _changed_since_scan()
+        yield animation_frames(read.data, indices)
+        return
+    with HeldVideo(path) as video:
         if video.sha256 != record.sha256:
             raise _changed_since_scan()
         yield video_frames(video.decoder_path, indices)

@@ -23,7 +23,7 @@ import torch
 
 from mfclip_cli.engines.runtime import available_cores, available_memory
 from mfclip_cli.engines.scan.duplicates import perceptual_hash
-from mfclip_cli.engines.scan.evidence import HeldVideo, InputChanged, read_image
+from mfclip_cli.engines.scan.evidence import HeldVideo, ImageBytes, InputChanged, read_image
 from mfclip_cli.engines.scan.inputs import InputItem
 from mfclip_cli.engines.scan.model_stage import FoundFace, ModelStage, Scorer
 from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, FileRecord
@@ -32,10 +32,13 @@ from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
 from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import (
     DecodeError,
+    FrameReader,
     VideoFrame,
+    VideoInfo,
     decode_image,
     holds_video,
     is_video,
+    sample_animation,
     sample_video,
 )
 from mfclip_cli.faces.detect import Detection
@@ -210,22 +213,30 @@ class Scanner:
             ):
                 yield frame, found
 
-    def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
-        """The record of a video held open by ``open_record``: its frames decoded through the
-        descriptor that was hashed, and an error without the hash when the file was written to
-        between the hash and the last frame."""
+    def _sampled(self, path: Path, source: HeldVideo | ImageBytes) -> tuple[VideoInfo, FrameReader]:
+        """The sampled frames of a video held open (through the descriptor that was hashed) or of
+        an animation (from the bytes that were hashed); a video's record format is set."""
         settings = self.settings
-        video, record.source = record.source, None
+        if isinstance(source, ImageBytes):
+            return sample_animation(source.data, fps=settings.fps, frames=settings.frames)
+        return sample_video(source.decoder_path, fps=settings.fps, frames=settings.frames)
+
+    def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
+        """The record of a video held open by ``open_record``, or of an animation read whole
+        (``DecodedImage.animated``): its frames decoded from what was hashed, and an error without
+        the hash when a video was written to between the hash and the last frame."""
+        settings = self.settings
+        source, record.source = record.source, None
+        held = source if isinstance(source, HeldVideo) else contextlib.nullcontext()
         sampled, with_faces = 0, 0
-        with video:
+        with held:
             try:
-                info, frames = sample_video(
-                    video.decoder_path, fps=settings.fps, frames=settings.frames
-                )
-                container = path.suffix.lstrip(".").upper() if is_video(path) else "video"
-                record.format = f"{container} ({info.codec})"
-                record.width, record.height = info.width, info.height
-                self._note_smallest_face(record)
+                info, frames = self._sampled(path, source)
+                if isinstance(source, HeldVideo):
+                    container = path.suffix.lstrip(".").upper() if is_video(path) else "video"
+                    record.format = f"{container} ({info.codec})"
+                    record.width, record.height = info.width, info.height
+                    self._note_smallest_face(record)
                 for frame, found in self._analysed_frames(frames):
                     sampled += 1
                     with_faces += bool(found)
@@ -238,7 +249,8 @@ class Scanner:
             except Exception as error:  # noqa: BLE001 - one video's fault, as an image's is
                 record.fail(f"face analysis failed: {type(error).__name__}: {error}")
             try:
-                video.check_unchanged()
+                if isinstance(source, HeldVideo):
+                    source.check_unchanged()
             except InputChanged as error:
                 return record.changed(str(error))
         if record.status == STATUS_ERROR:
@@ -312,10 +324,13 @@ class Scanner:
             return record.fail(str(error)), None, None
         self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
-        record.pictures_in_file = image.pictures if image.pictures > 1 else None
+        if image.pictures > 1 and not image.animated:
+            record.pictures_in_file = image.pictures  # only the first is scanned
         if self.settings.duplicates:
-            record.phash = perceptual_hash(image.pixels)
+            record.phash = perceptual_hash(image.pixels)  # of an animation: its first frame
         self._note_smallest_face(record)
+        if image.animated:  # its frames are sampled as a video's (``scan_video``)
+            return record, None, None
         faces = (
             _each_isolated(self._faces_in_worker, [image.pixels])[0]
             if self.analyse_in_workers
@@ -395,7 +410,7 @@ class Scanner:
         pending: list[tuple[FileRecord, np.ndarray | None, object]] = []
         decoded = 0
         for item, record, pixels, found in self._opened(items, skip):
-            if record.status != STATUS_ERROR and isinstance(record.source, HeldVideo):
+            if record.status != STATUS_ERROR and _has_frames(record):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
                 yield self.scan_video(item.path, record)
@@ -406,6 +421,15 @@ class Scanner:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
         yield from self._finish_images(pending)
+
+
+def _has_frames(record: FileRecord) -> bool:
+    """Whether ``record``'s input is read frame by frame (``Scanner.scan_video``): a video, or an
+    animation."""
+    source = record.source
+    if isinstance(source, ImageBytes):
+        return source.image is not None and source.image.animated
+    return isinstance(source, HeldVideo)
 
 
 def _record_of(item: InputItem) -> FileRecord:

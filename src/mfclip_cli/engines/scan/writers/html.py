@@ -236,13 +236,13 @@ class HtmlSink(StagedReport):
     ) -> Iterator[tuple[int | None, Image.Image]]:
         """(frame index or None, PIL image) of each picture of the input: the image the scan
         decoded, else read again (``evidence.image_of``, ``evidence.frames_of``)."""
+        # within the limit the scan had (audit Y M2: a 108 MP photo it took was refused)
+        limit = (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
         if record.video is not None:
-            with frames_of(record, self.base, frames) as video:
+            with frames_of(record, self.base, frames, limit) as video:
                 for frame in video:
                     yield frame.index, Image.fromarray(frame.pixels)
         else:
-            # within the limit the scan had (audit Y M2: a 108 MP photo it took was refused)
-            limit = (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
             yield None, Image.fromarray(image_of(record, self.base, limit).pixels)
 
     def _pictures(self, record: FileRecord) -> tuple[list[dict[str, Any]], str | None]:

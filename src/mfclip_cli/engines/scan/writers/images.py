@@ -126,7 +126,7 @@ class AnnotateSink:
         bytes scanned), its frame index in the name."""
         by_frame = faces_by_frame(record.faces)
         paths = []
-        with frames_of(record, Path.cwd(), sorted(by_frame)) as frames:
+        with frames_of(record, Path.cwd(), sorted(by_frame), self.max_pixels) as frames:
             for frame in frames:
                 image = Image.fromarray(frame.pixels)
                 paths.append(self._save(image, by_frame[frame.index], record, frame.index))
