@@ -3,7 +3,9 @@ alignment."""
 
 import builtins
 import io
+import math
 import os
+import zlib
 from pathlib import Path
 
 import cv2
@@ -48,7 +50,7 @@ from mfclip_cli.faces.cascade import (
     integral_images,
     pyramid_level,
 )
-from mfclip_cli.faces.decode import animation_frames, sample_animation, shown_at
+from mfclip_cli.faces.decode import Timeline, animation_frames, sample_animation
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +449,6 @@ def test_an_animation_is_read_as_a_viewer_shows_it(kind):
     assert image.animated and image.pictures == 5
     info, frames = sample_animation(data, fps=2.0)
     assert (info.frame_count, info.width, info.height) == (5, 64, 48)
-    assert info.duration == pytest.approx(3.4)
     read = list(frames)
     # frames from 0, 0.4, 0.5, 0.6 and 3.1 s: the instants 0, 0.5, 1, ... 3 s show 0 2 3 3 3 3 3
     assert [(frame.index, frame.timestamp) for frame in read] == [(0, 0.0), (2, 0.5), (3, 0.6)]
@@ -463,20 +464,94 @@ def test_an_animation_is_read_as_a_viewer_shows_it(kind):
 
 
 def test_frames_shown_at_each_instant_against_a_timeline():
-    """``shown_at`` against a step-by-step reading of the timeline."""
+    """``Timeline.at`` (linear in the frames: a crafted GIF of 50,000 frames of 655 s each took
+    minutes at --fps 10 instant by instant, audit AB M4) against a reading of every instant."""
     rng = np.random.default_rng(1)
-    for _ in range(200):
-        lengths = rng.choice([0.01, 0.1, 0.25, 1.0, 3.0], size=int(rng.integers(1, 12)))
+    for _ in range(300):
+        lengths = rng.choice([0.01, 0.1, 0.25, 0.5, 1.0, 3.0], size=int(rng.integers(1, 12)))
         starts = [0.0, *np.cumsum(lengths)[:-1].tolist()]
-        rate = float(rng.choice([0.5, 1.0, 3.0, 10.0]))
+        rate = float(rng.choice([0.5, 1.0, 2.0, 3.0, 10.0]))
+        duration = float(sum(lengths))
         expected = set()
-        instant = 0.0
-        for i in range(10_000):
-            instant = i / rate
-            if instant >= sum(lengths) - 1e-9:
+        for i in range(math.ceil(duration * rate + 1)):
+            if i / rate >= duration - 1e-9:
                 break
-            expected.add(max(k for k, start in enumerate(starts) if start <= instant + 1e-9))
-        assert shown_at(starts, float(sum(lengths)), rate) == sorted(expected)
+            expected.add(max(k for k, start in enumerate(starts) if start <= i / rate + 1e-9))
+        assert Timeline(starts, duration, []).at(rate) == sorted(expected), (lengths, rate)
+
+
+def test_a_damaged_frame_leaves_the_frames_after_it_timed_and_read():
+    """A frame that cannot be decoded lasts 100 ms and the frames after it keep their times:
+    the timing stopped at it, so a face held 5 s on a later frame was never sampled, and the
+    damage went unsaid, ``no_face`` and exit 0 (audit AB H1). It is said now, though no sampled
+    frame is the damaged one."""
+    rng = np.random.default_rng(2)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    data = bytearray(animation_bytes(pictures, [100, 100, 100, 100, 5000, 100], "GIF"))
+    third = gif_image_descriptors(bytes(data))[2]
+    palette = 3 << ((data[third + 9] & 7) + 1) if data[third + 9] & 0x80 else 0
+    codes = third + 10 + palette + 2  # after its LZW code size and first block's length
+    data[codes : codes + 38] = bytes(b ^ 0xFF for b in data[codes : codes + 38])
+    info, frames = sample_animation(bytes(data), fps=1.0)
+    assert [frame.index for frame in frames] == [0, 4]  # frame 4: from 0.4 s to 5.4 s
+    assert info.duration == pytest.approx(5.5)
+    assert frames.shortfall() == (
+        "1 frame(s) of the stream could not be decoded (from frame 2), the frames sampled were "
+        "read: the file is damaged"
+    )
+
+
+def test_an_animation_is_the_frames_it_holds_not_those_it_declares():
+    """An APNG's frame count is 4 bytes (acTL): one saying 30 million over 3 frames made lists
+    of that length (2.9 GB, then MemoryError at 100 million: audit AB M1). Frames failing in a
+    row past ``MAX_UNDECODABLE_RUN`` are the end; the damage is said."""
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
+    data = bytearray(animation_bytes(pictures, [500, 500, 500], "PNG"))
+    at = data.index(b"acTL")
+    data[at + 4 : at + 8] = (30_000_000).to_bytes(4, "big")
+    data[at + 12 : at + 16] = zlib.crc32(bytes(data[at : at + 12])).to_bytes(4, "big")
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        assert image.n_frames == 30_000_000
+    info, frames = sample_animation(bytes(data), fps=1.0)
+    assert (info.frame_count, info.duration) == (3, 1.5)
+    assert [frame.index for frame in frames] == [0, 2]
+    assert frames.shortfall().startswith(
+        "1 frame(s) of the stream could not be decoded (from frame 3"
+    )
+
+
+def test_an_apngs_default_image_is_no_frame():
+    """An APNG's default image is a still for viewers without APNG, which no APNG viewer shows:
+    it was sampled as frame 0 at 0 s, and the animation's first frame could be missed (audit AB
+    M2). Frames are the animation's: its first at 0 s."""
+    rng = np.random.default_rng(4)
+    still, *animation = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
+    stream = io.BytesIO()
+    Image.fromarray(still).save(
+        stream, format="PNG", save_all=True, default_image=True, duration=900,
+        append_images=[Image.fromarray(picture) for picture in animation],
+    )  # fmt: skip
+    info, frames = sample_animation(stream.getvalue(), fps=1.0)
+    read = list(frames)
+    assert (info.frame_count, info.duration) == (2, 1.8)
+    assert [(frame.index, frame.timestamp) for frame in read] == [(0, 0.0), (1, 0.9)]
+    assert np.array_equal(read[0].pixels, animation[0])
+
+
+def test_a_gif_frame_past_its_canvas_is_cropped_as_browsers_do():
+    """A sloppy encoder's frame reaching a pixel past the canvas grows Pillow's size: it ended
+    the reading as damage (audit AB M3). It is cropped to the canvas; the frames after it are
+    read."""
+    rng = np.random.default_rng(5)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    data = bytearray(animation_bytes(pictures, [1000, 1000, 1000], "GIF"))
+    second = gif_image_descriptors(bytes(data))[1]
+    data[second + 1 : second + 5] = (1).to_bytes(2, "little") * 2  # placed at (1, 1)
+    info, frames = sample_animation(bytes(data), fps=1.0)
+    read = list(frames)
+    assert [frame.index for frame in read] == [0, 1, 2] and frames.shortfall() is None
+    assert {frame.pixels.shape for frame in read} == {(48, 64, 3)}
 
 
 def gif_image_descriptors(data: bytes) -> list[int]:
@@ -522,8 +597,11 @@ def test_a_damaged_animation_frame_is_never_decoded_as_a_giant(monkeypatch):
 
     monkeypatch.setattr(GifImagePlugin.GifImageFile, "load", watched_load)
     info, frames = sample_animation(bytes(data), fps=1.0)
-    assert [frame.index for frame in frames] == [0]
-    assert frames.shortfall().startswith("1 of the 2 frames sampled could not be read")
+    assert [frame.index for frame in frames] == [0] and info.frame_count == 1
+    assert frames.shortfall() == (
+        "1 frame(s) of the stream could not be decoded (from frame 1), the frames sampled were "
+        "read: the file is damaged"
+    )
     assert set(decoded) == {(64, 48)}
 
 

@@ -407,6 +407,7 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
     result = run(
         str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
         "--html", str(html), "--csv", str(tmp_path / "r.csv"), "--annotate", str(annotated),
+        "--duplicates",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = {
@@ -431,11 +432,15 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
         assert record["format"] == {"a.apng": "PNG"}.get(name, name[2:].upper())
         (copy,) = record["annotation"]["paths"]
         assert copy.endswith(".frame000002.png") and Path(copy).is_file()
+        # no pHash, as a video has none: its first frame is often a title another file shares
+        assert "phash" not in record and "phash" in records["c.png"]
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
     assert rows["b.tif"]["pictures_in_file"] == "3" and rows["a.gif"]["pictures_in_file"] == ""
     page = html.read_text()
     assert "only the first of its 3 pictures (frames or pages) was scanned" in page
     assert page.count("frame 2 · 1.30 s") == 3 and "pictures not shown" not in page
+    # frame 1, shown for 0.1 s between two instants, was not sampled: said
+    assert page.count("2 of its 3 frames sampled (--fps or --frames N takes more)") == 3
     again = mfclip("report", str(tmp_path / "r.jsonl"), "--html", str(tmp_path / "again.html"))
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again.html").read_text().count("frame 2 · 1.30 s") == 3
@@ -446,6 +451,39 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
     sink.close({"complete": True})
     note = "no face found; only the first of its 3 pictures (frames or pages) was scanned"
     assert note in console.export_text()
+
+
+def test_the_table_of_a_large_scan_shows_the_files_with_findings():
+    """A terminal's table of 20,000 files printed every row at the end, the summary scrolled
+    away, every record kept (audit AA L1). Past ``ALL_ROWS`` files only those adding to the
+    exit code are shown, and a line says how many of how many."""
+    from mfclip_cli.engines.scan.records import FaceRecord
+    from mfclip_cli.engines.scan.writers.table import ALL_ROWS
+
+    def face(label: str) -> FaceRecord:
+        probs = {"real": 0.1, "diffusion": 0.1, "gan": 0.8}
+        return FaceRecord.create(0, [0, 0, 9, 9], [[0, 0]] * 5, 0.9, probs, label)
+
+    def table(count: int) -> str:
+        console = Console(width=200, record=True, force_terminal=False)
+        sink = TableSink(console)
+        sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
+        for i in range(count):
+            sink.write(FileRecord(path=f"plain{i:05d}.jpg", status="no_face"))
+            if i == 3:
+                sink.write(FileRecord(path="broken.jpg").fail("truncated"))
+                sink.write(FileRecord(path="gan.jpg", faces=[face("gan")]))
+                sink.write(FileRecord(path="unsure.jpg", faces=[face("inconclusive")]))
+                sink.write(FileRecord(path="real.jpg", faces=[face("real")]))
+        sink.close({"complete": True})
+        return console.export_text()
+
+    small = table(ALL_ROWS - 4)
+    assert small.count("plain") == ALL_ROWS - 4 and "real.jpg" in small and "shown" not in small
+    large = table(ALL_ROWS)
+    assert "plain" not in large and "real.jpg" not in large
+    assert all(name in large for name in ("broken.jpg", "gan.jpg", "unsure.jpg"))
+    assert f"3 of {ALL_ROWS + 4} files shown: those with an error" in large
 
 
 def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):

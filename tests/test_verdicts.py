@@ -699,6 +699,29 @@ def test_shot_cuts_are_found_from_probes_and_a_pan_or_a_flash_is_not_two(tmp_pat
     assert cuts(flash) == [10]
 
 
+def test_a_picture_held_then_another_is_a_cut():
+    """An animation's slide is held for seconds and probed once: the adaptive rule had no
+    probes around it to compare, so faces on unrelated slides became one track (audit AB M5).
+    A picture held half a second or more, then another, is a cut; a moving camera probed ten
+    times a second is still none, and nor is a slide followed by itself."""
+    from skimage.data import chelsea, rocket
+
+    from mfclip_cli.faces.shots import ShotFinder
+
+    def cuts(frames: list[np.ndarray], times: list[float]) -> list[float]:
+        finder = ShotFinder()
+        for index, (frame, time) in enumerate(zip(frames, times)):
+            finder.add(index, time, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        return [cut.time for cut in finder.cuts()]
+
+    head = astronaut()[30:210, 140:310]
+    slides = [_shot(picture, head, 0) for picture in (face_free(), chelsea(), rocket())]
+    assert cuts(slides * 2, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert cuts([slides[0], slides[0], slides[1]], [0.0, 1.0, 1.4]) == []  # held 0.4 s
+    pan = [_shot(face_free(), head, 6 * i) for i in range(20)]
+    assert cuts(pan, [i / 10 for i in range(20)]) == []
+
+
 def test_a_cut_between_shots_ends_the_videos_tracks(weights, tmp_path):
     """Audit L: the astronaut, then after a cut its mirror image on another background at the
     same place, was one 80-face track. Now two, the cut in the video's summary, found whichever
@@ -825,35 +848,58 @@ def test_a_video_of_two_people_crossing_keeps_two_tracks(weights, tmp_path):
     assert (tmp_path / "again.html").read_text().count("<polyline") == 2
 
 
-def test_banded_grouping_finds_every_group_a_comparison_of_all_pairs_finds():
-    """The bands (pigeonhole over bits 0-62) against every pair compared: copies within 8 bits,
+def test_banded_grouping_finds_the_groups_a_comparison_with_every_seed_finds():
+    """The bands (pigeonhole over bits 0-62) against every seed compared: copies within 8 bits,
     some differing in the last bit, which no band holds (a tenth band of that bit alone made
     grouping quadratic: audit X M5)."""
     from mfclip_cli.engines.scan.duplicates import MAX_DISTANCE, near_duplicate_groups
 
     rng = np.random.default_rng(3)
     values = [int(v) for v in rng.integers(0, 2**63, 300, dtype=np.uint64)]
-    for base in values[:60]:
-        flips = rng.choice(64, int(rng.integers(1, MAX_DISTANCE + 2)), replace=False)
+    for base in values[:60] * 2:
+        flips = rng.choice(64, int(rng.integers(0, MAX_DISTANCE + 2)), replace=False)
         values.append(base ^ sum(1 << int(bit) for bit in flips) ^ int(rng.integers(0, 2)))
     files = [(f"f{i}", f"{value:016x}", "real") for i, value in enumerate(values)]
-    parent = list(range(len(values)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for i in range(len(values)):
-        for j in range(i):
-            if (values[i] ^ values[j]).bit_count() <= MAX_DISTANCE:
-                parent[root(i)] = root(j)
+    seeds: list[int] = []
     expected: dict[int, set[str]] = {}
-    for i in range(len(values)):
-        expected.setdefault(root(i), set()).add(f"f{i}")
-    groups = {frozenset(group["files"]) for group in near_duplicate_groups(files)}
-    assert groups == {frozenset(names) for names in expected.values() if len(names) > 1}
+    for i, value in enumerate(values):
+        near = [((value ^ values[j]).bit_count(), j) for j in seeds]
+        distance, seed = min(near, default=(MAX_DISTANCE + 1, i))
+        if distance > MAX_DISTANCE:
+            seeds.append(seed := i)
+        expected.setdefault(seed, set()).add(f"f{i}")
+    groups = near_duplicate_groups(files)
+    assert {frozenset(group["files"]) for group in groups} == {
+        frozenset(names) for names in expected.values() if len(names) > 1
+    }
     assert len(groups) > 30
+    for group in groups:
+        hashes = [int(digest, 16) for digest in group["phash"]]
+        assert group["max_distance"] == max((a ^ b).bit_count() for a in hashes for b in hashes)
+        assert group["max_distance"] <= 2 * MAX_DISTANCE
+
+
+def test_near_duplicates_gather_around_a_file_and_do_not_chain():
+    """Groups were the connected components of "within 8 bits": crops of three pictures chained
+    into one group 50 bits wide, and 20 % of 500 files but 64 % of 20,000 were in a group
+    (audit AA M2). A file joins the group of a seed within 8 bits; 20,000 copies of one picture,
+    equal or a few bits apart, are one group (each hash was compared with every earlier one:
+    8,000 took 40 s)."""
+    from mfclip_cli.engines.scan.duplicates import near_duplicate_groups
+
+    chain = [0, 0b111111, 0b111111_111111, 0b111111_111111_111111]  # 6 bits a step
+    files = [(f"c{i}", f"{value:016x}", "real") for i, value in enumerate(chain)]
+    groups = [group["files"] for group in near_duplicate_groups(files)]
+    assert groups == [["c0", "c1"], ["c2", "c3"]]  # c2 is 12 bits from c0: a seed of its own
+    rng = np.random.default_rng(4)
+    centre = int(rng.integers(0, 2**63))
+    copies = [
+        centre ^ sum(1 << int(bit) for bit in rng.choice(64, int(rng.integers(0, 4)), False))
+        for _ in range(20_000)
+    ]
+    files = [(f"p{i}", f"{value:016x}", "real") for i, value in enumerate(copies)]
+    (group,) = near_duplicate_groups(files)
+    assert len(group["files"]) == 20_000 and group["max_distance"] <= 6
 
 
 def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts():

@@ -9,7 +9,6 @@ Videos go through OpenCV and are sampled at a rate or a number of frames.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import io
 import itertools
@@ -804,10 +803,16 @@ class FrameReader:
         *,
         rate: float = 0.0,
         exact: bool = False,
+        to_end: bool = False,
+        counted_by: str = "its header counts",
     ):
         from mfclip_cli.faces.shots import ShotFinder
 
         self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
+        # read past the last frame wanted to the stream's end: its damage is then said, and its
+        # cuts found, as a video sampled by rate has them
+        self.to_end = to_end
+        self.counted_by = counted_by  # who counts ``info.frame_count``, for ``shortfall``
         self.shots = ShotFinder()  # the cuts between shots, from probes of the frames read
         self.exact = exact and info.frame_count > 0
         self.read = self.unread = 0
@@ -841,7 +846,7 @@ class FrameReader:
                         if index == target:
                             self.damaged.append(index)
                             target = next(targets, None)
-                            if target is None:
+                            if target is None and not self.to_end:
                                 break
                         continue
                     if index == target or (self.rate and time >= due / self.rate - TIME_SLACK_S):
@@ -860,7 +865,7 @@ class FrameReader:
                             due = math.floor((time + TIME_SLACK_S) * self.rate) + 1
                         else:
                             target = next(targets, None)
-                            if target is None:
+                            if target is None and not self.to_end:
                                 break
                     elif self.shots.due(time):
                         ok, frame = self.capture.retrieve()
@@ -894,11 +899,11 @@ class FrameReader:
         else:
             self.truncated = ended and _stops_short(clock, info)
         self._end, self._grabbed = clock.end, grabbed
-        if ended and not self.truncated:
-            # an exact count's duration stands (an animation's last frame is shown for its own
-            # length, not the nominal one clock.end gives it) unless the frames ran past it
-            end = max(info.duration, clock.end) if self.exact else clock.end
-            info.frame_count, info.duration = grabbed, end
+        self.undecodable = sorted(set(self.undecodable))  # with those known before reading
+        # an exact count read whole keeps its duration (an animation's last frame is shown for
+        # its own length, not the nominal one that clock.end gives it)
+        if ended and not self.truncated and not (self.exact and grabbed == info.frame_count):
+            info.frame_count, info.duration = grabbed, clock.end
 
     def shortfall(self) -> str | None:
         """Why sampled frames are missing, or frames of the stream could not be decoded, once
@@ -909,7 +914,7 @@ class FrameReader:
             if self.truncated and self.exact:
                 where = (
                     f"; its stream gives {self._grabbed} of the {self.info.frame_count} frames "
-                    "its header counts"
+                    f"{self.counted_by}"
                 )
             elif self.truncated:
                 where = (
@@ -965,6 +970,10 @@ def sample_video(
 # Browsers show a frame that asks for 10 ms or less (none: 0) for 100 ms; so is it timed here.
 BRIEFEST_FRAME_MS = 10.0
 SHOWN_INSTEAD_MS = 100.0
+# A later frame may reach past an animation's canvas (a sloppy encoder's GIF: Pillow grows the
+# canvas to hold it); browsers crop it to the canvas, and so is it here, up to this many times
+# the canvas's pixels. Larger is damage read as a size (gigapixels): refused undecoded.
+LARGEST_OVERHANG = 4
 
 
 def _shown_for(duration: float | None) -> float:
@@ -973,28 +982,37 @@ def _shown_for(duration: float | None) -> float:
     return (SHOWN_INSTEAD_MS if milliseconds <= BRIEFEST_FRAME_MS else milliseconds) / 1000.0
 
 
-def _load_frame(image: Image.Image, index: int, size: tuple[int, int]) -> None:
-    """Decode frame ``index`` of an animation whose canvas is ``size``. An animation's frames
-    share its canvas: a frame that says otherwise is damaged, and is refused before it is
-    decoded (a GIF's frame after a damaged one read 5.8 gigapixels from the bytes there)."""
+class OffCanvas(DecodeError):
+    """An animation's frame far larger than its canvas: damage, not decoded."""
+
+
+def _load_frame(image: Image.Image, index: int, canvas: tuple[int, int], max_pixels: int) -> None:
+    """Decode frame ``index`` of an animation whose canvas is ``canvas``. A GIF frame reaching
+    past the canvas grows Pillow's size; one that grows it past ``LARGEST_OVERHANG`` times the
+    canvas, or past ``max_pixels``, is ``OffCanvas``, refused before it is decoded (a GIF's
+    frame after a damaged one read 5.8 gigapixels from the bytes there, and the scan was
+    killed for memory)."""
     image.seek(index)
-    if image.size != size:
-        raise DecodeError(f"frame {index} is {image.size[0]}x{image.size[1]} in a {size} canvas")
+    width, height = image.size
+    if width * height > min(LARGEST_OVERHANG * canvas[0] * canvas[1], max_pixels):
+        raise OffCanvas(f"frame {index} is {width}x{height}, on a {canvas[0]}x{canvas[1]} canvas")
     image.load()
 
 
 class PictureCapture:
     """An animation's frames, decoded from its bytes by Pillow and given to ``FrameReader`` as
     OpenCV gives a video's (``grab``, ``retrieve``, ``get``, ``release``): each frame whole, as a
-    viewer shows it (composited over the frames before, upright, transparency over white), at the
-    time it is shown."""
+    viewer shows it (composited over the frames before, cropped to the canvas, upright,
+    transparency over white), at the time it is first shown."""
 
-    def __init__(self, data: bytes, starts: list[float]):
+    def __init__(self, data: bytes, timeline: Timeline, max_pixels: int):
         self.image = Image.open(io.BytesIO(data))
-        self.size = self.image.size  # the canvas every frame is drawn on
-        self.starts = starts  # seconds: when each frame is first shown
+        self.canvas = self.image.size
+        self.starts = timeline.starts  # seconds: when each frame is first shown
+        self.skip = timeline.skip  # Pillow's frames before the animation's first
+        self.max_pixels = max_pixels
         self.position = -1
-        self.end = len(starts)  # the frames that can be reached
+        self.end = len(self.starts)  # the frames that can be reached
 
     def grab(self) -> bool:
         """Decode the next frame; False for one that cannot be (``FrameReader`` counts it) and
@@ -1004,8 +1022,8 @@ class PictureCapture:
             return False
         self.position = following
         try:
-            _load_frame(self.image, following, self.size)
-        except DecodeError:  # off the canvas: Pillow decodes it to reach the next, so none is
+            _load_frame(self.image, self.skip + following, self.canvas, self.max_pixels)
+        except OffCanvas:  # Pillow decodes a frame to reach the next: none after it is
             self.end = following
             return False
         except Exception:  # noqa: BLE001 - a damaged frame breaks a plugin in any way
@@ -1015,7 +1033,10 @@ class PictureCapture:
     def retrieve(self) -> tuple[bool, np.ndarray | None]:
         """The frame grabbed, BGR as OpenCV's."""
         try:
-            rgb = _to_rgb(_upright(self.image))
+            frame = self.image
+            if frame.size != self.canvas:
+                frame = frame.crop((0, 0, *self.canvas))
+            rgb = _to_rgb(_upright(frame))
         except Exception:  # noqa: BLE001 - as in grab
             return False, None
         return True, np.ascontiguousarray(rgb[..., ::-1])
@@ -1033,63 +1054,119 @@ class PictureCapture:
         self.image.close()
 
 
-def open_animation(data: bytes) -> tuple[PictureCapture, VideoInfo]:
-    """A capture of the animation ``data`` holds (``DecodedImage.animated``) and what it says of
-    itself: its frame count, exact, and when each frame is shown. A frame that cannot be decoded
-    ends the timing (the frames after it are taken at the mean length so far, or 100 ms); the
-    reading then says which could not be read."""
-    with Image.open(io.BytesIO(data)) as image:
-        count, image_format = image.n_frames, image.format or "animation"
-        canvas, (width, height) = image.size, _upright(image).size
-        lengths: list[float] = []
+@dataclass
+class Timeline:
+    """When an animation's frames are shown: ``starts[i]`` the second frame ``i`` is first shown,
+    ``duration`` the whole. Its frames are those a viewer shows: an APNG's default image (a still
+    for viewers without APNG, which Pillow counts as frame 0) is not one of them (``skip``)."""
+
+    starts: list[float]
+    duration: float
+    damaged: list[int]  # the frames that could not be decoded, or the first that ends them
+    skip: int = 0  # Pillow's frames before the animation's first
+
+    def at(self, rate: float) -> list[int]:
+        """The frames shown at each 1/``rate`` seconds (a frame is held until the next starts; a
+        video's sampling takes the first frame at or after each instant instead, which passes
+        over an animation's frame held for seconds), in time linear in the frames."""
+        instants = math.ceil(self.duration * rate - TIME_SLACK_S)  # 0, 1/rate, ... < duration
+        taken = []
+        for i, start in enumerate(self.starts):
+            end = self.starts[i + 1] if i + 1 < len(self.starts) else math.inf
+            first = max(0, math.ceil((start - TIME_SLACK_S) * rate))  # instant at/after start
+            if first < instants and first < (end - TIME_SLACK_S) * rate:
+                taken.append(i)
+        return taken
+
+
+def _timeline(image: Image.Image, max_pixels: int) -> Timeline:
+    """``image``'s frames timed as a browser shows them. Every frame is decoded (a WebP's length
+    is known once it is); one that cannot be lasts 100 ms and the frames after it are timed
+    still. The frames are those the file holds: more than ``MAX_UNDECODABLE_RUN`` failing in a
+    row are its end (an APNG declaring 30 million frames in 4 bytes holds 9), and a frame off
+    the canvas ends them; ``damaged`` names each frame that failed, and the first of such an
+    end, for the reading to say."""
+    canvas, lengths, damaged = image.size, [], []
+    skip = int(bool(image.info.get("default_image")))  # an APNG's still, for old viewers
+    failing = 0  # frames failing in a row
+    for index in range(image.n_frames - skip):
         try:
-            for index in range(count):
-                _load_frame(image, index, canvas)  # a WebP frame's length is known once decoded
-                lengths.append(_shown_for(image.info.get("duration")))
-        except Exception:  # noqa: BLE001 - a damaged frame: read as such by FrameReader
-            typical = sum(lengths) / len(lengths) if lengths else SHOWN_INSTEAD_MS / 1000.0
-            lengths += [typical] * (count - len(lengths))
+            _load_frame(image, skip + index, canvas, max_pixels)
+        except EOFError:
+            break
+        except OffCanvas:
+            damaged.append(index)
+            break
+        except Exception:  # noqa: BLE001 - a damaged frame breaks a plugin in any way
+            damaged.append(index)
+            lengths.append(SHOWN_INSTEAD_MS / 1000.0)
+            failing += 1
+            if failing > MAX_UNDECODABLE_RUN:  # no frame follows: the file ends at the first
+                end = index + 1 - failing
+                del lengths[end:], damaged[len(damaged) - failing + 1 :]
+                break
+            continue
+        failing = 0
+        lengths.append(_shown_for(image.info.get("duration")))
     starts = [0.0, *itertools.accumulate(lengths[:-1])]
-    duration = sum(lengths)
+    return Timeline(starts, sum(lengths), damaged, skip)
+
+
+def open_animation(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[PictureCapture, VideoInfo, Timeline]:
+    """A capture of the animation ``data`` holds (``DecodedImage.animated``), what it says of
+    itself (its frame count the frames it holds, its duration theirs) and its ``Timeline``."""
+    with Image.open(io.BytesIO(data)) as image:
+        codec, (width, height) = image.format or "animation", _upright(image).size
+        timeline = _timeline(image, max_pixels)
+    count = len(timeline.starts)
     info = VideoInfo(
-        fps=count / duration,
+        fps=count / timeline.duration if timeline.duration > 0 else 0.0,
         frame_count=count,
         width=width,
         height=height,
-        codec=image_format,
-        duration=duration,
+        codec=codec,
+        duration=timeline.duration,
     )
-    return PictureCapture(data, starts), info
+    return PictureCapture(data, timeline, max_pixels), info, timeline
 
 
-def shown_at(starts: list[float], duration: float, rate: float) -> list[int]:
-    """The frames shown at each 1/``rate`` seconds of an animation lasting ``duration`` whose
-    frames are first shown at ``starts``: a frame is held until the next starts (a video's
-    sampling takes the first frame at or after each instant instead, which passes over an
-    animation's frame held for seconds)."""
-    instants = math.ceil(duration * rate - TIME_SLACK_S)
-    return sorted(
-        {bisect.bisect_right(starts, i / rate + TIME_SLACK_S) - 1 for i in range(instants)}
+def _animation_reader(
+    capture: PictureCapture, info: VideoInfo, timeline: Timeline, wanted: list[int]
+) -> FrameReader:
+    """A reader of an animation's ``wanted`` frames, which reads on to its last frame: damage
+    anywhere in it is said (with what timing it found), and its cuts found, as a video's read by
+    rate."""
+    reader = FrameReader(
+        capture, info, wanted, exact=True, to_end=True, counted_by="counted in the file"
     )
+    reader.undecodable += timeline.damaged
+    return reader
 
 
 def sample_animation(
-    data: bytes, fps: float | None = 1.0, frames: int | None = None
+    data: bytes,
+    fps: float | None = 1.0,
+    frames: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[VideoInfo, FrameReader]:
     """``sample_video`` for an animation's bytes: ``frames`` evenly spread over its frames, else
-    the frame shown at every 1/``fps`` seconds (``shown_at``)."""
-    capture, info = open_animation(data)
+    the frame shown at every 1/``fps`` seconds (``Timeline.at``)."""
+    capture, info, timeline = open_animation(data, max_pixels)
     if frames:
         wanted = spread_indices(info.frame_count, frames)
     else:
-        wanted = shown_at(capture.starts, info.duration, fps or 1.0)
-    return info, FrameReader(capture, info, wanted, exact=True)
+        wanted = timeline.at(fps or 1.0)
+    return info, _animation_reader(capture, info, timeline, wanted)
 
 
-def animation_frames(data: bytes, indices: Iterable[int]) -> Iterator[VideoFrame]:
+def animation_frames(
+    data: bytes, indices: Iterable[int], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[VideoFrame]:
     """``video_frames`` for an animation's bytes."""
-    capture, info = open_animation(data)
-    return FrameReader(capture, info, sorted(set(indices)), exact=True)
+    capture, info, timeline = open_animation(data, max_pixels)
+    return _animation_reader(capture, info, timeline, sorted(set(indices)))
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:

@@ -15,7 +15,9 @@ alike, a cut one score alone. Probes are taken at ``PROBE_RATE`` a second whatev
 samples (a cut is found between two probes a tenth of a second apart, however sparsely faces are
 sampled, and the same cuts whatever the sampling), a sampled frame between two probes going to
 the shot of the one it is nearer to; a cut is kept at least ``MIN_SHOT_S`` after the last one (a
-flash is one cut, not two).
+flash is one cut, not two). A picture held ``MIN_SHOT_S`` or more and followed by one that scores
+at least ``MIN_SCORE`` is a cut too: an animation's slide is probed once, so it has no probes
+around it to compare, and there is no motion to take the change for.
 """
 
 from __future__ import annotations
@@ -120,22 +122,26 @@ class ShotFinder:
         """The cuts found, in order (the adaptive rule of the module's docstring), each at the
         first frame read of the new shot: its first probe, or a sampled frame before it nearer
         to it than to the probe before."""
-        scores, found = self._scores, []
-        # a full window on each side, as PySceneDetect's: a score near either end has too few
-        # neighbours to be told from motion (a cut in a video's first or last 0.2 s is missed)
-        for i in range(1 + WINDOW, len(scores) - WINDOW):
-            around = scores[i - WINDOW : i] + scores[i + 1 : i + 1 + WINDOW]
+        scores, times, found = self._scores, self._times, []
+        for i in range(1, len(scores)):
             if scores[i] < MIN_SCORE:
                 continue
-            mean = sum(around) / len(around)
-            if scores[i] < RATIO * mean:
+            # a picture held MIN_SHOT_S or more, then another (an animation's slides, a screen
+            # recording's still screens): no motion to take it for, and no probes around it for
+            # the adaptive rule (a held frame is probed once)
+            held = times[i] - times[i - 1] >= MIN_SHOT_S - 1e-6
+            # else a full window on each side, as PySceneDetect's: a score near either end has
+            # too few neighbours to be told from motion (a cut in the first or last 0.2 s is
+            # missed)
+            if not held and not 1 + WINDOW <= i < len(scores) - WINDOW:
                 continue
-            if found and self._times[i] - found[-1].time < MIN_SHOT_S:
+            around = scores[i - WINDOW : i] + scores[i + 1 : i + 1 + WINDOW]
+            if not held and scores[i] < RATIO * sum(around) / len(around):
+                continue
+            if found and times[i] - found[-1].time < MIN_SHOT_S:
                 continue
             # the sampled frames between probes i - 1 and i (the list after probe i - 1)
             nearer = [s for s in self._between[i] if s.after < s.before]
             first = nearer[0] if nearer else None
-            found.append(
-                Cut(first.frame, first.time) if first else Cut(self._frames[i], self._times[i])
-            )
+            found.append(Cut(first.frame, first.time) if first else Cut(self._frames[i], times[i]))
         return found

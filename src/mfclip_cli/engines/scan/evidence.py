@@ -277,7 +277,7 @@ def frames_of(
         read = read_image(path, max_pixels)
         if read.sha256 != record.sha256:
             raise _changed_since_scan()
-        yield animation_frames(read.data, indices)
+        yield animation_frames(read.data, indices, max_pixels)
         return
     with HeldVideo(path) as video:
         if video.sha256 != record.sha256:

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from mfclip_cli.faces.decode import ANIMATION_FORMATS
 from mfclip_cli.files import readable
 from mfclip_cli.labels import CLASS_NAMES
 from mfclip_cli.provenance.record import ProvenanceRecord
@@ -316,7 +317,13 @@ class FileRecord:
     @property
     def pictures_note(self) -> str | None:
         """What the reports say of an image file of several pictures: that the others were not
-        looked at (a face on an animation's second frame, or a TIFF's second page, is not)."""
+        looked at (a face on a TIFF's second page is not), or, of an animation, that frames
+        were passed over between the sampling instants (its frames are often distinct
+        pictures, and a short one at 1 fps gives one)."""
+        video = self.video or {}
+        sampled, frames = video.get("frames_sampled", 0), video.get("frame_count", 0)
+        if self.format in ANIMATION_FORMATS and sampled < frames:
+            return f"{sampled} of its {frames} frames sampled (--fps or --frames N takes more)"
         count = self.pictures_in_file
         if count is None:
             return None

@@ -218,7 +218,9 @@ class Scanner:
         an animation (from the bytes that were hashed); a video's record format is set."""
         settings = self.settings
         if isinstance(source, ImageBytes):
-            return sample_animation(source.data, fps=settings.fps, frames=settings.frames)
+            return sample_animation(
+                source.data, settings.fps, settings.frames, max_pixels=settings.max_pixels
+            )
         return sample_video(source.decoder_path, fps=settings.fps, frames=settings.frames)
 
     def scan_video(self, path: Path, record: FileRecord) -> FileRecord:
@@ -326,8 +328,9 @@ class Scanner:
         record.format, record.width, record.height = image.format, image.width, image.height
         if image.pictures > 1 and not image.animated:
             record.pictures_in_file = image.pictures  # only the first is scanned
-        if self.settings.duplicates:
-            record.phash = perceptual_hash(image.pixels)  # of an animation: its first frame
+        if self.settings.duplicates and not image.animated:  # an animation's, as a video's:
+            # none (its first frame is often a title or a fade shared by unrelated files)
+            record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
         if image.animated:  # its frames are sampled as a video's (``scan_video``)
             return record, None, None

@@ -108,7 +108,11 @@ class ResumeState:
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 # the meta line names the format of every line after it
-                ("report format", previous.get("schema_version"), meta["schema_version"]),
+                (
+                    "report format (of another mfclip version)",
+                    previous.get("schema_version"),
+                    meta["schema_version"],
+                ),
                 ("verdicts", previous.get("verdicts"), meta["verdicts"]),
                 # int8 and fp32 may label a face differently
                 ("precision", _precision_used(previous), _precision_used(meta)),

@@ -39,6 +39,10 @@ def attribution_note(attribution: dict[str, Any] | None) -> str:
     return f"by {attribution['generator']} {attribution['probability']:.2f}"
 
 
+# files up to which the table has a row for each; past it only the notable files' rows
+ALL_ROWS = 200
+
+
 class TableSink:
     """A rich table on the terminal once the run ends: a row per face, and per faceless file.
 
@@ -56,7 +60,8 @@ class TableSink:
 
     def __init__(self, console: Console):
         self.console = console
-        self.records: list[FileRecord] = []
+        self.records: list[FileRecord] = []  # every file's, or past ``ALL_ROWS`` the notable's
+        self.files = 0
         self.meta: dict[str, Any] = {}
         self.checkpoint_columns: list[str] = []  # "#k name" with several checkpoints
 
@@ -67,7 +72,15 @@ class TableSink:
         ]
 
     def write(self, record: FileRecord) -> None:
-        self.records.append(record)
+        """Keep ``record`` for the table: every file's up to ``ALL_ROWS`` files, past that only
+        those adding to the exit code (an error, a face labelled fake or inconclusive, an AI
+        origin declared): a table of 20,000 files flooded the terminal with rows nobody reads
+        and kept every record (audit AA L1)."""
+        self.files += 1
+        if self.files == ALL_ROWS + 1:
+            self.records = [kept for kept in self.records if any(kept.outcome)]
+        if self.files <= ALL_ROWS or any(record.outcome):
+            self.records.append(record)
 
     def _columns(self) -> list[str]:
         width = self.console.width
@@ -163,6 +176,13 @@ class TableSink:
             style = "bold red" if group["disagree"] else "yellow"
             flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
             self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
+        if self.files > ALL_ROWS:
+            self.console.print(
+                f"[yellow]{len(self.records)} of {self.files} files shown:[/] those with an "
+                "error, a face labelled fake or inconclusive, or an AI origin declared; every "
+                "file is in --jsonl, --csv or --html",
+                highlight=False,
+            )
         if not summary.get("complete", True):
             self.console.print("[bold red]partial: the scan was interrupted[/]")
 
