@@ -368,6 +368,19 @@ def test_the_files_to_look_at_first_are_linked_from_the_top_of_the_page(scan, tm
     assert uncertain == [number["case/mosaic_four_faces.jpg"]]
 
 
+def test_mfclip_report_tells_its_progress_file_by_file(scan, tmp_path):
+    """Re-rendering 20,000 files read every input again for a minute without a word (audit AA
+    L2): each file rendered is told, out of the inputs the report lists."""
+    root, files, _ = scan
+    told: list[tuple[int, int]] = []
+    report_from_jsonl(
+        root / "scan.jsonl",
+        tmp_path / "r.html",
+        progress=lambda done, total: told.append((done, total)),
+    )
+    assert told == [(done, len(files)) for done in range(1, len(files) + 1)]
+
+
 def test_the_meta_block_says_an_unsupported_operating_point_was_used(scan, tmp_path):
     """Accepted with --accept-unsupported-fpr, it was said only in the JSON's meta."""
     root, _, _ = scan

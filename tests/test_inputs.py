@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mfclip_cli.engines.scan.inputs import collect_inputs
+from mfclip_cli.engines.scan.inputs import SPLIT_NAME, collect_inputs
 from mfclip_cli.errors import UsageError
 
 
@@ -97,6 +97,23 @@ def test_nul_separated_stdin_keeps_names_with_newlines_whole(tmp_path):
     stdin = io.StringIO(f"{odd}\0{plain}\0\0")
     items = collect_inputs(["-"], stdin=stdin, separator="\0")
     assert [(item.path, item.error) for item in items] == [(odd, None), (plain, None)]
+
+
+def test_a_name_split_by_a_list_of_lines_says_so(tmp_path):
+    """``find | mfclip scan -`` splits a name holding a newline into two missing files, two
+    errors among thousands with no word of why (audit AA L3): each half says it, and names
+    --null. A name missing for no such reason stays "no such file or directory"."""
+    odd = _touch(tmp_path / "line\nbreak.png")
+    plain = _touch(tmp_path / "plain.png")
+    stdin = io.StringIO(f"{odd}\n{plain}\n{tmp_path / 'gone.png'}\n")
+    items = collect_inputs(["-"], stdin=stdin)
+    assert [(item.path.name, item.error) for item in items] == [
+        ("line", SPLIT_NAME),
+        ("break.png", SPLIT_NAME),
+        ("plain.png", None),
+        ("gone.png", "no such file or directory"),
+    ]
+    assert "find -print0 | mfclip scan --null -" in SPLIT_NAME
 
 
 def test_a_name_the_shell_left_empty_or_a_nul_without_null_is_a_usage_error(tmp_path):

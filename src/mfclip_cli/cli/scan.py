@@ -326,11 +326,19 @@ def report(
     \b
       mfclip report case.jsonl --html case.html
     """
-    from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE
+    from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, counting_bar
     from mfclip_cli.engines.scan.writers.html import report_from_jsonl
 
     with errors_reported() as error_console:
-        unreadable = report_from_jsonl(jsonl_path, html_path, force=force)
+        bar = counting_bar("rendering", error_console, show=error_console.is_terminal)
+        with bar:
+            task = bar.add_task("rendering", total=None)
+            unreadable = report_from_jsonl(
+                jsonl_path,
+                html_path,
+                force=force,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     if unreadable:
         error_console.print(
             f"[bold yellow]warning:[/] {unreadable} input(s) could not be read again, or "
