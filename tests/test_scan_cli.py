@@ -455,8 +455,8 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
 
 def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     """A terminal's table of 20,000 files printed every row at the end, the summary scrolled
-    away, every record kept (audit AA L1). Past ``ALL_ROWS`` files only those adding to the
-    exit code are shown, and a line says how many of how many."""
+    away, every record kept (audit AA L1). Past ``ALL_ROWS`` files, where a report keeps every
+    file, only those adding to the exit code are shown, and a line says how many of how many."""
     from mfclip_cli.engines.scan.records import FaceRecord
     from mfclip_cli.engines.scan.writers.table import ALL_ROWS
 
@@ -464,9 +464,9 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
         probs = {"real": 0.1, "diffusion": 0.1, "gan": 0.8}
         return FaceRecord.create(0, [0, 0, 9, 9], [[0, 0]] * 5, 0.9, probs, label)
 
-    def table(count: int) -> str:
+    def table(count: int, kept_in=("--jsonl",)) -> str:
         console = Console(width=200, record=True, force_terminal=False)
-        sink = TableSink(console)
+        sink = TableSink(console, kept_in=list(kept_in))
         sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
         for i in range(count):
             sink.write(FileRecord(path=f"plain{i:05d}.jpg", status="no_face"))
@@ -484,6 +484,10 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     assert "plain" not in large and "real.jpg" not in large
     assert all(name in large for name in ("broken.jpg", "gan.jpg", "unsure.jpg"))
     assert f"3 of {ALL_ROWS + 4} files shown: those with an error" in large
+    assert "every file is in the report of --jsonl" in large
+    # without a report the table is the run's only record: every row (audit AC M3)
+    alone = table(ALL_ROWS, kept_in=())
+    assert alone.count("plain") == ALL_ROWS and "real.jpg" in alone and "shown" not in alone
 
 
 def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):

@@ -803,17 +803,18 @@ class FrameReader:
         *,
         rate: float = 0.0,
         exact: bool = False,
-        to_end: bool = False,
-        counted_by: str = "its header counts",
+        animation: bool = False,
     ):
         from mfclip_cli.faces.shots import ShotFinder
 
         self.capture, self.info, self.wanted, self.rate = capture, info, wanted or [], rate
-        # read past the last frame wanted to the stream's end: its damage is then said, and its
-        # cuts found, as a video sampled by rate has them
-        self.to_end = to_end
-        self.counted_by = counted_by  # who counts ``info.frame_count``, for ``shortfall``
-        self.shots = ShotFinder()  # the cuts between shots, from probes of the frames read
+        # an animation (``PictureCapture``) is read past its last frame wanted to its end: its
+        # damage is then said, and its cuts found, as a video sampled by rate has them; its
+        # count is its frames', and its cuts those of pictures held too (``ShotFinder``)
+        self.to_end = animation
+        self.counted_by = "counted in the file" if animation else "its header counts"
+        # the cuts between shots, from probes of the frames read
+        self.shots = ShotFinder(held_pictures=animation)
         self.exact = exact and info.frame_count > 0
         self.read = self.unread = 0
         self.damaged: list[int] = []
@@ -1138,9 +1139,7 @@ def _animation_reader(
     """A reader of an animation's ``wanted`` frames, which reads on to its last frame: damage
     anywhere in it is said (with what timing it found), and its cuts found, as a video's read by
     rate."""
-    reader = FrameReader(
-        capture, info, wanted, exact=True, to_end=True, counted_by="counted in the file"
-    )
+    reader = FrameReader(capture, info, wanted, exact=True, animation=True)
     reader.undecodable += timeline.damaged
     return reader
 

@@ -15,9 +15,10 @@ alike, a cut one score alone. Probes are taken at ``PROBE_RATE`` a second whatev
 samples (a cut is found between two probes a tenth of a second apart, however sparsely faces are
 sampled, and the same cuts whatever the sampling), a sampled frame between two probes going to
 the shot of the one it is nearer to; a cut is kept at least ``MIN_SHOT_S`` after the last one (a
-flash is one cut, not two). A picture held ``MIN_SHOT_S`` or more and followed by one that scores
-at least ``MIN_SCORE`` is a cut too: an animation's slide is probed once, so it has no probes
-around it to compare, and there is no motion to take the change for.
+flash is one cut, not two). In an animation, a picture held ``MIN_SHOT_S`` or more and followed by
+one that scores at least ``MIN_SCORE`` is a cut too: its slide is probed once, so it has no probes
+around it to compare (``held_pictures``; a video's frames half a second apart are a camera's,
+whose motion scores that much).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class ShotFinder:
     only places a cut: it belongs to the shot of the probe it is nearer to."""
 
     rate: float = PROBE_RATE
+    # an animation's: a picture held MIN_SHOT_S or more, then another, is a cut too
+    held_pictures: bool = False
     _frames: list[int] = field(default_factory=list)
     _times: list[float] = field(default_factory=list)
     _scores: list[float] = field(default_factory=list)
@@ -126,10 +129,11 @@ class ShotFinder:
         for i in range(1, len(scores)):
             if scores[i] < MIN_SCORE:
                 continue
-            # a picture held MIN_SHOT_S or more, then another (an animation's slides, a screen
-            # recording's still screens): no motion to take it for, and no probes around it for
-            # the adaptive rule (a held frame is probed once)
-            held = times[i] - times[i - 1] >= MIN_SHOT_S - 1e-6
+            # an animation's picture held MIN_SHOT_S or more, then another (its slides): no
+            # probes around it for the adaptive rule (a held frame is probed once). Not a
+            # video's: a 2 fps video of a pan was cut at every frame, each face its own track
+            # (audit AC M1), as a camera's frames a second apart differ that much
+            held = self.held_pictures and times[i] - times[i - 1] >= MIN_SHOT_S - 1e-6
             # else a full window on each side, as PySceneDetect's: a score near either end has
             # too few neighbours to be told from motion (a cut in the first or last 0.2 s is
             # missed)

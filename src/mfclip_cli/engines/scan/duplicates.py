@@ -6,11 +6,12 @@ area-resized to 32 x 32, 2-D DCT, the 8 x 8 lowest frequencies, one bit per coef
 their median without the DC term). It is computed here, on the pixels the scan has decoded
 already, rather than by ``imagehash``: no second decode, no further dependency (it would bring
 PyWavelets), and the same bits on every platform OpenCV runs on. Files whose hashes differ in at
-most ``MAX_DISTANCE`` of the 64 bits are near-duplicates. A group gathers the files near its
-first file, its seed (``near_duplicate_groups``), and one whose files' verdicts differ is
-flagged. Seeds near a file are found by splitting the hash into ``MAX_DISTANCE + 1`` bands
-(pigeonhole: a pair within the distance agrees on a whole band). Videos and animations are not
-hashed, nor flat pictures (one colour: nothing to compare).
+most ``MAX_DISTANCE`` of the 64 bits are near-duplicates; groups are the connected components of
+that relation (no near pair is ever split or left out), and a group whose files' verdicts differ
+is flagged. Candidate pairs are found by splitting the hash into
+``MAX_DISTANCE + 1`` bands (pigeonhole: a pair within the distance agrees on a whole band), equal
+hashes compared once. Videos and animations are not hashed, nor flat pictures (one colour:
+nothing to compare).
 """
 
 from __future__ import annotations
@@ -63,46 +64,48 @@ def file_verdict(record: FileRecord) -> str:
 
 
 def near_duplicate_groups(files: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Groups of two or more files (path, phash, verdict), each with its files, the largest
-    distance inside it and whether their verdicts differ.
+    """Groups of two or more files (path, phash, verdict) joined by near pairs, each with its
+    files, the largest distance inside it and whether their verdicts differ (then some near
+    pair's do: its files are joined by them).
 
-    In input order, a file joins the group of the nearest seed within ``MAX_DISTANCE`` bits (an
-    earlier seed on a tie), else seeds a group of its own: its members are all near one file, at
-    most twice the distance apart. Groups were the connected components of "near", which chain:
-    over 20,000 crops of ten pictures, one "near-duplicate" group held crops of three of them,
-    50 bits apart, and a run's groups grew with its files (audit AA M2); and each hash was
-    compared with every earlier one of its band, so 8,000 near copies took 40 s. Only seeds are
-    compared now, and equal hashes once."""
-    values = [int(digest, 16) for _, digest, _ in files]
-    buckets: dict[tuple[int, int], list[int]] = {}  # seeds by their bits in each band
-    seed_of: dict[int, int] = {}  # a hash value: the seed its files joined
-    members: dict[int, list[int]] = {}  # seed: its group, in input order
-    for i, value in enumerate(values):
-        seed = seed_of.get(value)
-        if seed is None:
-            keys = [
-                (band, (value >> (64 - end)) & ((1 << (end - start)) - 1))  # bits start..end-1
-                for band, (start, end) in enumerate(_BANDS)
-            ]
-            near = [
-                ((value ^ values[j]).bit_count(), j) for key in keys for j in buckets.get(key, ())
-            ]
-            distance, seed = min(near, default=(MAX_DISTANCE + 1, i))
-            if distance > MAX_DISTANCE:
-                seed = i
-                for key in keys:
-                    buckets.setdefault(key, []).append(i)
-            seed_of[value] = seed
-        members.setdefault(seed, []).append(i)
+    A group is a connected component: every pair within ``MAX_DISTANCE`` bits is in one. A
+    grouping around seed files, tried against chains (audit AA M2), left a fake copy 4 bits
+    from a real file in no group, by input order (audit AC H1); so a group can chain pictures
+    farther apart than that, and its ``max_distance`` says so. Equal hashes are compared once:
+    20,000 copies of one picture took minutes, each compared with every other."""
+    by_value: dict[int, list[int]] = {}
+    for i, (_, digest, _) in enumerate(files):
+        by_value.setdefault(int(digest, 16), []).append(i)
+    values = list(by_value)
+    parent = list(range(len(values)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for k, value in enumerate(values):
+        for band, (start, end) in enumerate(_BANDS):
+            key = (band, (value >> (64 - end)) & ((1 << (end - start)) - 1))  # bits start..end-1
+            for j in buckets.get(key, ()):
+                if (value ^ values[j]).bit_count() <= MAX_DISTANCE and root(k) != root(j):
+                    parent[root(k)] = root(j)
+            buckets.setdefault(key, []).append(k)
+    members: dict[int, list[int]] = {}
+    for k in range(len(values)):
+        members.setdefault(root(k), []).append(k)
     groups = []
-    for indices in members.values():
+    for ks in members.values():
+        indices = sorted(i for k in ks for i in by_value[values[k]])
         if len(indices) < 2:
             continue
         written = [readable(files[i][0]) for i in indices]
         group = {
             "files": written,
             "phash": [files[i][1] for i in indices],
-            "max_distance": _largest_distance({values[i] for i in indices}),
+            "max_distance": _largest_distance({values[k] for k in ks}),
             "verdicts": {name: files[i][2] for name, i in zip(written, indices)},
             # from every member: two written names can coincide (audit Z4), a dict's keys cannot
             "disagree": len({files[i][2] for i in indices}) > 1,

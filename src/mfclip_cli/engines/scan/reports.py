@@ -73,7 +73,9 @@ def open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     ]
     streamed = any(getattr(request, name) == STDOUT for name in REPORT_OPTIONS)
     if not streamed and console.is_terminal:
-        openers.append(lambda: TableSink(console))
+        # where every file's result is kept, so that the table may show only the notable files
+        kept = [option for name, option in REPORT_OPTIONS.items() if getattr(request, name)]
+        openers.append(lambda: TableSink(console, kept_in=kept))
     elif not any(getattr(request, name) for name in REPORT_OPTIONS):
         openers.append(lambda: JsonlSink(STDOUT))
     sinks: list[Sink] = []

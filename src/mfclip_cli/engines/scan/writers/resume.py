@@ -108,11 +108,7 @@ class ResumeState:
                 ),
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 # the meta line names the format of every line after it
-                (
-                    "report format (of another mfclip version)",
-                    previous.get("schema_version"),
-                    meta["schema_version"],
-                ),
+                ("report format", previous.get("schema_version"), meta["schema_version"]),
                 ("verdicts", previous.get("verdicts"), meta["verdicts"]),
                 # int8 and fp32 may label a face differently
                 ("precision", _precision_used(previous), _precision_used(meta)),
@@ -123,10 +119,14 @@ class ResumeState:
         if was != now:  # said in words, not as values
             differences.append(f"provenance checks {then} there, {words} now")
         if differences:
+            # a report format of its own: another build of mfclip wrote it, whose results may
+            # differ (audit AA L4: the message did not say so)
+            build = previous.get("schema_version") != meta["schema_version"]
             raise ReportError(
                 f"{path} was written with other settings ({'; '.join(differences)}); "
-                "resuming would mix "
-                "results: scan again into a new report, or resume with the same settings"
+                + ("it was written by another build of mfclip; " if build else "")
+                + "resuming would mix results: scan again into a new report, or resume with the "
+                "same settings"
             )
         state = cls(report=path)
         for offset, line in lines[1:]:

@@ -58,8 +58,11 @@ class TableSink:
     target = "the terminal"
     whole_report = True
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, kept_in: list[str] | None = None):
+        """``kept_in``: the report options written beside the table (``--jsonl`` ...), which
+        keep every file's result; without one the table shows every file, however many."""
         self.console = console
+        self.kept_in = kept_in or []
         self.records: list[FileRecord] = []  # every file's, or past ``ALL_ROWS`` the notable's
         self.files = 0
         self.meta: dict[str, Any] = {}
@@ -72,14 +75,15 @@ class TableSink:
         ]
 
     def write(self, record: FileRecord) -> None:
-        """Keep ``record`` for the table: every file's up to ``ALL_ROWS`` files, past that only
-        those adding to the exit code (an error, a face labelled fake or inconclusive, an AI
-        origin declared): a table of 20,000 files flooded the terminal with rows nobody reads
-        and kept every record (audit AA L1)."""
+        """Keep ``record`` for the table: every file's up to ``ALL_ROWS`` files, past that, where
+        a report keeps them all, only those adding to the exit code (an error, a face labelled
+        fake or inconclusive, an AI origin declared): a table of 20,000 files flooded the
+        terminal with rows nobody reads (audit AA L1). Without a report the table is the only
+        record of the run, and keeps every row (audit AC M3)."""
         self.files += 1
-        if self.files == ALL_ROWS + 1:
+        if self.files == ALL_ROWS + 1 and self.kept_in:
             self.records = [kept for kept in self.records if any(kept.outcome)]
-        if self.files <= ALL_ROWS or any(record.outcome):
+        if self.files <= ALL_ROWS or not self.kept_in or any(record.outcome):
             self.records.append(record)
 
     def _columns(self) -> list[str]:
@@ -176,11 +180,11 @@ class TableSink:
             style = "bold red" if group["disagree"] else "yellow"
             flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
             self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
-        if self.files > ALL_ROWS:
+        if self.files > ALL_ROWS and self.kept_in:
             self.console.print(
                 f"[yellow]{len(self.records)} of {self.files} files shown:[/] those with an "
                 "error, a face labelled fake or inconclusive, or an AI origin declared; every "
-                "file is in --jsonl, --csv or --html",
+                f"file is in the report of {' and '.join(self.kept_in)}",
                 highlight=False,
             )
         if not summary.get("complete", True):
