@@ -982,6 +982,41 @@ def test_scan_lists_re_encoded_copies_as_near_duplicates(weights, tmp_path):
         assert "Near-duplicates" in (tmp_path / page).read_text()
 
 
+def test_a_ctrl_c_while_near_duplicates_are_grouped_stops_the_run(weights, tmp_path, monkeypatch):
+    """The groups were found in the reports' close, where signals are held off: many near
+    hashes kept a scan deaf to Ctrl-C and SIGTERM for minutes (audits AA H1, AC M2). They are
+    found before it: a Ctrl-C there stops the run as one during the scan does (exit 130, the
+    report closed as partial, without groups)."""
+    import io
+
+    from rich.console import Console
+
+    from mfclip_cli.engines.scan import duplicates
+    from mfclip_cli.engines.scan.request import ScanRequest
+    from mfclip_cli.engines.scan.run import run_scan
+
+    def interrupted(files):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(duplicates, "near_duplicate_groups", interrupted)
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    request = ScanRequest(
+        inputs=[str(tmp_path / "a.png")],
+        settings=ScanSettings(device="cpu", workers=1, duplicates=True),
+        weights=(str(weights),),
+        quiet=True,
+        jsonl_path=str(tmp_path / "r.jsonl"),
+    )
+    quiet = Console(file=io.StringIO())
+    try:
+        code = run_scan(request, stdin=None, console=quiet, error_console=quiet)
+    except KeyboardInterrupt:  # raised in the close: the reports left unclosed
+        pytest.fail("the Ctrl-C came while the reports closed, not while the run went on")
+    assert code == 130
+    end = check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())[-1]
+    assert end["complete"] is False and "duplicates" not in end
+
+
 def test_a_resumed_scan_groups_its_files_with_the_earlier_runs(weights, tmp_path):
     """Audit X H1: a copy added before a --resume was grouped only with this run's files; the
     picture it copies, scanned by the earlier run, was left out, and the report said no two

@@ -131,14 +131,16 @@ def _largest_distance(values: set[int]) -> int:
 
 
 class DuplicateTracker:
-    """The hashed files of a run as their records pass, grouped at the end."""
+    """The hashed files of a run as their records pass, grouped at the end (``group``) into
+    ``found``: None until then, and for a run stopped before."""
 
     def __init__(self) -> None:
         self.files: list[tuple[str, str, str]] = []
+        self.found: list[dict[str, Any]] | None = None
 
     def add(self, record: FileRecord) -> None:
         if record.phash:  # by its exact name: the group writes it as records do (path_bytes)
             self.files.append((record.path, record.phash, file_verdict(record)))
 
-    def groups(self) -> list[dict[str, Any]]:
-        return near_duplicate_groups(self.files)
+    def group(self) -> None:
+        self.found = near_duplicate_groups(self.files)

@@ -355,6 +355,11 @@ def run_scan(
                     tally.add(record)
                 record.source = None  # the bytes and pixels read: memory flat in the files
                 progress.update(task, advance=1, current=escape(shown(Path(record.path).name)))
+            if tally.duplicates is not None:
+                # here, where Ctrl-C still stops the run: in the reports' close, where signals
+                # are held off, many near hashes kept it deaf for minutes (audit AC M2)
+                progress.update(task, current="grouping near-duplicates")
+                tally.duplicates.group()
             complete = True
     except (KeyboardInterrupt, Interrupted):
         stopped = True
@@ -418,8 +423,8 @@ class Tally:
         }
         if skipped:
             summary["skipped_as_done"] = skipped
-        if self.duplicates is not None:
-            summary["duplicates"] = self.duplicates.groups()
+        if self.duplicates is not None and self.duplicates.found is not None:
+            summary["duplicates"] = self.duplicates.found  # a run stopped before has none
         return summary
 
 
