@@ -464,7 +464,7 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
         probs = {"real": 0.1, "diffusion": 0.1, "gan": 0.8}
         return FaceRecord.create(0, [0, 0, 9, 9], [[0, 0]] * 5, 0.9, probs, label)
 
-    def table(count: int, kept_in=("--jsonl",)) -> str:
+    def table(count: int, kept_in=("--jsonl [r].jsonl",)) -> str:
         console = Console(width=200, record=True, force_terminal=False)
         sink = TableSink(console, kept_in=list(kept_in))
         sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
@@ -484,7 +484,7 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     assert "plain" not in large and "real.jpg" not in large
     assert all(name in large for name in ("broken.jpg", "gan.jpg", "unsure.jpg"))
     assert f"3 of {ALL_ROWS + 4} files shown: those with an error" in large
-    assert "every file is in the report of --jsonl" in large
+    assert "every file is in --jsonl [r].jsonl" in large  # a name, not markup
     # without a report the table is the run's only record: every row (audit AC M3)
     alone = table(ALL_ROWS, kept_in=())
     assert alone.count("plain") == ALL_ROWS and "real.jpg" in alone and "shown" not in alone

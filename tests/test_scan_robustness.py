@@ -153,6 +153,7 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
     mixed = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume")
     assert mixed.returncode == 2 and "report format '2.0.0' there" in mixed.stderr, mixed.stderr
     assert "it was written by another build of mfclip" in mixed.stderr
+    assert "resume with the same settings" not in mixed.stderr  # no build of this one can
 
 
 # the meta line of a report to resume, as far as the settings compared read it

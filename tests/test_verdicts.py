@@ -1006,6 +1006,7 @@ def test_a_ctrl_c_while_near_duplicates_are_grouped_stops_the_run(weights, tmp_p
         weights=(str(weights),),
         quiet=True,
         jsonl_path=str(tmp_path / "r.jsonl"),
+        html_path=str(tmp_path / "r.html"),
     )
     quiet = Console(file=io.StringIO())
     try:
@@ -1015,6 +1016,9 @@ def test_a_ctrl_c_while_near_duplicates_are_grouped_stops_the_run(weights, tmp_p
     assert code == 130
     end = check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())[-1]
     assert end["complete"] is False and "duplicates" not in end
+    assert "Not grouped: the run stopped before its files were compared" in (
+        (tmp_path / "r.html").read_text()
+    )
 
 
 def test_a_resumed_scan_groups_its_files_with_the_earlier_runs(weights, tmp_path):

@@ -29,6 +29,7 @@ from mfclip_cli.engines.scan.writers.json_reports import JsonlSink, JsonSink
 from mfclip_cli.engines.scan.writers.resume import ResumeState
 from mfclip_cli.engines.scan.writers.table import TableSink
 from mfclip_cli.errors import ReaderGone, UsageError
+from mfclip_cli.files import shown
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)  # what ends a scan as Ctrl-C does
 
@@ -74,7 +75,11 @@ def open_sinks(request: ScanRequest, console: Console) -> list[Sink]:
     streamed = any(getattr(request, name) == STDOUT for name in REPORT_OPTIONS)
     if not streamed and console.is_terminal:
         # where every file's result is kept, so that the table may show only the notable files
-        kept = [option for name, option in REPORT_OPTIONS.items() if getattr(request, name)]
+        kept = [
+            f"{option} {shown(getattr(request, name))}"
+            for name, option in REPORT_OPTIONS.items()
+            if getattr(request, name)
+        ]
         openers.append(lambda: TableSink(console, kept_in=kept))
     elif not any(getattr(request, name) for name in REPORT_OPTIONS):
         openers.append(lambda: JsonlSink(STDOUT))

@@ -405,6 +405,9 @@ class HtmlSink(StagedReport):
             flagged=self.flagged,
             uncertain=self.uncertain,
             duplicates=summary.get("duplicates"),
+            # asked for, but the run stopped before its files were grouped
+            ungrouped=summary.get("duplicates") is None
+            and bool((self.meta.get("verdicts") or {}).get("near_duplicate_bits")),
             colours={label: f"rgb{colour}" for label, colour in LABEL_COLOURS.items()},
             sections=self.staged_parts(),
         )

@@ -124,9 +124,13 @@ class ResumeState:
             build = previous.get("schema_version") != meta["schema_version"]
             raise ReportError(
                 f"{path} was written with other settings ({'; '.join(differences)}); "
-                + ("it was written by another build of mfclip; " if build else "")
-                + "resuming would mix results: scan again into a new report, or resume with the "
-                "same settings"
+                + (
+                    "it was written by another build of mfclip: resuming would mix results; "
+                    "scan again into a new report"
+                    if build
+                    else "resuming would mix results: scan again into a new report, or resume "
+                    "with the same settings"
+                )
             )
         state = cls(report=path)
         for offset, line in lines[1:]:

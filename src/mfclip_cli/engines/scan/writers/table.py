@@ -174,6 +174,14 @@ class TableSink:
             )
         if self.meta.get("demo"):
             self.console.print(f"[bold yellow]{DEMO_NOTICE}[/]", soft_wrap=False, overflow="fold")
+        if summary.get("duplicates") is None and (self.meta.get("verdicts") or {}).get(
+            "near_duplicate_bits"
+        ):
+            self.console.print(
+                "[yellow]near-duplicates not grouped:[/] the run stopped before its files were "
+                "compared (--resume the scan to group them)",
+                highlight=False,
+            )
         for group in summary.get("duplicates") or []:
             verdicts = group["verdicts"].items()
             said = "; ".join(f"{shown(path)} ({verdict})" for path, verdict in verdicts)
@@ -184,7 +192,7 @@ class TableSink:
             self.console.print(
                 f"[yellow]{len(self.records)} of {self.files} files shown:[/] those with an "
                 "error, a face labelled fake or inconclusive, or an AI origin declared; every "
-                f"file is in the report of {' and '.join(self.kept_in)}",
+                f"file is in {escape(' and '.join(self.kept_in))}",
                 highlight=False,
             )
         if not summary.get("complete", True):
