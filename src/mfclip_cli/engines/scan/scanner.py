@@ -215,7 +215,7 @@ class Scanner:
 
     def _sampled(self, path: Path, source: HeldVideo | ImageBytes) -> tuple[VideoInfo, FrameReader]:
         """The sampled frames of a video held open (through the descriptor that was hashed) or of
-        an animation (from the bytes that were hashed); a video's record format is set."""
+        an animation (from the bytes that were hashed)."""
         settings = self.settings
         if isinstance(source, ImageBytes):
             return sample_animation(
