@@ -34,7 +34,6 @@ from typing import BinaryIO, Iterator
 from mfclip_cli.engines.scan.inputs import LINK_LOOP, not_a_file
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.faces.decode import (
-    ANIMATION_FORMATS,
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     DecodeError,
@@ -269,11 +268,11 @@ def frames_of(
 ) -> Iterator[Iterator[VideoFrame]]:
     """The frames at ``indices`` of ``record``'s video, read again through one held descriptor
     whose SHA-256 is the record's; ``InputChanged`` at the end when it was written to meanwhile
-    (what was drawn from it must then be dropped). An animation's (its record's format an
-    image's) are decoded from its bytes, read again once within the scan's ``max_pixels``, where
-    those are the record's."""
+    (what was drawn from it must then be dropped). An animation's (``FileRecord.animated``) are
+    decoded from its bytes, read again once within the scan's ``max_pixels``, where those are the
+    record's."""
     path = base / record.path
-    if record.format in ANIMATION_FORMATS:
+    if record.animated:
         read = read_image(path, max_pixels)
         if read.sha256 != record.sha256:
             raise _changed_since_scan()

@@ -315,6 +315,12 @@ class FileRecord:
         )
 
     @property
+    def animated(self) -> bool:
+        """An animation scanned as a video (``DecodedImage.animated``): a video summary, and the
+        format of an image (a video's is its container's and codec's)."""
+        return self.video is not None and self.format in ANIMATION_FORMATS
+
+    @property
     def pictures_note(self) -> str | None:
         """What the reports say of an image file of several pictures: that the others were not
         looked at (a face on a TIFF's second page is not), or, of an animation, that frames
@@ -322,7 +328,7 @@ class FileRecord:
         pictures, and a short one at 1 fps gives one)."""
         video = self.video or {}
         sampled, frames = video.get("frames_sampled", 0), video.get("frame_count", 0)
-        if self.format in ANIMATION_FORMATS and sampled < frames:
+        if self.animated and sampled < frames:
             return f"{sampled} of its {frames} frames sampled (--fps or --frames N takes more)"
         count = self.pictures_in_file
         if count is None:

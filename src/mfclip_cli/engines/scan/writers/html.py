@@ -191,7 +191,7 @@ class HtmlSink(StagedReport):
         self.source = source  # the JSON Lines report rendered, for ``mfclip report``
         self.meta: dict[str, Any] = {}
         self.base = Path.cwd()
-        self.count = self.faces = self.fake_files = self.inconclusive_files = self.unreadable = 0
+        self.count = self.faces = self.fake_files = self.unreadable = 0
         self.declared_ai = self.explanations_unshown = 0
         self.labels: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
@@ -211,8 +211,6 @@ class HtmlSink(StagedReport):
         self.faces += len(record.faces)
         self.labels.update(face.label for face in record.faces)
         self.statuses[record.status] += 1
-        self.fake_files += any(face.conclusive_fake for face in record.faces)
-        self.inconclusive_files += any(face.inconclusive for face in record.faces)
         self.declared_ai += record.declares_ai
         self._flag(record)
         if record.status == STATUS_ERROR:
@@ -282,6 +280,7 @@ class HtmlSink(StagedReport):
     def _flag(self, record: FileRecord) -> None:
         """Note ``record`` among the files to look at first, if it is one."""
         fakes = Counter(face.label for face in record.faces if face.conclusive_fake)
+        self.fake_files += bool(fakes)
         why = [f"{count} face(s) labelled {label}" for label, count in sorted(fakes.items())]
         if record.declares_ai:
             why.append("its own evidence declares an AI origin")
@@ -379,7 +378,7 @@ class HtmlSink(StagedReport):
         rows += [(f"faces labelled {label}", str(self.labels[label])) for label in labels]
         rows += [
             ("files with a face labelled diffusion or gan", str(self.fake_files)),
-            ("files with an inconclusive face", str(self.inconclusive_files)),
+            ("files with an inconclusive face", str(len(self.uncertain))),
             ("files whose own evidence declares an AI origin", str(self.declared_ai)),
             ("files without a face", str(self.statuses[STATUS_NO_FACE])),
             ("errors", str(len(self.errors))),
