@@ -84,6 +84,46 @@ def save_tiff_without_size(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def save_pages(
+    path: Path,
+    pages: list[np.ndarray],
+    reduced: tuple[int, ...] = (),
+    damaged: tuple[int, ...] = (),
+) -> None:
+    """A TIFF of ``pages`` (deflate-compressed, as a scanner writes), those in ``reduced`` marked
+    reduced-resolution copies (NewSubfileType 1), the coded data of those in ``damaged``
+    overwritten (their decoding fails, the others' does not)."""
+    images = [Image.fromarray(page) for page in pages]
+    for index in reduced:
+        images[index].encoderinfo = {"tiffinfo": {254: 1}}  # Pillow takes a page's own info
+    images[0].save(
+        path, "TIFF", save_all=True, append_images=images[1:], compression="tiff_deflate"
+    )
+    raw = bytearray(path.read_bytes())
+    with Image.open(path) as stored:
+        for index in damaged:
+            stored.seek(index)
+            start = stored.tag_v2[273][0]  # the first strip's offset
+            raw[start + 2 : start + 202] = bytes(range(200))
+    path.write_bytes(bytes(raw))
+
+
+def save_mpo(path: Path, views: list[np.ndarray], thumbnails: tuple[int, ...] = ()) -> None:
+    """A camera's MPO of ``views``, those in ``thumbnails`` typed "Large Thumbnail (VGA
+    Equivalent)" in its MP index (CIPA DC-007), as cameras store a smaller copy of the photo."""
+    images = [Image.fromarray(view) for view in views]
+    images[0].save(path, "MPO", save_all=True, append_images=images[1:])
+    raw = bytearray(path.read_bytes())
+    header = raw.index(b"MPF\x00") + 4  # the MP index's TIFF header (Pillow's little-endian)
+    ifd = header + struct.unpack_from("<I", raw, header + 4)[0]
+    for entry in range(struct.unpack_from("<H", raw, ifd)[0]):
+        tag, _, _, offset = struct.unpack_from("<HHII", raw, ifd + 2 + 12 * entry)
+        if tag == 0xB002:  # MPEntry: 16 bytes a view, its attribute first
+            for index in thumbnails:
+                struct.pack_into("<I", raw, header + offset + 16 * index, 0x010001)
+    path.write_bytes(bytes(raw))
+
+
 def save_decompression_bomb(path: Path, side: int = 30000) -> None:
     """A tiny PNG whose header claims side x side pixels (900 MP by default)."""
     Image.new("L", (1, 1)).save(path, "PNG")

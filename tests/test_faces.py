@@ -23,6 +23,8 @@ from media import (
     save_decompression_bomb,
     save_exif_rotated,
     save_heic,
+    save_mpo,
+    save_pages,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -50,7 +52,12 @@ from mfclip_cli.faces.cascade import (
     integral_images,
     pyramid_level,
 )
-from mfclip_cli.faces.decode import Timeline, animation_frames, sample_animation
+from mfclip_cli.faces.decode import (
+    StillPictures,
+    Timeline,
+    animation_frames,
+    sample_animation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -603,6 +610,54 @@ def test_a_damaged_animation_frame_is_never_decoded_as_a_giant(monkeypatch):
         "read: the file is damaged"
     )
     assert set(decoded) == {(64, 48)}
+
+
+def test_each_picture_of_a_still_image_of_several_is_read_alone(tmp_path):
+    """A TIFF's pages, an MPO's views and a HEIF's images are each a picture to scan (a face on
+    a scanned ID's second page was in no record): every one decoded upright from the bytes,
+    with its index and no time, except a smaller copy of another (a reduced-resolution page,
+    an MPO's large thumbnail); a page that cannot be decoded is left out with why, and the
+    pages after it are read."""
+    face, blank = astronaut(), face_free()[:512, :512]
+    small = np.asarray(Image.fromarray(face).resize((128, 128)))
+    save_pages(tmp_path / "a.tif", [blank, small, face, blank, face], reduced=(1,), damaged=(3,))
+    pictures = StillPictures((tmp_path / "a.tif").read_bytes())
+    read = list(pictures)
+    assert pictures.count == 5 and pictures.copies == [1]
+    assert [frame.index for frame in read] == [0, 2, 4]
+    assert all(frame.timestamp is None for frame in read)
+    assert np.array_equal(read[0].pixels, blank) and np.array_equal(read[1].pixels, face)
+    ((index, why),) = pictures.unread
+    assert index == 3 and why.startswith(("truncated or corrupt image", "corrupt image"))
+    # the pages asked for only (a report drawing the pictures with faces again)
+    again = StillPictures((tmp_path / "a.tif").read_bytes(), indices=[4, 2, 2])
+    assert [frame.index for frame in again] == [2, 4]
+    # a file of copies only is no file of copies: all are read
+    save_pages(tmp_path / "b.tif", [small, small], reduced=(0, 1))
+    assert [f.index for f in StillPictures((tmp_path / "b.tif").read_bytes())] == [0, 1]
+
+    save_mpo(tmp_path / "c.mpo", [face, small, face[:, ::-1]], thumbnails=(1,))
+    views = StillPictures((tmp_path / "c.mpo").read_bytes())
+    assert decode_image(tmp_path / "c.mpo").format == "MPO" and views.copies == [1]
+    read = list(views)
+    assert [frame.index for frame in read] == [0, 2] and not views.unread
+    assert np.abs(read[1].pixels.astype(int) - face[:, ::-1]).mean() < 4  # JPEG's loss
+
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    big = np.asarray(Image.fromarray(face).resize((1024, 1024)))
+    Image.fromarray(blank).save(
+        tmp_path / "d.heic", format="HEIF", save_all=True, quality=90,
+        append_images=[Image.fromarray(face), Image.fromarray(big)],
+    )  # fmt: skip
+    images = StillPictures((tmp_path / "d.heic").read_bytes(), max_pixels=600_000)
+    assert [frame.pixels.shape for frame in images] == [(400, 512, 3), (512, 512, 3)]
+    # an image past the limit is refused before it is decoded (audit P H2), the others read
+    assert images.unread == [
+        (2, "picture is 1024x1024 = 1 megapixels, over the 1-megapixel decompression-bomb "
+         "limit (scan's --max-megapixels raises it)"),
+    ]  # fmt: skip
 
 
 class FakeCapture:

@@ -22,6 +22,8 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_mpo,
+    save_pages,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -385,12 +387,13 @@ def test_usage_and_fatal_errors(evidence, weights, tmp_path):
         assert bad_fps.returncode == 2 and "--fps must be a positive number" in bad_fps.stderr
 
 
-def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was(weights, tmp_path):
-    """A face on an animation's later frame was not looked at: the record said ``no_face``
-    (audit W M1), then only that the other pictures were not scanned. An animation (GIF, APNG,
-    animated WebP) is now sampled as a video is, from the bytes hashed: each face with its frame
-    and the time it is shown, drawn again for --annotate, the HTML report and ``mfclip report``.
-    A TIFF's pages still say only the first was scanned."""
+def test_an_animation_is_scanned_frame_by_frame_and_pages_picture_by_picture(weights, tmp_path):
+    """A face on an animation's later frame, or a TIFF's later page, was not looked at: the
+    record said ``no_face`` (audit W M1), then only that the other pictures were not scanned.
+    An animation (GIF, APNG, animated WebP) is now sampled as a video is, from the bytes hashed:
+    each face with its frame and the time it is shown; a TIFF's pages are each scanned, a face
+    with its page's index and no time. Both are drawn again for --annotate, the HTML report and
+    ``mfclip report``."""
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     blank = Image.fromarray(face_free())
@@ -419,7 +422,7 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
         "a.apng": ("ok", None),
         "a.gif": ("ok", None),
         "a.webp": ("ok", None),
-        "b.tif": ("no_face", 3),
+        "b.tif": ("ok", 3),
         "c.png": ("ok", None),
     }
     for name in ("a.apng", "a.gif", "a.webp"):
@@ -434,23 +437,72 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_say_only_the_first_was
         assert copy.endswith(".frame000002.png") and Path(copy).is_file()
         # no pHash, as a video has none: its first frame is often a title another file shares
         assert "phash" not in record and "phash" in records["c.png"]
+    pages = records["b.tif"]
+    assert [(f["frame"], "timestamp" in f) for f in pages["faces"]] == [(2, False)]
+    (copy,) = pages["annotation"]["paths"]
+    assert copy.endswith(".frame000002.png") and Path(copy).is_file()
+    assert "phash" in pages and "pictures_unread" not in pages  # the first page's
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
     assert rows["b.tif"]["pictures_in_file"] == "3" and rows["a.gif"]["pictures_in_file"] == ""
+    assert (rows["b.tif"]["frame"], rows["b.tif"]["timestamp"]) == ("2", "")
     page = html.read_text()
-    assert "only the first of its 3 pictures (frames or pages) was scanned" in page
+    assert page.count("picture 3 of 3 · frame 2") == 1 and "was scanned" not in page
     assert page.count("frame 2 · 1.30 s") == 3 and "pictures not shown" not in page
     # frame 1, shown for 0.1 s between two instants, was not sampled: said
     assert page.count("2 of its 3 frames sampled (--fps or --frames N takes more)") == 3
     again = mfclip("report", str(tmp_path / "r.jsonl"), "--html", str(tmp_path / "again.html"))
     assert again.returncode == 0, again.stderr
-    assert (tmp_path / "again.html").read_text().count("frame 2 · 1.30 s") == 3
+    shown_again = (tmp_path / "again.html").read_text()
+    assert shown_again.count("frame 2 · 1.30 s") == 3 and shown_again.count("picture 3 of 3") == 1
+    assert "pictures not shown" not in shown_again
+
+
+def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_path):
+    """A TIFF whose third page cannot be decoded: its other pages are scanned, a face on the
+    fourth found; the damage is in the record (``pictures_unread``), the CSV, the table and the
+    HTML report, and the run exits 3, as for a video read in part. A reduced-resolution copy of
+    a page (a scanner's preview) is passed over, said, and not counted as damage. An MPO's large
+    thumbnail is passed over as well."""
+    face, blank = astronaut(), face_free()[:512, :512]
+    small = np.asarray(Image.fromarray(face).resize((128, 128)))
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    save_pages(evidence / "id.tif", [blank, small, blank, face], reduced=(1,), damaged=(2,))
+    save_mpo(evidence / "stereo.mpo", [blank, small], thumbnails=(1,))
+    result = run(
+        str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
+        "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html"),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())
+        if line["type"] == "file"
+    }
+    tiff = records["id.tif"]
+    assert (tiff["status"], tiff["pictures_in_file"]) == ("ok", 4)
+    assert tiff["pictures_passed_over"] == [1]
+    assert [face["frame"] for face in tiff["faces"]] == [3]
+    ((unread),) = tiff["pictures_unread"]
+    assert unread["picture"] == 2 and "corrupt image" in unread["error"]
+    mpo = records["stereo.mpo"]
+    assert (mpo["status"], mpo["pictures_passed_over"], mpo["faces"]) == ("no_face", [1], [])
+    assert "pictures_unread" not in mpo
+    rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
+    assert rows["id.tif"]["pictures_passed_over"] == "1"
+    assert json.loads(rows["id.tif"]["pictures_unread"]) == tiff["pictures_unread"]
+    assert "pictures_unread" in result.stderr
     console = Console(width=400, record=True, force_terminal=False)
     sink = TableSink(console)
     sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
-    sink.write(FileRecord.from_dict(records["b.tif"]))
+    sink.write(FileRecord.from_dict(tiff))
     sink.close({"complete": True})
-    note = "no face found; only the first of its 3 pictures (frames or pages) was scanned"
-    assert note in console.export_text()
+    table = console.export_text()
+    said = "1 of its 4 pictures could not be decoded (picture 3: "  # counted as pages are
+    assert said in table and said in (tmp_path / "r.html").read_text()
+    passed_over = "1 of its 4 pictures passed over as reduced-resolution copies of another"
+    assert f"{passed_over} (picture 2)" in table
+    assert "#0 picture 4/4" in table
 
 
 def test_the_table_of_a_large_scan_shows_the_files_with_findings():

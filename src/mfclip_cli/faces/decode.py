@@ -1,9 +1,11 @@
 """Decoding evidence files into upright 8-bit RGB pixels, with a clear error for anything else.
 
 Images go through Pillow (HEIC/HEIF through pillow-heif's plugin): EXIF orientation applied,
-grey / 16-bit / palette / CMYK / alpha images converted, the first frame of animated images, a
-decompression-bomb limit checked from the header before any pixel is decoded, and truncated or
-corrupt files refused rather than half-decoded.
+grey / 16-bit / palette / CMYK / alpha images converted, the first picture of a file of several
+(an animation's frames are sampled as a video's: ``sample_animation``; a TIFF's pages, a HEIF's
+images and an MPO's views each read alone: ``StillPictures``), a decompression-bomb limit checked
+from the header before any pixel is decoded, and truncated or corrupt files refused rather than
+half-decoded.
 Videos go through OpenCV and are sampled at a rate or a number of frames.
 """
 
@@ -62,7 +64,8 @@ IMAGE_SUFFIXES = frozenset(
 # a JPEG's coded data is damaged (jerror.h: JWRN_HIT_MARKER, JWRN_EXTRANEOUS_DATA, JWRN_JPEG_EOF...)
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # still-image formats whose several pictures are an animation's frames, each shown for a time:
-# scanned as a video's (a TIFF's pages, a HEIF's images and an MPO's views are not)
+# scanned as a video's (a TIFF's pages, a HEIF's images and an MPO's views are each scanned as a
+# picture of their own: ``StillPictures``)
 ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
 JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 # ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
@@ -129,11 +132,20 @@ class DecodedImage:
         (``sample_animation``), not only the first."""
         return self.pictures > 1 and self.format in ANIMATION_FORMATS
 
+    @property
+    def stills(self) -> bool:
+        """A still image of several pictures (a TIFF's pages, a HEIF's images, an MPO's views):
+        each is scanned (``StillPictures``)."""
+        return self.pictures > 1 and self.format not in ANIMATION_FORMATS
+
 
 @dataclass
 class VideoFrame:
+    """A video's or an animation's frame (``timestamp``: when it is shown, in seconds), or one
+    picture of a still image of several (``StillPictures``: its index, no time)."""
+
     index: int
-    timestamp: float  # seconds
+    timestamp: float | None
     pixels: np.ndarray
 
 
@@ -1166,6 +1178,95 @@ def animation_frames(
     """``video_frames`` for an animation's bytes."""
     capture, info, timeline = open_animation(data, max_pixels)
     return _animation_reader(capture, info, timeline, sorted(set(indices)))
+
+
+# an MPO view's MP type (CIPA DC-007, as Pillow names it) that is a smaller copy of another view
+MPO_COPY_TYPE = "Large Thumbnail"
+TIFF_REDUCED_COPY = 1  # a TIFF page's NewSubfileType (tag 254) bit: a smaller copy of a page
+
+
+def _reduced_copy(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -> bool:
+    """Whether picture ``index``, the one ``image`` is at, is a smaller copy of another picture
+    of its file: a TIFF page marked reduced-resolution, an MPO's large thumbnail."""
+    if image.format == "TIFF":
+        return bool(int(image.tag_v2.get(254, 0) or 0) & TIFF_REDUCED_COPY)
+    if index < len(mp_entries):
+        kind = (mp_entries[index].get("Attribute") or {}).get("MPType", "")
+        return str(kind).startswith(MPO_COPY_TYPE)
+    return False
+
+
+def _undecodable_because(error: Exception) -> str:
+    """Why one picture of a file could not be decoded, for the report."""
+    if isinstance(error, DecodeError):
+        return str(error)
+    message = str(error).strip() or type(error).__name__
+    if isinstance(error, OSError) and (
+        "truncated" in message.lower() or "broken data stream" in message
+    ):
+        return f"truncated or corrupt image: {message}"
+    return f"corrupt image: {type(error).__name__}: {message}"
+
+
+class StillPictures:
+    """The pictures of a still image file that holds several that are not an animation's frames
+    (``DecodedImage.stills``): a TIFF's pages, a HEIF's images, an MPO's views. Each is a face's
+    place as a video frame is (``VideoFrame`` with its index and no time), decoded alone,
+    upright, each within ``max_pixels`` (a HEIF's other image may be larger than its primary:
+    audit P H2). A picture that is a smaller copy of another (a TIFF's reduced-resolution page,
+    an MPO's large thumbnail) is passed over (``copies``) where the file holds one that is not;
+    one that cannot be decoded is left out, with why (``unread``), and the others read on."""
+
+    def __init__(
+        self,
+        data: bytes,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        indices: Iterable[int] | None = None,
+    ):
+        self.image = Image.open(io.BytesIO(data))
+        self.max_pixels = max_pixels
+        self.count = getattr(self.image, "n_frames", 1)
+        self.unread: list[tuple[int, str]] = []
+        entries = getattr(self.image, "mpinfo", None) or {}
+        entries = entries.get(0xB002) or []
+        copies = []
+        for index in range(self.count):
+            try:
+                self.image.seek(index)
+                if _reduced_copy(self.image, index, entries):
+                    copies.append(index)
+            except Exception:  # noqa: BLE001 - the reading says why (``unread``)
+                continue
+        self.copies = copies if len(copies) < self.count else []
+        wanted = range(self.count) if indices is None else sorted(set(indices))
+        self.wanted = [index for index in wanted if index < self.count]
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        with self.image:
+            for index in self.wanted:
+                if index in self.copies:
+                    continue
+                try:
+                    pixels = self._decode(index)
+                except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
+                    self.unread.append((index, _undecodable_because(error)))
+                    continue
+                yield VideoFrame(index, None, pixels)
+
+    def _decode(self, index: int) -> np.ndarray:
+        image = self.image
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.seek(index)
+            width, height = image.size
+            if width * height > self.max_pixels:
+                raise DecodeError(
+                    f"picture is {width}x{height} = {width * height / 1e6:.0f} megapixels, over "
+                    f"the {self.max_pixels / 1e6:.0f}-megapixel decompression-bomb limit (scan's "
+                    "--max-megapixels raises it)"
+                )
+            image.load()
+            return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:

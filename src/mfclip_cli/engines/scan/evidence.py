@@ -37,6 +37,7 @@ from mfclip_cli.faces.decode import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     DecodeError,
+    StillPictures,
     VideoFrame,
     animation_frames,
     decode_image,
@@ -270,13 +271,17 @@ def frames_of(
     whose SHA-256 is the record's; ``InputChanged`` at the end when it was written to meanwhile
     (what was drawn from it must then be dropped). An animation's (``FileRecord.animated``) are
     decoded from its bytes, read again once within the scan's ``max_pixels``, where those are the
-    record's."""
+    record's; so are the pictures of a still image of several (``FileRecord.stills``: a TIFF's
+    pages), ``indices`` then theirs."""
     path = base / record.path
-    if record.animated:
+    if record.animated or record.stills:
         read = read_image(path, max_pixels)
         if read.sha256 != record.sha256:
             raise _changed_since_scan()
-        yield animation_frames(read.data, indices, max_pixels)
+        if record.stills:
+            yield iter(StillPictures(read.data, max_pixels, indices))
+        else:
+            yield animation_frames(read.data, indices, max_pixels)
         return
     with HeldVideo(path) as video:
         if video.sha256 != record.sha256:

@@ -142,7 +142,9 @@ class FaceRecord:
     def to_dict(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         if self.frame is None:
-            del record["frame"], record["timestamp"]
+            del record["frame"]
+        if self.timestamp is None:  # an image's face, or one on a still picture of several
+            del record["timestamp"]
         for optional in (
             "uncertainty",
             "ood_distance",
@@ -209,6 +211,8 @@ OPTIONAL_FILE_FIELDS = (
     "explanation_error",
     "smallest_face",
     "pictures_in_file",
+    "pictures_passed_over",
+    "pictures_unread",
     "changed_during_scan",
     "phash",
 )
@@ -234,9 +238,13 @@ class FileRecord:
     annotation: dict[str, Any] | None = None
     explanation_error: str | None = None  # with --explain: why a face's PNG was not written
     smallest_face: int | None = None  # pixels, where --detect-max-side raised it above the meta's
-    # an image file of several pictures (frames, pages, a HEIF's images): how many; only the
-    # first (a HEIF's primary) is scanned
+    # a still image of several pictures (a TIFF's pages, a HEIF's images, an MPO's views): how
+    # many; each is scanned, its faces' ``frame`` its index (``decode.StillPictures``)
     pictures_in_file: int | None = None
+    # those passed over as smaller copies of another (a reduced-resolution page, a thumbnail)
+    pictures_passed_over: list[int] | None = None
+    # those that could not be decoded: [{"picture": index, "error": why}] (adds to the exit code)
+    pictures_unread: list[dict[str, Any]] | None = None
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
     provenance: ProvenanceRecord | None = None
     phash: str | None = None  # with --duplicates, images only: 64-bit DCT pHash, 16 hex digits
@@ -304,14 +312,16 @@ class FileRecord:
 
     @property
     def failed(self) -> bool:
-        """Whether this file adds to the exit code as an error: unreadable (a video in part), or
-        an annotated copy or explanation that could not be written."""
+        """Whether this file adds to the exit code as an error: unreadable (a video, or a file of
+        several pictures, in part), or an annotated copy or explanation that could not be
+        written."""
         annotation_failed = bool(self.annotation and "error" in self.annotation)
         return (
             self.status == STATUS_ERROR
             or annotation_failed
             or self.explanation_error is not None
             or bool(self.video and self.video.get("incomplete"))
+            or bool(self.pictures_unread)
         )
 
     @property
@@ -321,20 +331,45 @@ class FileRecord:
         return self.video is not None and self.format in ANIMATION_FORMATS
 
     @property
+    def stills(self) -> bool:
+        """A still image of several pictures, each scanned (``decode.StillPictures``): its faces'
+        ``frame`` is the picture's index."""
+        return self.pictures_in_file is not None and self.video is None
+
+    @property
+    def framed(self) -> bool:
+        """Whether its faces carry the frame they were found in: a video's, an animation's, or a
+        still image's of several pictures (the picture's index)."""
+        return self.video is not None or self.stills
+
+    @property
     def pictures_note(self) -> str | None:
-        """What the reports say of an image file of several pictures: that the others were not
-        looked at (a face on a TIFF's second page is not), or, of an animation, that frames
-        were passed over between the sampling instants (its frames are often distinct
-        pictures, and a short one at 1 fps gives one)."""
+        """What the reports say of an image file of several pictures: which could not be
+        decoded, and which were passed over as smaller copies of another (numbered from 1, as
+        people count pages; the records' indices count from 0); or, of an animation,
+        that frames were passed over between the sampling instants (its frames are often
+        distinct pictures, and a short one at 1 fps gives one)."""
         video = self.video or {}
         sampled, frames = video.get("frames_sampled", 0), video.get("frame_count", 0)
         if self.animated and sampled < frames:
             return f"{sampled} of its {frames} frames sampled (--fps or --frames N takes more)"
         count = self.pictures_in_file
-        if count is None:
+        if count is None or self.status == STATUS_ERROR:
             return None
-        first = "primary" if self.format == "HEIF" else "first"
-        return f"only the {first} of its {count} pictures (frames or pages) was scanned"
+        parts = []
+        if self.pictures_unread:
+            first = self.pictures_unread[0]
+            parts.append(
+                f"{len(self.pictures_unread)} of its {count} pictures could not be decoded"
+                f" (picture {first['picture'] + 1}: {first['error']})"
+            )
+        if self.pictures_passed_over:
+            listed = ", ".join(str(index + 1) for index in self.pictures_passed_over)
+            parts.append(
+                f"{len(self.pictures_passed_over)} of its {count} pictures passed over as "
+                f"reduced-resolution copies of another (picture {listed})"
+            )
+        return "; ".join(parts) or None
 
     @property
     def declares_ai(self) -> bool:

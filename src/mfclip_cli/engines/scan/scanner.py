@@ -33,6 +33,7 @@ from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import (
     DecodeError,
     FrameReader,
+    StillPictures,
     VideoFrame,
     VideoInfo,
     decode_image,
@@ -289,6 +290,31 @@ class Scanner:
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 
+    def scan_pictures(self, record: FileRecord) -> FileRecord:
+        """The record of a still image of several pictures (``DecodedImage.stills``: a TIFF's
+        pages, a HEIF's images, an MPO's views), each picture's faces found as a frame's are,
+        from the bytes that were hashed; a picture that cannot be decoded is said
+        (``pictures_unread``), and the others scanned."""
+        source, record.source = record.source, None
+        try:
+            pictures = StillPictures(source.data, self.settings.max_pixels)
+            for picture, found in self._analysed_frames(iter(pictures)):
+                start = len(record.faces)
+                record.faces += self.model_stage.face_records(found, start, picture)
+        except CheckpointError:  # the model's fault, not the file's: the scan stops
+            raise
+        except Exception as error:  # noqa: BLE001 - one file's fault
+            return record.fail(f"face analysis failed: {type(error).__name__}: {error}")
+        record.pictures_in_file = pictures.count
+        record.pictures_passed_over = pictures.copies or None
+        record.pictures_unread = [
+            {"picture": index, "error": why} for index, why in pictures.unread
+        ] or None
+        if len(pictures.unread) == pictures.count - len(pictures.copies):
+            return record.fail(f"none of its {pictures.count} pictures could be decoded")
+        record.status = STATUS_OK if record.faces else STATUS_NO_FACE
+        return record
+
     def _open(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
         """Read, hash, decode and, on CPU, analyse one input (in a worker thread).
 
@@ -326,14 +352,12 @@ class Scanner:
             return record.fail(str(error)), None, None
         self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
-        if image.pictures > 1 and not image.animated:
-            record.pictures_in_file = image.pictures  # only the first is scanned
         if self.settings.duplicates and not image.animated:  # an animation's, as a video's:
             # none (its first frame is often a title or a fade shared by unrelated files)
             record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
-        if image.animated:  # its frames are sampled as a video's (``scan_video``)
-            return record, None, None
+        if image.pictures > 1:  # its frames are sampled as a video's (``scan_video``), or its
+            return record, None, None  # pictures each scanned (``scan_pictures``)
         faces = (
             _each_isolated(self._faces_in_worker, [image.pixels])[0]
             if self.analyse_in_workers
@@ -416,7 +440,10 @@ class Scanner:
             if record.status != STATUS_ERROR and _has_frames(record):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
-                yield self.scan_video(item.path, record)
+                if _holds_stills(record):
+                    yield self.scan_pictures(record)
+                else:
+                    yield self.scan_video(item.path, record)
                 continue
             pending.append((record, pixels, found))
             decoded += pixels is not None
@@ -427,12 +454,18 @@ class Scanner:
 
 
 def _has_frames(record: FileRecord) -> bool:
-    """Whether ``record``'s input is read frame by frame (``Scanner.scan_video``): a video, or an
-    animation."""
+    """Whether ``record``'s input is read frame by frame: a video or an animation
+    (``Scanner.scan_video``), or a still image of several pictures (``Scanner.scan_pictures``)."""
     source = record.source
     if isinstance(source, ImageBytes):
-        return source.image is not None and source.image.animated
+        return source.image is not None and source.image.pictures > 1
     return isinstance(source, HeldVideo)
+
+
+def _holds_stills(record: FileRecord) -> bool:
+    """Whether ``record``'s input is a still image of several pictures (``DecodedImage.stills``)."""
+    source = record.source
+    return isinstance(source, ImageBytes) and source.image is not None and source.image.stills
 
 
 def _record_of(item: InputItem) -> FileRecord:

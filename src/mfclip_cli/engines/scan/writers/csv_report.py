@@ -79,7 +79,12 @@ CSV_COLUMNS = [
     "frame",
     "timestamp",
     "video_incomplete",  # why a video was read only in part (exit code 3; its status stays ok)
-    "pictures_in_file",  # an image file of several pictures: how many (only the first scanned)
+    # a still image of several pictures (a TIFF's pages): how many (each scanned, a face's
+    # frame its index), those passed over as smaller copies of another (space-separated), and
+    # those that could not be decoded (a JSON array of {"picture", "error"}; exit code 3)
+    "pictures_in_file",
+    "pictures_passed_over",
+    "pictures_unread",
     "face_index",
     "x1",
     "y1",
@@ -185,6 +190,11 @@ class CsvSink:
         base.update(provenance_cells(record))
         base["video_incomplete"] = (record.video or {}).get("incomplete")
         base["pictures_in_file"] = record.pictures_in_file
+        if record.pictures_passed_over:
+            base["pictures_passed_over"] = " ".join(map(str, record.pictures_passed_over))
+        if record.pictures_unread:
+            unread = readable_strings(record.pictures_unread)
+            base["pictures_unread"] = json.dumps(unread, ensure_ascii=False)
         if record.also_named:  # each name as a text cell is written, not-UTF-8 bytes as \xNN
             names = [_as_shown(name) for name in readable_strings(record.also_named)]
             base["also_named"] = json.dumps(names, ensure_ascii=False)

@@ -239,18 +239,20 @@ class HtmlSink(StagedReport):
 
     # -- pictures ----------------------------------------------------------------------------
     def _images(
-        self, record: FileRecord, frames: list[int]
+        self, record: FileRecord, keys: list[int | None]
     ) -> Iterator[tuple[int | None, Image.Image]]:
-        """(frame index or None, PIL image) of each picture of the input: the image the scan
-        decoded, else read again (``evidence.image_of``, ``evidence.frames_of``)."""
+        """(frame index or None, PIL image) of each picture of the input ``keys`` name: the
+        image the scan decoded (None: an image's, or the first picture of one of several), else
+        read again (``evidence.image_of``, ``evidence.frames_of``)."""
         # within the limit the scan had (audit Y M2: a 108 MP photo it took was refused)
         limit = (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
-        if record.video is not None:
+        if None in keys:
+            yield None, Image.fromarray(image_of(record, self.base, limit).pixels)
+        frames = [key for key in keys if key is not None]
+        if frames:
             with frames_of(record, self.base, frames, limit) as video:
                 for frame in video:
                     yield frame.index, Image.fromarray(frame.pixels)
-        else:
-            yield None, Image.fromarray(image_of(record, self.base, limit).pixels)
 
     def _pictures(self, record: FileRecord) -> tuple[list[dict[str, Any]], str | None]:
         """A picture per image, or per video frame with faces, each with its faces; and a note
@@ -258,12 +260,12 @@ class HtmlSink(StagedReport):
         if record.status == STATUS_ERROR:
             return [], None
         groups = faces_by_frame(record.faces)
-        if record.video is None:
+        if not record.framed or (record.stills and not groups):
             groups.setdefault(None, [])  # an image is shown with or without faces
         shown: dict[int | None, dict[str, Any]] = {}
         note = None
         try:
-            for frame, image in self._images(record, [key for key in groups if key is not None]):
+            for frame, image in self._images(record, list(groups)):
                 shown[frame] = self._picture(groups[frame], image)
         except (OSError, DecodeError, ValueError, InputChanged) as error:
             shown.clear()  # a video that changed as its frames were read: none is shown

@@ -106,7 +106,7 @@ class AnnotateSink:
         if record.status == STATUS_ERROR:
             return
         try:
-            if record.video is None:
+            if not record.framed:
                 # the image the scan decoded (a copy: its pixels stay as scanned)
                 image = Image.fromarray(image_of(record, Path.cwd(), self.max_pixels).pixels)
                 path, digest = self._save(image, record.faces, record, None)
@@ -122,8 +122,9 @@ class AnnotateSink:
             record.annotation = {"error": f"annotated copy not written: {reason}"}
 
     def _video_frames(self, record: FileRecord) -> list[tuple[str, str]]:
-        """One copy per sampled frame with faces, read again from the video (checked to be the
-        bytes scanned), its frame index in the name."""
+        """One copy per sampled frame with faces (or picture with faces, of a still image of
+        several), read again from the input (checked to be the bytes scanned), its frame index
+        in the name."""
         by_frame = faces_by_frame(record.faces)
         paths = []
         with frames_of(record, Path.cwd(), sorted(by_frame), self.max_pixels) as frames:

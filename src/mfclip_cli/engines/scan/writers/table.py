@@ -118,7 +118,12 @@ class TableSink:
                 "status": record.status,
                 "face": f"#{face.index}"
                 + (f" T{face.track}" if face.track is not None else "")
-                + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else ""),
+                + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else "")
+                + (
+                    f" picture {face.frame + 1}/{record.pictures_in_file}"
+                    if record.stills and face.frame is not None
+                    else ""
+                ),
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
                 "p(fake)": f"{1.0 - face.probs['real']:.3f}",
                 "unc.": "" if face.uncertainty is None else f"{face.uncertainty:.2f}",
