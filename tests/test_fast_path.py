@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from facenet_pytorch import MTCNN
-from media import astronaut, iou, mosaic, save_video
+from media import astronaut, face_free, iou, mosaic, save_pages, save_video
 from PIL import Image
 
 from mfclip_cli.engines.runtime import long_lived_imports, sigterm_as_ctrl_c
@@ -90,20 +90,32 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
             < PROBABILITY_TOLERANCE
         )
 
+    # a TIFF's pages likewise, each page's faces under its index
+    blank = np.ascontiguousarray(face_free()[:512, :512])
+    save_pages(tmp_path / "pages.tif", [images[0], blank, images[1]])
+    (pages,) = list(scanner.scan([InputItem(tmp_path / "pages.tif")]))
+    assert [face.frame for face in pages.faces] == [0] + [2] * len(batched[1])
+    for face, (detection, *_) in zip(pages.faces, batched[0] + batched[1]):
+        assert iou(face.box, detection.box) >= 0.99
+
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
     # records
     (tmp_path / "notes.txt").write_text("not an image")
     inputs = [
         InputItem(path)
-        for path in [paths[0], tmp_path / "notes.txt", tmp_path / "clip.mp4", *paths[1:]]
-    ]
+        for path in [
+            paths[0], tmp_path / "notes.txt", tmp_path / "clip.mp4", tmp_path / "pages.tif",
+            *paths[1:],
+        ]
+    ]  # fmt: skip
     per_core = [record.to_dict() for record in scanner.scan(inputs)]
     scanner.analyse_in_workers = False
     scanner.chunk_images = 2  # the video's 5 frames in three chunks, each continuing the last
     batched = [record.to_dict() for record in scanner.scan(inputs)]
     assert [record["path"] for record in batched] == [str(item.path) for item in inputs]
     assert batched[2]["video"]["frames_sampled"] == 5 and batched[2]["video"]["incomplete"] is None
-    assert [record["status"] for record in batched] == ["ok", "error", "ok", "ok", "ok"]
+    assert [record["status"] for record in batched] == ["ok", "error", "ok", "ok", "ok", "ok"]
+    assert [face["frame"] for face in batched[3]["faces"]] == [0] + [2] * len(pages.faces[1:])
     for ours, theirs in zip(batched, per_core):
         assert len(ours["faces"]) == len(theirs["faces"])
         for face, other in zip(ours["faces"], theirs["faces"]):
