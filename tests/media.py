@@ -108,9 +108,14 @@ def save_pages(
     path.write_bytes(bytes(raw))
 
 
-def save_mpo(path: Path, views: list[np.ndarray], thumbnails: tuple[int, ...] = ()) -> None:
-    """A camera's MPO of ``views``, those in ``thumbnails`` typed "Large Thumbnail (VGA
-    Equivalent)" in its MP index (CIPA DC-007), as cameras store a smaller copy of the photo."""
+# MP types (CIPA DC-007) of an MPO's images after the first
+MP_DISPARITY = 0x020002  # a stereo camera's second view
+MP_THUMBNAIL = 0x010001  # "Large Thumbnail (VGA Equivalent)": a smaller copy of the photo
+MP_UNDEFINED = 0  # as an Ultra HDR photo's gain map is typed (and as Pillow writes them)
+
+
+def save_mpo(path: Path, views: list[np.ndarray], types: dict[int, int]) -> None:
+    """An MPO of ``views``, each after the first typed in its MP index as ``types`` says."""
     images = [Image.fromarray(view) for view in views]
     images[0].save(path, "MPO", save_all=True, append_images=images[1:])
     raw = bytearray(path.read_bytes())
@@ -119,8 +124,8 @@ def save_mpo(path: Path, views: list[np.ndarray], thumbnails: tuple[int, ...] = 
     for entry in range(struct.unpack_from("<H", raw, ifd)[0]):
         tag, _, _, offset = struct.unpack_from("<HHII", raw, ifd + 2 + 12 * entry)
         if tag == 0xB002:  # MPEntry: 16 bytes a view, its attribute first
-            for index in thumbnails:
-                struct.pack_into("<I", raw, header + offset + 16 * index, 0x010001)
+            for index, kind in types.items():
+                struct.pack_into("<I", raw, header + offset + 16 * index, kind)
     path.write_bytes(bytes(raw))
 
 

@@ -16,6 +16,7 @@ from cli import MFCLIP, mfclip
 from media import (
     ASTRONAUT_BOX,
     HEIC_HEAD,
+    MP_UNDEFINED,
     astronaut,
     face_free,
     iou,
@@ -38,7 +39,8 @@ from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.table import TableSink
 
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
-BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "pages.tif", "phone.heic"}
+BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "phone.heic"}
+PARTIAL = {"pages.tif"}  # read in part: a page whose size is lost
 
 
 def run(*args, **options):
@@ -58,7 +60,7 @@ def evidence(tmp_path_factory):
     save_truncated_jpeg(root / "truncated.jpg")
     (root / "text.png").write_text("not an image")
     save_decompression_bomb(root / "bomb.png")
-    save_tiff_without_size(root / "pages.tif")  # sorts after the good files it must not cost
+    save_tiff_without_size(root / "pages.tif")  # its first page read, the second said
     (root / "phone.heic").write_bytes(HEIC_HEAD + bytes(64))  # a HEIC head and no picture
     save_variants(root / "variants")
     (root / "notes.txt").write_text("not media: skipped when walking folders")
@@ -88,9 +90,11 @@ def test_exit_code_three_and_every_file_reported(full_scan, evidence):
     result, out = full_scan
     assert result.returncode == 3, result.stderr
     assert f"{len(BAD)} of " in result.stderr and "input(s) could not be read" in result.stderr
+    assert f"{len(PARTIAL)} of " in result.stderr and "were read only in part" in result.stderr
     document = json.loads((out / "r.json").read_text())
     names = [Path(f["path"]).name for f in document["files"]]
-    assert set(names) == GOOD | BAD | {p.name for p in (evidence / "variants").iterdir()}
+    variants = {p.name for p in (evidence / "variants").iterdir()}
+    assert set(names) == GOOD | BAD | PARTIAL | variants
     assert "notes.txt" not in names  # passed over, and said to be
     assert document["meta"]["files_passed_over"] == 1
     assert "note: 1 file(s) in the folders named were passed over" in result.stderr
@@ -108,12 +112,17 @@ def test_bad_files_get_error_records_with_readable_messages(full_scan):
         "truncated.jpg": "truncated",
         "text.png": "not a recognised image",
         "bomb.png": "decompression-bomb",
-        "pages.tif": "corrupt image: TypeError",
         "phone.heic": "corrupt HEIC/HEIF image: no decodable picture in it",
     }
     for name, message in expected.items():
         assert files[name]["status"] == "error" and message in files[name]["error"], files[name]
         assert files[name]["faces"] == []
+    # a TIFF's second page without its size failed the whole file (Pillow's count of its pages
+    # fails there): its first page is scanned now, the second said
+    pages = files["pages.tif"]
+    assert (pages["status"], pages["pictures_in_file"]) == ("no_face", 2)
+    ((unread),) = pages["pictures_unread"]
+    assert unread["picture"] == 1 and "TypeError" in unread["error"]
 
 
 def test_faces_boxes_and_statuses(full_scan, evidence):
@@ -461,14 +470,15 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     """A TIFF whose third page cannot be decoded: its other pages are scanned, a face on the
     fourth found; the damage is in the record (``pictures_unread``), the CSV, the table and the
     HTML report, and the run exits 3, as for a video read in part. A reduced-resolution copy of
-    a page (a scanner's preview) is passed over, said, and not counted as damage. An MPO's large
-    thumbnail is passed over as well."""
+    a page (a scanner's preview) is passed over, said, and not counted as damage; so is an HDR
+    phone photo's gain map (an MPO image of undefined type: its faces again)."""
     face, blank = astronaut(), face_free()[:512, :512]
     small = np.asarray(Image.fromarray(face).resize((128, 128)))
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     save_pages(evidence / "id.tif", [blank, small, blank, face], reduced=(1,), damaged=(2,))
-    save_mpo(evidence / "stereo.mpo", [blank, small], thumbnails=(1,))
+    grey = np.repeat(face.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    save_mpo(evidence / "hdr.jpg", [blank, grey], {1: MP_UNDEFINED})
     result = run(
         str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
         "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html"),
@@ -485,7 +495,7 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     assert [face["frame"] for face in tiff["faces"]] == [3]
     ((unread),) = tiff["pictures_unread"]
     assert unread["picture"] == 2 and "corrupt image" in unread["error"]
-    mpo = records["stereo.mpo"]
+    mpo = records["hdr.jpg"]
     assert (mpo["status"], mpo["pictures_passed_over"], mpo["faces"]) == ("no_face", [1], [])
     assert "pictures_unread" not in mpo
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
@@ -500,7 +510,10 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     table = console.export_text()
     said = "1 of its 4 pictures could not be decoded (picture 3: "  # counted as pages are
     assert said in table and said in (tmp_path / "r.html").read_text()
-    passed_over = "1 of its 4 pictures passed over as reduced-resolution copies of another"
+    passed_over = (
+        "1 of its 4 pictures passed over as no view of their own: a smaller copy or a map of "
+        "another"
+    )
     assert f"{passed_over} (picture 2)" in table
     assert "#0 picture 4/4" in table
 

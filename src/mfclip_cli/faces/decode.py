@@ -308,8 +308,9 @@ def _decode_stream(stream: BinaryIO, size: int, suffix: str, max_pixels: int) ->
     try:
         return _decoded(stream, head, suffix, max_pixels)
     except DecodeError as error:
-        # a PNG may fail for a chunk its pixels do not need; a bomb is refused by its size
-        if head[:8] != PNG_SIGNATURE or "decompression" in str(error):
+        # a PNG may fail for a chunk its pixels do not need, a WebP for being cut short (an
+        # animated one has whole frames before the cut); a bomb is refused by its size
+        if (head[:8] != PNG_SIGNATURE and not _webp(head)) or "decompression" in str(error):
             raise
         failure = error
     try:
@@ -317,7 +318,55 @@ def _decode_stream(stream: BinaryIO, size: int, suffix: str, max_pixels: int) ->
         data = stream.read()
     except OSError:
         raise failure from None
+    if head[:8] != PNG_SIGNATURE:
+        return _webp_again(data, failure, max_pixels)
     return _png_again(data, failure, suffix, max_pixels)
+
+
+def _webp(head: bytes) -> bool:
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+
+
+def _animated_webp(head: bytes) -> bool:
+    """Whether a file's first bytes are an animated WebP's (its VP8X chunk's animation flag)."""
+    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 and head[20] & 2 > 0
+
+
+def whole_webp_frames(data: bytes) -> bytes | None:
+    """An animated WebP cut short (its RIFF size past its last byte) as its whole chunks alone,
+    its size mended, or None for any other file: libwebp refuses the whole file (audit AB L3),
+    where a GIF or an APNG cut short gives the frames before the cut."""
+    if not _animated_webp(data[:32]) or struct.unpack_from("<I", data, 4)[0] + 8 <= len(data):
+        return None
+    position, frames = 12, 0
+    while position + 8 <= len(data):
+        size = struct.unpack_from("<I", data, position + 4)[0]
+        if position + 8 + size > len(data):  # the chunk the file was cut in
+            break
+        frames += data[position : position + 4] == b"ANMF"
+        position += 8 + size + (size & 1)
+    if not frames:
+        return None
+    body = data[12 : min(position, len(data))]
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def _webp_again(data: bytes, failure: DecodeError, max_pixels: int) -> DecodedImage:
+    """A WebP that failed to decode: an animated one cut short decoded from its whole frames
+    (``whole_webp_frames``), the cut frame counted among its pictures (it fails as it is read,
+    and is said, as a GIF's does); one cut short before a whole picture said to be; else
+    ``failure``."""
+    whole = whole_webp_frames(data)
+    declared = struct.unpack_from("<I", data, 4)[0] + 8 if len(data) >= 8 else 0
+    if whole is None and declared > len(data):
+        raise DecodeError(
+            f"truncated or corrupt image: the WebP stops at byte {len(data)} of the {declared} "
+            "its header declares, before a whole picture"
+        )
+    if whole is None:
+        raise failure
+    image = _decoded(io.BytesIO(whole), whole[:512], "", max_pixels)
+    return DecodedImage(image.pixels, image.format, image.pictures + 1)
 
 
 def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) -> DecodedImage:
@@ -361,7 +410,7 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
                         "--max-megapixels raises it)"
                     )
                 image_format = image.format or suffix or "unknown"
-                pictures = getattr(image, "n_frames", 1)
+                pictures = _frame_count(image)
                 # animated: the first frame; a HEIF of several images stays at its primary one,
                 # whose size was checked (image 0 could be another, and a bomb: audit P H2)
                 if pictures > 1 and image_format != "HEIF":
@@ -390,6 +439,28 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
     # a writable copy
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures)
+
+
+def _frame_count(image: Image.Image) -> int:
+    """Pillow's count of the pictures ``image`` holds (an animation's frames, a TIFF's pages).
+    Where a damaged one stops Pillow's own count (a GIF cut short in a frame's header: IndexError;
+    a TIFF page without its size: TypeError), the pictures before it and the damaged one, which
+    then fails as it is decoded and is said: the whole file failed before, its first pictures
+    with it."""
+    try:
+        return getattr(image, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - damage breaks a plugin's count in any way
+        pass
+    count = 1
+    try:
+        image.seek(0)
+        while True:
+            image.seek(count)
+            count += 1
+    except EOFError:  # the end, unexpected where the count failed: the next was damaged
+        return count + 1
+    except Exception:  # noqa: BLE001 - the damaged picture
+        return count + 1
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -1092,17 +1163,18 @@ class Timeline:
         return taken
 
 
-def _timeline(image: Image.Image, max_pixels: int) -> Timeline:
+def _timeline(image: Image.Image, max_pixels: int, cut: bool = False) -> Timeline:
     """``image``'s frames timed as a browser shows them. Every frame is decoded (a WebP's length
     is known once it is); one that cannot be lasts 100 ms and the frames after it are timed
     still. The frames are those the file holds: more than ``MAX_UNDECODABLE_RUN`` failing in a
     row are its end (an APNG declaring 30 million frames in 4 bytes holds 9), and a frame off
     the canvas ends them; ``damaged`` names each frame that failed, and the first of such an
-    end, for the reading to say."""
+    end, for the reading to say. ``cut``: ``image`` holds the whole frames of a file cut short,
+    whose cut frame follows them (damaged, as a GIF's cut frame is)."""
     canvas, lengths, damaged = image.size, [], []
     skip = int(bool(image.info.get("default_image")))  # an APNG's still, for old viewers
     failing = 0  # frames failing in a row
-    for index in range(image.n_frames - skip):
+    for index in range(_frame_count(image) - skip):
         try:
             _load_frame(image, skip + index, canvas, max_pixels)
         except EOFError:
@@ -1121,6 +1193,9 @@ def _timeline(image: Image.Image, max_pixels: int) -> Timeline:
             continue
         failing = 0
         lengths.append(_shown_for(image.info.get("duration")))
+    if cut:
+        damaged.append(len(lengths))
+        lengths.append(SHOWN_INSTEAD_MS / 1000.0)
     starts = [0.0, *itertools.accumulate(lengths[:-1])]
     return Timeline(starts, sum(lengths), damaged, skip)
 
@@ -1130,9 +1205,11 @@ def open_animation(
 ) -> tuple[PictureCapture, VideoInfo, Timeline]:
     """A capture of the animation ``data`` holds (``DecodedImage.animated``), what it says of
     itself (its frame count the frames it holds, its duration theirs) and its ``Timeline``."""
+    whole = whole_webp_frames(data)  # a WebP cut short: its whole frames, and the cut one
+    data = data if whole is None else whole
     with Image.open(io.BytesIO(data)) as image:
         codec, (width, height) = image.format or "animation", _upright(image).size
-        timeline = _timeline(image, max_pixels)
+        timeline = _timeline(image, max_pixels, cut=whole is not None)
     count = len(timeline.starts)
     info = VideoInfo(
         fps=count / timeline.duration if timeline.duration > 0 else 0.0,
@@ -1180,19 +1257,24 @@ def animation_frames(
     return _animation_reader(capture, info, timeline, sorted(set(indices)))
 
 
-# an MPO view's MP type (CIPA DC-007, as Pillow names it) that is a smaller copy of another view
-MPO_COPY_TYPE = "Large Thumbnail"
+# the MP types (CIPA DC-007, as Pillow names them) of an MPO's images that are views of their
+# own: the primary, and a stereo camera's or a panorama's frames. The others are not: a large
+# thumbnail (a smaller copy of the primary) and an image of undefined type, which is what an
+# Ultra HDR or HDR phone photo's gain map is (a luminance map of the primary: its faces again)
+MPO_VIEW_TYPES = ("Baseline MP Primary Image", "Multi-Frame Image")
 TIFF_REDUCED_COPY = 1  # a TIFF page's NewSubfileType (tag 254) bit: a smaller copy of a page
 
 
-def _reduced_copy(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -> bool:
-    """Whether picture ``index``, the one ``image`` is at, is a smaller copy of another picture
-    of its file: a TIFF page marked reduced-resolution, an MPO's large thumbnail."""
+def _no_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -> bool:
+    """Whether picture ``index``, the one ``image`` is at, is no view of its own but a copy or
+    a map of another picture of its file: a TIFF page marked reduced-resolution, an MPO's image
+    other than its first that is typed neither primary nor multi-frame (a large thumbnail, a
+    gain map)."""
     if image.format == "TIFF":
         return bool(int(image.tag_v2.get(254, 0) or 0) & TIFF_REDUCED_COPY)
-    if index < len(mp_entries):
-        kind = (mp_entries[index].get("Attribute") or {}).get("MPType", "")
-        return str(kind).startswith(MPO_COPY_TYPE)
+    if image.format == "MPO" and 0 < index < len(mp_entries):
+        kind = str((mp_entries[index].get("Attribute") or {}).get("MPType", ""))
+        return not kind.startswith(MPO_VIEW_TYPES)
     return False
 
 
@@ -1213,8 +1295,9 @@ class StillPictures:
     (``DecodedImage.stills``): a TIFF's pages, a HEIF's images, an MPO's views. Each is a face's
     place as a video frame is (``VideoFrame`` with its index and no time), decoded alone,
     upright, each within ``max_pixels`` (a HEIF's other image may be larger than its primary:
-    audit P H2). A picture that is a smaller copy of another (a TIFF's reduced-resolution page,
-    an MPO's large thumbnail) is passed over (``copies``) where the file holds one that is not;
+    audit P H2). A picture that is no view of its own (a TIFF's reduced-resolution page, an
+    MPO's large thumbnail or gain map: ``_no_view``) is passed over (``passed_over``) where the
+    file holds one that is a view;
     one that cannot be decoded is left out, with why (``unread``), and the others read on."""
 
     def __init__(
@@ -1225,26 +1308,26 @@ class StillPictures:
     ):
         self.image = Image.open(io.BytesIO(data))
         self.max_pixels = max_pixels
-        self.count = getattr(self.image, "n_frames", 1)
+        self.count = _frame_count(self.image)
         self.unread: list[tuple[int, str]] = []
         entries = getattr(self.image, "mpinfo", None) or {}
         entries = entries.get(0xB002) or []
-        copies = []
+        passed_over = []
         for index in range(self.count):
             try:
                 self.image.seek(index)
-                if _reduced_copy(self.image, index, entries):
-                    copies.append(index)
+                if _no_view(self.image, index, entries):
+                    passed_over.append(index)
             except Exception:  # noqa: BLE001 - the reading says why (``unread``)
                 continue
-        self.copies = copies if len(copies) < self.count else []
+        self.passed_over = passed_over if len(passed_over) < self.count else []
         wanted = range(self.count) if indices is None else sorted(set(indices))
         self.wanted = [index for index in wanted if index < self.count]
 
     def __iter__(self) -> Iterator[VideoFrame]:
         with self.image:
             for index in self.wanted:
-                if index in self.copies:
+                if index in self.passed_over:
                     continue
                 try:
                     pixels = self._decode(index)

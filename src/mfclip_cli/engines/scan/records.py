@@ -241,7 +241,8 @@ class FileRecord:
     # a still image of several pictures (a TIFF's pages, a HEIF's images, an MPO's views): how
     # many; each is scanned, its faces' ``frame`` its index (``decode.StillPictures``)
     pictures_in_file: int | None = None
-    # those passed over as smaller copies of another (a reduced-resolution page, a thumbnail)
+    # those passed over as no view of their own: a copy or map of another (a reduced-resolution
+    # page, an MPO's thumbnail or gain map)
     pictures_passed_over: list[int] | None = None
     # those that could not be decoded: [{"picture": index, "error": why}] (adds to the exit code)
     pictures_unread: list[dict[str, Any]] | None = None
@@ -345,7 +346,7 @@ class FileRecord:
     @property
     def pictures_note(self) -> str | None:
         """What the reports say of an image file of several pictures: which could not be
-        decoded, and which were passed over as smaller copies of another (numbered from 1, as
+        decoded, and which were passed over as copies or maps of another (numbered from 1, as
         people count pages; the records' indices count from 0); or, of an animation,
         that frames were passed over between the sampling instants (its frames are often
         distinct pictures, and a short one at 1 fps gives one)."""
@@ -366,8 +367,8 @@ class FileRecord:
         if self.pictures_passed_over:
             listed = ", ".join(str(index + 1) for index in self.pictures_passed_over)
             parts.append(
-                f"{len(self.pictures_passed_over)} of its {count} pictures passed over as "
-                f"reduced-resolution copies of another (picture {listed})"
+                f"{len(self.pictures_passed_over)} of its {count} pictures passed over as no "
+                f"view of their own: a smaller copy or a map of another (picture {listed})"
             )
         return "; ".join(parts) or None
 

@@ -306,11 +306,11 @@ class Scanner:
         except Exception as error:  # noqa: BLE001 - one file's fault
             return record.fail(f"face analysis failed: {type(error).__name__}: {error}")
         record.pictures_in_file = pictures.count
-        record.pictures_passed_over = pictures.copies or None
+        record.pictures_passed_over = pictures.passed_over or None
         record.pictures_unread = [
             {"picture": index, "error": why} for index, why in pictures.unread
         ] or None
-        if len(pictures.unread) == pictures.count - len(pictures.copies):
+        if len(pictures.unread) == pictures.count - len(pictures.passed_over):
             return record.fail(f"none of its {pictures.count} pictures could be decoded")
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record

@@ -80,7 +80,8 @@ CSV_COLUMNS = [
     "timestamp",
     "video_incomplete",  # why a video was read only in part (exit code 3; its status stays ok)
     # a still image of several pictures (a TIFF's pages): how many (each scanned, a face's
-    # frame its index), those passed over as smaller copies of another (space-separated), and
+    # frame its index), those passed over as no view of their own (a reduced-resolution copy,
+    # an MPO's thumbnail or gain map; space-separated), and
     # those that could not be decoded (a JSON array of {"picture", "error"}; exit code 3)
     "pictures_in_file",
     "pictures_passed_over",
