@@ -346,8 +346,9 @@ class FileRecord:
     @property
     def pictures_note(self) -> str | None:
         """What the reports say of an image file of several pictures: which could not be
-        decoded, and which were passed over as copies or maps of another (numbered from 1, as
-        people count pages; the records' indices count from 0); or, of an animation,
+        decoded (numbered from 1, as people count pages; the records' indices count from 0),
+        not those passed over as copies or maps of another (a thumbnail, an HDR photo's gain
+        map: most phone photos hold one, and a note on each said nothing); or, of an animation,
         that frames were passed over between the sampling instants (its frames are often
         distinct pictures, and a short one at 1 fps gives one)."""
         video = self.video or {}
@@ -355,22 +356,13 @@ class FileRecord:
         if self.animated and sampled < frames:
             return f"{sampled} of its {frames} frames sampled (--fps or --frames N takes more)"
         count = self.pictures_in_file
-        if count is None or self.status == STATUS_ERROR:
+        if count is None or self.status == STATUS_ERROR or not self.pictures_unread:
             return None
-        parts = []
-        if self.pictures_unread:
-            first = self.pictures_unread[0]
-            parts.append(
-                f"{len(self.pictures_unread)} of its {count} pictures could not be decoded"
-                f" (picture {first['picture'] + 1}: {first['error']})"
-            )
-        if self.pictures_passed_over:
-            listed = ", ".join(str(index + 1) for index in self.pictures_passed_over)
-            parts.append(
-                f"{len(self.pictures_passed_over)} of its {count} pictures passed over as no "
-                f"view of their own: a smaller copy or a map of another (picture {listed})"
-            )
-        return "; ".join(parts) or None
+        first = self.pictures_unread[0]
+        return (
+            f"{len(self.pictures_unread)} of its {count} pictures could not be decoded"
+            f" (picture {first['picture'] + 1}: {first['error']})"
+        )
 
     @property
     def declares_ai(self) -> bool:
