@@ -514,7 +514,8 @@ def test_a_damaged_frame_leaves_the_frames_after_it_timed_and_read():
 def test_an_animation_is_the_frames_it_holds_not_those_it_declares():
     """An APNG's frame count is 4 bytes (acTL): one saying 30 million over 3 frames made lists
     of that length (2.9 GB, then MemoryError at 100 million: audit AB M1). Frames failing in a
-    row past ``MAX_UNDECODABLE_RUN`` are the end; the damage is said."""
+    row past ``MAX_UNDECODABLE_RUN`` are the end; the damage is said, without naming a frame
+    past the count as a frame of the file (audit AC L5: "from frame 3" of a 3-frame file)."""
     rng = np.random.default_rng(3)
     pictures = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
     data = bytearray(animation_bytes(pictures, [500, 500, 500], "PNG"))
@@ -526,8 +527,9 @@ def test_an_animation_is_the_frames_it_holds_not_those_it_declares():
     info, frames = sample_animation(bytes(data), fps=1.0)
     assert (info.frame_count, info.duration) == (3, 1.5)
     assert [frame.index for frame in frames] == [0, 2]
-    assert frames.shortfall().startswith(
-        "1 frame(s) of the stream could not be decoded (from frame 3"
+    assert frames.shortfall() == (
+        "its frames after frame 2 could not be decoded: the file is damaged or cut short there; "
+        "the frames sampled were read"
     )
 
 
@@ -609,8 +611,8 @@ def test_a_damaged_animation_frame_is_never_decoded_as_a_giant(monkeypatch):
     info, frames = sample_animation(bytes(data), fps=1.0)
     assert [frame.index for frame in frames] == [0] and info.frame_count == 1
     assert frames.shortfall() == (
-        "1 frame(s) of the stream could not be decoded (from frame 1), the frames sampled were "
-        "read: the file is damaged"
+        "its frames after frame 0 could not be decoded: the file is damaged or cut short there; "
+        "the frames sampled were read"
     )
     assert set(decoded) == {(64, 48)}
 

@@ -1012,6 +1012,14 @@ class FrameReader:
                 f"{self.unread} of the {self.read + self.unread} frames sampled could not be read "
                 f"({start} frame {self.unread_from}): the file is truncated or damaged{where}"
             )
+        held = self.info.frame_count
+        if self.undecodable and self.to_end and self.undecodable[0] >= held:
+            # an animation whose frames end in damage (an APNG declaring more than it holds, a
+            # frame far off the canvas): no frame past the count to name as one of the file's
+            return (
+                f"its frames after frame {held - 1} could not be decoded: the file is damaged or "
+                "cut short there; the frames sampled were read"
+            )
         if self.undecodable:
             return (
                 f"{len(self.undecodable)} frame(s) of the stream could not be decoded (from frame "
