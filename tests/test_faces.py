@@ -633,7 +633,11 @@ def test_each_picture_of_a_still_image_of_several_is_read_alone(tmp_path):
     assert all(frame.timestamp is None for frame in read)
     assert np.array_equal(read[0].pixels, blank) and np.array_equal(read[1].pixels, face)
     ((index, why),) = pictures.unread
-    assert index == 3 and why.startswith(("truncated or corrupt image", "corrupt image"))
+    # the words a damaged first page gets (audit AE L4: two messages for one damage)
+    save_pages(tmp_path / "first.tif", [face, blank], damaged=(0,))
+    with pytest.raises(DecodeError) as first:
+        decode_image(tmp_path / "first.tif")
+    assert index == 3 and why == str(first.value) == "cannot decode image: decoder error -2"
     # the pages asked for only (a report drawing the pictures with faces again)
     again = StillPictures((tmp_path / "a.tif").read_bytes(), indices=[4, 2, 2])
     assert [frame.index for frame in again] == [2, 4]
@@ -666,9 +670,37 @@ def test_each_picture_of_a_still_image_of_several_is_read_alone(tmp_path):
     assert [frame.pixels.shape for frame in images] == [(400, 512, 3), (512, 512, 3)]
     # an image past the limit is refused before it is decoded (audit P H2), the others read
     assert images.unread == [
-        (2, "picture is 1024x1024 = 1 megapixels, over the 1-megapixel decompression-bomb "
+        (2, "picture is 1024x1024 = 1.0 megapixels, over the 0.6-megapixel decompression-bomb "
          "limit (scan's --max-megapixels raises it)"),
     ]  # fmt: skip
+
+
+def test_a_damaged_view_costs_only_itself(tmp_path):
+    """An MPO whose second view is garbage lost its first too (a failed seek left Pillow's image
+    half overwritten: audit AE H1); a view cut short and closed with an end marker was decoded
+    grey past the cut, as a JPEG file is not (audit AE M4). Each is said, the first view read.
+    Where every view fails, the preview the file also holds is read (audit AE M2)."""
+    face, blank = astronaut(), np.ascontiguousarray(face_free()[:512, :512])
+    save_mpo(tmp_path / "a.mpo", [face, blank], {1: MP_DISPARITY})
+    data = bytearray((tmp_path / "a.mpo").read_bytes())
+    second = data.rfind(b"\xff\xd8\xff")  # the second view's start of image
+    garbage, cut = bytearray(data), bytearray(data)
+    garbage[second + 200 : second + 2200] = bytes((i * 37) & 0xFF for i in range(2000))
+    end = len(cut) - 2
+    cut[second + 3000 : end] = b""  # its coded data cut, its end marker kept
+    for damaged, words in ((garbage, "corrupt image"), (cut, "truncated or corrupt image")):
+        views = StillPictures(bytes(damaged))
+        read = list(views)
+        assert [frame.index for frame in read] == [0], words
+        assert np.abs(read[0].pixels.astype(int) - face).mean() < 4
+        ((index, why),) = views.unread
+        assert index == 1 and why.startswith(words), why
+
+    small = np.asarray(Image.fromarray(face).resize((128, 128)))
+    save_pages(tmp_path / "b.tif", [small, face], reduced=(0,), damaged=(1,))
+    pages = StillPictures((tmp_path / "b.tif").read_bytes())
+    assert pages.passed_over == [0] and [frame.index for frame in pages] == [0]
+    assert pages.passed_over == [] and [index for index, _ in pages.unread] == [1]
 
 
 @pytest.mark.parametrize("kind", ["GIF", "WEBP"])

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 from facenet_pytorch import MTCNN
-from media import astronaut, face_free, iou, mosaic, save_pages, save_video
+from media import (
+    MP_UNDEFINED,
+    astronaut,
+    face_free,
+    iou,
+    mosaic,
+    save_mpo,
+    save_pages,
+    save_video,
+)
 from PIL import Image
 
 from mfclip_cli.engines.runtime import long_lived_imports, sigterm_as_ctrl_c
@@ -97,6 +106,26 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     assert [face.frame for face in pages.faces] == [0] + [2] * len(batched[1])
     for face, (detection, *_) in zip(pages.faces, batched[0] + batched[1]):
         assert iou(face.box, detection.box) >= 0.99
+
+    # a photo beside its HDR gain map (an MPO's second image) is scanned as an image is: in a
+    # worker on CPU, in the chunk's batch on a GPU (alone, it was a batch of one: audit AE M3)
+    grey = np.repeat(images[0].mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    photos = []
+    for i in range(3):
+        photos.append(tmp_path / f"hdr{i}.jpg")
+        save_mpo(photos[-1], [images[0], grey], {1: MP_UNDEFINED})
+    batches = []
+    faces_of = scanner.faces_of
+    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
+    hdr = list(scanner.scan([InputItem(photo) for photo in photos]))
+    scanner.analyse_in_workers = False
+    hdr_batched = list(scanner.scan([InputItem(photo) for photo in photos]))
+    scanner.analyse_in_workers, scanner.faces_of = True, faces_of
+    assert batches == [1, 1, 1, 3]  # a worker's photo each on CPU; one batch in the GPU layout
+    for ours, theirs in zip(hdr, hdr_batched):
+        assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces] == [0]
+        assert ours.pictures_passed_over == [1]
+        assert iou(ours.faces[0].box, theirs.faces[0].box) > 0.99
 
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
     # records

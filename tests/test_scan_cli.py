@@ -450,7 +450,7 @@ def test_an_animation_is_scanned_frame_by_frame_and_pages_picture_by_picture(wei
     assert [(f["frame"], "timestamp" in f) for f in pages["faces"]] == [(2, False)]
     (copy,) = pages["annotation"]["paths"]
     assert copy.endswith(".frame000002.png") and Path(copy).is_file()
-    assert "phash" in pages and "pictures_unread" not in pages  # the first page's
+    assert "phash" not in pages and "pictures_unread" not in pages  # several views: no hash
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
     assert rows["b.tif"]["pictures_in_file"] == "3" and rows["a.gif"]["pictures_in_file"] == ""
     assert (rows["b.tif"]["frame"], rows["b.tif"]["timestamp"]) == ("2", "")
@@ -494,7 +494,7 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     assert tiff["pictures_passed_over"] == [1]
     assert [face["frame"] for face in tiff["faces"]] == [3]
     ((unread),) = tiff["pictures_unread"]
-    assert unread["picture"] == 2 and "corrupt image" in unread["error"]
+    assert unread == {"picture": 2, "error": "cannot decode image: decoder error -2"}
     mpo = records["hdr.jpg"]
     assert (mpo["status"], mpo["pictures_passed_over"], mpo["faces"]) == ("no_face", [1], [])
     assert "pictures_unread" not in mpo
@@ -509,11 +509,72 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     sink.close({"complete": True})
     table = console.export_text()
     said = "1 of its 4 pictures could not be decoded (picture 3: "  # counted as pages are
-    assert said in table and said in (tmp_path / "r.html").read_text()
+    # in the file's section and in the report's list of errors (audit AE L1)
+    assert said in table and (tmp_path / "r.html").read_text().count(said) == 2
     assert "passed over" not in table  # a thumbnail or gain map is no news: most photos hold one
     passed_over = "4 pictures, 1 passed over as no view of their own"
     assert passed_over in (tmp_path / "r.html").read_text()
     assert "#0 picture 4/4" in table
+
+
+def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
+    """A TIFF whose first page is damaged, or over the limit, failed whole (audit AE M2): its
+    other pages are scanned. A file of several views gets no pHash (two documents sharing a
+    cover page were grouped as copies, their verdicts "disagreeing": audit AE M5); a photo
+    beside its gain map keeps its own. ``smallest_face`` is the largest of the pictures' (audit
+    AE L2). ``mfclip report`` shows a HEIC's pictures in a fresh process (its plugin was not
+    registered: audit AE M1), and of a report before 2.19.0 says only the first picture of such
+    a file was scanned (audit AE M6)."""
+    from pillow_heif import from_pillow
+
+    face, blank = astronaut(), np.ascontiguousarray(face_free()[:512, :512])
+    big = np.asarray(Image.fromarray(face).resize((2048, 2048)))
+    grey = np.repeat(face.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    heic = from_pillow(Image.fromarray(blank))
+    heic.add_from_pillow(Image.fromarray(face))
+    heic.save(evidence / "a.heic", quality=90)  # first: nothing decoded a HEIC before it
+    save_pages(evidence / "b_first_damaged.tif", [face, face[:, ::-1]], damaged=(0,))
+    save_pages(evidence / "c_cover.tif", [blank, face])
+    save_pages(evidence / "d_cover.tif", [blank, face[::-1]])
+    save_pages(evidence / "e_small_then_big.tif", [blank, big])
+    save_mpo(evidence / "f_hdr.jpg", [face, grey], {1: MP_UNDEFINED})
+    Image.fromarray(face).save(evidence / "g_copy.png")
+    jsonl = tmp_path / "r.jsonl"
+    result = run(
+        str(evidence), "--weights", str(weights), "--jsonl", str(jsonl), "--duplicates",
+        "--detect-max-side", "1024",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr  # the damaged first page
+    lines = check_scan_lines(jsonl.read_text().splitlines())
+    records = {Path(line["path"]).name: line for line in lines if line["type"] == "file"}
+    first = records["b_first_damaged.tif"]
+    assert (first["status"], first["width"]) == ("ok", 512)
+    assert [face["frame"] for face in first["faces"]] == [1]
+    assert [entry["picture"] for entry in first["pictures_unread"]] == [0]
+    assert [face["frame"] for face in records["a.heic"]["faces"]] == [1]
+    assert "phash" not in records["c_cover.tif"] and "phash" not in records["d_cover.tif"]
+    hdr = records["f_hdr.jpg"]
+    assert [face["frame"] for face in hdr["faces"]] == [0] and hdr["pictures_passed_over"] == [1]
+    (group,) = lines[-1]["duplicates"]  # the photo and its HDR copy, not the two covers
+    assert sorted(Path(name).name for name in group["files"]) == ["f_hdr.jpg", "g_copy.png"]
+    assert records["e_small_then_big.tif"]["smallest_face"] == 24  # P-Net's 12 px at half
+    assert "smallest_face" not in records["c_cover.tif"]
+
+    again = mfclip("report", str(jsonl), "--html", str(tmp_path / "again.html"))
+    assert again.returncode == 0, again.stderr
+    page = (tmp_path / "again.html").read_text()
+    assert "picture 2 of 2 · frame 1" in page and "pictures not shown" not in page
+    older = [
+        {**line, "schema_version": "2.18.0"} if line["type"] == "meta" else line for line in lines
+    ]
+    (tmp_path / "old.jsonl").write_text("".join(json.dumps(line) + "\n" for line in older))
+    rendered = mfclip("report", str(tmp_path / "old.jsonl"), "--html", str(tmp_path / "o.html"))
+    assert rendered.returncode == 0, rendered.stderr
+    old = (tmp_path / "o.html").read_text()
+    assert "only the primary of its 2 pictures was scanned (by mfclip before 2.19.0" in old
+    assert "only the first of its 2 pictures was scanned" in old
 
 
 def test_the_table_of_a_large_scan_shows_the_files_with_findings():
@@ -563,7 +624,7 @@ def test_the_megapixel_limit_is_the_analysts_to_set(weights, tmp_path):
     meta, record, _ = check_scan_lines(refused.stdout.splitlines())
     assert meta["thresholds"]["max_pixels"] == 1_000_000
     assert record["status"] == "error" and record["error"] == (
-        "image is 1200x1000 = 1 megapixels, over the 1-megapixel decompression-bomb limit "
+        "image is 1200x1000 = 1.2 megapixels, over the 1.0-megapixel decompression-bomb limit "
         "(scan's --max-megapixels raises it)"
     )
     scanned = run(str(photo), "--weights", str(weights), "--jsonl", "-", "--max-megapixels", "1.2")

@@ -41,7 +41,7 @@ IMAGE_SUFFIXES = frozenset(
         ".jpeg",
         ".jpe",
         ".jfif",
-        ".mpo",  # a camera's multi-picture JPEG: its first picture
+        ".mpo",  # a camera's multi-picture JPEG: each view scanned (``StillPictures``)
         ".png",
         ".bmp",
         ".gif",
@@ -60,8 +60,9 @@ IMAGE_SUFFIXES = frozenset(
         ".hif",  # HEIF as cameras name it (Canon, Fujifilm, Sony)
     }
 )
-# Pillow's names for JPEG files (a camera's MPO: its first picture) and libjpeg's warnings that
-# a JPEG's coded data is damaged (jerror.h: JWRN_HIT_MARKER, JWRN_EXTRANEOUS_DATA, JWRN_JPEG_EOF...)
+# Pillow's names for JPEG files (a camera's MPO: several JPEGs, one after another) and libjpeg's
+# warnings that a JPEG's coded data is damaged (jerror.h: JWRN_HIT_MARKER, JWRN_EXTRANEOUS_DATA,
+# JWRN_JPEG_EOF...)
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # still-image formats whose several pictures are an animation's frames, each shown for a time:
 # scanned as a video's (a TIFF's pages, a HEIF's images and an MPO's views are each scanned as a
@@ -115,8 +116,9 @@ class DecodedImage:
     pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
     format: str
     # the pictures the file holds (an animation's frames, a TIFF's pages, a HEIF's images): the
-    # first (a HEIF's primary) is the one decoded
+    # first (a HEIF's primary) is the one decoded, ``index`` its place among them
     pictures: int = 1
+    index: int = 0
 
     @property
     def height(self) -> int:
@@ -403,21 +405,18 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
             with Image.open(stream) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise DecodeError(
-                        f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
-                        "over the "
-                        f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit (scan's "
-                        "--max-megapixels raises it)"
-                    )
+                    raise DecodeError(over_the_limit("image", width, height, max_pixels))
                 image_format = image.format or suffix or "unknown"
                 pictures = _frame_count(image)
                 # animated: the first frame; a HEIF of several images stays at its primary one,
                 # whose size was checked (image 0 could be another, and a bomb: audit P H2)
                 if pictures > 1 and image_format != "HEIF":
                     image.seek(0)
+                index = image.tell()  # 0, or a HEIF's primary
                 image.load()
                 if image_format in JPEG_FORMATS:
-                    _refuse_damaged_jpeg(stream)
+                    stream.seek(0)
+                    _refuse_damaged_jpeg(stream.read())
                 pixels = _to_rgb(_upright(image))
     except DecodeError:
         raise
@@ -425,20 +424,11 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         if is_heif(head):  # libheif found no image it can decode in it
             raise DecodeError("corrupt HEIC/HEIF image: no decodable picture in it") from None
         raise DecodeError(UNRECOGNISED) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DecodeError(f"decompression bomb: {error}") from None
-    except OSError as error:
-        message = str(error) or type(error).__name__
-        if "truncated" in message.lower() or "broken data stream" in message:
-            raise DecodeError(f"truncated or corrupt image: {message}") from None
-        raise DecodeError(f"cannot decode image: {message}") from None
-    except (ValueError, SyntaxError, MemoryError, EOFError) as error:
-        raise DecodeError(f"corrupt image: {str(error).strip() or type(error).__name__}") from None
     except Exception as error:  # noqa: BLE001 - a damaged file breaks a plugin in any way
         # (a TIFF page without its size tags: TypeError); that file fails, never the scan
-        raise DecodeError(f"corrupt image: {type(error).__name__}: {error}") from None
+        raise DecodeError(undecodable_because(error)) from None
     # a writable copy
-    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures)
+    return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures, index)
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -499,13 +489,11 @@ def exif_damage(raw: bytes | None) -> str | None:
     return f"the EXIF block is damaged ({reason}): an orientation it holds was not applied"
 
 
-def _refuse_damaged_jpeg(stream: Any) -> None:
+def _refuse_damaged_jpeg(data: bytes) -> None:
     """A ``DecodeError`` where libjpeg-turbo reports the JPEG's coded data damaged: Pillow
     decodes a JPEG cut short and closed with an end marker (a carved or recovered file) without a
     word, the rest of its picture grey, and hides libjpeg's warnings. simplejpeg's strict decode
     raises them; at an eighth of the size, since every coded byte is read at any scale."""
-    stream.seek(0)
-    data = stream.read()
     damage = _strict_error(data)
     # the warnings that mean its pixels are not all there; others (an unknown JFIF revision, a
     # bad ICC marker, a request this decoder cannot serve) leave them to Pillow
@@ -1273,7 +1261,7 @@ MPO_VIEW_TYPES = ("Baseline MP Primary Image", "Multi-Frame Image")
 TIFF_REDUCED_COPY = 1  # a TIFF page's NewSubfileType (tag 254) bit: a smaller copy of a page
 
 
-def _no_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -> bool:
+def _not_a_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -> bool:
     """Whether picture ``index``, the one ``image`` is at, is no view of its own but a copy or
     a map of another picture of its file: a TIFF page marked reduced-resolution, an MPO's image
     other than its first that is typed neither primary nor multi-frame (a large thumbnail, a
@@ -1286,15 +1274,33 @@ def _no_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]) -
     return False
 
 
-def _undecodable_because(error: Exception) -> str:
-    """Why one picture of a file could not be decoded, for the report."""
+def over_the_limit(what: str, width: int, height: int, max_pixels: int) -> str:
+    """Why a picture over the decompression-bomb limit is not decoded."""
+
+    def megapixels(pixels: int) -> str:  # a decimal where whole ones would read as equal
+        return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.1f}"
+
+    return (
+        f"{what} is {width}x{height} = {megapixels(width * height)} megapixels, over the "
+        f"{megapixels(max_pixels)}-megapixel decompression-bomb limit (scan's --max-megapixels "
+        "raises it)"
+    )
+
+
+def undecodable_because(error: Exception) -> str:
+    """Why a picture could not be decoded, for the report, whatever the plugin raised: one
+    wording for one damage, on a file's first picture or its third (audit AE L4)."""
     if isinstance(error, DecodeError):
         return str(error)
     message = str(error).strip() or type(error).__name__
-    if isinstance(error, OSError) and (
-        "truncated" in message.lower() or "broken data stream" in message
-    ):
-        return f"truncated or corrupt image: {message}"
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb: {message}"
+    if isinstance(error, OSError):
+        if "truncated" in message.lower() or "broken data stream" in message:
+            return f"truncated or corrupt image: {message}"
+        return f"cannot decode image: {message}"
+    if isinstance(error, (ValueError, SyntaxError, MemoryError, EOFError)):
+        return f"corrupt image: {message}"
     return f"corrupt image: {type(error).__name__}: {message}"
 
 
@@ -1303,10 +1309,13 @@ class StillPictures:
     (``DecodedImage.stills``): a TIFF's pages, a HEIF's images, an MPO's views. Each is a face's
     place as a video frame is (``VideoFrame`` with its index and no time), decoded alone,
     upright, each within ``max_pixels`` (a HEIF's other image may be larger than its primary:
-    audit P H2). A picture that is no view of its own (a TIFF's reduced-resolution page, an
-    MPO's large thumbnail or gain map: ``_no_view``) is passed over (``passed_over``) where the
-    file holds one that is a view;
-    one that cannot be decoded is left out, with why (``unread``), and the others read on."""
+    audit P H2), an MPO's view refused where its JPEG data is damaged, as a JPEG file is.
+
+    A picture that is no view of its own (a TIFF's reduced-resolution page, an MPO's large
+    thumbnail or gain map: ``_not_a_view``) is passed over (``passed_over``) where the file holds
+    one that is a view, and read where every view fails; one that cannot be decoded is left out,
+    with why (``unread``), and the others read on. ``indices``: those pictures only, passed over
+    or not (a report drawing again the pictures its faces were found in)."""
 
     def __init__(
         self,
@@ -1314,35 +1323,65 @@ class StillPictures:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         indices: Iterable[int] | None = None,
     ):
+        readable_by_pillow(data[:512])  # a HEIF's plugin, where nothing registered it yet
+        self.data, self.max_pixels = data, max_pixels
         self.image = Image.open(io.BytesIO(data))
-        self.max_pixels = max_pixels
+        self.format = self.image.format
         self.count = _frame_count(self.image)
         self.unread: list[tuple[int, str]] = []
-        entries = getattr(self.image, "mpinfo", None) or {}
-        entries = entries.get(0xB002) or []
-        passed_over = []
-        for index in range(self.count):
-            try:
-                self.image.seek(index)
-                if _no_view(self.image, index, entries):
-                    passed_over.append(index)
-            except Exception:  # noqa: BLE001 - the reading says why (``unread``)
-                continue
+        mpinfo = getattr(self.image, "mpinfo", None) or {}
+        self.mp_entries: list[dict[str, Any]] = mpinfo.get(0xB002) or []
+        passed_over = [index for index in range(self.count) if self._no_view(index)]
         self.passed_over = passed_over if len(passed_over) < self.count else []
+        self.asked = indices is not None
         wanted = range(self.count) if indices is None else sorted(set(indices))
         self.wanted = [index for index in wanted if index < self.count]
 
+    @property
+    def views(self) -> list[int]:
+        """The pictures to scan: all but those passed over."""
+        return [index for index in range(self.count) if index not in self.passed_over]
+
+    def _no_view(self, index: int) -> bool:
+        """``_not_a_view`` of picture ``index``: an MPO's by its MP index, without seeking (a view
+        that fails to open leaves Pillow's image half overwritten: audit AE H1)."""
+        if self.format != "TIFF":
+            return self.format == "MPO" and _not_a_view(self.image, index, self.mp_entries)
+        try:
+            self.image.seek(index)
+            return _not_a_view(self.image, index, self.mp_entries)
+        except Exception:  # noqa: BLE001 - the reading says why (``unread``)
+            self._reopen()
+            return False
+
+    def _reopen(self) -> None:
+        """A fresh image, where a failed seek or decode may have left Pillow's half set."""
+        self.image.close()
+        self.image = Image.open(io.BytesIO(self.data))
+
     def __iter__(self) -> Iterator[VideoFrame]:
-        with self.image:
-            for index in self.wanted:
-                if index in self.passed_over:
-                    continue
-                try:
-                    pixels = self._decode(index)
-                except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
-                    self.unread.append((index, _undecodable_because(error)))
-                    continue
-                yield VideoFrame(index, None, pixels)
+        try:
+            skipped = [] if self.asked else self.passed_over
+            read = yield from self._read([i for i in self.wanted if i not in skipped])
+            if not read and skipped:  # every view failed: the copies are all the file shows
+                self.passed_over = []
+                yield from self._read(skipped)
+        finally:
+            self.image.close()
+
+    def _read(self, indices: list[int]) -> Iterator[VideoFrame]:
+        """The pictures at ``indices`` that decode; returns how many did."""
+        read = 0
+        for index in indices:
+            try:
+                pixels = self._decode(index)
+            except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
+                self.unread.append((index, undecodable_because(error)))
+                self._reopen()
+                continue
+            read += 1
+            yield VideoFrame(index, None, pixels)
+        return read
 
     def _decode(self, index: int) -> np.ndarray:
         image = self.image
@@ -1351,13 +1390,21 @@ class StillPictures:
             image.seek(index)
             width, height = image.size
             if width * height > self.max_pixels:
-                raise DecodeError(
-                    f"picture is {width}x{height} = {width * height / 1e6:.0f} megapixels, over "
-                    f"the {self.max_pixels / 1e6:.0f}-megapixel decompression-bomb limit (scan's "
-                    "--max-megapixels raises it)"
-                )
+                raise DecodeError(over_the_limit("picture", width, height, self.max_pixels))
             image.load()
+            if self.format == "MPO":
+                _refuse_damaged_jpeg(self._view_bytes(index))
             return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
+
+    def _view_bytes(self, index: int) -> bytes:
+        """An MPO view's JPEG, where its MP index places it (offsets after the first view's
+        count from the MP header, CIPA DC-007)."""
+        entry = self.mp_entries[index] if index < len(self.mp_entries) else {}
+        size = int(entry.get("Size") or 0)
+        if index == 0:
+            return self.data[: size or len(self.data)]
+        start = self.data.find(b"MPF\x00") + 4 + int(entry.get("DataOffset") or 0)
+        return self.data[start : start + size]
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:

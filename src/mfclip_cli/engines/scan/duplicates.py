@@ -11,8 +11,9 @@ that relation (no near pair is ever split or left out), and a group whose files'
 is flagged. Candidate pairs are found by splitting the hash into
 ``MAX_DISTANCE + 1`` bands (pigeonhole: a pair within the distance agrees on a whole band), equal
 hashes compared once, each hash with a whole bucket at once. Videos and animations are not
-hashed, nor flat pictures (one colour: nothing to compare); a still image of several pictures is
-hashed by its first."""
+hashed, nor flat pictures (one colour: nothing to compare), nor a still image of several views
+(its first page may be a cover other documents share); one whose only view is its first picture
+(a photo beside its gain map) is hashed by it."""
 
 from __future__ import annotations
 

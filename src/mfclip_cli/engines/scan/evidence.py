@@ -139,6 +139,8 @@ class ImageBytes:
     data: bytes
     sha256: str
     image: DecodedImage | None = None  # once decoded
+    # a still image of several views to scan one by one (``Scanner.scan_pictures``)
+    pictures: StillPictures | None = None
 
     @property
     def size(self) -> int:

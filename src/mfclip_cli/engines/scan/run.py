@@ -451,7 +451,7 @@ def _say_how_it_ended(
     if tally.failed > errors:  # the exit code's 3 said, where no error record is
         error_console.print(
             f"{tally.failed - errors} of {written} input(s) were read only in part (a "
-            "video truncated or damaged, a page of a file of several that could not be decoded) "
+            "video truncated or damaged, a picture of a file of several that could not be decoded) "
             "or their annotated copy or heatmap was not written: their records say why "
             "(video.incomplete, pictures_unread, annotation.error, explanation_error)",
             highlight=False,

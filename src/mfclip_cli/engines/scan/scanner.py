@@ -31,6 +31,7 @@ from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
 from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import (
+    ANIMATION_FORMATS,
     DecodeError,
     FrameReader,
     StillPictures,
@@ -150,9 +151,13 @@ class Scanner:
     def _note_smallest_face(self, record: FileRecord) -> None:
         """A file detected on a downscaled copy (``--detect-max-side``) says how small a face it
         could see."""
-        smallest = self.cropper.detector.smallest_face(record.height, record.width)
-        if smallest > self.smallest_face * (1 + 1e-9):
-            record.smallest_face = math.ceil(smallest)
+        record.smallest_face = self._smallest_face_in(record.height, record.width)
+
+    def _smallest_face_in(self, height: int, width: int) -> int | None:
+        """The smallest face a picture of this size is searched for, in its pixels, where
+        detection downscales it (else None: the meta's ``min_face``)."""
+        smallest = self.cropper.detector.smallest_face(height, width)
+        return math.ceil(smallest) if smallest > self.smallest_face * (1 + 1e-9) else None
 
     def open_record(self, item: InputItem) -> FileRecord:
         """The record of one input, its bytes read once (``scan/evidence.py``): an image whole,
@@ -192,7 +197,10 @@ class Scanner:
                 if isinstance(faces, Exception):
                     record.fail(f"face analysis failed: {type(faces).__name__}: {faces}")
                 else:
-                    record.faces = self.model_stage.face_records(faces)
+                    # the only view of a still image of several: its faces carry its index
+                    picture = record.source.image.index if record.stills else None
+                    place = None if picture is None else VideoFrame(picture, None, pixels)
+                    record.faces = self.model_stage.face_records(faces, 0, place)
                     record.status = STATUS_OK if faces else STATUS_NO_FACE
             yield record
 
@@ -296,22 +304,29 @@ class Scanner:
         from the bytes that were hashed; a picture that cannot be decoded is said
         (``pictures_unread``), and the others scanned."""
         source, record.source = record.source, None
+        pictures, read, smallest = source.pictures, 0, None
         try:
-            pictures = StillPictures(source.data, self.settings.max_pixels)
             for picture, found in self._analysed_frames(iter(pictures)):
+                read += 1
+                height, width = picture.pixels.shape[:2]
+                if record.width is None:  # its first picture could not be decoded
+                    record.width, record.height = width, height
+                smallest = max(smallest or 0, self._smallest_face_in(height, width) or 0) or None
                 start = len(record.faces)
                 record.faces += self.model_stage.face_records(found, start, picture)
         except CheckpointError:  # the model's fault, not the file's: the scan stops
             raise
         except Exception as error:  # noqa: BLE001 - one file's fault
             return record.fail(f"face analysis failed: {type(error).__name__}: {error}")
+        if not read:
+            why = pictures.unread[0][1] if pictures.unread else "no picture"
+            return record.fail(f"none of its {pictures.count} pictures could be decoded: {why}")
         record.pictures_in_file = pictures.count
         record.pictures_passed_over = pictures.passed_over or None
         record.pictures_unread = [
             {"picture": index, "error": why} for index, why in pictures.unread
         ] or None
-        if len(pictures.unread) == pictures.count - len(pictures.passed_over):
-            return record.fail(f"none of its {pictures.count} pictures could be decoded")
+        record.smallest_face = smallest  # the largest of its pictures' (audit AE L2)
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
 
@@ -344,20 +359,36 @@ class Scanner:
         if isinstance(record.source, HeldVideo):
             self._inspect_provenance(item.path, record, None)
             return record, None, None
+        source, max_pixels = record.source, self.settings.max_pixels
         try:
             # the bytes just hashed, never the path again
-            image = record.source.image = decode_image(record.source.data, self.settings.max_pixels)
+            image = source.image = decode_image(source.data, max_pixels)
         except DecodeError as error:
             self._inspect_provenance(item.path, record, None)
-            return record.fail(str(error)), None, None
+            # a TIFF whose first page is damaged, or over the limit: its other pages are scanned
+            source.pictures = _several_stills(source.data, max_pixels)
+            if source.pictures is None:
+                return record.fail(str(error)), None, None
+            record.format = source.pictures.format
+            return record, None, None
         self._inspect_provenance(item.path, record, image.pixels)
         record.format, record.width, record.height = image.format, image.width, image.height
+        if image.stills:
+            pictures = StillPictures(source.data, max_pixels)
+            if pictures.views != [image.index]:  # scanned one by one (``scan_pictures``)
+                source.pictures = pictures
+                return record, None, None
+            # the picture decoded is the only view (a phone photo beside its HDR gain map, a
+            # camera's beside its thumbnail): scanned as an image is, in parallel and batched
+            record.pictures_in_file = pictures.count
+            record.pictures_passed_over = pictures.passed_over or None
         if self.settings.duplicates and not image.animated:  # an animation's, as a video's:
-            # none (its first frame is often a title or a fade shared by unrelated files)
+            # none (its first frame is often a title or a fade shared by unrelated files); nor
+            # has a file of several views (a cover page shared by unrelated documents)
             record.phash = perceptual_hash(image.pixels)
         self._note_smallest_face(record)
-        if image.pictures > 1:  # its frames are sampled as a video's (``scan_video``), or its
-            return record, None, None  # pictures each scanned (``scan_pictures``)
+        if image.animated:  # its frames are sampled as a video's (``scan_video``)
+            return record, None, None
         faces = (
             _each_isolated(self._faces_in_worker, [image.pixels])[0]
             if self.analyse_in_workers
@@ -455,17 +486,30 @@ class Scanner:
 
 def _has_frames(record: FileRecord) -> bool:
     """Whether ``record``'s input is read frame by frame: a video or an animation
-    (``Scanner.scan_video``), or a still image of several pictures (``Scanner.scan_pictures``)."""
+    (``Scanner.scan_video``), or a still image of several views (``Scanner.scan_pictures``)."""
     source = record.source
     if isinstance(source, ImageBytes):
-        return source.image is not None and source.image.pictures > 1
+        animated = source.image is not None and source.image.animated
+        return animated or source.pictures is not None
     return isinstance(source, HeldVideo)
 
 
 def _holds_stills(record: FileRecord) -> bool:
-    """Whether ``record``'s input is a still image of several pictures (``DecodedImage.stills``)."""
+    """Whether ``record``'s input is a still image of several views (``Scanner.scan_pictures``)."""
     source = record.source
-    return isinstance(source, ImageBytes) and source.image is not None and source.image.stills
+    return isinstance(source, ImageBytes) and source.pictures is not None
+
+
+def _several_stills(data: bytes, max_pixels: int) -> StillPictures | None:
+    """The pictures of a still image of several whose first could not be decoded (a TIFF's
+    first page damaged, or over the limit), else None: its other pages are scanned, the first
+    said (audit AE M2: the whole file failed)."""
+    try:
+        pictures = StillPictures(data, max_pixels)
+    except Exception:  # noqa: BLE001 - not a file Pillow opens: the first failure stands
+        return None
+    several = pictures.count > 1 and pictures.format not in ANIMATION_FORMATS
+    return pictures if several else None
 
 
 def _record_of(item: InputItem) -> FileRecord:

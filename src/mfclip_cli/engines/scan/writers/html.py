@@ -221,6 +221,9 @@ class HtmlSink(StagedReport):
             self.errors.append((self.count, record.path, record.explanation_error))
         if record.video and record.video.get("incomplete"):
             self.errors.append((self.count, record.path, record.video["incomplete"]))
+        pictures_note = self._pictures_note(record)
+        if record.pictures_unread:  # exit 3, as a video read in part (audit AE L1)
+            self.errors.append((self.count, record.path, pictures_note))
         unshown = self.explanations_unshown
         pictures, note = self._pictures(record)
         # its pictures, or a heatmap, not read again (a missing heatmap left exit 0: audit X L5)
@@ -231,11 +234,26 @@ class HtmlSink(StagedReport):
             size=_size(record.size),
             pictures=pictures,
             note=note,
+            pictures_note=pictures_note,
             tracks=_track_strips(record, pictures),
             strip_width=STRIP_WIDTH,
             strip_height=STRIP_HEIGHT,
         )
         self.staged.write(section)
+
+    def _pictures_note(self, record: FileRecord) -> str | None:
+        """``record.pictures_note``; of a report written before 2.19.0, which scanned a TIFF's,
+        HEIF's or MPO's first picture only, that the others were not (its records say so only
+        by the report's version: audit AE M6)."""
+        version = str(self.meta.get("schema_version") or SCHEMA_VERSION).split(".")
+        older = [int(part) if part.isdigit() else 0 for part in version[:2]] < [2, 19]
+        if older and record.pictures_in_file and record.video is None:
+            first = "primary" if record.format == "HEIF" else "first"
+            return (
+                f"only the {first} of its {record.pictures_in_file} pictures was scanned (by "
+                "mfclip before 2.19.0, which did not scan the others)"
+            )
+        return record.pictures_note
 
     # -- pictures ----------------------------------------------------------------------------
     def _images(
