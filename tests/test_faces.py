@@ -728,7 +728,17 @@ def test_an_animation_cut_short_gives_its_frames_before_the_cut(kind):
         "damaged; its stream gives 3 of the 4 frames counted in the file"
     )
     assert [frame.index for frame in animation_frames(cut, [2, 1])] == [1, 2]
-    if kind == "WEBP":
+    if kind == "WEBP":  # cut in the metadata after its frames: every frame whole, none lost
+        exif = Image.Exif()
+        exif[0x010E] = "x" * 4000  # ImageDescription: an EXIF chunk after the frames
+        stream = io.BytesIO()
+        first, *rest = [Image.fromarray(picture) for picture in pictures]
+        first.save(
+            stream, "WEBP", save_all=True, append_images=rest, duration=500, exif=exif.tobytes()
+        )
+        info, frames = sample_animation(stream.getvalue()[:-100], fps=2.0)
+        assert [frame.index for frame in frames] == list(range(5)) and info.frame_count == 5
+        assert frames.shortfall() is None
         with pytest.raises(
             DecodeError, match="the WebP stops at byte 100 of the .* before a whole"
         ):

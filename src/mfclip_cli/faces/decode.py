@@ -334,10 +334,11 @@ def _animated_webp(head: bytes) -> bool:
     return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 and head[20] & 2 > 0
 
 
-def whole_webp_frames(data: bytes) -> bytes | None:
+def whole_webp_frames(data: bytes) -> tuple[bytes, bool] | None:
     """An animated WebP cut short (its RIFF size past its last byte) as its whole chunks alone,
-    its size mended, or None for any other file: libwebp refuses the whole file (audit AB L3),
-    where a GIF or an APNG cut short gives the frames before the cut."""
+    its size mended, and whether a frame was cut (not a metadata chunk after the frames), or
+    None for any other file: libwebp refuses the whole file (audit AB L3), where a GIF or an
+    APNG cut short gives the frames before the cut."""
     if not _animated_webp(data[:32]) or struct.unpack_from("<I", data, 4)[0] + 8 <= len(data):
         return None
     position, frames = 12, 0
@@ -349,8 +350,11 @@ def whole_webp_frames(data: bytes) -> bytes | None:
         position += 8 + size + (size & 1)
     if not frames:
         return None
+    kind = data[position : position + 4]  # of the chunk cut short, where its name is there
     body = data[12 : min(position, len(data))]
-    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+    body += b"\x00" * (len(body) & 1)  # the last chunk's padding, where the cut took it
+    whole = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+    return whole, kind == b"ANMF" or len(kind) < 4
 
 
 def _webp_again(data: bytes, failure: DecodeError, max_pixels: int) -> DecodedImage:
@@ -358,17 +362,18 @@ def _webp_again(data: bytes, failure: DecodeError, max_pixels: int) -> DecodedIm
     (``whole_webp_frames``), the cut frame counted among its pictures (it fails as it is read,
     and is said, as a GIF's does); one cut short before a whole picture said to be; else
     ``failure``."""
-    whole = whole_webp_frames(data)
+    mended = whole_webp_frames(data)
     declared = struct.unpack_from("<I", data, 4)[0] + 8 if len(data) >= 8 else 0
-    if whole is None and declared > len(data):
+    if mended is None and declared > len(data):
         raise DecodeError(
             f"truncated or corrupt image: the WebP stops at byte {len(data)} of the {declared} "
             "its header declares, before a whole picture"
         )
-    if whole is None:
+    if mended is None:
         raise failure
+    whole, frame_cut = mended
     image = _decoded(io.BytesIO(whole), whole[:512], "", max_pixels)
-    return DecodedImage(image.pixels, image.format, image.pictures + 1)
+    return DecodedImage(image.pixels, image.format, image.pictures + frame_cut)
 
 
 def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) -> DecodedImage:
@@ -1201,11 +1206,11 @@ def open_animation(
 ) -> tuple[PictureCapture, VideoInfo, Timeline]:
     """A capture of the animation ``data`` holds (``DecodedImage.animated``), what it says of
     itself (its frame count the frames it holds, its duration theirs) and its ``Timeline``."""
-    whole = whole_webp_frames(data)  # a WebP cut short: its whole frames, and the cut one
-    data = data if whole is None else whole
+    mended = whole_webp_frames(data)  # a WebP cut short: its whole frames, and the cut one
+    data, frame_cut = (data, False) if mended is None else mended
     with Image.open(io.BytesIO(data)) as image:
         codec, (width, height) = image.format or "animation", _upright(image).size
-        timeline = _timeline(image, max_pixels, cut=whole is not None)
+        timeline = _timeline(image, max_pixels, cut=frame_cut)
     count = len(timeline.starts)
     info = VideoInfo(
         fps=count / timeline.duration if timeline.duration > 0 else 0.0,
@@ -1328,6 +1333,7 @@ class StillPictures:
         self.image = Image.open(io.BytesIO(data))
         self.format = self.image.format
         self.count = _frame_count(self.image)
+        self._reopen()  # a count that met a damaged picture may leave Pillow's image half set
         self.unread: list[tuple[int, str]] = []
         mpinfo = getattr(self.image, "mpinfo", None) or {}
         self.mp_entries: list[dict[str, Any]] = mpinfo.get(0xB002) or []
