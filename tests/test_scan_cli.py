@@ -557,6 +557,14 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     assert "phash" not in records["c_cover.tif"] and "phash" not in records["d_cover.tif"]
     hdr = records["f_hdr.jpg"]
     assert [face["frame"] for face in hdr["faces"]] == [0] and hdr["pictures_passed_over"] == [1]
+    console = Console(width=400, record=True, force_terminal=False)
+    sink = TableSink(console)
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
+    sink.write(FileRecord.from_dict(hdr))  # its only view: no picture named, as for any photo
+    sink.write(FileRecord.from_dict(first))
+    sink.close({"complete": True})
+    table = console.export_text()
+    assert "#0 picture" not in table.split("b_first_damaged")[0] and "#0 picture 2/2" in table
     (group,) = lines[-1]["duplicates"]  # the photo and its HDR copy, not the two covers
     assert sorted(Path(name).name for name in group["files"]) == ["f_hdr.jpg", "g_copy.png"]
     assert records["e_small_then_big.tif"]["smallest_face"] == 24  # P-Net's 12 px at half

@@ -338,6 +338,13 @@ class FileRecord:
         return self.pictures_in_file is not None and self.video is None
 
     @property
+    def several_views(self) -> bool:
+        """A still image of several pictures of which more than one was scanned (a photo beside
+        its gain map has one: the table does not name its picture)."""
+        passed_over = len(self.pictures_passed_over or ())
+        return self.stills and (self.pictures_in_file or 0) - passed_over > 1
+
+    @property
     def framed(self) -> bool:
         """Whether its faces carry the frame they were found in: a video's, an animation's, or a
         still image's of several pictures (the picture's index)."""
