@@ -931,10 +931,12 @@ def test_no_near_pair_is_left_out_whatever_the_order_and_copies_are_fast():
 def test_perceptual_hashes_group_re_encoded_copies_and_flag_disagreeing_verdicts():
     from mfclip_cli.engines.scan.duplicates import (
         MAX_DISTANCE,
-        hamming,
         near_duplicate_groups,
         perceptual_hash,
     )
+
+    def hamming(a: str, b: str) -> int:
+        return (int(a, 16) ^ int(b, 16)).bit_count()
 
     picture = astronaut()
     copies = {

@@ -49,10 +49,6 @@ def perceptual_hash(pixels: np.ndarray) -> str | None:
     return f"{int(''.join('1' if bit else '0' for bit in bits), 2):016x}"
 
 
-def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
 def file_verdict(record: FileRecord) -> str:
     """One word per file for comparing near-duplicates: ``fake`` (a face labelled diffusion or
     gan), else ``inconclusive`` (a face inconclusive), else ``real``, or the file's status."""
