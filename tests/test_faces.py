@@ -679,7 +679,8 @@ def test_a_damaged_view_costs_only_itself(tmp_path):
     """An MPO whose second view is garbage lost its first too (a failed seek left Pillow's image
     half overwritten: audit AE H1); a view cut short and closed with an end marker was decoded
     grey past the cut, as a JPEG file is not (audit AE M4). Each is said, the first view read.
-    Where every view fails, the preview the file also holds is read (audit AE M2)."""
+    Where every view fails, the preview the file also holds is not read in its place: no
+    verdict rests on a thumbnail or a gain map (audit AF F1)."""
     face, blank = astronaut(), np.ascontiguousarray(face_free()[:512, :512])
     save_mpo(tmp_path / "a.mpo", [face, blank], {1: MP_DISPARITY})
     data = bytearray((tmp_path / "a.mpo").read_bytes())
@@ -696,11 +697,22 @@ def test_a_damaged_view_costs_only_itself(tmp_path):
         ((index, why),) = views.unread
         assert index == 1 and why.startswith(words), why
 
+    # an editor grew the first JPEG's header (a comment holding "MPF" bytes) and left the MP
+    # index's sizes as they were: both views still read (audit AF F3); the second cut short is
+    # still refused (F4: the view was looked for from those bytes, and passed unchecked)
+    header = data.index(b"\xff\xe2")  # the APP2 segment that holds the MP index
+    comment = b"\xff\xfe" + (1002).to_bytes(2, "big") + b"note: MPF\x00 " + bytes(989)
+    grown = data[:header] + comment + data[header:]
+    assert [frame.index for frame in StillPictures(bytes(grown))] == [0, 1]
+    cut_grown = cut[:header] + comment + cut[header:]
+    views = StillPictures(bytes(cut_grown))
+    assert [frame.index for frame in views] == [0] and [i for i, _ in views.unread] == [1]
+
     small = np.asarray(Image.fromarray(face).resize((128, 128)))
     save_pages(tmp_path / "b.tif", [small, face], reduced=(0,), damaged=(1,))
     pages = StillPictures((tmp_path / "b.tif").read_bytes())
-    assert pages.passed_over == [0] and [frame.index for frame in pages] == [0]
-    assert pages.passed_over == [] and [index for index, _ in pages.unread] == [1]
+    assert pages.passed_over == [0] and [frame.index for frame in pages] == []
+    assert [index for index, _ in pages.unread] == [1]
 
 
 @pytest.mark.parametrize("kind", ["GIF", "WEBP"])
@@ -728,6 +740,17 @@ def test_an_animation_cut_short_gives_its_frames_before_the_cut(kind):
         "damaged; its stream gives 3 of the 4 frames counted in the file"
     )
     assert [frame.index for frame in animation_frames(cut, [2, 1])] == [1, 2]
+    if kind == "GIF":  # cut in the next frame's palette: Pillow's count walked past it and
+        # left its state changed, and the rest read as a whole shorter GIF (audit AF F5)
+        cut = data[: gif_image_descriptors(data)[1] + 400]
+        info, frames = sample_animation(cut, fps=2.0)
+        assert [frame.index for frame in frames] == [0] and info.frame_count == 2
+        assert frames.shortfall().startswith("1 of the 2 frames sampled could not be read")
+    if kind == "WEBP":  # a RIFF size 8 bytes too large, nothing cut: no frame gained (F6)
+        overstated = bytearray(data)
+        overstated[4:8] = (int.from_bytes(data[4:8], "little") + 8).to_bytes(4, "little")
+        info, frames = sample_animation(bytes(overstated), fps=2.0)
+        assert [frame.index for frame in frames] == list(range(5)) and info.frame_count == 5
     if kind == "WEBP":  # cut in the metadata after its frames: every frame whole, none lost
         exif = Image.Exif()
         exif[0x010E] = "x" * 4000  # ImageDescription: an EXIF chunk after the frames

@@ -541,6 +541,16 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     save_pages(evidence / "e_small_then_big.tif", [blank, big])
     save_mpo(evidence / "f_hdr.jpg", [face, grey], {1: MP_UNDEFINED})
     Image.fromarray(face).save(evidence / "g_copy.png")
+    # a phone photo whose photo is damaged: its gain map is no photo to judge (audit AF F1)
+    damaged = bytearray((evidence / "f_hdr.jpg").read_bytes())
+    scan = damaged.index(b"\xff\xda")
+    damaged[scan + 400 : scan + 2400] = bytes((i * 37) & 0xFF for i in range(2000))
+    (evidence / "h_hdr_damaged.jpg").write_bytes(bytes(damaged))
+    # no face, its first page damaged: the page scanned is shown (audit AF F7)
+    save_pages(evidence / "i_blank_first_damaged.tif", [blank, blank], damaged=(0,))
+    # a face on the page after a preview: named, as the record's size is the preview's (F9)
+    small = np.asarray(Image.fromarray(face).resize((128, 128)))
+    save_pages(evidence / "j_preview_first.tif", [small, face], reduced=(0,))
     jsonl = tmp_path / "r.jsonl"
     result = run(
         str(evidence), "--weights", str(weights), "--jsonl", str(jsonl), "--duplicates",
@@ -555,6 +565,13 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     assert [entry["picture"] for entry in first["pictures_unread"]] == [0]
     assert [face["frame"] for face in records["a.heic"]["faces"]] == [1]
     assert "phash" not in records["c_cover.tif"] and "phash" not in records["d_cover.tif"]
+    broken = records["h_hdr_damaged.jpg"]
+    assert broken["status"] == "error" and broken["error"].startswith(
+        "none of its 1 view(s) could be decoded: "
+    )
+    assert broken["error"].endswith("a smaller copy or a map of a view, not scanned in its place")
+    preview = records["j_preview_first.tif"]
+    assert [face["frame"] for face in preview["faces"]] == [1] and preview["width"] == 128
     hdr = records["f_hdr.jpg"]
     assert [face["frame"] for face in hdr["faces"]] == [0] and hdr["pictures_passed_over"] == [1]
     console = Console(width=400, record=True, force_terminal=False)
@@ -562,9 +579,11 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
     sink.write(FileRecord.from_dict(hdr))  # its only view: no picture named, as for any photo
     sink.write(FileRecord.from_dict(first))
+    sink.write(FileRecord.from_dict(preview))
     sink.close({"complete": True})
     table = console.export_text()
-    assert "#0 picture" not in table.split("b_first_damaged")[0] and "#0 picture 2/2" in table
+    assert "#0 picture" not in table.split("b_first_damaged")[0]
+    assert table.count("#0 picture 2/2") == 2
     (group,) = lines[-1]["duplicates"]  # the photo and its HDR copy, not the two covers
     assert sorted(Path(name).name for name in group["files"]) == ["f_hdr.jpg", "g_copy.png"]
     assert records["e_small_then_big.tif"]["smallest_face"] == 24  # P-Net's 12 px at half
@@ -574,6 +593,7 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     assert again.returncode == 0, again.stderr
     page = (tmp_path / "again.html").read_text()
     assert "picture 2 of 2 · frame 1" in page and "pictures not shown" not in page
+    assert "could not be read again" not in again.stderr
     older = [
         {**line, "schema_version": "2.18.0"} if line["type"] == "meta" else line for line in lines
     ]

@@ -350,11 +350,15 @@ def whole_webp_frames(data: bytes) -> tuple[bytes, bool] | None:
         position += 8 + size + (size & 1)
     if not frames:
         return None
-    kind = data[position : position + 4]  # of the chunk cut short, where its name is there
+    # the name of the chunk cut short, or what is left of it: a frame was cut where it is (or
+    # may be) a frame's; none where the file ends between chunks or in one of metadata (audit
+    # AF F6: a RIFF size 8 bytes too large, a lost padding byte, gained a frame)
+    kind = data[position : position + 4]
+    frame_cut = bool(kind) and b"ANMF".startswith(kind)
     body = data[12 : min(position, len(data))]
     body += b"\x00" * (len(body) & 1)  # the last chunk's padding, where the cut took it
     whole = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
-    return whole, kind == b"ANMF" or len(kind) < 4
+    return whole, frame_cut
 
 
 def _webp_again(data: bytes, failure: DecodeError, max_pixels: int) -> DecodedImage:
@@ -1164,23 +1168,24 @@ class Timeline:
         return taken
 
 
-def _timeline(image: Image.Image, max_pixels: int, cut: bool = False) -> Timeline:
+def _timeline(image: Image.Image, count: int, max_pixels: int, cut: bool = False) -> Timeline:
     """``image``'s frames timed as a browser shows them. Every frame is decoded (a WebP's length
     is known once it is); one that cannot be lasts 100 ms and the frames after it are timed
     still. The frames are those the file holds: more than ``MAX_UNDECODABLE_RUN`` failing in a
     row are its end (an APNG declaring 30 million frames in 4 bytes holds 9), and a frame off
     the canvas ends them; ``damaged`` names each frame that failed, and the first of such an
-    end, for the reading to say. ``cut``: ``image`` holds the whole frames of a file cut short,
-    whose cut frame follows them (damaged, as a GIF's cut frame is)."""
+    end, for the reading to say; so does a file ending before the ``count`` frames it holds
+    (``_frame_count``, on an image of its own: its walk past a damaged frame leaves Pillow's
+    state changed, and a GIF cut in a frame's palette then read as a whole shorter one: audit
+    AF F5). ``cut``: ``image`` holds the whole frames of a file cut short, whose cut frame
+    follows them (damaged, as a GIF's cut frame is)."""
     canvas, lengths, damaged = image.size, [], []
     skip = int(bool(image.info.get("default_image")))  # an APNG's still, for old viewers
     failing = 0  # frames failing in a row
-    for index in range(_frame_count(image) - skip):
+    for index in range(count - skip):
         try:
             _load_frame(image, skip + index, canvas, max_pixels)
-        except EOFError:
-            break
-        except OffCanvas:
+        except (EOFError, OffCanvas):  # no frame is reached after either
             damaged.append(index)
             break
         except Exception:  # noqa: BLE001 - a damaged frame breaks a plugin in any way
@@ -1208,9 +1213,11 @@ def open_animation(
     itself (its frame count the frames it holds, its duration theirs) and its ``Timeline``."""
     mended = whole_webp_frames(data)  # a WebP cut short: its whole frames, and the cut one
     data, frame_cut = (data, False) if mended is None else mended
+    with Image.open(io.BytesIO(data)) as counted:
+        count = _frame_count(counted)
     with Image.open(io.BytesIO(data)) as image:
         codec, (width, height) = image.format or "animation", _upright(image).size
-        timeline = _timeline(image, max_pixels, cut=frame_cut)
+        timeline = _timeline(image, count, max_pixels, cut=frame_cut)
     count = len(timeline.starts)
     info = VideoInfo(
         fps=count / timeline.duration if timeline.duration > 0 else 0.0,
@@ -1318,8 +1325,9 @@ class StillPictures:
 
     A picture that is no view of its own (a TIFF's reduced-resolution page, an MPO's large
     thumbnail or gain map: ``_not_a_view``) is passed over (``passed_over``) where the file holds
-    one that is a view, and read where every view fails; one that cannot be decoded is left out,
-    with why (``unread``), and the others read on. ``indices``: those pictures only, passed over
+    one that is a view, even where every view fails (a damaged photo's gain map, read in its
+    place, was labelled: audit AF F1); one that cannot be decoded is left out, with why
+    (``unread``), and the others read on. ``indices``: those pictures only, passed over
     or not (a report drawing again the pictures its faces were found in)."""
 
     def __init__(
@@ -1361,23 +1369,24 @@ class StillPictures:
             return False
 
     def _reopen(self) -> None:
-        """A fresh image, where a failed seek or decode may have left Pillow's half set."""
+        """A fresh image, where a failed seek or decode may have left Pillow's half set (an
+        MPO's: audit AE H1). A TIFF's seek reloads each page's directory from where it lies:
+        reopened, it walked every page before again, and damaged pages took quadratic time
+        (audit AF F2: 1,000 of them 9 s)."""
+        if self.format == "TIFF":
+            return
         self.image.close()
         self.image = Image.open(io.BytesIO(self.data))
 
     def __iter__(self) -> Iterator[VideoFrame]:
         try:
             skipped = [] if self.asked else self.passed_over
-            read = yield from self._read([i for i in self.wanted if i not in skipped])
-            if not read and skipped:  # every view failed: the copies are all the file shows
-                self.passed_over = []
-                yield from self._read(skipped)
+            yield from self._read([i for i in self.wanted if i not in skipped])
         finally:
             self.image.close()
 
     def _read(self, indices: list[int]) -> Iterator[VideoFrame]:
-        """The pictures at ``indices`` that decode; returns how many did."""
-        read = 0
+        """The pictures at ``indices`` that decode."""
         for index in indices:
             try:
                 pixels = self._decode(index)
@@ -1385,9 +1394,7 @@ class StillPictures:
                 self.unread.append((index, undecodable_because(error)))
                 self._reopen()
                 continue
-            read += 1
             yield VideoFrame(index, None, pixels)
-        return read
 
     def _decode(self, index: int) -> np.ndarray:
         image = self.image
@@ -1403,14 +1410,31 @@ class StillPictures:
             return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
 
     def _view_bytes(self, index: int) -> bytes:
-        """An MPO view's JPEG, where its MP index places it (offsets after the first view's
-        count from the MP header, CIPA DC-007)."""
-        entry = self.mp_entries[index] if index < len(self.mp_entries) else {}
-        size = int(entry.get("Size") or 0)
-        if index == 0:
-            return self.data[: size or len(self.data)]
-        start = self.data.find(b"MPF\x00") + 4 + int(entry.get("DataOffset") or 0)
-        return self.data[start : start + size]
+        """An MPO view's JPEG: from where its MP index places it (offsets after the first
+        view's count from the MP header of the first JPEG's APP2 segment, CIPA DC-007) to the
+        next view, or the end; not by its recorded size, which an editor growing the first
+        JPEG's header leaves short (audit AF F3), nor from the first "MPF" bytes anywhere (a
+        comment may hold them: F4)."""
+        header = _mp_header(self.data)
+        starts = [0] + [header + int(entry.get("DataOffset") or 0) for entry in self.mp_entries[1:]]
+        start = starts[index] if index < len(starts) and header >= 0 else 0
+        ahead = [other for other in starts if other > start]
+        return self.data[start : min(ahead, default=len(self.data))]
+
+
+def _mp_header(data: bytes) -> int:
+    """Where the MP header (its byte-order mark) of a JPEG's MPF APP2 segment starts, its
+    segments walked from the start of image to the first scan; -1 where there is none."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xDA:  # the first scan: no header segment follows
+            break
+        length = struct.unpack_from(">H", data, position + 2)[0]
+        if marker == 0xE2 and data[position + 4 : position + 8] == b"MPF\x00":
+            return position + 8
+        position += 2 + length
+    return -1
 
 
 def video_frames(path: Path, indices: Iterable[int]) -> Iterator[VideoFrame]:

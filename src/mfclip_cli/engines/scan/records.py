@@ -338,11 +338,21 @@ class FileRecord:
         return self.pictures_in_file is not None and self.video is None
 
     @property
-    def several_views(self) -> bool:
-        """A still image of several pictures of which more than one was scanned (a photo beside
-        its gain map has one: the table does not name its picture)."""
+    def first_scanned(self) -> int | None:
+        """The first of a still image's pictures that was scanned: neither passed over nor
+        unread."""
+        unread = {entry["picture"] for entry in self.pictures_unread or ()}
+        skipped = unread | set(self.pictures_passed_over or ())
+        return next((i for i in range(self.pictures_in_file or 0) if i not in skipped), None)
+
+    def names_picture(self, face: FaceRecord) -> bool:
+        """Whether the reports name the picture ``face`` is in: a still image's where more than
+        one was scanned, or another than the first (whose size the record gives; audit AF F9);
+        not a photo's beside its gain map, as for any photo."""
+        if not self.stills or face.frame is None:
+            return False
         passed_over = len(self.pictures_passed_over or ())
-        return self.stills and (self.pictures_in_file or 0) - passed_over > 1
+        return face.frame != 0 or (self.pictures_in_file or 0) - passed_over > 1
 
     @property
     def framed(self) -> bool:
@@ -360,7 +370,8 @@ class FileRecord:
         distinct pictures, and a short one at 1 fps gives one)."""
         video = self.video or {}
         sampled, frames = video.get("frames_sampled", 0), video.get("frame_count", 0)
-        if self.animated and sampled < frames:
+        unread = video.get("frames_unread", 0)  # damaged: no sampling takes more of them
+        if self.animated and sampled + unread < frames:
             return f"{sampled} of its {frames} frames sampled (--fps or --frames N takes more)"
         count = self.pictures_in_file
         if count is None or self.status == STATUS_ERROR or not self.pictures_unread:

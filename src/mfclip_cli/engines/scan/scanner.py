@@ -320,7 +320,14 @@ class Scanner:
             return record.fail(f"face analysis failed: {type(error).__name__}: {error}")
         if not read:
             why = pictures.unread[0][1] if pictures.unread else "no picture"
-            return record.fail(f"none of its {pictures.count} pictures could be decoded: {why}")
+            views = pictures.count - len(pictures.passed_over)
+            failure = f"none of its {views} view(s) could be decoded: {why}"
+            if pictures.passed_over:  # a thumbnail's or a gain map's verdict is no photo's
+                failure += (
+                    f"; its {len(pictures.passed_over)} other picture(s), a smaller copy or a map "
+                    "of a view, not scanned in its place"
+                )
+            return record.fail(failure)
         record.pictures_in_file = pictures.count
         record.pictures_passed_over = pictures.passed_over or None
         record.pictures_unread = [

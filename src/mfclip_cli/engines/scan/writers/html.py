@@ -278,8 +278,12 @@ class HtmlSink(StagedReport):
         if record.status == STATUS_ERROR:
             return [], None
         groups = faces_by_frame(record.faces)
-        if not record.framed or (record.stills and not groups):
+        if not record.framed:
             groups.setdefault(None, [])  # an image is shown with or without faces
+        elif record.stills and not groups:  # its first picture scanned (audit AF F7: not one
+            # that could not be decoded), None where it is the one the scan decoded
+            first = record.first_scanned
+            groups.setdefault(None if first in (0, None) else first, [])
         shown: dict[int | None, dict[str, Any]] = {}
         note = None
         try:

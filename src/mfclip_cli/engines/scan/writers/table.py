@@ -121,7 +121,7 @@ class TableSink:
                 + (f" @{face.timestamp:.2f}s" if face.timestamp is not None else "")
                 + (
                     f" picture {face.frame + 1}/{record.pictures_in_file}"
-                    if record.several_views and face.frame is not None
+                    if record.names_picture(face)
                     else ""
                 ),
                 "box": "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]",
