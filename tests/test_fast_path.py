@@ -9,6 +9,7 @@ import pytest
 import torch
 from facenet_pytorch import MTCNN
 from media import (
+    MP_DISPARITY,
     MP_UNDEFINED,
     astronaut,
     face_free,
@@ -126,6 +127,21 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
         assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces] == [0]
         assert ours.pictures_passed_over == [1]
         assert iou(ours.faces[0].box, theirs.faces[0].box) > 0.99
+    # a stereo camera's two views likewise: one file at a time, a GPU got batches of two
+    stereo = []
+    for i in range(3):
+        stereo.append(tmp_path / f"stereo{i}.mpo")
+        save_mpo(stereo[-1], [images[0], images[2]], {1: MP_DISPARITY})
+    batches.clear()
+    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
+    views = list(scanner.scan([InputItem(photo) for photo in stereo]))
+    scanner.analyse_in_workers = False
+    views_batched = list(scanner.scan([InputItem(photo) for photo in stereo]))
+    scanner.analyse_in_workers, scanner.faces_of = True, faces_of
+    assert batches == [2, 2, 2, 6]  # a worker's file each on CPU; one batch in the GPU layout
+    for ours, theirs in zip(views, views_batched):
+        assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces]
+        assert [face.frame for face in ours.faces] == [0, 1]
 
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
     # records

@@ -32,6 +32,7 @@ from mfclip_cli.engines.scan.tracks import link_tracks, track_summaries
 from mfclip_cli.errors import CheckpointError
 from mfclip_cli.faces.decode import (
     ANIMATION_FORMATS,
+    DecodedImage,
     DecodeError,
     FrameReader,
     StillPictures,
@@ -53,6 +54,14 @@ from mfclip_cli.provenance import ProvenanceRecord, inspect, inspect_video
 # 100 MB a megapixel, 7.2 GB for a 98-megapixel PNG)
 DETECTION_BYTES_PER_PIXEL = 100
 MEMORY_SHARE = 0.6  # of the memory available when the scan starts, for the workers' detections
+
+
+# the views of a still image of several decoded and analysed together, as a chunk's photos are,
+# where their pixels are at most this (``Scanner._open_views``); more are streamed
+CHUNKED_VIEWS_PIXELS = 64_000_000
+# what an input's pending analysis holds: an image's pixels, or the views of a still image of
+# several (``Scanner._open_views``), or None
+Pictures = np.ndarray | list[VideoFrame] | None
 
 
 class MemoryBudget:
@@ -179,30 +188,42 @@ class Scanner:
         return record
 
     def _finish_images(
-        self, pending: list[tuple[FileRecord, np.ndarray | None, object]]
+        self, pending: list[tuple[FileRecord, Pictures, object]]
     ) -> Iterator[FileRecord]:
-        """Records for decoded images, their faces found by the workers (CPU) or here in one batch
-        (GPU)."""
+        """Records for decoded images (and the views of stills of a few: ``_open_views``), their
+        faces found by the workers (CPU) or here in one batch (GPU)."""
         waiting = [
             i
             for i, (_, pixels, faces) in enumerate(pending)
             if pixels is not None and faces is None
         ]
-        for i, faces in zip(
-            waiting, _each_isolated(self.faces_of, [pending[i][1] for i in waiting])
-        ):
-            pending[i] = (pending[i][0], pending[i][1], faces)
+        owners = [i for i in waiting for _ in _arrays(pending[i][1])]
+        found: dict[int, list] = {i: [] for i in waiting}
+        arrays = [array for i in waiting for array in _arrays(pending[i][1])]
+        for i, faces in zip(owners, _each_isolated(self.faces_of, arrays)):
+            found[i].append(faces)
+        for i in waiting:
+            record, pixels, _ = pending[i]
+            pending[i] = (record, pixels, found[i] if isinstance(pixels, list) else found[i][0])
         for record, pixels, faces in pending:
             if pixels is not None:
-                if isinstance(faces, Exception):
-                    record.fail(f"face analysis failed: {type(faces).__name__}: {faces}")
-                else:
-                    # the only view of a still image of several: its faces carry its index
-                    picture = record.source.image.index if record.stills else None
-                    place = None if picture is None else VideoFrame(picture, None, pixels)
-                    record.faces = self.model_stage.face_records(faces, 0, place)
-                    record.status = STATUS_OK if faces else STATUS_NO_FACE
+                self._faces_into(record, pixels, faces)
             yield record
+
+    def _faces_into(self, record: FileRecord, pixels: Pictures, faces: object) -> None:
+        """``record``'s faces, from those found in its image or in each of its views, or the
+        error that stopped the analysis."""
+        views = pixels if isinstance(pixels, list) else [None]
+        results = faces if isinstance(pixels, list) else [faces]
+        failure = next((result for result in results if isinstance(result, Exception)), None)
+        if failure is not None:
+            record.fail(f"face analysis failed: {type(failure).__name__}: {failure}")
+            return
+        if not isinstance(pixels, list) and record.stills:  # the only view of several
+            views = [VideoFrame(record.source.image.index, None, pixels)]
+        for view, found in zip(views, results):
+            record.faces += self.model_stage.face_records(found, len(record.faces), view)
+        record.status = STATUS_OK if record.faces else STATUS_NO_FACE
 
     def _analysed_frames(
         self, frames: Iterator[VideoFrame]
@@ -304,38 +325,50 @@ class Scanner:
         from the bytes that were hashed; a picture that cannot be decoded is said
         (``pictures_unread``), and the others scanned."""
         source, record.source = record.source, None
-        pictures, read, smallest = source.pictures, 0, None
+        pictures, sizes = source.pictures, []
         try:
             for picture, found in self._analysed_frames(iter(pictures)):
-                read += 1
-                height, width = picture.pixels.shape[:2]
-                if record.width is None:  # its first picture could not be decoded
-                    record.width, record.height = width, height
-                smallest = max(smallest or 0, self._smallest_face_in(height, width) or 0) or None
+                sizes.append((picture.height, picture.width))
                 start = len(record.faces)
                 record.faces += self.model_stage.face_records(found, start, picture)
         except CheckpointError:  # the model's fault, not the file's: the scan stops
             raise
         except Exception as error:  # noqa: BLE001 - one file's fault
             return record.fail(f"face analysis failed: {type(error).__name__}: {error}")
-        if not read:
+        if not self._note_pictures(record, pictures, sizes):
+            return record
+        record.status = STATUS_OK if record.faces else STATUS_NO_FACE
+        return record
+
+    def _note_pictures(
+        self, record: FileRecord, pictures: StillPictures, sizes: list[tuple[int, int]]
+    ) -> bool:
+        """What ``record`` says of the pictures of a still image of several once its views
+        were read (``sizes``: each one's height and width): how many, those passed over and
+        unread, its size where its first could not be decoded, the largest ``smallest_face``
+        of theirs (audit AE L2). False, and
+        ``record`` an error, where no view could be read: a thumbnail's or a gain map's verdict
+        is no photo's (audit AF F1)."""
+        if not sizes:
             why = pictures.unread[0][1] if pictures.unread else "no picture"
-            views = pictures.count - len(pictures.passed_over)
-            failure = f"none of its {views} view(s) could be decoded: {why}"
-            if pictures.passed_over:  # a thumbnail's or a gain map's verdict is no photo's
+            failure = f"none of its {len(pictures.views)} view(s) could be decoded: {why}"
+            if pictures.passed_over:
                 failure += (
                     f"; its {len(pictures.passed_over)} other picture(s), a smaller copy or a map "
                     "of a view, not scanned in its place"
                 )
-            return record.fail(failure)
+            record.fail(failure)
+            return False
         record.pictures_in_file = pictures.count
         record.pictures_passed_over = pictures.passed_over or None
         record.pictures_unread = [
             {"picture": index, "error": why} for index, why in pictures.unread
         ] or None
-        record.smallest_face = smallest  # the largest of its pictures' (audit AE L2)
-        record.status = STATUS_OK if record.faces else STATUS_NO_FACE
-        return record
+        if record.width is None:  # its first picture could not be decoded
+            record.height, record.width = sizes[0]
+        smallest = [self._smallest_face_in(height, width) or 0 for height, width in sizes]
+        record.smallest_face = max(smallest) or None
+        return True
 
     def _open(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
         """Read, hash, decode and, on CPU, analyse one input (in a worker thread).
@@ -382,9 +415,8 @@ class Scanner:
         record.format, record.width, record.height = image.format, image.width, image.height
         if image.stills:
             pictures = StillPictures(source.data, max_pixels)
-            if pictures.views != [image.index]:  # scanned one by one (``scan_pictures``)
-                source.pictures = pictures
-                return record, None, None
+            if pictures.views != [image.index]:
+                return self._open_views(record, pictures, image)
             # the picture decoded is the only view (a phone photo beside its HDR gain map, a
             # camera's beside its thumbnail): scanned as an image is, in parallel and batched
             record.pictures_in_file = pictures.count
@@ -402,6 +434,28 @@ class Scanner:
             else None
         )
         return record, image.pixels, faces
+
+    def _open_views(self, record: FileRecord, pictures: StillPictures, image: DecodedImage):
+        """``_open_input`` of a still image of several views: decoded here and, on CPU,
+        analysed, where they fit a chunk, so that files of a few views (a stereo camera's, a
+        two-page scan) are analysed in parallel and batched as photos are (one at a time, a
+        file of two views kept one worker of eight busy, a GPU batches of two: audit AF); else
+        left to be streamed view by view (``scan_pictures``), memory flat in the pages."""
+        views = pictures.views
+        if len(views) > self.chunk_images or image.width * image.height * len(views) > (
+            CHUNKED_VIEWS_PIXELS
+        ):
+            record.source.pictures = pictures
+            return record, None, None
+        decoded = list(pictures)
+        if not self._note_pictures(record, pictures, [(v.height, v.width) for v in decoded]):
+            return record, None, None
+        faces = (
+            _each_isolated(self._faces_in_worker, [view.pixels for view in decoded])
+            if self.analyse_in_workers
+            else None
+        )
+        return record, decoded, faces
 
     def _inspect_provenance(self, path: Path, record: FileRecord, pixels: np.ndarray | None):
         """The file's own evidence of its origin, beside (never inside) the model's opinion."""
@@ -472,7 +526,7 @@ class Scanner:
     def scan(
         self, items: Iterable[InputItem], skip: Callable[[FileRecord], bool] | None = None
     ) -> Iterator[FileRecord]:
-        pending: list[tuple[FileRecord, np.ndarray | None, object]] = []
+        pending: list[tuple[FileRecord, Pictures, object]] = []
         decoded = 0
         for item, record, pixels, found in self._opened(items, skip):
             if record.status != STATUS_ERROR and _has_frames(record):
@@ -484,11 +538,18 @@ class Scanner:
                     yield self.scan_video(item.path, record)
                 continue
             pending.append((record, pixels, found))
-            decoded += pixels is not None
+            decoded += len(_arrays(pixels))
             if decoded >= self.chunk_images:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
         yield from self._finish_images(pending)
+
+
+def _arrays(pixels: Pictures) -> list[np.ndarray]:
+    """The pixels to analyse of an image, or of the views of a still image of several."""
+    if pixels is None:
+        return []
+    return [view.pixels for view in pixels] if isinstance(pixels, list) else [pixels]
 
 
 def _has_frames(record: FileRecord) -> bool:
