@@ -108,7 +108,8 @@ def inspect(
         watermark=(
             _guarded(lambda: read_watermarks(pixels), WatermarkEvidence)
             if pixels is not None
-            else WatermarkEvidence(NOT_CHECKED, note="image not decoded")
+            # of a file of several pictures, its first (the others scanned: audit AF F8)
+            else WatermarkEvidence(NOT_CHECKED, note="its (first) picture could not be decoded")
         ),
     )
 
