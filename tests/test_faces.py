@@ -641,6 +641,8 @@ def test_each_picture_of_a_still_image_of_several_is_read_alone(tmp_path):
     # the pages asked for only (a report drawing the pictures with faces again)
     again = StillPictures((tmp_path / "a.tif").read_bytes(), indices=[4, 2, 2])
     assert [frame.index for frame in again] == [2, 4]
+    # the pixels of pages, from their headers (a large page behind a small one: audit AG M1)
+    assert StillPictures((tmp_path / "a.tif").read_bytes()).pixels_of([1, 2]) == 128 * 128 + 512**2
     # a file of copies only is no file of copies: all are read
     save_pages(tmp_path / "b.tif", [small, small], reduced=(0, 1))
     assert [f.index for f in StillPictures((tmp_path / "b.tif").read_bytes())] == [0, 1]

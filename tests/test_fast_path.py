@@ -142,6 +142,14 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for ours, theirs in zip(views, views_batched):
         assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces]
         assert [face.frame for face in ours.faces] == [0, 1]
+    # a file's views that would overflow the chunk start the next one (audit AG M2: a batch
+    # reached twice the chunk)
+    batches.clear()
+    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
+    scanner.analyse_in_workers, scanner.chunk_images = False, 3
+    list(scanner.scan([InputItem(photo) for photo in stereo]))
+    scanner.analyse_in_workers, scanner.faces_of, scanner.chunk_images = True, faces_of, 8
+    assert batches == [2, 2, 2]
 
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
     # records

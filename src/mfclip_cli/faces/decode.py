@@ -1389,12 +1389,29 @@ class StillPictures:
     def __iter__(self) -> Iterator[VideoFrame]:
         try:
             skipped = [] if self.asked else self.passed_over
-            yield from self._read([i for i in self.wanted if i not in skipped])
+            yield from self.read([i for i in self.wanted if i not in skipped])
         finally:
-            self.image.close()
+            self.close()
 
-    def _read(self, indices: list[int]) -> Iterator[VideoFrame]:
-        """The pictures at ``indices`` that decode."""
+    def close(self) -> None:
+        self.image.close()
+
+    def pixels_of(self, indices: list[int]) -> int:
+        """How many pixels the pictures at ``indices`` hold, from their headers (a picture whose
+        header cannot be read counted as the largest of the others)."""
+        sizes: list[int | None] = []
+        for index in indices:
+            try:
+                self.image.seek(index)
+                sizes.append(self.image.size[0] * self.image.size[1])
+            except Exception:  # noqa: BLE001 - the reading says why (``unread``)
+                self._reopen()
+                sizes.append(None)
+        largest = max((size for size in sizes if size is not None), default=0)
+        return sum(largest if size is None else size for size in sizes)
+
+    def read(self, indices: list[int]) -> Iterator[VideoFrame]:
+        """The pictures at ``indices`` that decode; those that do not are said (``unread``)."""
         for index in indices:
             try:
                 pixels = self._decode(index)

@@ -216,8 +216,9 @@ class Scanner:
         views = pixels if isinstance(pixels, list) else [None]
         results = faces if isinstance(pixels, list) else [faces]
         failure = next((result for result in results if isinstance(result, Exception)), None)
-        if failure is not None:
+        if failure is not None:  # as ``scan_pictures`` says it (audit AG L2)
             record.fail(f"face analysis failed: {type(failure).__name__}: {failure}")
+            record.pictures_in_file = record.pictures_passed_over = record.pictures_unread = None
             return
         if not isinstance(pixels, list) and record.stills:  # the only view of several
             views = [VideoFrame(record.source.image.index, None, pixels)]
@@ -442,12 +443,17 @@ class Scanner:
         file of two views kept one worker of eight busy, a GPU batches of two: audit AF); else
         left to be streamed view by view (``scan_pictures``), memory flat in the pages."""
         views = pictures.views
-        if len(views) > self.chunk_images or image.width * image.height * len(views) > (
-            CHUNKED_VIEWS_PIXELS
-        ):
-            record.source.pictures = pictures
-            return record, None, None
-        decoded = list(pictures)
+        others = [index for index in views if index != image.index]
+        if len(views) > self.chunk_images or pictures.pixels_of(views) > CHUNKED_VIEWS_PIXELS:
+            record.source.pictures = pictures  # the sizes of every page, from their headers
+            return record, None, None  # (audit AG M1: the first page's, times their number)
+        try:  # the picture decoded already is not decoded again
+            read = {view.index: view for view in pictures.read(others)}
+        finally:
+            pictures.close()
+        if image.index in views:
+            read[image.index] = VideoFrame(image.index, None, image.pixels)
+        decoded = [read[index] for index in sorted(read)]
         if not self._note_pictures(record, pictures, [(v.height, v.width) for v in decoded]):
             return record, None, None
         faces = (
@@ -537,8 +543,12 @@ class Scanner:
                 else:
                     yield self.scan_video(item.path, record)
                 continue
+            count = len(_arrays(pixels))
+            if decoded and decoded + count > self.chunk_images:  # a file's views in one batch,
+                yield from self._finish_images(pending)  # within the chunk (audit AG M2)
+                pending, decoded = [], 0
             pending.append((record, pixels, found))
-            decoded += len(_arrays(pixels))
+            decoded += count
             if decoded >= self.chunk_images:
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
