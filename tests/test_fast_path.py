@@ -108,48 +108,41 @@ def test_scan_workers_give_the_records_of_one_batched_pass(tmp_path, tiny_config
     for face, (detection, *_) in zip(pages.faces, batched[0] + batched[1]):
         assert iou(face.box, detection.box) >= 0.99
 
+    def scanned(paths: list, in_workers: bool, chunk: int = 8) -> tuple[list, list[int]]:
+        """The records of ``paths`` and the sizes of the detection batches that found them."""
+        batches, faces_of = [], scanner.faces_of
+        scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
+        scanner.analyse_in_workers, scanner.chunk_images = in_workers, chunk
+        try:
+            return list(scanner.scan([InputItem(path) for path in paths])), batches
+        finally:
+            scanner.analyse_in_workers, scanner.chunk_images = True, 8
+            scanner.faces_of = faces_of
+
     # a photo beside its HDR gain map (an MPO's second image) is scanned as an image is: in a
     # worker on CPU, in the chunk's batch on a GPU (alone, it was a batch of one: audit AE M3)
     grey = np.repeat(images[0].mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
-    photos = []
-    for i in range(3):
-        photos.append(tmp_path / f"hdr{i}.jpg")
-        save_mpo(photos[-1], [images[0], grey], {1: MP_UNDEFINED})
-    batches = []
-    faces_of = scanner.faces_of
-    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
-    hdr = list(scanner.scan([InputItem(photo) for photo in photos]))
-    scanner.analyse_in_workers = False
-    hdr_batched = list(scanner.scan([InputItem(photo) for photo in photos]))
-    scanner.analyse_in_workers, scanner.faces_of = True, faces_of
-    assert batches == [1, 1, 1, 3]  # a worker's photo each on CPU; one batch in the GPU layout
+    photos = [tmp_path / f"hdr{i}.jpg" for i in range(3)]
+    for photo in photos:
+        save_mpo(photo, [images[0], grey], {1: MP_UNDEFINED})
+    (hdr, on_cpu), (hdr_batched, on_gpu) = scanned(photos, True), scanned(photos, False)
+    assert (on_cpu, on_gpu) == ([1, 1, 1], [3])  # a photo per worker; one batch on a GPU
     for ours, theirs in zip(hdr, hdr_batched):
         assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces] == [0]
         assert ours.pictures_passed_over == [1]
         assert iou(ours.faces[0].box, theirs.faces[0].box) > 0.99
     # a stereo camera's two views likewise: one file at a time, a GPU got batches of two
-    stereo = []
-    for i in range(3):
-        stereo.append(tmp_path / f"stereo{i}.mpo")
-        save_mpo(stereo[-1], [images[0], images[2]], {1: MP_DISPARITY})
-    batches.clear()
-    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
-    views = list(scanner.scan([InputItem(photo) for photo in stereo]))
-    scanner.analyse_in_workers = False
-    views_batched = list(scanner.scan([InputItem(photo) for photo in stereo]))
-    scanner.analyse_in_workers, scanner.faces_of = True, faces_of
-    assert batches == [2, 2, 2, 6]  # a worker's file each on CPU; one batch in the GPU layout
+    stereo = [tmp_path / f"stereo{i}.mpo" for i in range(3)]
+    for photo in stereo:
+        save_mpo(photo, [images[0], images[2]], {1: MP_DISPARITY})
+    (views, on_cpu), (views_batched, on_gpu) = scanned(stereo, True), scanned(stereo, False)
+    assert (on_cpu, on_gpu) == ([2, 2, 2], [6])  # a file per worker; one batch on a GPU
     for ours, theirs in zip(views, views_batched):
         assert [face.frame for face in ours.faces] == [face.frame for face in theirs.faces]
         assert [face.frame for face in ours.faces] == [0, 1]
     # a file's views that would overflow the chunk start the next one (audit AG M2: a batch
     # reached twice the chunk)
-    batches.clear()
-    scanner.faces_of = lambda pixels: batches.append(len(pixels)) or faces_of(pixels)
-    scanner.analyse_in_workers, scanner.chunk_images = False, 3
-    list(scanner.scan([InputItem(photo) for photo in stereo]))
-    scanner.analyse_in_workers, scanner.faces_of, scanner.chunk_images = True, faces_of, 8
-    assert batches == [2, 2, 2]
+    assert scanned(stereo, False, chunk=3)[1] == [2, 2, 2]
 
     # the GPU layout (workers only decode, analysis batched by chunk here), run on CPU: the same
     # records

@@ -111,14 +111,10 @@ class DecodeError(Exception):
     """A file that cannot be turned into pixels; the message is meant for the report."""
 
 
-@dataclass
-class DecodedImage:
-    pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
-    format: str
-    # the pictures the file holds (an animation's frames, a TIFF's pages, a HEIF's images): the
-    # first (a HEIF's primary) is the one decoded, ``index`` its place among them
-    pictures: int = 1
-    index: int = 0
+class _Sized:
+    """The height and width of a decoded picture's ``pixels`` ([H, W, 3])."""
+
+    pixels: np.ndarray
 
     @property
     def height(self) -> int:
@@ -127,6 +123,16 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+
+@dataclass
+class DecodedImage(_Sized):
+    pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
+    format: str
+    # the pictures the file holds (an animation's frames, a TIFF's pages, a HEIF's images): the
+    # first (a HEIF's primary) is the one decoded, ``index`` its place among them
+    pictures: int = 1
+    index: int = 0
 
     @property
     def animated(self) -> bool:
@@ -142,21 +148,13 @@ class DecodedImage:
 
 
 @dataclass
-class VideoFrame:
+class VideoFrame(_Sized):
     """A video's or an animation's frame (``timestamp``: when it is shown, in seconds), or one
     picture of a still image of several (``StillPictures``: its index, no time)."""
 
     index: int
     timestamp: float | None
     pixels: np.ndarray
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
 
 
 def is_video(path: Path) -> bool:
