@@ -1374,12 +1374,14 @@ class StillPictures:
             self._reopen()
             return False
 
-    def _reopen(self) -> None:
+    def _reopen(self, seek_failed: bool = True) -> None:
         """A fresh image, where a failed seek or decode may have left Pillow's half set (an
-        MPO's: audit AE H1). A TIFF's seek reloads each page's directory from where it lies:
-        reopened, it walked every page before again, and damaged pages took quadratic time
-        (audit AF F2: 1,000 of them 9 s)."""
-        if self.format == "TIFF":
+        MPO's: audit AE H1; a TIFF's after a failed seek, whose next seek to that page then
+        stayed on the page before and decoded it as that one). A TIFF whose page failed to
+        decode, once its seek succeeded, is not reopened: its next seek reloads the page's
+        directory from where it lies, and reopened, it walked every page before again, and
+        damaged pages took quadratic time (audit AF F2: 1,000 of them 9 s)."""
+        if self.format == "TIFF" and not seek_failed:
             return
         self.image.close()
         self.image = Image.open(io.BytesIO(self.data))
@@ -1412,18 +1414,24 @@ class StillPictures:
         """The pictures at ``indices`` that decode; those that do not are said (``unread``)."""
         for index in indices:
             try:
-                pixels = self._decode(index)
+                self.image.seek(index)
             except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
                 self.unread.append((index, undecodable_because(error)))
                 self._reopen()
                 continue
+            try:
+                pixels = self._decode(index)
+            except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
+                self.unread.append((index, undecodable_because(error)))
+                self._reopen(seek_failed=False)
+                continue
             yield VideoFrame(index, None, pixels)
 
     def _decode(self, index: int) -> np.ndarray:
+        """Picture ``index``, the one the image is at."""
         image = self.image
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.seek(index)
             width, height = image.size
             if width * height > self.max_pixels:
                 raise DecodeError(over_the_limit("picture", width, height, self.max_pixels))
