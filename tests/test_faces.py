@@ -778,12 +778,14 @@ def test_a_tiff_page_without_its_size_costs_only_that_page(tmp_path):
     image = decode_image(data)
     assert image.pictures == 2 and image.stills and np.array_equal(image.pixels, face_free())
     pictures = StillPictures(data)
-    # its sizes read first, as the scanner does: the failed seek to page 1 left Pillow's image
-    # on page 0, and page 1 was then decoded as page 0 unless the image is opened again
-    assert pictures.pixels_of(pictures.views) == 2 * face_free().shape[0] * face_free().shape[1]
     assert [frame.index for frame in pictures] == [0]
     ((index, why),) = pictures.unread
     assert index == 1 and why.startswith("corrupt image: TypeError")
+    # its sizes read first and page 1 then, as the scanner does: the failed seek to page 1 left
+    # Pillow's image on page 0, which was then decoded as page 1 unless the image is reopened
+    pictures = StillPictures(data)
+    assert pictures.pixels_of(pictures.views) == 2 * face_free().shape[0] * face_free().shape[1]
+    assert [frame.index for frame in pictures.read([1])] == [] and len(pictures.unread) == 1
 
 
 class FakeCapture:
