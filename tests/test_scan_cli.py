@@ -47,6 +47,17 @@ def run(*args, **options):
     return mfclip("scan", *args, **options)
 
 
+def table_of(*documents: dict) -> str:
+    """The terminal table of these file records (as a report's JSON holds them)."""
+    console = Console(width=400, record=True, force_terminal=False)
+    sink = TableSink(console)
+    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
+    for document in documents:
+        sink.write(FileRecord.from_dict(document))
+    sink.close({"complete": True})
+    return console.export_text()
+
+
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory):
     root = tmp_path_factory.mktemp("evidence")
@@ -502,12 +513,7 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     assert rows["id.tif"]["pictures_passed_over"] == "1"
     assert json.loads(rows["id.tif"]["pictures_unread"]) == tiff["pictures_unread"]
     assert "pictures_unread" in result.stderr
-    console = Console(width=400, record=True, force_terminal=False)
-    sink = TableSink(console)
-    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
-    sink.write(FileRecord.from_dict(tiff))
-    sink.close({"complete": True})
-    table = console.export_text()
+    table = table_of(tiff)
     said = "1 of its 4 pictures could not be decoded (picture 3: "  # counted as pages are
     # in the file's section and in the report's list of errors (audit AE L1)
     assert said in table and (tmp_path / "r.html").read_text().count(said) == 2
@@ -574,14 +580,7 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     assert [face["frame"] for face in preview["faces"]] == [1] and preview["width"] == 128
     hdr = records["f_hdr.jpg"]
     assert [face["frame"] for face in hdr["faces"]] == [0] and hdr["pictures_passed_over"] == [1]
-    console = Console(width=400, record=True, force_terminal=False)
-    sink = TableSink(console)
-    sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
-    sink.write(FileRecord.from_dict(hdr))  # its only view: no picture named, as for any photo
-    sink.write(FileRecord.from_dict(first))
-    sink.write(FileRecord.from_dict(preview))
-    sink.close({"complete": True})
-    table = console.export_text()
+    table = table_of(hdr, first, preview)  # hdr's only view: no picture named, as for any photo
     assert "#0 picture" not in table.split("b_first_damaged")[0]
     assert table.count("#0 picture 2/2") == 2
     (group,) = lines[-1]["duplicates"]  # the photo and its HDR copy, not the two covers

@@ -337,7 +337,7 @@ def _webp(head: bytes) -> bool:
 
 def _animated_webp(head: bytes) -> bool:
     """Whether a file's first bytes are an animated WebP's (its VP8X chunk's animation flag)."""
-    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 and head[20] & 2 > 0
+    return _webp(head) and head[12:16] == b"VP8X" and len(head) > 20 and head[20] & 2 > 0
 
 
 def whole_webp_frames(data: bytes) -> tuple[bytes, bool] | None:
@@ -462,9 +462,7 @@ def _frame_count(image: Image.Image) -> int:
         while True:
             image.seek(count)
             count += 1
-    except EOFError:  # the end, unexpected where the count failed: the next was damaged
-        return count + 1
-    except Exception:  # noqa: BLE001 - the damaged picture
+    except Exception:  # noqa: BLE001 - the damaged picture (an end too, where the count failed)
         return count + 1
 
 

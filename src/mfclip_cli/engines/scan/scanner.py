@@ -197,9 +197,12 @@ class Scanner:
             for i, (_, pixels, faces) in enumerate(pending)
             if pixels is not None and faces is None
         ]
-        owners = [i for i in waiting for _ in _arrays(pending[i][1])]
+        owners, arrays = [], []  # each picture to analyse, and the entry it is of
+        for i in waiting:
+            for array in _arrays(pending[i][1]):
+                owners.append(i)
+                arrays.append(array)
         found: dict[int, list] = {i: [] for i in waiting}
-        arrays = [array for i in waiting for array in _arrays(pending[i][1])]
         for i, faces in zip(owners, _each_isolated(self.faces_of, arrays)):
             found[i].append(faces)
         for i in waiting:
@@ -420,8 +423,8 @@ class Scanner:
                 return self._open_views(record, pictures, image)
             # the picture decoded is the only view (a phone photo beside its HDR gain map, a
             # camera's beside its thumbnail): scanned as an image is, in parallel and batched
-            record.pictures_in_file = pictures.count
-            record.pictures_passed_over = pictures.passed_over or None
+            pictures.close()
+            self._note_pictures(record, pictures, [(image.height, image.width)])
         if self.settings.duplicates and not image.animated:  # an animation's, as a video's:
             # none (its first frame is often a title or a fade shared by unrelated files); nor
             # has a file of several views (a cover page shared by unrelated documents)
