@@ -129,6 +129,68 @@ def save_mpo(path: Path, views: list[np.ndarray], types: dict[int, int]) -> None
     path.write_bytes(bytes(raw))
 
 
+def save_psd(path: Path, composite: np.ndarray, layers: list[np.ndarray]) -> None:
+    """A Photoshop file (RGB, 8 bits, raw channels) showing ``composite``, of ``layers`` the
+    size of its canvas (Adobe's Photoshop File Formats Specification)."""
+    height, width = composite.shape[:2]
+
+    def planes(picture: np.ndarray) -> list[bytes]:
+        return [np.ascontiguousarray(picture[..., band]).tobytes() for band in range(3)]
+
+    records, channels = b"", b""
+    for number, layer in enumerate(layers):
+        name = f"layer {number}".encode()
+        pascal = bytes([len(name)]) + name
+        pascal += b"\0" * (-len(pascal) % 4)
+        extra = struct.pack(">II", 0, 0) + pascal  # no mask, no blending ranges
+        records += struct.pack(">iiiiH", 0, 0, height, width, 3)
+        records += b"".join(struct.pack(">HI", band, 2 + height * width) for band in range(3))
+        records += b"8BIMnorm" + bytes([255, 0, 0, 0]) + struct.pack(">I", len(extra)) + extra
+        channels += b"".join(struct.pack(">H", 0) + plane for plane in planes(layer))
+    layer_info = struct.pack(">h", len(layers)) + records + channels
+    layer_info += b"\0" * (len(layer_info) % 2)
+    masks = struct.pack(">I", len(layer_info)) + layer_info + struct.pack(">I", 0)
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    data = header + struct.pack(">II", 0, 0) + struct.pack(">I", len(masks)) + masks
+    path.write_bytes(data + struct.pack(">H", 0) + b"".join(planes(composite)))
+
+
+def save_fli(path: Path, frames: list[np.ndarray], milliseconds: int = 100) -> None:
+    """An Autodesk FLC animation of ``frames`` (RGB, quantised to one 256-colour palette), each
+    shown ``milliseconds``: a palette chunk, then each frame's pixels uncompressed (FLI_COPY)."""
+    height, width = frames[0].shape[:2]
+    strip = Image.fromarray(np.concatenate(frames, axis=0)).quantize(256)
+    indices = np.asarray(strip).reshape(len(frames), height, width)
+    palette = bytes((strip.getpalette() or []) + [0] * 768)[:768]
+
+    def chunk(kind: int, data: bytes) -> bytes:
+        data += b"\0" * (len(data) % 2)
+        return struct.pack("<IH", 6 + len(data), kind) + data
+
+    body = b""
+    for number, frame in enumerate(indices):
+        parts = [chunk(16, frame.tobytes())]  # FLI_COPY
+        if number == 0:  # COLOR_256: one packet of 256 colours (a count of 0)
+            parts.insert(0, chunk(4, struct.pack("<HBB", 1, 0, 0) + palette))
+        data = b"".join(parts)
+        body += struct.pack("<IHH8x", 16 + len(data), 0xF1FA, len(parts)) + data
+    header = struct.pack(
+        "<IHHHHHHI", 128 + len(body), 0xAF12, len(frames), width, height, 8, 3, milliseconds
+    )
+    path.write_bytes(header.ljust(128, b"\0") + body)
+
+
+def save_icns_with_bomb(path: Path, side: int) -> None:
+    """An Apple icon file whose 256 x 256 icon holds a PNG whose header claims side x side
+    pixels: the picture nested in it is larger than any header of the file says."""
+    bomb = path.with_suffix(".png")
+    save_decompression_bomb(bomb, side)
+    png = bomb.read_bytes()
+    bomb.unlink()
+    entry = b"ic08" + struct.pack(">I", 8 + len(png)) + png
+    path.write_bytes(b"icns" + struct.pack(">I", 8 + len(entry)) + entry)
+
+
 def save_decompression_bomb(path: Path, side: int = 30000) -> None:
     """A tiny PNG whose header claims side x side pixels (900 MP by default)."""
     Image.new("L", (1, 1)).save(path, "PNG")

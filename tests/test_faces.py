@@ -26,9 +26,12 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_fli,
     save_heic,
+    save_icns_with_bomb,
     save_mpo,
     save_pages,
+    save_psd,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -338,6 +341,44 @@ def test_bad_files_raise_a_readable_error(tmp_path, make, message):
         decode_image(path)
 
 
+def test_a_picture_nested_in_another_is_held_to_the_limit(tmp_path):
+    """An icon file's header says 256 x 256; the PNG in it says more, and only Pillow reads
+    that: with Pillow's own check off, it decoded whatever the PNG claimed (Pillow's fuzz file
+    oom-8ed3316a.icns took 24 GB and the scan was killed, its report lost)."""
+    save_icns_with_bomb(tmp_path / "icon.icns", side=3000)
+    with pytest.raises(DecodeError) as refused:
+        decode_image(tmp_path / "icon.icns", max_pixels=1_000_000)
+    assert str(refused.value) == (
+        "a picture of 9.0 megapixels, over the 1.0-megapixel decompression-bomb limit "
+        "(scan's --max-megapixels raises it)"
+    )
+    # a picture within the limit, however nested or wide, is not refused by Pillow's check
+    wide = np.repeat(astronaut(), 3, axis=1)  # 0.8 MP: over half the limit, where Pillow warns
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert decode_image(tmp_path / "wide.png", max_pixels=1_000_000).pixels.shape == wide.shape
+
+
+def test_a_photoshop_file_is_its_composite_its_layers_passed_over(tmp_path):
+    """A PSD shows its composite: Pillow opens at it and calls it frame 1, as it calls the
+    first layer, so a seek to picture 0 failed ("attempt to seek outside sequence"): every
+    layered Photoshop file was "read only in part" (exit 3), its composite never scanned and
+    its faces said to be on its first layer. Its layers are parts of what it shows, passed
+    over as a TIFF's reduced copies are; one can still be read where it is asked for."""
+    face, grey = astronaut(), np.full((512, 512, 3), 128, np.uint8)
+    save_psd(tmp_path / "a.psd", face, [grey, face[:, ::-1].copy()])
+    image = decode_image(tmp_path / "a.psd")
+    assert (image.format, image.pictures, image.index) == ("PSD", 3, 0) and image.stills
+    assert np.array_equal(image.pixels, face)
+    pictures = StillPictures((tmp_path / "a.psd").read_bytes())
+    read = list(pictures)
+    assert pictures.passed_over == [1, 2] and not pictures.unread
+    assert [frame.index for frame in read] == [0] and np.array_equal(read[0].pixels, face)
+    layers = list(StillPictures((tmp_path / "a.psd").read_bytes(), indices=[2, 1, 0]))
+    assert [frame.index for frame in layers] == [0, 1, 2]
+    assert np.array_equal(layers[1].pixels, grey)
+    assert np.array_equal(layers[2].pixels, face[:, ::-1])
+
+
 def _jpeg(pixels: np.ndarray, mode: str = "RGB", **options) -> bytes:
     stream = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(stream, "JPEG", quality=90, **options)
@@ -471,6 +512,20 @@ def test_an_animation_is_read_as_a_viewer_shows_it(kind):
     _, spread = sample_animation(data, fps=None, frames=3)
     assert [frame.index for frame in spread] == [0, 2, 4]
     assert [frame.index for frame in animation_frames(data, [4, 1, 4])] == [1, 4]
+
+
+def test_an_autodesk_animation_is_sampled_as_one(tmp_path):
+    """An FLI/FLC is an animation, each frame shown for its header's time: it was read as a
+    file of still pictures, each of its frames (384 in Pillow's a.fli) scanned, untimed."""
+    face, grey = astronaut(), np.full((512, 512, 3), 128, np.uint8)
+    save_fli(tmp_path / "a.flc", [grey, face, grey, face], milliseconds=500)
+    image = decode_image(tmp_path / "a.flc")
+    assert (image.format, image.pictures) == ("FLI", 4) and image.animated and not image.stills
+    info, frames = sample_animation((tmp_path / "a.flc").read_bytes(), fps=1.0)
+    assert (info.frame_count, info.duration) == (4, pytest.approx(2.0))
+    read = list(frames)
+    assert [(frame.index, frame.timestamp) for frame in read] == [(0, 0.0), (2, 1.0)]
+    assert np.abs(read[0].pixels.astype(int) - 128).max() <= 2  # one 256-colour palette
 
 
 def test_frames_shown_at_each_instant_against_a_timeline():

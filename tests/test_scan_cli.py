@@ -23,8 +23,10 @@ from media import (
     mosaic,
     save_decompression_bomb,
     save_exif_rotated,
+    save_fli,
     save_mpo,
     save_pages,
+    save_psd,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -521,6 +523,39 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     passed_over = "4 pictures, 1 passed over as no view of their own"
     assert passed_over in (tmp_path / "r.html").read_text()
     assert "#0 picture 4/4" in table
+
+
+def test_a_photoshop_file_and_an_autodesk_animation_are_scanned_as_they_show(weights, tmp_path):
+    """A layered PSD exited 3 ("1 of its 3 pictures could not be decoded"), its composite never
+    scanned; an FLC's frames were scanned as still pictures, each, untimed. Now the composite
+    is (its layers passed over), the FLC is sampled as an animation, and the run exits 0;
+    ``--html`` draws the PSD's picture again from its bytes."""
+    face, grey = astronaut(), np.full((512, 512, 3), 128, np.uint8)
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    save_psd(evidence / "edit.psd", face, [grey, face])
+    save_fli(evidence / "clip.flc", [grey, face, face], milliseconds=1000)
+    listed = f"{evidence / 'edit.psd'}\n{evidence / 'clip.flc'}\n"
+    result = run(
+        "-", "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
+        "--html", str(tmp_path / "r.html"), stdin=listed,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())
+        if line["type"] == "file"
+    }
+    psd, flc = records["edit.psd"], records["clip.flc"]
+    assert (psd["status"], psd["format"], psd["pictures_in_file"]) == ("ok", "PSD", 3)
+    assert psd["pictures_passed_over"] == [1, 2] and "pictures_unread" not in psd
+    assert [face.get("frame", 0) for face in psd["faces"]] == [0]
+    assert (flc["status"], flc["video"]["frame_count"]) == ("ok", 3)
+    assert [(face["frame"], face["timestamp"]) for face in flc["faces"]] == [(1, 1.0), (2, 2.0)]
+    assert "pictures_in_file" not in flc
+    page = (tmp_path / "r.html").read_text()
+    assert "not shown" not in page and "could not be decoded again" not in page
+    assert page.count("data:image/") >= 3 + 2 * 2  # three faces' crops, two files' pictures
 
 
 def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):

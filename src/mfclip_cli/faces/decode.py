@@ -67,7 +67,7 @@ JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # still-image formats whose several pictures are an animation's frames, each shown for a time:
 # scanned as a video's (a TIFF's pages, a HEIF's images and an MPO's views are each scanned as a
 # picture of their own: ``StillPictures``)
-ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
+ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF", "FLI"})  # FLI: Autodesk FLI/FLC
 JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 # ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx"})
@@ -101,10 +101,24 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a
 # a PNG text chunk may inflate to 4 MiB (Pillow's 1 MiB refused a large ComfyUI workflow, and
 # with it the whole file), as an XMP packet may (provenance/metadata.py)
 PngImagePlugin.MAX_TEXT_CHUNK = 4 << 20
-Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header) gives the clearer message
+# Pillow's own bomb check is what stops a picture nested in another (an ICNS's PNG: Pillow's fuzz
+# file oom-8ed3316a.icns declares a 256 x 256 icon and asked for 24 GB); ``hold_pillow_to`` sets
+# it to the scan's limit, past twice which it raises. Our own check, from each header, refuses
+# past the limit itself, with a clearer message; Pillow's warning between the two is not ours
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # a damaged EXIF block is the metadata check's error in the file's record (``exif_damage``);
 # Pillow's warning of it, as it opens a JPEG for its resolution, named no file on stderr
 warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+
+
+def hold_pillow_to(max_pixels: int) -> None:
+    """Pillow's bomb check set to ``max_pixels`` (one limit for a process: every decoding in a
+    scan holds to the same). It raises past twice that: the bound on a nested picture, whose
+    size no header we read shows."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+hold_pillow_to(DEFAULT_MAX_PIXELS)
 
 
 class DecodeError(Exception):
@@ -136,8 +150,8 @@ class DecodedImage(_Sized):
 
     @property
     def animated(self) -> bool:
-        """An animation (GIF, APNG, animated WebP or AVIF): its frames are sampled as a video's
-        (``sample_animation``), not only the first."""
+        """An animation (GIF, APNG, animated WebP or AVIF, FLI/FLC): its frames, sampled as a
+        video's (``sample_animation``), not only the first."""
         return self.pictures > 1 and self.format in ANIMATION_FORMATS
 
     @property
@@ -293,6 +307,7 @@ def ancillary(kind: bytes) -> bool:
 def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Upright RGB pixels of an image file, or of its bytes as read once (so that a hash of those
     bytes names what was decoded), or ``DecodeError`` saying why not."""
+    hold_pillow_to(max_pixels)
     if isinstance(source, bytes):
         return _decode_stream(io.BytesIO(source), len(source), "", max_pixels)
     try:  # opened once: its head, Pillow and a PNG's retry read the same open file
@@ -415,24 +430,18 @@ def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) 
 def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedImage:
     """Pillow's decoding of an open ``stream`` whose first bytes are ``head``."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise DecodeError(over_the_limit("image", width, height, max_pixels))
-                image_format = image.format or suffix or "unknown"
-                pictures = _frame_count(image)
-                # animated: the first frame; a HEIF of several images stays at its primary one,
-                # whose size was checked (image 0 could be another, and a bomb: audit P H2)
-                if pictures > 1 and image_format != "HEIF":
-                    image.seek(0)
-                index = image.tell()  # 0, or a HEIF's primary
-                image.load()
-                if image_format in JPEG_FORMATS:
-                    stream.seek(0)
-                    _refuse_damaged_jpeg(stream.read())
-                pixels = _to_rgb(_upright(image))
+        with Image.open(stream) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecodeError(over_the_limit("image", width, height, max_pixels))
+            image_format = image.format or suffix or "unknown"
+            pictures = _frame_count(image)
+            index = _at_first_picture(image, pictures)
+            image.load()
+            if image_format in JPEG_FORMATS:
+                stream.seek(0)
+                _refuse_damaged_jpeg(stream.read())
+            pixels = _to_rgb(_upright(image))
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -446,16 +455,31 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures, index)
 
 
+def _at_first_picture(image: Image.Image, pictures: int) -> int:
+    """The index of the picture scanned first, ``image`` set at it: picture 0, but a HEIF's
+    primary image, whose size was checked (image 0 could be another, and a bomb: audit P H2).
+    A PSD is at its composite as it opens (Pillow names it frame 1, as it does the first
+    layer, and cannot seek back to it: ``_frame_count``)."""
+    if image.format == "HEIF":
+        return image.tell()
+    if pictures > 1 and image.format != "PSD":
+        image.seek(0)
+    return 0
+
+
 def _frame_count(image: Image.Image) -> int:
-    """Pillow's count of the pictures ``image`` holds (an animation's frames, a TIFF's pages).
-    Where a damaged one stops Pillow's own count (a GIF cut short in a frame's header: IndexError;
-    a TIFF page without its size: TypeError), the pictures before it and the damaged one, which
-    then fails as it is decoded and is said: the whole file failed before, its first pictures
-    with it."""
+    """Pillow's count of the pictures ``image`` holds (an animation's frames, a TIFF's pages;
+    a PSD's composite, then its layers, passed over: ``_not_a_view``). Where a damaged one
+    stops Pillow's own count (a GIF cut short in a frame's header: IndexError; a TIFF page
+    without its size: TypeError), the pictures before it and the damaged one, which then fails
+    as it is decoded and is said: the whole file failed before, its first pictures with it."""
     try:
+        if image.format == "PSD":
+            return 1 + len(getattr(image, "layers", []))
         return getattr(image, "n_frames", 1)
     except Exception:  # noqa: BLE001 - damage breaks a plugin's count in any way
-        pass
+        if image.format == "PSD":  # its composite reads without its layers
+            return 1
     count = 1
     try:
         image.seek(0)
@@ -964,7 +988,8 @@ class FrameReader:
         # ended with none read, or nothing to sample where the stream counts no frame at all
         nothing = not (self.rate or self.wanted) and self.info.frame_count == 0
         if (ended or nothing) and not self.read:
-            raise DecodeError("video has no readable frames")
+            kind = "animation" if isinstance(self.capture, PictureCapture) else "video"
+            raise DecodeError(f"{kind} has no readable frames")
 
     def _account(self, grabbed: int, clock: _Clock, ended: bool, due: int) -> None:
         """The sampled frames missed, and the stream's own count and duration where it was read
@@ -1084,8 +1109,12 @@ def _load_frame(image: Image.Image, index: int, canvas: tuple[int, int], max_pix
     past the canvas grows Pillow's size; one that grows it past ``LARGEST_OVERHANG`` times the
     canvas, or past ``max_pixels``, is ``OffCanvas``, refused before it is decoded (a GIF's
     frame after a damaged one read 5.8 gigapixels from the bytes there, and the scan was
-    killed for memory)."""
-    image.seek(index)
+    killed for memory). Pillow's own check (``hold_pillow_to``) may refuse it first, as it
+    seeks: the same end."""
+    try:
+        image.seek(index)
+    except Image.DecompressionBombError as error:
+        raise OffCanvas(f"frame {index}: {undecodable_because(error)}") from None
     width, height = image.size
     if width * height > min(LARGEST_OVERHANG * canvas[0] * canvas[1], max_pixels):
         raise OffCanvas(f"frame {index} is {width}x{height}, on a {canvas[0]}x{canvas[1]} canvas")
@@ -1215,6 +1244,7 @@ def open_animation(
 ) -> tuple[PictureCapture, VideoInfo, Timeline]:
     """A capture of the animation ``data`` holds (``DecodedImage.animated``), what it says of
     itself (its frame count the frames it holds, its duration theirs) and its ``Timeline``."""
+    hold_pillow_to(max_pixels)
     mended = whole_webp_frames(data)  # a WebP cut short: its whole frames, and the cut one
     data, frame_cut = (data, False) if mended is None else mended
     with Image.open(io.BytesIO(data)) as counted:
@@ -1281,7 +1311,9 @@ def _not_a_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]
     """Whether picture ``index``, the one ``image`` is at, is no view of its own but a copy or
     a map of another picture of its file: a TIFF page marked reduced-resolution, an MPO's image
     other than its first that is typed neither primary nor multi-frame (a large thumbnail, a
-    gain map)."""
+    gain map), a PSD's layer (a part of its composite, picture 0, what the file shows)."""
+    if image.format == "PSD":
+        return index > 0
     if image.format == "TIFF":
         return bool(int(image.tag_v2.get(254, 0) or 0) & TIFF_REDUCED_COPY)
     if image.format == "MPO" and 0 < index < len(mp_entries):
@@ -1292,14 +1324,16 @@ def _not_a_view(image: Image.Image, index: int, mp_entries: list[dict[str, Any]]
 
 def over_the_limit(what: str, width: int, height: int, max_pixels: int) -> str:
     """Why a picture over the decompression-bomb limit is not decoded."""
+    return f"{what} is {width}x{height} = {_past_the_limit(width * height, max_pixels)}"
 
+
+def _past_the_limit(pixels: int, max_pixels: int) -> str:
     def megapixels(pixels: int) -> str:  # a decimal where whole ones would read as equal
         return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.1f}"
 
     return (
-        f"{what} is {width}x{height} = {megapixels(width * height)} megapixels, over the "
-        f"{megapixels(max_pixels)}-megapixel decompression-bomb limit (scan's --max-megapixels "
-        "raises it)"
+        f"{megapixels(pixels)} megapixels, over the {megapixels(max_pixels)}-megapixel "
+        "decompression-bomb limit (scan's --max-megapixels raises it)"
     )
 
 
@@ -1309,7 +1343,10 @@ def undecodable_because(error: Exception) -> str:
     if isinstance(error, DecodeError):
         return str(error)
     message = str(error).strip() or type(error).__name__
-    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(error, Image.DecompressionBombError):  # a picture past twice Pillow's limit
+        found = re.search(r"\((\d+) pixels\)", message)
+        if found and Image.MAX_IMAGE_PIXELS:
+            return f"a picture of {_past_the_limit(int(found[1]), Image.MAX_IMAGE_PIXELS)}"
         return f"decompression bomb: {message}"
     if isinstance(error, OSError):
         if "truncated" in message.lower() or "broken data stream" in message:
@@ -1341,6 +1378,7 @@ class StillPictures:
         indices: Iterable[int] | None = None,
     ):
         readable_by_pillow(data[:512])  # a HEIF's plugin, where nothing registered it yet
+        hold_pillow_to(max_pixels)
         self.data, self.max_pixels = data, max_pixels
         self.image = Image.open(io.BytesIO(data))
         self.format = self.image.format
@@ -1364,7 +1402,7 @@ class StillPictures:
         """``_not_a_view`` of picture ``index``: an MPO's by its MP index, without seeking (a view
         that fails to open leaves Pillow's image half overwritten: audit AE H1)."""
         if self.format != "TIFF":
-            return self.format == "MPO" and _not_a_view(self.image, index, self.mp_entries)
+            return _not_a_view(self.image, index, self.mp_entries)
         try:
             self.image.seek(index)
             return _not_a_view(self.image, index, self.mp_entries)
@@ -1400,7 +1438,7 @@ class StillPictures:
         sizes: list[int | None] = []
         for index in indices:
             try:
-                self.image.seek(index)
+                self._seek(index)
                 sizes.append(self.image.size[0] * self.image.size[1])
             except Exception:  # noqa: BLE001 - the reading says why (``unread``)
                 self._reopen()
@@ -1412,7 +1450,7 @@ class StillPictures:
         """The pictures at ``indices`` that decode; those that do not are said (``unread``)."""
         for index in indices:
             try:
-                self.image.seek(index)
+                self._seek(index)
             except Exception as error:  # noqa: BLE001 - a damaged picture, in any way
                 self.unread.append((index, undecodable_because(error)))
                 self._reopen()
@@ -1425,18 +1463,28 @@ class StillPictures:
                 continue
             yield VideoFrame(index, None, pixels)
 
+    def _seek(self, index: int) -> None:
+        """The image set at picture ``index``. A PSD's picture 0 is its composite, which Pillow
+        opens at and names frame 1, as it names the first layer: reopened for it, and set back
+        to a frame of none before a seek to layer 1, which Pillow would take for no move."""
+        if self.format != "PSD":
+            self.image.seek(index)
+            return
+        self._reopen()
+        if index:
+            self.image.frame = 0
+            self.image.seek(index)
+
     def _decode(self, index: int) -> np.ndarray:
         """Picture ``index``, the one the image is at."""
         image = self.image
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            width, height = image.size
-            if width * height > self.max_pixels:
-                raise DecodeError(over_the_limit("picture", width, height, self.max_pixels))
-            image.load()
-            if self.format == "MPO":
-                _refuse_damaged_jpeg(self._view_bytes(index))
-            return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
+        width, height = image.size
+        if width * height > self.max_pixels:
+            raise DecodeError(over_the_limit("picture", width, height, self.max_pixels))
+        image.load()
+        if self.format == "MPO":
+            _refuse_damaged_jpeg(self._view_bytes(index))
+        return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
 
     def _view_bytes(self, index: int) -> bytes:
         """An MPO view's JPEG: from where its MP index places it (offsets after the first

@@ -292,7 +292,8 @@ class Scanner:
         if record.status == STATUS_ERROR:
             return record
         if sampled == 0:
-            return record.fail("video has no readable frames")
+            kind = "video" if isinstance(source, HeldVideo) else "animation"
+            return record.fail(f"{kind} has no readable frames")
         cuts = frames.shots.cuts()
         stage = self.model_stage
         classes = stage.classes
