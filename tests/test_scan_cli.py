@@ -529,18 +529,18 @@ def test_a_photoshop_file_and_an_autodesk_animation_are_scanned_as_they_show(wei
     """A layered PSD exited 3 ("1 of its 3 pictures could not be decoded"), its composite never
     scanned; an FLC's frames were scanned as still pictures, each, untimed. Now the composite
     is (its layers passed over), the FLC is sampled as an animation, and the run exits 0;
-    ``--html`` draws the PSD's picture again from its bytes."""
+    ``--html`` draws the PSD's picture again from its bytes, and a folder's walk takes both."""
     face, grey = astronaut(), np.full((512, 512, 3), 128, np.uint8)
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     save_psd(evidence / "edit.psd", face, [grey, face])
     save_fli(evidence / "clip.flc", [grey, face, face], milliseconds=1000)
-    listed = f"{evidence / 'edit.psd'}\n{evidence / 'clip.flc'}\n"
     result = run(
-        "-", "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
-        "--html", str(tmp_path / "r.html"), stdin=listed,
+        str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
+        "--html", str(tmp_path / "r.html"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "passed over" not in result.stderr  # a folder's walk takes both (it passed them over)
     records = {
         Path(line["path"]).name: line
         for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())
@@ -610,7 +610,7 @@ def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):
     assert broken["status"] == "error" and broken["error"].startswith(
         "none of its 1 view(s) could be decoded: "
     )
-    assert broken["error"].endswith("a smaller copy or a map of a view, not scanned in its place")
+    assert broken["error"].endswith("a map or a layer of a view, not scanned in its place")
     preview = records["j_preview_first.tif"]
     assert [face["frame"] for face in preview["faces"]] == [1] and preview["width"] == 128
     hdr = records["f_hdr.jpg"]

@@ -58,6 +58,9 @@ IMAGE_SUFFIXES = frozenset(
         ".heic",  # a phone's photos (the iPhone's default), read through pillow-heif
         ".heif",
         ".hif",  # HEIF as cameras name it (Canon, Fujifilm, Sony)
+        ".psd",  # a Photoshop file: its composite scanned, its layers passed over
+        ".fli",  # an Autodesk animation
+        ".flc",
     }
 )
 # Pillow's names for JPEG files (a camera's MPO: several JPEGs, one after another) and libjpeg's

@@ -359,8 +359,8 @@ class Scanner:
             failure = f"none of its {len(pictures.views)} view(s) could be decoded: {why}"
             if pictures.passed_over:
                 failure += (
-                    f"; its {len(pictures.passed_over)} other picture(s), a smaller copy or a map "
-                    "of a view, not scanned in its place"
+                    f"; its {len(pictures.passed_over)} other picture(s), a smaller copy, a map "
+                    "or a layer of a view, not scanned in its place"
                 )
             record.fail(failure)
             return False
