@@ -191,6 +191,19 @@ def save_icns_with_bomb(path: Path, side: int) -> None:
     path.write_bytes(b"icns" + struct.pack(">I", 8 + len(entry)) + entry)
 
 
+def save_apng_of_no_frames(path: Path, pictures: list[np.ndarray]) -> None:
+    """An animated PNG of ``pictures`` whose acTL chunk says it holds 0 frames: Pillow warns
+    ("Invalid APNG") and reads its default image only, the first picture."""
+    first, *rest = [Image.fromarray(picture) for picture in pictures]
+    first.save(path, "PNG", save_all=True, append_images=rest, duration=500)
+    raw = bytearray(path.read_bytes())
+    actl = raw.index(b"acTL")
+    raw[actl + 4 : actl + 8] = struct.pack(">I", 0)
+    crc = zlib.crc32(bytes(raw[actl : actl + 12])) & 0xFFFFFFFF
+    raw[actl + 12 : actl + 16] = struct.pack(">I", crc)
+    path.write_bytes(bytes(raw))
+
+
 def save_decompression_bomb(path: Path, side: int = 30000) -> None:
     """A tiny PNG whose header claims side x side pixels (900 MP by default)."""
     Image.new("L", (1, 1)).save(path, "PNG")

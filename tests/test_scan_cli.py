@@ -21,6 +21,7 @@ from media import (
     face_free,
     iou,
     mosaic,
+    save_apng_of_no_frames,
     save_decompression_bomb,
     save_exif_rotated,
     save_fli,
@@ -556,6 +557,41 @@ def test_a_photoshop_file_and_an_autodesk_animation_are_scanned_as_they_show(wei
     page = (tmp_path / "r.html").read_text()
     assert "not shown" not in page and "could not be decoded again" not in page
     assert page.count("data:image/") >= 3 + 2 * 2  # three faces' crops, two files' pictures
+
+
+def test_what_the_decoder_warns_of_is_said_in_each_files_record(weights, tmp_path):
+    """Pillow reads on past damage it can pass over, and warns: an APNG whose acTL says 0
+    frames is read as its default image, its other frames never scanned. That warning went to
+    stderr once per run, naming no file (a second such file's was never shown); it is now in
+    each file's record (``decoder_warnings``), the table, the CSV and the HTML report, and
+    nowhere else. The file was read: the exit code stays 0."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    for name in ("a.png", "b.png"):
+        save_apng_of_no_frames(evidence / name, [astronaut(), face_free()[:512, :512]])
+    Image.fromarray(astronaut()).save(evidence / "whole.png")
+    result = run(
+        str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
+        "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Invalid APNG" not in result.stderr and "Warning" not in result.stderr
+    records = {
+        Path(line["path"]).name: line
+        for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())
+        if line["type"] == "file"
+    }
+    said = ["Invalid APNG, will use default PNG image if possible"]
+    assert [records[name].get("decoder_warnings") for name in sorted(records)] == [
+        said, said, None
+    ]  # fmt: skip
+    assert records["a.png"]["status"] == "ok" and "video" not in records["a.png"]
+    rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
+    assert json.loads(rows["b.png"]["decoder_warnings"]) == said
+    assert rows["whole.png"]["decoder_warnings"] == ""
+    note = "the decoder read past damage: Invalid APNG, will use default PNG image if possible"
+    assert note in table_of(records["a.png"]) and note not in table_of(records["whole.png"])
+    assert (tmp_path / "r.html").read_text().count(note) == 2
 
 
 def test_files_of_several_pictures_whatever_their_first(weights, tmp_path):

@@ -43,6 +43,7 @@ from mfclip_cli.faces.decode import (
     decode_image,
     video_frames,
 )
+from mfclip_cli.faces.decoder_warnings import heard_while_decoding
 from mfclip_cli.files import NotARegularFile, open_regular
 
 HASH_CHUNK = 1 << 20
@@ -262,7 +263,8 @@ def image_of(record: FileRecord, base: Path, max_pixels: int = DEFAULT_MAX_PIXEL
     read = read_image(base / record.path, max_pixels)
     if read.sha256 != record.sha256:
         raise _changed_since_scan()
-    return decode_image(read.data, max_pixels)
+    with heard_while_decoding():  # said in the record already, as the scan read the file
+        return decode_image(read.data, max_pixels)
 
 
 @contextlib.contextmanager
@@ -280,10 +282,11 @@ def frames_of(
         read = read_image(path, max_pixels)
         if read.sha256 != record.sha256:
             raise _changed_since_scan()
-        if record.stills:
-            yield iter(StillPictures(read.data, max_pixels, indices))
-        else:
-            yield animation_frames(read.data, indices, max_pixels)
+        with heard_while_decoding():  # said in the record already, as the scan read the file
+            if record.stills:
+                yield iter(StillPictures(read.data, max_pixels, indices))
+            else:
+                yield animation_frames(read.data, indices, max_pixels)
         return
     with HeldVideo(path) as video:
         if video.sha256 != record.sha256:

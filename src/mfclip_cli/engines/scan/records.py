@@ -213,6 +213,7 @@ OPTIONAL_FILE_FIELDS = (
     "pictures_in_file",
     "pictures_passed_over",
     "pictures_unread",
+    "decoder_warnings",
     "changed_during_scan",
     "phash",
 )
@@ -246,6 +247,9 @@ class FileRecord:
     pictures_passed_over: list[int] | None = None
     # those that could not be decoded: [{"picture": index, "error": why}] (adds to the exit code)
     pictures_unread: list[dict[str, Any]] | None = None
+    # what the image decoder warned of as it read the file past damage, each once, in order
+    # (``faces.decoder_warnings``); the file was read: no exit code
+    decoder_warnings: list[str] | None = None
     # what the file says about its origin (C2PA, metadata, watermarks); None with --no-provenance
     provenance: ProvenanceRecord | None = None
     phash: str | None = None  # with --duplicates, images only: 64-bit DCT pHash, 16 hex digits
@@ -381,6 +385,20 @@ class FileRecord:
             f"{len(self.pictures_unread)} of its {count} pictures could not be decoded"
             f" (picture {first['picture'] + 1}: {first['error']})"
         )
+
+    @property
+    def decoder_note(self) -> str | None:
+        """What the reports say of the decoder's warnings (``decoder_warnings``)."""
+        if not self.decoder_warnings:
+            return None
+        return "the decoder read past damage: " + "; ".join(self.decoder_warnings)
+
+    def heard(self, warnings: list[str]) -> None:
+        """The decoder's warnings heard while this file was read, added to those it has."""
+        known = self.decoder_warnings or []
+        added = [text for text in warnings if text not in known]
+        if added:
+            self.decoder_warnings = known + added
 
     @property
     def declares_ai(self) -> bool:

@@ -44,6 +44,7 @@ from mfclip_cli.faces.decode import (
     sample_animation,
     sample_video,
 )
+from mfclip_cli.faces.decoder_warnings import heard_while_decoding
 from mfclip_cli.faces.detect import Detection
 from mfclip_cli.faces.pipeline import FaceCropper, FaceSearch
 from mfclip_cli.model import Detector
@@ -384,13 +385,16 @@ class Scanner:
         foresaw (a library meeting a file damaged in a new way) is that file's error record: one
         file never ends the scan.
         """
-        try:
-            return self._open_input(item, skip)
-        except CheckpointError:  # the model's fault, not the file's: the scan stops
-            raise
-        except Exception as error:  # noqa: BLE001 - reported in that file's record
-            failure = f"cannot read this file ({type(error).__name__}: {error})"
-            return _record_of(item).fail(failure), None, None
+        with heard_while_decoding() as heard:
+            try:
+                opened = self._open_input(item, skip)
+            except CheckpointError:  # the model's fault, not the file's: the scan stops
+                raise
+            except Exception as error:  # noqa: BLE001 - reported in that file's record
+                failure = f"cannot read this file ({type(error).__name__}: {error})"
+                opened = _record_of(item).fail(failure), None, None
+        opened[0].heard(heard)
+        return opened
 
     def _open_input(self, item: InputItem, skip: Callable[[FileRecord], bool] | None):
         record = self.open_record(item)
@@ -542,10 +546,13 @@ class Scanner:
             if record.status != STATUS_ERROR and _has_frames(record):
                 yield from self._finish_images(pending)
                 pending, decoded = [], 0
-                if _holds_stills(record):
-                    yield self.scan_pictures(record)
-                else:
-                    yield self.scan_video(item.path, record)
+                with heard_while_decoding() as heard:  # its frames, or pictures, read here
+                    if _holds_stills(record):
+                        record = self.scan_pictures(record)
+                    else:
+                        record = self.scan_video(item.path, record)
+                record.heard(heard)
+                yield record
                 continue
             count = len(_arrays(pixels))
             if decoded and decoded + count > self.chunk_images:  # a file's views in one batch,

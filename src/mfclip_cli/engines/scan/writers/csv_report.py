@@ -86,6 +86,7 @@ CSV_COLUMNS = [
     "pictures_in_file",
     "pictures_passed_over",
     "pictures_unread",
+    "decoder_warnings",  # what the decoder warned of as it read past damage (a JSON array)
     "face_index",
     "x1",
     "y1",
@@ -196,6 +197,9 @@ class CsvSink:
         if record.pictures_unread:
             unread = readable_strings(record.pictures_unread)
             base["pictures_unread"] = json.dumps(unread, ensure_ascii=False)
+        if record.decoder_warnings:
+            heard = readable_strings(record.decoder_warnings)
+            base["decoder_warnings"] = json.dumps(heard, ensure_ascii=False)
         if record.also_named:  # each name as a text cell is written, not-UTF-8 bytes as \xNN
             names = [_as_shown(name) for name in readable_strings(record.also_named)]
             base["also_named"] = json.dumps(names, ensure_ascii=False)

@@ -102,7 +102,8 @@ class TableSink:
         evidence = found.summary() if found and (found.signals or found.errors) else None
         # what holds for the whole file, said once: a video read in part, an image's other
         # pictures left, the file's evidence
-        notes = ((record.video or {}).get("incomplete"), record.pictures_note, evidence)
+        video = record.video or {}
+        notes = (video.get("incomplete"), record.pictures_note, record.decoder_note, evidence)
         evidence = "; ".join(note for note in notes if note)
         if not record.faces:
             note = record.error if record.status == STATUS_ERROR else "no face found"
