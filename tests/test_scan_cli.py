@@ -28,6 +28,7 @@ from media import (
     save_mpo,
     save_pages,
     save_psd,
+    save_tiff_of_many_samples,
     save_tiff_without_size,
     save_truncated_jpeg,
     save_variants,
@@ -564,18 +565,25 @@ def test_what_the_decoder_warns_of_is_said_in_each_files_record(weights, tmp_pat
     frames is read as its default image, its other frames never scanned. That warning went to
     stderr once per run, naming no file (a second such file's was never shown); it is now in
     each file's record (``decoder_warnings``), the table, the CSV and the HTML report, and
-    nowhere else. The file was read: the exit code stays 0."""
+    nowhere else. The file was read: the exit code stays 0. So is why Pillow refused a file
+    where it logs it ("More samples per pixel than can be decoded"), beside the error."""
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     for name in ("a.png", "b.png"):
         save_apng_of_no_frames(evidence / name, [astronaut(), face_free()[:512, :512]])
     Image.fromarray(astronaut()).save(evidence / "whole.png")
+    save_tiff_of_many_samples(tmp_path / "samples.tif")
     result = run(
         str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
         "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Invalid APNG" not in result.stderr and "Warning" not in result.stderr
+    refused = run(tmp_path / "samples.tif", "--weights", str(weights), "--jsonl", "-")
+    assert refused.returncode == 3 and "samples per pixel" not in refused.stderr
+    lines = check_scan_lines(refused.stdout.splitlines())
+    (tiff,) = [line for line in lines if line["type"] == "file"]
+    assert tiff["decoder_warnings"] == ["More samples per pixel than can be decoded: 65535"]
     records = {
         Path(line["path"]).name: line
         for line in check_scan_lines((tmp_path / "r.jsonl").read_text().splitlines())

@@ -2,8 +2,9 @@
 
 Pillow's plugins warn, and read on, where a file is damaged in a way they can pass over: an MPO
 whose index is malformed is read as its first JPEG, an APNG whose frames are out of sequence as
-its default image, a TIFF tag pointing past the file's end is skipped. Python printed each once
-per process on stderr, naming no file, and a second file's was never shown. Within
+its default image, a TIFF tag pointing past the file's end is skipped; and they log why they
+refuse one ("More samples per pixel than can be decoded"). Python printed each on stderr,
+naming no file, a warning once per process (a second file's was never shown). Within
 ``heard_while_decoding`` each is collected, in order and once, for the record of the file this
 thread is reading (``FileRecord.decoder_warnings``); outside it each distinct one is still
 printed once.
@@ -12,6 +13,7 @@ printed once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -70,6 +72,22 @@ def _said(
     _show_as_python_does(message, category, filename, lineno, file, line)
 
 
+class _Logged(logging.Handler):
+    """Pillow's log records (warnings and errors), heard as its warnings are; outside a file's
+    reading, handled as Python's last resort would (on stderr), there being no other."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        heard = getattr(_heard, "warnings", None)
+        if heard is None:
+            if logging.lastResort is not None:
+                logging.lastResort.handle(record)
+            return
+        text = record.getMessage()
+        if text not in heard:
+            heard.append(text)
+
+
+logging.getLogger("PIL").addHandler(_Logged(logging.WARNING))
 warnings.showwarning = _said
 # after the filters already set (``-W``, PYTHONWARNINGS, and decode's own "ignore"s), which win
 warnings.filterwarnings(
