@@ -379,6 +379,19 @@ def test_a_photoshop_file_is_its_composite_its_layers_passed_over(tmp_path):
     assert np.array_equal(layers[2].pixels, face[:, ::-1])
 
 
+def test_a_tiff_compressed_with_a_codec_libtiff_may_lack_says_which(tmp_path):
+    """libtiff says "decoder error -2" of a page whose codec its build lacks (Pillow's wheel:
+    WebP), as of damage, and names the codec on stderr only: the record says which."""
+    Image.fromarray(astronaut()).save(tmp_path / "a.tif", compression="tiff_lzw")
+    raw = bytearray((tmp_path / "a.tif").read_bytes())
+    ifd = int.from_bytes(raw[4:8], "little")
+    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(raw[ifd : ifd + 2], "little"), 12):
+        if raw[entry : entry + 2] == (259).to_bytes(2, "little"):  # Compression: 50001, WebP
+            raw[entry + 8 : entry + 10] = (50001).to_bytes(2, "little")
+    with pytest.raises(DecodeError, match=r"\(its compression, webp, may be one this build"):
+        decode_image(bytes(raw))
+
+
 def _jpeg(pixels: np.ndarray, mode: str = "RGB", **options) -> bytes:
     stream = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(stream, "JPEG", quality=90, **options)

@@ -72,6 +72,11 @@ JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # picture of their own: ``StillPictures``)
 ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF", "FLI"})  # FLI: Autodesk FLI/FLC
 JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+# TIFF compressions (Pillow's names) that every libtiff build Pillow links decodes
+TIFF_COMMON_COMPRESSIONS = frozenset(
+    {None, "raw", "packbits", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "jpeg",
+     "tiff_jpeg", "group3", "group4", "tiff_ccitt", "tiff_raw_16"}
+)  # fmt: skip
 # ISO BMFF brands of HEIF still images (bytes 8-12, after "ftyp")
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx"})
 
@@ -440,7 +445,7 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
             image_format = image.format or suffix or "unknown"
             pictures = _frame_count(image)
             index = _at_first_picture(image, pictures)
-            image.load()
+            _load(image)
             if image_format in JPEG_FORMATS:
                 stream.seek(0)
                 _refuse_damaged_jpeg(stream.read())
@@ -456,6 +461,23 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
         raise DecodeError(undecodable_because(error)) from None
     # a writable copy
     return DecodedImage(np.array(pixels, dtype=np.uint8, order="C"), image_format, pictures, index)
+
+
+def _load(image: Image.Image) -> None:
+    """``image`` decoded; a TIFF page that fails, compressed otherwise than every libtiff build
+    decodes, names its compression: libtiff says only "decoder error -2" of a codec its build
+    lacks (its own words, which name it, go to stderr: "WEBP compression support is not
+    configured"), as it does of damage."""
+    try:
+        image.load()
+    except OSError as error:
+        compression = image.info.get("compression") if image.format == "TIFF" else None
+        if compression in TIFF_COMMON_COMPRESSIONS or "decoder error" not in str(error):
+            raise
+        raise DecodeError(
+            f"{undecodable_because(error)} (its compression, {compression}, may be one this "
+            "build of libtiff cannot decode)"
+        ) from None
 
 
 def _at_first_picture(image: Image.Image, pictures: int) -> int:
@@ -1484,7 +1506,7 @@ class StillPictures:
         width, height = image.size
         if width * height > self.max_pixels:
             raise DecodeError(over_the_limit("picture", width, height, self.max_pixels))
-        image.load()
+        _load(image)
         if self.format == "MPO":
             _refuse_damaged_jpeg(self._view_bytes(index))
         return np.array(_to_rgb(_upright(image)), dtype=np.uint8, order="C")
