@@ -413,7 +413,9 @@ def test_a_jpeg_whose_coded_data_is_damaged_is_refused_not_grey_filled():
     middle = len(baseline) // 2
     tables = baseline.find(b"\xff\xdb")  # header padding does not excuse a cut (audit Y M1)
     padded = baseline[:tables] + b"\x00" * 3 + baseline[tables:]
+    ff_padded = baseline[:tables] + b"\xff\x00\x00\x02" + baseline[tables:]
     damaged = {
+        "ff00 padded and cut": _cut_and_closed(ff_padded, 0.25),
         "cut": _cut_and_closed(baseline, 0.25),
         "progressive cut": _cut_and_closed(progressive, 0.5),
         "cmyk cut": _cut_and_closed(_jpeg(astronaut(), "CMYK"), 0.3),
@@ -452,6 +454,9 @@ def test_whole_jpegs_decode_as_pillow_decodes_them():
         # (audit Y M1: refused); the pixels are all there
         "padded tables": colour[:tables] + b"\x00\x00" + colour[tables:],
         "padded scan": colour[:scan] + b"\x12\x34\x56" + colour[scan:],
+        # padding that holds an 0xFF starting no segment (Pillow's jpeg_ff00_header.jpg, a
+        # whole photo, refused: audit AH F1)
+        "ff00 padding": colour[:tables] + b"\xff\x00\x00\x02" + colour[tables:],
     }
     for name, data in whole.items():
         with Image.open(io.BytesIO(data)) as image:
@@ -539,6 +544,32 @@ def test_an_autodesk_animation_is_sampled_as_one(tmp_path):
     read = list(frames)
     assert [(frame.index, frame.timestamp) for frame in read] == [(0, 0.0), (2, 1.0)]
     assert np.abs(read[0].pixels.astype(int) - 128).max() <= 2  # one 256-colour palette
+
+
+@pytest.mark.parametrize("kind", ["PNG", "FLI"])
+def test_an_animation_cut_in_a_frame_ends_there(tmp_path, kind):
+    """Pillow cannot seek past an APNG's or an FLI's cut frame: each later seek tries it again.
+    Each frame the file declares after it was timed 100 ms, so that a cut file lasted longer
+    than the whole one and "unread" sampled frames were frames it does not hold (audit AH F5):
+    it ends with the cut frame, counted as damaged."""
+    rng = np.random.default_rng(5)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(40)]
+    if kind == "PNG":
+        data = animation_bytes(pictures, [500] * 40, "PNG")
+    else:
+        save_fli(tmp_path / "a.flc", pictures, milliseconds=500)
+        data = (tmp_path / "a.flc").read_bytes()
+    whole, _ = sample_animation(data, fps=1.0)
+    assert (whole.frame_count, whole.duration) == (40, pytest.approx(20.0))
+    info, frames = sample_animation(data[: len(data) // 4], fps=1.0)
+    read = list(frames)
+    held = info.frame_count - 1  # the frames before the cut one
+    assert 5 <= held < 10 and info.duration == pytest.approx(held * 0.5 + 0.1)
+    assert [frame.index for frame in read] == list(range(0, held, 2))
+    assert frames.shortfall() == (
+        f"1 frame(s) of the stream could not be decoded (from frame {held}), the frames sampled "
+        "were read: the file is damaged"
+    )
 
 
 def test_frames_shown_at_each_instant_against_a_timeline():

@@ -37,6 +37,22 @@ def test_order_recursion_and_each_file_once(tmp_path):
     assert [item.path.name for item in alone] == ["0-alias.webp"]
 
 
+def test_a_folder_walk_takes_every_name_pillow_gives_a_format_it_reads():
+    """Each name Pillow (and pillow-heif) registers for a format a walk takes is walked: a
+    JPEG 2000 photo saved as .jpf, an AVIF sequence, a PNM were passed over (audit AH F4)."""
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    from mfclip_cli.faces.decode import IMAGE_SUFFIXES
+
+    register_heif_opener()
+    registered = Image.registered_extensions()
+    formats = {registered[suffix] for suffix in IMAGE_SUFFIXES if suffix in registered}
+    assert {"JPEG", "JPEG2000", "HEIF", "AVIF", "PPM", "PSD", "FLI"} <= formats
+    walked = {suffix for suffix, name in registered.items() if name in formats}
+    assert sorted(walked - IMAGE_SUFFIXES) == []
+
+
 def test_symlink_loop_terminates_with_an_error_item(tmp_path):
     _touch(tmp_path / "loop" / "face.png")
     os.symlink(tmp_path / "loop", tmp_path / "loop" / "again")  # loop/again -> loop

@@ -52,12 +52,21 @@ IMAGE_SUFFIXES = frozenset(
         ".ppm",
         ".pgm",
         ".pbm",
+        ".pnm",
+        ".pfm",
         ".jp2",
         ".j2k",
+        ".jpf",  # JPEG 2000 (JPX) as Photoshop and Preview save it
+        ".jpx",
+        ".j2c",
+        ".jpc",
         ".avif",
+        ".avifs",  # an AVIF image sequence
         ".heic",  # a phone's photos (the iPhone's default), read through pillow-heif
         ".heif",
         ".hif",  # HEIF as cameras name it (Canon, Fujifilm, Sony)
+        ".heics",  # HEIF image sequences
+        ".heifs",
         ".psd",  # a Photoshop file: its composite scanned, its layers passed over
         ".fli",  # an Autodesk animation
         ".flc",
@@ -588,7 +597,9 @@ def _strict_error(data: bytes) -> str | None:
 def _without_header_padding(data: bytes) -> bytes:
     """A JPEG's bytes with whatever lies between its marker segments before the first scan
     (SOS) left out, the segments and everything from the scan on as they are; ``data`` itself
-    where its segments cannot be followed."""
+    where its segments cannot be followed. Padding may hold 0xFF bytes that start no segment
+    (Pillow's jpeg_ff00_header.jpg: ``FF 00 00 02`` before its tables, refused: audit AH F1):
+    passed over to the next that does."""
     kept, position = [data[:2]], 2  # SOI
     while position < len(data):
         start = data.find(b"\xff", position)
@@ -599,8 +610,11 @@ def _without_header_padding(data: bytes) -> bytes:
         marker = data[start + 1]
         if marker == 0xDA:  # the first scan: the rest is coded data, kept whole
             return b"".join(kept) + data[start:]
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:  # no header segment: padding
+            position = start + 1
+            continue
         length = int.from_bytes(data[start + 2 : start + 4], "big")  # its own two bytes in it
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9 or length < 2:  # no header segment
+        if length < 2:
             return data
         end = start + 2 + length
         kept.append(data[start:end])
@@ -1230,9 +1244,10 @@ def _timeline(image: Image.Image, count: int, max_pixels: int, cut: bool = False
     """``image``'s frames timed as a browser shows them. Every frame is decoded (a WebP's length
     is known once it is); one that cannot be lasts 100 ms and the frames after it are timed
     still. The frames are those the file holds: more than ``MAX_UNDECODABLE_RUN`` failing in a
-    row are its end (an APNG declaring 30 million frames in 4 bytes holds 9), and a frame off
-    the canvas ends them; ``damaged`` names each frame that failed, and the first of such an
-    end, for the reading to say; so does a file ending before the ``count`` frames it holds
+    row are its end (an APNG declaring 30 million frames in 4 bytes holds 9), as is a frame the
+    decoder cannot seek past (the last, counted as damaged), and a frame off the canvas ends
+    them; ``damaged`` names each frame that failed, and the first of such an end, for the
+    reading to say; so does a file ending before the ``count`` frames it holds
     (``_frame_count``, on an image of its own: its walk past a damaged frame leaves Pillow's
     state changed, and a GIF cut in a frame's palette then read as a whole shorter one: audit
     AF F5). ``cut``: ``image`` holds the whole frames of a file cut short, whose cut frame
@@ -1247,6 +1262,15 @@ def _timeline(image: Image.Image, count: int, max_pixels: int, cut: bool = False
             damaged.append(index)
             break
         except Exception:  # noqa: BLE001 - a damaged frame breaks a plugin in any way
+            # its seek failed: every later seek tries it again, and no frame after it is
+            # reached (an APNG's or FLI's cut frame: each frame they declare after it was timed
+            # 100 ms, and a cut file lasted longer than the whole one: audit AH F5). The file
+            # ends at the frame before where that one failed (the cut), else before this one
+            # (a count declared past the frames held), unless this is the last one counted
+            if image.tell() != skip + index and (failing or index < count - skip - 1):
+                if not failing:
+                    damaged.append(index)
+                break
             damaged.append(index)
             lengths.append(SHOWN_INSTEAD_MS / 1000.0)
             failing += 1

@@ -262,8 +262,7 @@ class HtmlSink(StagedReport):
         """(frame index or None, PIL image) of each picture of the input ``keys`` name: the
         image the scan decoded (None: an image's, or the first picture of one of several), else
         read again (``evidence.image_of``, ``evidence.frames_of``)."""
-        # within the limit the scan had (audit Y M2: a 108 MP photo it took was refused)
-        limit = (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+        limit = self._limit
         if None in keys:
             yield None, Image.fromarray(image_of(record, self.base, limit).pixels)
         frames = [key for key in keys if key is not None]
@@ -355,7 +354,15 @@ class HtmlSink(StagedReport):
                 "the file has changed since the scan (its SHA-256 differs): another run wrote "
                 "over it"
             )
-        return decode_image(read.data)
+        return decode_image(read.data, self._limit)
+
+    @property
+    def _limit(self) -> int:
+        """The scan's pixel limit, which every picture read again is held to (audit Y M2: a 108
+        MP photo it took was refused), the heatmaps too: Pillow's check is one for the process,
+        and the default, set by a heatmap's reading, refused a view the scan's workers were
+        reading under a larger one (audit AH F6)."""
+        return (self.meta.get("thresholds") or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
 
     # -- the page ----------------------------------------------------------------------------
     def _meta_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
