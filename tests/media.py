@@ -204,16 +204,22 @@ def save_apng_of_no_frames(path: Path, pictures: list[np.ndarray]) -> None:
     path.write_bytes(bytes(raw))
 
 
+def set_tiff_tag(path: Path, tag: int, value: int) -> None:
+    """The tag ``tag`` of a (little-endian) TIFF's first page set to one SHORT, ``value``, as
+    damage or another writer leaves it."""
+    raw = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", raw, 4)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", raw, ifd)[0], 12):
+        if struct.unpack_from("<H", raw, entry)[0] == tag:
+            struct.pack_into("<HHIHH", raw, entry, tag, 3, 1, value, 0)
+    path.write_bytes(bytes(raw))
+
+
 def save_tiff_of_many_samples(path: Path) -> None:
     """A TIFF whose SamplesPerPixel says 65535: Pillow logs "More samples per pixel than can be
     decoded" (a log record, not a warning) and cannot identify the file."""
     Image.new("RGB", (8, 8)).save(path, "TIFF")
-    raw = bytearray(path.read_bytes())
-    ifd = struct.unpack_from("<I", raw, 4)[0]
-    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", raw, ifd)[0], 12):
-        if struct.unpack_from("<H", raw, entry)[0] == 277:  # SamplesPerPixel, a SHORT
-            struct.pack_into("<HHII", raw, entry, 277, 3, 1, 65535)
-    path.write_bytes(bytes(raw))
+    set_tiff_tag(path, 277, 65535)  # SamplesPerPixel
 
 
 def save_decompression_bomb(path: Path, side: int = 30000) -> None:

@@ -36,6 +36,7 @@ from media import (
     save_truncated_jpeg,
     save_variants,
     save_video,
+    set_tiff_tag,
 )
 from PIL import GifImagePlugin, Image
 
@@ -383,13 +384,9 @@ def test_a_tiff_compressed_with_a_codec_libtiff_may_lack_says_which(tmp_path):
     """libtiff says "decoder error -2" of a page whose codec its build lacks (Pillow's wheel:
     WebP), as of damage, and names the codec on stderr only: the record says which."""
     Image.fromarray(astronaut()).save(tmp_path / "a.tif", compression="tiff_lzw")
-    raw = bytearray((tmp_path / "a.tif").read_bytes())
-    ifd = int.from_bytes(raw[4:8], "little")
-    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(raw[ifd : ifd + 2], "little"), 12):
-        if raw[entry : entry + 2] == (259).to_bytes(2, "little"):  # Compression: 50001, WebP
-            raw[entry + 8 : entry + 10] = (50001).to_bytes(2, "little")
+    set_tiff_tag(tmp_path / "a.tif", 259, 50001)  # Compression: WebP
     with pytest.raises(DecodeError, match=r"\(its compression, webp, may be one this build"):
-        decode_image(bytes(raw))
+        decode_image(tmp_path / "a.tif")
 
 
 def _jpeg(pixels: np.ndarray, mode: str = "RGB", **options) -> bytes:

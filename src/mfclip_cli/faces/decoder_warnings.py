@@ -48,6 +48,17 @@ def heard_while_decoding() -> Iterator[list[str]]:
             outer.extend(text for text in heard if text not in outer)
 
 
+def _heard_here(text: str) -> bool:
+    """Whether this thread is reading a file: ``text`` is then that file's (once, and not where
+    it is about Pillow's own conversions)."""
+    heard = getattr(_heard, "warnings", None)
+    if heard is None:
+        return False
+    if text not in heard and not text.startswith(NOT_ABOUT_THE_FILE):
+        heard.append(text)
+    return True
+
+
 def _said(
     message: Warning | str,
     category: type[Warning],
@@ -61,12 +72,7 @@ def _said(
     printed once as Python does by default."""
     if issubclass(category, UserWarning) and DECODER_PACKAGES & set(Path(filename).parts):
         text = str(message)
-        heard = getattr(_heard, "warnings", None)
-        if heard is not None:
-            if text not in heard and not text.startswith(NOT_ABOUT_THE_FILE):
-                heard.append(text)
-            return
-        if (filename, text) in _printed:
+        if _heard_here(text) or (filename, text) in _printed:
             return
         _printed.add((filename, text))
     _show_as_python_does(message, category, filename, lineno, file, line)
@@ -77,14 +83,8 @@ class _Logged(logging.Handler):
     reading, handled as Python's last resort would (on stderr), there being no other."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        heard = getattr(_heard, "warnings", None)
-        if heard is None:
-            if logging.lastResort is not None:
-                logging.lastResort.handle(record)
-            return
-        text = record.getMessage()
-        if text not in heard:
-            heard.append(text)
+        if not _heard_here(record.getMessage()) and logging.lastResort is not None:
+            logging.lastResort.handle(record)
 
 
 logging.getLogger("PIL").addHandler(_Logged(logging.WARNING))
