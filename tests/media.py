@@ -204,6 +204,22 @@ def save_apng_of_no_frames(path: Path, pictures: list[np.ndarray]) -> None:
     path.write_bytes(bytes(raw))
 
 
+def save_apng_of_broken_frames(path: Path, default: np.ndarray, frames: list[np.ndarray]) -> None:
+    """An animated PNG whose default image, ``default``, is no frame of its animation, and whose
+    frames lost their data (every fdAT chunk): Pillow reads the default image, and refuses each
+    frame ("no more images in APNG file"), as it does Pillow's apng/chunk_no_fdat.png's."""
+    first, *rest = [Image.fromarray(picture) for picture in (default, *frames)]
+    first.save(path, "PNG", save_all=True, append_images=rest, default_image=True, duration=500)
+    raw = path.read_bytes()
+    kept, position = [raw[:8]], 8
+    while position < len(raw):
+        size = struct.unpack_from(">I", raw, position)[0]
+        if raw[position + 4 : position + 8] != b"fdAT":
+            kept.append(raw[position : position + 12 + size])
+        position += 12 + size
+    path.write_bytes(b"".join(kept))
+
+
 def set_tiff_tag(path: Path, tag: int, value: int) -> None:
     """The tag ``tag`` of a (little-endian) TIFF's first page set to one SHORT, ``value``, as
     damage or another writer leaves it."""

@@ -61,6 +61,7 @@ from mfclip_cli.faces.cascade import (
     pyramid_level,
 )
 from mfclip_cli.faces.decode import (
+    UNINDEXED_JPEG,
     StillPictures,
     Timeline,
     animation_frames,
@@ -805,6 +806,21 @@ def test_a_damaged_view_costs_only_itself(tmp_path):
     cut_grown = cut[:header] + comment + cut[header:]
     views = StillPictures(bytes(cut_grown))
     assert [frame.index for frame in views] == [0] and [i for i, _ in views.unread] == [1]
+
+    # a damaged MP index (one byte of its byte order, as Pillow's sugarshack_bad_mpo_header.jpg):
+    # Pillow reads the first JPEG alone, and the second view went unscanned, silently (audit
+    # AH F2). What it is only the index said: it is counted, and said unread
+    broken = bytearray(data)
+    broken[broken.index(b"MPF\x00") + 4] = ord(" ")
+    assert decode_image(bytes(broken)).pictures == 2
+    views = StillPictures(bytes(broken))
+    assert [frame.index for frame in views] == [0] and views.unread == [(1, UNINDEXED_JPEG)]
+    # an Ultra HDR photo, which Pillow reads as its primary JPEG with its index whole: its gain
+    # map is no unread picture
+    xmp = b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta hdrgm:Version="1.0"/>'
+    ultra = data[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + data[2:]
+    assert Image.open(io.BytesIO(bytes(ultra))).format == "JPEG"
+    assert decode_image(bytes(ultra)).pictures == 1
 
     small = np.asarray(Image.fromarray(face).resize((128, 128)))
     save_pages(tmp_path / "b.tif", [small, face], reduced=(0,), damaged=(1,))

@@ -1124,6 +1124,21 @@ def test_novelai_stealth_info_in_the_alpha_channel_declares_its_origin():
     assert "stealth_pngcomp" in record.metadata.note
 
 
+def test_stealth_info_is_read_where_the_scan_reads_the_pixels():
+    """An APNG whose frame sequence is broken (Pillow's apng/chunk_no_fctl.png: an acTL, its
+    one fdAT without an fcTL) decodes only as its still image, which the scan reads: this check
+    said "the pixels do not decode" of the picture the scan had read (audit AH F8)."""
+    payload = json.dumps(media.NOVELAI_TEXTS).encode()
+    data = media.stealth_png(media.picture(6), payload, b"stealth_pngcomp")
+    animated = media.with_chunk(data, media.png_chunk(b"acTL", struct.pack(">II", 1, 0)))
+    frame = media.png_chunk(b"fdAT", struct.pack(">I", 0) + bytes(8))
+    broken = animated[:-12] + frame + animated[-12:]  # before IEND
+    with pytest.raises(SyntaxError, match="frame sequence"):
+        Image.open(io.BytesIO(broken)).load()
+    record = inspect(broken, ".png")
+    assert record.declares_ai and "stealth_pngcomp" in record.metadata.note
+
+
 def test_a1111_stealth_parameters_in_rgb_and_a_plain_png():
     data = media.stealth_png(media.picture(7), media.A1111_PARAMETERS.encode(), b"stealth_rgbinfo")
     made = inspect(data, ".png").metadata.generation

@@ -16,11 +16,13 @@ from cli import MFCLIP, mfclip
 from media import (
     ASTRONAUT_BOX,
     HEIC_HEAD,
+    MP_DISPARITY,
     MP_UNDEFINED,
     astronaut,
     face_free,
     iou,
     mosaic,
+    save_apng_of_broken_frames,
     save_apng_of_no_frames,
     save_decompression_bomb,
     save_exif_rotated,
@@ -41,6 +43,7 @@ from rich.console import Console
 from mfclip_cli.engines.scan.records import FileRecord
 from mfclip_cli.engines.scan.writers.images import AnnotateSink
 from mfclip_cli.engines.scan.writers.table import TableSink
+from mfclip_cli.faces.decode import UNINDEXED_JPEG
 
 GOOD = {"astronaut.png", "rotated6.jpg", "rotated8.jpg", "mosaic.png", "face_free.png", "clip.mp4"}
 BAD = {"zero.jpg", "truncated.jpg", "text.png", "bomb.png", "phone.heic"}
@@ -494,6 +497,15 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     save_pages(evidence / "id.tif", [blank, small, blank, face], reduced=(1,), damaged=(2,))
     grey = np.repeat(face.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
     save_mpo(evidence / "hdr.jpg", [blank, grey], {1: MP_UNDEFINED})
+    # a stereo pair whose MP index is damaged (audit AH F2): its second view, with the face,
+    # was passed over unsaid, the run exiting 0 for it
+    save_mpo(evidence / "pair.jpg", [blank, face], {1: MP_DISPARITY})
+    pair = bytearray((evidence / "pair.jpg").read_bytes())
+    pair[pair.index(b"MPF\x00") + 4] = ord(" ")
+    (evidence / "pair.jpg").write_bytes(bytes(pair))
+    # an APNG whose frames all fail but whose default image decodes was an error, "animation
+    # has no readable frames" (audit AH F3): the default image, what a viewer shows, is scanned
+    save_apng_of_broken_frames(evidence / "moving.png", face, [blank, blank])
     result = run(
         str(evidence), "--weights", str(weights), "--jsonl", str(tmp_path / "r.jsonl"),
         "--csv", str(tmp_path / "r.csv"), "--html", str(tmp_path / "r.html"),
@@ -513,6 +525,18 @@ def test_a_damaged_page_is_said_and_the_other_pages_are_scanned(weights, tmp_pat
     mpo = records["hdr.jpg"]
     assert (mpo["status"], mpo["pictures_passed_over"], mpo["faces"]) == ("no_face", [1], [])
     assert "pictures_unread" not in mpo
+    moving = records["moving.png"]
+    assert (moving["status"], moving["pictures_in_file"], "video" in moving) == ("ok", 2, False)
+    assert [face["frame"] for face in moving["faces"]] == [0]
+    assert moving["pictures_unread"] == [
+        {"picture": 1, "error": "corrupt image: no more images in APNG file"}
+    ]
+    pair = records["pair.jpg"]
+    assert (pair["format"], pair["status"], pair["pictures_in_file"]) == ("JPEG", "no_face", 2)
+    assert pair["pictures_unread"] == [{"picture": 1, "error": UNINDEXED_JPEG}]
+    assert pair["decoder_warnings"] == [
+        "Image appears to be a malformed MPO file, it will be interpreted as a base JPEG file"
+    ]
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "r.csv").open())}
     assert rows["id.tif"]["pictures_passed_over"] == "1"
     assert json.loads(rows["id.tif"]["pictures_unread"]) == tiff["pictures_unread"]

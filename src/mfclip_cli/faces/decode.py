@@ -418,6 +418,20 @@ def _webp_again(data: bytes, failure: DecodeError, max_pixels: int) -> DecodedIm
     return DecodedImage(image.pixels, image.format, image.pictures + frame_cut)
 
 
+def png_of_its_pixels(data: bytes) -> bytes | None:
+    """A PNG's bytes with only the chunks its pixels need, the critical ones as they are, an
+    ancillary one only where its CRC holds (an animation's, texts and profiles left out): what
+    the scan reads where the whole file does not decode (``_png_again``). None where that
+    leaves every chunk."""
+    chunks = list(png_chunks(data))
+    kept = [
+        chunk
+        for kind, chunk in chunks
+        if kind in PIXEL_CHUNKS and (not ancillary(kind) or crc_holds(chunk))
+    ]
+    return None if len(kept) == len(chunks) else PNG_SIGNATURE + b"".join(kept)
+
+
 def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) -> DecodedImage:
     """A PNG that failed to decode, decoded again with only the chunks its pixels need (an
     ancillary one kept only where its CRC holds): a damaged comment, or a workflow inflating
@@ -428,17 +442,11 @@ def _png_again(data: bytes, failure: DecodeError, suffix: str, max_pixels: int) 
     chunks = list(png_chunks(data))
     if not chunks or chunks[-1][0] != b"IEND":  # no chunk dropping mends a truncated file
         raise DecodeError("truncated or corrupt image: the PNG stops before its IEND chunk")
-    kept = [
-        chunk
-        for kind, chunk in chunks
-        if kind in PIXEL_CHUNKS and (not ancillary(kind) or crc_holds(chunk))  # critical: as is
-    ]
-    if len(kept) == len(chunks):
+    mended = png_of_its_pixels(data)
+    if mended is None:
         raise failure
     try:
-        return _decoded(
-            io.BytesIO(PNG_SIGNATURE + b"".join(kept)), PNG_SIGNATURE, suffix, max_pixels
-        )
+        return _decoded(io.BytesIO(mended), PNG_SIGNATURE, suffix, max_pixels)
     except DecodeError as again:
         # Pillow's first word, stopped by a damaged chunk, named no fault of the pixels
         raise (again if str(failure) == UNRECOGNISED else failure) from None
@@ -457,7 +465,9 @@ def _decoded(stream: Any, head: bytes, suffix: str, max_pixels: int) -> DecodedI
             _load(image)
             if image_format in JPEG_FORMATS:
                 stream.seek(0)
-                _refuse_damaged_jpeg(stream.read())
+                data = stream.read()
+                _refuse_damaged_jpeg(data)
+                pictures += _unindexed_jpegs(image, data)
             pixels = _to_rgb(_upright(image))
     except DecodeError:
         raise
@@ -592,6 +602,47 @@ def _strict_error(data: bytes) -> str | None:
     except ValueError as error:
         return str(error).strip() or type(error).__name__
     return None
+
+
+def _unindexed_jpegs(image: Image.Image, data: bytes) -> int:
+    """How many JPEGs follow the first in a JPEG file whose MP index (an MPO's "MPF"
+    APP2 segment, which lists its pictures) Pillow could not read, ``image`` its opening of
+    ``data``; none where it could. Pillow then reads the file as its first JPEG alone, with a
+    warning: a stereo camera's second view, a face in it, went unscanned (audit AH F2). What
+    such a JPEG is (a view, a thumbnail, a gain map) only the index said: each is unread."""
+    if image.format != "JPEG" or "mp" not in image.info:
+        return 0
+    try:
+        image._getmp()  # Pillow's own reading of the index (an MPO or Ultra HDR's: it holds)
+    except Exception:  # noqa: BLE001 - a damaged index breaks the reading in any way
+        pass
+    else:
+        return 0
+    count, end = 0, _jpeg_end(data, 0)
+    while end is not None and (start := data.find(b"\xff\xd8\xff", end)) >= 0:
+        count += 1
+        end = _jpeg_end(data, start)
+    return count
+
+
+def _jpeg_end(data: bytes, start: int) -> int | None:
+    """Where the JPEG that begins at ``start`` ends (past its EOI marker), its segments and
+    coded data walked (an EXIF thumbnail's EOI lies in a segment, coded data holds no marker
+    but restarts and stuffed bytes); None where it is cut short."""
+    position = start + 2
+    while True:
+        marker_at = data.find(b"\xff", position)
+        if marker_at < 0 or marker_at + 1 >= len(data):
+            return None
+        marker = data[marker_at + 1]
+        if marker == 0xD9:
+            return marker_at + 2
+        if marker in (0x00, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:  # no segment: coded data
+            position = marker_at + 1
+            continue
+        if marker_at + 4 > len(data):
+            return None
+        position = marker_at + 2 + int.from_bytes(data[marker_at + 2 : marker_at + 4], "big")
 
 
 def _without_header_padding(data: bytes) -> bytes:
@@ -1353,6 +1404,10 @@ def animation_frames(
 # thumbnail (a smaller copy of the primary) and an image of undefined type, which is what an
 # Ultra HDR or HDR phone photo's gain map is (a luminance map of the primary: its faces again)
 MPO_VIEW_TYPES = ("Baseline MP Primary Image", "Multi-Frame Image")
+UNINDEXED_JPEG = (
+    "not scanned: the file's MP index is damaged, and without it whether this JPEG is another "
+    "view, a thumbnail or a gain map cannot be told"
+)
 TIFF_REDUCED_COPY = 1  # a TIFF page's NewSubfileType (tag 254) bit: a smaller copy of a page
 
 
@@ -1418,20 +1473,26 @@ class StillPictures:
     one that is a view, even where every view fails (a damaged photo's gain map, read in its
     place, was labelled: audit AF F1); one that cannot be decoded is left out, with why
     (``unread``), and the others read on. ``indices``: those pictures only, passed over
-    or not (a report drawing again the pictures its faces were found in)."""
+    or not (a report drawing again the pictures its faces were found in). ``most``: the
+    pictures counted at most (an APNG read as stills: its default image and the frames found
+    in it, not the count it declares)."""
 
     def __init__(
         self,
         data: bytes,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         indices: Iterable[int] | None = None,
+        most: int | None = None,
     ):
         readable_by_pillow(data[:512])  # a HEIF's plugin, where nothing registered it yet
         hold_pillow_to(max_pixels)
         self.data, self.max_pixels = data, max_pixels
         self.image = Image.open(io.BytesIO(data))
         self.format = self.image.format
-        self.count = _frame_count(self.image)
+        self.indexed = _frame_count(self.image)  # the pictures Pillow reads
+        if most is not None:
+            self.indexed = min(self.indexed, most)
+        self.count = self.indexed + _unindexed_jpegs(self.image, data)
         self._reopen()  # a count that met a damaged picture may leave Pillow's image half set
         self.unread: list[tuple[int, str]] = []
         mpinfo = getattr(self.image, "mpinfo", None) or {}
@@ -1515,7 +1576,10 @@ class StillPictures:
     def _seek(self, index: int) -> None:
         """The image set at picture ``index``. A PSD's picture 0 is its composite, which Pillow
         opens at and names frame 1, as it names the first layer: reopened for it, and set back
-        to a frame of none before a seek to layer 1, which Pillow would take for no move."""
+        to a frame of none before a seek to layer 1, which Pillow would take for no move. A JPEG
+        after a damaged MP index is not read (``_unindexed_jpegs``)."""
+        if index >= self.indexed:
+            raise DecodeError(UNINDEXED_JPEG)
         if self.format != "PSD":
             self.image.seek(index)
             return

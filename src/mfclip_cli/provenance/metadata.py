@@ -28,6 +28,7 @@ from mfclip_cli.faces.decode import (
     crc_holds,
     exif_damage,
     png_chunks,
+    png_of_its_pixels,
     readable_by_pillow,
 )
 from mfclip_cli.provenance.c2pa import source_type_name
@@ -187,7 +188,7 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
             xmp = image.tag_v2.get(TIFF_XMP)
         evidence = MetadataEvidence(NONE_FOUND)
         if image.format == "PNG" and not PARAMETER_KEYS & set(info) and signature_possible(data):
-            info.update(_stealth_texts(image, evidence))
+            info.update(_stealth_texts(image, data, evidence))
     if damage is not None:
         evidence.error = f"MetadataError: {damage}"
     if exif.get(EXIF_SOFTWARE):
@@ -224,12 +225,29 @@ def _read_metadata(data: bytes) -> MetadataEvidence:
     return evidence
 
 
-def _stealth_texts(image: Image.Image, evidence: MetadataEvidence) -> dict[str, str]:
-    """The texts hidden in a PNG's pixels (``stealth.py``): NovelAI's text chunks as a JSON
-    object, or a parameters text. Where they were found, or why they could not be read, is the
-    evidence's note (a broken payload does not hide what the other metadata says)."""
+def _stealth_in(image: Image.Image, data: bytes) -> tuple[str, str] | None:
+    """``read_stealth`` of ``image``, or of the pixels the scan reads where the whole file does
+    not decode (``png_of_its_pixels``): an APNG whose animation is damaged, its default image,
+    was scanned while this check said "the pixels do not decode" (audit AH F8)."""
     try:
-        found = read_stealth(image)
+        return read_stealth(image)
+    except StealthError:
+        raise
+    except (OSError, ValueError, SyntaxError):
+        mended = png_of_its_pixels(data)
+        if mended is None:
+            raise
+    with Image.open(io.BytesIO(mended)) as pixels:
+        return read_stealth(pixels)
+
+
+def _stealth_texts(image: Image.Image, data: bytes, evidence: MetadataEvidence) -> dict[str, str]:
+    """The texts hidden in the pixels of a PNG, ``image`` opened from ``data`` (``stealth.py``):
+    NovelAI's text chunks as a JSON object, or a parameters text. Where they were found, or why
+    they could not be read, is the evidence's note (a broken payload does not hide what the
+    other metadata says)."""
+    try:
+        found = _stealth_in(image, data)
     except StealthError as error:
         evidence.note = f"stealth PNG info unreadable: {error}"
         return {}

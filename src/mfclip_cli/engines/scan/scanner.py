@@ -265,10 +265,14 @@ class Scanner:
         settings = self.settings
         source, record.source = record.source, None
         held = source if isinstance(source, HeldVideo) else contextlib.nullcontext()
-        sampled, with_faces = 0, 0
+        # an animation whose first picture decoded: where none of its frames does, that picture
+        # is scanned (``_first_picture_alone``)
+        first_decoded = isinstance(source, ImageBytes) and source.image is not None
+        sampled, with_faces, frames_found = 0, 0, 0
         with held:
             try:
                 info, frames = self._sampled(path, source)
+                frames_found = info.frame_count
                 if isinstance(source, HeldVideo):
                     container = path.suffix.lstrip(".").upper() if is_video(path) else "video"
                     record.format = f"{container} ({info.codec})"
@@ -280,7 +284,8 @@ class Scanner:
                     start = len(record.faces)
                     record.faces += self.model_stage.face_records(found, start, frame)
             except DecodeError as error:
-                record.fail(str(error))
+                if sampled or not first_decoded:
+                    record.fail(str(error))
             except CheckpointError:  # the model's fault, not the video's: the scan stops
                 raise
             except Exception as error:  # noqa: BLE001 - one video's fault, as an image's is
@@ -292,6 +297,8 @@ class Scanner:
                 return record.changed(str(error))
         if record.status == STATUS_ERROR:
             return record
+        if sampled == 0 and first_decoded:
+            return self._first_picture_alone(record, source, frames_found)
         if sampled == 0:
             kind = "video" if isinstance(source, HeldVideo) else "animation"
             return record.fail(f"{kind} has no readable frames")
@@ -324,6 +331,19 @@ class Scanner:
         )
         record.status = STATUS_OK if record.faces else STATUS_NO_FACE
         return record
+
+    def _first_picture_alone(
+        self, record: FileRecord, source: ImageBytes, frames_found: int
+    ) -> FileRecord:
+        """The record of an animation none of whose frames decodes but whose first picture did:
+        an APNG's default image, what a viewer then shows (the APNG spec), scanned as a still
+        image's pictures are, and each frame after it found said unread (exit 3). It was an
+        error, "animation has no readable frames", of a picture the record gave the size of
+        (audit AH F3)."""
+        most = 1 + max(frames_found, 1)  # an animation has a frame after its first picture
+        source.pictures = StillPictures(source.data, self.settings.max_pixels, most=most)
+        record.source = source
+        return self.scan_pictures(record)
 
     def scan_pictures(self, record: FileRecord) -> FileRecord:
         """The record of a still image of several pictures (``DecodedImage.stills``: a TIFF's
