@@ -6,6 +6,7 @@ import io
 import math
 import os
 import re
+import struct
 import zlib
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from mfclip_cli.faces import (
     DecodeError,
     FaceDetector,
     align_faces,
+    decode,
     decode_image,
     holds_video,
     is_media,
@@ -661,6 +663,28 @@ def test_a_gif_frame_past_its_canvas_is_cropped_as_browsers_do():
     read = list(frames)
     assert [frame.index for frame in read] == [0, 1, 2] and frames.shortfall() is None
     assert {frame.pixels.shape for frame in read} == {(48, 64, 3)}
+
+
+@pytest.mark.parametrize("kind", ["GIF", "WEBP"])
+def test_an_animation_is_timed_from_its_blocks_as_its_decoding_times_it(kind, monkeypatch):
+    """Each frame of a GIF or WebP was decoded to be timed, then again to be read (audit AB
+    M8: half of an animated WebP's scan): its frames are timed from its blocks, as they were
+    once decoded, none decoded for it; one reaching past the canvas is still timed as it is
+    decoded (a frame far past it ends the frames)."""
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    data = animation_bytes(pictures, [400, 0, 10, 2500, 300, 20], kind)  # a 0 ms GIF frame:
+    with Image.open(io.BytesIO(data)) as image:  # no graphic control extension
+        decoded = decode._timeline(image, 6, decode.DEFAULT_MAX_PIXELS)
+    decodes = []
+    monkeypatch.setattr(decode, "_load_frame", lambda *frame: decodes.append(frame))
+    assert decode.open_animation(data)[2] == decoded and decodes == []
+    assert decoded.duration == pytest.approx(0.4 + 0.1 + 0.1 + 2.5 + 0.3 + 0.02)
+    if kind == "GIF":
+        past = bytearray(data)
+        struct.pack_into("<H", past, gif_image_descriptors(data)[2] + 5, 65)  # 65 wide on 64
+        decode.open_animation(bytes(past))
+        assert len(decodes) == 6
 
 
 def gif_image_descriptors(data: bytes) -> list[int]:

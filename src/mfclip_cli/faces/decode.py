@@ -372,6 +372,72 @@ def _animated_webp(head: bytes) -> bool:
     return _webp(head) and head[12:16] == b"VP8X" and len(head) > 20 and head[20] & 2 > 0
 
 
+def _webp_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """A WebP's chunks after its header, each as its name, where its body starts and its size,
+    to the first cut short."""
+    position = 12
+    while position + 8 <= len(data):
+        size = struct.unpack_from("<I", data, position + 4)[0]
+        if position + 8 + size > len(data):  # the chunk the file was cut in
+            return
+        yield data[position : position + 4], position + 8, size
+        position += 8 + size + (size & 1)
+
+
+def _webp_frame_lengths(data: bytes) -> list[float]:
+    """Seconds each frame of an animated WebP is shown, from its frames' chunks (ANMF: a
+    24-bit duration in milliseconds after the frame's place and size), as libwebp times them:
+    each frame was decoded to be timed, then again to be read (audit AB M8: half the time of
+    an animated WebP's scan)."""
+    return [
+        _shown_for(int.from_bytes(data[start + 12 : start + 15], "little"))
+        for kind, start, size in _webp_chunks(data)
+        if kind == b"ANMF" and size >= 16
+    ]
+
+
+def _gif_frame_lengths(data: bytes) -> list[float] | None:
+    """Seconds each frame of a GIF is shown, from its blocks (a frame's delay in its graphic
+    control extension, in hundredths, as Pillow reads it), without decoding a frame (audit AB
+    M8: each was decoded to be timed, then again to be read). None where the blocks are not
+    all whole and plain up to the trailer, or a frame reaches past the canvas (one far past
+    it ends the frames: ``_load_frame``): the frames are then timed as they are decoded."""
+    if len(data) < 13 or data[:3] != b"GIF":
+        return None
+    width, height, flags = struct.unpack_from("<HHB", data, 6)
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    lengths: list[float] = []
+    delay: int | None = None  # the next frame's, in milliseconds
+
+    def after_sub_blocks(position: int) -> int:
+        while position < len(data) and data[position]:
+            position += 1 + data[position]
+        return position + 1
+
+    while position < len(data):
+        kind = data[position]
+        if kind == 0x3B:  # the trailer
+            return lengths
+        if kind == 0x21 and position + 2 < len(data):  # an extension
+            label, block = data[position + 1], position + 2
+            if label == 0xF9 and data[block] >= 3 and block + 4 <= len(data):
+                delay = 10 * int.from_bytes(data[block + 2 : block + 4], "little")
+            position = after_sub_blocks(block)
+        elif kind == 0x2C and position + 10 <= len(data):  # a frame
+            left, top, frame_width, frame_height, frame_flags = struct.unpack_from(
+                "<HHHHB", data, position + 1
+            )
+            if left + frame_width > width or top + frame_height > height:
+                return None
+            position += 10 + (3 << ((frame_flags & 7) + 1) if frame_flags & 0x80 else 0)
+            position = after_sub_blocks(position + 1)  # past the LZW code size, its data
+            lengths.append(_shown_for(delay))
+            delay = None
+        else:
+            return None
+    return None
+
+
 def whole_webp_frames(data: bytes) -> tuple[bytes, bool] | None:
     """An animated WebP cut short (its RIFF size past its last byte) as its whole chunks alone,
     its size mended, and whether a frame was cut (not a metadata chunk after the frames), or
@@ -380,12 +446,9 @@ def whole_webp_frames(data: bytes) -> tuple[bytes, bool] | None:
     if not _animated_webp(data[:32]) or struct.unpack_from("<I", data, 4)[0] + 8 <= len(data):
         return None
     position, frames = 12, 0
-    while position + 8 <= len(data):
-        size = struct.unpack_from("<I", data, position + 4)[0]
-        if position + 8 + size > len(data):  # the chunk the file was cut in
-            break
-        frames += data[position : position + 4] == b"ANMF"
-        position += 8 + size + (size & 1)
+    for kind, start, size in _webp_chunks(data):
+        frames += kind == b"ANMF"
+        position = start + size + (size & 1)
     if not frames:
         return None
     # the name of the chunk cut short, or what is left of it: a frame was cut where it is (or
@@ -1332,11 +1395,19 @@ def _timeline(image: Image.Image, count: int, max_pixels: int, cut: bool = False
             continue
         failing = 0
         lengths.append(_shown_for(image.info.get("duration")))
+    return _timed(lengths, damaged, skip, cut)
+
+
+def _timed(lengths: list[float], damaged: list[int], skip: int, cut: bool) -> Timeline:
+    """The ``Timeline`` of frames shown for ``lengths`` seconds, ``cut`` as ``_timeline``'s."""
     if cut:
         damaged.append(len(lengths))
         lengths.append(SHOWN_INSTEAD_MS / 1000.0)
     starts = [0.0, *itertools.accumulate(lengths[:-1])]
     return Timeline(starts, sum(lengths), damaged, skip)
+
+
+FRAMES_TIMED_BY_BLOCKS = {"GIF": _gif_frame_lengths, "WEBP": _webp_frame_lengths}
 
 
 def open_animation(
@@ -1351,7 +1422,14 @@ def open_animation(
         count = _frame_count(counted)
     with Image.open(io.BytesIO(data)) as image:
         codec, (width, height) = image.format or "animation", _upright(image).size
-        timeline = _timeline(image, count, max_pixels, cut=frame_cut)
+        # a GIF's or WebP's frames timed from its blocks where they are those Pillow counts;
+        # damage is found as they are read (``FrameReader``)
+        timed_by = FRAMES_TIMED_BY_BLOCKS.get(image.format or "")
+        lengths = timed_by(data) if timed_by else None
+        if lengths and len(lengths) == count:
+            timeline = _timed(lengths, [], 0, frame_cut)
+        else:
+            timeline = _timeline(image, count, max_pixels, cut=frame_cut)
     count = len(timeline.starts)
     info = VideoInfo(
         fps=count / timeline.duration if timeline.duration > 0 else 0.0,
