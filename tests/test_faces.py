@@ -665,21 +665,32 @@ def test_a_gif_frame_past_its_canvas_is_cropped_as_browsers_do():
     assert {frame.pixels.shape for frame in read} == {(48, 64, 3)}
 
 
-@pytest.mark.parametrize("kind", ["GIF", "WEBP"])
+@pytest.mark.parametrize("kind", ["GIF", "WEBP", "PNG", "APNG with a default image"])
 def test_an_animation_is_timed_from_its_blocks_as_its_decoding_times_it(kind, monkeypatch):
-    """Each frame of a GIF or WebP was decoded to be timed, then again to be read (audit AB
-    M8: half of an animated WebP's scan): its frames are timed from its blocks, as they were
-    once decoded, none decoded for it; one reaching past the canvas is still timed as it is
-    decoded (a frame far past it ends the frames)."""
+    """Each frame of a GIF, APNG or WebP was decoded to be timed, then again to be read (audit
+    AB M8: half of an animated WebP's scan): its frames are timed from its blocks, as they
+    were once decoded, none decoded for it; one reaching past the canvas is still timed as it
+    is decoded (a frame far past it ends the frames)."""
     rng = np.random.default_rng(0)
     pictures = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
-    data = animation_bytes(pictures, [400, 0, 10, 2500, 300, 20], kind)  # a 0 ms GIF frame:
-    with Image.open(io.BytesIO(data)) as image:  # no graphic control extension
+    lengths = [400, 0, 10, 2500, 300, 20]  # a 0 ms GIF frame: no graphic control extension
+    if kind.startswith("APNG"):  # a still for viewers without APNG first, no frame
+        stream = io.BytesIO()
+        still, *frames = [Image.fromarray(picture) for picture in pictures]
+        still.save(stream, "PNG", save_all=True, append_images=frames, default_image=True,
+                   duration=[0, *lengths[1:]])  # fmt: skip
+        data = stream.getvalue()
+    else:
+        data = animation_bytes(pictures, lengths, kind)
+    with Image.open(io.BytesIO(data)) as image:  # its 6 pictures timed as they are decoded
         decoded = decode._timeline(image, 6, decode.DEFAULT_MAX_PIXELS)
     decodes = []
     monkeypatch.setattr(decode, "_load_frame", lambda *frame: decodes.append(frame))
     assert decode.open_animation(data)[2] == decoded and decodes == []
-    assert decoded.duration == pytest.approx(0.4 + 0.1 + 0.1 + 2.5 + 0.3 + 0.02)
+    assert decoded.skip == kind.startswith("APNG") and len(decoded.starts) == 6 - decoded.skip
+    if not decoded.skip:
+        shown = [100 if length <= 10 else length for length in lengths]
+        assert decoded.duration == pytest.approx(sum(shown) / 1000)
     if kind == "GIF":
         past = bytearray(data)
         struct.pack_into("<H", past, gif_image_descriptors(data)[2] + 5, 65)  # 65 wide on 64

@@ -1407,7 +1407,46 @@ def _timed(lengths: list[float], damaged: list[int], skip: int, cut: bool) -> Ti
     return Timeline(starts, sum(lengths), damaged, skip)
 
 
-FRAMES_TIMED_BY_BLOCKS = {"GIF": _gif_frame_lengths, "WEBP": _webp_frame_lengths}
+def _apng_frame_lengths(data: bytes) -> list[float] | None:
+    """Seconds each frame of an APNG is shown, from its frame control chunks (fcTL: a delay as
+    a fraction of a second, a denominator of 0 meaning 100, as Pillow reads it), without
+    decoding a frame (``_gif_frame_lengths``); its default image, where it is no frame, is not
+    among them. None where the file stops before its IEND chunk, its frame and data chunks do
+    not number themselves 0, 1, 2 ..., a frame has no data or reaches past the canvas: its
+    frames are then timed as they are decoded, damage and all."""
+    lengths: list[float] = []
+    width = height = sequence = 0
+    waiting = False  # for the data of the frame last controlled
+    for kind, chunk in png_chunks(data):
+        body = chunk[8:-4]
+        if kind in (b"fcTL", b"IEND") and waiting:
+            return None
+        if kind == b"IEND":
+            return lengths
+        waiting = waiting and kind not in (b"IDAT", b"fdAT")
+        if kind == b"IHDR" and len(body) >= 8:
+            width, height = struct.unpack_from(">II", body)
+        if kind not in (b"fcTL", b"fdAT"):
+            continue
+        if len(body) < (26 if kind == b"fcTL" else 4) or body[:4] != sequence.to_bytes(4, "big"):
+            return None
+        sequence += 1
+        if kind == b"fcTL":
+            frame_width, frame_height, left, top, numerator, denominator = struct.unpack_from(
+                ">IIIIHH", body, 4
+            )
+            if left + frame_width > width or top + frame_height > height:
+                return None
+            lengths.append(_shown_for(1000.0 * numerator / (denominator or 100)))
+            waiting = True
+    return None
+
+
+FRAMES_TIMED_BY_BLOCKS = {
+    "GIF": _gif_frame_lengths,
+    "WEBP": _webp_frame_lengths,
+    "PNG": _apng_frame_lengths,
+}
 
 
 def open_animation(
@@ -1422,12 +1461,13 @@ def open_animation(
         count = _frame_count(counted)
     with Image.open(io.BytesIO(data)) as image:
         codec, (width, height) = image.format or "animation", _upright(image).size
-        # a GIF's or WebP's frames timed from its blocks where they are those Pillow counts;
-        # damage is found as they are read (``FrameReader``)
+        # a GIF's, APNG's or WebP's frames timed from its blocks where they are those Pillow
+        # counts; damage is found as they are read (``FrameReader``)
         timed_by = FRAMES_TIMED_BY_BLOCKS.get(image.format or "")
         lengths = timed_by(data) if timed_by else None
-        if lengths and len(lengths) == count:
-            timeline = _timed(lengths, [], 0, frame_cut)
+        skip = int(bool(image.info.get("default_image")))  # an APNG's still, for old viewers
+        if lengths and len(lengths) + skip == count:
+            timeline = _timed(lengths, [], skip, frame_cut)
         else:
             timeline = _timeline(image, count, max_pixels, cut=frame_cut)
     count = len(timeline.starts)
