@@ -21,6 +21,7 @@ from mfclip_cli.data import (
     read_dataset,
     select,
 )
+from mfclip_cli.data import samples as samples_module
 from mfclip_cli.data.layouts.df40 import LISTED_AGAIN, NOT_ON_DISK
 from mfclip_cli.data.protocols import Splits, parse_protocol
 from mfclip_cli.engines.inspect import inspect_dataset, render
@@ -102,6 +103,39 @@ def test_diff_at_the_download_folder_and_one_level_up(tmp_path):
     # one split folder of it, as DiFF's test fakes come: its parent is named
     with pytest.raises(UsageError, match=r"DiFF is a diff dataset: give that folder"):
         read_dataset(root / "test")
+
+
+def test_links_never_move_a_sample_between_splits(tmp_path):
+    """A test folder linked into train was read once, under whichever route the walk met first
+    (here as train: DiFF's test Midjourney trained on, its train files gone, nothing said); a
+    test file linked from train was a sample in both splits (audit AI F1, F2). A link inside
+    the tree is now said and not followed: what it leads to is read where it lies. A link out
+    of the tree is followed, once however many lead there."""
+    root = tmp_path / "DiFF"
+    diff_tree(root)
+    touch(root, "test/T2I/Midjourney/k.png", "test/T2I/Midjourney/l.png")
+    (root / "train/T2I/Midjourney/a.png").unlink()
+    (root / "train/T2I/Midjourney").rmdir()
+    (root / "train/T2I/Midjourney").symlink_to("../../test/T2I/Midjourney")
+    (root / "train/T2I/SDXL/linked.png").symlink_to("../../../test/T2I/HPS/h.png")
+    touch(tmp_path, "elsewhere/HPS/m.png")  # another disk's copy of the generator's files
+    (root / "test/T2I/HPS/more").symlink_to(tmp_path / "elsewhere/HPS")
+    (root / "test/T2I/HPS/again").symlink_to(tmp_path / "elsewhere/HPS")
+    (root / "test/T2I/HPS/m_too.png").symlink_to(tmp_path / "elsewhere/HPS/m.png")
+    index = read_dataset(root)
+    got = fields(index)
+    assert {path: got[path][4] for path in got if "Midjourney" in path} == {
+        "test/T2I/Midjourney/k.png": "test",
+        "test/T2I/Midjourney/l.png": "test",
+    }
+    assert "train/T2I/SDXL/linked.png" not in got and got["test/T2I/HPS/h.png"][4] == "test"
+    hps = sorted(path for path in got if "HPS/" in path)  # m.png by one of its three routes
+    assert len(hps) == 2 and "test/T2I/HPS/h.png" in hps
+    skipped = index.skipped
+    assert skipped["train/T2I/Midjourney/: a link to test/T2I/Midjourney/, read where it lies"]
+    assert skipped[samples_module.LINK_IN_TREE] == 1
+    assert len([key for key in skipped if "the same folder as" in key]) == 1
+    assert skipped[samples_module.LINKED_AGAIN] == 1
 
 
 def test_diff_fakes_only_download_is_detected(tmp_path):

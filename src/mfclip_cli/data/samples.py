@@ -271,6 +271,8 @@ skip the file (an excluded method), or None when the file sits where the layout 
 
 
 NOT_A_FILE = "not a regular file (a FIFO, socket, device or broken link)"
+LINK_IN_TREE = "a link to a file in the tree (read where it lies, as its own place labels it)"
+LINKED_AGAIN = "a file out of the tree that links led to by another route (read once)"
 NOT_TEXT = "name not UTF-8 (rename it to use it: manifests and reports name samples as text)"
 
 
@@ -278,21 +280,32 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
     """Relative POSIX paths of the images and of the video files below ``root`` (each sorted), and
     ``{reason: count}`` of what was kept out: the folders ``skip_folder`` names (never entered),
     folders that cannot be read, and entries named like media that are not regular files (a FIFO
-    would block whoever reads it). Hidden entries are left out; a folder reached twice (a symlink
-    loop, or two links to it) is read once. The type of each entry comes from its directory
-    listing, so a large tree is read without a stat per file.
+    would block whoever reads it). Hidden entries are left out. The type of each entry comes from
+    its directory listing, so a large tree is read without a stat per file.
+
+    A link to a file or folder inside the tree is not followed, and said: what it leads to is
+    read where it lies, under the split and label its own place gives it. Followed, a test
+    folder linked into train was read as train, wherever the walk met it first, and a test
+    file linked from train was a sample twice, in both splits (audit AI F1, F2). A link out of
+    the tree (a dataset kept on another disk) is followed; one leading where another link or
+    route led already is read once, and said.
     """
     images: list[str] = []
     videos: list[str] = []
     skipped: dict[str, int] = {}
-    visited: set[str] = set()
+    tree = os.path.realpath(root)
+    first_route: dict[str, str] = {}  # a folder's real path: the route it was read under
+    linked_files: set[str] = set()  # the real paths of the files read through links
     pending = [(str(root), "")]
     while pending:
         folder, prefix = pending.pop()
         real = os.path.realpath(folder)
-        if real in visited:
+        if real in first_route:
+            key = f"{prefix}: the same folder as {first_route[real] or './'} (read there)"
+            skipped[key] = 1
             continue
-        visited.add(real)
+        first_route[real] = prefix
+        outside = os.path.commonpath([real, tree]) != tree  # reached through a link
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
@@ -307,8 +320,12 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
                 key = f"{readable(relative)}/: {NOT_TEXT}" if is_dir else NOT_TEXT
                 skipped[key] = skipped.get(key, 0) + 1
                 continue
+            target = os.path.realpath(entry.path) if _is(entry.is_symlink) else None
+            within = target is not None and os.path.commonpath([target, tree]) == tree
             if is_dir:
                 reason = skip_folder(relative) if skip_folder is not None else None
+                if within:
+                    reason = f"a link to {_in_tree(target, tree)}, read where it lies"
                 if reason is None:
                     pending.append((entry.path, relative + "/"))
                 else:
@@ -321,13 +338,26 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
                 found = videos
             else:
                 continue
-            if _is(entry.is_file):
+            if not _is(entry.is_file):
+                skipped[NOT_A_FILE] = skipped.get(NOT_A_FILE, 0) + 1
+            elif within:
+                skipped[LINK_IN_TREE] = skipped.get(LINK_IN_TREE, 0) + 1
+            elif real_file := target or (os.path.join(real, entry.name) if outside else None):
+                if real_file in linked_files:  # reached through links by two routes
+                    skipped[LINKED_AGAIN] = skipped.get(LINKED_AGAIN, 0) + 1
+                    continue
+                linked_files.add(real_file)
                 found.append(relative)
             else:
-                skipped[NOT_A_FILE] = skipped.get(NOT_A_FILE, 0) + 1
+                found.append(relative)
     images.sort()
     videos.sort()
     return images, videos, skipped
+
+
+def _in_tree(target: str, tree: str) -> str:
+    """A path inside the tree, as the reports name its samples: relative to its root."""
+    return Path(os.path.relpath(target, tree)).as_posix() + "/"
 
 
 def _is(test: Callable[[], bool]) -> bool:
