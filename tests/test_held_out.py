@@ -12,13 +12,15 @@ from cli import mfclip
 from report_schemas import broken, check_json_file, drop, schema_errors, set_to
 from test_train import make_dataset
 
-from mfclip_cli.data import read_dataset, select, write_manifest
+from mfclip_cli.data import load_protocol, read_dataset, select, write_manifest
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
+    HeldOutTrained,
     calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
+    held_out_trained,
     refuse_training_overlap,
     trained_protocol,
     training_overlap,
@@ -35,7 +37,7 @@ def _trained_with(data: Path | list[str], protocol: str, path: Path) -> Path:
     splits = select(index, protocol)
     torch.manual_seed(0)
     training = {
-        "data": dataset_identity(index),
+        "data": {**dataset_identity(index), "layout": index.layout, "counts": index.counts()},
         "protocol": {
             "name": splits.protocol.name,
             "definition": splits.protocol.to_dict(),
@@ -115,6 +117,12 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert f"warning: {total} of the " in allowed.stderr and "scored anyway" in allowed.stderr
     report = check_json_file(tmp_path / "allowed.json", "eval")
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", **expected}
+    # and the generators it holds out are ones the checkpoint trained on (audit AI F3)
+    held_out = report["protocol"]["held_out"]
+    trained = {s.generator for s in select(read_dataset(data), "in-domain").train}
+    assert held_out and set(held_out) <= trained
+    assert report["protocol"]["held_out_trained"] == {"values": held_out, "exact": True}
+    assert f"which holds out generator {', '.join(held_out)}" in " ".join(allowed.stderr.split())
     for wrong in (set_to(-1), set_to("3"), drop):
         assert schema_errors(broken(report, ["protocol", "training_overlap", "val"], wrong), "eval")
     # no --protocol: the checkpoint's own, on the data it was trained on
@@ -123,6 +131,41 @@ def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tm
     assert "protocol: in-domain, the one the checkpoint was trained with" in default.stderr
     report = json.loads((tmp_path / "default.json").read_text())
     assert report["protocol"]["training_overlap"] == {"protocol": "in-domain", "train": 0, "val": 0}
+    assert report["protocol"]["held_out_trained"] is None  # nothing held out
+
+
+def test_a_cross_generator_figure_of_generators_it_trained_on_is_said(tmp_path):
+    """DiFF's test images are other files than its train images: a checkpoint trained in-domain,
+    on every generator, scored under cross-generator overlapped nothing, and its figure read as
+    one on held-out generators, without a word (audit AI F3). What it trained on of them is
+    told from its own train split on this data, or, on other data, from its training data's
+    recorded counts, less what its own protocol held out."""
+    from test_layouts import diff_tree
+
+    root = tmp_path / "DiFF"
+    diff_tree(root)
+    index = read_dataset(root)
+    cross = load_protocol("cross-generator")
+    splits = select(index, cross, ())
+    train = {s.generator for s in select(index, "in-domain").train}
+    expected = [value for value in splits.held_out if value in train]
+    assert expected and training_overlap(
+        read_checkpoint_info(_trained_with(root, "in-domain", tmp_path / "a.safetensors")),
+        index, "test", splits.test,
+    ).total == 0  # fmt: skip
+    info = read_checkpoint_info(tmp_path / "a.safetensors")
+    assert held_out_trained(info, index, cross, splits) == HeldOutTrained(expected, exact=True)
+    trained_so = read_checkpoint_info(_trained_with(root, cross.name, tmp_path / "b.safetensors"))
+    assert held_out_trained(trained_so, index, cross, splits) == HeldOutTrained([], exact=True)
+    # other data (a file more): from the counts it recorded, every generator of its data
+    (root / "test/T2I/HPS/h2.png").write_bytes((root / "test/T2I/HPS/h.png").read_bytes())
+    grown = read_dataset(root)
+    grown_splits = select(grown, cross, ())
+    told = held_out_trained(info, grown, cross, grown_splits)
+    assert told == HeldOutTrained(list(grown_splits.held_out), exact=False)
+    assert held_out_trained(trained_so, grown, cross, grown_splits).values == []
+    in_domain = load_protocol("in-domain")
+    assert held_out_trained(info, index, in_domain, select(index, in_domain)) is None
 
 
 def test_the_training_data_grown_since_is_said_with_the_overlap_it_may_hold(

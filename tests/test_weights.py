@@ -286,7 +286,7 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         "overall": metrics,
         "subsets": {},
     }
-    good, other, comparison, broken, overlap = (tmp_path / f"{n}.json" for n in "abcde")
+    good, other, comparison, broken, overlap, seen = (tmp_path / f"{n}.json" for n in "abcdef")
     held_out = {"protocol": "in-domain", "train": 0, "val": 0}
     good.write_text(
         json.dumps({**report, "protocol": {"name": "in-domain", "training_overlap": held_out}})
@@ -296,6 +296,12 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
     trained_on = {**held_out, "train": 46, "val": 5}
     overlap.write_text(
         json.dumps({**report, "protocol": {"name": "x", "training_overlap": trained_on}})
+    )
+    # a cross-generator figure of generators it trained on (audit AI F3)
+    trained_generators = {"values": ["sdxl"], "exact": True}
+    cross = {"name": "cross-generator", "training_overlap": held_out}
+    seen.write_text(
+        json.dumps({**report, "protocol": {**cross, "held_out_trained": trained_generators}})
     )
     comparison.write_text(json.dumps({"type": "eval-comparison", "comparison": {}}))
     broken.write_text("{not json")
@@ -323,6 +329,7 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         (comparison, "not the JSON report of a single-checkpoint"),
         (broken, "cannot read it as a JSON report"),
         (overlap, "scored 51 test sample(s) the checkpoint was trained or selected with"),
+        (seen, "holds out sdxl under cross-generator, which the checkpoint trained on"),
         *malformed,
     ]:
         refused = mfclip(

@@ -402,6 +402,9 @@ def score_checkpoint(
                 calibrated.record() if (calibrated := scoring.calibration_overlap) else None
             ),
             "calibration_data_changed": scoring.calibration_data_changed,
+            "held_out_trained": (
+                trained.record() if (trained := scoring.held_out_trained) else None
+            ),
         },
         "threshold": request.threshold,
         "calibration": {

@@ -108,6 +108,55 @@ def _trained_splits(info: CheckpointInfo, index: DataIndex) -> Splits | None:
 
 
 @dataclass(frozen=True)
+class HeldOutTrained:
+    """The values a protocol holds out of training (``Splits.held_out``) that a checkpoint
+    trained on all the same, and how that is known: its own train split recomputed on this
+    very data (``exact``), else its training data's recorded counts, less what its own
+    protocol held out (the values were in the data it trained on)."""
+
+    values: list[str]
+    exact: bool
+
+    def record(self) -> dict[str, Any]:
+        return {"values": self.values, "exact": self.exact}
+
+
+def held_out_trained(
+    info: CheckpointInfo, index: DataIndex, protocol: Protocol, splits: Splits
+) -> HeldOutTrained | None:
+    """What the checkpoint trained on of the values ``protocol`` holds out: a cross-generator
+    figure of a checkpoint trained on every generator (in-domain) read as a held-out one, the
+    test files being others than those it trained on (audit AI F3). None where nothing is held
+    out or it cannot be told (no training record)."""
+    field_name = protocol.holdout
+    if field_name is None or not splits.held_out:
+        return None
+    trained = _trained_splits(info, index)
+    if trained is not None:
+        seen = {str(getattr(sample, field_name) or "").lower() for sample in trained.train}
+        exact = True
+    else:
+        record = _training_record(info)
+        counts = (record.get("data") or {}).get("counts") or {}
+        if field_name == "generator":
+            by_label = counts.get("generator") or {}
+            values = [
+                name for label, names in by_label.items() if label != "real" for name in names
+            ]
+        else:
+            values = list(counts.get(field_name) or {})
+        if not values:
+            return None
+        its_protocol = record.get("protocol") or {}
+        its_own = recorded_protocol(its_protocol)
+        same_field = its_own is not None and its_own.holdout == field_name
+        kept_out = {value.lower() for value in its_protocol.get("held_out") or []}
+        seen = {value.lower() for value in values} - (kept_out if same_field else set())
+        exact = False
+    return HeldOutTrained([v for v in splits.held_out if v.lower() in seen], exact)
+
+
+@dataclass(frozen=True)
 class Overlap:
     """How many scored samples the checkpoint met in each of its own splits."""
 

@@ -20,10 +20,12 @@ from mfclip_cli.engines.evaluate.held_out import (
     MET_AS,
     USED_AS,
     ChangedDataOverlap,
+    HeldOutTrained,
     Overlap,
     calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
+    held_out_trained,
     refuse_calibration_overlap,
     refuse_training_overlap,
     trained_protocol,
@@ -84,6 +86,9 @@ class Scoring:
     # where the calibration's overlap cannot be told on its folder changed since: the sample
     # counts then and now
     calibration_data_changed: dict[str, int] | None = None
+    # the values the protocol holds out that the checkpoint trained on; None: none held out,
+    # or it cannot be told
+    held_out_trained: HeldOutTrained | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -372,6 +377,12 @@ def load_scorings(
         overlap, changed = held_out_check(
             choice, loaded, index, protocol, splits, split, error_console
         )
+        trained_held_out = held_out_trained(loaded.info, index, protocol, splits)
+        if trained_held_out is not None and trained_held_out.values:
+            error_console.print(
+                held_out_trained_warning(trained_held_out, loaded.resolved.name, protocol),
+                highlight=False,
+            )
         calibrated = thresholds = calibration_changed = None
         if split == "test":  # calibrate fits anew: the source's calibration is replaced
             calibrated, calibration_changed = calibration_check(
@@ -392,9 +403,27 @@ def load_scorings(
                 calibrated,
                 thresholds,
                 calibration_changed,
+                trained_held_out,
             )
         )
     return scorings
+
+
+def held_out_trained_warning(trained: HeldOutTrained, name: str, protocol: Protocol) -> str:
+    """What eval says of a protocol's held-out values a checkpoint trained on."""
+    known = (
+        "its own train split on this data holds"
+        if trained.exact
+        else "the data it was trained on held (and its protocol did not hold out)"
+    )
+    return (
+        f"[bold yellow]warning:[/] {escape(name)} is scored under {escape(protocol.name)}, "
+        f"which holds out {protocol.holdout} {escape(', '.join(trained.values))}; {known} "
+        f"{'it' if len(trained.values) == 1 else 'them'}: its figures on them are not a "
+        f"{escape(protocol.name)} test's, faces of {protocol.holdout}s it trained on "
+        "(protocol.held_out_trained); a held-out figure needs a checkpoint trained under that "
+        "protocol"
+    )
 
 
 def load_scoring(

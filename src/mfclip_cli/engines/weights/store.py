@@ -848,6 +848,12 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "trained on them cannot be told; register a report of data it was not trained on, "
             "or of the folder as it was"
         )
+    if trained := (protocol.get("held_out_trained") or {}).get("values"):
+        raise UsageError(
+            f"--eval {path} holds out {', '.join(trained)} under {protocol['name']}, which the "
+            "checkpoint trained on (protocol.held_out_trained): its figures are not a held-out "
+            "test's; register a report of a checkpoint trained under that protocol"
+        )
 
 
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
