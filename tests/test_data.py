@@ -248,6 +248,35 @@ def test_the_walk_keeps_out_what_cannot_be_read_and_says_so(tmp_path, locked_fol
     }
 
 
+def test_a_generator_folder_one_level_too_high_is_noted(tmp_path):
+    """``gan/StyleGAN2/`` (the common ``<label>/<generator>/`` tree) is read, as documented, as
+    a forgery type named StyleGAN2, no generator: nothing said it, cross-generator failed with
+    "found 0" and cross-forgery tested generators (audit AI F4). inspect's notes say it, and so
+    does the cross-generator refusal; a known forgery type is no news."""
+    _touch(tmp_path, "real/ffhq/1.png", "gan/StyleGAN2/2.png", "gan/StyleGAN2/3.png",
+           "diffusion/t2i/sdxl/4.png", "diffusion/Midjourney/5.png")  # fmt: skip
+    index = read_dataset(tmp_path, layout="folder")
+    assert index.notes == {
+        f"{label}/{kind}/: read as the forgery type {kind!r}, which is none of the known ones "
+        f"(efs, fs, fe, fr, am, t2i, i2i); a generator's folder goes below one "
+        f"({label}/efs/{kind}/) or in a manifest": count
+        for label, kind, count in (("diffusion", "Midjourney", 1), ("gan", "StyleGAN2", 2))
+    }
+    with pytest.raises(ProtocolError, match="forgery types include midjourney, stylegan2, none"):
+        select(index, "cross-generator")
+    known = tmp_path / "known"
+    _touch(known, "real/ffhq/1.png", "gan/efs/StyleGAN2/2.png", "diffusion/FS/x/3.png")
+    assert read_dataset(known, layout="folder").notes == {}
+
+
+def test_the_forgery_types_the_prompts_name_are_known_to_the_data_layer():
+    from mfclip_cli.labels import FORGERY_TYPES
+    from mfclip_cli.model.config import PROMPT_SETS
+
+    for prompts in PROMPT_SETS.values():
+        assert set(prompts["forgery_type_names"]) <= set(FORGERY_TYPES)
+
+
 def test_sample_dict_round_trip_and_errors():
     sample = Sample("x/y.png", "Diffusion", "T2I", " sdxl ", "d", video="x", split="Validation")
     assert (sample.label, sample.forgery_type, sample.generator, sample.split) == (

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 CLASS_NAMES = ("real", "diffusion", "gan")  # the 3-way head's classes, in its order
 REAL_INDEX = CLASS_NAMES.index("real")  # p(real)'s column: a fake score is 1 minus it
+# the forgery types the published datasets and the prompts name: entire face synthesis, face
+# swap, face editing, face reenactment, attribute manipulation, text-to-image, image-to-image
+FORGERY_TYPES = ("none", "efs", "fs", "fe", "fr", "am", "t2i", "i2i")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ from mfclip_cli.data.samples import (
     summarize,
 )
 from mfclip_cli.errors import ProtocolError, UsageError
+from mfclip_cli.labels import FORGERY_TYPES
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 HOLDOUT_FIELDS = ("generator", "forgery_type", "dataset")
@@ -556,9 +557,18 @@ def resolve_holdout(
     who = "samples" if holdout == "dataset" else "fake samples"
     found = sorted({_field_value(s, holdout) for s in samples if _applies(s, holdout)} - {""})
     if len(found) < 2:
+        kinds = {s.forgery_type for s in samples if s.label != "real"}
+        unknown = sorted(kind for kind in kinds if kind and kind.lower() not in FORGERY_TYPES)
+        hint = (
+            f" (its fakes' forgery types include {', '.join(unknown)}, none of the known ones: "
+            "the folder layout reads the first folder below gan/ or diffusion/ as the forgery "
+            "type, the second as the generator)"
+            if holdout == "generator" and unknown
+            else ""
+        )
         raise ProtocolError(
             f"protocol {protocol.name!r} holds out by {holdout} and needs at least two "
-            f"{holdout} values among the {who}; found {len(found)}: {found}"
+            f"{holdout} values among the {who}; found {len(found)}: {found}{hint}"
         )
     if protocol.holdout_values == "auto":
         if (

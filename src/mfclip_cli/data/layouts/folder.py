@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mfclip_cli.data.layouts.tree import ReadOptions, folders, shown
 from mfclip_cli.data.samples import LABELS, Sample, read_tree
+from mfclip_cli.labels import FORGERY_TYPES
 
 NAME = "folder"
 EXPECTED = "ROOT/<real|diffusion|gan>/[<forgery_type>/][<generator>/]..."
@@ -28,8 +29,13 @@ def fits(root: Path) -> str | None:
     return f"no real/, diffusion/ or gan/ folder (found: {shown(top)})"
 
 
-def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]]:
+def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int], dict[str, int]]:
+    """The samples, what was skipped, and notes: a forgery-type folder that names no known
+    forgery type (``gan/StyleGAN2/``, a generator's folder one level too high: its files had
+    no generator, and a cross-forgery test was a cross-generator one, without a word: audit
+    AI F4)."""
     dataset = options.dataset if options.dataset is not None else root.absolute().name
+    unknown_types: dict[tuple[str, str], int] = {}
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | None:
         if not parts or parts[0].lower() not in LABELS:
@@ -39,6 +45,19 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
             return Sample(relative, label, "none", rest[0] if rest else "", dataset, video)
         forgery_type = rest[0] if rest else ""
         generator = rest[1] if len(rest) > 1 else ""
+        if forgery_type and forgery_type.lower() not in FORGERY_TYPES:
+            key = (parts[0], forgery_type)
+            unknown_types[key] = unknown_types.get(key, 0) + 1
         return Sample(relative, label, forgery_type, generator, dataset, video)
 
-    return read_tree(root, NAME, EXPECTED, classify, include_videos=options.include_videos)
+    samples, skipped = read_tree(
+        root, NAME, EXPECTED, classify, include_videos=options.include_videos
+    )
+    known = ", ".join(FORGERY_TYPES[1:])
+    notes = {
+        f"{label}/{kind}/: read as the forgery type {kind!r}, which is none of the known ones "
+        f"({known}); a generator's folder goes below one ({label}/efs/{kind}/) or in a "
+        "manifest": count
+        for (label, kind), count in sorted(unknown_types.items())
+    }
+    return samples, skipped, notes
