@@ -98,6 +98,23 @@ def _eval(data, weights, out, *options):
     return mfclip(*command, "--bootstrap", "0", "--json", str(out), *options)
 
 
+def test_eval_never_writes_over_the_checkpoint_it_scores(data, in_domain, tmp_path):
+    """``--json run/best.json --force`` replaced the checkpoint's sidecar (its training and
+    calibration record) with the eval report (audit AI F7): refused, --force or not, before
+    anything is scored; so is the checkpoint itself."""
+    copy = tmp_path / "best.safetensors"
+    shutil.copy(in_domain, copy)
+    sidecar = copy.with_suffix(".json")
+    sidecar.write_text("{}")
+    for target, whose in ((sidecar, "sidecar"), (copy, "weights")):
+        refused = _eval(data, copy, target, "--force")
+        assert refused.returncode == 2, refused.stderr
+        said = " ".join(refused.stderr.split())
+        assert f"best.json is {copy}'s sidecar" in said or whose == "weights", said
+        assert f"best.safetensors's {whose}: write the report elsewhere" in said
+    assert sidecar.read_text() == "{}" and copy.read_bytes() == in_domain.read_bytes()
+
+
 def test_eval_refuses_a_test_split_the_checkpoint_trained_on(data, in_domain, tmp_path):
     refused = _eval(data, in_domain, tmp_path / "r.json", "--protocol", "cross-generator")
     assert refused.returncode == 2, refused.stderr

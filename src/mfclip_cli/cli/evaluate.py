@@ -178,7 +178,7 @@ def evaluate(
             seed=seed,
             perturb=tuple(perturb or ()),
         )
-        request.check(len(chosen))  # before torch loads: a mistyped option in a moment
+        request.check(chosen)  # before torch loads: a mistyped option in a moment
         from mfclip_cli.engines.evaluate.compare import compare
         from mfclip_cli.engines.evaluate.evaluation import evaluate as run_evaluation
 

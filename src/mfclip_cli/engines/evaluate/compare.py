@@ -129,7 +129,7 @@ def compare(
     check, and the loading of every checkpoint, comes before any scoring."""
     if len(weights) < 2:
         raise ValueError("compare takes two or more checkpoints; evaluate takes one")
-    requested = request.check(compared=len(weights))
+    requested = request.check(compared=weights)
     scorings = load_scorings(
         request.data_choice(),
         request.protocol,

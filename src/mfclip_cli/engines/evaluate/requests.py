@@ -71,11 +71,12 @@ class EvalRequest:
             self.allow_training_overlap,
         )
 
-    def check(self, compared: int = 1) -> list[Perturbation]:
+    def check(self, compared: Sequence[str] | None = None) -> list[Perturbation]:
         """Every output and option checked before anything is loaded or scored (and, from the
-        command line, before torch is imported), for ``compared`` checkpoints; the
-        perturbations ``perturb`` names."""
-        if compared > 1:
+        command line, before torch is imported), for the checkpoints ``compared`` (by default
+        ``weights``); the perturbations ``perturb`` names."""
+        checkpoints = [self.weights] if compared is None else list(compared)
+        if len(checkpoints) > 1:
             for name, option in ONE_CHECKPOINT_OPTIONS.items():
                 if getattr(self, name):
                     raise UsageError(
@@ -83,9 +84,26 @@ class EvalRequest:
                         "eval once per checkpoint for it"
                     )
         _refuse_existing_outputs(self)
+        _refuse_writing_over(self, [name for name in checkpoints if name])
         perturbations = parse_perturbations(self.perturb)
         check_data(self.data, self.label_map)
         return perturbations
+
+
+def _refuse_writing_over(request: EvalRequest, checkpoints: Sequence[str]) -> None:
+    """An output named as a scored checkpoint or its sidecar is refused, ``--force`` or not:
+    ``--json run/best.json --force`` replaced the record of the checkpoint's training and
+    calibration with the eval report (audit AI F7)."""
+    theirs = {
+        path.resolve(): f"{name}'s {'sidecar' if path.suffix == '.json' else 'weights'}"
+        for name in checkpoints
+        if Path(name).suffix == ".safetensors"
+        for path in (Path(name), sidecar_path(name))
+    }
+    outputs = (request.json_path, request.predictions_path, request.embeddings_path)
+    for target in outputs:
+        if target and (whose := theirs.get(Path(target).resolve())):
+            raise UsageError(f"{target} is {whose}: write the report elsewhere")
 
 
 def _refuse_existing_outputs(request: EvalRequest) -> None:
