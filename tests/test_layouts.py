@@ -138,6 +138,26 @@ def test_links_never_move_a_sample_between_splits(tmp_path):
     assert skipped[samples_module.LINKED_AGAIN] == 1
 
 
+def test_inspect_notes_what_training_or_reading_would_meet_later(tmp_path):
+    """A manifest's listed file that is not on disk showed only under --verify (audit AI F5);
+    a published val split without reals, refused by train, showed only as a missing table row
+    (F6). inspect notes both."""
+    root = tmp_path / "DiFF"
+    diff_tree(root)
+    for real in (root / "DiFF_real" / "val").iterdir():
+        real.unlink()
+    notes = inspect_dataset(root)["notes"]
+    assert notes == {
+        "the published val split holds no real faces: train and calibrate refuse it under a "
+        "protocol that keeps the published splits": 2
+    }
+    listed = tmp_path / "listed"
+    touch(listed, "a.png")
+    (listed / "manifest.csv").write_text("path,label\na.png,real\ngone.png,gan\nb/gone.png,gan\n")
+    notes = inspect_dataset(listed)["notes"]
+    assert notes == {"listed in the manifest but not on disk (e.g. b/gone.png)": 2}
+
+
 def test_diff_fakes_only_download_is_detected(tmp_path):
     diff_tree(tmp_path, reals=False)
     index = read_dataset(tmp_path)

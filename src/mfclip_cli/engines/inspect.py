@@ -116,10 +116,37 @@ def inspect_dataset(
             for k, n in sorted(groups.items())
         ],
         "skipped": dict(sorted(index.skipped.items())),
-        "notes": dict(sorted(index.notes.items())),
+        "notes": dict(sorted({**index.notes, **_inspection_notes(index)}.items())),
         **({"verified": verified} if verified is not None else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _inspection_notes(index: DataIndex) -> dict[str, int]:
+    """What inspect notes beside the reader's notes: a manifest's listed files not on disk (a
+    stat each; a tree's walk lists none: audit AI F5), and a published val or test split
+    without real or fake faces, which training and calibration refuse under a protocol that
+    keeps the published splits (the default: audit AI F6)."""
+    notes: dict[str, int] = {}
+    if index.layout == "manifest":
+        missing = [s.path for s in index.samples if not index.absolute(s).exists()]
+        if missing:
+            notes[f"listed in the manifest but not on disk (e.g. {missing[0]})"] = len(missing)
+    # where every sample has its publisher's split (a reader notes those that have none)
+    published = Counter((s.split, s.label == "real") for s in index.samples if s.split)
+    if published.total() < len(index.samples):
+        published.clear()
+    refused_by = {
+        "val": "train and calibrate refuse it under a protocol that keeps the published splits",
+        "test": "train refuses it, and eval scores it only with --allow-one-class, without AUC",
+    }
+    for split, consequence in refused_by.items() if published else ():
+        for real, kind in ((True, "real"), (False, "fake")):
+            if not published[(split, real)] and published[(split, not real)]:
+                notes[f"the published {split} split holds no {kind} faces: {consequence}"] = (
+                    published[(split, not real)]
+                )
+    return notes
 
 
 def verify_images(
