@@ -570,3 +570,14 @@ def test_a_calibration_by_training_is_checked_against_the_training_protocol(data
     expected = _expected(data, str(mine), str(bigtest), "test")
     assert sum(expected.values()) > 0
     assert calibration_overlap(info, index, test).record() == {"protocol": "mine", **expected}
+
+
+def test_a_report_row_of_one_class_is_said():
+    """A generator whose paired reals the download lacks was scored on its fakes alone, its
+    AUC and the mean's shown "-" without a word (audit AJ J4)."""
+    from mfclip_cli.engines.evaluate.evaluation import _one_class_rows
+
+    rows = {"ADM": {"n_real": 0, "n_fake": 3}, "SDXL": {"n_real": 4, "n_fake": 2}}
+    said = _one_class_rows(rows)
+    assert said.startswith("warning: 1 report row(s) hold one class: ADM (no real faces);")
+    assert _one_class_rows({"SDXL": rows["SDXL"]}) is None

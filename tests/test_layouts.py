@@ -3,7 +3,9 @@ each built here as its publisher lays it out, read at the folder a user download
 
 import io
 import json
+import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -283,9 +285,19 @@ def test_genface_as_the_authors_loader_reads_it(tmp_path):
             "DiffAE",
         )
     }
-    # at one split folder: no split
+    # at one split folder: its name's split (audit AJ J1: without one, the genface protocol
+    # hashed GenFace's test images into train), and the genface protocol refuses none
     one = read_dataset(root / "train")
-    assert one.layout == "genface" and {s.split for s in one.samples} == {None}
+    assert one.layout == "genface" and {s.split for s in one.samples} == {"train"}
+    test_only = read_dataset(root / "test")
+    assert {s.split for s in test_only.samples} == {"test"}
+    with pytest.raises(ProtocolError, match="leaves the train split empty"):
+        select(test_only, "genface")
+    renamed = tmp_path / "mine"
+    shutil.copytree(root / "test", renamed)
+    assert {s.split for s in read_dataset(renamed).samples} == {None}
+    with pytest.raises(ProtocolError, match="keeps the publisher's splits"):
+        select(read_dataset(renamed), "genface")
     # the authors' cross-generator protocol
     splits = select(index, "genface")
     assert {s.generator for s in splits.train} == {"CollaborativeDiffusion", "CelebA_HQ"}
@@ -296,6 +308,18 @@ def test_genface_as_the_authors_loader_reads_it(tmp_path):
     reals = {name: {s.generator for s in chosen if s.is_real} for name, chosen in subsets.items()}
     assert reals == {name: {"FFHQ" if name == "DiffAE" else "CelebA_HQ"} for name in subsets}
     assert parse_protocol(load_protocol("genface").to_dict()) == load_protocol("genface")
+    # a download without FFHQ's test reals: DiffAE's row was scored against CelebA_HQ's, the
+    # pairing the protocol rules out (audit AJ J3); it holds its fakes alone
+    without = [s for s in index.samples if not (s.split == "test" and s.generator == "FFHQ")]
+    rows = select(replace(index, samples=without), "genface").test_subsets()
+    assert [s for s in rows["DiffAE"] if s.is_real] == []
+    assert {s.generator for s in rows["DDPM"] if s.is_real} == {"CelebA_HQ"}
+    # another dataset's test split is no GenFace figure (audit AJ J2)
+    diff_root = tmp_path / "DiFF"
+    diff_tree(diff_root)
+    for benchmark in ("genface", "genimage", "diffusionforensics"):
+        with pytest.raises(ProtocolError, match="split empty .*its filter keeps its dataset in"):
+            select(read_dataset(diff_root), benchmark, ("test",))
 
 
 def test_genface_refusals(tmp_path):

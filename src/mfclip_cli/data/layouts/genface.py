@@ -4,7 +4,8 @@ of Jenine-321/MFCLIP; the GenFace README has no tree)::
     <protocol>/{train,val,test}/real/<source>/*            (CelebA_HQ, FFHQ)
     <protocol>/{train,val,test}/fake/{EFS,FS,AM}/{Diffusion,GAN}/*
 
-Read at the protocol folder (the split is kept), or at one split folder (no split). The class is
+Read at the protocol folder (the split is kept), or at one split folder (its name's split kept:
+read without it, GenFace's test folder was hashed into train: audit AJ J1). The class is
 the Diffusion/GAN folder; the generator, as the loader finds it:
 
 - ``EFS/*/``: the file name's prefix before the first ``_`` (``latentdiffusion_00000.png``);
@@ -79,9 +80,10 @@ def read(root: Path, options: ReadOptions) -> tuple[list[Sample], dict[str, int]
     dataset = options.dataset if options.dataset is not None else "GenFace"
     resolve = Resolver(options.labels, ("GenFace",))
     with_splits = not _is_split_tree(root)
+    own_split = None if with_splits else SPLIT_NAMES.get(root.name.lower())
 
     def classify(parts: list[str], relative: str, video: str | None) -> Sample | str | None:
-        split = None
+        split = own_split
         offset = 0
         if with_splits:
             if not parts or parts[0].lower() not in SPLIT_NAMES:

@@ -436,6 +436,8 @@ def score_checkpoint(
         groups[name] = (members, rows)
     if len(report["subsets"]) > 1:
         report["subset_mean"] = subset_mean(list(report["subsets"].values()))
+    if not single and (one_class := _one_class_rows(report["subsets"])):
+        scoring.error_console.print(one_class, highlight=False, markup=False)
     if perturbations:
         report["robustness"] = _robustness(
             scoring, request, perturbations, test_outputs, temperature, attributor
@@ -492,6 +494,25 @@ def undefined_metrics(problem: str, all_real: bool) -> dict:
         if all_real
         else "fake_acc: TPR at the threshold",
     }
+
+
+def _one_class_rows(subsets: dict[str, dict]) -> str | None:
+    """The warning for report rows of one class (a generator whose paired reals the download
+    lacks): their AUC, AP and EER are undefined, and so are the mean's, which showed "-"
+    without a word (audit AJ J4)."""
+    rows = {
+        name: "real" if figures["n_fake"] else "fake"
+        for name, figures in subsets.items()
+        if not (figures["n_real"] and figures["n_fake"])
+    }
+    if not rows:
+        return None
+    said = ", ".join(f"{name} (no {kind} faces)" for name, kind in rows.items())
+    return (
+        f"warning: {len(rows)} report row(s) hold one class: {said}; their AUC, AP and EER are "
+        "undefined, and so are the mean over rows' (the protocol pairs a row with the reals it "
+        "names, or the test reals of its own value: the data may lack them)"
+    )
 
 
 def protocol_record(protocol: Protocol, splits: Splits) -> dict:
