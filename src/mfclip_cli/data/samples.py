@@ -342,13 +342,13 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
                 skipped[NOT_A_FILE] = skipped.get(NOT_A_FILE, 0) + 1
             elif within:
                 skipped[LINK_IN_TREE] = skipped.get(LINK_IN_TREE, 0) + 1
-            elif real_file := target or (os.path.join(real, entry.name) if outside else None):
-                if real_file in linked_files:  # reached through links by two routes
+            else:  # a file; one out of the tree, reached through links, is read once
+                real_file = target or (os.path.join(real, entry.name) if outside else None)
+                if real_file in linked_files:  # by two routes
                     skipped[LINKED_AGAIN] = skipped.get(LINKED_AGAIN, 0) + 1
                     continue
-                linked_files.add(real_file)
-                found.append(relative)
-            else:
+                if real_file is not None:
+                    linked_files.add(real_file)
                 found.append(relative)
     images.sort()
     videos.sort()
