@@ -50,21 +50,23 @@ def _reference_threshold(labels, probs, target):
     """The rule of scoring/inconclusive.py, spelled out face by face (at a record's 6 digits)."""
     spread = [round(float(u), 6) for u in uncertainties(probs)]
     right = [(label != "real") == (1 - row[0] >= 0.5) for label, row in zip(labels, probs)]
-    return _best(spread, right, target)
+    return _best(spread, right, target, [label != "real" for label in labels])
 
 
-def _best(spread, right, target):
+def _best(spread, right, target, first_class):
     """The largest uncertainty whose faces at or below it are right ``target`` of the time and
-    show, at 95 %, better than a coin: the exact binomial lower bound on their accuracy, from
-    scipy's beta quantile (P(Binomial(n, p) >= k) = 0.05), above 0.5."""
+    show, at 95 %, better than a coin (the exact binomial lower bound on their accuracy, from
+    scipy's beta quantile: P(Binomial(n, p) >= k) = 0.05, above 0.5), faces of both classes
+    right among them (``first_class``: whether each face is of the first)."""
     from scipy.stats import beta
 
     best = None
     for u in sorted(set(spread)):
-        kept = [r for r, s in zip(right, spread) if s <= u]
-        k, n = sum(kept), len(kept)
+        kept = [(r, c) for r, c, s in zip(right, first_class, spread) if s <= u]
+        k, n = sum(r for r, _ in kept), len(kept)
+        classes_right = {c for r, c in kept if r}
         lower = beta.ppf(0.05, k, n - k + 1) if k else 0.0
-        if k / n >= target and lower > 0.5:
+        if k / n >= target and lower > 0.5 and len(classes_right) == 2:
             best = u
     return best
 
@@ -73,7 +75,9 @@ def test_a_threshold_its_few_val_faces_cannot_show_is_not_reached():
     """Audit X F3: a near-uniform model (temperature at its upper bound) "reached" the target on
     its single surest val face (lower bound 0.05) and then called real faces fake
     conclusively. Four right faces of four show no better than a coin at 95 % (0.47), five do
-    (0.55)."""
+    (0.55); but not five fakes of five, all called fake, which a model calling every face fake
+    gets right (audit AK F1: a near-uniform checkpoint's five surest val faces were fakes, and
+    it labelled a real face "gan" conclusively)."""
     near_uniform = np.array([[0.3327 + 1e-5 * i, 0.3336, 0.3337 - 1e-5 * i] for i in range(9)])
     labels = ["gan"] + ["real"] * 8  # the surest face is right, the rest wrong
     band = fit_uncertainty_threshold(labels, near_uniform, 0.95)
@@ -81,9 +85,16 @@ def test_a_threshold_its_few_val_faces_cannot_show_is_not_reached():
         band["reached"] is False
         and inconclusive_mask(near_uniform, stored_band({"inconclusive": band})).all()
     )
-    for count, reached in ((4, False), (5, True)):
-        band = fit_uncertainty_threshold(["gan"] * count, np.array([[0.05, 0.9, 0.05]] * count))
-        assert band["reached"] is reached
+    fake, real = [0.05, 0.9, 0.05], [0.9, 0.05, 0.05]
+    for labels, reached in (
+        (["gan", "real"] * 2, False),
+        (["gan", "real", "gan", "real", "gan"], True),
+        (["gan"] * 5, False),
+        (["gan"] * 30, False),
+        (["gan"] * 29 + ["real"], True),
+    ):
+        probs = np.array([fake if label == "gan" else real for label in labels])
+        assert fit_uncertainty_threshold(labels, probs)["reached"] is reached, labels
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -101,7 +112,7 @@ def test_the_threshold_rule_against_a_face_by_face_reference(seed):
         assert band["uncertainty_threshold"] == pytest.approx(expected or 0.0)
         kept = np.round(uncertainties(probs), 6) <= band["uncertainty_threshold"]
         assert band["val_conclusive_share"] == pytest.approx(kept.mean())
-        assert band["val_conclusive_accuracy"] >= target
+        assert not band["reached"] or band["val_conclusive_accuracy"] >= target
         # the faces the record counts conclusive are those the verdicts leave conclusive
         threshold = stored_band({"inconclusive": band}).threshold
         stored = stored_band({"inconclusive": band})
@@ -125,7 +136,7 @@ def test_the_family_threshold_rule_against_a_face_by_face_reference(seed):
     chosen = [i for i, row in enumerate(probs) if truth[i] != "real" and 1 - row[0] >= 0.5]
     spread = [round(float(family_uncertainties(probs[i][None])[0]), 6) for i in chosen]
     right = [("diffusion" if probs[i][1] >= probs[i][2] else "gan") == truth[i] for i in chosen]
-    expected = _best(spread, right, 0.8)
+    expected = _best(spread, right, 0.8, [truth[i] == "diffusion" for i in chosen])
     assert family["reached"] == (expected is not None)
     assert family["uncertainty_threshold"] == pytest.approx(expected or 0.0)
     assert family["val_conclusive_faces"] == sum(u <= (expected or -1) for u in spread)
@@ -381,6 +392,11 @@ def test_calibrate_stores_the_threshold_that_scan_applies_and_every_field_round_
     )  # fmt: skip
     lines = check_scan_lines((tmp_path / "scan.jsonl").read_text().splitlines())
     meta, files = lines[0], [line for line in lines if line["type"] == "file"]
+    # a random network: its temperature at the search's upper bound, which only train and
+    # calibrate said; scan says it too (audit AK F1)
+    assert calibration["at_bound"] and calibration["temperature"] > 99
+    said = " ".join(scanned.stderr.split())
+    assert "warning: calibrated: the temperature is at its upper search bound" in said
     stored = calibration_at(calibration, meta["precision"]["used"])["inconclusive"]
     threshold = stored["uncertainty_threshold"]
     family_threshold = stored["family"]["uncertainty_threshold"]  # 12 fakes a class: fitted

@@ -530,8 +530,9 @@ def load_weights(resolved: ResolvedWeights, device: torch.device) -> LoadedWeigh
 def say_caveats(
     loaded: LoadedWeights, precision: Precision, console: Console, *, named: bool = False
 ) -> None:
-    """On stderr, before any result: a precision that may change verdicts, and demo weights
-    (``named``: the checkpoint's name too, where several are compared)."""
+    """On stderr, before any result: a precision that may change verdicts, a calibration whose
+    temperature is at a bound of its search, and demo weights (``named``: the checkpoint's name
+    too, where several are compared)."""
     if precision.warning:
         console.print(f"[bold yellow]warning:[/] {escape(precision.warning)}", highlight=False)
     if loaded.info.sidecar_ignored:
@@ -539,6 +540,13 @@ def say_caveats(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}: "
             f"{escape(loaded.info.sidecar_ignored)}: left out (the record in the checkpoint "
             "itself is used)",
+            highlight=False,
+        )
+    from mfclip_cli.scoring.calibration import temperature_warning  # numpy: not at start-up
+
+    if warning := temperature_warning(loaded.info.calibration):  # said at training only
+        console.print(  # (audit AK F1)
+            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)}: {escape(warning)}",
             highlight=False,
         )
     if loaded.demo:
