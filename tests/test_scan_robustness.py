@@ -146,6 +146,11 @@ def test_resume_knows_a_file_by_its_real_path_and_refuses_other_settings(photos,
             str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume", *option
         )
         assert other.returncode == 2 and "other settings" in other.stderr, (option, other.stderr)
+    # a verdict setting is named alone, not as the whole record twice (audit AK F5)
+    other = run(str(photos), "--weights", str(weights), "--jsonl", str(report), "--resume",
+                "--duplicates")  # fmt: skip
+    said = " ".join(other.stderr.split())
+    assert other.returncode == 2 and "(verdicts.near_duplicate_bits None there, 8 now)" in said
     assert report.read_bytes() == before
     lines = report.read_text().splitlines()
     older = {**json.loads(lines[0]), "schema_version": "2.0.0"}

@@ -14,6 +14,15 @@ from mfclip_cli.engines.scan.records import (
 from mfclip_cli.engines.scan.writers.common import ReportError, side_by_side
 
 
+def _each_key(
+    name: str, was: dict[str, Any] | None, now: dict[str, Any] | None
+) -> list[tuple[str, Any, Any]]:
+    """A record's settings compared key by key (``verdicts.near_duplicate_bits``), so that a
+    refusal names what differs, not the whole record twice (audit AK F5)."""
+    was, now = was or {}, now or {}
+    return [(f"{name}.{key}", was.get(key), now.get(key)) for key in sorted({*was, *now})]
+
+
 def _checkpoint_hashes(meta: dict[str, Any]) -> str | list[str] | None:
     """What a resume must match: the SHA-256 of the report's checkpoint, or the list of them in
     order for a scan with several."""
@@ -109,7 +118,7 @@ class ResumeState:
                 ("video sampling", previous.get("video_sampling"), meta["video_sampling"]),
                 # the meta line names the format of every line after it
                 ("report format", previous.get("schema_version"), meta["schema_version"]),
-                ("verdicts", previous.get("verdicts"), meta["verdicts"]),
+                *_each_key("verdicts", previous.get("verdicts"), meta["verdicts"]),
                 # int8 and fp32 may label a face differently
                 ("precision", _precision_used(previous), _precision_used(meta)),
             ]
