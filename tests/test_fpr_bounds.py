@@ -119,8 +119,9 @@ def test_the_inconclusive_band_keeps_the_lower_bound_of_its_conclusive_accuracy(
     # exactly those 12 (11 right) and the bound is Beta(11, 2)'s 5 % quantile
     sure = np.linspace(0.99, 0.60, 20)
     probs = np.stack([1 - sure, sure / 2, sure / 2], axis=1)  # every face said fake
-    labels = ["gan"] * 20
-    labels[10] = "real"
+    probs[0] = [sure[0], (1 - sure[0]) / 2, (1 - sure[0]) / 2]  # but the surest, said real:
+    labels = ["gan"] * 20  # a band needs right faces of both classes (audit AK F1)
+    labels[0] = labels[10] = "real"
     for i in range(12, 20):
         labels[i] = "real"
     band = fit_uncertainty_threshold(labels, probs, target=0.9)

@@ -321,17 +321,16 @@ def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Conso
 
 
 def load_checkpoint_for_scoring(
-    weights: str | None, device: torch.device, error_console: Console, precision: str | None
+    weights: str | None, device: torch.device, precision: str | None
 ) -> tuple[LoadedWeights, Precision]:
     """A checkpoint loaded for scoring at ``precision`` (``--precision``; None: the device's
-    default, never int8); a demo checkpoint, and int8 not known to keep its verdicts, are said
-    so."""
+    default, never int8); its caveats (a demo checkpoint, int8 not known to keep its verdicts)
+    are the caller's to say, once the checkpoints are known comparable."""
     loaded = load_weights(resolve_weights(weights), device)
     if precision is None:
         chosen = device_default(device)
     else:
         chosen = choose_precision(precision, device, loaded.info.calibration)
-    say_caveats(loaded, chosen, error_console)
     return replace(loaded, model=model_at(loaded.model, chosen.used)), chosen
 
 
@@ -357,11 +356,11 @@ def load_scorings(
         return select(index, protocol, (split,), one_class_allowed=one_class)
 
     splits = splits_of(protocol) if protocol is not None else None
-    checkpoints = [
-        load_checkpoint_for_scoring(name, device, error_console, precision) for name in weights
-    ]
+    checkpoints = [load_checkpoint_for_scoring(name, device, precision) for name in weights]
     if len(checkpoints) > 1:  # before anything is said of each
         refuse_incomparable(weights, [loaded for loaded, _ in checkpoints])
+    for loaded, chosen in checkpoints:
+        say_caveats(loaded, chosen, error_console)
     if protocol is None:
         protocol = default_protocol(
             [loaded.info for loaded, _ in checkpoints], index, error_console
