@@ -12,7 +12,7 @@ from cli import mfclip
 from report_schemas import broken, check_json_file, drop, schema_errors, set_to
 from test_train import make_dataset
 
-from mfclip_cli.data import load_protocol, read_dataset, select, write_manifest
+from mfclip_cli.data import Sample, load_protocol, read_dataset, select, write_manifest
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.held_out import (
@@ -577,7 +577,11 @@ def test_a_report_row_of_one_class_is_said():
     AUC and the mean's shown "-" without a word (audit AJ J4)."""
     from mfclip_cli.engines.evaluate.evaluation import _one_class_rows
 
-    rows = {"ADM": {"n_real": 0, "n_fake": 3}, "SDXL": {"n_real": 4, "n_fake": 2}}
+    def faces(*labels):
+        return [Sample(f"{i}.png", label, "none" if label == "real" else "t2i")
+                for i, label in enumerate(labels)]  # fmt: skip
+
+    rows = {"ADM": faces("diffusion", "diffusion", "gan"), "SDXL": faces("real", "diffusion")}
     said = _one_class_rows(rows)
     assert said.startswith("warning: 1 report row(s) hold one class: ADM (no real faces);")
     assert _one_class_rows({"SDXL": rows["SDXL"]}) is None

@@ -436,7 +436,7 @@ def score_checkpoint(
         groups[name] = (members, rows)
     if len(report["subsets"]) > 1:
         report["subset_mean"] = subset_mean(list(report["subsets"].values()))
-    if not single and (one_class := _one_class_rows(report["subsets"])):
+    if not single and (one_class := _one_class_rows(subsets)):
         scoring.error_console.print(one_class, highlight=False, markup=False)
     if perturbations:
         report["robustness"] = _robustness(
@@ -496,18 +496,18 @@ def undefined_metrics(problem: str, all_real: bool) -> dict:
     }
 
 
-def _one_class_rows(subsets: dict[str, dict]) -> str | None:
-    """The warning for report rows of one class (a generator whose paired reals the download
-    lacks): their AUC, AP and EER are undefined, and so are the mean's, which showed "-"
-    without a word (audit AJ J4)."""
+def _one_class_rows(subsets: dict[str, list[Sample]]) -> str | None:
+    """The warning for report rows of one class (``one_class_problem``: a generator whose
+    paired reals the download lacks): their AUC, AP and EER are undefined, and so are the
+    mean's, which showed "-" without a word (audit AJ J4)."""
     rows = {
-        name: "real" if figures["n_fake"] else "fake"
-        for name, figures in subsets.items()
-        if not (figures["n_real"] and figures["n_fake"])
+        name: problem.partition(" (")[0]  # "no real faces", without the counts
+        for name, members in subsets.items()
+        if (problem := one_class_problem(members))
     }
     if not rows:
         return None
-    said = ", ".join(f"{name} (no {kind} faces)" for name, kind in rows.items())
+    said = ", ".join(f"{name} ({problem})" for name, problem in rows.items())
     return (
         f"warning: {len(rows)} report row(s) hold one class: {said}; their AUC, AP and EER are "
         "undefined, and so are the mean over rows' (the protocol pairs a row with the reals it "
