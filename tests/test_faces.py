@@ -45,7 +45,6 @@ from mfclip_cli.faces import (
     DecodeError,
     FaceDetector,
     align_faces,
-    decode,
     decode_image,
     holds_video,
     is_media,
@@ -63,9 +62,11 @@ from mfclip_cli.faces.cascade import (
     pyramid_level,
 )
 from mfclip_cli.faces.decode import (
+    DEFAULT_MAX_PIXELS,
     UNINDEXED_JPEG,
     StillPictures,
     Timeline,
+    animation,
     animation_frames,
     sample_animation,
 )
@@ -683,10 +684,10 @@ def test_an_animation_is_timed_from_its_blocks_as_its_decoding_times_it(kind, mo
     else:
         data = animation_bytes(pictures, lengths, kind)
     with Image.open(io.BytesIO(data)) as image:  # its 6 pictures timed as they are decoded
-        decoded = decode._timeline(image, 6, decode.DEFAULT_MAX_PIXELS)
+        decoded = animation._timeline(image, 6, DEFAULT_MAX_PIXELS)
     decodes = []
-    monkeypatch.setattr(decode, "_load_frame", lambda *frame: decodes.append(frame))
-    assert decode.open_animation(data)[2] == decoded and decodes == []
+    monkeypatch.setattr(animation, "_load_frame", lambda *frame: decodes.append(frame))
+    assert animation.open_animation(data)[2] == decoded and decodes == []
     assert decoded.skip == kind.startswith("APNG") and len(decoded.starts) == 6 - decoded.skip
     if not decoded.skip:
         shown = [100 if length <= 10 else length for length in lengths]
@@ -694,7 +695,7 @@ def test_an_animation_is_timed_from_its_blocks_as_its_decoding_times_it(kind, mo
     if kind == "GIF":
         past = bytearray(data)
         struct.pack_into("<H", past, gif_image_descriptors(data)[2] + 5, 65)  # 65 wide on 64
-        decode.open_animation(bytes(past))
+        animation.open_animation(bytes(past))
         assert len(decodes) == 6
 
 

@@ -628,7 +628,7 @@ def test_png_chunks_after_the_pixels_are_read_without_decoding_a_pixel(monkeypat
     record = inspect(png[:iend] + text + software + png[iend:], ".png")
     assert record.metadata.generation.tool == "AUTOMATIC1111"
     assert record.metadata.software == ["EXIF Software: Photoshop"]
-    # as a scan runs it: faces/decode.py has its own pixel limit in place of Pillow's
+    # as a scan runs it: faces/decode/ has its own pixel limit in place of Pillow's
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     head = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
     declared = b"\x89PNG\r\n\x1a\n" + media.png_chunk(b"IHDR", head)

@@ -268,8 +268,8 @@ def _stealth_texts(image: Image.Image, data: bytes, evidence: MetadataEvidence) 
 
 
 PNG_METADATA_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
-# Pillow's limits on a PNG's text, which mfclip raises for one chunk (faces/decode.py): what the
-# metadata check inflates at most, for a chunk and for all of a file's
+# Pillow's limits on a PNG's text, which mfclip raises for one chunk (faces/decode/pixels.py):
+# what the metadata check inflates at most, for a chunk and for all of a file's
 TEXT_CHUNK_LIMIT = PngImagePlugin.MAX_TEXT_CHUNK
 TEXT_BUDGET = PngImagePlugin.MAX_TEXT_MEMORY
 
