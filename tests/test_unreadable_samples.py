@@ -3,6 +3,8 @@ sample of its class in for it, scoring (eval, calibrate, validation) leaves it o
 and the command ends with exit code 3. Before, the first truncated file stopped ``mfclip train``
 mid-epoch, and ``--resume`` stopped on it again."""
 
+import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -110,6 +112,73 @@ def test_data_inspect_verify_finds_them_before_a_run_does(tmp_path):
     assert f"{len(samples)} images, 2 cannot be decoded" in verified.stdout
     quick = run(MFCLIP, "data", "inspect", str(root))
     assert "no image decoded" in quick.stdout and "cannot be decoded" not in quick.stdout
+
+
+def test_data_inspect_verify_finds_the_same_bytes_under_other_names(tmp_path):
+    """A test image copied into train under another name, and one picture filed under two
+    labels, are found by no walk of names: --verify hashes the bytes it reads and groups the
+    files that hold the same ones, across splits, across labels, and the rest apart."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "Stable Diffusion V1.4"  # GenImage: train, and val its test split
+    for split in ("train", "val"):
+        for kind in ("ai", "nature"):
+            (root / split / kind).mkdir(parents=True)
+            for i in range(3):
+                picture = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+                Image.fromarray(picture).save(root / split / kind / f"{i}.png")
+    shutil.copy(root / "val/ai/0.png", root / "train/ai/copy.png")  # a test image trained on
+    shutil.copy(root / "train/nature/1.png", root / "train/ai/also.png")  # real and fake
+    shutil.copy(root / "val/nature/2.png", root / "val/nature/again.png")  # counted twice
+    report_path = tmp_path / "inspect.json"
+    verified = run(MFCLIP, "data", "inspect", str(root), "--verify", "--json", str(report_path))
+    groups = check_json_file(report_path, "inspect")["verified"]["identical"]
+    assert not any(group["across_datasets"] for group in groups)
+    named = {
+        tuple(item["path"] for item in group["files"]): (
+            group["across_splits"],
+            group["across_labels"],
+        )
+        for group in groups
+    }
+    assert named == {
+        ("train/ai/copy.png", "val/ai/0.png"): (True, False),
+        ("train/ai/also.png", "train/nature/1.png"): (False, True),
+        ("val/nature/2.png", "val/nature/again.png"): (False, False),
+    }
+    digests = {group["sha256"] for group in groups}
+    assert hashlib.sha256((root / "val/ai/0.png").read_bytes()).hexdigest() in digests
+    leaked = next(group for group in groups if group["across_splits"])
+    assert leaked["files"][1] == {
+        "path": "val/ai/0.png",
+        "dataset": "GenImage",
+        "split": "test",
+        "label": "diffusion",
+    }
+    lines = verified.stdout.splitlines()
+    assert any(
+        line.startswith("identical files in more than one split")
+        and "train/ai/copy.png (train, diffusion) = val/ai/0.png (test, diffusion)" in line
+        for line in lines
+    ), verified.stdout
+    assert any(line.startswith("identical files under more than one label") for line in lines)
+    assert any(
+        line.startswith("identical files (one dataset, split and label): 1 group") for line in lines
+    )
+    assert verified.returncode == 0
+    # another dataset holding a copy of a GenImage test real, inspected beside it
+    other = tmp_path / "mine"
+    (other / "real").mkdir(parents=True)
+    shutil.copy(root / "val/nature/0.png", other / "real/kept.png")
+    both = run(MFCLIP, "data", "inspect", str(root), str(other), "--verify", "--json",
+               str(tmp_path / "both.json"))  # fmt: skip
+    report = check_json_file(tmp_path / "both.json", "inspect")
+    assert report["layout"] == "genimage+folder" and report["samples"] == 16
+    crossing = [group for group in report["verified"]["identical"] if group["across_datasets"]]
+    assert [[item["path"] for item in group["files"]] for group in crossing] == [
+        ["Stable Diffusion V1.4/val/nature/0.png", "mine/real/kept.png"]
+    ]
+    assert "identical files in more than one dataset" in both.stdout
+    assert "mine/real/kept.png (mine, real)" in both.stdout
 
 
 @pytest.fixture(scope="module")

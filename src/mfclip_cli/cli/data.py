@@ -130,8 +130,11 @@ app = typer.Typer(
 
 @app.command("inspect")
 def data_inspect(
-    source: str = typer.Argument(
-        ..., help="The folder as downloaded, or a manifest.", metavar="DIR|FILE"
+    sources: list[str] = typer.Argument(
+        ...,
+        help="The folder as downloaded, or a manifest; several are read as one, as train's "
+        "--data A --data B (--verify then finds files copied from one into another).",
+        metavar="DIR|FILE...",
     ),
     layout: Layout = None,
     label_map: LabelMap = None,
@@ -141,8 +144,8 @@ def data_inspect(
     verify: bool = typer.Option(
         False,
         "--verify",
-        help="Also decode every image, as train and eval will, and list those that cannot be "
-        "(exit 3 when there are any).",
+        help="Also read and decode every image, as train and eval will, and list those that "
+        "cannot be (exit 3 when there are any) and files holding the same bytes.",
     ),
     workers: Optional[int] = typer.Option(
         None,
@@ -156,7 +159,8 @@ def data_inspect(
     """Print a dataset's layout, counts and skipped files.
 
     Samples per split, label, forgery type and generator, the videos, and what is skipped and
-    why. Reads folder names only, no image decoded; --verify decodes every image too.
+    why. Reads folder names only, no image decoded; --verify decodes every image too,
+    and finds files holding the same bytes under other names.
 
     Examples:
 
@@ -164,12 +168,13 @@ def data_inspect(
       mfclip data inspect ~/datasets/GenImage
       mfclip data inspect ~/datasets/DF40 --label-map lab.toml --json inspect.json
       mfclip data inspect ~/datasets/DiFF --verify --workers 16
+      mfclip data inspect ~/datasets/DiFF ~/datasets/GenFace --verify
     """
     from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 
     with errors_reported() as error_console:
         request = InspectRequest(
-            source,
+            tuple(sources),
             layout,
             label_map,
             verify=verify,

@@ -73,13 +73,17 @@ def read_datasets(
     layout: str | None = None,
     *,
     label_map: str | Path | None = None,
+    include_videos: bool = False,
 ) -> DataIndex:
-    """One index over every ``--data`` (see the module docstring); ``layout`` and
-    ``label_map`` apply to each."""
+    """One index over every ``--data`` (see the module docstring); ``layout``, ``label_map``
+    and ``include_videos`` (``read_dataset``'s) apply to each."""
     given = as_data_list(data)
     if not given:
         raise UsageError("--data is required")
-    indexes = [read_dataset(Path(item), layout, label_map=label_map) for item in given]
+    indexes = [
+        read_dataset(Path(item), layout, include_videos=include_videos, label_map=label_map)
+        for item in given
+    ]
     refuse_unused_label_map(label_map, indexes, [str(item) for item in given])
     if len(indexes) == 1:
         return indexes[0]

@@ -1,38 +1,40 @@
 """What a dataset holds, before hours go into preparing or training on it (``mfclip data inspect``,
 ``mfclip prepare --dry-run``): the layout found, counts per split x label x forgery type x
 generator, the videos, and what is skipped and why. One walk of the tree, no image decoded; with
-``verify``, every image decoded too, to find those that cannot be before a run meets them.
+``verify``, every image read and decoded too, to find those that cannot be before a run meets
+them, and files holding the same bytes under other names (a test image copied into train).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 
-from mfclip_cli.data.combine import refuse_unused_label_map
-from mfclip_cli.data.layouts import read_dataset
+from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import readable, refuse_existing, shown, write_json_atomic
+from mfclip_cli.files import open_regular, readable, refuse_existing, shown, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION
 
 SHOWN_UNREADABLE = 20  # the text report's list; the JSON has every one
+SHOWN_EXAMPLES = 3  # groups of identical files named in the text report, of each kind
 
 
 @dataclass(frozen=True)
 class InspectRequest:
-    """``data inspect`` (and ``prepare --dry-run``, with videos): what to read, how, and where
-    the JSON goes."""
+    """``data inspect`` (and ``prepare --dry-run``, with videos): what to read (several
+    datasets read as one, as train's ``--data A --data B``), how, and where the JSON goes."""
 
-    source: str
+    sources: tuple[str, ...]
     layout: str | None = None
     label_map: str | None = None
     include_videos: bool = False
@@ -49,7 +51,7 @@ def run_inspect(request: InspectRequest, console: Console, error_console: Consol
         refuse_existing(request.json_path, request.force)
     with _decoding_bar(error_console, show=request.verify) as progress:
         report = inspect_dataset(
-            request.source,
+            request.sources,
             request.layout,
             request.label_map,
             include_videos=request.include_videos,
@@ -83,7 +85,7 @@ def _decoding_bar(
 
 
 def inspect_dataset(
-    root: str | Path,
+    root: str | Path | Sequence[str | Path],
     layout: str | None = None,
     label_map: str | Path | None = None,
     *,
@@ -92,12 +94,12 @@ def inspect_dataset(
     workers: int = 1,
     progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able report of the dataset at ``root`` (see the module docstring); ``verify``
-    decodes every image in ``workers`` threads, calling ``progress(total)`` for the callback to
-    call after each image."""
+    """A JSON-able report of the dataset at ``root`` (or of several read as one: files copied
+    from one into another are then found too), see the module docstring; ``verify`` decodes
+    every image in ``workers`` threads, calling ``progress(total)`` for the callback to call
+    after each image."""
     started = time.perf_counter()
-    index = read_dataset(root, layout, include_videos=include_videos, label_map=label_map)
-    refuse_unused_label_map(label_map, [index], [str(root)])
+    index = read_datasets(root, layout, label_map=label_map, include_videos=include_videos)
     verified = verify_images(index, workers, progress) if verify else None
     groups = Counter(
         (s.split or "-", s.label, s.forgery_type or "-", s.generator or "-") for s in index.samples
@@ -154,24 +156,75 @@ def verify_images(
     workers: int = 1,
     progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
-    """Decode every image sample of ``index`` as training and eval will (threads: decoding
-    releases the GIL) and list those that cannot be, with why, in sample order."""
+    """Read every image sample of ``index`` once, decode its bytes as training and eval will
+    (threads: decoding releases the GIL), and list those that cannot be, with why, in sample
+    order, and the groups of samples whose files hold the same bytes (``identical_files``)."""
     images = [sample for sample in index.samples if not is_video(Path(sample.path))]
     advance = progress(len(images)) if progress else None
 
-    def failure(sample: Sample) -> dict[str, str] | None:
+    def check(sample: Sample) -> tuple[str | None, dict[str, str] | None]:
+        """The SHA-256 of the sample's bytes (None where they cannot be read), and its failure."""
+        digest = None
         try:
-            decode_image(index.absolute(sample))
-            return None
+            try:
+                stream, _ = open_regular(index.absolute(sample))
+                with stream:
+                    data = stream.read()
+            except OSError as error:
+                raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+            digest = hashlib.sha256(data).hexdigest()
+            decode_image(data)
+            return digest, None
         except DecodeError as error:
-            return {"path": readable(sample.path), "error": readable(str(error))}
+            return digest, {"path": readable(sample.path), "error": readable(str(error))}
         finally:
             if advance:
                 advance()
 
     with ThreadPoolExecutor(workers) as pool:
-        failures = [found for found in pool.map(failure, images) if found]
-    return {"images": len(images), "workers": workers, "unreadable": failures}
+        checked = list(pool.map(check, images))
+    return {
+        "images": len(images),
+        "workers": workers,
+        "unreadable": [failure for _, failure in checked if failure],
+        "identical": identical_files(images, [digest for digest, _ in checked]),
+    }
+
+
+def identical_files(samples: list[Sample], digests: list[str | None]) -> list[dict[str, Any]]:
+    """The groups of samples whose files hold the same bytes (``digests``: each one's SHA-256,
+    None where unread), in the order of their first sample: a name or folder tells copies
+    apart, so a test image copied into train (or a real one into a fake folder, or one dataset's
+    picture into another's) is trained on or given two labels unseen, which no walk of names can
+    find. Each group names its files with their dataset, published split and label, and whether
+    it spans datasets, splits or labels."""
+    groups: dict[str, list[Sample]] = {}
+    for sample, digest in zip(samples, digests):
+        if digest is not None:
+            groups.setdefault(digest, []).append(sample)
+    found = []
+    for digest, members in groups.items():
+        if len(members) < 2:
+            continue
+        splits = {sample.split for sample in members if sample.split}
+        found.append(
+            {
+                "sha256": digest,
+                "files": [
+                    {
+                        "path": readable(s.path),
+                        "dataset": s.dataset,
+                        "split": s.split,
+                        "label": s.label,
+                    }
+                    for s in members
+                ],
+                "across_datasets": len({sample.dataset for sample in members}) > 1,
+                "across_splits": len(splits) > 1,
+                "across_labels": len({sample.label for sample in members}) > 1,
+            }
+        )
+    return found
 
 
 def render(report: dict[str, Any]) -> list[str]:
@@ -203,6 +256,7 @@ def render(report: dict[str, Any]) -> list[str]:
     ]
     if len(failures) > SHOWN_UNREADABLE:
         lines.append(f"... {len(failures)} in all (--json lists every one)")
+    lines += _identical_lines(verified["identical"])
     lines.append(
         f"read and decoded in {report['seconds']:.2f} s: {verified['images']} images, "
         f"{len(failures)} cannot be decoded"
@@ -210,4 +264,66 @@ def render(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["InspectRequest", "inspect_dataset", "render", "run_inspect", "verify_images"]
+def _identical_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """The text report's lines on files holding the same bytes: those across splits (a test
+    image trained on), across labels (one picture given two labels), and the rest, each
+    with a few groups named."""
+    kinds = (
+        ("in more than one dataset (a held-out dataset's image trained on)", "across_datasets"),
+        ("in more than one split (a held-out image trained on)", "across_splits"),
+        ("under more than one label", "across_labels"),
+    )
+    lines = []
+    for words, key in kinds:
+        chosen = [group for group in groups if group[key]]
+        if chosen:
+            lines.append(f"identical files {words}: {_groups_named(chosen)}")
+    plain = [group for group in groups if not any(group[key] for _, key in kinds)]
+    if plain:
+        lines.append(f"identical files (one dataset, split and label): {_groups_named(plain)}")
+    return lines
+
+
+def _groups_named(groups: list[dict[str, Any]]) -> str:
+    """How many ``groups`` and files, with the first few named (--json lists every one)."""
+    files = sum(len(group["files"]) for group in groups)
+    several = any(group["across_datasets"] for group in groups)
+    named = "; ".join(
+        " = ".join(
+            shown(item["path"]) + f" ({_where(item, several)})"
+            for item in _each_kind_first(group["files"])[:SHOWN_EXAMPLES]
+        )
+        + (f" = ... ({len(group['files'])} files)" if len(group["files"]) > SHOWN_EXAMPLES else "")
+        for group in groups[:SHOWN_EXAMPLES]
+    )
+    more = "; ... (--json lists every one)" if len(groups) > SHOWN_EXAMPLES else ""
+    return f"{len(groups)} group(s), {files} files: {named}{more}"
+
+
+def _where(item: dict[str, Any], dataset: bool) -> str:
+    """A file's published split and label, its dataset first where the groups span several."""
+    return ", ".join(
+        filter(None, (item["dataset"] if dataset else "", item["split"], item["label"]))
+    )
+
+
+def _each_kind_first(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A group's files, the first of each split and label first: the ones named then show what
+    the group spans, however many copies of one kind come before."""
+    firsts = {_kind(item): item for item in reversed(files)}
+    first = [item for item in files if firsts[_kind(item)] is item]
+    return first + [item for item in files if item not in first]
+
+
+def _kind(item: dict[str, Any]) -> tuple[str, str | None, str]:
+    return item["dataset"], item["split"], item["label"]
+
+
+__all__ = [
+    "InspectRequest",
+    "identical_files",
+    "inspect_dataset",
+    "render",
+    "run_inspect",
+    "verify_images",
+]

@@ -190,11 +190,10 @@ def run_prepare(
     out, log = Path(request.out), Path(request.out) / LOG_FILE
     source_root = Path(request.source).resolve()
     if request.dry_run:
-        return run_inspect(
-            InspectRequest(request.source, request.layout, request.label_map, include_videos=True),
-            console,
-            error_console,
+        inspection = InspectRequest(
+            (request.source,), request.layout, request.label_map, include_videos=True
         )
+        return run_inspect(inspection, console, error_console)
     index = read_dataset(
         Path(request.source), request.layout, include_videos=True, label_map=request.label_map
     )
