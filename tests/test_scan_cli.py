@@ -714,21 +714,33 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     from mfclip_cli.engines.scan.records import FaceRecord
     from mfclip_cli.engines.scan.writers.table import ALL_ROWS
 
-    def face(label: str) -> FaceRecord:
+    def face(label: str, beside: str | None = None) -> FaceRecord:
+        """A face ``label``led, and ``beside`` by a second checkpoint where one is compared."""
         probs = {"real": 0.1, "diffusion": 0.1, "gan": 0.8}
-        return FaceRecord.create(0, [0, 0, 9, 9], [[0, 0]] * 5, 0.9, probs, label)
+        verdicts = [
+            {"weights": name, "sha256": "0" * 64, "probs": probs, "label": said}
+            for name, said in (("w", label), ("v", beside))
+        ]
+        return FaceRecord.create(
+            0, [0, 0, 9, 9], [[0, 0]] * 5, 0.9, probs, label, detectors=verdicts if beside else None
+        )
 
-    def table(count: int, kept_in=("--jsonl [r].jsonl",)) -> str:
+    def table(count: int, kept_in=("--jsonl [r].jsonl",), compared: bool = False) -> str:
         console = Console(width=200, record=True, force_terminal=False)
         sink = TableSink(console, kept_in=list(kept_in))
-        sink.begin({"weights": {"name": "w", "sha256": "0" * 64}})
+        weights = [{"name": name, "sha256": "0" * 64} for name in ("w", "v")]
+        sink.begin({"weights": weights[0], "compared_weights": weights if compared else None})
         for i in range(count):
             sink.write(FileRecord(path=f"plain{i:05d}.jpg", status="no_face"))
             if i == 3:
+                beside = (lambda label: label) if compared else (lambda label: None)
                 sink.write(FileRecord(path="broken.jpg").fail("truncated"))
-                sink.write(FileRecord(path="gan.jpg", faces=[face("gan")]))
-                sink.write(FileRecord(path="unsure.jpg", faces=[face("inconclusive")]))
-                sink.write(FileRecord(path="real.jpg", faces=[face("real")]))
+                sink.write(FileRecord(path="gan.jpg", faces=[face("gan", beside("gan"))]))
+                unsure = face("inconclusive", beside("inconclusive"))
+                sink.write(FileRecord(path="unsure.jpg", faces=[unsure]))
+                sink.write(FileRecord(path="real.jpg", faces=[face("real", beside("real"))]))
+                if compared:  # real by the primary, a GAN's by the checkpoint beside it
+                    sink.write(FileRecord(path="split.jpg", faces=[face("real", "gan")]))
         sink.close({"complete": True})
         return console.export_text()
 
@@ -739,6 +751,13 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     assert all(name in large for name in ("broken.jpg", "gan.jpg", "unsure.jpg"))
     assert f"3 of {ALL_ROWS + 4} files shown: those with an error" in large
     assert "every file is in --jsonl [r].jsonl" in large  # a name, not markup
+    # with two checkpoints, a face the second labels fake keeps its row (audit AC L4)
+    both = table(ALL_ROWS, compared=True)
+    assert "split.jpg" in both and "real.jpg" not in both
+    assert (
+        "4 of 205 files shown: those with an error, a face labelled fake or inconclusive by any"
+        in both
+    )
     # without a report the table is the run's only record: every row (audit AC M3)
     alone = table(ALL_ROWS, kept_in=())
     assert alone.count("plain") == ALL_ROWS and "real.jpg" in alone and "shown" not in alone

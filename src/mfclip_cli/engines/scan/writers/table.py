@@ -79,11 +79,13 @@ class TableSink:
         a report keeps them all, only those adding to the exit code (an error, a face labelled
         fake or inconclusive, an AI origin declared): a table of 20,000 files flooded the
         terminal with rows nobody reads (audit AA L1). Without a report the table is the only
-        record of the run, and keeps every row (audit AC M3)."""
+        record of the run, and keeps every row (audit AC M3). With several checkpoints, a face
+        another one labels fake or inconclusive keeps its row too: the comparison is the point
+        (audit AC L4: the primary's verdict alone chose)."""
         self.files += 1
         if self.files == ALL_ROWS + 1 and self.kept_in:
-            self.records = [kept for kept in self.records if any(kept.outcome)]
-        if self.files <= ALL_ROWS or not self.kept_in or any(record.outcome):
+            self.records = [kept for kept in self.records if _notable(kept)]
+        if self.files <= ALL_ROWS or not self.kept_in or _notable(record):
             self.records.append(record)
 
     def _columns(self) -> list[str]:
@@ -195,9 +197,11 @@ class TableSink:
             flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
             self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
         if self.files > ALL_ROWS and self.kept_in:
+            by_any = " by any checkpoint" if self.checkpoint_columns else ""
             self.console.print(
                 f"[yellow]{len(self.records)} of {self.files} files shown:[/] those with an "
-                "error, a face labelled fake or inconclusive, or an AI origin declared; every "
+                f"error, a face labelled fake or inconclusive{by_any}, or an AI origin declared; "
+                "every "
                 f"file is in {escape(' and '.join(self.kept_in))}",
                 highlight=False,
             )
@@ -227,3 +231,11 @@ def _track_cells(path: str, track: dict[str, Any]) -> dict[str, str]:
         "label / note": f"track: {label}, {', '.join(counts)}",
         **{name: f"{mean[name]:.3f}" for name in CLASS_COLUMNS},
     }
+
+
+def _notable(record: FileRecord) -> bool:
+    """Whether ``record`` adds to the exit code, or one of its faces is labelled other than real
+    by a checkpoint compared beside the primary (``--weights A --weights B``)."""
+    return any(record.outcome) or any(
+        verdict.get("label") != "real" for face in record.faces for verdict in face.detectors or ()
+    )
