@@ -123,11 +123,6 @@ _KEYS = (
 _FILTER_KEYS = ("include", "exclude")
 
 
-def _field_value(sample: Sample, name: str) -> str:
-    value = getattr(sample, name)
-    return "" if value is None else value
-
-
 def _lists_by_name(value: Any, where: str, named: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """``{name: [values]}`` (or the tuple form; a string is a list of one) -> a sorted tuple of
     ``(name, values)``; ``named`` says what the names are, in errors."""
@@ -168,9 +163,9 @@ class SplitFilter:
         object.__setattr__(self, "exclude", _conditions(self.exclude, "exclude"))
 
     def accepts(self, sample: Sample) -> bool:
-        if any(_field_value(sample, name) not in values for name, values in self.include):
+        if any(sample.value_of(name) not in values for name, values in self.include):
             return False
-        return not any(_field_value(sample, name) in values for name, values in self.exclude)
+        return not any(sample.value_of(name) in values for name, values in self.exclude)
 
     def to_dict(self) -> dict[str, dict[str, list[str]]]:
         document: dict[str, dict[str, list[str]]] = {}
@@ -453,7 +448,7 @@ class Splits:
         if self.protocol is None or self.protocol.holdout is None:
             return []
         field_name = self.protocol.holdout
-        tested = {_field_value(sample, field_name) for sample in self.test}
+        tested = {sample.value_of(field_name) for sample in self.test}
         return [value for value in self.held_out if value not in tested]
 
     def leaving_out(self, split: str, unreadable: Sequence[Unreadable]) -> Splits:
@@ -485,10 +480,10 @@ class Splits:
         fields = (report_by,) if isinstance(report_by, str) else report_by
 
         def key(sample: Sample) -> str:
-            return " / ".join(_field_value(sample, field) or "unknown" for field in fields)
+            return " / ".join(sample.value_of(field) or "unknown" for field in fields)
 
         def real_key(sample: Sample) -> str | None:
-            values = [_field_value(sample, field) for field in fields]
+            values = [sample.value_of(field) for field in fields]
             return " / ".join(values) if all(values) else None
 
         keys = sorted({key(s) for s in self.test if not s.is_real})
@@ -529,7 +524,7 @@ def _filter_said(kept: SplitFilter, samples: Sequence[Sample]) -> str:
     alone, which the error did not say)."""
     said = [
         f"its {field_name} in {', '.join(values)}; the data's: "
-        + ", ".join(sorted({_field_value(s, field_name) or "-" for s in samples})[:12])
+        + ", ".join(sorted({s.value_of(field_name) or "-" for s in samples})[:12])
         for field_name, values in kept.include
     ]
     return f": its filter keeps {'; and '.join(said)}" if said else ""
@@ -569,7 +564,7 @@ def resolve_holdout(
     if protocol.holdout_values == AFTER_FIRST:
         return _after_first(protocol, sources)
     who = "samples" if holdout == "dataset" else "fake samples"
-    found = sorted({_field_value(s, holdout) for s in samples if _applies(s, holdout)} - {""})
+    found = sorted({s.value_of(holdout) for s in samples if _applies(s, holdout)} - {""})
     if len(found) < 2:
         kinds = {s.forgery_type for s in samples if s.label != "real"}
         unknown = sorted(kind for kind in kinds if kind and kind.lower() not in FORGERY_TYPES)
@@ -698,7 +693,7 @@ def select(
         ):
             layout_split = "val"  # the publisher gives this class no val split: carve it
         if holdout is not None and _applies(sample, holdout):
-            value = _field_value(sample, holdout)
+            value = sample.value_of(holdout)
             if not value:
                 destination = None
             elif value in held_set:  # never trained on

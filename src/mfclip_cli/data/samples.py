@@ -142,6 +142,12 @@ class Sample:
         """The key that keeps related samples in one split: the video if any, else the path."""
         return self.video if self.video is not None else self.path
 
+    def value_of(self, name: str) -> str:
+        """Field ``name``'s value as protocols match it: "" where it is unset (a video, a
+        split)."""
+        value = getattr(self, name)
+        return "" if value is None else value
+
     @property
     def label_set(self) -> LabelSet:
         return LabelSet(self.label, self.forgery_type, self.generator)

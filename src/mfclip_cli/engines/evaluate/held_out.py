@@ -133,7 +133,7 @@ def held_out_trained(
         return None
     trained = _trained_splits(info, index)
     if trained is not None:
-        seen = {str(getattr(sample, field_name) or "").lower() for sample in trained.train}
+        seen = {sample.value_of(field_name).lower() for sample in trained.train}
         exact = True
     else:
         record = _training_record(info)
