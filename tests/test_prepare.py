@@ -112,6 +112,36 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     assert "(5 of them prepared before)" in again.stdout  # not "written" again
 
 
+def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
+    """A picture filed twice, under two labels, was prepared as two faces without a word:
+    prepare.json lists the sources holding the same bytes (the hash prepare.jsonl records for
+    each, of the bytes it decoded), and stderr says how many."""
+    source, out = tmp_path / "source", tmp_path / "out"
+    for folder in ("real/nasa", "gan/efs/stylegan2"):
+        (source / folder).mkdir(parents=True)
+    Image.fromarray(astronaut()).save(source / "real/nasa/astronaut.png")
+    Image.fromarray(mosaic()).save(source / "real/nasa/mosaic.png")
+    for copy in ("real/nasa/again.png", "gan/efs/stylegan2/taken.png"):
+        (source / copy).write_bytes((source / "real/nasa/astronaut.png").read_bytes())
+    result = prepare(str(source), "--out", str(out), "--config", "tiny", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    check_prepared(out)
+    (group,) = json.loads((out / "prepare.json").read_text())["identical"]
+    assert group["sha256"] == sha256_file(source / "real/nasa/astronaut.png")
+    assert [item["path"] for item in group["files"]] == [
+        "gan/efs/stylegan2/taken.png",
+        "real/nasa/again.png",
+        "real/nasa/astronaut.png",
+    ]
+    assert group["across_labels"] and not group["across_splits"]
+    assert "note: 3 source files hold the same bytes" in result.stderr
+    assert "1 across labels" in result.stderr
+    logged = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
+    assert {line["sha256"] for line in logged if "mosaic" not in line["source"]} == {
+        group["sha256"]
+    }
+
+
 def test_every_face_of_an_image_stays_in_one_split(tmp_path):
     """Audit G M1: with --all-faces each crop of an image was split on its own, so the faces of
     one photo (one background, one generator's traces) fell into train and test."""
@@ -232,7 +262,8 @@ def test_one_files_unexpected_failure_is_its_record_not_the_end(tmp_path, monkey
 
     monkeypatch.setattr(preparer, "cropper", broken)
     sample = Sample(path="real/a.png", label="real")
-    record = preparer.prepare(sample, source / "real" / "a.png", "0" * 64)
+    photo = source / "real" / "a.png"
+    record = preparer.prepare(sample, photo, "0" * 64, photo.read_bytes())
     assert record["status"] == "error" and record["faces"] == []
     assert record["error"] == "face analysis failed: RuntimeError: out of memory"
     # the cause may be gone by the next run (audit Q2: a full disk made every file a lasting

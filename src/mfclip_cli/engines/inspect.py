@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 from rich.console import Console
 
 from mfclip_cli.data.combine import read_datasets
+from mfclip_cli.data.copies import identical_files
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
@@ -191,42 +192,6 @@ def verify_images(
     }
 
 
-def identical_files(samples: list[Sample], digests: list[str | None]) -> list[dict[str, Any]]:
-    """The groups of samples whose files hold the same bytes (``digests``: each one's SHA-256,
-    None where unread), in the order of their first sample: a name or folder tells copies
-    apart, so a test image copied into train (or a real one into a fake folder, or one dataset's
-    picture into another's) is trained on or given two labels unseen, which no walk of names can
-    find. Each group names its files with their dataset, published split and label, and whether
-    it spans datasets, splits or labels."""
-    groups: dict[str, list[Sample]] = {}
-    for sample, digest in zip(samples, digests):
-        if digest is not None:
-            groups.setdefault(digest, []).append(sample)
-    found = []
-    for digest, members in groups.items():
-        if len(members) < 2:
-            continue
-        splits = {sample.split for sample in members if sample.split}
-        found.append(
-            {
-                "sha256": digest,
-                "files": [
-                    {
-                        "path": readable(s.path),
-                        "dataset": s.dataset,
-                        "split": s.split,
-                        "label": s.label,
-                    }
-                    for s in members
-                ],
-                "across_datasets": len({sample.dataset for sample in members}) > 1,
-                "across_splits": len(splits) > 1,
-                "across_labels": len({sample.label for sample in members}) > 1,
-            }
-        )
-    return found
-
-
 def render(report: dict[str, Any]) -> list[str]:
     """The report as text lines: a header, one line per group, then what was read with a caveat
     (notes) and what was skipped."""
@@ -321,7 +286,6 @@ def _kind(item: dict[str, Any]) -> tuple[str, str | None, str]:
 
 __all__ = [
     "InspectRequest",
-    "identical_files",
     "inspect_dataset",
     "render",
     "run_inspect",

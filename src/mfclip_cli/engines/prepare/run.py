@@ -3,6 +3,7 @@ pipeline, into the files ``request.py`` describes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from pathlib import Path, PurePosixPath
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from mfclip_cli.data import DataError, Sample, read_dataset, read_manifest, write_manifest
 from mfclip_cli.data.combine import refuse_unused_label_map
+from mfclip_cli.data.copies import identical_files
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 from mfclip_cli.engines.prepare.request import (
     FACES_DIR,
@@ -36,7 +38,7 @@ from mfclip_cli.faces import (
     sample_video,
     spread_indices,
 )
-from mfclip_cli.files import sha256_file, write_json_atomic
+from mfclip_cli.files import open_regular, sha256_file, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION, report_header
 from mfclip_cli.timestamps import utc_now
 
@@ -102,8 +104,12 @@ class Preparer:
         for face in faces:
             (self.out / face["path"]).unlink(missing_ok=True)
 
-    def prepare(self, sample: Sample, path: Path, sha256: str) -> dict[str, Any]:
-        video = holds_video(path)  # a misnamed file is read as what its first bytes say
+    def prepare(
+        self, sample: Sample, path: Path, sha256: str, data: bytes | None
+    ) -> dict[str, Any]:
+        """The record of one source: an image's faces from ``data``, the bytes ``sha256`` names
+        (``read_source``), a video's from its ``path`` (``data`` None)."""
+        video = data is None
         record: dict[str, Any] = {
             "source": sample.path,
             "sha256": sha256,
@@ -123,7 +129,7 @@ class Preparer:
                 if incomplete := frames.shortfall():  # a video cut short: frames are missing
                     record["incomplete"] = incomplete
             else:
-                faces = self.cropper([decode_image(path).pixels])[0]
+                faces = self.cropper([decode_image(data).pixels])[0]
                 found = len(faces.detections)
                 record["faces"] = self._write_faces(sample.path, faces, None)
         except DecodeError as error:
@@ -137,6 +143,19 @@ class Preparer:
         if record["status"] == "ok" and not record["faces"]:
             record["status"] = "no_face"
         return record
+
+
+def read_source(path: Path) -> tuple[str, bytes | None]:
+    """The SHA-256 of a source file's bytes, and an image's bytes themselves, read once: it is
+    decoded from them, so the hash in ``prepare.jsonl`` names what was prepared (it was the hash
+    of one read and the decoding of another). A video (a misnamed file is read as what its first
+    bytes say) is hashed as it is streamed, and read by OpenCV from its path."""
+    if holds_video(path):
+        return sha256_file(path), None
+    stream, _ = open_regular(path)
+    with stream:
+        data = stream.read()
+    return hashlib.sha256(data).hexdigest(), data
 
 
 def _reusable(out: Path, record: dict[str, Any]) -> bool:
@@ -213,7 +232,7 @@ def run_prepare(
         for sample in samples:
             path = index.absolute(sample)
             try:
-                key = (sample.path, sha256_file(path))
+                digest, data = read_source(path)
             except OSError as error:
                 record = {
                     "source": sample.path,
@@ -224,13 +243,14 @@ def run_prepare(
                     "faces": [],
                 }
             else:
+                key = (sample.path, digest)
                 record = checked.done.get(key)
                 if record is not None and not _reusable(out, record):
                     record = None  # prepared again
                 if record is not None:
                     reused += 1
                 else:
-                    record = preparer.prepare(sample, path, key[1])
+                    record = preparer.prepare(sample, path, digest, data)
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
             records.append((sample, record))
@@ -251,6 +271,11 @@ def run_prepare(
             markup=False,
         )
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
+    identical = identical_files(
+        [sample for sample, _ in records], [record["sha256"] for _, record in records]
+    )
+    if identical:
+        error_console.print(_identical_note(identical, out), highlight=False, markup=False)
     statuses = [record["status"] for _, record in records]
     skipped = [
         {"source": record["source"], "status": record["status"], "error": record["error"]}
@@ -282,6 +307,8 @@ def run_prepare(
             for _, record in records
             if record.get("incomplete")
         ],
+        # source files holding the same bytes under other names
+        "identical": identical,
     }
     write_json_atomic(out / SUMMARY_FILE, summary, overwrite=True)
     console.print(_summary_line(summary, out, reused), highlight=False, markup=False)
@@ -346,6 +373,23 @@ def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
     if any("faces_found" not in record for record in read):
         return None
     return sum(record["faces_found"] - len(record["faces"]) for record in read)
+
+
+def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
+    """The stderr note of source files holding the same bytes under other names: a copy in two
+    splits is a held-out face trained on, in two labels a face taught both ways."""
+    across = [
+        f"{sum(group[key] for group in identical)} {words}"
+        for key, words in (("across_splits", "across splits"), ("across_labels", "across labels"))
+        if any(group[key] for group in identical)
+    ]
+    files = sum(len(group["files"]) for group in identical)
+    return (
+        f"note: {files} source files hold the same bytes as another under another name "
+        f"({len(identical)} groups{'; ' + ', '.join(across) if across else ''}); "
+        f"{out / SUMMARY_FILE} lists them under identical: remove or relabel the copies before "
+        "training on them"
+    )
 
 
 def _summary_line(summary: dict[str, Any], out: Path, reused: int) -> str:
