@@ -152,6 +152,14 @@ def test_pictures_are_never_written_beside_or_under_the_evidence(photos, weights
     # a folder of its own beside a photo named alone stays the user's choice
     beside = run(str(case / "astronaut.png"), *options, "--annotate", str(tmp_path / "out"))
     assert beside.returncode == 0, beside.stderr
+    assert "note: --annotate" not in beside.stderr
+    # under the photo's folder too, with a word: a later scan of the folder takes its pictures
+    under = run(str(case / "astronaut.png"), *options, "--annotate", str(case / "marks"))
+    assert under.returncode == 0, under.stderr
+    assert (
+        f"note: --annotate {case / 'marks'} lies in {case}, the folder of the input "
+        f"{case / 'astronaut.png'}: a later scan of {case} would take its pictures for evidence"
+    ) in under.stderr
 
 
 def test_a_png_that_cannot_be_written_is_that_files_problem(photos, weights, tmp_path):

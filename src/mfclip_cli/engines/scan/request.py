@@ -13,7 +13,7 @@ from typing import Iterable
 from mfclip_cli.engines.scan.settings import ScanSettings
 from mfclip_cli.engines.scan.writers.common import STDOUT
 from mfclip_cli.errors import UsageError
-from mfclip_cli.files import GLOB_CHARS, file_key, glob_base, lies_within
+from mfclip_cli.files import GLOB_CHARS, file_key, glob_base, lies_within, readable
 
 
 @dataclass
@@ -94,11 +94,12 @@ def refuse_reports_on_inputs(request: ScanRequest, inputs: Iterable[Path]) -> No
             )
 
 
-def refuse_folders_beside_inputs(request: ScanRequest, inputs: Iterable[Path]) -> None:
+def check_picture_folders(request: ScanRequest, inputs: Iterable[Path]) -> list[str]:
     """No picture is written into the folder that holds a file scanned: files named one by one
     (the shell's ``case/*``, a list on stdin) put ``--annotate case`` beside the evidence, where
     the next scan of the folder takes the copies for evidence (audit X M3). A folder under it,
-    as ``--annotate out`` beside a photo named alone, stays the user's to choose."""
+    as ``--annotate out`` beside a photo named alone, stays the user's to choose: the notes
+    returned say that a later scan of the photo's folder takes the pictures in (audit AK)."""
     targets = {
         os.path.realpath(folder): f"{option} {folder}"
         for option, folder in (
@@ -107,14 +108,22 @@ def refuse_folders_beside_inputs(request: ScanRequest, inputs: Iterable[Path]) -
         )
         if folder
     }
-    if not targets:
-        return
-    for path in inputs:
-        if (target := targets.get(os.path.realpath(path.parent))) is not None:
+    notes: dict[str, str] = {}
+    for path in inputs if targets else ():
+        holder = os.path.realpath(path.parent)
+        if (target := targets.get(holder)) is not None:
             raise UsageError(
                 f"{target} is the folder of the input {path}: its pictures would lie beside the "
                 "evidence; name another folder"
             )
+        for place, option in targets.items():
+            if option not in notes and lies_within(place, holder):
+                holder_said, path_said = readable(str(path.parent)), readable(str(path))
+                notes[option] = (
+                    f"note: {option} lies in {holder_said}, the folder of the input {path_said}: "
+                    f"a later scan of {holder_said} would take its pictures for evidence"
+                )
+    return list(notes.values())
 
 
 def as_standard_output(request: ScanRequest) -> ScanRequest:

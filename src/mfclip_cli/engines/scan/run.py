@@ -41,8 +41,8 @@ from mfclip_cli.engines.scan.records import STATUS_ERROR, STATUSES, FileRecord
 from mfclip_cli.engines.scan.reports import STOPPING, OutputFailed, Reports
 from mfclip_cli.engines.scan.request import (
     ScanRequest,
+    check_picture_folders,
     checked_request,
-    refuse_folders_beside_inputs,
     refuse_reports_on_inputs,
 )
 from mfclip_cli.engines.scan.scanner import Scanner
@@ -281,7 +281,9 @@ def run_scan(
             error_console.print(f"note: {unbanded}", highlight=False, markup=False)
     items = _inputs(request, stdin, error_console if rank == 0 else None)
     refuse_reports_on_inputs(request, (item.path for item in items))
-    refuse_folders_beside_inputs(request, (item.path for item in items if item.error is None))
+    notes = check_picture_folders(request, (item.path for item in items if item.error is None))
+    for note in notes if rank == 0 else ():
+        error_console.print(note, highlight=False, markup=False)
     scanner = Scanner(scorers, request.settings, device)
     meta = scan_meta(request, scanner, primary, len(items))
     meta["files_passed_over"] = items.not_media
