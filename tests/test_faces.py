@@ -68,6 +68,7 @@ from mfclip_cli.faces.decode import (
     Timeline,
     animation,
     animation_frames,
+    jpeg,
     sample_animation,
 )
 
@@ -463,6 +464,34 @@ def test_whole_jpegs_decode_as_pillow_decodes_them():
         with Image.open(io.BytesIO(data)) as image:
             expected = np.asarray(image.convert("RGB"))
         assert np.array_equal(decode_image(data).pixels, expected), name
+
+
+def test_one_marker_walk_finds_a_jpegs_end_and_its_mp_header(tmp_path):
+    """One walk of a JPEG's markers serves its end, its MP header and the padding check (three
+    hand-written walks did, each its own way). An EXIF thumbnail's end marker lies in a segment,
+    not at the end; a marker declaring a length under 2 in coded data is damage the walk steps
+    over (audit AL B1: it stopped there, and a JPEG after a damaged MP index went unsaid); fill
+    bytes before an MPO's index no longer hide it (AL B2: its views were refused, cut at offsets
+    counted from nowhere): the MP header is where Pillow reads it."""
+    thumbnail = _jpeg(face_free()[:32, :32])  # a whole JPEG inside a segment, as EXIF's is
+    plain = _jpeg(face_free()[:64, :64])
+    segment = b"\xff\xfe" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    photo = plain[:2] + segment + plain[2:]
+    assert jpeg._jpeg_end(photo + photo, 0) == len(photo)
+    scan = photo.find(b"\xff\xda", 2 + len(segment))  # the photo's own scan
+    coded = scan + 2 + int.from_bytes(photo[scan + 2 : scan + 4], "big")
+    damaged = photo[:coded] + b"\xff\xfe\x00\x00" + photo[coded:]
+    assert jpeg._jpeg_end(damaged + photo, 0) == len(damaged)
+    assert jpeg._jpeg_end(photo[:-2], 0) is None  # cut before its end marker
+    save_mpo(tmp_path / "c.mpo", [astronaut(), astronaut()[:, ::-1]], {1: MP_DISPARITY})
+    mpo = (tmp_path / "c.mpo").read_bytes()
+    filled = mpo[:2] + b"\xff\xff" + mpo[2:]  # fill bytes, which any marker may follow
+    with Image.open(io.BytesIO(filled)) as image:
+        offsets = image._MpoImageFile__mpoffsets
+        pillows = offsets[1] - image.mpinfo[0xB002][1]["DataOffset"]
+    assert jpeg.mp_header(filled) == pillows == jpeg.mp_header(mpo) + 2
+    views = StillPictures(filled)
+    assert [frame.index for frame in views] == [0, 1] and not views.unread
 
 
 def test_a_file_is_opened_once_and_a_pipe_is_never_waited_on(tmp_path, monkeypatch):

@@ -26,8 +26,9 @@ def markers(data: bytes, start: int) -> Iterator[tuple[int, int, int]]:
     its 0xFF is, where its segment ends: past the marker alone where it has no length). A
     segment's body is passed over by its length (an EXIF thumbnail's markers lie in one); bytes
     that start no marker between them (an encoder's padding, a scan's coded data, a stuffed
-    ``FF 00``, fill bytes) are passed over. It stops where a segment runs past the end of
-    ``data`` or declares a length shorter than its own two bytes."""
+    ``FF 00``, fill bytes) are passed over, as is a marker declaring a length shorter than its
+    own two bytes (damage: no segment starts there, and the walk goes on to find the end past
+    it). It stops where a segment runs past the end of ``data``."""
     position = start + 2
     while (at := data.find(b"\xff", position)) >= 0:
         while at + 1 < len(data) and data[at + 1] == 0xFF:  # fill bytes
@@ -43,8 +44,11 @@ def markers(data: bytes, start: int) -> Iterator[tuple[int, int, int]]:
             position = at + 2
             continue
         length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if at + 4 > len(data) or length < 2 or at + 2 + length > len(data):
+        if at + 4 > len(data) or at + 2 + length > len(data):
             return
+        if length < 2:
+            position = at + 2
+            continue
         yield marker, at, at + 2 + length
         position = at + 2 + length
 
