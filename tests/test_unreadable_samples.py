@@ -15,9 +15,11 @@ from PIL import Image
 from report_schemas import check_json_file, check_train_run, schema_errors
 from test_train import MFCLIP, TORCHRUN, make_dataset, run, train_args
 
-from mfclip_cli.data import DataError, Unreadable, read_dataset, select
+from mfclip_cli.data import DataError, Sample, Unreadable, read_dataset, select
+from mfclip_cli.data.copies import identical_files
 from mfclip_cli.data.faceset import EpochOrder, FaceImages, collate_faces
 from mfclip_cli.engines.inference import FaceSource, predict_outputs
+from mfclip_cli.engines.inspect import _identical_lines as render_identical
 from mfclip_cli.model import CLASS_NAMES
 from mfclip_cli.model.checkpoint import read_checkpoint_info
 
@@ -156,7 +158,7 @@ def test_data_inspect_verify_finds_the_same_bytes_under_other_names(tmp_path):
     }
     lines = verified.stdout.splitlines()
     assert any(
-        line.startswith("identical files in more than one split")
+        line.startswith("identical files in train and a held-out split")
         and "train/ai/copy.png (train, diffusion) = val/ai/0.png (test, diffusion)" in line
         for line in lines
     ), verified.stdout
@@ -177,8 +179,47 @@ def test_data_inspect_verify_finds_the_same_bytes_under_other_names(tmp_path):
     assert [[item["path"] for item in group["files"]] for group in crossing] == [
         ["Stable Diffusion V1.4/val/nature/0.png", "mine/real/kept.png"]
     ]
+    assert crossing[0]["may_cross_splits"] and crossing[0]["splits"] == ["test"]
     assert "identical files in more than one dataset" in both.stdout
     assert "mine/real/kept.png (mine, real)" in both.stdout
+    assert "identical files without a published split" in both.stdout
+
+
+def test_identical_files_say_what_a_protocol_may_part():
+    """Copies without a published split are what a protocol's hash parts (audit AL A1: called
+    "one split"); val and test are no training (A2); frames of one video holding the same
+    bytes are no copies any protocol parts (A5)."""
+    samples = [
+        Sample("a.png", "real"),
+        Sample("a_copy.png", "real"),
+        Sample("v.png", "gan", split="val"),
+        Sample("t.png", "gan", split="test"),
+        Sample("clip/0.png", "real", video="clip"),
+        Sample("clip/1.png", "real", video="clip"),
+        Sample("x.png", "real", split="train"),
+        Sample("x_again.png", "real", split="train"),
+    ]
+    digests = ["a", "a", "v", "v", "f", "f", "x", "x"]
+    groups = identical_files(samples, [digest * 64 for digest in digests])
+    flags = {
+        group["files"][0]["path"]: (
+            group["splits"],
+            group["across_splits"],
+            group["may_cross_splits"],
+        )
+        for group in groups
+    }
+    assert flags == {
+        "a.png": ([], False, True),
+        "v.png": (["test", "val"], True, False),
+        "x.png": (["train"], False, False),
+    }
+    lines = render_identical(groups)
+    assert [line.split(":")[0] for line in lines] == [
+        "identical files in val and test (a test image a model is selected or calibrated on)",
+        "identical files without a published split (a protocol's hash may put them in two splits)",
+        "identical files (one dataset, split and label)",
+    ]
 
 
 @pytest.fixture(scope="module")

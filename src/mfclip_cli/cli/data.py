@@ -134,7 +134,7 @@ def data_inspect(
         ...,
         help="The folder as downloaded, or a manifest; several are read as one, as train's "
         "--data A --data B (--verify then finds files copied from one into another).",
-        metavar="DIR|FILE...",
+        metavar="DIR|FILE",
     ),
     layout: Layout = None,
     label_map: LabelMap = None,

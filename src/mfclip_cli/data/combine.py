@@ -74,9 +74,11 @@ def read_datasets(
     *,
     label_map: str | Path | None = None,
     include_videos: bool = False,
+    named: str = "--data ",
 ) -> DataIndex:
     """One index over every ``--data`` (see the module docstring); ``layout``, ``label_map``
-    and ``include_videos`` (``read_dataset``'s) apply to each."""
+    and ``include_videos`` (``read_dataset``'s) apply to each. ``named``: what errors call
+    each one before its name (``data inspect`` takes them as arguments)."""
     given = as_data_list(data)
     if not given:
         raise UsageError("--data is required")
@@ -92,7 +94,7 @@ def read_datasets(
         if place in places[:position]:
             first = given[places.index(place)]
             raise UsageError(
-                f"--data {given[position]} reads the same dataset folder as --data {first} "
+                f"{named}{given[position]} reads the same dataset folder as {named}{first} "
                 f"({place}); give each dataset once"
             )
     common = Path(os.path.commonpath([str(index.root) for index in indexes]))
@@ -112,8 +114,8 @@ def read_datasets(
             )
             if moved.path in owner:
                 raise UsageError(
-                    f"{moved.path} is a sample of --data {owner[moved.path]} and of "
-                    f"--data {item}: the folders overlap; give each dataset once"
+                    f"{moved.path} is a sample of {named}{owner[moved.path]} and of "
+                    f"{named}{item}: the folders overlap; give each dataset once"
                 )
             owner[moved.path] = item
             samples.append(moved)

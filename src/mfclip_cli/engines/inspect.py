@@ -100,7 +100,9 @@ def inspect_dataset(
     every image in ``workers`` threads, calling ``progress(total)`` for the callback to call
     after each image."""
     started = time.perf_counter()
-    index = read_datasets(root, layout, label_map=label_map, include_videos=include_videos)
+    index = read_datasets(
+        root, layout, label_map=label_map, include_videos=include_videos, named=""
+    )
     verified = verify_images(index, workers, progress) if verify else None
     groups = Counter(
         (s.split or "-", s.label, s.forgery_type or "-", s.generator or "-") for s in index.samples
@@ -230,20 +232,35 @@ def render(report: dict[str, Any]) -> list[str]:
 
 
 def _identical_lines(groups: list[dict[str, Any]]) -> list[str]:
-    """The text report's lines on files holding the same bytes: those across splits (a test
-    image trained on), across labels (one picture given two labels), and the rest, each
-    with a few groups named."""
-    kinds = (
-        ("in more than one dataset (a held-out dataset's image trained on)", "across_datasets"),
-        ("in more than one split (a held-out image trained on)", "across_splits"),
-        ("under more than one label", "across_labels"),
-    )
+    """The text report's lines on files holding the same bytes, each kind with a few groups
+    named: across datasets, across published splits (with train: trained on; else a test image
+    a model is selected or calibrated on), without a published split where a protocol may part
+    them, across labels, and the rest."""
+    kinds: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
+        (
+            "in more than one dataset (under a cross-dataset protocol, a held-out dataset's "
+            "image trained on)",
+            lambda group: group["across_datasets"],
+        ),
+        (
+            "in train and a held-out split (a held-out image trained on)",
+            lambda group: group["across_splits"] and "train" in group["splits"],
+        ),
+        (
+            "in val and test (a test image a model is selected or calibrated on)",
+            lambda group: group["across_splits"] and "train" not in group["splits"],
+        ),
+        (
+            "without a published split (a protocol's hash may put them in two splits)",
+            lambda group: group["may_cross_splits"],
+        ),
+        ("under more than one label", lambda group: group["across_labels"]),
+    ]
     lines = []
-    for words, key in kinds:
-        chosen = [group for group in groups if group[key]]
-        if chosen:
-            lines.append(f"identical files {words}: {_groups_named(chosen)}")
-    plain = [group for group in groups if not any(group[key] for _, key in kinds)]
+    for words, chosen in kinds:
+        if found := [group for group in groups if chosen(group)]:
+            lines.append(f"identical files {words}: {_groups_named(found)}")
+    plain = [group for group in groups if not any(chosen(group) for _, chosen in kinds)]
     if plain:
         lines.append(f"identical files (one dataset, split and label): {_groups_named(plain)}")
     return lines

@@ -380,7 +380,11 @@ def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
     splits is a held-out face trained on, in two labels a face taught both ways."""
     across = [
         f"{sum(group[key] for group in identical)} {words}"
-        for key, words in (("across_splits", "across splits"), ("across_labels", "across labels"))
+        for key, words in (
+            ("across_splits", "across splits"),
+            ("may_cross_splits", "without a published split"),
+            ("across_labels", "across labels"),
+        )
         if any(group[key] for group in identical)
     ]
     files = sum(len(group["files"]) for group in identical)
