@@ -278,7 +278,6 @@ skip the file (an excluded method), or None when the file sits where the layout 
 
 NOT_A_FILE = "not a regular file (a FIFO, socket, device or broken link)"
 LINK_IN_TREE = "a link to a file in the tree (read where it lies, as its own place labels it)"
-LINKED_AGAIN = "a file out of the tree that links led to by another route (read once)"
 NOT_TEXT = "name not UTF-8 (rename it to use it: manifests and reports name samples as text)"
 
 
@@ -294,14 +293,15 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
     folder linked into train was read as train, wherever the walk met it first, and a test
     file linked from train was a sample twice, in both splits (audit AI F1, F2). A link out of
     the tree (a dataset kept on another disk) is followed; one leading where another link or
-    route led already is read once, and said.
+    route led already is read once, and said with both routes (where the two lie in two splits,
+    the second's is not read: audit AL A4).
     """
     images: list[str] = []
     videos: list[str] = []
     skipped: dict[str, int] = {}
     tree = os.path.realpath(root)
     first_route: dict[str, str] = {}  # a folder's real path: the route it was read under
-    linked_files: set[str] = set()  # the real paths of the files read through links
+    linked_files: dict[str, str] = {}  # the real path of a file read through links: its route
     pending = [(str(root), "")]
     while pending:
         folder, prefix = pending.pop()
@@ -351,10 +351,11 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
             else:  # a file; one out of the tree, reached through links, is read once
                 real_file = target or (os.path.join(real, entry.name) if outside else None)
                 if real_file in linked_files:  # by two routes
-                    skipped[LINKED_AGAIN] = skipped.get(LINKED_AGAIN, 0) + 1
+                    again = f"the same file out of the tree as {linked_files[real_file]}"
+                    skipped[f"{relative}: {again} (read there)"] = 1
                     continue
                 if real_file is not None:
-                    linked_files.add(real_file)
+                    linked_files[real_file] = relative
                 found.append(relative)
     images.sort()
     videos.sort()
