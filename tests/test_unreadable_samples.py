@@ -4,6 +4,7 @@ and the command ends with exit code 3. Before, the first truncated file stopped 
 mid-epoch, and ``--resume`` stopped on it again."""
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -183,6 +184,29 @@ def test_data_inspect_verify_finds_the_same_bytes_under_other_names(tmp_path):
     assert "identical files in more than one dataset" in both.stdout
     assert "mine/real/kept.png (mine, real)" in both.stdout
     assert "identical files without a published split" in both.stdout
+
+
+def test_a_file_too_large_to_hold_an_image_is_not_read_whole(tmp_path):
+    """inspect --verify and prepare read an image's bytes whole, to hash and decode the same
+    ones: a file no image within the pixel limit fills (a 1 GiB "photo") is refused before it
+    is read, as scan refuses it, never read into memory."""
+    root = tmp_path / "faces"
+    (root / "real").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "real" / "small.png")
+    with open(root / "real" / "huge.png", "wb") as sparse:
+        sparse.truncate(1 << 30)
+    said = "file is 1,073,741,824 bytes, more than an image within the 100-megapixel"
+    verified = run(MFCLIP, "data", "inspect", str(root), "--verify", "--json",
+                   str(tmp_path / "i.json"), check=False)  # fmt: skip
+    assert verified.returncode == 3, verified.stderr
+    (failure,) = check_json_file(tmp_path / "i.json", "inspect")["verified"]["unreadable"]
+    assert failure["path"] == "real/huge.png" and failure["error"].startswith(said)
+    prepared = run(MFCLIP, "prepare", str(root), "--out", str(tmp_path / "out"), "--config",
+                   "tiny", "--device", "cpu", check=False)  # fmt: skip
+    assert prepared.returncode == 3, prepared.stderr
+    skipped = json.loads((tmp_path / "out" / "prepare.json").read_text())["skipped"]
+    (refused,) = [item for item in skipped if item["status"] == "error"]
+    assert refused["source"] == "real/huge.png" and refused["error"].startswith(said)
 
 
 def test_identical_files_say_what_a_protocol_may_part():

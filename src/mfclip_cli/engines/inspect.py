@@ -22,8 +22,8 @@ from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.copies import identical_files
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
-from mfclip_cli.faces.decode import DecodeError, decode_image, is_video
-from mfclip_cli.files import open_regular, readable, refuse_existing, shown, write_json_atomic
+from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, read_image_bytes
+from mfclip_cli.files import readable, refuse_existing, shown, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION
 
 SHOWN_UNREADABLE = 20  # the text report's list; the JSON has every one
@@ -169,12 +169,7 @@ def verify_images(
         """The SHA-256 of the sample's bytes (None where they cannot be read), and its failure."""
         digest = None
         try:
-            try:
-                stream, _ = open_regular(index.absolute(sample))
-                with stream:
-                    data = stream.read()
-            except OSError as error:
-                raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+            data = read_image_bytes(index.absolute(sample))
             digest = hashlib.sha256(data).hexdigest()
             decode_image(data)
             return digest, None

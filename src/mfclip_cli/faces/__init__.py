@@ -20,6 +20,7 @@ _HOMES = {
     "holds_video": "decode",
     "is_media": "decode",
     "is_video": "decode",
+    "read_image_bytes": "decode",
     "sample_video": "decode",
     "spread_indices": "decode",
     "Detection": "detect",

@@ -35,10 +35,11 @@ from mfclip_cli.faces import (
     decode_image,
     holds_video,
     is_video,
+    read_image_bytes,
     sample_video,
     spread_indices,
 )
-from mfclip_cli.files import open_regular, sha256_file, write_json_atomic
+from mfclip_cli.files import sha256_file, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION, report_header
 from mfclip_cli.timestamps import utc_now
 
@@ -149,12 +150,14 @@ def read_source(path: Path) -> tuple[str, bytes | None]:
     """The SHA-256 of a source file's bytes, and an image's bytes themselves, read once: it is
     decoded from them, so the hash in ``prepare.jsonl`` names what was prepared (it was the hash
     of one read and the decoding of another). A video (a misnamed file is read as what its first
-    bytes say) is hashed as it is streamed, and read by OpenCV from its path."""
+    bytes say) is hashed as it is streamed, and read by OpenCV from its path. ``DecodeError``
+    where it cannot be read (``read_image_bytes``)."""
     if holds_video(path):
-        return sha256_file(path), None
-    stream, _ = open_regular(path)
-    with stream:
-        data = stream.read()
+        try:
+            return sha256_file(path), None
+        except OSError as error:
+            raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+    data = read_image_bytes(path)
     return hashlib.sha256(data).hexdigest(), data
 
 
@@ -233,12 +236,12 @@ def run_prepare(
             path = index.absolute(sample)
             try:
                 digest, data = read_source(path)
-            except OSError as error:
+            except DecodeError as error:
                 record = {
                     "source": sample.path,
                     "sha256": None,
                     "status": "error",
-                    "error": f"cannot read file: {error.strerror or error}",
+                    "error": str(error),
                     "video": is_video(path),
                     "faces": [],
                 }

@@ -41,17 +41,13 @@ from mfclip_cli.faces.decode import (
     VideoFrame,
     animation_frames,
     decode_image,
+    too_large_to_read,
     video_frames,
 )
 from mfclip_cli.faces.decoder_warnings import heard_while_decoding
 from mfclip_cli.files import NotARegularFile, open_regular
 
 HASH_CHUNK = 1 << 20
-# An image file larger than this cannot hold an image within the decompression-bomb limit: 8 bytes
-# a pixel (16-bit RGBA, uncompressed) plus room for metadata (EXIF, ICC profiles, previews). It is
-# refused before it is read, so a huge file named .jpg cannot fill the memory.
-BYTES_PER_PIXEL = 8
-METADATA_BYTES = 64 << 20
 # an image modified this recently may have been written within the clock tick of its read, which
 # no timestamp shows: it is read a second time and the two reads compared (audit O M2: a file
 # rewritten in place in a loop gave records of bytes that were never the file, unflagged)
@@ -153,14 +149,9 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageBytes:
     to while it was read (the bytes may then mix two versions), ``DecodeError`` when it cannot be
     read or is too large to be an image within ``max_pixels``."""
     handle, before = _open_regular(path)
-    limit = BYTES_PER_PIXEL * max_pixels + METADATA_BYTES
     with handle:
-        if before.st_size > limit:
-            raise DecodeError(
-                f"file is {before.st_size:,} bytes, more than an image within the "
-                f"{max_pixels / 1e6:.0f}-megapixel decompression-bomb limit can hold "
-                f"({limit:,}); not read (--max-megapixels raises it)"
-            )
+        if (too_large := too_large_to_read(before.st_size, max_pixels)) is not None:
+            raise DecodeError(f"{too_large} (--max-megapixels raises it)")
         try:
             data = handle.read(before.st_size + 1)  # a byte more: a file growing shows
             after = os.fstat(handle.fileno())

@@ -30,8 +30,14 @@ from mfclip_cli.faces.decode.pixels import (
     DecodeError,
     VideoFrame,
     exif_damage,
+    too_large_to_read,
 )
-from mfclip_cli.faces.decode.still import UNINDEXED_JPEG, StillPictures, decode_image
+from mfclip_cli.faces.decode.still import (
+    UNINDEXED_JPEG,
+    StillPictures,
+    decode_image,
+    read_image_bytes,
+)
 from mfclip_cli.faces.decode.video import (
     FrameReader,
     VideoInfo,
@@ -66,9 +72,11 @@ __all__ = [
     "open_video",
     "png_chunks",
     "png_of_its_pixels",
+    "read_image_bytes",
     "readable_by_pillow",
     "sample_animation",
     "sample_video",
     "spread_indices",
+    "too_large_to_read",
     "video_frames",
 ]

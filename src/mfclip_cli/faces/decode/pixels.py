@@ -18,6 +18,24 @@ ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF", "FLI"})  # FLI: Aut
 
 
 DEFAULT_MAX_PIXELS = 100_000_000
+# An image file larger than this cannot hold an image within the decompression-bomb limit: 8 bytes
+# a pixel (16-bit RGBA, uncompressed) plus room for metadata (EXIF, ICC profiles, previews). It is
+# refused before it is read, so a huge file named .jpg cannot fill the memory.
+BYTES_PER_PIXEL = 8
+METADATA_BYTES = 64 << 20
+
+
+def too_large_to_read(size: int, max_pixels: int) -> str | None:
+    """Why a file of ``size`` bytes is not read whole to be decoded as an image (it cannot hold
+    one within ``max_pixels``), or None."""
+    limit = BYTES_PER_PIXEL * max_pixels + METADATA_BYTES
+    if size <= limit:
+        return None
+    return (
+        f"file is {size:,} bytes, more than an image within the {max_pixels / 1e6:.0f}-megapixel "
+        f"decompression-bomb limit can hold ({limit:,}); not read"
+    )
+
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
 # a PNG text chunk may inflate to 4 MiB (Pillow's 1 MiB refused a large ComfyUI workflow, and

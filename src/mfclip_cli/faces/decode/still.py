@@ -34,6 +34,7 @@ from mfclip_cli.faces.decode.pixels import (
     over_the_limit,
     picture_count,
     to_rgb,
+    too_large_to_read,
     undecodable_because,
     upright,
 )
@@ -59,6 +60,21 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise DecodeError(f"cannot read file: {error.strerror or error}") from error
     with stream:
         return _decode_stream(stream, status.st_size, source.suffix.lstrip(".").upper(), max_pixels)
+
+
+def read_image_bytes(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """An image file's bytes, read once, to be hashed and decoded (``decode_image``) as one: a
+    hash of one read names other bytes than the decoding of another where the file changes
+    between them. ``DecodeError`` where it cannot be read or is too large to hold an image
+    within ``max_pixels`` (``too_large_to_read``: never read into memory)."""
+    try:
+        stream, status = open_regular(path)
+        with stream:
+            if (too_large := too_large_to_read(status.st_size, max_pixels)) is not None:
+                raise DecodeError(too_large)
+            return stream.read()
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or error}") from None
 
 
 def _decode_stream(stream: BinaryIO, size: int, suffix: str, max_pixels: int) -> DecodedImage:
