@@ -151,8 +151,8 @@ def test_inspect_notes_what_training_or_reading_would_meet_later(tmp_path):
         real.unlink()
     notes = inspect_dataset(root)["notes"]
     assert notes == {
-        "the published val split holds no real faces: train and calibrate refuse it under a "
-        "protocol that keeps the published splits": 2
+        "the published val split has no real faces (real 0, diffusion 2, gan 0): train and "
+        "calibrate refuse it under a protocol that keeps the published splits": 2
     }
     listed = tmp_path / "listed"
     touch(listed, "a.png")

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.copies import identical_files
+from mfclip_cli.data.protocols import one_class_problem
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
 from mfclip_cli.faces.decode import DecodeError, decode_image, is_video, read_image_bytes
@@ -137,20 +138,17 @@ def _inspection_notes(index: DataIndex) -> dict[str, int]:
         missing = [s.path for s in index.samples if not index.absolute(s).exists()]
         if missing:
             notes[f"listed in the manifest but not on disk (e.g. {missing[0]})"] = len(missing)
-    # where every sample has its publisher's split (a reader notes those that have none)
-    published = Counter((s.split, s.label == "real") for s in index.samples if s.split)
-    if published.total() < len(index.samples):
-        published.clear()
+    # where every sample has its publisher's split (a reader notes those that have none), the
+    # check the protocols refuse a split by
+    published = all(sample.split for sample in index.samples)
     refused_by = {
         "val": "train and calibrate refuse it under a protocol that keeps the published splits",
         "test": "train refuses it, and eval scores it only with --allow-one-class, without AUC",
     }
     for split, consequence in refused_by.items() if published else ():
-        for real, kind in ((True, "real"), (False, "fake")):
-            if not published[(split, real)] and published[(split, not real)]:
-                notes[f"the published {split} split holds no {kind} faces: {consequence}"] = (
-                    published[(split, not real)]
-                )
+        members = [sample for sample in index.samples if sample.split == split]
+        if members and (problem := one_class_problem(members)):
+            notes[f"the published {split} split has {problem}: {consequence}"] = len(members)
     return notes
 
 
