@@ -277,8 +277,7 @@ def run_prepare(
         error_console.print(
             f"note: {regrouped} faces of {out / MANIFEST_FILE} are grouped under another video "
             "key than the manifest written before held (this version groups an image's faces "
-            "under --all-faces, and the faces of copies of one picture); the dataset's digest "
-            "changes with it, so checkpoints trained on "
+            "under --all-faces); the dataset's digest changes with it, so checkpoints trained on "
             "the manifest before are not recognised as trained on this folder",
             highlight=False,
             markup=False,
