@@ -115,8 +115,7 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
 def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
     """A picture filed twice, under two labels, was prepared as two faces without a word:
     prepare.json lists the sources holding the same bytes (the hash prepare.jsonl records for
-    each, of the bytes it decoded), and stderr says how many. Copies of one label and split
-    are grouped as one image's faces are, so that a protocol's hash never parts them."""
+    each, of the bytes it decoded), and stderr says how many."""
     source, out = tmp_path / "source", tmp_path / "out"
     for folder in ("real/nasa", "gan/efs/stylegan2"):
         (source / folder).mkdir(parents=True)
@@ -140,15 +139,6 @@ def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
     logged = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
     assert {line["sha256"] for line in logged if "mosaic" not in line["source"]} == {
         group["sha256"]
-    }
-    # the two real copies' faces share one group key (no protocol parts them: audit AL A1);
-    # the copy filed as a GAN's stays apart, said
-    keys = {sample.path.split("/")[-1]: sample.video for sample in read_dataset(out).samples}
-    assert keys == {
-        "again.png_0.png": "real/nasa/again.png",
-        "astronaut.png_0.png": "real/nasa/again.png",
-        "taken.png_0.png": None,
-        "mosaic.png_0.png": None,
     }
 
 

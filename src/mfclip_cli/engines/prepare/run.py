@@ -39,7 +39,7 @@ from mfclip_cli.faces import (
     sample_video,
     spread_indices,
 )
-from mfclip_cli.files import readable, sha256_file, write_json_atomic
+from mfclip_cli.files import sha256_file, write_json_atomic
 from mfclip_cli.schemas import SCHEMA_VERSION, report_header
 from mfclip_cli.timestamps import utc_now
 
@@ -178,16 +178,12 @@ def _described(error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def _crop_samples(
-    source: Sample, record: dict[str, Any], all_faces: bool, copy_of: dict[str, str]
-) -> Iterator[Sample]:
+def _crop_samples(source: Sample, record: dict[str, Any], all_faces: bool) -> Iterator[Sample]:
     # a video file's faces group under its path, or the frames it was extracted to where the
     # layout ties the two (DF40's FF++ videos/<id>.mp4 and frames/<id>/); with --all-faces, an
-    # image's faces under its path too, so no protocol puts them in two splits; and the faces
-    # of an image's copies under the first copy's path (``copies_grouped``)
+    # image's faces under its path too, so no protocol puts them in two splits
     grouped = record["video"] or all_faces
     video = (source.video or source.path) if grouped else source.video
-    video = copy_of.get(source.path, video)
     for face in record["faces"]:
         yield Sample(
             path=face["path"],
@@ -262,15 +258,10 @@ def run_prepare(
                     handle.flush()
             records.append((sample, record))
             bar.update(task, advance=1)
-    identical = identical_files(
-        [sample for sample, _ in records], [record["sha256"] for _, record in records]
-    )
-    by_path = {readable(sample.path): (sample, record) for sample, record in records}
-    copy_of = copies_grouped(identical, by_path)
     crops = [
         crop
         for sample, record in records
-        for crop in _crop_samples(sample, record, request.all_faces, copy_of)
+        for crop in _crop_samples(sample, record, request.all_faces)
     ]
     _refuse_one_crop_for_two(records)
     if regrouped := _regrouped(out / MANIFEST_FILE, crops):
@@ -283,6 +274,9 @@ def run_prepare(
             markup=False,
         )
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
+    identical = identical_files(
+        [sample for sample, _ in records], [record["sha256"] for _, record in records]
+    )
     if identical:
         error_console.print(_identical_note(identical, out), highlight=False, markup=False)
     statuses = [record["status"] for _, record in records]
@@ -384,29 +378,6 @@ def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
     return sum(record["faces_found"] - len(record["faces"]) for record in read)
 
 
-def copies_grouped(
-    identical: list[dict[str, Any]], sources: dict[str, tuple[Sample, dict[str, Any]]]
-) -> dict[str, str]:
-    """The group key of each image source that is a copy of another of its label and published
-    split (the same bytes, no video of its own): the first such copy's path, as an image's
-    faces share its path under --all-faces, so that no protocol puts two copies of one picture
-    in two splits (a protocol's hash parted 24 of 50 copied pairs of a folder tree: audit AL
-    A1). Copies under two labels or in two published splits stay apart, said on stderr and in
-    prepare.json. ``sources``: each source's sample and record, by its path as reports name
-    it."""
-    copy_of: dict[str, str] = {}
-    for group in identical:
-        alike: dict[tuple[str, str | None], list[str]] = {}
-        for item in group["files"]:
-            sample, record = sources[item["path"]]
-            if sample.video is None and not record["video"]:
-                alike.setdefault((sample.label, sample.split), []).append(sample.path)
-        for paths in alike.values():
-            if len(paths) > 1:
-                copy_of.update((path, paths[0]) for path in paths)
-    return copy_of
-
-
 def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
     """The stderr note of source files holding the same bytes under other names: a copy in two
     splits is a held-out face trained on, in two labels a face taught both ways."""
@@ -423,9 +394,8 @@ def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
     return (
         f"note: {files} source files hold the same bytes as another under another name "
         f"({len(identical)} groups{'; ' + ', '.join(across) if across else ''}); "
-        f"{out / SUMMARY_FILE} lists them under identical; the faces of copies of one label "
-        "and split share one group key, so no protocol parts them; remove or relabel the "
-        "others before training on them"
+        f"{out / SUMMARY_FILE} lists them under identical: remove or relabel the copies before "
+        "training on them"
     )
 
 
