@@ -193,6 +193,11 @@ def test_manifest_layouts_and_round_trip(tmp_path):
             r"line 2: path 'b/../a.png' already listed on line 1 \(as './a.png'\)",
         ),
         ("m.jsonl", "[1, 2]\n", r"line 1: a sample must be an object"),
+        (  # a name no UTF-8 text holds (prepare stopped on it with a traceback: audit AM F8)
+            "m.jsonl",
+            '{"path": "b.png", "label": "gan"}\n{"path": "a\\udcff.png", "label": "real"}\n',
+            r"line 2: field 'path' must be UTF-8 text, not 'a\\\\xff.png'",
+        ),
         (
             "m.csv",
             "path,label,split\na.png,real,train\nb.png,gan,holdout\n",

@@ -123,8 +123,10 @@ def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
     Image.fromarray(mosaic()).save(source / "real/nasa/mosaic.png")
     for copy in ("real/nasa/again.png", "gan/efs/stylegan2/taken.png"):
         (source / copy).write_bytes((source / "real/nasa/astronaut.png").read_bytes())
+    for empty in ("real/nasa/e1.png", "gan/efs/stylegan2/e2.png"):  # failed downloads: no copies
+        (source / empty).write_bytes(b"")
     result = prepare(str(source), "--out", str(out), "--config", "tiny", "--device", "cpu")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # the two empty files
     check_prepared(out)
     (group,) = json.loads((out / "prepare.json").read_text())["identical"]
     assert group["sha256"] == sha256_file(source / "real/nasa/astronaut.png")
@@ -134,12 +136,14 @@ def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
         "real/nasa/astronaut.png",
     ]
     assert group["across_labels"] and not group["across_splits"]
-    assert "note: 3 source files hold the same bytes" in result.stderr
-    assert "1 across labels" in result.stderr
+    assert "note: 3 source files that gave faces hold the same bytes" in result.stderr
+    assert (
+        "(1 group(s): 1 without a published split, which a protocol's hash may part, 1 under "
+        "two labels)" in result.stderr
+    )
     logged = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
-    assert {line["sha256"] for line in logged if "mosaic" not in line["source"]} == {
-        group["sha256"]
-    }
+    faced = {line["sha256"] for line in logged if line["faces"] and "mosaic" not in line["source"]}
+    assert faced == {group["sha256"]}
 
 
 def test_every_face_of_an_image_stays_in_one_split(tmp_path):

@@ -195,18 +195,23 @@ def test_a_file_too_large_to_hold_an_image_is_not_read_whole(tmp_path):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "real" / "small.png")
     with open(root / "real" / "huge.png", "wb") as sparse:
         sparse.truncate(1 << 30)
+    for empty in ("real/e1.png", "real/e2.png"):  # equal bytes, no picture: no copies (AM F6)
+        (root / empty).write_bytes(b"")
     said = "file is 1,073,741,824 bytes, more than an image within the 100-megapixel"
     verified = run(MFCLIP, "data", "inspect", str(root), "--verify", "--json",
                    str(tmp_path / "i.json"), check=False)  # fmt: skip
     assert verified.returncode == 3, verified.stderr
-    (failure,) = check_json_file(tmp_path / "i.json", "inspect")["verified"]["unreadable"]
-    assert failure["path"] == "real/huge.png" and failure["error"].startswith(said)
+    verified = check_json_file(tmp_path / "i.json", "inspect")["verified"]
+    failures = {item["path"]: item["error"] for item in verified["unreadable"]}
+    assert failures["real/huge.png"].startswith(said) and len(failures) == 3
+    assert verified["identical"] == []
     prepared = run(MFCLIP, "prepare", str(root), "--out", str(tmp_path / "out"), "--config",
                    "tiny", "--device", "cpu", check=False)  # fmt: skip
     assert prepared.returncode == 3, prepared.stderr
     skipped = json.loads((tmp_path / "out" / "prepare.json").read_text())["skipped"]
-    (refused,) = [item for item in skipped if item["status"] == "error"]
-    assert refused["source"] == "real/huge.png" and refused["error"].startswith(said)
+    refused = {item["source"]: item["error"] for item in skipped if item["status"] == "error"}
+    assert refused["real/huge.png"].startswith(said) and len(refused) == 3
+    assert json.loads((tmp_path / "out" / "prepare.json").read_text())["identical"] == []
 
 
 def test_identical_files_say_what_a_protocol_may_part():

@@ -130,7 +130,7 @@ app = typer.Typer(
 
 @app.command("inspect")
 def data_inspect(
-    sources: list[str] = typer.Argument(
+    source: list[str] = typer.Argument(
         ...,
         help="The folder as downloaded, or a manifest; several are read as one, as train's "
         "--data A --data B (--verify then finds files copied from one into another).",
@@ -174,7 +174,7 @@ def data_inspect(
 
     with errors_reported() as error_console:
         request = InspectRequest(
-            tuple(sources),
+            tuple(source),
             layout,
             label_map,
             verify=verify,

@@ -98,6 +98,11 @@ class Sample:
                 )
         if not self.path or "\x00" in self.path:
             raise DataError(f"field 'path' must be a non-empty path, not {self.path!r}")
+        if readable(self.path) != self.path:  # a lone surrogate: a name no UTF-8 text holds
+            raise DataError(
+                f"field 'path' must be UTF-8 text, not {readable(self.path)!r} (a file whose name "
+                "is not UTF-8: rename it to use it; manifests and reports name samples as text)"
+            )
         label = self.label.strip().lower()
         if label not in LABELS:
             raise DataError(f"field 'label' must be one of {', '.join(LABELS)}, not {self.label!r}")

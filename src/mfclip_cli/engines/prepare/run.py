@@ -274,8 +274,11 @@ def run_prepare(
             markup=False,
         )
     write_manifest(out / MANIFEST_FILE, crops, overwrite=True)
+    # the sources that gave faces (empty or corrupt files holding equal bytes are no copies of
+    # a picture: audit AM F6)
     identical = identical_files(
-        [sample for sample, _ in records], [record["sha256"] for _, record in records]
+        [sample for sample, _ in records],
+        [record["sha256"] if record["faces"] else None for _, record in records],
     )
     if identical:
         error_console.print(_identical_note(identical, out), highlight=False, markup=False)
@@ -380,20 +383,21 @@ def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
 
 def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
     """The stderr note of source files holding the same bytes under other names: a copy in two
-    splits is a held-out face trained on, in two labels a face taught both ways."""
+    splits is a held-out face trained on, one without a published split may become one (a
+    protocol's hash splits each file apart), one under two labels a face taught both ways."""
     across = [
-        f"{sum(group[key] for group in identical)} {words}"
+        f"{count} {words}"
         for key, words in (
-            ("across_splits", "across splits"),
-            ("may_cross_splits", "without a published split"),
-            ("across_labels", "across labels"),
+            ("across_splits", "in two published splits"),
+            ("may_cross_splits", "without a published split, which a protocol's hash may part"),
+            ("across_labels", "under two labels"),
         )
-        if any(group[key] for group in identical)
+        if (count := sum(group[key] for group in identical))
     ]
     files = sum(len(group["files"]) for group in identical)
     return (
-        f"note: {files} source files hold the same bytes as another under another name "
-        f"({len(identical)} groups{'; ' + ', '.join(across) if across else ''}); "
+        f"note: {files} source files that gave faces hold the same bytes as another under "
+        f"another name ({len(identical)} group(s){': ' + ', '.join(across) if across else ''}); "
         f"{out / SUMMARY_FILE} lists them under identical: remove or relabel the copies before "
         "training on them"
     )
