@@ -159,6 +159,9 @@ def test_inspect_notes_what_training_or_reading_would_meet_later(tmp_path):
     (listed / "manifest.csv").write_text("path,label\na.png,real\ngone.png,gan\nb/gone.png,gan\n")
     notes = inspect_dataset(listed)["notes"]
     assert notes == {"listed in the manifest but not on disk (e.g. b/gone.png)": 2}
+    # beside another dataset too (audit AN F2: "manifest+diff" was not checked)
+    both = inspect_dataset([str(listed), str(root)])["notes"]
+    assert both["listed in the manifest but not on disk (e.g. listed/b/gone.png)"] == 2
 
 
 def test_diff_fakes_only_download_is_detected(tmp_path):

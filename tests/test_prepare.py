@@ -138,8 +138,8 @@ def test_prepare_says_the_sources_holding_the_same_bytes(tmp_path):
     assert group["across_labels"] and not group["across_splits"]
     assert "note: 3 source files that gave faces hold the same bytes" in result.stderr
     assert (
-        "(1 group(s): 1 without a published split, which a protocol's hash may part, 1 under "
-        "two labels)" in result.stderr
+        "(1 group(s): 1 without a published split (a protocol's hash may put them in two "
+        "splits), 1 under more than one label)" in result.stderr
     )
     logged = [json.loads(line) for line in (out / "prepare.jsonl").read_text().splitlines()[1:]]
     faced = {line["sha256"] for line in logged if line["faces"] and "mosaic" not in line["source"]}

@@ -755,8 +755,8 @@ def test_the_table_of_a_large_scan_shows_the_files_with_findings():
     both = table(ALL_ROWS, compared=True)
     assert "split.jpg" in both and "real.jpg" not in both
     assert (
-        "4 of 205 files shown: those with an error, a face labelled fake or inconclusive by any"
-        in both
+        "4 of 205 files shown: those with an error, a face labelled fake or inconclusive, or "
+        "fake by a checkpoint beside it" in both
     )
     # without a report the table is the run's only record: every row (audit AC M3)
     alone = table(ALL_ROWS, kept_in=())

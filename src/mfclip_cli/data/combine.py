@@ -74,11 +74,12 @@ def read_datasets(
     *,
     label_map: str | Path | None = None,
     include_videos: bool = False,
-    named: str = "--data ",
+    option: str | None = "--data",
 ) -> DataIndex:
     """One index over every ``--data`` (see the module docstring); ``layout``, ``label_map``
-    and ``include_videos`` (``read_dataset``'s) apply to each. ``named``: what errors call
-    each one before its name (``data inspect`` takes them as arguments)."""
+    and ``include_videos`` (``read_dataset``'s) apply to each. ``option``: what errors name
+    each one by, None where they are arguments (``data inspect A B``)."""
+    named = f"{option} " if option else ""
     given = as_data_list(data)
     if not given:
         raise UsageError("--data is required")

@@ -6,7 +6,7 @@ read (``data inspect --verify``, ``prepare``), can.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from mfclip_cli.data.samples import Sample
 from mfclip_cli.files import readable
@@ -54,4 +54,31 @@ def identical_files(samples: list[Sample], digests: list[str | None]) -> list[di
     return found
 
 
-__all__ = ["identical_files"]
+def _across_splits(group: dict[str, Any]) -> bool:
+    return group["across_splits"] and "train" in group["splits"]
+
+
+def _across_held_out(group: dict[str, Any]) -> bool:
+    return group["across_splits"] and "train" not in group["splits"]
+
+
+# The kinds of groups ``identical_files`` finds, each with what it means, as data inspect's
+# lines and prepare's note both say them; a group may be of several kinds, or of none (one
+# dataset, split and label: a sample counted twice).
+COPY_KINDS: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
+    (
+        "in more than one dataset (under a cross-dataset protocol, a held-out dataset's image "
+        "trained on)",
+        lambda group: group["across_datasets"],
+    ),
+    ("in train and a held-out split (a held-out image trained on)", _across_splits),
+    ("in val and test (a test image a model is selected or calibrated on)", _across_held_out),
+    (
+        "without a published split (a protocol's hash may put them in two splits)",
+        lambda group: group["may_cross_splits"],
+    ),
+    ("under more than one label", lambda group: group["across_labels"]),
+)
+
+
+__all__ = ["COPY_KINDS", "identical_files"]

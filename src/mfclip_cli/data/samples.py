@@ -100,8 +100,7 @@ class Sample:
             raise DataError(f"field 'path' must be a non-empty path, not {self.path!r}")
         if readable(self.path) != self.path:  # a lone surrogate: a name no UTF-8 text holds
             raise DataError(
-                f"field 'path' must be UTF-8 text, not {readable(self.path)!r} (a file whose name "
-                "is not UTF-8: rename it to use it; manifests and reports name samples as text)"
+                f"field 'path' must be UTF-8 text, not {readable(self.path)!r} ({NOT_TEXT})"
             )
         label = self.label.strip().lower()
         if label not in LABELS:
@@ -284,6 +283,9 @@ skip the file (an excluded method), or None when the file sits where the layout 
 NOT_A_FILE = "not a regular file (a FIFO, socket, device or broken link)"
 LINK_IN_TREE = "a link to a file in the tree (read where it lies, as its own place labels it)"
 NOT_TEXT = "name not UTF-8 (rename it to use it: manifests and reports name samples as text)"
+# files out of the tree reached by a second route named each with its first; past these, counted
+NAMED_ROUTES = 20
+LINKED_AGAIN = "more files out of the tree reached by a second route (read once, at the first)"
 
 
 def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], list[str], dict]:
@@ -298,8 +300,9 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
     folder linked into train was read as train, wherever the walk met it first, and a test
     file linked from train was a sample twice, in both splits (audit AI F1, F2). A link out of
     the tree (a dataset kept on another disk) is followed; one leading where another link or
-    route led already is read once, and said with both routes (where the two lie in two splits,
-    the second's is not read: audit AL A4).
+    route led already is read once, at the first route met, and the second is named with the
+    first in ``skipped`` (where the two lie in two splits, the second split never sees it: audit
+    AL A4), the first ``NAMED_ROUTES`` of them, the rest counted.
     """
     images: list[str] = []
     videos: list[str] = []
@@ -307,6 +310,7 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
     tree = os.path.realpath(root)
     first_route: dict[str, str] = {}  # a folder's real path: the route it was read under
     linked_files: dict[str, str] = {}  # the real path of a file read through links: its route
+    routes_named: set[str] = set()  # the skipped keys naming a second route
     pending = [(str(root), "")]
     while pending:
         folder, prefix = pending.pop()
@@ -357,7 +361,10 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
                 real_file = target or (os.path.join(real, entry.name) if outside else None)
                 if real_file in linked_files:  # by two routes
                     again = f"the same file out of the tree as {linked_files[real_file]}"
-                    skipped[f"{relative}: {again} (read there)"] = 1
+                    key = f"{relative}: {again} (read there)"
+                    key = key if len(routes_named) < NAMED_ROUTES else LINKED_AGAIN
+                    routes_named.add(key)
+                    skipped[key] = skipped.get(key, 0) + 1
                     continue
                 if real_file is not None:
                     linked_files[real_file] = relative

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 from rich.console import Console
 
 from mfclip_cli.data.combine import read_datasets
-from mfclip_cli.data.copies import identical_files
+from mfclip_cli.data.copies import COPY_KINDS, identical_files
 from mfclip_cli.data.protocols import one_class_problem
 from mfclip_cli.data.samples import DataIndex, Sample
 from mfclip_cli.engines.runtime import EXIT_OK, EXIT_UNREADABLE, available_cores, counting_bar
@@ -87,7 +87,7 @@ def _decoding_bar(
 
 
 def inspect_dataset(
-    root: str | Path | Sequence[str | Path],
+    data: str | Path | Sequence[str | Path],
     layout: str | None = None,
     label_map: str | Path | None = None,
     *,
@@ -96,13 +96,13 @@ def inspect_dataset(
     workers: int = 1,
     progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able report of the dataset at ``root`` (or of several read as one: files copied
+    """A JSON-able report of the dataset at ``data`` (or of several read as one: files copied
     from one into another are then found too), see the module docstring; ``verify`` decodes
     every image in ``workers`` threads, calling ``progress(total)`` for the callback to call
     after each image."""
     started = time.perf_counter()
     index = read_datasets(
-        root, layout, label_map=label_map, include_videos=include_videos, named=""
+        data, layout, label_map=label_map, include_videos=include_videos, option=None
     )
     verified = verify_images(index, workers, progress) if verify else None
     groups = Counter(
@@ -134,10 +134,17 @@ def _inspection_notes(index: DataIndex) -> dict[str, int]:
     without real or fake faces, which training and calibration refuse under a protocol that
     keeps the published splits (the default: audit AI F6)."""
     notes: dict[str, int] = {}
-    if index.layout == "manifest":
-        missing = [s.path for s in index.samples if not index.absolute(s).exists()]
-        if missing:
-            notes[f"listed in the manifest but not on disk (e.g. {missing[0]})"] = len(missing)
+    # each manifest read, alone or beside other datasets (audit AN F2: a manifest inspected
+    # beside a tree, "manifest+genimage", was not checked)
+    manifests = [
+        f"{source.prefix}/" if source.prefix else ""
+        for source in index.sources
+        if source.layout == "manifest"
+    ] or ([""] if index.layout == "manifest" else [])
+    listed = [s for s in index.samples if any(s.path.startswith(p) for p in manifests)]
+    missing = [s.path for s in listed if not index.absolute(s).exists()]
+    if missing:
+        notes[f"listed in the manifest but not on disk (e.g. {missing[0]})"] = len(missing)
     # where every sample has its publisher's split (a reader notes those that have none), the
     # check the protocols refuse a split by
     published = all(sample.split for sample in index.samples)
@@ -229,35 +236,13 @@ def render(report: dict[str, Any]) -> list[str]:
 
 
 def _identical_lines(groups: list[dict[str, Any]]) -> list[str]:
-    """The text report's lines on files holding the same bytes, each kind with a few groups
-    named: across datasets, across published splits (with train: trained on; else a test image
-    a model is selected or calibrated on), without a published split where a protocol may part
-    them, across labels, and the rest."""
-    kinds: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
-        (
-            "in more than one dataset (under a cross-dataset protocol, a held-out dataset's "
-            "image trained on)",
-            lambda group: group["across_datasets"],
-        ),
-        (
-            "in train and a held-out split (a held-out image trained on)",
-            lambda group: group["across_splits"] and "train" in group["splits"],
-        ),
-        (
-            "in val and test (a test image a model is selected or calibrated on)",
-            lambda group: group["across_splits"] and "train" not in group["splits"],
-        ),
-        (
-            "without a published split (a protocol's hash may put them in two splits)",
-            lambda group: group["may_cross_splits"],
-        ),
-        ("under more than one label", lambda group: group["across_labels"]),
-    ]
+    """The text report's lines on files holding the same bytes, each kind (``COPY_KINDS``) with
+    a few groups named, then the rest (one dataset, split and label)."""
     lines = []
-    for words, chosen in kinds:
+    for words, chosen in COPY_KINDS:
         if found := [group for group in groups if chosen(group)]:
             lines.append(f"identical files {words}: {_groups_named(found)}")
-    plain = [group for group in groups if not any(chosen(group) for _, chosen in kinds)]
+    plain = [group for group in groups if not any(chosen(group) for _, chosen in COPY_KINDS)]
     if plain:
         lines.append(f"identical files (one dataset, split and label): {_groups_named(plain)}")
     return lines
@@ -279,16 +264,16 @@ def _groups_named(groups: list[dict[str, Any]]) -> str:
     return f"{len(groups)} group(s), {files} files: {named}{more}"
 
 
-def _where(item: dict[str, Any], dataset: bool) -> str:
+def _where(item: dict[str, Any], with_dataset: bool) -> str:
     """A file's published split and label, its dataset first where the groups span several."""
     return ", ".join(
-        filter(None, (item["dataset"] if dataset else "", item["split"], item["label"]))
+        filter(None, (item["dataset"] if with_dataset else "", item["split"], item["label"]))
     )
 
 
 def _each_kind_first(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A group's files, the first of each split and label first: the ones named then show what
-    the group spans, however many copies of one kind come before."""
+    """A group's files, the first of each dataset, split and label first: the ones named then
+    show what the group spans, however many copies of one kind come before."""
     firsts = {_kind(item): item for item in reversed(files)}
     first = [item for item in files if firsts[_kind(item)] is item]
     return first + [item for item in files if item not in first]

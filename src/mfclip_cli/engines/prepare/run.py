@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from mfclip_cli.data import DataError, Sample, read_dataset, read_manifest, write_manifest
-from mfclip_cli.data.combine import refuse_unused_label_map
-from mfclip_cli.data.copies import identical_files
+from mfclip_cli.data import DataError, Sample, read_manifest, write_manifest
+from mfclip_cli.data.combine import read_datasets
+from mfclip_cli.data.copies import COPY_KINDS, identical_files
 from mfclip_cli.engines.inspect import InspectRequest, run_inspect
 from mfclip_cli.engines.prepare.request import (
     FACES_DIR,
@@ -216,10 +216,10 @@ def run_prepare(
             (request.source,), request.layout, request.label_map, include_videos=True
         )
         return run_inspect(inspection, console, error_console)
-    index = read_dataset(
-        Path(request.source), request.layout, include_videos=True, label_map=request.label_map
+    # read as --dry-run's inspection reads it
+    index = read_datasets(
+        (request.source,), request.layout, label_map=request.label_map, include_videos=True
     )
-    refuse_unused_label_map(request.label_map, [index], [request.source])
     samples, frames_not_taken = _spread_folder_frames(index.samples, request.folder_frames)
     preparer = Preparer(request, checked.settings, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -382,17 +382,12 @@ def _faces_left_out(records: list[dict[str, Any]]) -> int | None:
 
 
 def _identical_note(identical: list[dict[str, Any]], out: Path) -> str:
-    """The stderr note of source files holding the same bytes under other names: a copy in two
-    splits is a held-out face trained on, one without a published split may become one (a
-    protocol's hash splits each file apart), one under two labels a face taught both ways."""
+    """The stderr note of source files holding the same bytes under other names, how many
+    groups of each kind (``COPY_KINDS``, as data inspect says them)."""
     across = [
         f"{count} {words}"
-        for key, words in (
-            ("across_splits", "in two published splits"),
-            ("may_cross_splits", "without a published split, which a protocol's hash may part"),
-            ("across_labels", "under two labels"),
-        )
-        if (count := sum(group[key] for group in identical))
+        for words, chosen in COPY_KINDS
+        if (count := sum(chosen(group) for group in identical))
     ]
     files = sum(len(group["files"]) for group in identical)
     return (

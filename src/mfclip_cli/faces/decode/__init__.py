@@ -9,7 +9,8 @@ half-decoded. Videos go through OpenCV and are sampled at a rate or a number of 
 
 The modules: ``kinds`` (what a file is), ``pixels`` (what every decoding shares), ``jpeg`` and
 ``chunks`` (walks of a JPEG's segments and a PNG's or WebP's chunks), ``still``, ``video`` and
-``animation`` (each kind decoded). The names below are what the rest of mfclip uses.
+``animation`` (each kind decoded). The names below are what the rest of mfclip and its tests
+use.
 """
 
 from mfclip_cli.faces.decode.animation import Timeline, animation_frames, sample_animation
@@ -17,7 +18,6 @@ from mfclip_cli.faces.decode.chunks import PNG_SIGNATURE, crc_holds, png_chunks,
 from mfclip_cli.faces.decode.kinds import (
     HEIF_BRANDS,
     IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
     holds_video,
     is_media,
     is_video,
@@ -54,7 +54,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PNG_SIGNATURE",
     "UNINDEXED_JPEG",
-    "VIDEO_SUFFIXES",
     "DecodeError",
     "DecodedImage",
     "FrameReader",

@@ -119,7 +119,7 @@ def _without_header_padding(data: bytes) -> bytes:
     (SOS) left out, the segments and everything from the scan on as they are; ``data`` itself
     where its segments cannot be followed. Padding may hold 0xFF bytes that start no segment
     (Pillow's jpeg_ff00_header.jpg: ``FF 00 00 02`` before its tables, refused: audit AH F1):
-    passed over to the next that does."""
+    passed over to the next that does, as is a marker declaring a length under 2."""
     kept = [data[:2]]  # SOI
     for marker, at, end in markers(data, 0):
         if marker == SOS:  # the first scan: the rest is coded data, kept whole

@@ -72,9 +72,14 @@ def read_image_bytes(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
         with stream:
             if (too_large := too_large_to_read(status.st_size, max_pixels)) is not None:
                 raise DecodeError(too_large)
-            return stream.read()
+            data = stream.read(status.st_size + 1)  # a byte more: a file growing shows
     except OSError as error:
         raise DecodeError(f"cannot read file: {error.strerror or error}") from None
+    if len(data) != status.st_size:  # grown past its size as checked, or cut while read
+        raise DecodeError(
+            f"the file changed while it was read ({len(data)} bytes read of {status.st_size})"
+        )
+    return data
 
 
 def _decode_stream(stream: BinaryIO, size: int, suffix: str, max_pixels: int) -> DecodedImage:

@@ -80,8 +80,9 @@ class TableSink:
         fake or inconclusive, an AI origin declared): a table of 20,000 files flooded the
         terminal with rows nobody reads (audit AA L1). Without a report the table is the only
         record of the run, and keeps every row (audit AC M3). With several checkpoints, a face
-        another one labels fake or inconclusive keeps its row too: the comparison is the point
-        (audit AC L4: the primary's verdict alone chose)."""
+        another one labels fake keeps its row too (the band, and so inconclusive, is the
+        primary's alone): the comparison is the point (audit AC L4: the primary's verdict alone
+        chose)."""
         self.files += 1
         if self.files == ALL_ROWS + 1 and self.kept_in:
             self.records = [kept for kept in self.records if _notable(kept)]
@@ -197,12 +198,11 @@ class TableSink:
             flag = "near-duplicates, verdicts disagree" if group["disagree"] else "near-duplicates"
             self.console.print(f"[{style}]{flag}:[/] {escape(said)}", highlight=False)
         if self.files > ALL_ROWS and self.kept_in:
-            by_any = " by any checkpoint" if self.checkpoint_columns else ""
+            beside = ", or fake by a checkpoint beside it" if self.checkpoint_columns else ""
             self.console.print(
                 f"[yellow]{len(self.records)} of {self.files} files shown:[/] those with an "
-                f"error, a face labelled fake or inconclusive{by_any}, or an AI origin declared; "
-                "every "
-                f"file is in {escape(' and '.join(self.kept_in))}",
+                f"error, a face labelled fake or inconclusive{beside}, or an AI origin declared; "
+                f"every file is in {escape(' and '.join(self.kept_in))}",
                 highlight=False,
             )
         if not summary.get("complete", True):
