@@ -310,7 +310,7 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
     tree = os.path.realpath(root)
     first_route: dict[str, str] = {}  # a folder's real path: the route it was read under
     linked_files: dict[str, str] = {}  # the real path of a file read through links: its route
-    routes_named: set[str] = set()  # the skipped keys naming a second route
+    routes_named = 0  # second routes named in ``skipped``, up to ``NAMED_ROUTES``
     pending = [(str(root), "")]
     while pending:
         folder, prefix = pending.pop()
@@ -360,10 +360,10 @@ def walk(root: Path, skip_folder: SkipFolder | None = None) -> tuple[list[str], 
             else:  # a file; one out of the tree, reached through links, is read once
                 real_file = target or (os.path.join(real, entry.name) if outside else None)
                 if real_file in linked_files:  # by two routes
-                    again = f"the same file out of the tree as {linked_files[real_file]}"
-                    key = f"{relative}: {again} (read there)"
-                    key = key if len(routes_named) < NAMED_ROUTES else LINKED_AGAIN
-                    routes_named.add(key)
+                    key = LINKED_AGAIN
+                    if routes_named < NAMED_ROUTES:
+                        again = f"the same file out of the tree as {linked_files[real_file]}"
+                        key, routes_named = f"{relative}: {again} (read there)", routes_named + 1
                     skipped[key] = skipped.get(key, 0) + 1
                     continue
                 if real_file is not None:
