@@ -12,6 +12,7 @@ from PIL import Image
 from report_schemas import check_prepared
 
 from mfclip_cli.data import Sample, load_protocol, read_dataset, select
+from mfclip_cli.data.contents import content_digests, digest_value
 from mfclip_cli.data.faceset import FaceImages
 from mfclip_cli.data.samples import NOT_A_FILE
 from mfclip_cli.faces import FaceCropper, FaceSearch
@@ -71,6 +72,15 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
         "broken.png": None,
         "clip.mp4": 3,
     }
+
+    # eval knows each crop by the bytes of the picture it was cropped from (a video's frames
+    # by the video's), as prepare.jsonl records them (data/contents.py)
+    source_of = {face["path"]: line["source"] for line in lines for face in line["faces"]}
+    contents = content_digests(index, index.samples)
+    assert contents.from_sources == len(index.samples) and contents.readable.all()
+    assert contents.values.tolist() == [
+        digest_value(sha256_file(source / source_of[sample.path])) for sample in index
+    ]
 
     # What the model reads of the astronaut: the very pixels scan gives it (audit G H1: scan's
     # unrounded crops differed by up to 0.5 / 255, and moved probabilities by up to 0.93)

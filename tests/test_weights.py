@@ -303,6 +303,14 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
     seen.write_text(
         json.dumps({**report, "protocol": {**cross, "held_out_trained": trained_generators}})
     )
+    # test files holding the bytes of files it trained on, under other names (2.23.0)
+    copied = tmp_path / "copied.json"
+    copies = {"train": 2, "val": 0, "compared": 40, "unreadable": 0}
+    copied.write_text(
+        json.dumps(
+            {**report, "protocol": {**cross, "held_out_trained": None, "trained_copies": copies}}
+        )
+    )
     comparison.write_text(json.dumps({"type": "eval-comparison", "comparison": {}}))
     broken.write_text("{not json")
     home = {"MFCLIP_HOME": str(tmp_path / "home")}
@@ -330,6 +338,7 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
         (broken, "cannot read it as a JSON report"),
         (overlap, "scored 51 test sample(s) the checkpoint was trained or selected with"),
         (seen, "holds out sdxl under cross-generator, which the checkpoint trained on"),
+        (copied, "scored 2 test sample(s) holding the bytes of files the checkpoint"),
         *malformed,
     ]:
         refused = mfclip(

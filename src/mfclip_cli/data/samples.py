@@ -55,6 +55,7 @@ VIDEO_EXTENSIONS = frozenset(
 )
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 PREPARED_SUMMARY = "prepare.json"  # what ``mfclip prepare`` writes beside its manifest, last
+PREPARED_LOG = "prepare.jsonl"  # its record of each source: bytes hashed, faces written
 # folders whose sub-folders are one video's frames each: DeepfakeBench's frames/, and
 # frames_all/, which DF40's own preprocessing writes and its rearrange.py reads
 FRAME_FOLDERS = ("frames", "frames_all")

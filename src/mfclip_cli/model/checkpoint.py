@@ -8,7 +8,9 @@ and the generator model for attribution (``scoring/attribution.py``: a header re
 tensors named ``attribution.*``), where a checkpoint has them. What the header holds is what
 the model is, never when it was made: the same training run twice gives the same bytes (so a
 published checkpoint can be checked by training it again); the time each record was fitted
-(``fitted_utc``) is kept in the sidecar.
+(``fitted_utc``) is kept in the sidecar. A trained checkpoint also keeps digests of the bytes
+of the files it trained and selected on (tensors named ``trained.*``, ``data/contents.py``), so
+that eval finds copies of them under other names.
 The sidecar repeats it for people and adds what is known about the run (data, metrics). Nothing
 is ever unpickled.
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
@@ -51,9 +54,13 @@ ATTRIBUTION_TENSOR_PREFIX = "attribution."  # its tensors, which are not the mod
 # header entry: the data and protocol a run trained on (``training`` of the sidecar, less its
 # clock), so that a checkpoint copied without its sidecar still says which samples it met
 TRAINING_KEY = "training"
-HELD_OUT_RECORD = ("data", "protocol")
+HELD_OUT_RECORD = ("data", "protocol", "digests")
 # fitted after training: header key -> the prefix of its tensors
 FITTED = {OOD_KEY: OOD_TENSOR_PREFIX, ATTRIBUTION_KEY: ATTRIBUTION_TENSOR_PREFIX}
+# the digests of the bytes of the files a run trained and selected on (``data/contents.py``),
+# one int64 tensor per split, ``trained.train`` and ``trained.val``: eval finds copies of them
+TRAINED_TENSOR_PREFIX = "trained."
+NOT_MODEL = (*FITTED.values(), TRAINED_TENSOR_PREFIX)  # the tensors that are not the network
 CLOCK = "fitted_utc"  # a record's time: in the sidecar, not in the hashed header
 
 
@@ -110,10 +117,12 @@ def save_checkpoint(
     *,
     metadata: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    trained_digests: dict[str, np.ndarray] | None = None,
     overwrite: bool = False,
 ) -> CheckpointInfo:
     """Write ``path`` (.safetensors) and its .json sidecar atomically; return the checkpoint's
-    id."""
+    id. ``trained_digests``: {split: int64 digests} of the files the run trained and selected
+    on, kept as ``trained.<split>`` tensors (``TRAINED_TENSOR_PREFIX``)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors: {path}")
@@ -129,6 +138,10 @@ def save_checkpoint(
     tensors = {
         name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()
     }
+    for split, digests in (trained_digests or {}).items():
+        tensors[TRAINED_TENSOR_PREFIX + split] = torch.from_numpy(
+            np.ascontiguousarray(digests, np.int64)
+        )
     header = {
         "format": CHECKPOINT_FORMAT,
         "mfclip_version": __version__,
@@ -323,8 +336,7 @@ def _read_header(path: Path) -> _Header:
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: the embedded {key} is unreadable: {error}") from None
     _check_records(path, records)
-    fitted = tuple(FITTED.values())
-    tensors = {name: entry for name, entry in header.items() if not name.startswith(fitted)}
+    tensors = {name: entry for name, entry in header.items() if not name.startswith(NOT_MODEL)}
     return _Header(path, config, meta, records, tensors, file_identity(path))
 
 
@@ -428,8 +440,9 @@ def _check_records(path: Path, records: dict[str, Any]) -> None:
 def network_sha256(path: str | Path) -> str:
     """The SHA-256 of the network a checkpoint holds: its model config and model tensors (names,
     dtypes, shapes, bytes), without the records fitted after training (calibration, OOD
-    statistics, attribution) or the training record. Two files of one network calibrated apart
-    share it, where their SHA-256 differ: their figures then differ by calibration alone."""
+    statistics, attribution) or the training record and digests. Two files of one network
+    calibrated apart share it, where their SHA-256 differ: their figures then differ by
+    calibration alone."""
     path = Path(path)
     header = check_safetensors(path)
     meta = header.pop("__metadata__", None) or {}
@@ -438,7 +451,7 @@ def network_sha256(path: str | Path) -> str:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: the embedded model config is unreadable: {error}") from None
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    names = sorted(name for name in header if not name.startswith(tuple(FITTED.values())))
+    names = sorted(name for name in header if not name.startswith(NOT_MODEL))
     with open(path, "rb") as stream:
         start = 8 + struct.unpack("<Q", stream.read(8))[0]
         for name in names:
@@ -464,7 +477,7 @@ def network_size(path: str | Path) -> int:
     return sum(
         entry["data_offsets"][1] - entry["data_offsets"][0]
         for name, entry in header.items()
-        if not name.startswith(tuple(FITTED.values()))
+        if not name.startswith(NOT_MODEL)
     )
 
 

@@ -35,7 +35,7 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "2.22.0"
+SCHEMA_VERSION = "2.23.0"
 SCHEMA_NAMES = ("scan", "eval", "prepare", "inspect", "bench", "ablate", "train")
 
 

@@ -386,6 +386,8 @@ def score_checkpoint(
     # the val faces it chose them on that it trained on (refused unless allowed; audit E F2)
     met = scoring.thresholds_overlap
     operating_points["chosen_on"]["training_overlap"] = met.record() if met else None
+    copied = scoring.thresholds_copies
+    operating_points["chosen_on"]["trained_copies"] = copied.record() if copied else None
     report = {
         **report_header("eval"),
         "started_utc": started,
@@ -405,6 +407,7 @@ def score_checkpoint(
             "held_out_trained": (
                 trained.record() if (trained := scoring.held_out_trained) else None
             ),
+            "trained_copies": copies.record() if (copies := scoring.trained_copies) else None,
         },
         "threshold": request.threshold,
         "calibration": {

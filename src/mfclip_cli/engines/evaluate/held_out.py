@@ -7,19 +7,31 @@ or was selected and calibrated with (val) is found before any scoring: its figur
 those of held-out data. On other data nothing can be told, and the report says so (null).
 A calibration records its data and protocol alike: eval's test split under another protocol is
 checked against the splits it was fitted on (``calibration_overlap``).
+On any data, a checkpoint that keeps the digests of the files it trained and selected on
+(``data/contents.py``) has the scored files' bytes compared with them (``trained_copies``): a
+copy of a training picture under another name, in another folder or another dataset, is found
+where no check by path can see it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, select
+from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, ContentDigests
 from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
-from mfclip_cli.errors import DataError, UsageError
-from mfclip_cli.model.checkpoint import CheckpointInfo
+from mfclip_cli.errors import CheckpointError, DataError, UsageError
+from mfclip_cli.model.checkpoint import (
+    TRAINED_TENSOR_PREFIX,
+    CheckpointInfo,
+    read_fitted_tensors,
+)
 
 # what each scored split must not share with the checkpoint's own splits (calibrate's val: its
 # temperature, band and thresholds fitted on the checkpoint's own test faces would make eval's
@@ -328,6 +340,102 @@ def refuse_training_overlap(
         f"{what} ({met}, under its training protocol {overlap.protocol!r}): {consequence}. "
         f"{remedy[0].upper()}{remedy[1:]}, or {ALLOW_OPTION} to score them anyway (the report "
         "records the overlap)"
+    )
+
+
+# what a checkpoint did with the files of each split it keeps the digests of
+DIGESTED_AS = {"train": "trained on", "val": "was selected with"}
+
+
+@dataclass(frozen=True)
+class TrainedCopies:
+    """How many scored samples hold the bytes of a file in each of the checkpoint's own splits
+    it must not share (``TRAINED_ON``, those it keeps digests of), wherever either lies; and
+    how many scored samples were compared (their files read) or could not be."""
+
+    counts: dict[str, int]
+    compared: int
+    unreadable: int
+
+    def record(self) -> dict[str, Any]:
+        return {**self.counts, "compared": self.compared, "unreadable": self.unreadable}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def copied_from(copies: TrainedCopies) -> str:
+    """What the checkpoint did with the files the scored samples copy: "trained on", ..."""
+    return " or ".join(DIGESTED_AS[role] for role, count in copies.counts.items() if count)
+
+
+def trained_digests(info: CheckpointInfo) -> dict[str, np.ndarray] | None:
+    """{split: the sorted digests of its files} a checkpoint keeps (``DIGESTED_SPLITS``), or
+    None where it keeps none (made before 2.23.0, or not by ``mfclip train``);
+    ``CheckpointError`` where its tensors disagree with its record (the file was altered)."""
+    record = _training_record(info).get("digests")
+    if not isinstance(record, dict) or record.get("of") != CONTENT_DIGEST:
+        return None
+    tensors = read_fitted_tensors(info.path, TRAINED_TENSOR_PREFIX)
+    digests = {}
+    for split in DIGESTED_SPLITS:
+        tensor = tensors.get(TRAINED_TENSOR_PREFIX + split)
+        if (
+            tensor is None
+            or tensor.dtype != torch.int64
+            or tensor.ndim != 1
+            or len(tensor) != record.get(split)
+        ):
+            raise CheckpointError(
+                f"{info.path}: its digests of the {split} files it trained on do not match "
+                "its training record: the file was altered"
+            )
+        digests[split] = tensor.numpy()
+    return digests
+
+
+def trained_copies(
+    info: CheckpointInfo,
+    split: str,
+    contents: Callable[[], ContentDigests],
+    roles: Sequence[str] | None = None,
+) -> TrainedCopies | None:
+    """The scored ``split``'s samples (``contents``: their digests, hashed when first asked)
+    whose bytes are those of a file in the checkpoint's own splits ``roles`` (by default those
+    of ``TRAINED_ON[split]`` it keeps digests of); None where it keeps none, or none of those
+    splits."""
+    kept = [role for role in roles or TRAINED_ON[split] if role in DIGESTED_SPLITS]
+    digests = trained_digests(info) if kept else None
+    if digests is None:
+        return None
+    scored_contents = contents()
+    scored = scored_contents.values[scored_contents.readable]
+    counts = {role: int(np.isin(scored, digests[role]).sum()) for role in kept}
+    return TrainedCopies(counts, len(scored), int((~scored_contents.readable).sum()))
+
+
+def refuse_trained_copies(
+    copies: TrainedCopies | None,
+    split: str,
+    consequence: str = "its figures would not be those of unseen pictures",
+) -> None:
+    """A usage error naming the scored samples that are copies of files the checkpoint
+    trained or selected on, unless there are none (or it cannot be told)."""
+    if copies is None or not copies.total:
+        return
+    met = " and ".join(
+        f"{count} in its {role} split" for role, count in copies.counts.items() if count
+    )
+    holds = (
+        "holds the very bytes of a file" if copies.total == 1 else "hold the very bytes of files"
+    )
+    raise UsageError(
+        f"{copies.total} of the {copies.compared + copies.unreadable} {split} samples {holds} "
+        f"this checkpoint {copied_from(copies)} ({met}), under other names or in other data: "
+        f"{consequence}. Leave them out of the data (mfclip data inspect --verify, given this "
+        f"data and the training data, lists them), or {ALLOW_OPTION} to score them anyway (the "
+        "report records them)"
     )
 
 

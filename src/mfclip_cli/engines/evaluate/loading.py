@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
+from mfclip_cli.data.contents import ContentDigests, content_digests
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
     CALIBRATED_ON,
@@ -22,12 +23,16 @@ from mfclip_cli.engines.evaluate.held_out import (
     ChangedDataOverlap,
     HeldOutTrained,
     Overlap,
+    TrainedCopies,
     calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
+    copied_from,
     held_out_trained,
     refuse_calibration_overlap,
+    refuse_trained_copies,
     refuse_training_overlap,
+    trained_copies,
     trained_protocol,
     training_overlap,
 )
@@ -89,6 +94,11 @@ class Scoring:
     # the values the protocol holds out that the checkpoint trained on; None: none held out,
     # or it cannot be told
     held_out_trained: HeldOutTrained | None = None
+    # the scored samples holding the bytes of files it trained or selected on, wherever they
+    # lie; None where it keeps no digests of them
+    trained_copies: TrainedCopies | None = None
+    # eval: the val samples holding the bytes of files it trained on
+    thresholds_copies: TrainedCopies | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -182,10 +192,13 @@ def held_out_check(
     splits: Splits,
     split: str,
     error_console: Console,
-) -> tuple[Overlap | None, ChangedDataOverlap | None]:
+    contents: Callable[[], ContentDigests],
+) -> tuple[Overlap | None, ChangedDataOverlap | None, TrainedCopies | None]:
     """The ``split``'s overlap with the checkpoint's own splits (``TRAINED_ON``), refused unless
     allowed; where it cannot be told, on the training folder changed since, the bound on it,
-    said (not refused: an upper bound, not a count)."""
+    said (not refused: an upper bound, not a count); and its samples that are copies of files
+    the checkpoint trained or selected on (``contents``: the split's digests), refused unless
+    allowed."""
     scored = getattr(splits, split)
     overlap = training_overlap(loaded.info, index, split, scored)
     changed = None
@@ -221,7 +234,28 @@ def held_out_check(
             "--allow-training-overlap asks; its figures on them are not those of unseen data",
             highlight=False,
         )
-    return overlap, changed
+    copies = trained_copies(loaded.info, split, contents)
+    if not choice.allow_training_overlap:
+        refuse_trained_copies(copies, split)
+    elif copies is not None and copies.total:
+        say_trained_copies(copies, len(scored), split, loaded.resolved.name, error_console)
+    return overlap, changed, copies
+
+
+def say_trained_copies(
+    copies: TrainedCopies, scored: int, split: str, name: str, error_console: Console
+) -> None:
+    """The warning where ``--allow-training-overlap`` lets copies of trained files in."""
+    shares = ", ".join(
+        f"{count} in its {role} split" for role, count in copies.counts.items() if count
+    )
+    error_console.print(
+        f"[bold yellow]warning:[/] {copies.total} of the {scored} {split} samples hold the "
+        f"very bytes of files {escape(name)} {copied_from(copies)} ({shares}): {USED_AS[split]} "
+        "anyway, as --allow-training-overlap asks; its figures on them are not those of unseen "
+        "pictures",
+        highlight=False,
+    )
 
 
 def thresholds_check(
@@ -231,23 +265,25 @@ def thresholds_check(
     protocol: Protocol,
     splits: Splits,
     error_console: Console,
-) -> Overlap | None:
+    contents: Callable[[], ContentDigests],
+) -> tuple[Overlap | None, TrainedCopies | None]:
     """Eval's val split, where it chooses its operating-point thresholds (and bounds their FPR),
     against the checkpoint's own train split (audit E F2: under a protocol of other fractions
-    they were chosen on faces it trained on, silently): refused unless allowed, said where
-    allowed."""
+    they were chosen on faces it trained on, silently), by path and by bytes (``contents``: the
+    val split's digests): refused unless allowed, said where allowed."""
     overlap = training_overlap(loaded.info, index, "val", splits.val, roles=("train",))
+    copies = trained_copies(loaded.info, "val", contents, roles=("train",))
+    consequence = (
+        "the operating-point thresholds eval chooses there, and their val FPR bounds, would "
+        "rest on faces it trained on"
+    )
     if not choice.allow_training_overlap:
         refuse_training_overlap(
-            overlap,
-            "val",
-            protocol.name,
-            met_as="trained on",
-            consequence=(
-                "the operating-point thresholds eval chooses there, and their val FPR bounds, "
-                "would rest on faces it trained on"
-            ),
+            overlap, "val", protocol.name, met_as="trained on", consequence=consequence
         )
+        refuse_trained_copies(copies, "val", consequence=consequence)
+    elif copies is not None and copies.total:
+        say_trained_copies(copies, len(splits.val), "val", loaded.resolved.name, error_console)
     elif overlap is not None and overlap.total:
         error_console.print(
             f"[bold yellow]warning:[/] {overlap.total} of the {len(splits.val)} val samples, "
@@ -257,7 +293,7 @@ def thresholds_check(
             "asks; its thresholds and val FPR bounds are optimistic",
             highlight=False,
         )
-    return overlap
+    return overlap, copies
 
 
 def calibration_check(
@@ -303,14 +339,18 @@ def calibration_check(
 def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Console) -> None:
     """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked;
     one calibrated with ``--allow-training-overlap`` is said to be."""
-    fitted = ((loaded.info.calibration or {}).get("fitted_on") or {}).get("training_overlap")
-    if fitted:
-        error_console.print(
-            f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was calibrated with "
-            "--allow-training-overlap on samples of its own splits (its calibration's "
-            "fitted_on.training_overlap): its calibrated figures are not those of held-out data",
-            highlight=False,
-        )
+    fitted_on = (loaded.info.calibration or {}).get("fitted_on") or {}
+    for key, what in (
+        ("training_overlap", "samples of its own splits"),
+        ("trained_copies", "copies of files it trained on"),
+    ):
+        if fitted_on.get(key):
+            error_console.print(
+                f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was calibrated with "
+                f"--allow-training-overlap on {what} (its calibration's fitted_on.{key}): its "
+                "calibrated figures are not those of held-out data",
+                highlight=False,
+            )
     if not loaded.info.metadata.get("training"):
         error_console.print(
             f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} carries no record of its "
@@ -368,13 +408,23 @@ def load_scorings(
         splits = splits_of(protocol)
     if untested := splits.untested_held_out():
         error_console.print(untested_warning(untested, protocol.name), highlight=False)
+    hashed: dict[str, ContentDigests] = {}  # each split's bytes hashed once, for every checkpoint
+
+    def contents_of(name: str) -> Callable[[], ContentDigests]:
+        def contents() -> ContentDigests:
+            if name not in hashed:
+                hashed[name] = content_digests(index, getattr(splits, name))
+            return hashed[name]
+
+        return contents
+
     scorings = []
     for loaded, chosen in checkpoints:
         say_training_caveats(loaded, split, error_console)
         if mismatch := crop_mismatch_warning(index, loaded.model, loaded.resolved.name):
             error_console.print(mismatch, highlight=False)
-        overlap, changed = held_out_check(
-            choice, loaded, index, protocol, splits, split, error_console
+        overlap, changed, copies = held_out_check(
+            choice, loaded, index, protocol, splits, split, error_console, contents_of(split)
         )
         trained_held_out = held_out_trained(loaded.info, index, protocol, splits)
         if trained_held_out is not None and trained_held_out.values:
@@ -382,12 +432,14 @@ def load_scorings(
                 held_out_trained_warning(trained_held_out, loaded.resolved.name, protocol),
                 highlight=False,
             )
-        calibrated = thresholds = calibration_changed = None
+        calibrated = thresholds = thresholds_copies = calibration_changed = None
         if split == "test":  # calibrate fits anew: the source's calibration is replaced
             calibrated, calibration_changed = calibration_check(
                 choice, loaded, index, protocol, splits.test, error_console
             )
-            thresholds = thresholds_check(choice, loaded, index, protocol, splits, error_console)
+            thresholds, thresholds_copies = thresholds_check(
+                choice, loaded, index, protocol, splits, error_console, contents_of("val")
+            )
         scorings.append(
             Scoring(
                 device,
@@ -403,6 +455,8 @@ def load_scorings(
                 thresholds,
                 calibration_changed,
                 trained_held_out,
+                copies,
+                thresholds_copies,
             )
         )
     return scorings

@@ -20,13 +20,13 @@ from typing import Any
 from PIL import Image
 
 from mfclip_cli.data.combine import check_data
-from mfclip_cli.data.samples import PREPARED_SUMMARY
+from mfclip_cli.data.samples import PREPARED_LOG, PREPARED_SUMMARY
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import keep_jsonl_prefix
 from mfclip_cli.model import load_model_config
 
 LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, FACES_DIR = (
-    "prepare.jsonl",
+    PREPARED_LOG,  # eval knows a crop by its source's bytes from it (data/contents.py)
     "manifest.jsonl",
     PREPARED_SUMMARY,  # train and eval read the crops' geometry from it
     "faces",

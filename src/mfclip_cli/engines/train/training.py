@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -46,6 +47,7 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.combine import read_datasets
+from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, content_digests
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.data.protocols import SPLIT_NAMES
@@ -301,6 +303,8 @@ class Trainer:
             stand_ins=self.order.classes,
         )
         self.reported_unreadable: set[tuple[str, str]] = set()  # (split, path) warned of
+        # the bytes of the files it trains and selects on, as its checkpoints record them
+        self.trained_digests = self._hash_splits() if self.world.main else None
         if not resume:
             self._start_run_folder()
         elif self.world.main:  # last, so that no later failure of the start leaves it held
@@ -494,6 +498,19 @@ class Trainer:
             unreadable.setdefault(split, []).append(path)
         return unreadable
 
+    def _hash_splits(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The record and the digests of the train and val splits' files (``data/contents.py``),
+        which each checkpoint keeps, so that eval finds copies of them in other data."""
+        record: dict[str, Any] = {"of": CONTENT_DIGEST, "unreadable": 0, "from_prepared": 0}
+        digests = {}
+        for split in DIGESTED_SPLITS:
+            contents = content_digests(self.index, getattr(self.splits, split))
+            digests[split] = contents.known()
+            record[split] = len(digests[split])
+            record["unreadable"] += int((~contents.readable).sum())
+            record["from_prepared"] += contents.from_sources
+        return record, digests
+
     def _metadata(self) -> dict[str, Any]:
         """What a checkpoint of this run records about it; the samples that could not be read
         (met up to its step), where there were any."""
@@ -514,6 +531,7 @@ class Trainer:
                         "test": len(self.splits.test),
                     },
                 },
+                "digests": self.trained_digests[0] if self.trained_digests else None,
                 "environment": self.environment,
                 "step": self.progress.step,
                 "epoch": self.progress.epoch,
@@ -531,7 +549,13 @@ class Trainer:
     def _save_last(self) -> None:
         self._gather_unreadable()
         if self.world.main:
-            save_checkpoint(self.model, self.run / LAST, metadata=self._metadata(), overwrite=True)
+            save_checkpoint(
+                self.model,
+                self.run / LAST,
+                metadata=self._metadata(),
+                trained_digests=self.trained_digests[1],
+                overwrite=True,
+            )
             save_state(self.run / STATE, self.model, self.optimizer, self.progress)
         self.world.barrier()
 
@@ -569,6 +593,7 @@ class Trainer:
                     self.run / BEST,
                     metadata=metadata,
                     calibration=calibration,
+                    trained_digests=self.trained_digests[1],
                     overwrite=True,
                 )
         self.world.barrier()

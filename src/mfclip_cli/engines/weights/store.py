@@ -818,7 +818,21 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
             "held-out test's; register a report of a held-out test split"
         )
-    fitted = ((report.get("calibration") or {}).get("fitted_on") or {}).get("training_overlap")
+    if copies := _met_in_training(protocol.get("trained_copies")):
+        raise UsageError(
+            f"--eval {path} scored {copies} test sample(s) holding the bytes of files the "
+            "checkpoint was trained or selected with (protocol.trained_copies, "
+            "--allow-training-overlap): its figures are not a held-out test's; register a "
+            "report of data without them"
+        )
+    fitted_on = (report.get("calibration") or {}).get("fitted_on") or {}
+    if fitted_on.get("trained_copies"):
+        raise UsageError(
+            f"--eval {path} scored a checkpoint calibrated on copies of files it was trained on "
+            "(calibration.fitted_on.trained_copies, --allow-training-overlap): its calibrated "
+            "figures are not a held-out test's; register one calibrated on held-out data"
+        )
+    fitted = fitted_on.get("training_overlap")
     if fitted:  # calibrated with --allow-training-overlap on samples of its own splits
         raise UsageError(
             f"--eval {path} scored a checkpoint calibrated on samples of its own splits "
@@ -832,6 +846,13 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "sample(s) the checkpoint was trained on (operating_points.chosen_on."
             "training_overlap, --allow-training-overlap): its thresholds and val FPR bounds are "
             "not a held-out test's; register a report under its training protocol"
+        )
+    if chose_on_copies := _met_in_training(chosen_on.get("trained_copies")):
+        raise UsageError(
+            f"--eval {path} chose its operating-point thresholds on {chose_on_copies} val "
+            "sample(s) holding the bytes of files the checkpoint was trained on "
+            "(operating_points.chosen_on.trained_copies, --allow-training-overlap): its "
+            "thresholds and val FPR bounds are not a held-out test's"
         )
     if calibrated_on := _met_in_training(protocol.get("calibration_overlap")):
         raise UsageError(
@@ -867,7 +888,8 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
     """How many test samples an eval report's overlap record puts in the train and val splits
     the checkpoint was trained or calibrated with (``protocol.training_overlap``,
-    ``protocol.changed_data_overlap``, ``protocol.calibration_overlap``)."""
+    ``protocol.changed_data_overlap``, ``protocol.calibration_overlap``), or copies of whose
+    files they hold (``protocol.trained_copies``)."""
     return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 

@@ -1,0 +1,246 @@
+"""A checkpoint keeps digests of the bytes of the files it trained and was selected on, and eval
+finds copies of them in the data it scores, under other names, in other folders, in other
+datasets, where no check by path can see them."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli import mfclip
+from report_schemas import broken, check_json_file, drop, schema_errors, set_to
+from test_train import make_dataset, run, train_args
+
+from mfclip_cli.data import read_dataset, select
+from mfclip_cli.data.combine import read_datasets
+from mfclip_cli.data.contents import content_digests, digest_value, prepared_sources
+from mfclip_cli.engines.evaluate.held_out import trained_copies, trained_digests
+from mfclip_cli.errors import CheckpointError
+from mfclip_cli.model import (
+    build_model,
+    load_checkpoint,
+    load_model_config,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from mfclip_cli.model.checkpoint import network_sha256
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_files_digest_is_the_start_of_its_sha256_and_an_unreadable_file_is_marked(tmp_path):
+    data = make_dataset(tmp_path / "faces", per_class=2)
+    index = read_dataset(data)
+    (data / index.samples[1].path).unlink()  # gone since it was listed
+    contents = content_digests(index, index.samples)
+    expected = [
+        int.from_bytes(bytes.fromhex(_sha256(data / s.path)[:16]), "little", signed=True)
+        for s in index.samples
+        if s is not index.samples[1]
+    ]
+    assert contents.readable.tolist() == [i != 1 for i in range(len(index.samples))]
+    assert contents.values[contents.readable].tolist() == expected
+    assert contents.from_sources == 0
+    assert contents.known().tolist() == sorted(set(expected))
+
+
+def test_a_prepared_face_is_known_by_the_picture_it_was_cropped_from(tmp_path):
+    """prepare.jsonl names each source's bytes and its crops: a crop is known by its source
+    (one picture prepared in two folders gives two crops that need not be equal), the last
+    record of a source written by a --resume wins, and a line cut short is passed over."""
+    folder = tmp_path / "prepared"
+    (folder / "faces").mkdir(parents=True)
+    for name in ("a_0.png", "b_0.png", "c_0.png"):
+        (folder / "faces" / name).write_bytes(name.encode())
+    first, second, source_b = "1" * 64, "2" * 64, "3" * 64
+    lines = [
+        {"type": "settings", "crop_size": 128},
+        {"source": "a.png", "sha256": first, "faces": [{"path": "faces/a_0.png"}]},
+        {"source": "b.png", "sha256": source_b, "faces": [{"path": "faces/b_0.png"}]},
+        {"source": "a.png", "sha256": second, "faces": [{"path": "faces/a_0.png"}]},
+        {"source": "bad.png", "sha256": None, "faces": []},
+    ]
+    log = "".join(json.dumps(line) + "\n" for line in lines) + '{"source": "cut'
+    (folder / "prepare.jsonl").write_text(log)
+    sources = prepared_sources(folder)
+    assert sources == {"faces/a_0.png": second, "faces/b_0.png": source_b}
+    (folder / "manifest.jsonl").write_text(
+        "".join(
+            json.dumps({"path": f"faces/{name}", "label": "real"}) + "\n"
+            for name in ("a_0.png", "b_0.png", "c_0.png")
+        )
+    )
+    other = make_dataset(tmp_path / "other", per_class=1)
+    # read alone, and beside another dataset (its paths then under a prefix)
+    for index in (read_dataset(folder), read_datasets([str(folder), str(other)])):
+        contents = content_digests(index, index.samples)
+        by_path = dict(zip((s.path for s in index.samples), contents.values.tolist()))
+        prefix = "prepared/" if index.sources else ""
+        assert by_path[prefix + "faces/a_0.png"] == digest_value(second)
+        assert by_path[prefix + "faces/b_0.png"] == digest_value(source_b)
+        # not in the log: its own bytes
+        assert by_path[prefix + "faces/c_0.png"] == digest_value(
+            _sha256(folder / "faces" / "c_0.png")
+        )
+        assert contents.from_sources == 2 and contents.readable.all()
+
+
+def test_the_digests_travel_in_the_checkpoint_outside_the_network(tmp_path):
+    model = build_model(load_model_config("tiny"))
+    digests = {"train": np.array([-5, 3, 9], np.int64), "val": np.array([], np.int64)}
+    record = {"of": "sha256[:8]", "train": 3, "val": 0, "unreadable": 0, "from_prepared": 0}
+    training = {"data": {"name": "x"}, "protocol": {"name": "in-domain"}, "digests": record}
+    plain = save_checkpoint(model, tmp_path / "plain.safetensors")
+    kept = save_checkpoint(
+        model,
+        tmp_path / "kept.safetensors",
+        metadata={"training": training},
+        trained_digests=digests,
+    )
+    assert network_sha256(plain.path) == network_sha256(kept.path)  # the same network
+    assert plain.sha256 != kept.sha256  # a file that holds more
+    load_checkpoint(kept.path)  # the digests are no weights of the model: it builds
+    (kept.path.with_suffix(".json")).unlink()  # the header alone says it: the record is in it
+    info = read_checkpoint_info(kept.path)
+    held = trained_digests(info)
+    assert {k: v.tolist() for k, v in held.items()} == {"train": [-5, 3, 9], "val": []}
+    assert trained_digests(plain) is None
+    # the record and the tensors disagree: the file was altered
+    altered = save_checkpoint(
+        model,
+        tmp_path / "altered.safetensors",
+        metadata={"training": {**training, "digests": {**record, "train": 4}}},
+        trained_digests=digests,
+    )
+    with pytest.raises(CheckpointError, match="do not match its training record"):
+        trained_digests(altered)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("copies")
+    data = make_dataset(root / "ours", per_class=20)
+    out = root / "run"
+    run(*train_args(data, out, "--epochs", "1", "--batch-size", "8"))
+    return data, out / "best.safetensors"
+
+
+def test_a_trained_checkpoint_keeps_the_digests_of_its_train_and_val_files(trained_run):
+    data, best = trained_run
+    splits = select(read_dataset(data), "in-domain")
+    info = read_checkpoint_info(best)
+    held = trained_digests(info)
+    for split in ("train", "val"):
+        expected = sorted({digest_value(_sha256(data / s.path)) for s in getattr(splits, split)})
+        assert held[split].tolist() == expected
+        assert info.metadata["training"]["digests"][split] == len(expected)
+    last = trained_digests(read_checkpoint_info(best.with_name("last.safetensors")))
+    assert all(np.array_equal(last[k], held[k]) for k in held)
+
+
+def _eval(data, weights, out, *options):
+    command = ["eval", "--data", str(data), "-w", str(weights), "--device", "cpu"]
+    return mfclip(*command, "--bootstrap", "0", "--json", str(out), *options)
+
+
+def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(trained_run, tmp_path):
+    data, best = trained_run
+    ours = select(read_dataset(data), "in-domain")
+    other = make_dataset(tmp_path / "theirs", per_class=20, seed=7)
+    # our train and val files, copied into another dataset under other names (each val file
+    # under several, so that its hash puts some in their test split)
+    for k, sample in enumerate([*ours.train, *ours.val * 6]):
+        target = other / Path(sample.path).parent / f"copy{k:03d}.png"
+        shutil.copy(data / sample.path, target)
+    theirs = select(read_dataset(other), "in-domain")
+    digests = {
+        split: {_sha256(data / s.path) for s in getattr(ours, split)} for split in ("train", "val")
+    }
+
+    def copies(samples):
+        return {
+            split: sum(_sha256(other / s.path) in found for s in samples)
+            for split, found in digests.items()
+        }
+
+    expected, on_val = copies(theirs.test), copies(theirs.val)
+    assert expected["train"] and expected["val"]  # the copies the hash put in their test split
+    refused = _eval(other, best, tmp_path / "r.json")
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    total = expected["train"] + expected["val"]
+    assert (
+        f"{total} of the {len(theirs.test)} test samples hold the very bytes of files this "
+        f"checkpoint trained on or was selected with ({expected['train']} in its train split and "
+        f"{expected['val']} in its val split)"
+    ) in said
+    assert "--allow-training-overlap" in said and not (tmp_path / "r.json").exists()
+    allowed = _eval(other, best, tmp_path / "a.json", "--allow-training-overlap")
+    assert allowed.returncode == 0, allowed.stderr
+    assert f"warning: {total} of the {len(theirs.test)} test samples" in allowed.stderr
+    report = check_json_file(tmp_path / "a.json", "eval")
+    assert report["protocol"]["trained_copies"] == {
+        **expected,
+        "compared": len(theirs.test),
+        "unreadable": 0,
+    }
+    assert report["protocol"]["training_overlap"] is None  # other data: nothing by path
+    chosen_on = report["operating_points"]["chosen_on"]["trained_copies"]
+    assert chosen_on == {"train": on_val["train"], "compared": len(theirs.val), "unreadable": 0}
+    for wrong in (set_to(-1), set_to("1"), drop):
+        assert schema_errors(
+            broken(report, ["protocol", "trained_copies", "compared"], wrong), "eval"
+        )
+    home = {"MFCLIP_HOME": str(tmp_path / "home")}
+    registered = mfclip(
+        "weights", "add", str(best), "--name", "x", "--eval", str(tmp_path / "a.json"), env=home
+    )
+    assert registered.returncode == 2 and "protocol.trained_copies" in registered.stderr
+
+
+def test_eval_of_the_training_data_itself_compares_every_test_file(trained_run, tmp_path):
+    """Its own protocol on its own data: the test split is held out by path, and its files hold
+    no bytes of the train or val files (the synthetic faces are all distinct)."""
+    data, best = trained_run
+    result = _eval(data, best, tmp_path / "own.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "own.json").read_text())
+    test = select(read_dataset(data), "in-domain").test
+    assert report["protocol"]["trained_copies"] == {
+        "train": 0,
+        "val": 0,
+        "compared": len(test),
+        "unreadable": 0,
+    }
+
+
+def test_calibrate_refuses_a_val_split_of_copies_of_trained_files(trained_run, tmp_path):
+    data, best = trained_run
+    ours = select(read_dataset(data), "in-domain")
+    copy = tmp_path / "renamed"
+    shutil.copytree(data, copy)
+    for sample in ours.train:  # every train file renamed: no path matches, the bytes do
+        path = copy / sample.path
+        path.rename(path.with_name("t" + path.name))
+    out = tmp_path / "calibrated.safetensors"
+    command = ["calibrate", "--data", str(copy), "-w", str(best), "--device", "cpu"]
+    refused = mfclip(*command, "--out", str(out))
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "val samples hold the very bytes of files this checkpoint trained on" in said or (
+        "val samples holds the very bytes of a file this checkpoint trained on" in said
+    ), said
+    assert not out.exists()
+
+
+def test_a_checkpoint_without_digests_leaves_the_check_unknown(tmp_path):
+    """Checkpoints made before 2.23.0 (or not by training) keep none: null, not 0."""
+    torch.manual_seed(0)
+    path = tmp_path / "old.safetensors"
+    info = save_checkpoint(build_model(load_model_config("tiny")), path)
+    assert trained_copies(info, "test", lambda: pytest.fail("nothing to hash")) is None
