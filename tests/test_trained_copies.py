@@ -244,3 +244,30 @@ def test_a_checkpoint_without_digests_leaves_the_check_unknown(tmp_path):
     path = tmp_path / "old.safetensors"
     info = save_checkpoint(build_model(load_model_config("tiny")), path)
     assert trained_copies(info, "test", lambda: pytest.fail("nothing to hash")) is None
+
+
+def test_files_of_equal_bytes_that_do_not_decode_are_no_copies(tmp_path):
+    """Two failed downloads (empty files, one error page) hold equal bytes, but neither was
+    trained on nor will be scored: only copies that decode are counted (audit AM F6)."""
+    data = make_dataset(tmp_path / "faces", per_class=2)
+    index = read_dataset(data)
+    picture, empty, page = (data / index.samples[k].path for k in range(3))
+    empty.write_bytes(b"")
+    page.write_bytes(b"<html>404</html>")
+    trained = np.array(
+        sorted(digest_value(_sha256(path)) for path in (picture, empty, page)), np.int64
+    )
+    record = {"of": "sha256[:8]", "train": 3, "val": 0, "unreadable": 0, "from_prepared": 0}
+    info = save_checkpoint(
+        build_model(load_model_config("tiny")),
+        tmp_path / "c.safetensors",
+        metadata={"training": {"digests": record}},
+        trained_digests={"train": trained, "val": np.array([], np.int64)},
+    )
+    copies = tmp_path / "copies" / "real" / "camera"
+    copies.mkdir(parents=True)
+    for name, path in (("a.png", picture), ("b.png", empty), ("c.png", page)):
+        shutil.copy(path, copies / name)
+    scored = read_dataset(tmp_path / "copies")
+    found = trained_copies(info, "test", lambda: content_digests(scored, scored.samples))
+    assert found.record() == {"train": 1, "val": 0, "compared": 3, "unreadable": 0}

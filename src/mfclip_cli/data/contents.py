@@ -45,6 +45,7 @@ class ContentDigests:
     values: np.ndarray
     readable: np.ndarray  # bool [N]
     from_sources: int
+    paths: list[Path]  # each sample's file
 
     def known(self) -> np.ndarray:
         """The digests of the readable samples, sorted, each once."""
@@ -114,4 +115,4 @@ def content_digests(
         for position, digest in zip(unknown, pool.map(hashed, unknown)):
             if digest is not None:
                 values[position], readable[position] = digest_value(digest), True
-    return ContentDigests(values, readable, len(paths) - len(unknown))
+    return ContentDigests(values, readable, len(paths) - len(unknown), paths)

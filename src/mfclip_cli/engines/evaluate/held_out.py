@@ -27,6 +27,7 @@ from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, ContentDig
 from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
 from mfclip_cli.errors import CheckpointError, DataError, UsageError
+from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.model.checkpoint import (
     TRAINED_TENSOR_PREFIX,
     CheckpointInfo,
@@ -409,10 +410,23 @@ def trained_copies(
     digests = trained_digests(info) if kept else None
     if digests is None:
         return None
-    scored_contents = contents()
-    scored = scored_contents.values[scored_contents.readable]
-    counts = {role: int(np.isin(scored, digests[role]).sum()) for role in kept}
-    return TrainedCopies(counts, len(scored), int((~scored_contents.readable).sum()))
+    scored = contents()
+    counts = {}
+    for role in kept:
+        copied = np.flatnonzero(scored.readable & np.isin(scored.values, digests[role]))
+        # a file that does not decode is never scored (nor trained on): equal bytes of two
+        # failed downloads are no copy of a picture (audit AM F6)
+        counts[role] = sum(_decodes(scored.paths[position]) for position in copied)
+    compared = int(scored.readable.sum())
+    return TrainedCopies(counts, compared, len(scored.values) - compared)
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        decode_image(path)
+    except DecodeError:
+        return False
+    return True
 
 
 def refuse_trained_copies(
