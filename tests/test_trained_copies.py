@@ -179,6 +179,9 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
         f"checkpoint trained on or was selected with ({expected['train']} in its train split and "
         f"{expected['val']} in its val split)"
     ) in said
+    copied = [s for s in theirs.test if any(_sha256(other / s.path) in d for d in digests.values())]
+    named = ", ".join(str(other / s.path) for s in copied[:3])
+    assert f"in other data; such as {named}, ...: its figures" in said  # to be found
     assert "--allow-training-overlap" in said and not (tmp_path / "r.json").exists()
     allowed = _eval(other, best, tmp_path / "a.json", "--allow-training-overlap")
     assert allowed.returncode == 0, allowed.stderr

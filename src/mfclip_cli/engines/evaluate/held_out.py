@@ -28,6 +28,7 @@ from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
 from mfclip_cli.errors import CheckpointError, DataError, UsageError
 from mfclip_cli.faces.decode import DecodeError, decode_image
+from mfclip_cli.files import shown
 from mfclip_cli.model.checkpoint import (
     TRAINED_TENSOR_PREFIX,
     CheckpointInfo,
@@ -344,6 +345,7 @@ def refuse_training_overlap(
     )
 
 
+NAMED_COPIES = 3  # the copies a refusal or warning names
 # what a checkpoint did with the files of each split it keeps the digests of
 DIGESTED_AS = {"train": "trained on", "val": "was selected with"}
 
@@ -357,6 +359,8 @@ class TrainedCopies:
     counts: dict[str, int]
     compared: int
     unreadable: int
+    samples: int = 0  # scored samples that are copies (one may copy a train and a val file)
+    examples: tuple[Path, ...] = ()  # the first copies' files, in sample order, to be named
 
     def record(self) -> dict[str, Any]:
         return {**self.counts, "compared": self.compared, "unreadable": self.unreadable}
@@ -369,6 +373,13 @@ class TrainedCopies:
 def copied_from(copies: TrainedCopies) -> str:
     """What the checkpoint did with the files the scored samples copy: "trained on", ..."""
     return " or ".join(DIGESTED_AS[role] for role, count in copies.counts.items() if count)
+
+
+def named_copies(copies: TrainedCopies) -> str:
+    """The first copies' files, for a message: "; such as a.png, b.png, ..." (the caller
+    escapes it for rich where it prints with markup)."""
+    more = ", ..." if len(copies.examples) < copies.samples else ""
+    return f"; such as {', '.join(shown(str(path)) for path in copies.examples)}{more}"
 
 
 def trained_digests(info: CheckpointInfo) -> dict[str, np.ndarray] | None:
@@ -411,14 +422,17 @@ def trained_copies(
     if digests is None:
         return None
     scored = contents()
-    counts = {}
+    counts, copies = {}, set()
     for role in kept:
-        copied = np.flatnonzero(scored.readable & np.isin(scored.values, digests[role]))
+        found = np.flatnonzero(scored.readable & np.isin(scored.values, digests[role]))
         # a file that does not decode is never scored (nor trained on): equal bytes of two
         # failed downloads are no copy of a picture (audit AM F6)
-        counts[role] = sum(_decodes(scored.paths[position]) for position in copied)
+        copied = [int(position) for position in found if _decodes(scored.paths[position])]
+        counts[role] = len(copied)
+        copies.update(copied)
     compared = int(scored.readable.sum())
-    return TrainedCopies(counts, compared, len(scored.values) - compared)
+    examples = tuple(scored.paths[position] for position in sorted(copies)[:NAMED_COPIES])
+    return TrainedCopies(counts, compared, len(scored.values) - compared, len(copies), examples)
 
 
 def _decodes(path: Path) -> bool:
@@ -442,14 +456,14 @@ def refuse_trained_copies(
         f"{count} in its {role} split" for role, count in copies.counts.items() if count
     )
     holds = (
-        "holds the very bytes of a file" if copies.total == 1 else "hold the very bytes of files"
+        "holds the very bytes of a file" if copies.samples == 1 else "hold the very bytes of files"
     )
     raise UsageError(
-        f"{copies.total} of the {copies.compared + copies.unreadable} {split} samples {holds} "
-        f"this checkpoint {copied_from(copies)} ({met}), under other names or in other data: "
-        f"{consequence}. Leave them out of the data (mfclip data inspect --verify, given this "
-        f"data and the training data, lists them), or {ALLOW_OPTION} to score them anyway (the "
-        "report records them)"
+        f"{copies.samples} of the {copies.compared + copies.unreadable} {split} samples {holds} "
+        f"this checkpoint {copied_from(copies)} ({met}), under other names or in other data"
+        f"{named_copies(copies)}: {consequence}. Leave them out of the data (mfclip data "
+        "inspect --verify, given this data and the training data, lists them all), or "
+        f"{ALLOW_OPTION} to score them anyway (the report records them)"
     )
 
 

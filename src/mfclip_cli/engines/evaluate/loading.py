@@ -29,6 +29,7 @@ from mfclip_cli.engines.evaluate.held_out import (
     changed_data_overlap,
     copied_from,
     held_out_trained,
+    named_copies,
     refuse_calibration_overlap,
     refuse_trained_copies,
     refuse_training_overlap,
@@ -250,8 +251,9 @@ def say_trained_copies(
         f"{count} in its {role} split" for role, count in copies.counts.items() if count
     )
     error_console.print(
-        f"[bold yellow]warning:[/] {copies.total} of the {scored} {split} samples hold the "
-        f"very bytes of files {escape(name)} {copied_from(copies)} ({shares}): {USED_AS[split]} "
+        f"[bold yellow]warning:[/] {copies.samples} of the {scored} {split} samples hold the "
+        f"very bytes of files {escape(name)} {copied_from(copies)} ({shares})"
+        f"{escape(named_copies(copies))}: {USED_AS[split]} "
         "anyway, as --allow-training-overlap asks; its figures on them are not those of unseen "
         "pictures",
         highlight=False,
