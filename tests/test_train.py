@@ -350,6 +350,15 @@ def test_two_process_torchrun_sees_the_same_samples(dataset, tmp_path):
         line["samples_seen"] for line in two if line["type"] == "step"
     ]
     assert (double / "best.safetensors").is_file()
+    # each process hashed its share of the files; gathered, the digests are one process's
+    held = [
+        read_checkpoint_info(run / "best.safetensors").metadata["training"]["digests"]
+        for run in (single, double)
+    ]
+    assert held[0] == held[1] and held[0]["train"] > 0
+    one, two = (load_file(run / "best.safetensors") for run in (single, double))
+    for name in ("trained.train", "trained.val"):
+        assert torch.equal(one[name], two[name])
 
 
 def test_epoch_order_is_deterministic_and_ranks_partition_each_batch():

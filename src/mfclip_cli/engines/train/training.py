@@ -304,7 +304,7 @@ class Trainer:
         )
         self.reported_unreadable: set[tuple[str, str]] = set()  # (split, path) warned of
         # the bytes of the files it trains and selects on, as its checkpoints record them
-        self.trained_digests = self._hash_splits() if self.world.main else None
+        self.trained_digests = self._hash_splits()
         if not resume:
             self._start_run_folder()
         elif self.world.main:  # last, so that no later failure of the start leaves it held
@@ -500,15 +500,29 @@ class Trainer:
 
     def _hash_splits(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The record and the digests of the train and val splits' files (``data/contents.py``),
-        which each checkpoint keeps, so that eval finds copies of them in other data."""
+        which each checkpoint keeps, so that eval finds copies of them in other data. Under
+        torchrun each process hashes every N-th file and all are gathered: one process hashing
+        a large dataset alone kept the others waiting at a barrier, which times out."""
+        world = self.world
         record: dict[str, Any] = {"of": CONTENT_DIGEST, "unreadable": 0, "from_prepared": 0}
         digests = {}
         for split in DIGESTED_SPLITS:
-            contents = content_digests(self.index, getattr(self.splits, split))
-            digests[split] = contents.known()
+            samples = getattr(self.splits, split)
+            share = content_digests(self.index, samples[world.rank :: world.size])
+            mine = (
+                world.rank,
+                share.values.tobytes(),
+                share.readable.tobytes(),
+                share.from_sources,
+            )
+            values, readable = np.zeros(len(samples), np.int64), np.zeros(len(samples), bool)
+            for rank, their_values, their_readable, from_sources in world.union({mine}):
+                values[rank :: world.size] = np.frombuffer(their_values, np.int64)
+                readable[rank :: world.size] = np.frombuffer(their_readable, bool)
+                record["from_prepared"] += from_sources
+            digests[split] = np.unique(values[readable])
             record[split] = len(digests[split])
-            record["unreadable"] += int((~contents.readable).sum())
-            record["from_prepared"] += contents.from_sources
+            record["unreadable"] += int((~readable).sum())
         return record, digests
 
     def _metadata(self) -> dict[str, Any]:
