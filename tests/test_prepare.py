@@ -78,7 +78,7 @@ def test_prepare_writes_crops_manifest_and_skips_with_reasons(tmp_path):
     source_of = {face["path"]: line["source"] for line in lines for face in line["faces"]}
     contents = content_digests(index, index.samples)
     assert contents.from_sources == len(index.samples) and contents.readable.all()
-    assert contents.values.tolist() == [
+    assert contents.sources.tolist() == [
         digest_value(sha256_file(source / source_of[sample.path])) for sample in index
     ]
 

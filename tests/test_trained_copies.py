@@ -49,10 +49,11 @@ def test_a_files_digest_is_the_start_of_its_sha256_and_an_unreadable_file_is_mar
     assert contents.known().tolist() == sorted(set(expected))
 
 
-def test_a_prepared_face_is_known_by_the_picture_it_was_cropped_from(tmp_path):
+def test_a_prepared_face_is_known_by_its_bytes_and_the_picture_it_was_cropped_from(tmp_path):
     """prepare.jsonl names each source's bytes and its crops: a crop is known by its source
-    (one picture prepared in two folders gives two crops that need not be equal), the last
-    record of a source written by a --resume wins, and a line cut short is passed over."""
+    (one picture prepared in two folders gives two crops that need not be equal) as well as by
+    its own bytes (the crops copied elsewhere, or listed by another manifest, audit AO F1); the
+    last record of a source written by a --resume wins, and a line cut short is passed over."""
     folder = tmp_path / "prepared"
     (folder / "faces").mkdir(parents=True)
     for name in ("a_0.png", "b_0.png", "c_0.png"):
@@ -77,17 +78,38 @@ def test_a_prepared_face_is_known_by_the_picture_it_was_cropped_from(tmp_path):
     )
     other = make_dataset(tmp_path / "other", per_class=1)
     # read alone, and beside another dataset (its paths then under a prefix)
+    own = {
+        name: digest_value(_sha256(folder / "faces" / name))
+        for name in ("a_0.png", "b_0.png", "c_0.png")
+    }
     for index in (read_dataset(folder), read_datasets([str(folder), str(other)])):
         contents = content_digests(index, index.samples)
-        by_path = dict(zip((s.path for s in index.samples), contents.values.tolist()))
         prefix = "prepared/" if index.sources else ""
-        assert by_path[prefix + "faces/a_0.png"] == digest_value(second)
-        assert by_path[prefix + "faces/b_0.png"] == digest_value(source_b)
-        # not in the log: its own bytes
-        assert by_path[prefix + "faces/c_0.png"] == digest_value(
-            _sha256(folder / "faces" / "c_0.png")
-        )
-        assert contents.from_sources == 2 and contents.readable.all()
+        position = {s.path: k for k, s in enumerate(index.samples)}
+        for name, source in (("a_0.png", second), ("b_0.png", source_b), ("c_0.png", None)):
+            k = position[prefix + "faces/" + name]
+            assert contents.values[k] == own[name] and contents.readable[k]
+            assert contents.has_source[k] == (source is not None)  # c: not in the log
+            assert source is None or contents.sources[k] == digest_value(source)
+        assert contents.from_sources == 2
+    known = {digest_value(second), digest_value(source_b), *own.values()}
+    assert set(contents.known().tolist()) >= known
+    # a manifest elsewhere listing the crops by absolute path: known by their own bytes
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "manifest.jsonl").write_text(
+        json.dumps({"path": str(folder / "faces" / "a_0.png"), "label": "real"}) + "\n"
+    )
+    listed = read_dataset(elsewhere)
+    mine = content_digests(listed, listed.samples)
+    assert mine.matching(np.array([own["a_0.png"]])).tolist() == [True]
+    assert mine.from_sources == 0  # no prepare.jsonl beside that manifest
+    # a crop deleted since: not read, though its source is known (audit AO F5)
+    (folder / "faces" / "b_0.png").unlink()
+    index = read_dataset(folder)
+    gone = content_digests(index, index.samples)
+    assert gone.readable.tolist() == [s.path != "faces/b_0.png" for s in index.samples]
+    assert not gone.matching(np.array([digest_value(source_b)])).any()
 
 
 def test_the_digests_travel_in_the_checkpoint_outside_the_network(tmp_path):
@@ -173,10 +195,10 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
     refused = _eval(other, best, tmp_path / "r.json")
     assert refused.returncode == 2, refused.stderr
     said = " ".join(refused.stderr.split())
-    total = expected["train"] + expected["val"]
+    total = expected["train"] + expected["val"]  # the synthetic faces are all distinct
     assert (
-        f"{total} of the {len(theirs.test)} test samples hold the very bytes of files this "
-        f"checkpoint trained on or was selected with ({expected['train']} in its train split and "
+        f"{total} of the {len(theirs.test)} test samples hold the very bytes of files best "
+        f"trained on or was selected with ({expected['train']} in its train split and "
         f"{expected['val']} in its val split)"
     ) in said
     copied = [s for s in theirs.test if any(_sha256(other / s.path) in d for d in digests.values())]
@@ -189,12 +211,18 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
     report = check_json_file(tmp_path / "a.json", "eval")
     assert report["protocol"]["trained_copies"] == {
         **expected,
+        "samples": total,
         "compared": len(theirs.test),
         "unreadable": 0,
     }
     assert report["protocol"]["training_overlap"] is None  # other data: nothing by path
     chosen_on = report["operating_points"]["chosen_on"]["trained_copies"]
-    assert chosen_on == {"train": on_val["train"], "compared": len(theirs.val), "unreadable": 0}
+    assert chosen_on == {
+        "train": on_val["train"],
+        "samples": on_val["train"],
+        "compared": len(theirs.val),
+        "unreadable": 0,
+    }
     for wrong in (set_to(-1), set_to("1"), drop):
         assert schema_errors(
             broken(report, ["protocol", "trained_copies", "compared"], wrong), "eval"
@@ -217,6 +245,7 @@ def test_eval_of_the_training_data_itself_compares_every_test_file(trained_run, 
     assert report["protocol"]["trained_copies"] == {
         "train": 0,
         "val": 0,
+        "samples": 0,
         "compared": len(test),
         "unreadable": 0,
     }
@@ -235,9 +264,16 @@ def test_calibrate_refuses_a_val_split_of_copies_of_trained_files(trained_run, t
     refused = mfclip(*command, "--out", str(out))
     assert refused.returncode == 2, refused.stderr
     said = " ".join(refused.stderr.split())
-    assert "val samples hold the very bytes of files this checkpoint trained on" in said or (
-        "val samples holds the very bytes of a file this checkpoint trained on" in said
+    copied = len(ours.train)
+    renamed = select(read_dataset(copy), "in-domain").val
+    expected = sum(Path(s.path).name.startswith("t") for s in renamed)
+    assert expected and copied
+    assert (
+        f"{expected} of the {len(renamed)} val samples hold the very bytes of files best trained "
+        "on (" in said
     ), said
+    assert "a calibration fitted on them would rest on pictures it trained on" in said
+    assert "or --allow-training-overlap to fit on them anyway (the new checkpoint's" in said
     assert not out.exists()
 
 
@@ -273,4 +309,26 @@ def test_files_of_equal_bytes_that_do_not_decode_are_no_copies(tmp_path):
         shutil.copy(path, copies / name)
     scored = read_dataset(tmp_path / "copies")
     found = trained_copies(info, "test", lambda: content_digests(scored, scored.samples))
-    assert found.record() == {"train": 1, "val": 0, "compared": 3, "unreadable": 0}
+    assert found.record() == {"train": 1, "val": 0, "samples": 1, "compared": 3, "unreadable": 0}
+
+
+def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
+    """A dataset filing one picture twice under two names: val selects the model and
+    calibrates best.safetensors partly on pictures it trains on (audit AO F2), said at the
+    start and recorded."""
+    data = make_dataset(tmp_path / "faces", per_class=20)
+    for path in sorted((data / "real" / "camera").glob("*.png")):
+        for k in range(3):
+            shutil.copy(path, path.with_name(f"again{k}_{path.name}"))
+    splits = select(read_dataset(data), "in-domain")
+    train = {_sha256(data / s.path) for s in splits.train}
+    expected = sum(_sha256(data / s.path) in train for s in splits.val)
+    assert expected
+    result = run(*train_args(data, tmp_path / "run", "--epochs", "1", "--batch-size", "8"))
+    said = " ".join(result.stderr.split())
+    assert (
+        f"warning: {expected} of the {len(splits.val)} val samples hold the very bytes of train "
+        "files"
+    ) in said
+    info = read_checkpoint_info(tmp_path / "run" / "best.safetensors")
+    assert info.metadata["training"]["digests"]["val_copying_train"] == expected

@@ -2,12 +2,13 @@
 under another name, in another folder or in another dataset (eval's ``trained_copies``,
 ``engines/evaluate/held_out.py``): a check by path sees none of these.
 
-A face ``mfclip prepare`` cropped is known by the bytes of the picture it was cropped from, which
-``prepare.jsonl`` records beside it: one picture prepared twice (once for each dataset holding
-it) is then one picture, though its crops' own bytes need not be equal. Any other file is known by
-its own bytes. A digest is the first 8 bytes of the SHA-256 read as a little-endian int64, the
-values a checkpoint's ``trained.*`` tensors hold: two files of other bytes share one with odds
-of about n²/2⁶⁵ among n files, under 1e-7 for a million.
+Every file is known by its own bytes; a face ``mfclip prepare`` cropped is known as well by the
+bytes of the picture it was cropped from, which ``prepare.jsonl`` records beside it: one picture
+prepared twice (once for each dataset holding it) is then one picture, though its crops' own
+bytes need not be equal, and the crops themselves copied elsewhere (or listed by another
+manifest) are still the files trained on. A digest is the first 8 bytes of the SHA-256 read
+as a little-endian int64, the values a checkpoint's ``trained.*`` tensors hold: two files of
+other bytes share one with odds of about n²/2⁶⁵ among n files, under 1e-7 for a million.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from mfclip_cli.data.samples import PREPARED_LOG, DataIndex, Sample
+from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import sha256_file
 
 DIGEST_BYTES = 8
@@ -39,17 +41,51 @@ def digest_value(sha256_hex: str) -> int:
 
 @dataclass(frozen=True)
 class ContentDigests:
-    """A digest per sample (``values``, int64 [N]; 0 and not ``readable`` where its file could
-    not be read), and how many were known by the picture a prepared face was cropped from."""
+    """Per sample: the digest of its file's bytes (``values``, int64 [N]; 0 and not
+    ``readable`` where the file could not be read) and, for a face ``mfclip prepare`` cropped,
+    the digest of the picture it was cropped from (``sources``; where ``has_source``)."""
 
     values: np.ndarray
     readable: np.ndarray  # bool [N]
-    from_sources: int
+    sources: np.ndarray  # int64 [N]
+    has_source: np.ndarray  # bool [N]
     paths: list[Path]  # each sample's file
+    # whether a sample's file decodes, asked once (``decoding``)
+    decoded: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def from_sources(self) -> int:
+        """The samples known by the picture they were cropped from too."""
+        return int(self.has_source.sum())
 
     def known(self) -> np.ndarray:
-        """The digests of the readable samples, sorted, each once."""
-        return np.unique(self.values[self.readable])
+        """The digests of the readable samples (their files' and their sources'), sorted, each
+        once."""
+        sources = self.sources[self.readable & self.has_source]
+        return np.unique(np.concatenate([self.values[self.readable], sources]))
+
+    def matching(self, digests: np.ndarray) -> np.ndarray:
+        """Whether each readable sample's file, or the picture it was cropped from, has one of
+        the sorted ``digests``."""
+        by_source = self.has_source & np.isin(self.sources, digests)
+        return self.readable & (np.isin(self.values, digests) | by_source)
+
+    def decoding(self, positions: Sequence[int], threads: int = HASHING_THREADS) -> list[int]:
+        """The ``positions`` whose files decode, each file decoded once (in threads) however
+        often it is asked: equal bytes of two failed downloads are no copy of a picture, since
+        neither is trained on nor scored (audit AM F6)."""
+        asked = [position for position in positions if position not in self.decoded]
+
+        def decodes(position: int) -> bool:
+            try:
+                decode_image(self.paths[position])
+            except DecodeError:
+                return False
+            return True
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self.decoded.update(zip(asked, pool.map(decodes, asked)))
+        return [position for position in positions if self.decoded[position]]
 
 
 def prepared_sources(folder: Path) -> dict[str, str]:
@@ -91,28 +127,25 @@ def _prepared_faces(index: DataIndex) -> dict[str, str]:
 def content_digests(
     index: DataIndex, samples: Sequence[Sample], threads: int = HASHING_THREADS
 ) -> ContentDigests:
-    """The digest of each of ``samples``' bytes (a prepared face's: its source's), hashed by
-    ``threads`` threads; a file that cannot be read is marked so, never an error (the pass that
-    reads it says why)."""
+    """The digest of each of ``samples``' bytes, hashed by ``threads`` threads, and of a
+    prepared face's source; a file that cannot be read is marked so, never an error (the pass
+    that reads it says why)."""
     by_face = _prepared_faces(index)
     paths = [index.absolute(sample) for sample in samples]
-    values = np.zeros(len(paths), np.int64)
-    readable = np.zeros(len(paths), bool)
-    unknown = []
+    values, readable = np.zeros(len(paths), np.int64), np.zeros(len(paths), bool)
+    sources, has_source = np.zeros(len(paths), np.int64), np.zeros(len(paths), bool)
     for position, sample in enumerate(samples):
         if (digest := by_face.get(sample.path)) is not None:
-            values[position], readable[position] = digest_value(digest), True
-        else:
-            unknown.append(position)
+            sources[position], has_source[position] = digest_value(digest), True
 
-    def hashed(position: int) -> str | None:
+    def hashed(path: Path) -> str | None:
         try:
-            return sha256_file(paths[position])
+            return sha256_file(path)
         except OSError:
             return None
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for position, digest in zip(unknown, pool.map(hashed, unknown)):
+        for position, digest in enumerate(pool.map(hashed, paths)):
             if digest is not None:
                 values[position], readable[position] = digest_value(digest), True
-    return ContentDigests(values, readable, len(paths) - len(unknown), paths)
+    return ContentDigests(values, readable, sources, has_source, paths)

@@ -27,7 +27,6 @@ from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, ContentDig
 from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
 from mfclip_cli.errors import CheckpointError, DataError, UsageError
-from mfclip_cli.faces.decode import DecodeError, decode_image
 from mfclip_cli.files import shown
 from mfclip_cli.model.checkpoint import (
     TRAINED_TENSOR_PREFIX,
@@ -363,23 +362,38 @@ class TrainedCopies:
     examples: tuple[Path, ...] = ()  # the first copies' files, in sample order, to be named
 
     def record(self) -> dict[str, Any]:
-        return {**self.counts, "compared": self.compared, "unreadable": self.unreadable}
+        return {
+            **self.counts,
+            "samples": self.samples,
+            "compared": self.compared,
+            "unreadable": self.unreadable,
+        }
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def said(self, split: str, name: str) -> str:
+        """ "3 of the 40 test samples hold the very bytes of files best trained on (3 in its
+        train split), under other names or in other data; such as a.png, ...", for messages
+        (the caller escapes it for rich where it prints with markup)."""
+        shares = " and ".join(
+            f"{count} in its {role} split" for role, count in self.counts.items() if count
+        )
+        holds = "holds the very bytes of a file" if self.samples == 1 else "hold the very bytes"
+        holds += "" if self.samples == 1 else " of files"
+        more = ", ..." if len(self.examples) < self.samples else ""
+        named = ", ".join(shown(str(path)) for path in self.examples)
+        return (
+            f"{self.samples} of the {self.compared + self.unreadable} {split} samples {holds} "
+            f"{name} {copied_from(self)} ({shares}), under other names or in other data; such "
+            f"as {named}{more}"
+        )
+
 
 def copied_from(copies: TrainedCopies) -> str:
     """What the checkpoint did with the files the scored samples copy: "trained on", ..."""
     return " or ".join(DIGESTED_AS[role] for role, count in copies.counts.items() if count)
-
-
-def named_copies(copies: TrainedCopies) -> str:
-    """The first copies' files, for a message: "; such as a.png, b.png, ..." (the caller
-    escapes it for rich where it prints with markup)."""
-    more = ", ..." if len(copies.examples) < copies.samples else ""
-    return f"; such as {', '.join(shown(str(path)) for path in copies.examples)}{more}"
 
 
 def trained_digests(info: CheckpointInfo) -> dict[str, np.ndarray] | None:
@@ -424,10 +438,8 @@ def trained_copies(
     scored = contents()
     counts, copies = {}, set()
     for role in kept:
-        found = np.flatnonzero(scored.readable & np.isin(scored.values, digests[role]))
-        # a file that does not decode is never scored (nor trained on): equal bytes of two
-        # failed downloads are no copy of a picture (audit AM F6)
-        copied = [int(position) for position in found if _decodes(scored.paths[position])]
+        found = np.flatnonzero(scored.matching(digests[role])).tolist()
+        copied = scored.decoding(found)  # a file that does not decode is never scored
         counts[role] = len(copied)
         copies.update(copied)
     compared = int(scored.readable.sum())
@@ -435,35 +447,22 @@ def trained_copies(
     return TrainedCopies(counts, compared, len(scored.values) - compared, len(copies), examples)
 
 
-def _decodes(path: Path) -> bool:
-    try:
-        decode_image(path)
-    except DecodeError:
-        return False
-    return True
-
-
 def refuse_trained_copies(
     copies: TrainedCopies | None,
     split: str,
-    consequence: str = "its figures would not be those of unseen pictures",
+    name: str,
+    consequence: str,
+    allowed: str,
 ) -> None:
     """A usage error naming the scored samples that are copies of files the checkpoint
-    trained or selected on, unless there are none (or it cannot be told)."""
+    ``name`` trained or was selected with, unless there are none (or it cannot be told);
+    ``allowed``: what ``--allow-training-overlap`` does instead."""
     if copies is None or not copies.total:
         return
-    met = " and ".join(
-        f"{count} in its {role} split" for role, count in copies.counts.items() if count
-    )
-    holds = (
-        "holds the very bytes of a file" if copies.samples == 1 else "hold the very bytes of files"
-    )
     raise UsageError(
-        f"{copies.samples} of the {copies.compared + copies.unreadable} {split} samples {holds} "
-        f"this checkpoint {copied_from(copies)} ({met}), under other names or in other data"
-        f"{named_copies(copies)}: {consequence}. Leave them out of the data (mfclip data "
-        "inspect --verify, given this data and the training data, lists them all), or "
-        f"{ALLOW_OPTION} to score them anyway (the report records them)"
+        f"{copies.said(split, name)}: {consequence}. Leave them out of the data (mfclip data "
+        f"inspect A B --verify lists the files two datasets hold alike), or {ALLOW_OPTION} to "
+        f"{allowed}"
     )
 
 

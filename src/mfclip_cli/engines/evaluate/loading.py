@@ -27,9 +27,7 @@ from mfclip_cli.engines.evaluate.held_out import (
     calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
-    copied_from,
     held_out_trained,
-    named_copies,
     refuse_calibration_overlap,
     refuse_trained_copies,
     refuse_training_overlap,
@@ -236,27 +234,47 @@ def held_out_check(
             highlight=False,
         )
     copies = trained_copies(loaded.info, split, contents)
-    if not choice.allow_training_overlap:
-        refuse_trained_copies(copies, split)
-    elif copies is not None and copies.total:
-        say_trained_copies(copies, len(scored), split, loaded.resolved.name, error_console)
+    if copies is not None and copies.total:
+        use = COPIES_USED[split]
+        if not choice.allow_training_overlap:
+            refuse_trained_copies(copies, split, loaded.resolved.name, *use[:2])
+        say_trained_copies(copies, split, loaded.resolved.name, use[2], error_console)
     return overlap, changed, copies
 
 
+# where --allow-training-overlap lets copies of trained files into a split: what using them
+# would mean, what the option does instead, and what is said then (eval scores test; calibrate
+# fits on val; eval chooses its thresholds on val, ``THRESHOLDS_ON_COPIES``)
+COPIES_USED = {
+    "test": (
+        "its figures would not be those of unseen pictures",
+        "score them anyway (the report records them)",
+        "scored anyway, as --allow-training-overlap asks; its figures on them are not those of "
+        "unseen pictures",
+    ),
+    "val": (
+        "a calibration fitted on them would rest on pictures it trained on",
+        "fit on them anyway (the new checkpoint's calibration records them)",
+        "fitted on anyway, as --allow-training-overlap asks; its calibration rests partly on "
+        "pictures it trained on",
+    ),
+}
+THRESHOLDS_ON_COPIES = (
+    "the operating-point thresholds eval chooses there, and their val FPR bounds, would rest on "
+    "faces it trained on",
+    "choose them there anyway (the report records them)",
+    "thresholds chosen on them anyway, as --allow-training-overlap asks; its thresholds and val "
+    "FPR bounds are optimistic",
+)
+
+
 def say_trained_copies(
-    copies: TrainedCopies, scored: int, split: str, name: str, error_console: Console
+    copies: TrainedCopies, split: str, name: str, then: str, error_console: Console
 ) -> None:
-    """The warning where ``--allow-training-overlap`` lets copies of trained files in."""
-    shares = ", ".join(
-        f"{count} in its {role} split" for role, count in copies.counts.items() if count
-    )
+    """The warning where ``--allow-training-overlap`` lets copies of trained files in, and
+    what is done with them (``then``)."""
     error_console.print(
-        f"[bold yellow]warning:[/] {copies.samples} of the {scored} {split} samples hold the "
-        f"very bytes of files {escape(name)} {copied_from(copies)} ({shares})"
-        f"{escape(named_copies(copies))}: {USED_AS[split]} "
-        "anyway, as --allow-training-overlap asks; its figures on them are not those of unseen "
-        "pictures",
-        highlight=False,
+        f"[bold yellow]warning:[/] {escape(copies.said(split, name))}: {then}", highlight=False
     )
 
 
@@ -275,18 +293,15 @@ def thresholds_check(
     val split's digests): refused unless allowed, said where allowed."""
     overlap = training_overlap(loaded.info, index, "val", splits.val, roles=("train",))
     copies = trained_copies(loaded.info, "val", contents, roles=("train",))
-    consequence = (
-        "the operating-point thresholds eval chooses there, and their val FPR bounds, would "
-        "rest on faces it trained on"
-    )
+    consequence, allowed, then = THRESHOLDS_ON_COPIES
     if not choice.allow_training_overlap:
         refuse_training_overlap(
             overlap, "val", protocol.name, met_as="trained on", consequence=consequence
         )
-        refuse_trained_copies(copies, "val", consequence=consequence)
+        refuse_trained_copies(copies, "val", loaded.resolved.name, consequence, allowed)
     elif copies is not None and copies.total:
-        say_trained_copies(copies, len(splits.val), "val", loaded.resolved.name, error_console)
-    elif overlap is not None and overlap.total:
+        say_trained_copies(copies, "val", loaded.resolved.name, then, error_console)
+    if choice.allow_training_overlap and overlap is not None and overlap.total:
         error_console.print(
             f"[bold yellow]warning:[/] {overlap.total} of the {len(splits.val)} val samples, "
             f"where the operating-point thresholds are chosen, are in "

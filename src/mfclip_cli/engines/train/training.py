@@ -47,7 +47,12 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.combine import read_datasets
-from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, content_digests
+from mfclip_cli.data.contents import (
+    CONTENT_DIGEST,
+    DIGESTED_SPLITS,
+    ContentDigests,
+    content_digests,
+)
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.data.protocols import SPLIT_NAMES
@@ -505,24 +510,35 @@ class Trainer:
         a large dataset alone kept the others waiting at a barrier, which times out."""
         world = self.world
         record: dict[str, Any] = {"of": CONTENT_DIGEST, "unreadable": 0, "from_prepared": 0}
-        digests = {}
+        contents = {}
+        fields = ("values", "readable", "sources", "has_source")
         for split in DIGESTED_SPLITS:
             samples = getattr(self.splits, split)
             share = content_digests(self.index, samples[world.rank :: world.size])
-            mine = (
-                world.rank,
-                share.values.tobytes(),
-                share.readable.tobytes(),
-                share.from_sources,
+            mine = (world.rank, *(getattr(share, name).tobytes() for name in fields))
+            whole = {name: np.zeros(len(samples), getattr(share, name).dtype) for name in fields}
+            for rank, *parts in world.union({mine}):
+                for name, part in zip(fields, parts):
+                    whole[name][rank :: world.size] = np.frombuffer(part, whole[name].dtype)
+            paths = [self.index.absolute(sample) for sample in samples]
+            contents[split] = ContentDigests(**whole, paths=paths)
+            record["unreadable"] += int((~contents[split].readable).sum())
+            record["from_prepared"] += contents[split].from_sources
+        digests = {split: contents[split].known() for split in DIGESTED_SPLITS}
+        record.update({split: len(digests[split]) for split in DIGESTED_SPLITS})
+        # val files holding train files' bytes: model selection and best's calibration rest
+        # partly on pictures it trains on (said; eval then refuses them in its val split)
+        copied = np.flatnonzero(contents["val"].matching(digests["train"])).tolist()
+        record["val_copying_train"] = len(contents["val"].decoding(copied))
+        if record["val_copying_train"] and world.main:
+            self.console.print(
+                f"[bold yellow]warning:[/] {record['val_copying_train']} of the "
+                f"{len(self.splits.val)} val samples hold the very bytes of train files (or of "
+                "the pictures they were cropped from), under other names: the model is selected "
+                "and best.safetensors calibrated partly on pictures it trains on; mfclip data "
+                "inspect --verify lists them, to leave them out of the data",
+                highlight=False,
             )
-            values, readable = np.zeros(len(samples), np.int64), np.zeros(len(samples), bool)
-            for rank, their_values, their_readable, from_sources in world.union({mine}):
-                values[rank :: world.size] = np.frombuffer(their_values, np.int64)
-                readable[rank :: world.size] = np.frombuffer(their_readable, bool)
-                record["from_prepared"] += from_sources
-            digests[split] = np.unique(values[readable])
-            record[split] = len(digests[split])
-            record["unreadable"] += int((~readable).sum())
         return record, digests
 
     def _metadata(self) -> dict[str, Any]:

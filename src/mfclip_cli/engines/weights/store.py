@@ -818,7 +818,7 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "with (protocol.training_overlap, --allow-training-overlap): its figures are not a "
             "held-out test's; register a report of a held-out test split"
         )
-    if copies := _met_in_training(protocol.get("trained_copies")):
+    if copies := _copies_scored(protocol.get("trained_copies")):
         raise UsageError(
             f"--eval {path} scored {copies} test sample(s) holding the bytes of files the "
             "checkpoint was trained or selected with (protocol.trained_copies, "
@@ -847,7 +847,7 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
             "training_overlap, --allow-training-overlap): its thresholds and val FPR bounds are "
             "not a held-out test's; register a report under its training protocol"
         )
-    if chose_on_copies := _met_in_training(chosen_on.get("trained_copies")):
+    if chose_on_copies := _copies_scored(chosen_on.get("trained_copies")):
         raise UsageError(
             f"--eval {path} chose its operating-point thresholds on {chose_on_copies} val "
             "sample(s) holding the bytes of files the checkpoint was trained on "
@@ -885,11 +885,17 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
         )
 
 
+def _copies_scored(copies: dict[str, Any] | None) -> int:
+    """How many samples an eval report's ``trained_copies`` counts as copies of files the
+    checkpoint trained or was selected with (``samples``: one may copy a train and a val file,
+    counted in both)."""
+    return (copies or {}).get("samples", 0)
+
+
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
     """How many test samples an eval report's overlap record puts in the train and val splits
     the checkpoint was trained or calibrated with (``protocol.training_overlap``,
-    ``protocol.changed_data_overlap``, ``protocol.calibration_overlap``), or copies of whose
-    files they hold (``protocol.trained_copies``)."""
+    ``protocol.changed_data_overlap``, ``protocol.calibration_overlap``)."""
     return sum((overlap or {}).get(role, 0) for role in ("train", "val"))
 
 
@@ -898,6 +904,7 @@ def _loaded_info(source: str | Path) -> CheckpointInfo:
     with its OOD statistics and attribution): ``CheckpointError`` or ``UnsafeFileError`` where no
     scan could score with it, or where the tensors a scan does not read (MFCLIP's language
     encoder) are not finite numbers: a registered checkpoint is sound whole, for training too."""
+    from mfclip_cli.engines.evaluate.held_out import trained_digests
     from mfclip_cli.model import load_checkpoint
     from mfclip_cli.model.checkpoint import read_fitted_tensors
     from mfclip_cli.model.detectors import detector_kind, detector_of
@@ -909,6 +916,7 @@ def _loaded_info(source: str | Path) -> CheckpointInfo:
         read_fitted_tensors(info.path, prefix)  # refuses values that are not finite
     ood_of(info)
     attributor_of(info)
+    trained_digests(info)  # eval reads them: altered, refused now rather than at an eval
     return info
 
 
