@@ -233,6 +233,14 @@ def test_ablate_command_writes_its_report(ablate_command):
     report = check_json_file(report_path, "ablate")
     assert report["schema_version"] == SCHEMA_VERSION
     assert report["type"] == "ablation" and list(report["variants"]) == ["full", "srm-unit-range"]
+    test = select(read_dataset(ablate_command[0][3]), "in-domain").test
+    assert report["protocol"]["trained_copies"] == {
+        "train": 0,
+        "val": 0,
+        "samples": 0,
+        "compared": len(test),
+        "unreadable": 0,
+    }
     assert "srm-unit-range" in result.stdout
     # one seed measures no spread: no "± 0.000" (audit E F4)
     assert "±" not in result.stdout

@@ -3,6 +3,7 @@ finds copies of them in the data it scores, under other names, in other folders,
 datasets, where no check by path can see them."""
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,12 +13,15 @@ import pytest
 import torch
 from cli import mfclip
 from report_schemas import broken, check_json_file, drop, schema_errors, set_to
+from rich.console import Console
 from test_train import make_dataset, run, train_args
 
 from mfclip_cli.data import read_dataset, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.contents import content_digests, digest_value, prepared_sources
 from mfclip_cli.engines.evaluate.held_out import trained_copies, trained_digests
+from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
+from mfclip_cli.engines.train.settings import TrainSettings
 from mfclip_cli.errors import CheckpointError
 from mfclip_cli.model import (
     build_model,
@@ -141,6 +145,10 @@ def test_the_digests_travel_in_the_checkpoint_outside_the_network(tmp_path):
     )
     with pytest.raises(CheckpointError, match="do not match its training record"):
         trained_digests(altered)
+    home = {"MFCLIP_HOME": str(tmp_path / "home")}
+    refused = mfclip("weights", "add", str(altered.path), "--name", "altered", env=home)
+    assert refused.returncode != 0 and "do not match its training record" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +335,46 @@ def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
     result = run(*train_args(data, tmp_path / "run", "--epochs", "1", "--batch-size", "8"))
     said = " ".join(result.stderr.split())
     assert (
-        f"warning: {expected} of the {len(splits.val)} val samples hold the very bytes of train "
-        "files"
+        f"warning: {expected} of the {len(splits.val)} val samples hold the very bytes of files "
+        f"this run trains on ({expected} in its train split)"
     ) in said
     info = read_checkpoint_info(tmp_path / "run" / "best.safetensors")
     assert info.metadata["training"]["digests"]["val_copying_train"] == expected
+
+
+def test_ablate_says_and_records_test_files_holding_the_bytes_of_train_files(tmp_path):
+    """Every run of an ablation scores the test split eval would refuse copies in (audit AO
+    F2): said once, and recorded in its report."""
+    data = make_dataset(tmp_path / "faces", per_class=16)
+    for path in sorted((data / "gan").rglob("*.png")):
+        shutil.copy(path, path.with_name(f"again_{path.name}"))
+    splits = select(read_dataset(data), "in-domain")
+    seen = {
+        split: {_sha256(data / s.path) for s in getattr(splits, split)}
+        for split in ("train", "val")
+    }
+    expected = {
+        split: sum(_sha256(data / s.path) in found for s in splits.test)
+        for split, found in seen.items()
+    }
+    samples = sum(
+        any(_sha256(data / s.path) in found for found in seen.values()) for s in splits.test
+    )
+    assert samples
+    training = TrainSettings(
+        data=str(data), out="-", config="tiny", epochs=1, batch_size=16, lr=3e-3, workers=0
+    )
+    console = Console(file=io.StringIO(), width=200)
+    request = AblationRequest(
+        training=training, device="cpu", out=str(tmp_path / "runs"), variants=("full",)
+    )
+    report = run_ablation(request, console, console)
+    assert report["protocol"]["trained_copies"] == {
+        **expected,
+        "samples": samples,
+        "compared": len(splits.test),
+        "unreadable": 0,
+    }
+    said = " ".join(console.file.getvalue().split())
+    assert f"warning: {samples} of the {len(splits.test)} test samples hold the very bytes" in said
+    assert "every variant's figures rest partly on pictures it trained on" in said

@@ -373,10 +373,11 @@ class TrainedCopies:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def said(self, split: str, name: str) -> str:
+    def said(self, split: str, name: str, did: str | None = None) -> str:
         """ "3 of the 40 test samples hold the very bytes of files best trained on (3 in its
         train split), under other names or in other data; such as a.png, ...", for messages
-        (the caller escapes it for rich where it prints with markup)."""
+        (the caller escapes it for rich where it prints with markup): ``name`` the checkpoint,
+        ``did`` what it did with those files (by default "trained on", "was selected with")."""
         shares = " and ".join(
             f"{count} in its {role} split" for role, count in self.counts.items() if count
         )
@@ -386,8 +387,8 @@ class TrainedCopies:
         named = ", ".join(shown(str(path)) for path in self.examples)
         return (
             f"{self.samples} of the {self.compared + self.unreadable} {split} samples {holds} "
-            f"{name} {copied_from(self)} ({shares}), under other names or in other data; such "
-            f"as {named}{more}"
+            f"{name} {did or copied_from(self)} ({shares}), under other names or in other "
+            f"data; such as {named}{more}"
         )
 
 
@@ -435,11 +436,15 @@ def trained_copies(
     digests = trained_digests(info) if kept else None
     if digests is None:
         return None
-    scored = contents()
+    return copies_among(contents(), {role: digests[role] for role in kept})
+
+
+def copies_among(scored: ContentDigests, digests: dict[str, np.ndarray]) -> TrainedCopies:
+    """The ``scored`` samples whose bytes (or whose source's) are among the sorted ``digests``
+    of each split named; a file that does not decode is no copy, being never scored."""
     counts, copies = {}, set()
-    for role in kept:
-        found = np.flatnonzero(scored.matching(digests[role])).tolist()
-        copied = scored.decoding(found)  # a file that does not decode is never scored
+    for role, kept in digests.items():
+        copied = scored.decoding(np.flatnonzero(scored.matching(kept)).tolist())
         counts[role] = len(copied)
         copies.update(copied)
     compared = int(scored.readable.sum())

@@ -23,10 +23,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
+from mfclip_cli.data.contents import DIGESTED_SPLITS, content_digests
 from mfclip_cli.data.identity import index_digest
+from mfclip_cli.engines.evaluate.held_out import copies_among
 from mfclip_cli.engines.inference import (
     FaceSource,
     predict_outputs,
@@ -146,6 +149,22 @@ class _Runner:
         self.splits = select(self.index, load_protocol(settings.protocol))
         if not self.splits.test:
             raise UsageError(f"protocol {settings.protocol} leaves no test samples in this data")
+        # test files holding the bytes of train or val files, which every run scores as eval
+        # would refuse to (audit AO F2): said and recorded, one check for all the runs
+        contents = {
+            split: content_digests(self.index, getattr(self.splits, split))
+            for split in ("test", *DIGESTED_SPLITS)
+        }
+        self.test_copies = copies_among(
+            contents["test"], {split: contents[split].known() for split in DIGESTED_SPLITS}
+        )
+        if self.test_copies.samples:
+            console.print(
+                f"[bold yellow]warning:[/] {escape(self.test_copies.said('test', 'every run'))}: "
+                "every variant's figures rest partly on pictures it trained on; leave them out "
+                "of the data (mfclip data inspect --verify lists the files it holds twice)",
+                highlight=False,
+            )
 
     def _refuse_other_data(self, run: Path) -> None:
         """A finished run is reused only on the data and splits it was trained and tested on: its
@@ -377,6 +396,7 @@ def run_ablation(request: AblationRequest, console: Console, progress: Console) 
         "protocol": {
             "name": settings.protocol,
             "sizes": {name: len(getattr(runner.splits, name)) for name in ("train", "val", "test")},
+            "trained_copies": runner.test_copies.record(),
         },
         "config": settings.config,
         "seeds": request.seeds,

@@ -56,6 +56,7 @@ from mfclip_cli.data.contents import (
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.data.protocols import SPLIT_NAMES
+from mfclip_cli.engines.evaluate.held_out import copies_among
 from mfclip_cli.engines.fitting import (
     FITTED_NAMES,
     fit_int8_calibration,
@@ -528,15 +529,14 @@ class Trainer:
         record.update({split: len(digests[split]) for split in DIGESTED_SPLITS})
         # val files holding train files' bytes: model selection and best's calibration rest
         # partly on pictures it trains on (said; eval then refuses them in its val split)
-        copied = np.flatnonzero(contents["val"].matching(digests["train"])).tolist()
-        record["val_copying_train"] = len(contents["val"].decoding(copied))
-        if record["val_copying_train"] and world.main:
+        copies = copies_among(contents["val"], {"train": digests["train"]})
+        record["val_copying_train"] = copies.samples
+        if copies.samples and world.main:
             self.console.print(
-                f"[bold yellow]warning:[/] {record['val_copying_train']} of the "
-                f"{len(self.splits.val)} val samples hold the very bytes of train files (or of "
-                "the pictures they were cropped from), under other names: the model is selected "
-                "and best.safetensors calibrated partly on pictures it trains on; mfclip data "
-                "inspect --verify lists them, to leave them out of the data",
+                f"[bold yellow]warning:[/] {escape(copies.said('val', 'this run', 'trains on'))}: "
+                "the model is selected and best.safetensors calibrated partly on pictures it "
+                "trains on; leave them out of the data (mfclip data inspect --verify lists the "
+                "files it holds twice)",
                 highlight=False,
             )
         return record, digests
