@@ -234,13 +234,8 @@ def test_ablate_command_writes_its_report(ablate_command):
     assert report["schema_version"] == SCHEMA_VERSION
     assert report["type"] == "ablation" and list(report["variants"]) == ["full", "srm-unit-range"]
     test = select(read_dataset(ablate_command[0][3]), "in-domain").test
-    assert report["protocol"]["trained_copies"] == {
-        "train": 0,
-        "val": 0,
-        "samples": 0,
-        "compared": len(test),
-        "unreadable": 0,
-    }
+    copies = report["protocol"]["trained_copies"]
+    assert copies["samples"] == 0 and copies["files"] == [] and copies["compared"] == len(test)
     assert "srm-unit-range" in result.stdout
     # one seed measures no spread: no "± 0.000" (audit E F4)
     assert "±" not in result.stdout

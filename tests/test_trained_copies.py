@@ -19,7 +19,7 @@ from test_train import make_dataset, run, train_args
 from mfclip_cli.data import read_dataset, select
 from mfclip_cli.data.combine import read_datasets
 from mfclip_cli.data.contents import content_digests, digest_value, prepared_sources
-from mfclip_cli.engines.evaluate.held_out import trained_copies, trained_digests
+from mfclip_cli.engines.evaluate.held_out import trained_copies
 from mfclip_cli.engines.train.ablate import AblationRequest, run_ablation
 from mfclip_cli.engines.train.settings import TrainSettings
 from mfclip_cli.errors import CheckpointError
@@ -30,7 +30,7 @@ from mfclip_cli.model import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from mfclip_cli.model.checkpoint import network_sha256
+from mfclip_cli.model.checkpoint import network_sha256, trained_digests
 
 
 def _sha256(path: Path) -> str:
@@ -69,9 +69,11 @@ def test_a_prepared_face_is_known_by_its_bytes_and_the_picture_it_was_cropped_fr
         {"source": "b.png", "sha256": source_b, "faces": [{"path": "faces/b_0.png"}]},
         {"source": "a.png", "sha256": second, "faces": [{"path": "faces/a_0.png"}]},
         {"source": "bad.png", "sha256": None, "faces": []},
+        {"source": "odd.png", "sha256": "abc", "faces": [{"path": "faces/c_0.png"}]},
     ]
-    log = "".join(json.dumps(line) + "\n" for line in lines) + '{"source": "cut'
-    (folder / "prepare.jsonl").write_text(log)
+    log = "".join(json.dumps(line) + "\n" for line in lines)
+    # a line of bytes that are no UTF-8, and one cut inside a character (audit AP-3)
+    (folder / "prepare.jsonl").write_bytes(log.encode() + b"\xff\xfe\n" + b'{"source": "\xc3')
     sources = prepared_sources(folder)
     assert sources == {"faces/a_0.png": second, "faces/b_0.png": source_b}
     (folder / "manifest.jsonl").write_text(
@@ -211,7 +213,7 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
     ) in said
     copied = [s for s in theirs.test if any(_sha256(other / s.path) in d for d in digests.values())]
     named = ", ".join(str(other / s.path) for s in copied[:3])
-    assert f"in other data; such as {named}, ...: its figures" in said  # to be found
+    assert f"whatever their names or data; such as {named}, ...: its figures" in said
     assert "--allow-training-overlap" in said and not (tmp_path / "r.json").exists()
     allowed = _eval(other, best, tmp_path / "a.json", "--allow-training-overlap")
     assert allowed.returncode == 0, allowed.stderr
@@ -222,15 +224,12 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
         "samples": total,
         "compared": len(theirs.test),
         "unreadable": 0,
+        "files": [s.path for s in copied],  # each named, to be left out
     }
     assert report["protocol"]["training_overlap"] is None  # other data: nothing by path
     chosen_on = report["operating_points"]["chosen_on"]["trained_copies"]
-    assert chosen_on == {
-        "train": on_val["train"],
-        "samples": on_val["train"],
-        "compared": len(theirs.val),
-        "unreadable": 0,
-    }
+    assert chosen_on["train"] == chosen_on["samples"] == on_val["train"]
+    assert chosen_on["compared"] == len(theirs.val) and len(chosen_on["files"]) == on_val["train"]
     for wrong in (set_to(-1), set_to("1"), drop):
         assert schema_errors(
             broken(report, ["protocol", "trained_copies", "compared"], wrong), "eval"
@@ -251,7 +250,7 @@ def test_eval_of_the_training_data_itself_compares_every_test_file(trained_run, 
     report = json.loads((tmp_path / "own.json").read_text())
     test = select(read_dataset(data), "in-domain").test
     none = dict.fromkeys(("train", "val", "samples", "unreadable"), 0)
-    assert report["protocol"]["trained_copies"] == {**none, "compared": len(test)}
+    assert report["protocol"]["trained_copies"] == {**none, "compared": len(test), "files": []}
 
 
 def test_calibrate_refuses_a_val_split_of_copies_of_trained_files(trained_run, tmp_path):
@@ -312,7 +311,14 @@ def test_files_of_equal_bytes_that_do_not_decode_are_no_copies(tmp_path):
         shutil.copy(path, copies / name)
     scored = read_dataset(tmp_path / "copies")
     found = trained_copies(info, "test", lambda: content_digests(scored, scored.samples))
-    assert found.record() == {"train": 1, "val": 0, "samples": 1, "compared": 3, "unreadable": 0}
+    assert found.record() == {
+        "train": 1,
+        "val": 0,
+        "samples": 1,
+        "compared": 3,
+        "unreadable": 0,
+        "files": ["real/camera/a.png"],
+    }
 
 
 def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
@@ -335,6 +341,15 @@ def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
     ) in said
     info = read_checkpoint_info(tmp_path / "run" / "best.safetensors")
     assert info.metadata["training"]["digests"]["val_copying_train"] == expected
+    # its calibration, fitted on them, says so: eval warns, weights add refuses (audit AP-1)
+    assert info.calibration["fitted_on"]["trained_copies"]["samples"] == expected
+    # and the test files eval of it will refuse are said before training (audit AP-4)
+    seen = train | {_sha256(data / s.path) for s in splits.val}
+    in_test = sum(_sha256(data / s.path) in seen for s in splits.test)
+    assert in_test
+    assert f"warning: {in_test} of the {len(splits.test)} test samples hold the very bytes" in said
+    assert "eval of its checkpoints on this data will refuse them" in said
+    assert info.metadata["training"]["digests"]["test_copying_trained"] == in_test
 
 
 def test_ablate_says_and_records_test_files_holding_the_bytes_of_train_files(tmp_path):
@@ -364,12 +379,9 @@ def test_ablate_says_and_records_test_files_holding_the_bytes_of_train_files(tmp
         training=training, device="cpu", out=str(tmp_path / "runs"), variants=("full",)
     )
     report = run_ablation(request, console, console)
-    assert report["protocol"]["trained_copies"] == {
-        **expected,
-        "samples": samples,
-        "compared": len(splits.test),
-        "unreadable": 0,
-    }
+    copies = report["protocol"]["trained_copies"]
+    assert copies == {**copies, **expected, "samples": samples, "compared": len(splits.test)}
+    assert len(copies["files"]) == samples and copies["unreadable"] == 0
     said = " ".join(console.file.getvalue().split())
     assert f"warning: {samples} of the {len(splits.test)} test samples hold the very bytes" in said
     assert "every variant's figures rest partly on pictures it trained on" in said

@@ -305,7 +305,7 @@ def test_weights_add_records_only_its_own_single_eval_report(tmp_path, tiny_conf
     )
     # test files holding the bytes of files it trained on, under other names (2.23.0)
     copied = tmp_path / "copied.json"
-    copies = {"train": 2, "val": 2, "samples": 2, "compared": 40, "unreadable": 0}
+    copies = {"train": 2, "val": 2, "samples": 2, "compared": 40, "unreadable": 0, "files": []}
     copied.write_text(
         json.dumps(
             {**report, "protocol": {**cross, "held_out_trained": None, "trained_copies": copies}}

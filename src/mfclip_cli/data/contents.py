@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from mfclip_cli.data.samples import PREPARED_LOG, DataIndex, Sample
 from mfclip_cli.faces.decode import DecodeError, decode_image
-from mfclip_cli.files import sha256_file
+from mfclip_cli.files import sha256_file, shown
 
 DIGEST_BYTES = 8
-CONTENT_DIGEST = "sha256[:8]"  # what a digest is, as a checkpoint's record says
-# the splits a checkpoint keeps the digests of: those its run trained and selected on
-DIGESTED_SPLITS = ("train", "val")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # files hashed at once: hashlib leaves the GIL while it hashes, so threads overlap reads and hashes
 HASHING_THREADS = 4
 
@@ -50,6 +49,7 @@ class ContentDigests:
     sources: np.ndarray  # int64 [N]
     has_source: np.ndarray  # bool [N]
     paths: list[Path]  # each sample's file
+    names: list[str]  # each sample's path as reports name it (relative to the data)
     # whether a sample's file decodes, asked once (``decoding``)
     decoded: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
 
@@ -88,6 +88,86 @@ class ContentDigests:
         return [position for position in positions if self.decoded[position]]
 
 
+# what a checkpoint (or run) did with the files of each split it keeps the digests of
+DIGESTED_AS = {"train": "trained on", "val": "was selected with"}
+NAMED_COPIES = 3  # the copies a message names; a report names them all
+
+
+@dataclass(frozen=True)
+class Copies:
+    """The samples of a split holding the bytes of files of other splits (a checkpoint's train
+    and val files, by their kept digests), per split copied, each also once (``samples``), with
+    their names; how many samples were compared (their files read and hashed) or could not be."""
+
+    counts: dict[str, int]
+    compared: int
+    unreadable: int
+    files: tuple[str, ...] = ()  # the copies' sample paths, in sample order
+    examples: tuple[Path, ...] = ()  # the first copies' files, to be named in a message
+    prepared: bool = False  # faces mfclip prepare cropped were compared by their source too
+
+    @property
+    def samples(self) -> int:
+        return len(self.files)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            **self.counts,
+            "samples": self.samples,
+            "compared": self.compared,
+            "unreadable": self.unreadable,
+            "files": list(self.files),
+        }
+
+    def said(self, split: str, name: str, did: str | None = None) -> str:
+        """ "3 of the 40 test samples hold the very bytes of files best trained on (3 in its
+        train split), whatever their names or data; such as a.png, ...", for messages (the
+        caller escapes it for rich where it prints with markup): ``name`` the checkpoint or
+        run, ``did`` what it did with those files (by default "trained on", "was selected
+        with")."""
+        shares = " and ".join(
+            f"{count} in its {role} split" for role, count in self.counts.items() if count
+        )
+        did = did or " or ".join(DIGESTED_AS[role] for role, n in self.counts.items() if n)
+        holds = "holds the very bytes of a file" if self.samples == 1 else "hold the very bytes"
+        holds += "" if self.samples == 1 else " of files"
+        cropped = (
+            " (or of the pictures that faces mfclip prepare cropped were cropped from)"
+            if self.prepared
+            else ""
+        )
+        more = ", ..." if len(self.examples) < self.samples else ""
+        named = ", ".join(shown(str(path)) for path in self.examples)
+        return (
+            f"{self.samples} of the {self.compared + self.unreadable} {split} samples {holds} "
+            f"{name} {did}{cropped} ({shares}), whatever their names or data; such as "
+            f"{named}{more}"
+        )
+
+
+def copies_among(
+    scored: ContentDigests, digests: dict[str, np.ndarray], prepared: bool = False
+) -> Copies:
+    """The ``scored`` samples whose bytes (or whose source's) are among the sorted ``digests``
+    of each split named; a file that does not decode is no copy, being never scored.
+    ``prepared``: the digests hold prepared faces' sources (said in messages)."""
+    counts, copies = {}, set()
+    for role, kept in digests.items():
+        copied = scored.decoding(np.flatnonzero(scored.matching(kept)).tolist())
+        counts[role] = len(copied)
+        copies.update(copied)
+    compared = int(scored.readable.sum())
+    ordered = sorted(copies)
+    return Copies(
+        counts,
+        compared,
+        len(scored.values) - compared,
+        tuple(scored.names[position] for position in ordered),
+        tuple(scored.paths[position] for position in ordered[:NAMED_COPIES]),
+        prepared or bool(scored.has_source.any()),
+    )
+
+
 def prepared_sources(folder: Path) -> dict[str, str]:
     """{crop path relative to ``folder``: its source's SHA-256} from the ``prepare.jsonl`` that
     ``mfclip prepare`` wrote into ``folder`` (a later record of a source, written by a
@@ -95,17 +175,19 @@ def prepared_sources(folder: Path) -> dict[str, str]:
     A line that is not a source's record (the settings line, a line cut short) is passed over."""
     sources: dict[str, str] = {}
     try:
-        handle = open(folder / PREPARED_LOG, encoding="utf-8")
+        handle = open(folder / PREPARED_LOG, "rb")
     except OSError:
         return sources
     with handle:
         for line in handle:
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError too: a line cut inside a character
                 continue
             digest = record.get("sha256") if isinstance(record, dict) else None
-            faces = record.get("faces") if isinstance(digest, str) else None
+            if not (isinstance(digest, str) and SHA256_HEX.fullmatch(digest)):
+                continue
+            faces = record.get("faces")
             for face in faces if isinstance(faces, list) else ():
                 if isinstance(face, dict) and isinstance(face.get("path"), str):
                     sources[face["path"]] = digest
@@ -148,4 +230,5 @@ def content_digests(
         for position, digest in enumerate(pool.map(hashed, paths)):
             if digest is not None:
                 values[position], readable[position] = digest_value(digest), True
-    return ContentDigests(values, readable, sources, has_source, paths)
+    names = [sample.path for sample in samples]
+    return ContentDigests(values, readable, sources, has_source, paths, names)

@@ -60,6 +60,8 @@ FITTED = {OOD_KEY: OOD_TENSOR_PREFIX, ATTRIBUTION_KEY: ATTRIBUTION_TENSOR_PREFIX
 # the digests of the bytes of the files a run trained and selected on (``data/contents.py``),
 # one int64 tensor per split, ``trained.train`` and ``trained.val``: eval finds copies of them
 TRAINED_TENSOR_PREFIX = "trained."
+DIGESTED_SPLITS = ("train", "val")  # those its run trained and selected on
+CONTENT_DIGEST = "sha256[:8]"  # what a digest is, as the training record says
 NOT_MODEL = (*FITTED.values(), TRAINED_TENSOR_PREFIX)  # the tensors that are not the network
 CLOCK = "fitted_utc"  # a record's time: in the sidecar, not in the hashed header
 
@@ -275,6 +277,31 @@ def read_fitted_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor
         tensors = {name: handle.get_tensor(name) for name in names}
     refuse_non_finite(tensors, path)
     return tensors
+
+
+def trained_digests(info: CheckpointInfo) -> dict[str, np.ndarray] | None:
+    """{split: the sorted digests of its files} a checkpoint keeps (``DIGESTED_SPLITS``), or
+    None where it keeps none (made before 2.23.0, or not by ``mfclip train``);
+    ``CheckpointError`` where its tensors disagree with its record (the file was altered)."""
+    record = (info.metadata.get(TRAINING_KEY) or {}).get("digests")
+    if not isinstance(record, dict) or record.get("of") != CONTENT_DIGEST:
+        return None
+    tensors = read_fitted_tensors(info.path, TRAINED_TENSOR_PREFIX)
+    digests = {}
+    for split in DIGESTED_SPLITS:
+        tensor = tensors.get(TRAINED_TENSOR_PREFIX + split)
+        if (
+            tensor is None
+            or tensor.dtype != torch.int64
+            or tensor.ndim != 1
+            or len(tensor) != record.get(split)
+        ):
+            raise CheckpointError(
+                f"{info.path}: its digests of its {split} split's files do not match its "
+                "training record: the file was altered"
+            )
+        digests[split] = tensor.numpy()
+    return digests
 
 
 def refuse_non_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from mfclip_cli.data.contents import content_digests
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.engines.evaluate.loading import held_out_check, load_scoring
 from mfclip_cli.engines.evaluate.requests import CalibrateRequest, DataChoice
@@ -57,7 +56,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         raise CalibrationError(problem)
     # the OOD statistics and fingerprints are fitted on the train split: held out from the
     # checkpoint's test split too (load_scoring checked val)
-    # (no digests to compare: a checkpoint keeps none of its test split's files)
+    # (by path only: a checkpoint keeps no digests of its test split's files)
     train_overlap, _, _ = held_out_check(
         choice,
         scoring.checkpoint,
@@ -66,7 +65,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
         scoring.splits,
         "train",
         error_console,
-        lambda: content_digests(scoring.index, scoring.splits.train),
+        None,
     )
     val_outputs = scoring.split_outputs("val", request.batch_size, request.workers, embeddings=True)
     val = scoring.splits.val  # without the samples that could not be read
@@ -93,7 +92,7 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
             "protocol": next(iter(allowed.values())).protocol,
             **{split: overlap.counts for split, overlap in allowed.items()},
         }
-    if (copies := scoring.trained_copies) is not None and copies.total:
+    if (copies := scoring.trained_copies) is not None and copies.samples:
         fitted_on["trained_copies"] = copies.record()  # val files copying files it trained on
     record = fit_calibration(
         logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy

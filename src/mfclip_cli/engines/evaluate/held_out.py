@@ -17,22 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
-import torch
+from typing import Any, Callable, NamedTuple, Sequence
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, select
-from mfclip_cli.data.contents import CONTENT_DIGEST, DIGESTED_SPLITS, ContentDigests
+from mfclip_cli.data.contents import ContentDigests, Copies, copies_among
 from mfclip_cli.data.identity import index_digest
 from mfclip_cli.data.protocols import ProtocolError, recorded_protocol
-from mfclip_cli.errors import CheckpointError, DataError, UsageError
-from mfclip_cli.files import shown
-from mfclip_cli.model.checkpoint import (
-    TRAINED_TENSOR_PREFIX,
-    CheckpointInfo,
-    read_fitted_tensors,
-)
+from mfclip_cli.errors import DataError, UsageError
+from mfclip_cli.model.checkpoint import DIGESTED_SPLITS, CheckpointInfo, trained_digests
 
 # what each scored split must not share with the checkpoint's own splits (calibrate's val: its
 # temperature, band and thresholds fitted on the checkpoint's own test faces would make eval's
@@ -344,90 +336,12 @@ def refuse_training_overlap(
     )
 
 
-NAMED_COPIES = 3  # the copies a refusal or warning names
-# what a checkpoint did with the files of each split it keeps the digests of
-DIGESTED_AS = {"train": "trained on", "val": "was selected with"}
-
-
-@dataclass(frozen=True)
-class TrainedCopies:
-    """How many scored samples hold the bytes of a file in each of the checkpoint's own splits
-    it must not share (``TRAINED_ON``, those it keeps digests of), wherever either lies; and
-    how many scored samples were compared (their files read) or could not be."""
-
-    counts: dict[str, int]
-    compared: int
-    unreadable: int
-    samples: int = 0  # scored samples that are copies (one may copy a train and a val file)
-    examples: tuple[Path, ...] = ()  # the first copies' files, in sample order, to be named
-
-    def record(self) -> dict[str, Any]:
-        return {
-            **self.counts,
-            "samples": self.samples,
-            "compared": self.compared,
-            "unreadable": self.unreadable,
-        }
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def said(self, split: str, name: str, did: str | None = None) -> str:
-        """ "3 of the 40 test samples hold the very bytes of files best trained on (3 in its
-        train split), under other names or in other data; such as a.png, ...", for messages
-        (the caller escapes it for rich where it prints with markup): ``name`` the checkpoint,
-        ``did`` what it did with those files (by default "trained on", "was selected with")."""
-        shares = " and ".join(
-            f"{count} in its {role} split" for role, count in self.counts.items() if count
-        )
-        holds = "holds the very bytes of a file" if self.samples == 1 else "hold the very bytes"
-        holds += "" if self.samples == 1 else " of files"
-        more = ", ..." if len(self.examples) < self.samples else ""
-        named = ", ".join(shown(str(path)) for path in self.examples)
-        return (
-            f"{self.samples} of the {self.compared + self.unreadable} {split} samples {holds} "
-            f"{name} {did or copied_from(self)} ({shares}), under other names or in other "
-            f"data; such as {named}{more}"
-        )
-
-
-def copied_from(copies: TrainedCopies) -> str:
-    """What the checkpoint did with the files the scored samples copy: "trained on", ..."""
-    return " or ".join(DIGESTED_AS[role] for role, count in copies.counts.items() if count)
-
-
-def trained_digests(info: CheckpointInfo) -> dict[str, np.ndarray] | None:
-    """{split: the sorted digests of its files} a checkpoint keeps (``DIGESTED_SPLITS``), or
-    None where it keeps none (made before 2.23.0, or not by ``mfclip train``);
-    ``CheckpointError`` where its tensors disagree with its record (the file was altered)."""
-    record = _training_record(info).get("digests")
-    if not isinstance(record, dict) or record.get("of") != CONTENT_DIGEST:
-        return None
-    tensors = read_fitted_tensors(info.path, TRAINED_TENSOR_PREFIX)
-    digests = {}
-    for split in DIGESTED_SPLITS:
-        tensor = tensors.get(TRAINED_TENSOR_PREFIX + split)
-        if (
-            tensor is None
-            or tensor.dtype != torch.int64
-            or tensor.ndim != 1
-            or len(tensor) != record.get(split)
-        ):
-            raise CheckpointError(
-                f"{info.path}: its digests of the {split} files it trained on do not match "
-                "its training record: the file was altered"
-            )
-        digests[split] = tensor.numpy()
-    return digests
-
-
 def trained_copies(
     info: CheckpointInfo,
     split: str,
     contents: Callable[[], ContentDigests],
     roles: Sequence[str] | None = None,
-) -> TrainedCopies | None:
+) -> Copies | None:
     """The scored ``split``'s samples (``contents``: their digests, hashed when first asked)
     whose bytes are those of a file in the checkpoint's own splits ``roles`` (by default those
     of ``TRAINED_ON[split]`` it keeps digests of); None where it keeps none, or none of those
@@ -436,39 +350,30 @@ def trained_copies(
     digests = trained_digests(info) if kept else None
     if digests is None:
         return None
-    return copies_among(contents(), {role: digests[role] for role in kept})
+    prepared = bool((_training_record(info).get("digests") or {}).get("from_prepared"))
+    return copies_among(contents(), {role: digests[role] for role in kept}, prepared)
 
 
-def copies_among(scored: ContentDigests, digests: dict[str, np.ndarray]) -> TrainedCopies:
-    """The ``scored`` samples whose bytes (or whose source's) are among the sorted ``digests``
-    of each split named; a file that does not decode is no copy, being never scored."""
-    counts, copies = {}, set()
-    for role, kept in digests.items():
-        copied = scored.decoding(np.flatnonzero(scored.matching(kept)).tolist())
-        counts[role] = len(copied)
-        copies.update(copied)
-    compared = int(scored.readable.sum())
-    examples = tuple(scored.paths[position] for position in sorted(copies)[:NAMED_COPIES])
-    return TrainedCopies(counts, compared, len(scored.values) - compared, len(copies), examples)
-
-
-def refuse_trained_copies(
-    copies: TrainedCopies | None,
-    split: str,
-    name: str,
-    consequence: str,
-    allowed: str,
-) -> None:
+def refuse_trained_copies(copies: Copies | None, split: str, name: str, use: CopiesUse) -> None:
     """A usage error naming the scored samples that are copies of files the checkpoint
-    ``name`` trained or was selected with, unless there are none (or it cannot be told);
-    ``allowed``: what ``--allow-training-overlap`` does instead."""
-    if copies is None or not copies.total:
+    ``name`` trained or was selected with, unless there are none (or it cannot be told), and
+    what using them would mean (``use``)."""
+    if copies is None or not copies.samples:
         return
     raise UsageError(
-        f"{copies.said(split, name)}: {consequence}. Leave them out of the data (mfclip data "
-        f"inspect A B --verify lists the files two datasets hold alike), or {ALLOW_OPTION} to "
-        f"{allowed}"
+        f"{copies.said(split, name)}: {use.consequence}. Leave them out of the data (a report "
+        f"written with {ALLOW_OPTION} names each in trained_copies.files), or {ALLOW_OPTION} to "
+        f"{use.allowed}"
     )
+
+
+class CopiesUse(NamedTuple):
+    """Where ``--allow-training-overlap`` lets copies of trained files into a split: what
+    using them would mean, what the option does instead, and what is said then."""
+
+    consequence: str
+    allowed: str
+    then: str
 
 
 def refuse_calibration_overlap(overlap: Overlap | None, scored_with: str) -> None:

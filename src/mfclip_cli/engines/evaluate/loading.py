@@ -14,16 +14,16 @@ from rich.markup import escape
 
 from mfclip_cli.data import DataIndex, Protocol, Sample, Splits, load_protocol, select
 from mfclip_cli.data.combine import read_datasets
-from mfclip_cli.data.contents import ContentDigests, content_digests
+from mfclip_cli.data.contents import ContentDigests, Copies, content_digests
 from mfclip_cli.data.perturb import Perturbation
 from mfclip_cli.engines.evaluate.held_out import (
     CALIBRATED_ON,
     MET_AS,
     USED_AS,
     ChangedDataOverlap,
+    CopiesUse,
     HeldOutTrained,
     Overlap,
-    TrainedCopies,
     calibration_data_changed,
     calibration_overlap,
     changed_data_overlap,
@@ -95,9 +95,9 @@ class Scoring:
     held_out_trained: HeldOutTrained | None = None
     # the scored samples holding the bytes of files it trained or selected on, wherever they
     # lie; None where it keeps no digests of them
-    trained_copies: TrainedCopies | None = None
+    trained_copies: Copies | None = None
     # eval: the val samples holding the bytes of files it trained on
-    thresholds_copies: TrainedCopies | None = None
+    thresholds_copies: Copies | None = None
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -191,13 +191,13 @@ def held_out_check(
     splits: Splits,
     split: str,
     error_console: Console,
-    contents: Callable[[], ContentDigests],
-) -> tuple[Overlap | None, ChangedDataOverlap | None, TrainedCopies | None]:
+    contents: Callable[[], ContentDigests] | None,
+) -> tuple[Overlap | None, ChangedDataOverlap | None, Copies | None]:
     """The ``split``'s overlap with the checkpoint's own splits (``TRAINED_ON``), refused unless
     allowed; where it cannot be told, on the training folder changed since, the bound on it,
     said (not refused: an upper bound, not a count); and its samples that are copies of files
-    the checkpoint trained or selected on (``contents``: the split's digests), refused unless
-    allowed."""
+    the checkpoint trained or selected on (``contents``: the split's digests; None where no
+    digests are kept of the splits it must not share), refused unless allowed."""
     scored = getattr(splits, split)
     overlap = training_overlap(loaded.info, index, split, scored)
     changed = None
@@ -233,33 +233,31 @@ def held_out_check(
             "--allow-training-overlap asks; its figures on them are not those of unseen data",
             highlight=False,
         )
-    copies = trained_copies(loaded.info, split, contents)
-    if copies is not None and copies.total:
-        use = COPIES_USED[split]
+    copies = trained_copies(loaded.info, split, contents) if contents else None
+    if copies is not None and copies.samples:
         if not choice.allow_training_overlap:
-            refuse_trained_copies(copies, split, loaded.resolved.name, *use[:2])
-        say_trained_copies(copies, split, loaded.resolved.name, use[2], error_console)
+            refuse_trained_copies(copies, split, loaded.resolved.name, COPIES_USED[split])
+        say_trained_copies(copies, split, loaded.resolved.name, COPIES_USED[split], error_console)
     return overlap, changed, copies
 
 
-# where --allow-training-overlap lets copies of trained files into a split: what using them
-# would mean, what the option does instead, and what is said then (eval scores test; calibrate
-# fits on val; eval chooses its thresholds on val, ``THRESHOLDS_ON_COPIES``)
+# what copies of trained files in a split would mean (eval scores test; calibrate fits on val;
+# eval chooses its thresholds on val, ``THRESHOLDS_ON_COPIES``)
 COPIES_USED = {
-    "test": (
+    "test": CopiesUse(
         "its figures would not be those of unseen pictures",
         "score them anyway (the report records them)",
         "scored anyway, as --allow-training-overlap asks; its figures on them are not those of "
         "unseen pictures",
     ),
-    "val": (
+    "val": CopiesUse(
         "a calibration fitted on them would rest on pictures it trained on",
         "fit on them anyway (the new checkpoint's calibration records them)",
         "fitted on anyway, as --allow-training-overlap asks; its calibration rests partly on "
         "pictures it trained on",
     ),
 }
-THRESHOLDS_ON_COPIES = (
+THRESHOLDS_ON_COPIES = CopiesUse(
     "the operating-point thresholds eval chooses there, and their val FPR bounds, would rest on "
     "faces it trained on",
     "choose them there anyway (the report records them)",
@@ -269,12 +267,13 @@ THRESHOLDS_ON_COPIES = (
 
 
 def say_trained_copies(
-    copies: TrainedCopies, split: str, name: str, then: str, error_console: Console
+    copies: Copies, split: str, name: str, use: CopiesUse, error_console: Console
 ) -> None:
     """The warning where ``--allow-training-overlap`` lets copies of trained files in, and
-    what is done with them (``then``)."""
+    what is done with them."""
     error_console.print(
-        f"[bold yellow]warning:[/] {escape(copies.said(split, name))}: {then}", highlight=False
+        f"[bold yellow]warning:[/] {escape(copies.said(split, name))}: {use.then}",
+        highlight=False,
     )
 
 
@@ -286,21 +285,21 @@ def thresholds_check(
     splits: Splits,
     error_console: Console,
     contents: Callable[[], ContentDigests],
-) -> tuple[Overlap | None, TrainedCopies | None]:
+) -> tuple[Overlap | None, Copies | None]:
     """Eval's val split, where it chooses its operating-point thresholds (and bounds their FPR),
     against the checkpoint's own train split (audit E F2: under a protocol of other fractions
     they were chosen on faces it trained on, silently), by path and by bytes (``contents``: the
     val split's digests): refused unless allowed, said where allowed."""
     overlap = training_overlap(loaded.info, index, "val", splits.val, roles=("train",))
     copies = trained_copies(loaded.info, "val", contents, roles=("train",))
-    consequence, allowed, then = THRESHOLDS_ON_COPIES
+    use = THRESHOLDS_ON_COPIES
     if not choice.allow_training_overlap:
         refuse_training_overlap(
-            overlap, "val", protocol.name, met_as="trained on", consequence=consequence
+            overlap, "val", protocol.name, met_as="trained on", consequence=use.consequence
         )
-        refuse_trained_copies(copies, "val", loaded.resolved.name, consequence, allowed)
-    elif copies is not None and copies.total:
-        say_trained_copies(copies, "val", loaded.resolved.name, then, error_console)
+        refuse_trained_copies(copies, "val", loaded.resolved.name, use)
+    elif copies is not None and copies.samples:
+        say_trained_copies(copies, "val", loaded.resolved.name, use, error_console)
     if choice.allow_training_overlap and overlap is not None and overlap.total:
         error_console.print(
             f"[bold yellow]warning:[/] {overlap.total} of the {len(splits.val)} val samples, "

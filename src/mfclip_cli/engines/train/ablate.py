@@ -27,9 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mfclip_cli.data import data_record, load_protocol, read_datasets, select
-from mfclip_cli.data.contents import DIGESTED_SPLITS, content_digests
+from mfclip_cli.data.contents import content_digests, copies_among
 from mfclip_cli.data.identity import index_digest
-from mfclip_cli.engines.evaluate.held_out import copies_among
 from mfclip_cli.engines.inference import (
     FaceSource,
     predict_outputs,
@@ -42,6 +41,7 @@ from mfclip_cli.engines.train.training import split_change, train
 from mfclip_cli.errors import UsageError
 from mfclip_cli.files import refuse_existing, write_json_atomic
 from mfclip_cli.model import load_checkpoint, read_checkpoint_info
+from mfclip_cli.model.checkpoint import DIGESTED_SPLITS
 from mfclip_cli.model.config import MFCLIP_DETECTOR, load_model_config
 from mfclip_cli.model.losses import spa_relevance
 from mfclip_cli.schemas import report_header
@@ -162,7 +162,7 @@ class _Runner:
             console.print(
                 f"[bold yellow]warning:[/] {escape(self.test_copies.said('test', 'every run'))}: "
                 "every variant's figures rest partly on pictures it trained on; leave them out "
-                "of the data (mfclip data inspect --verify lists the files it holds twice)",
+                "of the data (the report names each in protocol.trained_copies.files)",
                 highlight=False,
             )
 

@@ -47,16 +47,10 @@ from mfclip_cli.data import (
     select,
 )
 from mfclip_cli.data.combine import read_datasets
-from mfclip_cli.data.contents import (
-    CONTENT_DIGEST,
-    DIGESTED_SPLITS,
-    ContentDigests,
-    content_digests,
-)
+from mfclip_cli.data.contents import ContentDigests, Copies, content_digests, copies_among
 from mfclip_cli.data.faceset import BatchList, EpochOrder, FaceImages, collate_faces
 from mfclip_cli.data.identity import dataset_identity
 from mfclip_cli.data.protocols import SPLIT_NAMES
-from mfclip_cli.engines.evaluate.held_out import copies_among
 from mfclip_cli.engines.fitting import (
     FITTED_NAMES,
     fit_int8_calibration,
@@ -97,7 +91,14 @@ from mfclip_cli.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from mfclip_cli.model.checkpoint import portable_name, read_checkpoint_info, save_fitted
+from mfclip_cli.model.checkpoint import (
+    CONTENT_DIGEST,
+    DIGESTED_SPLITS,
+    portable_name,
+    read_checkpoint_info,
+    save_fitted,
+    trained_digests,
+)
 from mfclip_cli.schemas import SCHEMA_VERSION
 from mfclip_cli.scoring.calibration import (
     calibration_problem,
@@ -310,7 +311,7 @@ class Trainer:
         )
         self.reported_unreadable: set[tuple[str, str]] = set()  # (split, path) warned of
         # the bytes of the files it trains and selects on, as its checkpoints record them
-        self.trained_digests = self._hash_splits()
+        self.digests_record, self.digests, self.val_copies = self._hash_splits(resume)
         if not resume:
             self._start_run_folder()
         elif self.world.main:  # last, so that no later failure of the start leaves it held
@@ -504,42 +505,63 @@ class Trainer:
             unreadable.setdefault(split, []).append(path)
         return unreadable
 
-    def _hash_splits(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _hash_splits(self, resume: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], Copies]:
         """The record and the digests of the train and val splits' files (``data/contents.py``),
-        which each checkpoint keeps, so that eval finds copies of them in other data. Under
-        torchrun each process hashes every N-th file and all are gathered: one process hashing
-        a large dataset alone kept the others waiting at a barrier, which times out."""
-        world = self.world
+        which each checkpoint keeps, so that eval finds copies of them in other data; and the
+        val samples copying train files, which best's calibration is fitted on. Test is hashed
+        too, to say before training what eval of this run will refuse. A resumed run keeps the
+        digests its last checkpoint kept as well (files replaced in place since it began)."""
         record: dict[str, Any] = {"of": CONTENT_DIGEST, "unreadable": 0, "from_prepared": 0}
-        contents = {}
-        fields = ("values", "readable", "sources", "has_source")
+        contents = {split: self._gathered_contents(split) for split in SPLIT_NAMES}
         for split in DIGESTED_SPLITS:
-            samples = getattr(self.splits, split)
-            share = content_digests(self.index, samples[world.rank :: world.size])
-            mine = (world.rank, *(getattr(share, name).tobytes() for name in fields))
-            whole = {name: np.zeros(len(samples), getattr(share, name).dtype) for name in fields}
-            for rank, *parts in world.union({mine}):
-                for name, part in zip(fields, parts):
-                    whole[name][rank :: world.size] = np.frombuffer(part, whole[name].dtype)
-            paths = [self.index.absolute(sample) for sample in samples]
-            contents[split] = ContentDigests(**whole, paths=paths)
             record["unreadable"] += int((~contents[split].readable).sum())
             record["from_prepared"] += contents[split].from_sources
         digests = {split: contents[split].known() for split in DIGESTED_SPLITS}
-        record.update({split: len(digests[split]) for split in DIGESTED_SPLITS})
-        # val files holding train files' bytes: model selection and best's calibration rest
-        # partly on pictures it trains on (said; eval then refuses them in its val split)
-        copies = copies_among(contents["val"], {"train": digests["train"]})
-        record["val_copying_train"] = copies.samples
-        if copies.samples and world.main:
-            self.console.print(
-                f"[bold yellow]warning:[/] {escape(copies.said('val', 'this run', 'trains on'))}: "
-                "the model is selected and best.safetensors calibrated partly on pictures it "
-                "trains on; leave them out of the data (mfclip data inspect --verify lists the "
-                "files it holds twice)",
-                highlight=False,
+        before = trained_digests(read_checkpoint_info(self.run / LAST)) if resume else None
+        if before and any(np.setdiff1d(before[k], digests[k]).size for k in DIGESTED_SPLITS):
+            digests = {k: np.union1d(before[k], digests[k]) for k in DIGESTED_SPLITS}
+            self._say(
+                "files of the train or val split were replaced in place since the run "
+                "began: its checkpoints keep the digests of their bytes then and now"
             )
-        return record, digests
+        record.update({split: len(digests[split]) for split in DIGESTED_SPLITS})
+        val_copies = copies_among(contents["val"], {"train": digests["train"]})
+        test_copies = copies_among(contents["test"], digests)
+        record["val_copying_train"] = val_copies.samples
+        record["test_copying_trained"] = test_copies.samples
+        if val_copies.samples:
+            self._say(
+                f"{val_copies.said('val', 'this run', 'trains on')}: the model is selected and "
+                "best.safetensors calibrated partly on pictures it trains on (its calibration's "
+                "fitted_on.trained_copies records them); leave them out of the data"
+            )
+        if test_copies.samples:
+            self._say(
+                f"{test_copies.said('test', 'this run', 'trains on or is selected with')}: eval "
+                "of its checkpoints on this data will refuse them (or score them with "
+                "--allow-training-overlap); leave them out of the data"
+            )
+        return record, digests, val_copies
+
+    def _gathered_contents(self, split: str) -> ContentDigests:
+        """The digests of ``split``'s files. Under torchrun each process hashes every N-th
+        file and all are gathered: one process hashing a large dataset alone kept the others
+        waiting at a barrier, which times out."""
+        world, samples = self.world, getattr(self.splits, split)
+        share = content_digests(self.index, samples[world.rank :: world.size])
+        fields = ("values", "readable", "sources", "has_source")
+        mine = (world.rank, *(getattr(share, name).tobytes() for name in fields))
+        whole = {name: np.zeros(len(samples), getattr(share, name).dtype) for name in fields}
+        for rank, *parts in world.union({mine}):
+            for name, part in zip(fields, parts):
+                whole[name][rank :: world.size] = np.frombuffer(part, whole[name].dtype)
+        paths = [self.index.absolute(sample) for sample in samples]
+        return ContentDigests(**whole, paths=paths, names=[sample.path for sample in samples])
+
+    def _say(self, warning: str) -> None:
+        """A warning, from the main process only."""
+        if self.world.main:
+            self.console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
     def _metadata(self) -> dict[str, Any]:
         """What a checkpoint of this run records about it; the samples that could not be read
@@ -561,7 +583,7 @@ class Trainer:
                         "test": len(self.splits.test),
                     },
                 },
-                "digests": self.trained_digests[0] if self.trained_digests else None,
+                "digests": self.digests_record,
                 "environment": self.environment,
                 "step": self.progress.step,
                 "epoch": self.progress.epoch,
@@ -583,7 +605,7 @@ class Trainer:
                 self.model,
                 self.run / LAST,
                 metadata=self._metadata(),
-                trained_digests=self.trained_digests[1],
+                trained_digests=self.digests,
                 overwrite=True,
             )
             save_state(self.run / STATE, self.model, self.optimizer, self.progress)
@@ -623,7 +645,7 @@ class Trainer:
                     self.run / BEST,
                     metadata=metadata,
                     calibration=calibration,
-                    trained_digests=self.trained_digests[1],
+                    trained_digests=self.digests,
                     overwrite=True,
                 )
         self.world.barrier()
@@ -655,6 +677,9 @@ class Trainer:
             "layout": self.data_summary["layout"],
             **protocol_fitted_on(self.splits),
             "step": step,
+            # val files copying train files (said when the run began), as calibrate records
+            # those --allow-training-overlap lets it fit on: eval says so, weights add refuses
+            **({"trained_copies": self.val_copies.record()} if self.val_copies.samples else {}),
         }
 
     def _fit_best_int8(self, best: Path) -> None:

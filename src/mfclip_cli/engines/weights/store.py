@@ -887,9 +887,10 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
 
 def _copies_scored(copies: dict[str, Any] | None) -> int:
     """How many samples an eval report's ``trained_copies`` counts as copies of files the
-    checkpoint trained or was selected with (``samples``: one may copy a train and a val file,
-    counted in both)."""
-    return (copies or {}).get("samples", 0)
+    checkpoint trained or was selected with: ``samples`` (each once), else, where a report
+    lacks it (not a well-formed one), ``train`` + ``val``, which counts a copy of both twice."""
+    copies = copies or {}
+    return copies.get("samples", _met_in_training(copies))
 
 
 def _met_in_training(overlap: dict[str, Any] | None) -> int:
@@ -904,9 +905,8 @@ def _loaded_info(source: str | Path) -> CheckpointInfo:
     with its OOD statistics and attribution): ``CheckpointError`` or ``UnsafeFileError`` where no
     scan could score with it, or where the tensors a scan does not read (MFCLIP's language
     encoder) are not finite numbers: a registered checkpoint is sound whole, for training too."""
-    from mfclip_cli.engines.evaluate.held_out import trained_digests
     from mfclip_cli.model import load_checkpoint
-    from mfclip_cli.model.checkpoint import read_fitted_tensors
+    from mfclip_cli.model.checkpoint import read_fitted_tensors, trained_digests
     from mfclip_cli.model.detectors import detector_kind, detector_of
     from mfclip_cli.scoring.attribution import attributor_of
     from mfclip_cli.scoring.ood import ood_of
