@@ -343,6 +343,24 @@ def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
     assert info.metadata["training"]["digests"]["val_copying_train"] == expected
     # its calibration, fitted on them, says so: eval warns, weights add refuses (audit AP-1)
     assert info.calibration["fitted_on"]["trained_copies"]["samples"] == expected
+    elsewhere = make_dataset(tmp_path / "elsewhere", per_class=8, seed=3)
+    scored = _eval(elsewhere, info.path, tmp_path / "e.json")
+    assert scored.returncode == 0, scored.stderr
+    assert "best was calibrated on val files holding the bytes of files it trained on" in (
+        " ".join(scored.stderr.split())
+    )
+    home = {"MFCLIP_HOME": str(tmp_path / "home")}
+    added = mfclip(
+        "weights",
+        "add",
+        str(info.path),
+        "--name",
+        "b",
+        "--eval",
+        str(tmp_path / "e.json"),
+        env=home,
+    )
+    assert added.returncode == 2 and "calibration.fitted_on.trained_copies" in added.stderr
     # and the test files eval of it will refuse are said before training (audit AP-4)
     seen = train | {_sha256(data / s.path) for s in splits.val}
     in_test = sum(_sha256(data / s.path) in seen for s in splits.test)

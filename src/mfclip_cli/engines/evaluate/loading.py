@@ -354,17 +354,18 @@ def calibration_check(
 
 def say_training_caveats(loaded: LoadedWeights, split: str, error_console: Console) -> None:
     """A checkpoint without a training record (not made by ``mfclip train``) is said unchecked;
-    one calibrated with ``--allow-training-overlap`` is said to be."""
+    one calibrated on samples of its own splits (``--allow-training-overlap``) or on copies of
+    files it trained on (that, or its own run's val split holding them) is said to be."""
     fitted_on = (loaded.info.calibration or {}).get("fitted_on") or {}
     for key, what in (
-        ("training_overlap", "samples of its own splits"),
-        ("trained_copies", "copies of files it trained on"),
+        ("training_overlap", "with --allow-training-overlap on samples of its own splits"),
+        ("trained_copies", "on val files holding the bytes of files it trained on"),
     ):
         if fitted_on.get(key):
             error_console.print(
-                f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was calibrated with "
-                f"--allow-training-overlap on {what} (its calibration's fitted_on.{key}): its "
-                "calibrated figures are not those of held-out data",
+                f"[bold yellow]warning:[/] {escape(loaded.resolved.name)} was calibrated {what} "
+                f"(its calibration's fitted_on.{key}): its calibrated figures are not those of "
+                "held-out data",
                 highlight=False,
             )
     if not loaded.info.metadata.get("training"):

@@ -828,9 +828,10 @@ def _refuse_figures_not_held_out(report: dict[str, Any], path: str | Path) -> No
     fitted_on = (report.get("calibration") or {}).get("fitted_on") or {}
     if fitted_on.get("trained_copies"):
         raise UsageError(
-            f"--eval {path} scored a checkpoint calibrated on copies of files it was trained on "
-            "(calibration.fitted_on.trained_copies, --allow-training-overlap): its calibrated "
-            "figures are not a held-out test's; register one calibrated on held-out data"
+            f"--eval {path} scored a checkpoint calibrated on val files holding the bytes of "
+            "files it was trained on (calibration.fitted_on.trained_copies: its own run's val "
+            "split, or calibrate --allow-training-overlap): its calibrated figures are not a "
+            "held-out test's; register one calibrated on held-out data (mfclip calibrate)"
         )
     fitted = fitted_on.get("training_overlap")
     if fitted:  # calibrated with --allow-training-overlap on samples of its own splits
