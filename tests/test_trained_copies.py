@@ -230,10 +230,14 @@ def test_eval_refuses_copies_of_trained_files_in_other_data_unless_allowed(train
     chosen_on = report["operating_points"]["chosen_on"]["trained_copies"]
     assert chosen_on["train"] == chosen_on["samples"] == on_val["train"]
     assert chosen_on["compared"] == len(theirs.val) and len(chosen_on["files"]) == on_val["train"]
-    for wrong in (set_to(-1), set_to("1"), drop):
-        assert schema_errors(
-            broken(report, ["protocol", "trained_copies", "compared"], wrong), "eval"
-        )
+    for field, wrong in [
+        ("compared", set_to(-1)),
+        ("compared", set_to("1")),
+        ("compared", drop),
+        ("files", drop),
+        ("files", set_to([1])),
+    ]:
+        assert schema_errors(broken(report, ["protocol", "trained_copies", field], wrong), "eval")
     home = {"MFCLIP_HOME": str(tmp_path / "home")}
     registered = mfclip(
         "weights", "add", str(best), "--name", "x", "--eval", str(tmp_path / "a.json"), env=home
@@ -343,6 +347,7 @@ def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
     assert info.metadata["training"]["digests"]["val_copying_train"] == expected
     # its calibration, fitted on them, says so: eval warns, weights add refuses (audit AP-1)
     assert info.calibration["fitted_on"]["trained_copies"]["samples"] == expected
+    assert "files" not in info.calibration["fitted_on"]["trained_copies"]  # it travels
     elsewhere = make_dataset(tmp_path / "elsewhere", per_class=8, seed=3)
     scored = _eval(elsewhere, info.path, tmp_path / "e.json")
     assert scored.returncode == 0, scored.stderr

@@ -110,13 +110,15 @@ class Copies:
     def samples(self) -> int:
         return len(self.files)
 
-    def record(self) -> dict[str, Any]:
+    def record(self, named: bool = True) -> dict[str, Any]:
+        """As reports keep it; ``named`` False leaves the files' names out (a checkpoint's
+        calibration travels, and every scan report would repeat its data's file names)."""
         return {
             **self.counts,
             "samples": self.samples,
             "compared": self.compared,
             "unreadable": self.unreadable,
-            "files": list(self.files),
+            **({"files": list(self.files)} if named else {}),
         }
 
     def said(self, split: str, name: str, did: str | None = None) -> str:

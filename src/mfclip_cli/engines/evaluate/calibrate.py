@@ -93,7 +93,8 @@ def calibrate(request: CalibrateRequest, error_console: Console) -> dict:
             **{split: overlap.counts for split, overlap in allowed.items()},
         }
     if (copies := scoring.trained_copies) is not None and copies.samples:
-        fitted_on["trained_copies"] = copies.record()  # val files copying files it trained on
+        # val files copying files it trained on (named in calibrate's stderr, not in the file)
+        fitted_on["trained_copies"] = copies.record(named=False)
     record = fit_calibration(
         logits, labels, fitted_on=fitted_on, target_accuracy=request.target_accuracy
     )

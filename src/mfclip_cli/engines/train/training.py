@@ -679,7 +679,11 @@ class Trainer:
             "step": step,
             # val files copying train files (said when the run began), as calibrate records
             # those --allow-training-overlap lets it fit on: eval says so, weights add refuses
-            **({"trained_copies": self.val_copies.record()} if self.val_copies.samples else {}),
+            **(
+                {"trained_copies": self.val_copies.record(named=False)}
+                if self.val_copies.samples
+                else {}
+            ),
         }
 
     def _fit_best_int8(self, best: Path) -> None:
