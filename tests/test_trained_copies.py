@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import torch
 from cli import mfclip
-from report_schemas import broken, check_json_file, drop, schema_errors, set_to
+from report_schemas import (
+    broken,
+    check_json_file,
+    check_train_run,
+    drop,
+    schema_errors,
+    set_to,
+)
 from rich.console import Console
 from test_train import make_dataset, run, train_args
 
@@ -343,6 +350,7 @@ def test_training_says_val_files_holding_the_bytes_of_train_files(tmp_path):
         f"warning: {expected} of the {len(splits.val)} val samples hold the very bytes of files "
         f"this run trains on ({expected} in its train split)"
     ) in said
+    check_train_run(tmp_path / "run")  # every record of the run as its schema says
     info = read_checkpoint_info(tmp_path / "run" / "best.safetensors")
     assert info.metadata["training"]["digests"]["val_copying_train"] == expected
     # its calibration, fitted on them, says so: eval warns, weights add refuses (audit AP-1)

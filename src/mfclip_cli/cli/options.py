@@ -54,9 +54,9 @@ AllowTrainingOverlap = Annotated[
         "--allow-training-overlap",
         help=(
             "Score samples the checkpoint was trained on (or, for eval, selected with; for "
-            "calibrate, tested on), or files holding the bytes of files it trained or was "
-            "selected on, instead of refusing; said on stderr, and eval's report counts them "
-            "(protocol.training_overlap, protocol.trained_copies)."
+            "calibrate, tested on), or files holding the bytes of files it trained on or was "
+            "selected with, instead of refusing; said on stderr, and recorded (eval's report: "
+            "protocol.training_overlap, protocol.trained_copies)."
         ),
     ),
 ]

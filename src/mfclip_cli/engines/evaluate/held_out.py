@@ -361,9 +361,8 @@ def refuse_trained_copies(copies: Copies | None, split: str, name: str, use: Cop
     if copies is None or not copies.samples:
         return
     raise UsageError(
-        f"{copies.said(split, name)}: {use.consequence}. Leave them out of the data (a report "
-        f"written with {ALLOW_OPTION} names each in trained_copies.files), or {ALLOW_OPTION} to "
-        f"{use.allowed}"
+        f"{copies.said(split, name)}: {use.consequence}. Leave them out of the data{use.listed}, "
+        f"or {ALLOW_OPTION} to {use.allowed}"
     )
 
 
@@ -374,6 +373,7 @@ class CopiesUse(NamedTuple):
     consequence: str
     allowed: str
     then: str
+    listed: str = ""  # where every copy is named, for a refusal to point to
 
 
 def refuse_calibration_overlap(overlap: Overlap | None, scored_with: str) -> None:

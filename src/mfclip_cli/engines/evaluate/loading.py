@@ -249,6 +249,7 @@ COPIES_USED = {
         "score them anyway (the report records them)",
         "scored anyway, as --allow-training-overlap asks; its figures on them are not those of "
         "unseen pictures",
+        " (eval's report with --allow-training-overlap names each: protocol.trained_copies.files)",
     ),
     "val": CopiesUse(
         "a calibration fitted on them would rest on pictures it trained on",
@@ -263,6 +264,8 @@ THRESHOLDS_ON_COPIES = CopiesUse(
     "choose them there anyway (the report records them)",
     "thresholds chosen on them anyway, as --allow-training-overlap asks; its thresholds and val "
     "FPR bounds are optimistic",
+    " (eval's report with --allow-training-overlap names each: operating_points.chosen_on."
+    "trained_copies.files)",
 )
 
 

@@ -162,7 +162,7 @@ class _Runner:
             console.print(
                 f"[bold yellow]warning:[/] {escape(self.test_copies.said('test', 'every run'))}: "
                 "every variant's figures rest partly on pictures it trained on; leave them out "
-                "of the data (the report names each in protocol.trained_copies.files)",
+                "of the data (the report --json writes names each: protocol.trained_copies.files)",
                 highlight=False,
             )
 

@@ -533,7 +533,7 @@ class Trainer:
             self._say(
                 f"{val_copies.said('val', 'this run', 'trains on')}: the model is selected and "
                 "best.safetensors calibrated partly on pictures it trains on (its calibration's "
-                "fitted_on.trained_copies records them); leave them out of the data"
+                "fitted_on.trained_copies counts them); leave them out of the data"
             )
         if test_copies.samples:
             self._say(
@@ -638,7 +638,7 @@ class Trainer:
                 labels = [s.label for s in self.splits.val]
                 if not calibration_problem(labels):
                     calibration = fit_calibration(
-                        logits, labels, fitted_on=self._fitted_on(self.progress.step)
+                        logits, labels, fitted_on=self._calibration_fitted_on(self.progress.step)
                     )
                 save_checkpoint(
                     self.model,
@@ -677,14 +677,15 @@ class Trainer:
             "layout": self.data_summary["layout"],
             **protocol_fitted_on(self.splits),
             "step": step,
-            # val files copying train files (said when the run began), as calibrate records
-            # those --allow-training-overlap lets it fit on: eval says so, weights add refuses
-            **(
-                {"trained_copies": self.val_copies.record(named=False)}
-                if self.val_copies.samples
-                else {}
-            ),
         }
+
+    def _calibration_fitted_on(self, step: int | None) -> dict[str, Any]:
+        """Where best's calibration comes from, with the val files copying train files it was
+        fitted on (said when the run began), as calibrate records those
+        --allow-training-overlap lets it fit on: eval says so, weights add refuses."""
+        copies = self.val_copies
+        named = {"trained_copies": copies.record(named=False)} if copies.samples else {}
+        return {**self._fitted_on(step), **named}
 
     def _fit_best_int8(self, best: Path) -> None:
         """The best checkpoint's calibration refitted on its inference model's val pass (the
@@ -701,7 +702,9 @@ class Trainer:
         # model's logits differ in the last bits, and a threshold is one val face's score
         outputs = predict_outputs(model, self.face_source, self.splits.val, embeddings=True)
         refit = fit_calibration(
-            outputs.logits, [s.label for s in outputs.samples], fitted_on=self._fitted_on(step)
+            outputs.logits,
+            [s.label for s in outputs.samples],
+            fitted_on=self._calibration_fitted_on(step),
         )
         int8 = fit_int8_calibration(
             model,
