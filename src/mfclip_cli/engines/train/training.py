@@ -518,12 +518,15 @@ class Trainer:
             record["from_prepared"] += contents[split].from_sources
         digests = {split: contents[split].known() for split in DIGESTED_SPLITS}
         before = trained_digests(read_checkpoint_info(self.run / LAST)) if resume else None
-        if before and any(np.setdiff1d(before[k], digests[k]).size for k in DIGESTED_SPLITS):
+        if before:  # the bytes it met before the resume are kept too
+            changed = any(np.setdiff1d(digests[k], before[k]).size for k in DIGESTED_SPLITS)
             digests = {k: np.union1d(before[k], digests[k]) for k in DIGESTED_SPLITS}
-            self._say(
-                "files of the train or val split were replaced in place since the run "
-                "began: its checkpoints keep the digests of their bytes then and now"
-            )
+            if changed:  # said once: the next save keeps both
+                self._say(
+                    "files of the train or val split (or the prepare.jsonl naming their "
+                    "sources) changed in place since its last save: its checkpoints keep the "
+                    "digests of their bytes then and now"
+                )
         record.update({split: len(digests[split]) for split in DIGESTED_SPLITS})
         val_copies = copies_among(contents["val"], {"train": digests["train"]})
         test_copies = copies_among(contents["test"], digests)
